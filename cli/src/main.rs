@@ -1,0 +1,2 @@
+//! `hammer2-synchro`: the userland command line. SKELETON.
+fn main() {}

@@ -1,0 +1,32 @@
+//! hammer2-synchro: DragonFly BSD's HAMMER2 cluster synchronizer as a portable `no_std` core.
+//!
+//! Layers, bottom up (see `docs/ARCHITECTURE.md`):
+//! - [`host`]: the porting surface, the only thing a kernel must provide;
+//! - [`media`]: HAMMER2 on-media types (blockref, inode) and constants;
+//! - [`thread`]: the `HAMMER2_THREAD_*` flag word, requester operations and the sync loop;
+//! - [`quorum`]: focus selection by a quorum of masters, cluster status words;
+//! - [`store`]: the in-memory HAMMER2-shaped node store;
+//! - [`sync`]: the per-inode synchronizer (`hammer2_sync_slaves`);
+//! - [`cluster`]: up to 8 nodes with roles, frontend changes, sync entry points;
+//! - [`scenario`]: the `.scn` language every host runs.
+#![cfg_attr(not(feature = "std"), no_std)]
+#![forbid(unsafe_op_in_unsafe_fn)]
+#![deny(missing_docs)]
+
+extern crate alloc;
+
+pub mod cluster;
+pub mod error;
+pub mod host;
+pub mod media;
+pub mod mem;
+pub mod quorum;
+pub mod scenario;
+pub mod store;
+pub mod sync;
+pub mod thread;
+
+#[cfg(feature = "std")]
+pub mod userland;
+
+pub use error::{Error, Result};

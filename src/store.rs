@@ -1,0 +1,1 @@
+//! SKELETON: store layer.

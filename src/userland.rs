@@ -1,0 +1,1 @@
+//! The userland host: std threads, futex-style word sleep. SKELETON.
