@@ -153,6 +153,23 @@ impl Cluster {
         let _ = (idx, brk);
         todo!()
     }
+    /// Copy the cluster's current roles into node `idx`'s own view, which its sync passes use
+    /// (a sync thread does this at start and when it consumes REMASTER; `sync` before each pass).
+    pub fn refresh_view(&self, idx: usize) {
+        let _ = idx;
+        todo!()
+    }
+    /// Node `idx`'s synchronizer counters.
+    pub fn stats(&self, idx: usize) -> crate::sync::SyncStats {
+        let _ = idx;
+        todo!()
+    }
+    /// Write a human-readable status of this cluster: nodes, roles, status words, thread flags by
+    /// name, counters. Used by every host's `status`.
+    pub fn write_status(&self, out: &mut dyn fmt::Write) -> fmt::Result {
+        let _ = out;
+        todo!()
+    }
     /// Quorum over the PFS roots of all nodes.
     pub fn focus_root(&self) -> QuorumResult {
         todo!()
@@ -177,4 +194,11 @@ impl Cluster {
         let _ = (idx, path);
         todo!()
     }
+}
+
+/// Write the status of every live cluster (kernel `status` file). Clusters register themselves
+/// in [`Cluster::new`] and unregister when dropped.
+pub fn write_all_status(out: &mut dyn fmt::Write) -> fmt::Result {
+    let _ = out;
+    todo!()
 }

@@ -7,6 +7,8 @@ pub trait SyncWork: Sync {
     /// One synchronization pass. `brk` is polled at every chain operation; when it returns true
     /// the pass must return `Err(Error::InProgress)` promptly.
     fn pass(&self, brk: &dyn Fn() -> bool) -> Result<()>;
+    /// Reset sync state after a REMASTER request: re-read the cluster roles into this node's view.
+    fn remaster(&self);
 }
 
 /// The per-node thread slots a cluster owns (one per node).
