@@ -1,4 +1,4 @@
-//! The per-inode synchronizer (`hammer2_sync_slaves`). SKELETON.
+//! The per-inode synchronizer (`hammer2_sync_slaves`).
 
 /// Per-node synchronizer counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
