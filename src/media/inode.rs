@@ -137,6 +137,8 @@ const _: () = {
 
 impl Default for InodeMeta {
     /// A zeroed meta of version [`INODE_VERSION_ONE`], default check method, one copy.
+    /// `objtype` is 0, which [`InodeMeta::validate`] rejects: set it (or use
+    /// [`InodeMeta::new`]).
     fn default() -> Self {
         InodeMeta {
             version: INODE_VERSION_ONE,
