@@ -22,6 +22,7 @@ pub mod media;
 pub mod mem;
 pub mod quorum;
 pub mod scenario;
+pub mod selftest;
 pub mod store;
 pub mod sync;
 pub mod thread;
