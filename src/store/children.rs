@@ -5,9 +5,15 @@
 
 use alloc::vec::Vec;
 
-use super::inode::range_end;
 use super::ChainId;
 use crate::{Error, Result};
+
+/// The last key of the range `key`/`keybits` (as [`crate::media::Blockref::key_end`]).
+fn range_end(key: u64, keybits: u8) -> u64 {
+    let mut b = crate::media::Blockref::new(0, key, keybits);
+    b.key = key;
+    b.key_end()
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -92,8 +98,14 @@ mod tests {
         c.insert(0x10000, 16, id(1)).unwrap();
         assert_eq!(c.insert(0x10005, 0, id(9)), Err(Error::Exists));
         assert_eq!(c.first_overlapping(0, u64::MAX), Some((0, id(0))));
-        assert_eq!(c.first_overlapping(0x1ffff, u64::MAX), Some((0x10000, id(1))));
-        assert_eq!(c.first_overlapping(0x20000, 0x20000), Some((0x20000, id(2))));
+        assert_eq!(
+            c.first_overlapping(0x1ffff, u64::MAX),
+            Some((0x10000, id(1)))
+        );
+        assert_eq!(
+            c.first_overlapping(0x20000, 0x20000),
+            Some((0x20000, id(2)))
+        );
         assert_eq!(c.first_overlapping(0x30000, u64::MAX), None);
         assert_eq!(c.remove(0x10000), Some(id(1)));
         assert_eq!(c.first_overlapping(0x10000, 0x1ffff), None);

@@ -8,8 +8,9 @@ use alloc::vec::Vec;
 use core::cmp::Ordering;
 use core::fmt::{self, Write};
 
-use super::inode::{self, Bref};
+use super::inode;
 use super::{Body, ChainId, Store};
+use crate::media::{self, Blockref};
 use crate::mem::{try_push, try_to_vec};
 use crate::{Error, Result};
 
@@ -18,7 +19,7 @@ use crate::{Error, Result};
 pub struct Record {
     keys: Vec<u64>,
     path: Vec<u8>,
-    bref: Bref,
+    bref: Blockref,
     body: Body,
 }
 
@@ -30,25 +31,33 @@ pub fn flatten(store: &Store) -> Result<Vec<Record>> {
     while let Some((id, keys, path)) = stack.pop() {
         let (bref, body) = store.read(id)?;
         let mut kids = Vec::new();
-        let mut next = store.lookup(id, 0, inode::KEY_MAX)?;
+        let mut next = store.lookup(id, 0, media::KEY_MAX)?;
         while let Some((c, b)) = next {
             try_push(&mut kids, c)?;
-            next = store.next(id, &b, inode::KEY_MAX)?;
+            next = store.next(id, &b, media::KEY_MAX)?;
         }
         for &c in kids.iter().rev() {
             let cb = store.bref(c)?;
             let mut ck = try_to_vec(&keys)?;
             try_push(&mut ck, cb.key)?;
             let mut cp = try_to_vec(&path)?;
-            if cb.btype == inode::BREF_TYPE_INODE {
+            if cb.btype == media::BREF_TYPE_INODE {
                 let name = store.read(c)?.1;
-                cp.try_reserve(1 + inode::NAME_MAX)?;
+                cp.try_reserve(1 + media::NAME_MAX)?;
                 cp.push(b'/');
-                cp.extend_from_slice(name.inode().ok_or(Error::Invalid)?.name());
+                cp.extend_from_slice(name.inode().ok_or(Error::Invalid)?.filename());
             }
             try_push(&mut stack, (c, ck, cp))?;
         }
-        try_push(&mut out, Record { keys, path, bref, body })?;
+        try_push(
+            &mut out,
+            Record {
+                keys,
+                path,
+                bref,
+                body,
+            },
+        )?;
     }
     Ok(out)
 }
@@ -68,7 +77,7 @@ impl fmt::Display for Path<'_> {
                 write!(f, "\\x{b:02x}")?;
             }
         }
-        if r.bref.btype == inode::BREF_TYPE_DATA {
+        if r.bref.btype == media::BREF_TYPE_DATA {
             write!(f, " (block at {})", r.bref.key)?;
         }
         Ok(())
@@ -84,8 +93,12 @@ fn differs(a: &Record, b: &Record, is_root: bool) -> Option<DiffWhat> {
     match (&a.body, &b.body) {
         (Body::Inode(ia), Body::Inode(ib)) => {
             let (ma, mb) = (&ia.meta, &ib.meta);
-            if ma.otype != mb.otype {
-                return Some(DiffWhat::Num("object type", mb.otype as u64, ma.otype as u64));
+            if ma.objtype != mb.objtype {
+                return Some(DiffWhat::Num(
+                    "object type",
+                    mb.objtype as u64,
+                    ma.objtype as u64,
+                ));
             }
             if ma.mode != mb.mode {
                 return Some(DiffWhat::Mode(mb.mode, ma.mode));
@@ -97,24 +110,28 @@ fn differs(a: &Record, b: &Record, is_root: bool) -> Option<DiffWhat> {
                 return Some(DiffWhat::Num("modify_tid", y.modify_tid, x.modify_tid));
             }
             if is_root {
-                if !ma.pfsroot_fields_eq(mb) {
+                if !inode::pfsroot_fields_eq(ma, mb) {
                     return Some(DiffWhat::Text("PFS root meta differs"));
                 }
             } else {
-                if ia.name() != ib.name() {
+                if ia.filename() != ib.filename() {
                     return Some(DiffWhat::Text("file name differs"));
                 }
                 if ma != mb {
                     return Some(DiffWhat::Text("inode meta differs"));
                 }
-                if ia.direct != ib.direct {
+                if ia.u != ib.u {
                     return Some(DiffWhat::Text("embedded data differs"));
                 }
             }
         }
         (Body::Data(da), Body::Data(db)) => {
             if da.len() != db.len() {
-                return Some(DiffWhat::Num("block bytes", db.len() as u64, da.len() as u64));
+                return Some(DiffWhat::Num(
+                    "block bytes",
+                    db.len() as u64,
+                    da.len() as u64,
+                ));
             }
             if let Some(i) = da.iter().zip(db.iter()).position(|(p, q)| p != q) {
                 return Some(DiffWhat::At(i));
@@ -122,7 +139,8 @@ fn differs(a: &Record, b: &Record, is_root: bool) -> Option<DiffWhat> {
         }
         _ => return Some(DiffWhat::Text("payload kind differs")),
     }
-    if (x.keybits, x.radix, x.methods, x.flags, x.vradix) != (y.keybits, y.radix, y.methods, y.flags, y.vradix) {
+    let fields = |b: &Blockref| (b.keybits, b.size_radix(), b.methods, b.flags, b.vradix);
+    if fields(x) != fields(y) {
         return Some(DiffWhat::Text("blockref fields differ"));
     }
     if x.modify_tid != y.modify_tid {
@@ -212,7 +230,7 @@ mod tests {
 
     fn store() -> Store {
         let mut root = InodeData::default();
-        root.meta.otype = inode::OBJTYPE_DIRECTORY;
+        root.meta.objtype = media::OBJTYPE_DIRECTORY;
         Store::new(host(), root).unwrap()
     }
 
@@ -233,7 +251,10 @@ mod tests {
         b.chmod(b"/d/f", 0o600, 3).unwrap();
         let (same, text) = cmp(&a, &b);
         assert!(!same);
-        assert!(text.contains("node 1: /d/f: mode 600, expected 644"), "{text}");
+        assert!(
+            text.contains("node 1: /d/f: mode 600, expected 644"),
+            "{text}"
+        );
         a.chmod(b"/d/f", 0o600, 3).unwrap();
         assert!(cmp(&a, &b).0);
         let mut data = [7u8; 70_000];
@@ -241,13 +262,19 @@ mod tests {
         b.write(b"/d/f", &data, 4).unwrap();
         a.write(b"/d/f", &[7u8; 70_000], 4).unwrap();
         let text = cmp(&a, &b).1;
-        assert!(text.contains("/d/f (block at 65536): data differs at byte 464"), "{text}");
+        assert!(
+            text.contains("/d/f (block at 65536): data differs at byte 464"),
+            "{text}"
+        );
         a.write(b"/d/f", &data, 4).unwrap();
         assert!(cmp(&a, &b).0);
         a.mkdir(b"/e", 5).unwrap();
         let text = cmp(&a, &b).1;
         assert!(text.contains("node 1: /e: missing"), "{text}");
-        assert!(text.contains("node 1: /: modify_tid 4, expected 5"), "{text}");
+        assert!(
+            text.contains("node 1: /: modify_tid 4, expected 5"),
+            "{text}"
+        );
         b.mkdir(b"/e", 6).unwrap();
         let text = cmp(&a, &b).1;
         assert!(text.contains("/e: modify_tid 6, expected 5"), "{text}");

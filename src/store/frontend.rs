@@ -8,25 +8,12 @@
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
-use super::inode::{self, Bref, InodeData, Meta};
+use super::inode;
 use super::{Body, ChainGuard, ChainId, Store};
 use crate::host::LockMode;
+use crate::media::{self, dirhash, Blockref, InodeData, InodeMeta, OpFlags, DIRHASH_LOMASK};
 use crate::mem::{try_box, try_push};
 use crate::{Error, Result};
-
-/// `HAMMER2_DIRHASH_LOMASK`: the low bits a name-hash collision is resolved in.
-pub const DIRHASH_LOMASK: u64 = 0x7fff;
-
-/// The directory key of `name` (the name hash with the collision bits clear).
-pub fn dirhash(name: &[u8]) -> u64 {
-    // FNV-1a, folded so the collision bits are free and the key is "visible" (bit 63).
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in name {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (h & !DIRHASH_LOMASK) | (1 << 63)
-}
 
 /// Split an absolute path into its components (empty for `/`). Components are 1..=255 bytes.
 pub fn components(path: &[u8]) -> Result<Vec<&[u8]>> {
@@ -44,17 +31,12 @@ pub fn components(path: &[u8]) -> Result<Vec<&[u8]>> {
 }
 
 /// What a regular file's bytes become: DIRECTDATA, or 64 KiB DATA blocks.
-fn data_bref(key: u64, len: usize, tid: u64) -> Bref {
-    Bref {
-        btype: inode::BREF_TYPE_DATA,
-        methods: inode::DEFAULT_METHODS,
-        keybits: inode::DATA_RADIX,
-        vradix: inode::DATA_RADIX,
-        radix: inode::data_radix_for(len),
-        key,
-        modify_tid: tid,
-        ..Bref::default()
-    }
+fn data_bref(key: u64, len: usize, tid: u64) -> Blockref {
+    let mut b = Blockref::new(media::BREF_TYPE_DATA, key, media::DATA_BLOCK_RADIX);
+    b.vradix = media::DATA_BLOCK_RADIX;
+    b.set_size_radix(inode::data_radix_for(len));
+    b.modify_tid = tid;
+    b
 }
 
 impl Store {
@@ -67,7 +49,7 @@ impl Store {
         let mut k = h;
         while let Some((key, id)) = d.children.first_overlapping(k, end) {
             if let Body::Inode(ip) = &a.get(id)?.body {
-                if ip.name() == name {
+                if ip.filename() == name {
                     return Ok(Some(id));
                 }
             }
@@ -98,7 +80,7 @@ impl Store {
     pub fn resolve(&self, path: &[u8]) -> Result<ChainId> {
         let mut cur = self.root;
         for c in components(path)? {
-            if self.meta(cur)?.otype != inode::OBJTYPE_DIRECTORY {
+            if self.meta(cur)?.objtype != media::OBJTYPE_DIRECTORY {
                 return Err(Error::NotDir);
             }
             cur = self.find_name(cur, c)?.ok_or(Error::NotFound)?;
@@ -108,7 +90,10 @@ impl Store {
 
     /// Lock the directory chain of `path`'s parent and everything above it exclusively.
     /// Returns the held guards (root first) and the last component (None for `/`).
-    fn lock_parent_path<'p>(&self, path: &'p [u8]) -> Result<(Vec<ChainGuard<'_>>, Option<&'p [u8]>)> {
+    fn lock_parent_path<'p>(
+        &self,
+        path: &'p [u8],
+    ) -> Result<(Vec<ChainGuard<'_>>, Option<&'p [u8]>)> {
         let comps = components(path)?;
         let mut guards = Vec::new();
         guards.try_reserve(comps.len() + 1)?;
@@ -119,7 +104,7 @@ impl Store {
         for c in dirs {
             let top = guards.last().ok_or(Error::Invalid)?;
             let child = self.find_name(top.id(), c)?.ok_or(Error::NotFound)?;
-            if self.meta(child)?.otype != inode::OBJTYPE_DIRECTORY {
+            if self.meta(child)?.objtype != media::OBJTYPE_DIRECTORY {
                 return Err(Error::NotDir);
             }
             let g = self.lock_child(top, child, LockMode::Exclusive)?;
@@ -136,13 +121,20 @@ impl Store {
         Ok(())
     }
 
-    fn new_inode(&self, dir: &ChainGuard<'_>, name: &[u8], otype: u8, mode: u32, tid: u64) -> Result<(Bref, Box<InodeData>)> {
+    fn new_inode(
+        &self,
+        dir: &ChainGuard<'_>,
+        name: &[u8],
+        otype: u8,
+        mode: u32,
+        tid: u64,
+    ) -> Result<(Blockref, Box<InodeData>)> {
         let key = self.free_name_key(dir.id(), name)?;
         let dmeta = self.meta(dir.id())?;
         let mut ip = try_box(InodeData::default())?;
-        ip.meta = Meta {
-            version: 1,
-            otype,
+        ip.meta = InodeMeta {
+            version: media::INODE_VERSION_ONE,
+            objtype: otype,
             mode,
             inum: tid,
             nlinks: 1,
@@ -150,21 +142,16 @@ impl Store {
             name_key: key,
             name_len: name.len() as u16,
             comp_algo: 0,
-            check_algo: inode::DEFAULT_CHECK_ALGO,
+            check_algo: media::CHECK_DEFAULT,
             ctime: tid,
             mtime: tid,
             btime: tid,
-            ..Meta::default()
+            ..InodeMeta::default()
         };
         ip.filename[..name.len()].copy_from_slice(name);
-        let bref = Bref {
-            btype: inode::BREF_TYPE_INODE,
-            methods: inode::DEFAULT_METHODS,
-            radix: inode::INODE_RADIX,
-            key,
-            modify_tid: tid,
-            ..Bref::default()
-        };
+        let mut bref = Blockref::new(media::BREF_TYPE_INODE, key, 0);
+        bref.set_size_radix(media::INODE_RADIX);
+        bref.modify_tid = tid;
         Ok((bref, ip))
     }
 
@@ -176,7 +163,7 @@ impl Store {
         if self.find_name(dir.id(), name)?.is_some() {
             return Err(Error::Exists);
         }
-        let (bref, ip) = self.new_inode(dir, name, inode::OBJTYPE_DIRECTORY, 0o755, tid)?;
+        let (bref, ip) = self.new_inode(dir, name, media::OBJTYPE_DIRECTORY, 0o755, tid)?;
         let id = self.insert(dir, bref, Body::Inode(ip))?;
         let g = self.lock_child(dir, id, LockMode::Exclusive)?;
         try_push(&mut guards, g)?;
@@ -190,15 +177,15 @@ impl Store {
         let dir = guards.last().ok_or(Error::Invalid)?;
         let id = match self.find_name(dir.id(), name)? {
             Some(id) => {
-                match self.meta(id)?.otype {
-                    inode::OBJTYPE_REGFILE => {}
-                    inode::OBJTYPE_DIRECTORY => return Err(Error::IsDir),
+                match self.meta(id)?.objtype {
+                    media::OBJTYPE_REGFILE => {}
+                    media::OBJTYPE_DIRECTORY => return Err(Error::IsDir),
                     _ => return Err(Error::Invalid),
                 }
                 id
             }
             None => {
-                let (bref, ip) = self.new_inode(dir, name, inode::OBJTYPE_REGFILE, 0o644, tid)?;
+                let (bref, ip) = self.new_inode(dir, name, media::OBJTYPE_REGFILE, 0o644, tid)?;
                 self.insert(dir, bref, Body::Inode(ip))?
             }
         };
@@ -210,25 +197,29 @@ impl Store {
 
     /// Replace the whole content of the file `g` holds.
     fn set_file_data(&self, g: &ChainGuard<'_>, data: &[u8], tid: u64) -> Result<()> {
-        let direct = data.len() <= inode::EMBEDDED_BYTES;
+        let direct = data.len() <= media::EMBEDDED_BYTES;
         let nblocks = if direct {
             0
         } else {
-            data.len().div_ceil(inode::DATA_BLOCK)
+            data.len().div_ceil(media::DATA_BLOCK_BYTES)
         };
         // Blocks past the new end go first (all of them when the data becomes DIRECTDATA).
-        let first_gone = (nblocks as u64) << inode::DATA_RADIX;
-        while let Some((id, _)) = self.lookup(g.id(), first_gone, inode::KEY_MAX)? {
+        let first_gone = (nblocks as u64) << media::DATA_BLOCK_RADIX;
+        while let Some((id, _)) = self.lookup(g.id(), first_gone, media::KEY_MAX)? {
             let c = self.lock_child(g, id, LockMode::Exclusive)?;
             self.delete(g, c)?;
         }
-        for (i, chunk) in data.chunks(inode::DATA_BLOCK).enumerate().take(nblocks) {
-            let key = (i as u64) << inode::DATA_RADIX;
+        for (i, chunk) in data
+            .chunks(media::DATA_BLOCK_BYTES)
+            .enumerate()
+            .take(nblocks)
+        {
+            let key = (i as u64) << media::DATA_BLOCK_RADIX;
             let bref = data_bref(key, chunk.len(), tid);
             let mut bytes = Vec::new();
-            bytes.try_reserve_exact(bref.bytes())?;
+            bytes.try_reserve_exact(bref.data_bytes())?;
             bytes.extend_from_slice(chunk);
-            bytes.resize(bref.bytes(), 0);
+            bytes.resize(bref.data_bytes(), 0);
             match self.child_at(g.id(), key)? {
                 Some(id) => {
                     let c = self.lock_child(g, id, LockMode::Exclusive)?;
@@ -247,12 +238,12 @@ impl Store {
             let Body::Inode(ip) = body else {
                 return Err(Error::Invalid);
             };
-            ip.direct = [0; inode::EMBEDDED_BYTES];
+            ip.u = [0; media::EMBEDDED_BYTES];
             if direct {
-                ip.meta.op_flags |= inode::OPFLAG_DIRECTDATA;
-                ip.direct[..data.len()].copy_from_slice(data);
+                ip.meta.op_flags |= OpFlags::DIRECTDATA.bits();
+                ip.u[..data.len()].copy_from_slice(data);
             } else {
-                ip.meta.op_flags &= !inode::OPFLAG_DIRECTDATA;
+                ip.meta.op_flags &= !OpFlags::DIRECTDATA.bits();
             }
             ip.meta.size = data.len() as u64;
             ip.meta.mtime = tid;
@@ -302,12 +293,12 @@ impl Store {
         if self.find_name(dir.id(), name)?.is_some() {
             return Err(Error::Exists);
         }
-        let (bref, mut ip) = self.new_inode(dir, name, inode::OBJTYPE_HARDLINK, 0, tid)?;
+        let (bref, mut ip) = self.new_inode(dir, name, media::OBJTYPE_HARDLINK, 0, tid)?;
         // A pointer carries the target's inode number and type, nothing else.
-        let (inum, ttype) = if tmeta.otype == inode::OBJTYPE_HARDLINK {
+        let (inum, ttype) = if tmeta.objtype == media::OBJTYPE_HARDLINK {
             (tmeta.inum, tmeta.target_type)
         } else {
-            (tmeta.inum, tmeta.otype)
+            (tmeta.inum, tmeta.objtype)
         };
         ip.meta.inum = inum;
         ip.meta.target_type = ttype;
@@ -320,23 +311,23 @@ impl Store {
     /// The inode a hardlink pointer names (searched by inode number), or `id` itself.
     pub fn follow(&self, id: ChainId) -> Result<ChainId> {
         let m = self.meta(id)?;
-        if m.otype != inode::OBJTYPE_HARDLINK {
+        if m.objtype != media::OBJTYPE_HARDLINK {
             return Ok(id);
         }
         let mut stack = Vec::new();
         try_push(&mut stack, self.root)?;
         while let Some(cur) = stack.pop() {
             let cm = self.meta(cur)?;
-            if cm.otype == m.target_type && cm.inum == m.inum {
+            if cm.objtype == m.target_type && cm.inum == m.inum {
                 return Ok(cur);
             }
-            if cm.otype != inode::OBJTYPE_DIRECTORY {
+            if cm.objtype != media::OBJTYPE_DIRECTORY {
                 continue;
             }
-            let mut next = self.lookup(cur, 0, inode::KEY_MAX)?;
+            let mut next = self.lookup(cur, 0, media::KEY_MAX)?;
             while let Some((c, b)) = next {
                 try_push(&mut stack, c)?;
-                next = self.next(cur, &b, inode::KEY_MAX)?;
+                next = self.next(cur, &b, media::KEY_MAX)?;
             }
         }
         Err(Error::NotFound)
@@ -346,22 +337,22 @@ impl Store {
     pub fn read_file(&self, id: ChainId) -> Result<Vec<u8>> {
         let id = self.follow(id)?;
         let m = self.meta(id)?;
-        match m.otype {
-            inode::OBJTYPE_REGFILE => {}
-            inode::OBJTYPE_DIRECTORY => return Err(Error::IsDir),
+        match m.objtype {
+            media::OBJTYPE_REGFILE => {}
+            media::OBJTYPE_DIRECTORY => return Err(Error::IsDir),
             _ => return Err(Error::Invalid),
         }
         let size = usize::try_from(m.size).map_err(|_| Error::TooBig)?;
         let mut out = Vec::new();
         out.try_reserve_exact(size)?;
-        if m.directdata() {
+        if m.is_directdata() {
             let (_, body) = self.read(id)?;
             let ip = body.inode().ok_or(Error::Invalid)?;
-            out.extend_from_slice(&ip.direct[..size.min(inode::EMBEDDED_BYTES)]);
+            out.extend_from_slice(&ip.u[..size.min(media::EMBEDDED_BYTES)]);
             out.resize(size, 0);
             return Ok(out);
         }
-        let mut next = self.lookup(id, 0, inode::KEY_MAX)?;
+        let mut next = self.lookup(id, 0, media::KEY_MAX)?;
         while let Some((c, b)) = next {
             let off = usize::try_from(b.key).map_err(|_| Error::TooBig)?;
             if off >= size {
@@ -374,7 +365,7 @@ impl Store {
                 out.truncate(off);
                 out.extend_from_slice(&d[..n]);
             }
-            next = self.next(id, &b, inode::KEY_MAX)?;
+            next = self.next(id, &b, media::KEY_MAX)?;
         }
         out.resize(size, 0);
         Ok(out)
@@ -388,7 +379,7 @@ mod tests {
 
     fn store() -> Store {
         let mut root = InodeData::default();
-        root.meta.otype = inode::OBJTYPE_DIRECTORY;
+        root.meta.objtype = media::OBJTYPE_DIRECTORY;
         root.meta.inum = 1;
         Store::new(host(), root).unwrap()
     }
@@ -416,7 +407,7 @@ mod tests {
         assert_eq!(s.bref(s.root()).unwrap().modify_tid, 3);
         s.link(b"/a/f", b"/l", 4).unwrap();
         let l = s.resolve(b"/l").unwrap();
-        assert_eq!(s.meta(l).unwrap().otype, inode::OBJTYPE_HARDLINK);
+        assert_eq!(s.meta(l).unwrap().objtype, media::OBJTYPE_HARDLINK);
         assert_eq!(s.read_file(l).unwrap(), b"hello");
         assert_eq!(s.link(b"/zz", b"/l2", 5), Err(Error::NotFound));
         assert_eq!(s.write(b"/l", b"x", 5), Err(Error::Invalid));
@@ -433,18 +424,30 @@ mod tests {
     #[test]
     fn directdata_and_blocks_transitions() {
         let s = store();
-        for (tid, n) in [(1u64, 100usize), (2, 70_000), (3, 512), (4, 513), (5, 200_000), (6, 65_536), (7, 0)] {
+        for (tid, n) in [
+            (1u64, 100usize),
+            (2, 70_000),
+            (3, 512),
+            (4, 513),
+            (5, 200_000),
+            (6, 65_536),
+            (7, 0),
+        ] {
             let data = pattern(n);
             s.write(b"/f", &data, tid).unwrap();
             let f = s.resolve(b"/f").unwrap();
             assert_eq!(s.read_file(f).unwrap(), data, "size {n}");
             let m = s.meta(f).unwrap();
-            assert_eq!(m.directdata(), n <= 512);
+            assert_eq!(m.is_directdata(), n <= 512);
             let blocks = if n <= 512 { 0 } else { n.div_ceil(65536) };
             assert_eq!(s.child_count(f).unwrap(), blocks, "size {n}");
             if n == 70_000 {
-                let (_, b) = s.lookup(f, 65536, inode::KEY_MAX).unwrap().unwrap();
-                assert_eq!(b.bytes(), 8192, "a file tail gets the smallest power of two");
+                let (_, b) = s.lookup(f, 65536, media::KEY_MAX).unwrap().unwrap();
+                assert_eq!(
+                    b.data_bytes(),
+                    8192,
+                    "a file tail gets the smallest power of two"
+                );
             }
         }
     }
@@ -456,7 +459,9 @@ mod tests {
         {
             // Occupy the name's own hash slot with another entry.
             let g = s.lock_root(LockMode::Exclusive);
-            let (mut bref, mut ip) = s.new_inode(&g, b"other", inode::OBJTYPE_REGFILE, 0, 1).unwrap();
+            let (mut bref, mut ip) = s
+                .new_inode(&g, b"other", media::OBJTYPE_REGFILE, 0, 1)
+                .unwrap();
             bref.key = h;
             ip.meta.name_key = h;
             s.insert(&g, bref, Body::Inode(ip)).unwrap();
@@ -464,6 +469,6 @@ mod tests {
         s.mkdir(b"/n", 2).unwrap();
         let n = s.resolve(b"/n").unwrap();
         assert_eq!(s.bref(n).unwrap().key, h + 1);
-        assert_eq!(s.meta(n).unwrap().otype, inode::OBJTYPE_DIRECTORY);
+        assert_eq!(s.meta(n).unwrap().objtype, media::OBJTYPE_DIRECTORY);
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Chains live in an arena and are named by [`ChainId`] (slot index + generation, so a stale id
 //! is detected instead of reaching a reused slot). Each chain has a blockref-like header
-//! ([`Bref`]), a payload ([`Body`]: an inode's 1024 bytes or up to 64 KiB of file data) and its
+//! ([`Blockref`]), a payload ([`Body`]: an inode's 1024 bytes or up to 64 KiB of file data) and its
 //! children sorted by key. Directories hold child inodes keyed by the name hash; regular files hold
 //! DATA chains keyed by file offset, or up to 512 bytes inside the inode (DIRECTDATA).
 //!
@@ -28,10 +28,10 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use crate::host::{Host, LockMode, RawLock};
+use crate::media::{self, Blockref, InodeData, InodeMeta};
 use crate::mem::{try_box, try_push};
 use crate::{Error, Result};
 use children::Children;
-pub use inode::{Bref, InodeData, Meta};
 
 /// A chain's name in its node's store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +45,7 @@ pub struct ChainId {
 pub enum Body {
     /// An inode's 1024 bytes.
     Inode(Box<InodeData>),
-    /// File data, exactly `1 << bref.radix` bytes.
+    /// File data, exactly `bref.data_bytes()` bytes.
     Data(Vec<u8>),
 }
 
@@ -53,7 +53,7 @@ impl Body {
     /// A fallible deep copy.
     pub fn try_clone(&self) -> Result<Body> {
         Ok(match self {
-            Body::Inode(ip) => Body::Inode(try_box((**ip).clone())?),
+            Body::Inode(ip) => Body::Inode(try_box(**ip)?),
             Body::Data(d) => Body::Data(crate::mem::try_to_vec(d)?),
         })
     }
@@ -67,7 +67,7 @@ impl Body {
 }
 
 struct Chain {
-    bref: Bref,
+    bref: Blockref,
     body: Body,
     children: Children,
     parent: Option<ChainId>,
@@ -112,6 +112,7 @@ pub struct Store {
     host: &'static dyn Host,
     arena: spin::RwLock<Arena>,
     root: ChainId,
+    root_lock: usize,
 }
 
 /// A held chain lock; released on drop.
@@ -191,6 +192,7 @@ impl Store {
     pub fn new(host: &'static dyn Host, root: InodeData) -> Result<Store> {
         let body = Body::Inode(try_box(root)?);
         let lock = host.lock_create()?;
+        let root_lock = lock.as_raw();
         let mut slots = Vec::new();
         if let Err(e) = slots.try_reserve(16) {
             host.lock_destroy(lock);
@@ -199,12 +201,11 @@ impl Store {
         slots.push(Slot {
             gen: 0,
             chain: Some(Chain {
-                bref: Bref {
-                    btype: inode::BREF_TYPE_INODE,
-                    methods: inode::DEFAULT_METHODS,
-                    flags: inode::BREF_FLAG_PFSROOT,
-                    radix: inode::INODE_RADIX,
-                    ..Bref::default()
+                bref: {
+                    let mut b = Blockref::new(media::BREF_TYPE_INODE, 0, 0);
+                    b.flags = media::BrefFlags::PFSROOT.bits();
+                    b.set_size_radix(media::INODE_RADIX);
+                    b
                 },
                 body,
                 children: Children::default(),
@@ -221,6 +222,7 @@ impl Store {
                 live: 1,
             }),
             root: ChainId { idx: 0, gen: 0 },
+            root_lock,
         })
     }
 
@@ -242,7 +244,7 @@ impl Store {
     // ----- reads (arena lock only) -----
 
     /// A chain's header.
-    pub fn bref(&self, id: ChainId) -> Result<Bref> {
+    pub fn bref(&self, id: ChainId) -> Result<Blockref> {
         Ok(self.arena.read().get(id)?.bref)
     }
 
@@ -257,7 +259,7 @@ impl Store {
     }
 
     /// An inode's meta-data (`Invalid` for a DATA chain).
-    pub fn meta(&self, id: ChainId) -> Result<Meta> {
+    pub fn meta(&self, id: ChainId) -> Result<InodeMeta> {
         match &self.arena.read().get(id)?.body {
             Body::Inode(ip) => Ok(ip.meta),
             Body::Data(_) => Err(Error::Invalid),
@@ -265,7 +267,7 @@ impl Store {
     }
 
     /// A copy of a chain's header and payload.
-    pub fn read(&self, id: ChainId) -> Result<(Bref, Body)> {
+    pub fn read(&self, id: ChainId) -> Result<(Blockref, Body)> {
         // Allocation may fail and may sleep: size the copy first, then fill it under the lock.
         loop {
             let len = match &self.arena.read().get(id)?.body {
@@ -283,7 +285,7 @@ impl Store {
             let a = self.arena.read();
             let c = a.get(id)?;
             match (&c.body, &mut body) {
-                (Body::Inode(src), Body::Inode(dst)) => **dst = (**src).clone(),
+                (Body::Inode(src), Body::Inode(dst)) => **dst = **src,
                 (Body::Data(src), Body::Data(dst)) if dst.capacity() >= src.len() => {
                     dst.extend_from_slice(src)
                 }
@@ -296,7 +298,12 @@ impl Store {
 
     /// The first child of `parent` whose key range overlaps `beg ..= end` (`hammer2_chain_lookup`;
     /// `next` is a lookup from the returned range's end + 1).
-    pub fn lookup(&self, parent: ChainId, beg: u64, end: u64) -> Result<Option<(ChainId, Bref)>> {
+    pub fn lookup(
+        &self,
+        parent: ChainId,
+        beg: u64,
+        end: u64,
+    ) -> Result<Option<(ChainId, Blockref)>> {
         let a = self.arena.read();
         let p = a.get(parent)?;
         match p.children.first_overlapping(beg, end) {
@@ -306,7 +313,12 @@ impl Store {
     }
 
     /// The child after `prev` (whose header was `prev_bref`) within `..= end`, or None.
-    pub fn next(&self, parent: ChainId, prev_bref: &Bref, end: u64) -> Result<Option<(ChainId, Bref)>> {
+    pub fn next(
+        &self,
+        parent: ChainId,
+        prev_bref: &Blockref,
+        end: u64,
+    ) -> Result<Option<(ChainId, Blockref)>> {
         match prev_bref.key_end().checked_add(1) {
             Some(k) if k <= end => self.lookup(parent, k, end),
             _ => Ok(None),
@@ -370,16 +382,17 @@ impl Store {
 
     /// Lock the PFS root.
     pub fn lock_root(&self, mode: LockMode) -> ChainGuard<'_> {
-        // The root is never freed while the store lives.
-        let (raw, depth) = match self.raw_lock(self.root, None) {
-            Ok(v) => v,
-            Err(_) => (0, 0),
-        };
-        self.acquire(self.root, raw, depth, mode)
+        // The root is never freed while the store lives: its lock handle is fixed.
+        self.acquire(self.root, self.root_lock, 0, mode)
     }
 
     /// Lock `child` of the chain `parent` holds. `NotFound` if it is no longer that child.
-    pub fn lock_child(&self, parent: &ChainGuard<'_>, child: ChainId, mode: LockMode) -> Result<ChainGuard<'_>> {
+    pub fn lock_child(
+        &self,
+        parent: &ChainGuard<'_>,
+        child: ChainId,
+        mode: LockMode,
+    ) -> Result<ChainGuard<'_>> {
         // Holding the parent keeps the child alive: freeing it needs the parent exclusively.
         let (raw, depth) = self.raw_lock(child, Some(parent.id))?;
         Ok(self.acquire(child, raw, depth, mode))
@@ -416,7 +429,7 @@ impl Store {
     // ----- modifications (caller holds the locks named in each doc) -----
 
     /// Create a child of the chain `parent` holds exclusively.
-    pub fn insert(&self, parent: &ChainGuard<'_>, bref: Bref, body: Body) -> Result<ChainId> {
+    pub fn insert(&self, parent: &ChainGuard<'_>, bref: Blockref, body: Body) -> Result<ChainId> {
         let lock = self.host.lock_create()?;
         let raw = lock.as_raw();
         let r = self.insert_locked(parent.id, bref, body, raw);
@@ -426,7 +439,13 @@ impl Store {
         r
     }
 
-    fn insert_locked(&self, parent: ChainId, bref: Bref, body: Body, lock: usize) -> Result<ChainId> {
+    fn insert_locked(
+        &self,
+        parent: ChainId,
+        bref: Blockref,
+        body: Body,
+        lock: usize,
+    ) -> Result<ChainId> {
         let mut a = self.arena.write();
         let depth = a.get(parent)?.depth.saturating_add(1);
         a.free.try_reserve(1)?;
@@ -435,13 +454,20 @@ impl Store {
             None => {
                 a.slots.try_reserve(1)?;
                 let i = u32::try_from(a.slots.len()).map_err(|_| Error::NoMem)?;
-                a.slots.push(Slot { gen: 0, chain: None });
+                a.slots.push(Slot {
+                    gen: 0,
+                    chain: None,
+                });
                 i
             }
         };
         let gen = a.slots[idx as usize].gen;
         let id = ChainId { idx, gen };
-        if let Err(e) = a.get_mut(parent)?.children.insert(bref.key, bref.keybits, id) {
+        if let Err(e) = a
+            .get_mut(parent)?
+            .children
+            .insert(bref.key, bref.keybits, id)
+        {
             a.free.push(idx);
             return Err(e);
         }
@@ -459,7 +485,11 @@ impl Store {
 
     /// Change a chain the caller holds exclusively: `f` gets its header and payload. A changed
     /// key is refused (`Invalid`); a changed keybits re-keys the parent's block table.
-    pub fn modify<R>(&self, g: &ChainGuard<'_>, f: impl FnOnce(&mut Bref, &mut Body) -> Result<R>) -> Result<R> {
+    pub fn modify<R>(
+        &self,
+        g: &ChainGuard<'_>,
+        f: impl FnOnce(&mut Blockref, &mut Body) -> Result<R>,
+    ) -> Result<R> {
         let mut a = self.arena.write();
         let c = a.get_mut(g.id)?;
         let (old, parent) = (c.bref, c.parent);
@@ -565,15 +595,11 @@ mod tests {
     use super::testhost::host;
     use super::*;
 
-    fn data_bref(key: u64, tid: u64) -> Bref {
-        Bref {
-            btype: inode::BREF_TYPE_DATA,
-            keybits: 16,
-            radix: 10,
-            key,
-            modify_tid: tid,
-            ..Bref::default()
-        }
+    fn data_bref(key: u64, tid: u64) -> Blockref {
+        let mut b = Blockref::new(media::BREF_TYPE_DATA, key, 16);
+        b.set_size_radix(10);
+        b.modify_tid = tid;
+        b
     }
 
     #[test]
@@ -584,7 +610,12 @@ mod tests {
         {
             let g = s.lock_root(LockMode::Exclusive);
             for k in [0x20000u64, 0, 0x10000] {
-                s.insert(&g, data_bref(k, k + 1), Body::Data(alloc::vec![k as u8; 1024])).unwrap();
+                s.insert(
+                    &g,
+                    data_bref(k, k + 1),
+                    Body::Data(alloc::vec![k as u8; 1024]),
+                )
+                .unwrap();
             }
             assert_eq!(
                 s.insert(&g, data_bref(0x10000, 1), Body::Data(alloc::vec![0; 1024])),
@@ -592,12 +623,12 @@ mod tests {
             );
         }
         assert_eq!(s.chain_count(), 4);
-        let (a, ab) = s.lookup(root, 0, inode::KEY_MAX).unwrap().unwrap();
+        let (a, ab) = s.lookup(root, 0, media::KEY_MAX).unwrap().unwrap();
         assert_eq!(ab.key, 0);
-        let (b, bb) = s.next(root, &ab, inode::KEY_MAX).unwrap().unwrap();
+        let (b, bb) = s.next(root, &ab, media::KEY_MAX).unwrap().unwrap();
         assert_eq!((bb.key, bb.modify_tid), (0x10000, 0x10001));
-        let (_, cb) = s.next(root, &bb, inode::KEY_MAX).unwrap().unwrap();
-        assert!(s.next(root, &cb, inode::KEY_MAX).unwrap().is_none());
+        let (_, cb) = s.next(root, &bb, media::KEY_MAX).unwrap().unwrap();
+        assert!(s.next(root, &cb, media::KEY_MAX).unwrap().is_none());
         assert_eq!(s.lookup(root, 0x10010, 0x10010).unwrap().unwrap().0, b);
         assert_eq!(s.key_path(b).unwrap(), [0x10000]);
         assert_eq!(s.resolve_keys(&[0x10000]).unwrap(), Some(b));
@@ -613,7 +644,7 @@ mod tests {
         }
         assert_eq!(s.bref(a), Err(Error::NotFound), "a stale id is refused");
         assert!(s.lock(a, LockMode::Shared).is_err());
-        assert_eq!(s.lookup(root, 0, inode::KEY_MAX).unwrap().unwrap().0, b);
+        assert_eq!(s.lookup(root, 0, media::KEY_MAX).unwrap().unwrap().0, b);
         assert_eq!(h.live_locks(), 3);
         drop(s);
         assert_eq!(h.live_locks(), 0, "every chain lock is destroyed");
@@ -626,12 +657,8 @@ mod tests {
         let mut ids = Vec::new();
         let mut g = s.lock_root(LockMode::Exclusive);
         for i in 0..3000u64 {
-            let b = Bref {
-                btype: inode::BREF_TYPE_INODE,
-                key: i,
-                radix: 10,
-                ..Bref::default()
-            };
+            let mut b = Blockref::new(media::BREF_TYPE_INODE, i, 0);
+            b.set_size_radix(10);
             let c = s.insert(&g, b, Body::Inode(Box::default())).unwrap();
             ids.push(c);
             g = s.lock_child(&g, c, LockMode::Exclusive).unwrap();

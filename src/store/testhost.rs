@@ -20,7 +20,9 @@ pub(crate) struct TestHost {
 
 impl TestHost {
     fn get(&self, l: &RawLock) -> Lock {
-        self.locks.lock().unwrap()[l.as_raw()].clone().expect("live lock")
+        self.locks.lock().unwrap()[l.as_raw()]
+            .clone()
+            .expect("live lock")
     }
 }
 
@@ -42,7 +44,9 @@ impl Host for TestHost {
         Ok(RawLock::from_raw(v.len() - 1))
     }
     fn lock_destroy(&self, lock: RawLock) {
-        let l = self.locks.lock().unwrap()[lock.as_raw()].take().expect("destroyed twice");
+        let l = self.locks.lock().unwrap()[lock.as_raw()]
+            .take()
+            .expect("destroyed twice");
         assert_eq!(*l.0.lock().unwrap(), 0, "destroying a held lock");
         self.live.fetch_sub(1, Ordering::SeqCst);
     }
