@@ -8,7 +8,7 @@
 //! - bits 31..16: a CRC-32C of the whole name folded onto itself (`crc ^ crc << 16`), which
 //!   separates those near-collisions;
 //! - bit 15 ([`DIRHASH_FORCED`]) set, so keys 0..=0x7FFF stay free for artificial entries;
-//! - bits 14..0 ([`DIRHASH_LOMASK`]) zero: a store resolves a collision by trying
+//! - bits 14..0 ([`DIRHASH_LOMASK`](super::consts::DIRHASH_LOMASK)) zero: a store resolves a collision by trying
 //!   `key + 1`, `key + 2`, ... within the mask.
 
 use super::check::crc32c;

@@ -53,7 +53,7 @@ pub struct InodeMeta {
     pub nlinks: u64,
     /// Nominal parent inode number.
     pub iparent: u64,
-    /// The directory-hash key of this inode's name ([`super::dirhash`]).
+    /// The directory-hash key of this inode's name ([`super::dirhash()`]).
     pub name_key: u64,
     /// Length of the name in `filename` (at most [`NAME_MAX`]).
     pub name_len: u16,

@@ -5,7 +5,7 @@
 //!   on-media offsets asserted at compile time, encoded and decoded field by field
 //!   (little-endian); decoding validates and never panics;
 //! - [`check`]: check codes (CRC-32C, XXH64) of block payloads;
-//! - [`dirhash`]: the directory-entry key of a name.
+//! - [`dirhash()`]: the directory-entry key of a name.
 
 pub mod bref;
 pub mod check;
