@@ -142,7 +142,11 @@ impl Cluster {
     /// Apply one frontend change as a new transaction to every node of `set`.
     /// On failure returns the first failing node index and its error; nodes before it in the set
     /// may already hold the change (as a real partial write would).
-    pub fn apply(&self, set: NodeSet, op: FrontendOp<'_>) -> core::result::Result<u64, (usize, crate::Error)> {
+    pub fn apply(
+        &self,
+        set: NodeSet,
+        op: FrontendOp<'_>,
+    ) -> core::result::Result<u64, (usize, crate::Error)> {
         let _ = (set, op);
         todo!()
     }

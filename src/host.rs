@@ -119,7 +119,9 @@ pub trait Host: Send + Sync {
 /// Sleep for `d` on the host (a word sleep nobody wakes).
 pub fn sleep(host: &dyn Host, d: Duration) {
     let word = AtomicU32::new(0);
-    let end = host.now_ns().saturating_add(d.as_nanos().min(u64::MAX as u128) as u64);
+    let end = host
+        .now_ns()
+        .saturating_add(d.as_nanos().min(u64::MAX as u128) as u64);
     loop {
         let now = host.now_ns();
         if now >= end {
