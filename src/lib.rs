@@ -16,12 +16,14 @@
 extern crate alloc;
 
 pub mod cluster;
+pub mod conformance;
 pub mod error;
 pub mod host;
 pub mod media;
 pub mod mem;
 pub mod quorum;
 pub mod scenario;
+pub mod selftest;
 pub mod store;
 pub mod sync;
 pub mod thread;

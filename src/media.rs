@@ -1,1 +1,0 @@
-//! HAMMER2 on-media types and constants (`hammer2_disk.h`).

@@ -1,0 +1,42 @@
+//! HAMMER2 on-media types and constants (`hammer2_disk.h`), HAMMER2-FACTS §4.
+//!
+//! - [`consts`]: block reference / object / PFS types, flag sets, keys, methods, radixes;
+//! - [`Blockref`] (128 bytes), [`InodeMeta`] (256), [`InodeData`] (1024): `#[repr(C)]` with the
+//!   on-media offsets asserted at compile time, encoded and decoded field by field
+//!   (little-endian); decoding validates and never panics;
+//! - [`check`]: check codes (CRC-32C, XXH64) of block payloads;
+//! - [`dirhash()`]: the directory-entry key of a name.
+
+pub mod bref;
+pub mod check;
+pub mod consts;
+pub mod dirhash;
+pub mod inode;
+
+pub use bref::Blockref;
+pub use consts::*;
+pub use dirhash::dirhash;
+pub use inode::{InodeData, InodeMeta};
+
+/// Panic-free little-endian byte access at fixed offsets. Decoders check the total length
+/// first, so the bounds checks here only guard against a layout mistake, never fire on input.
+mod le {
+    /// `K` bytes of `buf` at `off` (zeros for any part out of range).
+    pub(super) fn get<const K: usize>(buf: &[u8], off: usize) -> [u8; K] {
+        let mut out = [0u8; K];
+        if let Some(src) = off.checked_add(K).and_then(|end| buf.get(off..end)) {
+            out.copy_from_slice(src);
+        }
+        out
+    }
+
+    /// Write `src` into `buf` at `off` (nothing if out of range).
+    pub(super) fn put(buf: &mut [u8], off: usize, src: &[u8]) {
+        if let Some(dst) = off
+            .checked_add(src.len())
+            .and_then(|end| buf.get_mut(off..end))
+        {
+            dst.copy_from_slice(src);
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! The KTAP writer: `KTAP version 1`, a plan, one result per check, `# ` diagnostics and the
+//! final `# P passed, F failed` line.
+//!
+//! Checks that never ran because a command failed first are written as
+//! `not ok K line L: <text> # SKIP not run` and count as failed, so the plan always matches.
+
+use core::fmt::{self, Write};
+
+/// Most diagnostic bytes kept per check (a large tree comparison may find many differences).
+pub const MAX_DIAG: usize = 4096;
+
+/// Writes one KTAP document to `out`. Output errors (a full kernel buffer) are ignored here: the
+/// host sees the truncated text.
+pub struct Ktap<'o> {
+    out: &'o mut dyn Write,
+    next: usize,
+    passed: usize,
+    failed: usize,
+}
+
+impl<'o> Ktap<'o> {
+    /// Start a document with `plan` checks.
+    pub fn new(out: &'o mut dyn Write, plan: usize) -> Self {
+        let _ = write!(out, "KTAP version 1\n1..{plan}\n");
+        Ktap {
+            out,
+            next: 1,
+            passed: 0,
+            failed: 0,
+        }
+    }
+
+    /// Report the next check; `diag` holds its diagnostic lines (each written as `# <line>`).
+    pub fn result(&mut self, ok: bool, line: u32, text: &str, diag: &str) {
+        let k = self.next;
+        self.next += 1;
+        if ok {
+            self.passed += 1;
+            let _ = writeln!(self.out, "ok {k} line {line}: {text}");
+        } else {
+            self.failed += 1;
+            let _ = writeln!(self.out, "not ok {k} line {line}: {text}");
+        }
+        self.diag(diag);
+    }
+
+    /// Report the next check as not run (counted as failed).
+    pub fn not_run(&mut self, line: u32, text: &str) {
+        let k = self.next;
+        self.next += 1;
+        self.failed += 1;
+        let _ = writeln!(self.out, "not ok {k} line {line}: {text} # SKIP not run");
+    }
+
+    /// Write diagnostic lines, each prefixed `# `.
+    pub fn diag(&mut self, text: &str) {
+        for l in text.lines() {
+            let _ = writeln!(self.out, "# {l}");
+        }
+    }
+
+    /// Whether any check failed so far.
+    pub fn any_failed(&self) -> bool {
+        self.failed > 0
+    }
+
+    /// Write the summary line and return (passed, failed).
+    pub fn finish(self) -> (usize, usize) {
+        let _ = writeln!(self.out, "# {} passed, {} failed", self.passed, self.failed);
+        (self.passed, self.failed)
+    }
+}
+
+/// A bounded text buffer for one check's diagnostics: keeps the first [`MAX_DIAG`] bytes and
+/// notes that the rest was cut. Allocation failure also just cuts the text.
+#[derive(Default)]
+pub struct Diag {
+    buf: alloc::string::String,
+    cut: bool,
+}
+
+impl Diag {
+    /// The text so far (with a final note if something was cut).
+    pub fn text(&mut self) -> &str {
+        if self.cut {
+            self.cut = false;
+            if self.buf.try_reserve(16).is_ok() {
+                self.buf.push_str("\n... (cut)");
+            }
+        }
+        &self.buf
+    }
+
+    /// Forget everything written.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.cut = false;
+    }
+}
+
+impl Write for Diag {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for c in s.chars() {
+            if self.buf.len() + c.len_utf8() > MAX_DIAG
+                || self.buf.try_reserve(c.len_utf8()).is_err()
+            {
+                self.cut = true;
+                return Ok(());
+            }
+            self.buf.push(c);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::String;
+
+    #[test]
+    fn document_shape() {
+        let mut s = String::new();
+        let mut k = Ktap::new(&mut s, 3);
+        k.result(true, 12, "expect same 0 3", "");
+        k.result(
+            false,
+            13,
+            "expect file 3 /a \"x\"",
+            "node 3: /a: content differs at byte 0\n",
+        );
+        assert!(k.any_failed());
+        k.not_run(14, "expect frozen 3");
+        assert_eq!(k.finish(), (1, 2));
+        assert_eq!(
+            s,
+            "KTAP version 1\n1..3\nok 1 line 12: expect same 0 3\n\
+             not ok 2 line 13: expect file 3 /a \"x\"\n# node 3: /a: content differs at byte 0\n\
+             not ok 3 line 14: expect frozen 3 # SKIP not run\n# 1 passed, 2 failed\n"
+        );
+    }
+
+    #[test]
+    fn empty_plan_and_bounded_diag() {
+        let mut s = String::new();
+        let k = Ktap::new(&mut s, 0);
+        assert_eq!(k.finish(), (0, 0));
+        assert_eq!(s, "KTAP version 1\n1..0\n# 0 passed, 0 failed\n");
+        let mut d = Diag::default();
+        for _ in 0..10_000 {
+            let _ = write!(d, "x");
+        }
+        let t = d.text();
+        assert!(t.ends_with("... (cut)"));
+        assert!(t.len() < MAX_DIAG + 20);
+        d.clear();
+        assert_eq!(d.text(), "");
+    }
+}

@@ -1,0 +1,54 @@
+//! The deterministic content of `bytes=<n> seed=<s>`, identical on every host.
+//!
+//! xorshift64* (Vigna): the state starts at `seed ^ 0x9E37_79B9_7F4A_7C15` (or that constant
+//! alone if the xor is zero); each step does `x ^= x >> 12; x ^= x << 25; x ^= x >> 27` and
+//! yields `x * 0x2545_F491_4F6C_DD1D` (wrapping), whose 8 bytes are emitted little-endian; the
+//! last word is cut to length.
+
+use alloc::vec::Vec;
+
+use crate::Result;
+
+const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+const MULT: u64 = 0x2545_F491_4F6C_DD1D;
+
+/// `n` pseudo-random bytes for `seed`.
+pub fn bytes(n: usize, seed: u64) -> Result<Vec<u8>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n)?;
+    let mut x = seed ^ GOLDEN;
+    if x == 0 {
+        x = GOLDEN;
+    }
+    while v.len() < n {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        let word = x.wrapping_mul(MULT).to_le_bytes();
+        let take = (n - v.len()).min(8);
+        v.extend_from_slice(&word[..take]);
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deterministic_and_seed_dependent() {
+        let a = bytes(20, 1).unwrap();
+        assert_eq!(a.len(), 20);
+        assert_eq!(a, bytes(20, 1).unwrap());
+        assert_eq!(a[..8], bytes(8, 1).unwrap()[..]);
+        assert_ne!(a, bytes(20, 2).unwrap());
+        // The zero-state guard: this seed would make the state 0.
+        assert!(bytes(16, GOLDEN).unwrap().iter().any(|&b| b != 0));
+        // Pinned: every host must produce exactly these bytes (checked by hand from the formula).
+        assert_eq!(
+            bytes(12, 1).unwrap(),
+            [151, 37, 142, 175, 185, 206, 42, 16, 74, 72, 158, 22]
+        );
+        assert_eq!(bytes(0, 5).unwrap(), []);
+    }
+}

@@ -1,0 +1,557 @@
+//! Sync-thread protocol tests that run on any host: userland `cargo test` and, through the C ABI,
+//! inside the Linux module with real kthreads.
+//!
+//! [`run_all`] writes one KTAP subtest block (indented four spaces, with its own plan) and
+//! returns `(passed, failed)`; the caller prints the parent `ok N` line. The threads run a
+//! [`FakeWork`]: a pass of simulated chain operations that polls `brk` before each one, so the
+//! tests can count how far a pass got after a request.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
+use core::fmt;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::time::Duration;
+
+use crate::host::{self, Host, RawThread};
+use crate::thread::{SyncWork, ThreadFlags, ThreadState, Threads};
+use crate::{Error, Result};
+
+/// A test result: `Err` carries the failure message.
+pub type Outcome = core::result::Result<(), String>;
+
+/// A protocol test: given a host and a sink for `# ` diagnostic lines.
+pub type Case = fn(&'static dyn Host, &mut dyn fmt::Write) -> Outcome;
+
+/// Every protocol test, by name.
+pub const CASES: &[(&str, Case)] = &[
+    ("ops_on_idle_slot_fail", ops_on_idle_slot_fail),
+    ("each_request_acknowledged", each_request_acknowledged),
+    ("freeze_during_pass", freeze_during_pass),
+    ("stop_while_frozen", stop_while_frozen),
+    ("stop_after_pass_is_prompt", stop_after_pass_is_prompt),
+    ("freeze_unfreeze_1000", freeze_unfreeze_1000),
+    ("remaster_runs_reset", remaster_runs_reset),
+    ("concurrent_freeze_vs_stop", concurrent_freeze_vs_stop),
+    (
+        "concurrent_unfreeze_vs_remaster",
+        concurrent_unfreeze_vs_remaster,
+    ),
+    ("concurrent_stop_vs_stop", concurrent_stop_vs_stop),
+    (
+        "concurrent_freeze_vs_unfreeze",
+        concurrent_freeze_vs_unfreeze,
+    ),
+    ("restart_cycles", restart_cycles),
+];
+
+/// Run every case of `cases` as one KTAP subtest block named `suite`; returns (passed, failed).
+pub fn run_cases(
+    host: &'static dyn Host,
+    suite: &str,
+    cases: &[(&str, Case)],
+    out: &mut dyn fmt::Write,
+) -> (u32, u32) {
+    let (mut passed, mut failed) = (0, 0);
+    let _ = writeln!(out, "    KTAP version 1");
+    let _ = writeln!(out, "    # Subtest: {suite}");
+    let _ = writeln!(out, "    1..{}", cases.len());
+    for (n, (name, case)) in cases.iter().enumerate() {
+        let mut diag = Indented {
+            out,
+            line_start: true,
+        };
+        let r = case(host, &mut diag);
+        match r {
+            Ok(()) => {
+                passed += 1;
+                let _ = writeln!(out, "    ok {} {name}", n + 1);
+            }
+            Err(msg) => {
+                failed += 1;
+                let _ = writeln!(out, "    not ok {} {name}", n + 1);
+                let _ = writeln!(out, "    # {msg}");
+            }
+        }
+    }
+    (passed, failed)
+}
+
+/// Run the protocol tests ([`CASES`]); returns (passed, failed).
+pub fn run_all(host: &'static dyn Host, out: &mut dyn fmt::Write) -> (u32, u32) {
+    run_cases(host, "thread-protocol", CASES, out)
+}
+
+/// Prefixes each diagnostic line with the subtest indentation.
+struct Indented<'a> {
+    out: &'a mut dyn fmt::Write,
+    line_start: bool,
+}
+
+impl fmt::Write for Indented<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for piece in s.split_inclusive('\n') {
+            if self.line_start {
+                self.out.write_str("    ")?;
+            }
+            self.out.write_str(piece)?;
+            self.line_start = piece.ends_with('\n');
+        }
+        Ok(())
+    }
+}
+
+/// A fake sync: each pass performs `ops` simulated chain operations of `op_us` microseconds,
+/// polling `brk` before each, and counts what happened.
+pub struct FakeWork {
+    host: &'static dyn Host,
+    /// Chain operations per pass.
+    pub ops: AtomicU32,
+    /// Duration of one operation in microseconds (0: none).
+    pub op_us: AtomicU32,
+    /// Passes that ran to the end.
+    pub passes: AtomicU32,
+    /// Passes that stopped because `brk` said so.
+    pub interrupted: AtomicU32,
+    /// Calls of [`SyncWork::remaster`].
+    pub remasters: AtomicU32,
+    /// Chain operations performed, over all passes.
+    pub ops_done: AtomicU64,
+    /// 1 while a pass runs.
+    pub in_pass: AtomicU32,
+}
+
+impl FakeWork {
+    /// A work of `ops` instant operations per pass.
+    pub fn new(host: &'static dyn Host, ops: u32) -> Self {
+        FakeWork {
+            host,
+            ops: AtomicU32::new(ops),
+            op_us: AtomicU32::new(0),
+            passes: AtomicU32::new(0),
+            interrupted: AtomicU32::new(0),
+            remasters: AtomicU32::new(0),
+            ops_done: AtomicU64::new(0),
+            in_pass: AtomicU32::new(0),
+        }
+    }
+}
+
+impl SyncWork for FakeWork {
+    fn pass(&self, brk: &dyn Fn() -> bool) -> Result<()> {
+        self.in_pass.store(1, Ordering::SeqCst);
+        let ops = self.ops.load(Ordering::SeqCst);
+        let op_us = self.op_us.load(Ordering::SeqCst);
+        let mut r = Ok(());
+        for _ in 0..ops {
+            if brk() {
+                self.interrupted.fetch_add(1, Ordering::SeqCst);
+                r = Err(Error::InProgress);
+                break;
+            }
+            if op_us != 0 {
+                host::sleep(self.host, Duration::from_micros(op_us.into()));
+            }
+            self.ops_done.fetch_add(1, Ordering::SeqCst);
+        }
+        if r.is_ok() {
+            self.passes.fetch_add(1, Ordering::SeqCst);
+        }
+        self.in_pass.store(0, Ordering::SeqCst);
+        r
+    }
+    fn remaster(&self) {
+        self.remasters.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A one-slot thread set and its work, shared with requester threads.
+struct Env {
+    // Declared first: dropping it stops and joins the thread before `work` goes away.
+    threads: Threads,
+    work: FakeWork,
+}
+
+impl Env {
+    fn new(host: &'static dyn Host, ops: u32, idle: Duration) -> Arc<Env> {
+        let env = Arc::new(Env {
+            threads: Threads::new(1),
+            work: FakeWork::new(host, ops),
+        });
+        env.threads.set_idle_poll(idle);
+        env
+    }
+
+    fn start(&self, host: &'static dyn Host) -> Outcome {
+        // SAFETY: `self` lives in an `Arc` (a fixed address) and `threads` is declared before
+        // `work`, so dropping the `Env` joins the thread before `work` is freed.
+        unsafe { self.threads.start(0, host, &self.work) }.map_err(|e| format!("start: {e}"))
+    }
+}
+
+/// Wait (polling every millisecond) until `cond`, or fail after 10 s with `what`.
+fn wait_for(host: &dyn Host, what: &str, cond: impl Fn() -> bool) -> Outcome {
+    let end = host.now_ns() + 10_000_000_000;
+    while !cond() {
+        if host.now_ns() > end {
+            return Err(format!("timed out waiting for {what}"));
+        }
+        host::sleep(host, Duration::from_millis(1));
+    }
+    Ok(())
+}
+
+fn check(ok: bool, msg: impl FnOnce() -> String) -> Outcome {
+    if ok {
+        Ok(())
+    } else {
+        Err(msg())
+    }
+}
+
+fn expect_ok(what: &str, r: Result<()>) -> Outcome {
+    r.map_err(|e| format!("{what}: {e}"))
+}
+
+fn expect_state(env: &Env, want: ThreadState) -> Outcome {
+    let got = env.threads.state(0);
+    check(got == want, || {
+        format!(
+            "state {} (flags {}), expected {}",
+            got.name(),
+            crate::thread::flag_names(env.threads.flags(0)),
+            want.name()
+        )
+    })
+}
+
+/// Write a duration in nanoseconds as `N.NNN us` (integer math only).
+fn write_us(out: &mut dyn fmt::Write, what: &str, ns: u64) {
+    let _ = writeln!(out, "# {what}: {}.{:03} us", ns / 1000, ns % 1000);
+}
+
+fn ops_on_idle_slot_fail(host: &'static dyn Host, _out: &mut dyn fmt::Write) -> Outcome {
+    let env = Env::new(host, 1, Duration::from_secs(60));
+    let t = &env.threads;
+    for (name, r) in [
+        ("freeze", t.freeze(0)),
+        ("unfreeze", t.unfreeze(0)),
+        ("remaster", t.remaster(0)),
+        ("stop", t.stop(0)),
+        ("signal", t.signal(0)),
+        ("freeze out of range", t.freeze(1)),
+    ] {
+        check(r == Err(Error::Invalid), || {
+            format!("{name} on a slot without thread: {r:?}")
+        })?;
+    }
+    expect_state(&env, ThreadState::NotStarted)?;
+    env.start(host)?;
+    check(env.start(host).is_err(), || "second start succeeded".into())?;
+    expect_ok("stop", t.stop(0))?;
+    let r = t.freeze(0);
+    check(r == Err(Error::Invalid), || {
+        format!("freeze on a stopped slot: {r:?}")
+    })?;
+    expect_state(&env, ThreadState::Stopped)
+}
+
+fn each_request_acknowledged(host: &'static dyn Host, _out: &mut dyn fmt::Write) -> Outcome {
+    let env = Env::new(host, 5, Duration::from_secs(60));
+    let t = &env.threads;
+    env.start(host)?;
+    wait_for(host, "first pass", || {
+        env.work.passes.load(Ordering::SeqCst) >= 1
+    })?;
+    expect_state(&env, ThreadState::Running)?;
+    expect_ok("freeze", t.freeze(0))?;
+    expect_state(&env, ThreadState::Frozen)?;
+    expect_ok("unfreeze", t.unfreeze(0))?;
+    expect_state(&env, ThreadState::Running)?;
+    let before = env.work.remasters.load(Ordering::SeqCst);
+    expect_ok("remaster", t.remaster(0))?;
+    let after = env.work.remasters.load(Ordering::SeqCst);
+    check(after == before + 1, || {
+        format!("remaster ran {} resets", after - before)
+    })?;
+    check(t.flags(0) & ThreadFlags::REMASTER.bits() == 0, || {
+        "REMASTER still set after remaster".into()
+    })?;
+    // A signal runs a pass now, not after the 60 s idle poll.
+    wait_for(host, "the idle sleep", || {
+        t.flags(0) & ThreadFlags::WAITING.bits() != 0
+    })?;
+    let passes = env.work.passes.load(Ordering::SeqCst);
+    expect_ok("signal", t.signal(0))?;
+    wait_for(host, "signalled pass", || {
+        env.work.passes.load(Ordering::SeqCst) > passes
+    })?;
+    expect_ok("stop", t.stop(0))?;
+    expect_state(&env, ThreadState::Stopped)
+}
+
+fn freeze_during_pass(host: &'static dyn Host, out: &mut dyn fmt::Write) -> Outcome {
+    let env = Env::new(host, 1_000_000, Duration::from_secs(60));
+    env.work.op_us.store(100, Ordering::SeqCst);
+    let t = &env.threads;
+    env.start(host)?;
+    wait_for(host, "a pass running", || {
+        env.work.ops_done.load(Ordering::SeqCst) >= 10
+    })?;
+    let ops0 = env.work.ops_done.load(Ordering::SeqCst);
+    let t0 = host.now_ns();
+    expect_ok("freeze", t.freeze(0))?;
+    let ns = host.now_ns() - t0;
+    let ops = env.work.ops_done.load(Ordering::SeqCst) - ops0;
+    write_us(out, "freeze acknowledged during a pass after", ns);
+    check(ops <= 1, || {
+        format!("{ops} chain operations ran after the freeze request")
+    })?;
+    check(env.work.interrupted.load(Ordering::SeqCst) == 1, || {
+        "the pass was not interrupted".into()
+    })?;
+    check(env.work.in_pass.load(Ordering::SeqCst) == 0, || {
+        "a pass still runs while frozen".into()
+    })?;
+    expect_state(&env, ThreadState::Frozen)?;
+    expect_ok("stop", t.stop(0))
+}
+
+fn stop_while_frozen(host: &'static dyn Host, _out: &mut dyn fmt::Write) -> Outcome {
+    let env = Env::new(host, 5, Duration::from_secs(60));
+    env.start(host)?;
+    expect_ok("freeze", env.threads.freeze(0))?;
+    expect_ok("stop", env.threads.stop(0))?;
+    expect_state(&env, ThreadState::Stopped)
+}
+
+fn stop_after_pass_is_prompt(host: &'static dyn Host, out: &mut dyn fmt::Write) -> Outcome {
+    let env = Env::new(host, 5, Duration::from_secs(60));
+    env.start(host)?;
+    wait_for(host, "a pass and the idle sleep", || {
+        env.work.passes.load(Ordering::SeqCst) >= 1
+            && env.threads.flags(0) & ThreadFlags::WAITING.bits() != 0
+    })?;
+    let t0 = host.now_ns();
+    expect_ok("stop", env.threads.stop(0))?;
+    let ns = host.now_ns() - t0;
+    write_us(out, "stop acknowledged from the idle sleep after", ns);
+    check(ns < 5_000_000_000, || {
+        format!("stop took {} ms with a 60 s idle poll", ns / 1_000_000)
+    })
+}
+
+fn freeze_unfreeze_1000(host: &'static dyn Host, out: &mut dyn fmt::Write) -> Outcome {
+    let env = Env::new(host, 20, Duration::from_millis(1));
+    env.start(host)?;
+    let t0 = host.now_ns();
+    for i in 0..1000 {
+        expect_ok("freeze", env.threads.freeze(0)).map_err(|e| format!("cycle {i}: {e}"))?;
+        if env.threads.state(0) != ThreadState::Frozen {
+            return Err(format!("cycle {i}: not frozen after freeze"));
+        }
+        expect_ok("unfreeze", env.threads.unfreeze(0)).map_err(|e| format!("cycle {i}: {e}"))?;
+    }
+    write_us(
+        out,
+        "mean freeze+unfreeze round trip",
+        (host.now_ns() - t0) / 1000,
+    );
+    expect_state(&env, ThreadState::Running)?;
+    expect_ok("stop", env.threads.stop(0))
+}
+
+fn remaster_runs_reset(host: &'static dyn Host, _out: &mut dyn fmt::Write) -> Outcome {
+    let env = Env::new(host, 5, Duration::from_secs(60));
+    env.start(host)?;
+    wait_for(host, "the reset at start", || {
+        env.work.remasters.load(Ordering::SeqCst) >= 1
+    })?;
+    let r0 = env.work.remasters.load(Ordering::SeqCst);
+    check(r0 == 1, || format!("{r0} resets at start, expected 1"))?;
+    for _ in 0..10 {
+        expect_ok("remaster", env.threads.remaster(0))?;
+    }
+    let r = env.work.remasters.load(Ordering::SeqCst);
+    check(r == 11, || format!("{} resets for 10 remasters", r - 1))?;
+    // A frozen thread answers a remaster and stays frozen.
+    expect_ok("freeze", env.threads.freeze(0))?;
+    expect_ok("remaster while frozen", env.threads.remaster(0))?;
+    expect_state(&env, ThreadState::Frozen)?;
+    check(env.work.remasters.load(Ordering::SeqCst) == 12, || {
+        "no reset while frozen".into()
+    })?;
+    expect_ok("stop", env.threads.stop(0))
+}
+
+/// The outcome of a requester thread: 0 pending, 1 ok, else 2 + errno.
+fn code(r: Result<()>) -> u32 {
+    match r {
+        Ok(()) => 1,
+        Err(e) => 2 + e.errno() as u32,
+    }
+}
+
+/// Requester operations a concurrency test can race.
+#[derive(Clone, Copy)]
+enum Op {
+    Freeze,
+    Unfreeze,
+    Remaster,
+    Stop,
+}
+
+impl Op {
+    fn run(self, t: &Threads) -> Result<()> {
+        match self {
+            Op::Freeze => t.freeze(0),
+            Op::Unfreeze => t.unfreeze(0),
+            Op::Remaster => t.remaster(0),
+            Op::Stop => t.stop(0),
+        }
+    }
+}
+
+/// Race `a` and `b` from two host threads released together; returns their result codes.
+fn race(
+    host: &'static dyn Host,
+    env: &Arc<Env>,
+    a: Op,
+    b: Op,
+) -> core::result::Result<[u32; 2], String> {
+    let gate = Arc::new(AtomicU32::new(0));
+    let results = Arc::new([AtomicU32::new(0), AtomicU32::new(0)]);
+    let mut handles: [Option<RawThread>; 2] = [None, None];
+    for (i, op) in [a, b].into_iter().enumerate() {
+        let (env, g, results) = (env.clone(), gate.clone(), results.clone());
+        let entry = crate::mem::try_box(move || {
+            g.fetch_add(1, Ordering::SeqCst);
+            while g.load(Ordering::SeqCst) < 2 {
+                core::hint::spin_loop();
+            }
+            results[i].store(code(op.run(&env.threads)), Ordering::SeqCst);
+        })
+        .map_err(|e| format!("spawn: {e}"))?;
+        match host.spawn("h2s-requester", entry) {
+            Ok(h) => handles[i] = Some(h),
+            Err(e) => {
+                // Release the first requester so it can be joined.
+                gate.fetch_add(1, Ordering::SeqCst);
+                for h in handles.iter_mut().filter_map(Option::take) {
+                    host.join(h);
+                }
+                return Err(format!("spawn: {e}"));
+            }
+        }
+    }
+    for h in handles.iter_mut().filter_map(Option::take) {
+        host.join(h);
+    }
+    Ok([
+        results[0].load(Ordering::SeqCst),
+        results[1].load(Ordering::SeqCst),
+    ])
+}
+
+const OK: u32 = 1;
+const INVALID: u32 = 2 + Error::Invalid.errno() as u32;
+
+fn concurrent_freeze_vs_stop(host: &'static dyn Host, _out: &mut dyn fmt::Write) -> Outcome {
+    let env = Env::new(host, 50, Duration::from_millis(1));
+    for i in 0..50 {
+        env.start(host)?;
+        let [f, s] = race(host, &env, Op::Freeze, Op::Stop)?;
+        check(s == OK && (f == OK || f == INVALID), || {
+            format!("round {i}: freeze {f}, stop {s}")
+        })?;
+        expect_state(&env, ThreadState::Stopped)?;
+    }
+    Ok(())
+}
+
+fn concurrent_unfreeze_vs_remaster(host: &'static dyn Host, _out: &mut dyn fmt::Write) -> Outcome {
+    let env = Env::new(host, 50, Duration::from_millis(1));
+    env.start(host)?;
+    for i in 0..50 {
+        expect_ok("freeze", env.threads.freeze(0))?;
+        let r0 = env.work.remasters.load(Ordering::SeqCst);
+        let [u, r] = race(host, &env, Op::Unfreeze, Op::Remaster)?;
+        check(u == OK && r == OK, || {
+            format!("round {i}: unfreeze {u}, remaster {r}")
+        })?;
+        check(env.work.remasters.load(Ordering::SeqCst) > r0, || {
+            format!("round {i}: no reset ran")
+        })?;
+        expect_state(&env, ThreadState::Running)?;
+    }
+    expect_ok("stop", env.threads.stop(0))
+}
+
+fn concurrent_stop_vs_stop(host: &'static dyn Host, _out: &mut dyn fmt::Write) -> Outcome {
+    let env = Env::new(host, 50, Duration::from_millis(1));
+    for i in 0..50 {
+        env.start(host)?;
+        let [a, b] = race(host, &env, Op::Stop, Op::Stop)?;
+        // Both were running when asked (Ok), or one came after the other finished (Invalid).
+        let fine = matches!((a, b), (OK, OK) | (OK, INVALID) | (INVALID, OK));
+        check(fine, || format!("round {i}: stop {a}, stop {b}"))?;
+        expect_state(&env, ThreadState::Stopped)?;
+    }
+    Ok(())
+}
+
+fn concurrent_freeze_vs_unfreeze(host: &'static dyn Host, _out: &mut dyn fmt::Write) -> Outcome {
+    let env = Env::new(host, 50, Duration::from_millis(1));
+    env.start(host)?;
+    for i in 0..50 {
+        let [f, u] = race(host, &env, Op::Freeze, Op::Unfreeze)?;
+        check(f == OK && u == OK, || {
+            format!("round {i}: freeze {f}, unfreeze {u}")
+        })?;
+        // Either order is a valid outcome; settle it and go on.
+        expect_ok("unfreeze", env.threads.unfreeze(0))?;
+        expect_state(&env, ThreadState::Running)?;
+    }
+    expect_ok("stop", env.threads.stop(0))
+}
+
+fn restart_cycles(host: &'static dyn Host, _out: &mut dyn fmt::Write) -> Outcome {
+    let env = Env::new(host, 5, Duration::from_secs(60));
+    for i in 0..20 {
+        let passes = env.work.passes.load(Ordering::SeqCst);
+        env.start(host)?;
+        // The word of a restarted thread is clean: no FROZEN left from the last life.
+        let state = env.threads.state(0);
+        check(state == ThreadState::Running, || {
+            format!("cycle {i}: restarted as {}", state.name())
+        })?;
+        wait_for(host, "a pass after restart", || {
+            env.work.passes.load(Ordering::SeqCst) > passes
+        })?;
+        // Stop it frozen, so the old word holds FROZEN|STOPPED for the next start to clear.
+        expect_ok("freeze", env.threads.freeze(0))?;
+        expect_ok("stop", env.threads.stop(0))?;
+        check(
+            env.threads.flags(0) & ThreadFlags::FROZEN.bits() != 0,
+            || "FROZEN lost at stop".into(),
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_all_passes_on_userland() {
+        let mut out = String::new();
+        let (p, f) = run_all(crate::userland::host(), &mut out);
+        assert_eq!(f, 0, "{out}");
+        assert_eq!(p as usize, CASES.len(), "{out}");
+        assert!(
+            out.contains("    1..") && out.contains("# freeze acknowledged"),
+            "{out}"
+        );
+    }
+}

@@ -1,0 +1,79 @@
+//! The cluster's sync-thread operations: node `idx`'s thread runs `Cluster::sync_node(idx)`.
+
+use core::pin::Pin;
+
+use super::{SyncWork, ThreadState};
+use crate::cluster::Cluster;
+use crate::Result;
+
+/// The work of node `idx`'s sync thread: passes of `Cluster::sync_node`, resets through
+/// `Cluster::refresh_view`.
+pub struct NodeWork<'a> {
+    /// The cluster the node belongs to.
+    pub cluster: &'a Cluster,
+    /// The node's index.
+    pub idx: usize,
+}
+
+impl SyncWork for NodeWork<'_> {
+    fn pass(&self, brk: &dyn Fn() -> bool) -> Result<()> {
+        self.cluster.sync_node(self.idx, brk)
+    }
+    fn remaster(&self) {
+        self.cluster.refresh_view(self.idx);
+    }
+}
+
+impl Cluster {
+    /// Start node `idx`'s sync thread (`Error::Busy` if one runs, `Error::Invalid` for a bad
+    /// index). It reads its role view, then syncs at every signal and idle poll.
+    pub fn thread_start(self: Pin<&Self>, idx: usize) -> Result<()> {
+        let this: &Cluster = self.get_ref();
+        let work = NodeWork { cluster: this, idx };
+        // SAFETY: the cluster is pinned, so it (and its `threads` field) stays at this address
+        // until it is dropped; dropping it stops and joins every thread before the cluster's
+        // memory goes away (the `Threads` drop, and the cluster's own drop calls
+        // `threads.stop_all()` before anything else is released).
+        unsafe { this.threads.start(idx, this.host(), work) }
+    }
+
+    /// Freeze node `idx`'s thread; returns once it acknowledged (FROZEN).
+    pub fn thread_freeze(&self, idx: usize) -> Result<()> {
+        self.threads.freeze(idx)
+    }
+
+    /// Unfreeze node `idx`'s thread; returns once it acknowledged (FROZEN clear).
+    pub fn thread_unfreeze(&self, idx: usize) -> Result<()> {
+        self.threads.unfreeze(idx)
+    }
+
+    /// Make node `idx`'s thread re-read the roles; returns once the reset ran.
+    pub fn thread_remaster(&self, idx: usize) -> Result<()> {
+        self.threads.remaster(idx)
+    }
+
+    /// Stop node `idx`'s thread; returns once it exited and was joined.
+    pub fn thread_stop(&self, idx: usize) -> Result<()> {
+        self.threads.stop(idx)
+    }
+
+    /// Wake node `idx`'s thread for a pass now.
+    pub fn thread_signal(&self, idx: usize) -> Result<()> {
+        self.threads.signal(idx)
+    }
+
+    /// What node `idx`'s thread is doing.
+    pub fn thread_state(&self, idx: usize) -> ThreadState {
+        self.threads.state(idx)
+    }
+
+    /// Node `idx`'s raw flag word (print it with [`super::flag_names`]).
+    pub fn thread_flags(&self, idx: usize) -> u32 {
+        self.threads.flags(idx)
+    }
+
+    /// Set the idle poll of every sync thread of this cluster.
+    pub fn set_thread_idle_poll(&self, d: core::time::Duration) {
+        self.threads.set_idle_poll(d);
+    }
+}

@@ -1,0 +1,343 @@
+//! The sync-thread protocol: the `HAMMER2_THREAD_*` flag word, the requester operations and the
+//! primary sync loop, on any [`Host`].
+//!
+//! - [`flags`]: the flag word and its names;
+//! - `requester`: freeze / unfreeze / remaster / stop / signal, each acknowledged;
+//! - `primary`: the thread's loop;
+//! - `cluster_ops`: the `Cluster::thread_*` methods wiring a node's sync into a slot.
+
+mod cluster_ops;
+pub mod flags;
+mod primary;
+mod requester;
+mod word;
+
+use core::fmt::Write as _;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::time::Duration;
+
+use alloc::boxed::Box;
+
+use crate::cluster::MAX_NODES;
+use crate::host::{Host, LogLevel, RawThread, ThreadEntry};
+use crate::{Error, Result};
+
+pub use cluster_ops::NodeWork;
+pub use flags::{flag_names, FlagNames, ThreadFlags};
+use word::HostWord;
+
+/// The work one sync thread does per pass (the cluster wires `Cluster::sync_node` in).
+pub trait SyncWork: Sync {
+    /// One synchronization pass. `brk` is polled at every chain operation; when it returns true
+    /// the pass must return `Err(Error::InProgress)` promptly.
+    fn pass(&self, brk: &dyn Fn() -> bool) -> Result<()>;
+    /// Reset sync state after a REMASTER request: re-read the cluster roles into this node's view.
+    /// The thread also calls it once when it starts.
+    fn remaster(&self);
+}
+
+impl<T: SyncWork + ?Sized> SyncWork for &T {
+    fn pass(&self, brk: &dyn Fn() -> bool) -> Result<()> {
+        (**self).pass(brk)
+    }
+    fn remaster(&self) {
+        (**self).remaster()
+    }
+}
+
+/// What a slot's thread is doing, as seen from its flag word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadState {
+    /// No thread was ever started on the slot (or the index is out of range).
+    NotStarted,
+    /// Running passes or idle between them.
+    Running,
+    /// Acknowledged a freeze and not unfrozen since.
+    Frozen,
+    /// Exited after a stop.
+    Stopped,
+}
+
+impl ThreadState {
+    /// The scenario-language name (`not-started`, `running`, `frozen`, `stopped`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            ThreadState::NotStarted => "not-started",
+            ThreadState::Running => "running",
+            ThreadState::Frozen => "frozen",
+            ThreadState::Stopped => "stopped",
+        }
+    }
+}
+
+/// Default idle poll between passes (the original's `hz * 5`).
+pub const DEFAULT_IDLE_POLL: Duration = Duration::from_secs(5);
+
+/// The host and thread handle of a slot, changed only by start/stop/join.
+struct Ctl {
+    host: Option<&'static dyn Host>,
+    handle: Option<RawThread>,
+}
+
+/// One thread slot: its flag word and the handle of the thread running on it.
+struct Slot {
+    flags: AtomicU32,
+    ctl: spin::Mutex<Ctl>,
+}
+
+/// The per-node thread slots a cluster owns (one per node).
+///
+/// A slot without a thread has STOPPED set in its word, so every request on it fails with
+/// `Error::Invalid` instead of waiting.
+pub struct Threads {
+    slots: [Slot; MAX_NODES],
+    len: usize,
+    idle_poll_ns: AtomicU64,
+}
+
+/// The raw pointers a spawned thread needs, sent to it.
+struct Launch<W> {
+    threads: *const Threads,
+    idx: usize,
+    host: &'static dyn Host,
+    work: W,
+}
+
+// SAFETY: `threads` points to a `Sync` value that `Threads::start`'s contract keeps alive and in
+// place until the thread is joined; `W: Send` is required of the work itself.
+unsafe impl<W: Send> Send for Launch<W> {}
+
+impl<W: SyncWork> Launch<W> {
+    fn run(self) {
+        // SAFETY: `Threads::start`'s contract: the `Threads` stays at this address until this
+        // thread has been joined, which happens only after this function returned.
+        let threads = unsafe { &*self.threads };
+        let slot = &threads.slots[self.idx];
+        let w = HostWord {
+            word: &slot.flags,
+            host: self.host,
+        };
+        let host = self.host;
+        let idx = self.idx;
+        primary::run(&w, &self.work, &|| Some(threads.idle_poll()), &|e| {
+            host.log(
+                LogLevel::Warn,
+                format_args!("sync thread {idx}: pass failed: {e}"),
+            )
+        });
+    }
+}
+
+impl Threads {
+    /// Slots for `n` nodes (at most [`MAX_NODES`]), no thread started.
+    pub fn new(n: usize) -> Self {
+        Threads {
+            slots: core::array::from_fn(|_| Slot {
+                flags: AtomicU32::new(ThreadFlags::STOPPED.bits()),
+                ctl: spin::Mutex::new(Ctl {
+                    host: None,
+                    handle: None,
+                }),
+            }),
+            len: n.min(MAX_NODES),
+            idle_poll_ns: AtomicU64::new(DEFAULT_IDLE_POLL.as_nanos() as u64),
+        }
+    }
+
+    /// Number of slots.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are no slots.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Set the idle poll: how long a thread sleeps between passes when nothing wakes it. Running
+    /// threads use the new value from their next idle sleep.
+    pub fn set_idle_poll(&self, d: Duration) {
+        let ns = d.as_nanos().min(u64::MAX as u128) as u64;
+        self.idle_poll_ns.store(ns, Ordering::Relaxed);
+    }
+
+    /// The idle poll in force.
+    pub fn idle_poll(&self) -> Duration {
+        Duration::from_nanos(self.idle_poll_ns.load(Ordering::Relaxed))
+    }
+
+    fn slot(&self, idx: usize) -> Result<&Slot> {
+        if idx < self.len {
+            Ok(&self.slots[idx])
+        } else {
+            Err(Error::Invalid)
+        }
+    }
+
+    /// The word of a slot that has (had) a thread, with the host it runs on.
+    fn word(&self, idx: usize) -> Result<HostWord<'_>> {
+        let slot = self.slot(idx)?;
+        let host = slot.ctl.lock().host.ok_or(Error::Invalid)?;
+        Ok(HostWord {
+            word: &slot.flags,
+            host,
+        })
+    }
+
+    /// Start a sync thread on slot `idx` running `work`, with a fresh flag word.
+    ///
+    /// `Error::Busy` if a thread runs there, `Error::Invalid` for a bad index, `Error::NoMem` or
+    /// the host's error if the thread cannot be created.
+    ///
+    /// # Safety
+    /// `self` must stay at its address, and everything `work` borrows must stay valid, until the
+    /// thread is joined: by [`Threads::stop`] or [`Threads::stop_all`], by a later `start` on the
+    /// slot, or by dropping `self` (which stops and joins every thread first).
+    pub unsafe fn start<W: SyncWork + Send>(
+        &self,
+        idx: usize,
+        host: &'static dyn Host,
+        work: W,
+    ) -> Result<()> {
+        let slot = self.slot(idx)?;
+        let mut ctl = slot.ctl.lock();
+        if slot.flags.load(Ordering::SeqCst) & ThreadFlags::STOPPED.bits() == 0 {
+            return Err(Error::Busy);
+        }
+        // A thread that published STOPPED but was not joined yet: it only has its final wake
+        // left, so this join is short.
+        if let (Some(old), Some(h)) = (ctl.handle.take(), ctl.host) {
+            h.join(old);
+        }
+        let launch = Launch {
+            threads: self as *const Threads,
+            idx,
+            host,
+            work,
+        };
+        let entry: Box<dyn FnOnce() + Send + '_> = crate::mem::try_box(move || launch.run())?;
+        // SAFETY: only the lifetime is changed. The caller guarantees that what the closure
+        // borrows (`self` and `work`'s borrows) outlives the thread, which is joined before
+        // either may go away (see the contract above).
+        let entry: ThreadEntry = unsafe { core::mem::transmute(entry) };
+        // DEVIATION (bug 4): the original clears only STOP/STOPPED/FREEZE/FROZEN when it
+        // (re)creates a thread; stale request bits then leak into the new thread. Reset it all.
+        slot.flags.store(0, Ordering::SeqCst);
+        ctl.host = Some(host);
+        let mut name = heapless::String::<16>::new();
+        // Cannot fail: "h2sync/" plus at most one digit fits.
+        let _ = write!(name, "h2sync/{idx}");
+        match host.spawn(&name, entry) {
+            Ok(t) => {
+                ctl.handle = Some(t);
+                Ok(())
+            }
+            Err(e) => {
+                // Requesters that raced with this start see STOPPED and give up.
+                primary::ack(
+                    &HostWord {
+                        word: &slot.flags,
+                        host,
+                    },
+                    ThreadFlags::STOPPED,
+                    ThreadFlags::empty(),
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// Freeze slot `idx`'s thread; returns once it is frozen (it stops its pass within one
+    /// chain operation). `Error::Invalid` if no thread runs there or it stopped meanwhile.
+    pub fn freeze(&self, idx: usize) -> Result<()> {
+        requester::freeze(&self.word(idx)?)
+    }
+
+    /// Unfreeze slot `idx`'s thread; returns once it left the frozen state.
+    pub fn unfreeze(&self, idx: usize) -> Result<()> {
+        requester::unfreeze(&self.word(idx)?)
+    }
+
+    /// Make slot `idx`'s thread reset its sync state (`SyncWork::remaster`); returns once done.
+    /// A frozen thread runs the reset too and stays frozen.
+    pub fn remaster(&self, idx: usize) -> Result<()> {
+        requester::remaster(&self.word(idx)?)
+    }
+
+    /// Wake slot `idx`'s thread for a pass now (a frozen one runs it once unfrozen). Does not
+    /// wait for the pass.
+    pub fn signal(&self, idx: usize) -> Result<()> {
+        requester::kick(&self.word(idx)?)
+    }
+
+    /// Stop slot `idx`'s thread; returns once it has exited and been joined.
+    /// `Error::Invalid` if no thread runs there.
+    pub fn stop(&self, idx: usize) -> Result<()> {
+        let w = self.word(idx)?;
+        requester::stop(&w)?;
+        self.join(idx);
+        Ok(())
+    }
+
+    /// Join slot `idx`'s thread if it stopped and nobody joined it yet.
+    fn join(&self, idx: usize) {
+        let Ok(slot) = self.slot(idx) else { return };
+        let (handle, host) = {
+            let mut ctl = slot.ctl.lock();
+            (ctl.handle.take(), ctl.host)
+        };
+        if let (Some(t), Some(h)) = (handle, host) {
+            h.join(t);
+        }
+    }
+
+    /// Stop every running thread (all asked first, so they wind down together) and join them.
+    pub fn stop_all(&self) {
+        for idx in 0..self.len {
+            if let Ok(w) = self.word(idx) {
+                let _ = requester::signal(&w, ThreadFlags::STOP);
+            }
+        }
+        for idx in 0..self.len {
+            if let Ok(w) = self.word(idx) {
+                requester::wait(&w, |_| false);
+            }
+            self.join(idx);
+        }
+    }
+
+    /// The raw flag word of slot `idx` (0 for a bad index).
+    pub fn flags(&self, idx: usize) -> u32 {
+        self.slot(idx)
+            .map(|s| s.flags.load(Ordering::SeqCst))
+            .unwrap_or(0)
+    }
+
+    /// What slot `idx`'s thread is doing.
+    pub fn state(&self, idx: usize) -> ThreadState {
+        let Ok(slot) = self.slot(idx) else {
+            return ThreadState::NotStarted;
+        };
+        let v = slot.flags.load(Ordering::SeqCst);
+        if v & ThreadFlags::STOPPED.bits() != 0 {
+            if slot.ctl.lock().host.is_some() {
+                ThreadState::Stopped
+            } else {
+                ThreadState::NotStarted
+            }
+        } else if v & ThreadFlags::FROZEN.bits() != 0 {
+            ThreadState::Frozen
+        } else {
+            ThreadState::Running
+        }
+    }
+}
+
+impl Drop for Threads {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,94 @@
+//! Requester operations (`hammer2_thr_signal`, `hammer2_thr_wait`, freeze/unfreeze/remaster/stop).
+//!
+//! Each operation sets its request bit and sleeps until the thread acknowledged that very
+//! request. An acknowledgement is the thread *consuming* the request bit (which only the thread
+//! clears), not the resulting state, so a requester is never left waiting for a state that a
+//! concurrent request already undid (freeze vs unfreeze, remaster vs remaster).
+
+use core::time::Duration;
+
+use super::flags::ThreadFlags as F;
+use super::word::Word;
+use crate::{Error, Result};
+
+/// How long a requester sleeps before re-testing (the original's 60 s); the interlock makes the
+/// re-test a safety net only.
+const CLIENT_POLL: Duration = Duration::from_secs(60);
+
+/// Set `req` and wake the thread if it sleeps (`hammer2_thr_signal`).
+/// `Error::Invalid` if no thread runs on the word (STOPPED set): nothing is changed then.
+pub(crate) fn signal<W: Word>(w: &W, req: F) -> Result<()> {
+    loop {
+        let old = w.load();
+        if old & F::STOPPED.bits() != 0 {
+            return Err(Error::Invalid);
+        }
+        let new = (old | req.bits()) & !F::WAITING.bits();
+        if w.cas(old, new) {
+            if old & F::WAITING.bits() != 0 {
+                w.wake();
+            }
+            return Ok(());
+        }
+    }
+}
+
+/// Sleep until `done(word)` or the thread stopped; returns the word that ended the wait
+/// (`hammer2_thr_wait`, interlocked through CLIENTWAIT).
+pub(crate) fn wait<W: Word>(w: &W, done: impl Fn(u32) -> bool) -> u32 {
+    loop {
+        let old = w.load();
+        if done(old) || old & F::STOPPED.bits() != 0 {
+            return old;
+        }
+        let new = old | F::CLIENTWAIT.bits();
+        // Publish CLIENTWAIT against the value just tested: if the thread changed the word in
+        // between the CAS fails and we re-test; after it, the thread sees CLIENTWAIT and wakes.
+        if new == old || w.cas(old, new) {
+            w.sleep(new, Some(CLIENT_POLL));
+        }
+    }
+}
+
+/// Signal `req`, then wait until none of `pending` is set. `Error::Invalid` if no thread runs,
+/// or if it stopped before acknowledging.
+fn request<W: Word>(w: &W, req: F, pending: F) -> Result<()> {
+    signal(w, req)?;
+    let end = wait(w, |v| v & pending.bits() == 0);
+    if end & pending.bits() == 0 {
+        Ok(())
+    } else {
+        Err(Error::Invalid)
+    }
+}
+
+/// Freeze: returns once the thread consumed FREEZE, which it does by setting FROZEN.
+pub(crate) fn freeze<W: Word>(w: &W) -> Result<()> {
+    request(w, F::FREEZE, F::FREEZE)
+}
+
+/// Unfreeze: returns once the thread consumed UNFREEZE, which it does by clearing FROZEN.
+pub(crate) fn unfreeze<W: Word>(w: &W) -> Result<()> {
+    request(w, F::UNFREEZE, F::UNFREEZE)
+}
+
+/// Remaster: returns once the thread consumed REMASTER and finished `SyncWork::remaster`.
+// DEVIATION (bug 5): the original signals REMASTER and returns without waiting, and its reset is
+// empty; here the thread runs the reset and the requester waits for it. A REMASTER signalled
+// while a reset runs sets REMASTER again, so every waiter returns after a reset that began
+// after its own request.
+pub(crate) fn remaster<W: Word>(w: &W) -> Result<()> {
+    request(w, F::REMASTER, F::REMASTER.union(F::RESETTING))
+}
+
+/// Stop: returns once the thread published STOPPED (joining it is the caller's job).
+pub(crate) fn stop<W: Word>(w: &W) -> Result<()> {
+    signal(w, F::STOP)?;
+    wait(w, |_| false);
+    Ok(())
+}
+
+/// Ask for a pass now; does not wait (a frozen thread runs it once unfrozen).
+pub(crate) fn kick<W: Word>(w: &W) -> Result<()> {
+    signal(w, F::PASSREQ)
+}

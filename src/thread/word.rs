@@ -1,0 +1,61 @@
+//! The flag word as the protocol sees it: atomics plus an address-keyed interlocked sleep.
+//!
+//! The protocol ([`super::requester`], [`super::primary`]) is written against [`Word`] so that
+//! the same code runs on a host (through [`HostWord`]) and under the loom model checker.
+
+use core::sync::atomic::{AtomicU32, Ordering};
+use core::time::Duration;
+
+use crate::host::Host;
+
+/// A thread's flag word and the sleep/wake primitives keyed by it.
+pub(crate) trait Word {
+    /// The current value.
+    fn load(&self) -> u32;
+    /// Replace `old` by `new` if the word still holds `old`.
+    fn cas(&self, old: u32, new: u32) -> bool;
+    /// Sleep while the word equals `expected` (interlocked: a wake after any store that changed
+    /// the word is never lost), for at most `timeout`. Spurious returns are allowed.
+    fn sleep(&self, expected: u32, timeout: Option<Duration>);
+    /// Wake every sleeper on the word.
+    fn wake(&self);
+
+    /// The sync thread's idle sleep. Interlocked like [`Word::sleep`]; the loom model overrides
+    /// it with the original's non-interlocked sleep to show the checker catches bug 1.
+    fn idle_sleep(&self, expected: u32, timeout: Option<Duration>) {
+        self.sleep(expected, timeout);
+    }
+
+    /// Atomically apply `f` to the word; returns the value it replaced.
+    fn update(&self, f: impl Fn(u32) -> u32) -> u32 {
+        loop {
+            let old = self.load();
+            if self.cas(old, f(old)) {
+                return old;
+            }
+        }
+    }
+}
+
+/// A flag word in memory, slept on through a [`Host`].
+pub(crate) struct HostWord<'a> {
+    pub(crate) word: &'a AtomicU32,
+    pub(crate) host: &'a dyn Host,
+}
+
+impl Word for HostWord<'_> {
+    fn load(&self) -> u32 {
+        self.word.load(Ordering::SeqCst)
+    }
+    fn cas(&self, old: u32, new: u32) -> bool {
+        self.word
+            .compare_exchange(old, new, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+    fn sleep(&self, expected: u32, timeout: Option<Duration>) {
+        self.host.sleep_on_word(self.word, expected, timeout);
+    }
+    fn wake(&self) {
+        self.host.wake_word(self.word);
+    }
+}

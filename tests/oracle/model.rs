@@ -1,0 +1,581 @@
+//! The reference model: each node's tree as plain nested maps, replayed from the same history
+//! as the cluster, and a path-level simulation of what synchronization must do.
+//!
+//! Written independently of the synchronizer and deliberately naive: no keys, no chains, no
+//! locks, no deferral list; every inode is a map entry found by path, recursion is plain.
+//! It follows the per-key rule of HAMMER2-FACTS §2-§3: a node is synchronized against a
+//! quorum of the OTHER masters, key by key; a key no quorum of them holds is destroyed locally;
+//! an inode whose modify_tid equals the focus's is taken as equal without looking inside.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use hammer2_synchro::cluster::Role;
+
+/// A transaction id.
+pub type Tid = u64;
+
+/// Embedded data limit of an inode (DIRECTDATA).
+pub const DIRECT_MAX: usize = 512;
+/// Size of a DATA chain.
+pub const BLOCK: usize = 65536;
+
+/// What an inode is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A directory (its children are named inodes).
+    Dir,
+    /// A regular file; `direct` holds the bytes when they live in the inode.
+    File { size: u64, direct: Option<Vec<u8>> },
+    /// A hardlink pointer naming the inode at `target` (a leaf for the synchronizer).
+    Link { target: Vec<u8> },
+}
+
+/// How a child is keyed under its parent: directory entries by name, file data by offset.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Key {
+    /// A DATA chain at this file offset.
+    Block(u64),
+    /// A directory entry.
+    Name(Vec<u8>),
+}
+
+/// A child chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Child {
+    /// An inode (directory entry).
+    Inode(Inode),
+    /// A DATA chain.
+    Block { tid: Tid, data: Vec<u8> },
+}
+
+impl Child {
+    fn tid(&self) -> Tid {
+        match self {
+            Child::Inode(i) => i.tid,
+            Child::Block { tid, .. } => *tid,
+        }
+    }
+    /// Leaves are copied whole with the focus TID; inodes other than hardlinks are recursed.
+    fn is_leaf(&self) -> bool {
+        match self {
+            Child::Inode(i) => matches!(i.kind, Kind::Link { .. }),
+            Child::Block { .. } => true,
+        }
+    }
+}
+
+/// An inode: its modify_tid, its mode (None: the default a fresh inode gets), what it is, and
+/// its children.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inode {
+    /// modify_tid.
+    pub tid: Tid,
+    /// Mode set by chmod, or None for the creation default.
+    pub mode: Option<u32>,
+    /// Type and type-specific meta.
+    pub kind: Kind,
+    /// Directory entries or DATA chains.
+    pub children: BTreeMap<Key, Child>,
+}
+
+impl Inode {
+    /// An empty PFS root.
+    pub fn root() -> Inode {
+        Inode {
+            tid: 0,
+            mode: None,
+            kind: Kind::Dir,
+            children: BTreeMap::new(),
+        }
+    }
+
+    /// The inode at `path` (absolute, `/` is the root).
+    pub fn get(&self, path: &[u8]) -> Option<&Inode> {
+        let mut cur = self;
+        for c in components(path) {
+            if cur.kind != Kind::Dir {
+                return None;
+            }
+            match cur.children.get(&Key::Name(c.to_vec())) {
+                Some(Child::Inode(i)) => cur = i,
+                _ => return None,
+            }
+        }
+        Some(cur)
+    }
+
+    /// The bytes `read_file` must return for a regular file.
+    pub fn content(&self) -> Option<Vec<u8>> {
+        let Kind::File { size, direct } = &self.kind else {
+            return None;
+        };
+        if let Some(d) = direct {
+            return Some(d.clone());
+        }
+        let mut out = vec![0u8; *size as usize];
+        for (k, c) in &self.children {
+            if let (Key::Block(off), Child::Block { data, .. }) = (k, c) {
+                let off = *off as usize;
+                if off < out.len() {
+                    let n = data.len().min(out.len() - off);
+                    out[off..off + n].copy_from_slice(&data[..n]);
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// Every path under (and including) this inode, with the inode.
+    pub fn walk(&self) -> Vec<(Vec<u8>, &Inode)> {
+        let mut out = Vec::new();
+        let mut stack = vec![(b"/".to_vec(), self)];
+        while let Some((p, i)) = stack.pop() {
+            for (k, c) in &i.children {
+                if let (Key::Name(n), Child::Inode(ci)) = (k, c) {
+                    stack.push((join(&p, n), ci));
+                }
+            }
+            out.push((p, i));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+/// The components of an absolute path.
+pub fn components(path: &[u8]) -> impl Iterator<Item = &[u8]> {
+    path.split(|&b| b == b'/').filter(|c| !c.is_empty())
+}
+
+/// `parent + "/" + name`.
+pub fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = parent.to_vec();
+    if p.last() != Some(&b'/') {
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p
+}
+
+/// Split an absolute non-root path into (parent, name).
+pub fn split(path: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let i = path.iter().rposition(|&b| b == b'/').unwrap_or(0);
+    let parent = if i == 0 {
+        b"/".to_vec()
+    } else {
+        path[..i].to_vec()
+    };
+    (parent, path[i + 1..].to_vec())
+}
+
+/// One frontend change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `mkdir`.
+    Mkdir(Vec<u8>),
+    /// `write path bytes=n seed=s`.
+    Write {
+        path: Vec<u8>,
+        bytes: usize,
+        seed: u64,
+    },
+    /// `rm`.
+    Rm(Vec<u8>),
+    /// `chmod`.
+    Chmod(Vec<u8>, u32),
+    /// `link target path`.
+    Link(Vec<u8>, Vec<u8>),
+}
+
+impl Op {
+    /// The path the op creates or changes.
+    pub fn path(&self) -> &[u8] {
+        match self {
+            Op::Mkdir(p) | Op::Rm(p) | Op::Chmod(p, _) => p,
+            Op::Write { path, .. } => path,
+            Op::Link(_, p) => p,
+        }
+    }
+}
+
+/// The deterministic content of `bytes=<n> seed=<s>` (SCENARIOS.md; xorshift64*), written
+/// here from its specification so the model does not borrow the interpreter's code.
+pub fn prng_bytes(n: usize, seed: u64) -> Vec<u8> {
+    const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut x = seed ^ GOLDEN;
+    if x == 0 {
+        x = GOLDEN;
+    }
+    let mut v = Vec::with_capacity(n);
+    while v.len() < n {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        let w = x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
+        let take = (n - v.len()).min(8);
+        v.extend_from_slice(&w[..take]);
+    }
+    v
+}
+
+/// Why a change cannot apply on a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Parent missing or not a directory, or the path is missing.
+    Missing,
+    /// The path exists as something that does not fit the change.
+    Conflict,
+}
+
+/// Whether `op` can apply on `tree` (the model's own validity rule, used by the generator).
+pub fn check(tree: &Inode, op: &Op) -> Result<(), Refused> {
+    let parent_dir = |p: &[u8]| -> Result<(), Refused> {
+        let (par, _) = split(p);
+        match tree.get(&par) {
+            Some(i) if i.kind == Kind::Dir => Ok(()),
+            _ => Err(Refused::Missing),
+        }
+    };
+    match op {
+        Op::Mkdir(p) => {
+            parent_dir(p)?;
+            if tree.get(p).is_some() {
+                return Err(Refused::Conflict);
+            }
+        }
+        Op::Write { path, .. } => {
+            parent_dir(path)?;
+            match tree.get(path).map(|i| &i.kind) {
+                None | Some(Kind::File { .. }) => {}
+                Some(_) => return Err(Refused::Conflict),
+            }
+        }
+        Op::Rm(p) => {
+            if components(p).next().is_none() || tree.get(p).is_none() {
+                return Err(Refused::Missing);
+            }
+        }
+        Op::Chmod(p, _) => match tree.get(p).map(|i| &i.kind) {
+            None => return Err(Refused::Missing),
+            Some(Kind::Link { .. }) => return Err(Refused::Conflict),
+            Some(_) if components(p).next().is_none() => return Err(Refused::Conflict),
+            Some(_) => {}
+        },
+        Op::Link(target, p) => {
+            parent_dir(p)?;
+            match tree.get(target).map(|i| &i.kind) {
+                Some(Kind::File { .. }) => {}
+                _ => return Err(Refused::Missing),
+            }
+            if tree.get(p).is_some() {
+                return Err(Refused::Conflict);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The inode at `path`, mutably, stamping every inode on the way (root included) with `tid`:
+/// a frontend change propagates modify_tid up to the PFS root.
+fn get_stamped<'a>(tree: &'a mut Inode, path: &[u8], tid: Tid) -> &'a mut Inode {
+    let mut cur = tree;
+    cur.tid = tid;
+    for c in components(path) {
+        cur = match cur.children.get_mut(&Key::Name(c.to_vec())) {
+            Some(Child::Inode(i)) => i,
+            _ => panic!("model: path {} missing", String::from_utf8_lossy(path)),
+        };
+        cur.tid = tid;
+    }
+    cur
+}
+
+/// A fresh file body for `data`, stamped `tid`.
+fn file_body(data: &[u8], tid: Tid) -> (Kind, BTreeMap<Key, Child>) {
+    let mut children = BTreeMap::new();
+    if data.len() <= DIRECT_MAX {
+        return (
+            Kind::File {
+                size: data.len() as u64,
+                direct: Some(data.to_vec()),
+            },
+            children,
+        );
+    }
+    for (i, chunk) in data.chunks(BLOCK).enumerate() {
+        children.insert(
+            Key::Block((i * BLOCK) as u64),
+            Child::Block {
+                tid,
+                data: chunk.to_vec(),
+            },
+        );
+    }
+    (
+        Kind::File {
+            size: data.len() as u64,
+            direct: None,
+        },
+        children,
+    )
+}
+
+/// Apply `op` as transaction `tid`. The caller checked it with [`check`].
+pub fn apply(tree: &mut Inode, op: &Op, tid: Tid) {
+    assert!(
+        check(tree, op).is_ok(),
+        "model: applying an invalid op {op:?}"
+    );
+    match op {
+        Op::Mkdir(p) => {
+            let (par, name) = split(p);
+            let d = Inode {
+                tid,
+                mode: None,
+                kind: Kind::Dir,
+                children: BTreeMap::new(),
+            };
+            get_stamped(tree, &par, tid)
+                .children
+                .insert(Key::Name(name), Child::Inode(d));
+        }
+        Op::Write { path, bytes, seed } => {
+            let (kind, children) = file_body(&prng_bytes(*bytes, *seed), tid);
+            let (par, name) = split(path);
+            let parent = get_stamped(tree, &par, tid);
+            let mode = match parent.children.get(&Key::Name(name.clone())) {
+                Some(Child::Inode(old)) => old.mode,
+                _ => None,
+            };
+            parent.children.insert(
+                Key::Name(name),
+                Child::Inode(Inode {
+                    tid,
+                    mode,
+                    kind,
+                    children,
+                }),
+            );
+        }
+        Op::Rm(p) => {
+            let (par, name) = split(p);
+            get_stamped(tree, &par, tid)
+                .children
+                .remove(&Key::Name(name));
+        }
+        Op::Chmod(p, mode) => {
+            get_stamped(tree, p, tid).mode = Some(*mode);
+        }
+        Op::Link(target, p) => {
+            let (par, name) = split(p);
+            let l = Inode {
+                tid,
+                mode: None,
+                kind: Kind::Link {
+                    target: target.clone(),
+                },
+                children: BTreeMap::new(),
+            };
+            get_stamped(tree, &par, tid)
+                .children
+                .insert(Key::Name(name), Child::Inode(l));
+        }
+    }
+}
+
+/// The quorum rule, as plainly as it can be said: only masters vote; `nq` = masters/2 + 1;
+/// the highest TID that at least `nq` voting masters hold wins, else the next lower one, ...
+/// The focus is the lowest-indexed master holding the winning TID.
+/// `votes` are (node index, role, tid) of the nodes that hold the key.
+pub fn quorum(nmasters: usize, votes: &[(usize, Role, Tid)]) -> Option<(usize, Tid)> {
+    let nq = nmasters / 2 + 1;
+    let tids: BTreeSet<Tid> = votes
+        .iter()
+        .filter(|v| v.1 == Role::Master)
+        .map(|v| v.2)
+        .collect();
+    for &t in tids.iter().rev() {
+        let agree: Vec<usize> = votes
+            .iter()
+            .filter(|v| v.1 == Role::Master && v.2 == t)
+            .map(|v| v.0)
+            .collect();
+        if agree.len() >= nq {
+            return agree.iter().min().map(|&n| (n, t));
+        }
+    }
+    None
+}
+
+/// A rule deciding the focus for one key from the votes of the other nodes. The real one is
+/// [`quorum`]; negative controls pass deliberately wrong ones.
+pub type Rule = fn(nmasters: usize, votes: &[(usize, Role, Tid)]) -> Option<(usize, Tid)>;
+
+/// A whole cluster in the model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct World {
+    /// Roles by node index.
+    pub roles: Vec<Role>,
+    /// Trees by node index.
+    pub trees: Vec<Inode>,
+}
+
+impl World {
+    /// `roles.len()` empty nodes.
+    pub fn new(roles: &[Role]) -> World {
+        World {
+            roles: roles.to_vec(),
+            trees: vec![Inode::root(); roles.len()],
+        }
+    }
+
+    /// Number of MASTER nodes (the PFS's recorded master count in these tests).
+    pub fn nmasters(&self) -> usize {
+        self.roles.iter().filter(|r| **r == Role::Master).count()
+    }
+
+    /// The quorum over every node's PFS root (what `focus_root` must say).
+    pub fn focus_root(&self) -> Option<(usize, Tid)> {
+        let votes: Vec<_> = self
+            .trees
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (i, self.roles[i], t.tid))
+            .collect();
+        quorum(self.nmasters(), &votes)
+    }
+
+    /// One synchronization pass of node `idx` under `rule`.
+    pub fn sync_node(&mut self, idx: usize, rule: Rule) {
+        let nm = self.nmasters();
+        let others: Vec<(usize, Role, &Inode)> = (0..self.trees.len())
+            .filter(|&j| j != idx)
+            .map(|j| (j, self.roles[j], &self.trees[j]))
+            .collect();
+        let votes: Vec<_> = others.iter().map(|&(j, r, t)| (j, r, t.tid)).collect();
+        let Some((fnode, ftid)) = rule(nm, &votes) else {
+            return;
+        };
+        if self.trees[idx].tid == ftid {
+            return;
+        }
+        let focus = self.trees[fnode].clone();
+        let versions: Vec<(usize, Role, Inode)> =
+            others.iter().map(|&(j, r, t)| (j, r, t.clone())).collect();
+        let vrefs: Vec<(usize, Role, &Inode)> =
+            versions.iter().map(|(j, r, t)| (*j, *r, t)).collect();
+        sync_inode(&mut self.trees[idx], &focus, ftid, &vrefs, nm, rule, true);
+    }
+
+    /// Rounds of `sync_node` over every node in index order until a round changes nothing
+    /// (at most `max_rounds`); returns the state after each round and whether the last round
+    /// changed nothing.
+    pub fn sync_all(&mut self, rule: Rule, max_rounds: usize) -> (Vec<World>, bool) {
+        let mut rounds = Vec::new();
+        for _ in 0..max_rounds {
+            let before = self.clone();
+            for idx in 0..self.trees.len() {
+                self.sync_node(idx, rule);
+            }
+            rounds.push(self.clone());
+            if *self == before {
+                return (rounds, true);
+            }
+        }
+        (rounds, false)
+    }
+}
+
+/// Synchronize `local` (an inode that is not a leaf) against the other nodes' `versions` of the
+/// same inode, then stamp it with `sync_tid` and the focus's meta.
+fn sync_inode(
+    local: &mut Inode,
+    focus: &Inode,
+    sync_tid: Tid,
+    versions: &[(usize, Role, &Inode)],
+    nm: usize,
+    rule: Rule,
+    is_root: bool,
+) {
+    let mut keys: BTreeSet<Key> = local.children.keys().cloned().collect();
+    for (_, _, v) in versions {
+        if !matches!(v.kind, Kind::Link { .. }) {
+            keys.extend(v.children.keys().cloned());
+        }
+    }
+    for k in keys {
+        let holders: Vec<(usize, Role, &Child)> = versions
+            .iter()
+            .filter(|(_, _, v)| !matches!(v.kind, Kind::Link { .. }))
+            .filter_map(|(j, r, v)| v.children.get(&k).map(|c| (*j, *r, c)))
+            .collect();
+        let votes: Vec<_> = holders.iter().map(|(j, r, c)| (*j, *r, c.tid())).collect();
+        let Some((fnode, ftid)) = rule(nm, &votes) else {
+            local.children.remove(&k);
+            continue;
+        };
+        let fchild = holders
+            .iter()
+            .find(|h| h.0 == fnode)
+            .map(|h| h.2)
+            .expect("focus holds the key");
+        let same = local.children.get(&k).map(|c| c.tid()) == Some(ftid);
+        if same {
+            continue;
+        }
+        if fchild.is_leaf() {
+            local.children.insert(k, fchild.clone());
+            continue;
+        }
+        let Child::Inode(fi) = fchild else {
+            unreachable!()
+        };
+        // Insert or replace the inode with compatible content and TID 0, then recurse.
+        let kept = match local.children.remove(&k) {
+            Some(Child::Inode(old)) if !matches!(old.kind, Kind::Link { .. }) => old.children,
+            _ => BTreeMap::new(),
+        };
+        let mut child = Inode {
+            tid: 0,
+            mode: fi.mode,
+            kind: fi.kind.clone(),
+            children: kept,
+        };
+        let sub: Vec<(usize, Role, &Inode)> = holders
+            .iter()
+            .filter_map(|(j, r, c)| match c {
+                Child::Inode(i) => Some((*j, *r, i)),
+                Child::Block { .. } => None,
+            })
+            .collect();
+        // Other nodes that do not hold the key still answer the scan of the child (with
+        // nothing), so `sub` lists only holders: the same votes.
+        sync_inode(&mut child, fi, ftid, &sub, nm, rule, false);
+        local.children.insert(k, Child::Inode(child));
+    }
+    local.tid = sync_tid;
+    local.mode = focus.mode;
+    if !is_root {
+        local.kind = focus.kind.clone();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorum_rule_examples() {
+        use Role::*;
+        // Bug 11's case: 10, 5, 5 → 5 by two of three.
+        let v = [(0, Master, 10), (1, Master, 5), (2, Master, 5)];
+        assert_eq!(quorum(3, &v), Some((1, 5)));
+        // Slaves never vote.
+        let v = [(0, Slave, 9), (1, Master, 5), (2, Slave, 9)];
+        assert_eq!(quorum(1, &v), Some((1, 5)));
+        assert_eq!(quorum(3, &v), None);
+        // The excluded node still counts toward nmasters: 2 masters need both.
+        assert_eq!(quorum(2, &[(1, Master, 4)]), None);
+        assert_eq!(quorum(0, &[(1, Slave, 4)]), None);
+    }
+}
