@@ -246,20 +246,49 @@ int32_t h2s_run_scenario(const uint8_t *text,
 int32_t h2s_status(uint8_t *out, size_t cap, size_t *written);
 
 /*
- Run the checks of the host's primitives (word sleep/wake races, lock exclusion and sharing,
- nested locks, spawn/join, clock, heap exhaustion) and write their KTAP text into `out`.
- Counts go to `passed`/`failed`, the byte count to `written` (each may be null).
+ Run the self-tests with real host threads: the host-conformance tests of the porting
+ surface (word-sleep races, lock exclusion, spawn/join, clock), the kernel-host checks
+ (nesting deeper than lockdep's subclasses, join after the body returned, pool exhaustion) and
+ the sync-thread protocol tests (freeze during a pass, stop while frozen, prompt stop, 1,000
+ freeze/unfreeze cycles, concurrent requesters). Writes KTAP into `out`; the leaf counts go to
+ `passed`/`failed`, the byte count to `written` (each may be null).
+
  Returns 0 (see the counts), `-EINVAL` (null pointer), or `-ENOSPC` (text cut at `cap`).
- Context: process context; sleeps and spawns threads for a few seconds at most.
+ Context: process context; sleeps and spawns threads for some seconds. The caller must not
+ run two self-test calls at once (the kernel-host checks share statics).
 
  # Safety
  `out` valid and exclusive for `cap` bytes; the other pointers valid for a write when not null.
  */
-int32_t h2s_hostcheck(uint8_t *out,
-                      size_t cap,
-                      size_t *written,
-                      uint32_t *passed,
-                      uint32_t *failed);
+int32_t h2s_selftest(uint8_t *out, size_t cap, size_t *written, uint32_t *passed, uint32_t *failed);
+
+/*
+ Apply a thread operation (`H2sThreadOp` value `op`) to node `node` of cluster `handle`.
+ Requests return only once the thread acknowledged them (see [`H2sThreadOp`]).
+
+ Errors: `-EINVAL` (unknown or stale handle, node out of range, unknown op), `-EBUSY` (start
+ while running), other core errors as `-errno` (e.g. an operation on a thread not running).
+ Context: process context; sleeps until the acknowledgement. Concurrent operations on the same
+ thread are allowed (the protocol serializes them); the cluster cannot be destroyed meanwhile.
+ */
+int32_t h2s_thread_op(uint32_t handle, uint32_t node, uint32_t op);
+
+/*
+ Run one control command (`len` bytes at `cmd`, one line) on the clusters that live across
+ calls, writing its answer into `out`; the byte count goes to `written`. Commands (see
+ `crate::ctl`): `create <role>...` (answers `handle <h>`), `destroy <h>`,
+ `start|freeze|unfreeze|remaster|stop|signal <h> <node>|*`, `mkdir <h> <path>`,
+ `write <h> <path> <bytes>`, `list`.
+
+ Returns 0, `-EINVAL` (null pointer, malformed command, bad handle or node), `-ENOSPC` (answer
+ cut), or the failing operation's `-errno` (the answer names it). Context: process context;
+ may sleep (thread acknowledgements, cluster teardown).
+
+ # Safety
+ `cmd` valid for `len` bytes; `out` valid and exclusive for `cap` bytes; `written` valid for a
+ write when not null.
+ */
+int32_t h2s_ctl(const uint8_t *cmd, size_t len, uint8_t *out, size_t cap, size_t *written);
 
 /*
  The body of every thread the library asks the host to spawn: the host's thread function

@@ -16,6 +16,7 @@ use core::fmt::{self, Write};
 
 use hammer2_synchro::cluster::{Cluster, Role, MAX_NODES};
 use hammer2_synchro::scenario::{self, Outcome};
+use hammer2_synchro::selftest::{run_cases, Case};
 use hammer2_synchro::Error;
 
 use crate::buf::OutBuf;
@@ -154,7 +155,7 @@ pub unsafe extern "C" fn h2s_pool_usage(used: *mut usize, size: *mut usize) -> i
 }
 
 /// Parse a role list such as `master master slave` (spaces, tabs or newlines between names).
-fn parse_roles(text: &[u8], roles: &mut [Role; MAX_NODES]) -> Result<usize, Error> {
+pub(crate) fn parse_roles(text: &[u8], roles: &mut [Role; MAX_NODES]) -> Result<usize, Error> {
     let mut n = 0;
     for word in text
         .split(|b| b" \t\r\n".contains(b))
@@ -174,7 +175,7 @@ fn parse_roles(text: &[u8], roles: &mut [Role; MAX_NODES]) -> Result<usize, Erro
     Ok(n)
 }
 
-fn create(roles_text: &[u8]) -> Result<u32, Error> {
+pub(crate) fn create(roles_text: &[u8]) -> Result<u32, Error> {
     let mut roles = [Role::Master; MAX_NODES];
     let n = parse_roles(roles_text, &mut roles)?;
     let cluster = Cluster::new(&KERNEL_HOST, &roles[..n])?;
@@ -333,16 +334,45 @@ pub unsafe extern "C" fn h2s_status(out: *mut u8, cap: usize, written: *mut usiz
     unsafe { finish_text(&w, r, written) }
 }
 
-/// Run the checks of the host's primitives (word sleep/wake races, lock exclusion and sharing,
-/// nested locks, spawn/join, clock, heap exhaustion) and write their KTAP text into `out`.
-/// Counts go to `passed`/`failed`, the byte count to `written` (each may be null).
+/// The self-test suites [`h2s_selftest`] runs, in order.
+const SUITES: &[(&str, &[(&str, Case)])] = &[
+    ("host-conformance", hammer2_synchro::conformance::CASES),
+    ("kernel-host", crate::hostcheck::CASES),
+    ("thread-protocol", hammer2_synchro::selftest::CASES),
+];
+
+/// Run every self-test suite on the kernel host, as KTAP: one parent result per suite, each
+/// with its subtest block. Returns the leaf counts.
+pub fn run_selftests(out: &mut dyn Write) -> (u32, u32) {
+    let (mut passed, mut failed) = (0, 0);
+    let _ = writeln!(out, "KTAP version 1");
+    let _ = writeln!(out, "1..{}", SUITES.len());
+    for (i, (name, cases)) in SUITES.iter().enumerate() {
+        let (p, f) = run_cases(&KERNEL_HOST, name, cases, out);
+        passed += p;
+        failed += f;
+        let verdict = if f == 0 { "ok" } else { "not ok" };
+        let _ = writeln!(out, "{} {} {}", verdict, i + 1, name);
+    }
+    let _ = writeln!(out, "# {} passed, {} failed", passed, failed);
+    (passed, failed)
+}
+
+/// Run the self-tests with real host threads: the host-conformance tests of the porting
+/// surface (word-sleep races, lock exclusion, spawn/join, clock), the kernel-host checks
+/// (nesting deeper than lockdep's subclasses, join after the body returned, pool exhaustion) and
+/// the sync-thread protocol tests (freeze during a pass, stop while frozen, prompt stop, 1,000
+/// freeze/unfreeze cycles, concurrent requesters). Writes KTAP into `out`; the leaf counts go to
+/// `passed`/`failed`, the byte count to `written` (each may be null).
+///
 /// Returns 0 (see the counts), `-EINVAL` (null pointer), or `-ENOSPC` (text cut at `cap`).
-/// Context: process context; sleeps and spawns threads for a few seconds at most.
+/// Context: process context; sleeps and spawns threads for some seconds. The caller must not
+/// run two self-test calls at once (the kernel-host checks share statics).
 ///
 /// # Safety
 /// `out` valid and exclusive for `cap` bytes; the other pointers valid for a write when not null.
 #[no_mangle]
-pub unsafe extern "C" fn h2s_hostcheck(
+pub unsafe extern "C" fn h2s_selftest(
     out: *mut u8,
     cap: usize,
     written: *mut usize,
@@ -357,12 +387,127 @@ pub unsafe extern "C" fn h2s_hostcheck(
         return -EINVAL;
     }
     let mut w = OutBuf::new(out);
-    let (p, f) = crate::hostcheck::run_all(&KERNEL_HOST, &mut w);
+    let (p, f) = run_selftests(&mut w);
     // SAFETY: per the caller's contract.
     unsafe {
         put(passed, p);
         put(failed, f);
         finish_text(&w, Ok(()), written)
+    }
+}
+
+/// Thread operations of [`h2s_thread_op`].
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum H2sThreadOp {
+    /// Start the node's sync thread (`-EBUSY` if one runs).
+    Start = 0,
+    /// Freeze it; returns once it acknowledged (FROZEN set).
+    Freeze = 1,
+    /// Unfreeze it; returns once it acknowledged (FROZEN clear).
+    Unfreeze = 2,
+    /// Make it re-read the roles and reset its sync state; returns once it ran.
+    Remaster = 3,
+    /// Stop it; returns once it exited and was joined.
+    Stop = 4,
+    /// Wake it for a pass now.
+    Signal = 5,
+}
+
+impl H2sThreadOp {
+    /// The operation for a C value, if valid.
+    pub fn from_raw(v: u32) -> Option<Self> {
+        Some(match v {
+            0 => H2sThreadOp::Start,
+            1 => H2sThreadOp::Freeze,
+            2 => H2sThreadOp::Unfreeze,
+            3 => H2sThreadOp::Remaster,
+            4 => H2sThreadOp::Stop,
+            5 => H2sThreadOp::Signal,
+            _ => return None,
+        })
+    }
+}
+
+/// Apply `op` to node `node`'s thread of the cluster in `u`.
+pub(crate) fn thread_op(u: &handles::Use, node: usize, op: H2sThreadOp) -> Result<(), Error> {
+    let c = u.cluster();
+    if node >= c.len() {
+        return Err(Error::Invalid);
+    }
+    match op {
+        H2sThreadOp::Start => u.pinned().thread_start(node),
+        H2sThreadOp::Freeze => c.thread_freeze(node),
+        H2sThreadOp::Unfreeze => c.thread_unfreeze(node),
+        H2sThreadOp::Remaster => c.thread_remaster(node),
+        H2sThreadOp::Stop => c.thread_stop(node),
+        H2sThreadOp::Signal => c.thread_signal(node),
+    }
+}
+
+/// Apply a thread operation (`H2sThreadOp` value `op`) to node `node` of cluster `handle`.
+/// Requests return only once the thread acknowledged them (see [`H2sThreadOp`]).
+///
+/// Errors: `-EINVAL` (unknown or stale handle, node out of range, unknown op), `-EBUSY` (start
+/// while running), other core errors as `-errno` (e.g. an operation on a thread not running).
+/// Context: process context; sleeps until the acknowledgement. Concurrent operations on the same
+/// thread are allowed (the protocol serializes them); the cluster cannot be destroyed meanwhile.
+#[no_mangle]
+pub extern "C" fn h2s_thread_op(handle: u32, node: u32, op: u32) -> i32 {
+    if ops::get().is_none() {
+        return -EINVAL;
+    }
+    let Some(op) = H2sThreadOp::from_raw(op) else {
+        return -EINVAL;
+    };
+    let u = match handles::get(handle) {
+        Ok(u) => u,
+        Err(e) => return neg(e),
+    };
+    match thread_op(&u, node as usize, op) {
+        Ok(()) => 0,
+        Err(e) => neg(e),
+    }
+}
+
+/// Run one control command (`len` bytes at `cmd`, one line) on the clusters that live across
+/// calls, writing its answer into `out`; the byte count goes to `written`. Commands (see
+/// `crate::ctl`): `create <role>...` (answers `handle <h>`), `destroy <h>`,
+/// `start|freeze|unfreeze|remaster|stop|signal <h> <node>|*`, `mkdir <h> <path>`,
+/// `write <h> <path> <bytes>`, `list`.
+///
+/// Returns 0, `-EINVAL` (null pointer, malformed command, bad handle or node), `-ENOSPC` (answer
+/// cut), or the failing operation's `-errno` (the answer names it). Context: process context;
+/// may sleep (thread acknowledgements, cluster teardown).
+///
+/// # Safety
+/// `cmd` valid for `len` bytes; `out` valid and exclusive for `cap` bytes; `written` valid for a
+/// write when not null.
+#[no_mangle]
+pub unsafe extern "C" fn h2s_ctl(
+    cmd: *const u8,
+    len: usize,
+    out: *mut u8,
+    cap: usize,
+    written: *mut usize,
+) -> i32 {
+    // SAFETY: per the caller's contract.
+    let (Some(cmd), Some(out)) = (unsafe { in_slice(cmd, len) }, unsafe {
+        out_slice(out, cap)
+    }) else {
+        return -EINVAL;
+    };
+    if ops::get().is_none() {
+        return -EINVAL;
+    }
+    let mut w = OutBuf::new(out);
+    let r = crate::ctl::run(cmd, &mut w);
+    // SAFETY: per the caller's contract.
+    unsafe { put(written, w.len()) };
+    match r {
+        Err(e) => neg(e),
+        Ok(()) if w.overflowed() => -ENOSPC,
+        Ok(()) => 0,
     }
 }
 
@@ -481,25 +626,35 @@ mod tests {
     }
 
     #[test]
-    fn hostcheck_passes_on_a_correct_host_and_reports_ktap() {
+    fn selftests_pass_on_a_correct_host_and_report_ktap() {
         ensure_init();
-        let mut out = vec![0u8; 8192];
+        let mut out = vec![0u8; 64 * 1024];
         let (mut n, mut p, mut f) = (0usize, 0u32, 0u32);
         // SAFETY: valid buffers and out pointers.
-        let rc = unsafe { h2s_hostcheck(out.as_mut_ptr(), out.len(), &mut n, &mut p, &mut f) };
+        let rc = unsafe { h2s_selftest(out.as_mut_ptr(), out.len(), &mut n, &mut p, &mut f) };
         let text = std::str::from_utf8(&out[..n]).unwrap();
         assert_eq!(rc, 0, "{text}");
         assert_eq!(f, 0, "{text}");
-        assert!(p >= 8, "{text}");
         assert!(
-            text.starts_with("KTAP version 1\n1..") && text.ends_with(" passed, 0 failed\n"),
+            p as usize >= SUITES.iter().map(|s| s.1.len()).sum::<usize>(),
             "{text}"
         );
+        assert!(text.starts_with("KTAP version 1\n1..3\n"), "{text}");
+        assert!(text.contains("\nok 2 kernel-host\n"), "{text}");
+        assert!(text.ends_with(" passed, 0 failed\n"), "{text}");
         // Too small a buffer is reported, not overrun.
         let mut small = [0u8; 10];
         // SAFETY: valid buffer and out pointers.
-        let rc = unsafe { h2s_hostcheck(small.as_mut_ptr(), small.len(), &mut n, &mut p, &mut f) };
+        let rc = unsafe { h2s_selftest(small.as_mut_ptr(), small.len(), &mut n, &mut p, &mut f) };
         assert_eq!((rc, n), (-ENOSPC, 10));
+    }
+
+    #[test]
+    fn thread_op_rejects_bad_handles_and_ops() {
+        ensure_init();
+        assert_eq!(h2s_thread_op(0, 0, H2sThreadOp::Freeze as u32), -EINVAL);
+        assert_eq!(h2s_thread_op(0x1234, 0, H2sThreadOp::Stop as u32), -EINVAL);
+        assert_eq!(h2s_thread_op(1, 0, 99), -EINVAL);
     }
 
     #[test]

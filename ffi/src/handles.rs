@@ -75,6 +75,12 @@ impl Use {
         // box this points into; the box never moves.
         unsafe { &*self.ptr }
     }
+    /// The cluster, pinned (it lives in a `Pin<Box<Cluster>>` until destroyed).
+    pub fn pinned(&self) -> Pin<&Cluster> {
+        // SAFETY: `ptr` points into the table's `Pin<Box<Cluster>>`, which is never moved out
+        // while a use is held (see `cluster`).
+        unsafe { Pin::new_unchecked(self.cluster()) }
+    }
 }
 
 impl Drop for Use {

@@ -22,6 +22,7 @@ extern crate alloc;
 
 pub mod api;
 pub mod buf;
+pub mod ctl;
 pub mod handles;
 pub mod host;
 pub mod hostcheck;

@@ -12,7 +12,12 @@
  *   clock, log       ktime_get_ns(), printk
  *   panic            WARN, then BUG: a core bug is never silent
  *
- * debugfs: /sys/kernel/debug/hammer2_synchro/{run,status,hostcheck}
+ * debugfs: /sys/kernel/debug/hammer2_synchro/
+ *   run       write a scenario (one write), read back its KTAP
+ *   status    every cluster, node, role, thread with its flags by name, counters; pool usage
+ *   selftest  read: runs the self-tests with real kthreads, gives KTAP
+ *   ctl       write one command on long-lived clusters (create/start/freeze/.../destroy), read
+ *             back the answer
  */
 #include <linux/module.h>
 #include <linux/kernel.h>
@@ -44,7 +49,9 @@ MODULE_PARM_DESC(pool_kib, "Size of the core's heap in KiB, reserved at load (de
 #define H2S_OUT_MAX (1024 * 1024)
 /* Bounds of the generated read-only files. */
 #define H2S_STATUS_MAX (256 * 1024)
-#define H2S_CHECK_MAX (64 * 1024)
+#define H2S_CHECK_MAX (256 * 1024)
+/* Bound of one control command and of its answer. */
+#define H2S_CTL_MAX 4096
 
 /* ---- word sleep / wake ---------------------------------------------------------------------- */
 
@@ -290,16 +297,25 @@ static int h2s_status_open(struct inode *inode, struct file *file)
 	return h2s_text_open(inode, file, H2S_STATUS_MAX, h2s_gen_status);
 }
 
-static int h2s_gen_hostcheck(char *buf, size_t cap, size_t *len)
+/* Scenario runs, self-tests and control commands are serialized module-wide. */
+static DEFINE_MUTEX(h2s_run_mutex);
+
+static int h2s_gen_selftest(char *buf, size_t cap, size_t *len)
 {
 	uint32_t passed, failed;
+	int rc;
 
-	return h2s_hostcheck((uint8_t *)buf, cap, len, &passed, &failed);
+	if (mutex_lock_killable(&h2s_run_mutex))
+		return -EINTR;
+	rc = h2s_selftest((uint8_t *)buf, cap, len, &passed, &failed);
+	mutex_unlock(&h2s_run_mutex);
+	pr_info("hammer2_synchro: selftest %u passed, %u failed\n", passed, failed);
+	return rc;
 }
 
-static int h2s_hostcheck_open(struct inode *inode, struct file *file)
+static int h2s_selftest_open(struct inode *inode, struct file *file)
 {
-	return h2s_text_open(inode, file, H2S_CHECK_MAX, h2s_gen_hostcheck);
+	return h2s_text_open(inode, file, H2S_CHECK_MAX, h2s_gen_selftest);
 }
 
 static const struct file_operations h2s_status_fops = {
@@ -310,9 +326,9 @@ static const struct file_operations h2s_status_fops = {
 	.llseek = default_llseek,
 };
 
-static const struct file_operations h2s_hostcheck_fops = {
+static const struct file_operations h2s_selftest_fops = {
 	.owner = THIS_MODULE,
-	.open = h2s_hostcheck_open,
+	.open = h2s_selftest_open,
 	.read = h2s_text_read,
 	.release = h2s_text_release,
 	.llseek = default_llseek,
@@ -327,7 +343,6 @@ static const struct file_operations h2s_hostcheck_fops = {
  * with -EINVAL; a second write, a write at an offset (a scenario cut into pieces), an empty or
  * oversized write also fail, and nothing runs. Runs are serialized module-wide.
  */
-static DEFINE_MUTEX(h2s_run_mutex);
 
 struct h2s_run {
 	char *out;
@@ -430,6 +445,86 @@ static const struct file_operations h2s_run_fops = {
 	.llseek = no_llseek,
 };
 
+/* ---- debugfs: ctl -------------------------------------------------------------------------- */
+
+/*
+ * Each write() is one command (at most H2S_CTL_MAX bytes); reads return the answer of the
+ * latest command of this open file from its start. A failing command fails the write with its
+ * -errno; its answer (naming the failing node) is still readable.
+ */
+struct h2s_ctl {
+	char answer[H2S_CTL_MAX];
+	size_t len;
+	loff_t rd_pos;
+};
+
+static int h2s_ctl_open(struct inode *inode, struct file *file)
+{
+	struct h2s_ctl *c = kzalloc(sizeof(*c), GFP_KERNEL);
+
+	if (!c)
+		return -ENOMEM;
+	file->private_data = c;
+	return 0;
+}
+
+static ssize_t h2s_ctl_write(struct file *file, const char __user *ubuf, size_t count,
+			     loff_t *ppos)
+{
+	struct h2s_ctl *c = file->private_data;
+	size_t written = 0;
+	char *cmd;
+	int rc;
+
+	if (count == 0)
+		return -EINVAL;
+	if (count > H2S_CTL_MAX)
+		return -EFBIG;
+	cmd = memdup_user(ubuf, count);
+	if (IS_ERR(cmd))
+		return PTR_ERR(cmd);
+	if (mutex_lock_killable(&h2s_run_mutex)) {
+		kfree(cmd);
+		return -EINTR;
+	}
+	rc = h2s_ctl((uint8_t *)cmd, count, (uint8_t *)c->answer, sizeof(c->answer), &written);
+	c->len = written;
+	c->rd_pos = 0;
+	mutex_unlock(&h2s_run_mutex);
+	kfree(cmd);
+	if (rc && rc != -ENOSPC)
+		return rc;
+	*ppos += count;
+	return count;
+}
+
+static ssize_t h2s_ctl_read(struct file *file, char __user *ubuf, size_t count, loff_t *ppos)
+{
+	struct h2s_ctl *c = file->private_data;
+	ssize_t n;
+
+	if (mutex_lock_killable(&h2s_run_mutex))
+		return -EINTR;
+	n = simple_read_from_buffer(ubuf, count, &c->rd_pos, c->answer, c->len);
+	mutex_unlock(&h2s_run_mutex);
+	return n;
+}
+
+static int h2s_ctl_release(struct inode *inode, struct file *file)
+{
+	kfree(file->private_data);
+	return 0;
+}
+
+static const struct file_operations h2s_ctl_fops = {
+	.owner = THIS_MODULE,
+	.open = h2s_ctl_open,
+	.read = h2s_ctl_read,
+	.write = h2s_ctl_write,
+	.release = h2s_ctl_release,
+	.llseek = no_llseek,
+};
+
 /* ---- module --------------------------------------------------------------------------------- */
 
 static struct dentry *h2s_dir;
@@ -462,7 +557,8 @@ static int __init h2s_module_init(void)
 	}
 	debugfs_create_file("run", 0600, h2s_dir, NULL, &h2s_run_fops);
 	debugfs_create_file("status", 0400, h2s_dir, NULL, &h2s_status_fops);
-	debugfs_create_file("hostcheck", 0400, h2s_dir, NULL, &h2s_hostcheck_fops);
+	debugfs_create_file("selftest", 0400, h2s_dir, NULL, &h2s_selftest_fops);
+	debugfs_create_file("ctl", 0600, h2s_dir, NULL, &h2s_ctl_fops);
 	pr_info("hammer2_synchro: loaded, pool %u KiB\n", pool_kib);
 	return 0;
 }
