@@ -15,6 +15,22 @@ use crate::media::{self, dirhash, Blockref, InodeData, InodeMeta, OpFlags, DIRHA
 use crate::mem::{try_box, try_push};
 use crate::{Error, Result};
 
+/// The inode number of `name` in the directory numbered `parent`.
+///
+/// Derived from the path rather than allocated per node: in a real cluster the frontend allocates
+/// one number for all nodes, and a scenario may create "the same" file on different nodes at
+/// different transactions (a node that missed the first write gets the file from a later
+/// `write *`); both must agree. For the same reason a new inode's btime is left 0.
+pub fn inum_for(parent: u64, name: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in parent.to_le_bytes().iter().chain(name) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    // Inode 1 is the PFS root; keep clear of the low numbers.
+    h | (1 << 62)
+}
+
 /// Split an absolute path into its components (empty for `/`). Components are 1..=255 bytes.
 pub fn components(path: &[u8]) -> Result<Vec<&[u8]>> {
     let mut v = Vec::new();
@@ -74,6 +90,26 @@ impl Store {
                 Some(_) => return Err(Error::TooBig),
             }
         }
+    }
+
+    /// The chains that exist along `path` (the PFS root first, the target last if it exists),
+    /// without chain locks.
+    pub fn path_chains(&self, path: &[u8]) -> Result<Vec<ChainId>> {
+        let comps = components(path)?;
+        let mut v = Vec::new();
+        v.try_reserve(comps.len() + 1)?;
+        v.push(self.root);
+        for c in comps {
+            let Some(&cur) = v.last() else { break };
+            if self.meta(cur)?.objtype != media::OBJTYPE_DIRECTORY {
+                break;
+            }
+            match self.find_name(cur, c)? {
+                Some(id) => v.push(id),
+                None => break,
+            }
+        }
+        Ok(v)
     }
 
     /// Resolve `path` without chain locks (checks and remote reads).
@@ -136,7 +172,7 @@ impl Store {
             version: media::INODE_VERSION_ONE,
             objtype: otype,
             mode,
-            inum: tid,
+            inum: inum_for(dmeta.inum, name),
             nlinks: 1,
             iparent: dmeta.inum,
             name_key: key,
@@ -145,7 +181,6 @@ impl Store {
             check_algo: media::CHECK_DEFAULT,
             ctime: tid,
             mtime: tid,
-            btime: tid,
             ..InodeMeta::default()
         };
         ip.filename[..name.len()].copy_from_slice(name);
