@@ -16,6 +16,7 @@
 extern crate alloc;
 
 pub mod cluster;
+pub mod conformance;
 pub mod error;
 pub mod host;
 pub mod media;

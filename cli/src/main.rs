@@ -1,2 +1,139 @@
-//! `hammer2-synchro`: the userland command line. SKELETON.
-fn main() {}
+//! `hammer2-synchro`: the userland command line. Runs scenario files (docs/SCENARIOS.md) on the
+//! userland host and prints their KTAP results.
+
+use std::process::ExitCode;
+
+use hammer2_synchro::scenario::{self, Outcome};
+
+const USAGE: &str = "\
+hammer2-synchro: DragonFly BSD's HAMMER2 cluster synchronizer, driven by scenario files.
+
+USAGE:
+    hammer2-synchro run FILE...      run each scenario on the userland host, print KTAP
+    hammer2-synchro check FILE...    only parse each scenario (syntax check), run nothing
+    hammer2-synchro help             show this text (also -h, --help)
+
+A scenario (.scn) builds a cluster of up to 8 nodes, makes them diverge, drives the sync
+threads and checks the result, one command per line:
+
+    cluster master master slave        # first line: the nodes and their roles
+    write * /a \"hello\"                 # every node gets /a
+    write 0,1 /a \"newer\"               # nodes 0 and 1 move ahead
+    start                              # a sync thread per node
+    wait synced                        # until every node agrees with the quorum
+    expect file * /a \"newer\"           # a check: one KTAP test per expect line
+
+Commands: cluster role mkdir write rm chmod link start freeze unfreeze stop remaster
+signal wait sync sleep snapshot expect (stall fail catchup: not supported yet).
+The full language is in docs/SCENARIOS.md; the cases in qemu-tests/cases/ are examples.
+
+EXIT STATUS:
+    0  every check passed
+    1  a check failed, or a command failed at run time
+    2  a file was rejected (its error is printed as `line N: <reason>`), could not be
+       read, or the command line was wrong
+With several files the worst status wins; `run` prefixes each file's output with
+`# file: NAME`.
+
+EXAMPLE:
+    hammer2-synchro run qemu-tests/cases/example.scn
+";
+
+fn usage_error(msg: &str) -> ExitCode {
+    eprintln!("hammer2-synchro: {msg}");
+    eprintln!("usage: hammer2-synchro run|check FILE...   (hammer2-synchro --help for more)");
+    ExitCode::from(2)
+}
+
+/// Read `path`; on failure report it and give exit status 2.
+fn read(path: &str) -> Result<Vec<u8>, u8> {
+    std::fs::read(path).map_err(|e| {
+        eprintln!("hammer2-synchro: {path}: {e}");
+        2
+    })
+}
+
+/// KTAP goes to stdout as it is produced, so a long run shows progress.
+struct Stdout;
+
+impl std::fmt::Write for Stdout {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        use std::io::Write;
+        std::io::stdout()
+            .write_all(s.as_bytes())
+            .map_err(|_| std::fmt::Error)
+    }
+}
+
+fn run(path: &str, several: bool) -> u8 {
+    if several {
+        println!("# file: {path}");
+    }
+    let text = match read(path) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let outcome = scenario::run(hammer2_synchro::userland::host(), &text, &mut Stdout);
+    if outcome == Outcome::Rejected {
+        eprintln!("hammer2-synchro: {path}: rejected");
+    }
+    outcome.exit_code() as u8
+}
+
+fn check(path: &str, _several: bool) -> u8 {
+    let text = match read(path) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    match scenario::check(&text) {
+        Ok(s) => {
+            println!(
+                "{path}: ok ({} commands, {} checks)",
+                s.steps.len() + 1,
+                s.checks
+            );
+            0
+        }
+        Err(e) => {
+            println!("{path}: {e}");
+            2
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((cmd, files)) = args.split_first() else {
+        return usage_error("missing command");
+    };
+    let each: fn(&str, bool) -> u8 = match cmd.as_str() {
+        "help" | "-h" | "--help" => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        "run" => run,
+        "check" => check,
+        other => return usage_error(&format!("unknown command '{other}'")),
+    };
+    if files.is_empty() {
+        return usage_error(&format!("{cmd}: no FILE given"));
+    }
+    if let Some(opt) = files.iter().find(|f| f.starts_with('-') && f.len() > 1) {
+        return usage_error(&format!("{cmd}: unknown option '{opt}'"));
+    }
+    let several = files.len() > 1;
+    let worst = files.iter().map(|f| each(f, several)).max().unwrap_or(0);
+    ExitCode::from(worst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_match_outcomes() {
+        assert_eq!(Outcome::Passed.exit_code(), 0);
+        assert_eq!(Outcome::Failed.exit_code(), 1);
+        assert_eq!(Outcome::Rejected.exit_code(), 2);
+    }
+}

@@ -148,6 +148,8 @@ pub struct Step<'a> {
 /// A whole parsed scenario.
 #[derive(Debug)]
 pub struct Script<'a> {
+    /// The line of the `cluster` command.
+    pub cluster_line: u32,
     /// The roles of the `cluster` command, node 0 first.
     pub roles: heapless::Vec<Role, MAX_NODES>,
     /// Every command after `cluster`, in order.

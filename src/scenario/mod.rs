@@ -13,6 +13,7 @@ pub mod ktap;
 pub mod lex;
 pub mod parse;
 pub mod prng;
+mod run;
 
 pub use ast::Script;
 pub use lex::ParseError;
@@ -54,6 +55,5 @@ pub fn run(host: &'static dyn Host, text: &[u8], out: &mut dyn fmt::Write) -> Ou
             return Outcome::Rejected;
         }
     };
-    let _ = (host, script);
-    todo!("the interpreter lands with the cluster and thread layers")
+    run::execute(host, &script, out)
 }

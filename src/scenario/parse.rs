@@ -17,19 +17,6 @@ pub const MAX_BYTES: usize = 16 << 20;
 pub const MAX_NAME: usize = 255;
 /// Default `wait synced` timeout, in milliseconds.
 pub const DEFAULT_WAIT_MS: u64 = 10_000;
-/// The cluster status words `expect status` knows (docs/SCENARIOS.md).
-pub const STATUS_WORDS: [&str; 10] = [
-    "masters-all-good",
-    "slaves-all-good",
-    "quorum/rw",
-    "quorum/ro",
-    "out-of-sync-masters",
-    "no-masters-visible",
-    "soft/rw",
-    "soft/ro",
-    "out-of-sync-slaves",
-    "no-slaves-visible",
-];
 
 type R<T> = Result<T, Reason>;
 
@@ -52,6 +39,7 @@ pub fn parse(input: &[u8]) -> Result<Script<'_>, ParseError> {
                 return Err(err(reason!("cluster must be the first command")));
             }
             script = Some(Script {
+                cluster_line: n,
                 roles: cluster(args).map_err(err)?,
                 steps: Vec::new(),
                 checks: 0,
@@ -510,7 +498,7 @@ impl<'a> Parser<'_, 'a> {
                         Some(b) => (false, b),
                         None => (true, w),
                     };
-                    if !STATUS_WORDS.contains(&bare) {
+                    if crate::quorum::word_from_name(bare).is_none() {
                         return Err(reason!("unknown status word '{}'", bare));
                     }
                     crate::mem::try_push(&mut words, (present, bare))

@@ -341,3 +341,6 @@ impl Drop for Threads {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(all(test, loom))]
+mod loom;

@@ -1,0 +1,82 @@
+//! The command line as a user meets it: help, usage errors, exit statuses, rejection output.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn cli(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hammer2-synchro"))
+        .args(args)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .output()
+        .expect("run hammer2-synchro")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn help_explains_commands_and_exit_codes() {
+    for flag in ["--help", "-h", "help"] {
+        let o = cli(&[flag]);
+        assert_eq!(o.status.code(), Some(0), "{flag}");
+        let t = text(&o.stdout);
+        for needle in [
+            "run FILE",
+            "check FILE",
+            "EXIT STATUS",
+            "docs/SCENARIOS.md",
+            "EXAMPLE",
+        ] {
+            assert!(t.contains(needle), "{flag}: help lacks {needle}");
+        }
+    }
+}
+
+#[test]
+fn bad_usage_exits_2_with_a_message() {
+    for args in [
+        &[][..],
+        &["frob"],
+        &["run"],
+        &["check", "--verbose", "x.scn"],
+    ] {
+        let o = cli(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(
+            text(&o.stderr).contains("usage: hammer2-synchro"),
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn unreadable_file_exits_2() {
+    let o = cli(&["check", "no/such/file.scn"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("no/such/file.scn"));
+}
+
+#[test]
+fn rejected_file_prints_its_line_and_exits_2() {
+    let o = cli(&["run", "qemu-tests/cases/reject/bad-node-index.scn"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        text(&o.stdout),
+        "line 4: bad node index 9 (cluster has 4 nodes)\n"
+    );
+}
+
+#[test]
+fn check_accepts_the_example_and_the_worst_status_wins() {
+    let o = cli(&["check", "qemu-tests/cases/example.scn"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(text(&o.stdout).contains("example.scn: ok (20 commands, 7 checks)"));
+    let o = cli(&[
+        "check",
+        "qemu-tests/cases/example.scn",
+        "qemu-tests/cases/reject/arity.scn",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stdout).contains("arity.scn: line 3: mkdir: expected 2 arguments"));
+}
