@@ -94,3 +94,37 @@ pub fn peak_during<R>(f: impl FnOnce() -> R) -> (usize, R) {
     let r = f();
     (peak().saturating_sub(before), r)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[global_allocator]
+    static A: CountingAlloc = CountingAlloc;
+
+    #[test]
+    fn counts_a_big_allocation_in_the_peak_window() {
+        assert!(installed());
+        const BIG: usize = 64 << 20;
+        // Other tests allocate concurrently, but far less than BIG.
+        let (peak, len) = peak_during(|| {
+            let v = std::hint::black_box(vec![7u8; BIG]);
+            v.len()
+        });
+        assert_eq!(len, BIG);
+        assert!(peak >= BIG / 2, "peak {peak}");
+        let (peak, ()) = peak_during(|| ());
+        assert!(peak < BIG / 2, "peak {peak} without allocating");
+    }
+
+    #[test]
+    fn realloc_growth_is_counted() {
+        const BIG: usize = 32 << 20;
+        let (peak, ()) = peak_during(|| {
+            let mut v: Vec<u8> = Vec::with_capacity(16);
+            v.resize(BIG, 1);
+            std::hint::black_box(&v);
+        });
+        assert!(peak >= BIG / 2, "peak {peak}");
+    }
+}

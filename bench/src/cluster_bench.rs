@@ -262,7 +262,11 @@ pub fn measure(
             }
             gen += 1;
             for &i in &idx {
-                apply(&c, MASTERS, FrontendOp::Write(tree.files[i].as_bytes(), &content(i, gen)))?;
+                apply(
+                    &c,
+                    MASTERS,
+                    FrontendOp::Write(tree.files[i].as_bytes(), &content(i, gen)),
+                )?;
             }
             let (time, scanned, peak) = timed_sync(&c)?;
             let last = *idx.last().ok_or("no changed leaf")?;
@@ -270,7 +274,10 @@ pub fn measure(
                 .read_file(SLAVE, tree.files[last].as_bytes())
                 .map_err(|e| format!("read_file: {e}"))?;
             if got != content(last, gen) {
-                return Err(format!("{}: the slave did not get the change", tree.files[last]));
+                return Err(format!(
+                    "{}: the slave did not get the change",
+                    tree.files[last]
+                ));
             }
             resyncs.push(ResyncResult {
                 k: idx.len(),
@@ -282,7 +289,10 @@ pub fn measure(
         }
     }
     let mut diff = String::new();
-    if !c.compare(0, SLAVE, &mut diff).map_err(|e| format!("compare: {e}"))? {
+    if !c
+        .compare(0, SLAVE, &mut diff)
+        .map_err(|e| format!("compare: {e}"))?
+    {
         return Err(format!("the slave differs from master 0: {diff}"));
     }
 

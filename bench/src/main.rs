@@ -78,13 +78,20 @@ fn main() -> ExitCode {
     match written {
         Ok(()) => println!("bench: wrote {} and {}", md.display(), svg.display()),
         Err(e) => {
-            eprintln!("bench: cannot write the report under {}: {e}", out.display());
+            eprintln!(
+                "bench: cannot write the report under {}: {e}",
+                out.display()
+            );
             ok = false;
         }
     }
     for row in &results.rows {
         if let Err(e) = &row.cluster {
-            eprintln!("bench: {} N={}: cluster failed: {e}", row.shape.name(), row.files);
+            eprintln!(
+                "bench: {} N={}: cluster failed: {e}",
+                row.shape.name(),
+                row.files
+            );
             ok = false;
         }
     }

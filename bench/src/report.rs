@@ -38,7 +38,11 @@ pub fn plot(r: &Results) -> String {
         for mode in [ScanMode::Original, ScanMode::Pruned] {
             let p = pts(&|row| row.resync(mode, TARGET_K));
             if !p.is_empty() {
-                let color = if mode == ScanMode::Original { c_orig } else { "#27ae60" };
+                let color = if mode == ScanMode::Original {
+                    c_orig
+                } else {
+                    "#27ae60"
+                };
                 series.push(Series {
                     label: format!("{} {}", mode.name(), shape.name()),
                     color,
@@ -96,12 +100,16 @@ pub fn markdown(r: &Results) -> String {
     let _ = writeln!(
         s,
         "- tmpfs: {}",
-        r.tmpfs.as_ref().map_or_else(|e| format!("none ({e})"), |t| t.clone())
+        r.tmpfs
+            .as_ref()
+            .map_or_else(|e| format!("none ({e})"), |t| t.clone())
     );
     let _ = writeln!(
         s,
         "- rsync: {}\n",
-        r.rsync.as_ref().map_or_else(|e| format!("not available ({e})"), |v| v.clone())
+        r.rsync
+            .as_ref()
+            .map_or_else(|e| format!("not available ({e})"), |v| v.clone())
     );
     let _ = writeln!(s, "## Commands\n");
     let _ = writeln!(s, "```sh");
@@ -344,4 +352,44 @@ pub fn markdown(r: &Results) -> String {
          is not part of this userland run."
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::Machine;
+    use std::time::Duration;
+
+    #[test]
+    fn report_lists_failures_and_targets() {
+        let r = Results {
+            machine: Machine::probe(),
+            quick: false,
+            command: "cargo run --release -p hammer2-synchro-bench --".into(),
+            date: "today".into(),
+            rsync: Err("rsync not found".into()),
+            tmpfs: Ok("/dev/shm".into()),
+            rows: vec![Row {
+                shape: Shape::Deep,
+                files: 1000,
+                chains: 1111,
+                cluster: Err("Cluster::new: boom".into()),
+                rsync: Err("rsync not found".into()),
+            }],
+            missing_modes: vec![(ScanMode::Pruned, "not implemented: x".into())],
+            bandwidth: Err("no".into()),
+            skipped: vec!["deep N=1000000: too big".into()],
+            total: Duration::from_secs(3),
+        };
+        let md = markdown(&r);
+        assert!(md.contains("not measured: Cluster::new: boom"));
+        assert!(md.contains("- deep N=1000000: too big"));
+        assert!(md.contains("Scan mode `pruned`: not implemented: x."));
+        assert!(md.contains(PLOT));
+        for t in r.targets() {
+            assert!(md.contains(&t.line()));
+        }
+        let svg = plot(&r);
+        assert!(svg.contains("pruned: not implemented"));
+    }
 }

@@ -207,3 +207,118 @@ impl Results {
         t
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster_bench::{BuildResult, ResyncResult};
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    fn row(files: usize, orig_k10: Duration, freeze: Vec<u64>, peak: usize) -> Row {
+        Row {
+            shape: Shape::Wide,
+            files,
+            chains: files + 1,
+            cluster: Ok(ClusterResult {
+                build: BuildResult {
+                    chains: files + 1,
+                    build: ms(1),
+                    initial_sync: ms(1),
+                    initial_scanned: 1,
+                    initial_peak: 1,
+                    initial_kept: 1,
+                },
+                resyncs: vec![ResyncResult {
+                    k: TARGET_K,
+                    mode: ScanMode::Original,
+                    time: orig_k10,
+                    scanned: 5,
+                    peak,
+                }],
+                freeze_ns: freeze,
+                stop_ns: vec![1],
+                cluster_bytes: 1,
+            }),
+            rsync: Ok(RsyncResult {
+                initial: ms(1),
+                resyncs: vec![(TARGET_K, ms(50))],
+            }),
+        }
+    }
+
+    fn results(rows: Vec<Row>) -> Results {
+        Results {
+            machine: Machine::probe(),
+            quick: true,
+            command: "x".into(),
+            date: "d".into(),
+            rsync: Ok("rsync".into()),
+            tmpfs: Ok("/dev/shm".into()),
+            rows,
+            missing_modes: vec![(ScanMode::Pruned, "not implemented".into())],
+            bandwidth: Err("skipped".into()),
+            skipped: vec![],
+            total: ms(1),
+        }
+    }
+
+    #[test]
+    fn targets_follow_the_measurements() {
+        let r = results(vec![
+            row(1000, ms(2), vec![10, 20, 2_000_000], 100),
+            row(10_000, ms(9), vec![500; 200], 5 << 20),
+        ]);
+        assert_eq!(r.target_row().map(|r| r.files), Some(10_000));
+        let t = r.targets();
+        let names: Vec<_> = t.iter().map(|t| t.name).collect();
+        assert_eq!(
+            names,
+            [
+                "pruned_vs_original",
+                "pruned_vs_rsync",
+                "freeze_ack_p99",
+                "sync_memory",
+                "initial_sync_bandwidth",
+                "kernel_round_trips"
+            ]
+        );
+        assert_eq!(
+            t[0].line(),
+            "target pruned_vs_original: measured not-implemented goal >=1000x missed"
+        );
+        // The worst p99 over both trees is the 2 ms outlier of the small one.
+        assert_eq!(
+            t[2].line(),
+            "target freeze_ack_p99: measured 2000000ns goal <=1000000ns missed"
+        );
+        assert_eq!(t[3].measured, format!("{}B", 5 << 20));
+        assert!(!t[3].met);
+        assert_eq!(t[4].measured, "not-measured");
+        assert!(t.iter().all(|t| !t.met));
+    }
+
+    #[test]
+    fn targets_met_when_under_goal() {
+        let mut r = results(vec![row(TARGET_N, ms(3), vec![500; 100], 1000)]);
+        let mut c = r.rows[0].cluster.clone().unwrap();
+        c.resyncs.push(ResyncResult {
+            k: TARGET_K,
+            mode: ScanMode::Pruned,
+            time: Duration::from_nanos(1000),
+            scanned: 1,
+            peak: 10,
+        });
+        r.rows[0].cluster = Ok(c);
+        r.missing_modes.clear();
+        let t = r.targets();
+        assert_eq!(t[0].measured, "3000.0x@N=1000000,k=10");
+        assert!(t[0].met);
+        assert_eq!(t[1].measured, "50000.0x@N=1000000,k=10");
+        assert!(t[1].met);
+        assert!(t[2].met && t[3].met);
+        assert!(!t[5].met);
+    }
+}

@@ -125,7 +125,8 @@ fn rsync_side(base: &Path, tree: &Tree, ks: &[usize]) -> Result<RsyncResult, Str
 pub fn run(cfg: &Config) -> Results {
     let t_all = Instant::now();
     let machine = Machine::probe();
-    let rsync = rsync_version().ok_or_else(|| "rsync not found (apt-get install rsync)".to_string());
+    let rsync =
+        rsync_version().ok_or_else(|| "rsync not found (apt-get install rsync)".to_string());
     let tmpfs = tmpfs_base().map_err(|e| e.to_string());
     let mut missing_modes: Vec<(ScanMode, String)> = Vec::new();
     let mut rows = Vec::new();

@@ -57,7 +57,13 @@ fn label_pow10(e: i32, unit: &str) -> String {
 
 /// The SVG text of a log-log plot of `series` (points with a non-positive coordinate are
 /// left out), x axis in chains, y axis in seconds.
-pub fn loglog(title: &str, xlabel: &str, ylabel: &str, series: &[Series], notes: &[String]) -> String {
+pub fn loglog(
+    title: &str,
+    xlabel: &str,
+    ylabel: &str,
+    series: &[Series],
+    notes: &[String],
+) -> String {
     let pts = || series.iter().flat_map(|s| s.points.iter().copied());
     let (x0, x1) = decades(pts().map(|p| p.0));
     let (y0, y1) = decades(pts().map(|p| p.1));

@@ -48,7 +48,9 @@ pub fn tmpfs_base() -> io::Result<PathBuf> {
     if st.success() {
         Ok(dir)
     } else {
-        Err(io::Error::other("no tmpfs: /dev/shm is not tmpfs and mount failed"))
+        Err(io::Error::other(
+            "no tmpfs: /dev/shm is not tmpfs and mount failed",
+        ))
     }
 }
 
