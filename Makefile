@@ -50,3 +50,31 @@ qemu-test:
 
 clean-kmod:
 	rm -rf target/kmod
+
+# ---- Issue 5 benchmark (owned by the bench crate, bench/) ----
+#   make bench         userland, release build, ~10 min: regenerates BENCHMARKS.md and
+#                      docs/bench-resync.svg, ends with one `target ...` line per issue-5 goal
+#   make bench-quick   the same at smoke-test sizes, report written under $$TMPDIR
+#   make bench-kernel  kernel round trips in QEMU (needs a kernel bench in qemu-tests/run)
+.PHONY: bench bench-quick bench-kernel rsync-dep
+
+rsync-dep:
+	@bash -c '. kmod/linux/deps.sh && h2s_apt_install rsync'
+
+# The bench crate's tests resync real files with rsync too.
+cargo-test: rsync-dep
+
+bench: rsync-dep
+	$(CARGO) run --release -p hammer2-synchro-bench --
+
+bench-quick: rsync-dep
+	$(CARGO) run --release -p hammer2-synchro-bench -- --quick
+
+bench-kernel:
+	@if grep -q -- '--bench' qemu-tests/run; then \
+		qemu-tests/run --bench; \
+	else \
+		echo "bench-kernel: qemu-tests/run has no --bench mode yet (kthread_park/unpark and kthread_stop comparison not implemented)"; \
+		echo "target kernel_round_trips: measured not-measured goal <=1.2x missed"; \
+		exit 2; \
+	fi
