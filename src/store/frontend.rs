@@ -92,26 +92,6 @@ impl Store {
         }
     }
 
-    /// The chains that exist along `path` (the PFS root first, the target last if it exists),
-    /// without chain locks.
-    pub fn path_chains(&self, path: &[u8]) -> Result<Vec<ChainId>> {
-        let comps = components(path)?;
-        let mut v = Vec::new();
-        v.try_reserve(comps.len() + 1)?;
-        v.push(self.root);
-        for c in comps {
-            let Some(&cur) = v.last() else { break };
-            if self.meta(cur)?.objtype != media::OBJTYPE_DIRECTORY {
-                break;
-            }
-            match self.find_name(cur, c)? {
-                Some(id) => v.push(id),
-                None => break,
-            }
-        }
-        Ok(v)
-    }
-
     /// Resolve `path` without chain locks (checks and remote reads).
     pub fn resolve(&self, path: &[u8]) -> Result<ChainId> {
         let mut cur = self.root;
