@@ -298,11 +298,16 @@ fn freeze_during_pass(host: &'static dyn Host, out: &mut dyn fmt::Write) -> Outc
     wait_for(host, "a pass running", || {
         env.work.ops_done.load(Ordering::SeqCst) >= 10
     })?;
-    let ops0 = env.work.ops_done.load(Ordering::SeqCst);
+    // Count the operations done from the moment FREEZE is in the word: only the one in flight
+    // may complete.
+    let ops0 = AtomicU64::new(0);
     let t0 = host.now_ns();
-    expect_ok("freeze", t.freeze(0))?;
+    let r = t.freeze_observed(0, &|| {
+        ops0.store(env.work.ops_done.load(Ordering::SeqCst), Ordering::SeqCst)
+    });
+    expect_ok("freeze", r)?;
     let ns = host.now_ns() - t0;
-    let ops = env.work.ops_done.load(Ordering::SeqCst) - ops0;
+    let ops = env.work.ops_done.load(Ordering::SeqCst) - ops0.load(Ordering::SeqCst);
     write_us(out, "freeze acknowledged during a pass after", ns);
     check(ops <= 1, || {
         format!("{ops} chain operations ran after the freeze request")
