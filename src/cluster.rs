@@ -1,16 +1,21 @@
 //! A cluster of up to 8 nodes holding one PFS, each with a role, a node store and a sync thread.
 //!
-//! SKELETON: the signatures below are the contract between the layers; bodies are filled in by the
-//! store/sync work (data side) and the thread work (`thread_*` methods live in `crate::thread`).
+//! The data side lives here (stores, roles, the TID clock, frontend changes, sync entry points,
+//! checks and status); the `thread_*` methods live in `crate::thread`.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::fmt;
 use core::pin::Pin;
 
-use crate::host::Host;
-use crate::quorum::QuorumResult;
-use crate::Result;
+use crate::host::{Host, LockMode};
+use crate::media;
+use crate::mem::{try_box, try_push};
+use crate::quorum::{self, NodeAnswer, QuorumResult, Voter};
+use crate::store::compare::{self, Record};
+use crate::store::{HostLock, Store};
+use crate::sync::{self, SyncStats};
+use crate::{Error, Result};
 
 /// Most nodes a cluster may have (`HAMMER2_MAXCLUSTER`).
 pub const MAX_NODES: usize = 8;
@@ -107,19 +112,86 @@ pub struct InodeStat {
     pub modify_tid: u64,
 }
 
+/// One node: its store, its own view of the roles, its synchronizer counters.
+pub(crate) struct Node {
+    pub(crate) store: Store,
+    /// The roles this node's sync passes use (refreshed on remaster).
+    view: spin::Mutex<[Role; MAX_NODES]>,
+    stats: spin::Mutex<SyncStats>,
+    /// Serialises synchronization passes of this node (thread and `sync` command).
+    sync_lock: HostLock,
+}
+
 /// The cluster. Always pinned in a box: sync threads hold its address until joined.
 pub struct Cluster {
     _host: &'static dyn Host,
     /// One sync-thread slot per node (owned by the thread layer).
     pub(crate) threads: crate::thread::Threads,
+    nodes: Vec<Node>,
+    /// The current roles (`set_role`); nodes copy them into their view on `refresh_view`.
+    roles: spin::Mutex<[Role; MAX_NODES]>,
+    /// The PFS roots' recorded `pfs_nmasters`.
+    nmasters: u8,
+    /// The last TID handed out; frontend changes are serialised under `frontend`.
+    tid: spin::Mutex<u64>,
+    frontend: HostLock,
     _pin: core::marker::PhantomPinned,
+}
+
+/// The live clusters, by address, for [`write_all_status`].
+static REGISTRY: spin::Mutex<Vec<usize>> = spin::Mutex::new(Vec::new());
+
+/// The PFS root inode of a new node.
+fn pfs_root(role: Role, idx: usize, nmasters: u8) -> media::InodeData {
+    let mut ip = media::InodeData::default();
+    let m = &mut ip.meta;
+    m.version = media::INODE_VERSION_ONE;
+    m.objtype = media::OBJTYPE_DIRECTORY;
+    m.op_flags = media::OpFlags::PFSROOT.bits();
+    m.mode = 0o755;
+    m.inum = 1;
+    m.nlinks = 1;
+    m.check_algo = media::CHECK_DEFAULT;
+    m.pfs_type = role.pfs_type();
+    m.pfs_nmasters = nmasters;
+    m.pfs_inum = 1;
+    // One cluster id for the PFS, one fsid per node: the distinguishing fields §3.6 keeps.
+    m.pfs_clid = *b"hammer2-synchro\0";
+    m.pfs_fsid = [idx as u8 + 1; 16];
+    ip
 }
 
 impl Cluster {
     /// A cluster with one empty PFS root per node, nodes in `roles` order (1 to 8).
     pub fn new(host: &'static dyn Host, roles: &[Role]) -> Result<Pin<Box<Cluster>>> {
-        let _ = (host, roles);
-        todo!()
+        if roles.is_empty() || roles.len() > MAX_NODES {
+            return Err(Error::Invalid);
+        }
+        let nmasters = roles.iter().filter(|r| **r == Role::Master).count() as u8;
+        let mut all = [Role::Cache; MAX_NODES];
+        all[..roles.len()].copy_from_slice(roles);
+        let mut nodes = Vec::new();
+        nodes.try_reserve_exact(roles.len())?;
+        for (idx, &role) in roles.iter().enumerate() {
+            nodes.push(Node {
+                store: Store::new(host, pfs_root(role, idx, nmasters))?,
+                view: spin::Mutex::new(all),
+                stats: spin::Mutex::new(SyncStats::default()),
+                sync_lock: HostLock::new(host)?,
+            });
+        }
+        let c = Box::into_pin(try_box(Cluster {
+            _host: host,
+            threads: crate::thread::Threads::new(roles.len()),
+            nodes,
+            roles: spin::Mutex::new(all),
+            nmasters,
+            tid: spin::Mutex::new(0),
+            frontend: HostLock::new(host)?,
+            _pin: core::marker::PhantomPinned,
+        })?);
+        try_push(&mut REGISTRY.lock(), &*c as *const Cluster as usize)?;
+        Ok(c)
     }
     /// The host this cluster runs on.
     pub fn host(&self) -> &'static dyn Host {
@@ -127,17 +199,32 @@ impl Cluster {
     }
     /// Number of nodes.
     pub fn len(&self) -> usize {
-        todo!()
+        self.nodes.len()
     }
-    /// A node's current role.
+    /// Always false: a cluster has at least one node.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+    fn node(&self, idx: usize) -> Result<&Node> {
+        self.nodes.get(idx).ok_or(Error::Invalid)
+    }
+    /// Node `idx`'s store (`Invalid` for a bad index).
+    pub fn store(&self, idx: usize) -> Result<&Store> {
+        Ok(&self.node(idx)?.store)
+    }
+    /// A node's current role (`Cache` for an index past the end).
     pub fn role(&self, idx: usize) -> Role {
-        let _ = idx;
-        todo!()
+        self.roles.lock().get(idx).copied().unwrap_or(Role::Cache)
     }
     /// Change a node's role; its sync thread re-reads roles on `remaster`.
     pub fn set_role(&self, idx: usize, role: Role) {
-        let _ = (idx, role);
-        todo!()
+        if idx < self.nodes.len() {
+            self.roles.lock()[idx] = role;
+        }
+    }
+    /// The PFS roots' recorded master count.
+    pub fn recorded_nmasters(&self) -> u8 {
+        self.nmasters
     }
     /// Apply one frontend change as a new transaction to every node of `set`.
     /// On failure returns the first failing node index and its error; nodes before it in the set
@@ -147,62 +234,271 @@ impl Cluster {
         set: NodeSet,
         op: FrontendOp<'_>,
     ) -> core::result::Result<u64, (usize, crate::Error)> {
-        let _ = (set, op);
-        todo!()
+        if let Some(bad) = set.iter().find(|&i| i >= self.nodes.len()) {
+            return Err((bad, Error::Invalid));
+        }
+        // One change at a time, so every node sees the TIDs in the same increasing order.
+        let _serial = self.frontend.hold(LockMode::Exclusive);
+        let tid = {
+            let mut t = self.tid.lock();
+            *t += 1;
+            *t
+        };
+        for idx in set.iter() {
+            let s = &self.nodes[idx].store;
+            let r = match op {
+                FrontendOp::Mkdir(p) => s.mkdir(p, tid),
+                FrontendOp::Write(p, d) => s.write(p, d, tid),
+                FrontendOp::Rm(p) => s.rm(p, tid),
+                FrontendOp::Chmod(p, m) => s.chmod(p, m, tid),
+                FrontendOp::Link(t, p) => s.link(t, p, tid),
+            };
+            r.map_err(|e| (idx, e))?;
+        }
+        Ok(tid)
     }
     /// One synchronization pass of node `idx` against the others (the driver of HAMMER2-FACTS
     /// §3.7: loops while EAGAIN, syncs deferrals bottom-up). `brk` is polled at every chain
     /// operation; when it returns true the pass stops with `Error::InProgress`.
     pub fn sync_node(&self, idx: usize, brk: &dyn Fn() -> bool) -> Result<()> {
-        let _ = (idx, brk);
-        todo!()
+        let node = self.node(idx)?;
+        let _one = node.sync_lock.hold(LockMode::Exclusive);
+        let view = *node.view.lock();
+        let mut stores: heapless::Vec<&Store, MAX_NODES> = heapless::Vec::new();
+        for n in &self.nodes {
+            stores.push(&n.store).map_err(|_| Error::Invalid)?;
+        }
+        let peers = sync::Peers {
+            stores: &stores,
+            roles: &view[..self.nodes.len()],
+            nmasters: self.nmasters,
+        };
+        let mut stats = SyncStats::default();
+        let r = sync::sync_pass(&peers, idx, brk, &mut stats);
+        stats.passes = 1;
+        node.stats.lock().add(&stats);
+        r
     }
     /// Copy the cluster's current roles into node `idx`'s own view, which its sync passes use
     /// (a sync thread does this at start and when it consumes REMASTER; `sync` before each pass).
     pub fn refresh_view(&self, idx: usize) {
-        let _ = idx;
-        todo!()
+        if let Some(n) = self.nodes.get(idx) {
+            *n.view.lock() = *self.roles.lock();
+        }
     }
     /// Node `idx`'s synchronizer counters.
     pub fn stats(&self, idx: usize) -> crate::sync::SyncStats {
+        self.nodes
+            .get(idx)
+            .map(|n| *n.stats.lock())
+            .unwrap_or_default()
+    }
+    /// The voters for the PFS root: every node with its current role and root modify_tid.
+    fn root_voters(&self) -> heapless::Vec<Voter, MAX_NODES> {
+        let roles = *self.roles.lock();
+        let mut v = heapless::Vec::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            let answer = match n.store.bref(n.store.root()) {
+                Ok(b) => NodeAnswer::Holds(b.modify_tid),
+                Err(_) => NodeAnswer::Failed,
+            };
+            // Capacity is MAX_NODES and there are at most that many nodes.
+            let _ = v.push(Voter {
+                role: roles[i],
+                answer,
+            });
+        }
+        v
+    }
+    /// The cluster status words (`quorum::status`) as seen from node `idx`: every node's PFS
+    /// root with the current roles and the recorded master count. Every node answers every
+    /// other in this version, so all nodes see the same.
+    pub fn status(&self, idx: usize) -> quorum::StatusFlags {
         let _ = idx;
-        todo!()
+        quorum::status(&self.root_voters(), self.nmasters)
     }
     /// Write a human-readable status of this cluster: nodes, roles, status words, thread flags by
     /// name, counters. Used by every host's `status`.
     pub fn write_status(&self, out: &mut dyn fmt::Write) -> fmt::Result {
-        let _ = out;
-        todo!()
+        let voters = self.root_voters();
+        write!(out, "cluster {:p}: {} nodes, ", self, self.len())?;
+        match quorum::check(&voters, self.nmasters) {
+            QuorumResult::Focus { node, tid } => write!(out, "focus tid {tid} (node {node}):")?,
+            QuorumResult::None(e) => write!(out, "no focus ({e}):")?,
+        }
+        for w in quorum::status(&voters, self.nmasters).words() {
+            write!(out, " {w}")?;
+        }
+        writeln!(out)?;
+        for (idx, n) in self.nodes.iter().enumerate() {
+            let st = *n.stats.lock();
+            let tid = match voters[idx].answer {
+                NodeAnswer::Holds(t) => t,
+                _ => 0,
+            };
+            writeln!(
+                out,
+                "  node {idx} {} tid {tid}{}: thread {:?} {}: passes {} scanned {} inserted {} \
+                 destroyed {} replaced {} deferred {}",
+                voters[idx].role.name(),
+                if self.in_sync(idx) { " in-sync" } else { "" },
+                self.thread_state(idx),
+                crate::thread::flag_names(self.thread_flags(idx)),
+                st.passes,
+                st.scanned,
+                st.inserted,
+                st.destroyed,
+                st.replaced,
+                st.deferred
+            )?;
+        }
+        Ok(())
     }
     /// Quorum over the PFS roots of all nodes.
     pub fn focus_root(&self) -> QuorumResult {
-        todo!()
+        quorum::check(&self.root_voters(), self.nmasters)
     }
     /// Whether node `idx` agrees with the quorum focus (its PFS root's modify_tid equals it).
     pub fn in_sync(&self, idx: usize) -> bool {
-        let _ = idx;
-        todo!()
+        let Some(n) = self.nodes.get(idx) else {
+            return false;
+        };
+        match (self.focus_root(), n.store.bref(n.store.root())) {
+            (QuorumResult::Focus { tid, .. }, Ok(b)) => b.modify_tid == tid,
+            _ => false,
+        }
     }
     /// Compare node `b`'s tree with node `a`'s; write the first differences to `out`.
     pub fn compare(&self, a: usize, b: usize, out: &mut dyn fmt::Write) -> Result<bool> {
-        let _ = (a, b, out);
-        todo!()
+        let ra = compare::flatten(self.store(a)?)?;
+        let rb = compare::flatten(self.store(b)?)?;
+        compare::diff(&ra, &rb, b, out)
     }
     /// Stat the inode at `path` on node `idx`.
     pub fn stat(&self, idx: usize, path: &[u8]) -> Result<InodeStat> {
-        let _ = (idx, path);
-        todo!()
+        let s = self.store(idx)?;
+        let id = s.resolve(path)?;
+        let m = s.meta(id)?;
+        Ok(InodeStat {
+            objtype: m.objtype,
+            mode: m.mode,
+            size: m.size,
+            modify_tid: s.bref(id)?.modify_tid,
+        })
     }
     /// Read a whole regular file at `path` on node `idx`.
     pub fn read_file(&self, idx: usize, path: &[u8]) -> Result<Vec<u8>> {
-        let _ = (idx, path);
-        todo!()
+        let s = self.store(idx)?;
+        s.read_file(s.resolve(path)?)
+    }
+    /// A copy of node `idx`'s whole tree, for `expect unchanged`.
+    pub fn snapshot(&self, idx: usize) -> Result<Snapshot> {
+        Ok(Snapshot {
+            records: compare::flatten(self.store(idx)?)?,
+        })
+    }
+}
+
+/// A node's tree as it was ([`Cluster::snapshot`]).
+pub struct Snapshot {
+    records: Vec<Record>,
+}
+
+impl Snapshot {
+    /// Whether node `idx` of `cluster` still holds exactly this tree; differences go to `out`.
+    pub fn matches(&self, cluster: &Cluster, idx: usize, out: &mut dyn fmt::Write) -> Result<bool> {
+        let now = compare::flatten(cluster.store(idx)?)?;
+        compare::diff(&self.records, &now, idx, out)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Unregister first, under the registry lock `write_all_status` holds while it reads.
+        let me = self as *const Cluster as usize;
+        REGISTRY.lock().retain(|&a| a != me);
+        // The threads read the stores: they go before anything else is released.
+        self.threads.stop_all();
     }
 }
 
 /// Write the status of every live cluster (kernel `status` file). Clusters register themselves
 /// in [`Cluster::new`] and unregister when dropped.
 pub fn write_all_status(out: &mut dyn fmt::Write) -> fmt::Result {
-    let _ = out;
-    todo!()
+    let reg = REGISTRY.lock();
+    if reg.is_empty() {
+        writeln!(out, "no clusters")?;
+    }
+    for &addr in reg.iter() {
+        // SAFETY: `addr` is a pinned cluster registered by `Cluster::new`; its `Drop` removes it
+        // under this same lock before any of its memory is released, so while we hold the lock
+        // it is alive and does not move. Only shared access is made.
+        let c = unsafe { &*(addr as *const Cluster) };
+        c.write_status(out)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testhost::host;
+    use alloc::string::String;
+
+    #[test]
+    fn apply_stat_read_compare_snapshot_status() {
+        let c = Cluster::new(host(), &[Role::Master, Role::Master, Role::Slave]).unwrap();
+        assert_eq!(c.len(), 3);
+        assert_eq!(c.focus_root(), QuorumResult::Focus { node: 0, tid: 0 });
+        assert_eq!(c.apply(NodeSet(0b011), FrontendOp::Mkdir(b"/d")), Ok(1));
+        assert_eq!(
+            c.apply(NodeSet(0b111), FrontendOp::Write(b"/d/f", b"x")),
+            Err((2, Error::NotFound))
+        );
+        assert_eq!(
+            c.apply(NodeSet(0b1000), FrontendOp::Mkdir(b"/e")),
+            Err((3, Error::Invalid))
+        );
+        let st = c.stat(1, b"/d/f").unwrap();
+        assert_eq!(
+            (st.objtype, st.size, st.mode, st.modify_tid),
+            (media::OBJTYPE_REGFILE, 1, 0o644, 2)
+        );
+        assert_eq!(c.read_file(0, b"/d/f").unwrap(), b"x");
+        assert_eq!(c.stat(2, b"/d"), Err(Error::NotFound));
+        assert_eq!(c.focus_root(), QuorumResult::Focus { node: 0, tid: 2 });
+        assert!(c.in_sync(0) && !c.in_sync(2));
+        let mut out = String::new();
+        assert!(c.compare(0, 1, &mut out).unwrap(), "{out}");
+        assert!(!c.compare(0, 2, &mut out).unwrap());
+        assert!(out.contains("node 2: /d: missing"), "{out}");
+
+        let snap = c.snapshot(2).unwrap();
+        let mut out = String::new();
+        assert!(snap.matches(&c, 2, &mut out).unwrap());
+        c.apply(NodeSet(0b100), FrontendOp::Mkdir(b"/s")).unwrap();
+        assert!(!snap.matches(&c, 2, &mut out).unwrap());
+        assert!(out.contains("node 2: /s: unexpected"), "{out}");
+
+        c.set_role(2, Role::Master);
+        assert_eq!(c.role(2), Role::Master);
+        let mut out = String::new();
+        c.write_status(&mut out).unwrap();
+        assert!(
+            out.contains("node 2 master tid 3: thread NotStarted"),
+            "{out}"
+        );
+        assert!(out.contains("node 0 master tid 2 in-sync"), "{out}");
+        assert!(out.contains("quorum/rw"), "{out}");
+        assert!(c.status(0).has_word("quorum/rw"));
+        assert!(!c.status(0).has_word("masters-all-good"));
+        let mut all = String::new();
+        write_all_status(&mut all).unwrap();
+        assert!(all.contains(&alloc::format!("cluster {:p}", &*c)), "{all}");
+        let addr = alloc::format!("cluster {:p}", &*c);
+        drop(c);
+        let mut all = String::new();
+        write_all_status(&mut all).unwrap();
+        assert!(!all.contains(&addr), "a dropped cluster unregisters");
+    }
 }

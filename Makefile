@@ -1,0 +1,80 @@
+# The front door. `make run` is the main job; `make test` runs every test.
+#
+#   make run        install what is missing, build, boot Debian's kernel in QEMU, load the module,
+#                   run the demonstration scenario (qemu-tests/demo.scn) showing `status` while
+#                   the sync threads work, unload
+#   make test       cargo tests + format/lint checks + the kernel build checks + the QEMU suite
+#   make kmod       build target/kmod/hammer2_synchro.ko (installs headers, Rust target, cbindgen)
+#   make qemu-test  only the QEMU suite (qemu-tests/run --help for its options)
+#   make header     regenerate ffi/include/hammer2_synchro.h with cbindgen
+#   make build      the userland CLI, target/release/hammer2-synchro
+SHELL := /bin/bash
+CARGO ?= cargo
+KTARGET := x86_64-unknown-none
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+.PHONY: all build run test cargo-test lint kernel-target kmod header header-check qemu-test clean-kmod
+
+all: build
+
+build:
+	$(CARGO) build --release
+
+run:
+	qemu-tests/run --demo qemu-tests/demo.scn
+
+test: cargo-test lint kmod qemu-test
+
+cargo-test:
+	$(CARGO) test --workspace
+
+lint: kernel-target
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) build -p hammer2-synchro --target $(KTARGET)
+
+kernel-target:
+	@rustup target list --installed | grep -qx $(KTARGET) || rustup target add $(KTARGET)
+
+kmod:
+	kmod/linux/build
+
+header:
+	kmod/linux/header-check --write
+
+header-check:
+	kmod/linux/header-check
+
+qemu-test:
+	qemu-tests/run --no-build
+
+clean-kmod:
+	rm -rf target/kmod
+
+# ---- Issue 5 benchmark (owned by the bench crate, bench/) ----
+#   make bench         userland, release build, ~10 min: regenerates BENCHMARKS.md and
+#                      docs/bench-resync.svg, ends with one `target ...` line per issue-5 goal
+#   make bench-quick   the same at smoke-test sizes, report written under $$TMPDIR
+#   make bench-kernel  kernel round trips in QEMU (needs a kernel bench in qemu-tests/run)
+.PHONY: bench bench-quick bench-kernel rsync-dep
+
+rsync-dep:
+	@bash -c '. kmod/linux/deps.sh && h2s_apt_install rsync'
+
+# The bench crate's tests resync real files with rsync too.
+cargo-test: rsync-dep
+
+bench: rsync-dep
+	$(CARGO) run --release -p hammer2-synchro-bench --
+
+bench-quick: rsync-dep
+	$(CARGO) run --release -p hammer2-synchro-bench -- --quick
+
+bench-kernel:
+	@if grep -q -- '--bench' qemu-tests/run; then \
+		qemu-tests/run --bench; \
+	else \
+		echo "bench-kernel: qemu-tests/run has no --bench mode yet (kthread_park/unpark and kthread_stop comparison not implemented)"; \
+		echo "target kernel_round_trips: measured not-measured goal <=1.2x missed"; \
+		exit 2; \
+	fi

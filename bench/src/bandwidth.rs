@@ -1,0 +1,110 @@
+//! Initial sync of an empty slave holding 64 KiB data blocks, against a plain memcpy of the same
+//! bytes (the physical limit of copying them once).
+
+use std::time::{Duration, Instant};
+
+use hammer2_synchro::cluster::FrontendOp;
+
+use crate::cluster_bench::{new_cluster, timed_sync, MASTERS, SLAVE};
+
+/// HAMMER2's data block size.
+pub const BLOCK: usize = 64 * 1024;
+
+/// The bandwidth measurement.
+#[derive(Debug, Clone)]
+pub struct Bandwidth {
+    /// File bytes the slave copied.
+    pub bytes: usize,
+    /// Files (each `file_bytes` long, whole 64 KiB blocks).
+    pub files: usize,
+    /// The slave's first sync.
+    pub sync: Duration,
+    /// Chains the sync scanned.
+    pub scanned: u64,
+    /// Best of three memcpys of `bytes` into a pre-faulted buffer.
+    pub memcpy: Duration,
+}
+
+impl Bandwidth {
+    /// Sync bandwidth as a fraction of memcpy bandwidth.
+    pub fn ratio(&self) -> f64 {
+        self.memcpy.as_secs_f64() / self.sync.as_secs_f64().max(1e-12)
+    }
+}
+
+/// Bytes that do not repeat (xorshift64), so no layer can share or skip them.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(len);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let take = (len - v.len()).min(8);
+        v.extend_from_slice(&x.to_le_bytes()[..take]);
+    }
+    v
+}
+
+/// Best-of-three time to copy `src` into a pre-faulted buffer of its size.
+pub fn memcpy_time(src: &[u8]) -> Duration {
+    let mut dst = vec![1u8; src.len()];
+    let mut best = Duration::MAX;
+    for _ in 0..3 {
+        let t = Instant::now();
+        dst.copy_from_slice(std::hint::black_box(src));
+        std::hint::black_box(&mut dst);
+        best = best.min(t.elapsed());
+    }
+    best
+}
+
+/// Write `total` bytes as files of `file_bytes` on the masters, time the empty slave's first
+/// sync, check it, and time memcpy of the same bytes.
+pub fn measure(total: usize, file_bytes: usize) -> Result<Bandwidth, String> {
+    let files = total.div_ceil(file_bytes).max(1);
+    let data = noise(files * file_bytes, 0x9E37_79B9_7F4A_7C15);
+    let c = new_cluster()?;
+    c.apply(MASTERS, FrontendOp::Mkdir(b"b"))
+        .map_err(|(n, e)| format!("mkdir on node {n}: {e}"))?;
+    let path = |i: usize| format!("b/f{i:05}");
+    for (i, chunk) in data.chunks(file_bytes).enumerate() {
+        c.apply(MASTERS, FrontendOp::Write(path(i).as_bytes(), chunk))
+            .map_err(|(n, e)| format!("write on node {n}: {e}"))?;
+    }
+    let (sync, scanned, _) = timed_sync(&c)?;
+    for i in [0, files / 2, files - 1] {
+        let got = c
+            .read_file(SLAVE, path(i).as_bytes())
+            .map_err(|e| format!("read_file: {e}"))?;
+        if got != data[i * file_bytes..(i + 1) * file_bytes] {
+            return Err(format!("{}: the slave's copy differs", path(i)));
+        }
+    }
+    drop(c);
+    Ok(Bandwidth {
+        bytes: data.len(),
+        files,
+        sync,
+        scanned,
+        memcpy: memcpy_time(&data),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn noise_is_long_and_varied() {
+        let a = noise(100_000, 1);
+        assert_eq!(a.len(), 100_000);
+        assert_ne!(a[..BLOCK / 2], a[BLOCK / 2..BLOCK]);
+        assert_ne!(noise(64, 1), noise(64, 2));
+    }
+
+    #[test]
+    fn memcpy_time_is_positive() {
+        assert!(memcpy_time(&noise(1 << 20, 3)) > Duration::ZERO);
+    }
+}

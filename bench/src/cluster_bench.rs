@@ -1,0 +1,308 @@
+//! Measurements on a cluster of 3 masters and 1 slave: build, initial sync, resync after k
+//! changed leaves, sync memory, and the sync thread's freeze and stop latency.
+
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use hammer2_synchro::cluster::{Cluster, FrontendOp, NodeSet, Role};
+use hammer2_synchro::userland;
+
+use crate::alloc_count::peak_during;
+use crate::shape::{content, Tree};
+use crate::stats::ns;
+
+/// The node roles: three voting masters and the slave whose sync is measured.
+pub const ROLES: [Role; 4] = [Role::Master, Role::Master, Role::Master, Role::Slave];
+/// The masters, where frontend changes are applied.
+pub const MASTERS: NodeSet = NodeSet(0b0111);
+/// The measured slave.
+pub const SLAVE: usize = 3;
+const SLAVE_ONLY: NodeSet = NodeSet(1 << SLAVE);
+
+/// How the synchronizer scans a differing inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanMode {
+    /// Visit only key ranges whose summary TID differs (issue 5 item 1).
+    Pruned,
+    /// Visit every chain of each differing inode, as the original C does.
+    Original,
+}
+
+impl ScanMode {
+    /// Every mode, in report order.
+    pub const ALL: [ScanMode; 2] = [ScanMode::Pruned, ScanMode::Original];
+
+    /// The report name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScanMode::Pruned => "pruned",
+            ScanMode::Original => "original",
+        }
+    }
+
+    /// Put the cluster's synchronizers in this mode, or say why the core cannot.
+    ///
+    /// The core has a single scan today, the original one; when it grows a mode switch, this
+    /// is the one place to call it.
+    pub fn select(self, _cluster: &Cluster) -> Result<(), &'static str> {
+        match self {
+            ScanMode::Original => Ok(()),
+            ScanMode::Pruned => Err("not implemented: the core has no pruned scan yet"),
+        }
+    }
+}
+
+/// Knobs of one cluster measurement.
+#[derive(Debug, Clone)]
+pub struct ClusterCfg {
+    /// Changed-leaf counts to resync.
+    pub ks: Vec<usize>,
+    /// Freeze latency samples to collect.
+    pub freeze_samples: usize,
+    /// Give up collecting freeze samples after this long.
+    pub freeze_budget: Duration,
+    /// Stop latency samples to collect.
+    pub stop_samples: usize,
+}
+
+/// Building the tree on the masters and the slave's first sync.
+#[derive(Debug, Clone)]
+pub struct BuildResult {
+    /// Chains of the tree (directories + files).
+    pub chains: usize,
+    /// Applying the whole tree to the 3 masters.
+    pub build: Duration,
+    /// The empty slave's first sync.
+    pub initial_sync: Duration,
+    /// Chains the first sync scanned.
+    pub initial_scanned: u64,
+    /// Peak live bytes during the first sync, above the bytes before it.
+    pub initial_peak: usize,
+    /// Bytes the first sync left allocated (the slave's copy of the tree).
+    pub initial_kept: usize,
+}
+
+/// One resync of the slave after `k` leaves changed on the masters.
+#[derive(Debug, Clone)]
+pub struct ResyncResult {
+    /// Changed leaves.
+    pub k: usize,
+    /// Scan mode.
+    pub mode: ScanMode,
+    /// `sync_node` wall time.
+    pub time: Duration,
+    /// Chains scanned (`SyncStats::scanned` delta).
+    pub scanned: u64,
+    /// Peak live bytes during `sync_node`, above the bytes before it.
+    pub peak: usize,
+}
+
+/// Everything measured on one tree.
+#[derive(Debug, Clone)]
+pub struct ClusterResult {
+    /// Build and first sync.
+    pub build: BuildResult,
+    /// Resyncs of the modes the core implements.
+    pub resyncs: Vec<ResyncResult>,
+    /// Freeze acknowledgement latencies (ns) while the slave's thread syncs.
+    pub freeze_ns: Vec<u64>,
+    /// Stop latencies (ns) right after a pass.
+    pub stop_ns: Vec<u64>,
+    /// Live bytes of the whole cluster (4 copies of the tree) after the first sync.
+    pub cluster_bytes: usize,
+}
+
+type Res<T> = Result<T, String>;
+
+fn apply(c: &Cluster, set: NodeSet, op: FrontendOp<'_>) -> Res<()> {
+    c.apply(set, op)
+        .map(|_| ())
+        .map_err(|(node, e)| format!("apply {op:?} failed on node {node}: {e}"))
+}
+
+/// A cluster with the bench roles, every node's role view read.
+pub fn new_cluster() -> Res<Pin<Box<Cluster>>> {
+    let c = Cluster::new(userland::host(), &ROLES).map_err(|e| format!("Cluster::new: {e}"))?;
+    for i in 0..ROLES.len() {
+        c.refresh_view(i);
+    }
+    Ok(c)
+}
+
+/// One timed `sync_node` of the slave: (time, chains scanned, peak bytes above before).
+pub fn timed_sync(c: &Cluster) -> Res<(Duration, u64, usize)> {
+    let before = c.stats(SLAVE).scanned;
+    let (peak, (dt, r)) = peak_during(|| {
+        let t = Instant::now();
+        let r = c.sync_node(SLAVE, &|| false);
+        (t.elapsed(), r)
+    });
+    r.map_err(|e| format!("sync_node: {e}"))?;
+    if !c.in_sync(SLAVE) {
+        return Err("the slave is not in sync after sync_node".into());
+    }
+    Ok((dt, c.stats(SLAVE).scanned - before, peak))
+}
+
+fn build(c: &Cluster, tree: &Tree) -> Res<Duration> {
+    let t = Instant::now();
+    for d in &tree.dirs {
+        apply(c, MASTERS, FrontendOp::Mkdir(d.as_bytes()))?;
+    }
+    for (i, f) in tree.files.iter().enumerate() {
+        apply(c, MASTERS, FrontendOp::Write(f.as_bytes(), &content(i, 0)))?;
+    }
+    Ok(t.elapsed())
+}
+
+/// Wait until `cond` holds, polling; an error after `limit`.
+fn wait_until(limit: Duration, what: &str, cond: impl Fn() -> bool) -> Res<()> {
+    let t = Instant::now();
+    while !cond() {
+        if t.elapsed() > limit {
+            return Err(format!("timed out waiting for {what}"));
+        }
+        std::thread::sleep(Duration::from_micros(50));
+    }
+    Ok(())
+}
+
+fn thread_err(op: &str) -> impl Fn(hammer2_synchro::Error) -> String + '_ {
+    move |e| format!("thread_{op}: {e}")
+}
+
+/// Stop latency: start the slave's thread, wait for its first pass to end, time `thread_stop`.
+fn stop_latency(c: Pin<&Cluster>, samples: usize) -> Res<Vec<u64>> {
+    let mut out = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let p0 = c.stats(SLAVE).passes;
+        c.thread_start(SLAVE).map_err(thread_err("start"))?;
+        wait_until(Duration::from_secs(120), "the first pass", || {
+            c.stats(SLAVE).passes > p0
+        })?;
+        let t = Instant::now();
+        c.thread_stop(SLAVE).map_err(thread_err("stop"))?;
+        out.push(ns(t.elapsed()));
+    }
+    Ok(out)
+}
+
+/// Freeze latency while the slave's thread resyncs the whole tree: the slave loses the tree
+/// (frontend `rm` on the slave alone, done while frozen), and the thread rebuilds it from the
+/// masters while this loop freezes and unfreezes it. A sample counts only if the thread scanned
+/// chains since the previous unfreeze and the slave was still out of sync when frozen.
+fn freeze_latency(c: Pin<&Cluster>, top: &str, cfg: &ClusterCfg) -> Res<Vec<u64>> {
+    let mut out = Vec::with_capacity(cfg.freeze_samples);
+    c.thread_start(SLAVE).map_err(thread_err("start"))?;
+    let diverge = || -> Res<u64> {
+        c.thread_freeze(SLAVE).map_err(thread_err("freeze"))?;
+        apply(&c, SLAVE_ONLY, FrontendOp::Rm(top.as_bytes()))?;
+        let scanned = c.stats(SLAVE).scanned;
+        c.thread_unfreeze(SLAVE).map_err(thread_err("unfreeze"))?;
+        Ok(scanned)
+    };
+    let result = (|| -> Res<()> {
+        let mut mark = diverge()?;
+        let t0 = Instant::now();
+        while out.len() < cfg.freeze_samples && t0.elapsed() < cfg.freeze_budget {
+            std::thread::sleep(Duration::from_micros(200));
+            if c.in_sync(SLAVE) {
+                mark = diverge()?;
+                continue;
+            }
+            let t = Instant::now();
+            c.thread_freeze(SLAVE).map_err(thread_err("freeze"))?;
+            let dt = ns(t.elapsed());
+            let scanned = c.stats(SLAVE).scanned;
+            if scanned > mark && !c.in_sync(SLAVE) {
+                out.push(dt);
+            }
+            mark = scanned;
+            c.thread_unfreeze(SLAVE).map_err(thread_err("unfreeze"))?;
+        }
+        Ok(())
+    })();
+    let stopped = c.thread_stop(SLAVE).map_err(thread_err("stop"));
+    result?;
+    stopped?;
+    Ok(out)
+}
+
+/// Build `tree` on a fresh cluster and measure everything of [`ClusterResult`].
+/// `on_mode_missing` is told once per mode the core lacks.
+pub fn measure(
+    tree: &Tree,
+    cfg: &ClusterCfg,
+    on_mode_missing: &mut dyn FnMut(ScanMode, &'static str),
+) -> Res<ClusterResult> {
+    let live_start = crate::alloc_count::live();
+    let c = new_cluster()?;
+    let build_time = build(&c, tree)?;
+    let live0 = crate::alloc_count::live();
+    let (initial_sync, initial_scanned, initial_peak) = timed_sync(&c)?;
+    let initial_kept = crate::alloc_count::live().saturating_sub(live0);
+    let cluster_bytes = crate::alloc_count::live().saturating_sub(live_start);
+    let build = BuildResult {
+        chains: tree.chains(),
+        build: build_time,
+        initial_sync,
+        initial_scanned,
+        initial_peak,
+        initial_kept,
+    };
+
+    let mut resyncs = Vec::new();
+    let mut gen = 0u32;
+    for &k in &cfg.ks {
+        let idx = tree.spread(k);
+        for mode in ScanMode::ALL {
+            if let Err(why) = mode.select(&c) {
+                on_mode_missing(mode, why);
+                continue;
+            }
+            gen += 1;
+            for &i in &idx {
+                apply(
+                    &c,
+                    MASTERS,
+                    FrontendOp::Write(tree.files[i].as_bytes(), &content(i, gen)),
+                )?;
+            }
+            let (time, scanned, peak) = timed_sync(&c)?;
+            let last = *idx.last().ok_or("no changed leaf")?;
+            let got = c
+                .read_file(SLAVE, tree.files[last].as_bytes())
+                .map_err(|e| format!("read_file: {e}"))?;
+            if got != content(last, gen) {
+                return Err(format!(
+                    "{}: the slave did not get the change",
+                    tree.files[last]
+                ));
+            }
+            resyncs.push(ResyncResult {
+                k: idx.len(),
+                mode,
+                time,
+                scanned,
+                peak,
+            });
+        }
+    }
+    let mut diff = String::new();
+    if !c
+        .compare(0, SLAVE, &mut diff)
+        .map_err(|e| format!("compare: {e}"))?
+    {
+        return Err(format!("the slave differs from master 0: {diff}"));
+    }
+
+    let stop_ns = stop_latency(c.as_ref(), cfg.stop_samples)?;
+    let freeze_ns = freeze_latency(c.as_ref(), tree.shape.top(), cfg)?;
+    Ok(ClusterResult {
+        build,
+        resyncs,
+        freeze_ns,
+        stop_ns,
+        cluster_bytes,
+    })
+}

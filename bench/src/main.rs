@@ -1,0 +1,110 @@
+//! `hammer2-synchro-bench [--quick] [--out DIR]`: run the issue-5 benchmark, write
+//! `DIR/BENCHMARKS.md` and `DIR/docs/bench-resync.svg`, print one `target` line per target.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use hammer2_synchro_bench::alloc_count::{self, CountingAlloc};
+use hammer2_synchro_bench::{report, run};
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+const USAGE: &str = "\
+usage: hammer2-synchro-bench [--quick] [--out DIR]
+
+Measures, in one run: resync time and chains visited after k changed leaves in trees of
+N = 10^3..10^6 files (wide and deep) on a 3-master + 1-slave cluster; the same divergence
+resynced by `rsync -a --delete` on tmpfs; the empty slave's first sync of 64 KiB blocks
+against memcpy; the sync's peak memory; sync-thread freeze and stop latency.
+
+  --quick    small sizes (N = 100, 1000), a few seconds; used by the smoke test
+  --out DIR  write BENCHMARKS.md and docs/bench-resync.svg under DIR
+             (default: the repository root, or a temp dir with --quick)
+
+Ends with one line per issue-5 target:
+  target <name>: measured <value> goal <value> met|missed
+Exit status: 0 when every measurement ran (targets may be missed), 1 when one failed,
+2 on bad usage.";
+
+fn main() -> ExitCode {
+    let mut quick = false;
+    let mut out: Option<PathBuf> = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--quick" => quick = true,
+            "--out" => match args.next() {
+                Some(d) => out = Some(PathBuf::from(d)),
+                None => {
+                    eprintln!("--out needs a directory\n\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            },
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            other => {
+                eprintln!("unknown argument {other:?}\n\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if !alloc_count::installed() {
+        eprintln!("bench: the counting allocator is not active");
+        return ExitCode::from(1);
+    }
+    let out = out.unwrap_or_else(|| {
+        if quick {
+            std::env::temp_dir().join("hammer2-synchro-bench-quick")
+        } else {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+        }
+    });
+    let command = format!(
+        "cargo run --release -p hammer2-synchro-bench --{}",
+        if quick { " --quick" } else { "" }
+    );
+    let cfg = run::Config::new(quick, command);
+    let results = run::run(&cfg);
+
+    let md = out.join("BENCHMARKS.md");
+    let svg = out.join(report::PLOT);
+    let written = std::fs::create_dir_all(svg.parent().unwrap_or(&out))
+        .and_then(|()| std::fs::write(&svg, report::plot(&results)))
+        .and_then(|()| std::fs::write(&md, report::markdown(&results)));
+    let mut ok = true;
+    match written {
+        Ok(()) => println!("bench: wrote {} and {}", md.display(), svg.display()),
+        Err(e) => {
+            eprintln!(
+                "bench: cannot write the report under {}: {e}",
+                out.display()
+            );
+            ok = false;
+        }
+    }
+    for row in &results.rows {
+        if let Err(e) = &row.cluster {
+            eprintln!(
+                "bench: {} N={}: cluster failed: {e}",
+                row.shape.name(),
+                row.files
+            );
+            ok = false;
+        }
+    }
+    if let Err(e) = &results.bandwidth {
+        eprintln!("bench: bandwidth failed: {e}");
+        ok = false;
+    }
+    for t in results.targets() {
+        println!("{}", t.line());
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}

@@ -1,0 +1,181 @@
+//! The same trees as real files on tmpfs, resynchronized with `rsync -a --delete`: what a user
+//! would pick instead of a cluster synchronizer.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::shape::{content, Tree};
+
+/// Where tmpfs mounts are listed.
+const MOUNTS: &str = "/proc/mounts";
+
+/// The tmpfs mount points of this machine.
+pub fn tmpfs_mounts() -> Vec<PathBuf> {
+    let text = fs::read_to_string(MOUNTS).unwrap_or_default();
+    parse_tmpfs_mounts(&text)
+}
+
+fn parse_tmpfs_mounts(text: &str) -> Vec<PathBuf> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_dev, mnt, fstype) = (f.next()?, f.next()?, f.next()?);
+            (fstype == "tmpfs").then(|| PathBuf::from(mnt))
+        })
+        .collect()
+}
+
+/// A tmpfs directory to work in: `/dev/shm` when it is tmpfs, else a tmpfs mounted (as root)
+/// at a fresh directory under the temp dir.
+pub fn tmpfs_base() -> io::Result<PathBuf> {
+    let mounts = tmpfs_mounts();
+    let shm = PathBuf::from("/dev/shm");
+    if mounts.contains(&shm) {
+        return Ok(shm);
+    }
+    let dir = std::env::temp_dir().join("h2s-bench-tmpfs");
+    if mounts.contains(&dir) {
+        return Ok(dir);
+    }
+    fs::create_dir_all(&dir)?;
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16g", "tmpfs"])
+        .arg(&dir)
+        .status()?;
+    if st.success() {
+        Ok(dir)
+    } else {
+        Err(io::Error::other(
+            "no tmpfs: /dev/shm is not tmpfs and mount failed",
+        ))
+    }
+}
+
+/// rsync's version line, or `None` when it cannot run.
+pub fn rsync_version() -> Option<String> {
+    let out = Command::new("rsync").arg("--version").output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().next().map(|l| l.trim().to_string())
+}
+
+/// A source and a destination tree on tmpfs; removed on drop.
+pub struct FsPair {
+    root: PathBuf,
+    /// The tree rsync reads.
+    pub src: PathBuf,
+    /// The tree rsync writes.
+    pub dst: PathBuf,
+}
+
+impl FsPair {
+    /// Fresh empty `src` and `dst` under a new directory of `base`.
+    pub fn new(base: &Path, tag: &str) -> io::Result<FsPair> {
+        let root = base.join(format!("h2s-bench-{}-{tag}", std::process::id()));
+        if root.exists() {
+            fs::remove_dir_all(&root)?;
+        }
+        let src = root.join("src");
+        let dst = root.join("dst");
+        fs::create_dir_all(&src)?;
+        fs::create_dir_all(&dst)?;
+        Ok(FsPair { root, src, dst })
+    }
+
+    /// Write `tree` (generation 0 contents) under `src`.
+    pub fn build(&self, tree: &Tree) -> io::Result<()> {
+        for d in &tree.dirs {
+            fs::create_dir(self.src.join(d))?;
+        }
+        for (i, f) in tree.files.iter().enumerate() {
+            fs::write(self.src.join(f), content(i, 0))?;
+        }
+        Ok(())
+    }
+
+    /// Rewrite the files `idx` of `tree` in `src` with generation `gen`.
+    pub fn change(&self, tree: &Tree, idx: &[usize], gen: u32) -> io::Result<()> {
+        for &i in idx {
+            let f = tree
+                .files
+                .get(i)
+                .ok_or_else(|| io::Error::other("file index out of range"))?;
+            fs::write(self.src.join(f), content(i, gen))?;
+        }
+        Ok(())
+    }
+
+    /// Time one `rsync -a --delete src/ dst/`; an error if rsync fails.
+    pub fn rsync(&self) -> io::Result<Duration> {
+        let mut s = self.src.clone().into_os_string();
+        s.push("/");
+        let mut d = self.dst.clone().into_os_string();
+        d.push("/");
+        let t = Instant::now();
+        let st = Command::new("rsync")
+            .arg("-a")
+            .arg("--delete")
+            .arg(&s)
+            .arg(&d)
+            .stdin(Stdio::null())
+            .status()?;
+        let dt = t.elapsed();
+        if st.success() {
+            Ok(dt)
+        } else {
+            Err(io::Error::other(format!("rsync failed: {st}")))
+        }
+    }
+
+    /// Whether file `i` of `tree` in `dst` holds generation `gen`.
+    pub fn dst_holds(&self, tree: &Tree, i: usize, gen: u32) -> bool {
+        tree.files
+            .get(i)
+            .and_then(|f| fs::read(self.dst.join(f)).ok())
+            .is_some_and(|b| b == content(i, gen))
+    }
+}
+
+impl Drop for FsPair {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.root);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shape::Shape;
+
+    #[test]
+    fn parses_tmpfs_lines_only() {
+        let text = "proc /proc proc rw 0 0\ntmpfs /dev/shm tmpfs rw 0 0\n/dev/vda / ext4 rw 0 0\n";
+        assert_eq!(parse_tmpfs_mounts(text), vec![PathBuf::from("/dev/shm")]);
+        assert!(parse_tmpfs_mounts("garbage\n\n").is_empty());
+    }
+
+    #[test]
+    fn rsync_propagates_a_change() {
+        let Some(_) = rsync_version() else {
+            panic!("rsync is required (apt-get install rsync)");
+        };
+        let base = tmpfs_base().expect("tmpfs");
+        let pair = FsPair::new(&base, "unit").unwrap();
+        let tree = Tree::new(Shape::Deep, 30);
+        pair.build(&tree).unwrap();
+        pair.rsync().unwrap();
+        assert!(pair.dst_holds(&tree, 7, 0));
+        pair.change(&tree, &[7], 1).unwrap();
+        assert!(!pair.dst_holds(&tree, 7, 1));
+        pair.rsync().unwrap();
+        assert!(pair.dst_holds(&tree, 7, 1));
+        let root = pair.root.clone();
+        drop(pair);
+        assert!(!root.exists());
+    }
+}

@@ -1,0 +1,669 @@
+//! The exported C functions (`h2s_*`), as declared in `include/hammer2_synchro.h`.
+//!
+//! Conventions for every function here:
+//! - errors are negative Linux errnos (`-EINVAL` for a null pointer where memory is required, an
+//!   unknown or stale handle, or a bad argument; `-ENOMEM` when the pool is exhausted);
+//! - a `(pointer, length)` pair may have a null pointer only when the length is 0;
+//! - output buffers stay owned by the caller and are written only within `cap` bytes; text written
+//!   there is not NUL-terminated, and the byte count is reported separately;
+//! - except for `h2s_init` and `h2s_fini` (which nothing may run alongside), every function may be
+//!   called concurrently from several threads, from process context only (they may sleep and
+//!   allocate), never with a spinlock held or from interrupt context, and only between a
+//!   successful `h2s_init` and `h2s_fini`.
+
+use core::ffi::c_void;
+use core::fmt::{self, Write};
+
+use hammer2_synchro::cluster::{Cluster, Role, MAX_NODES};
+use hammer2_synchro::scenario::{self, Outcome};
+use hammer2_synchro::selftest::{run_cases, Case};
+use hammer2_synchro::Error;
+
+use crate::buf::OutBuf;
+use crate::handles;
+use crate::host::{run_thread, KERNEL_HOST};
+use crate::ops::{self, H2sHostOps};
+use crate::pool::POOL;
+
+/// Largest scenario text [`h2s_run_scenario`] accepts, in bytes.
+pub const H2S_SCENARIO_MAX: usize = 256 * 1024;
+/// Smallest pool [`h2s_init`] accepts, in bytes.
+pub const H2S_POOL_MIN: usize = 64 * 1024;
+
+/// [`h2s_run_scenario`]: every check passed.
+pub const H2S_OUTCOME_PASSED: i32 = 0;
+/// [`h2s_run_scenario`]: a check or a command failed.
+pub const H2S_OUTCOME_FAILED: i32 = 1;
+/// [`h2s_run_scenario`]: the file was rejected before anything ran.
+pub const H2S_OUTCOME_REJECTED: i32 = 2;
+
+const EINVAL: i32 = 22;
+const EBUSY: i32 = 16;
+const ENOSPC: i32 = 28;
+
+fn neg(e: Error) -> i32 {
+    -e.errno()
+}
+
+/// A byte slice from C, or `None` for a null pointer with a non-zero length.
+///
+/// # Safety
+/// A non-null `p` must be valid for reads of `len` bytes for `'a`.
+unsafe fn in_slice<'a>(p: *const u8, len: usize) -> Option<&'a [u8]> {
+    if len == 0 {
+        return Some(&[]);
+    }
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: non-null and valid for `len` bytes per this function's contract.
+    Some(unsafe { core::slice::from_raw_parts(p, len) })
+}
+
+/// A writable byte slice from C, or `None` for a null pointer with a non-zero capacity.
+///
+/// # Safety
+/// A non-null `p` must be valid for writes of `cap` bytes for `'a` and not otherwise accessed.
+unsafe fn out_slice<'a>(p: *mut u8, cap: usize) -> Option<&'a mut [u8]> {
+    if cap == 0 {
+        return Some(&mut []);
+    }
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: non-null, valid and exclusive for `cap` bytes per this function's contract.
+    Some(unsafe { core::slice::from_raw_parts_mut(p, cap) })
+}
+
+/// Store `v` through `p` if `p` is not null.
+///
+/// # Safety
+/// A non-null `p` must be valid for a write of `T`.
+unsafe fn put<T>(p: *mut T, v: T) {
+    if !p.is_null() {
+        // SAFETY: per this function's contract.
+        unsafe { p.write(v) };
+    }
+}
+
+/// Start the library: install the host's primitives and give the core's heap its pool.
+///
+/// `ops` must point to a table whose every member is set, valid and unchanged until
+/// [`h2s_fini`] returns (a `static const` table). `pool` is `len` bytes of writable memory the
+/// library owns until `h2s_fini` returns; the host frees it afterwards.
+///
+/// Returns 0, `-EINVAL` (null `ops` or `pool`, or `len` below [`H2S_POOL_MIN`]), or `-EBUSY`
+/// (already started). Context: process context, once at load, before any other `h2s_*` call.
+///
+/// # Safety
+/// As described above.
+#[no_mangle]
+pub unsafe extern "C" fn h2s_init(ops: *const H2sHostOps, pool: *mut c_void, len: usize) -> i32 {
+    if pool.is_null() || len < H2S_POOL_MIN {
+        return -EINVAL;
+    }
+    // SAFETY: the caller guarantees a valid table for the library's lifetime.
+    let Some(table) = (unsafe { ops.as_ref() }) else {
+        return -EINVAL;
+    };
+    if ops::get().is_some() {
+        return -EBUSY;
+    }
+    ops::install(Some(table));
+    // SAFETY: the caller hands us `len` bytes at `pool` until fini.
+    if !unsafe { POOL.init(pool.cast(), len) } {
+        ops::install(None);
+        return -EBUSY;
+    }
+    0
+}
+
+/// Stop the library: destroy every remaining cluster (stopping and joining its threads), then
+/// release the pool and the ops table. Returns how many clusters it had to destroy (0 or more),
+/// or `-EINVAL` if the library was not started.
+///
+/// Context: process context, once at unload, after every other `h2s_*` call has returned and
+/// none can start (e.g. after the debugfs files are removed). May sleep while threads stop.
+#[no_mangle]
+pub extern "C" fn h2s_fini() -> i32 {
+    if ops::get().is_none() {
+        return -EINVAL;
+    }
+    let n = handles::destroy_all();
+    POOL.reset();
+    ops::install(None);
+    n as i32
+}
+
+/// Bytes of the pool in use and its size, stored through `used` and `size` (either may be null).
+/// Returns 0, or `-EINVAL` if the library was not started. Never sleeps.
+///
+/// # Safety
+/// Non-null pointers must be valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn h2s_pool_usage(used: *mut usize, size: *mut usize) -> i32 {
+    if ops::get().is_none() {
+        return -EINVAL;
+    }
+    let (u, s) = POOL.usage();
+    // SAFETY: per the caller's contract.
+    unsafe {
+        put(used, u);
+        put(size, s);
+    }
+    0
+}
+
+/// Parse a role list such as `master master slave` (spaces, tabs or newlines between names).
+pub(crate) fn parse_roles(text: &[u8], roles: &mut [Role; MAX_NODES]) -> Result<usize, Error> {
+    let mut n = 0;
+    for word in text
+        .split(|b| b" \t\r\n".contains(b))
+        .filter(|w| !w.is_empty())
+    {
+        let name = core::str::from_utf8(word).map_err(|_| Error::Invalid)?;
+        let role = Role::from_name(name).ok_or(Error::Invalid)?;
+        if n == MAX_NODES {
+            return Err(Error::Invalid);
+        }
+        roles[n] = role;
+        n += 1;
+    }
+    if n == 0 {
+        return Err(Error::Invalid);
+    }
+    Ok(n)
+}
+
+pub(crate) fn create(roles_text: &[u8]) -> Result<u32, Error> {
+    let mut roles = [Role::Master; MAX_NODES];
+    let n = parse_roles(roles_text, &mut roles)?;
+    let cluster = Cluster::new(&KERNEL_HOST, &roles[..n])?;
+    handles::insert(cluster)
+}
+
+/// Create a cluster with one empty PFS per node; `roles` is `len` bytes of role names
+/// (`master`, `slave`, `soft_master`, `soft_slave`, `cache`) separated by white space, 1 to 8
+/// of them. On success stores the new cluster's handle through `handle` and returns 0. The
+/// cluster lives until [`h2s_cluster_destroy`] or [`h2s_fini`].
+///
+/// Errors: `-EINVAL` (null pointer, unknown role, no or too many roles), `-ENOMEM`, `-EBUSY`
+/// (too many clusters). Context: process context; may sleep.
+///
+/// # Safety
+/// `roles` must be valid for `len` bytes; `handle` valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn h2s_cluster_create(roles: *const u8, len: usize, handle: *mut u32) -> i32 {
+    // SAFETY: per the caller's contract.
+    let Some(text) = (unsafe { in_slice(roles, len) }) else {
+        return -EINVAL;
+    };
+    if handle.is_null() || ops::get().is_none() {
+        return -EINVAL;
+    }
+    match create(text) {
+        Ok(h) => {
+            // SAFETY: checked non-null; valid per the caller's contract.
+            unsafe { put(handle, h) };
+            0
+        }
+        Err(e) => neg(e),
+    }
+}
+
+/// Destroy a cluster: wait for calls running on it, stop and join its threads, free it. The
+/// handle is invalid afterwards. Returns 0, or `-EINVAL` for an unknown or stale handle.
+/// Context: process context; may sleep until the threads stopped.
+#[no_mangle]
+pub extern "C" fn h2s_cluster_destroy(handle: u32) -> i32 {
+    if ops::get().is_none() {
+        return -EINVAL;
+    }
+    match handles::destroy(handle) {
+        Ok(()) => 0,
+        Err(e) => neg(e),
+    }
+}
+
+/// Parse and run one scenario (docs/SCENARIOS.md) of `len` bytes at `text`, writing its KTAP
+/// text (or, for a rejected file, the `line N: <reason>` text) into `out` (capacity `cap`). The
+/// byte count written is stored through `written` and the outcome (`H2S_OUTCOME_*`) through
+/// `outcome`; either may be null. The scenario's cluster and threads exist only during the call.
+///
+/// Returns 0 when the scenario ran (passed or failed: see `outcome` and the KTAP text),
+/// `-EINVAL` when it was rejected (the reason is in `out`) or for a null pointer, `-E2BIG` when
+/// `len` exceeds [`H2S_SCENARIO_MAX`] (nothing ran), `-ENOSPC` when the text did not fit in `cap`
+/// (`out` holds its first `cap` bytes; the outcome is still stored).
+///
+/// Context: process context; sleeps for as long as the scenario runs (its `sleep` and `wait`
+/// commands, thread acknowledgements).
+///
+/// # Safety
+/// `text` valid for `len` bytes; `out` valid and exclusive for `cap` bytes; `written` and
+/// `outcome` valid for a write when not null.
+#[no_mangle]
+pub unsafe extern "C" fn h2s_run_scenario(
+    text: *const u8,
+    len: usize,
+    out: *mut u8,
+    cap: usize,
+    written: *mut usize,
+    outcome: *mut i32,
+) -> i32 {
+    // SAFETY: per the caller's contract.
+    let (Some(text), Some(out)) = (unsafe { in_slice(text, len) }, unsafe {
+        out_slice(out, cap)
+    }) else {
+        return -EINVAL;
+    };
+    if ops::get().is_none() {
+        return -EINVAL;
+    }
+    if text.len() > H2S_SCENARIO_MAX {
+        return neg(Error::TooBig);
+    }
+    let mut w = OutBuf::new(out);
+    let res = scenario::run(&KERNEL_HOST, text, &mut w);
+    let code = match res {
+        Outcome::Passed => H2S_OUTCOME_PASSED,
+        Outcome::Failed => H2S_OUTCOME_FAILED,
+        Outcome::Rejected => H2S_OUTCOME_REJECTED,
+    };
+    // SAFETY: per the caller's contract.
+    unsafe {
+        put(written, w.len());
+        put(outcome, code);
+    }
+    if w.overflowed() {
+        -ENOSPC
+    } else if res == Outcome::Rejected {
+        -EINVAL
+    } else {
+        0
+    }
+}
+
+/// Finish a text export: store the count and map overflow to `-ENOSPC`.
+///
+/// # Safety
+/// `written` valid for a write when not null.
+unsafe fn finish_text(w: &OutBuf<'_>, r: fmt::Result, written: *mut usize) -> i32 {
+    // SAFETY: per the caller's contract.
+    unsafe { put(written, w.len()) };
+    if w.overflowed() {
+        -ENOSPC
+    } else if r.is_err() {
+        -EINVAL
+    } else {
+        0
+    }
+}
+
+fn write_status(out: &mut dyn Write) -> fmt::Result {
+    let (used, size) = POOL.usage();
+    writeln!(out, "pool: {} of {} bytes in use", used, size)?;
+    let mut live = [0u32; handles::H2S_MAX_CLUSTERS];
+    let n = handles::live(&mut live);
+    write!(out, "handles:")?;
+    for h in &live[..n] {
+        write!(out, " {}", h)?;
+    }
+    writeln!(out, "{}", if n == 0 { " none" } else { "" })?;
+    hammer2_synchro::cluster::write_all_status(out)
+}
+
+/// Write the status of the library and of every live cluster (nodes, roles, status words,
+/// threads with their flags by name, counters) into `out`; the byte count goes to `written`.
+/// Returns 0, `-EINVAL` (null pointer with non-zero `cap`), or `-ENOSPC` (cut at `cap`).
+/// Context: process context; takes chain and table locks briefly.
+///
+/// # Safety
+/// `out` valid and exclusive for `cap` bytes; `written` valid for a write when not null.
+#[no_mangle]
+pub unsafe extern "C" fn h2s_status(out: *mut u8, cap: usize, written: *mut usize) -> i32 {
+    // SAFETY: per the caller's contract.
+    let Some(out) = (unsafe { out_slice(out, cap) }) else {
+        return -EINVAL;
+    };
+    if ops::get().is_none() {
+        return -EINVAL;
+    }
+    let mut w = OutBuf::new(out);
+    let r = write_status(&mut w);
+    // SAFETY: per the caller's contract.
+    unsafe { finish_text(&w, r, written) }
+}
+
+/// The self-test suites [`h2s_selftest`] runs, in order.
+const SUITES: &[(&str, &[(&str, Case)])] = &[
+    ("host-conformance", hammer2_synchro::conformance::CASES),
+    ("kernel-host", crate::hostcheck::CASES),
+    ("thread-protocol", hammer2_synchro::selftest::CASES),
+];
+
+/// Run every self-test suite on the kernel host, as KTAP: one parent result per suite, each
+/// with its subtest block. Returns the leaf counts.
+pub fn run_selftests(out: &mut dyn Write) -> (u32, u32) {
+    let (mut passed, mut failed) = (0, 0);
+    let _ = writeln!(out, "KTAP version 1");
+    let _ = writeln!(out, "1..{}", SUITES.len());
+    for (i, (name, cases)) in SUITES.iter().enumerate() {
+        let (p, f) = run_cases(&KERNEL_HOST, name, cases, out);
+        passed += p;
+        failed += f;
+        let verdict = if f == 0 { "ok" } else { "not ok" };
+        let _ = writeln!(out, "{} {} {}", verdict, i + 1, name);
+    }
+    let _ = writeln!(out, "# {} passed, {} failed", passed, failed);
+    (passed, failed)
+}
+
+/// Run the self-tests with real host threads: the host-conformance tests of the porting
+/// surface (word-sleep races, lock exclusion, spawn/join, clock), the kernel-host checks
+/// (nesting deeper than lockdep's subclasses, join after the body returned, pool exhaustion) and
+/// the sync-thread protocol tests (freeze during a pass, stop while frozen, prompt stop, 1,000
+/// freeze/unfreeze cycles, concurrent requesters). Writes KTAP into `out`; the leaf counts go to
+/// `passed`/`failed`, the byte count to `written` (each may be null).
+///
+/// Returns 0 (see the counts), `-EINVAL` (null pointer), or `-ENOSPC` (text cut at `cap`).
+/// Context: process context; sleeps and spawns threads for some seconds. The caller must not
+/// run two self-test calls at once (the kernel-host checks share statics).
+///
+/// # Safety
+/// `out` valid and exclusive for `cap` bytes; the other pointers valid for a write when not null.
+#[no_mangle]
+pub unsafe extern "C" fn h2s_selftest(
+    out: *mut u8,
+    cap: usize,
+    written: *mut usize,
+    passed: *mut u32,
+    failed: *mut u32,
+) -> i32 {
+    // SAFETY: per the caller's contract.
+    let Some(out) = (unsafe { out_slice(out, cap) }) else {
+        return -EINVAL;
+    };
+    if ops::get().is_none() {
+        return -EINVAL;
+    }
+    let mut w = OutBuf::new(out);
+    let (p, f) = run_selftests(&mut w);
+    // SAFETY: per the caller's contract.
+    unsafe {
+        put(passed, p);
+        put(failed, f);
+        finish_text(&w, Ok(()), written)
+    }
+}
+
+/// Thread operations of [`h2s_thread_op`].
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum H2sThreadOp {
+    /// Start the node's sync thread (`-EBUSY` if one runs).
+    Start = 0,
+    /// Freeze it; returns once it acknowledged (FROZEN set).
+    Freeze = 1,
+    /// Unfreeze it; returns once it acknowledged (FROZEN clear).
+    Unfreeze = 2,
+    /// Make it re-read the roles and reset its sync state; returns once it ran.
+    Remaster = 3,
+    /// Stop it; returns once it exited and was joined.
+    Stop = 4,
+    /// Wake it for a pass now.
+    Signal = 5,
+}
+
+impl H2sThreadOp {
+    /// The operation for a C value, if valid.
+    pub fn from_raw(v: u32) -> Option<Self> {
+        Some(match v {
+            0 => H2sThreadOp::Start,
+            1 => H2sThreadOp::Freeze,
+            2 => H2sThreadOp::Unfreeze,
+            3 => H2sThreadOp::Remaster,
+            4 => H2sThreadOp::Stop,
+            5 => H2sThreadOp::Signal,
+            _ => return None,
+        })
+    }
+}
+
+/// Apply `op` to node `node`'s thread of the cluster in `u`.
+pub(crate) fn thread_op(u: &handles::Use, node: usize, op: H2sThreadOp) -> Result<(), Error> {
+    let c = u.cluster();
+    if node >= c.len() {
+        return Err(Error::Invalid);
+    }
+    match op {
+        H2sThreadOp::Start => u.pinned().thread_start(node),
+        H2sThreadOp::Freeze => c.thread_freeze(node),
+        H2sThreadOp::Unfreeze => c.thread_unfreeze(node),
+        H2sThreadOp::Remaster => c.thread_remaster(node),
+        H2sThreadOp::Stop => c.thread_stop(node),
+        H2sThreadOp::Signal => c.thread_signal(node),
+    }
+}
+
+/// Apply a thread operation (`H2sThreadOp` value `op`) to node `node` of cluster `handle`.
+/// Requests return only once the thread acknowledged them (see [`H2sThreadOp`]).
+///
+/// Errors: `-EINVAL` (unknown or stale handle, node out of range, unknown op), `-EBUSY` (start
+/// while running), other core errors as `-errno` (e.g. an operation on a thread not running).
+/// Context: process context; sleeps until the acknowledgement. Concurrent operations on the same
+/// thread are allowed (the protocol serializes them); the cluster cannot be destroyed meanwhile.
+#[no_mangle]
+pub extern "C" fn h2s_thread_op(handle: u32, node: u32, op: u32) -> i32 {
+    if ops::get().is_none() {
+        return -EINVAL;
+    }
+    let Some(op) = H2sThreadOp::from_raw(op) else {
+        return -EINVAL;
+    };
+    let u = match handles::get(handle) {
+        Ok(u) => u,
+        Err(e) => return neg(e),
+    };
+    match thread_op(&u, node as usize, op) {
+        Ok(()) => 0,
+        Err(e) => neg(e),
+    }
+}
+
+/// Run one control command (`len` bytes at `cmd`, one line) on the clusters that live across
+/// calls, writing its answer into `out`; the byte count goes to `written`. Commands (see
+/// `crate::ctl`): `create <role>...` (answers `handle <h>`), `destroy <h>`,
+/// `start|freeze|unfreeze|remaster|stop|signal <h> <node>|*`, `mkdir <h> <path>`,
+/// `write <h> <path> <bytes>`, `list`.
+///
+/// Returns 0, `-EINVAL` (null pointer, malformed command, bad handle or node), `-ENOSPC` (answer
+/// cut), or the failing operation's `-errno` (the answer names it). Context: process context;
+/// may sleep (thread acknowledgements, cluster teardown).
+///
+/// # Safety
+/// `cmd` valid for `len` bytes; `out` valid and exclusive for `cap` bytes; `written` valid for a
+/// write when not null.
+#[no_mangle]
+pub unsafe extern "C" fn h2s_ctl(
+    cmd: *const u8,
+    len: usize,
+    out: *mut u8,
+    cap: usize,
+    written: *mut usize,
+) -> i32 {
+    // SAFETY: per the caller's contract.
+    let (Some(cmd), Some(out)) = (unsafe { in_slice(cmd, len) }, unsafe {
+        out_slice(out, cap)
+    }) else {
+        return -EINVAL;
+    };
+    if ops::get().is_none() {
+        return -EINVAL;
+    }
+    let mut w = OutBuf::new(out);
+    let r = crate::ctl::run(cmd, &mut w);
+    // SAFETY: per the caller's contract.
+    unsafe { put(written, w.len()) };
+    match r {
+        Err(e) => neg(e),
+        Ok(()) if w.overflowed() => -ENOSPC,
+        Ok(()) => 0,
+    }
+}
+
+/// The body of every thread the library asks the host to spawn: the host's thread function
+/// calls this exactly once with the `arg` it got from `spawn`, then returns.
+///
+/// # Safety
+/// `arg` must be the value passed to the host's `spawn`, used exactly once.
+#[no_mangle]
+pub unsafe extern "C" fn h2s_thread_main(arg: *mut c_void) {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { run_thread(arg) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testhost::{ensure_init, OPS};
+    use core::ptr::{null, null_mut};
+
+    #[test]
+    fn init_rejects_bad_arguments_and_double_init() {
+        ensure_init();
+        let mut mem = [0u8; 16];
+        // SAFETY: every call below is rejected before it touches the pointers.
+        unsafe {
+            assert_eq!(
+                h2s_init(null(), mem.as_mut_ptr().cast(), H2S_POOL_MIN),
+                -EINVAL
+            );
+            assert_eq!(h2s_init(&OPS, null_mut(), H2S_POOL_MIN), -EINVAL);
+            assert_eq!(h2s_init(&OPS, mem.as_mut_ptr().cast(), mem.len()), -EINVAL);
+            assert_eq!(
+                h2s_init(&OPS, mem.as_mut_ptr().cast(), H2S_POOL_MIN),
+                -EBUSY
+            );
+        }
+    }
+
+    #[test]
+    fn bad_handles_are_errors() {
+        ensure_init();
+        for h in [0, 1, 0xff, 33, 0x100 | 1, u32::MAX] {
+            assert_eq!(h2s_cluster_destroy(h), -EINVAL, "handle {h:#x}");
+        }
+    }
+
+    #[test]
+    fn cluster_create_validates_before_building() {
+        ensure_init();
+        let mut h = 0u32;
+        // SAFETY: pointers are valid or the call is rejected before using them.
+        unsafe {
+            assert_eq!(h2s_cluster_create(null(), 5, &mut h), -EINVAL);
+            assert_eq!(
+                h2s_cluster_create(b"master".as_ptr(), 6, null_mut()),
+                -EINVAL
+            );
+            for bad in [
+                &b""[..],
+                b"  \n",
+                b"master wizard",
+                b"master master master master master master master master master",
+                b"\xff",
+            ] {
+                assert_eq!(
+                    h2s_cluster_create(bad.as_ptr(), bad.len(), &mut h),
+                    -EINVAL,
+                    "{bad:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn role_lists_parse() {
+        let mut r = [Role::Cache; MAX_NODES];
+        assert_eq!(
+            parse_roles(b" master\tslave\nsoft_master  cache soft_slave ", &mut r),
+            Ok(5)
+        );
+        assert_eq!(
+            &r[..5],
+            &[
+                Role::Master,
+                Role::Slave,
+                Role::SoftMaster,
+                Role::Cache,
+                Role::SoftSlave
+            ]
+        );
+    }
+
+    #[test]
+    fn run_scenario_checks_pointers_and_size_first() {
+        ensure_init();
+        let mut out = [0u8; 8];
+        let (mut n, mut o) = (0usize, -1i32);
+        let big = vec![b'#'; H2S_SCENARIO_MAX + 1];
+        // SAFETY: pointers are valid or the call is rejected before using them.
+        unsafe {
+            assert_eq!(
+                h2s_run_scenario(null(), 3, out.as_mut_ptr(), 8, &mut n, &mut o),
+                -EINVAL
+            );
+            assert_eq!(
+                h2s_run_scenario(b"x".as_ptr(), 1, null_mut(), 8, &mut n, &mut o),
+                -EINVAL
+            );
+            assert_eq!(
+                h2s_run_scenario(big.as_ptr(), big.len(), out.as_mut_ptr(), 8, &mut n, &mut o),
+                -7
+            );
+        }
+        assert_eq!(o, -1, "nothing ran");
+    }
+
+    #[test]
+    fn selftests_pass_on_a_correct_host_and_report_ktap() {
+        ensure_init();
+        let mut out = vec![0u8; 64 * 1024];
+        let (mut n, mut p, mut f) = (0usize, 0u32, 0u32);
+        // SAFETY: valid buffers and out pointers.
+        let rc = unsafe { h2s_selftest(out.as_mut_ptr(), out.len(), &mut n, &mut p, &mut f) };
+        let text = std::str::from_utf8(&out[..n]).unwrap();
+        assert_eq!(rc, 0, "{text}");
+        assert_eq!(f, 0, "{text}");
+        assert!(
+            p as usize >= SUITES.iter().map(|s| s.1.len()).sum::<usize>(),
+            "{text}"
+        );
+        assert!(text.starts_with("KTAP version 1\n1..3\n"), "{text}");
+        assert!(text.contains("\nok 2 kernel-host\n"), "{text}");
+        assert!(text.ends_with(" passed, 0 failed\n"), "{text}");
+        // Too small a buffer is reported, not overrun.
+        let mut small = [0u8; 10];
+        // SAFETY: valid buffer and out pointers.
+        let rc = unsafe { h2s_selftest(small.as_mut_ptr(), small.len(), &mut n, &mut p, &mut f) };
+        assert_eq!((rc, n), (-ENOSPC, 10));
+    }
+
+    #[test]
+    fn thread_op_rejects_bad_handles_and_ops() {
+        ensure_init();
+        assert_eq!(h2s_thread_op(0, 0, H2sThreadOp::Freeze as u32), -EINVAL);
+        assert_eq!(h2s_thread_op(0x1234, 0, H2sThreadOp::Stop as u32), -EINVAL);
+        assert_eq!(h2s_thread_op(1, 0, 99), -EINVAL);
+    }
+
+    #[test]
+    fn pool_usage_reports_the_pool() {
+        ensure_init();
+        let (mut u, mut s) = (usize::MAX, 0usize);
+        // SAFETY: valid out pointers.
+        assert_eq!(unsafe { h2s_pool_usage(&mut u, &mut s) }, 0);
+        assert_eq!(s, 1 << 20);
+        assert!(u <= s);
+    }
+}

@@ -1,0 +1,180 @@
+//! Control commands on clusters that outlive a single call (debugfs `ctl`): what a person or the
+//! QEMU suite uses to leave threads running or frozen across calls, e.g. to prove that module
+//! unload stops them. One command per call, words separated by white space:
+//!
+//! ```text
+//! create <role>...                 -> "handle <h>"
+//! destroy <h>
+//! start|freeze|unfreeze|remaster|stop|signal <h> <node>|*
+//! idle <h> <ms>                    idle poll of every sync thread of the cluster
+//! mkdir <h> <set> <path>           frontend change on the nodes of <set> (`*` or `0,2`)
+//! write <h> <set> <path> <bytes>   a file of <bytes> deterministic bytes
+//! status <h>
+//! list                             every handle
+//! ```
+
+use alloc::vec::Vec;
+use core::fmt::Write;
+use core::time::Duration;
+
+use hammer2_synchro::cluster::{FrontendOp, NodeSet, MAX_NODES};
+use hammer2_synchro::{Error, Result};
+
+use crate::api::{create, thread_op, H2sThreadOp};
+use crate::handles;
+
+/// Largest file `write` creates.
+const MAX_WRITE: usize = 1 << 20;
+
+fn num<T: core::str::FromStr>(w: Option<&str>) -> Result<T> {
+    w.and_then(|s| s.parse().ok()).ok_or(Error::Invalid)
+}
+
+fn node_set(w: Option<&str>, n: usize) -> Result<NodeSet> {
+    let w = w.ok_or(Error::Invalid)?;
+    if w == "*" {
+        return Ok(NodeSet(((1u16 << n) - 1) as u8));
+    }
+    let mut set = 0u8;
+    for part in w.split(',') {
+        let i: usize = part.parse().map_err(|_| Error::Invalid)?;
+        if i >= n || i >= MAX_NODES {
+            return Err(Error::Invalid);
+        }
+        set |= 1 << i;
+    }
+    Ok(NodeSet(set))
+}
+
+fn path(w: Option<&str>) -> Result<&[u8]> {
+    match w {
+        Some(p) if p.starts_with('/') && p.len() > 1 => Ok(p.as_bytes()),
+        _ => Err(Error::Invalid),
+    }
+}
+
+/// Run one command, writing its answer to `out`.
+pub fn run(cmd: &[u8], out: &mut dyn Write) -> Result<()> {
+    let text = core::str::from_utf8(cmd).map_err(|_| Error::Invalid)?;
+    let mut words = text.split_ascii_whitespace();
+    let verb = words.next().ok_or(Error::Invalid)?;
+    let op = match verb {
+        "create" => {
+            let rest = text
+                .trim_start()
+                .strip_prefix("create")
+                .ok_or(Error::Invalid)?;
+            let h = create(rest.as_bytes())?;
+            let _ = writeln!(out, "handle {}", h);
+            return Ok(());
+        }
+        "list" => {
+            let mut live = [0u32; handles::H2S_MAX_CLUSTERS];
+            let n = handles::live(&mut live);
+            for h in &live[..n] {
+                let _ = writeln!(out, "handle {}", h);
+            }
+            return Ok(());
+        }
+        "destroy" => return handles::destroy(num(words.next())?),
+        "start" => H2sThreadOp::Start,
+        "freeze" => H2sThreadOp::Freeze,
+        "unfreeze" => H2sThreadOp::Unfreeze,
+        "remaster" => H2sThreadOp::Remaster,
+        "stop" => H2sThreadOp::Stop,
+        "signal" => H2sThreadOp::Signal,
+        "idle" | "mkdir" | "write" | "status" => return cluster_cmd(verb, &mut words, out),
+        _ => return Err(Error::Invalid),
+    };
+    let u = handles::get(num(words.next())?)?;
+    let n = u.cluster().len();
+    let nodes = node_set(words.next(), n)?;
+    for i in nodes.iter() {
+        if let Err(e) = thread_op(&u, i, op) {
+            let _ = writeln!(out, "node {}: {}", i, e);
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+fn cluster_cmd<'a>(
+    verb: &str,
+    words: &mut impl Iterator<Item = &'a str>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let u = handles::get(num(words.next())?)?;
+    let c = u.cluster();
+    let applied = match verb {
+        "idle" => {
+            let ms: u64 = num(words.next())?;
+            c.set_thread_idle_poll(Duration::from_millis(ms.max(1)));
+            return Ok(());
+        }
+        "status" => return c.write_status(out).map_err(|_| Error::TooBig),
+        "mkdir" => {
+            let set = node_set(words.next(), c.len())?;
+            c.apply(set, FrontendOp::Mkdir(path(words.next())?))
+        }
+        _ => {
+            let set = node_set(words.next(), c.len())?;
+            let p = path(words.next())?;
+            let len: usize = num(words.next())?;
+            if len > MAX_WRITE {
+                return Err(Error::TooBig);
+            }
+            let mut data = Vec::new();
+            data.try_reserve_exact(len)?;
+            data.extend((0..len).map(|i| (i * 131 + 7) as u8));
+            c.apply(set, FrontendOp::Write(p, &data))
+        }
+    };
+    match applied {
+        Ok(tid) => {
+            let _ = writeln!(out, "tid {}", tid);
+            Ok(())
+        }
+        Err((node, e)) => {
+            let _ = writeln!(out, "node {}: {}", node, e);
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_commands_are_invalid() {
+        crate::testhost::ensure_init();
+        let mut s = alloc::string::String::new();
+        for bad in [
+            &b""[..],
+            b"   ",
+            b"frobnicate",
+            b"destroy",
+            b"destroy x",
+            b"destroy 0",
+            b"freeze 77 0",
+            b"stop 1",
+            b"idle 1 5",
+            b"status 0",
+            b"\xff\xfe",
+            b"create",
+            b"create wizard",
+        ] {
+            assert_eq!(run(bad, &mut s), Err(Error::Invalid), "{:?}", bad);
+        }
+    }
+
+    #[test]
+    fn node_sets_parse_and_are_bounded() {
+        assert_eq!(node_set(Some("*"), 3), Ok(NodeSet(0b111)));
+        assert_eq!(node_set(Some("*"), 8), Ok(NodeSet(0xff)));
+        assert_eq!(node_set(Some("0,2"), 3), Ok(NodeSet(0b101)));
+        assert_eq!(node_set(Some("3"), 3), Err(Error::Invalid));
+        assert_eq!(node_set(Some("1,,2"), 3), Err(Error::Invalid));
+        assert_eq!(node_set(None, 3), Err(Error::Invalid));
+    }
+}

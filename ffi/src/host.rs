@@ -1,0 +1,131 @@
+//! [`KernelHost`]: the core's porting surface implemented on the host's [`H2sHostOps`] table.
+
+use alloc::boxed::Box;
+use core::ffi::c_void;
+use core::fmt::{self, Write};
+use core::sync::atomic::AtomicU32;
+use core::time::Duration;
+
+use hammer2_synchro::host::{Host, LockMode, LogLevel, RawLock, RawThread, ThreadEntry};
+use hammer2_synchro::{Error, Result};
+
+use crate::buf::Line;
+use crate::ops::{self, H2sHostOps, H2sLogLevel, H2S_TIMEOUT_NONE};
+
+/// The porting surface on a kernel (or any C host) through the installed ops table.
+pub struct KernelHost;
+
+/// The one kernel host value handed to the core.
+pub static KERNEL_HOST: KernelHost = KernelHost;
+
+/// Longest log line passed to the host; longer lines are cut (kept on the stack: kernel stacks
+/// are small).
+const LOG_LINE: usize = 200;
+
+fn table() -> &'static H2sHostOps {
+    match ops::get() {
+        Some(t) => t,
+        // Only reachable if the core runs before h2s_init or after h2s_fini, which the handle
+        // table and the init checks prevent; there is no host to report to.
+        None => loop {
+            core::hint::spin_loop();
+        },
+    }
+}
+
+impl Host for KernelHost {
+    fn sleep_on_word(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+        let ns = match timeout {
+            None => H2S_TIMEOUT_NONE,
+            Some(d) => u64::try_from(d.as_nanos()).unwrap_or(H2S_TIMEOUT_NONE - 1),
+        };
+        // SAFETY: `word` is a live atomic for the whole call; the host only reads it and uses
+        // its address as the wait key.
+        unsafe { (table().sleep_word)(word.as_ptr(), expected, ns) }
+    }
+
+    fn wake_word(&self, word: &AtomicU32) {
+        // SAFETY: as above; the host uses the address only as a key.
+        unsafe { (table().wake_word)(word.as_ptr()) }
+    }
+
+    fn lock_create(&self) -> Result<RawLock> {
+        // SAFETY: plain call into the host; null means out of memory.
+        let p = unsafe { (table().lock_create)() };
+        if p.is_null() {
+            return Err(Error::NoMem);
+        }
+        Ok(RawLock::from_raw(p as usize))
+    }
+
+    fn lock_destroy(&self, lock: RawLock) {
+        // SAFETY: `lock` came from `lock_create` and is consumed here, exactly once.
+        unsafe { (table().lock_destroy)(lock.as_raw() as *mut c_void) }
+    }
+
+    fn lock(&self, lock: &RawLock, mode: LockMode, depth: u8) {
+        // SAFETY: `lock` is a live handle from `lock_create`.
+        unsafe { (table().lock)(lock.as_raw() as *mut c_void, excl(mode), u32::from(depth)) }
+    }
+
+    fn unlock(&self, lock: &RawLock, mode: LockMode) {
+        // SAFETY: `lock` is live and held by the caller in `mode` (trait contract).
+        unsafe { (table().unlock)(lock.as_raw() as *mut c_void, excl(mode)) }
+    }
+
+    fn spawn(&self, name: &str, entry: ThreadEntry) -> Result<RawThread> {
+        let boxed: Box<ThreadEntry> = hammer2_synchro::mem::try_box(entry)?;
+        let arg = Box::into_raw(boxed) as *mut c_void;
+        let mut th: *mut c_void = core::ptr::null_mut();
+        // SAFETY: `name` is valid for the call; `arg` is handed to `h2s_thread_main` exactly once
+        // on success, and stays ours on failure.
+        let rc = unsafe { (table().spawn)(name.as_ptr(), name.len(), arg, &mut th) };
+        if rc != 0 || th.is_null() {
+            // SAFETY: the spawn failed, so nothing else owns `arg`; reclaim it.
+            drop(unsafe { Box::from_raw(arg as *mut ThreadEntry) });
+            return Err(if rc == -12 { Error::NoMem } else { Error::Busy });
+        }
+        Ok(RawThread::from_raw(th as usize))
+    }
+
+    fn join(&self, thread: RawThread) {
+        // SAFETY: the handle came from `spawn` and is consumed here, exactly once.
+        unsafe { (table().join)(thread.as_raw() as *mut c_void) }
+    }
+
+    fn now_ns(&self) -> u64 {
+        // SAFETY: plain call into the host.
+        unsafe { (table().now_ns)() }
+    }
+
+    fn log(&self, level: LogLevel, args: fmt::Arguments<'_>) {
+        let mut line = Line::<LOG_LINE>::new();
+        let _ = line.write_fmt(args);
+        let lvl = match level {
+            LogLevel::Error => H2sLogLevel::Error,
+            LogLevel::Warn => H2sLogLevel::Warn,
+            LogLevel::Info => H2sLogLevel::Info,
+            LogLevel::Debug => H2sLogLevel::Debug,
+        };
+        let b = line.as_bytes();
+        // SAFETY: `b` is valid for the call.
+        unsafe { (table().log)(lvl, b.as_ptr(), b.len()) }
+    }
+}
+
+fn excl(mode: LockMode) -> i32 {
+    match mode {
+        LockMode::Exclusive => 1,
+        LockMode::Shared => 0,
+    }
+}
+
+/// Run a thread body handed over by [`KernelHost::spawn`].
+///
+/// # Safety
+/// `arg` must be the pointer `spawn` passed to the host, used exactly once.
+pub(crate) unsafe fn run_thread(arg: *mut c_void) {
+    // SAFETY: per this function's contract `arg` is a leaked `Box<ThreadEntry>` nobody else owns.
+    let entry = unsafe { Box::from_raw(arg as *mut ThreadEntry) };
+    (*entry)();
+}

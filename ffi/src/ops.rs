@@ -1,0 +1,87 @@
+//! The table of primitives a kernel host provides (the imports of this library).
+
+use core::ffi::c_void;
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+/// `timeout_ns` value of [`H2sHostOps::sleep_word`] meaning "no time limit".
+pub const H2S_TIMEOUT_NONE: u64 = 0xffff_ffff_ffff_ffff;
+
+/// Log levels passed to [`H2sHostOps::log`] (Linux: `KERN_ERR`, `KERN_WARNING`, `KERN_INFO`,
+/// `KERN_DEBUG`).
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum H2sLogLevel {
+    /// Something is wrong and a person should look.
+    Error = 0,
+    /// Unexpected but handled.
+    Warn = 1,
+    /// Normal progress.
+    Info = 2,
+    /// Debugging detail.
+    Debug = 3,
+}
+
+/// The primitives a kernel provides, as C function pointers. Every member must be non-null.
+/// The table must stay valid and unchanged from [`crate::api::h2s_init`] until
+/// [`crate::api::h2s_fini`] returns.
+///
+/// Contexts: `wake_word`, `now_ns`, `log`, `heap_lock` and `heap_unlock` are called with chain
+/// locks held and must not sleep; every other member is called from process context and may sleep.
+#[repr(C)]
+pub struct H2sHostOps {
+    /// Sleep while `*word == expected`, for at most `timeout_ns` ([`H2S_TIMEOUT_NONE`]: no limit).
+    /// The caller must be queued on `word`'s address *before* the word is re-read, so a
+    /// `wake_word` that follows any store to the word cannot be lost. Spurious returns are allowed.
+    pub sleep_word: unsafe extern "C" fn(word: *const u32, expected: u32, timeout_ns: u64),
+    /// Full memory barrier, then wake every thread sleeping on `word`. Must not sleep.
+    pub wake_word: unsafe extern "C" fn(word: *const u32),
+    /// Create a sleepable shared/exclusive lock. Returns null when out of memory.
+    pub lock_create: unsafe extern "C" fn() -> *mut c_void,
+    /// Destroy an unlocked lock made by `lock_create`.
+    pub lock_destroy: unsafe extern "C" fn(lock: *mut c_void),
+    /// Acquire `lock`, exclusive when `exclusive != 0`, else shared. `depth` is the chain's
+    /// depth below the PFS root (a lock-validator nesting subclass: parent before child).
+    pub lock: unsafe extern "C" fn(lock: *mut c_void, exclusive: i32, depth: u32),
+    /// Release `lock` held by the caller in the given mode.
+    pub unlock: unsafe extern "C" fn(lock: *mut c_void, exclusive: i32),
+    /// Start a thread named by the `name_len` bytes at `name` (not NUL-terminated) that calls
+    /// [`crate::api::h2s_thread_main`]`(arg)` exactly once. On success stores an opaque handle
+    /// in `*thread` and returns 0; on failure returns a negative errno and must not call
+    /// `h2s_thread_main`.
+    pub spawn: unsafe extern "C" fn(
+        name: *const u8,
+        name_len: usize,
+        arg: *mut c_void,
+        thread: *mut *mut c_void,
+    ) -> i32,
+    /// Wait until the thread's `h2s_thread_main` returned, then release the handle.
+    pub join: unsafe extern "C" fn(thread: *mut c_void),
+    /// Monotonic clock in nanoseconds. Must not sleep.
+    pub now_ns: unsafe extern "C" fn() -> u64,
+    /// Write one log line of `len` bytes (not NUL-terminated, no newline). Must not sleep.
+    pub log: unsafe extern "C" fn(level: H2sLogLevel, msg: *const u8, len: usize),
+    /// Report a fatal core bug (`len` bytes of message) and never return.
+    pub panic: unsafe extern "C" fn(msg: *const u8, len: usize) -> !,
+    /// Take the lock that serializes the pool allocator (a spinlock: allocation never sleeps).
+    pub heap_lock: unsafe extern "C" fn(),
+    /// Release the pool allocator's lock.
+    pub heap_unlock: unsafe extern "C" fn(),
+}
+
+static OPS: AtomicPtr<H2sHostOps> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Install the host's table (by [`crate::api::h2s_init`]); `None` uninstalls it.
+pub(crate) fn install(ops: Option<&'static H2sHostOps>) {
+    let p = ops.map_or(core::ptr::null_mut(), |o| {
+        o as *const H2sHostOps as *mut H2sHostOps
+    });
+    OPS.store(p, Ordering::Release);
+}
+
+/// The installed table, if any.
+pub fn get() -> Option<&'static H2sHostOps> {
+    let p = OPS.load(Ordering::Acquire);
+    // SAFETY: `install` only stores pointers derived from a `&'static H2sHostOps`, and the
+    // init contract keeps the table valid until fini uninstalls it.
+    unsafe { p.cast_const().as_ref() }
+}

@@ -1,0 +1,188 @@
+//! A std implementation of the C ops table, so the C ABI is tested on the build machine exactly
+//! as a kernel calls it (through `h2s_init` and the function-pointer table).
+
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, Once};
+use std::time::{Duration, Instant};
+
+use crate::ops::{H2sHostOps, H2sLogLevel, H2S_TIMEOUT_NONE};
+
+/// One condition variable for every word: a wake broadcasts, sleepers re-test their word. Taking
+/// `WORDS` before re-reading the word is the interlock that makes a wakeup impossible to lose.
+static WORDS: Mutex<()> = Mutex::new(());
+static WORD_CV: Condvar = Condvar::new();
+
+unsafe extern "C" fn sleep_word(word: *const u32, expected: u32, timeout_ns: u64) {
+    let g = WORDS.lock().unwrap();
+    // SAFETY: the core passes a live `AtomicU32`'s address.
+    let w = unsafe { &*(word as *const std::sync::atomic::AtomicU32) };
+    if w.load(std::sync::atomic::Ordering::SeqCst) != expected {
+        return;
+    }
+    if timeout_ns == H2S_TIMEOUT_NONE {
+        drop(WORD_CV.wait(g).unwrap());
+    } else {
+        drop(
+            WORD_CV
+                .wait_timeout(g, Duration::from_nanos(timeout_ns))
+                .unwrap(),
+        );
+    }
+}
+
+unsafe extern "C" fn wake_word(_word: *const u32) {
+    let _g = WORDS.lock().unwrap();
+    WORD_CV.notify_all();
+}
+
+/// (readers, writer) guarded by a mutex, with a condvar for waiters.
+struct RwSim {
+    state: Mutex<(u32, bool)>,
+    cv: Condvar,
+}
+
+unsafe extern "C" fn lock_create() -> *mut c_void {
+    Box::into_raw(Box::new(RwSim {
+        state: Mutex::new((0, false)),
+        cv: Condvar::new(),
+    })) as *mut c_void
+}
+
+unsafe extern "C" fn lock_destroy(lock: *mut c_void) {
+    // SAFETY: made by `lock_create`, destroyed once.
+    let l = unsafe { Box::from_raw(lock as *mut RwSim) };
+    assert_eq!(
+        *l.state.lock().unwrap(),
+        (0, false),
+        "destroyed a held lock"
+    );
+}
+
+unsafe extern "C" fn lock(lock: *mut c_void, exclusive: i32, _depth: u32) {
+    // SAFETY: a live lock from `lock_create`.
+    let l = unsafe { &*(lock as *const RwSim) };
+    let mut s = l.state.lock().unwrap();
+    if exclusive != 0 {
+        while s.0 != 0 || s.1 {
+            s = l.cv.wait(s).unwrap();
+        }
+        s.1 = true;
+    } else {
+        while s.1 {
+            s = l.cv.wait(s).unwrap();
+        }
+        s.0 += 1;
+    }
+}
+
+unsafe extern "C" fn unlock(lock: *mut c_void, exclusive: i32) {
+    // SAFETY: a live lock from `lock_create`.
+    let l = unsafe { &*(lock as *const RwSim) };
+    let mut s = l.state.lock().unwrap();
+    if exclusive != 0 {
+        assert!(s.1, "unlocked an exclusive lock not held");
+        s.1 = false;
+    } else {
+        assert!(s.0 > 0, "unlocked a shared lock not held");
+        s.0 -= 1;
+    }
+    l.cv.notify_all();
+}
+
+struct SendPtr(*mut c_void);
+// SAFETY: the pointer is a boxed thread body handed to exactly one thread.
+unsafe impl Send for SendPtr {}
+
+unsafe extern "C" fn spawn(
+    name: *const u8,
+    len: usize,
+    arg: *mut c_void,
+    out: *mut *mut c_void,
+) -> i32 {
+    // SAFETY: the core passes a valid name.
+    let name =
+        String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(name, len) }).into_owned();
+    let arg = SendPtr(arg);
+    let h = std::thread::Builder::new()
+        .name(name)
+        .spawn(move || {
+            let a = arg;
+            // SAFETY: `arg` is the spawn argument, used once.
+            unsafe { crate::api::h2s_thread_main(a.0) }
+        })
+        .unwrap();
+    // SAFETY: the core passes a valid out pointer.
+    unsafe { *out = Box::into_raw(Box::new(h)) as *mut c_void };
+    0
+}
+
+unsafe extern "C" fn join(th: *mut c_void) {
+    // SAFETY: made by `spawn`, joined once.
+    let h = unsafe { Box::from_raw(th as *mut std::thread::JoinHandle<()>) };
+    h.join().unwrap();
+}
+
+fn epoch() -> Instant {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+unsafe extern "C" fn now_ns() -> u64 {
+    epoch().elapsed().as_nanos() as u64
+}
+
+unsafe extern "C" fn log(level: H2sLogLevel, msg: *const u8, len: usize) {
+    // SAFETY: the core passes a valid message.
+    let m = unsafe { std::slice::from_raw_parts(msg, len) };
+    eprintln!("[{:?}] {}", level, String::from_utf8_lossy(m));
+}
+
+unsafe extern "C" fn panic(msg: *const u8, len: usize) -> ! {
+    // SAFETY: the core passes a valid message.
+    let m = unsafe { std::slice::from_raw_parts(msg, len) };
+    panic!("host panic: {}", String::from_utf8_lossy(m));
+}
+
+static HEAP_LOCK: AtomicBool = AtomicBool::new(false);
+
+unsafe extern "C" fn heap_lock() {
+    while HEAP_LOCK
+        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        std::hint::spin_loop();
+    }
+}
+
+unsafe extern "C" fn heap_unlock() {
+    HEAP_LOCK.store(false, Ordering::Release);
+}
+
+/// The simulated host's table.
+pub static OPS: H2sHostOps = H2sHostOps {
+    sleep_word,
+    wake_word,
+    lock_create,
+    lock_destroy,
+    lock,
+    unlock,
+    spawn,
+    join,
+    now_ns,
+    log,
+    panic,
+    heap_lock,
+    heap_unlock,
+};
+
+/// Start the library once for the whole test process, with a pool from the std heap.
+pub fn ensure_init() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        let pool: &'static mut [u8] = Box::leak(vec![0u8; 1 << 20].into_boxed_slice());
+        // SAFETY: `OPS` is static and complete; the pool is leaked, so valid forever.
+        let rc = unsafe { crate::api::h2s_init(&OPS, pool.as_mut_ptr().cast(), pool.len()) };
+        assert_eq!(rc, 0);
+    });
+}

@@ -1,0 +1,584 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
+/*
+ * hammer2_synchro: the Linux host of the portable HAMMER2 cluster synchronizer core.
+ *
+ * The core (Rust, linked in as hammer2_synchro_rust.o) needs a handful of primitives; this file
+ * provides them with Linux's own, and exposes the core through debugfs:
+ *
+ *   word sleep/wake  hashed wait queues behind wait_var_event()/wake_up_var(), TASK_IDLE
+ *   chain locks      kmalloc'ed rw_semaphores, nesting subclass = chain depth (lockdep)
+ *   threads          kthread_create + get_task_struct + wake_up_process, kthread_stop to join
+ *   heap             a vmalloc'ed pool reserved at load (pool_kib), managed by the core
+ *   clock, log       ktime_get_ns(), printk
+ *   panic            WARN, then BUG: a core bug is never silent
+ *
+ * debugfs: /sys/kernel/debug/hammer2_synchro/
+ *   run       write a scenario (one write), read back its KTAP
+ *   status    every cluster, node, role, thread with its flags by name, counters; pool usage
+ *   selftest  read: runs the self-tests with real kthreads, gives KTAP
+ *   ctl       write one command on long-lived clusters (create/start/freeze/.../destroy), read
+ *             back the answer
+ */
+#include <linux/module.h>
+#include <linux/kernel.h>
+#include <linux/slab.h>
+#include <linux/vmalloc.h>
+#include <linux/mm.h>
+#include <linux/kthread.h>
+#include <linux/sched.h>
+#include <linux/sched/task.h>
+#include <linux/wait_bit.h>
+#include <linux/rwsem.h>
+#include <linux/spinlock.h>
+#include <linux/completion.h>
+#include <linux/mutex.h>
+#include <linux/debugfs.h>
+#include <linux/fs.h>
+#include <linux/uaccess.h>
+#include <linux/ktime.h>
+#include <linux/jiffies.h>
+#include <linux/string.h>
+
+#include "hammer2_synchro.h"
+
+static unsigned int pool_kib = 32768;
+module_param(pool_kib, uint, 0444);
+MODULE_PARM_DESC(pool_kib, "Size of the core's heap in KiB, reserved at load (default 32768)");
+
+/* Bound of one scenario's KTAP output kept for reading back. */
+#define H2S_OUT_MAX (1024 * 1024)
+/* Bounds of the generated read-only files. */
+#define H2S_STATUS_MAX (256 * 1024)
+#define H2S_CHECK_MAX (256 * 1024)
+/* Bound of one control command and of its answer. */
+#define H2S_CTL_MAX 4096
+
+/* ---- word sleep / wake ---------------------------------------------------------------------- */
+
+static void h2s_sleep_word(const uint32_t *word, uint32_t expected, uint64_t timeout_ns)
+{
+	long timeout = MAX_SCHEDULE_TIMEOUT;
+
+	if (timeout_ns != H2S_TIMEOUT_NONE) {
+		/* Round up to whole jiffies (HZ=250: 4 ms), at least one: never a busy loop. */
+		u64 step = NSEC_PER_SEC / HZ;
+		u64 j = timeout_ns / step + 1;
+
+		timeout = j >= MAX_SCHEDULE_TIMEOUT ? MAX_SCHEDULE_TIMEOUT - 1 : (long)j;
+	}
+	/*
+	 * prepare_to_wait_event() queues us on the word's hashed wait queue and sets TASK_IDLE
+	 * (with a full barrier) before the condition re-reads the word, so a wake_up_var() that
+	 * follows a store to the word either sees us queued or we see the store: no lost wakeup.
+	 * TASK_IDLE: an idle sync thread neither counts as load nor trips the hung-task detector.
+	 */
+	(void)___wait_var_event((void *)word,
+				___wait_cond_timeout(READ_ONCE(*word) != expected),
+				TASK_IDLE, 0, timeout, __ret = schedule_timeout(__ret));
+}
+
+static void h2s_wake_word(const uint32_t *word)
+{
+	/* Order the caller's store to the word before wake_up_var()'s waitqueue_active() test. */
+	smp_mb();
+	wake_up_var((void *)word);
+}
+
+/* ---- chain locks ---------------------------------------------------------------------------- */
+
+static struct lock_class_key h2s_chain_key;
+
+static void *h2s_lock_create(void)
+{
+	struct rw_semaphore *sem = kmalloc(sizeof(*sem), GFP_KERNEL);
+
+	if (!sem)
+		return NULL;
+	__init_rwsem(sem, "h2s_chain", &h2s_chain_key);
+	return sem;
+}
+
+static void h2s_lock_destroy(void *lock)
+{
+	kfree(lock);
+}
+
+static void h2s_lock(void *lock, int32_t exclusive, uint32_t depth)
+{
+	/* Parent before child: the chain depth is the lockdep subclass, clamped to its range. */
+	unsigned int sub = min_t(u32, depth, MAX_LOCKDEP_SUBCLASSES - 1);
+
+	(void)sub;	/* unused without CONFIG_DEBUG_LOCK_ALLOC */
+
+	if (exclusive)
+		down_write_nested(lock, sub);
+	else
+		down_read_nested(lock, sub);
+}
+
+static void h2s_unlock(void *lock, int32_t exclusive)
+{
+	if (exclusive)
+		up_write(lock);
+	else
+		up_read(lock);
+}
+
+/* ---- threads -------------------------------------------------------------------------------- */
+
+struct h2s_thread {
+	struct task_struct *task;
+	struct completion done;	/* the core's thread body returned */
+	void *arg;
+};
+
+static int h2s_kthread_fn(void *data)
+{
+	struct h2s_thread *t = data;
+
+	h2s_thread_main(t->arg);
+	/* Nothing touches *t after this: the joiner may free it at once. */
+	complete(&t->done);
+	/*
+	 * Return (the kthread exits) without waiting for kthread_stop(): the joiner holds a task
+	 * reference, so kthread_stop() on the exited thread is still valid.
+	 */
+	return 0;
+}
+
+static int32_t h2s_spawn(const uint8_t *name, size_t name_len, void *arg, void **thread)
+{
+	struct h2s_thread *t = kmalloc(sizeof(*t), GFP_KERNEL);
+	struct task_struct *task;
+
+	if (!t)
+		return -ENOMEM;
+	t->arg = arg;
+	init_completion(&t->done);
+	task = kthread_create(h2s_kthread_fn, t, "%.*s", (int)min_t(size_t, name_len, 64), name);
+	if (IS_ERR(task)) {
+		kfree(t);
+		return PTR_ERR(task);
+	}
+	t->task = get_task_struct(task);
+	*thread = t;
+	wake_up_process(task);
+	return 0;
+}
+
+static void h2s_join(void *thread)
+{
+	struct h2s_thread *t = thread;
+
+	/*
+	 * Wait for the body first: kthread_stop() before the thread first ran would make kthread()
+	 * skip the body entirely, and the core must see its body run exactly once.
+	 */
+	wait_for_completion(&t->done);
+	kthread_stop(t->task);
+	put_task_struct(t->task);
+	kfree(t);
+}
+
+/* ---- clock, log, panic, heap lock ----------------------------------------------------------- */
+
+static uint64_t h2s_now_ns(void)
+{
+	return ktime_get_ns();
+}
+
+static void h2s_log(H2sLogLevel level, const uint8_t *msg, size_t len)
+{
+	int n = (int)min_t(size_t, len, 1024);
+
+	switch (level) {
+	case H2S_LOG_LEVEL_ERROR:
+		pr_err("hammer2_synchro: %.*s\n", n, msg);
+		break;
+	case H2S_LOG_LEVEL_WARN:
+		pr_warn("hammer2_synchro: %.*s\n", n, msg);
+		break;
+	case H2S_LOG_LEVEL_INFO:
+		pr_info("hammer2_synchro: %.*s\n", n, msg);
+		break;
+	default:
+		pr_debug("hammer2_synchro: %.*s\n", n, msg);
+		break;
+	}
+}
+
+static void __noreturn h2s_panic(const uint8_t *msg, size_t len)
+{
+	WARN(1, "hammer2_synchro: core panic: %.*s\n", (int)min_t(size_t, len, 1024), msg);
+	BUG();
+}
+
+static DEFINE_SPINLOCK(h2s_heap_spin);
+
+static void h2s_heap_lock(void)
+{
+	spin_lock(&h2s_heap_spin);
+}
+
+static void h2s_heap_unlock(void)
+{
+	spin_unlock(&h2s_heap_spin);
+}
+
+static const struct H2sHostOps h2s_ops = {
+	.sleep_word = h2s_sleep_word,
+	.wake_word = h2s_wake_word,
+	.lock_create = h2s_lock_create,
+	.lock_destroy = h2s_lock_destroy,
+	.lock = h2s_lock,
+	.unlock = h2s_unlock,
+	.spawn = h2s_spawn,
+	.join = h2s_join,
+	.now_ns = h2s_now_ns,
+	.log = h2s_log,
+	.panic = h2s_panic,
+	.heap_lock = h2s_heap_lock,
+	.heap_unlock = h2s_heap_unlock,
+};
+
+/* ---- debugfs: read-only files generated at open --------------------------------------------- */
+
+struct h2s_text {
+	size_t len;
+	char *buf;
+};
+
+static int h2s_text_open(struct inode *inode, struct file *file, size_t cap,
+			 int (*gen)(char *buf, size_t cap, size_t *len))
+{
+	struct h2s_text *t = kzalloc(sizeof(*t), GFP_KERNEL);
+	int rc;
+
+	if (!t)
+		return -ENOMEM;
+	t->buf = kvmalloc(cap, GFP_KERNEL);
+	if (!t->buf) {
+		kfree(t);
+		return -ENOMEM;
+	}
+	rc = gen(t->buf, cap, &t->len);
+	if (rc && rc != -ENOSPC) {
+		kvfree(t->buf);
+		kfree(t);
+		return rc;
+	}
+	file->private_data = t;
+	return 0;
+}
+
+static ssize_t h2s_text_read(struct file *file, char __user *ubuf, size_t count, loff_t *ppos)
+{
+	struct h2s_text *t = file->private_data;
+
+	return simple_read_from_buffer(ubuf, count, ppos, t->buf, t->len);
+}
+
+static int h2s_text_release(struct inode *inode, struct file *file)
+{
+	struct h2s_text *t = file->private_data;
+
+	kvfree(t->buf);
+	kfree(t);
+	return 0;
+}
+
+static int h2s_gen_status(char *buf, size_t cap, size_t *len)
+{
+	return h2s_status((uint8_t *)buf, cap, len);
+}
+
+static int h2s_status_open(struct inode *inode, struct file *file)
+{
+	return h2s_text_open(inode, file, H2S_STATUS_MAX, h2s_gen_status);
+}
+
+/* Scenario runs, self-tests and control commands are serialized module-wide. */
+static DEFINE_MUTEX(h2s_run_mutex);
+
+static int h2s_gen_selftest(char *buf, size_t cap, size_t *len)
+{
+	uint32_t passed, failed;
+	int rc;
+
+	if (mutex_lock_killable(&h2s_run_mutex))
+		return -EINTR;
+	rc = h2s_selftest((uint8_t *)buf, cap, len, &passed, &failed);
+	mutex_unlock(&h2s_run_mutex);
+	pr_info("hammer2_synchro: selftest %u passed, %u failed\n", passed, failed);
+	return rc;
+}
+
+static int h2s_selftest_open(struct inode *inode, struct file *file)
+{
+	return h2s_text_open(inode, file, H2S_CHECK_MAX, h2s_gen_selftest);
+}
+
+static const struct file_operations h2s_status_fops = {
+	.owner = THIS_MODULE,
+	.open = h2s_status_open,
+	.read = h2s_text_read,
+	.release = h2s_text_release,
+	.llseek = default_llseek,
+};
+
+static const struct file_operations h2s_selftest_fops = {
+	.owner = THIS_MODULE,
+	.open = h2s_selftest_open,
+	.read = h2s_text_read,
+	.release = h2s_text_release,
+	.llseek = default_llseek,
+};
+
+/* ---- debugfs: run --------------------------------------------------------------------------- */
+
+/*
+ * One scenario per open file: a single write() at offset 0 carries the whole scenario (at most
+ * H2S_SCENARIO_MAX bytes) and runs it; reads then return its KTAP text (or the `line N:` text of
+ * a rejected file) from the start, whatever the file offset. A rejected file fails the write
+ * with -EINVAL; a second write, a write at an offset (a scenario cut into pieces), an empty or
+ * oversized write also fail, and nothing runs. Runs are serialized module-wide.
+ */
+
+struct h2s_run {
+	char *out;
+	size_t out_len;
+	loff_t rd_pos;
+	bool ran;
+};
+
+static int h2s_run_open(struct inode *inode, struct file *file)
+{
+	struct h2s_run *r = kzalloc(sizeof(*r), GFP_KERNEL);
+
+	if (!r)
+		return -ENOMEM;
+	file->private_data = r;
+	return 0;
+}
+
+static ssize_t h2s_run_write(struct file *file, const char __user *ubuf, size_t count,
+			     loff_t *ppos)
+{
+	struct h2s_run *r = file->private_data;
+	size_t written = 0;
+	int32_t outcome = -1;
+	void *text;
+	char *out;
+	int rc;
+
+	if (count == 0 || *ppos != 0)
+		return -EINVAL;
+	if (count > H2S_SCENARIO_MAX)
+		return -EFBIG;
+	text = vmemdup_user(ubuf, count);
+	if (IS_ERR(text))
+		return PTR_ERR(text);
+	out = kvmalloc(H2S_OUT_MAX, GFP_KERNEL);
+	if (!out) {
+		kvfree(text);
+		return -ENOMEM;
+	}
+	if (mutex_lock_killable(&h2s_run_mutex)) {
+		kvfree(out);
+		kvfree(text);
+		return -EINTR;
+	}
+	if (r->ran) {
+		rc = -EBUSY;
+		goto unlock;
+	}
+	rc = h2s_run_scenario(text, count, (uint8_t *)out, H2S_OUT_MAX, &written, &outcome);
+	if (rc == 0 || rc == -EINVAL || rc == -ENOSPC) {
+		if (rc == -EINVAL && outcome != H2S_OUTCOME_REJECTED)
+			goto unlock;
+		r->out = out;
+		r->out_len = written;
+		r->rd_pos = 0;
+		r->ran = true;
+		out = NULL;
+		if (rc == -ENOSPC)
+			pr_warn("hammer2_synchro: scenario output cut at %d bytes\n", H2S_OUT_MAX);
+	}
+unlock:
+	mutex_unlock(&h2s_run_mutex);
+	kvfree(out);
+	kvfree(text);
+	if (rc == 0 || rc == -ENOSPC) {
+		*ppos += count;
+		return count;
+	}
+	return rc;
+}
+
+static ssize_t h2s_run_read(struct file *file, char __user *ubuf, size_t count, loff_t *ppos)
+{
+	struct h2s_run *r = file->private_data;
+	ssize_t n;
+
+	if (mutex_lock_killable(&h2s_run_mutex))
+		return -EINTR;
+	n = r->ran ? simple_read_from_buffer(ubuf, count, &r->rd_pos, r->out, r->out_len) : 0;
+	mutex_unlock(&h2s_run_mutex);
+	return n;
+}
+
+static int h2s_run_release(struct inode *inode, struct file *file)
+{
+	struct h2s_run *r = file->private_data;
+
+	kvfree(r->out);
+	kfree(r);
+	return 0;
+}
+
+static const struct file_operations h2s_run_fops = {
+	.owner = THIS_MODULE,
+	.open = h2s_run_open,
+	.read = h2s_run_read,
+	.write = h2s_run_write,
+	.release = h2s_run_release,
+	.llseek = no_llseek,
+};
+
+/* ---- debugfs: ctl -------------------------------------------------------------------------- */
+
+/*
+ * Each write() is one command (at most H2S_CTL_MAX bytes); reads return the answer of the
+ * latest command of this open file from its start. A failing command fails the write with its
+ * -errno; its answer (naming the failing node) is still readable.
+ */
+struct h2s_ctl {
+	char answer[H2S_CTL_MAX];
+	size_t len;
+	loff_t rd_pos;
+};
+
+static int h2s_ctl_open(struct inode *inode, struct file *file)
+{
+	struct h2s_ctl *c = kzalloc(sizeof(*c), GFP_KERNEL);
+
+	if (!c)
+		return -ENOMEM;
+	file->private_data = c;
+	return 0;
+}
+
+static ssize_t h2s_ctl_write(struct file *file, const char __user *ubuf, size_t count,
+			     loff_t *ppos)
+{
+	struct h2s_ctl *c = file->private_data;
+	size_t written = 0;
+	char *cmd;
+	int rc;
+
+	if (count == 0)
+		return -EINVAL;
+	if (count > H2S_CTL_MAX)
+		return -EFBIG;
+	cmd = memdup_user(ubuf, count);
+	if (IS_ERR(cmd))
+		return PTR_ERR(cmd);
+	if (mutex_lock_killable(&h2s_run_mutex)) {
+		kfree(cmd);
+		return -EINTR;
+	}
+	rc = h2s_ctl((uint8_t *)cmd, count, (uint8_t *)c->answer, sizeof(c->answer), &written);
+	c->len = written;
+	c->rd_pos = 0;
+	mutex_unlock(&h2s_run_mutex);
+	kfree(cmd);
+	if (rc && rc != -ENOSPC)
+		return rc;
+	*ppos += count;
+	return count;
+}
+
+static ssize_t h2s_ctl_read(struct file *file, char __user *ubuf, size_t count, loff_t *ppos)
+{
+	struct h2s_ctl *c = file->private_data;
+	ssize_t n;
+
+	if (mutex_lock_killable(&h2s_run_mutex))
+		return -EINTR;
+	n = simple_read_from_buffer(ubuf, count, &c->rd_pos, c->answer, c->len);
+	mutex_unlock(&h2s_run_mutex);
+	return n;
+}
+
+static int h2s_ctl_release(struct inode *inode, struct file *file)
+{
+	kfree(file->private_data);
+	return 0;
+}
+
+static const struct file_operations h2s_ctl_fops = {
+	.owner = THIS_MODULE,
+	.open = h2s_ctl_open,
+	.read = h2s_ctl_read,
+	.write = h2s_ctl_write,
+	.release = h2s_ctl_release,
+	.llseek = no_llseek,
+};
+
+/* ---- module --------------------------------------------------------------------------------- */
+
+static struct dentry *h2s_dir;
+static void *h2s_pool;
+
+static int __init h2s_module_init(void)
+{
+	size_t len = (size_t)pool_kib * 1024;
+	int rc;
+
+	if (len < H2S_POOL_MIN) {
+		pr_err("hammer2_synchro: pool_kib=%u is below the minimum of %u\n", pool_kib,
+		       H2S_POOL_MIN / 1024);
+		return -EINVAL;
+	}
+	h2s_pool = vmalloc(len);
+	if (!h2s_pool)
+		return -ENOMEM;
+	rc = h2s_init(&h2s_ops, h2s_pool, len);
+	if (rc) {
+		vfree(h2s_pool);
+		return rc;
+	}
+	h2s_dir = debugfs_create_dir("hammer2_synchro", NULL);
+	if (IS_ERR(h2s_dir)) {
+		rc = PTR_ERR(h2s_dir);
+		h2s_fini();
+		vfree(h2s_pool);
+		return rc;
+	}
+	debugfs_create_file("run", 0600, h2s_dir, NULL, &h2s_run_fops);
+	debugfs_create_file("status", 0400, h2s_dir, NULL, &h2s_status_fops);
+	debugfs_create_file("selftest", 0400, h2s_dir, NULL, &h2s_selftest_fops);
+	debugfs_create_file("ctl", 0600, h2s_dir, NULL, &h2s_ctl_fops);
+	pr_info("hammer2_synchro: loaded, pool %u KiB\n", pool_kib);
+	return 0;
+}
+
+static void __exit h2s_module_exit(void)
+{
+	int n;
+
+	/* Waits for every debugfs call in progress; none can start afterwards. */
+	debugfs_remove_recursive(h2s_dir);
+	n = h2s_fini();
+	if (n > 0)
+		pr_info("hammer2_synchro: stopped %d remaining cluster(s)\n", n);
+	vfree(h2s_pool);
+	pr_info("hammer2_synchro: unloaded\n");
+}
+
+module_init(h2s_module_init);
+module_exit(h2s_module_exit);
+
+MODULE_LICENSE("Dual BSD/GPL");
+MODULE_DESCRIPTION("HAMMER2 cluster synchronizer (portable Rust core) on Linux");
+MODULE_AUTHOR("hammer2-synchro contributors");

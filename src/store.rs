@@ -1,1 +1,0 @@
-//! SKELETON: store layer.

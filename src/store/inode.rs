@@ -1,0 +1,76 @@
+//! Store-side helpers over the media types: file block sizing and the PFS-root field rule.
+
+use crate::media::{bytes_to_radix, InodeMeta, RADIX_MAX};
+
+/// The physical radix of a file block holding `len` bytes: the smallest power of two of at
+/// least 1 KiB, as HAMMER2 sizes a file's tail block (64 KiB for a full block).
+pub fn data_radix_for(len: usize) -> u8 {
+    bytes_to_radix(len.max(1)).unwrap_or(RADIX_MAX)
+}
+
+/// Copy the fields a PFS root takes from the focus (HAMMER2-FACTS §3.6): not btime, not the
+/// PFS identity (type, fsid, ...); `pfs_lsnap_tid` only ever rises.
+pub fn copy_pfsroot_fields(local: &mut InodeMeta, focus: &InodeMeta) {
+    local.uflags = focus.uflags;
+    local.rmajor = focus.rmajor;
+    local.rminor = focus.rminor;
+    local.ctime = focus.ctime;
+    local.mtime = focus.mtime;
+    local.atime = focus.atime;
+    local.uid = focus.uid;
+    local.gid = focus.gid;
+    local.mode = focus.mode;
+    local.ncopies = focus.ncopies;
+    local.comp_algo = focus.comp_algo;
+    local.check_algo = focus.check_algo;
+    local.data_quota = focus.data_quota;
+    local.inode_quota = focus.inode_quota;
+    local.pfs_lsnap_tid = local.pfs_lsnap_tid.max(focus.pfs_lsnap_tid);
+}
+
+/// Whether the fields [`copy_pfsroot_fields`] copies (the snapshot TID aside) agree.
+pub fn pfsroot_fields_eq(a: &InodeMeta, b: &InodeMeta) -> bool {
+    let mut c = *a;
+    copy_pfsroot_fields(&mut c, b);
+    c.pfs_lsnap_tid = a.pfs_lsnap_tid;
+    c == *a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn radix_for_tails() {
+        assert_eq!(data_radix_for(0), 10);
+        assert_eq!(data_radix_for(1), 10);
+        assert_eq!(data_radix_for(1025), 11);
+        assert_eq!(data_radix_for(65536), 16);
+    }
+
+    #[test]
+    fn pfsroot_rule_copies_only_its_fields() {
+        let mut local = InodeMeta {
+            pfs_type: 3,
+            btime: 7,
+            pfs_lsnap_tid: 9,
+            ..InodeMeta::default()
+        };
+        let focus = InodeMeta {
+            pfs_type: 6,
+            btime: 1,
+            mode: 0o700,
+            mtime: 4,
+            pfs_lsnap_tid: 5,
+            ..InodeMeta::default()
+        };
+        assert!(!pfsroot_fields_eq(&local, &focus));
+        copy_pfsroot_fields(&mut local, &focus);
+        assert_eq!(
+            (local.pfs_type, local.btime, local.mode, local.mtime),
+            (3, 7, 0o700, 4)
+        );
+        assert_eq!(local.pfs_lsnap_tid, 9, "the snapshot TID never goes down");
+        assert!(pfsroot_fields_eq(&local, &focus));
+    }
+}

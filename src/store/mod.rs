@@ -1,0 +1,681 @@
+//! The in-memory HAMMER2-shaped node store: one PFS of one cluster node.
+//!
+//! Chains live in an arena and are named by [`ChainId`] (slot index + generation, so a stale id
+//! is detected instead of reaching a reused slot). Each chain has a blockref-like header
+//! ([`Blockref`]), a payload ([`Body`]: an inode's 1024 bytes or up to 64 KiB of file data) and its
+//! children sorted by key. Directories hold child inodes keyed by the name hash; regular files hold
+//! DATA chains keyed by file offset, or up to 512 bytes inside the inode (DIRECTDATA).
+//!
+//! Two kinds of locks, with distinct jobs:
+//! - the arena's `spin::RwLock` makes each single read or write memory-safe; it is held only for
+//!   the few instructions of that access, never while sleeping, and never two nodes' at once;
+//! - one host chain lock per chain ([`Host::lock`]) gives HAMMER2's discipline: a modifier holds
+//!   the chain exclusively, and a chain is only ever locked while its parent is held (lock
+//!   coupling, top-down), so whoever frees a chain (holding parent and chain exclusively) knows
+//!   nobody waits on its lock, and locks are taken in parent-before-child order (no deadlock).
+//!
+//! Reads made by other nodes' synchronizers and by checks take only the arena lock: a node never
+//! waits on another node's chain locks, so no lock cycle can form across nodes.
+
+pub(crate) mod children;
+pub mod compare;
+pub mod frontend;
+pub mod inode;
+#[cfg(test)]
+pub(crate) mod testhost;
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+
+use crate::host::{Host, LockMode, RawLock};
+use crate::media::{self, Blockref, InodeData, InodeMeta};
+use crate::mem::{try_box, try_push};
+use crate::{Error, Result};
+use children::Children;
+
+/// A chain's name in its node's store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainId {
+    pub(crate) idx: u32,
+    pub(crate) gen: u32,
+}
+
+/// A chain's payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    /// An inode's 1024 bytes.
+    Inode(Box<InodeData>),
+    /// File data, exactly `bref.data_bytes()` bytes.
+    Data(Vec<u8>),
+}
+
+impl Body {
+    /// A fallible deep copy.
+    pub fn try_clone(&self) -> Result<Body> {
+        Ok(match self {
+            Body::Inode(ip) => Body::Inode(try_box(**ip)?),
+            Body::Data(d) => Body::Data(crate::mem::try_to_vec(d)?),
+        })
+    }
+    /// The inode, if this is one.
+    pub fn inode(&self) -> Option<&InodeData> {
+        match self {
+            Body::Inode(ip) => Some(ip),
+            Body::Data(_) => None,
+        }
+    }
+}
+
+struct Chain {
+    bref: Blockref,
+    body: Body,
+    children: Children,
+    parent: Option<ChainId>,
+    depth: u8,
+    lock: usize,
+}
+
+struct Slot {
+    gen: u32,
+    chain: Option<Chain>,
+}
+
+struct Arena {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    live: usize,
+}
+
+impl Arena {
+    fn get(&self, id: ChainId) -> Result<&Chain> {
+        match self.slots.get(id.idx as usize) {
+            Some(Slot {
+                gen,
+                chain: Some(c),
+            }) if *gen == id.gen => Ok(c),
+            _ => Err(Error::NotFound),
+        }
+    }
+    fn get_mut(&mut self, id: ChainId) -> Result<&mut Chain> {
+        match self.slots.get_mut(id.idx as usize) {
+            Some(Slot {
+                gen,
+                chain: Some(c),
+            }) if *gen == id.gen => Ok(c),
+            _ => Err(Error::NotFound),
+        }
+    }
+}
+
+/// One node's store.
+pub struct Store {
+    host: &'static dyn Host,
+    arena: spin::RwLock<Arena>,
+    root: ChainId,
+    root_lock: usize,
+}
+
+/// A held chain lock; released on drop.
+pub struct ChainGuard<'a> {
+    store: &'a Store,
+    id: ChainId,
+    raw: usize,
+    mode: LockMode,
+}
+
+impl ChainGuard<'_> {
+    /// The locked chain.
+    pub fn id(&self) -> ChainId {
+        self.id
+    }
+    /// The mode it is held in.
+    pub fn mode(&self) -> LockMode {
+        self.mode
+    }
+}
+
+impl Drop for ChainGuard<'_> {
+    fn drop(&mut self) {
+        self.store
+            .host
+            .unlock(&RawLock::from_raw(self.raw), self.mode);
+    }
+}
+
+/// A host lock owned by the core (not a chain lock), destroyed on drop.
+pub struct HostLock {
+    host: &'static dyn Host,
+    raw: Option<RawLock>,
+}
+
+/// A held [`HostLock`]; released on drop.
+pub struct HostLockGuard<'a> {
+    lock: &'a HostLock,
+    mode: LockMode,
+}
+
+impl HostLock {
+    /// Create one on `host`.
+    pub fn new(host: &'static dyn Host) -> Result<HostLock> {
+        Ok(HostLock {
+            host,
+            raw: Some(host.lock_create()?),
+        })
+    }
+    /// Acquire it (may sleep).
+    pub fn hold(&self, mode: LockMode) -> HostLockGuard<'_> {
+        if let Some(r) = &self.raw {
+            self.host.lock(r, mode, 0);
+        }
+        HostLockGuard { lock: self, mode }
+    }
+}
+
+impl Drop for HostLockGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(r) = &self.lock.raw {
+            self.lock.host.unlock(r, self.mode);
+        }
+    }
+}
+
+impl Drop for HostLock {
+    fn drop(&mut self) {
+        if let Some(r) = self.raw.take() {
+            self.host.lock_destroy(r);
+        }
+    }
+}
+
+impl Store {
+    /// A store holding only a PFS root inode made from `root` (type, meta fields).
+    pub fn new(host: &'static dyn Host, root: InodeData) -> Result<Store> {
+        let body = Body::Inode(try_box(root)?);
+        let lock = host.lock_create()?;
+        let root_lock = lock.as_raw();
+        let mut slots = Vec::new();
+        if let Err(e) = slots.try_reserve(16) {
+            host.lock_destroy(lock);
+            return Err(e.into());
+        }
+        slots.push(Slot {
+            gen: 0,
+            chain: Some(Chain {
+                bref: {
+                    let mut b = Blockref::new(media::BREF_TYPE_INODE, 0, 0);
+                    b.flags = media::BrefFlags::PFSROOT.bits();
+                    b.set_size_radix(media::INODE_RADIX);
+                    b
+                },
+                body,
+                children: Children::default(),
+                parent: None,
+                depth: 0,
+                lock: lock.as_raw(),
+            }),
+        });
+        Ok(Store {
+            host,
+            arena: spin::RwLock::new(Arena {
+                slots,
+                free: Vec::new(),
+                live: 1,
+            }),
+            root: ChainId { idx: 0, gen: 0 },
+            root_lock,
+        })
+    }
+
+    /// The PFS root inode.
+    pub fn root(&self) -> ChainId {
+        self.root
+    }
+
+    /// The host this store's locks come from.
+    pub fn host(&self) -> &'static dyn Host {
+        self.host
+    }
+
+    /// Number of live chains (the PFS root included).
+    pub fn chain_count(&self) -> usize {
+        self.arena.read().live
+    }
+
+    // ----- reads (arena lock only) -----
+
+    /// A chain's header.
+    pub fn bref(&self, id: ChainId) -> Result<Blockref> {
+        Ok(self.arena.read().get(id)?.bref)
+    }
+
+    /// A chain's parent (None for the PFS root).
+    pub fn parent(&self, id: ChainId) -> Result<Option<ChainId>> {
+        Ok(self.arena.read().get(id)?.parent)
+    }
+
+    /// Number of children of a chain.
+    pub fn child_count(&self, id: ChainId) -> Result<usize> {
+        Ok(self.arena.read().get(id)?.children.len())
+    }
+
+    /// An inode's meta-data (`Invalid` for a DATA chain).
+    pub fn meta(&self, id: ChainId) -> Result<InodeMeta> {
+        match &self.arena.read().get(id)?.body {
+            Body::Inode(ip) => Ok(ip.meta),
+            Body::Data(_) => Err(Error::Invalid),
+        }
+    }
+
+    /// A copy of a chain's header and payload.
+    pub fn read(&self, id: ChainId) -> Result<(Blockref, Body)> {
+        // Allocation may fail and may sleep: size the copy first, then fill it under the lock.
+        loop {
+            let len = match &self.arena.read().get(id)?.body {
+                Body::Inode(_) => None,
+                Body::Data(d) => Some(d.len()),
+            };
+            let mut body = match len {
+                None => Body::Inode(try_box(InodeData::default())?),
+                Some(n) => {
+                    let mut v = Vec::new();
+                    v.try_reserve_exact(n)?;
+                    Body::Data(v)
+                }
+            };
+            let a = self.arena.read();
+            let c = a.get(id)?;
+            match (&c.body, &mut body) {
+                (Body::Inode(src), Body::Inode(dst)) => **dst = **src,
+                (Body::Data(src), Body::Data(dst)) if dst.capacity() >= src.len() => {
+                    dst.extend_from_slice(src)
+                }
+                // Resized between the two looks: size it again.
+                _ => continue,
+            }
+            return Ok((c.bref, body));
+        }
+    }
+
+    /// The first child of `parent` whose key range overlaps `beg ..= end` (`hammer2_chain_lookup`;
+    /// `next` is a lookup from the returned range's end + 1).
+    pub fn lookup(
+        &self,
+        parent: ChainId,
+        beg: u64,
+        end: u64,
+    ) -> Result<Option<(ChainId, Blockref)>> {
+        let a = self.arena.read();
+        let p = a.get(parent)?;
+        match p.children.first_overlapping(beg, end) {
+            Some((_, id)) => Ok(Some((id, a.get(id)?.bref))),
+            None => Ok(None),
+        }
+    }
+
+    /// The child after `prev` (whose header was `prev_bref`) within `..= end`, or None.
+    pub fn next(
+        &self,
+        parent: ChainId,
+        prev_bref: &Blockref,
+        end: u64,
+    ) -> Result<Option<(ChainId, Blockref)>> {
+        match prev_bref.key_end().checked_add(1) {
+            Some(k) if k <= end => self.lookup(parent, k, end),
+            _ => Ok(None),
+        }
+    }
+
+    /// The child of `parent` with exactly `key`.
+    pub fn child_at(&self, parent: ChainId, key: u64) -> Result<Option<ChainId>> {
+        Ok(self
+            .lookup(parent, key, key)?
+            .filter(|(_, b)| b.key == key)
+            .map(|(id, _)| id))
+    }
+
+    /// The keys from the PFS root down to `id` (empty for the root).
+    pub fn key_path(&self, id: ChainId) -> Result<Vec<u64>> {
+        let a = self.arena.read();
+        let mut keys = Vec::new();
+        let mut cur = a.get(id)?;
+        while let Some(p) = cur.parent {
+            try_push(&mut keys, cur.bref.key)?;
+            cur = a.get(p)?;
+        }
+        keys.reverse();
+        Ok(keys)
+    }
+
+    /// The chain reached from the PFS root by following `keys`.
+    pub fn resolve_keys(&self, keys: &[u64]) -> Result<Option<ChainId>> {
+        let a = self.arena.read();
+        let mut cur = self.root;
+        for &k in keys {
+            match a.get(cur)?.children.first_overlapping(k, k) {
+                Some((key, id)) if key == k => cur = id,
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(cur))
+    }
+
+    // ----- chain locks -----
+
+    fn raw_lock(&self, id: ChainId, parent: Option<ChainId>) -> Result<(usize, u8)> {
+        let a = self.arena.read();
+        let c = a.get(id)?;
+        if c.parent != parent {
+            return Err(Error::NotFound);
+        }
+        Ok((c.lock, c.depth))
+    }
+
+    fn acquire(&self, id: ChainId, raw: usize, depth: u8, mode: LockMode) -> ChainGuard<'_> {
+        self.host.lock(&RawLock::from_raw(raw), mode, depth);
+        ChainGuard {
+            store: self,
+            id,
+            raw,
+            mode,
+        }
+    }
+
+    /// Lock the PFS root.
+    pub fn lock_root(&self, mode: LockMode) -> ChainGuard<'_> {
+        // The root is never freed while the store lives: its lock handle is fixed.
+        self.acquire(self.root, self.root_lock, 0, mode)
+    }
+
+    /// Lock `child` of the chain `parent` holds. `NotFound` if it is no longer that child.
+    pub fn lock_child(
+        &self,
+        parent: &ChainGuard<'_>,
+        child: ChainId,
+        mode: LockMode,
+    ) -> Result<ChainGuard<'_>> {
+        // Holding the parent keeps the child alive: freeing it needs the parent exclusively.
+        let (raw, depth) = self.raw_lock(child, Some(parent.id))?;
+        Ok(self.acquire(child, raw, depth, mode))
+    }
+
+    /// Lock any chain by coupling down from the PFS root (shared on the way, `mode` at the end).
+    /// `NotFound` if the chain was freed.
+    pub fn lock(&self, id: ChainId, mode: LockMode) -> Result<ChainGuard<'_>> {
+        let mut path = Vec::new();
+        {
+            let a = self.arena.read();
+            let mut cur = id;
+            loop {
+                try_push(&mut path, cur)?;
+                match a.get(cur)?.parent {
+                    Some(p) => cur = p,
+                    None => break,
+                }
+            }
+        }
+        if path.last() != Some(&self.root) {
+            return Err(Error::NotFound);
+        }
+        let n = path.len();
+        let mut held = self.lock_root(if n == 1 { mode } else { LockMode::Shared });
+        for (i, &c) in path.iter().rev().enumerate().skip(1) {
+            let m = if i + 1 == n { mode } else { LockMode::Shared };
+            let g = self.lock_child(&held, c, m)?;
+            held = g;
+        }
+        Ok(held)
+    }
+
+    // ----- modifications (caller holds the locks named in each doc) -----
+
+    /// Create a child of the chain `parent` holds exclusively.
+    pub fn insert(&self, parent: &ChainGuard<'_>, bref: Blockref, body: Body) -> Result<ChainId> {
+        let lock = self.host.lock_create()?;
+        let raw = lock.as_raw();
+        let r = self.insert_locked(parent.id, bref, body, raw);
+        if r.is_err() {
+            self.host.lock_destroy(lock);
+        }
+        r
+    }
+
+    fn insert_locked(
+        &self,
+        parent: ChainId,
+        bref: Blockref,
+        body: Body,
+        lock: usize,
+    ) -> Result<ChainId> {
+        let mut a = self.arena.write();
+        let depth = a.get(parent)?.depth.saturating_add(1);
+        a.free.try_reserve(1)?;
+        let idx = match a.free.pop() {
+            Some(i) => i,
+            None => {
+                a.slots.try_reserve(1)?;
+                let i = u32::try_from(a.slots.len()).map_err(|_| Error::NoMem)?;
+                a.slots.push(Slot {
+                    gen: 0,
+                    chain: None,
+                });
+                i
+            }
+        };
+        let gen = a.slots[idx as usize].gen;
+        let id = ChainId { idx, gen };
+        if let Err(e) = a
+            .get_mut(parent)?
+            .children
+            .insert(bref.key, bref.keybits, id)
+        {
+            a.free.push(idx);
+            return Err(e);
+        }
+        a.slots[idx as usize].chain = Some(Chain {
+            bref,
+            body,
+            children: Children::default(),
+            parent: Some(parent),
+            depth,
+            lock,
+        });
+        a.live += 1;
+        Ok(id)
+    }
+
+    /// Change a chain the caller holds exclusively: `f` gets its header and payload. A changed
+    /// key is refused (`Invalid`); a changed keybits re-keys the parent's block table.
+    pub fn modify<R>(
+        &self,
+        g: &ChainGuard<'_>,
+        f: impl FnOnce(&mut Blockref, &mut Body) -> Result<R>,
+    ) -> Result<R> {
+        let mut a = self.arena.write();
+        let c = a.get_mut(g.id)?;
+        let (old, parent) = (c.bref, c.parent);
+        let mut bref = c.bref;
+        let r = f(&mut bref, &mut c.body)?;
+        if bref.key != old.key {
+            return Err(Error::Invalid);
+        }
+        if bref.keybits != old.keybits {
+            if let Some(p) = parent {
+                a.get_mut(p)?.children.set_keybits(old.key, bref.keybits)?;
+            }
+        }
+        a.get_mut(g.id)?.bref = bref;
+        Ok(r)
+    }
+
+    /// Set a held chain's modify_tid.
+    pub fn set_modify_tid(&self, g: &ChainGuard<'_>, tid: u64) -> Result<()> {
+        self.arena.write().get_mut(g.id)?.bref.modify_tid = tid;
+        Ok(())
+    }
+
+    /// Delete `child` (held exclusively, its parent held exclusively too) and everything under
+    /// it, destroying every chain lock. Descendants are locked top-down before being freed, so
+    /// anyone still holding one is waited for. Uses an explicit stack, not recursion.
+    pub fn delete(&self, parent: &ChainGuard<'_>, child: ChainGuard<'_>) -> Result<usize> {
+        // Detach first: from here on the subtree is unreachable from the root.
+        {
+            let mut a = self.arena.write();
+            let key = {
+                let c = a.get(child.id)?;
+                if c.parent != Some(parent.id) {
+                    return Err(Error::NotFound);
+                }
+                c.bref.key
+            };
+            a.get_mut(parent.id)?.children.remove(key);
+        }
+        let mut stack: Vec<ChainGuard<'_>> = Vec::new();
+        stack.try_reserve(8)?;
+        stack.push(child);
+        let mut freed = 0;
+        while let Some(top) = stack.last() {
+            let first = self.arena.read().get(top.id)?.children.first();
+            match first {
+                Some(c) => {
+                    let g = self.lock_child(top, c, LockMode::Exclusive)?;
+                    // The stack is as deep as the tree; growth may fail cleanly mid-way, leaving
+                    // a detached, partly freed subtree that `Drop` still reclaims.
+                    try_push(&mut stack, g)?;
+                }
+                None => {
+                    let g = stack.pop().ok_or(Error::Invalid)?;
+                    self.free_leaf(g)?;
+                    freed += 1;
+                }
+            }
+        }
+        Ok(freed)
+    }
+
+    fn free_leaf(&self, g: ChainGuard<'_>) -> Result<()> {
+        let (id, raw) = (g.id, g.raw);
+        {
+            let mut a = self.arena.write();
+            let c = a.get(id)?;
+            if let Some(p) = c.parent {
+                let key = c.bref.key;
+                if let Ok(pc) = a.get_mut(p) {
+                    // Only its own entry: the parent may have been re-keyed meanwhile.
+                    if pc.children.first_overlapping(key, key).map(|(_, i)| i) == Some(id) {
+                        pc.children.remove(key);
+                    }
+                }
+            }
+            a.free.try_reserve(1)?;
+            let slot = &mut a.slots[id.idx as usize];
+            slot.chain = None;
+            slot.gen = slot.gen.wrapping_add(1);
+            a.free.push(id.idx);
+            a.live -= 1;
+        }
+        drop(g);
+        self.host.lock_destroy(RawLock::from_raw(raw));
+        Ok(())
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let a = self.arena.get_mut();
+        for s in a.slots.iter_mut() {
+            if let Some(c) = s.chain.take() {
+                self.host.lock_destroy(RawLock::from_raw(c.lock));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testhost::host;
+    use super::*;
+
+    fn data_bref(key: u64, tid: u64) -> Blockref {
+        let mut b = Blockref::new(media::BREF_TYPE_DATA, key, 16);
+        b.set_size_radix(10);
+        b.modify_tid = tid;
+        b
+    }
+
+    #[test]
+    fn insert_lookup_next_delete_and_locks() {
+        let h = host();
+        let s = Store::new(h, InodeData::default()).unwrap();
+        let root = s.root();
+        {
+            let g = s.lock_root(LockMode::Exclusive);
+            for k in [0x20000u64, 0, 0x10000] {
+                s.insert(
+                    &g,
+                    data_bref(k, k + 1),
+                    Body::Data(alloc::vec![k as u8; 1024]),
+                )
+                .unwrap();
+            }
+            assert_eq!(
+                s.insert(&g, data_bref(0x10000, 1), Body::Data(alloc::vec![0; 1024])),
+                Err(Error::Exists)
+            );
+        }
+        assert_eq!(s.chain_count(), 4);
+        let (a, ab) = s.lookup(root, 0, media::KEY_MAX).unwrap().unwrap();
+        assert_eq!(ab.key, 0);
+        let (b, bb) = s.next(root, &ab, media::KEY_MAX).unwrap().unwrap();
+        assert_eq!((bb.key, bb.modify_tid), (0x10000, 0x10001));
+        let (_, cb) = s.next(root, &bb, media::KEY_MAX).unwrap().unwrap();
+        assert!(s.next(root, &cb, media::KEY_MAX).unwrap().is_none());
+        assert_eq!(s.lookup(root, 0x10010, 0x10010).unwrap().unwrap().0, b);
+        assert_eq!(s.key_path(b).unwrap(), [0x10000]);
+        assert_eq!(s.resolve_keys(&[0x10000]).unwrap(), Some(b));
+        assert_eq!(s.resolve_keys(&[0x10001]).unwrap(), None);
+        match s.read(b).unwrap() {
+            (br, Body::Data(d)) => assert_eq!((br.key, d.len(), d[0]), (0x10000, 1024, 0)),
+            _ => panic!("wrong body"),
+        }
+        {
+            let g = s.lock_root(LockMode::Exclusive);
+            let c = s.lock_child(&g, a, LockMode::Exclusive).unwrap();
+            assert_eq!(s.delete(&g, c).unwrap(), 1);
+        }
+        assert_eq!(s.bref(a), Err(Error::NotFound), "a stale id is refused");
+        assert!(s.lock(a, LockMode::Shared).is_err());
+        assert_eq!(s.lookup(root, 0, media::KEY_MAX).unwrap().unwrap().0, b);
+        assert_eq!(h.live_locks(), 3);
+        drop(s);
+        assert_eq!(h.live_locks(), 0, "every chain lock is destroyed");
+    }
+
+    #[test]
+    fn deep_delete_uses_no_recursion_and_frees_locks() {
+        let h = host();
+        let s = Store::new(h, InodeData::default()).unwrap();
+        let mut ids = Vec::new();
+        let mut g = s.lock_root(LockMode::Exclusive);
+        for i in 0..3000u64 {
+            let mut b = Blockref::new(media::BREF_TYPE_INODE, i, 0);
+            b.set_size_radix(10);
+            let c = s.insert(&g, b, Body::Inode(Box::default())).unwrap();
+            ids.push(c);
+            g = s.lock_child(&g, c, LockMode::Exclusive).unwrap();
+        }
+        drop(g);
+        let cur = *ids.last().unwrap();
+        assert_eq!(s.key_path(cur).unwrap().len(), 3000);
+        let g = s.lock(cur, LockMode::Shared).unwrap();
+        drop(g);
+        {
+            let r = s.lock_root(LockMode::Exclusive);
+            let c = s.lock_child(&r, ids[0], LockMode::Exclusive).unwrap();
+            assert_eq!(s.delete(&r, c).unwrap(), 3000);
+        }
+        assert_eq!(s.chain_count(), 1);
+        assert_eq!(h.live_locks(), 1);
+        drop(s);
+        assert_eq!(h.live_locks(), 0);
+    }
+}

@@ -1,0 +1,138 @@
+//! The collector: merge the other nodes' children of one inode by key and pick a focus per key
+//! with the quorum (the seed's scanall XOP started with `xop_start_except(idx)` plus
+//! `hammer2_xop_collect`).
+//!
+//! Each step takes the lowest key among the nodes' next children, asks [`quorum::check`] with our
+//! own node `Excluded`, and returns the focus's chain; a key without a quorum (ESRCH, EDEADLK) is
+//! skipped as the seed's collector skips it (so our own chain there, if any, is compared against
+//! the next focus and destroyed: a key only a minority holds is not part of the quorum's tree).
+
+use crate::cluster::MAX_NODES;
+use crate::media::{Blockref, KEY_MAX};
+use crate::quorum::{self, NodeAnswer, QuorumResult, Voter};
+use crate::store::ChainId;
+use crate::{Error, Result};
+
+use super::Peers;
+
+/// A focus chain: which node holds it, its id there, its header.
+#[derive(Debug, Clone, Copy)]
+pub struct Focus {
+    /// The focus node.
+    pub node: usize,
+    /// The chain in the focus node's store.
+    pub id: ChainId,
+    /// Its header as read.
+    pub bref: Blockref,
+}
+
+/// The answer of every node for the inode at `keys` (the ipcluster XOP): our node `Excluded`.
+pub fn inode_focus(peers: &Peers<'_>, idx: usize, keys: &[u64]) -> Result<Option<Focus>> {
+    let mut voters = [Voter {
+        role: crate::cluster::Role::Cache,
+        answer: NodeAnswer::Absent,
+    }; MAX_NODES];
+    let mut found: [Option<(ChainId, Blockref)>; MAX_NODES] = [None; MAX_NODES];
+    let n = peers.stores.len().min(MAX_NODES);
+    for j in 0..n {
+        voters[j].role = peers.roles[j];
+        if j == idx {
+            voters[j].answer = NodeAnswer::Excluded;
+            continue;
+        }
+        let s = peers.stores[j];
+        if let Some(id) = s.resolve_keys(keys)? {
+            let b = s.bref(id)?;
+            voters[j].answer = NodeAnswer::Holds(b.modify_tid);
+            found[j] = Some((id, b));
+        }
+    }
+    Ok(match quorum::check(&voters[..n], peers.nmasters) {
+        QuorumResult::Focus { node, .. } => found[node].map(|(id, bref)| Focus { node, id, bref }),
+        QuorumResult::None(_) => None,
+    })
+}
+
+/// The merge over the other nodes' children of one inode.
+pub struct Collector<'a> {
+    peers: &'a Peers<'a>,
+    idx: usize,
+    /// Per node: the inode there (None: the node does not hold it, or is us).
+    parent: [Option<ChainId>; MAX_NODES],
+    /// Per node: the next key to look from (None: that node's scan is done).
+    cursor: [Option<u64>; MAX_NODES],
+}
+
+impl<'a> Collector<'a> {
+    /// Start a scan of the children of the inode at `keys` on every node but `idx`.
+    pub fn new(peers: &'a Peers<'a>, idx: usize, keys: &[u64]) -> Result<Collector<'a>> {
+        let mut c = Collector {
+            peers,
+            idx,
+            parent: [None; MAX_NODES],
+            cursor: [None; MAX_NODES],
+        };
+        for j in 0..peers.stores.len().min(MAX_NODES) {
+            if j != idx {
+                c.parent[j] = peers.stores[j].resolve_keys(keys)?;
+                c.cursor[j] = Some(0);
+            }
+        }
+        Ok(c)
+    }
+
+    /// The focus of the next key that has one, or None when every node's scan is done.
+    pub fn next_focus(&mut self) -> Result<Option<Focus>> {
+        let n = self.peers.stores.len().min(MAX_NODES);
+        loop {
+            let mut heads: [Option<(ChainId, Blockref)>; MAX_NODES] = [None; MAX_NODES];
+            let mut lowest: Option<u64> = None;
+            for (j, head) in heads.iter_mut().enumerate().take(n) {
+                let (Some(p), Some(c)) = (self.parent[j], self.cursor[j]) else {
+                    continue;
+                };
+                // A node whose inode vanished mid-scan has nothing more to offer.
+                match self.peers.stores[j].lookup(p, c, KEY_MAX) {
+                    Ok(h) => *head = h,
+                    Err(Error::NotFound) => self.cursor[j] = None,
+                    Err(e) => return Err(e),
+                }
+                if let Some((_, b)) = head {
+                    lowest = Some(lowest.map_or(b.key, |l: u64| l.min(b.key)));
+                }
+            }
+            let Some(key) = lowest else {
+                return Ok(None);
+            };
+            let mut voters = [Voter {
+                role: crate::cluster::Role::Cache,
+                answer: NodeAnswer::Absent,
+            }; MAX_NODES];
+            for (j, (v, head)) in voters.iter_mut().zip(heads.iter()).enumerate().take(n) {
+                v.role = self.peers.roles[j];
+                v.answer = match head {
+                    _ if j == self.idx => NodeAnswer::Excluded,
+                    Some((_, b)) if b.key == key => NodeAnswer::Holds(b.modify_tid),
+                    _ => NodeAnswer::Absent,
+                };
+                // Every node positioned at this key moves past it.
+                if let Some((_, b)) = head {
+                    if b.key == key {
+                        self.cursor[j] = b.key_end().checked_add(1);
+                    }
+                }
+            }
+            match quorum::check(&voters[..n], self.peers.nmasters) {
+                QuorumResult::Focus { node, .. } => {
+                    if let Some((id, bref)) = heads[node] {
+                        return Ok(Some(Focus { node, id, bref }));
+                    }
+                    return Err(Error::Invalid);
+                }
+                // ESRCH / EDEADLK: no quorum for this key, skip it.
+                QuorumResult::None(Error::NoQuorum) | QuorumResult::None(Error::Deadlock) => {}
+                QuorumResult::None(e) => return Err(e),
+            }
+        }
+    }
+}

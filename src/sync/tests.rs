@@ -1,0 +1,559 @@
+//! Synchronizer tests: convergence of whole clusters by repeated `sync_node` (no threads), and
+//! one regression test per fixed original bug (2, 6, 7, 8, 9, 10, 12).
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::cell::Cell;
+use core::pin::Pin;
+use std::boxed::Box;
+use std::sync::atomic::{AtomicBool, Ordering as AO};
+
+use super::slaves::{destroy, insert, sync_slaves, FocusCopy};
+use super::*;
+use crate::cluster::{Cluster, FrontendOp, NodeSet, Role};
+use crate::host::LockMode;
+use crate::media;
+use crate::quorum::QuorumResult;
+use crate::store::testhost::host;
+
+const M: Role = Role::Master;
+const S: Role = Role::Slave;
+
+fn cluster(roles: &[Role]) -> Pin<Box<Cluster>> {
+    Cluster::new(host(), roles).unwrap()
+}
+
+fn set(ix: &[usize]) -> NodeSet {
+    NodeSet(ix.iter().fold(0u8, |a, &i| a | (1 << i)))
+}
+
+fn all(c: &Cluster) -> NodeSet {
+    NodeSet(((1u16 << c.len()) - 1) as u8)
+}
+
+fn mkdir(c: &Cluster, s: NodeSet, p: &str) {
+    c.apply(s, FrontendOp::Mkdir(p.as_bytes())).unwrap();
+}
+
+fn write(c: &Cluster, s: NodeSet, p: &str, d: &[u8]) {
+    c.apply(s, FrontendOp::Write(p.as_bytes(), d)).unwrap();
+}
+
+fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 9) as u8)
+        .collect()
+}
+
+fn root_tid(c: &Cluster, i: usize) -> u64 {
+    c.stat(i, b"/").unwrap().modify_tid
+}
+
+/// Sync every node until no PFS root changes (at most 8 rounds); the number of rounds run.
+fn sync_all(c: &Cluster) -> usize {
+    for round in 1..=8 {
+        let before: Vec<u64> = (0..c.len()).map(|i| root_tid(c, i)).collect();
+        for i in 0..c.len() {
+            c.sync_node(i, &|| false).unwrap();
+        }
+        let after: Vec<u64> = (0..c.len()).map(|i| root_tid(c, i)).collect();
+        if before == after {
+            return round;
+        }
+    }
+    panic!("cluster did not settle");
+}
+
+fn assert_same(c: &Cluster, a: usize, b: usize) {
+    let mut s = String::new();
+    assert!(
+        c.compare(a, b, &mut s).unwrap(),
+        "node {b} differs from node {a}:\n{s}"
+    );
+}
+
+fn focus_tid(c: &Cluster) -> u64 {
+    match c.focus_root() {
+        QuorumResult::Focus { tid, .. } => tid,
+        QuorumResult::None(e) => panic!("no focus: {e}"),
+    }
+}
+
+#[test]
+fn divergent_masters_and_slave_converge() {
+    let c = cluster(&[M, M, M, S]);
+    mkdir(&c, all(&c), "/docs");
+    write(&c, all(&c), "/docs/readme", b"hello");
+    write(&c, set(&[0, 1]), "/docs/readme", b"hello, world");
+    write(&c, set(&[2]), "/docs/minority", b"only node 2 has this");
+    c.apply(set(&[3]), FrontendOp::Chmod(b"/docs", 0o700))
+        .unwrap();
+    // Node 2 holds a TID nobody else has; nodes 0 and 1 agree at 3: the focus.
+    assert_eq!(focus_tid(&c), 3);
+    sync_all(&c);
+    assert_eq!(focus_tid(&c), 3);
+    for i in 1..4 {
+        assert_same(&c, 0, i);
+        assert!(c.in_sync(i));
+    }
+    assert_eq!(c.read_file(2, b"/docs/readme").unwrap(), b"hello, world");
+    assert_eq!(c.stat(3, b"/docs").unwrap().mode, 0o755);
+    let st = c.stats(2);
+    assert!(
+        st.passes >= 1 && st.replaced >= 2 && st.destroyed >= 1,
+        "{st:?}"
+    );
+    assert!(c.stats(3).scanned >= 2);
+}
+
+#[test]
+fn master_behind_the_quorum_catches_up() {
+    let c = cluster(&[M, M, M]);
+    mkdir(&c, all(&c), "/a");
+    for i in 0..20 {
+        write(
+            &c,
+            set(&[0, 1]),
+            &format!("/a/f{i}"),
+            &pattern(300 * i, i as u8),
+        );
+    }
+    mkdir(&c, set(&[0, 1]), "/a/b");
+    write(&c, set(&[0, 1]), "/a/b/deep", &pattern(100_000, 9));
+    let t = focus_tid(&c);
+    sync_all(&c);
+    assert_eq!(root_tid(&c, 2), t);
+    assert_same(&c, 0, 2);
+    assert_eq!(c.read_file(2, b"/a/b/deep").unwrap(), pattern(100_000, 9));
+}
+
+#[test]
+fn slave_from_empty_with_hardlinks() {
+    let c = cluster(&[M, M, S]);
+    mkdir(&c, set(&[0, 1]), "/d");
+    write(&c, set(&[0, 1]), "/d/f", b"target");
+    c.apply(set(&[0, 1]), FrontendOp::Link(b"/d/f", b"/l"))
+        .unwrap();
+    sync_all(&c);
+    assert_same(&c, 0, 2);
+    let st = c.stat(2, b"/l").unwrap();
+    assert_eq!(st.objtype, media::OBJTYPE_HARDLINK);
+    assert_eq!(c.read_file(2, b"/l").unwrap(), b"target");
+    // A hardlink pointer is a leaf: it gets the focus TID at once, never deferred.
+    assert_eq!(st.modify_tid, c.stat(0, b"/l").unwrap().modify_tid);
+}
+
+#[test]
+fn chmod_only_change_is_synchronized() {
+    let c = cluster(&[M, M, S]);
+    write(&c, all(&c), "/f", b"x");
+    c.apply(set(&[0, 1]), FrontendOp::Chmod(b"/f", 0o600))
+        .unwrap();
+    sync_all(&c);
+    assert_eq!(c.stat(2, b"/f").unwrap().mode, 0o600);
+    assert_same(&c, 0, 2);
+}
+
+/// Bug 8: sizes cross the 512-byte DIRECTDATA boundary and 64 KiB blocks both ways.
+#[test]
+fn bug8_resize_follows_the_focus_size() {
+    let cases = [
+        (100usize, 600usize),
+        (600, 100),
+        (512, 513),
+        (513, 512),
+        (70_000, 140_000),
+        (140_000, 70_000),
+        (200_000, 10),
+        (10, 200_000),
+        (66_000, 65_536),
+    ];
+    let c = cluster(&[M, M, S]);
+    for (i, (local, focus)) in cases.iter().enumerate() {
+        let p = format!("/f{i}");
+        write(&c, set(&[2]), &p, &pattern(*local, i as u8));
+        write(&c, set(&[0, 1]), &p, &pattern(*focus, 100 + i as u8));
+    }
+    sync_all(&c);
+    assert_same(&c, 0, 2);
+    for (i, (_, focus)) in cases.iter().enumerate() {
+        let p = format!("/f{i}");
+        assert_eq!(
+            c.read_file(2, p.as_bytes()).unwrap(),
+            pattern(*focus, 100 + i as u8),
+            "{p}"
+        );
+    }
+}
+
+#[test]
+fn bug8_copy_takes_the_focus_length() {
+    let c = cluster(&[M, S]);
+    write(&c, set(&[1]), "/f", &pattern(70_000, 1)); // local tail block: 8 KiB
+    write(&c, set(&[0]), "/f", &pattern(131_072, 2)); // focus: two full 64 KiB blocks
+    let (m, s) = (c.store(0).unwrap(), c.store(1).unwrap());
+    let fid = m.resolve(b"/f").unwrap();
+    let (fb, _) = m.lookup(fid, 65536, media::KEY_MAX).unwrap().unwrap();
+    let sid = s.resolve(b"/f").unwrap();
+    let (lid, _) = s.lookup(sid, 65536, media::KEY_MAX).unwrap().unwrap();
+    let roles = [M, S];
+    let stores = [m, s];
+    let peers = Peers {
+        stores: &stores,
+        roles: &roles,
+        nmasters: 1,
+    };
+    let mut stats = SyncStats::default();
+    let mut ctx = Ctx {
+        peers: &peers,
+        idx: 1,
+        brk: &|| false,
+        stats: &mut stats,
+    };
+    let fc = FocusCopy::read(
+        &ctx,
+        &collect::Focus {
+            node: 0,
+            id: fb,
+            bref: m.bref(fb).unwrap(),
+        },
+    )
+    .unwrap();
+    let g = s.lock(sid, LockMode::Exclusive).unwrap();
+    slaves::replace(&mut ctx, &g, lid, &fc, 9).unwrap();
+    drop(g);
+    let (b, body) = s.read(lid).unwrap();
+    assert_eq!(b.data_bytes(), 65536);
+    assert_eq!(b.modify_tid, 9);
+    assert_eq!(body, fc.body, "all of the focus's bytes, no more, no less");
+    b.verify_check(match &body {
+        crate::store::Body::Data(d) => d,
+        _ => panic!(),
+    })
+    .unwrap();
+}
+
+#[test]
+fn directdata_data_transitions_of_one_file_over_time() {
+    let c = cluster(&[M, M, S]);
+    for (k, n) in [10usize, 70_000, 300, 512, 513, 0, 131_073]
+        .iter()
+        .enumerate()
+    {
+        write(&c, set(&[0, 1]), "/f", &pattern(*n, k as u8));
+        sync_all(&c);
+        assert_same(&c, 0, 2);
+        assert_eq!(c.read_file(2, b"/f").unwrap(), pattern(*n, k as u8));
+    }
+}
+
+#[test]
+fn thirteen_hundred_subdirectories_into_an_empty_slave() {
+    let c = cluster(&[M, M, S]);
+    mkdir(&c, set(&[0, 1]), "/top");
+    for i in 0..1300 {
+        mkdir(&c, set(&[0, 1]), &format!("/top/d{i:04}"));
+    }
+    write(&c, set(&[0, 1]), "/top/d0007/f", b"leaf");
+    // One pass: the deferral list overflows (EAGAIN) and the driver re-scans until done.
+    c.sync_node(2, &|| false).unwrap();
+    assert!(c.in_sync(2));
+    assert_same(&c, 0, 2);
+    let st = c.stats(2);
+    assert!(st.deferred >= 1302, "{st:?}");
+    assert!(st.inserted >= 1302, "{st:?}");
+    assert_eq!(c.read_file(2, b"/top/d0007/f").unwrap(), b"leaf");
+    // A second pass finds nothing to do.
+    c.sync_node(2, &|| false).unwrap();
+    assert_eq!(c.stats(2).inserted, st.inserted);
+}
+
+#[test]
+fn without_quorum_nothing_changes() {
+    let c = cluster(&[M, M, M, S]);
+    mkdir(&c, set(&[0]), "/a");
+    mkdir(&c, set(&[1]), "/b");
+    mkdir(&c, set(&[2]), "/c");
+    write(&c, set(&[3]), "/s", b"slave");
+    assert!(matches!(c.focus_root(), QuorumResult::None(_)));
+    let snaps: Vec<_> = (0..4).map(|i| c.snapshot(i).unwrap()).collect();
+    for i in 0..4 {
+        c.sync_node(i, &|| false).unwrap();
+    }
+    for (i, s) in snaps.iter().enumerate() {
+        let mut out = String::new();
+        assert!(
+            s.matches(&c, i, &mut out).unwrap(),
+            "node {i} changed:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn roles_come_from_the_nodes_view() {
+    let c = cluster(&[M, S, S]);
+    write(&c, set(&[0]), "/f", b"one");
+    write(&c, set(&[1]), "/g", b"two");
+    // Node 1 becomes the only master, but node 2 has not re-read the roles: it follows node 0.
+    c.set_role(0, S);
+    c.set_role(1, M);
+    c.sync_node(2, &|| false).unwrap();
+    assert_eq!(c.read_file(2, b"/f").unwrap(), b"one");
+    c.refresh_view(2);
+    c.sync_node(2, &|| false).unwrap();
+    assert_eq!(c.read_file(2, b"/g").unwrap(), b"two");
+    assert_eq!(c.read_file(2, b"/f"), Err(Error::NotFound));
+}
+
+/// Bug 2: the break is polled at every chain operation, and a break stops the pass at once.
+#[test]
+fn bug2_break_is_polled_inside_scans() {
+    let c = cluster(&[M, S]);
+    for i in 0..50 {
+        write(&c, set(&[0]), &format!("/f{i}"), b"x");
+    }
+    let calls = Cell::new(0u64);
+    let r = c.sync_node(1, &|| {
+        calls.set(calls.get() + 1);
+        calls.get() > 3
+    });
+    assert_eq!(r, Err(Error::InProgress));
+    assert_eq!(calls.get(), 4, "stopped at the first poll that asked");
+    assert!(c.stats(1).scanned <= 3);
+    assert!(!c.in_sync(1));
+    let calls = Cell::new(0u64);
+    c.sync_node(1, &|| {
+        calls.set(calls.get() + 1);
+        false
+    })
+    .unwrap();
+    assert!(
+        calls.get() >= c.stats(1).scanned - 3,
+        "one poll per chain operation at least"
+    );
+    assert_same(&c, 0, 1);
+}
+
+/// Bug 6: after a destroy the scan continues from the next chain of the (valid) parent.
+#[test]
+fn bug6_destroy_continues_through_the_held_parent() {
+    let c = cluster(&[M, S]);
+    for n in ["/x1", "/x2", "/x3"] {
+        write(&c, set(&[1]), n, b"extra");
+    }
+    let s = c.store(1).unwrap();
+    let roles = [M, S];
+    let stores = [c.store(0).unwrap(), s];
+    let peers = Peers {
+        stores: &stores,
+        roles: &roles,
+        nmasters: 1,
+    };
+    let mut stats = SyncStats::default();
+    let mut ctx = Ctx {
+        peers: &peers,
+        idx: 1,
+        brk: &|| false,
+        stats: &mut stats,
+    };
+    let g = s.lock_root(LockMode::Exclusive);
+    let (first, fb) = s.lookup(s.root(), 0, media::KEY_MAX).unwrap().unwrap();
+    let (second, _) = s.next(s.root(), &fb, media::KEY_MAX).unwrap().unwrap();
+    let next = destroy(&mut ctx, &g, first, &fb).unwrap();
+    assert_eq!(next.map(|(id, _)| id), Some(second));
+    drop(g);
+    assert_eq!(s.child_count(s.root()).unwrap(), 2);
+    // And through a whole pass: every extra chain goes, the focus's arrive.
+    write(&c, set(&[0]), "/y", b"focus");
+    c.sync_node(1, &|| false).unwrap();
+    assert_same(&c, 0, 1);
+}
+
+/// Bug 7: a deferred inode gone locally is NotFound (no None dereference), and with no focus at
+/// the final update the inode is not stamped.
+#[test]
+fn bug7_missing_local_chain_and_missing_final_focus() {
+    let c = cluster(&[M, M, S]);
+    mkdir(&c, all(&c), "/gone");
+    let s = c.store(2).unwrap();
+    let stale = s.resolve(b"/gone").unwrap();
+    c.apply(set(&[2]), FrontendOp::Rm(b"/gone")).unwrap();
+    let roles = [M, M, S];
+    let stores = [c.store(0).unwrap(), c.store(1).unwrap(), s];
+    let peers = Peers {
+        stores: &stores,
+        roles: &roles,
+        nmasters: 2,
+    };
+    let mut stats = SyncStats::default();
+    let mut ctx = Ctx {
+        peers: &peers,
+        idx: 2,
+        brk: &|| false,
+        stats: &mut stats,
+    };
+    let mut list = Vec::new();
+    assert_eq!(
+        sync_slaves(&mut ctx, stale, &mut list, false),
+        Err(Error::NotFound)
+    );
+
+    // The directory vanishes from every master while node 2 scans it.
+    mkdir(&c, set(&[0, 1]), "/d");
+    write(&c, set(&[0, 1]), "/d/f", b"x");
+    let done = Cell::new(false);
+    let seen = Cell::new(0);
+    let r = c.sync_node(2, &|| {
+        // /d itself still at TID 0, its child already synchronized: seen first by the driver's
+        // poll after /d/f, then inside /d's re-scan, after its collector started.
+        let tid = |p: &[u8]| c.stat(2, p).map(|s| s.modify_tid);
+        if !done.get() && tid(b"/d") == Ok(0) && tid(b"/d/f").is_ok_and(|t| t != 0) {
+            seen.set(seen.get() + 1);
+        }
+        if !done.get() && seen.get() == 2 {
+            done.set(true);
+            c.apply(set(&[0, 1]), FrontendOp::Rm(b"/d")).unwrap();
+        }
+        false
+    });
+    assert!(done.get());
+    assert_eq!(r, Err(Error::InProgress));
+    assert_eq!(
+        c.stat(2, b"/d").unwrap().modify_tid,
+        0,
+        "not stamped without a focus"
+    );
+    sync_all(&c);
+    assert_same(&c, 0, 2);
+}
+
+/// Bug 9: a failing child operation fails the inode's sync; the inode is not stamped.
+#[test]
+fn bug9_child_error_propagates_and_parent_is_not_stamped() {
+    let c = cluster(&[M, M, S]);
+    write(&c, set(&[0, 1]), "/a", b"x");
+    let t = focus_tid(&c);
+    let fired = Cell::new(false);
+    // The focus chain of /a disappears from the focus node between the choice and the copy.
+    let r = c.sync_node(2, &|| {
+        if !fired.get() {
+            fired.set(true);
+            c.store(0).unwrap().rm(b"/a", 100).unwrap();
+        }
+        false
+    });
+    assert!(fired.get());
+    assert!(r.is_err(), "the child's failure reaches the caller");
+    assert_ne!(
+        root_tid(&c, 2),
+        t,
+        "the root is never stamped over a failed child"
+    );
+    assert_eq!(c.stats(2).inserted, 0);
+}
+
+/// Bug 10: the inode stays locked from the check to the final update, so a frontend change
+/// made meanwhile is never hidden under the focus's TID.
+#[test]
+fn bug10_frontend_change_during_scan_is_not_stamped_over() {
+    let c = cluster(&[M, M, S]);
+    mkdir(&c, set(&[0, 1]), "/a");
+    write(&c, set(&[0, 1]), "/a/f", b"x");
+    let cl: &Cluster = &c;
+    let landed = AtomicBool::new(false);
+    std::thread::scope(|sc| {
+        let spawned = Cell::new(false);
+        let handle = core::cell::RefCell::new(None);
+        let r = cl.sync_node(2, &|| {
+            // Inside /a's scan (it was inserted with TID 0 and is being synchronized).
+            if !spawned.get() && cl.stat(2, b"/a").map(|s| s.modify_tid) == Ok(0) {
+                spawned.set(true);
+                let landed = &landed;
+                *handle.borrow_mut() = Some(sc.spawn(move || {
+                    cl.apply(set(&[2]), FrontendOp::Write(b"/a/g", b"local"))
+                        .unwrap();
+                    landed.store(true, AO::SeqCst);
+                }));
+                // Give an unlocked implementation every chance to let the write in.
+                let t0 = std::time::Instant::now();
+                while !landed.load(AO::SeqCst)
+                    && t0.elapsed() < std::time::Duration::from_millis(200)
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                assert!(
+                    !landed.load(AO::SeqCst),
+                    "the write got in while /a was being synced"
+                );
+            }
+            false
+        });
+        r.unwrap();
+        handle.into_inner().unwrap().join().unwrap();
+    });
+    assert!(landed.load(AO::SeqCst));
+    // The write came after the stamp: the node is out of sync and the next pass repairs it.
+    sync_all(&c);
+    assert_same(&c, 0, 2);
+}
+
+/// Bug 12: an insert that finds a chain already at the key replaces it instead of panicking.
+#[test]
+fn bug12_insert_over_an_existing_key_replaces() {
+    let c = cluster(&[M, S]);
+    write(&c, set(&[0]), "/f", b"focus");
+    write(&c, set(&[1]), "/f", b"concurrent");
+    let (m, s) = (c.store(0).unwrap(), c.store(1).unwrap());
+    let roles = [M, S];
+    let stores = [m, s];
+    let peers = Peers {
+        stores: &stores,
+        roles: &roles,
+        nmasters: 1,
+    };
+    let mut stats = SyncStats::default();
+    let mut ctx = Ctx {
+        peers: &peers,
+        idx: 1,
+        brk: &|| false,
+        stats: &mut stats,
+    };
+    let fid = m.resolve(b"/f").unwrap();
+    let fc = FocusCopy::read(
+        &ctx,
+        &collect::Focus {
+            node: 0,
+            id: fid,
+            bref: m.bref(fid).unwrap(),
+        },
+    )
+    .unwrap();
+    let g = s.lock_root(LockMode::Exclusive);
+    let (id, b) = insert(&mut ctx, &g, &fc, 0).unwrap();
+    drop(g);
+    assert_eq!(b.key, fc.bref.key);
+    assert_eq!(s.child_count(s.root()).unwrap(), 1);
+    assert_eq!(s.read_file(id).unwrap(), b"focus");
+    assert_eq!((stats.replaced, stats.inserted), (1, 0));
+}
+
+#[test]
+fn chain_locks_are_all_released_and_destroyed() {
+    let h = host();
+    let c = Cluster::new(h, &[M, M, S]).unwrap();
+    mkdir(&c, set(&[0, 1]), "/a");
+    write(&c, set(&[0, 1]), "/a/f", &pattern(200_000, 3));
+    write(&c, set(&[2]), "/junk", b"j");
+    sync_all(&c);
+    c.apply(set(&[0, 1]), FrontendOp::Rm(b"/a")).unwrap();
+    sync_all(&c);
+    assert_same(&c, 0, 2);
+    // Every remaining lock can be taken exclusively (none leaked held), then all are destroyed.
+    for i in 0..3 {
+        let s = c.store(i).unwrap();
+        drop(s.lock(s.root(), LockMode::Exclusive).unwrap());
+    }
+    drop(c);
+    assert_eq!(h.live_locks(), 0);
+}
