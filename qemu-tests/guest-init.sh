@@ -22,18 +22,13 @@ notok() { say "not ok - $*"; }
 diag() { while IFS= read -r l; do say "# $l"; done; }
 now_ms() { read -r up _ </proc/uptime; echo "${up%.*}${up#*.}0"; }
 
-loaded=0
 load() {
-	if insmod "$KO" pool_kib="$POOL_KIB" 2>/tmp/insmod.err && [ -d "$D" ]; then
-		loaded=1
-		return 0
-	fi
+	insmod "$KO" pool_kib="$POOL_KIB" 2>/tmp/insmod.err && [ -d "$D" ] && return 0
 	diag </tmp/insmod.err
 	return 1
 }
 unload() {
 	if rmmod hammer2_synchro 2>/tmp/rmmod.err; then
-		loaded=0
 		[ ! -d "$D" ] && return 0
 		echo "debugfs directory left behind" >/tmp/rmmod.err
 	fi
@@ -69,41 +64,70 @@ ktap_ok() {
 	tail -n1 "$1" | grep -qE '^# [0-9]+ passed, 0 failed$' || { echo "no final '# P passed, 0 failed' line"; return 1; }
 }
 
-say "suite start"
-if load; then ok "insmod hammer2_synchro pool_kib=$POOL_KIB"; else notok "insmod hammer2_synchro"; fi
+# The `make run` demonstration: one scenario, with `status` shown every second while it runs.
+demo() {
+	if ! load; then notok "insmod hammer2_synchro"; return; fi
+	ok "insmod hammer2_synchro pool_kib=$POOL_KIB"
+	say "running the demonstration scenario (qemu-tests/demo.scn) through $D/run"
+	(run_scn /h2s/demo.scn; echo $RC >/tmp/demo.rc; cp /tmp/out /tmp/demo.out) &
+	pid=$!
+	n=0
+	while kill -0 $pid 2>/dev/null; do
+		sleep 1
+		n=$((n + 1))
+		kill -0 $pid 2>/dev/null || break
+		say "---- cat $D/status after ${n}s ----"
+		sed 's/^/  /' "$D/status" | while IFS= read -r l; do say "$l"; done
+	done
+	wait $pid
+	say "---- the scenario's KTAP ----"
+	while IFS= read -r l; do say "  $l"; done </tmp/demo.out
+	if [ "$(cat /tmp/demo.rc)" = 0 ] && ktap_ok /tmp/demo.out >/tmp/why; then
+		ok "demo scenario passed"
+	else
+		notok "demo scenario"; diag </tmp/why
+	fi
+	if unload; then ok "rmmod"; else notok "rmmod"; fi
+}
 
-if [ $loaded = 1 ]; then
+# The regression suite proper.
+suite() {
+	if load; then ok "insmod hammer2_synchro pool_kib=$POOL_KIB"; else notok "insmod hammer2_synchro"; return; fi
+
 	# Self-tests with real kthreads: host conformance, kernel-host checks, thread protocol.
 	t0=$(now_ms)
 	if cat "$D/selftest" >/tmp/st 2>/tmp/st.err && ktap_ok /tmp/st >/tmp/why; then
-		ok "selftest ($(( $(now_ms) - t0 )) ms)"
+		ok "selftest ($(($(now_ms) - t0)) ms)"
 	else
 		notok "selftest"
 		cat /tmp/why /tmp/st.err | diag
 	fi
 	sed 's/^/    /' /tmp/st | diag
 
-	if [ "$SCENARIOS" = 1 ]; then
-		. /h2s/guest-scenarios.sh
+	. /h2s/guest-scenarios.sh
+	reject_stage
+	badwrite_stage
+	if [ "$CASES" = 1 ]; then
+		case_stage
+		threads_stage
 	fi
-
-fi
-
-if [ $loaded = 1 ]; then
+	# With threads still running or frozen when CASES=1 (threads_stage): exit must stop them.
 	if unload; then ok "rmmod"; else notok "rmmod"; fi
-fi
 
-# Load/unload cycles, each doing real work (threads spawned and joined) while loaded.
-fails=0
-i=0
-while [ $i -lt "$CYCLES" ]; do
-	i=$((i + 1))
-	if ! load; then fails=$((fails + 1)); break; fi
-	if [ "$SCENARIOS" = 1 ]; then cycle_work "$i"; else echo list >"$D/ctl"; fi
-	if ! unload; then fails=$((fails + 1)); break; fi
-done
-if [ $fails = 0 ]; then ok "$CYCLES insmod/rmmod cycles"; else notok "insmod/rmmod cycle $i"; fi
+	# Load/unload cycles, each doing real work (threads spawned and joined) while loaded.
+	fails=0
+	i=0
+	while [ $i -lt "$CYCLES" ]; do
+		i=$((i + 1))
+		if ! load; then fails=$((fails + 1)); break; fi
+		if [ "$CASES" = 1 ]; then cycle_work; else echo list >"$D/ctl"; fi
+		if ! unload; then fails=$((fails + 1)); break; fi
+	done
+	if [ $fails = 0 ]; then ok "$CYCLES insmod/rmmod cycles"; else notok "insmod/rmmod cycle $i"; fi
+}
 
+say "suite start"
+if [ "$DEMO" = 1 ]; then demo; else suite; fi
 say "dmesg begin"
 dmesg
 say "dmesg end"

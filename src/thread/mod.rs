@@ -253,6 +253,11 @@ impl Threads {
         requester::freeze(&self.word(idx)?)
     }
 
+    /// [`Threads::freeze`], calling `signalled` once FREEZE is set, before the wait.
+    pub(crate) fn freeze_observed(&self, idx: usize, signalled: &dyn Fn()) -> Result<()> {
+        requester::freeze_observed(&self.word(idx)?, signalled)
+    }
+
     /// Unfreeze slot `idx`'s thread; returns once it left the frozen state.
     pub fn unfreeze(&self, idx: usize) -> Result<()> {
         requester::unfreeze(&self.word(idx)?)

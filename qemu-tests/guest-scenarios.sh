@@ -1,0 +1,134 @@
+# Sourced by the guest's /init (qemu-tests/guest-init.sh) while the module is loaded: the
+# scenario stages of the QEMU suite. Result lines name `case <file>` and `reject <file>` so the
+# host can check that every case reported.
+
+# Every reject case must fail its write with -EINVAL, and the text read back must be exactly one
+# line starting with the `line N: reason` its first line names.
+reject_stage() {
+	for f in /h2s/reject/*.scn; do
+		[ -f "$f" ] || continue
+		name=${f##*/}
+		name=${name#???-}
+		want=$(head -n1 "$f" | sed -n 's/^# expect-reject: //p')
+		run_scn "$f"
+		got=$(head -n1 /tmp/out)
+		lines=$(wc -l </tmp/out)
+		if [ -n "$want" ] && [ $RC = 22 ] && [ "$lines" = 1 ] && [ "${got#"$want"}" != "$got" ]; then
+			ok "reject $name"
+		else
+			notok "reject $name"
+			printf 'want -EINVAL and "%s...", got rc %s and:\n' "$want" "$RC" | diag
+			diag </tmp/out
+		fi
+	done
+}
+
+# Bad writes to `run`: each must fail with an error, never an oops (the console scan catches
+# those), and leave the module working.
+badwrite_stage() {
+	head -c 4096 /dev/urandom >/tmp/garbage
+	run_scn /tmp/garbage
+	[ $RC = 22 ] && ok "run: 4 KiB of random bytes rejected" || notok "run: random bytes (rc $RC)"
+
+	printf 'cluster master mas' >/tmp/trunc
+	run_scn /tmp/trunc
+	[ $RC = 22 ] && ok "run: truncated file rejected" || notok "run: truncated file (rc $RC)"
+
+	{ echo "cluster master slave"; i=0; while [ $i -lt 5000 ]; do
+		echo "# padding line $i to push the file past the 256 KiB bound ........"; i=$((i + 1)); done; } >/tmp/big
+	run_scn /tmp/big
+	[ $RC = 27 ] && ok "run: $(wc -c </tmp/big)-byte file refused (EFBIG)" || notok "run: oversized file (rc $RC)"
+
+	# Nothing read back before a scenario ran.
+	exec 3<>"$D/run"
+	if [ -z "$(cat <&3)" ]; then ok "run: read before any write is empty"; else notok "run: read before write"; fi
+	exec 3>&-
+
+	# Concurrent writers, each on its own open file: all rejected cleanly, none corrupted.
+	for i in 1 2 3 4 5 6; do
+		(f=/tmp/cw$i; printf 'cluster master\nbogus %s\n' "$i" >$f.scn
+		 exec 4<>"$D/run"; dd if=$f.scn bs=1M count=1 2>$f.err >&4; cat <&4 >$f.out; exec 4>&-) &
+	done
+	wait
+	bad=0
+	for i in 1 2 3 4 5 6; do
+		grep -q "Invalid argument" /tmp/cw$i.err && [ "$(cat /tmp/cw$i.out)" = "line 2: unknown command 'bogus'" ] || bad=$((bad + 1))
+	done
+	[ $bad = 0 ] && ok "run: 6 concurrent writers each got their own rejection" ||
+		{ notok "run: concurrent writers ($bad wrong)"; cat /tmp/cw1.err /tmp/cw1.out | diag; }
+
+	# Control file: malformed commands and bad handles are errors.
+	bad=0
+	for c in "frobnicate" "destroy 12345" "freeze 1 0" "create wizard" "stop x y"; do
+		echo "$c" >"$D/ctl" 2>/dev/null && bad=$((bad + 1))
+	done
+	[ $bad = 0 ] && ok "ctl: malformed commands and bad handles refused" || notok "ctl: $bad bad command(s) accepted"
+}
+
+# Every scenario case must run (write succeeds) and pass all its checks.
+case_stage() {
+	# A scenario cut into two writes: the second write (at an offset) must fail.
+	exec 3<>"$D/run"
+	printf 'cluster master\n' >&3 2>/dev/null
+	if printf '# second piece\n' >&3 2>/dev/null; then notok "run: second write on one open accepted"
+	else ok "run: second write on one open refused"; fi
+	exec 3>&-
+
+	for f in /h2s/cases/*.scn; do
+		[ -f "$f" ] || continue
+		name=${f##*/}
+		name=${name#???-}
+		t0=$(now_ms)
+		run_scn "$f"
+		ms=$(($(now_ms) - t0))
+		if [ $RC = 0 ] && ktap_ok /tmp/out >/tmp/why; then
+			ok "case $name ($(tail -n1 /tmp/out | sed 's/^# //'), $ms ms)"
+		else
+			notok "case $name"
+			{ echo "write rc $RC $(cat /tmp/dd.err)"; cat /tmp/why; sed 's/^/    /' /tmp/out; } | diag
+		fi
+	done
+}
+
+# ctl CMD: run one control command; its answer in /tmp/ctl.out; returns the write's status.
+ctl() {
+	exec 5<>"$D/ctl"
+	printf '%s\n' "$*" >&5 2>/tmp/ctl.err
+	r=$?
+	cat <&5 >/tmp/ctl.out
+	exec 5>&-
+	return $r
+}
+
+# A cluster whose threads are syncing (a slave resyncing a tree) when the module is unloaded.
+# Leaves H set to its handle.
+busy_cluster() {
+	ctl create master master slave || return 1
+	H=$(sed -n 's/^handle //p' /tmp/ctl.out)
+	[ -n "$H" ] || return 1
+	ctl idle "$H" 20 || return 1
+	i=0
+	while [ $i -lt "${1:-40}" ]; do
+		ctl mkdir "$H" 0,1 "/d$i" || return 1
+		ctl write "$H" 0,1 "/d$i/f" 70000 || return 1
+		i=$((i + 1))
+	done
+	ctl start "$H" '*'
+}
+
+# rmmod with one cluster's threads running mid-sync and another's frozen: the exit path must
+# stop and join them all.
+threads_stage() {
+	if busy_cluster 40 && H1=$H && busy_cluster 10 && H2=$H && ctl freeze "$H2" '*'; then
+		ok "ctl: two clusters with running and frozen threads"
+	else
+		notok "ctl: clusters with threads"
+		cat /tmp/ctl.err /tmp/ctl.out | diag
+	fi
+	cat "$D/status" >/tmp/status 2>&1 && ok "status while threads run" || notok "status while threads run"
+	diag </tmp/status
+}
+
+cycle_work() {
+	busy_cluster 8 >/dev/null 2>&1
+}
