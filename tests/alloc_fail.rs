@@ -18,7 +18,7 @@ mod oracle {
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use hammer2_synchro::cluster::{Cluster, Role};
+use hammer2_synchro::cluster::{Cluster, FrontendOp, NodeSet, Role};
 use hammer2_synchro::Error;
 
 use oracle::gen::{Case, Class};
@@ -244,4 +244,66 @@ fn every_allocation_of_a_sync_may_fail() {
         r && failed && allocs == 1,
         "the injector did not fail the first allocation"
     );
+}
+
+#[test]
+fn every_allocation_of_a_frontend_change_may_fail() {
+    // The same injection around the frontend: every change of the history, applied in turn.
+    // A failing allocation must come back as NoMem from the node it hit, never as a panic, and
+    // dropping the cluster must free everything.
+    let case = case();
+    let roles = case.roles.clone();
+    // Everything the test itself needs is built before arming: only the core allocates then.
+    let data: Vec<Vec<u8>> = case
+        .ops
+        .iter()
+        .map(|(_, op, _)| match op {
+            Op::Write { bytes, seed, .. } => oracle::model::prng_bytes(*bytes, *seed),
+            _ => Vec::new(),
+        })
+        .collect();
+    let run = |n: u64| -> (bool, i64) {
+        let base = live();
+        let hit;
+        {
+            let c = Cluster::new(real::host(), &roles).unwrap();
+            let (r, failed, _) = armed(n, || {
+                for ((mask, op, _), d) in case.ops.iter().zip(&data) {
+                    let fop = match op {
+                        Op::Mkdir(p) => FrontendOp::Mkdir(p),
+                        Op::Write { path, .. } => FrontendOp::Write(path, d),
+                        Op::Rm(p) => FrontendOp::Rm(p),
+                        Op::Chmod(p, m) => FrontendOp::Chmod(p, *m),
+                        Op::Link(t, p) => FrontendOp::Link(t, p),
+                    };
+                    c.apply(NodeSet(*mask), fop)?;
+                }
+                Ok(())
+            });
+            hit = failed;
+            match r {
+                Ok(()) => assert!(!failed, "allocation {n} failed yet every change applied"),
+                Err((node, e)) => assert!(
+                    failed && e == Error::NoMem,
+                    "allocation {n}: node {node}: {e}"
+                ),
+            }
+        }
+        (hit, live() - base)
+    };
+    run(0);
+    let mut n = 1;
+    loop {
+        let (hit, leak) = run(n);
+        assert_eq!(
+            leak, 0,
+            "failing frontend allocation {n} leaked {leak} bytes"
+        );
+        if !hit {
+            break;
+        }
+        n += 1;
+        assert!(n < 1_000_000);
+    }
+    assert!(n > 20, "the history made only {} allocations", n - 1);
 }
