@@ -17,10 +17,11 @@ mod oracle {
     pub mod real;
 }
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hammer2_synchro::cluster::{Cluster, Role};
+use hammer2_synchro::host::{Host, LockMode, LogLevel, RawLock, RawThread, ThreadEntry};
 use hammer2_synchro::thread::{SyncWork, ThreadFlags, Threads};
 use hammer2_synchro::Error;
 
@@ -424,4 +425,127 @@ fn all_threads_with_random_requests_converge() {
         c.thread_stop(i).unwrap();
     }
     converged(&c, 0, SLAVE, &paths).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// I/O errors: a host whose chain-lock creation fails at the k-th call while armed, which the
+// store meets whenever the sync creates a chain (insert). Until the core grows an I/O fault
+// hook on node reads, this is the injection point the public API offers.
+
+struct FailingHost {
+    inner: fn() -> &'static dyn Host,
+    /// Fail the call that brings this to zero; 0 = disarmed.
+    countdown: AtomicU64,
+    hit: AtomicBool,
+    calls: AtomicU64,
+}
+
+static FAILING: FailingHost = FailingHost {
+    inner: hammer2_synchro::userland::host,
+    countdown: AtomicU64::new(0),
+    hit: AtomicBool::new(false),
+    calls: AtomicU64::new(0),
+};
+
+impl FailingHost {
+    fn arm(&self, n: u64) {
+        self.hit.store(false, Ordering::SeqCst);
+        self.calls.store(0, Ordering::SeqCst);
+        self.countdown.store(n, Ordering::SeqCst);
+    }
+    /// Disarm; whether the failure was hit, and the calls made while armed.
+    fn disarm(&self) -> (bool, u64) {
+        self.countdown.store(0, Ordering::SeqCst);
+        (
+            self.hit.load(Ordering::SeqCst),
+            self.calls.load(Ordering::SeqCst),
+        )
+    }
+}
+
+impl Host for FailingHost {
+    fn sleep_on_word(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+        (self.inner)().sleep_on_word(word, expected, timeout)
+    }
+    fn wake_word(&self, word: &AtomicU32) {
+        (self.inner)().wake_word(word)
+    }
+    fn lock_create(&self) -> hammer2_synchro::Result<RawLock> {
+        let n = self.countdown.load(Ordering::SeqCst);
+        if n != 0 {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.countdown.store(n - 1, Ordering::SeqCst);
+            if n == 1 {
+                self.hit.store(true, Ordering::SeqCst);
+                return Err(Error::Io);
+            }
+        }
+        (self.inner)().lock_create()
+    }
+    fn lock_destroy(&self, lock: RawLock) {
+        (self.inner)().lock_destroy(lock)
+    }
+    fn lock(&self, lock: &RawLock, mode: LockMode, depth: u8) {
+        (self.inner)().lock(lock, mode, depth)
+    }
+    fn unlock(&self, lock: &RawLock, mode: LockMode) {
+        (self.inner)().unlock(lock, mode)
+    }
+    fn spawn(&self, name: &str, entry: ThreadEntry) -> hammer2_synchro::Result<RawThread> {
+        (self.inner)().spawn(name, entry)
+    }
+    fn join(&self, thread: RawThread) {
+        (self.inner)().join(thread)
+    }
+    fn now_ns(&self) -> u64 {
+        (self.inner)().now_ns()
+    }
+    fn log(&self, level: LogLevel, args: std::fmt::Arguments<'_>) {
+        (self.inner)().log(level, args)
+    }
+}
+
+#[test]
+fn io_error_at_every_chain_creation() {
+    // Only this test uses FAILING, so its counters are not shared.
+    let case = mixed_case(Role::Slave);
+    let (_, paths) = case.replay();
+    let count = {
+        let c = real::build_on(&FAILING, &case).unwrap();
+        c.refresh_view(SLAVE);
+        FAILING.arm(u64::MAX);
+        let r = c.sync_node(SLAVE, &|| false);
+        let (_, calls) = FAILING.disarm();
+        r.unwrap();
+        calls
+    };
+    assert!(count > 5, "the sync created only {count} chains");
+    for k in 1..=count {
+        let c = real::build_on(&FAILING, &case).unwrap();
+        let masters = masters_view(&c, &paths);
+        c.refresh_view(SLAVE);
+        FAILING.arm(k);
+        let r = c.sync_node(SLAVE, &|| false);
+        let (hit, _) = FAILING.disarm();
+        assert!(hit, "failure {k} of {count} not reached");
+        assert_eq!(
+            r,
+            Err(Error::Io),
+            "failing chain creation {k}: the error must reach the caller"
+        );
+        assert!(
+            !c.in_sync(SLAVE),
+            "failing chain creation {k}: the root was stamped over a failure"
+        );
+        invariant(&c, 0, SLAVE, &paths)
+            .unwrap_or_else(|e| panic!("I/O error at creation {k}: {e}"));
+        assert!(
+            masters_view(&c, &paths) == masters,
+            "creation {k}: the masters changed"
+        );
+        c.sync_node(SLAVE, &|| false)
+            .unwrap_or_else(|e| panic!("resume after I/O error {k}: {e}"));
+        converged(&c, 0, SLAVE, &paths)
+            .unwrap_or_else(|e| panic!("after I/O error {k}, resumed: {e}"));
+    }
 }

@@ -83,7 +83,15 @@ pub fn apply(c: &Cluster, mask: u8, op: &Op) -> Result<u64, String> {
 
 /// A cluster holding `case`'s history. The model's TIDs are 1, 2, ...: the cluster must agree.
 pub fn build(case: &Case) -> Result<Pin<Box<Cluster>>, String> {
-    let c = Cluster::new(host(), &case.roles).map_err(|e| format!("Cluster::new: {e}"))?;
+    build_on(host(), case)
+}
+
+/// [`build`] on a given host.
+pub fn build_on(
+    host: &'static dyn hammer2_synchro::host::Host,
+    case: &Case,
+) -> Result<Pin<Box<Cluster>>, String> {
+    let c = Cluster::new(host, &case.roles).map_err(|e| format!("Cluster::new: {e}"))?;
     for (i, (mask, op, _)) in case.ops.iter().enumerate() {
         let tid = apply(&c, *mask, op)?;
         if tid != i as u64 + 1 {
