@@ -69,10 +69,7 @@ fn every_case_parses() {
     }
 }
 
-// TEMPORARY #[ignore]: the node store and synchronizer (Cluster::new, apply, sync_node, ...)
-// are still `todo!()` on main; this is enabled as soon as they land.
 #[test]
-#[ignore]
 fn every_case_passes_on_the_userland_host() {
     let all = cases("qemu-tests/cases");
     assert!(all.len() >= 30, "too few cases: {}", all.len());
