@@ -10,9 +10,14 @@ use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
 use core::fmt;
+use core::fmt::Write as _;
+use core::pin::Pin;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use core::time::Duration;
 
+use alloc::boxed::Box;
+
+use crate::cluster::{Cluster, FrontendOp, NodeSet, Role};
 use crate::host::{self, Host, RawThread};
 use crate::thread::{SyncWork, ThreadFlags, ThreadState, Threads};
 use crate::{Error, Result};
@@ -43,6 +48,7 @@ pub const CASES: &[(&str, Case)] = &[
         concurrent_freeze_vs_unfreeze,
     ),
     ("restart_cycles", restart_cycles),
+    ("freeze_during_real_sync", freeze_during_real_sync),
 ];
 
 /// Run every case of `cases` as one KTAP subtest block named `suite`; returns (passed, failed).
@@ -298,11 +304,16 @@ fn freeze_during_pass(host: &'static dyn Host, out: &mut dyn fmt::Write) -> Outc
     wait_for(host, "a pass running", || {
         env.work.ops_done.load(Ordering::SeqCst) >= 10
     })?;
-    let ops0 = env.work.ops_done.load(Ordering::SeqCst);
+    // Count the operations done from the moment FREEZE is in the word: only the one in flight
+    // may complete.
+    let ops0 = AtomicU64::new(0);
     let t0 = host.now_ns();
-    expect_ok("freeze", t.freeze(0))?;
+    let r = t.freeze_observed(0, &|| {
+        ops0.store(env.work.ops_done.load(Ordering::SeqCst), Ordering::SeqCst)
+    });
+    expect_ok("freeze", r)?;
     let ns = host.now_ns() - t0;
-    let ops = env.work.ops_done.load(Ordering::SeqCst) - ops0;
+    let ops = env.work.ops_done.load(Ordering::SeqCst) - ops0.load(Ordering::SeqCst);
     write_us(out, "freeze acknowledged during a pass after", ns);
     check(ops <= 1, || {
         format!("{ops} chain operations ran after the freeze request")
@@ -537,6 +548,142 @@ fn restart_cycles(host: &'static dyn Host, _out: &mut dyn fmt::Write) -> Outcome
         )?;
     }
     Ok(())
+}
+
+/// A node's real synchronization as thread work, counting its chain operations (the `brk` polls
+/// that let the pass go on). Owns the cluster, so the test's thread can borrow it. At chain
+/// operation number `park_at` the pass parks until `gate` is set, so a test can make a request
+/// while a pass is provably under way.
+struct CountingSync {
+    cluster: Pin<Box<Cluster>>,
+    idx: usize,
+    host: &'static dyn Host,
+    ops: AtomicU64,
+    park_at: u64,
+    parked: AtomicU32,
+    gate: AtomicU32,
+}
+
+impl SyncWork for CountingSync {
+    fn pass(&self, brk: &dyn Fn() -> bool) -> Result<()> {
+        self.cluster.sync_node(self.idx, &|| {
+            if self.ops.load(Ordering::SeqCst) == self.park_at {
+                self.parked.store(1, Ordering::SeqCst);
+                while self.gate.load(Ordering::SeqCst) == 0 {
+                    self.host
+                        .sleep_on_word(&self.gate, 0, Some(Duration::from_secs(1)));
+                }
+            }
+            let stop = brk();
+            if !stop {
+                self.ops.fetch_add(1, Ordering::SeqCst);
+            }
+            stop
+        })
+    }
+    fn remaster(&self) {
+        self.cluster.refresh_view(self.idx);
+    }
+}
+
+struct SyncEnv {
+    // Declared first: dropping it joins the thread before the cluster goes away.
+    threads: Threads,
+    work: CountingSync,
+}
+
+/// Directories and files per directory of the tree a real sync copies.
+const TREE_DIRS: usize = 64;
+const TREE_FILES: usize = 16;
+
+fn tree_path(buf: &mut heapless::String<32>, d: usize, f: Option<usize>) -> &[u8] {
+    buf.clear();
+    let _ = match f {
+        Some(f) => write!(buf, "/d{d}/f{f}"),
+        None => write!(buf, "/d{d}"),
+    };
+    buf.as_bytes()
+}
+
+/// Create the tree on the nodes of `set`.
+fn build_tree(c: &Cluster, set: NodeSet) -> Outcome {
+    let mut p = heapless::String::new();
+    for d in 0..TREE_DIRS {
+        c.apply(set, FrontendOp::Mkdir(tree_path(&mut p, d, None)))
+            .map_err(|(n, e)| format!("mkdir on node {n}: {e}"))?;
+        for f in 0..TREE_FILES {
+            let data = [b'a' + (f % 26) as u8; 40];
+            c.apply(set, FrontendOp::Write(tree_path(&mut p, d, Some(f)), &data))
+                .map_err(|(n, e)| format!("write on node {n}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Freeze a slave's thread while it copies a tree of about a thousand inodes from the master:
+/// acknowledged within one chain operation, nothing moves while frozen, the pass polled `brk`
+/// at every chain it scanned, and the sync completes after the unfreeze.
+fn freeze_during_real_sync(host: &'static dyn Host, out: &mut dyn fmt::Write) -> Outcome {
+    let cluster =
+        Cluster::new(host, &[Role::Master, Role::Slave]).map_err(|e| format!("cluster: {e}"))?;
+    build_tree(&cluster, NodeSet(1))?;
+    let env = Arc::new(SyncEnv {
+        threads: Threads::new(1),
+        work: CountingSync {
+            cluster,
+            idx: 1,
+            host,
+            ops: AtomicU64::new(0),
+            park_at: 300,
+            parked: AtomicU32::new(0),
+            gate: AtomicU32::new(0),
+        },
+    });
+    env.threads.set_idle_poll(Duration::from_secs(60));
+    let c = &env.work.cluster;
+    let ops = &env.work.ops;
+    // SAFETY: `env` lives in an `Arc` (a fixed address) and `threads` is declared before
+    // `work`, so dropping the `SyncEnv` joins the thread before the cluster is freed.
+    unsafe { env.threads.start(0, host, &env.work) }.map_err(|e| format!("start: {e}"))?;
+    // The pass parks itself at its 300th chain operation (see `CountingSync`), so the freeze
+    // provably arrives in the middle of a pass; the request releases it.
+    wait_for(host, "the pass at its 300th chain operation", || {
+        env.work.parked.load(Ordering::SeqCst) != 0
+    })?;
+    let at_signal = AtomicU64::new(0);
+    let t0 = host.now_ns();
+    let r = env.threads.freeze_observed(0, &|| {
+        at_signal.store(ops.load(Ordering::SeqCst), Ordering::SeqCst);
+        env.work.gate.store(1, Ordering::SeqCst);
+        host.wake_word(&env.work.gate);
+    });
+    expect_ok("freeze", r)?;
+    let ns = host.now_ns() - t0;
+    let after = ops.load(Ordering::SeqCst) - at_signal.load(Ordering::SeqCst);
+    write_us(out, "freeze acknowledged during a real sync after", ns);
+    check(after == 0, || {
+        format!("{after} chain operations ran after the freeze request")
+    })?;
+    let frozen_at = ops.load(Ordering::SeqCst);
+    host::sleep(host, Duration::from_millis(20));
+    check(ops.load(Ordering::SeqCst) == frozen_at, || {
+        "chain operations while frozen".into()
+    })?;
+    check(!c.in_sync(1), || "in sync although frozen mid-pass".into())?;
+    expect_ok("unfreeze", env.threads.unfreeze(0))?;
+    wait_for(host, "the slave in sync", || c.in_sync(1))?;
+    let mut diff = String::new();
+    let same = c
+        .compare(0, 1, &mut diff)
+        .map_err(|e| format!("compare: {e}"))?;
+    check(same, || format!("trees differ after sync: {diff}"))?;
+    let scanned = c.stats(1).scanned;
+    let polled = ops.load(Ordering::SeqCst);
+    let _ = writeln!(out, "# {scanned} chains scanned, brk polled {polled} times");
+    check(polled >= scanned, || {
+        format!("brk polled {polled} times for {scanned} chains scanned")
+    })?;
+    expect_ok("stop", env.threads.stop(0))
 }
 
 #[cfg(test)]

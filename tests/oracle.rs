@@ -17,12 +17,13 @@ mod oracle {
     pub mod gen;
     pub mod model;
     pub mod prop;
+    pub mod real;
     pub mod scn;
 }
 
 use oracle::gen::{resolve, Case, Class, RawCase, RawOp};
 use oracle::model::{self, quorum, Inode, Rule, Tid, World};
-use oracle::prop;
+use oracle::{prop, real};
 
 use hammer2_synchro::cluster::Role;
 
@@ -161,6 +162,7 @@ fn lagging_slave_case() -> Case {
             op(3, 0, 0, true),
             op(3, 1, 0b1000, false),
         ],
+        reroles: None,
     };
     let case = resolve(&raw);
     assert_eq!(case.ops.len(), 3, "{case:?}");
@@ -198,4 +200,116 @@ fn scenario_text_of_a_case() {
     assert!(s.contains("\nsync\n"), "{s}");
     assert!(s.contains("expect tid 3 / "), "{s}");
     assert!(s.contains("expect focus 2\n"), "{s}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Against the real cluster.
+
+/// The oracle property on one case (see the module doc).
+fn against_cluster(case: &Case) -> Result<(), String> {
+    let n = case.roles.len();
+    let (mut w, paths) = case.replay();
+    let c = real::build(case)?;
+    real::diff(&c, &w, &paths).map_err(|e| format!("after the history, before any sync:\n{e}"))?;
+    let want_focus = w.focus_root().map(|f| f.1);
+    if real::focus_root(&c).map(|f| f.1) != want_focus {
+        return Err(format!(
+            "focus_root: cluster {:?}, model {want_focus:?}",
+            real::focus_root(&c)
+        ));
+    }
+    let before = real::snapshot(&c, n, &paths);
+    let (rounds, done) = w.sync_all(quorum, 12);
+    if !done {
+        return Err("the model did not converge in 12 rounds".into());
+    }
+    for (r, mw) in rounds.iter().enumerate() {
+        real::sync_round(&c, n)?;
+        real::diff(&c, mw, &paths).map_err(|e| format!("after sync round {}:\n{e}", r + 1))?;
+    }
+    // With no quorum at the root, nothing changes anywhere.
+    if want_focus.is_none() && real::snapshot(&c, n, &paths) != before {
+        return Err("no quorum, yet a node changed".into());
+    }
+    // Committed histories: every node holds exactly the committed tree (nothing committed lost,
+    // nothing uncommitted kept), by the simple root-level rule.
+    if let Class::Committed { .. } = case.class {
+        let t = case.committed_tree();
+        let mut cw = World::new(&case.roles);
+        cw.trees = vec![t; n];
+        real::diff(&c, &cw, &paths)
+            .map_err(|e| format!("committed history not on every node:\n{e}"))?;
+    }
+    // The full-fidelity comparison agrees with the model: nodes whose model trees are equal
+    // compare equal; nodes that look different through `stat` compare different.
+    for a in 0..n {
+        for b in a + 1..n {
+            let model_same = w.trees[a] == w.trees[b];
+            let visible_diff = paths
+                .iter()
+                .any(|p| real::expect(w.trees[a].get(p)) != real::expect(w.trees[b].get(p)));
+            let got = real::same(&c, a, b)?;
+            if (model_same && !got) || (visible_diff && got) {
+                return Err(format!("compare({a}, {b}) = {got}, model: same {model_same}, visibly different {visible_diff}"));
+            }
+        }
+    }
+    // in_sync agrees with the root TIDs.
+    let focus = w.focus_root().map(|f| f.1);
+    for i in 0..n {
+        let want = focus == Some(w.trees[i].tid);
+        if c.in_sync(i) != want {
+            return Err(format!("in_sync({i}) = {}, model {want}", c.in_sync(i)));
+        }
+    }
+    Ok(())
+}
+
+// Case budgets fit a debug-build `cargo test` in seconds; H2S_ORACLE_SCALE multiplies them,
+// H2S_ORACLE_SEED changes the seed, H2S_ORACLE_OPS the longest history of the main property.
+
+#[test]
+fn oracle_cluster_matches_model() {
+    let ops = prop::env_num("H2S_ORACLE_OPS", 14) as usize;
+    prop::run("cluster_matches_model", 1000, ops, against_cluster);
+}
+
+#[test]
+fn oracle_cluster_small_histories() {
+    // Many small cases: the shapes where quorum arithmetic matters most.
+    prop::run("cluster_small", 2000, 5, against_cluster);
+}
+
+#[test]
+fn oracle_cluster_long_histories() {
+    // Fewer, longer histories: deeper trees, more overwrites and type changes.
+    prop::run("cluster_long", 150, 40, against_cluster);
+}
+
+#[test]
+fn negative_control_skipped_sync_is_caught() {
+    // The same checker, fed a cluster that was never synchronized, must object.
+    let case = lagging_slave_case();
+    let (mut w, paths) = case.replay();
+    let c = real::build(&case).unwrap();
+    w.sync_all(quorum, 12);
+    let err = real::diff(&c, &w, &paths).unwrap_err();
+    assert!(err.contains("node 3"), "{err}");
+}
+
+#[test]
+fn printed_scenarios_pass_in_the_interpreter() {
+    // The `.scn` a failure prints must be a faithful, runnable scenario: for generated cases
+    // (the model's expectations after `sync`), the interpreter must report every check passed.
+    prop::run("printed_scenarios", 60, 10, |case| {
+        let (mut w, paths) = case.replay();
+        w.sync_all(quorum, 12);
+        let text = oracle::scn::render(case, &w, &paths, "generated");
+        let mut out = String::new();
+        let outcome = hammer2_synchro::scenario::run(real::host(), text.as_bytes(), &mut out);
+        if outcome != hammer2_synchro::scenario::Outcome::Passed {
+            return Err(format!("{outcome:?}:\n{out}"));
+        }
+        Ok(())
+    });
 }

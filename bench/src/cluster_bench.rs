@@ -110,6 +110,9 @@ pub struct ClusterResult {
     pub stop_ns: Vec<u64>,
     /// Live bytes of the whole cluster (4 copies of the tree) after the first sync.
     pub cluster_bytes: usize,
+    /// Wall time of the size-dependent work: build, syncs and the final compare (the latency
+    /// phases have fixed budgets).
+    pub work_time: Duration,
 }
 
 type Res<T> = Result<T, String>;
@@ -203,16 +206,21 @@ fn freeze_latency(c: Pin<&Cluster>, top: &str, cfg: &ClusterCfg) -> Res<Vec<u64>
     };
     let result = (|| -> Res<()> {
         let mut mark = diverge()?;
+        // The pause between an unfreeze and the next freeze: halved whenever the whole resync
+        // finished inside it (small trees), so freezes land inside passes.
+        let mut gap = Duration::from_micros(200);
         let t0 = Instant::now();
         while out.len() < cfg.freeze_samples && t0.elapsed() < cfg.freeze_budget {
-            std::thread::sleep(Duration::from_micros(200));
+            std::thread::sleep(gap);
             if c.in_sync(SLAVE) {
+                gap = (gap / 2).max(Duration::from_micros(5));
                 mark = diverge()?;
                 continue;
             }
             let t = Instant::now();
             c.thread_freeze(SLAVE).map_err(thread_err("freeze"))?;
             let dt = ns(t.elapsed());
+            // Counters are added when a pass ends, here the pass the freeze interrupted.
             let scanned = c.stats(SLAVE).scanned;
             if scanned > mark && !c.in_sync(SLAVE) {
                 out.push(dt);
@@ -235,6 +243,7 @@ pub fn measure(
     cfg: &ClusterCfg,
     on_mode_missing: &mut dyn FnMut(ScanMode, &'static str),
 ) -> Res<ClusterResult> {
+    let t_work = Instant::now();
     let live_start = crate::alloc_count::live();
     let c = new_cluster()?;
     let build_time = build(&c, tree)?;
@@ -295,6 +304,7 @@ pub fn measure(
     {
         return Err(format!("the slave differs from master 0: {diff}"));
     }
+    let work_time = t_work.elapsed();
 
     let stop_ns = stop_latency(c.as_ref(), cfg.stop_samples)?;
     let freeze_ns = freeze_latency(c.as_ref(), tree.shape.top(), cfg)?;
@@ -304,5 +314,6 @@ pub fn measure(
         freeze_ns,
         stop_ns,
         cluster_bytes,
+        work_time,
     })
 }

@@ -15,6 +15,19 @@ pub struct Machine {
     pub mem_available: u64,
     /// `/proc/sys/kernel/osrelease`.
     pub kernel: String,
+    /// The 1, 5 and 15 minute load averages at start (other work shares these CPUs).
+    pub loadavg: String,
+}
+
+/// The 1, 5 and 15 minute load averages from `/proc/loadavg`.
+pub fn loadavg() -> String {
+    let text = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let v: Vec<&str> = text.split_whitespace().take(3).collect();
+    if v.len() == 3 {
+        v.join(" ")
+    } else {
+        "unknown".into()
+    }
 }
 
 /// A `/proc/meminfo` field in bytes.
@@ -49,6 +62,7 @@ impl Machine {
             kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
                 .map(|s| s.trim().to_string())
                 .unwrap_or_else(|_| "unknown".into()),
+            loadavg: loadavg(),
         }
     }
 }

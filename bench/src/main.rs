@@ -11,7 +11,7 @@ use hammer2_synchro_bench::{report, run};
 static ALLOC: CountingAlloc = CountingAlloc;
 
 const USAGE: &str = "\
-usage: hammer2-synchro-bench [--quick] [--out DIR]
+usage: hammer2-synchro-bench [--quick] [--out DIR] [--max-files N]
 
 Measures, in one run: resync time and chains visited after k changed leaves in trees of
 N = 10^3..10^6 files (wide and deep) on a 3-master + 1-slave cluster; the same divergence
@@ -21,6 +21,7 @@ against memcpy; the sync's peak memory; sync-thread freeze and stop latency.
   --quick    small sizes (N = 100, 1000), a few seconds; used by the smoke test
   --out DIR  write BENCHMARKS.md and docs/bench-resync.svg under DIR
              (default: the repository root, or a temp dir with --quick)
+  --max-files N  do not attempt trees of more than N files (listed as not measured)
 
 Ends with one line per issue-5 target:
   target <name>: measured <value> goal <value> met|missed
@@ -30,6 +31,7 @@ Exit status: 0 when every measurement ran (targets may be missed), 1 when one fa
 fn main() -> ExitCode {
     let mut quick = false;
     let mut out: Option<PathBuf> = None;
+    let mut max_files: Option<usize> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -38,6 +40,13 @@ fn main() -> ExitCode {
                 Some(d) => out = Some(PathBuf::from(d)),
                 None => {
                     eprintln!("--out needs a directory\n\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            },
+            "--max-files" => match args.next().and_then(|n| n.parse().ok()) {
+                Some(n) => max_files = Some(n),
+                None => {
+                    eprintln!("--max-files needs a number\n\n{USAGE}");
                     return ExitCode::from(2);
                 }
             },
@@ -63,10 +72,14 @@ fn main() -> ExitCode {
         }
     });
     let command = format!(
-        "cargo run --release -p hammer2-synchro-bench --{}",
-        if quick { " --quick" } else { "" }
+        "cargo run --release -p hammer2-synchro-bench --{}{}",
+        if quick { " --quick" } else { "" },
+        max_files.map_or(String::new(), |n| format!(" --max-files {n}"))
     );
-    let cfg = run::Config::new(quick, command);
+    let mut cfg = run::Config::new(quick, command);
+    if let Some(n) = max_files {
+        cfg.max_files = n;
+    }
     let results = run::run(&cfg);
 
     let md = out.join("BENCHMARKS.md");

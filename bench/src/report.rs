@@ -99,6 +99,12 @@ pub fn markdown(r: &Results) -> String {
     let _ = writeln!(s, "- kernel: {}", m.kernel);
     let _ = writeln!(
         s,
+        "- load average (1/5/15 min): {} at start, {} at end (the CPUs are shared with other \
+         work; latencies include its scheduling delays)",
+        m.loadavg, r.load_end
+    );
+    let _ = writeln!(
+        s,
         "- tmpfs: {}",
         r.tmpfs
             .as_ref()
@@ -380,6 +386,7 @@ mod tests {
             bandwidth: Err("no".into()),
             skipped: vec!["deep N=1000000: too big".into()],
             total: Duration::from_secs(3),
+            load_end: "1 2 3".into(),
         };
         let md = markdown(&r);
         assert!(md.contains("not measured: Cluster::new: boom"));

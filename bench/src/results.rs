@@ -73,6 +73,8 @@ pub struct Results {
     pub skipped: Vec<String>,
     /// Wall time of the whole run.
     pub total: Duration,
+    /// Load averages when the run ended.
+    pub load_end: String,
 }
 
 /// The k at which the speed targets are defined.
@@ -241,6 +243,7 @@ mod tests {
                 freeze_ns: freeze,
                 stop_ns: vec![1],
                 cluster_bytes: 1,
+                work_time: ms(1),
             }),
             rsync: Ok(RsyncResult {
                 initial: ms(1),
@@ -262,6 +265,7 @@ mod tests {
             bandwidth: Err("skipped".into()),
             skipped: vec![],
             total: ms(1),
+            load_end: "0 0 0".into(),
         }
     }
 

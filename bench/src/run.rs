@@ -32,6 +32,8 @@ pub struct Config {
     pub mem_budget: u64,
     /// Longest a tree's cluster or rsync measurement is allowed to take (estimated).
     pub row_time_limit: Duration,
+    /// Trees of more files are not attempted (`--max-files`).
+    pub max_files: usize,
     /// The command line, for the report.
     pub command: String,
 }
@@ -50,6 +52,7 @@ impl Config {
                 stop_samples: 3,
                 mem_budget: 1 << 30,
                 row_time_limit: Duration::from_secs(10),
+                max_files: usize::MAX,
                 command,
             }
         } else {
@@ -63,6 +66,7 @@ impl Config {
                 stop_samples: 10,
                 mem_budget: 8 << 30,
                 row_time_limit: Duration::from_secs(240),
+                max_files: usize::MAX,
                 command,
             }
         }
@@ -139,6 +143,10 @@ pub fn run(cfg: &Config) -> Results {
             let chains = tree.chains();
             let ks = ks_for(files);
             let tag = format!("{} N={files} ({chains} chains)", shape.name());
+            if files > cfg.max_files {
+                skipped.push(format!("{tag}: above --max-files {}", cfg.max_files));
+                continue;
+            }
             // Extrapolate from the previous size of this shape.
             if let Some(prev) = last[si] {
                 let scale = chains as f64 / prev.chains as f64;
@@ -168,7 +176,6 @@ pub fn run(cfg: &Config) -> Results {
                 }
             }
             println!("bench: {tag}: cluster ...");
-            let t = Instant::now();
             let cluster = cluster_bench::measure(
                 &tree,
                 &ClusterCfg {
@@ -183,7 +190,6 @@ pub fn run(cfg: &Config) -> Results {
                     }
                 },
             );
-            let cluster_time = t.elapsed();
             match &cluster {
                 Ok(c) => {
                     for x in &c.resyncs {
@@ -227,7 +233,7 @@ pub fn run(cfg: &Config) -> Results {
                 last[si] = Some(Cost {
                     chains,
                     bytes_per_chain: c.cluster_bytes as f64 / chains as f64,
-                    cluster_time,
+                    cluster_time: c.work_time,
                     rsync_time,
                 });
             }
@@ -254,6 +260,7 @@ pub fn run(cfg: &Config) -> Results {
         bandwidth,
         skipped,
         total: t_all.elapsed(),
+        load_end: crate::machine::loadavg(),
     }
 }
 

@@ -15,6 +15,22 @@ use crate::media::{self, dirhash, Blockref, InodeData, InodeMeta, OpFlags, DIRHA
 use crate::mem::{try_box, try_push};
 use crate::{Error, Result};
 
+/// The inode number of `name` in the directory numbered `parent`.
+///
+/// Derived from the path rather than allocated per node: in a real cluster the frontend allocates
+/// one number for all nodes, and a scenario may create "the same" file on different nodes at
+/// different transactions (a node that missed the first write gets the file from a later
+/// `write *`); both must agree. For the same reason a new inode's btime is left 0.
+pub fn inum_for(parent: u64, name: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in parent.to_le_bytes().iter().chain(name) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    // Inode 1 is the PFS root; keep clear of the low numbers.
+    h | (1 << 62)
+}
+
 /// Split an absolute path into its components (empty for `/`). Components are 1..=255 bytes.
 pub fn components(path: &[u8]) -> Result<Vec<&[u8]>> {
     let mut v = Vec::new();
@@ -136,7 +152,7 @@ impl Store {
             version: media::INODE_VERSION_ONE,
             objtype: otype,
             mode,
-            inum: tid,
+            inum: inum_for(dmeta.inum, name),
             nlinks: 1,
             iparent: dmeta.inum,
             name_key: key,
@@ -145,7 +161,6 @@ impl Store {
             check_algo: media::CHECK_DEFAULT,
             ctime: tid,
             mtime: tid,
-            btime: tid,
             ..InodeMeta::default()
         };
         ip.filename[..name.len()].copy_from_slice(name);

@@ -557,3 +557,24 @@ fn chain_locks_are_all_released_and_destroyed() {
     drop(c);
     assert_eq!(h.live_locks(), 0);
 }
+
+/// The seed-era TID model, kept as the contract says (one TID per change, on every node of the
+/// set): a change applied to every node after they diverged stamps the lagging node with the
+/// common TID too, which hides the divergence below it. Only a later change on the quorum
+/// (without the lagging node) makes it visible again.
+#[test]
+fn common_change_after_divergence_is_masked_until_the_quorum_moves_on() {
+    let c = cluster(&[M, S]);
+    mkdir(&c, all(&c), "/d");
+    mkdir(&c, set(&[0]), "/d/e");
+    write(&c, all(&c), "/d/common", b"c");
+    assert!(
+        c.in_sync(1),
+        "equal TIDs: the synchronizer sees nothing to do"
+    );
+    sync_all(&c);
+    assert_eq!(c.stat(1, b"/d/e"), Err(Error::NotFound));
+    write(&c, set(&[0]), "/d/common", b"c2");
+    sync_all(&c);
+    assert_same(&c, 0, 1);
+}

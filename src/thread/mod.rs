@@ -200,6 +200,8 @@ impl Threads {
         work: W,
     ) -> Result<()> {
         let slot = self.slot(idx)?;
+        // Held until the thread's handle is stored, so concurrent starts and stops of this slot
+        // see it whole; requesters only take it for a moment to read the host.
         let mut ctl = slot.ctl.lock();
         if slot.flags.load(Ordering::SeqCst) & ThreadFlags::STOPPED.bits() == 0 {
             return Err(Error::Busy);
@@ -251,6 +253,11 @@ impl Threads {
     /// chain operation). `Error::Invalid` if no thread runs there or it stopped meanwhile.
     pub fn freeze(&self, idx: usize) -> Result<()> {
         requester::freeze(&self.word(idx)?)
+    }
+
+    /// [`Threads::freeze`], calling `signalled` once FREEZE is set, before the wait.
+    pub(crate) fn freeze_observed(&self, idx: usize, signalled: &dyn Fn()) -> Result<()> {
+        requester::freeze_observed(&self.word(idx)?, signalled)
     }
 
     /// Unfreeze slot `idx`'s thread; returns once it left the frozen state.
@@ -332,6 +339,12 @@ impl Threads {
         }
     }
 }
+
+// Requesters on any thread share one `Threads`.
+const _: () = {
+    const fn assert_sync<T: Sync>() {}
+    assert_sync::<Threads>();
+};
 
 impl Drop for Threads {
     fn drop(&mut self) {

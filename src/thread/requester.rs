@@ -53,7 +53,14 @@ pub(crate) fn wait<W: Word>(w: &W, done: impl Fn(u32) -> bool) -> u32 {
 /// Signal `req`, then wait until none of `pending` is set. `Error::Invalid` if no thread runs,
 /// or if it stopped before acknowledging.
 fn request<W: Word>(w: &W, req: F, pending: F) -> Result<()> {
+    request_observed(w, req, pending, &|| {})
+}
+
+/// [`request`], calling `signalled` once the request is in the word, before waiting (tests use
+/// it to count the work done after the request became visible).
+fn request_observed<W: Word>(w: &W, req: F, pending: F, signalled: &dyn Fn()) -> Result<()> {
     signal(w, req)?;
+    signalled();
     let end = wait(w, |v| v & pending.bits() == 0);
     if end & pending.bits() == 0 {
         Ok(())
@@ -65,6 +72,11 @@ fn request<W: Word>(w: &W, req: F, pending: F) -> Result<()> {
 /// Freeze: returns once the thread consumed FREEZE, which it does by setting FROZEN.
 pub(crate) fn freeze<W: Word>(w: &W) -> Result<()> {
     request(w, F::FREEZE, F::FREEZE)
+}
+
+/// [`freeze`], calling `signalled` between setting FREEZE and waiting for the acknowledgement.
+pub(crate) fn freeze_observed<W: Word>(w: &W, signalled: &dyn Fn()) -> Result<()> {
+    request_observed(w, F::FREEZE, F::FREEZE, signalled)
 }
 
 /// Unfreeze: returns once the thread consumed UNFREEZE, which it does by clearing FROZEN.

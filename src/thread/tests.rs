@@ -41,4 +41,5 @@ cases! {
     concurrent_stop_vs_stop
     concurrent_freeze_vs_unfreeze
     restart_cycles
+    freeze_during_real_sync
 }

@@ -19,6 +19,11 @@ pub const DIRECT_MAX: usize = 512;
 /// Size of a DATA chain.
 pub const BLOCK: usize = 65536;
 
+/// `HAMMER2_OBJTYPE_DIRECTORY`, as `stat` reports it.
+pub const OBJ_DIR: u8 = 1;
+/// `HAMMER2_OBJTYPE_REGFILE`.
+pub const OBJ_FILE: u8 = 2;
+
 /// What an inode is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -64,6 +69,38 @@ impl Child {
     }
 }
 
+/// The rest of an inode's meta, which only the full comparison sees: the inode number (the
+/// creating transaction; a hardlink pointer carries its target's), the parent's inode number
+/// at creation, and the birth, change and modification times (transactions, here).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamps {
+    /// Inode number.
+    pub inum: Tid,
+    /// Parent directory's inode number at creation.
+    pub iparent: Tid,
+    /// Creation.
+    pub btime: Tid,
+    /// Last meta or data change.
+    pub ctime: Tid,
+    /// Last data change.
+    pub mtime: Tid,
+}
+
+/// The model's PFS root inode number (any value no creating transaction can take).
+const ROOT_INUM: Tid = u64::MAX;
+
+impl Stamps {
+    fn new(tid: Tid, parent: Tid) -> Stamps {
+        Stamps {
+            inum: tid,
+            iparent: parent,
+            btime: tid,
+            ctime: tid,
+            mtime: tid,
+        }
+    }
+}
+
 /// An inode: its modify_tid, its mode (None: the default a fresh inode gets), what it is, and
 /// its children.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,6 +109,8 @@ pub struct Inode {
     pub tid: Tid,
     /// Mode set by chmod, or None for the creation default.
     pub mode: Option<u32>,
+    /// Meta only the full comparison sees.
+    pub stamps: Stamps,
     /// Type and type-specific meta.
     pub kind: Kind,
     /// Directory entries or DATA chains.
@@ -81,9 +120,17 @@ pub struct Inode {
 impl Inode {
     /// An empty PFS root.
     pub fn root() -> Inode {
+        let stamps = Stamps {
+            inum: ROOT_INUM,
+            iparent: 0,
+            btime: 0,
+            ctime: 0,
+            mtime: 0,
+        };
         Inode {
             tid: 0,
             mode: None,
+            stamps,
             kind: Kind::Dir,
             children: BTreeMap::new(),
         }
@@ -329,33 +376,40 @@ pub fn apply(tree: &mut Inode, op: &Op, tid: Tid) {
     match op {
         Op::Mkdir(p) => {
             let (par, name) = split(p);
+            let parent = get_stamped(tree, &par, tid);
+            let stamps = Stamps::new(tid, parent.stamps.inum);
             let d = Inode {
                 tid,
                 mode: None,
+                stamps,
                 kind: Kind::Dir,
                 children: BTreeMap::new(),
             };
-            get_stamped(tree, &par, tid)
-                .children
-                .insert(Key::Name(name), Child::Inode(d));
+            parent.children.insert(Key::Name(name), Child::Inode(d));
         }
         Op::Write { path, bytes, seed } => {
             let (kind, children) = file_body(&prng_bytes(*bytes, *seed), tid);
             let (par, name) = split(path);
             let parent = get_stamped(tree, &par, tid);
-            let mode = match parent.children.get(&Key::Name(name.clone())) {
-                Some(Child::Inode(old)) => old.mode,
-                _ => None,
+            let (mode, stamps) = match parent.children.get(&Key::Name(name.clone())) {
+                Some(Child::Inode(old)) => (
+                    old.mode,
+                    Stamps {
+                        ctime: tid,
+                        mtime: tid,
+                        ..old.stamps
+                    },
+                ),
+                _ => (None, Stamps::new(tid, parent.stamps.inum)),
             };
-            parent.children.insert(
-                Key::Name(name),
-                Child::Inode(Inode {
-                    tid,
-                    mode,
-                    kind,
-                    children,
-                }),
-            );
+            let f = Inode {
+                tid,
+                mode,
+                stamps,
+                kind,
+                children,
+            };
+            parent.children.insert(Key::Name(name), Child::Inode(f));
         }
         Op::Rm(p) => {
             let (par, name) = split(p);
@@ -364,21 +418,27 @@ pub fn apply(tree: &mut Inode, op: &Op, tid: Tid) {
                 .remove(&Key::Name(name));
         }
         Op::Chmod(p, mode) => {
-            get_stamped(tree, p, tid).mode = Some(*mode);
+            let i = get_stamped(tree, p, tid);
+            i.mode = Some(*mode);
+            i.stamps.ctime = tid;
         }
         Op::Link(target, p) => {
+            let target_inum = tree.get(target).map(|t| t.stamps.inum).unwrap_or(0);
             let (par, name) = split(p);
+            let parent = get_stamped(tree, &par, tid);
             let l = Inode {
                 tid,
                 mode: None,
+                stamps: Stamps {
+                    inum: target_inum,
+                    ..Stamps::new(tid, parent.stamps.inum)
+                },
                 kind: Kind::Link {
                     target: target.clone(),
                 },
                 children: BTreeMap::new(),
             };
-            get_stamped(tree, &par, tid)
-                .children
-                .insert(Key::Name(name), Child::Inode(l));
+            parent.children.insert(Key::Name(name), Child::Inode(l));
         }
     }
 }
@@ -416,6 +476,8 @@ pub type Rule = fn(nmasters: usize, votes: &[(usize, Role, Tid)]) -> Option<(usi
 pub struct World {
     /// Roles by node index.
     pub roles: Vec<Role>,
+    /// The master count recorded in the PFS roots when the cluster was made.
+    pub recorded: usize,
     /// Trees by node index.
     pub trees: Vec<Inode>,
 }
@@ -425,13 +487,15 @@ impl World {
     pub fn new(roles: &[Role]) -> World {
         World {
             roles: roles.to_vec(),
+            recorded: roles.iter().filter(|r| **r == Role::Master).count(),
             trees: vec![Inode::root(); roles.len()],
         }
     }
 
-    /// Number of MASTER nodes (the PFS's recorded master count in these tests).
+    /// The master count the quorum uses: the larger of the recorded and the visible one.
     pub fn nmasters(&self) -> usize {
-        self.roles.iter().filter(|r| **r == Role::Master).count()
+        let visible = self.roles.iter().filter(|r| **r == Role::Master).count();
+        visible.max(self.recorded)
     }
 
     /// The quorum over every node's PFS root (what `focus_root` must say).
@@ -538,6 +602,7 @@ fn sync_inode(
         let mut child = Inode {
             tid: 0,
             mode: fi.mode,
+            stamps: fi.stamps,
             kind: fi.kind.clone(),
             children: kept,
         };
@@ -557,6 +622,7 @@ fn sync_inode(
     local.mode = focus.mode;
     if !is_root {
         local.kind = focus.kind.clone();
+        local.stamps = focus.stamps;
     }
 }
 

@@ -1,0 +1,114 @@
+//! Smoke test: a `--quick` run of the bench binary produces the report, the plot and one
+//! well-formed `target` line per issue-5 target, with positive measurements.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+const TARGETS: [&str; 6] = [
+    "pruned_vs_original",
+    "pruned_vs_rsync",
+    "freeze_ack_p99",
+    "sync_memory",
+    "initial_sync_bandwidth",
+    "kernel_round_trips",
+];
+
+/// `target <name>: measured <value> goal <value> met|missed` -> (name, value, goal, met).
+fn parse_target(line: &str) -> (String, String, String, bool) {
+    let rest = line.strip_prefix("target ").expect("target prefix");
+    let (name, rest) = rest.split_once(": measured ").expect("measured");
+    let (value, rest) = rest.split_once(" goal ").expect("goal");
+    let (goal, verdict) = rest.rsplit_once(' ').expect("verdict");
+    assert!(verdict == "met" || verdict == "missed", "{line}");
+    (name.into(), value.into(), goal.into(), verdict == "met")
+}
+
+fn number(value: &str, unit: &str) -> f64 {
+    value
+        .strip_suffix(unit)
+        .unwrap_or_else(|| panic!("{value} lacks {unit}"))
+        .parse()
+        .unwrap_or_else(|_| panic!("{value} is not a number"))
+}
+
+#[test]
+fn quick_run_reports_every_target_with_positive_numbers() {
+    let out = std::env::temp_dir().join(format!("h2s-bench-smoke-{}", std::process::id()));
+    let run = Command::new(env!("CARGO_BIN_EXE_hammer2-synchro-bench"))
+        .arg("--quick")
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run the bench");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "bench failed\n{stdout}\n{stderr}");
+
+    let targets: Vec<_> = stdout
+        .lines()
+        .filter(|l| l.starts_with("target "))
+        .map(parse_target)
+        .collect();
+    let names: Vec<&str> = targets.iter().map(|t| t.0.as_str()).collect();
+    assert_eq!(names, TARGETS, "{stdout}");
+    // The run's last lines are the targets.
+    assert!(stdout
+        .trim_end()
+        .lines()
+        .last()
+        .unwrap()
+        .starts_with("target kernel_round_trips"));
+
+    let value = |name: &str| &targets.iter().find(|t| t.0 == name).unwrap().1;
+    assert!(number(value("freeze_ack_p99"), "ns") > 0.0);
+    assert!(number(value("sync_memory"), "B") > 0.0);
+    assert!(number(value("initial_sync_bandwidth"), "%") > 0.0);
+    // Not implemented or not measured is never reported as met.
+    for (name, value, _, met) in &targets {
+        if value.starts_with("not-") {
+            assert!(!met, "{name} met without a measurement");
+        }
+    }
+
+    // Every resync of both shapes scanned chains and took time.
+    let resyncs: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains(" original: "))
+        .collect();
+    for shape in ["wide", "deep"] {
+        assert!(
+            resyncs.iter().filter(|l| l.contains(shape)).count() >= 4,
+            "{shape}: {stdout}"
+        );
+    }
+    for l in &resyncs {
+        let scanned: u64 = l
+            .rsplit_once(", ")
+            .and_then(|(_, s)| s.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no scanned count in {l}"));
+        assert!(scanned > 0, "{l}");
+        assert!(!l.contains(" original: 0ns"), "{l}");
+    }
+    assert!(
+        stdout.lines().filter(|l| l.contains(" rsync: ")).count() >= 4,
+        "{stdout}"
+    );
+
+    let md = std::fs::read_to_string(out.join("BENCHMARKS.md")).expect("BENCHMARKS.md");
+    for (name, ..) in &targets {
+        assert!(md.contains(&format!("target {name}: measured")), "{name}");
+    }
+    for section in [
+        "## Machine",
+        "## Resync",
+        "## Initial sync bandwidth",
+        "## Thread-control latency",
+    ] {
+        assert!(md.contains(section), "{section}");
+    }
+    let svg_path: PathBuf = out.join("docs/bench-resync.svg");
+    let svg = std::fs::read_to_string(&svg_path).expect("plot");
+    assert!(svg.starts_with("<svg") && svg.contains("<polyline"));
+    let _ = std::fs::remove_dir_all(&out);
+}
