@@ -73,7 +73,7 @@ pub(crate) fn sync_slaves(
         return Ok(());
     }
 
-    let mut coll = Collector::new(ctx.peers, ctx.idx, &keys)?;
+    let mut coll = Collector::new(ctx.peers, ctx.idx, &keys, ctx.brk)?;
     let mut local = me.lookup(ip, 0, KEY_MAX)?;
     let mut item = coll.next_focus()?;
     let mut needrescan = false;
