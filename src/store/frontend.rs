@@ -456,6 +456,20 @@ mod tests {
             assert_eq!(m.is_directdata(), n <= 512);
             let blocks = if n <= 512 { 0 } else { n.div_ceil(65536) };
             assert_eq!(s.child_count(f).unwrap(), blocks, "size {n}");
+            // Every chain carries the check code of its payload, as after a flush.
+            for id in [
+                Some(f),
+                s.lookup(f, 0, media::KEY_MAX).unwrap().map(|(c, _)| c),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let (b, body) = s.read(id).unwrap();
+                match body {
+                    Body::Inode(ip) => b.verify_check(&ip.encode()).unwrap(),
+                    Body::Data(d) => b.verify_check(&d).unwrap(),
+                }
+            }
             if n == 70_000 {
                 let (_, b) = s.lookup(f, 65536, media::KEY_MAX).unwrap().unwrap();
                 assert_eq!(
