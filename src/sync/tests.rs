@@ -647,3 +647,63 @@ fn concurrent_frontend_and_sync_threads_converge() {
         assert!(c.in_sync(i), "node {i}");
     }
 }
+
+/// Masters that hold a key but disagree on it (here: one master has a change the other has not
+/// received yet) leave our copy alone and the inode unstamped; the seed's collector skipped the
+/// key, so the caller destroyed our copy.
+#[test]
+fn undecided_key_is_left_alone_and_not_stamped() {
+    let c = cluster(&[M, M, S]);
+    mkdir(&c, all(&c), "/d");
+    write(&c, all(&c), "/d/k", b"x");
+    write(&c, set(&[2]), "/d/other", b"slave only");
+    // Node 0 changes /d/k without its parents noticing yet (as in the middle of a change).
+    let s0 = c.store(0).unwrap();
+    let k = s0.resolve(b"/d/k").unwrap();
+    let g = s0.lock(k, LockMode::Exclusive).unwrap();
+    s0.set_modify_tid(&g, 99).unwrap();
+    drop(g);
+    assert_eq!(c.sync_node(2, &|| false), Err(Error::InProgress));
+    assert_eq!(c.read_file(2, b"/d/k").unwrap(), b"x", "our copy is kept");
+    assert_eq!(c.read_file(2, b"/d/other"), Err(Error::NotFound));
+    assert_ne!(c.stat(2, b"/d").unwrap().modify_tid, 2, "not stamped");
+    assert!(!c.in_sync(2));
+}
+
+/// Frontend changes applied node by node to the masters, then to every node, while every node
+/// synchronizes from its own thread: a slave never loses a directory to a half-applied change
+/// (the frontend's writes into it always find it).
+#[test]
+fn changes_in_flight_on_the_masters_never_destroy_slave_data() {
+    for _round in 0..10 {
+        let c = Cluster::new(crate::userland::host(), &[M, M, S, S]).unwrap();
+        let cl: &Cluster = &c;
+        let stop = AtomicBool::new(false);
+        mkdir(cl, all(cl), "/race");
+        std::thread::scope(|sc| {
+            for idx in 0..4 {
+                let stop = &stop;
+                sc.spawn(move || {
+                    while !stop.load(AO::SeqCst) {
+                        let _ = cl.sync_node(idx, &|| stop.load(AO::SeqCst));
+                    }
+                });
+            }
+            for k in 0..40 {
+                let p = format!("/race/n{k}");
+                let v = format!("v{k}");
+                let r1 = cl.apply(set(&[0, 1]), FrontendOp::Write(p.as_bytes(), v.as_bytes()));
+                let r2 = cl.apply(all(cl), FrontendOp::Write(p.as_bytes(), v.as_bytes()));
+                if r1.is_err() || r2.is_err() {
+                    stop.store(true, AO::SeqCst);
+                    panic!("{p}: {r1:?} {r2:?}");
+                }
+            }
+            stop.store(true, AO::SeqCst);
+        });
+        sync_all(&c);
+        for i in 1..4 {
+            assert_same(&c, 0, i);
+        }
+    }
+}
