@@ -156,7 +156,7 @@ fn freeze_during_large_sync(host: &'static dyn Host, out: &mut dyn fmt::Write) -
     let s1 = c.stats(2);
     host::sleep(host, Duration::from_millis(100));
     let s2 = c.stats(2);
-    let still = c.in_sync(2) == !mid;
+    let still = c.in_sync(2) != mid;
     let _ = writeln!(
         out,
         "# freeze of a {}-directory resync acknowledged after {} us ({})",
