@@ -127,6 +127,8 @@ suite() {
 		say "# cycle $i: load+work $((c1 - c0)) ms, rmmod $(($(now_ms) - c1)) ms"
 	done
 	if [ $fails = 0 ]; then ok "$CYCLES insmod/rmmod cycles"; else notok "insmod/rmmod cycle $i"; fi
+
+	[ "$CASES" = 1 ] && small_pool_stage
 }
 
 say "suite start"
