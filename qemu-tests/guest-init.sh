@@ -119,9 +119,12 @@ suite() {
 	i=0
 	while [ $i -lt "$CYCLES" ]; do
 		i=$((i + 1))
+		c0=$(now_ms)
 		if ! load; then fails=$((fails + 1)); break; fi
 		if [ "$CASES" = 1 ]; then cycle_work; else echo list >"$D/ctl"; fi
+		c1=$(now_ms)
 		if ! unload; then fails=$((fails + 1)); break; fi
+		say "# cycle $i: load+work $((c1 - c0)) ms, rmmod $(($(now_ms) - c1)) ms"
 	done
 	if [ $fails = 0 ]; then ok "$CYCLES insmod/rmmod cycles"; else notok "insmod/rmmod cycle $i"; fi
 }

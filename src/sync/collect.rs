@@ -57,6 +57,7 @@ pub fn inode_focus(peers: &Peers<'_>, idx: usize, keys: &[u64]) -> Result<Option
 pub struct Collector<'a> {
     peers: &'a Peers<'a>,
     idx: usize,
+    brk: &'a dyn Fn() -> bool,
     /// Per node: the inode there (None: the node does not hold it, or is us).
     parent: [Option<ChainId>; MAX_NODES],
     /// Per node: the next key to look from (None: that node's scan is done).
@@ -64,11 +65,18 @@ pub struct Collector<'a> {
 }
 
 impl<'a> Collector<'a> {
-    /// Start a scan of the children of the inode at `keys` on every node but `idx`.
-    pub fn new(peers: &'a Peers<'a>, idx: usize, keys: &[u64]) -> Result<Collector<'a>> {
+    /// Start a scan of the children of the inode at `keys` on every node but `idx`; `brk` is
+    /// polled at every key it looks at (skipped keys included).
+    pub fn new(
+        peers: &'a Peers<'a>,
+        idx: usize,
+        keys: &[u64],
+        brk: &'a dyn Fn() -> bool,
+    ) -> Result<Collector<'a>> {
         let mut c = Collector {
             peers,
             idx,
+            brk,
             parent: [None; MAX_NODES],
             cursor: [None; MAX_NODES],
         };
@@ -85,6 +93,9 @@ impl<'a> Collector<'a> {
     pub fn next_focus(&mut self) -> Result<Option<Focus>> {
         let n = self.peers.stores.len().min(MAX_NODES);
         loop {
+            if (self.brk)() {
+                return Err(Error::InProgress);
+            }
             let mut heads: [Option<(ChainId, Blockref)>; MAX_NODES] = [None; MAX_NODES];
             let mut lowest: Option<u64> = None;
             for (j, head) in heads.iter_mut().enumerate().take(n) {

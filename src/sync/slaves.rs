@@ -73,7 +73,7 @@ pub(crate) fn sync_slaves(
         return Ok(());
     }
 
-    let mut coll = Collector::new(ctx.peers, ctx.idx, &keys)?;
+    let mut coll = Collector::new(ctx.peers, ctx.idx, &keys, ctx.brk)?;
     let mut local = me.lookup(ip, 0, KEY_MAX)?;
     let mut item = coll.next_focus()?;
     let mut needrescan = false;
@@ -152,7 +152,7 @@ fn push_defer(ctx: &mut Ctx<'_>, list: &mut Vec<ChainId>, c: ChainId) -> Result<
 /// keybits, vradix, flags and size from the focus, modify_tid `mtid`. An inode without
 /// DIRECTDATA takes meta and name only and keeps our block table (our children), cleared when
 /// ours was not an inode or was DIRECTDATA; DATA, or an inode with DIRECTDATA, takes all bytes.
-/// The PFS root takes only the §3.6 fields. The check code is recomputed.
+/// The PFS root takes only the §3.6 fields. The store recomputes the check code.
 fn copy_from_focus(
     local: Option<(&Blockref, &Body)>,
     fc: &FocusCopy,
@@ -197,12 +197,10 @@ fn copy_from_focus(
                 }
                 _ => *ip = **fip,
             }
-            b.set_check(&ip.encode())?;
             Body::Inode(ip)
         }
         Body::Data(d) => {
             let v = crate::mem::try_to_vec(d)?;
-            b.set_check(&v)?;
             Body::Data(v)
         }
     };

@@ -557,3 +557,91 @@ fn chain_locks_are_all_released_and_destroyed() {
     drop(c);
     assert_eq!(h.live_locks(), 0);
 }
+
+/// The seed-era TID model, kept as the contract says (one TID per change, on every node of the
+/// set): a change applied to every node after they diverged stamps the lagging node with the
+/// common TID too, which hides the divergence below it. Only a later change on the quorum
+/// (without the lagging node) makes it visible again.
+#[test]
+fn common_change_after_divergence_is_masked_until_the_quorum_moves_on() {
+    let c = cluster(&[M, S]);
+    mkdir(&c, all(&c), "/d");
+    mkdir(&c, set(&[0]), "/d/e");
+    write(&c, all(&c), "/d/common", b"c");
+    assert!(
+        c.in_sync(1),
+        "equal TIDs: the synchronizer sees nothing to do"
+    );
+    sync_all(&c);
+    assert_eq!(c.stat(1, b"/d/e"), Err(Error::NotFound));
+    write(&c, set(&[0]), "/d/common", b"c2");
+    sync_all(&c);
+    assert_same(&c, 0, 1);
+}
+
+/// Frontend changes on the masters while every other node synchronizes concurrently from its
+/// own thread (real host locks): no deadlock, and once quiet everyone converges.
+#[test]
+fn concurrent_frontend_and_sync_threads_converge() {
+    let c = Cluster::new(crate::userland::host(), &[M, M, M, S, S]).unwrap();
+    let cl: &Cluster = &c;
+    let stop = AtomicBool::new(false);
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut rnd = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    std::thread::scope(|sc| {
+        for idx in 2..5 {
+            let stop = &stop;
+            sc.spawn(move || {
+                while !stop.load(AO::SeqCst) {
+                    match cl.sync_node(idx, &|| stop.load(AO::SeqCst)) {
+                        Ok(()) | Err(Error::InProgress) => {}
+                        Err(e) => panic!("node {idx}: {e}"),
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            });
+        }
+        let masters = set(&[0, 1]);
+        for d in 0..4 {
+            mkdir(cl, masters, &format!("/d{d}"));
+        }
+        let mut applied = 0;
+        for i in 0..300u64 {
+            let d = format!("/d{}", rnd(4));
+            let f = format!("{d}/f{}", rnd(6));
+            let op_path;
+            let data;
+            let op = match rnd(6) {
+                0 => FrontendOp::Mkdir(d.as_bytes()),
+                1 | 2 => {
+                    data = pattern([10, 600, 70_000][rnd(3) as usize], i as u8);
+                    op_path = f;
+                    FrontendOp::Write(op_path.as_bytes(), &data)
+                }
+                3 => FrontendOp::Chmod(f.as_bytes(), 0o600 + rnd(0o100) as u32),
+                4 => FrontendOp::Rm(if rnd(5) == 0 {
+                    d.as_bytes()
+                } else {
+                    f.as_bytes()
+                }),
+                _ => FrontendOp::Link(f.as_bytes(), b"/link"),
+            };
+            if cl.apply(masters, op).is_ok() {
+                applied += 1;
+            }
+        }
+        stop.store(true, AO::SeqCst);
+        assert!(applied >= 100, "only {applied} changes applied");
+    });
+    assert!((2..5).all(|i| c.stats(i).passes > 3));
+    sync_all(&c);
+    for i in 1..5 {
+        assert_same(&c, 0, i);
+        assert!(c.in_sync(i), "node {i}");
+    }
+}
