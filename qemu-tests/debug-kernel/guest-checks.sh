@@ -49,6 +49,13 @@ debug_after() {
 		notok "debug kernel: lockdep still active"
 		grep -E 'debug_locks|lock-classes|max locking depth' /proc/lockdep_stats | diag
 	fi
+	# The negative control's module (qemu-tests/debug-kernel/negative-control) when present.
+	for k in /h2s/extra/*.ko; do
+		[ -f "$k" ] || continue
+		k=${k##*/}
+		insmod "/h2s/extra/$k" && rmmod "${k%.ko}"
+		say "# loaded and unloaded the negative control module $k"
+	done
 	[ -w "$KML" ] || return
 	# Objects younger than 5 s are never reported: let the last rmmod's frees age, scan twice
 	# (an object is reported once it was unreferenced in a scan and old enough).
