@@ -238,11 +238,7 @@ impl Store {
             match self.child_at(g.id(), key)? {
                 Some(id) => {
                     let c = self.lock_child(g, id, LockMode::Exclusive)?;
-                    self.modify(&c, |b, body| {
-                        *b = bref;
-                        *body = Body::Data(bytes);
-                        Ok(())
-                    })?;
+                    self.replace(&c, bref, Body::Data(bytes))?;
                 }
                 None => {
                     self.insert(g, bref, Body::Data(bytes))?;

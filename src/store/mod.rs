@@ -523,6 +523,30 @@ impl Store {
         Ok(r)
     }
 
+    /// Give the chain the caller holds exclusively a new header and payload (same key). The
+    /// check code is computed, and the old payload freed, outside the arena lock.
+    pub fn replace(&self, g: &ChainGuard<'_>, mut bref: Blockref, body: Body) -> Result<()> {
+        body.seal(&mut bref)?;
+        let old_body = {
+            let mut a = self.arena.write();
+            let c = a.get(g.id)?;
+            let (old, parent) = (c.bref, c.parent);
+            if bref.key != old.key {
+                return Err(Error::Invalid);
+            }
+            if bref.keybits != old.keybits {
+                if let Some(p) = parent {
+                    a.get_mut(p)?.children.set_keybits(old.key, bref.keybits)?;
+                }
+            }
+            let c = a.get_mut(g.id)?;
+            c.bref = bref;
+            core::mem::replace(&mut c.body, body)
+        };
+        drop(old_body);
+        Ok(())
+    }
+
     /// Set a held chain's modify_tid.
     pub fn set_modify_tid(&self, g: &ChainGuard<'_>, tid: u64) -> Result<()> {
         self.arena.write().get_mut(g.id)?.bref.modify_tid = tid;

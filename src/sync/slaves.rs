@@ -7,7 +7,7 @@ use super::collect::{inode_focus, Collector, Focus};
 use super::{Ctx, MAX_DEFER};
 use crate::host::LockMode;
 use crate::media::{self, Blockref, KEY_MAX};
-use crate::mem::{try_box, try_push};
+use crate::mem::try_push;
 use crate::store::{inode, Body, ChainGuard, ChainId, Store};
 use crate::{Error, Result};
 
@@ -101,7 +101,7 @@ pub(crate) fn sync_slaves(
                     let fc = FocusCopy::read(ctx, &f)?;
                     let defer = fc.defers();
                     let mtid = if defer { 0 } else { fc.bref.modify_tid };
-                    replace(ctx, &g, l, &fc, mtid)?;
+                    replace(ctx, &g, l, fc, mtid)?;
                     if defer {
                         push_defer(ctx, list, l)?;
                         needrescan = true;
@@ -114,7 +114,7 @@ pub(crate) fn sync_slaves(
                 let fc = FocusCopy::read(ctx, &f)?;
                 let defer = fc.defers();
                 let mtid = if defer { 0 } else { fc.bref.modify_tid };
-                let (c, cb) = insert(ctx, &g, &fc, mtid)?;
+                let (c, cb) = insert(ctx, &g, fc, mtid)?;
                 if defer {
                     push_defer(ctx, list, c)?;
                     needrescan = true;
@@ -137,7 +137,7 @@ pub(crate) fn sync_slaves(
     // focus now the inode is not stamped and the pass is retried.
     let focus = inode_focus(ctx.peers, ctx.idx, &keys)?.ok_or(Error::InProgress)?;
     let fc = FocusCopy::read(ctx, &focus)?;
-    replace_held(me, &g, &fc, sync_tid, isroot)?;
+    replace_held(me, &g, fc, sync_tid, isroot)?;
     ctx.stats.replaced += 1;
     Ok(())
 }
@@ -154,55 +154,51 @@ fn push_defer(ctx: &mut Ctx<'_>, list: &mut Vec<ChainId>, c: ChainId) -> Result<
 /// ours was not an inode or was DIRECTDATA; DATA, or an inode with DIRECTDATA, takes all bytes.
 /// The PFS root takes only the §3.6 fields. The store recomputes the check code.
 fn copy_from_focus(
-    local: Option<(&Blockref, &Body)>,
-    fc: &FocusCopy,
+    local: Option<(&Blockref, Option<&media::InodeData>)>,
+    fc: FocusCopy,
     mtid: u64,
     isroot: bool,
 ) -> Result<(Blockref, Body)> {
+    let FocusCopy { bref: fb, body } = fc;
     let mut b = match local {
         Some((lb, _)) => *lb,
-        None => Blockref::new(fc.bref.btype, fc.bref.key, fc.bref.keybits),
+        None => Blockref::new(fb.btype, fb.key, fb.keybits),
     };
-    b.btype = fc.bref.btype;
-    b.methods = fc.bref.methods;
-    b.keybits = fc.bref.keybits;
-    b.vradix = fc.bref.vradix;
-    b.flags = fc.bref.flags;
+    b.btype = fb.btype;
+    b.methods = fb.methods;
+    b.keybits = fb.keybits;
+    b.vradix = fb.vradix;
+    b.flags = fb.flags;
     // DEVIATION (bug 8): the seed resized by our own size, then copied the focus's bytes with our
     // length (over-read or truncation). The size is the focus's, and so is the copied length.
-    b.set_size_radix(fc.bref.size_radix());
+    b.set_size_radix(fb.size_radix());
     b.modify_tid = mtid;
-    let body = match &fc.body {
-        Body::Inode(fip) => {
-            let mut ip = try_box(media::InodeData::default())?;
+    // The focus's copy is ours to keep: its bytes become our payload without another copy.
+    let body = match body {
+        Body::Inode(mut ip) => {
             match local {
-                Some((_, Body::Inode(lip))) if isroot => {
-                    *ip = **lip;
-                    inode::copy_pfsroot_fields(&mut ip.meta, &fip.meta);
+                Some((_, Some(lip))) if isroot => {
+                    let focus_meta = ip.meta;
+                    *ip = *lip;
+                    inode::copy_pfsroot_fields(&mut ip.meta, &focus_meta);
                 }
                 _ if isroot => return Err(Error::Invalid),
-                Some((lb, Body::Inode(lip)))
-                    if !fip.meta.is_directdata()
+                // Meta and name only; keep our block table...
+                Some((lb, Some(lip)))
+                    if !ip.meta.is_directdata()
                         && lb.btype == media::BREF_TYPE_INODE
                         && !lip.meta.is_directdata() =>
                 {
-                    // Keep our block table.
-                    ip.u = lip.u;
-                    ip.meta = fip.meta;
-                    ip.filename = fip.filename;
+                    ip.u = lip.u
                 }
-                _ if !fip.meta.is_directdata() => {
-                    ip.meta = fip.meta;
-                    ip.filename = fip.filename;
-                }
-                _ => *ip = **fip,
+                // ...or start an empty one where ours was not an inode or was DIRECTDATA.
+                _ if !ip.meta.is_directdata() => ip.u = [0; media::EMBEDDED_BYTES],
+                // DIRECTDATA: all 1024 bytes.
+                _ => {}
             }
             Body::Inode(ip)
         }
-        Body::Data(d) => {
-            let v = crate::mem::try_to_vec(d)?;
-            Body::Data(v)
-        }
+        Body::Data(d) => Body::Data(d),
     };
     Ok((b, body))
 }
@@ -212,7 +208,7 @@ pub(crate) fn replace(
     ctx: &mut Ctx<'_>,
     parent: &ChainGuard<'_>,
     l: ChainId,
-    fc: &FocusCopy,
+    fc: FocusCopy,
     mtid: u64,
 ) -> Result<()> {
     let me = ctx.me();
@@ -226,18 +222,22 @@ pub(crate) fn replace(
 fn replace_held(
     me: &Store,
     g: &ChainGuard<'_>,
-    fc: &FocusCopy,
+    fc: FocusCopy,
     mtid: u64,
     isroot: bool,
 ) -> Result<()> {
     // Built outside the arena lock (it allocates); nobody else changes the chain: we hold it.
-    let (lb, lbody) = me.read(g.id())?;
-    let (nb, nbody) = copy_from_focus(Some((&lb, &lbody)), fc, mtid, isroot)?;
-    me.modify(g, |b, body| {
-        *b = nb;
-        *body = nbody;
-        Ok(())
-    })
+    // Only an inode's payload is needed (a DATA chain's is overwritten whole).
+    let lb = me.bref(g.id())?;
+    let lip = match lb.btype {
+        media::BREF_TYPE_INODE => match me.read(g.id())?.1 {
+            Body::Inode(ip) => Some(ip),
+            Body::Data(_) => None,
+        },
+        _ => None,
+    };
+    let (nb, nbody) = copy_from_focus(Some((&lb, lip.as_deref())), fc, mtid, isroot)?;
+    me.replace(g, nb, nbody)
 }
 
 /// Create our missing copy of the focus chain under the inode `parent` holds
@@ -245,7 +245,7 @@ fn replace_held(
 pub(crate) fn insert(
     ctx: &mut Ctx<'_>,
     parent: &ChainGuard<'_>,
-    fc: &FocusCopy,
+    fc: FocusCopy,
     mtid: u64,
 ) -> Result<(ChainId, Blockref)> {
     let me = ctx.me();

@@ -221,12 +221,13 @@ fn bug8_copy_takes_the_focus_length() {
     )
     .unwrap();
     let g = s.lock(sid, LockMode::Exclusive).unwrap();
-    slaves::replace(&mut ctx, &g, lid, &fc, 9).unwrap();
+    let want = fc.body.try_clone().unwrap();
+    slaves::replace(&mut ctx, &g, lid, fc, 9).unwrap();
     drop(g);
     let (b, body) = s.read(lid).unwrap();
     assert_eq!(b.data_bytes(), 65536);
     assert_eq!(b.modify_tid, 9);
-    assert_eq!(body, fc.body, "all of the focus's bytes, no more, no less");
+    assert_eq!(body, want, "all of the focus's bytes, no more, no less");
     b.verify_check(match &body {
         crate::store::Body::Data(d) => d,
         _ => panic!(),
@@ -530,9 +531,10 @@ fn bug12_insert_over_an_existing_key_replaces() {
     )
     .unwrap();
     let g = s.lock_root(LockMode::Exclusive);
-    let (id, b) = insert(&mut ctx, &g, &fc, 0).unwrap();
+    let key = fc.bref.key;
+    let (id, b) = insert(&mut ctx, &g, fc, 0).unwrap();
     drop(g);
-    assert_eq!(b.key, fc.bref.key);
+    assert_eq!(b.key, key);
     assert_eq!(s.child_count(s.root()).unwrap(), 1);
     assert_eq!(s.read_file(id).unwrap(), b"focus");
     assert_eq!((stats.replaced, stats.inserted), (1, 0));
