@@ -13,7 +13,7 @@ exec </dev/console >/dev/console 2>&1
 D=/sys/kernel/debug/hammer2_synchro
 KO=/h2s/hammer2_synchro.ko
 # Hung-task reports within the suite's time, not after two minutes.
-echo 30 >/proc/sys/kernel/hung_task_timeout_secs 2>/dev/null
+echo "${HUNG_TASK_SECS:-30}" >/proc/sys/kernel/hung_task_timeout_secs 2>/dev/null
 echo 1 >/proc/sys/kernel/softlockup_all_cpu_backtrace 2>/dev/null
 
 say() { echo "H2S: $*"; }
@@ -127,13 +127,20 @@ suite() {
 		say "# cycle $i: load+work $((c1 - c0)) ms, rmmod $(($(now_ms) - c1)) ms"
 	done
 	if [ $fails = 0 ]; then ok "$CYCLES insmod/rmmod cycles"; else notok "insmod/rmmod cycle $i"; fi
+
+	[ "$CASES" = 1 ] && small_pool_stage
 }
 
 say "suite start"
+# The debug kernel's extra checks (qemu-tests/run --debug-kernel): kmemleak baseline, then leaks
+# and lockdep after the suite.
+[ -f /h2s/guest-checks.sh ] && . /h2s/guest-checks.sh && debug_before
 if [ "$DEMO" = 1 ]; then demo; else suite; fi
+[ -f /h2s/guest-checks.sh ] && debug_after
 say "dmesg begin"
 dmesg
 say "dmesg end"
 say "suite done"
 sync
-poweroff -f
+# The debug kernel has no ACPI to power off with: it reboots, which ends QEMU (-no-reboot).
+"${POWEROFF:-poweroff}" -f

@@ -136,3 +136,22 @@ threads_stage() {
 cycle_work() {
 	busy_cluster 8 || { echo "cycle_work: $(cat /tmp/ctl.err /tmp/ctl.out)" | diag; }
 }
+
+# A pool far too small for a case: the run must end in a clean error (ENOMEM reported by the
+# scenario), never an oops; the module must still unload. Call with the module unloaded.
+small_pool_stage() {
+	local f=/tmp/oom.scn i=0
+	{ echo "cluster master master slave"; while [ $i -lt 3000 ]; do echo "mkdir 0,1 /d$i"; i=$((i + 1)); done
+	  echo "sync"; echo "expect same 0 2"; } >$f
+	if ! insmod "$KO" pool_kib=256 2>/tmp/insmod.err; then
+		notok "insmod pool_kib=256"; diag </tmp/insmod.err; return
+	fi
+	run_scn "$f"
+	if grep -qiE "out of memory|no memory|ENOMEM" /tmp/out; then
+		ok "256 KiB pool: ${f##*/} ends in a clean out-of-memory error"
+		grep -m2 -iE "out of memory|no memory|ENOMEM" /tmp/out | diag
+	else
+		notok "256 KiB pool: ${f##*/} (rc $RC)"; head -n 20 /tmp/out | diag
+	fi
+	if unload; then ok "rmmod after pool exhaustion"; else notok "rmmod after pool exhaustion"; fi
+}
