@@ -6,10 +6,16 @@
 //! own node `Excluded`, and returns the focus's chain. A key fewer than a quorum of masters hold
 //! (ESRCH) is skipped as the seed's collector skips it, so our own chain there, if any, is
 //! compared against the next focus and destroyed: a key only a minority holds is not part of the
-//! quorum's tree. A key enough masters hold without agreeing (EDEADLK, e.g. while a change is
-//! being applied to them one by one) is reported as [`Item::Undecided`]: unlike the seed, whose
-//! skip made the caller destroy our copy, the caller leaves its chain alone and does not stamp
-//! the inode.
+//! quorum's tree. The same holds for a key masters hold without agreeing (EDEADLK).
+//!
+//! Except while a frontend change is in flight: the cluster applies a change node by node, so a
+//! key read meanwhile may lack a quorum only because some masters have the change and others not
+//! yet. Such a key (ESRCH or EDEADLK read while the cluster's change sequence was odd or moved) is
+//! reported as [`Item::Undecided`]: the caller leaves its own chain alone and does not stamp the
+//! inode, where the seed's skip would have destroyed it (a slave losing a directory that a change
+//! under way on the masters is about to write into).
+
+use core::sync::atomic::Ordering;
 
 use crate::cluster::MAX_NODES;
 use crate::media::{Blockref, KEY_MAX};
@@ -62,7 +68,7 @@ pub fn inode_focus(peers: &Peers<'_>, idx: usize, keys: &[u64]) -> Result<Option
 pub enum Item {
     /// A quorum agrees on this chain.
     Focus(Focus),
-    /// Enough masters hold this key range but disagree on it: nothing can be decided now.
+    /// No quorum for this key range while a change was in flight: nothing can be decided now.
     Undecided {
         /// First key of the range.
         key: u64,
@@ -124,6 +130,7 @@ impl<'a> Collector<'a> {
             if (self.brk)() {
                 return Err(Error::InProgress);
             }
+            let seq = self.peers.changes.map(|c| c.load(Ordering::SeqCst));
             let mut heads: [Option<(ChainId, Blockref)>; MAX_NODES] = [None; MAX_NODES];
             let mut lowest: Option<u64> = None;
             for (j, head) in heads.iter_mut().enumerate().take(n) {
@@ -170,10 +177,13 @@ impl<'a> Collector<'a> {
                     }
                     return Err(Error::Invalid);
                 }
-                // ESRCH: too few masters hold it; not part of the quorum's tree, skip it.
-                QuorumResult::None(Error::NoQuorum) => {}
-                QuorumResult::None(Error::Deadlock) => {
-                    return Ok(Some(Item::Undecided { key, key_end }))
+                // ESRCH / EDEADLK: no quorum for this key. Skip it, unless a change was in
+                // flight while we read it.
+                QuorumResult::None(Error::NoQuorum) | QuorumResult::None(Error::Deadlock) => {
+                    let now = self.peers.changes.map(|c| c.load(Ordering::SeqCst));
+                    if seq.is_some_and(|s| s % 2 == 1) || now != seq {
+                        return Ok(Some(Item::Undecided { key, key_end }));
+                    }
                 }
                 QuorumResult::None(e) => return Err(e),
             }

@@ -102,7 +102,7 @@ pub(crate) fn sync_slaves(
             (Ordering::Less, Some((l, lb)), _) => {
                 local = destroy(ctx, &g, l, &lb)?;
             }
-            // Masters disagree on this key: leave our chain as it is, decide nothing.
+            // A change in flight: leave our chain as it is, decide nothing.
             (Ordering::Equal, Some((_, lb)), Some(Item::Undecided { .. })) => {
                 undecided = true;
                 local = me.next(ip, &lb, KEY_MAX)?;
@@ -148,7 +148,7 @@ pub(crate) fn sync_slaves(
         return Err(Error::Again);
     }
     if undecided {
-        // Not stamped: the masters are still deciding part of this inode.
+        // Not stamped: a change was in flight on part of this inode; the next pass decides.
         return Err(Error::InProgress);
     }
 
