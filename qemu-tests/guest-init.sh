@@ -131,7 +131,7 @@ suite() {
 	[ "$CASES" = 1 ] && small_pool_stage
 }
 
-say "suite start"
+say "guest start"
 # The debug kernel's extra checks (qemu-tests/run --debug-kernel): kmemleak baseline, then leaks
 # and lockdep after the suite.
 [ -f /h2s/guest-checks.sh ] && . /h2s/guest-checks.sh && debug_before
