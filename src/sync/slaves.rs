@@ -3,7 +3,7 @@
 use alloc::vec::Vec;
 use core::cmp::Ordering;
 
-use super::collect::{inode_focus, Collector, Focus};
+use super::collect::{inode_focus, Collector, Focus, Item};
 use super::{Ctx, MAX_DEFER};
 use crate::host::LockMode;
 use crate::media::{self, Blockref, KEY_MAX};
@@ -34,12 +34,12 @@ impl FocusCopy {
     }
 }
 
-/// Compare key ranges like `hammer2_chain_cmp`: Less if `a` lies wholly before `b`, Greater if
-/// wholly after, Equal if they overlap.
-fn range_cmp(a: &Blockref, b: &Blockref) -> Ordering {
-    if a.key_end() < b.key {
+/// Compare key ranges like `hammer2_chain_cmp`: Less if `a` lies wholly before `key ..= key_end`,
+/// Greater if wholly after, Equal if they overlap.
+fn range_cmp(a: &Blockref, key: u64, key_end: u64) -> Ordering {
+    if a.key_end() < key {
         Ordering::Less
-    } else if a.key > b.key_end() {
+    } else if a.key > key_end {
         Ordering::Greater
     } else {
         Ordering::Equal
@@ -75,19 +75,25 @@ pub(crate) fn sync_slaves(
 
     let mut coll = Collector::new(ctx.peers, ctx.idx, &keys, ctx.brk)?;
     let mut local = me.lookup(ip, 0, KEY_MAX)?;
-    let mut item = coll.next_focus()?;
+    let mut item = coll.next_item()?;
     let mut needrescan = false;
+    let mut undecided = false;
     loop {
         ctx.poll()?;
         let n = match (&local, &item) {
             (None, None) => break,
             (Some(_), None) => Ordering::Less,
             (None, Some(_)) => Ordering::Greater,
-            (Some((_, lb)), Some(f)) => match range_cmp(lb, &f.bref) {
-                // Overlapping but not the same key: ours goes, the focus's comes next.
-                Ordering::Equal if lb.key != f.bref.key => Ordering::Less,
-                o => o,
-            },
+            (Some((_, lb)), Some(it)) => {
+                let (k, kend) = it.range();
+                match range_cmp(lb, k, kend) {
+                    // Overlapping but not the same key: ours goes, the focus's comes next.
+                    Ordering::Equal if lb.key != k && matches!(it, Item::Focus(_)) => {
+                        Ordering::Less
+                    }
+                    o => o,
+                }
+            }
         };
         ctx.stats.scanned += 1;
         // DEVIATION (bug 9): the seed ignored every helper's error (`nerror`), so the inode could
@@ -96,7 +102,17 @@ pub(crate) fn sync_slaves(
             (Ordering::Less, Some((l, lb)), _) => {
                 local = destroy(ctx, &g, l, &lb)?;
             }
-            (Ordering::Equal, Some((l, lb)), Some(f)) => {
+            // A change in flight: leave our chain as it is, decide nothing.
+            (Ordering::Equal, Some((_, lb)), Some(Item::Undecided { .. })) => {
+                undecided = true;
+                local = me.next(ip, &lb, KEY_MAX)?;
+                item = coll.next_item()?;
+            }
+            (Ordering::Greater, _, Some(Item::Undecided { .. })) => {
+                undecided = true;
+                item = coll.next_item()?;
+            }
+            (Ordering::Equal, Some((l, lb)), Some(Item::Focus(f))) => {
                 if lb.modify_tid != f.bref.modify_tid {
                     let fc = FocusCopy::read(ctx, &f)?;
                     let defer = fc.defers();
@@ -108,9 +124,9 @@ pub(crate) fn sync_slaves(
                     }
                 }
                 local = me.next(ip, &lb, KEY_MAX)?;
-                item = coll.next_focus()?;
+                item = coll.next_item()?;
             }
-            (Ordering::Greater, _, Some(f)) => {
+            (Ordering::Greater, _, Some(Item::Focus(f))) => {
                 let fc = FocusCopy::read(ctx, &f)?;
                 let defer = fc.defers();
                 let mtid = if defer { 0 } else { fc.bref.modify_tid };
@@ -120,7 +136,7 @@ pub(crate) fn sync_slaves(
                     needrescan = true;
                 }
                 local = me.next(ip, &cb, KEY_MAX)?;
-                item = coll.next_focus()?;
+                item = coll.next_item()?;
             }
             _ => return Err(Error::Invalid),
         }
@@ -130,6 +146,10 @@ pub(crate) fn sync_slaves(
     }
     if needrescan {
         return Err(Error::Again);
+    }
+    if undecided {
+        // Not stamped: a change was in flight on part of this inode; the next pass decides.
+        return Err(Error::InProgress);
     }
 
     // The final update, under the same lock: re-ask the quorum and copy its inode.

@@ -203,6 +203,7 @@ fn bug8_copy_takes_the_focus_length() {
         stores: &stores,
         roles: &roles,
         nmasters: 1,
+        changes: None,
     };
     let mut stats = SyncStats::default();
     let mut ctx = Ctx {
@@ -350,6 +351,7 @@ fn bug6_destroy_continues_through_the_held_parent() {
         stores: &stores,
         roles: &roles,
         nmasters: 1,
+        changes: None,
     };
     let mut stats = SyncStats::default();
     let mut ctx = Ctx {
@@ -386,6 +388,7 @@ fn bug7_missing_local_chain_and_missing_final_focus() {
         stores: &stores,
         roles: &roles,
         nmasters: 2,
+        changes: None,
     };
     let mut stats = SyncStats::default();
     let mut ctx = Ctx {
@@ -512,6 +515,7 @@ fn bug12_insert_over_an_existing_key_replaces() {
         stores: &stores,
         roles: &roles,
         nmasters: 1,
+        changes: None,
     };
     let mut stats = SyncStats::default();
     let mut ctx = Ctx {
@@ -645,5 +649,83 @@ fn concurrent_frontend_and_sync_threads_converge() {
     for i in 1..5 {
         assert_same(&c, 0, i);
         assert!(c.in_sync(i), "node {i}");
+    }
+}
+
+/// A key without a quorum is skipped as the seed skips it (our copy destroyed), except when it
+/// was read while a frontend change was in flight: then our copy is left alone and the inode is
+/// not stamped (the next pass decides).
+#[test]
+fn key_without_quorum_during_a_change_in_flight_is_left_alone() {
+    let c = cluster(&[M, M, S]);
+    mkdir(&c, all(&c), "/d");
+    write(&c, all(&c), "/d/k", b"x");
+    write(&c, set(&[2]), "/d/other", b"slave only");
+    // Node 0 has a change to /d/k that node 1 has not (as in the middle of applying it).
+    let s0 = c.store(0).unwrap();
+    let k = s0.resolve(b"/d/k").unwrap();
+    let g = s0.lock(k, LockMode::Exclusive).unwrap();
+    s0.set_modify_tid(&g, 99).unwrap();
+    drop(g);
+    let roles = [M, M, S];
+    let stores = [s0, c.store(1).unwrap(), c.store(2).unwrap()];
+    let in_flight = std::sync::atomic::AtomicU64::new(7);
+    for (changes, kept) in [(Some(&in_flight), true), (None, false)] {
+        let peers = Peers {
+            stores: &stores,
+            roles: &roles,
+            nmasters: 2,
+            changes,
+        };
+        let mut stats = SyncStats::default();
+        let r = sync_pass(&peers, 2, &|| false, &mut stats);
+        assert_eq!(c.read_file(2, b"/d/other"), Err(Error::NotFound));
+        if kept {
+            assert_eq!(r, Err(Error::InProgress));
+            assert_eq!(c.read_file(2, b"/d/k").unwrap(), b"x", "our copy is kept");
+            assert_ne!(c.stat(2, b"/d").unwrap().modify_tid, 2, "not stamped");
+        } else {
+            r.unwrap();
+            assert_eq!(c.stat(2, b"/d/k"), Err(Error::NotFound), "the seed's skip");
+            assert_eq!(c.stat(2, b"/d").unwrap().modify_tid, 2);
+        }
+    }
+}
+
+/// Frontend changes applied node by node to the masters, then to every node, while every node
+/// synchronizes from its own thread: a slave never loses a directory to a half-applied change
+/// (the frontend's writes into it always find it).
+#[test]
+fn changes_in_flight_on_the_masters_never_destroy_slave_data() {
+    for _round in 0..10 {
+        let c = Cluster::new(crate::userland::host(), &[M, M, S, S]).unwrap();
+        let cl: &Cluster = &c;
+        let stop = AtomicBool::new(false);
+        mkdir(cl, all(cl), "/race");
+        std::thread::scope(|sc| {
+            for idx in 0..4 {
+                let stop = &stop;
+                sc.spawn(move || {
+                    while !stop.load(AO::SeqCst) {
+                        let _ = cl.sync_node(idx, &|| stop.load(AO::SeqCst));
+                    }
+                });
+            }
+            for k in 0..40 {
+                let p = format!("/race/n{k}");
+                let v = format!("v{k}");
+                let r1 = cl.apply(set(&[0, 1]), FrontendOp::Write(p.as_bytes(), v.as_bytes()));
+                let r2 = cl.apply(all(cl), FrontendOp::Write(p.as_bytes(), v.as_bytes()));
+                if r1.is_err() || r2.is_err() {
+                    stop.store(true, AO::SeqCst);
+                    panic!("{p}: {r1:?} {r2:?}");
+                }
+            }
+            stop.store(true, AO::SeqCst);
+        });
+        sync_all(&c);
+        for i in 1..4 {
+            assert_same(&c, 0, i);
+        }
     }
 }
