@@ -93,6 +93,8 @@ demo() {
 # The regression suite proper.
 suite() {
 	if load; then ok "insmod hammer2_synchro pool_kib=$POOL_KIB"; else notok "insmod hammer2_synchro"; return; fi
+	# Negative control of the host's console scan (qemu-tests/run --inject-warning).
+	[ "$INJECT" = 1 ] && echo "<4>WARNING: CPU: 0 PID: 1 at injected by qemu-tests/run --inject-warning" >/dev/kmsg
 
 	# Self-tests with real kthreads: host conformance, kernel-host checks, thread protocol.
 	t0=$(now_ms)
