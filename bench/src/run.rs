@@ -35,6 +35,8 @@ pub struct Config {
     /// The slave's first sync of a tree is skipped (the tree is applied to all nodes) when
     /// extrapolated to take longer.
     pub initial_limit: Duration,
+    /// Wall time the whole run aims at; rsync runs that would overrun it are skipped.
+    pub total_budget: Duration,
     /// Trees of more files are not attempted (`--max-files`).
     pub max_files: usize,
     /// The command line, for the report.
@@ -56,6 +58,7 @@ impl Config {
                 mem_budget: 1 << 30,
                 row_time_limit: Duration::from_secs(10),
                 initial_limit: Duration::from_secs(5),
+                total_budget: Duration::from_secs(20),
                 max_files: usize::MAX,
                 command,
             }
@@ -70,7 +73,8 @@ impl Config {
                 stop_samples: 10,
                 mem_budget: 8 << 30,
                 row_time_limit: Duration::from_secs(240),
-                initial_limit: Duration::from_secs(60),
+                initial_limit: Duration::from_secs(150),
+                total_budget: Duration::from_secs(600),
                 max_files: usize::MAX,
                 command,
             }
@@ -110,8 +114,9 @@ struct History {
     rsync: Option<(usize, f64)>,
 }
 
-/// Bytes of tmpfs one tiny file (or directory) costs, page + inode + dentry, rounded up.
-const TMPFS_BYTES_PER_ENTRY: f64 = 5.0 * 1024.0;
+/// Bytes of RAM one empty file or directory costs on tmpfs (inode + dentry, measured at about
+/// 1 KiB here), rounded up.
+const TMPFS_BYTES_PER_ENTRY: f64 = 1536.0;
 
 /// Seconds of the first sync at `chains`, extrapolated as a power law through the last two
 /// measured sizes (linear from one), with the exponent.
@@ -266,59 +271,79 @@ pub fn run(cfg: &Config) -> Results {
                     r
                 }
             };
-            let rs = match (&rsync, &tmpfs) {
-                (Ok(_), Ok(base)) => {
-                    let bytes = 2.0 * chains as f64 * TMPFS_BYTES_PER_ENTRY;
-                    let time = h.rsync.map(|(pc, t)| t * chains as f64 / pc as f64);
-                    if bytes > mem_budget {
-                        let why = format!(
-                            "two copies of the tree on tmpfs would take about {:.1} GiB of RAM \
-                             (~{:.0} KiB per file: a page, an inode, a dentry), over the {:.1} \
-                             GiB budget",
-                            gib(bytes),
-                            TMPFS_BYTES_PER_ENTRY / 1024.0,
-                            gib(mem_budget)
-                        );
-                        skipped.push(format!("{tag}: rsync: {why}"));
-                        Err(format!("{SKIPPED}{why}"))
-                    } else if let Some(t) = time.filter(|t| *t > cfg.row_time_limit.as_secs_f64()) {
-                        let why = format!(
-                            "extrapolated to about {t:.0} s, over the {} s limit per tree",
-                            cfg.row_time_limit.as_secs()
-                        );
-                        skipped.push(format!("{tag}: rsync: {why}"));
-                        Err(format!("{SKIPPED}{why}"))
-                    } else {
-                        println!("bench: {tag}: rsync ...");
-                        let t = Instant::now();
-                        let r = rsync_side(Path::new(base), &tree, &ks);
-                        if r.is_ok() {
-                            h.rsync = Some((chains, t.elapsed().as_secs_f64()));
-                        }
-                        r
-                    }
-                }
-                (Err(e), _) | (_, Err(e)) => Err(e.clone()),
-            };
-            match &rs {
-                Ok(x) => {
-                    for (k, d) in &x.resyncs {
-                        println!("bench: {tag}: k={k} rsync: {d:?}");
-                    }
-                }
-                Err(e) => println!("bench: {tag}: rsync not measured: {e}"),
-            }
             rows.push(Row {
                 shape,
                 files,
                 chains,
                 cluster,
-                rsync: rs,
+                rsync: Err("not run".into()),
             });
         }
     }
     println!("bench: initial-sync bandwidth ...");
     let bandwidth = bandwidth::measure(cfg.bandwidth_bytes, cfg.bandwidth_file);
+
+    // rsync last: it is the comparison, so it gets what is left of the time budget.
+    for row in &mut rows {
+        let si = Shape::ALL.iter().position(|s| *s == row.shape).unwrap_or(0);
+        let h = &mut hist[si];
+        let tag = format!(
+            "{} N={} ({} chains)",
+            row.shape.name(),
+            row.files,
+            row.chains
+        );
+        let mem_budget = (cfg.mem_budget as f64).min(mem_available() as f64 * 0.8);
+        let rs = match (&rsync, &tmpfs) {
+            (Ok(_), Ok(base)) => {
+                let bytes = 2.0 * row.chains as f64 * TMPFS_BYTES_PER_ENTRY;
+                let time = h.rsync.map(|(pc, t)| t * row.chains as f64 / pc as f64);
+                let left = cfg.total_budget.as_secs_f64() - t_all.elapsed().as_secs_f64();
+                let why = if bytes > mem_budget {
+                    Some(format!(
+                        "two copies of the tree on tmpfs would take about {:.1} GiB of RAM, over \
+                         the {:.1} GiB budget",
+                        gib(bytes),
+                        gib(mem_budget)
+                    ))
+                } else {
+                    time.filter(|t| *t > left).map(|t| {
+                        format!(
+                            "extrapolated to about {t:.0} s, more than the {left:.0} s left of \
+                             the run's {} s budget",
+                            cfg.total_budget.as_secs()
+                        )
+                    })
+                };
+                match why {
+                    Some(why) => {
+                        skipped.push(format!("{tag}: rsync: {why}"));
+                        Err(format!("{SKIPPED}{why}"))
+                    }
+                    None => {
+                        println!("bench: {tag}: rsync ...");
+                        let tree = Tree::new(row.shape, row.files);
+                        let t = Instant::now();
+                        let r = rsync_side(Path::new(base), &tree, &ks_for(row.files));
+                        if r.is_ok() {
+                            h.rsync = Some((row.chains, t.elapsed().as_secs_f64()));
+                        }
+                        r
+                    }
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => Err(e.clone()),
+        };
+        match &rs {
+            Ok(x) => {
+                for (k, d) in &x.resyncs {
+                    println!("bench: {tag}: k={k} rsync: {d:?}");
+                }
+            }
+            Err(e) => println!("bench: {tag}: rsync not measured: {e}"),
+        }
+        row.rsync = rs;
+    }
     Results {
         machine,
         quick: cfg.quick,
