@@ -73,7 +73,7 @@ impl Config {
                 stop_samples: 10,
                 mem_budget: 8 << 30,
                 row_time_limit: Duration::from_secs(240),
-                initial_limit: Duration::from_secs(150),
+                initial_limit: Duration::from_secs(60),
                 total_budget: Duration::from_secs(600),
                 max_files: usize::MAX,
                 command,
