@@ -6,6 +6,8 @@
 #   make test       cargo tests + format/lint checks + the kernel build checks + the QEMU suite
 #   make kmod       build target/kmod/hammer2_synchro.ko (installs headers, Rust target, cbindgen)
 #   make qemu-test  only the QEMU suite (qemu-tests/run --help for its options)
+#   make qemu-test-negative  the suite must fail when a kernel WARNING is in the log
+#   make qemu-test-debug  the QEMU suite on the debug kernel (lockdep, KASAN, kmemleak)
 #   make header     regenerate ffi/include/hammer2_synchro.h with cbindgen
 #   make build      the userland CLI, target/release/hammer2-synchro
 SHELL := /bin/bash
@@ -13,7 +15,7 @@ CARGO ?= cargo
 KTARGET := x86_64-unknown-none
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all build run test cargo-test lint kernel-target kmod header header-check qemu-test clean-kmod
+.PHONY: all build run test cargo-test lint kernel-target kmod header header-check qemu-test qemu-test-negative qemu-test-debug clean-kmod
 
 all: build
 
@@ -23,7 +25,7 @@ build:
 run:
 	qemu-tests/run --demo qemu-tests/demo.scn
 
-test: cargo-test lint kmod qemu-test
+test: cargo-test lint kmod qemu-test qemu-test-negative qemu-test-debug
 
 cargo-test:
 	$(CARGO) test --workspace
@@ -47,6 +49,16 @@ header-check:
 
 qemu-test:
 	qemu-tests/run --no-build
+
+# The suite's negative control: a kernel WARNING in the console log must fail the run.
+qemu-test-negative:
+	qemu-tests/negative-control
+
+# The QEMU suite on the debug kernel (lockdep, KASAN, kmemleak, ...): builds that kernel from
+# Debian's linux-source the first time (cached, see qemu-tests/debug-kernel/build) and the module
+# against it.
+qemu-test-debug:
+	qemu-tests/run --debug-kernel
 
 clean-kmod:
 	rm -rf target/kmod

@@ -13,7 +13,7 @@ exec </dev/console >/dev/console 2>&1
 D=/sys/kernel/debug/hammer2_synchro
 KO=/h2s/hammer2_synchro.ko
 # Hung-task reports within the suite's time, not after two minutes.
-echo 30 >/proc/sys/kernel/hung_task_timeout_secs 2>/dev/null
+echo "${HUNG_TASK_SECS:-30}" >/proc/sys/kernel/hung_task_timeout_secs 2>/dev/null
 echo 1 >/proc/sys/kernel/softlockup_all_cpu_backtrace 2>/dev/null
 
 say() { echo "H2S: $*"; }
@@ -93,6 +93,8 @@ demo() {
 # The regression suite proper.
 suite() {
 	if load; then ok "insmod hammer2_synchro pool_kib=$POOL_KIB"; else notok "insmod hammer2_synchro"; return; fi
+	# Negative control of the host's console scan (qemu-tests/run --inject-warning).
+	[ "$INJECT" = 1 ] && echo "<4>WARNING: CPU: 0 PID: 1 at injected by qemu-tests/run --inject-warning" >/dev/kmsg
 
 	# Self-tests with real kthreads: host conformance, kernel-host checks, thread protocol.
 	t0=$(now_ms)
@@ -119,18 +121,28 @@ suite() {
 	i=0
 	while [ $i -lt "$CYCLES" ]; do
 		i=$((i + 1))
+		c0=$(now_ms)
 		if ! load; then fails=$((fails + 1)); break; fi
 		if [ "$CASES" = 1 ]; then cycle_work; else echo list >"$D/ctl"; fi
+		c1=$(now_ms)
 		if ! unload; then fails=$((fails + 1)); break; fi
+		say "# cycle $i: load+work $((c1 - c0)) ms, rmmod $(($(now_ms) - c1)) ms"
 	done
 	if [ $fails = 0 ]; then ok "$CYCLES insmod/rmmod cycles"; else notok "insmod/rmmod cycle $i"; fi
+
+	[ "$CASES" = 1 ] && small_pool_stage
 }
 
-say "suite start"
+say "guest start"
+# The debug kernel's extra checks (qemu-tests/run --debug-kernel): kmemleak baseline, then leaks
+# and lockdep after the suite.
+[ -f /h2s/guest-checks.sh ] && . /h2s/guest-checks.sh && debug_before
 if [ "$DEMO" = 1 ]; then demo; else suite; fi
+[ -f /h2s/guest-checks.sh ] && debug_after
 say "dmesg begin"
 dmesg
 say "dmesg end"
 say "suite done"
 sync
-poweroff -f
+# The debug kernel has no ACPI to power off with: it reboots, which ends QEMU (-no-reboot).
+"${POWEROFF:-poweroff}" -f

@@ -5,6 +5,7 @@
 # Every reject case must fail its write with -EINVAL, and the text read back must be exactly one
 # line starting with the `line N: reason` its first line names.
 reject_stage() {
+	local f name want got lines
 	for f in /h2s/reject/*.scn; do
 		[ -f "$f" ] || continue
 		name=${f##*/}
@@ -26,6 +27,7 @@ reject_stage() {
 # Bad writes to `run`: each must fail with an error, never an oops (the console scan catches
 # those), and leave the module working.
 badwrite_stage() {
+	local i f bad c
 	head -c 4096 /dev/urandom >/tmp/garbage
 	run_scn /tmp/garbage
 	[ $RC = 22 ] && ok "run: 4 KiB of random bytes rejected" || notok "run: random bytes (rc $RC)"
@@ -67,6 +69,7 @@ badwrite_stage() {
 
 # Every scenario case must run (write succeeds) and pass all its checks.
 case_stage() {
+	local f name t0 ms
 	# A scenario cut into two writes: the second write (at an offset) must fail.
 	exec 3<>"$D/run"
 	printf 'cluster master\n' >&3 2>/dev/null
@@ -103,6 +106,7 @@ ctl() {
 # A cluster whose threads are syncing (a slave resyncing a tree) when the module is unloaded.
 # Leaves H set to its handle.
 busy_cluster() {
+	local i
 	ctl create master master slave || return 1
 	H=$(sed -n 's/^handle //p' /tmp/ctl.out)
 	[ -n "$H" ] || return 1
@@ -130,5 +134,24 @@ threads_stage() {
 }
 
 cycle_work() {
-	busy_cluster 8 >/dev/null 2>&1
+	busy_cluster 8 || { echo "cycle_work: $(cat /tmp/ctl.err /tmp/ctl.out)" | diag; }
+}
+
+# A pool far too small for a case: the run must end in a clean error (ENOMEM reported by the
+# scenario), never an oops; the module must still unload. Call with the module unloaded.
+small_pool_stage() {
+	local f=/tmp/oom.scn i=0
+	{ echo "cluster master master slave"; while [ $i -lt 3000 ]; do echo "mkdir 0,1 /d$i"; i=$((i + 1)); done
+	  echo "sync"; echo "expect same 0 2"; } >$f
+	if ! insmod "$KO" pool_kib=256 2>/tmp/insmod.err; then
+		notok "insmod pool_kib=256"; diag </tmp/insmod.err; return
+	fi
+	run_scn "$f"
+	if grep -qiE "out of memory|no memory|ENOMEM" /tmp/out; then
+		ok "256 KiB pool: ${f##*/} ends in a clean out-of-memory error"
+		grep -m2 -iE "out of memory|no memory|ENOMEM" /tmp/out | diag
+	else
+		notok "256 KiB pool: ${f##*/} (rc $RC)"; head -n 20 /tmp/out | diag
+	fi
+	if unload; then ok "rmmod after pool exhaustion"; else notok "rmmod after pool exhaustion"; fi
 }

@@ -7,6 +7,7 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::fmt;
 use core::pin::Pin;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::host::{Host, LockMode};
 use crate::media;
@@ -134,6 +135,8 @@ pub struct Cluster {
     nmasters: u8,
     /// The last TID handed out; frontend changes are serialised under `frontend`.
     tid: spin::Mutex<u64>,
+    /// Odd while a change is being applied node by node (see [`sync::Peers::changes`]).
+    changes: AtomicU64,
     frontend: HostLock,
     _pin: core::marker::PhantomPinned,
 }
@@ -187,6 +190,7 @@ impl Cluster {
             roles: spin::Mutex::new(all),
             nmasters,
             tid: spin::Mutex::new(0),
+            changes: AtomicU64::new(0),
             frontend: HostLock::new(host)?,
             _pin: core::marker::PhantomPinned,
         })?);
@@ -244,6 +248,19 @@ impl Cluster {
             *t += 1;
             *t
         };
+        // Mark the change in flight for the synchronizers' collectors (a seqlock: odd while
+        // the nodes are being changed one by one, even again once all are).
+        self.changes.fetch_add(1, Ordering::SeqCst);
+        let r = self.apply_each(set, op, tid);
+        self.changes.fetch_add(1, Ordering::SeqCst);
+        r.map(|()| tid)
+    }
+    fn apply_each(
+        &self,
+        set: NodeSet,
+        op: FrontendOp<'_>,
+        tid: u64,
+    ) -> core::result::Result<(), (usize, crate::Error)> {
         for idx in set.iter() {
             let s = &self.nodes[idx].store;
             let r = match op {
@@ -255,7 +272,7 @@ impl Cluster {
             };
             r.map_err(|e| (idx, e))?;
         }
-        Ok(tid)
+        Ok(())
     }
     /// One synchronization pass of node `idx` against the others (the driver of HAMMER2-FACTS
     /// §3.7: loops while EAGAIN, syncs deferrals bottom-up). `brk` is polled at every chain
@@ -272,6 +289,7 @@ impl Cluster {
             stores: &stores,
             roles: &view[..self.nodes.len()],
             nmasters: self.nmasters,
+            changes: Some(&self.changes),
         };
         let mut stats = SyncStats::default();
         let r = sync::sync_pass(&peers, idx, brk, &mut stats);

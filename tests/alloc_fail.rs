@@ -165,6 +165,7 @@ fn case() -> Case {
             .map(|(mask, op)| (mask, op, false))
             .collect(),
         class: Class::Arbitrary,
+        new_roles: None,
     }
 }
 

@@ -86,6 +86,7 @@ fn mixed_case(role3: Role) -> Case {
             .map(|(mask, op)| (mask, op, false))
             .collect(),
         class: Class::Arbitrary,
+        new_roles: None,
     }
 }
 
@@ -236,6 +237,7 @@ fn negative_control_invariant_checker_catches_hidden_divergence() {
             (0b1111, mk("/a/y"), false),
         ],
         class: Class::Arbitrary,
+        new_roles: None,
     };
     let (_, paths) = case.replay();
     let c = real::build(&case).unwrap();

@@ -162,6 +162,7 @@ fn lagging_slave_case() -> Case {
             op(3, 0, 0, true),
             op(3, 1, 0b1000, false),
         ],
+        reroles: None,
     };
     let case = resolve(&raw);
     assert_eq!(case.ops.len(), 3, "{case:?}");
@@ -234,10 +235,8 @@ fn against_cluster(case: &Case) -> Result<(), String> {
     // nothing uncommitted kept), by the simple root-level rule.
     if let Class::Committed { .. } = case.class {
         let t = case.committed_tree();
-        let cw = World {
-            roles: case.roles.clone(),
-            trees: vec![t; n],
-        };
+        let mut cw = World::new(&case.roles);
+        cw.trees = vec![t; n];
         real::diff(&c, &cw, &paths)
             .map_err(|e| format!("committed history not on every node:\n{e}"))?;
     }

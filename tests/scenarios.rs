@@ -69,10 +69,7 @@ fn every_case_parses() {
     }
 }
 
-// TEMPORARY #[ignore]: the node store and synchronizer (Cluster::new, apply, sync_node, ...)
-// are still `todo!()` on main; this is enabled as soon as they land.
 #[test]
-#[ignore]
 fn every_case_passes_on_the_userland_host() {
     let all = cases("qemu-tests/cases");
     assert!(all.len() >= 30, "too few cases: {}", all.len());
@@ -89,4 +86,121 @@ fn every_case_passes_on_the_userland_host() {
         }
     }
     assert!(failed.is_empty(), "cases not passing: {failed:?}");
+}
+
+/// Run an inline scenario; return its outcome and KTAP text.
+fn run_text(text: &str) -> (Outcome, String) {
+    let mut out = String::new();
+    let outcome = scenario::run(host(), text.as_bytes(), &mut out);
+    (outcome, out)
+}
+
+#[test]
+fn a_passing_run_prints_exact_ktap() {
+    let (o, out) = run_text(
+        "cluster master slave\nwrite 0 /a \"x\"   # a comment\nsync\n  expect file * /a \"x\"  # trailing\nexpect tid 1 / 1\n",
+    );
+    assert_eq!(o, Outcome::Passed, "{out}");
+    assert_eq!(
+        out,
+        "KTAP version 1\n1..2\nok 1 line 4: expect file * /a \"x\"\nok 2 line 5: expect tid 1 / 1\n# 2 passed, 0 failed\n"
+    );
+}
+
+#[test]
+fn a_failing_check_is_reported_and_the_run_goes_on() {
+    let (o, out) = run_text(
+        "cluster master slave\nwrite 0 /a \"x\"\nexpect file 1 /a \"x\"\nexpect missing 1 /a\nwrite 0 /a \"y\"\nexpect file 0 /a \"x\"\n",
+    );
+    assert_eq!(o, Outcome::Failed);
+    assert_eq!(
+        out,
+        "KTAP version 1\n1..3\nnot ok 1 line 3: expect file 1 /a \"x\"\n# node 1: /a: not found\n\
+         ok 2 line 4: expect missing 1 /a\nnot ok 3 line 6: expect file 0 /a \"x\"\n\
+         # node 0: /a: content differs at byte 0\n# 1 passed, 2 failed\n"
+    );
+}
+
+#[test]
+fn a_failing_command_stops_the_run_and_skips_the_rest() {
+    let (o, out) = run_text(
+        "cluster master master\nexpect missing * /a\nmkdir * /a/b\nexpect dir * /a/b\nstart\nexpect running *\n",
+    );
+    assert_eq!(o, Outcome::Failed);
+    assert_eq!(
+        out,
+        "KTAP version 1\n1..3\nok 1 line 2: expect missing * /a\n# line 3: node 0: mkdir /a/b: not found\n\
+         not ok 2 line 4: expect dir * /a/b # SKIP not run\nnot ok 3 line 6: expect running * # SKIP not run\n\
+         # 1 passed, 2 failed\n"
+    );
+}
+
+#[test]
+fn run_time_errors_name_their_line_and_reason() {
+    let cases = [
+        (
+            "cluster master slave\nfreeze 1\n",
+            "# line 2: node 1: freeze: no sync thread (start one first)",
+        ),
+        (
+            "cluster master slave\nstart 1\nstart 1\n",
+            "# line 3: node 1: start: a sync thread already runs",
+        ),
+        (
+            "cluster master\nstall 0 5ms\n",
+            "# line 2: stall: not supported yet",
+        ),
+        (
+            "cluster master\nfail 0 on\n",
+            "# line 2: fail: not supported yet",
+        ),
+        (
+            "cluster master\ncatchup * on\n",
+            "# line 2: catchup: not supported yet",
+        ),
+        (
+            "cluster master\nwrite * /f \"x\"\nmkdir * /f/g\n",
+            "# line 3: node 0: mkdir /f/g: not a directory",
+        ),
+        (
+            // Two masters that disagree never reach a focus: the wait times out.
+            "cluster master master slave\nwrite 0 /a \"a\"\nstart\nwait synced timeout=100ms\n",
+            "# line 4: wait synced: timed out after 100ms; not in sync: node 0,1,2 (no focus: ",
+        ),
+    ];
+    for (text, want) in cases {
+        let (o, out) = run_text(text);
+        assert_eq!(o, Outcome::Failed, "{text}");
+        assert!(out.contains(want), "{text}: {out}");
+        assert!(out.ends_with("# 0 passed, 0 failed\n"), "{text}: {out}");
+    }
+}
+
+#[test]
+fn threads_left_running_are_stopped_at_the_end() {
+    // The run returns (and the cluster is dropped) with threads started and one frozen; a thread
+    // left behind would keep the test process busy or crash on the freed cluster.
+    let (o, out) = run_text(
+        "cluster master slave slave\nstart\nfreeze 2\nexpect frozen 2\nexpect running 0,1\n",
+    );
+    assert_eq!(o, Outcome::Passed, "{out}");
+}
+
+#[test]
+fn status_and_snapshot_checks_report_what_differs() {
+    let (o, out) = run_text(
+        "cluster master master slave\nsnapshot empty 2\nwrite * /a \"a\"\nexpect unchanged empty 2\n\
+         expect status 2 !quorum/rw\n",
+    );
+    assert_eq!(o, Outcome::Failed);
+    assert!(
+        out.contains("not ok 1 line 4: expect unchanged empty 2\n# node 2: /: modify_tid 1"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "not ok 2 line 5: expect status 2 !quorum/rw\n# node 2: status word quorum/rw present"
+        ),
+        "{out}"
+    );
 }

@@ -32,6 +32,8 @@ EXIT STATUS:
     1  a check failed, or a command failed at run time
     2  a file was rejected (its error is printed as `line N: <reason>`), could not be
        read, or the command line was wrong
+A command that fails at run time ends the run at its line; the checks after it are
+reported `not ok ... # SKIP not run` and count as failed.
 With several files the worst status wins; `run` prefixes each file's output with
 `# file: NAME`.
 

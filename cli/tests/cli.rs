@@ -80,3 +80,47 @@ fn check_accepts_the_example_and_the_worst_status_wins() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stdout).contains("arity.scn: line 3: mkdir: expected 2 arguments"));
 }
+
+/// A scenario file in a fresh temporary directory (removed by the caller's `Drop` of the dir).
+fn temp_scn(name: &str, body: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("h2s-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(format!("{name}.scn"));
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+#[test]
+fn run_prints_ktap_and_the_worst_status_wins() {
+    let o = cli(&["run", "qemu-tests/cases/example.scn"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stdout));
+    let out = text(&o.stdout);
+    assert!(out.starts_with("KTAP version 1\n1..7\n"), "{out}");
+    assert!(out.ends_with("# 7 passed, 0 failed\n"), "{out}");
+
+    let failing = temp_scn(
+        "failing",
+        "cluster master slave\nwrite 0 /a \"x\"\nexpect file 1 /a \"x\"\n",
+    );
+    let failing = failing.to_str().unwrap();
+    let o = cli(&["run", failing]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stdout)
+        .contains("not ok 1 line 3: expect file 1 /a \"x\"\n# node 1: /a: not found\n"));
+
+    let o = cli(&["run", "qemu-tests/cases/example.scn", failing]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = text(&o.stdout);
+    assert!(
+        out.starts_with("# file: qemu-tests/cases/example.scn\nKTAP version 1\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("# file: {failing}\nKTAP version 1\n")),
+        "{out}"
+    );
+
+    let o = cli(&["run", failing, "qemu-tests/cases/reject/arity.scn"]);
+    assert_eq!(o.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(std::path::Path::new(failing).parent().unwrap());
+}

@@ -1,7 +1,7 @@
 //! Kernel-host checks beyond the portable conformance tests (`hammer2_synchro::conformance`):
 //! chain locks nested deeper than a lock validator's subclass range, joining a thread whose body
-//! already returned (a kthread that exited before `kthread_stop`), and pool exhaustion as a clean
-//! error. Same KTAP subtest style as `hammer2_synchro::selftest`; the kernel runs them from
+//! already returned (a kthread that exited before `kthread_stop`), pool exhaustion as a clean
+//! error, and a freeze of a real sync thread in the middle of resyncing a large tree. Same KTAP subtest style as `hammer2_synchro::selftest`; the kernel runs them from
 //! debugfs `selftest`.
 
 use alloc::string::String;
@@ -10,7 +10,8 @@ use core::fmt;
 use core::sync::atomic::{AtomicU32, Ordering};
 use core::time::Duration;
 
-use hammer2_synchro::host::{Host, LockMode};
+use hammer2_synchro::cluster::{Cluster, FrontendOp, NodeSet, Role};
+use hammer2_synchro::host::{self, Host, LockMode};
 use hammer2_synchro::selftest::{Case, Outcome};
 
 /// Every kernel-host check, by name.
@@ -18,6 +19,7 @@ pub const CASES: &[(&str, Case)] = &[
     ("nested_chain_locks_deeper_than_subclasses", nested_locks),
     ("join_after_body_returned", join_after_return),
     ("pool_exhaustion_is_an_error", heap_exhaustion),
+    ("freeze_during_large_sync", freeze_during_large_sync),
 ];
 
 const WAIT_NS: u64 = 10_000_000_000;
@@ -106,6 +108,88 @@ fn heap_exhaustion(_host: &'static dyn Host, _out: &mut dyn fmt::Write) -> Outco
     }
     if v.try_reserve(4096).is_err() {
         return fail("a small reservation failed after the big one");
+    }
+    Ok(())
+}
+
+/// Directories the masters hold and the slave lacks in [`freeze_during_large_sync`].
+const LARGE_DIRS: u32 = 4000;
+
+/// `/dNNNN` for `i` (at most 9999).
+fn dir_name(i: u32, buf: &mut [u8; 6]) -> &[u8] {
+    buf[0] = b'/';
+    buf[1] = b'd';
+    let mut v = i;
+    for k in (2..6).rev() {
+        buf[k] = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    &buf[..]
+}
+
+fn freeze_during_large_sync(host: &'static dyn Host, out: &mut dyn fmt::Write) -> Outcome {
+    let Ok(c) = Cluster::new(host, &[Role::Master, Role::Master, Role::Slave]) else {
+        return fail("cluster creation failed");
+    };
+    let mut buf = [0u8; 6];
+    for i in 0..LARGE_DIRS {
+        if c.apply(NodeSet(0b011), FrontendOp::Mkdir(dir_name(i, &mut buf)))
+            .is_err()
+        {
+            return fail("mkdir on the masters failed");
+        }
+    }
+    if c.as_ref().thread_start(2).is_err() {
+        return fail("starting the slave's sync thread failed");
+    }
+    // Wait for the sync to be under way: the first directory has reached the slave.
+    let t0 = host.now_ns();
+    while c.stat(2, b"/d0000").is_err() && host.now_ns() - t0 < WAIT_NS {
+        host::sleep(host, Duration::from_micros(200));
+    }
+    let f0 = host.now_ns();
+    if c.thread_freeze(2).is_err() {
+        return fail("freeze failed");
+    }
+    let latency = host.now_ns() - f0;
+    let mid = !c.in_sync(2);
+    let s1 = c.stats(2);
+    host::sleep(host, Duration::from_millis(100));
+    let s2 = c.stats(2);
+    let still = c.in_sync(2) != mid;
+    let _ = writeln!(
+        out,
+        "# freeze of a {}-directory resync acknowledged after {} us ({})",
+        LARGE_DIRS,
+        latency / 1000,
+        if mid {
+            "mid-sync"
+        } else {
+            "the sync had already finished"
+        }
+    );
+    let frozen_ok = s1.scanned == s2.scanned && s1.inserted == s2.inserted && still;
+    if c.thread_unfreeze(2).is_err() {
+        return fail("unfreeze failed");
+    }
+    let u0 = host.now_ns();
+    while !c.in_sync(2) && host.now_ns() - u0 < 3 * WAIT_NS {
+        let _ = c.thread_signal(2);
+        host::sleep(host, Duration::from_millis(10));
+    }
+    let synced = c.in_sync(2);
+    let stopped = c.thread_stop(2).is_ok();
+    if latency > 2_000_000_000 {
+        return fail("the freeze took over 2 s to be acknowledged");
+    }
+    if !frozen_ok {
+        return fail("the slave kept syncing while frozen");
+    }
+    if !synced {
+        return fail("the slave did not converge after unfreeze");
+    }
+    if !stopped {
+        return fail("stop failed");
     }
     Ok(())
 }

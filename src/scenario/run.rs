@@ -17,10 +17,10 @@ use super::ast::{Check, Cmd, Content, Script, Set, ThreadCheck, ThreadOp};
 use super::ktap::{Diag, Ktap};
 use super::lex::{reason, Reason};
 use super::{prng, Outcome};
-use crate::cluster::{Cluster, FrontendOp, NodeSet, Role, MAX_NODES};
+use crate::cluster::{Cluster, FrontendOp, NodeSet, Role, Snapshot};
 use crate::host::{self, Host};
 use crate::media::OBJTYPE_DIRECTORY;
-use crate::quorum::{self, NodeAnswer, QuorumResult, StatusFlags, Voter};
+use crate::quorum::{QuorumResult, StatusFlags};
 use crate::thread::ThreadState;
 use crate::Error;
 
@@ -43,7 +43,7 @@ pub fn execute(host: &'static dyn Host, script: &Script<'_>, out: &mut dyn Write
                 c: cluster,
                 host,
                 diag: Diag::default(),
-                _src: core::marker::PhantomData,
+                snaps: Vec::new(),
             };
             for (i, step) in script.steps.iter().enumerate() {
                 if let Cmd::Expect(check) = &step.cmd {
@@ -79,8 +79,9 @@ type R<T> = Result<T, Reason>;
 struct Interp<'a> {
     c: Pin<Box<Cluster>>,
     host: &'static dyn Host,
+    /// Snapshots taken so far, by name.
+    snaps: Vec<(&'a str, Snapshot)>,
     diag: Diag,
-    _src: core::marker::PhantomData<&'a str>,
 }
 
 /// `"1,3"` for a node set, for diagnostics.
@@ -190,8 +191,14 @@ impl<'a> Interp<'a> {
             Cmd::Stall(..) => Err(reason!("stall: not supported yet")),
             Cmd::Fail(..) => Err(reason!("fail: not supported yet")),
             Cmd::Catchup(..) => Err(reason!("catchup: not supported yet")),
-            // TEMPORARY until the data layer provides `Cluster::snapshot`.
-            Cmd::Snapshot(..) => Err(reason!("snapshot: not supported yet")),
+            Cmd::Snapshot(name, i) => {
+                let snap = self
+                    .c
+                    .snapshot(*i)
+                    .map_err(|e| reason!("node {}: snapshot: {}", i, e))?;
+                crate::mem::try_push(&mut self.snaps, (*name, snap))
+                    .map_err(|e| reason!("snapshot: {}", e))
+            }
             Cmd::Expect(_) => Ok(()),
         }
     }
@@ -408,10 +415,22 @@ impl<'a> Interp<'a> {
                     false
                 }
             },
-            // Unreachable until snapshots exist: a `snapshot` command fails the run first.
-            Check::Unchanged(..) => false,
+            Check::Unchanged(name, i) => {
+                // The parser saw the snapshot command earlier in the file, so it ran.
+                let Some((_, snap)) = self.snaps.iter().find(|(n, _)| n == name) else {
+                    let _ = writeln!(d, "snapshot '{name}' was not taken");
+                    return false;
+                };
+                match snap.matches(c, *i, d) {
+                    Ok(same) => same,
+                    Err(e) => {
+                        let _ = writeln!(d, "node {i}: {e}");
+                        false
+                    }
+                }
+            }
             Check::Status(i, words) => {
-                let have = status(c, *i);
+                let have = c.status(*i);
                 let mut ok = true;
                 for (present, w) in words {
                     if have.has_word(w) != *present {
@@ -440,26 +459,6 @@ impl core::fmt::Display for Words {
         }
         Ok(())
     }
-}
-
-/// The cluster status words as seen from node `idx`: the quorum status over every node's PFS
-/// root. Until nodes can stall or fail (`stall`/`fail`), every node answers every other, so all
-/// views agree; a node whose root cannot be read counts as failed.
-fn status(c: &Cluster, idx: usize) -> StatusFlags {
-    let _ = idx;
-    let mut voters: heapless::Vec<Voter, MAX_NODES> = heapless::Vec::new();
-    for j in 0..c.len() {
-        let answer = match c.stat(j, b"/") {
-            Ok(st) => NodeAnswer::Holds(st.modify_tid),
-            Err(_) => NodeAnswer::Failed,
-        };
-        // Cannot overflow: a cluster has at most MAX_NODES nodes.
-        let _ = voters.push(Voter {
-            role: c.role(j),
-            answer,
-        });
-    }
-    quorum::status(&voters, 0)
 }
 
 fn resolve_with(c: &Cluster, s: Set) -> NodeSet {

@@ -15,6 +15,22 @@ use crate::media::{self, dirhash, Blockref, InodeData, InodeMeta, OpFlags, DIRHA
 use crate::mem::{try_box, try_push};
 use crate::{Error, Result};
 
+/// The inode number of `name` in the directory numbered `parent`.
+///
+/// Derived from the path rather than allocated per node: in a real cluster the frontend allocates
+/// one number for all nodes, and a scenario may create "the same" file on different nodes at
+/// different transactions (a node that missed the first write gets the file from a later
+/// `write *`); both must agree. For the same reason a new inode's btime is left 0.
+pub fn inum_for(parent: u64, name: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in parent.to_le_bytes().iter().chain(name) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    // Inode 1 is the PFS root; keep clear of the low numbers.
+    h | (1 << 62)
+}
+
 /// Split an absolute path into its components (empty for `/`). Components are 1..=255 bytes.
 pub fn components(path: &[u8]) -> Result<Vec<&[u8]>> {
     let mut v = Vec::new();
@@ -136,7 +152,7 @@ impl Store {
             version: media::INODE_VERSION_ONE,
             objtype: otype,
             mode,
-            inum: tid,
+            inum: inum_for(dmeta.inum, name),
             nlinks: 1,
             iparent: dmeta.inum,
             name_key: key,
@@ -145,7 +161,6 @@ impl Store {
             check_algo: media::CHECK_DEFAULT,
             ctime: tid,
             mtime: tid,
-            btime: tid,
             ..InodeMeta::default()
         };
         ip.filename[..name.len()].copy_from_slice(name);
@@ -223,11 +238,7 @@ impl Store {
             match self.child_at(g.id(), key)? {
                 Some(id) => {
                     let c = self.lock_child(g, id, LockMode::Exclusive)?;
-                    self.modify(&c, |b, body| {
-                        *b = bref;
-                        *body = Body::Data(bytes);
-                        Ok(())
-                    })?;
+                    self.replace(&c, bref, Body::Data(bytes))?;
                 }
                 None => {
                     self.insert(g, bref, Body::Data(bytes))?;
@@ -441,6 +452,20 @@ mod tests {
             assert_eq!(m.is_directdata(), n <= 512);
             let blocks = if n <= 512 { 0 } else { n.div_ceil(65536) };
             assert_eq!(s.child_count(f).unwrap(), blocks, "size {n}");
+            // Every chain carries the check code of its payload, as after a flush.
+            for id in [
+                Some(f),
+                s.lookup(f, 0, media::KEY_MAX).unwrap().map(|(c, _)| c),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let (b, body) = s.read(id).unwrap();
+                match body {
+                    Body::Inode(ip) => b.verify_check(&ip.encode()).unwrap(),
+                    Body::Data(d) => b.verify_check(&d).unwrap(),
+                }
+            }
             if n == 70_000 {
                 let (_, b) = s.lookup(f, 65536, media::KEY_MAX).unwrap().unwrap();
                 assert_eq!(

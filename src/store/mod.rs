@@ -57,6 +57,13 @@ impl Body {
             Body::Data(d) => Body::Data(crate::mem::try_to_vec(d)?),
         })
     }
+    /// Store this payload's check code in `b` (by `b`'s check method), as a flush would.
+    pub fn seal(&self, b: &mut Blockref) -> Result<()> {
+        match self {
+            Body::Inode(ip) => b.set_check(&ip.encode()),
+            Body::Data(d) => b.set_check(d),
+        }
+    }
     /// The inode, if this is one.
     pub fn inode(&self) -> Option<&InodeData> {
         match self {
@@ -429,7 +436,14 @@ impl Store {
     // ----- modifications (caller holds the locks named in each doc) -----
 
     /// Create a child of the chain `parent` holds exclusively.
-    pub fn insert(&self, parent: &ChainGuard<'_>, bref: Blockref, body: Body) -> Result<ChainId> {
+    /// The check code is computed here.
+    pub fn insert(
+        &self,
+        parent: &ChainGuard<'_>,
+        mut bref: Blockref,
+        body: Body,
+    ) -> Result<ChainId> {
+        body.seal(&mut bref)?;
         let lock = self.host.lock_create()?;
         let raw = lock.as_raw();
         let r = self.insert_locked(parent.id, bref, body, raw);
@@ -484,7 +498,8 @@ impl Store {
     }
 
     /// Change a chain the caller holds exclusively: `f` gets its header and payload. A changed
-    /// key is refused (`Invalid`); a changed keybits re-keys the parent's block table.
+    /// key is refused (`Invalid`); a changed keybits re-keys the parent's block table; the check
+    /// code is recomputed.
     pub fn modify<R>(
         &self,
         g: &ChainGuard<'_>,
@@ -495,6 +510,7 @@ impl Store {
         let (old, parent) = (c.bref, c.parent);
         let mut bref = c.bref;
         let r = f(&mut bref, &mut c.body)?;
+        c.body.seal(&mut bref)?;
         if bref.key != old.key {
             return Err(Error::Invalid);
         }
@@ -505,6 +521,30 @@ impl Store {
         }
         a.get_mut(g.id)?.bref = bref;
         Ok(r)
+    }
+
+    /// Give the chain the caller holds exclusively a new header and payload (same key). The
+    /// check code is computed, and the old payload freed, outside the arena lock.
+    pub fn replace(&self, g: &ChainGuard<'_>, mut bref: Blockref, body: Body) -> Result<()> {
+        body.seal(&mut bref)?;
+        let old_body = {
+            let mut a = self.arena.write();
+            let c = a.get(g.id)?;
+            let (old, parent) = (c.bref, c.parent);
+            if bref.key != old.key {
+                return Err(Error::Invalid);
+            }
+            if bref.keybits != old.keybits {
+                if let Some(p) = parent {
+                    a.get_mut(p)?.children.set_keybits(old.key, bref.keybits)?;
+                }
+            }
+            let c = a.get_mut(g.id)?;
+            c.bref = bref;
+            core::mem::replace(&mut c.body, body)
+        };
+        drop(old_body);
+        Ok(())
     }
 
     /// Set a held chain's modify_tid.

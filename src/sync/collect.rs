@@ -3,9 +3,19 @@
 //! `hammer2_xop_collect`).
 //!
 //! Each step takes the lowest key among the nodes' next children, asks [`quorum::check`] with our
-//! own node `Excluded`, and returns the focus's chain; a key without a quorum (ESRCH, EDEADLK) is
-//! skipped as the seed's collector skips it (so our own chain there, if any, is compared against
-//! the next focus and destroyed: a key only a minority holds is not part of the quorum's tree).
+//! own node `Excluded`, and returns the focus's chain. A key fewer than a quorum of masters hold
+//! (ESRCH) is skipped as the seed's collector skips it, so our own chain there, if any, is
+//! compared against the next focus and destroyed: a key only a minority holds is not part of the
+//! quorum's tree. The same holds for a key masters hold without agreeing (EDEADLK).
+//!
+//! Except while a frontend change is in flight: the cluster applies a change node by node, so a
+//! key read meanwhile may lack a quorum only because some masters have the change and others not
+//! yet. Such a key (ESRCH or EDEADLK read while the cluster's change sequence was odd or moved) is
+//! reported as [`Item::Undecided`]: the caller leaves its own chain alone and does not stamp the
+//! inode, where the seed's skip would have destroyed it (a slave losing a directory that a change
+//! under way on the masters is about to write into).
+
+use core::sync::atomic::Ordering;
 
 use crate::cluster::MAX_NODES;
 use crate::media::{Blockref, KEY_MAX};
@@ -53,10 +63,35 @@ pub fn inode_focus(peers: &Peers<'_>, idx: usize, keys: &[u64]) -> Result<Option
     })
 }
 
+/// One step of the merge.
+#[derive(Debug, Clone, Copy)]
+pub enum Item {
+    /// A quorum agrees on this chain.
+    Focus(Focus),
+    /// No quorum for this key range while a change was in flight: nothing can be decided now.
+    Undecided {
+        /// First key of the range.
+        key: u64,
+        /// Last key of the range.
+        key_end: u64,
+    },
+}
+
+impl Item {
+    /// The key range as a blockref-like (key, keybits-independent end) pair.
+    pub fn range(&self) -> (u64, u64) {
+        match self {
+            Item::Focus(f) => (f.bref.key, f.bref.key_end()),
+            Item::Undecided { key, key_end } => (*key, *key_end),
+        }
+    }
+}
+
 /// The merge over the other nodes' children of one inode.
 pub struct Collector<'a> {
     peers: &'a Peers<'a>,
     idx: usize,
+    brk: &'a dyn Fn() -> bool,
     /// Per node: the inode there (None: the node does not hold it, or is us).
     parent: [Option<ChainId>; MAX_NODES],
     /// Per node: the next key to look from (None: that node's scan is done).
@@ -64,11 +99,18 @@ pub struct Collector<'a> {
 }
 
 impl<'a> Collector<'a> {
-    /// Start a scan of the children of the inode at `keys` on every node but `idx`.
-    pub fn new(peers: &'a Peers<'a>, idx: usize, keys: &[u64]) -> Result<Collector<'a>> {
+    /// Start a scan of the children of the inode at `keys` on every node but `idx`; `brk` is
+    /// polled at every key it looks at (skipped keys included).
+    pub fn new(
+        peers: &'a Peers<'a>,
+        idx: usize,
+        keys: &[u64],
+        brk: &'a dyn Fn() -> bool,
+    ) -> Result<Collector<'a>> {
         let mut c = Collector {
             peers,
             idx,
+            brk,
             parent: [None; MAX_NODES],
             cursor: [None; MAX_NODES],
         };
@@ -81,10 +123,14 @@ impl<'a> Collector<'a> {
         Ok(c)
     }
 
-    /// The focus of the next key that has one, or None when every node's scan is done.
-    pub fn next_focus(&mut self) -> Result<Option<Focus>> {
+    /// The next key's focus (or that it is undecided), or None when every node's scan is done.
+    pub fn next_item(&mut self) -> Result<Option<Item>> {
         let n = self.peers.stores.len().min(MAX_NODES);
         loop {
+            if (self.brk)() {
+                return Err(Error::InProgress);
+            }
+            let seq = self.peers.changes.map(|c| c.load(Ordering::SeqCst));
             let mut heads: [Option<(ChainId, Blockref)>; MAX_NODES] = [None; MAX_NODES];
             let mut lowest: Option<u64> = None;
             for (j, head) in heads.iter_mut().enumerate().take(n) {
@@ -108,6 +154,7 @@ impl<'a> Collector<'a> {
                 role: crate::cluster::Role::Cache,
                 answer: NodeAnswer::Absent,
             }; MAX_NODES];
+            let mut key_end = key;
             for (j, (v, head)) in voters.iter_mut().zip(heads.iter()).enumerate().take(n) {
                 v.role = self.peers.roles[j];
                 v.answer = match head {
@@ -119,18 +166,25 @@ impl<'a> Collector<'a> {
                 if let Some((_, b)) = head {
                     if b.key == key {
                         self.cursor[j] = b.key_end().checked_add(1);
+                        key_end = key_end.max(b.key_end());
                     }
                 }
             }
             match quorum::check(&voters[..n], self.peers.nmasters) {
                 QuorumResult::Focus { node, .. } => {
                     if let Some((id, bref)) = heads[node] {
-                        return Ok(Some(Focus { node, id, bref }));
+                        return Ok(Some(Item::Focus(Focus { node, id, bref })));
                     }
                     return Err(Error::Invalid);
                 }
-                // ESRCH / EDEADLK: no quorum for this key, skip it.
-                QuorumResult::None(Error::NoQuorum) | QuorumResult::None(Error::Deadlock) => {}
+                // ESRCH / EDEADLK: no quorum for this key. Skip it, unless a change was in
+                // flight while we read it.
+                QuorumResult::None(Error::NoQuorum) | QuorumResult::None(Error::Deadlock) => {
+                    let now = self.peers.changes.map(|c| c.load(Ordering::SeqCst));
+                    if seq.is_some_and(|s| s % 2 == 1) || now != seq {
+                        return Ok(Some(Item::Undecided { key, key_end }));
+                    }
+                }
                 QuorumResult::None(e) => return Err(e),
             }
         }

@@ -55,6 +55,10 @@ pub struct Peers<'a> {
     pub roles: &'a [Role],
     /// The PFS roots' recorded `pfs_nmasters`.
     pub nmasters: u8,
+    /// The cluster's change sequence: odd while a frontend change is being applied node by node,
+    /// bumped at its start and end (a seqlock). A key without a quorum read while it is odd or
+    /// moving may just be a change in flight, and is left undecided instead of destroyed.
+    pub changes: Option<&'a core::sync::atomic::AtomicU64>,
 }
 
 /// One pass's context: who we are, what to poll, what to count.

@@ -3,11 +3,11 @@
 use alloc::vec::Vec;
 use core::cmp::Ordering;
 
-use super::collect::{inode_focus, Collector, Focus};
+use super::collect::{inode_focus, Collector, Focus, Item};
 use super::{Ctx, MAX_DEFER};
 use crate::host::LockMode;
 use crate::media::{self, Blockref, KEY_MAX};
-use crate::mem::{try_box, try_push};
+use crate::mem::try_push;
 use crate::store::{inode, Body, ChainGuard, ChainId, Store};
 use crate::{Error, Result};
 
@@ -34,12 +34,12 @@ impl FocusCopy {
     }
 }
 
-/// Compare key ranges like `hammer2_chain_cmp`: Less if `a` lies wholly before `b`, Greater if
-/// wholly after, Equal if they overlap.
-fn range_cmp(a: &Blockref, b: &Blockref) -> Ordering {
-    if a.key_end() < b.key {
+/// Compare key ranges like `hammer2_chain_cmp`: Less if `a` lies wholly before `key ..= key_end`,
+/// Greater if wholly after, Equal if they overlap.
+fn range_cmp(a: &Blockref, key: u64, key_end: u64) -> Ordering {
+    if a.key_end() < key {
         Ordering::Less
-    } else if a.key > b.key_end() {
+    } else if a.key > key_end {
         Ordering::Greater
     } else {
         Ordering::Equal
@@ -73,21 +73,27 @@ pub(crate) fn sync_slaves(
         return Ok(());
     }
 
-    let mut coll = Collector::new(ctx.peers, ctx.idx, &keys)?;
+    let mut coll = Collector::new(ctx.peers, ctx.idx, &keys, ctx.brk)?;
     let mut local = me.lookup(ip, 0, KEY_MAX)?;
-    let mut item = coll.next_focus()?;
+    let mut item = coll.next_item()?;
     let mut needrescan = false;
+    let mut undecided = false;
     loop {
         ctx.poll()?;
         let n = match (&local, &item) {
             (None, None) => break,
             (Some(_), None) => Ordering::Less,
             (None, Some(_)) => Ordering::Greater,
-            (Some((_, lb)), Some(f)) => match range_cmp(lb, &f.bref) {
-                // Overlapping but not the same key: ours goes, the focus's comes next.
-                Ordering::Equal if lb.key != f.bref.key => Ordering::Less,
-                o => o,
-            },
+            (Some((_, lb)), Some(it)) => {
+                let (k, kend) = it.range();
+                match range_cmp(lb, k, kend) {
+                    // Overlapping but not the same key: ours goes, the focus's comes next.
+                    Ordering::Equal if lb.key != k && matches!(it, Item::Focus(_)) => {
+                        Ordering::Less
+                    }
+                    o => o,
+                }
+            }
         };
         ctx.stats.scanned += 1;
         // DEVIATION (bug 9): the seed ignored every helper's error (`nerror`), so the inode could
@@ -96,31 +102,41 @@ pub(crate) fn sync_slaves(
             (Ordering::Less, Some((l, lb)), _) => {
                 local = destroy(ctx, &g, l, &lb)?;
             }
-            (Ordering::Equal, Some((l, lb)), Some(f)) => {
+            // A change in flight: leave our chain as it is, decide nothing.
+            (Ordering::Equal, Some((_, lb)), Some(Item::Undecided { .. })) => {
+                undecided = true;
+                local = me.next(ip, &lb, KEY_MAX)?;
+                item = coll.next_item()?;
+            }
+            (Ordering::Greater, _, Some(Item::Undecided { .. })) => {
+                undecided = true;
+                item = coll.next_item()?;
+            }
+            (Ordering::Equal, Some((l, lb)), Some(Item::Focus(f))) => {
                 if lb.modify_tid != f.bref.modify_tid {
                     let fc = FocusCopy::read(ctx, &f)?;
                     let defer = fc.defers();
                     let mtid = if defer { 0 } else { fc.bref.modify_tid };
-                    replace(ctx, &g, l, &fc, mtid)?;
+                    replace(ctx, &g, l, fc, mtid)?;
                     if defer {
                         push_defer(ctx, list, l)?;
                         needrescan = true;
                     }
                 }
                 local = me.next(ip, &lb, KEY_MAX)?;
-                item = coll.next_focus()?;
+                item = coll.next_item()?;
             }
-            (Ordering::Greater, _, Some(f)) => {
+            (Ordering::Greater, _, Some(Item::Focus(f))) => {
                 let fc = FocusCopy::read(ctx, &f)?;
                 let defer = fc.defers();
                 let mtid = if defer { 0 } else { fc.bref.modify_tid };
-                let (c, cb) = insert(ctx, &g, &fc, mtid)?;
+                let (c, cb) = insert(ctx, &g, fc, mtid)?;
                 if defer {
                     push_defer(ctx, list, c)?;
                     needrescan = true;
                 }
                 local = me.next(ip, &cb, KEY_MAX)?;
-                item = coll.next_focus()?;
+                item = coll.next_item()?;
             }
             _ => return Err(Error::Invalid),
         }
@@ -131,13 +147,17 @@ pub(crate) fn sync_slaves(
     if needrescan {
         return Err(Error::Again);
     }
+    if undecided {
+        // Not stamped: a change was in flight on part of this inode; the next pass decides.
+        return Err(Error::InProgress);
+    }
 
     // The final update, under the same lock: re-ask the quorum and copy its inode.
     // DEVIATION (bug 7): the seed passed a possibly NULL focus to the final replace; with no
     // focus now the inode is not stamped and the pass is retried.
     let focus = inode_focus(ctx.peers, ctx.idx, &keys)?.ok_or(Error::InProgress)?;
     let fc = FocusCopy::read(ctx, &focus)?;
-    replace_held(me, &g, &fc, sync_tid, isroot)?;
+    replace_held(me, &g, fc, sync_tid, isroot)?;
     ctx.stats.replaced += 1;
     Ok(())
 }
@@ -152,59 +172,53 @@ fn push_defer(ctx: &mut Ctx<'_>, list: &mut Vec<ChainId>, c: ChainId) -> Result<
 /// keybits, vradix, flags and size from the focus, modify_tid `mtid`. An inode without
 /// DIRECTDATA takes meta and name only and keeps our block table (our children), cleared when
 /// ours was not an inode or was DIRECTDATA; DATA, or an inode with DIRECTDATA, takes all bytes.
-/// The PFS root takes only the §3.6 fields. The check code is recomputed.
+/// The PFS root takes only the §3.6 fields. The store recomputes the check code.
 fn copy_from_focus(
-    local: Option<(&Blockref, &Body)>,
-    fc: &FocusCopy,
+    local: Option<(&Blockref, Option<&media::InodeData>)>,
+    fc: FocusCopy,
     mtid: u64,
     isroot: bool,
 ) -> Result<(Blockref, Body)> {
+    let FocusCopy { bref: fb, body } = fc;
     let mut b = match local {
         Some((lb, _)) => *lb,
-        None => Blockref::new(fc.bref.btype, fc.bref.key, fc.bref.keybits),
+        None => Blockref::new(fb.btype, fb.key, fb.keybits),
     };
-    b.btype = fc.bref.btype;
-    b.methods = fc.bref.methods;
-    b.keybits = fc.bref.keybits;
-    b.vradix = fc.bref.vradix;
-    b.flags = fc.bref.flags;
+    b.btype = fb.btype;
+    b.methods = fb.methods;
+    b.keybits = fb.keybits;
+    b.vradix = fb.vradix;
+    b.flags = fb.flags;
     // DEVIATION (bug 8): the seed resized by our own size, then copied the focus's bytes with our
     // length (over-read or truncation). The size is the focus's, and so is the copied length.
-    b.set_size_radix(fc.bref.size_radix());
+    b.set_size_radix(fb.size_radix());
     b.modify_tid = mtid;
-    let body = match &fc.body {
-        Body::Inode(fip) => {
-            let mut ip = try_box(media::InodeData::default())?;
+    // The focus's copy is ours to keep: its bytes become our payload without another copy.
+    let body = match body {
+        Body::Inode(mut ip) => {
             match local {
-                Some((_, Body::Inode(lip))) if isroot => {
-                    *ip = **lip;
-                    inode::copy_pfsroot_fields(&mut ip.meta, &fip.meta);
+                Some((_, Some(lip))) if isroot => {
+                    let focus_meta = ip.meta;
+                    *ip = *lip;
+                    inode::copy_pfsroot_fields(&mut ip.meta, &focus_meta);
                 }
                 _ if isroot => return Err(Error::Invalid),
-                Some((lb, Body::Inode(lip)))
-                    if !fip.meta.is_directdata()
+                // Meta and name only; keep our block table...
+                Some((lb, Some(lip)))
+                    if !ip.meta.is_directdata()
                         && lb.btype == media::BREF_TYPE_INODE
                         && !lip.meta.is_directdata() =>
                 {
-                    // Keep our block table.
-                    ip.u = lip.u;
-                    ip.meta = fip.meta;
-                    ip.filename = fip.filename;
+                    ip.u = lip.u
                 }
-                _ if !fip.meta.is_directdata() => {
-                    ip.meta = fip.meta;
-                    ip.filename = fip.filename;
-                }
-                _ => *ip = **fip,
+                // ...or start an empty one where ours was not an inode or was DIRECTDATA.
+                _ if !ip.meta.is_directdata() => ip.u = [0; media::EMBEDDED_BYTES],
+                // DIRECTDATA: all 1024 bytes.
+                _ => {}
             }
-            b.set_check(&ip.encode())?;
             Body::Inode(ip)
         }
-        Body::Data(d) => {
-            let v = crate::mem::try_to_vec(d)?;
-            b.set_check(&v)?;
-            Body::Data(v)
-        }
+        Body::Data(d) => Body::Data(d),
     };
     Ok((b, body))
 }
@@ -214,7 +228,7 @@ pub(crate) fn replace(
     ctx: &mut Ctx<'_>,
     parent: &ChainGuard<'_>,
     l: ChainId,
-    fc: &FocusCopy,
+    fc: FocusCopy,
     mtid: u64,
 ) -> Result<()> {
     let me = ctx.me();
@@ -228,18 +242,22 @@ pub(crate) fn replace(
 fn replace_held(
     me: &Store,
     g: &ChainGuard<'_>,
-    fc: &FocusCopy,
+    fc: FocusCopy,
     mtid: u64,
     isroot: bool,
 ) -> Result<()> {
     // Built outside the arena lock (it allocates); nobody else changes the chain: we hold it.
-    let (lb, lbody) = me.read(g.id())?;
-    let (nb, nbody) = copy_from_focus(Some((&lb, &lbody)), fc, mtid, isroot)?;
-    me.modify(g, |b, body| {
-        *b = nb;
-        *body = nbody;
-        Ok(())
-    })
+    // Only an inode's payload is needed (a DATA chain's is overwritten whole).
+    let lb = me.bref(g.id())?;
+    let lip = match lb.btype {
+        media::BREF_TYPE_INODE => match me.read(g.id())?.1 {
+            Body::Inode(ip) => Some(ip),
+            Body::Data(_) => None,
+        },
+        _ => None,
+    };
+    let (nb, nbody) = copy_from_focus(Some((&lb, lip.as_deref())), fc, mtid, isroot)?;
+    me.replace(g, nb, nbody)
 }
 
 /// Create our missing copy of the focus chain under the inode `parent` holds
@@ -247,7 +265,7 @@ fn replace_held(
 pub(crate) fn insert(
     ctx: &mut Ctx<'_>,
     parent: &ChainGuard<'_>,
-    fc: &FocusCopy,
+    fc: FocusCopy,
     mtid: u64,
 ) -> Result<(ChainId, Blockref)> {
     let me = ctx.me();

@@ -47,6 +47,8 @@ pub struct RawCase {
     pub cuts: Vec<u8>,
     /// The changes.
     pub ops: Vec<RawOp>,
+    /// Roles given after the history, before sync (arbitrary class only), if any.
+    pub reroles: Option<Vec<u8>>,
 }
 
 /// How the history was built, which decides which properties must hold.
@@ -69,6 +71,8 @@ pub struct Case {
     pub ops: Vec<(u8, Op, bool)>,
     /// How it was built.
     pub class: Class,
+    /// Roles set (`role <idx> <role>`) after the history, before sync.
+    pub new_roles: Option<Vec<Role>>,
 }
 
 /// Names used for directories and files, and (separately) for hardlink pointers.
@@ -277,7 +281,18 @@ pub fn resolve(raw: &RawCase) -> Case {
         };
         ops.push((mask, op, committed));
     }
-    Case { roles, ops, class }
+    let new_roles = match (&class, &raw.reroles) {
+        (Class::Arbitrary, Some(r)) => {
+            Some((0..n).map(|i| role_of(*r.get(i).unwrap_or(&0))).collect())
+        }
+        _ => None,
+    };
+    Case {
+        roles,
+        ops,
+        class,
+        new_roles,
+    }
 }
 
 impl Case {
@@ -294,6 +309,9 @@ impl Case {
                 }
             }
             seen.insert(op.path().to_vec());
+        }
+        if let Some(r) = &self.new_roles {
+            w.roles = r.clone();
         }
         (w, seen.into_iter().collect())
     }
@@ -345,13 +363,15 @@ pub fn raw_case(max_ops: usize) -> impl Strategy<Value = RawCase> {
         any::<u8>(),
         prop::collection::vec(any::<u8>(), 8),
         prop::collection::vec(raw_op(), 0..=max_ops),
+        prop::option::weighted(0.2, prop::collection::vec(any::<u8>(), 8)),
     )
-        .prop_map(|(roles, n, committed, qmask, cuts, ops)| RawCase {
+        .prop_map(|(roles, n, committed, qmask, cuts, ops, reroles)| RawCase {
             roles,
             n,
             committed,
             qmask,
             cuts,
             ops,
+            reroles,
         })
 }

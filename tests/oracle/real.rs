@@ -102,6 +102,11 @@ pub fn build_on(
             ));
         }
     }
+    if let Some(roles) = &case.new_roles {
+        for (i, r) in roles.iter().enumerate() {
+            c.set_role(i, *r);
+        }
+    }
     Ok(c)
 }
 

@@ -65,6 +65,11 @@ pub fn render(case: &Case, world: &World, paths: &[Vec<u8>], note: &str) -> Stri
             Op::Link(t, x) => writeln!(s, "link {st} {} {}{c}", p(t), p(x)),
         };
     }
+    if let Some(roles) = &case.new_roles {
+        for (i, r) in roles.iter().enumerate() {
+            let _ = writeln!(s, "role {i} {}", r.name());
+        }
+    }
     match world.focus_root() {
         Some((_, t)) => {
             let _ = writeln!(s, "expect focus {t}");
