@@ -8,7 +8,7 @@ use hammer2_synchro::cluster::{Cluster, FrontendOp, NodeSet, Role};
 use hammer2_synchro::userland;
 
 use crate::alloc_count::peak_during;
-use crate::shape::{content, Tree};
+use crate::shape::{content, Shape, Tree};
 use crate::stats::ns;
 
 /// The node roles: three voting masters and the slave whose sync is measured.
@@ -65,21 +65,30 @@ pub struct ClusterCfg {
     pub stop_samples: usize,
 }
 
-/// Building the tree on the masters and the slave's first sync.
+/// The empty slave's first sync of the whole tree.
+#[derive(Debug, Clone)]
+pub struct InitialSync {
+    /// `sync_node` wall time.
+    pub time: Duration,
+    /// Chains it scanned.
+    pub scanned: u64,
+    /// Peak live bytes during it, above the bytes before it.
+    pub peak: usize,
+    /// Bytes it left allocated (the slave's copy of the tree).
+    pub kept: usize,
+}
+
+/// Building the tree and the slave's first sync.
 #[derive(Debug, Clone)]
 pub struct BuildResult {
     /// Chains of the tree (directories + files).
     pub chains: usize,
-    /// Applying the whole tree to the 3 masters.
+    /// Nodes the tree was applied to: the 3 masters, or all 4 when the first sync is skipped.
+    pub nodes: usize,
+    /// Applying the whole tree to those nodes.
     pub build: Duration,
-    /// The empty slave's first sync.
-    pub initial_sync: Duration,
-    /// Chains the first sync scanned.
-    pub initial_scanned: u64,
-    /// Peak live bytes during the first sync, above the bytes before it.
-    pub initial_peak: usize,
-    /// Bytes the first sync left allocated (the slave's copy of the tree).
-    pub initial_kept: usize,
+    /// The slave's first sync, or why it was not measured.
+    pub initial: Result<InitialSync, String>,
 }
 
 /// One resync of the slave after `k` leaves changed on the masters.
@@ -147,13 +156,13 @@ pub fn timed_sync(c: &Cluster) -> Res<(Duration, u64, usize)> {
     Ok((dt, c.stats(SLAVE).scanned - before, peak))
 }
 
-fn build(c: &Cluster, tree: &Tree) -> Res<Duration> {
+fn build(c: &Cluster, tree: &Tree, set: NodeSet) -> Res<Duration> {
     let t = Instant::now();
     for d in &tree.dirs {
-        apply(c, MASTERS, FrontendOp::Mkdir(d.as_bytes()))?;
+        apply(c, set, FrontendOp::Mkdir(d.as_bytes()))?;
     }
     for (i, f) in tree.files.iter().enumerate() {
-        apply(c, MASTERS, FrontendOp::Write(f.as_bytes(), &content(i, 0)))?;
+        apply(c, set, FrontendOp::Write(f.as_bytes(), &content(i, 0)))?;
     }
     Ok(t.elapsed())
 }
@@ -190,16 +199,31 @@ fn stop_latency(c: Pin<&Cluster>, samples: usize) -> Res<Vec<u64>> {
     Ok(out)
 }
 
-/// Freeze latency while the slave's thread resyncs the whole tree: the slave loses the tree
-/// (frontend `rm` on the slave alone, done while frozen), and the thread rebuilds it from the
-/// masters while this loop freezes and unfreezes it. A sample counts only if the thread scanned
-/// chains since the previous unfreeze and the slave was still out of sync when frozen.
-fn freeze_latency(c: Pin<&Cluster>, top: &str, cfg: &ClusterCfg) -> Res<Vec<u64>> {
+/// Freeze latency while the slave's thread runs a long sync, which this loop freezes and
+/// unfreezes. The sync is made long, while the thread is frozen, by:
+/// - wide: a chmod of the top directory on the masters, so every pass of the original scan
+///   compares every entry of that directory (a whole-tree scan);
+/// - deep: a frontend `rm` of the top directory on the slave alone, so the thread rebuilds the
+///   whole tree from the masters.
+///
+/// (Removing the wide directory instead would measure the store's delete of a huge
+/// directory, not the sync.) A sample counts only if the pass the freeze interrupted scanned
+/// chains and the slave was still out of sync when frozen.
+fn freeze_latency(c: Pin<&Cluster>, shape: Shape, cfg: &ClusterCfg) -> Res<Vec<u64>> {
     let mut out = Vec::with_capacity(cfg.freeze_samples);
     c.thread_start(SLAVE).map_err(thread_err("start"))?;
+    let top = shape.top().as_bytes();
+    let flips = core::cell::Cell::new(0u32);
     let diverge = || -> Res<u64> {
         c.thread_freeze(SLAVE).map_err(thread_err("freeze"))?;
-        apply(&c, SLAVE_ONLY, FrontendOp::Rm(top.as_bytes()))?;
+        match shape {
+            Shape::Wide => {
+                flips.set(flips.get() + 1);
+                let mode = if flips.get() % 2 == 1 { 0o750 } else { 0o755 };
+                apply(&c, MASTERS, FrontendOp::Chmod(top, mode))?;
+            }
+            Shape::Deep => apply(&c, SLAVE_ONLY, FrontendOp::Rm(top))?,
+        }
         let scanned = c.stats(SLAVE).scanned;
         c.thread_unfreeze(SLAVE).map_err(thread_err("unfreeze"))?;
         Ok(scanned)
@@ -237,27 +261,51 @@ fn freeze_latency(c: Pin<&Cluster>, top: &str, cfg: &ClusterCfg) -> Res<Vec<u64>
 }
 
 /// Build `tree` on a fresh cluster and measure everything of [`ClusterResult`].
+///
+/// With `initial` set the tree goes to the masters and the empty slave's first sync is
+/// measured; otherwise (`Err(why)`) the tree is applied to all four nodes as the same
+/// transactions, so the slave starts in sync, and `why` is reported instead.
 /// `on_mode_missing` is told once per mode the core lacks.
 pub fn measure(
     tree: &Tree,
     cfg: &ClusterCfg,
+    initial: Result<(), String>,
     on_mode_missing: &mut dyn FnMut(ScanMode, &'static str),
 ) -> Res<ClusterResult> {
     let t_work = Instant::now();
     let live_start = crate::alloc_count::live();
     let c = new_cluster()?;
-    let build_time = build(&c, tree)?;
-    let live0 = crate::alloc_count::live();
-    let (initial_sync, initial_scanned, initial_peak) = timed_sync(&c)?;
-    let initial_kept = crate::alloc_count::live().saturating_sub(live0);
+    let all = NodeSet(MASTERS.0 | SLAVE_ONLY.0);
+    let (set, nodes) = if initial.is_ok() {
+        (MASTERS, 3)
+    } else {
+        (all, 4)
+    };
+    let build_time = build(&c, tree, set)?;
+    let initial = match initial {
+        Ok(()) => {
+            let live0 = crate::alloc_count::live();
+            let (time, scanned, peak) = timed_sync(&c)?;
+            Ok(InitialSync {
+                time,
+                scanned,
+                peak,
+                kept: crate::alloc_count::live().saturating_sub(live0),
+            })
+        }
+        Err(why) => {
+            if !c.in_sync(SLAVE) {
+                return Err("the slave is not in sync after the same transactions".into());
+            }
+            Err(why)
+        }
+    };
     let cluster_bytes = crate::alloc_count::live().saturating_sub(live_start);
     let build = BuildResult {
         chains: tree.chains(),
+        nodes,
         build: build_time,
-        initial_sync,
-        initial_scanned,
-        initial_peak,
-        initial_kept,
+        initial,
     };
 
     let mut resyncs = Vec::new();
@@ -307,7 +355,7 @@ pub fn measure(
     let work_time = t_work.elapsed();
 
     let stop_ns = stop_latency(c.as_ref(), cfg.stop_samples)?;
-    let freeze_ns = freeze_latency(c.as_ref(), tree.shape.top(), cfg)?;
+    let freeze_ns = freeze_latency(c.as_ref(), tree.shape, cfg)?;
     Ok(ClusterResult {
         build,
         resyncs,

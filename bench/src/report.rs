@@ -153,7 +153,10 @@ pub fn markdown(r: &Results) -> String {
     let _ = writeln!(
         s,
         "- rsync: the same tree and the same k changed files as real files on tmpfs, \
-         `rsync -a --delete src/ dst/` after each change (the first copy is timed too)."
+         `rsync -a --delete src/ dst/` after each change (the first copy is timed too). \
+         Unchanged files are empty there (a non-empty file pins a 4 KiB page of RAM on tmpfs, \
+         and two copies of 10^6 of them would not fit; rsync stats an unchanged file either \
+         way); a changed file gets a few bytes, so its size changes."
     );
     let _ = writeln!(
         s,
@@ -220,28 +223,43 @@ pub fn markdown(r: &Results) -> String {
     let _ = writeln!(s, "## Build and initial sync\n");
     let _ = writeln!(
         s,
-        "| shape | N files | chains | build on 3 masters | slave's first sync | scanned | peak during sync | kept after sync | rsync first copy |"
+        "| shape | N files | chains | build (nodes) | slave's first sync | scanned | peak during sync | kept after sync | rsync first copy |"
     );
     let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut why_initial = Vec::new();
     for row in &r.rows {
         let rs = row
             .rsync
             .as_ref()
-            .map_or_else(|e| format!("– ({e})"), |x| secs(x.initial));
+            .map_or_else(|_| "–".into(), |x| secs(x.initial));
         match &row.cluster {
             Ok(c) => {
                 let b = &c.build;
+                let (t, sc, pk, kept) = match &b.initial {
+                    Ok(i) => (
+                        secs(i.time),
+                        i.scanned.to_string(),
+                        fmt_bytes(i.peak as u64),
+                        fmt_bytes(i.kept as u64),
+                    ),
+                    Err(e) => {
+                        why_initial.push(format!("{} N={}: {e}", row.shape.name(), row.files));
+                        (
+                            "not measured (see below)".into(),
+                            "–".into(),
+                            "–".into(),
+                            "–".into(),
+                        )
+                    }
+                };
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {rs} |",
+                    "| {} | {} | {} | {} ({}) | {t} | {sc} | {pk} | {kept} | {rs} |",
                     row.shape.name(),
                     row.files,
                     b.chains,
                     secs(b.build),
-                    secs(b.initial_sync),
-                    b.initial_scanned,
-                    fmt_bytes(b.initial_peak as u64),
-                    fmt_bytes(b.initial_kept as u64),
+                    b.nodes,
                 );
             }
             Err(e) => {
@@ -258,8 +276,13 @@ pub fn markdown(r: &Results) -> String {
     let _ = writeln!(
         s,
         "\nThe first sync's peak includes the slave's new copy of the tree (\"kept\"); the \
-         resync peaks above are the sync's own working memory.\n"
+         resync peaks above are the sync's own working memory. Where the first sync was not \
+         measured, the tree was applied to all four nodes as the same transactions instead."
     );
+    for w in why_initial {
+        let _ = writeln!(s, "- {w}");
+    }
+    let _ = writeln!(s);
 
     let _ = writeln!(s, "## Initial sync bandwidth (64 KiB data blocks)\n");
     match &r.bandwidth {
@@ -287,9 +310,11 @@ pub fn markdown(r: &Results) -> String {
     let _ = writeln!(s, "## Thread-control latency (userland)\n");
     let _ = writeln!(
         s,
-        "Freeze: the slave loses its tree (frontend `rm` on the slave alone) and its sync \
-         thread rebuilds it while the bench freezes and unfreezes it every ~200 µs; a sample \
-         counts only if the thread scanned chains since the previous unfreeze and the slave was \
+        "Freeze: the slave's sync thread runs a long sync while the bench freezes and \
+         unfreezes it every ≤ 200 µs (wide: a chmod of the top directory on the masters makes \
+         every pass of the original scan compare every entry of it; deep: a frontend `rm` of \
+         the top directory on the slave alone makes the thread rebuild the whole tree). A \
+         sample counts only if the pass the freeze interrupted scanned chains and the slave was \
          still out of sync. Stop: the thread is started on an in-sync slave and stopped as soon \
          as its first pass is counted.\n"
     );

@@ -8,6 +8,15 @@ use crate::machine::Machine;
 use crate::shape::Shape;
 use crate::stats::percentile;
 
+/// Prefix of the reason of a measurement left out on purpose (size or time limits), as
+/// opposed to one that failed.
+pub const SKIPPED: &str = "skipped: ";
+
+/// Whether a "not measured" reason is a deliberate skip rather than a failure.
+pub fn is_skip(why: &str) -> bool {
+    why.starts_with(SKIPPED)
+}
+
 /// The rsync side of one tree.
 #[derive(Debug, Clone)]
 pub struct RsyncResult {
@@ -227,11 +236,9 @@ mod tests {
             cluster: Ok(ClusterResult {
                 build: BuildResult {
                     chains: files + 1,
+                    nodes: 3,
                     build: ms(1),
-                    initial_sync: ms(1),
-                    initial_scanned: 1,
-                    initial_peak: 1,
-                    initial_kept: 1,
+                    initial: Err("skipped".into()),
                 },
                 resyncs: vec![ResyncResult {
                     k: TARGET_K,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::bandwidth;
 use crate::cluster_bench::{self, ClusterCfg, ScanMode};
 use crate::machine::{mem_available, Machine};
-use crate::results::{Results, Row, RsyncResult};
+use crate::results::{Results, Row, RsyncResult, SKIPPED};
 use crate::shape::{Shape, Tree};
 use crate::tmpfs::{rsync_version, tmpfs_base, FsPair};
 
@@ -32,6 +32,11 @@ pub struct Config {
     pub mem_budget: u64,
     /// Longest a tree's cluster or rsync measurement is allowed to take (estimated).
     pub row_time_limit: Duration,
+    /// The slave's first sync of a tree is skipped (the tree is applied to all nodes) when
+    /// extrapolated to take longer.
+    pub initial_limit: Duration,
+    /// Wall time the whole run aims at; rsync runs that would overrun it are skipped.
+    pub total_budget: Duration,
     /// Trees of more files are not attempted (`--max-files`).
     pub max_files: usize,
     /// The command line, for the report.
@@ -52,6 +57,8 @@ impl Config {
                 stop_samples: 3,
                 mem_budget: 1 << 30,
                 row_time_limit: Duration::from_secs(10),
+                initial_limit: Duration::from_secs(5),
+                total_budget: Duration::from_secs(20),
                 max_files: usize::MAX,
                 command,
             }
@@ -66,6 +73,8 @@ impl Config {
                 stop_samples: 10,
                 mem_budget: 8 << 30,
                 row_time_limit: Duration::from_secs(240),
+                initial_limit: Duration::from_secs(60),
+                total_budget: Duration::from_secs(600),
                 max_files: usize::MAX,
                 command,
             }
@@ -94,13 +103,36 @@ fn date_utc() -> String {
         .unwrap_or_else(|| "an unknown date".into())
 }
 
-/// What the previous size of a shape cost, to extrapolate the next one.
-#[derive(Clone, Copy)]
-struct Cost {
-    chains: usize,
-    bytes_per_chain: f64,
-    cluster_time: Duration,
-    rsync_time: Option<Duration>,
+/// What the previous sizes of a shape cost, to extrapolate the next one.
+#[derive(Clone, Default)]
+struct History {
+    /// (chains, cluster bytes per chain, cluster work time without the first sync).
+    cluster: Option<(usize, f64, f64)>,
+    /// (chains, first-sync seconds) of every size where it was measured.
+    initial: Vec<(usize, f64)>,
+    /// (chains, seconds) of the last rsync side.
+    rsync: Option<(usize, f64)>,
+}
+
+/// Bytes of RAM one empty file or directory costs on tmpfs (inode + dentry, measured at about
+/// 1 KiB here), rounded up.
+const TMPFS_BYTES_PER_ENTRY: f64 = 1536.0;
+
+/// Seconds of the first sync at `chains`, extrapolated as a power law through the last two
+/// measured sizes (linear from one), with the exponent.
+pub fn predict_initial(hist: &[(usize, f64)], chains: usize) -> Option<(f64, f64)> {
+    let &(c2, t2) = hist.last()?;
+    let alpha = match hist.len().checked_sub(2).and_then(|i| hist.get(i)) {
+        Some(&(c1, t1)) if c2 > c1 && t1 > 0.0 && t2 > 0.0 => {
+            ((t2 / t1).ln() / (c2 as f64 / c1 as f64).ln()).clamp(1.0, 3.0)
+        }
+        _ => 1.0,
+    };
+    Some((t2 * (chains as f64 / c2 as f64).powf(alpha), alpha))
+}
+
+fn gib(b: f64) -> f64 {
+    b / f64::from(1u32 << 30)
 }
 
 fn rsync_side(base: &Path, tree: &Tree, ks: &[usize]) -> Result<RsyncResult, String> {
@@ -135,7 +167,7 @@ pub fn run(cfg: &Config) -> Results {
     let mut missing_modes: Vec<(ScanMode, String)> = Vec::new();
     let mut rows = Vec::new();
     let mut skipped = Vec::new();
-    let mut last: [Option<Cost>; 2] = [None, None];
+    let mut hist: [History; 2] = Default::default();
 
     for &files in &cfg.files {
         for (si, shape) in Shape::ALL.into_iter().enumerate() {
@@ -147,107 +179,171 @@ pub fn run(cfg: &Config) -> Results {
                 skipped.push(format!("{tag}: above --max-files {}", cfg.max_files));
                 continue;
             }
-            // Extrapolate from the previous size of this shape.
-            if let Some(prev) = last[si] {
-                let scale = chains as f64 / prev.chains as f64;
-                let bytes = prev.bytes_per_chain * chains as f64 * 1.25;
-                let budget = (cfg.mem_budget as f64).min(mem_available() as f64 * 0.8);
-                let time = prev.cluster_time.as_secs_f64() * scale;
-                if bytes > budget {
-                    skipped.push(format!(
-                        "{tag}: the cluster would need about {:.1} GiB (4 nodes; {:.0} bytes per \
-                         chain per cluster measured at N={}), over the {:.1} GiB budget",
-                        bytes / f64::from(1u32 << 30),
-                        prev.bytes_per_chain,
-                        prev.chains,
-                        budget / f64::from(1u32 << 30)
+            let h = &mut hist[si];
+            let mem_budget = (cfg.mem_budget as f64).min(mem_available() as f64 * 0.8);
+            // The first sync: measured unless the power law through the smaller trees says it
+            // would take too long.
+            let initial = match predict_initial(&h.initial, chains) {
+                Some((t, alpha)) if t > cfg.initial_limit.as_secs_f64() => Err(format!(
+                    "predicted about {t:.0} s (time growing as N^{alpha:.2} between the two \
+                     smaller trees), over the {} s limit",
+                    cfg.initial_limit.as_secs()
+                )),
+                _ => Ok(()),
+            };
+            let predicted_initial = match &initial {
+                Ok(()) => predict_initial(&h.initial, chains).map_or(0.0, |p| p.0),
+                Err(_) => 0.0,
+            };
+            let mut cluster_fits = Ok(());
+            if let Some((pc, bpc, work)) = h.cluster {
+                let scale = chains as f64 / pc as f64;
+                let bytes = bpc * chains as f64 * 1.25;
+                let time = work * scale + predicted_initial;
+                if bytes > mem_budget {
+                    cluster_fits = Err(format!(
+                        "the cluster would need about {:.1} GiB (4 nodes; {bpc:.0} bytes per \
+                         chain measured at {pc} chains), over the {:.1} GiB budget",
+                        gib(bytes),
+                        gib(mem_budget)
                     ));
-                    continue;
-                }
-                if time > cfg.row_time_limit.as_secs_f64() {
-                    skipped.push(format!(
-                        "{tag}: extrapolated to about {time:.0} s of cluster work (from {:.1} s \
-                         at {} chains), over the {} s limit per tree",
-                        prev.cluster_time.as_secs_f64(),
-                        prev.chains,
+                } else if time > cfg.row_time_limit.as_secs_f64() {
+                    cluster_fits = Err(format!(
+                        "extrapolated to about {time:.0} s of cluster work, over the {} s limit \
+                         per tree",
                         cfg.row_time_limit.as_secs()
                     ));
-                    continue;
                 }
             }
-            println!("bench: {tag}: cluster ...");
-            let cluster = cluster_bench::measure(
-                &tree,
-                &ClusterCfg {
-                    ks: ks.clone(),
-                    freeze_samples: cfg.freeze_samples,
-                    freeze_budget: cfg.freeze_budget,
-                    stop_samples: cfg.stop_samples,
-                },
-                &mut |mode, why| {
-                    if !missing_modes.iter().any(|(m, _)| *m == mode) {
-                        missing_modes.push((mode, why.to_string()));
-                    }
-                },
-            );
-            match &cluster {
-                Ok(c) => {
-                    for x in &c.resyncs {
-                        println!(
-                            "bench: {tag}: k={} {}: {:?}, {} chains scanned",
-                            x.k,
-                            x.mode.name(),
-                            x.time,
-                            x.scanned
-                        );
-                    }
+            let cluster = match cluster_fits {
+                Err(why) => {
+                    skipped.push(format!("{tag}: cluster: {why}"));
+                    Err(format!("{SKIPPED}{why}"))
                 }
-                Err(e) => println!("bench: {tag}: cluster FAILED: {e}"),
-            }
-            println!("bench: {tag}: rsync ...");
-            let t = Instant::now();
-            let rs = match (&rsync, &tmpfs) {
-                (Ok(_), Ok(base)) => {
-                    let time_ok = last[si].and_then(|p| p.rsync_time).is_none_or(|pt| {
-                        let scale = chains as f64 / last[si].map_or(1, |p| p.chains) as f64;
-                        pt.as_secs_f64() * scale <= cfg.row_time_limit.as_secs_f64()
-                    });
-                    if time_ok {
-                        rsync_side(Path::new(base), &tree, &ks)
-                    } else {
-                        Err("extrapolated rsync time over the limit per tree".into())
+                Ok(()) => {
+                    println!("bench: {tag}: cluster ...");
+                    if let Err(why) = &initial {
+                        println!("bench: {tag}: first sync not measured: {why}");
                     }
+                    let r = cluster_bench::measure(
+                        &tree,
+                        &ClusterCfg {
+                            ks: ks.clone(),
+                            freeze_samples: cfg.freeze_samples,
+                            freeze_budget: cfg.freeze_budget,
+                            stop_samples: cfg.stop_samples,
+                        },
+                        initial,
+                        &mut |mode, why| {
+                            if !missing_modes.iter().any(|(m, _)| *m == mode) {
+                                missing_modes.push((mode, why.to_string()));
+                            }
+                        },
+                    );
+                    match &r {
+                        Ok(c) => {
+                            if let Ok(i) = &c.build.initial {
+                                println!("bench: {tag}: first sync: {:?}", i.time);
+                                h.initial.push((chains, i.time.as_secs_f64()));
+                            }
+                            for x in &c.resyncs {
+                                println!(
+                                    "bench: {tag}: k={} {}: {:?}, {} chains scanned",
+                                    x.k,
+                                    x.mode.name(),
+                                    x.time,
+                                    x.scanned
+                                );
+                            }
+                            let init = c
+                                .build
+                                .initial
+                                .as_ref()
+                                .map_or(0.0, |i| i.time.as_secs_f64());
+                            h.cluster = Some((
+                                chains,
+                                c.cluster_bytes as f64 / chains as f64,
+                                (c.work_time.as_secs_f64() - init).max(0.0),
+                            ));
+                        }
+                        Err(e) => println!("bench: {tag}: cluster FAILED: {e}"),
+                    }
+                    r
                 }
-                (Err(e), _) | (_, Err(e)) => Err(e.clone()),
             };
-            let rsync_time = rs.is_ok().then(|| t.elapsed());
-            match &rs {
-                Ok(x) => {
-                    for (k, d) in &x.resyncs {
-                        println!("bench: {tag}: k={k} rsync: {d:?}");
-                    }
-                }
-                Err(e) => println!("bench: {tag}: rsync not measured: {e}"),
-            }
-            if let Ok(c) = &cluster {
-                last[si] = Some(Cost {
-                    chains,
-                    bytes_per_chain: c.cluster_bytes as f64 / chains as f64,
-                    cluster_time: c.work_time,
-                    rsync_time,
-                });
-            }
             rows.push(Row {
                 shape,
                 files,
                 chains,
                 cluster,
-                rsync: rs,
+                rsync: Err("not run".into()),
             });
         }
     }
     println!("bench: initial-sync bandwidth ...");
     let bandwidth = bandwidth::measure(cfg.bandwidth_bytes, cfg.bandwidth_file);
+
+    // rsync last: it is the comparison, so it gets what is left of the time budget.
+    for row in &mut rows {
+        let si = Shape::ALL.iter().position(|s| *s == row.shape).unwrap_or(0);
+        let h = &mut hist[si];
+        let tag = format!(
+            "{} N={} ({} chains)",
+            row.shape.name(),
+            row.files,
+            row.chains
+        );
+        let mem_budget = (cfg.mem_budget as f64).min(mem_available() as f64 * 0.8);
+        let rs = match (&rsync, &tmpfs) {
+            (Ok(_), Ok(base)) => {
+                let bytes = 2.0 * row.chains as f64 * TMPFS_BYTES_PER_ENTRY;
+                let time = h.rsync.map(|(pc, t)| t * row.chains as f64 / pc as f64);
+                let left = cfg.total_budget.as_secs_f64() - t_all.elapsed().as_secs_f64();
+                let why = if bytes > mem_budget {
+                    Some(format!(
+                        "two copies of the tree on tmpfs would take about {:.1} GiB of RAM, over \
+                         the {:.1} GiB budget",
+                        gib(bytes),
+                        gib(mem_budget)
+                    ))
+                } else {
+                    time.filter(|t| *t > left).map(|t| {
+                        format!(
+                            "extrapolated to about {t:.0} s, more than the {left:.0} s left of \
+                             the run's {} s budget",
+                            cfg.total_budget.as_secs()
+                        )
+                    })
+                };
+                match why {
+                    Some(why) => {
+                        skipped.push(format!("{tag}: rsync: {why}"));
+                        Err(format!("{SKIPPED}{why}"))
+                    }
+                    None => {
+                        println!("bench: {tag}: rsync ...");
+                        let tree = Tree::new(row.shape, row.files);
+                        let t = Instant::now();
+                        let r = rsync_side(Path::new(base), &tree, &ks_for(row.files));
+                        if r.is_ok() {
+                            h.rsync = Some((row.chains, t.elapsed().as_secs_f64()));
+                        }
+                        r
+                    }
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => Err(e.clone()),
+        };
+        match &rs {
+            Ok(x) => {
+                for (k, d) in &x.resyncs {
+                    println!("bench: {tag}: k={k} rsync: {d:?}");
+                }
+            }
+            Err(e) => println!("bench: {tag}: rsync not measured: {e}"),
+        }
+        row.rsync = rs;
+    }
     Results {
         machine,
         quick: cfg.quick,
@@ -274,5 +370,20 @@ mod tests {
         assert_eq!(ks_for(1000), vec![1, 10, 100]);
         assert_eq!(ks_for(100), vec![1, 10, 100]);
         assert_eq!(ks_for(50), vec![1, 10]);
+    }
+
+    #[test]
+    fn initial_sync_prediction_follows_the_measured_growth() {
+        assert_eq!(predict_initial(&[], 10), None);
+        // One point: linear.
+        let (t, a) = predict_initial(&[(100, 1.0)], 1000).unwrap();
+        assert!((t - 10.0).abs() < 1e-9 && a == 1.0);
+        // Quadratic growth between the last two points.
+        let (t, a) = predict_initial(&[(10, 9.0), (100, 0.01), (1000, 1.0)], 10_000).unwrap();
+        assert!((a - 2.0).abs() < 1e-9, "{a}");
+        assert!((t - 100.0).abs() < 1e-6, "{t}");
+        // Sub-linear measurements are not extrapolated below linear.
+        let (_, a) = predict_initial(&[(100, 1.0), (1000, 2.0)], 10_000).unwrap();
+        assert_eq!(a, 1.0);
     }
 }
