@@ -120,6 +120,8 @@ pub struct Store {
     arena: spin::RwLock<Arena>,
     root: ChainId,
     root_lock: usize,
+    /// Bumped by every frontend change, while it holds its path locked.
+    gen: core::sync::atomic::AtomicU64,
 }
 
 /// A held chain lock; released on drop.
@@ -230,6 +232,7 @@ impl Store {
             }),
             root: ChainId { idx: 0, gen: 0 },
             root_lock,
+            gen: core::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -241,6 +244,12 @@ impl Store {
     /// The host this store's locks come from.
     pub fn host(&self) -> &'static dyn Host {
         self.host
+    }
+
+    /// The frontend change generation: it moves whenever a frontend change (mkdir, write, rm,
+    /// chmod, link) locks its path, before it changes anything under it.
+    pub fn frontend_gen(&self) -> u64 {
+        self.gen.load(core::sync::atomic::Ordering::SeqCst)
     }
 
     /// Number of live chains (the PFS root included).

@@ -99,13 +99,15 @@ pub struct Collector<'a> {
 }
 
 impl<'a> Collector<'a> {
-    /// Start a scan of the children of the inode at `keys` on every node but `idx`; `brk` is
-    /// polled at every key it looks at (skipped keys included).
+    /// Start a scan of the children of the inode at `keys` on every node but `idx`, from key
+    /// `start` (None: an empty scan); `brk` is polled at every key it looks at (skipped keys
+    /// included).
     pub fn new(
         peers: &'a Peers<'a>,
         idx: usize,
         keys: &[u64],
         brk: &'a dyn Fn() -> bool,
+        start: Option<u64>,
     ) -> Result<Collector<'a>> {
         let mut c = Collector {
             peers,
@@ -117,7 +119,7 @@ impl<'a> Collector<'a> {
         for j in 0..peers.stores.len().min(MAX_NODES) {
             if j != idx {
                 c.parent[j] = peers.stores[j].resolve_keys(keys)?;
-                c.cursor[j] = Some(0);
+                c.cursor[j] = start;
             }
         }
         Ok(c)

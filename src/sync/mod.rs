@@ -86,6 +86,38 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// Where an inode's scan stopped when the deferral list filled up (EAGAIN), so its re-scan can
+/// continue there instead of comparing every chain before it again (which made a directory of
+/// n new entries cost n²/1000 comparisons). Valid only for the same inode, the same focus TID
+/// (the focus's subtree is the same) and no frontend change on our node since (our chains before
+/// the key are as the scan left them); a deferred child that ends without reaching the focus
+/// drops every record, so its parent compares it again.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Resume {
+    pub(crate) ip: ChainId,
+    pub(crate) sync_tid: u64,
+    pub(crate) gen: u64,
+    /// The first key not yet compared (None: nothing left).
+    pub(crate) key: Option<u64>,
+    /// A key was left undecided before `key`.
+    pub(crate) undecided: bool,
+}
+
+/// What a successful [`slaves::sync_slaves`] achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Done {
+    /// The inode holds the focus's TID (it was stamped, or already did).
+    Equal,
+    /// No quorum for this inode: nothing was changed.
+    NoFocus,
+}
+
+/// One entry of the deferral list.
+pub(crate) struct Deferred {
+    pub(crate) ip: ChainId,
+    pub(crate) resume: Option<Resume>,
+}
+
 /// One synchronization pass of node `idx` (HAMMER2-FACTS §3.7): sync the PFS root; while it
 /// answers EAGAIN, sync the deferred inodes bottom-up (LIFO, an entry popped only once its own
 /// sync added no new deferral), then the root again. On a break or an error the leftover
@@ -106,17 +138,29 @@ pub fn sync_pass(
         stats,
     };
     let root = ctx.me().root();
-    let mut list: Vec<ChainId> = Vec::new();
+    let mut list: Vec<Deferred> = Vec::new();
+    let mut root_resume = None;
     loop {
-        match slaves::sync_slaves(&mut ctx, root, &mut list, true) {
+        match slaves::sync_slaves(&mut ctx, root, &mut list, true, &mut root_resume) {
             Err(Error::Again) => {}
-            r => return r,
+            r => return r.map(|_| ()),
         }
-        while let Some(&top) = list.last() {
+        while let Some(top) = list.last_mut() {
+            let ip = top.ip;
+            let mut resume = top.resume.take();
             let before = list.len();
-            match slaves::sync_slaves(&mut ctx, top, &mut list, false) {
-                // ENOENT: the inode went away meanwhile; the parent's re-scan settles it.
-                Ok(()) | Err(Error::Again) | Err(Error::NotFound) => {}
+            let r = slaves::sync_slaves(&mut ctx, ip, &mut list, false, &mut resume);
+            if let Some(e) = list.get_mut(before - 1) {
+                e.resume = resume;
+            }
+            match r {
+                Ok(Done::Equal) | Err(Error::Again) => {}
+                // No focus, or (ENOENT) the inode went away meanwhile: the parent's re-scan
+                // must look at it again, so no scan resumes past it.
+                Ok(Done::NoFocus) | Err(Error::NotFound) => {
+                    root_resume = None;
+                    list.iter_mut().for_each(|d| d.resume = None);
+                }
                 Err(e) => return Err(e),
             }
             ctx.poll()?;

@@ -4,7 +4,7 @@ use alloc::vec::Vec;
 use core::cmp::Ordering;
 
 use super::collect::{inode_focus, Collector, Focus, Item};
-use super::{Ctx, MAX_DEFER};
+use super::{Ctx, Deferred, Done, Resume, MAX_DEFER};
 use crate::host::LockMode;
 use crate::media::{self, Blockref, KEY_MAX};
 use crate::mem::try_push;
@@ -53,16 +53,18 @@ fn range_cmp(a: &Blockref, key: u64, key_end: u64) -> Ordering {
 pub(crate) fn sync_slaves(
     ctx: &mut Ctx<'_>,
     ip: ChainId,
-    list: &mut Vec<ChainId>,
+    list: &mut Vec<Deferred>,
     isroot: bool,
-) -> Result<()> {
+    resume: &mut Option<Resume>,
+) -> Result<Done> {
     let me = ctx.me();
+    let rec = resume.take();
     // DEVIATION (bug 7): the seed read our chain's modify_tid before checking it exists; a
     // deferred inode removed meanwhile is `NotFound` here, which the driver tolerates.
     let keys = me.key_path(ip)?;
     let Some(focus) = inode_focus(ctx.peers, ctx.idx, &keys)? else {
         // No quorum for this inode: nothing to synchronize to, nothing changes.
-        return Ok(());
+        return Ok(Done::NoFocus);
     };
     let sync_tid = focus.bref.modify_tid;
     // DEVIATION (bug 10): the seed unlocked the inode for the scan and relocked it for the final
@@ -70,14 +72,23 @@ pub(crate) fn sync_slaves(
     // The inode stays locked exclusively from the check until the final update.
     let g = me.lock(ip, LockMode::Exclusive)?;
     if me.bref(ip)?.modify_tid == sync_tid {
-        return Ok(());
+        return Ok(Done::Equal);
     }
+    // Continue an interrupted scan where it stopped, if nothing it relied on changed.
+    let (start, mut undecided) = match rec {
+        Some(r) if r.ip == ip && r.sync_tid == sync_tid && r.gen == me.frontend_gen() => {
+            (r.key, r.undecided)
+        }
+        _ => (Some(0), false),
+    };
 
-    let mut coll = Collector::new(ctx.peers, ctx.idx, &keys, ctx.brk)?;
-    let mut local = me.lookup(ip, 0, KEY_MAX)?;
+    let mut coll = Collector::new(ctx.peers, ctx.idx, &keys, ctx.brk, start)?;
+    let mut local = match start {
+        Some(k) => me.lookup(ip, k, KEY_MAX)?,
+        None => None,
+    };
     let mut item = coll.next_item()?;
     let mut needrescan = false;
-    let mut undecided = false;
     loop {
         ctx.poll()?;
         let n = match (&local, &item) {
@@ -141,6 +152,21 @@ pub(crate) fn sync_slaves(
             _ => return Err(Error::Invalid),
         }
         if needrescan && list.len() >= MAX_DEFER {
+            let next = |o: Option<u64>, k: u64| Some(o.map_or(k, |m: u64| m.min(k)));
+            let mut key = None;
+            if let Some((_, lb)) = &local {
+                key = next(key, lb.key);
+            }
+            if let Some(it) = &item {
+                key = next(key, it.range().0);
+            }
+            *resume = Some(Resume {
+                ip,
+                sync_tid,
+                gen: me.frontend_gen(),
+                key,
+                undecided,
+            });
             break;
         }
     }
@@ -159,11 +185,17 @@ pub(crate) fn sync_slaves(
     let fc = FocusCopy::read(ctx, &focus)?;
     replace_held(me, &g, fc, sync_tid, isroot)?;
     ctx.stats.replaced += 1;
-    Ok(())
+    Ok(Done::Equal)
 }
 
-fn push_defer(ctx: &mut Ctx<'_>, list: &mut Vec<ChainId>, c: ChainId) -> Result<()> {
-    try_push(list, c)?;
+fn push_defer(ctx: &mut Ctx<'_>, list: &mut Vec<Deferred>, c: ChainId) -> Result<()> {
+    try_push(
+        list,
+        Deferred {
+            ip: c,
+            resume: None,
+        },
+    )?;
     ctx.stats.deferred += 1;
     Ok(())
 }
