@@ -210,6 +210,7 @@ fn bug8_copy_takes_the_focus_length() {
         peers: &peers,
         idx: 1,
         brk: &|| false,
+        mode: ScanMode::default(),
         stats: &mut stats,
     };
     let fc = FocusCopy::read(
@@ -361,6 +362,7 @@ fn bug6_destroy_continues_through_the_held_parent() {
         peers: &peers,
         idx: 1,
         brk: &|| false,
+        mode: ScanMode::default(),
         stats: &mut stats,
     };
     let g = s.lock_root(LockMode::Exclusive);
@@ -398,6 +400,7 @@ fn bug7_missing_local_chain_and_missing_final_focus() {
         peers: &peers,
         idx: 2,
         brk: &|| false,
+        mode: ScanMode::default(),
         stats: &mut stats,
     };
     let mut list = Vec::new();
@@ -525,6 +528,7 @@ fn bug12_insert_over_an_existing_key_replaces() {
         peers: &peers,
         idx: 1,
         brk: &|| false,
+        mode: ScanMode::default(),
         stats: &mut stats,
     };
     let fid = m.resolve(b"/f").unwrap();
