@@ -347,7 +347,12 @@ impl Store {
     /// The summary of `parent`'s children whose key lies in the level-`level` range containing
     /// `base` (see [`children`]): equal summaries on two nodes mean the same children there.
     pub fn range_sum(&self, parent: ChainId, base: u64, level: u8) -> Result<RangeSum> {
-        Ok(self.arena.read().get(parent)?.children.range_sum(base, level))
+        Ok(self
+            .arena
+            .read()
+            .get(parent)?
+            .children
+            .range_sum(base, level))
     }
 
     /// The summaries of the 16 sub-ranges of that range (`level < MAX_LEVEL`).
@@ -355,7 +360,12 @@ impl Store {
         if level >= MAX_LEVEL {
             return Err(Error::Invalid);
         }
-        Ok(self.arena.read().get(parent)?.children.sub_sums(base, level))
+        Ok(self
+            .arena
+            .read()
+            .get(parent)?
+            .children
+            .sub_sums(base, level))
     }
 
     /// The child of `parent` with exactly `key`.
@@ -503,10 +513,10 @@ impl Store {
         };
         let gen = a.slots[idx as usize].gen;
         let id = ChainId { idx, gen };
-        if let Err(e) = a
-            .get_mut(parent)?
-            .children
-            .insert(bref.key, bref.keybits, bref.modify_tid, id)
+        if let Err(e) =
+            a.get_mut(parent)?
+                .children
+                .insert(bref.key, bref.keybits, bref.modify_tid, id)
         {
             a.free.push(idx);
             return Err(e);

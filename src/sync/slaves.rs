@@ -6,12 +6,12 @@ use core::cmp::Ordering;
 use super::collect::{inode_focus, Collector, Focus, Item};
 use super::{Ctx, Deferred, Done, Resume, ScanMode, MAX_DEFER};
 use crate::cluster::MAX_NODES;
-use crate::store::children::{range_of, BUCKET};
-use crate::store::{FANOUT, MAX_LEVEL};
 use crate::host::LockMode;
 use crate::media::{self, Blockref, KEY_MAX};
 use crate::mem::try_push;
+use crate::store::children::{range_of, BUCKET};
 use crate::store::{inode, Body, ChainStore, HeldChain};
+use crate::store::{FANOUT, MAX_LEVEL};
 use crate::{Error, Result};
 
 /// The focus chain's header and payload, read from its node.
@@ -124,7 +124,6 @@ pub(crate) fn sync_slaves<'a, S: ChainStore>(
     ctx.stats.replaced += 1;
     Ok(Done::Equal)
 }
-
 
 /// The state of one inode's scan, shared by the range merges of a pruned walk.
 struct Scan<'s, Id> {
@@ -269,6 +268,11 @@ fn merge_range<'a, S: ChainStore>(
             }
             if let Some(it) = &item {
                 key = next(key, it.range().0);
+            }
+            // Nothing left in this range: the scan goes on after it (a pruned walk has more
+            // ranges to look at; the whole key space ends at KEY_MAX).
+            if key.is_none() {
+                key = end.checked_add(1);
             }
             *scan.resume = Some(Resume {
                 ip,
