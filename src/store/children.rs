@@ -502,7 +502,7 @@ mod tests {
         let mut c = Children::default();
         let mut model: BTreeMap<u64, (u8, u64)> = BTreeMap::new();
         // Clustered keys, so deep levels split too.
-        let key = |r: u64| (r % 4 << 62) | (r % 3000);
+        let key = |r: u64| ((r % 4) << 62) | (r % 3000);
         for i in 0..30_000u32 {
             let k = key(rnd());
             match i % 4 {

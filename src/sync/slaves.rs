@@ -1,4 +1,45 @@
-//! `hammer2_sync_slaves` and its helpers `hammer2_sync_insert`, `_destroy`, `_replace`.
+//! `hammer2_sync_slaves` and its helpers `hammer2_sync_insert`, `_destroy`, `_replace`, with two
+//! ways to scan a differing inode's children ([`ScanMode`]).
+//!
+//! **Original** (the seed): merge every child of ours against the per-key focus of the others,
+//! so one changed entry in a directory of N costs N comparisons.
+//!
+//! **Pruned** (issue 5): every block table keeps a radix of key-range summaries
+//! ([`crate::store::children`]): for each power-of-two aligned key range (fan-out 16), the count
+//! and a 128-bit multiset hash of the (key, keybits, modify_tid) of the children whose key lies
+//! in it. The walk starts with the whole key space; a range whose summary is the same on our
+//! node and on every other node holding the inode is skipped whole; a differing range is split
+//! into its 16 sub-ranges, of which only the differing ones are visited; a differing range that
+//! holds at most `BUCKET` children on every node is merged chain by chain exactly as the original
+//! does (restricted to the keys in it). k changed children of an inode of N are found with
+//! O(k · 16 · log16 N) summary comparisons and O(k · `BUCKET`) chain comparisons; every summary
+//! visited counts in `SyncStats::scanned`, like every chain compared.
+//!
+//! Why skipping an equal range changes nothing the original scan would have changed:
+//! - *Same chains.* The summary is a function of the set of (key, keybits, modify_tid) in the
+//!   range only (never of the tree's shape or history), so equal summaries mean equal sets on
+//!   every compared node, up to a collision of the 128-bit hash sums (two independent 64-bit
+//!   mixes per leaf; the count must match too). Any change of a child (insert, delete, a new
+//!   TID, new keybits) changes its own leaf term and so every summary above it: a deletion is
+//!   not hidden by an unchanged maximum TID, as a bare `mirror_tid` would be on nodes whose
+//!   histories diverged.
+//! - *Same per-key decision.* Inside such a range every node holding the inode holds the same
+//!   chain at each key with the same TID, and nodes not holding the inode answer "absent" for
+//!   every key, as they do for the inode. The inode has a focus, so at least a quorum of masters
+//!   hold it at one TID; they all hold the key at TID t and no master holds anything else there,
+//!   so the quorum gives the key a focus at t (`quorum::check` counts only masters, and the
+//!   quorum size depends only on the roles, the same for the inode and its keys). Our chain has
+//!   TID t too, so the original would only have compared it: no replace, no destroy, no
+//!   deferral (a child inode with the focus's TID is not looked into by either mode). Where the
+//!   others disagree inside a range (no quorum, a change in flight, a node behind), their
+//!   summaries differ from ours or from each other and the walk descends to the per-key merge.
+//! - *Same order of effects.* Ranges are visited depth-first in key order, so changes are made
+//!   in the same key order as the original; a scan stopped by a full deferral list records the
+//!   first key not compared (the end of its range + 1 when the range was finished) and the
+//!   re-scan skips everything below it, as the original's resume does.
+//!
+//! Both modes are run on the same randomized divergent histories and must leave identical
+//! trees (`sync::tests`), and the oracle and scenario suites run in both modes.
 
 use alloc::vec::Vec;
 use core::cmp::Ordering;
