@@ -171,13 +171,18 @@ int32_t h2s_init(const struct H2sHostOps *ops, void *pool, size_t len);
 
 /*
  Stop the library: destroy every remaining cluster (stopping and joining its threads), then
- release the pool and the ops table. Returns how many clusters it had to destroy (0 or more),
- or `-EINVAL` if the library was not started.
+ release the pool and the ops table. The bytes still allocated from the pool after every
+ cluster was destroyed (a leak: 0 when everything was freed) are stored through `leaked` (may
+ be null). Returns how many clusters it had to destroy (0 or more), or `-EINVAL` if the library
+ was not started.
 
  Context: process context, once at unload, after every other `h2s_*` call has returned and
  none can start (e.g. after the debugfs files are removed). May sleep while threads stop.
+
+ # Safety
+ `leaked` must be valid for a write when not null.
  */
-int32_t h2s_fini(void);
+int32_t h2s_fini(size_t *leaked);
 
 /*
  Bytes of the pool in use and its size, stored through `used` and `size` (either may be null).

@@ -119,17 +119,25 @@ pub unsafe extern "C" fn h2s_init(ops: *const H2sHostOps, pool: *mut c_void, len
 }
 
 /// Stop the library: destroy every remaining cluster (stopping and joining its threads), then
-/// release the pool and the ops table. Returns how many clusters it had to destroy (0 or more),
-/// or `-EINVAL` if the library was not started.
+/// release the pool and the ops table. The bytes still allocated from the pool after every
+/// cluster was destroyed (a leak: 0 when everything was freed) are stored through `leaked` (may
+/// be null). Returns how many clusters it had to destroy (0 or more), or `-EINVAL` if the library
+/// was not started.
 ///
 /// Context: process context, once at unload, after every other `h2s_*` call has returned and
 /// none can start (e.g. after the debugfs files are removed). May sleep while threads stop.
+///
+/// # Safety
+/// `leaked` must be valid for a write when not null.
 #[no_mangle]
-pub extern "C" fn h2s_fini() -> i32 {
+pub unsafe extern "C" fn h2s_fini(leaked: *mut usize) -> i32 {
     if ops::get().is_none() {
         return -EINVAL;
     }
     let n = handles::destroy_all();
+    let (used, _) = POOL.usage();
+    // SAFETY: per the caller's contract.
+    unsafe { put(leaked, used) };
     POOL.reset();
     ops::install(None);
     n as i32
