@@ -579,6 +579,9 @@ impl Store {
                 c.bref.key
             };
             a.get_mut(parent.id)?.children.remove(key);
+            // Unreachable by key and by parent pointer: a stale id inside it can no longer be
+            // locked through the PFS root ([`Store::lock`] answers `NotFound`).
+            a.get_mut(child.id)?.parent = None;
         }
         let mut stack: Vec<ChainGuard<'_>> = Vec::new();
         stack.try_reserve(8)?;
