@@ -38,6 +38,11 @@
 #define H2S_OUTCOME_REJECTED 2
 
 /*
+ Most stop samples (their median is taken on the stack).
+ */
+#define MAX_STOPS 64
+
+/*
  Most clusters that may exist at once through the C API.
  */
 #define H2S_MAX_CLUSTERS 32
@@ -294,6 +299,23 @@ int32_t h2s_thread_op(uint32_t handle, uint32_t node, uint32_t op);
  write when not null.
  */
 int32_t h2s_ctl(const uint8_t *cmd, size_t len, uint8_t *out, size_t cap, size_t *written);
+
+/*
+ Time the sync-thread protocol's round trips on an idle thread of a one-master cluster:
+ `pairs` freeze+unfreeze pairs (each acknowledged; the mean of one pair goes to
+ `freeze_unfreeze_ns`) and `stops` (1 to 64) stops of the idle thread, each including the join
+ (the median goes to `stop_ns`).
+
+ Returns 0, `-EINVAL` (null pointer), or the failing operation's `-errno`. Context: process
+ context; sleeps (about `stops` x 10 ms plus the round trips).
+
+ # Safety
+ `freeze_unfreeze_ns` and `stop_ns` must be valid for a write.
+ */
+int32_t h2s_bench_threads(uint32_t pairs,
+                          uint32_t stops,
+                          uint64_t *freeze_unfreeze_ns,
+                          uint64_t *stop_ns);
 
 /*
  The body of every thread the library asks the host to spawn: the host's thread function

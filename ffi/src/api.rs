@@ -519,6 +519,39 @@ pub unsafe extern "C" fn h2s_ctl(
     }
 }
 
+/// Time the sync-thread protocol's round trips on an idle thread of a one-master cluster:
+/// `pairs` freeze+unfreeze pairs (each acknowledged; the mean of one pair goes to
+/// `freeze_unfreeze_ns`) and `stops` (1 to 64) stops of the idle thread, each including the join
+/// (the median goes to `stop_ns`).
+///
+/// Returns 0, `-EINVAL` (null pointer), or the failing operation's `-errno`. Context: process
+/// context; sleeps (about `stops` x 10 ms plus the round trips).
+///
+/// # Safety
+/// `freeze_unfreeze_ns` and `stop_ns` must be valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn h2s_bench_threads(
+    pairs: u32,
+    stops: u32,
+    freeze_unfreeze_ns: *mut u64,
+    stop_ns: *mut u64,
+) -> i32 {
+    if freeze_unfreeze_ns.is_null() || stop_ns.is_null() || ops::get().is_none() {
+        return -EINVAL;
+    }
+    match crate::bench::measure(&KERNEL_HOST, pairs, stops as usize) {
+        Ok(b) => {
+            // SAFETY: checked non-null; valid per the caller's contract.
+            unsafe {
+                put(freeze_unfreeze_ns, b.freeze_unfreeze_ns);
+                put(stop_ns, b.stop_ns);
+            }
+            0
+        }
+        Err(e) => neg(e),
+    }
+}
+
 /// The body of every thread the library asks the host to spawn: the host's thread function
 /// calls this exactly once with the `arg` it got from `spawn`, then returns.
 ///
