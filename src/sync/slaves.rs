@@ -8,7 +8,7 @@ use super::{Ctx, Deferred, Done, Resume, MAX_DEFER};
 use crate::host::LockMode;
 use crate::media::{self, Blockref, KEY_MAX};
 use crate::mem::try_push;
-use crate::store::{inode, Body, ChainGuard, ChainId, Store};
+use crate::store::{inode, Body, ChainStore, HeldChain};
 use crate::{Error, Result};
 
 /// The focus chain's header and payload, read from its node.
@@ -20,7 +20,7 @@ pub(crate) struct FocusCopy {
 impl FocusCopy {
     /// Read `f` from its node. A focus chain that vanished since it was chosen means the cluster
     /// moved on: the pass is retried (`InProgress`), nothing is concluded from it.
-    pub(crate) fn read(ctx: &Ctx<'_>, f: &Focus) -> Result<FocusCopy> {
+    pub(crate) fn read<S: ChainStore>(ctx: &Ctx<'_, S>, f: &Focus<S::Id>) -> Result<FocusCopy> {
         match ctx.peers.stores[f.node].read(f.id) {
             Ok((bref, body)) => Ok(FocusCopy { bref, body }),
             Err(Error::NotFound) => Err(Error::InProgress),
@@ -50,12 +50,12 @@ fn range_cmp(a: &Blockref, key: u64, key_end: u64) -> Ordering {
 /// Child inodes needing work are pushed on `list` (LIFO); `Again` when any was, or when the list
 /// is full. The inode is stamped with the focus modify_tid only when its whole scan succeeded
 /// and nothing was deferred.
-pub(crate) fn sync_slaves(
-    ctx: &mut Ctx<'_>,
-    ip: ChainId,
-    list: &mut Vec<Deferred>,
+pub(crate) fn sync_slaves<'a, S: ChainStore>(
+    ctx: &mut Ctx<'a, S>,
+    ip: S::Id,
+    list: &mut Vec<Deferred<S::Id>>,
     isroot: bool,
-    resume: &mut Option<Resume>,
+    resume: &mut Option<Resume<S::Id>>,
 ) -> Result<Done> {
     let me = ctx.me();
     let rec = resume.take();
@@ -188,7 +188,11 @@ pub(crate) fn sync_slaves(
     Ok(Done::Equal)
 }
 
-fn push_defer(ctx: &mut Ctx<'_>, list: &mut Vec<Deferred>, c: ChainId) -> Result<()> {
+fn push_defer<S: ChainStore>(
+    ctx: &mut Ctx<'_, S>,
+    list: &mut Vec<Deferred<S::Id>>,
+    c: S::Id,
+) -> Result<()> {
     try_push(
         list,
         Deferred {
@@ -256,10 +260,10 @@ fn copy_from_focus(
 }
 
 /// Replace our chain `l` (a child of the inode `parent` holds) with the focus's content.
-pub(crate) fn replace(
-    ctx: &mut Ctx<'_>,
-    parent: &ChainGuard<'_>,
-    l: ChainId,
+pub(crate) fn replace<'a, S: ChainStore>(
+    ctx: &mut Ctx<'a, S>,
+    parent: &S::Guard<'a>,
+    l: S::Id,
     fc: FocusCopy,
     mtid: u64,
 ) -> Result<()> {
@@ -271,9 +275,9 @@ pub(crate) fn replace(
 }
 
 /// Replace the chain `g` holds exclusively with the focus's content (`hammer2_sync_replace`).
-fn replace_held(
-    me: &Store,
-    g: &ChainGuard<'_>,
+fn replace_held<S: ChainStore>(
+    me: &S,
+    g: &S::Guard<'_>,
     fc: FocusCopy,
     mtid: u64,
     isroot: bool,
@@ -294,12 +298,12 @@ fn replace_held(
 
 /// Create our missing copy of the focus chain under the inode `parent` holds
 /// (`hammer2_sync_insert`). Returns the new chain and its header.
-pub(crate) fn insert(
-    ctx: &mut Ctx<'_>,
-    parent: &ChainGuard<'_>,
+pub(crate) fn insert<'a, S: ChainStore>(
+    ctx: &mut Ctx<'a, S>,
+    parent: &S::Guard<'a>,
     fc: FocusCopy,
     mtid: u64,
-) -> Result<(ChainId, Blockref)> {
+) -> Result<(S::Id, Blockref)> {
     let me = ctx.me();
     // DEVIATION (bug 12): the seed asserted that nothing was at the key after relocking the
     // parent, so a concurrent insert panicked. A chain found there is replaced instead (and one
@@ -321,12 +325,12 @@ pub(crate) fn insert(
 
 /// Destroy our chain `l` (and everything under it), a child of the inode `parent` holds
 /// (`hammer2_sync_destroy`); returns our next chain after it.
-pub(crate) fn destroy(
-    ctx: &mut Ctx<'_>,
-    parent: &ChainGuard<'_>,
-    l: ChainId,
+pub(crate) fn destroy<'a, S: ChainStore>(
+    ctx: &mut Ctx<'a, S>,
+    parent: &S::Guard<'a>,
+    l: S::Id,
     lb: &Blockref,
-) -> Result<Option<(ChainId, Blockref)>> {
+) -> Result<Option<(S::Id, Blockref)>> {
     let me = ctx.me();
     let cg = me.lock_child(parent, l, LockMode::Exclusive)?;
     me.delete(parent, cg)?;
