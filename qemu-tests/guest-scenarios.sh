@@ -103,21 +103,21 @@ ctl() {
 	return $r
 }
 
-# A cluster whose threads are syncing (a slave resyncing a tree) when the module is unloaded.
-# Leaves H set to its handle.
+# A cluster whose sync threads run while the frontend keeps changing the masters (20 ms idle
+# poll, so a slave is resyncing whenever the module is unloaded next). Leaves H set to its handle.
 busy_cluster() {
 	local i
 	ctl create master master slave || return 1
 	H=$(sed -n 's/^handle //p' /tmp/ctl.out)
 	[ -n "$H" ] || return 1
 	ctl idle "$H" 20 || return 1
+	ctl start "$H" '*' || return 1
 	i=0
 	while [ $i -lt "${1:-40}" ]; do
 		ctl mkdir "$H" 0,1 "/d$i" || return 1
 		ctl write "$H" 0,1 "/d$i/f" 70000 || return 1
 		i=$((i + 1))
 	done
-	ctl start "$H" '*'
 }
 
 # rmmod with one cluster's threads running mid-sync and another's frozen: the exit path must

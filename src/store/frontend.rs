@@ -115,6 +115,7 @@ impl Store {
         guards.try_reserve(comps.len() + 1)?;
         guards.push(self.lock_root(LockMode::Exclusive));
         let Some((last, dirs)) = comps.split_last() else {
+            self.gen.fetch_add(1, core::sync::atomic::Ordering::SeqCst);
             return Ok((guards, None));
         };
         for c in dirs {
@@ -126,6 +127,8 @@ impl Store {
             let g = self.lock_child(top, child, LockMode::Exclusive)?;
             guards.push(g);
         }
+        // Under the path's locks: whoever locks a chain of it after us sees the new generation.
+        self.gen.fetch_add(1, core::sync::atomic::Ordering::SeqCst);
         Ok((guards, Some(last)))
     }
 

@@ -17,6 +17,7 @@
 //! Reads made by other nodes' synchronizers and by checks take only the arena lock: a node never
 //! waits on another node's chain locks, so no lock cycle can form across nodes.
 
+pub mod api;
 pub(crate) mod children;
 pub mod compare;
 pub mod frontend;
@@ -31,6 +32,7 @@ use crate::host::{Host, LockMode, RawLock};
 use crate::media::{self, Blockref, InodeData, InodeMeta};
 use crate::mem::{try_box, try_push};
 use crate::{Error, Result};
+pub use api::{ChainStore, HeldChain};
 use children::Children;
 
 /// A chain's name in its node's store.
@@ -120,6 +122,8 @@ pub struct Store {
     arena: spin::RwLock<Arena>,
     root: ChainId,
     root_lock: usize,
+    /// Bumped by every frontend change, while it holds its path locked.
+    gen: core::sync::atomic::AtomicU64,
 }
 
 /// A held chain lock; released on drop.
@@ -230,6 +234,7 @@ impl Store {
             }),
             root: ChainId { idx: 0, gen: 0 },
             root_lock,
+            gen: core::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -241,6 +246,12 @@ impl Store {
     /// The host this store's locks come from.
     pub fn host(&self) -> &'static dyn Host {
         self.host
+    }
+
+    /// The frontend change generation: it moves whenever a frontend change (mkdir, write, rm,
+    /// chmod, link) locks its path, before it changes anything under it.
+    pub fn frontend_gen(&self) -> u64 {
+        self.gen.load(core::sync::atomic::Ordering::SeqCst)
     }
 
     /// Number of live chains (the PFS root included).
@@ -568,6 +579,9 @@ impl Store {
                 c.bref.key
             };
             a.get_mut(parent.id)?.children.remove(key);
+            // Unreachable by key and by parent pointer: a stale id inside it can no longer be
+            // locked through the PFS root ([`Store::lock`] answers `NotFound`).
+            a.get_mut(child.id)?.parent = None;
         }
         let mut stack: Vec<ChainGuard<'_>> = Vec::new();
         stack.try_reserve(8)?;
@@ -616,6 +630,59 @@ impl Store {
         drop(g);
         self.host.lock_destroy(RawLock::from_raw(raw));
         Ok(())
+    }
+}
+
+impl HeldChain<ChainId> for ChainGuard<'_> {
+    fn id(&self) -> ChainId {
+        self.id
+    }
+}
+
+impl ChainStore for Store {
+    type Id = ChainId;
+    type Guard<'a> = ChainGuard<'a>;
+
+    fn root(&self) -> ChainId {
+        self.root
+    }
+    fn bref(&self, id: ChainId) -> Result<Blockref> {
+        Store::bref(self, id)
+    }
+    fn read(&self, id: ChainId) -> Result<(Blockref, Body)> {
+        Store::read(self, id)
+    }
+    fn lookup(&self, parent: ChainId, beg: u64, end: u64) -> Result<Option<(ChainId, Blockref)>> {
+        Store::lookup(self, parent, beg, end)
+    }
+    fn key_path(&self, id: ChainId) -> Result<Vec<u64>> {
+        Store::key_path(self, id)
+    }
+    fn resolve_keys(&self, keys: &[u64]) -> Result<Option<ChainId>> {
+        Store::resolve_keys(self, keys)
+    }
+    fn lock(&self, id: ChainId, mode: LockMode) -> Result<ChainGuard<'_>> {
+        Store::lock(self, id, mode)
+    }
+    fn lock_child<'a>(
+        &'a self,
+        parent: &ChainGuard<'a>,
+        child: ChainId,
+        mode: LockMode,
+    ) -> Result<ChainGuard<'a>> {
+        Store::lock_child(self, parent, child, mode)
+    }
+    fn insert(&self, parent: &ChainGuard<'_>, bref: Blockref, body: Body) -> Result<ChainId> {
+        Store::insert(self, parent, bref, body)
+    }
+    fn replace(&self, g: &ChainGuard<'_>, bref: Blockref, body: Body) -> Result<()> {
+        Store::replace(self, g, bref, body)
+    }
+    fn delete<'a>(&'a self, parent: &ChainGuard<'a>, child: ChainGuard<'a>) -> Result<usize> {
+        Store::delete(self, parent, child)
+    }
+    fn frontend_gen(&self) -> u64 {
+        Store::frontend_gen(self)
     }
 }
 

@@ -20,29 +20,33 @@ use core::sync::atomic::Ordering;
 use crate::cluster::MAX_NODES;
 use crate::media::{Blockref, KEY_MAX};
 use crate::quorum::{self, NodeAnswer, QuorumResult, Voter};
-use crate::store::ChainId;
+use crate::store::ChainStore;
 use crate::{Error, Result};
 
 use super::Peers;
 
 /// A focus chain: which node holds it, its id there, its header.
 #[derive(Debug, Clone, Copy)]
-pub struct Focus {
+pub struct Focus<Id> {
     /// The focus node.
     pub node: usize,
     /// The chain in the focus node's store.
-    pub id: ChainId,
+    pub id: Id,
     /// Its header as read.
     pub bref: Blockref,
 }
 
 /// The answer of every node for the inode at `keys` (the ipcluster XOP): our node `Excluded`.
-pub fn inode_focus(peers: &Peers<'_>, idx: usize, keys: &[u64]) -> Result<Option<Focus>> {
+pub fn inode_focus<S: ChainStore>(
+    peers: &Peers<'_, S>,
+    idx: usize,
+    keys: &[u64],
+) -> Result<Option<Focus<S::Id>>> {
     let mut voters = [Voter {
         role: crate::cluster::Role::Cache,
         answer: NodeAnswer::Absent,
     }; MAX_NODES];
-    let mut found: [Option<(ChainId, Blockref)>; MAX_NODES] = [None; MAX_NODES];
+    let mut found: [Option<(S::Id, Blockref)>; MAX_NODES] = [None; MAX_NODES];
     let n = peers.stores.len().min(MAX_NODES);
     for j in 0..n {
         voters[j].role = peers.roles[j];
@@ -65,9 +69,9 @@ pub fn inode_focus(peers: &Peers<'_>, idx: usize, keys: &[u64]) -> Result<Option
 
 /// One step of the merge.
 #[derive(Debug, Clone, Copy)]
-pub enum Item {
+pub enum Item<Id> {
     /// A quorum agrees on this chain.
-    Focus(Focus),
+    Focus(Focus<Id>),
     /// No quorum for this key range while a change was in flight: nothing can be decided now.
     Undecided {
         /// First key of the range.
@@ -77,7 +81,7 @@ pub enum Item {
     },
 }
 
-impl Item {
+impl<Id> Item<Id> {
     /// The key range as a blockref-like (key, keybits-independent end) pair.
     pub fn range(&self) -> (u64, u64) {
         match self {
@@ -88,25 +92,27 @@ impl Item {
 }
 
 /// The merge over the other nodes' children of one inode.
-pub struct Collector<'a> {
-    peers: &'a Peers<'a>,
+pub struct Collector<'a, S: ChainStore> {
+    peers: &'a Peers<'a, S>,
     idx: usize,
     brk: &'a dyn Fn() -> bool,
     /// Per node: the inode there (None: the node does not hold it, or is us).
-    parent: [Option<ChainId>; MAX_NODES],
+    parent: [Option<S::Id>; MAX_NODES],
     /// Per node: the next key to look from (None: that node's scan is done).
     cursor: [Option<u64>; MAX_NODES],
 }
 
-impl<'a> Collector<'a> {
-    /// Start a scan of the children of the inode at `keys` on every node but `idx`; `brk` is
-    /// polled at every key it looks at (skipped keys included).
+impl<'a, S: ChainStore> Collector<'a, S> {
+    /// Start a scan of the children of the inode at `keys` on every node but `idx`, from key
+    /// `start` (None: an empty scan); `brk` is polled at every key it looks at (skipped keys
+    /// included).
     pub fn new(
-        peers: &'a Peers<'a>,
+        peers: &'a Peers<'a, S>,
         idx: usize,
         keys: &[u64],
         brk: &'a dyn Fn() -> bool,
-    ) -> Result<Collector<'a>> {
+        start: Option<u64>,
+    ) -> Result<Collector<'a, S>> {
         let mut c = Collector {
             peers,
             idx,
@@ -117,21 +123,21 @@ impl<'a> Collector<'a> {
         for j in 0..peers.stores.len().min(MAX_NODES) {
             if j != idx {
                 c.parent[j] = peers.stores[j].resolve_keys(keys)?;
-                c.cursor[j] = Some(0);
+                c.cursor[j] = start;
             }
         }
         Ok(c)
     }
 
     /// The next key's focus (or that it is undecided), or None when every node's scan is done.
-    pub fn next_item(&mut self) -> Result<Option<Item>> {
+    pub fn next_item(&mut self) -> Result<Option<Item<S::Id>>> {
         let n = self.peers.stores.len().min(MAX_NODES);
         loop {
             if (self.brk)() {
                 return Err(Error::InProgress);
             }
             let seq = self.peers.changes.map(|c| c.load(Ordering::SeqCst));
-            let mut heads: [Option<(ChainId, Blockref)>; MAX_NODES] = [None; MAX_NODES];
+            let mut heads: [Option<(S::Id, Blockref)>; MAX_NODES] = [None; MAX_NODES];
             let mut lowest: Option<u64> = None;
             for (j, head) in heads.iter_mut().enumerate().take(n) {
                 let (Some(p), Some(c)) = (self.parent[j], self.cursor[j]) else {

@@ -1,5 +1,5 @@
 //! The synchronizer: `hammer2_sync_slaves` and the driver of `hammer2_primary_sync_thread`
-//! (HAMMER2-FACTS §3), over the node stores of a cluster.
+//! (HAMMER2-FACTS §3), written against the [`ChainStore`] interface of the nodes of a cluster.
 //!
 //! - [`collect`]: the per-key focus over the other nodes (the scanall XOP + collector);
 //! - [`slaves`]: the per-inode merge scan with insert / destroy / replace;
@@ -11,7 +11,7 @@ pub mod slaves;
 use alloc::vec::Vec;
 
 use crate::cluster::Role;
-use crate::store::{ChainId, Store};
+use crate::store::{ChainStore, Store};
 use crate::{Error, Result};
 
 /// Per-node synchronizer counters.
@@ -47,10 +47,11 @@ impl SyncStats {
 pub const MAX_DEFER: usize = 1000;
 
 /// The nodes a pass reads: every node's store, the roles as the syncing node sees them, and
-/// the recorded master count.
-pub struct Peers<'a> {
+/// the recorded master count. Generic over the [`ChainStore`] (the in-memory [`Store`] by
+/// default).
+pub struct Peers<'a, S: ChainStore = Store> {
     /// Every node's store, by index.
-    pub stores: &'a [&'a Store],
+    pub stores: &'a [&'a S],
     /// Every node's role in the syncing node's view, by index.
     pub roles: &'a [Role],
     /// The PFS roots' recorded `pfs_nmasters`.
@@ -62,16 +63,16 @@ pub struct Peers<'a> {
 }
 
 /// One pass's context: who we are, what to poll, what to count.
-pub(crate) struct Ctx<'a> {
-    pub(crate) peers: &'a Peers<'a>,
+pub(crate) struct Ctx<'a, S: ChainStore = Store> {
+    pub(crate) peers: &'a Peers<'a, S>,
     pub(crate) idx: usize,
     pub(crate) brk: &'a dyn Fn() -> bool,
     pub(crate) stats: &'a mut SyncStats,
 }
 
-impl<'a> Ctx<'a> {
+impl<'a, S: ChainStore> Ctx<'a, S> {
     /// Our own store.
-    pub(crate) fn me(&self) -> &'a Store {
+    pub(crate) fn me(&self) -> &'a S {
         self.peers.stores[self.idx]
     }
     /// `Err(InProgress)` when a thread request asks the pass to stop.
@@ -86,12 +87,44 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// Where an inode's scan stopped when the deferral list filled up (EAGAIN), so its re-scan can
+/// continue there instead of comparing every chain before it again (which made a directory of
+/// n new entries cost n²/1000 comparisons). Valid only for the same inode, the same focus TID
+/// (the focus's subtree is the same) and no frontend change on our node since (our chains before
+/// the key are as the scan left them); a deferred child that ends without reaching the focus
+/// drops every record, so its parent compares it again.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Resume<Id> {
+    pub(crate) ip: Id,
+    pub(crate) sync_tid: u64,
+    pub(crate) gen: u64,
+    /// The first key not yet compared (None: nothing left).
+    pub(crate) key: Option<u64>,
+    /// A key was left undecided before `key`.
+    pub(crate) undecided: bool,
+}
+
+/// What a successful [`slaves::sync_slaves`] achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Done {
+    /// The inode holds the focus's TID (it was stamped, or already did).
+    Equal,
+    /// No quorum for this inode: nothing was changed.
+    NoFocus,
+}
+
+/// One entry of the deferral list.
+pub(crate) struct Deferred<Id> {
+    pub(crate) ip: Id,
+    pub(crate) resume: Option<Resume<Id>>,
+}
+
 /// One synchronization pass of node `idx` (HAMMER2-FACTS §3.7): sync the PFS root; while it
 /// answers EAGAIN, sync the deferred inodes bottom-up (LIFO, an entry popped only once its own
 /// sync added no new deferral), then the root again. On a break or an error the leftover
 /// deferrals are dropped and the error (`InProgress` for a break) returned.
-pub fn sync_pass(
-    peers: &Peers<'_>,
+pub fn sync_pass<S: ChainStore>(
+    peers: &Peers<'_, S>,
     idx: usize,
     brk: &dyn Fn() -> bool,
     stats: &mut SyncStats,
@@ -106,17 +139,29 @@ pub fn sync_pass(
         stats,
     };
     let root = ctx.me().root();
-    let mut list: Vec<ChainId> = Vec::new();
+    let mut list: Vec<Deferred<S::Id>> = Vec::new();
+    let mut root_resume = None;
     loop {
-        match slaves::sync_slaves(&mut ctx, root, &mut list, true) {
+        match slaves::sync_slaves(&mut ctx, root, &mut list, true, &mut root_resume) {
             Err(Error::Again) => {}
-            r => return r,
+            r => return r.map(|_| ()),
         }
-        while let Some(&top) = list.last() {
+        while let Some(top) = list.last_mut() {
+            let ip = top.ip;
+            let mut resume = top.resume.take();
             let before = list.len();
-            match slaves::sync_slaves(&mut ctx, top, &mut list, false) {
-                // ENOENT: the inode went away meanwhile; the parent's re-scan settles it.
-                Ok(()) | Err(Error::Again) | Err(Error::NotFound) => {}
+            let r = slaves::sync_slaves(&mut ctx, ip, &mut list, false, &mut resume);
+            if let Some(e) = list.get_mut(before - 1) {
+                e.resume = resume;
+            }
+            match r {
+                Ok(Done::Equal) | Err(Error::Again) => {}
+                // No focus, or (ENOENT) the inode went away meanwhile: the parent's re-scan
+                // must look at it again, so no scan resumes past it.
+                Ok(Done::NoFocus) | Err(Error::NotFound) => {
+                    root_resume = None;
+                    list.iter_mut().for_each(|d| d.resume = None);
+                }
                 Err(e) => return Err(e),
             }
             ctx.poll()?;

@@ -4,11 +4,11 @@ use alloc::vec::Vec;
 use core::cmp::Ordering;
 
 use super::collect::{inode_focus, Collector, Focus, Item};
-use super::{Ctx, MAX_DEFER};
+use super::{Ctx, Deferred, Done, Resume, MAX_DEFER};
 use crate::host::LockMode;
 use crate::media::{self, Blockref, KEY_MAX};
 use crate::mem::try_push;
-use crate::store::{inode, Body, ChainGuard, ChainId, Store};
+use crate::store::{inode, Body, ChainStore, HeldChain};
 use crate::{Error, Result};
 
 /// The focus chain's header and payload, read from its node.
@@ -20,7 +20,7 @@ pub(crate) struct FocusCopy {
 impl FocusCopy {
     /// Read `f` from its node. A focus chain that vanished since it was chosen means the cluster
     /// moved on: the pass is retried (`InProgress`), nothing is concluded from it.
-    pub(crate) fn read(ctx: &Ctx<'_>, f: &Focus) -> Result<FocusCopy> {
+    pub(crate) fn read<S: ChainStore>(ctx: &Ctx<'_, S>, f: &Focus<S::Id>) -> Result<FocusCopy> {
         match ctx.peers.stores[f.node].read(f.id) {
             Ok((bref, body)) => Ok(FocusCopy { bref, body }),
             Err(Error::NotFound) => Err(Error::InProgress),
@@ -50,19 +50,21 @@ fn range_cmp(a: &Blockref, key: u64, key_end: u64) -> Ordering {
 /// Child inodes needing work are pushed on `list` (LIFO); `Again` when any was, or when the list
 /// is full. The inode is stamped with the focus modify_tid only when its whole scan succeeded
 /// and nothing was deferred.
-pub(crate) fn sync_slaves(
-    ctx: &mut Ctx<'_>,
-    ip: ChainId,
-    list: &mut Vec<ChainId>,
+pub(crate) fn sync_slaves<'a, S: ChainStore>(
+    ctx: &mut Ctx<'a, S>,
+    ip: S::Id,
+    list: &mut Vec<Deferred<S::Id>>,
     isroot: bool,
-) -> Result<()> {
+    resume: &mut Option<Resume<S::Id>>,
+) -> Result<Done> {
     let me = ctx.me();
+    let rec = resume.take();
     // DEVIATION (bug 7): the seed read our chain's modify_tid before checking it exists; a
     // deferred inode removed meanwhile is `NotFound` here, which the driver tolerates.
     let keys = me.key_path(ip)?;
     let Some(focus) = inode_focus(ctx.peers, ctx.idx, &keys)? else {
         // No quorum for this inode: nothing to synchronize to, nothing changes.
-        return Ok(());
+        return Ok(Done::NoFocus);
     };
     let sync_tid = focus.bref.modify_tid;
     // DEVIATION (bug 10): the seed unlocked the inode for the scan and relocked it for the final
@@ -70,14 +72,23 @@ pub(crate) fn sync_slaves(
     // The inode stays locked exclusively from the check until the final update.
     let g = me.lock(ip, LockMode::Exclusive)?;
     if me.bref(ip)?.modify_tid == sync_tid {
-        return Ok(());
+        return Ok(Done::Equal);
     }
+    // Continue an interrupted scan where it stopped, if nothing it relied on changed.
+    let (start, mut undecided) = match rec {
+        Some(r) if r.ip == ip && r.sync_tid == sync_tid && r.gen == me.frontend_gen() => {
+            (r.key, r.undecided)
+        }
+        _ => (Some(0), false),
+    };
 
-    let mut coll = Collector::new(ctx.peers, ctx.idx, &keys, ctx.brk)?;
-    let mut local = me.lookup(ip, 0, KEY_MAX)?;
+    let mut coll = Collector::new(ctx.peers, ctx.idx, &keys, ctx.brk, start)?;
+    let mut local = match start {
+        Some(k) => me.lookup(ip, k, KEY_MAX)?,
+        None => None,
+    };
     let mut item = coll.next_item()?;
     let mut needrescan = false;
-    let mut undecided = false;
     loop {
         ctx.poll()?;
         let n = match (&local, &item) {
@@ -141,6 +152,21 @@ pub(crate) fn sync_slaves(
             _ => return Err(Error::Invalid),
         }
         if needrescan && list.len() >= MAX_DEFER {
+            let next = |o: Option<u64>, k: u64| Some(o.map_or(k, |m: u64| m.min(k)));
+            let mut key = None;
+            if let Some((_, lb)) = &local {
+                key = next(key, lb.key);
+            }
+            if let Some(it) = &item {
+                key = next(key, it.range().0);
+            }
+            *resume = Some(Resume {
+                ip,
+                sync_tid,
+                gen: me.frontend_gen(),
+                key,
+                undecided,
+            });
             break;
         }
     }
@@ -159,11 +185,21 @@ pub(crate) fn sync_slaves(
     let fc = FocusCopy::read(ctx, &focus)?;
     replace_held(me, &g, fc, sync_tid, isroot)?;
     ctx.stats.replaced += 1;
-    Ok(())
+    Ok(Done::Equal)
 }
 
-fn push_defer(ctx: &mut Ctx<'_>, list: &mut Vec<ChainId>, c: ChainId) -> Result<()> {
-    try_push(list, c)?;
+fn push_defer<S: ChainStore>(
+    ctx: &mut Ctx<'_, S>,
+    list: &mut Vec<Deferred<S::Id>>,
+    c: S::Id,
+) -> Result<()> {
+    try_push(
+        list,
+        Deferred {
+            ip: c,
+            resume: None,
+        },
+    )?;
     ctx.stats.deferred += 1;
     Ok(())
 }
@@ -224,10 +260,10 @@ fn copy_from_focus(
 }
 
 /// Replace our chain `l` (a child of the inode `parent` holds) with the focus's content.
-pub(crate) fn replace(
-    ctx: &mut Ctx<'_>,
-    parent: &ChainGuard<'_>,
-    l: ChainId,
+pub(crate) fn replace<'a, S: ChainStore>(
+    ctx: &mut Ctx<'a, S>,
+    parent: &S::Guard<'a>,
+    l: S::Id,
     fc: FocusCopy,
     mtid: u64,
 ) -> Result<()> {
@@ -239,9 +275,9 @@ pub(crate) fn replace(
 }
 
 /// Replace the chain `g` holds exclusively with the focus's content (`hammer2_sync_replace`).
-fn replace_held(
-    me: &Store,
-    g: &ChainGuard<'_>,
+fn replace_held<S: ChainStore>(
+    me: &S,
+    g: &S::Guard<'_>,
     fc: FocusCopy,
     mtid: u64,
     isroot: bool,
@@ -262,12 +298,12 @@ fn replace_held(
 
 /// Create our missing copy of the focus chain under the inode `parent` holds
 /// (`hammer2_sync_insert`). Returns the new chain and its header.
-pub(crate) fn insert(
-    ctx: &mut Ctx<'_>,
-    parent: &ChainGuard<'_>,
+pub(crate) fn insert<'a, S: ChainStore>(
+    ctx: &mut Ctx<'a, S>,
+    parent: &S::Guard<'a>,
     fc: FocusCopy,
     mtid: u64,
-) -> Result<(ChainId, Blockref)> {
+) -> Result<(S::Id, Blockref)> {
     let me = ctx.me();
     // DEVIATION (bug 12): the seed asserted that nothing was at the key after relocking the
     // parent, so a concurrent insert panicked. A chain found there is replaced instead (and one
@@ -289,12 +325,12 @@ pub(crate) fn insert(
 
 /// Destroy our chain `l` (and everything under it), a child of the inode `parent` holds
 /// (`hammer2_sync_destroy`); returns our next chain after it.
-pub(crate) fn destroy(
-    ctx: &mut Ctx<'_>,
-    parent: &ChainGuard<'_>,
-    l: ChainId,
+pub(crate) fn destroy<'a, S: ChainStore>(
+    ctx: &mut Ctx<'a, S>,
+    parent: &S::Guard<'a>,
+    l: S::Id,
     lb: &Blockref,
-) -> Result<Option<(ChainId, Blockref)>> {
+) -> Result<Option<(S::Id, Blockref)>> {
     let me = ctx.me();
     let cg = me.lock_child(parent, l, LockMode::Exclusive)?;
     me.delete(parent, cg)?;

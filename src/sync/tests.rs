@@ -265,6 +265,9 @@ fn thirteen_hundred_subdirectories_into_an_empty_slave() {
     let st = c.stats(2);
     assert!(st.deferred >= 1302, "{st:?}");
     assert!(st.inserted >= 1302, "{st:?}");
+    // The re-scan after EAGAIN continues where the scan stopped: about one comparison per
+    // chain, not one per chain per batch of deferrals.
+    assert!(st.scanned < 2 * 1302 + 50, "{st:?}");
     assert_eq!(c.read_file(2, b"/top/d0007/f").unwrap(), b"leaf");
     // A second pass finds nothing to do.
     c.sync_node(2, &|| false).unwrap();
@@ -399,7 +402,7 @@ fn bug7_missing_local_chain_and_missing_final_focus() {
     };
     let mut list = Vec::new();
     assert_eq!(
-        sync_slaves(&mut ctx, stale, &mut list, false),
+        sync_slaves(&mut ctx, stale, &mut list, false, &mut None),
         Err(Error::NotFound)
     );
 
@@ -728,4 +731,49 @@ fn changes_in_flight_on_the_masters_never_destroy_slave_data() {
             assert_same(&c, 0, i);
         }
     }
+}
+
+/// A frontend change on our node between an interrupted scan and its re-scan (here: to an entry
+/// the scan already brought up to date) drops the resume point: the re-scan starts over and the
+/// change is not stamped over.
+#[test]
+fn resume_is_dropped_when_our_node_changes_meanwhile() {
+    // /top and its entries fill the deferral list exactly: the interrupted scan has nothing
+    // left after its resume point, so a resumed scan would stamp /top at once.
+    const N: usize = MAX_DEFER - 1;
+    let c = cluster(&[M, M, S]);
+    mkdir(&c, set(&[0, 1]), "/top");
+    for i in 0..N {
+        mkdir(&c, set(&[0, 1]), &format!("/top/d{i:04}"));
+    }
+    let cl: &Cluster = &c;
+    let done = Cell::new(false);
+    let calls = Cell::new(0u32);
+    let r = cl.sync_node(2, &|| {
+        calls.set(calls.get() + 1);
+        // Once /top's first batch has been synchronized, while /top waits to be re-scanned.
+        if done.get() || calls.get() % 64 != 0 || cl.stat(2, b"/top").map(|s| s.modify_tid) != Ok(0)
+        {
+            return false;
+        }
+        let synced = (0..N).find(|i| {
+            let p = format!("/top/d{i:04}");
+            cl.stat(2, p.as_bytes()).ok().map(|s| s.modify_tid)
+                == cl.stat(0, p.as_bytes()).ok().map(|s| s.modify_tid)
+        });
+        if let Some(i) = synced {
+            done.set(true);
+            let p = format!("/top/d{i:04}/junk");
+            cl.apply(set(&[2]), FrontendOp::Write(p.as_bytes(), b"slave only"))
+                .unwrap();
+        }
+        false
+    });
+    r.unwrap();
+    assert!(done.get(), "the change was made mid-pass");
+    if c.in_sync(2) {
+        assert_same(&c, 0, 2);
+    }
+    sync_all(&c);
+    assert_same(&c, 0, 2);
 }

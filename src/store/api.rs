@@ -1,0 +1,75 @@
+//! The chain-store interface the synchronizer is written against.
+//!
+//! [`super::Store`] (the in-memory node) implements it; a real HAMMER2 node would implement the
+//! same calls over its chains: key-range lookup, lock coupling, insert / replace / delete, and a
+//! generation that moves whenever the frontend changes the node.
+
+use alloc::vec::Vec;
+
+use super::Body;
+use crate::host::LockMode;
+use crate::media::Blockref;
+use crate::Result;
+
+/// A held chain lock (released when dropped).
+pub trait HeldChain<Id> {
+    /// The locked chain.
+    fn id(&self) -> Id;
+}
+
+/// What the synchronizer needs from a node.
+///
+/// Locking rules every implementation keeps: a chain is locked only while its parent is held
+/// (top-down), a chain is freed only while it and its parent are held exclusively, and reads
+/// ([`ChainStore::bref`], [`ChainStore::read`], [`ChainStore::lookup`], ...) need no chain lock,
+/// so a node never waits on another node's locks.
+pub trait ChainStore: Sync {
+    /// A chain's handle in this store.
+    type Id: Copy + Eq + core::fmt::Debug;
+    /// A held chain lock.
+    type Guard<'a>: HeldChain<Self::Id>
+    where
+        Self: 'a;
+
+    /// The PFS root inode.
+    fn root(&self) -> Self::Id;
+    /// A chain's header (`NotFound` for a chain that is gone).
+    fn bref(&self, id: Self::Id) -> Result<Blockref>;
+    /// A copy of a chain's header and payload.
+    fn read(&self, id: Self::Id) -> Result<(Blockref, Body)>;
+    /// The first child of `parent` whose key range overlaps `beg ..= end`.
+    fn lookup(&self, parent: Self::Id, beg: u64, end: u64) -> Result<Option<(Self::Id, Blockref)>>;
+    /// The child after `prev` within `..= end` (a lookup from the end of `prev`'s range + 1).
+    fn next(
+        &self,
+        parent: Self::Id,
+        prev: &Blockref,
+        end: u64,
+    ) -> Result<Option<(Self::Id, Blockref)>> {
+        match prev.key_end().checked_add(1) {
+            Some(k) if k <= end => self.lookup(parent, k, end),
+            _ => Ok(None),
+        }
+    }
+    /// The keys from the PFS root down to `id`.
+    fn key_path(&self, id: Self::Id) -> Result<Vec<u64>>;
+    /// The chain reached from the PFS root by following `keys`.
+    fn resolve_keys(&self, keys: &[u64]) -> Result<Option<Self::Id>>;
+    /// Lock any chain by coupling down from the PFS root.
+    fn lock(&self, id: Self::Id, mode: LockMode) -> Result<Self::Guard<'_>>;
+    /// Lock `child` of the chain `parent` holds.
+    fn lock_child<'a>(
+        &'a self,
+        parent: &Self::Guard<'a>,
+        child: Self::Id,
+        mode: LockMode,
+    ) -> Result<Self::Guard<'a>>;
+    /// Create a child of the chain `parent` holds exclusively (check code computed here).
+    fn insert(&self, parent: &Self::Guard<'_>, bref: Blockref, body: Body) -> Result<Self::Id>;
+    /// Give the chain `g` holds exclusively a new header and payload (same key).
+    fn replace(&self, g: &Self::Guard<'_>, bref: Blockref, body: Body) -> Result<()>;
+    /// Delete `child` and everything under it (both it and `parent` held exclusively).
+    fn delete<'a>(&'a self, parent: &Self::Guard<'a>, child: Self::Guard<'a>) -> Result<usize>;
+    /// Moves whenever a frontend change locks a path of this node, before it changes anything.
+    fn frontend_gen(&self) -> u64;
+}
