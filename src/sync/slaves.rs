@@ -348,6 +348,9 @@ fn pruned_walk<'a, S: ChainStore>(
             *o = ctx.peers.stores[j].resolve_keys(scan.keys)?;
         }
     }
+    // The inode vanished from a node mid-walk: the cluster is moving, so nothing is skipped
+    // any more (every range is merged, as the original scan would; its collector copes).
+    let mut vanished = false;
     // (range base, level, for a range already known to differ: its largest child count).
     // Depth-first in key order; at most 16 entries per level, so bounded by 16 · 17.
     let mut stack: Vec<(u64, u8, Option<u64>)> = Vec::new();
@@ -365,13 +368,18 @@ fn pruned_walk<'a, S: ChainStore>(
             Some(c) => c,
             None => {
                 let ours = me.range_sum(scan.ip, base, level)?;
-                let mut same = true;
+                let mut same = !vanished;
                 let mut most = ours.count;
-                for (j, o) in others.iter().enumerate().take(n) {
+                for (j, o) in others.iter_mut().enumerate().take(n) {
                     if let Some(p) = o {
-                        let s = ctx.peers.stores[j].range_sum(*p, base, level)?;
-                        same &= s == ours;
-                        most = most.max(s.count);
+                        match ctx.peers.stores[j].range_sum(*p, base, level) {
+                            Ok(s) => {
+                                same &= s == ours;
+                                most = most.max(s.count);
+                            }
+                            Err(Error::NotFound) => (*o, vanished, same) = (None, true, false),
+                            Err(e) => return Err(e),
+                        }
                     }
                 }
                 if same {
@@ -387,14 +395,21 @@ fn pruned_walk<'a, S: ChainStore>(
             continue;
         }
         let ours = me.sub_sums(scan.ip, base, level)?;
-        let mut same = [true; FANOUT];
+        let mut same = [!vanished; FANOUT];
         let mut most = [0u64; FANOUT];
         for (m, s) in most.iter_mut().zip(ours.iter()) {
             *m = s.count;
         }
-        for (j, o) in others.iter().enumerate().take(n) {
+        for (j, o) in others.iter_mut().enumerate().take(n) {
             if let Some(p) = o {
-                let subs = ctx.peers.stores[j].sub_sums(*p, base, level)?;
+                let subs = match ctx.peers.stores[j].sub_sums(*p, base, level) {
+                    Ok(s) => s,
+                    Err(Error::NotFound) => {
+                        (*o, vanished, same) = (None, true, [false; FANOUT]);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 for d in 0..FANOUT {
                     same[d] &= subs[d] == ours[d];
                     most[d] = most[d].max(subs[d].count);
