@@ -82,6 +82,9 @@ fn main() -> ExitCode {
     }
     let results = run::run(&cfg);
 
+    let out = std::fs::create_dir_all(&out)
+        .and_then(|()| out.canonicalize())
+        .unwrap_or(out);
     let md = out.join("BENCHMARKS.md");
     let svg = out.join(report::PLOT);
     let written = std::fs::create_dir_all(svg.parent().unwrap_or(&out))

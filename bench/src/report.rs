@@ -379,8 +379,10 @@ pub fn markdown(r: &Results) -> String {
     let _ = writeln!(
         s,
         "The speed targets are taken at N = 10^6 files, k = {TARGET_K}, wide tree (or the \
-         largest N measured). `kernel_round_trips` comes from `make bench-kernel` in QEMU and \
-         is not part of this userland run."
+         largest N measured). `kernel_round_trips` (freeze+unfreeze and stop round trips \
+         against `kthread_park`/`kthread_unpark` and `kthread_stop` of a plain kthread) is a \
+         kernel measurement for `make bench-kernel` in QEMU, so this userland run reports it as \
+         not measured."
     );
     s
 }

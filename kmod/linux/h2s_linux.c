@@ -6,7 +6,7 @@
  * provides them with Linux's own, and exposes the core through debugfs:
  *
  *   word sleep/wake  hashed wait queues behind wait_var_event()/wake_up_var(), TASK_IDLE
- *   chain locks      kmalloc'ed rw_semaphores, nesting subclass = chain depth (lockdep)
+ *   chain locks      kmalloc'ed rw_semaphores, one lockdep class per chain depth
  *   threads          kthread_create + get_task_struct + wake_up_process, kthread_stop to join
  *   heap             a vmalloc'ed pool reserved at load (pool_kib), managed by the core
  *   clock, log       ktime_get_ns(), printk
@@ -89,16 +89,67 @@ static void h2s_wake_word(const uint32_t *word)
 
 /* ---- chain locks ---------------------------------------------------------------------------- */
 
-static struct lock_class_key h2s_chain_key;
+/*
+ * lockdep sees one class per chain depth (0..255: the core's depth is a u8), so a parent and its
+ * child are always different classes and every nesting edge runs from a lower depth to a higher
+ * one: a child locked before its parent closes a cycle, which lockdep reports. Subclasses of a
+ * single class would give only MAX_LOCKDEP_SUBCLASSES (8) levels: below that a chain would nest
+ * in its own class and read as recursive locking. The core gives a chain's depth (which never
+ * changes) only when locking it, so a lock takes its class at its first acquisition, before
+ * anyone can hold it.
+ */
+#define H2S_LOCK_DEPTHS 256
+
+struct h2s_lock {
+	struct rw_semaphore sem;
+	bool classed;		/* lockdep class set (CONFIG_DEBUG_LOCK_ALLOC) */
+};
+
+#ifdef CONFIG_DEBUG_LOCK_ALLOC
+static struct lock_class_key h2s_chain_keys[H2S_LOCK_DEPTHS];
+static char h2s_chain_names[H2S_LOCK_DEPTHS][16];
+static DEFINE_SPINLOCK(h2s_class_lock);
+
+static void h2s_lock_classes_init(void)
+{
+	unsigned int i;
+
+	for (i = 0; i < H2S_LOCK_DEPTHS; i++)
+		snprintf(h2s_chain_names[i], sizeof(h2s_chain_names[i]), "h2s_chain_d%u", i);
+}
+
+static void h2s_lock_class(struct h2s_lock *l, uint32_t depth)
+{
+	/* Pairs with the release below: who sees `classed` sees the class. */
+	if (smp_load_acquire(&l->classed))
+		return;
+	spin_lock(&h2s_class_lock);
+	if (!l->classed) {
+		depth = min_t(u32, depth, H2S_LOCK_DEPTHS - 1);
+		lockdep_set_class_and_name(&l->sem, &h2s_chain_keys[depth], h2s_chain_names[depth]);
+		smp_store_release(&l->classed, true);
+	}
+	spin_unlock(&h2s_class_lock);
+}
+#else
+static void h2s_lock_classes_init(void)
+{
+}
+
+static void h2s_lock_class(struct h2s_lock *l, uint32_t depth)
+{
+}
+#endif
 
 static void *h2s_lock_create(void)
 {
-	struct rw_semaphore *sem = kmalloc(sizeof(*sem), GFP_KERNEL);
+	struct h2s_lock *l = kmalloc(sizeof(*l), GFP_KERNEL);
 
-	if (!sem)
+	if (!l)
 		return NULL;
-	__init_rwsem(sem, "h2s_chain", &h2s_chain_key);
-	return sem;
+	init_rwsem(&l->sem);
+	l->classed = false;
+	return l;
 }
 
 static void h2s_lock_destroy(void *lock)
@@ -108,23 +159,23 @@ static void h2s_lock_destroy(void *lock)
 
 static void h2s_lock(void *lock, int32_t exclusive, uint32_t depth)
 {
-	/* Parent before child: the chain depth is the lockdep subclass, clamped to its range. */
-	unsigned int sub = min_t(u32, depth, MAX_LOCKDEP_SUBCLASSES - 1);
+	struct h2s_lock *l = lock;
 
-	(void)sub;	/* unused without CONFIG_DEBUG_LOCK_ALLOC */
-
+	h2s_lock_class(l, depth);
 	if (exclusive)
-		down_write_nested(lock, sub);
+		down_write(&l->sem);
 	else
-		down_read_nested(lock, sub);
+		down_read(&l->sem);
 }
 
 static void h2s_unlock(void *lock, int32_t exclusive)
 {
+	struct h2s_lock *l = lock;
+
 	if (exclusive)
-		up_write(lock);
+		up_write(&l->sem);
 	else
-		up_read(lock);
+		up_read(&l->sem);
 }
 
 /* ---- threads -------------------------------------------------------------------------------- */
@@ -661,6 +712,7 @@ static int __init h2s_module_init(void)
 		       H2S_POOL_MIN / 1024);
 		return -EINVAL;
 	}
+	h2s_lock_classes_init();
 	h2s_pool = vmalloc(len);
 	if (!h2s_pool)
 		return -ENOMEM;

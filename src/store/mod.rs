@@ -176,7 +176,7 @@ impl HostLock {
     /// Acquire it (may sleep).
     pub fn hold(&self, mode: LockMode) -> HostLockGuard<'_> {
         if let Some(r) = &self.raw {
-            self.host.lock(r, mode, 0);
+            self.host.lock(r, mode, crate::host::HOST_LOCK_DEPTH);
         }
         HostLockGuard { lock: self, mode }
     }
