@@ -39,6 +39,8 @@ pub struct Config {
     pub total_budget: Duration,
     /// Trees of more files are not attempted (`--max-files`).
     pub max_files: usize,
+    /// The output of `make bench-kernel` to fold into the report, if any.
+    pub kernel_results: Option<std::path::PathBuf>,
     /// The command line, for the report.
     pub command: String,
 }
@@ -60,6 +62,7 @@ impl Config {
                 initial_limit: Duration::from_secs(5),
                 total_budget: Duration::from_secs(20),
                 max_files: usize::MAX,
+                kernel_results: None,
                 command,
             }
         } else {
@@ -76,6 +79,7 @@ impl Config {
                 initial_limit: Duration::from_secs(60),
                 total_budget: Duration::from_secs(600),
                 max_files: usize::MAX,
+                kernel_results: None,
                 command,
             }
         }
@@ -357,6 +361,10 @@ pub fn run(cfg: &Config) -> Results {
         skipped,
         total: t_all.elapsed(),
         load_end: crate::machine::loadavg(),
+        kernel: cfg.kernel_results.as_deref().map_or_else(
+            || Err("no kernel results file given".to_string()),
+            crate::kernel::read,
+        ),
     }
 }
 
