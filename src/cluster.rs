@@ -138,6 +138,8 @@ pub struct Cluster {
     /// Odd while a change is being applied node by node (see [`sync::Peers::changes`]).
     changes: AtomicU64,
     frontend: HostLock,
+    /// How sync passes scan a differing inode (0: pruned, 1: original).
+    scan_mode: core::sync::atomic::AtomicU8,
     _pin: core::marker::PhantomPinned,
 }
 
@@ -192,6 +194,7 @@ impl Cluster {
             tid: spin::Mutex::new(0),
             changes: AtomicU64::new(0),
             frontend: HostLock::new(host)?,
+            scan_mode: core::sync::atomic::AtomicU8::new(0),
             _pin: core::marker::PhantomPinned,
         })?);
         try_push(&mut REGISTRY.lock(), &*c as *const Cluster as usize)?;
@@ -298,10 +301,25 @@ impl Cluster {
             changes: Some(&self.changes),
         };
         let mut stats = SyncStats::default();
-        let r = sync::sync_pass(&peers, idx, brk, &mut stats);
+        let r = sync::sync_pass_mode(&peers, idx, brk, &mut stats, self.scan_mode());
         stats.passes = 1;
         node.stats.lock().add(&stats);
         r
+    }
+    /// Choose how every later sync pass scans a differing inode (default: pruned).
+    pub fn set_scan_mode(&self, mode: sync::ScanMode) {
+        let v = match mode {
+            sync::ScanMode::Pruned => 0,
+            sync::ScanMode::Original => 1,
+        };
+        self.scan_mode.store(v, Ordering::SeqCst);
+    }
+    /// The scan mode sync passes use.
+    pub fn scan_mode(&self) -> sync::ScanMode {
+        match self.scan_mode.load(Ordering::SeqCst) {
+            0 => sync::ScanMode::Pruned,
+            _ => sync::ScanMode::Original,
+        }
     }
     /// Copy the cluster's current roles into node `idx`'s own view, which its sync passes use
     /// (a sync thread does this at start and when it consumes REMASTER; `sync` before each pass).
@@ -440,7 +458,13 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         // Unregister first, under the registry lock `write_all_status` holds while it reads.
         let me = self as *const Cluster as usize;
-        REGISTRY.lock().retain(|&a| a != me);
+        let mut reg = REGISTRY.lock();
+        reg.retain(|&a| a != me);
+        if reg.is_empty() {
+            // Give the buffer back: a kernel host checks at unload that its pool is empty.
+            *reg = Vec::new();
+        }
+        drop(reg);
         // The threads read the stores: they go before anything else is released.
         self.threads.stop_all();
     }

@@ -43,6 +43,17 @@ impl SyncStats {
     }
 }
 
+/// How a differing inode's children are scanned; both give identical trees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ScanMode {
+    /// Compare key-range summaries and descend only where they differ (issue 5): resyncing k
+    /// changed children of an inode of N visits O(k · log N) ranges and chains.
+    #[default]
+    Pruned,
+    /// Visit every chain of each differing inode, as the seed does.
+    Original,
+}
+
 /// Most inodes a scan defers before it stops and asks for a re-scan (EAGAIN).
 pub const MAX_DEFER: usize = 1000;
 
@@ -68,6 +79,7 @@ pub(crate) struct Ctx<'a, S: ChainStore = Store> {
     pub(crate) idx: usize,
     pub(crate) brk: &'a dyn Fn() -> bool,
     pub(crate) stats: &'a mut SyncStats,
+    pub(crate) mode: ScanMode,
 }
 
 impl<'a, S: ChainStore> Ctx<'a, S> {
@@ -129,6 +141,17 @@ pub fn sync_pass<S: ChainStore>(
     brk: &dyn Fn() -> bool,
     stats: &mut SyncStats,
 ) -> Result<()> {
+    sync_pass_mode(peers, idx, brk, stats, ScanMode::default())
+}
+
+/// [`sync_pass`] with the scan mode chosen.
+pub fn sync_pass_mode<S: ChainStore>(
+    peers: &Peers<'_, S>,
+    idx: usize,
+    brk: &dyn Fn() -> bool,
+    stats: &mut SyncStats,
+    mode: ScanMode,
+) -> Result<()> {
     if idx >= peers.stores.len() || peers.roles.len() != peers.stores.len() {
         return Err(Error::Invalid);
     }
@@ -137,6 +160,7 @@ pub fn sync_pass<S: ChainStore>(
         idx,
         brk,
         stats,
+        mode,
     };
     let root = ctx.me().root();
     let mut list: Vec<Deferred<S::Id>> = Vec::new();
