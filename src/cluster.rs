@@ -458,7 +458,13 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         // Unregister first, under the registry lock `write_all_status` holds while it reads.
         let me = self as *const Cluster as usize;
-        REGISTRY.lock().retain(|&a| a != me);
+        let mut reg = REGISTRY.lock();
+        reg.retain(|&a| a != me);
+        if reg.is_empty() {
+            // Give the buffer back: a kernel host checks at unload that its pool is empty.
+            *reg = Vec::new();
+        }
+        drop(reg);
         // The threads read the stores: they go before anything else is released.
         self.threads.stop_all();
     }

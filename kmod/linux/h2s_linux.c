@@ -96,13 +96,24 @@ static void h2s_wake_word(const uint32_t *word)
  * single class would give only MAX_LOCKDEP_SUBCLASSES (8) levels: below that a chain would nest
  * in its own class and read as recursive locking. The core gives a chain's depth (which never
  * changes) only when locking it, so a lock takes its class at its first acquisition, before
- * anyone can hold it.
+ * anyone can hold it. The core's own host locks come with HOST_LOCK_DEPTH (255).
+ *
+ * lockdep keeps at most MAX_LOCK_DEPTH (48) locks per task in its held stack, and the core's
+ * frontend holds a changed chain's whole path (depth + 1 chain locks). So a chain from depth
+ * H2S_LOCKDEP_KEPT down is checked when taken (against every lock lockdep holds for the task),
+ * then handed out of the held stack (the percpu_rwsem_release() pattern) and back in just before
+ * it is released: deeper than that, lockdep misses only the order among the deep chains.
  */
 #define H2S_LOCK_DEPTHS 256
+#define H2S_HOST_LOCK_DEPTH 255
+#define H2S_LOCKDEP_KEPT 32
 
 struct h2s_lock {
 	struct rw_semaphore sem;
-	bool classed;		/* lockdep class set (CONFIG_DEBUG_LOCK_ALLOC) */
+#ifdef CONFIG_DEBUG_LOCK_ALLOC
+	bool classed;		/* lockdep class set, from `depth` */
+	u8 depth;
+#endif
 };
 
 #ifdef CONFIG_DEBUG_LOCK_ALLOC
@@ -115,7 +126,8 @@ static void h2s_lock_classes_init(void)
 	unsigned int i;
 
 	for (i = 0; i < H2S_LOCK_DEPTHS; i++)
-		snprintf(h2s_chain_names[i], sizeof(h2s_chain_names[i]), "h2s_chain_d%u", i);
+		snprintf(h2s_chain_names[i], sizeof(h2s_chain_names[i]),
+			 i == H2S_HOST_LOCK_DEPTH ? "h2s_host_lock" : "h2s_chain_d%u", i);
 }
 
 static void h2s_lock_class(struct h2s_lock *l, uint32_t depth)
@@ -127,9 +139,33 @@ static void h2s_lock_class(struct h2s_lock *l, uint32_t depth)
 	if (!l->classed) {
 		depth = min_t(u32, depth, H2S_LOCK_DEPTHS - 1);
 		lockdep_set_class_and_name(&l->sem, &h2s_chain_keys[depth], h2s_chain_names[depth]);
+		l->depth = depth;
 		smp_store_release(&l->classed, true);
 	}
 	spin_unlock(&h2s_class_lock);
+}
+
+static bool h2s_lockdep_handed_out(const struct h2s_lock *l)
+{
+	return l->depth >= H2S_LOCKDEP_KEPT && l->depth != H2S_HOST_LOCK_DEPTH;
+}
+
+/* Just taken: out of lockdep's held stack if it is a deep chain. */
+static void h2s_lockdep_taken(struct h2s_lock *l)
+{
+	if (h2s_lockdep_handed_out(l))
+		rwsem_release(&l->sem.dep_map, _RET_IP_);
+}
+
+/* About to be released: back into lockdep's held stack (as a trylock: no new ordering). */
+static void h2s_lockdep_releasing(struct h2s_lock *l, int32_t exclusive)
+{
+	if (!h2s_lockdep_handed_out(l))
+		return;
+	if (exclusive)
+		rwsem_acquire(&l->sem.dep_map, 0, 1, _RET_IP_);
+	else
+		rwsem_acquire_read(&l->sem.dep_map, 0, 1, _RET_IP_);
 }
 #else
 static void h2s_lock_classes_init(void)
@@ -137,6 +173,14 @@ static void h2s_lock_classes_init(void)
 }
 
 static void h2s_lock_class(struct h2s_lock *l, uint32_t depth)
+{
+}
+
+static void h2s_lockdep_taken(struct h2s_lock *l)
+{
+}
+
+static void h2s_lockdep_releasing(struct h2s_lock *l, int32_t exclusive)
 {
 }
 #endif
@@ -148,7 +192,9 @@ static void *h2s_lock_create(void)
 	if (!l)
 		return NULL;
 	init_rwsem(&l->sem);
+#ifdef CONFIG_DEBUG_LOCK_ALLOC
 	l->classed = false;
+#endif
 	return l;
 }
 
@@ -166,12 +212,14 @@ static void h2s_lock(void *lock, int32_t exclusive, uint32_t depth)
 		down_write(&l->sem);
 	else
 		down_read(&l->sem);
+	h2s_lockdep_taken(l);
 }
 
 static void h2s_unlock(void *lock, int32_t exclusive)
 {
 	struct h2s_lock *l = lock;
 
+	h2s_lockdep_releasing(l, exclusive);
 	if (exclusive)
 		up_write(&l->sem);
 	else
