@@ -131,6 +131,11 @@ fn armed<R>(n: u64, f: impl FnOnce() -> R) -> (R, bool, u64) {
     (r, failed, allocs)
 }
 
+/// The two tests take turns: the counters are per thread, and the cluster registry's buffer is
+/// allocated by whichever thread registers the first live cluster and freed by whichever drops
+/// the last one, so two tests building clusters at once would each see the other's 32 bytes.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn live() -> i64 {
     C.with(|c| c.live.get())
 }
@@ -207,6 +212,7 @@ fn inject(n: u64, case: &Case, paths: &[Vec<u8>]) -> (bool, i64) {
 
 #[test]
 fn every_allocation_of_a_sync_may_fail() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let case = case();
     let (_, paths) = case.replay();
     // The first round warms once-only allocations (host statics, lock tables).
@@ -249,6 +255,7 @@ fn every_allocation_of_a_sync_may_fail() {
 
 #[test]
 fn every_allocation_of_a_frontend_change_may_fail() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // The same injection around the frontend: every change of the history, applied in turn.
     // A failing allocation must come back as NoMem from the node it hit, never as a panic, and
     // dropping the cluster must free everything.
