@@ -62,7 +62,8 @@ pub(crate) fn sync_slaves<'a, S: ChainStore>(
     // DEVIATION (bug 7): the seed read our chain's modify_tid before checking it exists; a
     // deferred inode removed meanwhile is `NotFound` here, which the driver tolerates.
     let keys = me.key_path(ip)?;
-    let Some(focus) = inode_focus(ctx.peers, ctx.idx, &keys)? else {
+    let pool = ctx.pool.ok_or(Error::Invalid)?;
+    let Some(focus) = inode_focus(pool, ctx.peers, ctx.idx, &keys, ctx.brk)? else {
         // No quorum for this inode: nothing to synchronize to, nothing changes.
         return Ok(Done::NoFocus);
     };
@@ -71,8 +72,13 @@ pub(crate) fn sync_slaves<'a, S: ChainStore>(
     // update ("XXX inode lock was lost"), so a frontend change in between could be stamped over.
     // The inode stays locked exclusively from the check until the final update.
     let g = me.lock(ip, LockMode::Exclusive)?;
-    if me.bref(ip)?.modify_tid == sync_tid {
+    let ours = me.bref(ip)?.modify_tid;
+    if ours == sync_tid {
         return Ok(Done::Equal);
+    }
+    // Catch-up mode never moves a node backwards.
+    if focus.catchup && ours > sync_tid {
+        return Ok(Done::NoFocus);
     }
     // Continue an interrupted scan where it stopped, if nothing it relied on changed.
     let (start, mut undecided) = match rec {
@@ -82,7 +88,7 @@ pub(crate) fn sync_slaves<'a, S: ChainStore>(
         _ => (Some(0), false),
     };
 
-    let mut coll = Collector::new(ctx.peers, ctx.idx, &keys, ctx.brk, start)?;
+    let mut coll = Collector::new(pool, ctx.peers, ctx.idx, &keys, ctx.brk, start)?;
     let mut local = match start {
         Some(k) => me.lookup(ip, k, KEY_MAX)?,
         None => None,
@@ -113,18 +119,20 @@ pub(crate) fn sync_slaves<'a, S: ChainStore>(
             (Ordering::Less, Some((l, lb)), _) => {
                 local = destroy(ctx, &g, l, &lb)?;
             }
-            // A change in flight: leave our chain as it is, decide nothing.
+            // A change in flight or a failed node: leave our chains in the range as they are
+            // (the range may hold several), decide nothing.
             (Ordering::Equal, Some((_, lb)), Some(Item::Undecided { .. })) => {
                 undecided = true;
                 local = me.next(ip, &lb, KEY_MAX)?;
-                item = coll.next_item()?;
             }
             (Ordering::Greater, _, Some(Item::Undecided { .. })) => {
                 undecided = true;
                 item = coll.next_item()?;
             }
             (Ordering::Equal, Some((l, lb)), Some(Item::Focus(f))) => {
-                if lb.modify_tid != f.bref.modify_tid {
+                // Catch-up keeps a copy of ours that is ahead of the highest master.
+                let ahead = f.catchup && lb.modify_tid > f.bref.modify_tid;
+                if lb.modify_tid != f.bref.modify_tid && !ahead {
                     let fc = FocusCopy::read(ctx, &f)?;
                     let defer = fc.defers();
                     let mtid = if defer { 0 } else { fc.bref.modify_tid };
@@ -181,7 +189,7 @@ pub(crate) fn sync_slaves<'a, S: ChainStore>(
     // The final update, under the same lock: re-ask the quorum and copy its inode.
     // DEVIATION (bug 7): the seed passed a possibly NULL focus to the final replace; with no
     // focus now the inode is not stamped and the pass is retried.
-    let focus = inode_focus(ctx.peers, ctx.idx, &keys)?.ok_or(Error::InProgress)?;
+    let focus = inode_focus(pool, ctx.peers, ctx.idx, &keys, ctx.brk)?.ok_or(Error::InProgress)?;
     let fc = FocusCopy::read(ctx, &focus)?;
     replace_held(me, &g, fc, sync_tid, isroot)?;
     ctx.stats.replaced += 1;

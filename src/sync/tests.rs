@@ -204,6 +204,9 @@ fn bug8_copy_takes_the_focus_length() {
         roles: &roles,
         nmasters: 1,
         changes: None,
+        host: host(),
+        faults: None,
+        catchup: false,
     };
     let mut stats = SyncStats::default();
     let mut ctx = Ctx {
@@ -211,6 +214,7 @@ fn bug8_copy_takes_the_focus_length() {
         idx: 1,
         brk: &|| false,
         stats: &mut stats,
+        pool: None,
     };
     let fc = FocusCopy::read(
         &ctx,
@@ -218,6 +222,7 @@ fn bug8_copy_takes_the_focus_length() {
             node: 0,
             id: fb,
             bref: m.bref(fb).unwrap(),
+            catchup: false,
         },
     )
     .unwrap();
@@ -355,6 +360,9 @@ fn bug6_destroy_continues_through_the_held_parent() {
         roles: &roles,
         nmasters: 1,
         changes: None,
+        host: host(),
+        faults: None,
+        catchup: false,
     };
     let mut stats = SyncStats::default();
     let mut ctx = Ctx {
@@ -362,6 +370,7 @@ fn bug6_destroy_continues_through_the_held_parent() {
         idx: 1,
         brk: &|| false,
         stats: &mut stats,
+        pool: None,
     };
     let g = s.lock_root(LockMode::Exclusive);
     let (first, fb) = s.lookup(s.root(), 0, media::KEY_MAX).unwrap().unwrap();
@@ -392,6 +401,9 @@ fn bug7_missing_local_chain_and_missing_final_focus() {
         roles: &roles,
         nmasters: 2,
         changes: None,
+        host: host(),
+        faults: None,
+        catchup: false,
     };
     let mut stats = SyncStats::default();
     let mut ctx = Ctx {
@@ -399,6 +411,7 @@ fn bug7_missing_local_chain_and_missing_final_focus() {
         idx: 2,
         brk: &|| false,
         stats: &mut stats,
+        pool: None,
     };
     let mut list = Vec::new();
     assert_eq!(
@@ -519,6 +532,9 @@ fn bug12_insert_over_an_existing_key_replaces() {
         roles: &roles,
         nmasters: 1,
         changes: None,
+        host: host(),
+        faults: None,
+        catchup: false,
     };
     let mut stats = SyncStats::default();
     let mut ctx = Ctx {
@@ -526,6 +542,7 @@ fn bug12_insert_over_an_existing_key_replaces() {
         idx: 1,
         brk: &|| false,
         stats: &mut stats,
+        pool: None,
     };
     let fid = m.resolve(b"/f").unwrap();
     let fc = FocusCopy::read(
@@ -534,6 +551,7 @@ fn bug12_insert_over_an_existing_key_replaces() {
             node: 0,
             id: fid,
             bref: m.bref(fid).unwrap(),
+            catchup: false,
         },
     )
     .unwrap();
@@ -679,6 +697,9 @@ fn key_without_quorum_during_a_change_in_flight_is_left_alone() {
             roles: &roles,
             nmasters: 2,
             changes,
+            host: host(),
+            faults: None,
+            catchup: false,
         };
         let mut stats = SyncStats::default();
         let r = sync_pass(&peers, 2, &|| false, &mut stats);
