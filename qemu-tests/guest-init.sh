@@ -133,11 +133,25 @@ suite() {
 	[ "$CASES" = 1 ] && small_pool_stage
 }
 
+# `make bench-kernel`: the protocol's round trips against plain kthreads, in this one boot.
+bench() {
+	if ! load; then notok "insmod hammer2_synchro"; return; fi
+	if cat "$D/bench" >/tmp/bench 2>/tmp/bench.err; then
+		ok "bench"
+		while IFS= read -r l; do say "bench: $l"; done </tmp/bench
+	else
+		notok "bench"; diag </tmp/bench.err
+	fi
+	if unload; then ok "rmmod"; else notok "rmmod"; fi
+}
+
 say "guest start"
 # The debug kernel's extra checks (qemu-tests/run --debug-kernel): kmemleak baseline, then leaks
 # and lockdep after the suite.
 [ -f /h2s/guest-checks.sh ] && . /h2s/guest-checks.sh && debug_before
-if [ "$DEMO" = 1 ]; then demo; else suite; fi
+if [ "$DEMO" = 1 ]; then demo
+elif [ "${BENCH:-0}" = 1 ]; then bench
+else suite; fi
 [ -f /h2s/guest-checks.sh ] && debug_after
 say "dmesg begin"
 dmesg

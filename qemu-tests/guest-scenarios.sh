@@ -131,6 +131,22 @@ threads_stage() {
 	fi
 	cat "$D/status" >/tmp/status 2>&1 && ok "status while threads run" || notok "status while threads run"
 	diag </tmp/status
+
+	# rmmod while a scenario runs (its file is open): refused (module in use), nothing breaks.
+	printf 'cluster master slave\nstart\nsleep 2s\nstop *\nexpect stopped *\n' >/tmp/slow.scn
+	(run_scn /tmp/slow.scn; echo $RC >/tmp/slow.rc; cp /tmp/out /tmp/slow.out) &
+	sleep 1
+	if rmmod hammer2_synchro 2>/tmp/rmmod.err; then
+		notok "rmmod while a scenario runs was not refused"
+	else
+		wait
+		if [ "$(cat /tmp/slow.rc)" = 0 ] && ktap_ok /tmp/slow.out >/tmp/why; then
+			ok "rmmod refused while a scenario runs; the scenario completed"
+		else
+			notok "scenario during a refused rmmod"; cat /tmp/why /tmp/slow.out | diag
+		fi
+	fi
+	wait
 }
 
 cycle_work() {

@@ -148,6 +148,8 @@ pub struct Cluster {
     /// Fault hooks on the reads synchronization makes of each node (scenario `stall`, `fail`).
     faults: [NodeFaults; MAX_NODES],
     frontend: HostLock,
+    /// How sync passes scan a differing inode (0: pruned, 1: original).
+    scan_mode: core::sync::atomic::AtomicU8,
     _pin: core::marker::PhantomPinned,
 }
 
@@ -205,6 +207,7 @@ impl Cluster {
             changes: AtomicU64::new(0),
             faults: Default::default(),
             frontend: HostLock::new(host)?,
+            scan_mode: core::sync::atomic::AtomicU8::new(0),
             _pin: core::marker::PhantomPinned,
         })?);
         try_push(&mut REGISTRY.lock(), &*c as *const Cluster as usize)?;
@@ -353,13 +356,28 @@ impl Cluster {
         let mut stats = SyncStats::default();
         let pool = node.pool.lock();
         let r = match pool.as_ref() {
-            Some(p) => sync::sync_pass_pooled(&peers, p, idx, brk, &mut stats),
+            Some(p) => sync::sync_pass_pooled(&peers, p, idx, brk, &mut stats, self.scan_mode()),
             None => Err(Error::Invalid),
         };
         drop(pool);
         stats.passes = 1;
         node.stats.lock().add(&stats);
         r
+    }
+    /// Choose how every later sync pass scans a differing inode (default: pruned).
+    pub fn set_scan_mode(&self, mode: sync::ScanMode) {
+        let v = match mode {
+            sync::ScanMode::Pruned => 0,
+            sync::ScanMode::Original => 1,
+        };
+        self.scan_mode.store(v, Ordering::SeqCst);
+    }
+    /// The scan mode sync passes use.
+    pub fn scan_mode(&self) -> sync::ScanMode {
+        match self.scan_mode.load(Ordering::SeqCst) {
+            0 => sync::ScanMode::Pruned,
+            _ => sync::ScanMode::Original,
+        }
     }
     /// Copy the cluster's current roles into node `idx`'s own view, which its sync passes use
     /// (a sync thread does this at start and when it consumes REMASTER; `sync` before each pass).
@@ -498,7 +516,13 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         // Unregister first, under the registry lock `write_all_status` holds while it reads.
         let me = self as *const Cluster as usize;
-        REGISTRY.lock().retain(|&a| a != me);
+        let mut reg = REGISTRY.lock();
+        reg.retain(|&a| a != me);
+        if reg.is_empty() {
+            // Give the buffer back: a kernel host checks at unload that its pool is empty.
+            *reg = Vec::new();
+        }
+        drop(reg);
         // The threads read the stores: they go before anything else is released.
         self.threads.stop_all();
         // Then the scan workers (joined by their pools' drop).

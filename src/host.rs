@@ -68,6 +68,12 @@ impl RawThread {
     }
 }
 
+/// The `depth` the core's own host locks (not chains: the frontend serialiser, a node's
+/// sync-pass lock) are taken with. They are taken before any chain lock and never inside one
+/// another, so a lock validator must not see them as the PFS root (depth 0), which is locked
+/// while they are held.
+pub const HOST_LOCK_DEPTH: u8 = u8::MAX;
+
 /// The body of a spawned thread.
 pub type ThreadEntry = Box<dyn FnOnce() + Send + 'static>;
 
@@ -97,7 +103,7 @@ pub trait Host: Send + Sync {
 
     /// Acquire `lock` in `mode`, sleeping as long as needed. `depth` is the chain's depth below
     /// the PFS root; hosts with lock validators use it as the nesting subclass (parent before
-    /// child), others ignore it.
+    /// child), others ignore it. Locks that are not chains pass [`HOST_LOCK_DEPTH`].
     fn lock(&self, lock: &RawLock, mode: LockMode, depth: u8);
 
     /// Release a lock held in `mode` by the caller.

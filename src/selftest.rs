@@ -437,8 +437,16 @@ fn race(
         let (env, g, results) = (env.clone(), gate.clone(), results.clone());
         let entry = crate::mem::try_box(move || {
             g.fetch_add(1, Ordering::SeqCst);
-            while g.load(Ordering::SeqCst) < 2 {
-                core::hint::spin_loop();
+            host.wake_word(&g);
+            // Sleep, never spin: on a kernel without involuntary preemption a spinning kthread
+            // keeps its CPU (and the RCU grace periods spawning the other requester may need)
+            // for good; the debug kernel showed it as a soft lockup.
+            loop {
+                let v = g.load(Ordering::SeqCst);
+                if v >= 2 {
+                    break;
+                }
+                host.sleep_on_word(&g, v, Some(Duration::from_millis(1)));
             }
             results[i].store(code(op.run(&env.threads)), Ordering::SeqCst);
         })
@@ -448,6 +456,7 @@ fn race(
             Err(e) => {
                 // Release the first requester so it can be joined.
                 gate.fetch_add(1, Ordering::SeqCst);
+                host.wake_word(&gate);
                 for h in handles.iter_mut().filter_map(Option::take) {
                     host.join(h);
                 }

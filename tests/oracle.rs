@@ -26,6 +26,7 @@ use oracle::model::{self, quorum, Inode, Rule, Tid, World};
 use oracle::{prop, real};
 
 use hammer2_synchro::cluster::Role;
+use hammer2_synchro::sync::ScanMode;
 
 /// Every node's tree equals `want`, or the first difference.
 fn all_equal(w: &World, want: &Inode) -> Result<(), String> {
@@ -205,11 +206,19 @@ fn scenario_text_of_a_case() {
 // ---------------------------------------------------------------------------------------------
 // Against the real cluster.
 
-/// The oracle property on one case (see the module doc).
+/// The oracle property on one case (see the module doc), in both scan modes.
 fn against_cluster(case: &Case) -> Result<(), String> {
+    for mode in [ScanMode::Pruned, ScanMode::Original] {
+        against_cluster_mode(case, mode).map_err(|e| format!("scan mode {mode:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn against_cluster_mode(case: &Case, mode: ScanMode) -> Result<(), String> {
     let n = case.roles.len();
     let (mut w, paths) = case.replay();
     let c = real::build(case)?;
+    c.set_scan_mode(mode);
     real::diff(&c, &w, &paths).map_err(|e| format!("after the history, before any sync:\n{e}"))?;
     let want_focus = w.focus_root().map(|f| f.1);
     if real::focus_root(&c).map(|f| f.1) != want_focus {

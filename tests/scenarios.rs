@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use hammer2_synchro::scenario::{self, Outcome};
+use hammer2_synchro::sync::ScanMode;
 use hammer2_synchro::userland::host;
 
 fn cases(dir: &str) -> Vec<PathBuf> {
@@ -74,13 +75,20 @@ fn every_case_passes_on_the_userland_host() {
     let all = cases("qemu-tests/cases");
     assert!(all.len() >= 30, "too few cases: {}", all.len());
     let mut failed = Vec::new();
-    for path in &all {
+    // Every case in both scan modes: they must give the same trees, so the same verdicts.
+    for (path, mode) in all
+        .iter()
+        .flat_map(|p| [ScanMode::Pruned, ScanMode::Original].map(|m| (p, m)))
+    {
         let text = std::fs::read(path).unwrap();
         let mut out = String::new();
-        let outcome = scenario::run(host(), &text, &mut out);
+        let outcome = scenario::run_mode(host(), &text, &mut out, mode);
         if outcome != Outcome::Passed {
-            eprintln!("==== {} ({outcome:?})\n{out}", path.display());
-            failed.push(path.file_name().unwrap().to_string_lossy().into_owned());
+            eprintln!("==== {} {mode:?} ({outcome:?})\n{out}", path.display());
+            failed.push(format!(
+                "{} ({mode:?})",
+                path.file_name().unwrap().to_string_lossy()
+            ));
         } else {
             assert!(out.ends_with(" 0 failed\n"), "{}: {out}", path.display());
         }

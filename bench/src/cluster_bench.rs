@@ -40,15 +40,13 @@ impl ScanMode {
         }
     }
 
-    /// Put the cluster's synchronizers in this mode, or say why the core cannot.
-    ///
-    /// The core has a single scan today, the original one; when it grows a mode switch, this
-    /// is the one place to call it.
-    pub fn select(self, _cluster: &Cluster) -> Result<(), &'static str> {
-        match self {
-            ScanMode::Original => Ok(()),
-            ScanMode::Pruned => Err("not implemented: the core has no pruned scan yet"),
-        }
+    /// Put the cluster's synchronizers in this mode.
+    pub fn select(self, cluster: &Cluster) -> Result<(), &'static str> {
+        cluster.set_scan_mode(match self {
+            ScanMode::Original => hammer2_synchro::sync::ScanMode::Original,
+            ScanMode::Pruned => hammer2_synchro::sync::ScanMode::Pruned,
+        });
+        Ok(())
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod alloc_count;
 pub mod bandwidth;
 pub mod cluster_bench;
+pub mod kernel;
 pub mod machine;
 pub mod report;
 pub mod results;

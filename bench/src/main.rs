@@ -22,6 +22,9 @@ against memcpy; the sync's peak memory; sync-thread freeze and stop latency.
   --out DIR  write BENCHMARKS.md and docs/bench-resync.svg under DIR
              (default: the repository root, or a temp dir with --quick)
   --max-files N  do not attempt trees of more than N files (listed as not measured)
+  --kernel-results FILE
+             the output of `make bench-kernel` to report kernel_round_trips from
+             (default: target/bench-kernel.txt of the repository, none with --quick)
 
 Ends with one line per issue-5 target:
   target <name>: measured <value> goal <value> met|missed
@@ -32,6 +35,7 @@ fn main() -> ExitCode {
     let mut quick = false;
     let mut out: Option<PathBuf> = None;
     let mut max_files: Option<usize> = None;
+    let mut kernel_results: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -50,6 +54,13 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             },
+            "--kernel-results" => match args.next() {
+                Some(f) => kernel_results = Some(PathBuf::from(f)),
+                None => {
+                    eprintln!("--kernel-results needs a file\n\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            },
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
@@ -64,11 +75,12 @@ fn main() -> ExitCode {
         eprintln!("bench: the counting allocator is not active");
         return ExitCode::from(1);
     }
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = out.unwrap_or_else(|| {
         if quick {
             std::env::temp_dir().join("hammer2-synchro-bench-quick")
         } else {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+            repo.clone()
         }
     });
     let command = format!(
@@ -80,8 +92,15 @@ fn main() -> ExitCode {
     if let Some(n) = max_files {
         cfg.max_files = n;
     }
+    cfg.kernel_results = kernel_results.or_else(|| {
+        let f = repo.join("target/bench-kernel.txt");
+        (!quick).then_some(f)
+    });
     let results = run::run(&cfg);
 
+    let out = std::fs::create_dir_all(&out)
+        .and_then(|()| out.canonicalize())
+        .unwrap_or(out);
     let md = out.join("BENCHMARKS.md");
     let svg = out.join(report::PLOT);
     let written = std::fs::create_dir_all(svg.parent().unwrap_or(&out))

@@ -344,6 +344,24 @@ pub fn markdown(r: &Results) -> String {
     }
     let _ = writeln!(s);
 
+    let _ = writeln!(s, "## Kernel round trips (QEMU, `make bench-kernel`)\n");
+    match &r.kernel {
+        Ok(k) => {
+            let _ = writeln!(s, "From {}:\n", k.source);
+            for l in &k.lines {
+                let _ = writeln!(s, "- {l}");
+            }
+            let _ = writeln!(s, "\n```");
+            for t in &k.targets {
+                let _ = writeln!(s, "{}", t.line());
+            }
+            let _ = writeln!(s, "```\n");
+        }
+        Err(e) => {
+            let _ = writeln!(s, "Not measured: {e}.\n");
+        }
+    }
+
     let _ = writeln!(s, "## Ratios\n");
     if let Some(row) = r.target_row() {
         let o = row.resync(ScanMode::Original, TARGET_K);
@@ -379,8 +397,8 @@ pub fn markdown(r: &Results) -> String {
     let _ = writeln!(
         s,
         "The speed targets are taken at N = 10^6 files, k = {TARGET_K}, wide tree (or the \
-         largest N measured). `kernel_round_trips` comes from `make bench-kernel` in QEMU and \
-         is not part of this userland run."
+         largest N measured). `kernel_round_trips` comes from the `make bench-kernel` output \
+         named above (run in QEMU, separately from this userland run), when there is one."
     );
     s
 }
@@ -412,12 +430,14 @@ mod tests {
             skipped: vec!["deep N=1000000: too big".into()],
             total: Duration::from_secs(3),
             load_end: "1 2 3".into(),
+            kernel: Err("no kernel results file given".into()),
         };
         let md = markdown(&r);
         assert!(md.contains("not measured: Cluster::new: boom"));
         assert!(md.contains("- deep N=1000000: too big"));
         assert!(md.contains("Scan mode `pruned`: not implemented: x."));
         assert!(md.contains(PLOT));
+        assert!(md.contains("Not measured: no kernel results file given."));
         for t in r.targets() {
             assert!(md.contains(&t.line()));
         }

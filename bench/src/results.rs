@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::bandwidth::Bandwidth;
 use crate::cluster_bench::{ClusterResult, ScanMode};
+use crate::kernel::KernelResults;
 use crate::machine::Machine;
 use crate::shape::Shape;
 use crate::stats::percentile;
@@ -84,6 +85,8 @@ pub struct Results {
     pub total: Duration,
     /// Load averages when the run ended.
     pub load_end: String,
+    /// What `make bench-kernel` reported, or why there is nothing.
+    pub kernel: Result<KernelResults, String>,
 }
 
 /// The k at which the speed targets are defined.
@@ -103,7 +106,7 @@ pub const BANDWIDTH_GOAL: f64 = 0.5;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Target {
     /// Short name.
-    pub name: &'static str,
+    pub name: String,
     /// Measured value, or why there is none.
     pub measured: String,
     /// The goal.
@@ -140,7 +143,7 @@ impl Results {
         self.missing_modes.iter().any(|(m, _)| *m == mode)
     }
 
-    fn speedup(&self, name: &'static str, other: impl Fn(&Row) -> Option<Duration>) -> Target {
+    fn speedup(&self, name: &str, other: impl Fn(&Row) -> Option<Duration>) -> Target {
         let goal = format!(">={SPEEDUP_GOAL:.0}x");
         let row = self.target_row();
         let at = row.map_or(String::new(), |r| format!("@N={},k={TARGET_K}", r.files));
@@ -155,7 +158,7 @@ impl Results {
             _ => ("not-measured".to_string(), false),
         };
         Target {
-            name,
+            name: name.to_string(),
             measured,
             goal,
             met,
@@ -190,31 +193,37 @@ impl Results {
         ];
         let p99 = self.worst_freeze_p99();
         t.push(Target {
-            name: "freeze_ack_p99",
+            name: "freeze_ack_p99".into(),
             measured: p99.map_or("not-measured".into(), |v| format!("{v}ns")),
             goal: format!("<={FREEZE_P99_GOAL_NS}ns"),
             met: p99.is_some_and(|v| v <= FREEZE_P99_GOAL_NS),
         });
         let mem = self.worst_sync_peak();
         t.push(Target {
-            name: "sync_memory",
+            name: "sync_memory".into(),
             measured: mem.map_or("not-measured".into(), |v| format!("{v}B")),
             goal: format!("<={SYNC_MEM_GOAL}B"),
             met: mem.is_some_and(|v| v <= SYNC_MEM_GOAL),
         });
         let bw = self.bandwidth.as_ref().ok().map(Bandwidth::ratio);
         t.push(Target {
-            name: "initial_sync_bandwidth",
+            name: "initial_sync_bandwidth".into(),
             measured: bw.map_or("not-measured".into(), |v| format!("{:.1}%", v * 100.0)),
             goal: format!(">={:.0}%", BANDWIDTH_GOAL * 100.0),
             met: bw.is_some_and(|v| v >= BANDWIDTH_GOAL),
         });
-        t.push(Target {
-            name: "kernel_round_trips",
+        let kernel = self.kernel.as_ref().ok().and_then(|k| {
+            k.targets
+                .iter()
+                .find(|t| t.name == "kernel_round_trips")
+                .cloned()
+        });
+        t.push(kernel.unwrap_or_else(|| Target {
+            name: "kernel_round_trips".into(),
             measured: "not-measured".into(),
             goal: "<=1.2x".into(),
             met: false,
-        });
+        }));
         t
     }
 }
@@ -273,6 +282,7 @@ mod tests {
             skipped: vec![],
             total: ms(1),
             load_end: "0 0 0".into(),
+            kernel: Err("none".into()),
         }
     }
 
@@ -284,7 +294,7 @@ mod tests {
         ]);
         assert_eq!(r.target_row().map(|r| r.files), Some(10_000));
         let t = r.targets();
-        let names: Vec<_> = t.iter().map(|t| t.name).collect();
+        let names: Vec<_> = t.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(
             names,
             [
@@ -331,5 +341,15 @@ mod tests {
         assert!(t[1].met);
         assert!(t[2].met && t[3].met);
         assert!(!t[5].met);
+        r.kernel = Ok(crate::kernel::parse(
+            "target kernel_round_trips: measured 1.10x goal <=1.2x met\n",
+            "f".into(),
+        )
+        .unwrap());
+        let t = r.targets();
+        assert_eq!(
+            t[5].line(),
+            "target kernel_round_trips: measured 1.10x goal <=1.2x met"
+        );
     }
 }

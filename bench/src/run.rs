@@ -39,6 +39,8 @@ pub struct Config {
     pub total_budget: Duration,
     /// Trees of more files are not attempted (`--max-files`).
     pub max_files: usize,
+    /// The output of `make bench-kernel` to fold into the report, if any.
+    pub kernel_results: Option<std::path::PathBuf>,
     /// The command line, for the report.
     pub command: String,
 }
@@ -60,6 +62,7 @@ impl Config {
                 initial_limit: Duration::from_secs(5),
                 total_budget: Duration::from_secs(20),
                 max_files: usize::MAX,
+                kernel_results: None,
                 command,
             }
         } else {
@@ -76,6 +79,7 @@ impl Config {
                 initial_limit: Duration::from_secs(60),
                 total_budget: Duration::from_secs(600),
                 max_files: usize::MAX,
+                kernel_results: None,
                 command,
             }
         }
@@ -164,6 +168,7 @@ pub fn run(cfg: &Config) -> Results {
     let rsync =
         rsync_version().ok_or_else(|| "rsync not found (apt-get install rsync)".to_string());
     let tmpfs = tmpfs_base().map_err(|e| e.to_string());
+    let tmpfs_desc = tmpfs.as_ref().map(|t| t.describe()).map_err(Clone::clone);
     let mut missing_modes: Vec<(ScanMode, String)> = Vec::new();
     let mut rows = Vec::new();
     let mut skipped = Vec::new();
@@ -324,7 +329,7 @@ pub fn run(cfg: &Config) -> Results {
                         println!("bench: {tag}: rsync ...");
                         let tree = Tree::new(row.shape, row.files);
                         let t = Instant::now();
-                        let r = rsync_side(Path::new(base), &tree, &ks_for(row.files));
+                        let r = rsync_side(&base.path, &tree, &ks_for(row.files));
                         if r.is_ok() {
                             h.rsync = Some((row.chains, t.elapsed().as_secs_f64()));
                         }
@@ -350,13 +355,17 @@ pub fn run(cfg: &Config) -> Results {
         command: cfg.command.clone(),
         date: date_utc(),
         rsync,
-        tmpfs: tmpfs.map(|p| p.display().to_string()),
+        tmpfs: tmpfs_desc,
         rows,
         missing_modes,
         bandwidth,
         skipped,
         total: t_all.elapsed(),
         load_end: crate::machine::loadavg(),
+        kernel: cfg.kernel_results.as_deref().map_or_else(
+            || Err("no kernel results file given".to_string()),
+            crate::kernel::read,
+        ),
     }
 }
 

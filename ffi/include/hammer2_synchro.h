@@ -38,6 +38,11 @@
 #define H2S_OUTCOME_REJECTED 2
 
 /*
+ Most stop samples (their median is taken on the stack).
+ */
+#define MAX_STOPS 64
+
+/*
  Most clusters that may exist at once through the C API.
  */
 #define H2S_MAX_CLUSTERS 32
@@ -171,13 +176,18 @@ int32_t h2s_init(const struct H2sHostOps *ops, void *pool, size_t len);
 
 /*
  Stop the library: destroy every remaining cluster (stopping and joining its threads), then
- release the pool and the ops table. Returns how many clusters it had to destroy (0 or more),
- or `-EINVAL` if the library was not started.
+ release the pool and the ops table. The bytes still allocated from the pool after every
+ cluster was destroyed (a leak: 0 when everything was freed) are stored through `leaked` (may
+ be null). Returns how many clusters it had to destroy (0 or more), or `-EINVAL` if the library
+ was not started.
 
  Context: process context, once at unload, after every other `h2s_*` call has returned and
  none can start (e.g. after the debugfs files are removed). May sleep while threads stop.
+
+ # Safety
+ `leaked` must be valid for a write when not null.
  */
-int32_t h2s_fini(void);
+int32_t h2s_fini(size_t *leaked);
 
 /*
  Bytes of the pool in use and its size, stored through `used` and `size` (either may be null).
@@ -289,6 +299,23 @@ int32_t h2s_thread_op(uint32_t handle, uint32_t node, uint32_t op);
  write when not null.
  */
 int32_t h2s_ctl(const uint8_t *cmd, size_t len, uint8_t *out, size_t cap, size_t *written);
+
+/*
+ Time the sync-thread protocol's round trips on an idle thread of a one-master cluster:
+ `pairs` freeze+unfreeze pairs (each acknowledged; the mean of one pair goes to
+ `freeze_unfreeze_ns`) and `stops` (1 to 64) stops of the idle thread, each including the join
+ (the median goes to `stop_ns`).
+
+ Returns 0, `-EINVAL` (null pointer), or the failing operation's `-errno`. Context: process
+ context; sleeps (about `stops` x 10 ms plus the round trips).
+
+ # Safety
+ `freeze_unfreeze_ns` and `stop_ns` must be valid for a write.
+ */
+int32_t h2s_bench_threads(uint32_t pairs,
+                          uint32_t stops,
+                          uint64_t *freeze_unfreeze_ns,
+                          uint64_t *stop_ns);
 
 /*
  The body of every thread the library asks the host to spawn: the host's thread function

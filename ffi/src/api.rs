@@ -119,17 +119,25 @@ pub unsafe extern "C" fn h2s_init(ops: *const H2sHostOps, pool: *mut c_void, len
 }
 
 /// Stop the library: destroy every remaining cluster (stopping and joining its threads), then
-/// release the pool and the ops table. Returns how many clusters it had to destroy (0 or more),
-/// or `-EINVAL` if the library was not started.
+/// release the pool and the ops table. The bytes still allocated from the pool after every
+/// cluster was destroyed (a leak: 0 when everything was freed) are stored through `leaked` (may
+/// be null). Returns how many clusters it had to destroy (0 or more), or `-EINVAL` if the library
+/// was not started.
 ///
 /// Context: process context, once at unload, after every other `h2s_*` call has returned and
 /// none can start (e.g. after the debugfs files are removed). May sleep while threads stop.
+///
+/// # Safety
+/// `leaked` must be valid for a write when not null.
 #[no_mangle]
-pub extern "C" fn h2s_fini() -> i32 {
+pub unsafe extern "C" fn h2s_fini(leaked: *mut usize) -> i32 {
     if ops::get().is_none() {
         return -EINVAL;
     }
     let n = handles::destroy_all();
+    let (used, _) = POOL.usage();
+    // SAFETY: per the caller's contract.
+    unsafe { put(leaked, used) };
     POOL.reset();
     ops::install(None);
     n as i32
@@ -508,6 +516,39 @@ pub unsafe extern "C" fn h2s_ctl(
         Err(e) => neg(e),
         Ok(()) if w.overflowed() => -ENOSPC,
         Ok(()) => 0,
+    }
+}
+
+/// Time the sync-thread protocol's round trips on an idle thread of a one-master cluster:
+/// `pairs` freeze+unfreeze pairs (each acknowledged; the mean of one pair goes to
+/// `freeze_unfreeze_ns`) and `stops` (1 to 64) stops of the idle thread, each including the join
+/// (the median goes to `stop_ns`).
+///
+/// Returns 0, `-EINVAL` (null pointer), or the failing operation's `-errno`. Context: process
+/// context; sleeps (about `stops` x 10 ms plus the round trips).
+///
+/// # Safety
+/// `freeze_unfreeze_ns` and `stop_ns` must be valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn h2s_bench_threads(
+    pairs: u32,
+    stops: u32,
+    freeze_unfreeze_ns: *mut u64,
+    stop_ns: *mut u64,
+) -> i32 {
+    if freeze_unfreeze_ns.is_null() || stop_ns.is_null() || ops::get().is_none() {
+        return -EINVAL;
+    }
+    match crate::bench::measure(&KERNEL_HOST, pairs, stops as usize) {
+        Ok(b) => {
+            // SAFETY: checked non-null; valid per the caller's contract.
+            unsafe {
+                put(freeze_unfreeze_ns, b.freeze_unfreeze_ns);
+                put(stop_ns, b.stop_ns);
+            }
+            0
+        }
+        Err(e) => neg(e),
     }
 }
 

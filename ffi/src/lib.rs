@@ -21,6 +21,7 @@
 extern crate alloc;
 
 pub mod api;
+pub mod bench;
 pub mod buf;
 pub mod ctl;
 pub mod handles;

@@ -48,6 +48,16 @@ pub fn check(text: &[u8]) -> Result<Script<'_>, ParseError> {
 
 /// Parse and run a scenario on `host`, writing its KTAP text (or the rejection line) to `out`.
 pub fn run(host: &'static dyn Host, text: &[u8], out: &mut dyn fmt::Write) -> Outcome {
+    run_mode(host, text, out, crate::sync::ScanMode::default())
+}
+
+/// [`run`] with the cluster's synchronizers in scan mode `mode`.
+pub fn run_mode(
+    host: &'static dyn Host,
+    text: &[u8],
+    out: &mut dyn fmt::Write,
+    mode: crate::sync::ScanMode,
+) -> Outcome {
     let script = match parse::parse(text) {
         Ok(s) => s,
         Err(e) => {
@@ -55,5 +65,5 @@ pub fn run(host: &'static dyn Host, text: &[u8], out: &mut dyn fmt::Write) -> Ou
             return Outcome::Rejected;
         }
     };
-    run::execute(host, &script, out)
+    run::execute_mode(host, &script, out, mode)
 }

@@ -29,8 +29,14 @@ const WAIT_POLL: Duration = Duration::from_millis(5);
 /// Most rounds `sync` runs before it reports that the cluster does not settle.
 const MAX_SYNC_ROUNDS: usize = 64;
 
-/// Run `script` on a new cluster on `host`, writing KTAP to `out`.
-pub fn execute(host: &'static dyn Host, script: &Script<'_>, out: &mut dyn Write) -> Outcome {
+/// Run `script` on a new cluster on `host` with its synchronizers in scan mode `mode`, writing
+/// KTAP to `out`.
+pub fn execute_mode(
+    host: &'static dyn Host,
+    script: &Script<'_>,
+    out: &mut dyn Write,
+    mode: crate::sync::ScanMode,
+) -> Outcome {
     let mut k = Ktap::new(out, script.checks);
     let mut stopped_at = None;
     match Cluster::new(host, &script.roles) {
@@ -39,6 +45,7 @@ pub fn execute(host: &'static dyn Host, script: &Script<'_>, out: &mut dyn Write
             stopped_at = Some(0);
         }
         Ok(cluster) => {
+            cluster.set_scan_mode(mode);
             let mut it = Interp {
                 c: cluster,
                 host,

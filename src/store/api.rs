@@ -6,10 +6,11 @@
 
 use alloc::vec::Vec;
 
-use super::Body;
+use super::children::{digit, range_of};
+use super::{Body, RangeSum, FANOUT, MAX_LEVEL};
 use crate::host::LockMode;
 use crate::media::Blockref;
-use crate::Result;
+use crate::{Error, Result};
 
 /// A held chain lock (released when dropped).
 pub trait HeldChain<Id> {
@@ -72,4 +73,36 @@ pub trait ChainStore: Sync {
     fn delete<'a>(&'a self, parent: &Self::Guard<'a>, child: Self::Guard<'a>) -> Result<usize>;
     /// Moves whenever a frontend change locks a path of this node, before it changes anything.
     fn frontend_gen(&self) -> u64;
+    /// The summary of `parent`'s children whose key lies in the level-`level` aligned range
+    /// containing `base` (fan-out [`FANOUT`]): count and multiset hash of (key, keybits,
+    /// modify_tid), independent of how the store lays its block table out. The default visits
+    /// every child in the range; a store with range summaries answers in O(depth).
+    fn range_sum(&self, parent: Self::Id, base: u64, level: u8) -> Result<RangeSum> {
+        let (beg, end) = range_of(base, level);
+        let mut s = RangeSum::default();
+        let mut cur = self.lookup(parent, beg, end)?;
+        while let Some((_, b)) = cur {
+            if b.key >= beg {
+                s.add(&RangeSum::leaf(b.key, b.keybits, b.modify_tid));
+            }
+            cur = self.next(parent, &b, end)?;
+        }
+        Ok(s)
+    }
+    /// The summaries of the 16 sub-ranges of that range (`level < MAX_LEVEL`).
+    fn sub_sums(&self, parent: Self::Id, base: u64, level: u8) -> Result<[RangeSum; FANOUT]> {
+        if level >= MAX_LEVEL {
+            return Err(Error::Invalid);
+        }
+        let (beg, end) = range_of(base, level);
+        let mut out = [RangeSum::default(); FANOUT];
+        let mut cur = self.lookup(parent, beg, end)?;
+        while let Some((_, b)) = cur {
+            if b.key >= beg {
+                out[digit(b.key, level)].add(&RangeSum::leaf(b.key, b.keybits, b.modify_tid));
+            }
+            cur = self.next(parent, &b, end)?;
+        }
+        Ok(out)
+    }
 }

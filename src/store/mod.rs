@@ -18,7 +18,7 @@
 //! waits on another node's chain locks, so no lock cycle can form across nodes.
 
 pub mod api;
-pub(crate) mod children;
+pub mod children;
 pub mod compare;
 pub mod frontend;
 pub mod inode;
@@ -34,6 +34,7 @@ use crate::mem::{try_box, try_push};
 use crate::{Error, Result};
 pub use api::{ChainStore, HeldChain};
 use children::Children;
+pub use children::{RangeSum, FANOUT, MAX_LEVEL};
 
 /// A chain's name in its node's store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,7 +177,7 @@ impl HostLock {
     /// Acquire it (may sleep).
     pub fn hold(&self, mode: LockMode) -> HostLockGuard<'_> {
         if let Some(r) = &self.raw {
-            self.host.lock(r, mode, 0);
+            self.host.lock(r, mode, crate::host::HOST_LOCK_DEPTH);
         }
         HostLockGuard { lock: self, mode }
     }
@@ -343,6 +344,30 @@ impl Store {
         }
     }
 
+    /// The summary of `parent`'s children whose key lies in the level-`level` range containing
+    /// `base` (see [`children`]): equal summaries on two nodes mean the same children there.
+    pub fn range_sum(&self, parent: ChainId, base: u64, level: u8) -> Result<RangeSum> {
+        Ok(self
+            .arena
+            .read()
+            .get(parent)?
+            .children
+            .range_sum(base, level))
+    }
+
+    /// The summaries of the 16 sub-ranges of that range (`level < MAX_LEVEL`).
+    pub fn sub_sums(&self, parent: ChainId, base: u64, level: u8) -> Result<[RangeSum; FANOUT]> {
+        if level >= MAX_LEVEL {
+            return Err(Error::Invalid);
+        }
+        Ok(self
+            .arena
+            .read()
+            .get(parent)?
+            .children
+            .sub_sums(base, level))
+    }
+
     /// The child of `parent` with exactly `key`.
     pub fn child_at(&self, parent: ChainId, key: u64) -> Result<Option<ChainId>> {
         Ok(self
@@ -488,10 +513,10 @@ impl Store {
         };
         let gen = a.slots[idx as usize].gen;
         let id = ChainId { idx, gen };
-        if let Err(e) = a
-            .get_mut(parent)?
-            .children
-            .insert(bref.key, bref.keybits, id)
+        if let Err(e) =
+            a.get_mut(parent)?
+                .children
+                .insert(bref.key, bref.keybits, bref.modify_tid, id)
         {
             a.free.push(idx);
             return Err(e);
@@ -525,9 +550,11 @@ impl Store {
         if bref.key != old.key {
             return Err(Error::Invalid);
         }
-        if bref.keybits != old.keybits {
+        if bref.keybits != old.keybits || bref.modify_tid != old.modify_tid {
             if let Some(p) = parent {
-                a.get_mut(p)?.children.set_keybits(old.key, bref.keybits)?;
+                a.get_mut(p)?
+                    .children
+                    .update(old.key, bref.keybits, bref.modify_tid)?;
             }
         }
         a.get_mut(g.id)?.bref = bref;
@@ -545,9 +572,11 @@ impl Store {
             if bref.key != old.key {
                 return Err(Error::Invalid);
             }
-            if bref.keybits != old.keybits {
+            if bref.keybits != old.keybits || bref.modify_tid != old.modify_tid {
                 if let Some(p) = parent {
-                    a.get_mut(p)?.children.set_keybits(old.key, bref.keybits)?;
+                    a.get_mut(p)?
+                        .children
+                        .update(old.key, bref.keybits, bref.modify_tid)?;
                 }
             }
             let c = a.get_mut(g.id)?;
@@ -560,7 +589,14 @@ impl Store {
 
     /// Set a held chain's modify_tid.
     pub fn set_modify_tid(&self, g: &ChainGuard<'_>, tid: u64) -> Result<()> {
-        self.arena.write().get_mut(g.id)?.bref.modify_tid = tid;
+        let mut a = self.arena.write();
+        let c = a.get_mut(g.id)?;
+        let (key, keybits, parent) = (c.bref.key, c.bref.keybits, c.parent);
+        if let Some(p) = parent {
+            // The parent's range summaries follow its children's TIDs.
+            a.get_mut(p)?.children.update(key, keybits, tid)?;
+        }
+        a.get_mut(g.id)?.bref.modify_tid = tid;
         Ok(())
     }
 
@@ -683,6 +719,12 @@ impl ChainStore for Store {
     }
     fn frontend_gen(&self) -> u64 {
         Store::frontend_gen(self)
+    }
+    fn range_sum(&self, parent: ChainId, base: u64, level: u8) -> Result<RangeSum> {
+        Store::range_sum(self, parent, base, level)
+    }
+    fn sub_sums(&self, parent: ChainId, base: u64, level: u8) -> Result<[RangeSum; FANOUT]> {
+        Store::sub_sums(self, parent, base, level)
     }
 }
 

@@ -45,6 +45,17 @@ impl SyncStats {
     }
 }
 
+/// How a differing inode's children are scanned; both give identical trees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ScanMode {
+    /// Compare key-range summaries and descend only where they differ (issue 5): resyncing k
+    /// changed children of an inode of N visits O(k · log N) ranges and chains.
+    #[default]
+    Pruned,
+    /// Visit every chain of each differing inode, as the seed does.
+    Original,
+}
+
 /// Most inodes a scan defers before it stops and asks for a re-scan (EAGAIN).
 pub const MAX_DEFER: usize = 1000;
 
@@ -77,6 +88,7 @@ pub(crate) struct Ctx<'a, S: ChainStore = Store> {
     pub(crate) idx: usize,
     pub(crate) brk: &'a dyn Fn() -> bool,
     pub(crate) stats: &'a mut SyncStats,
+    pub(crate) mode: ScanMode,
     /// The pass's scan workers (None only in tests of single helpers).
     pub(crate) pool: Option<&'a pool::Pool<'a, S>>,
 }
@@ -144,27 +156,43 @@ where
     S: ChainStore + 'static,
     S::Id: Send + 'static,
 {
+    sync_pass_mode(peers, idx, brk, stats, ScanMode::default())
+}
+
+/// [`sync_pass`] with the scan mode chosen.
+pub fn sync_pass_mode<S>(
+    peers: &Peers<'_, S>,
+    idx: usize,
+    brk: &dyn Fn() -> bool,
+    stats: &mut SyncStats,
+    mode: ScanMode,
+) -> Result<()>
+where
+    S: ChainStore + 'static,
+    S::Id: Send + 'static,
+{
     if idx >= peers.stores.len() || peers.roles.len() != peers.stores.len() {
         return Err(Error::Invalid);
     }
     // The workers are joined when `pool` drops, before this returns (whatever the outcome).
     let pool = pool::Pool::start(peers, idx)?;
-    sync_pass_pooled(peers, &pool, idx, brk, stats)
+    sync_pass_pooled(peers, &pool, idx, brk, stats, mode)
 }
 
-/// [`sync_pass`] with scan workers started beforehand (the cluster keeps one set per node, so
-/// a pass spawns no thread). Every request is abandoned before this returns.
+/// [`sync_pass_mode`] with scan workers started beforehand (the cluster keeps one set per
+/// node, so a pass spawns no thread). Every request is abandoned before this returns.
 pub(crate) fn sync_pass_pooled<S: ChainStore>(
     peers: &Peers<'_, S>,
     pool: &pool::Pool<'_, S>,
     idx: usize,
     brk: &dyn Fn() -> bool,
     stats: &mut SyncStats,
+    mode: ScanMode,
 ) -> Result<()> {
     if idx >= peers.stores.len() || peers.roles.len() != peers.stores.len() {
         return Err(Error::Invalid);
     }
-    let r = pass(peers, pool, idx, brk, stats);
+    let r = pass(peers, pool, idx, brk, stats, mode);
     pool.park_all();
     r
 }
@@ -175,12 +203,14 @@ fn pass<S: ChainStore>(
     idx: usize,
     brk: &dyn Fn() -> bool,
     stats: &mut SyncStats,
+    mode: ScanMode,
 ) -> Result<()> {
     let mut ctx = Ctx {
         peers,
         idx,
         brk,
         stats,
+        mode,
         pool: Some(pool),
     };
     let root = ctx.me().root();

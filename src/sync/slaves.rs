@@ -1,14 +1,58 @@
-//! `hammer2_sync_slaves` and its helpers `hammer2_sync_insert`, `_destroy`, `_replace`.
+//! `hammer2_sync_slaves` and its helpers `hammer2_sync_insert`, `_destroy`, `_replace`, with two
+//! ways to scan a differing inode's children ([`ScanMode`]).
+//!
+//! **Original** (the seed): merge every child of ours against the per-key focus of the others,
+//! so one changed entry in a directory of N costs N comparisons.
+//!
+//! **Pruned** (issue 5): every block table keeps a radix of key-range summaries
+//! ([`crate::store::children`]): for each power-of-two aligned key range (fan-out 16), the count
+//! and a 128-bit multiset hash of the (key, keybits, modify_tid) of the children whose key lies
+//! in it. The walk starts with the whole key space; a range whose summary is the same on our
+//! node and on every other node holding the inode is skipped whole; a differing range is split
+//! into its 16 sub-ranges, of which only the differing ones are visited; a differing range that
+//! holds at most `BUCKET` children on every node is merged chain by chain exactly as the original
+//! does (restricted to the keys in it). k changed children of an inode of N are found with
+//! O(k · 16 · log16 N) summary comparisons and O(k · `BUCKET`) chain comparisons; every summary
+//! visited counts in `SyncStats::scanned`, like every chain compared.
+//!
+//! Why skipping an equal range changes nothing the original scan would have changed:
+//! - *Same chains.* The summary is a function of the set of (key, keybits, modify_tid) in the
+//!   range only (never of the tree's shape or history), so equal summaries mean equal sets on
+//!   every compared node, up to a collision of the 128-bit hash sums (two independent 64-bit
+//!   mixes per leaf; the count must match too). Any change of a child (insert, delete, a new
+//!   TID, new keybits) changes its own leaf term and so every summary above it: a deletion is
+//!   not hidden by an unchanged maximum TID, as a bare `mirror_tid` would be on nodes whose
+//!   histories diverged.
+//! - *Same per-key decision.* Inside such a range every node holding the inode holds the same
+//!   chain at each key with the same TID, and nodes not holding the inode answer "absent" for
+//!   every key, as they do for the inode. The inode has a focus, so at least a quorum of masters
+//!   hold it at one TID; they all hold the key at TID t and no master holds anything else there,
+//!   so the quorum gives the key a focus at t (`quorum::check` counts only masters, and the
+//!   quorum size depends only on the roles, the same for the inode and its keys). Our chain has
+//!   TID t too, so the original would only have compared it: no replace, no destroy, no
+//!   deferral (a child inode with the focus's TID is not looked into by either mode). Where the
+//!   others disagree inside a range (no quorum, a change in flight, a node behind), their
+//!   summaries differ from ours or from each other and the walk descends to the per-key merge.
+//! - *Same order of effects.* Ranges are visited depth-first in key order, so changes are made
+//!   in the same key order as the original; a scan stopped by a full deferral list records the
+//!   first key not compared (the end of its range + 1 when the range was finished) and the
+//!   re-scan skips everything below it, as the original's resume does.
+//!
+//! Both modes are run on the same randomized divergent histories and must leave identical
+//! trees (`sync::tests`), and the oracle and scenario suites run in both modes.
 
 use alloc::vec::Vec;
 use core::cmp::Ordering;
 
 use super::collect::{inode_focus, Collector, Focus, Item};
-use super::{Ctx, Deferred, Done, Resume, MAX_DEFER};
+use super::{Ctx, Deferred, Done, Resume, ScanMode, MAX_DEFER};
+use crate::cluster::MAX_NODES;
 use crate::host::LockMode;
 use crate::media::{self, Blockref, KEY_MAX};
 use crate::mem::try_push;
+use crate::store::children::{range_of, BUCKET};
 use crate::store::{inode, Body, ChainStore, HeldChain};
+use crate::store::{FANOUT, MAX_LEVEL};
 use crate::{Error, Result};
 
 /// The focus chain's header and payload, read from its node.
@@ -81,20 +125,122 @@ pub(crate) fn sync_slaves<'a, S: ChainStore>(
         return Ok(Done::NoFocus);
     }
     // Continue an interrupted scan where it stopped, if nothing it relied on changed.
-    let (start, mut undecided) = match rec {
+    let (start, undecided) = match rec {
         Some(r) if r.ip == ip && r.sync_tid == sync_tid && r.gen == me.frontend_gen() => {
             (r.key, r.undecided)
         }
         _ => (Some(0), false),
     };
 
-    let mut coll = Collector::new(pool, ctx.peers, ctx.idx, &keys, ctx.brk, start)?;
-    let mut local = match start {
-        Some(k) => me.lookup(ip, k, KEY_MAX)?,
-        None => None,
+    let mut scan = Scan {
+        ip,
+        keys: &keys,
+        sync_tid,
+        list,
+        needrescan: false,
+        undecided,
+        resume,
     };
-    let mut item = coll.next_item()?;
-    let mut needrescan = false;
+    match ctx.mode {
+        ScanMode::Original => {
+            if let Some(k) = start {
+                merge_range(ctx, &g, &mut scan, k, KEY_MAX)?;
+            }
+        }
+        ScanMode::Pruned => {
+            if let Some(k) = start {
+                pruned_walk(ctx, &g, &mut scan, k)?;
+            }
+        }
+    }
+    let (needrescan, undecided) = (scan.needrescan, scan.undecided);
+    if needrescan {
+        return Err(Error::Again);
+    }
+    if undecided {
+        // Not stamped: a change was in flight on part of this inode; the next pass decides.
+        return Err(Error::InProgress);
+    }
+
+    // The final update, under the same lock: re-ask the quorum and copy its inode.
+    // DEVIATION (bug 7): the seed passed a possibly NULL focus to the final replace; with no
+    // focus now the inode is not stamped and the pass is retried.
+    let focus = inode_focus(pool, ctx.peers, ctx.idx, &keys, ctx.brk)?.ok_or(Error::InProgress)?;
+    let fc = FocusCopy::read(ctx, &focus)?;
+    replace_held(me, &g, fc, sync_tid, isroot)?;
+    ctx.stats.replaced += 1;
+    Ok(Done::Equal)
+}
+
+/// The state of one inode's scan, shared by the range merges of a pruned walk.
+struct Scan<'s, Id> {
+    ip: Id,
+    keys: &'s [u64],
+    sync_tid: u64,
+    list: &'s mut Vec<Deferred<Id>>,
+    needrescan: bool,
+    undecided: bool,
+    resume: &'s mut Option<Resume<Id>>,
+}
+
+/// Our next chain from `l` on whose key lies in `beg ..= end` (None past `end`).
+fn clip_local<S: ChainStore>(
+    me: &S,
+    ip: S::Id,
+    mut l: Option<(S::Id, Blockref)>,
+    beg: u64,
+    end: u64,
+) -> Result<Option<(S::Id, Blockref)>> {
+    while let Some((_, b)) = &l {
+        if b.key > end {
+            return Ok(None);
+        }
+        if b.key >= beg {
+            break;
+        }
+        l = me.next(ip, b, KEY_MAX)?;
+    }
+    Ok(l)
+}
+
+/// The collector's next item from `it` on whose key lies in `beg ..= end` (None past `end`).
+fn clip_item<S: ChainStore>(
+    coll: &mut Collector<'_, '_, S>,
+    mut it: Option<Item<S::Id>>,
+    beg: u64,
+    end: u64,
+) -> Result<Option<Item<S::Id>>> {
+    while let Some(i) = &it {
+        let k = i.range().0;
+        if k > end {
+            return Ok(None);
+        }
+        if k >= beg {
+            break;
+        }
+        it = coll.next_item()?;
+    }
+    Ok(it)
+}
+
+/// The seed's merge scan over the children of `scan.ip` whose key lies in `beg ..= end`: every
+/// chain of ours against the per-key focus of the others. `Ok(false)` when the deferral list
+/// filled up (`scan.resume` then says where to continue).
+fn merge_range<'a, S: ChainStore>(
+    ctx: &mut Ctx<'a, S>,
+    g: &S::Guard<'a>,
+    scan: &mut Scan<'_, S::Id>,
+    beg: u64,
+    end: u64,
+) -> Result<bool> {
+    let me = ctx.me();
+    let ip = scan.ip;
+    let list = &mut *scan.list;
+    let pool = ctx.pool.ok_or(Error::Invalid)?;
+    let mut coll = Collector::new(pool, ctx.peers, ctx.idx, scan.keys, ctx.brk, Some(beg))?;
+    let mut local = clip_local(me, ip, me.lookup(ip, beg, KEY_MAX)?, beg, end)?;
+    let first = coll.next_item()?;
+    let mut item = clip_item(&mut coll, first, beg, end)?;
     loop {
         ctx.poll()?;
         let n = match (&local, &item) {
@@ -117,17 +263,20 @@ pub(crate) fn sync_slaves<'a, S: ChainStore>(
         // be stamped over a failed child. Each error returns at once, before any stamp.
         match (n, local, item) {
             (Ordering::Less, Some((l, lb)), _) => {
-                local = destroy(ctx, &g, l, &lb)?;
+                let n = destroy(ctx, g, l, &lb)?;
+                local = clip_local(me, ip, n, beg, end)?;
             }
-            // A change in flight or a failed node: leave our chains in the range as they are
-            // (the range may hold several), decide nothing.
+            // A change in flight: leave our chain as it is, decide nothing.
+            // The range may hold several of our chains (a failed node's gap): each is kept, and
+            // the item is passed once our next chain lies after it.
             (Ordering::Equal, Some((_, lb)), Some(Item::Undecided { .. })) => {
-                undecided = true;
-                local = me.next(ip, &lb, KEY_MAX)?;
+                scan.undecided = true;
+                local = clip_local(me, ip, me.next(ip, &lb, KEY_MAX)?, beg, end)?;
             }
             (Ordering::Greater, _, Some(Item::Undecided { .. })) => {
-                undecided = true;
-                item = coll.next_item()?;
+                scan.undecided = true;
+                let n = coll.next_item()?;
+                item = clip_item(&mut coll, n, beg, end)?;
             }
             (Ordering::Equal, Some((l, lb)), Some(Item::Focus(f))) => {
                 // Catch-up keeps a copy of ours that is ahead of the highest master.
@@ -136,30 +285,32 @@ pub(crate) fn sync_slaves<'a, S: ChainStore>(
                     let fc = FocusCopy::read(ctx, &f)?;
                     let defer = fc.defers();
                     let mtid = if defer { 0 } else { fc.bref.modify_tid };
-                    replace(ctx, &g, l, fc, mtid)?;
+                    replace(ctx, g, l, fc, mtid)?;
                     if defer {
                         push_defer(ctx, list, l)?;
-                        needrescan = true;
+                        scan.needrescan = true;
                     }
                 }
-                local = me.next(ip, &lb, KEY_MAX)?;
-                item = coll.next_item()?;
+                local = clip_local(me, ip, me.next(ip, &lb, KEY_MAX)?, beg, end)?;
+                let n = coll.next_item()?;
+                item = clip_item(&mut coll, n, beg, end)?;
             }
             (Ordering::Greater, _, Some(Item::Focus(f))) => {
                 let fc = FocusCopy::read(ctx, &f)?;
                 let defer = fc.defers();
                 let mtid = if defer { 0 } else { fc.bref.modify_tid };
-                let (c, cb) = insert(ctx, &g, fc, mtid)?;
+                let (c, cb) = insert(ctx, g, fc, mtid)?;
                 if defer {
                     push_defer(ctx, list, c)?;
-                    needrescan = true;
+                    scan.needrescan = true;
                 }
-                local = me.next(ip, &cb, KEY_MAX)?;
-                item = coll.next_item()?;
+                local = clip_local(me, ip, me.next(ip, &cb, KEY_MAX)?, beg, end)?;
+                let n = coll.next_item()?;
+                item = clip_item(&mut coll, n, beg, end)?;
             }
             _ => return Err(Error::Invalid),
         }
-        if needrescan && list.len() >= MAX_DEFER {
+        if scan.needrescan && list.len() >= MAX_DEFER {
             let next = |o: Option<u64>, k: u64| Some(o.map_or(k, |m: u64| m.min(k)));
             let mut key = None;
             if let Some((_, lb)) = &local {
@@ -168,32 +319,123 @@ pub(crate) fn sync_slaves<'a, S: ChainStore>(
             if let Some(it) = &item {
                 key = next(key, it.range().0);
             }
-            *resume = Some(Resume {
+            // Nothing left in this range: the scan goes on after it (a pruned walk has more
+            // ranges to look at; the whole key space ends at KEY_MAX).
+            if key.is_none() {
+                key = end.checked_add(1);
+            }
+            *scan.resume = Some(Resume {
                 ip,
-                sync_tid,
+                sync_tid: scan.sync_tid,
                 gen: me.frontend_gen(),
                 key,
-                undecided,
+                undecided: scan.undecided,
             });
-            break;
+            return Ok(false);
         }
     }
-    if needrescan {
-        return Err(Error::Again);
-    }
-    if undecided {
-        // Not stamped: a change was in flight on part of this inode; the next pass decides.
-        return Err(Error::InProgress);
-    }
+    Ok(true)
+}
 
-    // The final update, under the same lock: re-ask the quorum and copy its inode.
-    // DEVIATION (bug 7): the seed passed a possibly NULL focus to the final replace; with no
-    // focus now the inode is not stamped and the pass is retried.
-    let focus = inode_focus(pool, ctx.peers, ctx.idx, &keys, ctx.brk)?.ok_or(Error::InProgress)?;
-    let fc = FocusCopy::read(ctx, &focus)?;
-    replace_held(me, &g, fc, sync_tid, isroot)?;
-    ctx.stats.replaced += 1;
-    Ok(Done::Equal)
+/// The pruned scan (see the module docs): compare whole key ranges by their summaries, from the
+/// whole key space down the fan-out-16 radix, and merge chain by chain only inside ranges that
+/// differ and hold at most [`BUCKET`] children on every node. Starts at key `start` (a resumed
+/// scan); `Ok(false)` when the deferral list filled up.
+fn pruned_walk<'a, S: ChainStore>(
+    ctx: &mut Ctx<'a, S>,
+    g: &S::Guard<'a>,
+    scan: &mut Scan<'_, S::Id>,
+    start: u64,
+) -> Result<bool> {
+    let me = ctx.me();
+    let n = ctx.peers.stores.len().min(MAX_NODES);
+    // The inode on every other node that holds it. A node without it answers Absent for every
+    // key and cannot change a per-key decision (see the module docs), so it is not compared.
+    let mut others: [Option<S::Id>; MAX_NODES] = [None; MAX_NODES];
+    for (j, o) in others.iter_mut().enumerate().take(n) {
+        if j != ctx.idx {
+            *o = ctx.peers.stores[j].resolve_keys(scan.keys)?;
+        }
+    }
+    // The inode vanished from a node mid-walk: the cluster is moving, so nothing is skipped
+    // any more (every range is merged, as the original scan would; its collector copes).
+    let mut vanished = false;
+    // (range base, level, for a range already known to differ: its largest child count).
+    // Depth-first in key order; at most 16 entries per level, so bounded by 16 · 17.
+    let mut stack: Vec<(u64, u8, Option<u64>)> = Vec::new();
+    stack.try_reserve(FANOUT * (usize::from(MAX_LEVEL) + 1))?;
+    stack.push((0, 0, None));
+    while let Some((base, level, known)) = stack.pop() {
+        let (beg, end) = range_of(base, level);
+        if end < start {
+            continue;
+        }
+        ctx.poll()?;
+        // One summary (an indirect block's worth) visited.
+        ctx.stats.scanned += 1;
+        let most = match known {
+            Some(c) => c,
+            None => {
+                let ours = me.range_sum(scan.ip, base, level)?;
+                let mut same = !vanished;
+                let mut most = ours.count;
+                for (j, o) in others.iter_mut().enumerate().take(n) {
+                    if let Some(p) = o {
+                        match ctx.peers.stores[j].range_sum(*p, base, level) {
+                            Ok(s) => {
+                                same &= s == ours;
+                                most = most.max(s.count);
+                            }
+                            Err(Error::NotFound) => (*o, vanished, same) = (None, true, false),
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                if same {
+                    continue;
+                }
+                most
+            }
+        };
+        if most <= BUCKET || level + 1 >= MAX_LEVEL {
+            if !merge_range(ctx, g, scan, beg.max(start), end)? {
+                return Ok(false);
+            }
+            continue;
+        }
+        let ours = me.sub_sums(scan.ip, base, level)?;
+        let mut same = [!vanished; FANOUT];
+        let mut most = [0u64; FANOUT];
+        for (m, s) in most.iter_mut().zip(ours.iter()) {
+            *m = s.count;
+        }
+        for (j, o) in others.iter_mut().enumerate().take(n) {
+            if let Some(p) = o {
+                let subs = match ctx.peers.stores[j].sub_sums(*p, base, level) {
+                    Ok(s) => s,
+                    Err(Error::NotFound) => {
+                        (*o, vanished, same) = (None, true, [false; FANOUT]);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                for d in 0..FANOUT {
+                    same[d] &= subs[d] == ours[d];
+                    most[d] = most[d].max(subs[d].count);
+                }
+            }
+        }
+        let shift = 60 - 4 * u32::from(level);
+        for d in (0..FANOUT).rev() {
+            if !same[d] {
+                try_push(
+                    &mut stack,
+                    (beg | ((d as u64) << shift), level + 1, Some(most[d])),
+                )?;
+            }
+        }
+    }
+    Ok(true)
 }
 
 fn push_defer<S: ChainStore>(

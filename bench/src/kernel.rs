@@ -1,0 +1,128 @@
+//! The kernel round trips measured by `make bench-kernel` (QEMU), read back from the file that
+//! target leaves, so one report holds every issue-5 target.
+
+use std::fs;
+use std::path::Path;
+
+use crate::results::Target;
+
+/// What `make bench-kernel` reported.
+#[derive(Debug, Clone)]
+pub struct KernelResults {
+    /// The file it was read from, with its modification time.
+    pub source: String,
+    /// The measurement lines (`# ...` lines with nanoseconds), without the `# `.
+    pub lines: Vec<String>,
+    /// Its `target kernel_...` lines.
+    pub targets: Vec<Target>,
+}
+
+/// Parse one `target <name>: measured <value> goal <value> met|missed` line.
+pub fn parse_target(line: &str) -> Option<Target> {
+    let rest = line.trim().strip_prefix("target ")?;
+    let (name, rest) = rest.split_once(": measured ")?;
+    let (measured, rest) = rest.split_once(" goal ")?;
+    let (goal, verdict) = rest.rsplit_once(' ')?;
+    let met = match verdict {
+        "met" => true,
+        "missed" => false,
+        _ => return None,
+    };
+    Some(Target {
+        name: name.to_string(),
+        measured: measured.to_string(),
+        goal: goal.to_string(),
+        met,
+    })
+}
+
+/// The kernel results in `text` (the output of `qemu-tests/run --bench`), if it holds a
+/// `kernel_round_trips` target line.
+pub fn parse(text: &str, source: String) -> Option<KernelResults> {
+    let targets: Vec<Target> = text
+        .lines()
+        .filter(|l| l.starts_with("target kernel_"))
+        .filter_map(parse_target)
+        .collect();
+    targets.iter().find(|t| t.name == "kernel_round_trips")?;
+    let lines = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter(|l| l.contains(" ns ("))
+        .map(str::to_string)
+        .collect();
+    Some(KernelResults {
+        source,
+        lines,
+        targets,
+    })
+}
+
+/// Read the results `make bench-kernel` left in `path`.
+pub fn read(path: &Path) -> Result<KernelResults, String> {
+    let text = fs::read_to_string(path)
+        .map_err(|e| format!("{}: {e} (run `make bench-kernel` first)", path.display()))?;
+    let when = std::process::Command::new("date")
+        .arg("-u")
+        .arg("-r")
+        .arg(path)
+        .arg("+%Y-%m-%d %H:%M:%S UTC")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map_or_else(|| "an unknown time".to_string(), |s| s.trim().to_string());
+    parse(&text, format!("{} (written at {when})", path.display())).ok_or_else(|| {
+        format!(
+            "{}: no kernel_round_trips target line (did `make bench-kernel` fail?)",
+            path.display()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OUT: &str = "KTAP version 1\n1..1\nok 1 - bench\n\
+        # freeze+unfreeze of an idle sync thread: 5100 ns (mean of 1000)\n\
+        # kthread_park+kthread_unpark of an idle kthread: 4800 ns (mean of 1000)\n\
+        # QEMU suite wall time 40s\n\
+        # 1 passed, 0 failed\n\
+        target kernel_freeze_unfreeze_vs_park_unpark: measured 1.06x goal <=1.2x met\n\
+        target kernel_stop_vs_kthread_stop: measured 1.30x goal <=1.2x missed\n\
+        target kernel_round_trips: measured 1.30x goal <=1.2x missed\n";
+
+    #[test]
+    fn reads_targets_and_measurements() {
+        let k = parse(OUT, "f".into()).unwrap();
+        assert_eq!(k.targets.len(), 3);
+        let rt = k
+            .targets
+            .iter()
+            .find(|t| t.name == "kernel_round_trips")
+            .unwrap();
+        assert_eq!(rt.measured, "1.30x");
+        assert_eq!(rt.goal, "<=1.2x");
+        assert!(!rt.met);
+        assert!(k.targets[0].met);
+        assert_eq!(
+            k.lines,
+            vec![
+                "freeze+unfreeze of an idle sync thread: 5100 ns (mean of 1000)".to_string(),
+                "kthread_park+kthread_unpark of an idle kthread: 4800 ns (mean of 1000)".into()
+            ]
+        );
+        assert_eq!(
+            rt.line(),
+            "target kernel_round_trips: measured 1.30x goal <=1.2x missed"
+        );
+    }
+
+    #[test]
+    fn rejects_output_without_the_target() {
+        assert!(parse("KTAP version 1\nnot ok 1 - boot\n", "f".into()).is_none());
+        assert!(parse_target("target x: measured 1 goal 2 maybe").is_none());
+        assert!(parse_target("nothing").is_none());
+        assert!(read(Path::new("/nonexistent/h2s-bench-kernel.txt")).is_err());
+    }
+}
