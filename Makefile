@@ -8,6 +8,7 @@
 #   make qemu-test  only the QEMU suite (qemu-tests/run --help for its options)
 #   make qemu-test-negative  the suite must fail when a kernel WARNING is in the log
 #   make qemu-test-debug  the QEMU suite on the debug kernel (lockdep, KASAN, kmemleak)
+#   make loom       model-check the thread protocol with loom (own target dir, release)
 #   make header     regenerate ffi/include/hammer2_synchro.h with cbindgen
 #   make build      the userland CLI, target/release/hammer2-synchro
 SHELL := /bin/bash
@@ -15,7 +16,7 @@ CARGO ?= cargo
 KTARGET := x86_64-unknown-none
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all build run test cargo-test lint kernel-target kmod header header-check qemu-test qemu-test-negative qemu-test-debug clean-kmod
+.PHONY: all build run test cargo-test loom lint kernel-target kmod header header-check qemu-test qemu-test-negative qemu-test-debug clean-kmod
 
 all: build
 
@@ -25,10 +26,15 @@ build:
 run:
 	qemu-tests/run --demo qemu-tests/demo.scn
 
-test: cargo-test lint kmod qemu-test qemu-test-negative qemu-test-debug
+test: cargo-test loom lint kmod qemu-test qemu-test-negative qemu-test-debug
 
 cargo-test:
 	$(CARGO) test --workspace
+
+# Every interleaving of requester and sync thread, and of concurrent requesters; the original's
+# non-interlocked idle sleep must be caught (src/thread/loom.rs).
+loom:
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test --release --lib thread::loom
 
 lint: kernel-target
 	$(CARGO) fmt --all -- --check

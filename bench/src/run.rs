@@ -168,6 +168,7 @@ pub fn run(cfg: &Config) -> Results {
     let rsync =
         rsync_version().ok_or_else(|| "rsync not found (apt-get install rsync)".to_string());
     let tmpfs = tmpfs_base().map_err(|e| e.to_string());
+    let tmpfs_desc = tmpfs.as_ref().map(|t| t.describe()).map_err(Clone::clone);
     let mut missing_modes: Vec<(ScanMode, String)> = Vec::new();
     let mut rows = Vec::new();
     let mut skipped = Vec::new();
@@ -328,7 +329,7 @@ pub fn run(cfg: &Config) -> Results {
                         println!("bench: {tag}: rsync ...");
                         let tree = Tree::new(row.shape, row.files);
                         let t = Instant::now();
-                        let r = rsync_side(Path::new(base), &tree, &ks_for(row.files));
+                        let r = rsync_side(&base.path, &tree, &ks_for(row.files));
                         if r.is_ok() {
                             h.rsync = Some((row.chains, t.elapsed().as_secs_f64()));
                         }
@@ -354,7 +355,7 @@ pub fn run(cfg: &Config) -> Results {
         command: cfg.command.clone(),
         date: date_utc(),
         rsync,
-        tmpfs: tmpfs.map(|p| p.display().to_string()),
+        tmpfs: tmpfs_desc,
         rows,
         missing_modes,
         bandwidth,

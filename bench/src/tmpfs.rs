@@ -28,30 +28,81 @@ fn parse_tmpfs_mounts(text: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// A tmpfs directory to work in: `/dev/shm` when it is tmpfs, else a tmpfs mounted (as root)
-/// at a fresh directory under the temp dir.
-pub fn tmpfs_base() -> io::Result<PathBuf> {
-    let mounts = tmpfs_mounts();
+/// Options of the private tmpfs: room for two copies of 10^6 empty files and their
+/// directories, whatever else uses the shared one.
+const PRIVATE_OPTS: &str = "size=12g,nr_inodes=4m,mode=0700";
+
+/// A tmpfs directory to work in; a private mount is unmounted on drop.
+pub struct TmpfsBase {
+    /// The directory.
+    pub path: PathBuf,
+    /// Whether this process mounted it.
+    mounted: bool,
+}
+
+impl TmpfsBase {
+    /// What the report says about it.
+    pub fn describe(&self) -> String {
+        if self.mounted {
+            format!(
+                "private tmpfs mounted at {} ({PRIVATE_OPTS})",
+                self.path.display()
+            )
+        } else {
+            format!("{} (shared tmpfs)", self.path.display())
+        }
+    }
+}
+
+impl Drop for TmpfsBase {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = Command::new("umount").arg(&self.path).status();
+            let _ = fs::remove_dir(&self.path);
+        }
+    }
+}
+
+fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("Uid:"))?.to_string();
+            line.split_whitespace().nth(1).map(|u| u == "0")
+        })
+        .unwrap_or(false)
+}
+
+/// A tmpfs to work in: as root, a private tmpfs mounted under the temp dir (so other users of
+/// `/dev/shm` cannot exhaust its inodes mid-run); otherwise `/dev/shm` when it is tmpfs.
+pub fn tmpfs_base() -> io::Result<TmpfsBase> {
+    if is_root() {
+        let dir = std::env::temp_dir().join(format!("h2s-bench-tmpfs-{}", std::process::id()));
+        fs::create_dir_all(&dir)?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", PRIVATE_OPTS, "tmpfs"])
+            .arg(&dir)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|st| st.success());
+        if ok {
+            return Ok(TmpfsBase {
+                path: dir,
+                mounted: true,
+            });
+        }
+        let _ = fs::remove_dir(&dir);
+    }
     let shm = PathBuf::from("/dev/shm");
-    if mounts.contains(&shm) {
-        return Ok(shm);
+    if tmpfs_mounts().contains(&shm) {
+        return Ok(TmpfsBase {
+            path: shm,
+            mounted: false,
+        });
     }
-    let dir = std::env::temp_dir().join("h2s-bench-tmpfs");
-    if mounts.contains(&dir) {
-        return Ok(dir);
-    }
-    fs::create_dir_all(&dir)?;
-    let st = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=16g", "tmpfs"])
-        .arg(&dir)
-        .status()?;
-    if st.success() {
-        Ok(dir)
-    } else {
-        Err(io::Error::other(
-            "no tmpfs: /dev/shm is not tmpfs and mount failed",
-        ))
-    }
+    Err(io::Error::other(
+        "no tmpfs: cannot mount one (not root) and /dev/shm is not tmpfs",
+    ))
 }
 
 /// rsync's version line, or `None` when it cannot run.
@@ -177,7 +228,8 @@ mod tests {
             panic!("rsync is required (apt-get install rsync)");
         };
         let base = tmpfs_base().expect("tmpfs");
-        let pair = FsPair::new(&base, "unit").unwrap();
+        assert!(tmpfs_mounts().contains(&base.path), "{}", base.describe());
+        let pair = FsPair::new(&base.path, "unit").unwrap();
         let tree = Tree::new(Shape::Deep, 30);
         pair.build(&tree).unwrap();
         pair.rsync().unwrap();
@@ -190,5 +242,8 @@ mod tests {
         let root = pair.root.clone();
         drop(pair);
         assert!(!root.exists());
+        let (path, mounted) = (base.path.clone(), base.mounted);
+        drop(base);
+        assert_eq!(tmpfs_mounts().contains(&path), !mounted);
     }
 }
