@@ -410,12 +410,29 @@ impl Cluster {
         }
         v
     }
+    /// The voters for the PFS root as node `idx`'s synchronizer sees them: itself as it is, a
+    /// node whose reads fail `Failed`, a stalled node `Pending` (its answer is not in yet),
+    /// every other node's root modify_tid.
+    fn root_voters_from(&self, idx: usize) -> heapless::Vec<Voter, MAX_NODES> {
+        let mut v = self.root_voters();
+        for (j, voter) in v.iter_mut().enumerate() {
+            if j == idx {
+                continue;
+            }
+            let f = &self.faults[j];
+            if f.failing() {
+                voter.answer = NodeAnswer::Failed;
+            } else if f.stall_ns() > 0 {
+                voter.answer = NodeAnswer::Pending;
+            }
+        }
+        v
+    }
     /// The cluster status words (`quorum::status`) as seen from node `idx`: every node's PFS
-    /// root with the current roles and the recorded master count. Every node answers every
-    /// other in this version, so all nodes see the same.
+    /// root with the current roles and the recorded master count, through the fault hooks
+    /// (a failed node is errored, a stalled one not answered yet; a node always sees itself).
     pub fn status(&self, idx: usize) -> quorum::StatusFlags {
-        let _ = idx;
-        quorum::status(&self.root_voters(), self.nmasters)
+        quorum::status(&self.root_voters_from(idx), self.nmasters)
     }
     /// Write a human-readable status of this cluster: nodes, roles, status words, thread flags by
     /// name, counters. Used by every host's `status`.
@@ -430,6 +447,18 @@ impl Cluster {
             write!(out, " {w}")?;
         }
         writeln!(out)?;
+        // No quorum possible: the discrepancy a person must resolve.
+        if let QuorumResult::None(Error::NoQuorum | Error::Deadlock) =
+            quorum::check(&voters, self.nmasters)
+        {
+            write!(out, "  discrepancy: no quorum among the masters:")?;
+            for (idx, v) in voters.iter().enumerate() {
+                if let (Role::Master, NodeAnswer::Holds(t)) = (v.role, v.answer) {
+                    write!(out, " node {idx} tid {t}")?;
+                }
+            }
+            writeln!(out)?;
+        }
         for (idx, n) in self.nodes.iter().enumerate() {
             let st = *n.stats.lock();
             let tid = match voters[idx].answer {
@@ -451,6 +480,21 @@ impl Cluster {
                 st.replaced,
                 st.deferred
             )?;
+            write!(out, "    seen from node {idx}:")?;
+            for w in self.status(idx).words() {
+                write!(out, " {w}")?;
+            }
+            let f = &self.faults[idx];
+            if f.failing() {
+                write!(out, " [reads fail]")?;
+            }
+            if f.stall_ns() > 0 {
+                write!(out, " [reads stalled {} ms]", f.stall_ns() / 1_000_000)?;
+            }
+            if n.catchup.load(Ordering::SeqCst) {
+                write!(out, " [catch-up]")?;
+            }
+            writeln!(out)?;
         }
         Ok(())
     }
@@ -610,5 +654,38 @@ mod tests {
         let mut all = String::new();
         write_all_status(&mut all).unwrap();
         assert!(!all.contains(&addr), "a dropped cluster unregisters");
+    }
+
+    #[test]
+    fn status_lists_the_discrepancy_and_each_nodes_view() {
+        let c = Cluster::new(host(), &[Role::Master, Role::Master, Role::Slave]).unwrap();
+        c.apply(NodeSet(0b111), FrontendOp::Mkdir(b"/d")).unwrap();
+        let mut out = String::new();
+        c.write_status(&mut out).unwrap();
+        assert!(!out.contains("discrepancy"), "{out}");
+        c.set_fail(1, true);
+        c.set_catchup(2, true);
+        let mut out = String::new();
+        c.write_status(&mut out).unwrap();
+        assert!(out.contains("node 1 master tid 1"), "{out}");
+        assert!(
+            out.contains("seen from node 1: masters-all-good slaves-all-good quorum/rw")
+                && out.contains("[reads fail]"),
+            "{out}"
+        );
+        assert!(
+            out.contains("seen from node 0: out-of-sync-masters out-of-sync-slaves"),
+            "{out}"
+        );
+        assert!(out.contains("[catch-up]"), "{out}");
+        c.set_fail(1, false);
+        c.apply(NodeSet(0b001), FrontendOp::Mkdir(b"/x")).unwrap();
+        c.apply(NodeSet(0b010), FrontendOp::Mkdir(b"/y")).unwrap();
+        let mut out = String::new();
+        c.write_status(&mut out).unwrap();
+        assert!(
+            out.contains("discrepancy: no quorum among the masters: node 0 tid 2 node 1 tid 3"),
+            "{out}"
+        );
     }
 }

@@ -33,6 +33,10 @@
 //!   deferral (a child inode with the focus's TID is not looked into by either mode). Where the
 //!   others disagree inside a range (no quorum, a change in flight, a node behind), their
 //!   summaries differ from ours or from each other and the walk descends to the per-key merge.
+//!   Summaries are read from the nodes directly, not through the scan workers' fault hooks
+//!   (`stall`, `fail`): a node whose reads fail is not counted by the quorum, so the masters
+//!   that decided the inode's focus without it still hold every key of an all-equal range at
+//!   the same TID, and the per-key decision is unchanged.
 //! - *Same order of effects.* Ranges are visited depth-first in key order, so changes are made
 //!   in the same key order as the original; a scan stopped by a full deferral list records the
 //!   first key not compared (the end of its range + 1 when the range was finished) and the
