@@ -7,7 +7,8 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::fmt;
 use core::pin::Pin;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::time::Duration;
 
 use crate::host::{Host, LockMode};
 use crate::media;
@@ -15,6 +16,7 @@ use crate::mem::{try_box, try_push};
 use crate::quorum::{self, NodeAnswer, QuorumResult, Voter};
 use crate::store::compare::{self, Record};
 use crate::store::{HostLock, Store};
+use crate::sync::pool::{NodeFaults, Pool};
 use crate::sync::{self, SyncStats};
 use crate::{Error, Result};
 
@@ -121,6 +123,12 @@ pub(crate) struct Node {
     stats: spin::Mutex<SyncStats>,
     /// Serialises synchronization passes of this node (thread and `sync` command).
     sync_lock: HostLock,
+    /// Catch-up mode of this node's passes (scenario `catchup`).
+    catchup: AtomicBool,
+    /// This node's scan workers, one per other node, idle between passes. Started with the
+    /// cluster (so a sync spawns no thread: spawning may not fail on every host) and joined
+    /// in `Drop`, before any store goes away. Used under `sync_lock`.
+    pool: spin::Mutex<Option<Pool<'static, Store>>>,
 }
 
 /// The cluster. Always pinned in a box: sync threads hold its address until joined.
@@ -137,6 +145,8 @@ pub struct Cluster {
     tid: spin::Mutex<u64>,
     /// Odd while a change is being applied node by node (see [`sync::Peers::changes`]).
     changes: AtomicU64,
+    /// Fault hooks on the reads synchronization makes of each node (scenario `stall`, `fail`).
+    faults: [NodeFaults; MAX_NODES],
     frontend: HostLock,
     /// How sync passes scan a differing inode (0: pruned, 1: original).
     scan_mode: core::sync::atomic::AtomicU8,
@@ -183,6 +193,8 @@ impl Cluster {
                 view: spin::Mutex::new(all),
                 stats: spin::Mutex::new(SyncStats::default()),
                 sync_lock: HostLock::new(host)?,
+                catchup: AtomicBool::new(false),
+                pool: spin::Mutex::new(None),
             });
         }
         let c = Box::into_pin(try_box(Cluster {
@@ -193,12 +205,30 @@ impl Cluster {
             nmasters,
             tid: spin::Mutex::new(0),
             changes: AtomicU64::new(0),
+            faults: Default::default(),
             frontend: HostLock::new(host)?,
             scan_mode: core::sync::atomic::AtomicU8::new(0),
             _pin: core::marker::PhantomPinned,
         })?);
         try_push(&mut REGISTRY.lock(), &*c as *const Cluster as usize)?;
+        c.start_pools()?;
         Ok(c)
+    }
+    /// Start every node's scan workers (see `Node::pool`).
+    fn start_pools(&self) -> Result<()> {
+        let c = self;
+        let mut stores: heapless::Vec<&Store, MAX_NODES> = heapless::Vec::new();
+        for n in &c.nodes {
+            stores.push(&n.store).map_err(|_| Error::Invalid)?;
+        }
+        for (idx, n) in c.nodes.iter().enumerate() {
+            // SAFETY: the stores and fault hooks live in this pinned cluster, which does not
+            // move; `Drop for Cluster` drops every pool (joining its workers) before any field
+            // is released. On an error here the cluster drops the same way.
+            let pool = unsafe { Pool::start_unbound(c._host, &stores, Some(&c.faults[..]), idx)? };
+            *n.pool.lock() = Some(pool);
+        }
+        Ok(())
     }
     /// The host this cluster runs on.
     pub fn host(&self) -> &'static dyn Host {
@@ -227,6 +257,26 @@ impl Cluster {
     pub fn set_role(&self, idx: usize, role: Role) {
         if idx < self.nodes.len() {
             self.roles.lock()[idx] = role;
+        }
+    }
+    /// Delay every read synchronization makes of node `idx` by `d` (None: no delay). The
+    /// interpreter's and the frontend's own reads are not affected.
+    pub fn set_stall(&self, idx: usize, d: Option<Duration>) {
+        if let Some(f) = self.faults.get(idx).filter(|_| idx < self.nodes.len()) {
+            f.set_stall(d);
+        }
+    }
+    /// Make every read synchronization makes of node `idx` fail with EIO (or stop doing so).
+    pub fn set_fail(&self, idx: usize, on: bool) {
+        if let Some(f) = self.faults.get(idx).filter(|_| idx < self.nodes.len()) {
+            f.set_fail(on);
+        }
+    }
+    /// Catch-up mode for node `idx`'s passes: with no quorum, sync to the highest TID the
+    /// masters hold (never moving the node backwards) instead of changing nothing.
+    pub fn set_catchup(&self, idx: usize, on: bool) {
+        if let Some(n) = self.nodes.get(idx) {
+            n.catchup.store(on, Ordering::SeqCst);
         }
     }
     /// The PFS roots' recorded master count.
@@ -299,9 +349,17 @@ impl Cluster {
             roles: &view[..self.nodes.len()],
             nmasters: self.nmasters,
             changes: Some(&self.changes),
+            host: self._host,
+            faults: Some(&self.faults[..self.nodes.len()]),
+            catchup: node.catchup.load(Ordering::SeqCst),
         };
         let mut stats = SyncStats::default();
-        let r = sync::sync_pass_mode(&peers, idx, brk, &mut stats, self.scan_mode());
+        let pool = node.pool.lock();
+        let r = match pool.as_ref() {
+            Some(p) => sync::sync_pass_pooled(&peers, p, idx, brk, &mut stats, self.scan_mode()),
+            None => Err(Error::Invalid),
+        };
+        drop(pool);
         stats.passes = 1;
         node.stats.lock().add(&stats);
         r
@@ -352,12 +410,29 @@ impl Cluster {
         }
         v
     }
+    /// The voters for the PFS root as node `idx`'s synchronizer sees them: itself as it is, a
+    /// node whose reads fail `Failed`, a stalled node `Pending` (its answer is not in yet),
+    /// every other node's root modify_tid.
+    fn root_voters_from(&self, idx: usize) -> heapless::Vec<Voter, MAX_NODES> {
+        let mut v = self.root_voters();
+        for (j, voter) in v.iter_mut().enumerate() {
+            if j == idx {
+                continue;
+            }
+            let f = &self.faults[j];
+            if f.failing() {
+                voter.answer = NodeAnswer::Failed;
+            } else if f.stall_ns() > 0 {
+                voter.answer = NodeAnswer::Pending;
+            }
+        }
+        v
+    }
     /// The cluster status words (`quorum::status`) as seen from node `idx`: every node's PFS
-    /// root with the current roles and the recorded master count. Every node answers every
-    /// other in this version, so all nodes see the same.
+    /// root with the current roles and the recorded master count, through the fault hooks
+    /// (a failed node is errored, a stalled one not answered yet; a node always sees itself).
     pub fn status(&self, idx: usize) -> quorum::StatusFlags {
-        let _ = idx;
-        quorum::status(&self.root_voters(), self.nmasters)
+        quorum::status(&self.root_voters_from(idx), self.nmasters)
     }
     /// Write a human-readable status of this cluster: nodes, roles, status words, thread flags by
     /// name, counters. Used by every host's `status`.
@@ -372,6 +447,18 @@ impl Cluster {
             write!(out, " {w}")?;
         }
         writeln!(out)?;
+        // No quorum possible: the discrepancy a person must resolve.
+        if let QuorumResult::None(Error::NoQuorum | Error::Deadlock) =
+            quorum::check(&voters, self.nmasters)
+        {
+            write!(out, "  discrepancy: no quorum among the masters:")?;
+            for (idx, v) in voters.iter().enumerate() {
+                if let (Role::Master, NodeAnswer::Holds(t)) = (v.role, v.answer) {
+                    write!(out, " node {idx} tid {t}")?;
+                }
+            }
+            writeln!(out)?;
+        }
         for (idx, n) in self.nodes.iter().enumerate() {
             let st = *n.stats.lock();
             let tid = match voters[idx].answer {
@@ -393,6 +480,21 @@ impl Cluster {
                 st.replaced,
                 st.deferred
             )?;
+            write!(out, "    seen from node {idx}:")?;
+            for w in self.status(idx).words() {
+                write!(out, " {w}")?;
+            }
+            let f = &self.faults[idx];
+            if f.failing() {
+                write!(out, " [reads fail]")?;
+            }
+            if f.stall_ns() > 0 {
+                write!(out, " [reads stalled {} ms]", f.stall_ns() / 1_000_000)?;
+            }
+            if n.catchup.load(Ordering::SeqCst) {
+                write!(out, " [catch-up]")?;
+            }
+            writeln!(out)?;
         }
         Ok(())
     }
@@ -467,6 +569,10 @@ impl Drop for Cluster {
         drop(reg);
         // The threads read the stores: they go before anything else is released.
         self.threads.stop_all();
+        // Then the scan workers (joined by their pools' drop).
+        for n in &self.nodes {
+            drop(n.pool.lock().take());
+        }
     }
 }
 
@@ -548,5 +654,38 @@ mod tests {
         let mut all = String::new();
         write_all_status(&mut all).unwrap();
         assert!(!all.contains(&addr), "a dropped cluster unregisters");
+    }
+
+    #[test]
+    fn status_lists_the_discrepancy_and_each_nodes_view() {
+        let c = Cluster::new(host(), &[Role::Master, Role::Master, Role::Slave]).unwrap();
+        c.apply(NodeSet(0b111), FrontendOp::Mkdir(b"/d")).unwrap();
+        let mut out = String::new();
+        c.write_status(&mut out).unwrap();
+        assert!(!out.contains("discrepancy"), "{out}");
+        c.set_fail(1, true);
+        c.set_catchup(2, true);
+        let mut out = String::new();
+        c.write_status(&mut out).unwrap();
+        assert!(out.contains("node 1 master tid 1"), "{out}");
+        assert!(
+            out.contains("seen from node 1: masters-all-good slaves-all-good quorum/rw")
+                && out.contains("[reads fail]"),
+            "{out}"
+        );
+        assert!(
+            out.contains("seen from node 0: out-of-sync-masters out-of-sync-slaves"),
+            "{out}"
+        );
+        assert!(out.contains("[catch-up]"), "{out}");
+        c.set_fail(1, false);
+        c.apply(NodeSet(0b001), FrontendOp::Mkdir(b"/x")).unwrap();
+        c.apply(NodeSet(0b010), FrontendOp::Mkdir(b"/y")).unwrap();
+        let mut out = String::new();
+        c.write_status(&mut out).unwrap();
+        assert!(
+            out.contains("discrepancy: no quorum among the masters: node 0 tid 2 node 1 tid 3"),
+            "{out}"
+        );
     }
 }

@@ -34,13 +34,23 @@ struct Counters {
     failed: Cell<bool>,
     /// Allocations made while armed.
     armed_allocs: Cell<u64>,
-    /// Bytes allocated minus bytes freed by this thread.
-    live: Cell<i64>,
+}
+
+/// Bytes allocated minus bytes freed by every thread: a sync's scan workers free memory the
+/// test thread allocated (the spawned closure, std's thread bookkeeping) and the other way
+/// round, so leaks are judged on this sum, with the tests of this binary serialised by
+/// [`SERIAL`] so no other test's allocations mix in.
+static LIVE: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Hold while a test measures leaks (a failed test does not poison the others).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 thread_local! {
     static C: Counters = const {
-        Counters { countdown: Cell::new(0), failed: Cell::new(false), armed_allocs: Cell::new(0), live: Cell::new(0) }
+        Counters { countdown: Cell::new(0), failed: Cell::new(false), armed_allocs: Cell::new(0) }
     };
 }
 
@@ -65,7 +75,7 @@ impl FailingAlloc {
         .unwrap_or(false)
     }
     fn account(delta: i64) {
-        let _ = C.try_with(|c| c.live.set(c.live.get() + delta));
+        LIVE.fetch_add(delta, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -132,7 +142,7 @@ fn armed<R>(n: u64, f: impl FnOnce() -> R) -> (R, bool, u64) {
 }
 
 fn live() -> i64 {
-    C.with(|c| c.live.get())
+    LIVE.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 fn w(path: &str, bytes: usize, seed: u64) -> Op {
@@ -207,6 +217,7 @@ fn inject(n: u64, case: &Case, paths: &[Vec<u8>]) -> (bool, i64) {
 
 #[test]
 fn every_allocation_of_a_sync_may_fail() {
+    let _serial = serial();
     let case = case();
     let (_, paths) = case.replay();
     // The first round warms once-only allocations (host statics, lock tables).
@@ -249,6 +260,7 @@ fn every_allocation_of_a_sync_may_fail() {
 
 #[test]
 fn every_allocation_of_a_frontend_change_may_fail() {
+    let _serial = serial();
     // The same injection around the frontend: every change of the history, applied in turn.
     // A failing allocation must come back as NoMem from the node it hit, never as a panic, and
     // dropping the cluster must free everything.

@@ -155,18 +155,6 @@ fn run_time_errors_name_their_line_and_reason() {
             "# line 3: node 1: start: a sync thread already runs",
         ),
         (
-            "cluster master\nstall 0 5ms\n",
-            "# line 2: stall: not supported yet",
-        ),
-        (
-            "cluster master\nfail 0 on\n",
-            "# line 2: fail: not supported yet",
-        ),
-        (
-            "cluster master\ncatchup * on\n",
-            "# line 2: catchup: not supported yet",
-        ),
-        (
             "cluster master\nwrite * /f \"x\"\nmkdir * /f/g\n",
             "# line 3: node 0: mkdir /f/g: not a directory",
         ),

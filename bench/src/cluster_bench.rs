@@ -284,6 +284,20 @@ pub fn measure(
         Ok(()) => {
             let live0 = crate::alloc_count::live();
             let (time, scanned, peak) = timed_sync(&c)?;
+            // A root TID equal to the focus's is not proof the tree came across: compare the
+            // whole slave with a master (skipped above 200k chains, where it would cost more
+            // memory than the trees themselves).
+            if tree.chains() <= 200_000 {
+                let mut why = String::new();
+                if !c
+                    .compare(0, SLAVE, &mut why)
+                    .map_err(|e| format!("compare: {e}"))?
+                {
+                    return Err(format!(
+                        "first sync: the slave differs from a master:\n{why}"
+                    ));
+                }
+            }
             Ok(InitialSync {
                 time,
                 scanned,
@@ -324,15 +338,18 @@ pub fn measure(
                 )?;
             }
             let (time, scanned, peak) = timed_sync(&c)?;
-            let last = *idx.last().ok_or("no changed leaf")?;
-            let got = c
-                .read_file(SLAVE, tree.files[last].as_bytes())
-                .map_err(|e| format!("read_file: {e}"))?;
-            if got != content(last, gen) {
-                return Err(format!(
-                    "{}: the slave did not get the change",
-                    tree.files[last]
-                ));
+            // Every changed leaf came across (outside the timed sync).
+            for &i in &idx {
+                let got = c
+                    .read_file(SLAVE, tree.files[i].as_bytes())
+                    .map_err(|e| format!("read_file: {e}"))?;
+                if got != content(i, gen) {
+                    return Err(format!(
+                        "{} ({}): the slave did not get the change",
+                        tree.files[i],
+                        mode.name()
+                    ));
+                }
             }
             resyncs.push(ResyncResult {
                 k: idx.len(),

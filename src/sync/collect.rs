@@ -2,9 +2,14 @@
 //! with the quorum (the seed's scanall XOP started with `xop_start_except(idx)` plus
 //! `hammer2_xop_collect`).
 //!
-//! Each step takes the lowest key among the nodes' next children, asks [`quorum::check`] with our
-//! own node `Excluded`, and returns the focus's chain. A key fewer than a quorum of masters hold
-//! (ESRCH) is skipped as the seed's collector skips it, so our own chain there, if any, is
+//! The nodes are read by per-node workers ([`super::pool`]); each step takes the lowest key among
+//! the answers so far, asks [`quorum::check`] with our own node `Excluded` and nodes not yet
+//! answered `Pending`, and returns the focus's chain as soon as the quorum decides, so a stalled
+//! node does not hold up a key the others can decide. A node whose read failed is `Failed`: a key
+//! it could have decided, and any gap before the next answered key it could have filled, comes
+//! back [`Item::Undecided`] (never "absent"), so nothing is destroyed because a node failed.
+//!
+//! A key fewer than a quorum of masters hold (ESRCH) is skipped as the seed's collector skips it, so our own chain there, if any, is
 //! compared against the next focus and destroyed: a key only a minority holds is not part of the
 //! quorum's tree. The same holds for a key masters hold without agreeing (EDEADLK).
 //!
@@ -17,12 +22,13 @@
 
 use core::sync::atomic::Ordering;
 
-use crate::cluster::MAX_NODES;
+use crate::cluster::{Role, MAX_NODES};
 use crate::media::{Blockref, KEY_MAX};
 use crate::quorum::{self, NodeAnswer, QuorumResult, Voter};
 use crate::store::ChainStore;
 use crate::{Error, Result};
 
+use super::pool::{Msg, Pool};
 use super::Peers;
 
 /// A focus chain: which node holds it, its id there, its header.
@@ -34,37 +40,9 @@ pub struct Focus<Id> {
     pub id: Id,
     /// Its header as read.
     pub bref: Blockref,
-}
-
-/// The answer of every node for the inode at `keys` (the ipcluster XOP): our node `Excluded`.
-pub fn inode_focus<S: ChainStore>(
-    peers: &Peers<'_, S>,
-    idx: usize,
-    keys: &[u64],
-) -> Result<Option<Focus<S::Id>>> {
-    let mut voters = [Voter {
-        role: crate::cluster::Role::Cache,
-        answer: NodeAnswer::Absent,
-    }; MAX_NODES];
-    let mut found: [Option<(S::Id, Blockref)>; MAX_NODES] = [None; MAX_NODES];
-    let n = peers.stores.len().min(MAX_NODES);
-    for j in 0..n {
-        voters[j].role = peers.roles[j];
-        if j == idx {
-            voters[j].answer = NodeAnswer::Excluded;
-            continue;
-        }
-        let s = peers.stores[j];
-        if let Some(id) = s.resolve_keys(keys)? {
-            let b = s.bref(id)?;
-            voters[j].answer = NodeAnswer::Holds(b.modify_tid);
-            found[j] = Some((id, b));
-        }
-    }
-    Ok(match quorum::check(&voters[..n], peers.nmasters) {
-        QuorumResult::Focus { node, .. } => found[node].map(|(id, bref)| Focus { node, id, bref }),
-        QuorumResult::None(_) => None,
-    })
+    /// Chosen by catch-up mode (highest master TID, no quorum), not by a quorum: a copy of ours
+    /// with a higher TID is kept (a node never moves backwards).
+    pub catchup: bool,
 }
 
 /// One step of the merge.
@@ -72,7 +50,8 @@ pub fn inode_focus<S: ChainStore>(
 pub enum Item<Id> {
     /// A quorum agrees on this chain.
     Focus(Focus<Id>),
-    /// No quorum for this key range while a change was in flight: nothing can be decided now.
+    /// Nothing can be decided for this key range now: a change was in flight, or a failed node
+    /// could have decided it.
     Undecided {
         /// First key of the range.
         key: u64,
@@ -91,108 +70,323 @@ impl<Id> Item<Id> {
     }
 }
 
-/// The merge over the other nodes' children of one inode.
-pub struct Collector<'a, S: ChainStore> {
-    peers: &'a Peers<'a, S>,
-    idx: usize,
-    brk: &'a dyn Fn() -> bool,
-    /// Per node: the inode there (None: the node does not hold it, or is us).
-    parent: [Option<S::Id>; MAX_NODES],
-    /// Per node: the next key to look from (None: that node's scan is done).
-    cursor: [Option<u64>; MAX_NODES],
+/// One node's state in a merge.
+#[derive(Debug, Clone, Copy)]
+enum Slot<Id> {
+    /// Not asked (our own node, or an empty scan).
+    Off,
+    /// Asked, no answer queued yet.
+    Pending,
+    /// Its next chain (or its inode), not yet consumed.
+    Head(Id, Blockref),
+    /// Answered: nothing (more).
+    Done,
+    /// Its read failed: its answer is unknown for every key from here on.
+    Failed,
 }
 
-impl<'a, S: ChainStore> Collector<'a, S> {
+/// The voters over `slots`: for `key` (a head holds it only at that key), or for the gap before
+/// every head (`None`: no answered node holds anything there).
+fn voters<Id>(roles: &[Role], slots: &[Slot<Id>], key: Option<u64>) -> [Voter; MAX_NODES] {
+    let mut v = [Voter {
+        role: Role::Cache,
+        answer: NodeAnswer::Absent,
+    }; MAX_NODES];
+    for (j, (v, s)) in v.iter_mut().zip(slots).enumerate() {
+        v.role = roles.get(j).copied().unwrap_or(Role::Cache);
+        v.answer = match s {
+            Slot::Off => NodeAnswer::Excluded,
+            Slot::Pending => NodeAnswer::Pending,
+            Slot::Head(_, b) if key == Some(b.key) => NodeAnswer::Holds(b.modify_tid),
+            Slot::Head(..) | Slot::Done => NodeAnswer::Absent,
+            Slot::Failed => NodeAnswer::Failed,
+        };
+    }
+    v
+}
+
+/// With no quorum, catch-up mode's choice: the highest TID a master holds (lowest index first).
+fn highest_master(voters: &[Voter]) -> Option<usize> {
+    let mut best: Option<(usize, u64)> = None;
+    for (j, v) in voters.iter().enumerate() {
+        if let (Role::Master, NodeAnswer::Holds(t)) = (v.role, v.answer) {
+            if best.map_or(true, |(_, b)| t > b) {
+                best = Some((j, t));
+            }
+        }
+    }
+    best.map(|(j, _)| j)
+}
+
+/// How long the collector waits without any answer before it polls `brk` while waiting.
+const WAIT_BRK_NS: u64 = 50_000_000;
+
+/// Wait for the workers after a round that decided nothing. `brk` is polled only once no
+/// answer came for [`WAIT_BRK_NS`] (a stalled node): a pass without stalls polls `brk` as often
+/// as it always did, so its number of polls stays the same from run to run.
+fn wait_more<S: ChainStore>(
+    pool: &Pool<'_, S>,
+    seen: u32,
+    brk: &dyn Fn() -> bool,
+    idle_since: &mut Option<u64>,
+) -> Result<()> {
+    if pool.wait(seen) {
+        *idle_since = None;
+        return Ok(());
+    }
+    let now = pool.now_ns();
+    let since = *idle_since.get_or_insert(now);
+    if now.saturating_sub(since) >= WAIT_BRK_NS && brk() {
+        return Err(Error::InProgress);
+    }
+    Ok(())
+}
+
+/// The answer of every node for the inode at `keys` (the ipcluster XOP): our node `Excluded`,
+/// nodes still reading `Pending`, failed reads `Failed`; decided as soon as the quorum can be.
+/// With catch-up on and no quorum possible, the master holding the highest TID is the focus.
+pub(crate) fn inode_focus<S: ChainStore>(
+    pool: &Pool<'_, S>,
+    peers: &Peers<'_, S>,
+    idx: usize,
+    keys: &[u64],
+    brk: &dyn Fn() -> bool,
+) -> Result<Option<Focus<S::Id>>> {
+    let n = peers.stores.len().min(MAX_NODES);
+    let mut slots = [Slot::Off; MAX_NODES];
+    let mut gens = [0u32; MAX_NODES];
+    for j in (0..n).filter(|&j| j != idx) {
+        gens[j] = pool.request(j, keys, None)?;
+        slots[j] = Slot::Pending;
+    }
+    let mut idle_since = None;
+    loop {
+        let seen = pool.pushed();
+        for (j, slot) in slots.iter_mut().enumerate().take(n) {
+            if let Slot::Pending = slot {
+                match pool.recv(j, gens[j]) {
+                    Some(Msg::Inode(Some((id, b)))) => *slot = Slot::Head(id, b),
+                    Some(Msg::Inode(None)) | Some(Msg::End) => *slot = Slot::Done,
+                    Some(Msg::Failed) => *slot = Slot::Failed,
+                    Some(Msg::Child(..)) | None => {}
+                }
+            }
+        }
+        let mut v = voters(peers.roles, &slots[..n], None);
+        for (v, s) in v.iter_mut().zip(&slots) {
+            if let Slot::Head(_, b) = s {
+                v.answer = NodeAnswer::Holds(b.modify_tid);
+            }
+        }
+        let pick = |node: usize, catchup: bool| match slots.get(node) {
+            Some(Slot::Head(id, bref)) => Ok(Some(Focus {
+                node,
+                id: *id,
+                bref: *bref,
+                catchup,
+            })),
+            _ => Err(Error::Invalid),
+        };
+        match quorum::check(&v[..n], peers.nmasters) {
+            QuorumResult::Focus { node, .. } => return pick(node, false),
+            QuorumResult::None(Error::InProgress) => wait_more(pool, seen, brk, &mut idle_since)?,
+            QuorumResult::None(Error::NoQuorum) | QuorumResult::None(Error::Deadlock)
+                if peers.catchup =>
+            {
+                return match highest_master(&v[..n]) {
+                    Some(node) => pick(node, true),
+                    None => Ok(None),
+                };
+            }
+            QuorumResult::None(_) => return Ok(None),
+        }
+    }
+}
+
+/// The merge over the other nodes' children of one inode.
+pub struct Collector<'p, 'a, S: ChainStore> {
+    pool: &'p Pool<'a, S>,
+    peers: &'a Peers<'a, S>,
+    brk: &'a dyn Fn() -> bool,
+    /// Per node: the generation of its request.
+    gens: [u32; MAX_NODES],
+    slots: [Slot<S::Id>; MAX_NODES],
+    /// The first key not yet decided (None: the scan is done).
+    pos: Option<u64>,
+    /// Since when the current wait got no answer.
+    idle_since: Option<u64>,
+}
+
+impl<'p, 'a, S: ChainStore> Collector<'p, 'a, S> {
     /// Start a scan of the children of the inode at `keys` on every node but `idx`, from key
     /// `start` (None: an empty scan); `brk` is polled at every key it looks at (skipped keys
-    /// included).
-    pub fn new(
+    /// included) and while it waits for a stalled node.
+    pub(crate) fn new(
+        pool: &'p Pool<'a, S>,
         peers: &'a Peers<'a, S>,
         idx: usize,
         keys: &[u64],
         brk: &'a dyn Fn() -> bool,
         start: Option<u64>,
-    ) -> Result<Collector<'a, S>> {
+    ) -> Result<Collector<'p, 'a, S>> {
         let mut c = Collector {
+            pool,
             peers,
-            idx,
             brk,
-            parent: [None; MAX_NODES],
-            cursor: [None; MAX_NODES],
+            gens: [0; MAX_NODES],
+            slots: [Slot::Off; MAX_NODES],
+            pos: start,
+            idle_since: None,
         };
-        for j in 0..peers.stores.len().min(MAX_NODES) {
-            if j != idx {
-                c.parent[j] = peers.stores[j].resolve_keys(keys)?;
-                c.cursor[j] = start;
+        if start.is_some() {
+            for j in (0..peers.stores.len().min(MAX_NODES)).filter(|&j| j != idx) {
+                c.gens[j] = pool.request(j, keys, start)?;
+                c.slots[j] = Slot::Pending;
             }
         }
         Ok(c)
     }
 
+    /// Take the queued answers of every node that has no head yet.
+    fn fill(&mut self, n: usize) {
+        for j in 0..n {
+            while let Slot::Pending = self.slots[j] {
+                let Some(m) = self.pool.recv(j, self.gens[j]) else {
+                    break;
+                };
+                self.slots[j] = match m {
+                    Msg::Inode(Some(_)) => Slot::Pending,
+                    Msg::Inode(None) | Msg::End => Slot::Done,
+                    Msg::Failed => Slot::Failed,
+                    // Decided without this node while it was late: already behind us.
+                    Msg::Child(_, b) if self.pos.is_some_and(|p| b.key < p) => Slot::Pending,
+                    Msg::Child(id, b) => Slot::Head(id, b),
+                };
+            }
+        }
+    }
+
+    /// Consume every head at `key`; the scan goes on after the widest of them.
+    fn advance(&mut self, key: u64) -> u64 {
+        let mut key_end = key;
+        for s in self.slots.iter_mut() {
+            if let Slot::Head(_, b) = s {
+                if b.key == key {
+                    key_end = key_end.max(b.key_end());
+                    *s = Slot::Pending;
+                }
+            }
+        }
+        self.pos = key_end.checked_add(1);
+        key_end
+    }
+
     /// The next key's focus (or that it is undecided), or None when every node's scan is done.
     pub fn next_item(&mut self) -> Result<Option<Item<S::Id>>> {
         let n = self.peers.stores.len().min(MAX_NODES);
+        let roles = self.peers.roles;
+        // Polled once per key looked at (waits poll on their own, see `wait_more`), so the
+        // number of polls does not depend on how fast the workers answer.
+        let mut waited = false;
         loop {
-            if (self.brk)() {
+            if !waited && (self.brk)() {
                 return Err(Error::InProgress);
             }
-            let seq = self.peers.changes.map(|c| c.load(Ordering::SeqCst));
-            let mut heads: [Option<(S::Id, Blockref)>; MAX_NODES] = [None; MAX_NODES];
-            let mut lowest: Option<u64> = None;
-            for (j, head) in heads.iter_mut().enumerate().take(n) {
-                let (Some(p), Some(c)) = (self.parent[j], self.cursor[j]) else {
-                    continue;
-                };
-                // A node whose inode vanished mid-scan has nothing more to offer.
-                match self.peers.stores[j].lookup(p, c, KEY_MAX) {
-                    Ok(h) => *head = h,
-                    Err(Error::NotFound) => self.cursor[j] = None,
-                    Err(e) => return Err(e),
-                }
-                if let Some((_, b)) = head {
-                    lowest = Some(lowest.map_or(b.key, |l: u64| l.min(b.key)));
-                }
-            }
-            let Some(key) = lowest else {
+            waited = false;
+            let Some(pos) = self.pos else {
                 return Ok(None);
             };
-            let mut voters = [Voter {
-                role: crate::cluster::Role::Cache,
-                answer: NodeAnswer::Absent,
-            }; MAX_NODES];
-            let mut key_end = key;
-            for (j, (v, head)) in voters.iter_mut().zip(heads.iter()).enumerate().take(n) {
-                v.role = self.peers.roles[j];
-                v.answer = match head {
-                    _ if j == self.idx => NodeAnswer::Excluded,
-                    Some((_, b)) if b.key == key => NodeAnswer::Holds(b.modify_tid),
-                    _ => NodeAnswer::Absent,
-                };
-                // Every node positioned at this key moves past it.
-                if let Some((_, b)) = head {
-                    if b.key == key {
-                        self.cursor[j] = b.key_end().checked_add(1);
-                        key_end = key_end.max(b.key_end());
+            let seq = self.peers.changes.map(|c| c.load(Ordering::SeqCst));
+            let seen = self.pool.pushed();
+            self.fill(n);
+            let lowest = self.slots[..n]
+                .iter()
+                .filter_map(|s| match s {
+                    Slot::Head(_, b) => Some(b.key),
+                    _ => None,
+                })
+                .min();
+            // Could the nodes not answered yet (pending, failed) hold a quorum's key before it?
+            let gap = quorum::check(
+                &voters(roles, &self.slots[..n], None)[..n],
+                self.peers.nmasters,
+            );
+            let Some(key) = lowest else {
+                match gap {
+                    QuorumResult::None(Error::InProgress) => {
+                        self.wait(seen)?;
+                        waited = true;
+                        continue;
+                    }
+                    QuorumResult::None(Error::Io) => {
+                        self.pos = None;
+                        return Ok(Some(Item::Undecided {
+                            key: pos,
+                            key_end: KEY_MAX,
+                        }));
+                    }
+                    _ => {
+                        self.pos = None;
+                        return Ok(None);
                     }
                 }
+            };
+            if gap == QuorumResult::None(Error::Io) && pos < key {
+                self.pos = Some(key);
+                return Ok(Some(Item::Undecided {
+                    key: pos,
+                    key_end: key - 1,
+                }));
             }
-            match quorum::check(&voters[..n], self.peers.nmasters) {
+            let v = voters(roles, &self.slots[..n], Some(key));
+            let focus = |slots: &[Slot<S::Id>], node: usize, catchup: bool| match slots.get(node) {
+                Some(Slot::Head(id, bref)) => Ok(Some(Item::Focus(Focus {
+                    node,
+                    id: *id,
+                    bref: *bref,
+                    catchup,
+                }))),
+                _ => Err(Error::Invalid),
+            };
+            match quorum::check(&v[..n], self.peers.nmasters) {
                 QuorumResult::Focus { node, .. } => {
-                    if let Some((id, bref)) = heads[node] {
-                        return Ok(Some(Item::Focus(Focus { node, id, bref })));
-                    }
-                    return Err(Error::Invalid);
+                    let it = focus(&self.slots, node, false);
+                    self.advance(key);
+                    return it;
+                }
+                // Masters not answered yet could decide it.
+                QuorumResult::None(Error::InProgress) => {
+                    self.wait(seen)?;
+                    waited = true;
+                }
+                // A failed master could have decided it.
+                QuorumResult::None(Error::Io) => {
+                    let key_end = self.advance(key);
+                    return Ok(Some(Item::Undecided { key, key_end }));
                 }
                 // ESRCH / EDEADLK: no quorum for this key. Skip it, unless a change was in
-                // flight while we read it.
+                // flight while we read it, or catch-up mode takes the highest master.
                 QuorumResult::None(Error::NoQuorum) | QuorumResult::None(Error::Deadlock) => {
                     let now = self.peers.changes.map(|c| c.load(Ordering::SeqCst));
                     if seq.is_some_and(|s| s % 2 == 1) || now != seq {
+                        let key_end = self.advance(key);
                         return Ok(Some(Item::Undecided { key, key_end }));
                     }
+                    if self.peers.catchup {
+                        if let Some(node) = highest_master(&v[..n]) {
+                            let it = focus(&self.slots, node, true);
+                            self.advance(key);
+                            return it;
+                        }
+                    }
+                    self.advance(key);
                 }
                 QuorumResult::None(e) => return Err(e),
             }
         }
+    }
+
+    fn wait(&mut self, seen: u32) -> Result<()> {
+        wait_more(self.pool, seen, self.brk, &mut self.idle_since)
     }
 }

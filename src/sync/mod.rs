@@ -6,11 +6,13 @@
 //! - [`sync_pass`] (here): one pass, with the bottom-up deferral list and the EAGAIN re-scan.
 
 pub mod collect;
+pub mod pool;
 pub mod slaves;
 
 use alloc::vec::Vec;
 
 use crate::cluster::Role;
+use crate::host::Host;
 use crate::store::{ChainStore, Store};
 use crate::{Error, Result};
 
@@ -71,6 +73,13 @@ pub struct Peers<'a, S: ChainStore = Store> {
     /// bumped at its start and end (a seqlock). A key without a quorum read while it is odd or
     /// moving may just be a change in flight, and is left undecided instead of destroyed.
     pub changes: Option<&'a core::sync::atomic::AtomicU64>,
+    /// The host the pass's scan workers run on.
+    pub host: &'static dyn Host,
+    /// Per-node fault hooks for the reads synchronization makes (None: no faults).
+    pub faults: Option<&'a [pool::NodeFaults]>,
+    /// Catch-up mode of the syncing node: with no quorum, follow the master with the highest
+    /// TID instead of changing nothing (never moving a chain of ours to a lower TID).
+    pub catchup: bool,
 }
 
 /// One pass's context: who we are, what to poll, what to count.
@@ -80,6 +89,8 @@ pub(crate) struct Ctx<'a, S: ChainStore = Store> {
     pub(crate) brk: &'a dyn Fn() -> bool,
     pub(crate) stats: &'a mut SyncStats,
     pub(crate) mode: ScanMode,
+    /// The pass's scan workers (None only in tests of single helpers).
+    pub(crate) pool: Option<&'a pool::Pool<'a, S>>,
 }
 
 impl<'a, S: ChainStore> Ctx<'a, S> {
@@ -135,18 +146,44 @@ pub(crate) struct Deferred<Id> {
 /// answers EAGAIN, sync the deferred inodes bottom-up (LIFO, an entry popped only once its own
 /// sync added no new deferral), then the root again. On a break or an error the leftover
 /// deferrals are dropped and the error (`InProgress` for a break) returned.
-pub fn sync_pass<S: ChainStore>(
+pub fn sync_pass<S>(
     peers: &Peers<'_, S>,
     idx: usize,
     brk: &dyn Fn() -> bool,
     stats: &mut SyncStats,
-) -> Result<()> {
+) -> Result<()>
+where
+    S: ChainStore + 'static,
+    S::Id: Send + 'static,
+{
     sync_pass_mode(peers, idx, brk, stats, ScanMode::default())
 }
 
 /// [`sync_pass`] with the scan mode chosen.
-pub fn sync_pass_mode<S: ChainStore>(
+pub fn sync_pass_mode<S>(
     peers: &Peers<'_, S>,
+    idx: usize,
+    brk: &dyn Fn() -> bool,
+    stats: &mut SyncStats,
+    mode: ScanMode,
+) -> Result<()>
+where
+    S: ChainStore + 'static,
+    S::Id: Send + 'static,
+{
+    if idx >= peers.stores.len() || peers.roles.len() != peers.stores.len() {
+        return Err(Error::Invalid);
+    }
+    // The workers are joined when `pool` drops, before this returns (whatever the outcome).
+    let pool = pool::Pool::start(peers, idx)?;
+    sync_pass_pooled(peers, &pool, idx, brk, stats, mode)
+}
+
+/// [`sync_pass_mode`] with scan workers started beforehand (the cluster keeps one set per
+/// node, so a pass spawns no thread). Every request is abandoned before this returns.
+pub(crate) fn sync_pass_pooled<S: ChainStore>(
+    peers: &Peers<'_, S>,
+    pool: &pool::Pool<'_, S>,
     idx: usize,
     brk: &dyn Fn() -> bool,
     stats: &mut SyncStats,
@@ -155,12 +192,26 @@ pub fn sync_pass_mode<S: ChainStore>(
     if idx >= peers.stores.len() || peers.roles.len() != peers.stores.len() {
         return Err(Error::Invalid);
     }
+    let r = pass(peers, pool, idx, brk, stats, mode);
+    pool.park_all();
+    r
+}
+
+fn pass<S: ChainStore>(
+    peers: &Peers<'_, S>,
+    pool: &pool::Pool<'_, S>,
+    idx: usize,
+    brk: &dyn Fn() -> bool,
+    stats: &mut SyncStats,
+    mode: ScanMode,
+) -> Result<()> {
     let mut ctx = Ctx {
         peers,
         idx,
         brk,
         stats,
         mode,
+        pool: Some(pool),
     };
     let root = ctx.me().root();
     let mut list: Vec<Deferred<S::Id>> = Vec::new();

@@ -33,6 +33,10 @@
 //!   deferral (a child inode with the focus's TID is not looked into by either mode). Where the
 //!   others disagree inside a range (no quorum, a change in flight, a node behind), their
 //!   summaries differ from ours or from each other and the walk descends to the per-key merge.
+//!   Summaries are read from the nodes directly, not through the scan workers' fault hooks
+//!   (`stall`, `fail`): a node whose reads fail is not counted by the quorum, so the masters
+//!   that decided the inode's focus without it still hold every key of an all-equal range at
+//!   the same TID, and the per-key decision is unchanged.
 //! - *Same order of effects.* Ranges are visited depth-first in key order, so changes are made
 //!   in the same key order as the original; a scan stopped by a full deferral list records the
 //!   first key not compared (the end of its range + 1 when the range was finished) and the
@@ -106,7 +110,8 @@ pub(crate) fn sync_slaves<'a, S: ChainStore>(
     // DEVIATION (bug 7): the seed read our chain's modify_tid before checking it exists; a
     // deferred inode removed meanwhile is `NotFound` here, which the driver tolerates.
     let keys = me.key_path(ip)?;
-    let Some(focus) = inode_focus(ctx.peers, ctx.idx, &keys)? else {
+    let pool = ctx.pool.ok_or(Error::Invalid)?;
+    let Some(focus) = inode_focus(pool, ctx.peers, ctx.idx, &keys, ctx.brk)? else {
         // No quorum for this inode: nothing to synchronize to, nothing changes.
         return Ok(Done::NoFocus);
     };
@@ -115,8 +120,13 @@ pub(crate) fn sync_slaves<'a, S: ChainStore>(
     // update ("XXX inode lock was lost"), so a frontend change in between could be stamped over.
     // The inode stays locked exclusively from the check until the final update.
     let g = me.lock(ip, LockMode::Exclusive)?;
-    if me.bref(ip)?.modify_tid == sync_tid {
+    let ours = me.bref(ip)?.modify_tid;
+    if ours == sync_tid {
         return Ok(Done::Equal);
+    }
+    // Catch-up mode never moves a node backwards.
+    if focus.catchup && ours > sync_tid {
+        return Ok(Done::NoFocus);
     }
     // Continue an interrupted scan where it stopped, if nothing it relied on changed.
     let (start, undecided) = match rec {
@@ -159,7 +169,7 @@ pub(crate) fn sync_slaves<'a, S: ChainStore>(
     // The final update, under the same lock: re-ask the quorum and copy its inode.
     // DEVIATION (bug 7): the seed passed a possibly NULL focus to the final replace; with no
     // focus now the inode is not stamped and the pass is retried.
-    let focus = inode_focus(ctx.peers, ctx.idx, &keys)?.ok_or(Error::InProgress)?;
+    let focus = inode_focus(pool, ctx.peers, ctx.idx, &keys, ctx.brk)?.ok_or(Error::InProgress)?;
     let fc = FocusCopy::read(ctx, &focus)?;
     replace_held(me, &g, fc, sync_tid, isroot)?;
     ctx.stats.replaced += 1;
@@ -199,7 +209,7 @@ fn clip_local<S: ChainStore>(
 
 /// The collector's next item from `it` on whose key lies in `beg ..= end` (None past `end`).
 fn clip_item<S: ChainStore>(
-    coll: &mut Collector<'_, S>,
+    coll: &mut Collector<'_, '_, S>,
     mut it: Option<Item<S::Id>>,
     beg: u64,
     end: u64,
@@ -230,7 +240,8 @@ fn merge_range<'a, S: ChainStore>(
     let me = ctx.me();
     let ip = scan.ip;
     let list = &mut *scan.list;
-    let mut coll = Collector::new(ctx.peers, ctx.idx, scan.keys, ctx.brk, Some(beg))?;
+    let pool = ctx.pool.ok_or(Error::Invalid)?;
+    let mut coll = Collector::new(pool, ctx.peers, ctx.idx, scan.keys, ctx.brk, Some(beg))?;
     let mut local = clip_local(me, ip, me.lookup(ip, beg, KEY_MAX)?, beg, end)?;
     let first = coll.next_item()?;
     let mut item = clip_item(&mut coll, first, beg, end)?;
@@ -260,11 +271,11 @@ fn merge_range<'a, S: ChainStore>(
                 local = clip_local(me, ip, n, beg, end)?;
             }
             // A change in flight: leave our chain as it is, decide nothing.
+            // The range may hold several of our chains (a failed node's gap): each is kept, and
+            // the item is passed once our next chain lies after it.
             (Ordering::Equal, Some((_, lb)), Some(Item::Undecided { .. })) => {
                 scan.undecided = true;
                 local = clip_local(me, ip, me.next(ip, &lb, KEY_MAX)?, beg, end)?;
-                let n = coll.next_item()?;
-                item = clip_item(&mut coll, n, beg, end)?;
             }
             (Ordering::Greater, _, Some(Item::Undecided { .. })) => {
                 scan.undecided = true;
@@ -272,7 +283,9 @@ fn merge_range<'a, S: ChainStore>(
                 item = clip_item(&mut coll, n, beg, end)?;
             }
             (Ordering::Equal, Some((l, lb)), Some(Item::Focus(f))) => {
-                if lb.modify_tid != f.bref.modify_tid {
+                // Catch-up keeps a copy of ours that is ahead of the highest master.
+                let ahead = f.catchup && lb.modify_tid > f.bref.modify_tid;
+                if lb.modify_tid != f.bref.modify_tid && !ahead {
                     let fc = FocusCopy::read(ctx, &f)?;
                     let defer = fc.defers();
                     let mtid = if defer { 0 } else { fc.bref.modify_tid };

@@ -204,6 +204,9 @@ fn bug8_copy_takes_the_focus_length() {
         roles: &roles,
         nmasters: 1,
         changes: None,
+        host: host(),
+        faults: None,
+        catchup: false,
     };
     let mut stats = SyncStats::default();
     let mut ctx = Ctx {
@@ -212,6 +215,7 @@ fn bug8_copy_takes_the_focus_length() {
         brk: &|| false,
         mode: ScanMode::default(),
         stats: &mut stats,
+        pool: None,
     };
     let fc = FocusCopy::read(
         &ctx,
@@ -219,6 +223,7 @@ fn bug8_copy_takes_the_focus_length() {
             node: 0,
             id: fb,
             bref: m.bref(fb).unwrap(),
+            catchup: false,
         },
     )
     .unwrap();
@@ -365,6 +370,9 @@ fn bug6_destroy_continues_through_the_held_parent() {
         roles: &roles,
         nmasters: 1,
         changes: None,
+        host: host(),
+        faults: None,
+        catchup: false,
     };
     let mut stats = SyncStats::default();
     let mut ctx = Ctx {
@@ -373,6 +381,7 @@ fn bug6_destroy_continues_through_the_held_parent() {
         brk: &|| false,
         mode: ScanMode::default(),
         stats: &mut stats,
+        pool: None,
     };
     let g = s.lock_root(LockMode::Exclusive);
     let (first, fb) = s.lookup(s.root(), 0, media::KEY_MAX).unwrap().unwrap();
@@ -403,6 +412,9 @@ fn bug7_missing_local_chain_and_missing_final_focus() {
         roles: &roles,
         nmasters: 2,
         changes: None,
+        host: host(),
+        faults: None,
+        catchup: false,
     };
     let mut stats = SyncStats::default();
     let mut ctx = Ctx {
@@ -411,6 +423,7 @@ fn bug7_missing_local_chain_and_missing_final_focus() {
         brk: &|| false,
         mode: ScanMode::default(),
         stats: &mut stats,
+        pool: None,
     };
     let mut list = Vec::new();
     assert_eq!(
@@ -531,6 +544,9 @@ fn bug12_insert_over_an_existing_key_replaces() {
         roles: &roles,
         nmasters: 1,
         changes: None,
+        host: host(),
+        faults: None,
+        catchup: false,
     };
     let mut stats = SyncStats::default();
     let mut ctx = Ctx {
@@ -539,6 +555,7 @@ fn bug12_insert_over_an_existing_key_replaces() {
         brk: &|| false,
         mode: ScanMode::default(),
         stats: &mut stats,
+        pool: None,
     };
     let fid = m.resolve(b"/f").unwrap();
     let fc = FocusCopy::read(
@@ -547,6 +564,7 @@ fn bug12_insert_over_an_existing_key_replaces() {
             node: 0,
             id: fid,
             bref: m.bref(fid).unwrap(),
+            catchup: false,
         },
     )
     .unwrap();
@@ -692,6 +710,9 @@ fn key_without_quorum_during_a_change_in_flight_is_left_alone() {
             roles: &roles,
             nmasters: 2,
             changes,
+            host: host(),
+            faults: None,
+            catchup: false,
         };
         let mut stats = SyncStats::default();
         let r = sync_pass(&peers, 2, &|| false, &mut stats);

@@ -1,0 +1,408 @@
+//! Per-node scan workers (the seed's XOP backends): for each syncing node, one host thread per
+//! other node (started with the cluster, idle between passes) reads that node for the collector and feeds a bounded FIFO of [`FIFO_DEPTH`]
+//! answers, so a node that stalls only delays its own FIFO and the collector can decide a key as
+//! soon as a quorum of masters answered.
+//!
+//! Protocol (every wait is a host word sleep, so no wakeup is lost):
+//! - the collector posts a request (inode keys, optional child start key) under the channel's
+//!   request lock, then bumps the channel's `gen` word and wakes it; the worker reads `gen`
+//!   *before* looking for a request and sleeps on that value, so a request posted meanwhile
+//!   makes its sleep return at once;
+//! - answers are tagged with the request's generation; a worker stops serving a request as soon
+//!   as `gen` moves (a newer request) or the pool is cancelled, and the collector drops answers
+//!   of older generations;
+//! - a full FIFO: the worker reads the channel's `popped` word, then tries to push, and sleeps on
+//!   the value read; every pop bumps and wakes `popped`. An empty FIFO: the collector reads the
+//!   pool's `pushed` word before draining and sleeps on it; every push bumps and wakes `pushed`.
+//!
+//! Fault hooks ([`Faults`]) apply here, to the reads synchronization makes of a node and to no
+//! other read: a stall delays every read (sleeping in slices that watch for cancellation), a
+//! failing node answers [`Msg::Failed`] (EIO), never an empty answer.
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::marker::PhantomData;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::time::Duration;
+
+use crate::cluster::MAX_NODES;
+use crate::host::{Host, RawThread};
+use crate::media::{Blockref, KEY_MAX};
+use crate::mem::{try_box, try_to_vec};
+use crate::store::ChainStore;
+use crate::{Error, Result};
+
+use super::Peers;
+
+/// Answers a worker may have queued ahead of the collector.
+pub const FIFO_DEPTH: usize = 16;
+/// Longest single sleep of a stalled read or a blocked wait, so cancellation is seen promptly.
+const SLICE: Duration = Duration::from_millis(5);
+
+/// Per-node fault hooks for the reads synchronization makes (scenario `stall` and `fail`).
+#[derive(Default)]
+pub struct NodeFaults {
+    stall_ns: AtomicU64,
+    fail: AtomicBool,
+}
+
+impl NodeFaults {
+    /// Delay every read by `d` (`None`: no delay).
+    pub fn set_stall(&self, d: Option<Duration>) {
+        let ns = d.map_or(0, |d| d.as_nanos().min(u128::from(u64::MAX)) as u64);
+        self.stall_ns.store(ns, Ordering::SeqCst);
+    }
+    /// Make every read fail with EIO (or stop doing so).
+    pub fn set_fail(&self, on: bool) {
+        self.fail.store(on, Ordering::SeqCst);
+    }
+    /// The current read delay in nanoseconds.
+    pub fn stall_ns(&self) -> u64 {
+        self.stall_ns.load(Ordering::SeqCst)
+    }
+    /// Whether reads fail.
+    pub fn failing(&self) -> bool {
+        self.fail.load(Ordering::SeqCst)
+    }
+}
+
+/// One answer of a worker.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Msg<Id> {
+    /// The requested inode on this node (None: the node does not hold it).
+    Inode(Option<(Id, Blockref)>),
+    /// The next child of the inode, in key order.
+    Child(Id, Blockref),
+    /// No more children.
+    End,
+    /// A read failed (EIO or any error but "gone"): the node's answer is unknown.
+    Failed,
+}
+
+struct Req {
+    gen: u32,
+    keys: Vec<u64>,
+    start: Option<u64>,
+}
+
+struct Chan<Id> {
+    /// Generation of the latest request (the worker sleeps on it while idle).
+    gen: AtomicU32,
+    req: spin::Mutex<Option<Req>>,
+    q: spin::Mutex<heapless::Deque<(u32, Msg<Id>), FIFO_DEPTH>>,
+    /// Bumped at every pop (a worker waiting on a full FIFO sleeps on it).
+    popped: AtomicU32,
+}
+
+struct Shared<Id> {
+    /// Non-zero: every worker returns.
+    cancel: AtomicU32,
+    /// Bumped at every push (the collector sleeps on it).
+    pushed: AtomicU32,
+    chans: [Chan<Id>; MAX_NODES],
+}
+
+/// The workers of one sync pass, one per node but the syncing one; all joined on drop.
+pub(crate) struct Pool<'a, S: ChainStore> {
+    host: &'static dyn Host,
+    sh: Box<Shared<S::Id>>,
+    threads: [Option<RawThread>; MAX_NODES],
+    _borrow: PhantomData<&'a S>,
+}
+
+impl<'a, S> Pool<'a, S>
+where
+    S: ChainStore + 'static,
+    S::Id: Send + 'static,
+{
+    /// Start a worker for every node of `peers` but `idx`.
+    pub(crate) fn start(peers: &'a Peers<'a, S>, idx: usize) -> Result<Pool<'a, S>> {
+        // SAFETY: the pool borrows the peers (their stores and fault hooks) for 'a, so they
+        // outlive it, and its `Drop` joins every worker.
+        unsafe { Pool::start_unbound(peers.host, peers.stores, peers.faults, idx) }
+    }
+
+    /// Start a worker for every node of `stores` but `idx`, the pool bound to no borrow.
+    ///
+    /// # Safety
+    /// Every store of `stores` and every hook of `faults` must stay alive and in place until
+    /// the returned pool is dropped (its `Drop` joins the workers that read them).
+    pub(crate) unsafe fn start_unbound<'b>(
+        host: &'static dyn Host,
+        stores: &[&S],
+        faults: Option<&[NodeFaults]>,
+        idx: usize,
+    ) -> Result<Pool<'b, S>> {
+        let sh = try_box(Shared {
+            cancel: AtomicU32::new(0),
+            pushed: AtomicU32::new(0),
+            chans: core::array::from_fn(|_| Chan {
+                gen: AtomicU32::new(0),
+                req: spin::Mutex::new(None),
+                q: spin::Mutex::new(heapless::Deque::new()),
+                popped: AtomicU32::new(0),
+            }),
+        })?;
+        let mut pool = Pool {
+            host,
+            sh,
+            threads: [const { None }; MAX_NODES],
+            _borrow: PhantomData,
+        };
+        for (j, store) in stores.iter().enumerate().take(MAX_NODES) {
+            if j == idx {
+                continue;
+            }
+            let sh = &*pool.sh as *const Shared<S::Id> as usize;
+            let store = *store as *const S as usize;
+            let faults = faults
+                .and_then(|f| f.get(j))
+                .map_or(0, |f| f as *const NodeFaults as usize);
+            let entry = try_box(move || {
+                // SAFETY: the shared state is owned by the pool, and the store and fault hooks
+                // outlive it (this function's contract); the pool's `Drop` cancels and joins
+                // every worker before any of them goes away. `S::Id: Send` and `S: Sync` make
+                // the cross-thread use sound; everything shared is atomics or spin locks.
+                let (sh, store, faults) = unsafe {
+                    (
+                        &*(sh as *const Shared<S::Id>),
+                        &*(store as *const S),
+                        (faults != 0).then(|| &*(faults as *const NodeFaults)),
+                    )
+                };
+                worker(host, sh, j, store, faults);
+            })?;
+            // A failed spawn drops `pool`, which joins the workers already started.
+            pool.threads[j] = Some(host.spawn("h2s-scan", entry)?);
+        }
+        Ok(pool)
+    }
+}
+
+impl<S: ChainStore> Pool<'_, S> {
+    /// Ask node `j`'s worker for the inode at `keys` and, with `start`, its children from that
+    /// key on. Earlier requests to `j` are abandoned. Returns the request's generation.
+    pub(crate) fn request(&self, j: usize, keys: &[u64], start: Option<u64>) -> Result<u32> {
+        let ch = self.sh.chans.get(j).ok_or(Error::Invalid)?;
+        if !matches!(self.threads.get(j), Some(Some(_))) {
+            return Err(Error::Invalid);
+        }
+        let gen = ch.gen.load(Ordering::SeqCst).wrapping_add(1);
+        let keys = try_to_vec(keys)?;
+        // Old answers would only be dropped: make room before the new request is visible (a
+        // clear after it could drop the new request's first answers).
+        ch.q.lock().clear();
+        *ch.req.lock() = Some(Req { gen, keys, start });
+        ch.gen.store(gen, Ordering::SeqCst);
+        self.host.wake_word(&ch.gen);
+        ch.popped.fetch_add(1, Ordering::SeqCst);
+        self.host.wake_word(&ch.popped);
+        Ok(gen)
+    }
+
+    /// The next answer of node `j` to request `gen`, if one is queued.
+    pub(crate) fn recv(&self, j: usize, gen: u32) -> Option<Msg<S::Id>> {
+        let ch = self.sh.chans.get(j)?;
+        let mut got = None;
+        let mut any = false;
+        {
+            let mut q = ch.q.lock();
+            while let Some((g, m)) = q.pop_front() {
+                any = true;
+                if g == gen {
+                    got = Some(m);
+                    break;
+                }
+            }
+        }
+        if any {
+            ch.popped.fetch_add(1, Ordering::SeqCst);
+            self.host.wake_word(&ch.popped);
+        }
+        got
+    }
+
+    /// Abandon every request (end of a pass): workers stop reading and go idle.
+    pub(crate) fn park_all(&self) {
+        for ch in &self.sh.chans {
+            *ch.req.lock() = None;
+            ch.gen.fetch_add(1, Ordering::SeqCst);
+            self.host.wake_word(&ch.gen);
+            self.host.wake_word(&ch.popped);
+        }
+    }
+
+    /// The host's monotonic clock.
+    pub(crate) fn now_ns(&self) -> u64 {
+        self.host.now_ns()
+    }
+
+    /// The push counter, read before draining the FIFOs (the value to [`Pool::wait`] on).
+    pub(crate) fn pushed(&self) -> u32 {
+        self.sh.pushed.load(Ordering::SeqCst)
+    }
+
+    /// Sleep until some worker pushed since `seen` was read, or one slice passed. Returns
+    /// whether anything was pushed.
+    pub(crate) fn wait(&self, seen: u32) -> bool {
+        self.host
+            .sleep_on_word(&self.sh.pushed, seen, Some(SLICE * 2));
+        self.pushed() != seen
+    }
+}
+
+impl<S: ChainStore> Drop for Pool<'_, S> {
+    fn drop(&mut self) {
+        self.sh.cancel.store(1, Ordering::SeqCst);
+        self.host.wake_word(&self.sh.cancel);
+        // Moving `gen` makes an idle worker's sleep (on `gen`) return even if it had read the
+        // word before `cancel` was set.
+        self.park_all();
+        for t in self.threads.iter_mut() {
+            if let Some(t) = t.take() {
+                self.host.join(t);
+            }
+        }
+    }
+}
+
+/// A worker: serve node `j`'s requests until the pool is cancelled.
+fn worker<S: ChainStore>(
+    host: &dyn Host,
+    sh: &Shared<S::Id>,
+    j: usize,
+    store: &S,
+    faults: Option<&NodeFaults>,
+) {
+    let ch = &sh.chans[j];
+    loop {
+        if sh.cancel.load(Ordering::SeqCst) != 0 {
+            return;
+        }
+        // Read the generation before looking: a request posted after the look bumps it, and
+        // the sleep below returns at once.
+        let seen = ch.gen.load(Ordering::SeqCst);
+        let req = ch.req.lock().take();
+        match req {
+            Some(r) => Serve {
+                host,
+                sh,
+                ch,
+                store,
+                faults,
+                gen: r.gen,
+            }
+            .run(&r.keys, r.start),
+            None => host.sleep_on_word(&ch.gen, seen, None),
+        }
+    }
+}
+
+struct Serve<'w, S: ChainStore> {
+    host: &'w dyn Host,
+    sh: &'w Shared<S::Id>,
+    ch: &'w Chan<S::Id>,
+    store: &'w S,
+    faults: Option<&'w NodeFaults>,
+    gen: u32,
+}
+
+impl<S: ChainStore> Serve<'_, S> {
+    /// Still wanted: not cancelled, no newer request.
+    fn live(&self) -> bool {
+        self.sh.cancel.load(Ordering::SeqCst) == 0 && self.ch.gen.load(Ordering::SeqCst) == self.gen
+    }
+
+    /// One read of the node through the fault hooks; None when no longer wanted.
+    fn read<T>(&self, f: impl FnOnce() -> Result<T>) -> Option<Result<T>> {
+        if let Some(fl) = self.faults {
+            let stall = fl.stall_ns();
+            if stall > 0 {
+                let end = self.host.now_ns().saturating_add(stall);
+                loop {
+                    if !self.live() {
+                        return None;
+                    }
+                    let now = self.host.now_ns();
+                    if now >= end {
+                        break;
+                    }
+                    let left = Duration::from_nanos(end - now).min(SLICE);
+                    self.host.sleep_on_word(&self.sh.cancel, 0, Some(left));
+                }
+            }
+            if fl.failing() {
+                return Some(Err(Error::Io));
+            }
+        }
+        if !self.live() {
+            return None;
+        }
+        Some(f())
+    }
+
+    /// Queue one answer, waiting while the FIFO is full; false when no longer wanted.
+    fn push(&self, m: Msg<S::Id>) -> bool {
+        loop {
+            if !self.live() {
+                return false;
+            }
+            let seen = self.ch.popped.load(Ordering::SeqCst);
+            if self.ch.q.lock().push_back((self.gen, m)).is_ok() {
+                self.sh.pushed.fetch_add(1, Ordering::SeqCst);
+                self.host.wake_word(&self.sh.pushed);
+                return true;
+            }
+            self.host.sleep_on_word(&self.ch.popped, seen, Some(SLICE));
+        }
+    }
+
+    fn run(&self, keys: &[u64], start: Option<u64>) {
+        let inode = self.read(|| match self.store.resolve_keys(keys)? {
+            Some(id) => Ok(Some((id, self.store.bref(id)?))),
+            None => Ok(None),
+        });
+        let parent = match inode {
+            None => return,
+            Some(Ok(p)) => p,
+            // Gone meanwhile: the node does not hold it.
+            Some(Err(Error::NotFound)) => None,
+            Some(Err(_)) => {
+                self.push(Msg::Failed);
+                return;
+            }
+        };
+        if !self.push(Msg::Inode(parent)) {
+            return;
+        }
+        let (Some(mut cursor), Some((pid, _))) = (start, parent) else {
+            return;
+        };
+        loop {
+            match self.read(|| self.store.lookup(pid, cursor, KEY_MAX)) {
+                None => return,
+                Some(Ok(Some((id, b)))) => {
+                    if !self.push(Msg::Child(id, b)) {
+                        return;
+                    }
+                    match b.key_end().checked_add(1) {
+                        Some(k) => cursor = k,
+                        None => {
+                            self.push(Msg::End);
+                            return;
+                        }
+                    }
+                }
+                // The inode vanished mid-scan: nothing more to offer.
+                Some(Ok(None)) | Some(Err(Error::NotFound)) => {
+                    self.push(Msg::End);
+                    return;
+                }
+                Some(Err(_)) => {
+                    self.push(Msg::Failed);
+                    return;
+                }
+            }
+        }
+    }
+}
