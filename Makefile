@@ -62,9 +62,10 @@ qemu-test-negative:
 
 # The QEMU suite on the debug kernel (lockdep, KASAN, kmemleak, ...): builds that kernel from
 # Debian's linux-source the first time (cached, see qemu-tests/debug-kernel/build) and the module
-# against it.
+# against it; then its negative control (a module whose every bad act must be reported).
 qemu-test-debug:
 	qemu-tests/run --debug-kernel
+	qemu-tests/debug-kernel/negative-control
 
 clean-kmod:
 	rm -rf target/kmod

@@ -7,12 +7,12 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::fmt;
 use core::pin::Pin;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use core::time::Duration;
 
 use crate::host::{Host, LockMode};
 use crate::media;
-use crate::mem::{try_box, try_push};
+use crate::mem::try_box;
 use crate::quorum::{self, NodeAnswer, QuorumResult, Voter};
 use crate::store::compare::{self, Record};
 use crate::store::{HostLock, Store};
@@ -150,11 +150,15 @@ pub struct Cluster {
     frontend: HostLock,
     /// How sync passes scan a differing inode (0: pruned, 1: original).
     scan_mode: core::sync::atomic::AtomicU8,
+    /// The next live cluster in [`REGISTRY`]'s list (0: none); changed only under its lock.
+    reg_next: AtomicUsize,
     _pin: core::marker::PhantomPinned,
 }
 
-/// The live clusters, by address, for [`write_all_status`].
-static REGISTRY: spin::Mutex<Vec<usize>> = spin::Mutex::new(Vec::new());
+/// The live clusters, for [`write_all_status`]: the address of the first, each linking the next
+/// through `reg_next`. Intrusive, so registering allocates nothing and a kernel host's pool is
+/// empty again once the last cluster is gone.
+static REGISTRY: spin::Mutex<usize> = spin::Mutex::new(0);
 
 /// The PFS root inode of a new node.
 fn pfs_root(role: Role, idx: usize, nmasters: u8) -> media::InodeData {
@@ -208,9 +212,14 @@ impl Cluster {
             faults: Default::default(),
             frontend: HostLock::new(host)?,
             scan_mode: core::sync::atomic::AtomicU8::new(0),
+            reg_next: AtomicUsize::new(0),
             _pin: core::marker::PhantomPinned,
         })?);
-        try_push(&mut REGISTRY.lock(), &*c as *const Cluster as usize)?;
+        {
+            let mut head = REGISTRY.lock();
+            c.reg_next.store(*head, Ordering::Relaxed);
+            *head = &*c as *const Cluster as usize;
+        }
         c.start_pools()?;
         Ok(c)
     }
@@ -560,13 +569,26 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         // Unregister first, under the registry lock `write_all_status` holds while it reads.
         let me = self as *const Cluster as usize;
-        let mut reg = REGISTRY.lock();
-        reg.retain(|&a| a != me);
-        if reg.is_empty() {
-            // Give the buffer back: a kernel host checks at unload that its pool is empty.
-            *reg = Vec::new();
+        {
+            let mut head = REGISTRY.lock();
+            let next = self.reg_next.load(Ordering::Relaxed);
+            if *head == me {
+                *head = next;
+            } else {
+                let mut p = *head;
+                while p != 0 {
+                    // SAFETY: every address in the list is a live pinned cluster: each unlinks
+                    // itself here, under this lock, before its memory is released.
+                    let c = unsafe { &*(p as *const Cluster) };
+                    let n = c.reg_next.load(Ordering::Relaxed);
+                    if n == me {
+                        c.reg_next.store(next, Ordering::Relaxed);
+                        break;
+                    }
+                    p = n;
+                }
+            }
         }
-        drop(reg);
         // The threads read the stores: they go before anything else is released.
         self.threads.stop_all();
         // Then the scan workers (joined by their pools' drop).
@@ -579,16 +601,18 @@ impl Drop for Cluster {
 /// Write the status of every live cluster (kernel `status` file). Clusters register themselves
 /// in [`Cluster::new`] and unregister when dropped.
 pub fn write_all_status(out: &mut dyn fmt::Write) -> fmt::Result {
-    let reg = REGISTRY.lock();
-    if reg.is_empty() {
+    let head = REGISTRY.lock();
+    if *head == 0 {
         writeln!(out, "no clusters")?;
     }
-    for &addr in reg.iter() {
-        // SAFETY: `addr` is a pinned cluster registered by `Cluster::new`; its `Drop` removes it
+    let mut p = *head;
+    while p != 0 {
+        // SAFETY: `p` is a pinned cluster registered by `Cluster::new`; its `Drop` unlinks it
         // under this same lock before any of its memory is released, so while we hold the lock
         // it is alive and does not move. Only shared access is made.
-        let c = unsafe { &*(addr as *const Cluster) };
+        let c = unsafe { &*(p as *const Cluster) };
         c.write_status(out)?;
+        p = c.reg_next.load(Ordering::Relaxed);
     }
     Ok(())
 }

@@ -322,3 +322,21 @@ fn printed_scenarios_pass_in_the_interpreter() {
         Ok(())
     });
 }
+
+/// The reference model's quorum rule on hand-made examples. Lives here, not in the model,
+/// so binaries that only borrow the model (the allocation-failure tests measure every thread's
+/// allocations) run no unrelated test beside theirs.
+#[test]
+fn model_quorum_rule_examples() {
+    use hammer2_synchro::cluster::Role::*;
+    // Bug 11's case: 10, 5, 5 → 5 by two of three.
+    let v = [(0, Master, 10), (1, Master, 5), (2, Master, 5)];
+    assert_eq!(oracle::model::quorum(3, &v), Some((1, 5)));
+    // Slaves never vote.
+    let v = [(0, Slave, 9), (1, Master, 5), (2, Slave, 9)];
+    assert_eq!(oracle::model::quorum(1, &v), Some((1, 5)));
+    assert_eq!(oracle::model::quorum(3, &v), None);
+    // The excluded node still counts toward nmasters: 2 masters need both.
+    assert_eq!(oracle::model::quorum(2, &[(1, Master, 4)]), None);
+    assert_eq!(oracle::model::quorum(0, &[(1, Slave, 4)]), None);
+}

@@ -625,23 +625,3 @@ fn sync_inode(
         local.stamps = focus.stamps;
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quorum_rule_examples() {
-        use Role::*;
-        // Bug 11's case: 10, 5, 5 → 5 by two of three.
-        let v = [(0, Master, 10), (1, Master, 5), (2, Master, 5)];
-        assert_eq!(quorum(3, &v), Some((1, 5)));
-        // Slaves never vote.
-        let v = [(0, Slave, 9), (1, Master, 5), (2, Slave, 9)];
-        assert_eq!(quorum(1, &v), Some((1, 5)));
-        assert_eq!(quorum(3, &v), None);
-        // The excluded node still counts toward nmasters: 2 masters need both.
-        assert_eq!(quorum(2, &[(1, Master, 4)]), None);
-        assert_eq!(quorum(0, &[(1, Slave, 4)]), None);
-    }
-}
