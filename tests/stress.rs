@@ -48,13 +48,26 @@ impl Shape {
 
 /// One master: a frontend change is on the quorum as soon as that node applied it.
 const ONE_MASTER: Shape = Shape {
-    roles: &[Role::Master, Role::Slave, Role::Slave, Role::SoftSlave, Role::SoftMaster],
+    roles: &[
+        Role::Master,
+        Role::Slave,
+        Role::Slave,
+        Role::SoftSlave,
+        Role::SoftMaster,
+    ],
     masters: 0b00001,
 };
 
 /// Three masters: a change reaches them one node after the other.
 const THREE_MASTERS: Shape = Shape {
-    roles: &[Role::Master, Role::Master, Role::Master, Role::Slave, Role::Slave, Role::SoftSlave],
+    roles: &[
+        Role::Master,
+        Role::Master,
+        Role::Master,
+        Role::Slave,
+        Role::Slave,
+        Role::SoftSlave,
+    ],
     masters: 0b000111,
 };
 const WRITERS: usize = 3;
@@ -93,7 +106,14 @@ fn commit(c: &Cluster, sh: &Shape, op: FrontendOp<'_>) -> bool {
     }
 }
 
-fn writer(c: &Cluster, sh: &Shape, w: usize, seed: u64, want: &Mutex<BTreeMap<Vec<u8>, Want>>, junk: &Mutex<Vec<Vec<u8>>>) {
+fn writer(
+    c: &Cluster,
+    sh: &Shape,
+    w: usize,
+    seed: u64,
+    want: &Mutex<BTreeMap<Vec<u8>, Want>>,
+    junk: &Mutex<Vec<Vec<u8>>>,
+) {
     let mut rng = Rng(seed);
     let dir = format!("/w{w}");
     let mut files: Vec<String> = Vec::new();
@@ -111,7 +131,13 @@ fn writer(c: &Cluster, sh: &Shape, w: usize, seed: u64, want: &Mutex<BTreeMap<Ve
                 };
                 let data = prng_bytes(bytes, seed ^ j);
                 if commit(c, sh, FrontendOp::Write(path.as_bytes(), &data)) {
-                    want.lock().unwrap().insert(path.clone().into_bytes(), Want { data: Some(data), mode: None });
+                    want.lock().unwrap().insert(
+                        path.clone().into_bytes(),
+                        Want {
+                            data: Some(data),
+                            mode: None,
+                        },
+                    );
                 }
                 files.push(path);
             }
@@ -129,13 +155,19 @@ fn writer(c: &Cluster, sh: &Shape, w: usize, seed: u64, want: &Mutex<BTreeMap<Ve
                 let path = files[rng.below(files.len() as u64) as usize].clone();
                 let mode = [0o600, 0o640, 0o700][rng.below(3) as usize];
                 if commit(c, sh, FrontendOp::Chmod(path.as_bytes(), mode)) {
-                    want.lock().unwrap().entry(path.into_bytes()).or_default().mode = Some(mode);
+                    want.lock()
+                        .unwrap()
+                        .entry(path.into_bytes())
+                        .or_default()
+                        .mode = Some(mode);
                 }
             }
             7 => {
                 let path = format!("{dir}/d{j}");
                 if commit(c, sh, FrontendOp::Mkdir(path.as_bytes())) {
-                    want.lock().unwrap().insert(path.clone().into_bytes(), Want::default());
+                    want.lock()
+                        .unwrap()
+                        .insert(path.clone().into_bytes(), Want::default());
                     dirs.push(path);
                 }
             }
@@ -181,23 +213,28 @@ fn run(sh: &Shape, seed: u64) -> Result<(), String> {
     c.set_thread_idle_poll(Duration::from_millis(5));
     for w in 0..WRITERS {
         let p = format!("/w{w}");
-        c.apply(NodeSet(sh.masters), FrontendOp::Mkdir(p.as_bytes())).map_err(|(n, e)| format!("node {n}: {e}"))?;
+        c.apply(NodeSet(sh.masters), FrontendOp::Mkdir(p.as_bytes()))
+            .map_err(|(n, e)| format!("node {n}: {e}"))?;
     }
     for i in 0..sh.n() {
         c.as_ref().thread_start(i).map_err(|e| e.to_string())?;
     }
     let want = Mutex::new(BTreeMap::new());
     for w in 0..WRITERS {
-        want.lock().unwrap().insert(format!("/w{w}").into_bytes(), Want::default());
+        want.lock()
+            .unwrap()
+            .insert(format!("/w{w}").into_bytes(), Want::default());
     }
     let junk = Mutex::new(Vec::new());
     let done = AtomicBool::new(false);
     let requests = std::thread::scope(|s| {
         let ch = s.spawn(|| chaos(c.as_ref(), sh.n(), seed ^ 0x5555, &done));
-        let ws: Vec<_> = (0..WRITERS).map(|w| {
-            let (c, want, junk) = (&*c, &want, &junk);
-            s.spawn(move || writer(c, sh, w, seed.wrapping_add(w as u64 * 7919), want, junk))
-        }).collect();
+        let ws: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let (c, want, junk) = (&*c, &want, &junk);
+                s.spawn(move || writer(c, sh, w, seed.wrapping_add(w as u64 * 7919), want, junk))
+            })
+            .collect();
         for h in ws {
             h.join().unwrap();
         }
@@ -221,37 +258,65 @@ fn run(sh: &Shape, seed: u64) -> Result<(), String> {
     for i in 0..sh.n() {
         c.thread_stop(i).map_err(|e| e.to_string())?;
     }
-    check(&c, sh, &want.into_inner().unwrap(), &junk.into_inner().unwrap())
+    check(
+        &c,
+        sh,
+        &want.into_inner().unwrap(),
+        &junk.into_inner().unwrap(),
+    )
 }
 
 /// Every committed path on every node as it must be, no junk anywhere, all nodes identical.
-fn check(c: &Cluster, sh: &Shape, want: &BTreeMap<Vec<u8>, Want>, junk: &[Vec<u8>]) -> Result<(), String> {
+fn check(
+    c: &Cluster,
+    sh: &Shape,
+    want: &BTreeMap<Vec<u8>, Want>,
+    junk: &[Vec<u8>],
+) -> Result<(), String> {
     for i in 0..sh.n() {
         for (p, w) in want {
             let name = String::from_utf8_lossy(p);
-            let st = c.stat(i, p).map_err(|e| format!("node {i}: committed {name} lost: {e}"))?;
+            let st = c
+                .stat(i, p)
+                .map_err(|e| format!("node {i}: committed {name} lost: {e}"))?;
             if let Some(m) = w.mode {
                 if st.mode & 0o7777 != m {
-                    return Err(format!("node {i}: {name} mode {:o}, committed {m:o}", st.mode));
+                    return Err(format!(
+                        "node {i}: {name} mode {:o}, committed {m:o}",
+                        st.mode
+                    ));
                 }
             }
             if let Some(d) = &w.data {
-                let got = c.read_file(i, p).map_err(|e| format!("node {i}: read {name}: {e}"))?;
+                let got = c
+                    .read_file(i, p)
+                    .map_err(|e| format!("node {i}: read {name}: {e}"))?;
                 if &got != d {
-                    return Err(format!("node {i}: {name} holds {} bytes, not the committed {}", got.len(), d.len()));
+                    return Err(format!(
+                        "node {i}: {name} holds {} bytes, not the committed {}",
+                        got.len(),
+                        d.len()
+                    ));
                 }
             }
         }
         for p in junk {
             if c.stat(i, p).is_ok() {
-                return Err(format!("node {i}: uncommitted {} survived", String::from_utf8_lossy(p)));
+                return Err(format!(
+                    "node {i}: uncommitted {} survived",
+                    String::from_utf8_lossy(p)
+                ));
             }
         }
         if i > 0 {
             let mut d = String::new();
             if !c.compare(0, i, &mut d).map_err(|e| e.to_string())? {
-                let tids: Vec<u64> = (0..sh.n()).map(|k| c.stat(k, b"/").map(|s| s.modify_tid).unwrap_or(0)).collect();
-                return Err(format!("node {i} differs from node 0 (root tids {tids:?}):\n{d}"));
+                let tids: Vec<u64> = (0..sh.n())
+                    .map(|k| c.stat(k, b"/").map(|s| s.modify_tid).unwrap_or(0))
+                    .collect();
+                return Err(format!(
+                    "node {i} differs from node 0 (root tids {tids:?}):\n{d}"
+                ));
             }
         }
     }
@@ -259,7 +324,10 @@ fn check(c: &Cluster, sh: &Shape, want: &BTreeMap<Vec<u8>, Want>, junk: &[Vec<u8
 }
 
 fn rounds() -> u64 {
-    std::env::var("H2S_STRESS_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(4)
+    std::env::var("H2S_STRESS_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4)
 }
 
 #[test]
@@ -282,11 +350,18 @@ fn negative_control_checker_sees_a_lost_write() {
     let sh = &THREE_MASTERS;
     let c = Cluster::new(real::host(), sh.roles).unwrap();
     let mut want = BTreeMap::new();
-    want.insert(b"/never".to_vec(), Want { data: Some(b"x".to_vec()), mode: None });
+    want.insert(
+        b"/never".to_vec(),
+        Want {
+            data: Some(b"x".to_vec()),
+            mode: None,
+        },
+    );
     let err = check(&c, sh, &want, &[]).unwrap_err();
     assert!(err.contains("committed /never lost"), "{err}");
     // And junk that was not rolled back.
-    c.apply(NodeSet(1 << 3), FrontendOp::Write(b"/junk", b"j")).unwrap();
+    c.apply(NodeSet(1 << 3), FrontendOp::Write(b"/junk", b"j"))
+        .unwrap();
     let err = check(&c, sh, &BTreeMap::new(), &[b"/junk".to_vec()]).unwrap_err();
     assert!(err.contains("survived"), "{err}");
 }
