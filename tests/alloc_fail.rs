@@ -141,6 +141,17 @@ fn armed<R>(n: u64, f: impl FnOnce() -> R) -> (R, bool, u64) {
     (r, failed, allocs)
 }
 
+/// Run a measurement again when it shows a leak: the balance is process-wide, and a test of
+/// this binary outside [`SERIAL`] (the oracle module's) may allocate meanwhile. A real leak
+/// shows on both runs.
+fn retry_leak(mut f: impl FnMut() -> (bool, i64)) -> (bool, i64) {
+    let first = f();
+    if first.1 == 0 {
+        return first;
+    }
+    f()
+}
+
 fn live() -> i64 {
     LIVE.load(std::sync::atomic::Ordering::SeqCst)
 }
@@ -223,13 +234,13 @@ fn every_allocation_of_a_sync_may_fail() {
     // The first round warms once-only allocations (host statics, lock tables).
     let (hit, _) = inject(0, &case, &paths);
     assert!(!hit);
-    let (hit, leak) = inject(0, &case, &paths);
+    let (hit, leak) = retry_leak(|| inject(0, &case, &paths));
     assert!(!hit);
     assert_eq!(leak, 0, "a plain build + sync + drop leaks {leak} bytes");
 
     let mut n = 1;
     loop {
-        let (hit, leak) = inject(n, &case, &paths);
+        let (hit, leak) = retry_leak(|| inject(n, &case, &paths));
         assert_eq!(leak, 0, "failing allocation {n} leaked {leak} bytes");
         if !hit {
             break;
@@ -307,7 +318,7 @@ fn every_allocation_of_a_frontend_change_may_fail() {
     run(0);
     let mut n = 1;
     loop {
-        let (hit, leak) = run(n);
+        let (hit, leak) = retry_leak(|| run(n));
         assert_eq!(
             leak, 0,
             "failing frontend allocation {n} leaked {leak} bytes"

@@ -120,6 +120,32 @@ fn highest_master(voters: &[Voter]) -> Option<usize> {
 
 /// How long the collector waits without any answer before it polls `brk` while waiting.
 const WAIT_BRK_NS: u64 = 50_000_000;
+/// How long a node may give no answer before it counts as stalled without a stall hook.
+const LATE_NS: u64 = 1_000_000_000;
+
+/// Whether a focus on `node` should wait for a lower-indexed master still reading: nodes that
+/// diverged under equal TIDs make the focus node matter, and the lowest-indexed holder is the
+/// deterministic choice. A node stalled by its hook, or silent for [`LATE_NS`], is not waited
+/// for (the stall tolerance).
+fn wait_for_lower<Id, S: ChainStore>(
+    peers: &Peers<'_, S>,
+    slots: &[Slot<Id>],
+    node: usize,
+    idle_since: Option<u64>,
+    now: u64,
+) -> bool {
+    if idle_since.is_some_and(|t| now.saturating_sub(t) >= LATE_NS) {
+        return false;
+    }
+    (0..node.min(slots.len())).any(|j| {
+        matches!(slots[j], Slot::Pending)
+            && peers.roles.get(j) == Some(&Role::Master)
+            && !peers
+                .faults
+                .and_then(|f| f.get(j))
+                .is_some_and(|f| f.stall_ns() > 0)
+    })
+}
 
 /// Wait for the workers after a round that decided nothing. `brk` is polled only once no
 /// answer came for [`WAIT_BRK_NS`] (a stalled node): a pass without stalls polls `brk` as often
@@ -188,6 +214,11 @@ pub(crate) fn inode_focus<S: ChainStore>(
             _ => Err(Error::Invalid),
         };
         match quorum::check(&v[..n], peers.nmasters) {
+            QuorumResult::Focus { node, .. }
+                if wait_for_lower(peers, &slots[..n], node, idle_since, pool.now_ns()) =>
+            {
+                wait_more(pool, seen, brk, &mut idle_since)?
+            }
             QuorumResult::Focus { node, .. } => return pick(node, false),
             QuorumResult::None(Error::InProgress) => wait_more(pool, seen, brk, &mut idle_since)?,
             QuorumResult::None(Error::NoQuorum) | QuorumResult::None(Error::Deadlock)
@@ -349,6 +380,18 @@ impl<'p, 'a, S: ChainStore> Collector<'p, 'a, S> {
                 _ => Err(Error::Invalid),
             };
             match quorum::check(&v[..n], self.peers.nmasters) {
+                QuorumResult::Focus { node, .. }
+                    if wait_for_lower(
+                        self.peers,
+                        &self.slots[..n],
+                        node,
+                        self.idle_since,
+                        self.pool.now_ns(),
+                    ) =>
+                {
+                    self.wait(seen)?;
+                    waited = true;
+                }
                 QuorumResult::Focus { node, .. } => {
                     let it = focus(&self.slots, node, false);
                     self.advance(key);

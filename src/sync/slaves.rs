@@ -111,6 +111,16 @@ pub(crate) fn sync_slaves<'a, S: ChainStore>(
     // deferred inode removed meanwhile is `NotFound` here, which the driver tolerates.
     let keys = me.key_path(ip)?;
     let pool = ctx.pool.ok_or(Error::Invalid)?;
+    // F2: the cluster's change sequence before the focus is read. A change in flight now, or
+    // one started before a mutation below, may have reached some nodes only: a quorum of the
+    // others still at the old TID would make us undo it (a master losing a committed write).
+    let seq = ctx
+        .peers
+        .changes
+        .map(|c| c.load(core::sync::atomic::Ordering::SeqCst));
+    if seq.is_some_and(|s| s % 2 == 1) {
+        return Err(Error::InProgress);
+    }
     let Some(focus) = inode_focus(pool, ctx.peers, ctx.idx, &keys, ctx.brk)? else {
         // No quorum for this inode: nothing to synchronize to, nothing changes.
         return Ok(Done::NoFocus);
@@ -144,6 +154,7 @@ pub(crate) fn sync_slaves<'a, S: ChainStore>(
         needrescan: false,
         undecided,
         resume,
+        seq,
     };
     match ctx.mode {
         ScanMode::Original => {
@@ -171,6 +182,7 @@ pub(crate) fn sync_slaves<'a, S: ChainStore>(
     // focus now the inode is not stamped and the pass is retried.
     let focus = inode_focus(pool, ctx.peers, ctx.idx, &keys, ctx.brk)?.ok_or(Error::InProgress)?;
     let fc = FocusCopy::read(ctx, &focus)?;
+    unchanged(ctx, scan.seq)?;
     replace_held(me, &g, fc, sync_tid, isroot)?;
     ctx.stats.replaced += 1;
     Ok(Done::Equal)
@@ -185,6 +197,29 @@ struct Scan<'s, Id> {
     needrescan: bool,
     undecided: bool,
     resume: &'s mut Option<Resume<Id>>,
+    /// The change sequence when the focus was read (see [`unchanged`]).
+    seq: Option<u64>,
+}
+
+/// `InProgress` unless no frontend change started since the focus was read (`seq`). Checked
+/// with our inode held exclusively before each change of ours: a frontend change of our
+/// children must lock that inode first, so one starting after the check waits for us and
+/// lands on top of what we wrote.
+///
+/// This is also how reads of the other nodes stay consistent (F1: they take no chain locks, so
+/// a change could be seen half-done, e.g. a new file's inode with its TID but no data yet):
+/// the change sequence is a seqlock around every frontend change, so everything read between
+/// an even `seq` and an unchanged check was read with no change under way. Taking the other
+/// nodes' chain locks shared instead would make a sync wait on every node's frontend.
+fn unchanged<S: ChainStore>(ctx: &Ctx<'_, S>, seq: Option<u64>) -> Result<()> {
+    let now = ctx
+        .peers
+        .changes
+        .map(|c| c.load(core::sync::atomic::Ordering::SeqCst));
+    if now != seq {
+        return Err(Error::InProgress);
+    }
+    Ok(())
 }
 
 /// Our next chain from `l` on whose key lies in `beg ..= end` (None past `end`).
@@ -267,6 +302,7 @@ fn merge_range<'a, S: ChainStore>(
         // be stamped over a failed child. Each error returns at once, before any stamp.
         match (n, local, item) {
             (Ordering::Less, Some((l, lb)), _) => {
+                unchanged(ctx, scan.seq)?;
                 let n = destroy(ctx, g, l, &lb)?;
                 local = clip_local(me, ip, n, beg, end)?;
             }
@@ -289,6 +325,7 @@ fn merge_range<'a, S: ChainStore>(
                     let fc = FocusCopy::read(ctx, &f)?;
                     let defer = fc.defers();
                     let mtid = if defer { 0 } else { fc.bref.modify_tid };
+                    unchanged(ctx, scan.seq)?;
                     replace(ctx, g, l, fc, mtid)?;
                     if defer {
                         push_defer(ctx, list, l)?;
@@ -303,6 +340,7 @@ fn merge_range<'a, S: ChainStore>(
                 let fc = FocusCopy::read(ctx, &f)?;
                 let defer = fc.defers();
                 let mtid = if defer { 0 } else { fc.bref.modify_tid };
+                unchanged(ctx, scan.seq)?;
                 let (c, cb) = insert(ctx, g, fc, mtid)?;
                 if defer {
                     push_defer(ctx, list, c)?;
