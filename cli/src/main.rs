@@ -9,7 +9,11 @@ const USAGE: &str = "\
 hammer2-synchro: DragonFly BSD's HAMMER2 cluster synchronizer, driven by scenario files.
 
 USAGE:
-    hammer2-synchro run FILE...      run each scenario on the userland host, print KTAP
+    hammer2-synchro run [--status MS] FILE...
+                                     run each scenario on the userland host, print KTAP;
+                                     with --status, print every live cluster's status (nodes,
+                                     roles, TIDs, status words, a no-quorum discrepancy, thread
+                                     flags, counters) to stderr every MS milliseconds
     hammer2-synchro check FILE...    only parse each scenario (syntax check), run nothing
     hammer2-synchro help             show this text (also -h, --help)
 
@@ -24,7 +28,7 @@ threads and checks the result, one command per line:
     expect file * /a \"newer\"           # a check: one KTAP test per expect line
 
 Commands: cluster role mkdir write rm chmod link start freeze unfreeze stop remaster
-signal wait sync sleep snapshot expect (stall fail catchup: not supported yet).
+signal wait sync sleep snapshot expect stall fail catchup.
 The full language is in docs/SCENARIOS.md; the cases in qemu-tests/cases/ are examples.
 
 EXIT STATUS:
@@ -103,11 +107,61 @@ fn check(path: &str, _several: bool) -> u8 {
     }
 }
 
+/// Prints every live cluster's status to stderr every `every` until dropped: the userland
+/// counterpart of the kernel's debugfs `status` file.
+struct StatusPrinter {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StatusPrinter {
+    fn start(every: std::time::Duration) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            use std::sync::atomic::Ordering;
+            while !flag.load(Ordering::SeqCst) {
+                std::thread::sleep(every);
+                let mut s = String::new();
+                if hammer2_synchro::cluster::write_all_status(&mut s).is_ok() {
+                    for line in s.lines() {
+                        eprintln!("status: {line}");
+                    }
+                }
+            }
+        });
+        StatusPrinter {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for StatusPrinter {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some((cmd, files)) = args.split_first() else {
+    let Some((cmd, mut files)) = args.split_first() else {
         return usage_error("missing command");
     };
+    let mut status_every = None;
+    if cmd == "run" && files.first().map(String::as_str) == Some("--status") {
+        let ms = files.get(1).and_then(|v| v.parse::<u64>().ok());
+        match ms {
+            Some(ms) if (1..=3_600_000).contains(&ms) => {
+                status_every = Some(std::time::Duration::from_millis(ms))
+            }
+            _ => return usage_error("run: --status takes milliseconds, 1 to 3600000"),
+        }
+        files = &files[2..];
+    }
     let each: fn(&str, bool) -> u8 = match cmd.as_str() {
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
@@ -124,7 +178,9 @@ fn main() -> ExitCode {
         return usage_error(&format!("{cmd}: unknown option '{opt}'"));
     }
     let several = files.len() > 1;
+    let printer = status_every.map(StatusPrinter::start);
     let worst = files.iter().map(|f| each(f, several)).max().unwrap_or(0);
+    drop(printer);
     ExitCode::from(worst)
 }
 

@@ -22,7 +22,7 @@ fn help_explains_commands_and_exit_codes() {
         assert_eq!(o.status.code(), Some(0), "{flag}");
         let t = text(&o.stdout);
         for needle in [
-            "run FILE",
+            "run [--status MS] FILE",
             "check FILE",
             "EXIT STATUS",
             "docs/SCENARIOS.md",
@@ -123,4 +123,54 @@ fn run_prints_ktap_and_the_worst_status_wins() {
     let o = cli(&["run", failing, "qemu-tests/cases/reject/arity.scn"]);
     assert_eq!(o.status.code(), Some(2));
     let _ = std::fs::remove_dir_all(std::path::Path::new(failing).parent().unwrap());
+}
+
+#[test]
+fn run_with_status_prints_live_clusters_to_stderr() {
+    let dir = std::env::temp_dir().join(format!("h2s-cli-status-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("s.scn");
+    std::fs::write(
+        &f,
+        "cluster master master slave\nmkdir 0,1 /d\nsleep 400ms\nexpect dir 0 /d\n",
+    )
+    .unwrap();
+    let o = cli(&["run", "--status", "50", f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stdout));
+    let err = text(&o.stderr);
+    assert!(err.contains("status: cluster"), "no status lines:\n{err}");
+    assert!(err.contains("3 nodes"), "{err}");
+    assert!(text(&o.stdout).contains("# 1 passed, 0 failed"));
+    for bad in [
+        &["run", "--status"][..],
+        &["run", "--status", "0", "x.scn"],
+        &["run", "--status", "x", "y.scn"],
+    ] {
+        assert_eq!(cli(bad).status.code(), Some(2), "{bad:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn status_names_the_disagreeing_masters_when_no_quorum_is_possible() {
+    let dir = std::env::temp_dir().join(format!("h2s-cli-disc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("d.scn");
+    std::fs::write(
+        &f,
+        "cluster master master master slave\nmkdir * /d\nwrite 0 /d/a \"x\"\n\
+         write 1 /d/b \"y\"\nwrite 2 /d/c \"z\"\nsleep 400ms\nexpect quorum none\n\
+         expect status 3 out-of-sync-masters\n",
+    )
+    .unwrap();
+    let o = cli(&["run", "--status", "50", f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stdout));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains(
+            "discrepancy: no quorum among the masters: node 0 tid 2 node 1 tid 3 node 2 tid 4"
+        ),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
