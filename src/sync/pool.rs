@@ -99,7 +99,10 @@ struct Shared<Id> {
     cancel: AtomicU32,
     /// Bumped at every push (the collector sleeps on it).
     pushed: AtomicU32,
-    chans: [Chan<Id>; MAX_NODES],
+    /// One channel per node. A `Vec` filled one channel at a time: the channels hold FIFOs of
+    /// blockrefs (about 2 KiB each), and building all eight as one value would put ~18 KiB on
+    /// the stack before the move to the heap: more than a whole kernel stack (it overflowed one).
+    chans: Vec<Chan<Id>>,
 }
 
 /// The workers of one sync pass, one per node but the syncing one; all joined on drop.
@@ -133,15 +136,20 @@ where
         faults: Option<&[NodeFaults]>,
         idx: usize,
     ) -> Result<Pool<'b, S>> {
-        let sh = try_box(Shared {
-            cancel: AtomicU32::new(0),
-            pushed: AtomicU32::new(0),
-            chans: core::array::from_fn(|_| Chan {
+        let mut chans = Vec::new();
+        chans.try_reserve_exact(MAX_NODES)?;
+        for _ in 0..MAX_NODES {
+            chans.push(Chan {
                 gen: AtomicU32::new(0),
                 req: spin::Mutex::new(None),
                 q: spin::Mutex::new(heapless::Deque::new()),
                 popped: AtomicU32::new(0),
-            }),
+            });
+        }
+        let sh = try_box(Shared {
+            cancel: AtomicU32::new(0),
+            pushed: AtomicU32::new(0),
+            chans,
         })?;
         let mut pool = Pool {
             host,
