@@ -97,6 +97,26 @@ struct Arena {
 }
 
 impl Arena {
+    /// Install `bref` as chain `id`'s header. Its key must not change (`Invalid`); a new keybits
+    /// or modify_tid re-keys the parent's block table, whose range summaries follow it.
+    fn set_bref(&mut self, id: ChainId, bref: Blockref) -> Result<&mut Chain> {
+        let c = self.get(id)?;
+        let (old, parent) = (c.bref, c.parent);
+        if bref.key != old.key {
+            return Err(Error::Invalid);
+        }
+        if bref.keybits != old.keybits || bref.modify_tid != old.modify_tid {
+            if let Some(p) = parent {
+                self.get_mut(p)?
+                    .children
+                    .update(old.key, bref.keybits, bref.modify_tid)?;
+            }
+        }
+        let c = self.get_mut(id)?;
+        c.bref = bref;
+        Ok(c)
+    }
+
     fn get(&self, id: ChainId) -> Result<&Chain> {
         match self.slots.get(id.idx as usize) {
             Some(Slot {
@@ -543,21 +563,10 @@ impl Store {
     ) -> Result<R> {
         let mut a = self.arena.write();
         let c = a.get_mut(g.id)?;
-        let (old, parent) = (c.bref, c.parent);
         let mut bref = c.bref;
         let r = f(&mut bref, &mut c.body)?;
         c.body.seal(&mut bref)?;
-        if bref.key != old.key {
-            return Err(Error::Invalid);
-        }
-        if bref.keybits != old.keybits || bref.modify_tid != old.modify_tid {
-            if let Some(p) = parent {
-                a.get_mut(p)?
-                    .children
-                    .update(old.key, bref.keybits, bref.modify_tid)?;
-            }
-        }
-        a.get_mut(g.id)?.bref = bref;
+        a.set_bref(g.id, bref)?;
         Ok(r)
     }
 
@@ -567,20 +576,7 @@ impl Store {
         body.seal(&mut bref)?;
         let old_body = {
             let mut a = self.arena.write();
-            let c = a.get(g.id)?;
-            let (old, parent) = (c.bref, c.parent);
-            if bref.key != old.key {
-                return Err(Error::Invalid);
-            }
-            if bref.keybits != old.keybits || bref.modify_tid != old.modify_tid {
-                if let Some(p) = parent {
-                    a.get_mut(p)?
-                        .children
-                        .update(old.key, bref.keybits, bref.modify_tid)?;
-                }
-            }
-            let c = a.get_mut(g.id)?;
-            c.bref = bref;
+            let c = a.set_bref(g.id, bref)?;
             core::mem::replace(&mut c.body, body)
         };
         drop(old_body);
