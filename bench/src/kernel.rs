@@ -11,7 +11,8 @@ use crate::results::Target;
 pub struct KernelResults {
     /// The file it was read from, with its modification time.
     pub source: String,
-    /// The measurement lines (`# ...` lines with nanoseconds), without the `# `.
+    /// The summary lines (`# ...` lines with nanoseconds and the per-batch ratio medians),
+    /// without the `# `; the per-batch lines stay in the file only.
     pub lines: Vec<String>,
     /// Its `target kernel_...` lines.
     pub targets: Vec<Target>,
@@ -48,7 +49,7 @@ pub fn parse(text: &str, source: String) -> Option<KernelResults> {
     let lines = text
         .lines()
         .filter_map(|l| l.strip_prefix("# "))
-        .filter(|l| l.contains(" ns ("))
+        .filter(|l| l.contains(" ns (") || l.contains(" per-batch ratios "))
         .map(str::to_string)
         .collect();
     Some(KernelResults {
@@ -86,6 +87,8 @@ mod tests {
     const OUT: &str = "KTAP version 1\n1..1\nok 1 - bench\n\
         # freeze+unfreeze of an idle sync thread: 5100 ns (mean of 1000)\n\
         # kthread_park+kthread_unpark of an idle kthread: 4800 ns (mean of 1000)\n\
+        # batch 1 freeze_unfreeze: ours median 5100 p90 6000 ns, baseline median 4800 p90 5000 ns\n\
+        # freeze_unfreeze ratio: median of 24 per-batch ratios 1.06x (lowest 1.01x, highest 1.10x)\n\
         # QEMU suite wall time 40s\n\
         # 1 passed, 0 failed\n\
         target kernel_freeze_unfreeze_vs_park_unpark: measured 1.06x goal <=1.2x met\n\
@@ -109,7 +112,9 @@ mod tests {
             k.lines,
             vec![
                 "freeze+unfreeze of an idle sync thread: 5100 ns (mean of 1000)".to_string(),
-                "kthread_park+kthread_unpark of an idle kthread: 4800 ns (mean of 1000)".into()
+                "kthread_park+kthread_unpark of an idle kthread: 4800 ns (mean of 1000)".into(),
+                "freeze_unfreeze ratio: median of 24 per-batch ratios 1.06x (lowest 1.01x, highest 1.10x)"
+                    .into()
             ]
         );
         assert_eq!(

@@ -38,11 +38,6 @@
 #define H2S_OUTCOME_REJECTED 2
 
 /*
- Most stop samples (their median is taken on the stack).
- */
-#define MAX_STOPS 64
-
-/*
  Most clusters that may exist at once through the C API.
  */
 #define H2S_MAX_CLUSTERS 32
@@ -301,21 +296,59 @@ int32_t h2s_thread_op(uint32_t handle, uint32_t node, uint32_t op);
 int32_t h2s_ctl(const uint8_t *cmd, size_t len, uint8_t *out, size_t cap, size_t *written);
 
 /*
- Time the sync-thread protocol's round trips on an idle thread of a one-master cluster:
- `pairs` freeze+unfreeze pairs (each acknowledged; the mean of one pair goes to
- `freeze_unfreeze_ns`) and `stops` (1 to 64) stops of the idle thread, each including the join
- (the median goes to `stop_ns`).
+ Open a bench session (`make bench-kernel`): a one-master cluster whose sync thread is started
+ and idle. The C side then times [`h2s_bench_freeze_unfreeze`], [`h2s_bench_stop`] and
+ [`h2s_bench_start`] calls on it one at a time, and frees it with [`h2s_bench_close`].
 
- Returns 0, `-EINVAL` (null pointer), or the failing operation's `-errno`. Context: process
- context; sleeps (about `stops` x 10 ms plus the round trips).
+ Returns 0 with `*session` set, `-EINVAL` (null pointer), `-ENOMEM`, or the failing
+ operation's `-errno`. Context: process context; sleeps (until the thread is idle).
 
  # Safety
- `freeze_unfreeze_ns` and `stop_ns` must be valid for a write.
+ `session` must be valid for a write.
  */
-int32_t h2s_bench_threads(uint32_t pairs,
-                          uint32_t stops,
-                          uint64_t *freeze_unfreeze_ns,
-                          uint64_t *stop_ns);
+int32_t h2s_bench_open(void **session);
+
+/*
+ One freeze + unfreeze round trip of the session's idle sync thread, each acknowledged.
+
+ Returns 0, `-EINVAL` (null session, or its thread is stopped), or the failing operation's
+ `-errno`. Context: process context; sleeps.
+
+ # Safety
+ `s` is null or a session from [`h2s_bench_open`] not yet closed.
+ */
+int32_t h2s_bench_freeze_unfreeze(void *s);
+
+/*
+ Stop the session's sync thread and join it.
+
+ Returns 0, `-EINVAL` (null session, or no thread runs). Context: process context; sleeps.
+
+ # Safety
+ `s` is null or a session from [`h2s_bench_open`] not yet closed.
+ */
+int32_t h2s_bench_stop(void *s);
+
+/*
+ Start the session's sync thread again after [`h2s_bench_stop`] and wait until it is idle.
+
+ Returns 0, `-EINVAL` (null session), `-EBUSY` (a thread runs), or the failing operation's
+ `-errno`. Context: process context; sleeps (a few ms).
+
+ # Safety
+ `s` is null or a session from [`h2s_bench_open`] not yet closed.
+ */
+int32_t h2s_bench_start(void *s);
+
+/*
+ Close a session: stop its thread if it runs and free the cluster.
+
+ Context: process context; sleeps.
+
+ # Safety
+ `s` is null or a session from [`h2s_bench_open`]; it is invalid afterwards.
+ */
+void h2s_bench_close(void *s);
 
 /*
  The body of every thread the library asks the host to spawn: the host's thread function

@@ -11,6 +11,7 @@
 //!   allocate), never with a spinlock held or from interrupt context, and only between a
 //!   successful `h2s_init` and `h2s_fini`.
 
+use alloc::boxed::Box;
 use core::ffi::c_void;
 use core::fmt::{self, Write};
 
@@ -519,36 +520,98 @@ pub unsafe extern "C" fn h2s_ctl(
     }
 }
 
-/// Time the sync-thread protocol's round trips on an idle thread of a one-master cluster:
-/// `pairs` freeze+unfreeze pairs (each acknowledged; the mean of one pair goes to
-/// `freeze_unfreeze_ns`) and `stops` (1 to 64) stops of the idle thread, each including the join
-/// (the median goes to `stop_ns`).
+/// Open a bench session (`make bench-kernel`): a one-master cluster whose sync thread is started
+/// and idle. The C side then times [`h2s_bench_freeze_unfreeze`], [`h2s_bench_stop`] and
+/// [`h2s_bench_start`] calls on it one at a time, and frees it with [`h2s_bench_close`].
 ///
-/// Returns 0, `-EINVAL` (null pointer), or the failing operation's `-errno`. Context: process
-/// context; sleeps (about `stops` x 10 ms plus the round trips).
+/// Returns 0 with `*session` set, `-EINVAL` (null pointer), `-ENOMEM`, or the failing
+/// operation's `-errno`. Context: process context; sleeps (until the thread is idle).
 ///
 /// # Safety
-/// `freeze_unfreeze_ns` and `stop_ns` must be valid for a write.
+/// `session` must be valid for a write.
 #[no_mangle]
-pub unsafe extern "C" fn h2s_bench_threads(
-    pairs: u32,
-    stops: u32,
-    freeze_unfreeze_ns: *mut u64,
-    stop_ns: *mut u64,
-) -> i32 {
-    if freeze_unfreeze_ns.is_null() || stop_ns.is_null() || ops::get().is_none() {
+pub unsafe extern "C" fn h2s_bench_open(session: *mut *mut c_void) -> i32 {
+    if session.is_null() || ops::get().is_none() {
         return -EINVAL;
     }
-    match crate::bench::measure(&KERNEL_HOST, pairs, stops as usize) {
-        Ok(b) => {
-            // SAFETY: checked non-null; valid per the caller's contract.
-            unsafe {
-                put(freeze_unfreeze_ns, b.freeze_unfreeze_ns);
-                put(stop_ns, b.stop_ns);
-            }
-            0
-        }
-        Err(e) => neg(e),
+    let s = match crate::bench::BenchSession::open(&KERNEL_HOST)
+        .and_then(hammer2_synchro::mem::try_box)
+    {
+        Ok(s) => s,
+        Err(e) => return neg(e),
+    };
+    // SAFETY: checked non-null; valid per the caller's contract.
+    unsafe { session.write(Box::into_raw(s) as *mut c_void) };
+    0
+}
+
+/// The session behind a pointer from [`h2s_bench_open`].
+///
+/// # Safety
+/// `s` is null or a live session from [`h2s_bench_open`].
+unsafe fn session<'a>(s: *mut c_void) -> Option<&'a crate::bench::BenchSession> {
+    // SAFETY: per this function's contract.
+    unsafe { (s as *const crate::bench::BenchSession).as_ref() }
+}
+
+/// One freeze + unfreeze round trip of the session's idle sync thread, each acknowledged.
+///
+/// Returns 0, `-EINVAL` (null session, or its thread is stopped), or the failing operation's
+/// `-errno`. Context: process context; sleeps.
+///
+/// # Safety
+/// `s` is null or a session from [`h2s_bench_open`] not yet closed.
+#[no_mangle]
+pub unsafe extern "C" fn h2s_bench_freeze_unfreeze(s: *mut c_void) -> i32 {
+    // SAFETY: per this function's contract.
+    match unsafe { session(s) } {
+        Some(s) => s.freeze_unfreeze().map_or_else(neg, |()| 0),
+        None => -EINVAL,
+    }
+}
+
+/// Stop the session's sync thread and join it.
+///
+/// Returns 0, `-EINVAL` (null session, or no thread runs). Context: process context; sleeps.
+///
+/// # Safety
+/// `s` is null or a session from [`h2s_bench_open`] not yet closed.
+#[no_mangle]
+pub unsafe extern "C" fn h2s_bench_stop(s: *mut c_void) -> i32 {
+    // SAFETY: per this function's contract.
+    match unsafe { session(s) } {
+        Some(s) => s.stop().map_or_else(neg, |()| 0),
+        None => -EINVAL,
+    }
+}
+
+/// Start the session's sync thread again after [`h2s_bench_stop`] and wait until it is idle.
+///
+/// Returns 0, `-EINVAL` (null session), `-EBUSY` (a thread runs), or the failing operation's
+/// `-errno`. Context: process context; sleeps (a few ms).
+///
+/// # Safety
+/// `s` is null or a session from [`h2s_bench_open`] not yet closed.
+#[no_mangle]
+pub unsafe extern "C" fn h2s_bench_start(s: *mut c_void) -> i32 {
+    // SAFETY: per this function's contract.
+    match unsafe { session(s) } {
+        Some(s) => s.start().map_or_else(neg, |()| 0),
+        None => -EINVAL,
+    }
+}
+
+/// Close a session: stop its thread if it runs and free the cluster.
+///
+/// Context: process context; sleeps.
+///
+/// # Safety
+/// `s` is null or a session from [`h2s_bench_open`]; it is invalid afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn h2s_bench_close(s: *mut c_void) {
+    if !s.is_null() {
+        // SAFETY: per this function's contract: made by `Box::into_raw` in `h2s_bench_open`.
+        drop(unsafe { Box::from_raw(s as *mut crate::bench::BenchSession) });
     }
 }
 

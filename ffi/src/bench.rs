@@ -1,67 +1,68 @@
-//! Round trips of the sync-thread protocol on the host, for the kernel comparison of issue 5
-//! (`make bench-kernel`): the C side times `kthread_park`+`kthread_unpark` and `kthread_stop` of
-//! a plain kthread the same way and prints the ratios.
+//! The sync-thread side of the kernel comparison of issue 5 (`make bench-kernel`): a one-master
+//! cluster whose idle sync thread the C side freezes, unfreezes, stops and restarts one round
+//! trip at a time, timing each call itself so that these round trips and the `kthread_park` /
+//! `kthread_unpark` / `kthread_stop` baselines go through the same clock, in interleaved batches.
 
+use core::pin::Pin;
 use core::time::Duration;
+
+use alloc::boxed::Box;
 
 use hammer2_synchro::cluster::{Cluster, Role};
 use hammer2_synchro::host::{self, Host};
 use hammer2_synchro::thread::flags::ThreadFlags;
 use hammer2_synchro::{Error, Result};
 
-/// Most stop samples (their median is taken on the stack).
-pub const MAX_STOPS: usize = 64;
-
-/// What [`measure`] found.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ThreadBench {
-    /// Mean of one freeze + unfreeze pair on an idle sync thread, each acknowledged.
-    pub freeze_unfreeze_ns: u64,
-    /// Median time to stop (and join) an idle sync thread.
-    pub stop_ns: u64,
+/// A cluster whose node 0 runs the sync thread the round trips act on.
+pub struct BenchSession {
+    host: &'static dyn Host,
+    cluster: Pin<Box<Cluster>>,
 }
 
-/// Wait (at most 10 s) until node 0's thread sleeps in its idle poll after a pass.
-fn wait_idle(host: &dyn Host, c: &Cluster) -> Result<()> {
-    let t0 = host.now_ns();
-    while c.stats(0).passes == 0 || c.thread_flags(0) & ThreadFlags::WAITING.bits() == 0 {
-        if host.now_ns() - t0 > 10_000_000_000 {
-            return Err(Error::TimedOut);
+/// How long a restarted thread is left idle before a stop is timed, so that the stop finds it
+/// in its idle sleep like the baseline kthread.
+const SETTLE: Duration = Duration::from_millis(2);
+
+impl BenchSession {
+    /// A one-master cluster with its sync thread started and idle.
+    pub fn open(host: &'static dyn Host) -> Result<Self> {
+        let cluster = Cluster::new(host, &[Role::Master])?;
+        let s = BenchSession { host, cluster };
+        s.start()?;
+        Ok(s)
+    }
+
+    /// Start the sync thread (after a [`BenchSession::stop`]) and wait until it is idle.
+    pub fn start(&self) -> Result<()> {
+        self.cluster.as_ref().thread_start(0)?;
+        self.wait_idle()
+    }
+
+    /// Wait (at most 10 s) until the thread finished a pass and sleeps in its idle poll, then
+    /// let it settle there.
+    fn wait_idle(&self) -> Result<()> {
+        let c = &self.cluster;
+        let t0 = self.host.now_ns();
+        while c.stats(0).passes == 0 || c.thread_flags(0) & ThreadFlags::WAITING.bits() == 0 {
+            if self.host.now_ns() - t0 > 10_000_000_000 {
+                return Err(Error::TimedOut);
+            }
+            host::sleep(self.host, Duration::from_millis(1));
         }
-        host::sleep(host, Duration::from_millis(1));
+        host::sleep(self.host, SETTLE);
+        Ok(())
     }
-    Ok(())
-}
 
-/// Time `pairs` freeze+unfreeze round trips and `stops` (at most [`MAX_STOPS`]) stops of the
-/// idle sync thread of a one-master cluster.
-pub fn measure(host: &'static dyn Host, pairs: u32, stops: usize) -> Result<ThreadBench> {
-    let stops = stops.clamp(1, MAX_STOPS);
-    let c = Cluster::new(host, &[Role::Master])?;
-    c.as_ref().thread_start(0)?;
-    wait_idle(host, &c)?;
-    let t0 = host.now_ns();
-    for _ in 0..pairs {
-        c.thread_freeze(0)?;
-        c.thread_unfreeze(0)?;
+    /// One freeze + unfreeze round trip, each acknowledged.
+    pub fn freeze_unfreeze(&self) -> Result<()> {
+        self.cluster.thread_freeze(0)?;
+        self.cluster.thread_unfreeze(0)
     }
-    let freeze_unfreeze_ns = (host.now_ns() - t0) / u64::from(pairs.max(1));
-    c.thread_stop(0)?;
-    let mut samples = [0u64; MAX_STOPS];
-    for s in samples.iter_mut().take(stops) {
-        c.as_ref().thread_start(0)?;
-        wait_idle(host, &c)?;
-        host::sleep(host, Duration::from_millis(5));
-        let t = host.now_ns();
-        c.thread_stop(0)?;
-        *s = host.now_ns() - t;
+
+    /// Stop the thread and join it.
+    pub fn stop(&self) -> Result<()> {
+        self.cluster.thread_stop(0)
     }
-    let used = &mut samples[..stops];
-    used.sort_unstable();
-    Ok(ThreadBench {
-        freeze_unfreeze_ns,
-        stop_ns: used[stops / 2],
-    })
 }
 
 #[cfg(test)]
@@ -69,11 +70,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn measures_positive_round_trips() {
+    fn round_trips_on_a_session() {
         crate::testhost::ensure_init();
-        let b = measure(&crate::host::KERNEL_HOST, 20, 3).unwrap();
-        assert!(b.freeze_unfreeze_ns > 0 && b.stop_ns > 0, "{b:?}");
+        let s = BenchSession::open(&crate::host::KERNEL_HOST).unwrap();
+        for _ in 0..20 {
+            s.freeze_unfreeze().unwrap();
+        }
+        let t = s.host.now_ns();
+        s.stop().unwrap();
         // The stop of an idle thread must not wait out the 5 s idle poll.
-        assert!(b.stop_ns < 2_000_000_000, "{b:?}");
+        assert!(s.host.now_ns() - t < 2_000_000_000);
+        // Stopped: requests fail instead of waiting.
+        assert_eq!(s.freeze_unfreeze(), Err(Error::Invalid));
+        s.start().unwrap();
+        s.freeze_unfreeze().unwrap();
+        s.stop().unwrap();
     }
 }

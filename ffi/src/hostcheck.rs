@@ -178,6 +178,19 @@ fn freeze_during_large_sync(host: &'static dyn Host, out: &mut dyn fmt::Write) -
         host::sleep(host, Duration::from_millis(10));
     }
     let synced = c.in_sync(2);
+    if !synced {
+        let s = c.stats(2);
+        let _ = writeln!(
+            out,
+            "# after {} ms: thread {}, {} passes, {} scanned, {} inserted (frozen at {} passes)",
+            (host.now_ns() - u0) / 1_000_000,
+            hammer2_synchro::thread::flag_names(c.thread_flags(2)),
+            s.passes,
+            s.scanned,
+            s.inserted,
+            s2.passes
+        );
+    }
     let stopped = c.thread_stop(2).is_ok();
     if latency > 2_000_000_000 {
         return fail("the freeze took over 2 s to be acknowledged");

@@ -248,6 +248,44 @@ fn unfreeze_vs_remaster_while_frozen() {
     });
 }
 
+/// Freeze, then race `a` against `b` on the frozen thread: the unfreeze a requester completes on
+/// behalf of a thread asleep frozen must neither lose a wakeup nor undo a concurrent request.
+fn pair_while_frozen(a: Op, b: Op, check: fn(&Model, Result<()>, Result<()>)) {
+    model(move || {
+        let (m, t) = start(false);
+        requester::freeze(&m.w).unwrap();
+        let m2 = m.clone();
+        let other = thread::spawn(move || run_op(&m2, a));
+        let rb = run_op(&m, b);
+        let ra = other.join().unwrap();
+        check(&m, ra, rb);
+        finish(&m, t);
+    });
+}
+
+#[test]
+fn unfreeze_vs_stop_while_frozen() {
+    pair_while_frozen(Op::Unfreeze, Op::Stop, |m, u, s| {
+        assert!(s.is_ok() && ok_or_stopped(u));
+        assert!(m.w.load() & F::STOPPED.bits() != 0);
+    });
+}
+
+#[test]
+fn unfreeze_vs_unfreeze_while_frozen() {
+    pair_while_frozen(Op::Unfreeze, Op::Unfreeze, |m, a, b| {
+        assert!(a.is_ok() && b.is_ok());
+        assert!(m.w.load() & F::FROZEN.bits() == 0);
+    });
+}
+
+#[test]
+fn unfreeze_vs_freeze_while_frozen() {
+    pair_while_frozen(Op::Unfreeze, Op::Freeze, |_, u, f| {
+        assert!(u.is_ok() && f.is_ok());
+    });
+}
+
 #[test]
 fn stop_vs_stop() {
     pair(Op::Stop, Op::Stop, |_, a, b| {

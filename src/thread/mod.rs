@@ -281,8 +281,19 @@ impl Threads {
     /// `Error::Invalid` if no thread runs there.
     pub fn stop(&self, idx: usize) -> Result<()> {
         let w = self.word(idx)?;
-        requester::stop(&w)?;
-        self.join(idx);
+        requester::signal(&w, ThreadFlags::STOP)?;
+        // Join at once: the host's join waits for the thread's exit, which follows its STOPPED
+        // acknowledgement, so waiting for that first would only add a wakeup (as `kthread_stop`
+        // does not). Without the handle (another stopper is joining, or the start that made the
+        // thread has not stored it yet) wait for STOPPED instead.
+        let handle = self.slot(idx)?.ctl.lock().handle.take();
+        match handle {
+            Some(t) => w.host.join(t),
+            None => {
+                requester::wait(&w, |_| false);
+                self.join(idx);
+            }
+        }
         Ok(())
     }
 

@@ -79,9 +79,29 @@ pub(crate) fn freeze_observed<W: Word>(w: &W, signalled: &dyn Fn()) -> Result<()
     request_observed(w, F::FREEZE, F::FREEZE, signalled)
 }
 
-/// Unfreeze: returns once the thread consumed UNFREEZE, which it does by clearing FROZEN.
+/// Unfreeze: returns once the thread left the frozen state.
+///
+/// Not in the original: a thread asleep in its frozen sleep (FROZEN and WAITING set) is taken out
+/// of the frozen state here, by the same CAS that wakes it, as `kthread_unpark` does: it has
+/// nothing to acknowledge (WAITING means its next step is to re-read the word), so waiting for
+/// it would only add a wakeup and a context switch to every unfreeze. Otherwise (it has not gone
+/// to sleep since the freeze) it consumes UNFREEZE itself, which the requester waits for.
 pub(crate) fn unfreeze<W: Word>(w: &W) -> Result<()> {
-    request(w, F::UNFREEZE, F::UNFREEZE)
+    let asleep = F::FROZEN.union(F::WAITING).bits();
+    loop {
+        let old = w.load();
+        if old & F::STOPPED.bits() != 0 {
+            return Err(Error::Invalid);
+        }
+        if old & asleep != asleep || old & (F::FREEZE | F::UNFREEZE).bits() != 0 {
+            return request(w, F::UNFREEZE, F::UNFREEZE);
+        }
+        // Clearing CLIENTWAIT too: the wake below reaches every waiter, and each re-tests.
+        if w.cas(old, old & !(asleep | F::CLIENTWAIT.bits())) {
+            w.wake();
+            return Ok(());
+        }
+    }
 }
 
 /// Remaster: returns once the thread consumed REMASTER and finished `SyncWork::remaster`.
@@ -93,7 +113,9 @@ pub(crate) fn remaster<W: Word>(w: &W) -> Result<()> {
     request(w, F::REMASTER, F::REMASTER.union(F::RESETTING))
 }
 
-/// Stop: returns once the thread published STOPPED (joining it is the caller's job).
+/// Stop: returns once the thread published STOPPED (the loom model's stop; `Threads::stop`
+/// signals STOP and joins the thread instead).
+#[cfg(all(test, loom))]
 pub(crate) fn stop<W: Word>(w: &W) -> Result<()> {
     signal(w, F::STOP)?;
     wait(w, |_| false);
