@@ -45,10 +45,10 @@ fn stress(roles: &'static [Role], seed: u64) {
         let p = Params {
             roles,
             seed: seed + r,
-            writers: 4,
-            ops_per_writer: 300,
+            writers: 3,
+            ops_per_writer: 200,
             requesters: 2,
-            requests: 200,
+            requests: 150,
             timeout: Duration::from_secs(60),
         };
         let mut out = String::new();
