@@ -1053,3 +1053,26 @@ fn pruned_resume_after_a_full_deferral_list_goes_on_past_the_range() {
         );
     }
 }
+
+#[test]
+fn pool_drop_never_strands_an_idle_worker() {
+    // An idle worker between its `gen` and `cancel` reads while the pool is dropped (the test
+    // hook holds it there until the drop has cancelled and bumped `gen`) must still leave: with
+    // `cancel` read first, it slept on the bumped `gen` forever and the drop's join hung.
+    let c: &'static Pin<Box<Cluster>> = Box::leak(Box::new(cluster(&[M, M])));
+    let stores: &'static [&'static Store] =
+        Box::leak(Box::new([c.store(0).unwrap(), c.store(1).unwrap()]));
+    pool::test_hook::STORE.store(stores[1] as *const Store as usize, AO::SeqCst);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // SAFETY: the stores are leaked, so they outlive the pool.
+        let p = unsafe { pool::Pool::start_unbound(host(), stores, None, 0) }.unwrap();
+        // Let the worker reach its idle loop (a slow start only makes the test less sharp).
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        drop(p);
+        tx.send(()).unwrap();
+    });
+    let joined = rx.recv_timeout(std::time::Duration::from_secs(20));
+    pool::test_hook::STORE.store(0, AO::SeqCst);
+    assert!(joined.is_ok(), "dropping the pool hung on an idle worker");
+}
