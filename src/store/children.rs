@@ -428,7 +428,16 @@ impl Children {
             t.slots.try_reserve(1)?;
             None
         } else {
-            Some(Node::empty(0, 0, IND_COUNT)?)
+            // Room for the blockrefs moving into the new block and the new child; it grows
+            // like any table later (a 64 KiB block per overflow would exhaust a kernel pool).
+            let (ik, ikb) = indkey_normal(&t.slots);
+            let ie = range_end(ik, ikb);
+            let moving = t
+                .slots
+                .iter()
+                .filter(|s| s.key() >= ik && s.key() <= ie)
+                .count();
+            Some(Node::empty(0, 0, moving + 1)?)
         };
         let e = Entry {
             key,
@@ -441,11 +450,21 @@ impl Children {
     }
 
     /// Insert `e` into the table at `depth`, which has room reserved or is full with `spare`
-    /// given (capacity for the blockrefs moving into it): cannot fail once it starts changing.
+    /// given (capacity for the blockrefs moving into it and one more): cannot fail once it
+    /// starts changing.
     fn apply_insert(&mut self, e: Entry, depth: usize, spare: Option<Box<Node>>) -> Result<()> {
         let t = self.node_at(e.key, depth)?;
         let full = t.slots.len() >= capacity(depth);
-        if full && spare.is_none() || !full && t.slots.capacity() == t.slots.len() {
+        let room = match &spare {
+            Some(ind) if full => {
+                let (ik, ikb) = indkey_normal(&t.slots);
+                let ie = range_end(ik, ikb);
+                let moving = t.slots.iter().filter(|s| s.key() >= ik && s.key() <= ie);
+                ind.slots.capacity() > moving.count()
+            }
+            _ => !full && t.slots.capacity() > t.slots.len(),
+        };
+        if !room {
             return Err(Error::NoMem);
         }
         let leaf = e.leaf();
@@ -814,6 +833,12 @@ mod tests {
         .unwrap();
         assert_eq!(seen, vec![(0, 0, 17, 1, 2)]);
         assert_eq!(check(&c), (5, 1, 1));
+        // The block is sized to what it holds, not to 512 blockrefs: a kernel's bounded pool
+        // holds thousands of small directories.
+        match &c.root.slots[0] {
+            Slot::Ind(n) => assert!(n.slots.capacity() <= 8, "{}", n.slots.capacity()),
+            Slot::Leaf(_) => panic!("expected the indirect block first"),
+        }
     }
 
     #[test]
