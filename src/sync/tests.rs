@@ -975,7 +975,7 @@ fn indirect_shape(c: &Cluster, i: usize, path: &str) -> Vec<(u8, u64, u8)> {
 
 #[test]
 fn pruned_scan_over_differently_shaped_indirect_trees() {
-    const N: usize = 30_000;
+    const N: usize = 10_000;
     let c = cluster(&[M, M, M, S]);
     mkdir(&c, all(&c), "/w");
     // The masters insert in name order (hash order: random keys), the slave gets everything
@@ -996,7 +996,7 @@ fn pruned_scan_over_differently_shaped_indirect_trees() {
         c.set_scan_mode(mode);
         let f = format!(
             "/w/f{:07}",
-            if mode == ScanMode::Pruned { 12345 } else { 777 }
+            if mode == ScanMode::Pruned { 1234 } else { 777 }
         );
         write(&c, set(&[0, 1, 2]), &f, b"changed");
         let before = c.stats(3).scanned;
