@@ -7,7 +7,7 @@
 use alloc::vec::Vec;
 
 use super::children::{Span, RUN};
-use super::{Body, RangeSum};
+use super::{Body, RangeSum, Sealed};
 use crate::host::LockMode;
 use crate::media::{Blockref, KEY_MAX};
 use crate::Result;
@@ -38,6 +38,13 @@ pub trait ChainStore: Sync {
     fn bref(&self, id: Self::Id) -> Result<Blockref>;
     /// A copy of a chain's header and payload.
     fn read(&self, id: Self::Id) -> Result<(Blockref, Body)>;
+    /// [`ChainStore::read`] for a copy to install elsewhere: a store may compute the payload's
+    /// check code while copying it, so installing the copy needs no second pass over its bytes.
+    /// The default computes nothing ahead.
+    fn read_sealed(&self, id: Self::Id) -> Result<(Blockref, Sealed)> {
+        let (bref, body) = self.read(id)?;
+        Ok((bref, Sealed::new(body)))
+    }
     /// The first child of `parent` whose key range overlaps `beg ..= end`.
     fn lookup(&self, parent: Self::Id, beg: u64, end: u64) -> Result<Option<(Self::Id, Blockref)>>;
     /// The child after `prev` within `..= end` (a lookup from the end of `prev`'s range + 1).
@@ -67,8 +74,21 @@ pub trait ChainStore: Sync {
     ) -> Result<Self::Guard<'a>>;
     /// Create a child of the chain `parent` holds exclusively (check code computed here).
     fn insert(&self, parent: &Self::Guard<'_>, bref: Blockref, body: Body) -> Result<Self::Id>;
+    /// [`ChainStore::insert`] of a payload whose check code may be computed already.
+    fn insert_sealed(
+        &self,
+        parent: &Self::Guard<'_>,
+        bref: Blockref,
+        body: Sealed,
+    ) -> Result<Self::Id> {
+        self.insert(parent, bref, body.into_body())
+    }
     /// Give the chain `g` holds exclusively a new header and payload (same key).
     fn replace(&self, g: &Self::Guard<'_>, bref: Blockref, body: Body) -> Result<()>;
+    /// [`ChainStore::replace`] with a payload whose check code may be computed already.
+    fn replace_sealed(&self, g: &Self::Guard<'_>, bref: Blockref, body: Sealed) -> Result<()> {
+        self.replace(g, bref, body.into_body())
+    }
     /// Delete `child` and everything under it (both it and `parent` held exclusively).
     fn delete<'a>(&'a self, parent: &Self::Guard<'a>, child: Self::Guard<'a>) -> Result<usize>;
     /// Moves whenever a frontend change locks a path of this node, before it changes anything.

@@ -88,6 +88,44 @@ impl Body {
     }
 }
 
+/// A payload on its way into a chain, with the check code its copy computed on the way, if any.
+///
+/// [`Store::read_sealed`] computes a DATA payload's check code in the same pass that copies the
+/// bytes ([`media::check::copy_compute`]), and installing it ([`Store::insert_sealed`],
+/// [`Store::replace_sealed`]) stores that code instead of hashing the bytes a second time. The
+/// payload cannot be changed once sealed (the fields are private), so the code always belongs
+/// to these bytes; a header of another check method gets its code computed as usual.
+#[derive(Debug)]
+pub struct Sealed {
+    body: Body,
+    /// (check method, check area) of `body`.
+    check: Option<(u8, [u8; media::check::CHECK_BYTES])>,
+}
+
+impl Sealed {
+    /// A payload whose check code is computed when it is installed.
+    pub fn new(body: Body) -> Sealed {
+        Sealed { body, check: None }
+    }
+    /// The payload.
+    pub fn body(&self) -> &Body {
+        &self.body
+    }
+    /// The payload, its precomputed check code dropped (to change it).
+    pub fn into_body(self) -> Body {
+        self.body
+    }
+    /// Store the payload's check code in `b` by `b`'s check method (reusing the precomputed
+    /// one when it was computed with that method) and hand back the payload.
+    fn seal(self, b: &mut Blockref) -> Result<Body> {
+        match self.check {
+            Some((method, check)) if method == b.check_method() => b.check = check,
+            _ => self.body.seal(b)?,
+        }
+        Ok(self.body)
+    }
+}
+
 struct Chain {
     bref: Blockref,
     body: Body,
@@ -319,6 +357,18 @@ impl Store {
 
     /// A copy of a chain's header and payload.
     pub fn read(&self, id: ChainId) -> Result<(Blockref, Body)> {
+        self.read_copy(id, false)
+            .map(|(bref, sealed)| (bref, sealed.into_body()))
+    }
+
+    /// A copy of a chain's header and payload, a DATA payload with its check code (by the
+    /// header's check method) computed while its bytes are copied: installing the copy
+    /// elsewhere then costs one pass over the bytes, not a copy and a hash.
+    pub fn read_sealed(&self, id: ChainId) -> Result<(Blockref, Sealed)> {
+        self.read_copy(id, true)
+    }
+
+    fn read_copy(&self, id: ChainId, check: bool) -> Result<(Blockref, Sealed)> {
         // Allocation may fail and may sleep: size the copy first, then fill it under the lock.
         loop {
             let len = match &self.arena.read().get(id)?.body {
@@ -335,15 +385,22 @@ impl Store {
             };
             let a = self.arena.read();
             let c = a.get(id)?;
+            let mut sum = None;
             match (&c.body, &mut body) {
                 (Body::Inode(src), Body::Inode(dst)) => **dst = **src,
                 (Body::Data(src), Body::Data(dst)) if dst.capacity() >= src.len() => {
-                    dst.extend_from_slice(src)
+                    if check {
+                        // Room is reserved: no allocation under the arena lock.
+                        let method = c.bref.check_method();
+                        sum = media::check::copy_compute(method, src, dst)?.map(|k| (method, k));
+                    } else {
+                        dst.extend_from_slice(src)
+                    }
                 }
                 // Resized between the two looks: size it again.
                 _ => continue,
             }
-            return Ok((c.bref, body));
+            return Ok((c.bref, Sealed { body, check: sum }));
         }
     }
 
@@ -527,13 +584,18 @@ impl Store {
 
     /// Create a child of the chain `parent` holds exclusively.
     /// The check code is computed here.
-    pub fn insert(
+    pub fn insert(&self, parent: &ChainGuard<'_>, bref: Blockref, body: Body) -> Result<ChainId> {
+        self.insert_sealed(parent, bref, Sealed::new(body))
+    }
+
+    /// [`Store::insert`] of a payload whose check code may be computed already.
+    pub fn insert_sealed(
         &self,
         parent: &ChainGuard<'_>,
         mut bref: Blockref,
-        body: Body,
+        body: Sealed,
     ) -> Result<ChainId> {
-        body.seal(&mut bref)?;
+        let body = body.seal(&mut bref)?;
         let lock = self.host.lock_create()?;
         let raw = lock.as_raw();
         let r = self.insert_locked(parent.id, bref, body, raw);
@@ -606,8 +668,18 @@ impl Store {
 
     /// Give the chain the caller holds exclusively a new header and payload (same key). The
     /// check code is computed, and the old payload freed, outside the arena lock.
-    pub fn replace(&self, g: &ChainGuard<'_>, mut bref: Blockref, body: Body) -> Result<()> {
-        body.seal(&mut bref)?;
+    pub fn replace(&self, g: &ChainGuard<'_>, bref: Blockref, body: Body) -> Result<()> {
+        self.replace_sealed(g, bref, Sealed::new(body))
+    }
+
+    /// [`Store::replace`] with a payload whose check code may be computed already.
+    pub fn replace_sealed(
+        &self,
+        g: &ChainGuard<'_>,
+        mut bref: Blockref,
+        body: Sealed,
+    ) -> Result<()> {
+        let body = body.seal(&mut bref)?;
         let old_body = {
             let mut a = self.arena.write();
             let c = a.set_bref(g.id, bref)?;
@@ -738,11 +810,25 @@ impl ChainStore for Store {
     ) -> Result<ChainGuard<'a>> {
         Store::lock_child(self, parent, child, mode)
     }
+    fn read_sealed(&self, id: ChainId) -> Result<(Blockref, Sealed)> {
+        Store::read_sealed(self, id)
+    }
     fn insert(&self, parent: &ChainGuard<'_>, bref: Blockref, body: Body) -> Result<ChainId> {
         Store::insert(self, parent, bref, body)
     }
+    fn insert_sealed(
+        &self,
+        parent: &ChainGuard<'_>,
+        bref: Blockref,
+        body: Sealed,
+    ) -> Result<ChainId> {
+        Store::insert_sealed(self, parent, bref, body)
+    }
     fn replace(&self, g: &ChainGuard<'_>, bref: Blockref, body: Body) -> Result<()> {
         Store::replace(self, g, bref, body)
+    }
+    fn replace_sealed(&self, g: &ChainGuard<'_>, bref: Blockref, body: Sealed) -> Result<()> {
+        Store::replace_sealed(self, g, bref, body)
     }
     fn delete<'a>(&'a self, parent: &ChainGuard<'a>, child: ChainGuard<'a>) -> Result<usize> {
         Store::delete(self, parent, child)
@@ -827,6 +913,42 @@ mod tests {
         assert_eq!(h.live_locks(), 3);
         drop(s);
         assert_eq!(h.live_locks(), 0, "every chain lock is destroyed");
+    }
+
+    #[test]
+    fn sealed_copy_installs_the_check_of_its_bytes() {
+        let h = host();
+        let s = Store::new(h, InodeData::default()).unwrap();
+        let data: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+        let g = s.lock_root(LockMode::Exclusive);
+        let a = s
+            .insert(&g, data_bref(0, 1), Body::Data(data[..1024].to_vec()))
+            .unwrap();
+        let (ab, sealed) = s.read_sealed(a).unwrap();
+        assert_eq!(sealed.body(), &Body::Data(data[..1024].to_vec()));
+        // Same method: the code computed during the copy is installed, and it is the right one.
+        let b = s.insert_sealed(&g, data_bref(0x10000, 2), sealed).unwrap();
+        let bb = s.bref(b).unwrap();
+        assert_eq!(bb.check, ab.check);
+        bb.verify_check(&data[..1024]).unwrap();
+        // Another method on the new header: computed by that method, not copied.
+        let (_, sealed) = s.read_sealed(a).unwrap();
+        let mut crc = data_bref(0x20000, 3);
+        crc.methods = media::enc_methods(media::CHECK_ISCSI32, media::COMP_NONE);
+        let c = s.insert_sealed(&g, crc, sealed).unwrap();
+        let cb = s.bref(c).unwrap();
+        assert_ne!(cb.check, ab.check);
+        cb.verify_check(&data[..1024]).unwrap();
+        // Replace with a sealed copy of another size.
+        let cg = s.lock_child(&g, c, LockMode::Exclusive).unwrap();
+        let big = s
+            .insert(&g, data_bref(0x30000, 4), Body::Data(data.clone()))
+            .unwrap();
+        let (_, sealed) = s.read_sealed(big).unwrap();
+        s.replace_sealed(&cg, crc, sealed).unwrap();
+        let (rb, rbody) = s.read(c).unwrap();
+        assert_eq!(rbody, Body::Data(data.clone()));
+        rb.verify_check(&data).unwrap();
     }
 
     #[test]

@@ -99,9 +99,10 @@ struct Shared<Id> {
     cancel: AtomicU32,
     /// Bumped at every push (the collector sleeps on it).
     pushed: AtomicU32,
-    /// One channel per node. A `Vec` filled one channel at a time: the channels hold FIFOs of
-    /// blockrefs (about 2 KiB each), and building all eight as one value would put ~18 KiB on
-    /// the stack before the move to the heap: more than a whole kernel stack (it overflowed one).
+    /// One channel per node of the cluster (not per possible node: each holds a FIFO of
+    /// blockrefs, about 2.4 KiB). A `Vec` filled one channel at a time: building them as one
+    /// value would put them all on the stack before the move to the heap, ~18 KiB for eight
+    /// nodes: more than a whole kernel stack (it overflowed one).
     chans: Vec<Chan<Id>>,
 }
 
@@ -136,9 +137,10 @@ where
         faults: Option<&[NodeFaults]>,
         idx: usize,
     ) -> Result<Pool<'b, S>> {
+        let nodes = stores.len().min(MAX_NODES);
         let mut chans = Vec::new();
-        chans.try_reserve_exact(MAX_NODES)?;
-        for _ in 0..MAX_NODES {
+        chans.try_reserve_exact(nodes)?;
+        for _ in 0..nodes {
             chans.push(Chan {
                 gen: AtomicU32::new(0),
                 req: spin::Mutex::new(None),

@@ -62,20 +62,21 @@ use crate::cluster::MAX_NODES;
 use crate::host::LockMode;
 use crate::media::{self, Blockref, KEY_MAX};
 use crate::mem::try_push;
-use crate::store::{inode, Body, ChainStore, HeldChain};
+use crate::store::{inode, Body, ChainStore, HeldChain, Sealed};
 use crate::{Error, Result};
 
-/// The focus chain's header and payload, read from its node.
+/// The focus chain's header and payload, read from its node (a DATA payload with its check
+/// code computed in the same pass as the copy: the one pass over its bytes a sync makes).
 pub(crate) struct FocusCopy {
     pub(crate) bref: Blockref,
-    pub(crate) body: Body,
+    pub(crate) body: Sealed,
 }
 
 impl FocusCopy {
     /// Read `f` from its node. A focus chain that vanished since it was chosen means the cluster
     /// moved on: the pass is retried (`InProgress`), nothing is concluded from it.
     pub(crate) fn read<S: ChainStore>(ctx: &Ctx<'_, S>, f: &Focus<S::Id>) -> Result<FocusCopy> {
-        match ctx.peers.stores[f.node].read(f.id) {
+        match ctx.peers.stores[f.node].read_sealed(f.id) {
             Ok((bref, body)) => Ok(FocusCopy { bref, body }),
             Err(Error::NotFound) => Err(Error::InProgress),
             Err(e) => Err(e),
@@ -84,7 +85,7 @@ impl FocusCopy {
 
     /// An inode that is synchronized bottom-up: any inode but a hardlink pointer (a leaf).
     fn defers(&self) -> bool {
-        matches!(&self.body, Body::Inode(ip) if ip.meta.objtype != media::OBJTYPE_HARDLINK)
+        matches!(self.body.body(), Body::Inode(ip) if ip.meta.objtype != media::OBJTYPE_HARDLINK)
     }
 }
 
@@ -479,13 +480,14 @@ fn push_defer<S: ChainStore>(
 /// keybits, vradix, flags and size from the focus, modify_tid `mtid`. An inode without
 /// DIRECTDATA takes meta and name only and keeps our block table (our children), cleared when
 /// ours was not an inode or was DIRECTDATA; DATA, or an inode with DIRECTDATA, takes all bytes.
-/// The PFS root takes only the §3.6 fields. The store recomputes the check code.
+/// The PFS root takes only the §3.6 fields. The store recomputes the check code of an inode;
+/// DATA keeps the one computed while it was copied from the focus (same bytes, same method).
 fn copy_from_focus(
     local: Option<(&Blockref, Option<&media::InodeData>)>,
     fc: FocusCopy,
     mtid: u64,
     isroot: bool,
-) -> Result<(Blockref, Body)> {
+) -> Result<(Blockref, Sealed)> {
     let FocusCopy { bref: fb, body } = fc;
     let mut b = match local {
         Some((lb, _)) => *lb,
@@ -501,8 +503,13 @@ fn copy_from_focus(
     b.set_size_radix(fb.size_radix());
     b.modify_tid = mtid;
     // The focus's copy is ours to keep: its bytes become our payload without another copy.
-    let body = match body {
-        Body::Inode(mut ip) => {
+    let body = match body.body() {
+        // DATA: all bytes, with the check code computed while they were copied.
+        Body::Data(_) => body,
+        Body::Inode(_) => {
+            let Body::Inode(mut ip) = body.into_body() else {
+                return Err(Error::Invalid);
+            };
             match local {
                 Some((_, Some(lip))) if isroot => {
                     let focus_meta = ip.meta;
@@ -523,9 +530,8 @@ fn copy_from_focus(
                 // DIRECTDATA: all 1024 bytes.
                 _ => {}
             }
-            Body::Inode(ip)
+            Sealed::new(Body::Inode(ip))
         }
-        Body::Data(d) => Body::Data(d),
     };
     Ok((b, body))
 }
@@ -564,7 +570,7 @@ fn replace_held<S: ChainStore>(
         _ => None,
     };
     let (nb, nbody) = copy_from_focus(Some((&lb, lip.as_deref())), fc, mtid, isroot)?;
-    me.replace(g, nb, nbody)
+    me.replace_sealed(g, nb, nbody)
 }
 
 /// Create our missing copy of the focus chain under the inode `parent` holds
@@ -589,7 +595,7 @@ pub(crate) fn insert<'a, S: ChainStore>(
         ctx.stats.destroyed += 1;
     }
     let (b, body) = copy_from_focus(None, fc, mtid, false)?;
-    let c = me.insert(parent, b, body)?;
+    let c = me.insert_sealed(parent, b, body)?;
     ctx.stats.inserted += 1;
     Ok((c, b))
 }

@@ -230,7 +230,7 @@ fn bug8_copy_takes_the_focus_length() {
     )
     .unwrap();
     let g = s.lock(sid, LockMode::Exclusive).unwrap();
-    let want = fc.body.try_clone().unwrap();
+    let want = fc.body.body().try_clone().unwrap();
     slaves::replace(&mut ctx, &g, lid, fc, 9).unwrap();
     drop(g);
     let (b, body) = s.read(lid).unwrap();
