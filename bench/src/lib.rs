@@ -9,6 +9,7 @@ pub mod bandwidth;
 pub mod cluster_bench;
 pub mod kernel;
 pub mod machine;
+pub mod memory;
 pub mod report;
 pub mod results;
 pub mod run;

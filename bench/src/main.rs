@@ -5,13 +5,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use hammer2_synchro_bench::alloc_count::{self, CountingAlloc};
-use hammer2_synchro_bench::{report, results, run};
+use hammer2_synchro_bench::{bandwidth, memory, report, results, run};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
 
 const USAGE: &str = "\
 usage: hammer2-synchro-bench [--quick] [--out DIR] [--max-files N]
+       hammer2-synchro-bench --bandwidth MIB
+       hammer2-synchro-bench --memory
 
 Measures, in one run: resync time and chains visited after k changed leaves in trees of
 N = 10^3..10^6 files (wide and deep) on a 3-master + 1-slave cluster; the same divergence
@@ -21,6 +23,11 @@ against memcpy; the sync's peak memory; sync-thread freeze and stop latency.
   --quick    small sizes (N = 100, 1000), a few seconds; used by the smoke test
   --out DIR  write BENCHMARKS.md and docs/bench-resync.svg under DIR
              (default: the repository root, or a temp dir with --quick)
+  --bandwidth MIB
+             only the initial-sync bandwidth measurement, of MIB MiB in 1 MiB files (the full
+             run uses 256); prints it and its target line, writes no report
+  --memory   only the memory overheads: bytes per chain beyond its payload, bytes of an
+             empty cluster of 1..8 nodes, bytes per scan worker; writes no report
   --max-files N  do not attempt trees of more than N files (listed as not measured)
   --kernel-results FILE
              the output of `make bench-kernel` to report kernel_round_trips from
@@ -36,6 +43,7 @@ fn main() -> ExitCode {
     let mut out: Option<PathBuf> = None;
     let mut max_files: Option<usize> = None;
     let mut kernel_results: Option<PathBuf> = None;
+    let mut bandwidth_only: Option<usize> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -54,6 +62,14 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             },
+            "--bandwidth" => match args.next().and_then(|n| n.parse().ok()) {
+                Some(n) if n > 0 => bandwidth_only = Some(n),
+                _ => {
+                    eprintln!("--bandwidth needs a positive number of MiB\n\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            },
+            "--memory" => return memory_alone(),
             "--kernel-results" => match args.next() {
                 Some(f) => kernel_results = Some(PathBuf::from(f)),
                 None => {
@@ -74,6 +90,9 @@ fn main() -> ExitCode {
     if !alloc_count::installed() {
         eprintln!("bench: the counting allocator is not active");
         return ExitCode::from(1);
+    }
+    if let Some(mib) = bandwidth_only {
+        return bandwidth_alone(mib);
     }
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = out.unwrap_or_else(|| {
@@ -141,5 +160,58 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+/// `--bandwidth MIB`: the initial-sync bandwidth measurement alone, as the full run makes it.
+fn bandwidth_alone(mib: usize) -> ExitCode {
+    let cfg = run::Config::new(false, String::new());
+    match bandwidth::measure(mib << 20, cfg.bandwidth_file) {
+        Ok(b) => {
+            println!(
+                "bench: {} MiB in {} files: sync {:?} ({} chains scanned), memcpy {:?}",
+                b.bytes >> 20,
+                b.files,
+                b.sync,
+                b.scanned,
+                b.memcpy
+            );
+            println!("{}", results::bandwidth_target(Some(b.ratio())).line());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("bench: bandwidth failed: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `--memory`: the memory overheads alone.
+fn memory_alone() -> ExitCode {
+    if !alloc_count::installed() {
+        eprintln!("bench: the counting allocator is not active");
+        return ExitCode::from(1);
+    }
+    match memory::measure(4096) {
+        Ok(m) => {
+            println!(
+                "memory: {} B per empty file's inode chain (1 KiB inode included), {} B per 64 KiB DATA chain beyond its data ({} files each)",
+                m.inode_chain, m.data_chain, m.files
+            );
+            for (i, b) in m.cluster.iter().enumerate() {
+                println!("memory: empty cluster of {} nodes: {b} B", i + 1);
+            }
+            match m.worker() {
+                Some(w) => {
+                    println!("memory: {w} B per scan worker (a cluster of n nodes runs n(n-1))")
+                }
+                None => println!("memory: per scan worker not measured"),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("bench: memory failed: {e}");
+            ExitCode::from(1)
+        }
     }
 }

@@ -102,6 +102,16 @@ pub const SPEEDUP_GOAL: f64 = 1000.0;
 /// Initial sync goal, as a fraction of memcpy bandwidth.
 pub const BANDWIDTH_GOAL: f64 = 0.5;
 
+/// The `initial_sync_bandwidth` target for a measured sync / memcpy ratio.
+pub fn bandwidth_target(ratio: Option<f64>) -> Target {
+    Target {
+        name: "initial_sync_bandwidth".into(),
+        measured: ratio.map_or("not-measured".into(), |v| format!("{:.1}%", v * 100.0)),
+        goal: format!(">={:.0}%", BANDWIDTH_GOAL * 100.0),
+        met: ratio.is_some_and(|v| v >= BANDWIDTH_GOAL),
+    }
+}
+
 /// One `target` line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Target {
@@ -205,13 +215,9 @@ impl Results {
             goal: format!("<={SYNC_MEM_GOAL}B"),
             met: mem.is_some_and(|v| v <= SYNC_MEM_GOAL),
         });
-        let bw = self.bandwidth.as_ref().ok().map(Bandwidth::ratio);
-        t.push(Target {
-            name: "initial_sync_bandwidth".into(),
-            measured: bw.map_or("not-measured".into(), |v| format!("{:.1}%", v * 100.0)),
-            goal: format!(">={:.0}%", BANDWIDTH_GOAL * 100.0),
-            met: bw.is_some_and(|v| v >= BANDWIDTH_GOAL),
-        });
+        t.push(bandwidth_target(
+            self.bandwidth.as_ref().ok().map(Bandwidth::ratio),
+        ));
         let kernel = self.kernel.as_ref().ok().and_then(|k| {
             k.targets
                 .iter()

@@ -112,3 +112,22 @@ fn quick_run_reports_every_target_with_positive_numbers() {
     assert!(svg.starts_with("<svg") && svg.contains("<polyline"));
     let _ = std::fs::remove_dir_all(&out);
 }
+
+#[test]
+fn bandwidth_alone_prints_its_measurement_and_target() {
+    let run = Command::new(env!("CARGO_BIN_EXE_hammer2-synchro-bench"))
+        .args(["--bandwidth", "4"])
+        .output()
+        .expect("run the bench");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}");
+    assert!(stdout.contains("4 MiB in 4 files"), "{stdout}");
+    let last = stdout.trim_end().lines().last().unwrap();
+    let (name, value, goal, _) = parse_target(last);
+    assert_eq!(
+        (name.as_str(), goal.as_str()),
+        ("initial_sync_bandwidth", ">=50%")
+    );
+    // A debug build's ratio may round to 0.0%: only its form is checked here.
+    assert!(number(&value, "%") >= 0.0, "{last}");
+}

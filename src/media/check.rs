@@ -3,6 +3,8 @@
 //! Both are written here (no dependency), table-driven / word-at-a-time, without panics.
 
 use super::consts::{CHECK_DISABLED, CHECK_ISCSI32, CHECK_NONE, CHECK_XXHASH64, XXH_HAMMER2_SEED};
+use alloc::vec::Vec;
+
 use crate::{Error, Result};
 
 /// Bytes of a blockref's check area.
@@ -61,22 +63,31 @@ fn le64(chunk: &[u8]) -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// XXH64 of `data` with `seed` (the reference xxHash 64-bit algorithm).
-pub fn xxh64(data: &[u8], seed: u64) -> u64 {
-    let stripes = data.chunks_exact(32);
-    let tail = stripes.remainder();
-    let mut hash = if data.len() >= 32 {
-        let mut acc = [
+/// Bytes XXH64 consumes per round of its four accumulators.
+const STRIPE: usize = 32;
+
+/// XXH64's four accumulators over whole 32-byte stripes (inputs of 32 bytes or more).
+struct Stripes([u64; 4]);
+
+impl Stripes {
+    fn new(seed: u64) -> Stripes {
+        Stripes([
             seed.wrapping_add(P1).wrapping_add(P2),
             seed.wrapping_add(P2),
             seed,
             seed.wrapping_sub(P1),
-        ];
-        for stripe in stripes {
-            for (a, lane) in acc.iter_mut().zip(stripe.chunks_exact(8)) {
-                *a = xxh_round(*a, le64(lane));
-            }
+        ])
+    }
+
+    #[inline(always)]
+    fn eat(&mut self, stripe: &[u8; STRIPE]) {
+        for (a, lane) in self.0.iter_mut().zip(stripe.chunks_exact(8)) {
+            *a = xxh_round(*a, le64(lane));
         }
+    }
+
+    fn merge(self) -> u64 {
+        let acc = self.0;
         let mut h = acc[0]
             .rotate_left(1)
             .wrapping_add(acc[1].rotate_left(7))
@@ -86,11 +97,56 @@ pub fn xxh64(data: &[u8], seed: u64) -> u64 {
             h = xxh_merge(h, a);
         }
         h
+    }
+}
+
+/// The 32-byte stripes of `data` (the rest, under 32 bytes, is `tail` below).
+fn stripes(data: &[u8]) -> impl Iterator<Item = &[u8; STRIPE]> {
+    data.chunks_exact(STRIPE)
+        .filter_map(|s| <&[u8; STRIPE]>::try_from(s).ok())
+}
+
+/// The bytes after the last whole stripe.
+fn tail(data: &[u8]) -> &[u8] {
+    data.chunks_exact(STRIPE).remainder()
+}
+
+/// XXH64 of `data` with `seed` (the reference xxHash 64-bit algorithm).
+pub fn xxh64(data: &[u8], seed: u64) -> u64 {
+    let hash = if data.len() >= STRIPE {
+        let mut st = Stripes::new(seed);
+        for s in stripes(data) {
+            st.eat(s);
+        }
+        st.merge()
     } else {
         seed.wrapping_add(P5)
     };
-    hash = hash.wrapping_add(data.len() as u64);
+    xxh_finish(hash, data.len(), tail(data))
+}
 
+/// Append `src` to `dst` and return `xxh64(src, seed)`, reading each byte once: every stripe
+/// is hashed as it is copied, so the hash costs no second pass over memory.
+fn xxh64_copy(src: &[u8], dst: &mut Vec<u8>, seed: u64) -> u64 {
+    let hash = if src.len() >= STRIPE {
+        let mut st = Stripes::new(seed);
+        for s in stripes(src) {
+            // Capacity was reserved by the caller: no allocation here.
+            dst.extend_from_slice(s);
+            st.eat(s);
+        }
+        st.merge()
+    } else {
+        seed.wrapping_add(P5)
+    };
+    let rest = tail(src);
+    dst.extend_from_slice(rest);
+    xxh_finish(hash, src.len(), rest)
+}
+
+/// XXH64's length, tail and avalanche steps.
+fn xxh_finish(mut hash: u64, len: usize, tail: &[u8]) -> u64 {
+    hash = hash.wrapping_add(len as u64);
     let words = tail.chunks_exact(8);
     let rest = words.remainder();
     for w in words {
@@ -116,6 +172,37 @@ pub fn xxh64(data: &[u8], seed: u64) -> u64 {
     hash ^= hash >> 29;
     hash = hash.wrapping_mul(P3);
     hash ^ (hash >> 32)
+}
+
+/// Whether this port can compute method `method`'s check code ([`compute`] succeeds).
+pub fn computable(method: u8) -> bool {
+    matches!(
+        method,
+        CHECK_NONE | CHECK_DISABLED | CHECK_ISCSI32 | CHECK_XXHASH64
+    )
+}
+
+/// Append `src` to `dst` and return the check area of `src` under `method`, as [`compute`]
+/// would, in the same pass over the bytes where the method allows it (XXH64, the default).
+/// `None` for a method this port cannot compute (the bytes are still copied). `NoMem` if `dst`
+/// cannot grow to hold them (no allocation when the caller reserved the room).
+pub fn copy_compute(
+    method: u8,
+    src: &[u8],
+    dst: &mut Vec<u8>,
+) -> Result<Option<[u8; CHECK_BYTES]>> {
+    dst.try_reserve(src.len())?;
+    if method == CHECK_XXHASH64 {
+        let mut check = [0u8; CHECK_BYTES];
+        check[..8].copy_from_slice(&xxh64_copy(src, dst, XXH_HAMMER2_SEED).to_le_bytes());
+        return Ok(Some(check));
+    }
+    dst.extend_from_slice(src);
+    Ok(if computable(method) {
+        Some(compute(method, src)?)
+    } else {
+        None
+    })
 }
 
 /// The check area for `data` under check method `method`: NONE and DISABLED give all zeros;
@@ -175,6 +262,31 @@ mod tests {
         let long: [u8; 100] = core::array::from_fn(|i| i as u8);
         assert_eq!(xxh64(&long, XXH_HAMMER2_SEED), XXH_LONG);
         assert_eq!(xxh64(b"hello, world", XXH_HAMMER2_SEED), XXH_HELLO);
+    }
+
+    #[test]
+    fn copy_compute_copies_once_and_matches_compute() {
+        let src: alloc::vec::Vec<u8> = (0..65_600u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        for len in [0, 1, 7, 31, 32, 33, 63, 64, 100, 4096, 65_536, 65_599] {
+            let data = &src[..len];
+            for method in [CHECK_NONE, CHECK_DISABLED, CHECK_ISCSI32, CHECK_XXHASH64] {
+                let mut dst = alloc::vec![0xA5u8; 3];
+                let got = copy_compute(method, data, &mut dst).unwrap();
+                assert_eq!(
+                    got,
+                    Some(compute(method, data).unwrap()),
+                    "method {method} len {len}"
+                );
+                assert_eq!(dst[..3], [0xA5; 3], "what was there is kept");
+                assert_eq!(&dst[3..], data, "every byte copied once, in order");
+            }
+        }
+        let mut dst = alloc::vec::Vec::new();
+        assert_eq!(copy_compute(CHECK_SHA192, b"abc", &mut dst), Ok(None));
+        assert_eq!(dst, b"abc", "an uncomputable method still copies");
+        assert!(!computable(CHECK_SHA192) && !computable(9) && computable(CHECK_XXHASH64));
     }
 
     const XXH_LONG: u64 = 0x209E_4318_78F6_0FA4;

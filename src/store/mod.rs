@@ -34,7 +34,19 @@ use crate::mem::{try_box, try_push};
 use crate::{Error, Result};
 pub use api::{ChainStore, HeldChain};
 use children::Children;
-pub use children::{RangeSum, FANOUT, MAX_LEVEL};
+use children::Visit;
+pub use children::{RangeSum, Span, IND_COUNT, RUN};
+
+/// One blockref of a chain's block table ([`Store::block_table`]).
+#[derive(Debug, Clone, Copy)]
+pub struct TableRef {
+    /// 0 for the chain's own blockset, 1 for an indirect block it points to, and so on.
+    pub depth: u8,
+    /// The blockref: type INDIRECT for an indirect block, else the child's own.
+    pub bref: Blockref,
+    /// The child, for a child's blockref.
+    pub child: Option<ChainId>,
+}
 
 /// A chain's name in its node's store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +85,44 @@ impl Body {
             Body::Inode(ip) => Some(ip),
             Body::Data(_) => None,
         }
+    }
+}
+
+/// A payload on its way into a chain, with the check code its copy computed on the way, if any.
+///
+/// [`Store::read_sealed`] computes a DATA payload's check code in the same pass that copies the
+/// bytes ([`media::check::copy_compute`]), and installing it ([`Store::insert_sealed`],
+/// [`Store::replace_sealed`]) stores that code instead of hashing the bytes a second time. The
+/// payload cannot be changed once sealed (the fields are private), so the code always belongs
+/// to these bytes; a header of another check method gets its code computed as usual.
+#[derive(Debug)]
+pub struct Sealed {
+    body: Body,
+    /// (check method, check area) of `body`.
+    check: Option<(u8, [u8; media::check::CHECK_BYTES])>,
+}
+
+impl Sealed {
+    /// A payload whose check code is computed when it is installed.
+    pub fn new(body: Body) -> Sealed {
+        Sealed { body, check: None }
+    }
+    /// The payload.
+    pub fn body(&self) -> &Body {
+        &self.body
+    }
+    /// The payload, its precomputed check code dropped (to change it).
+    pub fn into_body(self) -> Body {
+        self.body
+    }
+    /// Store the payload's check code in `b` by `b`'s check method (reusing the precomputed
+    /// one when it was computed with that method) and hand back the payload.
+    fn seal(self, b: &mut Blockref) -> Result<Body> {
+        match self.check {
+            Some((method, check)) if method == b.check_method() => b.check = check,
+            _ => self.body.seal(b)?,
+        }
+        Ok(self.body)
     }
 }
 
@@ -307,6 +357,18 @@ impl Store {
 
     /// A copy of a chain's header and payload.
     pub fn read(&self, id: ChainId) -> Result<(Blockref, Body)> {
+        self.read_copy(id, false)
+            .map(|(bref, sealed)| (bref, sealed.into_body()))
+    }
+
+    /// A copy of a chain's header and payload, a DATA payload with its check code (by the
+    /// header's check method) computed while its bytes are copied: installing the copy
+    /// elsewhere then costs one pass over the bytes, not a copy and a hash.
+    pub fn read_sealed(&self, id: ChainId) -> Result<(Blockref, Sealed)> {
+        self.read_copy(id, true)
+    }
+
+    fn read_copy(&self, id: ChainId, check: bool) -> Result<(Blockref, Sealed)> {
         // Allocation may fail and may sleep: size the copy first, then fill it under the lock.
         loop {
             let len = match &self.arena.read().get(id)?.body {
@@ -323,15 +385,22 @@ impl Store {
             };
             let a = self.arena.read();
             let c = a.get(id)?;
+            let mut sum = None;
             match (&c.body, &mut body) {
                 (Body::Inode(src), Body::Inode(dst)) => **dst = **src,
                 (Body::Data(src), Body::Data(dst)) if dst.capacity() >= src.len() => {
-                    dst.extend_from_slice(src)
+                    if check {
+                        // Room is reserved: no allocation under the arena lock.
+                        let method = c.bref.check_method();
+                        sum = media::check::copy_compute(method, src, dst)?.map(|k| (method, k));
+                    } else {
+                        dst.extend_from_slice(src)
+                    }
                 }
                 // Resized between the two looks: size it again.
                 _ => continue,
             }
-            return Ok((c.bref, body));
+            return Ok((c.bref, Sealed { body, check: sum }));
         }
     }
 
@@ -364,28 +433,50 @@ impl Store {
         }
     }
 
-    /// The summary of `parent`'s children whose key lies in the level-`level` range containing
-    /// `base` (see [`children`]): equal summaries on two nodes mean the same children there.
-    pub fn range_sum(&self, parent: ChainId, base: u64, level: u8) -> Result<RangeSum> {
-        Ok(self
-            .arena
-            .read()
-            .get(parent)?
-            .children
-            .range_sum(base, level))
+    /// The summary of `parent`'s children whose key lies in `beg ..= end` (see [`children`]):
+    /// equal summaries on two nodes mean the same children there.
+    pub fn key_sum(&self, parent: ChainId, beg: u64, end: u64) -> Result<RangeSum> {
+        self.arena.read().get(parent)?.children.key_sum(beg, end)
     }
 
-    /// The summaries of the 16 sub-ranges of that range (`level < MAX_LEVEL`).
-    pub fn sub_sums(&self, parent: ChainId, base: u64, level: u8) -> Result<[RangeSum; FANOUT]> {
-        if level >= MAX_LEVEL {
-            return Err(Error::Invalid);
-        }
-        Ok(self
-            .arena
-            .read()
-            .get(parent)?
-            .children
-            .sub_sums(base, level))
+    /// The next step of a pruned walk over `parent`'s block table (see
+    /// [`children::Children::span`]).
+    pub fn span(&self, parent: ChainId, from: u64, open: Option<(u64, u64)>) -> Result<Span> {
+        Ok(self.arena.read().get(parent)?.children.span(from, open))
+    }
+
+    /// `parent`'s block table as HAMMER2 would lay it out, depth first in key order: the
+    /// blockrefs of its blockset (depth 0) and of its indirect blocks (depth 1 and below). An
+    /// indirect block appears as its INDIRECT blockref, a child as the child's own blockref.
+    pub fn block_table(&self, parent: ChainId) -> Result<Vec<TableRef>> {
+        let a = self.arena.read();
+        let p = a.get(parent)?;
+        let mut out = Vec::new();
+        out.try_reserve(p.children.len())?;
+        let mut err = Ok(());
+        p.children.visit(|depth, v| {
+            let (bref, child) = match v {
+                Visit::Indirect(b) => (b, None),
+                Visit::Child(id) => match a.get(id) {
+                    Ok(c) => (c.bref, Some(id)),
+                    Err(e) => {
+                        err = Err(e);
+                        return;
+                    }
+                },
+            };
+            if let Err(e) = try_push(
+                &mut out,
+                TableRef {
+                    depth: depth as u8,
+                    bref,
+                    child,
+                },
+            ) {
+                err = Err(e);
+            }
+        })?;
+        err.map(|_| out)
     }
 
     /// The child of `parent` with exactly `key`.
@@ -493,13 +584,18 @@ impl Store {
 
     /// Create a child of the chain `parent` holds exclusively.
     /// The check code is computed here.
-    pub fn insert(
+    pub fn insert(&self, parent: &ChainGuard<'_>, bref: Blockref, body: Body) -> Result<ChainId> {
+        self.insert_sealed(parent, bref, Sealed::new(body))
+    }
+
+    /// [`Store::insert`] of a payload whose check code may be computed already.
+    pub fn insert_sealed(
         &self,
         parent: &ChainGuard<'_>,
         mut bref: Blockref,
-        body: Body,
+        body: Sealed,
     ) -> Result<ChainId> {
-        body.seal(&mut bref)?;
+        let body = body.seal(&mut bref)?;
         let lock = self.host.lock_create()?;
         let raw = lock.as_raw();
         let r = self.insert_locked(parent.id, bref, body, raw);
@@ -572,8 +668,18 @@ impl Store {
 
     /// Give the chain the caller holds exclusively a new header and payload (same key). The
     /// check code is computed, and the old payload freed, outside the arena lock.
-    pub fn replace(&self, g: &ChainGuard<'_>, mut bref: Blockref, body: Body) -> Result<()> {
-        body.seal(&mut bref)?;
+    pub fn replace(&self, g: &ChainGuard<'_>, bref: Blockref, body: Body) -> Result<()> {
+        self.replace_sealed(g, bref, Sealed::new(body))
+    }
+
+    /// [`Store::replace`] with a payload whose check code may be computed already.
+    pub fn replace_sealed(
+        &self,
+        g: &ChainGuard<'_>,
+        mut bref: Blockref,
+        body: Sealed,
+    ) -> Result<()> {
+        let body = body.seal(&mut bref)?;
         let old_body = {
             let mut a = self.arena.write();
             let c = a.set_bref(g.id, bref)?;
@@ -704,11 +810,25 @@ impl ChainStore for Store {
     ) -> Result<ChainGuard<'a>> {
         Store::lock_child(self, parent, child, mode)
     }
+    fn read_sealed(&self, id: ChainId) -> Result<(Blockref, Sealed)> {
+        Store::read_sealed(self, id)
+    }
     fn insert(&self, parent: &ChainGuard<'_>, bref: Blockref, body: Body) -> Result<ChainId> {
         Store::insert(self, parent, bref, body)
     }
+    fn insert_sealed(
+        &self,
+        parent: &ChainGuard<'_>,
+        bref: Blockref,
+        body: Sealed,
+    ) -> Result<ChainId> {
+        Store::insert_sealed(self, parent, bref, body)
+    }
     fn replace(&self, g: &ChainGuard<'_>, bref: Blockref, body: Body) -> Result<()> {
         Store::replace(self, g, bref, body)
+    }
+    fn replace_sealed(&self, g: &ChainGuard<'_>, bref: Blockref, body: Sealed) -> Result<()> {
+        Store::replace_sealed(self, g, bref, body)
     }
     fn delete<'a>(&'a self, parent: &ChainGuard<'a>, child: ChainGuard<'a>) -> Result<usize> {
         Store::delete(self, parent, child)
@@ -716,11 +836,11 @@ impl ChainStore for Store {
     fn frontend_gen(&self) -> u64 {
         Store::frontend_gen(self)
     }
-    fn range_sum(&self, parent: ChainId, base: u64, level: u8) -> Result<RangeSum> {
-        Store::range_sum(self, parent, base, level)
+    fn key_sum(&self, parent: ChainId, beg: u64, end: u64) -> Result<RangeSum> {
+        Store::key_sum(self, parent, beg, end)
     }
-    fn sub_sums(&self, parent: ChainId, base: u64, level: u8) -> Result<[RangeSum; FANOUT]> {
-        Store::sub_sums(self, parent, base, level)
+    fn span(&self, parent: ChainId, from: u64, open: Option<(u64, u64)>) -> Result<Span> {
+        Store::span(self, parent, from, open)
     }
 }
 
@@ -793,6 +913,42 @@ mod tests {
         assert_eq!(h.live_locks(), 3);
         drop(s);
         assert_eq!(h.live_locks(), 0, "every chain lock is destroyed");
+    }
+
+    #[test]
+    fn sealed_copy_installs_the_check_of_its_bytes() {
+        let h = host();
+        let s = Store::new(h, InodeData::default()).unwrap();
+        let data: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+        let g = s.lock_root(LockMode::Exclusive);
+        let a = s
+            .insert(&g, data_bref(0, 1), Body::Data(data[..1024].to_vec()))
+            .unwrap();
+        let (ab, sealed) = s.read_sealed(a).unwrap();
+        assert_eq!(sealed.body(), &Body::Data(data[..1024].to_vec()));
+        // Same method: the code computed during the copy is installed, and it is the right one.
+        let b = s.insert_sealed(&g, data_bref(0x10000, 2), sealed).unwrap();
+        let bb = s.bref(b).unwrap();
+        assert_eq!(bb.check, ab.check);
+        bb.verify_check(&data[..1024]).unwrap();
+        // Another method on the new header: computed by that method, not copied.
+        let (_, sealed) = s.read_sealed(a).unwrap();
+        let mut crc = data_bref(0x20000, 3);
+        crc.methods = media::enc_methods(media::CHECK_ISCSI32, media::COMP_NONE);
+        let c = s.insert_sealed(&g, crc, sealed).unwrap();
+        let cb = s.bref(c).unwrap();
+        assert_ne!(cb.check, ab.check);
+        cb.verify_check(&data[..1024]).unwrap();
+        // Replace with a sealed copy of another size.
+        let cg = s.lock_child(&g, c, LockMode::Exclusive).unwrap();
+        let big = s
+            .insert(&g, data_bref(0x30000, 4), Body::Data(data.clone()))
+            .unwrap();
+        let (_, sealed) = s.read_sealed(big).unwrap();
+        s.replace_sealed(&cg, crc, sealed).unwrap();
+        let (rb, rbody) = s.read(c).unwrap();
+        assert_eq!(rbody, Body::Data(data.clone()));
+        rb.verify_check(&data).unwrap();
     }
 
     #[test]

@@ -99,9 +99,10 @@ struct Shared<Id> {
     cancel: AtomicU32,
     /// Bumped at every push (the collector sleeps on it).
     pushed: AtomicU32,
-    /// One channel per node. A `Vec` filled one channel at a time: the channels hold FIFOs of
-    /// blockrefs (about 2 KiB each), and building all eight as one value would put ~18 KiB on
-    /// the stack before the move to the heap: more than a whole kernel stack (it overflowed one).
+    /// One channel per node of the cluster (not per possible node: each holds a FIFO of
+    /// blockrefs, about 2.4 KiB). A `Vec` filled one channel at a time: building them as one
+    /// value would put them all on the stack before the move to the heap, ~18 KiB for eight
+    /// nodes: more than a whole kernel stack (it overflowed one).
     chans: Vec<Chan<Id>>,
 }
 
@@ -136,9 +137,10 @@ where
         faults: Option<&[NodeFaults]>,
         idx: usize,
     ) -> Result<Pool<'b, S>> {
+        let nodes = stores.len().min(MAX_NODES);
         let mut chans = Vec::new();
-        chans.try_reserve_exact(MAX_NODES)?;
-        for _ in 0..MAX_NODES {
+        chans.try_reserve_exact(nodes)?;
+        for _ in 0..nodes {
             chans.push(Chan {
                 gen: AtomicU32::new(0),
                 req: spin::Mutex::new(None),
@@ -284,12 +286,19 @@ fn worker<S: ChainStore>(
 ) {
     let ch = &sh.chans[j];
     loop {
+        // Read the generation before looking: a request posted after the look bumps it, and
+        // the sleep below returns at once. Read it before `cancel` too: the pool's `Drop` sets
+        // `cancel` and then bumps `gen`, so either this read is older than the bump (the sleep
+        // returns at once) or the `cancel` load below sees the cancellation. Checking `cancel`
+        // first left a window in which a worker could miss both, sleep on the bumped `gen`
+        // forever, and hang the join in `Drop` (found by the oracle sweep: seed 1 of
+        // oracle_cluster_matches_model stuck dropping a cluster).
+        let seen = ch.gen.load(Ordering::SeqCst);
+        #[cfg(test)]
+        test_hook::between_reads(sh, store);
         if sh.cancel.load(Ordering::SeqCst) != 0 {
             return;
         }
-        // Read the generation before looking: a request posted after the look bumps it, and
-        // the sleep below returns at once.
-        let seen = ch.gen.load(Ordering::SeqCst);
         let req = ch.req.lock().take();
         match req {
             Some(r) => Serve {
@@ -412,5 +421,30 @@ impl<S: ChainStore> Serve<'_, S> {
                 }
             }
         }
+    }
+}
+
+/// A test-only pause in an idle worker between its two reads, to hold the window open.
+#[cfg(test)]
+pub(crate) mod test_hook {
+    use core::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::Shared;
+
+    /// The address of the store whose worker pauses (0: none), so tests running beside the
+    /// one that sets it are not slowed.
+    pub(crate) static STORE: AtomicUsize = AtomicUsize::new(0);
+
+    /// Hold the worker of `STORE` until its pool is cancelled, and a while longer so that the
+    /// cancelling `Drop` has bumped every `gen` too.
+    pub(super) fn between_reads<Id, S>(sh: &Shared<Id>, store: &S) {
+        if STORE.load(Ordering::SeqCst) != store as *const S as usize {
+            return;
+        }
+        let t = std::time::Instant::now();
+        while sh.cancel.load(Ordering::SeqCst) == 0 && t.elapsed().as_secs() < 2 {
+            std::thread::sleep(core::time::Duration::from_millis(1));
+        }
+        std::thread::sleep(core::time::Duration::from_millis(50));
     }
 }

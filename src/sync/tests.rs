@@ -14,8 +14,10 @@ use super::*;
 use crate::cluster::{Cluster, FrontendOp, NodeSet, Role};
 use crate::host::LockMode;
 use crate::media;
+use crate::media::SET_COUNT;
 use crate::quorum::QuorumResult;
 use crate::store::testhost::host;
+use crate::store::RUN;
 
 const M: Role = Role::Master;
 const S: Role = Role::Slave;
@@ -228,7 +230,7 @@ fn bug8_copy_takes_the_focus_length() {
     )
     .unwrap();
     let g = s.lock(sid, LockMode::Exclusive).unwrap();
-    let want = fc.body.try_clone().unwrap();
+    let want = fc.body.body().try_clone().unwrap();
     slaves::replace(&mut ctx, &g, lid, fc, 9).unwrap();
     drop(g);
     let (b, body) = s.read(lid).unwrap();
@@ -275,8 +277,9 @@ fn thirteen_hundred_subdirectories_into_an_empty_slave() {
         assert!(st.inserted >= 1302, "{st:?}");
         // The re-scan after EAGAIN continues where the scan stopped: about one comparison per
         // chain, not one per chain per batch of deferrals. The pruned walk also counts the
-        // range summaries it visits (about 1300 / BUCKET · 17 / 16, plus the path back down
-        // to the resume key on each re-scan).
+        // spans it visits (indirect blocks and runs of at most RUN children: about
+        // 1300 / RUN plus the blocks, and the path back down to the resume key on each
+        // re-scan).
         let summaries = match mode {
             ScanMode::Pruned => 300,
             ScanMode::Original => 0,
@@ -958,6 +961,55 @@ fn pruned_scan_visits_in_proportion_to_the_change() {
     }
 }
 
+/// The INDIRECT blockrefs of `path`'s block table on node `i`: (depth, key, keybits).
+fn indirect_shape(c: &Cluster, i: usize, path: &str) -> Vec<(u8, u64, u8)> {
+    let st = c.store(i).unwrap();
+    let id = st.resolve(path.as_bytes()).unwrap();
+    st.block_table(id)
+        .unwrap()
+        .iter()
+        .filter(|t| t.bref.btype == media::BREF_TYPE_INDIRECT)
+        .map(|t| (t.depth, t.bref.key, t.bref.keybits))
+        .collect()
+}
+
+#[test]
+fn pruned_scan_over_differently_shaped_indirect_trees() {
+    const N: usize = 10_000;
+    let c = cluster(&[M, M, M, S]);
+    mkdir(&c, all(&c), "/w");
+    // The masters insert in name order (hash order: random keys), the slave gets everything
+    // from its first sync in key order: same children, differently shaped trees.
+    for i in 0..N {
+        write(&c, set(&[0, 1, 2]), &format!("/w/f{i:07}"), b"x");
+    }
+    c.sync_node(3, &|| false).unwrap();
+    assert_same(&c, 0, 3);
+    let (ours, theirs) = (indirect_shape(&c, 3, "/w"), indirect_shape(&c, 0, "/w"));
+    assert_ne!(ours, theirs, "insert order shapes the trees");
+    let levels = 1 + ours.iter().chain(&theirs).map(|t| t.0).max().unwrap() as u64;
+    // One change, k = 1: each level's spans of the path to it (at most a blockset's 4 plus
+    // the runs around them, or one indirect block's differing span and its neighbours), one
+    // run merged, the PFS root above. Far below N, which the original scan visits.
+    let bound = 4 * levels * (SET_COUNT + RUN) as u64;
+    for mode in [ScanMode::Pruned, ScanMode::Original] {
+        c.set_scan_mode(mode);
+        let f = format!(
+            "/w/f{:07}",
+            if mode == ScanMode::Pruned { 1234 } else { 777 }
+        );
+        write(&c, set(&[0, 1, 2]), &f, b"changed");
+        let before = c.stats(3).scanned;
+        c.sync_node(3, &|| false).unwrap();
+        let scanned = c.stats(3).scanned - before;
+        assert_same(&c, 0, 3);
+        match mode {
+            ScanMode::Pruned => assert!(scanned <= bound, "{scanned} > {bound} ({levels} levels)"),
+            ScanMode::Original => assert!(scanned > bound, "original visited {scanned}"),
+        }
+    }
+}
+
 #[test]
 fn pruned_resume_after_a_full_deferral_list_goes_on_past_the_range() {
     // Exactly MAX_DEFER changed directories end where a top-level range of /w ends, so the
@@ -1000,4 +1052,27 @@ fn pruned_resume_after_a_full_deferral_list_goes_on_past_the_range() {
             "{mode:?}"
         );
     }
+}
+
+#[test]
+fn pool_drop_never_strands_an_idle_worker() {
+    // An idle worker between its `gen` and `cancel` reads while the pool is dropped (the test
+    // hook holds it there until the drop has cancelled and bumped `gen`) must still leave: with
+    // `cancel` read first, it slept on the bumped `gen` forever and the drop's join hung.
+    let c: &'static Pin<Box<Cluster>> = Box::leak(Box::new(cluster(&[M, M])));
+    let stores: &'static [&'static Store] =
+        Box::leak(Box::new([c.store(0).unwrap(), c.store(1).unwrap()]));
+    pool::test_hook::STORE.store(stores[1] as *const Store as usize, AO::SeqCst);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // SAFETY: the stores are leaked, so they outlive the pool.
+        let p = unsafe { pool::Pool::start_unbound(host(), stores, None, 0) }.unwrap();
+        // Let the worker reach its idle loop (a slow start only makes the test less sharp).
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        drop(p);
+        tx.send(()).unwrap();
+    });
+    let joined = rx.recv_timeout(std::time::Duration::from_secs(20));
+    pool::test_hook::STORE.store(0, AO::SeqCst);
+    assert!(joined.is_ok(), "dropping the pool hung on an idle worker");
 }

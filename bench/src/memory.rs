@@ -1,0 +1,103 @@
+//! What the in-memory store and the scan workers cost in memory, measured with the counting
+//! allocator: bytes per chain beyond its payload, and bytes per node's scan pool (the workers
+//! and their FIFOs). The same core code runs in the kernel module, whose pool holds exactly
+//! these allocations (its chain locks and thread structs are the host's, not the pool's).
+
+use hammer2_synchro::cluster::{Cluster, FrontendOp, NodeSet, Role};
+use hammer2_synchro::userland;
+
+use crate::alloc_count::live;
+use crate::bandwidth::BLOCK;
+
+/// The measurements.
+#[derive(Debug, Clone)]
+pub struct Memory {
+    /// Files measured per kind.
+    pub files: usize,
+    /// Bytes per empty file: its inode chain (the 1 KiB inode included) and its entry in the
+    /// directory's block table.
+    pub inode_chain: usize,
+    /// Bytes per DATA chain beyond its 64 KiB of data.
+    pub data_chain: usize,
+    /// Live bytes of an empty cluster of `i + 1` nodes (every node's store and scan pool).
+    pub cluster: Vec<usize>,
+}
+
+impl Memory {
+    /// Bytes one more node adds to a cluster of `n - 1` (`n` in 2..=8).
+    pub fn node_step(&self, n: usize) -> Option<usize> {
+        let a = *self.cluster.get(n.checked_sub(2)?)?;
+        Some(self.cluster.get(n - 1)?.saturating_sub(a))
+    }
+
+    /// Bytes per scan worker: a cluster of n nodes runs n·(n-1) workers, so the second
+    /// difference of the cluster sizes is twice a worker's cost (averaged over n = 3..=8).
+    pub fn worker(&self) -> Option<usize> {
+        let steps: Vec<usize> = (2..=8).filter_map(|n| self.node_step(n)).collect();
+        let d: Vec<i64> = steps
+            .windows(2)
+            .map(|w| w[1] as i64 - w[0] as i64)
+            .collect();
+        (!d.is_empty()).then(|| (d.iter().sum::<i64>() / d.len() as i64 / 2).max(0) as usize)
+    }
+}
+
+fn cluster(n: usize) -> Result<std::pin::Pin<Box<Cluster>>, String> {
+    let roles = vec![Role::Master; n];
+    Cluster::new(userland::host(), &roles).map_err(|e| format!("Cluster::new({n}): {e}"))
+}
+
+/// Live bytes `f` leaves allocated.
+fn kept<T>(f: impl FnOnce() -> Result<T, String>) -> Result<(T, usize), String> {
+    let before = live();
+    let t = f()?;
+    Ok((t, live().saturating_sub(before)))
+}
+
+/// Bytes per chain after `files` files of `blocks` 64 KiB blocks on one node of a cluster.
+fn per_file(files: usize, blocks: usize) -> Result<usize, String> {
+    let c = cluster(1)?;
+    let data = vec![0x5Au8; blocks * BLOCK];
+    let one = NodeSet(1);
+    c.apply(one, FrontendOp::Mkdir(b"d"))
+        .map_err(|(_, e)| format!("mkdir: {e}"))?;
+    let ((), bytes) = kept(|| {
+        for i in 0..files {
+            let path = format!("d/f{i:06}");
+            c.apply(one, FrontendOp::Write(path.as_bytes(), &data))
+                .map_err(|(_, e)| format!("write: {e}"))?;
+        }
+        Ok(())
+    })?;
+    Ok(bytes)
+}
+
+/// Measure with `files` files per kind (the bench allocates nothing else meanwhile).
+pub fn measure(files: usize) -> Result<Memory, String> {
+    let files = files.max(1);
+    let empty = per_file(files, 0)?;
+    let with_data = per_file(files, 4)?;
+    let data = with_data
+        .saturating_sub(empty)
+        .saturating_sub(files * 4 * BLOCK);
+    // Warm-up: the thread library's lazily grown tables (parking_lot's hash table of parked
+    // threads, never shrunk) are sized for the most threads once, not charged to one size.
+    drop(cluster(8)?);
+    let mut sizes = Vec::new();
+    for n in 1..=8 {
+        let (c, bytes) = kept(|| {
+            let c = cluster(n)?;
+            // The workers start asynchronously: let them reach their idle sleep first.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            Ok(c)
+        })?;
+        drop(c);
+        sizes.push(bytes);
+    }
+    Ok(Memory {
+        files,
+        inode_chain: empty / files,
+        data_chain: data / (files * 4),
+        cluster: sizes,
+    })
+}
