@@ -202,8 +202,18 @@ impl<S: ChainStore> Pool<'_, S> {
         // Old answers would only be dropped: make room before the new request is visible (a
         // clear after it could drop the new request's first answers).
         ch.q.lock().clear();
-        *ch.req.lock() = Some(Req { gen, keys, start });
-        ch.gen.store(gen, Ordering::SeqCst);
+        {
+            // Publish `gen` under the request lock, with the request: a worker that takes the
+            // request (under this lock) then sees it current. Storing `gen` after the unlock
+            // let a worker awake in its loop take the request while `gen` still held the old
+            // value, find it stale (`live()` false), drop it unanswered, and then sleep on
+            // the new `gen` with no request left: the collector waited for that node forever.
+            let mut slot = ch.req.lock();
+            *slot = Some(Req { gen, keys, start });
+            ch.gen.store(gen, Ordering::SeqCst);
+        }
+        #[cfg(test)]
+        test_hook::after_publish(self.host, &self.sh, ch);
         self.host.wake_word(&ch.gen);
         ch.popped.fetch_add(1, Ordering::SeqCst);
         self.host.wake_word(&ch.popped);
@@ -240,6 +250,12 @@ impl<S: ChainStore> Pool<'_, S> {
             self.host.wake_word(&ch.gen);
             self.host.wake_word(&ch.popped);
         }
+    }
+
+    /// Make [`test_hook::after_publish`] hold this pool's requests.
+    #[cfg(test)]
+    pub(crate) fn hold_publish(&self) {
+        test_hook::HOLD_PUBLISH.store(&*self.sh as *const Shared<S::Id> as usize, Ordering::SeqCst);
     }
 
     /// The host's monotonic clock.
@@ -434,6 +450,29 @@ pub(crate) mod test_hook {
     /// The address of the store whose worker pauses (0: none), so tests running beside the
     /// one that sets it are not slowed.
     pub(crate) static STORE: AtomicUsize = AtomicUsize::new(0);
+
+    /// The address of the pool state whose requests [`after_publish`] holds (0: none).
+    pub(crate) static HOLD_PUBLISH: AtomicUsize = AtomicUsize::new(0);
+
+    /// After a request is published and before its wakeup: wake the channel's worker early (a
+    /// spurious return the host contract allows, standing for a worker just back from serving
+    /// an earlier request) and wait, bounded, until it took the request.
+    pub(super) fn after_publish<Id>(
+        host: &dyn crate::host::Host,
+        sh: &Shared<Id>,
+        ch: &super::Chan<Id>,
+    ) {
+        if HOLD_PUBLISH.load(Ordering::SeqCst) != sh as *const Shared<Id> as usize {
+            return;
+        }
+        let t = std::time::Instant::now();
+        while ch.req.lock().is_some() && t.elapsed().as_secs() < 2 {
+            host.wake_word(&ch.gen);
+            std::thread::sleep(core::time::Duration::from_millis(1));
+        }
+        // Let the worker act on what it took before the wakeup.
+        std::thread::sleep(core::time::Duration::from_millis(50));
+    }
 
     /// Hold the worker of `STORE` until its pool is cancelled, and a while longer so that the
     /// cancelling `Drop` has bumped every `gen` too.
