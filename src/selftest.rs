@@ -1,5 +1,5 @@
-//! Sync-thread protocol tests that run on any host: userland `cargo test` and, through the C ABI,
-//! inside the Linux module with real kthreads.
+//! Sync-thread protocol tests, and the randomized [`stress`], that run on any host: userland
+//! `cargo test` and, through the C ABI, inside the Linux module with real kthreads.
 //!
 //! [`run_all`] writes one KTAP subtest block (indented four spaces, with its own plan) and
 //! returns `(passed, failed)`; the caller prints the parent `ok N` line. The threads run a
@@ -21,6 +21,8 @@ use crate::cluster::{Cluster, FrontendOp, NodeSet, Role};
 use crate::host::{self, Host, RawThread};
 use crate::thread::{SyncWork, ThreadFlags, ThreadState, Threads};
 use crate::{Error, Result};
+
+pub mod stress;
 
 /// A test result: `Err` carries the failure message.
 pub type Outcome = core::result::Result<(), String>;
@@ -49,6 +51,7 @@ pub const CASES: &[(&str, Case)] = &[
     ),
     ("restart_cycles", restart_cycles),
     ("freeze_during_real_sync", freeze_during_real_sync),
+    ("stress", stress::selftest_case),
 ];
 
 /// Run every case of `cases` as one KTAP subtest block named `suite`; returns (passed, failed).

@@ -260,7 +260,8 @@ int32_t h2s_status(uint8_t *out, size_t cap, size_t *written);
  surface (word-sleep races, lock exclusion, spawn/join, clock), the kernel-host checks
  (nesting deeper than lockdep's subclasses, join after the body returned, pool exhaustion) and
  the sync-thread protocol tests (freeze during a pass, stop while frozen, prompt stop, 1,000
- freeze/unfreeze cycles, concurrent requesters). Writes KTAP into `out`; the leaf counts go to
+ freeze/unfreeze cycles, concurrent requesters, and the randomized stress of writer and
+ requester threads against every node's sync thread). Writes KTAP into `out`; the leaf counts go to
  `passed`/`failed`, the byte count to `written` (each may be null).
 
  Returns 0 (see the counts), `-EINVAL` (null pointer), or `-ENOSPC` (text cut at `cap`).

@@ -42,4 +42,5 @@ cases! {
     concurrent_freeze_vs_unfreeze
     restart_cycles
     freeze_during_real_sync
+    stress
 }
