@@ -166,10 +166,14 @@ pub fn markdown(r: &Results) -> String {
     let _ = writeln!(
         s,
         "- Scan modes (`Cluster::set_scan_mode`): `original` merges every chain of each \
-         differing inode against the per-key focus, as the C does; `pruned` compares \
-         fan-out-16 key-range summaries (count + multiset hash of key, keybits, modify_tid) \
-         and merges chain by chain only inside differing ranges of at most 16 children. \
-         `scanned` counts chains compared plus, for pruned, range summaries visited."
+         differing inode against the per-key focus, as the C does; `pruned` walks the \
+         HAMMER2 block table (a blockset of 4, INDIRECT blocks of up to 512 blockrefs with \
+         the key ranges `hammer2_chain_indkey_normal` picks), each indirect blockref carrying \
+         the highest modify_tid and a summary (count + multiset hash of key, keybits, \
+         modify_tid) of the children beneath; it compares each indirect block, or run of at \
+         most 16 children, with the other nodes' summaries of the same keys, skips equal ones, \
+         descends into differing blocks and merges differing runs chain by chain. `scanned` \
+         counts chains compared plus, for pruned, indirect blocks and runs visited."
     );
     for (mode, why) in &r.missing_modes {
         let _ = writeln!(s, "- Scan mode `{}`: {why}.", mode.name());

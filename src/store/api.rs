@@ -6,11 +6,11 @@
 
 use alloc::vec::Vec;
 
-use super::children::{digit, range_of};
-use super::{Body, RangeSum, Sealed, FANOUT, MAX_LEVEL};
+use super::children::{Span, RUN};
+use super::{Body, RangeSum, Sealed};
 use crate::host::LockMode;
-use crate::media::Blockref;
-use crate::{Error, Result};
+use crate::media::{Blockref, KEY_MAX};
+use crate::Result;
 
 /// A held chain lock (released when dropped).
 pub trait HeldChain<Id> {
@@ -93,12 +93,11 @@ pub trait ChainStore: Sync {
     fn delete<'a>(&'a self, parent: &Self::Guard<'a>, child: Self::Guard<'a>) -> Result<usize>;
     /// Moves whenever a frontend change locks a path of this node, before it changes anything.
     fn frontend_gen(&self) -> u64;
-    /// The summary of `parent`'s children whose key lies in the level-`level` aligned range
-    /// containing `base` (fan-out [`FANOUT`]): count and multiset hash of (key, keybits,
-    /// modify_tid), independent of how the store lays its block table out. The default visits
-    /// every child in the range; a store with range summaries answers in O(depth).
-    fn range_sum(&self, parent: Self::Id, base: u64, level: u8) -> Result<RangeSum> {
-        let (beg, end) = range_of(base, level);
+    /// The summary of `parent`'s children whose key lies in `beg ..= end`: count and multiset
+    /// hash of (key, keybits, modify_tid), independent of how the store lays its block table
+    /// out. The default visits every child in the range; a store with summaries on its
+    /// indirect blocks answers by adding whole blocks and descending only at the range's ends.
+    fn key_sum(&self, parent: Self::Id, beg: u64, end: u64) -> Result<RangeSum> {
         let mut s = RangeSum::default();
         let mut cur = self.lookup(parent, beg, end)?;
         while let Some((_, b)) = cur {
@@ -109,20 +108,34 @@ pub trait ChainStore: Sync {
         }
         Ok(s)
     }
-    /// The summaries of the 16 sub-ranges of that range (`level < MAX_LEVEL`).
-    fn sub_sums(&self, parent: Self::Id, base: u64, level: u8) -> Result<[RangeSum; FANOUT]> {
-        if level >= MAX_LEVEL {
-            return Err(Error::Invalid);
-        }
-        let (beg, end) = range_of(base, level);
-        let mut out = [RangeSum::default(); FANOUT];
-        let mut cur = self.lookup(parent, beg, end)?;
+    /// The next step of a pruned walk over `parent`'s block table from key `from` (see
+    /// [`super::children::Children::span`]; `open`: the innermost range known to differ). The
+    /// default, for a store without indirect blocks, is a run of at most [`RUN`] children.
+    fn span(&self, parent: Self::Id, from: u64, open: Option<(u64, u64)>) -> Result<Span> {
+        let _ = open;
+        let mut sum = RangeSum::default();
+        let mut cur = self.lookup(parent, from, KEY_MAX)?;
+        let mut run = 0;
         while let Some((_, b)) = cur {
-            if b.key >= beg {
-                out[digit(b.key, level)].add(&RangeSum::leaf(b.key, b.keybits, b.modify_tid));
+            if b.key >= from {
+                if run == RUN {
+                    return Ok(Span {
+                        beg: from,
+                        end: b.key - 1,
+                        sum,
+                        indirect: false,
+                    });
+                }
+                sum.add(&RangeSum::leaf(b.key, b.keybits, b.modify_tid));
+                run += 1;
             }
-            cur = self.next(parent, &b, end)?;
+            cur = self.next(parent, &b, KEY_MAX)?;
         }
-        Ok(out)
+        Ok(Span {
+            beg: from,
+            end: KEY_MAX,
+            sum,
+            indirect: false,
+        })
     }
 }

@@ -34,7 +34,19 @@ use crate::mem::{try_box, try_push};
 use crate::{Error, Result};
 pub use api::{ChainStore, HeldChain};
 use children::Children;
-pub use children::{RangeSum, FANOUT, MAX_LEVEL};
+use children::Visit;
+pub use children::{RangeSum, Span, IND_COUNT, RUN};
+
+/// One blockref of a chain's block table ([`Store::block_table`]).
+#[derive(Debug, Clone, Copy)]
+pub struct TableRef {
+    /// 0 for the chain's own blockset, 1 for an indirect block it points to, and so on.
+    pub depth: u8,
+    /// The blockref: type INDIRECT for an indirect block, else the child's own.
+    pub bref: Blockref,
+    /// The child, for a child's blockref.
+    pub child: Option<ChainId>,
+}
 
 /// A chain's name in its node's store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -421,28 +433,50 @@ impl Store {
         }
     }
 
-    /// The summary of `parent`'s children whose key lies in the level-`level` range containing
-    /// `base` (see [`children`]): equal summaries on two nodes mean the same children there.
-    pub fn range_sum(&self, parent: ChainId, base: u64, level: u8) -> Result<RangeSum> {
-        Ok(self
-            .arena
-            .read()
-            .get(parent)?
-            .children
-            .range_sum(base, level))
+    /// The summary of `parent`'s children whose key lies in `beg ..= end` (see [`children`]):
+    /// equal summaries on two nodes mean the same children there.
+    pub fn key_sum(&self, parent: ChainId, beg: u64, end: u64) -> Result<RangeSum> {
+        self.arena.read().get(parent)?.children.key_sum(beg, end)
     }
 
-    /// The summaries of the 16 sub-ranges of that range (`level < MAX_LEVEL`).
-    pub fn sub_sums(&self, parent: ChainId, base: u64, level: u8) -> Result<[RangeSum; FANOUT]> {
-        if level >= MAX_LEVEL {
-            return Err(Error::Invalid);
-        }
-        Ok(self
-            .arena
-            .read()
-            .get(parent)?
-            .children
-            .sub_sums(base, level))
+    /// The next step of a pruned walk over `parent`'s block table (see
+    /// [`children::Children::span`]).
+    pub fn span(&self, parent: ChainId, from: u64, open: Option<(u64, u64)>) -> Result<Span> {
+        Ok(self.arena.read().get(parent)?.children.span(from, open))
+    }
+
+    /// `parent`'s block table as HAMMER2 would lay it out, depth first in key order: the
+    /// blockrefs of its blockset (depth 0) and of its indirect blocks (depth 1 and below). An
+    /// indirect block appears as its INDIRECT blockref, a child as the child's own blockref.
+    pub fn block_table(&self, parent: ChainId) -> Result<Vec<TableRef>> {
+        let a = self.arena.read();
+        let p = a.get(parent)?;
+        let mut out = Vec::new();
+        out.try_reserve(p.children.len())?;
+        let mut err = Ok(());
+        p.children.visit(|depth, v| {
+            let (bref, child) = match v {
+                Visit::Indirect(b) => (b, None),
+                Visit::Child(id) => match a.get(id) {
+                    Ok(c) => (c.bref, Some(id)),
+                    Err(e) => {
+                        err = Err(e);
+                        return;
+                    }
+                },
+            };
+            if let Err(e) = try_push(
+                &mut out,
+                TableRef {
+                    depth: depth as u8,
+                    bref,
+                    child,
+                },
+            ) {
+                err = Err(e);
+            }
+        })?;
+        err.map(|_| out)
     }
 
     /// The child of `parent` with exactly `key`.
@@ -802,11 +836,11 @@ impl ChainStore for Store {
     fn frontend_gen(&self) -> u64 {
         Store::frontend_gen(self)
     }
-    fn range_sum(&self, parent: ChainId, base: u64, level: u8) -> Result<RangeSum> {
-        Store::range_sum(self, parent, base, level)
+    fn key_sum(&self, parent: ChainId, beg: u64, end: u64) -> Result<RangeSum> {
+        Store::key_sum(self, parent, beg, end)
     }
-    fn sub_sums(&self, parent: ChainId, base: u64, level: u8) -> Result<[RangeSum; FANOUT]> {
-        Store::sub_sums(self, parent, base, level)
+    fn span(&self, parent: ChainId, from: u64, open: Option<(u64, u64)>) -> Result<Span> {
+        Store::span(self, parent, from, open)
     }
 }
 

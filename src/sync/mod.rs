@@ -49,7 +49,7 @@ impl SyncStats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ScanMode {
     /// Compare key-range summaries and descend only where they differ (issue 5): resyncing k
-    /// changed children of an inode of N visits O(k · log N) ranges and chains.
+    /// changed children of an inode of N visits O(k · log N) indirect blocks, runs and chains.
     #[default]
     Pruned,
     /// Visit every chain of each differing inode, as the seed does.

@@ -4,18 +4,24 @@
 //! **Original** (the seed): merge every child of ours against the per-key focus of the others,
 //! so one changed entry in a directory of N costs N comparisons.
 //!
-//! **Pruned** (issue 5): every block table keeps a radix of key-range summaries
-//! ([`crate::store::children`]): for each power-of-two aligned key range (fan-out 16), the count
-//! and a 128-bit multiset hash of the (key, keybits, modify_tid) of the children whose key lies
-//! in it. The walk starts with the whole key space; a range whose summary is the same on our
-//! node and on every other node holding the inode is skipped whole; a differing range is split
-//! into its 16 sub-ranges, of which only the differing ones are visited; a differing range that
-//! holds at most `BUCKET` children on every node is merged chain by chain exactly as the original
-//! does (restricted to the keys in it). k changed children of an inode of N are found with
-//! O(k · 16 · log16 N) summary comparisons and O(k · `BUCKET`) chain comparisons; every summary
-//! visited counts in `SyncStats::scanned`, like every chain compared.
+//! **Pruned** (issue 5): every block table is HAMMER2's radix tree of INDIRECT blocks
+//! ([`crate::store::children`]): a blockset of 4 in the inode, indirect blocks of up to 512
+//! blockrefs below, each covering a power-of-two aligned key range (`key`/`keybits`, chosen by
+//! `hammer2_chain_indkey_normal` when a table overflows) and carrying the highest modify_tid
+//! beneath and a summary of the children beneath (count and 128-bit multiset hash of their
+//! key, keybits, modify_tid). The walk follows *our* tree from the lowest key: each step takes a
+//! span, either one of our indirect blocks whole or a run of at most `RUN` (16) of our children
+//! up to the next indirect block, and compares its summary with the summary of the same key
+//! range on every other node holding the inode, which that node computes from whatever tree
+//! it has (whole indirect blocks inside the range added as they are, the at most two
+//! straddling its ends descended into): the trees may be shaped differently by different
+//! insert histories. An equal span is skipped whole; a differing indirect block is descended
+//! into; a differing run is merged chain by chain exactly as the original does (restricted to
+//! its keys). k changed children of an inode of N, in a tree of depth d, cost O(k · d) spans
+//! (each level's differing block and its siblings' spans) plus O(k · `RUN`) chain comparisons;
+//! every span visited counts in `SyncStats::scanned`, like every chain compared.
 //!
-//! Why skipping an equal range changes nothing the original scan would have changed:
+//! Why skipping an equal span changes nothing the original scan would have changed:
 //! - *Same chains.* The summary is a function of the set of (key, keybits, modify_tid) in the
 //!   range only (never of the tree's shape or history), so equal summaries mean equal sets on
 //!   every compared node, up to a collision of the 128-bit hash sums (two independent 64-bit
@@ -37,10 +43,12 @@
 //!   (`stall`, `fail`): a node whose reads fail is not counted by the quorum, so the masters
 //!   that decided the inode's focus without it still hold every key of an all-equal range at
 //!   the same TID, and the per-key decision is unchanged.
-//! - *Same order of effects.* Ranges are visited depth-first in key order, so changes are made
-//!   in the same key order as the original; a scan stopped by a full deferral list records the
-//!   first key not compared (the end of its range + 1 when the range was finished) and the
-//!   re-scan skips everything below it, as the original's resume does.
+//! - *Same order of effects.* Spans are taken in key order (a cursor only moves forward, past a
+//!   skipped or merged span), so changes are made in the same key order as the original; our
+//!   merges may split or free our indirect blocks meanwhile, which is why the walk keeps keys,
+//!   never blocks. A scan stopped by a full deferral list records the first key not compared
+//!   (the end of its span + 1 when the span was finished) and the re-scan skips everything
+//!   below it, as the original's resume does.
 //!
 //! Both modes are run on the same randomized divergent histories and must leave identical
 //! trees (`sync::tests`), and the oracle and scenario suites run in both modes.
@@ -54,9 +62,7 @@ use crate::cluster::MAX_NODES;
 use crate::host::LockMode;
 use crate::media::{self, Blockref, KEY_MAX};
 use crate::mem::try_push;
-use crate::store::children::{range_of, BUCKET};
 use crate::store::{inode, Body, ChainStore, HeldChain, Sealed};
-use crate::store::{FANOUT, MAX_LEVEL};
 use crate::{Error, Result};
 
 /// The focus chain's header and payload, read from its node (a DATA payload with its check
@@ -380,10 +386,17 @@ fn merge_range<'a, S: ChainStore>(
     Ok(true)
 }
 
-/// The pruned scan (see the module docs): compare whole key ranges by their summaries, from the
-/// whole key space down the fan-out-16 radix, and merge chain by chain only inside ranges that
-/// differ and hold at most [`BUCKET`] children on every node. Starts at key `start` (a resumed
-/// scan); `Ok(false)` when the deferral list filled up.
+/// The pruned scan (see the module docs): walk our block table from key `start` by spans
+/// (an indirect block whole, or a run of at most `RUN` children), compare each span's summary
+/// with the same key range's summary on every other node holding the inode, skip equal spans,
+/// descend into a differing indirect block and merge a differing run chain by chain.
+/// `Ok(false)` when the deferral list filled up.
+///
+/// Only a cursor (every key below it is done) and the stack of ranges known to differ that
+/// hold it are kept: our merges may split or free indirect blocks, so the walk re-descends
+/// from the blockset at each step (O(depth)) instead of holding on to blocks. A range known to
+/// differ is never compared again; the stack's ranges are nested, aligned, and shrink by at
+/// least one keybit per level, so it never holds more than 66 of them.
 fn pruned_walk<'a, S: ChainStore>(
     ctx: &mut Ctx<'a, S>,
     g: &S::Guard<'a>,
@@ -401,85 +414,51 @@ fn pruned_walk<'a, S: ChainStore>(
         }
     }
     // The inode vanished from a node mid-walk: the cluster is moving, so nothing is skipped
-    // any more (every range is merged, as the original scan would; its collector copes).
+    // any more (every span is merged, as the original scan would; its collector copes).
     let mut vanished = false;
-    // (range base, level, for a range already known to differ: its largest child count).
-    // Depth-first in key order; at most 16 entries per level, so bounded by 16 · 17.
-    let mut stack: Vec<(u64, u8, Option<u64>)> = Vec::new();
-    stack.try_reserve(FANOUT * (usize::from(MAX_LEVEL) + 1))?;
-    stack.push((0, 0, None));
-    while let Some((base, level, known)) = stack.pop() {
-        let (beg, end) = range_of(base, level);
-        if end < start {
-            continue;
+    let mut open: Vec<(u64, u64)> = Vec::new();
+    open.try_reserve(MAX_OPEN)?;
+    let mut cursor = start;
+    loop {
+        while open.last().is_some_and(|&(_, e)| e < cursor) {
+            open.pop();
         }
         ctx.poll()?;
-        // One summary (an indirect block's worth) visited.
+        let span = me.span(scan.ip, cursor, open.last().copied())?;
+        // One indirect block, or one run of children, visited.
         ctx.stats.scanned += 1;
-        let most = match known {
-            Some(c) => c,
-            None => {
-                let ours = me.range_sum(scan.ip, base, level)?;
-                let mut same = !vanished;
-                let mut most = ours.count;
-                for (j, o) in others.iter_mut().enumerate().take(n) {
-                    if let Some(p) = o {
-                        match ctx.peers.stores[j].range_sum(*p, base, level) {
-                            Ok(s) => {
-                                same &= s == ours;
-                                most = most.max(s.count);
-                            }
-                            Err(Error::NotFound) => (*o, vanished, same) = (None, true, false),
-                            Err(e) => return Err(e),
-                        }
-                    }
-                }
-                if same {
-                    continue;
-                }
-                most
+        let mut same = !vanished;
+        for (j, o) in others.iter_mut().enumerate().take(n) {
+            if !same {
+                break;
             }
-        };
-        if most <= BUCKET || level + 1 >= MAX_LEVEL {
-            if !merge_range(ctx, g, scan, beg.max(start), end)? {
-                return Ok(false);
+            if let Some(p) = o {
+                match ctx.peers.stores[j].key_sum(*p, span.beg, span.end) {
+                    Ok(s) => same = s == span.sum,
+                    Err(Error::NotFound) => (*o, vanished, same) = (None, true, false),
+                    Err(e) => return Err(e),
+                }
             }
+        }
+        if !same && span.indirect {
+            if open.len() >= MAX_OPEN {
+                return Err(Error::Invalid);
+            }
+            try_push(&mut open, (span.beg, span.end))?;
             continue;
         }
-        let ours = me.sub_sums(scan.ip, base, level)?;
-        let mut same = [!vanished; FANOUT];
-        let mut most = [0u64; FANOUT];
-        for (m, s) in most.iter_mut().zip(ours.iter()) {
-            *m = s.count;
+        if !same && !merge_range(ctx, g, scan, span.beg, span.end)? {
+            return Ok(false);
         }
-        for (j, o) in others.iter_mut().enumerate().take(n) {
-            if let Some(p) = o {
-                let subs = match ctx.peers.stores[j].sub_sums(*p, base, level) {
-                    Ok(s) => s,
-                    Err(Error::NotFound) => {
-                        (*o, vanished, same) = (None, true, [false; FANOUT]);
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                };
-                for d in 0..FANOUT {
-                    same[d] &= subs[d] == ours[d];
-                    most[d] = most[d].max(subs[d].count);
-                }
-            }
-        }
-        let shift = 60 - 4 * u32::from(level);
-        for d in (0..FANOUT).rev() {
-            if !same[d] {
-                try_push(
-                    &mut stack,
-                    (beg | ((d as u64) << shift), level + 1, Some(most[d])),
-                )?;
-            }
+        match span.end.checked_add(1) {
+            Some(k) => cursor = k,
+            None => return Ok(true),
         }
     }
-    Ok(true)
 }
+
+/// Ranges known to differ on a pruned walk's stack, at most: one per keybits value.
+const MAX_OPEN: usize = 66;
 
 fn push_defer<S: ChainStore>(
     ctx: &mut Ctx<'_, S>,

@@ -14,8 +14,10 @@ use super::*;
 use crate::cluster::{Cluster, FrontendOp, NodeSet, Role};
 use crate::host::LockMode;
 use crate::media;
+use crate::media::SET_COUNT;
 use crate::quorum::QuorumResult;
 use crate::store::testhost::host;
+use crate::store::RUN;
 
 const M: Role = Role::Master;
 const S: Role = Role::Slave;
@@ -275,8 +277,9 @@ fn thirteen_hundred_subdirectories_into_an_empty_slave() {
         assert!(st.inserted >= 1302, "{st:?}");
         // The re-scan after EAGAIN continues where the scan stopped: about one comparison per
         // chain, not one per chain per batch of deferrals. The pruned walk also counts the
-        // range summaries it visits (about 1300 / BUCKET · 17 / 16, plus the path back down
-        // to the resume key on each re-scan).
+        // spans it visits (indirect blocks and runs of at most RUN children: about
+        // 1300 / RUN plus the blocks, and the path back down to the resume key on each
+        // re-scan).
         let summaries = match mode {
             ScanMode::Pruned => 300,
             ScanMode::Original => 0,
@@ -954,6 +957,55 @@ fn pruned_scan_visits_in_proportion_to_the_change() {
             // Root, /w's summary levels down to f1234's bucket, and the inode itself.
             ScanMode::Pruned => assert!(scanned <= most, "pruned visited {scanned}"),
             ScanMode::Original => assert!(scanned > 3000, "original visited {scanned}"),
+        }
+    }
+}
+
+/// The INDIRECT blockrefs of `path`'s block table on node `i`: (depth, key, keybits).
+fn indirect_shape(c: &Cluster, i: usize, path: &str) -> Vec<(u8, u64, u8)> {
+    let st = c.store(i).unwrap();
+    let id = st.resolve(path.as_bytes()).unwrap();
+    st.block_table(id)
+        .unwrap()
+        .iter()
+        .filter(|t| t.bref.btype == media::BREF_TYPE_INDIRECT)
+        .map(|t| (t.depth, t.bref.key, t.bref.keybits))
+        .collect()
+}
+
+#[test]
+fn pruned_scan_over_differently_shaped_indirect_trees() {
+    const N: usize = 10_000;
+    let c = cluster(&[M, M, M, S]);
+    mkdir(&c, all(&c), "/w");
+    // The masters insert in name order (hash order: random keys), the slave gets everything
+    // from its first sync in key order: same children, differently shaped trees.
+    for i in 0..N {
+        write(&c, set(&[0, 1, 2]), &format!("/w/f{i:07}"), b"x");
+    }
+    c.sync_node(3, &|| false).unwrap();
+    assert_same(&c, 0, 3);
+    let (ours, theirs) = (indirect_shape(&c, 3, "/w"), indirect_shape(&c, 0, "/w"));
+    assert_ne!(ours, theirs, "insert order shapes the trees");
+    let levels = 1 + ours.iter().chain(&theirs).map(|t| t.0).max().unwrap() as u64;
+    // One change, k = 1: each level's spans of the path to it (at most a blockset's 4 plus
+    // the runs around them, or one indirect block's differing span and its neighbours), one
+    // run merged, the PFS root above. Far below N, which the original scan visits.
+    let bound = 4 * levels * (SET_COUNT + RUN) as u64;
+    for mode in [ScanMode::Pruned, ScanMode::Original] {
+        c.set_scan_mode(mode);
+        let f = format!(
+            "/w/f{:07}",
+            if mode == ScanMode::Pruned { 1234 } else { 777 }
+        );
+        write(&c, set(&[0, 1, 2]), &f, b"changed");
+        let before = c.stats(3).scanned;
+        c.sync_node(3, &|| false).unwrap();
+        let scanned = c.stats(3).scanned - before;
+        assert_same(&c, 0, 3);
+        match mode {
+            ScanMode::Pruned => assert!(scanned <= bound, "{scanned} > {bound} ({levels} levels)"),
+            ScanMode::Original => assert!(scanned > bound, "original visited {scanned}"),
         }
     }
 }
