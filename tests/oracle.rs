@@ -275,7 +275,8 @@ fn against_cluster_mode(case: &Case, mode: ScanMode) -> Result<(), String> {
 }
 
 // Case budgets fit a debug-build `cargo test` in seconds; H2S_ORACLE_SCALE multiplies them,
-// H2S_ORACLE_SEED changes the seed, H2S_ORACLE_OPS the longest history of the main property.
+// H2S_ORACLE_SEED runs one seed instead of the fixed one plus a rotating one (oracle/prop.rs),
+// H2S_ORACLE_OPS sets the longest history of the main property.
 
 #[test]
 fn oracle_cluster_matches_model() {

@@ -36,6 +36,8 @@ use super::Peers;
 
 /// Answers a worker may have queued ahead of the collector.
 pub const FIFO_DEPTH: usize = 16;
+/// Queued answers at or below which a worker waiting on a full FIFO is woken (half of it).
+const LOW_WATER: usize = FIFO_DEPTH / 2;
 /// Longest single sleep of a stalled read or a blocked wait, so cancellation is seen promptly.
 const SLICE: Duration = Duration::from_millis(5);
 
@@ -215,7 +217,7 @@ impl<S: ChainStore> Pool<'_, S> {
         let ch = self.sh.chans.get(j)?;
         let mut got = None;
         let mut any = false;
-        {
+        let low = {
             let mut q = ch.q.lock();
             while let Some((g, m)) = q.pop_front() {
                 any = true;
@@ -224,8 +226,16 @@ impl<S: ChainStore> Pool<'_, S> {
                     break;
                 }
             }
-        }
-        if any {
+            q.len() <= LOW_WATER
+        };
+        // A worker blocked on the full FIFO is woken once it is down to the low-water mark, not
+        // at every pop: it then queues several answers per wakeup instead of one (otherwise a
+        // long scan costs every worker a sleep and a wakeup per chain the collector consumes).
+        // It cannot be left asleep: it read `popped` before finding the FIFO full, and this
+        // bump comes once the collector has consumed down to the mark; a collector that stops
+        // consuming posts a new request or parks the pool, which bump `popped` too (and the
+        // worker's sleep is bounded by `SLICE` regardless).
+        if any && low {
             ch.popped.fetch_add(1, Ordering::SeqCst);
             self.host.wake_word(&ch.popped);
         }
