@@ -198,12 +198,19 @@ impl Env {
     }
 }
 
-/// Wait (polling every millisecond) until `cond`, or fail after 10 s with `what`.
+/// How long [`wait_for`] waits: generous, because QEMU's TCG on busy shared cores (and a
+/// KASAN debug kernel, about five times slower) made 10 s flaky; a real hang still fails.
+const WAIT_FOR_NS: u64 = 120_000_000_000;
+
+/// Wait (polling every millisecond) until `cond`, or fail after [`WAIT_FOR_NS`] with `what`.
 fn wait_for(host: &dyn Host, what: &str, cond: impl Fn() -> bool) -> Outcome {
-    let end = host.now_ns() + 10_000_000_000;
+    let end = host.now_ns() + WAIT_FOR_NS;
     while !cond() {
         if host.now_ns() > end {
-            return Err(format!("timed out waiting for {what}"));
+            return Err(format!(
+                "timed out waiting for {what} ({} s)",
+                WAIT_FOR_NS / 1_000_000_000
+            ));
         }
         host::sleep(host, Duration::from_millis(1));
     }

@@ -207,6 +207,19 @@ fn memory_alone() -> ExitCode {
                 }
                 None => println!("memory: per scan worker not measured"),
             }
+            let demo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../qemu-tests/demo.scn");
+            let live = std::fs::read(&demo)
+                .map_err(|e| format!("{}: {e}", demo.display()))
+                .and_then(|t| memory::scenario_live(&t));
+            match live {
+                Ok((median, max)) => println!(
+                    "memory: qemu-tests/demo.scn (the `make run` demo) in userland: {median} B live (median of 10 ms samples), {max} B at most"
+                ),
+                Err(e) => {
+                    eprintln!("bench: demo.scn: {e}");
+                    return ExitCode::from(1);
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -72,6 +72,39 @@ fn per_file(files: usize, blocks: usize) -> Result<usize, String> {
     Ok(bytes)
 }
 
+/// Live bytes over a run of scenario `text` (the `make run` demonstration): sampled every
+/// 10 ms, (median, largest sample). The median is the steady state of a scenario that mostly
+/// waits for its sync threads; checks such as `expect same` briefly add copies of two trees.
+pub fn scenario_live(text: &[u8]) -> Result<(usize, usize), String> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let base = live();
+    let done = Arc::new(AtomicBool::new(false));
+    let flag = done.clone();
+    let sampler = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        while !flag.load(Ordering::SeqCst) {
+            v.push(live().saturating_sub(base));
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        v
+    });
+    let mut out = String::new();
+    let outcome = hammer2_synchro::scenario::run(userland::host(), text, &mut out);
+    done.store(true, Ordering::SeqCst);
+    let mut v = sampler
+        .join()
+        .map_err(|_| "the sampler panicked".to_string())?;
+    if outcome != hammer2_synchro::scenario::Outcome::Passed {
+        return Err(format!("the scenario did not pass: {outcome:?}\n{out}"));
+    }
+    v.sort_unstable();
+    Ok((
+        v.get(v.len() / 2).copied().unwrap_or(0),
+        v.last().copied().unwrap_or(0),
+    ))
+}
+
 /// Measure with `files` files per kind (the bench allocates nothing else meanwhile).
 pub fn measure(files: usize) -> Result<Memory, String> {
     let files = files.max(1);

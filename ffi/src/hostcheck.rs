@@ -22,7 +22,10 @@ pub const CASES: &[(&str, Case)] = &[
     ("freeze_during_large_sync", freeze_during_large_sync),
 ];
 
-const WAIT_NS: u64 = 10_000_000_000;
+/// How long a check waits for a thread to make progress, and the slave to converge: generous,
+/// because QEMU's TCG on busy shared cores (and a KASAN debug kernel, about five times slower)
+/// made 10 s flaky; a real hang still fails.
+const WAIT_NS: u64 = 120_000_000_000;
 
 fn fail(s: &str) -> Outcome {
     let mut m = String::new();
@@ -173,7 +176,7 @@ fn freeze_during_large_sync(host: &'static dyn Host, out: &mut dyn fmt::Write) -
         return fail("unfreeze failed");
     }
     let u0 = host.now_ns();
-    while !c.in_sync(2) && host.now_ns() - u0 < 3 * WAIT_NS {
+    while !c.in_sync(2) && host.now_ns() - u0 < WAIT_NS {
         let _ = c.thread_signal(2);
         host::sleep(host, Duration::from_millis(10));
     }
@@ -199,7 +202,7 @@ fn freeze_during_large_sync(host: &'static dyn Host, out: &mut dyn fmt::Write) -
         return fail("the slave kept syncing while frozen");
     }
     if !synced {
-        return fail("the slave did not converge after unfreeze");
+        return fail("the slave did not converge within 120 s of the unfreeze");
     }
     if !stopped {
         return fail("stop failed");

@@ -125,23 +125,27 @@ pub fn xxh64(data: &[u8], seed: u64) -> u64 {
     xxh_finish(hash, data.len(), tail(data))
 }
 
-/// Append `src` to `dst` and return `xxh64(src, seed)`, reading each byte once: every stripe
-/// is hashed as it is copied, so the hash costs no second pass over memory.
+/// Bytes copied at a time by [`xxh64_copy`]: a few stripes, still in L1 when they are hashed.
+const RUN: usize = 8 * STRIPE;
+
+/// Append `src` to `dst` and return `xxh64(src, seed)`, reading memory once: each run of a
+/// few stripes is copied, then hashed while it is still in the L1 cache, so the hash costs no
+/// second pass over memory (and the vector's length is updated once per run, not per stripe).
 fn xxh64_copy(src: &[u8], dst: &mut Vec<u8>, seed: u64) -> u64 {
-    let hash = if src.len() >= STRIPE {
-        let mut st = Stripes::new(seed);
-        for s in stripes(src) {
-            // Capacity was reserved by the caller: no allocation here.
-            dst.extend_from_slice(s);
+    if src.len() < STRIPE {
+        dst.extend_from_slice(src);
+        return xxh_finish(seed.wrapping_add(P5), src.len(), src);
+    }
+    let mut st = Stripes::new(seed);
+    // Every run but the last is whole stripes, so the last run's tail is `src`'s tail.
+    for run in src.chunks(RUN) {
+        // Capacity was reserved by the caller: no allocation here.
+        dst.extend_from_slice(run);
+        for s in stripes(run) {
             st.eat(s);
         }
-        st.merge()
-    } else {
-        seed.wrapping_add(P5)
-    };
-    let rest = tail(src);
-    dst.extend_from_slice(rest);
-    xxh_finish(hash, src.len(), rest)
+    }
+    xxh_finish(st.merge(), src.len(), tail(src))
 }
 
 /// XXH64's length, tail and avalanche steps.

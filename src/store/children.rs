@@ -101,7 +101,11 @@ impl RangeSum {
 
 /// The last key of the range `key`/`keybits` (as [`crate::media::Blockref::key_end`]).
 fn range_end(key: u64, keybits: u8) -> u64 {
-    Blockref::new(0, key, keybits).key_end()
+    if keybits >= 64 {
+        u64::MAX
+    } else {
+        key.saturating_add((1u64 << keybits) - 1)
+    }
 }
 
 /// Whether `key`/`keybits` is a power-of-two aligned range, as every blockref's is.

@@ -36,6 +36,8 @@ use super::Peers;
 
 /// Answers a worker may have queued ahead of the collector.
 pub const FIFO_DEPTH: usize = 16;
+/// Queued answers at or below which a worker waiting on a full FIFO is woken (half of it).
+const LOW_WATER: usize = FIFO_DEPTH / 2;
 /// Longest single sleep of a stalled read or a blocked wait, so cancellation is seen promptly.
 const SLICE: Duration = Duration::from_millis(5);
 
@@ -202,8 +204,18 @@ impl<S: ChainStore> Pool<'_, S> {
         // Old answers would only be dropped: make room before the new request is visible (a
         // clear after it could drop the new request's first answers).
         ch.q.lock().clear();
-        *ch.req.lock() = Some(Req { gen, keys, start });
-        ch.gen.store(gen, Ordering::SeqCst);
+        {
+            // Publish `gen` under the request lock, with the request: a worker that takes the
+            // request (under this lock) then sees it current. Storing `gen` after the unlock
+            // let a worker awake in its loop take the request while `gen` still held the old
+            // value, find it stale (`live()` false), drop it unanswered, and then sleep on
+            // the new `gen` with no request left: the collector waited for that node forever.
+            let mut slot = ch.req.lock();
+            *slot = Some(Req { gen, keys, start });
+            ch.gen.store(gen, Ordering::SeqCst);
+        }
+        #[cfg(test)]
+        test_hook::after_publish(self.host, &self.sh, ch);
         self.host.wake_word(&ch.gen);
         ch.popped.fetch_add(1, Ordering::SeqCst);
         self.host.wake_word(&ch.popped);
@@ -215,7 +227,7 @@ impl<S: ChainStore> Pool<'_, S> {
         let ch = self.sh.chans.get(j)?;
         let mut got = None;
         let mut any = false;
-        {
+        let low = {
             let mut q = ch.q.lock();
             while let Some((g, m)) = q.pop_front() {
                 any = true;
@@ -224,8 +236,16 @@ impl<S: ChainStore> Pool<'_, S> {
                     break;
                 }
             }
-        }
-        if any {
+            q.len() <= LOW_WATER
+        };
+        // A worker blocked on the full FIFO is woken once it is down to the low-water mark, not
+        // at every pop: it then queues several answers per wakeup instead of one (otherwise a
+        // long scan costs every worker a sleep and a wakeup per chain the collector consumes).
+        // It cannot be left asleep: it read `popped` before finding the FIFO full, and this
+        // bump comes once the collector has consumed down to the mark; a collector that stops
+        // consuming posts a new request or parks the pool, which bump `popped` too (and the
+        // worker's sleep is bounded by `SLICE` regardless).
+        if any && low {
             ch.popped.fetch_add(1, Ordering::SeqCst);
             self.host.wake_word(&ch.popped);
         }
@@ -240,6 +260,12 @@ impl<S: ChainStore> Pool<'_, S> {
             self.host.wake_word(&ch.gen);
             self.host.wake_word(&ch.popped);
         }
+    }
+
+    /// Make [`test_hook::after_publish`] hold this pool's requests.
+    #[cfg(test)]
+    pub(crate) fn hold_publish(&self) {
+        test_hook::HOLD_PUBLISH.store(&*self.sh as *const Shared<S::Id> as usize, Ordering::SeqCst);
     }
 
     /// The host's monotonic clock.
@@ -445,6 +471,29 @@ pub(crate) mod test_hook {
     /// The address of the store whose worker pauses (0: none), so tests running beside the
     /// one that sets it are not slowed.
     pub(crate) static STORE: AtomicUsize = AtomicUsize::new(0);
+
+    /// The address of the pool state whose requests [`after_publish`] holds (0: none).
+    pub(crate) static HOLD_PUBLISH: AtomicUsize = AtomicUsize::new(0);
+
+    /// After a request is published and before its wakeup: wake the channel's worker early (a
+    /// spurious return the host contract allows, standing for a worker just back from serving
+    /// an earlier request) and wait, bounded, until it took the request.
+    pub(super) fn after_publish<Id>(
+        host: &dyn crate::host::Host,
+        sh: &Shared<Id>,
+        ch: &super::Chan<Id>,
+    ) {
+        if HOLD_PUBLISH.load(Ordering::SeqCst) != sh as *const Shared<Id> as usize {
+            return;
+        }
+        let t = std::time::Instant::now();
+        while ch.req.lock().is_some() && t.elapsed().as_secs() < 2 {
+            host.wake_word(&ch.gen);
+            std::thread::sleep(core::time::Duration::from_millis(1));
+        }
+        // Let the worker act on what it took before the wakeup.
+        std::thread::sleep(core::time::Duration::from_millis(50));
+    }
 
     /// Hold the worker of `STORE` until its pool is cancelled, and a while longer so that the
     /// cancelling `Drop` has bumped every `gen` too.

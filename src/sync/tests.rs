@@ -1076,3 +1076,36 @@ fn pool_drop_never_strands_an_idle_worker() {
     pool::test_hook::STORE.store(0, AO::SeqCst);
     assert!(joined.is_ok(), "dropping the pool hung on an idle worker");
 }
+
+#[test]
+fn request_taken_early_is_still_answered() {
+    // A worker awake in its loop (the hook wakes it) takes a request as soon as it is
+    // published. With `gen` stored only after the request lock was released, the worker saw
+    // the request as stale, dropped it, then slept on the new `gen` with nothing left to
+    // serve: the collector waited for an answer that never came (a sync pass hung).
+    let c = cluster(&[M, M]);
+    let stores = [c.store(0).unwrap(), c.store(1).unwrap()];
+    // The userland host: its sleeps return on a wake, like a kernel's (the test host polls).
+    // SAFETY: the stores outlive the pool (dropped at the end of this function, before `c`).
+    let p =
+        unsafe { pool::Pool::start_unbound(crate::userland::host(), &stores, None, 0) }.unwrap();
+    // Let the worker reach its idle sleep (a slow start only makes the test less sharp).
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    p.hold_publish();
+    let gen = p.request(1, &[], None);
+    pool::test_hook::HOLD_PUBLISH.store(0, AO::SeqCst);
+    let gen = gen.unwrap();
+    let t = std::time::Instant::now();
+    let mut got = None;
+    while got.is_none() && t.elapsed().as_secs() < 20 {
+        let seen = p.pushed();
+        got = p.recv(1, gen);
+        if got.is_none() {
+            p.wait(seen);
+        }
+    }
+    assert!(
+        matches!(got, Some(pool::Msg::Inode(Some(_)))),
+        "the worker dropped a request it took early: {got:?}"
+    );
+}
