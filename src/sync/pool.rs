@@ -341,16 +341,6 @@ fn worker<S: ChainStore>(
     }
 }
 
-/// Whether request `gen` is still the channel's latest when the channel's word reads `cur`.
-///
-/// `Pool::request` publishes the request before it moves `gen` to it (so that an idle worker's
-/// sleep on `gen` returns), and a worker can take the request in between: `cur` is then one
-/// behind. Only a later request or `park_all` moves `gen` past it. (Testing `cur == gen` dropped
-/// such a request unanswered, and the collector waited for its answers until the pass broke.)
-fn not_superseded(gen: u32, cur: u32) -> bool {
-    (gen.wrapping_sub(cur) as i32) >= 0
-}
-
 struct Serve<'w, S: ChainStore> {
     host: &'w dyn Host,
     sh: &'w Shared<S::Id>,
@@ -363,8 +353,7 @@ struct Serve<'w, S: ChainStore> {
 impl<S: ChainStore> Serve<'_, S> {
     /// Still wanted: not cancelled, no newer request.
     fn live(&self) -> bool {
-        self.sh.cancel.load(Ordering::SeqCst) == 0
-            && not_superseded(self.gen, self.ch.gen.load(Ordering::SeqCst))
+        self.sh.cancel.load(Ordering::SeqCst) == 0 && self.ch.gen.load(Ordering::SeqCst) == self.gen
     }
 
     /// One read of the node through the fault hooks; None when no longer wanted.
@@ -506,21 +495,5 @@ pub(crate) mod test_hook {
             std::thread::sleep(core::time::Duration::from_millis(1));
         }
         std::thread::sleep(core::time::Duration::from_millis(50));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::not_superseded;
-
-    #[test]
-    fn request_taken_before_its_generation_is_published_stays_live() {
-        assert!(not_superseded(6, 6));
-        // Taken between `*req = Some(6)` and `gen.store(6)`.
-        assert!(not_superseded(6, 5));
-        // A newer request, or `park_all`, moved past it.
-        assert!(!not_superseded(6, 7));
-        assert!(not_superseded(0, u32::MAX));
-        assert!(!not_superseded(u32::MAX, 0));
     }
 }
