@@ -34,6 +34,10 @@ bitflags::bitflags! {
         /// Not in the original: request for a synchronization pass now (`signal`). A pass
         /// consumes it before it starts, so a signal during a pass causes one more pass.
         const PASSREQ = 0x1000;
+        /// Not in the original: a `Threads::start` owns the slot (claimed from STOPPED) and has
+        /// not finished creating its thread. It lets start sleep without holding the slot's
+        /// spin lock; stoppers wait for it to clear before they look for the thread's handle.
+        const STARTING = 0x2000;
     }
 }
 

@@ -353,3 +353,150 @@ fn broken_idle_sleep_is_caught() {
         "failed, but not by a deadlock:\n{stderr}"
     );
 }
+
+/// A slot as `Threads` keeps it: the word plus the handle under a lock. `ctl` is a loom mutex
+/// held only for copies, as the fixed `Threads` does; joins and spawns happen outside it.
+struct SlotModel {
+    w: LoomWord,
+    ctl: Mutex<Option<thread::JoinHandle<()>>>,
+    work: Work,
+}
+
+fn slot_model() -> Arc<SlotModel> {
+    let m = SlotModel {
+        w: LoomWord::new(false),
+        ctl: Mutex::new(None),
+        work: Work {
+            remasters: AtomicU32::new(0),
+        },
+    };
+    m.w.word.store(F::STOPPED.bits(), Ordering::SeqCst);
+    Arc::new(m)
+}
+
+/// `Threads::start`, step for step, on the model slot (`fail`: the host's spawn fails).
+fn slot_start(m: &Arc<SlotModel>, fail: bool) -> Result<()> {
+    requester::claim_start(&m.w)?;
+    let old = m.ctl.lock().unwrap().take();
+    if let Some(t) = old {
+        t.join().unwrap();
+    }
+    m.w.word.store(F::STARTING.bits(), Ordering::SeqCst);
+    if fail {
+        primary::ack(&m.w, F::STOPPED, F::STARTING);
+        return Err(Error::NoMem);
+    }
+    let m2 = m.clone();
+    let t = thread::spawn(move || primary::run(&m2.w, &m2.work, &|| None, &|_| {}));
+    *m.ctl.lock().unwrap() = Some(t);
+    primary::ack(&m.w, F::empty(), F::STARTING);
+    Ok(())
+}
+
+/// `Threads::take_handle`: the handle, if the word shows the thread was asked to end.
+fn slot_take(m: &SlotModel, ended: F) -> Option<thread::JoinHandle<()>> {
+    let mut ctl = m.ctl.lock().unwrap();
+    if m.w.load() & ended.bits() == 0 {
+        return None;
+    }
+    ctl.take()
+}
+
+/// `Threads::stop`, step for step.
+fn slot_stop(m: &SlotModel) -> Result<()> {
+    requester::signal(&m.w, F::STOP)?;
+    requester::wait_started(&m.w);
+    match slot_take(m, F::STOP.union(F::STOPPED)) {
+        Some(t) => t.join().unwrap(),
+        None => {
+            requester::wait(&m.w, |_| false);
+            if let Some(t) = slot_take(m, F::STOPPED) {
+                t.join().unwrap();
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Stop whatever runs, then the slot must be whole: STOPPED, not claimed, no waiter bits, and
+/// no handle left unjoined.
+fn slot_finish(m: &SlotModel) {
+    let _ = slot_stop(m);
+    let v = m.w.load();
+    assert!(v & F::STOPPED.bits() != 0, "not stopped: {v:#x}");
+    let stray = (F::STARTING | F::WAITING | F::CLIENTWAIT).bits();
+    assert!(v & stray == 0, "stray bits: {v:#x}");
+    assert!(m.ctl.lock().unwrap().is_none(), "thread never joined");
+}
+
+#[test]
+fn start_vs_start() {
+    model(|| {
+        let m = slot_model();
+        let m2 = m.clone();
+        let other = thread::spawn(move || slot_start(&m2, false));
+        let b = slot_start(&m, false);
+        let a = other.join().unwrap();
+        // Nobody stops the winner, so the loser always finds the slot taken.
+        assert!(a.is_ok() != b.is_ok(), "{a:?} {b:?}");
+        assert!(matches!(a, Ok(()) | Err(Error::Busy)) && matches!(b, Ok(()) | Err(Error::Busy)));
+        slot_finish(&m);
+    });
+}
+
+#[test]
+fn start_vs_stop_of_the_running_thread() {
+    model(|| {
+        let m = slot_model();
+        slot_start(&m, false).unwrap();
+        let m2 = m.clone();
+        let other = thread::spawn(move || slot_stop(&m2));
+        // Busy while the old thread runs; Ok (after joining it) once it stopped.
+        let s = slot_start(&m, false);
+        assert!(matches!(s, Ok(()) | Err(Error::Busy)), "{s:?}");
+        other.join().unwrap().unwrap();
+        slot_finish(&m);
+    });
+}
+
+#[test]
+fn stop_during_start() {
+    model(|| {
+        let m = slot_model();
+        let m2 = m.clone();
+        let other = thread::spawn(move || slot_stop(&m2));
+        slot_start(&m, false).unwrap();
+        // Invalid before the new thread exists; otherwise it waits for the handle and joins.
+        let s = other.join().unwrap();
+        assert!(matches!(s, Ok(()) | Err(Error::Invalid)), "{s:?}");
+        slot_finish(&m);
+    });
+}
+
+#[test]
+fn freeze_during_start() {
+    model(|| {
+        let m = slot_model();
+        let m2 = m.clone();
+        let other = thread::spawn(move || requester::freeze(&m2.w));
+        slot_start(&m, false).unwrap();
+        match other.join().unwrap() {
+            Ok(()) => assert!(m.w.load() & F::FROZEN.bits() != 0),
+            Err(e) => assert_eq!(e, Error::Invalid),
+        }
+        slot_finish(&m);
+    });
+}
+
+#[test]
+fn freeze_during_failed_start() {
+    model(|| {
+        let m = slot_model();
+        let m2 = m.clone();
+        let other = thread::spawn(move || requester::freeze(&m2.w));
+        assert_eq!(slot_start(&m, true), Err(Error::NoMem));
+        // No thread ever exists: the freeze must fail, not sleep forever.
+        assert_eq!(other.join().unwrap(), Err(Error::Invalid));
+        slot_finish(&m);
+    });
+}

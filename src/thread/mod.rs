@@ -200,17 +200,48 @@ impl Threads {
         work: W,
     ) -> Result<()> {
         let slot = self.slot(idx)?;
-        // Held until the thread's handle is stored, so concurrent starts and stops of this slot
-        // see it whole; requesters only take it for a moment to read the host.
-        let mut ctl = slot.ctl.lock();
-        if slot.flags.load(Ordering::SeqCst) & ThreadFlags::STOPPED.bits() == 0 {
-            return Err(Error::Busy);
-        }
+        let claim = HostWord {
+            word: &slot.flags,
+            host,
+        };
+        // DEVIATION (not in the original, which holds no spin lock here): `ctl` is a pure spin
+        // lock, so it is never held across the host's join or spawn (both sleep); on one CPU
+        // without preemption a requester spinning on it would never let the holder run. The
+        // STARTING bit owns the slot instead, and `ctl` is only taken for short copies.
+        requester::claim_start(&claim)?;
         // A thread that published STOPPED but was not joined yet: it only has its final wake
-        // left, so this join is short.
-        if let (Some(old), Some(h)) = (ctl.handle.take(), ctl.host) {
-            h.join(old);
+        // left, so this join is short. Nobody else takes a handle while STARTING is set and
+        // STOPPED was already published by that thread.
+        let old = {
+            let mut ctl = slot.ctl.lock();
+            (ctl.handle.take(), ctl.host)
+        };
+        if let (Some(t), Some(h)) = old {
+            h.join(t);
         }
+        match self.launch(slot, idx, host, work) {
+            Ok(t) => {
+                slot.ctl.lock().handle = Some(t);
+                // The handle is in place: stoppers waiting for it may look now.
+                primary::ack(&claim, ThreadFlags::empty(), ThreadFlags::STARTING);
+                Ok(())
+            }
+            Err(e) => {
+                // Requesters that raced with this start see STOPPED and give up.
+                primary::ack(&claim, ThreadFlags::STOPPED, ThreadFlags::STARTING);
+                Err(e)
+            }
+        }
+    }
+
+    /// Reset the claimed slot's word and spawn its thread (the slot is owned through STARTING).
+    fn launch<W: SyncWork + Send>(
+        &self,
+        slot: &Slot,
+        idx: usize,
+        host: &'static dyn Host,
+        work: W,
+    ) -> Result<RawThread> {
         let launch = Launch {
             threads: self as *const Threads,
             idx,
@@ -218,35 +249,20 @@ impl Threads {
             work,
         };
         let entry: Box<dyn FnOnce() + Send + '_> = crate::mem::try_box(move || launch.run())?;
-        // SAFETY: only the lifetime is changed. The caller guarantees that what the closure
-        // borrows (`self` and `work`'s borrows) outlives the thread, which is joined before
-        // either may go away (see the contract above).
+        // SAFETY: only the lifetime is changed. The caller of `start` guarantees that what the
+        // closure borrows (`self` and `work`'s borrows) outlives the thread, which is joined
+        // before either may go away (see `start`'s contract).
         let entry: ThreadEntry = unsafe { core::mem::transmute(entry) };
+        slot.ctl.lock().host = Some(host);
         // DEVIATION (bug 4): the original clears only STOP/STOPPED/FREEZE/FROZEN when it
-        // (re)creates a thread; stale request bits then leak into the new thread. Reset it all.
-        slot.flags.store(0, Ordering::SeqCst);
-        ctl.host = Some(host);
+        // (re)creates a thread; stale request bits then leak into the new thread. Reset it all,
+        // keeping only STARTING (the claim) until the handle is stored.
+        slot.flags
+            .store(ThreadFlags::STARTING.bits(), Ordering::SeqCst);
         let mut name = heapless::String::<16>::new();
         // Cannot fail: "h2sync/" plus at most one digit fits.
         let _ = write!(name, "h2sync/{idx}");
-        match host.spawn(&name, entry) {
-            Ok(t) => {
-                ctl.handle = Some(t);
-                Ok(())
-            }
-            Err(e) => {
-                // Requesters that raced with this start see STOPPED and give up.
-                primary::ack(
-                    &HostWord {
-                        word: &slot.flags,
-                        host,
-                    },
-                    ThreadFlags::STOPPED,
-                    ThreadFlags::empty(),
-                );
-                Err(e)
-            }
-        }
+        host.spawn(&name, entry)
     }
 
     /// Freeze slot `idx`'s thread; returns once it is frozen (it stops its pass within one
@@ -282,13 +298,15 @@ impl Threads {
     pub fn stop(&self, idx: usize) -> Result<()> {
         let w = self.word(idx)?;
         requester::signal(&w, ThreadFlags::STOP)?;
+        // The start that made the thread may not have stored its handle yet: sleep until it has
+        // (never spin on `ctl` while the starter sleeps in the host's spawn).
+        requester::wait_started(&w);
         // Join at once: the host's join waits for the thread's exit, which follows its STOPPED
         // acknowledgement, so waiting for that first would only add a wakeup (as `kthread_stop`
-        // does not). Without the handle (another stopper is joining, or the start that made the
-        // thread has not stored it yet) wait for STOPPED instead.
-        let handle = self.slot(idx)?.ctl.lock().handle.take();
-        match handle {
-            Some(t) => w.host.join(t),
+        // does not). Without the handle (another stopper or a later start is joining it) wait
+        // for STOPPED instead.
+        match self.take_handle(idx, ThreadFlags::STOP.union(ThreadFlags::STOPPED)) {
+            Some((t, h)) => h.join(t),
             None => {
                 requester::wait(&w, |_| false);
                 self.join(idx);
@@ -297,14 +315,25 @@ impl Threads {
         Ok(())
     }
 
+    /// Take slot `idx`'s handle if its word has one of `ended` set (the thread was asked to stop
+    /// or has stopped, so joining it returns). Under `ctl` for a copy only.
+    fn take_handle(
+        &self,
+        idx: usize,
+        ended: ThreadFlags,
+    ) -> Option<(RawThread, &'static dyn Host)> {
+        let slot = self.slot(idx).ok()?;
+        let mut ctl = slot.ctl.lock();
+        if slot.flags.load(Ordering::SeqCst) & ended.bits() == 0 {
+            return None;
+        }
+        let host = ctl.host?;
+        Some((ctl.handle.take()?, host))
+    }
+
     /// Join slot `idx`'s thread if it stopped and nobody joined it yet.
     fn join(&self, idx: usize) {
-        let Ok(slot) = self.slot(idx) else { return };
-        let (handle, host) = {
-            let mut ctl = slot.ctl.lock();
-            (ctl.handle.take(), ctl.host)
-        };
-        if let (Some(t), Some(h)) = (handle, host) {
+        if let Some((t, h)) = self.take_handle(idx, ThreadFlags::STOPPED) {
             h.join(t);
         }
     }
@@ -319,6 +348,8 @@ impl Threads {
         for idx in 0..self.len {
             if let Ok(w) = self.word(idx) {
                 requester::wait(&w, |_| false);
+                // A start still storing the handle: let it finish so the join below finds it.
+                requester::wait_started(&w);
             }
             self.join(idx);
         }

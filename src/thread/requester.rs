@@ -33,6 +33,36 @@ pub(crate) fn signal<W: Word>(w: &W, req: F) -> Result<()> {
     }
 }
 
+/// Claim a stopped slot for a start: STOPPED -> STOPPED|STARTING. `Error::Busy` if a thread
+/// runs there (STOPPED clear) or another start owns it (STARTING set). Requesters still see
+/// STOPPED, so they keep failing with `Error::Invalid` until the starter publishes the thread.
+pub(crate) fn claim_start<W: Word>(w: &W) -> Result<()> {
+    loop {
+        let old = w.load();
+        if old & F::STOPPED.bits() == 0 || old & F::STARTING.bits() != 0 {
+            return Err(Error::Busy);
+        }
+        if w.cas(old, old | F::STARTING.bits()) {
+            return Ok(());
+        }
+    }
+}
+
+/// Sleep until no start owns the word (STARTING clear), interlocked through CLIENTWAIT like
+/// [`wait`]; the starter clears STARTING with an acknowledgement, which wakes us.
+pub(crate) fn wait_started<W: Word>(w: &W) {
+    loop {
+        let old = w.load();
+        if old & F::STARTING.bits() == 0 {
+            return;
+        }
+        let new = old | F::CLIENTWAIT.bits();
+        if new == old || w.cas(old, new) {
+            w.sleep(new, Some(CLIENT_POLL));
+        }
+    }
+}
+
 /// Sleep until `done(word)` or the thread stopped; returns the word that ended the wait
 /// (`hammer2_thr_wait`, interlocked through CLIENTWAIT).
 pub(crate) fn wait<W: Word>(w: &W, done: impl Fn(u32) -> bool) -> u32 {
