@@ -546,13 +546,20 @@ pub unsafe extern "C" fn h2s_bench_open(session: *mut *mut c_void) -> i32 {
     0
 }
 
-/// The session behind a pointer from [`h2s_bench_open`].
+/// Run `op` on the session behind a pointer from [`h2s_bench_open`]: 0, its `-errno`, or
+/// `-EINVAL` for a null session.
 ///
 /// # Safety
 /// `s` is null or a live session from [`h2s_bench_open`].
-unsafe fn session<'a>(s: *mut c_void) -> Option<&'a crate::bench::BenchSession> {
+unsafe fn on_session(
+    s: *mut c_void,
+    op: impl FnOnce(&crate::bench::BenchSession) -> hammer2_synchro::Result<()>,
+) -> i32 {
     // SAFETY: per this function's contract.
-    unsafe { (s as *const crate::bench::BenchSession).as_ref() }
+    match unsafe { (s as *const crate::bench::BenchSession).as_ref() } {
+        Some(s) => op(s).map_or_else(neg, |()| 0),
+        None => -EINVAL,
+    }
 }
 
 /// One freeze + unfreeze round trip of the session's idle sync thread, each acknowledged.
@@ -565,10 +572,7 @@ unsafe fn session<'a>(s: *mut c_void) -> Option<&'a crate::bench::BenchSession> 
 #[no_mangle]
 pub unsafe extern "C" fn h2s_bench_freeze_unfreeze(s: *mut c_void) -> i32 {
     // SAFETY: per this function's contract.
-    match unsafe { session(s) } {
-        Some(s) => s.freeze_unfreeze().map_or_else(neg, |()| 0),
-        None => -EINVAL,
-    }
+    unsafe { on_session(s, |s| s.freeze_unfreeze()) }
 }
 
 /// Stop the session's sync thread and join it.
@@ -580,10 +584,7 @@ pub unsafe extern "C" fn h2s_bench_freeze_unfreeze(s: *mut c_void) -> i32 {
 #[no_mangle]
 pub unsafe extern "C" fn h2s_bench_stop(s: *mut c_void) -> i32 {
     // SAFETY: per this function's contract.
-    match unsafe { session(s) } {
-        Some(s) => s.stop().map_or_else(neg, |()| 0),
-        None => -EINVAL,
-    }
+    unsafe { on_session(s, |s| s.stop()) }
 }
 
 /// Start the session's sync thread again after [`h2s_bench_stop`] and wait until it is idle.
@@ -596,10 +597,7 @@ pub unsafe extern "C" fn h2s_bench_stop(s: *mut c_void) -> i32 {
 #[no_mangle]
 pub unsafe extern "C" fn h2s_bench_start(s: *mut c_void) -> i32 {
     // SAFETY: per this function's contract.
-    match unsafe { session(s) } {
-        Some(s) => s.start().map_or_else(neg, |()| 0),
-        None => -EINVAL,
-    }
+    unsafe { on_session(s, |s| s.start()) }
 }
 
 /// Close a session: stop its thread if it runs and free the cluster.

@@ -429,14 +429,24 @@ fn slot_finish(m: &SlotModel) {
     assert!(m.ctl.lock().unwrap().is_none(), "thread never joined");
 }
 
+/// Run `racer` in another thread while this one runs `slot_start(m, fail)`; returns
+/// (the start's result, the racer's).
+fn race_start<R: Send + 'static>(
+    m: &Arc<SlotModel>,
+    fail: bool,
+    racer: fn(&Arc<SlotModel>) -> R,
+) -> (Result<()>, R) {
+    let m2 = m.clone();
+    let other = thread::spawn(move || racer(&m2));
+    let s = slot_start(m, fail);
+    (s, other.join().unwrap())
+}
+
 #[test]
 fn start_vs_start() {
     model(|| {
         let m = slot_model();
-        let m2 = m.clone();
-        let other = thread::spawn(move || slot_start(&m2, false));
-        let b = slot_start(&m, false);
-        let a = other.join().unwrap();
+        let (b, a) = race_start(&m, false, |m| slot_start(m, false));
         // Nobody stops the winner, so the loser always finds the slot taken.
         assert!(a.is_ok() != b.is_ok(), "{a:?} {b:?}");
         assert!(matches!(a, Ok(()) | Err(Error::Busy)) && matches!(b, Ok(()) | Err(Error::Busy)));
@@ -463,11 +473,9 @@ fn start_vs_stop_of_the_running_thread() {
 fn stop_during_start() {
     model(|| {
         let m = slot_model();
-        let m2 = m.clone();
-        let other = thread::spawn(move || slot_stop(&m2));
-        slot_start(&m, false).unwrap();
+        let (started, s) = race_start(&m, false, |m| slot_stop(m));
+        started.unwrap();
         // Invalid before the new thread exists; otherwise it waits for the handle and joins.
-        let s = other.join().unwrap();
         assert!(matches!(s, Ok(()) | Err(Error::Invalid)), "{s:?}");
         slot_finish(&m);
     });
@@ -477,10 +485,9 @@ fn stop_during_start() {
 fn freeze_during_start() {
     model(|| {
         let m = slot_model();
-        let m2 = m.clone();
-        let other = thread::spawn(move || requester::freeze(&m2.w));
-        slot_start(&m, false).unwrap();
-        match other.join().unwrap() {
+        let (started, f) = race_start(&m, false, |m| requester::freeze(&m.w));
+        started.unwrap();
+        match f {
             Ok(()) => assert!(m.w.load() & F::FROZEN.bits() != 0),
             Err(e) => assert_eq!(e, Error::Invalid),
         }
@@ -492,11 +499,10 @@ fn freeze_during_start() {
 fn freeze_during_failed_start() {
     model(|| {
         let m = slot_model();
-        let m2 = m.clone();
-        let other = thread::spawn(move || requester::freeze(&m2.w));
-        assert_eq!(slot_start(&m, true), Err(Error::NoMem));
+        let (started, f) = race_start(&m, true, |m| requester::freeze(&m.w));
+        assert_eq!(started, Err(Error::NoMem));
         // No thread ever exists: the freeze must fail, not sleep forever.
-        assert_eq!(other.join().unwrap(), Err(Error::Invalid));
+        assert_eq!(f, Err(Error::Invalid));
         slot_finish(&m);
     });
 }
