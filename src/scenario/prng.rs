@@ -12,19 +12,35 @@ use crate::Result;
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 const MULT: u64 = 0x2545_F491_4F6C_DD1D;
 
+/// The xorshift64* word stream of `seed` (the module doc's formula), for any deterministic
+/// choice that must be identical on every host.
+pub struct Stream(u64);
+
+impl Stream {
+    /// The stream of `seed`.
+    pub fn new(seed: u64) -> Stream {
+        let x = seed ^ GOLDEN;
+        Stream(if x == 0 { GOLDEN } else { x })
+    }
+
+    /// The next 64-bit word.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(MULT)
+    }
+}
+
 /// `n` pseudo-random bytes for `seed`.
 pub fn bytes(n: usize, seed: u64) -> Result<Vec<u8>> {
     let mut v = Vec::new();
     v.try_reserve_exact(n)?;
-    let mut x = seed ^ GOLDEN;
-    if x == 0 {
-        x = GOLDEN;
-    }
+    let mut s = Stream::new(seed);
     while v.len() < n {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        let word = x.wrapping_mul(MULT).to_le_bytes();
+        let word = s.next_u64().to_le_bytes();
         let take = (n - v.len()).min(8);
         v.extend_from_slice(&word[..take]);
     }

@@ -108,22 +108,15 @@ pub fn selftest_case(host: &'static dyn Host, out: &mut dyn fmt::Write) -> Outco
     run(host, &Params::SELFTEST, out)
 }
 
-/// xorshift64: small, integer-only, identical on every host.
-struct Rng(u64);
+/// The run's choices: [`prng::Stream`], identical on every host.
+struct Rng(prng::Stream);
 
 impl Rng {
     fn new(seed: u64) -> Rng {
-        Rng(if seed == 0 {
-            0x9E37_79B9_7F4A_7C15
-        } else {
-            seed
-        })
+        Rng(prng::Stream::new(seed))
     }
     fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
+        self.0.next_u64()
     }
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
