@@ -167,8 +167,10 @@ pub fn markdown(r: &Results) -> String {
         s,
         "- Scan modes (`Cluster::set_scan_mode`): `original` merges every chain of each \
          differing inode against the per-key focus, as the C does; `pruned` walks the \
-         HAMMER2 block table (a blockset of 4, INDIRECT blocks of up to 512 blockrefs with \
-         the key ranges `hammer2_chain_indkey_normal` picks), each indirect blockref carrying \
+         HAMMER2 block table (a blockset of 4, INDIRECT blocks of 32 blockrefs right below a \
+         directory and 128 elsewhere, with the key ranges `hammer2_chain_create_indirect` \
+         picks, collapsed as `hammer2_chain_indirect_maintenance` does), each indirect \
+         blockref carrying \
          the highest modify_tid and a summary (count + multiset hash of key, keybits, \
          modify_tid) of the children beneath; it compares each indirect block, or run of at \
          most 16 children, with the other nodes' summaries of the same keys, skips equal ones, \

@@ -20,11 +20,13 @@
 //! A blockref's range always nests strictly in its parent's, ranges in one table never
 //! overlap, and keybits strictly shrink going down (at most [`MAX_DEPTH`] levels).
 //!
-//! After a removal, the indirect blocks on the removed child's path get
-//! `hammer2_chain_indirect_maintenance`: an empty one goes away, and one that is at most 3/4
-//! full and whose blockrefs fit in its parent's table in its stead is collapsed into the parent.
+//! After an insert or a removal, the indirect blocks on the child's path get
+//! `hammer2_chain_indirect_maintenance`, as the next flush would give them: an empty one goes
+//! away, and one that is at most 3/4 full and whose blockrefs fit in its parent's table in its
+//! stead is collapsed into the parent. (This is what keeps hashed directories shallow: a block
+//! split twice holds just its two halves, and goes into its parent where there is room.)
 //! HAMMER2 never merges sibling indirect blocks, and neither does this store. Where this differs
-//! from HAMMER2 (maintenance at removal rather than at flush, an expansion bounded by the
+//! from HAMMER2 (maintenance at each change rather than at flush, an expansion bounded by the
 //! parent's range, the directory rule for a sparse file's split) is marked DEVIATION below.
 //!
 //! Every indirect block carries, as HAMMER2's blockref does, the highest `modify_tid` beneath it,
@@ -412,8 +414,9 @@ fn plan_split(t: &Node, depth: usize, e: &Entry, how: Creating) -> Result<(Split
 
 /// Whether the indirect block `n`, a blockref of `parent`, goes into `parent` in its stead
 /// (`hammer2_chain_indirect_maintenance`): when its blockrefs fit in the parent's table in
-/// place of its own, and it is at most 3/4 full (the hysteresis that keeps a fresh split from
-/// being undone by the next removal).
+/// place of its own, and it is at most 3/4 full (the hysteresis that keeps a table from
+/// flapping between splits and collapses). A block just split off never collapses back: with
+/// the new child, the two tables hold one blockref more than the full one could.
 fn collapses(parent: &Node, n: &Node) -> bool {
     parent.slots.len() + n.slots.len() <= parent.cap() + 1 && n.slots.len() <= n.cap() * 3 / 4
 }
@@ -562,7 +565,8 @@ impl Children {
 
     /// Add a child covering `key`/`keybits` (an aligned range, else `Invalid`) with modify_tid
     /// `tid`; `how` says what HAMMER2 would look at should a table overflow. `Exists` if the
-    /// range overlaps a present child.
+    /// range overlaps a present child. The indirect blocks on its path are then maintained (see
+    /// [`Children::maintain`]).
     pub(crate) fn insert(
         &mut self,
         key: u64,
@@ -597,7 +601,9 @@ impl Children {
             let (split, moving) = plan_split(t, depth, &e, how)?;
             Some(Node::empty(split, moving + 1)?)
         };
-        self.apply_insert(e, depth, spare, how)
+        self.apply_insert(e, depth, spare, how)?;
+        self.maintain(key);
+        Ok(())
     }
 
     /// Insert `e` into the table at `depth`, which has room reserved, or is full with `spare`
@@ -728,8 +734,10 @@ impl Children {
     /// when it cannot modify the parent.
     ///
     /// DEVIATION: HAMMER2 maintains indirect blocks when the flush writes them
-    /// (`hammer2_flush_core`), not when a child is deleted. This store has no flush: a removal
-    /// maintains the blocks it modified, which is what the next flush would do to them.
+    /// (`hammer2_flush_core`: every indirect block on a modified path, bottom-up), not when a
+    /// child is inserted or deleted. This store has no flush: an insert or removal maintains the
+    /// blocks on its path right away, which is what the next flush would do to them (a change
+    /// of TID or keybits in place adds or removes no blockref, so it has nothing to maintain).
     fn maintain(&mut self, key: u64) {
         let mut depth = 0;
         let mut node = &self.root;

@@ -206,23 +206,26 @@ fn hashed_directory_keys_take_the_fuller_half() {
 
 #[test]
 fn below_an_indirect_block_the_blocks_are_16k() {
-    let mut rnd = rng(99);
-    let mut c = Children::default();
+    let (mut rnd, mut c) = (rng(99), Children::default());
     for i in 0..3000u32 {
         let _ = c.insert(mix(rnd()), 0, 1, id(i), DIR);
+        check(&c, true);
+        let s = shape(&c);
+        // The first block made inside another: 16 KiB, inside a 4 KiB one right below the
+        // directory's blockset.
+        if let Some(inner) = s.iter().find(|t| t.0 == 1) {
+            let outer = s
+                .iter()
+                .find(|t| t.0 == 0 && t.1 <= inner.1 && inner.1 >> t.2 == t.1 >> t.2);
+            assert_eq!(outer.map(|t| t.3), Some(IND_RADIX_MIN), "{s:?}");
+            assert_eq!(inner.3, IND_RADIX_NOM, "{s:?}");
+            break;
+        }
+        assert!(s.iter().all(|t| t.3 == IND_RADIX_MIN), "{s:?}");
+        assert!(i < 2999, "no block inside another");
     }
-    let s = shape(&c);
-    check(&c, true);
-    assert!(s.iter().any(|t| t.0 >= 1), "deeper blocks: {s:?}");
-    for t in &s {
-        // Right below the blockset 4 KiB, further down 16 KiB (splits only: no removals).
-        let want = if t.0 == 0 {
-            IND_RADIX_MIN
-        } else {
-            IND_RADIX_NOM
-        };
-        assert_eq!(t.3, want, "{t:?}");
-    }
+    assert_eq!(split_radix(&c.root, 0, DIR), IND_RADIX_MIN);
+    assert_eq!(split_radix(&c.root, 0, FILE), IND_RADIX_NOM);
     // A file's blocks are 16 KiB right below the inode too.
     let mut c = Children::default();
     for i in 0..1000u64 {
@@ -424,6 +427,7 @@ fn property(seed: u64, how: Creating, steps: u32, key: impl Fn(u64) -> (u64, u8)
                 assert_eq!(c.insert(k, kb, tid, id(i), how).is_ok(), free);
                 if free {
                     model.insert(k, (kb, tid));
+                    maintained(&c, k);
                 }
             }
         }
