@@ -56,7 +56,7 @@
 use alloc::vec::Vec;
 use core::cmp::Ordering;
 
-use super::collect::{inode_focus, Collector, Focus, Item};
+use super::collect::{inode_focus, inode_focus_scan, Collector, Focus, Inflight, Item};
 use super::{Ctx, Deferred, Done, Resume, ScanMode, MAX_DEFER};
 use crate::cluster::MAX_NODES;
 use crate::host::LockMode;
@@ -128,7 +128,9 @@ pub(crate) fn sync_slaves<'a, S: ChainStore>(
     if seq.is_some_and(|s| s % 2 == 1) {
         return Err(Error::InProgress);
     }
-    let Some(focus) = inode_focus(pool, ctx.peers, ctx.idx, &keys, ctx.brk)? else {
+    // The workers go on to read the inode's children: the scan below usually starts with them.
+    let (focus, inflight) = inode_focus_scan(pool, ctx.peers, ctx.idx, &keys, ctx.brk)?;
+    let Some(focus) = focus else {
         // No quorum for this inode: nothing to synchronize to, nothing changes.
         return Ok(Done::NoFocus);
     };
@@ -162,6 +164,7 @@ pub(crate) fn sync_slaves<'a, S: ChainStore>(
         undecided,
         resume,
         seq,
+        inflight: Some(inflight),
     };
     match ctx.mode {
         ScanMode::Original => {
@@ -184,11 +187,26 @@ pub(crate) fn sync_slaves<'a, S: ChainStore>(
         return Err(Error::InProgress);
     }
 
-    // The final update, under the same lock: re-ask the quorum and copy its inode.
-    // DEVIATION (bug 7): the seed passed a possibly NULL focus to the final replace; with no
-    // focus now the inode is not stamped and the pass is retried.
-    let focus = inode_focus(pool, ctx.peers, ctx.idx, &keys, ctx.brk)?.ok_or(Error::InProgress)?;
+    // The final update, under the same lock: the quorum's inode is copied.
+    // DEVIATION (bug 10): the seed re-asked the quorum here because it had let go of the inode
+    // lock. We held it throughout; when no frontend change started on any node since the focus
+    // was read either (the change sequence is the same), that focus is the quorum's still and
+    // is reused (read again below) instead of every node's worker being asked once more for
+    // each inode synchronized.
+    let reuse = ctx.peers.changes.is_some() && unchanged(ctx, scan.seq).is_ok();
+    let focus = if reuse {
+        focus
+    } else {
+        // DEVIATION (bug 7): the seed passed a possibly NULL focus to the final replace; with
+        // no focus now the inode is not stamped and the pass is retried.
+        inode_focus(pool, ctx.peers, ctx.idx, &keys, ctx.brk)?.ok_or(Error::InProgress)?
+    };
     let fc = FocusCopy::read(ctx, &focus)?;
+    if reuse && fc.bref.modify_tid != sync_tid {
+        // The focus chain moved on since it was chosen (its node's own sync replaced it): it
+        // is not the quorum's any more; nothing is stamped, the next pass decides again.
+        return Err(Error::InProgress);
+    }
     unchanged(ctx, scan.seq)?;
     replace_held(me, &g, fc, sync_tid, isroot)?;
     ctx.stats.replaced += 1;
@@ -206,6 +224,9 @@ struct Scan<'s, Id> {
     resume: &'s mut Option<Resume<Id>>,
     /// The change sequence when the focus was read (see [`unchanged`]).
     seq: Option<u64>,
+    /// The workers' reads of the inode's children from key 0, begun with the focus: taken by
+    /// the first merge of a range starting there.
+    inflight: Option<Inflight<Id>>,
 }
 
 /// `InProgress` unless no frontend change started since the focus was read (`seq`). Checked
@@ -283,7 +304,15 @@ fn merge_range<'a, S: ChainStore>(
     let ip = scan.ip;
     let list = &mut *scan.list;
     let pool = ctx.pool.ok_or(Error::Invalid)?;
-    let mut coll = Collector::new(pool, ctx.peers, ctx.idx, scan.keys, ctx.brk, Some(beg))?;
+    // Any later merge must ask anew: the workers' streams are consumed by this one.
+    let adopted = match scan.inflight.take() {
+        Some(f) if beg == 0 => Collector::adopt(pool, ctx.peers, ctx.brk, &f),
+        _ => None,
+    };
+    let mut coll = match adopted {
+        Some(c) => c,
+        None => Collector::new(pool, ctx.peers, ctx.idx, scan.keys, ctx.brk, Some(beg))?,
+    };
     let mut local = clip_local(me, ip, me.lookup(ip, beg, KEY_MAX)?, beg, end)?;
     let first = coll.next_item()?;
     let mut item = clip_item(&mut coll, first, beg, end)?;
