@@ -302,7 +302,10 @@ struct StopAll<'a>(&'a Threads);
 
 impl Drop for StopAll<'_> {
     fn drop(&mut self) {
-        self.0.stop_all();
+        // `Threads::stop_all` needs `&mut`; the thread borrows `threads` here, so stop each slot.
+        for i in 0..self.0.len() {
+            let _ = self.0.stop(i);
+        }
     }
 }
 

@@ -339,7 +339,12 @@ impl Threads {
     }
 
     /// Stop every running thread (all asked first, so they wind down together) and join them.
-    pub fn stop_all(&self) {
+    ///
+    /// Takes `&mut self` so that no [`Threads::start`] can run meanwhile: a start that claimed a
+    /// slot between the STOP requests and the waits below would give it a fresh word, and the
+    /// wait for its STOPPED would never end. Requesters sharing `&self` stop slots one by one
+    /// with [`Threads::stop`].
+    pub fn stop_all(&mut self) {
         for idx in 0..self.len {
             if let Ok(w) = self.word(idx) {
                 let _ = requester::signal(&w, ThreadFlags::STOP);
@@ -348,8 +353,6 @@ impl Threads {
         for idx in 0..self.len {
             if let Ok(w) = self.word(idx) {
                 requester::wait(&w, |_| false);
-                // A start still storing the handle: let it finish so the join below finds it.
-                requester::wait_started(&w);
             }
             self.join(idx);
         }
