@@ -171,14 +171,27 @@ fn wait_more<S: ChainStore>(
 /// The requests an [`inode_focus_scan`] leaves running: each node's generation and what it
 /// answered so far. The workers go on reading the inode's children from key 0, so a
 /// [`Collector`] starting there takes them over ([`Collector::adopt`]) instead of asking again.
+/// Kept small (a few bytes per node, no blockref): it lives on the syncing thread's stack, which
+/// in the kernel is a few KiB deep at most.
 #[derive(Clone, Copy)]
-pub(crate) struct Inflight<Id> {
+pub(crate) struct Inflight {
     gens: [u32; MAX_NODES],
-    slots: [Slot<Id>; MAX_NODES],
+    /// Per node, the state its children's scan starts in: `Off` (not asked), `Pending` (the
+    /// children follow), `Done` (no such inode there) or `Failed`.
+    start: [Start; MAX_NODES],
+}
+
+/// A node's state at the start of an adopted children's scan (see [`Inflight`]).
+#[derive(Clone, Copy)]
+enum Start {
+    Off,
+    Pending,
+    Done,
+    Failed,
 }
 
 /// An inode's focus (None: no quorum), with the reads of its children under way.
-pub(crate) type FocusScan<Id> = (Option<Focus<Id>>, Inflight<Id>);
+pub(crate) type FocusScan<Id> = (Option<Focus<Id>>, Inflight);
 
 /// The answer of every node for the inode at `keys` (the ipcluster XOP): our node `Excluded`,
 /// nodes still reading `Pending`, failed reads `Failed`; decided as soon as the quorum can be.
@@ -222,13 +235,18 @@ fn focus_of<S: ChainStore>(
         slots[j] = Slot::Pending;
     })?;
     let decided = |f: Option<Focus<S::Id>>, slots: &[Slot<S::Id>; MAX_NODES]| {
-        Ok((
-            f,
-            Inflight {
-                gens,
-                slots: *slots,
-            },
-        ))
+        let mut start = [Start::Off; MAX_NODES];
+        for (st, s) in start.iter_mut().zip(slots) {
+            *st = match s {
+                Slot::Off => Start::Off,
+                // The inode's answer was taken (or is still to come, and the scan skips it):
+                // the node's children follow.
+                Slot::Head(..) | Slot::Pending => Start::Pending,
+                Slot::Done => Start::Done,
+                Slot::Failed => Start::Failed,
+            };
+        }
+        Ok((f, Inflight { gens, start }))
     };
     let mut idle_since = None;
     loop {
@@ -299,7 +317,8 @@ pub struct Collector<'p, 'a, S: ChainStore> {
 impl<'p, 'a, S: ChainStore> Collector<'p, 'a, S> {
     /// Start a scan of the children of the inode at `keys` on every node but `idx`, from key
     /// `start` (None: an empty scan); `brk` is polled at every key it looks at (skipped keys
-    /// included) and while it waits for a stalled node.
+    /// included) and while it waits for a stalled node. A scan from key 0 continues the
+    /// requests `inflight` names, if they are still current, instead of asking again.
     pub(crate) fn new(
         pool: &'p Pool<'a, S>,
         peers: &'a Peers<'a, S>,
@@ -307,6 +326,7 @@ impl<'p, 'a, S: ChainStore> Collector<'p, 'a, S> {
         keys: &[u64],
         brk: &'a dyn Fn() -> bool,
         start: Option<u64>,
+        inflight: Option<&Inflight>,
     ) -> Result<Collector<'p, 'a, S>> {
         let mut c = Collector {
             pool,
@@ -317,7 +337,8 @@ impl<'p, 'a, S: ChainStore> Collector<'p, 'a, S> {
             pos: start,
             idle_since: None,
         };
-        if start.is_some() {
+        let adopted = start == Some(0) && inflight.is_some_and(|f| c.adopt(f));
+        if start.is_some() && !adopted {
             let nodes = (0..peers.stores.len().min(MAX_NODES)).filter(|&j| j != idx);
             pool.request_all(nodes, keys, start, |j, g| {
                 c.gens[j] = g;
@@ -327,36 +348,27 @@ impl<'p, 'a, S: ChainStore> Collector<'p, 'a, S> {
         Ok(c)
     }
 
-    /// Continue the requests an [`inode_focus_scan`] left running: a scan of the inode's
-    /// children from key 0, the inode's own answers already taken. None when some node's
-    /// worker was asked something else since (its answers are gone): ask again then.
-    pub(crate) fn adopt(
-        pool: &'p Pool<'a, S>,
-        peers: &'a Peers<'a, S>,
-        brk: &'a dyn Fn() -> bool,
-        inflight: &Inflight<S::Id>,
-    ) -> Option<Collector<'p, 'a, S>> {
-        let mut slots = [Slot::Off; MAX_NODES];
-        for (j, (s, from)) in slots.iter_mut().zip(&inflight.slots).enumerate() {
-            *s = match from {
-                Slot::Off => Slot::Off,
-                _ if !pool.current(j, inflight.gens[j]) => return None,
-                // The inode's answer was taken (or is still to come, and `fill` skips it):
-                // the node's children follow.
-                Slot::Head(..) | Slot::Pending => Slot::Pending,
-                Slot::Done => Slot::Done,
-                Slot::Failed => Slot::Failed,
+    /// Continue the requests an [`inode_focus_scan`] left running (a scan of the inode's
+    /// children from key 0, the inode's own answers already taken); false, changing nothing,
+    /// when some node's worker was asked something else since (its answers are gone).
+    /// In place: a collector is too big to be copied around on a kernel stack.
+    fn adopt(&mut self, inflight: &Inflight) -> bool {
+        let stale = |(j, st): (usize, &Start)| {
+            !matches!(st, Start::Off) && !self.pool.current(j, inflight.gens[j])
+        };
+        if inflight.start.iter().enumerate().any(stale) {
+            return false;
+        }
+        for (s, st) in self.slots.iter_mut().zip(&inflight.start) {
+            *s = match st {
+                Start::Off => Slot::Off,
+                Start::Pending => Slot::Pending,
+                Start::Done => Slot::Done,
+                Start::Failed => Slot::Failed,
             };
         }
-        Some(Collector {
-            pool,
-            peers,
-            brk,
-            gens: inflight.gens,
-            slots,
-            pos: Some(0),
-            idle_since: None,
-        })
+        self.gens = inflight.gens;
+        true
     }
 
     /// Take the queued answers of every node that has no head yet.
