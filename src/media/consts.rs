@@ -209,6 +209,21 @@ pub const INODE_META_BYTES: usize = 256;
 pub const EMBEDDED_BYTES: usize = 512;
 /// Block references in an inode's block table (`HAMMER2_SET_COUNT`).
 pub const SET_COUNT: usize = 4;
+/// log2 of [`BREF_BYTES`] (`HAMMER2_BLOCKREF_RADIX`).
+pub const BREF_RADIX: u8 = 7;
+/// Size radix of the smallest indirect block, 4 KiB (`HAMMER2_IND_RADIX_MIN`): HAMMER2 gives
+/// it to the first indirect block below a directory inode.
+pub const IND_RADIX_MIN: u8 = 12;
+/// Size radix of the nominal indirect block, 16 KiB (`HAMMER2_IND_RADIX_NOM`): below a file
+/// inode, and below any indirect block.
+pub const IND_RADIX_NOM: u8 = 14;
+/// Size radix of the largest indirect block, 64 KiB (`HAMMER2_IND_RADIX_MAX`).
+pub const IND_RADIX_MAX: u8 = 16;
+/// Blockrefs in a block of size radix `radix` (an indirect block of 4 KiB: 32, 16 KiB: 128,
+/// 64 KiB: 512; a blockset, 512 bytes: 4).
+pub const fn ind_count(radix: u8) -> usize {
+    1usize << radix.saturating_sub(BREF_RADIX)
+}
 /// The longest file name (`name_len` bound).
 pub const NAME_MAX: usize = 255;
 /// Bytes of the filename field of an inode.

@@ -1,16 +1,31 @@
 //! A chain's children: HAMMER2's block table, a radix tree of INDIRECT blocks.
 //!
-//! The chain itself holds a blockset of [`SET_COUNT`] (4) blockrefs, as an inode does
-//! (`u.blockset`). When a fifth child arrives, the table overflows the way
-//! `hammer2_chain_create_indirect` handles it: the full table's key range is computed
-//! (`hammer2_chain_indkey_normal`: the smallest power-of-two aligned range covering every
-//! blockref in it), cut in half, and the half holding more blockrefs moves into a new INDIRECT
-//! block covering exactly that half (`key`/`keybits`), which takes its place in the table. An
-//! indirect block holds up to [`IND_COUNT`] (512) blockrefs, HAMMER2's largest indirect block
-//! (64 KiB of 128-byte blockrefs); one that overflows splits the same way inside itself. So a
-//! blockref's range always nests in its parent's, ranges in one table never overlap, and keybits
-//! strictly shrink going down (at most 65 levels). An indirect block that loses its last child
-//! goes away.
+//! The chain itself holds a blockset of [`SET_COUNT`](media::SET_COUNT) (4) blockrefs, as an
+//! inode does (`u.blockset`). When a table is full and one more child arrives, it gets an
+//! indirect block the way `hammer2_chain_create_indirect` makes one:
+//!
+//! - **Size** (fan-out). Below a directory inode's blockset the block is 4 KiB, 32 blockrefs
+//!   (`HAMMER2_IND_BYTES_MIN`); below a file inode's blockset, and below any indirect block,
+//!   16 KiB, 128 blockrefs (`HAMMER2_IND_BYTES_NOM`); never smaller than the full table itself.
+//!   HAMMER2 never picks 64 KiB (`HAMMER2_IND_BYTES_MAX`) for directories or files.
+//! - **Key range.** Picked by the type of the child being inserted: for directory entries and
+//!   inodes, `hammer2_chain_indkey_dir`: the smallest aligned range covering the new key and
+//!   every blockref of the table, cut in half, keeping the half with more blockrefs, then
+//!   widened ("expanded") until it spans at least as many keys as the block has blockrefs, so
+//!   dense keys (inode numbers) fill their blocks; for data blocks,
+//!   `hammer2_chain_indkey_file`: the aligned range of as many blocks as the indirect block
+//!   holds around the lowest, smallest blockref. Every blockref of the table whose key lies in
+//!   the range moves into the new block, which takes their place.
+//!
+//! A blockref's range always nests strictly in its parent's, ranges in one table never
+//! overlap, and keybits strictly shrink going down (at most [`MAX_DEPTH`] levels).
+//!
+//! After a removal, the indirect blocks on the removed child's path get
+//! `hammer2_chain_indirect_maintenance`: an empty one goes away, and one that is at most 3/4
+//! full and whose blockrefs fit in its parent's table in its stead is collapsed into the parent.
+//! HAMMER2 never merges sibling indirect blocks, and neither does this store. Where this differs
+//! from HAMMER2 (maintenance at removal rather than at flush, an expansion bounded by the
+//! parent's range, the directory rule for a sparse file's split) is marked DEVIATION below.
 //!
 //! Every indirect block carries, as HAMMER2's blockref does, the highest `modify_tid` beneath it,
 //! and (see [`RangeSum`]) a summary of the children beneath it: their count and a multiset hash
@@ -19,6 +34,7 @@
 //! trees grew in different orders still compare equal where they hold the same children, and a
 //! summary of any key range can be computed on either side (whole indirect blocks inside the
 //! range are added as they are; only the blocks straddling its two ends are descended into).
+//! Splits and collapses move whole blockrefs between tables, so they never change a summary.
 //!
 //! Every allocation is fallible and made before anything changes; nothing recurses.
 
@@ -26,14 +42,12 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use super::ChainId;
-use crate::media::{self, Blockref, SET_COUNT};
+use crate::media::{self, Blockref, IND_RADIX_MIN, IND_RADIX_NOM};
 use crate::mem::try_box;
 use crate::{Error, Result};
 
-/// Blockrefs in one indirect block: 64 KiB / 128 bytes (`HAMMER2_IND_BYTES_MAX`).
-pub const IND_COUNT: usize = 512;
-/// Size radix of an indirect block (64 KiB).
-pub const IND_RADIX: u8 = 16;
+/// Size radix of the blockset: 4 blockrefs of 128 bytes.
+const SET_RADIX: u8 = 9;
 /// Levels of indirect blocks below the blockset, at most (keybits shrink by one at least).
 pub const MAX_DEPTH: usize = 65;
 
@@ -134,6 +148,9 @@ impl Entry {
 struct Node {
     key: u64,
     keybits: u8,
+    /// Size radix of the block: [`SET_RADIX`] for the blockset, 12 or 14 (4 or 16 KiB) for an
+    /// indirect block. Its fan-out, [`Node::cap`], follows.
+    radix: u8,
     /// The highest modify_tid beneath (never lowered by a removal: HAMMER2 modifies the
     /// indirect block in the removing transaction, whose TID is higher still).
     tid: u64,
@@ -183,12 +200,16 @@ impl Slot {
 }
 
 impl Node {
-    fn empty(key: u64, keybits: u8, capacity: usize) -> Result<Box<Node>> {
+    /// An indirect block for `split`, with room for `capacity` blockrefs reserved (its block
+    /// holds [`Node::cap`]; the vector grows like any table's, as a kernel's bounded pool
+    /// holds thousands of small directories).
+    fn empty(split: Split, capacity: usize) -> Result<Box<Node>> {
         let mut slots = Vec::new();
         slots.try_reserve_exact(capacity)?;
         try_box(Node {
-            key,
-            keybits,
+            key: split.key,
+            keybits: split.keybits,
+            radix: split.radix,
             tid: 0,
             sum: RangeSum::default(),
             slots,
@@ -196,6 +217,10 @@ impl Node {
     }
     fn end(&self) -> u64 {
         range_end(self.key, self.keybits)
+    }
+    /// Blockrefs the block holds (4 for the blockset, 32 or 128 for an indirect block).
+    fn cap(&self) -> usize {
+        media::ind_count(self.radix)
     }
     /// Index of the first blockref whose range ends at or after `key`.
     fn find(&self, key: u64) -> usize {
@@ -214,15 +239,6 @@ impl Node {
     }
 }
 
-/// Blockrefs a table at `depth` holds: the inode's blockset at 0, an indirect block below.
-fn capacity(depth: usize) -> usize {
-    if depth == 0 {
-        SET_COUNT
-    } else {
-        IND_COUNT
-    }
-}
-
 fn low_mask(bits: u8) -> u64 {
     if bits >= 64 {
         u64::MAX
@@ -231,22 +247,60 @@ fn low_mask(bits: u8) -> u64 {
     }
 }
 
-/// The key range of the indirect block a full table gets (`hammer2_chain_indkey_normal`): the
-/// smallest aligned range covering all its blockrefs, cut in half at its top bit, keeping the
-/// half with more blockrefs (so at least half of a full table moves down and room is made).
-/// Returns the new block's key and keybits.
-fn indkey_normal(slots: &[Slot]) -> (u64, u8) {
-    let key = slots.first().map_or(0, Slot::key);
-    let (mut bits, mut lo, mut hi) = (0u8, 0usize, 0usize);
-    let top = |bits: u8, k: u64| bits > 0 && k & (1u64 << (bits - 1)) != 0;
+/// What HAMMER2 looks at when a full table gets an indirect block
+/// (`hammer2_chain_create_indirect`): the type of the chain being inserted (its `for_type`,
+/// which picks the key-range rule) and whether the table is a directory inode's (which sizes
+/// a block right below the blockset).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Creating {
+    /// The inserted child's blockref type.
+    pub(crate) btype: u8,
+    /// The table belongs to a directory inode.
+    pub(crate) in_dir: bool,
+}
+
+/// The indirect block a full table gets: its key range and size radix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Split {
+    key: u64,
+    keybits: u8,
+    radix: u8,
+}
+
+/// The size radix of an indirect block created in the full table `t` at `depth`
+/// (`hammer2_chain_create_indirect`): 4 KiB right below a directory inode, 16 KiB right below
+/// any other inode and below an indirect block, and never smaller than `t`'s own block.
+fn split_radix(t: &Node, depth: usize, how: Creating) -> u8 {
+    let nominal = if depth == 0 && how.in_dir {
+        IND_RADIX_MIN
+    } else {
+        IND_RADIX_NOM
+    };
+    nominal.max(t.radix)
+}
+
+/// `hammer2_chain_indkey_dir`, for directory entries and inodes: starting from the range of the
+/// key being created (`ckey`/`cbits`), the smallest aligned range covering it and every
+/// blockref of the table, counting how many blockrefs lie in each half; cut in half, then
+/// expanded one keybit at a time until it spans at least `ncount` keys (each widening moves
+/// every count to the side `ckey` lies on), and the side with more blockrefs kept (the low one
+/// on a tie). Returns the new block's key and keybits.
+///
+/// DEVIATION: the expansion stops one keybit below the table's own range (`limit`). HAMMER2
+/// lets an expanded block cover more than its parent (its lookups recurse through every
+/// matching key space); this store's lookups rely on ranges nesting strictly, and a block
+/// whose range is cut to half its parent's still holds at least half of the blockrefs.
+fn indkey_dir(slots: &[Slot], ckey: u64, cbits: u8, ncount: usize, limit: u8) -> (u64, u8) {
+    let top = |bits: u8, k: u64| bits > 0 && bits <= 64 && k & (1u64 << (bits - 1)) != 0;
+    let (mut bits, mut lo, mut hi) = (cbits.min(64), 0usize, 0usize);
     for s in slots {
         let mut nbits = bits.max(s.keybits());
-        while nbits < 64 && (key ^ s.key()) & !low_mask(nbits) != 0 {
+        while nbits < 64 && (ckey ^ s.key()) & !low_mask(nbits) != 0 {
             nbits += 1;
         }
-        // A wider range: the keys counted so far all lie in the half `key` lies in.
+        // A wider range: the blockrefs counted so far all lie in the half `ckey` lies in.
         if nbits != bits {
-            if top(nbits, key) {
+            if top(nbits, ckey) {
                 hi += lo;
                 lo = 0;
             } else {
@@ -261,16 +315,107 @@ fn indkey_normal(slots: &[Slot]) -> (u64, u8) {
             lo += 1;
         }
     }
-    let bits = bits.saturating_sub(1);
-    let mut k = key & !low_mask(bits);
-    if bits < 64 {
-        if hi > lo {
-            k |= 1u64 << bits;
+    // Half of the covering range, then the expansion.
+    let mut bits = bits.saturating_sub(1).min(63);
+    while bits < limit && bits < 63 && (1u64 << bits) < ncount as u64 {
+        bits += 1;
+        if ckey & (1u64 << bits) != 0 {
+            hi += lo;
+            lo = 0;
         } else {
-            k &= !(1u64 << bits);
+            lo += hi;
+            hi = 0;
         }
     }
-    (k, bits)
+    let key = if hi > lo {
+        ckey | 1u64 << bits
+    } else {
+        ckey & !(1u64 << bits)
+    };
+    (key & !low_mask(bits), bits)
+}
+
+/// `hammer2_chain_indkey_file`, for data blocks: the aligned range of `ncount` blocks of the
+/// table's smallest blockref (the lowest-keyed one among equals), at most 63 keybits. Returns
+/// the new block's key and keybits.
+fn indkey_file(slots: &[Slot], ckey: u64, ncount: usize) -> (u64, u8) {
+    let (mut key, mut bits) = (ckey, 64u8);
+    for s in slots {
+        if s.keybits() < bits || (s.keybits() == bits && s.key() < key) {
+            (key, bits) = (s.key(), s.keybits());
+        }
+    }
+    let bits = bits.saturating_add(ncount.trailing_zeros() as u8).min(63);
+    (key & !low_mask(bits), bits)
+}
+
+/// How a split of the full table `t` for the child `e` goes: blockrefs moving into the new
+/// block, and whether `e` goes there too. `None` unless every blockref lies wholly inside or
+/// outside the range, it nests strictly in `t`'s, the block holds what it gets, and the table
+/// has room for `e` afterwards.
+fn split_moves(t: &Node, e: &Entry, key: u64, keybits: u8, ncount: usize) -> Option<(usize, bool)> {
+    let end = range_end(key, keybits);
+    let inside = |k: u64, kend: u64| -> Option<bool> {
+        if k > end || kend < key {
+            Some(false)
+        } else if k >= key && kend <= end {
+            Some(true)
+        } else {
+            // Straddles the range's edge, or covers it.
+            None
+        }
+    };
+    if keybits >= t.keybits {
+        return None;
+    }
+    let mut moving = 0;
+    for s in &t.slots {
+        if inside(s.key(), s.end())? {
+            moving += 1;
+        }
+    }
+    let e_in = inside(e.key, e.end)?;
+    let fits = moving + usize::from(e_in) <= ncount;
+    // The table loses `moving` blockrefs, gains the new block's, and `e`'s unless it moved.
+    let room = t.slots.len() + 1 + usize::from(!e_in) <= t.cap() + moving;
+    (fits && room).then_some((moving, e_in))
+}
+
+/// The indirect block the full table `t` at `depth` gets for the child `e`, and how many of
+/// its blockrefs move into it (`hammer2_chain_create_indirect`).
+///
+/// DEVIATION: when the data-block range would not make room in one step (a sparse file: the
+/// range around the smallest block holds no other), HAMMER2 wraps what it holds and tries
+/// again, one indirect block per pass; here the directory rule is used for that split, which
+/// always makes room, so an insert makes at most one indirect block.
+fn plan_split(t: &Node, depth: usize, e: &Entry, how: Creating) -> Result<(Split, usize)> {
+    let radix = split_radix(t, depth, how);
+    let ncount = media::ind_count(radix);
+    let limit = t.keybits.saturating_sub(1);
+    let data = how.btype == media::BREF_TYPE_DATA;
+    let file = data.then(|| indkey_file(&t.slots, e.key, ncount));
+    let dir = || indkey_dir(&t.slots, e.key, e.keybits, ncount, limit);
+    for (key, keybits) in file.into_iter().chain(core::iter::once_with(dir)) {
+        if let Some((moving, _)) = split_moves(t, e, key, keybits, ncount) {
+            return Ok((
+                Split {
+                    key,
+                    keybits,
+                    radix,
+                },
+                moving,
+            ));
+        }
+    }
+    Err(Error::Invalid)
+}
+
+/// Whether the indirect block `n`, a blockref of `parent`, goes into `parent` in its stead
+/// (`hammer2_chain_indirect_maintenance`): when its blockrefs fit in the parent's table in
+/// place of its own, and it is at most 3/4 full (the hysteresis that keeps a fresh split from
+/// being undone by the next removal).
+fn collapses(parent: &Node, n: &Node) -> bool {
+    parent.slots.len() + n.slots.len() <= parent.cap() + 1 && n.slots.len() <= n.cap() * 3 / 4
 }
 
 /// How a pruned walk sees one step of a block table (see [`Children::span`]).
@@ -299,16 +444,16 @@ pub enum Visit {
     Child(ChainId),
 }
 
-/// The blockref of an indirect block as it would be written: INDIRECT, 64 KiB, its range, the
+/// The blockref of an indirect block as it would be written: INDIRECT, its size, its range, the
 /// highest modify_tid beneath, the number of children beneath (`leaf_count`, saturating) and
 /// the summary of the children beneath.
 fn indirect_bref(n: &Node) -> Blockref {
     let mut b = Blockref::new(media::BREF_TYPE_INDIRECT, n.key, n.keybits);
-    b.set_size_radix(IND_RADIX);
+    b.set_size_radix(n.radix);
     b.modify_tid = n.tid;
     b.mirror_tid = n.tid;
     b.leaf_count = u16::try_from(n.sum.count).unwrap_or(u16::MAX);
-    // DEVIATION: HAMMER2 stores the check code of the indirect block's 64 KiB here. This store
+    // DEVIATION: HAMMER2 stores the check code of the indirect block's bytes here. This store
     // keeps indirect blocks in memory only, so the check area carries the range summary the
     // pruned scan compares instead (check method NONE).
     b.methods = 0;
@@ -331,6 +476,7 @@ impl Default for Children {
             root: Node {
                 key: 0,
                 keybits: 64,
+                radix: SET_RADIX,
                 tid: 0,
                 sum: RangeSum::default(),
                 slots: Vec::new(),
@@ -415,8 +561,16 @@ impl Children {
     }
 
     /// Add a child covering `key`/`keybits` (an aligned range, else `Invalid`) with modify_tid
-    /// `tid`. `Exists` if the range overlaps a present child.
-    pub(crate) fn insert(&mut self, key: u64, keybits: u8, tid: u64, id: ChainId) -> Result<()> {
+    /// `tid`; `how` says what HAMMER2 would look at should a table overflow. `Exists` if the
+    /// range overlaps a present child.
+    pub(crate) fn insert(
+        &mut self,
+        key: u64,
+        keybits: u8,
+        tid: u64,
+        id: ChainId,
+        how: Creating,
+    ) -> Result<()> {
         if !aligned(key, keybits) {
             return Err(Error::Invalid);
         }
@@ -424,25 +578,6 @@ impl Children {
         if self.first_overlapping(key, end).is_some() {
             return Err(Error::Exists);
         }
-        let depth = self.target_depth(key, end);
-        // Everything this insert needs, allocated before anything changes: room in the target
-        // table, or the indirect block its overflow creates.
-        let t = self.node_mut(key, depth)?;
-        let spare = if t.slots.len() < capacity(depth) {
-            t.slots.try_reserve(1)?;
-            None
-        } else {
-            // Room for the blockrefs moving into the new block and the new child; it grows
-            // like any table later (a 64 KiB block per overflow would exhaust a kernel pool).
-            let (ik, ikb) = indkey_normal(&t.slots);
-            let ie = range_end(ik, ikb);
-            let moving = t
-                .slots
-                .iter()
-                .filter(|s| s.key() >= ik && s.key() <= ie)
-                .count();
-            Some(Node::empty(0, 0, moving + 1)?)
-        };
         let e = Entry {
             key,
             end,
@@ -450,27 +585,45 @@ impl Children {
             keybits,
             tid,
         };
-        self.apply_insert(e, depth, spare)
+        let depth = self.target_depth(key, end);
+        // Everything this insert needs, allocated before anything changes: room in the target
+        // table, or the indirect block its overflow creates (room for the blockrefs moving
+        // into it and the new child).
+        let t = self.node_mut(key, depth)?;
+        let spare = if t.slots.len() < t.cap() {
+            t.slots.try_reserve(1)?;
+            None
+        } else {
+            let (split, moving) = plan_split(t, depth, &e, how)?;
+            Some(Node::empty(split, moving + 1)?)
+        };
+        self.apply_insert(e, depth, spare, how)
     }
 
-    /// Insert `e` into the table at `depth`, which has room reserved or is full with `spare`
-    /// given (capacity for the blockrefs moving into it and one more): cannot fail once it
-    /// starts changing.
-    fn apply_insert(&mut self, e: Entry, depth: usize, spare: Option<Box<Node>>) -> Result<()> {
+    /// Insert `e` into the table at `depth`, which has room reserved, or is full with `spare`
+    /// given (room for the blockrefs moving into it and one more): cannot fail once it starts
+    /// changing. The split is planned again here (the same plan, unless the table changed
+    /// since the spare was sized, which the room check catches).
+    fn apply_insert(
+        &mut self,
+        e: Entry,
+        depth: usize,
+        spare: Option<Box<Node>>,
+        how: Creating,
+    ) -> Result<()> {
         let t = self.node_at(e.key, depth)?;
-        let full = t.slots.len() >= capacity(depth);
-        let room = match &spare {
+        let full = t.slots.len() >= t.cap();
+        let split = match &spare {
             Some(ind) if full => {
-                let (ik, ikb) = indkey_normal(&t.slots);
-                let ie = range_end(ik, ikb);
-                let moving = t.slots.iter().filter(|s| s.key() >= ik && s.key() <= ie);
-                ind.slots.capacity() > moving.count()
+                let (split, moving) = plan_split(t, depth, &e, how)?;
+                if ind.slots.capacity() <= moving {
+                    return Err(Error::NoMem);
+                }
+                Some(split)
             }
-            _ => !full && t.slots.capacity() > t.slots.len(),
+            _ if full || t.slots.capacity() <= t.slots.len() => return Err(Error::NoMem),
+            _ => None,
         };
-        if !room {
-            return Err(Error::NoMem);
-        }
         let leaf = e.leaf();
         let Children { root, len } = self;
         let mut node = root;
@@ -487,19 +640,19 @@ impl Children {
             };
         }
         *len += 1;
-        if let (true, Some(mut ind)) = (full, spare) {
-            // hammer2_chain_create_indirect: half of the table moves into a new block.
-            let (ik, ikb) = indkey_normal(&node.slots);
-            let ie = range_end(ik, ikb);
-            let a = node.slots.partition_point(|s| s.key() < ik);
+        if let (Some(split), Some(mut ind)) = (split, spare) {
+            // hammer2_chain_create_indirect: the blockrefs in the planned range move into the
+            // new block, which takes their place.
+            (ind.key, ind.keybits, ind.radix) = (split.key, split.keybits, split.radix);
+            let ie = ind.end();
+            let a = node.slots.partition_point(|s| s.key() < split.key);
             let b = node.slots.partition_point(|s| s.key() <= ie);
-            (ind.key, ind.keybits) = (ik, ikb);
             for s in node.slots.drain(a..b) {
                 ind.sum.add(&s.sum());
                 ind.tid = ind.tid.max(s.tid());
                 ind.slots.push(s);
             }
-            if e.key >= ik && e.end <= ie {
+            if e.key >= split.key && e.end <= ie {
                 ind.sum.add(&leaf);
                 ind.tid = ind.tid.max(e.tid);
                 let at = ind.insert_at(e.key);
@@ -533,8 +686,17 @@ impl Children {
         }
     }
 
-    /// Remove the child with exactly this key; its id, if it was present.
+    /// Remove the child with exactly this key; its id, if it was present. The indirect blocks
+    /// left on its path are then maintained (see [`Children::maintain`]).
     pub(crate) fn remove(&mut self, key: u64) -> Option<ChainId> {
+        let id = self.unlink(key)?;
+        self.maintain(key);
+        Some(id)
+    }
+
+    /// Take the child with exactly this key out of its table (and the indirect blocks that
+    /// held only it), nothing else.
+    fn unlink(&mut self, key: u64) -> Option<ChainId> {
         let (depth, _, e) = self.locate(key)?;
         let leaf = e.leaf();
         let Children { root, len } = self;
@@ -542,7 +704,8 @@ impl Children {
         for d in 0..=depth {
             node.sum.sub(&leaf);
             let i = node.find(key);
-            // The last child beneath an indirect block: the block goes with it.
+            // The last child beneath an indirect block: the block goes with it (the first
+            // case of hammer2_chain_indirect_maintenance, an empty block).
             let last =
                 d == depth || matches!(node.slots.get(i), Some(Slot::Ind(n)) if n.sum.count <= 1);
             if last {
@@ -558,9 +721,49 @@ impl Children {
         None
     }
 
+    /// `hammer2_chain_indirect_maintenance` on the indirect blocks on the path to `key`,
+    /// deepest first (as the flush reaches them): each one that [`collapses`] is replaced by
+    /// its blockrefs. Summaries stay as they are: the same children lie beneath every table.
+    /// Should the parent's table not grow (no memory), the block stays, as HAMMER2 leaves it
+    /// when it cannot modify the parent.
+    ///
+    /// DEVIATION: HAMMER2 maintains indirect blocks when the flush writes them
+    /// (`hammer2_flush_core`), not when a child is deleted. This store has no flush: a removal
+    /// maintains the blocks it modified, which is what the next flush would do to them.
+    fn maintain(&mut self, key: u64) {
+        let mut depth = 0;
+        let mut node = &self.root;
+        while let Some(n) = node.covering(node.find(key), key, key) {
+            node = n;
+            depth += 1;
+        }
+        // `depth`: the parent's depth plus one. After a collapse the parent is looked at
+        // again, as the block now on the path in it came up from the collapsed one.
+        while depth > 0 {
+            let Ok(parent) = self.node_mut(key, depth - 1) else {
+                return;
+            };
+            let i = parent.find(key);
+            let fold = match parent.slots.get(i) {
+                Some(Slot::Ind(n)) if n.key <= key => {
+                    collapses(parent, n) && parent.slots.try_reserve(n.slots.len()).is_ok()
+                }
+                _ => false,
+            };
+            if !fold {
+                depth -= 1;
+                continue;
+            }
+            if let Slot::Ind(n) = parent.slots.remove(i) {
+                // Room was reserved: the splice moves the blockrefs without allocating.
+                parent.slots.splice(i..i, n.slots);
+            }
+        }
+    }
+
     /// Change the entry at `key` to `keybits` and modify_tid `tid` (after a replace or a TID
     /// stamp). `Exists` (nothing changed) if the new range would overlap the next child.
-    pub(crate) fn update(&mut self, key: u64, keybits: u8, tid: u64) -> Result<()> {
+    pub(crate) fn update(&mut self, key: u64, keybits: u8, tid: u64, how: Creating) -> Result<()> {
         if !aligned(key, keybits) {
             return Err(Error::Invalid);
         }
@@ -596,20 +799,30 @@ impl Children {
             return Err(Error::Invalid);
         }
         // A wider range than its indirect block: it moves up to the table covering it, which
-        // is on its present path. Room on every table of the path and a spare block first.
+        // is on its present path. Room on every table of the path and a spare block as large
+        // as any split could need first; the blocks left behind are maintained after.
         let mut node = &mut self.root;
+        let mut most = 0;
         for _ in 0..=depth {
             node.slots.try_reserve(1)?;
+            most = most.max(node.cap());
             let i = node.find(key);
             match node.slots.get_mut(i) {
                 Some(Slot::Ind(n)) => node = n,
                 _ => break,
             }
         }
-        let spare = Node::empty(0, 0, IND_COUNT)?;
-        self.remove(key).ok_or(Error::NotFound)?;
+        let blank = Split {
+            key: 0,
+            keybits: 0,
+            radix: IND_RADIX_NOM,
+        };
+        let spare = Node::empty(blank, most.max(media::ind_count(IND_RADIX_NOM)) + 1)?;
+        self.unlink(key).ok_or(Error::NotFound)?;
         let depth = self.target_depth(key, end);
-        self.apply_insert(new, depth, Some(spare))
+        self.apply_insert(new, depth, Some(spare), how)?;
+        self.maintain(key);
+        Ok(())
     }
 
     /// The summary of the children whose key lies in `beg ..= end`: whole indirect blocks
@@ -730,284 +943,4 @@ impl Children {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::BTreeMap;
-
-    fn id(i: u32) -> ChainId {
-        ChainId { idx: i, gen: 0 }
-    }
-
-    fn rng(seed: u64) -> impl FnMut() -> u64 {
-        let mut x = seed;
-        move || {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            x >> 11
-        }
-    }
-
-    /// Check every structural rule of the table; returns (children, indirect blocks, depth).
-    fn check(c: &Children) -> (usize, usize, usize) {
-        let (mut leaves, mut inds, mut deepest) = (0, 0, 0);
-        let mut stack = vec![(&c.root, 0usize)];
-        while let Some((n, depth)) = stack.pop() {
-            deepest = deepest.max(depth);
-            assert!(n.slots.len() <= capacity(depth), "fan-out at depth {depth}");
-            assert!(depth == 0 || !n.slots.is_empty(), "empty indirect block");
-            assert!(aligned(n.key, n.keybits));
-            let (mut sum, mut tid, mut prev_end) = (RangeSum::default(), 0, None);
-            for s in &n.slots {
-                // Sorted, non-overlapping, nested in this block's range.
-                assert!(prev_end.map_or(true, |p: u64| s.key() > p));
-                prev_end = Some(s.end());
-                assert!(s.key() >= n.key && s.end() <= n.end());
-                sum.add(&s.sum());
-                tid = tid.max(s.tid());
-                match s {
-                    Slot::Leaf(_) => leaves += 1,
-                    Slot::Ind(m) => {
-                        inds += 1;
-                        assert!(m.keybits < n.keybits, "keybits shrink going down");
-                        stack.push((m, depth + 1));
-                    }
-                }
-            }
-            assert_eq!(sum, n.sum, "summary equals its recomputation");
-            assert!(n.tid >= tid, "modify_tid covers every child's");
-        }
-        assert_eq!(leaves, c.len());
-        (leaves, inds, deepest)
-    }
-
-    fn model_sum(m: &BTreeMap<u64, (u8, u64)>, beg: u64, end: u64) -> RangeSum {
-        let mut s = RangeSum::default();
-        for (&k, &(kb, t)) in m.range(beg..=end) {
-            s.add(&RangeSum::leaf(k, kb, t));
-        }
-        s
-    }
-
-    #[test]
-    fn overlap_lookup_and_order() {
-        let mut c = Children::default();
-        c.insert(0x20000, 16, 1, id(2)).unwrap();
-        c.insert(0, 16, 1, id(0)).unwrap();
-        c.insert(0x10000, 16, 1, id(1)).unwrap();
-        assert_eq!(c.insert(0x10005, 0, 1, id(9)), Err(Error::Exists));
-        assert_eq!(c.insert(0x10005, 4, 1, id(9)), Err(Error::Invalid));
-        assert_eq!(c.first_overlapping(0, u64::MAX), Some((0, id(0))));
-        assert_eq!(
-            c.first_overlapping(0x1ffff, u64::MAX),
-            Some((0x10000, id(1)))
-        );
-        assert_eq!(
-            c.first_overlapping(0x20000, 0x20000),
-            Some((0x20000, id(2)))
-        );
-        assert_eq!(c.first_overlapping(0x30000, u64::MAX), None);
-        assert_eq!(c.remove(0x10000), Some(id(1)));
-        assert_eq!(c.first_overlapping(0x10000, 0x1ffff), None);
-        assert_eq!(c.len(), 2);
-        assert_eq!(c.first(), Some(id(0)));
-        assert_eq!(c.update(0, 20, 1), Err(Error::Exists));
-        c.update(0, 8, 1).unwrap();
-        assert_eq!(c.first_overlapping(0x100, 0x100), None);
-        assert_eq!(c.first_overlapping(0xff, 0x100), Some((0, id(0))));
-        check(&c);
-    }
-
-    #[test]
-    fn overflow_makes_indirect_blocks_like_hammer2() {
-        let mut c = Children::default();
-        for i in 0..4u64 {
-            c.insert(i << 16, 16, i, id(i as u32)).unwrap();
-        }
-        assert!(c.root.slots.iter().all(|s| matches!(s, Slot::Leaf(_))));
-        // A fifth: the covering range of 0..0x3ffff is keybits 18, halves of 17 bits hold two
-        // each; the lower half moves into an indirect block (key 0, keybits 17).
-        c.insert(4 << 16, 16, 9, id(4)).unwrap();
-        let mut seen = Vec::new();
-        c.visit(|d, v| {
-            if let Visit::Indirect(b) = v {
-                seen.push((d, b.key, b.keybits, b.modify_tid, b.leaf_count));
-            }
-        })
-        .unwrap();
-        assert_eq!(seen, vec![(0, 0, 17, 1, 2)]);
-        assert_eq!(check(&c), (5, 1, 1));
-        // The block is sized to what it holds, not to 512 blockrefs: a kernel's bounded pool
-        // holds thousands of small directories.
-        match &c.root.slots[0] {
-            Slot::Ind(n) => assert!(n.slots.capacity() <= 8, "{}", n.slots.capacity()),
-            Slot::Leaf(_) => panic!("expected the indirect block first"),
-        }
-    }
-
-    #[test]
-    fn a_child_outgrowing_its_indirect_block_moves_up() {
-        let mut c = Children::default();
-        for k in 0..600u64 {
-            c.insert(k, 0, 1, id(k as u32)).unwrap();
-        }
-        c.insert(1 << 40, 0, 1, id(999)).unwrap();
-        for k in 1..600u64 {
-            c.remove(k).unwrap();
-        }
-        let (_, _, depth) = check(&c);
-        assert!(depth >= 2, "key 0 sits in a small indirect block");
-        c.update(0, 12, 5).unwrap();
-        assert_eq!(check(&c), (2, 0, 0));
-        assert_eq!(c.first_overlapping(4095, 4095), Some((0, id(0))));
-        assert_eq!(c.key_sum(0, 10).unwrap(), RangeSum::leaf(0, 12, 5));
-        assert_eq!(c.update(0, 41, 5), Err(Error::Exists));
-    }
-
-    #[test]
-    fn many_keys_in_any_order_match_a_model() {
-        let mut rnd = rng(12345);
-        let mut c = Children::default();
-        let mut model: BTreeMap<u64, (u8, u64)> = BTreeMap::new();
-        // Clustered keys of two sizes, so deep levels split and ranges mix.
-        let key = |r: u64| {
-            (
-                ((r % 4) << 62) | ((r >> 8) % 5000) << 16,
-                (r % 2) as u8 * 16,
-            )
-        };
-        for i in 0..40_000u32 {
-            let (k, kb) = key(rnd());
-            match i % 5 {
-                0 | 1 => {
-                    let r = c.remove(k);
-                    assert_eq!(r.is_some(), model.remove(&k).is_some());
-                }
-                2 if model.contains_key(&k) => {
-                    let (t, nkb) = (rnd() % 50, (rnd() % 3) as u8 * 8);
-                    let fits = model
-                        .range(k + 1..)
-                        .next()
-                        .map_or(true, |(&n, _)| n > range_end(k, nkb));
-                    assert_eq!(c.update(k, nkb, t).is_ok(), fits, "{k:x} {nkb}");
-                    if fits {
-                        model.insert(k, (nkb, t));
-                    }
-                }
-                _ => {
-                    let t = rnd() % 50;
-                    let end = range_end(k, kb);
-                    let free = model
-                        .range(..=end)
-                        .next_back()
-                        .map_or(true, |(&p, &(pkb, _))| range_end(p, pkb) < k);
-                    assert_eq!(c.insert(k, kb, t, id(i)).is_ok(), free);
-                    if free {
-                        model.insert(k, (kb, t));
-                    }
-                }
-            }
-            if i % 2000 == 0 {
-                check(&c);
-                for _ in 0..50 {
-                    let (a, b) = (key(rnd()).0, key(rnd()).0);
-                    let (a, b) = (a.min(b), a.max(b));
-                    assert_eq!(c.key_sum(a, b).unwrap(), model_sum(&model, a, b));
-                }
-            }
-        }
-        let (n, inds, depth) = check(&c);
-        assert!(inds > 10 && depth >= 2, "{n} {inds} {depth}");
-        // A walk by "first overlapping from the last end + 1" sees exactly the model.
-        let mut k = 0;
-        let mut seen = Vec::new();
-        while let Some((key, _)) = c.first_overlapping(k, u64::MAX) {
-            seen.push(key);
-            k = range_end(key, model[&key].0) + 1;
-        }
-        assert_eq!(seen, model.keys().copied().collect::<Vec<_>>());
-        // Emptied, no indirect block is left behind.
-        for k in model.keys() {
-            c.remove(*k).unwrap();
-        }
-        assert_eq!(check(&c), (0, 0, 0));
-    }
-
-    #[test]
-    fn shape_follows_history_summaries_do_not() {
-        let mut rnd = rng(7);
-        let keys: Vec<(u64, u64)> = (0..20_000)
-            .map(|_| (rnd() << 15 | 0x8000_0000_0000_0000, rnd() % 100))
-            .collect();
-        let (mut a, mut b) = (Children::default(), Children::default());
-        for (i, &(k, t)) in keys.iter().enumerate() {
-            let _ = a.insert(k, 0, t, id(i as u32));
-        }
-        for (i, &(k, t)) in keys.iter().enumerate().rev() {
-            let _ = b.insert(k, 0, t, id(i as u32));
-        }
-        let shape = |c: &Children| {
-            let mut v = Vec::new();
-            c.visit(|d, x| {
-                if let Visit::Indirect(r) = x {
-                    v.push((d, r.key, r.keybits));
-                }
-            })
-            .unwrap();
-            v
-        };
-        assert_ne!(
-            shape(&a),
-            shape(&b),
-            "different insert orders, different trees"
-        );
-        check(&a);
-        check(&b);
-        for _ in 0..500 {
-            let (x, y) = (rnd() << 15, rnd() << 15);
-            let (x, y) = (x.min(y), x.max(y));
-            assert_eq!(a.key_sum(x, y).unwrap(), b.key_sum(x, y).unwrap());
-        }
-        // Every indirect block of one tree summarizes the same as that range of the other.
-        a.visit(|_, x| {
-            if let Visit::Indirect(r) = x {
-                let s = RangeSum::from_bref(&r);
-                assert_eq!(s, b.key_sum(r.key, r.key_end()).unwrap());
-            }
-        })
-        .unwrap();
-    }
-
-    #[test]
-    fn spans_partition_the_key_space() {
-        let mut rnd = rng(3);
-        let mut c = Children::default();
-        let mut model = BTreeMap::new();
-        for i in 0..5_000u32 {
-            let k = rnd() << 20;
-            if c.insert(k, 0, 1, id(i)).is_ok() {
-                model.insert(k, (0u8, 1u64));
-            }
-        }
-        // With nothing known to differ, the walk sees indirect blocks whole.
-        let (mut from, mut total, mut steps) = (0u64, RangeSum::default(), 0);
-        loop {
-            let s = c.span(from, None);
-            assert_eq!(s.beg, from);
-            assert_eq!(s.sum, model_sum(&model, s.beg, s.end));
-            total.add(&s.sum);
-            steps += 1;
-            match s.end.checked_add(1) {
-                Some(n) => from = n,
-                None => break,
-            }
-        }
-        assert_eq!(total, c.root.sum);
-        assert!(steps <= 4 * (RUN + 1), "{steps}");
-        // Known to differ, the root's first block is descended into.
-        let first = c.span(0, None);
-        assert!(first.indirect);
-        let inner = c.span(0, Some((first.beg, first.end)));
-        assert!(inner.end < first.end);
-    }
-}
+mod tests;

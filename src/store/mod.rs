@@ -33,9 +33,9 @@ use crate::media::{self, Blockref, InodeData, InodeMeta};
 use crate::mem::{try_box, try_push};
 use crate::{Error, Result};
 pub use api::{ChainStore, HeldChain};
-use children::Children;
 use children::Visit;
-pub use children::{RangeSum, Span, IND_COUNT, RUN};
+use children::{Children, Creating};
+pub use children::{RangeSum, Span, RUN};
 
 /// One blockref of a chain's block table ([`Store::block_table`]).
 #[derive(Debug, Clone, Copy)]
@@ -135,6 +135,16 @@ struct Chain {
     lock: usize,
 }
 
+impl Chain {
+    /// What HAMMER2 looks at when this chain's block table gets an indirect block for a child
+    /// of type `btype` (see [`Creating`]).
+    fn creating(&self, btype: u8) -> Creating {
+        let in_dir =
+            matches!(&self.body, Body::Inode(ip) if ip.meta.objtype == media::OBJTYPE_DIRECTORY);
+        Creating { btype, in_dir }
+    }
+}
+
 struct Slot {
     gen: u32,
     chain: Option<Chain>,
@@ -157,9 +167,10 @@ impl Arena {
         }
         if bref.keybits != old.keybits || bref.modify_tid != old.modify_tid {
             if let Some(p) = parent {
-                self.get_mut(p)?
-                    .children
-                    .update(old.key, bref.keybits, bref.modify_tid)?;
+                let pc = self.get_mut(p)?;
+                let how = pc.creating(bref.btype);
+                pc.children
+                    .update(old.key, bref.keybits, bref.modify_tid, how)?;
             }
         }
         let c = self.get_mut(id)?;
@@ -629,10 +640,11 @@ impl Store {
         };
         let gen = a.slots[idx as usize].gen;
         let id = ChainId { idx, gen };
-        if let Err(e) =
-            a.get_mut(parent)?
-                .children
-                .insert(bref.key, bref.keybits, bref.modify_tid, id)
+        let pc = a.get_mut(parent)?;
+        let how = pc.creating(bref.btype);
+        if let Err(e) = pc
+            .children
+            .insert(bref.key, bref.keybits, bref.modify_tid, id, how)
         {
             a.free.push(idx);
             return Err(e);
@@ -693,10 +705,12 @@ impl Store {
     pub fn set_modify_tid(&self, g: &ChainGuard<'_>, tid: u64) -> Result<()> {
         let mut a = self.arena.write();
         let c = a.get_mut(g.id)?;
-        let (key, keybits, parent) = (c.bref.key, c.bref.keybits, c.parent);
+        let (key, keybits, btype, parent) = (c.bref.key, c.bref.keybits, c.bref.btype, c.parent);
         if let Some(p) = parent {
             // The parent's range summaries follow its children's TIDs.
-            a.get_mut(p)?.children.update(key, keybits, tid)?;
+            let pc = a.get_mut(p)?;
+            let how = pc.creating(btype);
+            pc.children.update(key, keybits, tid, how)?;
         }
         a.get_mut(g.id)?.bref.modify_tid = tid;
         Ok(())

@@ -26,6 +26,7 @@ use crate::cluster::{Role, MAX_NODES};
 use crate::media::{Blockref, KEY_MAX};
 use crate::quorum::{self, NodeAnswer, QuorumResult, Voter};
 use crate::store::ChainStore;
+use crate::thread::Brk;
 use crate::{Error, Result};
 
 use super::pool::{Msg, Pool};
@@ -153,16 +154,16 @@ fn wait_for_lower<Id, S: ChainStore>(
 fn wait_more<S: ChainStore>(
     pool: &Pool<'_, S>,
     seen: u32,
-    brk: &dyn Fn() -> bool,
+    brk: &Brk<'_>,
     idle_since: &mut Option<u64>,
 ) -> Result<()> {
-    if pool.wait(seen) {
+    if pool.wait(seen, brk)? {
         *idle_since = None;
         return Ok(());
     }
     let now = pool.now_ns();
     let since = *idle_since.get_or_insert(now);
-    if now.saturating_sub(since) >= WAIT_BRK_NS && brk() {
+    if now.saturating_sub(since) >= WAIT_BRK_NS && pool.stalled_wait_polls() && brk.poll() {
         return Err(Error::InProgress);
     }
     Ok(())
@@ -201,7 +202,7 @@ pub(crate) fn inode_focus<S: ChainStore>(
     peers: &Peers<'_, S>,
     idx: usize,
     keys: &[u64],
-    brk: &dyn Fn() -> bool,
+    brk: &Brk<'_>,
 ) -> Result<Option<Focus<S::Id>>> {
     focus_of(pool, peers, idx, keys, brk, None).map(|(f, _)| f)
 }
@@ -214,7 +215,7 @@ pub(crate) fn inode_focus_scan<S: ChainStore>(
     peers: &Peers<'_, S>,
     idx: usize,
     keys: &[u64],
-    brk: &dyn Fn() -> bool,
+    brk: &Brk<'_>,
 ) -> Result<FocusScan<S::Id>> {
     focus_of(pool, peers, idx, keys, brk, Some(0))
 }
@@ -224,7 +225,7 @@ fn focus_of<S: ChainStore>(
     peers: &Peers<'_, S>,
     idx: usize,
     keys: &[u64],
-    brk: &dyn Fn() -> bool,
+    brk: &Brk<'_>,
     children: Option<u64>,
 ) -> Result<FocusScan<S::Id>> {
     let n = peers.stores.len().min(MAX_NODES);
@@ -304,7 +305,7 @@ fn focus_of<S: ChainStore>(
 pub struct Collector<'p, 'a, S: ChainStore> {
     pool: &'p Pool<'a, S>,
     peers: &'a Peers<'a, S>,
-    brk: &'a dyn Fn() -> bool,
+    brk: &'a Brk<'a>,
     /// Per node: the generation of its request.
     gens: [u32; MAX_NODES],
     slots: [Slot<S::Id>; MAX_NODES],
@@ -324,7 +325,7 @@ impl<'p, 'a, S: ChainStore> Collector<'p, 'a, S> {
         peers: &'a Peers<'a, S>,
         idx: usize,
         keys: &[u64],
-        brk: &'a dyn Fn() -> bool,
+        brk: &'a Brk<'a>,
         start: Option<u64>,
         inflight: Option<&Inflight>,
     ) -> Result<Collector<'p, 'a, S>> {
@@ -413,7 +414,7 @@ impl<'p, 'a, S: ChainStore> Collector<'p, 'a, S> {
         // number of polls does not depend on how fast the workers answer.
         let mut waited = false;
         loop {
-            if !waited && (self.brk)() {
+            if !waited && self.brk.poll() {
                 return Err(Error::InProgress);
             }
             waited = false;

@@ -31,6 +31,7 @@ use crate::host::{Host, RawThread};
 use crate::media::{Blockref, KEY_MAX};
 use crate::mem::{try_box, try_to_vec};
 use crate::store::ChainStore;
+use crate::thread::{Brk, HostWord};
 use crate::{Error, Result};
 
 use super::Peers;
@@ -326,6 +327,26 @@ impl<S: ChainStore> Pool<'_, S> {
         test_hook::HOLD_PUBLISH.store(&*self.sh as *const Shared<S::Id> as usize, Ordering::SeqCst);
     }
 
+    /// Make this pool's collector never poll `brk` for a stalled wait (see
+    /// [`Pool::stalled_wait_polls`]), so a test sees whether a request interrupts the wait.
+    #[cfg(test)]
+    pub(crate) fn no_stalled_wait_polls(&self) {
+        test_hook::NO_STALLED_WAIT_POLLS
+            .store(&*self.sh as *const Shared<S::Id> as usize, Ordering::SeqCst);
+    }
+
+    /// Whether the collector polls `brk` after waiting long without an answer (always, but in
+    /// the test of [`Pool::no_stalled_wait_polls`]).
+    pub(crate) fn stalled_wait_polls(&self) -> bool {
+        #[cfg(test)]
+        if test_hook::NO_STALLED_WAIT_POLLS.load(Ordering::SeqCst)
+            == &*self.sh as *const Shared<S::Id> as usize
+        {
+            return false;
+        }
+        true
+    }
+
     /// The host's monotonic clock.
     pub(crate) fn now_ns(&self) -> u64 {
         self.host.now_ns()
@@ -336,12 +357,18 @@ impl<S: ChainStore> Pool<'_, S> {
         self.sh.pushed.load(Ordering::SeqCst)
     }
 
-    /// Sleep until some worker pushed since `seen` was read, or one slice passed. Returns
-    /// whether anything was pushed.
-    pub(crate) fn wait(&self, seen: u32) -> bool {
-        self.host
-            .sleep_on_word(&self.sh.pushed, seen, Some(SLICE * 2));
-        self.pushed() != seen
+    /// Sleep until some worker pushed since `seen` was read, or one slice passed, or (on a sync
+    /// thread) a break request came: then `Err(InProgress)` if `brk` holds. Returns whether
+    /// anything was pushed.
+    pub(crate) fn wait(&self, seen: u32, brk: &Brk<'_>) -> Result<bool> {
+        let word = HostWord {
+            word: &self.sh.pushed,
+            host: self.host,
+            intr: None,
+        };
+        let r = brk.sleep(&word, seen, Some(SLICE * 2));
+        r?;
+        Ok(self.pushed() != seen)
     }
 }
 
@@ -526,6 +553,9 @@ pub(crate) mod test_hook {
         /// Requests posted by this thread (a sync pass posts from the thread running it).
         pub(crate) static POSTED: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
     }
+
+    /// The address of the pool state whose collector never polls `brk` for a stalled wait.
+    pub(crate) static NO_STALLED_WAIT_POLLS: AtomicUsize = AtomicUsize::new(0);
 
     /// After a request is published and before its wakeup: wake the channel's worker early (a
     /// spurious return the host contract allows, standing for a worker just back from serving

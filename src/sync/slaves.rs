@@ -5,21 +5,22 @@
 //! so one changed entry in a directory of N costs N comparisons.
 //!
 //! **Pruned** (issue 5): every block table is HAMMER2's radix tree of INDIRECT blocks
-//! ([`crate::store::children`]): a blockset of 4 in the inode, indirect blocks of up to 512
-//! blockrefs below, each covering a power-of-two aligned key range (`key`/`keybits`, chosen by
-//! `hammer2_chain_indkey_normal` when a table overflows) and carrying the highest modify_tid
-//! beneath and a summary of the children beneath (count and 128-bit multiset hash of their
-//! key, keybits, modify_tid). The walk follows *our* tree from the lowest key: each step takes a
-//! span, either one of our indirect blocks whole or a run of at most `RUN` (16) of our children
-//! up to the next indirect block, and compares its summary with the summary of the same key
-//! range on every other node holding the inode, which that node computes from whatever tree
-//! it has (whole indirect blocks inside the range added as they are, the at most two
-//! straddling its ends descended into): the trees may be shaped differently by different
-//! insert histories. An equal span is skipped whole; a differing indirect block is descended
-//! into; a differing run is merged chain by chain exactly as the original does (restricted to
-//! its keys). k changed children of an inode of N, in a tree of depth d, cost O(k · d) spans
-//! (each level's differing block and its siblings' spans) plus O(k · `RUN`) chain comparisons;
-//! every span visited counts in `SyncStats::scanned`, like every chain compared.
+//! ([`crate::store::children`]): a blockset of 4 in the inode, indirect blocks of 32 or 128
+//! blockrefs below, each covering a power-of-two aligned key range (`key`/`keybits`, chosen as
+//! `hammer2_chain_create_indirect` does when a table overflows, collapsed again as
+//! `hammer2_chain_indirect_maintenance` does when removals leave it sparse) and carrying the
+//! highest modify_tid beneath and a summary of the children beneath (count and 128-bit multiset
+//! hash of their key, keybits, modify_tid). The walk follows *our* tree from the lowest key: each
+//! step takes a span, either one of our indirect blocks whole or a run of at most `RUN` (16) of our
+//! children up to the next indirect block, and compares its summary with the summary of the same
+//! key range on every other node holding the inode, which that node computes from whatever tree it
+//! has (whole indirect blocks inside the range added as they are, the at most two straddling its
+//! ends descended into): the trees may be shaped differently by different insert histories. An
+//! equal span is skipped whole; a differing indirect block is descended into; a differing run is
+//! merged chain by chain exactly as the original does (restricted to its keys). k changed children
+//! of an inode of N, in a tree of depth d, cost O(k · d) spans (each level's differing block and
+//! its siblings' spans) plus O(k · `RUN`) chain comparisons; every span visited counts in
+//! `SyncStats::scanned`, like every chain compared.
 //!
 //! Why skipping an equal span changes nothing the original scan would have changed:
 //! - *Same chains.* The summary is a function of the set of (key, keybits, modify_tid) in the
@@ -444,8 +445,8 @@ fn merge_range<'a, S: ChainStore>(
 /// `Ok(false)` when the deferral list filled up.
 ///
 /// Only a cursor (every key below it is done) and the stack of ranges known to differ that
-/// hold it are kept: our merges may split or free indirect blocks, so the walk re-descends
-/// from the blockset at each step (O(depth)) instead of holding on to blocks. A range known to
+/// hold it are kept: our merges may split, collapse or free indirect blocks, so the walk
+/// re-descends from the blockset at each step (O(depth)) instead of holding on to blocks. A range known to
 /// differ is never compared again; the stack's ranges are nested, aligned, and shrink by at
 /// least one keybit per level, so it never holds more than 66 of them.
 fn pruned_walk<'a, S: ChainStore>(

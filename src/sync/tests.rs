@@ -214,7 +214,7 @@ fn bug8_copy_takes_the_focus_length() {
     let mut ctx = Ctx {
         peers: &peers,
         idx: 1,
-        brk: &|| false,
+        brk: &crate::thread::Brk::new(&|| false),
         mode: ScanMode::default(),
         stats: &mut stats,
         pool: None,
@@ -381,7 +381,7 @@ fn bug6_destroy_continues_through_the_held_parent() {
     let mut ctx = Ctx {
         peers: &peers,
         idx: 1,
-        brk: &|| false,
+        brk: &crate::thread::Brk::new(&|| false),
         mode: ScanMode::default(),
         stats: &mut stats,
         pool: None,
@@ -423,7 +423,7 @@ fn bug7_missing_local_chain_and_missing_final_focus() {
     let mut ctx = Ctx {
         peers: &peers,
         idx: 2,
-        brk: &|| false,
+        brk: &crate::thread::Brk::new(&|| false),
         mode: ScanMode::default(),
         stats: &mut stats,
         pool: None,
@@ -556,7 +556,7 @@ fn bug12_insert_over_an_existing_key_replaces() {
     let mut ctx = Ctx {
         peers: &peers,
         idx: 1,
-        brk: &|| false,
+        brk: &crate::thread::Brk::new(&|| false),
         mode: ScanMode::default(),
         stats: &mut stats,
         pool: None,
@@ -1101,7 +1101,7 @@ fn request_taken_early_is_still_answered() {
         let seen = p.pushed();
         got = p.recv(1, gen);
         if got.is_none() {
-            p.wait(seen);
+            p.wait(seen, &Brk::new(&|| false)).unwrap();
         }
     }
     assert!(
@@ -1247,4 +1247,39 @@ fn final_update_refuses_a_focus_that_moved_on() {
         tid,
         "/f was stamped from a stale focus"
     );
+}
+
+/// Issue 5: a freeze reaches a sync thread whose collector sleeps waiting for a stalled master.
+/// With two masters both must answer, so the slave's collector waits for node 1, whose reads
+/// take 2 s. Its stalled-wait poll (the safety net that polls `brk` after 50 ms without an
+/// answer) is turned off, so only the request itself can wake the wait: before the requests
+/// interrupted it, the freeze was acknowledged only once the stall ended.
+#[test]
+fn freeze_interrupts_a_collector_waiting_for_a_stalled_master() {
+    use std::time::{Duration, Instant};
+    // The userland host: its word sleeps block until woken (the test host's poll).
+    let c = Cluster::new(crate::userland::host(), &[M, M, S]).unwrap();
+    write(&c, set(&[0, 1]), "/a", b"x");
+    c.set_stall(1, Some(Duration::from_secs(2)));
+    c.no_stalled_wait_polls(2);
+    c.as_ref().thread_start(2).unwrap();
+    // Let the pass reach the wait (a freeze before it would be seen by a chain-operation poll).
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    c.thread_freeze(2).unwrap();
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "freeze acknowledged after {took:?}, not before the stall ended"
+    );
+    assert!(!c.in_sync(2), "synchronized although node 1 was stalled");
+    c.set_stall(1, None);
+    c.thread_unfreeze(2).unwrap();
+    let t = Instant::now();
+    while !c.in_sync(2) {
+        assert!(t.elapsed() < Duration::from_secs(20), "never synchronized");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    c.thread_stop(2).unwrap();
+    assert_same(&c, 0, 2);
 }
