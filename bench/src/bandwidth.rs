@@ -138,11 +138,12 @@ mod tests {
         let Some(before) = minor_faults() else {
             panic!("/proc/self/stat has no minflt field");
         };
-        // 64 MiB: allocated by mmap, every page touched for the first time (at least 32
-        // faults even where transparent huge pages back it).
-        let v = std::hint::black_box(vec![1u8; 64 << 20]);
+        // 16 MiB: allocated by mmap, every page touched for the first time (at least 8 faults
+        // even where transparent huge pages back it). Less than a quarter of what the
+        // process-wide allocation counter's test allocates beside it.
+        let v = std::hint::black_box(vec![1u8; 16 << 20]);
         let after = minor_faults().unwrap();
-        assert!(after - before >= 32, "{before} -> {after}");
+        assert!(after - before >= 8, "{before} -> {after}");
         drop(v);
     }
 }
