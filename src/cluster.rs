@@ -275,6 +275,13 @@ impl Cluster {
             f.set_stall(d);
         }
     }
+    /// Make node `idx`'s collector never poll its break condition for a stalled wait.
+    #[cfg(test)]
+    pub(crate) fn no_stalled_wait_polls(&self, idx: usize) {
+        if let Some(p) = self.nodes[idx].pool.lock().as_ref() {
+            p.no_stalled_wait_polls();
+        }
+    }
     /// Make every read synchronization makes of node `idx` fail with EIO (or stop doing so).
     pub fn set_fail(&self, idx: usize, on: bool) {
         if let Some(f) = self.faults.get(idx).filter(|_| idx < self.nodes.len()) {
@@ -346,6 +353,12 @@ impl Cluster {
     /// §3.7: loops while EAGAIN, syncs deferrals bottom-up). `brk` is polled at every chain
     /// operation; when it returns true the pass stops with `Error::InProgress`.
     pub fn sync_node(&self, idx: usize, brk: &dyn Fn() -> bool) -> Result<()> {
+        self.sync_node_with(idx, &crate::thread::Brk::new(brk))
+    }
+
+    /// [`Cluster::sync_node`] with a sync thread's [`crate::thread::Brk`], whose break
+    /// requests also wake the pass's waits.
+    pub(crate) fn sync_node_with(&self, idx: usize, brk: &crate::thread::Brk<'_>) -> Result<()> {
         let node = self.node(idx)?;
         let _one = node.sync_lock.hold(LockMode::Exclusive);
         let view = *node.view.lock();

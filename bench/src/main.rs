@@ -176,6 +176,11 @@ fn bandwidth_alone(mib: usize) -> ExitCode {
                 b.scanned,
                 b.memcpy
             );
+            if let Some((sync, memcpy)) = b.faults {
+                println!(
+                    "bench: page faults: {sync} in the sync (its new blocks' memory), {memcpy} in the timed memcpys (pre-faulted)"
+                );
+            }
             println!("{}", results::bandwidth_target(Some(b.ratio())).line());
             ExitCode::SUCCESS
         }

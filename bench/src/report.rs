@@ -324,6 +324,19 @@ pub fn markdown(r: &Results) -> String {
                 mib / b.memcpy.as_secs_f64(),
                 b.ratio() * 100.0
             );
+            if let Some((sync, memcpy)) = b.faults {
+                let _ = writeln!(
+                    s,
+                    "Page faults: {sync} during the sync, {memcpy} during the timed memcpys. The \
+                     slave's new blocks are memory the process gets from the kernel, and each \
+                     first touch of a page costs a fault that zeroes it, unless the allocator \
+                     reuses memory freed earlier in the same process: here the large trees \
+                     measured before were freed, so the count (and the sync's time) depends on \
+                     what ran first (`--bandwidth` alone starts from a fresh heap and faults \
+                     every page). The memcpy's buffer is written once before it is timed. No \
+                     memory policy (huge pages, prefaulting) is applied to either side.\n"
+                );
+            }
         }
         Err(e) => {
             let _ = writeln!(s, "not measured: {e}\n");

@@ -26,6 +26,7 @@ use crate::cluster::{Role, MAX_NODES};
 use crate::media::{Blockref, KEY_MAX};
 use crate::quorum::{self, NodeAnswer, QuorumResult, Voter};
 use crate::store::ChainStore;
+use crate::thread::Brk;
 use crate::{Error, Result};
 
 use super::pool::{Msg, Pool};
@@ -147,26 +148,53 @@ fn wait_for_lower<Id, S: ChainStore>(
     })
 }
 
-/// Wait for the workers after a round that decided nothing. `brk` is polled only once no
-/// answer came for [`WAIT_BRK_NS`] (a stalled node): a pass without stalls polls `brk` as often
-/// as it always did, so its number of polls stays the same from run to run.
+/// Wait for the workers after a round that decided nothing. `brk` is polled only when a break
+/// request interrupts the wait (a sync thread's, see [`Brk`]) or once no answer came for
+/// [`WAIT_BRK_NS`] (a stalled node; the only way a plain `brk` closure is asked during a wait):
+/// a pass without requests or stalls polls `brk` as often as it always did, so its number of
+/// polls stays the same from run to run.
 fn wait_more<S: ChainStore>(
     pool: &Pool<'_, S>,
     seen: u32,
-    brk: &dyn Fn() -> bool,
+    brk: &Brk<'_>,
     idle_since: &mut Option<u64>,
 ) -> Result<()> {
-    if pool.wait(seen) {
+    if pool.wait(seen, brk)? {
         *idle_since = None;
         return Ok(());
     }
     let now = pool.now_ns();
     let since = *idle_since.get_or_insert(now);
-    if now.saturating_sub(since) >= WAIT_BRK_NS && brk() {
+    if now.saturating_sub(since) >= WAIT_BRK_NS && pool.stalled_wait_polls() && brk.poll() {
         return Err(Error::InProgress);
     }
     Ok(())
 }
+
+/// The requests an [`inode_focus_scan`] leaves running: each node's generation and what it
+/// answered so far. The workers go on reading the inode's children from key 0, so a
+/// [`Collector`] starting there takes them over ([`Collector::adopt`]) instead of asking again.
+/// Kept small (a few bytes per node, no blockref): it lives on the syncing thread's stack, which
+/// in the kernel is a few KiB deep at most.
+#[derive(Clone, Copy)]
+pub(crate) struct Inflight {
+    gens: [u32; MAX_NODES],
+    /// Per node, the state its children's scan starts in: `Off` (not asked), `Pending` (the
+    /// children follow), `Done` (no such inode there) or `Failed`.
+    start: [Start; MAX_NODES],
+}
+
+/// A node's state at the start of an adopted children's scan (see [`Inflight`]).
+#[derive(Clone, Copy)]
+enum Start {
+    Off,
+    Pending,
+    Done,
+    Failed,
+}
+
+/// An inode's focus (None: no quorum), with the reads of its children under way.
+pub(crate) type FocusScan<Id> = (Option<Focus<Id>>, Inflight);
 
 /// The answer of every node for the inode at `keys` (the ipcluster XOP): our node `Excluded`,
 /// nodes still reading `Pending`, failed reads `Failed`; decided as soon as the quorum can be.
@@ -176,15 +204,53 @@ pub(crate) fn inode_focus<S: ChainStore>(
     peers: &Peers<'_, S>,
     idx: usize,
     keys: &[u64],
-    brk: &dyn Fn() -> bool,
+    brk: &Brk<'_>,
 ) -> Result<Option<Focus<S::Id>>> {
+    focus_of(pool, peers, idx, keys, brk, None).map(|(f, _)| f)
+}
+
+/// [`inode_focus`], with the workers asked for the inode's children from key 0 as well: the
+/// returned [`Inflight`] lets the scan that usually follows start with them queued, which
+/// saves every worker a request, a wakeup and a reply per inode synchronized.
+pub(crate) fn inode_focus_scan<S: ChainStore>(
+    pool: &Pool<'_, S>,
+    peers: &Peers<'_, S>,
+    idx: usize,
+    keys: &[u64],
+    brk: &Brk<'_>,
+) -> Result<FocusScan<S::Id>> {
+    focus_of(pool, peers, idx, keys, brk, Some(0))
+}
+
+fn focus_of<S: ChainStore>(
+    pool: &Pool<'_, S>,
+    peers: &Peers<'_, S>,
+    idx: usize,
+    keys: &[u64],
+    brk: &Brk<'_>,
+    children: Option<u64>,
+) -> Result<FocusScan<S::Id>> {
     let n = peers.stores.len().min(MAX_NODES);
     let mut slots = [Slot::Off; MAX_NODES];
     let mut gens = [0u32; MAX_NODES];
-    for j in (0..n).filter(|&j| j != idx) {
-        gens[j] = pool.request(j, keys, None)?;
+    pool.request_all((0..n).filter(|&j| j != idx), keys, children, |j, g| {
+        gens[j] = g;
         slots[j] = Slot::Pending;
-    }
+    })?;
+    let decided = |f: Option<Focus<S::Id>>, slots: &[Slot<S::Id>; MAX_NODES]| {
+        let mut start = [Start::Off; MAX_NODES];
+        for (st, s) in start.iter_mut().zip(slots) {
+            *st = match s {
+                Slot::Off => Start::Off,
+                // The inode's answer was taken (or is still to come, and the scan skips it):
+                // the node's children follow.
+                Slot::Head(..) | Slot::Pending => Start::Pending,
+                Slot::Done => Start::Done,
+                Slot::Failed => Start::Failed,
+            };
+        }
+        Ok((f, Inflight { gens, start }))
+    };
     let mut idle_since = None;
     loop {
         let seen = pool.pushed();
@@ -205,12 +271,15 @@ pub(crate) fn inode_focus<S: ChainStore>(
             }
         }
         let pick = |node: usize, catchup: bool| match slots.get(node) {
-            Some(Slot::Head(id, bref)) => Ok(Some(Focus {
-                node,
-                id: *id,
-                bref: *bref,
-                catchup,
-            })),
+            Some(Slot::Head(id, bref)) => decided(
+                Some(Focus {
+                    node,
+                    id: *id,
+                    bref: *bref,
+                    catchup,
+                }),
+                &slots,
+            ),
             _ => Err(Error::Invalid),
         };
         match quorum::check(&v[..n], peers.nmasters) {
@@ -226,10 +295,10 @@ pub(crate) fn inode_focus<S: ChainStore>(
             {
                 return match highest_master(&v[..n]) {
                     Some(node) => pick(node, true),
-                    None => Ok(None),
+                    None => decided(None, &slots),
                 };
             }
-            QuorumResult::None(_) => return Ok(None),
+            QuorumResult::None(_) => return decided(None, &slots),
         }
     }
 }
@@ -238,7 +307,7 @@ pub(crate) fn inode_focus<S: ChainStore>(
 pub struct Collector<'p, 'a, S: ChainStore> {
     pool: &'p Pool<'a, S>,
     peers: &'a Peers<'a, S>,
-    brk: &'a dyn Fn() -> bool,
+    brk: &'a Brk<'a>,
     /// Per node: the generation of its request.
     gens: [u32; MAX_NODES],
     slots: [Slot<S::Id>; MAX_NODES],
@@ -251,14 +320,17 @@ pub struct Collector<'p, 'a, S: ChainStore> {
 impl<'p, 'a, S: ChainStore> Collector<'p, 'a, S> {
     /// Start a scan of the children of the inode at `keys` on every node but `idx`, from key
     /// `start` (None: an empty scan); `brk` is polled at every key it looks at (skipped keys
-    /// included) and while it waits for a stalled node.
+    /// included), and while it waits when a break request interrupts the wait or a node stalls.
+    /// A scan from key 0 continues the requests `inflight` names, if they are still current,
+    /// instead of asking again.
     pub(crate) fn new(
         pool: &'p Pool<'a, S>,
         peers: &'a Peers<'a, S>,
         idx: usize,
         keys: &[u64],
-        brk: &'a dyn Fn() -> bool,
+        brk: &'a Brk<'a>,
         start: Option<u64>,
+        inflight: Option<&Inflight>,
     ) -> Result<Collector<'p, 'a, S>> {
         let mut c = Collector {
             pool,
@@ -269,13 +341,38 @@ impl<'p, 'a, S: ChainStore> Collector<'p, 'a, S> {
             pos: start,
             idle_since: None,
         };
-        if start.is_some() {
-            for j in (0..peers.stores.len().min(MAX_NODES)).filter(|&j| j != idx) {
-                c.gens[j] = pool.request(j, keys, start)?;
+        let adopted = start == Some(0) && inflight.is_some_and(|f| c.adopt(f));
+        if start.is_some() && !adopted {
+            let nodes = (0..peers.stores.len().min(MAX_NODES)).filter(|&j| j != idx);
+            pool.request_all(nodes, keys, start, |j, g| {
+                c.gens[j] = g;
                 c.slots[j] = Slot::Pending;
-            }
+            })?;
         }
         Ok(c)
+    }
+
+    /// Continue the requests an [`inode_focus_scan`] left running (a scan of the inode's
+    /// children from key 0, the inode's own answers already taken); false, changing nothing,
+    /// when some node's worker was asked something else since (its answers are gone).
+    /// In place: a collector is too big to be copied around on a kernel stack.
+    fn adopt(&mut self, inflight: &Inflight) -> bool {
+        let stale = |(j, st): (usize, &Start)| {
+            !matches!(st, Start::Off) && !self.pool.current(j, inflight.gens[j])
+        };
+        if inflight.start.iter().enumerate().any(stale) {
+            return false;
+        }
+        for (s, st) in self.slots.iter_mut().zip(&inflight.start) {
+            *s = match st {
+                Start::Off => Slot::Off,
+                Start::Pending => Slot::Pending,
+                Start::Done => Slot::Done,
+                Start::Failed => Slot::Failed,
+            };
+        }
+        self.gens = inflight.gens;
+        true
     }
 
     /// Take the queued answers of every node that has no head yet.
@@ -320,7 +417,7 @@ impl<'p, 'a, S: ChainStore> Collector<'p, 'a, S> {
         // number of polls does not depend on how fast the workers answer.
         let mut waited = false;
         loop {
-            if !waited && (self.brk)() {
+            if !waited && self.brk.poll() {
                 return Err(Error::InProgress);
             }
             waited = false;

@@ -14,6 +14,7 @@ use alloc::vec::Vec;
 use crate::cluster::Role;
 use crate::host::Host;
 use crate::store::{ChainStore, Store};
+use crate::thread::Brk;
 use crate::{Error, Result};
 
 /// Per-node synchronizer counters.
@@ -86,7 +87,7 @@ pub struct Peers<'a, S: ChainStore = Store> {
 pub(crate) struct Ctx<'a, S: ChainStore = Store> {
     pub(crate) peers: &'a Peers<'a, S>,
     pub(crate) idx: usize,
-    pub(crate) brk: &'a dyn Fn() -> bool,
+    pub(crate) brk: &'a Brk<'a>,
     pub(crate) stats: &'a mut SyncStats,
     pub(crate) mode: ScanMode,
     /// The pass's scan workers (None only in tests of single helpers).
@@ -102,7 +103,7 @@ impl<'a, S: ChainStore> Ctx<'a, S> {
     pub(crate) fn poll(&self) -> Result<()> {
         // DEVIATION (bug 2): the seed polled only between deferred inodes; this is called at
         // every chain operation of a scan, so a freeze is acknowledged within one operation.
-        if (self.brk)() {
+        if self.brk.poll() {
             Err(Error::InProgress)
         } else {
             Ok(())
@@ -176,7 +177,7 @@ where
     }
     // The workers are joined when `pool` drops, before this returns (whatever the outcome).
     let pool = pool::Pool::start(peers, idx)?;
-    sync_pass_pooled(peers, &pool, idx, brk, stats, mode)
+    sync_pass_pooled(peers, &pool, idx, &Brk::new(brk), stats, mode)
 }
 
 /// [`sync_pass_mode`] with scan workers started beforehand (the cluster keeps one set per
@@ -185,7 +186,7 @@ pub(crate) fn sync_pass_pooled<S: ChainStore>(
     peers: &Peers<'_, S>,
     pool: &pool::Pool<'_, S>,
     idx: usize,
-    brk: &dyn Fn() -> bool,
+    brk: &Brk<'_>,
     stats: &mut SyncStats,
     mode: ScanMode,
 ) -> Result<()> {
@@ -201,7 +202,7 @@ fn pass<S: ChainStore>(
     peers: &Peers<'_, S>,
     pool: &pool::Pool<'_, S>,
     idx: usize,
-    brk: &dyn Fn() -> bool,
+    brk: &Brk<'_>,
     stats: &mut SyncStats,
     mode: ScanMode,
 ) -> Result<()> {

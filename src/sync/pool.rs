@@ -5,7 +5,8 @@
 //!
 //! Protocol (every wait is a host word sleep, so no wakeup is lost):
 //! - the collector posts a request (inode keys, optional child start key) under the channel's
-//!   request lock, then bumps the channel's `gen` word and wakes it; the worker reads `gen`
+//!   request lock, bumping the channel's `gen` word with it, and wakes `gen` once it has posted
+//!   the requests of every node ([`Pool::request_all`]); the worker reads `gen`
 //!   *before* looking for a request and sleeps on that value, so a request posted meanwhile
 //!   makes its sleep return at once;
 //! - answers are tagged with the request's generation; a worker stops serving a request as soon
@@ -30,6 +31,7 @@ use crate::host::{Host, RawThread};
 use crate::media::{Blockref, KEY_MAX};
 use crate::mem::{try_box, try_to_vec};
 use crate::store::ChainStore;
+use crate::thread::{Brk, HostWord};
 use crate::{Error, Result};
 
 use super::Peers;
@@ -194,11 +196,53 @@ where
 impl<S: ChainStore> Pool<'_, S> {
     /// Ask node `j`'s worker for the inode at `keys` and, with `start`, its children from that
     /// key on. Earlier requests to `j` are abandoned. Returns the request's generation.
+    #[cfg(test)]
     pub(crate) fn request(&self, j: usize, keys: &[u64], start: Option<u64>) -> Result<u32> {
+        let gen = self.post(j, keys, start)?;
+        self.wake(j);
+        Ok(gen)
+    }
+
+    /// [`Pool::request`] to every node in `nodes`; `each` gets each node and its request's
+    /// generation. Every request is posted before any worker is woken: a worker woken at once
+    /// could take the poster's CPU and serve its whole request before the next node is even
+    /// asked, where the workers of all nodes should read at the same time.
+    pub(crate) fn request_all(
+        &self,
+        nodes: impl Iterator<Item = usize>,
+        keys: &[u64],
+        start: Option<u64>,
+        mut each: impl FnMut(usize, u32),
+    ) -> Result<()> {
+        let mut posted = 0u32;
+        let mut r = Ok(());
+        for j in nodes {
+            match self.post(j, keys, start) {
+                Ok(gen) => {
+                    each(j, gen);
+                    posted |= 1 << j;
+                }
+                Err(e) => {
+                    r = Err(e);
+                    break;
+                }
+            }
+        }
+        // Woken even on an error: a posted request is never left to a sleeping worker.
+        for j in (0..MAX_NODES).filter(|j| posted & (1 << j) != 0) {
+            self.wake(j);
+        }
+        r
+    }
+
+    /// Publish a request to node `j`'s worker without waking it (see [`Pool::wake`]).
+    fn post(&self, j: usize, keys: &[u64], start: Option<u64>) -> Result<u32> {
         let ch = self.sh.chans.get(j).ok_or(Error::Invalid)?;
         if !matches!(self.threads.get(j), Some(Some(_))) {
             return Err(Error::Invalid);
         }
+        #[cfg(test)]
+        test_hook::POSTED.with(|n| n.set(n.get() + 1));
         let gen = ch.gen.load(Ordering::SeqCst).wrapping_add(1);
         let keys = try_to_vec(keys)?;
         // Old answers would only be dropped: make room before the new request is visible (a
@@ -216,10 +260,25 @@ impl<S: ChainStore> Pool<'_, S> {
         }
         #[cfg(test)]
         test_hook::after_publish(self.host, &self.sh, ch);
-        self.host.wake_word(&ch.gen);
-        ch.popped.fetch_add(1, Ordering::SeqCst);
-        self.host.wake_word(&ch.popped);
         Ok(gen)
+    }
+
+    /// Wake node `j`'s worker for the request [`Pool::post`] published: idle, it sleeps on
+    /// `gen`; blocked on a full FIFO of an older request, on `popped`.
+    fn wake(&self, j: usize) {
+        if let Some(ch) = self.sh.chans.get(j) {
+            self.host.wake_word(&ch.gen);
+            ch.popped.fetch_add(1, Ordering::SeqCst);
+            self.host.wake_word(&ch.popped);
+        }
+    }
+
+    /// Whether `gen` is still node `j`'s latest request (its answers are still coming).
+    pub(crate) fn current(&self, j: usize, gen: u32) -> bool {
+        self.sh
+            .chans
+            .get(j)
+            .is_some_and(|ch| ch.gen.load(Ordering::SeqCst) == gen)
     }
 
     /// The next answer of node `j` to request `gen`, if one is queued.
@@ -268,6 +327,26 @@ impl<S: ChainStore> Pool<'_, S> {
         test_hook::HOLD_PUBLISH.store(&*self.sh as *const Shared<S::Id> as usize, Ordering::SeqCst);
     }
 
+    /// Make this pool's collector never poll `brk` for a stalled wait (see
+    /// [`Pool::stalled_wait_polls`]), so a test sees whether a request interrupts the wait.
+    #[cfg(test)]
+    pub(crate) fn no_stalled_wait_polls(&self) {
+        test_hook::NO_STALLED_WAIT_POLLS
+            .store(&*self.sh as *const Shared<S::Id> as usize, Ordering::SeqCst);
+    }
+
+    /// Whether the collector polls `brk` after waiting long without an answer (always, but in
+    /// the test of [`Pool::no_stalled_wait_polls`]).
+    pub(crate) fn stalled_wait_polls(&self) -> bool {
+        #[cfg(test)]
+        if test_hook::NO_STALLED_WAIT_POLLS.load(Ordering::SeqCst)
+            == &*self.sh as *const Shared<S::Id> as usize
+        {
+            return false;
+        }
+        true
+    }
+
     /// The host's monotonic clock.
     pub(crate) fn now_ns(&self) -> u64 {
         self.host.now_ns()
@@ -278,12 +357,17 @@ impl<S: ChainStore> Pool<'_, S> {
         self.sh.pushed.load(Ordering::SeqCst)
     }
 
-    /// Sleep until some worker pushed since `seen` was read, or one slice passed. Returns
-    /// whether anything was pushed.
-    pub(crate) fn wait(&self, seen: u32) -> bool {
-        self.host
-            .sleep_on_word(&self.sh.pushed, seen, Some(SLICE * 2));
-        self.pushed() != seen
+    /// Sleep until some worker pushed since `seen` was read, or one slice passed, or (on a sync
+    /// thread) a break request came: then `Err(InProgress)` if `brk` holds. Returns whether
+    /// anything was pushed.
+    pub(crate) fn wait(&self, seen: u32, brk: &Brk<'_>) -> Result<bool> {
+        let word = HostWord {
+            word: &self.sh.pushed,
+            host: self.host,
+            intr: None,
+        };
+        brk.sleep(&word, seen, Some(SLICE * 2))?;
+        Ok(self.pushed() != seen)
     }
 }
 
@@ -463,6 +547,14 @@ pub(crate) mod test_hook {
 
     /// The address of the pool state whose requests [`after_publish`] holds (0: none).
     pub(crate) static HOLD_PUBLISH: AtomicUsize = AtomicUsize::new(0);
+
+    std::thread_local! {
+        /// Requests posted by this thread (a sync pass posts from the thread running it).
+        pub(crate) static POSTED: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
+    }
+
+    /// The address of the pool state whose collector never polls `brk` for a stalled wait.
+    pub(crate) static NO_STALLED_WAIT_POLLS: AtomicUsize = AtomicUsize::new(0);
 
     /// After a request is published and before its wakeup: wake the channel's worker early (a
     /// spurious return the host contract allows, standing for a worker just back from serving

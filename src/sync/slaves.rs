@@ -57,7 +57,7 @@
 use alloc::vec::Vec;
 use core::cmp::Ordering;
 
-use super::collect::{inode_focus, Collector, Focus, Item};
+use super::collect::{inode_focus, inode_focus_scan, Collector, Focus, Inflight, Item};
 use super::{Ctx, Deferred, Done, Resume, ScanMode, MAX_DEFER};
 use crate::cluster::MAX_NODES;
 use crate::host::LockMode;
@@ -77,7 +77,13 @@ impl FocusCopy {
     /// Read `f` from its node. A focus chain that vanished since it was chosen means the cluster
     /// moved on: the pass is retried (`InProgress`), nothing is concluded from it.
     pub(crate) fn read<S: ChainStore>(ctx: &Ctx<'_, S>, f: &Focus<S::Id>) -> Result<FocusCopy> {
-        match ctx.peers.stores[f.node].read_sealed(f.id) {
+        FocusCopy::read_at(ctx, f.node, f.id)
+    }
+
+    /// [`FocusCopy::read`] of chain `id` of node `node`.
+    fn read_at<S: ChainStore>(ctx: &Ctx<'_, S>, node: usize, id: S::Id) -> Result<FocusCopy> {
+        let store = ctx.peers.stores.get(node).ok_or(Error::Invalid)?;
+        match store.read_sealed(id) {
             Ok((bref, body)) => Ok(FocusCopy { bref, body }),
             Err(Error::NotFound) => Err(Error::InProgress),
             Err(e) => Err(e),
@@ -129,11 +135,14 @@ pub(crate) fn sync_slaves<'a, S: ChainStore>(
     if seq.is_some_and(|s| s % 2 == 1) {
         return Err(Error::InProgress);
     }
-    let Some(focus) = inode_focus(pool, ctx.peers, ctx.idx, &keys, ctx.brk)? else {
+    // The workers go on to read the inode's children: the scan below usually starts with them.
+    let (focus, inflight) = inode_focus_scan(pool, ctx.peers, ctx.idx, &keys, ctx.brk)?;
+    let Some(focus) = focus else {
         // No quorum for this inode: nothing to synchronize to, nothing changes.
         return Ok(Done::NoFocus);
     };
     let sync_tid = focus.bref.modify_tid;
+    let first = (focus.node, focus.id);
     // DEVIATION (bug 10): the seed unlocked the inode for the scan and relocked it for the final
     // update ("XXX inode lock was lost"), so a frontend change in between could be stamped over.
     // The inode stays locked exclusively from the check until the final update.
@@ -163,6 +172,7 @@ pub(crate) fn sync_slaves<'a, S: ChainStore>(
         undecided,
         resume,
         seq,
+        inflight: Some(inflight),
     };
     match ctx.mode {
         ScanMode::Original => {
@@ -185,15 +195,43 @@ pub(crate) fn sync_slaves<'a, S: ChainStore>(
         return Err(Error::InProgress);
     }
 
-    // The final update, under the same lock: re-ask the quorum and copy its inode.
-    // DEVIATION (bug 7): the seed passed a possibly NULL focus to the final replace; with no
-    // focus now the inode is not stamped and the pass is retried.
-    let focus = inode_focus(pool, ctx.peers, ctx.idx, &keys, ctx.brk)?.ok_or(Error::InProgress)?;
-    let fc = FocusCopy::read(ctx, &focus)?;
+    // The final update, under the same lock: the quorum's inode is copied.
+    let fc = final_copy(ctx, &keys, first, scan.seq, sync_tid)?;
     unchanged(ctx, scan.seq)?;
     replace_held(me, &g, fc, sync_tid, isroot)?;
     ctx.stats.replaced += 1;
     Ok(Done::Equal)
+}
+
+/// The quorum's inode for the final update of an inode whose focus was `first` (node, chain).
+/// Not inlined: its temporaries stay off the stack frame the whole scan runs under.
+#[inline(never)]
+fn final_copy<S: ChainStore>(
+    ctx: &Ctx<'_, S>,
+    keys: &[u64],
+    first: (usize, S::Id),
+    seq: Option<u64>,
+    sync_tid: u64,
+) -> Result<FocusCopy> {
+    // DEVIATION (bug 10): the seed re-asked the quorum here because it had let go of the inode
+    // lock. We held it throughout; when no frontend change started on any node since the focus
+    // was read either (the change sequence is the same), that focus is the quorum's still and
+    // is reused (read again here) instead of every node's worker being asked once more for
+    // each inode synchronized.
+    if ctx.peers.changes.is_some() && unchanged(ctx, seq).is_ok() {
+        let fc = FocusCopy::read_at(ctx, first.0, first.1)?;
+        if fc.bref.modify_tid != sync_tid {
+            // The focus chain moved on since it was chosen (its node's own sync replaced it):
+            // it is not the quorum's any more; nothing is stamped, the next pass decides again.
+            return Err(Error::InProgress);
+        }
+        return Ok(fc);
+    }
+    let pool = ctx.pool.ok_or(Error::Invalid)?;
+    // DEVIATION (bug 7): the seed passed a possibly NULL focus to the final replace; with no
+    // focus now the inode is not stamped and the pass is retried.
+    let focus = inode_focus(pool, ctx.peers, ctx.idx, keys, ctx.brk)?.ok_or(Error::InProgress)?;
+    FocusCopy::read(ctx, &focus)
 }
 
 /// The state of one inode's scan, shared by the range merges of a pruned walk.
@@ -207,6 +245,9 @@ struct Scan<'s, Id> {
     resume: &'s mut Option<Resume<Id>>,
     /// The change sequence when the focus was read (see [`unchanged`]).
     seq: Option<u64>,
+    /// The workers' reads of the inode's children from key 0, begun with the focus: taken by
+    /// the first merge of a range starting there.
+    inflight: Option<Inflight>,
 }
 
 /// `InProgress` unless no frontend change started since the focus was read (`seq`). Checked
@@ -284,7 +325,17 @@ fn merge_range<'a, S: ChainStore>(
     let ip = scan.ip;
     let list = &mut *scan.list;
     let pool = ctx.pool.ok_or(Error::Invalid)?;
-    let mut coll = Collector::new(pool, ctx.peers, ctx.idx, scan.keys, ctx.brk, Some(beg))?;
+    // Any later merge must ask anew: the workers' streams are consumed by this one.
+    let inflight = scan.inflight.take();
+    let mut coll = Collector::new(
+        pool,
+        ctx.peers,
+        ctx.idx,
+        scan.keys,
+        ctx.brk,
+        Some(beg),
+        inflight.as_ref(),
+    )?;
     let mut local = clip_local(me, ip, me.lookup(ip, beg, KEY_MAX)?, beg, end)?;
     let first = coll.next_item()?;
     let mut item = clip_item(&mut coll, first, beg, end)?;

@@ -2,7 +2,7 @@
 
 use core::pin::Pin;
 
-use super::{SyncWork, ThreadState};
+use super::{Brk, SyncWork, ThreadState};
 use crate::cluster::Cluster;
 use crate::Result;
 
@@ -18,6 +18,9 @@ pub struct NodeWork<'a> {
 impl SyncWork for NodeWork<'_> {
     fn pass(&self, brk: &dyn Fn() -> bool) -> Result<()> {
         self.cluster.sync_node(self.idx, brk)
+    }
+    fn pass_with(&self, brk: &Brk<'_>) -> Result<()> {
+        self.cluster.sync_node_with(self.idx, brk)
     }
     fn remaster(&self) {
         self.cluster.refresh_view(self.idx);

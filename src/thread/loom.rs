@@ -17,7 +17,11 @@ use ::loom::thread;
 use core::time::Duration;
 use std::string::String;
 
+use core::cell::UnsafeCell;
+use std::boxed::Box;
+
 use super::flags::ThreadFlags as F;
+use super::interrupt::{Brk, IntrState, Target};
 use super::word::Word;
 use super::{primary, requester, SyncWork};
 use crate::{Error, Result};
@@ -28,6 +32,8 @@ struct LoomWord {
     cv: Condvar,
     /// The original's idle sleep: publish WAITING, then sleep without re-testing the word.
     broken_idle: bool,
+    /// A thread's flag word: its interrupt state (the requester side of [`super::interrupt`]).
+    intr: Option<Box<LoomIntr>>,
 }
 
 impl LoomWord {
@@ -37,7 +43,61 @@ impl LoomWord {
             queue: Mutex::new(()),
             cv: Condvar::new(),
             broken_idle,
+            intr: Some(Box::new(LoomIntr {
+                requests: AtomicU32::new(0),
+                lock: LoomWord::plain(),
+                target: UnsafeCell::new(None),
+            })),
         }
+    }
+
+    /// A word with no interrupt state (a registration lock, a pass's push word).
+    fn plain() -> Self {
+        LoomWord {
+            word: AtomicU32::new(0),
+            queue: Mutex::new(()),
+            cv: Condvar::new(),
+            broken_idle: false,
+            intr: None,
+        }
+    }
+}
+
+/// [`super::interrupt::Interrupt`] on loom's primitives: the same protocol functions
+/// (`fire`, `sleep`, the registration lock) run on it.
+struct LoomIntr {
+    requests: AtomicU32,
+    lock: LoomWord,
+    target: UnsafeCell<Option<Target>>,
+}
+
+// SAFETY: `target` is accessed only under the registration lock (the protocol's `lock`), and
+// what it points to is a `LoomWord` (loom atomics and a loom mutex/condvar).
+unsafe impl Sync for LoomIntr {}
+// SAFETY: as for `Sync`.
+unsafe impl Send for LoomIntr {}
+
+impl IntrState for LoomIntr {
+    fn requests(&self) -> u32 {
+        self.requests.load(Ordering::SeqCst)
+    }
+    fn bump_requests(&self) {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+    }
+    fn lock_load(&self) -> u32 {
+        self.lock.load()
+    }
+    fn lock_cas(&self, old: u32, new: u32) -> bool {
+        self.lock.cas(old, new)
+    }
+    fn lock_sleep(&self, expected: u32) {
+        self.lock.sleep(expected, None);
+    }
+    fn lock_wake(&self) {
+        self.lock.wake();
+    }
+    fn target(&self) -> &UnsafeCell<Option<Target>> {
+        &self.target
     }
 }
 
@@ -60,6 +120,9 @@ impl Word for LoomWord {
     fn wake(&self) {
         let _q = self.queue.lock().unwrap();
         self.cv.notify_all();
+    }
+    fn intr_state(&self) -> Option<&dyn IntrState> {
+        self.intr.as_deref().map(|i| i as &dyn IntrState)
     }
     fn idle_sleep(&self, expected: u32, timeout: Option<Duration>) {
         if self.broken_idle {
@@ -504,5 +567,97 @@ fn freeze_during_failed_start() {
         // No thread ever exists: the freeze must fail, not sleep forever.
         assert_eq!(f, Err(Error::Invalid));
         slot_finish(&m);
+    });
+}
+
+/// A pass that waits for a scan worker that never answers, as the collector waits for a stalled
+/// node: it sleeps on its push word through [`Brk`], so only a break request's interrupt (the
+/// new path of [`super::interrupt`]) ends it. A lost interrupt leaves the requester waiting
+/// for an acknowledgement forever, which loom reports as a deadlock.
+struct WaitingWork {
+    pushed: LoomWord,
+}
+
+impl SyncWork for WaitingWork {
+    fn pass(&self, _brk: &dyn Fn() -> bool) -> Result<()> {
+        unreachable!("the sync thread runs pass_with")
+    }
+    fn pass_with(&self, brk: &Brk<'_>) -> Result<()> {
+        if brk.poll() {
+            return Err(Error::InProgress);
+        }
+        loop {
+            // Read the word, look (nothing ever comes), sleep on the value read.
+            let seen = self.pushed.load();
+            brk.sleep(&self.pushed, seen, None)?;
+        }
+    }
+    fn remaster(&self) {}
+}
+
+struct WaitModel {
+    w: LoomWord,
+    work: WaitingWork,
+}
+
+/// Start a sync thread whose passes wait until interrupted.
+fn start_waiting() -> (Arc<WaitModel>, thread::JoinHandle<()>) {
+    let m = Arc::new(WaitModel {
+        w: LoomWord::new(false),
+        work: WaitingWork {
+            pushed: LoomWord::plain(),
+        },
+    });
+    let m2 = m.clone();
+    let t = thread::spawn(move || primary::run(&m2.w, &m2.work, &|| None, &|_| {}));
+    (m, t)
+}
+
+/// Stop (interrupting the waiting pass) and join.
+fn finish_waiting(m: &WaitModel, t: thread::JoinHandle<()>) {
+    requester::stop(&m.w).unwrap();
+    t.join().unwrap();
+    assert!(m.w.load() & F::STOPPED.bits() != 0);
+}
+
+#[test]
+fn freeze_interrupts_a_waiting_pass() {
+    model(|| {
+        let (m, t) = start_waiting();
+        requester::freeze(&m.w).unwrap();
+        assert!(m.w.load() & F::FROZEN.bits() != 0);
+        finish_waiting(&m, t);
+    });
+}
+
+#[test]
+fn stop_interrupts_a_waiting_pass() {
+    model(|| {
+        let (m, t) = start_waiting();
+        finish_waiting(&m, t);
+    });
+}
+
+#[test]
+fn remaster_interrupts_a_waiting_pass() {
+    model(|| {
+        let (m, t) = start_waiting();
+        requester::remaster(&m.w).unwrap();
+        finish_waiting(&m, t);
+    });
+}
+
+/// Two requesters interrupt the same waiting pass: neither interrupt may be lost, and the
+/// registration lock's contended path (a requester sleeping on it) is explored.
+#[test]
+fn freeze_vs_remaster_on_a_waiting_pass() {
+    model(|| {
+        let (m, t) = start_waiting();
+        let m2 = m.clone();
+        let other = thread::spawn(move || requester::remaster(&m2.w));
+        requester::freeze(&m.w).unwrap();
+        other.join().unwrap().unwrap();
+        assert!(m.w.load() & F::FROZEN.bits() != 0);
+        finish_waiting(&m, t);
     });
 }

@@ -8,6 +8,7 @@
 
 mod cluster_ops;
 pub mod flags;
+mod interrupt;
 mod primary;
 mod requester;
 mod word;
@@ -24,13 +25,21 @@ use crate::{Error, Result};
 
 pub use cluster_ops::NodeWork;
 pub use flags::{flag_names, FlagNames, ThreadFlags};
-use word::HostWord;
+pub use interrupt::Brk;
+use interrupt::{HostIntr, Interrupt};
+pub(crate) use word::HostWord;
 
 /// The work one sync thread does per pass (the cluster wires `Cluster::sync_node` in).
 pub trait SyncWork: Sync {
     /// One synchronization pass. `brk` is polled at every chain operation; when it returns true
     /// the pass must return `Err(Error::InProgress)` promptly.
     fn pass(&self, brk: &dyn Fn() -> bool) -> Result<()>;
+    /// [`SyncWork::pass`] as the sync thread runs it: `brk` also lets a break request cut the
+    /// pass's waits short (see [`Brk`]). The default polls `brk` at the pass's chain operations
+    /// only.
+    fn pass_with(&self, brk: &Brk<'_>) -> Result<()> {
+        self.pass(&|| brk.poll())
+    }
     /// Reset sync state after a REMASTER request: re-read the cluster roles into this node's view.
     /// The thread also calls it once when it starts.
     fn remaster(&self);
@@ -39,6 +48,9 @@ pub trait SyncWork: Sync {
 impl<T: SyncWork + ?Sized> SyncWork for &T {
     fn pass(&self, brk: &dyn Fn() -> bool) -> Result<()> {
         (**self).pass(brk)
+    }
+    fn pass_with(&self, brk: &Brk<'_>) -> Result<()> {
+        (**self).pass_with(brk)
     }
     fn remaster(&self) {
         (**self).remaster()
@@ -83,6 +95,8 @@ struct Ctl {
 struct Slot {
     flags: AtomicU32,
     ctl: spin::Mutex<Ctl>,
+    /// How break requests reach the thread's pass while it sleeps in a wait.
+    intr: Interrupt,
 }
 
 /// The per-node thread slots a cluster owns (one per node).
@@ -116,6 +130,10 @@ impl<W: SyncWork> Launch<W> {
         let w = HostWord {
             word: &slot.flags,
             host: self.host,
+            intr: Some(HostIntr {
+                st: &slot.intr,
+                host: self.host,
+            }),
         };
         let host = self.host;
         let idx = self.idx;
@@ -138,6 +156,7 @@ impl Threads {
                     host: None,
                     handle: None,
                 }),
+                intr: Interrupt::new(),
             }),
             len: n.min(MAX_NODES),
             idle_poll_ns: AtomicU64::new(DEFAULT_IDLE_POLL.as_nanos() as u64),
@@ -181,6 +200,10 @@ impl Threads {
         Ok(HostWord {
             word: &slot.flags,
             host,
+            intr: Some(HostIntr {
+                st: &slot.intr,
+                host,
+            }),
         })
     }
 
@@ -203,6 +226,10 @@ impl Threads {
         let claim = HostWord {
             word: &slot.flags,
             host,
+            intr: Some(HostIntr {
+                st: &slot.intr,
+                host,
+            }),
         };
         // DEVIATION (not in the original, which holds no spin lock here): `ctl` is a pure spin
         // lock, so it is never held across the host's join or spawn (both sleep); on one CPU

@@ -3,6 +3,7 @@
 use core::time::Duration;
 
 use super::flags::{ThreadFlags as F, BREAK_MASK};
+use super::interrupt::Brk;
 use super::word::Word;
 use super::SyncWork;
 use crate::Error;
@@ -95,8 +96,9 @@ pub(crate) fn run<W: Word>(
         }
         // DEVIATION (bug 2): the original polls for a break only between deferred inodes; the
         // data layer polls this at every chain operation, so a request is seen within one.
-        let brk = || w.load() & BREAK_MASK.bits() != 0;
-        match work.pass(&brk) {
+        let poll = || w.load() & BREAK_MASK.bits() != 0;
+        let brk = Brk::interruptible(&poll, w.intr_state());
+        match work.pass_with(&brk) {
             Ok(()) | Err(Error::InProgress) => {}
             Err(e) => report(e),
         }

@@ -7,7 +7,7 @@
 
 use core::time::Duration;
 
-use super::flags::ThreadFlags as F;
+use super::flags::{ThreadFlags as F, BREAK_MASK};
 use super::word::Word;
 use crate::{Error, Result};
 
@@ -27,6 +27,10 @@ pub(crate) fn signal<W: Word>(w: &W, req: F) -> Result<()> {
         if w.cas(old, new) {
             if old & F::WAITING.bits() != 0 {
                 w.wake();
+            }
+            // A running pass may sleep in a wait that the flag word does not wake.
+            if req.intersects(BREAK_MASK) {
+                w.interrupt();
             }
             return Ok(());
         }

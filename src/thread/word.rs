@@ -6,6 +6,7 @@
 use core::sync::atomic::{AtomicU32, Ordering};
 use core::time::Duration;
 
+use super::interrupt::{self, HostIntr, IntrState};
 use crate::host::Host;
 
 /// A thread's flag word and the sleep/wake primitives keyed by it.
@@ -26,8 +27,34 @@ pub(crate) trait Word {
         self.sleep(expected, timeout);
     }
 
+    /// Add one to the word (wrapping), so that a sleeper on its old value wakes.
+    fn bump(&self) {
+        loop {
+            let old = self.load();
+            if self.cas(old, old.wrapping_add(1)) {
+                return;
+            }
+        }
+    }
+
+    /// The interrupt state of the thread this word belongs to (`None`: its requests interrupt
+    /// no wait).
+    fn intr_state(&self) -> Option<&dyn IntrState> {
+        None
+    }
+
+    /// Interrupt the thread's pass if it sleeps in a wait (after a break request was set).
+    fn interrupt(&self) {
+        if let Some(st) = self.intr_state() {
+            interrupt::fire(st);
+        }
+    }
+
     /// Atomically apply `f` to the word; returns the value it replaced.
-    fn update(&self, f: impl Fn(u32) -> u32) -> u32 {
+    fn update(&self, f: impl Fn(u32) -> u32) -> u32
+    where
+        Self: Sized,
+    {
         loop {
             let old = self.load();
             if self.cas(old, f(old)) {
@@ -41,6 +68,8 @@ pub(crate) trait Word {
 pub(crate) struct HostWord<'a> {
     pub(crate) word: &'a AtomicU32,
     pub(crate) host: &'a dyn Host,
+    /// The interrupt state of a thread's flag word (`None` for other words).
+    pub(crate) intr: Option<HostIntr<'a>>,
 }
 
 impl Word for HostWord<'_> {
@@ -57,5 +86,8 @@ impl Word for HostWord<'_> {
     }
     fn wake(&self) {
         self.host.wake_word(self.word);
+    }
+    fn intr_state(&self) -> Option<&dyn IntrState> {
+        self.intr.as_ref().map(|i| i as &dyn IntrState)
     }
 }
