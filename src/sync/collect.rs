@@ -182,9 +182,11 @@ fn wait_for_lower<Id, S: ChainStore>(
     })
 }
 
-/// Wait for the workers after a round that decided nothing. `brk` is polled only once no
-/// answer came for [`WAIT_BRK_NS`] (a stalled node): a pass without stalls polls `brk` as often
-/// as it always did, so its number of polls stays the same from run to run.
+/// Wait for the workers after a round that decided nothing. `brk` is polled only when a break
+/// request interrupts the wait (a sync thread's, see [`Brk`]) or once no answer came for
+/// [`WAIT_BRK_NS`] (a stalled node; the only way a plain `brk` closure is asked during a wait):
+/// a pass without requests or stalls polls `brk` as often as it always did, so its number of
+/// polls stays the same from run to run.
 fn wait_more<S: ChainStore>(
     pool: &Pool<'_, S>,
     seen: u32,
@@ -352,8 +354,9 @@ pub struct Collector<'p, 'a, S: ChainStore> {
 impl<'p, 'a, S: ChainStore> Collector<'p, 'a, S> {
     /// Start a scan of the children of the inode at `keys` on every node but `idx`, from key
     /// `start` (None: an empty scan); `brk` is polled at every key it looks at (skipped keys
-    /// included) and while it waits for a stalled node. A scan from key 0 continues the
-    /// requests `inflight` names, if they are still current, instead of asking again.
+    /// included), and while it waits when a break request interrupts the wait or a node stalls.
+    /// A scan from key 0 continues the requests `inflight` names, if they are still current,
+    /// instead of asking again.
     pub(crate) fn new(
         pool: &'p Pool<'a, S>,
         peers: &'a Peers<'a, S>,

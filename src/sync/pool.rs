@@ -370,8 +370,7 @@ impl<S: ChainStore> Pool<'_, S> {
             host: self.host,
             intr: None,
         };
-        let r = brk.sleep(&word, seen, Some(SLICE * 2));
-        r?;
+        brk.sleep(&word, seen, Some(SLICE * 2))?;
         Ok(self.pushed() != seen)
     }
 }
