@@ -32,6 +32,40 @@ use crate::{Error, Result};
 use super::pool::{Msg, Pool};
 use super::Peers;
 
+/// The part of a chain's blockref a merge decides on: its key range and TID. The workers send
+/// this, not the whole 128-byte blockref (mostly check code), so a FIFO of [`FIFO_DEPTH`]
+/// answers stays small; the focus's full header is read with its payload.
+///
+/// [`FIFO_DEPTH`]: super::pool::FIFO_DEPTH
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    /// The lowest key of the range.
+    pub key: u64,
+    /// The range is `key ..= key + 2^keybits - 1`.
+    pub keybits: u8,
+    /// The chain's modify_tid.
+    pub modify_tid: u64,
+}
+
+impl Head {
+    /// The key range and TID of `b`.
+    pub fn of(b: &Blockref) -> Head {
+        Head {
+            key: b.key,
+            keybits: b.keybits,
+            modify_tid: b.modify_tid,
+        }
+    }
+    /// The last key of the range (as [`Blockref::key_end`]).
+    pub fn key_end(&self) -> u64 {
+        if self.keybits >= 64 {
+            KEY_MAX
+        } else {
+            self.key.saturating_add((1u64 << self.keybits) - 1)
+        }
+    }
+}
+
 /// A focus chain: which node holds it, its id there, its header.
 #[derive(Debug, Clone, Copy)]
 pub struct Focus<Id> {
@@ -39,8 +73,8 @@ pub struct Focus<Id> {
     pub node: usize,
     /// The chain in the focus node's store.
     pub id: Id,
-    /// Its header as read.
-    pub bref: Blockref,
+    /// Its header as read (what the merge decides on).
+    pub head: Head,
     /// Chosen by catch-up mode (highest master TID, no quorum), not by a quorum: a copy of ours
     /// with a higher TID is kept (a node never moves backwards).
     pub catchup: bool,
@@ -65,7 +99,7 @@ impl<Id> Item<Id> {
     /// The key range as a blockref-like (key, keybits-independent end) pair.
     pub fn range(&self) -> (u64, u64) {
         match self {
-            Item::Focus(f) => (f.bref.key, f.bref.key_end()),
+            Item::Focus(f) => (f.head.key, f.head.key_end()),
             Item::Undecided { key, key_end } => (*key, *key_end),
         }
     }
@@ -79,7 +113,7 @@ enum Slot<Id> {
     /// Asked, no answer queued yet.
     Pending,
     /// Its next chain (or its inode), not yet consumed.
-    Head(Id, Blockref),
+    Head(Id, Head),
     /// Answered: nothing (more).
     Done,
     /// Its read failed: its answer is unknown for every key from here on.
@@ -271,11 +305,11 @@ fn focus_of<S: ChainStore>(
             }
         }
         let pick = |node: usize, catchup: bool| match slots.get(node) {
-            Some(Slot::Head(id, bref)) => decided(
+            Some(Slot::Head(id, head)) => decided(
                 Some(Focus {
                     node,
                     id: *id,
-                    bref: *bref,
+                    head: *head,
                     catchup,
                 }),
                 &slots,
@@ -468,10 +502,10 @@ impl<'p, 'a, S: ChainStore> Collector<'p, 'a, S> {
             }
             let v = voters(roles, &self.slots[..n], Some(key));
             let focus = |slots: &[Slot<S::Id>], node: usize, catchup: bool| match slots.get(node) {
-                Some(Slot::Head(id, bref)) => Ok(Some(Item::Focus(Focus {
+                Some(Slot::Head(id, head)) => Ok(Some(Item::Focus(Focus {
                     node,
                     id: *id,
-                    bref: *bref,
+                    head: *head,
                     catchup,
                 }))),
                 _ => Err(Error::Invalid),

@@ -28,16 +28,20 @@ use core::time::Duration;
 
 use crate::cluster::MAX_NODES;
 use crate::host::{Host, RawThread};
-use crate::media::{Blockref, KEY_MAX};
+use crate::media::KEY_MAX;
 use crate::mem::{try_box, try_to_vec};
 use crate::store::ChainStore;
 use crate::thread::{Brk, HostWord};
 use crate::{Error, Result};
 
+use super::collect::Head;
 use super::Peers;
 
-/// Answers a worker may have queued ahead of the collector.
-pub const FIFO_DEPTH: usize = 16;
+/// Answers a worker may have queued ahead of the collector. The seed's XOP FIFO holds 16; 32
+/// lets a worker queue a 1 MiB file's inode, 16 data blocks and end without stopping for the
+/// collector halfway (a sleep and a wakeup per file it serves), and answers are small
+/// ([`Head`], not whole blockrefs), so the FIFO takes less memory than 16 blockrefs did.
+pub const FIFO_DEPTH: usize = 32;
 /// Queued answers at or below which a worker waiting on a full FIFO is woken (half of it).
 const LOW_WATER: usize = FIFO_DEPTH / 2;
 /// Longest single sleep of a stalled read or a blocked wait, so cancellation is seen promptly.
@@ -74,9 +78,9 @@ impl NodeFaults {
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Msg<Id> {
     /// The requested inode on this node (None: the node does not hold it).
-    Inode(Option<(Id, Blockref)>),
+    Inode(Option<(Id, Head)>),
     /// The next child of the inode, in key order.
-    Child(Id, Blockref),
+    Child(Id, Head),
     /// No more children.
     End,
     /// A read failed (EIO or any error but "gone"): the node's answer is unknown.
@@ -486,7 +490,7 @@ impl<S: ChainStore> Serve<'_, S> {
 
     fn run(&self, keys: &[u64], start: Option<u64>) {
         let inode = self.read(|| match self.store.resolve_keys(keys)? {
-            Some(id) => Ok(Some((id, self.store.bref(id)?))),
+            Some(id) => Ok(Some((id, Head::of(&self.store.bref(id)?)))),
             None => Ok(None),
         });
         let parent = match inode {
@@ -509,7 +513,7 @@ impl<S: ChainStore> Serve<'_, S> {
             match self.read(|| self.store.lookup(pid, cursor, KEY_MAX)) {
                 None => return,
                 Some(Ok(Some((id, b)))) => {
-                    if !self.push(Msg::Child(id, b)) {
+                    if !self.push(Msg::Child(id, Head::of(&b))) {
                         return;
                     }
                     match b.key_end().checked_add(1) {

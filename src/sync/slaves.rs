@@ -141,7 +141,7 @@ pub(crate) fn sync_slaves<'a, S: ChainStore>(
         // No quorum for this inode: nothing to synchronize to, nothing changes.
         return Ok(Done::NoFocus);
     };
-    let sync_tid = focus.bref.modify_tid;
+    let sync_tid = focus.head.modify_tid;
     let first = (focus.node, focus.id);
     // DEVIATION (bug 10): the seed unlocked the inode for the scan and relocked it for the final
     // update ("XXX inode lock was lost"), so a frontend change in between could be stamped over.
@@ -379,8 +379,8 @@ fn merge_range<'a, S: ChainStore>(
             }
             (Ordering::Equal, Some((l, lb)), Some(Item::Focus(f))) => {
                 // Catch-up keeps a copy of ours that is ahead of the highest master.
-                let ahead = f.catchup && lb.modify_tid > f.bref.modify_tid;
-                if lb.modify_tid != f.bref.modify_tid && !ahead {
+                let ahead = f.catchup && lb.modify_tid > f.head.modify_tid;
+                if lb.modify_tid != f.head.modify_tid && !ahead {
                     let fc = FocusCopy::read(ctx, &f)?;
                     let defer = fc.defers();
                     let mtid = if defer { 0 } else { fc.bref.modify_tid };

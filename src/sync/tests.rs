@@ -224,7 +224,7 @@ fn bug8_copy_takes_the_focus_length() {
         &collect::Focus {
             node: 0,
             id: fb,
-            bref: m.bref(fb).unwrap(),
+            head: collect::Head::of(&m.bref(fb).unwrap()),
             catchup: false,
         },
     )
@@ -567,7 +567,7 @@ fn bug12_insert_over_an_existing_key_replaces() {
         &collect::Focus {
             node: 0,
             id: fid,
-            bref: m.bref(fid).unwrap(),
+            head: collect::Head::of(&m.bref(fid).unwrap()),
             catchup: false,
         },
     )
