@@ -290,8 +290,9 @@ fn split_radix(t: &Node, depth: usize, how: Creating) -> u8 {
 ///
 /// DEVIATION: the expansion stops one keybit below the table's own range (`limit`). HAMMER2
 /// lets an expanded block cover more than its parent (its lookups recurse through every
-/// matching key space); this store's lookups rely on ranges nesting strictly, and a block
-/// whose range is cut to half its parent's still holds at least half of the blockrefs.
+/// matching key space); this store's lookups rely on ranges nesting strictly. Where the cap
+/// stops a widening, every count has moved to the new key's side already, so the block takes
+/// the new key and the split still makes room.
 fn indkey_dir(slots: &[Slot], ckey: u64, cbits: u8, ncount: usize, limit: u8) -> (u64, u8) {
     let top = |bits: u8, k: u64| bits > 0 && bits <= 64 && k & (1u64 << (bits - 1)) != 0;
     let (mut bits, mut lo, mut hi) = (cbits.min(64), 0usize, 0usize);
