@@ -427,7 +427,6 @@ fn property(seed: u64, how: Creating, steps: u32, key: impl Fn(u64) -> (u64, u8)
                 assert_eq!(c.insert(k, kb, tid, id(i), how).is_ok(), free);
                 if free {
                     model.insert(k, (kb, tid));
-                    maintained(&c, k);
                 }
             }
         }
