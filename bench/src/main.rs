@@ -169,16 +169,18 @@ fn bandwidth_alone(mib: usize) -> ExitCode {
     match bandwidth::measure(mib << 20, cfg.bandwidth_file) {
         Ok(b) => {
             println!(
-                "bench: {} MiB in {} files: sync {:?} ({} chains scanned), memcpy {:?}",
+                "bench: {} MiB in {} files: sync best of 3 {:?} (first {:?}; {} chains scanned), memcpy best of 3 {:?}",
                 b.bytes >> 20,
                 b.files,
                 b.sync,
+                b.cold,
                 b.scanned,
                 b.memcpy
             );
-            if let Some((sync, memcpy)) = b.faults {
+            if let Some(f) = b.faults {
                 println!(
-                    "bench: page faults: {sync} in the sync (its new blocks' memory), {memcpy} in the timed memcpys (pre-faulted)"
+                    "bench: page faults: {} in the best sync, {} in the first (its new blocks' memory), {} in the timed memcpys (pre-faulted)",
+                    f.sync, f.cold, f.memcpy
                 );
             }
             println!("{}", results::bandwidth_target(Some(b.ratio())).line());

@@ -311,31 +311,41 @@ pub fn markdown(r: &Results) -> String {
     match &r.bandwidth {
         Ok(b) => {
             let mib = b.bytes as f64 / (1024.0 * 1024.0);
-            let _ = writeln!(s, "| bytes | files | slave's first sync | bandwidth | memcpy (best of 3) | bandwidth | sync / memcpy |");
-            let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|");
+            let _ = writeln!(s, "| bytes | files | slave's first sync (best of 3) | bandwidth | memcpy (best of 3) | bandwidth | sync / memcpy | first of the 3 syncs |");
+            let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---:|");
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {:.0} MiB/s | {} | {:.0} MiB/s | {:.1}% |\n",
+                "| {} | {} | {} | {:.0} MiB/s | {} | {:.0} MiB/s | {:.1}% | {} ({:.1}%) |\n",
                 fmt_bytes(b.bytes as u64),
                 b.files,
                 secs(b.sync),
                 mib / b.sync.as_secs_f64(),
                 secs(b.memcpy),
                 mib / b.memcpy.as_secs_f64(),
-                b.ratio() * 100.0
+                b.ratio() * 100.0,
+                secs(b.cold),
+                b.memcpy.as_secs_f64() / b.cold.as_secs_f64().max(1e-12) * 100.0
             );
-            if let Some((sync, memcpy)) = b.faults {
+            let _ = writeln!(
+                s,
+                "Both sides are best of three. Each sync is an empty slave's first sync on a new \
+                 cluster (masters written, then the slave synced and its copy checked); the \
+                 memcpy copies into a buffer written once before it is timed. The slave's new \
+                 blocks are memory the process gets from its allocator: the first sync's pages \
+                 are new to the process, and each first touch of a page is a fault that zeroes \
+                 it; the later syncs reuse memory the allocator kept from the clusters dropped \
+                 before, as the memcpy reuses its buffer. No memory policy (huge pages, \
+                 prefaulting) is applied to either side."
+            );
+            if let Some(f) = b.faults {
                 let _ = writeln!(
                     s,
-                    "Page faults: {sync} during the sync, {memcpy} during the timed memcpys. The \
-                     slave's new blocks are memory the process gets from the kernel, and each \
-                     first touch of a page costs a fault that zeroes it, unless the allocator \
-                     reuses memory freed earlier in the same process: here the large trees \
-                     measured before were freed, so the count (and the sync's time) depends on \
-                     what ran first (`--bandwidth` alone starts from a fresh heap and faults \
-                     every page). The memcpy's buffer is written once before it is timed. No \
-                     memory policy (huge pages, prefaulting) is applied to either side.\n"
+                    "\nPage faults: {} during the best sync, {} during the first, {} during the \
+                     timed memcpys.\n",
+                    f.sync, f.cold, f.memcpy
                 );
+            } else {
+                let _ = writeln!(s);
             }
         }
         Err(e) => {

@@ -3,7 +3,6 @@
 //! Both are written here (no dependency), table-driven / word-at-a-time, without panics.
 
 use super::consts::{CHECK_DISABLED, CHECK_ISCSI32, CHECK_NONE, CHECK_XXHASH64, XXH_HAMMER2_SEED};
-use alloc::vec::Vec;
 
 use crate::{Error, Result};
 
@@ -125,29 +124,6 @@ pub fn xxh64(data: &[u8], seed: u64) -> u64 {
     xxh_finish(hash, data.len(), tail(data))
 }
 
-/// Bytes copied at a time by [`xxh64_copy`]: a few stripes, still in L1 when they are hashed.
-const RUN: usize = 8 * STRIPE;
-
-/// Append `src` to `dst` and return `xxh64(src, seed)`, reading memory once: each run of a
-/// few stripes is copied, then hashed while it is still in the L1 cache, so the hash costs no
-/// second pass over memory (and the vector's length is updated once per run, not per stripe).
-fn xxh64_copy(src: &[u8], dst: &mut Vec<u8>, seed: u64) -> u64 {
-    if src.len() < STRIPE {
-        dst.extend_from_slice(src);
-        return xxh_finish(seed.wrapping_add(P5), src.len(), src);
-    }
-    let mut st = Stripes::new(seed);
-    // Every run but the last is whole stripes, so the last run's tail is `src`'s tail.
-    for run in src.chunks(RUN) {
-        // Capacity was reserved by the caller: no allocation here.
-        dst.extend_from_slice(run);
-        for s in stripes(run) {
-            st.eat(s);
-        }
-    }
-    xxh_finish(st.merge(), src.len(), tail(src))
-}
-
 /// XXH64's length, tail and avalanche steps.
 fn xxh_finish(mut hash: u64, len: usize, tail: &[u8]) -> u64 {
     hash = hash.wrapping_add(len as u64);
@@ -176,37 +152,6 @@ fn xxh_finish(mut hash: u64, len: usize, tail: &[u8]) -> u64 {
     hash ^= hash >> 29;
     hash = hash.wrapping_mul(P3);
     hash ^ (hash >> 32)
-}
-
-/// Whether this port can compute method `method`'s check code ([`compute`] succeeds).
-pub fn computable(method: u8) -> bool {
-    matches!(
-        method,
-        CHECK_NONE | CHECK_DISABLED | CHECK_ISCSI32 | CHECK_XXHASH64
-    )
-}
-
-/// Append `src` to `dst` and return the check area of `src` under `method`, as [`compute`]
-/// would, in the same pass over the bytes where the method allows it (XXH64, the default).
-/// `None` for a method this port cannot compute (the bytes are still copied). `NoMem` if `dst`
-/// cannot grow to hold them (no allocation when the caller reserved the room).
-pub fn copy_compute(
-    method: u8,
-    src: &[u8],
-    dst: &mut Vec<u8>,
-) -> Result<Option<[u8; CHECK_BYTES]>> {
-    dst.try_reserve(src.len())?;
-    if method == CHECK_XXHASH64 {
-        let mut check = [0u8; CHECK_BYTES];
-        check[..8].copy_from_slice(&xxh64_copy(src, dst, XXH_HAMMER2_SEED).to_le_bytes());
-        return Ok(Some(check));
-    }
-    dst.extend_from_slice(src);
-    Ok(if computable(method) {
-        Some(compute(method, src)?)
-    } else {
-        None
-    })
 }
 
 /// The check area for `data` under check method `method`: NONE and DISABLED give all zeros;
@@ -266,31 +211,6 @@ mod tests {
         let long: [u8; 100] = core::array::from_fn(|i| i as u8);
         assert_eq!(xxh64(&long, XXH_HAMMER2_SEED), XXH_LONG);
         assert_eq!(xxh64(b"hello, world", XXH_HAMMER2_SEED), XXH_HELLO);
-    }
-
-    #[test]
-    fn copy_compute_copies_once_and_matches_compute() {
-        let src: alloc::vec::Vec<u8> = (0..65_600u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-            .collect();
-        for len in [0, 1, 7, 31, 32, 33, 63, 64, 100, 4096, 65_536, 65_599] {
-            let data = &src[..len];
-            for method in [CHECK_NONE, CHECK_DISABLED, CHECK_ISCSI32, CHECK_XXHASH64] {
-                let mut dst = alloc::vec![0xA5u8; 3];
-                let got = copy_compute(method, data, &mut dst).unwrap();
-                assert_eq!(
-                    got,
-                    Some(compute(method, data).unwrap()),
-                    "method {method} len {len}"
-                );
-                assert_eq!(dst[..3], [0xA5; 3], "what was there is kept");
-                assert_eq!(&dst[3..], data, "every byte copied once, in order");
-            }
-        }
-        let mut dst = alloc::vec::Vec::new();
-        assert_eq!(copy_compute(CHECK_SHA192, b"abc", &mut dst), Ok(None));
-        assert_eq!(dst, b"abc", "an uncomputable method still copies");
-        assert!(!computable(CHECK_SHA192) && !computable(9) && computable(CHECK_XXHASH64));
     }
 
     const XXH_LONG: u64 = 0x209E_4318_78F6_0FA4;

@@ -90,11 +90,12 @@ impl Body {
 
 /// A payload on its way into a chain, with the check code its copy computed on the way, if any.
 ///
-/// [`Store::read_sealed`] computes a DATA payload's check code in the same pass that copies the
-/// bytes ([`media::check::copy_compute`]), and installing it ([`Store::insert_sealed`],
-/// [`Store::replace_sealed`]) stores that code instead of hashing the bytes a second time. The
-/// payload cannot be changed once sealed (the fields are private), so the code always belongs
-/// to these bytes; a header of another check method gets its code computed as usual.
+/// [`Store::read_sealed`] copies a DATA payload together with the check code its chain's header
+/// holds for it (every install seals, so that code is the bytes' own), and installing it
+/// ([`Store::insert_sealed`], [`Store::replace_sealed`]) stores that code instead of hashing the
+/// bytes again. The payload cannot be changed once sealed (the fields are private), so the code
+/// always belongs to these bytes; a header of another check method gets its code computed as
+/// usual.
 #[derive(Debug)]
 pub struct Sealed {
     body: Body,
@@ -372,9 +373,8 @@ impl Store {
             .map(|(bref, sealed)| (bref, sealed.into_body()))
     }
 
-    /// A copy of a chain's header and payload, a DATA payload with its check code (by the
-    /// header's check method) computed while its bytes are copied: installing the copy
-    /// elsewhere then costs one pass over the bytes, not a copy and a hash.
+    /// A copy of a chain's header and payload, a DATA payload with the check code the header
+    /// holds for it: installing the copy elsewhere then costs the copy alone, not a hash too.
     pub fn read_sealed(&self, id: ChainId) -> Result<(Blockref, Sealed)> {
         self.read_copy(id, true)
     }
@@ -400,12 +400,15 @@ impl Store {
             match (&c.body, &mut body) {
                 (Body::Inode(src), Body::Inode(dst)) => **dst = **src,
                 (Body::Data(src), Body::Data(dst)) if dst.capacity() >= src.len() => {
+                    // Room is reserved: no allocation under the arena lock.
+                    dst.extend_from_slice(src);
                     if check {
-                        // Room is reserved: no allocation under the arena lock.
-                        let method = c.bref.check_method();
-                        sum = media::check::copy_compute(method, src, dst)?.map(|k| (method, k));
-                    } else {
-                        dst.extend_from_slice(src)
+                        // DEVIATION (not a bug fix): HAMMER2 computes the copy's check code
+                        // again when it flushes it (`hammer2_chain_setcheck`). Every install
+                        // here seals its payload, so the header read under this lock already
+                        // holds the code of exactly these bytes by its method: the copy
+                        // carries it and the bytes are read once, by the copy alone.
+                        sum = Some((c.bref.check_method(), c.bref.check));
                     }
                 }
                 // Resized between the two looks: size it again.

@@ -428,6 +428,14 @@ impl<'p, 'a, S: ChainStore> Collector<'p, 'a, S> {
         }
     }
 
+    /// Whether a master among the first `n` nodes has not answered yet.
+    fn masters_pending(&self, n: usize) -> bool {
+        self.slots[..n]
+            .iter()
+            .zip(self.peers.roles)
+            .any(|(s, r)| matches!(s, Slot::Pending) && *r == Role::Master)
+    }
+
     /// Consume every head at `key`; the scan goes on after the widest of them.
     fn advance(&mut self, key: u64) -> u64 {
         let mut key_end = key;
@@ -473,6 +481,14 @@ impl<'p, 'a, S: ChainStore> Collector<'p, 'a, S> {
                 &voters(roles, &self.slots[..n], None)[..n],
                 self.peers.nmasters,
             );
+            // A gap that failed masters could decide together with masters still reading is
+            // only undecided once those answered: their next key may well lie past the gap.
+            let gap = match gap {
+                QuorumResult::None(Error::Io) if self.masters_pending(n) => {
+                    QuorumResult::None(Error::InProgress)
+                }
+                g => g,
+            };
             let Some(key) = lowest else {
                 match gap {
                     QuorumResult::None(Error::InProgress) => {
@@ -493,6 +509,11 @@ impl<'p, 'a, S: ChainStore> Collector<'p, 'a, S> {
                     }
                 }
             };
+            if gap == QuorumResult::None(Error::InProgress) && pos < key {
+                self.wait(seen)?;
+                waited = true;
+                continue;
+            }
             if gap == QuorumResult::None(Error::Io) && pos < key {
                 self.pos = Some(key);
                 return Ok(Some(Item::Undecided {

@@ -66,8 +66,8 @@ use crate::mem::try_push;
 use crate::store::{inode, Body, ChainStore, HeldChain, Sealed};
 use crate::{Error, Result};
 
-/// The focus chain's header and payload, read from its node (a DATA payload with its check
-/// code computed in the same pass as the copy: the one pass over its bytes a sync makes).
+/// The focus chain's header and payload, read from its node (a DATA payload with the check code
+/// its header holds for it: the copy is the one pass over its bytes a sync makes).
 pub(crate) struct FocusCopy {
     pub(crate) bref: Blockref,
     pub(crate) body: Sealed,

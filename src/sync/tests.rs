@@ -1283,3 +1283,23 @@ fn freeze_interrupts_a_collector_waiting_for_a_stalled_master() {
     c.thread_stop(2).unwrap();
     assert_same(&c, 0, 2);
 }
+
+/// With one master failing and another slow to answer, a key range the fast master skips is
+/// undecided only until the slow one answered: the collector waits for it instead of giving up
+/// on the gap (which left every inode unstamped for as long as the slow master stayed slower,
+/// so the sync never converged while a master was down).
+#[test]
+fn a_gap_is_undecided_only_once_the_slow_masters_answered() {
+    let c = cluster(&[M, M, M, S]);
+    let masters = set(&[0, 1, 2]);
+    mkdir(&c, masters, "/d");
+    for i in 0..8 {
+        write(&c, masters, &format!("/d/f{i}"), &pattern(1000, i as u8));
+    }
+    c.set_fail(0, true);
+    c.set_stall(2, Some(core::time::Duration::from_millis(2)));
+    // One pass, no retry: the slave's tree equals the two live masters' and is stamped.
+    assert_eq!(c.sync_node(3, &|| false), Ok(()));
+    assert!(c.in_sync(3));
+    assert_same(&c, 1, 3);
+}
