@@ -45,7 +45,14 @@ pub struct Faults {
 impl Bandwidth {
     /// Sync bandwidth as a fraction of memcpy bandwidth.
     pub fn ratio(&self) -> f64 {
-        self.memcpy.as_secs_f64() / self.sync.as_secs_f64().max(1e-12)
+        self.ratio_of(self.sync)
+    }
+    /// [`Bandwidth::ratio`] of the cold (first) sync.
+    pub fn cold_ratio(&self) -> f64 {
+        self.ratio_of(self.cold)
+    }
+    fn ratio_of(&self, sync: Duration) -> f64 {
+        self.memcpy.as_secs_f64() / sync.as_secs_f64().max(1e-12)
     }
 }
 

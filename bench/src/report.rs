@@ -324,7 +324,7 @@ pub fn markdown(r: &Results) -> String {
                 mib / b.memcpy.as_secs_f64(),
                 b.ratio() * 100.0,
                 secs(b.cold),
-                b.memcpy.as_secs_f64() / b.cold.as_secs_f64().max(1e-12) * 100.0
+                b.cold_ratio() * 100.0
             );
             let _ = writeln!(
                 s,

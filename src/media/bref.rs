@@ -213,11 +213,7 @@ impl Blockref {
 
     /// The last key of the covered range, `key + 2^keybits - 1` (saturating at [`KEY_MAX`]).
     pub const fn key_end(&self) -> u64 {
-        if self.keybits >= 64 {
-            KEY_MAX
-        } else {
-            self.key.saturating_add((1u64 << self.keybits) - 1)
-        }
+        key_end(self.key, self.keybits)
     }
 
     /// Whether the covered range and `beg..=end` overlap.
@@ -234,6 +230,16 @@ impl Blockref {
     /// Verify `payload` against the stored check code ([`Error::Io`] on mismatch).
     pub fn verify_check(&self, payload: &[u8]) -> Result<()> {
         check::verify(self.check_method(), payload, &self.check)
+    }
+}
+
+/// The last key of the range `key`/`keybits`, `key + 2^keybits - 1` (saturating at
+/// [`KEY_MAX`]).
+pub const fn key_end(key: u64, keybits: u8) -> u64 {
+    if keybits >= 64 {
+        KEY_MAX
+    } else {
+        key.saturating_add((1u64 << keybits) - 1)
     }
 }
 

@@ -13,7 +13,7 @@ pub mod consts;
 pub mod dirhash;
 pub mod inode;
 
-pub use bref::Blockref;
+pub use bref::{key_end, Blockref};
 pub use consts::*;
 pub use dirhash::dirhash;
 pub use inode::{InodeData, InodeMeta};

@@ -43,7 +43,7 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use super::ChainId;
-use crate::media::{self, Blockref, IND_RADIX_MIN, IND_RADIX_NOM};
+use crate::media::{self, key_end, Blockref, IND_RADIX_MIN, IND_RADIX_NOM};
 use crate::mem::try_box;
 use crate::{Error, Result};
 
@@ -111,15 +111,6 @@ impl RangeSum {
             h1: w(8),
             h2: w(16),
         }
-    }
-}
-
-/// The last key of the range `key`/`keybits` (as [`crate::media::Blockref::key_end`]).
-fn range_end(key: u64, keybits: u8) -> u64 {
-    if keybits >= 64 {
-        u64::MAX
-    } else {
-        key.saturating_add((1u64 << keybits) - 1)
     }
 }
 
@@ -217,7 +208,7 @@ impl Node {
         })
     }
     fn end(&self) -> u64 {
-        range_end(self.key, self.keybits)
+        key_end(self.key, self.keybits)
     }
     /// Blockrefs the block holds (4 for the blockset, 32 or 128 for an indirect block).
     fn cap(&self) -> usize {
@@ -356,7 +347,7 @@ fn indkey_file(slots: &[Slot], ckey: u64, ncount: usize) -> (u64, u8) {
 /// outside the range, it nests strictly in `t`'s, the block holds what it gets, and the table
 /// has room for `e` afterwards.
 fn split_moves(t: &Node, e: &Entry, key: u64, keybits: u8, ncount: usize) -> Option<(usize, bool)> {
-    let end = range_end(key, keybits);
+    let end = key_end(key, keybits);
     let inside = |k: u64, kend: u64| -> Option<bool> {
         if k > end || kend < key {
             Some(false)
@@ -577,7 +568,7 @@ impl Children {
         if !aligned(key, keybits) {
             return Err(Error::Invalid);
         }
-        let end = range_end(key, keybits);
+        let end = key_end(key, keybits);
         if self.first_overlapping(key, end).is_some() {
             return Err(Error::Exists);
         }
@@ -777,7 +768,7 @@ impl Children {
             return Err(Error::Invalid);
         }
         let (depth, holder, old) = self.locate(key).ok_or(Error::NotFound)?;
-        let end = range_end(key, keybits);
+        let end = key_end(key, keybits);
         if end > old.end && self.first_overlapping(old.end + 1, end).is_some() {
             return Err(Error::Exists);
         }

@@ -369,17 +369,13 @@ impl Store {
 
     /// A copy of a chain's header and payload.
     pub fn read(&self, id: ChainId) -> Result<(Blockref, Body)> {
-        self.read_copy(id, false)
+        self.read_sealed(id)
             .map(|(bref, sealed)| (bref, sealed.into_body()))
     }
 
     /// A copy of a chain's header and payload, a DATA payload with the check code the header
     /// holds for it: installing the copy elsewhere then costs the copy alone, not a hash too.
     pub fn read_sealed(&self, id: ChainId) -> Result<(Blockref, Sealed)> {
-        self.read_copy(id, true)
-    }
-
-    fn read_copy(&self, id: ChainId, check: bool) -> Result<(Blockref, Sealed)> {
         // Allocation may fail and may sleep: size the copy first, then fill it under the lock.
         loop {
             let len = match &self.arena.read().get(id)?.body {
@@ -402,14 +398,12 @@ impl Store {
                 (Body::Data(src), Body::Data(dst)) if dst.capacity() >= src.len() => {
                     // Room is reserved: no allocation under the arena lock.
                     dst.extend_from_slice(src);
-                    if check {
-                        // DEVIATION (not a bug fix): HAMMER2 computes the copy's check code
-                        // again when it flushes it (`hammer2_chain_setcheck`). Every install
-                        // here seals its payload, so the header read under this lock already
-                        // holds the code of exactly these bytes by its method: the copy
-                        // carries it and the bytes are read once, by the copy alone.
-                        sum = Some((c.bref.check_method(), c.bref.check));
-                    }
+                    // DEVIATION (not a bug fix): HAMMER2 computes the copy's check code again
+                    // when it flushes it (`hammer2_chain_setcheck`). Every install here seals
+                    // its payload, so the header read under this lock already holds the code
+                    // of exactly these bytes by its method: the copy carries it and the bytes
+                    // are read once, by the copy alone.
+                    sum = Some((c.bref.check_method(), c.bref.check));
                 }
                 // Resized between the two looks: size it again.
                 _ => continue,

@@ -58,11 +58,7 @@ impl Head {
     }
     /// The last key of the range (as [`Blockref::key_end`]).
     pub fn key_end(&self) -> u64 {
-        if self.keybits >= 64 {
-            KEY_MAX
-        } else {
-            self.key.saturating_add((1u64 << self.keybits) - 1)
-        }
+        crate::media::key_end(self.key, self.keybits)
     }
 }
 

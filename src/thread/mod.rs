@@ -99,6 +99,20 @@ struct Slot {
     intr: Interrupt,
 }
 
+impl Slot {
+    /// The slot's flag word as the protocol sees it, on `host`, with its interrupts.
+    fn word<'a>(&'a self, host: &'a dyn Host) -> HostWord<'a> {
+        HostWord {
+            word: &self.flags,
+            host,
+            intr: Some(HostIntr {
+                st: &self.intr,
+                host,
+            }),
+        }
+    }
+}
+
 /// The per-node thread slots a cluster owns (one per node).
 ///
 /// A slot without a thread has STOPPED set in its word, so every request on it fails with
@@ -127,14 +141,7 @@ impl<W: SyncWork> Launch<W> {
         // thread has been joined, which happens only after this function returned.
         let threads = unsafe { &*self.threads };
         let slot = &threads.slots[self.idx];
-        let w = HostWord {
-            word: &slot.flags,
-            host: self.host,
-            intr: Some(HostIntr {
-                st: &slot.intr,
-                host: self.host,
-            }),
-        };
+        let w = slot.word(self.host);
         let host = self.host;
         let idx = self.idx;
         primary::run(&w, &self.work, &|| Some(threads.idle_poll()), &|e| {
@@ -197,14 +204,7 @@ impl Threads {
     fn word(&self, idx: usize) -> Result<HostWord<'_>> {
         let slot = self.slot(idx)?;
         let host = slot.ctl.lock().host.ok_or(Error::Invalid)?;
-        Ok(HostWord {
-            word: &slot.flags,
-            host,
-            intr: Some(HostIntr {
-                st: &slot.intr,
-                host,
-            }),
-        })
+        Ok(slot.word(host))
     }
 
     /// Start a sync thread on slot `idx` running `work`, with a fresh flag word.
@@ -223,14 +223,7 @@ impl Threads {
         work: W,
     ) -> Result<()> {
         let slot = self.slot(idx)?;
-        let claim = HostWord {
-            word: &slot.flags,
-            host,
-            intr: Some(HostIntr {
-                st: &slot.intr,
-                host,
-            }),
-        };
+        let claim = slot.word(host);
         // DEVIATION (not in the original, which holds no spin lock here): `ctl` is a pure spin
         // lock, so it is never held across the host's join or spawn (both sleep); on one CPU
         // without preemption a requester spinning on it would never let the holder run. The

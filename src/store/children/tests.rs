@@ -60,7 +60,7 @@ fn check(c: &Children, in_dir: bool) -> (usize, usize, usize) {
             match s {
                 Slot::Leaf(e) => {
                     assert!(aligned(e.key, e.keybits));
-                    assert_eq!(e.end, range_end(e.key, e.keybits));
+                    assert_eq!(e.end, key_end(e.key, e.keybits));
                     leaves += 1;
                 }
                 Slot::Ind(m) => {
@@ -405,7 +405,7 @@ fn property(seed: u64, how: Creating, steps: u32, key: impl Fn(u64) -> (u64, u8)
                     _ if !aligned(k, nkb) => Err(Error::Invalid),
                     None => Err(Error::NotFound),
                     Some(_) => {
-                        let end = range_end(k, nkb);
+                        let end = key_end(k, nkb);
                         match model.range(k + 1..).next() {
                             Some((&n, _)) if n <= end => Err(Error::Exists),
                             _ => Ok(()),
@@ -419,11 +419,11 @@ fn property(seed: u64, how: Creating, steps: u32, key: impl Fn(u64) -> (u64, u8)
             }
             _ => {
                 tid += 1;
-                let end = range_end(k, kb);
+                let end = key_end(k, kb);
                 let free = model
                     .range(..=end)
                     .next_back()
-                    .map_or(true, |(&p, &(pkb, _))| range_end(p, pkb) < k);
+                    .map_or(true, |(&p, &(pkb, _))| key_end(p, pkb) < k);
                 assert_eq!(c.insert(k, kb, tid, id(i), how).is_ok(), free);
                 if free {
                     model.insert(k, (kb, tid));
@@ -452,7 +452,7 @@ fn property(seed: u64, how: Creating, steps: u32, key: impl Fn(u64) -> (u64, u8)
     let mut seen = Vec::new();
     while let Some((key, _)) = c.first_overlapping(k, u64::MAX) {
         seen.push(key);
-        match range_end(key, model[&key].0).checked_add(1) {
+        match key_end(key, model[&key].0).checked_add(1) {
             Some(n) => k = n,
             None => break,
         }
