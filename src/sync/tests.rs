@@ -11,12 +11,13 @@ use std::sync::atomic::{AtomicBool, Ordering as AO};
 
 use super::slaves::{destroy, insert, sync_slaves, FocusCopy};
 use super::*;
-use crate::cluster::{Cluster, FrontendOp, NodeSet, Role};
+use crate::cluster::{Cluster, FrontendOp};
+use crate::host::testhost::host;
 use crate::host::LockMode;
 use crate::media;
 use crate::media::SET_COUNT;
 use crate::quorum::QuorumResult;
-use crate::store::testhost::host;
+use crate::role::{NodeSet, Role};
 use crate::store::RUN;
 
 const M: Role = Role::Master;
