@@ -22,7 +22,7 @@ use hammer2_synchro::cluster::{Cluster, FrontendOp};
 use hammer2_synchro::role::{NodeSet, Role};
 use hammer2_synchro::Error;
 
-use oracle::gen::{Case, Class};
+use oracle::gen::Case;
 use oracle::model::Op;
 use oracle::real;
 
@@ -180,15 +180,7 @@ fn case() -> Case {
         (s, w("/x/y", 20, 4)),
     ];
     let roles = vec![Role::Master, Role::Master, Role::Master, Role::Slave];
-    Case {
-        roles,
-        ops: ops
-            .into_iter()
-            .map(|(mask, op)| (mask, op, false))
-            .collect(),
-        class: Class::Arbitrary,
-        new_roles: None,
-    }
+    Case::arbitrary(roles, ops)
 }
 
 fn converged(c: &Cluster, paths: &[Vec<u8>]) -> Result<(), String> {

@@ -398,8 +398,11 @@ fn focus_of<S: ChainStore>(
             QuorumResult::None(Error::InProgress) => {
                 wait_more(pool, seen, ctx.brk, &mut idle_since)?
             }
-            // Catch-up decides only once every master that has not failed answered: a master
-            // still reading may hold a higher TID than any answer so far. A stall only delays.
+            // DEVIATION: the seed's collector only skips an inode without a quorum; its comment
+            // says a node may "synchronize to the highest available update_tid" instead, which
+            // catch-up mode does (HAMMER2-FACTS §2). It decides only once every master that has
+            // not failed answered: one still reading may hold a higher TID than any answer so
+            // far, and a stall must only delay the outcome, never change it.
             QuorumResult::None(Error::NoQuorum) | QuorumResult::None(Error::Deadlock)
                 if catchup && masters_pending(roles, &slots[..n]) =>
             {
