@@ -233,7 +233,7 @@ impl VolumeHeader {
                 return bad("total_size");
             }
             let (used, unused) = self.volu_loff.split_at(n);
-            if used.iter().any(|&o| o == u64::MAX) || unused.iter().any(|&o| o != u64::MAX) {
+            if used.contains(&u64::MAX) || unused.iter().any(|&o| o != u64::MAX) {
                 return bad("volu_loff");
             }
         }
@@ -370,14 +370,10 @@ pub fn select_best(
     let mut first_err = None;
     for (zone, c) in copies.into_iter().enumerate() {
         match c {
-            Some(Ok(h)) => {
-                if best
-                    .as_ref()
-                    .map_or(true, |(_, b)| b.mirror_tid < h.mirror_tid)
-                {
-                    best = Some((zone, h));
-                }
+            Some(Ok(h)) if !matches!(&best, Some((_, b)) if b.mirror_tid >= h.mirror_tid) => {
+                best = Some((zone, h));
             }
+            Some(Ok(_)) => {}
             Some(Err(e)) => {
                 first_err.get_or_insert(e);
             }
