@@ -18,8 +18,9 @@ use std::process::Command;
 
 use hammer2_synchro::media::check::crc32c;
 use hammer2_synchro::media::{
-    dirhash, InodeData, DIRHASH_HIMASK, DIRHASH_LOMASK, DIRHASH_VISIBLE, OBJTYPE_DIRECTORY,
-    OBJTYPE_REGFILE, OBJTYPE_SOFTLINK, PFSTYPE_MASTER, PFSTYPE_SUPROOT,
+    dirhash, InodeData, COMP_LZ4, COMP_NONE, COMP_ZLIB, DIRHASH_HIMASK, DIRHASH_LOMASK,
+    DIRHASH_VISIBLE, OBJTYPE_DIRECTORY, OBJTYPE_REGFILE, OBJTYPE_SOFTLINK, PFSTYPE_MASTER,
+    PFSTYPE_SUPROOT,
 };
 use hammer2_synchro::volume::{BlockDev, Cause, Flow, Pfs, ReadError, Volume};
 use hammer2_synchro::Error;
@@ -250,6 +251,35 @@ fn fixtures() {
         .unwrap();
         labels.sort();
         assert_eq!(labels, ["DATA", "LOCAL"], "{name}");
+        // Each image's data blocks use its compression; an all-zero block is a hole where
+        // compression is on (HAMMER2 stores none), written out where it is off.
+        let pfs = vol.pfs(b"DATA").unwrap();
+        let methods = |path: &[u8]| {
+            let ino = pfs.resolve(&vol, path).unwrap();
+            let mut m = Vec::new();
+            let set = ino.blockset().unwrap();
+            vol.scan(&set, 0, u64::MAX, &mut |b| {
+                m.push(b.comp_method());
+                Ok(Flow::Continue)
+            })
+            .unwrap();
+            m
+        };
+        let text = methods(b"docs/compressible.txt");
+        let zeros = methods(b"docs/zeros-128k");
+        println!("{name}: compressible.txt {text:?}, zeros-128k {zeros:?}");
+        let want_comp = match name {
+            "t-lz4" => COMP_LZ4,
+            "t-zlib" => COMP_ZLIB,
+            _ => COMP_NONE,
+        };
+        assert_eq!(text.len(), 36, "{name}: 2,320,000 bytes in 64 KiB blocks");
+        assert!(text.iter().all(|&m| m == want_comp), "{name}: {text:?}");
+        if want_comp == COMP_NONE {
+            assert_eq!(zeros, [COMP_NONE, COMP_NONE], "{name}");
+        } else {
+            assert!(zeros.is_empty(), "{name}: {zeros:?}");
+        }
         let got = manifest_of(&vol);
         assert_eq!(got, want, "{name}: MANIFEST");
         let r = vol.verify_all().unwrap();
