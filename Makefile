@@ -50,6 +50,8 @@ fixtures-test:
 	@command -v zstd >/dev/null || (apt-get update -qq && apt-get install -y -qq zstd)
 	H2_FIXTURES=$${H2_FIXTURES:-$(CURDIR)/../shared/fixtures/hammer2} \
 		$(CARGO) test --features fixtures --test fixtures
+	H2_FIXTURES=$${H2_FIXTURES:-$(CURDIR)/../shared/fixtures/hammer2} \
+		$(CARGO) test -p hammer2-synchro-cli --features fixtures --test export_fixtures
 
 kernel-target:
 	@rustup target list --installed | grep -qx $(KTARGET) || rustup target add $(KTARGET)
