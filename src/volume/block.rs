@@ -98,6 +98,11 @@ impl<D: BlockDev> Volume<D> {
 }
 
 /// Verify `bytes` against `bref`'s check code.
+///
+/// DEVIATION: a block whose check method is SHA192 is refused ([`MediaError::CheckMethod`]);
+/// the kernel verifies it (SHA-256 folded to 192 bits). No HAMMER2 writer uses it by default,
+/// and libhammer2 defines it differently from the kernel, so there is no reference to test a
+/// port against.
 fn verify_check(bref: &Blockref, bytes: &[u8]) -> ReadResult<()> {
     let method = bref.check_method();
     crate::media::check::verify(method, bytes, &bref.check).map_err(|e| {

@@ -236,6 +236,8 @@ impl Pfs {
         let mut buf = zeroed(DATA_BLOCK_BYTES)?;
         let mut pos = 0u64;
         vol.scan(&set, 0, size - 1, &mut |b| {
+            // HAMMER2 gives every file block a 64 KiB logical range (`hammer2_calc_logical`);
+            // another width would make the zero-fill below ambiguous, so it is refused.
             if b.btype != BREF_TYPE_DATA || b.keybits != DATA_BLOCK_RADIX {
                 return Err(ReadError::new(Cause::WrongType(b.btype), b.data_off));
             }
