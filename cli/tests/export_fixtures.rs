@@ -17,8 +17,18 @@ fn fixtures_dir() -> PathBuf {
     }
 }
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_hammer2-synchro"))
+/// `hammer2-synchro export IMG@DATA OUT`, its exit status and stderr.
+fn export(img: &Path, out: &Path) -> (Option<i32>, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_hammer2-synchro"))
+        .arg("export")
+        .arg(format!("{}@DATA", img.display()))
+        .arg(out)
+        .output()
+        .unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 /// MANIFEST lines of the tree under `root`, as the fixtures README defines them.
@@ -82,32 +92,22 @@ fn export_reproduces_the_manifest() {
             .status()
             .expect("zstd");
         assert!(st.success());
-        let o = bin().arg("ls").arg(&img).output().unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_hammer2-synchro"))
+            .arg("ls")
+            .arg(&img)
+            .output()
+            .unwrap();
         assert_eq!(o.status.code(), Some(0));
         let ls = String::from_utf8_lossy(&o.stdout);
         assert!(ls.contains("\nDATA ") && ls.contains("\nLOCAL "), "{ls}");
         let out = tmp.join(format!("{name}-out"));
-        let o = bin()
-            .arg("export")
-            .arg(format!("{}@DATA", img.display()))
-            .arg(&out)
-            .output()
-            .unwrap();
-        assert_eq!(
-            o.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        let (code, err) = export(&img, &out);
+        assert_eq!(code, Some(0), "{err}");
         assert_eq!(manifest(&out), want, "{name}");
         // A second export into the now non-empty directory is refused.
-        let o = bin()
-            .arg("export")
-            .arg(format!("{}@DATA", img.display()))
-            .arg(&out)
-            .output()
-            .unwrap();
-        assert_eq!(o.status.code(), Some(1));
+        let (code, err) = export(&img, &out);
+        assert_eq!(code, Some(1));
+        assert!(err.contains("not empty"), "{err}");
         std::fs::remove_dir_all(&out).unwrap();
         std::fs::remove_file(&img).unwrap();
     }
