@@ -16,7 +16,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use hammer2_synchro::media::check::crc32c;
+use hammer2_synchro::media::volhdr::seal;
 use hammer2_synchro::media::{
     dirhash, InodeData, COMP_LZ4, COMP_NONE, COMP_ZLIB, DIRHASH_HIMASK, DIRHASH_LOMASK,
     DIRHASH_VISIBLE, OBJTYPE_DIRECTORY, OBJTYPE_REGFILE, OBJTYPE_SOFTLINK, PFSTYPE_MASTER,
@@ -308,16 +308,6 @@ fn reachable_blocks(vol: &Volume<FileDev>) -> Vec<(u64, usize)> {
     out
 }
 
-/// Rewrite the volume header's three CRCs after a patch of `hdr`.
-fn reseal_header(hdr: &mut [u8]) {
-    let c1 = crc32c(&hdr[0x200..0x400]);
-    hdr[0x1F8..0x1FC].copy_from_slice(&c1.to_le_bytes());
-    let c0 = crc32c(&hdr[..0x1FC]);
-    hdr[0x1FC..0x200].copy_from_slice(&c0.to_le_bytes());
-    let cw = crc32c(&hdr[..0xFFFC]);
-    hdr[0xFFFC..].copy_from_slice(&cw.to_le_bytes());
-}
-
 fn cause(r: Result<impl Sized, ReadError>) -> Cause {
     match r {
         Ok(_) => panic!("damage not detected"),
@@ -386,7 +376,7 @@ fn corrupt_media() {
     let sroot_off = 0x200 + 0x20;
     let mut bad = hdr.clone();
     bad[sroot_off..sroot_off + 8].copy_from_slice(&((3u64 << 30) | 10).to_le_bytes());
-    reseal_header(&mut bad);
+    seal(&mut bad).unwrap();
     let dev = PatchedHeader(FileDev::open(&path), bad);
     let vol = Volume::open(dev).unwrap();
     assert_eq!(cause(vol.super_root()), Cause::OutOfRange);
@@ -396,7 +386,7 @@ fn corrupt_media() {
     for off in [0x400u64 | 10, 0x880_4200 | 10] {
         let mut bad = hdr.clone();
         bad[sroot_off..sroot_off + 8].copy_from_slice(&off.to_le_bytes());
-        reseal_header(&mut bad);
+        seal(&mut bad).unwrap();
         let vol = Volume::open(PatchedHeader(FileDev::open(&path), bad)).unwrap();
         assert_eq!(cause(vol.super_root()), Cause::OutOfRange, "{off:#x}");
     }

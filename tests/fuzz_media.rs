@@ -10,9 +10,8 @@
 mod fuzz_common;
 
 use fuzz_common::{corpus, iterations, mutate, run_one, seed, Rng};
-use hammer2_synchro::media::check::crc32c;
 use hammer2_synchro::media::compress::{decompress, Inflater};
-use hammer2_synchro::media::volhdr::VOLUME_BYTES;
+use hammer2_synchro::media::volhdr::{self, VOLUME_BYTES};
 use hammer2_synchro::media::{
     Blockref, DirentHead, VolumeHeader, BREF_BYTES, COMP_LZ4, COMP_NONE, COMP_ZLIB,
     DATA_BLOCK_BYTES,
@@ -24,12 +23,7 @@ fn header_of(input: &[u8], seal: bool) -> Vec<u8> {
     let mut h = input.to_vec();
     h.resize(VOLUME_BYTES, 0);
     if seal {
-        let c1 = crc32c(&h[0x200..0x400]);
-        h[0x1F8..0x1FC].copy_from_slice(&c1.to_le_bytes());
-        let c0 = crc32c(&h[..0x1FC]);
-        h[0x1FC..0x200].copy_from_slice(&c0.to_le_bytes());
-        let cw = crc32c(&h[..0xFFFC]);
-        h[0xFFFC..].copy_from_slice(&cw.to_le_bytes());
+        volhdr::seal(&mut h).expect("a 64 KiB buffer");
     }
     h
 }

@@ -300,12 +300,7 @@ impl VolumeHeader {
         for (i, raw) in self.freemap_blockset.iter().enumerate() {
             put(buf, off::FREEMAP_BLOCKSET + i * BREF_BYTES, raw);
         }
-        // Section 1 first: section 0 covers the slot holding its CRC.
-        for (_, range, at) in crc_sections() {
-            let crc = buf.get(range).map(crc32c).unwrap_or(0);
-            put(buf, at, &crc.to_le_bytes());
-        }
-        Ok(())
+        seal(buf)
     }
 
     /// A header as `newfs_hammer2` writes one for a single volume of `volu_size` bytes
@@ -343,6 +338,20 @@ impl VolumeHeader {
             volu_loff,
         }
     }
+}
+
+/// Compute and store the three CRCs of a raw 64 KiB header, in the order HAMMER2's flush does
+/// (section 1 first: section 0 covers the slot holding its CRC).
+/// [`MediaError::Length`] for another size.
+pub fn seal(buf: &mut [u8]) -> Result<(), MediaError> {
+    if buf.len() != VOLUME_BYTES {
+        return Err(MediaError::Length);
+    }
+    for (_, range, at) in crc_sections() {
+        let crc = buf.get(range).map(crc32c).unwrap_or(0);
+        put(buf, at, &crc.to_le_bytes());
+    }
+    Ok(())
 }
 
 /// The CRC sections in the order HAMMER2 computes them: (which, covered bytes, CRC offset).
@@ -412,14 +421,6 @@ mod tests {
         buf
     }
 
-    /// Recompute the CRCs of raw bytes, so only a field rule can fail.
-    fn recrc(buf: &mut [u8]) {
-        for (_, range, at) in crc_sections() {
-            let crc = crc32c(&buf[range]);
-            buf[at..at + 4].copy_from_slice(&crc.to_le_bytes());
-        }
-    }
-
     #[test]
     fn round_trip_and_layout() {
         let h = sample();
@@ -478,7 +479,7 @@ mod tests {
         let mut h = sample();
         mutate(&mut h);
         let mut buf = encoded(&h);
-        recrc(&mut buf);
+        seal(&mut buf).unwrap();
         assert_eq!(VolumeHeader::decode(&buf), Err(MediaError::Field(name)));
     }
 
@@ -530,7 +531,7 @@ mod tests {
         // An undecodable blockref in the super-root blockset.
         let mut buf = encoded(&sample());
         buf[0x200 + 128] = 7;
-        recrc(&mut buf);
+        seal(&mut buf).unwrap();
         assert_eq!(
             VolumeHeader::decode(&buf),
             Err(MediaError::Field("sroot_blockset"))
