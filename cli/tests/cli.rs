@@ -174,3 +174,19 @@ fn status_names_the_disagreeing_masters_when_no_quorum_is_possible() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_check_text_holding_a_directive_is_escaped_in_ktap() {
+    let f = temp_scn(
+        "directive",
+        "cluster master slave\nwrite 0 /a \"x\"\nexpect file 1 /a \"x # SKIP \\\\ y\"\n",
+    );
+    let o = cli(&["run", f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("\nnot ok 1 line 3: expect file 1 /a \"x \\# SKIP \\\\\\\\ y\"\n"),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(f.parent().unwrap());
+}

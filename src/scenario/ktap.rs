@@ -3,6 +3,10 @@
 //!
 //! Checks that never ran because a command failed first are written as
 //! `not ok K line L: <text> # SKIP not run` and count as failed, so the plan always matches.
+//!
+//! A description is a check's line as written, so it may hold `#`, which starts a directive in
+//! KTAP (a check whose text holds `# SKIP` would read as skipped): descriptions are written with
+//! `#` as `\#` and `\` as `\\`, as the TAP14 escaping rules that KTAP follows require.
 
 use core::fmt::{self, Write};
 
@@ -36,10 +40,10 @@ impl<'o> Ktap<'o> {
         self.next += 1;
         if ok {
             self.passed += 1;
-            let _ = writeln!(self.out, "ok {k} line {line}: {text}");
+            let _ = writeln!(self.out, "ok {k} line {line}: {}", Escaped(text));
         } else {
             self.failed += 1;
-            let _ = writeln!(self.out, "not ok {k} line {line}: {text}");
+            let _ = writeln!(self.out, "not ok {k} line {line}: {}", Escaped(text));
         }
         self.diag(diag);
     }
@@ -49,7 +53,11 @@ impl<'o> Ktap<'o> {
         let k = self.next;
         self.next += 1;
         self.failed += 1;
-        let _ = writeln!(self.out, "not ok {k} line {line}: {text} # SKIP not run");
+        let _ = writeln!(
+            self.out,
+            "not ok {k} line {line}: {} # SKIP not run",
+            Escaped(text)
+        );
     }
 
     /// Write diagnostic lines, each prefixed `# `.
@@ -68,6 +76,25 @@ impl<'o> Ktap<'o> {
     pub fn finish(self) -> (usize, usize) {
         let _ = writeln!(self.out, "# {} passed, {} failed", self.passed, self.failed);
         (self.passed, self.failed)
+    }
+}
+
+/// A test description with KTAP's directive marker `#` and the escape character `\` escaped.
+struct Escaped<'t>(&'t str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rest = self.0;
+        while let Some(at) = rest.find(['#', '\\']) {
+            let (plain, tail) = rest.split_at(at);
+            f.write_str(plain)?;
+            f.write_str("\\")?;
+            // `at` is the index of a one-byte character, so both splits are on boundaries.
+            let (special, after) = tail.split_at(1);
+            f.write_str(special)?;
+            rest = after;
+        }
+        f.write_str(rest)
     }
 }
 
@@ -138,6 +165,34 @@ mod tests {
              not ok 2 line 13: expect file 3 /a \"x\"\n# node 3: /a: content differs at byte 0\n\
              not ok 3 line 14: expect frozen 3 # SKIP not run\n# 1 passed, 2 failed\n"
         );
+    }
+
+    #[test]
+    fn descriptions_escape_the_directive_marker() {
+        let mut s = String::new();
+        let mut k = Ktap::new(&mut s, 3);
+        k.result(false, 3, "expect file 0 /a \"x # SKIP\"", "");
+        k.result(true, 4, "expect file 0 /b \"a\\\\#b\"", "");
+        k.not_run(5, "expect file 0 /c \"# TODO\"");
+        k.finish();
+        assert_eq!(
+            s,
+            "KTAP version 1\n1..3\n\
+             not ok 1 line 3: expect file 0 /a \"x \\# SKIP\"\n\
+             ok 2 line 4: expect file 0 /b \"a\\\\\\\\\\#b\"\n\
+             not ok 3 line 5: expect file 0 /c \"\\# TODO\" # SKIP not run\n\
+             # 1 passed, 2 failed\n"
+        );
+        // No unescaped `#` is left before the directive: a KTAP reader sees no SKIP or TODO.
+        for l in s.lines().filter(|l| l.contains("ok ")) {
+            let cut = l.find(" # SKIP not run").unwrap_or(l.len());
+            let desc = &l[..cut];
+            let bytes = desc.as_bytes();
+            for (i, _) in desc.match_indices('#') {
+                let slashes = bytes[..i].iter().rev().take_while(|&&b| b == b'\\').count();
+                assert!(slashes % 2 == 1, "unescaped # in {l}");
+            }
+        }
     }
 
     #[test]
