@@ -7,6 +7,9 @@
 //! so a `snapshot` line before `n` found here is exactly a snapshot the parser accepted. One
 //! fallible vector and an in-place sort: nothing here allocates infallibly.
 
+// Errors carry a fixed-capacity reason on purpose: reporting one must never allocate.
+#![allow(clippy::result_large_err)]
+
 use alloc::vec::Vec;
 
 use super::lex::{self, reason, ParseError, Tok};
