@@ -1,7 +1,7 @@
 //! The command line as a user meets it: help, usage errors, exit statuses, rejection output.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 fn cli(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_hammer2-synchro"))
@@ -188,5 +188,81 @@ fn a_check_text_holding_a_directive_is_escaped_in_ktap() {
         out.contains("\nnot ok 1 line 3: expect file 1 /a \"x \\# SKIP \\\\\\\\ y\"\n"),
         "{out}"
     );
+    let _ = std::fs::remove_dir_all(f.parent().unwrap());
+}
+
+#[test]
+fn an_endless_or_oversized_input_is_read_only_up_to_the_limit() {
+    for cmd in ["check", "run"] {
+        let o = cli(&[cmd, "/dev/zero"]);
+        assert_eq!(o.status.code(), Some(2), "{cmd}");
+        assert!(
+            text(&o.stderr).contains("/dev/zero: too big (more than 1048576 bytes"),
+            "{cmd}: {}",
+            text(&o.stderr)
+        );
+    }
+    let big = temp_scn("big", &"#".repeat((1 << 20) + 1));
+    let o = cli(&["check", big.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("too big"), "{}", text(&o.stderr));
+    // Exactly at the limit is still read (and judged by the parser).
+    std::fs::write(&big, "#".repeat(1 << 20)).unwrap();
+    let o = cli(&["check", big.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stdout).contains("line 1: no cluster command"),
+        "{}",
+        text(&o.stdout)
+    );
+    let _ = std::fs::remove_dir_all(big.parent().unwrap());
+}
+
+/// Run the CLI with standard output going to `stdout`.
+fn cli_to(args: &[&str], stdout: Stdio) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hammer2-synchro"))
+        .args(args)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run hammer2-synchro")
+}
+
+#[test]
+fn a_full_output_device_is_status_2_with_a_message() {
+    for args in [
+        &["help"][..],
+        &["run", "qemu-tests/cases/example.scn"],
+        &["check", "qemu-tests/cases/example.scn"],
+    ] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let o = cli_to(args, Stdio::from(full));
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(
+            text(&o.stderr).contains("standard output: No space left on device"),
+            "{args:?}: {}",
+            text(&o.stderr)
+        );
+    }
+}
+
+#[test]
+fn a_closed_pipe_is_status_2_not_a_panic() {
+    // The check's result is written after the sleep, when the reader is surely gone.
+    let f = temp_scn("pipe", "cluster master\nsleep 300ms\nexpect dir 0 /\n");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hammer2-synchro"))
+        .args(["run", f.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(!text(&o.stderr).contains("panicked"), "{}", text(&o.stderr));
     let _ = std::fs::remove_dir_all(f.parent().unwrap());
 }
