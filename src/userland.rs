@@ -94,6 +94,9 @@ impl Host for UserlandHost {
     }
 
     fn spawn(&self, name: &str, entry: ThreadEntry) -> Result<RawThread> {
+        // The handle's box first: once the thread runs, nothing may fail, or the caller would
+        // free what the thread uses while it still runs.
+        let mut slot: Box<Option<JoinHandle<()>>> = try_box(None)?;
         // Starting a thread allocates infallibly inside std and parking_lot: see `budget`.
         let handle = budget::overdraft(|| {
             std::thread::Builder::new()
@@ -104,14 +107,14 @@ impl Host for UserlandHost {
                 })
         })
         .map_err(|_| Error::NoMem)?;
-        let handle = try_box(handle)?;
-        Ok(RawThread::from_raw(Box::into_raw(handle) as usize))
+        *slot = Some(handle);
+        Ok(RawThread::from_raw(Box::into_raw(slot) as usize))
     }
 
     fn join(&self, thread: RawThread) {
         // SAFETY: the handle came from `spawn` (a leaked box) and is consumed here once.
-        let handle = unsafe { Box::from_raw(thread.as_raw() as *mut JoinHandle<()>) };
-        if let Err(panic) = handle.join() {
+        let slot = unsafe { Box::from_raw(thread.as_raw() as *mut Option<JoinHandle<()>>) };
+        if let Some(Err(panic)) = slot.map(JoinHandle::join) {
             // A panicking core thread is a bug: let the joiner (a test) fail with it.
             std::panic::resume_unwind(panic);
         }

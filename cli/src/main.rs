@@ -21,13 +21,21 @@ const USAGE: &str = "\
 hammer2-synchro: DragonFly BSD's HAMMER2 cluster synchronizer, driven by scenario files.
 
 USAGE:
-    hammer2-synchro run [--status MS] FILE...
-                                     run each scenario on the userland host, print KTAP;
-                                     with --status, print every live cluster's status (nodes,
-                                     roles, TIDs, status words, a no-quorum discrepancy, thread
-                                     flags, counters) to stderr every MS milliseconds
-    hammer2-synchro check FILE...    only parse each scenario (syntax check), run nothing
+    hammer2-synchro run [--status MS] [--mem-limit SIZE] FILE...
+                                     run each scenario on the userland host, print KTAP
+    hammer2-synchro check [--mem-limit SIZE] FILE...
+                                     only parse each scenario (syntax check), run nothing
     hammer2-synchro help             show this text (also -h, --help)
+
+OPTIONS:
+    --status MS        print every live cluster's status (nodes, roles, TIDs, status
+                       words, a no-quorum discrepancy, thread flags, counters) to stderr
+                       every MS milliseconds
+    --mem-limit SIZE   the most memory the run may hold at once (default 1G): bytes, or
+                       with a K, M, G or T suffix (powers of 1024), at least 1M. A command
+                       that needs more fails with `# line N: ... out of memory`, as in the
+                       kernel when its pool is exhausted (a sync thread that runs out
+                       retries later, so `wait synced` may time out instead)
 
 A scenario (.scn) builds a cluster of up to 8 nodes, makes them diverge, drives the sync
 threads and checks the result, one command per line:
@@ -47,7 +55,9 @@ EXIT STATUS:
     0  every check passed
     1  a check failed, or a command failed at run time
     2  a file was rejected (its error is printed as `line N: <reason>`), could not be
-       read, or the command line was wrong
+       read or is larger than 1 MiB (read no further), the command line was wrong, or
+       standard output could not be written (a message on stderr; a closed pipe, as in
+       `run a.scn | head -1`, ends quietly)
 A command that fails at run time ends the run at its line; the checks after it are
 reported `not ok ... # SKIP not run` and count as failed.
 With several files the worst status wins; `run` prefixes each file's output with
@@ -114,7 +124,8 @@ impl std::fmt::Write for Out {
 }
 
 /// Read `path`, at most one byte more than the largest scenario (so `/dev/zero` or a huge file
-/// costs no more than that); on failure report it and give exit status 2.
+/// costs no more than that), into memory taken fallibly from the budget; on failure report it
+/// and give exit status 2.
 fn read(path: &str) -> Result<Vec<u8>, u8> {
     let fail = |why: &dyn std::fmt::Display| {
         warn(format_args!("{path}: {why}"));
@@ -122,26 +133,23 @@ fn read(path: &str) -> Result<Vec<u8>, u8> {
     };
     let mut file = std::fs::File::open(path).map_err(|e| fail(&e))?;
     let mut buf = Vec::new();
-    buf.try_reserve_exact(MAX_INPUT + 1)
-        .map_err(|_| fail(&"out of memory"))?;
-    // Within the reserved capacity: never reallocates.
-    buf.resize(MAX_INPUT + 1, 0);
-    let mut len = 0;
-    while len < buf.len() {
-        match file.read(&mut buf[len..]) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+    let mut chunk = [0u8; 64 << 10];
+    loop {
+        let want = chunk.len().min(MAX_INPUT + 1 - buf.len());
+        let n = match file.read(&mut chunk[..want]) {
+            Ok(0) => return Ok(buf),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(fail(&e)),
+        };
+        if buf.len() + n > MAX_INPUT {
+            return Err(fail(&format_args!(
+                "too big (more than {MAX_INPUT} bytes, the scenario limit)"
+            )));
         }
+        buf.try_reserve(n).map_err(|_| fail(&"out of memory"))?;
+        buf.extend_from_slice(&chunk[..n]);
     }
-    if len > MAX_INPUT {
-        return Err(fail(&format_args!(
-            "too big (more than {MAX_INPUT} bytes, the scenario limit)"
-        )));
-    }
-    buf.truncate(len);
-    Ok(buf)
 }
 
 fn run(path: &str, several: bool, out: &mut Out) -> u8 {
@@ -357,7 +365,17 @@ mod tests {
         assert_eq!(parse_size("1024K"), Some(1 << 20));
         assert_eq!(parse_size("1T"), Some(1 << 40));
         assert_eq!(parse_size("1048576"), Some(1 << 20));
-        for bad in ["", "G", "1.5G", "-1M", "1X", "1023K", "0", "99999999999999999999", "9999999999T"] {
+        for bad in [
+            "",
+            "G",
+            "1.5G",
+            "-1M",
+            "1X",
+            "1023K",
+            "0",
+            "99999999999999999999",
+            "9999999999T",
+        ] {
             assert_eq!(parse_size(bad), None, "{bad}");
         }
     }

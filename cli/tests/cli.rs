@@ -22,8 +22,9 @@ fn help_explains_commands_and_exit_codes() {
         assert_eq!(o.status.code(), Some(0), "{flag}");
         let t = text(&o.stdout);
         for needle in [
-            "run [--status MS] FILE",
-            "check FILE",
+            "run [--status MS] [--mem-limit SIZE] FILE",
+            "check [--mem-limit SIZE] FILE",
+            "--mem-limit SIZE   the most memory the run may hold at once (default 1G)",
             "EXIT STATUS",
             "docs/SCENARIOS.md",
             "EXAMPLE",
@@ -264,5 +265,60 @@ fn a_closed_pipe_is_status_2_not_a_panic() {
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
     assert!(!text(&o.stderr).contains("panicked"), "{}", text(&o.stderr));
+    let _ = std::fs::remove_dir_all(f.parent().unwrap());
+}
+
+#[test]
+fn a_run_over_its_memory_budget_ends_with_out_of_memory() {
+    // One 16 MiB file on four nodes and its expected content: about 100 MiB at the peak.
+    let f = temp_scn(
+        "budget",
+        "cluster master slave slave slave\nwrite * /f bytes=16777216 seed=1\n\
+         expect file * /f bytes=16777216 seed=1\n",
+    );
+    let o = cli(&["run", "--mem-limit", "64M", f.to_str().unwrap()]);
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}{}", text(&o.stderr));
+    assert!(out.contains("\n# line 2: "), "{out}");
+    assert!(out.contains(": out of memory\n"), "{out}");
+    assert!(
+        out.ends_with("# SKIP not run\n# 0 passed, 1 failed\n"),
+        "{out}"
+    );
+    // The default budget holds it.
+    let o = cli(&["run", f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stdout));
+    let _ = std::fs::remove_dir_all(f.parent().unwrap());
+}
+
+#[test]
+fn a_run_ends_cleanly_at_every_memory_limit() {
+    // Threads, frontend changes, snapshots, syncs and checks, each limit cutting it elsewhere:
+    // every run must end with a whole KTAP document and status 0 or 1, never an abort.
+    let f = temp_scn(
+        "sweep",
+        "cluster master master master slave\nmkdir * /d\nwrite 0,1 /d/big bytes=300000 seed=3\n\
+         write 0,1 /d/e bytes=5000 seed=4\nlink 0,1 /d/e /d/hl\nstart\n\
+         wait synced timeout=300ms\nexpect same 0 3\nexpect file * /d/big bytes=300000 seed=3\n\
+         stop *\nwrite 0,1,2 /d/new \"later\"\nrm 0,1,2 /d/e\nsync\nsnapshot s0 3\nexpect missing 3 /d/e\n\
+         expect unchanged s0 3\n",
+    );
+    let mut outcomes = [0; 2];
+    for kib in (1024..3072).step_by(64) {
+        let limit = format!("{kib}K");
+        let o = cli(&["run", "--mem-limit", &limit, f.to_str().unwrap()]);
+        let (out, err) = (text(&o.stdout), text(&o.stderr));
+        match o.status.code() {
+            Some(c @ (0 | 1)) => outcomes[c as usize] += 1,
+            c => panic!("--mem-limit {limit}: status {c:?}\n{out}{err}"),
+        }
+        assert!(err.is_empty(), "--mem-limit {limit}: {err}");
+        assert!(
+            out.starts_with("KTAP version 1\n1..4\n") && out.ends_with(" failed\n"),
+            "--mem-limit {limit}: {out}"
+        );
+    }
+    // The sweep spans runs cut short and runs that pass.
+    assert!(outcomes[0] > 0 && outcomes[1] > 0, "{outcomes:?}");
     let _ = std::fs::remove_dir_all(f.parent().unwrap());
 }

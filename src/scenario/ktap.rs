@@ -99,21 +99,36 @@ impl fmt::Display for Escaped<'_> {
 }
 
 /// A bounded text buffer for one check's diagnostics: keeps the first [`MAX_DIAG`] bytes and
-/// notes that the rest was cut. Allocation failure also just cuts the text.
+/// notes that the rest was cut. An allocation failure cuts the text the same way, and the note
+/// says so: a check that ran out of memory is never reported without a reason.
 #[derive(Default)]
 pub struct Diag {
     buf: alloc::string::String,
-    cut: bool,
+    /// The note for the end of the text, once something was cut.
+    cut: Option<&'static str>,
 }
+
+const CUT: &str = "\n... (cut)";
+const CUT_NOMEM: &str = "\n... (cut: out of memory)";
 
 impl Diag {
     /// The text so far (with a final note if something was cut).
     pub fn text(&mut self) -> &str {
-        if self.cut {
-            self.cut = false;
-            if self.buf.try_reserve(16).is_ok() {
-                self.buf.push_str("\n... (cut)");
+        if let Some(note) = self.cut.take() {
+            if self.buf.try_reserve(note.len()).is_err() {
+                // Make room within the memory already held: the note matters more than the
+                // text's last bytes. Without even that, the note alone.
+                let Some(room) = self.buf.capacity().checked_sub(note.len()) else {
+                    self.buf.clear();
+                    return note.trim_start();
+                };
+                let mut keep = room.min(self.buf.len());
+                while !self.buf.is_char_boundary(keep) {
+                    keep -= 1;
+                }
+                self.buf.truncate(keep);
             }
+            self.buf.push_str(note);
         }
         &self.buf
     }
@@ -121,21 +136,37 @@ impl Diag {
     /// Forget everything written.
     pub fn clear(&mut self) {
         self.buf.clear();
-        self.cut = false;
+        self.cut = None;
     }
 }
 
 impl Write for Diag {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        for c in s.chars() {
-            if self.buf.len() + c.len_utf8() > MAX_DIAG
-                || self.buf.try_reserve(c.len_utf8()).is_err()
-            {
-                self.cut = true;
-                return Ok(());
-            }
-            self.buf.push(c);
+        if self.cut.is_some() {
+            // Once cut, nothing more: later text would read as if it followed on.
+            return Ok(());
         }
+        if self.buf.len() + s.len() > MAX_DIAG {
+            self.cut = Some(CUT);
+            // Room for what fits; without it, less is kept.
+            let _ = self
+                .buf
+                .try_reserve(MAX_DIAG.saturating_sub(self.buf.len()));
+        } else if self.buf.try_reserve(s.len()).is_err() {
+            self.cut = Some(CUT_NOMEM);
+        } else {
+            self.buf.push_str(s);
+            return Ok(());
+        }
+        // Keep what fits of `s`, up to a character boundary.
+        let mut fit = MAX_DIAG
+            .saturating_sub(self.buf.len())
+            .min(self.buf.capacity() - self.buf.len())
+            .min(s.len());
+        while !s.is_char_boundary(fit) {
+            fit -= 1;
+        }
+        self.buf.push_str(&s[..fit]);
         Ok(())
     }
 }
@@ -206,9 +237,14 @@ mod tests {
             let _ = write!(d, "x");
         }
         let t = d.text();
-        assert!(t.ends_with("... (cut)"));
+        assert!(t.ends_with("x\n... (cut)"));
         assert!(t.len() < MAX_DIAG + 20);
         d.clear();
         assert_eq!(d.text(), "");
+        // Cut in the middle of a character: the text stays UTF-8, nothing follows the cut.
+        let _ = write!(d, "{}", "é".repeat(MAX_DIAG));
+        let _ = write!(d, "more");
+        let t = d.text();
+        assert!(t.ends_with("é\n... (cut)") && !t.contains("more"), "{t}");
     }
 }

@@ -5,14 +5,16 @@
 //! quadratic. The definitions are kept in one vector sorted by (name, line): the first entry of a
 //! name is its earliest definition. While the parser is at line `n`, every line before `n` parsed,
 //! so a `snapshot` line before `n` found here is exactly a snapshot the parser accepted. One
-//! fallible vector and an in-place sort: nothing here allocates infallibly.
+//! fallible vector and an in-place sort: nothing here allocates infallibly, and nothing but that
+//! vector allocates at all (an allocation that fails here but not in the parser must not make a
+//! snapshot go missing).
 
 // Errors carry a fixed-capacity reason on purpose: reporting one must never allocate.
 #![allow(clippy::result_large_err)]
 
 use alloc::vec::Vec;
 
-use super::lex::{self, reason, ParseError, Tok};
+use super::lex::{self, reason, ParseError};
 
 /// One `snapshot <name> ...` line.
 struct Def<'a> {
@@ -32,29 +34,24 @@ pub(super) struct SnapNames<'a> {
 }
 
 impl<'a> SnapNames<'a> {
-    /// Find every line that lexes as `snapshot <name> ...` (other lines, including those that do
-    /// not lex, are the parser's to judge).
+    /// Find every line that reads `snapshot <name> ...` (whether the rest is right is the
+    /// parser's to judge: a wrong line ends the parse there, so its entry is never consulted).
     pub(super) fn collect(input: &'a [u8]) -> Result<Self, ParseError> {
         let mut defs = Vec::new();
         for (i, line) in lex::lines(input)?.enumerate() {
-            // Cheap filter first: most lines are not snapshots and need not be lexed twice.
-            if !line.trim_start_matches([' ', '\t']).starts_with("snapshot") {
-                continue;
-            }
-            let Ok(lexed) = lex::lex_line(line) else {
+            let Some(name) = snapshot_name(line) else {
                 continue;
             };
-            if let [Tok::Word("snapshot"), Tok::Word(name), ..] = lexed.toks[..] {
-                let def = Def {
-                    name,
-                    line: (i + 1) as u32,
-                    ordinal: defs.len(),
-                };
-                crate::mem::try_push(&mut defs, def).map_err(|_| ParseError {
-                    line: (i + 1) as u32,
-                    reason: reason!("out of memory"),
-                })?;
-            }
+            let line = (i + 1) as u32;
+            let def = Def {
+                name,
+                line,
+                ordinal: defs.len(),
+            };
+            crate::mem::try_push(&mut defs, def).map_err(|_| ParseError {
+                line,
+                reason: reason!("out of memory"),
+            })?;
         }
         defs.sort_unstable_by(|a, b| a.name.cmp(b.name).then(a.line.cmp(&b.line)));
         Ok(SnapNames {
@@ -76,6 +73,22 @@ impl<'a> SnapNames<'a> {
             .filter(|d| d.name == name && d.line < line)
             .map(|d| d.ordinal)
     }
+}
+
+/// The first two words of `line` if they are `snapshot <name>`: split as the lexer splits words
+/// (at blanks and `#`), without its allocations, which could fail where the parser's do not.
+fn snapshot_name(line: &str) -> Option<&str> {
+    const ENDS: [char; 3] = [' ', '\t', '#'];
+    let rest = line.trim_start_matches([' ', '\t']);
+    let head = rest.find(ENDS).unwrap_or(rest.len());
+    if &rest[..head] != "snapshot" {
+        return None;
+    }
+    let after = rest[head..].trim_start_matches([' ', '\t']);
+    if after.is_empty() || after.starts_with(['#', '"']) {
+        return None;
+    }
+    Some(&after[..after.find(ENDS).unwrap_or(after.len())])
 }
 
 #[cfg(test)]

@@ -65,6 +65,13 @@ pub fn overdraft<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Whether this thread is in an [`overdraft`] now: an allocator that fails allocations on its
+/// own terms (a test's fault injector) must let these through too, or the process aborts.
+pub fn overdrawn() -> bool {
+    // A thread whose locals are gone is exiting: let its last allocations through.
+    OVERDRAFT.try_with(|d| d.get() > 0).unwrap_or(true)
+}
+
 /// Make `parking_lot_core` create this thread's wait-queue data now: it allocates it, and grows
 /// its global table, infallibly on a thread's first park.
 pub(crate) fn prime_parking() {
@@ -86,8 +93,7 @@ pub(crate) fn prime_parking() {
 /// Count `size` more bytes in use, unless that passes the limit outside an overdraft.
 fn take(size: usize) -> bool {
     let limit = LIMIT.load(Ordering::Relaxed);
-    // A thread whose locals are gone is exiting: let its last allocations through.
-    let over = OVERDRAFT.try_with(|d| d.get() > 0).unwrap_or(true);
+    let over = overdrawn();
     let mut cur = IN_USE.load(Ordering::Relaxed);
     loop {
         let Some(next) = cur.checked_add(size) else {
@@ -176,7 +182,10 @@ mod tests {
             assert!(!a.is_null());
             assert!(Budget.alloc(l(300)).is_null(), "past the limit");
             assert!(Budget.alloc_zeroed(l(300)).is_null(), "past the limit");
-            assert!(Budget.realloc(a, l(800), 1100).is_null(), "grows past the limit");
+            assert!(
+                Budget.realloc(a, l(800), 1100).is_null(),
+                "grows past the limit"
+            );
             assert_eq!(in_use(), base + 800);
             let b = overdraft(|| Budget.alloc(l(300)));
             assert!(!b.is_null(), "overdraft passes the limit");
