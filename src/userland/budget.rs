@@ -113,32 +113,30 @@ fn give_back(size: usize) {
     IN_USE.fetch_sub(size, Ordering::Relaxed);
 }
 
+/// `alloc` of `size` bytes if the budget has them, counted while it holds them.
+fn counted(size: usize, alloc: impl FnOnce() -> *mut u8) -> *mut u8 {
+    if !take(size) {
+        return core::ptr::null_mut();
+    }
+    let p = alloc();
+    if p.is_null() {
+        give_back(size);
+    }
+    p
+}
+
 // SAFETY: every call forwards to `System` with the caller's arguments, or returns null, which
 // `GlobalAlloc` allows for a failed allocation; the count is plain atomics and a const
 // thread-local, none of which allocates.
 unsafe impl GlobalAlloc for Budget {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if !take(layout.size()) {
-            return core::ptr::null_mut();
-        }
         // SAFETY: the caller's layout, as `GlobalAlloc::alloc` requires.
-        let p = unsafe { System.alloc(layout) };
-        if p.is_null() {
-            give_back(layout.size());
-        }
-        p
+        counted(layout.size(), || unsafe { System.alloc(layout) })
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if !take(layout.size()) {
-            return core::ptr::null_mut();
-        }
         // SAFETY: the caller's layout, as `GlobalAlloc::alloc_zeroed` requires.
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if p.is_null() {
-            give_back(layout.size());
-        }
-        p
+        counted(layout.size(), || unsafe { System.alloc_zeroed(layout) })
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
