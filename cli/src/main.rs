@@ -56,8 +56,8 @@ EXIT STATUS:
     1  a check failed, or a command failed at run time
     2  a file was rejected (its error is printed as `line N: <reason>`), could not be
        read or is larger than 1 MiB (read no further), the command line was wrong, or
-       standard output could not be written (a message on stderr; a closed pipe, as in
-       `run a.scn | head -1`, ends quietly)
+       standard output could not be written: the run ends there, with a message on
+       stderr, or quietly for a closed pipe (as in `run a.scn | head -1`)
 A command that fails at run time ends the run at its line; the checks after it are
 reported `not ok ... # SKIP not run` and count as failed.
 With several files the worst status wins; `run` prefixes each file's output with
@@ -82,45 +82,42 @@ fn usage_error(msg: std::fmt::Arguments<'_>) -> ExitCode {
 }
 
 /// Standard output: KTAP and reports. `println!` panics when a write fails (a closed pipe, a
-/// full disk); this keeps the first error instead and skips later writes, so `main` can end
-/// with status 2.
-struct Out {
-    stdout: io::StdoutLock<'static>,
-    failed: Option<io::Error>,
-}
+/// full disk); a failed write here ends the process with status 2 instead, at once: the rest of
+/// the output could not be delivered, so the rest of the run would be wasted.
+struct Out(io::StdoutLock<'static>);
 
 impl Out {
     fn new() -> Self {
-        Out {
-            stdout: io::stdout().lock(),
-            failed: None,
-        }
+        Out(io::stdout().lock())
     }
 
-    fn ok(&self) -> bool {
-        self.failed.is_none()
-    }
-
-    /// Flush and return the first write error, if any.
-    fn finish(mut self) -> Option<io::Error> {
-        if self.failed.is_none() {
-            self.failed = self.stdout.flush().err();
+    /// Flush what is buffered.
+    fn finish(mut self) {
+        if let Err(e) = self.0.flush() {
+            output_failed(e);
         }
-        self.failed
     }
 }
 
 /// KTAP goes out line by line as it is produced, so a long run shows progress.
 impl std::fmt::Write for Out {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        if self.failed.is_some() {
-            return Err(std::fmt::Error);
+        match self.0.write_all(s.as_bytes()) {
+            Ok(()) => Ok(()),
+            Err(e) => output_failed(e),
         }
-        self.stdout.write_all(s.as_bytes()).map_err(|e| {
-            self.failed = Some(e);
-            std::fmt::Error
-        })
     }
+}
+
+/// End the process with status 2 after a failed write to standard output: with a message,
+/// unless the reader went away (a closed pipe, as in `run a.scn | head -1`), which ends quietly
+/// as a tool killed by SIGPIPE does. Nothing needs tearing down: the process's exit ends its
+/// sync threads and frees their memory.
+fn output_failed(e: io::Error) -> ! {
+    if e.kind() != io::ErrorKind::BrokenPipe {
+        warn(format_args!("standard output: {e}"));
+    }
+    std::process::exit(2)
 }
 
 /// Read `path`, at most one byte more than the largest scenario (so `/dev/zero` or a huge file
@@ -298,20 +295,6 @@ fn options<'a>(cmd: &str, mut args: &'a [String]) -> Result<(Options, &'a [Strin
     Ok((o, args))
 }
 
-/// The exit status once output is done: a failed write to standard output is status 2, with a
-/// message unless the reader went away (a closed pipe, as in `run a.scn | head -1`), which ends
-/// quietly as tools killed by SIGPIPE do, but with status 2.
-fn finish(out: Out, worst: u8) -> ExitCode {
-    match out.finish() {
-        None => ExitCode::from(worst),
-        Some(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::from(2),
-        Some(e) => {
-            warn(format_args!("standard output: {e}"));
-            ExitCode::from(2)
-        }
-    }
-}
-
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((cmd, rest)) = args.split_first() else {
@@ -321,7 +304,8 @@ fn main() -> ExitCode {
         "help" | "-h" | "--help" => {
             let mut out = Out::new();
             let _ = out.write_str(USAGE);
-            return finish(out, 0);
+            out.finish();
+            return ExitCode::SUCCESS;
         }
         "run" => run,
         "check" => check,
@@ -343,15 +327,14 @@ fn main() -> ExitCode {
         .status_every
         .map(|every| budget::overdraft(|| StatusPrinter::start(every)));
     let mut out = Out::new();
-    let mut worst = 0;
-    for f in files {
-        worst = worst.max(each(f, several, &mut out));
-        if !out.ok() {
-            break;
-        }
-    }
+    let worst = files
+        .iter()
+        .map(|f| each(f, several, &mut out))
+        .max()
+        .unwrap_or(0);
+    out.finish();
     drop(printer);
-    finish(out, worst)
+    ExitCode::from(worst)
 }
 
 #[cfg(test)]
