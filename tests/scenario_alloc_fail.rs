@@ -4,11 +4,12 @@
 //! An infallible allocation anywhere on that path would abort this test binary; each must end in
 //! a clean result instead: a complete KTAP document whose failures say `out of memory` (or a
 //! rejection `line N: out of memory` when parsing ran out), exactly what a host whose memory is
-//! exhausted reports. The scenario uses `sync`, not sync threads, so every allocation is this
+//! exhausted reports, and nothing leaks. The scenario uses `sync`, not sync threads, so every allocation is this
 //! thread's and the N-th is the same one on every run.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use hammer2_synchro::scenario::{self, Outcome};
 
@@ -18,6 +19,14 @@ thread_local! {
     static COUNTDOWN: Cell<u64> = const { Cell::new(0) };
     /// An allocation was failed since the run was armed.
     static FAILED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Bytes allocated minus bytes freed, by every thread (sync threads and scan workers free what
+/// the interpreter allocated and the other way round): a run must leave it where it found it.
+static LIVE: AtomicI64 = AtomicI64::new(0);
+
+fn account(delta: i64) {
+    LIVE.fetch_add(delta, Ordering::SeqCst);
 }
 
 struct FailNth;
@@ -51,16 +60,25 @@ unsafe impl GlobalAlloc for FailNth {
             return std::ptr::null_mut();
         }
         // SAFETY: forwarded as is.
-        unsafe { System.alloc(layout) }
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            account(layout.size() as i64);
+        }
+        p
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if should_fail() {
             return std::ptr::null_mut();
         }
         // SAFETY: forwarded as is.
-        unsafe { System.alloc_zeroed(layout) }
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            account(layout.size() as i64);
+        }
+        p
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        account(-(layout.size() as i64));
         // SAFETY: forwarded as is.
         unsafe { System.dealloc(ptr, layout) }
     }
@@ -69,7 +87,11 @@ unsafe impl GlobalAlloc for FailNth {
             return std::ptr::null_mut();
         }
         // SAFETY: forwarded as is.
-        unsafe { System.realloc(ptr, layout, new_size) }
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            account(new_size as i64 - layout.size() as i64);
+        }
+        p
     }
 }
 
@@ -108,10 +130,11 @@ expect unchanged s0 0
 "#;
 
 /// Run the scenario with this thread's `n`-th allocation failing (0: none); return the outcome,
-/// the KTAP text and whether the failure was hit.
+/// the KTAP text and whether the failure was hit. Panics if the run leaks.
 fn run(n: u64) -> (Outcome, String, bool) {
     // The output sink must not be what fails: give it room first.
     let mut out = String::with_capacity(1 << 20);
+    let base = LIVE.load(Ordering::SeqCst);
     FAILED.with(|f| f.set(false));
     COUNTDOWN.with(|c| c.set(n));
     let outcome = scenario::run(
@@ -120,11 +143,21 @@ fn run(n: u64) -> (Outcome, String, bool) {
         &mut out,
     );
     COUNTDOWN.with(|c| c.set(0));
+    let leak = LIVE.load(Ordering::SeqCst) - base;
+    assert_eq!(leak, 0, "failing allocation {n} leaked {leak} bytes");
     (outcome, out, FAILED.with(|f| f.get()))
 }
 
 #[test]
 fn every_allocation_of_a_scenario_run_may_fail() {
+    // The first run warms what the process keeps once made (the host's statics, parking_lot's
+    // table); from then on a run leaves the balance where it found it.
+    let mut warm = String::with_capacity(1 << 20);
+    scenario::run(
+        hammer2_synchro::userland::host(),
+        SCENARIO.as_bytes(),
+        &mut warm,
+    );
     let (outcome, clean, hit) = run(0);
     assert!(!hit);
     // The last check fails on purpose (node 0 moved on since s0): diagnostics are exercised.
