@@ -108,4 +108,81 @@ mod tests {
         assert_eq!(n.defined_before("q", 100), None);
         assert_eq!(n.defined_before("zz", 100), None);
     }
+
+    #[test]
+    fn the_parser_agrees_with_a_linear_list_on_random_files() {
+        use crate::scenario::ast::{Check, Cmd};
+        use crate::scenario::parse::parse;
+        use alloc::string::String;
+        use core::fmt::Write;
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut outcomes = [0; 2];
+        for _ in 0..1000 {
+            let mut text = String::from("cluster master slave\n");
+            // The model: names taken so far, in order; the first line a linear list rejects.
+            let mut taken: Vec<String> = Vec::new();
+            let mut want: Vec<Option<usize>> = Vec::new();
+            let mut first_bad = None;
+            for line in 2..16u32 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let names = ["a", "b", "c", "d", "e", "f"];
+                let name = names[(x % 6) as usize];
+                match (x >> 8) % 4 {
+                    0 => {
+                        // Mostly a new name; sometimes one already taken.
+                        let name = if (x >> 16) % 8 == 0 {
+                            name
+                        } else {
+                            names[taken.len() % 6]
+                        };
+                        let known = taken.iter().position(|t| t == name);
+                        writeln!(text, "snapshot {name} 0 # {name}").unwrap();
+                        if known.is_some() {
+                            first_bad = first_bad.or(Some(line));
+                        }
+                        taken.push(name.into());
+                    }
+                    1 => {
+                        writeln!(text, "  # snapshot {name} 0").unwrap();
+                    }
+                    _ => {
+                        // Mostly a name taken before; sometimes any name.
+                        let name = match taken.len() {
+                            0 => name,
+                            n if (x >> 20) % 8 != 0 => taken[(x >> 24) as usize % n].as_str(),
+                            _ => name,
+                        };
+                        let known = taken.iter().position(|t| t == name);
+                        writeln!(text, "expect unchanged {name} 1").unwrap();
+                        if known.is_none() {
+                            first_bad = first_bad.or(Some(line));
+                        }
+                        want.push(known);
+                    }
+                }
+            }
+            match (parse(text.as_bytes()), first_bad) {
+                (Err(e), Some(line)) => {
+                    assert_eq!(e.line, line, "{text}");
+                    outcomes[0] += 1;
+                }
+                (Ok(s), None) => {
+                    outcomes[1] += 1;
+                    let got: Vec<Option<usize>> = s
+                        .steps
+                        .iter()
+                        .filter_map(|st| match st.cmd {
+                            Cmd::Expect(Check::Unchanged(_, k, _)) => Some(Some(k)),
+                            _ => None,
+                        })
+                        .collect();
+                    assert_eq!(got, want, "{text}");
+                }
+                (got, want) => panic!("parse gave {got:?}, a linear list {want:?}:\n{text}"),
+            }
+        }
+        assert!(outcomes[0] > 100 && outcomes[1] > 100, "{outcomes:?}");
+    }
 }
