@@ -52,30 +52,31 @@ fn should_fail() -> bool {
         .unwrap_or(false)
 }
 
+/// `alloc` unless this allocation must fail; `delta` bytes counted if it succeeds.
+fn attempt(delta: i64, alloc: impl FnOnce() -> *mut u8) -> *mut u8 {
+    if should_fail() {
+        return std::ptr::null_mut();
+    }
+    let p = alloc();
+    if !p.is_null() {
+        account(delta);
+    }
+    p
+}
+
 // SAFETY: every call forwards to `System` with the caller's arguments, or returns null (which
-// `GlobalAlloc` allows for a failed allocation); the counters are const thread-locals.
+// `GlobalAlloc` allows for a failed allocation); the counters are atomics and const
+// thread-locals.
 unsafe impl GlobalAlloc for FailNth {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if should_fail() {
-            return std::ptr::null_mut();
-        }
         // SAFETY: forwarded as is.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            account(layout.size() as i64);
-        }
-        p
+        attempt(layout.size() as i64, || unsafe { System.alloc(layout) })
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if should_fail() {
-            return std::ptr::null_mut();
-        }
         // SAFETY: forwarded as is.
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            account(layout.size() as i64);
-        }
-        p
+        attempt(layout.size() as i64, || unsafe {
+            System.alloc_zeroed(layout)
+        })
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         account(-(layout.size() as i64));
@@ -83,15 +84,9 @@ unsafe impl GlobalAlloc for FailNth {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if should_fail() {
-            return std::ptr::null_mut();
-        }
+        let delta = new_size as i64 - layout.size() as i64;
         // SAFETY: forwarded as is.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            account(new_size as i64 - layout.size() as i64);
-        }
-        p
+        attempt(delta, || unsafe { System.realloc(ptr, layout, new_size) })
     }
 }
 
