@@ -84,11 +84,11 @@ pub fn execute_mode(
 
 type R<T> = Result<T, Reason>;
 
-struct Interp<'a> {
+struct Interp {
     c: Pin<Box<Cluster>>,
     host: &'static dyn Host,
-    /// Snapshots taken so far, by name.
-    snaps: Vec<(&'a str, Snapshot)>,
+    /// Snapshots taken so far, in the order of their `snapshot` lines.
+    snaps: Vec<Snapshot>,
     diag: Diag,
 }
 
@@ -119,7 +119,7 @@ fn content(c: &Content) -> Result<alloc::borrow::Cow<'_, [u8]>, Error> {
     })
 }
 
-impl<'a> Interp<'a> {
+impl Interp {
     fn nodes(&self) -> usize {
         self.c.len()
     }
@@ -143,7 +143,7 @@ impl<'a> Interp<'a> {
         }
     }
 
-    fn exec(&mut self, cmd: &Cmd<'a>) -> R<()> {
+    fn exec(&mut self, cmd: &Cmd<'_>) -> R<()> {
         match cmd {
             Cmd::Role(i, r) => {
                 self.c.set_role(*i, *r);
@@ -210,13 +210,12 @@ impl<'a> Interp<'a> {
                 }
                 Ok(())
             }
-            Cmd::Snapshot(name, i) => {
+            Cmd::Snapshot(_, i) => {
                 let snap = self
                     .c
                     .snapshot(*i)
                     .map_err(|e| reason!("node {}: snapshot: {}", i, e))?;
-                crate::mem::try_push(&mut self.snaps, (*name, snap))
-                    .map_err(|e| reason!("snapshot: {}", e))
+                crate::mem::try_push(&mut self.snaps, snap).map_err(|e| reason!("snapshot: {}", e))
             }
             Cmd::Expect(_) => Ok(()),
         }
@@ -319,7 +318,7 @@ impl<'a> Interp<'a> {
     }
 
     /// Run one check, writing what differs to `self.diag`.
-    fn check(&mut self, check: &Check<'a>) -> bool {
+    fn check(&mut self, check: &Check<'_>) -> bool {
         let d = &mut self.diag;
         let c = &self.c;
         match check {
@@ -446,9 +445,9 @@ impl<'a> Interp<'a> {
                     false
                 }
             },
-            Check::Unchanged(name, i) => {
+            Check::Unchanged(name, taken, i) => {
                 // The parser saw the snapshot command earlier in the file, so it ran.
-                let Some((_, snap)) = self.snaps.iter().find(|(n, _)| n == name) else {
+                let Some(snap) = self.snaps.get(*taken) else {
                     let _ = writeln!(d, "snapshot '{name}' was not taken");
                     return false;
                 };
