@@ -94,6 +94,13 @@ impl FocusCopy {
     fn defers(&self) -> bool {
         matches!(self.body.body(), Body::Inode(ip) if ip.meta.objtype != media::OBJTYPE_HARDLINK)
     }
+
+    /// The focus chain has a block table of its own: an inode that is neither a hardlink
+    /// pointer nor DIRECTDATA. Any other chain's copy has no children.
+    fn has_table(&self) -> bool {
+        matches!(self.body.body(), Body::Inode(ip)
+            if ip.meta.objtype != media::OBJTYPE_HARDLINK && !ip.meta.is_directdata())
+    }
 }
 
 /// Compare key ranges like `hammer2_chain_cmp`: Less if `a` lies wholly before `key ..= key_end`,
@@ -531,7 +538,8 @@ fn push_defer<S: ChainStore>(
 /// The payload and header our chain gets from the focus (HAMMER2-FACTS §3.5): type, methods,
 /// keybits, vradix, flags and size from the focus, modify_tid `mtid`. An inode without
 /// DIRECTDATA takes meta and name only and keeps our block table (our children), cleared when
-/// ours was not an inode or was DIRECTDATA; DATA, or an inode with DIRECTDATA, takes all bytes.
+/// ours was not an inode or was DIRECTDATA or the focus is a hardlink pointer; DATA, or an
+/// inode with DIRECTDATA, takes all bytes.
 /// The PFS root takes only the §3.6 fields. The store recomputes the check code of an inode;
 /// DATA keeps the one computed while it was copied from the focus (same bytes, same method).
 fn copy_from_focus(
@@ -540,6 +548,7 @@ fn copy_from_focus(
     mtid: u64,
     isroot: bool,
 ) -> Result<(Blockref, Sealed)> {
+    let has_table = fc.has_table();
     let FocusCopy { bref: fb, body } = fc;
     let mut b = match local {
         Some((lb, _)) => *lb,
@@ -571,13 +580,14 @@ fn copy_from_focus(
                 _ if isroot => return Err(Error::Invalid),
                 // Meta and name only; keep our block table...
                 Some((lb, Some(lip)))
-                    if !ip.meta.is_directdata()
+                    if has_table
                         && lb.btype == media::BREF_TYPE_INODE
                         && !lip.meta.is_directdata() =>
                 {
                     ip.u = lip.u
                 }
-                // ...or start an empty one where ours was not an inode or was DIRECTDATA.
+                // ...or start an empty one where ours was not an inode or was DIRECTDATA, or
+                // where the focus has none (bug 13: see `replace_held`).
                 _ if !ip.meta.is_directdata() => ip.u = [0; media::EMBEDDED_BYTES],
                 // DIRECTDATA: all 1024 bytes.
                 _ => {}
@@ -604,9 +614,9 @@ pub(crate) fn replace<'a, S: ChainStore>(
 }
 
 /// Replace the chain `g` holds exclusively with the focus's content (`hammer2_sync_replace`).
-fn replace_held<S: ChainStore>(
-    me: &S,
-    g: &S::Guard<'_>,
+fn replace_held<'a, S: ChainStore>(
+    me: &'a S,
+    g: &S::Guard<'a>,
     fc: FocusCopy,
     mtid: u64,
     isroot: bool,
@@ -614,6 +624,16 @@ fn replace_held<S: ChainStore>(
     // Built outside the arena lock (it allocates); nobody else changes the chain: we hold it.
     // Only an inode's payload is needed (a DATA chain's is overwritten whole).
     let lb = me.bref(g.id())?;
+    // DEVIATION (bug 13): the seed replaced only the inode body, so a hardlink pointer (a leaf,
+    // never deferred, so never scanned) that took the place of a directory or a file with data
+    // blocks kept their children hidden under it for good. Where the focus has no block table
+    // of its own, ours goes before the copy, in the same locked step as a destroy.
+    if !isroot && lb.btype == media::BREF_TYPE_INODE && !fc.has_table() {
+        while let Some((c, _)) = me.lookup(g.id(), 0, KEY_MAX)? {
+            let cg = me.lock_child(g, c, LockMode::Exclusive)?;
+            me.delete(g, cg)?;
+        }
+    }
     let lip = match lb.btype {
         media::BREF_TYPE_INODE => match me.read(g.id())?.1 {
             Body::Inode(ip) => Some(ip),
