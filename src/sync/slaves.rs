@@ -330,7 +330,6 @@ fn merge_range<'a, S: ChainStore>(
 ) -> Result<bool> {
     let me = ctx.me();
     let ip = scan.ip;
-    let list = &mut *scan.list;
     let pool = ctx.pool.ok_or(Error::Invalid)?;
     // Any later merge must ask anew: the workers' streams are consumed by this one.
     let inflight = scan.inflight.take();
@@ -387,38 +386,24 @@ fn merge_range<'a, S: ChainStore>(
             (Ordering::Equal, Some((l, lb)), Some(Item::Focus(f))) => {
                 // Catch-up keeps a copy of ours that is ahead of the highest master.
                 let ahead = f.catchup && lb.modify_tid > f.head.modify_tid;
-                if lb.modify_tid != f.head.modify_tid && !ahead {
-                    let fc = FocusCopy::read(ctx, &f)?;
-                    let defer = fc.defers();
-                    let mtid = if defer { 0 } else { fc.bref.modify_tid };
-                    unchanged(ctx, scan.seq)?;
-                    replace(ctx, g, l, fc, mtid)?;
-                    if defer {
-                        push_defer(ctx, list, l)?;
-                        scan.needrescan = true;
-                    }
-                }
-                local = clip_local(me, ip, me.next(ip, &lb, KEY_MAX)?, beg, end)?;
+                let after = if lb.modify_tid != f.head.modify_tid && !ahead {
+                    take_focus(ctx, g, scan, Some((l, &lb)), &f)?
+                } else {
+                    lb
+                };
+                local = clip_local(me, ip, me.next(ip, &after, KEY_MAX)?, beg, end)?;
                 let n = coll.next_item()?;
                 item = clip_item(&mut coll, n, beg, end)?;
             }
             (Ordering::Greater, _, Some(Item::Focus(f))) => {
-                let fc = FocusCopy::read(ctx, &f)?;
-                let defer = fc.defers();
-                let mtid = if defer { 0 } else { fc.bref.modify_tid };
-                unchanged(ctx, scan.seq)?;
-                let (c, cb) = insert(ctx, g, fc, mtid)?;
-                if defer {
-                    push_defer(ctx, list, c)?;
-                    scan.needrescan = true;
-                }
-                local = clip_local(me, ip, me.next(ip, &cb, KEY_MAX)?, beg, end)?;
+                let after = take_focus(ctx, g, scan, None, &f)?;
+                local = clip_local(me, ip, me.next(ip, &after, KEY_MAX)?, beg, end)?;
                 let n = coll.next_item()?;
                 item = clip_item(&mut coll, n, beg, end)?;
             }
             _ => return Err(Error::Invalid),
         }
-        if scan.needrescan && list.len() >= MAX_DEFER {
+        if scan.needrescan && scan.list.len() >= MAX_DEFER {
             let next = |o: Option<u64>, k: u64| Some(o.map_or(k, |m: u64| m.min(k)));
             let mut key = None;
             if let Some((_, lb)) = &local {
@@ -443,6 +428,35 @@ fn merge_range<'a, S: ChainStore>(
         }
     }
     Ok(true)
+}
+
+/// Make the focus chain `f` ours: replace our chain `ours` at its key, or insert a copy where we
+/// have none (`hammer2_sync_replace` / `_insert`). A child inode gets TID 0 and is deferred for
+/// its own bottom-up sync; anything else takes the focus's TID. Returns the header the merge
+/// continues after: ours as it was for a replace, the new chain's for an insert.
+fn take_focus<'a, S: ChainStore>(
+    ctx: &mut Ctx<'a, S>,
+    g: &S::Guard<'a>,
+    scan: &mut Scan<'_, S::Id>,
+    ours: Option<(S::Id, &Blockref)>,
+    f: &Focus<S::Id>,
+) -> Result<Blockref> {
+    let fc = FocusCopy::read(ctx, f)?;
+    let defer = fc.defers();
+    let mtid = if defer { 0 } else { fc.bref.modify_tid };
+    unchanged(ctx, scan.seq)?;
+    let (c, after) = match ours {
+        Some((l, lb)) => {
+            replace(ctx, g, l, fc, mtid)?;
+            (l, *lb)
+        }
+        None => insert(ctx, g, fc, mtid)?,
+    };
+    if defer {
+        push_defer(ctx, scan.list, c)?;
+        scan.needrescan = true;
+    }
+    Ok(after)
 }
 
 /// The pruned scan (see the module docs): walk our block table from key `start` by spans
