@@ -205,7 +205,7 @@ pub(crate) fn sync_slaves<'a, S: ChainStore>(
     // The final update, under the same lock: the quorum's inode is copied.
     let fc = final_copy(ctx, &keys, first, scan.seq, sync_tid)?;
     unchanged(ctx, scan.seq)?;
-    replace_held(me, &g, fc, sync_tid, isroot)?;
+    ctx.stats.destroyed += replace_held(me, &g, fc, sync_tid, isroot)?;
     ctx.stats.replaced += 1;
     Ok(Done::Equal)
 }
@@ -622,32 +622,35 @@ pub(crate) fn replace<'a, S: ChainStore>(
 ) -> Result<()> {
     let me = ctx.me();
     let cg = me.lock_child(parent, l, LockMode::Exclusive)?;
-    replace_held(me, &cg, fc, mtid, false)?;
+    ctx.stats.destroyed += replace_held(me, &cg, fc, mtid, false)?;
     ctx.stats.replaced += 1;
     Ok(())
 }
 
 /// Replace the chain `g` holds exclusively with the focus's content (`hammer2_sync_replace`).
+/// Returns how many children of ours it destroyed (bug 13).
 fn replace_held<'a, S: ChainStore>(
     me: &'a S,
     g: &S::Guard<'a>,
     fc: FocusCopy,
     mtid: u64,
     isroot: bool,
-) -> Result<()> {
-    // Built outside the arena lock (it allocates); nobody else changes the chain: we hold it.
-    // Only an inode's payload is needed (a DATA chain's is overwritten whole).
+) -> Result<u64> {
     let lb = me.bref(g.id())?;
     // DEVIATION (bug 13): the seed replaced only the inode body, so a hardlink pointer (a leaf,
     // never deferred, so never scanned) that took the place of a directory or a file with data
     // blocks kept their children hidden under it for good. Where the focus has no block table
     // of its own, ours goes before the copy, in the same locked step as a destroy.
+    let mut destroyed = 0;
     if !isroot && lb.btype == media::BREF_TYPE_INODE && !fc.has_table() {
         while let Some((c, _)) = me.lookup(g.id(), 0, KEY_MAX)? {
             let cg = me.lock_child(g, c, LockMode::Exclusive)?;
             me.delete(g, cg)?;
+            destroyed += 1;
         }
     }
+    // Built outside the arena lock (it allocates); nobody else changes the chain: we hold it.
+    // Only an inode's payload is needed (a DATA chain's is overwritten whole).
     let lip = match lb.btype {
         media::BREF_TYPE_INODE => match me.read(g.id())?.1 {
             Body::Inode(ip) => Some(ip),
@@ -656,7 +659,8 @@ fn replace_held<'a, S: ChainStore>(
         _ => None,
     };
     let (nb, nbody) = copy_from_focus(Some((&lb, lip.as_deref())), fc, mtid, isroot)?;
-    me.replace_sealed(g, nb, nbody)
+    me.replace_sealed(g, nb, nbody)?;
+    Ok(destroyed)
 }
 
 /// Create our missing copy of the focus chain under the inode `parent` holds
