@@ -264,6 +264,10 @@ pub fn status(voters: &[Voter], recorded_nmasters: u8) -> StatusFlags {
     };
     let (mut ttlmasters, mut nmasters, mut ttlslaves, mut nslaves) = (0usize, 0, 0usize, 0);
     for v in voters {
+        // DEVIATION: HAMMER2 resolves a cluster whose every element has answered, so a NULL
+        // chain there means "absent". Here a node's answer may not be in yet (a stalled node as
+        // seen from another, the syncing node itself): like an errored one it sets no flag of
+        // its own, since it is not known to be out of sync.
         let valid = matches!(v.answer, NodeAnswer::Holds(_) | NodeAnswer::Absent);
         let current = matches!((focus_tid, v.answer), (Some(t), NodeAnswer::Holds(h)) if h == t);
         match v.role {
