@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use hammer2_synchro::scenario::{self, Outcome};
 
+mod volume_cmd;
+
 const USAGE: &str = "\
 hammer2-synchro: DragonFly BSD's HAMMER2 cluster synchronizer, driven by scenario files.
 
@@ -151,6 +153,9 @@ fn main() -> ExitCode {
     let Some((cmd, mut files)) = args.split_first() else {
         return usage_error("missing command");
     };
+    if let Some(code) = volume_cmd::dispatch(cmd, files) {
+        return code;
+    }
     let mut status_every = None;
     if cmd == "run" && files.first().map(String::as_str) == Some("--status") {
         let ms = files.get(1).and_then(|v| v.parse::<u64>().ok());
