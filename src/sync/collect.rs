@@ -133,6 +133,18 @@ pub(crate) enum Follow {
     Master(usize),
 }
 
+impl Follow {
+    /// Whether node `j` is read when node `idx` syncs: every other node for a quorum, the
+    /// followed master alone otherwise.
+    pub(crate) fn asks(self, j: usize, idx: usize) -> bool {
+        j != idx
+            && match self {
+                Follow::Quorum => true,
+                Follow::Master(m) => j == m,
+            }
+    }
+}
+
 /// The roles and master count a [`Follow`] decides with: the syncing node's view for a quorum;
 /// for one master, that master alone as the only master of a cluster of one, so
 /// [`quorum::check`] waits for it, takes every key it holds and skips every key it lacks.
@@ -161,18 +173,6 @@ impl Electorate {
                 Electorate { roles, nmasters: 1 }
             }
         }
-    }
-}
-
-impl Follow {
-    /// Whether node `j` is read when node `idx` syncs: every other node for a quorum, the
-    /// followed master alone otherwise.
-    pub(crate) fn asks(self, j: usize, idx: usize) -> bool {
-        j != idx
-            && match self {
-                Follow::Quorum => true,
-                Follow::Master(m) => j == m,
-            }
     }
 }
 
