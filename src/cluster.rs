@@ -226,8 +226,9 @@ impl Cluster {
             f.set_fail(on);
         }
     }
-    /// Catch-up mode for node `idx`'s passes: with no quorum, sync to the highest TID the
-    /// masters hold (never moving the node backwards) instead of changing nothing.
+    /// Catch-up mode for node `idx`'s passes: an inode with no quorum becomes, subtree and
+    /// all, that of the master holding its highest TID (once every master that has not failed
+    /// answered; never moving the node backwards) instead of changing nothing.
     pub fn set_catchup(&self, idx: usize, on: bool) {
         if let Some(n) = self.nodes.get(idx) {
             n.catchup.store(on, Ordering::SeqCst);
