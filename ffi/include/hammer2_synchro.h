@@ -269,8 +269,10 @@ int32_t h2s_status(uint8_t *out, size_t cap, size_t *written);
 int32_t h2s_selftest(uint8_t *out, size_t cap, size_t *written, uint32_t *passed, uint32_t *failed);
 
 /*
- Apply a thread operation (`H2sThreadOp` value `op`) to node `node` of cluster `handle`.
- Requests return only once the thread acknowledged them (see [`H2sThreadOp`]).
+ Apply a thread operation to node `node` of cluster `handle`: `op` 0 starts the node's sync
+ thread, 1 freezes it, 2 unfreezes it, 3 remasters it (re-read the roles), 4 stops it and
+ 5 signals it (a pass now). Requests return only once the thread acknowledged them, except
+ the signal.
 
  Errors: `-EINVAL` (unknown or stale handle, node out of range, unknown op), `-EBUSY` (start
  while running), other core errors as `-errno` (e.g. an operation on a thread not running).

@@ -19,6 +19,7 @@ use hammer2_synchro::cluster::Cluster;
 use hammer2_synchro::role::{Role, MAX_NODES};
 use hammer2_synchro::scenario::{self, Outcome};
 use hammer2_synchro::selftest::{run_cases, Case};
+use hammer2_synchro::thread::Request;
 use hammer2_synchro::Error;
 
 use crate::buf::OutBuf;
@@ -407,57 +408,49 @@ pub unsafe extern "C" fn h2s_selftest(
     }
 }
 
-/// Thread operations of [`h2s_thread_op`].
-#[repr(u32)]
+/// What [`h2s_thread_op`] does to a node's thread: start it, or make a [`Request`] of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum H2sThreadOp {
-    /// Start the node's sync thread (`-EBUSY` if one runs).
-    Start = 0,
-    /// Freeze it; returns once it acknowledged (FROZEN set).
-    Freeze = 1,
-    /// Unfreeze it; returns once it acknowledged (FROZEN clear).
-    Unfreeze = 2,
-    /// Make it re-read the roles and reset its sync state; returns once it ran.
-    Remaster = 3,
-    /// Stop it; returns once it exited and was joined.
-    Stop = 4,
-    /// Wake it for a pass now.
-    Signal = 5,
+pub enum ThreadOp {
+    /// Start the node's sync thread (`-EBUSY` if one runs); C value 0.
+    Start,
+    /// A request to the running thread; C value [`Request::raw`] (1 to 5).
+    Request(Request),
 }
 
-impl H2sThreadOp {
+impl ThreadOp {
     /// The operation for a C value, if valid.
     pub fn from_raw(v: u32) -> Option<Self> {
-        Some(match v {
-            0 => H2sThreadOp::Start,
-            1 => H2sThreadOp::Freeze,
-            2 => H2sThreadOp::Unfreeze,
-            3 => H2sThreadOp::Remaster,
-            4 => H2sThreadOp::Stop,
-            5 => H2sThreadOp::Signal,
-            _ => return None,
-        })
+        match v {
+            0 => Some(ThreadOp::Start),
+            v => Request::from_raw(v).map(ThreadOp::Request),
+        }
+    }
+
+    /// The operation named `word` (`start` or a request's name), if any.
+    pub fn parse(word: &str) -> Option<Self> {
+        match word {
+            "start" => Some(ThreadOp::Start),
+            w => Request::parse(w).map(ThreadOp::Request),
+        }
     }
 }
 
 /// Apply `op` to node `node`'s thread of the cluster in `u`.
-pub(crate) fn thread_op(u: &handles::Use, node: usize, op: H2sThreadOp) -> Result<(), Error> {
+pub(crate) fn thread_op(u: &handles::Use, node: usize, op: ThreadOp) -> Result<(), Error> {
     let c = u.cluster();
     if node >= c.len() {
         return Err(Error::Invalid);
     }
     match op {
-        H2sThreadOp::Start => u.pinned().thread_start(node),
-        H2sThreadOp::Freeze => c.thread_freeze(node),
-        H2sThreadOp::Unfreeze => c.thread_unfreeze(node),
-        H2sThreadOp::Remaster => c.thread_remaster(node),
-        H2sThreadOp::Stop => c.thread_stop(node),
-        H2sThreadOp::Signal => c.thread_signal(node),
+        ThreadOp::Start => u.pinned().thread_start(node),
+        ThreadOp::Request(req) => c.thread_request(node, req),
     }
 }
 
-/// Apply a thread operation (`H2sThreadOp` value `op`) to node `node` of cluster `handle`.
-/// Requests return only once the thread acknowledged them (see [`H2sThreadOp`]).
+/// Apply a thread operation to node `node` of cluster `handle`: `op` 0 starts the node's sync
+/// thread, 1 freezes it, 2 unfreezes it, 3 remasters it (re-read the roles), 4 stops it and
+/// 5 signals it (a pass now). Requests return only once the thread acknowledged them, except
+/// the signal.
 ///
 /// Errors: `-EINVAL` (unknown or stale handle, node out of range, unknown op), `-EBUSY` (start
 /// while running), other core errors as `-errno` (e.g. an operation on a thread not running).
@@ -468,7 +461,7 @@ pub extern "C" fn h2s_thread_op(handle: u32, node: u32, op: u32) -> i32 {
     if ops::get().is_none() {
         return -EINVAL;
     }
-    let Some(op) = H2sThreadOp::from_raw(op) else {
+    let Some(op) = ThreadOp::from_raw(op) else {
         return -EINVAL;
     };
     let u = match handles::get(handle) {
@@ -761,9 +754,21 @@ mod tests {
     #[test]
     fn thread_op_rejects_bad_handles_and_ops() {
         ensure_init();
-        assert_eq!(h2s_thread_op(0, 0, H2sThreadOp::Freeze as u32), -EINVAL);
-        assert_eq!(h2s_thread_op(0x1234, 0, H2sThreadOp::Stop as u32), -EINVAL);
+        assert_eq!(h2s_thread_op(0, 0, Request::Freeze.raw()), -EINVAL);
+        assert_eq!(h2s_thread_op(0x1234, 0, Request::Stop.raw()), -EINVAL);
         assert_eq!(h2s_thread_op(1, 0, 99), -EINVAL);
+    }
+
+    #[test]
+    fn thread_op_c_values_are_unchanged() {
+        assert_eq!(ThreadOp::from_raw(0), Some(ThreadOp::Start));
+        let names = ["freeze", "unfreeze", "remaster", "stop", "signal"];
+        for (v, name) in (1..).zip(names) {
+            let op = ThreadOp::from_raw(v).unwrap();
+            assert_eq!(ThreadOp::parse(name), Some(op), "{name}");
+        }
+        assert_eq!(ThreadOp::from_raw(6), None);
+        assert_eq!(ThreadOp::parse("start"), Some(ThreadOp::Start));
     }
 
     #[test]

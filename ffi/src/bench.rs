@@ -12,6 +12,7 @@ use hammer2_synchro::cluster::Cluster;
 use hammer2_synchro::host::{self, Host};
 use hammer2_synchro::role::Role;
 use hammer2_synchro::thread::flags::ThreadFlags;
+use hammer2_synchro::thread::Request;
 use hammer2_synchro::{Error, Result};
 
 /// A cluster whose node 0 runs the sync thread the round trips act on.
@@ -56,13 +57,13 @@ impl BenchSession {
 
     /// One freeze + unfreeze round trip, each acknowledged.
     pub fn freeze_unfreeze(&self) -> Result<()> {
-        self.cluster.thread_freeze(0)?;
-        self.cluster.thread_unfreeze(0)
+        self.cluster.thread_request(0, Request::Freeze)?;
+        self.cluster.thread_request(0, Request::Unfreeze)
     }
 
     /// Stop the thread and join it.
     pub fn stop(&self) -> Result<()> {
-        self.cluster.thread_stop(0)
+        self.cluster.thread_request(0, Request::Stop)
     }
 }
 

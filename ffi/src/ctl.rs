@@ -21,7 +21,7 @@ use hammer2_synchro::cluster::FrontendOp;
 use hammer2_synchro::role::{NodeSet, MAX_NODES};
 use hammer2_synchro::{Error, Result};
 
-use crate::api::{create, thread_op, H2sThreadOp};
+use crate::api::{create, thread_op, ThreadOp};
 use crate::handles;
 
 /// Largest file `write` creates.
@@ -78,14 +78,8 @@ pub fn run(cmd: &[u8], out: &mut dyn Write) -> Result<()> {
             return Ok(());
         }
         "destroy" => return handles::destroy(num(words.next())?),
-        "start" => H2sThreadOp::Start,
-        "freeze" => H2sThreadOp::Freeze,
-        "unfreeze" => H2sThreadOp::Unfreeze,
-        "remaster" => H2sThreadOp::Remaster,
-        "stop" => H2sThreadOp::Stop,
-        "signal" => H2sThreadOp::Signal,
         "idle" | "mkdir" | "write" | "status" => return cluster_cmd(verb, &mut words, out),
-        _ => return Err(Error::Invalid),
+        w => ThreadOp::parse(w).ok_or(Error::Invalid)?,
     };
     let u = handles::get(num(words.next())?)?;
     let n = u.cluster().len();

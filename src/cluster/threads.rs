@@ -5,7 +5,7 @@
 use core::pin::Pin;
 
 use super::Cluster;
-use crate::thread::{Brk, SyncWork, ThreadState};
+use crate::thread::{Brk, Request, SyncWork, ThreadState};
 use crate::Result;
 
 /// The work of node `idx`'s sync thread: passes of `Cluster::sync_node`, resets through
@@ -42,29 +42,9 @@ impl Cluster {
         unsafe { this.threads.start(idx, this.host(), work) }
     }
 
-    /// Freeze node `idx`'s thread; returns once it acknowledged (FROZEN).
-    pub fn thread_freeze(&self, idx: usize) -> Result<()> {
-        self.threads.freeze(idx)
-    }
-
-    /// Unfreeze node `idx`'s thread; returns once it acknowledged (FROZEN clear).
-    pub fn thread_unfreeze(&self, idx: usize) -> Result<()> {
-        self.threads.unfreeze(idx)
-    }
-
-    /// Make node `idx`'s thread re-read the roles; returns once the reset ran.
-    pub fn thread_remaster(&self, idx: usize) -> Result<()> {
-        self.threads.remaster(idx)
-    }
-
-    /// Stop node `idx`'s thread; returns once it exited and was joined.
-    pub fn thread_stop(&self, idx: usize) -> Result<()> {
-        self.threads.stop(idx)
-    }
-
-    /// Wake node `idx`'s thread for a pass now.
-    pub fn thread_signal(&self, idx: usize) -> Result<()> {
-        self.threads.signal(idx)
+    /// Make `req` of node `idx`'s thread; returns once it acknowledged it (see [`Request`]).
+    pub fn thread_request(&self, idx: usize, req: Request) -> Result<()> {
+        self.threads.request(idx, req)
     }
 
     /// What node `idx`'s thread is doing.

@@ -5,9 +5,10 @@
 
 use alloc::vec::Vec;
 
-use super::ast::{Check, Cmd, Content, Script, Set, Step, ThreadCheck, ThreadOp};
+use super::ast::{Check, Cmd, Content, Script, Set, Step, ThreadCheck};
 use super::lex::{self, reason, ParseError, Reason, Tok};
 use crate::role::{NodeSet, Role, MAX_NODES};
+use crate::thread::Request;
 
 /// Longest duration accepted (`sleep`, `wait synced timeout=`, `stall`), in milliseconds.
 pub const MAX_DURATION_MS: u64 = 3_600_000;
@@ -327,10 +328,10 @@ impl<'a> Parser<'_, 'a> {
     }
 
     fn command(&self, name: &str) -> R<Cmd<'a>> {
-        let thread = |op: ThreadOp| -> R<Cmd<'a>> {
-            self.arity(op.name(), "<set>", 1, 1)?;
-            Ok(Cmd::Thread(op, self.set(0)?))
-        };
+        if let Some(req) = Request::parse(name) {
+            self.arity(name, "<set>", 1, 1)?;
+            return Ok(Cmd::Thread(req, self.set(0)?));
+        }
         Ok(match name {
             "cluster" => return Err(reason!("cluster may appear only once")),
             "role" => {
@@ -363,11 +364,6 @@ impl<'a> Parser<'_, 'a> {
                 Cmd::Link(self.set(0)?, self.leaf_path(1)?, self.leaf_path(2)?)
             }
             "start" => Cmd::Start(self.opt_set(name, "start [<set>]")?),
-            "freeze" => thread(ThreadOp::Freeze)?,
-            "unfreeze" => thread(ThreadOp::Unfreeze)?,
-            "stop" => thread(ThreadOp::Stop)?,
-            "remaster" => thread(ThreadOp::Remaster)?,
-            "signal" => thread(ThreadOp::Signal)?,
             "wait" => {
                 let usage = "wait synced [timeout=<dur>]";
                 self.arity(name, usage, 1, 2)?;
@@ -574,7 +570,7 @@ mod tests {
         assert_eq!(*cmds[1], Cmd::Chmod(Set::Masters, b"/", 0o750));
         assert_eq!(*cmds[2], Cmd::Link(Set::Slaves, b"/a", b"/b"));
         assert_eq!(*cmds[3], Cmd::Start(None));
-        assert_eq!(*cmds[4], Cmd::Thread(ThreadOp::Freeze, Set::All));
+        assert_eq!(*cmds[4], Cmd::Thread(Request::Freeze, Set::All));
         assert_eq!(*cmds[5], Cmd::WaitSynced(250));
         assert_eq!(*cmds[6], Cmd::Sleep(2000));
         assert_eq!(*cmds[7], Cmd::Stall(1, None));

@@ -13,7 +13,7 @@ use core::fmt::Write;
 use core::pin::Pin;
 use core::time::Duration;
 
-use super::ast::{Check, Cmd, Content, Script, Set, ThreadCheck, ThreadOp};
+use super::ast::{Check, Cmd, Content, Script, Set, ThreadCheck};
 use super::ktap::{Diag, Ktap};
 use super::lex::{reason, Reason};
 use super::{prng, Outcome};
@@ -22,7 +22,7 @@ use crate::host::{self, Host};
 use crate::media::OBJTYPE_DIRECTORY;
 use crate::quorum::{QuorumResult, StatusFlags};
 use crate::role::{NodeSet, Role};
-use crate::thread::ThreadState;
+use crate::thread::{Request, ThreadState};
 use crate::Error;
 
 /// How often `wait synced` looks at the nodes.
@@ -138,7 +138,7 @@ impl<'a> Interp<'a> {
     fn stop_all(&mut self) {
         for idx in 0..self.nodes() {
             if self.has_thread(idx) {
-                let _ = self.c.thread_stop(idx);
+                let _ = self.c.thread_request(idx, Request::Stop);
             }
         }
     }
@@ -175,16 +175,11 @@ impl<'a> Interp<'a> {
                 }
                 Ok(())
             }
-            Cmd::Thread(op, s) => {
+            Cmd::Thread(req, s) => {
                 for i in self.resolve(*s).iter() {
-                    let r = match op {
-                        ThreadOp::Freeze => self.c.thread_freeze(i),
-                        ThreadOp::Unfreeze => self.c.thread_unfreeze(i),
-                        ThreadOp::Stop => self.c.thread_stop(i),
-                        ThreadOp::Remaster => self.c.thread_remaster(i),
-                        ThreadOp::Signal => self.c.thread_signal(i),
-                    };
-                    r.map_err(|e| thread_err(i, op.name(), e))?;
+                    self.c
+                        .thread_request(i, *req)
+                        .map_err(|e| thread_err(i, req.name(), e))?;
                 }
                 Ok(())
             }

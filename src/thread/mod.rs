@@ -2,12 +2,14 @@
 //! primary sync loop, on any [`Host`].
 //!
 //! - [`flags`]: the flag word and its names;
-//! - `requester`: freeze / unfreeze / remaster / stop / signal, each acknowledged;
+//! - [`Request`]: freeze / unfreeze / remaster / stop / signal, and `requester`, their protocol,
+//!   each acknowledged;
 //! - `primary`: the thread's loop;
 
 pub mod flags;
 mod interrupt;
 mod primary;
+mod request;
 mod requester;
 mod word;
 
@@ -24,6 +26,7 @@ use crate::{Error, Result};
 pub use flags::{flag_names, FlagNames, ThreadFlags};
 pub use interrupt::Brk;
 use interrupt::{HostIntr, Interrupt};
+pub use request::Request;
 pub(crate) use word::HostWord;
 
 /// The work one sync thread does per pass (the cluster wires `Cluster::sync_node` in).
@@ -211,7 +214,7 @@ impl Threads {
     ///
     /// # Safety
     /// `self` must stay at its address, and everything `work` borrows must stay valid, until the
-    /// thread is joined: by [`Threads::stop`] or [`Threads::stop_all`], by a later `start` on the
+    /// thread is joined: by [`Request::Stop`] or [`Threads::stop_all`], by a later `start` on the
     /// slot, or by dropping `self` (which stops and joins every thread first).
     pub unsafe fn start<W: SyncWork + Send>(
         &self,
@@ -282,37 +285,25 @@ impl Threads {
         host.spawn(&name, entry)
     }
 
-    /// Freeze slot `idx`'s thread; returns once it is frozen (it stops its pass within one
-    /// chain operation). `Error::Invalid` if no thread runs there or it stopped meanwhile.
-    pub fn freeze(&self, idx: usize) -> Result<()> {
-        requester::freeze(&self.word(idx)?)
+    /// Make `req` of slot `idx`'s thread; returns once the thread acknowledged it (see
+    /// [`Request`]). `Error::Invalid` if no thread runs there or it stopped meanwhile.
+    pub fn request(&self, idx: usize, req: Request) -> Result<()> {
+        match req {
+            Request::Freeze => requester::freeze(&self.word(idx)?),
+            Request::Unfreeze => requester::unfreeze(&self.word(idx)?),
+            Request::Remaster => requester::remaster(&self.word(idx)?),
+            Request::Stop => self.stop(idx),
+            Request::Signal => requester::kick(&self.word(idx)?),
+        }
     }
 
-    /// [`Threads::freeze`], calling `signalled` once FREEZE is set, before the wait.
+    /// [`Request::Freeze`], calling `signalled` once FREEZE is set, before the wait.
     pub(crate) fn freeze_observed(&self, idx: usize, signalled: &dyn Fn()) -> Result<()> {
         requester::freeze_observed(&self.word(idx)?, signalled)
     }
 
-    /// Unfreeze slot `idx`'s thread; returns once it left the frozen state.
-    pub fn unfreeze(&self, idx: usize) -> Result<()> {
-        requester::unfreeze(&self.word(idx)?)
-    }
-
-    /// Make slot `idx`'s thread reset its sync state (`SyncWork::remaster`); returns once done.
-    /// A frozen thread runs the reset too and stays frozen.
-    pub fn remaster(&self, idx: usize) -> Result<()> {
-        requester::remaster(&self.word(idx)?)
-    }
-
-    /// Wake slot `idx`'s thread for a pass now (a frozen one runs it once unfrozen). Does not
-    /// wait for the pass.
-    pub fn signal(&self, idx: usize) -> Result<()> {
-        requester::kick(&self.word(idx)?)
-    }
-
-    /// Stop slot `idx`'s thread; returns once it has exited and been joined.
-    /// `Error::Invalid` if no thread runs there.
-    pub fn stop(&self, idx: usize) -> Result<()> {
+    /// [`Request::Stop`]: returns once the thread has exited and been joined.
+    fn stop(&self, idx: usize) -> Result<()> {
         let w = self.word(idx)?;
         requester::signal(&w, ThreadFlags::STOP)?;
         // The start that made the thread may not have stored its handle yet: sleep until it has
@@ -360,7 +351,7 @@ impl Threads {
     /// Takes `&mut self` so that no [`Threads::start`] can run meanwhile: a start that claimed a
     /// slot between the STOP requests and the waits below would give it a fresh word, and the
     /// wait for its STOPPED would never end. Requesters sharing `&self` stop slots one by one
-    /// with [`Threads::stop`].
+    /// with [`Request::Stop`].
     pub fn stop_all(&mut self) {
         for idx in 0..self.len {
             if let Ok(w) = self.word(idx) {
