@@ -282,11 +282,13 @@ int32_t h2s_selftest(uint8_t *out, size_t cap, size_t *written, uint32_t *passed
 int32_t h2s_thread_op(uint32_t handle, uint32_t node, uint32_t op);
 
 /*
- Run one control command (`len` bytes at `cmd`, one line) on the clusters that live across
- calls, writing its answer into `out`; the byte count goes to `written`. Commands (see
- `crate::ctl`): `create <role>...` (answers `handle <h>`), `destroy <h>`,
- `start|freeze|unfreeze|remaster|stop|signal <h> <node>|*`, `mkdir <h> <path>`,
- `write <h> <path> <bytes>`, `list`.
+ The test console: run one control command (`len` bytes at `cmd`, one line) on the clusters
+ that live across calls, writing its answer into `out`; the byte count goes to `written`.
+ Not the scenario language (see [`h2s_run_scenario`]). Commands (see `crate::ctl`):
+ `create <role>...` (answers `handle <h>`), `destroy <h>`,
+ `start|freeze|unfreeze|remaster|stop|signal <h> <set>`, `mkdir <h> <set> <path>`,
+ `write <h> <set> <path> <bytes>`, `idle <h> <ms>`, `status <h>`, `list`; a `<set>` is `*` or
+ a comma list of node indices.
 
  Returns 0, `-EINVAL` (null pointer, malformed command, bad handle or node), `-ENOSPC` (answer
  cut), or the failing operation's `-errno` (the answer names it). Context: process context;

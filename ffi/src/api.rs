@@ -16,7 +16,7 @@ use core::ffi::c_void;
 use core::fmt::{self, Write};
 
 use hammer2_synchro::cluster::Cluster;
-use hammer2_synchro::role::{Role, MAX_NODES};
+use hammer2_synchro::role::{Role, RoleList};
 use hammer2_synchro::scenario::{self, Outcome};
 use hammer2_synchro::selftest::{run_cases, Case};
 use hammer2_synchro::thread::Request;
@@ -166,30 +166,14 @@ pub unsafe extern "C" fn h2s_pool_usage(used: *mut usize, size: *mut usize) -> i
 }
 
 /// Parse a role list such as `master master slave` (spaces, tabs or newlines between names).
-pub(crate) fn parse_roles(text: &[u8], roles: &mut [Role; MAX_NODES]) -> Result<usize, Error> {
-    let mut n = 0;
-    for word in text
-        .split(|b| b" \t\r\n".contains(b))
-        .filter(|w| !w.is_empty())
-    {
-        let name = core::str::from_utf8(word).map_err(|_| Error::Invalid)?;
-        let role = Role::from_name(name).ok_or(Error::Invalid)?;
-        if n == MAX_NODES {
-            return Err(Error::Invalid);
-        }
-        roles[n] = role;
-        n += 1;
-    }
-    if n == 0 {
-        return Err(Error::Invalid);
-    }
-    Ok(n)
+pub(crate) fn parse_roles(text: &[u8]) -> Result<RoleList, Error> {
+    let text = core::str::from_utf8(text).map_err(|_| Error::Invalid)?;
+    Role::parse_list(text.split_ascii_whitespace()).map_err(|_| Error::Invalid)
 }
 
 pub(crate) fn create(roles_text: &[u8]) -> Result<u32, Error> {
-    let mut roles = [Role::Master; MAX_NODES];
-    let n = parse_roles(roles_text, &mut roles)?;
-    let cluster = Cluster::new(&KERNEL_HOST, &roles[..n])?;
+    let roles = parse_roles(roles_text)?;
+    let cluster = Cluster::new(&KERNEL_HOST, &roles)?;
     handles::insert(cluster)
 }
 
@@ -474,11 +458,13 @@ pub extern "C" fn h2s_thread_op(handle: u32, node: u32, op: u32) -> i32 {
     }
 }
 
-/// Run one control command (`len` bytes at `cmd`, one line) on the clusters that live across
-/// calls, writing its answer into `out`; the byte count goes to `written`. Commands (see
-/// `crate::ctl`): `create <role>...` (answers `handle <h>`), `destroy <h>`,
-/// `start|freeze|unfreeze|remaster|stop|signal <h> <node>|*`, `mkdir <h> <path>`,
-/// `write <h> <path> <bytes>`, `list`.
+/// The test console: run one control command (`len` bytes at `cmd`, one line) on the clusters
+/// that live across calls, writing its answer into `out`; the byte count goes to `written`.
+/// Not the scenario language (see [`h2s_run_scenario`]). Commands (see `crate::ctl`):
+/// `create <role>...` (answers `handle <h>`), `destroy <h>`,
+/// `start|freeze|unfreeze|remaster|stop|signal <h> <set>`, `mkdir <h> <set> <path>`,
+/// `write <h> <set> <path> <bytes>`, `idle <h> <ms>`, `status <h>`, `list`; a `<set>` is `*` or
+/// a comma list of node indices.
 ///
 /// Returns 0, `-EINVAL` (null pointer, malformed command, bad handle or node), `-ENOSPC` (answer
 /// cut), or the failing operation's `-errno` (the answer names it). Context: process context;
@@ -681,13 +667,9 @@ mod tests {
 
     #[test]
     fn role_lists_parse() {
-        let mut r = [Role::Cache; MAX_NODES];
+        let r = parse_roles(b" master\tslave\nsoft_master  cache soft_slave ").unwrap();
         assert_eq!(
-            parse_roles(b" master\tslave\nsoft_master  cache soft_slave ", &mut r),
-            Ok(5)
-        );
-        assert_eq!(
-            &r[..5],
+            &r[..],
             &[
                 Role::Master,
                 Role::Slave,

@@ -1,6 +1,9 @@
-//! Control commands on clusters that outlive a single call (debugfs `ctl`): what a person or the
-//! QEMU suite uses to leave threads running or frozen across calls, e.g. to prove that module
-//! unload stops them. One command per call, words separated by white space:
+//! The C API's test console (`h2s_ctl`, debugfs `ctl`): commands on clusters that outlive a
+//! single call, what a person or the QEMU suite uses to leave threads running or frozen across
+//! calls, e.g. to prove that module unload stops them. Not the scenario language (no checks, no
+//! KTAP; see docs/SCENARIOS.md), but it shares that language's words: roles, node sets and thread
+//! requests parse through the same core functions. One command per call, words separated by
+//! white space:
 //!
 //! ```text
 //! create <role>...                 -> "handle <h>"
@@ -18,7 +21,7 @@ use core::fmt::Write;
 use core::time::Duration;
 
 use hammer2_synchro::cluster::FrontendOp;
-use hammer2_synchro::role::{NodeSet, MAX_NODES};
+use hammer2_synchro::role::NodeSet;
 use hammer2_synchro::{Error, Result};
 
 use crate::api::{create, thread_op, ThreadOp};
@@ -32,19 +35,7 @@ fn num<T: core::str::FromStr>(w: Option<&str>) -> Result<T> {
 }
 
 fn node_set(w: Option<&str>, n: usize) -> Result<NodeSet> {
-    let w = w.ok_or(Error::Invalid)?;
-    if w == "*" {
-        return Ok(NodeSet(((1u16 << n) - 1) as u8));
-    }
-    let mut set = 0u8;
-    for part in w.split(',') {
-        let i: usize = part.parse().map_err(|_| Error::Invalid)?;
-        if i >= n || i >= MAX_NODES {
-            return Err(Error::Invalid);
-        }
-        set |= 1 << i;
-    }
-    Ok(NodeSet(set))
+    NodeSet::parse(w.ok_or(Error::Invalid)?, n).map_err(|_| Error::Invalid)
 }
 
 fn path(w: Option<&str>) -> Result<&[u8]> {
@@ -164,12 +155,9 @@ mod tests {
     }
 
     #[test]
-    fn node_sets_parse_and_are_bounded() {
-        assert_eq!(node_set(Some("*"), 3), Ok(NodeSet(0b111)));
-        assert_eq!(node_set(Some("*"), 8), Ok(NodeSet(0xff)));
+    fn node_sets_are_the_core_ones() {
         assert_eq!(node_set(Some("0,2"), 3), Ok(NodeSet(0b101)));
         assert_eq!(node_set(Some("3"), 3), Err(Error::Invalid));
-        assert_eq!(node_set(Some("1,,2"), 3), Err(Error::Invalid));
         assert_eq!(node_set(None, 3), Err(Error::Invalid));
     }
 }
