@@ -16,4 +16,5 @@ pub mod run;
 pub mod shape;
 pub mod stats;
 pub mod svg;
+pub mod target;
 pub mod tmpfs;

@@ -8,6 +8,7 @@ use crate::kernel::KernelResults;
 use crate::machine::Machine;
 use crate::shape::Shape;
 use crate::stats::percentile;
+use crate::target::Target;
 
 /// Prefix of the reason of a measurement left out on purpose (size or time limits), as
 /// opposed to one that failed.
@@ -109,32 +110,6 @@ pub fn bandwidth_target(ratio: Option<f64>) -> Target {
         measured: ratio.map_or("not-measured".into(), |v| format!("{:.1}%", v * 100.0)),
         goal: format!(">={:.0}%", BANDWIDTH_GOAL * 100.0),
         met: ratio.is_some_and(|v| v >= BANDWIDTH_GOAL),
-    }
-}
-
-/// One `target` line.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Target {
-    /// Short name.
-    pub name: String,
-    /// Measured value, or why there is none.
-    pub measured: String,
-    /// The goal.
-    pub goal: String,
-    /// Whether the measurement meets the goal (never without a measurement).
-    pub met: bool,
-}
-
-impl Target {
-    /// `target <name>: measured <value> goal <value> met|missed`.
-    pub fn line(&self) -> String {
-        format!(
-            "target {}: measured {} goal {} {}",
-            self.name,
-            self.measured,
-            self.goal,
-            if self.met { "met" } else { "missed" }
-        )
     }
 }
 

@@ -13,16 +13,13 @@
 
 use alloc::boxed::Box;
 use core::ffi::c_void;
-use core::fmt::{self, Write};
+use core::fmt;
 
-use hammer2_synchro::cluster::Cluster;
-use hammer2_synchro::role::{Role, RoleList};
 use hammer2_synchro::scenario::{self, Outcome};
-use hammer2_synchro::selftest::{run_cases, Case};
-use hammer2_synchro::thread::Request;
 use hammer2_synchro::Error;
 
 use crate::buf::OutBuf;
+use crate::cmd::{self, ThreadOp};
 use crate::handles;
 use crate::host::{run_thread, KERNEL_HOST};
 use crate::ops::{self, H2sHostOps};
@@ -165,18 +162,6 @@ pub unsafe extern "C" fn h2s_pool_usage(used: *mut usize, size: *mut usize) -> i
     0
 }
 
-/// Parse a role list such as `master master slave` (spaces, tabs or newlines between names).
-pub(crate) fn parse_roles(text: &[u8]) -> Result<RoleList, Error> {
-    let text = core::str::from_utf8(text).map_err(|_| Error::Invalid)?;
-    Role::parse_list(text.split_ascii_whitespace()).map_err(|_| Error::Invalid)
-}
-
-pub(crate) fn create(roles_text: &[u8]) -> Result<u32, Error> {
-    let roles = parse_roles(roles_text)?;
-    let cluster = Cluster::new(&KERNEL_HOST, &roles)?;
-    handles::insert(cluster)
-}
-
 /// Create a cluster with one empty PFS per node; `roles` is `len` bytes of role names
 /// (`master`, `slave`, `soft_master`, `soft_slave`, `cache`) separated by white space, 1 to 8
 /// of them. On success stores the new cluster's handle through `handle` and returns 0. The
@@ -196,7 +181,7 @@ pub unsafe extern "C" fn h2s_cluster_create(roles: *const u8, len: usize, handle
     if handle.is_null() || ops::get().is_none() {
         return -EINVAL;
     }
-    match create(text) {
+    match cmd::create(text) {
         Ok(h) => {
             // SAFETY: checked non-null; valid per the caller's contract.
             unsafe { put(handle, h) };
@@ -294,19 +279,6 @@ unsafe fn finish_text(w: &OutBuf<'_>, r: fmt::Result, written: *mut usize) -> i3
     }
 }
 
-fn write_status(out: &mut dyn Write) -> fmt::Result {
-    let (used, size) = POOL.usage();
-    writeln!(out, "pool: {} of {} bytes in use", used, size)?;
-    let mut live = [0u32; handles::H2S_MAX_CLUSTERS];
-    let n = handles::live(&mut live);
-    write!(out, "handles:")?;
-    for h in &live[..n] {
-        write!(out, " {}", h)?;
-    }
-    writeln!(out, "{}", if n == 0 { " none" } else { "" })?;
-    hammer2_synchro::cluster::write_all_status(out)
-}
-
 /// Write the status of the library and of every live cluster (nodes, roles, status words,
 /// threads with their flags by name, counters) into `out`; the byte count goes to `written`.
 /// Returns 0, `-EINVAL` (null pointer with non-zero `cap`), or `-ENOSPC` (cut at `cap`).
@@ -324,33 +296,9 @@ pub unsafe extern "C" fn h2s_status(out: *mut u8, cap: usize, written: *mut usiz
         return -EINVAL;
     }
     let mut w = OutBuf::new(out);
-    let r = write_status(&mut w);
+    let r = cmd::write_status(&mut w);
     // SAFETY: per the caller's contract.
     unsafe { finish_text(&w, r, written) }
-}
-
-/// The self-test suites [`h2s_selftest`] runs, in order.
-const SUITES: &[(&str, &[(&str, Case)])] = &[
-    ("host-conformance", hammer2_synchro::conformance::CASES),
-    ("kernel-host", crate::hostcheck::CASES),
-    ("thread-protocol", hammer2_synchro::selftest::CASES),
-];
-
-/// Run every self-test suite on the kernel host, as KTAP: one parent result per suite, each
-/// with its subtest block. Returns the leaf counts.
-pub fn run_selftests(out: &mut dyn Write) -> (u32, u32) {
-    let (mut passed, mut failed) = (0, 0);
-    let _ = writeln!(out, "KTAP version 1");
-    let _ = writeln!(out, "1..{}", SUITES.len());
-    for (i, (name, cases)) in SUITES.iter().enumerate() {
-        let (p, f) = run_cases(&KERNEL_HOST, name, cases, out);
-        passed += p;
-        failed += f;
-        let verdict = if f == 0 { "ok" } else { "not ok" };
-        let _ = writeln!(out, "{} {} {}", verdict, i + 1, name);
-    }
-    let _ = writeln!(out, "# {} passed, {} failed", passed, failed);
-    (passed, failed)
 }
 
 /// Run the self-tests with real host threads: the host-conformance tests of the porting
@@ -383,51 +331,12 @@ pub unsafe extern "C" fn h2s_selftest(
         return -EINVAL;
     }
     let mut w = OutBuf::new(out);
-    let (p, f) = run_selftests(&mut w);
+    let (p, f) = cmd::run_selftests(&mut w);
     // SAFETY: per the caller's contract.
     unsafe {
         put(passed, p);
         put(failed, f);
         finish_text(&w, Ok(()), written)
-    }
-}
-
-/// What [`h2s_thread_op`] does to a node's thread: start it, or make a [`Request`] of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ThreadOp {
-    /// Start the node's sync thread (`-EBUSY` if one runs); C value 0.
-    Start,
-    /// A request to the running thread; C value [`Request::raw`] (1 to 5).
-    Request(Request),
-}
-
-impl ThreadOp {
-    /// The operation for a C value, if valid.
-    pub fn from_raw(v: u32) -> Option<Self> {
-        match v {
-            0 => Some(ThreadOp::Start),
-            v => Request::from_raw(v).map(ThreadOp::Request),
-        }
-    }
-
-    /// The operation named `word` (`start` or a request's name), if any.
-    pub fn parse(word: &str) -> Option<Self> {
-        match word {
-            "start" => Some(ThreadOp::Start),
-            w => Request::parse(w).map(ThreadOp::Request),
-        }
-    }
-}
-
-/// Apply `op` to node `node`'s thread of the cluster in `u`.
-pub(crate) fn thread_op(u: &handles::Use, node: usize, op: ThreadOp) -> Result<(), Error> {
-    let c = u.cluster();
-    if node >= c.len() {
-        return Err(Error::Invalid);
-    }
-    match op {
-        ThreadOp::Start => u.pinned().thread_start(node),
-        ThreadOp::Request(req) => c.thread_request(node, req),
     }
 }
 
@@ -452,7 +361,7 @@ pub extern "C" fn h2s_thread_op(handle: u32, node: u32, op: u32) -> i32 {
         Ok(u) => u,
         Err(e) => return neg(e),
     };
-    match thread_op(&u, node as usize, op) {
+    match cmd::thread_op(&u, node as usize, op) {
         Ok(()) => 0,
         Err(e) => neg(e),
     }
@@ -610,6 +519,7 @@ mod tests {
     use super::*;
     use crate::testhost::{ensure_init, OPS};
     use core::ptr::{null, null_mut};
+    use hammer2_synchro::thread::Request;
 
     #[test]
     fn init_rejects_bad_arguments_and_double_init() {
@@ -666,21 +576,6 @@ mod tests {
     }
 
     #[test]
-    fn role_lists_parse() {
-        let r = parse_roles(b" master\tslave\nsoft_master  cache soft_slave ").unwrap();
-        assert_eq!(
-            &r[..],
-            &[
-                Role::Master,
-                Role::Slave,
-                Role::SoftMaster,
-                Role::Cache,
-                Role::SoftSlave
-            ]
-        );
-    }
-
-    #[test]
     fn run_scenario_checks_pointers_and_size_first() {
         ensure_init();
         let mut out = [0u8; 8];
@@ -715,10 +610,10 @@ mod tests {
         assert_eq!(rc, 0, "{text}");
         // The suites' own verdicts are asserted by their crates (the thread-protocol timings
         // are not this test's business); here: every case counted, the KTAP well formed.
-        let total: usize = SUITES.iter().map(|s| s.1.len()).sum();
+        let total: usize = cmd::SUITES.iter().map(|s| s.1.len()).sum();
         assert_eq!((p + f) as usize, total, "{text}");
         assert!(text.starts_with("KTAP version 1\n1..3\n"), "{text}");
-        for (i, (name, _)) in SUITES.iter().enumerate() {
+        for (i, (name, _)) in cmd::SUITES.iter().enumerate() {
             assert!(text.contains(&format!("ok {} {}\n", i + 1, name)), "{text}");
         }
         assert!(text.contains("\nok 2 kernel-host\n"), "{text}");
@@ -739,18 +634,6 @@ mod tests {
         assert_eq!(h2s_thread_op(0, 0, Request::Freeze.raw()), -EINVAL);
         assert_eq!(h2s_thread_op(0x1234, 0, Request::Stop.raw()), -EINVAL);
         assert_eq!(h2s_thread_op(1, 0, 99), -EINVAL);
-    }
-
-    #[test]
-    fn thread_op_c_values_are_unchanged() {
-        assert_eq!(ThreadOp::from_raw(0), Some(ThreadOp::Start));
-        let names = ["freeze", "unfreeze", "remaster", "stop", "signal"];
-        for (v, name) in (1..).zip(names) {
-            let op = ThreadOp::from_raw(v).unwrap();
-            assert_eq!(ThreadOp::parse(name), Some(op), "{name}");
-        }
-        assert_eq!(ThreadOp::from_raw(6), None);
-        assert_eq!(ThreadOp::parse("start"), Some(ThreadOp::Start));
     }
 
     #[test]

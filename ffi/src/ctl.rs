@@ -24,7 +24,7 @@ use hammer2_synchro::cluster::FrontendOp;
 use hammer2_synchro::role::NodeSet;
 use hammer2_synchro::{Error, Result};
 
-use crate::api::{create, thread_op, ThreadOp};
+use crate::cmd::{create, thread_op, ThreadOp};
 use crate::handles;
 
 /// Largest file `write` creates.
