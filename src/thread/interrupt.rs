@@ -27,13 +27,23 @@ use core::cell::{Cell, UnsafeCell};
 use core::sync::atomic::{AtomicU32, Ordering};
 use core::time::Duration;
 
-use super::word::Word;
 use crate::host::Host;
 use crate::{Error, Result};
 
+/// A word a pass sleeps on, as an interrupt sees it: the interrupt moves it and wakes its
+/// sleepers. Every flag word (`super::word::Word`) is one; the pool's push word too.
+pub(crate) trait Sleeper {
+    /// Sleep while the word equals `expected` (interlocked), for at most `timeout`.
+    fn sleep(&self, expected: u32, timeout: Option<Duration>);
+    /// Add one to the word, so that a sleeper on its old value wakes.
+    fn bump(&self);
+    /// Wake every sleeper on the word.
+    fn wake(&self);
+}
+
 /// A registered wait: the word a pass sleeps on, for the time of the sleep.
 #[derive(Clone, Copy)]
-pub(crate) struct Target(*const (dyn Word + 'static));
+pub(crate) struct Target(*const (dyn Sleeper + 'static));
 
 /// The state behind one thread's interrupts: its break-request counter, the registration lock
 /// and the registered wait. [`HostIntr`] on hosts; the loom model has its own.
@@ -54,17 +64,17 @@ pub(crate) trait IntrState: Sync {
     fn target(&self) -> &UnsafeCell<Option<Target>>;
 }
 
-/// The registration lock's word as a [`Word`].
+/// The registration lock's word.
 struct LockWord<'a>(&'a dyn IntrState);
 
-impl Word for LockWord<'_> {
+impl LockWord<'_> {
     fn load(&self) -> u32 {
         self.0.lock_load()
     }
     fn cas(&self, old: u32, new: u32) -> bool {
         self.0.lock_cas(old, new)
     }
-    fn sleep(&self, expected: u32, _timeout: Option<Duration>) {
+    fn sleep(&self, expected: u32) {
         self.0.lock_sleep(expected);
     }
     fn wake(&self) {
@@ -86,7 +96,7 @@ fn lock(st: &dyn IntrState) {
                 return;
             }
         } else if v == 2 || w.cas(1, 2) {
-            w.sleep(2, None);
+            w.sleep(2);
         }
     }
 }
@@ -134,15 +144,15 @@ pub(crate) fn fire(st: &dyn IntrState) {
 /// caller then polls its break condition).
 pub(crate) fn sleep(
     st: &dyn IntrState,
-    word: &dyn Word,
+    word: &dyn Sleeper,
     expected: u32,
     timeout: Option<Duration>,
     since: u32,
 ) -> bool {
-    let ptr: *const (dyn Word + '_) = word;
+    let ptr: *const (dyn Sleeper + '_) = word;
     // SAFETY: only the lifetime is erased; the target is unregistered below, before `word`'s
     // borrow ends, and dereferenced only under the registration lock (see `fire`).
-    let t: *const (dyn Word + 'static) = unsafe { core::mem::transmute(ptr) };
+    let t: *const (dyn Sleeper + 'static) = unsafe { core::mem::transmute(ptr) };
     // Register first, then compare: a request that the comparison misses sees the registration.
     register(st, Some(Target(t)));
     if st.requests() == since {
@@ -160,7 +170,7 @@ pub(crate) struct Interrupt {
 }
 
 // SAFETY: `target` is read and written only under the registration lock (`lock`/`unlock` on the
-// `lock` word); what it points to is a `Word` (atomics and host calls, usable from any thread)
+// `lock` word); what it points to is a `Sleeper` (atomics and host calls, usable from any thread)
 // kept alive by the registering pass until it unregisters under that lock.
 unsafe impl Sync for Interrupt {}
 // SAFETY: as for `Sync`; an `Interrupt` owns nothing tied to a thread.
@@ -258,7 +268,7 @@ impl<'a> Brk<'a> {
     /// the break condition is polled, and `Err(InProgress)` returned if it holds.
     pub(crate) fn sleep(
         &self,
-        word: &dyn Word,
+        word: &dyn Sleeper,
         expected: u32,
         timeout: Option<Duration>,
     ) -> Result<()> {
