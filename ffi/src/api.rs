@@ -102,7 +102,8 @@ pub unsafe extern "C" fn h2s_init(ops: *const H2sHostOps, pool: *mut c_void, len
     if pool.is_null() || len < H2S_POOL_MIN {
         return -EINVAL;
     }
-    // SAFETY: the caller guarantees a valid table for the library's lifetime.
+    // SAFETY: a non-null `ops` points to a table valid and unchanged until `h2s_fini` returns
+    // (this function's contract, above).
     let Some(table) = (unsafe { ops.as_ref() }) else {
         return -EINVAL;
     };
@@ -110,7 +111,8 @@ pub unsafe extern "C" fn h2s_init(ops: *const H2sHostOps, pool: *mut c_void, len
         return -EBUSY;
     }
     ops::install(Some(table));
-    // SAFETY: the caller hands us `len` bytes at `pool` until fini.
+    // SAFETY: `pool` is `len` writable bytes the library owns until `h2s_fini` returns (this
+    // function's contract, above).
     if !unsafe { POOL.init(pool.cast(), len) } {
         ops::install(None);
         return -EBUSY;
@@ -136,7 +138,7 @@ pub unsafe extern "C" fn h2s_fini(leaked: *mut usize) -> i32 {
     }
     let n = handles::destroy_all();
     let (used, _) = POOL.usage();
-    // SAFETY: per the caller's contract.
+    // SAFETY: `leaked` is null or valid for a write (`# Safety` of `h2s_fini`); `put` skips null.
     unsafe { put(leaked, used) };
     POOL.reset();
     ops::install(None);
@@ -154,7 +156,7 @@ pub unsafe extern "C" fn h2s_pool_usage(used: *mut usize, size: *mut usize) -> i
         return -EINVAL;
     }
     let (u, s) = POOL.usage();
-    // SAFETY: per the caller's contract.
+    // SAFETY: `used` and `size` are null or valid for a write (`# Safety` of `h2s_pool_usage`).
     unsafe {
         put(used, u);
         put(size, s);
@@ -174,7 +176,7 @@ pub unsafe extern "C" fn h2s_pool_usage(used: *mut usize, size: *mut usize) -> i
 /// `roles` must be valid for `len` bytes; `handle` valid for a write.
 #[no_mangle]
 pub unsafe extern "C" fn h2s_cluster_create(roles: *const u8, len: usize, handle: *mut u32) -> i32 {
-    // SAFETY: per the caller's contract.
+    // SAFETY: `roles` is valid for `len` bytes (`# Safety` of `h2s_cluster_create`).
     let Some(text) = (unsafe { in_slice(roles, len) }) else {
         return -EINVAL;
     };
@@ -183,7 +185,7 @@ pub unsafe extern "C" fn h2s_cluster_create(roles: *const u8, len: usize, handle
     }
     match cmd::create(text) {
         Ok(h) => {
-            // SAFETY: checked non-null; valid per the caller's contract.
+            // SAFETY: `handle` was checked non-null and is valid for a write (`# Safety`).
             unsafe { put(handle, h) };
             0
         }
@@ -230,7 +232,8 @@ pub unsafe extern "C" fn h2s_run_scenario(
     written: *mut usize,
     outcome: *mut i32,
 ) -> i32 {
-    // SAFETY: per the caller's contract.
+    // SAFETY: `text` is valid for `len` bytes and `out` valid and exclusive for `cap` bytes
+    // (`# Safety` of `h2s_run_scenario`).
     let (Some(text), Some(out)) = (unsafe { in_slice(text, len) }, unsafe {
         out_slice(out, cap)
     }) else {
@@ -249,7 +252,7 @@ pub unsafe extern "C" fn h2s_run_scenario(
         Outcome::Failed => H2S_OUTCOME_FAILED,
         Outcome::Rejected => H2S_OUTCOME_REJECTED,
     };
-    // SAFETY: per the caller's contract.
+    // SAFETY: `written` and `outcome` are null or valid for a write (`# Safety`).
     unsafe {
         put(written, w.len());
         put(outcome, code);
@@ -268,7 +271,7 @@ pub unsafe extern "C" fn h2s_run_scenario(
 /// # Safety
 /// `written` valid for a write when not null.
 unsafe fn finish_text(w: &OutBuf<'_>, r: fmt::Result, written: *mut usize) -> i32 {
-    // SAFETY: per the caller's contract.
+    // SAFETY: `written` is null or valid for a write (this function's `# Safety`).
     unsafe { put(written, w.len()) };
     if w.overflowed() {
         -ENOSPC
@@ -288,7 +291,7 @@ unsafe fn finish_text(w: &OutBuf<'_>, r: fmt::Result, written: *mut usize) -> i3
 /// `out` valid and exclusive for `cap` bytes; `written` valid for a write when not null.
 #[no_mangle]
 pub unsafe extern "C" fn h2s_status(out: *mut u8, cap: usize, written: *mut usize) -> i32 {
-    // SAFETY: per the caller's contract.
+    // SAFETY: `out` is valid and exclusive for `cap` bytes (`# Safety` of `h2s_status`).
     let Some(out) = (unsafe { out_slice(out, cap) }) else {
         return -EINVAL;
     };
@@ -297,7 +300,7 @@ pub unsafe extern "C" fn h2s_status(out: *mut u8, cap: usize, written: *mut usiz
     }
     let mut w = OutBuf::new(out);
     let r = cmd::write_status(&mut w);
-    // SAFETY: per the caller's contract.
+    // SAFETY: `written` is null or valid for a write (`# Safety` of `h2s_status`).
     unsafe { finish_text(&w, r, written) }
 }
 
@@ -323,7 +326,7 @@ pub unsafe extern "C" fn h2s_selftest(
     passed: *mut u32,
     failed: *mut u32,
 ) -> i32 {
-    // SAFETY: per the caller's contract.
+    // SAFETY: `out` is valid and exclusive for `cap` bytes (`# Safety` of `h2s_selftest`).
     let Some(out) = (unsafe { out_slice(out, cap) }) else {
         return -EINVAL;
     };
@@ -332,7 +335,7 @@ pub unsafe extern "C" fn h2s_selftest(
     }
     let mut w = OutBuf::new(out);
     let (p, f) = cmd::run_selftests(&mut w);
-    // SAFETY: per the caller's contract.
+    // SAFETY: `passed`, `failed` and `written` are null or valid for a write (`# Safety`).
     unsafe {
         put(passed, p);
         put(failed, f);
@@ -390,7 +393,8 @@ pub unsafe extern "C" fn h2s_ctl(
     cap: usize,
     written: *mut usize,
 ) -> i32 {
-    // SAFETY: per the caller's contract.
+    // SAFETY: `cmd` is valid for `len` bytes and `out` valid and exclusive for `cap` bytes
+    // (`# Safety` of `h2s_ctl`).
     let (Some(cmd), Some(out)) = (unsafe { in_slice(cmd, len) }, unsafe {
         out_slice(out, cap)
     }) else {
@@ -401,7 +405,7 @@ pub unsafe extern "C" fn h2s_ctl(
     }
     let mut w = OutBuf::new(out);
     let r = crate::ctl::run(cmd, &mut w);
-    // SAFETY: per the caller's contract.
+    // SAFETY: `written` is null or valid for a write (`# Safety` of `h2s_ctl`).
     unsafe { put(written, w.len()) };
     match r {
         Err(e) => neg(e),
@@ -430,7 +434,7 @@ pub unsafe extern "C" fn h2s_bench_open(session: *mut *mut c_void) -> i32 {
         Ok(s) => s,
         Err(e) => return neg(e),
     };
-    // SAFETY: checked non-null; valid per the caller's contract.
+    // SAFETY: `session` was checked non-null and is valid for a write (`# Safety`).
     unsafe { session.write(Box::into_raw(s) as *mut c_void) };
     0
 }
