@@ -1,4 +1,4 @@
-//! Fault injection at every step of a sync (issue 4 item 3).
+//! Fault injection at every step of a sync.
 //!
 //! A mixed tree (directories, DIRECTDATA files, DATA files, hardlinks; inserts, destroys,
 //! replaces, type changes, deferrals) is synchronized onto a diverged node, and the sync is

@@ -24,7 +24,7 @@ const SLAVE_ONLY: NodeSet = NodeSet(1 << SLAVE);
 /// How the synchronizer scans a differing inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScanMode {
-    /// Visit only indirect blocks and runs of children whose summary differs (issue 5 item 1).
+    /// Visit only indirect blocks and runs of children whose summary differs.
     Pruned,
     /// Visit every chain of each differing inode, as the original C does.
     Original,

@@ -1,5 +1,5 @@
 //! The kernel round trips measured by `make bench-kernel` (QEMU), read back from the file that
-//! target leaves, so one report holds every issue-5 target.
+//! target leaves, so one report holds every target.
 
 use std::fs;
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! Everything one bench run measured, and the issue-5 targets computed from it.
+//! Everything one bench run measured, and the targets computed from it.
 
 use std::time::Duration;
 
@@ -168,7 +168,7 @@ impl Results {
             .max()
     }
 
-    /// The issue-5 targets, in the issue's order.
+    /// The targets, in a fixed order (the report's and the smoke test's).
     pub fn targets(&self) -> Vec<Target> {
         let mut t = vec![
             self.speedup("pruned_vs_original", |r| {

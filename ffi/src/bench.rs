@@ -1,4 +1,4 @@
-//! The sync-thread side of the kernel comparison of issue 5 (`make bench-kernel`): a one-master
+//! The sync-thread side of the kernel round-trip benchmark (`make bench-kernel`): a one-master
 //! cluster whose idle sync thread the C side freezes, unfreezes, stops and restarts one round
 //! trip at a time, timing each call itself so that these round trips and the `kthread_park` /
 //! `kthread_unpark` / `kthread_stop` baselines go through the same clock, in interleaved batches.

@@ -1,4 +1,4 @@
-//! Randomized stress on any host (issue 4 item 7): frontend writers on the masters, every node's
+//! Randomized stress on any host: frontend writers on the masters, every node's
 //! sync thread running, and requesters issuing a seeded pseudo-random sequence of freeze,
 //! unfreeze, remaster, stop+start and signal requests, for a fixed count of operations. Then
 //! every thread is unfrozen, the cluster must converge, every write that reached a quorum of

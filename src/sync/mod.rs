@@ -49,7 +49,7 @@ impl SyncStats {
 /// How a differing inode's children are scanned; both give identical trees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ScanMode {
-    /// Compare key-range summaries and descend only where they differ (issue 5): resyncing k
+    /// Compare key-range summaries and descend only where they differ: resyncing k
     /// changed children of an inode of N visits O(k · log N) indirect blocks, runs and chains.
     #[default]
     Pruned,

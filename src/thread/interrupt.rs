@@ -4,7 +4,8 @@
 //! waits on its pool's push word for the scan workers' answers, and on two busy CPUs a worker
 //! may not run for milliseconds. A freeze, remaster or stop signalled meanwhile only set a bit
 //! in the thread's flag word, which nothing in that sleep looks at, so its acknowledgement
-//! waited for the worker (issue 5: freeze p99 of several ms on the wide trees).
+//! waited for the worker (the freeze latency target of BENCHMARKS.md was missed by far on the
+//! wide trees).
 //!
 //! So every break request also *interrupts*: it bumps the slot's request counter, then, under
 //! the registration lock, bumps and wakes the word the pass sleeps on, if the pass registered
@@ -17,8 +18,8 @@
 //!
 //! The registration lock is held across the requester's wake (the registered word lives only
 //! while the pass is inside [`sleep`]), so it must not spin: the woken pass may preempt the
-//! requester on its CPU and would then spin until the end of its time slice (milliseconds, seen
-//! in the bench). It is a futex-style lock on a word: contenders sleep on it through the host.
+//! requester on its CPU and would then spin until the end of its time slice (see "Measured while
+//! designing" in BENCHMARKS.md). It is a futex-style lock on a word: contenders sleep on it through the host.
 //!
 //! The pass polls its break condition again only when the counter moved, so a pass that gets no
 //! request polls exactly as often as before: tests that count polls as steps stay deterministic.

@@ -197,7 +197,7 @@ fn final_update_refuses_a_focus_that_moved_on() {
     );
 }
 
-/// Issue 5: a freeze reaches a sync thread whose collector sleeps waiting for a stalled master.
+/// A freeze reaches a sync thread whose collector sleeps waiting for a stalled master.
 /// With two masters both must answer, so the slave's collector waits for node 1, whose reads
 /// take 2 s. Its stalled-wait poll (the safety net that polls `brk` after 50 ms without an
 /// answer) is turned off, so only the request itself can wake the wait: before the requests
