@@ -75,10 +75,27 @@ pub fn plot(r: &Results) -> String {
     )
 }
 
-/// The whole `BENCHMARKS.md`.
+/// The whole `BENCHMARKS.md`, section by section.
 pub fn markdown(r: &Results) -> String {
     let mut s = String::new();
-    let m = &r.machine;
+    title(&mut s, r);
+    machine(&mut s, r);
+    commands(&mut s, r);
+    setup(&mut s, r);
+    resync(&mut s, r);
+    initial_sync(&mut s, r);
+    bandwidth(&mut s, r);
+    thread_latency(&mut s, r);
+    kernel(&mut s, r);
+    ratios(&mut s, r);
+    not_measured(&mut s, r);
+    targets(&mut s, r);
+    let _ = write!(s, "\n{DESIGN_MEASUREMENTS}");
+    s
+}
+
+/// The title, and which run generated the report.
+fn title(s: &mut String, r: &Results) {
     let _ = writeln!(s, "# Benchmarks\n");
     let _ = writeln!(
         s,
@@ -88,7 +105,12 @@ pub fn markdown(r: &Results) -> String {
         secs(r.total),
         if r.quick { " with `--quick` sizes" } else { "" }
     );
+}
+
+/// `## Machine`: where the run took place.
+fn machine(s: &mut String, r: &Results) {
     let _ = writeln!(s, "## Machine\n");
+    let m = &r.machine;
     let _ = writeln!(s, "- CPU: {} ({} CPUs usable)", m.cpu, m.nproc);
     let _ = writeln!(
         s,
@@ -117,6 +139,10 @@ pub fn markdown(r: &Results) -> String {
             .as_ref()
             .map_or_else(|e| format!("not available ({e})"), |v| v.clone())
     );
+}
+
+/// `## Commands`: how to regenerate it.
+fn commands(s: &mut String, r: &Results) {
     let _ = writeln!(s, "## Commands\n");
     let _ = writeln!(s, "```sh");
     let _ = writeln!(s, "make bench            # this report (release build)");
@@ -127,7 +153,10 @@ pub fn markdown(r: &Results) -> String {
     );
     let _ = writeln!(s, "make bench-kernel     # kernel round trips (QEMU)");
     let _ = writeln!(s, "```\n");
+}
 
+/// `## Setup`: what each measurement does.
+fn setup(s: &mut String, r: &Results) {
     let _ = writeln!(s, "## Setup\n");
     let roles: Vec<&str> = ROLES.iter().map(|r| r.name()).collect();
     let _ = writeln!(
@@ -181,7 +210,10 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(s, "- Scan mode `{}`: {why}.", mode.name());
     }
     let _ = writeln!(s);
+}
 
+/// `## Resync`: time and chains visited per tree and k, and the plot.
+fn resync(s: &mut String, r: &Results) {
     let _ = writeln!(s, "## Resync: time and chains visited\n");
     let _ = writeln!(
         s,
@@ -242,7 +274,10 @@ pub fn markdown(r: &Results) -> String {
         "![resync time against N]({PLOT})\n\n`{PLOT}`: resync wall time at k = {TARGET_K} \
          against the tree's chain count, log-log.\n"
     );
+}
 
+/// `## Build and initial sync`, per tree.
+fn initial_sync(s: &mut String, r: &Results) {
     let _ = writeln!(s, "## Build and initial sync\n");
     let _ = writeln!(
         s,
@@ -306,7 +341,10 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(s, "- {w}");
     }
     let _ = writeln!(s);
+}
 
+/// `## Initial sync bandwidth` against memcpy.
+fn bandwidth(s: &mut String, r: &Results) {
     let _ = writeln!(s, "## Initial sync bandwidth (64 KiB data blocks)\n");
     match &r.bandwidth {
         Ok(b) => {
@@ -352,7 +390,10 @@ pub fn markdown(r: &Results) -> String {
             let _ = writeln!(s, "not measured: {e}\n");
         }
     }
+}
 
+/// `## Thread-control latency` in userland.
+fn thread_latency(s: &mut String, r: &Results) {
     let _ = writeln!(s, "## Thread-control latency (userland)\n");
     let _ = writeln!(
         s,
@@ -389,7 +430,10 @@ pub fn markdown(r: &Results) -> String {
         }
     }
     let _ = writeln!(s);
+}
 
+/// `## Kernel round trips`, from `make bench-kernel`'s output.
+fn kernel(s: &mut String, r: &Results) {
     let _ = writeln!(s, "## Kernel round trips (QEMU, `make bench-kernel`)\n");
     match &r.kernel {
         Ok(k) => {
@@ -407,7 +451,10 @@ pub fn markdown(r: &Results) -> String {
             let _ = writeln!(s, "Not measured: {e}.\n");
         }
     }
+}
 
+/// `## Ratios` at the target row.
+fn ratios(s: &mut String, r: &Results) {
     let _ = writeln!(s, "## Ratios\n");
     if let Some(row) = r.target_row() {
         let o = row.resync(ScanMode::Original, TARGET_K);
@@ -426,6 +473,10 @@ pub fn markdown(r: &Results) -> String {
             ratio(rs, p),
         );
     }
+}
+
+/// `## Not measured`: the trees skipped, if any.
+fn not_measured(s: &mut String, r: &Results) {
     if !r.skipped.is_empty() {
         let _ = writeln!(s, "## Not measured\n");
         for why in &r.skipped {
@@ -433,7 +484,10 @@ pub fn markdown(r: &Results) -> String {
         }
         let _ = writeln!(s);
     }
+}
 
+/// `## Targets`: one line per target.
+fn targets(s: &mut String, r: &Results) {
     let _ = writeln!(s, "## Targets\n");
     let _ = writeln!(s, "```");
     for t in r.targets() {
@@ -446,8 +500,6 @@ pub fn markdown(r: &Results) -> String {
          largest N measured). `kernel_round_trips` comes from the `make bench-kernel` output \
          named above (run in QEMU, separately from this userland run), when there is one."
     );
-    let _ = write!(s, "\n{DESIGN_MEASUREMENTS}");
-    s
 }
 
 /// Measurements behind design choices, taken once while the choice was made and not rerun by
