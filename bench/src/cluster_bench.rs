@@ -183,7 +183,7 @@ fn thread_err(op: &str) -> impl Fn(hammer2_synchro::Error) -> String + '_ {
     move |e| format!("thread_{op}: {e}")
 }
 
-/// Stop latency: start the slave's thread, wait for its first pass to end, time `thread_stop`.
+/// Stop latency: start the slave's thread, wait for its first pass to end, time its stop request.
 fn stop_latency(c: Pin<&Cluster>, samples: usize) -> Res<Vec<u64>> {
     let mut out = Vec::with_capacity(samples);
     for _ in 0..samples {

@@ -291,13 +291,8 @@ fn key_without_quorum_during_a_change_in_flight_is_left_alone() {
     let in_flight = std::sync::atomic::AtomicU64::new(7);
     for (changes, kept) in [(Some(&in_flight), true), (None, false)] {
         let peers = Peers {
-            stores: &stores,
-            roles: &roles,
-            nmasters: 2,
             changes,
-            host: host(),
-            faults: None,
-            catchup: false,
+            ..peers(&stores, &roles, 2)
         };
         let mut stats = SyncStats::default();
         let r = sync_pass(&peers, 2, &|| false, &mut stats, ScanMode::default());
@@ -324,15 +319,7 @@ fn sync_pass_refuses_bad_arguments() {
     let c = cluster(&[M, S]);
     let stores = [c.store(0).unwrap(), c.store(1).unwrap()];
     for (idx, roles) in [(2, &[M, S][..]), (1, &[M][..]), (0, &[M, S, S][..])] {
-        let peers = Peers {
-            stores: &stores,
-            roles,
-            nmasters: 1,
-            changes: None,
-            host: host(),
-            faults: None,
-            catchup: false,
-        };
+        let peers = peers(&stores, roles, 1);
         let mut stats = SyncStats::default();
         let r = sync_pass(&peers, idx, &|| false, &mut stats, ScanMode::default());
         assert_eq!(r, Err(Error::Invalid), "node {idx}, {} roles", roles.len());
