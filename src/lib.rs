@@ -5,6 +5,7 @@
 //! - [`error`], [`mem`]: the error type and fallible allocation;
 //! - [`host`]: the porting surface, the only thing a kernel must provide;
 //! - [`media`]: HAMMER2 on-media types (blockref, inode) and constants;
+//! - [`volume`]: a read-only reader of HAMMER2 volumes (today's layout) over a block device;
 //! - [`role`]: node roles and node sets;
 //! - [`thread`]: the `HAMMER2_THREAD_*` flag word, requester operations and the sync loop;
 //! - [`quorum`]: focus selection by a quorum of masters, cluster status words;
@@ -33,6 +34,7 @@ pub mod selftest;
 pub mod store;
 pub mod sync;
 pub mod thread;
+pub mod volume;
 
 #[cfg(feature = "std")]
 pub mod userland;

@@ -26,6 +26,7 @@ const CORE_LAYERS: &[(&str, &[&str])] = &[
     ("errors, fallible memory", &["error", "mem"]),
     ("porting surface", &["host"]),
     ("media types", &["media"]),
+    ("volume reader", &["volume"]),
     ("roles, node sets", &["role"]),
     ("thread protocol", &["thread"]),
     ("quorum", &["quorum"]),

@@ -272,10 +272,11 @@ int32_t h2s_selftest(uint8_t *out, size_t cap, size_t *written, uint32_t *passed
  Apply a thread operation to node `node` of cluster `handle`: `op` 0 starts the node's sync
  thread, 1 freezes it, 2 unfreezes it, 3 remasters it (re-read the roles), 4 stops it and
  5 signals it (a pass now). Requests return only once the thread acknowledged them, except
- the signal.
+ the signal; a request to a thread that never started or has stopped returns 0 at once and
+ changes nothing.
 
  Errors: `-EINVAL` (unknown or stale handle, node out of range, unknown op), `-EBUSY` (start
- while running), other core errors as `-errno` (e.g. an operation on a thread not running).
+ while running), other core errors as `-errno` (e.g. `-ENOMEM` when a start cannot spawn).
  Context: process context; sleeps until the acknowledgement. Concurrent operations on the same
  thread are allowed (the protocol serializes them); the cluster cannot be destroyed meanwhile.
  */

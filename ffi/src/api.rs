@@ -346,10 +346,11 @@ pub unsafe extern "C" fn h2s_selftest(
 /// Apply a thread operation to node `node` of cluster `handle`: `op` 0 starts the node's sync
 /// thread, 1 freezes it, 2 unfreezes it, 3 remasters it (re-read the roles), 4 stops it and
 /// 5 signals it (a pass now). Requests return only once the thread acknowledged them, except
-/// the signal.
+/// the signal; a request to a thread that never started or has stopped returns 0 at once and
+/// changes nothing.
 ///
 /// Errors: `-EINVAL` (unknown or stale handle, node out of range, unknown op), `-EBUSY` (start
-/// while running), other core errors as `-errno` (e.g. an operation on a thread not running).
+/// while running), other core errors as `-errno` (e.g. `-ENOMEM` when a start cannot spawn).
 /// Context: process context; sleeps until the acknowledgement. Concurrent operations on the same
 /// thread are allowed (the protocol serializes them); the cluster cannot be destroyed meanwhile.
 #[no_mangle]
@@ -638,6 +639,36 @@ mod tests {
         assert_eq!(h2s_thread_op(0, 0, Request::Freeze.raw()), -EINVAL);
         assert_eq!(h2s_thread_op(0x1234, 0, Request::Stop.raw()), -EINVAL);
         assert_eq!(h2s_thread_op(1, 0, 99), -EINVAL);
+    }
+
+    #[test]
+    fn thread_requests_without_a_thread_are_noops() {
+        ensure_init();
+        let roles = b"master slave";
+        let mut h = 0u32;
+        // SAFETY: a valid role list and out pointer.
+        assert_eq!(
+            unsafe { h2s_cluster_create(roles.as_ptr(), roles.len(), &mut h) },
+            0
+        );
+        // Never started, then started and stopped: every request succeeds and does nothing.
+        for op in Request::ALL {
+            assert_eq!(h2s_thread_op(h, 1, op.raw()), 0, "{op:?} before start");
+        }
+        assert_eq!(h2s_thread_op(h, 1, 0), 0, "start");
+        assert_eq!(h2s_thread_op(h, 1, Request::Stop.raw()), 0);
+        for op in Request::ALL {
+            assert_eq!(h2s_thread_op(h, 1, op.raw()), 0, "{op:?} after stop");
+        }
+        let u = handles::get(h).unwrap();
+        assert_eq!(
+            u.cluster().thread_state(1),
+            hammer2_synchro::thread::ThreadState::Stopped
+        );
+        drop(u);
+        // A node beyond the cluster is still refused.
+        assert_eq!(h2s_thread_op(h, 2, Request::Freeze.raw()), -EINVAL);
+        assert_eq!(h2s_cluster_destroy(h), 0);
     }
 
     #[test]

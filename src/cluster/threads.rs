@@ -42,7 +42,9 @@ impl Cluster {
         unsafe { this.threads.start(idx, this.host(), work) }
     }
 
-    /// Make `req` of node `idx`'s thread; returns once it acknowledged it (see [`Request`]).
+    /// Make `req` of node `idx`'s thread; returns once it acknowledged it (see [`Request`]). A
+    /// successful no-op on a node whose thread never started or has stopped (`Error::Invalid`
+    /// only for a bad index), as in HAMMER2.
     pub fn thread_request(&self, idx: usize, req: Request) -> Result<()> {
         self.threads.request(idx, req)
     }

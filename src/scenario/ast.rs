@@ -64,8 +64,8 @@ pub enum Check<'a> {
     Focus(u64),
     /// `expect quorum none`.
     QuorumNone,
-    /// `expect unchanged <name> <idx>`.
-    Unchanged(&'a str, usize),
+    /// `expect unchanged <name> <idx>`: (name, which snapshot taken (0 = the first), idx).
+    Unchanged(&'a str, usize, usize),
     /// `expect status <idx> [!]<word>...`: (must be present, word).
     Status(usize, Vec<(bool, &'a str)>),
 }

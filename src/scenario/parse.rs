@@ -7,6 +7,7 @@ use alloc::vec::Vec;
 
 use super::ast::{Check, Cmd, Content, Script, Set, Step, ThreadCheck};
 use super::lex::{self, reason, ParseError, Reason, Tok};
+use super::names::SnapNames;
 use crate::role::{self, NodeSet, Role, RoleList};
 use crate::thread::Request;
 
@@ -23,8 +24,12 @@ type R<T> = Result<T, Reason>;
 
 /// Parse a whole scenario file. Nothing runs unless this succeeds.
 pub fn parse(input: &[u8]) -> Result<Script<'_>, ParseError> {
+    parse_with(input, &SnapNames::collect(input)?)
+}
+
+/// [`parse`] with the file's snapshot definitions already collected.
+fn parse_with<'a>(input: &'a [u8], snapshots: &SnapNames<'a>) -> Result<Script<'a>, ParseError> {
     let mut script: Option<Script<'_>> = None;
-    let mut snapshots: Vec<&str> = Vec::new();
     let mut last = 0u32;
     for (i, line) in lex::lines(input)?.enumerate() {
         let n = (i + 1) as u32;
@@ -50,13 +55,10 @@ pub fn parse(input: &[u8]) -> Result<Script<'_>, ParseError> {
         let p = Parser {
             n: s.roles.len(),
             args,
-            snapshots: &snapshots,
+            line: n,
+            snapshots,
         };
         let cmd = p.command(name).map_err(err)?;
-        if let Cmd::Snapshot(name, _) = cmd {
-            crate::mem::try_push(&mut snapshots, name)
-                .map_err(|_| err(reason!("out of memory")))?;
-        }
         if matches!(cmd, Cmd::Expect(_)) {
             s.checks += 1;
         }
@@ -115,7 +117,8 @@ fn number(w: &str, what: &str) -> R<u64> {
 }
 
 fn octal(w: &str) -> R<u32> {
-    let ok = w.len() > 1 && w.starts_with('0') && w.bytes().all(|b| (b'0'..=b'7').contains(&b));
+    // `0` alone is mode 0, as the C literal `0` is octal zero.
+    let ok = w.starts_with('0') && w.bytes().all(|b| (b'0'..=b'7').contains(&b));
     let v = if ok {
         w.bytes().try_fold(0u32, |acc, d| {
             acc.checked_mul(8)?.checked_add(u32::from(d - b'0'))
@@ -126,7 +129,7 @@ fn octal(w: &str) -> R<u32> {
     match v {
         Some(v) if v <= 0o7777 => Ok(v),
         _ => Err(reason!(
-            "bad mode '{}' (octal 00 to 07777, with a leading 0)",
+            "bad mode '{}' (octal 0 to 07777, with a leading 0)",
             w
         )),
     }
@@ -185,8 +188,10 @@ struct Parser<'t, 'a> {
     n: usize,
     /// Arguments after the command (or check) name.
     args: &'t [Tok<'a>],
-    /// Snapshot names defined so far.
-    snapshots: &'t [&'a str],
+    /// This line's number.
+    line: u32,
+    /// The file's snapshot definitions.
+    snapshots: &'t SnapNames<'a>,
 }
 
 impl<'a> Parser<'_, 'a> {
@@ -378,7 +383,7 @@ impl<'a> Parser<'_, 'a> {
             "snapshot" => {
                 self.arity(name, "snapshot <name> <idx>", 2, 2)?;
                 let n = self.w(0, "a snapshot name")?;
-                if self.snapshots.contains(&n) {
+                if self.snapshots.defined_before(n, self.line).is_some() {
                     return Err(reason!("snapshot '{}' already defined", n));
                 }
                 Cmd::Snapshot(n, self.idx(1)?)
@@ -396,6 +401,7 @@ impl<'a> Parser<'_, 'a> {
         let p = Parser {
             n: self.n,
             args: rest,
+            line: self.line,
             snapshots: self.snapshots,
         };
         let thread = |c: ThreadCheck, name: &str| -> R<Check<'a>> {
@@ -445,13 +451,13 @@ impl<'a> Parser<'_, 'a> {
             "unchanged" => {
                 p.arity("expect unchanged", "expect unchanged <name> <idx>", 2, 2)?;
                 let n = p.w(0, "a snapshot name")?;
-                if !self.snapshots.contains(&n) {
+                let Some(taken) = self.snapshots.defined_before(n, self.line) else {
                     return Err(reason!(
                         "unknown snapshot '{}' (take it first with snapshot)",
                         n
                     ));
-                }
-                Check::Unchanged(n, p.idx(1)?)
+                };
+                Check::Unchanged(n, taken, p.idx(1)?)
             }
             "status" => {
                 p.arity(
@@ -551,7 +557,7 @@ mod tests {
         assert_eq!(*cmds[8], Cmd::Fail(2, true));
         assert_eq!(*cmds[9], Cmd::Catchup(Set::All, false));
         assert_eq!(*cmds[10], Cmd::Snapshot("s", 1));
-        assert_eq!(*cmds[11], Cmd::Expect(Check::Unchanged("s", 2)));
+        assert_eq!(*cmds[11], Cmd::Expect(Check::Unchanged("s", 0, 2)));
         assert_eq!(
             *cmds[12],
             Cmd::Expect(Check::Status(
@@ -635,6 +641,12 @@ mod tests {
                 == 1
         );
         assert!(e("chmod * /a 755").1.starts_with("bad mode '755'"));
+        assert!(e("chmod * /a 7").1.starts_with("bad mode '7'"));
+        // `0` alone is mode 0, like `00`.
+        for zero in ["0", "00"] {
+            let text = alloc::format!("{c}chmod * /a {zero}");
+            assert_eq!(ok(&text).steps[0].cmd, Cmd::Chmod(Set::All, b"/a", 0));
+        }
         assert!(e("chmod * /a 0789").1.starts_with("bad mode"));
         assert!(e("chmod * /a 010000").1.starts_with("bad mode"));
         assert!(e("sleep 5").1.starts_with("bad duration '5'"));
@@ -694,6 +706,38 @@ mod tests {
             .starts_with("expect status: expected at least 2 arguments"));
         assert!(e("expect tid * /a x").1.starts_with("bad tid 'x'"));
         assert!(e("expect missing * /").1.starts_with("bad path '/'"));
+    }
+
+    #[test]
+    fn snapshot_names_take_logarithmic_comparisons() {
+        // Every name defined, then every name used: a linear lookup would make about n^2 / 2
+        // comparisons here (2 * 10^8), a sorted one at most 2n * (log2(n) + 1).
+        use core::fmt::Write;
+        let n = 20_000usize;
+        let mut text = alloc::string::String::from("cluster master slave\n");
+        for i in 0..n {
+            writeln!(text, "snapshot s{i} {}", i % 2).unwrap();
+        }
+        for i in (0..n).rev() {
+            writeln!(text, "expect unchanged s{i} 1").unwrap();
+        }
+        let names = SnapNames::collect(text.as_bytes()).unwrap();
+        let s = parse_with(text.as_bytes(), &names).unwrap();
+        assert_eq!(s.checks, n);
+        assert_eq!(
+            s.steps[n].cmd,
+            Cmd::Expect(Check::Unchanged("s19999", n - 1, 1))
+        );
+        assert_eq!(
+            s.steps[2 * n - 1].cmd,
+            Cmd::Expect(Check::Unchanged("s0", 0, 1))
+        );
+        let per_lookup = usize::BITS - n.leading_zeros() + 1; // log2(n) + 2, rounded up
+        let compares = names.compares.get();
+        assert!(
+            compares <= 2 * n * per_lookup as usize,
+            "{compares} comparisons for {n} snapshots"
+        );
     }
 
     #[test]

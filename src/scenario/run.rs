@@ -84,11 +84,11 @@ pub fn execute_mode(
 
 type R<T> = Result<T, Reason>;
 
-struct Interp<'a> {
+struct Interp {
     c: Pin<Box<Cluster>>,
     host: &'static dyn Host,
-    /// Snapshots taken so far, by name.
-    snaps: Vec<(&'a str, Snapshot)>,
+    /// Snapshots taken so far, in the order of their `snapshot` lines.
+    snaps: Vec<Snapshot>,
     diag: Diag,
 }
 
@@ -119,7 +119,7 @@ fn content(c: &Content) -> Result<alloc::borrow::Cow<'_, [u8]>, Error> {
     })
 }
 
-impl<'a> Interp<'a> {
+impl Interp {
     fn nodes(&self) -> usize {
         self.c.len()
     }
@@ -143,7 +143,7 @@ impl<'a> Interp<'a> {
         }
     }
 
-    fn exec(&mut self, cmd: &Cmd<'a>) -> R<()> {
+    fn exec(&mut self, cmd: &Cmd<'_>) -> R<()> {
         match cmd {
             Cmd::Role(i, r) => {
                 self.c.set_role(*i, *r);
@@ -205,13 +205,12 @@ impl<'a> Interp<'a> {
                 }
                 Ok(())
             }
-            Cmd::Snapshot(name, i) => {
+            Cmd::Snapshot(_, i) => {
                 let snap = self
                     .c
                     .snapshot(*i)
                     .map_err(|e| reason!("node {}: snapshot: {}", i, e))?;
-                crate::mem::try_push(&mut self.snaps, (*name, snap))
-                    .map_err(|e| reason!("snapshot: {}", e))
+                crate::mem::try_push(&mut self.snaps, snap).map_err(|e| reason!("snapshot: {}", e))
             }
             Cmd::Expect(_) => Ok(()),
         }
@@ -269,28 +268,27 @@ impl<'a> Interp<'a> {
         }
     }
 
-    /// What `sync` watches to see whether a round changed anything.
-    fn fingerprint(&self, set: NodeSet) -> Vec<u64> {
+    /// What `sync` watches to see whether a round changed anything: the state of each node's
+    /// tree (TIDs and content), never the synchronizer's counters, which also count work
+    /// redone to the same result (a child replaced again while a failed node leaves a key
+    /// under it undecided).
+    fn fingerprint(&self, set: NodeSet) -> R<Vec<u64>> {
         let mut v = Vec::new();
         for i in set.iter() {
-            let s = self.c.stats(i);
-            let root = self
+            let d = self
                 .c
-                .stat(i, b"/")
-                .map(|s| s.modify_tid)
-                .unwrap_or(u64::MAX);
-            // Allocation failure only makes the comparison conservative (one more round).
-            let _ = crate::mem::try_push(&mut v, s.inserted + s.destroyed + s.replaced);
-            let _ = crate::mem::try_push(&mut v, root);
+                .digest(i)
+                .map_err(|e| reason!("node {}: sync: {}", i, e))?;
+            crate::mem::try_push(&mut v, d).map_err(|e| reason!("sync: {}", e))?;
         }
-        v
+        Ok(v)
     }
 
     /// Deterministic synchronization on this thread: every node of `set`, in index order, until
-    /// a whole round changes nothing.
+    /// a whole round leaves every tree of `set` as it was.
     fn sync(&self, set: NodeSet) -> R<()> {
         for _ in 0..MAX_SYNC_ROUNDS {
-            let before = self.fingerprint(set);
+            let before = self.fingerprint(set)?;
             for i in set.iter() {
                 self.c.refresh_view(i);
                 match self.c.sync_node(i, &|| false) {
@@ -303,7 +301,7 @@ impl<'a> Interp<'a> {
                     Err(e) => return Err(reason!("node {}: sync: {}", i, e)),
                 }
             }
-            if self.fingerprint(set) == before {
+            if self.fingerprint(set)? == before {
                 return Ok(());
             }
         }
@@ -314,7 +312,7 @@ impl<'a> Interp<'a> {
     }
 
     /// Run one check, writing what differs to `self.diag`.
-    fn check(&mut self, check: &Check<'a>) -> bool {
+    fn check(&mut self, check: &Check<'_>) -> bool {
         let d = &mut self.diag;
         let c = &self.c;
         match check {
@@ -327,7 +325,7 @@ impl<'a> Interp<'a> {
             Check::Thread(want, s) => expect_thread(c, d, want, s),
             Check::Focus(t) => expect_focus(c, d, t),
             Check::QuorumNone => expect_quorum_none(c, d),
-            Check::Unchanged(name, i) => expect_unchanged(c, d, &self.snaps, name, i),
+            Check::Unchanged(name, taken, i) => expect_unchanged(c, d, &self.snaps, name, taken, i),
             Check::Status(i, words) => expect_status(c, d, i, words),
         }
     }
@@ -480,16 +478,18 @@ fn expect_quorum_none(c: &Cluster, d: &mut Diag) -> bool {
     }
 }
 
-/// `expect unchanged <name> <idx>`: the node still matches the snapshot.
+/// `expect unchanged <name> <idx>`: the node still matches the snapshot (`taken`: its
+/// ordinal among the snapshots the run took).
 fn expect_unchanged(
     c: &Cluster,
     d: &mut Diag,
-    snaps: &[(&str, Snapshot)],
+    snaps: &[Snapshot],
     name: &&str,
+    taken: &usize,
     i: &usize,
 ) -> bool {
     // The parser saw the snapshot command earlier in the file, so it ran.
-    let Some((_, snap)) = snaps.iter().find(|(n, _)| n == name) else {
+    let Some(snap) = snaps.get(*taken) else {
         let _ = writeln!(d, "snapshot '{name}' was not taken");
         return false;
     };
@@ -572,7 +572,6 @@ fn each_stat(
 
 fn thread_err(i: usize, op: &str, e: Error) -> Reason {
     match e {
-        Error::Invalid => reason!("node {}: {}: no sync thread (start one first)", i, op),
         Error::Busy => reason!("node {}: {}: a sync thread already runs", i, op),
         e => reason!("node {}: {}: {}", i, op, e),
     }

@@ -115,8 +115,9 @@ impl Slot {
 
 /// The per-node thread slots a cluster owns (one per node).
 ///
-/// A slot without a thread has STOPPED set in its word, so every request on it fails with
-/// `Error::Invalid` instead of waiting.
+/// A slot without a thread has STOPPED set in its word, so every request on it (freeze,
+/// unfreeze, remaster, stop, signal) is a successful no-op instead of a wait, as in the
+/// original; only an index beyond the slots is `Error::Invalid`.
 pub struct Threads {
     slots: [Slot; MAX_NODES],
     len: usize,
@@ -200,11 +201,12 @@ impl Threads {
         }
     }
 
-    /// The word of a slot that has (had) a thread, with the host it runs on.
-    fn word(&self, idx: usize) -> Result<HostWord<'_>> {
+    /// The word of a slot that has (had) a thread, with the host it runs on; `None` for a slot
+    /// that never had one (`Error::Invalid` for a bad index).
+    fn word(&self, idx: usize) -> Result<Option<HostWord<'_>>> {
         let slot = self.slot(idx)?;
-        let host = slot.ctl.lock().host.ok_or(Error::Invalid)?;
-        Ok(slot.word(host))
+        let host = slot.ctl.lock().host;
+        Ok(host.map(|h| slot.word(h)))
     }
 
     /// Start a sync thread on slot `idx` running `work`, with a fresh flag word.
@@ -286,26 +288,42 @@ impl Threads {
     }
 
     /// Make `req` of slot `idx`'s thread; returns once the thread acknowledged it (see
-    /// [`Request`]). `Error::Invalid` if no thread runs there or it stopped meanwhile.
+    /// [`Request`]). A successful no-op if no thread runs there or it stopped meanwhile
+    /// (`Error::Invalid` only for a bad index).
     pub fn request(&self, idx: usize, req: Request) -> Result<()> {
         match req {
-            Request::Freeze => requester::freeze(&self.word(idx)?),
-            Request::Unfreeze => requester::unfreeze(&self.word(idx)?),
-            Request::Remaster => requester::remaster(&self.word(idx)?),
+            Request::Freeze => self.on_word(idx, |w| requester::freeze(w)),
+            Request::Unfreeze => self.on_word(idx, |w| requester::unfreeze(w)),
+            Request::Remaster => self.on_word(idx, |w| requester::remaster(w)),
             Request::Stop => self.stop(idx),
-            Request::Signal => requester::kick(&self.word(idx)?),
+            Request::Signal => self.on_word(idx, |w| requester::kick(w)),
         }
+    }
+
+    /// Run requester operation `op` on slot `idx`'s word. Its answer (whether a thread
+    /// acknowledged) is not needed: a request to a slot without a thread, or whose thread
+    /// stopped first, is a successful no-op.
+    fn on_word(&self, idx: usize, op: impl FnOnce(&HostWord<'_>) -> bool) -> Result<()> {
+        if let Some(w) = self.word(idx)? {
+            op(&w);
+        }
+        Ok(())
     }
 
     /// [`Request::Freeze`], calling `signalled` once FREEZE is set, before the wait.
     pub(crate) fn freeze_observed(&self, idx: usize, signalled: &dyn Fn()) -> Result<()> {
-        requester::freeze_observed(&self.word(idx)?, signalled)
+        self.on_word(idx, |w| requester::freeze_observed(w, signalled))
     }
 
-    /// [`Request::Stop`]: returns once the thread has exited and been joined.
+    /// [`Request::Stop`]: returns once the thread has exited and been joined. A no-op if no
+    /// thread runs there.
     fn stop(&self, idx: usize) -> Result<()> {
-        let w = self.word(idx)?;
-        requester::signal(&w, ThreadFlags::STOP)?;
+        let Some(w) = self.word(idx)? else {
+            return Ok(());
+        };
+        if !requester::signal(&w, ThreadFlags::STOP) {
+            return Ok(());
+        }
         // The start that made the thread may not have stored its handle yet: sleep until it has
         // (never spin on `ctl` while the starter sleeps in the host's spawn).
         requester::wait_started(&w);
@@ -354,12 +372,12 @@ impl Threads {
     /// with [`Request::Stop`].
     pub fn stop_all(&mut self) {
         for idx in 0..self.len {
-            if let Ok(w) = self.word(idx) {
-                let _ = requester::signal(&w, ThreadFlags::STOP);
+            if let Ok(Some(w)) = self.word(idx) {
+                requester::signal(&w, ThreadFlags::STOP);
             }
         }
         for idx in 0..self.len {
-            if let Ok(w) = self.word(idx) {
+            if let Ok(Some(w)) = self.word(idx) {
                 requester::wait(&w, |_| false);
             }
             self.join(idx);

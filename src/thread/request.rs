@@ -2,7 +2,8 @@
 //! [`super::Threads`] protocol, the cluster, the scenario language and the C API.
 
 /// One request to a running sync thread. Every request but [`Request::Signal`] returns only
-/// once the thread acknowledged it.
+/// once the thread acknowledged it; a request to a slot whose thread never started or has
+/// stopped is a successful no-op, as in HAMMER2 (a thread reads the roles when it starts).
 ///
 /// The discriminant is the request's value in the C API (`h2s_thread_op`); 0 is left to that
 /// API's start, which is not a request (it makes the thread the requests go to).
