@@ -536,9 +536,7 @@ impl Cluster {
     }
     /// Compare node `b`'s tree with node `a`'s; write the first differences to `out`.
     pub fn compare(&self, a: usize, b: usize, out: &mut dyn fmt::Write) -> Result<bool> {
-        let ra = compare::flatten(self.store(a)?)?;
-        let rb = compare::flatten(self.store(b)?)?;
-        compare::diff(&ra, &rb, b, out)
+        compare::compare(self.store(a)?, self.store(b)?, b, out)
     }
     /// Stat the inode at `path` on node `idx`.
     pub fn stat(&self, idx: usize, path: &[u8]) -> Result<InodeStat> {
@@ -573,8 +571,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// Whether node `idx` of `cluster` still holds exactly this tree; differences go to `out`.
     pub fn matches(&self, cluster: &Cluster, idx: usize, out: &mut dyn fmt::Write) -> Result<bool> {
-        let now = compare::flatten(cluster.store(idx)?)?;
-        compare::diff(&self.records, &now, idx, out)
+        compare::compare_snapshot(&self.records, cluster.store(idx)?, idx, out)
     }
 }
 

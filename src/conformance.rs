@@ -427,6 +427,10 @@ mod tests {
         fn log(&self, level: crate::host::LogLevel, args: fmt::Arguments<'_>) {
             crate::userland::host().log(level, args)
         }
+        fn should_stop(&self) -> bool {
+            false
+        }
+        fn relax(&self) {}
     }
 
     static BROKEN: NoInterlock = NoInterlock;

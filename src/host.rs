@@ -10,7 +10,7 @@ use core::fmt;
 use core::sync::atomic::AtomicU32;
 use core::time::Duration;
 
-use crate::Result;
+use crate::{Error, Result};
 
 /// Shared or exclusive chain-lock mode (`HAMMER2_RESOLVE_SHARED` or not).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +120,39 @@ pub trait Host: Send + Sync {
 
     /// Write one log line.
     fn log(&self, level: LogLevel, args: fmt::Arguments<'_>);
+
+    /// Whether the run the calling thread serves must end now: its caller is gone or being
+    /// killed (Linux: `fatal_signal_pending(current)`). Polled by interruptible work (scenario
+    /// commands, their sleeps and waits, long walks), never by sync threads, whose sleeps are
+    /// not interruptible. Must not sleep; callable with chain locks held.
+    fn should_stop(&self) -> bool;
+
+    /// A scheduling point: let other tasks run if the calling thread has run long enough
+    /// (Linux: `cond_resched()`). Called at a bounded interval in every loop over chains, so
+    /// no loop can hold a CPU unboundedly. May sleep: the caller holds no spin lock (chain
+    /// locks, which are sleepable, may be held).
+    fn relax(&self);
+}
+
+/// Longest single sleep of [`sleep_interruptible`]: how late a stop request may be seen.
+const STOP_POLL: Duration = Duration::from_millis(50);
+
+/// Sleep for `d` on the host, ending early with [`Error::Interrupted`] once
+/// [`Host::should_stop`] says so (polled at least every [`STOP_POLL`]).
+pub fn sleep_interruptible(host: &dyn Host, d: Duration) -> Result<()> {
+    let end = host
+        .now_ns()
+        .saturating_add(d.as_nanos().min(u64::MAX as u128) as u64);
+    loop {
+        if host.should_stop() {
+            return Err(Error::Interrupted);
+        }
+        let now = host.now_ns();
+        if now >= end {
+            return Ok(());
+        }
+        sleep(host, Duration::from_nanos(end - now).min(STOP_POLL));
+    }
 }
 
 /// Sleep for `d` on the host (a word sleep nobody wakes).

@@ -111,6 +111,16 @@ impl Host for KernelHost {
         // SAFETY: `b` is valid for the call.
         unsafe { (table().log)(lvl, b.as_ptr(), b.len()) }
     }
+
+    fn should_stop(&self) -> bool {
+        // SAFETY: plain call into the host; it only looks at the calling task.
+        unsafe { (table().should_stop)() != 0 }
+    }
+
+    fn relax(&self) {
+        // SAFETY: plain call into the host; the trait contract says no spin lock is held.
+        unsafe { (table().relax)() }
+    }
 }
 
 fn excl(mode: LockMode) -> i32 {

@@ -66,6 +66,12 @@ pub struct H2sHostOps {
     pub heap_lock: unsafe extern "C" fn(),
     /// Release the pool allocator's lock.
     pub heap_unlock: unsafe extern "C" fn(),
+    /// Non-zero when the calling task's run must end now (Linux: a fatal signal is pending).
+    /// Must not sleep.
+    pub should_stop: unsafe extern "C" fn() -> i32,
+    /// A scheduling point (Linux: `cond_resched()`). Called from process context with no
+    /// spinlock held; may sleep.
+    pub relax: unsafe extern "C" fn(),
 }
 
 static OPS: AtomicPtr<H2sHostOps> = AtomicPtr::new(core::ptr::null_mut());

@@ -159,6 +159,20 @@ unsafe extern "C" fn heap_unlock() {
     HEAP_LOCK.store(false, Ordering::Release);
 }
 
+/// What the simulated host's `should_stop` answers (a killed caller in a kernel).
+pub static STOP: AtomicBool = AtomicBool::new(false);
+
+unsafe extern "C" fn should_stop() -> i32 {
+    i32::from(STOP.load(Ordering::SeqCst))
+}
+
+/// Calls of the simulated host's `relax`.
+pub static RELAXED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+unsafe extern "C" fn relax() {
+    RELAXED.fetch_add(1, Ordering::SeqCst);
+}
+
 /// The simulated host's table.
 pub static OPS: H2sHostOps = H2sHostOps {
     sleep_word,
@@ -174,6 +188,8 @@ pub static OPS: H2sHostOps = H2sHostOps {
     panic,
     heap_lock,
     heap_unlock,
+    should_stop,
+    relax,
 };
 
 /// Start the library once for the whole test process, with a pool from the std heap.

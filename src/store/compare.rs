@@ -10,11 +10,13 @@ use core::fmt::{self, Write};
 
 use super::inode;
 use super::{Body, ChainId, Store};
+use crate::host::Host;
 use crate::media::{self, Blockref};
 use crate::mem::{try_push, try_to_vec};
 use crate::{Error, Result};
 
-/// One chain, flattened: where it is, its header, its payload.
+/// One chain, copied: where it is, its header, its payload (a [`Snapshot`](crate::cluster::Snapshot)'s
+/// unit).
 #[derive(Debug, Clone)]
 pub struct Record {
     keys: Vec<u64>,
@@ -23,54 +25,170 @@ pub struct Record {
     body: Body,
 }
 
+/// One chain as a comparison sees it, borrowed from a [`Walk`].
+#[derive(Clone, Copy)]
+struct View<'r> {
+    /// The keys from the PFS root down to the chain (empty for the root itself).
+    keys: &'r [u64],
+    /// The file names of the inodes on the way (`/a/b`), empty for the root.
+    path: &'r [u8],
+    bref: &'r Blockref,
+    body: &'r Body,
+}
+
+/// A walk over a tree in pre-order (parents before children, children in key order), one
+/// chain at a time, so a comparison holds two chains' payloads at most, never two trees.
+trait Walk {
+    /// The chain the walk is at (None: the walk is over).
+    fn current(&self) -> Option<View<'_>>;
+    /// Move on: into the current chain's children when `descend`, else past its whole subtree.
+    fn advance(&mut self, descend: bool) -> Result<()>;
+}
+
+/// A [`Walk`] over a live store that keeps only the path from the root to the current chain
+/// (a cursor per level) and the current chain's payload.
+struct StoreWalk<'s> {
+    store: &'s Store,
+    /// `(chain, header, path length before its name)` from the root down to the current chain.
+    stack: Vec<(ChainId, Blockref, usize)>,
+    /// The keys of `stack` below the root.
+    keys: Vec<u64>,
+    path: Vec<u8>,
+    body: Option<Body>,
+}
+
+impl<'s> StoreWalk<'s> {
+    fn new(store: &'s Store) -> Result<Self> {
+        let mut w = StoreWalk {
+            store,
+            stack: Vec::new(),
+            keys: Vec::new(),
+            path: Vec::new(),
+            body: None,
+        };
+        w.enter(store.root())?;
+        Ok(w)
+    }
+
+    /// Make `id` (a child of the current chain, or the root) the current chain.
+    fn enter(&mut self, id: ChainId) -> Result<()> {
+        let (bref, body) = self.store.read(id)?;
+        let plen = self.path.len();
+        if !self.stack.is_empty() {
+            try_push(&mut self.keys, bref.key)?;
+        }
+        if bref.btype == media::BREF_TYPE_INODE && !self.stack.is_empty() {
+            let name = body.inode().ok_or(Error::Invalid)?.filename();
+            self.path.try_reserve(1 + name.len())?;
+            self.path.push(b'/');
+            self.path.extend_from_slice(name);
+        }
+        try_push(&mut self.stack, (id, bref, plen))?;
+        self.body = Some(body);
+        Ok(())
+    }
+}
+
+impl Walk for StoreWalk<'_> {
+    fn current(&self) -> Option<View<'_>> {
+        let (_, bref, _) = self.stack.last()?;
+        Some(View {
+            keys: &self.keys,
+            path: &self.path,
+            bref,
+            body: self.body.as_ref()?,
+        })
+    }
+
+    fn advance(&mut self, descend: bool) -> Result<()> {
+        let store = self.store;
+        store.host().relax();
+        if descend {
+            if let Some(&(id, _, _)) = self.stack.last() {
+                if let Some((c, _)) = store.lookup(id, 0, media::KEY_MAX)? {
+                    return self.enter(c);
+                }
+            }
+        }
+        self.body = None;
+        while let Some((_, bref, plen)) = self.stack.pop() {
+            self.path.truncate(plen);
+            let Some(&(parent, _, _)) = self.stack.last() else {
+                break;
+            };
+            self.keys.pop();
+            if let Some((c, _)) = store.next(parent, &bref, media::KEY_MAX)? {
+                return self.enter(c);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A [`Walk`] over copied records (a snapshot).
+struct SliceWalk<'r> {
+    recs: &'r [Record],
+    at: usize,
+}
+
+impl Walk for SliceWalk<'_> {
+    fn current(&self) -> Option<View<'_>> {
+        let r = self.recs.get(self.at)?;
+        Some(View {
+            keys: &r.keys,
+            path: &r.path,
+            bref: &r.bref,
+            body: &r.body,
+        })
+    }
+
+    fn advance(&mut self, descend: bool) -> Result<()> {
+        let Some(cur) = self.recs.get(self.at) else {
+            return Ok(());
+        };
+        self.at += 1;
+        if !descend {
+            while self
+                .recs
+                .get(self.at)
+                .is_some_and(|r| r.keys.starts_with(&cur.keys))
+            {
+                self.at += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Every chain of `store`, parents before children, children in key order.
 pub fn flatten(store: &Store) -> Result<Vec<Record>> {
     let mut out = Vec::new();
-    let mut stack: Vec<(ChainId, Vec<u64>, Vec<u8>)> = Vec::new();
-    try_push(&mut stack, (store.root(), Vec::new(), Vec::new()))?;
-    while let Some((id, keys, path)) = stack.pop() {
-        let (bref, body) = store.read(id)?;
-        let mut kids = Vec::new();
-        let mut next = store.lookup(id, 0, media::KEY_MAX)?;
-        while let Some((c, b)) = next {
-            try_push(&mut kids, c)?;
-            next = store.next(id, &b, media::KEY_MAX)?;
+    let mut w = StoreWalk::new(store)?;
+    while let Some(v) = w.current() {
+        if store.host().should_stop() {
+            return Err(Error::Interrupted);
         }
-        for &c in kids.iter().rev() {
-            let cb = store.bref(c)?;
-            let mut ck = try_to_vec(&keys)?;
-            try_push(&mut ck, cb.key)?;
-            let mut cp = try_to_vec(&path)?;
-            if cb.btype == media::BREF_TYPE_INODE {
-                let name = store.read(c)?.1;
-                cp.try_reserve(1 + media::NAME_MAX)?;
-                cp.push(b'/');
-                cp.extend_from_slice(name.inode().ok_or(Error::Invalid)?.filename());
-            }
-            try_push(&mut stack, (c, ck, cp))?;
-        }
-        try_push(
-            &mut out,
-            Record {
-                keys,
-                path,
-                bref,
-                body,
-            },
-        )?;
+        let r = Record {
+            keys: try_to_vec(v.keys)?,
+            path: try_to_vec(v.path)?,
+            bref: *v.bref,
+            body: v.body.try_clone()?,
+        };
+        try_push(&mut out, r)?;
+        w.advance(true)?;
     }
     Ok(out)
 }
 
-struct Path<'a>(&'a Record);
+struct Path<'a>(View<'a>);
 
 impl fmt::Display for Path<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let r = self.0;
+        let r = &self.0;
         if r.path.is_empty() {
             f.write_str("/")?;
         }
-        for &b in &r.path {
+        for &b in r.path {
             if b.is_ascii_graphic() || b == b' ' {
                 f.write_char(b as char)?;
             } else {
@@ -85,12 +203,12 @@ impl fmt::Display for Path<'_> {
 }
 
 /// What differs between `a` (expected) and `b`, if anything (`is_root`: PFS root rule).
-fn differs(a: &Record, b: &Record, is_root: bool) -> Option<DiffWhat> {
+fn differs(a: &View<'_>, b: &View<'_>, is_root: bool) -> Option<DiffWhat> {
     let (x, y) = (&a.bref, &b.bref);
     if x.btype != y.btype {
         return Some(DiffWhat::Num("chain type", y.btype as u64, x.btype as u64));
     }
-    match (&a.body, &b.body) {
+    match (a.body, b.body) {
         (Body::Inode(ia), Body::Inode(ib)) => {
             let (ma, mb) = (&ia.meta, &ib.meta);
             if ma.objtype != mb.objtype {
@@ -170,13 +288,40 @@ impl fmt::Display for DiffWhat {
 /// Most difference lines written by one comparison.
 pub const MAX_DIFF_LINES: usize = 8;
 
-/// Compare `b` (node `node_b`) against `a`; write `node B: /path: <what differs>` lines for the
-/// first differences. True when they are the same.
-pub fn diff(a: &[Record], b: &[Record], node_b: usize, out: &mut dyn fmt::Write) -> Result<bool> {
-    let (mut i, mut j, mut lines) = (0, 0, 0usize);
-    let mut same = true;
+/// Compare node `node_b`'s tree (`b`) with `a`'s; write `node B: /path: <what differs>` lines
+/// for the first differences. True when they are the same. Walks both trees in step, holding one
+/// chain of each, so it needs no memory in proportion to the trees; ends with
+/// [`Error::Interrupted`] when the host says to stop.
+pub fn compare(a: &Store, b: &Store, node_b: usize, out: &mut dyn fmt::Write) -> Result<bool> {
+    diff(
+        &mut StoreWalk::new(a)?,
+        &mut StoreWalk::new(b)?,
+        b.host(),
+        node_b,
+        out,
+    )
+}
+
+/// [`compare`] of a live store (node `node_b`) against a snapshot of it.
+pub fn compare_snapshot(
+    snap: &[Record],
+    b: &Store,
+    node_b: usize,
+    out: &mut dyn fmt::Write,
+) -> Result<bool> {
+    let mut a = SliceWalk { recs: snap, at: 0 };
+    diff(&mut a, &mut StoreWalk::new(b)?, b.host(), node_b, out)
+}
+
+fn diff(
+    a: &mut dyn Walk,
+    b: &mut dyn Walk,
+    host: &dyn Host,
+    node_b: usize,
+    out: &mut dyn fmt::Write,
+) -> Result<bool> {
+    let mut lines = 0usize;
     let mut say = |args: fmt::Arguments<'_>| {
-        same = false;
         if lines < MAX_DIFF_LINES {
             let _ = writeln!(out, "node {node_b}: {args}");
         } else if lines == MAX_DIFF_LINES {
@@ -184,41 +329,42 @@ pub fn diff(a: &[Record], b: &[Record], node_b: usize, out: &mut dyn fmt::Write)
         }
         lines += 1;
     };
-    while i < a.len() || j < b.len() {
-        let ord = match (a.get(i), b.get(j)) {
-            (Some(x), Some(y)) => x.keys.cmp(&y.keys),
+    loop {
+        if host.should_stop() {
+            return Err(Error::Interrupted);
+        }
+        let ord = match (a.current(), b.current()) {
+            (None, None) => break,
+            (Some(x), Some(y)) => x.keys.cmp(y.keys),
             (Some(_), None) => Ordering::Less,
-            _ => Ordering::Greater,
+            (None, Some(_)) => Ordering::Greater,
         };
         match ord {
             Ordering::Less => {
-                let x = &a[i];
-                say(format_args!("{}: missing", Path(x)));
-                // Skip the whole missing subtree: one line is enough.
-                i += 1;
-                while a.get(i).is_some_and(|r| r.keys.starts_with(&x.keys)) {
-                    i += 1;
+                if let Some(x) = a.current() {
+                    say(format_args!("{}: missing", Path(x)));
                 }
+                // Skip the whole missing subtree: one line is enough.
+                a.advance(false)?;
             }
             Ordering::Greater => {
-                let y = &b[j];
-                say(format_args!("{}: unexpected", Path(y)));
-                j += 1;
-                while b.get(j).is_some_and(|r| r.keys.starts_with(&y.keys)) {
-                    j += 1;
+                if let Some(y) = b.current() {
+                    say(format_args!("{}: unexpected", Path(y)));
                 }
+                b.advance(false)?;
             }
             Ordering::Equal => {
-                let (x, y) = (&a[i], &b[j]);
-                if let Some(w) = differs(x, y, x.keys.is_empty()) {
-                    say(format_args!("{}: {}", Path(y), w));
+                if let (Some(x), Some(y)) = (a.current(), b.current()) {
+                    if let Some(w) = differs(&x, &y, x.keys.is_empty()) {
+                        say(format_args!("{}: {}", Path(y), w));
+                    }
                 }
-                i += 1;
-                j += 1;
+                a.advance(true)?;
+                b.advance(true)?;
             }
         }
     }
-    Ok(same)
+    Ok(lines == 0)
 }
 
 #[cfg(test)]
@@ -236,7 +382,14 @@ mod tests {
 
     fn cmp(a: &Store, b: &Store) -> (bool, String) {
         let mut s = String::new();
-        let same = diff(&flatten(a).unwrap(), &flatten(b).unwrap(), 1, &mut s).unwrap();
+        let same = compare(a, b, 1, &mut s).unwrap();
+        let mut s2 = String::new();
+        let same2 = compare_snapshot(&flatten(a).unwrap(), b, 1, &mut s2).unwrap();
+        assert_eq!(
+            (same, &s),
+            (same2, &s2),
+            "live and snapshot comparisons agree"
+        );
         (same, s)
     }
 
