@@ -14,6 +14,7 @@ use crate::host::{Host, LockMode};
 use crate::media;
 use crate::mem::try_box;
 use crate::quorum::{self, NodeAnswer, QuorumResult, Voter};
+pub use crate::store::compare::FileCmp;
 use crate::store::compare::{self, Record};
 use crate::store::{HostLock, Store};
 use crate::sync::pool::{NodeFaults, Pool};
@@ -554,6 +555,18 @@ impl Cluster {
     pub fn read_file(&self, idx: usize, path: &[u8]) -> Result<Vec<u8>> {
         let s = self.store(idx)?;
         s.read_file(s.resolve(path)?)
+    }
+    /// Compare the regular file at `path` on node `idx` with `want_len` expected bytes that
+    /// `want` produces in order, block by block (see [`compare::compare_file`]).
+    pub fn compare_file(
+        &self,
+        idx: usize,
+        path: &[u8],
+        want_len: u64,
+        want: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<FileCmp> {
+        let s = self.store(idx)?;
+        compare::compare_file(s, s.resolve(path)?, want_len, want)
     }
     /// A copy of node `idx`'s whole tree, for `expect unchanged`.
     pub fn snapshot(&self, idx: usize) -> Result<Snapshot> {

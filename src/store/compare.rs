@@ -367,6 +367,129 @@ fn diff(
     Ok(lines == 0)
 }
 
+/// How a file's content compares with what was expected ([`compare_file`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileCmp {
+    /// Same size, same bytes.
+    Same,
+    /// The first byte that differs, within the shorter of the two.
+    DiffersAt(u64),
+    /// The bytes both hold agree, but the file holds this many bytes.
+    Size(u64),
+}
+
+/// Bytes of expected content produced and compared at a time.
+const FILE_CHUNK: usize = 16 << 10;
+
+/// Compare regular file `id` of `store` (a hardlink pointer is followed) with `want_len`
+/// expected bytes, which `want` writes in order into each buffer it is given. Goes block by
+/// block, so it needs one data block and one chunk of expected bytes, whatever the file's size.
+pub fn compare_file(
+    store: &Store,
+    id: ChainId,
+    want_len: u64,
+    want: &mut dyn FnMut(&mut [u8]),
+) -> Result<FileCmp> {
+    let id = store.follow(id)?;
+    let m = store.meta(id)?;
+    match m.objtype {
+        media::OBJTYPE_REGFILE => {}
+        media::OBJTYPE_DIRECTORY => return Err(Error::IsDir),
+        _ => return Err(Error::Invalid),
+    }
+    let common = m.size.min(want_len);
+    let mut cmp = Expected {
+        want,
+        buf: Vec::new(),
+        pos: 0,
+        end: common,
+    };
+    cmp.buf.try_reserve_exact(FILE_CHUNK)?;
+    cmp.buf.resize(FILE_CHUNK, 0);
+    let differs = if m.is_directdata() {
+        let (_, body) = store.read(id)?;
+        let ip = body.inode().ok_or(Error::Invalid)?;
+        cmp.next(Some(&ip.u))?
+    } else {
+        let mut found = None;
+        let mut next = store.lookup(id, 0, media::KEY_MAX)?;
+        while let Some((c, b)) = next {
+            if b.key >= common || found.is_some() {
+                break;
+            }
+            // Holes (missing blocks) read as zeros.
+            found = cmp.until(b.key)?;
+            if found.is_none() {
+                if let (_, Body::Data(d)) = store.read(c)? {
+                    // Blocks do not overlap; were one to, the bytes already compared stand.
+                    let skip = usize::try_from(cmp.pos.saturating_sub(b.key))
+                        .map_or(d.len(), |n| n.min(d.len()));
+                    found = cmp.next(Some(&d[skip..]))?;
+                }
+            }
+            store.host().relax();
+            next = store.next(id, &b, media::KEY_MAX)?;
+        }
+        found
+    };
+    let differs = match differs {
+        Some(at) => Some(at),
+        None => cmp.until(common)?,
+    };
+    Ok(match differs {
+        Some(at) => FileCmp::DiffersAt(at),
+        None if m.size != want_len => FileCmp::Size(m.size),
+        None => FileCmp::Same,
+    })
+}
+
+/// The expected side of [`compare_file`]: a cursor into the expected bytes.
+struct Expected<'w> {
+    want: &'w mut dyn FnMut(&mut [u8]),
+    buf: Vec<u8>,
+    /// Bytes compared so far.
+    pos: u64,
+    /// Bytes to compare in all.
+    end: u64,
+}
+
+impl Expected<'_> {
+    /// Compare the file's next bytes, `got` (None: zeros, a hole), up to `end`; the offset of
+    /// the first that differs, if any.
+    fn next(&mut self, got: Option<&[u8]>) -> Result<Option<u64>> {
+        let len = got.map_or(0, |g| g.len() as u64);
+        let stop = self.pos.saturating_add(len).min(self.end);
+        self.compare_to(stop, got)
+    }
+
+    /// Compare zeros (a hole) up to offset `to` (at most `end`).
+    fn until(&mut self, to: u64) -> Result<Option<u64>> {
+        self.compare_to(to.min(self.end), None)
+    }
+
+    fn compare_to(&mut self, stop: u64, got: Option<&[u8]>) -> Result<Option<u64>> {
+        let start = self.pos;
+        while self.pos < stop {
+            let k = (stop - self.pos).min(self.buf.len() as u64) as usize;
+            let chunk = &mut self.buf[..k];
+            (self.want)(chunk);
+            let from = (self.pos - start) as usize;
+            let at = match got {
+                Some(g) => chunk
+                    .iter()
+                    .zip(&g[from..from + k])
+                    .position(|(w, x)| w != x),
+                None => chunk.iter().position(|&w| w != 0),
+            };
+            if let Some(j) = at {
+                return Ok(Some(self.pos + j as u64));
+            }
+            self.pos += k as u64;
+        }
+        Ok(None)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testhost::host;
@@ -435,5 +558,74 @@ mod tests {
         b.mkdir(b"/g", 7).unwrap();
         let text = cmp(&a, &b).1;
         assert!(text.contains("node 1: /g: unexpected"), "{text}");
+    }
+
+    fn file_cmp(s: &Store, path: &[u8], want: &[u8]) -> FileCmp {
+        let mut rest = want;
+        let mut fill = |out: &mut [u8]| {
+            let (now, later) = rest.split_at(out.len());
+            out.copy_from_slice(now);
+            rest = later;
+        };
+        compare_file(s, s.resolve(path).unwrap(), want.len() as u64, &mut fill).unwrap()
+    }
+
+    #[test]
+    fn files_compare_block_by_block_as_a_whole_read_would() {
+        let s = store();
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        s.write(b"/big", &big, 1).unwrap();
+        assert_eq!(file_cmp(&s, b"/big", &big), FileCmp::Same);
+        let mut other = big.clone();
+        other[150_001] ^= 1;
+        assert_eq!(file_cmp(&s, b"/big", &other), FileCmp::DiffersAt(150_001));
+        assert_eq!(file_cmp(&s, b"/big", &big[..1000]), FileCmp::Size(200_000));
+        let mut longer = big.clone();
+        longer.push(0);
+        assert_eq!(file_cmp(&s, b"/big", &longer), FileCmp::Size(200_000));
+        // Embedded data (DIRECTDATA) and the empty file.
+        s.write(b"/small", b"hello", 2).unwrap();
+        assert_eq!(file_cmp(&s, b"/small", b"hello"), FileCmp::Same);
+        assert_eq!(file_cmp(&s, b"/small", b"help"), FileCmp::DiffersAt(3));
+        assert_eq!(file_cmp(&s, b"/small", b"hello!"), FileCmp::Size(5));
+        s.write(b"/empty", b"", 3).unwrap();
+        assert_eq!(file_cmp(&s, b"/empty", b""), FileCmp::Same);
+        assert_eq!(file_cmp(&s, b"/empty", b"a"), FileCmp::Size(0));
+        // The same verdicts as a whole read, on every file.
+        for p in [&b"/big"[..], b"/small", b"/empty"] {
+            let whole = s.read_file(s.resolve(p).unwrap()).unwrap();
+            assert_eq!(file_cmp(&s, p, &whole), FileCmp::Same);
+        }
+        s.mkdir(b"/d", 4).unwrap();
+        let d = s.resolve(b"/d").unwrap();
+        assert_eq!(compare_file(&s, d, 0, &mut |_| {}), Err(Error::IsDir));
+    }
+
+    #[test]
+    fn walks_relax_and_stop_when_told() {
+        let h = host();
+        let mut root = InodeData::default();
+        root.meta.objtype = media::OBJTYPE_DIRECTORY;
+        let (a, b) = (
+            Store::new(h, root).unwrap(),
+            Store::new(h, InodeData { ..root }).unwrap(),
+        );
+        for s in [&a, &b] {
+            for i in 0..50u32 {
+                s.write(std::format!("/f{i}").as_bytes(), b"x", 1).unwrap();
+            }
+        }
+        let before = h.relaxed();
+        assert!(cmp(&a, &b).0);
+        assert!(
+            h.relaxed() - before >= 100,
+            "a comparison of 2x51 chains never relaxed"
+        );
+        h.stop_after(10);
+        let mut out = String::new();
+        assert_eq!(compare(&a, &b, 1, &mut out), Err(Error::Interrupted));
+        h.stop_after(10);
+        assert_eq!(flatten(&a).map(|_| ()), Err(Error::Interrupted));
+        h.stop_after(usize::MAX);
     }
 }

@@ -232,6 +232,7 @@ impl Store {
             .enumerate()
             .take(nblocks)
         {
+            self.host.relax();
             let key = (i as u64) << media::DATA_BLOCK_RADIX;
             let bref = data_bref(key, chunk.len(), tid);
             let mut bytes = Vec::new();
@@ -331,6 +332,7 @@ impl Store {
         let mut stack = Vec::new();
         try_push(&mut stack, self.root)?;
         while let Some(cur) = stack.pop() {
+            self.host.relax();
             let cm = self.meta(cur)?;
             if cm.objtype == m.target_type && cm.inum == m.inum {
                 return Ok(cur);
@@ -379,6 +381,7 @@ impl Store {
                 out.truncate(off);
                 out.extend_from_slice(&d[..n]);
             }
+            self.host.relax();
             next = self.next(id, &b, media::KEY_MAX)?;
         }
         out.resize(size, 0);

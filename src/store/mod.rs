@@ -737,6 +737,7 @@ impl Store {
         stack.push(child);
         let mut freed = 0;
         while let Some(top) = stack.last() {
+            self.host.relax();
             let first = self.arena.read().get(top.id)?.children.first();
             match first {
                 Some(c) => {

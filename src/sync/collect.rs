@@ -455,6 +455,7 @@ impl<'p, 'a, S: ChainStore> Collector<'p, 'a, S> {
         // number of polls does not depend on how fast the workers answer.
         let mut waited = false;
         loop {
+            self.peers.host.relax();
             if !waited && self.brk.poll() {
                 return Err(Error::InProgress);
             }
