@@ -13,8 +13,9 @@
 //! makes its path "uncertain": not checked path by path, only by the final all-nodes comparison.
 //!
 //! Host threads share one leaked `Box` (no `Arc`: its allocation is infallible) that is taken
-//! back once every thread was joined; a thread that hangs past the timeout is reported and the
-//! box stays leaked, since it cannot be freed under a running thread.
+//! back once every thread was joined. Threads that are still running at the timeout are told to
+//! quit (each checks between two operations, which are bounded), then joined, and only then is
+//! anything freed: a run never leaves a thread behind, whatever its verdict.
 
 use alloc::boxed::Box;
 use alloc::format;
@@ -192,6 +193,8 @@ struct Shared {
     acked: [AtomicU32; MAX_REQUESTERS],
     /// Threads finished (woken on each).
     done: AtomicU32,
+    /// Non-zero: writers and requesters stop before their next operation (the timeout).
+    quit: AtomicU32,
     /// The first failure a thread saw.
     failure: spin::Mutex<Option<Note>>,
 }
@@ -258,6 +261,9 @@ fn writer(s: &Shared, w: usize) {
     let mut rng = Rng::new(s.p.seed.wrapping_add(w as u64 * 7919));
     let mut path = heapless::String::new();
     for _ in 0..s.p.ops_per_writer {
+        if s.quit.load(Ordering::SeqCst) != 0 {
+            return;
+        }
         if let Err(e) = writer_step(s, w, &mut rng, &mut path) {
             s.fail(format_args!("writer {w}: {e}"));
             return;
@@ -416,6 +422,9 @@ fn requester(s: &Shared, r: usize) {
     let mine = (n + s.p.requesters - 1 - r) / s.p.requesters;
     let mut rng = Rng::new(s.p.seed ^ 0x5555_0000 ^ r as u64);
     for j in 0..s.p.requests {
+        if s.quit.load(Ordering::SeqCst) != 0 {
+            return;
+        }
         let node = r + s.p.requesters * rng.below(mine as u64) as usize;
         let (what, res) = match rng.below(6) {
             0 => ("freeze", c.thread_freeze(node)),
@@ -511,33 +520,25 @@ fn run_with(
         ledgers,
         acked: [const { AtomicU32::new(0) }; MAX_REQUESTERS],
         done: AtomicU32::new(0),
+        quit: AtomicU32::new(0),
         failure: spin::Mutex::new(None),
     })
     .map_err(|e| format!("shared state: {e}"))?;
     let s: &'static Shared = Box::leak(boxed);
     let t0 = host.now_ns();
-    if let Err(Hung(msg)) = run_threads(host, s, out) {
-        // A thread still runs on `s`: it must stay allocated (leaked) for good.
-        return Err(msg);
-    }
-    let r = settle_and_check(host, s, t0, out);
+    let r = run_threads(host, s, out).and_then(|()| settle_and_check(host, s, t0, out));
     let ms = (host.now_ns() - start) / 1_000_000;
     let _ = writeln!(out, "# stress case took {ms} ms in all");
-    // SAFETY: `s` came from `Box::leak` above and every thread given it was joined (run_threads
-    // returned without `Hung`), so nothing else refers to it any more.
+    // SAFETY: `s` came from `Box::leak` above and `run_threads` joined every thread given it,
+    // on every path, so nothing else refers to it any more. Dropping it stops and joins the
+    // cluster's sync threads.
     drop(unsafe { Box::from_raw(s as *const Shared as *mut Shared) });
     r
 }
 
-/// A host thread did not finish in time; the shared state must not be freed.
-struct Hung(String);
-
-/// Spawn the writers and requesters, wait for all of them (sleeping) and join them.
-fn run_threads(
-    host: &'static dyn Host,
-    s: &'static Shared,
-    out: &mut dyn fmt::Write,
-) -> core::result::Result<(), Hung> {
+/// Spawn the writers and requesters, wait for all of them (sleeping) and join them. At the
+/// timeout the threads still running are told to quit, and joined too: `Err` says they hung.
+fn run_threads(host: &'static dyn Host, s: &'static Shared, out: &mut dyn fmt::Write) -> Outcome {
     let mut handles: heapless::Vec<RawThread, { MAX_WRITERS + MAX_REQUESTERS }> =
         heapless::Vec::new();
     let mut spawn_err = None;
@@ -571,6 +572,7 @@ fn run_threads(
     }
     let want = handles.len() as u32;
     let end = host.now_ns().saturating_add(s.p.timeout.as_nanos() as u64);
+    let mut hung = None;
     loop {
         let v = s.done.load(Ordering::SeqCst);
         if v >= want {
@@ -578,16 +580,22 @@ fn run_threads(
         }
         if host.now_ns() > end {
             let _ = writeln!(out, "# {} of {want} threads finished", v);
-            return Err(Hung(format!(
+            hung = Some(format!(
                 "{} of {want} writer/requester threads still running after {} s: hung",
                 want - v,
                 s.p.timeout.as_secs()
-            )));
+            ));
+            // Each ends before its next operation; joining below waits for that.
+            s.quit.store(1, Ordering::SeqCst);
+            break;
         }
         host.sleep_on_word(&s.done, v, Some(Duration::from_millis(100)));
     }
     for h in handles {
         host.join(h);
+    }
+    if let Some(msg) = hung {
+        return Err(msg);
     }
     if let Some(e) = spawn_err {
         // Every spawned thread was joined: a failure to report, not a hang.
@@ -780,6 +788,25 @@ mod tests {
     }
 
     /// The runs of the negative controls below pass without their defect.
+    /// A run whose threads outlast the timeout stops and joins every thread it started, then
+    /// frees everything: no thread keeps running on freed state (in a kernel, on module text
+    /// about to be unloaded).
+    #[test]
+    fn a_timed_out_run_joins_its_threads_and_frees_everything() {
+        let h = crate::store::testhost::host();
+        let p = Params {
+            ops_per_writer: u32::MAX,
+            requests: u32::MAX,
+            timeout: Duration::from_millis(200),
+            ..Params::SELFTEST
+        };
+        let mut out = String::new();
+        let e = run(h, &p, &mut out).expect_err("an endless run passed");
+        assert!(e.contains("still running after"), "{e}");
+        assert_eq!(h.live_threads(), 0, "threads left running");
+        assert_eq!(h.live_locks(), 0, "the cluster was not freed");
+    }
+
     #[test]
     fn same_runs_without_a_defect_pass() {
         let mut out = String::new();

@@ -129,6 +129,16 @@ impl TestHost {
         self.relaxed.load(Ordering::SeqCst)
     }
 
+    /// Threads spawned and not yet joined on this host.
+    pub(crate) fn live_threads(&self) -> usize {
+        self.threads
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|t| t.is_some())
+            .count()
+    }
+
     /// Locks created and not yet destroyed on this host.
     pub(crate) fn live_locks(&self) -> usize {
         self.live.load(Ordering::SeqCst)
