@@ -17,9 +17,10 @@
 //! quit (each checks between two operations, which are bounded), then joined, and only then is
 //! anything freed: a run never leaves a thread behind, whatever its verdict.
 
+// Failures carry a fixed-capacity `Note` on purpose: reporting one must never allocate.
+#![allow(clippy::result_large_err)]
+
 use alloc::boxed::Box;
-use alloc::format;
-use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 use core::fmt::Write as _;
@@ -27,7 +28,7 @@ use core::pin::Pin;
 use core::sync::atomic::{AtomicU32, Ordering};
 use core::time::Duration;
 
-use super::Outcome;
+use super::{note, Note, Outcome};
 use crate::cluster::{Cluster, FrontendOp, NodeSet, Role, MAX_NODES};
 use crate::host::{self, Host, RawThread};
 use crate::media::{OBJTYPE_DIRECTORY, OBJTYPE_REGFILE};
@@ -171,9 +172,6 @@ impl Ledger {
     }
 }
 
-/// A message a thread leaves for the checker (fixed size: threads do not allocate for it).
-type Note = heapless::String<160>;
-
 /// Everything the host threads share.
 struct Shared {
     cluster: Pin<Box<Cluster>>,
@@ -211,13 +209,16 @@ impl Shared {
     }
     /// Apply `op` to the masters; whether it reached a quorum of them. The nodes before a
     /// failing one (in index order) hold the change; a node may fail because its sync thread
-    /// already copied the change from a master that had it.
-    fn commit(&self, op: FrontendOp<'_>) -> bool {
+    /// already copied the change from a master that had it. Running out of memory ends the
+    /// writer (`Err`): a master left without a change that later changes to the same directory
+    /// then reach is no longer what the ledger can model, and the verdict is the lack of memory.
+    fn commit(&self, op: FrontendOp<'_>) -> crate::Result<bool> {
         match self.cluster.apply(NodeSet(self.masters), op) {
-            Ok(_) => true,
+            Ok(_) => Ok(true),
+            Err((_, crate::Error::NoMem)) => Err(crate::Error::NoMem),
             Err((failed, _)) => {
                 let before = ((1u16 << failed.min(MAX_NODES)) - 1) as u8;
-                (self.masters & before).count_ones() >= self.nquorum
+                Ok((self.masters & before).count_ones() >= self.nquorum)
             }
         }
     }
@@ -335,12 +336,12 @@ fn writer_step(
                 Val::File { mode, .. } => mode,
                 _ => None,
             };
-            let ok = s.commit(FrontendOp::Write(file_path(path, w, fk), &bytes));
+            let ok = s.commit(FrontendOp::Write(file_path(path, w, fk), &bytes))?;
             (Slot::File(fk), ok.then_some(Val::File { data, mode }))
         }
         (7, Val::File { data, .. }, _) => {
             let mode = [0o600, 0o640, 0o700][rng.below(3) as usize];
-            let ok = s.commit(FrontendOp::Chmod(file_path(path, w, fk), mode));
+            let ok = s.commit(FrontendOp::Chmod(file_path(path, w, fk), mode))?;
             let v = Val::File {
                 data,
                 mode: Some(mode),
@@ -348,11 +349,11 @@ fn writer_step(
             (Slot::File(fk), ok.then_some(v))
         }
         (8, Val::File { .. }, _) => {
-            let ok = s.commit(FrontendOp::Rm(file_path(path, w, fk)));
+            let ok = s.commit(FrontendOp::Rm(file_path(path, w, fk)))?;
             (Slot::File(fk), ok.then_some(Val::Absent))
         }
         (9, _, Val::Absent) => {
-            let ok = s.commit(FrontendOp::Mkdir(dir_path(path, w, dk, false)));
+            let ok = s.commit(FrontendOp::Mkdir(dir_path(path, w, dk, false)))?;
             let v = Val::Dir {
                 mode: None,
                 child: None,
@@ -360,7 +361,7 @@ fn writer_step(
             (Slot::Dir(dk), ok.then_some(v))
         }
         (10, _, Val::Dir { .. }) => {
-            let ok = s.commit(FrontendOp::Rm(dir_path(path, w, dk, false)));
+            let ok = s.commit(FrontendOp::Rm(dir_path(path, w, dk, false)))?;
             (Slot::Dir(dk), ok.then_some(Val::Absent))
         }
         (11, _, Val::Dir { mode, .. }) => {
@@ -369,7 +370,7 @@ fn writer_step(
                 seed: rng.next(),
             };
             let bytes = prng::bytes(data.len as usize, data.seed)?;
-            let ok = s.commit(FrontendOp::Write(dir_path(path, w, dk, true), &bytes));
+            let ok = s.commit(FrontendOp::Write(dir_path(path, w, dk, true), &bytes))?;
             let v = Val::Dir {
                 mode,
                 child: Some(data),
@@ -378,7 +379,7 @@ fn writer_step(
         }
         (12, _, Val::Dir { child, .. }) => {
             let mode = [0o700, 0o750, 0o755][rng.below(3) as usize];
-            let ok = s.commit(FrontendOp::Chmod(dir_path(path, w, dk, false), mode));
+            let ok = s.commit(FrontendOp::Chmod(dir_path(path, w, dk, false), mode))?;
             let v = Val::Dir {
                 mode: Some(mode),
                 child,
@@ -468,9 +469,10 @@ fn run_with(
     out: &mut dyn fmt::Write,
 ) -> Outcome {
     if !(1..=MAX_WRITERS).contains(&p.writers) || !(1..=MAX_REQUESTERS).contains(&p.requesters) {
-        return Err(format!(
+        return Err(note!(
             "{} writers, {} requesters: out of range",
-            p.writers, p.requesters
+            p.writers,
+            p.requesters
         ));
     }
     let mut masters = 0u8;
@@ -480,32 +482,32 @@ fn run_with(
         }
     }
     if masters == 0 || p.roles.len() < p.requesters {
-        return Err("no master, or fewer nodes than requesters".into());
+        return Err(note!("no master, or fewer nodes than requesters"));
     }
     #[cfg(not(test))]
     let _ = sabotage;
     let start = host.now_ns();
-    let cluster = Cluster::new(host, p.roles).map_err(|e| format!("cluster: {e}"))?;
+    let cluster = Cluster::new(host, p.roles).map_err(|e| note!("cluster: {e}"))?;
     cluster.set_thread_idle_poll(Duration::from_millis(5));
     let mut path = heapless::String::<32>::new();
     for w in 0..p.writers {
         let _ = write!(path, "/w{w}");
         cluster
             .apply(NodeSet(masters), FrontendOp::Mkdir(path.as_bytes()))
-            .map_err(|(n, e)| format!("mkdir /w{w} on node {n}: {e}"))?;
+            .map_err(|(n, e)| note!("mkdir /w{w} on node {n}: {e}"))?;
         path.clear();
     }
     for i in 0..cluster.len() {
         cluster
             .as_ref()
             .thread_start(i)
-            .map_err(|e| format!("start node {i}'s thread: {e}"))?;
+            .map_err(|e| note!("start node {i}'s thread: {e}"))?;
     }
     let all = ((1u16 << p.roles.len()) - 1) as u8;
     let mut ledgers = Vec::new();
     ledgers
         .try_reserve_exact(p.writers)
-        .map_err(|_| String::from("ledgers: out of memory"))?;
+        .map_err(|_| note!("ledgers: out of memory"))?;
     for _ in 0..p.writers {
         ledgers.push(spin::Mutex::new(Ledger::new()));
     }
@@ -523,7 +525,7 @@ fn run_with(
         quit: AtomicU32::new(0),
         failure: spin::Mutex::new(None),
     })
-    .map_err(|e| format!("shared state: {e}"))?;
+    .map_err(|e| note!("shared state: {e}"))?;
     let s: &'static Shared = Box::leak(boxed);
     let t0 = host.now_ns();
     let r = run_threads(host, s, out).and_then(|()| settle_and_check(host, s, t0, out));
@@ -580,7 +582,7 @@ fn run_threads(host: &'static dyn Host, s: &'static Shared, out: &mut dyn fmt::W
         }
         if host.now_ns() > end {
             let _ = writeln!(out, "# {} of {want} threads finished", v);
-            hung = Some(format!(
+            hung = Some(note!(
                 "{} of {want} writer/requester threads still running after {} s: hung",
                 want - v,
                 s.p.timeout.as_secs()
@@ -613,7 +615,7 @@ fn settle_and_check(
     out: &mut dyn fmt::Write,
 ) -> Outcome {
     if let Some(f) = s.failure.lock().take() {
-        return Err(String::from(f.as_str()));
+        return Err(f);
     }
     let c = &s.cluster;
     let mut requests = 0;
@@ -621,7 +623,7 @@ fn settle_and_check(
         let a = s.acked[r].load(Ordering::SeqCst);
         requests += a;
         if a != s.p.requests {
-            return Err(format!(
+            return Err(note!(
                 "requester {r}: {a} of {} requests acknowledged",
                 s.p.requests
             ));
@@ -631,19 +633,19 @@ fn settle_and_check(
     for i in 0..c.len() {
         c.thread_unfreeze(i)
             .and_then(|()| c.thread_signal(i))
-            .map_err(|e| format!("unfreeze node {i}: {e}"))?;
+            .map_err(|e| note!("unfreeze node {i}: {e}"))?;
         let st = c.thread_state(i);
         if st != ThreadState::Running {
-            return Err(format!("node {i}'s thread {} after unfreeze", st.name()));
+            return Err(note!("node {i}'s thread {} after unfreeze", st.name()));
         }
     }
     let t1 = host.now_ns();
     let end = t1.saturating_add(s.p.timeout.as_nanos() as u64);
     while !(0..c.len()).all(|i| c.in_sync(i)) {
         if host.now_ns() > end {
-            let mut st = String::new();
+            let mut st = Note::new();
             let _ = c.write_status(&mut st);
-            return Err(format!(
+            return Err(note!(
                 "no convergence within {} s: {st}",
                 s.p.timeout.as_secs()
             ));
@@ -653,7 +655,7 @@ fn settle_and_check(
     let converge_ns = host.now_ns() - t1;
     for i in 0..c.len() {
         c.thread_stop(i)
-            .map_err(|e| format!("stop node {i}'s thread: {e}"))?;
+            .map_err(|e| note!("stop node {i}'s thread: {e}"))?;
     }
     let (mut committed, mut uncertain) = (0, 0);
     for w in 0..s.p.writers {
@@ -665,12 +667,10 @@ fn settle_and_check(
         }
     }
     for i in 1..c.len() {
-        let mut d = String::new();
-        let same = c
-            .compare(0, i, &mut d)
-            .map_err(|e| format!("compare: {e}"))?;
+        let mut d = Note::new();
+        let same = c.compare(0, i, &mut d).map_err(|e| note!("compare: {e}"))?;
         if !same {
-            return Err(format!("node {i} differs from node 0: {d}"));
+            return Err(note!("node {i} differs from node 0: {d}"));
         }
     }
     let _ = writeln!(
@@ -684,7 +684,7 @@ fn settle_and_check(
     );
     // Mostly the writes succeed; a run where most changes failed proved little.
     if uncertain > committed {
-        return Err(format!(
+        return Err(note!(
             "{uncertain} uncertain changes against {committed} committed"
         ));
     }
@@ -711,7 +711,7 @@ fn check_ledger(c: &Cluster, i: usize, w: usize, led: &Ledger) -> Outcome {
         if led.junk & (1 << k) != 0 {
             let p = junk_path(&mut path, w, k);
             if c.stat(i, p).is_ok() {
-                return Err(format!("node {i}: uncommitted junk {} survived", show(p)));
+                return Err(note!("node {i}: uncommitted junk {} survived", show(p)));
             }
         }
     }
@@ -729,7 +729,7 @@ fn check_path(c: &Cluster, i: usize, p: &[u8], v: Val) -> Outcome {
         Val::Uncertain => return Ok(()),
         Val::Absent => {
             return match st {
-                Ok(_) => Err(format!(
+                Ok(_) => Err(note!(
                     "node {i}: {} present, but its last committed change removed it (or none created it)",
                     show(p)
                 )),
@@ -739,9 +739,9 @@ fn check_path(c: &Cluster, i: usize, p: &[u8], v: Val) -> Outcome {
         Val::File { mode, .. } => (OBJTYPE_REGFILE, mode),
         Val::Dir { mode, .. } => (OBJTYPE_DIRECTORY, mode),
     };
-    let st = st.map_err(|e| format!("node {i}: committed {} lost: {e}", show(p)))?;
+    let st = st.map_err(|e| note!("node {i}: committed {} lost: {e}", show(p)))?;
     if st.objtype != objtype {
-        return Err(format!(
+        return Err(note!(
             "node {i}: {} has object type {}, committed {objtype}",
             show(p),
             st.objtype
@@ -749,7 +749,7 @@ fn check_path(c: &Cluster, i: usize, p: &[u8], v: Val) -> Outcome {
     }
     if let Some(m) = mode {
         if st.mode & 0o7777 != m {
-            return Err(format!(
+            return Err(note!(
                 "node {i}: {} mode {:o}, committed {m:o}",
                 show(p),
                 st.mode & 0o7777
@@ -757,12 +757,12 @@ fn check_path(c: &Cluster, i: usize, p: &[u8], v: Val) -> Outcome {
         }
     }
     if let Val::File { data, .. } = v {
-        let want = prng::bytes(data.len as usize, data.seed).map_err(|e| format!("{e}"))?;
+        let want = prng::bytes(data.len as usize, data.seed).map_err(|e| note!("{e}"))?;
         let got = c
             .read_file(i, p)
-            .map_err(|e| format!("node {i}: read {}: {e}", show(p)))?;
+            .map_err(|e| note!("node {i}: read {}: {e}", show(p)))?;
         if got != want {
-            return Err(format!(
+            return Err(note!(
                 "node {i}: {} holds {} bytes, not the committed {} (seed {:#x})",
                 show(p),
                 got.len(),
