@@ -11,12 +11,15 @@
 #   make loom       model-check the thread protocol with loom (own target dir, release)
 #   make header     regenerate ffi/include/hammer2_synchro.h with cbindgen
 #   make build      the userland CLI, target/release/hammer2-synchro
+#   make fixtures-test  the volume reader on the real HAMMER2 volumes of ../shared/fixtures/hammer2
+#                   (not part of `make test`: a fresh clone has no fixtures; .ci/run calls it
+#                   when the folder is there)
 SHELL := /bin/bash
 CARGO ?= cargo
 KTARGET := x86_64-unknown-none
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all build run test cargo-test loom lint kernel-target kmod header header-check qemu-test qemu-test-negative qemu-test-debug clean-kmod
+.PHONY: all build run test cargo-test loom lint kernel-target kmod header header-check qemu-test qemu-test-negative qemu-test-debug clean-kmod fixtures-test
 
 all: build
 
@@ -40,6 +43,15 @@ lint: kernel-target
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) build -p hammer2-synchro --target $(KTARGET)
+
+# MANIFEST reproduced from each image, every check code verified, damaged copies refused
+# (tests/fixtures.rs); the images are unpacked with zstd into a temporary directory.
+fixtures-test:
+	@command -v zstd >/dev/null || (apt-get update -qq && apt-get install -y -qq zstd)
+	H2_FIXTURES=$${H2_FIXTURES:-$(CURDIR)/../shared/fixtures/hammer2} \
+		$(CARGO) test --features fixtures --test fixtures
+	H2_FIXTURES=$${H2_FIXTURES:-$(CURDIR)/../shared/fixtures/hammer2} \
+		$(CARGO) test -p hammer2-synchro-cli --features fixtures --test export_fixtures
 
 kernel-target:
 	@rustup target list --installed | grep -qx $(KTARGET) || rustup target add $(KTARGET)

@@ -8,7 +8,8 @@
 //! - [`store`]: the in-memory HAMMER2-shaped node store;
 //! - [`sync`]: the per-inode synchronizer (`hammer2_sync_slaves`);
 //! - [`cluster`]: up to 8 nodes with roles, frontend changes, sync entry points;
-//! - [`scenario`]: the `.scn` language every host runs.
+//! - [`scenario`]: the `.scn` language every host runs;
+//! - [`volume`]: a read-only reader of HAMMER2 volumes (today's layout) over a block device.
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![deny(missing_docs)]
@@ -22,11 +23,13 @@ pub mod host;
 pub mod media;
 pub mod mem;
 pub mod quorum;
+pub mod role;
 pub mod scenario;
 pub mod selftest;
 pub mod store;
 pub mod sync;
 pub mod thread;
+pub mod volume;
 
 #[cfg(feature = "std")]
 pub mod userland;

@@ -17,9 +17,10 @@ use core::time::Duration;
 
 use alloc::boxed::Box;
 
-use crate::cluster::{Cluster, FrontendOp, NodeSet, Role};
+use crate::cluster::{Cluster, FrontendOp};
 use crate::host::{self, Host, RawThread};
 use crate::mem::TryArc;
+use crate::role::{NodeSet, Role};
 use crate::thread::{SyncWork, ThreadFlags, ThreadState, Threads};
 use crate::{Error, Result};
 

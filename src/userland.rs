@@ -6,6 +6,7 @@
 use core::fmt;
 use core::sync::atomic::{fence, AtomicU32, Ordering};
 use core::time::Duration;
+use std::io::Write as _;
 use std::sync::OnceLock;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -16,6 +17,8 @@ use parking_lot_core::{DEFAULT_PARK_TOKEN, DEFAULT_UNPARK_TOKEN};
 use crate::host::{Host, LockMode, LogLevel, RawLock, RawThread, ThreadEntry};
 use crate::mem::try_box;
 use crate::{Error, Result};
+
+pub mod budget;
 
 /// The userland [`Host`]. Stateless: use the shared instance from [`host`].
 #[derive(Debug, Default)]
@@ -91,18 +94,27 @@ impl Host for UserlandHost {
     }
 
     fn spawn(&self, name: &str, entry: ThreadEntry) -> Result<RawThread> {
-        let handle = std::thread::Builder::new()
-            .name(name.into())
-            .spawn(entry)
-            .map_err(|_| Error::NoMem)?;
-        let handle = try_box(handle)?;
-        Ok(RawThread::from_raw(Box::into_raw(handle) as usize))
+        // The handle's box first: once the thread runs, nothing may fail, or the caller would
+        // free what the thread uses while it still runs.
+        let mut slot: Box<Option<JoinHandle<()>>> = try_box(None)?;
+        // Starting a thread allocates infallibly inside std and parking_lot: see `budget`.
+        let handle = budget::overdraft(|| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || {
+                    budget::overdraft(budget::prime_parking);
+                    entry()
+                })
+        })
+        .map_err(|_| Error::NoMem)?;
+        *slot = Some(handle);
+        Ok(RawThread::from_raw(Box::into_raw(slot) as usize))
     }
 
     fn join(&self, thread: RawThread) {
         // SAFETY: the handle came from `spawn` (a leaked box) and is consumed here once.
-        let handle = unsafe { Box::from_raw(thread.as_raw() as *mut JoinHandle<()>) };
-        if let Err(panic) = handle.join() {
+        let slot = unsafe { Box::from_raw(thread.as_raw() as *mut Option<JoinHandle<()>>) };
+        if let Some(Err(panic)) = slot.map(JoinHandle::join) {
             // A panicking core thread is a bug: let the joiner (a test) fail with it.
             std::panic::resume_unwind(panic);
         }
@@ -116,8 +128,9 @@ impl Host for UserlandHost {
 
     fn log(&self, level: LogLevel, args: fmt::Arguments<'_>) {
         static ON: OnceLock<bool> = OnceLock::new();
-        if *ON.get_or_init(|| std::env::var_os("H2S_LOG").is_some()) {
-            eprintln!("hammer2-synchro {level:?}: {args}");
+        if *ON.get_or_init(|| budget::overdraft(|| std::env::var_os("H2S_LOG").is_some())) {
+            // Nowhere to report a failed write of a log line.
+            let _ = writeln!(std::io::stderr(), "hammer2-synchro {level:?}: {args}");
         }
     }
 

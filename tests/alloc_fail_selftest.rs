@@ -15,8 +15,8 @@ use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use hammer2_synchro::cluster::Role;
 use hammer2_synchro::host::{Host, LockMode, LogLevel, RawLock, RawThread, ThreadEntry};
+use hammer2_synchro::role::Role;
 use hammer2_synchro::selftest::{self, stress, Case, Outcome};
 
 /// Allocations counted while armed; the one that brings it to [`FAIL_AT`] fails.

@@ -12,8 +12,9 @@ use core::fmt::{self, Write as _};
 use core::sync::atomic::{AtomicU32, Ordering};
 use core::time::Duration;
 
-use hammer2_synchro::cluster::{Cluster, FrontendOp, NodeSet, Role};
+use hammer2_synchro::cluster::{Cluster, FrontendOp};
 use hammer2_synchro::host::{self, Host, LockMode};
+use hammer2_synchro::role::{NodeSet, Role};
 use hammer2_synchro::selftest::{Case, Note, Outcome};
 
 /// Every kernel-host check, by name.

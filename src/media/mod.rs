@@ -5,18 +5,29 @@
 //!   on-media offsets asserted at compile time, encoded and decoded field by field
 //!   (little-endian); decoding validates and never panics;
 //! - [`check`]: check codes (CRC-32C, XXH64) of block payloads;
-//! - [`dirhash()`]: the directory-entry key of a name.
+//! - [`dirhash()`]: the directory-entry key of a name;
+//! - [`VolumeHeader`] (64 KiB, [`volhdr`]): fields, CRC sections, the choice of header copy;
+//! - [`DirentHead`] ([`dirent`]): today's directory entries;
+//! - [`compress`]: HAMMER2's LZ4 and zlib framing of data blocks, bounded decoding;
+//! - [`MediaError`]: what exactly is wrong with bytes read from media.
 
 pub mod bref;
 pub mod check;
+pub mod compress;
 pub mod consts;
+pub mod dirent;
 pub mod dirhash;
+pub mod error;
 pub mod inode;
+pub mod volhdr;
 
 pub use bref::{key_end, Blockref};
 pub use consts::*;
+pub use dirent::DirentHead;
 pub use dirhash::dirhash;
+pub use error::MediaError;
 pub use inode::{InodeData, InodeMeta};
+pub use volhdr::VolumeHeader;
 
 /// Panic-free little-endian byte access at fixed offsets. Decoders check the total length
 /// first, so the bounds checks here only guard against a layout mistake, never fire on input.

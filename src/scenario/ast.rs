@@ -2,7 +2,7 @@
 
 use alloc::vec::Vec;
 
-use crate::cluster::{NodeSet, Role, MAX_NODES};
+use crate::role::{NodeSet, Role, MAX_NODES};
 
 /// A node set as written; `masters`/`slaves` are resolved against the roles at run time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,8 +91,8 @@ pub enum Check<'a> {
     Focus(u64),
     /// `expect quorum none`.
     QuorumNone,
-    /// `expect unchanged <name> <idx>`.
-    Unchanged(&'a str, usize),
+    /// `expect unchanged <name> <idx>`: (name, which snapshot taken (0 = the first), idx).
+    Unchanged(&'a str, usize, usize),
     /// `expect status <idx> [!]<word>...`: (must be present, word).
     Status(usize, Vec<(bool, &'a str)>),
 }

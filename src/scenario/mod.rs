@@ -11,6 +11,7 @@ use crate::host::Host;
 pub mod ast;
 pub mod ktap;
 pub mod lex;
+mod names;
 pub mod parse;
 pub mod prng;
 mod run;

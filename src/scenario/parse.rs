@@ -7,7 +7,8 @@ use alloc::vec::Vec;
 
 use super::ast::{Check, Cmd, Content, Script, Set, Step, ThreadCheck, ThreadOp};
 use super::lex::{self, reason, ParseError, Reason, Tok};
-use crate::cluster::{NodeSet, Role, MAX_NODES};
+use super::names::SnapNames;
+use crate::role::{NodeSet, Role, MAX_NODES};
 
 /// Longest duration accepted (`sleep`, `wait synced timeout=`, `stall`), in milliseconds.
 pub const MAX_DURATION_MS: u64 = 3_600_000;
@@ -22,8 +23,12 @@ type R<T> = Result<T, Reason>;
 
 /// Parse a whole scenario file. Nothing runs unless this succeeds.
 pub fn parse(input: &[u8]) -> Result<Script<'_>, ParseError> {
+    parse_with(input, &SnapNames::collect(input)?)
+}
+
+/// [`parse`] with the file's snapshot definitions already collected.
+fn parse_with<'a>(input: &'a [u8], snapshots: &SnapNames<'a>) -> Result<Script<'a>, ParseError> {
     let mut script: Option<Script<'_>> = None;
-    let mut snapshots: Vec<&str> = Vec::new();
     let mut last = 0u32;
     for (i, line) in lex::lines(input)?.enumerate() {
         let n = (i + 1) as u32;
@@ -49,13 +54,10 @@ pub fn parse(input: &[u8]) -> Result<Script<'_>, ParseError> {
         let p = Parser {
             n: s.roles.len(),
             args,
-            snapshots: &snapshots,
+            line: n,
+            snapshots,
         };
         let cmd = p.command(name).map_err(err)?;
-        if let Cmd::Snapshot(name, _) = cmd {
-            crate::mem::try_push(&mut snapshots, name)
-                .map_err(|_| err(reason!("out of memory")))?;
-        }
         if matches!(cmd, Cmd::Expect(_)) {
             s.checks += 1;
         }
@@ -189,8 +191,10 @@ struct Parser<'t, 'a> {
     n: usize,
     /// Arguments after the command (or check) name.
     args: &'t [Tok<'a>],
-    /// Snapshot names defined so far.
-    snapshots: &'t [&'a str],
+    /// This line's number.
+    line: u32,
+    /// The file's snapshot definitions.
+    snapshots: &'t SnapNames<'a>,
 }
 
 impl<'a> Parser<'_, 'a> {
@@ -408,7 +412,7 @@ impl<'a> Parser<'_, 'a> {
             "snapshot" => {
                 self.arity(name, "snapshot <name> <idx>", 2, 2)?;
                 let n = self.w(0, "a snapshot name")?;
-                if self.snapshots.contains(&n) {
+                if self.snapshots.defined_before(n, self.line).is_some() {
                     return Err(reason!("snapshot '{}' already defined", n));
                 }
                 Cmd::Snapshot(n, self.idx(1)?)
@@ -426,6 +430,7 @@ impl<'a> Parser<'_, 'a> {
         let p = Parser {
             n: self.n,
             args: rest,
+            line: self.line,
             snapshots: self.snapshots,
         };
         let thread = |c: ThreadCheck, name: &str| -> R<Check<'a>> {
@@ -475,13 +480,13 @@ impl<'a> Parser<'_, 'a> {
             "unchanged" => {
                 p.arity("expect unchanged", "expect unchanged <name> <idx>", 2, 2)?;
                 let n = p.w(0, "a snapshot name")?;
-                if !self.snapshots.contains(&n) {
+                let Some(taken) = self.snapshots.defined_before(n, self.line) else {
                     return Err(reason!(
                         "unknown snapshot '{}' (take it first with snapshot)",
                         n
                     ));
-                }
-                Check::Unchanged(n, p.idx(1)?)
+                };
+                Check::Unchanged(n, taken, p.idx(1)?)
             }
             "status" => {
                 p.arity(
@@ -581,7 +586,7 @@ mod tests {
         assert_eq!(*cmds[8], Cmd::Fail(2, true));
         assert_eq!(*cmds[9], Cmd::Catchup(Set::All, false));
         assert_eq!(*cmds[10], Cmd::Snapshot("s", 1));
-        assert_eq!(*cmds[11], Cmd::Expect(Check::Unchanged("s", 2)));
+        assert_eq!(*cmds[11], Cmd::Expect(Check::Unchanged("s", 0, 2)));
         assert_eq!(
             *cmds[12],
             Cmd::Expect(Check::Status(
@@ -724,6 +729,38 @@ mod tests {
             .starts_with("expect status: expected at least 2 arguments"));
         assert!(e("expect tid * /a x").1.starts_with("bad tid 'x'"));
         assert!(e("expect missing * /").1.starts_with("bad path '/'"));
+    }
+
+    #[test]
+    fn snapshot_names_take_logarithmic_comparisons() {
+        // Every name defined, then every name used: a linear lookup would make about n^2 / 2
+        // comparisons here (2 * 10^8), a sorted one at most 2n * (log2(n) + 1).
+        use core::fmt::Write;
+        let n = 20_000usize;
+        let mut text = alloc::string::String::from("cluster master slave\n");
+        for i in 0..n {
+            writeln!(text, "snapshot s{i} {}", i % 2).unwrap();
+        }
+        for i in (0..n).rev() {
+            writeln!(text, "expect unchanged s{i} 1").unwrap();
+        }
+        let names = SnapNames::collect(text.as_bytes()).unwrap();
+        let s = parse_with(text.as_bytes(), &names).unwrap();
+        assert_eq!(s.checks, n);
+        assert_eq!(
+            s.steps[n].cmd,
+            Cmd::Expect(Check::Unchanged("s19999", n - 1, 1))
+        );
+        assert_eq!(
+            s.steps[2 * n - 1].cmd,
+            Cmd::Expect(Check::Unchanged("s0", 0, 1))
+        );
+        let per_lookup = usize::BITS - n.leading_zeros() + 1; // log2(n) + 2, rounded up
+        let compares = names.compares.get();
+        assert!(
+            compares <= 2 * n * per_lookup as usize,
+            "{compares} comparisons for {n} snapshots"
+        );
     }
 
     #[test]

@@ -17,10 +17,11 @@ use super::ast::{Check, Cmd, Content, Script, Set, ThreadCheck, ThreadOp};
 use super::ktap::{Diag, Ktap};
 use super::lex::{reason, Reason};
 use super::{prng, Outcome};
-use crate::cluster::{Cluster, FileCmp, FrontendOp, NodeSet, Role, Snapshot};
+use crate::cluster::{Cluster, FileCmp, FrontendOp, Snapshot};
 use crate::host::{self, Host};
 use crate::media::OBJTYPE_DIRECTORY;
 use crate::quorum::{QuorumResult, StatusFlags};
+use crate::role::{NodeSet, Role};
 use crate::thread::ThreadState;
 use crate::Error;
 
@@ -91,11 +92,11 @@ pub fn execute_mode(
 
 type R<T> = Result<T, Reason>;
 
-struct Interp<'a> {
+struct Interp {
     c: Pin<Box<Cluster>>,
     host: &'static dyn Host,
-    /// Snapshots taken so far, by name.
-    snaps: Vec<(&'a str, Snapshot)>,
+    /// Snapshots taken so far, in the order of their `snapshot` lines.
+    snaps: Vec<Snapshot>,
     diag: Diag,
 }
 
@@ -158,7 +159,7 @@ fn content(c: &Content) -> Result<alloc::borrow::Cow<'_, [u8]>, Error> {
     })
 }
 
-impl<'a> Interp<'a> {
+impl Interp {
     fn nodes(&self) -> usize {
         self.c.len()
     }
@@ -182,7 +183,7 @@ impl<'a> Interp<'a> {
         }
     }
 
-    fn exec(&mut self, cmd: &Cmd<'a>) -> R<()> {
+    fn exec(&mut self, cmd: &Cmd<'_>) -> R<()> {
         match cmd {
             Cmd::Role(i, r) => {
                 self.c.set_role(*i, *r);
@@ -247,13 +248,12 @@ impl<'a> Interp<'a> {
                 }
                 Ok(())
             }
-            Cmd::Snapshot(name, i) => {
+            Cmd::Snapshot(_, i) => {
                 let snap = self
                     .c
                     .snapshot(*i)
                     .map_err(|e| reason!("node {}: snapshot: {}", i, e))?;
-                crate::mem::try_push(&mut self.snaps, (*name, snap))
-                    .map_err(|e| reason!("snapshot: {}", e))
+                crate::mem::try_push(&mut self.snaps, snap).map_err(|e| reason!("snapshot: {}", e))
             }
             Cmd::Expect(_) => Ok(()),
         }
@@ -365,7 +365,7 @@ impl<'a> Interp<'a> {
 
     /// Run one check, writing what differs to `self.diag`. Fails only when the run was told to
     /// stop ([`Error::Interrupted`]): the check then has no verdict.
-    fn check(&mut self, check: &Check<'a>) -> R<bool> {
+    fn check(&mut self, check: &Check<'_>) -> R<bool> {
         let d = &mut self.diag;
         let c = &self.c;
         let interrupted = || reason!("{}", Error::Interrupted);
@@ -481,9 +481,9 @@ impl<'a> Interp<'a> {
                     false
                 }
             },
-            Check::Unchanged(name, i) => {
+            Check::Unchanged(name, taken, i) => {
                 // The parser saw the snapshot command earlier in the file, so it ran.
-                let Some((_, snap)) = self.snaps.iter().find(|(n, _)| n == name) else {
+                let Some(snap) = self.snaps.get(*taken) else {
                     let _ = writeln!(d, "snapshot '{name}' was not taken");
                     return Ok(false);
                 };
@@ -576,8 +576,8 @@ fn thread_err(i: usize, op: &str, e: Error) -> Reason {
 
 #[cfg(test)]
 mod tests {
+    use crate::host::testhost::host;
     use crate::scenario::{run, Outcome};
-    use crate::store::testhost::host;
     use alloc::string::String;
     use std::time::{Duration, Instant};
 

@@ -29,10 +29,11 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use core::time::Duration;
 
 use super::{note, Note, Outcome};
-use crate::cluster::{Cluster, FrontendOp, NodeSet, Role, MAX_NODES};
+use crate::cluster::{Cluster, FrontendOp};
 use crate::host::{self, Host, RawThread};
 use crate::media::{OBJTYPE_DIRECTORY, OBJTYPE_REGFILE};
 use crate::mem::try_box;
+use crate::role::{NodeSet, Role, MAX_NODES};
 use crate::scenario::prng;
 use crate::thread::ThreadState;
 
@@ -793,7 +794,7 @@ mod tests {
     /// about to be unloaded).
     #[test]
     fn a_timed_out_run_joins_its_threads_and_frees_everything() {
-        let h = crate::store::testhost::host();
+        let h = crate::host::testhost::host();
         let p = Params {
             ops_per_writer: u32::MAX,
             requests: u32::MAX,

@@ -492,9 +492,9 @@ impl Expected<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testhost::host;
     use super::super::InodeData;
     use super::*;
+    use crate::host::testhost::host;
     use alloc::string::String;
 
     fn store() -> Store {

@@ -1,0 +1,337 @@
+//! `ls` and `export`: read-only access to PFSs of HAMMER2 volumes (image files or block
+//! devices) through the core's volume reader.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use hammer2_synchro::media::{InodeData, OBJTYPE_DIRECTORY, OBJTYPE_REGFILE, OBJTYPE_SOFTLINK};
+use hammer2_synchro::volume::{BlockDev, Entry, Flow, Pfs, ReadError, Volume};
+
+const LS_HELP: &str = "\
+hammer2-synchro ls IMAGE             list the PFSs of a HAMMER2 volume (label, type, inode count
+                                     allocator)
+hammer2-synchro ls IMAGE@LABEL [PATH]
+                                     list a directory of PFS LABEL (default /), or show one file:
+                                     TYPE MODE SIZE INUM NLINKS NAME[ -> TARGET]
+IMAGE is an image file or a block device; nothing is written to it. Every block read is
+checked against its check code; a damaged block is reported with its media offset.
+EXIT STATUS: 0 done; 1 the volume could not be read (the fault is printed); 2 bad usage
+or IMAGE could not be opened.
+";
+
+const EXPORT_HELP: &str = "\
+hammer2-synchro export IMAGE@LABEL DIR
+                                     copy PFS LABEL of a HAMMER2 volume into DIR (created; must
+                                     not exist or be empty): directories, files, symlinks,
+                                     hardlinks (one inode under several names), modes and
+                                     modification times; progress on stderr
+IMAGE is an image file or a block device; nothing is written to it. Every block read is
+checked against its check code: the first damaged block ends the export with its fault.
+EXIT STATUS: 0 done; 1 the volume could not be read or DIR not written (printed); 2 bad
+usage or IMAGE could not be opened.
+";
+
+/// The `ls` / `export` commands, or `None` for another command.
+pub fn dispatch(cmd: &str, args: &[String]) -> Option<ExitCode> {
+    let (help, f): (&str, Command) = match cmd {
+        "ls" => (LS_HELP, ls),
+        "export" => (EXPORT_HELP, export),
+        _ => return None,
+    };
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        print!("{help}");
+        return Some(ExitCode::SUCCESS);
+    }
+    Some(match f(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Fail::Usage(msg)) => {
+            eprintln!("hammer2-synchro: {cmd}: {msg}");
+            eprintln!("usage: (hammer2-synchro {cmd} --help for more)\n{help}");
+            ExitCode::from(2)
+        }
+        Err(Fail::Open(msg)) => {
+            eprintln!("hammer2-synchro: {cmd}: {msg}");
+            ExitCode::from(2)
+        }
+        Err(Fail::Run(msg)) => {
+            eprintln!("hammer2-synchro: {cmd}: {msg}");
+            ExitCode::from(1)
+        }
+    })
+}
+
+/// One volume command: its arguments in, success or why not out.
+type Command = fn(&[String]) -> Result<(), Fail>;
+
+enum Fail {
+    Usage(String),
+    Open(String),
+    Run(String),
+}
+
+/// An image file or block device.
+struct FileDev {
+    file: File,
+    size: u64,
+}
+
+impl FileDev {
+    fn open(path: &str) -> Result<FileDev, Fail> {
+        let mut file = File::open(path).map_err(|e| Fail::Open(format!("{path}: {e}")))?;
+        // A block device's metadata says 0 bytes: its size is where a seek to the end lands.
+        let size = file
+            .seek(SeekFrom::End(0))
+            .map_err(|e| Fail::Open(format!("{path}: {e}")))?;
+        Ok(FileDev { file, size })
+    }
+}
+
+impl BlockDev for FileDev {
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> hammer2_synchro::Result<()> {
+        self.file
+            .read_exact_at(buf, off)
+            .map_err(|_| hammer2_synchro::Error::Io)
+    }
+}
+
+fn run_err(image: &str, e: ReadError) -> Fail {
+    Fail::Run(format!("{image}: {e}"))
+}
+
+/// `IMAGE@LABEL` split at its last `@`.
+fn image_label(arg: &str) -> Option<(&str, &str)> {
+    arg.rsplit_once('@')
+        .filter(|(i, l)| !i.is_empty() && !l.is_empty())
+}
+
+fn open_pfs(arg: &str) -> Result<(Volume<FileDev>, Pfs, String), Fail> {
+    let (image, label) =
+        image_label(arg).ok_or_else(|| Fail::Usage(format!("'{arg}' is not IMAGE@LABEL")))?;
+    let vol = Volume::open(FileDev::open(image)?).map_err(|e| run_err(image, e))?;
+    let pfs = vol
+        .pfs(label.as_bytes())
+        .map_err(|e| Fail::Run(format!("{image}: PFS '{label}': {e}")))?;
+    Ok((vol, pfs, image.to_string()))
+}
+
+fn type_char(t: u8) -> char {
+    match t {
+        OBJTYPE_DIRECTORY => 'd',
+        OBJTYPE_REGFILE => 'f',
+        OBJTYPE_SOFTLINK => 'l',
+        _ => '?',
+    }
+}
+
+fn ls_line(
+    vol: &Volume<FileDev>,
+    pfs: &Pfs,
+    ino: &InodeData,
+    name: &[u8],
+) -> Result<String, ReadError> {
+    let m = &ino.meta;
+    let mut line = format!(
+        "{} 0o{:04o} {:>10} {:#x} {} {}",
+        type_char(m.objtype),
+        m.mode & 0o7777,
+        m.size,
+        m.inum,
+        m.nlinks,
+        String::from_utf8_lossy(name)
+    );
+    if m.objtype == OBJTYPE_SOFTLINK {
+        let target = pfs.readlink(vol, ino)?;
+        line.push_str(&format!(" -> {}", String::from_utf8_lossy(&target)));
+    }
+    Ok(line)
+}
+
+fn ls(args: &[String]) -> Result<(), Fail> {
+    match args {
+        [image] if !image.contains('@') => ls_pfses(image),
+        [spec] => ls_path(spec, "/"),
+        [spec, path] => ls_path(spec, path),
+        _ => Err(Fail::Usage("expected IMAGE, or IMAGE@LABEL [PATH]".into())),
+    }
+}
+
+fn ls_pfses(image: &str) -> Result<(), Fail> {
+    let vol = Volume::open(FileDev::open(image)?).map_err(|e| run_err(image, e))?;
+    let h = vol.header();
+    println!(
+        "# volume {} bytes, version {}, header copy {} (mirror_tid {:#x})",
+        h.volu_size,
+        h.version,
+        vol.zone(),
+        h.mirror_tid
+    );
+    vol.pfs_roots(&mut |p| {
+        println!(
+            "{} pfs_type {} pfs_inum {:#x}",
+            String::from_utf8_lossy(p.filename()),
+            p.meta.pfs_type,
+            p.meta.pfs_inum
+        );
+        Ok(Flow::Continue)
+    })
+    .map_err(|e| run_err(image, e))
+}
+
+fn ls_path(spec: &str, path: &str) -> Result<(), Fail> {
+    let (vol, pfs, image) = open_pfs(spec)?;
+    let err = |e| Fail::Run(format!("{image}: {path}: {e}"));
+    let ino = pfs.resolve(&vol, path.as_bytes()).map_err(err)?;
+    if ino.meta.objtype != OBJTYPE_DIRECTORY {
+        let name = path.rsplit('/').find(|c| !c.is_empty()).unwrap_or(path);
+        println!(
+            "{}",
+            ls_line(&vol, &pfs, &ino, name.as_bytes()).map_err(err)?
+        );
+        return Ok(());
+    }
+    let mut entries: Vec<Entry> = Vec::new();
+    pfs.readdir(&vol, &ino, &mut |e| {
+        entries.push(e.clone());
+        Ok(Flow::Continue)
+    })
+    .map_err(err)?;
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    for e in entries {
+        let child = pfs.inode(&vol, e.inum).map_err(err)?;
+        println!("{}", ls_line(&vol, &pfs, &child, &e.name).map_err(err)?);
+    }
+    Ok(())
+}
+
+/// What `export` wrote, for its progress line.
+#[derive(Default)]
+struct Counts {
+    dirs: u64,
+    files: u64,
+    links: u64,
+    hardlinks: u64,
+    bytes: u64,
+}
+
+fn mtime(ino: &InodeData) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_micros(ino.meta.mtime)
+}
+
+fn export(args: &[String]) -> Result<(), Fail> {
+    let [spec, dir] = args else {
+        return Err(Fail::Usage("expected IMAGE@LABEL DIR".into()));
+    };
+    let (vol, pfs, image) = open_pfs(spec)?;
+    let root = PathBuf::from(dir);
+    let io = |p: &Path, e: std::io::Error| Fail::Run(format!("{}: {e}", p.display()));
+    if root.exists() {
+        let mut it = std::fs::read_dir(&root).map_err(|e| io(&root, e))?;
+        if it.next().is_some() {
+            return Err(Fail::Run(format!("{dir}: not empty")));
+        }
+    } else {
+        std::fs::create_dir(&root).map_err(|e| io(&root, e))?;
+    }
+    let rd = |e: ReadError| Fail::Run(format!("{image}: {e}"));
+    let mut counts = Counts::default();
+    // The first path written for each inode with several names: later names hardlink it.
+    let mut first_name: HashMap<u64, PathBuf> = HashMap::new();
+    // Directories with their mtimes, set last (writing into a directory changes its mtime).
+    let mut dirs: Vec<(PathBuf, SystemTime, u32)> = vec![(root.clone(), mtime(&pfs.root), 0o755)];
+    let mut stack = vec![(root.clone(), pfs.root)];
+    while let Some((path, dir)) = stack.pop() {
+        let mut entries: Vec<Entry> = Vec::new();
+        pfs.readdir(&vol, &dir, &mut |e| {
+            entries.push(e.clone());
+            Ok(Flow::Continue)
+        })
+        .map_err(rd)?;
+        for e in entries {
+            let name = std::str::from_utf8(&e.name)
+                .map_err(|_| Fail::Run(format!("{}: a name that is not UTF-8", path.display())))?;
+            if name == "." || name == ".." || name.contains('/') {
+                return Err(Fail::Run(format!("{}: bad name '{name}'", path.display())));
+            }
+            let target = path.join(name);
+            let ino = pfs.inode(&vol, e.inum).map_err(rd)?;
+            let m = &ino.meta;
+            match m.objtype {
+                OBJTYPE_DIRECTORY => {
+                    std::fs::create_dir(&target).map_err(|err| io(&target, err))?;
+                    dirs.push((target.clone(), mtime(&ino), m.mode & 0o7777));
+                    stack.push((target, ino));
+                    counts.dirs += 1;
+                }
+                OBJTYPE_REGFILE => {
+                    if let Some(first) = first_name.get(&m.inum) {
+                        std::fs::hard_link(first, &target).map_err(|err| io(&target, err))?;
+                        counts.hardlinks += 1;
+                        continue;
+                    }
+                    let mut f = File::create(&target).map_err(|err| io(&target, err))?;
+                    let mut werr = None;
+                    pfs.read_file(&vol, &ino, &mut |piece| {
+                        if let Err(err) = f.write_all(piece) {
+                            werr = Some(err);
+                            return Err(ReadError::new(
+                                hammer2_synchro::volume::Cause::Device(hammer2_synchro::Error::Io),
+                                0,
+                            ));
+                        }
+                        Ok(())
+                    })
+                    .map_err(|e| match werr.take() {
+                        Some(err) => io(&target, err),
+                        None => rd(e),
+                    })?;
+                    let perm = std::fs::Permissions::from_mode(m.mode & 0o7777);
+                    f.set_permissions(perm).map_err(|err| io(&target, err))?;
+                    f.set_modified(mtime(&ino))
+                        .map_err(|err| io(&target, err))?;
+                    if m.nlinks > 1 {
+                        first_name.insert(m.inum, target);
+                    }
+                    counts.files += 1;
+                    counts.bytes += m.size;
+                }
+                OBJTYPE_SOFTLINK => {
+                    let link = pfs.readlink(&vol, &ino).map_err(rd)?;
+                    let link = std::ffi::OsStr::from_bytes(&link);
+                    std::os::unix::fs::symlink(link, &target).map_err(|err| io(&target, err))?;
+                    counts.links += 1;
+                }
+                t => {
+                    eprintln!(
+                        "hammer2-synchro: export: {}: type {t} skipped",
+                        target.display()
+                    );
+                }
+            }
+            if (counts.files + counts.dirs) % 1000 == 0 {
+                eprint!("\rexport: {} files, {} bytes", counts.files, counts.bytes);
+            }
+        }
+    }
+    for (path, time, mode) in dirs.iter().rev() {
+        let d = File::open(path).map_err(|err| io(path, err))?;
+        d.set_modified(*time).map_err(|err| io(path, err))?;
+        if path != &root {
+            let perm = std::fs::Permissions::from_mode(*mode);
+            std::fs::set_permissions(path, perm).map_err(|err| io(path, err))?;
+        }
+    }
+    eprintln!(
+        "\rexport: {} directories, {} files ({} bytes), {} hardlinks, {} symlinks",
+        counts.dirs, counts.files, counts.bytes, counts.hardlinks, counts.links
+    );
+    Ok(())
+}

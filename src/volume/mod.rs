@@ -1,0 +1,219 @@
+//! A read-only reader of HAMMER2 volumes in today's on-media layout, generic over a block
+//! device ([`BlockDev`]) so that any host (a file in userland, a block device in a kernel)
+//! can serve it.
+//!
+//! - [`Volume::open`]: the best valid volume header copy (HAMMER2's choice);
+//! - [`block`]: blockrefs resolved to bytes, each block's check code verified on every read;
+//! - [`scan`]: key-range walks of block tables through indirect blocks, with an explicit
+//!   stack of bounded depth, checking that keys nest and ascend;
+//! - [`pfs`]: PFSs by label, a PFS's inode index, directory entries, file data, symlinks;
+//! - [`verify`]: every reachable blockref's check code.
+//!
+//! Every fault of the media is a [`ReadError`] naming its cause and where it was met; no
+//! input panics, loops forever or makes the reader allocate more than a block (64 KiB) per
+//! level of its walk.
+
+pub mod block;
+pub mod pfs;
+pub mod scan;
+pub mod verify;
+
+use core::fmt;
+
+use crate::media::compress::Inflater;
+use crate::media::volhdr::{copy_offset, select_best, VolumeHeader, NUM_VOLHDRS, VOLUME_BYTES};
+use crate::media::MediaError;
+use crate::Error;
+
+pub use pfs::{Entry, Pfs};
+pub use scan::Flow;
+pub use verify::VerifyReport;
+
+/// What the reader needs from a host: fallible reads at byte offsets of one device.
+pub trait BlockDev {
+    /// Bytes of the device.
+    fn size(&self) -> u64;
+    /// Fill `buf` with the bytes at byte offset `off` (all of them, or an error).
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> crate::Result<()>;
+    /// A scheduling point, called once per block in the reader's long loops (a kernel host
+    /// yields the CPU here; the default does nothing).
+    fn yield_point(&self) {}
+}
+
+/// Why a read of the volume failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// A structure's bytes are malformed or damaged.
+    Media(MediaError),
+    /// The device read failed.
+    Device(Error),
+    /// A blockref whose block lies outside the volume, in its first 64 KiB, across a 64 KiB
+    /// boundary, off 1 KiB alignment, or has an invalid size radix.
+    OutOfRange,
+    /// A blockref that does not decode.
+    BadBlockref,
+    /// An inode that does not decode.
+    BadInode,
+    /// A blockref of a type that does not belong where it was found.
+    WrongType(u8),
+    /// Block table keys out of order or outside their parent's range.
+    KeyOrder,
+    /// Block tables nested deeper than [`scan::DEPTH_MAX`].
+    TooDeep,
+    /// An inode found under one inode number that carries another.
+    InumMismatch,
+    /// No such PFS, inode or name.
+    NotFound,
+    /// A directory was needed.
+    NotDir,
+    /// A file or symlink was needed.
+    NotFile,
+    /// Something larger than the reader's bound (a symlink target, say).
+    TooBig,
+    /// Allocation failed.
+    NoMem,
+}
+
+/// A read failure: its cause and the media byte offset (or key) where it was met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadError {
+    /// What went wrong.
+    pub cause: Cause,
+    /// Where: the block's `data_off` (or a byte offset of the device, or the key looked up).
+    pub at: u64,
+}
+
+impl ReadError {
+    /// A failure of `cause` at `at`.
+    pub const fn new(cause: Cause, at: u64) -> ReadError {
+        ReadError { cause, at }
+    }
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.cause {
+            Cause::Media(e) => write!(f, "{e}")?,
+            Cause::Device(e) => write!(f, "device read failed: {e:?}")?,
+            Cause::OutOfRange => f.write_str("block reference out of range")?,
+            Cause::BadBlockref => f.write_str("malformed block reference")?,
+            Cause::BadInode => f.write_str("malformed inode")?,
+            Cause::WrongType(t) => write!(f, "unexpected block reference type {t}")?,
+            Cause::KeyOrder => f.write_str("block table keys out of order or range")?,
+            Cause::TooDeep => f.write_str("block tables nested too deep")?,
+            Cause::InumMismatch => f.write_str("inode number does not match its key")?,
+            Cause::NotFound => f.write_str("not found")?,
+            Cause::NotDir => f.write_str("not a directory")?,
+            Cause::NotFile => f.write_str("not a file or symlink")?,
+            Cause::TooBig => f.write_str("too big")?,
+            Cause::NoMem => f.write_str("out of memory")?,
+        }
+        write!(f, " (at {:#x})", self.at)
+    }
+}
+
+impl From<ReadError> for Error {
+    /// The errno a kernel host returns: damage is EIO, as HAMMER2 reports a bad block.
+    fn from(e: ReadError) -> Error {
+        match e.cause {
+            Cause::Media(m) => m.into(),
+            Cause::Device(d) => d,
+            Cause::NotFound => Error::NotFound,
+            Cause::NotDir => Error::NotDir,
+            Cause::NotFile => Error::IsDir,
+            Cause::TooBig => Error::TooBig,
+            Cause::NoMem => Error::NoMem,
+            Cause::OutOfRange
+            | Cause::BadBlockref
+            | Cause::BadInode
+            | Cause::WrongType(_)
+            | Cause::KeyOrder
+            | Cause::TooDeep
+            | Cause::InumMismatch => Error::Io,
+        }
+    }
+}
+
+/// Shorthand for the reader's results.
+pub type ReadResult<T> = core::result::Result<T, ReadError>;
+
+/// An open volume: the device, the header copy in use, and the reader's scratch state.
+pub struct Volume<D: BlockDev> {
+    dev: D,
+    header: VolumeHeader,
+    zone: usize,
+    inflater: core::cell::RefCell<Inflater>,
+}
+
+impl<D: BlockDev> fmt::Debug for Volume<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Volume")
+            .field("zone", &self.zone)
+            .field("header", &self.header)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D: BlockDev> Volume<D> {
+    /// Open `dev`: read every header copy at 0, 2, 4, 6 GiB that lies wholly inside the
+    /// device, keep the valid one with the highest `mirror_tid` (the lowest zone on a tie),
+    /// and check that the filesystem it describes fits in the device. With no valid copy, the
+    /// error of the lowest zone's copy.
+    pub fn open(dev: D) -> ReadResult<Volume<D>> {
+        let size = dev.size();
+        let mut buf = alloc::vec::Vec::new();
+        buf.try_reserve_exact(VOLUME_BYTES)
+            .map_err(|_| ReadError::new(Cause::NoMem, 0))?;
+        buf.resize(VOLUME_BYTES, 0);
+        let mut copies: [Option<Result<VolumeHeader, MediaError>>; NUM_VOLHDRS] =
+            [None, None, None, None];
+        let mut dev_err = None;
+        for (i, slot) in copies.iter_mut().enumerate() {
+            let at = copy_offset(i);
+            if at.saturating_add(VOLUME_BYTES as u64) > size {
+                break;
+            }
+            match dev.read_at(at, &mut buf) {
+                Ok(()) => *slot = Some(VolumeHeader::decode(&buf)),
+                Err(e) => {
+                    dev_err.get_or_insert(ReadError::new(Cause::Device(e), at));
+                }
+            }
+        }
+        let (zone, header) = match select_best(copies) {
+            Ok(best) => best,
+            Err(e) => return Err(dev_err.unwrap_or(ReadError::new(Cause::Media(e), 0))),
+        };
+        if header.fs_size() > size || header.volu_size > size {
+            return Err(ReadError::new(
+                Cause::Media(MediaError::Field("volu_size")),
+                copy_offset(zone),
+            ));
+        }
+        let inflater = Inflater::new().map_err(|_| ReadError::new(Cause::NoMem, 0))?;
+        Ok(Volume {
+            dev,
+            header,
+            zone,
+            inflater: core::cell::RefCell::new(inflater),
+        })
+    }
+
+    /// The header copy in use.
+    pub fn header(&self) -> &VolumeHeader {
+        &self.header
+    }
+
+    /// The zone (0..=3) of the header copy in use.
+    pub fn zone(&self) -> usize {
+        self.zone
+    }
+
+    /// The device.
+    pub fn dev(&self) -> &D {
+        &self.dev
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testdev;

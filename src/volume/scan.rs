@@ -1,0 +1,168 @@
+//! Key-range walks of block tables: an inode's blockset (or the volume header's) and the
+//! INDIRECT blocks below it, in key order, with an explicit stack of at most [`DEPTH_MAX`]
+//! tables. Every table is checked as HAMMER2 lays it out (`hammer2_base_find`,
+//! `hammer2_chain_create_indirect`): non-empty entries in strictly ascending, disjoint key
+//! ranges, each inside the range of the blockref that led to its table. A table that breaks
+//! this is [`Cause::KeyOrder`], which also stops a table that names itself from looping.
+
+use alloc::vec::Vec;
+
+use super::{BlockDev, Cause, ReadError, ReadResult, Volume};
+use crate::media::{
+    Blockref, InodeData, BREF_BYTES, BREF_TYPE_EMPTY, BREF_TYPE_INDIRECT, BREF_TYPE_INODE, KEY_MAX,
+};
+
+/// Most tables open at once in a walk: indirect levels, plus nested inodes in a full walk.
+/// HAMMER2's smallest indirect block has 32 entries (5 key bits), so 64-bit keys need at
+/// most 13 levels below an inode; a full walk adds the volume header, the super-root, a PFS
+/// root and an index inode.
+pub const DEPTH_MAX: usize = 24;
+
+/// Whether a walk goes on after a visit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Visit the next blockref.
+    Continue,
+    /// End the walk (successfully).
+    Stop,
+}
+
+/// One open table of a walk.
+struct Level {
+    brefs: Vec<Blockref>,
+    next: usize,
+    /// The key range of the blockref that led here.
+    beg: u64,
+    end: u64,
+    /// The lowest key the next non-empty entry may have (`None`: the previous one ended at
+    /// [`KEY_MAX`], nothing may follow).
+    floor: Option<u64>,
+}
+
+impl Level {
+    fn new(brefs: Vec<Blockref>, beg: u64, end: u64) -> Level {
+        Level {
+            brefs,
+            next: 0,
+            beg,
+            end,
+            floor: Some(beg),
+        }
+    }
+}
+
+/// A copy of `set` as a vector, or [`Cause::NoMem`].
+fn to_vec(set: &[Blockref]) -> ReadResult<Vec<Blockref>> {
+    crate::mem::try_to_vec(set).map_err(|_| ReadError::new(Cause::NoMem, 0))
+}
+
+impl<D: BlockDev> Volume<D> {
+    /// The entries of the INDIRECT block `bref` points at, each decoded.
+    pub fn read_table(&self, bref: &Blockref) -> ReadResult<Vec<Blockref>> {
+        let raw = self.read_block(bref)?;
+        let mut out = Vec::new();
+        out.try_reserve_exact(raw.len() / BREF_BYTES)
+            .map_err(|_| ReadError::new(Cause::NoMem, 0))?;
+        for chunk in raw.chunks_exact(BREF_BYTES) {
+            let b = Blockref::decode(chunk)
+                .map_err(|_| ReadError::new(Cause::BadBlockref, bref.data_off))?;
+            out.push(b);
+        }
+        Ok(out)
+    }
+
+    /// Visit, in key order, every blockref other than INDIRECT below `table` whose key
+    /// range overlaps `lo..=hi`, descending through INDIRECT blocks.
+    pub fn scan(
+        &self,
+        table: &[Blockref],
+        lo: u64,
+        hi: u64,
+        f: &mut dyn FnMut(&Blockref) -> ReadResult<Flow>,
+    ) -> ReadResult<()> {
+        self.walk(table, lo, hi, &mut |b, _| f(b), false)
+    }
+
+    /// Visit every blockref below `table`, INDIRECT ones included, descending into the
+    /// block tables of the inodes met too (the visitor gets each inode decoded, read once).
+    pub fn walk_all(
+        &self,
+        table: &[Blockref],
+        f: &mut dyn FnMut(&Blockref, Option<&InodeData>) -> ReadResult<Flow>,
+    ) -> ReadResult<()> {
+        self.walk(table, 0, KEY_MAX, f, true)
+    }
+
+    fn walk(
+        &self,
+        table: &[Blockref],
+        lo: u64,
+        hi: u64,
+        f: &mut dyn FnMut(&Blockref, Option<&InodeData>) -> ReadResult<Flow>,
+        all: bool,
+    ) -> ReadResult<()> {
+        let mut stack: Vec<Level> = Vec::new();
+        stack
+            .try_reserve_exact(DEPTH_MAX)
+            .map_err(|_| ReadError::new(Cause::NoMem, 0))?;
+        stack.push(Level::new(to_vec(table)?, 0, KEY_MAX));
+        while let Some(top) = stack.last_mut() {
+            let Some(b) = top.brefs.get(top.next).copied() else {
+                stack.pop();
+                continue;
+            };
+            top.next += 1;
+            if b.btype == BREF_TYPE_EMPTY {
+                continue;
+            }
+            let in_order = top.floor.is_some_and(|floor| b.key >= floor);
+            if !in_order || b.key < top.beg || b.key_end() > top.end {
+                return Err(ReadError::new(Cause::KeyOrder, b.key));
+            }
+            top.floor = b.key_end().checked_add(1);
+            if !all && b.key > hi {
+                // The rest of this table lies above the range.
+                top.next = top.brefs.len();
+                continue;
+            }
+            if !all && !b.overlaps(lo, hi) {
+                continue;
+            }
+            let child = match b.btype {
+                BREF_TYPE_INDIRECT => {
+                    if all && f(&b, None)? == Flow::Stop {
+                        return Ok(());
+                    }
+                    Some(Level::new(self.read_table(&b)?, b.key, b.key_end()))
+                }
+                BREF_TYPE_INODE if all => {
+                    let ino = self.read_inode(&b)?;
+                    if f(&b, Some(&ino))? == Flow::Stop {
+                        return Ok(());
+                    }
+                    if ino.meta.is_directdata() {
+                        None
+                    } else {
+                        let set = ino
+                            .blockset()
+                            .map_err(|_| ReadError::new(Cause::BadInode, b.data_off))?;
+                        Some(Level::new(to_vec(&set)?, 0, KEY_MAX))
+                    }
+                }
+                _ => {
+                    if f(&b, None)? == Flow::Stop {
+                        return Ok(());
+                    }
+                    None
+                }
+            };
+            if let Some(level) = child {
+                if stack.len() >= DEPTH_MAX {
+                    return Err(ReadError::new(Cause::TooDeep, b.data_off));
+                }
+                stack.push(level);
+            }
+        }
+        Ok(())
+    }
+}
