@@ -28,6 +28,9 @@ use crate::pool::POOL;
 
 /// Largest scenario text [`h2s_run_scenario`] accepts, in bytes.
 pub const H2S_SCENARIO_MAX: usize = 256 * 1024;
+/// Longest command [`h2s_ctl`] accepts, in bytes; also the capacity a host needs for any of its
+/// answers.
+pub const H2S_CTL_MAX: usize = 4096;
 /// Smallest pool [`h2s_init`] accepts, in bytes.
 pub const H2S_POOL_MIN: usize = 64 * 1024;
 
@@ -368,12 +371,12 @@ pub fn run_selftests(out: &mut dyn Write) -> (u32, u32) {
 }
 
 /// Run the self-tests with real host threads: the host-conformance tests of the porting
-/// surface (word-sleep races, lock exclusion, spawn/join, clock), the kernel-host checks
-/// (nesting deeper than lockdep's subclasses, join after the body returned, pool exhaustion) and
-/// the sync-thread protocol tests (freeze during a pass, stop while frozen, prompt stop, 1,000
-/// freeze/unfreeze cycles, concurrent requesters, and the randomized stress of writer and
-/// requester threads against every node's sync thread). Writes KTAP into `out`; the leaf counts go to
-/// `passed`/`failed`, the byte count to `written` (each may be null).
+/// surface (word-sleep races, lock exclusion, spawn/join, clock), the kernel-host checks (a host
+/// lock then chain locks nested deeper than lockdep tracks, join after the body returned, pool
+/// exhaustion) and the sync-thread protocol tests (freeze during a pass, stop while frozen,
+/// prompt stop, 1,000 freeze/unfreeze cycles, concurrent requesters, and the randomized stress of
+/// writer and requester threads against every node's sync thread). Writes KTAP into `out`; the
+/// leaf counts go to `passed`/`failed`, the byte count to `written` (each may be null).
 ///
 /// Returns 0 (see the counts), `-EINVAL` (null pointer), or `-ENOSPC` (text cut at `cap`).
 /// Context: process context; sleeps and spawns threads for some seconds. The caller must not
@@ -486,8 +489,9 @@ pub extern "C" fn h2s_thread_op(handle: u32, node: u32, op: u32) -> i32 {
 /// `start|freeze|unfreeze|remaster|stop|signal <h> <node>|*`, `mkdir <h> <path>`,
 /// `write <h> <path> <bytes>`, `list`.
 ///
-/// Returns 0, `-EINVAL` (null pointer, malformed command, bad handle or node), `-ENOSPC` (answer
-/// cut), or the failing operation's `-errno` (the answer names it). Context: process context;
+/// Returns 0, `-EINVAL` (null pointer, malformed command, bad handle or node), `-E2BIG` (`len`
+/// over [`H2S_CTL_MAX`]: nothing ran), `-ENOSPC` (answer cut), or the failing operation's
+/// `-errno` (the answer names it). Context: process context;
 /// may sleep (thread acknowledgements, cluster teardown).
 ///
 /// # Safety
@@ -509,6 +513,9 @@ pub unsafe extern "C" fn h2s_ctl(
     };
     if ops::get().is_none() {
         return -EINVAL;
+    }
+    if cmd.len() > H2S_CTL_MAX {
+        return neg(Error::TooBig);
     }
     let mut w = OutBuf::new(out);
     let r = crate::ctl::run(cmd, &mut w);
