@@ -13,9 +13,10 @@
 #endif
 
 /*
- Largest scenario text [`h2s_run_scenario`] accepts, in bytes.
+ Largest scenario text [`h2s_run_scenario`] accepts, in bytes: the language's own bound, so
+ every host gives a file the same verdict.
  */
-#define H2S_SCENARIO_MAX (256 * 1024)
+#define H2S_SCENARIO_MAX (1024 * 1024)
 
 /*
  Longest command [`h2s_ctl`] accepts, in bytes; also the capacity a host needs for any of its
@@ -253,6 +254,21 @@ int32_t h2s_run_scenario(const uint8_t *text,
                          size_t cap,
                          size_t *written,
                          int32_t *outcome);
+
+/*
+ Write the rejection a scenario file of `len` bytes gets for its size, for a host that counted
+ the bytes of an over-long file without keeping them: the same `line 1: file too big ...` text
+ [`h2s_run_scenario`] (and every other host) gives for the whole file. The byte count goes to
+ `written` (may be null).
+
+ Returns `-EINVAL` with the reason in `out` when `len` exceeds [`H2S_SCENARIO_MAX`], 0 with
+ nothing written when it does not, `-EINVAL` for a null `out` with a non-zero `cap`, or
+ `-ENOSPC` (the text cut at `cap`). Context: any; never sleeps.
+
+ # Safety
+ `out` valid and exclusive for `cap` bytes; `written` valid for a write when not null.
+ */
+int32_t h2s_scenario_too_big(size_t len, uint8_t *out, size_t cap, size_t *written);
 
 /*
  Write the status of the library and of every live cluster (nodes, roles, status words,

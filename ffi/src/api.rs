@@ -26,8 +26,10 @@ use crate::host::{run_thread, KERNEL_HOST};
 use crate::ops::{self, H2sHostOps};
 use crate::pool::POOL;
 
-/// Largest scenario text [`h2s_run_scenario`] accepts, in bytes.
-pub const H2S_SCENARIO_MAX: usize = 256 * 1024;
+/// Largest scenario text [`h2s_run_scenario`] accepts, in bytes: the language's own bound, so
+/// every host gives a file the same verdict.
+pub const H2S_SCENARIO_MAX: usize = 1024 * 1024;
+const _: () = assert!(H2S_SCENARIO_MAX == scenario::lex::MAX_INPUT);
 /// Longest command [`h2s_ctl`] accepts, in bytes; also the capacity a host needs for any of its
 /// answers.
 pub const H2S_CTL_MAX: usize = 4096;
@@ -292,6 +294,42 @@ pub unsafe extern "C" fn h2s_run_scenario(
         -EINVAL
     } else {
         0
+    }
+}
+
+/// Write the rejection a scenario file of `len` bytes gets for its size, for a host that counted
+/// the bytes of an over-long file without keeping them: the same `line 1: file too big ...` text
+/// [`h2s_run_scenario`] (and every other host) gives for the whole file. The byte count goes to
+/// `written` (may be null).
+///
+/// Returns `-EINVAL` with the reason in `out` when `len` exceeds [`H2S_SCENARIO_MAX`], 0 with
+/// nothing written when it does not, `-EINVAL` for a null `out` with a non-zero `cap`, or
+/// `-ENOSPC` (the text cut at `cap`). Context: any; never sleeps.
+///
+/// # Safety
+/// `out` valid and exclusive for `cap` bytes; `written` valid for a write when not null.
+#[no_mangle]
+pub unsafe extern "C" fn h2s_scenario_too_big(
+    len: usize,
+    out: *mut u8,
+    cap: usize,
+    written: *mut usize,
+) -> i32 {
+    // SAFETY: `out` is valid and exclusive for `cap` bytes (this function's contract).
+    let Some(out) = (unsafe { out_slice(out, cap) }) else {
+        return -EINVAL;
+    };
+    let mut w = OutBuf::new(out);
+    let rejected = match scenario::lex::check_size(len) {
+        Ok(()) => Ok(()),
+        Err(e) => Err(writeln!(w, "{e}")),
+    };
+    // SAFETY: `written` is valid for a write when not null (this function's contract).
+    unsafe { put(written, w.len()) };
+    match rejected {
+        Ok(()) => 0,
+        Err(_) if w.overflowed() => -ENOSPC,
+        Err(_) => -EINVAL,
     }
 }
 
@@ -733,6 +771,38 @@ mod tests {
             );
         }
         assert_eq!(o, -1, "nothing ran");
+    }
+
+    #[test]
+    fn too_big_gives_the_verdict_of_the_whole_file() {
+        ensure_init();
+        let counted = |len: usize| {
+            let mut out = [0u8; 256];
+            let mut n = 0usize;
+            // SAFETY: valid buffer and out pointer.
+            let rc = unsafe { h2s_scenario_too_big(len, out.as_mut_ptr(), out.len(), &mut n) };
+            (rc, String::from_utf8(out[..n].to_vec()).unwrap())
+        };
+        let big = vec![b'#'; H2S_SCENARIO_MAX + 5];
+        let mut whole = String::new();
+        let _ = scenario::run(&KERNEL_HOST, &big, &mut whole);
+        assert_eq!(
+            whole,
+            "line 1: file too big (1048581 bytes, at most 1048576)\n"
+        );
+        assert_eq!(counted(big.len()), (-EINVAL, whole));
+        assert_eq!(counted(H2S_SCENARIO_MAX), (0, String::new()));
+        // SAFETY: a null output with no capacity, then one with capacity (refused).
+        unsafe {
+            assert_eq!(
+                h2s_scenario_too_big(1 << 30, null_mut(), 0, null_mut()),
+                -ENOSPC
+            );
+            assert_eq!(
+                h2s_scenario_too_big(1 << 30, null_mut(), 8, null_mut()),
+                -EINVAL
+            );
+        }
     }
 
     #[test]

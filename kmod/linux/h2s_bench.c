@@ -285,12 +285,7 @@ static int h2s_gen_bench(char *buf, size_t cap, size_t *len)
 		.base_what = "kthread_stop of an idle kthread",
 		.per_batch = H2S_BENCH_STOPS,
 	};
-	if (mutex_lock_killable(&h2s_run_mutex)) {
-		kvfree(b);
-		return -EINTR;
-	}
 	rc = h2s_bench_run(b);
-	mutex_unlock(&h2s_run_mutex);
 	if (!rc) {
 		n += scnprintf(buf + n, cap - n,
 			       "setup: %u online CPU(s); %d batches (after a warm-up batch) of %d freeze+unfreeze and %d stops per side, sides alternating first\n",
@@ -306,15 +301,9 @@ static int h2s_gen_bench(char *buf, size_t cap, size_t *len)
 	return rc;
 }
 
-static int h2s_bench_file_open(struct inode *inode, struct file *file)
-{
-	return h2s_text_make(file, H2S_BENCH_TEXT, h2s_gen_bench);
-}
-
-const struct file_operations h2s_bench_fops = {
-	.owner = THIS_MODULE,
-	.open = h2s_bench_file_open,
-	.read = h2s_text_read,
-	.release = h2s_text_release,
-	.llseek = default_llseek,
+/* The `bench` file: `echo run > bench`, then read the report. */
+struct h2s_result h2s_bench_result = {
+	.lock = __MUTEX_INITIALIZER(h2s_bench_result.lock),
+	.cap = H2S_BENCH_TEXT,
+	.gen = h2s_gen_bench,
 };

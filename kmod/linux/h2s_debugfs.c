@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
 /*
- * debugfs: /sys/kernel/debug/hammer2_synchro/, the core's user interface on Linux.
+ * debugfs: /sys/kernel/debug/hammer2_synchro/, the core's user interface on Linux. Opening any
+ * of these files does no long work: a run, a self-test or a bench starts only by a write.
  *
- *   run       write a scenario (one write), read back its KTAP
+ *   run       write a scenario (any number of writes, in order), read: it runs, gives its KTAP
  *   status    every cluster, node, role, thread with its flags by name, counters; pool usage
- *   selftest  read: runs the self-tests with real kthreads, gives KTAP
+ *   selftest  write `run`: runs the self-tests with real kthreads; read: the latest KTAP
  *   ctl       write one command on long-lived clusters (create/start/freeze/.../destroy), read
  *             back the answer
- *   bench     (h2s_bench.c) read: protocol round trips against kthread_park/unpark, kthread_stop
+ *   bench     (h2s_bench.c) write `run`: protocol round trips against kthread_park/unpark and
+ *             kthread_stop; read: the latest report
  */
 #include <linux/kernel.h>
 #include <linux/slab.h>
@@ -21,78 +23,61 @@
 
 /* Bound of one scenario's KTAP output kept for reading back. */
 #define H2S_OUT_MAX (1024 * 1024)
-/* Bounds of the generated read-only files. */
+/* Bounds of the generated texts. */
 #define H2S_STATUS_MAX (256 * 1024)
 #define H2S_CHECK_MAX (256 * 1024)
 
-/* ---- debugfs: read-only files generated at open --------------------------------------------- */
+DEFINE_MUTEX(h2s_run_mutex);
 
-int h2s_text_make(struct file *file, size_t cap, int (*gen)(char *buf, size_t cap, size_t *len))
+/* ---- texts read like regular files ---------------------------------------------------------- */
+
+struct h2s_text {
+	size_t len;
+	char *buf;
+};
+
+static void h2s_text_free(struct h2s_text *t)
+{
+	if (t) {
+		kvfree(t->buf);
+		kfree(t);
+	}
+}
+
+static ssize_t h2s_text_read(struct file *file, char __user *ubuf, size_t count, loff_t *ppos)
+{
+	struct h2s_text *t = file->private_data;
+
+	return t ? simple_read_from_buffer(ubuf, count, ppos, t->buf, t->len) : 0;
+}
+
+static int h2s_text_release(struct inode *inode, struct file *file)
+{
+	h2s_text_free(file->private_data);
+	return 0;
+}
+
+/* ---- status: a snapshot made at open (brief: it only takes locks for a moment) -------------- */
+
+static int h2s_status_open(struct inode *inode, struct file *file)
 {
 	struct h2s_text *t = kzalloc(sizeof(*t), GFP_KERNEL);
 	int rc;
 
 	if (!t)
 		return -ENOMEM;
-	t->buf = kvmalloc(cap, GFP_KERNEL);
+	t->buf = kvmalloc(H2S_STATUS_MAX, GFP_KERNEL);
 	if (!t->buf) {
 		kfree(t);
 		return -ENOMEM;
 	}
-	rc = gen(t->buf, cap, &t->len);
+	rc = h2s_status((uint8_t *)t->buf, H2S_STATUS_MAX, &t->len);
 	if (rc && rc != -ENOSPC) {
-		kvfree(t->buf);
-		kfree(t);
+		h2s_text_free(t);
 		return rc;
 	}
 	file->private_data = t;
 	return 0;
-}
-
-ssize_t h2s_text_read(struct file *file, char __user *ubuf, size_t count, loff_t *ppos)
-{
-	struct h2s_text *t = file->private_data;
-
-	return simple_read_from_buffer(ubuf, count, ppos, t->buf, t->len);
-}
-
-int h2s_text_release(struct inode *inode, struct file *file)
-{
-	struct h2s_text *t = file->private_data;
-
-	kvfree(t->buf);
-	kfree(t);
-	return 0;
-}
-
-static int h2s_gen_status(char *buf, size_t cap, size_t *len)
-{
-	return h2s_status((uint8_t *)buf, cap, len);
-}
-
-static int h2s_status_open(struct inode *inode, struct file *file)
-{
-	return h2s_text_make(file, H2S_STATUS_MAX, h2s_gen_status);
-}
-
-DEFINE_MUTEX(h2s_run_mutex);
-
-static int h2s_gen_selftest(char *buf, size_t cap, size_t *len)
-{
-	uint32_t passed, failed;
-	int rc;
-
-	if (mutex_lock_killable(&h2s_run_mutex))
-		return -EINTR;
-	rc = h2s_selftest((uint8_t *)buf, cap, len, &passed, &failed);
-	mutex_unlock(&h2s_run_mutex);
-	pr_info("hammer2_synchro: selftest %u passed, %u failed\n", passed, failed);
-	return rc;
-}
-
-static int h2s_selftest_open(struct inode *inode, struct file *file)
-{
-	return h2s_text_make(file, H2S_CHECK_MAX, h2s_gen_selftest);
 }
 
 static const struct file_operations h2s_status_fops = {
@@ -103,26 +88,136 @@ static const struct file_operations h2s_status_fops = {
 	.llseek = default_llseek,
 };
 
-static const struct file_operations h2s_selftest_fops = {
+/* ---- result files: selftest, bench ---------------------------------------------------------- */
+
+/*
+ * Writing `run` (a trailing newline allowed) does the work, serialized with every other run and
+ * killable while it waits for its turn, and returns once it is done; anything else written fails
+ * with -EINVAL. Reading gives the text of the latest completed run (nothing before the first),
+ * as it was when this open file first read it. Opening and closing do nothing else.
+ */
+
+static int h2s_result_open(struct inode *inode, struct file *file)
+{
+	file->private_data = NULL;
+	return 0;
+}
+
+static ssize_t h2s_result_read(struct file *file, char __user *ubuf, size_t count, loff_t *ppos)
+{
+	struct h2s_result *res = file_inode(file)->i_private;
+	struct h2s_text *t = file->private_data;
+
+	if (!t) {
+		t = kzalloc(sizeof(*t), GFP_KERNEL);
+		if (!t)
+			return -ENOMEM;
+		if (mutex_lock_killable(&res->lock)) {
+			kfree(t);
+			return -EINTR;
+		}
+		if (res->len) {
+			t->buf = kvmalloc(res->len, GFP_KERNEL);
+			if (t->buf) {
+				memcpy(t->buf, res->text, res->len);
+				t->len = res->len;
+			}
+		}
+		mutex_unlock(&res->lock);
+		if (res->len && !t->buf) {
+			kfree(t);
+			return -ENOMEM;
+		}
+		file->private_data = t;
+	}
+	return h2s_text_read(file, ubuf, count, ppos);
+}
+
+static ssize_t h2s_result_write(struct file *file, const char __user *ubuf, size_t count,
+				loff_t *ppos)
+{
+	struct h2s_result *res = file_inode(file)->i_private;
+	char cmd[5] = { 0 };
+	size_t len = 0;
+	char *text;
+	int rc;
+
+	if (count > 4 || copy_from_user(cmd, ubuf, count))
+		return count > 4 ? -EINVAL : -EFAULT;
+	if (strcmp(cmd, "run") && strcmp(cmd, "run\n"))
+		return -EINVAL;
+	text = kvmalloc(res->cap, GFP_KERNEL);
+	if (!text)
+		return -ENOMEM;
+	if (mutex_lock_killable(&h2s_run_mutex)) {
+		kvfree(text);
+		return -EINTR;
+	}
+	rc = res->gen(text, res->cap, &len);
+	mutex_unlock(&h2s_run_mutex);
+	if (rc && rc != -ENOSPC) {
+		kvfree(text);
+		return rc;
+	}
+	mutex_lock(&res->lock);
+	swap(res->text, text);
+	res->len = len;
+	mutex_unlock(&res->lock);
+	kvfree(text);
+	*ppos += count;
+	return count;
+}
+
+/* The latest text goes with the module. */
+static void h2s_result_free(struct h2s_result *res)
+{
+	kvfree(res->text);
+	res->text = NULL;
+	res->len = 0;
+}
+
+const struct file_operations h2s_result_fops = {
 	.owner = THIS_MODULE,
-	.open = h2s_selftest_open,
-	.read = h2s_text_read,
+	.open = h2s_result_open,
+	.read = h2s_result_read,
+	.write = h2s_result_write,
 	.release = h2s_text_release,
 	.llseek = default_llseek,
 };
 
-/* ---- debugfs: run --------------------------------------------------------------------------- */
+static int h2s_gen_selftest(char *buf, size_t cap, size_t *len)
+{
+	uint32_t passed, failed;
+	int rc;
+
+	rc = h2s_selftest((uint8_t *)buf, cap, len, &passed, &failed);
+	pr_info("hammer2_synchro: selftest %u passed, %u failed\n", passed, failed);
+	return rc;
+}
+
+static struct h2s_result h2s_selftest_result = {
+	.lock = __MUTEX_INITIALIZER(h2s_selftest_result.lock),
+	.cap = H2S_CHECK_MAX,
+	.gen = h2s_gen_selftest,
+};
+
+/* ---- run ------------------------------------------------------------------------------------ */
 
 /*
- * One scenario per open file: a single write() at offset 0 carries the whole scenario (at most
- * H2S_SCENARIO_MAX bytes) and runs it; reads then return its KTAP text (or the `line N:` text of
- * a rejected file) from the start, whatever the file offset. A rejected file fails the write
- * with -EINVAL; a second write, a write at an offset (a scenario cut into pieces), an empty or
- * oversized write also fail, and nothing runs. Runs are serialized module-wide.
+ * One scenario per open file, written in any number of write()s, each at the offset where the
+ * previous one ended (a write elsewhere fails with -EINVAL): how the bytes were cut never
+ * matters. The first read() runs everything written so far and returns the start of its KTAP
+ * text (or the `line N: reason` text of a rejected file); later reads continue it, and writes
+ * then fail with -EBUSY. A read before any write returns nothing and runs nothing; a file
+ * closed without a read runs nothing. A file longer than H2S_SCENARIO_MAX (the language's
+ * bound) is still accepted but only counted, and the read gives the `line 1: file too big`
+ * rejection the CLI gives for it. Runs are serialized module-wide.
  */
-
 struct h2s_run {
-	char *out;
+	struct mutex lock;	/* this open file's state */
+	char *text;		/* H2S_SCENARIO_MAX bytes, from the first write until the run */
+	size_t len;		/* bytes written, kept or only counted */
+	char *out;		/* the run's text */
 	size_t out_len;
 	loff_t rd_pos;
 	bool ran;
@@ -134,6 +229,7 @@ static int h2s_run_open(struct inode *inode, struct file *file)
 
 	if (!r)
 		return -ENOMEM;
+	mutex_init(&r->lock);
 	file->private_data = r;
 	return 0;
 }
@@ -142,65 +238,89 @@ static ssize_t h2s_run_write(struct file *file, const char __user *ubuf, size_t 
 			     loff_t *ppos)
 {
 	struct h2s_run *r = file->private_data;
+	ssize_t rc;
+
+	if (count == 0)
+		return 0;
+	if (mutex_lock_killable(&r->lock))
+		return -EINTR;
+	if (r->ran) {
+		rc = -EBUSY;
+		goto out;
+	}
+	if (*ppos != (loff_t)r->len || count > (size_t)(LLONG_MAX - *ppos)) {
+		rc = -EINVAL;
+		goto out;
+	}
+	if (!r->text) {
+		r->text = kvmalloc(H2S_SCENARIO_MAX, GFP_KERNEL);
+		if (!r->text) {
+			rc = -ENOMEM;
+			goto out;
+		}
+	}
+	if (r->len < H2S_SCENARIO_MAX &&
+	    copy_from_user(r->text + r->len, ubuf, min_t(size_t, count, H2S_SCENARIO_MAX - r->len))) {
+		rc = -EFAULT;
+		goto out;
+	}
+	r->len += count;
+	*ppos += count;
+	rc = count;
+out:
+	mutex_unlock(&r->lock);
+	return rc;
+}
+
+/* Run what was written (r->lock held); 0 once there is a text to read. */
+static int h2s_run_now(struct h2s_run *r)
+{
 	size_t written = 0;
 	int32_t outcome = -1;
-	void *text;
 	char *out;
 	int rc;
 
-	if (count == 0 || *ppos != 0)
-		return -EINVAL;
-	if (count > H2S_SCENARIO_MAX)
-		return -EFBIG;
-	text = vmemdup_user(ubuf, count);
-	if (IS_ERR(text))
-		return PTR_ERR(text);
 	out = kvmalloc(H2S_OUT_MAX, GFP_KERNEL);
-	if (!out) {
-		kvfree(text);
+	if (!out)
 		return -ENOMEM;
-	}
 	if (mutex_lock_killable(&h2s_run_mutex)) {
 		kvfree(out);
-		kvfree(text);
 		return -EINTR;
 	}
-	if (r->ran) {
-		rc = -EBUSY;
-		goto unlock;
+	if (r->len > H2S_SCENARIO_MAX) {
+		rc = h2s_scenario_too_big(r->len, (uint8_t *)out, H2S_OUT_MAX, &written);
+		outcome = H2S_OUTCOME_REJECTED;
+	} else {
+		rc = h2s_run_scenario((uint8_t *)r->text, r->len, (uint8_t *)out, H2S_OUT_MAX,
+				      &written, &outcome);
 	}
-	rc = h2s_run_scenario(text, count, (uint8_t *)out, H2S_OUT_MAX, &written, &outcome);
-	if (rc == 0 || rc == -EINVAL || rc == -ENOSPC) {
-		if (rc == -EINVAL && outcome != H2S_OUTCOME_REJECTED)
-			goto unlock;
-		r->out = out;
-		r->out_len = written;
-		r->rd_pos = 0;
-		r->ran = true;
-		out = NULL;
-		if (rc == -ENOSPC)
-			pr_warn("hammer2_synchro: scenario output cut at %d bytes\n", H2S_OUT_MAX);
-	}
-unlock:
 	mutex_unlock(&h2s_run_mutex);
-	kvfree(out);
-	kvfree(text);
-	if (rc == 0 || rc == -ENOSPC) {
-		*ppos += count;
-		return count;
+	if (rc == -ENOSPC)
+		pr_warn("hammer2_synchro: scenario output cut at %d bytes\n", H2S_OUT_MAX);
+	else if (rc && !(rc == -EINVAL && outcome == H2S_OUTCOME_REJECTED)) {
+		kvfree(out);
+		return rc;
 	}
-	return rc;
+	r->out = out;
+	r->out_len = written;
+	r->ran = true;
+	kvfree(r->text);
+	r->text = NULL;
+	return 0;
 }
 
 static ssize_t h2s_run_read(struct file *file, char __user *ubuf, size_t count, loff_t *ppos)
 {
 	struct h2s_run *r = file->private_data;
-	ssize_t n;
+	ssize_t n = 0;
 
-	if (mutex_lock_killable(&h2s_run_mutex))
+	if (mutex_lock_killable(&r->lock))
 		return -EINTR;
-	n = r->ran ? simple_read_from_buffer(ubuf, count, &r->rd_pos, r->out, r->out_len) : 0;
-	mutex_unlock(&h2s_run_mutex);
+	if (!r->ran && r->len)
+		n = h2s_run_now(r);
+	if (!n && r->ran)
+		n = simple_read_from_buffer(ubuf, count, &r->rd_pos, r->out, r->out_len);
+	mutex_unlock(&r->lock);
 	return n;
 }
 
@@ -208,7 +328,9 @@ static int h2s_run_release(struct inode *inode, struct file *file)
 {
 	struct h2s_run *r = file->private_data;
 
+	kvfree(r->text);
 	kvfree(r->out);
+	mutex_destroy(&r->lock);
 	kfree(r);
 	return 0;
 }
@@ -222,7 +344,7 @@ static const struct file_operations h2s_run_fops = {
 	.llseek = no_llseek,
 };
 
-/* ---- debugfs: ctl -------------------------------------------------------------------------- */
+/* ---- ctl ------------------------------------------------------------------------------------ */
 
 /*
  * Each write() is one command (at most H2S_CTL_MAX bytes); reads return the answer of the
@@ -313,9 +435,9 @@ int h2s_debugfs_init(void)
 		return PTR_ERR(h2s_dir);
 	debugfs_create_file("run", 0600, h2s_dir, NULL, &h2s_run_fops);
 	debugfs_create_file("status", 0400, h2s_dir, NULL, &h2s_status_fops);
-	debugfs_create_file("selftest", 0400, h2s_dir, NULL, &h2s_selftest_fops);
+	debugfs_create_file("selftest", 0600, h2s_dir, &h2s_selftest_result, &h2s_result_fops);
 	debugfs_create_file("ctl", 0600, h2s_dir, NULL, &h2s_ctl_fops);
-	debugfs_create_file("bench", 0400, h2s_dir, NULL, &h2s_bench_fops);
+	debugfs_create_file("bench", 0600, h2s_dir, &h2s_bench_result, &h2s_result_fops);
 	return 0;
 }
 
@@ -323,4 +445,6 @@ int h2s_debugfs_init(void)
 void h2s_debugfs_exit(void)
 {
 	debugfs_remove_recursive(h2s_dir);
+	h2s_result_free(&h2s_selftest_result);
+	h2s_result_free(&h2s_bench_result);
 }

@@ -28,19 +28,21 @@ void h2s_debugfs_exit(void);
 extern struct mutex h2s_run_mutex;
 
 /*
- * A file whose text is made once, into a buffer of `cap` bytes, then read like a regular file;
- * `gen` returns 0 or -errno (-ENOSPC: the text was cut, still readable).
+ * A debugfs file whose work starts by writing `run` to it and whose latest text any open reads
+ * (h2s_debugfs.c: selftest, bench). `gen` does the work, with h2s_run_mutex held, into a buffer of
+ * `cap` bytes: 0 or -errno (-ENOSPC: the text was cut, still kept).
  */
-struct h2s_text {
+struct h2s_result {
+	struct mutex lock;	/* text, len */
+	size_t cap;
+	int (*gen)(char *buf, size_t cap, size_t *len);
+	char *text;
 	size_t len;
-	char *buf;
 };
 
-int h2s_text_make(struct file *file, size_t cap, int (*gen)(char *buf, size_t cap, size_t *len));
-ssize_t h2s_text_read(struct file *file, char __user *ubuf, size_t count, loff_t *ppos);
-int h2s_text_release(struct inode *inode, struct file *file);
+extern const struct file_operations h2s_result_fops;
 
 /* h2s_bench.c */
-extern const struct file_operations h2s_bench_fops;
+extern struct h2s_result h2s_bench_result;
 
 #endif /* H2S_LINUX_H */
