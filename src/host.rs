@@ -12,6 +12,11 @@ use core::time::Duration;
 
 use crate::Result;
 
+mod lock;
+#[cfg(test)]
+pub(crate) mod testhost;
+pub use lock::{HostLock, HostLockGuard};
+
 /// Shared or exclusive chain-lock mode (`HAMMER2_RESOLVE_SHARED` or not).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockMode {

@@ -22,6 +22,7 @@ pub mod host;
 pub mod media;
 pub mod mem;
 pub mod quorum;
+pub mod role;
 pub mod scenario;
 pub mod selftest;
 pub mod store;

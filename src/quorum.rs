@@ -9,7 +9,7 @@
 
 use bitflags::bitflags;
 
-use crate::cluster::Role;
+use crate::role::Role;
 use crate::Error;
 
 /// What one node answers for one key.

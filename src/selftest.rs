@@ -17,8 +17,9 @@ use core::time::Duration;
 
 use alloc::boxed::Box;
 
-use crate::cluster::{Cluster, FrontendOp, NodeSet, Role};
+use crate::cluster::{Cluster, FrontendOp};
 use crate::host::{self, Host, RawThread};
+use crate::role::{NodeSet, Role};
 use crate::thread::{SyncWork, ThreadFlags, ThreadState, Threads};
 use crate::{Error, Result};
 

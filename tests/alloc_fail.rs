@@ -18,7 +18,8 @@ mod oracle {
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use hammer2_synchro::cluster::{Cluster, FrontendOp, NodeSet, Role};
+use hammer2_synchro::cluster::{Cluster, FrontendOp};
+use hammer2_synchro::role::{NodeSet, Role};
 use hammer2_synchro::Error;
 
 use oracle::gen::{Case, Class};

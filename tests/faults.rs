@@ -20,8 +20,9 @@ mod oracle {
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use hammer2_synchro::cluster::{Cluster, Role};
+use hammer2_synchro::cluster::Cluster;
 use hammer2_synchro::host::{Host, LockMode, LogLevel, RawLock, RawThread, ThreadEntry};
+use hammer2_synchro::role::Role;
 use hammer2_synchro::thread::{SyncWork, ThreadFlags, Threads};
 use hammer2_synchro::Error;
 

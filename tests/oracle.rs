@@ -25,7 +25,7 @@ use oracle::gen::{resolve, Case, Class, RawCase, RawOp};
 use oracle::model::{self, quorum, Inode, Rule, Tid, World};
 use oracle::{prop, real};
 
-use hammer2_synchro::cluster::Role;
+use hammer2_synchro::role::Role;
 use hammer2_synchro::sync::ScanMode;
 
 /// Every node's tree equals `want`, or the first difference.
@@ -329,7 +329,7 @@ fn printed_scenarios_pass_in_the_interpreter() {
 /// allocations) run no unrelated test beside theirs.
 #[test]
 fn model_quorum_rule_examples() {
-    use hammer2_synchro::cluster::Role::*;
+    use hammer2_synchro::role::Role::*;
     // Bug 11's case: 10, 5, 5 → 5 by two of three.
     let v = [(0, Master, 10), (1, Master, 5), (2, Master, 5)];
     assert_eq!(oracle::model::quorum(3, &v), Some((1, 5)));

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use hammer2_synchro::cluster::Role;
+use hammer2_synchro::role::Role;
 use hammer2_synchro::selftest::stress::{run, Params, MIXED_ROLES};
 
 /// One master: a frontend change is on the quorum as soon as that node applied it.

@@ -4,7 +4,8 @@
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use hammer2_synchro::cluster::{Cluster, FrontendOp, NodeSet, Role};
+use hammer2_synchro::cluster::{Cluster, FrontendOp};
+use hammer2_synchro::role::{NodeSet, Role};
 use hammer2_synchro::userland;
 
 use crate::alloc_count::peak_during;

@@ -3,7 +3,8 @@
 //! and their FIFOs). The same core code runs in the kernel module, whose pool holds exactly
 //! these allocations (its chain locks and thread structs are the host's, not the pool's).
 
-use hammer2_synchro::cluster::{Cluster, FrontendOp, NodeSet, Role};
+use hammer2_synchro::cluster::{Cluster, FrontendOp};
+use hammer2_synchro::role::{NodeSet, Role};
 use hammer2_synchro::userland;
 
 use crate::alloc_count::live;

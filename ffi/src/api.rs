@@ -15,7 +15,8 @@ use alloc::boxed::Box;
 use core::ffi::c_void;
 use core::fmt::{self, Write};
 
-use hammer2_synchro::cluster::{Cluster, Role, MAX_NODES};
+use hammer2_synchro::cluster::Cluster;
+use hammer2_synchro::role::{Role, MAX_NODES};
 use hammer2_synchro::scenario::{self, Outcome};
 use hammer2_synchro::selftest::{run_cases, Case};
 use hammer2_synchro::Error;

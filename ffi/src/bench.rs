@@ -8,8 +8,9 @@ use core::time::Duration;
 
 use alloc::boxed::Box;
 
-use hammer2_synchro::cluster::{Cluster, Role};
+use hammer2_synchro::cluster::Cluster;
 use hammer2_synchro::host::{self, Host};
+use hammer2_synchro::role::Role;
 use hammer2_synchro::thread::flags::ThreadFlags;
 use hammer2_synchro::{Error, Result};
 

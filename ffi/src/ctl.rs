@@ -17,7 +17,8 @@ use alloc::vec::Vec;
 use core::fmt::Write;
 use core::time::Duration;
 
-use hammer2_synchro::cluster::{FrontendOp, NodeSet, MAX_NODES};
+use hammer2_synchro::cluster::FrontendOp;
+use hammer2_synchro::role::{NodeSet, MAX_NODES};
 use hammer2_synchro::{Error, Result};
 
 use crate::api::{create, thread_op, H2sThreadOp};

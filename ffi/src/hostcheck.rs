@@ -10,8 +10,9 @@ use core::fmt;
 use core::sync::atomic::{AtomicU32, Ordering};
 use core::time::Duration;
 
-use hammer2_synchro::cluster::{Cluster, FrontendOp, NodeSet, Role};
+use hammer2_synchro::cluster::{Cluster, FrontendOp};
 use hammer2_synchro::host::{self, Host, LockMode};
+use hammer2_synchro::role::{NodeSet, Role};
 use hammer2_synchro::selftest::{Case, Outcome};
 
 /// Every kernel-host check, by name.

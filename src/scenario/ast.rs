@@ -2,7 +2,7 @@
 
 use alloc::vec::Vec;
 
-use crate::cluster::{NodeSet, Role, MAX_NODES};
+use crate::role::{NodeSet, Role, MAX_NODES};
 
 /// A node set as written; `masters`/`slaves` are resolved against the roles at run time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

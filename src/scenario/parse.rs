@@ -7,7 +7,7 @@ use alloc::vec::Vec;
 
 use super::ast::{Check, Cmd, Content, Script, Set, Step, ThreadCheck, ThreadOp};
 use super::lex::{self, reason, ParseError, Reason, Tok};
-use crate::cluster::{NodeSet, Role, MAX_NODES};
+use crate::role::{NodeSet, Role, MAX_NODES};
 
 /// Longest duration accepted (`sleep`, `wait synced timeout=`, `stall`), in milliseconds.
 pub const MAX_DURATION_MS: u64 = 3_600_000;

@@ -17,10 +17,11 @@ use super::ast::{Check, Cmd, Content, Script, Set, ThreadCheck, ThreadOp};
 use super::ktap::{Diag, Ktap};
 use super::lex::{reason, Reason};
 use super::{prng, Outcome};
-use crate::cluster::{Cluster, FrontendOp, NodeSet, Role, Snapshot};
+use crate::cluster::{Cluster, FrontendOp, Snapshot};
 use crate::host::{self, Host};
 use crate::media::OBJTYPE_DIRECTORY;
 use crate::quorum::{QuorumResult, StatusFlags};
+use crate::role::{NodeSet, Role};
 use crate::thread::ThreadState;
 use crate::Error;
 

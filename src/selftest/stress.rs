@@ -27,10 +27,11 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use core::time::Duration;
 
 use super::Outcome;
-use crate::cluster::{Cluster, FrontendOp, NodeSet, Role, MAX_NODES};
+use crate::cluster::{Cluster, FrontendOp};
 use crate::host::{self, Host, RawThread};
 use crate::media::{OBJTYPE_DIRECTORY, OBJTYPE_REGFILE};
 use crate::mem::try_box;
+use crate::role::{NodeSet, Role, MAX_NODES};
 use crate::scenario::prng;
 use crate::thread::ThreadState;
 

@@ -223,9 +223,9 @@ pub fn diff(a: &[Record], b: &[Record], node_b: usize, out: &mut dyn fmt::Write)
 
 #[cfg(test)]
 mod tests {
-    use super::super::testhost::host;
     use super::super::InodeData;
     use super::*;
+    use crate::host::testhost::host;
     use alloc::string::String;
 
     fn store() -> Store {

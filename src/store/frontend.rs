@@ -388,8 +388,8 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testhost::host;
     use super::*;
+    use crate::host::testhost::host;
 
     fn store() -> Store {
         let mut root = InodeData::default();

@@ -22,8 +22,6 @@ pub mod children;
 pub mod compare;
 pub mod frontend;
 pub mod inode;
-#[cfg(test)]
-pub(crate) mod testhost;
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -210,6 +208,7 @@ pub struct Store {
 }
 
 /// A held chain lock; released on drop.
+#[must_use = "the chain is unlocked when the guard is dropped"]
 pub struct ChainGuard<'a> {
     store: &'a Store,
     id: ChainId,
@@ -233,51 +232,6 @@ impl Drop for ChainGuard<'_> {
         self.store
             .host
             .unlock(&RawLock::from_raw(self.raw), self.mode);
-    }
-}
-
-/// A host lock owned by the core (not a chain lock), destroyed on drop.
-pub struct HostLock {
-    host: &'static dyn Host,
-    raw: Option<RawLock>,
-}
-
-/// A held [`HostLock`]; released on drop.
-pub struct HostLockGuard<'a> {
-    lock: &'a HostLock,
-    mode: LockMode,
-}
-
-impl HostLock {
-    /// Create one on `host`.
-    pub fn new(host: &'static dyn Host) -> Result<HostLock> {
-        Ok(HostLock {
-            host,
-            raw: Some(host.lock_create()?),
-        })
-    }
-    /// Acquire it (may sleep).
-    pub fn hold(&self, mode: LockMode) -> HostLockGuard<'_> {
-        if let Some(r) = &self.raw {
-            self.host.lock(r, mode, crate::host::HOST_LOCK_DEPTH);
-        }
-        HostLockGuard { lock: self, mode }
-    }
-}
-
-impl Drop for HostLockGuard<'_> {
-    fn drop(&mut self) {
-        if let Some(r) = &self.lock.raw {
-            self.lock.host.unlock(r, self.mode);
-        }
-    }
-}
-
-impl Drop for HostLock {
-    fn drop(&mut self) {
-        if let Some(r) = self.raw.take() {
-            self.host.lock_destroy(r);
-        }
     }
 }
 
@@ -873,8 +827,8 @@ impl Drop for Store {
 
 #[cfg(test)]
 mod tests {
-    use super::testhost::host;
     use super::*;
+    use crate::host::testhost::host;
 
     fn data_bref(key: u64, tid: u64) -> Blockref {
         let mut b = Blockref::new(media::BREF_TYPE_DATA, key, 16);

@@ -22,9 +22,9 @@
 
 use core::sync::atomic::Ordering;
 
-use crate::cluster::{Role, MAX_NODES};
 use crate::media::{Blockref, KEY_MAX};
 use crate::quorum::{self, NodeAnswer, QuorumResult, Voter};
+use crate::role::{Role, MAX_NODES};
 use crate::store::ChainStore;
 use crate::thread::Brk;
 use crate::{Error, Result};

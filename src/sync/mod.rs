@@ -11,8 +11,8 @@ pub mod slaves;
 
 use alloc::vec::Vec;
 
-use crate::cluster::Role;
 use crate::host::Host;
+use crate::role::Role;
 use crate::store::{ChainStore, Store};
 use crate::thread::Brk;
 use crate::{Error, Result};

@@ -26,10 +26,10 @@ use core::marker::PhantomData;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use core::time::Duration;
 
-use crate::cluster::MAX_NODES;
 use crate::host::{Host, RawThread};
 use crate::media::KEY_MAX;
 use crate::mem::{try_box, try_to_vec};
+use crate::role::MAX_NODES;
 use crate::store::ChainStore;
 use crate::thread::{Brk, HostWord};
 use crate::{Error, Result};

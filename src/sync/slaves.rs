@@ -59,10 +59,10 @@ use core::cmp::Ordering;
 
 use super::collect::{inode_focus, inode_focus_scan, Collector, Focus, Inflight, Item};
 use super::{Ctx, Deferred, Done, Resume, ScanMode, MAX_DEFER};
-use crate::cluster::MAX_NODES;
 use crate::host::LockMode;
 use crate::media::{self, Blockref, KEY_MAX};
 use crate::mem::try_push;
+use crate::role::MAX_NODES;
 use crate::store::{inode, Body, ChainStore, HeldChain, Sealed};
 use crate::{Error, Result};
 

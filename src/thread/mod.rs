@@ -4,9 +4,7 @@
 //! - [`flags`]: the flag word and its names;
 //! - `requester`: freeze / unfreeze / remaster / stop / signal, each acknowledged;
 //! - `primary`: the thread's loop;
-//! - `cluster_ops`: the `Cluster::thread_*` methods wiring a node's sync into a slot.
 
-mod cluster_ops;
 pub mod flags;
 mod interrupt;
 mod primary;
@@ -19,11 +17,10 @@ use core::time::Duration;
 
 use alloc::boxed::Box;
 
-use crate::cluster::MAX_NODES;
 use crate::host::{Host, LogLevel, RawThread, ThreadEntry};
+use crate::role::MAX_NODES;
 use crate::{Error, Result};
 
-pub use cluster_ops::NodeWork;
 pub use flags::{flag_names, FlagNames, ThreadFlags};
 pub use interrupt::Brk;
 use interrupt::{HostIntr, Interrupt};

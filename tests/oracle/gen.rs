@@ -5,7 +5,7 @@
 //! valid on every node of its set, and is dropped when there is none. Shrinking removes raw ops
 //! and lowers numbers; whatever the shrinker produces still resolves to a valid history.
 
-use hammer2_synchro::cluster::Role;
+use hammer2_synchro::role::Role;
 use proptest::prelude::*;
 
 use super::model::{self, check, join, Inode, Kind, Op, World, BLOCK, DIRECT_MAX};

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use hammer2_synchro::cluster::Role;
+use hammer2_synchro::role::Role;
 
 /// A transaction id.
 pub type Tid = u64;

@@ -5,8 +5,9 @@ use std::fmt::Write;
 use std::pin::Pin;
 use std::sync::OnceLock;
 
-use hammer2_synchro::cluster::{Cluster, FrontendOp, InodeStat, NodeSet, Role};
+use hammer2_synchro::cluster::{Cluster, FrontendOp, InodeStat};
 use hammer2_synchro::quorum::QuorumResult;
+use hammer2_synchro::role::{NodeSet, Role};
 use hammer2_synchro::Error;
 
 use super::gen::Case;

@@ -1,9 +1,11 @@
 //! The cluster's sync-thread operations: node `idx`'s thread runs `Cluster::sync_node(idx)`.
+//! They live with the cluster, not in `crate::thread`: the thread layer only knows the
+//! [`SyncWork`] it runs, never the cluster that supplies it.
 
 use core::pin::Pin;
 
-use super::{Brk, SyncWork, ThreadState};
-use crate::cluster::Cluster;
+use super::Cluster;
+use crate::thread::{Brk, SyncWork, ThreadState};
 use crate::Result;
 
 /// The work of node `idx`'s sync thread: passes of `Cluster::sync_node`, resets through
@@ -70,7 +72,7 @@ impl Cluster {
         self.threads.state(idx)
     }
 
-    /// Node `idx`'s raw flag word (print it with [`super::flag_names`]).
+    /// Node `idx`'s raw flag word (print it with [`crate::thread::flag_names`]).
     pub fn thread_flags(&self, idx: usize) -> u32 {
         self.threads.flags(idx)
     }

@@ -1,0 +1,239 @@
+//! The pruned scan against the original: identical trees, visits in proportion to the change,
+//! differently shaped indirect trees, resumes.
+
+use super::*;
+
+/// A small deterministic generator for the mode-equivalence histories.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// One random history step on the nodes of `mask` (errors, e.g. a missing parent on some
+/// node, are part of the history: both clusters get exactly the same calls).
+fn random_op(c: &Cluster, r: &mut Lcg, mask: NodeSet, wide: usize) {
+    let dir = ["/w", "/d", "/d/e"][r.next(3) as usize];
+    let name = format!("{dir}/f{}", r.next(wide as u64));
+    let _ = match r.next(8) {
+        0 => c.apply(mask, FrontendOp::Mkdir(dir.as_bytes())),
+        1 | 2 => c.apply(mask, FrontendOp::Rm(name.as_bytes())),
+        3 => c.apply(
+            mask,
+            FrontendOp::Chmod(name.as_bytes(), 0o600 + r.next(64) as u32),
+        ),
+        4 => c.apply(mask, FrontendOp::Mkdir(name.as_bytes())),
+        _ => {
+            let len = [0, 100, 600, 70_000][r.next(4) as usize];
+            let d = pattern(len, r.next(250) as u8);
+            c.apply(mask, FrontendOp::Write(name.as_bytes(), &d))
+        }
+    };
+}
+
+#[test]
+fn pruned_and_original_scans_give_identical_trees() {
+    let roles = [M, M, M, S, M];
+    let mut synced = 0;
+    let mut total = [0u64; 2];
+    for case in 0..12u64 {
+        let mut r = Lcg(case * 7919 + 1);
+        let wide = [40usize, 300, 1200][(case % 3) as usize];
+        let pruned = cluster(&roles);
+        let original = cluster(&roles);
+        original.set_scan_mode(ScanMode::Original);
+        assert_eq!(
+            pruned.scan_mode(),
+            ScanMode::Pruned,
+            "pruned is the default"
+        );
+        for c in [&pruned, &original] {
+            let full = all(c);
+            for d in ["/w", "/d", "/d/e"] {
+                mkdir(c, full, d);
+            }
+            // A common base wide enough for the radix to split two levels deep.
+            for i in 0..wide {
+                let d = pattern(i % 7 * 100, i as u8);
+                write(c, full, &format!("/w/f{i}"), &d);
+            }
+        }
+        // Divergent histories on random node subsets, identical on both clusters.
+        let steps = 40 + r.next(80);
+        let mut ops = Vec::new();
+        for _ in 0..steps {
+            // Mostly a quorum of the masters, so most histories have a focus to sync to.
+            let mut mask = 0u8;
+            for b in 0..5 {
+                if r.next(5) != 0 {
+                    mask |= 1 << b;
+                }
+            }
+            let mask = NodeSet(mask.max(1));
+            ops.push((mask, r.0));
+        }
+        for c in [&pruned, &original] {
+            for &(mask, seed) in &ops {
+                random_op(c, &mut Lcg(seed), mask, wide);
+            }
+            // Last, one change on three of the four masters: their roots agree, a quorum.
+            write(c, set(&[0, 1, 2]), "/last", b"q");
+        }
+        let mut stats = [SyncStats::default(); 2];
+        for round in 0..4 {
+            for i in 0..roles.len() {
+                for (k, c) in [&pruned, &original].iter().enumerate() {
+                    let before = c.stats(i).scanned;
+                    let _ = c.sync_node(i, &|| false);
+                    stats[k].scanned += c.stats(i).scanned - before;
+                }
+                let a = crate::store::compare::flatten(pruned.store(i).unwrap()).unwrap();
+                let b = crate::store::compare::flatten(original.store(i).unwrap()).unwrap();
+                let mut s = String::new();
+                assert!(
+                    crate::store::compare::diff(&b, &a, i, &mut s).unwrap(),
+                    "case {case} round {round}: node {i} differs between the modes:\n{s}"
+                );
+            }
+        }
+        if stats[1].scanned > 0 {
+            synced += 1;
+        }
+        total[0] += stats[0].scanned;
+        total[1] += stats[1].scanned;
+    }
+    // Over the whole set (small directories cost the pruned scan a few summaries more).
+    assert!(total[0] < total[1], "pruned scanned {total:?}");
+    assert!(
+        synced >= 10,
+        "only {synced} of 12 histories had anything to sync"
+    );
+}
+
+#[test]
+fn pruned_scan_visits_in_proportion_to_the_change() {
+    let c = cluster(&[M, M, M, S]);
+    let full = all(&c);
+    mkdir(&c, full, "/w");
+    let n: usize = std::env::var("H2S_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000);
+    for i in 0..n {
+        write(&c, full, &format!("/w/f{i:07}"), b"x");
+    }
+    for (mode, most) in [(ScanMode::Pruned, 300), (ScanMode::Original, u64::MAX)] {
+        c.set_scan_mode(mode);
+        let which = std::env::var("H2S_F").unwrap_or("/w/f0001234".into());
+        write(&c, set(&[0, 1, 2]), &which, b"changed");
+        let before = c.stats(3).scanned;
+        c.sync_node(3, &|| false).unwrap();
+        let scanned = c.stats(3).scanned - before;
+        assert_eq!(c.read_file(3, which.as_bytes()).unwrap(), b"changed");
+        assert_same(&c, 0, 3);
+        match mode {
+            // Root, /w's summary levels down to f1234's bucket, and the inode itself.
+            ScanMode::Pruned => assert!(scanned <= most, "pruned visited {scanned}"),
+            ScanMode::Original => assert!(scanned > 3000, "original visited {scanned}"),
+        }
+    }
+}
+
+/// The INDIRECT blockrefs of `path`'s block table on node `i`: (depth, key, keybits).
+fn indirect_shape(c: &Cluster, i: usize, path: &str) -> Vec<(u8, u64, u8)> {
+    let st = c.store(i).unwrap();
+    let id = st.resolve(path.as_bytes()).unwrap();
+    st.block_table(id)
+        .unwrap()
+        .iter()
+        .filter(|t| t.bref.btype == media::BREF_TYPE_INDIRECT)
+        .map(|t| (t.depth, t.bref.key, t.bref.keybits))
+        .collect()
+}
+
+#[test]
+fn pruned_scan_over_differently_shaped_indirect_trees() {
+    const N: usize = 10_000;
+    let c = cluster(&[M, M, M, S]);
+    mkdir(&c, all(&c), "/w");
+    // The masters insert in name order (hash order: random keys), the slave gets everything
+    // from its first sync in key order: same children, differently shaped trees.
+    for i in 0..N {
+        write(&c, set(&[0, 1, 2]), &format!("/w/f{i:07}"), b"x");
+    }
+    c.sync_node(3, &|| false).unwrap();
+    assert_same(&c, 0, 3);
+    let (ours, theirs) = (indirect_shape(&c, 3, "/w"), indirect_shape(&c, 0, "/w"));
+    assert_ne!(ours, theirs, "insert order shapes the trees");
+    let levels = 1 + ours.iter().chain(&theirs).map(|t| t.0).max().unwrap() as u64;
+    // One change, k = 1: each level's spans of the path to it (at most a blockset's 4 plus
+    // the runs around them, or one indirect block's differing span and its neighbours), one
+    // run merged, the PFS root above. Far below N, which the original scan visits.
+    let bound = 4 * levels * (SET_COUNT + RUN) as u64;
+    for mode in [ScanMode::Pruned, ScanMode::Original] {
+        c.set_scan_mode(mode);
+        let f = format!(
+            "/w/f{:07}",
+            if mode == ScanMode::Pruned { 1234 } else { 777 }
+        );
+        write(&c, set(&[0, 1, 2]), &f, b"changed");
+        let before = c.stats(3).scanned;
+        c.sync_node(3, &|| false).unwrap();
+        let scanned = c.stats(3).scanned - before;
+        assert_same(&c, 0, 3);
+        match mode {
+            ScanMode::Pruned => assert!(scanned <= bound, "{scanned} > {bound} ({levels} levels)"),
+            ScanMode::Original => assert!(scanned > bound, "original visited {scanned}"),
+        }
+    }
+}
+
+#[test]
+fn pruned_resume_after_a_full_deferral_list_goes_on_past_the_range() {
+    // Exactly MAX_DEFER changed directories end where a top-level range of /w ends, so the
+    // deferral list fills on the last key of a merged range; one more changed directory lies
+    // in a later range. The resumed scan must go on to it.
+    let mut names: Vec<(u64, String)> = (0..2600)
+        .map(|i| {
+            let n = format!("d{i}");
+            (media::dirhash(n.as_bytes()), n)
+        })
+        .collect();
+    names.sort();
+    let top = |k: u64| k >> 56;
+    let p = (MAX_DEFER - 1..names.len() - 1)
+        .find(|&p| top(names[p].0) != top(names[p + 1].0))
+        .unwrap();
+    // The list already holds /w itself when /w's scan defers its children.
+    let mut changed: Vec<&str> = names[p + 2 - MAX_DEFER..=p]
+        .iter()
+        .map(|(_, n)| n.as_str())
+        .collect();
+    changed.push(&names[names.len() - 1].1);
+    for mode in [ScanMode::Pruned, ScanMode::Original] {
+        let c = cluster(&[M, M, M, S]);
+        c.set_scan_mode(mode);
+        let full = all(&c);
+        mkdir(&c, full, "/w");
+        for (_, n) in &names {
+            mkdir(&c, full, &format!("/w/{n}"));
+        }
+        for n in &changed {
+            write(&c, set(&[0, 1, 2]), &format!("/w/{n}/f"), b"new");
+        }
+        c.sync_node(3, &|| false).unwrap();
+        assert_same(&c, 0, 3);
+        // /w, each changed directory and its new file.
+        assert_eq!(
+            c.stats(3).deferred,
+            1 + 2 * changed.len() as u64,
+            "{mode:?}"
+        );
+    }
+}

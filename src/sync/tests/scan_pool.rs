@@ -1,0 +1,253 @@
+//! The scan pool and collector: workers, requests, stalls, failures and interrupts.
+
+use super::*;
+
+#[test]
+fn pool_drop_never_strands_an_idle_worker() {
+    // An idle worker between its `gen` and `cancel` reads while the pool is dropped (the test
+    // hook holds it there until the drop has cancelled and bumped `gen`) must still leave: with
+    // `cancel` read first, it slept on the bumped `gen` forever and the drop's join hung.
+    let c: &'static Pin<Box<Cluster>> = Box::leak(Box::new(cluster(&[M, M])));
+    let stores: &'static [&'static Store] =
+        Box::leak(Box::new([c.store(0).unwrap(), c.store(1).unwrap()]));
+    pool::test_hook::STORE.store(stores[1] as *const Store as usize, AO::SeqCst);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // SAFETY: the stores are leaked, so they outlive the pool.
+        let p = unsafe { pool::Pool::start_unbound(host(), stores, None, 0) }.unwrap();
+        // Let the worker reach its idle loop (a slow start only makes the test less sharp).
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        drop(p);
+        tx.send(()).unwrap();
+    });
+    let joined = rx.recv_timeout(std::time::Duration::from_secs(20));
+    pool::test_hook::STORE.store(0, AO::SeqCst);
+    assert!(joined.is_ok(), "dropping the pool hung on an idle worker");
+}
+
+#[test]
+fn request_taken_early_is_still_answered() {
+    // A worker awake in its loop (the hook wakes it) takes a request as soon as it is
+    // published. With `gen` stored only after the request lock was released, the worker saw
+    // the request as stale, dropped it, then slept on the new `gen` with nothing left to
+    // serve: the collector waited for an answer that never came (a sync pass hung).
+    let c = cluster(&[M, M]);
+    let stores = [c.store(0).unwrap(), c.store(1).unwrap()];
+    // The userland host: its sleeps return on a wake, like a kernel's (the test host polls).
+    // SAFETY: the stores outlive the pool (dropped at the end of this function, before `c`).
+    let p =
+        unsafe { pool::Pool::start_unbound(crate::userland::host(), &stores, None, 0) }.unwrap();
+    // Let the worker reach its idle sleep (a slow start only makes the test less sharp).
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    p.hold_publish();
+    let gen = p.request(1, &[], None);
+    pool::test_hook::HOLD_PUBLISH.store(0, AO::SeqCst);
+    let gen = gen.unwrap();
+    let t = std::time::Instant::now();
+    let mut got = None;
+    while got.is_none() && t.elapsed().as_secs() < 20 {
+        let seen = p.pushed();
+        got = p.recv(1, gen);
+        if got.is_none() {
+            p.wait(seen, &Brk::new(&|| false)).unwrap();
+        }
+    }
+    assert!(
+        matches!(got, Some(pool::Msg::Inode(Some(_)))),
+        "the worker dropped a request it took early: {got:?}"
+    );
+}
+
+/// Every DATA chain of `path` on node `i` holds bytes its check code verifies; the bytes.
+fn verified_file(c: &Cluster, i: usize, path: &str) -> Vec<u8> {
+    let s = c.store(i).unwrap();
+    let f = s.resolve(path.as_bytes()).unwrap();
+    let mut key = 0;
+    let mut blocks = 0;
+    while let Some((d, b)) = s.lookup(f, key, media::KEY_MAX).unwrap() {
+        let (b2, body) = s.read(d).unwrap();
+        assert_eq!(b, b2);
+        match body {
+            crate::store::Body::Data(bytes) => {
+                b.verify_check(&bytes).unwrap();
+                assert_ne!(
+                    b.check,
+                    [0; media::check::CHECK_BYTES],
+                    "a check code was set"
+                );
+            }
+            crate::store::Body::Inode(_) => panic!("{path}: an inode among its data blocks"),
+        }
+        blocks += 1;
+        match b.key_end().checked_add(1) {
+            Some(k) => key = k,
+            None => break,
+        }
+    }
+    assert!(blocks > 0, "{path} has data blocks");
+    s.read_file(f).unwrap()
+}
+
+/// Files of whole and partial 64 KiB blocks on the masters of `c` (all but node `slave`).
+fn data_files(c: &Cluster, slave: usize) -> Vec<(String, Vec<u8>)> {
+    let masters = NodeSet(all(c).0 & !(1 << slave));
+    mkdir(c, masters, "/d");
+    let files: Vec<(String, Vec<u8>)> = [65_536, 3 * 65_536 + 100, 16 * 65_536, 700]
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| (format!("/d/f{i}"), pattern(n, i as u8 + 1)))
+        .collect();
+    for (p, d) in &files {
+        write(c, masters, p, d);
+    }
+    files
+}
+
+/// The empty slave's first sync copies every data block intact, its check code verified, while
+/// one master's reads stall and another's fail: the collector takes the children the workers
+/// read along with each inode, and a stalled or failed node's part of that stream must not
+/// lose, reorder or duplicate a block.
+#[test]
+fn initial_sync_copies_data_blocks_intact_under_stalls_and_failures() {
+    for (stalled, failing) in [
+        (None, None),
+        (Some(0), None),
+        (None, Some(1)),
+        (Some(2), Some(0)),
+    ] {
+        let c = cluster(&[M, M, M, S]);
+        let files = data_files(&c, 3);
+        if let Some(j) = stalled {
+            c.set_stall(j, Some(core::time::Duration::from_micros(300)));
+        }
+        if let Some(j) = failing {
+            c.set_fail(j, true);
+        }
+        for _ in 0..4 {
+            if c.sync_node(3, &|| false).is_ok() && c.in_sync(3) {
+                break;
+            }
+        }
+        assert!(c.in_sync(3), "stalled {stalled:?} failing {failing:?}");
+        for (p, d) in &files {
+            assert_eq!(
+                &verified_file(&c, 3, p),
+                d,
+                "{p}: stalled {stalled:?} failing {failing:?}"
+            );
+        }
+        assert_same(&c, 0, 3);
+    }
+}
+
+/// Synchronizing an inode asks each other node's worker once: its children come with the
+/// inode's own answer, and the final update reuses the focus when nothing changed meanwhile
+/// (the seed asked three times: the inode, its children, the inode again).
+#[test]
+fn one_request_per_node_per_synchronized_inode() {
+    let c = cluster(&[M, M, M, S]);
+    let files = data_files(&c, 3);
+    let before = pool::test_hook::POSTED.with(|n| n.get());
+    c.sync_node(3, &|| false).unwrap();
+    let posted = pool::test_hook::POSTED.with(|n| n.get()) - before;
+    assert!(c.in_sync(3));
+    // Inodes synchronized: the root and /d (each twice: before and after their deferred
+    // children) and every file; three other nodes each.
+    let inodes = files.len() as u64 + 4;
+    assert!(
+        posted <= 3 * inodes,
+        "{posted} requests for {inodes} inode syncs on 3 other nodes"
+    );
+    for (p, d) in &files {
+        assert_eq!(&verified_file(&c, 3, p), d);
+    }
+}
+
+/// The final update reuses the focus read at the start only while that chain still holds the
+/// TID it was chosen at: when it moved on without a frontend change (its node's own sync, here
+/// done by hand), nothing is stamped and the pass is retried.
+#[test]
+fn final_update_refuses_a_focus_that_moved_on() {
+    let c = cluster(&[M, M, S]);
+    write(&c, set(&[0, 1]), "/f", &pattern(3 * 65_536, 9));
+    let tid = c.stat(0, b"/f").unwrap().modify_tid;
+    let moved = Cell::new(false);
+    let r = c.sync_node(2, &|| {
+        // Inside /f's own scan: inserted with TID 0, its first data block copied.
+        let s2 = c.store(2).unwrap();
+        let copying = s2
+            .resolve(b"/f")
+            .and_then(|f| Ok(s2.bref(f)?.modify_tid == 0 && s2.child_count(f)? > 0));
+        if !moved.get() && copying == Ok(true) {
+            moved.set(true);
+            let s = c.store(0).unwrap();
+            let g = s
+                .lock(s.resolve(b"/f").unwrap(), LockMode::Exclusive)
+                .unwrap();
+            s.set_modify_tid(&g, tid + 1000).unwrap();
+        }
+        false
+    });
+    assert!(moved.get(), "the scan of /f was seen");
+    assert_eq!(r, Err(Error::InProgress));
+    assert_ne!(
+        c.stat(2, b"/f").unwrap().modify_tid,
+        tid,
+        "/f was stamped from a stale focus"
+    );
+}
+
+/// Issue 5: a freeze reaches a sync thread whose collector sleeps waiting for a stalled master.
+/// With two masters both must answer, so the slave's collector waits for node 1, whose reads
+/// take 2 s. Its stalled-wait poll (the safety net that polls `brk` after 50 ms without an
+/// answer) is turned off, so only the request itself can wake the wait: before the requests
+/// interrupted it, the freeze was acknowledged only once the stall ended.
+#[test]
+fn freeze_interrupts_a_collector_waiting_for_a_stalled_master() {
+    use std::time::{Duration, Instant};
+    // The userland host: its word sleeps block until woken (the test host's poll).
+    let c = Cluster::new(crate::userland::host(), &[M, M, S]).unwrap();
+    write(&c, set(&[0, 1]), "/a", b"x");
+    c.set_stall(1, Some(Duration::from_secs(2)));
+    c.no_stalled_wait_polls(2);
+    c.as_ref().thread_start(2).unwrap();
+    // Let the pass reach the wait (a freeze before it would be seen by a chain-operation poll).
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    c.thread_freeze(2).unwrap();
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "freeze acknowledged after {took:?}, not before the stall ended"
+    );
+    assert!(!c.in_sync(2), "synchronized although node 1 was stalled");
+    c.set_stall(1, None);
+    c.thread_unfreeze(2).unwrap();
+    let t = Instant::now();
+    while !c.in_sync(2) {
+        assert!(t.elapsed() < Duration::from_secs(20), "never synchronized");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    c.thread_stop(2).unwrap();
+    assert_same(&c, 0, 2);
+}
+
+/// With one master failing and another slow to answer, a key range the fast master skips is
+/// undecided only until the slow one answered: the collector waits for it instead of giving up
+/// on the gap (which left every inode unstamped for as long as the slow master stayed slower,
+/// so the sync never converged while a master was down).
+#[test]
+fn a_gap_is_undecided_only_once_the_slow_masters_answered() {
+    let c = cluster(&[M, M, M, S]);
+    let masters = set(&[0, 1, 2]);
+    mkdir(&c, masters, "/d");
+    for i in 0..8 {
+        write(&c, masters, &format!("/d/f{i}"), &pattern(1000, i as u8));
+    }
+    c.set_fail(0, true);
+    c.set_stall(2, Some(core::time::Duration::from_millis(2)));
+    // One pass, no retry: the slave's tree equals the two live masters' and is stamped.
+    assert_eq!(c.sync_node(3, &|| false), Ok(()));
+    assert!(c.in_sync(3));
+    assert_same(&c, 1, 3);
+}
