@@ -27,7 +27,8 @@
 #define H2S_STATUS_MAX (256 * 1024)
 #define H2S_CHECK_MAX (256 * 1024)
 
-DEFINE_MUTEX(h2s_run_mutex);
+/* Scenario runs, self-tests, control commands and the bench are serialized module-wide. */
+static DEFINE_MUTEX(h2s_run_mutex);
 
 /* ---- texts read like regular files ---------------------------------------------------------- */
 
@@ -116,15 +117,14 @@ static ssize_t h2s_result_read(struct file *file, char __user *ubuf, size_t coun
 			kfree(t);
 			return -EINTR;
 		}
-		if (res->len) {
-			t->buf = kvmalloc(res->len, GFP_KERNEL);
-			if (t->buf) {
-				memcpy(t->buf, res->text, res->len);
-				t->len = res->len;
-			}
+		t->len = res->len;
+		if (t->len) {
+			t->buf = kvmalloc(t->len, GFP_KERNEL);
+			if (t->buf)
+				memcpy(t->buf, res->text, t->len);
 		}
 		mutex_unlock(&res->lock);
-		if (res->len && !t->buf) {
+		if (t->len && !t->buf) {
 			kfree(t);
 			return -ENOMEM;
 		}
@@ -176,7 +176,7 @@ static void h2s_result_free(struct h2s_result *res)
 	res->len = 0;
 }
 
-const struct file_operations h2s_result_fops = {
+static const struct file_operations h2s_result_fops = {
 	.owner = THIS_MODULE,
 	.open = h2s_result_open,
 	.read = h2s_result_read,

@@ -24,13 +24,10 @@ void h2s_host_init(void);
 int h2s_debugfs_init(void);
 void h2s_debugfs_exit(void);
 
-/* Scenario runs, self-tests, control commands and the bench are serialized module-wide. */
-extern struct mutex h2s_run_mutex;
-
 /*
  * A debugfs file whose work starts by writing `run` to it and whose latest text any open reads
- * (h2s_debugfs.c: selftest, bench). `gen` does the work, with h2s_run_mutex held, into a buffer of
- * `cap` bytes: 0 or -errno (-ENOSPC: the text was cut, still kept).
+ * (h2s_debugfs.c: selftest, bench). `gen` does the work, serialized with every other run, into a
+ * buffer of `cap` bytes: 0 or -errno (-ENOSPC: the text was cut, still kept).
  */
 struct h2s_result {
 	struct mutex lock;	/* text, len */
@@ -39,8 +36,6 @@ struct h2s_result {
 	char *text;
 	size_t len;
 };
-
-extern const struct file_operations h2s_result_fops;
 
 /* h2s_bench.c */
 extern struct h2s_result h2s_bench_result;
