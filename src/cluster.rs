@@ -91,6 +91,9 @@ pub struct Cluster {
     scan_mode: core::sync::atomic::AtomicU8,
     /// The next live cluster in [`REGISTRY`]'s list (0: none); changed only under its lock.
     reg_next: AtomicUsize,
+    /// What `status` calls this cluster: a serial number, never its address (which a kernel
+    /// must not show to user space).
+    serial: u64,
     _pin: core::marker::PhantomPinned,
 }
 
@@ -98,6 +101,9 @@ pub struct Cluster {
 /// through `reg_next`. Intrusive, so registering allocates nothing and a kernel host's pool is
 /// empty again once the last cluster is gone.
 static REGISTRY: spin::Mutex<usize> = spin::Mutex::new(0);
+
+/// The serial number of the next cluster made.
+static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
 
 /// The PFS root inode of a new node.
 fn pfs_root(role: Role, idx: usize, nmasters: u8) -> media::InodeData {
@@ -152,6 +158,7 @@ impl Cluster {
             frontend: HostLock::new(host)?,
             scan_mode: core::sync::atomic::AtomicU8::new(0),
             reg_next: AtomicUsize::new(0),
+            serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
             _pin: core::marker::PhantomPinned,
         })?);
         {
@@ -399,7 +406,7 @@ impl Cluster {
     /// name, counters. Used by every host's `status`.
     pub fn write_status(&self, out: &mut dyn fmt::Write) -> fmt::Result {
         let voters = self.root_voters();
-        write!(out, "cluster {:p}: {} nodes, ", self, self.len())?;
+        write!(out, "cluster #{}: {} nodes, ", self.serial, self.len())?;
         match quorum::check(&voters, self.nmasters) {
             QuorumResult::Focus { node, tid } => write!(out, "focus tid {tid} (node {node}):")?,
             QuorumResult::None(e) => write!(out, "no focus ({e}):")?,
@@ -633,12 +640,14 @@ mod tests {
         assert!(!c.status(0).has_word("masters-all-good"));
         let mut all = String::new();
         write_all_status(&mut all).unwrap();
-        assert!(all.contains(&alloc::format!("cluster {:p}", &*c)), "{all}");
-        let addr = alloc::format!("cluster {:p}", &*c);
+        let name = alloc::format!("cluster #{}:", c.serial);
+        assert!(all.contains(&name), "{all}");
+        let addr = alloc::format!("{:p}", &*c);
+        assert!(!all.contains(&addr[2..]), "no cluster address in {all}");
         drop(c);
         let mut all = String::new();
         write_all_status(&mut all).unwrap();
-        assert!(!all.contains(&addr), "a dropped cluster unregisters");
+        assert!(!all.contains(&name), "a dropped cluster unregisters");
     }
 
     #[test]

@@ -75,9 +75,12 @@ impl RawThread {
 
 /// The `depth` the core's own host locks (not chains: the frontend serialiser, a node's
 /// sync-pass lock) are taken with. They are taken before any chain lock and never inside one
-/// another, so a lock validator must not see them as the PFS root (depth 0), which is locked
-/// while they are held.
+/// another; no chain has this depth, so a lock validator can give them a class of their own.
 pub const HOST_LOCK_DEPTH: u8 = u8::MAX;
+
+/// The deepest `depth` a chain lock is taken with: chains further below the PFS root pass this
+/// too (a validator classing locks by depth must treat it as "this deep or deeper").
+pub const CHAIN_DEPTH_MAX: u8 = HOST_LOCK_DEPTH - 1;
 
 /// The body of a spawned thread.
 pub type ThreadEntry = Box<dyn FnOnce() + Send + 'static>;
@@ -107,8 +110,9 @@ pub trait Host: Send + Sync {
     fn lock_destroy(&self, lock: RawLock);
 
     /// Acquire `lock` in `mode`, sleeping as long as needed. `depth` is the chain's depth below
-    /// the PFS root; hosts with lock validators use it as the nesting subclass (parent before
-    /// child), others ignore it. Locks that are not chains pass [`HOST_LOCK_DEPTH`].
+    /// the PFS root, capped at [`CHAIN_DEPTH_MAX`]; hosts with lock validators class locks by it
+    /// (a parent is always locked before its child), others ignore it. Locks that are not chains
+    /// pass [`HOST_LOCK_DEPTH`].
     fn lock(&self, lock: &RawLock, mode: LockMode, depth: u8);
 
     /// Release a lock held in `mode` by the caller.

@@ -13,9 +13,16 @@
 #endif
 
 /*
- Largest scenario text [`h2s_run_scenario`] accepts, in bytes.
+ Largest scenario text [`h2s_run_scenario`] accepts, in bytes: the language's own bound, so
+ every host gives a file the same verdict.
  */
-#define H2S_SCENARIO_MAX (256 * 1024)
+#define H2S_SCENARIO_MAX (1024 * 1024)
+
+/*
+ Longest command [`h2s_ctl`] accepts, in bytes; also the capacity a host needs for any of its
+ answers.
+ */
+#define H2S_CTL_MAX 4096
 
 /*
  Smallest pool [`h2s_init`] accepts, in bytes.
@@ -46,6 +53,13 @@
  `timeout_ns` value of [`H2sHostOps::sleep_word`] meaning "no time limit".
  */
 #define H2S_TIMEOUT_NONE 18446744073709551615ull
+
+/*
+ `depth` value of [`H2sHostOps::lock`] for the core's own locks (the frontend serialiser, a
+ node's sync-pass lock), which are not chains: no chain has this depth (deeper chains pass
+ `H2S_HOST_LOCK_DEPTH - 1`), so a lock validator can give them a class of their own.
+ */
+#define H2S_HOST_LOCK_DEPTH 255
 
 /*
  Log levels passed to [`H2sHostOps::log`] (Linux: `KERN_ERR`, `KERN_WARNING`, `KERN_INFO`,
@@ -110,7 +124,9 @@ struct H2sHostOps {
   void (*lock_destroy)(void *lock);
   /*
    Acquire `lock`, exclusive when `exclusive != 0`, else shared. `depth` is the chain's
-   depth below the PFS root (a lock-validator nesting subclass: parent before child).
+   depth below the PFS root, at most `H2S_HOST_LOCK_DEPTH - 1` (deeper chains pass that), or
+   [`H2S_HOST_LOCK_DEPTH`] for the core's own locks: a host with a lock validator can class
+   locks by it (a parent is always locked before its child), others ignore it.
    */
   void (*lock)(void *lock, int32_t exclusive, uint32_t depth);
   /*
@@ -240,6 +256,21 @@ int32_t h2s_run_scenario(const uint8_t *text,
                          int32_t *outcome);
 
 /*
+ Write the rejection a scenario file of `len` bytes gets for its size, for a host that counted
+ the bytes of an over-long file without keeping them: the same `line 1: file too big ...` text
+ [`h2s_run_scenario`] (and every other host) gives for the whole file. The byte count goes to
+ `written` (may be null).
+
+ Returns `-EINVAL` with the reason in `out` when `len` exceeds [`H2S_SCENARIO_MAX`], 0 with
+ nothing written when it does not, `-EINVAL` for a null `out` with a non-zero `cap`, or
+ `-ENOSPC` (the text cut at `cap`). Context: any; never sleeps.
+
+ # Safety
+ `out` valid and exclusive for `cap` bytes; `written` valid for a write when not null.
+ */
+int32_t h2s_scenario_too_big(size_t len, uint8_t *out, size_t cap, size_t *written);
+
+/*
  Write the status of the library and of every live cluster (nodes, roles, status words,
  threads with their flags by name, counters) into `out`; the byte count goes to `written`.
  Returns 0, `-EINVAL` (null pointer with non-zero `cap`), or `-ENOSPC` (cut at `cap`).
@@ -252,12 +283,12 @@ int32_t h2s_status(uint8_t *out, size_t cap, size_t *written);
 
 /*
  Run the self-tests with real host threads: the host-conformance tests of the porting
- surface (word-sleep races, lock exclusion, spawn/join, clock), the kernel-host checks
- (nesting deeper than lockdep's subclasses, join after the body returned, pool exhaustion) and
- the sync-thread protocol tests (freeze during a pass, stop while frozen, prompt stop, 1,000
- freeze/unfreeze cycles, concurrent requesters, and the randomized stress of writer and
- requester threads against every node's sync thread). Writes KTAP into `out`; the leaf counts go to
- `passed`/`failed`, the byte count to `written` (each may be null).
+ surface (word-sleep races, lock exclusion, spawn/join, clock), the kernel-host checks (a host
+ lock then chain locks nested deeper than lockdep tracks, join after the body returned, pool
+ exhaustion) and the sync-thread protocol tests (freeze during a pass, stop while frozen,
+ prompt stop, 1,000 freeze/unfreeze cycles, concurrent requesters, and the randomized stress of
+ writer and requester threads against every node's sync thread). Writes KTAP into `out`; the
+ leaf counts go to `passed`/`failed`, the byte count to `written` (each may be null).
 
  Returns 0 (see the counts), `-EINVAL` (null pointer), or `-ENOSPC` (text cut at `cap`).
  Context: process context; sleeps and spawns threads for some seconds. The caller must not
@@ -286,8 +317,9 @@ int32_t h2s_thread_op(uint32_t handle, uint32_t node, uint32_t op);
  `start|freeze|unfreeze|remaster|stop|signal <h> <node>|*`, `mkdir <h> <path>`,
  `write <h> <path> <bytes>`, `list`.
 
- Returns 0, `-EINVAL` (null pointer, malformed command, bad handle or node), `-ENOSPC` (answer
- cut), or the failing operation's `-errno` (the answer names it). Context: process context;
+ Returns 0, `-EINVAL` (null pointer, malformed command, bad handle or node), `-E2BIG` (`len`
+ over [`H2S_CTL_MAX`]: nothing ran), `-ENOSPC` (answer cut), or the failing operation's
+ `-errno` (the answer names it). Context: process context;
  may sleep (thread acknowledgements, cluster teardown).
 
  # Safety

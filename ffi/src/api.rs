@@ -27,8 +27,13 @@ use crate::host::{run_thread, KERNEL_HOST};
 use crate::ops::{self, H2sHostOps};
 use crate::pool::POOL;
 
-/// Largest scenario text [`h2s_run_scenario`] accepts, in bytes.
-pub const H2S_SCENARIO_MAX: usize = 256 * 1024;
+/// Largest scenario text [`h2s_run_scenario`] accepts, in bytes: the language's own bound, so
+/// every host gives a file the same verdict.
+pub const H2S_SCENARIO_MAX: usize = 1024 * 1024;
+const _: () = assert!(H2S_SCENARIO_MAX == scenario::lex::MAX_INPUT);
+/// Longest command [`h2s_ctl`] accepts, in bytes; also the capacity a host needs for any of its
+/// answers.
+pub const H2S_CTL_MAX: usize = 4096;
 /// Smallest pool [`h2s_init`] accepts, in bytes.
 pub const H2S_POOL_MIN: usize = 64 * 1024;
 
@@ -293,6 +298,42 @@ pub unsafe extern "C" fn h2s_run_scenario(
     }
 }
 
+/// Write the rejection a scenario file of `len` bytes gets for its size, for a host that counted
+/// the bytes of an over-long file without keeping them: the same `line 1: file too big ...` text
+/// [`h2s_run_scenario`] (and every other host) gives for the whole file. The byte count goes to
+/// `written` (may be null).
+///
+/// Returns `-EINVAL` with the reason in `out` when `len` exceeds [`H2S_SCENARIO_MAX`], 0 with
+/// nothing written when it does not, `-EINVAL` for a null `out` with a non-zero `cap`, or
+/// `-ENOSPC` (the text cut at `cap`). Context: any; never sleeps.
+///
+/// # Safety
+/// `out` valid and exclusive for `cap` bytes; `written` valid for a write when not null.
+#[no_mangle]
+pub unsafe extern "C" fn h2s_scenario_too_big(
+    len: usize,
+    out: *mut u8,
+    cap: usize,
+    written: *mut usize,
+) -> i32 {
+    // SAFETY: `out` is valid and exclusive for `cap` bytes (this function's contract).
+    let Some(out) = (unsafe { out_slice(out, cap) }) else {
+        return -EINVAL;
+    };
+    let mut w = OutBuf::new(out);
+    let rejected = match scenario::lex::check_size(len) {
+        Ok(()) => Ok(()),
+        Err(e) => Err(writeln!(w, "{e}")),
+    };
+    // SAFETY: `written` is valid for a write when not null (this function's contract).
+    unsafe { put(written, w.len()) };
+    match rejected {
+        Ok(()) => 0,
+        Err(_) if w.overflowed() => -ENOSPC,
+        Err(_) => -EINVAL,
+    }
+}
+
 /// Finish a text export: store the count and map overflow to `-ENOSPC`.
 ///
 /// # Safety
@@ -369,12 +410,12 @@ pub fn run_selftests(out: &mut dyn Write) -> (u32, u32) {
 }
 
 /// Run the self-tests with real host threads: the host-conformance tests of the porting
-/// surface (word-sleep races, lock exclusion, spawn/join, clock), the kernel-host checks
-/// (nesting deeper than lockdep's subclasses, join after the body returned, pool exhaustion) and
-/// the sync-thread protocol tests (freeze during a pass, stop while frozen, prompt stop, 1,000
-/// freeze/unfreeze cycles, concurrent requesters, and the randomized stress of writer and
-/// requester threads against every node's sync thread). Writes KTAP into `out`; the leaf counts go to
-/// `passed`/`failed`, the byte count to `written` (each may be null).
+/// surface (word-sleep races, lock exclusion, spawn/join, clock), the kernel-host checks (a host
+/// lock then chain locks nested deeper than lockdep tracks, join after the body returned, pool
+/// exhaustion) and the sync-thread protocol tests (freeze during a pass, stop while frozen,
+/// prompt stop, 1,000 freeze/unfreeze cycles, concurrent requesters, and the randomized stress of
+/// writer and requester threads against every node's sync thread). Writes KTAP into `out`; the
+/// leaf counts go to `passed`/`failed`, the byte count to `written` (each may be null).
 ///
 /// Returns 0 (see the counts), `-EINVAL` (null pointer), or `-ENOSPC` (text cut at `cap`).
 /// Context: process context; sleeps and spawns threads for some seconds. The caller must not
@@ -487,8 +528,9 @@ pub extern "C" fn h2s_thread_op(handle: u32, node: u32, op: u32) -> i32 {
 /// `start|freeze|unfreeze|remaster|stop|signal <h> <node>|*`, `mkdir <h> <path>`,
 /// `write <h> <path> <bytes>`, `list`.
 ///
-/// Returns 0, `-EINVAL` (null pointer, malformed command, bad handle or node), `-ENOSPC` (answer
-/// cut), or the failing operation's `-errno` (the answer names it). Context: process context;
+/// Returns 0, `-EINVAL` (null pointer, malformed command, bad handle or node), `-E2BIG` (`len`
+/// over [`H2S_CTL_MAX`]: nothing ran), `-ENOSPC` (answer cut), or the failing operation's
+/// `-errno` (the answer names it). Context: process context;
 /// may sleep (thread acknowledgements, cluster teardown).
 ///
 /// # Safety
@@ -510,6 +552,9 @@ pub unsafe extern "C" fn h2s_ctl(
     };
     if ops::get().is_none() {
         return -EINVAL;
+    }
+    if cmd.len() > H2S_CTL_MAX {
+        return neg(Error::TooBig);
     }
     let mut w = OutBuf::new(out);
     let r = crate::ctl::run(cmd, &mut w);
@@ -727,6 +772,38 @@ mod tests {
             );
         }
         assert_eq!(o, -1, "nothing ran");
+    }
+
+    #[test]
+    fn too_big_gives_the_verdict_of_the_whole_file() {
+        ensure_init();
+        let counted = |len: usize| {
+            let mut out = [0u8; 256];
+            let mut n = 0usize;
+            // SAFETY: valid buffer and out pointer.
+            let rc = unsafe { h2s_scenario_too_big(len, out.as_mut_ptr(), out.len(), &mut n) };
+            (rc, String::from_utf8(out[..n].to_vec()).unwrap())
+        };
+        let big = vec![b'#'; H2S_SCENARIO_MAX + 5];
+        let mut whole = String::new();
+        let _ = scenario::run(&KERNEL_HOST, &big, &mut whole);
+        assert_eq!(
+            whole,
+            "line 1: file too big (1048581 bytes, at most 1048576)\n"
+        );
+        assert_eq!(counted(big.len()), (-EINVAL, whole));
+        assert_eq!(counted(H2S_SCENARIO_MAX), (0, String::new()));
+        // SAFETY: a null output with no capacity, then one with capacity (refused).
+        unsafe {
+            assert_eq!(
+                h2s_scenario_too_big(1 << 30, null_mut(), 0, null_mut()),
+                -ENOSPC
+            );
+            assert_eq!(
+                h2s_scenario_too_big(1 << 30, null_mut(), 8, null_mut()),
+                -EINVAL
+            );
+        }
     }
 
     #[test]

@@ -6,6 +6,12 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 /// `timeout_ns` value of [`H2sHostOps::sleep_word`] meaning "no time limit".
 pub const H2S_TIMEOUT_NONE: u64 = 0xffff_ffff_ffff_ffff;
 
+/// `depth` value of [`H2sHostOps::lock`] for the core's own locks (the frontend serialiser, a
+/// node's sync-pass lock), which are not chains: no chain has this depth (deeper chains pass
+/// `H2S_HOST_LOCK_DEPTH - 1`), so a lock validator can give them a class of their own.
+pub const H2S_HOST_LOCK_DEPTH: u32 = 255;
+const _: () = assert!(H2S_HOST_LOCK_DEPTH == hammer2_synchro::host::HOST_LOCK_DEPTH as u32);
+
 /// Log levels passed to [`H2sHostOps::log`] (Linux: `KERN_ERR`, `KERN_WARNING`, `KERN_INFO`,
 /// `KERN_DEBUG`).
 #[repr(u32)]
@@ -40,7 +46,9 @@ pub struct H2sHostOps {
     /// Destroy an unlocked lock made by `lock_create`.
     pub lock_destroy: unsafe extern "C" fn(lock: *mut c_void),
     /// Acquire `lock`, exclusive when `exclusive != 0`, else shared. `depth` is the chain's
-    /// depth below the PFS root (a lock-validator nesting subclass: parent before child).
+    /// depth below the PFS root, at most `H2S_HOST_LOCK_DEPTH - 1` (deeper chains pass that), or
+    /// [`H2S_HOST_LOCK_DEPTH`] for the core's own locks: a host with a lock validator can class
+    /// locks by it (a parent is always locked before its child), others ignore it.
     pub lock: unsafe extern "C" fn(lock: *mut c_void, exclusive: i32, depth: u32),
     /// Release `lock` held by the caller in the given mode.
     pub unlock: unsafe extern "C" fn(lock: *mut c_void, exclusive: i32),

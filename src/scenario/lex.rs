@@ -91,19 +91,22 @@ pub struct Lexed<'a> {
     pub text: &'a str,
 }
 
+/// The rejection of a file of `len` bytes for its size alone, if it is too big: what a host that
+/// counted a file's bytes without keeping them all reports, the same as for the whole file.
+pub fn check_size(len: usize) -> Result<(), ParseError> {
+    if len > MAX_INPUT {
+        return Err(ParseError {
+            line: 1,
+            reason: reason!("file too big ({} bytes, at most {})", len, MAX_INPUT),
+        });
+    }
+    Ok(())
+}
+
 /// Check the bounds and the encoding of a whole file and return its lines (1-based numbering is
 /// the caller's: the i-th item is line i + 1). A trailing `\r` is dropped from every line.
 pub fn lines(input: &[u8]) -> Result<impl Iterator<Item = &str>, ParseError> {
-    if input.len() > MAX_INPUT {
-        return Err(ParseError {
-            line: 1,
-            reason: reason!(
-                "file too big ({} bytes, at most {})",
-                input.len(),
-                MAX_INPUT
-            ),
-        });
-    }
+    check_size(input.len())?;
     let text = match core::str::from_utf8(input) {
         Ok(t) => t,
         Err(e) => {
