@@ -100,8 +100,9 @@ typedef uint32_t H2sLogLevel;
  The table must stay valid and unchanged from [`crate::api::h2s_init`] until
  [`crate::api::h2s_fini`] returns.
 
- Contexts: `wake_word`, `now_ns`, `log`, `heap_lock` and `heap_unlock` are called with chain
- locks held and must not sleep; every other member is called from process context and may sleep.
+ Contexts: `wake_word`, `now_ns`, `log`, `heap_lock`, `heap_unlock` and `should_stop` are
+ called with chain locks held and must not sleep; every other member is called from process
+ context and may sleep (`relax` with no spinlock held).
  */
 struct H2sHostOps {
   /*
@@ -164,6 +165,16 @@ struct H2sHostOps {
    Release the pool allocator's lock.
    */
   void (*heap_unlock)(void);
+  /*
+   Non-zero when the calling task's run must end now (Linux: a fatal signal is pending).
+   Must not sleep.
+   */
+  int32_t (*should_stop)(void);
+  /*
+   A scheduling point (Linux: `cond_resched()`). Called from process context with no
+   spinlock held; may sleep.
+   */
+  void (*relax)(void);
 };
 
 #ifdef __cplusplus

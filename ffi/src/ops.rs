@@ -31,8 +31,9 @@ pub enum H2sLogLevel {
 /// The table must stay valid and unchanged from [`crate::api::h2s_init`] until
 /// [`crate::api::h2s_fini`] returns.
 ///
-/// Contexts: `wake_word`, `now_ns`, `log`, `heap_lock` and `heap_unlock` are called with chain
-/// locks held and must not sleep; every other member is called from process context and may sleep.
+/// Contexts: `wake_word`, `now_ns`, `log`, `heap_lock`, `heap_unlock` and `should_stop` are
+/// called with chain locks held and must not sleep; every other member is called from process
+/// context and may sleep (`relax` with no spinlock held).
 #[repr(C)]
 pub struct H2sHostOps {
     /// Sleep while `*word == expected`, for at most `timeout_ns` ([`H2S_TIMEOUT_NONE`]: no limit).

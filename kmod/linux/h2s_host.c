@@ -6,7 +6,10 @@
  *   chain locks      kmalloc'ed rw_semaphores; lockdep classes: one for the core's own locks, one
  *                    per chain depth up to H2S_LOCKDEP_KEPT, one for every deeper chain
  *   threads          kthread_create + wake_up_process; joined by the completion the thread
- *                    exits through (kthread_complete_and_exit)
+ *                    signals last; each holds a module reference until it has exited
+ *                    (module_put_and_kthread_exit), so rmmod refuses while one lives
+ *   should stop      fatal_signal_pending(current): the writer of a run was killed
+ *   relax            cond_resched()
  *   clock, log       ktime_get_ns(), printk
  *   panic            WARN, then BUG: a core bug is never silent
  *   heap lock        a spinlock around the core's pool allocator (the pool is h2s_main.c's)
@@ -16,6 +19,8 @@
 #include <linux/kthread.h>
 #include <linux/sched.h>
 #include <linux/sched/task.h>
+#include <linux/sched/signal.h>
+#include <linux/module.h>
 #include <linux/wait_bit.h>
 #include <linux/rwsem.h>
 #include <linux/spinlock.h>
@@ -217,12 +222,15 @@ static int h2s_kthread_fn(void *data)
 
 	h2s_thread_main(t->arg);
 	/*
-	 * Signal the joiner and exit from core kernel code: once `done` is complete this thread
-	 * runs no module code and touches nothing of *t, so the joiner may free it and the module
-	 * may go. The joiner needs no kthread_stop(), whose wait for the exit would be a second
-	 * sleep after this one.
+	 * Signal the joiner, then drop the thread's module reference and exit in core kernel code:
+	 * once `done` is complete this thread touches nothing of *t, so the joiner may free it, and
+	 * until the reference is dropped the module cannot be unloaded under the few instructions
+	 * of its text still to run. A thread the core never joined (a bug) keeps the module loaded
+	 * (rmmod refuses) instead of running on freed text. The joiner needs no kthread_stop(),
+	 * whose wait for the exit would be a second sleep after this one.
 	 */
-	kthread_complete_and_exit(&t->done, 0);
+	complete(&t->done);
+	module_put_and_kthread_exit(0);
 }
 
 static int32_t h2s_spawn(const uint8_t *name, size_t name_len, void *arg, void **thread)
@@ -232,10 +240,16 @@ static int32_t h2s_spawn(const uint8_t *name, size_t name_len, void *arg, void *
 
 	if (!t)
 		return -ENOMEM;
+	/* Dropped by the thread as it exits (h2s_kthread_fn); fails once unload has begun. */
+	if (!try_module_get(THIS_MODULE)) {
+		kfree(t);
+		return -ENODEV;
+	}
 	t->arg = arg;
 	init_completion(&t->done);
 	task = kthread_create(h2s_kthread_fn, t, "%.*s", (int)min_t(size_t, name_len, 64), name);
 	if (IS_ERR(task)) {
+		module_put(THIS_MODULE);
 		kfree(t);
 		return PTR_ERR(task);
 	}
@@ -302,6 +316,19 @@ static void h2s_heap_unlock(void)
 	spin_unlock(&h2s_heap_spin);
 }
 
+/* ---- interruption and scheduling points ----------------------------------------------------- */
+
+static int32_t h2s_should_stop(void)
+{
+	/* A run serves the task that wrote or read the debugfs file; kthreads never see a signal. */
+	return fatal_signal_pending(current) ? 1 : 0;
+}
+
+static void h2s_relax(void)
+{
+	cond_resched();
+}
+
 const struct H2sHostOps h2s_ops = {
 	.sleep_word = h2s_sleep_word,
 	.wake_word = h2s_wake_word,
@@ -316,4 +343,6 @@ const struct H2sHostOps h2s_ops = {
 	.panic = h2s_panic,
 	.heap_lock = h2s_heap_lock,
 	.heap_unlock = h2s_heap_unlock,
+	.should_stop = h2s_should_stop,
+	.relax = h2s_relax,
 };

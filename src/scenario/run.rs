@@ -18,7 +18,7 @@ use super::ktap::{Diag, Ktap};
 use super::lex::{reason, Reason};
 use super::{prng, Outcome};
 use crate::cluster::{Cluster, FileCmp, FrontendOp, Snapshot};
-use crate::host::{self, Host};
+use crate::host::{self, Host, LogLevel};
 use crate::media::OBJTYPE_DIRECTORY;
 use crate::quorum::{QuorumResult, StatusFlags};
 use crate::role::{NodeSet, Role};
@@ -66,7 +66,12 @@ pub fn execute_mode(
                     it.exec(&step.cmd)
                 };
                 if let Err(r) = r {
-                    k.diag(reason!("line {}: {}", step.line, r).as_str());
+                    let line = reason!("line {}: {}", step.line, r);
+                    if host.should_stop() {
+                        // Whoever reads the KTAP is gone: say it where a person can see it.
+                        host.log(LogLevel::Info, format_args!("run {}", line.as_str()));
+                    }
+                    k.diag(line.as_str());
                     // A check cut short is reported as not run, with the checks after it.
                     stopped_at = Some(i);
                     break;
