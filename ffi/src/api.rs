@@ -824,6 +824,7 @@ mod tests {
             assert!(text.contains(&format!("ok {} {}\n", i + 1, name)), "{text}");
         }
         assert!(text.contains("\nok 2 kernel-host\n"), "{text}");
+        assert!(text.contains("# pool lock: longest hold "), "{text}");
         assert!(
             text.ends_with(&format!("# {p} passed, {f} failed\n")),
             "{text}"
