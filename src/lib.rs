@@ -7,6 +7,7 @@
 //! - [`quorum`]: focus selection by a quorum of masters, cluster status words;
 //! - [`store`]: the in-memory HAMMER2-shaped node store;
 //! - [`sync`]: the per-inode synchronizer (`hammer2_sync_slaves`);
+//! - [`text`]: fixed-capacity messages, for reports that must not allocate;
 //! - [`cluster`]: up to 8 nodes with roles, frontend changes, sync entry points;
 //! - [`scenario`]: the `.scn` language every host runs;
 //! - [`volume`]: a read-only reader of HAMMER2 volumes (today's layout) over a block device.
@@ -28,6 +29,7 @@ pub mod scenario;
 pub mod selftest;
 pub mod store;
 pub mod sync;
+pub mod text;
 pub mod thread;
 pub mod volume;
 

@@ -32,51 +32,9 @@ pub type Outcome = core::result::Result<(), Note>;
 /// Bytes a [`Note`] holds.
 pub const NOTE_BYTES: usize = 400;
 
-/// A message of fixed capacity (a longer one is cut), so reporting a failure or collecting a
-/// diagnostic never allocates: the self-tests run where allocation may fail.
-#[derive(Default, Clone, PartialEq, Eq)]
-pub struct Note(heapless::String<NOTE_BYTES>);
-
-impl Note {
-    /// An empty note.
-    pub const fn new() -> Note {
-        Note(heapless::String::new())
-    }
-    /// The text.
-    pub fn as_str(&self) -> &str {
-        self.0.as_str()
-    }
-}
-
-impl fmt::Write for Note {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        for c in s.chars() {
-            if self.0.push(c).is_err() {
-                break;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Display for Note {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl fmt::Debug for Note {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), f)
-    }
-}
-
-impl core::ops::Deref for Note {
-    type Target = str;
-    fn deref(&self) -> &str {
-        self.as_str()
-    }
-}
+/// A failure message of fixed capacity (a longer one is cut), so reporting a failure or
+/// collecting a diagnostic never allocates: the self-tests run where allocation may fail.
+pub type Note = crate::text::Text<NOTE_BYTES>;
 
 /// A [`Note`] of `args` (cut at its capacity).
 pub fn note_args(args: fmt::Arguments<'_>) -> Note {

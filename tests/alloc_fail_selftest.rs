@@ -9,13 +9,14 @@
 //! allocations and then evenly over the rest: the case returns `Ok` (it absorbed the failure)
 //! or an `Err` that says "out of memory"; it never panics or aborts, and it leaks nothing.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use hammer2_synchro::host::{Host, LockMode, LogLevel, RawLock, RawThread, ThreadEntry};
+mod alloc_common;
+
 use hammer2_synchro::role::Role;
 use hammer2_synchro::selftest::{self, stress, Case, Outcome};
 
@@ -39,56 +40,20 @@ fn exempt<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
-struct FailingAlloc;
-
-impl FailingAlloc {
-    fn should_fail() -> bool {
-        let at = FAIL_AT.load(Ordering::SeqCst);
-        if at == 0 || EXEMPT.try_with(|e| e.get()).unwrap_or(true) {
-            return false;
-        }
-        ALLOCS.fetch_add(1, Ordering::SeqCst) + 1 == at
+/// Whether this allocation must fail: counted, not exempt, and the armed one.
+fn should_fail() -> bool {
+    let at = FAIL_AT.load(Ordering::SeqCst);
+    if at == 0 || EXEMPT.try_with(|e| e.get()).unwrap_or(true) {
+        return false;
     }
-    fn account(delta: i64) {
-        LIVE.fetch_add(delta, Ordering::SeqCst);
-    }
-}
-
-// SAFETY: every call forwards to `System` with the caller's arguments, or returns null (which
-// `GlobalAlloc` allows for a failed allocation); the counters are atomics and const
-// thread-locals.
-unsafe impl GlobalAlloc for FailingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if Self::should_fail() {
-            return std::ptr::null_mut();
-        }
-        // SAFETY: forwarded as is.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            Self::account(layout.size() as i64);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        Self::account(-(layout.size() as i64));
-        // SAFETY: forwarded as is.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if Self::should_fail() {
-            return std::ptr::null_mut();
-        }
-        // SAFETY: forwarded as is.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            Self::account(new_size as i64 - layout.size() as i64);
-        }
-        p
-    }
+    ALLOCS.fetch_add(1, Ordering::SeqCst) + 1 == at
 }
 
 #[global_allocator]
-static ALLOC: FailingAlloc = FailingAlloc;
+static ALLOC: alloc_common::FailingAlloc = alloc_common::FailingAlloc {
+    should_fail,
+    live: &LIVE,
+};
 
 /// The userland host, with the threads it starts for the core armed like the test thread and
 /// std's own spawning and joining exempt.

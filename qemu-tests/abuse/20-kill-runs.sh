@@ -4,7 +4,7 @@
 # and releases the run lock: the module answers and unloads afterwards.
 
 # alive PID: the process exists and is not a zombie.
-alive() { [ -r /proc/$1/stat ] && awk '{ exit ($3 == "Z") }' /proc/$1/stat; }
+alive() { awk '{ exit ($3 == "Z") }' /proc/$1/stat 2>/dev/null; }
 
 # kill_run FILE LINE: run FILE in a background reader, SIGKILL it after 2 s, and require it gone
 # within 5 s and LINE in the kernel log.

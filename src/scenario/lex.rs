@@ -15,38 +15,7 @@ pub const MAX_INPUT: usize = 1 << 20;
 pub const MAX_LINES: usize = 100_000;
 
 /// Why a file was rejected: a short fixed-capacity text (longer texts are cut, never a panic).
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Reason(heapless::String<200>);
-
-impl Reason {
-    /// The reason text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Write for Reason {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        for c in s.chars() {
-            if self.0.push(c).is_err() {
-                break;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), f)
-    }
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub type Reason = crate::text::Text<200>;
 
 /// Build a [`Reason`] with `format!`-style arguments.
 macro_rules! reason {
