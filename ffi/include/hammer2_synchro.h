@@ -62,6 +62,11 @@
 #define H2S_HOST_LOCK_DEPTH 255
 
 /*
+ Allocations of at least this many bytes come from the host's `big_alloc` while a limit is set.
+ */
+#define BIG_BYTES (64 << 10)
+
+/*
  Log levels passed to [`H2sHostOps::log`] (Linux: `KERN_ERR`, `KERN_WARNING`, `KERN_INFO`,
  `KERN_DEBUG`).
  */
@@ -171,6 +176,16 @@ struct H2sHostOps {
    */
   int32_t (*should_stop)(void);
   /*
+   Allocate `size` bytes (at least 64 KiB) for a large payload straight from the kernel
+   (Linux: `kvmalloc`), aligned to 4096 bytes, or return null. Process context; may sleep;
+   never called with the heap lock held.
+   */
+  void *(*big_alloc)(size_t size);
+  /*
+   Free what `big_alloc` returned. Process context.
+   */
+  void (*big_free)(void *p);
+  /*
    A scheduling point (Linux: `cond_resched()`). Called from process context with no
    spinlock held; may sleep.
    */
@@ -210,6 +225,14 @@ int32_t h2s_init(const struct H2sHostOps *ops, void *pool, size_t len);
  `leaked` must be valid for a write when not null.
  */
 int32_t h2s_fini(size_t *leaked);
+
+/*
+ Let large payloads (64 KiB and more) come straight from the host's `big_alloc`, up to `bytes`
+ in all, so the core's memory grows on demand past the pool (0: never, everything from the
+ pool). Returns 0, or `-EINVAL` if the library was not started. Context: process context,
+ right after [`h2s_init`].
+ */
+int32_t h2s_set_memory_limit(size_t bytes);
 
 /*
  Bytes of the pool in use and its size, stored through `used` and `size` (either may be null).

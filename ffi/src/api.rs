@@ -150,6 +150,19 @@ pub unsafe extern "C" fn h2s_fini(leaked: *mut usize) -> i32 {
     n as i32
 }
 
+/// Let large payloads (64 KiB and more) come straight from the host's `big_alloc`, up to `bytes`
+/// in all, so the core's memory grows on demand past the pool (0: never, everything from the
+/// pool). Returns 0, or `-EINVAL` if the library was not started. Context: process context,
+/// right after [`h2s_init`].
+#[no_mangle]
+pub extern "C" fn h2s_set_memory_limit(bytes: usize) -> i32 {
+    if ops::get().is_none() {
+        return -EINVAL;
+    }
+    POOL.set_big_limit(bytes);
+    0
+}
+
 /// Bytes of the pool in use and its size, stored through `used` and `size` (either may be null).
 /// Returns 0, or `-EINVAL` if the library was not started. Never sleeps.
 ///

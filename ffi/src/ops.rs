@@ -78,6 +78,12 @@ pub struct H2sHostOps {
     /// Non-zero when the calling task's run must end now (Linux: a fatal signal is pending).
     /// Must not sleep.
     pub should_stop: unsafe extern "C" fn() -> i32,
+    /// Allocate `size` bytes (at least 64 KiB) for a large payload straight from the kernel
+    /// (Linux: `kvmalloc`), aligned to 4096 bytes, or return null. Process context; may sleep;
+    /// never called with the heap lock held.
+    pub big_alloc: unsafe extern "C" fn(size: usize) -> *mut c_void,
+    /// Free what `big_alloc` returned. Process context.
+    pub big_free: unsafe extern "C" fn(p: *mut c_void),
     /// A scheduling point (Linux: `cond_resched()`). Called from process context with no
     /// spinlock held; may sleep.
     pub relax: unsafe extern "C" fn(),

@@ -9,11 +9,18 @@
 //! linked free lists, one bit per minimum block saying "a free block starts here"). A
 //! first-fit list allocator walks its hole list instead, whose length grows with fragmentation.
 //! The price is rounding every block up to a power of two.
+//!
+//! Large payloads (data blocks, file contents: [`BIG_BYTES`] and more) can instead come straight
+//! from the kernel (`big_alloc`, Linux `kvmalloc`) up to a limit the host sets
+//! ([`Pool::set_big_limit`], the module's `mem_max_kib`), so the memory the core may use grows
+//! on demand past the pool, which then holds the many small structures. A block is given back to
+//! whichever allocator its address says it came from.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
+use core::ffi::c_void;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::ops;
 
@@ -23,6 +30,11 @@ const MIN_ORDER: u32 = 5;
 const MAX_ORDER: u32 = 40;
 /// Number of block orders, hence of free lists.
 const ORDERS: usize = (MAX_ORDER - MIN_ORDER + 1) as usize;
+/// Allocations of at least this many bytes come from the host's `big_alloc` while a limit is set.
+pub const BIG_BYTES: usize = 64 << 10;
+/// Alignment `big_alloc` guarantees.
+const BIG_ALIGN: usize = 4096;
+
 /// Alignment of the first block: blocks are aligned to their size relative to it, so a layout
 /// aligned to at most this much is aligned in memory too.
 const BASE_ALIGN: usize = 4096;
@@ -179,6 +191,10 @@ pub struct Pool {
     timing: AtomicBool,
     /// The longest hold of the heap lock timed so far, in nanoseconds.
     max_hold_ns: AtomicU64,
+    /// Most bytes of large payloads taken from the host (0: none, everything from the pool).
+    big_limit: AtomicUsize,
+    /// Bytes of large payloads taken from the host and not given back.
+    big_used: AtomicUsize,
 }
 
 // SAFETY: every access to `heap` happens between the host's `heap_lock` and `heap_unlock`
@@ -196,6 +212,8 @@ impl Pool {
             heap: UnsafeCell::new(Buddy::empty()),
             timing: AtomicBool::new(false),
             max_hold_ns: AtomicU64::new(0),
+            big_limit: AtomicUsize::new(0),
+            big_used: AtomicUsize::new(0),
         }
     }
 
@@ -275,10 +293,46 @@ impl Pool {
         self.with_heap(|h| *h = Buddy::empty());
     }
 
-    /// `(bytes in use, pool size)`; bytes in use count whole blocks (sizes rounded up to a power
-    /// of two).
+    /// `(bytes in use, bytes available)`: the pool's (whole blocks, sizes rounded up to a power
+    /// of two) plus the large payloads taken from the host, and the pool's size plus the limit
+    /// on those.
     pub fn usage(&self) -> (usize, usize) {
-        self.with_heap(|h| (h.used, h.size)).unwrap_or((0, 0))
+        let (used, size) = self.with_heap(|h| (h.used, h.size)).unwrap_or((0, 0));
+        let big = self.big_used.load(Ordering::SeqCst);
+        let limit = self.big_limit.load(Ordering::SeqCst);
+        (used + big, size + limit)
+    }
+
+    /// Take payloads of [`BIG_BYTES`] or more from the host's `big_alloc`, up to `bytes` in all
+    /// (0: never; every allocation from the pool).
+    pub fn set_big_limit(&self, bytes: usize) {
+        self.big_limit.store(bytes, Ordering::SeqCst);
+    }
+
+    /// A large payload from the host, within the limit; null if over it or refused.
+    fn alloc_big(&self, size: usize) -> *mut u8 {
+        let Some(ops) = ops::get() else {
+            return ptr::null_mut();
+        };
+        let limit = self.big_limit.load(Ordering::SeqCst);
+        // Reserve first, so concurrent allocations cannot together pass the limit.
+        let prev = self.big_used.fetch_add(size, Ordering::SeqCst);
+        if prev.saturating_add(size) > limit {
+            self.big_used.fetch_sub(size, Ordering::SeqCst);
+            return ptr::null_mut();
+        }
+        // SAFETY: plain call into the host from process context, no lock held.
+        let p = unsafe { (ops.big_alloc)(size) }.cast::<u8>();
+        if p.is_null() || p as usize % BIG_ALIGN != 0 {
+            if !p.is_null() {
+                // SAFETY: `p` came from `big_alloc`; a host that broke its alignment promise
+                // gets it back unused.
+                unsafe { (ops.big_free)(p.cast::<c_void>()) };
+            }
+            self.big_used.fetch_sub(size, Ordering::SeqCst);
+            return ptr::null_mut();
+        }
+        p
     }
 
     /// Time every hold of the heap lock from now on (`on`), or stop; returns the longest hold
@@ -300,6 +354,12 @@ impl Default for Pool {
 // allows; `dealloc` gets back exactly what `alloc` gave, with the same layout, hence order.
 unsafe impl GlobalAlloc for Pool {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if layout.size() >= BIG_BYTES
+            && layout.align() <= BIG_ALIGN
+            && self.big_limit.load(Ordering::Relaxed) != 0
+        {
+            return self.alloc_big(layout.size());
+        }
         let Some(order) = order_of(layout) else {
             return ptr::null_mut();
         };
@@ -313,19 +373,29 @@ unsafe impl GlobalAlloc for Pool {
     }
 
     unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
-        let Some(order) = order_of(layout) else {
-            return;
-        };
         if p.is_null() {
             return;
         }
-        self.with_heap(|h| {
-            // A pointer from before a reset belongs to memory the host took back: ignore it.
-            let a = p as usize;
-            if a >= h.base && a < h.base + h.len {
-                h.free(a, order);
+        let order = order_of(layout);
+        // The pool's blocks lie inside it; anything else came from `big_alloc`.
+        let in_pool = self
+            .with_heap(|h| {
+                // A pointer from before a reset belongs to memory the host took back: ignore it.
+                let a = p as usize;
+                let inside = h.base != 0 && a >= h.base && a < h.base + h.len;
+                if let (true, Some(order)) = (inside, order) {
+                    h.free(a, order);
+                }
+                inside
+            })
+            .unwrap_or(true);
+        if !in_pool && layout.size() >= BIG_BYTES {
+            if let Some(ops) = ops::get() {
+                // SAFETY: `p` is not the pool's and is this large, so `alloc_big` made it.
+                unsafe { (ops.big_free)(p.cast::<c_void>()) };
+                self.big_used.fetch_sub(layout.size(), Ordering::SeqCst);
             }
-        });
+        }
     }
 }
 
@@ -434,6 +504,37 @@ mod tests {
             h.heads, initial,
             "the pool did not merge back to its initial blocks"
         );
+    }
+
+    #[test]
+    fn large_payloads_come_from_the_host_within_the_limit() {
+        let mut mem = vec![0u8; 64 << 10];
+        let pool = pool_of(&mut mem);
+        let big = Layout::from_size_align(200 << 10, 8).unwrap();
+        // No limit: from the pool, which is too small.
+        // SAFETY: non-zero layout.
+        assert!(unsafe { pool.alloc(big) }.is_null());
+        pool.set_big_limit(450 << 10);
+        let before = crate::testhost::BIG_LIVE.load(Ordering::SeqCst);
+        // SAFETY: non-zero layouts; each pointer goes back with its layout below.
+        let (a, b) = unsafe { (pool.alloc(big), pool.alloc(big)) };
+        assert!(!a.is_null() && !b.is_null());
+        assert_eq!(a as usize % BIG_ALIGN, 0);
+        assert_eq!(pool.usage().0, 400 << 10);
+        // SAFETY: as above.
+        assert!(unsafe { pool.alloc(big) }.is_null(), "the limit was passed");
+        let small = Layout::from_size_align(100, 8).unwrap();
+        // SAFETY: non-zero layout.
+        let s = unsafe { pool.alloc(small) };
+        assert!(!s.is_null() && (s as usize) >= mem.as_ptr() as usize);
+        // SAFETY: each from `alloc` with its layout.
+        unsafe {
+            pool.dealloc(a, big);
+            pool.dealloc(b, big);
+            pool.dealloc(s, small);
+        }
+        assert_eq!(pool.usage().0, 0);
+        assert_eq!(crate::testhost::BIG_LIVE.load(Ordering::SeqCst), before);
     }
 
     #[test]

@@ -8,6 +8,7 @@
  *   threads          kthread_create + wake_up_process; joined by the completion the thread
  *                    signals last; each holds a module reference until it has exited
  *                    (module_put_and_kthread_exit), so rmmod refuses while one lives
+ *   large payloads   kvmalloc/kvfree (the core's 64 KiB and larger blocks, up to mem_max_kib)
  *   should stop      fatal_signal_pending(current): the writer of a run was killed
  *   relax            cond_resched()
  *   clock, log       ktime_get_ns(), printk
@@ -21,6 +22,7 @@
 #include <linux/sched/task.h>
 #include <linux/sched/signal.h>
 #include <linux/module.h>
+#include <linux/mm.h>
 #include <linux/wait_bit.h>
 #include <linux/rwsem.h>
 #include <linux/spinlock.h>
@@ -316,6 +318,20 @@ static void h2s_heap_unlock(void)
 	spin_unlock(&h2s_heap_spin);
 }
 
+/* ---- large payloads --------------------------------------------------------------------------- */
+
+static void *h2s_big_alloc(size_t size)
+{
+	/* 64 KiB and more: page-aligned (kmalloc's large sizes or vmalloc). No warning on failure:
+	 * the core turns it into a clean ENOMEM. */
+	return kvmalloc(size, GFP_KERNEL | __GFP_NOWARN);
+}
+
+static void h2s_big_free(void *p)
+{
+	kvfree(p);
+}
+
 /* ---- interruption and scheduling points ----------------------------------------------------- */
 
 static int32_t h2s_should_stop(void)
@@ -343,6 +359,8 @@ const struct H2sHostOps h2s_ops = {
 	.panic = h2s_panic,
 	.heap_lock = h2s_heap_lock,
 	.heap_unlock = h2s_heap_unlock,
+	.big_alloc = h2s_big_alloc,
+	.big_free = h2s_big_free,
 	.should_stop = h2s_should_stop,
 	.relax = h2s_relax,
 };

@@ -9,12 +9,23 @@
 #include <linux/module.h>
 #include <linux/kernel.h>
 #include <linux/vmalloc.h>
+#include <linux/mm.h>
 
 #include "h2s_linux.h"
 
 static unsigned int pool_kib = 32768;
 module_param(pool_kib, uint, 0444);
 MODULE_PARM_DESC(pool_kib, "Size of the core's heap in KiB, reserved at load (default 32768)");
+
+/*
+ * The pool holds the core's small structures; its large payloads (64 KiB and more: data blocks,
+ * file contents) come from kvmalloc on demand, up to this many KiB in all, so two nodes holding
+ * 16 MiB files fit whatever pool_kib is. 0 at load: a quarter of RAM.
+ */
+static unsigned long mem_max_kib;
+module_param(mem_max_kib, ulong, 0444);
+MODULE_PARM_DESC(mem_max_kib,
+		 "Most KiB of large payloads taken from the kernel beyond the pool (default: RAM/4)");
 
 static void *h2s_pool;
 
@@ -37,13 +48,17 @@ static int __init h2s_module_init(void)
 		vfree(h2s_pool);
 		return rc;
 	}
+	if (!mem_max_kib)
+		mem_max_kib = (totalram_pages() << (PAGE_SHIFT - 10)) / 4;
+	h2s_set_memory_limit((size_t)mem_max_kib * 1024);
 	rc = h2s_debugfs_init();
 	if (rc) {
 		h2s_fini(NULL);
 		vfree(h2s_pool);
 		return rc;
 	}
-	pr_info("hammer2_synchro: loaded, pool %u KiB\n", pool_kib);
+	pr_info("hammer2_synchro: loaded, pool %u KiB, large payloads up to %lu KiB\n", pool_kib,
+		mem_max_kib);
 	return 0;
 }
 
