@@ -67,6 +67,11 @@
 #define BIG_BYTES (64 << 10)
 
 /*
+ A hold of the heap lock longer than this (100 us) counts as slow in [`HoldTimes`].
+ */
+#define HOLD_SLOW_NS 100000
+
+/*
  Log levels passed to [`H2sHostOps::log`] (Linux: `KERN_ERR`, `KERN_WARNING`, `KERN_INFO`,
  `KERN_DEBUG`).
  */
@@ -219,7 +224,10 @@ int32_t h2s_init(const struct H2sHostOps *ops, void *pool, size_t len);
  was not started.
 
  Context: process context, once at unload, after every other `h2s_*` call has returned and
- none can start (e.g. after the debugfs files are removed). May sleep while threads stop.
+ none can start (e.g. after the debugfs files are removed). May sleep while threads stop, and
+ waits for any thread body still running (one its owner never stopped) rather than free the
+ pool under it; the host must then still wait for those threads to exit before unloading
+ its code (Linux: the completion each signals last, `h2s_host_exit`).
 
  # Safety
  `leaked` must be valid for a write when not null.

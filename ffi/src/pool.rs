@@ -191,6 +191,9 @@ pub struct Pool {
     timing: AtomicBool,
     /// The longest hold of the heap lock timed so far, in nanoseconds.
     max_hold_ns: AtomicU64,
+    /// Holds timed so far, and how many of them took longer than [`HOLD_SLOW_NS`].
+    holds: AtomicU64,
+    slow_holds: AtomicU64,
     /// Most bytes of large payloads taken from the host (0: none, everything from the pool).
     big_limit: AtomicUsize,
     /// Bytes of large payloads taken from the host and not given back.
@@ -212,6 +215,8 @@ impl Pool {
             heap: UnsafeCell::new(Buddy::empty()),
             timing: AtomicBool::new(false),
             max_hold_ns: AtomicU64::new(0),
+            holds: AtomicU64::new(0),
+            slow_holds: AtomicU64::new(0),
             big_limit: AtomicUsize::new(0),
             big_used: AtomicUsize::new(0),
         }
@@ -229,6 +234,10 @@ impl Pool {
             if timing {
                 let held = (ops.now_ns)().saturating_sub(t0);
                 self.max_hold_ns.fetch_max(held, Ordering::Relaxed);
+                self.holds.fetch_add(1, Ordering::Relaxed);
+                if held > HOLD_SLOW_NS {
+                    self.slow_holds.fetch_add(1, Ordering::Relaxed);
+                }
             }
             (ops.heap_unlock)();
             Some(r)
@@ -335,12 +344,31 @@ impl Pool {
         p
     }
 
-    /// Time every hold of the heap lock from now on (`on`), or stop; returns the longest hold
-    /// timed since the last call, in nanoseconds, and starts over.
-    pub fn measure(&self, on: bool) -> u64 {
+    /// Time every hold of the heap lock from now on (`on`), or stop; returns what was timed
+    /// since the last call, and starts over.
+    pub fn measure(&self, on: bool) -> HoldTimes {
         self.timing.store(on, Ordering::SeqCst);
-        self.max_hold_ns.swap(0, Ordering::SeqCst)
+        HoldTimes {
+            max_ns: self.max_hold_ns.swap(0, Ordering::SeqCst),
+            holds: self.holds.swap(0, Ordering::SeqCst),
+            slow: self.slow_holds.swap(0, Ordering::SeqCst),
+        }
     }
+}
+
+/// A hold of the heap lock longer than this (100 us) counts as slow in [`HoldTimes`].
+pub const HOLD_SLOW_NS: u64 = 100_000;
+
+/// The heap lock's hold times over a measurement ([`Pool::measure`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldTimes {
+    /// The longest hold, in nanoseconds (it includes any interrupt taken while holding, and,
+    /// in a virtual machine, the time its CPU was not running).
+    pub max_ns: u64,
+    /// Holds timed.
+    pub holds: u64,
+    /// Holds longer than [`HOLD_SLOW_NS`].
+    pub slow: u64,
 }
 
 impl Default for Pool {

@@ -6,8 +6,8 @@
  *   chain locks      kmalloc'ed rw_semaphores; lockdep classes: one for the core's own locks, one
  *                    per chain depth up to H2S_LOCKDEP_KEPT, one for every deeper chain
  *   threads          kthread_create + wake_up_process; joined by the completion the thread
- *                    signals last; each holds a module reference until it has exited
- *                    (module_put_and_kthread_exit), so rmmod refuses while one lives
+ *                    exits through (kthread_complete_and_exit); every thread not joined yet is
+ *                    on a list, so unload waits for any its owner never joined
  *   large payloads   kvmalloc/kvfree (the core's 64 KiB and larger blocks, up to mem_max_kib)
  *   should stop      fatal_signal_pending(current): the writer of a run was killed
  *   relax            cond_resched()
@@ -21,8 +21,8 @@
 #include <linux/sched.h>
 #include <linux/sched/task.h>
 #include <linux/sched/signal.h>
-#include <linux/module.h>
 #include <linux/mm.h>
+#include <linux/list.h>
 #include <linux/wait_bit.h>
 #include <linux/rwsem.h>
 #include <linux/spinlock.h>
@@ -216,7 +216,12 @@ static void h2s_unlock(void *lock, int32_t exclusive)
 struct h2s_thread {
 	struct completion done;	/* the core's thread body returned */
 	void *arg;
+	struct list_head link;	/* on h2s_threads until joined */
 };
+
+/* Threads spawned and not joined yet: what unload must wait for if their owner never joins. */
+static LIST_HEAD(h2s_threads);
+static DEFINE_SPINLOCK(h2s_threads_lock);
 
 static int h2s_kthread_fn(void *data)
 {
@@ -224,15 +229,12 @@ static int h2s_kthread_fn(void *data)
 
 	h2s_thread_main(t->arg);
 	/*
-	 * Signal the joiner, then drop the thread's module reference and exit in core kernel code:
-	 * once `done` is complete this thread touches nothing of *t, so the joiner may free it, and
-	 * until the reference is dropped the module cannot be unloaded under the few instructions
-	 * of its text still to run. A thread the core never joined (a bug) keeps the module loaded
-	 * (rmmod refuses) instead of running on freed text. The joiner needs no kthread_stop(),
-	 * whose wait for the exit would be a second sleep after this one.
+	 * Signal the joiner and exit from core kernel code: once `done` is complete this thread
+	 * runs no module code and touches nothing of *t, so the joiner (or h2s_host_exit) may free
+	 * it and the module may go. The joiner needs no kthread_stop(), whose wait for the exit
+	 * would be a second sleep after this one.
 	 */
-	complete(&t->done);
-	module_put_and_kthread_exit(0);
+	kthread_complete_and_exit(&t->done, 0);
 }
 
 static int32_t h2s_spawn(const uint8_t *name, size_t name_len, void *arg, void **thread)
@@ -242,19 +244,16 @@ static int32_t h2s_spawn(const uint8_t *name, size_t name_len, void *arg, void *
 
 	if (!t)
 		return -ENOMEM;
-	/* Dropped by the thread as it exits (h2s_kthread_fn); fails once unload has begun. */
-	if (!try_module_get(THIS_MODULE)) {
-		kfree(t);
-		return -ENODEV;
-	}
 	t->arg = arg;
 	init_completion(&t->done);
 	task = kthread_create(h2s_kthread_fn, t, "%.*s", (int)min_t(size_t, name_len, 64), name);
 	if (IS_ERR(task)) {
-		module_put(THIS_MODULE);
 		kfree(t);
 		return PTR_ERR(task);
 	}
+	spin_lock(&h2s_threads_lock);
+	list_add(&t->link, &h2s_threads);
+	spin_unlock(&h2s_threads_lock);
 	*thread = t;
 	wake_up_process(task);
 	return 0;
@@ -270,7 +269,37 @@ static void h2s_join(void *thread)
 	 * and its end is `done`.
 	 */
 	wait_for_completion(&t->done);
+	spin_lock(&h2s_threads_lock);
+	list_del(&t->link);
+	spin_unlock(&h2s_threads_lock);
 	kfree(t);
+}
+
+/*
+ * At unload, after h2s_fini (which destroyed every cluster, joining their threads, and waited
+ * for any thread body still running): a thread nobody joined may still be between its body's
+ * end and its exit, in this module's text. Wait for each such thread's completion, then free it,
+ * so the module text and the pool go only once no thread can run them.
+ */
+void h2s_host_exit(void)
+{
+	struct h2s_thread *t;
+	int n = 0;
+
+	for (;;) {
+		spin_lock(&h2s_threads_lock);
+		t = list_first_entry_or_null(&h2s_threads, struct h2s_thread, link);
+		if (t)
+			list_del(&t->link);
+		spin_unlock(&h2s_threads_lock);
+		if (!t)
+			break;
+		wait_for_completion(&t->done);
+		kfree(t);
+		n++;
+	}
+	if (n)
+		pr_warn("hammer2_synchro: waited for %d thread(s) nobody joined\n", n);
 }
 
 /* ---- clock, log, panic, heap lock ----------------------------------------------------------- */

@@ -19,6 +19,7 @@
 /* h2s_host.c */
 extern const struct H2sHostOps h2s_ops;
 void h2s_host_init(void);
+void h2s_host_exit(void);
 
 /* h2s_debugfs.c */
 int h2s_debugfs_init(void);

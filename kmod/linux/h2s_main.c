@@ -69,6 +69,7 @@ static void __exit h2s_module_exit(void)
 
 	h2s_debugfs_exit();
 	n = h2s_fini(&leaked);
+	h2s_host_exit();
 	if (n > 0)
 		pr_info("hammer2_synchro: stopped %d remaining cluster(s)\n", n);
 	/*
