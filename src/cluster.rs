@@ -484,6 +484,11 @@ impl Cluster {
     pub fn compare(&self, a: usize, b: usize, out: &mut dyn fmt::Write) -> Result<bool> {
         compare::compare(self.store(a)?, self.store(b)?, b, out)
     }
+    /// A digest of node `idx`'s whole tree ([`compare::digest`]): equal before and after a
+    /// step when the step changed nothing there.
+    pub fn digest(&self, idx: usize) -> Result<u64> {
+        compare::digest(self.store(idx)?)
+    }
     /// Stat the inode at `path` on node `idx`.
     pub fn stat(&self, idx: usize, path: &[u8]) -> Result<InodeStat> {
         let s = self.store(idx)?;

@@ -161,7 +161,8 @@ bitflags! {
         const WRHARD = 0x100;
         /// Hard (quorum) reads possible: `quorum/ro` when without WRHARD.
         const RDHARD = 0x200;
-        /// Masters visible but no quorum agrees: `out-of-sync-masters`.
+        /// A master that answered does not hold the quorum's TID, or there is no quorum:
+        /// `out-of-sync-masters`.
         const UNHARD = 0x400;
         /// No master visible: `no-masters-visible`.
         const NOHARD = 0x800;
@@ -169,13 +170,13 @@ bitflags! {
         const WRSOFT = 0x1000;
         /// A soft slave (or soft master) is reachable: `soft/ro` when without WRSOFT.
         const RDSOFT = 0x2000;
-        /// Some slave does not match the focus: `out-of-sync-slaves`.
+        /// A slave that answered does not hold the quorum's TID: `out-of-sync-slaves`.
         const UNSOFT = 0x4000;
         /// No slave visible: `no-slaves-visible`.
         const NOSOFT = 0x8000;
-        /// All visible masters hold the focus TID: `masters-all-good`.
+        /// Every master (failed ones included) holds the quorum's TID: `masters-all-good`.
         const MSYNCED = 0x10000;
-        /// All visible slaves hold the focus TID: `slaves-all-good`.
+        /// Every slave (failed ones included) holds the quorum's TID: `slaves-all-good`.
         const SSYNCED = 0x20000;
     }
 }
@@ -237,75 +238,75 @@ pub fn word_from_name(name: &str) -> Option<StatusFlags> {
         .map(|(flag, _)| flag)
 }
 
-/// The cluster status from every node's answer for the PFS root (as the seed's
-/// `cluster_check` sets them, with the gaps it left defined):
+/// The cluster status from every node's answer for the PFS root, as pass 3 of HAMMER2's
+/// `hammer2_cluster_check` sets it (HAMMER2-FACTS §2). A node's answer is *valid* when it is
+/// in and not errored ([`NodeAnswer::Holds`] or [`NodeAnswer::Absent`]); a failed node sets no
+/// flag of its own, and neither does a pending or excluded one (not known either way).
 ///
-/// - **WRHARD | RDHARD** (`quorum/rw`): [`check`] finds a focus and no visible master failed.
-///   **RDHARD** alone (`quorum/ro`): a focus, but some master failed: reads are served at the
-///   quorum's TID, writes would not reach every master.
-/// - **UNHARD** (`out-of-sync-masters`): masters are visible but no quorum agrees.
-///   **NOHARD** (`no-masters-visible`): no master in `voters`.
-/// - **MSYNCED** (`masters-all-good`): a focus exists and every visible master holds its TID
-///   (an excluded, pending or failed master is not known to, so it clears this).
-/// - **SSYNCED** (`slaves-all-good`): a focus exists and every visible slave holds its TID
-///   (vacuously true with no slave, as in the seed). **UNSOFT** (`out-of-sync-slaves`):
-///   slaves are visible and not all of them do. **NOSOFT** (`no-slaves-visible`): no slave.
-/// - **WRSOFT | RDSOFT** (`soft/rw`): a soft master that has not failed. **RDSOFT** alone
-///   (`soft/ro`): only soft slaves that have not failed.
+/// - A valid MASTER holding the quorum's TID (only when [`check`] finds a focus) sets
+///   **WRHARD | RDHARD** (`quorum/rw`) and counts in `nmasters`; any other valid MASTER sets
+///   **UNHARD** (`out-of-sync-masters`), with or without a quorum.
+/// - A valid SLAVE holding the quorum's TID sets **RDHARD** and counts in `nslaves`; any other
+///   valid SLAVE sets **UNSOFT** (`out-of-sync-slaves`).
+/// - **NOHARD** (`no-masters-visible`) when there is no MASTER, **NOSOFT**
+///   (`no-slaves-visible`) when there is no SLAVE; **MSYNCED** (`masters-all-good`) iff
+///   `nmasters` is the number of MASTERs, **SSYNCED** (`slaves-all-good`) iff `nslaves` is the
+///   number of SLAVEs (errored ones included in both totals, so vacuously true with none).
+/// - **WRSOFT | RDSOFT** (`soft/rw`): a SOFT_MASTER that has not failed. **RDSOFT** alone
+///   (`soft/ro`): only SOFT_SLAVEs that have not failed.
 ///
-/// Caches never affect the status.
+/// Soft slaves and caches count in neither total.
 pub fn status(voters: &[Voter], recorded_nmasters: u8) -> StatusFlags {
     let mut flags = StatusFlags::empty();
-    let masters = voters.iter().filter(|v| v.role == Role::Master).count();
-    let master_failed = voters
-        .iter()
-        .any(|v| v.role == Role::Master && v.answer == NodeAnswer::Failed);
     let focus_tid = match check(voters, recorded_nmasters) {
         QuorumResult::Focus { tid, .. } => Some(tid),
         QuorumResult::None(_) => None,
     };
-    let holds_focus =
-        |v: &Voter| matches!((focus_tid, v.answer), (Some(t), NodeAnswer::Holds(h)) if h == t);
-
-    if masters == 0 {
+    let (mut ttlmasters, mut nmasters, mut ttlslaves, mut nslaves) = (0usize, 0, 0usize, 0);
+    for v in voters {
+        // DEVIATION: HAMMER2 resolves a cluster whose every element has answered, so a NULL
+        // chain there means "absent". Here a node's answer may not be in yet (a stalled node as
+        // seen from another, the syncing node itself): like an errored one it sets no flag of
+        // its own, since it is not known to be out of sync.
+        let valid = matches!(v.answer, NodeAnswer::Holds(_) | NodeAnswer::Absent);
+        let current = matches!((focus_tid, v.answer), (Some(t), NodeAnswer::Holds(h)) if h == t);
+        match v.role {
+            Role::Master => {
+                ttlmasters += 1;
+                if current {
+                    nmasters += 1;
+                    flags |= StatusFlags::WRHARD | StatusFlags::RDHARD;
+                } else if valid {
+                    flags |= StatusFlags::UNHARD;
+                }
+            }
+            Role::Slave => {
+                ttlslaves += 1;
+                if current {
+                    nslaves += 1;
+                    flags |= StatusFlags::RDHARD;
+                } else if valid {
+                    flags |= StatusFlags::UNSOFT;
+                }
+            }
+            Role::SoftMaster if v.answer != NodeAnswer::Failed => {
+                flags |= StatusFlags::WRSOFT | StatusFlags::RDSOFT;
+            }
+            Role::SoftSlave if v.answer != NodeAnswer::Failed => flags |= StatusFlags::RDSOFT,
+            _ => {}
+        }
+    }
+    if ttlmasters == 0 {
         flags |= StatusFlags::NOHARD;
-    } else if focus_tid.is_none() {
-        flags |= StatusFlags::UNHARD;
-    } else {
-        flags |= StatusFlags::RDHARD;
-        if !master_failed {
-            flags |= StatusFlags::WRHARD;
-        }
-        if voters
-            .iter()
-            .filter(|v| v.role == Role::Master)
-            .all(holds_focus)
-        {
-            flags |= StatusFlags::MSYNCED;
-        }
     }
-
-    let mut slaves = voters.iter().filter(|v| v.role == Role::Slave).peekable();
-    if slaves.peek().is_none() {
+    if ttlslaves == 0 {
         flags |= StatusFlags::NOSOFT;
-        if focus_tid.is_some() {
-            flags |= StatusFlags::SSYNCED;
-        }
-    } else if focus_tid.is_some() && slaves.all(holds_focus) {
-        flags |= StatusFlags::SSYNCED;
-    } else {
-        flags |= StatusFlags::UNSOFT;
     }
-
-    let alive = |role: Role| {
-        voters
-            .iter()
-            .any(|v| v.role == role && v.answer != NodeAnswer::Failed)
-    };
-    if alive(Role::SoftMaster) {
-        flags |= StatusFlags::WRSOFT | StatusFlags::RDSOFT;
-    } else if alive(Role::SoftSlave) {
-        flags |= StatusFlags::RDSOFT;
+    if nmasters == ttlmasters {
+        flags |= StatusFlags::MSYNCED;
+    }
+    if nslaves == ttlslaves {
+        flags |= StatusFlags::SSYNCED;
     }
     flags
 }
@@ -520,7 +521,8 @@ mod tests {
     }
 
     #[test]
-    fn status_lagging_nodes() {
+    fn status_masters_out_of_sync_beside_a_quorum() {
+        // Three masters, two ahead: a quorum, and the third (valid, behind) sets UNHARD.
         let vs = [
             v(Master, Holds(4)),
             v(Master, Holds(4)),
@@ -528,40 +530,82 @@ mod tests {
             v(Slave, Holds(1)),
         ];
         let s = status(&vs, 0);
-        assert!(s.has_word("quorum/rw"));
-        assert!(!s.has_word("masters-all-good"));
-        assert!(!s.has_word("slaves-all-good"));
-        assert!(s.has_word("out-of-sync-slaves"));
-        assert!(!s.has_word("no-slaves-visible"));
-        assert!(!s.has_word("out-of-sync-masters"));
+        assert_eq!(
+            s,
+            StatusFlags::WRHARD | StatusFlags::RDHARD | StatusFlags::UNHARD | StatusFlags::UNSOFT
+        );
+        assert_eq!(
+            words(s),
+            ["quorum/rw", "out-of-sync-masters", "out-of-sync-slaves"]
+        );
+        // A master that answered "absent" is valid and out of sync too.
+        let vs = [v(Master, Holds(4)), v(Master, Holds(4)), v(Master, Absent)];
+        assert!(status(&vs, 0).contains(StatusFlags::UNHARD));
+    }
+
+    #[test]
+    fn status_slaves_in_and_out_of_sync() {
+        // A slave holding the quorum's TID counts in nslaves and sets RDHARD.
+        let vs = [v(Master, Holds(4)), v(Slave, Holds(4)), v(Slave, Holds(4))];
+        let s = status(&vs, 0);
+        assert!(s.contains(StatusFlags::SSYNCED | StatusFlags::RDHARD));
+        assert!(!s.intersects(StatusFlags::UNSOFT | StatusFlags::NOSOFT));
+        // One behind: UNSOFT, not SSYNCED.
+        let vs = [v(Master, Holds(4)), v(Slave, Holds(4)), v(Slave, Holds(3))];
+        let s = status(&vs, 0);
+        assert!(s.contains(StatusFlags::UNSOFT) && !s.contains(StatusFlags::SSYNCED));
+        // A soft slave is no slave: it counts in neither total.
+        let vs = [v(Master, Holds(4)), v(SoftSlave, Holds(3))];
+        let s = status(&vs, 0);
+        assert!(s.contains(StatusFlags::SSYNCED | StatusFlags::NOSOFT | StatusFlags::RDSOFT));
+        assert!(!s.contains(StatusFlags::UNSOFT));
     }
 
     #[test]
     fn status_without_quorum_or_masters() {
+        // No quorum: every valid master and slave is out of sync, nothing is synced.
         let split = [v(Master, Holds(4)), v(Master, Holds(3)), v(Slave, Holds(4))];
         let s = status(&split, 0);
         assert_eq!(s, StatusFlags::UNHARD | StatusFlags::UNSOFT);
         assert_eq!(words(s), ["out-of-sync-masters", "out-of-sync-slaves"]);
+        // Recorded masters not visible: two of five agree, no quorum.
+        let vs = [v(Master, Holds(1)), v(Master, Holds(1))];
+        assert_eq!(
+            status(&vs, 5),
+            StatusFlags::UNHARD | StatusFlags::NOSOFT | StatusFlags::SSYNCED
+        );
 
+        // No master: NOHARD, and MSYNCED as 0 of 0 masters hold it (as in HAMMER2).
         let no_masters = [v(Slave, Holds(4)), v(SoftSlave, Holds(4))];
         let s = status(&no_masters, 0);
         assert_eq!(
             s,
-            StatusFlags::NOHARD | StatusFlags::UNSOFT | StatusFlags::RDSOFT
+            StatusFlags::NOHARD | StatusFlags::MSYNCED | StatusFlags::UNSOFT | StatusFlags::RDSOFT
         );
         assert_eq!(
             words(s),
-            ["no-masters-visible", "soft/ro", "out-of-sync-slaves"]
+            [
+                "masters-all-good",
+                "no-masters-visible",
+                "soft/ro",
+                "out-of-sync-slaves"
+            ]
         );
-
         assert_eq!(
             words(status(&[], 0)),
-            ["no-masters-visible", "no-slaves-visible"]
+            [
+                "masters-all-good",
+                "slaves-all-good",
+                "no-masters-visible",
+                "no-slaves-visible"
+            ]
         );
     }
 
     #[test]
-    fn status_soft_and_failed() {
+    fn status_failed_pending_and_soft_nodes() {
+        // A failed master sets nothing of its own (the others keep quorum/rw) but counts in the
+        // total, so MSYNCED is clear; a failed cache changes nothing.
         let vs = [
             v(Master, Holds(4)),
             v(Master, Holds(4)),
@@ -570,17 +614,39 @@ mod tests {
             v(Cache, Failed),
         ];
         let s = status(&vs, 0);
-        assert!(s.contains(StatusFlags::RDHARD) && !s.contains(StatusFlags::WRHARD));
+        assert_eq!(
+            s,
+            StatusFlags::WRHARD
+                | StatusFlags::RDHARD
+                | StatusFlags::WRSOFT
+                | StatusFlags::RDSOFT
+                | StatusFlags::NOSOFT
+                | StatusFlags::SSYNCED
+        );
         assert_eq!(
             words(s),
             [
                 "slaves-all-good",
-                "quorum/ro",
+                "quorum/rw",
                 "soft/rw",
                 "no-slaves-visible"
             ]
         );
-        // A failed soft master gives no soft status.
+        // A failed slave: no UNSOFT, but not all slaves are good.
+        let vs = [v(Master, Holds(4)), v(Slave, Failed)];
+        let s = status(&vs, 0);
+        assert!(!s.intersects(StatusFlags::UNSOFT | StatusFlags::SSYNCED | StatusFlags::NOSOFT));
+        // Pending and excluded masters are not known either way.
+        for a in [Pending, Excluded] {
+            let vs = [v(Master, a), v(Master, Holds(1)), v(Master, Holds(1))];
+            let s = status(&vs, 0);
+            assert!(s.contains(StatusFlags::WRHARD), "{a:?}");
+            assert!(
+                !s.intersects(StatusFlags::UNHARD | StatusFlags::MSYNCED),
+                "{a:?}"
+            );
+        }
+        // A failed soft master gives no soft status; a soft slave still gives soft/ro.
         let vs = [
             v(Master, Holds(1)),
             v(SoftMaster, Failed),
@@ -589,18 +655,7 @@ mod tests {
         assert!(status(&vs, 0).has_word("soft/ro"));
         let vs = [v(Master, Holds(1)), v(SoftMaster, Failed)];
         let s = status(&vs, 0);
-        assert!(!s.has_word("soft/ro") && !s.has_word("soft/rw"));
-        // Recorded masters not visible: two of five agree, no quorum.
-        let vs = [v(Master, Holds(1)), v(Master, Holds(1))];
-        assert!(status(&vs, 5).has_word("out-of-sync-masters"));
-        // An excluded master is not known to be in sync.
-        let vs = [
-            v(Master, Excluded),
-            v(Master, Holds(1)),
-            v(Master, Holds(1)),
-        ];
-        let s = status(&vs, 0);
-        assert!(s.has_word("quorum/rw") && !s.has_word("masters-all-good"));
+        assert!(!s.intersects(StatusFlags::WRSOFT | StatusFlags::RDSOFT));
     }
 
     #[test]

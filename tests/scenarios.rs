@@ -147,10 +147,6 @@ fn a_failing_command_stops_the_run_and_skips_the_rest() {
 fn run_time_errors_name_their_line_and_reason() {
     let cases = [
         (
-            "cluster master slave\nfreeze 1\n",
-            "# line 2: node 1: freeze: no sync thread (start one first)",
-        ),
-        (
             "cluster master slave\nstart 1\nstart 1\n",
             "# line 3: node 1: start: a sync thread already runs",
         ),

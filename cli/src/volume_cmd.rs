@@ -13,6 +13,37 @@ use std::time::{Duration, SystemTime};
 use hammer2_synchro::media::{InodeData, OBJTYPE_DIRECTORY, OBJTYPE_REGFILE, OBJTYPE_SOFTLINK};
 use hammer2_synchro::volume::{BlockDev, Entry, Flow, Pfs, ReadError, Volume};
 
+/// Standard output through the CLI's `Out`: a failed write ends the process with status 2,
+/// never a panic (`println!` panics on a closed pipe or a full disk).
+macro_rules! out {
+    ($($t:tt)*) => {{
+        let mut o = crate::Out::new();
+        let _ = std::fmt::Write::write_fmt(&mut o, format_args!($($t)*));
+        o.finish();
+    }};
+}
+
+/// [`out!`] with a newline.
+macro_rules! outln {
+    ($($t:tt)*) => {
+        out!("{}\n", format_args!($($t)*))
+    };
+}
+
+/// Standard error, whose write errors are ignored: there is nowhere left to report them.
+macro_rules! err {
+    ($($t:tt)*) => {{
+        let _ = std::io::Write::write_fmt(&mut std::io::stderr().lock(), format_args!($($t)*));
+    }};
+}
+
+/// [`err!`] with a newline.
+macro_rules! errln {
+    ($($t:tt)*) => {
+        err!("{}\n", format_args!($($t)*))
+    };
+}
+
 const LS_HELP: &str = "\
 hammer2-synchro ls IMAGE             list the PFSs of a HAMMER2 volume (label, type, inode count
                                      allocator)
@@ -45,22 +76,22 @@ pub fn dispatch(cmd: &str, args: &[String]) -> Option<ExitCode> {
         _ => return None,
     };
     if args.iter().any(|a| a == "--help" || a == "-h") {
-        print!("{help}");
+        out!("{help}");
         return Some(ExitCode::SUCCESS);
     }
     Some(match f(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fail::Usage(msg)) => {
-            eprintln!("hammer2-synchro: {cmd}: {msg}");
-            eprintln!("usage: (hammer2-synchro {cmd} --help for more)\n{help}");
+            crate::warn(format_args!("{cmd}: {msg}"));
+            err!("usage: (hammer2-synchro {cmd} --help for more)\n{help}");
             ExitCode::from(2)
         }
         Err(Fail::Open(msg)) => {
-            eprintln!("hammer2-synchro: {cmd}: {msg}");
+            crate::warn(format_args!("{cmd}: {msg}"));
             ExitCode::from(2)
         }
         Err(Fail::Run(msg)) => {
-            eprintln!("hammer2-synchro: {cmd}: {msg}");
+            crate::warn(format_args!("{cmd}: {msg}"));
             ExitCode::from(1)
         }
     })
@@ -167,7 +198,7 @@ fn ls(args: &[String]) -> Result<(), Fail> {
 fn ls_pfses(image: &str) -> Result<(), Fail> {
     let vol = Volume::open(FileDev::open(image)?).map_err(|e| run_err(image, e))?;
     let h = vol.header();
-    println!(
+    outln!(
         "# volume {} bytes, version {}, header copy {} (mirror_tid {:#x})",
         h.volu_size,
         h.version,
@@ -175,7 +206,7 @@ fn ls_pfses(image: &str) -> Result<(), Fail> {
         h.mirror_tid
     );
     vol.pfs_roots(&mut |p| {
-        println!(
+        outln!(
             "{} pfs_type {} pfs_inum {:#x}",
             String::from_utf8_lossy(p.filename()),
             p.meta.pfs_type,
@@ -192,7 +223,7 @@ fn ls_path(spec: &str, path: &str) -> Result<(), Fail> {
     let ino = pfs.resolve(&vol, path.as_bytes()).map_err(err)?;
     if ino.meta.objtype != OBJTYPE_DIRECTORY {
         let name = path.rsplit('/').find(|c| !c.is_empty()).unwrap_or(path);
-        println!(
+        outln!(
             "{}",
             ls_line(&vol, &pfs, &ino, name.as_bytes()).map_err(err)?
         );
@@ -207,7 +238,7 @@ fn ls_path(spec: &str, path: &str) -> Result<(), Fail> {
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     for e in entries {
         let child = pfs.inode(&vol, e.inum).map_err(err)?;
-        println!("{}", ls_line(&vol, &pfs, &child, &e.name).map_err(err)?);
+        outln!("{}", ls_line(&vol, &pfs, &child, &e.name).map_err(err)?);
     }
     Ok(())
 }
@@ -310,14 +341,14 @@ fn export(args: &[String]) -> Result<(), Fail> {
                     counts.links += 1;
                 }
                 t => {
-                    eprintln!(
+                    errln!(
                         "hammer2-synchro: export: {}: type {t} skipped",
                         target.display()
                     );
                 }
             }
             if (counts.files + counts.dirs) % 1000 == 0 {
-                eprint!("\rexport: {} files, {} bytes", counts.files, counts.bytes);
+                err!("\rexport: {} files, {} bytes", counts.files, counts.bytes);
             }
         }
     }
@@ -329,9 +360,13 @@ fn export(args: &[String]) -> Result<(), Fail> {
             std::fs::set_permissions(path, perm).map_err(|err| io(path, err))?;
         }
     }
-    eprintln!(
+    errln!(
         "\rexport: {} directories, {} files ({} bytes), {} hardlinks, {} symlinks",
-        counts.dirs, counts.files, counts.bytes, counts.hardlinks, counts.links
+        counts.dirs,
+        counts.files,
+        counts.bytes,
+        counts.hardlinks,
+        counts.links
     );
     Ok(())
 }

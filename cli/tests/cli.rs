@@ -236,6 +236,8 @@ fn a_full_output_device_is_status_2_with_a_message() {
         &["help"][..],
         &["run", "qemu-tests/cases/example.scn"],
         &["check", "qemu-tests/cases/example.scn"],
+        &["ls", "--help"],
+        &["export", "--help"],
     ] {
         let full = std::fs::OpenOptions::new()
             .write(true)

@@ -343,10 +343,11 @@ int32_t h2s_selftest(uint8_t *out, size_t cap, size_t *written, uint32_t *passed
 
 /*
  Apply a thread operation (`H2sThreadOp` value `op`) to node `node` of cluster `handle`.
- Requests return only once the thread acknowledged them (see [`H2sThreadOp`]).
+ Requests return only once the thread acknowledged them (see [`H2sThreadOp`]); a request to
+ a thread that never started or has stopped returns 0 at once and changes nothing.
 
  Errors: `-EINVAL` (unknown or stale handle, node out of range, unknown op), `-EBUSY` (start
- while running), other core errors as `-errno` (e.g. an operation on a thread not running).
+ while running), other core errors as `-errno` (e.g. `-ENOMEM` when a start cannot spawn).
  Context: process context; sleeps until the acknowledgement. Concurrent operations on the same
  thread are allowed (the protocol serializes them); the cluster cannot be destroyed meanwhile.
  */

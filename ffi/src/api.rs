@@ -467,7 +467,8 @@ pub unsafe extern "C" fn h2s_selftest(
     }
 }
 
-/// Thread operations of [`h2s_thread_op`].
+/// Thread operations of [`h2s_thread_op`]. Every request (all but `Start`) to a node whose
+/// thread was never started or has stopped is a successful no-op, as in HAMMER2.
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum H2sThreadOp {
@@ -517,10 +518,11 @@ pub(crate) fn thread_op(u: &handles::Use, node: usize, op: H2sThreadOp) -> Resul
 }
 
 /// Apply a thread operation (`H2sThreadOp` value `op`) to node `node` of cluster `handle`.
-/// Requests return only once the thread acknowledged them (see [`H2sThreadOp`]).
+/// Requests return only once the thread acknowledged them (see [`H2sThreadOp`]); a request to
+/// a thread that never started or has stopped returns 0 at once and changes nothing.
 ///
 /// Errors: `-EINVAL` (unknown or stale handle, node out of range, unknown op), `-EBUSY` (start
-/// while running), other core errors as `-errno` (e.g. an operation on a thread not running).
+/// while running), other core errors as `-errno` (e.g. `-ENOMEM` when a start cannot spawn).
 /// Context: process context; sleeps until the acknowledgement. Concurrent operations on the same
 /// thread are allowed (the protocol serializes them); the cluster cannot be destroyed meanwhile.
 #[no_mangle]
@@ -861,6 +863,43 @@ mod tests {
         assert_eq!(h2s_thread_op(0, 0, H2sThreadOp::Freeze as u32), -EINVAL);
         assert_eq!(h2s_thread_op(0x1234, 0, H2sThreadOp::Stop as u32), -EINVAL);
         assert_eq!(h2s_thread_op(1, 0, 99), -EINVAL);
+    }
+
+    #[test]
+    fn thread_requests_without_a_thread_are_noops() {
+        ensure_init();
+        let roles = b"master slave";
+        let mut h = 0u32;
+        // SAFETY: a valid role list and out pointer.
+        assert_eq!(
+            unsafe { h2s_cluster_create(roles.as_ptr(), roles.len(), &mut h) },
+            0
+        );
+        let requests = [
+            H2sThreadOp::Freeze,
+            H2sThreadOp::Unfreeze,
+            H2sThreadOp::Remaster,
+            H2sThreadOp::Signal,
+            H2sThreadOp::Stop,
+        ];
+        // Never started, then started and stopped: every request succeeds and does nothing.
+        for op in requests {
+            assert_eq!(h2s_thread_op(h, 1, op as u32), 0, "{op:?} before start");
+        }
+        assert_eq!(h2s_thread_op(h, 1, H2sThreadOp::Start as u32), 0);
+        assert_eq!(h2s_thread_op(h, 1, H2sThreadOp::Stop as u32), 0);
+        for op in requests {
+            assert_eq!(h2s_thread_op(h, 1, op as u32), 0, "{op:?} after stop");
+        }
+        let u = handles::get(h).unwrap();
+        assert_eq!(
+            u.cluster().thread_state(1),
+            hammer2_synchro::thread::ThreadState::Stopped
+        );
+        drop(u);
+        // A node beyond the cluster is still refused.
+        assert_eq!(h2s_thread_op(h, 2, H2sThreadOp::Freeze as u32), -EINVAL);
+        assert_eq!(h2s_cluster_destroy(h), 0);
     }
 
     #[test]

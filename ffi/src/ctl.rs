@@ -12,6 +12,9 @@
 //! status <h>
 //! list                             every handle
 //! ```
+//!
+//! A thread request to a node whose thread never started or has stopped succeeds and does
+//! nothing (see `h2s_thread_op`).
 
 use alloc::vec::Vec;
 use core::fmt::Write;
@@ -145,6 +148,22 @@ fn cluster_cmd<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thread_requests_without_a_thread_succeed() {
+        crate::testhost::ensure_init();
+        let mut out = alloc::string::String::new();
+        run(b"create master slave", &mut out).unwrap();
+        let h: u32 = out.trim().strip_prefix("handle ").unwrap().parse().unwrap();
+        for cmd in ["freeze", "unfreeze", "remaster", "signal", "stop"] {
+            let line = alloc::format!("{cmd} {h} *");
+            assert_eq!(run(line.as_bytes(), &mut out), Ok(()), "{line}");
+        }
+        // Still refused: a node beyond the cluster.
+        let line = alloc::format!("freeze {h} 2");
+        assert_eq!(run(line.as_bytes(), &mut out), Err(Error::Invalid));
+        run(alloc::format!("destroy {h}").as_bytes(), &mut out).unwrap();
+    }
 
     #[test]
     fn malformed_commands_are_invalid() {

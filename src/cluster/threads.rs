@@ -42,7 +42,9 @@ impl Cluster {
         unsafe { this.threads.start(idx, this.host(), work) }
     }
 
-    /// Freeze node `idx`'s thread; returns once it acknowledged (FROZEN).
+    /// Freeze node `idx`'s thread; returns once it acknowledged (FROZEN). This and the other
+    /// requests below are successful no-ops on a node whose thread never started or has stopped
+    /// (`Error::Invalid` only for a bad index), as in HAMMER2.
     pub fn thread_freeze(&self, idx: usize) -> Result<()> {
         self.threads.freeze(idx)
     }

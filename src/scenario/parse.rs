@@ -121,7 +121,8 @@ fn number(w: &str, what: &str) -> R<u64> {
 }
 
 fn octal(w: &str) -> R<u32> {
-    let ok = w.len() > 1 && w.starts_with('0') && w.bytes().all(|b| (b'0'..=b'7').contains(&b));
+    // `0` alone is mode 0, as the C literal `0` is octal zero.
+    let ok = w.starts_with('0') && w.bytes().all(|b| (b'0'..=b'7').contains(&b));
     let v = if ok {
         w.bytes().try_fold(0u32, |acc, d| {
             acc.checked_mul(8)?.checked_add(u32::from(d - b'0'))
@@ -132,7 +133,7 @@ fn octal(w: &str) -> R<u32> {
     match v {
         Some(v) if v <= 0o7777 => Ok(v),
         _ => Err(reason!(
-            "bad mode '{}' (octal 00 to 07777, with a leading 0)",
+            "bad mode '{}' (octal 0 to 07777, with a leading 0)",
             w
         )),
     }
@@ -670,6 +671,12 @@ mod tests {
                 == 1
         );
         assert!(e("chmod * /a 755").1.starts_with("bad mode '755'"));
+        assert!(e("chmod * /a 7").1.starts_with("bad mode '7'"));
+        // `0` alone is mode 0, like `00`.
+        for zero in ["0", "00"] {
+            let text = alloc::format!("{c}chmod * /a {zero}");
+            assert_eq!(ok(&text).steps[0].cmd, Cmd::Chmod(Set::All, b"/a", 0));
+        }
         assert!(e("chmod * /a 0789").1.starts_with("bad mode"));
         assert!(e("chmod * /a 010000").1.starts_with("bad mode"));
         assert!(e("sleep 5").1.starts_with("bad duration '5'"));

@@ -316,28 +316,27 @@ impl Interp {
         }
     }
 
-    /// What `sync` watches to see whether a round changed anything.
-    fn fingerprint(&self, set: NodeSet) -> Vec<u64> {
+    /// What `sync` watches to see whether a round changed anything: the state of each node's
+    /// tree (TIDs and content), never the synchronizer's counters, which also count work
+    /// redone to the same result (a child replaced again while a failed node leaves a key
+    /// under it undecided).
+    fn fingerprint(&self, set: NodeSet) -> R<Vec<u64>> {
         let mut v = Vec::new();
         for i in set.iter() {
-            let s = self.c.stats(i);
-            let root = self
+            let d = self
                 .c
-                .stat(i, b"/")
-                .map(|s| s.modify_tid)
-                .unwrap_or(u64::MAX);
-            // Allocation failure only makes the comparison conservative (one more round).
-            let _ = crate::mem::try_push(&mut v, s.inserted + s.destroyed + s.replaced);
-            let _ = crate::mem::try_push(&mut v, root);
+                .digest(i)
+                .map_err(|e| reason!("node {}: sync: {}", i, e))?;
+            crate::mem::try_push(&mut v, d).map_err(|e| reason!("sync: {}", e))?;
         }
-        v
+        Ok(v)
     }
 
     /// Deterministic synchronization on this thread: every node of `set`, in index order, until
-    /// a whole round changes nothing.
+    /// a whole round leaves every tree of `set` as it was.
     fn sync(&self, set: NodeSet) -> R<()> {
         for _ in 0..MAX_SYNC_ROUNDS {
-            let before = self.fingerprint(set);
+            let before = self.fingerprint(set)?;
             for i in set.iter() {
                 self.c.refresh_view(i);
                 let stop = || self.host.should_stop();
@@ -358,7 +357,7 @@ impl Interp {
             if self.host.should_stop() {
                 return Err(reason!("{}", Error::Interrupted));
             }
-            if self.fingerprint(set) == before {
+            if self.fingerprint(set)? == before {
                 return Ok(());
             }
         }
@@ -573,7 +572,6 @@ fn each_stat(
 
 fn thread_err(i: usize, op: &str, e: Error) -> Reason {
     match e {
-        Error::Invalid => reason!("node {}: {}: no sync thread (start one first)", i, op),
         Error::Busy => reason!("node {}: {}: a sync thread already runs", i, op),
         e => reason!("node {}: {}: {}", i, op, e),
     }

@@ -180,6 +180,43 @@ pub fn flatten(store: &Store) -> Result<Vec<Record>> {
     Ok(out)
 }
 
+/// A digest of everything [`diff`] compares in `store`'s tree (and of the rest of each inode's
+/// bytes, so it errs towards "changed"): equal digests taken before and after a step mean the
+/// step left the tree as it was, up to a 64-bit hash collision. Reads one chain at a time, so it
+/// needs memory for the walk's stack of chain ids only, not for a copy of the tree.
+pub fn digest(store: &Store) -> Result<u64> {
+    let mut h = 0u64;
+    // Pre-order with each chain's depth, children in key order: the sequence of (depth, key)
+    // determines the tree's shape.
+    let mut stack: Vec<(ChainId, u32)> = Vec::new();
+    try_push(&mut stack, (store.root(), 0))?;
+    while let Some((id, depth)) = stack.pop() {
+        store.host().relax();
+        let (b, body) = store.read(id)?;
+        let mut head = [0u8; 40];
+        head[0..4].copy_from_slice(&depth.to_le_bytes());
+        head[4..8].copy_from_slice(&[b.btype, b.methods, b.keybits, b.flags]);
+        head[8..16].copy_from_slice(&b.key.to_le_bytes());
+        head[16..24].copy_from_slice(&b.modify_tid.to_le_bytes());
+        head[24..32].copy_from_slice(&u64::from(b.size_radix()).to_le_bytes());
+        head[32..40].copy_from_slice(&u64::from(b.vradix).to_le_bytes());
+        h = media::check::xxh64(&head, h);
+        h = match &body {
+            Body::Inode(ip) => media::check::xxh64(&ip.encode(), h),
+            Body::Data(d) => media::check::xxh64(d, h),
+        };
+        let first = stack.len();
+        let mut next = store.lookup(id, 0, media::KEY_MAX)?;
+        while let Some((c, cb)) = next {
+            try_push(&mut stack, (c, depth.saturating_add(1)))?;
+            next = store.next(id, &cb, media::KEY_MAX)?;
+        }
+        // Popped lowest key first.
+        stack[first..].reverse();
+    }
+    Ok(h)
+}
+
 struct Path<'a>(View<'a>);
 
 impl fmt::Display for Path<'_> {

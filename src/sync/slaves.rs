@@ -94,6 +94,13 @@ impl FocusCopy {
     fn defers(&self) -> bool {
         matches!(self.body.body(), Body::Inode(ip) if ip.meta.objtype != media::OBJTYPE_HARDLINK)
     }
+
+    /// The focus chain has a block table of its own: an inode that is neither a hardlink
+    /// pointer nor DIRECTDATA. Any other chain's copy has no children.
+    fn has_table(&self) -> bool {
+        matches!(self.body.body(), Body::Inode(ip)
+            if ip.meta.objtype != media::OBJTYPE_HARDLINK && !ip.meta.is_directdata())
+    }
 }
 
 /// Compare key ranges like `hammer2_chain_cmp`: Less if `a` lies wholly before `key ..= key_end`,
@@ -198,7 +205,7 @@ pub(crate) fn sync_slaves<'a, S: ChainStore>(
     // The final update, under the same lock: the quorum's inode is copied.
     let fc = final_copy(ctx, &keys, first, scan.seq, sync_tid)?;
     unchanged(ctx, scan.seq)?;
-    replace_held(me, &g, fc, sync_tid, isroot)?;
+    ctx.stats.destroyed += replace_held(me, &g, fc, sync_tid, isroot)?;
     ctx.stats.replaced += 1;
     Ok(Done::Equal)
 }
@@ -323,7 +330,6 @@ fn merge_range<'a, S: ChainStore>(
 ) -> Result<bool> {
     let me = ctx.me();
     let ip = scan.ip;
-    let list = &mut *scan.list;
     let pool = ctx.pool.ok_or(Error::Invalid)?;
     // Any later merge must ask anew: the workers' streams are consumed by this one.
     let inflight = scan.inflight.take();
@@ -380,38 +386,24 @@ fn merge_range<'a, S: ChainStore>(
             (Ordering::Equal, Some((l, lb)), Some(Item::Focus(f))) => {
                 // Catch-up keeps a copy of ours that is ahead of the highest master.
                 let ahead = f.catchup && lb.modify_tid > f.head.modify_tid;
-                if lb.modify_tid != f.head.modify_tid && !ahead {
-                    let fc = FocusCopy::read(ctx, &f)?;
-                    let defer = fc.defers();
-                    let mtid = if defer { 0 } else { fc.bref.modify_tid };
-                    unchanged(ctx, scan.seq)?;
-                    replace(ctx, g, l, fc, mtid)?;
-                    if defer {
-                        push_defer(ctx, list, l)?;
-                        scan.needrescan = true;
-                    }
-                }
-                local = clip_local(me, ip, me.next(ip, &lb, KEY_MAX)?, beg, end)?;
+                let after = if lb.modify_tid != f.head.modify_tid && !ahead {
+                    take_focus(ctx, g, scan, Some((l, &lb)), &f)?
+                } else {
+                    lb
+                };
+                local = clip_local(me, ip, me.next(ip, &after, KEY_MAX)?, beg, end)?;
                 let n = coll.next_item()?;
                 item = clip_item(&mut coll, n, beg, end)?;
             }
             (Ordering::Greater, _, Some(Item::Focus(f))) => {
-                let fc = FocusCopy::read(ctx, &f)?;
-                let defer = fc.defers();
-                let mtid = if defer { 0 } else { fc.bref.modify_tid };
-                unchanged(ctx, scan.seq)?;
-                let (c, cb) = insert(ctx, g, fc, mtid)?;
-                if defer {
-                    push_defer(ctx, list, c)?;
-                    scan.needrescan = true;
-                }
-                local = clip_local(me, ip, me.next(ip, &cb, KEY_MAX)?, beg, end)?;
+                let after = take_focus(ctx, g, scan, None, &f)?;
+                local = clip_local(me, ip, me.next(ip, &after, KEY_MAX)?, beg, end)?;
                 let n = coll.next_item()?;
                 item = clip_item(&mut coll, n, beg, end)?;
             }
             _ => return Err(Error::Invalid),
         }
-        if scan.needrescan && list.len() >= MAX_DEFER {
+        if scan.needrescan && scan.list.len() >= MAX_DEFER {
             let next = |o: Option<u64>, k: u64| Some(o.map_or(k, |m: u64| m.min(k)));
             let mut key = None;
             if let Some((_, lb)) = &local {
@@ -436,6 +428,35 @@ fn merge_range<'a, S: ChainStore>(
         }
     }
     Ok(true)
+}
+
+/// Make the focus chain `f` ours: replace our chain `ours` at its key, or insert a copy where we
+/// have none (`hammer2_sync_replace` / `_insert`). A child inode gets TID 0 and is deferred for
+/// its own bottom-up sync; anything else takes the focus's TID. Returns the header the merge
+/// continues after: ours as it was for a replace, the new chain's for an insert.
+fn take_focus<'a, S: ChainStore>(
+    ctx: &mut Ctx<'a, S>,
+    g: &S::Guard<'a>,
+    scan: &mut Scan<'_, S::Id>,
+    ours: Option<(S::Id, &Blockref)>,
+    f: &Focus<S::Id>,
+) -> Result<Blockref> {
+    let fc = FocusCopy::read(ctx, f)?;
+    let defer = fc.defers();
+    let mtid = if defer { 0 } else { fc.bref.modify_tid };
+    unchanged(ctx, scan.seq)?;
+    let (c, after) = match ours {
+        Some((l, lb)) => {
+            replace(ctx, g, l, fc, mtid)?;
+            (l, *lb)
+        }
+        None => insert(ctx, g, fc, mtid)?,
+    };
+    if defer {
+        push_defer(ctx, scan.list, c)?;
+        scan.needrescan = true;
+    }
+    Ok(after)
 }
 
 /// The pruned scan (see the module docs): walk our block table from key `start` by spans
@@ -531,7 +552,8 @@ fn push_defer<S: ChainStore>(
 /// The payload and header our chain gets from the focus (HAMMER2-FACTS §3.5): type, methods,
 /// keybits, vradix, flags and size from the focus, modify_tid `mtid`. An inode without
 /// DIRECTDATA takes meta and name only and keeps our block table (our children), cleared when
-/// ours was not an inode or was DIRECTDATA; DATA, or an inode with DIRECTDATA, takes all bytes.
+/// ours was not an inode or was DIRECTDATA or the focus is a hardlink pointer; DATA, or an
+/// inode with DIRECTDATA, takes all bytes.
 /// The PFS root takes only the §3.6 fields. The store recomputes the check code of an inode;
 /// DATA keeps the one computed while it was copied from the focus (same bytes, same method).
 fn copy_from_focus(
@@ -540,6 +562,7 @@ fn copy_from_focus(
     mtid: u64,
     isroot: bool,
 ) -> Result<(Blockref, Sealed)> {
+    let has_table = fc.has_table();
     let FocusCopy { bref: fb, body } = fc;
     let mut b = match local {
         Some((lb, _)) => *lb,
@@ -571,13 +594,14 @@ fn copy_from_focus(
                 _ if isroot => return Err(Error::Invalid),
                 // Meta and name only; keep our block table...
                 Some((lb, Some(lip)))
-                    if !ip.meta.is_directdata()
+                    if has_table
                         && lb.btype == media::BREF_TYPE_INODE
                         && !lip.meta.is_directdata() =>
                 {
                     ip.u = lip.u
                 }
-                // ...or start an empty one where ours was not an inode or was DIRECTDATA.
+                // ...or start an empty one where ours was not an inode or was DIRECTDATA, or
+                // where the focus has none (bug 13: see `replace_held`).
                 _ if !ip.meta.is_directdata() => ip.u = [0; media::EMBEDDED_BYTES],
                 // DIRECTDATA: all 1024 bytes.
                 _ => {}
@@ -598,22 +622,35 @@ pub(crate) fn replace<'a, S: ChainStore>(
 ) -> Result<()> {
     let me = ctx.me();
     let cg = me.lock_child(parent, l, LockMode::Exclusive)?;
-    replace_held(me, &cg, fc, mtid, false)?;
+    ctx.stats.destroyed += replace_held(me, &cg, fc, mtid, false)?;
     ctx.stats.replaced += 1;
     Ok(())
 }
 
 /// Replace the chain `g` holds exclusively with the focus's content (`hammer2_sync_replace`).
-fn replace_held<S: ChainStore>(
-    me: &S,
-    g: &S::Guard<'_>,
+/// Returns how many children of ours it destroyed (bug 13).
+fn replace_held<'a, S: ChainStore>(
+    me: &'a S,
+    g: &S::Guard<'a>,
     fc: FocusCopy,
     mtid: u64,
     isroot: bool,
-) -> Result<()> {
+) -> Result<u64> {
+    let lb = me.bref(g.id())?;
+    // DEVIATION (bug 13): the seed replaced only the inode body, so a hardlink pointer (a leaf,
+    // never deferred, so never scanned) that took the place of a directory or a file with data
+    // blocks kept their children hidden under it for good. Where the focus has no block table
+    // of its own, ours goes before the copy, in the same locked step as a destroy.
+    let mut destroyed = 0;
+    if !isroot && lb.btype == media::BREF_TYPE_INODE && !fc.has_table() {
+        while let Some((c, _)) = me.lookup(g.id(), 0, KEY_MAX)? {
+            let cg = me.lock_child(g, c, LockMode::Exclusive)?;
+            me.delete(g, cg)?;
+            destroyed += 1;
+        }
+    }
     // Built outside the arena lock (it allocates); nobody else changes the chain: we hold it.
     // Only an inode's payload is needed (a DATA chain's is overwritten whole).
-    let lb = me.bref(g.id())?;
     let lip = match lb.btype {
         media::BREF_TYPE_INODE => match me.read(g.id())?.1 {
             Body::Inode(ip) => Some(ip),
@@ -622,7 +659,8 @@ fn replace_held<S: ChainStore>(
         _ => None,
     };
     let (nb, nbody) = copy_from_focus(Some((&lb, lip.as_deref())), fc, mtid, isroot)?;
-    me.replace_sealed(g, nb, nbody)
+    me.replace_sealed(g, nb, nbody)?;
+    Ok(destroyed)
 }
 
 /// Create our missing copy of the focus chain under the inode `parent` holds

@@ -112,8 +112,9 @@ impl Slot {
 
 /// The per-node thread slots a cluster owns (one per node).
 ///
-/// A slot without a thread has STOPPED set in its word, so every request on it fails with
-/// `Error::Invalid` instead of waiting.
+/// A slot without a thread has STOPPED set in its word, so every request on it (freeze,
+/// unfreeze, remaster, stop, signal) is a successful no-op instead of a wait, as in the
+/// original; only an index beyond the slots is `Error::Invalid`.
 pub struct Threads {
     slots: [Slot; MAX_NODES],
     len: usize,
@@ -197,11 +198,12 @@ impl Threads {
         }
     }
 
-    /// The word of a slot that has (had) a thread, with the host it runs on.
-    fn word(&self, idx: usize) -> Result<HostWord<'_>> {
+    /// The word of a slot that has (had) a thread, with the host it runs on; `None` for a slot
+    /// that never had one (`Error::Invalid` for a bad index).
+    fn word(&self, idx: usize) -> Result<Option<HostWord<'_>>> {
         let slot = self.slot(idx)?;
-        let host = slot.ctl.lock().host.ok_or(Error::Invalid)?;
-        Ok(slot.word(host))
+        let host = slot.ctl.lock().host;
+        Ok(host.map(|h| slot.word(h)))
     }
 
     /// Start a sync thread on slot `idx` running `work`, with a fresh flag word.
@@ -282,39 +284,55 @@ impl Threads {
         host.spawn(&name, entry)
     }
 
+    /// Run requester operation `op` on slot `idx`'s word. Its answer (whether a thread
+    /// acknowledged) is not needed: a request to a slot without a thread, or whose thread
+    /// stopped first, is a successful no-op.
+    fn request(&self, idx: usize, op: impl FnOnce(&HostWord<'_>) -> bool) -> Result<()> {
+        if let Some(w) = self.word(idx)? {
+            op(&w);
+        }
+        Ok(())
+    }
+
     /// Freeze slot `idx`'s thread; returns once it is frozen (it stops its pass within one
-    /// chain operation). `Error::Invalid` if no thread runs there or it stopped meanwhile.
+    /// chain operation). A no-op if no thread runs there or it stopped meanwhile.
     pub fn freeze(&self, idx: usize) -> Result<()> {
-        requester::freeze(&self.word(idx)?)
+        self.request(idx, |w| requester::freeze(w))
     }
 
     /// [`Threads::freeze`], calling `signalled` once FREEZE is set, before the wait.
     pub(crate) fn freeze_observed(&self, idx: usize, signalled: &dyn Fn()) -> Result<()> {
-        requester::freeze_observed(&self.word(idx)?, signalled)
+        self.request(idx, |w| requester::freeze_observed(w, signalled))
     }
 
-    /// Unfreeze slot `idx`'s thread; returns once it left the frozen state.
+    /// Unfreeze slot `idx`'s thread; returns once it left the frozen state. A no-op if no
+    /// thread runs there.
     pub fn unfreeze(&self, idx: usize) -> Result<()> {
-        requester::unfreeze(&self.word(idx)?)
+        self.request(idx, |w| requester::unfreeze(w))
     }
 
     /// Make slot `idx`'s thread reset its sync state (`SyncWork::remaster`); returns once done.
-    /// A frozen thread runs the reset too and stays frozen.
+    /// A frozen thread runs the reset too and stays frozen. A no-op if no thread runs there
+    /// (a thread reads the roles when it starts).
     pub fn remaster(&self, idx: usize) -> Result<()> {
-        requester::remaster(&self.word(idx)?)
+        self.request(idx, |w| requester::remaster(w))
     }
 
     /// Wake slot `idx`'s thread for a pass now (a frozen one runs it once unfrozen). Does not
-    /// wait for the pass.
+    /// wait for the pass. A no-op if no thread runs there.
     pub fn signal(&self, idx: usize) -> Result<()> {
-        requester::kick(&self.word(idx)?)
+        self.request(idx, |w| requester::kick(w))
     }
 
-    /// Stop slot `idx`'s thread; returns once it has exited and been joined.
-    /// `Error::Invalid` if no thread runs there.
+    /// Stop slot `idx`'s thread; returns once it has exited and been joined. A no-op if no
+    /// thread runs there.
     pub fn stop(&self, idx: usize) -> Result<()> {
-        let w = self.word(idx)?;
-        requester::signal(&w, ThreadFlags::STOP)?;
+        let Some(w) = self.word(idx)? else {
+            return Ok(());
+        };
+        if !requester::signal(&w, ThreadFlags::STOP) {
+            return Ok(());
+        }
         // The start that made the thread may not have stored its handle yet: sleep until it has
         // (never spin on `ctl` while the starter sleeps in the host's spawn).
         requester::wait_started(&w);
@@ -363,12 +381,12 @@ impl Threads {
     /// with [`Threads::stop`].
     pub fn stop_all(&mut self) {
         for idx in 0..self.len {
-            if let Ok(w) = self.word(idx) {
-                let _ = requester::signal(&w, ThreadFlags::STOP);
+            if let Ok(Some(w)) = self.word(idx) {
+                requester::signal(&w, ThreadFlags::STOP);
             }
         }
         for idx in 0..self.len {
-            if let Ok(w) = self.word(idx) {
+            if let Ok(Some(w)) = self.word(idx) {
                 requester::wait(&w, |_| false);
             }
             self.join(idx);

@@ -29,7 +29,7 @@ macro_rules! cases {
 }
 
 cases! {
-    ops_on_idle_slot_fail
+    ops_on_idle_slot_are_noops
     each_request_acknowledged
     freeze_during_pass
     stop_while_frozen

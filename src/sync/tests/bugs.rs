@@ -342,3 +342,35 @@ fn bug12_insert_over_an_existing_key_replaces() {
     assert_eq!(s.read_file(id).unwrap(), b"focus");
     assert_eq!((stats.replaced, stats.inserted), (1, 0));
 }
+
+/// Bug 13: a hardlink pointer (a leaf: never deferred, so never scanned) that takes the place of
+/// a directory with entries, a directory with a subdirectory, or a file of several data blocks
+/// must not keep their children hidden under it. In both scan modes, the slave ends with exactly
+/// the masters' chains, and the pointer itself has no child.
+#[test]
+fn bug13_pointer_replacing_a_tree_keeps_no_children() {
+    for mode in [ScanMode::Pruned, ScanMode::Original] {
+        let c = cluster(&[M, M, S]);
+        c.set_scan_mode(mode);
+        mkdir(&c, all(&c), "/d");
+        write(&c, all(&c), "/d/a", b"a");
+        mkdir(&c, all(&c), "/d/sub");
+        write(&c, all(&c), "/d/sub/deep", &pattern(70_000, 1));
+        write(&c, all(&c), "/big", &pattern(200_000, 2));
+        write(&c, all(&c), "/target", b"t");
+        for p in ["/d", "/big"] {
+            c.apply(set(&[0, 1]), FrontendOp::Rm(p.as_bytes())).unwrap();
+            c.apply(set(&[0, 1]), FrontendOp::Link(b"/target", p.as_bytes()))
+                .unwrap();
+        }
+        sync_all(&c);
+        assert_same(&c, 0, 2);
+        let (m, s) = (c.store(0).unwrap(), c.store(2).unwrap());
+        assert_eq!(s.chain_count(), m.chain_count(), "{mode:?}");
+        for p in ["/d", "/big"] {
+            let id = s.resolve(p.as_bytes()).unwrap();
+            assert_eq!(s.child_count(id).unwrap(), 0, "{mode:?} {p}");
+            assert_eq!(c.read_file(2, p.as_bytes()).unwrap(), b"t");
+        }
+    }
+}
