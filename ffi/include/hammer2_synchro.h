@@ -243,6 +243,17 @@ int32_t h2s_fini(size_t *leaked);
 int32_t h2s_set_memory_limit(size_t bytes);
 
 /*
+ Time every hold of the pool's heap lock under fragmentation (`Pool::hold_workload`): the
+ longest hold in nanoseconds, the holds timed and how many took over 100 us, stored through
+ the pointers (each may be null). Returns 0, `-EINVAL` (library not started) or `-ENOMEM`.
+ Context: process context; nothing else should allocate meanwhile (the bench runs alone).
+
+ # Safety
+ Non-null pointers must be valid for a write.
+ */
+int32_t h2s_bench_pool_hold(uint64_t *max_ns, uint64_t *holds, uint64_t *slow);
+
+/*
  Bytes of the pool in use and its size, stored through `used` and `size` (either may be null).
  Returns 0, or `-EINVAL` if the library was not started. Never sleeps.
 

@@ -169,6 +169,34 @@ pub extern "C" fn h2s_set_memory_limit(bytes: usize) -> i32 {
     0
 }
 
+/// Time every hold of the pool's heap lock under fragmentation (`Pool::hold_workload`): the
+/// longest hold in nanoseconds, the holds timed and how many took over 100 us, stored through
+/// the pointers (each may be null). Returns 0, `-EINVAL` (library not started) or `-ENOMEM`.
+/// Context: process context; nothing else should allocate meanwhile (the bench runs alone).
+///
+/// # Safety
+/// Non-null pointers must be valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn h2s_bench_pool_hold(
+    max_ns: *mut u64,
+    holds: *mut u64,
+    slow: *mut u64,
+) -> i32 {
+    if ops::get().is_none() {
+        return -EINVAL;
+    }
+    let Ok(run) = POOL.hold_workload() else {
+        return neg(Error::NoMem);
+    };
+    // SAFETY: per the caller's contract.
+    unsafe {
+        put(max_ns, run.times.max_ns);
+        put(holds, run.times.holds);
+        put(slow, run.times.slow);
+    }
+    0
+}
+
 /// Bytes of the pool in use and its size, stored through `used` and `size` (either may be null).
 /// Returns 0, or `-EINVAL` if the library was not started. Never sleeps.
 ///

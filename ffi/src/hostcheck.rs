@@ -8,7 +8,6 @@
 #![allow(clippy::result_large_err)]
 
 use alloc::vec::Vec;
-use core::alloc::{GlobalAlloc, Layout};
 use core::fmt::{self, Write as _};
 use core::sync::atomic::{AtomicU32, Ordering};
 use core::time::Duration;
@@ -127,95 +126,23 @@ fn heap_exhaustion(_host: &'static dyn Host, _out: &mut dyn fmt::Write) -> Outco
     Ok(())
 }
 
-/// Blocks the hold-time check keeps live at once.
-const HOLD_LIVE: usize = 2048;
-/// Allocations and frees the hold-time check times after fragmenting the pool.
-const HOLD_OPS: u32 = 20_000;
-
-/// The pool's heap lock is held for a bounded time under fragmentation: every allocation and
-/// free of a random mix of sizes (32 bytes to 128 KiB, the core's small structures and data
-/// blocks), after half of a first batch was freed at random, is timed under the lock. At most
-/// one hold in 100 may pass 100 us: the clock also counts interrupts taken while holding and,
-/// on a loaded host (QEMU's TCG, or a test process), the time the CPU was taken away, which no
-/// allocator can bound; the longest hold is reported as measured.
+/// The pool's heap lock is held for a bounded time under fragmentation
+/// ([`crate::pool::Pool::hold_workload`]). At most one hold in 100 may pass 100 us: the clock
+/// also counts interrupts taken while holding and, on a loaded host (QEMU's TCG, or a test
+/// process), the time the CPU was taken away, which no allocator can bound; the longest hold is
+/// reported as measured.
 fn pool_hold_time(_host: &'static dyn Host, out: &mut dyn fmt::Write) -> Outcome {
-    let mut live: Vec<(*mut u8, Layout)> = Vec::new();
-    if live.try_reserve_exact(HOLD_LIVE).is_err() {
+    let Ok(run) = crate::pool::POOL.hold_workload() else {
         return fail("no memory for the block table");
-    }
-    let pool = &crate::pool::POOL;
-    let mut x = 0x2545_F491_4F6C_DD1Du64;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
     };
-    let layout = |r: u64| {
-        let size = match r % 16 {
-            0 => 65_536,
-            1 => 1 + (r >> 8) as usize % (128 << 10),
-            _ => 32 + (r >> 8) as usize % 2048,
-        };
-        Layout::from_size_align(size, 8).unwrap_or(Layout::new::<u64>())
-    };
-    pool.measure(true);
-    let mut ops = 0u32;
-    let mut failed = 0u32;
-    for step in 0..HOLD_LIVE as u32 + HOLD_OPS {
-        let r = next();
-        // First fill the table, then free and allocate at random slots.
-        let slot = if step < HOLD_LIVE as u32 || live.is_empty() {
-            None
-        } else {
-            Some((r >> 32) as usize % live.len())
-        };
-        if let Some(i) = slot {
-            let (p, l) = live.swap_remove(i);
-            // SAFETY: `p` came from `pool.alloc` with `l` below.
-            unsafe { pool.dealloc(p, l) };
-            ops += 1;
-            if step % 2 == 0 {
-                continue;
-            }
-        }
-        let l = layout(r);
-        // SAFETY: a non-zero layout.
-        let p = unsafe { pool.alloc(l) };
-        ops += 1;
-        if p.is_null() {
-            failed += 1;
-        } else if live.len() < HOLD_LIVE {
-            live.push((p, l));
-        } else {
-            // SAFETY: just allocated with `l`.
-            unsafe { pool.dealloc(p, l) };
-        }
-        if step as usize == HOLD_LIVE {
-            // Free half of the first batch at random: holes everywhere.
-            let mut i = 0;
-            while i < live.len() {
-                if next() % 2 == 0 {
-                    let (p, l) = live.swap_remove(i);
-                    // SAFETY: from `pool.alloc` with `l`.
-                    unsafe { pool.dealloc(p, l) };
-                    ops += 1;
-                } else {
-                    i += 1;
-                }
-            }
-        }
-    }
-    for (p, l) in live.drain(..) {
-        // SAFETY: from `pool.alloc` with `l`.
-        unsafe { pool.dealloc(p, l) };
-    }
-    let t = pool.measure(false);
+    let t = run.times;
     let _ = writeln!(
         out,
-        "# pool lock: {} holds over {ops} allocations and frees of 32 B to 128 KiB under \
-         fragmentation ({failed} refused): longest {} ns, {} over {} ns",
+        "# pool lock: {} holds over {} allocations and frees of 32 B to 128 KiB under \
+         fragmentation ({} refused): longest {} ns, {} over {} ns",
         t.holds,
+        run.ops,
+        run.refused,
         t.max_ns,
         t.slow,
         crate::pool::HOLD_SLOW_NS

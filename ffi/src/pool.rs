@@ -4,7 +4,7 @@
 //! `Error::NoMem` (never a kernel OOM).
 //!
 //! Why buddies: every operation under the lock is bounded by the number of block orders, not by
-//! the state of the heap. An allocation scans at most [`ORDERS`] free-list heads and splits at
+//! the state of the heap. An allocation scans at most `ORDERS` (36) free-list heads and splits at
 //! most as often; a free merges with its buddy at most as often; each step is O(1) (doubly
 //! linked free lists, one bit per minimum block saying "a free block starts here"). A
 //! first-fit list allocator walks its hole list instead, whose length grows with fragmentation.
@@ -16,6 +16,7 @@
 //! on demand past the pool, which then holds the many small structures. A block is given back to
 //! whichever allocator its address says it came from.
 
+use alloc::vec::Vec;
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
@@ -369,6 +370,105 @@ pub struct HoldTimes {
     pub holds: u64,
     /// Holds longer than [`HOLD_SLOW_NS`].
     pub slow: u64,
+}
+
+/// Blocks [`Pool::hold_workload`] keeps live at once.
+const HOLD_LIVE: usize = 2048;
+/// Allocations and frees [`Pool::hold_workload`] times after fragmenting the pool.
+const HOLD_OPS: u32 = 20_000;
+
+/// What [`Pool::hold_workload`] measured.
+#[derive(Debug, Clone, Copy)]
+pub struct HoldRun {
+    /// The heap lock's hold times.
+    pub times: HoldTimes,
+    /// Allocations and frees made.
+    pub ops: u32,
+    /// Allocations refused (pool full).
+    pub refused: u32,
+}
+
+impl Pool {
+    /// Time every hold of the heap lock under fragmentation: allocations and frees of a random
+    /// mix of sizes (32 bytes to 128 KiB: the core's small structures and data blocks), after
+    /// half of a first batch of 2,048 was freed at random, then 20,000 more steps freeing and
+    /// allocating at random. Everything is given back at the end. `Error::NoMem` if the
+    /// block table could not be allocated.
+    pub fn hold_workload(&self) -> hammer2_synchro::Result<HoldRun> {
+        let mut live: Vec<(*mut u8, Layout)> = Vec::new();
+        live.try_reserve_exact(HOLD_LIVE)?;
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let layout = |r: u64| {
+            let size = match r % 16 {
+                0 => 65_536,
+                1 => 1 + (r >> 8) as usize % (128 << 10),
+                _ => 32 + (r >> 8) as usize % 2048,
+            };
+            Layout::from_size_align(size, 8).unwrap_or(Layout::new::<u64>())
+        };
+        self.measure(true);
+        let mut ops = 0u32;
+        let mut failed = 0u32;
+        for step in 0..HOLD_LIVE as u32 + HOLD_OPS {
+            let r = next();
+            // First fill the table, then free and allocate at random slots.
+            let slot = if step < HOLD_LIVE as u32 || live.is_empty() {
+                None
+            } else {
+                Some((r >> 32) as usize % live.len())
+            };
+            if let Some(i) = slot {
+                let (p, l) = live.swap_remove(i);
+                // SAFETY: `p` came from `alloc` with `l` below.
+                unsafe { self.dealloc(p, l) };
+                ops += 1;
+                if step % 2 == 0 {
+                    continue;
+                }
+            }
+            let l = layout(r);
+            // SAFETY: a non-zero layout.
+            let p = unsafe { self.alloc(l) };
+            ops += 1;
+            if p.is_null() {
+                failed += 1;
+            } else if live.len() < HOLD_LIVE {
+                live.push((p, l));
+            } else {
+                // SAFETY: just allocated with `l`.
+                unsafe { self.dealloc(p, l) };
+            }
+            if step as usize == HOLD_LIVE {
+                // Free half of the first batch at random: holes everywhere.
+                let mut i = 0;
+                while i < live.len() {
+                    if next() % 2 == 0 {
+                        let (p, l) = live.swap_remove(i);
+                        // SAFETY: from `alloc` with `l`.
+                        unsafe { self.dealloc(p, l) };
+                        ops += 1;
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+        }
+        for (p, l) in live.drain(..) {
+            // SAFETY: from `alloc` with `l`.
+            unsafe { self.dealloc(p, l) };
+        }
+        Ok(HoldRun {
+            times: self.measure(false),
+            ops,
+            refused: failed,
+        })
+    }
 }
 
 impl Default for Pool {
