@@ -181,9 +181,11 @@ struct H2sHostOps {
    */
   int32_t (*should_stop)(void);
   /*
-   Allocate `size` bytes (at least 64 KiB) for a large payload straight from the kernel
-   (Linux: `kvmalloc`), aligned to 4096 bytes, or return null. Process context; may sleep;
-   never called with the heap lock held.
+   Allocate `size` bytes (at least 64 KiB) for a large payload straight from the kernel,
+   aligned to 4096 bytes, or return null (the core then falls back to its pool). Called
+   wherever the core allocates, its own spinning locks possibly held: must not sleep up to
+   a few MiB (Linux: `kmalloc(GFP_NOWAIT)` up to `KMALLOC_MAX_SIZE`, `vmalloc` beyond, for
+   file contents the core allocates with no lock held). Never called with the heap lock.
    */
   void *(*big_alloc)(size_t size);
   /*

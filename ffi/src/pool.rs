@@ -13,7 +13,8 @@
 //! Large payloads (data blocks, file contents: [`BIG_BYTES`] and more) can instead come straight
 //! from the kernel (`big_alloc`, Linux `kvmalloc`) up to a limit the host sets
 //! ([`Pool::set_big_limit`], the module's `mem_max_kib`), so the memory the core may use grows
-//! on demand past the pool, which then holds the many small structures. A block is given back to
+//! on demand past the pool, which then holds the many small structures; when the host has
+//! nothing at once (or the limit is reached) the pool is the reserve. A block is given back to
 //! whichever allocator its address says it came from.
 
 use alloc::vec::Vec;
@@ -486,7 +487,11 @@ unsafe impl GlobalAlloc for Pool {
             && layout.align() <= BIG_ALIGN
             && self.big_limit.load(Ordering::Relaxed) != 0
         {
-            return self.alloc_big(layout.size());
+            let p = self.alloc_big(layout.size());
+            if !p.is_null() {
+                return p;
+            }
+            // Over the limit, or the host had nothing at once: the pool is the reserve.
         }
         let Some(order) = order_of(layout) else {
             return ptr::null_mut();
@@ -636,7 +641,8 @@ mod tests {
 
     #[test]
     fn large_payloads_come_from_the_host_within_the_limit() {
-        let mut mem = vec![0u8; 64 << 10];
+        // Its largest block is 128 KiB: a 200 KiB payload never fits it.
+        let mut mem = vec![0u8; 256 << 10];
         let pool = pool_of(&mut mem);
         let big = Layout::from_size_align(200 << 10, 8).unwrap();
         // No limit: from the pool, which is too small.
@@ -649,8 +655,15 @@ mod tests {
         assert!(!a.is_null() && !b.is_null());
         assert_eq!(a as usize % BIG_ALIGN, 0);
         assert_eq!(pool.usage().0, 400 << 10);
-        // SAFETY: as above.
+        // SAFETY: as above; over the limit, and too big for the pool it falls back to.
         assert!(unsafe { pool.alloc(big) }.is_null(), "the limit was passed");
+        let mid = Layout::from_size_align(64 << 10, 8).unwrap();
+        // SAFETY: non-zero layout. Over the limit, but the pool has room: it comes from there.
+        let m = unsafe { pool.alloc(mid) };
+        assert!(!m.is_null() && (m as usize) >= mem.as_ptr() as usize);
+        assert!((m as usize) < mem.as_ptr() as usize + mem.len());
+        // SAFETY: from `alloc` with `mid`.
+        unsafe { pool.dealloc(m, mid) };
         let small = Layout::from_size_align(100, 8).unwrap();
         // SAFETY: non-zero layout.
         let s = unsafe { pool.alloc(small) };

@@ -8,7 +8,8 @@
  *   threads          kthread_create + wake_up_process; joined by the completion the thread
  *                    exits through (kthread_complete_and_exit); every thread not joined yet is
  *                    on a list, so unload waits for any its owner never joined
- *   large payloads   kvmalloc/kvfree (the core's 64 KiB and larger blocks, up to mem_max_kib)
+ *   large payloads   kmalloc(GFP_NOWAIT), or vmalloc past KMALLOC_MAX_SIZE; kvfree (the core's
+ *                    64 KiB and larger blocks, up to mem_max_kib)
  *   should stop      fatal_signal_pending(current): the writer of a run was killed
  *   relax            cond_resched()
  *   clock, log       ktime_get_ns(), printk
@@ -351,8 +352,16 @@ static void h2s_heap_unlock(void)
 
 static void *h2s_big_alloc(size_t size)
 {
-	/* 64 KiB and more: page-aligned (kmalloc's large sizes or vmalloc). No warning on failure:
-	 * the core turns it into a clean ENOMEM. */
+	/*
+	 * 64 KiB and more, page-aligned (the page allocator behind kmalloc's large sizes, or
+	 * vmalloc). The core may allocate with its own spinning locks held (a table growing under
+	 * its lock), where a sleep would leave a contender spinning: up to KMALLOC_MAX_SIZE, never
+	 * sleep (GFP_NOWAIT; kswapd is woken, no direct reclaim). Larger are file contents, which
+	 * the core allocates with no lock held: vmalloc, which may sleep. No warning on failure:
+	 * the core falls back to its pool, then reports a clean ENOMEM.
+	 */
+	if (size <= KMALLOC_MAX_SIZE)
+		return kmalloc(size, GFP_NOWAIT | __GFP_NOWARN);
 	return kvmalloc(size, GFP_KERNEL | __GFP_NOWARN);
 }
 
