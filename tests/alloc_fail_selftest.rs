@@ -8,6 +8,7 @@
 //! outside the pool) are exempt, as are the harness's own. For each case, N runs over the first
 //! allocations and then evenly over the rest: the case returns `Ok` (it absorbed the failure)
 //! or an `Err` that says "out of memory"; it never panics or aborts, and it leaks nothing.
+//! `H2S_ALLOC_TRACE=1` prints each injection point (to find a case that hangs).
 
 use std::cell::Cell;
 use std::fmt::{self, Write as _};
