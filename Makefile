@@ -82,10 +82,10 @@ qemu-test-debug:
 clean-kmod:
 	rm -rf target/kmod
 
-# ---- Issue 5 benchmark (owned by the bench crate, bench/) ----
+# ---- Benchmark (owned by the bench crate, bench/) ----
 #   make bench         the kernel round trips in QEMU (as bench-kernel), then the userland
 #                      bench (release build, ~10 min): regenerates BENCHMARKS.md and
-#                      docs/bench-resync.svg, ends with one `target ...` line per issue-5 goal
+#                      docs/bench-resync.svg, ends with one `target ...` line per goal
 #   make bench-quick   the userland bench at smoke-test sizes, report written under $$TMPDIR
 #   make bench-kernel  only the kernel round trips (qemu-tests/run --bench); a successful run
 #                      leaves its output in target/bench-kernel.txt for the report

@@ -1,8 +1,12 @@
 //! hammer2-synchro: DragonFly BSD's HAMMER2 cluster synchronizer as a portable `no_std` core.
 //!
-//! Layers, bottom up (see `docs/ARCHITECTURE.md`):
+//! Layers, bottom up (a module uses only its own layer and those below; `tests/layers.rs`
+//! checks it, `docs/ARCHITECTURE.md` draws it):
+//! - [`error`], [`mem`]: the error type and fallible allocation;
 //! - [`host`]: the porting surface, the only thing a kernel must provide;
 //! - [`media`]: HAMMER2 on-media types (blockref, inode) and constants;
+//! - [`volume`]: a read-only reader of HAMMER2 volumes (today's layout) over a block device;
+//! - [`role`]: node roles and node sets;
 //! - [`thread`]: the `HAMMER2_THREAD_*` flag word, requester operations and the sync loop;
 //! - [`quorum`]: focus selection by a quorum of masters, cluster status words;
 //! - [`store`]: the in-memory HAMMER2-shaped node store;
@@ -10,7 +14,8 @@
 //! - [`text`]: fixed-capacity messages, for reports that must not allocate;
 //! - [`cluster`]: up to 8 nodes with roles, frontend changes, sync entry points;
 //! - [`scenario`]: the `.scn` language every host runs;
-//! - [`volume`]: a read-only reader of HAMMER2 volumes (today's layout) over a block device.
+//! - [`selftest`], [`conformance`]: the tests every host runs on itself;
+//! - `userland`: the std host (feature `std`).
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![deny(missing_docs)]

@@ -21,7 +21,7 @@ use crate::cluster::{Cluster, FrontendOp};
 use crate::host::{self, Host, RawThread};
 use crate::mem::TryArc;
 use crate::role::{NodeSet, Role};
-use crate::thread::{SyncWork, ThreadFlags, ThreadState, Threads};
+use crate::thread::{Request, SyncWork, ThreadFlags, ThreadState, Threads};
 use crate::{Error, Result};
 
 pub mod stress;
@@ -283,24 +283,24 @@ fn ops_on_idle_slot_are_noops(host: &'static dyn Host, _out: &mut dyn fmt::Write
     let t = &env.threads;
     let all = |t: &Threads| {
         [
-            ("freeze", t.freeze(0)),
-            ("unfreeze", t.unfreeze(0)),
-            ("remaster", t.remaster(0)),
-            ("stop", t.stop(0)),
-            ("signal", t.signal(0)),
+            ("freeze", t.request(0, Request::Freeze)),
+            ("unfreeze", t.request(0, Request::Unfreeze)),
+            ("remaster", t.request(0, Request::Remaster)),
+            ("stop", t.request(0, Request::Stop)),
+            ("signal", t.request(0, Request::Signal)),
         ]
     };
     for (name, r) in all(t) {
         expect_ok(name, r)?;
     }
-    let r = t.freeze(1);
+    let r = t.request(1, Request::Freeze);
     check(r == Err(Error::Invalid), || {
         note!("freeze out of range: {r:?}")
     })?;
     expect_state(&env, ThreadState::NotStarted)?;
     env.start(host)?;
     check(env.start(host).is_err(), || note!("second start succeeded"))?;
-    expect_ok("stop", t.stop(0))?;
+    expect_ok("stop", t.request(0, Request::Stop))?;
     let resets = env.work.remasters.load(Ordering::SeqCst);
     for (name, r) in all(t) {
         expect_ok(name, r)?;
@@ -320,12 +320,12 @@ fn each_request_acknowledged(host: &'static dyn Host, _out: &mut dyn fmt::Write)
         env.work.passes.load(Ordering::SeqCst) >= 1
     })?;
     expect_state(&env, ThreadState::Running)?;
-    expect_ok("freeze", t.freeze(0))?;
+    expect_ok("freeze", t.request(0, Request::Freeze))?;
     expect_state(&env, ThreadState::Frozen)?;
-    expect_ok("unfreeze", t.unfreeze(0))?;
+    expect_ok("unfreeze", t.request(0, Request::Unfreeze))?;
     expect_state(&env, ThreadState::Running)?;
     let before = env.work.remasters.load(Ordering::SeqCst);
-    expect_ok("remaster", t.remaster(0))?;
+    expect_ok("remaster", t.request(0, Request::Remaster))?;
     let after = env.work.remasters.load(Ordering::SeqCst);
     check(after == before + 1, || {
         note!("remaster ran {} resets", after - before)
@@ -338,11 +338,11 @@ fn each_request_acknowledged(host: &'static dyn Host, _out: &mut dyn fmt::Write)
         t.flags(0) & ThreadFlags::WAITING.bits() != 0
     })?;
     let passes = env.work.passes.load(Ordering::SeqCst);
-    expect_ok("signal", t.signal(0))?;
+    expect_ok("signal", t.request(0, Request::Signal))?;
     wait_for(host, "signalled pass", || {
         env.work.passes.load(Ordering::SeqCst) > passes
     })?;
-    expect_ok("stop", t.stop(0))?;
+    expect_ok("stop", t.request(0, Request::Stop))?;
     expect_state(&env, ThreadState::Stopped)
 }
 
@@ -375,14 +375,14 @@ fn freeze_during_pass(host: &'static dyn Host, out: &mut dyn fmt::Write) -> Outc
         note!("a pass still runs while frozen")
     })?;
     expect_state(&env, ThreadState::Frozen)?;
-    expect_ok("stop", t.stop(0))
+    expect_ok("stop", t.request(0, Request::Stop))
 }
 
 fn stop_while_frozen(host: &'static dyn Host, _out: &mut dyn fmt::Write) -> Outcome {
     let env = Env::new(host, 5, Duration::from_secs(60))?;
     env.start(host)?;
-    expect_ok("freeze", env.threads.freeze(0))?;
-    expect_ok("stop", env.threads.stop(0))?;
+    expect_ok("freeze", env.threads.request(0, Request::Freeze))?;
+    expect_ok("stop", env.threads.request(0, Request::Stop))?;
     expect_state(&env, ThreadState::Stopped)
 }
 
@@ -394,7 +394,7 @@ fn stop_after_pass_is_prompt(host: &'static dyn Host, out: &mut dyn fmt::Write) 
             && env.threads.flags(0) & ThreadFlags::WAITING.bits() != 0
     })?;
     let t0 = host.now_ns();
-    expect_ok("stop", env.threads.stop(0))?;
+    expect_ok("stop", env.threads.request(0, Request::Stop))?;
     let ns = host.now_ns() - t0;
     write_us(out, "stop acknowledged from the idle sleep after", ns);
     check(ns < 5_000_000_000, || {
@@ -407,11 +407,13 @@ fn freeze_unfreeze_1000(host: &'static dyn Host, out: &mut dyn fmt::Write) -> Ou
     env.start(host)?;
     let t0 = host.now_ns();
     for i in 0..1000 {
-        expect_ok("freeze", env.threads.freeze(0)).map_err(|e| note!("cycle {i}: {e}"))?;
+        expect_ok("freeze", env.threads.request(0, Request::Freeze))
+            .map_err(|e| note!("cycle {i}: {e}"))?;
         if env.threads.state(0) != ThreadState::Frozen {
             return Err(note!("cycle {i}: not frozen after freeze"));
         }
-        expect_ok("unfreeze", env.threads.unfreeze(0)).map_err(|e| note!("cycle {i}: {e}"))?;
+        expect_ok("unfreeze", env.threads.request(0, Request::Unfreeze))
+            .map_err(|e| note!("cycle {i}: {e}"))?;
     }
     write_us(
         out,
@@ -419,7 +421,7 @@ fn freeze_unfreeze_1000(host: &'static dyn Host, out: &mut dyn fmt::Write) -> Ou
         (host.now_ns() - t0) / 1000,
     );
     expect_state(&env, ThreadState::Running)?;
-    expect_ok("stop", env.threads.stop(0))
+    expect_ok("stop", env.threads.request(0, Request::Stop))
 }
 
 fn remaster_runs_reset(host: &'static dyn Host, _out: &mut dyn fmt::Write) -> Outcome {
@@ -431,18 +433,21 @@ fn remaster_runs_reset(host: &'static dyn Host, _out: &mut dyn fmt::Write) -> Ou
     let r0 = env.work.remasters.load(Ordering::SeqCst);
     check(r0 == 1, || note!("{r0} resets at start, expected 1"))?;
     for _ in 0..10 {
-        expect_ok("remaster", env.threads.remaster(0))?;
+        expect_ok("remaster", env.threads.request(0, Request::Remaster))?;
     }
     let r = env.work.remasters.load(Ordering::SeqCst);
     check(r == 11, || note!("{} resets for 10 remasters", r - 1))?;
     // A frozen thread answers a remaster and stays frozen.
-    expect_ok("freeze", env.threads.freeze(0))?;
-    expect_ok("remaster while frozen", env.threads.remaster(0))?;
+    expect_ok("freeze", env.threads.request(0, Request::Freeze))?;
+    expect_ok(
+        "remaster while frozen",
+        env.threads.request(0, Request::Remaster),
+    )?;
     expect_state(&env, ThreadState::Frozen)?;
     check(env.work.remasters.load(Ordering::SeqCst) == 12, || {
         note!("no reset while frozen")
     })?;
-    expect_ok("stop", env.threads.stop(0))
+    expect_ok("stop", env.threads.request(0, Request::Stop))
 }
 
 /// The outcome of a requester thread: 0 pending, 1 ok, else 2 + errno.
@@ -453,32 +458,12 @@ fn code(r: Result<()>) -> u32 {
     }
 }
 
-/// Requester operations a concurrency test can race.
-#[derive(Clone, Copy)]
-enum Op {
-    Freeze,
-    Unfreeze,
-    Remaster,
-    Stop,
-}
-
-impl Op {
-    fn run(self, t: &Threads) -> Result<()> {
-        match self {
-            Op::Freeze => t.freeze(0),
-            Op::Unfreeze => t.unfreeze(0),
-            Op::Remaster => t.remaster(0),
-            Op::Stop => t.stop(0),
-        }
-    }
-}
-
 /// Race `a` and `b` from two host threads released together; returns their result codes.
 fn race(
     host: &'static dyn Host,
     env: &TryArc<Env>,
-    a: Op,
-    b: Op,
+    a: Request,
+    b: Request,
 ) -> core::result::Result<[u32; 2], Note> {
     let gate = TryArc::new(AtomicU32::new(0)).map_err(|e| note!("race state: {e}"))?;
     let results = TryArc::new([AtomicU32::new(0), AtomicU32::new(0)])
@@ -499,7 +484,7 @@ fn race(
                 }
                 host.sleep_on_word(&g, v, Some(Duration::from_millis(1)));
             }
-            results[i].store(code(op.run(&env.threads)), Ordering::SeqCst);
+            results[i].store(code(env.threads.request(0, op)), Ordering::SeqCst);
         });
         match entry.and_then(|e| host.spawn("h2s-requester", e)) {
             Ok(h) => handles[i] = Some(h),
@@ -529,7 +514,7 @@ fn concurrent_freeze_vs_stop(host: &'static dyn Host, _out: &mut dyn fmt::Write)
     let env = Env::new(host, 50, Duration::from_millis(1))?;
     for i in 0..50 {
         env.start(host)?;
-        let [f, s] = race(host, &env, Op::Freeze, Op::Stop)?;
+        let [f, s] = race(host, &env, Request::Freeze, Request::Stop)?;
         // The freeze was acknowledged, or came after the stop (a no-op): both succeed.
         check(s == OK && f == OK, || {
             note!("round {i}: freeze {f}, stop {s}")
@@ -543,9 +528,9 @@ fn concurrent_unfreeze_vs_remaster(host: &'static dyn Host, _out: &mut dyn fmt::
     let env = Env::new(host, 50, Duration::from_millis(1))?;
     env.start(host)?;
     for i in 0..50 {
-        expect_ok("freeze", env.threads.freeze(0))?;
+        expect_ok("freeze", env.threads.request(0, Request::Freeze))?;
         let r0 = env.work.remasters.load(Ordering::SeqCst);
-        let [u, r] = race(host, &env, Op::Unfreeze, Op::Remaster)?;
+        let [u, r] = race(host, &env, Request::Unfreeze, Request::Remaster)?;
         check(u == OK && r == OK, || {
             note!("round {i}: unfreeze {u}, remaster {r}")
         })?;
@@ -554,14 +539,14 @@ fn concurrent_unfreeze_vs_remaster(host: &'static dyn Host, _out: &mut dyn fmt::
         })?;
         expect_state(&env, ThreadState::Running)?;
     }
-    expect_ok("stop", env.threads.stop(0))
+    expect_ok("stop", env.threads.request(0, Request::Stop))
 }
 
 fn concurrent_stop_vs_stop(host: &'static dyn Host, _out: &mut dyn fmt::Write) -> Outcome {
     let env = Env::new(host, 50, Duration::from_millis(1))?;
     for i in 0..50 {
         env.start(host)?;
-        let [a, b] = race(host, &env, Op::Stop, Op::Stop)?;
+        let [a, b] = race(host, &env, Request::Stop, Request::Stop)?;
         // Both were running when asked, or one came after the other finished (a no-op).
         check(a == OK && b == OK, || {
             note!("round {i}: stop {a}, stop {b}")
@@ -575,15 +560,15 @@ fn concurrent_freeze_vs_unfreeze(host: &'static dyn Host, _out: &mut dyn fmt::Wr
     let env = Env::new(host, 50, Duration::from_millis(1))?;
     env.start(host)?;
     for i in 0..50 {
-        let [f, u] = race(host, &env, Op::Freeze, Op::Unfreeze)?;
+        let [f, u] = race(host, &env, Request::Freeze, Request::Unfreeze)?;
         check(f == OK && u == OK, || {
             note!("round {i}: freeze {f}, unfreeze {u}")
         })?;
         // Either order is a valid outcome; settle it and go on.
-        expect_ok("unfreeze", env.threads.unfreeze(0))?;
+        expect_ok("unfreeze", env.threads.request(0, Request::Unfreeze))?;
         expect_state(&env, ThreadState::Running)?;
     }
-    expect_ok("stop", env.threads.stop(0))
+    expect_ok("stop", env.threads.request(0, Request::Stop))
 }
 
 fn restart_cycles(host: &'static dyn Host, _out: &mut dyn fmt::Write) -> Outcome {
@@ -600,8 +585,8 @@ fn restart_cycles(host: &'static dyn Host, _out: &mut dyn fmt::Write) -> Outcome
             env.work.passes.load(Ordering::SeqCst) > passes
         })?;
         // Stop it frozen, so the old word holds FROZEN|STOPPED for the next start to clear.
-        expect_ok("freeze", env.threads.freeze(0))?;
-        expect_ok("stop", env.threads.stop(0))?;
+        expect_ok("freeze", env.threads.request(0, Request::Freeze))?;
+        expect_ok("stop", env.threads.request(0, Request::Stop))?;
         check(
             env.threads.flags(0) & ThreadFlags::FROZEN.bits() != 0,
             || note!("FROZEN lost at stop"),
@@ -757,7 +742,7 @@ fn freeze_during_real_sync(host: &'static dyn Host, out: &mut dyn fmt::Write) ->
         note!("chain operations while frozen")
     })?;
     check(!c.in_sync(1), || note!("in sync although frozen mid-pass"))?;
-    expect_ok("unfreeze", env.threads.unfreeze(0))?;
+    expect_ok("unfreeze", env.threads.request(0, Request::Unfreeze))?;
     env.work.wait_for("the slave in sync", || c.in_sync(1))?;
     let mut diff = Note::new();
     let same = c
@@ -770,7 +755,7 @@ fn freeze_during_real_sync(host: &'static dyn Host, out: &mut dyn fmt::Write) ->
     check(polled >= scanned, || {
         note!("brk polled {polled} times for {scanned} chains scanned")
     })?;
-    expect_ok("stop", env.threads.stop(0))
+    expect_ok("stop", env.threads.request(0, Request::Stop))
 }
 
 #[cfg(test)]

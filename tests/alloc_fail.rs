@@ -1,4 +1,4 @@
-//! Allocation failure at every allocation of a sync (issue 4 item 4, userland).
+//! Allocation failure at every allocation of a sync (userland).
 //!
 //! A global allocator wrapper fails the N-th allocation made by the test thread while armed
 //! (armed only around the sync call). For N = 1, 2, ... until a sync makes fewer than N

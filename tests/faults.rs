@@ -1,4 +1,4 @@
-//! Fault injection at every step of a sync (issue 4 item 3).
+//! Fault injection at every step of a sync.
 //!
 //! A mixed tree (directories, DIRECTDATA files, DATA files, hardlinks; inserts, destroys,
 //! replaces, type changes, deferrals) is synchronized onto a diverged node, and the sync is
@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use hammer2_synchro::cluster::Cluster;
 use hammer2_synchro::host::{Host, LockMode, LogLevel, RawLock, RawThread, ThreadEntry};
 use hammer2_synchro::role::Role;
-use hammer2_synchro::thread::{SyncWork, ThreadFlags, Threads};
+use hammer2_synchro::thread::{Request, SyncWork, ThreadFlags, Threads};
 use hammer2_synchro::Error;
 
 use oracle::gen::{Case, Class};
@@ -305,7 +305,7 @@ impl Drop for StopAll<'_> {
     fn drop(&mut self) {
         // `Threads::stop_all` needs `&mut`; the thread borrows `threads` here, so stop each slot.
         for i in 0..self.0.len() {
-            let _ = self.0.stop(i);
+            let _ = self.0.request(i, Request::Stop);
         }
     }
 }
@@ -348,27 +348,27 @@ fn thread_request_at(req: Req, at: usize) {
     wait_until("step reached", || gated.reached.load(Ordering::SeqCst));
     match req {
         Req::Freeze => {
-            threads.freeze(SLAVE).unwrap();
+            threads.request(SLAVE, Request::Freeze).unwrap();
             invariant(&c, 0, SLAVE, &paths).unwrap_or_else(|e| panic!("frozen at step {at}: {e}"));
-            threads.unfreeze(SLAVE).unwrap();
-            threads.signal(SLAVE).unwrap();
+            threads.request(SLAVE, Request::Unfreeze).unwrap();
+            threads.request(SLAVE, Request::Signal).unwrap();
         }
         Req::Stop => {
-            threads.stop(SLAVE).unwrap();
+            threads.request(SLAVE, Request::Stop).unwrap();
             invariant(&c, 0, SLAVE, &paths).unwrap_or_else(|e| panic!("stopped at step {at}: {e}"));
             // SAFETY: as above.
             unsafe { threads.start(SLAVE, real::host(), &gated).unwrap() };
         }
         Req::Remaster => {
-            threads.remaster(SLAVE).unwrap();
+            threads.request(SLAVE, Request::Remaster).unwrap();
             // The thread goes on syncing: the top-down reading keeps this sound.
             invariant(&c, 0, SLAVE, &paths)
                 .unwrap_or_else(|e| panic!("remastered at step {at}: {e}"));
-            threads.signal(SLAVE).unwrap();
+            threads.request(SLAVE, Request::Signal).unwrap();
         }
     }
     wait_until("node 3 in sync", || c.in_sync(SLAVE));
-    threads.stop(SLAVE).unwrap();
+    threads.request(SLAVE, Request::Stop).unwrap();
     converged(&c, 0, SLAVE, &paths).unwrap_or_else(|e| panic!("{req:?} at step {at}: {e}"));
 }
 
@@ -411,24 +411,24 @@ fn all_threads_with_random_requests_converge() {
         x ^= x << 17;
         let node = (x % 4) as usize;
         match (x >> 8) % 5 {
-            0 => c.thread_freeze(node).unwrap(),
-            1 => c.thread_unfreeze(node).unwrap(),
-            2 => c.thread_remaster(node).unwrap(),
+            0 => c.thread_request(node, Request::Freeze).unwrap(),
+            1 => c.thread_request(node, Request::Unfreeze).unwrap(),
+            2 => c.thread_request(node, Request::Remaster).unwrap(),
             3 => {
-                c.thread_stop(node).unwrap();
+                c.thread_request(node, Request::Stop).unwrap();
                 c.as_ref().thread_start(node).unwrap();
             }
-            _ => c.thread_signal(node).unwrap(),
+            _ => c.thread_request(node, Request::Signal).unwrap(),
         }
         std::thread::sleep(Duration::from_micros((x >> 16) % 2000));
     }
     for i in 0..4 {
-        c.thread_unfreeze(i).unwrap();
-        c.thread_signal(i).unwrap();
+        c.thread_request(i, Request::Unfreeze).unwrap();
+        c.thread_request(i, Request::Signal).unwrap();
     }
     wait_until("every node in sync", || (0..4).all(|i| c.in_sync(i)));
     for i in 0..4 {
-        c.thread_stop(i).unwrap();
+        c.thread_request(i, Request::Stop).unwrap();
     }
     converged(&c, 0, SLAVE, &paths).unwrap();
 }

@@ -1,4 +1,4 @@
-//! Fuzzing the on-media decoders (issue 4 item 5) on stable Rust: a bounded number of random
+//! Fuzzing the on-media decoders on stable Rust: a bounded number of random
 //! and mutated inputs, from the seed corpus in `fuzz/corpus/decode/`, go through
 //! `Blockref::decode`, `InodeMeta::decode` and `InodeData::decode`. No input may panic, and
 //! every input that decodes must re-encode to exactly the same bytes (every byte of these

@@ -1,4 +1,4 @@
-//! Fuzzing the scenario parser (issue 4 item 5) on stable Rust: the checked-in cases of
+//! Fuzzing the scenario parser on stable Rust: the checked-in cases of
 //! `qemu-tests/cases/` (accepted and rejected ones) are the seed corpus; line-, token- and
 //! byte-level mutations of them go through `scenario::check`. No input may panic; a rejection
 //! names a line that exists (or the one after the last) as `line N: <reason>`; an accepted

@@ -1,4 +1,4 @@
-//! Oracle property tests (issue 4 item 2): random clusters of 1 to 8 nodes with random roles
+//! Oracle property tests: random clusters of 1 to 8 nodes with random roles
 //! and random divergent histories, checked against an independent reference model.
 //!
 //! The reference model (`oracle/model.rs`) replays the history into plain path maps and

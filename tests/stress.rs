@@ -1,4 +1,4 @@
-//! Stress in userland (issue 4 item 7) at larger sizes than the self-test: the portable case of
+//! Stress in userland at larger sizes than the self-test: the portable case of
 //! `hammer2_synchro::selftest::stress` (the one the kernel runs from debugfs `selftest`), here
 //! with more writers, operations and requests, for two cluster shapes and several seeds.
 //!

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use hammer2_synchro::cluster::{Cluster, FrontendOp};
 use hammer2_synchro::role::{NodeSet, Role};
+use hammer2_synchro::thread::Request;
 use hammer2_synchro::userland;
 
 use crate::alloc_count::peak_during;
@@ -23,7 +24,7 @@ const SLAVE_ONLY: NodeSet = NodeSet(1 << SLAVE);
 /// How the synchronizer scans a differing inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScanMode {
-    /// Visit only indirect blocks and runs of children whose summary differs (issue 5 item 1).
+    /// Visit only indirect blocks and runs of children whose summary differs.
     Pruned,
     /// Visit every chain of each differing inode, as the original C does.
     Original,
@@ -182,7 +183,7 @@ fn thread_err(op: &str) -> impl Fn(hammer2_synchro::Error) -> String + '_ {
     move |e| format!("thread_{op}: {e}")
 }
 
-/// Stop latency: start the slave's thread, wait for its first pass to end, time `thread_stop`.
+/// Stop latency: start the slave's thread, wait for its first pass to end, time its stop request.
 fn stop_latency(c: Pin<&Cluster>, samples: usize) -> Res<Vec<u64>> {
     let mut out = Vec::with_capacity(samples);
     for _ in 0..samples {
@@ -192,7 +193,8 @@ fn stop_latency(c: Pin<&Cluster>, samples: usize) -> Res<Vec<u64>> {
             c.stats(SLAVE).passes > p0
         })?;
         let t = Instant::now();
-        c.thread_stop(SLAVE).map_err(thread_err("stop"))?;
+        c.thread_request(SLAVE, Request::Stop)
+            .map_err(thread_err("stop"))?;
         out.push(ns(t.elapsed()));
     }
     Ok(out)
@@ -214,7 +216,8 @@ fn freeze_latency(c: Pin<&Cluster>, shape: Shape, cfg: &ClusterCfg) -> Res<Vec<u
     let top = shape.top().as_bytes();
     let flips = core::cell::Cell::new(0u32);
     let diverge = || -> Res<u64> {
-        c.thread_freeze(SLAVE).map_err(thread_err("freeze"))?;
+        c.thread_request(SLAVE, Request::Freeze)
+            .map_err(thread_err("freeze"))?;
         match shape {
             Shape::Wide => {
                 flips.set(flips.get() + 1);
@@ -224,7 +227,8 @@ fn freeze_latency(c: Pin<&Cluster>, shape: Shape, cfg: &ClusterCfg) -> Res<Vec<u
             Shape::Deep => apply(&c, SLAVE_ONLY, FrontendOp::Rm(top))?,
         }
         let scanned = c.stats(SLAVE).scanned;
-        c.thread_unfreeze(SLAVE).map_err(thread_err("unfreeze"))?;
+        c.thread_request(SLAVE, Request::Unfreeze)
+            .map_err(thread_err("unfreeze"))?;
         Ok(scanned)
     };
     let result = (|| -> Res<()> {
@@ -241,7 +245,8 @@ fn freeze_latency(c: Pin<&Cluster>, shape: Shape, cfg: &ClusterCfg) -> Res<Vec<u
                 continue;
             }
             let t = Instant::now();
-            c.thread_freeze(SLAVE).map_err(thread_err("freeze"))?;
+            c.thread_request(SLAVE, Request::Freeze)
+                .map_err(thread_err("freeze"))?;
             let dt = ns(t.elapsed());
             // Counters are added when a pass ends, here the pass the freeze interrupted.
             let scanned = c.stats(SLAVE).scanned;
@@ -249,11 +254,14 @@ fn freeze_latency(c: Pin<&Cluster>, shape: Shape, cfg: &ClusterCfg) -> Res<Vec<u
                 out.push(dt);
             }
             mark = scanned;
-            c.thread_unfreeze(SLAVE).map_err(thread_err("unfreeze"))?;
+            c.thread_request(SLAVE, Request::Unfreeze)
+                .map_err(thread_err("unfreeze"))?;
         }
         Ok(())
     })();
-    let stopped = c.thread_stop(SLAVE).map_err(thread_err("stop"));
+    let stopped = c
+        .thread_request(SLAVE, Request::Stop)
+        .map_err(thread_err("stop"));
     result?;
     stopped?;
     Ok(out)

@@ -1,10 +1,10 @@
 //! The kernel round trips measured by `make bench-kernel` (QEMU), read back from the file that
-//! target leaves, so one report holds every issue-5 target.
+//! target leaves, so one report holds every target.
 
 use std::fs;
 use std::path::Path;
 
-use crate::results::Target;
+use crate::target::Target;
 
 /// What `make bench-kernel` reported.
 #[derive(Debug, Clone)]
@@ -18,32 +18,13 @@ pub struct KernelResults {
     pub targets: Vec<Target>,
 }
 
-/// Parse one `target <name>: measured <value> goal <value> met|missed` line.
-pub fn parse_target(line: &str) -> Option<Target> {
-    let rest = line.trim().strip_prefix("target ")?;
-    let (name, rest) = rest.split_once(": measured ")?;
-    let (measured, rest) = rest.split_once(" goal ")?;
-    let (goal, verdict) = rest.rsplit_once(' ')?;
-    let met = match verdict {
-        "met" => true,
-        "missed" => false,
-        _ => return None,
-    };
-    Some(Target {
-        name: name.to_string(),
-        measured: measured.to_string(),
-        goal: goal.to_string(),
-        met,
-    })
-}
-
 /// The kernel results in `text` (the output of `qemu-tests/run --bench`), if it holds a
 /// `kernel_round_trips` target line.
 pub fn parse(text: &str, source: String) -> Option<KernelResults> {
     let targets: Vec<Target> = text
         .lines()
         .filter(|l| l.starts_with("target kernel_"))
-        .filter_map(parse_target)
+        .filter_map(Target::parse)
         .collect();
     targets.iter().find(|t| t.name == "kernel_round_trips")?;
     let lines = text
@@ -126,8 +107,8 @@ mod tests {
     #[test]
     fn rejects_output_without_the_target() {
         assert!(parse("KTAP version 1\nnot ok 1 - boot\n", "f".into()).is_none());
-        assert!(parse_target("target x: measured 1 goal 2 maybe").is_none());
-        assert!(parse_target("nothing").is_none());
+        assert!(Target::parse("target x: measured 1 goal 2 maybe").is_none());
+        assert!(Target::parse("nothing").is_none());
         assert!(read(Path::new("/nonexistent/h2s-bench-kernel.txt")).is_err());
     }
 }

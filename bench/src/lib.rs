@@ -1,7 +1,7 @@
-//! The issue-5 benchmark of hammer2-synchro: resync cost against tree size N and changed leaves
+//! The benchmark of hammer2-synchro: resync cost against tree size N and changed leaves
 //! k (per scan mode), the same divergence resynced by rsync on tmpfs, initial-sync bandwidth
 //! against memcpy, the sync's peak memory, and sync-thread freeze/stop latency. One run writes
-//! `BENCHMARKS.md`, the plot, and one `target ...` line per issue-5 target.
+//! `BENCHMARKS.md`, the plot, and one `target ...` line per target.
 #![deny(missing_docs)]
 
 pub mod alloc_count;
@@ -16,4 +16,5 @@ pub mod run;
 pub mod shape;
 pub mod stats;
 pub mod svg;
+pub mod target;
 pub mod tmpfs;

@@ -1,4 +1,4 @@
-//! `hammer2-synchro-bench [--quick] [--out DIR]`: run the issue-5 benchmark, write
+//! `hammer2-synchro-bench [--quick] [--out DIR]`: run the benchmark, write
 //! `DIR/BENCHMARKS.md` and `DIR/docs/bench-resync.svg`, print one `target` line per target.
 
 use std::path::PathBuf;
@@ -33,7 +33,7 @@ against memcpy; the sync's peak memory; sync-thread freeze and stop latency.
              the output of `make bench-kernel` to report kernel_round_trips from
              (default: target/bench-kernel.txt of the repository, none with --quick)
 
-Ends with one line per issue-5 target:
+Ends with one line per target:
   target <name>: measured <value> goal <value> met|missed
 Exit status: 0 when every measurement ran (targets may be missed), 1 when one failed,
 2 on bad usage.";

@@ -1,4 +1,4 @@
-//! Everything one bench run measured, and the issue-5 targets computed from it.
+//! Everything one bench run measured, and the targets computed from it.
 
 use std::time::Duration;
 
@@ -8,6 +8,7 @@ use crate::kernel::KernelResults;
 use crate::machine::Machine;
 use crate::shape::Shape;
 use crate::stats::percentile;
+use crate::target::Target;
 
 /// Prefix of the reason of a measurement left out on purpose (size or time limits), as
 /// opposed to one that failed.
@@ -112,32 +113,6 @@ pub fn bandwidth_target(ratio: Option<f64>) -> Target {
     }
 }
 
-/// One `target` line.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Target {
-    /// Short name.
-    pub name: String,
-    /// Measured value, or why there is none.
-    pub measured: String,
-    /// The goal.
-    pub goal: String,
-    /// Whether the measurement meets the goal (never without a measurement).
-    pub met: bool,
-}
-
-impl Target {
-    /// `target <name>: measured <value> goal <value> met|missed`.
-    pub fn line(&self) -> String {
-        format!(
-            "target {}: measured {} goal {} {}",
-            self.name,
-            self.measured,
-            self.goal,
-            if self.met { "met" } else { "missed" }
-        )
-    }
-}
-
 impl Results {
     /// The wide row the speed targets use: N = 10^6 if measured, else the largest measured.
     pub fn target_row(&self) -> Option<&Row> {
@@ -193,7 +168,7 @@ impl Results {
             .max()
     }
 
-    /// The issue-5 targets, in the issue's order.
+    /// The targets, in a fixed order (the report's and the smoke test's).
     pub fn targets(&self) -> Vec<Target> {
         let mut t = vec![
             self.speedup("pruned_vs_original", |r| {

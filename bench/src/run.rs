@@ -5,11 +5,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::bandwidth;
-use crate::cluster_bench::{self, ClusterCfg, ScanMode};
+use crate::cluster_bench::{self, ClusterCfg, ClusterResult, ScanMode};
 use crate::machine::{mem_available, Machine};
 use crate::results::{Results, Row, RsyncResult, SKIPPED};
 use crate::shape::{Shape, Tree};
-use crate::tmpfs::{rsync_version, tmpfs_base, FsPair};
+use crate::tmpfs::{rsync_version, tmpfs_base, FsPair, TmpfsBase};
 
 /// Sizes and limits of one run.
 #[derive(Debug, Clone)]
@@ -161,6 +161,203 @@ fn rsync_side(base: &Path, tree: &Tree, ks: &[usize]) -> Result<RsyncResult, Str
     Ok(RsyncResult { initial, resyncs })
 }
 
+/// `<shape> N=<files> (<chains> chains)`, how progress lines and skip reasons name a tree.
+fn tag(shape: Shape, files: usize, chains: usize) -> String {
+    format!("{} N={files} ({chains} chains)", shape.name())
+}
+
+/// Bytes a tree's cluster or rsync copies may take: the configured budget, at most 80% of the
+/// memory available now.
+fn mem_budget(cfg: &Config) -> f64 {
+    (cfg.mem_budget as f64).min(mem_available() as f64 * 0.8)
+}
+
+impl History {
+    /// Whether the first sync of a tree of `chains` is measured (`Err(why)` when the power law
+    /// through the smaller trees says it would take too long), and its predicted seconds.
+    fn plan_initial(&self, chains: usize, cfg: &Config) -> (Result<(), String>, f64) {
+        match predict_initial(&self.initial, chains) {
+            Some((t, alpha)) if t > cfg.initial_limit.as_secs_f64() => (
+                Err(format!(
+                    "predicted about {t:.0} s (time growing as N^{alpha:.2} between the two \
+                     smaller trees), over the {} s limit",
+                    cfg.initial_limit.as_secs()
+                )),
+                0.0,
+            ),
+            p => (Ok(()), p.map_or(0.0, |p| p.0)),
+        }
+    }
+
+    /// Whether the cluster of a tree of `chains` fits the memory and time budgets, extrapolated
+    /// from the last size measured.
+    fn cluster_fits(
+        &self,
+        chains: usize,
+        predicted_initial: f64,
+        cfg: &Config,
+    ) -> Result<(), String> {
+        let Some((pc, bpc, work)) = self.cluster else {
+            return Ok(());
+        };
+        let mem_budget = mem_budget(cfg);
+        let scale = chains as f64 / pc as f64;
+        let bytes = bpc * chains as f64 * 1.25;
+        let time = work * scale + predicted_initial;
+        if bytes > mem_budget {
+            Err(format!(
+                "the cluster would need about {:.1} GiB (4 nodes; {bpc:.0} bytes per \
+                 chain measured at {pc} chains), over the {:.1} GiB budget",
+                gib(bytes),
+                gib(mem_budget)
+            ))
+        } else if time > cfg.row_time_limit.as_secs_f64() {
+            Err(format!(
+                "extrapolated to about {time:.0} s of cluster work, over the {} s limit \
+                 per tree",
+                cfg.row_time_limit.as_secs()
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Print what the cluster of a tree of `chains` measured, and keep it for the next size.
+    fn record_cluster(&mut self, tag: &str, chains: usize, c: &ClusterResult) {
+        if let Ok(i) = &c.build.initial {
+            println!("bench: {tag}: first sync: {:?}", i.time);
+            self.initial.push((chains, i.time.as_secs_f64()));
+        }
+        for x in &c.resyncs {
+            println!(
+                "bench: {tag}: k={} {}: {:?}, {} chains scanned",
+                x.k,
+                x.mode.name(),
+                x.time,
+                x.scanned
+            );
+        }
+        let init = c
+            .build
+            .initial
+            .as_ref()
+            .map_or(0.0, |i| i.time.as_secs_f64());
+        self.cluster = Some((
+            chains,
+            c.cluster_bytes as f64 / chains as f64,
+            (c.work_time.as_secs_f64() - init).max(0.0),
+        ));
+    }
+
+    /// Why the rsync side of `row` is skipped, if it is: two copies on tmpfs over the memory
+    /// budget, or more time than `left` seconds, extrapolated from the last size measured.
+    fn rsync_skip(&self, row: &Row, left: f64, cfg: &Config) -> Option<String> {
+        let mem_budget = mem_budget(cfg);
+        let bytes = 2.0 * row.chains as f64 * TMPFS_BYTES_PER_ENTRY;
+        let time = self.rsync.map(|(pc, t)| t * row.chains as f64 / pc as f64);
+        if bytes > mem_budget {
+            Some(format!(
+                "two copies of the tree on tmpfs would take about {:.1} GiB of RAM, over \
+                 the {:.1} GiB budget",
+                gib(bytes),
+                gib(mem_budget)
+            ))
+        } else {
+            time.filter(|t| *t > left).map(|t| {
+                format!(
+                    "extrapolated to about {t:.0} s, more than the {left:.0} s left of \
+                     the run's {} s budget",
+                    cfg.total_budget.as_secs()
+                )
+            })
+        }
+    }
+}
+
+/// The cluster side of one tree: measured unless it would not fit (then `Err` with the skip
+/// reason, also listed in `skipped`).
+fn cluster_row(
+    cfg: &Config,
+    tree: &Tree,
+    files: usize,
+    h: &mut History,
+    skipped: &mut Vec<String>,
+    missing_modes: &mut Vec<(ScanMode, String)>,
+) -> Result<ClusterResult, String> {
+    let chains = tree.chains();
+    let tag = tag(tree.shape, files, chains);
+    let (initial, predicted_initial) = h.plan_initial(chains, cfg);
+    if let Err(why) = h.cluster_fits(chains, predicted_initial, cfg) {
+        skipped.push(format!("{tag}: cluster: {why}"));
+        return Err(format!("{SKIPPED}{why}"));
+    }
+    println!("bench: {tag}: cluster ...");
+    if let Err(why) = &initial {
+        println!("bench: {tag}: first sync not measured: {why}");
+    }
+    let r = cluster_bench::measure(
+        tree,
+        &ClusterCfg {
+            ks: ks_for(files),
+            freeze_samples: cfg.freeze_samples,
+            freeze_budget: cfg.freeze_budget,
+            stop_samples: cfg.stop_samples,
+        },
+        initial,
+        &mut |mode, why| {
+            if !missing_modes.iter().any(|(m, _)| *m == mode) {
+                missing_modes.push((mode, why.to_string()));
+            }
+        },
+    );
+    match &r {
+        Ok(c) => h.record_cluster(&tag, chains, c),
+        Err(e) => println!("bench: {tag}: cluster FAILED: {e}"),
+    }
+    r
+}
+
+/// The rsync side of one tree: measured unless rsync or tmpfs is missing or it would not fit
+/// (then `Err` with the reason; a skip is also listed in `skipped`).
+fn rsync_row(
+    cfg: &Config,
+    row: &Row,
+    h: &mut History,
+    tools: (&Result<String, String>, &Result<TmpfsBase, String>),
+    left: f64,
+    skipped: &mut Vec<String>,
+) -> Result<RsyncResult, String> {
+    let tag = tag(row.shape, row.files, row.chains);
+    let rs = match tools {
+        (Ok(_), Ok(base)) => match h.rsync_skip(row, left, cfg) {
+            Some(why) => {
+                skipped.push(format!("{tag}: rsync: {why}"));
+                Err(format!("{SKIPPED}{why}"))
+            }
+            None => {
+                println!("bench: {tag}: rsync ...");
+                let tree = Tree::new(row.shape, row.files);
+                let t = Instant::now();
+                let r = rsync_side(&base.path, &tree, &ks_for(row.files));
+                if r.is_ok() {
+                    h.rsync = Some((row.chains, t.elapsed().as_secs_f64()));
+                }
+                r
+            }
+        },
+        (Err(e), _) | (_, Err(e)) => Err(e.clone()),
+    };
+    match &rs {
+        Ok(x) => {
+            for (k, d) in &x.resyncs {
+                println!("bench: {tag}: k={k} rsync: {d:?}");
+            }
+        }
+        Err(e) => println!("bench: {tag}: rsync not measured: {e}"),
+    }
+    rs
+}
+
 /// Run everything, printing progress to stdout.
 pub fn run(cfg: &Config) -> Results {
     let t_all = Instant::now();
@@ -178,104 +375,19 @@ pub fn run(cfg: &Config) -> Results {
         for (si, shape) in Shape::ALL.into_iter().enumerate() {
             let tree = Tree::new(shape, files);
             let chains = tree.chains();
-            let ks = ks_for(files);
-            let tag = format!("{} N={files} ({chains} chains)", shape.name());
             if files > cfg.max_files {
+                let tag = tag(shape, files, chains);
                 skipped.push(format!("{tag}: above --max-files {}", cfg.max_files));
                 continue;
             }
-            let h = &mut hist[si];
-            let mem_budget = (cfg.mem_budget as f64).min(mem_available() as f64 * 0.8);
-            // The first sync: measured unless the power law through the smaller trees says it
-            // would take too long.
-            let initial = match predict_initial(&h.initial, chains) {
-                Some((t, alpha)) if t > cfg.initial_limit.as_secs_f64() => Err(format!(
-                    "predicted about {t:.0} s (time growing as N^{alpha:.2} between the two \
-                     smaller trees), over the {} s limit",
-                    cfg.initial_limit.as_secs()
-                )),
-                _ => Ok(()),
-            };
-            let predicted_initial = match &initial {
-                Ok(()) => predict_initial(&h.initial, chains).map_or(0.0, |p| p.0),
-                Err(_) => 0.0,
-            };
-            let mut cluster_fits = Ok(());
-            if let Some((pc, bpc, work)) = h.cluster {
-                let scale = chains as f64 / pc as f64;
-                let bytes = bpc * chains as f64 * 1.25;
-                let time = work * scale + predicted_initial;
-                if bytes > mem_budget {
-                    cluster_fits = Err(format!(
-                        "the cluster would need about {:.1} GiB (4 nodes; {bpc:.0} bytes per \
-                         chain measured at {pc} chains), over the {:.1} GiB budget",
-                        gib(bytes),
-                        gib(mem_budget)
-                    ));
-                } else if time > cfg.row_time_limit.as_secs_f64() {
-                    cluster_fits = Err(format!(
-                        "extrapolated to about {time:.0} s of cluster work, over the {} s limit \
-                         per tree",
-                        cfg.row_time_limit.as_secs()
-                    ));
-                }
-            }
-            let cluster = match cluster_fits {
-                Err(why) => {
-                    skipped.push(format!("{tag}: cluster: {why}"));
-                    Err(format!("{SKIPPED}{why}"))
-                }
-                Ok(()) => {
-                    println!("bench: {tag}: cluster ...");
-                    if let Err(why) = &initial {
-                        println!("bench: {tag}: first sync not measured: {why}");
-                    }
-                    let r = cluster_bench::measure(
-                        &tree,
-                        &ClusterCfg {
-                            ks: ks.clone(),
-                            freeze_samples: cfg.freeze_samples,
-                            freeze_budget: cfg.freeze_budget,
-                            stop_samples: cfg.stop_samples,
-                        },
-                        initial,
-                        &mut |mode, why| {
-                            if !missing_modes.iter().any(|(m, _)| *m == mode) {
-                                missing_modes.push((mode, why.to_string()));
-                            }
-                        },
-                    );
-                    match &r {
-                        Ok(c) => {
-                            if let Ok(i) = &c.build.initial {
-                                println!("bench: {tag}: first sync: {:?}", i.time);
-                                h.initial.push((chains, i.time.as_secs_f64()));
-                            }
-                            for x in &c.resyncs {
-                                println!(
-                                    "bench: {tag}: k={} {}: {:?}, {} chains scanned",
-                                    x.k,
-                                    x.mode.name(),
-                                    x.time,
-                                    x.scanned
-                                );
-                            }
-                            let init = c
-                                .build
-                                .initial
-                                .as_ref()
-                                .map_or(0.0, |i| i.time.as_secs_f64());
-                            h.cluster = Some((
-                                chains,
-                                c.cluster_bytes as f64 / chains as f64,
-                                (c.work_time.as_secs_f64() - init).max(0.0),
-                            ));
-                        }
-                        Err(e) => println!("bench: {tag}: cluster FAILED: {e}"),
-                    }
-                    r
-                }
-            };
+            let cluster = cluster_row(
+                cfg,
+                &tree,
+                files,
+                &mut hist[si],
+                &mut skipped,
+                &mut missing_modes,
+            );
             rows.push(Row {
                 shape,
                 files,
@@ -291,63 +403,15 @@ pub fn run(cfg: &Config) -> Results {
     // rsync last: it is the comparison, so it gets what is left of the time budget.
     for row in &mut rows {
         let si = Shape::ALL.iter().position(|s| *s == row.shape).unwrap_or(0);
-        let h = &mut hist[si];
-        let tag = format!(
-            "{} N={} ({} chains)",
-            row.shape.name(),
-            row.files,
-            row.chains
+        let left = cfg.total_budget.as_secs_f64() - t_all.elapsed().as_secs_f64();
+        row.rsync = rsync_row(
+            cfg,
+            row,
+            &mut hist[si],
+            (&rsync, &tmpfs),
+            left,
+            &mut skipped,
         );
-        let mem_budget = (cfg.mem_budget as f64).min(mem_available() as f64 * 0.8);
-        let rs = match (&rsync, &tmpfs) {
-            (Ok(_), Ok(base)) => {
-                let bytes = 2.0 * row.chains as f64 * TMPFS_BYTES_PER_ENTRY;
-                let time = h.rsync.map(|(pc, t)| t * row.chains as f64 / pc as f64);
-                let left = cfg.total_budget.as_secs_f64() - t_all.elapsed().as_secs_f64();
-                let why = if bytes > mem_budget {
-                    Some(format!(
-                        "two copies of the tree on tmpfs would take about {:.1} GiB of RAM, over \
-                         the {:.1} GiB budget",
-                        gib(bytes),
-                        gib(mem_budget)
-                    ))
-                } else {
-                    time.filter(|t| *t > left).map(|t| {
-                        format!(
-                            "extrapolated to about {t:.0} s, more than the {left:.0} s left of \
-                             the run's {} s budget",
-                            cfg.total_budget.as_secs()
-                        )
-                    })
-                };
-                match why {
-                    Some(why) => {
-                        skipped.push(format!("{tag}: rsync: {why}"));
-                        Err(format!("{SKIPPED}{why}"))
-                    }
-                    None => {
-                        println!("bench: {tag}: rsync ...");
-                        let tree = Tree::new(row.shape, row.files);
-                        let t = Instant::now();
-                        let r = rsync_side(&base.path, &tree, &ks_for(row.files));
-                        if r.is_ok() {
-                            h.rsync = Some((row.chains, t.elapsed().as_secs_f64()));
-                        }
-                        r
-                    }
-                }
-            }
-            (Err(e), _) | (_, Err(e)) => Err(e.clone()),
-        };
-        match &rs {
-            Ok(x) => {
-                for (k, d) in &x.resyncs {
-                    println!("bench: {tag}: k={k} rsync: {d:?}");
-                }
-            }
-            Err(e) => println!("bench: {tag}: rsync not measured: {e}"),
-        }
-        row.rsync = rs;
     }
     Results {
         machine,

@@ -55,74 +55,93 @@ fn label_pow10(e: i32, unit: &str) -> String {
     }
 }
 
-/// The SVG text of a log-log plot of `series` (points with a non-positive coordinate are
-/// left out), x axis in chains, y axis in seconds.
-pub fn loglog(
-    title: &str,
-    xlabel: &str,
-    ylabel: &str,
-    series: &[Series],
-    notes: &[String],
-) -> String {
-    let pts = || series.iter().flat_map(|s| s.points.iter().copied());
-    let (x0, x1) = decades(pts().map(|p| p.0));
-    let (y0, y1) = decades(pts().map(|p| p.1));
-    let pw = W - LEFT - RIGHT;
-    let ph = H - TOP - BOTTOM;
-    let sx = |x: f64| LEFT + (x.log10() - f64::from(x0)) / f64::from(x1 - x0) * pw;
-    let sy = |y: f64| TOP + ph - (y.log10() - f64::from(y0)) / f64::from(y1 - y0) * ph;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>"#,
-        LEFT + pw / 2.0,
-        escape(title)
-    );
-    for e in x0..=x1 {
-        let x = sx(10f64.powi(e));
+/// The plot area and its log-log scales.
+struct Frame {
+    /// Decades shown on the x axis.
+    x: (i32, i32),
+    /// Decades shown on the y axis.
+    y: (i32, i32),
+    /// Width of the plot area.
+    pw: f64,
+    /// Height of the plot area.
+    ph: f64,
+}
+
+impl Frame {
+    fn new(series: &[Series]) -> Frame {
+        let pts = || series.iter().flat_map(|s| s.points.iter().copied());
+        Frame {
+            x: decades(pts().map(|p| p.0)),
+            y: decades(pts().map(|p| p.1)),
+            pw: W - LEFT - RIGHT,
+            ph: H - TOP - BOTTOM,
+        }
+    }
+
+    /// The horizontal position of `x`.
+    fn sx(&self, x: f64) -> f64 {
+        let (x0, x1) = self.x;
+        LEFT + (x.log10() - f64::from(x0)) / f64::from(x1 - x0) * self.pw
+    }
+
+    /// The vertical position of `y`.
+    fn sy(&self, y: f64) -> f64 {
+        let (y0, y1) = self.y;
+        TOP + self.ph - (y.log10() - f64::from(y0)) / f64::from(y1 - y0) * self.ph
+    }
+
+    /// A grid line and label per decade on both axes.
+    fn grid(&self, s: &mut String) {
+        let (pw, ph) = (self.pw, self.ph);
+        for e in self.x.0..=self.x.1 {
+            let x = self.sx(10f64.powi(e));
+            let _ = writeln!(
+                s,
+                r##"<line x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{:.1}" stroke="#ddd"/><text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
+                TOP + ph,
+                TOP + ph + 18.0,
+                label_pow10(e, "")
+            );
+        }
+        for e in self.y.0..=self.y.1 {
+            let y = self.sy(10f64.powi(e));
+            let _ = writeln!(
+                s,
+                r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
+                LEFT + pw,
+                LEFT - 6.0,
+                y + 4.0,
+                escape(&label_pow10(e, "s"))
+            );
+        }
+    }
+
+    /// The plot area's border and the axis labels.
+    fn axes(&self, s: &mut String, xlabel: &str, ylabel: &str) {
+        let (pw, ph) = (self.pw, self.ph);
         let _ = writeln!(
             s,
-            r##"<line x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{:.1}" stroke="#ddd"/><text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
-            TOP + ph,
-            TOP + ph + 18.0,
-            label_pow10(e, "")
+            r#"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="black"/>"#
         );
-    }
-    for e in y0..=y1 {
-        let y = sy(10f64.powi(e));
         let _ = writeln!(
             s,
-            r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
-            LEFT + pw,
-            LEFT - 6.0,
-            y + 4.0,
-            escape(&label_pow10(e, "s"))
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+            LEFT + pw / 2.0,
+            H - 18.0,
+            escape(xlabel)
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="18" y="{:.1}" text-anchor="middle" transform="rotate(-90 18 {:.1})">{}</text>"#,
+            TOP + ph / 2.0,
+            TOP + ph / 2.0,
+            escape(ylabel)
         );
     }
-    let _ = writeln!(
-        s,
-        r#"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="black"/>"#
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-        LEFT + pw / 2.0,
-        H - 18.0,
-        escape(xlabel)
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="18" y="{:.1}" text-anchor="middle" transform="rotate(-90 18 {:.1})">{}</text>"#,
-        TOP + ph / 2.0,
-        TOP + ph / 2.0,
-        escape(ylabel)
-    );
-    for (i, se) in series.iter().enumerate() {
+
+    /// Series `se`, the `i`-th: its line and points (those with both coordinates positive and
+    /// finite), and its legend entry.
+    fn series(&self, s: &mut String, i: usize, se: &Series) {
         let mut p: Vec<(f64, f64)> = se
             .points
             .iter()
@@ -138,7 +157,7 @@ pub fn loglog(
         if !p.is_empty() {
             let path: Vec<String> = p
                 .iter()
-                .map(|(x, y)| format!("{:.1},{:.1}", sx(*x), sy(*y)))
+                .map(|(x, y)| format!("{:.1},{:.1}", self.sx(*x), self.sy(*y)))
                 .collect();
             let _ = writeln!(
                 s,
@@ -150,14 +169,14 @@ pub fn loglog(
                 let _ = writeln!(
                     s,
                     r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{}"/>"#,
-                    sx(*x),
-                    sy(*y),
+                    self.sx(*x),
+                    self.sy(*y),
                     se.color
                 );
             }
         }
         let ly = TOP + 10.0 + 20.0 * i as f64;
-        let lx = LEFT + pw + 12.0;
+        let lx = LEFT + self.pw + 12.0;
         let _ = writeln!(
             s,
             r#"<line x1="{lx:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{}" stroke-width="2"{dash}/><text x="{:.1}" y="{:.1}">{}</text>"#,
@@ -168,15 +187,49 @@ pub fn loglog(
             escape(&se.label)
         );
     }
-    for (j, note) in notes.iter().enumerate() {
-        let ly = TOP + 20.0 * (series.len() as f64 + 1.0) + 16.0 * j as f64;
-        let _ = writeln!(
-            s,
-            r#"<text x="{:.1}" y="{ly:.1}" font-size="11">{}</text>"#,
-            LEFT + pw + 12.0,
-            escape(note)
-        );
+
+    /// The notes, below the legend of `n_series` series.
+    fn notes(&self, s: &mut String, n_series: usize, notes: &[String]) {
+        for (j, note) in notes.iter().enumerate() {
+            let ly = TOP + 20.0 * (n_series as f64 + 1.0) + 16.0 * j as f64;
+            let _ = writeln!(
+                s,
+                r#"<text x="{:.1}" y="{ly:.1}" font-size="11">{}</text>"#,
+                LEFT + self.pw + 12.0,
+                escape(note)
+            );
+        }
     }
+}
+
+/// The SVG text of a log-log plot of `series` (points with a non-positive coordinate are
+/// left out), x axis in chains, y axis in seconds.
+pub fn loglog(
+    title: &str,
+    xlabel: &str,
+    ylabel: &str,
+    series: &[Series],
+    notes: &[String],
+) -> String {
+    let f = Frame::new(series);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>"#,
+        LEFT + f.pw / 2.0,
+        escape(title)
+    );
+    f.grid(&mut s);
+    f.axes(&mut s, xlabel, ylabel);
+    for (i, se) in series.iter().enumerate() {
+        f.series(&mut s, i, se);
+    }
+    f.notes(&mut s, series.len(), notes);
     s.push_str("</svg>\n");
     s
 }

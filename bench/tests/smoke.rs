@@ -1,5 +1,5 @@
 //! Smoke test: a `--quick` run of the bench binary produces the report, the plot and one
-//! well-formed `target` line per issue-5 target, with positive measurements.
+//! well-formed `target` line per target, with positive measurements.
 
 use std::path::PathBuf;
 use std::process::Command;

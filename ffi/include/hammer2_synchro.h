@@ -355,9 +355,11 @@ int32_t h2s_status(uint8_t *out, size_t cap, size_t *written);
 int32_t h2s_selftest(uint8_t *out, size_t cap, size_t *written, uint32_t *passed, uint32_t *failed);
 
 /*
- Apply a thread operation (`H2sThreadOp` value `op`) to node `node` of cluster `handle`.
- Requests return only once the thread acknowledged them (see [`H2sThreadOp`]); a request to
- a thread that never started or has stopped returns 0 at once and changes nothing.
+ Apply a thread operation to node `node` of cluster `handle`: `op` 0 starts the node's sync
+ thread, 1 freezes it, 2 unfreezes it, 3 remasters it (re-read the roles), 4 stops it and
+ 5 signals it (a pass now). Requests return only once the thread acknowledged them, except
+ the signal; a request to a thread that never started or has stopped returns 0 at once and
+ changes nothing.
 
  Errors: `-EINVAL` (unknown or stale handle, node out of range, unknown op), `-EBUSY` (start
  while running), other core errors as `-errno` (e.g. `-ENOMEM` when a start cannot spawn).
@@ -367,11 +369,13 @@ int32_t h2s_selftest(uint8_t *out, size_t cap, size_t *written, uint32_t *passed
 int32_t h2s_thread_op(uint32_t handle, uint32_t node, uint32_t op);
 
 /*
- Run one control command (`len` bytes at `cmd`, one line) on the clusters that live across
- calls, writing its answer into `out`; the byte count goes to `written`. Commands (see
- `crate::ctl`): `create <role>...` (answers `handle <h>`), `destroy <h>`,
- `start|freeze|unfreeze|remaster|stop|signal <h> <node>|*`, `mkdir <h> <path>`,
- `write <h> <path> <bytes>`, `list`.
+ The test console: run one control command (`len` bytes at `cmd`, one line) on the clusters
+ that live across calls, writing its answer into `out`; the byte count goes to `written`.
+ Not the scenario language (see [`h2s_run_scenario`]). Commands (see `crate::ctl`):
+ `create <role>...` (answers `handle <h>`), `destroy <h>`,
+ `start|freeze|unfreeze|remaster|stop|signal <h> <set>`, `mkdir <h> <set> <path>`,
+ `write <h> <set> <path> <bytes>`, `idle <h> <ms>`, `status <h>`, `list`; a `<set>` is `*` or
+ a comma list of node indices.
 
  Returns 0, `-EINVAL` (null pointer, malformed command, bad handle or node), `-E2BIG` (`len`
  over [`H2S_CTL_MAX`]: nothing ran), `-ENOSPC` (answer cut), or the failing operation's

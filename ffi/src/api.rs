@@ -13,15 +13,13 @@
 
 use alloc::boxed::Box;
 use core::ffi::c_void;
-use core::fmt::{self, Write};
+use core::fmt::{self, Write as _};
 
-use hammer2_synchro::cluster::Cluster;
-use hammer2_synchro::role::{Role, MAX_NODES};
 use hammer2_synchro::scenario::{self, Outcome};
-use hammer2_synchro::selftest::{run_cases, Case};
 use hammer2_synchro::Error;
 
 use crate::buf::OutBuf;
+use crate::cmd::{self, ThreadOp};
 use crate::handles;
 use crate::host::{run_thread, KERNEL_HOST};
 use crate::ops::{self, H2sHostOps};
@@ -109,7 +107,8 @@ pub unsafe extern "C" fn h2s_init(ops: *const H2sHostOps, pool: *mut c_void, len
     if pool.is_null() || len < H2S_POOL_MIN {
         return -EINVAL;
     }
-    // SAFETY: the caller guarantees a valid table for the library's lifetime.
+    // SAFETY: a non-null `ops` points to a table valid and unchanged until `h2s_fini` returns
+    // (this function's contract, above).
     let Some(table) = (unsafe { ops.as_ref() }) else {
         return -EINVAL;
     };
@@ -117,7 +116,8 @@ pub unsafe extern "C" fn h2s_init(ops: *const H2sHostOps, pool: *mut c_void, len
         return -EBUSY;
     }
     ops::install(Some(table));
-    // SAFETY: the caller hands us `len` bytes at `pool` until fini.
+    // SAFETY: `pool` is `len` writable bytes the library owns until `h2s_fini` returns (this
+    // function's contract, above).
     if !unsafe { POOL.init(pool.cast(), len) } {
         ops::install(None);
         return -EBUSY;
@@ -149,7 +149,7 @@ pub unsafe extern "C" fn h2s_fini(leaked: *mut usize) -> i32 {
     // and the ops table go.
     crate::host::wait_for_thread_bodies();
     let (used, _) = POOL.usage();
-    // SAFETY: per the caller's contract.
+    // SAFETY: `leaked` is null or valid for a write (`# Safety` of `h2s_fini`); `put` skips null.
     unsafe { put(leaked, used) };
     POOL.reset();
     ops::install(None);
@@ -208,40 +208,12 @@ pub unsafe extern "C" fn h2s_pool_usage(used: *mut usize, size: *mut usize) -> i
         return -EINVAL;
     }
     let (u, s) = POOL.usage();
-    // SAFETY: per the caller's contract.
+    // SAFETY: `used` and `size` are null or valid for a write (`# Safety` of `h2s_pool_usage`).
     unsafe {
         put(used, u);
         put(size, s);
     }
     0
-}
-
-/// Parse a role list such as `master master slave` (spaces, tabs or newlines between names).
-pub(crate) fn parse_roles(text: &[u8], roles: &mut [Role; MAX_NODES]) -> Result<usize, Error> {
-    let mut n = 0;
-    for word in text
-        .split(|b| b" \t\r\n".contains(b))
-        .filter(|w| !w.is_empty())
-    {
-        let name = core::str::from_utf8(word).map_err(|_| Error::Invalid)?;
-        let role = Role::from_name(name).ok_or(Error::Invalid)?;
-        if n == MAX_NODES {
-            return Err(Error::Invalid);
-        }
-        roles[n] = role;
-        n += 1;
-    }
-    if n == 0 {
-        return Err(Error::Invalid);
-    }
-    Ok(n)
-}
-
-pub(crate) fn create(roles_text: &[u8]) -> Result<u32, Error> {
-    let mut roles = [Role::Master; MAX_NODES];
-    let n = parse_roles(roles_text, &mut roles)?;
-    let cluster = Cluster::new(&KERNEL_HOST, &roles[..n])?;
-    handles::insert(cluster)
 }
 
 /// Create a cluster with one empty PFS per node; `roles` is `len` bytes of role names
@@ -256,16 +228,16 @@ pub(crate) fn create(roles_text: &[u8]) -> Result<u32, Error> {
 /// `roles` must be valid for `len` bytes; `handle` valid for a write.
 #[no_mangle]
 pub unsafe extern "C" fn h2s_cluster_create(roles: *const u8, len: usize, handle: *mut u32) -> i32 {
-    // SAFETY: per the caller's contract.
+    // SAFETY: `roles` is valid for `len` bytes (`# Safety` of `h2s_cluster_create`).
     let Some(text) = (unsafe { in_slice(roles, len) }) else {
         return -EINVAL;
     };
     if handle.is_null() || ops::get().is_none() {
         return -EINVAL;
     }
-    match create(text) {
+    match cmd::create(text) {
         Ok(h) => {
-            // SAFETY: checked non-null; valid per the caller's contract.
+            // SAFETY: `handle` was checked non-null and is valid for a write (`# Safety`).
             unsafe { put(handle, h) };
             0
         }
@@ -312,7 +284,8 @@ pub unsafe extern "C" fn h2s_run_scenario(
     written: *mut usize,
     outcome: *mut i32,
 ) -> i32 {
-    // SAFETY: per the caller's contract.
+    // SAFETY: `text` is valid for `len` bytes and `out` valid and exclusive for `cap` bytes
+    // (`# Safety` of `h2s_run_scenario`).
     let (Some(text), Some(out)) = (unsafe { in_slice(text, len) }, unsafe {
         out_slice(out, cap)
     }) else {
@@ -331,7 +304,7 @@ pub unsafe extern "C" fn h2s_run_scenario(
         Outcome::Failed => H2S_OUTCOME_FAILED,
         Outcome::Rejected => H2S_OUTCOME_REJECTED,
     };
-    // SAFETY: per the caller's contract.
+    // SAFETY: `written` and `outcome` are null or valid for a write (`# Safety`).
     unsafe {
         put(written, w.len());
         put(outcome, code);
@@ -386,7 +359,7 @@ pub unsafe extern "C" fn h2s_scenario_too_big(
 /// # Safety
 /// `written` valid for a write when not null.
 unsafe fn finish_text(w: &OutBuf<'_>, r: fmt::Result, written: *mut usize) -> i32 {
-    // SAFETY: per the caller's contract.
+    // SAFETY: `written` is null or valid for a write (this function's `# Safety`).
     unsafe { put(written, w.len()) };
     if w.overflowed() {
         -ENOSPC
@@ -395,19 +368,6 @@ unsafe fn finish_text(w: &OutBuf<'_>, r: fmt::Result, written: *mut usize) -> i3
     } else {
         0
     }
-}
-
-fn write_status(out: &mut dyn Write) -> fmt::Result {
-    let (used, size) = POOL.usage();
-    writeln!(out, "pool: {} of {} bytes in use", used, size)?;
-    let mut live = [0u32; handles::H2S_MAX_CLUSTERS];
-    let n = handles::live(&mut live);
-    write!(out, "handles:")?;
-    for h in &live[..n] {
-        write!(out, " {}", h)?;
-    }
-    writeln!(out, "{}", if n == 0 { " none" } else { "" })?;
-    hammer2_synchro::cluster::write_all_status(out)
 }
 
 /// Write the status of the library and of every live cluster (nodes, roles, status words,
@@ -419,7 +379,7 @@ fn write_status(out: &mut dyn Write) -> fmt::Result {
 /// `out` valid and exclusive for `cap` bytes; `written` valid for a write when not null.
 #[no_mangle]
 pub unsafe extern "C" fn h2s_status(out: *mut u8, cap: usize, written: *mut usize) -> i32 {
-    // SAFETY: per the caller's contract.
+    // SAFETY: `out` is valid and exclusive for `cap` bytes (`# Safety` of `h2s_status`).
     let Some(out) = (unsafe { out_slice(out, cap) }) else {
         return -EINVAL;
     };
@@ -427,33 +387,9 @@ pub unsafe extern "C" fn h2s_status(out: *mut u8, cap: usize, written: *mut usiz
         return -EINVAL;
     }
     let mut w = OutBuf::new(out);
-    let r = write_status(&mut w);
-    // SAFETY: per the caller's contract.
+    let r = cmd::write_status(&mut w);
+    // SAFETY: `written` is null or valid for a write (`# Safety` of `h2s_status`).
     unsafe { finish_text(&w, r, written) }
-}
-
-/// The self-test suites [`h2s_selftest`] runs, in order.
-const SUITES: &[(&str, &[(&str, Case)])] = &[
-    ("host-conformance", hammer2_synchro::conformance::CASES),
-    ("kernel-host", crate::hostcheck::CASES),
-    ("thread-protocol", hammer2_synchro::selftest::CASES),
-];
-
-/// Run every self-test suite on the kernel host, as KTAP: one parent result per suite, each
-/// with its subtest block. Returns the leaf counts.
-pub fn run_selftests(out: &mut dyn Write) -> (u32, u32) {
-    let (mut passed, mut failed) = (0, 0);
-    let _ = writeln!(out, "KTAP version 1");
-    let _ = writeln!(out, "1..{}", SUITES.len());
-    for (i, (name, cases)) in SUITES.iter().enumerate() {
-        let (p, f) = run_cases(&KERNEL_HOST, name, cases, out);
-        passed += p;
-        failed += f;
-        let verdict = if f == 0 { "ok" } else { "not ok" };
-        let _ = writeln!(out, "{} {} {}", verdict, i + 1, name);
-    }
-    let _ = writeln!(out, "# {} passed, {} failed", passed, failed);
-    (passed, failed)
 }
 
 /// Run the self-tests with real host threads: the host-conformance tests of the porting
@@ -478,7 +414,7 @@ pub unsafe extern "C" fn h2s_selftest(
     passed: *mut u32,
     failed: *mut u32,
 ) -> i32 {
-    // SAFETY: per the caller's contract.
+    // SAFETY: `out` is valid and exclusive for `cap` bytes (`# Safety` of `h2s_selftest`).
     let Some(out) = (unsafe { out_slice(out, cap) }) else {
         return -EINVAL;
     };
@@ -486,8 +422,8 @@ pub unsafe extern "C" fn h2s_selftest(
         return -EINVAL;
     }
     let mut w = OutBuf::new(out);
-    let (p, f) = run_selftests(&mut w);
-    // SAFETY: per the caller's contract.
+    let (p, f) = cmd::run_selftests(&mut w);
+    // SAFETY: `passed`, `failed` and `written` are null or valid for a write (`# Safety`).
     unsafe {
         put(passed, p);
         put(failed, f);
@@ -495,59 +431,11 @@ pub unsafe extern "C" fn h2s_selftest(
     }
 }
 
-/// Thread operations of [`h2s_thread_op`]. Every request (all but `Start`) to a node whose
-/// thread was never started or has stopped is a successful no-op, as in HAMMER2.
-#[repr(u32)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum H2sThreadOp {
-    /// Start the node's sync thread (`-EBUSY` if one runs).
-    Start = 0,
-    /// Freeze it; returns once it acknowledged (FROZEN set).
-    Freeze = 1,
-    /// Unfreeze it; returns once it acknowledged (FROZEN clear).
-    Unfreeze = 2,
-    /// Make it re-read the roles and reset its sync state; returns once it ran.
-    Remaster = 3,
-    /// Stop it; returns once it exited and was joined.
-    Stop = 4,
-    /// Wake it for a pass now.
-    Signal = 5,
-}
-
-impl H2sThreadOp {
-    /// The operation for a C value, if valid.
-    pub fn from_raw(v: u32) -> Option<Self> {
-        Some(match v {
-            0 => H2sThreadOp::Start,
-            1 => H2sThreadOp::Freeze,
-            2 => H2sThreadOp::Unfreeze,
-            3 => H2sThreadOp::Remaster,
-            4 => H2sThreadOp::Stop,
-            5 => H2sThreadOp::Signal,
-            _ => return None,
-        })
-    }
-}
-
-/// Apply `op` to node `node`'s thread of the cluster in `u`.
-pub(crate) fn thread_op(u: &handles::Use, node: usize, op: H2sThreadOp) -> Result<(), Error> {
-    let c = u.cluster();
-    if node >= c.len() {
-        return Err(Error::Invalid);
-    }
-    match op {
-        H2sThreadOp::Start => u.pinned().thread_start(node),
-        H2sThreadOp::Freeze => c.thread_freeze(node),
-        H2sThreadOp::Unfreeze => c.thread_unfreeze(node),
-        H2sThreadOp::Remaster => c.thread_remaster(node),
-        H2sThreadOp::Stop => c.thread_stop(node),
-        H2sThreadOp::Signal => c.thread_signal(node),
-    }
-}
-
-/// Apply a thread operation (`H2sThreadOp` value `op`) to node `node` of cluster `handle`.
-/// Requests return only once the thread acknowledged them (see [`H2sThreadOp`]); a request to
-/// a thread that never started or has stopped returns 0 at once and changes nothing.
+/// Apply a thread operation to node `node` of cluster `handle`: `op` 0 starts the node's sync
+/// thread, 1 freezes it, 2 unfreezes it, 3 remasters it (re-read the roles), 4 stops it and
+/// 5 signals it (a pass now). Requests return only once the thread acknowledged them, except
+/// the signal; a request to a thread that never started or has stopped returns 0 at once and
+/// changes nothing.
 ///
 /// Errors: `-EINVAL` (unknown or stale handle, node out of range, unknown op), `-EBUSY` (start
 /// while running), other core errors as `-errno` (e.g. `-ENOMEM` when a start cannot spawn).
@@ -558,24 +446,26 @@ pub extern "C" fn h2s_thread_op(handle: u32, node: u32, op: u32) -> i32 {
     if ops::get().is_none() {
         return -EINVAL;
     }
-    let Some(op) = H2sThreadOp::from_raw(op) else {
+    let Some(op) = ThreadOp::from_raw(op) else {
         return -EINVAL;
     };
     let u = match handles::get(handle) {
         Ok(u) => u,
         Err(e) => return neg(e),
     };
-    match thread_op(&u, node as usize, op) {
+    match cmd::thread_op(&u, node as usize, op) {
         Ok(()) => 0,
         Err(e) => neg(e),
     }
 }
 
-/// Run one control command (`len` bytes at `cmd`, one line) on the clusters that live across
-/// calls, writing its answer into `out`; the byte count goes to `written`. Commands (see
-/// `crate::ctl`): `create <role>...` (answers `handle <h>`), `destroy <h>`,
-/// `start|freeze|unfreeze|remaster|stop|signal <h> <node>|*`, `mkdir <h> <path>`,
-/// `write <h> <path> <bytes>`, `list`.
+/// The test console: run one control command (`len` bytes at `cmd`, one line) on the clusters
+/// that live across calls, writing its answer into `out`; the byte count goes to `written`.
+/// Not the scenario language (see [`h2s_run_scenario`]). Commands (see `crate::ctl`):
+/// `create <role>...` (answers `handle <h>`), `destroy <h>`,
+/// `start|freeze|unfreeze|remaster|stop|signal <h> <set>`, `mkdir <h> <set> <path>`,
+/// `write <h> <set> <path> <bytes>`, `idle <h> <ms>`, `status <h>`, `list`; a `<set>` is `*` or
+/// a comma list of node indices.
 ///
 /// Returns 0, `-EINVAL` (null pointer, malformed command, bad handle or node), `-E2BIG` (`len`
 /// over [`H2S_CTL_MAX`]: nothing ran), `-ENOSPC` (answer cut), or the failing operation's
@@ -593,7 +483,8 @@ pub unsafe extern "C" fn h2s_ctl(
     cap: usize,
     written: *mut usize,
 ) -> i32 {
-    // SAFETY: per the caller's contract.
+    // SAFETY: `cmd` is valid for `len` bytes and `out` valid and exclusive for `cap` bytes
+    // (`# Safety` of `h2s_ctl`).
     let (Some(cmd), Some(out)) = (unsafe { in_slice(cmd, len) }, unsafe {
         out_slice(out, cap)
     }) else {
@@ -607,7 +498,7 @@ pub unsafe extern "C" fn h2s_ctl(
     }
     let mut w = OutBuf::new(out);
     let r = crate::ctl::run(cmd, &mut w);
-    // SAFETY: per the caller's contract.
+    // SAFETY: `written` is null or valid for a write (`# Safety` of `h2s_ctl`).
     unsafe { put(written, w.len()) };
     match r {
         Err(e) => neg(e),
@@ -636,7 +527,7 @@ pub unsafe extern "C" fn h2s_bench_open(session: *mut *mut c_void) -> i32 {
         Ok(s) => s,
         Err(e) => return neg(e),
     };
-    // SAFETY: checked non-null; valid per the caller's contract.
+    // SAFETY: `session` was checked non-null and is valid for a write (`# Safety`).
     unsafe { session.write(Box::into_raw(s) as *mut c_void) };
     0
 }
@@ -725,6 +616,7 @@ mod tests {
     use super::*;
     use crate::testhost::{ensure_init, OPS};
     use core::ptr::{null, null_mut};
+    use hammer2_synchro::thread::Request;
 
     #[test]
     fn init_rejects_bad_arguments_and_double_init() {
@@ -778,25 +670,6 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn role_lists_parse() {
-        let mut r = [Role::Cache; MAX_NODES];
-        assert_eq!(
-            parse_roles(b" master\tslave\nsoft_master  cache soft_slave ", &mut r),
-            Ok(5)
-        );
-        assert_eq!(
-            &r[..5],
-            &[
-                Role::Master,
-                Role::Slave,
-                Role::SoftMaster,
-                Role::Cache,
-                Role::SoftSlave
-            ]
-        );
     }
 
     #[test]
@@ -866,10 +739,10 @@ mod tests {
         assert_eq!(rc, 0, "{text}");
         // The suites' own verdicts are asserted by their crates (the thread-protocol timings
         // are not this test's business); here: every case counted, the KTAP well formed.
-        let total: usize = SUITES.iter().map(|s| s.1.len()).sum();
+        let total: usize = cmd::SUITES.iter().map(|s| s.1.len()).sum();
         assert_eq!((p + f) as usize, total, "{text}");
         assert!(text.starts_with("KTAP version 1\n1..3\n"), "{text}");
-        for (i, (name, _)) in SUITES.iter().enumerate() {
+        for (i, (name, _)) in cmd::SUITES.iter().enumerate() {
             assert!(text.contains(&format!("ok {} {}\n", i + 1, name)), "{text}");
         }
         assert!(text.contains("\nok 2 kernel-host\n"), "{text}");
@@ -888,8 +761,8 @@ mod tests {
     #[test]
     fn thread_op_rejects_bad_handles_and_ops() {
         ensure_init();
-        assert_eq!(h2s_thread_op(0, 0, H2sThreadOp::Freeze as u32), -EINVAL);
-        assert_eq!(h2s_thread_op(0x1234, 0, H2sThreadOp::Stop as u32), -EINVAL);
+        assert_eq!(h2s_thread_op(0, 0, Request::Freeze.raw()), -EINVAL);
+        assert_eq!(h2s_thread_op(0x1234, 0, Request::Stop.raw()), -EINVAL);
         assert_eq!(h2s_thread_op(1, 0, 99), -EINVAL);
     }
 
@@ -903,21 +776,14 @@ mod tests {
             unsafe { h2s_cluster_create(roles.as_ptr(), roles.len(), &mut h) },
             0
         );
-        let requests = [
-            H2sThreadOp::Freeze,
-            H2sThreadOp::Unfreeze,
-            H2sThreadOp::Remaster,
-            H2sThreadOp::Signal,
-            H2sThreadOp::Stop,
-        ];
         // Never started, then started and stopped: every request succeeds and does nothing.
-        for op in requests {
-            assert_eq!(h2s_thread_op(h, 1, op as u32), 0, "{op:?} before start");
+        for op in Request::ALL {
+            assert_eq!(h2s_thread_op(h, 1, op.raw()), 0, "{op:?} before start");
         }
-        assert_eq!(h2s_thread_op(h, 1, H2sThreadOp::Start as u32), 0);
-        assert_eq!(h2s_thread_op(h, 1, H2sThreadOp::Stop as u32), 0);
-        for op in requests {
-            assert_eq!(h2s_thread_op(h, 1, op as u32), 0, "{op:?} after stop");
+        assert_eq!(h2s_thread_op(h, 1, 0), 0, "start");
+        assert_eq!(h2s_thread_op(h, 1, Request::Stop.raw()), 0);
+        for op in Request::ALL {
+            assert_eq!(h2s_thread_op(h, 1, op.raw()), 0, "{op:?} after stop");
         }
         let u = handles::get(h).unwrap();
         assert_eq!(
@@ -926,7 +792,7 @@ mod tests {
         );
         drop(u);
         // A node beyond the cluster is still refused.
-        assert_eq!(h2s_thread_op(h, 2, H2sThreadOp::Freeze as u32), -EINVAL);
+        assert_eq!(h2s_thread_op(h, 2, Request::Freeze.raw()), -EINVAL);
         assert_eq!(h2s_cluster_destroy(h), 0);
     }
 

@@ -1,4 +1,4 @@
-//! The sync-thread side of the kernel comparison of issue 5 (`make bench-kernel`): a one-master
+//! The sync-thread side of the kernel round-trip benchmark (`make bench-kernel`): a one-master
 //! cluster whose idle sync thread the C side freezes, unfreezes, stops and restarts one round
 //! trip at a time, timing each call itself so that these round trips and the `kthread_park` /
 //! `kthread_unpark` / `kthread_stop` baselines go through the same clock, in interleaved batches.
@@ -12,6 +12,7 @@ use hammer2_synchro::cluster::Cluster;
 use hammer2_synchro::host::{self, Host};
 use hammer2_synchro::role::Role;
 use hammer2_synchro::thread::flags::ThreadFlags;
+use hammer2_synchro::thread::Request;
 use hammer2_synchro::{Error, Result};
 
 /// A cluster whose node 0 runs the sync thread the round trips act on.
@@ -56,13 +57,13 @@ impl BenchSession {
 
     /// One freeze + unfreeze round trip, each acknowledged.
     pub fn freeze_unfreeze(&self) -> Result<()> {
-        self.cluster.thread_freeze(0)?;
-        self.cluster.thread_unfreeze(0)
+        self.cluster.thread_request(0, Request::Freeze)?;
+        self.cluster.thread_request(0, Request::Unfreeze)
     }
 
     /// Stop the thread and join it.
     pub fn stop(&self) -> Result<()> {
-        self.cluster.thread_stop(0)
+        self.cluster.thread_request(0, Request::Stop)
     }
 }
 

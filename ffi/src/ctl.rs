@@ -1,6 +1,9 @@
-//! Control commands on clusters that outlive a single call (debugfs `ctl`): what a person or the
-//! QEMU suite uses to leave threads running or frozen across calls, e.g. to prove that module
-//! unload stops them. One command per call, words separated by white space:
+//! The C API's test console (`h2s_ctl`, debugfs `ctl`): commands on clusters that outlive a
+//! single call, what a person or the QEMU suite uses to leave threads running or frozen across
+//! calls, e.g. to prove that module unload stops them. Not the scenario language (no checks, no
+//! KTAP; see docs/SCENARIOS.md), but it shares that language's words: roles, node sets and thread
+//! requests parse through the same core functions. One command per call, words separated by
+//! white space:
 //!
 //! ```text
 //! create <role>...                 -> "handle <h>"
@@ -21,10 +24,10 @@ use core::fmt::Write;
 use core::time::Duration;
 
 use hammer2_synchro::cluster::FrontendOp;
-use hammer2_synchro::role::{NodeSet, MAX_NODES};
+use hammer2_synchro::role::NodeSet;
 use hammer2_synchro::{Error, Result};
 
-use crate::api::{create, thread_op, H2sThreadOp};
+use crate::cmd::{create, thread_op, ThreadOp};
 use crate::handles;
 
 /// Largest file `write` creates.
@@ -35,19 +38,7 @@ fn num<T: core::str::FromStr>(w: Option<&str>) -> Result<T> {
 }
 
 fn node_set(w: Option<&str>, n: usize) -> Result<NodeSet> {
-    let w = w.ok_or(Error::Invalid)?;
-    if w == "*" {
-        return Ok(NodeSet(((1u16 << n) - 1) as u8));
-    }
-    let mut set = 0u8;
-    for part in w.split(',') {
-        let i: usize = part.parse().map_err(|_| Error::Invalid)?;
-        if i >= n || i >= MAX_NODES {
-            return Err(Error::Invalid);
-        }
-        set |= 1 << i;
-    }
-    Ok(NodeSet(set))
+    NodeSet::parse(w.ok_or(Error::Invalid)?, n).map_err(|_| Error::Invalid)
 }
 
 fn path(w: Option<&str>) -> Result<&[u8]> {
@@ -81,14 +72,8 @@ pub fn run(cmd: &[u8], out: &mut dyn Write) -> Result<()> {
             return Ok(());
         }
         "destroy" => return handles::destroy(num(words.next())?),
-        "start" => H2sThreadOp::Start,
-        "freeze" => H2sThreadOp::Freeze,
-        "unfreeze" => H2sThreadOp::Unfreeze,
-        "remaster" => H2sThreadOp::Remaster,
-        "stop" => H2sThreadOp::Stop,
-        "signal" => H2sThreadOp::Signal,
         "idle" | "mkdir" | "write" | "status" => return cluster_cmd(verb, &mut words, out),
-        _ => return Err(Error::Invalid),
+        w => ThreadOp::parse(w).ok_or(Error::Invalid)?,
     };
     let u = handles::get(num(words.next())?)?;
     let n = u.cluster().len();
@@ -189,12 +174,9 @@ mod tests {
     }
 
     #[test]
-    fn node_sets_parse_and_are_bounded() {
-        assert_eq!(node_set(Some("*"), 3), Ok(NodeSet(0b111)));
-        assert_eq!(node_set(Some("*"), 8), Ok(NodeSet(0xff)));
+    fn node_sets_are_the_core_ones() {
         assert_eq!(node_set(Some("0,2"), 3), Ok(NodeSet(0b101)));
         assert_eq!(node_set(Some("3"), 3), Err(Error::Invalid));
-        assert_eq!(node_set(Some("1,,2"), 3), Err(Error::Invalid));
         assert_eq!(node_set(None, 3), Err(Error::Invalid));
     }
 }

@@ -16,6 +16,7 @@ use hammer2_synchro::cluster::{Cluster, FrontendOp};
 use hammer2_synchro::host::{self, Host, LockMode};
 use hammer2_synchro::role::{NodeSet, Role};
 use hammer2_synchro::selftest::{Case, Note, Outcome};
+use hammer2_synchro::thread::Request;
 
 /// Every kernel-host check, by name.
 pub const CASES: &[(&str, Case)] = &[
@@ -197,7 +198,7 @@ fn freeze_during_large_sync(host: &'static dyn Host, out: &mut dyn fmt::Write) -
         host::sleep(host, Duration::from_micros(200));
     }
     let f0 = host.now_ns();
-    if c.thread_freeze(2).is_err() {
+    if c.thread_request(2, Request::Freeze).is_err() {
         return fail("freeze failed");
     }
     let latency = host.now_ns() - f0;
@@ -218,12 +219,12 @@ fn freeze_during_large_sync(host: &'static dyn Host, out: &mut dyn fmt::Write) -
         }
     );
     let frozen_ok = s1.scanned == s2.scanned && s1.inserted == s2.inserted && still;
-    if c.thread_unfreeze(2).is_err() {
+    if c.thread_request(2, Request::Unfreeze).is_err() {
         return fail("unfreeze failed");
     }
     let u0 = host.now_ns();
     while !c.in_sync(2) && host.now_ns() - u0 < WAIT_NS {
-        let _ = c.thread_signal(2);
+        let _ = c.thread_request(2, Request::Signal);
         host::sleep(host, Duration::from_millis(10));
     }
     let synced = c.in_sync(2);
@@ -240,7 +241,7 @@ fn freeze_during_large_sync(host: &'static dyn Host, out: &mut dyn fmt::Write) -
             s2.passes
         );
     }
-    let stopped = c.thread_stop(2).is_ok();
+    let stopped = c.thread_request(2, Request::Stop).is_ok();
     if latency > 2_000_000_000 {
         return fail("the freeze took over 2 s to be acknowledged");
     }

@@ -10,7 +10,8 @@
 //!   porting surface on that table;
 //! - **exports**: the `h2s_*` functions in [`api`] (clusters by handle, thread operations,
 //!   scenarios, status, self-tests), plus [`api::h2s_thread_main`], the body every thread the
-//!   core spawns runs.
+//!   core spawns runs. They only convert raw arguments; what they do is in [`cmd`], which the
+//!   test console [`ctl`] (`h2s_ctl`) shares.
 //!
 //! On the kernel target the crate is `no_std`: the global allocator is the bounded pool of
 //! [`pool`], and a panic ends in the host's panic import. Host builds (tests) use std.
@@ -23,6 +24,7 @@ extern crate alloc;
 pub mod api;
 pub mod bench;
 pub mod buf;
+pub mod cmd;
 pub mod ctl;
 pub mod handles;
 pub mod host;

@@ -5,7 +5,7 @@
 use core::pin::Pin;
 
 use super::Cluster;
-use crate::thread::{Brk, SyncWork, ThreadState};
+use crate::thread::{Brk, Request, SyncWork, ThreadState};
 use crate::Result;
 
 /// The work of node `idx`'s sync thread: passes of `Cluster::sync_node`, resets through
@@ -42,31 +42,11 @@ impl Cluster {
         unsafe { this.threads.start(idx, this.host(), work) }
     }
 
-    /// Freeze node `idx`'s thread; returns once it acknowledged (FROZEN). This and the other
-    /// requests below are successful no-ops on a node whose thread never started or has stopped
-    /// (`Error::Invalid` only for a bad index), as in HAMMER2.
-    pub fn thread_freeze(&self, idx: usize) -> Result<()> {
-        self.threads.freeze(idx)
-    }
-
-    /// Unfreeze node `idx`'s thread; returns once it acknowledged (FROZEN clear).
-    pub fn thread_unfreeze(&self, idx: usize) -> Result<()> {
-        self.threads.unfreeze(idx)
-    }
-
-    /// Make node `idx`'s thread re-read the roles; returns once the reset ran.
-    pub fn thread_remaster(&self, idx: usize) -> Result<()> {
-        self.threads.remaster(idx)
-    }
-
-    /// Stop node `idx`'s thread; returns once it exited and was joined.
-    pub fn thread_stop(&self, idx: usize) -> Result<()> {
-        self.threads.stop(idx)
-    }
-
-    /// Wake node `idx`'s thread for a pass now.
-    pub fn thread_signal(&self, idx: usize) -> Result<()> {
-        self.threads.signal(idx)
+    /// Make `req` of node `idx`'s thread; returns once it acknowledged it (see [`Request`]). A
+    /// successful no-op on a node whose thread never started or has stopped (`Error::Invalid`
+    /// only for a bad index), as in HAMMER2.
+    pub fn thread_request(&self, idx: usize, req: Request) -> Result<()> {
+        self.threads.request(idx, req)
     }
 
     /// What node `idx`'s thread is doing.

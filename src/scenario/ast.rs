@@ -3,6 +3,7 @@
 use alloc::vec::Vec;
 
 use crate::role::{NodeSet, Role, MAX_NODES};
+use crate::thread::Request;
 
 /// A node set as written; `masters`/`slaves` are resolved against the roles at run time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,34 +30,6 @@ pub enum Content {
         /// The generator's seed.
         seed: u64,
     },
-}
-
-/// A requester operation on sync threads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ThreadOp {
-    /// `freeze`: returns once FROZEN is set.
-    Freeze,
-    /// `unfreeze`: returns once FROZEN is clear.
-    Unfreeze,
-    /// `stop`: returns once STOPPED is set.
-    Stop,
-    /// `remaster`: returns once REMASTER was consumed.
-    Remaster,
-    /// `signal`: wake the thread for a pass now.
-    Signal,
-}
-
-impl ThreadOp {
-    /// The command name.
-    pub const fn name(self) -> &'static str {
-        match self {
-            ThreadOp::Freeze => "freeze",
-            ThreadOp::Unfreeze => "unfreeze",
-            ThreadOp::Stop => "stop",
-            ThreadOp::Remaster => "remaster",
-            ThreadOp::Signal => "signal",
-        }
-    }
 }
 
 /// What a thread-state check expects.
@@ -115,7 +88,7 @@ pub enum Cmd<'a> {
     /// `start [<set>]` (`None`: every node without a running thread).
     Start(Option<Set>),
     /// `freeze|unfreeze|stop|remaster|signal <set>`.
-    Thread(ThreadOp, Set),
+    Thread(Request, Set),
     /// `wait synced [timeout=<dur>]`, timeout in milliseconds.
     WaitSynced(u64),
     /// `sync [<set>]` (`None`: every node).

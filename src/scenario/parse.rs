@@ -5,10 +5,11 @@
 
 use alloc::vec::Vec;
 
-use super::ast::{Check, Cmd, Content, Script, Set, Step, ThreadCheck, ThreadOp};
+use super::ast::{Check, Cmd, Content, Script, Set, Step, ThreadCheck};
 use super::lex::{self, reason, ParseError, Reason, Tok};
 use super::names::SnapNames;
-use crate::role::{NodeSet, Role, MAX_NODES};
+use crate::role::{self, NodeSet, Role, RoleList};
+use crate::thread::Request;
 
 /// Longest duration accepted (`sleep`, `wait synced timeout=`, `stall`), in milliseconds.
 pub const MAX_DURATION_MS: u64 = 3_600_000;
@@ -81,31 +82,26 @@ fn word<'a>(t: &Tok<'a>, what: &str) -> R<&'a str> {
     }
 }
 
-fn cluster(args: &[Tok<'_>]) -> R<heapless::Vec<Role, MAX_NODES>> {
-    if args.is_empty() || args.len() > MAX_NODES {
-        return Err(reason!(
-            "cluster needs 1 to {} roles, got {}",
-            MAX_NODES,
-            args.len()
-        ));
-    }
-    let mut roles = heapless::Vec::new();
-    for a in args {
-        let r = role(a)?;
-        // Cannot fail: at most MAX_NODES arguments were checked above.
-        let _ = roles.push(r);
-    }
-    Ok(roles)
+fn cluster(args: &[Tok<'_>]) -> R<RoleList> {
+    // A string is no role name: it fails as one, and is reported as a string below.
+    let words = args.iter().map(|t| match t {
+        Tok::Word(w) => *w,
+        Tok::Str(_) => "",
+    });
+    Role::parse_list(words).map_err(|e| match e {
+        role::ParseError::UnknownRole { index, .. } => match word(&args[index], "a role") {
+            Err(r) => r,
+            Ok(_) => reason!("{}", e),
+        },
+        e => reason!("{}", e),
+    })
 }
 
 fn role(t: &Tok<'_>) -> R<Role> {
     let w = word(t, "a role")?;
-    Role::from_name(w).ok_or_else(|| {
-        reason!(
-            "unknown role '{}' (master, slave, soft_master, soft_slave, cache)",
-            w
-        )
-    })
+    Role::parse_list([w])
+        .map(|r| r[0])
+        .map_err(|e| reason!("{}", e))
 }
 
 /// A decimal number without sign; `what` names it in the error.
@@ -233,19 +229,7 @@ impl<'a> Parser<'_, 'a> {
 
     fn idx(&self, i: usize) -> R<usize> {
         let w = self.w(i, "a node index")?;
-        self.index(w)
-    }
-
-    fn index(&self, w: &str) -> R<usize> {
-        let v = number(w, "node index")?;
-        if v >= self.n as u64 {
-            return Err(reason!(
-                "bad node index {} (cluster has {} nodes)",
-                v,
-                self.n
-            ));
-        }
-        Ok(v as usize)
+        NodeSet::parse_index(w, self.n).map_err(|e| reason!("{}", e))
     }
 
     fn set(&self, i: usize) -> R<Set> {
@@ -254,16 +238,7 @@ impl<'a> Parser<'_, 'a> {
             "*" => Set::All,
             "masters" => Set::Masters,
             "slaves" => Set::Slaves,
-            _ => {
-                let mut s = NodeSet(0);
-                for part in w.split(',') {
-                    if part.is_empty() {
-                        return Err(reason!("bad node set '{}'", w));
-                    }
-                    s.0 |= 1 << self.index(part)?;
-                }
-                Set::List(s)
-            }
+            _ => Set::List(NodeSet::parse(w, self.n).map_err(|e| reason!("{}", e))?),
         })
     }
 
@@ -332,10 +307,10 @@ impl<'a> Parser<'_, 'a> {
     }
 
     fn command(&self, name: &str) -> R<Cmd<'a>> {
-        let thread = |op: ThreadOp| -> R<Cmd<'a>> {
-            self.arity(op.name(), "<set>", 1, 1)?;
-            Ok(Cmd::Thread(op, self.set(0)?))
-        };
+        if let Some(req) = Request::parse(name) {
+            self.arity(name, "<set>", 1, 1)?;
+            return Ok(Cmd::Thread(req, self.set(0)?));
+        }
         Ok(match name {
             "cluster" => return Err(reason!("cluster may appear only once")),
             "role" => {
@@ -368,11 +343,6 @@ impl<'a> Parser<'_, 'a> {
                 Cmd::Link(self.set(0)?, self.leaf_path(1)?, self.leaf_path(2)?)
             }
             "start" => Cmd::Start(self.opt_set(name, "start [<set>]")?),
-            "freeze" => thread(ThreadOp::Freeze)?,
-            "unfreeze" => thread(ThreadOp::Unfreeze)?,
-            "stop" => thread(ThreadOp::Stop)?,
-            "remaster" => thread(ThreadOp::Remaster)?,
-            "signal" => thread(ThreadOp::Signal)?,
             "wait" => {
                 let usage = "wait synced [timeout=<dur>]";
                 self.arity(name, usage, 1, 2)?;
@@ -580,7 +550,7 @@ mod tests {
         assert_eq!(*cmds[1], Cmd::Chmod(Set::Masters, b"/", 0o750));
         assert_eq!(*cmds[2], Cmd::Link(Set::Slaves, b"/a", b"/b"));
         assert_eq!(*cmds[3], Cmd::Start(None));
-        assert_eq!(*cmds[4], Cmd::Thread(ThreadOp::Freeze, Set::All));
+        assert_eq!(*cmds[4], Cmd::Thread(Request::Freeze, Set::All));
         assert_eq!(*cmds[5], Cmd::WaitSynced(250));
         assert_eq!(*cmds[6], Cmd::Sleep(2000));
         assert_eq!(*cmds[7], Cmd::Stall(1, None));

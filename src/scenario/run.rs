@@ -13,7 +13,7 @@ use core::fmt::Write;
 use core::pin::Pin;
 use core::time::Duration;
 
-use super::ast::{Check, Cmd, Content, Script, Set, ThreadCheck, ThreadOp};
+use super::ast::{Check, Cmd, Content, Script, Set, ThreadCheck};
 use super::ktap::{Diag, Ktap};
 use super::lex::{reason, Reason};
 use super::{prng, Outcome};
@@ -22,7 +22,7 @@ use crate::host::{self, Host, LogLevel};
 use crate::media::OBJTYPE_DIRECTORY;
 use crate::quorum::{QuorumResult, StatusFlags};
 use crate::role::{NodeSet, Role};
-use crate::thread::ThreadState;
+use crate::thread::{Request, ThreadState};
 use crate::Error;
 
 /// How often `wait synced` looks at the nodes.
@@ -183,7 +183,7 @@ impl Interp {
     fn stop_all(&mut self) {
         for idx in 0..self.nodes() {
             if self.has_thread(idx) {
-                let _ = self.c.thread_stop(idx);
+                let _ = self.c.thread_request(idx, Request::Stop);
             }
         }
     }
@@ -220,16 +220,11 @@ impl Interp {
                 }
                 Ok(())
             }
-            Cmd::Thread(op, s) => {
+            Cmd::Thread(req, s) => {
                 for i in self.resolve(*s).iter() {
-                    let r = match op {
-                        ThreadOp::Freeze => self.c.thread_freeze(i),
-                        ThreadOp::Unfreeze => self.c.thread_unfreeze(i),
-                        ThreadOp::Stop => self.c.thread_stop(i),
-                        ThreadOp::Remaster => self.c.thread_remaster(i),
-                        ThreadOp::Signal => self.c.thread_signal(i),
-                    };
-                    r.map_err(|e| thread_err(i, op.name(), e))?;
+                    self.c
+                        .thread_request(i, *req)
+                        .map_err(|e| thread_err(i, req.name(), e))?;
                 }
                 Ok(())
             }
@@ -372,152 +367,204 @@ impl Interp {
     fn check(&mut self, check: &Check<'_>) -> R<bool> {
         let d = &mut self.diag;
         let c = &self.c;
-        let interrupted = || reason!("{}", Error::Interrupted);
         Ok(match check {
-            Check::Same(a, b) => match c.compare(*a, *b, d) {
-                Ok(same) => same,
-                Err(Error::Interrupted) => return Err(interrupted()),
-                Err(e) => {
-                    let _ = writeln!(d, "compare {a} {b}: {e}");
-                    false
-                }
-            },
-            Check::File(s, p, want) => {
-                let mut ok = true;
-                for i in resolve_with(c, *s).iter() {
-                    let (len, mut w) = Want::of(want);
-                    match c.compare_file(i, p, len, &mut |out| w.fill(out)) {
-                        Ok(FileCmp::Same) => {}
-                        Ok(FileCmp::DiffersAt(at)) => {
-                            ok = false;
-                            let _ =
-                                writeln!(d, "node {i}: {}: content differs at byte {at}", show(p));
-                        }
-                        Ok(FileCmp::Size(got)) => {
-                            ok = false;
-                            let _ =
-                                writeln!(d, "node {i}: {}: size {got}, expected {len}", show(p));
-                        }
-                        Err(Error::Interrupted) => return Err(interrupted()),
-                        Err(e) => {
-                            ok = false;
-                            let _ = writeln!(d, "node {i}: {}: {e}", show(p));
-                        }
-                    }
-                }
-                ok
-            }
-            Check::Dir(s, p) => each_stat(c, d, *s, p, |st| {
-                (st.objtype == OBJTYPE_DIRECTORY)
-                    .then_some(())
-                    .ok_or(reason!("not a directory (type {})", st.objtype))
-            }),
-            Check::Mode(s, p, m) => each_stat(c, d, *s, p, |st| {
-                (st.mode & 0o7777 == *m).then_some(()).ok_or(reason!(
-                    "mode {:04o}, expected {:04o}",
-                    st.mode & 0o7777,
-                    m
-                ))
-            }),
-            Check::Tid(s, p, t) => each_stat(c, d, *s, p, |st| {
-                (st.modify_tid == *t).then_some(()).ok_or(reason!(
-                    "tid {}, expected {}",
-                    st.modify_tid,
-                    t
-                ))
-            }),
-            Check::Missing(s, p) => {
-                let mut ok = true;
-                for i in resolve_with(c, *s).iter() {
-                    match c.stat(i, p) {
-                        Err(Error::NotFound) | Err(Error::NotDir) => {}
-                        Ok(st) => {
-                            ok = false;
-                            let _ = writeln!(
-                                d,
-                                "node {i}: {}: exists (type {}, tid {})",
-                                show(p),
-                                st.objtype,
-                                st.modify_tid
-                            );
-                        }
-                        Err(e) => {
-                            ok = false;
-                            let _ = writeln!(d, "node {i}: {}: {e}", show(p));
-                        }
-                    }
-                }
-                ok
-            }
-            Check::Thread(want, s) => {
-                let mut ok = true;
-                for i in resolve_with(c, *s).iter() {
-                    let st = c.thread_state(i);
-                    let good = match want {
-                        ThreadCheck::Frozen => st == ThreadState::Frozen,
-                        ThreadCheck::Running => st == ThreadState::Running,
-                        ThreadCheck::Stopped => {
-                            matches!(st, ThreadState::Stopped | ThreadState::NotStarted)
-                        }
-                    };
-                    if !good {
-                        ok = false;
-                        let _ = writeln!(d, "node {i}: thread is {}", st.name());
-                    }
-                }
-                ok
-            }
-            Check::Focus(t) => match c.focus_root() {
-                QuorumResult::Focus { tid, .. } if tid == *t => true,
-                QuorumResult::Focus { node, tid } => {
-                    let _ = writeln!(d, "focus is tid {tid} (node {node})");
-                    false
-                }
-                QuorumResult::None(e) => {
-                    let _ = writeln!(d, "no focus: {e}");
-                    false
-                }
-            },
-            Check::QuorumNone => match c.focus_root() {
-                QuorumResult::None(_) => true,
-                QuorumResult::Focus { node, tid } => {
-                    let _ = writeln!(d, "a quorum agrees on tid {tid} (focus node {node})");
-                    false
-                }
-            },
+            Check::Same(a, b) => expect_same(c, d, a, b)?,
+            Check::File(s, p, want) => expect_file(c, d, s, p, want)?,
+            Check::Dir(s, p) => expect_dir(c, d, s, p),
+            Check::Mode(s, p, m) => expect_mode(c, d, s, p, m),
+            Check::Tid(s, p, t) => expect_tid(c, d, s, p, t),
+            Check::Missing(s, p) => expect_missing(c, d, s, p),
+            Check::Thread(want, s) => expect_thread(c, d, want, s),
+            Check::Focus(t) => expect_focus(c, d, t),
+            Check::QuorumNone => expect_quorum_none(c, d),
             Check::Unchanged(name, taken, i) => {
-                // The parser saw the snapshot command earlier in the file, so it ran.
-                let Some(snap) = self.snaps.get(*taken) else {
-                    let _ = writeln!(d, "snapshot '{name}' was not taken");
-                    return Ok(false);
-                };
-                match snap.matches(c, *i, d) {
-                    Ok(same) => same,
-                    Err(Error::Interrupted) => return Err(interrupted()),
-                    Err(e) => {
-                        let _ = writeln!(d, "node {i}: {e}");
-                        false
-                    }
-                }
+                expect_unchanged(c, d, &self.snaps, name, taken, i)?
             }
-            Check::Status(i, words) => {
-                let have = c.status(*i);
-                let mut ok = true;
-                for (present, w) in words {
-                    if have.has_word(w) != *present {
-                        ok = false;
-                        let what = if *present { "missing" } else { "present" };
-                        let _ = writeln!(
-                            d,
-                            "node {i}: status word {w} {what} (status:{})",
-                            Words(have)
-                        );
-                    }
-                }
-                ok
-            }
+            Check::Status(i, words) => expect_status(c, d, i, words),
         })
     }
+}
+
+/// `expect same <a> <b>`: the two nodes hold the same tree.
+/// `Err` only when the run was told to stop.
+fn expect_same(c: &Cluster, d: &mut Diag, a: &usize, b: &usize) -> R<bool> {
+    match c.compare(*a, *b, d) {
+        Ok(same) => Ok(same),
+        Err(Error::Interrupted) => Err(reason!("{}", Error::Interrupted)),
+        Err(e) => {
+            let _ = writeln!(d, "compare {a} {b}: {e}");
+            Ok(false)
+        }
+    }
+}
+
+/// `expect file`: the file has this content on every node of the set, compared block by block
+/// (never a copy of the file). `Err` only when the run was told to stop.
+fn expect_file(c: &Cluster, d: &mut Diag, s: &Set, p: &[u8], want: &Content) -> R<bool> {
+    let mut ok = true;
+    for i in resolve_with(c, *s).iter() {
+        let (len, mut w) = Want::of(want);
+        match c.compare_file(i, p, len, &mut |out| w.fill(out)) {
+            Ok(FileCmp::Same) => {}
+            Ok(FileCmp::DiffersAt(at)) => {
+                ok = false;
+                let _ = writeln!(d, "node {i}: {}: content differs at byte {at}", show(p));
+            }
+            Ok(FileCmp::Size(got)) => {
+                ok = false;
+                let _ = writeln!(d, "node {i}: {}: size {got}, expected {len}", show(p));
+            }
+            Err(Error::Interrupted) => return Err(reason!("{}", Error::Interrupted)),
+            Err(e) => {
+                ok = false;
+                let _ = writeln!(d, "node {i}: {}: {e}", show(p));
+            }
+        }
+    }
+    Ok(ok)
+}
+
+/// `expect dir`: the path is a directory on every node of the set.
+fn expect_dir(c: &Cluster, d: &mut Diag, s: &Set, p: &[u8]) -> bool {
+    each_stat(c, d, *s, p, |st| {
+        (st.objtype == OBJTYPE_DIRECTORY)
+            .then_some(())
+            .ok_or(reason!("not a directory (type {})", st.objtype))
+    })
+}
+
+/// `expect mode`: the path has this mode on every node of the set.
+fn expect_mode(c: &Cluster, d: &mut Diag, s: &Set, p: &[u8], m: &u32) -> bool {
+    each_stat(c, d, *s, p, |st| {
+        (st.mode & 0o7777 == *m).then_some(()).ok_or(reason!(
+            "mode {:04o}, expected {:04o}",
+            st.mode & 0o7777,
+            m
+        ))
+    })
+}
+
+/// `expect tid`: the path has this modify_tid on every node of the set.
+fn expect_tid(c: &Cluster, d: &mut Diag, s: &Set, p: &[u8], t: &u64) -> bool {
+    each_stat(c, d, *s, p, |st| {
+        (st.modify_tid == *t)
+            .then_some(())
+            .ok_or(reason!("tid {}, expected {}", st.modify_tid, t))
+    })
+}
+
+/// `expect missing`: the path is absent on every node of the set.
+fn expect_missing(c: &Cluster, d: &mut Diag, s: &Set, p: &[u8]) -> bool {
+    let mut ok = true;
+    for i in resolve_with(c, *s).iter() {
+        match c.stat(i, p) {
+            Err(Error::NotFound) | Err(Error::NotDir) => {}
+            Ok(st) => {
+                ok = false;
+                let _ = writeln!(
+                    d,
+                    "node {i}: {}: exists (type {}, tid {})",
+                    show(p),
+                    st.objtype,
+                    st.modify_tid
+                );
+            }
+            Err(e) => {
+                ok = false;
+                let _ = writeln!(d, "node {i}: {}: {e}", show(p));
+            }
+        }
+    }
+    ok
+}
+
+/// `expect frozen|running|stopped`: every thread of the set is in that state.
+fn expect_thread(c: &Cluster, d: &mut Diag, want: &ThreadCheck, s: &Set) -> bool {
+    let mut ok = true;
+    for i in resolve_with(c, *s).iter() {
+        let st = c.thread_state(i);
+        let good = match want {
+            ThreadCheck::Frozen => st == ThreadState::Frozen,
+            ThreadCheck::Running => st == ThreadState::Running,
+            ThreadCheck::Stopped => {
+                matches!(st, ThreadState::Stopped | ThreadState::NotStarted)
+            }
+        };
+        if !good {
+            ok = false;
+            let _ = writeln!(d, "node {i}: thread is {}", st.name());
+        }
+    }
+    ok
+}
+
+/// `expect focus <tid>`: a quorum agrees on the PFS root at that TID.
+fn expect_focus(c: &Cluster, d: &mut Diag, t: &u64) -> bool {
+    match c.focus_root() {
+        QuorumResult::Focus { tid, .. } if tid == *t => true,
+        QuorumResult::Focus { node, tid } => {
+            let _ = writeln!(d, "focus is tid {tid} (node {node})");
+            false
+        }
+        QuorumResult::None(e) => {
+            let _ = writeln!(d, "no focus: {e}");
+            false
+        }
+    }
+}
+
+/// `expect quorum none`: no quorum agrees on the PFS root.
+fn expect_quorum_none(c: &Cluster, d: &mut Diag) -> bool {
+    match c.focus_root() {
+        QuorumResult::None(_) => true,
+        QuorumResult::Focus { node, tid } => {
+            let _ = writeln!(d, "a quorum agrees on tid {tid} (focus node {node})");
+            false
+        }
+    }
+}
+
+/// `expect unchanged <name> <idx>`: the node still matches the snapshot (`taken`: its
+/// ordinal among the snapshots the run took).
+fn expect_unchanged(
+    c: &Cluster,
+    d: &mut Diag,
+    snaps: &[Snapshot],
+    name: &&str,
+    taken: &usize,
+    i: &usize,
+) -> R<bool> {
+    // The parser saw the snapshot command earlier in the file, so it ran.
+    let Some(snap) = snaps.get(*taken) else {
+        let _ = writeln!(d, "snapshot '{name}' was not taken");
+        return Ok(false);
+    };
+    match snap.matches(c, *i, d) {
+        Ok(same) => Ok(same),
+        Err(Error::Interrupted) => Err(reason!("{}", Error::Interrupted)),
+        Err(e) => {
+            let _ = writeln!(d, "node {i}: {e}");
+            Ok(false)
+        }
+    }
+}
+
+/// `expect status`: each word is present (or, with `!`, absent) on the node.
+fn expect_status(c: &Cluster, d: &mut Diag, i: &usize, words: &[(bool, &str)]) -> bool {
+    let have = c.status(*i);
+    let mut ok = true;
+    for (present, w) in words {
+        if have.has_word(w) != *present {
+            ok = false;
+            let what = if *present { "missing" } else { "present" };
+            let _ = writeln!(
+                d,
+                "node {i}: status word {w} {what} (status:{})",
+                Words(have)
+            );
+        }
+    }
+    ok
 }
 
 /// The status words of `have`, space-separated, for diagnostics.

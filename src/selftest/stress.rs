@@ -1,4 +1,4 @@
-//! Randomized stress on any host (issue 4 item 7): frontend writers on the masters, every node's
+//! Randomized stress on any host: frontend writers on the masters, every node's
 //! sync thread running, and requesters issuing a seeded pseudo-random sequence of freeze,
 //! unfreeze, remaster, stop+start and signal requests, for a fixed count of operations. Then
 //! every thread is unfrozen, the cluster must converge, every write that reached a quorum of
@@ -35,7 +35,7 @@ use crate::media::{OBJTYPE_DIRECTORY, OBJTYPE_REGFILE};
 use crate::mem::try_box;
 use crate::role::{NodeSet, Role, MAX_NODES};
 use crate::scenario::prng;
-use crate::thread::ThreadState;
+use crate::thread::{Request, ThreadState};
 
 /// Most writer threads a run may have.
 pub const MAX_WRITERS: usize = 4;
@@ -429,14 +429,15 @@ fn requester(s: &Shared, r: usize) {
         }
         let node = r + s.p.requesters * rng.below(mine as u64) as usize;
         let (what, res) = match rng.below(6) {
-            0 => ("freeze", c.thread_freeze(node)),
-            1 | 2 => ("unfreeze", c.thread_unfreeze(node)),
-            3 => ("remaster", c.thread_remaster(node)),
+            0 => ("freeze", c.thread_request(node, Request::Freeze)),
+            1 | 2 => ("unfreeze", c.thread_request(node, Request::Unfreeze)),
+            3 => ("remaster", c.thread_request(node, Request::Remaster)),
             4 => (
                 "stop+start",
-                c.thread_stop(node).and_then(|()| c.thread_start(node)),
+                c.thread_request(node, Request::Stop)
+                    .and_then(|()| c.thread_start(node)),
             ),
-            _ => ("signal", c.thread_signal(node)),
+            _ => ("signal", c.thread_request(node, Request::Signal)),
         };
         if let Err(e) = res {
             s.fail(format_args!(
@@ -632,8 +633,8 @@ fn settle_and_check(
     }
     let storm_ns = host.now_ns() - t0;
     for i in 0..c.len() {
-        c.thread_unfreeze(i)
-            .and_then(|()| c.thread_signal(i))
+        c.thread_request(i, Request::Unfreeze)
+            .and_then(|()| c.thread_request(i, Request::Signal))
             .map_err(|e| note!("unfreeze node {i}: {e}"))?;
         let st = c.thread_state(i);
         if st != ThreadState::Running {
@@ -655,7 +656,7 @@ fn settle_and_check(
     }
     let converge_ns = host.now_ns() - t1;
     for i in 0..c.len() {
-        c.thread_stop(i)
+        c.thread_request(i, Request::Stop)
             .map_err(|e| note!("stop node {i}'s thread: {e}"))?;
     }
     let (mut committed, mut uncertain) = (0, 0);

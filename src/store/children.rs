@@ -727,9 +727,9 @@ impl Children {
     /// maintains the blocks on its path right away, which is what the next flush would do to
     /// them. Insert paths are left as the splits made them (the shape HAMMER2 has between
     /// flushes): maintaining them too flattens the two-slot blocks repeated splits leave at the
-    /// top of a hashed directory, but was measured to make the pruned scan of issue 5 slower
-    /// (N = 10^6, k = 10: 817 spans and runs instead of 576, 1.3 to 1.7x the time), which is the
-    /// store's reason to have these trees.
+    /// top of a hashed directory, but makes the pruned scan visit more spans and runs and take
+    /// longer (see "Measured while designing" in BENCHMARKS.md), and that scan is the store's
+    /// reason to have these trees.
     fn maintain(&mut self, key: u64) {
         let mut depth = 0;
         let mut node = &self.root;

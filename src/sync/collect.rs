@@ -22,45 +22,15 @@
 
 use core::sync::atomic::Ordering;
 
-use crate::media::{Blockref, KEY_MAX};
+use crate::media::KEY_MAX;
 use crate::quorum::{self, NodeAnswer, QuorumResult, Voter};
 use crate::role::{Role, MAX_NODES};
 use crate::store::ChainStore;
 use crate::thread::Brk;
 use crate::{Error, Result};
 
-use super::pool::{Msg, Pool};
+use super::pool::{Head, Msg, Pool};
 use super::Peers;
-
-/// The part of a chain's blockref a merge decides on: its key range and TID. The workers send
-/// this, not the whole 128-byte blockref (mostly check code), so a FIFO of [`FIFO_DEPTH`]
-/// answers stays small; the focus's full header is read with its payload.
-///
-/// [`FIFO_DEPTH`]: super::pool::FIFO_DEPTH
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Head {
-    /// The lowest key of the range.
-    pub key: u64,
-    /// The range is `key ..= key + 2^keybits - 1`.
-    pub keybits: u8,
-    /// The chain's modify_tid.
-    pub modify_tid: u64,
-}
-
-impl Head {
-    /// The key range and TID of `b`.
-    pub fn of(b: &Blockref) -> Head {
-        Head {
-            key: b.key,
-            keybits: b.keybits,
-            modify_tid: b.modify_tid,
-        }
-    }
-    /// The last key of the range (as [`Blockref::key_end`]).
-    pub fn key_end(&self) -> u64 {
-        crate::media::key_end(self.key, self.keybits)
-    }
-}
 
 /// A focus chain: which node holds it, its id there, its header.
 #[derive(Debug, Clone, Copy)]

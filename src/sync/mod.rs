@@ -49,7 +49,7 @@ impl SyncStats {
 /// How a differing inode's children are scanned; both give identical trees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ScanMode {
-    /// Compare key-range summaries and descend only where they differ (issue 5): resyncing k
+    /// Compare key-range summaries and descend only where they differ: resyncing k
     /// changed children of an inode of N visits O(k · log N) indirect blocks, runs and chains.
     #[default]
     Pruned,
@@ -150,21 +150,10 @@ pub(crate) struct Deferred<Id> {
 /// answers EAGAIN, sync the deferred inodes bottom-up (LIFO, an entry popped only once its own
 /// sync added no new deferral), then the root again. On a break or an error the leftover
 /// deferrals are dropped and the error (`InProgress` for a break) returned.
+///
+/// Starts scan workers for this pass alone and joins them before it returns; the cluster's sync
+/// threads keep one set per node instead ([`sync_pass_pooled`]).
 pub fn sync_pass<S>(
-    peers: &Peers<'_, S>,
-    idx: usize,
-    brk: &dyn Fn() -> bool,
-    stats: &mut SyncStats,
-) -> Result<()>
-where
-    S: ChainStore + 'static,
-    S::Id: Send + 'static,
-{
-    sync_pass_mode(peers, idx, brk, stats, ScanMode::default())
-}
-
-/// [`sync_pass`] with the scan mode chosen.
-pub fn sync_pass_mode<S>(
     peers: &Peers<'_, S>,
     idx: usize,
     brk: &dyn Fn() -> bool,
@@ -175,16 +164,14 @@ where
     S: ChainStore + 'static,
     S::Id: Send + 'static,
 {
-    if idx >= peers.stores.len() || peers.roles.len() != peers.stores.len() {
-        return Err(Error::Invalid);
-    }
     // The workers are joined when `pool` drops, before this returns (whatever the outcome).
     let pool = pool::Pool::start(peers, idx)?;
     sync_pass_pooled(peers, &pool, idx, &Brk::new(brk), stats, mode)
 }
 
-/// [`sync_pass_mode`] with scan workers started beforehand (the cluster keeps one set per
-/// node, so a pass spawns no thread). Every request is abandoned before this returns.
+/// [`sync_pass`] with scan workers started beforehand (the cluster keeps one set per node, so a
+/// pass spawns no thread), and a sync thread's [`Brk`]. Every request is abandoned before this
+/// returns.
 pub(crate) fn sync_pass_pooled<S: ChainStore>(
     peers: &Peers<'_, S>,
     pool: &pool::Pool<'_, S>,
@@ -201,6 +188,7 @@ pub(crate) fn sync_pass_pooled<S: ChainStore>(
     r
 }
 
+/// The pass itself, on checked arguments.
 fn pass<S: ChainStore>(
     peers: &Peers<'_, S>,
     pool: &pool::Pool<'_, S>,

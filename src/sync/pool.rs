@@ -27,15 +27,42 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use core::time::Duration;
 
 use crate::host::{Host, RawThread};
-use crate::media::KEY_MAX;
+use crate::media::{Blockref, KEY_MAX};
 use crate::mem::{try_box, try_to_vec};
 use crate::role::MAX_NODES;
 use crate::store::ChainStore;
 use crate::thread::{Brk, HostWord};
 use crate::{Error, Result};
 
-use super::collect::Head;
 use super::Peers;
+
+/// The part of a chain's blockref a merge decides on: its key range and TID. The workers send
+/// this, not the whole 128-byte blockref (mostly check code), so a FIFO of [`FIFO_DEPTH`]
+/// answers stays small; the focus's full header is read with its payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    /// The lowest key of the range.
+    pub key: u64,
+    /// The range is `key ..= key + 2^keybits - 1`.
+    pub keybits: u8,
+    /// The chain's modify_tid.
+    pub modify_tid: u64,
+}
+
+impl Head {
+    /// The key range and TID of `b`.
+    pub fn of(b: &Blockref) -> Head {
+        Head {
+            key: b.key,
+            keybits: b.keybits,
+            modify_tid: b.modify_tid,
+        }
+    }
+    /// The last key of the range (as [`Blockref::key_end`]).
+    pub fn key_end(&self) -> u64 {
+        crate::media::key_end(self.key, self.keybits)
+    }
+}
 
 /// Answers a worker may have queued ahead of the collector. The seed's XOP FIFO holds 16; 32
 /// lets a worker queue a 1 MiB file's inode, 16 data blocks and end without stopping for the

@@ -4,7 +4,7 @@
 //! **Original** (the seed): merge every child of ours against the per-key focus of the others,
 //! so one changed entry in a directory of N costs N comparisons.
 //!
-//! **Pruned** (issue 5): every block table is HAMMER2's radix tree of INDIRECT blocks
+//! **Pruned**: every block table is HAMMER2's radix tree of INDIRECT blocks
 //! ([`crate::store::children`]): a blockset of 4 in the inode, indirect blocks of 32 or 128
 //! blockrefs below, each covering a power-of-two aligned key range (`key`/`keybits`, chosen as
 //! `hammer2_chain_create_indirect` does when a table overflows, collapsed again as

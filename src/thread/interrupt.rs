@@ -4,7 +4,8 @@
 //! waits on its pool's push word for the scan workers' answers, and on two busy CPUs a worker
 //! may not run for milliseconds. A freeze, remaster or stop signalled meanwhile only set a bit
 //! in the thread's flag word, which nothing in that sleep looks at, so its acknowledgement
-//! waited for the worker (issue 5: freeze p99 of several ms on the wide trees).
+//! waited for the worker (the freeze latency target of BENCHMARKS.md was missed by far on the
+//! wide trees).
 //!
 //! So every break request also *interrupts*: it bumps the slot's request counter, then, under
 //! the registration lock, bumps and wakes the word the pass sleeps on, if the pass registered
@@ -17,8 +18,8 @@
 //!
 //! The registration lock is held across the requester's wake (the registered word lives only
 //! while the pass is inside [`sleep`]), so it must not spin: the woken pass may preempt the
-//! requester on its CPU and would then spin until the end of its time slice (milliseconds, seen
-//! in the bench). It is a futex-style lock on a word: contenders sleep on it through the host.
+//! requester on its CPU and would then spin until the end of its time slice (see "Measured while
+//! designing" in BENCHMARKS.md). It is a futex-style lock on a word: contenders sleep on it through the host.
 //!
 //! The pass polls its break condition again only when the counter moved, so a pass that gets no
 //! request polls exactly as often as before: tests that count polls as steps stay deterministic.
@@ -27,13 +28,23 @@ use core::cell::{Cell, UnsafeCell};
 use core::sync::atomic::{AtomicU32, Ordering};
 use core::time::Duration;
 
-use super::word::Word;
 use crate::host::Host;
 use crate::{Error, Result};
 
+/// A word a pass sleeps on, as an interrupt sees it: the interrupt moves it and wakes its
+/// sleepers. Every flag word (`super::word::Word`) is one; the pool's push word too.
+pub(crate) trait Sleeper {
+    /// Sleep while the word equals `expected` (interlocked), for at most `timeout`.
+    fn sleep(&self, expected: u32, timeout: Option<Duration>);
+    /// Add one to the word, so that a sleeper on its old value wakes.
+    fn bump(&self);
+    /// Wake every sleeper on the word.
+    fn wake(&self);
+}
+
 /// A registered wait: the word a pass sleeps on, for the time of the sleep.
 #[derive(Clone, Copy)]
-pub(crate) struct Target(*const (dyn Word + 'static));
+pub(crate) struct Target(*const (dyn Sleeper + 'static));
 
 /// The state behind one thread's interrupts: its break-request counter, the registration lock
 /// and the registered wait. [`HostIntr`] on hosts; the loom model has its own.
@@ -54,17 +65,17 @@ pub(crate) trait IntrState: Sync {
     fn target(&self) -> &UnsafeCell<Option<Target>>;
 }
 
-/// The registration lock's word as a [`Word`].
+/// The registration lock's word.
 struct LockWord<'a>(&'a dyn IntrState);
 
-impl Word for LockWord<'_> {
+impl LockWord<'_> {
     fn load(&self) -> u32 {
         self.0.lock_load()
     }
     fn cas(&self, old: u32, new: u32) -> bool {
         self.0.lock_cas(old, new)
     }
-    fn sleep(&self, expected: u32, _timeout: Option<Duration>) {
+    fn sleep(&self, expected: u32) {
         self.0.lock_sleep(expected);
     }
     fn wake(&self) {
@@ -86,7 +97,7 @@ fn lock(st: &dyn IntrState) {
                 return;
             }
         } else if v == 2 || w.cas(1, 2) {
-            w.sleep(2, None);
+            w.sleep(2);
         }
     }
 }
@@ -134,15 +145,15 @@ pub(crate) fn fire(st: &dyn IntrState) {
 /// caller then polls its break condition).
 pub(crate) fn sleep(
     st: &dyn IntrState,
-    word: &dyn Word,
+    word: &dyn Sleeper,
     expected: u32,
     timeout: Option<Duration>,
     since: u32,
 ) -> bool {
-    let ptr: *const (dyn Word + '_) = word;
+    let ptr: *const (dyn Sleeper + '_) = word;
     // SAFETY: only the lifetime is erased; the target is unregistered below, before `word`'s
     // borrow ends, and dereferenced only under the registration lock (see `fire`).
-    let t: *const (dyn Word + 'static) = unsafe { core::mem::transmute(ptr) };
+    let t: *const (dyn Sleeper + 'static) = unsafe { core::mem::transmute(ptr) };
     // Register first, then compare: a request that the comparison misses sees the registration.
     register(st, Some(Target(t)));
     if st.requests() == since {
@@ -160,7 +171,7 @@ pub(crate) struct Interrupt {
 }
 
 // SAFETY: `target` is read and written only under the registration lock (`lock`/`unlock` on the
-// `lock` word); what it points to is a `Word` (atomics and host calls, usable from any thread)
+// `lock` word); what it points to is a `Sleeper` (atomics and host calls, usable from any thread)
 // kept alive by the registering pass until it unregisters under that lock.
 unsafe impl Sync for Interrupt {}
 // SAFETY: as for `Sync`; an `Interrupt` owns nothing tied to a thread.
@@ -258,7 +269,7 @@ impl<'a> Brk<'a> {
     /// the break condition is polled, and `Err(InProgress)` returned if it holds.
     pub(crate) fn sleep(
         &self,
-        word: &dyn Word,
+        word: &dyn Sleeper,
         expected: u32,
         timeout: Option<Duration>,
     ) -> Result<()> {

@@ -2,12 +2,14 @@
 //! primary sync loop, on any [`Host`].
 //!
 //! - [`flags`]: the flag word and its names;
-//! - `requester`: freeze / unfreeze / remaster / stop / signal, each acknowledged;
+//! - [`Request`]: freeze / unfreeze / remaster / stop / signal, and `requester`, their protocol,
+//!   each acknowledged;
 //! - `primary`: the thread's loop;
 
 pub mod flags;
 mod interrupt;
 mod primary;
+mod request;
 mod requester;
 mod word;
 
@@ -24,6 +26,7 @@ use crate::{Error, Result};
 pub use flags::{flag_names, FlagNames, ThreadFlags};
 pub use interrupt::Brk;
 use interrupt::{HostIntr, Interrupt};
+pub use request::Request;
 pub(crate) use word::HostWord;
 
 /// The work one sync thread does per pass (the cluster wires `Cluster::sync_node` in).
@@ -213,7 +216,7 @@ impl Threads {
     ///
     /// # Safety
     /// `self` must stay at its address, and everything `work` borrows must stay valid, until the
-    /// thread is joined: by [`Threads::stop`] or [`Threads::stop_all`], by a later `start` on the
+    /// thread is joined: by [`Request::Stop`] or [`Threads::stop_all`], by a later `start` on the
     /// slot, or by dropping `self` (which stops and joins every thread first).
     pub unsafe fn start<W: SyncWork + Send>(
         &self,
@@ -284,49 +287,37 @@ impl Threads {
         host.spawn(&name, entry)
     }
 
+    /// Make `req` of slot `idx`'s thread; returns once the thread acknowledged it (see
+    /// [`Request`]). A successful no-op if no thread runs there or it stopped meanwhile
+    /// (`Error::Invalid` only for a bad index).
+    pub fn request(&self, idx: usize, req: Request) -> Result<()> {
+        match req {
+            Request::Freeze => self.on_word(idx, |w| requester::freeze(w)),
+            Request::Unfreeze => self.on_word(idx, |w| requester::unfreeze(w)),
+            Request::Remaster => self.on_word(idx, |w| requester::remaster(w)),
+            Request::Stop => self.stop(idx),
+            Request::Signal => self.on_word(idx, |w| requester::kick(w)),
+        }
+    }
+
     /// Run requester operation `op` on slot `idx`'s word. Its answer (whether a thread
     /// acknowledged) is not needed: a request to a slot without a thread, or whose thread
     /// stopped first, is a successful no-op.
-    fn request(&self, idx: usize, op: impl FnOnce(&HostWord<'_>) -> bool) -> Result<()> {
+    fn on_word(&self, idx: usize, op: impl FnOnce(&HostWord<'_>) -> bool) -> Result<()> {
         if let Some(w) = self.word(idx)? {
             op(&w);
         }
         Ok(())
     }
 
-    /// Freeze slot `idx`'s thread; returns once it is frozen (it stops its pass within one
-    /// chain operation). A no-op if no thread runs there or it stopped meanwhile.
-    pub fn freeze(&self, idx: usize) -> Result<()> {
-        self.request(idx, |w| requester::freeze(w))
-    }
-
-    /// [`Threads::freeze`], calling `signalled` once FREEZE is set, before the wait.
+    /// [`Request::Freeze`], calling `signalled` once FREEZE is set, before the wait.
     pub(crate) fn freeze_observed(&self, idx: usize, signalled: &dyn Fn()) -> Result<()> {
-        self.request(idx, |w| requester::freeze_observed(w, signalled))
+        self.on_word(idx, |w| requester::freeze_observed(w, signalled))
     }
 
-    /// Unfreeze slot `idx`'s thread; returns once it left the frozen state. A no-op if no
+    /// [`Request::Stop`]: returns once the thread has exited and been joined. A no-op if no
     /// thread runs there.
-    pub fn unfreeze(&self, idx: usize) -> Result<()> {
-        self.request(idx, |w| requester::unfreeze(w))
-    }
-
-    /// Make slot `idx`'s thread reset its sync state (`SyncWork::remaster`); returns once done.
-    /// A frozen thread runs the reset too and stays frozen. A no-op if no thread runs there
-    /// (a thread reads the roles when it starts).
-    pub fn remaster(&self, idx: usize) -> Result<()> {
-        self.request(idx, |w| requester::remaster(w))
-    }
-
-    /// Wake slot `idx`'s thread for a pass now (a frozen one runs it once unfrozen). Does not
-    /// wait for the pass. A no-op if no thread runs there.
-    pub fn signal(&self, idx: usize) -> Result<()> {
-        self.request(idx, |w| requester::kick(w))
-    }
-
-    /// Stop slot `idx`'s thread; returns once it has exited and been joined. A no-op if no
-    /// thread runs there.
-    pub fn stop(&self, idx: usize) -> Result<()> {
+    fn stop(&self, idx: usize) -> Result<()> {
         let Some(w) = self.word(idx)? else {
             return Ok(());
         };
@@ -378,7 +369,7 @@ impl Threads {
     /// Takes `&mut self` so that no [`Threads::start`] can run meanwhile: a start that claimed a
     /// slot between the STOP requests and the waits below would give it a fresh word, and the
     /// wait for its STOPPED would never end. Requesters sharing `&self` stop slots one by one
-    /// with [`Threads::stop`].
+    /// with [`Request::Stop`].
     pub fn stop_all(&mut self) {
         for idx in 0..self.len {
             if let Ok(Some(w)) = self.word(idx) {

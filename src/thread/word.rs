@@ -6,7 +6,7 @@
 use core::sync::atomic::{AtomicU32, Ordering};
 use core::time::Duration;
 
-use super::interrupt::{self, HostIntr, IntrState};
+use super::interrupt::{self, HostIntr, IntrState, Sleeper};
 use crate::host::Host;
 
 /// A thread's flag word and the sleep/wake primitives keyed by it.
@@ -61,6 +61,18 @@ pub(crate) trait Word {
                 return old;
             }
         }
+    }
+}
+
+impl<W: Word> Sleeper for W {
+    fn sleep(&self, expected: u32, timeout: Option<Duration>) {
+        Word::sleep(self, expected, timeout);
+    }
+    fn bump(&self) {
+        Word::bump(self);
+    }
+    fn wake(&self) {
+        Word::wake(self);
     }
 }
 

@@ -70,7 +70,7 @@ fn bug8_copy_takes_the_focus_length() {
         &collect::Focus {
             node: 0,
             id: fb,
-            head: collect::Head::of(&m.bref(fb).unwrap()),
+            head: pool::Head::of(&m.bref(fb).unwrap()),
             catchup: false,
         },
     )
@@ -328,7 +328,7 @@ fn bug12_insert_over_an_existing_key_replaces() {
         &collect::Focus {
             node: 0,
             id: fid,
-            head: collect::Head::of(&m.bref(fid).unwrap()),
+            head: pool::Head::of(&m.bref(fid).unwrap()),
             catchup: false,
         },
     )

@@ -291,16 +291,11 @@ fn key_without_quorum_during_a_change_in_flight_is_left_alone() {
     let in_flight = std::sync::atomic::AtomicU64::new(7);
     for (changes, kept) in [(Some(&in_flight), true), (None, false)] {
         let peers = Peers {
-            stores: &stores,
-            roles: &roles,
-            nmasters: 2,
             changes,
-            host: host(),
-            faults: None,
-            catchup: false,
+            ..peers(&stores, &roles, 2)
         };
         let mut stats = SyncStats::default();
-        let r = sync_pass(&peers, 2, &|| false, &mut stats);
+        let r = sync_pass(&peers, 2, &|| false, &mut stats, ScanMode::default());
         if kept {
             // F2: while a change is in flight the pass changes nothing at all (a quorum of
             // nodes the change has not reached yet must not undo it where it has).
@@ -314,6 +309,21 @@ fn key_without_quorum_during_a_change_in_flight_is_left_alone() {
             assert_eq!(c.stat(2, b"/d/k"), Err(Error::NotFound), "the seed's skip");
             assert_eq!(c.stat(2, b"/d").unwrap().modify_tid, 2);
         }
+    }
+}
+
+/// A pass for a node outside the cluster, or with roles that do not match the stores, is refused
+/// before it looks at any store.
+#[test]
+fn sync_pass_refuses_bad_arguments() {
+    let c = cluster(&[M, S]);
+    let stores = [c.store(0).unwrap(), c.store(1).unwrap()];
+    for (idx, roles) in [(2, &[M, S][..]), (1, &[M][..]), (0, &[M, S, S][..])] {
+        let peers = peers(&stores, roles, 1);
+        let mut stats = SyncStats::default();
+        let r = sync_pass(&peers, idx, &|| false, &mut stats, ScanMode::default());
+        assert_eq!(r, Err(Error::Invalid), "node {idx}, {} roles", roles.len());
+        assert_eq!(stats.scanned, 0);
     }
 }
 

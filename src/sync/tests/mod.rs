@@ -77,6 +77,19 @@ fn assert_same(c: &Cluster, a: usize, b: usize) {
     );
 }
 
+/// The peers of a pass on the test host: no change in flight, no faults, no catch-up.
+fn peers<'a>(stores: &'a [&'a Store], roles: &'a [Role], nmasters: u8) -> Peers<'a> {
+    Peers {
+        stores,
+        roles,
+        nmasters,
+        changes: None,
+        host: host(),
+        faults: None,
+        catchup: false,
+    }
+}
+
 fn focus_tid(c: &Cluster) -> u64 {
     match c.focus_root() {
         QuorumResult::Focus { tid, .. } => tid,

@@ -197,13 +197,14 @@ fn final_update_refuses_a_focus_that_moved_on() {
     );
 }
 
-/// Issue 5: a freeze reaches a sync thread whose collector sleeps waiting for a stalled master.
+/// A freeze reaches a sync thread whose collector sleeps waiting for a stalled master.
 /// With two masters both must answer, so the slave's collector waits for node 1, whose reads
 /// take 2 s. Its stalled-wait poll (the safety net that polls `brk` after 50 ms without an
 /// answer) is turned off, so only the request itself can wake the wait: before the requests
 /// interrupted it, the freeze was acknowledged only once the stall ended.
 #[test]
 fn freeze_interrupts_a_collector_waiting_for_a_stalled_master() {
+    use crate::thread::Request;
     use std::time::{Duration, Instant};
     // The userland host: its word sleeps block until woken (the test host's poll).
     let c = Cluster::new(crate::userland::host(), &[M, M, S]).unwrap();
@@ -214,7 +215,7 @@ fn freeze_interrupts_a_collector_waiting_for_a_stalled_master() {
     // Let the pass reach the wait (a freeze before it would be seen by a chain-operation poll).
     std::thread::sleep(Duration::from_millis(100));
     let t = Instant::now();
-    c.thread_freeze(2).unwrap();
+    c.thread_request(2, Request::Freeze).unwrap();
     let took = t.elapsed();
     assert!(
         took < Duration::from_secs(1),
@@ -222,13 +223,13 @@ fn freeze_interrupts_a_collector_waiting_for_a_stalled_master() {
     );
     assert!(!c.in_sync(2), "synchronized although node 1 was stalled");
     c.set_stall(1, None);
-    c.thread_unfreeze(2).unwrap();
+    c.thread_request(2, Request::Unfreeze).unwrap();
     let t = Instant::now();
     while !c.in_sync(2) {
         assert!(t.elapsed() < Duration::from_secs(20), "never synchronized");
         std::thread::sleep(Duration::from_millis(5));
     }
-    c.thread_stop(2).unwrap();
+    c.thread_request(2, Request::Stop).unwrap();
     assert_same(&c, 0, 2);
 }
 
