@@ -499,6 +499,12 @@ impl Host for FailingHost {
     fn log(&self, level: LogLevel, args: std::fmt::Arguments<'_>) {
         (self.inner)().log(level, args)
     }
+    fn should_stop(&self) -> bool {
+        (self.inner)().should_stop()
+    }
+    fn relax(&self) {
+        (self.inner)().relax()
+    }
 }
 
 #[test]

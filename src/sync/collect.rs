@@ -526,6 +526,7 @@ impl<'a, S: ChainStore> Collector<'a, S> {
         // number of polls does not depend on how fast the workers answer.
         let mut waited = false;
         loop {
+            self.peers.host.relax();
             if !waited && self.brk.poll() {
                 return Err(Error::InProgress);
             }

@@ -104,6 +104,9 @@ impl<'a, S: ChainStore> Ctx<'a, S> {
     pub(crate) fn poll(&self) -> Result<()> {
         // DEVIATION (bug 2): the seed polled only between deferred inodes; this is called at
         // every chain operation of a scan, so a freeze is acknowledged within one operation.
+        // Every chain operation is also a scheduling point: a pass over a large tree must not
+        // hold its CPU for the whole pass.
+        self.peers.host.relax();
         if self.brk.poll() {
             Err(Error::InProgress)
         } else {
