@@ -25,7 +25,7 @@ use crate::media::volhdr::{copy_offset, select_best, VolumeHeader, NUM_VOLHDRS, 
 use crate::media::MediaError;
 use crate::Error;
 
-pub use pfs::{Entry, Pfs};
+pub use pfs::{check_name, BadName, Entry, Pfs, Piece};
 pub use scan::Flow;
 pub use verify::VerifyReport;
 
