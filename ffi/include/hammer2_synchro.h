@@ -222,9 +222,9 @@ int32_t h2s_init(const struct H2sHostOps *ops, void *pool, size_t len);
 
 /*
  Stop the library: destroy every remaining cluster (stopping and joining its threads), then
- release the pool and the ops table. The bytes still allocated from the pool after every
- cluster was destroyed (a leak: 0 when everything was freed) are stored through `leaked` (may
- be null). Returns how many clusters it had to destroy (0 or more), or `-EINVAL` if the library
+ release the pool and the ops table. The bytes still allocated (pool blocks and large
+ payloads from `big_alloc`) after every cluster was destroyed (a leak: 0 when everything was
+ freed) are stored through `leaked` (may be null). Returns how many clusters it had to destroy (0 or more), or `-EINVAL` if the library
  was not started.
 
  Context: process context, once at unload, after every other `h2s_*` call has returned and
