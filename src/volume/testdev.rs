@@ -218,6 +218,48 @@ pub(crate) fn sample_with(edit: &dyn Fn(&mut Vec<u8>, u64)) -> (Vec<u8>, Layout)
     (bld.img, layout)
 }
 
+/// Rewrite header copy 0 of `img` with `edit` applied.
+pub(crate) fn edit_header(img: &mut [u8], edit: &dyn Fn(&mut VolumeHeader)) {
+    let hdr = &mut img[..volhdr::VOLUME_BYTES];
+    let mut h = VolumeHeader::decode(hdr).unwrap();
+    edit(&mut h);
+    h.encode_into(hdr).unwrap();
+}
+
+/// Where [`add_freemap`] puts the leaf: the first slot of GiB 0's reserved segment.
+pub(crate) const LEAF_AT: u64 = 0x10000;
+
+/// Give a [`sample`] image the freemap the kernel would write for it with `allocator_beg`
+/// at 1 MiB (HAMMER2-MEDIA §10): one leaf for GiB 0 whose entry 0 (below `allocator_beg`
+/// rounded up to 4 MiB, where every block of the sample lies) and entries past the
+/// volume's end are all allocated, and entry 1 is free. `edit` changes the leaf's bytes
+/// before its CRC is taken.
+pub(crate) fn add_freemap(img: &mut [u8], edit: &dyn Fn(&mut [u8])) {
+    use crate::media::freemap::*;
+    let mut leaf = vec![0u8; FREEMAP_BLOCK_BYTES];
+    for (n, e) in leaf.chunks_exact_mut(BMAP_BYTES).enumerate() {
+        if n == 1 {
+            e[0x1C..0x20].copy_from_slice(&(BMAP_SPAN as u32).to_le_bytes());
+        } else {
+            e[0..4].copy_from_slice(&(BMAP_SPAN as u32).to_le_bytes());
+            e[0x40..].fill(0xFF);
+        }
+    }
+    edit(&mut leaf);
+    let at = LEAF_AT as usize;
+    img[at..at + FREEMAP_BLOCK_BYTES].copy_from_slice(&leaf);
+    let mut b = Blockref::new(BREF_TYPE_FREEMAP_LEAF, 0, LEAF_KEYBITS);
+    b.methods = enc_methods(CHECK_FREEMAP, COMP_NONE);
+    b.data_off = LEAF_AT | u64::from(FREEMAP_BLOCK_RADIX);
+    b.check[..4].copy_from_slice(&check::crc32c(&leaf).to_le_bytes());
+    b.check[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+    b.check[8..16].copy_from_slice(&BMAP_SPAN.to_le_bytes());
+    edit_header(img, &|h| {
+        h.allocator_beg = 1 << 20;
+        h.freemap_blockset[0] = b.encode();
+    });
+}
+
 pub(crate) fn open(img: Vec<u8>) -> ReadResult<Volume<MemDev>> {
     Volume::open(MemDev {
         bytes: img,
