@@ -169,8 +169,8 @@ pub struct FsckReport {
     /// Freemap leaves read.
     pub freemap_leaves: u64,
     /// Granules (16 KiB) marked allocated that no reachable block uses, outside the space
-    /// HAMMER2 reserves (below `allocator_beg`, the first 4 MiB of each GiB): space a
-    /// bulkfree would reclaim. Information, not a fault.
+    /// HAMMER2 reserves (the 4 MiB entries below `allocator_beg`, the first 4 MiB of each
+    /// GiB): space a bulkfree would reclaim. Information, not a fault.
     pub unreachable_granules: u64,
     /// Findings in all.
     pub findings_total: u64,
@@ -454,6 +454,9 @@ fn check_leaf<D: BlockDev>(
     r: &mut FsckReport,
     found: &mut Findings,
 ) {
+    // HAMMER2 marks whole entries below `allocator_beg` allocated (`hammer2_freemap_init`
+    // rounds it up to an entry), whatever of them is used.
+    let lokey = beg.div_ceil(BMAP_SPAN).saturating_mul(BMAP_SPAN);
     for (n, m) in bmaps.iter().enumerate() {
         vol.dev.yield_point();
         let Some(base) = key.checked_add(n as u64 * BMAP_SPAN) else {
@@ -467,7 +470,7 @@ fn check_leaf<D: BlockDev>(
             let reachable = map.take(off);
             match m.granule(g) {
                 Granule::Allocated => {
-                    if !reachable && n != 0 && off >= beg {
+                    if !reachable && n != 0 && off >= lokey {
                         r.unreachable_granules += 1;
                     }
                 }
@@ -596,6 +599,14 @@ mod tests {
         assert_eq!(problems(&r), [(Problem::IllegalGranule, BMAP_SPAN)]);
         // Allocated but unused is information only, and 10 (staged) is neither.
         assert_eq!(r.unreachable_granules, 1);
+        // An `allocator_beg` inside entry 1: the kernel marks all of entry 1 allocated,
+        // which is not unreachable space.
+        let (mut img, _) = sample();
+        add_freemap(&mut img, &|leaf| leaf[128 + 0x40..256].fill(0xFF));
+        edit_header(&mut img, &|h| h.allocator_beg = BMAP_SPAN + 0x4c00);
+        let r = check(img);
+        assert!(r.is_clean(), "{:?}", r.findings);
+        assert_eq!(r.unreachable_granules, 0);
     }
 
     #[test]
