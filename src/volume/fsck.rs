@@ -249,15 +249,18 @@ impl GranuleMap {
         }
     }
 
-    /// Clear the granules of `off..=last`.
-    fn clear(&mut self, off: u64, last: u64) {
-        let mut g = off - off % GRANULE_BYTES;
-        while g <= last {
-            self.take(g);
-            match g.checked_add(GRANULE_BYTES) {
-                Some(n) if (n / GRANULE_BYTES) < self.words.len() as u64 * 64 => g = n,
-                _ => break,
+    /// Clear the granules of `off..=last` (clipped to the map), with a scheduling point
+    /// every 64 Ki granules: a faulty freemap node can cover the whole volume.
+    fn clear(&mut self, off: u64, last: u64, yield_point: &dyn Fn()) {
+        let bits = (self.words.len() as u64).saturating_mul(64);
+        let end = (last / GRANULE_BYTES).min(bits.saturating_sub(1));
+        let mut g = off / GRANULE_BYTES;
+        while g <= end && g < bits {
+            self.take(g * GRANULE_BYTES);
+            if g % 65536 == 0 {
+                yield_point();
             }
+            g += 1;
         }
     }
 }
@@ -418,7 +421,7 @@ fn check_freemap<D: BlockDev>(
                 if let Some(b) = b.filter(|b| {
                     b.btype == BREF_TYPE_FREEMAP_LEAF || b.btype == BREF_TYPE_FREEMAP_NODE
                 }) {
-                    map.clear(b.key, b.key_end());
+                    map.clear(b.key, b.key_end(), &|| vol.dev.yield_point());
                 }
             }
         }
