@@ -492,7 +492,9 @@ mod tests {
     use alloc::vec;
     use alloc::vec::Vec;
 
-    use super::super::testdev::{add_freemap, edit_header, sample, sample_with, MemDev, LEAF_AT};
+    use super::super::testdev::{
+        add_freemap, each_damaged, edit_header, sample, sample_with, MemDev, LEAF_AT,
+    };
     use super::*;
     use crate::media::volhdr::{VolumeHeader, VOLUME_BYTES};
 
@@ -746,21 +748,13 @@ mod tests {
     #[test]
     fn random_damage_never_panics() {
         let (img, _) = healthy();
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
-        for _ in 0..200 {
-            let mut bad = img.clone();
-            for _ in 0..4 {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let at = match x % 3 {
-                    0 => (x >> 8) as usize % 4096,
-                    1 => LEAF_AT as usize + (x >> 8) as usize % 32768,
-                    _ => (1 << 20) + (x >> 8) as usize % 65536,
-                };
-                bad[at] ^= (x >> 40) as u8 | 1;
-            }
+        let pick = |x: u64| match x % 3 {
+            0 => (x >> 8) as usize % 4096,
+            1 => LEAF_AT as usize + (x >> 8) as usize % 32768,
+            _ => (1 << 20) + (x >> 8) as usize % 65536,
+        };
+        each_damaged(&img, 200, 0x2545_F491_4F6C_DD1D, &pick, &mut |bad| {
             let _ = fsck(dev(bad), FsckOptions::default());
-        }
+        });
     }
 }

@@ -260,6 +260,27 @@ pub(crate) fn add_freemap(img: &mut [u8], edit: &dyn Fn(&mut [u8])) {
     });
 }
 
+/// Give `f` `rounds` copies of `img`, each with four bytes damaged at offsets `pick` makes of
+/// pseudo-random numbers (a xorshift64 sequence from `seed`).
+pub(crate) fn each_damaged(
+    img: &[u8],
+    rounds: usize,
+    mut seed: u64,
+    pick: &dyn Fn(u64) -> usize,
+    f: &mut dyn FnMut(Vec<u8>),
+) {
+    for _ in 0..rounds {
+        let mut bad = img.to_vec();
+        for _ in 0..4 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            bad[pick(seed)] ^= (seed >> 40) as u8 | 1;
+        }
+        f(bad);
+    }
+}
+
 pub(crate) fn open(img: Vec<u8>) -> ReadResult<Volume<MemDev>> {
     Volume::open(MemDev {
         bytes: img,
@@ -525,21 +546,15 @@ mod tests {
     #[test]
     fn random_damage_never_panics() {
         let (img, _) = sample();
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        for _ in 0..300 {
-            let mut bad = img.clone();
-            for _ in 0..4 {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                // Damage the used part: the header and the blocks from 1 MiB.
-                let at = if x & 1 == 0 {
-                    (x >> 8) as usize % 1024
-                } else {
-                    (1 << 20) + (x >> 8) as usize % 65536
-                };
-                bad[at] ^= (x >> 40) as u8 | 1;
+        // Damage the used part: the header and the blocks from 1 MiB.
+        let pick = |x: u64| {
+            if x & 1 == 0 {
+                (x >> 8) as usize % 1024
+            } else {
+                (1 << 20) + (x >> 8) as usize % 65536
             }
+        };
+        each_damaged(&img, 300, 0x9E37_79B9_7F4A_7C15, &pick, &mut |bad| {
             if let Ok(vol) = open(bad) {
                 let _ = vol.verify_all();
                 if let Ok(pfs) = vol.pfs(b"DATA") {
@@ -547,6 +562,6 @@ mod tests {
                     let _ = pfs.readdir(&vol, &pfs.root, &mut |_| Ok(Flow::Continue));
                 }
             }
-        }
+        });
     }
 }
