@@ -117,7 +117,12 @@ impl fmt::Display for Finding {
             Problem::NoLeaf => f.write_str("reachable block in a GiB without freemap leaf")?,
             Problem::IllegalGranule => f.write_str("freemap granule in the illegal state 01")?,
         }
-        write!(f, " at {:#x}", self.at)
+        match self.problem {
+            Problem::Tree(Cause::KeyOrder) | Problem::Freemap(Cause::KeyOrder) => {
+                write!(f, " at key {:#x}", self.at)
+            }
+            _ => write!(f, " at {:#x}", self.at),
+        }
     }
 }
 
@@ -312,7 +317,17 @@ pub fn fsck<D: BlockDev>(dev: D, mut opts: FsckOptions<'_>) -> ReadResult<FsckRe
     }
     report.findings_total = found.total;
     report.findings = found.kept;
-    report.findings.sort_by_key(|f| f.at);
+    // By offset, keeping the order of equal ones (header copy before "no usable header"):
+    // an insertion sort, as the library's stable sort allocates, and there are at most
+    // FINDINGS_MAX.
+    let v = &mut report.findings;
+    for i in 1..v.len() {
+        let mut j = i;
+        while j > 0 && v[j - 1].at > v[j].at {
+            v.swap(j - 1, j);
+            j -= 1;
+        }
+    }
     Ok(report)
 }
 
