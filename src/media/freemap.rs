@@ -117,7 +117,8 @@ pub fn decode_bref(bytes: &[u8]) -> Result<Blockref, MediaError> {
         BREF_TYPE_FREEMAP_NODE => NODE_KEYBITS.contains(&b.keybits),
         _ => false,
     };
-    let aligned = b.key & ((1u64 << b.keybits) - 1) == 0;
+    // Only after the key bits are known to be a freemap level's: below 64, the shift is defined.
+    let aligned = keybits_ok && b.key & ((1u64 << b.keybits) - 1) == 0;
     let methods = b.check_method() == CHECK_FREEMAP && b.comp_method() == COMP_NONE;
     if keybits_ok && aligned && methods && b.size_radix() == FREEMAP_BLOCK_RADIX {
         Ok(b)
@@ -207,6 +208,8 @@ mod tests {
             );
         };
         refused(&|x| x.keybits = 31);
+        refused(&|x| x.keybits = 64);
+        refused(&|x| x.keybits = 200);
         refused(&|x| x.key = 1 << 20);
         refused(&|x| x.btype = BREF_TYPE_INDIRECT);
         refused(&|x| x.methods = enc_methods(CHECK_XXHASH64, COMP_NONE));
