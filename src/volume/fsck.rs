@@ -273,6 +273,11 @@ impl GranuleMap {
 /// Check the volume on `dev` (nothing is written). Errors only for what stops the check
 /// itself: [`Cause::TooBig`] (the reachability map would exceed the limit; `at` is the
 /// filesystem's size), [`Cause::NoMem`]. Every fault of the media is a finding.
+///
+/// DEVIATION: `fsck_hammer2` walks the tree of every valid header copy; this walks only the
+/// copy in use (the one a mount takes) and reports the others by state and `mirror_tid`:
+/// after copy-on-write, blocks an older copy names may since have been freed and reused, so
+/// faults found through them would not be faults of the volume.
 pub fn fsck<D: BlockDev>(dev: D, mut opts: FsckOptions<'_>) -> ReadResult<FsckReport> {
     let copies = read_copies(&dev)?;
     let mut found = Findings::default();
@@ -451,6 +456,8 @@ fn check_freemap<D: BlockDev>(
             let g = w as u64 * 64 + u64::from(bits.trailing_zeros());
             bits &= bits - 1;
             let off = g * GRANULE_BYTES;
+            // DEVIATION: stricter than the kernel, whose recovery pass may mark blocks newer
+            // than `freemap_tid` on a read-write mount; a volume that relies on it is reported.
             if off >= beg {
                 found.add(Problem::NoLeaf, off);
             }
