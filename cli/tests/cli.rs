@@ -27,6 +27,9 @@ fn help_explains_commands_and_exit_codes() {
             "--mem-limit SIZE   the most memory the run may hold at once (default 1G)",
             "EXIT STATUS",
             "docs/SCENARIOS.md",
+            "ls IMAGE[@LABEL] [PATH]",
+            "export IMAGE@LABEL DIR",
+            "fsck IMAGE",
             "EXAMPLE",
         ] {
             assert!(t.contains(needle), "{flag}: help lacks {needle}");
