@@ -581,7 +581,7 @@ impl Store {
                 // Grown meanwhile by another insert: nothing to do.
                 return Ok(());
             }
-            bigger.extend(a.slots.drain(..));
+            bigger.append(&mut a.slots);
             core::mem::replace(&mut a.slots, bigger)
         };
         drop(old);
