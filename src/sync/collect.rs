@@ -358,7 +358,15 @@ fn focus_of<S: ChainStore>(
             _ => Err(Error::Invalid),
         };
         let catchup = peers.catchup && follow == Follow::Quorum;
-        match quorum::check(&v[..n], voting.nmasters) {
+        let decision = match quorum::check(&v[..n], voting.nmasters) {
+            // Failed masters could decide it together with masters still reading: as for a
+            // gap, it is undecided only once those answered (their TIDs may rule it out).
+            QuorumResult::None(Error::Io) if masters_pending(roles, &slots[..n]) => {
+                QuorumResult::None(Error::InProgress)
+            }
+            r => r,
+        };
+        match decision {
             QuorumResult::Focus { node, .. }
                 if wait_for_lower(peers, roles, &slots[..n], node, idle_since, pool.now_ns()) =>
             {
