@@ -546,6 +546,33 @@ mod tests {
     }
 
     #[test]
+    fn no_indirect_block_spans_the_index_and_the_entries() {
+        let s = store();
+        for i in 0..300u64 {
+            s.write(alloc::format!("/f{i}").as_bytes(), b"x", i + 1)
+                .unwrap();
+        }
+        let table = s.block_table(s.root()).unwrap();
+        let ind: Vec<&super::super::TableRef> = table
+            .iter()
+            .filter(|t| t.bref.btype == media::BREF_TYPE_INDIRECT)
+            .collect();
+        assert!(ind.len() >= 2, "the table grew indirect blocks");
+        for t in ind {
+            let (beg, end) = (t.bref.key, t.bref.key_end());
+            assert_eq!(
+                beg & media::DIRHASH_VISIBLE,
+                end & media::DIRHASH_VISIBLE,
+                "{beg:#x}..{end:#x} spans both halves"
+            );
+        }
+        for i in 0..300u64 {
+            let f = s.resolve(alloc::format!("/f{i}").as_bytes()).unwrap();
+            assert_eq!(s.meta(f).unwrap().inum, 1024 + i);
+        }
+    }
+
+    #[test]
     fn hardlinks_are_entries_counted_in_nlinks() {
         let s = store();
         s.write(b"/f", b"data", 1).unwrap();
