@@ -580,7 +580,7 @@ fn copy_from_focus(
     // DEVIATION (today's layout): the seed knew INODE and DATA chains only (any other type
     // asserted). A DIRENT is a leaf like DATA whose head sits in `embed`; its name, when it has
     // no data block, in the check area, which the sealed copy carries (see `Body::seal`).
-    // Today's DragonFly copies both the same way.
+    // Today's DragonFly copies both the same way (`hammer2_sync_insert`, `hammer2_sync_replace`).
     if fb.btype == media::BREF_TYPE_DIRENT {
         b.embed = fb.embed;
     }
