@@ -316,8 +316,11 @@ impl Cluster {
         };
         let mut fresh = 0;
         for (idx, n) in self.nodes.iter().enumerate() {
-            if let Ok(id) = n.store.resolve(path) {
-                return n.store.meta(id).map(|m| Some(m.inum)).map_err(|e| (idx, e));
+            match n.store.resolve(path) {
+                Ok(id) => return n.store.meta(id).map(|m| Some(m.inum)).map_err(|e| (idx, e)),
+                // Not there (the change itself reports a bad path).
+                Err(Error::NotFound | Error::NotDir | Error::Invalid) => {}
+                Err(e) => return Err((idx, e)),
             }
             fresh = n.store.next_inum().map_err(|e| (idx, e))?.max(fresh);
         }

@@ -356,11 +356,14 @@ impl Store {
         let (root, dir, last) = self.index_parent(path)?;
         let name = last.ok_or(Error::Invalid)?;
         let (entry, _, head) = self.find_dirent(dir, name)?.ok_or(Error::NotFound)?;
+        // Room for the first inode before anything changes, so a lack of memory for it leaves
+        // the entry in place.
+        let mut unlinked = Vec::new();
+        unlinked.try_reserve(8)?;
         self.in_dir(&root, dir, tid, |dg| {
             let eg = self.lock_child(dg, entry, LockMode::Exclusive)?;
             self.delete(dg, eg).map(|_| ())
         })?;
-        let mut unlinked = Vec::new();
         try_push(&mut unlinked, head.inum)?;
         while let Some(inum) = unlinked.pop() {
             // An entry naming no inode (a node mid-convergence) unlinks nothing.
