@@ -423,13 +423,9 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::testhost::host;
 
     fn store() -> Store {
-        let mut root = InodeData::default();
-        root.meta.objtype = media::OBJTYPE_DIRECTORY;
-        root.meta.inum = 1;
-        Store::new(host(), root).unwrap()
+        Store::for_test(Layout::Seed)
     }
 
     fn pattern(n: usize) -> Vec<u8> {

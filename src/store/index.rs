@@ -448,13 +448,9 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::testhost::host;
 
     fn store() -> Store {
-        let mut root = InodeData::default();
-        root.meta.objtype = media::OBJTYPE_DIRECTORY;
-        root.meta.inum = 1;
-        Store::with_layout(host(), root, Layout::Index).unwrap()
+        Store::for_test(Layout::Index)
     }
 
     /// The DIRENT of `dir` named `name`: its header and decoded head.

@@ -311,6 +311,15 @@ impl Store {
         })
     }
 
+    /// A store on the test host in `layout` whose PFS root is an empty directory, inode 1.
+    #[cfg(test)]
+    pub(crate) fn for_test(layout: Layout) -> Store {
+        let mut root = InodeData::default();
+        root.meta.objtype = media::OBJTYPE_DIRECTORY;
+        root.meta.inum = 1;
+        Store::with_layout(crate::host::testhost::host(), root, layout).unwrap()
+    }
+
     /// The PFS root inode.
     pub fn root(&self) -> ChainId {
         self.root
