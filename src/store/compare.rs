@@ -124,6 +124,9 @@ impl fmt::Display for Path<'_> {
         if r.bref.btype == media::BREF_TYPE_DATA {
             write!(f, " (block at {})", r.bref.key)?;
         }
+        if r.bref.btype == media::BREF_TYPE_DIRENT {
+            write!(f, " (entry at key {:#x})", r.bref.key)?;
+        }
         Ok(())
     }
 }
