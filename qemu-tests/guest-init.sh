@@ -36,21 +36,39 @@ unload() {
 	return 1
 }
 
-# run_scn FILE: write FILE to debugfs `run` in one write on a read-write descriptor, then read
-# the result back from it. Sets RC (0 ran, 22 rejected, other errno-ish failure) and /tmp/out.
+# run_scn FILE [BS]: write FILE to debugfs `run` on a read-write descriptor (dd, BS bytes per
+# write, default 1M), then read: the first read runs it. Sets RC (0 ran: the text is KTAP;
+# 22 rejected: the text is `line N: reason`; 1 anything else) and /tmp/out.
 run_scn() {
 	rm -f /tmp/out /tmp/dd.err
 	exec 3<>"$D/run"
-	dd if="$1" bs=1M count=1 2>/tmp/dd.err >&3
+	dd if="$1" bs="${2:-1M}" 2>/tmp/dd.err >&3
 	ddrc=$?
 	cat <&3 >/tmp/out
+	catrc=$?
 	exec 3>&-
-	RC=0
-	if [ $ddrc -ne 0 ]; then
-		if grep -q "Invalid argument" /tmp/dd.err; then RC=22
-		elif grep -q "too large" /tmp/dd.err; then RC=27
-		else RC=1; fi
+	RC=1
+	if [ $ddrc -eq 0 ] && [ $catrc -eq 0 ]; then
+		case "$(head -n1 /tmp/out)" in
+		"KTAP version 1") RC=0 ;;
+		"line "[0-9]*": "*) RC=22 ;;
+		esac
 	fi
+}
+
+# run_work FILE: start the work of a result file (selftest, bench) by writing `run`, then read
+# its text into /tmp/FILE (errors in /tmp/FILE.err).
+run_work() {
+	echo run >"$D/$1" 2>/tmp/"$1".err && cat "$D/$1" >/tmp/"$1" 2>>/tmp/"$1".err
+}
+
+# answers: the module still answers: `status` reads, a ctl command and a tiny scenario work.
+answers() {
+	cat "$D/status" >/dev/null 2>&1 || { echo "status unreadable"; return 1; }
+	echo list >"$D/ctl" 2>/dev/null || { echo "ctl list refused"; return 1; }
+	printf 'cluster master\nexpect dir * /\n' >/tmp/alive.scn
+	run_scn /tmp/alive.scn
+	[ $RC = 0 ] && ktap_ok /tmp/out || { echo "a one-check scenario does not pass (rc $RC)"; return 1; }
 }
 
 # ktap_ok FILE: the scenario's KTAP has a plan, as many results as planned, and no failure.
@@ -98,13 +116,13 @@ suite() {
 
 	# Self-tests with real kthreads: host conformance, kernel-host checks, thread protocol.
 	t0=$(now_ms)
-	if cat "$D/selftest" >/tmp/st 2>/tmp/st.err && ktap_ok /tmp/st >/tmp/why; then
+	if run_work selftest && ktap_ok /tmp/selftest >/tmp/why; then
 		ok "selftest ($(($(now_ms) - t0)) ms)"
 	else
 		notok "selftest"
-		cat /tmp/why /tmp/st.err | diag
+		cat /tmp/why /tmp/selftest.err | diag
 	fi
-	sed 's/^/    /' /tmp/st | diag
+	sed 's/^/    /' /tmp/selftest | diag
 
 	. /h2s/guest-scenarios.sh
 	reject_stage
@@ -131,12 +149,33 @@ suite() {
 	if [ $fails = 0 ]; then ok "$CYCLES insmod/rmmod cycles"; else notok "insmod/rmmod cycle $i"; fi
 
 	[ "$CASES" = 1 ] && small_pool_stage
+	[ "$ABUSE" = 1 ] && abuse_stage
+}
+
+# The abuse group: every /h2s/abuse/*.sh (qemu-tests/abuse/) is a reproducer of what a hostile
+# root user would try. Each is sourced in a subshell with the module loaded (these helpers and
+# $D at hand) and must exit 0, printing why it failed otherwise; after each the module must
+# still answer. Then rmmod must work; the host checks the console and the pool at unload.
+abuse_stage() {
+	local f name
+	if ! load; then notok "insmod for the abuse group"; return; fi
+	. /h2s/guest-scenarios.sh
+	for f in /h2s/abuse/*.sh; do
+		[ -f "$f" ] || continue
+		name=${f##*/}
+		if (. "$f") >/tmp/abuse.out 2>&1; then ok "abuse $name"
+		else notok "abuse $name"; fi
+		diag </tmp/abuse.out
+		if answers >/tmp/why 2>&1; then ok "abuse $name: the module still answers"
+		else notok "abuse $name: the module still answers"; diag </tmp/why; fi
+	done
+	if unload; then ok "rmmod after the abuse group"; else notok "rmmod after the abuse group"; fi
 }
 
 # `make bench-kernel`: the protocol's round trips against plain kthreads, in this one boot.
 bench() {
 	if ! load; then notok "insmod hammer2_synchro"; return; fi
-	if cat "$D/bench" >/tmp/bench 2>/tmp/bench.err; then
+	if run_work bench; then
 		ok "bench"
 		while IFS= read -r l; do say "bench: $l"; done </tmp/bench
 	else
@@ -151,6 +190,7 @@ say "guest start"
 [ -f /h2s/guest-checks.sh ] && . /h2s/guest-checks.sh && debug_before
 if [ "$DEMO" = 1 ]; then demo
 elif [ "${BENCH:-0}" = 1 ]; then bench
+elif [ "${ABUSE_ONLY:-0}" = 1 ]; then abuse_stage
 else suite; fi
 [ -f /h2s/guest-checks.sh ] && debug_after
 say "dmesg begin"

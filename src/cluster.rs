@@ -16,6 +16,7 @@ use crate::media;
 use crate::mem::try_box;
 use crate::quorum::{self, NodeAnswer, QuorumResult, Voter};
 use crate::role::{NodeSet, Role, MAX_NODES};
+pub use crate::store::compare::FileCmp;
 use crate::store::compare::{self, Record};
 use crate::store::{Layout, Store};
 use crate::sync::pool::{NodeFaults, Pool};
@@ -93,6 +94,9 @@ pub struct Cluster {
     scan_mode: core::sync::atomic::AtomicU8,
     /// The next live cluster in [`REGISTRY`]'s list (0: none); changed only under its lock.
     reg_next: AtomicUsize,
+    /// What `status` calls this cluster: a serial number, never its address (which a kernel
+    /// must not show to user space).
+    serial: u64,
     _pin: core::marker::PhantomPinned,
 }
 
@@ -100,6 +104,9 @@ pub struct Cluster {
 /// through `reg_next`. Intrusive, so registering allocates nothing and a kernel host's pool is
 /// empty again once the last cluster is gone.
 static REGISTRY: spin::Mutex<usize> = spin::Mutex::new(0);
+
+/// The serial number of the next cluster made.
+static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
 
 /// The PFS root inode of a new node.
 fn pfs_root(role: Role, idx: usize, nmasters: u8) -> media::InodeData {
@@ -165,6 +172,7 @@ impl Cluster {
             frontend: HostLock::new(host)?,
             scan_mode: core::sync::atomic::AtomicU8::new(0),
             reg_next: AtomicUsize::new(0),
+            serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
             _pin: core::marker::PhantomPinned,
         })?);
         {
@@ -240,8 +248,9 @@ impl Cluster {
             f.set_fail(on);
         }
     }
-    /// Catch-up mode for node `idx`'s passes: with no quorum, sync to the highest TID the
-    /// masters hold (never moving the node backwards) instead of changing nothing.
+    /// Catch-up mode for node `idx`'s passes: an inode with no quorum becomes, subtree and
+    /// all, that of the master holding its highest TID (once every master that has not failed
+    /// answered; never moving the node backwards) instead of changing nothing.
     pub fn set_catchup(&self, idx: usize, on: bool) {
         if let Some(n) = self.nodes.get(idx) {
             n.catchup.store(on, Ordering::SeqCst);
@@ -441,7 +450,7 @@ impl Cluster {
     /// name, counters. Used by every host's `status`.
     pub fn write_status(&self, out: &mut dyn fmt::Write) -> fmt::Result {
         let voters = self.root_voters();
-        write!(out, "cluster {:p}: {} nodes, ", self, self.len())?;
+        write!(out, "cluster #{}: {} nodes, ", self.serial, self.len())?;
         match quorum::check(&voters, self.nmasters) {
             QuorumResult::Focus { node, tid } => write!(out, "focus tid {tid} (node {node}):")?,
             QuorumResult::None(e) => write!(out, "no focus ({e}):")?,
@@ -517,9 +526,7 @@ impl Cluster {
     }
     /// Compare node `b`'s tree with node `a`'s; write the first differences to `out`.
     pub fn compare(&self, a: usize, b: usize, out: &mut dyn fmt::Write) -> Result<bool> {
-        let ra = compare::flatten(self.store(a)?)?;
-        let rb = compare::flatten(self.store(b)?)?;
-        compare::diff(&ra, &rb, b, out)
+        compare::compare(self.store(a)?, self.store(b)?, b, out)
     }
     /// A digest of node `idx`'s whole tree ([`compare::digest`]): equal before and after a
     /// step when the step changed nothing there.
@@ -543,6 +550,18 @@ impl Cluster {
         let s = self.store(idx)?;
         s.read_file(s.resolve(path)?)
     }
+    /// Compare the regular file at `path` on node `idx` with `want_len` expected bytes that
+    /// `want` produces in order, block by block (see [`compare::compare_file`]).
+    pub fn compare_file(
+        &self,
+        idx: usize,
+        path: &[u8],
+        want_len: u64,
+        want: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<FileCmp> {
+        let s = self.store(idx)?;
+        compare::compare_file(s, s.resolve(path)?, want_len, want)
+    }
     /// A copy of node `idx`'s whole tree, for `expect unchanged`.
     pub fn snapshot(&self, idx: usize) -> Result<Snapshot> {
         Ok(Snapshot {
@@ -559,8 +578,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// Whether node `idx` of `cluster` still holds exactly this tree; differences go to `out`.
     pub fn matches(&self, cluster: &Cluster, idx: usize, out: &mut dyn fmt::Write) -> Result<bool> {
-        let now = compare::flatten(cluster.store(idx)?)?;
-        compare::diff(&self.records, &now, idx, out)
+        compare::compare_snapshot(&self.records, cluster.store(idx)?, idx, out)
     }
 }
 
@@ -671,12 +689,14 @@ mod tests {
         assert!(!c.status(0).has_word("masters-all-good"));
         let mut all = String::new();
         write_all_status(&mut all).unwrap();
-        assert!(all.contains(&alloc::format!("cluster {:p}", &*c)), "{all}");
-        let addr = alloc::format!("cluster {:p}", &*c);
+        let name = alloc::format!("cluster #{}:", c.serial);
+        assert!(all.contains(&name), "{all}");
+        let addr = alloc::format!("{:p}", &*c);
+        assert!(!all.contains(&addr[2..]), "no cluster address in {all}");
         drop(c);
         let mut all = String::new();
         write_all_status(&mut all).unwrap();
-        assert!(!all.contains(&addr), "a dropped cluster unregisters");
+        assert!(!all.contains(&name), "a dropped cluster unregisters");
     }
 
     #[test]

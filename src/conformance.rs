@@ -5,15 +5,16 @@
 //! clock. Same KTAP subtest style as [`crate::selftest`]. Timeouts are generous (seconds) and
 //! only bound a broken host; a conforming one never reaches them.
 
-use alloc::format;
-use alloc::sync::Arc;
-use alloc::vec::Vec;
+// Failures carry a fixed-capacity `Note` on purpose: reporting one must never allocate.
+#![allow(clippy::result_large_err)]
+
 use core::fmt;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use core::time::Duration;
 
-use crate::host::{self, Host, LockMode, RawLock, RawThread};
-use crate::selftest::{run_cases, Case, Outcome};
+use crate::host::{self, Host, LockMode, RawLock, RawThread, ThreadEntry};
+use crate::mem::{try_box, TryArc};
+use crate::selftest::{note, run_cases, Case, Note, Outcome};
 
 /// Every conformance test, by name.
 pub const CASES: &[(&str, Case)] = &[
@@ -38,23 +39,30 @@ pub fn run_all(host: &'static dyn Host, out: &mut dyn fmt::Write) -> (u32, u32) 
 
 const SEC: u64 = 1_000_000_000;
 
-fn fail(msg: alloc::string::String) -> Outcome {
+fn fail(msg: Note) -> Outcome {
     Err(msg)
 }
 
-/// Spawn `n` threads running `f(i)`, then join them all (also when a spawn fails).
+/// Most threads [`spawn_all`] starts.
+const MAX_SPAWN: usize = 16;
+
+/// Spawn `n` (at most [`MAX_SPAWN`]) threads running `f(i)`, then join them all (also when a
+/// spawn fails).
 fn spawn_all(
     host: &'static dyn Host,
     n: usize,
-    f: impl Fn(usize) -> crate::host::ThreadEntry,
+    f: impl Fn(usize) -> crate::Result<ThreadEntry>,
 ) -> Outcome {
-    let mut handles: Vec<RawThread> = Vec::new();
+    let mut handles: heapless::Vec<RawThread, MAX_SPAWN> = heapless::Vec::new();
     let mut err = None;
-    for i in 0..n {
-        match host.spawn("h2s-conformance", f(i)) {
-            Ok(t) => handles.push(t),
+    for i in 0..n.min(MAX_SPAWN) {
+        match f(i).and_then(|entry| host.spawn("h2s-conformance", entry)) {
+            Ok(t) => {
+                // Cannot fail: at most MAX_SPAWN threads.
+                let _ = handles.push(t);
+            }
             Err(e) => {
-                err = Some(format!("spawn {i}: {e}"));
+                err = Some(note!("spawn {i}: {e}"));
                 break;
             }
         }
@@ -65,8 +73,13 @@ fn spawn_all(
     err.map_or(Ok(()), Err)
 }
 
-fn boxed(f: impl FnOnce() + Send + 'static) -> crate::host::ThreadEntry {
-    alloc::boxed::Box::new(f)
+fn boxed(f: impl FnOnce() + Send + 'static) -> crate::Result<ThreadEntry> {
+    Ok(try_box(f)?)
+}
+
+/// A value for test threads to share; out of memory is a failure to report.
+fn shared<T>(v: T) -> core::result::Result<TryArc<T>, Note> {
+    TryArc::new(v).map_err(|e| note!("shared state: {e}"))
 }
 
 fn clock_is_monotonic(host: &'static dyn Host, _out: &mut dyn fmt::Write) -> Outcome {
@@ -74,7 +87,7 @@ fn clock_is_monotonic(host: &'static dyn Host, _out: &mut dyn fmt::Write) -> Out
     for _ in 0..10_000 {
         let now = host.now_ns();
         if now < last {
-            return fail(format!("clock went back from {last} to {now}"));
+            return fail(note!("clock went back from {last} to {now}"));
         }
         last = now;
     }
@@ -82,7 +95,7 @@ fn clock_is_monotonic(host: &'static dyn Host, _out: &mut dyn fmt::Write) -> Out
     host::sleep(host, Duration::from_millis(10));
     let d = host.now_ns() - t0;
     if d < 10_000_000 {
-        return fail(format!("a 10 ms sleep advanced the clock by {d} ns"));
+        return fail(note!("a 10 ms sleep advanced the clock by {d} ns"));
     }
     Ok(())
 }
@@ -100,7 +113,7 @@ fn returns_if_word_differs(host: &'static dyn Host, timeout: Duration) -> Outcom
         host.sleep_on_word(&w, 6, Some(timeout));
         let d = host.now_ns() - t0;
         if d >= limit {
-            return fail(format!(
+            return fail(note!(
                 "sleeping on a word that differs took {} ms",
                 d / 1_000_000
             ));
@@ -119,7 +132,7 @@ fn sleep_timeout_honoured(host: &'static dyn Host, out: &mut dyn fmt::Write) -> 
         host.sleep_on_word(&w, 0, Some(Duration::from_millis(20)));
         sleeps += 1;
         if host.now_ns() - t0 > 5 * SEC {
-            return fail("a 20 ms sleep took over 5 s".into());
+            return fail(note!("a 20 ms sleep took over 5 s"));
         }
     }
     let _ = writeln!(out, "# 20 ms timeout: {sleeps} sleep(s)");
@@ -127,21 +140,18 @@ fn sleep_timeout_honoured(host: &'static dyn Host, out: &mut dyn fmt::Write) -> 
 }
 
 fn wake_reaches_sleeper(host: &'static dyn Host, out: &mut dyn fmt::Write) -> Outcome {
-    let w = Arc::new(AtomicU32::new(0));
-    let woke_after = Arc::new(AtomicU64::new(0));
+    let w = shared(AtomicU32::new(0))?;
+    let woke_after = shared(AtomicU64::new(0))?;
     let (w2, woke2) = (w.clone(), woke_after.clone());
-    let t = host
-        .spawn(
-            "h2s-conformance",
-            boxed(move || {
-                let t0 = host.now_ns();
-                while w2.load(Ordering::SeqCst) == 0 {
-                    host.sleep_on_word(&w2, 0, Some(Duration::from_secs(10)));
-                }
-                woke2.store(host.now_ns() - t0, Ordering::SeqCst);
-            }),
-        )
-        .map_err(|e| format!("spawn: {e}"))?;
+    let t = boxed(move || {
+        let t0 = host.now_ns();
+        while w2.load(Ordering::SeqCst) == 0 {
+            host.sleep_on_word(&w2, 0, Some(Duration::from_secs(10)));
+        }
+        woke2.store(host.now_ns() - t0, Ordering::SeqCst);
+    })
+    .and_then(|entry| host.spawn("h2s-conformance", entry))
+    .map_err(|e| note!("spawn: {e}"))?;
     host::sleep(host, Duration::from_millis(20));
     w.store(1, Ordering::SeqCst);
     host.wake_word(&w);
@@ -149,7 +159,7 @@ fn wake_reaches_sleeper(host: &'static dyn Host, out: &mut dyn fmt::Write) -> Ou
     let ns = woke_after.load(Ordering::SeqCst);
     let _ = writeln!(out, "# sleeper returned after {} us", ns / 1000);
     if ns >= 5 * SEC {
-        return fail("the wake did not reach the sleeper (it timed out)".into());
+        return fail(note!("the wake did not reach the sleeper (it timed out)"));
     }
     Ok(())
 }
@@ -163,8 +173,8 @@ fn no_lost_wakeup_ping_pong(host: &'static dyn Host, _out: &mut dyn fmt::Write) 
 /// is a lost wakeup (a wake between the sleeper's test and its sleep that did not count).
 fn ping_pong(host: &'static dyn Host, timeout: Duration) -> Outcome {
     const ROUNDS: u32 = 2000;
-    let w = Arc::new(AtomicU32::new(0));
-    let lost = Arc::new(AtomicU32::new(0));
+    let w = shared(AtomicU32::new(0))?;
+    let lost = shared(AtomicU32::new(0))?;
     let (w2, lost2) = (w.clone(), lost.clone());
     let timeout_ns = timeout.as_nanos() as u64;
     spawn_all(host, 2, move |me| {
@@ -194,7 +204,7 @@ fn ping_pong(host: &'static dyn Host, timeout: Duration) -> Outcome {
     })?;
     let n = lost.load(Ordering::SeqCst);
     if n != 0 {
-        return fail(format!("a wakeup was lost within {ROUNDS} round trips"));
+        return fail(note!("a wakeup was lost within {ROUNDS} round trips"));
     }
     Ok(())
 }
@@ -206,14 +216,12 @@ struct Lock {
 }
 
 impl Lock {
-    fn new(host: &'static dyn Host) -> core::result::Result<Arc<Lock>, alloc::string::String> {
-        let raw = host
-            .lock_create()
-            .map_err(|e| format!("lock_create: {e}"))?;
-        Ok(Arc::new(Lock {
+    fn new(host: &'static dyn Host) -> core::result::Result<TryArc<Lock>, Note> {
+        let raw = host.lock_create().map_err(|e| note!("lock_create: {e}"))?;
+        shared(Lock {
             host,
             raw: Some(raw),
-        }))
+        })
     }
     fn lock(&self, mode: LockMode) {
         if let Some(l) = &self.raw {
@@ -240,9 +248,9 @@ fn exclusive_lock_excludes(host: &'static dyn Host, _out: &mut dyn fmt::Write) -
     const THREADS: usize = 4;
     const ITERS: u32 = 2000;
     let lock = Lock::new(host)?;
-    let counter = Arc::new(AtomicU32::new(0));
-    let inside = Arc::new(AtomicU32::new(0));
-    let overlaps = Arc::new(AtomicU32::new(0));
+    let counter = shared(AtomicU32::new(0))?;
+    let inside = shared(AtomicU32::new(0))?;
+    let overlaps = shared(AtomicU32::new(0))?;
     spawn_all(host, THREADS, |_| {
         let (lock, counter, inside, overlaps) = (
             lock.clone(),
@@ -267,7 +275,7 @@ fn exclusive_lock_excludes(host: &'static dyn Host, _out: &mut dyn fmt::Write) -
     let total = counter.load(Ordering::SeqCst);
     let o = overlaps.load(Ordering::SeqCst);
     if total != THREADS as u32 * ITERS || o != 0 {
-        return fail(format!(
+        return fail(note!(
             "exclusive holders overlapped {o} times; counter {total} of {}",
             THREADS as u32 * ITERS
         ));
@@ -278,8 +286,8 @@ fn exclusive_lock_excludes(host: &'static dyn Host, _out: &mut dyn fmt::Write) -
 /// Two threads each take the lock shared and wait until the other holds it too.
 fn shared_lock_is_shared(host: &'static dyn Host, _out: &mut dyn fmt::Write) -> Outcome {
     let lock = Lock::new(host)?;
-    let holding = Arc::new(AtomicU32::new(0));
-    let met = Arc::new(AtomicU32::new(0));
+    let holding = shared(AtomicU32::new(0))?;
+    let met = shared(AtomicU32::new(0))?;
     spawn_all(host, 2, |_| {
         let (lock, holding, met) = (lock.clone(), holding.clone(), met.clone());
         boxed(move || {
@@ -296,7 +304,7 @@ fn shared_lock_is_shared(host: &'static dyn Host, _out: &mut dyn fmt::Write) -> 
         })
     })?;
     if met.load(Ordering::SeqCst) != 2 {
-        return fail("two shared holders could not hold the lock at once".into());
+        return fail(note!("two shared holders could not hold the lock at once"));
     }
     Ok(())
 }
@@ -305,24 +313,21 @@ fn shared_lock_is_shared(host: &'static dyn Host, _out: &mut dyn fmt::Write) -> 
 fn exclusive_waits_for_shared(host: &'static dyn Host, _out: &mut dyn fmt::Write) -> Outcome {
     let lock = Lock::new(host)?;
     // 1: the main thread holds it shared; 2: released; the writer records what it saw.
-    let phase = Arc::new(AtomicU32::new(0));
-    let seen = Arc::new(AtomicU32::new(0));
+    let phase = shared(AtomicU32::new(0))?;
+    let seen = shared(AtomicU32::new(0))?;
     lock.lock(LockMode::Shared);
     phase.store(1, Ordering::SeqCst);
     let (l2, p2, s2) = (lock.clone(), phase.clone(), seen.clone());
-    let writer = host
-        .spawn(
-            "h2s-conformance",
-            boxed(move || {
-                l2.lock(LockMode::Exclusive);
-                s2.store(p2.load(Ordering::SeqCst), Ordering::SeqCst);
-                p2.store(3, Ordering::SeqCst);
-                host::sleep(host, Duration::from_millis(20));
-                p2.store(4, Ordering::SeqCst);
-                l2.unlock(LockMode::Exclusive);
-            }),
-        )
-        .map_err(|e| format!("spawn: {e}"));
+    let writer = boxed(move || {
+        l2.lock(LockMode::Exclusive);
+        s2.store(p2.load(Ordering::SeqCst), Ordering::SeqCst);
+        p2.store(3, Ordering::SeqCst);
+        host::sleep(host, Duration::from_millis(20));
+        p2.store(4, Ordering::SeqCst);
+        l2.unlock(LockMode::Exclusive);
+    })
+    .and_then(|entry| host.spawn("h2s-conformance", entry))
+    .map_err(|e| note!("spawn: {e}"));
     let writer = match writer {
         Ok(t) => t,
         Err(e) => {
@@ -344,12 +349,12 @@ fn exclusive_waits_for_shared(host: &'static dyn Host, _out: &mut dyn fmt::Write
     host.join(writer);
     let w = seen.load(Ordering::SeqCst);
     if w != 2 {
-        return fail(format!(
+        return fail(note!(
             "the writer got in while a reader held the lock (phase {w})"
         ));
     }
     if after != 4 {
-        return fail(format!(
+        return fail(note!(
             "a reader got in while the writer held the lock (phase {after})"
         ));
     }
@@ -359,7 +364,7 @@ fn exclusive_waits_for_shared(host: &'static dyn Host, _out: &mut dyn fmt::Write
 /// Sixteen threads, each finishing after a short sleep; join returns only after each ended.
 fn spawn_join_many(host: &'static dyn Host, _out: &mut dyn fmt::Write) -> Outcome {
     const N: usize = 16;
-    let done = Arc::new(AtomicU32::new(0));
+    let done = shared(AtomicU32::new(0))?;
     let d = done.clone();
     spawn_all(host, N, move |i| {
         let d = d.clone();
@@ -370,7 +375,7 @@ fn spawn_join_many(host: &'static dyn Host, _out: &mut dyn fmt::Write) -> Outcom
     })?;
     let n = done.load(Ordering::SeqCst);
     if n != N as u32 {
-        return fail(format!("join returned with {n} of {N} threads finished"));
+        return fail(note!("join returned with {n} of {N} threads finished"));
     }
     Ok(())
 }
@@ -427,6 +432,10 @@ mod tests {
         fn log(&self, level: crate::host::LogLevel, args: fmt::Arguments<'_>) {
             crate::userland::host().log(level, args)
         }
+        fn should_stop(&self) -> bool {
+            false
+        }
+        fn relax(&self) {}
     }
 
     static BROKEN: NoInterlock = NoInterlock;

@@ -36,6 +36,8 @@ pub enum Error {
     TooBig,
     /// Timed out waiting (ETIMEDOUT).
     TimedOut,
+    /// The run was told to stop by its host, e.g. its process was killed (EINTR).
+    Interrupted,
 }
 
 impl Error {
@@ -56,6 +58,7 @@ impl Error {
             Error::Busy => 16,
             Error::TooBig => 7,
             Error::TimedOut => 110,
+            Error::Interrupted => 4,
         }
     }
 
@@ -76,6 +79,7 @@ impl Error {
             Error::Busy => "busy",
             Error::TooBig => "too big",
             Error::TimedOut => "timed out",
+            Error::Interrupted => "interrupted",
         }
     }
 }

@@ -10,7 +10,7 @@ use core::fmt;
 use core::sync::atomic::AtomicU32;
 use core::time::Duration;
 
-use crate::Result;
+use crate::{Error, Result};
 
 mod lock;
 #[cfg(test)]
@@ -75,9 +75,12 @@ impl RawThread {
 
 /// The `depth` the core's own host locks (not chains: the frontend serialiser, a node's
 /// sync-pass lock) are taken with. They are taken before any chain lock and never inside one
-/// another, so a lock validator must not see them as the PFS root (depth 0), which is locked
-/// while they are held.
+/// another; no chain has this depth, so a lock validator can give them a class of their own.
 pub const HOST_LOCK_DEPTH: u8 = u8::MAX;
+
+/// The deepest `depth` a chain lock is taken with: chains further below the PFS root pass this
+/// too (a validator classing locks by depth must treat it as "this deep or deeper").
+pub const CHAIN_DEPTH_MAX: u8 = HOST_LOCK_DEPTH - 1;
 
 /// The body of a spawned thread.
 pub type ThreadEntry = Box<dyn FnOnce() + Send + 'static>;
@@ -107,8 +110,9 @@ pub trait Host: Send + Sync {
     fn lock_destroy(&self, lock: RawLock);
 
     /// Acquire `lock` in `mode`, sleeping as long as needed. `depth` is the chain's depth below
-    /// the PFS root; hosts with lock validators use it as the nesting subclass (parent before
-    /// child), others ignore it. Locks that are not chains pass [`HOST_LOCK_DEPTH`].
+    /// the PFS root, capped at [`CHAIN_DEPTH_MAX`]; hosts with lock validators class locks by it
+    /// (a parent is always locked before its child), others ignore it. Locks that are not chains
+    /// pass [`HOST_LOCK_DEPTH`].
     fn lock(&self, lock: &RawLock, mode: LockMode, depth: u8);
 
     /// Release a lock held in `mode` by the caller.
@@ -125,6 +129,39 @@ pub trait Host: Send + Sync {
 
     /// Write one log line.
     fn log(&self, level: LogLevel, args: fmt::Arguments<'_>);
+
+    /// Whether the run the calling thread serves must end now: its caller is gone or being
+    /// killed (Linux: `fatal_signal_pending(current)`). Polled by interruptible work (scenario
+    /// commands, their sleeps and waits, long walks), never by sync threads, whose sleeps are
+    /// not interruptible. Must not sleep; callable with chain locks held.
+    fn should_stop(&self) -> bool;
+
+    /// A scheduling point: let other tasks run if the calling thread has run long enough
+    /// (Linux: `cond_resched()`). Called at a bounded interval in every loop over chains, so
+    /// no loop can hold a CPU unboundedly. May sleep: the caller holds no spin lock (chain
+    /// locks, which are sleepable, may be held).
+    fn relax(&self);
+}
+
+/// Longest single sleep of [`sleep_interruptible`]: how late a stop request may be seen.
+const STOP_POLL: Duration = Duration::from_millis(50);
+
+/// Sleep for `d` on the host, ending early with [`Error::Interrupted`] once
+/// [`Host::should_stop`] says so (polled at least every [`STOP_POLL`]).
+pub fn sleep_interruptible(host: &dyn Host, d: Duration) -> Result<()> {
+    let end = host
+        .now_ns()
+        .saturating_add(d.as_nanos().min(u64::MAX as u128) as u64);
+    loop {
+        if host.should_stop() {
+            return Err(Error::Interrupted);
+        }
+        let now = host.now_ns();
+        if now >= end {
+            return Ok(());
+        }
+        sleep(host, Duration::from_nanos(end - now).min(STOP_POLL));
+    }
 }
 
 /// Sleep for `d` on the host (a word sleep nobody wakes).

@@ -11,6 +11,7 @@
 //! - [`quorum`]: focus selection by a quorum of masters, cluster status words;
 //! - [`store`]: the in-memory HAMMER2-shaped node store;
 //! - [`sync`]: the per-inode synchronizer (`hammer2_sync_slaves`);
+//! - [`text`]: fixed-capacity messages, for reports that must not allocate;
 //! - [`cluster`]: up to 8 nodes with roles, frontend changes, sync entry points;
 //! - [`scenario`]: the `.scn` language every host runs;
 //! - [`selftest`], [`conformance`]: the tests every host runs on itself;
@@ -33,6 +34,7 @@ pub mod scenario;
 pub mod selftest;
 pub mod store;
 pub mod sync;
+pub mod text;
 pub mod thread;
 pub mod volume;
 

@@ -3,6 +3,8 @@
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::alloc::Layout;
+use core::ptr::NonNull;
+use core::sync::atomic::{fence, AtomicUsize, Ordering};
 
 use crate::{Error, Result};
 
@@ -40,6 +42,69 @@ pub fn try_to_vec<T: Clone>(src: &[T]) -> Result<Vec<T>> {
     Ok(v)
 }
 
+/// A shared value with a reference count, as `Arc`, but whose allocation is fallible
+/// (`Arc::try_new` is not stable): for state that host threads share.
+pub struct TryArc<T> {
+    ptr: NonNull<ArcInner<T>>,
+}
+
+struct ArcInner<T> {
+    count: AtomicUsize,
+    value: T,
+}
+
+// SAFETY: as `Arc`: the value is shared between threads (needs `Sync`) and dropped by whichever
+// holder is last (needs `Send`); the count is atomic.
+unsafe impl<T: Send + Sync> Send for TryArc<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send + Sync> Sync for TryArc<T> {}
+
+impl<T> TryArc<T> {
+    /// A new shared value, or [`Error::NoMem`].
+    pub fn new(value: T) -> Result<TryArc<T>> {
+        let b = try_box(ArcInner {
+            count: AtomicUsize::new(1),
+            value,
+        })?;
+        Ok(TryArc {
+            ptr: NonNull::from(Box::leak(b)),
+        })
+    }
+
+    fn inner(&self) -> &ArcInner<T> {
+        // SAFETY: the allocation lives while any handle (this one included) does.
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl<T> Clone for TryArc<T> {
+    fn clone(&self) -> Self {
+        // Relaxed, as `Arc`: a new handle comes from an existing one, which keeps it alive.
+        self.inner().count.fetch_add(1, Ordering::Relaxed);
+        TryArc { ptr: self.ptr }
+    }
+}
+
+impl<T> core::ops::Deref for TryArc<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.inner().value
+    }
+}
+
+impl<T> Drop for TryArc<T> {
+    fn drop(&mut self) {
+        if self.inner().count.fetch_sub(1, Ordering::Release) != 1 {
+            return;
+        }
+        // Every other holder's use of the value happens before the free (as `Arc`).
+        fence(Ordering::Acquire);
+        // SAFETY: the count reached zero, so this was the last handle; the pointer came from
+        // `Box::leak` in `new`.
+        drop(unsafe { Box::from_raw(self.ptr.as_ptr()) });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,5 +116,23 @@ mod tests {
         try_push(&mut v, 1).unwrap();
         assert_eq!(try_to_vec(&v).unwrap(), [1]);
         assert_eq!(*try_box(()).unwrap(), ());
+    }
+
+    #[test]
+    fn try_arc_shares_and_drops_once() {
+        struct Count<'a>(&'a AtomicUsize);
+        impl Drop for Count<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let dropped = AtomicUsize::new(0);
+        let a = TryArc::new(Count(&dropped)).unwrap();
+        let b = a.clone();
+        drop(a);
+        assert_eq!(dropped.load(Ordering::SeqCst), 0);
+        assert!(core::ptr::eq(b.0, &dropped));
+        drop(b);
+        assert_eq!(dropped.load(Ordering::SeqCst), 1);
     }
 }

@@ -6,9 +6,9 @@
 //! [`FakeWork`]: a pass of simulated chain operations that polls `brk` before each one, so the
 //! tests can count how far a pass got after a request.
 
-use alloc::format;
-use alloc::string::String;
-use alloc::sync::Arc;
+// Failures carry a fixed-capacity `Note` on purpose: reporting one must never allocate.
+#![allow(clippy::result_large_err)]
+
 use core::fmt;
 use core::fmt::Write as _;
 use core::pin::Pin;
@@ -19,6 +19,7 @@ use alloc::boxed::Box;
 
 use crate::cluster::{Cluster, FrontendOp};
 use crate::host::{self, Host, RawThread};
+use crate::mem::TryArc;
 use crate::role::{NodeSet, Role};
 use crate::thread::{Request, SyncWork, ThreadFlags, ThreadState, Threads};
 use crate::{Error, Result};
@@ -26,7 +27,29 @@ use crate::{Error, Result};
 pub mod stress;
 
 /// A test result: `Err` carries the failure message.
-pub type Outcome = core::result::Result<(), String>;
+pub type Outcome = core::result::Result<(), Note>;
+
+/// Bytes a [`Note`] holds.
+pub const NOTE_BYTES: usize = 400;
+
+/// A failure message of fixed capacity (a longer one is cut), so reporting a failure or
+/// collecting a diagnostic never allocates: the self-tests run where allocation may fail.
+pub type Note = crate::text::Text<NOTE_BYTES>;
+
+/// A [`Note`] of `args` (cut at its capacity).
+pub fn note_args(args: fmt::Arguments<'_>) -> Note {
+    let mut n = Note::new();
+    let _ = n.write_fmt(args);
+    n
+}
+
+/// `format!` into a [`Note`]: never allocates.
+macro_rules! note {
+    ($($t:tt)*) => {
+        $crate::selftest::note_args(format_args!($($t)*))
+    };
+}
+pub(crate) use note;
 
 /// A protocol test: given a host and a sink for `# ` diagnostic lines.
 pub type Case = fn(&'static dyn Host, &mut dyn fmt::Write) -> Outcome;
@@ -183,19 +206,24 @@ struct Env {
 }
 
 impl Env {
-    fn new(host: &'static dyn Host, ops: u32, idle: Duration) -> Arc<Env> {
-        let env = Arc::new(Env {
+    fn new(
+        host: &'static dyn Host,
+        ops: u32,
+        idle: Duration,
+    ) -> core::result::Result<TryArc<Env>, Note> {
+        let env = TryArc::new(Env {
             threads: Threads::new(1),
             work: FakeWork::new(host, ops),
-        });
+        })
+        .map_err(|e| note!("test state: {e}"))?;
         env.threads.set_idle_poll(idle);
-        env
+        Ok(env)
     }
 
     fn start(&self, host: &'static dyn Host) -> Outcome {
-        // SAFETY: `self` lives in an `Arc` (a fixed address) and `threads` is declared before
+        // SAFETY: `self` lives in a `TryArc` (a fixed address) and `threads` is declared before
         // `work`, so dropping the `Env` joins the thread before `work` is freed.
-        unsafe { self.threads.start(0, host, &self.work) }.map_err(|e| format!("start: {e}"))
+        unsafe { self.threads.start(0, host, &self.work) }.map_err(|e| note!("start: {e}"))
     }
 }
 
@@ -208,7 +236,7 @@ fn wait_for(host: &dyn Host, what: &str, cond: impl Fn() -> bool) -> Outcome {
     let end = host.now_ns() + WAIT_FOR_NS;
     while !cond() {
         if host.now_ns() > end {
-            return Err(format!(
+            return Err(note!(
                 "timed out waiting for {what} ({} s)",
                 WAIT_FOR_NS / 1_000_000_000
             ));
@@ -218,7 +246,7 @@ fn wait_for(host: &dyn Host, what: &str, cond: impl Fn() -> bool) -> Outcome {
     Ok(())
 }
 
-fn check(ok: bool, msg: impl FnOnce() -> String) -> Outcome {
+fn check(ok: bool, msg: impl FnOnce() -> Note) -> Outcome {
     if ok {
         Ok(())
     } else {
@@ -227,13 +255,13 @@ fn check(ok: bool, msg: impl FnOnce() -> String) -> Outcome {
 }
 
 fn expect_ok(what: &str, r: Result<()>) -> Outcome {
-    r.map_err(|e| format!("{what}: {e}"))
+    r.map_err(|e| note!("{what}: {e}"))
 }
 
 fn expect_state(env: &Env, want: ThreadState) -> Outcome {
     let got = env.threads.state(0);
     check(got == want, || {
-        format!(
+        note!(
             "state {} (flags {}), expected {}",
             got.name(),
             crate::thread::flag_names(env.threads.flags(0)),
@@ -251,7 +279,7 @@ fn write_us(out: &mut dyn fmt::Write, what: &str, ns: u64) {
 /// successful no-op, as the original's do when the thread was never created; only an index
 /// beyond the slots is refused.
 fn ops_on_idle_slot_are_noops(host: &'static dyn Host, _out: &mut dyn fmt::Write) -> Outcome {
-    let env = Env::new(host, 1, Duration::from_secs(60));
+    let env = Env::new(host, 1, Duration::from_secs(60))?;
     let t = &env.threads;
     let all = |t: &Threads| {
         [
@@ -267,11 +295,11 @@ fn ops_on_idle_slot_are_noops(host: &'static dyn Host, _out: &mut dyn fmt::Write
     }
     let r = t.request(1, Request::Freeze);
     check(r == Err(Error::Invalid), || {
-        format!("freeze out of range: {r:?}")
+        note!("freeze out of range: {r:?}")
     })?;
     expect_state(&env, ThreadState::NotStarted)?;
     env.start(host)?;
-    check(env.start(host).is_err(), || "second start succeeded".into())?;
+    check(env.start(host).is_err(), || note!("second start succeeded"))?;
     expect_ok("stop", t.request(0, Request::Stop))?;
     let resets = env.work.remasters.load(Ordering::SeqCst);
     for (name, r) in all(t) {
@@ -279,13 +307,13 @@ fn ops_on_idle_slot_are_noops(host: &'static dyn Host, _out: &mut dyn fmt::Write
     }
     // Nothing reached a thread: no reset ran, and the slot is still stopped.
     check(env.work.remasters.load(Ordering::SeqCst) == resets, || {
-        "a request to a stopped slot ran a reset".into()
+        note!("a request to a stopped slot ran a reset")
     })?;
     expect_state(&env, ThreadState::Stopped)
 }
 
 fn each_request_acknowledged(host: &'static dyn Host, _out: &mut dyn fmt::Write) -> Outcome {
-    let env = Env::new(host, 5, Duration::from_secs(60));
+    let env = Env::new(host, 5, Duration::from_secs(60))?;
     let t = &env.threads;
     env.start(host)?;
     wait_for(host, "first pass", || {
@@ -300,10 +328,10 @@ fn each_request_acknowledged(host: &'static dyn Host, _out: &mut dyn fmt::Write)
     expect_ok("remaster", t.request(0, Request::Remaster))?;
     let after = env.work.remasters.load(Ordering::SeqCst);
     check(after == before + 1, || {
-        format!("remaster ran {} resets", after - before)
+        note!("remaster ran {} resets", after - before)
     })?;
     check(t.flags(0) & ThreadFlags::REMASTER.bits() == 0, || {
-        "REMASTER still set after remaster".into()
+        note!("REMASTER still set after remaster")
     })?;
     // A signal runs a pass now, not after the 60 s idle poll.
     wait_for(host, "the idle sleep", || {
@@ -319,7 +347,7 @@ fn each_request_acknowledged(host: &'static dyn Host, _out: &mut dyn fmt::Write)
 }
 
 fn freeze_during_pass(host: &'static dyn Host, out: &mut dyn fmt::Write) -> Outcome {
-    let env = Env::new(host, 1_000_000, Duration::from_secs(60));
+    let env = Env::new(host, 1_000_000, Duration::from_secs(60))?;
     env.work.op_us.store(100, Ordering::SeqCst);
     let t = &env.threads;
     env.start(host)?;
@@ -338,20 +366,20 @@ fn freeze_during_pass(host: &'static dyn Host, out: &mut dyn fmt::Write) -> Outc
     let ops = env.work.ops_done.load(Ordering::SeqCst) - ops0.load(Ordering::SeqCst);
     write_us(out, "freeze acknowledged during a pass after", ns);
     check(ops <= 1, || {
-        format!("{ops} chain operations ran after the freeze request")
+        note!("{ops} chain operations ran after the freeze request")
     })?;
     check(env.work.interrupted.load(Ordering::SeqCst) == 1, || {
-        "the pass was not interrupted".into()
+        note!("the pass was not interrupted")
     })?;
     check(env.work.in_pass.load(Ordering::SeqCst) == 0, || {
-        "a pass still runs while frozen".into()
+        note!("a pass still runs while frozen")
     })?;
     expect_state(&env, ThreadState::Frozen)?;
     expect_ok("stop", t.request(0, Request::Stop))
 }
 
 fn stop_while_frozen(host: &'static dyn Host, _out: &mut dyn fmt::Write) -> Outcome {
-    let env = Env::new(host, 5, Duration::from_secs(60));
+    let env = Env::new(host, 5, Duration::from_secs(60))?;
     env.start(host)?;
     expect_ok("freeze", env.threads.request(0, Request::Freeze))?;
     expect_ok("stop", env.threads.request(0, Request::Stop))?;
@@ -359,7 +387,7 @@ fn stop_while_frozen(host: &'static dyn Host, _out: &mut dyn fmt::Write) -> Outc
 }
 
 fn stop_after_pass_is_prompt(host: &'static dyn Host, out: &mut dyn fmt::Write) -> Outcome {
-    let env = Env::new(host, 5, Duration::from_secs(60));
+    let env = Env::new(host, 5, Duration::from_secs(60))?;
     env.start(host)?;
     wait_for(host, "a pass and the idle sleep", || {
         env.work.passes.load(Ordering::SeqCst) >= 1
@@ -370,22 +398,22 @@ fn stop_after_pass_is_prompt(host: &'static dyn Host, out: &mut dyn fmt::Write) 
     let ns = host.now_ns() - t0;
     write_us(out, "stop acknowledged from the idle sleep after", ns);
     check(ns < 5_000_000_000, || {
-        format!("stop took {} ms with a 60 s idle poll", ns / 1_000_000)
+        note!("stop took {} ms with a 60 s idle poll", ns / 1_000_000)
     })
 }
 
 fn freeze_unfreeze_1000(host: &'static dyn Host, out: &mut dyn fmt::Write) -> Outcome {
-    let env = Env::new(host, 20, Duration::from_millis(1));
+    let env = Env::new(host, 20, Duration::from_millis(1))?;
     env.start(host)?;
     let t0 = host.now_ns();
     for i in 0..1000 {
         expect_ok("freeze", env.threads.request(0, Request::Freeze))
-            .map_err(|e| format!("cycle {i}: {e}"))?;
+            .map_err(|e| note!("cycle {i}: {e}"))?;
         if env.threads.state(0) != ThreadState::Frozen {
-            return Err(format!("cycle {i}: not frozen after freeze"));
+            return Err(note!("cycle {i}: not frozen after freeze"));
         }
         expect_ok("unfreeze", env.threads.request(0, Request::Unfreeze))
-            .map_err(|e| format!("cycle {i}: {e}"))?;
+            .map_err(|e| note!("cycle {i}: {e}"))?;
     }
     write_us(
         out,
@@ -397,18 +425,18 @@ fn freeze_unfreeze_1000(host: &'static dyn Host, out: &mut dyn fmt::Write) -> Ou
 }
 
 fn remaster_runs_reset(host: &'static dyn Host, _out: &mut dyn fmt::Write) -> Outcome {
-    let env = Env::new(host, 5, Duration::from_secs(60));
+    let env = Env::new(host, 5, Duration::from_secs(60))?;
     env.start(host)?;
     wait_for(host, "the reset at start", || {
         env.work.remasters.load(Ordering::SeqCst) >= 1
     })?;
     let r0 = env.work.remasters.load(Ordering::SeqCst);
-    check(r0 == 1, || format!("{r0} resets at start, expected 1"))?;
+    check(r0 == 1, || note!("{r0} resets at start, expected 1"))?;
     for _ in 0..10 {
         expect_ok("remaster", env.threads.request(0, Request::Remaster))?;
     }
     let r = env.work.remasters.load(Ordering::SeqCst);
-    check(r == 11, || format!("{} resets for 10 remasters", r - 1))?;
+    check(r == 11, || note!("{} resets for 10 remasters", r - 1))?;
     // A frozen thread answers a remaster and stays frozen.
     expect_ok("freeze", env.threads.request(0, Request::Freeze))?;
     expect_ok(
@@ -417,7 +445,7 @@ fn remaster_runs_reset(host: &'static dyn Host, _out: &mut dyn fmt::Write) -> Ou
     )?;
     expect_state(&env, ThreadState::Frozen)?;
     check(env.work.remasters.load(Ordering::SeqCst) == 12, || {
-        "no reset while frozen".into()
+        note!("no reset while frozen")
     })?;
     expect_ok("stop", env.threads.request(0, Request::Stop))
 }
@@ -433,12 +461,13 @@ fn code(r: Result<()>) -> u32 {
 /// Race `a` and `b` from two host threads released together; returns their result codes.
 fn race(
     host: &'static dyn Host,
-    env: &Arc<Env>,
+    env: &TryArc<Env>,
     a: Request,
     b: Request,
-) -> core::result::Result<[u32; 2], String> {
-    let gate = Arc::new(AtomicU32::new(0));
-    let results = Arc::new([AtomicU32::new(0), AtomicU32::new(0)]);
+) -> core::result::Result<[u32; 2], Note> {
+    let gate = TryArc::new(AtomicU32::new(0)).map_err(|e| note!("race state: {e}"))?;
+    let results = TryArc::new([AtomicU32::new(0), AtomicU32::new(0)])
+        .map_err(|e| note!("race state: {e}"))?;
     let mut handles: [Option<RawThread>; 2] = [None, None];
     for (i, op) in [a, b].into_iter().enumerate() {
         let (env, g, results) = (env.clone(), gate.clone(), results.clone());
@@ -456,18 +485,17 @@ fn race(
                 host.sleep_on_word(&g, v, Some(Duration::from_millis(1)));
             }
             results[i].store(code(env.threads.request(0, op)), Ordering::SeqCst);
-        })
-        .map_err(|e| format!("spawn: {e}"))?;
-        match host.spawn("h2s-requester", entry) {
+        });
+        match entry.and_then(|e| host.spawn("h2s-requester", e)) {
             Ok(h) => handles[i] = Some(h),
             Err(e) => {
-                // Release the first requester so it can be joined.
+                // Release the first requester so it can be joined (it waits for the second).
                 gate.fetch_add(1, Ordering::SeqCst);
                 host.wake_word(&gate);
                 for h in handles.iter_mut().filter_map(Option::take) {
                     host.join(h);
                 }
-                return Err(format!("spawn: {e}"));
+                return Err(note!("spawn: {e}"));
             }
         }
     }
@@ -483,13 +511,13 @@ fn race(
 const OK: u32 = 1;
 
 fn concurrent_freeze_vs_stop(host: &'static dyn Host, _out: &mut dyn fmt::Write) -> Outcome {
-    let env = Env::new(host, 50, Duration::from_millis(1));
+    let env = Env::new(host, 50, Duration::from_millis(1))?;
     for i in 0..50 {
         env.start(host)?;
         let [f, s] = race(host, &env, Request::Freeze, Request::Stop)?;
         // The freeze was acknowledged, or came after the stop (a no-op): both succeed.
         check(s == OK && f == OK, || {
-            format!("round {i}: freeze {f}, stop {s}")
+            note!("round {i}: freeze {f}, stop {s}")
         })?;
         expect_state(&env, ThreadState::Stopped)?;
     }
@@ -497,17 +525,17 @@ fn concurrent_freeze_vs_stop(host: &'static dyn Host, _out: &mut dyn fmt::Write)
 }
 
 fn concurrent_unfreeze_vs_remaster(host: &'static dyn Host, _out: &mut dyn fmt::Write) -> Outcome {
-    let env = Env::new(host, 50, Duration::from_millis(1));
+    let env = Env::new(host, 50, Duration::from_millis(1))?;
     env.start(host)?;
     for i in 0..50 {
         expect_ok("freeze", env.threads.request(0, Request::Freeze))?;
         let r0 = env.work.remasters.load(Ordering::SeqCst);
         let [u, r] = race(host, &env, Request::Unfreeze, Request::Remaster)?;
         check(u == OK && r == OK, || {
-            format!("round {i}: unfreeze {u}, remaster {r}")
+            note!("round {i}: unfreeze {u}, remaster {r}")
         })?;
         check(env.work.remasters.load(Ordering::SeqCst) > r0, || {
-            format!("round {i}: no reset ran")
+            note!("round {i}: no reset ran")
         })?;
         expect_state(&env, ThreadState::Running)?;
     }
@@ -515,13 +543,13 @@ fn concurrent_unfreeze_vs_remaster(host: &'static dyn Host, _out: &mut dyn fmt::
 }
 
 fn concurrent_stop_vs_stop(host: &'static dyn Host, _out: &mut dyn fmt::Write) -> Outcome {
-    let env = Env::new(host, 50, Duration::from_millis(1));
+    let env = Env::new(host, 50, Duration::from_millis(1))?;
     for i in 0..50 {
         env.start(host)?;
         let [a, b] = race(host, &env, Request::Stop, Request::Stop)?;
         // Both were running when asked, or one came after the other finished (a no-op).
         check(a == OK && b == OK, || {
-            format!("round {i}: stop {a}, stop {b}")
+            note!("round {i}: stop {a}, stop {b}")
         })?;
         expect_state(&env, ThreadState::Stopped)?;
     }
@@ -529,12 +557,12 @@ fn concurrent_stop_vs_stop(host: &'static dyn Host, _out: &mut dyn fmt::Write) -
 }
 
 fn concurrent_freeze_vs_unfreeze(host: &'static dyn Host, _out: &mut dyn fmt::Write) -> Outcome {
-    let env = Env::new(host, 50, Duration::from_millis(1));
+    let env = Env::new(host, 50, Duration::from_millis(1))?;
     env.start(host)?;
     for i in 0..50 {
         let [f, u] = race(host, &env, Request::Freeze, Request::Unfreeze)?;
         check(f == OK && u == OK, || {
-            format!("round {i}: freeze {f}, unfreeze {u}")
+            note!("round {i}: freeze {f}, unfreeze {u}")
         })?;
         // Either order is a valid outcome; settle it and go on.
         expect_ok("unfreeze", env.threads.request(0, Request::Unfreeze))?;
@@ -544,14 +572,14 @@ fn concurrent_freeze_vs_unfreeze(host: &'static dyn Host, _out: &mut dyn fmt::Wr
 }
 
 fn restart_cycles(host: &'static dyn Host, _out: &mut dyn fmt::Write) -> Outcome {
-    let env = Env::new(host, 5, Duration::from_secs(60));
+    let env = Env::new(host, 5, Duration::from_secs(60))?;
     for i in 0..20 {
         let passes = env.work.passes.load(Ordering::SeqCst);
         env.start(host)?;
         // The word of a restarted thread is clean: no FROZEN left from the last life.
         let state = env.threads.state(0);
         check(state == ThreadState::Running, || {
-            format!("cycle {i}: restarted as {}", state.name())
+            note!("cycle {i}: restarted as {}", state.name())
         })?;
         wait_for(host, "a pass after restart", || {
             env.work.passes.load(Ordering::SeqCst) > passes
@@ -561,7 +589,7 @@ fn restart_cycles(host: &'static dyn Host, _out: &mut dyn fmt::Write) -> Outcome
         expect_ok("stop", env.threads.request(0, Request::Stop))?;
         check(
             env.threads.flags(0) & ThreadFlags::FROZEN.bits() != 0,
-            || "FROZEN lost at stop".into(),
+            || note!("FROZEN lost at stop"),
         )?;
     }
     Ok(())
@@ -579,11 +607,31 @@ struct CountingSync {
     park_at: u64,
     parked: AtomicU32,
     gate: AtomicU32,
+    /// Non-zero once a pass ran out of memory: waiting for the pass to get anywhere is then
+    /// pointless, and the verdict is that error.
+    nomem: AtomicU32,
+}
+
+impl CountingSync {
+    /// `Err` if a pass ran out of memory.
+    fn check_memory(&self) -> Outcome {
+        check(self.nomem.load(Ordering::SeqCst) == 0, || {
+            note!("sync pass: {}", Error::NoMem)
+        })
+    }
+
+    /// [`wait_for`] `cond`, or for a pass to run out of memory.
+    fn wait_for(&self, what: &str, cond: impl Fn() -> bool) -> Outcome {
+        wait_for(self.host, what, || {
+            self.nomem.load(Ordering::SeqCst) != 0 || cond()
+        })?;
+        self.check_memory()
+    }
 }
 
 impl SyncWork for CountingSync {
     fn pass(&self, brk: &dyn Fn() -> bool) -> Result<()> {
-        self.cluster.sync_node(self.idx, &|| {
+        let r = self.cluster.sync_node(self.idx, &|| {
             if self.ops.load(Ordering::SeqCst) == self.park_at {
                 self.parked.store(1, Ordering::SeqCst);
                 while self.gate.load(Ordering::SeqCst) == 0 {
@@ -596,7 +644,11 @@ impl SyncWork for CountingSync {
                 self.ops.fetch_add(1, Ordering::SeqCst);
             }
             stop
-        })
+        });
+        if r == Err(Error::NoMem) {
+            self.nomem.store(1, Ordering::SeqCst);
+        }
+        r
     }
     fn remaster(&self) {
         self.cluster.refresh_view(self.idx);
@@ -627,11 +679,11 @@ fn build_tree(c: &Cluster, set: NodeSet) -> Outcome {
     let mut p = heapless::String::new();
     for d in 0..TREE_DIRS {
         c.apply(set, FrontendOp::Mkdir(tree_path(&mut p, d, None)))
-            .map_err(|(n, e)| format!("mkdir on node {n}: {e}"))?;
+            .map_err(|(n, e)| note!("mkdir on node {n}: {e}"))?;
         for f in 0..TREE_FILES {
             let data = [b'a' + (f % 26) as u8; 40];
             c.apply(set, FrontendOp::Write(tree_path(&mut p, d, Some(f)), &data))
-                .map_err(|(n, e)| format!("write on node {n}: {e}"))?;
+                .map_err(|(n, e)| note!("write on node {n}: {e}"))?;
         }
     }
     Ok(())
@@ -642,9 +694,9 @@ fn build_tree(c: &Cluster, set: NodeSet) -> Outcome {
 /// at every chain it scanned, and the sync completes after the unfreeze.
 fn freeze_during_real_sync(host: &'static dyn Host, out: &mut dyn fmt::Write) -> Outcome {
     let cluster =
-        Cluster::new(host, &[Role::Master, Role::Slave]).map_err(|e| format!("cluster: {e}"))?;
+        Cluster::new(host, &[Role::Master, Role::Slave]).map_err(|e| note!("cluster: {e}"))?;
     build_tree(&cluster, NodeSet(1))?;
-    let env = Arc::new(SyncEnv {
+    let env = TryArc::new(SyncEnv {
         threads: Threads::new(1),
         work: CountingSync {
             cluster,
@@ -654,19 +706,22 @@ fn freeze_during_real_sync(host: &'static dyn Host, out: &mut dyn fmt::Write) ->
             park_at: 300,
             parked: AtomicU32::new(0),
             gate: AtomicU32::new(0),
+            nomem: AtomicU32::new(0),
         },
-    });
+    })
+    .map_err(|e| note!("test state: {e}"))?;
     env.threads.set_idle_poll(Duration::from_secs(60));
     let c = &env.work.cluster;
     let ops = &env.work.ops;
-    // SAFETY: `env` lives in an `Arc` (a fixed address) and `threads` is declared before
+    // SAFETY: `env` lives in a `TryArc` (a fixed address) and `threads` is declared before
     // `work`, so dropping the `SyncEnv` joins the thread before the cluster is freed.
-    unsafe { env.threads.start(0, host, &env.work) }.map_err(|e| format!("start: {e}"))?;
+    unsafe { env.threads.start(0, host, &env.work) }.map_err(|e| note!("start: {e}"))?;
     // The pass parks itself at its 300th chain operation (see `CountingSync`), so the freeze
     // provably arrives in the middle of a pass; the request releases it.
-    wait_for(host, "the pass at its 300th chain operation", || {
-        env.work.parked.load(Ordering::SeqCst) != 0
-    })?;
+    env.work
+        .wait_for("the pass at its 300th chain operation", || {
+            env.work.parked.load(Ordering::SeqCst) != 0
+        })?;
     let at_signal = AtomicU64::new(0);
     let t0 = host.now_ns();
     let r = env.threads.freeze_observed(0, &|| {
@@ -679,26 +734,26 @@ fn freeze_during_real_sync(host: &'static dyn Host, out: &mut dyn fmt::Write) ->
     let after = ops.load(Ordering::SeqCst) - at_signal.load(Ordering::SeqCst);
     write_us(out, "freeze acknowledged during a real sync after", ns);
     check(after == 0, || {
-        format!("{after} chain operations ran after the freeze request")
+        note!("{after} chain operations ran after the freeze request")
     })?;
     let frozen_at = ops.load(Ordering::SeqCst);
     host::sleep(host, Duration::from_millis(20));
     check(ops.load(Ordering::SeqCst) == frozen_at, || {
-        "chain operations while frozen".into()
+        note!("chain operations while frozen")
     })?;
-    check(!c.in_sync(1), || "in sync although frozen mid-pass".into())?;
+    check(!c.in_sync(1), || note!("in sync although frozen mid-pass"))?;
     expect_ok("unfreeze", env.threads.request(0, Request::Unfreeze))?;
-    wait_for(host, "the slave in sync", || c.in_sync(1))?;
-    let mut diff = String::new();
+    env.work.wait_for("the slave in sync", || c.in_sync(1))?;
+    let mut diff = Note::new();
     let same = c
         .compare(0, 1, &mut diff)
-        .map_err(|e| format!("compare: {e}"))?;
-    check(same, || format!("trees differ after sync: {diff}"))?;
+        .map_err(|e| note!("compare: {e}"))?;
+    check(same, || note!("trees differ after sync: {diff}"))?;
     let scanned = c.stats(1).scanned;
     let polled = ops.load(Ordering::SeqCst);
     let _ = writeln!(out, "# {scanned} chains scanned, brk polled {polled} times");
     check(polled >= scanned, || {
-        format!("brk polled {polled} times for {scanned} chains scanned")
+        note!("brk polled {polled} times for {scanned} chains scanned")
     })?;
     expect_ok("stop", env.threads.request(0, Request::Stop))
 }

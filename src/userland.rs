@@ -133,6 +133,14 @@ impl Host for UserlandHost {
             let _ = writeln!(std::io::stderr(), "hammer2-synchro {level:?}: {args}");
         }
     }
+
+    /// A process has no "this run is being killed" state: a signal ends the process itself.
+    fn should_stop(&self) -> bool {
+        false
+    }
+
+    /// Threads are preempted by the OS scheduler; nothing to do.
+    fn relax(&self) {}
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@
 //! have produced a correct result), never panics or aborts, leaks nothing once the cluster is
 //! dropped, and converges once memory is back.
 
+mod alloc_common;
+
 // Shared support of the oracle tests; this binary uses part of it.
 #[allow(dead_code)]
 #[path = "oracle"]
@@ -15,7 +17,6 @@ mod oracle {
     pub mod real;
 }
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use hammer2_synchro::cluster::{Cluster, FrontendOp};
@@ -23,7 +24,7 @@ use hammer2_synchro::role::{NodeSet, Role};
 use hammer2_synchro::store::Layout as StoreLayout;
 use hammer2_synchro::Error;
 
-use oracle::gen::{Case, Class};
+use oracle::gen::Case;
 use oracle::model::Op;
 use oracle::real;
 
@@ -56,76 +57,29 @@ thread_local! {
     };
 }
 
-struct FailingAlloc;
-
-impl FailingAlloc {
-    /// Whether this allocation must fail.
-    fn should_fail() -> bool {
-        C.try_with(|c| {
-            let n = c.countdown.get();
-            if n == 0 {
-                return false;
-            }
-            c.armed_allocs.set(c.armed_allocs.get() + 1);
-            c.countdown.set(n - 1);
-            if n == 1 {
-                c.failed.set(true);
-                return true;
-            }
-            false
-        })
-        .unwrap_or(false)
-    }
-    fn account(delta: i64) {
-        LIVE.fetch_add(delta, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-// SAFETY: every call forwards to `System` with the caller's arguments, or returns null (which
-// `GlobalAlloc` allows for a failed allocation); the counters touch only const thread-locals.
-unsafe impl GlobalAlloc for FailingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if Self::should_fail() {
-            return std::ptr::null_mut();
+/// Whether this allocation must fail: the armed countdown of this thread reached it.
+fn should_fail() -> bool {
+    C.try_with(|c| {
+        let n = c.countdown.get();
+        if n == 0 {
+            return false;
         }
-        // SAFETY: forwarded as is.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            Self::account(layout.size() as i64);
+        c.armed_allocs.set(c.armed_allocs.get() + 1);
+        c.countdown.set(n - 1);
+        if n == 1 {
+            c.failed.set(true);
+            return true;
         }
-        p
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if Self::should_fail() {
-            return std::ptr::null_mut();
-        }
-        // SAFETY: forwarded as is.
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            Self::account(layout.size() as i64);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        Self::account(-(layout.size() as i64));
-        // SAFETY: forwarded as is.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if Self::should_fail() {
-            return std::ptr::null_mut();
-        }
-        // SAFETY: forwarded as is.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            Self::account(new_size as i64 - layout.size() as i64);
-        }
-        p
-    }
+        false
+    })
+    .unwrap_or(false)
 }
 
 #[global_allocator]
-static ALLOC: FailingAlloc = FailingAlloc;
+static ALLOC: alloc_common::FailingAlloc = alloc_common::FailingAlloc {
+    should_fail,
+    live: &LIVE,
+};
 
 /// Run `f` with the `n`-th allocation of this thread failing (0: none fails); returns what
 /// `f` returned, whether the failure was hit, and how many allocations were made while armed.
@@ -181,15 +135,7 @@ fn case() -> Case {
         (s, w("/x/y", 20, 4)),
     ];
     let roles = vec![Role::Master, Role::Master, Role::Master, Role::Slave];
-    Case {
-        roles,
-        ops: ops
-            .into_iter()
-            .map(|(mask, op)| (mask, op, false))
-            .collect(),
-        class: Class::Arbitrary,
-        new_roles: None,
-    }
+    Case::arbitrary(roles, ops)
 }
 
 fn converged(c: &Cluster, paths: &[Vec<u8>]) -> Result<(), String> {

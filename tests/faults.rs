@@ -26,7 +26,7 @@ use hammer2_synchro::role::Role;
 use hammer2_synchro::thread::{Request, SyncWork, ThreadFlags, Threads};
 use hammer2_synchro::Error;
 
-use oracle::gen::{Case, Class};
+use oracle::gen::Case;
 use oracle::model::Op;
 use oracle::real::{self, Seen};
 
@@ -80,15 +80,7 @@ fn mixed_case(role3: Role) -> Case {
     ];
     let mut roles = vec![Role::Master; 3];
     roles.push(role3);
-    Case {
-        roles,
-        ops: ops
-            .into_iter()
-            .map(|(mask, op)| (mask, op, false))
-            .collect(),
-        class: Class::Arbitrary,
-        new_roles: None,
-    }
+    Case::arbitrary(roles, ops)
 }
 
 /// The invariant on node `idx` against the focus node `f`: for every path whose inode TID
@@ -230,16 +222,14 @@ fn repeated_breaks_make_progress() {
 fn negative_control_invariant_checker_catches_hidden_divergence() {
     // /a on node 3 gets the masters' TID through a change the masters made later, while it
     // misses an earlier one under /a: the TID says "in sync", the subtree disagrees.
-    let case = Case {
-        roles: vec![Role::Master, Role::Master, Role::Master, Role::Slave],
-        ops: vec![
-            (0b1111, mk("/a"), false),
-            (0b0111, mk("/a/x"), false),
-            (0b1111, mk("/a/y"), false),
+    let case = Case::arbitrary(
+        vec![Role::Master, Role::Master, Role::Master, Role::Slave],
+        vec![
+            (0b1111, mk("/a")),
+            (0b0111, mk("/a/x")),
+            (0b1111, mk("/a/y")),
         ],
-        class: Class::Arbitrary,
-        new_roles: None,
-    };
+    );
     let (_, paths) = case.replay();
     let c = real::build(&case).unwrap();
     let err = invariant(&c, 0, SLAVE, &paths).unwrap_err();
@@ -508,6 +498,12 @@ impl Host for FailingHost {
     }
     fn log(&self, level: LogLevel, args: std::fmt::Arguments<'_>) {
         (self.inner)().log(level, args)
+    }
+    fn should_stop(&self) -> bool {
+        (self.inner)().should_stop()
+    }
+    fn relax(&self) {
+        (self.inner)().relax()
     }
 }
 

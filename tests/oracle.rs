@@ -12,6 +12,10 @@
 //!   lost, everything uncommitted is rolled back);
 //! - *arbitrary*: node subsets at random. TID equality hides divergence there (an inode whose
 //!   TID equals the focus's is not looked into), so only the model's exact prediction holds.
+//!
+//! Catch-up cases (arbitrary histories, one node in catch-up mode, random read stalls of 0 to
+//! 3 ms per node): where the root has no quorum, the catch-up node ends `same` as the highest
+//! master and holds every path it holds, whatever the stalls.
 
 mod oracle {
     pub mod gen;
@@ -21,7 +25,7 @@ mod oracle {
     pub mod scn;
 }
 
-use oracle::gen::{resolve, Case, Class, RawCase, RawOp};
+use oracle::gen::{raw_catchup_case, resolve, resolve_catchup, Case, Class, RawCase, RawOp};
 use oracle::model::{self, quorum, Inode, Rule, Tid, World};
 use oracle::{prop, real};
 
@@ -236,8 +240,8 @@ fn against_cluster_mode(case: &Case, mode: ScanMode) -> Result<(), String> {
         real::sync_round(&c, n)?;
         real::diff(&c, mw, &paths).map_err(|e| format!("after sync round {}:\n{e}", r + 1))?;
     }
-    // With no quorum at the root, nothing changes anywhere.
-    if want_focus.is_none() && real::snapshot(&c, n, &paths) != before {
+    // With no quorum at the root (and no node in catch-up mode), nothing changes anywhere.
+    if want_focus.is_none() && case.catchup == 0 && real::snapshot(&c, n, &paths) != before {
         return Err("no quorum, yet a node changed".into());
     }
     // Committed histories: every node holds exactly the committed tree (nothing committed lost,
@@ -294,6 +298,155 @@ fn oracle_cluster_small_histories() {
 fn oracle_cluster_long_histories() {
     // Fewer, longer histories: deeper trees, more overwrites and type changes.
     prop::run("cluster_long", 150, 40, against_cluster);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Catch-up mode, with random read delays.
+
+/// Whether equal TIDs mean equal subtrees between `a` and `b`: every inode both hold at one
+/// TID has the same subtree. Arbitrary histories break it (a change applied to nodes that had
+/// diverged), and synchronization rightly takes an equal TID as equal without looking inside.
+fn tids_honest(a: &Inode, b: &Inode) -> bool {
+    a.walk()
+        .into_iter()
+        .all(|(p, x)| b.get(&p).map_or(true, |y| y.tid != x.tid || y == x))
+}
+
+/// The catch-up node of `case` and the master it must end as: the root has no quorum, the
+/// node is below the highest other master, and their equal TIDs mean equal subtrees.
+fn catchup_target(case: &Case, w: &World) -> Option<(usize, usize)> {
+    let i = case.catchup.trailing_zeros() as usize;
+    if w.focus_root().is_some() || i >= w.trees.len() {
+        return None;
+    }
+    let m = w.highest_master(i)?;
+    (w.trees[i].tid < w.trees[m].tid && tids_honest(&w.trees[i], &w.trees[m])).then_some((i, m))
+}
+
+/// The catch-up properties on one case: the cluster matches the model round by round (in both
+/// scan modes), and where the root has no quorum the catch-up node ends `same` as the highest
+/// master, holding every path it holds as it holds it; a node at or above it is unchanged.
+///
+/// The round-by-round match is asserted only where equal TIDs mean equal subtrees on every
+/// pair of nodes, or nothing stalls: a quorum's focus among masters at one TID is the
+/// lowest-indexed unless that one is stalled (the stall tolerance), which picks a different
+/// tree only where equal TIDs hide different ones. Catch-up itself never depends on a stall.
+fn catchup_against_cluster(case: &Case) -> Result<(), String> {
+    let (w0, _) = case.replay();
+    let honest = w0
+        .trees
+        .iter()
+        .all(|a| w0.trees.iter().all(|b| tids_honest(a, b)));
+    for mode in [ScanMode::Pruned, ScanMode::Original] {
+        if honest || case.stalls.is_empty() {
+            against_cluster_mode(case, mode).map_err(|e| format!("scan mode {mode:?}: {e}"))?;
+        }
+        let (mut w, paths) = case.replay();
+        let target = catchup_target(case, &w);
+        let c = real::build(case)?;
+        c.set_scan_mode(mode);
+        let i = case.catchup.trailing_zeros() as usize;
+        let before: Vec<_> = paths.iter().map(|p| real::observe(&c, i, p)).collect();
+        let ahead = w.focus_root().is_none()
+            && w.highest_master(i)
+                .is_some_and(|m| w.trees[i].tid >= w.trees[m].tid);
+        let (_, done) = w.sync_all(quorum, 12);
+        if !done {
+            return Err("the model did not converge in 12 rounds".into());
+        }
+        for _ in 0..3 {
+            real::sync_round(&c, case.roles.len())?;
+        }
+        let Some((i, m)) = target else {
+            let after: Vec<_> = paths.iter().map(|p| real::observe(&c, i, p)).collect();
+            if ahead && after != before {
+                return Err(format!(
+                    "{mode:?}: node {i} was at or above every master, yet changed"
+                ));
+            }
+            continue;
+        };
+        if w.trees[i] != w.trees[m] {
+            return Err(format!(
+                "{mode:?}: the model's node {i} is not master {m}'s tree"
+            ));
+        }
+        for p in &paths {
+            let (want, got) = (real::observe(&c, m, p), real::observe(&c, i, p));
+            if want != real::Seen::Missing && got != want {
+                return Err(format!(
+                    "{mode:?}: node {i} lost {} of master {m}: {got:?}, master {want:?}",
+                    String::from_utf8_lossy(p)
+                ));
+            }
+        }
+        if !real::same(&c, m, i)? {
+            return Err(format!("{mode:?}: node {i} is not `same` as master {m}"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn model_catchup_ends_as_the_highest_master() {
+    prop::run_with(
+        "model_catchup",
+        400,
+        16,
+        raw_catchup_case(16),
+        resolve_catchup,
+        |case| {
+            let (mut w, _) = case.replay();
+            let Some((i, m)) = catchup_target(case, &w) else {
+                return Ok(());
+            };
+            w.sync_all(quorum, 16);
+            if w.trees[i] != w.trees[m] {
+                return Err(format!("node {i} is not master {m}'s tree"));
+            }
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn catchup_takes_the_highest_masters_subtree() {
+    // Master 0 is the highest; masters 1 and 2 agree on /d at an older TID and each hold a key
+    // master 0 lacks; master 0, the slowest, is read last.
+    let w = |p: &str, seed: u64| model::Op::Write {
+        path: p.as_bytes().to_vec(),
+        bytes: 3,
+        seed,
+    };
+    let mut case = Case::arbitrary(
+        vec![Role::Master, Role::Master, Role::Master, Role::Slave],
+        vec![
+            (0b1111, model::Op::Mkdir(b"/d".to_vec())),
+            (0b1111, w("/d/x", 1)),
+            (0b0001, w("/d/x", 2)),
+            (0b0010, w("/p", 3)),
+            (0b0100, w("/q", 4)),
+            (0b0001, w("/r", 5)),
+        ],
+    );
+    case.catchup = 0b1000;
+    case.stalls = vec![(0, 3)];
+    let (w0, _) = case.replay();
+    assert_eq!(catchup_target(&case, &w0), Some((3, 0)));
+    catchup_against_cluster(&case).unwrap();
+}
+
+#[test]
+fn oracle_catchup_with_stalls() {
+    let ops = prop::env_num("H2S_ORACLE_OPS", 10) as usize;
+    prop::run_with(
+        "catchup_with_stalls",
+        120,
+        ops,
+        raw_catchup_case(ops),
+        resolve_catchup,
+        catchup_against_cluster,
+    );
 }
 
 #[test]

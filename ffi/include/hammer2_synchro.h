@@ -13,9 +13,16 @@
 #endif
 
 /*
- Largest scenario text [`h2s_run_scenario`] accepts, in bytes.
+ Largest scenario text [`h2s_run_scenario`] accepts, in bytes: the language's own bound, so
+ every host gives a file the same verdict.
  */
-#define H2S_SCENARIO_MAX (256 * 1024)
+#define H2S_SCENARIO_MAX (1024 * 1024)
+
+/*
+ Longest command [`h2s_ctl`] accepts, in bytes; also the capacity a host needs for any of its
+ answers.
+ */
+#define H2S_CTL_MAX 4096
 
 /*
  Smallest pool [`h2s_init`] accepts, in bytes.
@@ -46,6 +53,23 @@
  `timeout_ns` value of [`H2sHostOps::sleep_word`] meaning "no time limit".
  */
 #define H2S_TIMEOUT_NONE 18446744073709551615ull
+
+/*
+ `depth` value of [`H2sHostOps::lock`] for the core's own locks (the frontend serialiser, a
+ node's sync-pass lock), which are not chains: no chain has this depth (deeper chains pass
+ `H2S_HOST_LOCK_DEPTH - 1`), so a lock validator can give them a class of their own.
+ */
+#define H2S_HOST_LOCK_DEPTH 255
+
+/*
+ Allocations of at least this many bytes come from the host's `big_alloc` while a limit is set.
+ */
+#define BIG_BYTES (64 << 10)
+
+/*
+ A hold of the heap lock longer than this (100 us) counts as slow in [`HoldTimes`].
+ */
+#define HOLD_SLOW_NS 100000
 
 /*
  Log levels passed to [`H2sHostOps::log`] (Linux: `KERN_ERR`, `KERN_WARNING`, `KERN_INFO`,
@@ -86,8 +110,9 @@ typedef uint32_t H2sLogLevel;
  The table must stay valid and unchanged from [`crate::api::h2s_init`] until
  [`crate::api::h2s_fini`] returns.
 
- Contexts: `wake_word`, `now_ns`, `log`, `heap_lock` and `heap_unlock` are called with chain
- locks held and must not sleep; every other member is called from process context and may sleep.
+ Contexts: `wake_word`, `now_ns`, `log`, `heap_lock`, `heap_unlock` and `should_stop` are
+ called with chain locks held and must not sleep; every other member is called from process
+ context and may sleep (`relax` with no spinlock held).
  */
 struct H2sHostOps {
   /*
@@ -110,7 +135,9 @@ struct H2sHostOps {
   void (*lock_destroy)(void *lock);
   /*
    Acquire `lock`, exclusive when `exclusive != 0`, else shared. `depth` is the chain's
-   depth below the PFS root (a lock-validator nesting subclass: parent before child).
+   depth below the PFS root, at most `H2S_HOST_LOCK_DEPTH - 1` (deeper chains pass that), or
+   [`H2S_HOST_LOCK_DEPTH`] for the core's own locks: a host with a lock validator can class
+   locks by it (a parent is always locked before its child), others ignore it.
    */
   void (*lock)(void *lock, int32_t exclusive, uint32_t depth);
   /*
@@ -148,6 +175,28 @@ struct H2sHostOps {
    Release the pool allocator's lock.
    */
   void (*heap_unlock)(void);
+  /*
+   Non-zero when the calling task's run must end now (Linux: a fatal signal is pending).
+   Must not sleep.
+   */
+  int32_t (*should_stop)(void);
+  /*
+   Allocate `size` bytes (at least 64 KiB) for a large payload straight from the kernel,
+   aligned to 4096 bytes, or return null (the core then falls back to its pool). Called
+   wherever the core allocates, its own spinning locks possibly held: must not sleep up to
+   a few MiB (Linux: `kmalloc(GFP_NOWAIT)` up to `KMALLOC_MAX_SIZE`, `vmalloc` beyond, for
+   file contents the core allocates with no lock held). Never called with the heap lock.
+   */
+  void *(*big_alloc)(size_t size);
+  /*
+   Free what `big_alloc` returned. Process context.
+   */
+  void (*big_free)(void *p);
+  /*
+   A scheduling point (Linux: `cond_resched()`). Called from process context with no
+   spinlock held; may sleep.
+   */
+  void (*relax)(void);
 };
 
 #ifdef __cplusplus
@@ -177,12 +226,34 @@ int32_t h2s_init(const struct H2sHostOps *ops, void *pool, size_t len);
  was not started.
 
  Context: process context, once at unload, after every other `h2s_*` call has returned and
- none can start (e.g. after the debugfs files are removed). May sleep while threads stop.
+ none can start (e.g. after the debugfs files are removed). May sleep while threads stop, and
+ waits for any thread body still running (one its owner never stopped) rather than free the
+ pool under it; the host must then still wait for those threads to exit before unloading
+ its code (Linux: the completion each signals last, `h2s_host_exit`).
 
  # Safety
  `leaked` must be valid for a write when not null.
  */
 int32_t h2s_fini(size_t *leaked);
+
+/*
+ Let large payloads (64 KiB and more) come straight from the host's `big_alloc`, up to `bytes`
+ in all, so the core's memory grows on demand past the pool (0: never, everything from the
+ pool). Returns 0, or `-EINVAL` if the library was not started. Context: process context,
+ right after [`h2s_init`].
+ */
+int32_t h2s_set_memory_limit(size_t bytes);
+
+/*
+ Time every hold of the pool's heap lock under fragmentation (`Pool::hold_workload`): the
+ longest hold in nanoseconds, the holds timed and how many took over 100 us, stored through
+ the pointers (each may be null). Returns 0, `-EINVAL` (library not started) or `-ENOMEM`.
+ Context: process context; nothing else should allocate meanwhile (the bench runs alone).
+
+ # Safety
+ Non-null pointers must be valid for a write.
+ */
+int32_t h2s_bench_pool_hold(uint64_t *max_ns, uint64_t *holds, uint64_t *slow);
 
 /*
  Bytes of the pool in use and its size, stored through `used` and `size` (either may be null).
@@ -240,6 +311,21 @@ int32_t h2s_run_scenario(const uint8_t *text,
                          int32_t *outcome);
 
 /*
+ Write the rejection a scenario file of `len` bytes gets for its size, for a host that counted
+ the bytes of an over-long file without keeping them: the same `line 1: file too big ...` text
+ [`h2s_run_scenario`] (and every other host) gives for the whole file. The byte count goes to
+ `written` (may be null).
+
+ Returns `-EINVAL` with the reason in `out` when `len` exceeds [`H2S_SCENARIO_MAX`], 0 with
+ nothing written when it does not, `-EINVAL` for a null `out` with a non-zero `cap`, or
+ `-ENOSPC` (the text cut at `cap`). Context: any; never sleeps.
+
+ # Safety
+ `out` valid and exclusive for `cap` bytes; `written` valid for a write when not null.
+ */
+int32_t h2s_scenario_too_big(size_t len, uint8_t *out, size_t cap, size_t *written);
+
+/*
  Write the status of the library and of every live cluster (nodes, roles, status words,
  threads with their flags by name, counters) into `out`; the byte count goes to `written`.
  Returns 0, `-EINVAL` (null pointer with non-zero `cap`), or `-ENOSPC` (cut at `cap`).
@@ -252,12 +338,12 @@ int32_t h2s_status(uint8_t *out, size_t cap, size_t *written);
 
 /*
  Run the self-tests with real host threads: the host-conformance tests of the porting
- surface (word-sleep races, lock exclusion, spawn/join, clock), the kernel-host checks
- (nesting deeper than lockdep's subclasses, join after the body returned, pool exhaustion) and
- the sync-thread protocol tests (freeze during a pass, stop while frozen, prompt stop, 1,000
- freeze/unfreeze cycles, concurrent requesters, and the randomized stress of writer and
- requester threads against every node's sync thread). Writes KTAP into `out`; the leaf counts go to
- `passed`/`failed`, the byte count to `written` (each may be null).
+ surface (word-sleep races, lock exclusion, spawn/join, clock), the kernel-host checks (a host
+ lock then chain locks nested deeper than lockdep tracks, join after the body returned, pool
+ exhaustion) and the sync-thread protocol tests (freeze during a pass, stop while frozen,
+ prompt stop, 1,000 freeze/unfreeze cycles, concurrent requesters, and the randomized stress of
+ writer and requester threads against every node's sync thread). Writes KTAP into `out`; the
+ leaf counts go to `passed`/`failed`, the byte count to `written` (each may be null).
 
  Returns 0 (see the counts), `-EINVAL` (null pointer), or `-ENOSPC` (text cut at `cap`).
  Context: process context; sleeps and spawns threads for some seconds. The caller must not
@@ -291,8 +377,9 @@ int32_t h2s_thread_op(uint32_t handle, uint32_t node, uint32_t op);
  `write <h> <set> <path> <bytes>`, `idle <h> <ms>`, `status <h>`, `list`; a `<set>` is `*` or
  a comma list of node indices.
 
- Returns 0, `-EINVAL` (null pointer, malformed command, bad handle or node), `-ENOSPC` (answer
- cut), or the failing operation's `-errno` (the answer names it). Context: process context;
+ Returns 0, `-EINVAL` (null pointer, malformed command, bad handle or node), `-E2BIG` (`len`
+ over [`H2S_CTL_MAX`]: nothing ran), `-ENOSPC` (answer cut), or the failing operation's
+ `-errno` (the answer names it). Context: process context;
  may sleep (thread acknowledgements, cluster teardown).
 
  # Safety

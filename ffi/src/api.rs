@@ -13,7 +13,7 @@
 
 use alloc::boxed::Box;
 use core::ffi::c_void;
-use core::fmt;
+use core::fmt::{self, Write as _};
 
 use hammer2_synchro::scenario::{self, Outcome};
 use hammer2_synchro::Error;
@@ -25,8 +25,13 @@ use crate::host::{run_thread, KERNEL_HOST};
 use crate::ops::{self, H2sHostOps};
 use crate::pool::POOL;
 
-/// Largest scenario text [`h2s_run_scenario`] accepts, in bytes.
-pub const H2S_SCENARIO_MAX: usize = 256 * 1024;
+/// Largest scenario text [`h2s_run_scenario`] accepts, in bytes: the language's own bound, so
+/// every host gives a file the same verdict.
+pub const H2S_SCENARIO_MAX: usize = 1024 * 1024;
+const _: () = assert!(H2S_SCENARIO_MAX == scenario::lex::MAX_INPUT);
+/// Longest command [`h2s_ctl`] accepts, in bytes; also the capacity a host needs for any of its
+/// answers.
+pub const H2S_CTL_MAX: usize = 4096;
 /// Smallest pool [`h2s_init`] accepts, in bytes.
 pub const H2S_POOL_MIN: usize = 64 * 1024;
 
@@ -127,7 +132,10 @@ pub unsafe extern "C" fn h2s_init(ops: *const H2sHostOps, pool: *mut c_void, len
 /// was not started.
 ///
 /// Context: process context, once at unload, after every other `h2s_*` call has returned and
-/// none can start (e.g. after the debugfs files are removed). May sleep while threads stop.
+/// none can start (e.g. after the debugfs files are removed). May sleep while threads stop, and
+/// waits for any thread body still running (one its owner never stopped) rather than free the
+/// pool under it; the host must then still wait for those threads to exit before unloading
+/// its code (Linux: the completion each signals last, `h2s_host_exit`).
 ///
 /// # Safety
 /// `leaked` must be valid for a write when not null.
@@ -137,12 +145,56 @@ pub unsafe extern "C" fn h2s_fini(leaked: *mut usize) -> i32 {
         return -EINVAL;
     }
     let n = handles::destroy_all();
+    // Every thread's owner is gone now; one still running (a leak) must end before the pool
+    // and the ops table go.
+    crate::host::wait_for_thread_bodies();
     let (used, _) = POOL.usage();
     // SAFETY: `leaked` is null or valid for a write (`# Safety` of `h2s_fini`); `put` skips null.
     unsafe { put(leaked, used) };
     POOL.reset();
     ops::install(None);
     n as i32
+}
+
+/// Let large payloads (64 KiB and more) come straight from the host's `big_alloc`, up to `bytes`
+/// in all, so the core's memory grows on demand past the pool (0: never, everything from the
+/// pool). Returns 0, or `-EINVAL` if the library was not started. Context: process context,
+/// right after [`h2s_init`].
+#[no_mangle]
+pub extern "C" fn h2s_set_memory_limit(bytes: usize) -> i32 {
+    if ops::get().is_none() {
+        return -EINVAL;
+    }
+    POOL.set_big_limit(bytes);
+    0
+}
+
+/// Time every hold of the pool's heap lock under fragmentation (`Pool::hold_workload`): the
+/// longest hold in nanoseconds, the holds timed and how many took over 100 us, stored through
+/// the pointers (each may be null). Returns 0, `-EINVAL` (library not started) or `-ENOMEM`.
+/// Context: process context; nothing else should allocate meanwhile (the bench runs alone).
+///
+/// # Safety
+/// Non-null pointers must be valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn h2s_bench_pool_hold(
+    max_ns: *mut u64,
+    holds: *mut u64,
+    slow: *mut u64,
+) -> i32 {
+    if ops::get().is_none() {
+        return -EINVAL;
+    }
+    let Ok(run) = POOL.hold_workload() else {
+        return neg(Error::NoMem);
+    };
+    // SAFETY: per the caller's contract.
+    unsafe {
+        put(max_ns, run.times.max_ns);
+        put(holds, run.times.holds);
+        put(slow, run.times.slow);
+    }
+    0
 }
 
 /// Bytes of the pool in use and its size, stored through `used` and `size` (either may be null).
@@ -266,6 +318,42 @@ pub unsafe extern "C" fn h2s_run_scenario(
     }
 }
 
+/// Write the rejection a scenario file of `len` bytes gets for its size, for a host that counted
+/// the bytes of an over-long file without keeping them: the same `line 1: file too big ...` text
+/// [`h2s_run_scenario`] (and every other host) gives for the whole file. The byte count goes to
+/// `written` (may be null).
+///
+/// Returns `-EINVAL` with the reason in `out` when `len` exceeds [`H2S_SCENARIO_MAX`], 0 with
+/// nothing written when it does not, `-EINVAL` for a null `out` with a non-zero `cap`, or
+/// `-ENOSPC` (the text cut at `cap`). Context: any; never sleeps.
+///
+/// # Safety
+/// `out` valid and exclusive for `cap` bytes; `written` valid for a write when not null.
+#[no_mangle]
+pub unsafe extern "C" fn h2s_scenario_too_big(
+    len: usize,
+    out: *mut u8,
+    cap: usize,
+    written: *mut usize,
+) -> i32 {
+    // SAFETY: `out` is valid and exclusive for `cap` bytes (this function's contract).
+    let Some(out) = (unsafe { out_slice(out, cap) }) else {
+        return -EINVAL;
+    };
+    let mut w = OutBuf::new(out);
+    let rejected = match scenario::lex::check_size(len) {
+        Ok(()) => Ok(()),
+        Err(e) => Err(writeln!(w, "{e}")),
+    };
+    // SAFETY: `written` is valid for a write when not null (this function's contract).
+    unsafe { put(written, w.len()) };
+    match rejected {
+        Ok(()) => 0,
+        Err(_) if w.overflowed() => -ENOSPC,
+        Err(_) => -EINVAL,
+    }
+}
+
 /// Finish a text export: store the count and map overflow to `-ENOSPC`.
 ///
 /// # Safety
@@ -305,12 +393,12 @@ pub unsafe extern "C" fn h2s_status(out: *mut u8, cap: usize, written: *mut usiz
 }
 
 /// Run the self-tests with real host threads: the host-conformance tests of the porting
-/// surface (word-sleep races, lock exclusion, spawn/join, clock), the kernel-host checks
-/// (nesting deeper than lockdep's subclasses, join after the body returned, pool exhaustion) and
-/// the sync-thread protocol tests (freeze during a pass, stop while frozen, prompt stop, 1,000
-/// freeze/unfreeze cycles, concurrent requesters, and the randomized stress of writer and
-/// requester threads against every node's sync thread). Writes KTAP into `out`; the leaf counts go to
-/// `passed`/`failed`, the byte count to `written` (each may be null).
+/// surface (word-sleep races, lock exclusion, spawn/join, clock), the kernel-host checks (a host
+/// lock then chain locks nested deeper than lockdep tracks, join after the body returned, pool
+/// exhaustion) and the sync-thread protocol tests (freeze during a pass, stop while frozen,
+/// prompt stop, 1,000 freeze/unfreeze cycles, concurrent requesters, and the randomized stress of
+/// writer and requester threads against every node's sync thread). Writes KTAP into `out`; the
+/// leaf counts go to `passed`/`failed`, the byte count to `written` (each may be null).
 ///
 /// Returns 0 (see the counts), `-EINVAL` (null pointer), or `-ENOSPC` (text cut at `cap`).
 /// Context: process context; sleeps and spawns threads for some seconds. The caller must not
@@ -379,8 +467,9 @@ pub extern "C" fn h2s_thread_op(handle: u32, node: u32, op: u32) -> i32 {
 /// `write <h> <set> <path> <bytes>`, `idle <h> <ms>`, `status <h>`, `list`; a `<set>` is `*` or
 /// a comma list of node indices.
 ///
-/// Returns 0, `-EINVAL` (null pointer, malformed command, bad handle or node), `-ENOSPC` (answer
-/// cut), or the failing operation's `-errno` (the answer names it). Context: process context;
+/// Returns 0, `-EINVAL` (null pointer, malformed command, bad handle or node), `-E2BIG` (`len`
+/// over [`H2S_CTL_MAX`]: nothing ran), `-ENOSPC` (answer cut), or the failing operation's
+/// `-errno` (the answer names it). Context: process context;
 /// may sleep (thread acknowledgements, cluster teardown).
 ///
 /// # Safety
@@ -403,6 +492,9 @@ pub unsafe extern "C" fn h2s_ctl(
     };
     if ops::get().is_none() {
         return -EINVAL;
+    }
+    if cmd.len() > H2S_CTL_MAX {
+        return neg(Error::TooBig);
     }
     let mut w = OutBuf::new(out);
     let r = crate::ctl::run(cmd, &mut w);
@@ -605,6 +697,38 @@ mod tests {
     }
 
     #[test]
+    fn too_big_gives_the_verdict_of_the_whole_file() {
+        ensure_init();
+        let counted = |len: usize| {
+            let mut out = [0u8; 256];
+            let mut n = 0usize;
+            // SAFETY: valid buffer and out pointer.
+            let rc = unsafe { h2s_scenario_too_big(len, out.as_mut_ptr(), out.len(), &mut n) };
+            (rc, String::from_utf8(out[..n].to_vec()).unwrap())
+        };
+        let big = vec![b'#'; H2S_SCENARIO_MAX + 5];
+        let mut whole = String::new();
+        let _ = scenario::run(&KERNEL_HOST, &big, &mut whole);
+        assert_eq!(
+            whole,
+            "line 1: file too big (1048581 bytes, at most 1048576)\n"
+        );
+        assert_eq!(counted(big.len()), (-EINVAL, whole));
+        assert_eq!(counted(H2S_SCENARIO_MAX), (0, String::new()));
+        // SAFETY: a null output with no capacity, then one with capacity (refused).
+        unsafe {
+            assert_eq!(
+                h2s_scenario_too_big(1 << 30, null_mut(), 0, null_mut()),
+                -ENOSPC
+            );
+            assert_eq!(
+                h2s_scenario_too_big(1 << 30, null_mut(), 8, null_mut()),
+                -EINVAL
+            );
+        }
+    }
+
+    #[test]
     fn selftest_reports_every_suite_as_ktap() {
         ensure_init();
         let mut out = vec![0u8; 64 * 1024];
@@ -622,6 +746,7 @@ mod tests {
             assert!(text.contains(&format!("ok {} {}\n", i + 1, name)), "{text}");
         }
         assert!(text.contains("\nok 2 kernel-host\n"), "{text}");
+        assert!(text.contains("# pool lock: "), "{text}");
         assert!(
             text.ends_with(&format!("# {p} passed, {f} failed\n")),
             "{text}"

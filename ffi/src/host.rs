@@ -3,7 +3,7 @@
 use alloc::boxed::Box;
 use core::ffi::c_void;
 use core::fmt::{self, Write};
-use core::sync::atomic::AtomicU32;
+use core::sync::atomic::{AtomicU32, Ordering};
 use core::time::Duration;
 
 use hammer2_synchro::host::{Host, LockMode, LogLevel, RawLock, RawThread, ThreadEntry};
@@ -77,12 +77,15 @@ impl Host for KernelHost {
         let boxed: Box<ThreadEntry> = hammer2_synchro::mem::try_box(entry)?;
         let arg = Box::into_raw(boxed) as *mut c_void;
         let mut th: *mut c_void = core::ptr::null_mut();
+        // Counted before the body can start (and end); taken back if the spawn fails.
+        BODIES.fetch_add(1, Ordering::SeqCst);
         // SAFETY: `name` is valid for the call; `arg` is handed to `h2s_thread_main` exactly once
         // on success, and stays ours on failure.
         let rc = unsafe { (table().spawn)(name.as_ptr(), name.len(), arg, &mut th) };
         if rc != 0 || th.is_null() {
             // SAFETY: the spawn failed, so nothing else owns `arg`; reclaim it.
             drop(unsafe { Box::from_raw(arg as *mut ThreadEntry) });
+            BODIES.fetch_sub(1, Ordering::SeqCst);
             return Err(if rc == -12 { Error::NoMem } else { Error::Busy });
         }
         Ok(RawThread::from_raw(th as usize))
@@ -111,6 +114,16 @@ impl Host for KernelHost {
         // SAFETY: `b` is valid for the call.
         unsafe { (table().log)(lvl, b.as_ptr(), b.len()) }
     }
+
+    fn should_stop(&self) -> bool {
+        // SAFETY: plain call into the host; it only looks at the calling task.
+        unsafe { (table().should_stop)() != 0 }
+    }
+
+    fn relax(&self) {
+        // SAFETY: plain call into the host; the trait contract says no spin lock is held.
+        unsafe { (table().relax)() }
+    }
 }
 
 fn excl(mode: LockMode) -> i32 {
@@ -128,4 +141,31 @@ pub(crate) unsafe fn run_thread(arg: *mut c_void) {
     // SAFETY: per this function's contract `arg` is a leaked `Box<ThreadEntry>` nobody else owns.
     let entry = unsafe { Box::from_raw(arg as *mut ThreadEntry) };
     (*entry)();
+    // Last: the body and everything it owned are gone.
+    if BODIES.fetch_sub(1, Ordering::SeqCst) == 1 {
+        KERNEL_HOST.wake_word(&BODIES);
+    }
+}
+
+/// Thread bodies handed to the host and not yet returned: core code that may still run.
+static BODIES: AtomicU32 = AtomicU32::new(0);
+
+/// Wait until every thread body started through [`KernelHost::spawn`] has returned, logging
+/// once if any is still running (a thread its owner never stopped: nothing may be freed under
+/// it, so unload waits). Returns how many were running when called.
+pub(crate) fn wait_for_thread_bodies() -> u32 {
+    let first = BODIES.load(Ordering::SeqCst);
+    if first != 0 {
+        KERNEL_HOST.log(
+            LogLevel::Warn,
+            format_args!("waiting for {first} thread(s) no cluster owns before unloading"),
+        );
+    }
+    loop {
+        let n = BODIES.load(Ordering::SeqCst);
+        if n == 0 {
+            return first;
+        }
+        KERNEL_HOST.sleep_on_word(&BODIES, n, Some(Duration::from_secs(1)));
+    }
 }

@@ -6,6 +6,12 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 /// `timeout_ns` value of [`H2sHostOps::sleep_word`] meaning "no time limit".
 pub const H2S_TIMEOUT_NONE: u64 = 0xffff_ffff_ffff_ffff;
 
+/// `depth` value of [`H2sHostOps::lock`] for the core's own locks (the frontend serialiser, a
+/// node's sync-pass lock), which are not chains: no chain has this depth (deeper chains pass
+/// `H2S_HOST_LOCK_DEPTH - 1`), so a lock validator can give them a class of their own.
+pub const H2S_HOST_LOCK_DEPTH: u32 = 255;
+const _: () = assert!(H2S_HOST_LOCK_DEPTH == hammer2_synchro::host::HOST_LOCK_DEPTH as u32);
+
 /// Log levels passed to [`H2sHostOps::log`] (Linux: `KERN_ERR`, `KERN_WARNING`, `KERN_INFO`,
 /// `KERN_DEBUG`).
 #[repr(u32)]
@@ -25,8 +31,9 @@ pub enum H2sLogLevel {
 /// The table must stay valid and unchanged from [`crate::api::h2s_init`] until
 /// [`crate::api::h2s_fini`] returns.
 ///
-/// Contexts: `wake_word`, `now_ns`, `log`, `heap_lock` and `heap_unlock` are called with chain
-/// locks held and must not sleep; every other member is called from process context and may sleep.
+/// Contexts: `wake_word`, `now_ns`, `log`, `heap_lock`, `heap_unlock` and `should_stop` are
+/// called with chain locks held and must not sleep; every other member is called from process
+/// context and may sleep (`relax` with no spinlock held).
 #[repr(C)]
 pub struct H2sHostOps {
     /// Sleep while `*word == expected`, for at most `timeout_ns` ([`H2S_TIMEOUT_NONE`]: no limit).
@@ -40,7 +47,9 @@ pub struct H2sHostOps {
     /// Destroy an unlocked lock made by `lock_create`.
     pub lock_destroy: unsafe extern "C" fn(lock: *mut c_void),
     /// Acquire `lock`, exclusive when `exclusive != 0`, else shared. `depth` is the chain's
-    /// depth below the PFS root (a lock-validator nesting subclass: parent before child).
+    /// depth below the PFS root, at most `H2S_HOST_LOCK_DEPTH - 1` (deeper chains pass that), or
+    /// [`H2S_HOST_LOCK_DEPTH`] for the core's own locks: a host with a lock validator can class
+    /// locks by it (a parent is always locked before its child), others ignore it.
     pub lock: unsafe extern "C" fn(lock: *mut c_void, exclusive: i32, depth: u32),
     /// Release `lock` held by the caller in the given mode.
     pub unlock: unsafe extern "C" fn(lock: *mut c_void, exclusive: i32),
@@ -66,6 +75,20 @@ pub struct H2sHostOps {
     pub heap_lock: unsafe extern "C" fn(),
     /// Release the pool allocator's lock.
     pub heap_unlock: unsafe extern "C" fn(),
+    /// Non-zero when the calling task's run must end now (Linux: a fatal signal is pending).
+    /// Must not sleep.
+    pub should_stop: unsafe extern "C" fn() -> i32,
+    /// Allocate `size` bytes (at least 64 KiB) for a large payload straight from the kernel,
+    /// aligned to 4096 bytes, or return null (the core then falls back to its pool). Called
+    /// wherever the core allocates, its own spinning locks possibly held: must not sleep up to
+    /// a few MiB (Linux: `kmalloc(GFP_NOWAIT)` up to `KMALLOC_MAX_SIZE`, `vmalloc` beyond, for
+    /// file contents the core allocates with no lock held). Never called with the heap lock.
+    pub big_alloc: unsafe extern "C" fn(size: usize) -> *mut c_void,
+    /// Free what `big_alloc` returned. Process context.
+    pub big_free: unsafe extern "C" fn(p: *mut c_void),
+    /// A scheduling point (Linux: `cond_resched()`). Called from process context with no
+    /// spinlock held; may sleep.
+    pub relax: unsafe extern "C" fn(),
 }
 
 static OPS: AtomicPtr<H2sHostOps> = AtomicPtr::new(core::ptr::null_mut());

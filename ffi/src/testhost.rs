@@ -159,6 +159,55 @@ unsafe extern "C" fn heap_unlock() {
     HEAP_LOCK.store(false, Ordering::Release);
 }
 
+/// What the simulated host's `should_stop` answers (a killed caller in a kernel).
+pub static STOP: AtomicBool = AtomicBool::new(false);
+
+unsafe extern "C" fn should_stop() -> i32 {
+    i32::from(STOP.load(Ordering::SeqCst))
+}
+
+/// Calls of the simulated host's `relax`.
+pub static RELAXED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+unsafe extern "C" fn relax() {
+    RELAXED.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Bytes the simulated host's `big_alloc` handed out and `big_free` did not take back yet.
+pub static BIG_LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Size prefix `big_alloc` keeps in front of each block (a page, to keep the block aligned).
+const BIG_HEAD: usize = 4096;
+
+unsafe extern "C" fn big_alloc(size: usize) -> *mut c_void {
+    let Ok(l) = std::alloc::Layout::from_size_align(size + BIG_HEAD, 4096) else {
+        return std::ptr::null_mut();
+    };
+    // SAFETY: a non-zero layout; the size is stored in the head to rebuild it in `big_free`.
+    unsafe {
+        let p = std::alloc::alloc(l);
+        if p.is_null() {
+            return std::ptr::null_mut();
+        }
+        (p as *mut usize).write(size);
+        BIG_LIVE.fetch_add(size, Ordering::SeqCst);
+        p.add(BIG_HEAD).cast()
+    }
+}
+
+unsafe extern "C" fn big_free(p: *mut c_void) {
+    // SAFETY: `p` came from `big_alloc`, so the head before it holds the size.
+    unsafe {
+        let head = (p as *mut u8).sub(BIG_HEAD);
+        let size = (head as *const usize).read();
+        BIG_LIVE.fetch_sub(size, Ordering::SeqCst);
+        std::alloc::dealloc(
+            head,
+            std::alloc::Layout::from_size_align_unchecked(size + BIG_HEAD, 4096),
+        );
+    }
+}
+
 /// The simulated host's table.
 pub static OPS: H2sHostOps = H2sHostOps {
     sleep_word,
@@ -174,6 +223,10 @@ pub static OPS: H2sHostOps = H2sHostOps {
     panic,
     heap_lock,
     heap_unlock,
+    big_alloc,
+    big_free,
+    should_stop,
+    relax,
 };
 
 /// Start the library once for the whole test process, with a pool from the std heap.

@@ -31,7 +31,7 @@ debug_after() {
 			notok "debug kernel: lockdep.scn (rc $RC)"
 			cat /tmp/why /tmp/out | diag
 		fi
-		# /proc/lockdep lists one line per class: `<key> FD: .. BD: .. <usage>: <name>[/<subclass>]`.
+		# /proc/lockdep lists one line per class: `<key> FD: .. BD: .. <usage>: <name>`.
 		grep -o 'h2s_chain[^ ]*' /proc/lockdep | sort -u >/tmp/classes
 		nc=$(wc -l </tmp/classes)
 		if [ "$nc" -ge 2 ]; then

@@ -16,6 +16,9 @@ pub(crate) struct TestHost {
     locks: Mutex<Vec<Option<Lock>>>,
     threads: Mutex<Vec<Option<std::thread::JoinHandle<()>>>>,
     live: AtomicUsize,
+    /// Calls of `should_stop` left before it answers true (`usize::MAX`: never).
+    stop_after: AtomicUsize,
+    relaxed: AtomicUsize,
 }
 
 impl TestHost {
@@ -100,9 +103,42 @@ impl Host for TestHost {
         START.get_or_init(Instant::now).elapsed().as_nanos() as u64
     }
     fn log(&self, _level: LogLevel, _args: core::fmt::Arguments<'_>) {}
+    fn should_stop(&self) -> bool {
+        let n = self.stop_after.load(Ordering::SeqCst);
+        if n == usize::MAX {
+            return false;
+        }
+        if n > 0 {
+            self.stop_after.store(n - 1, Ordering::SeqCst);
+        }
+        n == 0
+    }
+    fn relax(&self) {
+        self.relaxed.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 impl TestHost {
+    /// Make [`Host::should_stop`] answer true from its `n`-th next call on (`usize::MAX`: never).
+    pub(crate) fn stop_after(&self, n: usize) {
+        self.stop_after.store(n, Ordering::SeqCst);
+    }
+
+    /// Calls of [`Host::relax`] so far.
+    pub(crate) fn relaxed(&self) -> usize {
+        self.relaxed.load(Ordering::SeqCst)
+    }
+
+    /// Threads spawned and not yet joined on this host.
+    pub(crate) fn live_threads(&self) -> usize {
+        self.threads
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|t| t.is_some())
+            .count()
+    }
+
     /// Locks created and not yet destroyed on this host.
     pub(crate) fn live_locks(&self) -> usize {
         self.live.load(Ordering::SeqCst)
@@ -115,5 +151,7 @@ pub(crate) fn host() -> &'static TestHost {
         locks: Mutex::new(Vec::new()),
         threads: Mutex::new(Vec::new()),
         live: AtomicUsize::new(0),
+        stop_after: AtomicUsize::new(usize::MAX),
+        relaxed: AtomicUsize::new(0),
     }))
 }

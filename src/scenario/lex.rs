@@ -15,38 +15,7 @@ pub const MAX_INPUT: usize = 1 << 20;
 pub const MAX_LINES: usize = 100_000;
 
 /// Why a file was rejected: a short fixed-capacity text (longer texts are cut, never a panic).
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Reason(heapless::String<200>);
-
-impl Reason {
-    /// The reason text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Write for Reason {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        for c in s.chars() {
-            if self.0.push(c).is_err() {
-                break;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), f)
-    }
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub type Reason = crate::text::Text<200>;
 
 /// Build a [`Reason`] with `format!`-style arguments.
 macro_rules! reason {
@@ -91,19 +60,22 @@ pub struct Lexed<'a> {
     pub text: &'a str,
 }
 
+/// The rejection of a file of `len` bytes for its size alone, if it is too big: what a host that
+/// counted a file's bytes without keeping them all reports, the same as for the whole file.
+pub fn check_size(len: usize) -> Result<(), ParseError> {
+    if len > MAX_INPUT {
+        return Err(ParseError {
+            line: 1,
+            reason: reason!("file too big ({} bytes, at most {})", len, MAX_INPUT),
+        });
+    }
+    Ok(())
+}
+
 /// Check the bounds and the encoding of a whole file and return its lines (1-based numbering is
 /// the caller's: the i-th item is line i + 1). A trailing `\r` is dropped from every line.
 pub fn lines(input: &[u8]) -> Result<impl Iterator<Item = &str>, ParseError> {
-    if input.len() > MAX_INPUT {
-        return Err(ParseError {
-            line: 1,
-            reason: reason!(
-                "file too big ({} bytes, at most {})",
-                input.len(),
-                MAX_INPUT
-            ),
-        });
-    }
+    check_size(input.len())?;
     let text = match core::str::from_utf8(input) {
         Ok(t) => t,
         Err(e) => {

@@ -34,16 +34,43 @@ impl Stream {
     }
 }
 
+/// The bytes of `seed`'s stream in order, handed out in pieces of any size.
+pub struct Bytes {
+    s: Stream,
+    word: [u8; 8],
+    /// Bytes of `word` already handed out (8: take a new word).
+    used: usize,
+}
+
+impl Bytes {
+    /// The byte stream of `seed`.
+    pub fn new(seed: u64) -> Bytes {
+        Bytes {
+            s: Stream::new(seed),
+            word: [0; 8],
+            used: 8,
+        }
+    }
+
+    /// Fill `out` with the stream's next bytes.
+    pub fn fill(&mut self, out: &mut [u8]) {
+        for b in out {
+            if self.used == 8 {
+                self.word = self.s.next_u64().to_le_bytes();
+                self.used = 0;
+            }
+            *b = self.word[self.used];
+            self.used += 1;
+        }
+    }
+}
+
 /// `n` pseudo-random bytes for `seed`.
 pub fn bytes(n: usize, seed: u64) -> Result<Vec<u8>> {
     let mut v = Vec::new();
     v.try_reserve_exact(n)?;
-    let mut s = Stream::new(seed);
-    while v.len() < n {
-        let word = s.next_u64().to_le_bytes();
-        let take = (n - v.len()).min(8);
-        v.extend_from_slice(&word[..take]);
-    }
+    v.resize(n, 0);
+    Bytes::new(seed).fill(&mut v);
     Ok(v)
 }
 
@@ -66,5 +93,11 @@ mod tests {
             [151, 37, 142, 175, 185, 206, 42, 16, 74, 72, 158, 22]
         );
         assert_eq!(bytes(0, 5).unwrap(), []);
+        // Pieces of any size continue the same stream.
+        let mut r = Bytes::new(1);
+        let (mut x, mut y) = ([0u8; 5], [0u8; 7]);
+        r.fill(&mut x);
+        r.fill(&mut y);
+        assert_eq!([&x[..], &y[..]].concat(), bytes(12, 1).unwrap());
     }
 }

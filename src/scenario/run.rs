@@ -17,8 +17,8 @@ use super::ast::{Check, Cmd, Content, Script, Set, ThreadCheck};
 use super::ktap::{Diag, Ktap};
 use super::lex::{reason, Reason};
 use super::{prng, Outcome};
-use crate::cluster::{Cluster, FrontendOp, Snapshot};
-use crate::host::{self, Host};
+use crate::cluster::{Cluster, FileCmp, FrontendOp, Snapshot};
+use crate::host::{self, Host, LogLevel};
 use crate::media::OBJTYPE_DIRECTORY;
 use crate::quorum::{QuorumResult, StatusFlags};
 use crate::role::{NodeSet, Role};
@@ -54,13 +54,26 @@ pub fn execute_mode(
                 snaps: Vec::new(),
             };
             for (i, step) in script.steps.iter().enumerate() {
-                if let Cmd::Expect(check) = &step.cmd {
+                // Between commands, and inside the long ones, a killed caller ends the run here.
+                let r = if host.should_stop() {
+                    Err(reason!("{}", Error::Interrupted))
+                } else if let Cmd::Expect(check) = &step.cmd {
                     it.diag.clear();
-                    let ok = it.check(check);
-                    k.result(ok, step.line, step.text, it.diag.text());
-                } else if let Err(r) = it.exec(&step.cmd) {
-                    k.diag(reason!("line {}: {}", step.line, r).as_str());
-                    stopped_at = Some(i + 1);
+                    it.check(check).map(|ok| {
+                        k.result(ok, step.line, step.text, it.diag.text());
+                    })
+                } else {
+                    it.exec(&step.cmd)
+                };
+                if let Err(r) = r {
+                    let line = reason!("line {}: {}", step.line, r);
+                    if host.should_stop() {
+                        // Whoever reads the KTAP is gone: say it where a person can see it.
+                        host.log(LogLevel::Info, format_args!("run {}", line.as_str()));
+                    }
+                    k.diag(line.as_str());
+                    // A check cut short is reported as not run, with the checks after it.
+                    stopped_at = Some(i);
                     break;
                 }
             }
@@ -110,6 +123,38 @@ impl core::fmt::Display for Nodes {
 fn show(path: &[u8]) -> &str {
     // Paths come from the (UTF-8) scenario text.
     core::str::from_utf8(path).unwrap_or("?")
+}
+
+/// The expected bytes of a [`Content`], produced in order in pieces of any size (so a check
+/// never holds a whole expected file).
+enum Want<'c> {
+    Text(&'c [u8]),
+    Random(prng::Bytes),
+}
+
+impl<'c> Want<'c> {
+    /// `c`'s length and its bytes from the start.
+    fn of(c: &'c Content) -> (u64, Want<'c>) {
+        match c {
+            Content::Text(t) => (t.len() as u64, Want::Text(t.as_slice())),
+            Content::Random { bytes, seed } => {
+                (*bytes as u64, Want::Random(prng::Bytes::new(*seed)))
+            }
+        }
+    }
+
+    /// Fill `out` with the next bytes (zeros past the end).
+    fn fill(&mut self, out: &mut [u8]) {
+        match self {
+            Want::Text(rest) => {
+                let (now, later) = rest.split_at(out.len().min(rest.len()));
+                out[..now.len()].copy_from_slice(now);
+                out[now.len()..].fill(0);
+                *rest = later;
+            }
+            Want::Random(r) => r.fill(out),
+        }
+    }
 }
 
 fn content(c: &Content) -> Result<alloc::borrow::Cow<'_, [u8]>, Error> {
@@ -185,10 +230,8 @@ impl Interp {
             }
             Cmd::WaitSynced(ms) => self.wait_synced(*ms),
             Cmd::Sync(s) => self.sync(self.resolve(s.unwrap_or(Set::All))),
-            Cmd::Sleep(ms) => {
-                host::sleep(self.host, Duration::from_millis(*ms));
-                Ok(())
-            }
+            Cmd::Sleep(ms) => host::sleep_interruptible(self.host, Duration::from_millis(*ms))
+                .map_err(|e| reason!("{}", e)),
             Cmd::Stall(i, ms) => {
                 self.node_ok(*i, "stall")?;
                 self.c.set_stall(*i, ms.map(Duration::from_millis));
@@ -264,7 +307,7 @@ impl Interp {
                 };
                 return Err(r);
             }
-            host::sleep(self.host, WAIT_POLL);
+            host::sleep_interruptible(self.host, WAIT_POLL).map_err(|e| reason!("{}", e))?;
         }
     }
 
@@ -291,15 +334,23 @@ impl Interp {
             let before = self.fingerprint(set)?;
             for i in set.iter() {
                 self.c.refresh_view(i);
-                match self.c.sync_node(i, &|| false) {
+                let stop = || self.host.should_stop();
+                if stop() {
+                    return Err(reason!("{}", Error::Interrupted));
+                }
+                match self.c.sync_node(i, &stop) {
                     // No quorum: nothing may change; that is the expected outcome, not a failure.
                     // Undecided (a failed node could have decided a key): the same.
+                    // Stopped by `stop`: checked at the next node or round.
                     Ok(())
                     | Err(Error::NoQuorum)
                     | Err(Error::Deadlock)
                     | Err(Error::InProgress) => {}
                     Err(e) => return Err(reason!("node {}: sync: {}", i, e)),
                 }
+            }
+            if self.host.should_stop() {
+                return Err(reason!("{}", Error::Interrupted));
             }
             if self.fingerprint(set)? == before {
                 return Ok(());
@@ -311,13 +362,14 @@ impl Interp {
         ))
     }
 
-    /// Run one check, writing what differs to `self.diag`.
-    fn check(&mut self, check: &Check<'_>) -> bool {
+    /// Run one check, writing what differs to `self.diag`. Fails only when the run was told to
+    /// stop ([`Error::Interrupted`]): the check then has no verdict.
+    fn check(&mut self, check: &Check<'_>) -> R<bool> {
         let d = &mut self.diag;
         let c = &self.c;
-        match check {
-            Check::Same(a, b) => expect_same(c, d, a, b),
-            Check::File(s, p, want) => expect_file(c, d, s, p, want),
+        Ok(match check {
+            Check::Same(a, b) => expect_same(c, d, a, b)?,
+            Check::File(s, p, want) => expect_file(c, d, s, p, want)?,
             Check::Dir(s, p) => expect_dir(c, d, s, p),
             Check::Mode(s, p, m) => expect_mode(c, d, s, p, m),
             Check::Tid(s, p, t) => expect_tid(c, d, s, p, t),
@@ -325,57 +377,51 @@ impl Interp {
             Check::Thread(want, s) => expect_thread(c, d, want, s),
             Check::Focus(t) => expect_focus(c, d, t),
             Check::QuorumNone => expect_quorum_none(c, d),
-            Check::Unchanged(name, taken, i) => expect_unchanged(c, d, &self.snaps, name, taken, i),
+            Check::Unchanged(name, taken, i) => {
+                expect_unchanged(c, d, &self.snaps, name, taken, i)?
+            }
             Check::Status(i, words) => expect_status(c, d, i, words),
-        }
+        })
     }
 }
 
 /// `expect same <a> <b>`: the two nodes hold the same tree.
-fn expect_same(c: &Cluster, d: &mut Diag, a: &usize, b: &usize) -> bool {
+/// `Err` only when the run was told to stop.
+fn expect_same(c: &Cluster, d: &mut Diag, a: &usize, b: &usize) -> R<bool> {
     match c.compare(*a, *b, d) {
-        Ok(same) => same,
+        Ok(same) => Ok(same),
+        Err(Error::Interrupted) => Err(reason!("{}", Error::Interrupted)),
         Err(e) => {
             let _ = writeln!(d, "compare {a} {b}: {e}");
-            false
+            Ok(false)
         }
     }
 }
 
-/// `expect file`: the file has this content on every node of the set.
-fn expect_file(c: &Cluster, d: &mut Diag, s: &Set, p: &[u8], want: &Content) -> bool {
-    let want = match content(want) {
-        Ok(w) => w,
-        Err(e) => {
-            let _ = writeln!(d, "{e}");
-            return false;
-        }
-    };
+/// `expect file`: the file has this content on every node of the set, compared block by block
+/// (never a copy of the file). `Err` only when the run was told to stop.
+fn expect_file(c: &Cluster, d: &mut Diag, s: &Set, p: &[u8], want: &Content) -> R<bool> {
     let mut ok = true;
     for i in resolve_with(c, *s).iter() {
-        match c.read_file(i, p) {
-            Ok(got) if got[..] == want[..] => {}
-            Ok(got) => {
+        let (len, mut w) = Want::of(want);
+        match c.compare_file(i, p, len, &mut |out| w.fill(out)) {
+            Ok(FileCmp::Same) => {}
+            Ok(FileCmp::DiffersAt(at)) => {
                 ok = false;
-                match got.iter().zip(want.iter()).position(|(x, y)| x != y) {
-                    Some(at) => writeln!(d, "node {i}: {}: content differs at byte {at}", show(p)),
-                    None => writeln!(
-                        d,
-                        "node {i}: {}: size {}, expected {}",
-                        show(p),
-                        got.len(),
-                        want.len()
-                    ),
-                }
-                .unwrap_or(());
+                let _ = writeln!(d, "node {i}: {}: content differs at byte {at}", show(p));
             }
+            Ok(FileCmp::Size(got)) => {
+                ok = false;
+                let _ = writeln!(d, "node {i}: {}: size {got}, expected {len}", show(p));
+            }
+            Err(Error::Interrupted) => return Err(reason!("{}", Error::Interrupted)),
             Err(e) => {
                 ok = false;
                 let _ = writeln!(d, "node {i}: {}: {e}", show(p));
             }
         }
     }
-    ok
+    Ok(ok)
 }
 
 /// `expect dir`: the path is a directory on every node of the set.
@@ -487,17 +533,18 @@ fn expect_unchanged(
     name: &&str,
     taken: &usize,
     i: &usize,
-) -> bool {
+) -> R<bool> {
     // The parser saw the snapshot command earlier in the file, so it ran.
     let Some(snap) = snaps.get(*taken) else {
         let _ = writeln!(d, "snapshot '{name}' was not taken");
-        return false;
+        return Ok(false);
     };
     match snap.matches(c, *i, d) {
-        Ok(same) => same,
+        Ok(same) => Ok(same),
+        Err(Error::Interrupted) => Err(reason!("{}", Error::Interrupted)),
         Err(e) => {
             let _ = writeln!(d, "node {i}: {e}");
-            false
+            Ok(false)
         }
     }
 }
@@ -574,5 +621,73 @@ fn thread_err(i: usize, op: &str, e: Error) -> Reason {
     match e {
         Error::Busy => reason!("node {}: {}: a sync thread already runs", i, op),
         e => reason!("node {}: {}: {}", i, op, e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::host::testhost::host;
+    use crate::scenario::{run, Outcome};
+    use alloc::string::String;
+    use std::time::{Duration, Instant};
+
+    /// Run `text` on a host that says "stop" from its `after`-th poll on; the output, and how
+    /// long the run took. Every chain lock must be gone afterwards (everything freed).
+    fn run_stopped(text: &str, after: usize) -> (Outcome, String, Duration) {
+        let h = host();
+        h.stop_after(after);
+        let t0 = Instant::now();
+        let mut out = String::new();
+        let o = run(h, text.as_bytes(), &mut out);
+        let took = t0.elapsed();
+        assert_eq!(h.live_locks(), 0, "locks left after an interrupted run");
+        (o, out, took)
+    }
+
+    #[test]
+    fn a_stop_request_ends_a_long_sleep_at_its_line() {
+        let (o, out, took) = run_stopped(
+            "cluster master master\nwrite * /a \"x\"\nexpect same 0 1\nsleep 3600s\nexpect same 0 1\n",
+            5,
+        );
+        assert_eq!(o, Outcome::Failed, "{out}");
+        assert!(out.contains("ok 1 "), "{out}");
+        assert!(out.contains("# line 4: interrupted"), "{out}");
+        assert!(out.contains("not ok 2 "), "{out}");
+        assert!(took < Duration::from_secs(5), "took {took:?}");
+    }
+
+    #[test]
+    fn a_stop_request_ends_a_sync_against_a_stalled_master() {
+        let (o, out, took) = run_stopped(
+            "cluster master master slave\nwrite 0,1 /a \"one\"\nstall 1 3600s\nsync\nexpect same 0 2\n",
+            // The checks between commands, then polls inside the sync.
+            6,
+        );
+        assert_eq!(o, Outcome::Failed, "{out}");
+        assert!(out.contains("# line 4: interrupted"), "{out}");
+        assert!(took < Duration::from_secs(5), "took {took:?}");
+    }
+
+    #[test]
+    fn a_stop_request_ends_a_check_and_reports_it_not_run() {
+        // Polled once per command, then within the comparison of the third line.
+        let (o, out, _) = run_stopped(
+            "cluster master master\nwrite * /a \"x\"\nexpect same 0 1\nexpect file * /a \"x\"\n",
+            3,
+        );
+        assert_eq!(o, Outcome::Failed, "{out}");
+        assert!(out.contains("# line 3: interrupted"), "{out}");
+        assert!(out.contains("not ok 1 "), "{out}");
+        assert!(out.contains("not ok 2 "), "{out}");
+    }
+
+    #[test]
+    fn no_stop_request_runs_to_the_end() {
+        let (o, out, _) = run_stopped(
+            "cluster master master\nwrite * /a \"x\"\nexpect same 0 1\nsleep 10ms\nexpect file * /a \"x\"\n",
+            usize::MAX,
+        );
+        assert_eq!(o, Outcome::Passed, "{out}");
     }
 }

@@ -13,12 +13,14 @@
 //! makes its path "uncertain": not checked path by path, only by the final all-nodes comparison.
 //!
 //! Host threads share one leaked `Box` (no `Arc`: its allocation is infallible) that is taken
-//! back once every thread was joined; a thread that hangs past the timeout is reported and the
-//! box stays leaked, since it cannot be freed under a running thread.
+//! back once every thread was joined. Threads that are still running at the timeout are told to
+//! quit (each checks between two operations, which are bounded), then joined, and only then is
+//! anything freed: a run never leaves a thread behind, whatever its verdict.
+
+// Failures carry a fixed-capacity `Note` on purpose: reporting one must never allocate.
+#![allow(clippy::result_large_err)]
 
 use alloc::boxed::Box;
-use alloc::format;
-use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 use core::fmt::Write as _;
@@ -26,7 +28,7 @@ use core::pin::Pin;
 use core::sync::atomic::{AtomicU32, Ordering};
 use core::time::Duration;
 
-use super::Outcome;
+use super::{note, Note, Outcome};
 use crate::cluster::{Cluster, FrontendOp};
 use crate::host::{self, Host, RawThread};
 use crate::media::{OBJTYPE_DIRECTORY, OBJTYPE_REGFILE};
@@ -171,9 +173,6 @@ impl Ledger {
     }
 }
 
-/// A message a thread leaves for the checker (fixed size: threads do not allocate for it).
-type Note = heapless::String<160>;
-
 /// Everything the host threads share.
 struct Shared {
     cluster: Pin<Box<Cluster>>,
@@ -193,6 +192,8 @@ struct Shared {
     acked: [AtomicU32; MAX_REQUESTERS],
     /// Threads finished (woken on each).
     done: AtomicU32,
+    /// Non-zero: writers and requesters stop before their next operation (the timeout).
+    quit: AtomicU32,
     /// The first failure a thread saw.
     failure: spin::Mutex<Option<Note>>,
 }
@@ -209,13 +210,16 @@ impl Shared {
     }
     /// Apply `op` to the masters; whether it reached a quorum of them. The nodes before a
     /// failing one (in index order) hold the change; a node may fail because its sync thread
-    /// already copied the change from a master that had it.
-    fn commit(&self, op: FrontendOp<'_>) -> bool {
+    /// already copied the change from a master that had it. Running out of memory ends the
+    /// writer (`Err`): a master left without a change that later changes to the same directory
+    /// then reach is no longer what the ledger can model, and the verdict is the lack of memory.
+    fn commit(&self, op: FrontendOp<'_>) -> crate::Result<bool> {
         match self.cluster.apply(NodeSet(self.masters), op) {
-            Ok(_) => true,
+            Ok(_) => Ok(true),
+            Err((_, crate::Error::NoMem)) => Err(crate::Error::NoMem),
             Err((failed, _)) => {
                 let before = ((1u16 << failed.min(MAX_NODES)) - 1) as u8;
-                (self.masters & before).count_ones() >= self.nquorum
+                Ok((self.masters & before).count_ones() >= self.nquorum)
             }
         }
     }
@@ -259,6 +263,9 @@ fn writer(s: &Shared, w: usize) {
     let mut rng = Rng::new(s.p.seed.wrapping_add(w as u64 * 7919));
     let mut path = heapless::String::new();
     for _ in 0..s.p.ops_per_writer {
+        if s.quit.load(Ordering::SeqCst) != 0 {
+            return;
+        }
         if let Err(e) = writer_step(s, w, &mut rng, &mut path) {
             s.fail(format_args!("writer {w}: {e}"));
             return;
@@ -330,12 +337,12 @@ fn writer_step(
                 Val::File { mode, .. } => mode,
                 _ => None,
             };
-            let ok = s.commit(FrontendOp::Write(file_path(path, w, fk), &bytes));
+            let ok = s.commit(FrontendOp::Write(file_path(path, w, fk), &bytes))?;
             (Slot::File(fk), ok.then_some(Val::File { data, mode }))
         }
         (7, Val::File { data, .. }, _) => {
             let mode = [0o600, 0o640, 0o700][rng.below(3) as usize];
-            let ok = s.commit(FrontendOp::Chmod(file_path(path, w, fk), mode));
+            let ok = s.commit(FrontendOp::Chmod(file_path(path, w, fk), mode))?;
             let v = Val::File {
                 data,
                 mode: Some(mode),
@@ -343,11 +350,11 @@ fn writer_step(
             (Slot::File(fk), ok.then_some(v))
         }
         (8, Val::File { .. }, _) => {
-            let ok = s.commit(FrontendOp::Rm(file_path(path, w, fk)));
+            let ok = s.commit(FrontendOp::Rm(file_path(path, w, fk)))?;
             (Slot::File(fk), ok.then_some(Val::Absent))
         }
         (9, _, Val::Absent) => {
-            let ok = s.commit(FrontendOp::Mkdir(dir_path(path, w, dk, false)));
+            let ok = s.commit(FrontendOp::Mkdir(dir_path(path, w, dk, false)))?;
             let v = Val::Dir {
                 mode: None,
                 child: None,
@@ -355,7 +362,7 @@ fn writer_step(
             (Slot::Dir(dk), ok.then_some(v))
         }
         (10, _, Val::Dir { .. }) => {
-            let ok = s.commit(FrontendOp::Rm(dir_path(path, w, dk, false)));
+            let ok = s.commit(FrontendOp::Rm(dir_path(path, w, dk, false)))?;
             (Slot::Dir(dk), ok.then_some(Val::Absent))
         }
         (11, _, Val::Dir { mode, .. }) => {
@@ -364,7 +371,7 @@ fn writer_step(
                 seed: rng.next(),
             };
             let bytes = prng::bytes(data.len as usize, data.seed)?;
-            let ok = s.commit(FrontendOp::Write(dir_path(path, w, dk, true), &bytes));
+            let ok = s.commit(FrontendOp::Write(dir_path(path, w, dk, true), &bytes))?;
             let v = Val::Dir {
                 mode,
                 child: Some(data),
@@ -373,7 +380,7 @@ fn writer_step(
         }
         (12, _, Val::Dir { child, .. }) => {
             let mode = [0o700, 0o750, 0o755][rng.below(3) as usize];
-            let ok = s.commit(FrontendOp::Chmod(dir_path(path, w, dk, false), mode));
+            let ok = s.commit(FrontendOp::Chmod(dir_path(path, w, dk, false), mode))?;
             let v = Val::Dir {
                 mode: Some(mode),
                 child,
@@ -417,6 +424,9 @@ fn requester(s: &Shared, r: usize) {
     let mine = (n + s.p.requesters - 1 - r) / s.p.requesters;
     let mut rng = Rng::new(s.p.seed ^ 0x5555_0000 ^ r as u64);
     for j in 0..s.p.requests {
+        if s.quit.load(Ordering::SeqCst) != 0 {
+            return;
+        }
         let node = r + s.p.requesters * rng.below(mine as u64) as usize;
         let (what, res) = match rng.below(6) {
             0 => ("freeze", c.thread_request(node, Request::Freeze)),
@@ -461,9 +471,10 @@ fn run_with(
     out: &mut dyn fmt::Write,
 ) -> Outcome {
     if !(1..=MAX_WRITERS).contains(&p.writers) || !(1..=MAX_REQUESTERS).contains(&p.requesters) {
-        return Err(format!(
+        return Err(note!(
             "{} writers, {} requesters: out of range",
-            p.writers, p.requesters
+            p.writers,
+            p.requesters
         ));
     }
     let mut masters = 0u8;
@@ -473,32 +484,32 @@ fn run_with(
         }
     }
     if masters == 0 || p.roles.len() < p.requesters {
-        return Err("no master, or fewer nodes than requesters".into());
+        return Err(note!("no master, or fewer nodes than requesters"));
     }
     #[cfg(not(test))]
     let _ = sabotage;
     let start = host.now_ns();
-    let cluster = Cluster::new(host, p.roles).map_err(|e| format!("cluster: {e}"))?;
+    let cluster = Cluster::new(host, p.roles).map_err(|e| note!("cluster: {e}"))?;
     cluster.set_thread_idle_poll(Duration::from_millis(5));
     let mut path = heapless::String::<32>::new();
     for w in 0..p.writers {
         let _ = write!(path, "/w{w}");
         cluster
             .apply(NodeSet(masters), FrontendOp::Mkdir(path.as_bytes()))
-            .map_err(|(n, e)| format!("mkdir /w{w} on node {n}: {e}"))?;
+            .map_err(|(n, e)| note!("mkdir /w{w} on node {n}: {e}"))?;
         path.clear();
     }
     for i in 0..cluster.len() {
         cluster
             .as_ref()
             .thread_start(i)
-            .map_err(|e| format!("start node {i}'s thread: {e}"))?;
+            .map_err(|e| note!("start node {i}'s thread: {e}"))?;
     }
     let all = ((1u16 << p.roles.len()) - 1) as u8;
     let mut ledgers = Vec::new();
     ledgers
         .try_reserve_exact(p.writers)
-        .map_err(|_| String::from("ledgers: out of memory"))?;
+        .map_err(|_| note!("ledgers: out of memory"))?;
     for _ in 0..p.writers {
         ledgers.push(spin::Mutex::new(Ledger::new()));
     }
@@ -513,33 +524,25 @@ fn run_with(
         ledgers,
         acked: [const { AtomicU32::new(0) }; MAX_REQUESTERS],
         done: AtomicU32::new(0),
+        quit: AtomicU32::new(0),
         failure: spin::Mutex::new(None),
     })
-    .map_err(|e| format!("shared state: {e}"))?;
+    .map_err(|e| note!("shared state: {e}"))?;
     let s: &'static Shared = Box::leak(boxed);
     let t0 = host.now_ns();
-    if let Err(Hung(msg)) = run_threads(host, s, out) {
-        // A thread still runs on `s`: it must stay allocated (leaked) for good.
-        return Err(msg);
-    }
-    let r = settle_and_check(host, s, t0, out);
+    let r = run_threads(host, s, out).and_then(|()| settle_and_check(host, s, t0, out));
     let ms = (host.now_ns() - start) / 1_000_000;
     let _ = writeln!(out, "# stress case took {ms} ms in all");
-    // SAFETY: `s` came from `Box::leak` above and every thread given it was joined (run_threads
-    // returned without `Hung`), so nothing else refers to it any more.
+    // SAFETY: `s` came from `Box::leak` above and `run_threads` joined every thread given it,
+    // on every path, so nothing else refers to it any more. Dropping it stops and joins the
+    // cluster's sync threads.
     drop(unsafe { Box::from_raw(s as *const Shared as *mut Shared) });
     r
 }
 
-/// A host thread did not finish in time; the shared state must not be freed.
-struct Hung(String);
-
-/// Spawn the writers and requesters, wait for all of them (sleeping) and join them.
-fn run_threads(
-    host: &'static dyn Host,
-    s: &'static Shared,
-    out: &mut dyn fmt::Write,
-) -> core::result::Result<(), Hung> {
+/// Spawn the writers and requesters, wait for all of them (sleeping) and join them. At the
+/// timeout the threads still running are told to quit, and joined too: `Err` says they hung.
+fn run_threads(host: &'static dyn Host, s: &'static Shared, out: &mut dyn fmt::Write) -> Outcome {
     let mut handles: heapless::Vec<RawThread, { MAX_WRITERS + MAX_REQUESTERS }> =
         heapless::Vec::new();
     let mut spawn_err = None;
@@ -573,6 +576,7 @@ fn run_threads(
     }
     let want = handles.len() as u32;
     let end = host.now_ns().saturating_add(s.p.timeout.as_nanos() as u64);
+    let mut hung = None;
     loop {
         let v = s.done.load(Ordering::SeqCst);
         if v >= want {
@@ -580,16 +584,22 @@ fn run_threads(
         }
         if host.now_ns() > end {
             let _ = writeln!(out, "# {} of {want} threads finished", v);
-            return Err(Hung(format!(
+            hung = Some(note!(
                 "{} of {want} writer/requester threads still running after {} s: hung",
                 want - v,
                 s.p.timeout.as_secs()
-            )));
+            ));
+            // Each ends before its next operation; joining below waits for that.
+            s.quit.store(1, Ordering::SeqCst);
+            break;
         }
         host.sleep_on_word(&s.done, v, Some(Duration::from_millis(100)));
     }
     for h in handles {
         host.join(h);
+    }
+    if let Some(msg) = hung {
+        return Err(msg);
     }
     if let Some(e) = spawn_err {
         // Every spawned thread was joined: a failure to report, not a hang.
@@ -607,7 +617,7 @@ fn settle_and_check(
     out: &mut dyn fmt::Write,
 ) -> Outcome {
     if let Some(f) = s.failure.lock().take() {
-        return Err(String::from(f.as_str()));
+        return Err(f);
     }
     let c = &s.cluster;
     let mut requests = 0;
@@ -615,7 +625,7 @@ fn settle_and_check(
         let a = s.acked[r].load(Ordering::SeqCst);
         requests += a;
         if a != s.p.requests {
-            return Err(format!(
+            return Err(note!(
                 "requester {r}: {a} of {} requests acknowledged",
                 s.p.requests
             ));
@@ -625,19 +635,19 @@ fn settle_and_check(
     for i in 0..c.len() {
         c.thread_request(i, Request::Unfreeze)
             .and_then(|()| c.thread_request(i, Request::Signal))
-            .map_err(|e| format!("unfreeze node {i}: {e}"))?;
+            .map_err(|e| note!("unfreeze node {i}: {e}"))?;
         let st = c.thread_state(i);
         if st != ThreadState::Running {
-            return Err(format!("node {i}'s thread {} after unfreeze", st.name()));
+            return Err(note!("node {i}'s thread {} after unfreeze", st.name()));
         }
     }
     let t1 = host.now_ns();
     let end = t1.saturating_add(s.p.timeout.as_nanos() as u64);
     while !(0..c.len()).all(|i| c.in_sync(i)) {
         if host.now_ns() > end {
-            let mut st = String::new();
+            let mut st = Note::new();
             let _ = c.write_status(&mut st);
-            return Err(format!(
+            return Err(note!(
                 "no convergence within {} s: {st}",
                 s.p.timeout.as_secs()
             ));
@@ -647,7 +657,7 @@ fn settle_and_check(
     let converge_ns = host.now_ns() - t1;
     for i in 0..c.len() {
         c.thread_request(i, Request::Stop)
-            .map_err(|e| format!("stop node {i}'s thread: {e}"))?;
+            .map_err(|e| note!("stop node {i}'s thread: {e}"))?;
     }
     let (mut committed, mut uncertain) = (0, 0);
     for w in 0..s.p.writers {
@@ -659,12 +669,10 @@ fn settle_and_check(
         }
     }
     for i in 1..c.len() {
-        let mut d = String::new();
-        let same = c
-            .compare(0, i, &mut d)
-            .map_err(|e| format!("compare: {e}"))?;
+        let mut d = Note::new();
+        let same = c.compare(0, i, &mut d).map_err(|e| note!("compare: {e}"))?;
         if !same {
-            return Err(format!("node {i} differs from node 0: {d}"));
+            return Err(note!("node {i} differs from node 0: {d}"));
         }
     }
     let _ = writeln!(
@@ -678,7 +686,7 @@ fn settle_and_check(
     );
     // Mostly the writes succeed; a run where most changes failed proved little.
     if uncertain > committed {
-        return Err(format!(
+        return Err(note!(
             "{uncertain} uncertain changes against {committed} committed"
         ));
     }
@@ -705,7 +713,7 @@ fn check_ledger(c: &Cluster, i: usize, w: usize, led: &Ledger) -> Outcome {
         if led.junk & (1 << k) != 0 {
             let p = junk_path(&mut path, w, k);
             if c.stat(i, p).is_ok() {
-                return Err(format!("node {i}: uncommitted junk {} survived", show(p)));
+                return Err(note!("node {i}: uncommitted junk {} survived", show(p)));
             }
         }
     }
@@ -723,7 +731,7 @@ fn check_path(c: &Cluster, i: usize, p: &[u8], v: Val) -> Outcome {
         Val::Uncertain => return Ok(()),
         Val::Absent => {
             return match st {
-                Ok(_) => Err(format!(
+                Ok(_) => Err(note!(
                     "node {i}: {} present, but its last committed change removed it (or none created it)",
                     show(p)
                 )),
@@ -733,9 +741,9 @@ fn check_path(c: &Cluster, i: usize, p: &[u8], v: Val) -> Outcome {
         Val::File { mode, .. } => (OBJTYPE_REGFILE, mode),
         Val::Dir { mode, .. } => (OBJTYPE_DIRECTORY, mode),
     };
-    let st = st.map_err(|e| format!("node {i}: committed {} lost: {e}", show(p)))?;
+    let st = st.map_err(|e| note!("node {i}: committed {} lost: {e}", show(p)))?;
     if st.objtype != objtype {
-        return Err(format!(
+        return Err(note!(
             "node {i}: {} has object type {}, committed {objtype}",
             show(p),
             st.objtype
@@ -743,7 +751,7 @@ fn check_path(c: &Cluster, i: usize, p: &[u8], v: Val) -> Outcome {
     }
     if let Some(m) = mode {
         if st.mode & 0o7777 != m {
-            return Err(format!(
+            return Err(note!(
                 "node {i}: {} mode {:o}, committed {m:o}",
                 show(p),
                 st.mode & 0o7777
@@ -751,12 +759,12 @@ fn check_path(c: &Cluster, i: usize, p: &[u8], v: Val) -> Outcome {
         }
     }
     if let Val::File { data, .. } = v {
-        let want = prng::bytes(data.len as usize, data.seed).map_err(|e| format!("{e}"))?;
+        let want = prng::bytes(data.len as usize, data.seed).map_err(|e| note!("{e}"))?;
         let got = c
             .read_file(i, p)
-            .map_err(|e| format!("node {i}: read {}: {e}", show(p)))?;
+            .map_err(|e| note!("node {i}: read {}: {e}", show(p)))?;
         if got != want {
-            return Err(format!(
+            return Err(note!(
                 "node {i}: {} holds {} bytes, not the committed {} (seed {:#x})",
                 show(p),
                 got.len(),
@@ -782,6 +790,25 @@ mod tests {
     }
 
     /// The runs of the negative controls below pass without their defect.
+    /// A run whose threads outlast the timeout stops and joins every thread it started, then
+    /// frees everything: no thread keeps running on freed state (in a kernel, on module text
+    /// about to be unloaded).
+    #[test]
+    fn a_timed_out_run_joins_its_threads_and_frees_everything() {
+        let h = crate::host::testhost::host();
+        let p = Params {
+            ops_per_writer: u32::MAX,
+            requests: u32::MAX,
+            timeout: Duration::from_millis(200),
+            ..Params::SELFTEST
+        };
+        let mut out = String::new();
+        let e = run(h, &p, &mut out).expect_err("an endless run passed");
+        assert!(e.contains("still running after"), "{e}");
+        assert_eq!(h.live_threads(), 0, "threads left running");
+        assert_eq!(h.live_locks(), 0, "the cluster was not freed");
+    }
+
     #[test]
     fn same_runs_without_a_defect_pass() {
         let mut out = String::new();

@@ -11,11 +11,13 @@ use core::fmt::{self, Write};
 
 use super::inode;
 use super::{Body, ChainId, Store};
+use crate::host::Host;
 use crate::media::{self, Blockref};
 use crate::mem::{try_push, try_to_vec};
 use crate::{Error, Result};
 
-/// One chain, flattened: where it is, its header, its payload.
+/// One chain, copied: where it is, its header, its payload (a [`Snapshot`](crate::cluster::Snapshot)'s
+/// unit).
 #[derive(Debug, Clone)]
 pub struct Record {
     keys: Vec<u64>,
@@ -24,41 +26,157 @@ pub struct Record {
     body: Body,
 }
 
+/// One chain as a comparison sees it, borrowed from a [`Walk`].
+#[derive(Clone, Copy)]
+struct View<'r> {
+    /// The keys from the PFS root down to the chain (empty for the root itself).
+    keys: &'r [u64],
+    /// The file names of the inodes on the way (`/a/b`), empty for the root.
+    path: &'r [u8],
+    bref: &'r Blockref,
+    body: &'r Body,
+}
+
+/// A walk over a tree in pre-order (parents before children, children in key order), one
+/// chain at a time, so a comparison holds two chains' payloads at most, never two trees.
+trait Walk {
+    /// The chain the walk is at (None: the walk is over).
+    fn current(&self) -> Option<View<'_>>;
+    /// Move on: into the current chain's children when `descend`, else past its whole subtree.
+    fn advance(&mut self, descend: bool) -> Result<()>;
+}
+
+/// A [`Walk`] over a live store that keeps only the path from the root to the current chain
+/// (a cursor per level) and the current chain's payload.
+struct StoreWalk<'s> {
+    store: &'s Store,
+    /// `(chain, header, path length before its name)` from the root down to the current chain.
+    stack: Vec<(ChainId, Blockref, usize)>,
+    /// The keys of `stack` below the root.
+    keys: Vec<u64>,
+    path: Vec<u8>,
+    body: Option<Body>,
+}
+
+impl<'s> StoreWalk<'s> {
+    fn new(store: &'s Store) -> Result<Self> {
+        let mut w = StoreWalk {
+            store,
+            stack: Vec::new(),
+            keys: Vec::new(),
+            path: Vec::new(),
+            body: None,
+        };
+        w.enter(store.root())?;
+        Ok(w)
+    }
+
+    /// Make `id` (a child of the current chain, or the root) the current chain.
+    fn enter(&mut self, id: ChainId) -> Result<()> {
+        let (bref, body) = self.store.read(id)?;
+        let plen = self.path.len();
+        if !self.stack.is_empty() {
+            try_push(&mut self.keys, bref.key)?;
+        }
+        if bref.btype == media::BREF_TYPE_INODE && !self.stack.is_empty() {
+            let name = body.inode().ok_or(Error::Invalid)?.filename();
+            self.path.try_reserve(1 + name.len())?;
+            self.path.push(b'/');
+            self.path.extend_from_slice(name);
+        }
+        try_push(&mut self.stack, (id, bref, plen))?;
+        self.body = Some(body);
+        Ok(())
+    }
+}
+
+impl Walk for StoreWalk<'_> {
+    fn current(&self) -> Option<View<'_>> {
+        let (_, bref, _) = self.stack.last()?;
+        Some(View {
+            keys: &self.keys,
+            path: &self.path,
+            bref,
+            body: self.body.as_ref()?,
+        })
+    }
+
+    fn advance(&mut self, descend: bool) -> Result<()> {
+        let store = self.store;
+        store.host().relax();
+        if descend {
+            if let Some(&(id, _, _)) = self.stack.last() {
+                if let Some((c, _)) = store.lookup(id, 0, media::KEY_MAX)? {
+                    return self.enter(c);
+                }
+            }
+        }
+        self.body = None;
+        while let Some((_, bref, plen)) = self.stack.pop() {
+            self.path.truncate(plen);
+            let Some(&(parent, _, _)) = self.stack.last() else {
+                break;
+            };
+            self.keys.pop();
+            if let Some((c, _)) = store.next(parent, &bref, media::KEY_MAX)? {
+                return self.enter(c);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A [`Walk`] over copied records (a snapshot).
+struct SliceWalk<'r> {
+    recs: &'r [Record],
+    at: usize,
+}
+
+impl Walk for SliceWalk<'_> {
+    fn current(&self) -> Option<View<'_>> {
+        let r = self.recs.get(self.at)?;
+        Some(View {
+            keys: &r.keys,
+            path: &r.path,
+            bref: &r.bref,
+            body: &r.body,
+        })
+    }
+
+    fn advance(&mut self, descend: bool) -> Result<()> {
+        let Some(cur) = self.recs.get(self.at) else {
+            return Ok(());
+        };
+        self.at += 1;
+        if !descend {
+            while self
+                .recs
+                .get(self.at)
+                .is_some_and(|r| r.keys.starts_with(&cur.keys))
+            {
+                self.at += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Every chain of `store`, parents before children, children in key order.
 pub fn flatten(store: &Store) -> Result<Vec<Record>> {
     let mut out = Vec::new();
-    let mut stack: Vec<(ChainId, Vec<u64>, Vec<u8>)> = Vec::new();
-    try_push(&mut stack, (store.root(), Vec::new(), Vec::new()))?;
-    while let Some((id, keys, path)) = stack.pop() {
-        let (bref, body) = store.read(id)?;
-        let mut kids = Vec::new();
-        let mut next = store.lookup(id, 0, media::KEY_MAX)?;
-        while let Some((c, b)) = next {
-            try_push(&mut kids, c)?;
-            next = store.next(id, &b, media::KEY_MAX)?;
+    let mut w = StoreWalk::new(store)?;
+    while let Some(v) = w.current() {
+        if store.host().should_stop() {
+            return Err(Error::Interrupted);
         }
-        for &c in kids.iter().rev() {
-            let cb = store.bref(c)?;
-            let mut ck = try_to_vec(&keys)?;
-            try_push(&mut ck, cb.key)?;
-            let mut cp = try_to_vec(&path)?;
-            if cb.btype == media::BREF_TYPE_INODE {
-                let name = store.read(c)?.1;
-                cp.try_reserve(1 + media::NAME_MAX)?;
-                cp.push(b'/');
-                cp.extend_from_slice(name.inode().ok_or(Error::Invalid)?.filename());
-            }
-            try_push(&mut stack, (c, ck, cp))?;
-        }
-        try_push(
-            &mut out,
-            Record {
-                keys,
-                path,
-                bref,
-                body,
-            },
-        )?;
+        let r = Record {
+            keys: try_to_vec(v.keys)?,
+            path: try_to_vec(v.path)?,
+            bref: *v.bref,
+            body: v.body.try_clone()?,
+        };
+        try_push(&mut out, r)?;
+        w.advance(true)?;
     }
     Ok(out)
 }
@@ -74,6 +192,7 @@ pub fn digest(store: &Store) -> Result<u64> {
     let mut stack: Vec<(ChainId, u32)> = Vec::new();
     try_push(&mut stack, (store.root(), 0))?;
     while let Some((id, depth)) = stack.pop() {
+        store.host().relax();
         let (b, body) = store.read(id)?;
         let mut head = [0u8; 40];
         head[0..4].copy_from_slice(&depth.to_le_bytes());
@@ -106,15 +225,15 @@ pub fn digest(store: &Store) -> Result<u64> {
     Ok(h)
 }
 
-struct Path<'a>(&'a Record);
+struct Path<'a>(View<'a>);
 
 impl fmt::Display for Path<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let r = self.0;
+        let r = &self.0;
         if r.path.is_empty() {
             f.write_str("/")?;
         }
-        for &b in &r.path {
+        for &b in r.path {
             if b.is_ascii_graphic() || b == b' ' {
                 f.write_char(b as char)?;
             } else {
@@ -132,12 +251,12 @@ impl fmt::Display for Path<'_> {
 }
 
 /// What differs between `a` (expected) and `b`, if anything (`is_root`: PFS root rule).
-fn differs(a: &Record, b: &Record, is_root: bool) -> Option<DiffWhat> {
+fn differs(a: &View<'_>, b: &View<'_>, is_root: bool) -> Option<DiffWhat> {
     let (x, y) = (&a.bref, &b.bref);
     if x.btype != y.btype {
         return Some(DiffWhat::Num("chain type", y.btype as u64, x.btype as u64));
     }
-    match (&a.body, &b.body) {
+    match (a.body, b.body) {
         (Body::Inode(ia), Body::Inode(ib)) => {
             let (ma, mb) = (&ia.meta, &ib.meta);
             if ma.objtype != mb.objtype {
@@ -226,13 +345,40 @@ impl fmt::Display for DiffWhat {
 /// Most difference lines written by one comparison.
 pub const MAX_DIFF_LINES: usize = 8;
 
-/// Compare `b` (node `node_b`) against `a`; write `node B: /path: <what differs>` lines for the
-/// first differences. True when they are the same.
-pub fn diff(a: &[Record], b: &[Record], node_b: usize, out: &mut dyn fmt::Write) -> Result<bool> {
-    let (mut i, mut j, mut lines) = (0, 0, 0usize);
-    let mut same = true;
+/// Compare node `node_b`'s tree (`b`) with `a`'s; write `node B: /path: <what differs>` lines
+/// for the first differences. True when they are the same. Walks both trees in step, holding one
+/// chain of each, so it needs no memory in proportion to the trees; ends with
+/// [`Error::Interrupted`] when the host says to stop.
+pub fn compare(a: &Store, b: &Store, node_b: usize, out: &mut dyn fmt::Write) -> Result<bool> {
+    diff(
+        &mut StoreWalk::new(a)?,
+        &mut StoreWalk::new(b)?,
+        b.host(),
+        node_b,
+        out,
+    )
+}
+
+/// [`compare`] of a live store (node `node_b`) against a snapshot of it.
+pub fn compare_snapshot(
+    snap: &[Record],
+    b: &Store,
+    node_b: usize,
+    out: &mut dyn fmt::Write,
+) -> Result<bool> {
+    let mut a = SliceWalk { recs: snap, at: 0 };
+    diff(&mut a, &mut StoreWalk::new(b)?, b.host(), node_b, out)
+}
+
+fn diff(
+    a: &mut dyn Walk,
+    b: &mut dyn Walk,
+    host: &dyn Host,
+    node_b: usize,
+    out: &mut dyn fmt::Write,
+) -> Result<bool> {
+    let mut lines = 0usize;
     let mut say = |args: fmt::Arguments<'_>| {
-        same = false;
         if lines < MAX_DIFF_LINES {
             let _ = writeln!(out, "node {node_b}: {args}");
         } else if lines == MAX_DIFF_LINES {
@@ -240,41 +386,165 @@ pub fn diff(a: &[Record], b: &[Record], node_b: usize, out: &mut dyn fmt::Write)
         }
         lines += 1;
     };
-    while i < a.len() || j < b.len() {
-        let ord = match (a.get(i), b.get(j)) {
-            (Some(x), Some(y)) => x.keys.cmp(&y.keys),
+    loop {
+        if host.should_stop() {
+            return Err(Error::Interrupted);
+        }
+        let ord = match (a.current(), b.current()) {
+            (None, None) => break,
+            (Some(x), Some(y)) => x.keys.cmp(y.keys),
             (Some(_), None) => Ordering::Less,
-            _ => Ordering::Greater,
+            (None, Some(_)) => Ordering::Greater,
         };
         match ord {
             Ordering::Less => {
-                let x = &a[i];
-                say(format_args!("{}: missing", Path(x)));
-                // Skip the whole missing subtree: one line is enough.
-                i += 1;
-                while a.get(i).is_some_and(|r| r.keys.starts_with(&x.keys)) {
-                    i += 1;
+                if let Some(x) = a.current() {
+                    say(format_args!("{}: missing", Path(x)));
                 }
+                // Skip the whole missing subtree: one line is enough.
+                a.advance(false)?;
             }
             Ordering::Greater => {
-                let y = &b[j];
-                say(format_args!("{}: unexpected", Path(y)));
-                j += 1;
-                while b.get(j).is_some_and(|r| r.keys.starts_with(&y.keys)) {
-                    j += 1;
+                if let Some(y) = b.current() {
+                    say(format_args!("{}: unexpected", Path(y)));
                 }
+                b.advance(false)?;
             }
             Ordering::Equal => {
-                let (x, y) = (&a[i], &b[j]);
-                if let Some(w) = differs(x, y, x.keys.is_empty()) {
-                    say(format_args!("{}: {}", Path(y), w));
+                if let (Some(x), Some(y)) = (a.current(), b.current()) {
+                    if let Some(w) = differs(&x, &y, x.keys.is_empty()) {
+                        say(format_args!("{}: {}", Path(y), w));
+                    }
                 }
-                i += 1;
-                j += 1;
+                a.advance(true)?;
+                b.advance(true)?;
             }
         }
     }
-    Ok(same)
+    Ok(lines == 0)
+}
+
+/// How a file's content compares with what was expected ([`compare_file`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileCmp {
+    /// Same size, same bytes.
+    Same,
+    /// The first byte that differs, within the shorter of the two.
+    DiffersAt(u64),
+    /// The bytes both hold agree, but the file holds this many bytes.
+    Size(u64),
+}
+
+/// Bytes of expected content produced and compared at a time.
+const FILE_CHUNK: usize = 16 << 10;
+
+/// Compare regular file `id` of `store` (a hardlink pointer is followed) with `want_len`
+/// expected bytes, which `want` writes in order into each buffer it is given. Goes block by
+/// block, so it needs one data block and one chunk of expected bytes, whatever the file's size.
+pub fn compare_file(
+    store: &Store,
+    id: ChainId,
+    want_len: u64,
+    want: &mut dyn FnMut(&mut [u8]),
+) -> Result<FileCmp> {
+    let id = store.follow(id)?;
+    let m = store.meta(id)?;
+    match m.objtype {
+        media::OBJTYPE_REGFILE => {}
+        media::OBJTYPE_DIRECTORY => return Err(Error::IsDir),
+        _ => return Err(Error::Invalid),
+    }
+    let common = m.size.min(want_len);
+    let mut cmp = Expected {
+        want,
+        buf: Vec::new(),
+        pos: 0,
+        end: common,
+    };
+    cmp.buf.try_reserve_exact(FILE_CHUNK)?;
+    cmp.buf.resize(FILE_CHUNK, 0);
+    let differs = if m.is_directdata() {
+        let (_, body) = store.read(id)?;
+        let ip = body.inode().ok_or(Error::Invalid)?;
+        cmp.next(Some(&ip.u))?
+    } else {
+        let mut found = None;
+        let mut next = store.lookup(id, 0, media::KEY_MAX)?;
+        while let Some((c, b)) = next {
+            if b.key >= common || found.is_some() {
+                break;
+            }
+            // Holes (missing blocks) read as zeros.
+            found = cmp.until(b.key)?;
+            if found.is_none() {
+                if let (_, Body::Data(d)) = store.read(c)? {
+                    // Blocks do not overlap; were one to, the bytes already compared stand.
+                    let skip = usize::try_from(cmp.pos.saturating_sub(b.key))
+                        .map_or(d.len(), |n| n.min(d.len()));
+                    found = cmp.next(Some(&d[skip..]))?;
+                }
+            }
+            store.host().relax();
+            next = store.next(id, &b, media::KEY_MAX)?;
+        }
+        found
+    };
+    let differs = match differs {
+        Some(at) => Some(at),
+        None => cmp.until(common)?,
+    };
+    Ok(match differs {
+        Some(at) => FileCmp::DiffersAt(at),
+        None if m.size != want_len => FileCmp::Size(m.size),
+        None => FileCmp::Same,
+    })
+}
+
+/// The expected side of [`compare_file`]: a cursor into the expected bytes.
+struct Expected<'w> {
+    want: &'w mut dyn FnMut(&mut [u8]),
+    buf: Vec<u8>,
+    /// Bytes compared so far.
+    pos: u64,
+    /// Bytes to compare in all.
+    end: u64,
+}
+
+impl Expected<'_> {
+    /// Compare the file's next bytes, `got` (None: zeros, a hole), up to `end`; the offset of
+    /// the first that differs, if any.
+    fn next(&mut self, got: Option<&[u8]>) -> Result<Option<u64>> {
+        let len = got.map_or(0, |g| g.len() as u64);
+        let stop = self.pos.saturating_add(len).min(self.end);
+        self.compare_to(stop, got)
+    }
+
+    /// Compare zeros (a hole) up to offset `to` (at most `end`).
+    fn until(&mut self, to: u64) -> Result<Option<u64>> {
+        self.compare_to(to.min(self.end), None)
+    }
+
+    fn compare_to(&mut self, stop: u64, got: Option<&[u8]>) -> Result<Option<u64>> {
+        let start = self.pos;
+        while self.pos < stop {
+            let k = (stop - self.pos).min(self.buf.len() as u64) as usize;
+            let chunk = &mut self.buf[..k];
+            (self.want)(chunk);
+            let from = (self.pos - start) as usize;
+            let at = match got {
+                Some(g) => chunk
+                    .iter()
+                    .zip(&g[from..from + k])
+                    .position(|(w, x)| w != x),
+                None => chunk.iter().position(|&w| w != 0),
+            };
+            if let Some(j) = at {
+                return Ok(Some(self.pos + j as u64));
+            }
+            self.pos += k as u64;
+        }
+        Ok(None)
+    }
 }
 
 #[cfg(test)]
@@ -292,7 +562,14 @@ mod tests {
 
     fn cmp(a: &Store, b: &Store) -> (bool, String) {
         let mut s = String::new();
-        let same = diff(&flatten(a).unwrap(), &flatten(b).unwrap(), 1, &mut s).unwrap();
+        let same = compare(a, b, 1, &mut s).unwrap();
+        let mut s2 = String::new();
+        let same2 = compare_snapshot(&flatten(a).unwrap(), b, 1, &mut s2).unwrap();
+        assert_eq!(
+            (same, &s),
+            (same2, &s2),
+            "live and snapshot comparisons agree"
+        );
         (same, s)
     }
 
@@ -338,5 +615,74 @@ mod tests {
         b.mkdir(b"/g", 7).unwrap();
         let text = cmp(&a, &b).1;
         assert!(text.contains("node 1: /g: unexpected"), "{text}");
+    }
+
+    fn file_cmp(s: &Store, path: &[u8], want: &[u8]) -> FileCmp {
+        let mut rest = want;
+        let mut fill = |out: &mut [u8]| {
+            let (now, later) = rest.split_at(out.len());
+            out.copy_from_slice(now);
+            rest = later;
+        };
+        compare_file(s, s.resolve(path).unwrap(), want.len() as u64, &mut fill).unwrap()
+    }
+
+    #[test]
+    fn files_compare_block_by_block_as_a_whole_read_would() {
+        let s = store();
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        s.write(b"/big", &big, 1).unwrap();
+        assert_eq!(file_cmp(&s, b"/big", &big), FileCmp::Same);
+        let mut other = big.clone();
+        other[150_001] ^= 1;
+        assert_eq!(file_cmp(&s, b"/big", &other), FileCmp::DiffersAt(150_001));
+        assert_eq!(file_cmp(&s, b"/big", &big[..1000]), FileCmp::Size(200_000));
+        let mut longer = big.clone();
+        longer.push(0);
+        assert_eq!(file_cmp(&s, b"/big", &longer), FileCmp::Size(200_000));
+        // Embedded data (DIRECTDATA) and the empty file.
+        s.write(b"/small", b"hello", 2).unwrap();
+        assert_eq!(file_cmp(&s, b"/small", b"hello"), FileCmp::Same);
+        assert_eq!(file_cmp(&s, b"/small", b"help"), FileCmp::DiffersAt(3));
+        assert_eq!(file_cmp(&s, b"/small", b"hello!"), FileCmp::Size(5));
+        s.write(b"/empty", b"", 3).unwrap();
+        assert_eq!(file_cmp(&s, b"/empty", b""), FileCmp::Same);
+        assert_eq!(file_cmp(&s, b"/empty", b"a"), FileCmp::Size(0));
+        // The same verdicts as a whole read, on every file.
+        for p in [&b"/big"[..], b"/small", b"/empty"] {
+            let whole = s.read_file(s.resolve(p).unwrap()).unwrap();
+            assert_eq!(file_cmp(&s, p, &whole), FileCmp::Same);
+        }
+        s.mkdir(b"/d", 4).unwrap();
+        let d = s.resolve(b"/d").unwrap();
+        assert_eq!(compare_file(&s, d, 0, &mut |_| {}), Err(Error::IsDir));
+    }
+
+    #[test]
+    fn walks_relax_and_stop_when_told() {
+        let h = host();
+        let mut root = InodeData::default();
+        root.meta.objtype = media::OBJTYPE_DIRECTORY;
+        let (a, b) = (
+            Store::new(h, root).unwrap(),
+            Store::new(h, InodeData { ..root }).unwrap(),
+        );
+        for s in [&a, &b] {
+            for i in 0..50u32 {
+                s.write(std::format!("/f{i}").as_bytes(), b"x", 1).unwrap();
+            }
+        }
+        let before = h.relaxed();
+        assert!(cmp(&a, &b).0);
+        assert!(
+            h.relaxed() - before >= 100,
+            "a comparison of 2x51 chains never relaxed"
+        );
+        h.stop_after(10);
+        let mut out = String::new();
+        assert_eq!(compare(&a, &b, 1, &mut out), Err(Error::Interrupted));
+        h.stop_after(10);
+        assert_eq!(flatten(&a).map(|_| ()), Err(Error::Interrupted));
+        h.stop_after(usize::MAX);
     }
 }

@@ -214,25 +214,34 @@ impl Store {
             return self.index_write(path, data, tid, inum);
         }
         let (mut guards, last) = self.lock_parent_path(path)?;
+        // Room for the file's guard, so nothing can fail between its data and `propagate`.
+        guards.try_reserve(1)?;
         let name = last.ok_or(Error::IsDir)?;
         let dir = guards.last().ok_or(Error::Invalid)?;
-        let id = match self.find_name(dir.id(), name)? {
+        let (id, created) = match self.find_name(dir.id(), name)? {
             Some(id) => {
                 match self.meta(id)?.objtype {
                     media::OBJTYPE_REGFILE => {}
                     media::OBJTYPE_DIRECTORY => return Err(Error::IsDir),
                     _ => return Err(Error::Invalid),
                 }
-                id
+                (id, false)
             }
             None => {
                 let (bref, ip) = self.new_inode(dir, name, media::OBJTYPE_REGFILE, 0o644, tid)?;
-                self.insert(dir, bref, Body::Inode(ip))?
+                (self.insert(dir, bref, Body::Inode(ip))?, true)
             }
         };
         let g = self.lock_child(dir, id, LockMode::Exclusive)?;
-        self.set_file_data(&g, data, tid)?;
-        try_push(&mut guards, g)?;
+        if let Err(e) = self.set_file_data(&g, data, tid) {
+            // A new file left without its data would carry the change's TID, so the
+            // synchronizer would take it for the complete file other nodes hold: take it out.
+            if created {
+                let _ = self.delete(dir, g);
+            }
+            return Err(e);
+        }
+        guards.push(g);
         self.propagate(&guards, tid)
     }
 
@@ -255,6 +264,7 @@ impl Store {
             .enumerate()
             .take(nblocks)
         {
+            self.host.relax();
             let key = (i as u64) << media::DATA_BLOCK_RADIX;
             let bref = data_bref(key, chunk.len(), tid);
             let mut bytes = Vec::new();
@@ -365,6 +375,7 @@ impl Store {
         let mut stack = Vec::new();
         try_push(&mut stack, self.root)?;
         while let Some(cur) = stack.pop() {
+            self.host.relax();
             let cm = self.meta(cur)?;
             if cm.objtype == m.target_type && cm.inum == m.inum {
                 return Ok(cur);
@@ -413,6 +424,7 @@ impl Store {
                 out.truncate(off);
                 out.extend_from_slice(&d[..n]);
             }
+            self.host.relax();
             next = self.next(id, &b, media::KEY_MAX)?;
         }
         out.resize(size, 0);

@@ -620,7 +620,12 @@ impl Store {
         lock: usize,
     ) -> Result<ChainId> {
         let mut a = self.arena.write();
-        let depth = a.get(parent)?.depth.saturating_add(1);
+        // Capped below HOST_LOCK_DEPTH: a validator must never take a chain for a host lock.
+        let depth = a
+            .get(parent)?
+            .depth
+            .saturating_add(1)
+            .min(crate::host::CHAIN_DEPTH_MAX);
         a.free.try_reserve(1)?;
         let idx = match a.free.pop() {
             Some(i) => i,
@@ -736,6 +741,7 @@ impl Store {
         stack.push(child);
         let mut freed = 0;
         while let Some(top) = stack.last() {
+            self.host.relax();
             let first = self.arena.read().get(top.id)?.children.first();
             match first {
                 Some(c) => {
@@ -923,6 +929,22 @@ mod tests {
         assert_eq!(h.live_locks(), 3);
         drop(s);
         assert_eq!(h.live_locks(), 0, "every chain lock is destroyed");
+    }
+
+    #[test]
+    fn chain_lock_depth_never_reaches_the_host_lock_depth() {
+        let h = host();
+        let s = Store::new(h, InodeData::default()).unwrap();
+        let mut id = s.root();
+        for d in 1..=300usize {
+            let g = s.lock(id, LockMode::Exclusive).unwrap();
+            id = s
+                .insert(&g, data_bref(0, 1), Body::Data(Vec::new()))
+                .unwrap();
+            let (_, depth) = s.raw_lock(id, Some(g.id)).unwrap();
+            let want = d.min(usize::from(crate::host::CHAIN_DEPTH_MAX));
+            assert_eq!(usize::from(depth), want, "chain {d} below the root");
+        }
     }
 
     #[test]

@@ -19,6 +19,12 @@
 //! reported as [`Item::Undecided`]: the caller leaves its own chain alone and does not stamp the
 //! inode, where the seed's skip would have destroyed it (a slave losing a directory that a change
 //! under way on the masters is about to write into).
+//!
+//! Catch-up mode (HAMMER2-FACTS §2, "synchronize to the highest available update_tid"): an inode
+//! no quorum agrees on, once every master that has not failed has answered, takes as focus the
+//! master holding the highest TID (lowest index on ties), and the whole subtree under it then
+//! follows that master alone ([`Follow::Master`]): a quorum of one, so every key it holds is a
+//! focus, every key it lacks is skipped (destroyed), and nothing is decided before it answered.
 
 use core::sync::atomic::Ordering;
 
@@ -30,7 +36,7 @@ use crate::thread::Brk;
 use crate::{Error, Result};
 
 use super::pool::{Head, Msg, Pool};
-use super::Peers;
+use super::{Ctx, Peers};
 
 /// A focus chain: which node holds it, its id there, its header.
 #[derive(Debug, Clone, Copy)]
@@ -41,8 +47,9 @@ pub struct Focus<Id> {
     pub id: Id,
     /// Its header as read (what the merge decides on).
     pub head: Head,
-    /// Chosen by catch-up mode (highest master TID, no quorum), not by a quorum: a copy of ours
-    /// with a higher TID is kept (a node never moves backwards).
+    /// Chosen by catch-up mode (the highest master's TID, no quorum), not by a quorum: an inode
+    /// of ours at a higher TID is left alone (a node never moves backwards), and the subtree
+    /// follows [`Focus::node`] alone.
     pub catchup: bool,
 }
 
@@ -86,6 +93,59 @@ enum Slot<Id> {
     Failed,
 }
 
+/// Whose answers decide a focus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Follow {
+    /// A quorum of the masters (in catch-up mode, an inode without one follows its highest
+    /// master).
+    Quorum,
+    /// This master alone: the subtree of an inode catch-up mode synchronized to it.
+    Master(usize),
+}
+
+impl Follow {
+    /// Whether node `j` is read when node `idx` syncs: every other node for a quorum, the
+    /// followed master alone otherwise.
+    pub(crate) fn asks(self, j: usize, idx: usize) -> bool {
+        j != idx
+            && match self {
+                Follow::Quorum => true,
+                Follow::Master(m) => j == m,
+            }
+    }
+}
+
+/// The roles and master count a [`Follow`] decides with: the syncing node's view for a quorum;
+/// for one master, that master alone as the only master of a cluster of one, so
+/// [`quorum::check`] waits for it, takes every key it holds and skips every key it lacks.
+struct Electorate {
+    roles: [Role; MAX_NODES],
+    nmasters: u8,
+}
+
+impl Electorate {
+    fn of<S: ChainStore>(peers: &Peers<'_, S>, follow: Follow) -> Electorate {
+        let mut roles = [Role::Cache; MAX_NODES];
+        match follow {
+            Follow::Quorum => {
+                for (r, p) in roles.iter_mut().zip(peers.roles) {
+                    *r = *p;
+                }
+                Electorate {
+                    roles,
+                    nmasters: peers.nmasters,
+                }
+            }
+            Follow::Master(m) => {
+                if let Some(r) = roles.get_mut(m) {
+                    *r = Role::Master;
+                }
+                Electorate { roles, nmasters: 1 }
+            }
+        }
+    }
+}
+
 /// The voters over `slots`: for `key` (a head holds it only at that key), or for the gap before
 /// every head (`None`: no answered node holds anything there).
 fn voters<Id>(roles: &[Role], slots: &[Slot<Id>], key: Option<u64>) -> [Voter; MAX_NODES] {
@@ -119,6 +179,14 @@ fn highest_master(voters: &[Voter]) -> Option<usize> {
     best.map(|(j, _)| j)
 }
 
+/// Whether a master among `slots` has not answered yet.
+fn masters_pending<Id>(roles: &[Role], slots: &[Slot<Id>]) -> bool {
+    slots
+        .iter()
+        .zip(roles)
+        .any(|(s, r)| matches!(s, Slot::Pending) && *r == Role::Master)
+}
+
 /// How long the collector waits without any answer before it polls `brk` while waiting.
 const WAIT_BRK_NS: u64 = 50_000_000;
 /// How long a node may give no answer before it counts as stalled without a stall hook.
@@ -130,6 +198,7 @@ const LATE_NS: u64 = 1_000_000_000;
 /// for (the stall tolerance).
 fn wait_for_lower<Id, S: ChainStore>(
     peers: &Peers<'_, S>,
+    roles: &[Role],
     slots: &[Slot<Id>],
     node: usize,
     idle_since: Option<u64>,
@@ -140,7 +209,7 @@ fn wait_for_lower<Id, S: ChainStore>(
     }
     (0..node.min(slots.len())).any(|j| {
         matches!(slots[j], Slot::Pending)
-            && peers.roles.get(j) == Some(&Role::Master)
+            && roles.get(j) == Some(&Role::Master)
             && !peers
                 .faults
                 .and_then(|f| f.get(j))
@@ -196,61 +265,67 @@ enum Start {
 /// An inode's focus (None: no quorum), with the reads of its children under way.
 pub(crate) type FocusScan<Id> = (Option<Focus<Id>>, Inflight);
 
-/// The answer of every node for the inode at `keys` (the ipcluster XOP): our node `Excluded`,
-/// nodes still reading `Pending`, failed reads `Failed`; decided as soon as the quorum can be.
-/// With catch-up on and no quorum possible, the master holding the highest TID is the focus.
+/// The answer of every node `follow` asks for the inode at `keys` (the ipcluster XOP): our
+/// node `Excluded`, nodes still reading `Pending`, failed reads `Failed`; decided as soon as the
+/// quorum can be. With catch-up on and no quorum, once every master that has not failed has
+/// answered, the master holding the highest TID is the focus ([`Focus::catchup`]).
 pub(crate) fn inode_focus<S: ChainStore>(
-    pool: &Pool<'_, S>,
-    peers: &Peers<'_, S>,
-    idx: usize,
+    ctx: &Ctx<'_, S>,
     keys: &[u64],
-    brk: &Brk<'_>,
+    follow: Follow,
 ) -> Result<Option<Focus<S::Id>>> {
-    focus_of(pool, peers, idx, keys, brk, None).map(|(f, _)| f)
+    focus_of(ctx, keys, follow, None).map(|(f, _)| f)
 }
 
 /// [`inode_focus`], with the workers asked for the inode's children from key 0 as well: the
 /// returned [`Inflight`] lets the scan that usually follows start with them queued, which
 /// saves every worker a request, a wakeup and a reply per inode synchronized.
 pub(crate) fn inode_focus_scan<S: ChainStore>(
-    pool: &Pool<'_, S>,
-    peers: &Peers<'_, S>,
-    idx: usize,
+    ctx: &Ctx<'_, S>,
     keys: &[u64],
-    brk: &Brk<'_>,
+    follow: Follow,
 ) -> Result<FocusScan<S::Id>> {
-    focus_of(pool, peers, idx, keys, brk, Some(0))
+    focus_of(ctx, keys, follow, Some(0))
+}
+
+/// Where the children's scan of each node starts once the inode's focus is decided.
+fn inflight_of<Id>(gens: [u32; MAX_NODES], slots: &[Slot<Id>; MAX_NODES]) -> Inflight {
+    let mut start = [Start::Off; MAX_NODES];
+    for (st, s) in start.iter_mut().zip(slots) {
+        *st = match s {
+            Slot::Off => Start::Off,
+            // The inode's answer was taken (or is still to come, and the scan skips it):
+            // the node's children follow.
+            Slot::Head(..) | Slot::Pending => Start::Pending,
+            Slot::Done => Start::Done,
+            Slot::Failed => Start::Failed,
+        };
+    }
+    Inflight { gens, start }
 }
 
 fn focus_of<S: ChainStore>(
-    pool: &Pool<'_, S>,
-    peers: &Peers<'_, S>,
-    idx: usize,
+    ctx: &Ctx<'_, S>,
     keys: &[u64],
-    brk: &Brk<'_>,
+    follow: Follow,
     children: Option<u64>,
 ) -> Result<FocusScan<S::Id>> {
+    let (peers, idx) = (ctx.peers, ctx.idx);
+    let pool = ctx.pool.ok_or(Error::Invalid)?;
     let n = peers.stores.len().min(MAX_NODES);
+    let voting = Electorate::of(peers, follow);
+    let roles = &voting.roles[..n];
     let mut slots = [Slot::Off; MAX_NODES];
     let mut gens = [0u32; MAX_NODES];
-    pool.request_all((0..n).filter(|&j| j != idx), keys, children, |j, g| {
-        gens[j] = g;
-        slots[j] = Slot::Pending;
-    })?;
-    let decided = |f: Option<Focus<S::Id>>, slots: &[Slot<S::Id>; MAX_NODES]| {
-        let mut start = [Start::Off; MAX_NODES];
-        for (st, s) in start.iter_mut().zip(slots) {
-            *st = match s {
-                Slot::Off => Start::Off,
-                // The inode's answer was taken (or is still to come, and the scan skips it):
-                // the node's children follow.
-                Slot::Head(..) | Slot::Pending => Start::Pending,
-                Slot::Done => Start::Done,
-                Slot::Failed => Start::Failed,
-            };
-        }
-        Ok((f, Inflight { gens, start }))
-    };
+    pool.request_all(
+        (0..n).filter(|&j| follow.asks(j, idx)),
+        keys,
+        children,
+        |j, g| {
+            gens[j] = g;
+            slots[j] = Slot::Pending;
+        },
+    )?;
     let mut idle_since = None;
     loop {
         let seen = pool.pushed();
@@ -264,50 +339,77 @@ fn focus_of<S: ChainStore>(
                 }
             }
         }
-        let mut v = voters(peers.roles, &slots[..n], None);
+        let mut v = voters(roles, &slots[..n], None);
         for (v, s) in v.iter_mut().zip(&slots) {
             if let Slot::Head(_, b) = s {
                 v.answer = NodeAnswer::Holds(b.modify_tid);
             }
         }
         let pick = |node: usize, catchup: bool| match slots.get(node) {
-            Some(Slot::Head(id, head)) => decided(
+            Some(Slot::Head(id, head)) => Ok((
                 Some(Focus {
                     node,
                     id: *id,
                     head: *head,
                     catchup,
                 }),
-                &slots,
-            ),
+                inflight_of(gens, &slots),
+            )),
             _ => Err(Error::Invalid),
         };
-        match quorum::check(&v[..n], peers.nmasters) {
+        let catchup = peers.catchup && follow == Follow::Quorum;
+        match quorum::check(&v[..n], voting.nmasters) {
             QuorumResult::Focus { node, .. }
-                if wait_for_lower(peers, &slots[..n], node, idle_since, pool.now_ns()) =>
+                if wait_for_lower(peers, roles, &slots[..n], node, idle_since, pool.now_ns()) =>
             {
-                wait_more(pool, seen, brk, &mut idle_since)?
+                wait_more(pool, seen, ctx.brk, &mut idle_since)?
             }
             QuorumResult::Focus { node, .. } => return pick(node, false),
-            QuorumResult::None(Error::InProgress) => wait_more(pool, seen, brk, &mut idle_since)?,
+            QuorumResult::None(Error::InProgress) => {
+                wait_more(pool, seen, ctx.brk, &mut idle_since)?
+            }
+            // DEVIATION: the seed's collector only skips an inode without a quorum; its comment
+            // says a node may "synchronize to the highest available update_tid" instead, which
+            // catch-up mode does (HAMMER2-FACTS §2). It decides only once every master that has
+            // not failed answered: one still reading may hold a higher TID than any answer so
+            // far, and a stall must only delay the outcome, never change it.
             QuorumResult::None(Error::NoQuorum) | QuorumResult::None(Error::Deadlock)
-                if peers.catchup =>
+                if catchup && masters_pending(roles, &slots[..n]) =>
+            {
+                wait_more(pool, seen, ctx.brk, &mut idle_since)?
+            }
+            QuorumResult::None(Error::NoQuorum) | QuorumResult::None(Error::Deadlock)
+                if catchup =>
             {
                 return match highest_master(&v[..n]) {
                     Some(node) => pick(node, true),
-                    None => decided(None, &slots),
+                    None => Ok((None, inflight_of(gens, &slots))),
                 };
             }
-            QuorumResult::None(_) => return decided(None, &slots),
+            QuorumResult::None(_) => return Ok((None, inflight_of(gens, &slots))),
         }
     }
 }
 
+/// What one look at the answers gives the merge.
+enum Step<Id> {
+    /// Nothing can be decided before more answers come.
+    Wait,
+    /// The merge's next result (None: the scan is done).
+    Yield(Option<Item<Id>>),
+    /// Nothing at this key: look at the next one.
+    Skip,
+}
+
 /// The merge over the other nodes' children of one inode.
-pub struct Collector<'p, 'a, S: ChainStore> {
-    pool: &'p Pool<'a, S>,
+pub struct Collector<'a, S: ChainStore> {
+    pool: &'a Pool<'a, S>,
     peers: &'a Peers<'a, S>,
     brk: &'a Brk<'a>,
+    /// Who decides: the roles and master count of the [`Follow`] the merge was started with.
+    voting: Electorate,
+    /// The nodes of the cluster (at most [`MAX_NODES`]).
+    n: usize,
     /// Per node: the generation of its request.
     gens: [u32; MAX_NODES],
     slots: [Slot<S::Id>; MAX_NODES],
@@ -317,33 +419,35 @@ pub struct Collector<'p, 'a, S: ChainStore> {
     idle_since: Option<u64>,
 }
 
-impl<'p, 'a, S: ChainStore> Collector<'p, 'a, S> {
-    /// Start a scan of the children of the inode at `keys` on every node but `idx`, from key
-    /// `start` (None: an empty scan); `brk` is polled at every key it looks at (skipped keys
-    /// included), and while it waits when a break request interrupts the wait or a node stalls.
-    /// A scan from key 0 continues the requests `inflight` names, if they are still current,
-    /// instead of asking again.
+impl<'a, S: ChainStore> Collector<'a, S> {
+    /// Start a scan of the children of the inode at `keys` on the nodes `follow` asks (see
+    /// [`Follow::asks`]), from key `start` (None: an empty scan); `ctx.brk` is polled at every
+    /// key it looks at (skipped keys included), and while it waits when a break request
+    /// interrupts the wait or a node stalls. A scan from key 0 continues the requests
+    /// `inflight` names, if they are still current, instead of asking again.
     pub(crate) fn new(
-        pool: &'p Pool<'a, S>,
-        peers: &'a Peers<'a, S>,
-        idx: usize,
+        ctx: &Ctx<'a, S>,
         keys: &[u64],
-        brk: &'a Brk<'a>,
+        follow: Follow,
         start: Option<u64>,
         inflight: Option<&Inflight>,
-    ) -> Result<Collector<'p, 'a, S>> {
+    ) -> Result<Collector<'a, S>> {
+        let (peers, idx) = (ctx.peers, ctx.idx);
         let mut c = Collector {
-            pool,
+            pool: ctx.pool.ok_or(Error::Invalid)?,
             peers,
-            brk,
+            brk: ctx.brk,
+            voting: Electorate::of(peers, follow),
+            n: peers.stores.len().min(MAX_NODES),
             gens: [0; MAX_NODES],
             slots: [Slot::Off; MAX_NODES],
             pos: start,
             idle_since: None,
         };
-        let adopted = start == Some(0) && inflight.is_some_and(|f| c.adopt(f));
+        let adopted = start == Some(0) && inflight.is_some_and(|f| c.adopt(f, follow, idx));
         if start.is_some() && !adopted {
-            let nodes = (0..peers.stores.len().min(MAX_NODES)).filter(|&j| j != idx);
+            let nodes = (0..c.n).filter(|&j| follow.asks(j, idx));
+            let pool = c.pool;
             pool.request_all(nodes, keys, start, |j, g| {
                 c.gens[j] = g;
                 c.slots[j] = Slot::Pending;
@@ -353,18 +457,20 @@ impl<'p, 'a, S: ChainStore> Collector<'p, 'a, S> {
     }
 
     /// Continue the requests an [`inode_focus_scan`] left running (a scan of the inode's
-    /// children from key 0, the inode's own answers already taken); false, changing nothing,
-    /// when some node's worker was asked something else since (its answers are gone).
-    /// In place: a collector is too big to be copied around on a kernel stack.
-    fn adopt(&mut self, inflight: &Inflight) -> bool {
-        let stale = |(j, st): (usize, &Start)| {
-            !matches!(st, Start::Off) && !self.pool.current(j, inflight.gens[j])
-        };
+    /// children from key 0, the inode's own answers already taken) for the nodes `follow`
+    /// asks; false, changing nothing, when one of their workers was asked something else
+    /// since (its answers are gone). In place: a collector is too big to be copied around on a
+    /// kernel stack.
+    fn adopt(&mut self, inflight: &Inflight, follow: Follow, idx: usize) -> bool {
+        let taken = |j: usize, st: &Start| follow.asks(j, idx) && !matches!(st, Start::Off);
+        let stale =
+            |(j, st): (usize, &Start)| taken(j, st) && !self.pool.current(j, inflight.gens[j]);
         if inflight.start.iter().enumerate().any(stale) {
             return false;
         }
-        for (s, st) in self.slots.iter_mut().zip(&inflight.start) {
+        for (j, (s, st)) in self.slots.iter_mut().zip(&inflight.start).enumerate() {
             *s = match st {
+                _ if !taken(j, st) => Slot::Off,
                 Start::Off => Slot::Off,
                 Start::Pending => Slot::Pending,
                 Start::Done => Slot::Done,
@@ -376,8 +482,8 @@ impl<'p, 'a, S: ChainStore> Collector<'p, 'a, S> {
     }
 
     /// Take the queued answers of every node that has no head yet.
-    fn fill(&mut self, n: usize) {
-        for j in 0..n {
+    fn fill(&mut self) {
+        for j in 0..self.n {
             while let Slot::Pending = self.slots[j] {
                 let Some(m) = self.pool.recv(j, self.gens[j]) else {
                     break;
@@ -392,14 +498,6 @@ impl<'p, 'a, S: ChainStore> Collector<'p, 'a, S> {
                 };
             }
         }
-    }
-
-    /// Whether a master among the first `n` nodes has not answered yet.
-    fn masters_pending(&self, n: usize) -> bool {
-        self.slots[..n]
-            .iter()
-            .zip(self.peers.roles)
-            .any(|(s, r)| matches!(s, Slot::Pending) && *r == Role::Master)
     }
 
     /// Consume every head at `key`; the scan goes on after the widest of them.
@@ -417,137 +515,148 @@ impl<'p, 'a, S: ChainStore> Collector<'p, 'a, S> {
         key_end
     }
 
+    /// The cluster's change sequence now (None: the cluster keeps none).
+    fn change_seq(&self) -> Option<u64> {
+        self.peers.changes.map(|c| c.load(Ordering::SeqCst))
+    }
+
     /// The next key's focus (or that it is undecided), or None when every node's scan is done.
     pub fn next_item(&mut self) -> Result<Option<Item<S::Id>>> {
-        let n = self.peers.stores.len().min(MAX_NODES);
-        let roles = self.peers.roles;
         // Polled once per key looked at (waits poll on their own, see `wait_more`), so the
         // number of polls does not depend on how fast the workers answer.
         let mut waited = false;
         loop {
+            self.peers.host.relax();
             if !waited && self.brk.poll() {
                 return Err(Error::InProgress);
             }
-            waited = false;
             let Some(pos) = self.pos else {
                 return Ok(None);
             };
-            let seq = self.peers.changes.map(|c| c.load(Ordering::SeqCst));
+            let seq = self.change_seq();
             let seen = self.pool.pushed();
-            self.fill(n);
-            let lowest = self.slots[..n]
-                .iter()
-                .filter_map(|s| match s {
-                    Slot::Head(_, b) => Some(b.key),
-                    _ => None,
-                })
-                .min();
-            // Could the nodes not answered yet (pending, failed) hold a quorum's key before it?
-            let gap = quorum::check(
-                &voters(roles, &self.slots[..n], None)[..n],
-                self.peers.nmasters,
-            );
-            // A gap that failed masters could decide together with masters still reading is
-            // only undecided once those answered: their next key may well lie past the gap.
-            let gap = match gap {
-                QuorumResult::None(Error::Io) if self.masters_pending(n) => {
-                    QuorumResult::None(Error::InProgress)
-                }
-                g => g,
-            };
-            let Some(key) = lowest else {
-                match gap {
-                    QuorumResult::None(Error::InProgress) => {
-                        self.wait(seen)?;
-                        waited = true;
-                        continue;
-                    }
-                    QuorumResult::None(Error::Io) => {
-                        self.pos = None;
-                        return Ok(Some(Item::Undecided {
-                            key: pos,
-                            key_end: KEY_MAX,
-                        }));
-                    }
-                    _ => {
-                        self.pos = None;
-                        return Ok(None);
-                    }
-                }
-            };
-            if gap == QuorumResult::None(Error::InProgress) && pos < key {
-                self.wait(seen)?;
-                waited = true;
-                continue;
-            }
-            if gap == QuorumResult::None(Error::Io) && pos < key {
-                self.pos = Some(key);
-                return Ok(Some(Item::Undecided {
-                    key: pos,
-                    key_end: key - 1,
-                }));
-            }
-            let v = voters(roles, &self.slots[..n], Some(key));
-            let focus = |slots: &[Slot<S::Id>], node: usize, catchup: bool| match slots.get(node) {
-                Some(Slot::Head(id, head)) => Ok(Some(Item::Focus(Focus {
-                    node,
-                    id: *id,
-                    head: *head,
-                    catchup,
-                }))),
-                _ => Err(Error::Invalid),
-            };
-            match quorum::check(&v[..n], self.peers.nmasters) {
-                QuorumResult::Focus { node, .. }
-                    if wait_for_lower(
-                        self.peers,
-                        &self.slots[..n],
-                        node,
-                        self.idle_since,
-                        self.pool.now_ns(),
-                    ) =>
-                {
-                    self.wait(seen)?;
+            self.fill();
+            waited = false;
+            match self.step(pos, seq)? {
+                Step::Wait => {
+                    wait_more(self.pool, seen, self.brk, &mut self.idle_since)?;
                     waited = true;
                 }
-                QuorumResult::Focus { node, .. } => {
-                    let it = focus(&self.slots, node, false);
-                    self.advance(key);
-                    return it;
-                }
-                // Masters not answered yet could decide it.
-                QuorumResult::None(Error::InProgress) => {
-                    self.wait(seen)?;
-                    waited = true;
-                }
-                // A failed master could have decided it.
-                QuorumResult::None(Error::Io) => {
-                    let key_end = self.advance(key);
-                    return Ok(Some(Item::Undecided { key, key_end }));
-                }
-                // ESRCH / EDEADLK: no quorum for this key. Skip it, unless a change was in
-                // flight while we read it, or catch-up mode takes the highest master.
-                QuorumResult::None(Error::NoQuorum) | QuorumResult::None(Error::Deadlock) => {
-                    let now = self.peers.changes.map(|c| c.load(Ordering::SeqCst));
-                    if seq.is_some_and(|s| s % 2 == 1) || now != seq {
-                        let key_end = self.advance(key);
-                        return Ok(Some(Item::Undecided { key, key_end }));
-                    }
-                    if self.peers.catchup {
-                        if let Some(node) = highest_master(&v[..n]) {
-                            let it = focus(&self.slots, node, true);
-                            self.advance(key);
-                            return it;
-                        }
-                    }
-                    self.advance(key);
-                }
-                QuorumResult::None(e) => return Err(e),
+                Step::Yield(it) => return Ok(it),
+                Step::Skip => {}
             }
         }
     }
 
-    fn wait(&mut self, seen: u32) -> Result<()> {
-        wait_more(self.pool, seen, self.brk, &mut self.idle_since)
+    /// One look at the answers from `pos` on: first the gap before the lowest head, then the
+    /// lowest head's key.
+    fn step(&mut self, pos: u64, seq: Option<u64>) -> Result<Step<S::Id>> {
+        let lowest = self.slots[..self.n]
+            .iter()
+            .filter_map(|s| match s {
+                Slot::Head(_, b) => Some(b.key),
+                _ => None,
+            })
+            .min();
+        match (self.gap(), lowest) {
+            (gap, None) => Ok(self.last_gap(pos, gap)),
+            (QuorumResult::None(Error::InProgress), Some(key)) if pos < key => Ok(Step::Wait),
+            (QuorumResult::None(Error::Io), Some(key)) if pos < key => {
+                self.pos = Some(key);
+                Ok(Step::Yield(Some(Item::Undecided {
+                    key: pos,
+                    key_end: key - 1,
+                })))
+            }
+            (_, Some(key)) => self.decide(key, seq),
+        }
+    }
+
+    /// Whether the nodes not answered yet (pending, failed) could hold a quorum's key before
+    /// every head. A gap that failed masters could decide together with masters still reading
+    /// is only undecided once those answered: their next key may well lie past the gap.
+    fn gap(&self) -> QuorumResult {
+        let n = self.n;
+        let roles = &self.voting.roles[..n];
+        match quorum::check(
+            &voters(roles, &self.slots[..n], None)[..n],
+            self.voting.nmasters,
+        ) {
+            QuorumResult::None(Error::Io) if masters_pending(roles, &self.slots[..n]) => {
+                QuorumResult::None(Error::InProgress)
+            }
+            g => g,
+        }
+    }
+
+    /// No head left: wait for the nodes still reading, leave the rest undecided when a failed
+    /// node could hold something there, or end the scan.
+    fn last_gap(&mut self, pos: u64, gap: QuorumResult) -> Step<S::Id> {
+        match gap {
+            QuorumResult::None(Error::InProgress) => Step::Wait,
+            QuorumResult::None(Error::Io) => {
+                self.pos = None;
+                Step::Yield(Some(Item::Undecided {
+                    key: pos,
+                    key_end: KEY_MAX,
+                }))
+            }
+            _ => {
+                self.pos = None;
+                Step::Yield(None)
+            }
+        }
+    }
+
+    /// The quorum's decision at `key`, the lowest head (`seq`: the change sequence before the
+    /// answers were taken).
+    fn decide(&mut self, key: u64, seq: Option<u64>) -> Result<Step<S::Id>> {
+        let n = self.n;
+        let roles = &self.voting.roles[..n];
+        let v = voters(roles, &self.slots[..n], Some(key));
+        match quorum::check(&v[..n], self.voting.nmasters) {
+            QuorumResult::Focus { node, .. }
+                if wait_for_lower(
+                    self.peers,
+                    roles,
+                    &self.slots[..n],
+                    node,
+                    self.idle_since,
+                    self.pool.now_ns(),
+                ) =>
+            {
+                Ok(Step::Wait)
+            }
+            QuorumResult::Focus { node, .. } => {
+                let Some(Slot::Head(id, head)) = self.slots.get(node).copied() else {
+                    return Err(Error::Invalid);
+                };
+                self.advance(key);
+                Ok(Step::Yield(Some(Item::Focus(Focus {
+                    node,
+                    id,
+                    head,
+                    catchup: false,
+                }))))
+            }
+            // Masters not answered yet could decide it.
+            QuorumResult::None(Error::InProgress) => Ok(Step::Wait),
+            // A failed master could have decided it.
+            QuorumResult::None(Error::Io) => {
+                let key_end = self.advance(key);
+                Ok(Step::Yield(Some(Item::Undecided { key, key_end })))
+            }
+            // ESRCH / EDEADLK: no quorum for this key. Skip it, unless a change was in flight
+            // while we read it.
+            QuorumResult::None(Error::NoQuorum) | QuorumResult::None(Error::Deadlock) => {
+                let moved = self.change_seq() != seq;
+                let key_end = self.advance(key);
+                if seq.is_some_and(|s| s % 2 == 1) || moved {
+                    return Ok(Step::Yield(Some(Item::Undecided { key, key_end })));
+                }
+                Ok(Step::Skip)
+            }
+            QuorumResult::None(e) => Err(e),
+        }
     }
 }

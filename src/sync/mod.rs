@@ -78,8 +78,9 @@ pub struct Peers<'a, S: ChainStore = Store> {
     pub host: &'static dyn Host,
     /// Per-node fault hooks for the reads synchronization makes (None: no faults).
     pub faults: Option<&'a [pool::NodeFaults]>,
-    /// Catch-up mode of the syncing node: with no quorum, follow the master with the highest
-    /// TID instead of changing nothing (never moving a chain of ours to a lower TID).
+    /// Catch-up mode of the syncing node: an inode with no quorum becomes, subtree and all,
+    /// that of the master holding its highest TID once every master that has not failed
+    /// answered, instead of changing nothing (an inode of ours at a higher TID is kept).
     pub catchup: bool,
 }
 
@@ -103,6 +104,9 @@ impl<'a, S: ChainStore> Ctx<'a, S> {
     pub(crate) fn poll(&self) -> Result<()> {
         // DEVIATION (bug 2): the seed polled only between deferred inodes; this is called at
         // every chain operation of a scan, so a freeze is acknowledged within one operation.
+        // Every chain operation is also a scheduling point: a pass over a large tree must not
+        // hold its CPU for the whole pass.
+        self.peers.host.relax();
         if self.brk.poll() {
             Err(Error::InProgress)
         } else {
@@ -140,6 +144,8 @@ pub(crate) enum Done {
 /// One entry of the deferral list.
 pub(crate) struct Deferred<Id> {
     pub(crate) ip: Id,
+    /// Whose answers its sync follows (the parent's: a catch-up subtree stays with its master).
+    pub(crate) follow: collect::Follow,
     pub(crate) resume: Option<Resume<Id>>,
 }
 
@@ -206,15 +212,22 @@ fn pass<S: ChainStore>(
     let mut list: Vec<Deferred<S::Id>> = Vec::new();
     let mut root_resume = None;
     loop {
-        match slaves::sync_slaves(&mut ctx, root, &mut list, true, &mut root_resume) {
+        match slaves::sync_slaves(
+            &mut ctx,
+            root,
+            collect::Follow::Quorum,
+            &mut list,
+            true,
+            &mut root_resume,
+        ) {
             Err(Error::Again) => {}
             r => return r.map(|_| ()),
         }
         while let Some(top) = list.last_mut() {
-            let ip = top.ip;
+            let (ip, follow) = (top.ip, top.follow);
             let mut resume = top.resume.take();
             let before = list.len();
-            let r = slaves::sync_slaves(&mut ctx, ip, &mut list, false, &mut resume);
+            let r = slaves::sync_slaves(&mut ctx, ip, follow, &mut list, false, &mut resume);
             if let Some(e) = list.get_mut(before - 1) {
                 e.resume = resume;
             }

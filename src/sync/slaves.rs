@@ -57,7 +57,7 @@
 use alloc::vec::Vec;
 use core::cmp::Ordering;
 
-use super::collect::{inode_focus, inode_focus_scan, Collector, Focus, Inflight, Item};
+use super::collect::{inode_focus, inode_focus_scan, Collector, Focus, Follow, Inflight, Item};
 use super::{Ctx, Deferred, Done, Resume, ScanMode, MAX_DEFER};
 use crate::host::LockMode;
 use crate::media::{self, Blockref, KEY_MAX};
@@ -115,13 +115,15 @@ fn range_cmp(a: &Blockref, key: u64, key_end: u64) -> Ordering {
     }
 }
 
-/// Synchronize inode `ip` of our node with the focus of the other nodes (HAMMER2-FACTS §3.1-4).
-/// Child inodes needing work are pushed on `list` (LIFO); `Again` when any was, or when the list
-/// is full. The inode is stamped with the focus modify_tid only when its whole scan succeeded
-/// and nothing was deferred.
+/// Synchronize inode `ip` of our node with the focus of the nodes `follow` reads
+/// (HAMMER2-FACTS §3.1-4). Child inodes needing work are pushed on `list` (LIFO); `Again` when
+/// any was, or when the list is full. The inode is stamped with the focus modify_tid only when
+/// its whole scan succeeded and nothing was deferred. An inode catch-up mode synchronizes to
+/// its highest master has its whole subtree follow that master (the deferred children too).
 pub(crate) fn sync_slaves<'a, S: ChainStore>(
     ctx: &mut Ctx<'a, S>,
     ip: S::Id,
+    follow: Follow,
     list: &mut Vec<Deferred<S::Id>>,
     isroot: bool,
     resume: &mut Option<Resume<S::Id>>,
@@ -131,7 +133,6 @@ pub(crate) fn sync_slaves<'a, S: ChainStore>(
     // DEVIATION (bug 7): the seed read our chain's modify_tid before checking it exists; a
     // deferred inode removed meanwhile is `NotFound` here, which the driver tolerates.
     let keys = me.key_path(ip)?;
-    let pool = ctx.pool.ok_or(Error::Invalid)?;
     // F2: the cluster's change sequence before the focus is read. A change in flight now, or
     // one started before a mutation below, may have reached some nodes only: a quorum of the
     // others still at the old TID would make us undo it (a master losing a committed write).
@@ -143,7 +144,7 @@ pub(crate) fn sync_slaves<'a, S: ChainStore>(
         return Err(Error::InProgress);
     }
     // The workers go on to read the inode's children: the scan below usually starts with them.
-    let (focus, inflight) = inode_focus_scan(pool, ctx.peers, ctx.idx, &keys, ctx.brk)?;
+    let (focus, inflight) = inode_focus_scan(ctx, &keys, follow)?;
     let Some(focus) = focus else {
         // No quorum for this inode: nothing to synchronize to, nothing changes.
         return Ok(Done::NoFocus);
@@ -158,10 +159,15 @@ pub(crate) fn sync_slaves<'a, S: ChainStore>(
     if ours == sync_tid {
         return Ok(Done::Equal);
     }
-    // Catch-up mode never moves a node backwards.
+    // Catch-up mode never moves a node backwards; below, the subtree becomes the chosen
+    // master's exactly.
     if focus.catchup && ours > sync_tid {
         return Ok(Done::NoFocus);
     }
+    let follow = match focus.catchup {
+        true => Follow::Master(focus.node),
+        false => follow,
+    };
     // Continue an interrupted scan where it stopped, if nothing it relied on changed.
     let (start, undecided) = match rec {
         Some(r) if r.ip == ip && r.sync_tid == sync_tid && r.gen == me.frontend_gen() => {
@@ -180,6 +186,7 @@ pub(crate) fn sync_slaves<'a, S: ChainStore>(
         resume,
         seq,
         inflight: Some(inflight),
+        follow,
     };
     match ctx.mode {
         ScanMode::Original => {
@@ -203,7 +210,7 @@ pub(crate) fn sync_slaves<'a, S: ChainStore>(
     }
 
     // The final update, under the same lock: the quorum's inode is copied.
-    let fc = final_copy(ctx, &keys, first, scan.seq, sync_tid)?;
+    let fc = final_copy(ctx, &keys, first, follow, scan.seq, sync_tid)?;
     unchanged(ctx, scan.seq)?;
     ctx.stats.destroyed += replace_held(me, &g, fc, sync_tid, isroot)?;
     ctx.stats.replaced += 1;
@@ -217,6 +224,7 @@ fn final_copy<S: ChainStore>(
     ctx: &Ctx<'_, S>,
     keys: &[u64],
     first: (usize, S::Id),
+    follow: Follow,
     seq: Option<u64>,
     sync_tid: u64,
 ) -> Result<FocusCopy> {
@@ -234,10 +242,9 @@ fn final_copy<S: ChainStore>(
         }
         return Ok(fc);
     }
-    let pool = ctx.pool.ok_or(Error::Invalid)?;
     // DEVIATION (bug 7): the seed passed a possibly NULL focus to the final replace; with no
     // focus now the inode is not stamped and the pass is retried.
-    let focus = inode_focus(pool, ctx.peers, ctx.idx, keys, ctx.brk)?.ok_or(Error::InProgress)?;
+    let focus = inode_focus(ctx, keys, follow)?.ok_or(Error::InProgress)?;
     FocusCopy::read(ctx, &focus)
 }
 
@@ -255,6 +262,8 @@ struct Scan<'s, Id> {
     /// The workers' reads of the inode's children from key 0, begun with the focus: taken by
     /// the first merge of a range starting there.
     inflight: Option<Inflight>,
+    /// Whose answers the scan follows.
+    follow: Follow,
 }
 
 /// `InProgress` unless no frontend change started since the focus was read (`seq`). Checked
@@ -300,7 +309,7 @@ fn clip_local<S: ChainStore>(
 
 /// The collector's next item from `it` on whose key lies in `beg ..= end` (None past `end`).
 fn clip_item<S: ChainStore>(
-    coll: &mut Collector<'_, '_, S>,
+    coll: &mut Collector<'_, S>,
     mut it: Option<Item<S::Id>>,
     beg: u64,
     end: u64,
@@ -330,18 +339,9 @@ fn merge_range<'a, S: ChainStore>(
 ) -> Result<bool> {
     let me = ctx.me();
     let ip = scan.ip;
-    let pool = ctx.pool.ok_or(Error::Invalid)?;
     // Any later merge must ask anew: the workers' streams are consumed by this one.
     let inflight = scan.inflight.take();
-    let mut coll = Collector::new(
-        pool,
-        ctx.peers,
-        ctx.idx,
-        scan.keys,
-        ctx.brk,
-        Some(beg),
-        inflight.as_ref(),
-    )?;
+    let mut coll = Collector::new(ctx, scan.keys, scan.follow, Some(beg), inflight.as_ref())?;
     let mut local = clip_local(me, ip, me.lookup(ip, beg, KEY_MAX)?, beg, end)?;
     let first = coll.next_item()?;
     let mut item = clip_item(&mut coll, first, beg, end)?;
@@ -384,9 +384,7 @@ fn merge_range<'a, S: ChainStore>(
                 item = clip_item(&mut coll, n, beg, end)?;
             }
             (Ordering::Equal, Some((l, lb)), Some(Item::Focus(f))) => {
-                // Catch-up keeps a copy of ours that is ahead of the highest master.
-                let ahead = f.catchup && lb.modify_tid > f.head.modify_tid;
-                let after = if lb.modify_tid != f.head.modify_tid && !ahead {
+                let after = if lb.modify_tid != f.head.modify_tid {
                     take_focus(ctx, g, scan, Some((l, &lb)), &f)?
                 } else {
                     lb
@@ -453,7 +451,7 @@ fn take_focus<'a, S: ChainStore>(
         None => insert(ctx, g, fc, mtid)?,
     };
     if defer {
-        push_defer(ctx, scan.list, c)?;
+        push_defer(ctx, scan.list, c, scan.follow)?;
         scan.needrescan = true;
     }
     Ok(after)
@@ -478,17 +476,21 @@ fn pruned_walk<'a, S: ChainStore>(
 ) -> Result<bool> {
     let me = ctx.me();
     let n = ctx.peers.stores.len().min(MAX_NODES);
-    // The inode on every other node that holds it. A node without it answers Absent for every
-    // key and cannot change a per-key decision (see the module docs), so it is not compared.
+    // The inode on every other node the scan follows that holds it. A node without it answers
+    // Absent for every key and cannot change a per-key decision (see the module docs), so it
+    // is not compared. A subtree that follows one master (catch-up) is compared with that
+    // master alone: the others decide nothing there.
     let mut others: [Option<S::Id>; MAX_NODES] = [None; MAX_NODES];
     for (j, o) in others.iter_mut().enumerate().take(n) {
-        if j != ctx.idx {
+        if scan.follow.asks(j, ctx.idx) {
             *o = ctx.peers.stores[j].resolve_keys(scan.keys)?;
         }
     }
     // The inode vanished from a node mid-walk: the cluster is moving, so nothing is skipped
-    // any more (every span is merged, as the original scan would; its collector copes).
-    let mut vanished = false;
+    // any more (every span is merged, as the original scan would; its collector copes). The
+    // followed master without the inode is such a move.
+    let mut vanished =
+        matches!(scan.follow, Follow::Master(m) if others.get(m).is_some_and(|o| o.is_none()));
     let mut open: Vec<(u64, u64)> = Vec::new();
     open.try_reserve(MAX_OPEN)?;
     let mut cursor = start;
@@ -537,11 +539,13 @@ fn push_defer<S: ChainStore>(
     ctx: &mut Ctx<'_, S>,
     list: &mut Vec<Deferred<S::Id>>,
     c: S::Id,
+    follow: Follow,
 ) -> Result<()> {
     try_push(
         list,
         Deferred {
             ip: c,
+            follow,
             resume: None,
         },
     )?;

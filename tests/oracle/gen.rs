@@ -73,6 +73,10 @@ pub struct Case {
     pub class: Class,
     /// Roles set (`role <idx> <role>`) after the history, before sync.
     pub new_roles: Option<Vec<Role>>,
+    /// Nodes in catch-up mode (a mask), set before sync.
+    pub catchup: u8,
+    /// Read delays of synchronization, (node, milliseconds), set before sync.
+    pub stalls: Vec<(usize, u64)>,
 }
 
 /// Names used for directories and files, and (separately) for hardlink pointers.
@@ -292,10 +296,27 @@ pub fn resolve(raw: &RawCase) -> Case {
         ops,
         class,
         new_roles,
+        catchup: 0,
+        stalls: Vec::new(),
     }
 }
 
 impl Case {
+    /// A hand-made case: these changes (none committed) on these roles, nothing else set.
+    pub fn arbitrary(roles: Vec<Role>, ops: Vec<(u8, model::Op)>) -> Case {
+        Case {
+            roles,
+            ops: ops
+                .into_iter()
+                .map(|(mask, op)| (mask, op, false))
+                .collect(),
+            class: Class::Arbitrary,
+            new_roles: None,
+            catchup: 0,
+            stalls: Vec::new(),
+        }
+    }
+
     /// The model world after the history (TIDs 1, 2, ... in order), and every path any node
     /// ever held.
     pub fn replay(&self) -> (World, Vec<Vec<u8>>) {
@@ -312,6 +333,9 @@ impl Case {
         }
         if let Some(r) = &self.new_roles {
             w.roles = r.clone();
+        }
+        for (j, c) in w.catchup.iter_mut().enumerate() {
+            *c = self.catchup & (1 << j) != 0;
         }
         (w, seen.into_iter().collect())
     }
@@ -374,4 +398,34 @@ pub fn raw_case(max_ops: usize) -> impl Strategy<Value = RawCase> {
             ops,
             reroles,
         })
+}
+
+/// Raw cases with up to `max_ops` changes, one node in catch-up mode (an index, reduced modulo
+/// the node count) and a read delay of 0 to 3 ms per node.
+pub fn raw_catchup_case(max_ops: usize) -> impl Strategy<Value = (RawCase, u8, Vec<u8>)> {
+    (
+        raw_case(max_ops),
+        any::<u8>(),
+        prop::collection::vec(0u8..=3, 8),
+    )
+}
+
+/// [`resolve`], with the catch-up node and the stalls of [`raw_catchup_case`].
+/// Histories are of the arbitrary class: catch-up acts only where the masters disagree.
+pub fn resolve_catchup((raw, node, stalls): &(RawCase, u8, Vec<u8>)) -> Case {
+    let raw = RawCase {
+        committed: false,
+        ..raw.clone()
+    };
+    let mut case = resolve(&raw);
+    let n = case.roles.len();
+    case.catchup = 1 << (usize::from(*node) % n);
+    case.stalls = stalls
+        .iter()
+        .take(n)
+        .enumerate()
+        .filter(|(_, &ms)| ms > 0)
+        .map(|(j, &ms)| (j, u64::from(ms)))
+        .collect();
+    case
 }

@@ -6,6 +6,9 @@
 //! It follows the per-key rule of HAMMER2-FACTS §2-§3: a node is synchronized against a
 //! quorum of the OTHER masters, key by key; a key no quorum of them holds is destroyed locally;
 //! an inode whose modify_tid equals the focus's is taken as equal without looking inside.
+//! A node in catch-up mode whose root has no such quorum becomes the tree of the other master
+//! with the highest root TID (lowest index on ties), unless its own root TID is as high: the
+//! same merge, with that master as the only voter (SCENARIOS.md, `catchup`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -480,6 +483,8 @@ pub struct World {
     pub recorded: usize,
     /// Trees by node index.
     pub trees: Vec<Inode>,
+    /// Catch-up mode by node index.
+    pub catchup: Vec<bool>,
 }
 
 impl World {
@@ -489,6 +494,7 @@ impl World {
             roles: roles.to_vec(),
             recorded: roles.iter().filter(|r| **r == Role::Master).count(),
             trees: vec![Inode::root(); roles.len()],
+            catchup: vec![false; roles.len()],
         }
     }
 
@@ -518,6 +524,7 @@ impl World {
             .collect();
         let votes: Vec<_> = others.iter().map(|&(j, r, t)| (j, r, t.tid)).collect();
         let Some((fnode, ftid)) = rule(nm, &votes) else {
+            self.catch_up(idx, rule);
             return;
         };
         if self.trees[idx].tid == ftid {
@@ -529,6 +536,30 @@ impl World {
         let vrefs: Vec<(usize, Role, &Inode)> =
             versions.iter().map(|(j, r, t)| (*j, *r, t)).collect();
         sync_inode(&mut self.trees[idx], &focus, ftid, &vrefs, nm, rule, true);
+    }
+
+    /// With no quorum at the root: a node in catch-up mode takes the whole tree of the other
+    /// master holding the highest root TID (lowest index on ties), unless its own is as high.
+    fn catch_up(&mut self, idx: usize, rule: Rule) {
+        if !self.catchup[idx] {
+            return;
+        }
+        let Some(m) = self.highest_master(idx) else {
+            return;
+        };
+        let (mtid, focus) = (self.trees[m].tid, self.trees[m].clone());
+        if self.trees[idx].tid >= mtid {
+            return;
+        }
+        let only = [(m, Role::Master, &focus)];
+        sync_inode(&mut self.trees[idx], &focus, mtid, &only, 1, rule, true);
+    }
+
+    /// The master other than `idx` holding the highest root TID, the lowest index on ties.
+    pub fn highest_master(&self, idx: usize) -> Option<usize> {
+        (0..self.trees.len())
+            .filter(|&j| j != idx && self.roles[j] == Role::Master)
+            .max_by_key(|&j| (self.trees[j].tid, std::cmp::Reverse(j)))
     }
 
     /// Rounds of `sync_node` over every node in index order until a round changes nothing

@@ -11,6 +11,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use proptest::strategy::Strategy;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestError, TestRunner};
 
 use super::gen::{raw_case, resolve, Case};
@@ -54,21 +55,35 @@ fn seeds(cases: u32) -> Vec<(u64, u32)> {
 /// (`H2S_ORACLE_SCALE` multiplies the count). On failure, panic with the seed and the minimal
 /// case as a scenario.
 pub fn run(name: &str, cases: u32, max_ops: usize, prop: impl Fn(&Case) -> Result<(), String>) {
+    run_with(name, cases, max_ops, raw_case(max_ops), resolve, prop);
+}
+
+/// [`run`] over cases drawn from `strategy` (of at most `max_ops` changes) and resolved by
+/// `resolve`.
+pub fn run_with<R: Strategy>(
+    name: &str,
+    cases: u32,
+    max_ops: usize,
+    strategy: R,
+    resolve: impl Fn(&R::Value) -> Case,
+    prop: impl Fn(&Case) -> Result<(), String>,
+) {
     let scale = env_num("H2S_ORACLE_SCALE", 1).max(1) as u32;
     for (seed, share) in seeds(cases * scale) {
         // Shown with the test's output on failure (or with --nocapture).
         eprintln!(
             "oracle property `{name}`: seed {seed}, {share} cases of up to {max_ops} changes"
         );
-        run_seed(name, seed, share, max_ops, &prop);
+        run_seed(name, seed, share, &strategy, &resolve, &prop);
     }
 }
 
-fn run_seed(
+fn run_seed<R: Strategy>(
     name: &str,
     seed: u64,
     cases: u32,
-    max_ops: usize,
+    strategy: &R,
+    resolve: &impl Fn(&R::Value) -> Case,
     prop: &impl Fn(&Case) -> Result<(), String>,
 ) {
     let config = Config {
@@ -79,7 +94,7 @@ fn run_seed(
         ..Config::default()
     };
     let mut runner = TestRunner::new(config);
-    let result = runner.run(&raw_case(max_ops), |raw| {
+    let result = runner.run(strategy, |raw| {
         prop(&resolve(&raw)).map_err(TestCaseError::fail)
     });
     match result {

@@ -108,6 +108,12 @@ pub fn build_on(
             c.set_role(i, *r);
         }
     }
+    for i in (0..case.roles.len()).filter(|i| case.catchup & (1 << i) != 0) {
+        c.set_catchup(i, true);
+    }
+    for &(i, ms) in &case.stalls {
+        c.set_stall(i, Some(std::time::Duration::from_millis(ms)));
+    }
     Ok(c)
 }
 

@@ -70,6 +70,12 @@ pub fn render(case: &Case, world: &World, paths: &[Vec<u8>], note: &str) -> Stri
             let _ = writeln!(s, "role {i} {}", r.name());
         }
     }
+    if case.catchup != 0 {
+        let _ = writeln!(s, "catchup {} on", set(case.catchup, n));
+    }
+    for (i, ms) in &case.stalls {
+        let _ = writeln!(s, "stall {i} {ms}ms");
+    }
     match world.focus_root() {
         Some((_, t)) => {
             let _ = writeln!(s, "expect focus {t}");

@@ -409,3 +409,32 @@ fn resume_is_dropped_when_our_node_changes_meanwhile() {
     sync_all(&c);
     assert_same(&c, 0, 2);
 }
+
+/// Long loops are scheduling points: a sync pass over a tree, the frontend's `rm` of that tree
+/// and a comparison of two nodes each call the host's `relax` at least once per chain.
+#[test]
+fn sync_rm_and_compare_relax_once_per_chain() {
+    let h = host();
+    let c = Cluster::new(h, &[Role::Master, Role::Slave]).unwrap();
+    let n = 200;
+    c.apply(NodeSet(1), FrontendOp::Mkdir(b"/d")).unwrap();
+    for i in 0..n {
+        let p = format!("/d/f{i}");
+        c.apply(NodeSet(1), FrontendOp::Write(p.as_bytes(), b"x"))
+            .unwrap();
+    }
+    c.refresh_view(1);
+    let before = h.relaxed();
+    c.sync_node(1, &|| false).unwrap();
+    assert!(
+        h.relaxed() - before >= n,
+        "a sync of {n} chains relaxed {} times",
+        h.relaxed() - before
+    );
+    let before = h.relaxed();
+    assert!(c.compare(0, 1, &mut String::new()).unwrap());
+    assert!(h.relaxed() - before >= 2 * n);
+    let before = h.relaxed();
+    c.apply(NodeSet(3), FrontendOp::Rm(b"/d")).unwrap();
+    assert!(h.relaxed() - before >= 2 * n, "rm of 2x{n} chains");
+}

@@ -10,6 +10,7 @@ use core::pin::Pin;
 use std::boxed::Box;
 use std::sync::atomic::{AtomicBool, Ordering as AO};
 
+use super::collect::Follow;
 use super::slaves::{destroy, insert, sync_slaves, FocusCopy};
 use super::*;
 use crate::cluster::{Cluster, FrontendOp};

@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause */
+/*
+ * What the files of the Linux host share. One file per concern, as OpenZFS's SPL keeps one file
+ * per primitive family:
+ *
+ *   h2s_host.c     the port: the primitives the core imports (struct H2sHostOps)
+ *   h2s_debugfs.c  /sys/kernel/debug/hammer2_synchro/ (run, status, selftest, ctl)
+ *   h2s_bench.c    the `bench` debugfs file: round trips against kthread_park/unpark, kthread_stop
+ *   h2s_main.c     module parameters, init and exit
+ */
+#ifndef H2S_LINUX_H
+#define H2S_LINUX_H
+
+#include <linux/fs.h>
+#include <linux/mutex.h>
+
+#include "hammer2_synchro.h"
+
+/* h2s_host.c */
+extern const struct H2sHostOps h2s_ops;
+void h2s_host_init(void);
+void h2s_host_exit(void);
+
+/* h2s_debugfs.c */
+int h2s_debugfs_init(void);
+void h2s_debugfs_exit(void);
+
+/*
+ * A debugfs file whose work starts by writing `run` to it and whose latest text any open reads
+ * (h2s_debugfs.c: selftest, bench). `gen` does the work, serialized with every other run, into a
+ * buffer of `cap` bytes: 0 or -errno (-ENOSPC: the text was cut, still kept).
+ */
+struct h2s_result {
+	struct mutex lock;	/* text, len */
+	size_t cap;
+	int (*gen)(char *buf, size_t cap, size_t *len);
+	char *text;
+	size_t len;
+};
+
+/* h2s_bench.c */
+extern struct h2s_result h2s_bench_result;
+
+#endif /* H2S_LINUX_H */
