@@ -2,7 +2,8 @@
 //!
 //! Layers, bottom up (a module uses only its own layer and those below; `tests/layers.rs`
 //! checks it, `docs/ARCHITECTURE.md` draws it):
-//! - [`error`], [`mem`]: the error type and fallible allocation;
+//! - [`error`], [`mem`], [`text`]: the error type, fallible allocation, and fixed-capacity
+//!   messages for reports that must not allocate;
 //! - [`host`]: the porting surface, the only thing a kernel must provide;
 //! - [`media`]: HAMMER2 on-media types (blockref, inode) and constants;
 //! - [`volume`]: a read-only reader of HAMMER2 volumes (today's layout) over a block device;
@@ -11,7 +12,6 @@
 //! - [`quorum`]: focus selection by a quorum of masters, cluster status words;
 //! - [`store`]: the in-memory HAMMER2-shaped node store;
 //! - [`sync`]: the per-inode synchronizer (`hammer2_sync_slaves`);
-//! - [`text`]: fixed-capacity messages, for reports that must not allocate;
 //! - [`cluster`]: up to 8 nodes with roles, frontend changes, sync entry points;
 //! - [`scenario`]: the `.scn` language every host runs;
 //! - [`selftest`], [`conformance`]: the tests every host runs on itself;

@@ -23,7 +23,7 @@ use layers::scan::load_crate;
 /// The core's layers, bottom up: a module may use the modules of its own layer and of the
 /// layers below it, never those above.
 const CORE_LAYERS: &[(&str, &[&str])] = &[
-    ("errors, fallible memory", &["error", "mem"]),
+    ("errors, memory, messages", &["error", "mem", "text"]),
     ("porting surface", &["host"]),
     ("media types", &["media"]),
     ("volume reader", &["volume"]),
