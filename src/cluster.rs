@@ -318,6 +318,11 @@ impl Cluster {
     /// HAMMER2's does. That is the number the path already has on any node (a node that missed
     /// the creation gets the same inode), else one past the highest any node handed out.
     /// None in the seed's layout (its numbers derive from the path) and for other changes.
+    ///
+    /// DEVIATION (test clusters): HAMMER2's frontend allocates from its PFS's counter and
+    /// creates on the nodes it reaches; a scenario may give "the same" file to a node that
+    /// missed its creation by a later change, which must then agree with the others, so the
+    /// number a path has anywhere is reused.
     fn new_inum(&self, op: FrontendOp<'_>) -> core::result::Result<Option<u64>, (usize, Error)> {
         let path = match op {
             FrontendOp::Mkdir(p) | FrontendOp::Write(p, _) if self.layout == Layout::Index => p,

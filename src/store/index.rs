@@ -192,20 +192,33 @@ impl Store {
         Ok(r)
     }
 
-    /// The first free key for `name` in `dir`: past the name's hash, within its collision bits
-    /// (`hammer2_xop_scanlhc`); `TooBig` (HAMMER2's ENOSPC) when the range is full.
+    /// The key `name` gets in `dir`, as `hammer2_dirent_create` picks it: from the name's hash,
+    /// step over the entries of its collision range while they sit at consecutive keys; the
+    /// first gap is the key, and a run that reaches the range's last entry steps once more (so
+    /// a fresh name gets `hash + 1`, and a name whose `hash + 1` is taken gets `hash`). `TooBig`
+    /// (HAMMER2's ENOSPC) past the collision bits.
     fn free_dirent_key(&self, dir: ChainId, name: &[u8]) -> Result<u64> {
         let h = dirhash(name);
+        let end = h | DIRHASH_LOMASK;
         let mut k = h;
+        let mut next = self.lookup(dir, h, end)?;
         loop {
-            k += 1;
-            if k > h | DIRHASH_LOMASK {
-                return Err(Error::TooBig);
-            }
-            if self.child_at(dir, k)?.is_none() {
-                return Ok(k);
+            match next {
+                Some((_, b)) if b.key == k => {
+                    k = k.checked_add(1).ok_or(Error::TooBig)?;
+                    next = self.next(dir, &b, end)?;
+                }
+                Some(_) => break,
+                None => {
+                    k = k.checked_add(1).ok_or(Error::TooBig)?;
+                    break;
+                }
             }
         }
+        if (h ^ k) & !DIRHASH_LOMASK != 0 {
+            return Err(Error::TooBig);
+        }
+        Ok(k)
     }
 
     /// Add the entry `name` -> (`inum`, `objtype`) to `dir`, stamped `tid`.
@@ -629,7 +642,7 @@ mod tests {
     }
 
     #[test]
-    fn long_names_sit_in_a_data_block_and_collisions_take_the_next_key() {
+    fn long_names_sit_in_a_data_block_and_collisions_take_hammer2s_key() {
         let s = store();
         let short = [b's'; 64];
         let long = [b'l'; 65];
@@ -644,20 +657,28 @@ mod tests {
         };
         assert_eq!(block[..65], long);
         lb.verify_check(&block).unwrap();
-        // Another entry at the name's first key: the new one takes the next.
-        let h = dirhash(b"n");
-        {
+        // Other names' entries in a collision range, as a hash collision would place them.
+        let occupy = |key: u64, tid: u64| {
             let g = s.lock_root(LockMode::Exclusive);
             let head = DirentHead {
                 inum: 5000,
                 namlen: 5,
                 objtype: media::OBJTYPE_REGFILE,
             };
-            let (b, body) = dirent_chain(h + 1, head, b"other", 3).unwrap();
+            let (b, body) = dirent_chain(key, head, b"other", tid).unwrap();
             s.insert(&g, b, body).unwrap();
-        }
+        };
+        // HAMMER2's scan stops at the first gap: here the hash itself.
+        let h = dirhash(b"n");
+        occupy(h + 1, 3);
         s.mkdir(b"/n", 4).unwrap();
-        assert_eq!(entry(&s, s.root(), b"n").0.key, h + 2);
+        assert_eq!(entry(&s, s.root(), b"n").0.key, h);
+        // A run from the hash to the range's last entry: one past the run's end, then one more.
+        let h2 = dirhash(b"n2");
+        occupy(h2, 5);
+        occupy(h2 + 1, 6);
+        s.mkdir(b"/n2", 7).unwrap();
+        assert_eq!(entry(&s, s.root(), b"n2").0.key, h2 + 3);
         assert_eq!(
             s.meta(s.resolve(b"/n").unwrap()).unwrap().objtype,
             media::OBJTYPE_DIRECTORY
