@@ -371,6 +371,9 @@ impl Cluster {
             catchup: node.catchup.load(Ordering::SeqCst),
         };
         let mut stats = SyncStats::default();
+        // Uncontended: passes of this node are serialized by `sync_lock` above, and the pool is
+        // only replaced before threads start and after they stopped. So the pass may sleep and
+        // relax while holding it; nobody spins on it meanwhile.
         let pool = node.pool.lock();
         let r = match pool.as_ref() {
             Some(p) => sync::sync_pass_pooled(&peers, p, idx, brk, &mut stats, self.scan_mode()),

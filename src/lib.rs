@@ -14,7 +14,7 @@
 //! - [`sync`]: the per-inode synchronizer (`hammer2_sync_slaves`);
 //! - [`cluster`]: up to 8 nodes with roles, frontend changes, sync entry points;
 //! - [`scenario`]: the `.scn` language every host runs;
-//! - [`selftest`], [`conformance`]: the tests every host runs on itself;
+//! - [`testkit`]: the tests every host runs on itself (conformance, protocol, stress);
 //! - `userland`: the std host (feature `std`).
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_op_in_unsafe_fn)]
@@ -23,7 +23,6 @@
 extern crate alloc;
 
 pub mod cluster;
-pub mod conformance;
 pub mod error;
 pub mod host;
 pub mod media;
@@ -31,9 +30,9 @@ pub mod mem;
 pub mod quorum;
 pub mod role;
 pub mod scenario;
-pub mod selftest;
 pub mod store;
 pub mod sync;
+pub mod testkit;
 pub mod text;
 pub mod thread;
 pub mod volume;

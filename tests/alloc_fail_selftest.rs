@@ -19,7 +19,7 @@ use hammer2_synchro::host::{Host, LockMode, LogLevel, RawLock, RawThread, Thread
 mod alloc_common;
 
 use hammer2_synchro::role::Role;
-use hammer2_synchro::selftest::{self, stress, Case, Outcome};
+use hammer2_synchro::testkit::selftest::{self, stress, Case, Outcome};
 
 /// Allocations counted while armed; the one that brings it to [`FAIL_AT`] fails.
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
@@ -195,7 +195,7 @@ fn small_stress(host: &'static dyn Host, out: &mut dyn fmt::Write) -> Outcome {
 #[test]
 fn every_self_test_ends_cleanly_when_an_allocation_fails() {
     let mut report = String::new();
-    let cases = hammer2_synchro::conformance::CASES
+    let cases = hammer2_synchro::testkit::conformance::CASES
         .iter()
         .chain(selftest::CASES.iter().filter(|(n, _)| *n != "stress"))
         .copied()

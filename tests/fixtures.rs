@@ -2,7 +2,8 @@
 //! (written by kusumi/makefs, which carries DragonFly's own HAMMER2 code; LZ4, zlib and
 //! uncompressed data). For each: PFS `DATA` walked and printed as the fixtures' MANIFEST
 //! (type, mode, size, sha256, symlink target, hardlinks), every reachable block's check code
-//! verified, today's layout facts checked (docs/HAMMER2-FACTS.md, "Today's layout"); then
+//! verified, today's layout facts checked (docs/HAMMER2-FACTS.md, "Today's layout"), `fsck`
+//! clean and naming the block of a flipped byte; then
 //! damaged copies (flipped bytes, a truncated image, a wrong magic, an out-of-range
 //! blockref) must give clean errors.
 //!
@@ -17,12 +18,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use hammer2_synchro::media::volhdr::seal;
+use hammer2_synchro::media::MediaError;
 use hammer2_synchro::media::{
     dirhash, InodeData, COMP_LZ4, COMP_NONE, COMP_ZLIB, DIRHASH_HIMASK, DIRHASH_LOMASK,
     DIRHASH_VISIBLE, OBJTYPE_DIRECTORY, OBJTYPE_REGFILE, OBJTYPE_SOFTLINK, PFSTYPE_MASTER,
     PFSTYPE_SUPROOT,
 };
-use hammer2_synchro::volume::{BlockDev, Cause, Flow, Pfs, ReadError, Volume};
+use hammer2_synchro::volume::{
+    fsck, BlockDev, Cause, Flow, FsckOptions, Pfs, Problem, ReadError, Volume,
+};
 use hammer2_synchro::Error;
 use sha2::{Digest, Sha256};
 
@@ -289,6 +293,59 @@ fn fixtures() {
         assert_eq!(r.name_blocks, 2, "{name}: {r:?}");
         assert_eq!(r.dirents, want.lines().count() as u64, "{name}: {r:?}");
     }
+}
+
+#[test]
+fn fsck_passes_the_images_and_names_damage() {
+    let images = Images::unpack("fsck");
+    for name in IMAGES {
+        let path = images.path(name);
+        let r = fsck(FileDev::open(&path), FsckOptions::default()).unwrap();
+        assert!(r.is_clean(), "{name}: {:?}", r.findings);
+        assert_eq!(r.zone, Some(0), "{name}");
+        assert_eq!(r.freemap_leaves, 1, "{name}");
+        let v = Volume::open(FileDev::open(&path))
+            .unwrap()
+            .verify_all()
+            .unwrap();
+        let counts = (r.inodes, r.indirect, r.data, r.dirents);
+        assert_eq!(counts, (v.inodes, v.indirect, v.data, v.dirents), "{name}");
+    }
+    let path = images.path("t-lz4");
+    let vol = Volume::open(FileDev::open(&path)).unwrap();
+    let blocks = reachable_blocks(&vol);
+    let leaf = hammer2_synchro::media::freemap::decode_bref(&vol.header().freemap_blockset[0])
+        .unwrap()
+        .data_off;
+    drop(vol);
+    let damaged = |at: u64| {
+        let mut dev = FileDev::open(&path);
+        dev.flips.push((at, 0x10));
+        fsck(dev, FsckOptions::default()).unwrap()
+    };
+    // A flipped byte in a block: one finding, naming it.
+    let (off, len) = blocks[blocks.len() / 2];
+    let r = damaged(off + len as u64 / 2);
+    assert_eq!(r.findings_total, 1, "{:?}", r.findings);
+    let f = r.findings[0];
+    assert_eq!(
+        f.problem,
+        Problem::Tree(Cause::Media(MediaError::CheckMismatch))
+    );
+    assert_eq!(f.at & !0x3F, off);
+    // In the freemap leaf.
+    let r = damaged((leaf & !0x3F) + 100);
+    let crc = Problem::Freemap(Cause::Media(MediaError::CheckMismatch));
+    assert_eq!(
+        r.findings
+            .iter()
+            .map(|f| (f.problem, f.at))
+            .collect::<Vec<_>>(),
+        [(crc, leaf)]
+    );
+    // In the only header copy: nothing else can be checked.
+    let r = damaged(0x30);
+    assert_eq!((r.zone, r.findings_total), (None, 2));
 }
 
 /// Offsets of every block reachable in `vol` (from a full walk).

@@ -2,7 +2,8 @@
 //! project's own encoders make (see [`seeds`]; the real volumes stay outside the project): the
 //! volume header (64 KiB;
 //! mutations are re-sealed with correct CRCs half of the time so they reach the field rules),
-//! DIRENT blockrefs and their heads, and LZ4 / zlib data blocks. No input may panic; a header
+//! DIRENT blockrefs and their heads, freemap blockrefs and bmap entries, and LZ4 / zlib data
+//! blocks. No input may panic; a header
 //! that decodes re-encodes to a header that decodes equal; decompression never produces more
 //! than the 64 KiB logical block.
 //!
@@ -13,6 +14,7 @@ mod fuzz_common;
 use fuzz_common::{iterations, mutate, run_one, seed, Rng};
 use hammer2_synchro::media::compress::{decompress, Inflater};
 use hammer2_synchro::media::dirent::short_dirent;
+use hammer2_synchro::media::freemap;
 use hammer2_synchro::media::volhdr::{self, VOLUME_BYTES};
 use hammer2_synchro::media::{
     dirhash, Blockref, DirentHead, VolumeHeader, BREF_BYTES, BREF_TYPE_DIRENT, BREF_TYPE_INODE,
@@ -92,6 +94,13 @@ fn exercise(input: &[u8], seal: bool, inf: &mut Inflater, out: &mut [u8], hits: 
         assert_eq!(VolumeHeader::decode(&again), Ok(h));
     }
     if let Some(raw) = input.get(..BREF_BYTES) {
+        if let Ok(b) = freemap::decode_bref(raw) {
+            assert_eq!(freemap::decode_bref(&b.encode()), Ok(b));
+        }
+        let m = freemap::BmapData::decode(raw).expect("any 128 bytes are a bmap entry");
+        for g in 0..=freemap::GRANULES {
+            let _ = m.granule(g);
+        }
         if let Ok(b) = Blockref::decode(raw) {
             if let Ok(head) = DirentHead::decode(&b) {
                 hits.dirent += 1;

@@ -34,7 +34,7 @@ const CORE_LAYERS: &[(&str, &[&str])] = &[
     ("synchronizer", &["sync"]),
     ("cluster", &["cluster"]),
     ("scenario interpreter", &["scenario"]),
-    ("testkit", &["selftest", "conformance"]),
+    ("testkit", &["testkit"]),
     ("userland host", &["userland"]),
 ];
 

@@ -1,5 +1,5 @@
 //! Stress in userland at larger sizes than the self-test: the portable case of
-//! `hammer2_synchro::selftest::stress` (the one the kernel runs from debugfs `selftest`), here
+//! `hammer2_synchro::testkit::selftest::stress` (the one the kernel runs from debugfs `selftest`), here
 //! with more writers, operations and requests, for two cluster shapes and several seeds.
 //!
 //! Concurrent frontend writers on the masters, every node's sync thread running, and random
@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use hammer2_synchro::role::Role;
-use hammer2_synchro::selftest::stress::{run, Params, MIXED_ROLES};
+use hammer2_synchro::testkit::selftest::stress::{run, Params, MIXED_ROLES};
 
 /// One master: a frontend change is on the quorum as soon as that node applied it.
 const ONE_MASTER: &[Role] = &[

@@ -29,6 +29,13 @@ USAGE:
                                      only parse each scenario (syntax check), run nothing
     hammer2-synchro help             show this text (also -h, --help)
 
+  Real HAMMER2 volumes (image files or block devices, read-only; each command has --help):
+    hammer2-synchro ls IMAGE[@LABEL] [PATH]
+                                     list a volume's PFSs, or a directory of PFS LABEL
+    hammer2-synchro export IMAGE@LABEL DIR
+                                     copy PFS LABEL's tree into the new directory DIR
+    hammer2-synchro fsck IMAGE       check headers, check codes, key order and the freemap
+
 OPTIONS:
     --status MS        print every live cluster's status (nodes, roles, TIDs, status
                        words, a no-quorum discrepancy, thread flags, counters) to stderr

@@ -1,4 +1,4 @@
-//! `ls` and `export`: read-only access to PFSs of HAMMER2 volumes (image files or block
+//! `ls`, `export` and `fsck`: read-only access to HAMMER2 volumes (image files or block
 //! devices) through the core's volume reader.
 
 use std::collections::HashMap;
@@ -11,7 +11,10 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use hammer2_synchro::media::{InodeData, OBJTYPE_DIRECTORY, OBJTYPE_REGFILE, OBJTYPE_SOFTLINK};
-use hammer2_synchro::volume::{BlockDev, Entry, Flow, Pfs, ReadError, Volume};
+use hammer2_synchro::volume::fsck::{CopyState, FINDINGS_MAX, MAP_LIMIT_DEFAULT};
+use hammer2_synchro::volume::{
+    fsck, BlockDev, Cause, Entry, Flow, FsckOptions, FsckReport, Pfs, ReadError, Volume,
+};
 
 /// Standard output through the CLI's `Out`: a failed write ends the process with status 2,
 /// never a panic (`println!` panics on a closed pipe or a full disk).
@@ -68,11 +71,27 @@ EXIT STATUS: 0 done; 1 the volume could not be read or DIR not written (printed)
 usage or IMAGE could not be opened.
 ";
 
-/// The `ls` / `export` commands, or `None` for another command.
+const FSCK_HELP: &str = "\
+hammer2-synchro fsck IMAGE           check a HAMMER2 volume, read-only: every volume header copy
+                                     (CRCs, which is in use, which are older); from the copy in
+                                     use every reachable block (all PFSs: inodes, indirect
+                                     blocks, data, directory entries): offset and size in
+                                     range, check code, data that decompress, key order and
+                                     ranges in each table; the freemap (node and leaf CRCs,
+                                     every granule a reachable block uses marked allocated)
+Prints the header copies, counts, and each finding with its media offset (the first
+100; all are counted); progress on stderr. Space marked allocated that nothing reachable
+uses is counted, not a finding: HAMMER2 frees space only in its bulkfree passes.
+EXIT STATUS: 0 clean; 1 findings (a volume with no valid header copy included); 2 bad
+usage, IMAGE could not be opened, or the volume is too large to check (past 8 TiB).
+";
+
+/// The `ls` / `export` / `fsck` commands, or `None` for another command.
 pub fn dispatch(cmd: &str, args: &[String]) -> Option<ExitCode> {
     let (help, f): (&str, Command) = match cmd {
         "ls" => (LS_HELP, ls),
         "export" => (EXPORT_HELP, export),
+        "fsck" => (FSCK_HELP, fsck_cmd),
         _ => return None,
     };
     if args.iter().any(|a| a == "--help" || a == "-h") {
@@ -369,4 +388,94 @@ fn export(args: &[String]) -> Result<(), Fail> {
         counts.links
     );
     Ok(())
+}
+
+fn fsck_cmd(args: &[String]) -> Result<(), Fail> {
+    let [image] = args else {
+        return Err(Fail::Usage("expected IMAGE".into()));
+    };
+    let dev = FileDev::open(image)?;
+    let mut shown = false;
+    let mut progress = |blocks: u64| {
+        err!("\rfsck: {blocks} blocks checked");
+        shown = true;
+    };
+    let opts = FsckOptions {
+        map_limit: MAP_LIMIT_DEFAULT,
+        progress: Some(&mut progress),
+    };
+    let report = fsck(dev, opts);
+    if shown {
+        errln!("");
+    }
+    let r = match report {
+        Ok(r) => r,
+        Err(e) if e.cause == Cause::TooBig => {
+            return Err(Fail::Open(format!(
+                "{image}: a {} byte filesystem needs a map of reachable blocks over fsck's \
+                 {} MiB limit",
+                e.at,
+                MAP_LIMIT_DEFAULT >> 20
+            )))
+        }
+        Err(e) => return Err(Fail::Open(format!("{image}: {e}"))),
+    };
+    print_fsck(image, &r);
+    if r.is_clean() {
+        Ok(())
+    } else {
+        Err(Fail::Run(format!("{image}: {} findings", r.findings_total)))
+    }
+}
+
+fn print_fsck(image: &str, r: &FsckReport) {
+    outln!("volume header copies:");
+    for (zone, c) in r.copies.iter().enumerate() {
+        let at = hammer2_synchro::media::volhdr::copy_offset(zone);
+        let state = match c {
+            CopyState::Absent => "not inside the device".to_string(),
+            CopyState::Unreadable(e) => format!("unreadable ({e:?})"),
+            CopyState::Bad(e) => format!("refused: {e}"),
+            CopyState::Valid(tid) if r.zone == Some(zone) => {
+                format!("valid, mirror_tid {tid:#x}, in use")
+            }
+            CopyState::Valid(tid) if r.is_stale(zone) => {
+                format!("valid, mirror_tid {tid:#x}, older than the copy in use")
+            }
+            CopyState::Valid(tid) => format!("valid, mirror_tid {tid:#x}"),
+        };
+        outln!("  {zone} at {at:#x}: {state}");
+    }
+    if r.zone.is_some() {
+        outln!(
+            "reachable: {} inodes, {} indirect blocks, {} data blocks, {} directory entries, \
+             {} bytes",
+            r.inodes,
+            r.indirect,
+            r.data,
+            r.dirents,
+            r.reachable_bytes
+        );
+        outln!(
+            "freemap: {} nodes, {} leaves; {} KiB allocated but unreachable (a bulkfree \
+             reclaims it)",
+            r.freemap_nodes,
+            r.freemap_leaves,
+            r.unreachable_granules * 16
+        );
+    }
+    for f in &r.findings {
+        outln!("FINDING {f}");
+    }
+    if r.findings_total > FINDINGS_MAX as u64 {
+        outln!(
+            "... and {} more findings",
+            r.findings_total - FINDINGS_MAX as u64
+        );
+    }
+    if r.is_clean() {
+        outln!("{image}: clean");
+    } else {
+        outln!("{image}: {} findings", r.findings_total);
+    }
 }

@@ -27,6 +27,9 @@ fn help_explains_commands_and_exit_codes() {
             "--mem-limit SIZE   the most memory the run may hold at once (default 1G)",
             "EXIT STATUS",
             "docs/SCENARIOS.md",
+            "ls IMAGE[@LABEL] [PATH]",
+            "export IMAGE@LABEL DIR",
+            "fsck IMAGE",
             "EXAMPLE",
         ] {
             assert!(t.contains(needle), "{flag}: help lacks {needle}");
@@ -386,4 +389,33 @@ fn not_a_volume_exits_1_with_the_fault() {
         );
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn fsck_help_usage_and_exit_statuses() {
+    let o = cli(&["fsck", "--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    let help = text(&o.stdout);
+    assert!(help.contains("hammer2-synchro fsck IMAGE") && help.contains("EXIT STATUS"));
+    for args in [&["fsck"][..], &["fsck", "a", "b"]] {
+        let o = cli(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(text(&o.stderr).contains("expected IMAGE"), "{args:?}");
+    }
+    let o = cli(&["fsck", "no/such/image"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("no/such/image"));
+    // Not a HAMMER2 volume: a finding (no usable header), status 1.
+    let img = std::env::temp_dir().join(format!("h2-fsck-zeros-{}", std::process::id()));
+    std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+    let o = cli(&["fsck", img.to_str().unwrap()]);
+    std::fs::remove_file(&img).unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("0 at 0x0: refused: bad volume header magic")
+            && out.contains("FINDING no usable volume header")
+            && out.contains(": 2 findings"),
+        "{out}"
+    );
 }

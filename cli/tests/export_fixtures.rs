@@ -1,6 +1,6 @@
 //! `export` of PFS DATA from each real volume of `../shared/fixtures/hammer2/` gives back the
 //! tree of the fixtures' MANIFEST, read from the host filesystem: types, modes, sizes, sha256,
-//! symlink targets, hardlinks (same host inode); `ls` shows the PFSs. Run by
+//! symlink targets, hardlinks (same host inode); `ls` shows the PFSs; `fsck` passes them. Run by
 //! `make fixtures-test`; `H2_FIXTURES=DIR` points elsewhere.
 
 use std::collections::BTreeMap;
@@ -100,6 +100,18 @@ fn export_reproduces_the_manifest() {
         assert_eq!(o.status.code(), Some(0));
         let ls = String::from_utf8_lossy(&o.stdout);
         assert!(ls.contains("\nDATA ") && ls.contains("\nLOCAL "), "{ls}");
+        let o = Command::new(env!("CARGO_BIN_EXE_hammer2-synchro"))
+            .arg("fsck")
+            .arg(&img)
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(0), "{report}");
+        assert!(
+            report.contains("0 at 0x0: valid, mirror_tid 0x11, in use"),
+            "{report}"
+        );
+        assert!(report.ends_with(": clean\n"), "{report}");
         let out = tmp.join(format!("{name}-out"));
         let (code, err) = export(&img, &out);
         assert_eq!(code, Some(0), "{err}");

@@ -184,8 +184,10 @@ struct H2sHostOps {
    Allocate `size` bytes (at least 64 KiB) for a large payload straight from the kernel,
    aligned to 4096 bytes, or return null (the core then falls back to its pool). Called
    wherever the core allocates, its own spinning locks possibly held: must not sleep up to
-   a few MiB (Linux: `kmalloc(GFP_NOWAIT)` up to `KMALLOC_MAX_SIZE`, `vmalloc` beyond, for
-   file contents the core allocates with no lock held). Never called with the heap lock.
+   a few MiB (Linux: `kmalloc(GFP_NOWAIT)` up to `KMALLOC_MAX_SIZE`). Larger requests may
+   sleep (Linux: `vmalloc`): the core makes them with no spinning lock held (file contents,
+   and its large tables, which it grows outside their locks). Never called with the heap
+   lock.
    */
   void *(*big_alloc)(size_t size);
   /*
@@ -220,9 +222,9 @@ int32_t h2s_init(const struct H2sHostOps *ops, void *pool, size_t len);
 
 /*
  Stop the library: destroy every remaining cluster (stopping and joining its threads), then
- release the pool and the ops table. The bytes still allocated from the pool after every
- cluster was destroyed (a leak: 0 when everything was freed) are stored through `leaked` (may
- be null). Returns how many clusters it had to destroy (0 or more), or `-EINVAL` if the library
+ release the pool and the ops table. The bytes still allocated (pool blocks and large
+ payloads from `big_alloc`) after every cluster was destroyed (a leak: 0 when everything was
+ freed) are stored through `leaked` (may be null). Returns how many clusters it had to destroy (0 or more), or `-EINVAL` if the library
  was not started.
 
  Context: process context, once at unload, after every other `h2s_*` call has returned and

@@ -126,9 +126,9 @@ pub unsafe extern "C" fn h2s_init(ops: *const H2sHostOps, pool: *mut c_void, len
 }
 
 /// Stop the library: destroy every remaining cluster (stopping and joining its threads), then
-/// release the pool and the ops table. The bytes still allocated from the pool after every
-/// cluster was destroyed (a leak: 0 when everything was freed) are stored through `leaked` (may
-/// be null). Returns how many clusters it had to destroy (0 or more), or `-EINVAL` if the library
+/// release the pool and the ops table. The bytes still allocated (pool blocks and large
+/// payloads from `big_alloc`) after every cluster was destroyed (a leak: 0 when everything was
+/// freed) are stored through `leaked` (may be null). Returns how many clusters it had to destroy (0 or more), or `-EINVAL` if the library
 /// was not started.
 ///
 /// Context: process context, once at unload, after every other `h2s_*` call has returned and

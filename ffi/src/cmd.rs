@@ -7,7 +7,7 @@ use core::fmt::{self, Write};
 
 use hammer2_synchro::cluster::Cluster;
 use hammer2_synchro::role::{Role, RoleList};
-use hammer2_synchro::selftest::{run_cases, Case};
+use hammer2_synchro::testkit::selftest::{run_cases, Case};
 use hammer2_synchro::thread::Request;
 use hammer2_synchro::Error;
 
@@ -82,9 +82,12 @@ pub(crate) fn write_status(out: &mut dyn Write) -> fmt::Result {
 
 /// The self-test suites `h2s_selftest` runs, in order.
 pub(crate) const SUITES: &[(&str, &[(&str, Case)])] = &[
-    ("host-conformance", hammer2_synchro::conformance::CASES),
+    (
+        "host-conformance",
+        hammer2_synchro::testkit::conformance::CASES,
+    ),
     ("kernel-host", crate::hostcheck::CASES),
-    ("thread-protocol", hammer2_synchro::selftest::CASES),
+    ("thread-protocol", hammer2_synchro::testkit::selftest::CASES),
 ];
 
 /// Run every self-test suite on the kernel host, as KTAP: one parent result per suite, each

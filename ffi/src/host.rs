@@ -141,9 +141,14 @@ pub(crate) unsafe fn run_thread(arg: *mut c_void) {
     // SAFETY: per this function's contract `arg` is a leaked `Box<ThreadEntry>` nobody else owns.
     let entry = unsafe { Box::from_raw(arg as *mut ThreadEntry) };
     (*entry)();
+    // The table is read before the count drops: once it reads 0, `h2s_fini` may uninstall the
+    // table (`table()` would then spin for ever), while the `h2s_ops` it points to is static
+    // and outlives the host's wait for this thread's exit.
+    let ops = table();
     // Last: the body and everything it owned are gone.
     if BODIES.fetch_sub(1, Ordering::SeqCst) == 1 {
-        KERNEL_HOST.wake_word(&BODIES);
+        // SAFETY: `ops` is the installed table (static, see above); `BODIES` is a live static.
+        unsafe { (ops.wake_word)(BODIES.as_ptr()) };
     }
 }
 

@@ -1,7 +1,7 @@
-//! Kernel-host checks beyond the portable conformance tests (`hammer2_synchro::conformance`):
+//! Kernel-host checks beyond the portable conformance tests (`hammer2_synchro::testkit::conformance`):
 //! a host lock then chain locks nested deeper than a lock validator keeps track of, joining a thread whose body
 //! already returned (a kthread that exited before `kthread_stop`), pool exhaustion as a clean
-//! error, and a freeze of a real sync thread in the middle of resyncing a large tree. Same KTAP subtest style as `hammer2_synchro::selftest`; the kernel runs them from
+//! error, and a freeze of a real sync thread in the middle of resyncing a large tree. Same KTAP subtest style as `hammer2_synchro::testkit::selftest`; the kernel runs them from
 //! debugfs `selftest`.
 
 // Failures carry a fixed-capacity `Note` on purpose: reporting one must never allocate.
@@ -15,7 +15,7 @@ use core::time::Duration;
 use hammer2_synchro::cluster::{Cluster, FrontendOp};
 use hammer2_synchro::host::{self, Host, LockMode};
 use hammer2_synchro::role::{NodeSet, Role};
-use hammer2_synchro::selftest::{Case, Note, Outcome};
+use hammer2_synchro::testkit::selftest::{Case, Note, Outcome};
 use hammer2_synchro::thread::Request;
 
 /// Every kernel-host check, by name.

@@ -81,8 +81,10 @@ pub struct H2sHostOps {
     /// Allocate `size` bytes (at least 64 KiB) for a large payload straight from the kernel,
     /// aligned to 4096 bytes, or return null (the core then falls back to its pool). Called
     /// wherever the core allocates, its own spinning locks possibly held: must not sleep up to
-    /// a few MiB (Linux: `kmalloc(GFP_NOWAIT)` up to `KMALLOC_MAX_SIZE`, `vmalloc` beyond, for
-    /// file contents the core allocates with no lock held). Never called with the heap lock.
+    /// a few MiB (Linux: `kmalloc(GFP_NOWAIT)` up to `KMALLOC_MAX_SIZE`). Larger requests may
+    /// sleep (Linux: `vmalloc`): the core makes them with no spinning lock held (file contents,
+    /// and its large tables, which it grows outside their locks). Never called with the heap
+    /// lock.
     pub big_alloc: unsafe extern "C" fn(size: usize) -> *mut c_void,
     /// Free what `big_alloc` returned. Process context.
     pub big_free: unsafe extern "C" fn(p: *mut c_void),

@@ -510,19 +510,21 @@ unsafe impl GlobalAlloc for Pool {
             return;
         }
         let order = order_of(layout);
-        // The pool's blocks lie inside it; anything else came from `big_alloc`.
-        let in_pool = self
+        // The pool's blocks lie inside it; anything else came from `big_alloc`. After a reset
+        // (no pool) nothing can be told apart any more, so every free is ignored: a stale pool
+        // pointer must never reach `big_free`, and a large payload still live then is only
+        // leaked (no core code runs after a reset).
+        let mine = self
             .with_heap(|h| {
-                // A pointer from before a reset belongs to memory the host took back: ignore it.
                 let a = p as usize;
                 let inside = h.base != 0 && a >= h.base && a < h.base + h.len;
                 if let (true, Some(order)) = (inside, order) {
                     h.free(a, order);
                 }
-                inside
+                inside || h.base == 0
             })
             .unwrap_or(true);
-        if !in_pool && layout.size() >= BIG_BYTES {
+        if !mine && layout.size() >= BIG_BYTES {
             if let Some(ops) = ops::get() {
                 // SAFETY: `p` is not the pool's and is this large, so `alloc_big` made it.
                 unsafe { (ops.big_free)(p.cast::<c_void>()) };
@@ -676,6 +678,22 @@ mod tests {
         }
         assert_eq!(pool.usage().0, 0);
         assert_eq!(crate::testhost::BIG_LIVE.load(Ordering::SeqCst), before);
+    }
+
+    #[test]
+    fn frees_after_a_reset_are_ignored() {
+        let mut mem = vec![0u8; 256 << 10];
+        let pool = pool_of(&mut mem);
+        let mid = Layout::from_size_align(64 << 10, 8).unwrap();
+        // SAFETY: non-zero layout; no big limit, so it is a pool block.
+        let m = unsafe { pool.alloc(mid) };
+        assert!(!m.is_null());
+        pool.reset();
+        // A large pool block freed after the reset must not be taken for a `big_alloc` one
+        // (`big_free` of pool memory, and the large-payload count driven below zero).
+        // SAFETY: from `alloc` with `mid`; the pool no longer owns it, which is the point.
+        unsafe { pool.dealloc(m, mid) };
+        assert_eq!(pool.usage(), (0, 0));
     }
 
     #[test]

@@ -107,7 +107,7 @@ static int h2s_result_open(struct inode *inode, struct file *file)
 static ssize_t h2s_result_read(struct file *file, char __user *ubuf, size_t count, loff_t *ppos)
 {
 	struct h2s_result *res = file_inode(file)->i_private;
-	struct h2s_text *t = file->private_data;
+	struct h2s_text *t = READ_ONCE(file->private_data);
 
 	if (!t) {
 		t = kzalloc(sizeof(*t), GFP_KERNEL);
@@ -128,7 +128,9 @@ static ssize_t h2s_result_read(struct file *file, char __user *ubuf, size_t coun
 			kfree(t);
 			return -ENOMEM;
 		}
-		file->private_data = t;
+		/* Two first reads of one open file at once: the first copy installed wins. */
+		if (cmpxchg(&file->private_data, NULL, t) != NULL)
+			h2s_text_free(t);
 	}
 	return h2s_text_read(file, ubuf, count, ppos);
 }

@@ -356,8 +356,9 @@ static void *h2s_big_alloc(size_t size)
 	 * 64 KiB and more, page-aligned (the page allocator behind kmalloc's large sizes, or
 	 * vmalloc). The core may allocate with its own spinning locks held (a table growing under
 	 * its lock), where a sleep would leave a contender spinning: up to KMALLOC_MAX_SIZE, never
-	 * sleep (GFP_NOWAIT; kswapd is woken, no direct reclaim). Larger are file contents, which
-	 * the core allocates with no lock held: vmalloc, which may sleep. No warning on failure:
+	 * sleep (GFP_NOWAIT; kswapd is woken, no direct reclaim). Larger are file contents and the
+	 * core's large tables, which it allocates with none of its locks held (tables grow outside
+	 * their locks): vmalloc, which may sleep. No warning on failure:
 	 * the core falls back to its pool, then reports a clean ENOMEM.
 	 */
 	if (size <= KMALLOC_MAX_SIZE)

@@ -73,11 +73,13 @@ static void __exit h2s_module_exit(void)
 	if (n > 0)
 		pr_info("hammer2_synchro: stopped %d remaining cluster(s)\n", n);
 	/*
-	 * Every cluster is gone: what is still allocated from the pool was leaked by the core, or is
-	 * a static collection's spare capacity. The QEMU suite bounds it; the pool is freed anyway.
+	 * Every cluster is gone: what is still allocated (pool blocks and large payloads) was
+	 * leaked by the core, or is a static collection's spare capacity. The QEMU suite bounds
+	 * it; the pool is freed anyway.
 	 */
 	if (leaked)
-		pr_warn("hammer2_synchro: %zu bytes of the pool still allocated at unload\n", leaked);
+		pr_warn("hammer2_synchro: %zu bytes of the pool and large payloads still allocated at unload\n",
+			leaked);
 	vfree(h2s_pool);
 	pr_info("hammer2_synchro: unloaded\n");
 }

@@ -109,10 +109,18 @@ impl Blockref {
     /// - `data_off` size radix 0 (no data) or [`RADIX_MIN`]..=[`RADIX_MAX`]; an EMPTY reference
     ///   has `data_off == 0`; an INODE reference has radix 0 or [`INODE_RADIX`].
     pub fn decode(bytes: &[u8]) -> Result<Blockref> {
+        let b = Blockref::decode_fields(bytes)?;
+        b.validate()?;
+        Ok(b)
+    }
+
+    /// The fields of 128 bytes, only their length checked: for blockrefs that follow other
+    /// rules than [`Blockref::validate`]'s (the freemap's, see `media::freemap`).
+    pub fn decode_fields(bytes: &[u8]) -> Result<Blockref> {
         if bytes.len() != BREF_BYTES {
             return Err(Error::Invalid);
         }
-        let b = Blockref {
+        Ok(Blockref {
             btype: get::<1>(bytes, off!(btype))[0],
             methods: get::<1>(bytes, off!(methods))[0],
             copyid: get::<1>(bytes, off!(copyid))[0],
@@ -127,9 +135,7 @@ impl Blockref {
             update_tid: u64::from_le_bytes(get(bytes, off!(update_tid))),
             embed: get(bytes, off!(embed)),
             check: get(bytes, off!(check)),
-        };
-        b.validate()?;
-        Ok(b)
+        })
     }
 
     /// The 128 on-media bytes (little-endian).

@@ -154,6 +154,9 @@ pub const CHECK_ISCSI32: u8 = 2;
 pub const CHECK_XXHASH64: u8 = 3;
 /// SHA-256 truncated to 192 bits: known on media, not computed by this port.
 pub const CHECK_SHA192: u8 = 4;
+/// The freemap's own check area (`check.freemap`: CRC-32C, radix hint mask, free bytes);
+/// only freemap blockrefs carry it.
+pub const CHECK_FREEMAP: u8 = 5;
 /// The check method new chains get.
 pub const CHECK_DEFAULT: u8 = CHECK_XXHASH64;
 /// The XXH64 seed HAMMER2 uses for its check codes ("MattDlln").

@@ -8,6 +8,7 @@
 //! - [`dirhash()`]: the directory-entry key of a name;
 //! - [`VolumeHeader`] (64 KiB, [`volhdr`]): fields, CRC sections, the choice of header copy;
 //! - [`DirentHead`] ([`dirent`]): today's directory entries;
+//! - [`freemap`]: the freemap's blockrefs and bitmaps (`hammer2_bmap_data`);
 //! - [`compress`]: HAMMER2's LZ4 and zlib framing of data blocks, bounded decoding;
 //! - [`MediaError`]: what exactly is wrong with bytes read from media.
 
@@ -18,6 +19,7 @@ pub mod consts;
 pub mod dirent;
 pub mod dirhash;
 pub mod error;
+pub mod freemap;
 pub mod inode;
 pub mod volhdr;
 

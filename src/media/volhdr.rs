@@ -372,14 +372,16 @@ pub const fn copy_offset(i: usize) -> u64 {
 /// copy with the highest `mirror_tid`, the lowest zone on a tie. `copies[i]` is the outcome
 /// of copy `i` (`None`: not inside the device). Returns the zone and the header, or the
 /// error of the lowest zone when no copy is valid ([`MediaError::Length`] if none was read).
-pub fn select_best(
-    copies: [Option<Result<VolumeHeader, MediaError>>; NUM_VOLHDRS],
-) -> Result<(usize, VolumeHeader), MediaError> {
-    let mut best: Option<(usize, VolumeHeader)> = None;
+/// `H` is the header or a box of it.
+pub fn select_best<H: core::borrow::Borrow<VolumeHeader>>(
+    copies: [Option<Result<H, MediaError>>; NUM_VOLHDRS],
+) -> Result<(usize, H), MediaError> {
+    let mut best: Option<(usize, H)> = None;
     let mut first_err = None;
     for (zone, c) in copies.into_iter().enumerate() {
         match c {
-            Some(Ok(h)) if !matches!(&best, Some((_, b)) if b.mirror_tid >= h.mirror_tid) => {
+            Some(Ok(h)) if !matches!(&best, Some((_, b)) if b.borrow().mirror_tid >= h.borrow().mirror_tid) =>
+            {
                 best = Some((zone, h));
             }
             Some(Ok(_)) => {}
@@ -554,7 +556,7 @@ mod tests {
         let (zone, _) = select_best([Some(Err(MediaError::BadMagic)), at(1), None, None]).unwrap();
         assert_eq!(zone, 1, "an invalid zone 0 is skipped");
         assert_eq!(
-            select_best([
+            select_best::<VolumeHeader>([
                 None,
                 Some(Err(MediaError::HeaderCrc(HeaderSect::Whole))),
                 Some(Err(MediaError::BadMagic)),
@@ -563,7 +565,7 @@ mod tests {
             Err(MediaError::HeaderCrc(HeaderSect::Whole))
         );
         assert_eq!(
-            select_best([None, None, None, None]),
+            select_best::<VolumeHeader>([None, None, None, None]),
             Err(MediaError::Length)
         );
         assert_eq!(copy_offset(3), 6 << 30);

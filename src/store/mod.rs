@@ -612,6 +612,27 @@ impl Store {
         r
     }
 
+    /// Double the slot table's capacity, allocating outside the arena lock: the table of a
+    /// big store is megabytes, and a kernel allocator may sleep for that much memory, which
+    /// must not happen while other threads spin on the lock. Under the lock the slots are only
+    /// moved (no allocation); the old table is freed after it.
+    fn grow_slots(&self) -> Result<()> {
+        let cap = self.arena.read().slots.capacity();
+        let mut bigger: Vec<Slot> = Vec::new();
+        bigger.try_reserve_exact(cap.max(16).saturating_mul(2))?;
+        let old = {
+            let mut a = self.arena.write();
+            if a.slots.capacity() != cap || a.slots.len() > bigger.capacity() {
+                // Grown meanwhile by another insert: nothing to do.
+                return Ok(());
+            }
+            bigger.append(&mut a.slots);
+            core::mem::replace(&mut a.slots, bigger)
+        };
+        drop(old);
+        Ok(())
+    }
+
     fn insert_locked(
         &self,
         parent: ChainId,
@@ -619,7 +640,14 @@ impl Store {
         body: Body,
         lock: usize,
     ) -> Result<ChainId> {
-        let mut a = self.arena.write();
+        let mut a = loop {
+            let a = self.arena.write();
+            if !a.free.is_empty() || a.slots.len() < a.slots.capacity() {
+                break a;
+            }
+            drop(a);
+            self.grow_slots()?;
+        };
         // Capped below HOST_LOCK_DEPTH: a validator must never take a chain for a host lock.
         let depth = a
             .get(parent)?
@@ -630,7 +658,7 @@ impl Store {
         let idx = match a.free.pop() {
             Some(i) => i,
             None => {
-                a.slots.try_reserve(1)?;
+                // Room was made above: this push does not allocate.
                 let i = u32::try_from(a.slots.len()).map_err(|_| Error::NoMem)?;
                 a.slots.push(Slot {
                     gen: 0,

@@ -1,8 +1,8 @@
-//! The protocol tests of [`crate::selftest`], one `#[test]` each, on the userland host.
+//! The protocol tests of [`crate::testkit::selftest`], one `#[test]` each, on the userland host.
 
 use alloc::string::String;
 
-use crate::selftest::CASES;
+use crate::testkit::selftest::CASES;
 
 fn run(name: &str) {
     let (_, case) = CASES

@@ -7,13 +7,17 @@
 //! - [`scan`]: key-range walks of block tables through indirect blocks, with an explicit
 //!   stack of bounded depth, checking that keys nest and ascend;
 //! - [`pfs`]: PFSs by label, a PFS's inode index, directory entries, file data, symlinks;
-//! - [`verify`]: every reachable blockref's check code.
+//! - [`verify`]: every reachable blockref's check code;
+//! - [`freemap`]: the freemap tree, its leaves' bitmaps;
+//! - [`fsck`]: a read-only check of a whole volume that goes on past faults and reports them.
 //!
 //! Every fault of the media is a [`ReadError`] naming its cause and where it was met; no
 //! input panics, loops forever or makes the reader allocate more than a block (64 KiB) per
 //! level of its walk.
 
 pub mod block;
+pub mod freemap;
+pub mod fsck;
 pub mod pfs;
 pub mod scan;
 pub mod verify;
@@ -25,6 +29,7 @@ use crate::media::volhdr::{copy_offset, select_best, VolumeHeader, NUM_VOLHDRS, 
 use crate::media::MediaError;
 use crate::Error;
 
+pub use fsck::{fsck, Finding, FsckOptions, FsckReport, Problem};
 pub use pfs::{Entry, Pfs};
 pub use scan::Flow;
 pub use verify::VerifyReport;
@@ -90,9 +95,9 @@ impl ReadError {
     }
 }
 
-impl fmt::Display for ReadError {
+impl fmt::Display for Cause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.cause {
+        match *self {
             Cause::Media(e) => write!(f, "{e}")?,
             Cause::Device(e) => write!(f, "device read failed: {e:?}")?,
             Cause::OutOfRange => f.write_str("block reference out of range")?,
@@ -108,7 +113,13 @@ impl fmt::Display for ReadError {
             Cause::TooBig => f.write_str("too big")?,
             Cause::NoMem => f.write_str("out of memory")?,
         }
-        write!(f, " (at {:#x})", self.at)
+        Ok(())
+    }
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (at {:#x})", self.cause, self.at)
     }
 }
 
@@ -132,6 +143,47 @@ impl From<ReadError> for Error {
             | Cause::InumMismatch => Error::Io,
         }
     }
+}
+
+/// The outcome of reading one volume header copy.
+#[derive(Debug, Clone)]
+pub enum HeaderCopy {
+    /// The copy does not lie wholly inside the device.
+    Absent,
+    /// The device read at this byte offset failed.
+    Unreadable(u64, Error),
+    /// Read and decoded: the header (boxed: four copies would take 7 KiB of a kernel
+    /// stack), or what is wrong with it.
+    Read(Result<alloc::boxed::Box<VolumeHeader>, MediaError>),
+}
+
+/// Read and decode every header copy (at 0, 2, 4, 6 GiB) of `dev`; only running out of
+/// memory is an error.
+pub fn read_copies<D: BlockDev>(dev: &D) -> ReadResult<[HeaderCopy; NUM_VOLHDRS]> {
+    let size = dev.size();
+    let mut buf = block::zeroed(VOLUME_BYTES)?;
+    let mut copies = [
+        HeaderCopy::Absent,
+        HeaderCopy::Absent,
+        HeaderCopy::Absent,
+        HeaderCopy::Absent,
+    ];
+    for (i, slot) in copies.iter_mut().enumerate() {
+        let at = copy_offset(i);
+        if at.saturating_add(VOLUME_BYTES as u64) > size {
+            break;
+        }
+        *slot = match dev.read_at(at, &mut buf) {
+            Ok(()) => match VolumeHeader::decode(&buf) {
+                Ok(h) => HeaderCopy::Read(Ok(
+                    crate::mem::try_box(h).map_err(|_| ReadError::new(Cause::NoMem, at))?
+                )),
+                Err(e) => HeaderCopy::Read(Err(e)),
+            },
+            Err(e) => HeaderCopy::Unreadable(at, e),
+        };
+    }
+    Ok(copies)
 }
 
 /// Shorthand for the reader's results.
@@ -160,26 +212,22 @@ impl<D: BlockDev> Volume<D> {
     /// and check that the filesystem it describes fits in the device. With no valid copy, the
     /// error of the lowest zone's copy.
     pub fn open(dev: D) -> ReadResult<Volume<D>> {
+        let copies = read_copies(&dev)?;
+        Volume::from_copies(dev, copies)
+    }
+
+    /// [`Volume::open`] on header copies already read by [`read_copies`].
+    pub fn from_copies(dev: D, copies: [HeaderCopy; NUM_VOLHDRS]) -> ReadResult<Volume<D>> {
         let size = dev.size();
-        let mut buf = alloc::vec::Vec::new();
-        buf.try_reserve_exact(VOLUME_BYTES)
-            .map_err(|_| ReadError::new(Cause::NoMem, 0))?;
-        buf.resize(VOLUME_BYTES, 0);
-        let mut copies: [Option<Result<VolumeHeader, MediaError>>; NUM_VOLHDRS] =
-            [None, None, None, None];
         let mut dev_err = None;
-        for (i, slot) in copies.iter_mut().enumerate() {
-            let at = copy_offset(i);
-            if at.saturating_add(VOLUME_BYTES as u64) > size {
-                break;
+        let copies = copies.map(|c| match c {
+            HeaderCopy::Absent => None,
+            HeaderCopy::Unreadable(at, e) => {
+                dev_err.get_or_insert(ReadError::new(Cause::Device(e), at));
+                None
             }
-            match dev.read_at(at, &mut buf) {
-                Ok(()) => *slot = Some(VolumeHeader::decode(&buf)),
-                Err(e) => {
-                    dev_err.get_or_insert(ReadError::new(Cause::Device(e), at));
-                }
-            }
-        }
+            HeaderCopy::Read(r) => Some(r),
+        });
         let (zone, header) = match select_best(copies) {
             Ok(best) => best,
             Err(e) => return Err(dev_err.unwrap_or(ReadError::new(Cause::Media(e), 0))),
@@ -193,7 +241,7 @@ impl<D: BlockDev> Volume<D> {
         let inflater = Inflater::new().map_err(|_| ReadError::new(Cause::NoMem, 0))?;
         Ok(Volume {
             dev,
-            header,
+            header: *header,
             zone,
             inflater: core::cell::RefCell::new(inflater),
         })

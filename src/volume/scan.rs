@@ -80,7 +80,7 @@ impl<D: BlockDev> Volume<D> {
         hi: u64,
         f: &mut dyn FnMut(&Blockref) -> ReadResult<Flow>,
     ) -> ReadResult<()> {
-        self.walk(table, lo, hi, &mut |b, _| f(b), false)
+        self.walk(table, lo, hi, &mut |b, _| f(b), false, None)
     }
 
     /// Visit every blockref below `table`, INDIRECT ones included, descending into the
@@ -90,7 +90,19 @@ impl<D: BlockDev> Volume<D> {
         table: &[Blockref],
         f: &mut dyn FnMut(&Blockref, Option<&InodeData>) -> ReadResult<Flow>,
     ) -> ReadResult<()> {
-        self.walk(table, 0, KEY_MAX, f, true)
+        self.walk(table, 0, KEY_MAX, f, true, None)
+    }
+
+    /// [`Volume::walk_all`] that goes on past faults of the media: each goes to `fault`
+    /// (which may end the walk by returning an error) and the subtree it concerns is
+    /// skipped: an entry out of key order, a table, inode or blockset that does not read.
+    pub fn walk_all_tolerant(
+        &self,
+        table: &[Blockref],
+        f: &mut dyn FnMut(&Blockref, Option<&InodeData>) -> ReadResult<Flow>,
+        fault: &mut dyn FnMut(ReadError) -> ReadResult<()>,
+    ) -> ReadResult<()> {
+        self.walk(table, 0, KEY_MAX, f, true, Some(fault))
     }
 
     fn walk(
@@ -100,7 +112,12 @@ impl<D: BlockDev> Volume<D> {
         hi: u64,
         f: &mut dyn FnMut(&Blockref, Option<&InodeData>) -> ReadResult<Flow>,
         all: bool,
+        mut tolerate: Option<&mut dyn FnMut(ReadError) -> ReadResult<()>>,
     ) -> ReadResult<()> {
+        let mut fault = |e: ReadError| match tolerate.as_mut() {
+            Some(g) => g(e),
+            None => Err(e),
+        };
         let mut stack: Vec<Level> = Vec::new();
         stack
             .try_reserve_exact(DEPTH_MAX)
@@ -117,7 +134,8 @@ impl<D: BlockDev> Volume<D> {
             }
             let in_order = top.floor.is_some_and(|floor| b.key >= floor);
             if !in_order || b.key < top.beg || b.key_end() > top.end {
-                return Err(ReadError::new(Cause::KeyOrder, b.key));
+                fault(ReadError::new(Cause::KeyOrder, b.key))?;
+                continue;
             }
             top.floor = b.key_end().checked_add(1);
             if !all && b.key > hi {
@@ -133,20 +151,35 @@ impl<D: BlockDev> Volume<D> {
                     if all && f(&b, None)? == Flow::Stop {
                         return Ok(());
                     }
-                    Some(Level::new(self.read_table(&b)?, b.key, b.key_end()))
+                    match self.read_table(&b) {
+                        Ok(t) => Some(Level::new(t, b.key, b.key_end())),
+                        Err(e) => {
+                            fault(e)?;
+                            None
+                        }
+                    }
                 }
                 BREF_TYPE_INODE if all => {
-                    let ino = self.read_inode(&b)?;
+                    let ino = match self.read_inode(&b) {
+                        Ok(ino) => ino,
+                        Err(e) => {
+                            fault(e)?;
+                            continue;
+                        }
+                    };
                     if f(&b, Some(&ino))? == Flow::Stop {
                         return Ok(());
                     }
                     if ino.meta.is_directdata() {
                         None
                     } else {
-                        let set = ino
-                            .blockset()
-                            .map_err(|_| ReadError::new(Cause::BadInode, b.data_off))?;
-                        Some(Level::new(to_vec(&set)?, 0, KEY_MAX))
+                        match ino.blockset() {
+                            Ok(set) => Some(Level::new(to_vec(&set)?, 0, KEY_MAX)),
+                            Err(_) => {
+                                fault(ReadError::new(Cause::BadInode, b.data_off))?;
+                                None
+                            }
+                        }
                     }
                 }
                 _ => {
@@ -158,7 +191,8 @@ impl<D: BlockDev> Volume<D> {
             };
             if let Some(level) = child {
                 if stack.len() >= DEPTH_MAX {
-                    return Err(ReadError::new(Cause::TooDeep, b.data_off));
+                    fault(ReadError::new(Cause::TooDeep, b.data_off))?;
+                    continue;
                 }
                 stack.push(level);
             }

@@ -218,6 +218,69 @@ pub(crate) fn sample_with(edit: &dyn Fn(&mut Vec<u8>, u64)) -> (Vec<u8>, Layout)
     (bld.img, layout)
 }
 
+/// Rewrite header copy 0 of `img` with `edit` applied.
+pub(crate) fn edit_header(img: &mut [u8], edit: &dyn Fn(&mut VolumeHeader)) {
+    let hdr = &mut img[..volhdr::VOLUME_BYTES];
+    let mut h = VolumeHeader::decode(hdr).unwrap();
+    edit(&mut h);
+    h.encode_into(hdr).unwrap();
+}
+
+/// Where [`add_freemap`] puts the leaf: the first slot of GiB 0's reserved segment.
+pub(crate) const LEAF_AT: u64 = 0x10000;
+
+/// Give a [`sample`] image the freemap the kernel would write for it with `allocator_beg`
+/// at 1 MiB (HAMMER2-MEDIA §10): one leaf for GiB 0 whose entry 0 (below `allocator_beg`
+/// rounded up to 4 MiB, where every block of the sample lies) and entries past the
+/// volume's end are all allocated, and entry 1 is free. `edit` changes the leaf's bytes
+/// before its CRC is taken.
+pub(crate) fn add_freemap(img: &mut [u8], edit: &dyn Fn(&mut [u8])) {
+    use crate::media::freemap::*;
+    let mut leaf = vec![0u8; FREEMAP_BLOCK_BYTES];
+    for (n, e) in leaf.chunks_exact_mut(BMAP_BYTES).enumerate() {
+        if n == 1 {
+            e[0x1C..0x20].copy_from_slice(&(BMAP_SPAN as u32).to_le_bytes());
+        } else {
+            e[0..4].copy_from_slice(&(BMAP_SPAN as u32).to_le_bytes());
+            e[0x40..].fill(0xFF);
+        }
+    }
+    edit(&mut leaf);
+    let at = LEAF_AT as usize;
+    img[at..at + FREEMAP_BLOCK_BYTES].copy_from_slice(&leaf);
+    let mut b = Blockref::new(BREF_TYPE_FREEMAP_LEAF, 0, LEAF_KEYBITS);
+    b.methods = enc_methods(CHECK_FREEMAP, COMP_NONE);
+    b.data_off = LEAF_AT | u64::from(FREEMAP_BLOCK_RADIX);
+    b.check[..4].copy_from_slice(&check::crc32c(&leaf).to_le_bytes());
+    b.check[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+    b.check[8..16].copy_from_slice(&BMAP_SPAN.to_le_bytes());
+    edit_header(img, &|h| {
+        h.allocator_beg = 1 << 20;
+        h.freemap_blockset[0] = b.encode();
+    });
+}
+
+/// Give `f` `rounds` copies of `img`, each with four bytes damaged at offsets `pick` makes of
+/// pseudo-random numbers (a xorshift64 sequence from `seed`).
+pub(crate) fn each_damaged(
+    img: &[u8],
+    rounds: usize,
+    mut seed: u64,
+    pick: &dyn Fn(u64) -> usize,
+    f: &mut dyn FnMut(Vec<u8>),
+) {
+    for _ in 0..rounds {
+        let mut bad = img.to_vec();
+        for _ in 0..4 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            bad[pick(seed)] ^= (seed >> 40) as u8 | 1;
+        }
+        f(bad);
+    }
+}
+
 pub(crate) fn open(img: Vec<u8>) -> ReadResult<Volume<MemDev>> {
     Volume::open(MemDev {
         bytes: img,
@@ -483,21 +546,15 @@ mod tests {
     #[test]
     fn random_damage_never_panics() {
         let (img, _) = sample();
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        for _ in 0..300 {
-            let mut bad = img.clone();
-            for _ in 0..4 {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                // Damage the used part: the header and the blocks from 1 MiB.
-                let at = if x & 1 == 0 {
-                    (x >> 8) as usize % 1024
-                } else {
-                    (1 << 20) + (x >> 8) as usize % 65536
-                };
-                bad[at] ^= (x >> 40) as u8 | 1;
+        // Damage the used part: the header and the blocks from 1 MiB.
+        let pick = |x: u64| {
+            if x & 1 == 0 {
+                (x >> 8) as usize % 1024
+            } else {
+                (1 << 20) + (x >> 8) as usize % 65536
             }
+        };
+        each_damaged(&img, 300, 0x9E37_79B9_7F4A_7C15, &pick, &mut |bad| {
             if let Ok(vol) = open(bad) {
                 let _ = vol.verify_all();
                 if let Ok(pfs) = vol.pfs(b"DATA") {
@@ -505,6 +562,6 @@ mod tests {
                     let _ = pfs.readdir(&vol, &pfs.root, &mut |_| Ok(Flow::Continue));
                 }
             }
-        }
+        });
     }
 }

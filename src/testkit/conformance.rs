@@ -2,7 +2,7 @@
 //!
 //! A new host runs [`run_all`] before anything else: word-sleep races (a wake after a store is
 //! never lost, the timeout is honoured), shared/exclusive lock exclusion, spawn/join and the
-//! clock. Same KTAP subtest style as [`crate::selftest`]. Timeouts are generous (seconds) and
+//! clock. Same KTAP subtest style as [`crate::testkit::selftest`]. Timeouts are generous (seconds) and
 //! only bound a broken host; a conforming one never reaches them.
 
 // Failures carry a fixed-capacity `Note` on purpose: reporting one must never allocate.
@@ -14,7 +14,7 @@ use core::time::Duration;
 
 use crate::host::{self, Host, LockMode, RawLock, RawThread, ThreadEntry};
 use crate::mem::{try_box, TryArc};
-use crate::selftest::{note, run_cases, Case, Note, Outcome};
+use crate::testkit::selftest::{note, run_cases, Case, Note, Outcome};
 
 /// Every conformance test, by name.
 pub const CASES: &[(&str, Case)] = &[

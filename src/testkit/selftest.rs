@@ -46,7 +46,7 @@ pub fn note_args(args: fmt::Arguments<'_>) -> Note {
 /// `format!` into a [`Note`]: never allocates.
 macro_rules! note {
     ($($t:tt)*) => {
-        $crate::selftest::note_args(format_args!($($t)*))
+        $crate::testkit::selftest::note_args(format_args!($($t)*))
     };
 }
 pub(crate) use note;

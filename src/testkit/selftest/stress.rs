@@ -530,19 +530,51 @@ fn run_with(
     .map_err(|e| note!("shared state: {e}"))?;
     let s: &'static Shared = Box::leak(boxed);
     let t0 = host.now_ns();
-    let r = run_threads(host, s, out).and_then(|()| settle_and_check(host, s, t0, out));
+    let (r, joined) = run_threads(host, s, out);
+    let r = r.and_then(|()| settle_and_check(host, s, t0, out));
     let ms = (host.now_ns() - start) / 1_000_000;
     let _ = writeln!(out, "# stress case took {ms} ms in all");
-    // SAFETY: `s` came from `Box::leak` above and `run_threads` joined every thread given it,
-    // on every path, so nothing else refers to it any more. Dropping it stops and joins the
-    // cluster's sync threads.
-    drop(unsafe { Box::from_raw(s as *const Shared as *mut Shared) });
+    if joined {
+        // SAFETY: `s` came from `Box::leak` above and `run_threads` joined every thread given
+        // it (`joined`), so nothing else refers to it any more. Dropping it stops and joins the
+        // cluster's sync threads.
+        drop(unsafe { Box::from_raw(s as *const Shared as *mut Shared) });
+    }
+    // Otherwise threads that never ended still use `s`: it stays allocated (the host waits
+    // for those threads at unload), and `r` reports them as hung.
     r
 }
 
-/// Spawn the writers and requesters, wait for all of them (sleeping) and join them. At the
-/// timeout the threads still running are told to quit, and joined too: `Err` says they hung.
-fn run_threads(host: &'static dyn Host, s: &'static Shared, out: &mut dyn fmt::Write) -> Outcome {
+/// How long threads told to quit get to end before the next step of [`run_threads`].
+const QUIT_GRACE: Duration = Duration::from_secs(5);
+
+/// Wait (sleeping) until `want` threads are done or `deadline` (host ns) passes; whether they
+/// all are.
+fn wait_done(host: &'static dyn Host, s: &Shared, want: u32, deadline: u64) -> bool {
+    loop {
+        let v = s.done.load(Ordering::SeqCst);
+        if v >= want {
+            return true;
+        }
+        if host.now_ns() > deadline {
+            return false;
+        }
+        host.sleep_on_word(&s.done, v, Some(Duration::from_millis(100)));
+    }
+}
+
+/// Spawn the writers and requesters, wait for all of them (sleeping) and join them; the flag
+/// says whether every one was joined. At the timeout the threads still running are told to
+/// quit; a requester blocked on an acknowledgement cannot see that, so after a grace period
+/// every sync thread is stopped (a stopped thread acknowledges every request). Threads still
+/// running after a second grace period are left unjoined rather than waited for forever (a
+/// sync thread that answers no request is the bug this case exists to report): `Err` says
+/// they hung.
+fn run_threads(
+    host: &'static dyn Host,
+    s: &'static Shared,
+    out: &mut dyn fmt::Write,
+) -> (Outcome, bool) {
     let mut handles: heapless::Vec<RawThread, { MAX_WRITERS + MAX_REQUESTERS }> =
         heapless::Vec::new();
     let mut spawn_err = None;
@@ -575,37 +607,43 @@ fn run_threads(host: &'static dyn Host, s: &'static Shared, out: &mut dyn fmt::W
         }
     }
     let want = handles.len() as u32;
+    let grace = QUIT_GRACE.as_nanos() as u64;
     let end = host.now_ns().saturating_add(s.p.timeout.as_nanos() as u64);
     let mut hung = None;
-    loop {
+    if !wait_done(host, s, want, end) {
         let v = s.done.load(Ordering::SeqCst);
-        if v >= want {
-            break;
+        let _ = writeln!(out, "# {v} of {want} threads finished");
+        let msg = note!(
+            "{} of {want} writer/requester threads still running after {} s: hung",
+            want - v,
+            s.p.timeout.as_secs()
+        );
+        // Each ends before its next operation.
+        s.quit.store(1, Ordering::SeqCst);
+        if !wait_done(host, s, want, host.now_ns().saturating_add(grace)) {
+            for i in 0..s.cluster.len() {
+                let _ = s.cluster.thread_request(i, Request::Stop);
+            }
+            if !wait_done(host, s, want, host.now_ns().saturating_add(grace)) {
+                let _ = writeln!(out, "# threads still running: left unjoined");
+                // Never joined, so the host still owns them (it waits for them at unload).
+                core::mem::forget(handles);
+                return (Err(msg), false);
+            }
         }
-        if host.now_ns() > end {
-            let _ = writeln!(out, "# {} of {want} threads finished", v);
-            hung = Some(note!(
-                "{} of {want} writer/requester threads still running after {} s: hung",
-                want - v,
-                s.p.timeout.as_secs()
-            ));
-            // Each ends before its next operation; joining below waits for that.
-            s.quit.store(1, Ordering::SeqCst);
-            break;
-        }
-        host.sleep_on_word(&s.done, v, Some(Duration::from_millis(100)));
+        hung = Some(msg);
     }
     for h in handles {
         host.join(h);
     }
     if let Some(msg) = hung {
-        return Err(msg);
+        return (Err(msg), true);
     }
     if let Some(e) = spawn_err {
         // Every spawned thread was joined: a failure to report, not a hang.
         s.fail(format_args!("spawn: {e}"));
     }
-    Ok(())
+    (Ok(()), true)
 }
 
 /// After the storm: every request acknowledged, every thread unfrozen and running, convergence,
