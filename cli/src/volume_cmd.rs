@@ -1,11 +1,11 @@
 //! `ls`, `export` and `fsck`: read-only access to HAMMER2 volumes (image files or block
 //! devices) through the core's volume reader.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
@@ -13,7 +13,8 @@ use std::time::{Duration, SystemTime};
 use hammer2_synchro::media::{InodeData, OBJTYPE_DIRECTORY, OBJTYPE_REGFILE, OBJTYPE_SOFTLINK};
 use hammer2_synchro::volume::fsck::{CopyState, FINDINGS_MAX, MAP_LIMIT_DEFAULT};
 use hammer2_synchro::volume::{
-    fsck, BlockDev, Cause, Entry, Flow, FsckOptions, FsckReport, Pfs, ReadError, Volume,
+    check_name, fsck, BlockDev, Cause, Entry, Flow, FsckOptions, FsckReport, Pfs, Piece, ReadError,
+    ReadResult, Volume,
 };
 
 /// Standard output through the CLI's `Out`: a failed write ends the process with status 2,
@@ -67,6 +68,8 @@ hammer2-synchro export IMAGE@LABEL DIR
                                      modification times; progress on stderr
 IMAGE is an image file or a block device; nothing is written to it. Every block read is
 checked against its check code: the first damaged block ends the export with its fault.
+A name that is empty, . or .., holds '/', or repeats in its directory ends the export;
+nothing is written through an existing name. Holes in files stay holes in DIR.
 EXIT STATUS: 0 done; 1 the volume could not be read or DIR not written (printed); 2 bad
 usage or IMAGE could not be opened.
 ";
@@ -305,13 +308,11 @@ fn export(args: &[String]) -> Result<(), Fail> {
             Ok(Flow::Continue)
         })
         .map_err(rd)?;
+        check_entries(&path, &entries)?;
         for e in entries {
-            let name = std::str::from_utf8(&e.name)
-                .map_err(|_| Fail::Run(format!("{}: a name that is not UTF-8", path.display())))?;
-            if name == "." || name == ".." || name.contains('/') {
-                return Err(Fail::Run(format!("{}: bad name '{name}'", path.display())));
-            }
-            let target = path.join(name);
+            // check_entries refused any name that is not UTF-8.
+            let name = String::from_utf8_lossy(&e.name);
+            let target = path.join(&*name);
             let ino = pfs.inode(&vol, e.inum).map_err(rd)?;
             let m = &ino.meta;
             match m.objtype {
@@ -327,26 +328,18 @@ fn export(args: &[String]) -> Result<(), Fail> {
                         counts.hardlinks += 1;
                         continue;
                     }
-                    let mut f = File::create(&target).map_err(|err| io(&target, err))?;
-                    let mut werr = None;
-                    pfs.read_file(&vol, &ino, &mut |piece| {
-                        if let Err(err) = f.write_all(piece) {
-                            werr = Some(err);
-                            return Err(ReadError::new(
-                                hammer2_synchro::volume::Cause::Device(hammer2_synchro::Error::Io),
-                                0,
-                            ));
-                        }
-                        Ok(())
-                    })
-                    .map_err(|e| match werr.take() {
-                        Some(err) => io(&target, err),
-                        None => rd(e),
+                    let mut read = |sink: &mut dyn FnMut(Piece<'_>) -> ReadResult<()>| {
+                        pfs.read_pieces(&vol, &ino, sink)
+                    };
+                    let meta = FileMeta {
+                        size: m.size,
+                        mode: m.mode & 0o7777,
+                        mtime: mtime(&ino),
+                    };
+                    write_file(&target, &meta, &mut read).map_err(|e| match e {
+                        WriteFail::Io(err) => io(&target, err),
+                        WriteFail::Read(e) => rd(e),
                     })?;
-                    let perm = std::fs::Permissions::from_mode(m.mode & 0o7777);
-                    f.set_permissions(perm).map_err(|err| io(&target, err))?;
-                    f.set_modified(mtime(&ino))
-                        .map_err(|err| io(&target, err))?;
                     if m.nlinks > 1 {
                         first_name.insert(m.inum, target);
                     }
@@ -372,11 +365,18 @@ fn export(args: &[String]) -> Result<(), Fail> {
         }
     }
     for (path, time, mode) in dirs.iter().rev() {
-        let d = File::open(path).map_err(|err| io(path, err))?;
+        // Every directory here was made by create_dir, which no later entry can replace,
+        // but the handle is opened without following a link all the same: the times and
+        // modes must land on the directory itself, never on what a link names.
+        let d = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY)
+            .open(path)
+            .map_err(|err| io(path, err))?;
         d.set_modified(*time).map_err(|err| io(path, err))?;
         if path != &root {
             let perm = std::fs::Permissions::from_mode(*mode);
-            std::fs::set_permissions(path, perm).map_err(|err| io(path, err))?;
+            d.set_permissions(perm).map_err(|err| io(path, err))?;
         }
     }
     errln!(
@@ -477,5 +477,200 @@ fn print_fsck(image: &str, r: &FsckReport) {
         outln!("{image}: clean");
     } else {
         outln!("{image}: {} findings", r.findings_total);
+    }
+}
+
+/// Refuse the entries of directory `dir` that could not each be written as a new name
+/// directly in it: an image is untrusted, and a name such as `..` or `a/b`, or a name met
+/// twice (a symlink `x` and then a file `x` would write through the link), would lead the
+/// export outside DIR.
+fn check_entries(dir: &Path, entries: &[Entry]) -> Result<(), Fail> {
+    let mut seen: HashSet<&[u8]> = HashSet::new();
+    for e in entries {
+        let shown = e.name.escape_ascii();
+        let bad = |why: &dyn std::fmt::Display| {
+            Fail::Run(format!("{}: entry '{shown}': {why}", dir.display()))
+        };
+        check_name(&e.name).map_err(|why| bad(&why))?;
+        if std::str::from_utf8(&e.name).is_err() {
+            return Err(bad(&"name is not UTF-8"));
+        }
+        if !seen.insert(&e.name) {
+            return Err(bad(&"name appears twice in the directory"));
+        }
+    }
+    Ok(())
+}
+
+/// What [`write_file`] sets on the file it creates.
+struct FileMeta {
+    size: u64,
+    mode: u32,
+    mtime: SystemTime,
+}
+
+/// A file's contents as [`Pfs::read_pieces`] hands them to a sink.
+type ReadPieces<'a> = dyn FnMut(&mut dyn FnMut(Piece<'_>) -> ReadResult<()>) -> ReadResult<()> + 'a;
+
+/// Why [`write_file`] stopped.
+enum WriteFail {
+    Io(std::io::Error),
+    Read(ReadError),
+}
+
+/// Create `target` (which must not exist: an existing name, a symlink above all, is an
+/// error rather than something to write through), fill it from `read`, leaving holes as
+/// holes, and set its mode and mtime through the handle.
+fn write_file(target: &Path, meta: &FileMeta, read: &mut ReadPieces<'_>) -> Result<(), WriteFail> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(target)
+        .map_err(WriteFail::Io)?;
+    let mut werr = None;
+    read(&mut |piece| {
+        let r = match piece {
+            Piece::Data(bytes) => f.write_all(bytes),
+            // A hole is skipped: the file stays sparse, however large the image says it is.
+            Piece::Hole(len) => i64::try_from(len)
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::FileTooLarge))
+                .and_then(|len| f.seek(SeekFrom::Current(len)).map(|_| ())),
+        };
+        r.map_err(|err| {
+            werr = Some(err);
+            ReadError::new(Cause::Device(hammer2_synchro::Error::Io), 0)
+        })
+    })
+    .map_err(|e| match werr.take() {
+        Some(err) => WriteFail::Io(err),
+        None => WriteFail::Read(e),
+    })?;
+    // A trailing hole moved the offset but wrote nothing: the length makes it part of the file.
+    f.set_len(meta.size).map_err(WriteFail::Io)?;
+    let perm = std::fs::Permissions::from_mode(meta.mode);
+    f.set_permissions(perm).map_err(WriteFail::Io)?;
+    f.set_modified(meta.mtime).map_err(WriteFail::Io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("h2s-export-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        dir
+    }
+
+    fn meta(size: u64) -> FileMeta {
+        FileMeta {
+            size,
+            mode: 0o600,
+            mtime: SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000),
+        }
+    }
+
+    fn entry(name: &[u8]) -> Entry {
+        Entry {
+            name: name.try_into().unwrap(),
+            inum: 2,
+            objtype: OBJTYPE_REGFILE,
+            key: 0,
+        }
+    }
+
+    fn refused(dir: &Path, names: &[&[u8]]) -> Option<String> {
+        let entries: Vec<Entry> = names.iter().map(|n| entry(n)).collect();
+        match check_entries(dir, &entries) {
+            Ok(()) => None,
+            Err(Fail::Run(msg)) => Some(msg),
+            Err(_) => panic!("not a run failure"),
+        }
+    }
+
+    #[test]
+    fn a_file_never_writes_through_an_existing_symlink() {
+        let dir = scratch("symlink");
+        let outside = dir.join("outside");
+        std::fs::write(&outside, b"precious").unwrap();
+        std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let out = dir.join("out");
+        std::fs::create_dir(&out).unwrap();
+        // What an image's symlink `x -> ../outside` leaves behind before its file `x`.
+        std::os::unix::fs::symlink("../outside", out.join("x")).unwrap();
+        let mut read =
+            |sink: &mut dyn FnMut(Piece<'_>) -> ReadResult<()>| sink(Piece::Data(b"overwritten"));
+        match write_file(&out.join("x"), &meta(11), &mut read) {
+            Err(WriteFail::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists),
+            _ => panic!("wrote through the symlink"),
+        }
+        assert_eq!(std::fs::read(&outside).unwrap(), b"precious");
+        let m = std::fs::metadata(&outside).unwrap();
+        assert_eq!(m.mode() & 0o7777, 0o644, "mode set through the link");
+        assert_ne!(m.mtime(), 1_000_000, "mtime set through the link");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn names_that_leave_the_directory_or_repeat_are_refused() {
+        let dir = Path::new("/x/d");
+        assert_eq!(refused(dir, &[b"a", b"b", b"a.b"]), None);
+        let dup = refused(dir, &[b"x", b"y", b"x"]).unwrap();
+        assert!(
+            dup.contains("/x/d: entry 'x'") && dup.contains("twice"),
+            "{dup}"
+        );
+        for (name, why) in [
+            (&b".."[..], ". or .."),
+            (b".", ". or .."),
+            (b"", "empty"),
+            (b"a/b", "'/'"),
+            (b"\xff", "UTF-8"),
+        ] {
+            let msg = refused(dir, &[b"ok", name]).unwrap();
+            assert!(msg.contains(why), "{msg}");
+        }
+    }
+
+    #[test]
+    fn a_huge_hole_is_left_sparse() {
+        let dir = scratch("sparse");
+        let path = dir.join("f");
+        let size = 1u64 << 40;
+        let mut read = |sink: &mut dyn FnMut(Piece<'_>) -> ReadResult<()>| {
+            sink(Piece::Data(b"head"))?;
+            sink(Piece::Hole(1 << 20))?;
+            sink(Piece::Data(b"mid"))?;
+            sink(Piece::Hole(size - (1 << 20) - 7))
+        };
+        let start = std::time::Instant::now();
+        assert!(write_file(&path, &meta(size), &mut read).is_ok());
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "holes were written out"
+        );
+        let m = std::fs::metadata(&path).unwrap();
+        assert_eq!(m.len(), size);
+        // A few blocks for the data, none for the terabyte of hole.
+        assert!(
+            m.blocks() * 512 < 1 << 20,
+            "{} blocks allocated",
+            m.blocks()
+        );
+        assert_eq!(m.mode() & 0o7777, 0o600);
+        assert_eq!(m.mtime(), 1_000_000);
+        let mut f = File::open(&path).unwrap();
+        let mut buf = [9u8; 8];
+        std::io::Read::read_exact(&mut f, &mut buf[..4]).unwrap();
+        assert_eq!(&buf[..4], b"head");
+        f.seek(SeekFrom::Start(4 + (1 << 20))).unwrap();
+        std::io::Read::read_exact(&mut f, &mut buf[..3]).unwrap();
+        assert_eq!(&buf[..3], b"mid");
+        f.seek(SeekFrom::Start(100)).unwrap();
+        std::io::Read::read_exact(&mut f, &mut buf).unwrap();
+        assert_eq!(buf, [0; 8]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -62,16 +62,6 @@
 #define H2S_HOST_LOCK_DEPTH 255
 
 /*
- Allocations of at least this many bytes come from the host's `big_alloc` while a limit is set.
- */
-#define BIG_BYTES (64 << 10)
-
-/*
- A hold of the heap lock longer than this (100 us) counts as slow in [`HoldTimes`].
- */
-#define HOLD_SLOW_NS 100000
-
-/*
  Log levels passed to [`H2sHostOps::log`] (Linux: `KERN_ERR`, `KERN_WARNING`, `KERN_INFO`,
  `KERN_DEBUG`).
  */

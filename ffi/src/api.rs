@@ -188,7 +188,8 @@ pub unsafe extern "C" fn h2s_bench_pool_hold(
     let Ok(run) = POOL.hold_workload() else {
         return neg(Error::NoMem);
     };
-    // SAFETY: per the caller's contract.
+    // SAFETY: the caller's contract: `max_ns`, `holds` and `slow` are each null or valid for a
+    // write, which is what `put` needs.
     unsafe {
         put(max_ns, run.times.max_ns);
         put(holds, run.times.holds);

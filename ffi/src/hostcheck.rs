@@ -128,10 +128,8 @@ fn heap_exhaustion(_host: &'static dyn Host, _out: &mut dyn fmt::Write) -> Outco
 }
 
 /// The pool's heap lock is held for a bounded time under fragmentation
-/// ([`crate::pool::Pool::hold_workload`]). At most one hold in 100 may pass 100 us: the clock
-/// also counts interrupts taken while holding and, on a loaded host (QEMU's TCG, or a test
-/// process), the time the CPU was taken away, which no allocator can bound; the longest hold is
-/// reported as measured.
+/// ([`crate::pool::Pool::hold_workload`]); the longest hold is reported as measured, the
+/// verdict is [`hold_verdict`]'s.
 fn pool_hold_time(_host: &'static dyn Host, out: &mut dyn fmt::Write) -> Outcome {
     let Ok(run) = crate::pool::POOL.hold_workload() else {
         return fail("no memory for the block table");
@@ -148,6 +146,26 @@ fn pool_hold_time(_host: &'static dyn Host, out: &mut dyn fmt::Write) -> Outcome
         t.slow,
         crate::pool::HOLD_SLOW_NS
     );
+    hold_verdict(&run)
+}
+
+/// At most one hold in 100 may pass [`crate::pool::HOLD_SLOW_NS`]: the clock also counts
+/// interrupts taken while holding and, on a loaded host (QEMU's TCG, or a test process), the
+/// time the CPU was taken away, which no allocator can bound. A run that timed no hold, or
+/// whose every allocation was refused (a refusal is a short walk of the free lists, and
+/// nothing is then freed), measured nothing of the bound and fails.
+fn hold_verdict(run: &crate::pool::HoldRun) -> Outcome {
+    let t = run.times;
+    if t.holds == 0 {
+        return fail("no pool lock hold was timed");
+    }
+    // Frees only follow successful allocations, so `refused == ops` means every operation
+    // was a refused allocation.
+    if run.refused >= run.ops {
+        let mut m = Note::new();
+        let _ = write!(m, "all {} pool allocations were refused", run.refused);
+        return Err(m);
+    }
     if t.slow.saturating_mul(100) > t.holds {
         let mut m = Note::new();
         let _ = write!(
@@ -255,4 +273,34 @@ fn freeze_during_large_sync(host: &'static dyn Host, out: &mut dyn fmt::Write) -
         return fail("stop failed");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::{HoldRun, HoldTimes};
+
+    fn run(holds: u64, slow: u64, ops: u32, refused: u32) -> HoldRun {
+        HoldRun {
+            times: HoldTimes {
+                max_ns: 1_000,
+                holds,
+                slow,
+            },
+            ops,
+            refused,
+        }
+    }
+
+    #[test]
+    fn hold_verdict_needs_holds_that_measured_something() {
+        assert!(hold_verdict(&run(1_000, 10, 1_000, 500)).is_ok());
+        // One slow hold in 100 is allowed, more is not.
+        assert!(hold_verdict(&run(1_000, 11, 1_000, 0)).is_err());
+        // Nothing timed: trivially short holds prove nothing.
+        assert!(hold_verdict(&run(0, 0, 1_000, 0)).is_err());
+        // Every allocation refused (no frees followed): only refusals were timed.
+        assert!(hold_verdict(&run(1_000, 0, 1_000, 1_000)).is_err());
+        assert!(hold_verdict(&run(1_000, 0, 0, 0)).is_err());
+    }
 }

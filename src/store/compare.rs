@@ -16,8 +16,8 @@ use crate::media::{self, Blockref};
 use crate::mem::{try_push, try_to_vec};
 use crate::{Error, Result};
 
-/// One chain, copied: where it is, its header, its payload (a [`Snapshot`](crate::cluster::Snapshot)'s
-/// unit).
+/// One chain, copied: where it is, its header, its payload (a
+/// [`Snapshot`](crate::cluster::Snapshot)'s unit).
 #[derive(Debug, Clone)]
 pub struct Record {
     keys: Vec<u64>,

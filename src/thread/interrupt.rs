@@ -19,7 +19,8 @@
 //! The registration lock is held across the requester's wake (the registered word lives only
 //! while the pass is inside [`sleep`]), so it must not spin: the woken pass may preempt the
 //! requester on its CPU and would then spin until the end of its time slice (see "Measured while
-//! designing" in BENCHMARKS.md). It is a futex-style lock on a word: contenders sleep on it through the host.
+//! designing" in BENCHMARKS.md). It is a futex-style lock on a word: contenders sleep on it
+//! through the host.
 //!
 //! The pass polls its break condition again only when the counter moved, so a pass that gets no
 //! request polls exactly as often as before: tests that count polls as steps stay deterministic.

@@ -30,7 +30,7 @@ use crate::media::MediaError;
 use crate::Error;
 
 pub use fsck::{fsck, Finding, FsckOptions, FsckReport, Problem};
-pub use pfs::{Entry, Pfs};
+pub use pfs::{check_name, BadName, Entry, Pfs, Piece};
 pub use scan::Flow;
 pub use verify::VerifyReport;
 

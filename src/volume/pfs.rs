@@ -41,6 +41,52 @@ pub struct Entry {
     pub key: u64,
 }
 
+/// A piece of a file's contents as [`Pfs::read_pieces`] hands it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece<'a> {
+    /// These bytes come next.
+    Data(&'a [u8]),
+    /// This many zero bytes come next: no block is stored for them.
+    Hole(u64),
+}
+
+/// Why a directory entry's name cannot be used as one component of a host path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadName {
+    /// The name is empty.
+    Empty,
+    /// The name is `.` or `..`.
+    Dot,
+    /// The name contains `/`: it would name a path below another directory.
+    Slash,
+    /// The name contains a NUL byte, which no host path can hold.
+    Nul,
+}
+
+impl core::fmt::Display for BadName {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            BadName::Empty => "empty name",
+            BadName::Dot => "name is . or ..",
+            BadName::Slash => "name contains '/'",
+            BadName::Nul => "name contains a NUL byte",
+        })
+    }
+}
+
+/// Whether `name` is safe as a single path component: HAMMER2 itself never stores such
+/// names, but an image is untrusted input and a writer joining them onto a host directory
+/// would otherwise be led outside it.
+pub fn check_name(name: &[u8]) -> Result<(), BadName> {
+    match name {
+        [] => Err(BadName::Empty),
+        b"." | b".." => Err(BadName::Dot),
+        _ if name.contains(&b'/') => Err(BadName::Slash),
+        _ if name.contains(&0) => Err(BadName::Nul),
+        _ => Ok(()),
+    }
+}
+
 fn name_vec(name: &[u8], at: u64) -> ReadResult<heapless::Vec<u8, NAME_MAX>> {
     heapless::Vec::from_slice(name).map_err(|_| ReadError::new(Cause::TooBig, at))
 }
@@ -221,12 +267,43 @@ impl Pfs {
         ino: &InodeData,
         sink: &mut dyn FnMut(&[u8]) -> ReadResult<()>,
     ) -> ReadResult<()> {
+        let mut zero = None;
+        self.read_pieces(vol, ino, &mut |piece| match piece {
+            Piece::Data(bytes) => sink(bytes),
+            Piece::Hole(mut len) => {
+                // Allocated on the first hole only: most files have none.
+                let buf = match zero.take() {
+                    Some(buf) => buf,
+                    None => zeroed(DATA_BLOCK_BYTES)?,
+                };
+                while len > 0 {
+                    let n = len.min(buf.len() as u64) as usize;
+                    sink(buf.get(..n).unwrap_or(&[]))?;
+                    len -= n as u64;
+                    vol.dev.yield_point();
+                }
+                zero = Some(buf);
+                Ok(())
+            }
+        })
+    }
+
+    /// [`Pfs::read_file`] with each missing block run reported as one [`Piece::Hole`] instead
+    /// of its zeros, so that a caller writing the file out can leave it sparse: a hole costs
+    /// nothing however large `meta.size` claims it is. The pieces cover exactly `meta.size`
+    /// bytes in order; bytes past a short block still come as data.
+    pub fn read_pieces<D: BlockDev>(
+        &self,
+        vol: &Volume<D>,
+        ino: &InodeData,
+        sink: &mut dyn FnMut(Piece<'_>) -> ReadResult<()>,
+    ) -> ReadResult<()> {
         let t = ino.meta.objtype;
         if t != OBJTYPE_REGFILE && t != OBJTYPE_SOFTLINK {
             return Err(ReadError::new(Cause::NotFile, ino.meta.inum));
         }
         if ino.meta.is_directdata() {
-            return sink(ino.embedded_file());
+            return sink(Piece::Data(ino.embedded_file()));
         }
         let size = ino.meta.size;
         if size == 0 {
@@ -237,18 +314,23 @@ impl Pfs {
         let mut pos = 0u64;
         vol.scan(&set, 0, size - 1, &mut |b| {
             // HAMMER2 gives every file block a 64 KiB logical range (`hammer2_calc_logical`);
-            // another width would make the zero-fill below ambiguous, so it is refused.
+            // another width would make the hole accounting below ambiguous, so it is refused.
             if b.btype != BREF_TYPE_DATA || b.keybits != DATA_BLOCK_RADIX {
                 return Err(ReadError::new(Cause::WrongType(b.btype), b.data_off));
             }
-            zeros(&mut buf, pos, b.key, sink, vol)?;
+            if pos < b.key {
+                sink(Piece::Hole(b.key - pos))?;
+            }
             vol.read_data(b, &mut buf)?;
             let n = (size - b.key).min(DATA_BLOCK_BYTES as u64) as usize;
-            sink(buf.get(..n).unwrap_or(&[]))?;
+            sink(Piece::Data(buf.get(..n).unwrap_or(&[])))?;
             pos = b.key + n as u64;
             Ok(Flow::Continue)
         })?;
-        zeros(&mut buf, pos, size, sink, vol)
+        if pos < size {
+            sink(Piece::Hole(size - pos))?;
+        }
+        Ok(())
     }
 
     /// The target of symlink `ino` ([`Cause::TooBig`] beyond [`SYMLINK_MAX`] bytes).
@@ -268,24 +350,4 @@ impl Pfs {
         })?;
         Ok(out)
     }
-}
-
-/// Hand `sink` the zeros of a hole `from..to`, 64 KiB at a time.
-fn zeros<D: BlockDev>(
-    buf: &mut [u8],
-    mut from: u64,
-    to: u64,
-    sink: &mut dyn FnMut(&[u8]) -> ReadResult<()>,
-    vol: &Volume<D>,
-) -> ReadResult<()> {
-    if from < to {
-        buf.fill(0);
-    }
-    while from < to {
-        let n = (to - from).min(buf.len() as u64) as usize;
-        sink(buf.get(..n).unwrap_or(&[]))?;
-        from += n as u64;
-        vol.dev.yield_point();
-    }
-    Ok(())
 }

@@ -365,6 +365,66 @@ mod tests {
         );
     }
 
+    /// The pieces of `ino` as (data length, hole length) pairs, one of them zero.
+    fn pieces(pfs: &Pfs, vol: &Volume<MemDev>, ino: &InodeData) -> Vec<(usize, u64)> {
+        let mut out = Vec::new();
+        pfs.read_pieces(vol, ino, &mut |p| {
+            out.push(match p {
+                Piece::Data(d) => (d.len(), 0),
+                Piece::Hole(n) => (0, n),
+            });
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn holes_are_reported_not_filled() {
+        let (img, _) = sample();
+        let vol = open(img).unwrap();
+        let pfs = vol.pfs(b"DATA").unwrap();
+        let mut file = pfs.resolve(&vol, b"file").unwrap();
+        assert_eq!(
+            pieces(&pfs, &vol, &file),
+            [(65536, 0), (0, 65536), (140_000 - 131_072, 0)]
+        );
+        // A crafted size far past the last block: the tail is one hole, handed over at once
+        // (a reader writing its zeros would need a petabyte).
+        file.meta.size = 1 << 50;
+        assert_eq!(
+            pieces(&pfs, &vol, &file),
+            [
+                (65536, 0),
+                (0, 65536),
+                (65536, 0),
+                (0, (1 << 50) - 3 * 65536)
+            ]
+        );
+        // A file with no blocks at all is a single hole.
+        file.set_blockset(&set(&[]));
+        assert_eq!(pieces(&pfs, &vol, &file), [(0, 1 << 50)]);
+        // DIRECTDATA is data, and directories are not files.
+        let link = pfs.resolve(&vol, b"link").unwrap();
+        assert_eq!(pieces(&pfs, &vol, &link), [(4, 0)]);
+        let sub = pfs.resolve(&vol, b"sub").unwrap();
+        let err = pfs.read_pieces(&vol, &sub, &mut |_| Ok(())).unwrap_err();
+        assert_eq!(err.cause, Cause::NotFile);
+    }
+
+    #[test]
+    fn names_unsafe_as_path_components_are_refused() {
+        assert_eq!(check_name(b"file"), Ok(()));
+        assert_eq!(check_name(b"..."), Ok(()));
+        assert_eq!(check_name(&LONG), Ok(()));
+        assert_eq!(check_name(b""), Err(BadName::Empty));
+        assert_eq!(check_name(b"."), Err(BadName::Dot));
+        assert_eq!(check_name(b".."), Err(BadName::Dot));
+        assert_eq!(check_name(b"a/b"), Err(BadName::Slash));
+        assert_eq!(check_name(b"/"), Err(BadName::Slash));
+        assert_eq!(check_name(b"a\0b"), Err(BadName::Nul));
+    }
+
     fn flip(img: &mut [u8], at: u64) {
         img[at as usize + 5] ^= 0x40;
     }

@@ -47,24 +47,10 @@ fn bug8_copy_takes_the_focus_length() {
     let (lid, _) = s.lookup(sid, 65536, media::KEY_MAX).unwrap().unwrap();
     let roles = [M, S];
     let stores = [m, s];
-    let peers = Peers {
-        stores: &stores,
-        roles: &roles,
-        nmasters: 1,
-        changes: None,
-        host: host(),
-        faults: None,
-        catchup: false,
-    };
+    let peers = peers(&stores, &roles, 1);
+    let brk = crate::thread::Brk::new(&|| false);
     let mut stats = SyncStats::default();
-    let mut ctx = Ctx {
-        peers: &peers,
-        idx: 1,
-        brk: &crate::thread::Brk::new(&|| false),
-        mode: ScanMode::default(),
-        stats: &mut stats,
-        pool: None,
-    };
+    let mut ctx = ctx(&peers, 1, &brk, &mut stats);
     let fc = FocusCopy::read(
         &ctx,
         &collect::Focus {
@@ -129,24 +115,10 @@ fn bug6_destroy_continues_through_the_held_parent() {
     let s = c.store(1).unwrap();
     let roles = [M, S];
     let stores = [c.store(0).unwrap(), s];
-    let peers = Peers {
-        stores: &stores,
-        roles: &roles,
-        nmasters: 1,
-        changes: None,
-        host: host(),
-        faults: None,
-        catchup: false,
-    };
+    let peers = peers(&stores, &roles, 1);
+    let brk = crate::thread::Brk::new(&|| false);
     let mut stats = SyncStats::default();
-    let mut ctx = Ctx {
-        peers: &peers,
-        idx: 1,
-        brk: &crate::thread::Brk::new(&|| false),
-        mode: ScanMode::default(),
-        stats: &mut stats,
-        pool: None,
-    };
+    let mut ctx = ctx(&peers, 1, &brk, &mut stats);
     let g = s.lock_root(LockMode::Exclusive);
     let (first, fb) = s.lookup(s.root(), 0, media::KEY_MAX).unwrap().unwrap();
     let (second, _) = s.next(s.root(), &fb, media::KEY_MAX).unwrap().unwrap();
@@ -171,24 +143,10 @@ fn bug7_missing_local_chain_and_missing_final_focus() {
     c.apply(set(&[2]), FrontendOp::Rm(b"/gone")).unwrap();
     let roles = [M, M, S];
     let stores = [c.store(0).unwrap(), c.store(1).unwrap(), s];
-    let peers = Peers {
-        stores: &stores,
-        roles: &roles,
-        nmasters: 2,
-        changes: None,
-        host: host(),
-        faults: None,
-        catchup: false,
-    };
+    let peers = peers(&stores, &roles, 2);
+    let brk = crate::thread::Brk::new(&|| false);
     let mut stats = SyncStats::default();
-    let mut ctx = Ctx {
-        peers: &peers,
-        idx: 2,
-        brk: &crate::thread::Brk::new(&|| false),
-        mode: ScanMode::default(),
-        stats: &mut stats,
-        pool: None,
-    };
+    let mut ctx = ctx(&peers, 2, &brk, &mut stats);
     let mut list = Vec::new();
     assert_eq!(
         sync_slaves(&mut ctx, stale, Follow::Quorum, &mut list, false, &mut None),
@@ -304,24 +262,10 @@ fn bug12_insert_over_an_existing_key_replaces() {
     let (m, s) = (c.store(0).unwrap(), c.store(1).unwrap());
     let roles = [M, S];
     let stores = [m, s];
-    let peers = Peers {
-        stores: &stores,
-        roles: &roles,
-        nmasters: 1,
-        changes: None,
-        host: host(),
-        faults: None,
-        catchup: false,
-    };
+    let peers = peers(&stores, &roles, 1);
+    let brk = crate::thread::Brk::new(&|| false);
     let mut stats = SyncStats::default();
-    let mut ctx = Ctx {
-        peers: &peers,
-        idx: 1,
-        brk: &crate::thread::Brk::new(&|| false),
-        mode: ScanMode::default(),
-        stats: &mut stats,
-        pool: None,
-    };
+    let mut ctx = ctx(&peers, 1, &brk, &mut stats);
     let fid = m.resolve(b"/f").unwrap();
     let fc = FocusCopy::read(
         &ctx,

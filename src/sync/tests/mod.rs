@@ -91,6 +91,24 @@ fn peers<'a>(stores: &'a [&'a Store], roles: &'a [Role], nmasters: u8) -> Peers<
     }
 }
 
+/// The context of a single helper's test on node `idx`: never interrupted, default scan mode,
+/// no scan workers.
+fn ctx<'a>(
+    peers: &'a Peers<'a>,
+    idx: usize,
+    brk: &'a crate::thread::Brk<'a>,
+    stats: &'a mut SyncStats,
+) -> Ctx<'a> {
+    Ctx {
+        peers,
+        idx,
+        brk,
+        mode: ScanMode::default(),
+        stats,
+        pool: None,
+    }
+}
+
 fn focus_tid(c: &Cluster) -> u64 {
     match c.focus_root() {
         QuorumResult::Focus { tid, .. } => tid,
