@@ -18,7 +18,7 @@ use crate::quorum::{self, NodeAnswer, QuorumResult, Voter};
 use crate::role::{NodeSet, Role, MAX_NODES};
 pub use crate::store::compare::FileCmp;
 use crate::store::compare::{self, Record};
-use crate::store::Store;
+use crate::store::{Layout, Store};
 use crate::sync::pool::{NodeFaults, Pool};
 use crate::sync::{self, SyncStats};
 use crate::{Error, Result};
@@ -37,7 +37,8 @@ pub enum FrontendOp<'a> {
     Rm(&'a [u8]),
     /// Change the mode bits (permission part) of an inode.
     Chmod(&'a [u8], u32),
-    /// Create a hardlink pointer inode at the second path naming the first path's inode.
+    /// Create a hardlink at the second path naming the first path's inode (a pointer inode in
+    /// the seed's layout, a second directory entry in today's).
     Link(&'a [u8], &'a [u8]),
 }
 
@@ -80,6 +81,8 @@ pub struct Cluster {
     roles: spin::Mutex<[Role; MAX_NODES]>,
     /// The PFS roots' recorded `pfs_nmasters`.
     nmasters: u8,
+    /// Every node's layout.
+    layout: Layout,
     /// The last TID handed out; frontend changes are serialised under `frontend`.
     tid: spin::Mutex<u64>,
     /// Odd while a change is being applied node by node (see [`sync::Peers::changes`]).
@@ -126,8 +129,18 @@ fn pfs_root(role: Role, idx: usize, nmasters: u8) -> media::InodeData {
 }
 
 impl Cluster {
-    /// A cluster with one empty PFS root per node, nodes in `roles` order (1 to 8).
+    /// A cluster in [`Layout::Seed`] with one empty PFS root per node, nodes in `roles` order
+    /// (1 to 8).
     pub fn new(host: &'static dyn Host, roles: &[Role]) -> Result<Pin<Box<Cluster>>> {
+        Cluster::with_layout(host, roles, Layout::Seed)
+    }
+
+    /// [`Cluster::new`] with every node in `layout`.
+    pub fn with_layout(
+        host: &'static dyn Host,
+        roles: &[Role],
+        layout: Layout,
+    ) -> Result<Pin<Box<Cluster>>> {
         if roles.is_empty() || roles.len() > MAX_NODES {
             return Err(Error::Invalid);
         }
@@ -138,7 +151,7 @@ impl Cluster {
         nodes.try_reserve_exact(roles.len())?;
         for (idx, &role) in roles.iter().enumerate() {
             nodes.push(Node {
-                store: Store::new(host, pfs_root(role, idx, nmasters))?,
+                store: Store::with_layout(host, pfs_root(role, idx, nmasters), layout)?,
                 view: spin::Mutex::new(all),
                 stats: spin::Mutex::new(SyncStats::default()),
                 sync_lock: HostLock::new(host)?,
@@ -152,6 +165,7 @@ impl Cluster {
             nodes,
             roles: spin::Mutex::new(all),
             nmasters,
+            layout,
             tid: spin::Mutex::new(0),
             changes: AtomicU64::new(0),
             faults: Default::default(),
@@ -273,7 +287,9 @@ impl Cluster {
         // Mark the change in flight for the synchronizers' collectors (a seqlock: odd while
         // the nodes are being changed one by one, even again once all are).
         self.changes.fetch_add(1, Ordering::SeqCst);
-        let r = self.apply_each(set, op, tid);
+        let r = self
+            .new_inum(op)
+            .and_then(|inum| self.apply_each(set, op, tid, inum));
         self.changes.fetch_add(1, Ordering::SeqCst);
         r.map(|()| tid)
     }
@@ -282,12 +298,13 @@ impl Cluster {
         set: NodeSet,
         op: FrontendOp<'_>,
         tid: u64,
+        inum: Option<u64>,
     ) -> core::result::Result<(), (usize, crate::Error)> {
         for idx in set.iter() {
             let s = &self.nodes[idx].store;
             let r = match op {
-                FrontendOp::Mkdir(p) => s.mkdir(p, tid),
-                FrontendOp::Write(p, d) => s.write(p, d, tid),
+                FrontendOp::Mkdir(p) => s.mkdir_as(p, tid, inum),
+                FrontendOp::Write(p, d) => s.write_as(p, d, tid, inum),
                 FrontendOp::Rm(p) => s.rm(p, tid),
                 FrontendOp::Chmod(p, m) => s.chmod(p, m, tid),
                 FrontendOp::Link(t, p) => s.link(t, p, tid),
@@ -295,6 +312,37 @@ impl Cluster {
             r.map_err(|e| (idx, e))?;
         }
         Ok(())
+    }
+    /// The inode number a change that may create an inode gives it on every node, in
+    /// [`Layout::Index`]: the cluster's frontend allocates one number for all nodes, as
+    /// HAMMER2's does. That is the number the path already has on any node (a node that missed
+    /// the creation gets the same inode), else one past the highest any node handed out.
+    /// None in the seed's layout (its numbers derive from the path) and for other changes.
+    ///
+    /// DEVIATION (test clusters): HAMMER2's frontend allocates from its PFS's counter and
+    /// creates on the nodes it reaches; a scenario may give "the same" file to a node that
+    /// missed its creation by a later change, which must then agree with the others, so the
+    /// number a path has anywhere is reused.
+    fn new_inum(&self, op: FrontendOp<'_>) -> core::result::Result<Option<u64>, (usize, Error)> {
+        let path = match op {
+            FrontendOp::Mkdir(p) | FrontendOp::Write(p, _) if self.layout == Layout::Index => p,
+            _ => return Ok(None),
+        };
+        let mut fresh = 0;
+        for (idx, n) in self.nodes.iter().enumerate() {
+            match n.store.resolve(path) {
+                Ok(id) => return n.store.meta(id).map(|m| Some(m.inum)).map_err(|e| (idx, e)),
+                // Not there (the change itself reports a bad path).
+                Err(Error::NotFound | Error::NotDir | Error::Invalid) => {}
+                Err(e) => return Err((idx, e)),
+            }
+            fresh = n.store.next_inum().map_err(|e| (idx, e))?.max(fresh);
+        }
+        Ok(Some(fresh))
+    }
+    /// Every node's layout.
+    pub fn layout(&self) -> Layout {
+        self.layout
     }
     /// One synchronization pass of node `idx` against the others (the driver of HAMMER2-FACTS
     /// §3.7: loops while EAGAIN, syncs deferrals bottom-up). `brk` is polled at every chain

@@ -21,6 +21,7 @@ use std::cell::Cell;
 
 use hammer2_synchro::cluster::{Cluster, FrontendOp};
 use hammer2_synchro::role::{NodeSet, Role};
+use hammer2_synchro::store::Layout as StoreLayout;
 use hammer2_synchro::Error;
 
 use oracle::gen::Case;
@@ -222,7 +223,11 @@ fn every_allocation_of_a_frontend_change_may_fail() {
     // The same injection around the frontend: every change of the history, applied in turn.
     // A failing allocation must come back as NoMem from the node it hit, never as a panic, and
     // dropping the cluster must free everything.
-    let case = case();
+    let mut case = case();
+    // Removals too: a hardlinked file's first name, then a directory with everything under it.
+    for p in [&b"/a/f"[..], b"/a"] {
+        case.ops.push((0b0111, Op::Rm(p.to_vec()), false));
+    }
     let roles = case.roles.clone();
     // Everything the test itself needs is built before arming: only the core allocates then.
     let data: Vec<Vec<u8>> = case
@@ -233,48 +238,55 @@ fn every_allocation_of_a_frontend_change_may_fail() {
             _ => Vec::new(),
         })
         .collect();
-    let run = |n: u64| -> (bool, i64) {
-        let base = live();
-        let hit;
-        {
-            let c = Cluster::new(real::host(), &roles).unwrap();
-            let (r, failed, _) = armed(n, || {
-                for ((mask, op, _), d) in case.ops.iter().zip(&data) {
-                    let fop = match op {
-                        Op::Mkdir(p) => FrontendOp::Mkdir(p),
-                        Op::Write { path, .. } => FrontendOp::Write(path, d),
-                        Op::Rm(p) => FrontendOp::Rm(p),
-                        Op::Chmod(p, m) => FrontendOp::Chmod(p, *m),
-                        Op::Link(t, p) => FrontendOp::Link(t, p),
-                    };
-                    c.apply(NodeSet(*mask), fop)?;
+    // In both layouts: today's (an inode in the index and an entry per change) as the seed's.
+    for layout in [StoreLayout::Seed, StoreLayout::Index] {
+        let run = |n: u64| -> (bool, i64) {
+            let base = live();
+            let hit;
+            {
+                let c = Cluster::with_layout(real::host(), &roles, layout).unwrap();
+                let (r, failed, _) = armed(n, || {
+                    for ((mask, op, _), d) in case.ops.iter().zip(&data) {
+                        let fop = match op {
+                            Op::Mkdir(p) => FrontendOp::Mkdir(p),
+                            Op::Write { path, .. } => FrontendOp::Write(path, d),
+                            Op::Rm(p) => FrontendOp::Rm(p),
+                            Op::Chmod(p, m) => FrontendOp::Chmod(p, *m),
+                            Op::Link(t, p) => FrontendOp::Link(t, p),
+                        };
+                        c.apply(NodeSet(*mask), fop)?;
+                    }
+                    Ok(())
+                });
+                hit = failed;
+                match r {
+                    Ok(()) => assert!(!failed, "allocation {n} failed yet every change applied"),
+                    Err((node, e)) => assert!(
+                        failed && e == Error::NoMem,
+                        "allocation {n}: node {node}: {e}"
+                    ),
                 }
-                Ok(())
-            });
-            hit = failed;
-            match r {
-                Ok(()) => assert!(!failed, "allocation {n} failed yet every change applied"),
-                Err((node, e)) => assert!(
-                    failed && e == Error::NoMem,
-                    "allocation {n}: node {node}: {e}"
-                ),
             }
+            (hit, live() - base)
+        };
+        run(0);
+        let mut n = 1;
+        loop {
+            let (hit, leak) = retry_leak(|| run(n));
+            assert_eq!(
+                leak, 0,
+                "{layout:?}: failing frontend allocation {n} leaked {leak} bytes"
+            );
+            if !hit {
+                break;
+            }
+            n += 1;
+            assert!(n < 1_000_000);
         }
-        (hit, live() - base)
-    };
-    run(0);
-    let mut n = 1;
-    loop {
-        let (hit, leak) = retry_leak(|| run(n));
-        assert_eq!(
-            leak, 0,
-            "failing frontend allocation {n} leaked {leak} bytes"
+        assert!(
+            n > 20,
+            "{layout:?}: the history made only {} allocations",
+            n - 1
         );
-        if !hit {
-            break;
-        }
-        n += 1;
-        assert!(n < 1_000_000);
     }
-    assert!(n > 20, "the history made only {} allocations", n - 1);
 }

@@ -257,6 +257,10 @@ pub const fn bytes_to_radix(bytes: usize) -> Option<u8> {
     Some(radix)
 }
 
+/// The first inode number a PFS hands out (`HAMMER2_INODE_START`); lower ones are reserved
+/// (1 is the PFS root).
+pub const INODE_START: u64 = 1024;
+
 // ---- Directory hash (`HAMMER2_DIRHASH_*`) ----
 
 /// Set in every directory-hash key: a name-hashed entry, never an artificial one.

@@ -123,6 +123,8 @@ pub struct Step<'a> {
 pub struct Script<'a> {
     /// The line of the `cluster` command.
     pub cluster_line: u32,
+    /// The `cluster` command's `layout=` option (the seed's when absent).
+    pub layout: crate::store::Layout,
     /// The roles of the `cluster` command, node 0 first.
     pub roles: heapless::Vec<Role, MAX_NODES>,
     /// Every command after `cluster`, in order.

@@ -9,6 +9,7 @@ use super::ast::{Check, Cmd, Content, Script, Set, Step, ThreadCheck};
 use super::lex::{self, reason, ParseError, Reason, Tok};
 use super::names::SnapNames;
 use crate::role::{self, NodeSet, Role, RoleList};
+use crate::store::Layout;
 use crate::thread::Request;
 
 /// Longest duration accepted (`sleep`, `wait synced timeout=`, `stall`), in milliseconds.
@@ -44,9 +45,11 @@ fn parse_with<'a>(input: &'a [u8], snapshots: &SnapNames<'a>) -> Result<Script<'
             if name != "cluster" {
                 return Err(err(reason!("cluster must be the first command")));
             }
+            let (layout, roles) = cluster(args).map_err(err)?;
             script = Some(Script {
                 cluster_line: n,
-                roles: cluster(args).map_err(err)?,
+                layout,
+                roles,
                 steps: Vec::new(),
                 checks: 0,
             });
@@ -82,7 +85,36 @@ fn word<'a>(t: &Tok<'a>, what: &str) -> R<&'a str> {
     }
 }
 
-fn cluster(args: &[Tok<'_>]) -> R<RoleList> {
+/// The `cluster` line's arguments: options (`layout=seed|index`), then the roles.
+fn cluster(args: &[Tok<'_>]) -> R<(Layout, RoleList)> {
+    let mut layout = None;
+    let mut first_role = args.len();
+    for (i, t) in args.iter().enumerate() {
+        let Some((key, value)) = word(t, "a role").ok().and_then(|w| w.split_once('=')) else {
+            first_role = i;
+            break;
+        };
+        if key != "layout" {
+            return Err(reason!("unknown cluster option '{}'", key));
+        }
+        if layout.is_some() {
+            return Err(reason!("layout given twice"));
+        }
+        layout = Some(
+            Layout::parse(value).ok_or(reason!("unknown layout '{}' (seed or index)", value))?,
+        );
+    }
+    let roles = &args[first_role..];
+    if let Some(w) = roles.iter().find_map(|t| match t {
+        Tok::Word(w) if w.contains('=') => Some(*w),
+        _ => None,
+    }) {
+        return Err(reason!("cluster option '{}' must come before the roles", w));
+    }
+    Ok((layout.unwrap_or_default(), cluster_roles(roles)?))
+}
+
+fn cluster_roles(args: &[Tok<'_>]) -> R<RoleList> {
     // A string is no role name: it fails as one, and is reported as a string below.
     let words = args.iter().map(|t| match t {
         Tok::Word(w) => *w,
@@ -503,6 +535,15 @@ mod tests {
         (e.line, alloc::string::String::from(e.reason.as_str()))
     }
 
+    #[test]
+    fn cluster_layout_option() {
+        let s = ok("cluster layout=index master slave\n");
+        assert_eq!(s.layout, Layout::Index);
+        assert_eq!(s.roles[..], [Role::Master, Role::Slave]);
+        assert_eq!(ok("cluster layout=seed master\n").layout, Layout::Seed);
+        assert_eq!(ok("cluster master\n").layout, Layout::Seed);
+    }
+
     fn assert_err(text: &str, line: u32, prefix: &str) {
         let (l, r) = err(text);
         assert_eq!(l, line, "{text:?}: {r}");
@@ -590,6 +631,31 @@ mod tests {
             "cluster needs 1 to 8 roles, got 9",
         );
         assert_err("cluster master boss", 1, "unknown role 'boss'");
+        assert_err(
+            "cluster layout=tree master",
+            1,
+            "unknown layout 'tree' (seed or index)",
+        );
+        assert_err(
+            "cluster layout=index layout=seed master",
+            1,
+            "layout given twice",
+        );
+        assert_err(
+            "cluster colour=red master",
+            1,
+            "unknown cluster option 'colour'",
+        );
+        assert_err(
+            "cluster master layout=index",
+            1,
+            "cluster option 'layout=index' must come before the roles",
+        );
+        assert_err(
+            "cluster layout=index\n",
+            1,
+            "cluster needs 1 to 8 roles, got 0",
+        );
         assert_err("cluster master\nfoo 1\n", 2, "unknown command 'foo'");
         assert_err(
             "cluster master\n\"mkdir\" * /a\n",

@@ -40,7 +40,7 @@ pub fn execute_mode(
 ) -> Outcome {
     let mut k = Ktap::new(out, script.checks);
     let mut stopped_at = None;
-    match Cluster::new(host, &script.roles) {
+    match Cluster::with_layout(host, &script.roles, script.layout) {
         Err(e) => {
             k.diag(reason!("line {}: cluster: {}", script.cluster_line, e).as_str());
             stopped_at = Some(0);

@@ -1,7 +1,8 @@
 //! Whole-tree comparison of two nodes (or of a node and a snapshot of it).
 //!
 //! Compared: keys, types, key ranges, sizes, methods, flags, modify_tid, inode meta (for a PFS
-//! root only the fields the synchronizer copies, §3.6), file names, embedded and block data.
+//! root only the fields the synchronizer copies, §3.6), file names, embedded and block data,
+//! directory entries' heads and embedded names.
 //! Not compared: mirror_tid and check codes (they depend on flushes and media).
 
 use alloc::vec::Vec;
@@ -201,6 +202,13 @@ pub fn digest(store: &Store) -> Result<u64> {
         head[24..32].copy_from_slice(&u64::from(b.size_radix()).to_le_bytes());
         head[32..40].copy_from_slice(&u64::from(b.vradix).to_le_bytes());
         h = media::check::xxh64(&head, h);
+        if b.btype == media::BREF_TYPE_DIRENT {
+            let (embed, name) = dirent_bytes(&b);
+            h = media::check::xxh64(&embed, h);
+            if let Some(name) = name {
+                h = media::check::xxh64(&name, h);
+            }
+        }
         h = match &body {
             Body::Inode(ip) => media::check::xxh64(&ip.encode(), h),
             Body::Data(d) => media::check::xxh64(d, h),
@@ -234,6 +242,9 @@ impl fmt::Display for Path<'_> {
         }
         if r.bref.btype == media::BREF_TYPE_DATA {
             write!(f, " (block at {})", r.bref.key)?;
+        }
+        if r.bref.btype == media::BREF_TYPE_DIRENT {
+            write!(f, " (entry at key {:#x})", r.bref.key)?;
         }
         Ok(())
     }
@@ -298,10 +309,19 @@ fn differs(a: &View<'_>, b: &View<'_>, is_root: bool) -> Option<DiffWhat> {
     if fields(x) != fields(y) {
         return Some(DiffWhat::Text("blockref fields differ"));
     }
+    if x.btype == media::BREF_TYPE_DIRENT && dirent_bytes(x) != dirent_bytes(y) {
+        return Some(DiffWhat::Text("directory entry differs"));
+    }
     if x.modify_tid != y.modify_tid {
         return Some(DiffWhat::Num("modify_tid", y.modify_tid, x.modify_tid));
     }
     None
+}
+
+/// What a DIRENT's header carries beyond the common fields: its head, and its name when it
+/// has no data block (then its check area holds the name, not a check code).
+fn dirent_bytes(b: &Blockref) -> ([u8; 16], Option<[u8; media::check::CHECK_BYTES]>) {
+    (b.embed, (b.size_radix() == 0).then_some(b.check))
 }
 
 enum DiffWhat {

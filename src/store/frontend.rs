@@ -1,4 +1,6 @@
 //! Frontend operations on one node (mkdir, write, rm, chmod, link) and path reads (stat, read).
+//! This file is the seed's layout; a store in [`Layout::Index`] hands each operation to
+//! [`super::index`].
 //!
 //! A change holds every chain from the PFS root down to the changed one exclusively (taken
 //! top-down), makes the change stamped with the transaction's TID, and propagates that TID up to
@@ -9,7 +11,7 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use super::inode;
-use super::{Body, ChainGuard, ChainId, Store};
+use super::{Body, ChainGuard, ChainId, Layout, Store};
 use crate::host::LockMode;
 use crate::media::{self, dirhash, Blockref, InodeData, InodeMeta, OpFlags, DIRHASH_LOMASK};
 use crate::mem::{try_box, try_push};
@@ -94,6 +96,9 @@ impl Store {
 
     /// Resolve `path` without chain locks (checks and remote reads).
     pub fn resolve(&self, path: &[u8]) -> Result<ChainId> {
+        if self.layout == Layout::Index {
+            return self.index_resolve(path);
+        }
         let mut cur = self.root;
         for c in components(path)? {
             if self.meta(cur)?.objtype != media::OBJTYPE_DIRECTORY {
@@ -175,6 +180,16 @@ impl Store {
 
     /// Create directory `path`; its parent must exist.
     pub fn mkdir(&self, path: &[u8], tid: u64) -> Result<()> {
+        self.mkdir_as(path, tid, None)
+    }
+
+    /// [`Store::mkdir`] giving the new inode number `inum` in [`Layout::Index`] (the cluster's
+    /// frontend allocates one number for all nodes; None: this node's next, see
+    /// [`Store::next_inum`]). The seed's layout derives it from the path ([`inum_for`]).
+    pub fn mkdir_as(&self, path: &[u8], tid: u64, inum: Option<u64>) -> Result<()> {
+        if self.layout == Layout::Index {
+            return self.index_mkdir(path, tid, inum);
+        }
         let (mut guards, last) = self.lock_parent_path(path)?;
         let name = last.ok_or(Error::Exists)?;
         let dir = guards.last().ok_or(Error::Invalid)?;
@@ -190,6 +205,14 @@ impl Store {
 
     /// Create or overwrite regular file `path` with `data`.
     pub fn write(&self, path: &[u8], data: &[u8], tid: u64) -> Result<()> {
+        self.write_as(path, data, tid, None)
+    }
+
+    /// [`Store::write`] giving a new inode number `inum` (as for [`Store::mkdir_as`]).
+    pub fn write_as(&self, path: &[u8], data: &[u8], tid: u64, inum: Option<u64>) -> Result<()> {
+        if self.layout == Layout::Index {
+            return self.index_write(path, data, tid, inum);
+        }
         let (mut guards, last) = self.lock_parent_path(path)?;
         // Room for the file's guard, so nothing can fail between its data and `propagate`.
         guards.try_reserve(1)?;
@@ -223,7 +246,7 @@ impl Store {
     }
 
     /// Replace the whole content of the file `g` holds.
-    fn set_file_data(&self, g: &ChainGuard<'_>, data: &[u8], tid: u64) -> Result<()> {
+    pub(super) fn set_file_data(&self, g: &ChainGuard<'_>, data: &[u8], tid: u64) -> Result<()> {
         let direct = data.len() <= media::EMBEDDED_BYTES;
         let nblocks = if direct {
             0
@@ -276,8 +299,12 @@ impl Store {
         })
     }
 
-    /// Remove `path` and everything under it.
+    /// Remove `path` and everything under it (in [`Layout::Index`]: its entry, and its inode
+    /// with its last entry).
     pub fn rm(&self, path: &[u8], tid: u64) -> Result<()> {
+        if self.layout == Layout::Index {
+            return self.index_rm(path, tid);
+        }
         let (guards, last) = self.lock_parent_path(path)?;
         let name = last.ok_or(Error::Invalid)?;
         let dir = guards.last().ok_or(Error::Invalid)?;
@@ -289,6 +316,9 @@ impl Store {
 
     /// Set the permission bits of `path`.
     pub fn chmod(&self, path: &[u8], mode: u32, tid: u64) -> Result<()> {
+        if self.layout == Layout::Index {
+            return self.index_chmod(path, mode, tid);
+        }
         let (mut guards, last) = self.lock_parent_path(path)?;
         if let Some(name) = last {
             let dir = guards.last().ok_or(Error::Invalid)?;
@@ -308,8 +338,12 @@ impl Store {
         self.propagate(&guards, tid)
     }
 
-    /// Create a hardlink pointer inode at `path` naming `target`'s inode.
+    /// Create a hardlink at `path` naming `target`'s inode: a pointer inode in the seed's layout,
+    /// a second entry in [`Layout::Index`].
     pub fn link(&self, target: &[u8], path: &[u8], tid: u64) -> Result<()> {
+        if self.layout == Layout::Index {
+            return self.index_link(target, path, tid);
+        }
         let tmeta = self.meta(self.resolve(target)?)?;
         let (mut guards, last) = self.lock_parent_path(path)?;
         let name = last.ok_or(Error::Exists)?;
@@ -401,13 +435,9 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::testhost::host;
 
     fn store() -> Store {
-        let mut root = InodeData::default();
-        root.meta.objtype = media::OBJTYPE_DIRECTORY;
-        root.meta.inum = 1;
-        Store::new(host(), root).unwrap()
+        Store::for_test(Layout::Seed)
     }
 
     fn pattern(n: usize) -> Vec<u8> {

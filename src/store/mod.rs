@@ -21,6 +21,7 @@ pub mod api;
 pub mod children;
 pub mod compare;
 pub mod frontend;
+pub mod index;
 pub mod inode;
 
 use alloc::boxed::Box;
@@ -34,6 +35,29 @@ pub use api::{ChainStore, HeldChain};
 use children::Visit;
 use children::{Children, Creating};
 pub use children::{RangeSum, Span, RUN};
+
+/// How a node lays its PFS out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// The seed era's: child inodes embedded in their directory keyed by name hash, hardlinks
+    /// as OBJTYPE_HARDLINK pointer inodes.
+    #[default]
+    Seed,
+    /// Today's HAMMER2 (HAMMER2-FACTS §4a): every inode in the PFS root's index keyed by inode
+    /// number, directories holding DIRENTs, hardlinks as several DIRENTs naming one inode.
+    Index,
+}
+
+impl Layout {
+    /// The layout named `name` in the scenario language (`seed`, `index`).
+    pub fn parse(name: &str) -> Option<Layout> {
+        match name {
+            "seed" => Some(Layout::Seed),
+            "index" => Some(Layout::Index),
+            _ => None,
+        }
+    }
+}
 
 /// One blockref of a chain's block table ([`Store::block_table`]).
 #[derive(Debug, Clone, Copy)]
@@ -70,8 +94,12 @@ impl Body {
             Body::Data(d) => Body::Data(crate::mem::try_to_vec(d)?),
         })
     }
-    /// Store this payload's check code in `b` (by `b`'s check method), as a flush would.
+    /// Store this payload's check code in `b` (by `b`'s check method), as a flush would. A
+    /// DIRENT without a data block keeps its check area: it holds the entry's name.
     pub fn seal(&self, b: &mut Blockref) -> Result<()> {
+        if b.btype == media::BREF_TYPE_DIRENT && b.size_radix() == 0 {
+            return Ok(());
+        }
         match self {
             Body::Inode(ip) => b.set_check(&ip.encode()),
             Body::Data(d) => b.set_check(d),
@@ -203,6 +231,7 @@ pub struct Store {
     arena: spin::RwLock<Arena>,
     root: ChainId,
     root_lock: usize,
+    layout: Layout,
     /// Bumped by every frontend change, while it holds its path locked.
     gen: core::sync::atomic::AtomicU64,
 }
@@ -236,8 +265,14 @@ impl Drop for ChainGuard<'_> {
 }
 
 impl Store {
-    /// A store holding only a PFS root inode made from `root` (type, meta fields).
+    /// A store in [`Layout::Seed`] holding only a PFS root inode made from `root` (type, meta
+    /// fields).
     pub fn new(host: &'static dyn Host, root: InodeData) -> Result<Store> {
+        Store::with_layout(host, root, Layout::Seed)
+    }
+
+    /// [`Store::new`] in `layout`.
+    pub fn with_layout(host: &'static dyn Host, root: InodeData, layout: Layout) -> Result<Store> {
         let body = Body::Inode(try_box(root)?);
         let lock = host.lock_create()?;
         let root_lock = lock.as_raw();
@@ -271,8 +306,18 @@ impl Store {
             }),
             root: ChainId { idx: 0, gen: 0 },
             root_lock,
+            layout,
             gen: core::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// A store on the test host in `layout` whose PFS root is an empty directory, inode 1.
+    #[cfg(test)]
+    pub(crate) fn for_test(layout: Layout) -> Store {
+        let mut root = InodeData::default();
+        root.meta.objtype = media::OBJTYPE_DIRECTORY;
+        root.meta.inum = 1;
+        Store::with_layout(crate::host::testhost::host(), root, layout).unwrap()
     }
 
     /// The PFS root inode.

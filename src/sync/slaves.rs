@@ -581,6 +581,13 @@ fn copy_from_focus(
     // length (over-read or truncation). The size is the focus's, and so is the copied length.
     b.set_size_radix(fb.size_radix());
     b.modify_tid = mtid;
+    // DEVIATION (today's layout): the seed knew INODE and DATA chains only (any other type
+    // asserted). A DIRENT is a leaf like DATA whose head sits in `embed`; its name, when it has
+    // no data block, in the check area, which the sealed copy carries (see `Body::seal`).
+    // Today's DragonFly copies both the same way (`hammer2_sync_insert`, `hammer2_sync_replace`).
+    if fb.btype == media::BREF_TYPE_DIRENT {
+        b.embed = fb.embed;
+    }
     // The focus's copy is ours to keep: its bytes become our payload without another copy.
     let body = match body.body() {
         // DATA: all bytes, with the check code computed while they were copied.

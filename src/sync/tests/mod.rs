@@ -118,5 +118,6 @@ fn focus_tid(c: &Cluster) -> u64 {
 
 mod bugs;
 mod convergence;
+mod layout_index;
 mod pruned;
 mod scan_pool;
