@@ -113,6 +113,7 @@ impl Store {
         let mut out = Vec::new();
         let mut next = self.lookup(dir, 0, media::KEY_MAX)?;
         while let Some((_, b)) = next {
+            self.host.relax();
             if let Ok(head) = DirentHead::decode(&b) {
                 try_push(&mut out, head)?;
             }
@@ -379,6 +380,7 @@ impl Store {
         })?;
         try_push(&mut unlinked, head.inum)?;
         while let Some(inum) = unlinked.pop() {
+            self.host.relax();
             // An entry naming no inode (a node mid-convergence) unlinks nothing.
             let Some(id) = self.index_inode(inum)? else {
                 continue;
@@ -464,6 +466,34 @@ mod tests {
 
     fn store() -> Store {
         Store::for_test(Layout::Index)
+    }
+
+    #[test]
+    fn walks_over_directory_entries_relax_per_entry() {
+        let h = crate::host::testhost::host();
+        let mut root = InodeData::default();
+        root.meta.objtype = media::OBJTYPE_DIRECTORY;
+        root.meta.inum = 1;
+        let s = Store::with_layout(h, root, Layout::Index).unwrap();
+        s.mkdir(b"/d", 1).unwrap();
+        for i in 0..60u32 {
+            s.write(std::format!("/d/f{i}").as_bytes(), b"x", 2)
+                .unwrap();
+        }
+        let d = s.resolve(b"/d").unwrap();
+        let before = h.relaxed();
+        assert_eq!(s.dirents(d).unwrap().len(), 60);
+        assert!(
+            h.relaxed() - before >= 60,
+            "a walk over 60 entries never relaxed"
+        );
+        let before = h.relaxed();
+        s.rm(b"/d", 3).unwrap();
+        assert_eq!(s.resolve(b"/d/f1"), Err(Error::NotFound));
+        assert!(
+            h.relaxed() - before >= 61,
+            "removing 61 inodes relaxed less often"
+        );
     }
 
     /// The DIRENT of `dir` named `name`: its header and decoded head.
