@@ -129,10 +129,10 @@ fn pfs_root(role: Role, idx: usize, nmasters: u8) -> media::InodeData {
 }
 
 impl Cluster {
-    /// A cluster in [`Layout::Seed`] with one empty PFS root per node, nodes in `roles` order
-    /// (1 to 8).
+    /// A cluster in the default layout ([`Layout::Index`]) with one empty PFS root per node,
+    /// nodes in `roles` order (1 to 8).
     pub fn new(host: &'static dyn Host, roles: &[Role]) -> Result<Pin<Box<Cluster>>> {
-        Cluster::with_layout(host, roles, Layout::Seed)
+        Cluster::with_layout(host, roles, Layout::default())
     }
 
     /// [`Cluster::new`] with every node in `layout`.
@@ -674,14 +674,21 @@ mod tests {
         let mut out = String::new();
         assert!(c.compare(0, 1, &mut out).unwrap(), "{out}");
         assert!(!c.compare(0, 2, &mut out).unwrap());
-        assert!(out.contains("node 2: /d: missing"), "{out}");
+        // Today's layout names an index inode by its filename, `0x%016x` of its number.
+        assert!(
+            out.contains("node 2: /0x0000000000000400: missing"),
+            "{out}"
+        );
 
         let snap = c.snapshot(2).unwrap();
         let mut out = String::new();
         assert!(snap.matches(&c, 2, &mut out).unwrap());
         c.apply(NodeSet(0b100), FrontendOp::Mkdir(b"/s")).unwrap();
         assert!(!snap.matches(&c, 2, &mut out).unwrap());
-        assert!(out.contains("node 2: /s: unexpected"), "{out}");
+        assert!(
+            out.contains("node 2: /0x0000000000000402: unexpected"),
+            "{out}"
+        );
 
         c.set_role(2, Role::Master);
         assert_eq!(c.role(2), Role::Master);
