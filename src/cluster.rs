@@ -458,7 +458,13 @@ impl Cluster {
     /// name, counters. Used by every host's `status`.
     pub fn write_status(&self, out: &mut dyn fmt::Write) -> fmt::Result {
         let voters = self.root_voters();
-        write!(out, "cluster #{}: {} nodes, ", self.serial, self.len())?;
+        write!(
+            out,
+            "cluster #{}: {} nodes, layout {}, ",
+            self.serial,
+            self.len(),
+            self.layout.name()
+        )?;
         match quorum::check(&voters, self.nmasters) {
             QuorumResult::Focus { node, tid } => write!(out, "focus tid {tid} (node {node}):")?,
             QuorumResult::None(e) => write!(out, "no focus ({e}):")?,
@@ -704,7 +710,7 @@ mod tests {
         assert!(!c.status(0).has_word("masters-all-good"));
         let mut all = String::new();
         write_all_status(&mut all).unwrap();
-        let name = alloc::format!("cluster #{}:", c.serial);
+        let name = alloc::format!("cluster #{}: 3 nodes, layout index,", c.serial);
         assert!(all.contains(&name), "{all}");
         let addr = alloc::format!("{:p}", &*c);
         assert!(!all.contains(&addr[2..]), "no cluster address in {all}");

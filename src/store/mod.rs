@@ -51,12 +51,20 @@ pub enum Layout {
 }
 
 impl Layout {
-    /// The layout named `name` in the scenario language (`seed`, `index`).
+    /// The layout named `name` in the scenario language and the C API (`seed`, `index`).
     pub fn parse(name: &str) -> Option<Layout> {
         match name {
             "seed" => Some(Layout::Seed),
             "index" => Some(Layout::Index),
             _ => None,
+        }
+    }
+
+    /// The name [`Layout::parse`] takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Seed => "seed",
+            Layout::Index => "index",
         }
     }
 }
