@@ -40,8 +40,10 @@ pub enum Seen {
 /// (the model's).
 #[derive(Clone, Copy, Debug)]
 pub struct Defaults {
-    dir: u32,
-    file: u32,
+    /// A fresh directory's permission bits.
+    pub dir: u32,
+    /// A fresh file's permission bits.
+    pub file: u32,
     link: u32,
     link_objtype: u8,
 }
