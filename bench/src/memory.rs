@@ -15,8 +15,8 @@ use crate::bandwidth::BLOCK;
 pub struct Memory {
     /// Files measured per kind.
     pub files: usize,
-    /// Bytes per empty file: its inode chain (the 1 KiB inode included) and its entry in the
-    /// directory's block table.
+    /// Bytes per empty file: its inode chain (the 1 KiB inode included) in the PFS root's index
+    /// and its DIRENT chain in its directory (today's layout, the default).
     pub inode_chain: usize,
     /// Bytes per DATA chain beyond its 64 KiB of data.
     pub data_chain: usize,
