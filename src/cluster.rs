@@ -264,11 +264,11 @@ impl Cluster {
     /// On failure returns the first failing node index and its error; nodes before it in the set
     /// may already hold the change (as a real partial write would).
     ///
-    /// Every node of the set is stamped with the same TID, propagated to its PFS root (the seed
-    /// era's model). So a change given to a node that was out of sync makes its TIDs along the
-    /// path equal to the in-sync nodes' while what it missed below stays missing: the
-    /// synchronizer, which trusts equal TIDs, no longer sees that divergence until the quorum
-    /// changes that path again without it.
+    /// Every node of the set is stamped with the same TID, propagated to its PFS root. So a
+    /// change given to a node that was out of sync makes the TIDs of the chains it stamps equal
+    /// to the in-sync nodes' while what it missed stays missing: the synchronizer, which trusts
+    /// equal TIDs, no longer sees that divergence until the quorum changes those chains again
+    /// without it (HAMMER2-FACTS §6, the frontend atomicity gap, in both layouts).
     pub fn apply(
         &self,
         set: NodeSet,
