@@ -17,7 +17,9 @@ const DEFAULT_MEM_LIMIT: usize = 1 << 30;
 /// The smallest `--mem-limit`: below it not even a scenario file can be read.
 const MIN_MEM_LIMIT: usize = 1 << 20;
 
+#[macro_use]
 mod volume_cmd;
+mod volume_write;
 
 const USAGE: &str = "\
 hammer2-synchro: DragonFly BSD's HAMMER2 cluster synchronizer, driven by scenario files.
@@ -310,6 +312,9 @@ fn main() -> ExitCode {
         return usage_error(format_args!("missing command"));
     };
     if let Some(code) = volume_cmd::dispatch(cmd, rest) {
+        return code;
+    }
+    if let Some(code) = volume_write::dispatch(cmd, rest) {
         return code;
     }
     let each: fn(&str, bool, &mut Out) -> u8 = match cmd.as_str() {

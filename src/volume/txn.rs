@@ -308,25 +308,51 @@ impl Frame {
     }
 }
 
-/// The lowest bit `sub` (at least every item's key bits) such that grouping `items` by
-/// `key >> sub` makes at most `cap` groups: children as full as the table allows, as the
-/// kernel's indirect blocks over file data cover 128 blocks each.
+/// The bit `sub` (at least every item's key bits) by which `items` are grouped
+/// (`key >> sub`) into the children of one table: at most `cap` groups, and among those
+/// the coarsest grouping whose groups still fit `cap` entries each, so tables are as full
+/// as they can be (128 consecutive inodes, or 128 data blocks of a file, per indirect
+/// block, as the kernel's).
 fn split_bits(items: &[Blockref], cap: usize) -> u8 {
-    let groups = |sub: u8| {
-        let id = |b: &Blockref| if sub >= 64 { 0 } else { b.key >> sub };
-        1 + items.windows(2).filter(|w| id(&w[0]) != id(&w[1])).count()
+    let id = |b: &Blockref, sub: u8| if sub >= 64 { 0 } else { b.key >> sub };
+    // Groups and the largest group at `sub`, in one pass over the sorted items.
+    let stats = |sub: u8| {
+        let (mut groups, mut largest, mut run) = (1usize, 1usize, 1usize);
+        for w in items.windows(2) {
+            if id(&w[0], sub) == id(&w[1], sub) {
+                run += 1;
+            } else {
+                groups += 1;
+                run = 1;
+            }
+            largest = largest.max(run);
+        }
+        (groups, largest)
     };
+    // The finest `sub` with at most `cap` groups (groups only merge as `sub` grows).
     let mut lo = items.iter().map(|b| b.keybits).max().unwrap_or(0);
     let mut hi = 64u8;
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        if groups(mid) <= cap {
+        if stats(mid).0 <= cap {
             hi = mid;
         } else {
             lo = mid + 1;
         }
     }
-    lo
+    // Then the coarsest whose largest group still fits a table.
+    let (mut best, mut top) = (lo, 64u8);
+    if stats(lo).1 <= cap {
+        while best < top {
+            let mid = best + (top - best).div_ceil(2);
+            if stats(mid).1 <= cap {
+                best = mid;
+            } else {
+                top = mid - 1;
+            }
+        }
+    }
+    best
 }
 
 /// Mark every block the tree below `set` reaches in `a` and `b` (either may be absent);
