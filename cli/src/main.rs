@@ -31,7 +31,11 @@ USAGE:
                                      only parse each scenario (syntax check), run nothing
     hammer2-synchro help             show this text (also -h, --help)
 
-  Real HAMMER2 volumes (image files or block devices, read-only; each command has --help):
+  Real HAMMER2 volumes (image files or block devices; each command has --help):
+    hammer2-synchro newfs IMAGE --size SIZE --pfs LABEL:ROLE ...
+                                     create a volume with one PFS per LABEL (ROLE: master, slave...)
+    hammer2-synchro import DIR IMAGE@LABEL
+                                     make PFS LABEL a copy of host directory DIR (one commit)
     hammer2-synchro ls IMAGE[@LABEL] [PATH]
                                      list a volume's PFSs, or a directory of PFS LABEL
     hammer2-synchro export IMAGE@LABEL DIR
