@@ -173,7 +173,7 @@ impl<'v, D: BlockDev> Import<'v, D> {
         items.extend_from_slice(&entries.entries);
         let set = self.txn.table(&items)?;
 
-        let mut root = self.root.clone();
+        let mut root = self.root;
         let m = &mut root.meta;
         m.mode = root_meta.mode;
         m.uid = root_meta.uid;

@@ -197,9 +197,8 @@ fn import_writes_a_tree_the_reader_and_fsck_accept() {
     for i in 0..300u32 {
         let inum = imp.new_inum();
         let name = alloc::format!("file-{i}");
-        let mut m = meta(OBJTYPE_REGFILE, inum);
-        imp.file(m.clone(), Some(name.as_bytes()), &[]).unwrap();
-        m.size = 0;
+        imp.file(meta(OBJTYPE_REGFILE, inum), Some(name.as_bytes()), &[])
+            .unwrap();
         imp.entry(&mut d, name.as_bytes(), inum, OBJTYPE_REGFILE)
             .unwrap();
     }
