@@ -53,6 +53,10 @@ impl<D: BlockDev> Txn<'_, D> {
         let old = vol.header();
         let mut set = old.sroot_blockset;
         set[0] = sroot;
+        // DEVIATION: the freemap is rebuilt from what the new tree and the header copies that
+        // stay reach, so space nothing reaches any more is free at once (HAMMER2 leaves it
+        // allocated until two bulkfree passes): only this writer has the volume open, and
+        // the allocator already keeps away from every valid copy's blocks.
         // What the new tree reaches, added to what the remaining copies reach.
         let keep = &mut self.keep;
         for b in &set {

@@ -73,7 +73,11 @@ fn area_size(nom: u64, total: u64) -> u64 {
     x.max(AREA_MIN).next_multiple_of(VOLUME_ALIGN)
 }
 
-/// Create the volume on `dev`. [`Error::Invalid`] for no PFS, more than four, an empty,
+/// Create the volume on `dev`.
+///
+/// DEVIATION: only the PFSs asked for are made; newfs_hammer2 always adds one labelled
+/// "LOCAL". A node of a cluster is one PFS, and the labels are the caller's to choose.
+/// `pfs_clid` is the caller's too (one per cluster, where newfs draws one per PFS). [`Error::Invalid`] for no PFS, more than four, an empty,
 /// over-long or repeated label, or labels colliding in their hash; [`Error::TooBig`] when
 /// the size exceeds the device; [`Error::NoSpace`] below [`NEWFS_MIN_BYTES`].
 pub fn newfs<D: BlockDev>(dev: &D, opts: &NewfsOptions<'_>) -> Result<VolumeHeader> {
