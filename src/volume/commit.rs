@@ -110,9 +110,11 @@ impl<D: BlockDev> Txn<'_, D> {
             let had_leaf = old_blocks
                 .iter()
                 .any(|(t, k, _)| *t == BREF_TYPE_FREEMAP_LEAF && *k == gib);
-            let (n, avail) =
-                fill_leaf(&mut block, keep, gib, lo, hi_g, &|| vol.dev().yield_point());
-            if n > 0 || had_leaf {
+            // A leaf for every GiB that had one or now holds allocations (new leaves are
+            // made on a GiB's first allocation, as `hammer2_freemap_alloc` makes them).
+            if had_leaf || keep.any(lo, hi_g.saturating_sub(lo)) {
+                let (n, avail) =
+                    fill_leaf(&mut block, keep, gib, lo, hi_g, &|| vol.dev().yield_point());
                 used_granules += n;
                 let off = rotated(BREF_TYPE_FREEMAP_LEAF, gib, 1);
                 let mut b = freemap_bref(BREF_TYPE_FREEMAP_LEAF, gib, LEAF_KEYBITS, off, &block);
@@ -123,6 +125,7 @@ impl<D: BlockDev> Txn<'_, D> {
                 leaves.try_reserve(1)?;
                 leaves.push(b);
             }
+            vol.dev().yield_point();
             gib += LEAF_SPAN;
         }
         let roots = if leaves.len() <= SET_COUNT {

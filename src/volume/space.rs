@@ -25,14 +25,43 @@ pub struct GranuleBits {
 }
 
 impl GranuleBits {
-    /// A map of `bytes` of filesystem, every granule clear.
+    /// A map of `bytes` of filesystem, every granule clear. [`Error::TooBig`] when it would
+    /// take more than [`MAP_LIMIT`].
     pub fn new(bytes: u64) -> Result<GranuleBits> {
         let granules = bytes.div_ceil(GRANULE_BYTES);
         let n = usize::try_from(granules.div_ceil(64)).map_err(|_| Error::TooBig)?;
+        if n.saturating_mul(8) > MAP_LIMIT {
+            return Err(Error::TooBig);
+        }
         let mut words = Vec::new();
         words.try_reserve_exact(n)?;
         words.resize(n, 0);
         Ok(GranuleBits { words, granules })
+    }
+
+    /// Whether any granule of `off..off + len` is marked (whole words at a time).
+    pub fn any(&self, off: u64, len: u64) -> bool {
+        if len == 0 {
+            return false;
+        }
+        let first = off / GRANULE_BYTES;
+        let last = (off.saturating_add(len) - 1) / GRANULE_BYTES;
+        let mut g = first;
+        while g <= last {
+            let w = self.words.get((g / 64) as usize).copied().unwrap_or(0);
+            if g % 64 == 0 && last - g >= 63 {
+                if w != 0 {
+                    return true;
+                }
+                g += 64;
+            } else {
+                if w & (1 << (g % 64)) != 0 {
+                    return true;
+                }
+                g += 1;
+            }
+        }
+        false
     }
 
     /// Whether the granule holding byte `off` is marked (false past the end).
@@ -61,6 +90,10 @@ impl GranuleBits {
         self.granules * GRANULE_BYTES
     }
 }
+
+/// The most bytes one granule map may take: 64 MiB, a bit per 16 KiB of 8 TiB (the bound
+/// `fsck` uses too). A transaction holds two.
+pub const MAP_LIMIT: usize = super::fsck::MAP_LIMIT_DEFAULT;
 
 /// Whether `off` lies in the reserved 4 MiB at the start of a GiB.
 pub const fn in_reserved(off: u64) -> bool {
@@ -168,6 +201,18 @@ mod tests {
         assert_eq!(a.alloc(8192).unwrap(), 0x882_0000);
         assert_eq!(a.alloc(3000), Err(Error::Invalid));
         assert_eq!(a.alloc(128 << 10), Err(Error::Invalid));
+    }
+
+    #[test]
+    fn any_and_limits() {
+        let mut m = GranuleBits::new(1 << 30).unwrap();
+        assert!(!m.any(0, 1 << 30));
+        m.mark(0x12_3456, 1);
+        assert!(m.any(0, 1 << 30));
+        assert!(m.any(0x12_0000, 0x4000));
+        assert!(!m.any(0x12_4000, 1 << 29));
+        assert!(!m.any(0, 0x12_0000));
+        assert_eq!(GranuleBits::new(16 << 40).unwrap_err(), Error::TooBig);
     }
 
     #[test]
