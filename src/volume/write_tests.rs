@@ -337,3 +337,34 @@ fn a_failed_write_leaves_the_committed_volume() {
         assert!(k < 100);
     }
 }
+
+#[test]
+fn more_than_four_leaves_hang_under_a_level_two_node() {
+    let dev = make(6 << 30);
+    let vol = Volume::open(&dev).unwrap();
+    let mut txn = Txn::begin(&vol).unwrap();
+    // Space marked in five GiBs (as if blocks lay there): five leaves, one node above.
+    for k in 0..5u64 {
+        txn.keep.mark((k << 30) + 400 * MIB, 1);
+    }
+    let sroot = *vol.header().sroot();
+    let h = txn.commit(sroot).unwrap();
+    drop(vol);
+    let (mut nodes, mut leaves) = (Vec::new(), Vec::new());
+    let vol = Volume::open(&dev).unwrap();
+    assert_eq!(vol.header().mirror_tid, h.mirror_tid);
+    vol.walk_freemap(&mut |v| {
+        match v {
+            super::freemap::FreemapVisit::Node(b) => nodes.push((b.key, b.keybits)),
+            super::freemap::FreemapVisit::Leaf(b, _) => leaves.push(b.key),
+            super::freemap::FreemapVisit::Fault(e, _) => panic!("{e}"),
+        }
+        Ok(Flow::Continue)
+    })
+    .unwrap();
+    assert_eq!(nodes, vec![(0, 38)]);
+    assert_eq!(leaves, (0..5u64).map(|k| k << 30).collect::<Vec<_>>());
+    let r = clean(&dev);
+    assert_eq!(r.unreachable_granules, 5);
+    assert_eq!(h.allocator_size - h.allocator_free, 5 * 16384);
+}
