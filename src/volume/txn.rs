@@ -24,8 +24,12 @@ use crate::{Error, Result};
 const IND_ENTRIES: usize = 128;
 /// log2 of [`IND_ENTRIES`].
 const IND_SHIFT: u32 = 7;
-/// Tables open at once while building: 64 key bits, at least 2 bits split per level.
-const BUILD_DEPTH: usize = 34;
+/// Tables open at once while building one block table: the inode's own and up to six
+/// levels of indirect blocks (files up to 2^58 bytes, 2^42 inodes). Three such tables nest
+/// under the volume header (super-root, PFS root, file or directory), and the reader must
+/// be able to walk them: a deeper tree is refused with [`Error::TooBig`].
+const BUILD_DEPTH: usize = 7;
+const _: () = assert!(1 + 3 * BUILD_DEPTH <= super::scan::DEPTH_MAX);
 
 /// Methods of every blockref this writer makes: HAMMER2's default check, no compression.
 pub const METHODS: u8 = enc_methods(CHECK_XXHASH64, COMP_NONE);

@@ -368,3 +368,47 @@ fn more_than_four_leaves_hang_under_a_level_two_node() {
     assert_eq!(r.unreachable_granules, 5);
     assert_eq!(h.allocator_size - h.allocator_free, 5 * 16384);
 }
+
+#[test]
+fn block_tables_of_any_key_pattern_read_back_in_order() {
+    let dev = make(64 * MIB);
+    let vol = Volume::open(&dev).unwrap();
+    let mut txn = Txn::begin(&vol).unwrap();
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let patterns: Vec<Vec<u64>> = vec![
+        (1024..1024 + 1000).collect(),
+        (0..700).map(|_| rnd() | 1 << 63).collect(),
+        (0..63).map(|b| 1u64 << b).chain(5000..5300).collect(),
+        (0..300)
+            .map(|i| i * 3)
+            .chain((0..300).map(|_| rnd()))
+            .collect(),
+        (0..5).collect(),
+    ];
+    for mut keys in patterns {
+        keys.sort_unstable();
+        keys.dedup();
+        let items: Vec<Blockref> = keys
+            .iter()
+            .map(|&k| txn.dirent(k, 1024, OBJTYPE_REGFILE, b"n").unwrap())
+            .collect();
+        let set = txn.table(&items).unwrap();
+        let mut back = Vec::new();
+        vol.scan(&set, 0, KEY_MAX, &mut |b| {
+            back.push(b.key);
+            Ok(Flow::Continue)
+        })
+        .unwrap();
+        assert_eq!(back, keys);
+    }
+    // Overlapping or unsorted entries are refused.
+    let a = txn.dirent(7, 1, OBJTYPE_REGFILE, b"a").unwrap();
+    let many = vec![a; 6];
+    assert_eq!(txn.table(&many).unwrap_err(), Error::Invalid);
+}
