@@ -29,7 +29,7 @@ const IND_SHIFT: u32 = 7;
 /// under the volume header (super-root, PFS root, file or directory), and the reader must
 /// be able to walk them: a deeper tree is refused with [`Error::TooBig`].
 const BUILD_DEPTH: usize = 7;
-const _: () = assert!(1 + 3 * BUILD_DEPTH <= super::scan::DEPTH_MAX);
+const _: () = assert!(3 * BUILD_DEPTH < super::scan::DEPTH_MAX);
 
 /// Methods of every blockref this writer makes: HAMMER2's default check, no compression.
 pub const METHODS: u8 = enc_methods(CHECK_XXHASH64, COMP_NONE);
