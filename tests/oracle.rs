@@ -13,6 +13,11 @@
 //! - *arbitrary*: node subsets at random. TID equality hides divergence there (an inode whose
 //!   TID equals the focus's is not looked into), so only the model's exact prediction holds.
 //!
+//! Today's layout (the default; the model's TIDs and pointer inodes are the seed's, so the model's
+//! properties run in `layout=seed`): committed histories against an independent replay of names
+//! and inodes (`oracle/index.rs`), and any history against what the model says independently of
+//! the layout (root focus, no quorum changes nothing, settling, who ends in sync).
+//!
 //! Catch-up cases (arbitrary histories, one node in catch-up mode, random read stalls of 0 to
 //! 3 ms per node): where the root has no quorum, the catch-up node ends `same` as the highest
 //! master and holds every path it holds, whatever the stalls.
@@ -616,4 +621,60 @@ fn negative_control_index_property_sees_a_skipped_sync() {
     assert!(seen(0) == wanted, "node 0 holds the committed tree");
     assert!(seen(3) != wanted, "the unsynchronized slave differs");
     assert!(!c.in_sync(3));
+}
+
+/// Any history in today's layout, against what the model says that does not depend on the
+/// layout: the PFS root's focus (every change stamps the root in both layouts); with no quorum
+/// (and no node in catch-up mode) synchronization changes nothing a path shows; otherwise the
+/// cluster settles within 12 rounds, and each node ends in sync exactly when the model's does.
+fn any_on_index(case: &Case) -> Result<(), String> {
+    let n = case.roles.len();
+    let (mut w, paths) = case.replay();
+    let want_focus = w.focus_root().map(|f| f.1);
+    w.sync_all(quorum, 12);
+    let focus_after = w.focus_root().map(|f| f.1);
+    for mode in [ScanMode::Pruned, ScanMode::Original] {
+        let c = real::build(case)?;
+        c.set_scan_mode(mode);
+        let got = real::focus_root(&c).map(|f| f.1);
+        if got != want_focus {
+            return Err(format!(
+                "{mode:?}: focus_root {got:?}, model {want_focus:?}"
+            ));
+        }
+        let before = real::snapshot(&c, n, &paths);
+        let roots = |c: &hammer2_synchro::cluster::Cluster| -> Vec<Option<u64>> {
+            (0..n)
+                .map(|i| c.stat(i, b"/").ok().map(|s| s.modify_tid))
+                .collect()
+        };
+        let mut settled = false;
+        for _ in 0..12 {
+            let r = roots(&c);
+            real::sync_round(&c, n)?;
+            if roots(&c) == r {
+                settled = true;
+                break;
+            }
+        }
+        if !settled {
+            return Err(format!("{mode:?}: root TIDs still moving after 12 rounds"));
+        }
+        if want_focus.is_none() && case.catchup == 0 && real::snapshot(&c, n, &paths) != before {
+            return Err(format!("{mode:?}: no quorum, yet a node changed"));
+        }
+        for i in 0..n {
+            let want = focus_after == Some(w.trees[i].tid);
+            if c.in_sync(i) != want {
+                return Err(format!("{mode:?}: in_sync({i}) = {}, model {want}", !want));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn oracle_index_layout_any_history() {
+    let ops = prop::env_num("H2S_ORACLE_OPS", 14) as usize;
+    prop::run("index_any", 400, ops, any_on_index);
 }
