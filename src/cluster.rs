@@ -315,8 +315,9 @@ impl Cluster {
     }
     /// The inode number a change that may create an inode gives it on every node, in
     /// [`Layout::Index`]: the cluster's frontend allocates one number for all nodes, as
-    /// HAMMER2's does. That is the number the path already has on any node (a node that missed
-    /// the creation gets the same inode), else one past the highest any node handed out.
+    /// HAMMER2's does. That is the number the path already has on any node as the kind of file
+    /// the change makes (a node that missed the creation gets the same inode), else one past
+    /// the highest any node handed out.
     /// None in the seed's layout (its numbers derive from the path) and for other changes.
     ///
     /// DEVIATION (test clusters): HAMMER2's frontend allocates from its PFS's counter and
@@ -324,14 +325,22 @@ impl Cluster {
     /// missed its creation by a later change, which must then agree with the others, so the
     /// number a path has anywhere is reused.
     fn new_inum(&self, op: FrontendOp<'_>) -> core::result::Result<Option<u64>, (usize, Error)> {
-        let path = match op {
-            FrontendOp::Mkdir(p) | FrontendOp::Write(p, _) if self.layout == Layout::Index => p,
+        let (path, objtype) = match op {
+            FrontendOp::Mkdir(p) if self.layout == Layout::Index => (p, media::OBJTYPE_DIRECTORY),
+            FrontendOp::Write(p, _) if self.layout == Layout::Index => (p, media::OBJTYPE_REGFILE),
             _ => return Ok(None),
         };
         let mut fresh = 0;
         for (idx, n) in self.nodes.iter().enumerate() {
             match n.store.resolve(path) {
-                Ok(id) => return n.store.meta(id).map(|m| Some(m.inum)).map_err(|e| (idx, e)),
+                Ok(id) => {
+                    let m = n.store.meta(id).map_err(|e| (idx, e))?;
+                    // Only the same kind of file is "the same" file: a directory made where
+                    // another node has a file of that name is a new inode.
+                    if m.objtype == objtype {
+                        return Ok(Some(m.inum));
+                    }
+                }
                 // Not there (the change itself reports a bad path).
                 Err(Error::NotFound | Error::NotDir | Error::Invalid) => {}
                 Err(e) => return Err((idx, e)),
@@ -718,6 +727,32 @@ mod tests {
         let mut all = String::new();
         write_all_status(&mut all).unwrap();
         assert!(!all.contains(&name), "a dropped cluster unregisters");
+    }
+
+    #[test]
+    fn a_new_inode_reuses_a_number_only_for_the_same_kind_of_file() {
+        let c = Cluster::new(host(), &[Role::Master, Role::Master]).unwrap();
+        let (all, one) = (NodeSet(0b11), NodeSet(0b10));
+        c.apply(all, FrontendOp::Write(b"/a", b"f")).unwrap();
+        c.apply(all, FrontendOp::Link(b"/a", b"/b")).unwrap();
+        c.apply(one, FrontendOp::Rm(b"/a")).unwrap();
+        // Node 0's /a is a file (inode 1024, also node 1's /b): a directory /a on node 1 is a
+        // new inode, not a clash with /b's.
+        c.apply(one, FrontendOp::Mkdir(b"/a")).unwrap();
+        let inum = |i: usize, p: &[u8]| {
+            let s = &c.nodes[i].store;
+            s.meta(s.resolve(p).unwrap()).unwrap().inum
+        };
+        assert_eq!(c.stat(1, b"/a").unwrap().objtype, media::OBJTYPE_DIRECTORY);
+        assert_eq!(
+            (inum(0, b"/a"), inum(1, b"/b"), inum(1, b"/a")),
+            (1024, 1024, 1025)
+        );
+        // A file of that name again is node 0's /a, the inode node 1 still has as /b.
+        c.apply(one, FrontendOp::Rm(b"/a")).unwrap();
+        c.apply(one, FrontendOp::Write(b"/a", b"g")).unwrap();
+        assert_eq!(inum(1, b"/a"), 1024);
+        assert_eq!(c.read_file(1, b"/b").unwrap(), b"g");
     }
 
     #[test]
