@@ -118,6 +118,9 @@ struct History {
     rsync: Option<(usize, f64)>,
 }
 
+/// Files per kind of the store's memory measurement (as `--memory`).
+pub const MEMORY_FILES: usize = 4096;
+
 /// Bytes of RAM one empty file or directory costs on tmpfs (inode + dentry, measured at about
 /// 1 KiB here), rounded up.
 const TMPFS_BYTES_PER_ENTRY: f64 = 1536.0;
@@ -253,7 +256,8 @@ impl History {
     /// budget, or more time than `left` seconds, extrapolated from the last size measured.
     fn rsync_skip(&self, row: &Row, left: f64, cfg: &Config) -> Option<String> {
         let mem_budget = mem_budget(cfg);
-        let bytes = 2.0 * row.chains as f64 * TMPFS_BYTES_PER_ENTRY;
+        // Two chains per file or directory (see `Tree::chains`), one tmpfs entry.
+        let bytes = row.chains as f64 * TMPFS_BYTES_PER_ENTRY;
         let time = self.rsync.map(|(pc, t)| t * row.chains as f64 / pc as f64);
         if bytes > mem_budget {
             Some(format!(
@@ -399,6 +403,8 @@ pub fn run(cfg: &Config) -> Results {
     }
     println!("bench: initial-sync bandwidth ...");
     let bandwidth = bandwidth::measure(cfg.bandwidth_bytes, cfg.bandwidth_file);
+    println!("bench: store memory per chain ...");
+    let memory = crate::memory::measure(MEMORY_FILES);
 
     // rsync last: it is the comparison, so it gets what is left of the time budget.
     for row in &mut rows {
@@ -430,6 +436,7 @@ pub fn run(cfg: &Config) -> Results {
             || Err("no kernel results file given".to_string()),
             crate::kernel::read,
         ),
+        memory,
     }
 }
 
