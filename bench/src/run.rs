@@ -28,6 +28,8 @@ pub struct Config {
     pub freeze_budget: Duration,
     /// Stop samples per tree.
     pub stop_samples: usize,
+    /// Files per kind of the store's memory measurement.
+    pub memory_files: usize,
     /// Most bytes the cluster of one tree may take.
     pub mem_budget: u64,
     /// Longest a tree's cluster or rsync measurement is allowed to take (estimated).
@@ -57,6 +59,7 @@ impl Config {
                 freeze_samples: 40,
                 freeze_budget: Duration::from_secs(2),
                 stop_samples: 3,
+                memory_files: 256,
                 mem_budget: 1 << 30,
                 row_time_limit: Duration::from_secs(10),
                 initial_limit: Duration::from_secs(5),
@@ -74,6 +77,7 @@ impl Config {
                 freeze_samples: 300,
                 freeze_budget: Duration::from_secs(10),
                 stop_samples: 10,
+                memory_files: MEMORY_FILES,
                 // Four copies of 10^6 files in today's layout (an inode and a DIRENT chain per
                 // file, about 2.2 KiB) take about 9 GiB; still capped at 80% of the memory
                 // available when the tree is built.
@@ -121,7 +125,7 @@ struct History {
     rsync: Option<(usize, f64)>,
 }
 
-/// Files per kind of the store's memory measurement (as `--memory`).
+/// Files per kind of the store's memory measurement (`--memory`, and the full run's).
 pub const MEMORY_FILES: usize = 4096;
 
 /// Bytes of RAM one empty file or directory costs on tmpfs (inode + dentry, measured at about
@@ -407,7 +411,7 @@ pub fn run(cfg: &Config) -> Results {
     println!("bench: initial-sync bandwidth ...");
     let bandwidth = bandwidth::measure(cfg.bandwidth_bytes, cfg.bandwidth_file);
     println!("bench: store memory per chain ...");
-    let memory = crate::memory::measure(MEMORY_FILES);
+    let memory = crate::memory::measure(cfg.memory_files);
 
     // rsync last: it is the comparison, so it gets what is left of the time budget.
     for row in &mut rows {
