@@ -6,6 +6,7 @@
 //! and lowers numbers; whatever the shrinker produces still resolves to a valid history.
 
 use hammer2_synchro::role::Role;
+use hammer2_synchro::store::Layout;
 use proptest::prelude::*;
 
 use super::model::{self, check, join, Inode, Kind, Op, World, BLOCK, DIRECT_MAX};
@@ -77,6 +78,9 @@ pub struct Case {
     pub catchup: u8,
     /// Read delays of synchronization, (node, milliseconds), set before sync.
     pub stalls: Vec<(usize, u64)>,
+    /// The layout the model replays the history in and the cluster is built in (the seed's
+    /// unless a property asks for today's with [`Case::on_index`]).
+    pub layout: Layout,
 }
 
 /// Names used for directories and files, and (separately) for hardlink pointers.
@@ -298,6 +302,7 @@ pub fn resolve(raw: &RawCase) -> Case {
         new_roles,
         catchup: 0,
         stalls: Vec::new(),
+        layout: Layout::Seed,
     }
 }
 
@@ -314,6 +319,15 @@ impl Case {
             new_roles: None,
             catchup: 0,
             stalls: Vec::new(),
+            layout: Layout::Seed,
+        }
+    }
+
+    /// The same case in today's layout.
+    pub fn on_index(self) -> Case {
+        Case {
+            layout: Layout::Index,
+            ..self
         }
     }
 
@@ -323,10 +337,20 @@ impl Case {
         let mut w = World::new(&self.roles);
         let mut seen = std::collections::BTreeSet::new();
         seen.insert(b"/".to_vec());
+        if self.layout == Layout::Index {
+            for t in &mut w.trees {
+                t.stamps.pfs_inum = model::INDEX_ROOT_INUM;
+            }
+        }
         for (i, (mask, op, _)) in self.ops.iter().enumerate() {
+            let tid = i as u64 + 1;
+            let inum = model::frontend_inum(&w.trees, op);
             for j in 0..self.roles.len() {
                 if mask & (1 << j) != 0 {
-                    model::apply(&mut w.trees[j], op, i as u64 + 1);
+                    match self.layout {
+                        Layout::Seed => model::apply(&mut w.trees[j], op, tid),
+                        Layout::Index => model::apply_index(&mut w.trees[j], op, tid, inum),
+                    }
                 }
             }
             seen.insert(op.path().to_vec());
