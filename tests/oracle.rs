@@ -1,9 +1,9 @@
 //! Oracle property tests: random clusters of 1 to 8 nodes with random roles
 //! and random divergent histories, checked against an independent reference model.
 //!
-//! The reference model (`oracle/model.rs`) replays the history into plain path maps and
-//! simulates synchronization by the per-key quorum rule; `oracle/gen.rs` generates histories
-//! (proptest shrinks them); `oracle/scn.rs` prints a failing case as a `.scn` scenario.
+//! The reference model (`oracle/model.rs`) replays the history into plain maps, in either
+//! layout, and simulates synchronization by the per-key quorum rule; `oracle/gen.rs` generates
+//! histories (proptest shrinks them); `oracle/scn.rs` prints a failing case as a `.scn` scenario.
 //!
 //! Two kinds of history:
 //! - *committed*: every committed change reached a fixed quorum of masters, other nodes got a
@@ -11,16 +11,21 @@
 //!   every node must end up holding exactly the committed history's tree (nothing committed is
 //!   lost, everything uncommitted is rolled back);
 //! - *arbitrary*: node subsets at random. TID equality hides divergence there (an inode whose
-//!   TID equals the focus's is not looked into), so only the model's exact prediction holds.
+//!   TID equals the focus's is not looked into: the frontend atomicity gap of HAMMER2-FACTS §6),
+//!   so only the model's exact prediction holds, and it holds: the model stamps what the store
+//!   stamps and skips what the synchronizer skips, so it ends with the same hidden divergence.
 //!
-//! Today's layout (the default; the model's TIDs and pointer inodes are the seed's, so the model's
-//! properties run in `layout=seed`): committed histories against an independent replay of names
-//! and inodes (`oracle/index.rs`), and any history against what the model says independently of
-//! the layout (root focus, no quorum changes nothing, settling, who ends in sync).
+//! Both layouts run the exact prediction: today's (the default; `Case::on_index`), chain by
+//! chain (`real::chain_lines`: every index inode, DIRENT and DATA chain with its modify_tid and
+//! content) and path by path after every round, and the seed's (path by path, a smaller sample).
+//! Committed histories in today's layout are also checked against an independent replay of
+//! names and inodes (`oracle/index.rs`) that knows nothing of TIDs or the model.
 //!
 //! Catch-up cases (arbitrary histories, one node in catch-up mode, random read stalls of 0 to
 //! 3 ms per node): where the root has no quorum, the catch-up node ends `same` as the highest
-//! master and holds every path it holds, whatever the stalls.
+//! master and holds every path it holds, whatever the stalls. One restriction, in both layouts:
+//! the round-by-round match is not asserted when a node is stalled and two nodes hold different
+//! contents under one TID (see [`catchup_against_cluster`]).
 
 mod oracle {
     pub mod gen;
