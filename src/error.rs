@@ -38,6 +38,10 @@ pub enum Error {
     TimedOut,
     /// The run was told to stop by its host, e.g. its process was killed (EINTR).
     Interrupted,
+    /// No space left on a volume (ENOSPC). Nothing committed was changed.
+    NoSpace,
+    /// A write to a device opened read-only (EROFS).
+    ReadOnly,
 }
 
 impl Error {
@@ -59,6 +63,8 @@ impl Error {
             Error::TooBig => 7,
             Error::TimedOut => 110,
             Error::Interrupted => 4,
+            Error::NoSpace => 28,
+            Error::ReadOnly => 30,
         }
     }
 
@@ -80,6 +86,8 @@ impl Error {
             Error::TooBig => "too big",
             Error::TimedOut => "timed out",
             Error::Interrupted => "interrupted",
+            Error::NoSpace => "no space left",
+            Error::ReadOnly => "read-only device",
         }
     }
 }

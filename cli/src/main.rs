@@ -17,7 +17,9 @@ const DEFAULT_MEM_LIMIT: usize = 1 << 30;
 /// The smallest `--mem-limit`: below it not even a scenario file can be read.
 const MIN_MEM_LIMIT: usize = 1 << 20;
 
+#[macro_use]
 mod volume_cmd;
+mod volume_write;
 
 const USAGE: &str = "\
 hammer2-synchro: DragonFly BSD's HAMMER2 cluster synchronizer, driven by scenario files.
@@ -29,7 +31,11 @@ USAGE:
                                      only parse each scenario (syntax check), run nothing
     hammer2-synchro help             show this text (also -h, --help)
 
-  Real HAMMER2 volumes (image files or block devices, read-only; each command has --help):
+  Real HAMMER2 volumes (image files or block devices; each command has --help):
+    hammer2-synchro newfs IMAGE --size SIZE --pfs LABEL:ROLE ...
+                                     create a volume with one PFS per LABEL (ROLE: master, slave...)
+    hammer2-synchro import DIR IMAGE@LABEL
+                                     make PFS LABEL a copy of host directory DIR (one commit)
     hammer2-synchro ls IMAGE[@LABEL] [PATH]
                                      list a volume's PFSs, or a directory of PFS LABEL
     hammer2-synchro export IMAGE@LABEL DIR
@@ -310,6 +316,9 @@ fn main() -> ExitCode {
         return usage_error(format_args!("missing command"));
     };
     if let Some(code) = volume_cmd::dispatch(cmd, rest) {
+        return code;
+    }
+    if let Some(code) = volume_write::dispatch(cmd, rest) {
         return code;
     }
     let each: fn(&str, bool, &mut Out) -> u8 = match cmd.as_str() {

@@ -97,11 +97,16 @@ pub fn dispatch(cmd: &str, args: &[String]) -> Option<ExitCode> {
         "fsck" => (FSCK_HELP, fsck_cmd),
         _ => return None,
     };
+    Some(run(cmd, help, f, args))
+}
+
+/// Run volume command `cmd` (`--help` prints `help`), mapping its failure to a status.
+pub(crate) fn run(cmd: &str, help: &str, f: Command, args: &[String]) -> ExitCode {
     if args.iter().any(|a| a == "--help" || a == "-h") {
         out!("{help}");
-        return Some(ExitCode::SUCCESS);
+        return ExitCode::SUCCESS;
     }
-    Some(match f(args) {
+    match f(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fail::Usage(msg)) => {
             crate::warn(format_args!("{cmd}: {msg}"));
@@ -116,27 +121,45 @@ pub fn dispatch(cmd: &str, args: &[String]) -> Option<ExitCode> {
             crate::warn(format_args!("{cmd}: {msg}"));
             ExitCode::from(1)
         }
-    })
+    }
 }
 
 /// One volume command: its arguments in, success or why not out.
-type Command = fn(&[String]) -> Result<(), Fail>;
+pub(crate) type Command = fn(&[String]) -> Result<(), Fail>;
 
-enum Fail {
+/// Why a volume command failed: bad usage (status 2), IMAGE not opened (2), the work
+/// itself (1).
+pub(crate) enum Fail {
     Usage(String),
     Open(String),
     Run(String),
 }
 
 /// An image file or block device.
-struct FileDev {
+pub(crate) struct FileDev {
     file: File,
     size: u64,
 }
 
 impl FileDev {
-    fn open(path: &str) -> Result<FileDev, Fail> {
-        let mut file = File::open(path).map_err(|e| Fail::Open(format!("{path}: {e}")))?;
+    /// Open `path` read-only.
+    pub(crate) fn open(path: &str) -> Result<FileDev, Fail> {
+        FileDev::from_file(path, File::open(path))
+    }
+
+    /// Open `path` for reading and writing.
+    pub(crate) fn open_rw(path: &str) -> Result<FileDev, Fail> {
+        FileDev::from_file(
+            path,
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path),
+        )
+    }
+
+    fn from_file(path: &str, file: std::io::Result<File>) -> Result<FileDev, Fail> {
+        let mut file = file.map_err(|e| Fail::Open(format!("{path}: {e}")))?;
         // A block device's metadata says 0 bytes: its size is where a seek to the end lands.
         let size = file
             .seek(SeekFrom::End(0))
@@ -154,6 +177,19 @@ impl BlockDev for FileDev {
             .read_exact_at(buf, off)
             .map_err(|_| hammer2_synchro::Error::Io)
     }
+    fn write_at(&self, off: u64, buf: &[u8]) -> hammer2_synchro::Result<()> {
+        self.file
+            .write_all_at(buf, off)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ENOSPC) => hammer2_synchro::Error::NoSpace,
+                _ => hammer2_synchro::Error::Io,
+            })
+    }
+    fn flush(&self) -> hammer2_synchro::Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|_| hammer2_synchro::Error::Io)
+    }
 }
 
 fn run_err(image: &str, e: ReadError) -> Fail {
@@ -161,7 +197,7 @@ fn run_err(image: &str, e: ReadError) -> Fail {
 }
 
 /// `IMAGE@LABEL` split at its last `@`.
-fn image_label(arg: &str) -> Option<(&str, &str)> {
+pub(crate) fn image_label(arg: &str) -> Option<(&str, &str)> {
     arg.rsplit_once('@')
         .filter(|(i, l)| !i.is_empty() && !l.is_empty())
 }

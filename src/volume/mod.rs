@@ -16,10 +16,15 @@
 //! level of its walk.
 
 pub mod block;
+pub mod commit;
 pub mod freemap;
 pub mod fsck;
+pub mod import;
+pub mod newfs;
 pub mod pfs;
 pub mod scan;
+pub mod space;
+pub mod txn;
 pub mod verify;
 
 use core::fmt;
@@ -30,19 +35,56 @@ use crate::media::MediaError;
 use crate::Error;
 
 pub use fsck::{fsck, Finding, FsckOptions, FsckReport, Problem};
+pub use import::{DirEntries, Import};
+pub use newfs::{newfs, NewPfs, NewfsOptions};
 pub use pfs::{check_name, BadName, Entry, Pfs, Piece};
 pub use scan::Flow;
+pub use txn::Txn;
 pub use verify::VerifyReport;
 
-/// What the reader needs from a host: fallible reads at byte offsets of one device.
+/// Block I/O, the part of the porting surface the volume code needs from a host: fallible
+/// reads and writes at byte offsets of one device the host has opened, and a flush.
+///
+/// Every write of the volume code goes through [`BlockDev::write_at`], and its commit
+/// order relies on [`BlockDev::flush`]: blocks first, flush, then the volume header, flush.
+/// A host that cannot write (a read-only image) keeps the default write and flush, which
+/// refuse with [`crate::Error::ReadOnly`].
 pub trait BlockDev {
     /// Bytes of the device.
     fn size(&self) -> u64;
     /// Fill `buf` with the bytes at byte offset `off` (all of them, or an error).
     fn read_at(&self, off: u64, buf: &mut [u8]) -> crate::Result<()>;
+    /// Write all of `buf` at byte offset `off`, or fail. Durable only after a successful
+    /// [`BlockDev::flush`]; until then a crash may keep any subset of the writes.
+    fn write_at(&self, off: u64, buf: &[u8]) -> crate::Result<()> {
+        let _ = (off, buf);
+        Err(crate::Error::ReadOnly)
+    }
+    /// Make every write that returned so far durable (`fdatasync`, a device cache flush).
+    fn flush(&self) -> crate::Result<()> {
+        Err(crate::Error::ReadOnly)
+    }
     /// A scheduling point, called once per block in the reader's long loops (a kernel host
     /// yields the CPU here; the default does nothing).
     fn yield_point(&self) {}
+}
+
+impl<T: BlockDev + ?Sized> BlockDev for &T {
+    fn size(&self) -> u64 {
+        (**self).size()
+    }
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> crate::Result<()> {
+        (**self).read_at(off, buf)
+    }
+    fn write_at(&self, off: u64, buf: &[u8]) -> crate::Result<()> {
+        (**self).write_at(off, buf)
+    }
+    fn flush(&self) -> crate::Result<()> {
+        (**self).flush()
+    }
+    fn yield_point(&self) {
+        (**self).yield_point()
+    }
 }
 
 /// Why a read of the volume failed.
@@ -261,7 +303,14 @@ impl<D: BlockDev> Volume<D> {
     pub fn dev(&self) -> &D {
         &self.dev
     }
+
+    /// Close the volume, handing back its device (to reopen it after a commit, say).
+    pub fn into_dev(self) -> D {
+        self.dev
+    }
 }
 
 #[cfg(test)]
 pub(crate) mod testdev;
+#[cfg(test)]
+mod write_tests;

@@ -625,3 +625,88 @@ mod tests {
         });
     }
 }
+
+/// A sparse read-write device in memory (64 KiB chunks, unwritten bytes read as zeros);
+/// with `fail_write_after`, every write after that many fails.
+pub(crate) struct SparseDev {
+    pub size: u64,
+    pub chunks: core::cell::RefCell<alloc::collections::BTreeMap<u64, Vec<u8>>>,
+    pub writes: core::cell::Cell<u64>,
+    pub fail_write_after: Option<u64>,
+}
+
+const CHUNK: u64 = 65536;
+
+impl SparseDev {
+    pub fn new(size: u64) -> SparseDev {
+        SparseDev {
+            size,
+            chunks: Default::default(),
+            writes: Default::default(),
+            fail_write_after: None,
+        }
+    }
+
+    /// Flip one bit of the byte at `off`.
+    pub fn flip(&self, off: u64) {
+        let mut b = [0u8];
+        self.read_at(off, &mut b).unwrap();
+        b[0] ^= 1;
+        self.put(off, &b);
+    }
+
+    fn put(&self, off: u64, buf: &[u8]) {
+        let mut chunks = self.chunks.borrow_mut();
+        let mut done = 0;
+        while done < buf.len() {
+            let at = off + done as u64;
+            let inner = (at % CHUNK) as usize;
+            let n = (CHUNK as usize - inner).min(buf.len() - done);
+            let c = chunks
+                .entry(at - at % CHUNK)
+                .or_insert_with(|| vec![0; CHUNK as usize]);
+            c[inner..inner + n].copy_from_slice(&buf[done..done + n]);
+            done += n;
+        }
+    }
+}
+
+impl BlockDev for SparseDev {
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> crate::Result<()> {
+        if off + buf.len() as u64 > self.size {
+            return Err(Error::Io);
+        }
+        let chunks = self.chunks.borrow();
+        let mut done = 0;
+        while done < buf.len() {
+            let at = off + done as u64;
+            let inner = (at % CHUNK) as usize;
+            let n = (CHUNK as usize - inner).min(buf.len() - done);
+            let dst = &mut buf[done..done + n];
+            match chunks.get(&(at - at % CHUNK)) {
+                Some(c) => dst.copy_from_slice(&c[inner..inner + n]),
+                None => dst.fill(0),
+            }
+            done += n;
+        }
+        Ok(())
+    }
+    fn write_at(&self, off: u64, buf: &[u8]) -> crate::Result<()> {
+        if off + buf.len() as u64 > self.size {
+            return Err(Error::Io);
+        }
+        let n = self.writes.get();
+        if self.fail_write_after.is_some_and(|k| n >= k) {
+            return Err(Error::Io);
+        }
+        self.writes.set(n + 1);
+        self.put(off, buf);
+        Ok(())
+    }
+    fn flush(&self) -> crate::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,233 @@
+//! Space for a commit: a bit per 16 KiB granule of the filesystem, the granules HAMMER2's
+//! allocator may hand out (HAMMER2-MEDIA §10, §11), and allocations of 1..64 KiB blocks in
+//! them placed as the kernel's `hammer2_bmap_alloc` places them: blocks of 16 KiB or more
+//! on whole granules aligned to their size, smaller blocks packed inside one granule.
+//!
+//! The map starts with every granule a valid volume header copy reaches marked used, so a
+//! commit never overwrites what any committed header references.
+
+use alloc::vec::Vec;
+
+use crate::media::freemap::{BMAP_SPAN, GRANULE_BYTES};
+use crate::media::{RADIX_MAX, RADIX_MIN};
+use crate::{Error, Result};
+
+/// HAMMER2 reserves the first 4 MiB of every 1 GiB (headers, freemap blocks).
+pub const RESERVED_SEG: u64 = 4 << 20;
+/// The span of one freemap leaf and of the reservation period.
+pub const LEAF_SPAN: u64 = 1 << 30;
+
+/// A bit per granule, `used` or not, over `0..fs_size`.
+#[derive(Debug, Clone)]
+pub struct GranuleBits {
+    words: Vec<u64>,
+    granules: u64,
+}
+
+impl GranuleBits {
+    /// A map of `bytes` of filesystem, every granule clear. [`Error::TooBig`] when it would
+    /// take more than [`MAP_LIMIT`].
+    pub fn new(bytes: u64) -> Result<GranuleBits> {
+        let granules = bytes.div_ceil(GRANULE_BYTES);
+        let n = usize::try_from(granules.div_ceil(64)).map_err(|_| Error::TooBig)?;
+        if n.saturating_mul(8) > MAP_LIMIT {
+            return Err(Error::TooBig);
+        }
+        let mut words = Vec::new();
+        words.try_reserve_exact(n)?;
+        words.resize(n, 0);
+        Ok(GranuleBits { words, granules })
+    }
+
+    /// Whether any granule of `off..off + len` is marked (whole words at a time).
+    pub fn any(&self, off: u64, len: u64) -> bool {
+        if len == 0 {
+            return false;
+        }
+        let first = off / GRANULE_BYTES;
+        let last = (off.saturating_add(len) - 1) / GRANULE_BYTES;
+        let mut g = first;
+        while g <= last {
+            let w = self.words.get((g / 64) as usize).copied().unwrap_or(0);
+            if g % 64 == 0 && last - g >= 63 {
+                if w != 0 {
+                    return true;
+                }
+                g += 64;
+            } else {
+                if w & (1 << (g % 64)) != 0 {
+                    return true;
+                }
+                g += 1;
+            }
+        }
+        false
+    }
+
+    /// Whether the granule holding byte `off` is marked (false past the end).
+    pub fn get(&self, off: u64) -> bool {
+        let g = off / GRANULE_BYTES;
+        let w = self.words.get((g / 64) as usize).copied().unwrap_or(0);
+        w & (1 << (g % 64)) != 0
+    }
+
+    /// Mark every granule `off..off + len` touches (clipped to the map).
+    pub fn mark(&mut self, off: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        let first = off / GRANULE_BYTES;
+        let last = (off.saturating_add(len) - 1) / GRANULE_BYTES;
+        for g in first..=last.min(self.granules.saturating_sub(1)) {
+            if let Some(w) = self.words.get_mut((g / 64) as usize) {
+                *w |= 1 << (g % 64);
+            }
+        }
+    }
+
+    /// Bytes the map covers, rounded up to granules.
+    pub fn span(&self) -> u64 {
+        self.granules * GRANULE_BYTES
+    }
+}
+
+/// The most bytes one granule map may take: 64 MiB, a bit per 16 KiB of 8 TiB (the bound
+/// `fsck` uses too). A transaction holds two.
+pub const MAP_LIMIT: usize = super::fsck::MAP_LIMIT_DEFAULT;
+
+/// Whether `off` lies in the reserved 4 MiB at the start of a GiB.
+pub const fn in_reserved(off: u64) -> bool {
+    off % LEAF_SPAN < RESERVED_SEG
+}
+
+/// Hands out blocks in granules no committed header reaches.
+#[derive(Debug)]
+pub struct Allocator {
+    used: GranuleBits,
+    lo: u64,
+    hi: u64,
+    cursor: u64,
+    /// Sub-granule packing: the next free byte and the end of the granule it is in.
+    small: Option<(u64, u64)>,
+}
+
+impl Allocator {
+    /// An allocator over `[allocator_beg rounded up to 4 MiB, fs_size rounded down to
+    /// 4 MiB)` (what a freemap leaf leaves allocatable, `hammer2_freemap_init`), with the
+    /// granules of `used` taken.
+    pub fn new(used: GranuleBits, allocator_beg: u64, fs_size: u64) -> Allocator {
+        let lo = allocator_beg.next_multiple_of(BMAP_SPAN);
+        let hi = (fs_size - fs_size % BMAP_SPAN).min(used.span());
+        Allocator {
+            used,
+            lo,
+            hi,
+            cursor: lo,
+            small: None,
+        }
+    }
+
+    /// A block of `bytes` (a power of two, 1..=64 KiB): its byte offset. [`Error::NoSpace`]
+    /// when no free place is left, [`Error::Invalid`] for another size.
+    pub fn alloc(&mut self, bytes: u64) -> Result<u64> {
+        if !bytes.is_power_of_two() || !(1u64 << RADIX_MIN..=1u64 << RADIX_MAX).contains(&bytes) {
+            return Err(Error::Invalid);
+        }
+        if bytes < GRANULE_BYTES {
+            if let Some((next, end)) = self.small {
+                let at = next.next_multiple_of(bytes);
+                if at + bytes <= end {
+                    self.small = Some((at + bytes, end));
+                    return Ok(at);
+                }
+            }
+            let g = self.granules(GRANULE_BYTES)?;
+            self.small = Some((g + bytes, g + GRANULE_BYTES));
+            return Ok(g);
+        }
+        self.granules(bytes)
+    }
+
+    /// `bytes` (a multiple of a granule) of free granules aligned to `bytes`, scanning from
+    /// the cursor to the end and then once from the start.
+    fn granules(&mut self, bytes: u64) -> Result<u64> {
+        let start = self.cursor.next_multiple_of(bytes);
+        let mut at = start;
+        let mut wrapped = false;
+        loop {
+            if at + bytes > self.hi {
+                if wrapped {
+                    return Err(Error::NoSpace);
+                }
+                wrapped = true;
+                at = self.lo.next_multiple_of(bytes);
+            }
+            if wrapped && at >= start {
+                return Err(Error::NoSpace);
+            }
+            if in_reserved(at) {
+                at = at - at % LEAF_SPAN + RESERVED_SEG;
+                continue;
+            }
+            let free = (0..bytes / GRANULE_BYTES).all(|i| !self.used.get(at + i * GRANULE_BYTES));
+            if free {
+                self.used.mark(at, bytes);
+                self.cursor = at + bytes;
+                return Ok(at);
+            }
+            at += bytes;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn places_blocks_as_hammer2_does() {
+        let size = 2u64 << 30;
+        let mut used = GranuleBits::new(size).unwrap();
+        used.mark(0x880_0000, 1);
+        let mut a = Allocator::new(used, 0x840_0c00, size);
+        // Below allocator_beg rounded up to 4 MiB nothing is handed out; a taken granule is
+        // skipped.
+        assert_eq!(a.alloc(1024).unwrap(), 0x880_4000);
+        assert_eq!(a.alloc(1024).unwrap(), 0x880_4400);
+        assert_eq!(a.alloc(4096).unwrap(), 0x880_5000);
+        // 64 KiB blocks are aligned to 64 KiB, on whole granules.
+        assert_eq!(a.alloc(65536).unwrap(), 0x881_0000);
+        assert_eq!(a.alloc(8192).unwrap(), 0x880_6000);
+        assert_eq!(a.alloc(8192).unwrap(), 0x882_0000);
+        assert_eq!(a.alloc(3000), Err(Error::Invalid));
+        assert_eq!(a.alloc(128 << 10), Err(Error::Invalid));
+    }
+
+    #[test]
+    fn any_and_limits() {
+        let mut m = GranuleBits::new(1 << 30).unwrap();
+        assert!(!m.any(0, 1 << 30));
+        m.mark(0x12_3456, 1);
+        assert!(m.any(0, 1 << 30));
+        assert!(m.any(0x12_0000, 0x4000));
+        assert!(!m.any(0x12_4000, 1 << 29));
+        assert!(!m.any(0, 0x12_0000));
+        assert_eq!(GranuleBits::new(16 << 40).unwrap_err(), Error::TooBig);
+    }
+
+    #[test]
+    fn skips_reserved_segments_and_runs_out_cleanly() {
+        // 1 GiB + 8 MiB: the second GiB's first 4 MiB are reserved, 4 MiB after them free.
+        let size = (1 << 30) + (8 << 20);
+        let used = GranuleBits::new(size).unwrap();
+        let mut a = Allocator::new(used, (1 << 30) - (4 << 20), size);
+        let mut got = Vec::new();
+        while let Ok(off) = a.alloc(65536) {
+            got.push(off);
+        }
+        assert_eq!(got.len(), 128);
+        assert!(got.iter().all(|&o| !in_reserved(o)));
+        assert_eq!(got[64], (1 << 30) + (4 << 20));
+        assert_eq!(a.alloc(1024), Err(Error::NoSpace));
+    }
+}

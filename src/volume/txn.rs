@@ -1,0 +1,391 @@
+//! A copy-on-write transaction on an open volume (HAMMER2-MEDIA §12): every block it
+//! writes goes to space no valid volume header copy reaches; blocks are data, inodes,
+//! long-name directory entries and indirect block tables built here; [`Txn::commit`]
+//! (in [`super::commit`]) then writes the freemap and a new volume header.
+//!
+//! Until the header is written nothing committed changes, so a failure at any point
+//! (no space, a device error) leaves the volume as it was.
+
+use alloc::vec::Vec;
+
+use super::block::zeroed;
+use super::scan::Flow;
+use super::space::{Allocator, GranuleBits};
+use super::{read_copies, BlockDev, HeaderCopy, ReadError, Volume};
+use crate::media::volhdr::{NUM_VOLHDRS, ZONE_BYTES};
+use crate::media::{
+    enc_methods, Blockref, DirentHead, InodeData, BREF_BYTES, BREF_TYPE_DATA, BREF_TYPE_DIRENT,
+    BREF_TYPE_INDIRECT, BREF_TYPE_INODE, CHECK_XXHASH64, COMP_NONE, DATA_BLOCK_BYTES,
+    DATA_BLOCK_RADIX, INODE_BYTES, RADIX_MIN, SET_COUNT,
+};
+use crate::{Error, Result};
+
+/// Entries of the indirect blocks this writer makes (16 KiB, the kernel's default).
+const IND_ENTRIES: usize = 128;
+/// log2 of [`IND_ENTRIES`].
+const IND_SHIFT: u32 = 7;
+/// Tables open at once while building one block table: the inode's own and up to six
+/// levels of indirect blocks (files up to 2^58 bytes, 2^42 inodes). Three such tables nest
+/// under the volume header (super-root, PFS root, file or directory), and the reader must
+/// be able to walk them: a deeper tree is refused with [`Error::TooBig`].
+const BUILD_DEPTH: usize = 7;
+const _: () = assert!(3 * BUILD_DEPTH < super::scan::DEPTH_MAX);
+
+/// Methods of every blockref this writer makes: HAMMER2's default check, no compression.
+pub const METHODS: u8 = enc_methods(CHECK_XXHASH64, COMP_NONE);
+
+/// The device error of a reader fault met while preparing or committing.
+pub(crate) fn read_err(e: ReadError) -> Error {
+    e.into()
+}
+
+/// An open transaction: the volume, its allocator and the transaction id it writes.
+pub struct Txn<'v, D: BlockDev> {
+    pub(crate) vol: &'v Volume<D>,
+    pub(crate) alloc: Allocator,
+    /// Granules reachable from the header copies this commit does not overwrite.
+    pub(crate) keep: GranuleBits,
+    /// The header slot the commit writes.
+    pub(crate) next_zone: usize,
+    pub(crate) tid: u64,
+    buf: Vec<u8>,
+    /// Bytes of blocks written so far.
+    pub(crate) written: u64,
+}
+
+/// The header slot after `zone` for a volume of `volu_size` bytes: the next zone, back to 0
+/// after the last, and 0 when the next zone's reserved area does not fit
+/// (`hammer2_xop_inode_flush`).
+pub fn next_zone(zone: usize, volu_size: u64) -> usize {
+    let j = (zone + 1) % NUM_VOLHDRS;
+    if j as u64 * ZONE_BYTES + (4 << 20) > volu_size {
+        0
+    } else {
+        j
+    }
+}
+
+impl<'v, D: BlockDev> Txn<'v, D> {
+    /// Begin a transaction on `vol`: mark every block any valid header copy reaches as in
+    /// use (faults of an older copy's tree are ignored: its blocks stay reserved as far as
+    /// they can be read), and take the next transaction id.
+    pub fn begin(vol: &'v Volume<D>) -> Result<Txn<'v, D>> {
+        let h = vol.header();
+        let fs = h.fs_size();
+        let mut used = GranuleBits::new(fs)?;
+        let mut keep = GranuleBits::new(fs)?;
+        let next = next_zone(vol.zone(), h.volu_size);
+        let copies = read_copies(vol.dev()).map_err(read_err)?;
+        let mut used_sets: Vec<[Blockref; SET_COUNT]> = Vec::new();
+        let mut keep_sets: Vec<[Blockref; SET_COUNT]> = Vec::new();
+        used_sets.try_reserve_exact(NUM_VOLHDRS)?;
+        keep_sets.try_reserve_exact(NUM_VOLHDRS)?;
+        for (zone, c) in copies.iter().enumerate() {
+            let HeaderCopy::Read(Ok(ch)) = c else {
+                continue;
+            };
+            if ch.fsid != h.fsid {
+                continue;
+            }
+            // Identical trees (newfs writes the same header everywhere) are walked once.
+            let set = ch.sroot_blockset;
+            let to_used = !used_sets.contains(&set);
+            let to_keep = zone != next && !keep_sets.contains(&set);
+            if to_used {
+                used_sets.push(set);
+            }
+            if to_keep {
+                keep_sets.push(set);
+            }
+            mark_tree(
+                vol,
+                &set,
+                to_used.then_some(&mut used),
+                to_keep.then_some(&mut keep),
+            );
+        }
+        let alloc = Allocator::new(used, h.allocator_beg, fs);
+        Ok(Txn {
+            vol,
+            alloc,
+            keep,
+            next_zone: next,
+            tid: h.mirror_tid + 1,
+            buf: zeroed(DATA_BLOCK_BYTES).map_err(read_err)?,
+            written: 0,
+        })
+    }
+
+    /// The transaction id this commit writes (`mirror_tid` of every new blockref).
+    pub fn tid(&self) -> u64 {
+        self.tid
+    }
+
+    /// The volume.
+    pub fn volume(&self) -> &'v Volume<D> {
+        self.vol
+    }
+
+    /// Write `payload` (at most 64 KiB) as the block of `b`: a new place of the smallest
+    /// size of 1 KiB or more that holds it, the rest zeroed, its check code, this
+    /// transaction's TIDs.
+    pub fn write_block(&mut self, mut b: Blockref, payload: &[u8]) -> Result<Blockref> {
+        if payload.len() > DATA_BLOCK_BYTES {
+            return Err(Error::TooBig);
+        }
+        let size = payload.len().max(1 << RADIX_MIN).next_power_of_two();
+        let radix = size.trailing_zeros() as u8;
+        let off = self.alloc.alloc(size as u64)?;
+        let block = self.buf.get_mut(..size).ok_or(Error::TooBig)?;
+        block.fill(0);
+        block
+            .get_mut(..payload.len())
+            .ok_or(Error::TooBig)?
+            .copy_from_slice(payload);
+        b.data_off = off | u64::from(radix);
+        b.set_check(block)?;
+        b.mirror_tid = self.tid;
+        b.modify_tid = self.tid;
+        self.vol.dev().write_at(off, block)?;
+        self.vol.dev().yield_point();
+        self.written += size as u64;
+        Ok(b)
+    }
+
+    /// The DATA blockref of a file's logical block at `key` (64 KiB aligned) holding
+    /// `bytes`, stored raw; `None` for a block of zeros, which HAMMER2 leaves as a hole.
+    pub fn data(&mut self, key: u64, bytes: &[u8]) -> Result<Option<Blockref>> {
+        if bytes.iter().all(|&x| x == 0) {
+            return Ok(None);
+        }
+        let mut b = Blockref::new(BREF_TYPE_DATA, key, DATA_BLOCK_RADIX);
+        b.methods = METHODS;
+        self.write_block(b, bytes).map(Some)
+    }
+
+    /// Write inode `ino` and return its INODE blockref at `key`.
+    pub fn inode(&mut self, key: u64, ino: &InodeData) -> Result<Blockref> {
+        let mut b = Blockref::new(BREF_TYPE_INODE, key, 0);
+        b.methods = METHODS;
+        let raw: [u8; INODE_BYTES] = ino.encode();
+        self.write_block(b, &raw)
+    }
+
+    /// A DIRENT blockref at `key` for `name` naming `inum` of `objtype`: a name of up to
+    /// 64 bytes in the blockref, a longer one in a 1 KiB block.
+    pub fn dirent(&mut self, key: u64, inum: u64, objtype: u8, name: &[u8]) -> Result<Blockref> {
+        if name.is_empty() || name.len() > crate::media::NAME_MAX {
+            return Err(Error::Invalid);
+        }
+        let mut b = match crate::media::dirent::short_dirent(key, inum, objtype, name) {
+            Ok(b) => b,
+            Err(_) => {
+                let mut b = Blockref::new(BREF_TYPE_DIRENT, key, 0);
+                b.methods = METHODS;
+                b.embed = DirentHead {
+                    inum,
+                    namlen: name.len() as u16,
+                    objtype,
+                }
+                .encode();
+                return self.write_block(b, name);
+            }
+        };
+        b.mirror_tid = self.tid;
+        b.modify_tid = self.tid;
+        Ok(b)
+    }
+
+    /// The 4-entry block table of `items` (sorted by key, disjoint ranges): the items
+    /// themselves when they fit, otherwise a tree of 16 KiB INDIRECT blocks, each covering
+    /// the tightest aligned key range of the entries below it (so ranges nest and never
+    /// overlap, and an indirect block never spans both halves of a PFS root's key space).
+    pub fn table(&mut self, items: &[Blockref]) -> Result<[Blockref; SET_COUNT]> {
+        let mut set = [Blockref::default(); SET_COUNT];
+        if items.len() <= SET_COUNT {
+            set[..items.len()].copy_from_slice(items);
+            return Ok(set);
+        }
+        if items.windows(2).any(|w| w[0].key_end() >= w[1].key) {
+            return Err(Error::Invalid);
+        }
+        let mut stack: Vec<Frame> = Vec::new();
+        stack.try_reserve_exact(BUILD_DEPTH)?;
+        let mut root = Frame::new(0, items.len(), 0, 64, 2)?;
+        root.sub = split_bits(items, 1 << 2);
+        stack.push(root);
+        loop {
+            let Some(top) = stack.last_mut() else {
+                return Err(Error::Invalid);
+            };
+            if top.next >= top.end {
+                let done = stack.pop().ok_or(Error::Invalid)?;
+                let Some(parent) = stack.last_mut() else {
+                    for (slot, b) in set.iter_mut().zip(&done.children) {
+                        *slot = *b;
+                    }
+                    return Ok(set);
+                };
+                let b = self.indirect(&done)?;
+                parent.children.push(b);
+                continue;
+            }
+            let i = top.next;
+            if top.end - top.beg <= top.cap() {
+                top.children.push(items[i]);
+                top.next += 1;
+                continue;
+            }
+            let sub = top.sub;
+            let id = |b: &Blockref| if sub >= 64 { 0 } else { b.key >> sub };
+            let mut j = i + 1;
+            while j < top.end && id(&items[j]) == id(&items[i]) {
+                j += 1;
+            }
+            top.next = j;
+            if j - i == 1 {
+                top.children.push(items[i]);
+                continue;
+            }
+            if stack.len() >= BUILD_DEPTH {
+                return Err(Error::TooBig);
+            }
+            let diff = items[i].key ^ items[j - 1].key_end();
+            let kb = (64 - diff.leading_zeros()) as u8;
+            let key = if kb >= 64 {
+                0
+            } else {
+                items[i].key & !((1u64 << kb) - 1)
+            };
+            let mut f = Frame::new(i, j, key, kb, IND_SHIFT)?;
+            f.sub = split_bits(&items[i..j], IND_ENTRIES);
+            stack.push(f);
+        }
+    }
+
+    /// Write the INDIRECT block of a finished frame.
+    fn indirect(&mut self, f: &Frame) -> Result<Blockref> {
+        let mut raw = Vec::new();
+        raw.try_reserve_exact(IND_ENTRIES * BREF_BYTES)?;
+        raw.resize(IND_ENTRIES * BREF_BYTES, 0);
+        for (chunk, b) in raw.chunks_exact_mut(BREF_BYTES).zip(&f.children) {
+            chunk.copy_from_slice(&b.encode());
+        }
+        let mut b = Blockref::new(BREF_TYPE_INDIRECT, f.key, f.keybits);
+        b.methods = METHODS;
+        self.write_block(b, &raw)
+    }
+}
+
+/// One table being built: items `beg..end`, the next one to place, the key range.
+struct Frame {
+    beg: usize,
+    end: usize,
+    next: usize,
+    key: u64,
+    keybits: u8,
+    /// log2 of the entries of this table (2 for a blockset, 7 for an indirect block).
+    shift: u8,
+    /// Entries whose keys agree above this bit go into one child.
+    sub: u8,
+    children: Vec<Blockref>,
+}
+
+impl Frame {
+    fn new(beg: usize, end: usize, key: u64, keybits: u8, shift: u32) -> Result<Frame> {
+        let mut children = Vec::new();
+        children.try_reserve_exact(1 << shift)?;
+        Ok(Frame {
+            beg,
+            end,
+            next: beg,
+            key,
+            keybits,
+            shift: shift as u8,
+            sub: 64,
+            children,
+        })
+    }
+
+    fn cap(&self) -> usize {
+        1 << self.shift
+    }
+}
+
+/// The bit `sub` (at least every item's key bits) by which `items` are grouped
+/// (`key >> sub`) into the children of one table: at most `cap` groups, and among those
+/// the coarsest grouping whose groups still fit `cap` entries each, so tables are as full
+/// as they can be (128 consecutive inodes, or 128 data blocks of a file, per indirect
+/// block, as the kernel's).
+fn split_bits(items: &[Blockref], cap: usize) -> u8 {
+    let id = |b: &Blockref, sub: u8| if sub >= 64 { 0 } else { b.key >> sub };
+    // Groups and the largest group at `sub`, in one pass over the sorted items.
+    let stats = |sub: u8| {
+        let (mut groups, mut largest, mut run) = (1usize, 1usize, 1usize);
+        for w in items.windows(2) {
+            if id(&w[0], sub) == id(&w[1], sub) {
+                run += 1;
+            } else {
+                groups += 1;
+                run = 1;
+            }
+            largest = largest.max(run);
+        }
+        (groups, largest)
+    };
+    // The finest `sub` with at most `cap` groups (groups only merge as `sub` grows).
+    let mut lo = items.iter().map(|b| b.keybits).max().unwrap_or(0);
+    let mut hi = 64u8;
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if stats(mid).0 <= cap {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    // Then the coarsest whose largest group still fits a table.
+    let (mut best, mut top) = (lo, 64u8);
+    if stats(lo).1 <= cap {
+        while best < top {
+            let mid = best + (top - best).div_ceil(2);
+            if stats(mid).1 <= cap {
+                best = mid;
+            } else {
+                top = mid - 1;
+            }
+        }
+    }
+    best
+}
+
+/// Mark every block the tree below `set` reaches in `a` and `b` (either may be absent);
+/// faults are skipped.
+fn mark_tree<D: BlockDev>(
+    vol: &Volume<D>,
+    set: &[Blockref; SET_COUNT],
+    mut a: Option<&mut GranuleBits>,
+    mut b: Option<&mut GranuleBits>,
+) {
+    if a.is_none() && b.is_none() {
+        return;
+    }
+    let mut mark = |r: &Blockref| {
+        if let Ok((off, len)) = vol.locate(r) {
+            for m in [a.as_deref_mut(), b.as_deref_mut()].into_iter().flatten() {
+                m.mark(off, len as u64);
+            }
+        }
+    };
+    for r in set {
+        mark(r);
+    }
+    let _ = vol.walk_all_tolerant(
+        set,
+        &mut |r, _| {
+            mark(r);
+            Ok(Flow::Continue)
+        },
+        &mut |_| Ok(()),
+    );
+}

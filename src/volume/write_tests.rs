@@ -1,0 +1,414 @@
+//! Tests of the write side: newfs, commits, the allocator over the freemap, ENOSPC, header
+//! rotation, and what a failed commit leaves.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use super::testdev::SparseDev;
+use super::*;
+use crate::media::*;
+
+const MIB: u64 = 1 << 20;
+
+fn pfs_list() -> [NewPfs<'static>; 2] {
+    [
+        NewPfs {
+            label: b"node-a",
+            pfs_type: PFSTYPE_MASTER,
+            clid: [7; 16],
+            fsid: [1; 16],
+            nmasters: 2,
+        },
+        NewPfs {
+            label: b"DATA",
+            pfs_type: PFSTYPE_SLAVE,
+            clid: [8; 16],
+            fsid: [2; 16],
+            nmasters: 0,
+        },
+    ]
+}
+
+fn make(size: u64) -> SparseDev {
+    let dev = SparseDev::new(size);
+    let pfs = pfs_list();
+    newfs(
+        &dev,
+        &NewfsOptions {
+            size,
+            fsid: [9; 16],
+            sroot_ids: ([3; 16], [4; 16]),
+            pfs: &pfs,
+            now_us: 1_700_000_000_000_000,
+        },
+    )
+    .unwrap();
+    dev
+}
+
+fn clean(dev: &SparseDev) -> fsck::FsckReport {
+    let r = fsck(dev, FsckOptions::default()).unwrap();
+    assert!(r.is_clean(), "{:?}", r.findings);
+    r
+}
+
+fn meta(objtype: u8, inum: u64) -> InodeMeta {
+    let mut m = InodeMeta::new(objtype, inum, 0o644);
+    m.mtime = 1_600_000_000_123_456;
+    m.nlinks = 1;
+    m.comp_algo = COMP_LZ4;
+    m.check_algo = CHECK_XXHASH64;
+    m
+}
+
+/// Import one regular file `/f` of `len` bytes (byte i = i % 253) into DATA.
+fn import_file(dev: &SparseDev, len: usize) -> crate::Result<VolumeHeader> {
+    let vol = Volume::open(dev).unwrap();
+    let mut imp = Import::begin(&vol, b"DATA")?;
+    let inum = imp.new_inum();
+    let bytes: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+    let mut table = Vec::new();
+    for (k, chunk) in bytes.chunks(DATA_BLOCK_BYTES).enumerate() {
+        imp.data(&mut table, (k * DATA_BLOCK_BYTES) as u64, chunk)?;
+    }
+    let mut m = meta(OBJTYPE_REGFILE, inum);
+    m.size = len as u64;
+    imp.file(m, None, &table)?;
+    let mut root = DirEntries::new();
+    imp.entry(&mut root, b"f", inum, OBJTYPE_REGFILE)?;
+    imp.commit(&meta(OBJTYPE_DIRECTORY, 1), &root)
+}
+
+fn read_all(dev: &SparseDev, label: &[u8], path: &[u8]) -> Vec<u8> {
+    let vol = Volume::open(dev).unwrap();
+    let pfs = vol.pfs(label).unwrap();
+    let ino = pfs.resolve(&vol, path).unwrap();
+    let mut out = Vec::new();
+    pfs.read_file(&vol, &ino, &mut |b| {
+        out.extend_from_slice(b);
+        Ok(())
+    })
+    .unwrap();
+    out
+}
+
+#[test]
+fn newfs_volume_is_clean_and_lists_its_pfses() {
+    let dev = make(64 * MIB);
+    let r = clean(&dev);
+    assert_eq!(r.inodes, 3);
+    let vol = Volume::open(&dev).unwrap();
+    let h = vol.header();
+    assert_eq!((h.version, h.mirror_tid, h.freemap_tid), (2, 16, 16));
+    assert_eq!(h.boot_beg, 4 * MIB);
+    assert_eq!(h.aux_end, 20 * MIB);
+    assert_eq!(h.allocator_beg, 20 * MIB + 3 * 1024);
+    assert_eq!(h.allocator_size, 64 * MIB - 4 * MIB - 16 * MIB);
+    let mut seen = Vec::new();
+    vol.pfs_roots(&mut |ino| {
+        let m = &ino.meta;
+        seen.push((
+            ino.filename().to_vec(),
+            m.pfs_type,
+            m.pfs_clid,
+            m.pfs_nmasters,
+        ));
+        assert_eq!(m.name_key, dirhash(ino.filename()));
+        assert!(m.is_pfsroot());
+        Ok(Flow::Continue)
+    })
+    .unwrap();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            (b"DATA".to_vec(), PFSTYPE_SLAVE, [8; 16], 0),
+            (b"node-a".to_vec(), PFSTYPE_MASTER, [7; 16], 2),
+        ]
+    );
+    assert_eq!(vol.super_root().unwrap().meta.pfs_type, PFSTYPE_SUPROOT);
+
+    // Damage is found: the super-root inode, then the only header copy.
+    let sroot_at = h.sroot().data_off & !0x3F;
+    dev.flip(sroot_at + 0x60);
+    let r = fsck(&dev, FsckOptions::default()).unwrap();
+    assert!(!r.is_clean());
+    dev.flip(sroot_at + 0x60);
+    dev.flip(0x30);
+    let r = fsck(&dev, FsckOptions::default()).unwrap();
+    assert_eq!(r.zone, None);
+}
+
+#[test]
+fn newfs_refuses_bad_requests() {
+    let dev = SparseDev::new(64 * MIB);
+    let pfs = pfs_list();
+    let mut o = NewfsOptions {
+        size: 16 * MIB,
+        fsid: [0; 16],
+        sroot_ids: ([0; 16], [0; 16]),
+        pfs: &pfs,
+        now_us: 0,
+    };
+    assert_eq!(newfs(&dev, &o), Err(Error::NoSpace));
+    o.size = 128 * MIB;
+    assert_eq!(newfs(&dev, &o), Err(Error::TooBig));
+    o.size = 64 * MIB;
+    let twice = [pfs[0].clone(), pfs[0].clone()];
+    o.pfs = &twice;
+    assert_eq!(newfs(&dev, &o), Err(Error::Invalid));
+    o.pfs = &[];
+    assert_eq!(newfs(&dev, &o), Err(Error::Invalid));
+    assert_eq!(dev.writes.get(), 0);
+}
+
+#[test]
+fn import_writes_a_tree_the_reader_and_fsck_accept() {
+    let dev = make(64 * MIB);
+    let vol = Volume::open(&dev).unwrap();
+    let mut imp = Import::begin(&vol, b"DATA").unwrap();
+    let mut root = DirEntries::new();
+    // A small file in the inode, a 10-block file (an indirect block), a file with a hole.
+    let small = imp.new_inum();
+    let mut m = meta(OBJTYPE_REGFILE, small);
+    m.nlinks = 2;
+    imp.file(m, Some(b"hello"), &[]).unwrap();
+    imp.entry(&mut root, b"small", small, OBJTYPE_REGFILE)
+        .unwrap();
+    let big = imp.new_inum();
+    let bytes: Vec<u8> = (0..10 * DATA_BLOCK_BYTES + 7)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let mut table = Vec::new();
+    for (k, c) in bytes.chunks(DATA_BLOCK_BYTES).enumerate() {
+        let c: Vec<u8> = if k == 3 { vec![0; c.len()] } else { c.to_vec() };
+        imp.data(&mut table, (k * DATA_BLOCK_BYTES) as u64, &c)
+            .unwrap();
+    }
+    assert_eq!(table.len(), 10);
+    let mut m = meta(OBJTYPE_REGFILE, big);
+    m.size = bytes.len() as u64;
+    imp.file(m, None, &table).unwrap();
+    imp.entry(&mut root, b"big", big, OBJTYPE_REGFILE).unwrap();
+    // A directory of 300 entries (indirect blocks), one with a 100-byte name, one a
+    // hardlink to `small`.
+    let dir = imp.new_inum();
+    let mut d = DirEntries::new();
+    for i in 0..300u32 {
+        let inum = imp.new_inum();
+        let name = alloc::format!("file-{i}");
+        imp.file(meta(OBJTYPE_REGFILE, inum), Some(name.as_bytes()), &[])
+            .unwrap();
+        imp.entry(&mut d, name.as_bytes(), inum, OBJTYPE_REGFILE)
+            .unwrap();
+    }
+    imp.entry(&mut d, &[b'L'; 100], small, OBJTYPE_REGFILE)
+        .unwrap();
+    imp.dir(meta(OBJTYPE_DIRECTORY, dir), &d).unwrap();
+    imp.entry(&mut root, b"sub", dir, OBJTYPE_DIRECTORY)
+        .unwrap();
+    let h = imp.commit(&meta(OBJTYPE_DIRECTORY, 1), &root).unwrap();
+    assert_eq!((h.mirror_tid, h.freemap_tid), (17, 17));
+    drop(vol);
+
+    let r = clean(&dev);
+    assert!(r.freemap_leaves == 1 && r.indirect > 2, "{r:?}");
+    assert_eq!(r.unreachable_granules, 0);
+    let mut want = bytes.clone();
+    want[3 * DATA_BLOCK_BYTES..4 * DATA_BLOCK_BYTES].fill(0);
+    assert_eq!(read_all(&dev, b"DATA", b"/big"), want);
+    assert_eq!(read_all(&dev, b"DATA", b"/small"), b"hello");
+    assert_eq!(read_all(&dev, b"DATA", b"/sub/file-299"), b"file-299");
+    let long = [b'L'; 100];
+    let mut p = b"/sub/".to_vec();
+    p.extend_from_slice(&long);
+    assert_eq!(read_all(&dev, b"DATA", &p), b"hello");
+    let vol = Volume::open(&dev).unwrap();
+    vol.verify_all().unwrap();
+    let pfs = vol.pfs(b"DATA").unwrap();
+    assert_eq!(pfs.root.meta.pfs_inum, dir + 300);
+    let mut n = 0;
+    pfs.readdir(&vol, &pfs.resolve(&vol, b"/sub").unwrap(), &mut |_| {
+        n += 1;
+        Ok(Flow::Continue)
+    })
+    .unwrap();
+    assert_eq!(n, 301);
+    // The other PFS is untouched.
+    assert!(vol.pfs(b"node-a").is_ok());
+    // The allocator_free accounting matches the freemap.
+    let h = vol.header();
+    assert!(h.allocator_free < h.allocator_size);
+}
+
+#[test]
+fn full_volume_is_a_clean_enospc_and_freed_space_is_reused() {
+    // 64 MiB: 40 MiB allocatable.
+    let dev = make(64 * MIB);
+    import_file(&dev, 25 << 20).unwrap();
+    let before: Vec<u8> = {
+        let mut b = vec![0; 65536];
+        dev.read_at(0, &mut b).unwrap();
+        b
+    };
+    // The old 25 MiB stay referenced until the commit: another 25 MiB do not fit.
+    assert_eq!(import_file(&dev, 25 << 20).unwrap_err(), Error::NoSpace);
+    let mut after = vec![0; 65536];
+    dev.read_at(0, &mut after).unwrap();
+    assert_eq!(before, after);
+    clean(&dev);
+    assert_eq!(read_all(&dev, b"DATA", b"/f").len(), 25 << 20);
+    // A smaller tree replaces it; then the 25 MiB fit again in the space freed.
+    import_file(&dev, 10 << 20).unwrap();
+    clean(&dev);
+    let h = import_file(&dev, 25 << 20).unwrap();
+    let r = clean(&dev);
+    assert_eq!(r.unreachable_granules, 0);
+    assert_eq!(
+        h.allocator_size - h.allocator_free,
+        (25 << 20) + 5 * 16384,
+        "the data, four indirect blocks of 128 data blocks, one granule of 1 KiB inodes"
+    );
+}
+
+#[test]
+fn commits_rotate_header_copies_and_keep_the_previous_tree() {
+    let size = (2 << 30) + 64 * MIB;
+    let dev = make(size);
+    import_file(&dev, 100_000).unwrap();
+    let vol = Volume::open(&dev).unwrap();
+    assert_eq!((vol.zone(), vol.header().mirror_tid), (1, 17));
+    drop(vol);
+    import_file(&dev, 200_000).unwrap();
+    let vol = Volume::open(&dev).unwrap();
+    assert_eq!((vol.zone(), vol.header().mirror_tid), (0, 18));
+    drop(vol);
+    let r = clean(&dev);
+    assert!(r.is_stale(1));
+    // The tree of the older copy (zone 1) is intact: nothing it references was reused.
+    let mut copies = read_copies(&&dev).unwrap();
+    copies[0] = HeaderCopy::Absent;
+    let old = Volume::from_copies(&dev, copies).unwrap();
+    assert_eq!(old.header().mirror_tid, 17);
+    old.verify_all().unwrap();
+    let pfs = old.pfs(b"DATA").unwrap();
+    let ino = pfs.resolve(&old, b"/f").unwrap();
+    assert_eq!(ino.meta.size, 100_000);
+    // Its freemap moved to the next rotation slot.
+    let mut leaf = 0;
+    Volume::open(&dev)
+        .unwrap()
+        .walk_freemap(&mut |v| {
+            if let super::freemap::FreemapVisit::Leaf(b, _) = v {
+                leaf = b.data_off & !0x3F;
+            }
+            Ok(Flow::Continue)
+        })
+        .unwrap();
+    assert_eq!(leaf, 6 * 65536);
+}
+
+#[test]
+fn a_failed_write_leaves_the_committed_volume() {
+    let dev = make(64 * MIB);
+    import_file(&dev, 300_000).unwrap();
+    let base = dev.writes.get();
+    // Fail at every write of the next commit in turn: the volume always opens at the
+    // first commit, fsck-clean, until the header write succeeds.
+    let mut k = 0;
+    loop {
+        let mut d = SparseDev::new(dev.size);
+        *d.chunks.borrow_mut() = dev.chunks.borrow().clone();
+        d.fail_write_after = Some(base + k);
+        d.writes.set(base);
+        match import_file(&d, 50_000) {
+            Ok(_) => {
+                assert_eq!(Volume::open(&d).unwrap().header().mirror_tid, 18);
+                break;
+            }
+            Err(e) => {
+                assert_eq!(e, Error::Io);
+                assert_eq!(Volume::open(&d).unwrap().header().mirror_tid, 17);
+                assert_eq!(read_all(&d, b"DATA", b"/f").len(), 300_000);
+                clean(&d);
+            }
+        }
+        k += 1;
+        assert!(k < 100);
+    }
+}
+
+#[test]
+fn more_than_four_leaves_hang_under_a_level_two_node() {
+    let dev = make(6 << 30);
+    let vol = Volume::open(&dev).unwrap();
+    let mut txn = Txn::begin(&vol).unwrap();
+    // Space marked in five GiBs (as if blocks lay there): five leaves, one node above.
+    for k in 0..5u64 {
+        txn.keep.mark((k << 30) + 400 * MIB, 1);
+    }
+    let sroot = *vol.header().sroot();
+    let h = txn.commit(sroot).unwrap();
+    drop(vol);
+    let (mut nodes, mut leaves) = (Vec::new(), Vec::new());
+    let vol = Volume::open(&dev).unwrap();
+    assert_eq!(vol.header().mirror_tid, h.mirror_tid);
+    vol.walk_freemap(&mut |v| {
+        match v {
+            super::freemap::FreemapVisit::Node(b) => nodes.push((b.key, b.keybits)),
+            super::freemap::FreemapVisit::Leaf(b, _) => leaves.push(b.key),
+            super::freemap::FreemapVisit::Fault(e, _) => panic!("{e}"),
+        }
+        Ok(Flow::Continue)
+    })
+    .unwrap();
+    assert_eq!(nodes, vec![(0, 38)]);
+    assert_eq!(leaves, (0..5u64).map(|k| k << 30).collect::<Vec<_>>());
+    let r = clean(&dev);
+    assert_eq!(r.unreachable_granules, 5);
+    assert_eq!(h.allocator_size - h.allocator_free, 5 * 16384);
+}
+
+#[test]
+fn block_tables_of_any_key_pattern_read_back_in_order() {
+    let dev = make(64 * MIB);
+    let vol = Volume::open(&dev).unwrap();
+    let mut txn = Txn::begin(&vol).unwrap();
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let patterns: Vec<Vec<u64>> = vec![
+        (1024..1024 + 1000).collect(),
+        (0..700).map(|_| rnd() | 1 << 63).collect(),
+        (0..63).map(|b| 1u64 << b).chain(5000..5300).collect(),
+        (0..300)
+            .map(|i| i * 3)
+            .chain((0..300).map(|_| rnd()))
+            .collect(),
+        (0..5).collect(),
+    ];
+    for mut keys in patterns {
+        keys.sort_unstable();
+        keys.dedup();
+        let items: Vec<Blockref> = keys
+            .iter()
+            .map(|&k| txn.dirent(k, 1024, OBJTYPE_REGFILE, b"n").unwrap())
+            .collect();
+        let set = txn.table(&items).unwrap();
+        let mut back = Vec::new();
+        vol.scan(&set, 0, KEY_MAX, &mut |b| {
+            back.push(b.key);
+            Ok(Flow::Continue)
+        })
+        .unwrap();
+        assert_eq!(back, keys);
+    }
+    // Overlapping or unsorted entries are refused.
+    let a = txn.dirent(7, 1, OBJTYPE_REGFILE, b"a").unwrap();
+    let many = vec![a; 6];
+    assert_eq!(txn.table(&many).unwrap_err(), Error::Invalid);
+}
