@@ -23,9 +23,18 @@ left=$(h2s_threads)
 case "$left" in *h2s-stress-w*) ;; *) echo "the lingering writer is not running: $left"; exit 1 ;; esac
 echo "the hang run returned after $ms ms leaving: $left"
 
+# rmmod waits for the writer (about 10 s more); one still waiting after 60 s never ends.
 t1=$(now_ms)
-unload || { echo "rmmod with a thread left running failed"; exit 1; }
+rmmod hammer2_synchro 2>/tmp/rmmod.err &
+rp=$!
+while kill -0 $rp 2>/dev/null; do
+	[ $(($(now_ms) - t1)) -lt 60000 ] ||
+		{ echo "rmmod still waiting after 60 s; module threads: $(h2s_threads)"; exit 1; }
+	usleep 100000
+done
+wait $rp || { echo "rmmod with a thread left running failed: $(cat /tmp/rmmod.err)"; exit 1; }
 ms=$(($(now_ms) - t1))
+[ ! -d "$D" ] || { echo "debugfs directory left behind after rmmod"; exit 1; }
 [ -z "$(h2s_threads)" ] || { echo "threads left after rmmod: $(h2s_threads)"; exit 1; }
 dmesg | tail -n 40 >/tmp/unload.log
 grep -qE 'waiting for [0-9]+ thread\(s\) no cluster owns before unloading' /tmp/unload.log ||
