@@ -97,8 +97,9 @@ static const struct file_operations h2s_status_fops = {
 /*
  * Writing `run` (a trailing newline allowed) does the work, serialized with every other run and
  * killable while it waits for its turn, and returns once it is done; so does the file's other
- * word (`alt`: selftest `hang`, bench `pool`); anything else written fails with -EINVAL. Reading gives the text of the latest completed run (nothing before the first),
- * as it was when this open file first read it. Opening and closing do nothing else.
+ * word (`alt`: selftest `hang`, bench `pool`); anything else written fails with -EINVAL.
+ * Reading gives the text of the latest completed run (nothing before the first), as it was
+ * when this open file first read it. Opening and closing do nothing else.
  */
 
 static int h2s_result_open(struct inode *inode, struct file *file)
