@@ -627,12 +627,14 @@ mod tests {
 }
 
 /// A sparse read-write device in memory (64 KiB chunks, unwritten bytes read as zeros);
-/// with `fail_write_after`, every write after that many fails.
+/// with `fail_write_after`, every write after that many fails; with `fail_read_at`, every
+/// read covering that byte fails.
 pub(crate) struct SparseDev {
     pub size: u64,
     pub chunks: core::cell::RefCell<alloc::collections::BTreeMap<u64, Vec<u8>>>,
     pub writes: core::cell::Cell<u64>,
     pub fail_write_after: Option<u64>,
+    pub fail_read_at: core::cell::Cell<Option<u64>>,
 }
 
 const CHUNK: u64 = 65536;
@@ -644,6 +646,7 @@ impl SparseDev {
             chunks: Default::default(),
             writes: Default::default(),
             fail_write_after: None,
+            fail_read_at: Default::default(),
         }
     }
 
@@ -678,6 +681,11 @@ impl BlockDev for SparseDev {
     fn read_at(&self, off: u64, buf: &mut [u8]) -> crate::Result<()> {
         if off + buf.len() as u64 > self.size {
             return Err(Error::Io);
+        }
+        if let Some(bad) = self.fail_read_at.get() {
+            if (off..off + buf.len() as u64).contains(&bad) {
+                return Err(Error::Io);
+            }
         }
         let chunks = self.chunks.borrow();
         let mut done = 0;

@@ -11,7 +11,7 @@ use alloc::vec::Vec;
 use super::block::zeroed;
 use super::scan::Flow;
 use super::space::{Allocator, GranuleBits};
-use super::{read_copies, BlockDev, HeaderCopy, ReadError, Volume};
+use super::{read_copies, BlockDev, Cause, HeaderCopy, ReadError, Volume};
 use crate::media::volhdr::{NUM_VOLHDRS, ZONE_BYTES};
 use crate::media::{
     enc_methods, Blockref, DirentHead, InodeData, BREF_BYTES, BREF_TYPE_DATA, BREF_TYPE_DIRENT,
@@ -67,21 +67,25 @@ pub fn next_zone(zone: usize, volu_size: u64) -> usize {
 
 impl<'v, D: BlockDev> Txn<'v, D> {
     /// Begin a transaction on `vol`: mark every block any valid header copy reaches as in
-    /// use (faults of an older copy's tree are ignored: its blocks stay reserved as far as
-    /// they can be read), and take the next transaction id.
+    /// use, and take the next transaction id. The tree of the header in use must read
+    /// without a fault; an older copy's tree may be damaged (its blocks stay reserved as
+    /// far as they can be read), but a device error anywhere fails the begin, as does a
+    /// header copy that does not read.
     pub fn begin(vol: &'v Volume<D>) -> Result<Txn<'v, D>> {
         let h = vol.header();
         let fs = h.fs_size();
+        let copies = read_copies(vol.dev()).map_err(read_err)?;
         let mut used = GranuleBits::new(fs)?;
         let mut keep = GranuleBits::new(fs)?;
         let next = next_zone(vol.zone(), h.volu_size);
-        let copies = read_copies(vol.dev()).map_err(read_err)?;
         let mut used_sets: Vec<[Blockref; SET_COUNT]> = Vec::new();
         let mut keep_sets: Vec<[Blockref; SET_COUNT]> = Vec::new();
         used_sets.try_reserve_exact(NUM_VOLHDRS)?;
         keep_sets.try_reserve_exact(NUM_VOLHDRS)?;
-        for (zone, c) in copies.iter().enumerate() {
-            let HeaderCopy::Read(Ok(ch)) = c else {
+        // The copy in use first, so that its tree is walked strictly even when an older
+        // copy holds the same one.
+        for zone in (0..NUM_VOLHDRS).map(|i| (vol.zone() + i) % NUM_VOLHDRS) {
+            let HeaderCopy::Read(Ok(ch)) = &copies[zone] else {
                 continue;
             };
             if ch.fsid != h.fsid {
@@ -102,7 +106,8 @@ impl<'v, D: BlockDev> Txn<'v, D> {
                 &set,
                 to_used.then_some(&mut used),
                 to_keep.then_some(&mut keep),
-            );
+                zone == vol.zone(),
+            )?;
         }
         let alloc = Allocator::new(used, h.allocator_beg, fs);
         Ok(Txn {
@@ -359,17 +364,22 @@ fn split_bits(items: &[Blockref], cap: usize) -> u8 {
     best
 }
 
-/// Mark every block the tree below `set` reaches in `a` and `b` (either may be absent);
-/// faults are skipped.
+/// Mark every block the tree below `set` reaches in `a` and `b` (either may be absent).
+/// A `strict` walk fails on any fault; otherwise faults of the media (damage, key order)
+/// are skipped with the subtree they concern, but a device error or running out of memory
+/// still fails: the blocks below might be in use and would go unmarked.
 fn mark_tree<D: BlockDev>(
     vol: &Volume<D>,
     set: &[Blockref; SET_COUNT],
     mut a: Option<&mut GranuleBits>,
     mut b: Option<&mut GranuleBits>,
-) {
+    strict: bool,
+) -> Result<()> {
     if a.is_none() && b.is_none() {
-        return;
+        return Ok(());
     }
+    // A blockref that does not locate reaches no space (the walk reports it when it
+    // has to read it).
     let mut mark = |r: &Blockref| {
         if let Ok((off, len)) = vol.locate(r) {
             for m in [a.as_deref_mut(), b.as_deref_mut()].into_iter().flatten() {
@@ -380,12 +390,17 @@ fn mark_tree<D: BlockDev>(
     for r in set {
         mark(r);
     }
-    let _ = vol.walk_all_tolerant(
-        set,
-        &mut |r, _| {
-            mark(r);
-            Ok(Flow::Continue)
-        },
-        &mut |_| Ok(()),
-    );
+    let mut visit = |r: &Blockref, _: Option<&InodeData>| {
+        mark(r);
+        Ok(Flow::Continue)
+    };
+    if strict {
+        vol.walk_all(set, &mut visit)
+    } else {
+        vol.walk_all_tolerant(set, &mut visit, &mut |e| match e.cause {
+            Cause::Device(_) | Cause::NoMem => Err(e),
+            _ => Ok(()),
+        })
+    }
+    .map_err(read_err)
 }

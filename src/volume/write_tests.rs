@@ -63,8 +63,16 @@ fn meta(objtype: u8, inum: u64) -> InodeMeta {
 
 /// Import one regular file `/f` of `len` bytes (byte i = i % 253) into DATA.
 fn import_file(dev: &SparseDev, len: usize) -> crate::Result<VolumeHeader> {
-    let vol = Volume::open(dev).unwrap();
-    let mut imp = Import::begin(&vol, b"DATA")?;
+    import_file_on(&Volume::open(dev).unwrap(), b"DATA", len)
+}
+
+/// Import one regular file `/f` of `len` bytes (byte i = i % 253) into PFS `label` of `vol`.
+fn import_file_on(
+    vol: &Volume<&SparseDev>,
+    label: &[u8],
+    len: usize,
+) -> crate::Result<VolumeHeader> {
+    let mut imp = Import::begin(vol, label)?;
     let inum = imp.new_inum();
     let bytes: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
     let mut table = Vec::new();
@@ -77,6 +85,21 @@ fn import_file(dev: &SparseDev, len: usize) -> crate::Result<VolumeHeader> {
     let mut root = DirEntries::new();
     imp.entry(&mut root, b"f", inum, OBJTYPE_REGFILE)?;
     imp.commit(&meta(OBJTYPE_DIRECTORY, 1), &root)
+}
+
+/// The blockref of PFS `label`'s root inode in the super-root of the header in use.
+fn pfs_root_bref(dev: &SparseDev, label: &[u8]) -> Blockref {
+    let v = Volume::open(dev).unwrap();
+    let set = v.super_root().unwrap().blockset().unwrap();
+    let mut found = None;
+    v.scan(&set, 0, KEY_MAX, &mut |b| {
+        if v.read_inode(b)?.filename() == label {
+            found = Some(*b);
+        }
+        Ok(Flow::Continue)
+    })
+    .unwrap();
+    found.unwrap()
 }
 
 fn read_all(dev: &SparseDev, label: &[u8], path: &[u8]) -> Vec<u8> {
@@ -411,4 +434,61 @@ fn block_tables_of_any_key_pattern_read_back_in_order() {
     let a = txn.dirent(7, 1, OBJTYPE_REGFILE, b"a").unwrap();
     let many = vec![a; 6];
     assert_eq!(txn.table(&many).unwrap_err(), Error::Invalid);
+}
+
+#[test]
+fn a_read_fault_in_the_current_tree_fails_begin() {
+    let dev = make(64 * MIB);
+    import_file(&dev, 2 << 20).unwrap();
+    // DATA's root (only the tree in use reaches it) does not read: the blocks below it
+    // cannot be marked, so no transaction may begin, whatever PFS it would write.
+    let data_root = pfs_root_bref(&dev, b"DATA").data_off & !0x3F;
+    dev.fail_read_at.set(Some(data_root));
+    let vol = Volume::open(&dev).unwrap();
+    assert_eq!(Import::begin(&vol, b"node-a").err(), Some(Error::Io));
+    dev.fail_read_at.set(None);
+    import_file_on(&vol, b"node-a", 2 << 20).unwrap();
+    drop(vol);
+    clean(&dev);
+    assert_eq!(read_all(&dev, b"DATA", b"/f").len(), 2 << 20);
+}
+
+#[test]
+fn a_device_error_in_an_older_copy_fails_begin() {
+    let dev = make(8 << 30);
+    // newfs's super-root: after one commit only the older copies reach it.
+    let old_sroot = Volume::open(&dev).unwrap().header().sroot().data_off & !0x3F;
+    import_file(&dev, 10_000).unwrap();
+    dev.fail_read_at.set(Some(old_sroot));
+    assert_eq!(import_file(&dev, 10_000).err(), Some(Error::Io));
+    dev.fail_read_at.set(None);
+    // Damage of the media there is tolerated: the older copy's tree is reserved as far
+    // as it reads.
+    dev.flip(old_sroot + 100);
+    import_file(&dev, 10_000).unwrap();
+}
+
+#[test]
+fn a_tolerant_walk_visits_an_inode_that_does_not_read() {
+    let dev = make(64 * MIB);
+    import_file(&dev, 10_000).unwrap();
+    let data_root = pfs_root_bref(&dev, b"DATA");
+    dev.flip((data_root.data_off & !0x3F) + 100);
+    let vol = Volume::open(&dev).unwrap();
+    let (mut faults, mut bare) = (0, Vec::new());
+    vol.walk_all_tolerant(
+        &vol.header().sroot_blockset,
+        &mut |b, ino| {
+            if ino.is_none() && b.btype == BREF_TYPE_INODE {
+                bare.push(b.data_off);
+            }
+            Ok(Flow::Continue)
+        },
+        &mut |_| {
+            faults += 1;
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert_eq!((faults, bare), (1, vec![data_root.data_off]));
 }
