@@ -34,8 +34,12 @@ pub struct DirEntries {
 
 impl<'v, D: BlockDev> Import<'v, D> {
     /// Begin replacing the contents of PFS `label` of `vol`. [`Error::NotFound`] when there
-    /// is no such PFS.
+    /// is no such PFS; the errors of [`Txn::begin`] (among them [`Error::Busy`]: `vol` is
+    /// stale, reopen it after each commit).
     pub fn begin(vol: &'v Volume<D>, label: &[u8]) -> Result<Import<'v, D>> {
+        // First, so that a volume changed since it was opened is refused before its
+        // header is trusted.
+        let txn = Txn::begin(vol)?;
         let sroot = vol.super_root().map_err(read_err)?;
         let set = sroot.blockset()?;
         let lo = dirhash(label);
@@ -57,7 +61,7 @@ impl<'v, D: BlockDev> Import<'v, D> {
         }
         let next_inum = root.meta.pfs_inum.saturating_add(1).max(INODE_START);
         Ok(Import {
-            txn: Txn::begin(vol)?,
+            txn,
             pfs_bref,
             root,
             index: Vec::new(),

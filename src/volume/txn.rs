@@ -12,11 +12,11 @@ use super::block::zeroed;
 use super::scan::Flow;
 use super::space::{Allocator, GranuleBits};
 use super::{read_copies, BlockDev, Cause, HeaderCopy, ReadError, Volume};
-use crate::media::volhdr::{NUM_VOLHDRS, ZONE_BYTES};
+use crate::media::volhdr::{select_best, VolumeHeader, NUM_VOLHDRS, ZONE_BYTES};
 use crate::media::{
-    enc_methods, Blockref, DirentHead, InodeData, BREF_BYTES, BREF_TYPE_DATA, BREF_TYPE_DIRENT,
-    BREF_TYPE_INDIRECT, BREF_TYPE_INODE, CHECK_XXHASH64, COMP_NONE, DATA_BLOCK_BYTES,
-    DATA_BLOCK_RADIX, INODE_BYTES, RADIX_MIN, SET_COUNT,
+    enc_methods, Blockref, DirentHead, InodeData, MediaError, BREF_BYTES, BREF_TYPE_DATA,
+    BREF_TYPE_DIRENT, BREF_TYPE_INDIRECT, BREF_TYPE_INODE, CHECK_XXHASH64, COMP_NONE,
+    DATA_BLOCK_BYTES, DATA_BLOCK_RADIX, INODE_BYTES, RADIX_MIN, SET_COUNT,
 };
 use crate::{Error, Result};
 
@@ -37,6 +37,25 @@ pub const METHODS: u8 = enc_methods(CHECK_XXHASH64, COMP_NONE);
 /// The device error of a reader fault met while preparing or committing.
 pub(crate) fn read_err(e: ReadError) -> Error {
     e.into()
+}
+
+/// Fail unless the best of `copies` (as [`Volume::open`] chooses) is the header `vol`
+/// holds: [`Error::Busy`] when another is newer, the device error of a copy that does not
+/// read.
+fn require_current<D: BlockDev>(vol: &Volume<D>, copies: &[HeaderCopy; NUM_VOLHDRS]) -> Result<()> {
+    let mut valid: [Option<core::result::Result<&VolumeHeader, MediaError>>; NUM_VOLHDRS] =
+        [None; NUM_VOLHDRS];
+    for (slot, c) in valid.iter_mut().zip(copies) {
+        match c {
+            HeaderCopy::Absent => {}
+            HeaderCopy::Unreadable(_, e) => return Err(*e),
+            HeaderCopy::Read(r) => *slot = Some(r.as_deref().map_err(|e| *e)),
+        }
+    }
+    match select_best(valid) {
+        Ok((zone, best)) if zone == vol.zone() && best == vol.header() => Ok(()),
+        _ => Err(Error::Busy),
+    }
 }
 
 /// An open transaction: the volume, its allocator and the transaction id it writes.
@@ -71,10 +90,14 @@ impl<'v, D: BlockDev> Txn<'v, D> {
     /// without a fault; an older copy's tree may be damaged (its blocks stay reserved as
     /// far as they can be read), but a device error anywhere fails the begin, as does a
     /// header copy that does not read.
+    ///
+    /// [`Error::Busy`] when the best header copy on the device is no longer the one `vol`
+    /// was opened on (a commit since, through `vol` or another writer): reopen the volume.
     pub fn begin(vol: &'v Volume<D>) -> Result<Txn<'v, D>> {
         let h = vol.header();
         let fs = h.fs_size();
         let copies = read_copies(vol.dev()).map_err(read_err)?;
+        require_current(vol, &copies)?;
         let mut used = GranuleBits::new(fs)?;
         let mut keep = GranuleBits::new(fs)?;
         let next = next_zone(vol.zone(), h.volu_size);

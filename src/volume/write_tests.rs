@@ -492,3 +492,28 @@ fn a_tolerant_walk_visits_an_inode_that_does_not_read() {
     .unwrap();
     assert_eq!((faults, bare), (1, vec![data_root.data_off]));
 }
+
+#[test]
+fn a_volume_is_not_reused_after_its_commit() {
+    let dev = make((2 << 30) + 64 * MIB);
+    let vol = Volume::open(&dev).unwrap();
+    import_file_on(&vol, b"DATA", 100_000).unwrap();
+    // `vol` still holds the header it was opened on; a second commit through it would
+    // write over the first one's slot with a tree built on the old header.
+    assert_eq!(
+        import_file_on(&vol, b"node-a", 100_000).err(),
+        Some(Error::Busy)
+    );
+    // Another writer committing behind an open volume is caught the same way.
+    let other = Volume::open(&dev).unwrap();
+    import_file(&dev, 50_000).unwrap();
+    assert_eq!(
+        import_file_on(&other, b"node-a", 1).err(),
+        Some(Error::Busy)
+    );
+    drop((vol, other));
+    assert_eq!(Volume::open(&dev).unwrap().header().mirror_tid, 18);
+    assert_eq!(read_all(&dev, b"DATA", b"/f").len(), 50_000);
+    clean(&dev);
+    import_file_on(&Volume::open(&dev).unwrap(), b"node-a", 1).unwrap();
+}
