@@ -517,3 +517,36 @@ fn a_volume_is_not_reused_after_its_commit() {
     clean(&dev);
     import_file_on(&Volume::open(&dev).unwrap(), b"node-a", 1).unwrap();
 }
+
+#[test]
+fn newfs_smaller_than_the_device_erases_the_old_header_copies() {
+    let dev = make(8 << 30);
+    import_file(&dev, 10_000).unwrap();
+    import_file(&dev, 10_000).unwrap();
+    let pfs = pfs_list();
+    let opts = NewfsOptions {
+        size: 1 << 30,
+        fsid: [0x55; 16],
+        sroot_ids: ([3; 16], [4; 16]),
+        pfs: &pfs,
+        now_us: 0,
+    };
+    newfs(&dev, &opts).unwrap();
+    let v = Volume::open(&dev).unwrap();
+    assert_eq!(
+        (v.zone(), v.header().fsid, v.header().mirror_tid),
+        (0, [0x55; 16], 16)
+    );
+    let copies = read_copies(&&dev).unwrap();
+    assert!(copies[1..]
+        .iter()
+        .all(|c| matches!(c, HeaderCopy::Read(Err(_)))));
+    v.verify_all().unwrap();
+    drop(v);
+    import_file(&dev, 10_000).unwrap();
+    let v = Volume::open(&dev).unwrap();
+    assert_eq!(
+        (v.zone(), v.header().fsid, v.header().mirror_tid),
+        (0, [0x55; 16], 17)
+    );
+}
