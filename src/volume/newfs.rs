@@ -186,6 +186,9 @@ pub fn newfs<D: BlockDev>(dev: &D, opts: &NewfsOptions<'_>) -> Result<VolumeHead
     h.total_size = size;
     let mut hbuf = zeroed(VOLUME_BYTES).map_err(read_err)?;
     h.encode_into(&mut hbuf)?;
+    // The blocks first, then the headers, as a commit orders them: a crash must not
+    // leave a header pointing at an inode block that never reached the media.
+    dev.flush()?;
     // Header slots of the device past the new volume are zeroed: a copy left there by an
     // earlier filesystem would otherwise win at open (its mirror_tid is likely higher).
     for zone in 0..NUM_VOLHDRS {
