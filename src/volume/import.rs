@@ -60,6 +60,9 @@ impl<'v, D: BlockDev> Import<'v, D> {
             return Err(Error::NotDir);
         }
         let next_inum = root.meta.pfs_inum.saturating_add(1).max(INODE_START);
+        // The PFS's own modify_tid counter goes on from its root's, when that is ahead.
+        let mut txn = txn;
+        txn.raise_modify_tid(pfs_bref.modify_tid.checked_add(1).ok_or(Error::Invalid)?);
         Ok(Import {
             txn,
             pfs_bref,
@@ -214,7 +217,14 @@ impl<'v, D: BlockDev> Import<'v, D> {
         let sset = self.txn.table(&brefs)?;
         sroot.set_blockset(&sset);
         let raw = sroot.encode();
-        let new_sroot = self.txn.write_block(sroot_bref, &raw)?;
+        let mut new_sroot = self.txn.write_block(sroot_bref, &raw)?;
+        // The super-root's own counter goes on, and it is as new as the newest PFS below
+        // it (HAMMER2-MEDIA §4).
+        let own = sroot_bref.modify_tid.checked_add(1).ok_or(Error::Invalid)?;
+        new_sroot.modify_tid = brefs
+            .iter()
+            .map(|b| b.modify_tid)
+            .fold(self.txn.tid().max(own), u64::max);
         self.txn.commit(new_sroot)
     }
 }

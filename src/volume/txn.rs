@@ -67,6 +67,9 @@ pub struct Txn<'v, D: BlockDev> {
     /// The header slot the commit writes.
     pub(crate) next_zone: usize,
     pub(crate) tid: u64,
+    /// `modify_tid` of the blocks it writes: [`Txn::tid`] unless raised for a PFS whose
+    /// own counter runs ahead of the volume's.
+    modify_tid: u64,
     buf: Vec<u8>,
     /// Bytes of blocks written so far.
     pub(crate) written: u64,
@@ -139,6 +142,7 @@ impl<'v, D: BlockDev> Txn<'v, D> {
             keep,
             next_zone: next,
             tid: h.mirror_tid + 1,
+            modify_tid: h.mirror_tid + 1,
             buf: zeroed(DATA_BLOCK_BYTES).map_err(read_err)?,
             written: 0,
         })
@@ -147,6 +151,18 @@ impl<'v, D: BlockDev> Txn<'v, D> {
     /// The transaction id this commit writes (`mirror_tid` of every new blockref).
     pub fn tid(&self) -> u64 {
         self.tid
+    }
+
+    /// The `modify_tid` of the blocks written from now on: `tid` if that is higher than
+    /// [`Txn::tid`]. A kernel-written PFS runs its own modify_tid counter, possibly far
+    /// ahead of the volume's `mirror_tid`, and its blocks must never go back in it.
+    pub fn raise_modify_tid(&mut self, tid: u64) {
+        self.modify_tid = self.modify_tid.max(tid);
+    }
+
+    /// The `modify_tid` of the blocks written now.
+    pub fn modify_tid(&self) -> u64 {
+        self.modify_tid
     }
 
     /// The volume.
@@ -173,7 +189,7 @@ impl<'v, D: BlockDev> Txn<'v, D> {
         b.data_off = off | u64::from(radix);
         b.set_check(block)?;
         b.mirror_tid = self.tid;
-        b.modify_tid = self.tid;
+        b.modify_tid = self.modify_tid;
         self.vol.dev().write_at(off, block)?;
         self.vol.dev().yield_point();
         self.written += size as u64;
@@ -220,7 +236,7 @@ impl<'v, D: BlockDev> Txn<'v, D> {
             }
         };
         b.mirror_tid = self.tid;
-        b.modify_tid = self.tid;
+        b.modify_tid = self.modify_tid;
         Ok(b)
     }
 

@@ -550,3 +550,66 @@ fn newfs_smaller_than_the_device_erases_the_old_header_copies() {
         (0, [0x55; 16], 17)
     );
 }
+
+/// Commit the super-root with the blockref of PFS `label`'s root given `modify_tid`, as a
+/// kernel that ran that PFS's counter ahead of the volume's would leave it.
+fn set_pfs_modify_tid(dev: &SparseDev, label: &[u8], modify_tid: u64) {
+    let vol = Volume::open(dev).unwrap();
+    let mut txn = Txn::begin(&vol).unwrap();
+    let mut sroot = vol.super_root().unwrap();
+    let mut brefs = Vec::new();
+    vol.scan(&sroot.blockset().unwrap(), 0, KEY_MAX, &mut |b| {
+        let mut b = *b;
+        if vol.read_inode(&b)?.filename() == label {
+            b.modify_tid = modify_tid;
+        }
+        brefs.push(b);
+        Ok(Flow::Continue)
+    })
+    .unwrap();
+    sroot.set_blockset(&txn.table(&brefs).unwrap());
+    let b = txn
+        .write_block(*vol.header().sroot(), &sroot.encode())
+        .unwrap();
+    txn.commit(b).unwrap();
+}
+
+#[test]
+fn modify_tid_goes_on_from_the_pfs_own_counter() {
+    let dev = make(64 * MIB);
+    set_pfs_modify_tid(&dev, b"DATA", 0x6a);
+    import_file(&dev, 100_000).unwrap();
+    let vol = Volume::open(&dev).unwrap();
+    assert_eq!(vol.header().mirror_tid, 18);
+    let root = pfs_root_bref(&dev, b"DATA");
+    assert_eq!((root.mirror_tid, root.modify_tid), (18, 0x6b));
+    assert_eq!(vol.header().sroot().modify_tid, 0x6b);
+    // Every block written under the PFS root carries the PFS's tid.
+    let mut tids = Vec::new();
+    vol.walk_all(
+        &[
+            root,
+            Blockref::default(),
+            Blockref::default(),
+            Blockref::default(),
+        ],
+        &mut |b, _| {
+            tids.push(b.modify_tid);
+            Ok(Flow::Continue)
+        },
+    )
+    .unwrap();
+    assert!(
+        tids.len() > 3 && tids.iter().all(|&t| t == 0x6b),
+        "{tids:x?}"
+    );
+    // A PFS whose counter is behind the volume's gets the volume's tid.
+    drop(vol);
+    import_file_on(&Volume::open(&dev).unwrap(), b"node-a", 10).unwrap();
+    let a = pfs_root_bref(&dev, b"node-a");
+    assert_eq!((a.mirror_tid, a.modify_tid), (19, 19));
+    let vol = Volume::open(&dev).unwrap();
+    assert_eq!(vol.header().sroot().modify_tid, 0x6c);
+    drop(vol);
+    clean(&dev);
+}
