@@ -251,7 +251,7 @@ fn host_meta(m: &std::fs::Metadata, objtype: u8, inum: u64, nlinks: u64) -> Inod
 }
 
 /// Read the host tree under `dir` into pre-order nodes with inode numbers from `next`.
-fn scan_tree(dir: &str, next: &mut dyn FnMut() -> u64) -> Result<Vec<Node>, Fail> {
+fn scan_tree(dir: &str, next: &mut dyn FnMut() -> Result<u64, Fail>) -> Result<Vec<Node>, Fail> {
     let io = |p: &std::path::Path, e: std::io::Error| Fail::Run(format!("{}: {e}", p.display()));
     let root = PathBuf::from(dir);
     let meta = std::fs::symlink_metadata(&root).map_err(|e| io(&root, e))?;
@@ -294,13 +294,13 @@ fn scan_tree(dir: &str, next: &mut dyn FnMut() -> u64) -> Result<Vec<Node>, Fail
                     match seen.get(&(meta.dev(), meta.ino())) {
                         Some(&n) => (n, false),
                         None => {
-                            let n = next();
+                            let n = next()?;
                             seen.insert((meta.dev(), meta.ino()), n);
                             (n, true)
                         }
                     }
                 } else {
-                    (next(), true)
+                    (next()?, true)
                 };
                 let idx = nodes.len();
                 nodes[i].entries.push((name.as_bytes().to_vec(), idx));
@@ -331,7 +331,7 @@ fn import_cmd(args: &[String]) -> Result<(), Fail> {
         hammer2_synchro::Error::NotFound => Fail::Run(format!("{image}: no PFS '{label}'")),
         e => verr(e),
     })?;
-    let mut next = || imp.new_inum();
+    let mut next = || imp.new_inum().map_err(verr);
     let nodes = scan_tree(dir, &mut next)?;
     // Links of each inode inside the tree (hardlinks outside it do not count).
     let mut links: HashMap<u64, u64> = HashMap::new();

@@ -98,7 +98,10 @@ impl<D: BlockDev> Txn<'_, D> {
         };
 
         let fs = old.fs_size();
-        let lo_all = old.allocator_beg.next_multiple_of(BMAP_SPAN);
+        let lo_all = old
+            .allocator_beg
+            .checked_next_multiple_of(BMAP_SPAN)
+            .ok_or(Error::Invalid)?;
         let hi = fs - fs % BMAP_SPAN;
         let mut block = zeroed(FREEMAP_BLOCK_BYTES).map_err(read_err)?;
         let mut leaves: Vec<Blockref> = Vec::new();

@@ -17,6 +17,10 @@ use crate::media::{
 };
 use crate::{Error, Result};
 
+/// The highest inode number: keys from 2^63 up in a PFS root's table are its directory
+/// entries.
+const INUM_MAX: u64 = (1 << 63) - 1;
+
 /// An import in progress into one PFS.
 pub struct Import<'v, D: BlockDev> {
     txn: Txn<'v, D>,
@@ -72,11 +76,16 @@ impl<'v, D: BlockDev> Import<'v, D> {
         })
     }
 
-    /// A fresh inode number.
-    pub fn new_inum(&mut self) -> u64 {
+    /// A fresh inode number. [`Error::Invalid`] once they reach 2^63 (the PFS root's
+    /// `pfs_inum` on the media may be anything): inode keys live in the lower half of the
+    /// PFS root's table, directory entries in the upper.
+    pub fn new_inum(&mut self) -> Result<u64> {
         let n = self.next_inum;
-        self.next_inum += 1;
-        n
+        if n > INUM_MAX {
+            return Err(Error::Invalid);
+        }
+        self.next_inum = n + 1;
+        Ok(n)
     }
 
     /// The transaction (its id, bytes written).
@@ -103,7 +112,8 @@ impl<'v, D: BlockDev> Import<'v, D> {
         Ok(())
     }
 
-    /// Add a regular file or symlink: `meta` (its inum from [`Import::new_inum`]) with
+    /// Add a regular file or symlink: `meta` (its inum from [`Import::new_inum`];
+    /// [`Error::Invalid`] for one outside the PFS's range) with
     /// `small` as its contents when they fit in the inode (DIRECTDATA, at most 512 bytes),
     /// else the data blocks of `table`.
     pub fn file(
@@ -159,6 +169,9 @@ impl<'v, D: BlockDev> Import<'v, D> {
     }
 
     fn push_inode(&mut self, ino: &InodeData) -> Result<()> {
+        if !(INODE_START..=INUM_MAX).contains(&ino.meta.inum) {
+            return Err(Error::Invalid);
+        }
         let b = self.txn.inode(ino.meta.inum, ino)?;
         self.index.try_reserve(1)?;
         self.index.push(b);

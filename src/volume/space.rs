@@ -114,17 +114,23 @@ pub struct Allocator {
 impl Allocator {
     /// An allocator over `[allocator_beg rounded up to 4 MiB, fs_size rounded down to
     /// 4 MiB)` (what a freemap leaf leaves allocatable, `hammer2_freemap_init`), with the
-    /// granules of `used` taken.
-    pub fn new(used: GranuleBits, allocator_beg: u64, fs_size: u64) -> Allocator {
-        let lo = allocator_beg.next_multiple_of(BMAP_SPAN);
+    /// granules of `used` taken. [`Error::Invalid`] when `allocator_beg` lies past
+    /// `fs_size`.
+    pub fn new(used: GranuleBits, allocator_beg: u64, fs_size: u64) -> Result<Allocator> {
+        if allocator_beg > fs_size {
+            return Err(Error::Invalid);
+        }
+        let lo = allocator_beg
+            .checked_next_multiple_of(BMAP_SPAN)
+            .ok_or(Error::Invalid)?;
         let hi = (fs_size - fs_size % BMAP_SPAN).min(used.span());
-        Allocator {
+        Ok(Allocator {
             used,
             lo,
             hi,
             cursor: lo,
             small: None,
-        }
+        })
     }
 
     /// A block of `bytes` (a power of two, 1..=64 KiB): its byte offset. [`Error::NoSpace`]
@@ -189,7 +195,7 @@ mod tests {
         let size = 2u64 << 30;
         let mut used = GranuleBits::new(size).unwrap();
         used.mark(0x880_0000, 1);
-        let mut a = Allocator::new(used, 0x840_0c00, size);
+        let mut a = Allocator::new(used, 0x840_0c00, size).unwrap();
         // Below allocator_beg rounded up to 4 MiB nothing is handed out; a taken granule is
         // skipped.
         assert_eq!(a.alloc(1024).unwrap(), 0x880_4000);
@@ -220,7 +226,7 @@ mod tests {
         // 1 GiB + 8 MiB: the second GiB's first 4 MiB are reserved, 4 MiB after them free.
         let size = (1 << 30) + (8 << 20);
         let used = GranuleBits::new(size).unwrap();
-        let mut a = Allocator::new(used, (1 << 30) - (4 << 20), size);
+        let mut a = Allocator::new(used, (1 << 30) - (4 << 20), size).unwrap();
         let mut got = Vec::new();
         while let Ok(off) = a.alloc(65536) {
             got.push(off);

@@ -99,6 +99,11 @@ impl<'v, D: BlockDev> Txn<'v, D> {
     pub fn begin(vol: &'v Volume<D>) -> Result<Txn<'v, D>> {
         let h = vol.header();
         let fs = h.fs_size();
+        // Values of the media the arithmetic below relies on.
+        let tid = h.mirror_tid.checked_add(1).ok_or(Error::Invalid)?;
+        if h.allocator_beg > fs {
+            return Err(Error::Invalid);
+        }
         let copies = read_copies(vol.dev()).map_err(read_err)?;
         require_current(vol, &copies)?;
         let mut used = GranuleBits::new(fs)?;
@@ -135,14 +140,14 @@ impl<'v, D: BlockDev> Txn<'v, D> {
                 zone == vol.zone(),
             )?;
         }
-        let alloc = Allocator::new(used, h.allocator_beg, fs);
+        let alloc = Allocator::new(used, h.allocator_beg, fs)?;
         Ok(Txn {
             vol,
             alloc,
             keep,
             next_zone: next,
-            tid: h.mirror_tid + 1,
-            modify_tid: h.mirror_tid + 1,
+            tid,
+            modify_tid: tid,
             buf: zeroed(DATA_BLOCK_BYTES).map_err(read_err)?,
             written: 0,
         })

@@ -73,7 +73,7 @@ fn import_file_on(
     len: usize,
 ) -> crate::Result<VolumeHeader> {
     let mut imp = Import::begin(vol, label)?;
-    let inum = imp.new_inum();
+    let inum = imp.new_inum().unwrap();
     let bytes: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
     let mut table = Vec::new();
     for (k, chunk) in bytes.chunks(DATA_BLOCK_BYTES).enumerate() {
@@ -192,13 +192,13 @@ fn import_writes_a_tree_the_reader_and_fsck_accept() {
     let mut imp = Import::begin(&vol, b"DATA").unwrap();
     let mut root = DirEntries::new();
     // A small file in the inode, a 10-block file (an indirect block), a file with a hole.
-    let small = imp.new_inum();
+    let small = imp.new_inum().unwrap();
     let mut m = meta(OBJTYPE_REGFILE, small);
     m.nlinks = 2;
     imp.file(m, Some(b"hello"), &[]).unwrap();
     imp.entry(&mut root, b"small", small, OBJTYPE_REGFILE)
         .unwrap();
-    let big = imp.new_inum();
+    let big = imp.new_inum().unwrap();
     let bytes: Vec<u8> = (0..10 * DATA_BLOCK_BYTES + 7)
         .map(|i| (i % 251) as u8)
         .collect();
@@ -215,10 +215,10 @@ fn import_writes_a_tree_the_reader_and_fsck_accept() {
     imp.entry(&mut root, b"big", big, OBJTYPE_REGFILE).unwrap();
     // A directory of 300 entries (indirect blocks), one with a 100-byte name, one a
     // hardlink to `small`.
-    let dir = imp.new_inum();
+    let dir = imp.new_inum().unwrap();
     let mut d = DirEntries::new();
     for i in 0..300u32 {
-        let inum = imp.new_inum();
+        let inum = imp.new_inum().unwrap();
         let name = alloc::format!("file-{i}");
         imp.file(meta(OBJTYPE_REGFILE, inum), Some(name.as_bytes()), &[])
             .unwrap();
@@ -551,27 +551,52 @@ fn newfs_smaller_than_the_device_erases_the_old_header_copies() {
     );
 }
 
-/// Commit the super-root with the blockref of PFS `label`'s root given `modify_tid`, as a
-/// kernel that ran that PFS's counter ahead of the volume's would leave it.
-fn set_pfs_modify_tid(dev: &SparseDev, label: &[u8], modify_tid: u64) {
+/// Commit PFS `label`'s root (its blockref and inode) as `edit` leaves them: a volume as
+/// a kernel (or damage) could leave it.
+fn edit_pfs_root(dev: &SparseDev, label: &[u8], edit: &dyn Fn(&mut Blockref, &mut InodeData)) {
     let vol = Volume::open(dev).unwrap();
     let mut txn = Txn::begin(&vol).unwrap();
     let mut sroot = vol.super_root().unwrap();
     let mut brefs = Vec::new();
     vol.scan(&sroot.blockset().unwrap(), 0, KEY_MAX, &mut |b| {
-        let mut b = *b;
-        if vol.read_inode(&b)?.filename() == label {
-            b.modify_tid = modify_tid;
-        }
-        brefs.push(b);
+        brefs.push((*b, vol.read_inode(b)?));
         Ok(Flow::Continue)
     })
     .unwrap();
-    sroot.set_blockset(&txn.table(&brefs).unwrap());
+    let mut table = Vec::new();
+    for (mut b, mut ino) in brefs {
+        if ino.filename() == label {
+            edit(&mut b, &mut ino);
+            let m = b.modify_tid;
+            b = txn.write_block(b, &ino.encode()).unwrap();
+            b.modify_tid = m;
+        }
+        table.push(b);
+    }
+    sroot.set_blockset(&txn.table(&table).unwrap());
     let b = txn
         .write_block(*vol.header().sroot(), &sroot.encode())
         .unwrap();
     txn.commit(b).unwrap();
+}
+
+/// Commit the super-root with the blockref of PFS `label`'s root given `modify_tid`, as a
+/// kernel that ran that PFS's counter ahead of the volume's would leave it.
+fn set_pfs_modify_tid(dev: &SparseDev, label: &[u8], modify_tid: u64) {
+    edit_pfs_root(dev, label, &|b, _| b.modify_tid = modify_tid);
+}
+
+/// Rewrite every header copy of `dev` as `edit` leaves it.
+fn edit_headers(dev: &SparseDev, edit: &dyn Fn(&mut VolumeHeader)) {
+    for (zone, c) in read_copies(&dev).unwrap().into_iter().enumerate() {
+        if let HeaderCopy::Read(Ok(mut h)) = c {
+            edit(&mut h);
+            let mut buf = vec![0; crate::media::volhdr::VOLUME_BYTES];
+            h.encode_into(&mut buf).unwrap();
+            dev.write_at(crate::media::volhdr::copy_offset(zone), &buf)
+                .unwrap();
+        }
+    }
 }
 
 #[test]
@@ -612,4 +637,46 @@ fn modify_tid_goes_on_from_the_pfs_own_counter() {
     assert_eq!(vol.header().sroot().modify_tid, 0x6c);
     drop(vol);
     clean(&dev);
+}
+
+#[test]
+fn values_of_the_media_that_would_overflow_are_refused() {
+    let dev = make(64 * MIB);
+    // The PFS's next inode number would reach the directory-entry half of its table.
+    edit_pfs_root(&dev, b"DATA", &|_, ino| ino.meta.pfs_inum = (1 << 63) - 2);
+    let vol = Volume::open(&dev).unwrap();
+    let mut imp = Import::begin(&vol, b"DATA").unwrap();
+    assert_eq!(imp.new_inum(), Ok((1 << 63) - 1));
+    assert_eq!(imp.new_inum(), Err(Error::Invalid));
+    let m = meta(OBJTYPE_REGFILE, 1 << 63);
+    assert_eq!(imp.file(m, Some(b"x"), &[]), Err(Error::Invalid));
+    drop(imp);
+    drop(vol);
+    edit_pfs_root(&dev, b"DATA", &|_, ino| ino.meta.pfs_inum = u64::MAX);
+    let vol = Volume::open(&dev).unwrap();
+    let mut imp = Import::begin(&vol, b"DATA").unwrap();
+    assert_eq!(imp.new_inum(), Err(Error::Invalid));
+    drop(imp);
+    drop(vol);
+    // A PFS counter at its end.
+    set_pfs_modify_tid(&dev, b"DATA", u64::MAX);
+    let vol = Volume::open(&dev).unwrap();
+    assert_eq!(Import::begin(&vol, b"DATA").err(), Some(Error::Invalid));
+    drop(vol);
+    // The volume's transaction id at its end, an allocator start past the filesystem.
+    let (tid, beg) = {
+        let h = Volume::open(&dev).unwrap().header().clone();
+        (h.mirror_tid, h.allocator_beg)
+    };
+    edit_headers(&dev, &|h| h.mirror_tid = u64::MAX);
+    let vol = Volume::open(&dev).unwrap();
+    assert_eq!(Txn::begin(&vol).err(), Some(Error::Invalid));
+    drop(vol);
+    for bad in [65 * MIB, u64::MAX - 5] {
+        edit_headers(&dev, &|h| (h.mirror_tid, h.allocator_beg) = (tid, bad));
+        let vol = Volume::open(&dev).unwrap();
+        assert_eq!(Txn::begin(&vol).err(), Some(Error::Invalid));
+    }
+    edit_headers(&dev, &|h| h.allocator_beg = beg);
+    import_file_on(&Volume::open(&dev).unwrap(), b"node-a", 10).unwrap();
 }
