@@ -184,7 +184,8 @@ impl<'v, D: BlockDev> Txn<'v, D> {
         }
         let size = payload.len().max(1 << RADIX_MIN).next_power_of_two();
         let radix = size.trailing_zeros() as u8;
-        let off = self.alloc.alloc(size as u64)?;
+        let dev = self.vol.dev();
+        let off = self.alloc.alloc(size as u64, &|| dev.yield_point())?;
         let block = self.buf.get_mut(..size).ok_or(Error::TooBig)?;
         block.fill(0);
         block
