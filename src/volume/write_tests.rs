@@ -4,7 +4,7 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::testdev::SparseDev;
+use super::testdev::{each_crash, LogDev, SparseDev};
 use super::*;
 use crate::media::*;
 
@@ -67,8 +67,8 @@ fn import_file(dev: &SparseDev, len: usize) -> crate::Result<VolumeHeader> {
 }
 
 /// Import one regular file `/f` of `len` bytes (byte i = i % 253) into PFS `label` of `vol`.
-fn import_file_on(
-    vol: &Volume<&SparseDev>,
+fn import_file_on<D: BlockDev>(
+    vol: &Volume<D>,
     label: &[u8],
     len: usize,
 ) -> crate::Result<VolumeHeader> {
@@ -679,4 +679,95 @@ fn values_of_the_media_that_would_overflow_are_refused() {
     }
     edit_headers(&dev, &|h| h.allocator_beg = beg);
     import_file_on(&Volume::open(&dev).unwrap(), b"node-a", 10).unwrap();
+}
+
+/// Whether the only findings of `r` are refused header copies (a torn header write).
+fn clean_but_torn_headers(r: &fsck::FsckReport) -> bool {
+    r.findings
+        .iter()
+        .all(|f| matches!(f.problem, fsck::Problem::HeaderBad(_)))
+}
+
+#[test]
+fn a_crash_during_a_commit_leaves_the_old_or_the_new_volume() {
+    let base = make((2 << 30) + 64 * MIB);
+    import_file(&base, 100_000).unwrap();
+    let dev = LogDev::new(base.snapshot());
+    import_file_on(&Volume::open(&dev).unwrap(), b"DATA", 30_000).unwrap();
+    let log = dev.log.borrow();
+    let mut seen = [0u32; 2];
+    each_crash(&base, &log, &mut |d| {
+        let tid = Volume::open(d).unwrap().header().mirror_tid;
+        assert!(tid == 17 || tid == 18, "{tid}");
+        seen[(tid - 17) as usize] += 1;
+        let len = read_all(d, b"DATA", b"/f").len();
+        assert_eq!(len, if tid == 17 { 100_000 } else { 30_000 });
+        let r = fsck(d, FsckOptions::default()).unwrap();
+        assert!(clean_but_torn_headers(&r), "{:?}", r.findings);
+        import_file(d, 1000).unwrap();
+        assert_eq!(Volume::open(d).unwrap().header().mirror_tid, tid + 1);
+        clean(d);
+    });
+    assert!(seen[0] > 30 && seen[1] > 0, "{seen:?}");
+}
+
+#[test]
+fn a_crash_during_newfs_leaves_no_volume_or_a_whole_one() {
+    let base = SparseDev::new(64 * MIB);
+    let dev = LogDev::new(base.snapshot());
+    let pfs = pfs_list();
+    let opts = NewfsOptions {
+        size: 64 * MIB,
+        fsid: [9; 16],
+        sroot_ids: ([3; 16], [4; 16]),
+        pfs: &pfs,
+        now_us: 0,
+    };
+    newfs(&dev, &opts).unwrap();
+    let log = dev.log.borrow();
+    let mut opened = 0;
+    each_crash(&base, &log, &mut |d| {
+        if let Ok(v) = Volume::open(d) {
+            opened += 1;
+            v.verify_all().unwrap();
+            drop(v);
+            clean(d);
+        }
+    });
+    assert!(opened > 0);
+}
+
+#[test]
+fn five_commits_rotate_through_every_header_slot() {
+    let dev = make(8 << 30);
+    let mut leaves = Vec::new();
+    for (i, zone) in [1, 2, 3, 0, 1].into_iter().enumerate() {
+        import_file(&dev, 10_000 * (i + 1)).unwrap();
+        let v = Volume::open(&dev).unwrap();
+        assert_eq!((v.zone(), v.header().mirror_tid), (zone, 17 + i as u64));
+        v.walk_freemap(&mut |f| {
+            if let super::freemap::FreemapVisit::Leaf(b, _) = f {
+                leaves.push(b.data_off & !0x3F);
+            }
+            Ok(Flow::Continue)
+        })
+        .unwrap();
+        // Every copy's tree still reads whole: nothing a copy reaches was reused.
+        for z in 0..4 {
+            let mut copies = read_copies(&&dev).unwrap();
+            for (j, c) in copies.iter_mut().enumerate() {
+                if j != z {
+                    *c = HeaderCopy::Absent;
+                }
+            }
+            Volume::from_copies(&dev, copies)
+                .unwrap()
+                .verify_all()
+                .unwrap();
+        }
+        clean(&dev);
+    }
+    // The leaf moves one rotation slot (five 64 KiB blocks) per commit.
+    let step: Vec<u64> = leaves.windows(2).map(|w| w[1] - w[0]).collect();
+    assert_eq!(step, [5 * 65536; 4]);
 }
