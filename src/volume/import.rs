@@ -208,7 +208,7 @@ impl<'v, D: BlockDev> Import<'v, D> {
         m.op_flags &= !crate::media::OpFlags::DIRECTDATA.bits();
         root.set_blockset(&set);
         let raw = root.encode();
-        let pfs_bref = self.txn.write_block(self.pfs_bref, &raw)?;
+        let pfs_bref = self.txn.write_block(fresh(self.pfs_bref), &raw)?;
 
         // The super-root's entries, this PFS's replaced.
         let sroot_bref = *vol.header().sroot();
@@ -230,7 +230,7 @@ impl<'v, D: BlockDev> Import<'v, D> {
         let sset = self.txn.table(&brefs)?;
         sroot.set_blockset(&sset);
         let raw = sroot.encode();
-        let mut new_sroot = self.txn.write_block(sroot_bref, &raw)?;
+        let mut new_sroot = self.txn.write_block(fresh(sroot_bref), &raw)?;
         // The super-root's own counter goes on, and it is as new as the newest PFS below
         // it (HAMMER2-MEDIA §4).
         let own = sroot_bref.modify_tid.checked_add(1).ok_or(Error::Invalid)?;
@@ -240,6 +240,15 @@ impl<'v, D: BlockDev> Import<'v, D> {
             .fold(self.txn.tid().max(own), u64::max);
         self.txn.commit(new_sroot)
     }
+}
+
+/// `b` for a rewritten block: the advisory statistics (`embed.stats`, `leaf_count`,
+/// HAMMER2-MEDIA §4) zeroed, as every blockref this writer makes has them; the old ones
+/// counted a tree that is gone.
+fn fresh(mut b: Blockref) -> Blockref {
+    b.embed = [0; 16];
+    b.leaf_count = 0;
+    b
 }
 
 /// An index inode for `meta`: named by its inum in hex as the kernel names them

@@ -819,3 +819,22 @@ fn a_damaged_freemap_leaf_still_rotates() {
     assert!(import_file(&dev, 40_000).is_err());
     assert_eq!(leaves_of(&dev, 1), (vec![65536], false));
 }
+
+#[test]
+fn rewritten_pfs_and_super_root_drop_their_old_statistics() {
+    let dev = make(64 * MIB);
+    edit_pfs_root(&dev, b"DATA", &|b, _| {
+        b.embed = [7; 16];
+        b.leaf_count = 9;
+    });
+    edit_headers(&dev, &|h| {
+        h.sroot_blockset[0].embed = [5; 16];
+        h.sroot_blockset[0].leaf_count = 3;
+    });
+    import_file(&dev, 10_000).unwrap();
+    let root = pfs_root_bref(&dev, b"DATA");
+    assert_eq!((root.embed, root.leaf_count), ([0; 16], 0));
+    let v = Volume::open(&dev).unwrap();
+    let s = v.header().sroot();
+    assert_eq!((s.embed, s.leaf_count), ([0; 16], 0));
+}
