@@ -30,7 +30,7 @@ pub struct Import<'v, D: BlockDev> {
     next_inum: u64,
 }
 
-/// The entries of one directory being built, kept sorted by key.
+/// The entries of one directory being built, in the order they were added.
 #[derive(Debug, Default)]
 pub struct DirEntries {
     entries: Vec<Blockref>,
@@ -137,14 +137,16 @@ impl<'v, D: BlockDev> Import<'v, D> {
     /// Add a directory (not the PFS root): `meta` and its `entries`.
     pub fn dir(&mut self, meta: InodeMeta, entries: &DirEntries) -> Result<()> {
         let mut ino = index_inode(meta)?;
-        let set = self.txn.table(&entries.entries)?;
+        let set = self.txn.table(&entries.keyed()?)?;
         ino.set_blockset(&set);
         self.push_inode(&ino)
     }
 
-    /// Add an entry `name` naming `inum` of `objtype` to `dir`: key `dirhash(name) + 1`, or
-    /// the next free one in its collision range (`hammer2_dirent_create`);
-    /// [`Error::NoSpace`] when that range is full.
+    /// Add an entry `name` naming `inum` of `objtype` to `dir`. Its key is
+    /// `dirhash(name) + 1`, or the next free one in its collision range in the order the
+    /// entries were added (`hammer2_dirent_create`); keys are given when the directory is
+    /// written ([`Import::dir`], [`Import::commit`]), which fails with [`Error::NoSpace`]
+    /// when a range is full.
     pub fn entry(
         &mut self,
         dir: &mut DirEntries,
@@ -152,19 +154,10 @@ impl<'v, D: BlockDev> Import<'v, D> {
         inum: u64,
         objtype: u8,
     ) -> Result<()> {
-        let hash = dirhash(name);
-        let mut key = hash + 1;
-        let mut at = dir.entries.partition_point(|b| b.key < key);
-        while dir.entries.get(at).is_some_and(|b| b.key == key) {
-            if key == hash | DIRHASH_LOMASK {
-                return Err(Error::NoSpace);
-            }
-            key += 1;
-            at += 1;
-        }
-        let b = self.txn.dirent(key, inum, objtype, name)?;
+        // The hash for now (its low bits are zero): the key comes from `DirEntries::keyed`.
+        let b = self.txn.dirent(dirhash(name), inum, objtype, name)?;
         dir.entries.try_reserve(1)?;
-        dir.entries.insert(at, b);
+        dir.entries.push(b);
         Ok(())
     }
 
@@ -187,10 +180,11 @@ impl<'v, D: BlockDev> Import<'v, D> {
         if self.index.windows(2).any(|w| w[0].key == w[1].key) {
             return Err(Error::Exists);
         }
+        let entries = entries.keyed()?;
         let mut items = Vec::new();
-        items.try_reserve_exact(self.index.len() + entries.entries.len())?;
+        items.try_reserve_exact(self.index.len() + entries.len())?;
         items.extend_from_slice(&self.index);
-        items.extend_from_slice(&entries.entries);
+        items.extend_from_slice(&entries);
         let set = self.txn.table(&items)?;
 
         let mut root = self.root;
@@ -269,6 +263,34 @@ impl DirEntries {
     /// No entries yet.
     pub fn new() -> DirEntries {
         DirEntries::default()
+    }
+
+    /// The entries sorted by key, each given its key: its name's hash + 1, the next in the
+    /// hash's collision range for each earlier entry of the same hash. Sorted once (an
+    /// insertion per entry would be quadratic in a big directory).
+    fn keyed(&self) -> Result<Vec<Blockref>> {
+        let n = self.entries.len();
+        let mut order: Vec<(u64, usize)> = Vec::new();
+        order.try_reserve_exact(n)?;
+        order.extend(self.entries.iter().enumerate().map(|(i, b)| (b.key, i)));
+        order.sort_unstable();
+        let mut out: Vec<Blockref> = Vec::new();
+        out.try_reserve_exact(n)?;
+        for (hash, i) in order {
+            let key = match out.last() {
+                Some(prev) if prev.key & !DIRHASH_LOMASK == hash => {
+                    if prev.key == hash | DIRHASH_LOMASK {
+                        return Err(Error::NoSpace);
+                    }
+                    prev.key + 1
+                }
+                _ => hash + 1,
+            };
+            let mut b = self.entries[i];
+            b.key = key;
+            out.push(b);
+        }
+        Ok(out)
     }
 
     /// How many entries.

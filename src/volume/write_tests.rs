@@ -838,3 +838,71 @@ fn rewritten_pfs_and_super_root_drop_their_old_statistics() {
     let s = v.header().sroot();
     assert_eq!((s.embed, s.leaf_count), ([0; 16], 0));
 }
+
+#[test]
+fn directory_entries_are_keyed_in_the_order_they_were_added() {
+    // Names with the same segments ("a", "b") differ only in the 16 bits of their
+    // whole-name hash: among a few hundred, two collide.
+    let names: Vec<Vec<u8>> = (0..120)
+        .flat_map(|lead| {
+            (1..6).map(move |mid| {
+                [
+                    vec![b'.'; lead],
+                    b"a".to_vec(),
+                    vec![b'.'; mid],
+                    b"b".to_vec(),
+                ]
+                .concat()
+            })
+        })
+        .collect();
+    let (x, y) = (0..names.len())
+        .flat_map(|i| (i + 1..names.len()).map(move |j| (i, j)))
+        .find(|&(i, j)| dirhash(&names[i]) == dirhash(&names[j]))
+        .unwrap();
+    let (x, y) = (names[x].clone(), names[y].clone());
+    let dev = make(64 * MIB);
+    let vol = Volume::open(&dev).unwrap();
+    let mut imp = Import::begin(&vol, b"DATA").unwrap();
+    let mut root = DirEntries::new();
+    let mut added = Vec::new();
+    // Many entries in no particular order, the colliding pair among them (y first).
+    for (i, name) in [y.clone()]
+        .into_iter()
+        .chain((0..300).map(|i| format!("n{}", (i * 7919) % 300).into_bytes()))
+        .chain([x.clone()])
+        .enumerate()
+    {
+        let inum = imp.new_inum().unwrap();
+        imp.file(meta(OBJTYPE_REGFILE, inum), Some(&[i as u8]), &[])
+            .unwrap();
+        imp.entry(&mut root, &name, inum, OBJTYPE_REGFILE).unwrap();
+        added.push((name, inum));
+    }
+    imp.commit(&meta(OBJTYPE_DIRECTORY, 1), &root).unwrap();
+    drop(vol);
+    clean(&dev);
+    let vol = Volume::open(&dev).unwrap();
+    let pfs = vol.pfs(b"DATA").unwrap();
+    let mut keys = Vec::new();
+    let dir = pfs.resolve(&vol, b"/").unwrap();
+    pfs.readdir(&vol, &dir, &mut |e| {
+        keys.push((e.key, e.name.to_vec()));
+        Ok(Flow::Continue)
+    })
+    .unwrap();
+    assert_eq!(keys.len(), added.len());
+    assert!(keys.windows(2).all(|w| w[0].0 < w[1].0));
+    let key = |n: &[u8]| keys.iter().find(|k| k.1 == n).unwrap().0;
+    let h = dirhash(&x);
+    assert_eq!((key(&y), key(&x)), (h + 1, h + 2));
+    for (name, inum) in &added {
+        assert_eq!(
+            pfs.resolve(&vol, &[b"/", &name[..]].concat())
+                .unwrap()
+                .meta
+                .inum,
+            *inum
+        );
+    }
+}
