@@ -234,10 +234,18 @@ fn objtype(m: &std::fs::Metadata) -> Option<u8> {
     }
 }
 
+/// Microseconds since the epoch of a host time (`s` seconds, `ns` nanoseconds): 0 before the
+/// epoch, saturating far in the future (a file's time is anything its owner set).
+fn micros(s: i64, ns: i64) -> u64 {
+    (s.max(0) as u64)
+        .saturating_mul(1_000_000)
+        .saturating_add((ns.max(0) as u64) / 1000)
+}
+
 /// The inode meta of a host object: permission bits, owner in the uuid form HAMMER2 uses
 /// (the id in bytes 12..16), times in microseconds.
 fn host_meta(m: &std::fs::Metadata, objtype: u8, inum: u64, nlinks: u64) -> InodeMeta {
-    let us = |s: i64, ns: i64| (s.max(0) as u64) * 1_000_000 + (ns.max(0) as u64) / 1000;
+    let us = micros;
     let mut meta = InodeMeta::new(objtype, inum, m.mode() & 0o7777);
     meta.mtime = us(m.mtime(), m.mtime_nsec());
     meta.ctime = us(m.ctime(), m.ctime_nsec());
@@ -431,4 +439,17 @@ fn read_full(src: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::micros;
+
+    #[test]
+    fn host_times_convert_without_overflow() {
+        assert_eq!(micros(1_600_000_000, 123_456_789), 1_600_000_000_123_456);
+        assert_eq!(micros(-5, 7), 0);
+        assert_eq!(micros(i64::MAX, 999_999_999), u64::MAX);
+        assert_eq!(micros(i64::MAX / 1_000_000 * 3, 0), u64::MAX);
+    }
 }
