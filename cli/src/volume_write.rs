@@ -29,6 +29,9 @@ created or extended (sparse) to SIZE when it is a regular file; on a block devic
 be omitted (the device's size). ROLE: master, slave, soft-master, soft-slave or cache.
 --clid: the cluster id of the PFSs (give the same one to every node of a cluster; default
 random); --nmasters: the masters of the cluster recorded in each PFS (default 0, unknown).
+WARNING: below 2G + 4M a volume has a single header, rewritten in place at every commit (as
+HAMMER2 does): a crash that tears that write loses the volume. Larger volumes keep the
+previous header copy.
 EXIT STATUS: 0 done; 1 the volume could not be written; 2 bad usage or IMAGE not opened.
 ";
 
