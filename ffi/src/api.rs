@@ -219,11 +219,14 @@ pub unsafe extern "C" fn h2s_pool_usage(used: *mut usize, size: *mut usize) -> i
 
 /// Create a cluster with one empty PFS per node; `roles` is `len` bytes of role names
 /// (`master`, `slave`, `soft_master`, `soft_slave`, `cache`) separated by white space, 1 to 8
-/// of them. On success stores the new cluster's handle through `handle` and returns 0. The
-/// cluster lives until [`h2s_cluster_destroy`] or [`h2s_fini`].
+/// of them, optionally preceded by the nodes' layout: `layout=index` (today's HAMMER2: an
+/// inode index under the PFS root, directory entries, the default) or `layout=seed` (the seed
+/// era's embedded child inodes), e.g. `layout=seed master slave`. On success stores the new
+/// cluster's handle through `handle` and returns 0. The cluster lives until
+/// [`h2s_cluster_destroy`] or [`h2s_fini`].
 ///
-/// Errors: `-EINVAL` (null pointer, unknown role, no or too many roles), `-ENOMEM`, `-EBUSY`
-/// (too many clusters). Context: process context; may sleep.
+/// Errors: `-EINVAL` (null pointer, unknown role or layout, no or too many roles), `-ENOMEM`,
+/// `-EBUSY` (too many clusters). Context: process context; may sleep.
 ///
 /// # Safety
 /// `roles` must be valid for `len` bytes; `handle` valid for a write.
