@@ -239,6 +239,10 @@ impl<'v, D: BlockDev> Import<'v, D> {
 /// `b` for a rewritten block: the advisory statistics (`embed.stats`, `leaf_count`,
 /// HAMMER2-MEDIA §4) zeroed, as every blockref this writer makes has them; the old ones
 /// counted a tree that is gone.
+///
+/// DEVIATION: the kernel keeps these up to date as children come and go; nothing reads
+/// or validates them, so this writer leaves them 0 (as newfs leaves the super-root's)
+/// rather than summing a whole tree per commit.
 fn fresh(mut b: Blockref) -> Blockref {
     b.embed = [0; 16];
     b.leaf_count = 0;
