@@ -165,11 +165,6 @@ impl<'v, D: BlockDev> Txn<'v, D> {
         self.modify_tid = self.modify_tid.max(tid);
     }
 
-    /// The `modify_tid` of the blocks written now.
-    pub fn modify_tid(&self) -> u64 {
-        self.modify_tid
-    }
-
     /// The volume.
     pub fn volume(&self) -> &'v Volume<D> {
         self.vol
