@@ -69,31 +69,34 @@ fn all_equal(w: &World, want: &Inode) -> Result<(), String> {
     Ok(())
 }
 
-/// The committed-class property on the model alone, under `rule`.
-fn model_committed(case: &Case, rule: Rule) -> Result<(), String> {
+/// A committed-class case's model, synchronized under `rule` (None for other cases).
+fn synced_committed(case: &Case, rule: Rule) -> Result<Option<World>, String> {
     if !matches!(case.class, Class::Committed { .. }) {
-        return Ok(());
+        return Ok(None);
     }
     let (mut w, _) = case.replay();
     let (_, done) = w.sync_all(rule, 16);
     if !done {
         return Err("model did not converge".into());
     }
-    all_equal(&w, &case.committed_tree())
+    Ok(Some(w))
+}
+
+/// The committed-class property on the model alone, under `rule`.
+fn model_committed(case: &Case, rule: Rule) -> Result<(), String> {
+    match synced_committed(case, rule)? {
+        Some(w) => all_equal(&w, &case.committed_tree()),
+        None => Ok(()),
+    }
 }
 
 /// The committed-class property on the model alone in today's layout, under `rule`: once
 /// synchronized, every node shows every path as the independent replay of the committed changes
 /// (`oracle/index.rs`) does (inode numbers and TIDs aside: uncommitted creations take numbers too).
 fn model_committed_index(case: &Case, rule: Rule) -> Result<(), String> {
-    if !matches!(case.class, Class::Committed { .. }) {
+    let Some(w) = synced_committed(case, rule)? else {
         return Ok(());
-    }
-    let (mut w, _) = case.replay();
-    let (_, done) = w.sync_all(rule, 16);
-    if !done {
-        return Err("model did not converge".into());
-    }
+    };
     let want = oracle::index::Names::committed(case);
     let d = real::defaults();
     for (i, t) in w.trees.iter().enumerate() {
@@ -138,27 +141,17 @@ fn model_committed_history_wins_everywhere() {
     // The per-key simulation and the root-level rule agree on committed histories: this is what
     // makes the model trustworthy as an oracle.
     prop::run("model_committed", 400, 24, |c| model_committed(c, quorum));
-    prop::run_with(
-        "model_index_committed",
-        400,
-        24,
-        oracle::gen::raw_case(24),
-        |r| resolve(r).on_index(),
-        |c| model_committed_index(c, quorum),
-    );
+    prop::run_index("model_index_committed", 400, 24, |c| {
+        model_committed_index(c, quorum)
+    });
 }
 
 #[test]
 fn model_no_quorum_changes_nothing() {
     prop::run("model_no_quorum", 200, 16, |c| model_no_quorum(c, quorum));
-    prop::run_with(
-        "model_index_no_quorum",
-        200,
-        16,
-        oracle::gen::raw_case(16),
-        |r| resolve(r).on_index(),
-        |c| model_no_quorum(c, quorum),
-    );
+    prop::run_index("model_index_no_quorum", 200, 16, |c| {
+        model_no_quorum(c, quorum)
+    });
 }
 
 #[test]
@@ -364,32 +357,20 @@ fn oracle_cluster_small_histories() {
     prop::run("cluster_small", 400, 5, against_cluster);
 }
 
-/// [`against_cluster`] on cases replayed and built in today's layout.
-fn index_run(name: &str, cases: u32, ops: usize) {
-    prop::run_with(
-        name,
-        cases,
-        ops,
-        oracle::gen::raw_case(ops),
-        |r| resolve(r).on_index(),
-        against_cluster,
-    );
-}
-
 #[test]
 fn oracle_index_cluster_matches_model() {
     let ops = prop::env_num("H2S_ORACLE_OPS", 14) as usize;
-    index_run("index_matches_model", 500, ops);
+    prop::run_index("index_matches_model", 500, ops, against_cluster);
 }
 
 #[test]
 fn oracle_index_cluster_small_histories() {
-    index_run("index_small", 1000, 5);
+    prop::run_index("index_small", 1000, 5, against_cluster);
 }
 
 #[test]
 fn oracle_index_cluster_long_histories() {
-    index_run("index_long", 80, 40);
+    prop::run_index("index_long", 80, 40, against_cluster);
 }
 
 #[test]

@@ -58,6 +58,24 @@ pub fn run(name: &str, cases: u32, max_ops: usize, prop: impl Fn(&Case) -> Resul
     run_with(name, cases, max_ops, raw_case(max_ops), resolve, prop);
 }
 
+/// [`run`] over the same generated cases replayed and built in today's layout
+/// ([`Case::on_index`]).
+pub fn run_index(
+    name: &str,
+    cases: u32,
+    max_ops: usize,
+    prop: impl Fn(&Case) -> Result<(), String>,
+) {
+    run_with(
+        name,
+        cases,
+        max_ops,
+        raw_case(max_ops),
+        |r| resolve(r).on_index(),
+        prop,
+    );
+}
+
 /// [`run`] over cases drawn from `strategy` (of at most `max_ops` changes) and resolved by
 /// `resolve`.
 pub fn run_with<R: Strategy>(
