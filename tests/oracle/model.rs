@@ -556,6 +556,24 @@ pub fn frontend_inum(trees: &[Inode], op: &Op) -> Option<u64> {
         .max()
 }
 
+/// Whether `op`, given to the nodes of `mask`, would create a name on one of them for an inode
+/// its index already holds under another name. The cluster's frontend hands a change the number
+/// its path has on any node (`Cluster::apply`, a DEVIATION for test clusters), and a node whose
+/// index holds that number names it without counting the name (`src/store/index.rs create`):
+/// a file removed here and written again while another node still has it, and still named here
+/// by a hardlink, becomes that hardlink's inode again, with `nlinks` one short. HAMMER2 would
+/// make a new inode; [`super::gen::Case::on_index`] leaves such changes out.
+pub fn names_a_held_inode(trees: &[Inode], mask: u8, op: &Op) -> bool {
+    let Some(inum) = frontend_inum(trees, op) else {
+        return false;
+    };
+    trees
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| mask & (1 << j) != 0)
+        .any(|(_, t)| index_resolve(t, op.path()).is_none() && index_inode(t, inum).is_some())
+}
+
 /// Add the entry `name` -> `inum` to directory `dir` (None: the root), stamping both `tid`.
 fn add_entry(tree: &mut Inode, dir: Option<u64>, name: &[u8], inum: u64, objtype: u8, tid: Tid) {
     let d = index_inode_mut(tree, dir);
