@@ -574,17 +574,21 @@ fn negative_control_skipped_sync_is_caught() {
 fn printed_scenarios_pass_in_the_interpreter() {
     // The `.scn` a failure prints must be a faithful, runnable scenario: for generated cases
     // (the model's expectations after `sync`), the interpreter must report every check passed.
-    prop::run("printed_scenarios", 60, 10, |case| {
-        let (mut w, paths) = case.replay();
-        w.sync_all(quorum, 12);
-        let text = oracle::scn::render(case, &w, &paths, "generated");
-        let mut out = String::new();
-        let outcome = hammer2_synchro::scenario::run(real::host(), text.as_bytes(), &mut out);
-        if outcome != hammer2_synchro::scenario::Outcome::Passed {
-            return Err(format!("{outcome:?}:\n{out}"));
-        }
-        Ok(())
-    });
+    prop::run("printed_scenarios", 60, 10, printed_scenario_passes);
+    prop::run_index("printed_index_scenarios", 60, 10, printed_scenario_passes);
+}
+
+/// The scenario `case` prints, with the model's expectations after `sync`, passes.
+fn printed_scenario_passes(case: &Case) -> Result<(), String> {
+    let (mut w, paths) = case.replay();
+    w.sync_all(quorum, 12);
+    let text = oracle::scn::render(case, &w, &paths, "generated");
+    let mut out = String::new();
+    let outcome = hammer2_synchro::scenario::run(real::host(), text.as_bytes(), &mut out);
+    if outcome != hammer2_synchro::scenario::Outcome::Passed {
+        return Err(format!("{outcome:?}:\n{out}"));
+    }
+    Ok(())
 }
 
 /// The reference model's quorum rule on hand-made examples. Lives here, not in the model,

@@ -1,8 +1,12 @@
 //! The reference model: each node's tree as plain nested maps, replayed from the same history
-//! as the cluster, and a path-level simulation of what synchronization must do.
+//! as the cluster in either layout, and a simulation of what synchronization must do.
 //!
-//! Written independently of the synchronizer and deliberately naive: no keys, no chains, no
-//! locks, no deferral list; every inode is a map entry found by path, recursion is plain.
+//! Written independently of the synchronizer and deliberately naive: no media keys, no locks,
+//! no deferral list, recursion is plain. In the seed's layout every inode is a map entry of its
+//! directory found by name; in today's every inode is an entry of the PFS root found by number
+//! and a directory maps names to numbers (the section "Today's layout" below says what each
+//! change stamps there). The simulation is the same for both: it knows only keys, leaves
+//! (DATA, DIRENTs, hardlink pointers) and inodes.
 //! It follows the per-key rule of HAMMER2-FACTS §2-§3: a node is synchronized against a
 //! quorum of the OTHER masters, key by key; a key no quorum of them holds is destroyed locally;
 //! an inode whose modify_tid equals the focus's is taken as equal without looking inside.
