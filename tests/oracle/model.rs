@@ -768,7 +768,11 @@ fn lines_below(ino: &Inode, at: &str, out: &mut Vec<String>) {
                 out.push(dirent_line(at, name, *tid, *inum, *objtype));
             }
             (Key::Block(off), Child::Block { tid, data }) => {
-                out.push(data_line(at, *off, *tid, data));
+                // Stored as the smallest power of two of at least 1 KiB that holds it, padded
+                // with zeros (HAMMER2-FACTS §4a, "What the writer follows").
+                let mut stored = data.clone();
+                stored.resize(data.len().next_power_of_two().max(1024), 0);
+                out.push(data_line(at, *off, *tid, &stored));
             }
             _ => {}
         }
@@ -812,7 +816,7 @@ pub fn dirent_line(at: &str, name: &[u8], tid: Tid, inum: u64, objtype: u8) -> S
     format!("{at}/{name} dirent tid {tid} inum {inum} type {objtype}")
 }
 
-/// A DATA chain's line of [`chain_lines`].
+/// A DATA chain's line of [`chain_lines`], with its stored bytes.
 pub fn data_line(at: &str, off: u64, tid: Tid, data: &[u8]) -> String {
     format!(
         "{at}@{off} data tid {tid} {}:{:016x}",
@@ -1001,6 +1005,19 @@ fn sync_inode(
         if !matches!(v.kind, Kind::Link { .. }) {
             keys.extend(v.children.keys().cloned());
         }
+    }
+    // A focus whose data sits in the inode (DIRECTDATA) has no block table: there is nothing
+    // under it to vote on, whatever other versions hold, and the copy keeps nothing below it
+    // (HAMMER2-FACTS §6, bug 13's fix).
+    if matches!(
+        focus.kind,
+        Kind::File {
+            direct: Some(_),
+            ..
+        }
+    ) {
+        keys.clear();
+        local.children.clear();
     }
     for k in keys {
         let holders: Vec<(usize, Role, &Child)> = versions

@@ -277,7 +277,7 @@ pub fn same(c: &Cluster, a: usize, b: usize) -> Result<bool, String> {
 }
 
 /// One line per chain of node `idx` (today's layout), as [`model::chain_lines`] words them, read
-/// through the store's lookups; data past a file's size (a block's padding) is not shown.
+/// through the store's lookups.
 pub fn chain_lines(c: &Cluster, idx: usize) -> Result<Vec<String>, String> {
     let e = |e: Error| format!("node {idx}: reading the store: {e}");
     let s = c.store(idx).map_err(e)?;
@@ -288,8 +288,8 @@ pub fn chain_lines(c: &Cluster, idx: usize) -> Result<Vec<String>, String> {
         model::pfs_inum_line(rm.pfs_inum),
     ];
     // The PFS root's children, then each index inode's (no deeper level exists here).
-    let mut todo = vec![(root, String::new(), 0u64)];
-    while let Some((parent, at, size)) = todo.pop() {
+    let mut todo = vec![(root, String::new())];
+    while let Some((parent, at)) = todo.pop() {
         let mut next = s.lookup(parent, 0, media::KEY_MAX).map_err(e)?;
         while let Some((id, b)) = next {
             let (_, body) = s.read(id).map_err(e)?;
@@ -307,7 +307,7 @@ pub fn chain_lines(c: &Cluster, idx: usize) -> Result<Vec<String>, String> {
                         [m.inum, m.nlinks, m.iparent, m.ctime, m.mtime, m.size],
                         direct,
                     ));
-                    todo.push((id, format!("#{}", b.key), m.size));
+                    todo.push((id, format!("#{}", b.key)));
                 }
                 (media::BREF_TYPE_DIRENT, _) => {
                     let h = DirentHead::decode(&b).map_err(|x| format!("node {idx}: {x:?}"))?;
@@ -325,8 +325,7 @@ pub fn chain_lines(c: &Cluster, idx: usize) -> Result<Vec<String>, String> {
                     ));
                 }
                 (media::BREF_TYPE_DATA, Body::Data(d)) => {
-                    let keep = size.saturating_sub(b.key).min(d.len() as u64) as usize;
-                    out.push(model::data_line(&at, b.key, b.modify_tid, &d[..keep]));
+                    out.push(model::data_line(&at, b.key, b.modify_tid, d));
                 }
                 (t, _) => out.push(format!("{at} key {:#x}: unexpected chain type {t}", b.key)),
             }
