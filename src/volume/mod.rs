@@ -9,7 +9,8 @@
 //! - [`pfs`]: PFSs by label, a PFS's inode index, directory entries, file data, symlinks;
 //! - [`verify`]: every reachable blockref's check code;
 //! - [`freemap`]: the freemap tree, its leaves' bitmaps;
-//! - [`fsck`]: a read-only check of a whole volume that goes on past faults and reports them.
+//! - [`fsck`]: a read-only check of a whole volume that goes on past faults and reports them;
+//! - [`show`]: the text of `ls` and `fsck`, the same for every host.
 //!
 //! Every fault of the media is a [`ReadError`] naming its cause and where it was met; no
 //! input panics, loops forever or makes the reader allocate more than a block (64 KiB) per
@@ -23,6 +24,7 @@ pub mod import;
 pub mod newfs;
 pub mod pfs;
 pub mod scan;
+pub mod show;
 pub mod space;
 pub mod txn;
 pub mod verify;
