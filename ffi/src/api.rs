@@ -508,6 +508,58 @@ pub unsafe extern "C" fn h2s_ctl(
     }
 }
 
+/// Longest volume command [`h2s_volume`] accepts, in bytes (a command word and paths).
+pub const H2S_VOLUME_CMD_MAX: usize = 8192;
+
+/// Run one volume command on devices the host opens through its `block_*` members (`len`
+/// bytes at `cmd`, one line): `fsck PATH`, `ls PATH`, `ls PATH@LABEL [DIR]` print what the
+/// CLI prints for them; `blockcheck PATH` checks the host's block I/O on a scratch device
+/// (it writes to it and puts the bytes back). The text goes into `out`, the byte count to
+/// `written`; a failure ends the text with a line `error: CMD: WHAT: WHY`.
+///
+/// Returns 0 when the command ran (`fsck` findings are in the text, not an error),
+/// `-EINVAL` (null pointer, malformed command), `-E2BIG` (`len` over
+/// [`H2S_VOLUME_CMD_MAX`]: nothing ran), `-ENOSPC` (the text was cut at `cap` and the
+/// command stopped there), `-EINTR` (the host's `should_stop` ended it), or the failure's
+/// `-errno` (`-ENOENT`, `-EISDIR`, `-EIO` for a damaged or foreign volume, ...).
+/// Context: process context; sleeps for as long as the device reads take, calling `relax`
+/// at every block.
+///
+/// # Safety
+/// `cmd` valid for `len` bytes; `out` valid and exclusive for `cap` bytes; `written` valid for
+/// a write when not null.
+#[no_mangle]
+pub unsafe extern "C" fn h2s_volume(
+    cmd: *const u8,
+    len: usize,
+    out: *mut u8,
+    cap: usize,
+    written: *mut usize,
+) -> i32 {
+    // SAFETY: `cmd` is valid for `len` bytes and `out` valid and exclusive for `cap` bytes
+    // (`# Safety` of `h2s_volume`).
+    let (Some(cmd), Some(out)) = (unsafe { in_slice(cmd, len) }, unsafe {
+        out_slice(out, cap)
+    }) else {
+        return -EINVAL;
+    };
+    if ops::get().is_none() {
+        return -EINVAL;
+    }
+    if cmd.len() > H2S_VOLUME_CMD_MAX {
+        return neg(Error::TooBig);
+    }
+    let mut w = OutBuf::new(out);
+    let r = crate::volcmd::run(cmd, &mut w);
+    // SAFETY: `written` is null or valid for a write (`# Safety` of `h2s_volume`).
+    unsafe { put(written, w.len()) };
+    match r {
+        _ if w.overflowed() => -ENOSPC,
+        Err(e) => neg(e),
+        Ok(()) => 0,
+    }
+}
+
 /// Open a bench session (`make bench-kernel`): a one-master cluster whose sync thread is started
 /// and idle. The C side then times [`h2s_bench_freeze_unfreeze`], [`h2s_bench_stop`] and
 /// [`h2s_bench_start`] calls on it one at a time, and frees it with [`h2s_bench_close`].

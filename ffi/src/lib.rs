@@ -23,6 +23,7 @@ extern crate alloc;
 
 pub mod api;
 pub mod bench;
+pub mod block;
 pub mod buf;
 pub mod cmd;
 pub mod ctl;
@@ -31,6 +32,7 @@ pub mod host;
 pub mod hostcheck;
 pub mod ops;
 pub mod pool;
+pub mod volcmd;
 
 #[cfg(target_os = "none")]
 mod kernel_rt;
