@@ -11,9 +11,12 @@
 
 use core::fmt::{Display, Write};
 
+use alloc::boxed::Box;
 use hammer2_synchro::volume::fsck::MAP_LIMIT_DEFAULT;
 use hammer2_synchro::volume::show::{self, ShowError};
-use hammer2_synchro::volume::{fsck, Cause, FsckOptions, Volume};
+
+use hammer2_synchro::mem::try_box;
+use hammer2_synchro::volume::{fsck, Cause, FsckOptions, ReadError, Volume};
 use hammer2_synchro::Error;
 
 use crate::block::{self, HostDev};
@@ -89,15 +92,25 @@ fn show_fail(out: &mut dyn Write, dev: &HostDev, what: &dyn Display, e: ShowErro
     }
 }
 
+/// The volume on `dev`, on the heap: a kernel stack is small, and the listings that follow
+/// walk the tree below this frame.
+#[inline(never)]
+fn open_volume(dev: &HostDev) -> Result<Box<Volume<&HostDev>>, ReadError> {
+    let vol = Volume::open(dev)?;
+    try_box(vol).map_err(|_| ReadError::new(Cause::NoMem, 0))
+}
+
+#[inline(never)]
 fn ls_pfses(path: &str, out: &mut dyn Write) -> Result<(), Error> {
     let dev = open("ls", path, out)?;
-    let vol = match Volume::open(&dev) {
+    let vol = match open_volume(&dev) {
         Ok(v) => v,
         Err(e) => return Err(show_fail(out, &dev, &path, ShowError::Read(e))),
     };
     show::ls_pfses(out, &vol).map_err(|e| show_fail(out, &dev, &path, e))
 }
 
+#[inline(never)]
 fn ls_path(spec: &str, dir: &str, out: &mut dyn Write) -> Result<(), Error> {
     let Some((path, label)) = spec
         .rsplit_once('@')
@@ -106,11 +119,14 @@ fn ls_path(spec: &str, dir: &str, out: &mut dyn Write) -> Result<(), Error> {
         return Err(fail(out, "ls", &spec, &"not PATH@LABEL", Error::Invalid));
     };
     let dev = open("ls", path, out)?;
-    let vol = match Volume::open(&dev) {
+    let vol = match open_volume(&dev) {
         Ok(v) => v,
         Err(e) => return Err(show_fail(out, &dev, &path, ShowError::Read(e))),
     };
-    let pfs = match vol.pfs(label.as_bytes()) {
+    let pfs = match vol
+        .pfs(label.as_bytes())
+        .and_then(|p| try_box(p).map_err(|_| ReadError::new(Cause::NoMem, 0)))
+    {
         Ok(p) => p,
         Err(e) => {
             let what = format_args!("{path}: PFS '{label}'");
@@ -121,6 +137,7 @@ fn ls_path(spec: &str, dir: &str, out: &mut dyn Write) -> Result<(), Error> {
         .map_err(|e| show_fail(out, &dev, &format_args!("{path}: {dir}"), e))
 }
 
+#[inline(never)]
 fn fsck_cmd(path: &str, out: &mut dyn Write) -> Result<(), Error> {
     let dev = open("fsck", path, out)?;
     let opts = FsckOptions {
