@@ -221,6 +221,7 @@ const SCRATCH_LEN: usize = 70_001;
 /// 128 KiB: open errors, size, a write read back through a fresh open, end-of-device reads,
 /// and that a read-only handle refuses writes. The bytes it overwrites are put back. One
 /// `ok`/`not ok` line per check; returns (passed, failed).
+#[inline(never)]
 pub fn conformance(path: &[u8], out: &mut dyn Write) -> (u32, u32) {
     let mut tally = (0u32, 0u32);
     let mut report = |name: &str, r: core::result::Result<(), &'static str>| {

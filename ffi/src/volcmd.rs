@@ -16,7 +16,7 @@ use hammer2_synchro::volume::fsck::MAP_LIMIT_DEFAULT;
 use hammer2_synchro::volume::show::{self, ShowError};
 
 use hammer2_synchro::mem::try_box;
-use hammer2_synchro::volume::{fsck, Cause, FsckOptions, ReadError, Volume};
+use hammer2_synchro::volume::{fsck, Cause, FsckOptions, Pfs, ReadError, Volume};
 use hammer2_synchro::Error;
 
 use crate::block::{self, HostDev};
@@ -26,6 +26,7 @@ const USAGE: &str = "fsck PATH | ls PATH | ls PATH@LABEL [DIR] | blockcheck PATH
 
 /// Run one command line (a trailing newline allowed), writing its text into `out`.
 /// `Err(TooBig)` when the output refused a write (its text is cut there).
+#[inline(never)]
 pub fn run(line: &[u8], out: &mut dyn Write) -> Result<(), Error> {
     let Ok(text) = core::str::from_utf8(line) else {
         let _ = writeln!(out, "error: the command is not UTF-8");
@@ -66,6 +67,7 @@ pub fn run(line: &[u8], out: &mut dyn Write) -> Result<(), Error> {
 }
 
 /// Write `error: CMD: WHAT: WHY` and give `e`.
+#[inline(never)]
 fn fail(out: &mut dyn Write, cmd: &str, what: &dyn Display, why: &dyn Display, e: Error) -> Error {
     let _ = writeln!(out, "error: {cmd}: {what}: {why}");
     e
@@ -100,6 +102,14 @@ fn open_volume(dev: &HostDev) -> Result<Box<Volume<&HostDev>>, ReadError> {
     try_box(vol).map_err(|_| ReadError::new(Cause::NoMem, 0))
 }
 
+/// PFS `label` of `vol`, on the heap. Not inlined: the lookup's inodes (KiBs) leave the
+/// stack before the listing walks the PFS.
+#[inline(never)]
+fn open_pfs(vol: &Volume<&HostDev>, label: &str) -> Result<Box<Pfs>, ReadError> {
+    let pfs = vol.pfs(label.as_bytes())?;
+    try_box(pfs).map_err(|_| ReadError::new(Cause::NoMem, 0))
+}
+
 #[inline(never)]
 fn ls_pfses(path: &str, out: &mut dyn Write) -> Result<(), Error> {
     let dev = open("ls", path, out)?;
@@ -123,10 +133,7 @@ fn ls_path(spec: &str, dir: &str, out: &mut dyn Write) -> Result<(), Error> {
         Ok(v) => v,
         Err(e) => return Err(show_fail(out, &dev, &path, ShowError::Read(e))),
     };
-    let pfs = match vol
-        .pfs(label.as_bytes())
-        .and_then(|p| try_box(p).map_err(|_| ReadError::new(Cause::NoMem, 0)))
-    {
+    let pfs = match open_pfs(&vol, label) {
         Ok(p) => p,
         Err(e) => {
             let what = format_args!("{path}: PFS '{label}'");

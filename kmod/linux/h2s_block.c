@@ -64,11 +64,15 @@ int64_t h2s_block_read(void *dev, uint64_t off, uint8_t *buf, size_t len)
 
 int64_t h2s_block_write(void *dev, uint64_t off, const uint8_t *buf, size_t len)
 {
+	struct file *f = dev;
 	loff_t pos = (loff_t)off;
 
+	/* kernel_write() WARNs on a file opened read-only: refuse here instead. */
+	if (!(f->f_mode & FMODE_WRITE))
+		return -EBADF;
 	if (off > (uint64_t)LLONG_MAX)
 		return -EINVAL;
-	return kernel_write(dev, buf, min_t(size_t, len, MAX_RW_COUNT), &pos);
+	return kernel_write(f, buf, min_t(size_t, len, MAX_RW_COUNT), &pos);
 }
 
 int32_t h2s_block_flush(void *dev)
@@ -102,6 +106,7 @@ struct h2s_volume_file {
 	size_t len;
 	char *out;
 	size_t out_len;
+	loff_t rd_pos;		/* reads have their own position: the writes moved the file's */
 	bool ran;
 };
 
@@ -174,7 +179,7 @@ static ssize_t h2s_volume_read(struct file *file, char __user *ubuf, size_t coun
 	if (!v->ran && v->len)
 		n = h2s_volume_run(v);
 	if (!n && v->ran)
-		n = simple_read_from_buffer(ubuf, count, ppos, v->out, v->out_len);
+		n = simple_read_from_buffer(ubuf, count, &v->rd_pos, v->out, v->out_len);
 	mutex_unlock(&v->lock);
 	return n;
 }

@@ -218,16 +218,25 @@ pub fn read_copies<D: BlockDev>(dev: &D) -> ReadResult<[HeaderCopy; NUM_VOLHDRS]
             break;
         }
         *slot = match dev.read_at(at, &mut buf) {
-            Ok(()) => match VolumeHeader::decode(&buf) {
-                Ok(h) => HeaderCopy::Read(Ok(
-                    crate::mem::try_box(h).map_err(|_| ReadError::new(Cause::NoMem, at))?
-                )),
-                Err(e) => HeaderCopy::Read(Err(e)),
-            },
+            Ok(()) => HeaderCopy::Read(decode_copy(&buf, at)?),
             Err(e) => HeaderCopy::Unreadable(at, e),
         };
     }
     Ok(copies)
+}
+
+/// The header copy in `buf` (read from `at`), decoded onto the heap. Not inlined, and called
+/// after the device read returned: the decoder's temporaries (several KiB) then never sit on
+/// a kernel stack under the host's I/O path.
+#[inline(never)]
+fn decode_copy(
+    buf: &[u8],
+    at: u64,
+) -> ReadResult<Result<alloc::boxed::Box<VolumeHeader>, MediaError>> {
+    Ok(match VolumeHeader::decode(buf) {
+        Ok(h) => Ok(crate::mem::try_box(h).map_err(|_| ReadError::new(Cause::NoMem, at))?),
+        Err(e) => Err(e),
+    })
 }
 
 /// Shorthand for the reader's results.
@@ -236,7 +245,9 @@ pub type ReadResult<T> = core::result::Result<T, ReadError>;
 /// An open volume: the device, the header copy in use, and the reader's scratch state.
 pub struct Volume<D: BlockDev> {
     dev: D,
-    header: VolumeHeader,
+    /// Boxed: 1.7 KiB that a kernel stack would otherwise carry in every frame holding a
+    /// volume by value.
+    header: alloc::boxed::Box<VolumeHeader>,
     zone: usize,
     inflater: core::cell::RefCell<Inflater>,
 }
@@ -285,7 +296,7 @@ impl<D: BlockDev> Volume<D> {
         let inflater = Inflater::new().map_err(|_| ReadError::new(Cause::NoMem, 0))?;
         Ok(Volume {
             dev,
-            header: *header,
+            header,
             zone,
             inflater: core::cell::RefCell::new(inflater),
         })

@@ -1,6 +1,7 @@
 //! The text of `ls` and `fsck`, written into any [`fmt::Write`], so every host (the CLI, a
 //! kernel's debugfs file) prints a volume the same way and their outputs can be compared.
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -88,6 +89,7 @@ fn ls_line<D: BlockDev>(
 
 /// `ls IMAGE`: a line on the volume header in use, then one per PFS (label, type, inode
 /// number allocator), in key order.
+#[inline(never)]
 pub fn ls_pfses<D: BlockDev>(w: &mut dyn fmt::Write, vol: &Volume<D>) -> Result<(), ShowError> {
     let h = vol.header();
     writeln!(
@@ -117,15 +119,28 @@ pub fn ls_pfses<D: BlockDev>(w: &mut dyn fmt::Write, vol: &Volume<D>) -> Result<
     Ok(())
 }
 
+/// The inode at `path` of `pfs`, on the heap. Not inlined: the lookups' inodes leave the
+/// stack before the listing walks the directory (a kernel stack is small).
+#[inline(never)]
+fn resolve<D: BlockDev>(
+    vol: &Volume<D>,
+    pfs: &Pfs,
+    path: &[u8],
+) -> Result<Box<InodeData>, ShowError> {
+    let ino = pfs.resolve(vol, path)?;
+    crate::mem::try_box(ino).map_err(|_| ShowError::Read(ReadError::new(Cause::NoMem, 0)))
+}
+
 /// `ls IMAGE@LABEL PATH`: the entries of directory `path` of `pfs` sorted by name, one
 /// [`ls_line`] each, or the one line of a file or symlink.
+#[inline(never)]
 pub fn ls_path<D: BlockDev>(
     w: &mut dyn fmt::Write,
     vol: &Volume<D>,
     pfs: &Pfs,
     path: &[u8],
 ) -> Result<(), ShowError> {
-    let ino = pfs.resolve(vol, path)?;
+    let ino = resolve(vol, pfs, path)?;
     if ino.meta.objtype != OBJTYPE_DIRECTORY {
         let name = path
             .rsplit(|&b| b == b'/')
@@ -144,10 +159,23 @@ pub fn ls_path<D: BlockDev>(
     entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
     for e in &entries {
         vol.dev().yield_point();
-        let child = pfs.inode(vol, e.inum)?;
-        ls_line(w, vol, pfs, &child, &e.name)?;
+        ls_entry(w, vol, pfs, e)?;
     }
     Ok(())
+}
+
+/// The [`ls_line`] of directory entry `e`. Not inlined: the child inode (1 KiB) and the
+/// reads below it take this frame only while it runs, not the whole listing's (a kernel
+/// stack is small).
+#[inline(never)]
+fn ls_entry<D: BlockDev>(
+    w: &mut dyn fmt::Write,
+    vol: &Volume<D>,
+    pfs: &Pfs,
+    e: &Entry,
+) -> Result<(), ShowError> {
+    let child = pfs.inode(vol, e.inum)?;
+    ls_line(w, vol, pfs, &child, &e.name)
 }
 
 /// The report of `fsck IMAGE`: each header copy's state, the counts, the findings kept,
