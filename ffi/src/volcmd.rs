@@ -25,7 +25,7 @@ use crate::block::{self, HostDev};
 const USAGE: &str = "fsck PATH | ls PATH | ls PATH@LABEL [DIR] | blockcheck PATH";
 
 /// Run one command line (a trailing newline allowed), writing its text into `out`.
-/// `Err(TooBig)` when the output refused a write (its text is cut there).
+/// `Err(NoSpace)` when the output refused a write (its text is cut there).
 #[inline(never)]
 pub fn run(line: &[u8], out: &mut dyn Write) -> Result<(), Error> {
     let Ok(text) = core::str::from_utf8(line) else {
@@ -85,12 +85,12 @@ fn open(cmd: &str, path: &str, out: &mut dyn Write) -> Result<HostDev, Error> {
     })
 }
 
-/// The error of a listing: an interrupted run says so, a full output is `TooBig`.
+/// The error of a listing: an interrupted run says so, a full output is `NoSpace`.
 fn show_fail(out: &mut dyn Write, dev: &HostDev, what: &dyn Display, e: ShowError) -> Error {
     match e {
         _ if dev.interrupted() => fail(out, "ls", what, &"interrupted", Error::Interrupted),
         ShowError::Read(e) => fail(out, "ls", what, &e, e.into()),
-        ShowError::Output => Error::TooBig,
+        ShowError::Output => Error::NoSpace,
     }
 }
 
@@ -163,7 +163,7 @@ fn fsck_cmd(path: &str, out: &mut dyn Write) -> Result<(), Error> {
         }
         Err(e) => return Err(fail(out, "fsck", &path, &e, e.into())),
     };
-    show::write_fsck(out, path, &r).map_err(|_| Error::TooBig)
+    show::write_fsck(out, path, &r).map_err(|_| Error::NoSpace)
 }
 
 /// A filesystem whose map of reachable blocks would pass fsck's limit.
