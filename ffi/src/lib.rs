@@ -5,11 +5,12 @@
 //! this crate. The direction of every call is explicit:
 //!
 //! - **imports**: the host fills an [`ops::H2sHostOps`] table of C functions (word sleep/wake,
-//!   chain locks, kthreads, clock, log, panic, the pool lock) and passes it to [`api::h2s_init`]
-//!   with the memory pool the core's heap lives in; [`host::KernelHost`] implements the core's
-//!   porting surface on that table;
+//!   chain locks, kthreads, clock, log, panic, the pool lock, block I/O) and passes it to
+//!   [`api::h2s_init`] with the memory pool the core's heap lives in; [`host::KernelHost`]
+//!   implements the core's porting surface on that table, [`block::HostDev`] the volume code's
+//!   block device;
 //! - **exports**: the `h2s_*` functions in [`api`] (clusters by handle, thread operations,
-//!   scenarios, status, self-tests), plus [`api::h2s_thread_main`], the body every thread the
+//!   scenarios, status, self-tests, volume commands), plus [`api::h2s_thread_main`], the body every thread the
 //!   core spawns runs. They only convert raw arguments; what they do is in [`cmd`], which the
 //!   test console [`ctl`] (`h2s_ctl`) shares.
 //!
