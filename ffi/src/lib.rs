@@ -10,9 +10,9 @@
 //!   implements the core's porting surface on that table, [`block::HostDev`] the volume code's
 //!   block device;
 //! - **exports**: the `h2s_*` functions in [`api`] (clusters by handle, thread operations,
-//!   scenarios, status, self-tests, volume commands), plus [`api::h2s_thread_main`], the body every thread the
-//!   core spawns runs. They only convert raw arguments; what they do is in [`cmd`], which the
-//!   test console [`ctl`] (`h2s_ctl`) shares.
+//!   scenarios, status, self-tests, volume commands), plus [`api::h2s_thread_main`], the body
+//!   every thread the core spawns runs. They only convert raw arguments; what they do is in
+//!   [`cmd`], which the test console [`ctl`] (`h2s_ctl`) shares, and [`volcmd`].
 //!
 //! On the kernel target the crate is `no_std`: the global allocator is the bounded pool of
 //! [`pool`], and a panic ends in the host's panic import. Host builds (tests) use std.
