@@ -19,10 +19,28 @@
 #include <linux/debugfs.h>
 #include <linux/uaccess.h>
 #include <linux/mutex.h>
+#include <linux/sched/task_stack.h>
 
 #include "h2s_linux.h"
 
 /* ---- the block_* members ------------------------------------------------------------------ */
+
+/*
+ * The least stack left at the entry of a block read since the last volume command started: the
+ * core's reader calls it at the bottom of its deepest walks, and the kernel's read path below
+ * needs the rest. Logged after each command, so the QEMU suite bounds it. A diagnostic only:
+ * concurrent commands may mix their minimums.
+ */
+static unsigned long h2s_block_stack_min = ULONG_MAX;
+
+static void h2s_block_note_stack(void)
+{
+	unsigned long left = (unsigned long)__builtin_frame_address(0) -
+			     (unsigned long)end_of_stack(current);
+
+	if (left < READ_ONCE(h2s_block_stack_min))
+		WRITE_ONCE(h2s_block_stack_min, left);
+}
 
 int32_t h2s_block_open(const uint8_t *path, size_t path_len, int32_t writable, void **dev,
 		       uint64_t *size)
@@ -57,6 +75,7 @@ int64_t h2s_block_read(void *dev, uint64_t off, uint8_t *buf, size_t len)
 {
 	loff_t pos = (loff_t)off;
 
+	h2s_block_note_stack();
 	if (off > (uint64_t)LLONG_MAX)
 		return -EINVAL;
 	return kernel_read(dev, buf, min_t(size_t, len, MAX_RW_COUNT), &pos);
@@ -158,7 +177,11 @@ static int h2s_volume_run(struct h2s_volume_file *v)
 	v->out = kvmalloc(H2S_VOLUME_OUT_MAX, GFP_KERNEL);
 	if (!v->out)
 		return -ENOMEM;
+	WRITE_ONCE(h2s_block_stack_min, ULONG_MAX);
 	rc = h2s_volume((const uint8_t *)v->cmd, v->len, (uint8_t *)v->out, cap, &written);
+	if (READ_ONCE(h2s_block_stack_min) != ULONG_MAX)
+		pr_info("hammer2_synchro: volume: %lu bytes of stack left at the deepest block read (%.*s)\n",
+			READ_ONCE(h2s_block_stack_min), (int)min_t(size_t, v->len, 60), v->cmd);
 	if (rc == -ENOSPC)
 		written += scnprintf(v->out + written, H2S_VOLUME_NOTE,
 				     "\n# output cut at %zu bytes\n", cap);

@@ -72,6 +72,12 @@ for pair in "fsck /nonexistent.img|error: fsck: /nonexistent.img: no such file o
 	vcmd "${pair%%|*}"
 	[ "$(cat /tmp/vout)" = "${pair#*|}" ] || bad "'${pair%%|*}' gave: $(cat /tmp/vout)"
 done
+# The volume reader must leave the kernel's own read path (page cache, readahead, the block
+# layer: 2 to 3 KiB) room on a 16 KiB stack under its deepest walk: h2s_block.c logs the least
+# stack left at a block read for each command (about 4.8 KiB at `ls IMAGE@DATA /sub/link`).
+least=$(dmesg | sed -n 's/.*volume: \([0-9]*\) bytes of stack left.*/\1/p' | sort -n | head -n1)
+echo "least stack left at a block read: ${least:-none} bytes"
+[ -n "$least" ] && [ "$least" -ge 4096 ] || bad "only ${least:-no} bytes of stack left at a block read"
 # Longer than a command may be: the write fails, nothing runs.
 exec 3<>"$D/volume"
 if head -c 9000 /dev/zero | tr '\0' x >&3 2>/dev/null; then bad "a 9000-byte command was taken"; fi

@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use super::fsck::{CopyState, FsckReport, FINDINGS_MAX};
-use super::{BlockDev, Cause, Entry, Flow, Pfs, ReadError, Volume};
+use super::{BlockDev, Cause, Entry, Flow, Pfs, ReadError, ReadResult, Volume};
 use crate::media::volhdr::copy_offset;
 use crate::media::{InodeData, OBJTYPE_DIRECTORY, OBJTYPE_REGFILE, OBJTYPE_SOFTLINK};
 
@@ -67,7 +67,7 @@ fn ls_line<D: BlockDev>(
     let m = &ino.meta;
     // The target is read before anything is written, so a fault leaves no half line.
     let target = match m.objtype {
-        OBJTYPE_SOFTLINK => Some(pfs.readlink(vol, ino)?),
+        OBJTYPE_SOFTLINK => Some(link_target(vol, pfs, ino)?),
         _ => None,
     };
     write!(
@@ -85,6 +85,13 @@ fn ls_line<D: BlockDev>(
     }
     w.write_str("\n")?;
     Ok(())
+}
+
+/// The target of symlink `ino`. Not inlined: the formatting of its line stays off the stack
+/// under the read.
+#[inline(never)]
+fn link_target<D: BlockDev>(vol: &Volume<D>, pfs: &Pfs, ino: &InodeData) -> ReadResult<Vec<u8>> {
+    pfs.readlink(vol, ino)
 }
 
 /// `ls IMAGE`: a line on the volume header in use, then one per PFS (label, type, inode
@@ -148,8 +155,24 @@ pub fn ls_path<D: BlockDev>(
             .unwrap_or(path);
         return ls_line(w, vol, pfs, &ino, name);
     }
+    let entries = sorted_entries(vol, pfs, &ino)?;
+    for e in &entries {
+        vol.dev().yield_point();
+        ls_entry(w, vol, pfs, e)?;
+    }
+    Ok(())
+}
+
+/// The entries of directory `dir`, sorted by name. Not inlined: the directory walk's
+/// temporaries leave the stack before each entry's inode is read below the listing's frame.
+#[inline(never)]
+fn sorted_entries<D: BlockDev>(
+    vol: &Volume<D>,
+    pfs: &Pfs,
+    dir: &InodeData,
+) -> Result<Vec<Entry>, ShowError> {
     let mut entries: Vec<Entry> = Vec::new();
-    pfs.readdir(vol, &ino, &mut |e| {
+    pfs.readdir(vol, dir, &mut |e| {
         entries
             .try_reserve(1)
             .map_err(|_| ReadError::new(Cause::NoMem, 0))?;
@@ -157,11 +180,7 @@ pub fn ls_path<D: BlockDev>(
         Ok(Flow::Continue)
     })?;
     entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-    for e in &entries {
-        vol.dev().yield_point();
-        ls_entry(w, vol, pfs, e)?;
-    }
-    Ok(())
+    Ok(entries)
 }
 
 /// The [`ls_line`] of directory entry `e`. Not inlined: the child inode (1 KiB) and the
@@ -174,8 +193,11 @@ fn ls_entry<D: BlockDev>(
     pfs: &Pfs,
     e: &Entry,
 ) -> Result<(), ShowError> {
-    let child = pfs.inode(vol, e.inum)?;
-    ls_line(w, vol, pfs, &child, &e.name)
+    // Borrowed where it was returned: a moved-out copy would take another KiB.
+    match pfs.inode(vol, e.inum) {
+        Ok(ref child) => ls_line(w, vol, pfs, child, &e.name),
+        Err(err) => Err(ShowError::Read(err)),
+    }
 }
 
 /// The report of `fsck IMAGE`: each header copy's state, the counts, the findings kept,
