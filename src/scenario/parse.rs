@@ -541,7 +541,7 @@ mod tests {
         assert_eq!(s.layout, Layout::Index);
         assert_eq!(s.roles[..], [Role::Master, Role::Slave]);
         assert_eq!(ok("cluster layout=seed master\n").layout, Layout::Seed);
-        assert_eq!(ok("cluster master\n").layout, Layout::Seed);
+        assert_eq!(ok("cluster master\n").layout, Layout::Index);
     }
 
     fn assert_err(text: &str, line: u32, prefix: &str) {
