@@ -126,16 +126,51 @@ pub fn ls_pfses<D: BlockDev>(w: &mut dyn fmt::Write, vol: &Volume<D>) -> Result<
     Ok(())
 }
 
-/// The inode at `path` of `pfs`, on the heap. Not inlined: the lookups' inodes leave the
-/// stack before the listing walks the directory (a kernel stack is small).
-#[inline(never)]
+/// The inode at `path` of `pfs` (components separated by `/`, empty ones ignored), on the
+/// heap: [`Pfs::resolve`] one component at a time, each step in a frame of its own that is
+/// gone before the next, so no inode copy of the walk stays on the stack under the reads of
+/// the next step (a kernel stack is small).
 fn resolve<D: BlockDev>(
     vol: &Volume<D>,
     pfs: &Pfs,
     path: &[u8],
 ) -> Result<Box<InodeData>, ShowError> {
-    let ino = pfs.resolve(vol, path)?;
-    crate::mem::try_box(ino).map_err(|_| ShowError::Read(ReadError::new(Cause::NoMem, 0)))
+    let no_mem = |_| ShowError::Read(ReadError::new(Cause::NoMem, 0));
+    let mut ino = crate::mem::try_box(pfs.root).map_err(no_mem)?;
+    for comp in path.split(|&c| c == b'/').filter(|c| !c.is_empty()) {
+        let inum = lookup(vol, pfs, &ino, comp)?;
+        inode_into(vol, pfs, inum, &mut ino)?;
+    }
+    Ok(ino)
+}
+
+/// The inode number `name` names in directory `dir`.
+#[inline(never)]
+fn lookup<D: BlockDev>(
+    vol: &Volume<D>,
+    pfs: &Pfs,
+    dir: &InodeData,
+    name: &[u8],
+) -> ReadResult<u64> {
+    Ok(pfs.lookup(vol, dir, name)?.inum)
+}
+
+/// Inode `inum` of `pfs`, stored into `out`.
+#[inline(never)]
+fn inode_into<D: BlockDev>(
+    vol: &Volume<D>,
+    pfs: &Pfs,
+    inum: u64,
+    out: &mut InodeData,
+) -> ReadResult<()> {
+    // Copied from where it was returned: a moved-out copy would take another KiB.
+    match pfs.inode(vol, inum) {
+        Ok(ref ino) => {
+            *out = *ino;
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// `ls IMAGE@LABEL PATH`: the entries of directory `path` of `pfs` sorted by name, one
