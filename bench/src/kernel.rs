@@ -92,7 +92,7 @@ mod tests {
         # pool lock under fragmentation (TCG wall clock): longest hold 139471 ns (of 22957)\n\
         # QEMU accelerator: tcg -icount shift=0,sleep=off, 1 vCPU\n\
         # pool lock under fragmentation (TCG -icount): longest hold 680 ns (of 22957)\n\
-        # store memory (pool bytes in use, 256 files per kind on one node): 2560 B per empty file (inode chain with its 1 KiB inode, and DIRENT chain), 384 B per 64 KiB DATA chain beyond its data\n\
+        # store memory (pool bytes in use and chain locks of 64 B, 256 files per kind on one node): 2560 B per empty file (inode chain with its 1 KiB inode, and DIRENT chain), 384 B per 64 KiB DATA chain beyond its data\n\
         # target chain_memory_kernel: measured 2560B/file,384B/data-chain goal reported met\n\
         # 1 passed, 0 failed\n\
         target chain_memory_userland: measured 1B/file,1B/data-chain goal reported met\n\
@@ -136,8 +136,8 @@ mod tests {
                     .into(),
                 "QEMU accelerator: tcg -icount shift=0,sleep=off, 1 vCPU".into(),
                 "pool lock under fragmentation (TCG -icount): longest hold 680 ns (of 22957)".into(),
-                "store memory (pool bytes in use, 256 files per kind on one node): 2560 B per \
-                 empty file (inode chain with its 1 KiB inode, and DIRENT chain), 384 B per 64 \
+                "store memory (pool bytes in use and chain locks of 64 B, 256 files per kind \
+                 on one node): 2560 B per empty file (inode chain with its 1 KiB inode, and DIRENT chain), 384 B per 64 \
                  KiB DATA chain beyond its data"
                     .into(),
             ]

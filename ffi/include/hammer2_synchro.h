@@ -476,17 +476,21 @@ int32_t h2s_bench_start(void *s);
 void h2s_bench_close(void *s);
 
 /*
- The store's bytes per chain in the pool (`crate::bench_memory`): `files` empty files, then
- `files` files of four 64 KiB blocks, each on a fresh one-node cluster; stores the bytes per
- empty file (inode and DIRENT chains) and per DATA chain beyond its data through the pointers
- (each may be null). Returns 0, `-EINVAL` (library not started, or `files` over 999,999),
+ The store's bytes per chain (`crate::bench_memory`): the pool's bytes in use plus
+ `lock_bytes` per live chain lock (which the host allocates outside the pool), over `files`
+ empty files, then `files` files of four 64 KiB blocks, each on a fresh one-node cluster;
+ stores the bytes per empty file (inode and DIRENT chains) and per DATA chain beyond its data
+ through the pointers (each may be null). Returns 0, `-EINVAL` (library not started, or `files` over 999,999),
  `-ENOMEM`, or the failing write's `-errno`. Context: process context; sleeps; nothing else
  may allocate meanwhile (the bench runs alone), since the meter is the whole pool's usage.
 
  # Safety
  Non-null pointers must be valid for a write.
  */
-int32_t h2s_bench_chain_memory(uint32_t files, uint64_t *inode_chain, uint64_t *data_chain);
+int32_t h2s_bench_chain_memory(uint32_t files,
+                               uint32_t lock_bytes,
+                               uint64_t *inode_chain,
+                               uint64_t *data_chain);
 
 /*
  The body of every thread the library asks the host to spawn: the host's thread function

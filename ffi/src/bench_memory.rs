@@ -3,15 +3,22 @@
 //! layout, `files` empty files in one directory, then as many files of four 64 KiB blocks, and
 //! the bytes each run leaves allocated. Here the meter is the pool's bytes in use, which
 //! counts the pool's blocks (rounded up to a power of two) and the large payloads taken from
-//! the host (`kvmalloc`) alike, so the figure is what a chain costs this kernel.
+//! the host (`kvmalloc`) alike, plus the chain locks the host allocates outside the pool
+//! (userland's count has them too, as boxed locks), so the figure is what a chain costs this
+//! kernel.
 
 use alloc::vec::Vec;
+use core::fmt;
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use core::time::Duration;
 
 use hammer2_synchro::cluster::{Cluster, FrontendOp};
-use hammer2_synchro::host::Host;
+use hammer2_synchro::host::{Host, LockMode, LogLevel, RawLock, RawThread, ThreadEntry};
 use hammer2_synchro::role::{NodeSet, Role};
 use hammer2_synchro::store::Layout;
 use hammer2_synchro::{Error, Result};
+
+use crate::host::KERNEL_HOST;
 
 /// Bytes of one DATA block: a data chain's payload.
 pub const BLOCK: usize = 64 << 10;
@@ -47,6 +54,61 @@ impl ChainMemory {
     }
 }
 
+/// The kernel host, counting the locks made through it that are still live: the host
+/// allocates them outside the pool, so the pool's meter does not see them.
+struct LockCounting {
+    inner: &'static dyn Host,
+    locks: AtomicUsize,
+}
+
+/// The host the measurement's clusters run on (only they use it).
+static COUNTING: LockCounting = LockCounting {
+    inner: &KERNEL_HOST,
+    locks: AtomicUsize::new(0),
+};
+
+impl Host for LockCounting {
+    fn sleep_on_word(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+        self.inner.sleep_on_word(word, expected, timeout)
+    }
+    fn wake_word(&self, word: &AtomicU32) {
+        self.inner.wake_word(word)
+    }
+    fn lock_create(&self) -> Result<RawLock> {
+        let l = self.inner.lock_create()?;
+        self.locks.fetch_add(1, Ordering::SeqCst);
+        Ok(l)
+    }
+    fn lock_destroy(&self, lock: RawLock) {
+        self.locks.fetch_sub(1, Ordering::SeqCst);
+        self.inner.lock_destroy(lock)
+    }
+    fn lock(&self, lock: &RawLock, mode: LockMode, depth: u8) {
+        self.inner.lock(lock, mode, depth)
+    }
+    fn unlock(&self, lock: &RawLock, mode: LockMode) {
+        self.inner.unlock(lock, mode)
+    }
+    fn spawn(&self, name: &str, entry: ThreadEntry) -> Result<RawThread> {
+        self.inner.spawn(name, entry)
+    }
+    fn join(&self, thread: RawThread) {
+        self.inner.join(thread)
+    }
+    fn now_ns(&self) -> u64 {
+        self.inner.now_ns()
+    }
+    fn log(&self, level: LogLevel, args: fmt::Arguments<'_>) {
+        self.inner.log(level, args)
+    }
+    fn should_stop(&self) -> bool {
+        self.inner.should_stop()
+    }
+    fn relax(&self) {
+        self.inner.relax()
+    }
+}
+
 /// `d/fNNNNNN`: the userland bench's file names, so the directory entries are as long.
 fn file_name(i: usize) -> [u8; 9] {
     let mut n = *b"d/f000000";
@@ -60,12 +122,8 @@ fn file_name(i: usize) -> [u8; 9] {
 
 /// Bytes `live` counts more after `files` files of `blocks` blocks were written on a fresh
 /// one-node cluster (its directory made before counting starts).
-fn per_file(
-    host: &'static dyn Host,
-    files: usize,
-    blocks: usize,
-    live: &dyn Fn() -> usize,
-) -> Result<usize> {
+fn per_file(files: usize, blocks: usize, live: &dyn Fn() -> usize) -> Result<usize> {
+    let host = &COUNTING;
     let c = Cluster::with_layout(host, &[Role::Master], Layout::Index)?;
     let mut data = Vec::new();
     data.try_reserve_exact(blocks * BLOCK)?;
@@ -81,19 +139,20 @@ fn per_file(
     Ok(live().saturating_sub(before))
 }
 
-/// Measure with `files` files per kind (at least 1). `live` gives the bytes allocated now; the
-/// caller makes sure nothing else allocates meanwhile.
-pub fn measure(
-    host: &'static dyn Host,
-    files: usize,
-    live: &dyn Fn() -> usize,
-) -> Result<ChainMemory> {
+/// Measure with `files` files per kind (at least 1) on the kernel host. `pool` gives the pool's
+/// bytes allocated now, and each live chain lock counts `lock_bytes` on top; the caller makes
+/// sure nothing else allocates meanwhile.
+pub fn measure(files: usize, lock_bytes: usize, pool: &dyn Fn() -> usize) -> Result<ChainMemory> {
     let files = files.max(1);
     if files > 999_999 {
         return Err(Error::Invalid);
     }
-    let empty = per_file(host, files, 0, live)?;
-    let with_data = per_file(host, files, BLOCKS, live)?;
+    let live = || {
+        let locks = COUNTING.locks.load(Ordering::SeqCst);
+        pool().saturating_add(locks.saturating_mul(lock_bytes))
+    };
+    let empty = per_file(files, 0, &live)?;
+    let with_data = per_file(files, BLOCKS, &live)?;
     Ok(ChainMemory::from_runs(files, empty, with_data))
 }
 
@@ -121,21 +180,27 @@ mod tests {
     }
 
     #[test]
-    fn runs_on_the_test_host_and_reads_the_meter_around_the_writes() {
+    fn runs_on_the_test_host_and_counts_the_chain_locks() {
         crate::testhost::ensure_init();
+        // A scripted pool meter, read before and after each run (whatever the writes
+        // allocated): 1 MiB in each run, plus the payload in the data run; 100 B per live lock.
+        let reads = [0, 1 << 20, 0, (1 << 20) + 3 * BLOCKS * BLOCK];
         let calls = Cell::new(0usize);
-        // Each read adds 1 MiB: a run's excess is one step, whatever the writes allocated.
-        let live = || {
+        let pool = || {
+            let v = reads.get(calls.get()).copied().unwrap_or(0);
             calls.set(calls.get() + 1);
-            calls.get() << 20
+            v
         };
-        let m = measure(&crate::host::KERNEL_HOST, 3, &live).unwrap();
+        let m = measure(3, 100, &pool).unwrap();
         assert_eq!(calls.get(), 4);
-        assert_eq!(m.inode_chain, (1 << 20) / 3);
-        assert_eq!(m.data_chain, 0);
-        assert_eq!(
-            measure(&crate::host::KERNEL_HOST, 1_000_000, &live),
-            Err(Error::Invalid)
-        );
+        // Each empty file adds two chains (inode and DIRENT), each data block one, every
+        // chain with its lock.
+        assert_eq!(m.inode_chain, ((1 << 20) + 3 * 2 * 100) / 3);
+        // The data run's 1 MiB and the empty-file chains cancel out: the 12 data chains'
+        // locks are left.
+        assert_eq!(m.data_chain, 100);
+        // Every cluster's locks are gone with it.
+        assert_eq!(COUNTING.locks.load(Ordering::SeqCst), 0);
+        assert_eq!(measure(1_000_000, 100, &pool), Err(Error::Invalid));
     }
 }
