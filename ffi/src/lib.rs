@@ -23,6 +23,7 @@ extern crate alloc;
 
 pub mod api;
 pub mod bench;
+pub mod bench_memory;
 pub mod buf;
 pub mod cmd;
 pub mod ctl;
