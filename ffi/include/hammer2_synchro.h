@@ -56,9 +56,14 @@
 #define H2S_VOLUME_CMD_MAX 8192
 
 /*
- Longest path [`HostDev::open`] passes to the host (Linux's `PATH_MAX`, NUL included).
+ Bytes of one DATA block: a data chain's payload.
  */
-#define PATH_MAX 4096
+#define BLOCK (64 << 10)
+
+/*
+ Blocks per file of the data run (the userland bench's count).
+ */
+#define BLOCKS 4
 
 /*
  Most clusters that may exist at once through the C API.
@@ -531,6 +536,23 @@ int32_t h2s_bench_start(void *s);
  `s` is null or a session from [`h2s_bench_open`]; it is invalid afterwards.
  */
 void h2s_bench_close(void *s);
+
+/*
+ The store's bytes per chain (`crate::bench_memory`): the pool's bytes in use plus
+ `lock_bytes` per live chain lock (which the host allocates outside the pool), over `files`
+ empty files, then `files` files of four 64 KiB blocks, each on a fresh one-node cluster;
+ stores the bytes per empty file (inode and DIRENT chains) and per DATA chain beyond its data
+ through the pointers (each may be null). Returns 0, `-EINVAL` (library not started, or `files` over 999,999),
+ `-ENOMEM`, or the failing write's `-errno`. Context: process context; sleeps; nothing else
+ may allocate meanwhile (the bench runs alone), since the meter is the whole pool's usage.
+
+ # Safety
+ Non-null pointers must be valid for a write.
+ */
+int32_t h2s_bench_chain_memory(uint32_t files,
+                               uint32_t lock_bytes,
+                               uint64_t *inode_chain,
+                               uint64_t *data_chain);
 
 /*
  The body of every thread the library asks the host to spawn: the host's thread function

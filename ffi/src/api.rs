@@ -727,6 +727,38 @@ pub unsafe extern "C" fn h2s_bench_close(s: *mut c_void) {
     }
 }
 
+/// The store's bytes per chain (`crate::bench_memory`): the pool's bytes in use plus
+/// `lock_bytes` per live chain lock (which the host allocates outside the pool), over `files`
+/// empty files, then `files` files of four 64 KiB blocks, each on a fresh one-node cluster;
+/// stores the bytes per empty file (inode and DIRENT chains) and per DATA chain beyond its data
+/// through the pointers (each may be null). Returns 0, `-EINVAL` (library not started, or `files` over 999,999),
+/// `-ENOMEM`, or the failing write's `-errno`. Context: process context; sleeps; nothing else
+/// may allocate meanwhile (the bench runs alone), since the meter is the whole pool's usage.
+///
+/// # Safety
+/// Non-null pointers must be valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn h2s_bench_chain_memory(
+    files: u32,
+    lock_bytes: u32,
+    inode_chain: *mut u64,
+    data_chain: *mut u64,
+) -> i32 {
+    if ops::get().is_none() {
+        return -EINVAL;
+    }
+    let pool = || POOL.usage().0;
+    match crate::bench_memory::measure(files as usize, lock_bytes as usize, &pool) {
+        // SAFETY: the caller's contract: each pointer is null or valid for a write.
+        Ok(m) => unsafe {
+            put(inode_chain, m.inode_chain as u64);
+            put(data_chain, m.data_chain as u64);
+            0
+        },
+        Err(e) => neg(e),
+    }
+}
+
 /// The body of every thread the library asks the host to spawn: the host's thread function
 /// calls this exactly once with the `arg` it got from `spawn`, then returns.
 ///

@@ -12,7 +12,7 @@ use hammer2_synchro::{Error, Result};
 use crate::ops::{self, H2sHostOps};
 
 /// Longest path [`HostDev::open`] passes to the host (Linux's `PATH_MAX`, NUL included).
-pub const PATH_MAX: usize = 4096;
+pub(crate) const PATH_MAX: usize = 4096;
 
 const ENOENT: i32 = 2;
 const EINTR: i32 = 4;

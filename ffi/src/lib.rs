@@ -24,6 +24,7 @@ extern crate alloc;
 
 pub mod api;
 pub mod bench;
+pub mod bench_memory;
 pub mod block;
 pub mod buf;
 pub mod cmd;

@@ -5,7 +5,8 @@
  *
  *   h2s_host.c     the port: the primitives the core imports (struct H2sHostOps)
  *   h2s_debugfs.c  /sys/kernel/debug/hammer2_synchro/ (run, status, selftest, ctl)
- *   h2s_bench.c    the `bench` debugfs file: round trips against kthread_park/unpark, kthread_stop
+ *   h2s_bench.c    the `bench` debugfs file: round trips against kthread_park/unpark, kthread_stop;
+ *                  the pool lock's hold times; the store's bytes per chain
  *   h2s_block.c    block I/O on image files and block devices (the block_* members), and the
  *                  `volume` debugfs file
  *   h2s_main.c     module parameters, init and exit
