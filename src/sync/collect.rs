@@ -354,10 +354,15 @@ fn focus_of<S: ChainStore>(
             }
             item = t.item;
         }
-        _ => pool.request_all((0..n).filter(|&j| asked(j)), Ask::One(keys), children, |j, g| {
-            gens[j] = g;
-            slots[j] = Slot::Pending;
-        })?,
+        _ => pool.request_all(
+            (0..n).filter(|&j| asked(j)),
+            Ask::One(keys),
+            children,
+            |j, g| {
+                gens[j] = g;
+                slots[j] = Slot::Pending;
+            },
+        )?,
     }
     let mut idle_since = None;
     loop {

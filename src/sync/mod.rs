@@ -12,10 +12,10 @@ pub mod slaves;
 use alloc::vec::Vec;
 
 use crate::host::Host;
+use crate::mem::try_push;
 use crate::role::Role;
 use crate::store::{ChainStore, Store};
 use crate::thread::Brk;
-use crate::mem::try_push;
 use crate::{Error, Result};
 
 /// Per-node synchronizer counters.
