@@ -4,9 +4,10 @@
 //! soon as a quorum of masters answered.
 //!
 //! Protocol (every wait is a host word sleep, so no wakeup is lost):
-//! - the collector posts a request (inode keys, optional child start key) under the channel's
-//!   request lock, bumping the channel's `gen` word with it, and wakes `gen` once it has posted
-//!   the requests of every node ([`Pool::request_all`]); the worker reads `gen`
+//! - the collector posts a request (the keys of one inode, or of a batch of inodes answered one
+//!   after the other, each answer tagged with its inode's index; optional child start key) under
+//!   the channel's request lock, bumping the channel's `gen` word with it, and wakes `gen` once
+//!   it has posted the requests of every node ([`Pool::request_all`]); the worker reads `gen`
 //!   *before* looking for a request and sleeps on that value, so a request posted meanwhile
 //!   makes its sleep return at once;
 //! - answers are tagged with the request's generation; a worker stops serving a request as soon
