@@ -100,13 +100,23 @@ pub(crate) const SUITES: &[(&str, &[(&str, Case)])] = &[
     ("thread-protocol", hammer2_synchro::testkit::selftest::CASES),
 ];
 
-/// Run every self-test suite on the kernel host, as KTAP: one parent result per suite, each
+/// What `h2s_selftest_hang` runs: the stress run that hangs on purpose and leaves a thread
+/// unjoined (its expected verdict is `not ok`, reporting the hang).
+pub(crate) const HANG_SUITES: &[(&str, &[(&str, Case)])] = &[(
+    "stress-hang",
+    &[(
+        "stress_hang",
+        hammer2_synchro::testkit::selftest::stress::hang_case,
+    )],
+)];
+
+/// Run every suite of `suites` on the kernel host, as KTAP: one parent result per suite, each
 /// with its subtest block. Returns the leaf counts.
-pub fn run_selftests(out: &mut dyn Write) -> (u32, u32) {
+pub fn run_selftests(suites: &[(&str, &[(&str, Case)])], out: &mut dyn Write) -> (u32, u32) {
     let (mut passed, mut failed) = (0, 0);
     let _ = writeln!(out, "KTAP version 1");
-    let _ = writeln!(out, "1..{}", SUITES.len());
-    for (i, (name, cases)) in SUITES.iter().enumerate() {
+    let _ = writeln!(out, "1..{}", suites.len());
+    for (i, (name, cases)) in suites.iter().enumerate() {
         let (p, f) = run_cases(&KERNEL_HOST, name, cases, out);
         passed += p;
         failed += f;
