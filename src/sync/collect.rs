@@ -270,7 +270,7 @@ pub(crate) type FocusScan<Id> = (Option<Focus<Id>>, Inflight);
 /// One inode of a batch request already posted to the workers (the driver asks for the next
 /// deferred inodes at once, so a worker's wakeup serves many of them): whose requests, and the
 /// inode's index in them.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 pub(crate) struct Ticket {
     /// Per node, the generation of its batch request.
     pub(crate) gens: [u32; MAX_NODES],

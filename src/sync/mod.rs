@@ -302,12 +302,7 @@ impl<Id: Copy + PartialEq> Batch<Id> {
             ids: Vec::new(),
             next: 0,
             follow: collect::Follow::Quorum,
-            ticket: collect::Ticket {
-                gens: [0; crate::role::MAX_NODES],
-                asked: 0,
-                item: 0,
-                seq: None,
-            },
+            ticket: collect::Ticket::default(),
             size: 2,
         }
     }
@@ -376,10 +371,8 @@ impl<Id: Copy + PartialEq> Batch<Id> {
         let n = ctx.peers.stores.len().min(crate::role::MAX_NODES);
         let (follow, idx) = (top.follow, ctx.idx);
         let mut ticket = collect::Ticket {
-            gens: [0; crate::role::MAX_NODES],
-            asked: 0,
-            item: 0,
             seq: Some(seq),
+            ..Default::default()
         };
         let r = pool.request_all(
             (0..n).filter(|&j| follow.asks(j, idx)),
