@@ -272,9 +272,9 @@ const BATCH_MAX: usize = 64;
 /// woken once answers them one after the other (stopping only for a full FIFO), so syncing a
 /// list of small inodes no longer costs every worker a wakeup per inode, nor the collector a
 /// sleep on each. The list is LIFO, so the batch names the entries from the top down; it
-/// serves them as long as they come in that order and nobody asked the workers anything else
-/// (a sync that defers more inodes, re-asks for a range or for a final update, posts requests
-/// of its own, which abandon the batch's).
+/// serves them as long as they come in that order (a sync that defers more inodes puts others
+/// on top) and nobody asked the workers anything else (a sync that asks for a range of its own
+/// or for its final update abandons the batch).
 ///
 /// DEVIATION: the seed's sync started one XOP per deferred inode, so its backends read an
 /// inode only once the previous one was done; here the workers read the next inodes of the
