@@ -1,0 +1,235 @@
+//! Load a PFS made by newfs + import, compare it with the reader's view, commit it unchanged
+//! and after changes, reload.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use super::*;
+use crate::host::testhost;
+use crate::media::*;
+use crate::volume::testdev::SparseDev;
+use crate::volume::{fsck, newfs, DirEntries, FsckOptions, Import, NewPfs, NewfsOptions};
+
+const SIZE: u64 = 1 << 30;
+
+fn make() -> SparseDev {
+    let dev = SparseDev::new(SIZE);
+    let pfs = [NewPfs {
+        label: b"DATA",
+        pfs_type: PFSTYPE_MASTER,
+        clid: [7; 16],
+        fsid: [1; 16],
+        nmasters: 1,
+    }];
+    newfs(
+        &dev,
+        &NewfsOptions {
+            size: SIZE,
+            fsid: [9; 16],
+            sroot_ids: ([3; 16], [4; 16]),
+            pfs: &pfs,
+            now_us: 1_700_000_000_000_000,
+        },
+    )
+    .unwrap();
+    dev
+}
+
+fn meta(objtype: u8, inum: u64) -> InodeMeta {
+    let mut m = InodeMeta::new(objtype, inum, 0o644);
+    m.mtime = 1_600_000_000_123_456;
+    m.nlinks = 1;
+    m.check_algo = CHECK_XXHASH64;
+    m
+}
+
+fn bytes(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8 ^ seed).collect()
+}
+
+/// `/small` (DIRECTDATA), `/big` (three blocks, a hole in the middle), `/d/` holding a file
+/// with a 100-byte name and a hardlink to `/small`.
+fn import(dev: &SparseDev) {
+    let vol = Volume::open(dev).unwrap();
+    let mut imp = Import::begin(&vol, b"DATA").unwrap();
+    let small = imp.new_inum();
+    let mut m = meta(OBJTYPE_REGFILE, small);
+    m.size = 5;
+    m.nlinks = 2;
+    imp.file(m, Some(b"hello"), &[]).unwrap();
+    let big = imp.new_inum();
+    let mut table = Vec::new();
+    let data = bytes(3 * DATA_BLOCK_BYTES - 100, 1);
+    for (k, chunk) in data.chunks(DATA_BLOCK_BYTES).enumerate() {
+        let chunk = if k == 1 {
+            &vec![0; DATA_BLOCK_BYTES][..]
+        } else {
+            chunk
+        };
+        imp.data(&mut table, (k * DATA_BLOCK_BYTES) as u64, chunk)
+            .unwrap();
+    }
+    let mut m = meta(OBJTYPE_REGFILE, big);
+    m.size = data.len() as u64;
+    imp.file(m, None, &table).unwrap();
+    let long = imp.new_inum();
+    let mut m = meta(OBJTYPE_REGFILE, long);
+    m.size = 700;
+    let mut t = Vec::new();
+    imp.data(&mut t, 0, &bytes(700, 2)).unwrap();
+    imp.file(m, None, &t).unwrap();
+    let d = imp.new_inum();
+    let mut dir = DirEntries::new();
+    imp.entry(&mut dir, &[b'n'; 100], long, OBJTYPE_REGFILE)
+        .unwrap();
+    imp.entry(&mut dir, b"again", small, OBJTYPE_REGFILE)
+        .unwrap();
+    imp.dir(meta(OBJTYPE_DIRECTORY, d), &dir).unwrap();
+    let mut root = DirEntries::new();
+    imp.entry(&mut root, b"small", small, OBJTYPE_REGFILE)
+        .unwrap();
+    imp.entry(&mut root, b"big", big, OBJTYPE_REGFILE).unwrap();
+    imp.entry(&mut root, b"d", d, OBJTYPE_DIRECTORY).unwrap();
+    imp.commit(&meta(OBJTYPE_DIRECTORY, 1), &root).unwrap();
+}
+
+fn clean(dev: &SparseDev) {
+    let r = fsck(dev, FsckOptions::default()).unwrap();
+    assert!(r.is_clean(), "{:?}", r.findings);
+}
+
+/// Everything the reader sees of PFS DATA: per entry, in walk order, the path, inode meta
+/// and contents (directories: none).
+fn reader_view(dev: &SparseDev) -> Vec<(Vec<u8>, InodeMeta, Vec<u8>)> {
+    let vol = Volume::open(dev).unwrap();
+    let pfs = vol.pfs(b"DATA").unwrap();
+    let mut out = vec![(Vec::new(), pfs.root.meta, Vec::new())];
+    let mut todo = vec![(Vec::new(), pfs.root)];
+    while let Some((path, dir)) = todo.pop() {
+        let mut entries = Vec::new();
+        pfs.readdir(&vol, &dir, &mut |e| {
+            entries.push(e.clone());
+            Ok(Flow::Continue)
+        })
+        .unwrap();
+        for e in entries {
+            let mut p = path.clone();
+            p.push(b'/');
+            p.extend_from_slice(&e.name);
+            let ino = pfs.inode(&vol, e.inum).unwrap();
+            let mut data = Vec::new();
+            if ino.meta.objtype == OBJTYPE_DIRECTORY {
+                todo.push((p.clone(), ino));
+            } else {
+                pfs.read_file(&vol, &ino, &mut |b| {
+                    data.extend_from_slice(b);
+                    Ok(())
+                })
+                .unwrap();
+            }
+            out.push((p, ino.meta, data));
+        }
+    }
+    out
+}
+
+/// The same walk over a store, through its DIRENTs and index.
+fn store_view(store: &Store) -> Vec<(Vec<u8>, InodeMeta, Vec<u8>)> {
+    let mut out = vec![(Vec::new(), store.meta(store.root()).unwrap(), Vec::new())];
+    let mut todo = vec![(Vec::new(), store.root())];
+    while let Some((path, dir)) = todo.pop() {
+        let mut next = store.lookup(dir, DIRHASH_VISIBLE, KEY_MAX).unwrap();
+        let mut ids = Vec::new();
+        while let Some((id, b)) = next {
+            ids.push((id, b));
+            next = store.next(dir, &b, KEY_MAX).unwrap();
+        }
+        for (id, b) in ids {
+            let head = DirentHead::decode(&b).unwrap();
+            let (_, body) = store.read(id).unwrap();
+            let block = match &body {
+                Body::Data(d) if !d.is_empty() => Some(&d[..]),
+                _ => None,
+            };
+            let mut p = path.clone();
+            p.push(b'/');
+            p.extend_from_slice(head.name(&b, block).unwrap());
+            let ino = store.index_inode(head.inum).unwrap().unwrap();
+            let m = store.meta(ino).unwrap();
+            let data = if m.objtype == OBJTYPE_DIRECTORY {
+                todo.push((p.clone(), ino));
+                Vec::new()
+            } else {
+                store.read_file(ino).unwrap()
+            };
+            out.push((p, m, data));
+        }
+    }
+    out
+}
+
+fn load_dev(dev: &SparseDev) -> (Store, Mounted) {
+    let vol = Volume::open(dev).unwrap();
+    load(testhost::host(), &vol, b"DATA").unwrap()
+}
+
+fn commit_dev(dev: &SparseDev, store: &Store, m: &mut Mounted) -> VolumeHeader {
+    let vol = Volume::open(dev).unwrap();
+    commit(&vol, store, m).unwrap()
+}
+
+#[test]
+fn load_matches_the_reader_and_an_unchanged_commit_keeps_the_tree() {
+    let dev = make();
+    import(&dev);
+    let before = reader_view(&dev);
+    let (store, mut m) = load_dev(&dev);
+    assert_eq!(store_view(&store), before);
+    // Every chain as on media: the TIDs the import stamped.
+    let root_tid = store.bref(store.root()).unwrap().modify_tid;
+    assert_eq!(root_tid, m.pfs_bref.modify_tid);
+    assert!(!m.changed(&store).unwrap());
+
+    let h = commit_dev(&dev, &store, &mut m);
+    clean(&dev);
+    assert_eq!(reader_view(&dev), before);
+    // The data blocks stayed where they were: only inodes, tables and the freemap moved.
+    let vol = Volume::open(&dev).unwrap();
+    assert_eq!(vol.header().mirror_tid, h.mirror_tid);
+    let (again, _) = load_dev(&dev);
+    assert_eq!(
+        compare::digest(&again).unwrap(),
+        compare::digest(&store).unwrap()
+    );
+    let big = again.index_inode(INODE_START + 1).unwrap().unwrap();
+    let (_, first) = again.lookup(big, 0, 0).unwrap().unwrap();
+    let (_, orig) = store.lookup(big, 0, 0).unwrap().unwrap();
+    assert_eq!(first.data_off, orig.data_off, "a kept block moved");
+}
+
+#[test]
+fn changes_round_trip_through_a_commit() {
+    let dev = make();
+    import(&dev);
+    let (store, mut m) = load_dev(&dev);
+    let tid = m.pfs_bref.modify_tid + 5;
+    store.write(b"/new", &bytes(100_000, 3), tid).unwrap();
+    store.rm(b"/big", tid + 1).unwrap();
+    store.mkdir(b"/d/sub", tid + 2).unwrap();
+    store.write(b"/d/sub/x", b"tiny", tid + 3).unwrap();
+    assert!(m.changed(&store).unwrap());
+    commit_dev(&dev, &store, &mut m);
+    clean(&dev);
+    assert!(!m.changed(&store).unwrap());
+    assert_eq!(reader_view(&dev), store_view(&store));
+    let (again, m2) = load_dev(&dev);
+    assert_eq!(
+        compare::digest(&again).unwrap(),
+        compare::digest(&store).unwrap()
+    );
+    assert_eq!(again.bref(again.root()).unwrap().modify_tid, tid + 3);
+    assert_eq!(m2.pfs_bref.modify_tid, tid + 3);
+    let vol = Volume::open(&dev).unwrap();
+    let pfs = vol.pfs(b"DATA").unwrap();
+    assert!(pfs.root.meta.pfs_inum >= INODE_START + 5);
+}
