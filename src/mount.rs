@@ -333,5 +333,103 @@ pub fn commit<D: BlockDev>(
     Ok(h)
 }
 
+/// Whether chains `a` of `ours` and `b` of `theirs`, at the same place, hold the same thing
+/// (headers' kind and payload; a PFS root only its shared fields, as the synchronizer copies).
+fn same_chain(ours: &Store, a: ChainId, theirs: &Store, b: ChainId) -> Result<bool> {
+    let (ab, abody) = ours.read(a)?;
+    let (bb, bbody) = theirs.read(b)?;
+    let head = |x: &Blockref| {
+        let name = (x.btype == BREF_TYPE_DIRENT && x.size_radix() == 0).then_some(x.check);
+        (x.btype, x.keybits, x.methods, x.size_radix(), x.embed, name)
+    };
+    if head(&ab) != head(&bb) {
+        return Ok(false);
+    }
+    Ok(match (&abody, &bbody) {
+        (Body::Inode(x), Body::Inode(y)) if a == ours.root() => {
+            crate::store::inode::pfsroot_fields_eq(&x.meta, &y.meta)
+        }
+        (Body::Inode(x), Body::Inode(y)) => x.encode() == y.encode(),
+        (Body::Data(x), Body::Data(y)) => x == y,
+        _ => false,
+    })
+}
+
+/// Give every chain of `ours` that differs from `master` under an equal modify_tid (and every
+/// chain above it) modify_tid 0, the TID of a chain not yet synchronized, so the synchronizer
+/// looks at it. Returns how many chains were marked.
+///
+/// DEVIATION: HAMMER2 compares modify_tids only (`hammer2_sync_slaves`): within one cluster
+/// TIDs come from the nodes' shared history, so an equal TID means an equal chain. Volumes
+/// made and filled apart (newfs + import on each) count their transactions from the same start,
+/// so equal TIDs name different contents there; a node that is not a master is made to take
+/// the masters' version where it differs, which is what syncing it from them means.
+pub fn mark_foreign(ours: &Store, master: &Store) -> Result<usize> {
+    let host = ours.host();
+    let mut marks: Vec<ChainId> = Vec::new();
+    let mut todo: Vec<(ChainId, ChainId)> = Vec::new();
+    try_push(&mut todo, (ours.root(), master.root()))?;
+    while let Some((a, b)) = todo.pop() {
+        host.relax();
+        let (ab, bb) = (ours.bref(a)?, master.bref(b)?);
+        if ab.modify_tid == bb.modify_tid && !same_chain(ours, a, master, b)? {
+            try_push(&mut marks, a)?;
+        }
+        // Children merged by key: one on one side only, or of another shape, marks `a`.
+        let mut x = ours.lookup(a, 0, KEY_MAX)?;
+        let mut y = master.lookup(b, 0, KEY_MAX)?;
+        let mut differs = false;
+        loop {
+            match (x, y) {
+                (None, None) => break,
+                (Some((cx, xb)), Some((cy, yb))) if xb.key == yb.key => {
+                    if xb.keybits == yb.keybits && xb.btype == yb.btype {
+                        try_push(&mut todo, (cx, cy))?;
+                    } else {
+                        differs = true;
+                    }
+                    x = ours.next(a, &xb, KEY_MAX)?;
+                    y = master.next(b, &yb, KEY_MAX)?;
+                }
+                (Some((_, xb)), Some((_, yb))) if xb.key < yb.key => {
+                    differs = true;
+                    x = ours.next(a, &xb, KEY_MAX)?;
+                }
+                (Some(_), Some((_, yb))) => {
+                    differs = true;
+                    y = master.next(b, &yb, KEY_MAX)?;
+                }
+                (Some((_, xb)), None) => {
+                    differs = true;
+                    x = ours.next(a, &xb, KEY_MAX)?;
+                }
+                (None, Some((_, yb))) => {
+                    differs = true;
+                    y = master.next(b, &yb, KEY_MAX)?;
+                }
+            }
+        }
+        if differs && ab.modify_tid == bb.modify_tid {
+            try_push(&mut marks, a)?;
+        }
+    }
+    // Each mark and the chains above it (their TIDs hid it from the synchronizer too).
+    let mut marked = 0;
+    for id in marks {
+        let mut cur = Some(id);
+        while let Some(c) = cur {
+            host.relax();
+            let g = ours.lock(c, LockMode::Exclusive)?;
+            if ours.bref(c)?.modify_tid != 0 {
+                ours.set_modify_tid(&g, 0)?;
+                marked += 1;
+            }
+            drop(g);
+            cur = ours.parent(c)?;
+        }
+    }
+    Ok(marked)
+}
+
 #[cfg(test)]
 mod tests;
