@@ -49,8 +49,8 @@ macro_rules! errln {
 }
 
 const LS_HELP: &str = "\
-hammer2-synchro ls IMAGE             list the PFSs of a HAMMER2 volume (label, type, inode count
-                                     allocator)
+hammer2-synchro ls IMAGE             list the PFSs of a HAMMER2 volume (label, type, inode
+                                     allocator, cluster id)
 hammer2-synchro ls IMAGE@LABEL [PATH]
                                      list a directory of PFS LABEL (default /), or show one file:
                                      TYPE MODE SIZE INUM NLINKS NAME[ -> TARGET]
@@ -265,10 +265,11 @@ fn ls_pfses(image: &str) -> Result<(), Fail> {
     );
     vol.pfs_roots(&mut |p| {
         outln!(
-            "{} pfs_type {} pfs_inum {:#x}",
+            "{} pfs_type {} pfs_inum {:#x} pfs_clid {}",
             String::from_utf8_lossy(p.filename()),
             p.meta.pfs_type,
-            p.meta.pfs_inum
+            p.meta.pfs_inum,
+            crate::volume_sync::format_uuid(&p.meta.pfs_clid)
         );
         Ok(Flow::Continue)
     })

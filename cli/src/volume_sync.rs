@@ -69,8 +69,23 @@ fn role_of(t: u8) -> Option<Role> {
     })
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+/// A UUID as stored (the first three fields little-endian, as DragonFly's `uuid_t`) in the
+/// text form `newfs --clid` takes.
+pub(crate) fn format_uuid(b: &[u8; 16]) -> String {
+    let mut o = [0u8; 16];
+    o.copy_from_slice(b);
+    o[0..4].reverse();
+    o[4..6].reverse();
+    o[6..8].reverse();
+    let h: String = o.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 /// One node: its spec, volume and what was loaded from it.
@@ -97,7 +112,9 @@ fn parse(args: &[String]) -> Result<Args, Fail> {
         match w.as_str() {
             "--watch" => a.watch = true,
             "--timeout" => {
-                let v = it.next().ok_or(Fail::Usage("--timeout needs SECS".into()))?;
+                let v = it
+                    .next()
+                    .ok_or(Fail::Usage("--timeout needs SECS".into()))?;
                 let s: u64 = v
                     .parse()
                     .ok()
@@ -126,7 +143,8 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
     for spec in &a.specs {
         let (image, label) =
             image_label(spec).ok_or_else(|| Fail::Usage(format!("'{spec}' is not IMAGE@LABEL")))?;
-        let canon = std::fs::canonicalize(image).map_err(|e| Fail::Open(format!("{image}: {e}")))?;
+        let canon =
+            std::fs::canonicalize(image).map_err(|e| Fail::Open(format!("{image}: {e}")))?;
         if !images.insert(canon) {
             return Err(Fail::Usage(format!(
                 "{image} given twice: one PFS per volume (each node commits its own volume)"
@@ -141,7 +159,10 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
             .meta(store.root())
             .map_err(|e| Fail::Run(format!("{spec}: {e}")))?;
         let role = role_of(meta.pfs_type).ok_or_else(|| {
-            Fail::Run(format!("{spec}: pfs_type {} is not a cluster role", meta.pfs_type))
+            Fail::Run(format!(
+                "{spec}: pfs_type {} is not a cluster role",
+                meta.pfs_type
+            ))
         })?;
         match &clid {
             None => clid = Some((spec.clone(), meta.pfs_clid)),
@@ -149,8 +170,8 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
                 return Err(Fail::Run(format!(
                     "{spec}: cluster id {} differs from {first}'s {}: not one cluster \
                      (make the nodes with one newfs --clid)",
-                    hex(&meta.pfs_clid),
-                    hex(id)
+                    format_uuid(&meta.pfs_clid),
+                    format_uuid(id)
                 )));
             }
             Some(_) => {}
@@ -171,7 +192,9 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
         });
     }
     if !roles.contains(&Role::Master) {
-        return Err(Fail::Run("no master among the PFSs: nothing to sync from".into()));
+        return Err(Fail::Run(
+            "no master among the PFSs: nothing to sync from".into(),
+        ));
     }
     for i in 0..stores.len() {
         if roles[i] == Role::Master {
@@ -208,7 +231,9 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
     let mut last = Instant::now();
     let mut converged_at = None;
     loop {
-        let behind: Vec<usize> = (0..cluster.len()).filter(|&i| !cluster.in_sync(i)).collect();
+        let behind: Vec<usize> = (0..cluster.len())
+            .filter(|&i| !cluster.in_sync(i))
+            .collect();
         if behind.is_empty() && converged_at.is_none() {
             converged_at = Some(t0.elapsed());
             errln!("sync: converged in {:.1}s", t0.elapsed().as_secs_f64());
@@ -253,8 +278,12 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
         }
         let vol = n.vol.take().ok_or(Fail::Run("volume gone".into()))?;
         let t = Instant::now();
-        let h = mount::commit(&vol, store, &mut n.mounted)
-            .map_err(|e| Fail::Run(format!("{}: commit: {e} (the volume keeps its last commit)", n.spec)))?;
+        let h = mount::commit(&vol, store, &mut n.mounted).map_err(|e| {
+            Fail::Run(format!(
+                "{}: commit: {e} (the volume keeps its last commit)",
+                n.spec
+            ))
+        })?;
         errln!(
             "sync: {}: committed, mirror_tid {:#x} ({:.1}s)",
             n.spec,
@@ -290,7 +319,11 @@ fn status(cluster: &Cluster, nodes: &[Node], behind: &[usize], at: Duration) {
             " | {} {} tid {tid:#x} {} passes {}",
             n.spec,
             cluster.role(i).name(),
-            if behind.contains(&i) { "syncing" } else { "in sync" },
+            if behind.contains(&i) {
+                "syncing"
+            } else {
+                "in sync"
+            },
             st.passes
         ));
     }
