@@ -366,6 +366,30 @@ fn same_chain(ours: &Store, a: ChainId, theirs: &Store, b: ChainId) -> Result<bo
 /// the masters' version where it differs, which is what syncing it from them means.
 pub fn mark_foreign(ours: &Store, master: &Store) -> Result<usize> {
     let host = ours.host();
+    let marks = conflicts(ours, master)?;
+    // Each mark and the chains above it (their TIDs hid it from the synchronizer too).
+    let mut marked = 0;
+    for id in marks {
+        let mut cur = Some(id);
+        while let Some(c) = cur {
+            host.relax();
+            let g = ours.lock(c, LockMode::Exclusive)?;
+            if ours.bref(c)?.modify_tid != 0 {
+                ours.set_modify_tid(&g, 0)?;
+                marked += 1;
+            }
+            drop(g);
+            cur = ours.parent(c)?;
+        }
+    }
+    Ok(marked)
+}
+
+/// The chains of `ours` whose content, or whose set of children, differs from the chain at
+/// the same place in `other` while both carry the same modify_tid: differences the
+/// synchronizer cannot see. Empty when the two trees agree wherever their TIDs do.
+pub fn conflicts(ours: &Store, other: &Store) -> Result<Vec<ChainId>> {
+    let (master, host) = (other, ours.host());
     let mut marks: Vec<ChainId> = Vec::new();
     let mut todo: Vec<(ChainId, ChainId)> = Vec::new();
     try_push(&mut todo, (ours.root(), master.root()))?;
@@ -413,22 +437,7 @@ pub fn mark_foreign(ours: &Store, master: &Store) -> Result<usize> {
             try_push(&mut marks, a)?;
         }
     }
-    // Each mark and the chains above it (their TIDs hid it from the synchronizer too).
-    let mut marked = 0;
-    for id in marks {
-        let mut cur = Some(id);
-        while let Some(c) = cur {
-            host.relax();
-            let g = ours.lock(c, LockMode::Exclusive)?;
-            if ours.bref(c)?.modify_tid != 0 {
-                ours.set_modify_tid(&g, 0)?;
-                marked += 1;
-            }
-            drop(g);
-            cur = ours.parent(c)?;
-        }
-    }
-    Ok(marked)
+    Ok(marks)
 }
 
 #[cfg(test)]

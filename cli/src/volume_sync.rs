@@ -196,6 +196,23 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
             "no master among the PFSs: nothing to sync from".into(),
         ));
     }
+    let masters: Vec<usize> = (0..stores.len())
+        .filter(|&j| roles[j] == Role::Master)
+        .collect();
+    for (k, &i) in masters.iter().enumerate() {
+        for &j in &masters[k + 1..] {
+            let c = mount::conflicts(&stores[i], &stores[j])
+                .map_err(|e| Fail::Run(format!("{}: {e}", nodes[i].spec)))?;
+            if !c.is_empty() {
+                return Err(Fail::Run(format!(
+                    "masters {} and {} hold different trees under the same TIDs (filled \
+                     apart?): no quorum can tell which is newer; make one of them a slave, \
+                     or fill only one master and sync the others from it",
+                    nodes[i].spec, nodes[j].spec
+                )));
+            }
+        }
+    }
     for i in 0..stores.len() {
         if roles[i] == Role::Master {
             continue;
@@ -221,11 +238,11 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
             libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
         }
     }
-    for i in 0..cluster.len() {
+    for (i, n) in nodes.iter().enumerate() {
         cluster
             .as_ref()
             .thread_start(i)
-            .map_err(|e| Fail::Run(format!("{}: thread: {e}", nodes[i].spec)))?;
+            .map_err(|e| Fail::Run(format!("{}: thread: {e}", n.spec)))?;
     }
     let t0 = Instant::now();
     let mut last = Instant::now();

@@ -66,8 +66,11 @@ fn make_tree(root: &Path, seed: u32, extra: &str) {
     fs::set_permissions(root.join("small"), fs::Permissions::from_mode(0o600)).unwrap();
 }
 
+/// Every object of a tree by path: (kind, mode, mtime, contents or target, hardlink group).
+type Tree = BTreeMap<PathBuf, (char, u32, i64, Vec<u8>, Option<usize>)>;
+
 /// Every object under `root`: path → (kind, mode, mtime, contents or target, hardlink group).
-fn snapshot(root: &Path) -> BTreeMap<PathBuf, (char, u32, i64, Vec<u8>, Option<usize>)> {
+fn snapshot(root: &Path) -> Tree {
     let mut out = BTreeMap::new();
     let mut groups: BTreeMap<u64, usize> = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
@@ -106,8 +109,6 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, (char, u32, i64, Vec<u8>, Option<u
     }
     out
 }
-
-type Tree = BTreeMap<PathBuf, (char, u32, i64, Vec<u8>, Option<usize>)>;
 
 /// The first path where two trees differ, and how (None: equal).
 fn first_diff(a: &Tree, b: &Tree) -> Option<String> {
@@ -254,6 +255,24 @@ fn nodes_of_other_clusters_are_refused() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("cluster id") && err.contains(CLID), "{err}");
     assert_eq!(header(&sl), before);
+    // Two masters filled apart under the same TIDs: no quorum can order them.
+    let m2 = d.join("m2.img");
+    newfs(&m2, "master", CLID);
+    make_tree(&d.join("t1"), 6, "p");
+    make_tree(&d.join("t2"), 7, "q");
+    cli(&["import", s(&d.join("t1")), &format!("{}@DATA", s(&m))]);
+    cli(&["import", s(&d.join("t2")), &format!("{}@DATA", s(&m2))]);
+    let o = bin()
+        .args([
+            "sync",
+            &format!("{}@DATA", s(&m)),
+            &format!("{}@DATA", s(&m2)),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("different trees under the same TIDs"), "{err}");
     // The same volume twice, and no IMAGE@LABEL, are usage errors.
     let spec = format!("{}@DATA", s(&m));
     let o = bin().args(["sync", &spec, &spec]).output().unwrap();

@@ -50,6 +50,11 @@ fn bytes(len: usize, seed: u8) -> Vec<u8> {
 /// `/small` (DIRECTDATA), `/big` (three blocks, a hole in the middle), `/d/` holding a file
 /// with a 100-byte name and a hardlink to `/small`.
 fn import(dev: &SparseDev) {
+    import_seeded(dev, 0)
+}
+
+/// [`import`] with file contents varied by `seed`.
+fn import_seeded(dev: &SparseDev, seed: u8) {
     let vol = Volume::open(dev).unwrap();
     let mut imp = Import::begin(&vol, b"DATA").unwrap();
     let small = imp.new_inum();
@@ -59,7 +64,7 @@ fn import(dev: &SparseDev) {
     imp.file(m, Some(b"hello"), &[]).unwrap();
     let big = imp.new_inum();
     let mut table = Vec::new();
-    let data = bytes(3 * DATA_BLOCK_BYTES - 100, 1);
+    let data = bytes(3 * DATA_BLOCK_BYTES - 100, 1 ^ seed);
     for (k, chunk) in data.chunks(DATA_BLOCK_BYTES).enumerate() {
         let chunk = if k == 1 {
             &vec![0; DATA_BLOCK_BYTES][..]
@@ -76,7 +81,7 @@ fn import(dev: &SparseDev) {
     let mut m = meta(OBJTYPE_REGFILE, long);
     m.size = 700;
     let mut t = Vec::new();
-    imp.data(&mut t, 0, &bytes(700, 2)).unwrap();
+    imp.data(&mut t, 0, &bytes(700, 2 ^ seed)).unwrap();
     imp.file(m, None, &t).unwrap();
     let d = imp.new_inum();
     let mut dir = DirEntries::new();
@@ -232,4 +237,42 @@ fn changes_round_trip_through_a_commit() {
     let vol = Volume::open(&dev).unwrap();
     let pfs = vol.pfs(b"DATA").unwrap();
     assert!(pfs.root.meta.pfs_inum >= INODE_START + 5);
+}
+
+#[test]
+fn chains_that_differ_under_equal_tids_are_marked_for_the_synchronizer() {
+    let (a, b) = (make(), make());
+    import_seeded(&a, 0);
+    import_seeded(&b, 0);
+    let (sa, _) = load_dev(&a);
+    let (sb, _) = load_dev(&b);
+    // Filled alike: same TIDs, same contents, nothing to mark.
+    assert!(conflicts(&sb, &sa).unwrap().is_empty());
+    assert_eq!(mark_foreign(&sb, &sa).unwrap(), 0);
+
+    let c = make();
+    import_seeded(&c, 9);
+    let (sc, _) = load_dev(&c);
+    assert_eq!(
+        sc.bref(sc.root()).unwrap().modify_tid,
+        sa.bref(sa.root()).unwrap().modify_tid
+    );
+    let big = INODE_START + 1;
+    let small = INODE_START;
+    // `/big` and the long-named file differ, under the TIDs `sa` has for them.
+    let marked = mark_foreign(&sc, &sa).unwrap();
+    assert!(marked >= 3, "{marked}");
+    let tid = |s: &Store, inum: u64| {
+        s.bref(s.index_inode(inum).unwrap().unwrap())
+            .unwrap()
+            .modify_tid
+    };
+    assert_eq!(sc.bref(sc.root()).unwrap().modify_tid, 0);
+    assert_eq!(tid(&sc, big), 0);
+    let id = sc.index_inode(big).unwrap().unwrap();
+    let (_, first) = sc.lookup(id, 0, 0).unwrap().unwrap();
+    assert_eq!(first.modify_tid, 0, "the differing data block");
+    // The same small file on both keeps its TID: nothing there to synchronize.
+    assert_eq!(tid(&sc, small), tid(&sa, small));
+    assert!(conflicts(&sc, &sa).unwrap().is_empty());
 }
