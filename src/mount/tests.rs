@@ -276,3 +276,58 @@ fn chains_that_differ_under_equal_tids_are_marked_for_the_synchronizer() {
     assert_eq!(tid(&sc, small), tid(&sa, small));
     assert!(conflicts(&sc, &sa).unwrap().is_empty());
 }
+
+#[test]
+fn a_commit_cut_at_any_write_leaves_the_old_tree_or_the_new_one() {
+    let dev = make();
+    import(&dev);
+    let old = reader_view(&dev);
+    let (store, m) = load_dev(&dev);
+    store
+        .write(b"/new", &bytes(70_000, 4), m.pfs_bref.modify_tid + 1)
+        .unwrap();
+    store.rm(b"/small", m.pfs_bref.modify_tid + 2).unwrap();
+    let new = store_view(&store);
+    let mut cuts = 0;
+    for k in 0.. {
+        let mut cut = SparseDev::new(SIZE);
+        *cut.chunks.get_mut() = dev.chunks.borrow().clone();
+        cut.fail_write_after = Some(k);
+        let mut mk = Mounted {
+            pfs_bref: m.pfs_bref,
+            label: m.label.clone(),
+            blocks: m.blocks.clone(),
+            digest: m.digest,
+        };
+        let done = {
+            let vol = Volume::open(&cut).unwrap();
+            commit(&vol, &store, &mut mk).is_ok()
+        };
+        cut.fail_write_after = None;
+        clean(&cut);
+        let seen = reader_view(&cut);
+        if done {
+            assert_eq!(seen, new);
+            break;
+        }
+        assert_eq!(seen, old, "cut after {k} writes");
+        cuts += 1;
+    }
+    assert!(cuts > 3);
+}
+
+#[test]
+fn a_damaged_block_fails_the_load_with_eio() {
+    let dev = make();
+    import(&dev);
+    let (store, _) = load_dev(&dev);
+    let big = store.index_inode(INODE_START + 1).unwrap().unwrap();
+    let (_, b) = store.lookup(big, 0, 0).unwrap().unwrap();
+    dev.flip((b.data_off & !0x3F) + 100);
+    let vol = Volume::open(&dev).unwrap();
+    assert_eq!(load(testhost::host(), &vol, b"DATA").err(), Some(Error::Io));
+    assert_eq!(
+        load(testhost::host(), &vol, b"NOPE").err(),
+        Some(Error::NotFound)
+    );
+}
