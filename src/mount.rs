@@ -211,6 +211,10 @@ pub fn commit<D: BlockDev>(
     store: &Store,
     m: &mut Mounted,
 ) -> Result<VolumeHeader> {
+    // DEVIATION: HAMMER2's flush writes only modified chains and the paths above them; this
+    // store keeps no on-media block tables, so every inode and table of the PFS is written
+    // again (data and long-name blocks, the bulk of a PFS, are kept by reference). A store
+    // that keeps on-media tables (see docs/ARCHITECTURE.md) would write dirty paths only.
     let mut txn = Txn::begin(vol)?;
     let host = store.host();
     let mut kept: Vec<(u64, [u8; CHECK_BYTES])> = Vec::new();
