@@ -230,6 +230,7 @@ pub fn commit<D: BlockDev>(
         },
     )?;
     let mut root_bref = None;
+    let mut root_inum = 0;
     while let Some(top) = stack.last_mut() {
         host.relax();
         let found = match top.next {
@@ -299,6 +300,7 @@ pub fn commit<D: BlockDev>(
                     .max()
                     .unwrap_or(0);
                 ino.meta.pfs_inum = ino.meta.pfs_inum.max(top_inum);
+                root_inum = ino.meta.pfs_inum;
                 let mut pb = m.pfs_bref;
                 pb.modify_tid = b.modify_tid;
                 pb.methods = b.methods;
@@ -321,6 +323,15 @@ pub fn commit<D: BlockDev>(
     sroot.set_blockset(&sset);
     let new_sroot = txn.write_block(sroot_bref, &sroot.encode())?;
     let h = txn.commit(new_sroot)?;
+    // The store learns what the media now say: the inode allocator, where blocks went.
+    let g = store.lock_root(LockMode::Exclusive);
+    store.modify(&g, |_, body| {
+        if let Body::Inode(ino) = body {
+            ino.meta.pfs_inum = root_inum;
+        }
+        Ok(())
+    })?;
+    drop(g);
     for (id, off) in moved {
         host.relax();
         let g = store.lock(id, LockMode::Exclusive)?;
@@ -335,6 +346,61 @@ pub fn commit<D: BlockDev>(
     m.pfs_bref = pfs_bref;
     m.digest = compare::digest(store)?;
     Ok(h)
+}
+
+/// Replace everything `store` holds by what PFS `m.label()` of `vol` holds now (its last
+/// commit): a node's remount, or, when the store's changes were never committed, its crash.
+/// The PFS is loaded into a scratch store first, so a damaged volume fails here with `store`
+/// untouched; then, under the PFS root's exclusive lock, the old chains are deleted and the
+/// loaded ones copied in. The store stays at its address (sync threads and scan pools keep
+/// their references), but a pass reading it meanwhile would see a tree half replaced: every
+/// thread of the cluster must be frozen or stopped around the call.
+pub fn reload<D: BlockDev>(vol: &Volume<D>, store: &Store, m: &mut Mounted) -> Result<()> {
+    let host = store.host();
+    let label = m.label.clone();
+    let (fresh, fm) = load(host, vol, &label)?;
+    let root = store.lock_root(LockMode::Exclusive);
+    while let Some((c, _)) = store.lookup(store.root(), 0, KEY_MAX)? {
+        host.relax();
+        let g = store.lock_child(&root, c, LockMode::Exclusive)?;
+        store.delete(&root, g)?;
+    }
+    let (rb, rbody) = fresh.read(fresh.root())?;
+    store.replace(&root, rb, rbody)?;
+    // Pre-order copy: a stack of (chain of `fresh`, its copy's guard in `store`); the next
+    // child of each is found from the last one copied.
+    let mut stack = Vec::new();
+    try_push(&mut stack, (fresh.root(), None::<Blockref>, None))?;
+    while let Some((from, prev, _)) = stack.last() {
+        host.relax();
+        let (from, prev) = (*from, *prev);
+        let next = match prev {
+            None => fresh.lookup(from, 0, KEY_MAX)?,
+            Some(p) => fresh.next(from, &p, KEY_MAX)?,
+        };
+        let Some((child, cb)) = next else {
+            stack.pop();
+            continue;
+        };
+        if let Some(top) = stack.last_mut() {
+            top.1 = Some(cb);
+        }
+        let (b, body) = fresh.read(child)?;
+        let parent = match stack.last().and_then(|t| t.2.as_ref()) {
+            Some(g) => g,
+            None => &root,
+        };
+        let id = store.insert(parent, b, body)?;
+        if fresh.lookup(child, 0, KEY_MAX)?.is_some() {
+            let g = store.lock_child(parent, id, LockMode::Exclusive)?;
+            try_push(&mut stack, (child, None, Some(g)))?;
+        }
+    }
+    drop(root);
+    *m = fm;
+    // The digest and the kept blocks are the fresh load's: the same tree, in `store` now.
+    m.digest = compare::digest(store)?;
+    Ok(())
 }
 
 /// Whether chains `a` of `ours` and `b` of `theirs`, at the same place, hold the same thing
