@@ -12,6 +12,9 @@
 //! block and long-name block whose `data_off` and check code are still the ones loaded from
 //! this volume by reference: a sync that changes a few files writes their data only.
 
+#[cfg(feature = "std")]
+pub mod image;
+
 use alloc::vec::Vec;
 
 use crate::host::{Host, LockMode};
