@@ -296,3 +296,25 @@ fn status_and_snapshot_checks_report_what_differs() {
         "{out}"
     );
 }
+
+#[test]
+fn a_cluster_on_volumes_remounts_and_crashes() {
+    let (o, out) = run_text(
+        "cluster volumes=on master master slave\n\
+         write 0,1 /a \"hello\"\nmkdir 0,1 /d\nwrite 0,1 /d/big bytes=200000 seed=3\n\
+         start\nwait synced\nremount 2\n\
+         expect file 2 /d/big bytes=200000 seed=3\nexpect same 0 2\n\
+         freeze 2\nwrite 0,1 /later \"new\"\nsync 2\nexpect file 2 /later \"new\"\n\
+         crash 2\nexpect missing 2 /later\nexpect frozen 2\n\
+         unfreeze 2\nwait synced\nexpect file 2 /later \"new\"\n\
+         remount 0\nremount 2\nexpect same 0 2\n",
+    );
+    assert_eq!(o, Outcome::Passed, "{out}");
+    // Not on volumes: a run-time error at its line.
+    let (o, out) = run_text("cluster master\nremount 0\nexpect dir 0 /\n");
+    assert_eq!(o, Outcome::Failed, "{out}");
+    assert!(
+        out.contains("line 2: remount: the cluster is not on volumes"),
+        "{out}"
+    );
+}
