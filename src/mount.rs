@@ -20,8 +20,8 @@ use alloc::vec::Vec;
 use crate::host::{Host, LockMode};
 use crate::media::check::CHECK_BYTES;
 use crate::media::{
-    dirhash, Blockref, InodeData, VolumeHeader, BREF_TYPE_DATA, BREF_TYPE_DIRENT, BREF_TYPE_INODE,
-    DIRHASH_LOMASK, DIRHASH_VISIBLE, EMBEDDED_BYTES, KEY_MAX, OBJTYPE_DIRECTORY,
+    Blockref, InodeData, VolumeHeader, BREF_TYPE_DATA, BREF_TYPE_DIRENT, BREF_TYPE_INODE,
+    DIRHASH_VISIBLE, EMBEDDED_BYTES, KEY_MAX,
 };
 use crate::mem::try_push;
 use crate::store::{compare, Body, ChainId, Layout, Store};
@@ -71,31 +71,6 @@ fn no_mem() -> ReadError {
     ReadError::new(Cause::NoMem, 0)
 }
 
-/// The blockref of PFS `label` in `vol`'s super-root and its inode (`hammer2_vfs_mount`'s
-/// search: the label's dirhash collision range).
-pub fn find_pfs<D: BlockDev>(vol: &Volume<D>, label: &[u8]) -> Result<(Blockref, InodeData)> {
-    let sroot = vol.super_root().map_err(read_err)?;
-    let set = sroot.blockset()?;
-    let lo = dirhash(label);
-    let mut found = None;
-    vol.scan(&set, lo, lo | DIRHASH_LOMASK, &mut |b| {
-        if b.btype == BREF_TYPE_INODE {
-            let ino = vol.read_inode(b)?;
-            if ino.filename() == label {
-                found = Some((*b, ino));
-                return Ok(Flow::Stop);
-            }
-        }
-        Ok(Flow::Continue)
-    })
-    .map_err(read_err)?;
-    let (b, ino) = found.ok_or(Error::NotFound)?;
-    if ino.meta.objtype != OBJTYPE_DIRECTORY {
-        return Err(Error::NotDir);
-    }
-    Ok((b, ino))
-}
-
 /// Every blockref of the table `set` (through its indirect blocks), in key order.
 fn table_of<D: BlockDev>(
     vol: &Volume<D>,
@@ -128,7 +103,7 @@ pub fn load<D: BlockDev>(
     vol: &Volume<D>,
     label: &[u8],
 ) -> Result<(Store, Mounted)> {
-    let (pfs_bref, root) = find_pfs(vol, label)?;
+    let (pfs_bref, root) = vol.pfs_entry(label).map_err(read_err)?;
     let store = Store::with_layout(host, store_inode(root), Layout::Index)?;
     {
         let g = store.lock_root(LockMode::Exclusive);

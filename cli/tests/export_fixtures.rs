@@ -77,6 +77,20 @@ fn manifest(root: &Path) -> String {
     out
 }
 
+/// Fixture `name` unpacked (sparse) into `tmp`.
+fn unpack(src: &Path, name: &str, tmp: &Path) -> PathBuf {
+    let img = tmp.join(format!("{name}.img"));
+    let st = Command::new("zstd")
+        .args(["-q", "-d", "-f", "--sparse"])
+        .arg(src.join(format!("{name}.img.zst")))
+        .arg("-o")
+        .arg(&img)
+        .status()
+        .expect("zstd");
+    assert!(st.success());
+    img
+}
+
 #[test]
 fn export_reproduces_the_manifest() {
     let src = fixtures_dir();
@@ -84,15 +98,7 @@ fn export_reproduces_the_manifest() {
     let tmp = std::env::temp_dir().join(format!("h2-cli-export-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
     for name in ["t-lz4", "t-zlib", "t-none"] {
-        let img = tmp.join(format!("{name}.img"));
-        let st = Command::new("zstd")
-            .args(["-q", "-d", "-f", "--sparse"])
-            .arg(src.join(format!("{name}.img.zst")))
-            .arg("-o")
-            .arg(&img)
-            .status()
-            .expect("zstd");
-        assert!(st.success());
+        let img = unpack(&src, name, &tmp);
         let o = Command::new(env!("CARGO_BIN_EXE_hammer2-synchro"))
             .arg("ls")
             .arg(&img)
@@ -138,15 +144,7 @@ fn a_fresh_slave_syncs_from_each_fixture() {
     std::fs::create_dir_all(&tmp).unwrap();
     let bin = || Command::new(env!("CARGO_BIN_EXE_hammer2-synchro"));
     for name in ["t-lz4", "t-zlib", "t-none"] {
-        let img = tmp.join(format!("{name}.img"));
-        let st = Command::new("zstd")
-            .args(["-q", "-d", "-f", "--sparse"])
-            .arg(src.join(format!("{name}.img.zst")))
-            .arg("-o")
-            .arg(&img)
-            .status()
-            .expect("zstd");
-        assert!(st.success());
+        let img = unpack(&src, name, &tmp);
         let o = bin().arg("ls").arg(&img).output().unwrap();
         let ls = String::from_utf8_lossy(&o.stdout).into_owned();
         let clid = ls

@@ -8,30 +8,15 @@ use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
+
+mod common;
+use common::{cli, tmp};
 
 const CLID: &str = "01234567-89ab-cdef-0123-456789abcdef";
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_hammer2-synchro"))
-}
-
-fn cli(args: &[&str]) -> Output {
-    let out = bin().args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("h2sync-{}-{name}", std::process::id()));
-    let _ = fs::remove_dir_all(&d);
-    fs::create_dir_all(&d).unwrap();
-    d
 }
 
 fn s(p: &Path) -> &str {
@@ -41,17 +26,7 @@ fn s(p: &Path) -> &str {
 /// A tree whose contents depend on `seed`; names overlap between seeds, so a slave filled
 /// from another seed holds the same names and inode numbers with other contents.
 fn make_tree(root: &Path, seed: u32, extra: &str) {
-    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-    let mut bytes = |n: usize| {
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
-            .collect::<Vec<u8>>()
-    };
+    let mut bytes = common::bytes(seed);
     fs::create_dir_all(root.join("a/b")).unwrap();
     fs::write(root.join("small"), bytes(6)).unwrap();
     fs::write(root.join("a/big"), bytes(3 * 65536 + 777)).unwrap();
@@ -212,15 +187,22 @@ fn slaves_filled_apart_take_the_masters_tree_and_a_second_sync_writes_nothing() 
     fs::remove_dir_all(&d).unwrap();
 }
 
-#[test]
-fn a_change_on_the_master_reaches_the_slave() {
-    let d = tmp("change");
+/// A master volume filled from a tree of `seed` and an empty slave volume, in `d`: their
+/// `IMAGE@DATA` specs and image paths.
+fn master_and_slave(d: &Path, seed: u32) -> (String, String, PathBuf, PathBuf) {
     let (m, sl) = (d.join("m.img"), d.join("s.img"));
     newfs(&m, "master", CLID);
     newfs(&sl, "slave", CLID);
-    make_tree(&d.join("t1"), 3, "x");
-    cli(&["import", s(&d.join("t1")), &format!("{}@DATA", s(&m))]);
-    let (ms, ss) = (format!("{}@DATA", s(&m)), format!("{}@DATA", s(&sl)));
+    let t = d.join(format!("t{seed}"));
+    make_tree(&t, seed, "x");
+    cli(&["import", s(&t), &format!("{}@DATA", s(&m))]);
+    (format!("{}@DATA", s(&m)), format!("{}@DATA", s(&sl)), m, sl)
+}
+
+#[test]
+fn a_change_on_the_master_reaches_the_slave() {
+    let d = tmp("change");
+    let (ms, ss, _, sl) = master_and_slave(&d, 3);
     cli(&["sync", &ms, &ss]);
     // The master moves on (a new import replaces its tree), the slave follows.
     make_tree(&d.join("t2"), 4, "y");
@@ -236,6 +218,17 @@ fn a_change_on_the_master_reaches_the_slave() {
     fs::remove_dir_all(&d).unwrap();
 }
 
+/// `sync A@DATA B@DATA`, which must fail with status 1: its stderr.
+fn sync_fails(a: &Path, b: &Path) -> String {
+    let o = bin()
+        .args(["sync", &format!("{}@DATA", s(a)), &format!("{}@DATA", s(b))])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    err
+}
+
 #[test]
 fn nodes_of_other_clusters_are_refused() {
     let d = tmp("clid");
@@ -243,16 +236,7 @@ fn nodes_of_other_clusters_are_refused() {
     newfs(&m, "master", CLID);
     newfs(&sl, "slave", "fedcba98-7654-3210-fedc-ba9876543210");
     let before = header(&sl);
-    let o = bin()
-        .args([
-            "sync",
-            &format!("{}@DATA", s(&m)),
-            &format!("{}@DATA", s(&sl)),
-        ])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
+    let err = sync_fails(&m, &sl);
     assert!(err.contains("cluster id") && err.contains(CLID), "{err}");
     assert_eq!(header(&sl), before);
     // Two masters filled apart under the same TIDs: no quorum can order them.
@@ -262,16 +246,7 @@ fn nodes_of_other_clusters_are_refused() {
     make_tree(&d.join("t2"), 7, "q");
     cli(&["import", s(&d.join("t1")), &format!("{}@DATA", s(&m))]);
     cli(&["import", s(&d.join("t2")), &format!("{}@DATA", s(&m2))]);
-    let o = bin()
-        .args([
-            "sync",
-            &format!("{}@DATA", s(&m)),
-            &format!("{}@DATA", s(&m2)),
-        ])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
+    let err = sync_fails(&m, &m2);
     assert!(err.contains("different trees under the same TIDs"), "{err}");
     // The same volume twice, and no IMAGE@LABEL, are usage errors.
     let spec = format!("{}@DATA", s(&m));
@@ -288,12 +263,7 @@ fn nodes_of_other_clusters_are_refused() {
 #[test]
 fn watch_runs_until_sigint_then_stops_and_commits() {
     let d = tmp("watch");
-    let (m, sl) = (d.join("m.img"), d.join("s.img"));
-    newfs(&m, "master", CLID);
-    newfs(&sl, "slave", CLID);
-    make_tree(&d.join("t"), 5, "w");
-    cli(&["import", s(&d.join("t")), &format!("{}@DATA", s(&m))]);
-    let (ms, ss) = (format!("{}@DATA", s(&m)), format!("{}@DATA", s(&sl)));
+    let (ms, ss, _, sl) = master_and_slave(&d, 5);
     let mut child = bin()
         .args(["sync", "--watch", &ms, &ss])
         .stderr(Stdio::piped())
