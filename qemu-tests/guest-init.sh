@@ -56,10 +56,10 @@ run_scn() {
 	fi
 }
 
-# run_work FILE: start the work of a result file (selftest, bench) by writing `run`, then read
-# its text into /tmp/FILE (errors in /tmp/FILE.err).
+# run_work FILE [WORD]: start the work of a result file (selftest, bench) by writing WORD
+# (default `run`), then read its text into /tmp/FILE (errors in /tmp/FILE.err).
 run_work() {
-	echo run >"$D/$1" 2>/tmp/"$1".err && cat "$D/$1" >/tmp/"$1" 2>>/tmp/"$1".err
+	echo "${2:-run}" >"$D/$1" 2>/tmp/"$1".err && cat "$D/$1" >/tmp/"$1" 2>>/tmp/"$1".err
 }
 
 # answers: the module still answers: `status` reads, a ctl command and a tiny scenario work.
@@ -172,10 +172,11 @@ abuse_stage() {
 	if unload; then ok "rmmod after the abuse group"; else notok "rmmod after the abuse group"; fi
 }
 
-# `make bench-kernel`: the protocol's round trips against plain kthreads, in this one boot.
+# `make bench-kernel`: the protocol's round trips against plain kthreads and the pool lock, in
+# this one boot (BENCH_POOL=1: the pool lock alone).
 bench() {
 	if ! load; then notok "insmod hammer2_synchro"; return; fi
-	if run_work bench; then
+	if run_work bench "$([ "${BENCH_POOL:-0}" = 1 ] && echo pool || echo run)"; then
 		ok "bench"
 		while IFS= read -r l; do say "bench: $l"; done </tmp/bench
 	else

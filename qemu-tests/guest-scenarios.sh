@@ -56,10 +56,21 @@ badwrite_stage() {
 
 	# Control file: malformed commands and bad handles are errors.
 	bad=0
-	for c in "frobnicate" "destroy 12345" "freeze 1 0" "create wizard" "stop x y"; do
+	for c in "frobnicate" "destroy 12345" "freeze 1 0" "create wizard" "stop x y" \
+		"create layout=flat master" "create master layout=seed"; do
 		echo "$c" >"$D/ctl" 2>/dev/null && bad=$((bad + 1))
 	done
 	[ $bad = 0 ] && ok "ctl: malformed commands and bad handles refused" || notok "ctl: $bad bad command(s) accepted"
+
+	# Either layout from the control file (today's by default); the status names it.
+	bad=0
+	for spec in "master slave:index" "layout=index master slave:index" "layout=seed master slave:seed"; do
+		if ctl create "${spec%:*}" && h=$(sed -n 's/^handle //p' /tmp/ctl.out) && [ -n "$h" ] &&
+			ctl mkdir "$h" '*' /d && ctl write "$h" 0 /d/f 700 && ctl status "$h" &&
+			grep -q "nodes, layout ${spec#*:}," /tmp/ctl.out && ctl destroy "$h"; then :
+		else bad=$((bad + 1)); cat /tmp/ctl.err /tmp/ctl.out | diag; fi
+	done
+	[ $bad = 0 ] && ok "ctl: clusters in either layout" || notok "ctl: layouts ($bad failed)"
 }
 
 # Every scenario case must run and pass all its checks.

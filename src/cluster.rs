@@ -129,10 +129,10 @@ fn pfs_root(role: Role, idx: usize, nmasters: u8) -> media::InodeData {
 }
 
 impl Cluster {
-    /// A cluster in [`Layout::Seed`] with one empty PFS root per node, nodes in `roles` order
-    /// (1 to 8).
+    /// A cluster in the default layout ([`Layout::Index`]) with one empty PFS root per node,
+    /// nodes in `roles` order (1 to 8).
     pub fn new(host: &'static dyn Host, roles: &[Role]) -> Result<Pin<Box<Cluster>>> {
-        Cluster::with_layout(host, roles, Layout::Seed)
+        Cluster::with_layout(host, roles, Layout::default())
     }
 
     /// [`Cluster::new`] with every node in `layout`.
@@ -291,11 +291,11 @@ impl Cluster {
     /// On failure returns the first failing node index and its error; nodes before it in the set
     /// may already hold the change (as a real partial write would).
     ///
-    /// Every node of the set is stamped with the same TID, propagated to its PFS root (the seed
-    /// era's model). So a change given to a node that was out of sync makes its TIDs along the
-    /// path equal to the in-sync nodes' while what it missed below stays missing: the
-    /// synchronizer, which trusts equal TIDs, no longer sees that divergence until the quorum
-    /// changes that path again without it.
+    /// Every node of the set is stamped with the same TID, propagated to its PFS root. So a
+    /// change given to a node that was out of sync makes the TIDs of the chains it stamps equal
+    /// to the in-sync nodes' while what it missed stays missing: the synchronizer, which trusts
+    /// equal TIDs, no longer sees that divergence until the quorum changes those chains again
+    /// without it (HAMMER2-FACTS §6, the frontend atomicity gap, in both layouts).
     pub fn apply(
         &self,
         set: NodeSet,
@@ -342,8 +342,9 @@ impl Cluster {
     }
     /// The inode number a change that may create an inode gives it on every node, in
     /// [`Layout::Index`]: the cluster's frontend allocates one number for all nodes, as
-    /// HAMMER2's does. That is the number the path already has on any node (a node that missed
-    /// the creation gets the same inode), else one past the highest any node handed out.
+    /// HAMMER2's does. That is the number the path already has on any node as the kind of file
+    /// the change makes (a node that missed the creation gets the same inode), else one past
+    /// the highest any node handed out.
     /// None in the seed's layout (its numbers derive from the path) and for other changes.
     ///
     /// DEVIATION (test clusters): HAMMER2's frontend allocates from its PFS's counter and
@@ -351,14 +352,22 @@ impl Cluster {
     /// missed its creation by a later change, which must then agree with the others, so the
     /// number a path has anywhere is reused.
     fn new_inum(&self, op: FrontendOp<'_>) -> core::result::Result<Option<u64>, (usize, Error)> {
-        let path = match op {
-            FrontendOp::Mkdir(p) | FrontendOp::Write(p, _) if self.layout == Layout::Index => p,
+        let (path, objtype) = match op {
+            FrontendOp::Mkdir(p) if self.layout == Layout::Index => (p, media::OBJTYPE_DIRECTORY),
+            FrontendOp::Write(p, _) if self.layout == Layout::Index => (p, media::OBJTYPE_REGFILE),
             _ => return Ok(None),
         };
         let mut fresh = 0;
         for (idx, n) in self.nodes.iter().enumerate() {
             match n.store.resolve(path) {
-                Ok(id) => return n.store.meta(id).map(|m| Some(m.inum)).map_err(|e| (idx, e)),
+                Ok(id) => {
+                    let m = n.store.meta(id).map_err(|e| (idx, e))?;
+                    // Only the same kind of file is "the same" file: a directory made where
+                    // another node has a file of that name is a new inode.
+                    if m.objtype == objtype {
+                        return Ok(Some(m.inum));
+                    }
+                }
                 // Not there (the change itself reports a bad path).
                 Err(Error::NotFound | Error::NotDir | Error::Invalid) => {}
                 Err(e) => return Err((idx, e)),
@@ -485,7 +494,13 @@ impl Cluster {
     /// name, counters. Used by every host's `status`.
     pub fn write_status(&self, out: &mut dyn fmt::Write) -> fmt::Result {
         let voters = self.root_voters();
-        write!(out, "cluster #{}: {} nodes, ", self.serial, self.len())?;
+        write!(
+            out,
+            "cluster #{}: {} nodes, layout {}, ",
+            self.serial,
+            self.len(),
+            self.layout.name()
+        )?;
         match quorum::check(&voters, self.nmasters) {
             QuorumResult::Focus { node, tid } => write!(out, "focus tid {tid} (node {node}):")?,
             QuorumResult::None(e) => write!(out, "no focus ({e}):")?,
@@ -701,14 +716,21 @@ mod tests {
         let mut out = String::new();
         assert!(c.compare(0, 1, &mut out).unwrap(), "{out}");
         assert!(!c.compare(0, 2, &mut out).unwrap());
-        assert!(out.contains("node 2: /d: missing"), "{out}");
+        // Today's layout names an index inode by its filename, `0x%016x` of its number.
+        assert!(
+            out.contains("node 2: /0x0000000000000400: missing"),
+            "{out}"
+        );
 
         let snap = c.snapshot(2).unwrap();
         let mut out = String::new();
         assert!(snap.matches(&c, 2, &mut out).unwrap());
         c.apply(NodeSet(0b100), FrontendOp::Mkdir(b"/s")).unwrap();
         assert!(!snap.matches(&c, 2, &mut out).unwrap());
-        assert!(out.contains("node 2: /s: unexpected"), "{out}");
+        assert!(
+            out.contains("node 2: /0x0000000000000402: unexpected"),
+            "{out}"
+        );
 
         c.set_role(2, Role::Master);
         assert_eq!(c.role(2), Role::Master);
@@ -724,7 +746,7 @@ mod tests {
         assert!(!c.status(0).has_word("masters-all-good"));
         let mut all = String::new();
         write_all_status(&mut all).unwrap();
-        let name = alloc::format!("cluster #{}:", c.serial);
+        let name = alloc::format!("cluster #{}: 3 nodes, layout index,", c.serial);
         assert!(all.contains(&name), "{all}");
         let addr = alloc::format!("{:p}", &*c);
         assert!(!all.contains(&addr[2..]), "no cluster address in {all}");
@@ -732,6 +754,32 @@ mod tests {
         let mut all = String::new();
         write_all_status(&mut all).unwrap();
         assert!(!all.contains(&name), "a dropped cluster unregisters");
+    }
+
+    #[test]
+    fn a_new_inode_reuses_a_number_only_for_the_same_kind_of_file() {
+        let c = Cluster::new(host(), &[Role::Master, Role::Master]).unwrap();
+        let (all, one) = (NodeSet(0b11), NodeSet(0b10));
+        c.apply(all, FrontendOp::Write(b"/a", b"f")).unwrap();
+        c.apply(all, FrontendOp::Link(b"/a", b"/b")).unwrap();
+        c.apply(one, FrontendOp::Rm(b"/a")).unwrap();
+        // Node 0's /a is a file (inode 1024, also node 1's /b): a directory /a on node 1 is a
+        // new inode, not a clash with /b's.
+        c.apply(one, FrontendOp::Mkdir(b"/a")).unwrap();
+        let inum = |i: usize, p: &[u8]| {
+            let s = &c.nodes[i].store;
+            s.meta(s.resolve(p).unwrap()).unwrap().inum
+        };
+        assert_eq!(c.stat(1, b"/a").unwrap().objtype, media::OBJTYPE_DIRECTORY);
+        assert_eq!(
+            (inum(0, b"/a"), inum(1, b"/b"), inum(1, b"/a")),
+            (1024, 1024, 1025)
+        );
+        // A file of that name again is node 0's /a, the inode node 1 still has as /b.
+        c.apply(one, FrontendOp::Rm(b"/a")).unwrap();
+        c.apply(one, FrontendOp::Write(b"/a", b"g")).unwrap();
+        assert_eq!(inum(1, b"/a"), 1024);
+        assert_eq!(c.read_file(1, b"/b").unwrap(), b"g");
     }
 
     #[test]

@@ -13,12 +13,18 @@
 //! - *arbitrary*: node subsets at random. TID equality hides divergence there (an inode whose
 //!   TID equals the focus's is not looked into), so only the model's exact prediction holds.
 //!
+//! Today's layout (the default; the model's TIDs and pointer inodes are the seed's, so the model's
+//! properties run in `layout=seed`): committed histories against an independent replay of names
+//! and inodes (`oracle/index.rs`), and any history against what the model says independently of
+//! the layout (root focus, no quorum changes nothing, settling, who ends in sync).
+//!
 //! Catch-up cases (arbitrary histories, one node in catch-up mode, random read stalls of 0 to
 //! 3 ms per node): where the root has no quorum, the catch-up node ends `same` as the highest
 //! master and holds every path it holds, whatever the stalls.
 
 mod oracle {
     pub mod gen;
+    pub mod index;
     pub mod model;
     pub mod prop;
     pub mod real;
@@ -28,6 +34,8 @@ mod oracle {
 use oracle::gen::{raw_catchup_case, resolve, resolve_catchup, Case, Class, RawCase, RawOp};
 use oracle::model::{self, quorum, Inode, Rule, Tid, World};
 use oracle::{prop, real};
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hammer2_synchro::role::Role;
 use hammer2_synchro::sync::ScanMode;
@@ -199,7 +207,7 @@ fn scenario_text_of_a_case() {
     w.sync_all(quorum, 16);
     let s = oracle::scn::render(&case, &w, &paths, "demo");
     assert!(
-        s.starts_with("# demo\ncluster master master master slave\n"),
+        s.starts_with("# demo\ncluster layout=seed master master master slave\n"),
         "{s}"
     );
     assert!(s.contains("\nsync\n"), "{s}");
@@ -221,7 +229,7 @@ fn against_cluster(case: &Case) -> Result<(), String> {
 fn against_cluster_mode(case: &Case, mode: ScanMode) -> Result<(), String> {
     let n = case.roles.len();
     let (mut w, paths) = case.replay();
-    let c = real::build(case)?;
+    let c = real::build_seed(case)?;
     c.set_scan_mode(mode);
     real::diff(&c, &w, &paths).map_err(|e| format!("after the history, before any sync:\n{e}"))?;
     let want_focus = w.focus_root().map(|f| f.1);
@@ -343,7 +351,7 @@ fn catchup_against_cluster(case: &Case) -> Result<(), String> {
         }
         let (mut w, paths) = case.replay();
         let target = catchup_target(case, &w);
-        let c = real::build(case)?;
+        let c = real::build_seed(case)?;
         c.set_scan_mode(mode);
         let i = case.catchup.trailing_zeros() as usize;
         let before: Vec<_> = paths.iter().map(|p| real::observe(&c, i, p)).collect();
@@ -454,7 +462,7 @@ fn negative_control_skipped_sync_is_caught() {
     // The same checker, fed a cluster that was never synchronized, must object.
     let case = lagging_slave_case();
     let (mut w, paths) = case.replay();
-    let c = real::build(&case).unwrap();
+    let c = real::build_seed(&case).unwrap();
     w.sync_all(quorum, 12);
     let err = real::diff(&c, &w, &paths).unwrap_err();
     assert!(err.contains("node 3"), "{err}");
@@ -493,4 +501,180 @@ fn model_quorum_rule_examples() {
     // The excluded node still counts toward nmasters: 2 masters need both.
     assert_eq!(oracle::model::quorum(2, &[(1, Master, 4)]), None);
     assert_eq!(oracle::model::quorum(0, &[(1, Slave, 4)]), None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Today's layout (the default): committed histories.
+
+/// What a path shows but its modify_tid: today's layout stamps other chains than the model's
+/// (seed era) layout does, so TIDs below the root are not the model's.
+fn untimed(s: real::Seen) -> real::Seen {
+    match s {
+        real::Seen::Inode {
+            objtype,
+            perm,
+            size,
+            data,
+            ..
+        } => real::Seen::Inode {
+            objtype,
+            perm,
+            size,
+            tid: 0,
+            data,
+        },
+        missing => missing,
+    }
+}
+
+/// A committed history in today's layout: once synchronized, every node is in sync, shows every
+/// path the history named as the committed changes left it in this layout (hardlinks as names
+/// of one inode: `oracle/index.rs`), and compares equal in full (inode numbers, `nlinks`,
+/// entries, TIDs) with node 0.
+fn committed_on_index(case: &Case) -> Result<(), String> {
+    if !matches!(case.class, Class::Committed { .. }) {
+        return Ok(());
+    }
+    INDEX_CASES.fetch_add(1, Ordering::Relaxed);
+    if case
+        .ops
+        .iter()
+        .any(|(_, op, _)| matches!(op, model::Op::Link(..)))
+    {
+        INDEX_LINK_CASES.fetch_add(1, Ordering::Relaxed);
+    }
+    let n = case.roles.len();
+    let paths = named(case);
+    let want = oracle::index::Names::committed(case);
+    let d = real::defaults();
+    for mode in [ScanMode::Pruned, ScanMode::Original] {
+        let c = real::build(case)?;
+        c.set_scan_mode(mode);
+        let mut rounds = 0;
+        while !(0..n).all(|i| c.in_sync(i)) {
+            rounds += 1;
+            if rounds > 12 {
+                return Err(format!("{mode:?}: not in sync after 12 rounds"));
+            }
+            real::sync_round(&c, n)?;
+        }
+        for i in 0..n {
+            for p in &paths {
+                let got = untimed(real::observe(&c, i, p));
+                let exp = want.expect(p, d.dir, d.file);
+                if got != exp {
+                    let p = String::from_utf8_lossy(p);
+                    return Err(format!(
+                        "{mode:?}: node {i} {p}: {got:?}, committed {exp:?}"
+                    ));
+                }
+            }
+            if !real::same(&c, 0, i)? {
+                return Err(format!("{mode:?}: node {i} differs from node 0"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every path `case` names but the root.
+fn named(case: &Case) -> Vec<Vec<u8>> {
+    let paths = case.replay().1;
+    paths.into_iter().filter(|p| p.as_slice() != b"/").collect()
+}
+
+/// How many committed cases [`committed_on_index`] checked, and how many of them had hardlinks.
+static INDEX_CASES: AtomicUsize = AtomicUsize::new(0);
+static INDEX_LINK_CASES: AtomicUsize = AtomicUsize::new(0);
+
+#[test]
+fn oracle_index_layout_committed_histories() {
+    let ops = prop::env_num("H2S_ORACLE_OPS", 14) as usize;
+    prop::run("index_committed", 600, ops, committed_on_index);
+    let n = INDEX_CASES.load(Ordering::Relaxed);
+    let l = INDEX_LINK_CASES.load(Ordering::Relaxed);
+    assert!(
+        n >= 100 && l >= 20,
+        "only {n} committed histories ({l} with hardlinks) checked"
+    );
+}
+
+#[test]
+fn negative_control_index_property_sees_a_skipped_sync() {
+    // What the committed-history check of today's layout reads, on the lagging slave's cluster
+    // before any sync: node 0 shows the committed tree, the slave does not.
+    let case = lagging_slave_case();
+    let c = real::build(&case).unwrap();
+    let paths = named(&case);
+    let want = oracle::index::Names::committed(&case);
+    let d = real::defaults();
+    let seen = |i: usize| -> Vec<real::Seen> {
+        paths
+            .iter()
+            .map(|p| untimed(real::observe(&c, i, p)))
+            .collect()
+    };
+    let wanted: Vec<real::Seen> = paths
+        .iter()
+        .map(|p| want.expect(p, d.dir, d.file))
+        .collect();
+    assert!(seen(0) == wanted, "node 0 holds the committed tree");
+    assert!(seen(3) != wanted, "the unsynchronized slave differs");
+    assert!(!c.in_sync(3));
+}
+
+/// Any history in today's layout, against what the model says that does not depend on the
+/// layout: the PFS root's focus (every change stamps the root in both layouts); with no quorum
+/// (and no node in catch-up mode) synchronization changes nothing a path shows; otherwise the
+/// cluster settles within 12 rounds, and each node ends in sync exactly when the model's does.
+fn any_on_index(case: &Case) -> Result<(), String> {
+    let n = case.roles.len();
+    let (mut w, paths) = case.replay();
+    let want_focus = w.focus_root().map(|f| f.1);
+    w.sync_all(quorum, 12);
+    let focus_after = w.focus_root().map(|f| f.1);
+    for mode in [ScanMode::Pruned, ScanMode::Original] {
+        let c = real::build(case)?;
+        c.set_scan_mode(mode);
+        let got = real::focus_root(&c).map(|f| f.1);
+        if got != want_focus {
+            return Err(format!(
+                "{mode:?}: focus_root {got:?}, model {want_focus:?}"
+            ));
+        }
+        let before = real::snapshot(&c, n, &paths);
+        let roots = |c: &hammer2_synchro::cluster::Cluster| -> Vec<Option<u64>> {
+            (0..n)
+                .map(|i| c.stat(i, b"/").ok().map(|s| s.modify_tid))
+                .collect()
+        };
+        let mut settled = false;
+        for _ in 0..12 {
+            let r = roots(&c);
+            real::sync_round(&c, n)?;
+            if roots(&c) == r {
+                settled = true;
+                break;
+            }
+        }
+        if !settled {
+            return Err(format!("{mode:?}: root TIDs still moving after 12 rounds"));
+        }
+        if want_focus.is_none() && case.catchup == 0 && real::snapshot(&c, n, &paths) != before {
+            return Err(format!("{mode:?}: no quorum, yet a node changed"));
+        }
+        for i in 0..n {
+            let want = focus_after == Some(w.trees[i].tid);
+            if c.in_sync(i) != want {
+                return Err(format!("{mode:?}: in_sync({i}) = {}, model {want}", !want));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn oracle_index_layout_any_history() {
+    let ops = prop::env_num("H2S_ORACLE_OPS", 14) as usize;
+    prop::run("index_any", 400, ops, any_on_index);
 }

@@ -108,7 +108,7 @@ expect same 0 3
 expect file * /d/big bytes=70000 seed=3
 expect dir 3 /d/e
 expect mode 3 /d/readme 0600
-expect tid 3 /d 7
+expect tid 3 /d/readme 7
 expect status 3 quorum/rw
 snapshot s3 3
 write 0,1,2 /d/new "later"

@@ -50,6 +50,7 @@ fn stress(roles: &'static [Role], seed: u64) {
             requesters: 2,
             requests: 150,
             timeout: Duration::from_secs(60),
+            ..Params::SELFTEST
         };
         let mut out = String::new();
         let host = hammer2_synchro::userland::host();

@@ -11,8 +11,9 @@ use crate::target::Target;
 pub struct KernelResults {
     /// The file it was read from, with its modification time.
     pub source: String,
-    /// The summary lines (`# ...` lines with nanoseconds and the per-batch ratio medians),
-    /// without the `# `; the per-batch lines stay in the file only.
+    /// The summary lines (`# ...` lines with nanoseconds and the per-batch ratio medians, and
+    /// the QEMU accelerator that measured them), without the `# `; the per-batch lines stay in
+    /// the file only.
     pub lines: Vec<String>,
     /// Its `target kernel_...` lines.
     pub targets: Vec<Target>,
@@ -30,7 +31,11 @@ pub fn parse(text: &str, source: String) -> Option<KernelResults> {
     let lines = text
         .lines()
         .filter_map(|l| l.strip_prefix("# "))
-        .filter(|l| l.contains(" ns (") || l.contains(" per-batch ratios "))
+        .filter(|l| {
+            l.starts_with("QEMU accelerator: ")
+                || l.contains(" ns (")
+                || l.contains(" per-batch ratios ")
+        })
         .map(str::to_string)
         .collect();
     Some(KernelResults {
@@ -66,20 +71,27 @@ mod tests {
     use super::*;
 
     const OUT: &str = "KTAP version 1\n1..1\nok 1 - bench\n\
+        # QEMU accelerator: kvm, 1 vCPU\n\
         # freeze+unfreeze of an idle sync thread: 5100 ns (mean of 1000)\n\
         # kthread_park+kthread_unpark of an idle kthread: 4800 ns (mean of 1000)\n\
         # batch 1 freeze_unfreeze: ours median 5100 p90 6000 ns, baseline median 4800 p90 5000 ns\n\
         # freeze_unfreeze ratio: median of 24 per-batch ratios 1.06x (lowest 1.01x, highest 1.10x)\n\
         # QEMU suite wall time 40s\n\
+        # pool lock under fragmentation (TCG wall clock): longest hold 139471 ns (of 22957)\n\
+        # QEMU accelerator: tcg -icount shift=0,sleep=off, 1 vCPU\n\
+        # pool lock under fragmentation (TCG -icount): longest hold 680 ns (of 22957)\n\
         # 1 passed, 0 failed\n\
         target kernel_freeze_unfreeze_vs_park_unpark: measured 1.06x goal <=1.2x met\n\
         target kernel_stop_vs_kthread_stop: measured 1.30x goal <=1.2x missed\n\
-        target kernel_round_trips: measured 1.30x goal <=1.2x missed\n";
+        target kernel_round_trips: measured 1.30x goal <=1.2x missed\n\
+        target kernel_pool_lock_hold: measured 41250ns@kvm goal <=100000ns met\n";
 
     #[test]
     fn reads_targets_and_measurements() {
         let k = parse(OUT, "f".into()).unwrap();
-        assert_eq!(k.targets.len(), 3);
+        assert_eq!(k.targets.len(), 4);
+        let pool = &k.targets[3];
+        assert_eq!((pool.measured.as_str(), pool.met), ("41250ns@kvm", true));
         let rt = k
             .targets
             .iter()
@@ -92,10 +104,15 @@ mod tests {
         assert_eq!(
             k.lines,
             vec![
-                "freeze+unfreeze of an idle sync thread: 5100 ns (mean of 1000)".to_string(),
+                "QEMU accelerator: kvm, 1 vCPU".to_string(),
+                "freeze+unfreeze of an idle sync thread: 5100 ns (mean of 1000)".into(),
                 "kthread_park+kthread_unpark of an idle kthread: 4800 ns (mean of 1000)".into(),
                 "freeze_unfreeze ratio: median of 24 per-batch ratios 1.06x (lowest 1.01x, highest 1.10x)"
-                    .into()
+                    .into(),
+                "pool lock under fragmentation (TCG wall clock): longest hold 139471 ns (of 22957)"
+                    .into(),
+                "QEMU accelerator: tcg -icount shift=0,sleep=off, 1 vCPU".into(),
+                "pool lock under fragmentation (TCG -icount): longest hold 680 ns (of 22957)".into(),
             ]
         );
         assert_eq!(

@@ -199,10 +199,10 @@ fn memory_alone() -> ExitCode {
         eprintln!("bench: the counting allocator is not active");
         return ExitCode::from(1);
     }
-    match memory::measure(4096) {
+    match memory::measure(run::MEMORY_FILES) {
         Ok(m) => {
             println!(
-                "memory: {} B per empty file's inode chain (1 KiB inode included), {} B per 64 KiB DATA chain beyond its data ({} files each)",
+                "memory: {} B per empty file (its inode chain in the index, 1 KiB inode included, and its DIRENT chain), {} B per 64 KiB DATA chain beyond its data ({} files each)",
                 m.inode_chain, m.data_chain, m.files
             );
             for (i, b) in m.cluster.iter().enumerate() {

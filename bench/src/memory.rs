@@ -9,14 +9,15 @@ use hammer2_synchro::userland;
 
 use crate::alloc_count::live;
 use crate::bandwidth::BLOCK;
+use crate::cluster_bench::LAYOUT;
 
 /// The measurements.
 #[derive(Debug, Clone)]
 pub struct Memory {
     /// Files measured per kind.
     pub files: usize,
-    /// Bytes per empty file: its inode chain (the 1 KiB inode included) and its entry in the
-    /// directory's block table.
+    /// Bytes per empty file: its inode chain in the PFS root's index (the 1 KiB inode
+    /// included) and its DIRENT chain in the directory.
     pub inode_chain: usize,
     /// Bytes per DATA chain beyond its 64 KiB of data.
     pub data_chain: usize,
@@ -45,7 +46,8 @@ impl Memory {
 
 fn cluster(n: usize) -> Result<std::pin::Pin<Box<Cluster>>, String> {
     let roles = vec![Role::Master; n];
-    Cluster::new(userland::host(), &roles).map_err(|e| format!("Cluster::new({n}): {e}"))
+    Cluster::with_layout(userland::host(), &roles, LAYOUT)
+        .map_err(|e| format!("Cluster::with_layout({n}): {e}"))
 }
 
 /// Live bytes `f` leaves allocated.

@@ -87,6 +87,7 @@ pub fn markdown(r: &Results) -> String {
     bandwidth(&mut s, r);
     thread_latency(&mut s, r);
     kernel(&mut s, r);
+    store_memory(&mut s, r);
     ratios(&mut s, r);
     not_measured(&mut s, r);
     targets(&mut s, r);
@@ -169,9 +170,21 @@ fn setup(s: &mut String, r: &Results) {
     );
     let _ = writeln!(
         s,
+        "- Layout: today's HAMMER2 layout (`Layout::Index`): every inode, file or directory, \
+         sits in the PFS root's block table keyed by its inode number, and each name is a \
+         DIRENT leaf in its directory (HAMMER2-FACTS §4a). A slave's sync scans the PFS root's \
+         index, defers every differing inode (the original's EAGAIN after 1000 deferrals), then \
+         each directory's DIRENTs."
+    );
+    let _ = writeln!(
+        s,
         "- Trees: **wide** = all N files in one directory; **deep** = directories of fan-out \
-         10 nested under one top directory, files at the bottom. Files hold < 64 bytes \
-         (DIRECTDATA), so chains = files + directories."
+         10 nested under one top directory, files at the bottom. In this layout both are a \
+         flat index of every inode under the PFS root plus directories of DIRENTs: wide is one \
+         directory of N entries, deep many directories of 10 (so \"deep\" no longer means a \
+         deep chain of block tables, as it did in the seed's layout of embedded inodes). Files \
+         hold < 64 bytes (DIRECTDATA), so chains = 2 × (files + directories): an inode and a \
+         DIRENT each."
     );
     let _ = writeln!(
         s,
@@ -399,7 +412,7 @@ fn thread_latency(s: &mut String, r: &Results) {
         s,
         "Freeze: the slave's sync thread runs a long sync while the bench freezes and \
          unfreezes it every ≤ 200 µs (wide: a chmod of the top directory on the masters makes \
-         every pass of the original scan compare every entry of it; deep: a frontend `rm` of \
+         every pass of the original scan compare every inode of the PFS root's index; deep: a frontend `rm` of \
          the top directory on the slave alone makes the thread rebuild the whole tree). A \
          sample counts only if the pass the freeze interrupted scanned chains and the slave was \
          still out of sync. Stop: the thread is started on an in-sync slave and stopped as soon \
@@ -453,6 +466,38 @@ fn kernel(s: &mut String, r: &Results) {
     }
 }
 
+/// `## Store memory`: bytes per chain and per empty cluster, userland.
+fn store_memory(s: &mut String, r: &Results) {
+    let _ = writeln!(s, "## Store memory (userland)\n");
+    match &r.memory {
+        Ok(m) => {
+            let _ = writeln!(
+                s,
+                "Counting allocator, {} files per kind on one node: {} B per empty file (its \
+                 inode chain in the PFS root's index with the 1 KiB inode, and its DIRENT chain \
+                 in the directory), {} B per 64 KiB DATA chain beyond its data. Empty cluster \
+                 of 1 to 8 nodes (stores and scan pools): {}.",
+                m.files,
+                m.inode_chain,
+                m.data_chain,
+                m.cluster
+                    .iter()
+                    .map(|b| fmt_bytes(*b as u64))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let _ = writeln!(
+                s,
+                "\nThe kernel pool's bytes per chain are not measured (no run reads the pool's \
+                 counters per chain yet).\n"
+            );
+        }
+        Err(e) => {
+            let _ = writeln!(s, "Not measured: {e}.\n");
+        }
+    }
+}
+
 /// `## Ratios` at the target row.
 fn ratios(s: &mut String, r: &Results) {
     let _ = writeln!(s, "## Ratios\n");
@@ -497,8 +542,12 @@ fn targets(s: &mut String, r: &Results) {
     let _ = writeln!(
         s,
         "The speed targets are taken at N = 10^6 files, k = {TARGET_K}, wide tree (or the \
-         largest N measured). `kernel_round_trips` comes from the `make bench-kernel` output \
-         named above (run in QEMU, separately from this userland run), when there is one."
+         largest N measured): the resync ratios, and `initial_sync_vs_rsync` (rsync's first \
+         copy over the slave's first sync). `pruned_not_slower_*` is the lowest original / \
+         pruned ratio of a shape over every N and k, `sync_memory` the highest resync peak \
+         over every tree, mode and k, `sync_memory_k10` the same at k = {TARGET_K}. \
+         `kernel_round_trips` comes from the `make bench-kernel` output named above (run in \
+         QEMU, separately from this userland run), when there is one."
     );
 }
 
@@ -514,6 +563,12 @@ spans and runs instead of 576 and took 1.3 to 1.7x the time, so only removals ma
 - Break requests that do not interrupt the collector's waits: a freeze was acknowledged only \
 once the scan worker it waited for ran, a freeze p99 of several ms on the wide trees, far \
 above the `freeze_ack_p99` goal (`src/thread/interrupt.rs`).
+- Reading the next deferred inode ahead: its focus and children requested while the previous \
+inode's final update ran (the first of the two levers on the first sync's round trip per inode). \
+A slave's first sync of 2 × 10^5 inodes took the same 5.2 × 10^5 context switches with and \
+without it (4.3-4.6 s of CPU either way): the final update takes microseconds, less than the \
+worker's wakeup, so the collector still slept for every inode; not kept. Batching several \
+inodes per request is the lever left.
 - A spinning registration lock for those interrupts: the pass the requester woke could preempt \
 it on its CPU and spin for the rest of its time slice, milliseconds per request, so the lock \
 sleeps on its word (`src/thread/interrupt.rs`).
@@ -547,6 +602,7 @@ mod tests {
             total: Duration::from_secs(3),
             load_end: "1 2 3".into(),
             kernel: Err("no kernel results file given".into()),
+            memory: Err("not run".into()),
         };
         let md = markdown(&r);
         assert!(md.contains("not measured: Cluster::new: boom"));

@@ -6,6 +6,7 @@ use crate::bandwidth::Bandwidth;
 use crate::cluster_bench::{ClusterResult, ScanMode};
 use crate::kernel::KernelResults;
 use crate::machine::Machine;
+use crate::memory::Memory;
 use crate::shape::Shape;
 use crate::stats::percentile;
 use crate::target::Target;
@@ -88,6 +89,8 @@ pub struct Results {
     pub load_end: String,
     /// What `make bench-kernel` reported, or why there is nothing.
     pub kernel: Result<KernelResults, String>,
+    /// The store's memory per chain in userland (`--memory`'s measurement).
+    pub memory: Result<Memory, String>,
 }
 
 /// The k at which the speed targets are defined.
@@ -96,8 +99,12 @@ pub const TARGET_K: usize = 10;
 pub const TARGET_N: usize = 1_000_000;
 /// Freeze acknowledgement p99 goal.
 pub const FREEZE_P99_GOAL_NS: u64 = 1_000_000;
-/// Sync memory goal.
+/// Sync memory goal, at any k.
 pub const SYNC_MEM_GOAL: usize = 4 << 20;
+/// Sync memory goal at k = [`TARGET_K`].
+pub const SYNC_MEM_K_GOAL: usize = 64 << 10;
+/// The first sync's speed-up goal over rsync's first copy.
+pub const INITIAL_VS_RSYNC_GOAL: f64 = 2.0;
 /// Speed-up goal of the pruned scan.
 pub const SPEEDUP_GOAL: f64 = 1000.0;
 /// Initial sync goal, as a fraction of memcpy bandwidth.
@@ -159,13 +166,94 @@ impl Results {
             .max()
     }
 
-    /// The highest resync peak memory over all trees, modes and k.
-    pub fn worst_sync_peak(&self) -> Option<usize> {
+    /// The highest resync peak memory over all trees and modes, at `k` (every k: None).
+    pub fn worst_sync_peak(&self, k: Option<usize>) -> Option<usize> {
         self.rows
             .iter()
             .filter_map(|r| r.cluster.as_ref().ok())
-            .flat_map(|c| c.resyncs.iter().map(|s| s.peak))
+            .flat_map(|c| c.resyncs.iter())
+            .filter(|s| k.is_none_or(|k| s.k == k))
+            .map(|s| s.peak)
             .max()
+    }
+
+    /// The lowest original / pruned ratio over every tree of `shape` and every k, with where.
+    pub fn worst_pruned_ratio(&self, shape: Shape) -> Option<(f64, usize, usize)> {
+        self.rows
+            .iter()
+            .filter(|r| r.shape == shape)
+            .filter_map(|r| Some((r, r.cluster.as_ref().ok()?)))
+            .flat_map(|(r, c)| {
+                c.resyncs.iter().filter_map(move |s| {
+                    let o = r.resync(ScanMode::Original, s.k)?;
+                    let p = r.resync(ScanMode::Pruned, s.k)?;
+                    (s.mode == ScanMode::Pruned)
+                        .then(|| (o.as_secs_f64() / p.as_secs_f64().max(1e-12), r.files, s.k))
+                })
+            })
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+    }
+
+    fn pruned_not_slower(&self, shape: Shape) -> Target {
+        let worst = self.worst_pruned_ratio(shape);
+        Target {
+            name: format!("pruned_not_slower_{}", shape.name()),
+            measured: worst.map_or("not-measured".into(), |(x, n, k)| {
+                format!("{x:.2}x@N={n},k={k}")
+            }),
+            goal: ">=1.00x".into(),
+            met: worst.is_some_and(|(x, ..)| x >= 1.0),
+        }
+    }
+
+    /// rsync's first copy over the slave's first sync, on the target row.
+    fn initial_vs_rsync(&self) -> Target {
+        let row = self.target_row();
+        let sync = row.and_then(|r| r.cluster.as_ref().ok()?.build.initial.as_ref().ok());
+        let rsync = row.and_then(|r| r.rsync.as_ref().ok());
+        let x = match (sync, rsync) {
+            (Some(s), Some(r)) => Some(r.initial.as_secs_f64() / s.time.as_secs_f64().max(1e-12)),
+            _ => None,
+        };
+        let at = row.map_or(String::new(), |r| format!("@N={}", r.files));
+        Target {
+            name: "initial_sync_vs_rsync".into(),
+            measured: x.map_or("not-measured".into(), |x| format!("{x:.2}x{at}")),
+            goal: format!(">={INITIAL_VS_RSYNC_GOAL:.1}x"),
+            met: x.is_some_and(|x| x >= INITIAL_VS_RSYNC_GOAL),
+        }
+    }
+
+    fn sync_memory(&self, name: &str, k: Option<usize>, goal: usize) -> Target {
+        let mem = self.worst_sync_peak(k);
+        Target {
+            name: name.into(),
+            measured: mem.map_or("not-measured".into(), |v| format!("{v}B")),
+            goal: format!("<={goal}B"),
+            met: mem.is_some_and(|v| v <= goal),
+        }
+    }
+
+    /// The store's bytes per chain: userland's from the counting allocator; the kernel pool's
+    /// is not measured by any run yet.
+    fn chain_memory(&self) -> [Target; 2] {
+        let m = self.memory.as_ref().ok();
+        [
+            Target {
+                name: "chain_memory_userland".into(),
+                measured: m.map_or("not-measured".into(), |m| {
+                    format!("{}B/file,{}B/data-chain", m.inode_chain, m.data_chain)
+                }),
+                goal: "reported".into(),
+                met: m.is_some(),
+            },
+            Target {
+                name: "chain_memory_kernel".into(),
+                measured: "not-measured".into(),
+                goal: "reported".into(),
+                met: false,
+            },
+        ]
     }
 
     /// The targets, in a fixed order (the report's and the smoke test's).
@@ -175,6 +263,9 @@ impl Results {
                 r.resync(ScanMode::Original, TARGET_K)
             }),
             self.speedup("pruned_vs_rsync", |r| r.rsync_at(TARGET_K)),
+            self.pruned_not_slower(Shape::Wide),
+            self.pruned_not_slower(Shape::Deep),
+            self.initial_vs_rsync(),
         ];
         let p99 = self.worst_freeze_p99();
         t.push(Target {
@@ -183,16 +274,12 @@ impl Results {
             goal: format!("<={FREEZE_P99_GOAL_NS}ns"),
             met: p99.is_some_and(|v| v <= FREEZE_P99_GOAL_NS),
         });
-        let mem = self.worst_sync_peak();
-        t.push(Target {
-            name: "sync_memory".into(),
-            measured: mem.map_or("not-measured".into(), |v| format!("{v}B")),
-            goal: format!("<={SYNC_MEM_GOAL}B"),
-            met: mem.is_some_and(|v| v <= SYNC_MEM_GOAL),
-        });
+        t.push(self.sync_memory("sync_memory", None, SYNC_MEM_GOAL));
+        t.push(self.sync_memory("sync_memory_k10", Some(TARGET_K), SYNC_MEM_K_GOAL));
         t.push(bandwidth_target(
             self.bandwidth.as_ref().ok().map(Bandwidth::ratio),
         ));
+        t.extend(self.chain_memory());
         let kernel = self.kernel.as_ref().ok().and_then(|k| {
             k.targets
                 .iter()
@@ -264,7 +351,12 @@ mod tests {
             total: ms(1),
             load_end: "0 0 0".into(),
             kernel: Err("none".into()),
+            memory: Err("not run".into()),
         }
+    }
+
+    fn find<'t>(t: &'t [Target], name: &str) -> &'t Target {
+        t.iter().find(|t| t.name == name).expect(name)
     }
 
     #[test]
@@ -281,9 +373,15 @@ mod tests {
             [
                 "pruned_vs_original",
                 "pruned_vs_rsync",
+                "pruned_not_slower_wide",
+                "pruned_not_slower_deep",
+                "initial_sync_vs_rsync",
                 "freeze_ack_p99",
                 "sync_memory",
+                "sync_memory_k10",
                 "initial_sync_bandwidth",
+                "chain_memory_userland",
+                "chain_memory_kernel",
                 "kernel_round_trips"
             ]
         );
@@ -293,12 +391,15 @@ mod tests {
         );
         // The worst p99 over both trees is the 2 ms outlier of the small one.
         assert_eq!(
-            t[2].line(),
+            find(&t, "freeze_ack_p99").line(),
             "target freeze_ack_p99: measured 2000000ns goal <=1000000ns missed"
         );
-        assert_eq!(t[3].measured, format!("{}B", 5 << 20));
-        assert!(!t[3].met);
-        assert_eq!(t[4].measured, "not-measured");
+        assert_eq!(find(&t, "sync_memory").measured, format!("{}B", 5 << 20));
+        assert_eq!(find(&t, "sync_memory_k10").goal, "<=65536B");
+        assert_eq!(find(&t, "initial_sync_bandwidth").measured, "not-measured");
+        assert_eq!(find(&t, "initial_sync_vs_rsync").measured, "not-measured");
+        assert_eq!(find(&t, "pruned_not_slower_wide").measured, "not-measured");
+        assert_eq!(find(&t, "chain_memory_kernel").measured, "not-measured");
         assert!(t.iter().all(|t| !t.met));
     }
 
@@ -313,15 +414,32 @@ mod tests {
             scanned: 1,
             peak: 10,
         });
+        c.build.initial = Ok(crate::cluster_bench::InitialSync {
+            time: ms(1000),
+            scanned: 1,
+            peak: 1,
+            kept: 1,
+        });
         r.rows[0].cluster = Ok(c);
+        r.rows[0].rsync = Ok(RsyncResult {
+            initial: ms(2500),
+            resyncs: vec![(TARGET_K, ms(50))],
+        });
         r.missing_modes.clear();
         let t = r.targets();
         assert_eq!(t[0].measured, "3000.0x@N=1000000,k=10");
         assert!(t[0].met);
         assert_eq!(t[1].measured, "50000.0x@N=1000000,k=10");
         assert!(t[1].met);
-        assert!(t[2].met && t[3].met);
-        assert!(!t[5].met);
+        let w = find(&t, "pruned_not_slower_wide");
+        assert_eq!(w.measured, "3000.00x@N=1000000,k=10");
+        assert!(w.met);
+        let i = find(&t, "initial_sync_vs_rsync");
+        assert_eq!(i.measured, "2.50x@N=1000000");
+        assert!(i.met);
+        assert!(find(&t, "freeze_ack_p99").met && find(&t, "sync_memory").met);
+        assert!(find(&t, "sync_memory_k10").met);
+        assert!(!find(&t, "kernel_round_trips").met);
         r.kernel = Ok(crate::kernel::parse(
             "target kernel_round_trips: measured 1.10x goal <=1.2x met\n",
             "f".into(),
@@ -329,8 +447,30 @@ mod tests {
         .unwrap());
         let t = r.targets();
         assert_eq!(
-            t[5].line(),
+            t.last().unwrap().line(),
             "target kernel_round_trips: measured 1.10x goal <=1.2x met"
         );
+    }
+
+    #[test]
+    fn pruned_not_slower_takes_the_worst_ratio() {
+        let mut r = results(vec![row(1000, ms(3), vec![1], 1)]);
+        let mut c = r.rows[0].cluster.clone().unwrap();
+        for (k, orig, pruned) in [(1, 2, 1), (TARGET_K, 3, 4)] {
+            c.resyncs.retain(|s| s.k != k);
+            for (mode, time) in [(ScanMode::Original, orig), (ScanMode::Pruned, pruned)] {
+                c.resyncs.push(ResyncResult {
+                    k,
+                    mode,
+                    time: ms(time),
+                    scanned: 1,
+                    peak: 1,
+                });
+            }
+        }
+        r.rows[0].cluster = Ok(c);
+        let t = find(&r.targets(), "pruned_not_slower_wide").clone();
+        assert_eq!(t.measured, "0.75x@N=1000,k=10");
+        assert!(!t.met);
     }
 }

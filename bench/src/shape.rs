@@ -4,8 +4,12 @@
 //!   file makes it compare every entry of the directory);
 //! - deep: directories nested with fan-out 10 under `d/`, files at the bottom level.
 //!
-//! Files hold a few bytes (DIRECTDATA), so each file is exactly one chain and the chain count is
-//! files + directories.
+//! The cluster is in today's HAMMER2 layout: every inode, file or directory, sits in the PFS
+//! root's index keyed by its inode number, and each name is a DIRENT leaf in its directory. So
+//! either shape is a flat index of all its inodes plus directories of DIRENTs: wide has one
+//! directory of N entries, deep many directories of 10 entries. Files hold a few bytes
+//! (DIRECTDATA in the inode), so each file is two chains (its inode and its entry), as is each
+//! directory.
 
 use hammer2_synchro::media::dirhash;
 
@@ -111,9 +115,10 @@ impl Tree {
         }
     }
 
-    /// Chains the tree adds under the PFS root (directories + files).
+    /// Chains the tree adds under the PFS root: an inode in the index and a DIRENT in its
+    /// parent for every directory and file.
     pub fn chains(&self) -> usize {
-        self.dirs.len() + self.files.len()
+        2 * (self.dirs.len() + self.files.len())
     }
 
     /// `k` file indices spread evenly over the tree (all distinct; `k` is capped at the file
@@ -143,7 +148,7 @@ mod tests {
         let t = Tree::new(Shape::Wide, 1000);
         assert_eq!(t.dirs, vec!["w".to_string()]);
         assert_eq!(t.files.len(), 1000);
-        assert_eq!(t.chains(), 1001);
+        assert_eq!(t.chains(), 2002);
         let set: HashSet<_> = t.files.iter().collect();
         assert_eq!(set.len(), 1000);
         assert!(t.files.iter().all(|f| f.starts_with("w/f")));

@@ -4,12 +4,18 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const TARGETS: [&str; 6] = [
+const TARGETS: [&str; 12] = [
     "pruned_vs_original",
     "pruned_vs_rsync",
+    "pruned_not_slower_wide",
+    "pruned_not_slower_deep",
+    "initial_sync_vs_rsync",
     "freeze_ack_p99",
     "sync_memory",
+    "sync_memory_k10",
     "initial_sync_bandwidth",
+    "chain_memory_userland",
+    "chain_memory_kernel",
     "kernel_round_trips",
 ];
 
@@ -62,6 +68,19 @@ fn quick_run_reports_every_target_with_positive_numbers() {
     let value = |name: &str| &targets.iter().find(|t| t.0 == name).unwrap().1;
     assert!(number(value("freeze_ack_p99"), "ns") > 0.0);
     assert!(number(value("sync_memory"), "B") > 0.0);
+    assert!(number(value("sync_memory_k10"), "B") > 0.0);
+    for name in [
+        "pruned_not_slower_wide",
+        "pruned_not_slower_deep",
+        "initial_sync_vs_rsync",
+    ] {
+        let v = value(name);
+        assert!(
+            number(v.split('@').next().unwrap(), "x") > 0.0,
+            "{name}: {v}"
+        );
+    }
+    assert!(value("chain_memory_userland").ends_with("B/data-chain"));
     // Measured (a number, not "not-measured"); an unoptimised build's ratio rounds to 0.0%.
     assert!(number(value("initial_sync_bandwidth"), "%") >= 0.0);
     // Not implemented or not measured is never reported as met.
@@ -105,6 +124,7 @@ fn quick_run_reports_every_target_with_positive_numbers() {
         "## Resync",
         "## Initial sync bandwidth",
         "## Thread-control latency",
+        "## Store memory",
     ] {
         assert!(md.contains(section), "{section}");
     }

@@ -29,6 +29,9 @@ created or extended (sparse) to SIZE when it is a regular file; on a block devic
 be omitted (the device's size). ROLE: master, slave, soft-master, soft-slave or cache.
 --clid: the cluster id of the PFSs (give the same one to every node of a cluster; default
 random); --nmasters: the masters of the cluster recorded in each PFS (default 0, unknown).
+WARNING: below 2G + 4M a volume has a single header, rewritten in place at every commit (as
+HAMMER2 does): a crash that tears that write loses the volume. Larger volumes keep the
+previous header copy.
 EXIT STATUS: 0 done; 1 the volume could not be written; 2 bad usage or IMAGE not opened.
 ";
 
@@ -234,10 +237,18 @@ fn objtype(m: &std::fs::Metadata) -> Option<u8> {
     }
 }
 
+/// Microseconds since the epoch of a host time (`s` seconds, `ns` nanoseconds): 0 before the
+/// epoch, saturating far in the future (a file's time is anything its owner set).
+fn micros(s: i64, ns: i64) -> u64 {
+    (s.max(0) as u64)
+        .saturating_mul(1_000_000)
+        .saturating_add((ns.max(0) as u64) / 1000)
+}
+
 /// The inode meta of a host object: permission bits, owner in the uuid form HAMMER2 uses
 /// (the id in bytes 12..16), times in microseconds.
 fn host_meta(m: &std::fs::Metadata, objtype: u8, inum: u64, nlinks: u64) -> InodeMeta {
-    let us = |s: i64, ns: i64| (s.max(0) as u64) * 1_000_000 + (ns.max(0) as u64) / 1000;
+    let us = micros;
     let mut meta = InodeMeta::new(objtype, inum, m.mode() & 0o7777);
     meta.mtime = us(m.mtime(), m.mtime_nsec());
     meta.ctime = us(m.ctime(), m.ctime_nsec());
@@ -251,7 +262,7 @@ fn host_meta(m: &std::fs::Metadata, objtype: u8, inum: u64, nlinks: u64) -> Inod
 }
 
 /// Read the host tree under `dir` into pre-order nodes with inode numbers from `next`.
-fn scan_tree(dir: &str, next: &mut dyn FnMut() -> u64) -> Result<Vec<Node>, Fail> {
+fn scan_tree(dir: &str, next: &mut dyn FnMut() -> Result<u64, Fail>) -> Result<Vec<Node>, Fail> {
     let io = |p: &std::path::Path, e: std::io::Error| Fail::Run(format!("{}: {e}", p.display()));
     let root = PathBuf::from(dir);
     let meta = std::fs::symlink_metadata(&root).map_err(|e| io(&root, e))?;
@@ -294,13 +305,13 @@ fn scan_tree(dir: &str, next: &mut dyn FnMut() -> u64) -> Result<Vec<Node>, Fail
                     match seen.get(&(meta.dev(), meta.ino())) {
                         Some(&n) => (n, false),
                         None => {
-                            let n = next();
+                            let n = next()?;
                             seen.insert((meta.dev(), meta.ino()), n);
                             (n, true)
                         }
                     }
                 } else {
-                    (next(), true)
+                    (next()?, true)
                 };
                 let idx = nodes.len();
                 nodes[i].entries.push((name.as_bytes().to_vec(), idx));
@@ -331,7 +342,7 @@ fn import_cmd(args: &[String]) -> Result<(), Fail> {
         hammer2_synchro::Error::NotFound => Fail::Run(format!("{image}: no PFS '{label}'")),
         e => verr(e),
     })?;
-    let mut next = || imp.new_inum();
+    let mut next = || imp.new_inum().map_err(verr);
     let nodes = scan_tree(dir, &mut next)?;
     // Links of each inode inside the tree (hardlinks outside it do not count).
     let mut links: HashMap<u64, u64> = HashMap::new();
@@ -431,4 +442,17 @@ fn read_full(src: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::micros;
+
+    #[test]
+    fn host_times_convert_without_overflow() {
+        assert_eq!(micros(1_600_000_000, 123_456_789), 1_600_000_000_123_456);
+        assert_eq!(micros(-5, 7), 0);
+        assert_eq!(micros(i64::MAX, 999_999_999), u64::MAX);
+        assert_eq!(micros(i64::MAX / 1_000_000 * 3, 0), u64::MAX);
+    }
 }

@@ -30,6 +30,12 @@
 #define H2S_POOL_MIN (64 * 1024)
 
 /*
+ Most steps one pool allocation or free makes under the heap lock
+ ([`h2s_bench_pool_hold`]'s bound).
+ */
+#define H2S_POOL_MAX_STEPS 36
+
+/*
  [`h2s_run_scenario`]: every check passed.
  */
 #define H2S_OUTCOME_PASSED 0
@@ -158,7 +164,8 @@ struct H2sHostOps {
    */
   void (*panic)(const uint8_t *msg, size_t len);
   /*
-   Take the lock that serializes the pool allocator (a spinlock: allocation never sleeps).
+   Take the lock that serializes the pool allocator (a spinlock: allocation never sleeps;
+   the Linux host also turns interrupts off, so a hold is the allocator's bounded work).
    */
   void (*heap_lock)(void);
   /*
@@ -238,14 +245,15 @@ int32_t h2s_set_memory_limit(size_t bytes);
 
 /*
  Time every hold of the pool's heap lock under fragmentation (`Pool::hold_workload`): the
- longest hold in nanoseconds, the holds timed and how many took over 100 us, stored through
- the pointers (each may be null). Returns 0, `-EINVAL` (library not started) or `-ENOMEM`.
+ longest hold in nanoseconds, the holds timed, how many took over 100 us and the most steps
+ one hold made (at most [`H2S_POOL_MAX_STEPS`]), stored through the pointers (each may be
+ null). Returns 0, `-EINVAL` (library not started) or `-ENOMEM`.
  Context: process context; nothing else should allocate meanwhile (the bench runs alone).
 
  # Safety
  Non-null pointers must be valid for a write.
  */
-int32_t h2s_bench_pool_hold(uint64_t *max_ns, uint64_t *holds, uint64_t *slow);
+int32_t h2s_bench_pool_hold(uint64_t *max_ns, uint64_t *holds, uint64_t *slow, uint32_t *max_steps);
 
 /*
  Bytes of the pool in use and its size, stored through `used` and `size` (either may be null).
@@ -259,11 +267,14 @@ int32_t h2s_pool_usage(size_t *used, size_t *size);
 /*
  Create a cluster with one empty PFS per node; `roles` is `len` bytes of role names
  (`master`, `slave`, `soft_master`, `soft_slave`, `cache`) separated by white space, 1 to 8
- of them. On success stores the new cluster's handle through `handle` and returns 0. The
- cluster lives until [`h2s_cluster_destroy`] or [`h2s_fini`].
+ of them, optionally preceded by the nodes' layout: `layout=index` (today's HAMMER2: an
+ inode index under the PFS root, directory entries, the default) or `layout=seed` (the seed
+ era's embedded child inodes), e.g. `layout=seed master slave`. On success stores the new
+ cluster's handle through `handle` and returns 0. The cluster lives until
+ [`h2s_cluster_destroy`] or [`h2s_fini`].
 
- Errors: `-EINVAL` (null pointer, unknown role, no or too many roles), `-ENOMEM`, `-EBUSY`
- (too many clusters). Context: process context; may sleep.
+ Errors: `-EINVAL` (null pointer, unknown role or layout, no or too many roles), `-ENOMEM`,
+ `-EBUSY` (too many clusters). Context: process context; may sleep.
 
  # Safety
  `roles` must be valid for `len` bytes; `handle` valid for a write.
@@ -345,6 +356,25 @@ int32_t h2s_status(uint8_t *out, size_t cap, size_t *written);
  `out` valid and exclusive for `cap` bytes; the other pointers valid for a write when not null.
  */
 int32_t h2s_selftest(uint8_t *out, size_t cap, size_t *written, uint32_t *passed, uint32_t *failed);
+
+/*
+ The reproducer of a thread left running: a stress run (writers and requesters that never
+ finish) times out after 1 s, and one writer ignores every request for 20 s, so the run
+ reports the hang (`not ok`, its expected verdict) and returns after its two 5 s grace
+ periods with that writer still running, unjoined. The writer ends on its own and frees the
+ run's cluster; unloading meanwhile waits for it. Output and counts as [`h2s_selftest`].
+
+ Returns 0, `-EINVAL` (null pointer) or `-ENOSPC`. Context: process context; sleeps about
+ 11 s. Never concurrently with [`h2s_selftest`].
+
+ # Safety
+ As [`h2s_selftest`].
+ */
+int32_t h2s_selftest_hang(uint8_t *out,
+                          size_t cap,
+                          size_t *written,
+                          uint32_t *passed,
+                          uint32_t *failed);
 
 /*
  Apply a thread operation to node `node` of cluster `handle`: `op` 0 starts the node's sync

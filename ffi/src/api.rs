@@ -34,6 +34,11 @@ const _: () = assert!(H2S_SCENARIO_MAX == scenario::lex::MAX_INPUT);
 pub const H2S_CTL_MAX: usize = 4096;
 /// Smallest pool [`h2s_init`] accepts, in bytes.
 pub const H2S_POOL_MIN: usize = 64 * 1024;
+/// Most steps one pool allocation or free makes under the heap lock
+/// ([`h2s_bench_pool_hold`]'s bound).
+pub const H2S_POOL_MAX_STEPS: u32 = 36;
+// Spelled out above for cbindgen, which cannot follow the path.
+const _: () = assert!(H2S_POOL_MAX_STEPS == crate::pool::MAX_STEPS);
 
 /// [`h2s_run_scenario`]: every check passed.
 pub const H2S_OUTCOME_PASSED: i32 = 0;
@@ -170,8 +175,9 @@ pub extern "C" fn h2s_set_memory_limit(bytes: usize) -> i32 {
 }
 
 /// Time every hold of the pool's heap lock under fragmentation (`Pool::hold_workload`): the
-/// longest hold in nanoseconds, the holds timed and how many took over 100 us, stored through
-/// the pointers (each may be null). Returns 0, `-EINVAL` (library not started) or `-ENOMEM`.
+/// longest hold in nanoseconds, the holds timed, how many took over 100 us and the most steps
+/// one hold made (at most [`H2S_POOL_MAX_STEPS`]), stored through the pointers (each may be
+/// null). Returns 0, `-EINVAL` (library not started) or `-ENOMEM`.
 /// Context: process context; nothing else should allocate meanwhile (the bench runs alone).
 ///
 /// # Safety
@@ -181,6 +187,7 @@ pub unsafe extern "C" fn h2s_bench_pool_hold(
     max_ns: *mut u64,
     holds: *mut u64,
     slow: *mut u64,
+    max_steps: *mut u32,
 ) -> i32 {
     if ops::get().is_none() {
         return -EINVAL;
@@ -188,12 +195,13 @@ pub unsafe extern "C" fn h2s_bench_pool_hold(
     let Ok(run) = POOL.hold_workload() else {
         return neg(Error::NoMem);
     };
-    // SAFETY: the caller's contract: `max_ns`, `holds` and `slow` are each null or valid for a
-    // write, which is what `put` needs.
+    // SAFETY: the caller's contract: `max_ns`, `holds`, `slow` and `max_steps` are each null
+    // or valid for a write, which is what `put` needs.
     unsafe {
         put(max_ns, run.times.max_ns);
         put(holds, run.times.holds);
         put(slow, run.times.slow);
+        put(max_steps, run.times.max_steps);
     }
     0
 }
@@ -219,11 +227,14 @@ pub unsafe extern "C" fn h2s_pool_usage(used: *mut usize, size: *mut usize) -> i
 
 /// Create a cluster with one empty PFS per node; `roles` is `len` bytes of role names
 /// (`master`, `slave`, `soft_master`, `soft_slave`, `cache`) separated by white space, 1 to 8
-/// of them. On success stores the new cluster's handle through `handle` and returns 0. The
-/// cluster lives until [`h2s_cluster_destroy`] or [`h2s_fini`].
+/// of them, optionally preceded by the nodes' layout: `layout=index` (today's HAMMER2: an
+/// inode index under the PFS root, directory entries, the default) or `layout=seed` (the seed
+/// era's embedded child inodes), e.g. `layout=seed master slave`. On success stores the new
+/// cluster's handle through `handle` and returns 0. The cluster lives until
+/// [`h2s_cluster_destroy`] or [`h2s_fini`].
 ///
-/// Errors: `-EINVAL` (null pointer, unknown role, no or too many roles), `-ENOMEM`, `-EBUSY`
-/// (too many clusters). Context: process context; may sleep.
+/// Errors: `-EINVAL` (null pointer, unknown role or layout, no or too many roles), `-ENOMEM`,
+/// `-EBUSY` (too many clusters). Context: process context; may sleep.
 ///
 /// # Safety
 /// `roles` must be valid for `len` bytes; `handle` valid for a write.
@@ -415,6 +426,22 @@ pub unsafe extern "C" fn h2s_selftest(
     passed: *mut u32,
     failed: *mut u32,
 ) -> i32 {
+    // SAFETY: the caller's contract is `run_suites`'.
+    unsafe { run_suites(cmd::SUITES, out, cap, written, passed, failed) }
+}
+
+/// [`h2s_selftest`]'s body for any list of suites.
+///
+/// # Safety
+/// As [`h2s_selftest`].
+unsafe fn run_suites(
+    suites: &[(&str, &[(&str, hammer2_synchro::testkit::selftest::Case)])],
+    out: *mut u8,
+    cap: usize,
+    written: *mut usize,
+    passed: *mut u32,
+    failed: *mut u32,
+) -> i32 {
     // SAFETY: `out` is valid and exclusive for `cap` bytes (`# Safety` of `h2s_selftest`).
     let Some(out) = (unsafe { out_slice(out, cap) }) else {
         return -EINVAL;
@@ -423,13 +450,36 @@ pub unsafe extern "C" fn h2s_selftest(
         return -EINVAL;
     }
     let mut w = OutBuf::new(out);
-    let (p, f) = cmd::run_selftests(&mut w);
+    let (p, f) = cmd::run_selftests(suites, &mut w);
     // SAFETY: `passed`, `failed` and `written` are null or valid for a write (`# Safety`).
     unsafe {
         put(passed, p);
         put(failed, f);
         finish_text(&w, Ok(()), written)
     }
+}
+
+/// The reproducer of a thread left running: a stress run (writers and requesters that never
+/// finish) times out after 1 s, and one writer ignores every request for 20 s, so the run
+/// reports the hang (`not ok`, its expected verdict) and returns after its two 5 s grace
+/// periods with that writer still running, unjoined. The writer ends on its own and frees the
+/// run's cluster; unloading meanwhile waits for it. Output and counts as [`h2s_selftest`].
+///
+/// Returns 0, `-EINVAL` (null pointer) or `-ENOSPC`. Context: process context; sleeps about
+/// 11 s. Never concurrently with [`h2s_selftest`].
+///
+/// # Safety
+/// As [`h2s_selftest`].
+#[no_mangle]
+pub unsafe extern "C" fn h2s_selftest_hang(
+    out: *mut u8,
+    cap: usize,
+    written: *mut usize,
+    passed: *mut u32,
+    failed: *mut u32,
+) -> i32 {
+    // SAFETY: the caller's contract is `run_suites`'.
+    unsafe { run_suites(cmd::HANG_SUITES, out, cap, written, passed, failed) }
 }
 
 /// Apply a thread operation to node `node` of cluster `handle`: `op` 0 starts the node's sync

@@ -7,6 +7,7 @@ use core::fmt::{self, Write};
 
 use hammer2_synchro::cluster::Cluster;
 use hammer2_synchro::role::{Role, RoleList};
+use hammer2_synchro::store::Layout;
 use hammer2_synchro::testkit::selftest::{run_cases, Case};
 use hammer2_synchro::thread::Request;
 use hammer2_synchro::Error;
@@ -15,15 +16,24 @@ use crate::handles;
 use crate::host::KERNEL_HOST;
 use crate::pool::POOL;
 
-/// Parse a role list such as `master master slave` (spaces, tabs or newlines between names).
-pub(crate) fn parse_roles(text: &[u8]) -> Result<RoleList, Error> {
+/// Parse a cluster's description: an optional `layout=seed|index` (default today's layout,
+/// `index`), then a role list such as `master master slave` (spaces, tabs or newlines between
+/// words), as the scenario language's `cluster` line.
+pub(crate) fn parse_cluster(text: &[u8]) -> Result<(Layout, RoleList), Error> {
     let text = core::str::from_utf8(text).map_err(|_| Error::Invalid)?;
-    Role::parse_list(text.split_ascii_whitespace()).map_err(|_| Error::Invalid)
+    let mut words = text.split_ascii_whitespace().peekable();
+    let mut layout = Layout::default();
+    if let Some(name) = words.peek().and_then(|w| w.strip_prefix("layout=")) {
+        layout = Layout::parse(name).ok_or(Error::Invalid)?;
+        words.next();
+    }
+    let roles = Role::parse_list(words).map_err(|_| Error::Invalid)?;
+    Ok((layout, roles))
 }
 
-pub(crate) fn create(roles_text: &[u8]) -> Result<u32, Error> {
-    let roles = parse_roles(roles_text)?;
-    let cluster = Cluster::new(&KERNEL_HOST, &roles)?;
+pub(crate) fn create(text: &[u8]) -> Result<u32, Error> {
+    let (layout, roles) = parse_cluster(text)?;
+    let cluster = Cluster::with_layout(&KERNEL_HOST, &roles, layout)?;
     handles::insert(cluster)
 }
 
@@ -90,13 +100,23 @@ pub(crate) const SUITES: &[(&str, &[(&str, Case)])] = &[
     ("thread-protocol", hammer2_synchro::testkit::selftest::CASES),
 ];
 
-/// Run every self-test suite on the kernel host, as KTAP: one parent result per suite, each
+/// What `h2s_selftest_hang` runs: the stress run that hangs on purpose and leaves a thread
+/// unjoined (its expected verdict is `not ok`, reporting the hang).
+pub(crate) const HANG_SUITES: &[(&str, &[(&str, Case)])] = &[(
+    "stress-hang",
+    &[(
+        "stress_hang",
+        hammer2_synchro::testkit::selftest::stress::hang_case,
+    )],
+)];
+
+/// Run every suite of `suites` on the kernel host, as KTAP: one parent result per suite, each
 /// with its subtest block. Returns the leaf counts.
-pub fn run_selftests(out: &mut dyn Write) -> (u32, u32) {
+pub fn run_selftests(suites: &[(&str, &[(&str, Case)])], out: &mut dyn Write) -> (u32, u32) {
     let (mut passed, mut failed) = (0, 0);
     let _ = writeln!(out, "KTAP version 1");
-    let _ = writeln!(out, "1..{}", SUITES.len());
-    for (i, (name, cases)) in SUITES.iter().enumerate() {
+    let _ = writeln!(out, "1..{}", suites.len());
+    for (i, (name, cases)) in suites.iter().enumerate() {
         let (p, f) = run_cases(&KERNEL_HOST, name, cases, out);
         passed += p;
         failed += f;
@@ -113,7 +133,8 @@ mod tests {
 
     #[test]
     fn role_lists_parse() {
-        let r = parse_roles(b" master\tslave\nsoft_master  cache soft_slave ").unwrap();
+        let (layout, r) = parse_cluster(b" master\tslave\nsoft_master  cache soft_slave ").unwrap();
+        assert_eq!(layout, Layout::Index, "today's layout by default");
         assert_eq!(
             &r[..],
             &[
@@ -124,6 +145,26 @@ mod tests {
                 Role::SoftSlave
             ]
         );
+    }
+
+    #[test]
+    fn a_layout_option_comes_first() {
+        let (layout, r) = parse_cluster(b"layout=seed master slave").unwrap();
+        assert_eq!(
+            (layout, &r[..]),
+            (Layout::Seed, &[Role::Master, Role::Slave][..])
+        );
+        let (layout, _) = parse_cluster(b"\tlayout=index master").unwrap();
+        assert_eq!(layout, Layout::Index);
+        for bad in [
+            &b"layout=flat master"[..],
+            b"master layout=seed",
+            b"layout=seed",
+            b"layout=seed layout=index master",
+            b"layout= master",
+        ] {
+            assert_eq!(parse_cluster(bad).err(), Some(Error::Invalid), "{bad:?}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! white space:
 //!
 //! ```text
-//! create <role>...                 -> "handle <h>"
+//! create [layout=index|seed] <role>...  -> "handle <h>" (default layout: index)
 //! destroy <h>
 //! start|freeze|unfreeze|remaster|stop|signal <h> <node>|*
 //! idle <h> <ms>                    idle poll of every sync thread of the cluster
@@ -151,6 +151,43 @@ mod tests {
     }
 
     #[test]
+    fn clusters_are_created_in_either_layout() {
+        crate::testhost::ensure_init();
+        for (spec, layout) in [
+            ("master slave", "index"),
+            ("layout=index master slave", "index"),
+            ("layout=seed master slave", "seed"),
+        ] {
+            let mut out = alloc::string::String::new();
+            run(alloc::format!("create {spec}").as_bytes(), &mut out).unwrap();
+            let h: u32 = out.trim().strip_prefix("handle ").unwrap().parse().unwrap();
+            for cmd in ["mkdir {h} * /d", "write {h} 0 /d/f 700", "start {h} *"] {
+                let line = cmd.replace("{h}", &alloc::format!("{h}"));
+                run(line.as_bytes(), &mut out).unwrap();
+            }
+            let mut status = alloc::string::String::new();
+            run(alloc::format!("status {h}").as_bytes(), &mut status).unwrap();
+            let want = alloc::format!("2 nodes, layout {layout},");
+            assert!(status.contains(&want), "{spec}: {status}");
+            // The slave's thread copies the master's file, in either layout.
+            let u = handles::get(h).unwrap();
+            let c = u.cluster();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while c.read_file(1, b"/d/f").map(|d| d.len()) != Ok(700) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{spec}: slave never synced"
+                );
+                c.thread_request(1, hammer2_synchro::thread::Request::Signal)
+                    .unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            drop(u);
+            run(alloc::format!("destroy {h}").as_bytes(), &mut out).unwrap();
+        }
+    }
+
+    #[test]
     fn malformed_commands_are_invalid() {
         crate::testhost::ensure_init();
         let mut s = alloc::string::String::new();
@@ -168,6 +205,8 @@ mod tests {
             b"\xff\xfe",
             b"create",
             b"create wizard",
+            b"create layout=flat master",
+            b"create master layout=seed",
         ] {
             assert_eq!(run(bad, &mut s), Err(Error::Invalid), "{:?}", bad);
         }

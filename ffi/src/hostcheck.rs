@@ -138,20 +138,24 @@ fn pool_hold_time(_host: &'static dyn Host, out: &mut dyn fmt::Write) -> Outcome
     let _ = writeln!(
         out,
         "# pool lock: {} holds over {} allocations and frees of 32 B to 128 KiB under \
-         fragmentation ({} refused): longest {} ns, {} over {} ns",
+         fragmentation ({} refused): longest {} ns, {} over {} ns; at most {} steps in one \
+         (bound {})",
         t.holds,
         run.ops,
         run.refused,
         t.max_ns,
         t.slow,
-        crate::pool::HOLD_SLOW_NS
+        crate::pool::HOLD_SLOW_NS,
+        t.max_steps,
+        crate::pool::MAX_STEPS
     );
     hold_verdict(&run)
 }
 
-/// At most one hold in 100 may pass [`crate::pool::HOLD_SLOW_NS`]: the clock also counts
-/// interrupts taken while holding and, on a loaded host (QEMU's TCG, or a test process), the
-/// time the CPU was taken away, which no allocator can bound. A run that timed no hold, or
+/// No hold may make more than [`crate::pool::MAX_STEPS`] steps (the structural bound, exact on
+/// any host). At most one hold in 100 may pass [`crate::pool::HOLD_SLOW_NS`]: interrupts are off
+/// while the kernel holds the lock, but on a loaded host (QEMU's TCG, or a test process) the
+/// clock also counts the time the CPU was taken away, which no allocator can bound. A run that timed no hold, or
 /// whose every allocation was refused (a refusal is a short walk of the free lists, and
 /// nothing is then freed), measured nothing of the bound and fails.
 fn hold_verdict(run: &crate::pool::HoldRun) -> Outcome {
@@ -164,6 +168,16 @@ fn hold_verdict(run: &crate::pool::HoldRun) -> Outcome {
     if run.refused >= run.ops {
         let mut m = Note::new();
         let _ = write!(m, "all {} pool allocations were refused", run.refused);
+        return Err(m);
+    }
+    if t.max_steps > crate::pool::MAX_STEPS {
+        let mut m = Note::new();
+        let _ = write!(
+            m,
+            "a pool lock hold made {} steps, over the bound of {}",
+            t.max_steps,
+            crate::pool::MAX_STEPS
+        );
         return Err(m);
     }
     if t.slow.saturating_mul(100) > t.holds {
@@ -286,6 +300,7 @@ mod tests {
                 max_ns: 1_000,
                 holds,
                 slow,
+                max_steps: 3,
             },
             ops,
             refused,
@@ -302,5 +317,11 @@ mod tests {
         // Every allocation refused (no frees followed): only refusals were timed.
         assert!(hold_verdict(&run(1_000, 0, 1_000, 1_000)).is_err());
         assert!(hold_verdict(&run(1_000, 0, 0, 0)).is_err());
+        // A hold over the structural step bound fails whatever the clock said.
+        let mut r = run(1_000, 0, 1_000, 0);
+        r.times.max_steps = crate::pool::MAX_STEPS + 1;
+        assert!(hold_verdict(&r).is_err());
+        r.times.max_steps = crate::pool::MAX_STEPS;
+        assert!(hold_verdict(&r).is_ok());
     }
 }

@@ -71,7 +71,8 @@ pub struct H2sHostOps {
     pub log: unsafe extern "C" fn(level: H2sLogLevel, msg: *const u8, len: usize),
     /// Report a fatal core bug (`len` bytes of message) and never return.
     pub panic: unsafe extern "C" fn(msg: *const u8, len: usize) -> !,
-    /// Take the lock that serializes the pool allocator (a spinlock: allocation never sleeps).
+    /// Take the lock that serializes the pool allocator (a spinlock: allocation never sleeps;
+    /// the Linux host also turns interrupts off, so a hold is the allocator's bounded work).
     pub heap_lock: unsafe extern "C" fn(),
     /// Release the pool allocator's lock.
     pub heap_unlock: unsafe extern "C" fn(),

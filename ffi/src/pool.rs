@@ -1,14 +1,16 @@
 //! The bounded heap kernel builds allocate from: a binary buddy allocator over the pool the host
-//! reserved at load time, serialized by the host's heap lock (a spinlock: preemption is off while
-//! it is held). Exhaustion returns null, which the core's fallible allocation turns into
+//! reserved at load time, serialized by the host's heap lock (a spinlock taken with interrupts
+//! off, so nothing but the allocator runs on its CPU while it is held). Exhaustion returns null, which the core's fallible allocation turns into
 //! `Error::NoMem` (never a kernel OOM).
 //!
 //! Why buddies: every operation under the lock is bounded by the number of block orders, not by
-//! the state of the heap. An allocation scans at most `ORDERS` (36) free-list heads and splits at
-//! most as often; a free merges with its buddy at most as often; each step is O(1) (doubly
-//! linked free lists, one bit per minimum block saying "a free block starts here"). A
-//! first-fit list allocator walks its hole list instead, whose length grows with fragmentation.
-//! The price is rounding every block up to a power of two.
+//! the state of the heap. An allocation finds its free list in one step (a bit mask of the
+//! non-empty lists), takes a block and splits it at most `ORDERS - 1` times; a free merges with
+//! its buddy at most as often, then links the block: at most [`MAX_STEPS`] (36) steps, each O(1)
+//! (doubly linked free lists, one bit per minimum block saying "a free block starts here").
+//! [`Pool::measure`] counts them next to the hold times. A first-fit list allocator walks its
+//! hole list instead, whose length grows with fragmentation. The price is rounding every block
+//! up to a power of two.
 //!
 //! Large payloads (data blocks, file contents: [`BIG_BYTES`] and more) can instead come straight
 //! from the kernel (`big_alloc`, Linux `kvmalloc`) up to a limit the host sets
@@ -22,7 +24,7 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::ops;
 
@@ -30,8 +32,11 @@ use crate::ops;
 const MIN_ORDER: u32 = 5;
 /// The largest block order (1 TiB): more than any pool a host reserves.
 const MAX_ORDER: u32 = 40;
-/// Number of block orders, hence of free lists.
+/// Number of block orders, hence of free lists (at most 64: one bit each in `Buddy::nonempty`).
 const ORDERS: usize = (MAX_ORDER - MIN_ORDER + 1) as usize;
+/// Most steps (a block linked, unlinked, split or merged) one allocation or free makes under
+/// the heap lock: the structural bound on a hold.
+pub const MAX_STEPS: u32 = ORDERS as u32;
 /// Allocations of at least this many bytes come from the host's `big_alloc` while a limit is set.
 pub const BIG_BYTES: usize = 64 << 10;
 /// Alignment `big_alloc` guarantees.
@@ -59,6 +64,10 @@ struct Buddy {
     bitmap: *mut u64,
     /// Free-list heads by order (index = order - MIN_ORDER), 0 when empty.
     heads: [usize; ORDERS],
+    /// Bit `k` set when `heads[k]` is not empty.
+    nonempty: u64,
+    /// Steps the current operation made (see [`MAX_STEPS`]).
+    steps: u32,
     /// Bytes in allocated blocks.
     used: usize,
     /// Bytes the host handed over, bitmap and alignment included.
@@ -72,6 +81,8 @@ impl Buddy {
             len: 0,
             bitmap: ptr::null_mut(),
             heads: [0; ORDERS],
+            nonempty: 0,
+            steps: 0,
             used: 0,
             size: 0,
         }
@@ -117,7 +128,9 @@ impl Buddy {
             }
         }
         self.heads[k] = addr;
+        self.nonempty |= 1 << k;
         self.set_free(addr, true);
+        self.steps += 1;
     }
 
     /// Take the free block at `addr` (of `order`) off its list.
@@ -129,6 +142,9 @@ impl Buddy {
             let f = &*(addr as *const Free);
             if f.prev == 0 {
                 self.heads[k] = f.next;
+                if f.next == 0 {
+                    self.nonempty &= !(1 << k);
+                }
             } else {
                 (*(f.prev as *mut Free)).next = f.next;
             }
@@ -140,14 +156,16 @@ impl Buddy {
     }
 
     fn alloc(&mut self, order: u32) -> *mut u8 {
-        // At most ORDERS heads looked at, then at most ORDERS splits.
-        let Some(mut have) =
-            (order..=MAX_ORDER).find(|&o| self.heads[(o - MIN_ORDER) as usize] != 0)
-        else {
+        // The smallest non-empty list of at least `order`, in one step; then one unlink and at
+        // most ORDERS - 1 splits (each pushes the upper half).
+        let fits = self.nonempty >> (order - MIN_ORDER);
+        if fits == 0 {
             return ptr::null_mut();
-        };
+        }
+        let mut have = order + fits.trailing_zeros();
         let addr = self.heads[(have - MIN_ORDER) as usize];
         self.unlink(addr, have);
+        self.steps += 1;
         while have > order {
             have -= 1;
             self.push(addr + (1 << have), have);
@@ -158,7 +176,7 @@ impl Buddy {
 
     fn free(&mut self, mut addr: usize, mut order: u32) {
         self.used -= 1 << order;
-        // At most ORDERS merges.
+        // At most ORDERS - 1 merges (each unlinks the buddy), then one push.
         while order < MAX_ORDER {
             let buddy = self.base + ((addr - self.base) ^ (1 << order));
             if buddy + (1 << order) > self.base + self.len || !self.is_free(buddy) {
@@ -169,6 +187,7 @@ impl Buddy {
                 break;
             }
             self.unlink(buddy, order);
+            self.steps += 1;
             addr = addr.min(buddy);
             order += 1;
         }
@@ -196,6 +215,8 @@ pub struct Pool {
     /// Holds timed so far, and how many of them took longer than [`HOLD_SLOW_NS`].
     holds: AtomicU64,
     slow_holds: AtomicU64,
+    /// The most steps one timed hold made (see [`MAX_STEPS`]).
+    max_steps: AtomicU32,
     /// Most bytes of large payloads taken from the host (0: none, everything from the pool).
     big_limit: AtomicUsize,
     /// Bytes of large payloads taken from the host and not given back.
@@ -219,6 +240,7 @@ impl Pool {
             max_hold_ns: AtomicU64::new(0),
             holds: AtomicU64::new(0),
             slow_holds: AtomicU64::new(0),
+            max_steps: AtomicU32::new(0),
             big_limit: AtomicUsize::new(0),
             big_used: AtomicUsize::new(0),
         }
@@ -232,10 +254,13 @@ impl Pool {
         unsafe {
             (ops.heap_lock)();
             let t0 = if timing { (ops.now_ns)() } else { 0 };
-            let r = f(&mut *self.heap.get());
+            let heap = &mut *self.heap.get();
+            heap.steps = 0;
+            let r = f(heap);
             if timing {
                 let held = (ops.now_ns)().saturating_sub(t0);
                 self.max_hold_ns.fetch_max(held, Ordering::Relaxed);
+                self.max_steps.fetch_max(heap.steps, Ordering::Relaxed);
                 self.holds.fetch_add(1, Ordering::Relaxed);
                 if held > HOLD_SLOW_NS {
                     self.slow_holds.fetch_add(1, Ordering::Relaxed);
@@ -282,6 +307,7 @@ impl Pool {
             h.len = blocks;
             h.bitmap = base.cast();
             h.heads = [0; ORDERS];
+            h.nonempty = 0;
             h.used = 0;
             h.size = len;
             // The largest aligned blocks that fit, in address order: at most ORDERS of them.
@@ -354,6 +380,7 @@ impl Pool {
             max_ns: self.max_hold_ns.swap(0, Ordering::SeqCst),
             holds: self.holds.swap(0, Ordering::SeqCst),
             slow: self.slow_holds.swap(0, Ordering::SeqCst),
+            max_steps: self.max_steps.swap(0, Ordering::SeqCst),
         }
     }
 }
@@ -371,6 +398,8 @@ pub struct HoldTimes {
     pub holds: u64,
     /// Holds longer than [`HOLD_SLOW_NS`].
     pub slow: u64,
+    /// The most steps one hold made: at most [`MAX_STEPS`] whatever the clock says.
+    pub max_steps: u32,
 }
 
 /// Blocks [`Pool::hold_workload`] keeps live at once.
@@ -639,6 +668,55 @@ mod tests {
             h.heads, initial,
             "the pool did not merge back to its initial blocks"
         );
+    }
+
+    /// Steps per operation are bounded by the number of orders, whatever the fragmentation:
+    /// a minimum block carved from the largest one takes every split, and its free every merge.
+    #[test]
+    fn steps_per_operation_are_bounded_by_the_orders() {
+        let mut mem = vec![0u8; 1 << 20];
+        let pool = pool_of(&mut mem);
+        // SAFETY: no other thread uses this pool.
+        let top = 63 - unsafe { &*pool.heap.get() }.nonempty.leading_zeros() + MIN_ORDER;
+        // Take every block but the largest, so the next small allocation must split it.
+        let mut rest = vec![];
+        loop {
+            // SAFETY: no other thread uses this pool.
+            let h = unsafe { &*pool.heap.get() };
+            let below = h.nonempty & !(1u64 << (top - MIN_ORDER));
+            if below == 0 {
+                break;
+            }
+            let o = below.trailing_zeros() + MIN_ORDER;
+            let l = Layout::from_size_align(1 << o, 8).unwrap();
+            // SAFETY: non-zero layout; a block of that order is free.
+            let p = unsafe { pool.alloc(l) };
+            assert!(!p.is_null());
+            rest.push((p, l));
+        }
+        let small = Layout::from_size_align(1, 1).unwrap();
+        pool.measure(true);
+        // SAFETY: non-zero layout.
+        let p = unsafe { pool.alloc(small) };
+        assert!(!p.is_null());
+        let t = pool.measure(true);
+        assert_eq!((t.holds, t.max_steps), (1, 1 + top - MIN_ORDER), "splits");
+        // SAFETY: from `alloc` with `small`.
+        unsafe { pool.dealloc(p, small) };
+        let t = pool.measure(true);
+        assert_eq!((t.holds, t.max_steps), (1, top - MIN_ORDER + 1), "merges");
+        for (p, l) in rest.drain(..) {
+            // SAFETY: from `alloc` with `l`.
+            unsafe { pool.dealloc(p, l) };
+        }
+        let run = pool.hold_workload().unwrap();
+        assert!(run.times.holds > 20_000, "{:?}", run.times);
+        assert!(
+            (2..=MAX_STEPS).contains(&run.times.max_steps),
+            "{:?}",
+            run.times
+        );
+        assert_eq!(pool.usage().0, 0);
     }
 
     #[test]

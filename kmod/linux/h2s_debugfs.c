@@ -5,11 +5,14 @@
  *
  *   run       write a scenario (any number of writes, in order), read: it runs, gives its KTAP
  *   status    every cluster, node, role, thread with its flags by name, counters; pool usage
- *   selftest  write `run`: runs the self-tests with real kthreads; read: the latest KTAP
+ *   selftest  write `run`: runs the self-tests with real kthreads; read: the latest KTAP.
+ *             Write `hang`: a stress run that hangs on purpose and leaves one kthread running
+ *             for 20 s (the reproducer of a thread its run cannot stop; unload waits for it)
  *   ctl       write one command on long-lived clusters (create/start/freeze/.../destroy), read
  *             back the answer
  *   bench     (h2s_bench.c) write `run`: protocol round trips against kthread_park/unpark and
- *             kthread_stop; read: the latest report
+ *             kthread_stop, then the pool lock's hold times; `pool`: those alone; read: the
+ *             latest report
  */
 #include <linux/kernel.h>
 #include <linux/slab.h>
@@ -93,9 +96,10 @@ static const struct file_operations h2s_status_fops = {
 
 /*
  * Writing `run` (a trailing newline allowed) does the work, serialized with every other run and
- * killable while it waits for its turn, and returns once it is done; anything else written fails
- * with -EINVAL. Reading gives the text of the latest completed run (nothing before the first),
- * as it was when this open file first read it. Opening and closing do nothing else.
+ * killable while it waits for its turn, and returns once it is done; so does the file's other
+ * word (`alt`: selftest `hang`, bench `pool`); anything else written fails with -EINVAL.
+ * Reading gives the text of the latest completed run (nothing before the first), as it was
+ * when this open file first read it. Opening and closing do nothing else.
  */
 
 static int h2s_result_open(struct inode *inode, struct file *file)
@@ -139,14 +143,21 @@ static ssize_t h2s_result_write(struct file *file, const char __user *ubuf, size
 				loff_t *ppos)
 {
 	struct h2s_result *res = file_inode(file)->i_private;
-	char cmd[5] = { 0 };
+	int (*gen)(char *buf, size_t cap, size_t *len);
+	char cmd[6] = { 0 };
 	size_t len = 0;
 	char *text;
 	int rc;
 
-	if (count > 4 || copy_from_user(cmd, ubuf, count))
-		return count > 4 ? -EINVAL : -EFAULT;
-	if (strcmp(cmd, "run") && strcmp(cmd, "run\n"))
+	if (count > 5 || copy_from_user(cmd, ubuf, count))
+		return count > 5 ? -EINVAL : -EFAULT;
+	if (count && cmd[count - 1] == '\n')
+		cmd[count - 1] = 0;
+	if (!strcmp(cmd, "run"))
+		gen = res->gen;
+	else if (res->alt && !strcmp(cmd, res->alt))
+		gen = res->alt_gen;
+	else
 		return -EINVAL;
 	text = kvmalloc(res->cap, GFP_KERNEL);
 	if (!text)
@@ -155,7 +166,7 @@ static ssize_t h2s_result_write(struct file *file, const char __user *ubuf, size
 		kvfree(text);
 		return -EINTR;
 	}
-	rc = res->gen(text, res->cap, &len);
+	rc = gen(text, res->cap, &len);
 	mutex_unlock(&h2s_run_mutex);
 	if (rc && rc != -ENOSPC) {
 		kvfree(text);
@@ -197,10 +208,23 @@ static int h2s_gen_selftest(char *buf, size_t cap, size_t *len)
 	return rc;
 }
 
+static int h2s_gen_selftest_hang(char *buf, size_t cap, size_t *len)
+{
+	uint32_t passed, failed;
+	int rc;
+
+	rc = h2s_selftest_hang((uint8_t *)buf, cap, len, &passed, &failed);
+	pr_info("hammer2_synchro: selftest hang %u passed, %u failed (a hang is the expected verdict)\n",
+		passed, failed);
+	return rc;
+}
+
 static struct h2s_result h2s_selftest_result = {
 	.lock = __MUTEX_INITIALIZER(h2s_selftest_result.lock),
 	.cap = H2S_CHECK_MAX,
 	.gen = h2s_gen_selftest,
+	.alt = "hang",
+	.alt_gen = h2s_gen_selftest_hang,
 };
 
 /* ---- run ------------------------------------------------------------------------------------ */

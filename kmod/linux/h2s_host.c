@@ -14,7 +14,8 @@
  *   relax            cond_resched()
  *   clock, log       ktime_get_ns(), printk
  *   panic            WARN, then BUG: a core bug is never silent
- *   heap lock        a spinlock around the core's pool allocator (the pool is h2s_main.c's)
+ *   heap lock        a spinlock taken with interrupts off around the core's pool allocator
+ *                    (the pool is h2s_main.c's)
  */
 #include <linux/kernel.h>
 #include <linux/slab.h>
@@ -336,16 +337,27 @@ static void __noreturn h2s_panic(const uint8_t *msg, size_t len)
 	BUG();
 }
 
+/*
+ * Interrupts off while the allocator runs, so an interrupt landing on this CPU cannot stretch a
+ * hold (nor a contender's spin) past the allocator's own bounded work. The core allocates only
+ * from process context (debugfs writers, its kthreads), with interrupts on or off; irqsave works
+ * either way and keeps lockdep's irq-state tracking consistent. The saved flags live beside the
+ * lock: only the holder writes them (after taking it) and reads them (before releasing it).
+ */
 static DEFINE_SPINLOCK(h2s_heap_spin);
+static unsigned long h2s_heap_flags;
 
 static void h2s_heap_lock(void)
 {
-	spin_lock(&h2s_heap_spin);
+	unsigned long flags;
+
+	spin_lock_irqsave(&h2s_heap_spin, flags);
+	h2s_heap_flags = flags;
 }
 
 static void h2s_heap_unlock(void)
 {
-	spin_unlock(&h2s_heap_spin);
+	spin_unlock_irqrestore(&h2s_heap_spin, h2s_heap_flags);
 }
 
 /* ---- large payloads --------------------------------------------------------------------------- */

@@ -28,12 +28,16 @@ void h2s_debugfs_exit(void);
 /*
  * A debugfs file whose work starts by writing `run` to it and whose latest text any open reads
  * (h2s_debugfs.c: selftest, bench). `gen` does the work, serialized with every other run, into a
- * buffer of `cap` bytes: 0 or -errno (-ENOSPC: the text was cut, still kept).
+ * buffer of `cap` bytes: 0 or -errno (-ENOSPC: the text was cut, still kept). Writing the word
+ * `alt` instead, where set, does `alt_gen` (selftest `hang`: the reproducer of a thread left
+ * running; bench `pool`: the pool lock measurement alone).
  */
 struct h2s_result {
 	struct mutex lock;	/* text, len */
 	size_t cap;
 	int (*gen)(char *buf, size_t cap, size_t *len);
+	const char *alt;
+	int (*alt_gen)(char *buf, size_t cap, size_t *len);
 	char *text;
 	size_t len;
 };

@@ -586,7 +586,7 @@ mod tests {
         assert_eq!(s.layout, Layout::Index);
         assert_eq!(s.roles[..], [Role::Master, Role::Slave]);
         assert_eq!(ok("cluster layout=seed master\n").layout, Layout::Seed);
-        assert_eq!(ok("cluster master\n").layout, Layout::Seed);
+        assert_eq!(ok("cluster master\n").layout, Layout::Index);
     }
 
     #[test]

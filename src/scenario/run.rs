@@ -663,7 +663,7 @@ mod tests {
     fn a_stop_request_ends_a_long_sleep_at_its_line() {
         let (o, out, took) = run_stopped(
             "cluster master master\nwrite * /a \"x\"\nexpect same 0 1\nsleep 3600s\nexpect same 0 1\n",
-            5,
+            12,
         );
         assert_eq!(o, Outcome::Failed, "{out}");
         assert!(out.contains("ok 1 "), "{out}");

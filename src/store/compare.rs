@@ -549,15 +549,18 @@ impl Expected<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::InodeData;
+    use super::super::{InodeData, Layout};
     use super::*;
     use crate::host::testhost::host;
     use alloc::string::String;
 
+    /// A store in the seed's layout, whose chains compare names by their paths (today's
+    /// layout names index inodes by their `0x%016x` filenames: see
+    /// `index_inodes_are_named_by_their_filenames`).
     fn store() -> Store {
         let mut root = InodeData::default();
         root.meta.objtype = media::OBJTYPE_DIRECTORY;
-        Store::new(host(), root).unwrap()
+        Store::with_layout(host(), root, Layout::Seed).unwrap()
     }
 
     fn cmp(a: &Store, b: &Store) -> (bool, String) {
@@ -571,6 +574,35 @@ mod tests {
             "live and snapshot comparisons agree"
         );
         (same, s)
+    }
+
+    /// Today's layout: every inode sits in the PFS root's index, so a difference is reported
+    /// under the inode's own filename (`0x%016x` of its number), and an entry under its
+    /// directory's name and key.
+    #[test]
+    fn index_inodes_are_named_by_their_filenames() {
+        let (a, b) = (
+            Store::for_test(Layout::Index),
+            Store::for_test(Layout::Index),
+        );
+        for s in [&a, &b] {
+            s.mkdir(b"/d", 1).unwrap();
+            s.write(b"/d/f", b"f", 2).unwrap();
+        }
+        assert_eq!(cmp(&a, &b), (true, String::new()));
+        b.chmod(b"/d/f", 0o600, 3).unwrap();
+        a.chmod(b"/d/f", 0o644, 3).unwrap();
+        let text = cmp(&a, &b).1;
+        assert!(
+            text.contains("node 1: /0x0000000000000401: mode 600, expected 644"),
+            "{text}"
+        );
+        a.write(b"/d/g", b"g", 4).unwrap();
+        let text = cmp(&a, &b).1;
+        assert!(
+            text.contains("node 1: /0x0000000000000400 (entry at key 0x"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -40,21 +40,31 @@ pub use children::{RangeSum, Span, RUN};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Layout {
     /// The seed era's: child inodes embedded in their directory keyed by name hash, hardlinks
-    /// as OBJTYPE_HARDLINK pointer inodes.
-    #[default]
+    /// as OBJTYPE_HARDLINK pointer inodes. Kept for the seed's bugs that today's layout
+    /// cannot show (HAMMER2-FACTS §6).
     Seed,
-    /// Today's HAMMER2 (HAMMER2-FACTS §4a): every inode in the PFS root's index keyed by inode
-    /// number, directories holding DIRENTs, hardlinks as several DIRENTs naming one inode.
+    /// Today's HAMMER2 (HAMMER2-FACTS §4a), the default: every inode in the PFS root's index
+    /// keyed by inode number, directories holding DIRENTs, hardlinks as several DIRENTs naming
+    /// one inode.
+    #[default]
     Index,
 }
 
 impl Layout {
-    /// The layout named `name` in the scenario language (`seed`, `index`).
+    /// The layout named `name` in the scenario language and the C API (`seed`, `index`).
     pub fn parse(name: &str) -> Option<Layout> {
         match name {
             "seed" => Some(Layout::Seed),
             "index" => Some(Layout::Index),
             _ => None,
+        }
+    }
+
+    /// The name [`Layout::parse`] takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Seed => "seed",
+            Layout::Index => "index",
         }
     }
 }
@@ -265,10 +275,10 @@ impl Drop for ChainGuard<'_> {
 }
 
 impl Store {
-    /// A store in [`Layout::Seed`] holding only a PFS root inode made from `root` (type, meta
-    /// fields).
+    /// A store in the default layout ([`Layout::Index`]) holding only a PFS root inode made
+    /// from `root` (type, meta fields).
     pub fn new(host: &'static dyn Host, root: InodeData) -> Result<Store> {
-        Store::with_layout(host, root, Layout::Seed)
+        Store::with_layout(host, root, Layout::default())
     }
 
     /// [`Store::new`] in `layout`.

@@ -32,6 +32,9 @@ pub struct SyncStats {
     pub replaced: u64,
     /// Inodes deferred for bottom-up sync.
     pub deferred: u64,
+    /// Scans stopped because the deferral list was full (the original's EAGAIN after 1000
+    /// deferrals), each continued by a re-scan once the list was synced.
+    pub rescans: u64,
 }
 
 impl SyncStats {
@@ -43,6 +46,7 @@ impl SyncStats {
         self.destroyed += o.destroyed;
         self.replaced += o.replaced;
         self.deferred += o.deferred;
+        self.rescans += o.rescans;
     }
 }
 

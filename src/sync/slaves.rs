@@ -422,6 +422,7 @@ fn merge_range<'a, S: ChainStore>(
                 key,
                 undecided: scan.undecided,
             });
+            ctx.stats.rescans += 1;
             return Ok(false);
         }
     }

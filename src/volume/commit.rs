@@ -73,12 +73,16 @@ impl<D: BlockDev> Txn<'_, D> {
         })
         .map_err(read_err)?;
 
-        // The current freemap's blocks, for their rotation.
+        // The current freemap's blocks, for their rotation. A block that does not read
+        // still has its place; a damaged node hides its children's, and a blockref that
+        // does not decode its own: the rotation cannot be known, so the commit is refused
+        // rather than placing the new block where an older copy's may be.
         let mut old_blocks: Vec<(u8, u64, u64)> = Vec::new();
         vol.walk_freemap(&mut |v| {
             let b = match v {
                 FreemapVisit::Node(b) | FreemapVisit::Leaf(b, _) => b,
-                FreemapVisit::Fault(..) => return Ok(Flow::Continue),
+                FreemapVisit::Fault(_, Some(b)) if b.btype == BREF_TYPE_FREEMAP_LEAF => b,
+                FreemapVisit::Fault(e, _) => return Err(e),
             };
             old_blocks
                 .try_reserve(1)
@@ -98,7 +102,10 @@ impl<D: BlockDev> Txn<'_, D> {
         };
 
         let fs = old.fs_size();
-        let lo_all = old.allocator_beg.next_multiple_of(BMAP_SPAN);
+        let lo_all = old
+            .allocator_beg
+            .checked_next_multiple_of(BMAP_SPAN)
+            .ok_or(Error::Invalid)?;
         let hi = fs - fs % BMAP_SPAN;
         let mut block = zeroed(FREEMAP_BLOCK_BYTES).map_err(read_err)?;
         let mut leaves: Vec<Blockref> = Vec::new();

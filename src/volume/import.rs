@@ -17,6 +17,10 @@ use crate::media::{
 };
 use crate::{Error, Result};
 
+/// The highest inode number: keys from 2^63 up in a PFS root's table are its directory
+/// entries.
+const INUM_MAX: u64 = (1 << 63) - 1;
+
 /// An import in progress into one PFS.
 pub struct Import<'v, D: BlockDev> {
     txn: Txn<'v, D>,
@@ -26,7 +30,7 @@ pub struct Import<'v, D: BlockDev> {
     next_inum: u64,
 }
 
-/// The entries of one directory being built, kept sorted by key.
+/// The entries of one directory being built, in the order they were added.
 #[derive(Debug, Default)]
 pub struct DirEntries {
     entries: Vec<Blockref>,
@@ -34,12 +38,19 @@ pub struct DirEntries {
 
 impl<'v, D: BlockDev> Import<'v, D> {
     /// Begin replacing the contents of PFS `label` of `vol`. [`Error::NotFound`] when there
-    /// is no such PFS.
+    /// is no such PFS; the errors of [`Txn::begin`] (among them [`Error::Busy`]: `vol` is
+    /// stale, reopen it after each commit).
     pub fn begin(vol: &'v Volume<D>, label: &[u8]) -> Result<Import<'v, D>> {
+        // First, so that a volume changed since it was opened is refused before its
+        // header is trusted.
+        let txn = Txn::begin(vol)?;
         let (pfs_bref, root) = vol.pfs_entry(label).map_err(read_err)?;
         let next_inum = root.meta.pfs_inum.saturating_add(1).max(INODE_START);
+        // The PFS's own modify_tid counter goes on from its root's, when that is ahead.
+        let mut txn = txn;
+        txn.raise_modify_tid(pfs_bref.modify_tid.checked_add(1).ok_or(Error::Invalid)?);
         Ok(Import {
-            txn: Txn::begin(vol)?,
+            txn,
             pfs_bref,
             root,
             index: Vec::new(),
@@ -47,11 +58,16 @@ impl<'v, D: BlockDev> Import<'v, D> {
         })
     }
 
-    /// A fresh inode number.
-    pub fn new_inum(&mut self) -> u64 {
+    /// A fresh inode number. [`Error::Invalid`] once they reach 2^63 (the PFS root's
+    /// `pfs_inum` on the media may be anything): inode keys live in the lower half of the
+    /// PFS root's table, directory entries in the upper.
+    pub fn new_inum(&mut self) -> Result<u64> {
         let n = self.next_inum;
-        self.next_inum += 1;
-        n
+        if n > INUM_MAX {
+            return Err(Error::Invalid);
+        }
+        self.next_inum = n + 1;
+        Ok(n)
     }
 
     /// The transaction (its id, bytes written).
@@ -78,7 +94,8 @@ impl<'v, D: BlockDev> Import<'v, D> {
         Ok(())
     }
 
-    /// Add a regular file or symlink: `meta` (its inum from [`Import::new_inum`]) with
+    /// Add a regular file or symlink: `meta` (its inum from [`Import::new_inum`];
+    /// [`Error::Invalid`] for one outside the PFS's range) with
     /// `small` as its contents when they fit in the inode (DIRECTDATA, at most 512 bytes),
     /// else the data blocks of `table`.
     pub fn file(
@@ -102,14 +119,16 @@ impl<'v, D: BlockDev> Import<'v, D> {
     /// Add a directory (not the PFS root): `meta` and its `entries`.
     pub fn dir(&mut self, meta: InodeMeta, entries: &DirEntries) -> Result<()> {
         let mut ino = index_inode(meta)?;
-        let set = self.txn.table(&entries.entries)?;
+        let set = self.txn.table(&entries.keyed()?)?;
         ino.set_blockset(&set);
         self.push_inode(&ino)
     }
 
-    /// Add an entry `name` naming `inum` of `objtype` to `dir`: key `dirhash(name) + 1`, or
-    /// the next free one in its collision range (`hammer2_dirent_create`);
-    /// [`Error::NoSpace`] when that range is full.
+    /// Add an entry `name` naming `inum` of `objtype` to `dir`. Its key is
+    /// `dirhash(name) + 1`, or the next free one in its collision range in the order the
+    /// entries were added (`hammer2_dirent_create`); keys are given when the directory is
+    /// written ([`Import::dir`], [`Import::commit`]), which fails with [`Error::NoSpace`]
+    /// when a range is full.
     pub fn entry(
         &mut self,
         dir: &mut DirEntries,
@@ -117,23 +136,17 @@ impl<'v, D: BlockDev> Import<'v, D> {
         inum: u64,
         objtype: u8,
     ) -> Result<()> {
-        let hash = dirhash(name);
-        let mut key = hash + 1;
-        let mut at = dir.entries.partition_point(|b| b.key < key);
-        while dir.entries.get(at).is_some_and(|b| b.key == key) {
-            if key == hash | DIRHASH_LOMASK {
-                return Err(Error::NoSpace);
-            }
-            key += 1;
-            at += 1;
-        }
-        let b = self.txn.dirent(key, inum, objtype, name)?;
+        // The hash for now (its low bits are zero): the key comes from `DirEntries::keyed`.
+        let b = self.txn.dirent(dirhash(name), inum, objtype, name)?;
         dir.entries.try_reserve(1)?;
-        dir.entries.insert(at, b);
+        dir.entries.push(b);
         Ok(())
     }
 
     fn push_inode(&mut self, ino: &InodeData) -> Result<()> {
+        if !(INODE_START..=INUM_MAX).contains(&ino.meta.inum) {
+            return Err(Error::Invalid);
+        }
         let b = self.txn.inode(ino.meta.inum, ino)?;
         self.index.try_reserve(1)?;
         self.index.push(b);
@@ -149,10 +162,11 @@ impl<'v, D: BlockDev> Import<'v, D> {
         if self.index.windows(2).any(|w| w[0].key == w[1].key) {
             return Err(Error::Exists);
         }
+        let entries = entries.keyed()?;
         let mut items = Vec::new();
-        items.try_reserve_exact(self.index.len() + entries.entries.len())?;
+        items.try_reserve_exact(self.index.len() + entries.len())?;
         items.extend_from_slice(&self.index);
-        items.extend_from_slice(&entries.entries);
+        items.extend_from_slice(&entries);
         let set = self.txn.table(&items)?;
 
         let mut root = self.root;
@@ -170,7 +184,7 @@ impl<'v, D: BlockDev> Import<'v, D> {
         m.op_flags &= !crate::media::OpFlags::DIRECTDATA.bits();
         root.set_blockset(&set);
         let raw = root.encode();
-        let pfs_bref = self.txn.write_block(self.pfs_bref, &raw)?;
+        let pfs_bref = self.txn.write_block(fresh(self.pfs_bref), &raw)?;
 
         // The super-root's entries, this PFS's replaced.
         let sroot_bref = *vol.header().sroot();
@@ -192,9 +206,29 @@ impl<'v, D: BlockDev> Import<'v, D> {
         let sset = self.txn.table(&brefs)?;
         sroot.set_blockset(&sset);
         let raw = sroot.encode();
-        let new_sroot = self.txn.write_block(sroot_bref, &raw)?;
+        let mut new_sroot = self.txn.write_block(fresh(sroot_bref), &raw)?;
+        // The super-root's own counter goes on, and it is as new as the newest PFS below
+        // it (HAMMER2-MEDIA §4).
+        let own = sroot_bref.modify_tid.checked_add(1).ok_or(Error::Invalid)?;
+        new_sroot.modify_tid = brefs
+            .iter()
+            .map(|b| b.modify_tid)
+            .fold(self.txn.tid().max(own), u64::max);
         self.txn.commit(new_sroot)
     }
+}
+
+/// `b` for a rewritten block: the advisory statistics (`embed.stats`, `leaf_count`,
+/// HAMMER2-MEDIA §4) zeroed, as every blockref this writer makes has them; the old ones
+/// counted a tree that is gone.
+///
+/// DEVIATION: the kernel keeps these up to date as children come and go; nothing reads
+/// or validates them, so this writer leaves them 0 (as newfs leaves the super-root's)
+/// rather than summing a whole tree per commit.
+fn fresh(mut b: Blockref) -> Blockref {
+    b.embed = [0; 16];
+    b.leaf_count = 0;
+    b
 }
 
 /// An index inode for `meta`: named by its inum in hex as the kernel names them
@@ -215,6 +249,34 @@ impl DirEntries {
     /// No entries yet.
     pub fn new() -> DirEntries {
         DirEntries::default()
+    }
+
+    /// The entries sorted by key, each given its key: its name's hash + 1, the next in the
+    /// hash's collision range for each earlier entry of the same hash. Sorted once (an
+    /// insertion per entry would be quadratic in a big directory).
+    fn keyed(&self) -> Result<Vec<Blockref>> {
+        let n = self.entries.len();
+        let mut order: Vec<(u64, usize)> = Vec::new();
+        order.try_reserve_exact(n)?;
+        order.extend(self.entries.iter().enumerate().map(|(i, b)| (b.key, i)));
+        order.sort_unstable();
+        let mut out: Vec<Blockref> = Vec::new();
+        out.try_reserve_exact(n)?;
+        for (hash, i) in order {
+            let key = match out.last() {
+                Some(prev) if prev.key & !DIRHASH_LOMASK == hash => {
+                    if prev.key == hash | DIRHASH_LOMASK {
+                        return Err(Error::NoSpace);
+                    }
+                    prev.key + 1
+                }
+                _ => hash + 1,
+            };
+            let mut b = self.entries[i];
+            b.key = key;
+            out.push(b);
+        }
+        Ok(out)
     }
 
     /// How many entries.

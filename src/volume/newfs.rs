@@ -186,12 +186,22 @@ pub fn newfs<D: BlockDev>(dev: &D, opts: &NewfsOptions<'_>) -> Result<VolumeHead
     h.total_size = size;
     let mut hbuf = zeroed(VOLUME_BYTES).map_err(read_err)?;
     h.encode_into(&mut hbuf)?;
+    // The blocks first, then the headers, as a commit orders them: a crash must not
+    // leave a header pointing at an inode block that never reached the media.
+    dev.flush()?;
+    // Header slots of the device past the new volume are zeroed: a copy left there by an
+    // earlier filesystem would otherwise win at open (its mirror_tid is likely higher).
     for zone in 0..NUM_VOLHDRS {
         let at = copy_offset(zone);
-        if at + VOLUME_BYTES as u64 > size {
+        if at + VOLUME_BYTES as u64 > dev.size() {
             break;
         }
-        dev.write_at(at, &hbuf)?;
+        let bytes = if at + VOLUME_BYTES as u64 <= size {
+            &hbuf
+        } else {
+            &zero
+        };
+        dev.write_at(at, bytes)?;
     }
     dev.flush()?;
     Ok(h)

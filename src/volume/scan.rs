@@ -96,6 +96,7 @@ impl<D: BlockDev> Volume<D> {
     /// [`Volume::walk_all`] that goes on past faults of the media: each goes to `fault`
     /// (which may end the walk by returning an error) and the subtree it concerns is
     /// skipped: an entry out of key order, a table, inode or blockset that does not read.
+    /// An inode that does not read is still visited, with `None` for its contents.
     pub fn walk_all_tolerant(
         &self,
         table: &[Blockref],
@@ -164,6 +165,11 @@ impl<D: BlockDev> Volume<D> {
                         Ok(ino) => ino,
                         Err(e) => {
                             fault(e)?;
+                            // Still visited, undecoded: its block is referenced all the
+                            // same (a writer must not reuse it).
+                            if f(&b, None)? == Flow::Stop {
+                                return Ok(());
+                            }
                             continue;
                         }
                     };

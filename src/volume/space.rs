@@ -85,11 +85,23 @@ impl GranuleBits {
         }
     }
 
+    /// Whether every granule of the 64-granule word holding byte `off` is marked.
+    fn word_full(&self, off: u64) -> bool {
+        self.words.get((off / WORD_SPAN) as usize) == Some(&u64::MAX)
+    }
+
     /// Bytes the map covers, rounded up to granules.
     pub fn span(&self) -> u64 {
         self.granules * GRANULE_BYTES
     }
 }
+
+/// Bytes of the granules one word of a [`GranuleBits`] covers (1 MiB), a multiple of every
+/// block size.
+const WORD_SPAN: u64 = 64 * GRANULE_BYTES;
+
+/// Candidate places the allocator looks at between two scheduling points.
+const YIELD_EVERY: u32 = 4096;
 
 /// The most bytes one granule map may take: 64 MiB, a bit per 16 KiB of 8 TiB (the bound
 /// `fsck` uses too). A transaction holds two.
@@ -104,9 +116,11 @@ pub const fn in_reserved(off: u64) -> bool {
 #[derive(Debug)]
 pub struct Allocator {
     used: GranuleBits,
-    lo: u64,
     hi: u64,
     cursor: u64,
+    /// Where the free space may begin: `allocator_beg` rounded up to 4 MiB, raised past
+    /// whatever a search found all taken (granules are never freed).
+    floor: u64,
     /// Sub-granule packing: the next free byte and the end of the granule it is in.
     small: Option<(u64, u64)>,
 }
@@ -114,22 +128,30 @@ pub struct Allocator {
 impl Allocator {
     /// An allocator over `[allocator_beg rounded up to 4 MiB, fs_size rounded down to
     /// 4 MiB)` (what a freemap leaf leaves allocatable, `hammer2_freemap_init`), with the
-    /// granules of `used` taken.
-    pub fn new(used: GranuleBits, allocator_beg: u64, fs_size: u64) -> Allocator {
-        let lo = allocator_beg.next_multiple_of(BMAP_SPAN);
+    /// granules of `used` taken. [`Error::Invalid`] when `allocator_beg` lies past
+    /// `fs_size`.
+    pub fn new(used: GranuleBits, allocator_beg: u64, fs_size: u64) -> Result<Allocator> {
+        if allocator_beg > fs_size {
+            return Err(Error::Invalid);
+        }
+        let lo = allocator_beg
+            .checked_next_multiple_of(BMAP_SPAN)
+            .ok_or(Error::Invalid)?;
         let hi = (fs_size - fs_size % BMAP_SPAN).min(used.span());
-        Allocator {
+        Ok(Allocator {
             used,
-            lo,
             hi,
             cursor: lo,
+            floor: lo,
             small: None,
-        }
+        })
     }
 
     /// A block of `bytes` (a power of two, 1..=64 KiB): its byte offset. [`Error::NoSpace`]
-    /// when no free place is left, [`Error::Invalid`] for another size.
-    pub fn alloc(&mut self, bytes: u64) -> Result<u64> {
+    /// when no free place is left, [`Error::Invalid`] for another size. A search over a
+    /// big, full volume is long: `yield_point` is called every few thousand places looked
+    /// at.
+    pub fn alloc(&mut self, bytes: u64, yield_point: &dyn Fn()) -> Result<u64> {
         if !bytes.is_power_of_two() || !(1u64 << RADIX_MIN..=1u64 << RADIX_MAX).contains(&bytes) {
             return Err(Error::Invalid);
         }
@@ -141,32 +163,49 @@ impl Allocator {
                     return Ok(at);
                 }
             }
-            let g = self.granules(GRANULE_BYTES)?;
+            let g = self.granules(GRANULE_BYTES, yield_point)?;
             self.small = Some((g + bytes, g + GRANULE_BYTES));
             return Ok(g);
         }
-        self.granules(bytes)
+        self.granules(bytes, yield_point)
     }
 
     /// `bytes` (a multiple of a granule) of free granules aligned to `bytes`, scanning from
-    /// the cursor to the end and then once from the start.
-    fn granules(&mut self, bytes: u64) -> Result<u64> {
-        let start = self.cursor.next_multiple_of(bytes);
+    /// the cursor to the end and then once from the floor; words of 64 taken granules are
+    /// skipped whole.
+    fn granules(&mut self, bytes: u64, yield_point: &dyn Fn()) -> Result<u64> {
+        let start = self.cursor.max(self.floor).next_multiple_of(bytes);
         let mut at = start;
         let mut wrapped = false;
+        let mut looked = 0u32;
         loop {
+            looked = looked.wrapping_add(1);
+            if looked % YIELD_EVERY == 0 {
+                yield_point();
+            }
             if at + bytes > self.hi {
                 if wrapped {
                     return Err(Error::NoSpace);
                 }
                 wrapped = true;
-                at = self.lo.next_multiple_of(bytes);
+                at = self.floor.next_multiple_of(bytes);
             }
             if wrapped && at >= start {
                 return Err(Error::NoSpace);
             }
-            if in_reserved(at) {
-                at = at - at % LEAF_SPAN + RESERVED_SEG;
+            let skip_to = if in_reserved(at) {
+                Some(at - at % LEAF_SPAN + RESERVED_SEG)
+            } else if self.used.word_full(at) {
+                Some(at - at % WORD_SPAN + WORD_SPAN)
+            } else {
+                None
+            };
+            if let Some(next) = skip_to {
+                // Blocks are never freed: what the floor passes stays taken.
+                if at == self.floor {
+                    self.floor = next;
+                }
+                at = next;
                 continue;
             }
             let free = (0..bytes / GRANULE_BYTES).all(|i| !self.used.get(at + i * GRANULE_BYTES));
@@ -189,18 +228,18 @@ mod tests {
         let size = 2u64 << 30;
         let mut used = GranuleBits::new(size).unwrap();
         used.mark(0x880_0000, 1);
-        let mut a = Allocator::new(used, 0x840_0c00, size);
+        let mut a = Allocator::new(used, 0x840_0c00, size).unwrap();
         // Below allocator_beg rounded up to 4 MiB nothing is handed out; a taken granule is
         // skipped.
-        assert_eq!(a.alloc(1024).unwrap(), 0x880_4000);
-        assert_eq!(a.alloc(1024).unwrap(), 0x880_4400);
-        assert_eq!(a.alloc(4096).unwrap(), 0x880_5000);
+        assert_eq!(a.alloc(1024, &|| {}).unwrap(), 0x880_4000);
+        assert_eq!(a.alloc(1024, &|| {}).unwrap(), 0x880_4400);
+        assert_eq!(a.alloc(4096, &|| {}).unwrap(), 0x880_5000);
         // 64 KiB blocks are aligned to 64 KiB, on whole granules.
-        assert_eq!(a.alloc(65536).unwrap(), 0x881_0000);
-        assert_eq!(a.alloc(8192).unwrap(), 0x880_6000);
-        assert_eq!(a.alloc(8192).unwrap(), 0x882_0000);
-        assert_eq!(a.alloc(3000), Err(Error::Invalid));
-        assert_eq!(a.alloc(128 << 10), Err(Error::Invalid));
+        assert_eq!(a.alloc(65536, &|| {}).unwrap(), 0x881_0000);
+        assert_eq!(a.alloc(8192, &|| {}).unwrap(), 0x880_6000);
+        assert_eq!(a.alloc(8192, &|| {}).unwrap(), 0x882_0000);
+        assert_eq!(a.alloc(3000, &|| {}), Err(Error::Invalid));
+        assert_eq!(a.alloc(128 << 10, &|| {}), Err(Error::Invalid));
     }
 
     #[test]
@@ -220,14 +259,35 @@ mod tests {
         // 1 GiB + 8 MiB: the second GiB's first 4 MiB are reserved, 4 MiB after them free.
         let size = (1 << 30) + (8 << 20);
         let used = GranuleBits::new(size).unwrap();
-        let mut a = Allocator::new(used, (1 << 30) - (4 << 20), size);
+        let mut a = Allocator::new(used, (1 << 30) - (4 << 20), size).unwrap();
         let mut got = Vec::new();
-        while let Ok(off) = a.alloc(65536) {
+        while let Ok(off) = a.alloc(65536, &|| {}) {
             got.push(off);
         }
         assert_eq!(got.len(), 128);
         assert!(got.iter().all(|&o| !in_reserved(o)));
         assert_eq!(got[64], (1 << 30) + (4 << 20));
-        assert_eq!(a.alloc(1024), Err(Error::NoSpace));
+        assert_eq!(a.alloc(1024, &|| {}), Err(Error::NoSpace));
+    }
+
+    #[test]
+    fn a_long_search_skips_full_words_and_yields() {
+        // 64 GiB, every granule taken but the last 64 KiB of the last GiB.
+        let size = 64u64 << 30;
+        let mut used = GranuleBits::new(size).unwrap();
+        used.mark(0, size - 65536);
+        let mut a = Allocator::new(used, 0, size).unwrap();
+        let yields = core::cell::Cell::new(0u32);
+        let y = || yields.set(yields.get() + 1);
+        assert_eq!(a.alloc(16384, &y).unwrap(), size - 65536);
+        // Each 1 MiB word is one step: about 65536 of them, a yield every 4096.
+        assert!((8..=32).contains(&yields.get()), "{}", yields.get());
+        // The search that wraps starts past what is known taken.
+        yields.set(0);
+        assert_eq!(a.alloc(32768, &y).unwrap(), size - 32768);
+        assert_eq!(a.alloc(16384, &y).unwrap(), size - 49152);
+        assert_eq!(a.alloc(16384, &y), Err(Error::NoSpace));
+        assert_eq!(a.alloc(1024, &y), Err(Error::NoSpace));
+        assert!(yields.get() <= 20, "{}", yields.get());
     }
 }

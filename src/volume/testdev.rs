@@ -627,12 +627,14 @@ mod tests {
 }
 
 /// A sparse read-write device in memory (64 KiB chunks, unwritten bytes read as zeros);
-/// with `fail_write_after`, every write after that many fails.
+/// with `fail_write_after`, every write after that many fails; with `fail_read_at`, every
+/// read covering that byte fails.
 pub(crate) struct SparseDev {
     pub size: u64,
     pub chunks: core::cell::RefCell<alloc::collections::BTreeMap<u64, Vec<u8>>>,
     pub writes: core::cell::Cell<u64>,
     pub fail_write_after: Option<u64>,
+    pub fail_read_at: core::cell::Cell<Option<u64>>,
 }
 
 const CHUNK: u64 = 65536;
@@ -644,6 +646,7 @@ impl SparseDev {
             chunks: Default::default(),
             writes: Default::default(),
             fail_write_after: None,
+            fail_read_at: Default::default(),
         }
     }
 
@@ -679,6 +682,11 @@ impl BlockDev for SparseDev {
         if off + buf.len() as u64 > self.size {
             return Err(Error::Io);
         }
+        if let Some(bad) = self.fail_read_at.get() {
+            if (off..off + buf.len() as u64).contains(&bad) {
+                return Err(Error::Io);
+            }
+        }
         let chunks = self.chunks.borrow();
         let mut done = 0;
         while done < buf.len() {
@@ -708,5 +716,110 @@ impl BlockDev for SparseDev {
     }
     fn flush(&self) -> crate::Result<()> {
         Ok(())
+    }
+}
+
+impl SparseDev {
+    /// A copy of the device's bytes (not its fault settings).
+    pub fn snapshot(&self) -> SparseDev {
+        let d = SparseDev::new(self.size);
+        *d.chunks.borrow_mut() = self.chunks.borrow().clone();
+        d
+    }
+}
+
+/// One operation [`LogDev`] recorded.
+#[derive(Clone)]
+pub(crate) enum Op {
+    Write(u64, Vec<u8>),
+    Flush,
+}
+
+/// A [`SparseDev`] that records every write and flush, so that every state a crash could
+/// leave can be rebuilt after ([`each_crash`]).
+pub(crate) struct LogDev {
+    pub dev: SparseDev,
+    pub log: core::cell::RefCell<Vec<Op>>,
+}
+
+impl LogDev {
+    pub fn new(dev: SparseDev) -> LogDev {
+        LogDev {
+            dev,
+            log: Default::default(),
+        }
+    }
+}
+
+impl BlockDev for LogDev {
+    fn size(&self) -> u64 {
+        self.dev.size
+    }
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> crate::Result<()> {
+        self.dev.read_at(off, buf)
+    }
+    fn write_at(&self, off: u64, buf: &[u8]) -> crate::Result<()> {
+        self.dev.write_at(off, buf)?;
+        self.log.borrow_mut().push(Op::Write(off, buf.to_vec()));
+        Ok(())
+    }
+    fn flush(&self) -> crate::Result<()> {
+        self.log.borrow_mut().push(Op::Flush);
+        Ok(())
+    }
+}
+
+/// Call `f` on every device state a crash during `log` (run on `base`) may leave, as the
+/// [`BlockDev`] contract allows: every write before the last flush that returned is
+/// durable, any subset of the writes after it is (all subsets of up to 8 writes, else a
+/// fixed sample), and the last write kept may be torn (its first half only). A crash just
+/// before each flush, or at the end, covers every earlier crash point too.
+pub(crate) fn each_crash(base: &SparseDev, log: &[Op], f: &mut dyn FnMut(&SparseDev)) {
+    let durable = base.snapshot();
+    let mut pending: Vec<(u64, &[u8])> = Vec::new();
+    for op in log.iter().map(Some).chain([None]) {
+        if matches!(op, Some(Op::Write(..))) {
+            if let Some(Op::Write(off, bytes)) = op {
+                pending.push((*off, bytes));
+            }
+            continue;
+        }
+        let n = pending.len();
+        let mut subsets: Vec<u64> = if n <= 8 {
+            (0..1u64 << n).collect()
+        } else {
+            let mut x = 0x9E37_79B9_7F4A_7C15u64;
+            let mut v = vec![0, u64::MAX];
+            for _ in 0..32 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                v.push(x);
+            }
+            v
+        };
+        subsets.dedup();
+        for mask in subsets {
+            let kept: Vec<usize> = (0..n).filter(|&i| mask >> (i % 64) & 1 == 1).collect();
+            for tear in [false, true] {
+                if tear && kept.is_empty() {
+                    continue;
+                }
+                let d = durable.snapshot();
+                for (j, &i) in kept.iter().enumerate() {
+                    let (off, bytes) = pending[i];
+                    let len = if tear && j + 1 == kept.len() {
+                        bytes.len() / 2
+                    } else {
+                        bytes.len()
+                    };
+                    d.put(off, &bytes[..len]);
+                }
+                f(&d);
+            }
+        }
+        for (off, bytes) in pending.drain(..) {
+            durable.put(off, bytes);
+        }
     }
 }

@@ -11,12 +11,12 @@ use alloc::vec::Vec;
 use super::block::zeroed;
 use super::scan::Flow;
 use super::space::{Allocator, GranuleBits};
-use super::{read_copies, BlockDev, HeaderCopy, ReadError, Volume};
-use crate::media::volhdr::{NUM_VOLHDRS, ZONE_BYTES};
+use super::{read_copies, BlockDev, Cause, HeaderCopy, ReadError, Volume};
+use crate::media::volhdr::{select_best, VolumeHeader, NUM_VOLHDRS, ZONE_BYTES};
 use crate::media::{
-    enc_methods, Blockref, DirentHead, InodeData, BREF_BYTES, BREF_TYPE_DATA, BREF_TYPE_DIRENT,
-    BREF_TYPE_INDIRECT, BREF_TYPE_INODE, CHECK_XXHASH64, COMP_NONE, DATA_BLOCK_BYTES,
-    DATA_BLOCK_RADIX, INODE_BYTES, RADIX_MIN, SET_COUNT,
+    enc_methods, Blockref, DirentHead, InodeData, MediaError, BREF_BYTES, BREF_TYPE_DATA,
+    BREF_TYPE_DIRENT, BREF_TYPE_INDIRECT, BREF_TYPE_INODE, CHECK_XXHASH64, COMP_NONE,
+    DATA_BLOCK_BYTES, DATA_BLOCK_RADIX, INODE_BYTES, RADIX_MIN, SET_COUNT,
 };
 use crate::{Error, Result};
 
@@ -39,6 +39,25 @@ pub(crate) fn read_err(e: ReadError) -> Error {
     e.into()
 }
 
+/// Fail unless the best of `copies` (as [`Volume::open`] chooses) is the header `vol`
+/// holds: [`Error::Busy`] when another is newer, the device error of a copy that does not
+/// read.
+fn require_current<D: BlockDev>(vol: &Volume<D>, copies: &[HeaderCopy; NUM_VOLHDRS]) -> Result<()> {
+    let mut valid: [Option<core::result::Result<&VolumeHeader, MediaError>>; NUM_VOLHDRS] =
+        [None; NUM_VOLHDRS];
+    for (slot, c) in valid.iter_mut().zip(copies) {
+        match c {
+            HeaderCopy::Absent => {}
+            HeaderCopy::Unreadable(_, e) => return Err(*e),
+            HeaderCopy::Read(r) => *slot = Some(r.as_deref().map_err(|e| *e)),
+        }
+    }
+    match select_best(valid) {
+        Ok((zone, best)) if zone == vol.zone() && best == vol.header() => Ok(()),
+        _ => Err(Error::Busy),
+    }
+}
+
 /// An open transaction: the volume, its allocator and the transaction id it writes.
 pub struct Txn<'v, D: BlockDev> {
     pub(crate) vol: &'v Volume<D>,
@@ -48,6 +67,9 @@ pub struct Txn<'v, D: BlockDev> {
     /// The header slot the commit writes.
     pub(crate) next_zone: usize,
     pub(crate) tid: u64,
+    /// `modify_tid` of the blocks it writes: [`Txn::tid`] unless raised for a PFS whose
+    /// own counter runs ahead of the volume's.
+    modify_tid: u64,
     buf: Vec<u8>,
     /// Bytes of blocks written so far.
     pub(crate) written: u64,
@@ -67,21 +89,34 @@ pub fn next_zone(zone: usize, volu_size: u64) -> usize {
 
 impl<'v, D: BlockDev> Txn<'v, D> {
     /// Begin a transaction on `vol`: mark every block any valid header copy reaches as in
-    /// use (faults of an older copy's tree are ignored: its blocks stay reserved as far as
-    /// they can be read), and take the next transaction id.
+    /// use, and take the next transaction id. The tree of the header in use must read
+    /// without a fault; an older copy's tree may be damaged (its blocks stay reserved as
+    /// far as they can be read), but a device error anywhere fails the begin, as does a
+    /// header copy that does not read.
+    ///
+    /// [`Error::Busy`] when the best header copy on the device is no longer the one `vol`
+    /// was opened on (a commit since, through `vol` or another writer): reopen the volume.
     pub fn begin(vol: &'v Volume<D>) -> Result<Txn<'v, D>> {
         let h = vol.header();
         let fs = h.fs_size();
+        // Values of the media the arithmetic below relies on.
+        let tid = h.mirror_tid.checked_add(1).ok_or(Error::Invalid)?;
+        if h.allocator_beg > fs {
+            return Err(Error::Invalid);
+        }
+        let copies = read_copies(vol.dev()).map_err(read_err)?;
+        require_current(vol, &copies)?;
         let mut used = GranuleBits::new(fs)?;
         let mut keep = GranuleBits::new(fs)?;
         let next = next_zone(vol.zone(), h.volu_size);
-        let copies = read_copies(vol.dev()).map_err(read_err)?;
         let mut used_sets: Vec<[Blockref; SET_COUNT]> = Vec::new();
         let mut keep_sets: Vec<[Blockref; SET_COUNT]> = Vec::new();
         used_sets.try_reserve_exact(NUM_VOLHDRS)?;
         keep_sets.try_reserve_exact(NUM_VOLHDRS)?;
-        for (zone, c) in copies.iter().enumerate() {
-            let HeaderCopy::Read(Ok(ch)) = c else {
+        // The copy in use first, so that its tree is walked strictly even when an older
+        // copy holds the same one.
+        for zone in (0..NUM_VOLHDRS).map(|i| (vol.zone() + i) % NUM_VOLHDRS) {
+            let HeaderCopy::Read(Ok(ch)) = &copies[zone] else {
                 continue;
             };
             if ch.fsid != h.fsid {
@@ -102,15 +137,17 @@ impl<'v, D: BlockDev> Txn<'v, D> {
                 &set,
                 to_used.then_some(&mut used),
                 to_keep.then_some(&mut keep),
-            );
+                zone == vol.zone(),
+            )?;
         }
-        let alloc = Allocator::new(used, h.allocator_beg, fs);
+        let alloc = Allocator::new(used, h.allocator_beg, fs)?;
         Ok(Txn {
             vol,
             alloc,
             keep,
             next_zone: next,
-            tid: h.mirror_tid + 1,
+            tid,
+            modify_tid: tid,
             buf: zeroed(DATA_BLOCK_BYTES).map_err(read_err)?,
             written: 0,
         })
@@ -119,6 +156,13 @@ impl<'v, D: BlockDev> Txn<'v, D> {
     /// The transaction id this commit writes (`mirror_tid` of every new blockref).
     pub fn tid(&self) -> u64 {
         self.tid
+    }
+
+    /// The `modify_tid` of the blocks written from now on: `tid` if that is higher than
+    /// [`Txn::tid`]. A kernel-written PFS runs its own modify_tid counter, possibly far
+    /// ahead of the volume's `mirror_tid`, and its blocks must never go back in it.
+    pub fn raise_modify_tid(&mut self, tid: u64) {
+        self.modify_tid = self.modify_tid.max(tid);
     }
 
     /// The volume.
@@ -135,7 +179,8 @@ impl<'v, D: BlockDev> Txn<'v, D> {
         }
         let size = payload.len().max(1 << RADIX_MIN).next_power_of_two();
         let radix = size.trailing_zeros() as u8;
-        let off = self.alloc.alloc(size as u64)?;
+        let dev = self.vol.dev();
+        let off = self.alloc.alloc(size as u64, &|| dev.yield_point())?;
         let block = self.buf.get_mut(..size).ok_or(Error::TooBig)?;
         block.fill(0);
         block
@@ -145,7 +190,7 @@ impl<'v, D: BlockDev> Txn<'v, D> {
         b.data_off = off | u64::from(radix);
         b.set_check(block)?;
         b.mirror_tid = self.tid;
-        b.modify_tid = self.tid;
+        b.modify_tid = self.modify_tid;
         self.vol.dev().write_at(off, block)?;
         self.vol.dev().yield_point();
         self.written += size as u64;
@@ -192,7 +237,7 @@ impl<'v, D: BlockDev> Txn<'v, D> {
             }
         };
         b.mirror_tid = self.tid;
-        b.modify_tid = self.tid;
+        b.modify_tid = self.modify_tid;
         Ok(b)
     }
 
@@ -359,17 +404,22 @@ fn split_bits(items: &[Blockref], cap: usize) -> u8 {
     best
 }
 
-/// Mark every block the tree below `set` reaches in `a` and `b` (either may be absent);
-/// faults are skipped.
+/// Mark every block the tree below `set` reaches in `a` and `b` (either may be absent).
+/// A `strict` walk fails on any fault; otherwise faults of the media (damage, key order)
+/// are skipped with the subtree they concern, but a device error or running out of memory
+/// still fails: the blocks below might be in use and would go unmarked.
 fn mark_tree<D: BlockDev>(
     vol: &Volume<D>,
     set: &[Blockref; SET_COUNT],
     mut a: Option<&mut GranuleBits>,
     mut b: Option<&mut GranuleBits>,
-) {
+    strict: bool,
+) -> Result<()> {
     if a.is_none() && b.is_none() {
-        return;
+        return Ok(());
     }
+    // A blockref that does not locate reaches no space (the walk reports it when it
+    // has to read it).
     let mut mark = |r: &Blockref| {
         if let Ok((off, len)) = vol.locate(r) {
             for m in [a.as_deref_mut(), b.as_deref_mut()].into_iter().flatten() {
@@ -380,12 +430,17 @@ fn mark_tree<D: BlockDev>(
     for r in set {
         mark(r);
     }
-    let _ = vol.walk_all_tolerant(
-        set,
-        &mut |r, _| {
-            mark(r);
-            Ok(Flow::Continue)
-        },
-        &mut |_| Ok(()),
-    );
+    let mut visit = |r: &Blockref, _: Option<&InodeData>| {
+        mark(r);
+        Ok(Flow::Continue)
+    };
+    if strict {
+        vol.walk_all(set, &mut visit)
+    } else {
+        vol.walk_all_tolerant(set, &mut visit, &mut |e| match e.cause {
+            Cause::Device(_) | Cause::NoMem => Err(e),
+            _ => Ok(()),
+        })
+    }
+    .map_err(read_err)
 }

@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 use hammer2_synchro::cluster::{Cluster, FrontendOp, InodeStat};
 use hammer2_synchro::quorum::QuorumResult;
 use hammer2_synchro::role::{NodeSet, Role};
+use hammer2_synchro::store::Layout;
 use hammer2_synchro::Error;
 
 use super::gen::Case;
@@ -35,11 +36,14 @@ pub enum Seen {
 }
 
 /// The permission bits of a fresh directory, file and hardlink pointer, and the objtype `stat`
-/// reports for a hardlink pointer, learned once from a one-node cluster.
+/// reports for a hardlink pointer, learned once from a one-node cluster in the seed's layout
+/// (the model's).
 #[derive(Clone, Copy, Debug)]
 pub struct Defaults {
-    dir: u32,
-    file: u32,
+    /// A fresh directory's permission bits.
+    pub dir: u32,
+    /// A fresh file's permission bits.
+    pub file: u32,
     link: u32,
     link_objtype: u8,
 }
@@ -48,7 +52,7 @@ pub struct Defaults {
 pub fn defaults() -> Defaults {
     static D: OnceLock<Defaults> = OnceLock::new();
     *D.get_or_init(|| {
-        let c = Cluster::new(host(), &[Role::Master]).expect("probe cluster");
+        let c = Cluster::with_layout(host(), &[Role::Master], Layout::Seed).expect("probe cluster");
         let one = NodeSet(1);
         c.apply(one, FrontendOp::Mkdir(b"/d")).expect("probe mkdir");
         c.apply(one, FrontendOp::Write(b"/f", b"x"))
@@ -82,7 +86,8 @@ pub fn apply(c: &Cluster, mask: u8, op: &Op) -> Result<u64, String> {
         .map_err(|(n, e)| format!("apply {op:?} failed on node {n}: {e}"))
 }
 
-/// A cluster holding `case`'s history. The model's TIDs are 1, 2, ...: the cluster must agree.
+/// A cluster in the default layout holding `case`'s history. The model's TIDs are 1, 2, ...:
+/// the cluster must agree.
 pub fn build(case: &Case) -> Result<Pin<Box<Cluster>>, String> {
     build_on(host(), case)
 }
@@ -92,7 +97,22 @@ pub fn build_on(
     host: &'static dyn hammer2_synchro::host::Host,
     case: &Case,
 ) -> Result<Pin<Box<Cluster>>, String> {
-    let c = Cluster::new(host, &case.roles).map_err(|e| format!("Cluster::new: {e}"))?;
+    build_in(host, case, Layout::default())
+}
+
+/// [`build`] in the seed's layout, the one the model's TIDs and hardlink pointers describe.
+pub fn build_seed(case: &Case) -> Result<Pin<Box<Cluster>>, String> {
+    build_in(host(), case, Layout::Seed)
+}
+
+/// [`build`] on a given host in `layout`.
+pub fn build_in(
+    host: &'static dyn hammer2_synchro::host::Host,
+    case: &Case,
+    layout: Layout,
+) -> Result<Pin<Box<Cluster>>, String> {
+    let c = Cluster::with_layout(host, &case.roles, layout)
+        .map_err(|e| format!("Cluster::with_layout: {e}"))?;
     for (i, (mask, op, _)) in case.ops.iter().enumerate() {
         let tid = apply(&c, *mask, op)?;
         if tid != i as u64 + 1 {

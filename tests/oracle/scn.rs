@@ -51,7 +51,8 @@ pub fn render(case: &Case, world: &World, paths: &[Vec<u8>], note: &str) -> Stri
         let _ = writeln!(s, "# {line}");
     }
     let roles: Vec<&str> = case.roles.iter().map(|r| r.name()).collect();
-    let _ = writeln!(s, "cluster {}", roles.join(" "));
+    // The model's layout.
+    let _ = writeln!(s, "cluster layout=seed {}", roles.join(" "));
     for (mask, op, committed) in &case.ops {
         let st = set(*mask, n);
         let c = if *committed { "    # committed" } else { "" };

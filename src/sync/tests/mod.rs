@@ -29,6 +29,12 @@ fn cluster(roles: &[Role]) -> Pin<Box<Cluster>> {
     Cluster::new(host(), roles).unwrap()
 }
 
+/// A cluster in the seed's layout, for tests that need its shape: a directory's children
+/// (and so the synchronizer's deferrals) keyed by name hash under the directory itself.
+fn seed_cluster(roles: &[Role]) -> Pin<Box<Cluster>> {
+    Cluster::with_layout(host(), roles, crate::store::Layout::Seed).unwrap()
+}
+
 fn set(ix: &[usize]) -> NodeSet {
     NodeSet(ix.iter().fold(0u8, |a, &i| a | (1 << i)))
 }

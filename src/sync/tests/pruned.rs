@@ -198,7 +198,8 @@ fn pruned_scan_over_differently_shaped_indirect_trees() {
 fn pruned_resume_after_a_full_deferral_list_goes_on_past_the_range() {
     // Exactly MAX_DEFER changed directories end where a top-level range of /w ends, so the
     // deferral list fills on the last key of a merged range; one more changed directory lies
-    // in a later range. The resumed scan must go on to it.
+    // in a later range. The resumed scan must go on to it. Seed layout: there /w's entries,
+    // keyed by name hash, are the directories the scan of /w defers.
     let mut names: Vec<(u64, String)> = (0..2600)
         .map(|i| {
             let n = format!("d{i}");
@@ -217,7 +218,7 @@ fn pruned_resume_after_a_full_deferral_list_goes_on_past_the_range() {
         .collect();
     changed.push(&names[names.len() - 1].1);
     for mode in [ScanMode::Pruned, ScanMode::Original] {
-        let c = cluster(&[M, M, M, S]);
+        let c = seed_cluster(&[M, M, M, S]);
         c.set_scan_mode(mode);
         let full = all(&c);
         mkdir(&c, full, "/w");

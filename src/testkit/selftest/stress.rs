@@ -12,10 +12,12 @@
 //! committed and must be rolled back. A change that failed part-way without reaching a quorum
 //! makes its path "uncertain": not checked path by path, only by the final all-nodes comparison.
 //!
-//! Host threads share one leaked `Box` (no `Arc`: its allocation is infallible) that is taken
-//! back once every thread was joined. Threads that are still running at the timeout are told to
-//! quit (each checks between two operations, which are bounded), then joined, and only then is
-//! anything freed: a run never leaves a thread behind, whatever its verdict.
+//! Host threads share one leaked `Box` (no `Arc`: its allocation is infallible), counted by hand:
+//! the run and every thread it spawned hold a reference, and the last to let go frees it.
+//! Threads that are still running at the timeout are told to quit (each checks between two
+//! operations, which are bounded), then joined: a run leaves no thread behind unless one ignores
+//! every request (a hung thread, which [`Params::HANG`] makes on purpose), and that thread frees
+//! the state when it finally ends, which the host's unload waits for.
 
 // Failures carry a fixed-capacity `Note` on purpose: reporting one must never allocate.
 #![allow(clippy::result_large_err)]
@@ -64,6 +66,12 @@ pub struct Params {
     pub requests: u32,
     /// How long the threads may take to finish, and then the cluster to converge.
     pub timeout: Duration,
+    /// How long threads told to quit at the timeout get to end before the next step (see
+    /// `run_threads`).
+    pub grace: Duration,
+    /// How long writer 0, once told to quit, keeps running anyway before it ends (zero: it
+    /// ends at once). Only [`Params::HANG`] sets it: a thread its run cannot stop.
+    pub linger: Duration,
 }
 
 /// Three masters (a change reaches them one after the other), a slave and a soft slave.
@@ -86,6 +94,20 @@ impl Params {
         requesters: 2,
         requests: 60,
         timeout: Duration::from_secs(120),
+        grace: Duration::from_secs(5),
+        linger: Duration::ZERO,
+    };
+
+    /// A run that hangs on purpose, the reproducer of a thread left behind: writers and
+    /// requesters that never finish, a 1 s timeout, and writer 0 ignoring the quit for 20 s,
+    /// longer than the run's two grace periods (5 s each). The run reports the hang and leaves that writer
+    /// unjoined; the writer frees the run's state when it ends.
+    pub const HANG: Params = Params {
+        ops_per_writer: u32::MAX,
+        requests: u32::MAX,
+        timeout: Duration::from_secs(1),
+        linger: Duration::from_secs(20),
+        ..Params::SELFTEST
     };
 }
 
@@ -109,6 +131,11 @@ pub fn run(host: &'static dyn Host, p: &Params, out: &mut dyn fmt::Write) -> Out
 /// The protocol self-test case: [`run`] with [`Params::SELFTEST`].
 pub fn selftest_case(host: &'static dyn Host, out: &mut dyn fmt::Write) -> Outcome {
     run(host, &Params::SELFTEST, out)
+}
+
+/// [`run`] with [`Params::HANG`]: `Err` reporting the hung threads is its expected outcome.
+pub fn hang_case(host: &'static dyn Host, out: &mut dyn fmt::Write) -> Outcome {
+    run(host, &Params::HANG, out)
 }
 
 /// The run's choices: [`prng::Stream`], identical on every host.
@@ -196,6 +223,19 @@ struct Shared {
     quit: AtomicU32,
     /// The first failure a thread saw.
     failure: spin::Mutex<Option<Note>>,
+    /// References to this state: the run's and one per thread spawned (see [`release`]).
+    refs: AtomicU32,
+}
+
+/// Let go of a reference to `s`; the last one frees it (which stops and joins the cluster's
+/// sync threads). Nothing may touch `s` after this call.
+fn release(s: &'static Shared) {
+    if s.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
+        // SAFETY: `s` came from `Box::leak` in `run_with`, and every holder of a reference
+        // (the run, each thread) calls this once, last: the count reached 0, so nothing else
+        // refers to it any more.
+        drop(unsafe { Box::from_raw(s as *const Shared as *mut Shared) });
+    }
 }
 
 impl Shared {
@@ -264,6 +304,9 @@ fn writer(s: &Shared, w: usize) {
     let mut path = heapless::String::new();
     for _ in 0..s.p.ops_per_writer {
         if s.quit.load(Ordering::SeqCst) != 0 {
+            if w == 0 && !s.p.linger.is_zero() {
+                host::sleep(host, s.p.linger);
+            }
             return;
         }
         if let Err(e) = writer_step(s, w, &mut rng, &mut path) {
@@ -526,27 +569,20 @@ fn run_with(
         done: AtomicU32::new(0),
         quit: AtomicU32::new(0),
         failure: spin::Mutex::new(None),
+        refs: AtomicU32::new(1),
     })
     .map_err(|e| note!("shared state: {e}"))?;
     let s: &'static Shared = Box::leak(boxed);
     let t0 = host.now_ns();
-    let (r, joined) = run_threads(host, s, out);
+    let r = run_threads(host, s, out);
     let r = r.and_then(|()| settle_and_check(host, s, t0, out));
     let ms = (host.now_ns() - start) / 1_000_000;
     let _ = writeln!(out, "# stress case took {ms} ms in all");
-    if joined {
-        // SAFETY: `s` came from `Box::leak` above and `run_threads` joined every thread given
-        // it (`joined`), so nothing else refers to it any more. Dropping it stops and joins the
-        // cluster's sync threads.
-        drop(unsafe { Box::from_raw(s as *const Shared as *mut Shared) });
-    }
-    // Otherwise threads that never ended still use `s`: it stays allocated (the host waits
-    // for those threads at unload), and `r` reports them as hung.
+    // With every thread joined this frees `s` now; a thread that never ended frees it when it
+    // does (the host waits for it at unload), and `r` reports it as hung.
+    release(s);
     r
 }
-
-/// How long threads told to quit get to end before the next step of [`run_threads`].
-const QUIT_GRACE: Duration = Duration::from_secs(5);
 
 /// Wait (sleeping) until `want` threads are done or `deadline` (host ns) passes; whether they
 /// all are.
@@ -563,22 +599,21 @@ fn wait_done(host: &'static dyn Host, s: &Shared, want: u32, deadline: u64) -> b
     }
 }
 
-/// Spawn the writers and requesters, wait for all of them (sleeping) and join them; the flag
-/// says whether every one was joined. At the timeout the threads still running are told to
+/// Spawn the writers and requesters, wait for all of them (sleeping) and join them. At the
+/// timeout the threads still running are told to
 /// quit; a requester blocked on an acknowledgement cannot see that, so after a grace period
 /// every sync thread is stopped (a stopped thread acknowledges every request). Threads still
 /// running after a second grace period are left unjoined rather than waited for forever (a
 /// sync thread that answers no request is the bug this case exists to report): `Err` says
-/// they hung.
-fn run_threads(
-    host: &'static dyn Host,
-    s: &'static Shared,
-    out: &mut dyn fmt::Write,
-) -> (Outcome, bool) {
+/// they hung, and each frees its share of `s` when it ends.
+fn run_threads(host: &'static dyn Host, s: &'static Shared, out: &mut dyn fmt::Write) -> Outcome {
     let mut handles: heapless::Vec<RawThread, { MAX_WRITERS + MAX_REQUESTERS }> =
         heapless::Vec::new();
     let mut spawn_err = None;
     for t in 0..s.p.writers + s.p.requesters {
+        // The thread's reference, taken before it can run (and let go); given back below if
+        // it never starts (the run's own reference keeps the count above 0 meanwhile).
+        s.refs.fetch_add(1, Ordering::SeqCst);
         let entry = try_box(move || {
             if t < s.p.writers {
                 writer(s, t);
@@ -587,6 +622,7 @@ fn run_threads(
             }
             s.done.fetch_add(1, Ordering::SeqCst);
             s.cluster.host().wake_word(&s.done);
+            release(s);
         });
         let name = if t < s.p.writers {
             "h2s-stress-w"
@@ -599,6 +635,8 @@ fn run_threads(
                 let _ = handles.push(h);
             }
             Err(e) => {
+                // The closure was dropped unrun: its reference goes back.
+                s.refs.fetch_sub(1, Ordering::SeqCst);
                 // The ones spawned are bounded: let them finish, then report.
                 spawn_err = Some(e);
                 let _ = writeln!(out, "# spawning thread {t} failed");
@@ -607,7 +645,7 @@ fn run_threads(
         }
     }
     let want = handles.len() as u32;
-    let grace = QUIT_GRACE.as_nanos() as u64;
+    let grace = s.p.grace.as_nanos() as u64;
     let end = host.now_ns().saturating_add(s.p.timeout.as_nanos() as u64);
     let mut hung = None;
     if !wait_done(host, s, want, end) {
@@ -625,10 +663,11 @@ fn run_threads(
                 let _ = s.cluster.thread_request(i, Request::Stop);
             }
             if !wait_done(host, s, want, host.now_ns().saturating_add(grace)) {
-                let _ = writeln!(out, "# threads still running: left unjoined");
+                let v = s.done.load(Ordering::SeqCst);
+                let _ = writeln!(out, "# {} thread(s) still running: left unjoined", want - v);
                 // Never joined, so the host still owns them (it waits for them at unload).
                 core::mem::forget(handles);
-                return (Err(msg), false);
+                return Err(msg);
             }
         }
         hung = Some(msg);
@@ -637,13 +676,13 @@ fn run_threads(
         host.join(h);
     }
     if let Some(msg) = hung {
-        return (Err(msg), true);
+        return Err(msg);
     }
     if let Some(e) = spawn_err {
         // Every spawned thread was joined: a failure to report, not a hang.
         s.fail(format_args!("spawn: {e}"));
     }
-    (Ok(()), true)
+    Ok(())
 }
 
 /// After the storm: every request acknowledged, every thread unfrozen and running, convergence,
@@ -845,6 +884,38 @@ mod tests {
         assert!(e.contains("still running after"), "{e}");
         assert_eq!(h.live_threads(), 0, "threads left running");
         assert_eq!(h.live_locks(), 0, "the cluster was not freed");
+    }
+
+    /// A thread that ignores every request is left unjoined and reported; when it finally
+    /// ends it frees the run's state (the cluster with it): nothing stays allocated.
+    #[test]
+    fn a_thread_left_unjoined_frees_the_run_when_it_ends() {
+        let h = crate::host::testhost::host();
+        let p = Params {
+            timeout: Duration::from_millis(100),
+            grace: Duration::from_millis(100),
+            linger: Duration::from_secs(2),
+            ..Params::HANG
+        };
+        let mut out = String::new();
+        let e = run(h, &p, &mut out).expect_err("a hung run passed");
+        assert!(e.contains("still running after"), "{e}");
+        assert!(
+            out.contains("1 thread(s) still running: left unjoined"),
+            "{out}"
+        );
+        assert!(
+            h.live_locks() > 0,
+            "the run's state went while writer 0 lingers"
+        );
+        let t0 = std::time::Instant::now();
+        while h.live_locks() != 0 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "the lingering writer ended without freeing the run's state"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     #[test]
