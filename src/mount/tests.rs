@@ -57,12 +57,12 @@ fn import(dev: &SparseDev) {
 fn import_seeded(dev: &SparseDev, seed: u8) {
     let vol = Volume::open(dev).unwrap();
     let mut imp = Import::begin(&vol, b"DATA").unwrap();
-    let small = imp.new_inum();
+    let small = imp.new_inum().unwrap();
     let mut m = meta(OBJTYPE_REGFILE, small);
     m.size = 5;
     m.nlinks = 2;
     imp.file(m, Some(b"hello"), &[]).unwrap();
-    let big = imp.new_inum();
+    let big = imp.new_inum().unwrap();
     let mut table = Vec::new();
     let data = bytes(3 * DATA_BLOCK_BYTES - 100, 1 ^ seed);
     for (k, chunk) in data.chunks(DATA_BLOCK_BYTES).enumerate() {
@@ -77,13 +77,13 @@ fn import_seeded(dev: &SparseDev, seed: u8) {
     let mut m = meta(OBJTYPE_REGFILE, big);
     m.size = data.len() as u64;
     imp.file(m, None, &table).unwrap();
-    let long = imp.new_inum();
+    let long = imp.new_inum().unwrap();
     let mut m = meta(OBJTYPE_REGFILE, long);
     m.size = 700;
     let mut t = Vec::new();
     imp.data(&mut t, 0, &bytes(700, 2 ^ seed)).unwrap();
     imp.file(m, None, &t).unwrap();
-    let d = imp.new_inum();
+    let d = imp.new_inum().unwrap();
     let mut dir = DirEntries::new();
     imp.entry(&mut dir, &[b'n'; 100], long, OBJTYPE_REGFILE)
         .unwrap();
