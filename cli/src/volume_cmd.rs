@@ -224,32 +224,10 @@ fn ls(args: &[String]) -> Result<(), Fail> {
 
 fn ls_pfses(image: &str) -> Result<(), Fail> {
     let vol = Volume::open(FileDev::open(image)?).map_err(|e| run_err(image, e))?;
-<<<<<<< HEAD
-    let h = vol.header();
-    outln!(
-        "# volume {} bytes, version {}, header copy {} (mirror_tid {:#x})",
-        h.volu_size,
-        h.version,
-        vol.zone(),
-        h.mirror_tid
-    );
-    vol.pfs_roots(&mut |p| {
-        outln!(
-            "{} pfs_type {} pfs_inum {:#x} pfs_clid {}",
-            String::from_utf8_lossy(p.filename()),
-            p.meta.pfs_type,
-            p.meta.pfs_inum,
-            crate::volume_sync::format_uuid(&p.meta.pfs_clid)
-        );
-        Ok(Flow::Continue)
-    })
-    .map_err(|e| run_err(image, e))
-=======
     let mut o = crate::Out::new();
     let r = show::ls_pfses(&mut o, &vol);
     o.finish();
     r.map_err(|e| show_err(image, e))
->>>>>>> main
 }
 
 fn ls_path(spec: &str, path: &str) -> Result<(), Fail> {

@@ -17,6 +17,7 @@ use hammer2_synchro::mount::{self, Mounted};
 use hammer2_synchro::role::Role;
 use hammer2_synchro::store::{Layout, Store};
 use hammer2_synchro::thread::Request;
+use hammer2_synchro::volume::show::Uuid;
 use hammer2_synchro::volume::Volume;
 
 use crate::volume_cmd::{image_label, run, Command, Fail, FileDev};
@@ -67,25 +68,6 @@ fn role_of(t: u8) -> Option<Role> {
         PFSTYPE_CACHE => Role::Cache,
         _ => return None,
     })
-}
-
-/// A UUID as stored (the first three fields little-endian, as DragonFly's `uuid_t`) in the
-/// text form `newfs --clid` takes.
-pub(crate) fn format_uuid(b: &[u8; 16]) -> String {
-    let mut o = [0u8; 16];
-    o.copy_from_slice(b);
-    o[0..4].reverse();
-    o[4..6].reverse();
-    o[6..8].reverse();
-    let h: String = o.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
 }
 
 /// One node: its spec, volume and what was loaded from it.
@@ -170,8 +152,8 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
                 return Err(Fail::Run(format!(
                     "{spec}: cluster id {} differs from {first}'s {}: not one cluster \
                      (make the nodes with one newfs --clid)",
-                    format_uuid(&meta.pfs_clid),
-                    format_uuid(id)
+                    Uuid(&meta.pfs_clid),
+                    Uuid(id)
                 )));
             }
             Some(_) => {}
