@@ -122,6 +122,12 @@ impl<D: BlockDev> Volume<D> {
     /// The PFS labelled `label`: scan the super-root's keys `dirhash(label)` up to the end of
     /// its collision range for an INODE whose name is `label` (`hammer2_vfs_mount`).
     pub fn pfs(&self, label: &[u8]) -> ReadResult<Pfs> {
+        self.pfs_entry(label).map(|(_, root)| Pfs { root })
+    }
+
+    /// [`Volume::pfs`] with the PFS root's blockref in the super-root's table (what a writer
+    /// replaces).
+    pub fn pfs_entry(&self, label: &[u8]) -> ReadResult<(Blockref, InodeData)> {
         let sroot = self.super_root()?;
         let set = table(&sroot, self.header.sroot().data_off)?;
         let lo = dirhash(label);
@@ -132,16 +138,16 @@ impl<D: BlockDev> Volume<D> {
             }
             let ino = self.read_inode(b)?;
             if ino.filename() == label {
-                found = Some(ino);
+                found = Some((*b, ino));
                 return Ok(Flow::Stop);
             }
             Ok(Flow::Continue)
         })?;
-        let root = found.ok_or(ReadError::new(Cause::NotFound, lo))?;
+        let (b, root) = found.ok_or(ReadError::new(Cause::NotFound, lo))?;
         if root.meta.objtype != OBJTYPE_DIRECTORY {
             return Err(ReadError::new(Cause::NotDir, lo));
         }
-        Ok(Pfs { root })
+        Ok((b, root))
     }
 }
 
