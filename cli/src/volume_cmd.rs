@@ -50,8 +50,8 @@ macro_rules! errln {
 }
 
 const LS_HELP: &str = "\
-hammer2-synchro ls IMAGE             list the PFSs of a HAMMER2 volume (label, type, inode count
-                                     allocator)
+hammer2-synchro ls IMAGE             list the PFSs of a HAMMER2 volume (label, type, inode
+                                     allocator, cluster id)
 hammer2-synchro ls IMAGE@LABEL [PATH]
                                      list a directory of PFS LABEL (default /), or show one file:
                                      TYPE MODE SIZE INUM NLINKS NAME[ -> TARGET]

@@ -141,19 +141,25 @@ impl<D: BlockDev> Volume<D> {
     /// The PFS labelled `label`: scan the super-root's keys `dirhash(label)` up to the end of
     /// its collision range for an INODE whose name is `label` (`hammer2_vfs_mount`).
     pub fn pfs(&self, label: &[u8]) -> ReadResult<Pfs> {
-        self.pfs_root(label).map(|root| Pfs { root: *root })
+        self.pfs_root(label).map(|(_, root)| Pfs { root: *root })
+    }
+
+    /// [`Volume::pfs`] with the PFS root's blockref in the super-root's table (what a writer
+    /// replaces).
+    pub fn pfs_entry(&self, label: &[u8]) -> ReadResult<(Blockref, InodeData)> {
+        self.pfs_root(label).map(|(b, root)| (b, *root))
     }
 
     /// [`Volume::pfs`] onto the heap: what a caller that goes on reading should hold.
     pub fn pfs_box(&self, label: &[u8]) -> ReadResult<Box<Pfs>> {
-        let root = self.pfs_root(label)?;
+        let (_, root) = self.pfs_root(label)?;
         pfs_of(root)
     }
 
-    /// The root inode of [`Volume::pfs`], on the heap. Not inlined: its scan reads the device
-    /// below a small frame.
+    /// [`Volume::pfs_entry`] with the root inode on the heap. Not inlined: its scan reads the
+    /// device below a small frame.
     #[inline(never)]
-    fn pfs_root(&self, label: &[u8]) -> ReadResult<Box<InodeData>> {
+    fn pfs_root(&self, label: &[u8]) -> ReadResult<(Blockref, Box<InodeData>)> {
         let set = self.sroot_table()?;
         let lo = dirhash(label);
         let mut found = None;
@@ -163,16 +169,16 @@ impl<D: BlockDev> Volume<D> {
             }
             let ino = self.read_inode_box(b)?;
             if ino.filename() == label {
-                found = Some(ino);
+                found = Some((*b, ino));
                 return Ok(Flow::Stop);
             }
             Ok(Flow::Continue)
         })?;
-        let root = found.ok_or(ReadError::new(Cause::NotFound, lo))?;
+        let (b, root) = found.ok_or(ReadError::new(Cause::NotFound, lo))?;
         if root.meta.objtype != OBJTYPE_DIRECTORY {
             return Err(ReadError::new(Cause::NotDir, lo));
         }
-        Ok(root)
+        Ok((b, root))
     }
 }
 

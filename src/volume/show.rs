@@ -93,8 +93,26 @@ fn link_target<D: BlockDev>(vol: &Volume<D>, pfs: &Pfs, ino: &InodeData) -> Read
     pfs.readlink(vol, ino)
 }
 
+/// A UUID as stored (the first three fields little-endian, as DragonFly's `uuid_t`), shown in
+/// the text form `newfs --clid` takes: `01234567-89ab-cdef-0123-456789abcdef`.
+pub struct Uuid<'a>(pub &'a [u8; 16]);
+
+impl fmt::Display for Uuid<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        let order = [3, 2, 1, 0, 5, 4, 7, 6, 8, 9, 10, 11, 12, 13, 14, 15];
+        for (n, &i) in order.iter().enumerate() {
+            if matches!(n, 4 | 6 | 8 | 10) {
+                f.write_str("-")?;
+            }
+            write!(f, "{:02x}", b[i])?;
+        }
+        Ok(())
+    }
+}
+
 /// `ls IMAGE`: a line on the volume header in use, then one per PFS (label, type, inode
-/// number allocator), in key order.
+/// number allocator, cluster id), in key order.
 #[inline(never)]
 pub fn ls_pfses<D: BlockDev>(w: &mut dyn fmt::Write, vol: &Volume<D>) -> Result<(), ShowError> {
     let h = vol.header();
@@ -110,10 +128,11 @@ pub fn ls_pfses<D: BlockDev>(w: &mut dyn fmt::Write, vol: &Volume<D>) -> Result<
     let r = vol.pfs_roots(&mut |p| {
         let line = writeln!(
             w,
-            "{} pfs_type {} pfs_inum {:#x}",
+            "{} pfs_type {} pfs_inum {:#x} pfs_clid {}",
             Lossy(p.filename()),
             p.meta.pfs_type,
-            p.meta.pfs_inum
+            p.meta.pfs_inum,
+            Uuid(&p.meta.pfs_clid)
         );
         out_err = line.is_err();
         Ok(if out_err { Flow::Stop } else { Flow::Continue })
