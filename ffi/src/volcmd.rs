@@ -102,7 +102,6 @@ fn open_volume(dev: &HostDev) -> Result<Box<Volume<&HostDev>>, ReadError> {
     try_box(vol).map_err(|_| ReadError::new(Cause::NoMem, 0))
 }
 
-
 #[inline(never)]
 fn ls_pfses(path: &str, out: &mut dyn Write) -> Result<(), Error> {
     let dev = open("ls", path, out)?;
