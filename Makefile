@@ -89,7 +89,8 @@ clean-kmod:
 #                      bench (release build, ~10 min): regenerates BENCHMARKS.md and
 #                      docs/bench-resync.svg, ends with one `target ...` line per goal
 #   make bench-quick   the userland bench at smoke-test sizes, report written under $$TMPDIR
-#   make bench-kernel  only the kernel round trips and pool lock (qemu-tests/run --bench); a successful run
+#   make bench-kernel  only the kernel round trips, pool lock and store bytes per chain
+#                      (qemu-tests/run --bench); a successful run
 #                      leaves its output in target/bench-kernel.txt for the report
 .PHONY: bench bench-quick bench-kernel rsync-dep
 

@@ -145,13 +145,40 @@ impl Cluster {
             return Err(Error::Invalid);
         }
         let nmasters = roles.iter().filter(|r| **r == Role::Master).count() as u8;
+        let mut stores = Vec::new();
+        stores.try_reserve_exact(roles.len())?;
+        for (idx, &role) in roles.iter().enumerate() {
+            stores.push(Store::with_layout(
+                host,
+                pfs_root(role, idx, nmasters),
+                layout,
+            )?);
+        }
+        Cluster::from_stores(host, roles, stores, layout)
+    }
+
+    /// A cluster over stores made elsewhere (PFSs loaded from volumes, say), node `i` holding
+    /// `stores[i]` in role `roles[i]`, every store in `layout`. The TID clock starts at the
+    /// highest PFS root modify_tid, so a frontend change stamps TIDs above every node's.
+    pub fn from_stores(
+        host: &'static dyn Host,
+        roles: &[Role],
+        stores: Vec<Store>,
+        layout: Layout,
+    ) -> Result<Pin<Box<Cluster>>> {
+        if roles.is_empty() || roles.len() > MAX_NODES || stores.len() != roles.len() {
+            return Err(Error::Invalid);
+        }
+        let nmasters = roles.iter().filter(|r| **r == Role::Master).count() as u8;
         let mut all = [Role::Cache; MAX_NODES];
         all[..roles.len()].copy_from_slice(roles);
+        let mut top_tid = 0;
         let mut nodes = Vec::new();
         nodes.try_reserve_exact(roles.len())?;
-        for (idx, &role) in roles.iter().enumerate() {
+        for store in stores {
+            top_tid = top_tid.max(store.bref(store.root())?.modify_tid);
             nodes.push(Node {
-                store: Store::with_layout(host, pfs_root(role, idx, nmasters), layout)?,
+                store,
                 view: spin::Mutex::new(all),
                 stats: spin::Mutex::new(SyncStats::default()),
                 sync_lock: HostLock::new(host)?,
@@ -166,7 +193,7 @@ impl Cluster {
             roles: spin::Mutex::new(all),
             nmasters,
             layout,
-            tid: spin::Mutex::new(0),
+            tid: spin::Mutex::new(top_tid),
             changes: AtomicU64::new(0),
             faults: Default::default(),
             frontend: HostLock::new(host)?,

@@ -27,6 +27,7 @@ pub mod error;
 pub mod host;
 pub mod media;
 pub mod mem;
+pub mod mount;
 pub mod quorum;
 pub mod role;
 pub mod scenario;

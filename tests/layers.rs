@@ -31,6 +31,7 @@ const CORE_LAYERS: &[(&str, &[&str])] = &[
     ("thread protocol", &["thread"]),
     ("quorum", &["quorum"]),
     ("node store", &["store"]),
+    ("nodes on volumes", &["mount"]),
     ("synchronizer", &["sync"]),
     ("cluster", &["cluster"]),
     ("scenario interpreter", &["scenario"]),

@@ -273,6 +273,15 @@ fn freeze_latency(c: Pin<&Cluster>, shape: Shape, cfg: &ClusterCfg) -> Res<Vec<u
     Ok(out)
 }
 
+/// The empty slave's first sync of `tree`, built on the masters of a fresh cluster: its time
+/// and the chains it scanned.
+pub fn first_sync(tree: &Tree) -> Res<(Duration, u64)> {
+    let c = new_cluster()?;
+    build(&c, tree, MASTERS)?;
+    let (time, scanned, _) = timed_sync(&c)?;
+    Ok((time, scanned))
+}
+
 /// Build `tree` on a fresh cluster and measure everything of [`ClusterResult`].
 ///
 /// With `initial` set the tree goes to the masters and the empty slave's first sync is

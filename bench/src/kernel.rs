@@ -11,12 +11,22 @@ use crate::target::Target;
 pub struct KernelResults {
     /// The file it was read from, with its modification time.
     pub source: String,
-    /// The summary lines (`# ...` lines with nanoseconds and the per-batch ratio medians, and
-    /// the QEMU accelerator that measured them), without the `# `; the per-batch lines stay in
-    /// the file only.
+    /// The summary lines (`# ...` lines with nanoseconds and the per-batch ratio medians, the
+    /// QEMU accelerator that measured them, and the store's bytes per chain), without the `# `;
+    /// the per-batch lines stay in the file only.
     pub lines: Vec<String>,
-    /// Its `target kernel_...` lines.
+    /// Its `target kernel_...` lines and its `target chain_memory_kernel` line.
     pub targets: Vec<Target>,
+}
+
+/// The kernel bench's target on the store's bytes per chain (the others start `kernel_`).
+pub const CHAIN_MEMORY: &str = "chain_memory_kernel";
+
+impl KernelResults {
+    /// The target named `name`, if the run printed it.
+    pub fn target(&self, name: &str) -> Option<&Target> {
+        self.targets.iter().find(|t| t.name == name)
+    }
 }
 
 /// The kernel results in `text` (the output of `qemu-tests/run --bench`), if it holds a
@@ -24,8 +34,9 @@ pub struct KernelResults {
 pub fn parse(text: &str, source: String) -> Option<KernelResults> {
     let targets: Vec<Target> = text
         .lines()
-        .filter(|l| l.starts_with("target kernel_"))
+        .filter(|l| l.starts_with("target "))
         .filter_map(Target::parse)
+        .filter(|t| t.name.starts_with("kernel_") || t.name == CHAIN_MEMORY)
         .collect();
     targets.iter().find(|t| t.name == "kernel_round_trips")?;
     let lines = text
@@ -33,6 +44,7 @@ pub fn parse(text: &str, source: String) -> Option<KernelResults> {
         .filter_map(|l| l.strip_prefix("# "))
         .filter(|l| {
             l.starts_with("QEMU accelerator: ")
+                || l.starts_with("store memory ")
                 || l.contains(" ns (")
                 || l.contains(" per-batch ratios ")
         })
@@ -80,16 +92,27 @@ mod tests {
         # pool lock under fragmentation (TCG wall clock): longest hold 139471 ns (of 22957)\n\
         # QEMU accelerator: tcg -icount shift=0,sleep=off, 1 vCPU\n\
         # pool lock under fragmentation (TCG -icount): longest hold 680 ns (of 22957)\n\
+        # store memory (pool bytes in use and chain locks of 64 B, 256 files per kind on one node): 2560 B per empty file (inode chain with its 1 KiB inode, and DIRENT chain), 384 B per 64 KiB DATA chain beyond its data\n\
+        # target chain_memory_kernel: measured 2560B/file,384B/data-chain goal reported met\n\
         # 1 passed, 0 failed\n\
+        target chain_memory_userland: measured 1B/file,1B/data-chain goal reported met\n\
         target kernel_freeze_unfreeze_vs_park_unpark: measured 1.06x goal <=1.2x met\n\
         target kernel_stop_vs_kthread_stop: measured 1.30x goal <=1.2x missed\n\
         target kernel_round_trips: measured 1.30x goal <=1.2x missed\n\
-        target kernel_pool_lock_hold: measured 41250ns@kvm goal <=100000ns met\n";
+        target kernel_pool_lock_hold: measured 41250ns@kvm goal <=100000ns met\n\
+        target chain_memory_kernel: measured 2560B/file,384B/data-chain goal reported met\n";
 
     #[test]
     fn reads_targets_and_measurements() {
         let k = parse(OUT, "f".into()).unwrap();
-        assert_eq!(k.targets.len(), 4);
+        // The kernel's own targets only: not the userland one a file could also hold.
+        assert_eq!(k.targets.len(), 5);
+        assert!(k.target("chain_memory_userland").is_none());
+        let mem = k.target(CHAIN_MEMORY).unwrap();
+        assert_eq!(
+            (mem.measured.as_str(), mem.goal.as_str(), mem.met),
+            ("2560B/file,384B/data-chain", "reported", true)
+        );
         let pool = &k.targets[3];
         assert_eq!((pool.measured.as_str(), pool.met), ("41250ns@kvm", true));
         let rt = k
@@ -113,6 +136,10 @@ mod tests {
                     .into(),
                 "QEMU accelerator: tcg -icount shift=0,sleep=off, 1 vCPU".into(),
                 "pool lock under fragmentation (TCG -icount): longest hold 680 ns (of 22957)".into(),
+                "store memory (pool bytes in use and chain locks of 64 B, 256 files per kind \
+                 on one node): 2560 B per empty file (inode chain with its 1 KiB inode, and DIRENT chain), 384 B per 64 \
+                 KiB DATA chain beyond its data"
+                    .into(),
             ]
         );
         assert_eq!(

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use hammer2_synchro_bench::alloc_count::{self, CountingAlloc};
-use hammer2_synchro_bench::{bandwidth, memory, report, results, run};
+use hammer2_synchro_bench::{bandwidth, cluster_bench, memory, report, results, run, shape, tmpfs};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
@@ -14,6 +14,7 @@ const USAGE: &str = "\
 usage: hammer2-synchro-bench [--quick] [--out DIR] [--max-files N]
        hammer2-synchro-bench --bandwidth MIB
        hammer2-synchro-bench --memory
+       hammer2-synchro-bench --first-sync N
 
 Measures, in one run: resync time and chains visited after k changed leaves in trees of
 N = 10^3..10^6 files (wide and deep) on a 3-master + 1-slave cluster; the same divergence
@@ -28,6 +29,9 @@ against memcpy; the sync's peak memory; sync-thread freeze and stop latency.
              run uses 256); prints it and its target line, writes no report
   --memory   only the memory overheads: bytes per chain beyond its payload, bytes of an
              empty cluster of 1..8 nodes, bytes per scan worker; writes no report
+  --first-sync N
+             only the empty slave's first sync of a wide tree of N small files, and rsync's
+             first copy of the same tree on tmpfs; prints both, writes no report
   --max-files N  do not attempt trees of more than N files (listed as not measured)
   --kernel-results FILE
              the output of `make bench-kernel` to report kernel_round_trips from
@@ -44,6 +48,7 @@ fn main() -> ExitCode {
     let mut max_files: Option<usize> = None;
     let mut kernel_results: Option<PathBuf> = None;
     let mut bandwidth_only: Option<usize> = None;
+    let mut first_sync_only: Option<usize> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -70,6 +75,13 @@ fn main() -> ExitCode {
                 }
             },
             "--memory" => return memory_alone(),
+            "--first-sync" => match args.next().and_then(|n| n.parse().ok()) {
+                Some(n) if n > 0 => first_sync_only = Some(n),
+                _ => {
+                    eprintln!("--first-sync needs a positive number of files\n\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            },
             "--kernel-results" => match args.next() {
                 Some(f) => kernel_results = Some(PathBuf::from(f)),
                 None => {
@@ -93,6 +105,9 @@ fn main() -> ExitCode {
     }
     if let Some(mib) = bandwidth_only {
         return bandwidth_alone(mib);
+    }
+    if let Some(n) = first_sync_only {
+        return first_sync_alone(n);
     }
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = out.unwrap_or_else(|| {
@@ -191,6 +206,34 @@ fn bandwidth_alone(mib: usize) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `--first-sync N`: the slave's first sync of a wide tree of `n` files, and rsync's first copy.
+fn first_sync_alone(n: usize) -> ExitCode {
+    let tree = shape::Tree::new(shape::Shape::Wide, n);
+    match cluster_bench::first_sync(&tree) {
+        Ok((t, scanned)) => println!(
+            "bench: first sync of {n} files: {:.3} s ({scanned} chains scanned)",
+            t.as_secs_f64()
+        ),
+        Err(e) => {
+            eprintln!("bench: first sync failed: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    let pair = tmpfs::tmpfs_base().and_then(|b| {
+        let pair = tmpfs::FsPair::new(&b.path, "first-sync")?;
+        pair.build(&tree)?;
+        Ok((b, pair))
+    });
+    match pair.and_then(|(b, p)| Ok((b, p.rsync()?))) {
+        Ok((_base, t)) => println!(
+            "bench: rsync's first copy of {n} files: {:.3} s",
+            t.as_secs_f64()
+        ),
+        Err(e) => println!("bench: rsync not measured: {e}"),
+    }
+    ExitCode::SUCCESS
 }
 
 /// `--memory`: the memory overheads alone.

@@ -466,14 +466,31 @@ fn kernel(s: &mut String, r: &Results) {
     }
 }
 
-/// `## Store memory`: bytes per chain and per empty cluster, userland.
+/// The kernel pool's bytes per chain, from `make bench-kernel`'s output.
+fn kernel_chain_memory(r: &Results) -> String {
+    let line = r.kernel.as_ref().ok().and_then(|k| {
+        k.lines
+            .iter()
+            .find(|l| l.starts_with("store memory "))
+            .map(|l| (k, l))
+    });
+    match line {
+        Some((k, l)) => format!("Kernel (QEMU, from {}): {l}.", k.source),
+        None => "The kernel pool's bytes per chain are not measured (no `make bench-kernel` \
+                 output with them)."
+            .into(),
+    }
+}
+
+/// `## Store memory`: bytes per chain and per empty cluster, userland (and the kernel's bytes
+/// per chain when `make bench-kernel` measured them).
 fn store_memory(s: &mut String, r: &Results) {
-    let _ = writeln!(s, "## Store memory (userland)\n");
+    let _ = writeln!(s, "## Store memory\n");
     match &r.memory {
         Ok(m) => {
             let _ = writeln!(
                 s,
-                "Counting allocator, {} files per kind on one node: {} B per empty file (its \
+                "Userland, counting allocator, {} files per kind on one node: {} B per empty file (its \
                  inode chain in the PFS root's index with the 1 KiB inode, and its DIRENT chain \
                  in the directory), {} B per 64 KiB DATA chain beyond its data. Empty cluster \
                  of 1 to 8 nodes (stores and scan pools): {}.",
@@ -486,16 +503,12 @@ fn store_memory(s: &mut String, r: &Results) {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            let _ = writeln!(
-                s,
-                "\nThe kernel pool's bytes per chain are not measured (no run reads the pool's \
-                 counters per chain yet).\n"
-            );
         }
         Err(e) => {
-            let _ = writeln!(s, "Not measured: {e}.\n");
+            let _ = writeln!(s, "Userland not measured: {e}.");
         }
     }
+    let _ = writeln!(s, "\n{}\n", kernel_chain_memory(r));
 }
 
 /// `## Ratios` at the target row.
@@ -582,7 +595,7 @@ mod tests {
 
     #[test]
     fn report_lists_failures_and_targets() {
-        let r = Results {
+        let mut r = Results {
             machine: Machine::probe(),
             quick: false,
             command: "cargo run --release -p hammer2-synchro-bench --".into(),
@@ -615,5 +628,19 @@ mod tests {
         }
         let svg = plot(&r);
         assert!(svg.contains("pruned: not implemented"));
+        assert!(md.contains("Userland not measured: not run."));
+        assert!(md.contains("The kernel pool's bytes per chain are not measured"));
+        r.kernel = Ok(crate::kernel::parse(
+            "# store memory (pool bytes in use, 8 files per kind on one node): 2560 B per empty \
+             file, 384 B per 64 KiB DATA chain beyond its data\n\
+             target kernel_round_trips: measured 1.10x goal <=1.2x met\n",
+            "k.txt".into(),
+        )
+        .unwrap());
+        let md = markdown(&r);
+        assert!(md.contains(
+            "Kernel (QEMU, from k.txt): store memory (pool bytes in use, 8 files per kind on one \
+             node): 2560 B per empty file, 384 B per 64 KiB DATA chain beyond its data."
+        ));
     }
 }

@@ -19,6 +19,7 @@ const MIN_MEM_LIMIT: usize = 1 << 20;
 
 #[macro_use]
 mod volume_cmd;
+mod volume_sync;
 mod volume_write;
 
 const USAGE: &str = "\
@@ -41,6 +42,9 @@ USAGE:
     hammer2-synchro export IMAGE@LABEL DIR
                                      copy PFS LABEL's tree into the new directory DIR
     hammer2-synchro fsck IMAGE       check headers, check codes, key order and the freemap
+    hammer2-synchro sync [--watch] IMAGE@LABEL IMAGE@LABEL ...
+                                     run the sync threads over those PFSs until they agree,
+                                     commit every volume that changed
 
 OPTIONS:
     --status MS        print every live cluster's status (nodes, roles, TIDs, status
@@ -319,6 +323,9 @@ fn main() -> ExitCode {
         return code;
     }
     if let Some(code) = volume_write::dispatch(cmd, rest) {
+        return code;
+    }
+    if let Some(code) = volume_sync::dispatch(cmd, rest) {
         return code;
     }
     let each: fn(&str, bool, &mut Out) -> u8 = match cmd.as_str() {

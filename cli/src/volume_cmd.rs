@@ -11,7 +11,8 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use hammer2_synchro::media::{InodeData, OBJTYPE_DIRECTORY, OBJTYPE_REGFILE, OBJTYPE_SOFTLINK};
-use hammer2_synchro::volume::fsck::{CopyState, FINDINGS_MAX, MAP_LIMIT_DEFAULT};
+use hammer2_synchro::volume::fsck::MAP_LIMIT_DEFAULT;
+use hammer2_synchro::volume::show::{self, ShowError};
 use hammer2_synchro::volume::{
     check_name, fsck, BlockDev, Cause, Entry, Flow, FsckOptions, FsckReport, Pfs, Piece, ReadError,
     ReadResult, Volume,
@@ -49,8 +50,8 @@ macro_rules! errln {
 }
 
 const LS_HELP: &str = "\
-hammer2-synchro ls IMAGE             list the PFSs of a HAMMER2 volume (label, type, inode count
-                                     allocator)
+hammer2-synchro ls IMAGE             list the PFSs of a HAMMER2 volume (label, type, inode
+                                     allocator, cluster id)
 hammer2-synchro ls IMAGE@LABEL [PATH]
                                      list a directory of PFS LABEL (default /), or show one file:
                                      TYPE MODE SIZE INUM NLINKS NAME[ -> TARGET]
@@ -212,38 +213,6 @@ fn open_pfs(arg: &str) -> Result<(Volume<FileDev>, Pfs, String), Fail> {
     Ok((vol, pfs, image.to_string()))
 }
 
-fn type_char(t: u8) -> char {
-    match t {
-        OBJTYPE_DIRECTORY => 'd',
-        OBJTYPE_REGFILE => 'f',
-        OBJTYPE_SOFTLINK => 'l',
-        _ => '?',
-    }
-}
-
-fn ls_line(
-    vol: &Volume<FileDev>,
-    pfs: &Pfs,
-    ino: &InodeData,
-    name: &[u8],
-) -> Result<String, ReadError> {
-    let m = &ino.meta;
-    let mut line = format!(
-        "{} 0o{:04o} {:>10} {:#x} {} {}",
-        type_char(m.objtype),
-        m.mode & 0o7777,
-        m.size,
-        m.inum,
-        m.nlinks,
-        String::from_utf8_lossy(name)
-    );
-    if m.objtype == OBJTYPE_SOFTLINK {
-        let target = pfs.readlink(vol, ino)?;
-        line.push_str(&format!(" -> {}", String::from_utf8_lossy(&target)));
-    }
-    Ok(line)
-}
-
 fn ls(args: &[String]) -> Result<(), Fail> {
     match args {
         [image] if !image.contains('@') => ls_pfses(image),
@@ -255,50 +224,26 @@ fn ls(args: &[String]) -> Result<(), Fail> {
 
 fn ls_pfses(image: &str) -> Result<(), Fail> {
     let vol = Volume::open(FileDev::open(image)?).map_err(|e| run_err(image, e))?;
-    let h = vol.header();
-    outln!(
-        "# volume {} bytes, version {}, header copy {} (mirror_tid {:#x})",
-        h.volu_size,
-        h.version,
-        vol.zone(),
-        h.mirror_tid
-    );
-    vol.pfs_roots(&mut |p| {
-        outln!(
-            "{} pfs_type {} pfs_inum {:#x}",
-            String::from_utf8_lossy(p.filename()),
-            p.meta.pfs_type,
-            p.meta.pfs_inum
-        );
-        Ok(Flow::Continue)
-    })
-    .map_err(|e| run_err(image, e))
+    let mut o = crate::Out::new();
+    let r = show::ls_pfses(&mut o, &vol);
+    o.finish();
+    r.map_err(|e| show_err(image, e))
 }
 
 fn ls_path(spec: &str, path: &str) -> Result<(), Fail> {
     let (vol, pfs, image) = open_pfs(spec)?;
-    let err = |e| Fail::Run(format!("{image}: {path}: {e}"));
-    let ino = pfs.resolve(&vol, path.as_bytes()).map_err(err)?;
-    if ino.meta.objtype != OBJTYPE_DIRECTORY {
-        let name = path.rsplit('/').find(|c| !c.is_empty()).unwrap_or(path);
-        outln!(
-            "{}",
-            ls_line(&vol, &pfs, &ino, name.as_bytes()).map_err(err)?
-        );
-        return Ok(());
+    let mut o = crate::Out::new();
+    let r = show::ls_path(&mut o, &vol, &pfs, path.as_bytes());
+    o.finish();
+    r.map_err(|e| show_err(&format!("{image}: {path}"), e))
+}
+
+/// A listing's failure; `Out` never refuses a write (it ends the process instead).
+fn show_err(what: &str, e: ShowError) -> Fail {
+    match e {
+        ShowError::Read(e) => Fail::Run(format!("{what}: {e}")),
+        ShowError::Output => Fail::Run(format!("{what}: output failed")),
     }
-    let mut entries: Vec<Entry> = Vec::new();
-    pfs.readdir(&vol, &ino, &mut |e| {
-        entries.push(e.clone());
-        Ok(Flow::Continue)
-    })
-    .map_err(err)?;
-    entries.sort_by(|a, b| a.name.cmp(&b.name));
-    for e in entries {
-        let child = pfs.inode(&vol, e.inum).map_err(err)?;
-        outln!("{}", ls_line(&vol, &pfs, &child, &e.name).map_err(err)?);
-    }
-    Ok(())
 }
 
 /// What `export` wrote, for its progress line.
@@ -465,55 +410,9 @@ fn fsck_cmd(args: &[String]) -> Result<(), Fail> {
 }
 
 fn print_fsck(image: &str, r: &FsckReport) {
-    outln!("volume header copies:");
-    for (zone, c) in r.copies.iter().enumerate() {
-        let at = hammer2_synchro::media::volhdr::copy_offset(zone);
-        let state = match c {
-            CopyState::Absent => "not inside the device".to_string(),
-            CopyState::Unreadable(e) => format!("unreadable ({e:?})"),
-            CopyState::Bad(e) => format!("refused: {e}"),
-            CopyState::Valid(tid) if r.zone == Some(zone) => {
-                format!("valid, mirror_tid {tid:#x}, in use")
-            }
-            CopyState::Valid(tid) if r.is_stale(zone) => {
-                format!("valid, mirror_tid {tid:#x}, older than the copy in use")
-            }
-            CopyState::Valid(tid) => format!("valid, mirror_tid {tid:#x}"),
-        };
-        outln!("  {zone} at {at:#x}: {state}");
-    }
-    if r.zone.is_some() {
-        outln!(
-            "reachable: {} inodes, {} indirect blocks, {} data blocks, {} directory entries, \
-             {} bytes",
-            r.inodes,
-            r.indirect,
-            r.data,
-            r.dirents,
-            r.reachable_bytes
-        );
-        outln!(
-            "freemap: {} nodes, {} leaves; {} KiB allocated but unreachable (a bulkfree \
-             reclaims it)",
-            r.freemap_nodes,
-            r.freemap_leaves,
-            r.unreachable_granules * 16
-        );
-    }
-    for f in &r.findings {
-        outln!("FINDING {f}");
-    }
-    if r.findings_total > FINDINGS_MAX as u64 {
-        outln!(
-            "... and {} more findings",
-            r.findings_total - FINDINGS_MAX as u64
-        );
-    }
-    if r.is_clean() {
-        outln!("{image}: clean");
-    } else {
-        outln!("{image}: {} findings", r.findings_total);
-    }
+    let mut o = crate::Out::new();
+    let _ = show::write_fsck(&mut o, image, r);
+    o.finish();
 }
 
 /// Refuse the entries of directory `dir` that could not each be written as a new name

@@ -7,42 +7,14 @@ use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn cli(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_hammer2-synchro"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("h2rt-{}-{name}", std::process::id()));
-    let _ = fs::remove_dir_all(&d);
-    fs::create_dir_all(&d).unwrap();
-    d
-}
+mod common;
+use common::{cli, tmp};
 
 /// A tree with every kind of object import handles; `seed` varies contents.
 fn make_tree(root: &Path, seed: u32) {
-    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-    let mut bytes = |n: usize| {
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
-            .collect::<Vec<u8>>()
-    };
+    let mut bytes = common::bytes(seed);
     fs::create_dir_all(root.join("a/b/c")).unwrap();
     fs::write(root.join("empty"), b"").unwrap();
     fs::write(root.join("small"), b"hello\n").unwrap();

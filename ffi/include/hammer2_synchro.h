@@ -51,6 +51,11 @@
 #define H2S_OUTCOME_REJECTED 2
 
 /*
+ Longest volume command [`h2s_volume`] accepts, in bytes (a command word and paths).
+ */
+#define H2S_VOLUME_CMD_MAX 8192
+
+/*
  Most clusters that may exist at once through the C API.
  */
 #define H2S_MAX_CLUSTERS 32
@@ -108,7 +113,7 @@ typedef uint32_t H2sLogLevel;
 
  Contexts: `wake_word`, `now_ns`, `log`, `heap_lock`, `heap_unlock` and `should_stop` are
  called with chain locks held and must not sleep; every other member is called from process
- context and may sleep (`relax` with no spinlock held).
+ context and may sleep (`relax` and the `block_*` members with no spinlock held).
  */
 struct H2sHostOps {
   /*
@@ -196,6 +201,42 @@ struct H2sHostOps {
    spinlock held; may sleep.
    */
   void (*relax)(void);
+  /*
+   Open the image file or block device at `path` (`path_len` bytes, then a NUL; no NUL
+   inside), for reading and writing when `writable != 0`, else read-only. On success
+   stores an opaque handle through `dev` and the device's size in bytes through `size`,
+   and returns 0; otherwise a negative errno (`-ENOENT`, `-EACCES`, `-EROFS`, ...;
+   `-EISDIR` for a directory, `-EINVAL` for anything that is neither a regular file nor a
+   block device) and stores nothing. Process context; may sleep.
+   */
+  int32_t (*block_open)(const uint8_t *path,
+                        size_t path_len,
+                        int32_t writable,
+                        void **dev,
+                        uint64_t *size);
+  /*
+   Read up to `len` bytes at byte offset `off` of `dev` into `buf` (no alignment of
+   either). Returns the bytes read, which may be fewer than `len` (the core asks again for
+   the rest; 0 only past the end), or a negative errno. The core never asks past the size
+   `block_open` reported. Process context; may sleep.
+   */
+  int64_t (*block_read)(void *dev, uint64_t off, uint8_t *buf, size_t len);
+  /*
+   Write up to `len` bytes from `buf` at byte offset `off` of a device opened writable;
+   same return convention as `block_read` (`-ENOSPC` when the device is full). Not
+   durable until `block_flush`. Process context; may sleep.
+   */
+  int64_t (*block_write)(void *dev, uint64_t off, const uint8_t *buf, size_t len);
+  /*
+   Make every write to `dev` that returned durable (Linux: `vfs_fsync`, which flushes a
+   device's write cache). 0 or a negative errno. Process context; may sleep.
+   */
+  int32_t (*block_flush)(void *dev);
+  /*
+   Close `dev`; the handle is invalid afterwards. Called exactly once per handle.
+   Process context; may sleep.
+   */
+  void (*block_close)(void *dev);
 };
 
 #ifdef __cplusplus
@@ -411,6 +452,27 @@ int32_t h2s_thread_op(uint32_t handle, uint32_t node, uint32_t op);
 int32_t h2s_ctl(const uint8_t *cmd, size_t len, uint8_t *out, size_t cap, size_t *written);
 
 /*
+ Run one volume command on devices the host opens through its `block_*` members (`len`
+ bytes at `cmd`, one line): `fsck PATH`, `ls PATH`, `ls PATH@LABEL [DIR]` print what the
+ CLI prints for them; `blockcheck PATH` checks the host's block I/O on a scratch device
+ (it writes to it and puts the bytes back). The text goes into `out`, the byte count to
+ `written`; a failure ends the text with a line `error: CMD: WHAT: WHY`.
+
+ Returns 0 when the command ran (`fsck` findings are in the text, not an error),
+ `-EINVAL` (null pointer, malformed command), `-E2BIG` (`len` over
+ [`H2S_VOLUME_CMD_MAX`]: nothing ran), `-ENOSPC` (the text was cut at `cap` and the
+ command stopped there), `-EINTR` (the host's `should_stop` ended it), or the failure's
+ `-errno` (`-ENOENT`, `-EISDIR`, `-EIO` for a damaged or foreign volume, ...).
+ Context: process context; sleeps for as long as the device reads take, calling `relax`
+ at every block.
+
+ # Safety
+ `cmd` valid for `len` bytes; `out` valid and exclusive for `cap` bytes; `written` valid for
+ a write when not null.
+ */
+int32_t h2s_volume(const uint8_t *cmd, size_t len, uint8_t *out, size_t cap, size_t *written);
+
+/*
  Open a bench session (`make bench-kernel`): a one-master cluster whose sync thread is started
  and idle. The C side then times [`h2s_bench_freeze_unfreeze`], [`h2s_bench_stop`] and
  [`h2s_bench_start`] calls on it one at a time, and frees it with [`h2s_bench_close`].
@@ -464,6 +526,23 @@ int32_t h2s_bench_start(void *s);
  `s` is null or a session from [`h2s_bench_open`]; it is invalid afterwards.
  */
 void h2s_bench_close(void *s);
+
+/*
+ The store's bytes per chain (`crate::bench_memory`): the pool's bytes in use plus
+ `lock_bytes` per live chain lock (which the host allocates outside the pool), over `files`
+ empty files, then `files` files of four 64 KiB blocks, each on a fresh one-node cluster;
+ stores the bytes per empty file (inode and DIRENT chains) and per DATA chain beyond its data
+ through the pointers (each may be null). Returns 0, `-EINVAL` (library not started, or `files` over 999,999),
+ `-ENOMEM`, or the failing write's `-errno`. Context: process context; sleeps; nothing else
+ may allocate meanwhile (the bench runs alone), since the meter is the whole pool's usage.
+
+ # Safety
+ Non-null pointers must be valid for a write.
+ */
+int32_t h2s_bench_chain_memory(uint32_t files,
+                               uint32_t lock_bytes,
+                               uint64_t *inode_chain,
+                               uint64_t *data_chain);
 
 /*
  The body of every thread the library asks the host to spawn: the host's thread function

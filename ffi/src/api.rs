@@ -298,17 +298,10 @@ pub unsafe extern "C" fn h2s_run_scenario(
 ) -> i32 {
     // SAFETY: `text` is valid for `len` bytes and `out` valid and exclusive for `cap` bytes
     // (`# Safety` of `h2s_run_scenario`).
-    let (Some(text), Some(out)) = (unsafe { in_slice(text, len) }, unsafe {
-        out_slice(out, cap)
-    }) else {
-        return -EINVAL;
+    let (text, out) = match unsafe { input_output(text, len, out, cap, H2S_SCENARIO_MAX) } {
+        Ok(a) => a,
+        Err(rc) => return rc,
     };
-    if ops::get().is_none() {
-        return -EINVAL;
-    }
-    if text.len() > H2S_SCENARIO_MAX {
-        return neg(Error::TooBig);
-    }
     let mut w = OutBuf::new(out);
     let res = scenario::run(&KERNEL_HOST, text, &mut w);
     let code = match res {
@@ -363,6 +356,67 @@ pub unsafe extern "C" fn h2s_scenario_too_big(
         Ok(()) => 0,
         Err(_) if w.overflowed() => -ENOSPC,
         Err(_) => -EINVAL,
+    }
+}
+
+/// The input text and output buffer of a call: `-EINVAL` for a null pointer or a library not
+/// started, `-E2BIG` for input over `max` bytes.
+///
+/// # Safety
+/// A non-null `input` valid for `len` bytes and a non-null `out` valid and exclusive for `cap`
+/// bytes, for `'a`.
+unsafe fn input_output<'a>(
+    input: *const u8,
+    len: usize,
+    out: *mut u8,
+    cap: usize,
+    max: usize,
+) -> Result<(&'a [u8], &'a mut [u8]), i32> {
+    // SAFETY: forwarded from this function's contract.
+    let (Some(input), Some(out)) = (unsafe { in_slice(input, len) }, unsafe {
+        out_slice(out, cap)
+    }) else {
+        return Err(-EINVAL);
+    };
+    if ops::get().is_none() {
+        return Err(-EINVAL);
+    }
+    if input.len() > max {
+        return Err(neg(Error::TooBig));
+    }
+    Ok((input, out))
+}
+
+/// Run a one-line text command (`h2s_ctl`, `h2s_volume`): `-EINVAL` for a null pointer or a
+/// library not started, `-E2BIG` for a command over `max` (nothing runs); else the answer in
+/// `out`, its length through `written`, and the command's `-errno`, or `-ENOSPC` when the
+/// answer was cut.
+///
+/// # Safety
+/// `cmd` valid for `len` bytes; `out` valid and exclusive for `cap` bytes; `written` valid for
+/// a write when not null.
+unsafe fn text_command(
+    cmd: *const u8,
+    len: usize,
+    out: *mut u8,
+    cap: usize,
+    written: *mut usize,
+    max: usize,
+    run: fn(&[u8], &mut dyn fmt::Write) -> Result<(), Error>,
+) -> i32 {
+    // SAFETY: forwarded from this function's contract.
+    let (cmd, out) = match unsafe { input_output(cmd, len, out, cap, max) } {
+        Ok(a) => a,
+        Err(rc) => return rc,
+    };
+    let mut w = OutBuf::new(out);
+    let r = run(cmd, &mut w);
+    // SAFETY: `written` is null or valid for a write (this function's contract).
+    unsafe { put(written, w.len()) };
+    match r {
+        Err(e) => neg(e),
+        Ok(()) if w.overflowed() => -ENOSPC,
+        Ok(()) => 0,
     }
 }
 
@@ -534,27 +588,49 @@ pub unsafe extern "C" fn h2s_ctl(
     cap: usize,
     written: *mut usize,
 ) -> i32 {
-    // SAFETY: `cmd` is valid for `len` bytes and `out` valid and exclusive for `cap` bytes
-    // (`# Safety` of `h2s_ctl`).
-    let (Some(cmd), Some(out)) = (unsafe { in_slice(cmd, len) }, unsafe {
-        out_slice(out, cap)
-    }) else {
-        return -EINVAL;
-    };
-    if ops::get().is_none() {
-        return -EINVAL;
-    }
-    if cmd.len() > H2S_CTL_MAX {
-        return neg(Error::TooBig);
-    }
-    let mut w = OutBuf::new(out);
-    let r = crate::ctl::run(cmd, &mut w);
-    // SAFETY: `written` is null or valid for a write (`# Safety` of `h2s_ctl`).
-    unsafe { put(written, w.len()) };
-    match r {
-        Err(e) => neg(e),
-        Ok(()) if w.overflowed() => -ENOSPC,
-        Ok(()) => 0,
+    // SAFETY: forwarded from `# Safety` of `h2s_ctl`.
+    unsafe { text_command(cmd, len, out, cap, written, H2S_CTL_MAX, crate::ctl::run) }
+}
+
+/// Longest volume command [`h2s_volume`] accepts, in bytes (a command word and paths).
+pub const H2S_VOLUME_CMD_MAX: usize = 8192;
+
+/// Run one volume command on devices the host opens through its `block_*` members (`len`
+/// bytes at `cmd`, one line): `fsck PATH`, `ls PATH`, `ls PATH@LABEL [DIR]` print what the
+/// CLI prints for them; `blockcheck PATH` checks the host's block I/O on a scratch device
+/// (it writes to it and puts the bytes back). The text goes into `out`, the byte count to
+/// `written`; a failure ends the text with a line `error: CMD: WHAT: WHY`.
+///
+/// Returns 0 when the command ran (`fsck` findings are in the text, not an error),
+/// `-EINVAL` (null pointer, malformed command), `-E2BIG` (`len` over
+/// [`H2S_VOLUME_CMD_MAX`]: nothing ran), `-ENOSPC` (the text was cut at `cap` and the
+/// command stopped there), `-EINTR` (the host's `should_stop` ended it), or the failure's
+/// `-errno` (`-ENOENT`, `-EISDIR`, `-EIO` for a damaged or foreign volume, ...).
+/// Context: process context; sleeps for as long as the device reads take, calling `relax`
+/// at every block.
+///
+/// # Safety
+/// `cmd` valid for `len` bytes; `out` valid and exclusive for `cap` bytes; `written` valid for
+/// a write when not null.
+#[no_mangle]
+pub unsafe extern "C" fn h2s_volume(
+    cmd: *const u8,
+    len: usize,
+    out: *mut u8,
+    cap: usize,
+    written: *mut usize,
+) -> i32 {
+    // SAFETY: forwarded from `# Safety` of `h2s_volume`.
+    unsafe {
+        text_command(
+            cmd,
+            len,
+            out,
+            cap,
+            written,
+            H2S_VOLUME_CMD_MAX,
+            crate::volcmd::run,
+        )
     }
 }
 
@@ -648,6 +724,38 @@ pub unsafe extern "C" fn h2s_bench_close(s: *mut c_void) {
     if !s.is_null() {
         // SAFETY: per this function's contract: made by `Box::into_raw` in `h2s_bench_open`.
         drop(unsafe { Box::from_raw(s as *mut crate::bench::BenchSession) });
+    }
+}
+
+/// The store's bytes per chain (`crate::bench_memory`): the pool's bytes in use plus
+/// `lock_bytes` per live chain lock (which the host allocates outside the pool), over `files`
+/// empty files, then `files` files of four 64 KiB blocks, each on a fresh one-node cluster;
+/// stores the bytes per empty file (inode and DIRENT chains) and per DATA chain beyond its data
+/// through the pointers (each may be null). Returns 0, `-EINVAL` (library not started, or `files` over 999,999),
+/// `-ENOMEM`, or the failing write's `-errno`. Context: process context; sleeps; nothing else
+/// may allocate meanwhile (the bench runs alone), since the meter is the whole pool's usage.
+///
+/// # Safety
+/// Non-null pointers must be valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn h2s_bench_chain_memory(
+    files: u32,
+    lock_bytes: u32,
+    inode_chain: *mut u64,
+    data_chain: *mut u64,
+) -> i32 {
+    if ops::get().is_none() {
+        return -EINVAL;
+    }
+    let pool = || POOL.usage().0;
+    match crate::bench_memory::measure(files as usize, lock_bytes as usize, &pool) {
+        // SAFETY: the caller's contract: each pointer is null or valid for a write.
+        Ok(m) => unsafe {
+            put(inode_chain, m.inode_chain as u64);
+            put(data_chain, m.data_chain as u64);
+            0
+        },
+        Err(e) => neg(e),
     }
 }
 

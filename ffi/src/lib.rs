@@ -5,13 +5,14 @@
 //! this crate. The direction of every call is explicit:
 //!
 //! - **imports**: the host fills an [`ops::H2sHostOps`] table of C functions (word sleep/wake,
-//!   chain locks, kthreads, clock, log, panic, the pool lock) and passes it to [`api::h2s_init`]
-//!   with the memory pool the core's heap lives in; [`host::KernelHost`] implements the core's
-//!   porting surface on that table;
+//!   chain locks, kthreads, clock, log, panic, the pool lock, block I/O) and passes it to
+//!   [`api::h2s_init`] with the memory pool the core's heap lives in; [`host::KernelHost`]
+//!   implements the core's porting surface on that table, [`block::HostDev`] the volume code's
+//!   block device;
 //! - **exports**: the `h2s_*` functions in [`api`] (clusters by handle, thread operations,
-//!   scenarios, status, self-tests), plus [`api::h2s_thread_main`], the body every thread the
-//!   core spawns runs. They only convert raw arguments; what they do is in [`cmd`], which the
-//!   test console [`ctl`] (`h2s_ctl`) shares.
+//!   scenarios, status, self-tests, volume commands), plus [`api::h2s_thread_main`], the body
+//!   every thread the core spawns runs. They only convert raw arguments; what they do is in
+//!   [`cmd`], which the test console [`ctl`] (`h2s_ctl`) shares, and [`volcmd`].
 //!
 //! On the kernel target the crate is `no_std`: the global allocator is the bounded pool of
 //! [`pool`], and a panic ends in the host's panic import. Host builds (tests) use std.
@@ -23,6 +24,8 @@ extern crate alloc;
 
 pub mod api;
 pub mod bench;
+pub mod bench_memory;
+pub mod block;
 pub mod buf;
 pub mod cmd;
 pub mod ctl;
@@ -31,6 +34,7 @@ pub mod host;
 pub mod hostcheck;
 pub mod ops;
 pub mod pool;
+pub mod volcmd;
 
 #[cfg(target_os = "none")]
 mod kernel_rt;

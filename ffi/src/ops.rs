@@ -33,7 +33,7 @@ pub enum H2sLogLevel {
 ///
 /// Contexts: `wake_word`, `now_ns`, `log`, `heap_lock`, `heap_unlock` and `should_stop` are
 /// called with chain locks held and must not sleep; every other member is called from process
-/// context and may sleep (`relax` with no spinlock held).
+/// context and may sleep (`relax` and the `block_*` members with no spinlock held).
 #[repr(C)]
 pub struct H2sHostOps {
     /// Sleep while `*word == expected`, for at most `timeout_ns` ([`H2S_TIMEOUT_NONE`]: no limit).
@@ -92,6 +92,36 @@ pub struct H2sHostOps {
     /// A scheduling point (Linux: `cond_resched()`). Called from process context with no
     /// spinlock held; may sleep.
     pub relax: unsafe extern "C" fn(),
+    /// Open the image file or block device at `path` (`path_len` bytes, then a NUL; no NUL
+    /// inside), for reading and writing when `writable != 0`, else read-only. On success
+    /// stores an opaque handle through `dev` and the device's size in bytes through `size`,
+    /// and returns 0; otherwise a negative errno (`-ENOENT`, `-EACCES`, `-EROFS`, ...;
+    /// `-EISDIR` for a directory, `-EINVAL` for anything that is neither a regular file nor a
+    /// block device) and stores nothing. Process context; may sleep.
+    pub block_open: unsafe extern "C" fn(
+        path: *const u8,
+        path_len: usize,
+        writable: i32,
+        dev: *mut *mut c_void,
+        size: *mut u64,
+    ) -> i32,
+    /// Read up to `len` bytes at byte offset `off` of `dev` into `buf` (no alignment of
+    /// either). Returns the bytes read, which may be fewer than `len` (the core asks again for
+    /// the rest; 0 only past the end), or a negative errno. The core never asks past the size
+    /// `block_open` reported. Process context; may sleep.
+    pub block_read:
+        unsafe extern "C" fn(dev: *mut c_void, off: u64, buf: *mut u8, len: usize) -> i64,
+    /// Write up to `len` bytes from `buf` at byte offset `off` of a device opened writable;
+    /// same return convention as `block_read` (`-ENOSPC` when the device is full). Not
+    /// durable until `block_flush`. Process context; may sleep.
+    pub block_write:
+        unsafe extern "C" fn(dev: *mut c_void, off: u64, buf: *const u8, len: usize) -> i64,
+    /// Make every write to `dev` that returned durable (Linux: `vfs_fsync`, which flushes a
+    /// device's write cache). 0 or a negative errno. Process context; may sleep.
+    pub block_flush: unsafe extern "C" fn(dev: *mut c_void) -> i32,
+    /// Close `dev`; the handle is invalid afterwards. Called exactly once per handle.
+    /// Process context; may sleep.
+    pub block_close: unsafe extern "C" fn(dev: *mut c_void),
 }
 
 static OPS: AtomicPtr<H2sHostOps> = AtomicPtr::new(core::ptr::null_mut());

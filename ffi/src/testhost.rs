@@ -162,8 +162,14 @@ unsafe extern "C" fn heap_unlock() {
 /// What the simulated host's `should_stop` answers (a killed caller in a kernel).
 pub static STOP: AtomicBool = AtomicBool::new(false);
 
+std::thread_local! {
+    /// What `should_stop` answers on this thread only, so a test can end its own run
+    /// without stopping the tests running beside it.
+    pub static STOP_HERE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 unsafe extern "C" fn should_stop() -> i32 {
-    i32::from(STOP.load(Ordering::SeqCst))
+    i32::from(STOP.load(Ordering::SeqCst) || STOP_HERE.with(|s| s.get()))
 }
 
 /// Calls of the simulated host's `relax`.
@@ -208,6 +214,120 @@ unsafe extern "C" fn big_free(p: *mut c_void) {
     }
 }
 
+/// Most bytes one `block_read`/`block_write` of the simulated host moves (0: no bound), so
+/// tests see the core finish a transfer the host did in pieces.
+pub static BLOCK_CHUNK: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// An open device of the simulated host.
+struct TestDev {
+    file: std::fs::File,
+}
+
+fn errno_of(e: &std::io::Error) -> i32 {
+    -e.raw_os_error().unwrap_or(5)
+}
+
+unsafe extern "C" fn block_open(
+    path: *const u8,
+    len: usize,
+    writable: i32,
+    dev: *mut *mut c_void,
+    size: *mut u64,
+) -> i32 {
+    use std::io::Seek;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::FileTypeExt;
+    // SAFETY: the core passes `len` bytes followed by a NUL.
+    let bytes = unsafe { std::slice::from_raw_parts(path, len + 1) };
+    assert_eq!(bytes[len], 0, "path not NUL-terminated");
+    let path = std::path::Path::new(std::ffi::OsStr::from_bytes(&bytes[..len]));
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => return errno_of(&e),
+    };
+    if meta.is_dir() {
+        return -21;
+    }
+    if !meta.is_file() && !meta.file_type().is_block_device() {
+        return -22;
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(writable != 0)
+        .open(path);
+    let mut file = match file {
+        Ok(f) => f,
+        Err(e) => return errno_of(&e),
+    };
+    let end = match file.seek(std::io::SeekFrom::End(0)) {
+        Ok(n) => n,
+        Err(e) => return errno_of(&e),
+    };
+    // SAFETY: the core passes pointers valid for a write.
+    unsafe {
+        *size = end;
+        *dev = Box::into_raw(Box::new(TestDev { file })).cast();
+    }
+    BLOCK_OPEN.fetch_add(1, Ordering::SeqCst);
+    0
+}
+
+/// `len` cut to [`BLOCK_CHUNK`].
+fn chunk(len: usize) -> usize {
+    match BLOCK_CHUNK.load(Ordering::SeqCst) {
+        0 => len,
+        c => len.min(c),
+    }
+}
+
+unsafe extern "C" fn block_read(dev: *mut c_void, off: u64, buf: *mut u8, len: usize) -> i64 {
+    use std::os::unix::fs::FileExt;
+    // SAFETY: a live handle from `block_open`; `buf` valid for `len` bytes.
+    let (d, buf) = unsafe {
+        (
+            &*(dev as *const TestDev),
+            std::slice::from_raw_parts_mut(buf, len),
+        )
+    };
+    match d.file.read_at(&mut buf[..chunk(len)], off) {
+        Ok(n) => n as i64,
+        Err(e) => i64::from(errno_of(&e)),
+    }
+}
+
+unsafe extern "C" fn block_write(dev: *mut c_void, off: u64, buf: *const u8, len: usize) -> i64 {
+    use std::os::unix::fs::FileExt;
+    // SAFETY: a live handle from `block_open`; `buf` valid for `len` bytes.
+    let (d, buf) = unsafe {
+        (
+            &*(dev as *const TestDev),
+            std::slice::from_raw_parts(buf, len),
+        )
+    };
+    match d.file.write_at(&buf[..chunk(len)], off) {
+        Ok(n) => n as i64,
+        Err(e) => i64::from(errno_of(&e)),
+    }
+}
+
+unsafe extern "C" fn block_flush(dev: *mut c_void) -> i32 {
+    // SAFETY: a live handle from `block_open`.
+    let d = unsafe { &*(dev as *const TestDev) };
+    match d.file.sync_data() {
+        Ok(()) => 0,
+        Err(e) => errno_of(&e),
+    }
+}
+
+/// Handles of the simulated host's devices not closed yet.
+pub static BLOCK_OPEN: std::sync::atomic::AtomicIsize = std::sync::atomic::AtomicIsize::new(0);
+
+unsafe extern "C" fn block_close(dev: *mut c_void) {
+    // SAFETY: made by `block_open`, closed once.
+    drop(unsafe { Box::from_raw(dev as *mut TestDev) });
+    BLOCK_OPEN.fetch_sub(1, Ordering::SeqCst);
+}
+
 /// The simulated host's table.
 pub static OPS: H2sHostOps = H2sHostOps {
     sleep_word,
@@ -227,6 +347,11 @@ pub static OPS: H2sHostOps = H2sHostOps {
     big_free,
     should_stop,
     relax,
+    block_open,
+    block_read,
+    block_write,
+    block_flush,
+    block_close,
 };
 
 /// Start the library once for the whole test process, with a pool from the std heap.

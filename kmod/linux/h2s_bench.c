@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
 /*
  * debugfs `bench` (`make bench-kernel`): the sync thread's protocol round trips against a plain
- * kthread's, in one boot. A measurement harness, not part of the port.
+ * kthread's, the pool lock's hold times and the store's bytes per chain, in one boot.
+ * A measurement harness, not part of the port.
  */
 #include <linux/kernel.h>
 #include <linux/slab.h>
@@ -32,6 +33,11 @@
 #define H2S_BENCH_PAIRS 32	/* freeze+unfreeze (park+unpark) round trips per batch and side */
 #define H2S_BENCH_STOPS 6	/* stops per batch and side */
 #define H2S_BENCH_TEXT 16384
+/*
+ * Files per kind of the store-memory measurement: their 1024 DATA chains' 64 MiB of payloads
+ * stay well within the large-payload limit of the bench boot (a quarter of its RAM).
+ */
+#define H2S_BENCH_FILES 256
 
 static int h2s_bench_kthread(void *idle)
 {
@@ -286,6 +292,36 @@ static int h2s_bench_pool(char *buf, size_t cap, size_t *n)
 	return 0;
 }
 
+/*
+ * The store's bytes per chain, as the userland bench counts them: metered by the pool's bytes in
+ * use (its blocks and the large payloads from kvmalloc) plus the chain locks, which the host
+ * kmallocs outside the pool (the slab object one takes, measured on one made here): per empty
+ * file (inode chain with its 1 KiB inode, and DIRENT chain) and per 64 KiB DATA chain beyond
+ * its data.
+ */
+static int h2s_bench_memory(char *buf, size_t cap, size_t *n)
+{
+	u64 inode = 0, data = 0;
+	void *lock = h2s_ops.lock_create();
+	size_t lock_bytes;
+	int rc;
+
+	if (!lock)
+		return -ENOMEM;
+	lock_bytes = ksize(lock);
+	h2s_ops.lock_destroy(lock);
+	rc = h2s_bench_chain_memory(H2S_BENCH_FILES, lock_bytes, &inode, &data);
+	if (rc)
+		return rc;
+	*n += scnprintf(buf + *n, cap - *n,
+			"store memory (pool bytes in use and chain locks of %zu B, %d files per kind on one node): %llu B per empty file (inode chain with its 1 KiB inode, and DIRENT chain), %llu B per 64 KiB DATA chain beyond its data\n",
+			lock_bytes, H2S_BENCH_FILES, inode, data);
+	*n += scnprintf(buf + *n, cap - *n,
+			"target chain_memory_kernel: measured %lluB/file,%lluB/data-chain goal reported met\n",
+			inode, data);
+	return 0;
+}
+
 static int h2s_gen_bench(char *buf, size_t cap, size_t *len)
 {
 	struct h2s_bench *b = kvzalloc(sizeof(*b), GFP_KERNEL);
@@ -318,6 +354,7 @@ static int h2s_gen_bench(char *buf, size_t cap, size_t *len)
 		n += h2s_target(buf + n, cap - n, "kernel_stop_vs_kthread_stop", st);
 		n += h2s_target(buf + n, cap - n, "kernel_round_trips", max(fu, st));
 		rc = h2s_bench_pool(buf, cap, &n);
+		rc = rc ? rc : h2s_bench_memory(buf, cap, &n);
 		*len = n;
 	}
 	kvfree(b);

@@ -13,6 +13,8 @@
  *   bench     (h2s_bench.c) write `run`: protocol round trips against kthread_park/unpark and
  *             kthread_stop, then the pool lock's hold times; `pool`: those alone; read: the
  *             latest report
+ *   volume    (h2s_block.c) write one volume command (fsck, ls on an image or block device),
+ *             read: it runs, gives the CLI's text for it
  */
 #include <linux/kernel.h>
 #include <linux/slab.h>
@@ -464,6 +466,7 @@ int h2s_debugfs_init(void)
 	debugfs_create_file("selftest", 0600, h2s_dir, &h2s_selftest_result, &h2s_result_fops);
 	debugfs_create_file("ctl", 0600, h2s_dir, NULL, &h2s_ctl_fops);
 	debugfs_create_file("bench", 0600, h2s_dir, &h2s_bench_result, &h2s_result_fops);
+	h2s_block_debugfs_init(h2s_dir);
 	return 0;
 }
 

@@ -16,6 +16,7 @@
  *   panic            WARN, then BUG: a core bug is never silent
  *   heap lock        a spinlock taken with interrupts off around the core's pool allocator
  *                    (the pool is h2s_main.c's)
+ *   block I/O        h2s_block.c
  */
 #include <linux/kernel.h>
 #include <linux/slab.h>
@@ -414,4 +415,9 @@ const struct H2sHostOps h2s_ops = {
 	.big_free = h2s_big_free,
 	.should_stop = h2s_should_stop,
 	.relax = h2s_relax,
+	.block_open = h2s_block_open,
+	.block_read = h2s_block_read,
+	.block_write = h2s_block_write,
+	.block_flush = h2s_block_flush,
+	.block_close = h2s_block_close,
 };

@@ -5,7 +5,10 @@
  *
  *   h2s_host.c     the port: the primitives the core imports (struct H2sHostOps)
  *   h2s_debugfs.c  /sys/kernel/debug/hammer2_synchro/ (run, status, selftest, ctl)
- *   h2s_bench.c    the `bench` debugfs file: round trips against kthread_park/unpark, kthread_stop
+ *   h2s_bench.c    the `bench` debugfs file: round trips against kthread_park/unpark, kthread_stop;
+ *                  the pool lock's hold times; the store's bytes per chain
+ *   h2s_block.c    block I/O on image files and block devices (the block_* members), and the
+ *                  `volume` debugfs file
  *   h2s_main.c     module parameters, init and exit
  */
 #ifndef H2S_LINUX_H
@@ -41,6 +44,16 @@ struct h2s_result {
 	char *text;
 	size_t len;
 };
+
+/* h2s_block.c */
+int32_t h2s_block_open(const uint8_t *path, size_t path_len, int32_t writable, void **dev,
+		       uint64_t *size);
+int64_t h2s_block_read(void *dev, uint64_t off, uint8_t *buf, size_t len);
+int64_t h2s_block_write(void *dev, uint64_t off, const uint8_t *buf, size_t len);
+int32_t h2s_block_flush(void *dev);
+void h2s_block_close(void *dev);
+struct dentry;
+void h2s_block_debugfs_init(struct dentry *dir);
 
 /* h2s_bench.c */
 extern struct h2s_result h2s_bench_result;

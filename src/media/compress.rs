@@ -20,7 +20,6 @@ use miniz_oxide::inflate::TINFLStatus;
 
 use super::consts::{COMP_AUTOZERO, COMP_LZ4, COMP_NONE, COMP_ZLIB};
 use super::error::MediaError;
-use crate::mem::try_box;
 use crate::Result;
 
 /// Bytes of the LZ4 length prefix.
@@ -33,7 +32,22 @@ pub struct Inflater(Box<DecompressorOxide>);
 impl Inflater {
     /// A new decoder, or [`crate::Error::NoMem`].
     pub fn new() -> Result<Inflater> {
-        Ok(Inflater(try_box(DecompressorOxide::new())?))
+        let layout = core::alloc::Layout::new::<DecompressorOxide>();
+        // SAFETY: the layout has a non-zero size (the decoder's tables).
+        let p = unsafe { alloc::alloc::alloc_zeroed(layout) }.cast::<DecompressorOxide>();
+        if p.is_null() {
+            return Err(crate::Error::NoMem);
+        }
+        // SAFETY: `p` is a fresh, zeroed allocation of the decoder's own layout, and zero
+        // bytes are the decoder `DecompressorOxide::new()` makes ("all fields set to 0":
+        // integers, integer arrays, and a fieldless state enum whose `Start` is 0); `init()`
+        // sets the state to `Start` all the same. `Box::from_raw` frees it with that layout.
+        // Built in place because the kernel build put `try_box(DecompressorOxide::new())`'s
+        // 10 KiB value on the stack.
+        unsafe {
+            (*p).init();
+            Ok(Inflater(Box::from_raw(p)))
+        }
     }
 }
 

@@ -103,6 +103,11 @@ pub enum Cmd<'a> {
     Catchup(Set, bool),
     /// `snapshot <name> <idx>`.
     Snapshot(&'a str, usize),
+    /// `remount <idx>`: commit the node to its volume and load it back (volumes only).
+    Remount(usize),
+    /// `crash <idx>`: load the node back from its volume, losing what was not committed
+    /// (volumes only).
+    Crash(usize),
     /// `expect ...`: a KTAP test.
     Expect(Check<'a>),
 }
@@ -125,6 +130,8 @@ pub struct Script<'a> {
     pub cluster_line: u32,
     /// The `cluster` command's `layout=` option (the seed's when absent).
     pub layout: crate::store::Layout,
+    /// The `cluster` command's `volumes=on` option: each node a PFS on a volume image.
+    pub volumes: bool,
     /// The roles of the `cluster` command, node 0 first.
     pub roles: heapless::Vec<Role, MAX_NODES>,
     /// Every command after `cluster`, in order.

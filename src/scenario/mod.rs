@@ -15,6 +15,7 @@ mod names;
 pub mod parse;
 pub mod prng;
 mod run;
+mod volumes;
 
 pub use ast::Script;
 pub use lex::ParseError;

@@ -45,10 +45,11 @@ fn parse_with<'a>(input: &'a [u8], snapshots: &SnapNames<'a>) -> Result<Script<'
             if name != "cluster" {
                 return Err(err(reason!("cluster must be the first command")));
             }
-            let (layout, roles) = cluster(args).map_err(err)?;
+            let (layout, volumes, roles) = cluster(args).map_err(err)?;
             script = Some(Script {
                 cluster_line: n,
                 layout,
+                volumes,
                 roles,
                 steps: Vec::new(),
                 checks: 0,
@@ -85,15 +86,21 @@ fn word<'a>(t: &Tok<'a>, what: &str) -> R<&'a str> {
     }
 }
 
-/// The `cluster` line's arguments: options (`layout=seed|index`), then the roles.
-fn cluster(args: &[Tok<'_>]) -> R<(Layout, RoleList)> {
+/// The `cluster` line's arguments: options (`layout=seed|index`, `volumes=on|off`), then
+/// the roles.
+fn cluster(args: &[Tok<'_>]) -> R<(Layout, bool, RoleList)> {
     let mut layout = None;
+    let mut volumes = None;
     let mut first_role = args.len();
     for (i, t) in args.iter().enumerate() {
         let Some((key, value)) = word(t, "a role").ok().and_then(|w| w.split_once('=')) else {
             first_role = i;
             break;
         };
+        if key == "volumes" {
+            volumes_option(&mut volumes, value)?;
+            continue;
+        }
         if key != "layout" {
             return Err(reason!("unknown cluster option '{}'", key));
         }
@@ -111,7 +118,33 @@ fn cluster(args: &[Tok<'_>]) -> R<(Layout, RoleList)> {
     }) {
         return Err(reason!("cluster option '{}' must come before the roles", w));
     }
-    Ok((layout.unwrap_or_default(), cluster_roles(roles)?))
+    let volumes = volumes.unwrap_or(false);
+    let layout = volumes_layout(volumes, layout)?;
+    Ok((layout, volumes, cluster_roles(roles)?))
+}
+
+/// The `volumes=on|off` option, given at most once.
+fn volumes_option(volumes: &mut Option<bool>, value: &str) -> R<()> {
+    if volumes.is_some() {
+        return Err(reason!("volumes given twice"));
+    }
+    *volumes = Some(match value {
+        "on" => true,
+        "off" => false,
+        v => return Err(reason!("volumes: expected on or off, got '{}'", v)),
+    });
+    Ok(())
+}
+
+/// The layout of a cluster: volumes hold today's layout only.
+fn volumes_layout(volumes: bool, layout: Option<Layout>) -> R<Layout> {
+    match (volumes, layout) {
+        (true, Some(Layout::Seed)) => Err(reason!(
+            "volumes=on needs layout=index (a volume holds today's layout)"
+        )),
+        (true, _) => Ok(Layout::Index),
+        (false, l) => Ok(l.unwrap_or_default()),
+    }
 }
 
 fn cluster_roles(args: &[Tok<'_>]) -> R<RoleList> {
@@ -256,6 +289,17 @@ impl<'a> Parser<'_, 'a> {
         match self.args.get(i) {
             Some(t) => word(t, what),
             None => Err(reason!("missing {}", what)),
+        }
+    }
+
+    /// `remount <idx>` / `crash <idx>`.
+    fn reload(&self, name: &str) -> R<Cmd<'a>> {
+        if name == "remount" {
+            self.arity(name, "remount <idx>", 1, 1)?;
+            Ok(Cmd::Remount(self.idx(0)?))
+        } else {
+            self.arity(name, "crash <idx>", 1, 1)?;
+            Ok(Cmd::Crash(self.idx(0)?))
         }
     }
 
@@ -420,6 +464,7 @@ impl<'a> Parser<'_, 'a> {
                 }
                 Cmd::Snapshot(n, self.idx(1)?)
             }
+            "remount" | "crash" => self.reload(name)?,
             "expect" => Cmd::Expect(self.check()?),
             _ => return Err(reason!("unknown command '{}'", name)),
         })
@@ -542,6 +587,39 @@ mod tests {
         assert_eq!(s.roles[..], [Role::Master, Role::Slave]);
         assert_eq!(ok("cluster layout=seed master\n").layout, Layout::Seed);
         assert_eq!(ok("cluster master\n").layout, Layout::Index);
+    }
+
+    #[test]
+    fn cluster_volumes_option_and_reload_commands() {
+        let s = ok("cluster volumes=on master slave\nremount 1\ncrash 0\n");
+        assert!(s.volumes);
+        assert_eq!(s.layout, Layout::Index);
+        assert_eq!(s.steps[0].cmd, Cmd::Remount(1));
+        assert_eq!(s.steps[1].cmd, Cmd::Crash(0));
+        let s = ok("cluster layout=index volumes=off master\n");
+        assert!(!s.volumes);
+        assert!(!ok("cluster master\n").volumes);
+        assert_err(
+            "cluster volumes=on layout=seed master\n",
+            1,
+            "volumes=on needs layout=index",
+        );
+        assert_err(
+            "cluster volumes=yes master\n",
+            1,
+            "volumes: expected on or off",
+        );
+        assert_err(
+            "cluster volumes=on volumes=on master\n",
+            1,
+            "volumes given twice",
+        );
+        assert_err(
+            "cluster volumes=on master\nremount 1\n",
+            2,
+            "bad node index 1",
+        );
+        assert_err("cluster volumes=on master\ncrash\n", 2, "crash");
     }
 
     fn assert_err(text: &str, line: u32, prefix: &str) {

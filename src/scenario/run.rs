@@ -16,6 +16,7 @@ use core::time::Duration;
 use super::ast::{Check, Cmd, Content, Script, Set, ThreadCheck};
 use super::ktap::{Diag, Ktap};
 use super::lex::{reason, Reason};
+use super::volumes::{self, Volumes};
 use super::{prng, Outcome};
 use crate::cluster::{Cluster, FileCmp, FrontendOp, Snapshot};
 use crate::host::{self, Host, LogLevel};
@@ -40,15 +41,23 @@ pub fn execute_mode(
 ) -> Outcome {
     let mut k = Ktap::new(out, script.checks);
     let mut stopped_at = None;
-    match Cluster::with_layout(host, &script.roles, script.layout) {
+    let made = if script.volumes {
+        volumes::cluster(host, &script.roles)
+    } else {
+        Cluster::with_layout(host, &script.roles, script.layout)
+            .map(|c| (c, Volumes::default()))
+            .map_err(|e| reason!("cluster: {}", e))
+    };
+    match made {
         Err(e) => {
-            k.diag(reason!("line {}: cluster: {}", script.cluster_line, e).as_str());
+            k.diag(reason!("line {}: {}", script.cluster_line, e).as_str());
             stopped_at = Some(0);
         }
-        Ok(cluster) => {
+        Ok((cluster, vols)) => {
             cluster.set_scan_mode(mode);
             let mut it = Interp {
                 c: cluster,
+                vols,
                 host,
                 diag: Diag::default(),
                 snaps: Vec::new(),
@@ -99,6 +108,8 @@ type R<T> = Result<T, Reason>;
 
 struct Interp {
     c: Pin<Box<Cluster>>,
+    /// Each node's volume, for a cluster on volumes.
+    vols: Volumes,
     host: &'static dyn Host,
     /// Snapshots taken so far, in the order of their `snapshot` lines.
     snaps: Vec<Snapshot>,
@@ -254,6 +265,10 @@ impl Interp {
                     .snapshot(*i)
                     .map_err(|e| reason!("node {}: snapshot: {}", i, e))?;
                 crate::mem::try_push(&mut self.snaps, snap).map_err(|e| reason!("snapshot: {}", e))
+            }
+            Cmd::Remount(i) | Cmd::Crash(i) => {
+                self.node_ok(*i, "remount")?;
+                volumes::reload(&self.c, &mut self.vols, *i, matches!(cmd, Cmd::Remount(_)))
             }
             Cmd::Expect(_) => Ok(()),
         }

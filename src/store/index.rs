@@ -222,14 +222,18 @@ impl Store {
         Ok(k)
     }
 
-    /// Add the entry `name` -> (`inum`, `objtype`) to `dir`, stamped `tid`.
+    /// Add the entry `name` -> (`inum`, `objtype`) to `dir`, stamped `tid`. The caller looked
+    /// the name up without `dir`'s lock (only the root's is held), and a synchronizer holding
+    /// `dir` inserts entries under that lock alone, so the name is looked up again here: an
+    /// entry that arrived meanwhile naming `inum` is the one wanted when `same_ok` (a create
+    /// racing the entry's copy from the focus), else the name is taken (`Exists`).
     fn add_dirent(
         &self,
         root: &ChainGuard<'_>,
         dir: ChainId,
         name: &[u8],
-        inum: u64,
-        objtype: u8,
+        (inum, objtype): (u64, u8),
+        same_ok: bool,
         tid: u64,
     ) -> Result<()> {
         let head = DirentHead {
@@ -238,6 +242,12 @@ impl Store {
             objtype,
         };
         self.in_dir(root, dir, tid, |dg| {
+            if let Some((_, _, h)) = self.find_dirent(dir, name)? {
+                return match same_ok && h.inum == inum {
+                    true => Ok(()),
+                    false => Err(Error::Exists),
+                };
+            }
             let key = self.free_dirent_key(dir, name)?;
             let (bref, body) = dirent_chain(key, head, name, tid)?;
             self.insert(dg, bref, body).map(|_| ())
@@ -317,11 +327,11 @@ impl Store {
             if self.meta(id)?.objtype != objtype {
                 return Err(Error::Exists);
             }
-            self.add_dirent(root, dir, name, inum, objtype, tid)?;
+            self.add_dirent(root, dir, name, (inum, objtype), true, tid)?;
             return Ok(id);
         }
         let id = self.new_index_inode(root, dir, objtype, mode, inum, tid)?;
-        if let Err(e) = self.add_dirent(root, dir, name, inum, objtype, tid) {
+        if let Err(e) = self.add_dirent(root, dir, name, (inum, objtype), true, tid) {
             let g = self.lock_child(root, id, LockMode::Exclusive)?;
             self.delete(root, g)?;
             return Err(e);
@@ -459,7 +469,7 @@ impl Store {
         if self.find_dirent(dir, name)?.is_some() {
             return Err(Error::Exists);
         }
-        self.add_dirent(&root, dir, name, tm.inum, tm.objtype, tid)?;
+        self.add_dirent(&root, dir, name, (tm.inum, tm.objtype), false, tid)?;
         let g = self.lock_child(&root, t, LockMode::Exclusive)?;
         self.modify(&g, |_, body| {
             let Body::Inode(ip) = body else {
@@ -683,6 +693,30 @@ mod tests {
         assert_eq!(s.mkdir_as(b"/d", 4, Some(1030)), Err(Error::Exists));
         assert_eq!(s.resolve(b"/d"), Err(Error::NotFound));
         assert_eq!(s.chain_count(), before + 1);
+    }
+
+    /// A create whose unlocked lookup missed an entry that a synchronizer inserted before the
+    /// create took the directory's lock: the entry is not made a second time.
+    #[test]
+    fn a_create_finds_the_entry_that_arrived_after_its_lookup() {
+        let s = store();
+        s.mkdir(b"/d", 1).unwrap();
+        s.write(b"/d/f", b"focus", 2).unwrap();
+        let d = s.resolve(b"/d").unwrap();
+        let inum = s.meta(s.resolve(b"/d/f").unwrap()).unwrap().inum;
+        let before = s.chain_count();
+        {
+            let root = s.lock_root(LockMode::Exclusive);
+            s.create(&root, d, b"f", media::OBJTYPE_REGFILE, 0o644, inum, 3)
+                .unwrap();
+            // Another inode under that name is a clash, and leaves nothing behind.
+            let other = inum + 1;
+            let r = s.create(&root, d, b"f", media::OBJTYPE_REGFILE, 0o644, other, 3);
+            assert_eq!(r.err(), Some(Error::Exists));
+        }
+        assert_eq!(s.dirents(d).unwrap().len(), 1, "one entry named f");
+        assert_eq!(s.chain_count(), before);
+        assert_eq!(s.read_file(s.resolve(b"/d/f").unwrap()).unwrap(), b"focus");
     }
 
     #[test]

@@ -35,7 +35,7 @@ use crate::store::ChainStore;
 use crate::thread::Brk;
 use crate::{Error, Result};
 
-use super::pool::{Head, Msg, Pool};
+use super::pool::{Ask, Head, Msg, Pool};
 use super::{Ctx, Peers};
 
 /// A focus chain: which node holds it, its id there, its header.
@@ -248,6 +248,8 @@ fn wait_more<S: ChainStore>(
 #[derive(Clone, Copy)]
 pub(crate) struct Inflight {
     gens: [u32; MAX_NODES],
+    /// The inode's index in its requests (a batch's; 0 for a request of its own).
+    item: u32,
     /// Per node, the state its children's scan starts in: `Off` (not asked), `Pending` (the
     /// children follow), `Done` (no such inode there) or `Failed`.
     start: [Start; MAX_NODES],
@@ -265,6 +267,23 @@ enum Start {
 /// An inode's focus (None: no quorum), with the reads of its children under way.
 pub(crate) type FocusScan<Id> = (Option<Focus<Id>>, Inflight);
 
+/// One inode of a batch request already posted to the workers (the driver asks for the next
+/// deferred inodes at once, so a worker's wakeup serves many of them): whose requests, and the
+/// inode's index in them.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Ticket {
+    /// Per node, the generation of its batch request.
+    pub(crate) gens: [u32; MAX_NODES],
+    /// The nodes asked (a bit per node).
+    pub(crate) asked: u32,
+    /// The inode's index in the batch.
+    pub(crate) item: u32,
+    /// The cluster's change sequence when the batch was posted: its answers are only used by
+    /// a sync that read the same (see `slaves::unchanged`: everything it relies on must have
+    /// been read with no change under way).
+    pub(crate) seq: Option<u64>,
+}
+
 /// The answer of every node `follow` asks for the inode at `keys` (the ipcluster XOP): our
 /// node `Excluded`, nodes still reading `Pending`, failed reads `Failed`; decided as soon as the
 /// quorum can be. With catch-up on and no quorum, once every master that has not failed has
@@ -274,22 +293,25 @@ pub(crate) fn inode_focus<S: ChainStore>(
     keys: &[u64],
     follow: Follow,
 ) -> Result<Option<Focus<S::Id>>> {
-    focus_of(ctx, keys, follow, None).map(|(f, _)| f)
+    focus_of(ctx, keys, follow, None, None).map(|(f, _)| f)
 }
 
 /// [`inode_focus`], with the workers asked for the inode's children from key 0 as well: the
 /// returned [`Inflight`] lets the scan that usually follows start with them queued, which
-/// saves every worker a request, a wakeup and a reply per inode synchronized.
+/// saves every worker a request, a wakeup and a reply per inode synchronized. With a
+/// `ticket` whose requests are all still current, the inode's answers are taken from that batch
+/// (which asked for the children from key 0 too) and nothing is posted.
 pub(crate) fn inode_focus_scan<S: ChainStore>(
     ctx: &Ctx<'_, S>,
     keys: &[u64],
     follow: Follow,
+    ticket: Option<&Ticket>,
 ) -> Result<FocusScan<S::Id>> {
-    focus_of(ctx, keys, follow, Some(0))
+    focus_of(ctx, keys, follow, Some(0), ticket)
 }
 
 /// Where the children's scan of each node starts once the inode's focus is decided.
-fn inflight_of<Id>(gens: [u32; MAX_NODES], slots: &[Slot<Id>; MAX_NODES]) -> Inflight {
+fn inflight_of<Id>(gens: [u32; MAX_NODES], item: u32, slots: &[Slot<Id>; MAX_NODES]) -> Inflight {
     let mut start = [Start::Off; MAX_NODES];
     for (st, s) in start.iter_mut().zip(slots) {
         *st = match s {
@@ -301,7 +323,7 @@ fn inflight_of<Id>(gens: [u32; MAX_NODES], slots: &[Slot<Id>; MAX_NODES]) -> Inf
             Slot::Failed => Start::Failed,
         };
     }
-    Inflight { gens, start }
+    Inflight { gens, item, start }
 }
 
 fn focus_of<S: ChainStore>(
@@ -309,6 +331,7 @@ fn focus_of<S: ChainStore>(
     keys: &[u64],
     follow: Follow,
     children: Option<u64>,
+    ticket: Option<&Ticket>,
 ) -> Result<FocusScan<S::Id>> {
     let (peers, idx) = (ctx.peers, ctx.idx);
     let pool = ctx.pool.ok_or(Error::Invalid)?;
@@ -317,21 +340,36 @@ fn focus_of<S: ChainStore>(
     let roles = &voting.roles[..n];
     let mut slots = [Slot::Off; MAX_NODES];
     let mut gens = [0u32; MAX_NODES];
-    pool.request_all(
-        (0..n).filter(|&j| follow.asks(j, idx)),
-        keys,
-        children,
-        |j, g| {
-            gens[j] = g;
-            slots[j] = Slot::Pending;
-        },
-    )?;
+    let mut item = 0;
+    let asked = |j: usize| follow.asks(j, idx);
+    match ticket {
+        Some(t)
+            if (0..n)
+                .filter(|&j| asked(j))
+                .all(|j| t.asked & (1 << j) != 0 && pool.current(j, t.gens[j])) =>
+        {
+            for j in (0..n).filter(|&j| asked(j)) {
+                gens[j] = t.gens[j];
+                slots[j] = Slot::Pending;
+            }
+            item = t.item;
+        }
+        _ => pool.request_all(
+            (0..n).filter(|&j| asked(j)),
+            Ask::One(keys),
+            children,
+            |j, g| {
+                gens[j] = g;
+                slots[j] = Slot::Pending;
+            },
+        )?,
+    }
     let mut idle_since = None;
     loop {
         let seen = pool.pushed();
         for (j, slot) in slots.iter_mut().enumerate().take(n) {
             if let Slot::Pending = slot {
-                match pool.recv(j, gens[j]) {
+                match pool.recv(j, gens[j], item) {
                     Some(Msg::Inode(Some((id, b)))) => *slot = Slot::Head(id, b),
                     Some(Msg::Inode(None)) | Some(Msg::End) => *slot = Slot::Done,
                     Some(Msg::Failed) => *slot = Slot::Failed,
@@ -353,7 +391,7 @@ fn focus_of<S: ChainStore>(
                     head: *head,
                     catchup,
                 }),
-                inflight_of(gens, &slots),
+                inflight_of(gens, item, &slots),
             )),
             _ => Err(Error::Invalid),
         };
@@ -391,10 +429,10 @@ fn focus_of<S: ChainStore>(
             {
                 return match highest_master(&v[..n]) {
                     Some(node) => pick(node, true),
-                    None => Ok((None, inflight_of(gens, &slots))),
+                    None => Ok((None, inflight_of(gens, item, &slots))),
                 };
             }
-            QuorumResult::None(_) => return Ok((None, inflight_of(gens, &slots))),
+            QuorumResult::None(_) => return Ok((None, inflight_of(gens, item, &slots))),
         }
     }
 }
@@ -420,6 +458,8 @@ pub struct Collector<'a, S: ChainStore> {
     n: usize,
     /// Per node: the generation of its request.
     gens: [u32; MAX_NODES],
+    /// The inode's index in those requests (a batch's; 0 for a request of its own).
+    item: u32,
     slots: [Slot<S::Id>; MAX_NODES],
     /// The first key not yet decided (None: the scan is done).
     pos: Option<u64>,
@@ -448,6 +488,7 @@ impl<'a, S: ChainStore> Collector<'a, S> {
             voting: Electorate::of(peers, follow),
             n: peers.stores.len().min(MAX_NODES),
             gens: [0; MAX_NODES],
+            item: 0,
             slots: [Slot::Off; MAX_NODES],
             pos: start,
             idle_since: None,
@@ -456,7 +497,7 @@ impl<'a, S: ChainStore> Collector<'a, S> {
         if start.is_some() && !adopted {
             let nodes = (0..c.n).filter(|&j| follow.asks(j, idx));
             let pool = c.pool;
-            pool.request_all(nodes, keys, start, |j, g| {
+            pool.request_all(nodes, Ask::One(keys), start, |j, g| {
                 c.gens[j] = g;
                 c.slots[j] = Slot::Pending;
             })?;
@@ -486,6 +527,7 @@ impl<'a, S: ChainStore> Collector<'a, S> {
             };
         }
         self.gens = inflight.gens;
+        self.item = inflight.item;
         true
     }
 
@@ -493,7 +535,7 @@ impl<'a, S: ChainStore> Collector<'a, S> {
     fn fill(&mut self) {
         for j in 0..self.n {
             while let Slot::Pending = self.slots[j] {
-                let Some(m) = self.pool.recv(j, self.gens[j]) else {
+                let Some(m) = self.pool.recv(j, self.gens[j], self.item) else {
                     break;
                 };
                 self.slots[j] = match m {

@@ -12,6 +12,7 @@ pub mod slaves;
 use alloc::vec::Vec;
 
 use crate::host::Host;
+use crate::mem::try_push;
 use crate::role::Role;
 use crate::store::{ChainStore, Store};
 use crate::thread::Brk;
@@ -215,6 +216,7 @@ fn pass<S: ChainStore>(
     let root = ctx.me().root();
     let mut list: Vec<Deferred<S::Id>> = Vec::new();
     let mut root_resume = None;
+    let mut batch = Batch::new();
     loop {
         match slaves::sync_slaves(
             &mut ctx,
@@ -223,15 +225,25 @@ fn pass<S: ChainStore>(
             &mut list,
             true,
             &mut root_resume,
+            None,
         ) {
             Err(Error::Again) => {}
             r => return r.map(|_| ()),
         }
-        while let Some(top) = list.last_mut() {
+        while let Some(top) = list.last() {
             let (ip, follow) = (top.ip, top.follow);
-            let mut resume = top.resume.take();
+            let ticket = batch.ticket(&ctx, pool, &list)?;
+            let mut resume = list.last_mut().and_then(|t| t.resume.take());
             let before = list.len();
-            let r = slaves::sync_slaves(&mut ctx, ip, follow, &mut list, false, &mut resume);
+            let r = slaves::sync_slaves(
+                &mut ctx,
+                ip,
+                follow,
+                &mut list,
+                false,
+                &mut resume,
+                ticket.as_ref(),
+            );
             if let Some(e) = list.get_mut(before - 1) {
                 e.resume = resume;
             }
@@ -250,6 +262,142 @@ fn pass<S: ChainStore>(
                 list.pop();
             }
         }
+    }
+}
+
+/// Most deferred inodes one batch request asks for.
+const BATCH_MAX: usize = 64;
+
+/// The deferred inodes at the top of the list, asked of every worker in one request: a worker
+/// woken once answers them one after the other (stopping only for a full FIFO), so syncing a
+/// list of small inodes no longer costs every worker a wakeup per inode, nor the collector a
+/// sleep on each. The list is LIFO, so the batch names the entries from the top down; it
+/// serves them as long as they come in that order (a sync that defers more inodes puts others
+/// on top) and nobody asked the workers anything else (a sync that asks for a range of its own
+/// or for its final update abandons the batch).
+///
+/// DEVIATION: the seed's sync started one XOP per deferred inode, so its backends read an
+/// inode only once the previous one was done; here the workers read the next inodes of the
+/// list ahead. Nothing decides on them before their own sync: it takes their answers only
+/// when the cluster's change sequence is still the one the batch was posted under, so they
+/// were read with no frontend change under way, as its own request's would have been.
+struct Batch<Id> {
+    paths: pool::Paths,
+    /// Our inodes, in the order asked.
+    ids: Vec<Id>,
+    /// The entry of `ids` the next sync takes.
+    next: usize,
+    follow: collect::Follow,
+    ticket: collect::Ticket,
+    /// How many inodes the next batch asks for: doubled after a batch served every inode it
+    /// asked for, cut to twice the number served after one abandoned early, so inodes whose
+    /// syncs ask anew (a batch read ahead for nothing) cost at most about as much again.
+    size: usize,
+}
+
+impl<Id: Copy + PartialEq> Batch<Id> {
+    fn new() -> Batch<Id> {
+        Batch {
+            paths: pool::Paths::default(),
+            ids: Vec::new(),
+            next: 0,
+            follow: collect::Follow::Quorum,
+            ticket: collect::Ticket::default(),
+            size: 2,
+        }
+    }
+
+    /// The ticket of the list's top entry: from the current batch when it names that entry
+    /// next and is still wholly current, else from a new batch of the top entries (None when
+    /// no batch fits: an entry resuming a scan, fewer than two entries, no change sequence).
+    fn ticket<S: ChainStore<Id = Id>>(
+        &mut self,
+        ctx: &Ctx<'_, S>,
+        pool: &pool::Pool<'_, S>,
+        list: &[Deferred<Id>],
+    ) -> Result<Option<collect::Ticket>> {
+        // Without a change sequence every final update asks its inode again (see
+        // `slaves::final_copy`), which would abandon every batch after its first inode.
+        let Some(changes) = ctx.peers.changes else {
+            return Ok(None);
+        };
+        let seq = changes.load(core::sync::atomic::Ordering::SeqCst);
+        let Some(top) = list.last() else {
+            return Ok(None);
+        };
+        if top.resume.is_some() || seq % 2 == 1 {
+            return Ok(None);
+        }
+        let live = |b: &Self| {
+            (0..crate::role::MAX_NODES)
+                .filter(|&j| b.ticket.asked & (1 << j) != 0)
+                .all(|j| pool.current(j, b.ticket.gens[j]))
+        };
+        if self.ids.get(self.next) == Some(&top.ip)
+            && self.follow == top.follow
+            && self.ticket.seq == Some(seq)
+            && live(self)
+        {
+            return Ok(Some(self.take()));
+        }
+        if !self.ids.is_empty() {
+            self.size = match self.next < self.ids.len() {
+                true => self.next * 2,
+                false => self.size * 2,
+            }
+            .clamp(2, BATCH_MAX);
+        }
+        self.paths.clear();
+        self.ids.clear();
+        self.next = 0;
+        let me = ctx.me();
+        for e in list.iter().rev().take(self.size) {
+            if e.resume.is_some() || e.follow != top.follow {
+                break;
+            }
+            ctx.peers.host.relax();
+            match me.key_path(e.ip) {
+                Ok(keys) => self.paths.push(&keys)?,
+                // Gone meanwhile: its own sync says so; the batch ends before it.
+                Err(Error::NotFound) => break,
+                Err(e) => return Err(e),
+            }
+            try_push(&mut self.ids, e.ip)?;
+        }
+        if self.ids.len() < 2 {
+            self.ids.clear();
+            return Ok(None);
+        }
+        let n = ctx.peers.stores.len().min(crate::role::MAX_NODES);
+        let (follow, idx) = (top.follow, ctx.idx);
+        let mut ticket = collect::Ticket {
+            seq: Some(seq),
+            ..Default::default()
+        };
+        let r = pool.request_all(
+            (0..n).filter(|&j| follow.asks(j, idx)),
+            pool::Ask::Many(&self.paths),
+            Some(0),
+            |j, g| {
+                ticket.gens[j] = g;
+                ticket.asked |= 1 << j;
+            },
+        );
+        self.ticket = ticket;
+        self.follow = follow;
+        if let Err(e) = r {
+            self.ids.clear();
+            return Err(e);
+        }
+        Ok(Some(self.take()))
+    }
+
+    /// The ticket of the batch's next inode.
+    fn take(&mut self) -> collect::Ticket {
+        let mut t = self.ticket;
+        t.item = self.next as u32;
+        self.next += 1;
+        t
     }
 }
 

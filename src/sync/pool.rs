@@ -4,9 +4,10 @@
 //! soon as a quorum of masters answered.
 //!
 //! Protocol (every wait is a host word sleep, so no wakeup is lost):
-//! - the collector posts a request (inode keys, optional child start key) under the channel's
-//!   request lock, bumping the channel's `gen` word with it, and wakes `gen` once it has posted
-//!   the requests of every node ([`Pool::request_all`]); the worker reads `gen`
+//! - the collector posts a request (the keys of one inode, or of a batch of inodes answered one
+//!   after the other, each answer tagged with its inode's index; optional child start key) under
+//!   the channel's request lock, bumping the channel's `gen` word with it, and wakes `gen` once
+//!   it has posted the requests of every node ([`Pool::request_all`]); the worker reads `gen`
 //!   *before* looking for a request and sleeps on that value, so a request posted meanwhile
 //!   makes its sleep return at once;
 //! - answers are tagged with the request's generation; a worker stops serving a request as soon
@@ -114,9 +115,52 @@ pub(crate) enum Msg<Id> {
     Failed,
 }
 
+/// The inodes of one request, by key path, in the order they are answered: each path is
+/// stored as its length followed by its keys, so a batch of many inodes is one allocation.
+#[derive(Default)]
+pub(crate) struct Paths {
+    enc: Vec<u64>,
+}
+
+impl Paths {
+    /// Append the inode at `keys`.
+    pub(crate) fn push(&mut self, keys: &[u64]) -> Result<()> {
+        self.enc.try_reserve(keys.len() + 1)?;
+        self.enc.push(keys.len() as u64);
+        self.enc.extend_from_slice(keys);
+        Ok(())
+    }
+    /// Forget every inode (keeping the allocation).
+    pub(crate) fn clear(&mut self) {
+        self.enc.clear();
+    }
+}
+
+/// Each inode's key path in an encoded [`Paths`] (an inconsistent tail ends it).
+fn each_path(enc: &[u64]) -> impl Iterator<Item = &[u64]> {
+    let mut rest = enc;
+    core::iter::from_fn(move || {
+        let (&n, tail) = rest.split_first()?;
+        let n = usize::try_from(n).ok().filter(|&n| n <= tail.len())?;
+        let (keys, after) = tail.split_at(n);
+        rest = after;
+        Some(keys)
+    })
+}
+
+/// What a request asks for: one inode, or several answered one after the other.
+#[derive(Clone, Copy)]
+pub(crate) enum Ask<'a> {
+    /// The inode at these keys.
+    One(&'a [u64]),
+    /// Every inode of a batch.
+    Many(&'a Paths),
+}
+
 struct Req {
     gen: u32,
-    keys: Vec<u64>,
+    /// The inodes asked for, encoded as in [`Paths`].
+    paths: Vec<u64>,
     start: Option<u64>,
 }
 
@@ -124,7 +168,8 @@ struct Chan<Id> {
     /// Generation of the latest request (the worker sleeps on it while idle).
     gen: AtomicU32,
     req: spin::Mutex<Option<Req>>,
-    q: spin::Mutex<heapless::Deque<(u32, Msg<Id>), FIFO_DEPTH>>,
+    /// Answers, tagged with their request's generation and the inode's index in it.
+    q: spin::Mutex<heapless::Deque<(u32, u32, Msg<Id>), FIFO_DEPTH>>,
     /// Bumped at every pop (a worker waiting on a full FIFO sleeps on it).
     popped: AtomicU32,
 }
@@ -229,26 +274,27 @@ impl<S: ChainStore> Pool<'_, S> {
     /// key on. Earlier requests to `j` are abandoned. Returns the request's generation.
     #[cfg(test)]
     pub(crate) fn request(&self, j: usize, keys: &[u64], start: Option<u64>) -> Result<u32> {
-        let gen = self.post(j, keys, start)?;
+        let gen = self.post(j, Ask::One(keys), start)?;
         self.wake(j);
         Ok(gen)
     }
 
-    /// [`Pool::request`] to every node in `nodes`; `each` gets each node and its request's
-    /// generation. Every request is posted before any worker is woken: a worker woken at once
+    /// [`Pool::request`] to every node in `nodes`, for one inode or a batch ([`Ask`]: a batch's
+    /// inodes are answered in order, each as a request of its own would be, its answers tagged
+    /// with its index); `each` gets each node and its request's generation. Every request is posted before any worker is woken: a worker woken at once
     /// could take the poster's CPU and serve its whole request before the next node is even
     /// asked, where the workers of all nodes should read at the same time.
     pub(crate) fn request_all(
         &self,
         nodes: impl Iterator<Item = usize>,
-        keys: &[u64],
+        ask: Ask<'_>,
         start: Option<u64>,
         mut each: impl FnMut(usize, u32),
     ) -> Result<()> {
         let mut posted = 0u32;
         let mut r = Ok(());
         for j in nodes {
-            match self.post(j, keys, start) {
+            match self.post(j, ask, start) {
                 Ok(gen) => {
                     each(j, gen);
                     posted |= 1 << j;
@@ -267,7 +313,7 @@ impl<S: ChainStore> Pool<'_, S> {
     }
 
     /// Publish a request to node `j`'s worker without waking it (see [`Pool::wake`]).
-    fn post(&self, j: usize, keys: &[u64], start: Option<u64>) -> Result<u32> {
+    fn post(&self, j: usize, ask: Ask<'_>, start: Option<u64>) -> Result<u32> {
         let ch = self.sh.chans.get(j).ok_or(Error::Invalid)?;
         if !matches!(self.threads.get(j), Some(Some(_))) {
             return Err(Error::Invalid);
@@ -275,7 +321,14 @@ impl<S: ChainStore> Pool<'_, S> {
         #[cfg(test)]
         test_hook::POSTED.with(|n| n.set(n.get() + 1));
         let gen = ch.gen.load(Ordering::SeqCst).wrapping_add(1);
-        let keys = try_to_vec(keys)?;
+        let paths = match ask {
+            Ask::One(keys) => {
+                let mut p = Paths::default();
+                p.push(keys)?;
+                p.enc
+            }
+            Ask::Many(p) => try_to_vec(&p.enc)?,
+        };
         // Old answers would only be dropped: make room before the new request is visible (a
         // clear after it could drop the new request's first answers).
         ch.q.lock().clear();
@@ -286,7 +339,7 @@ impl<S: ChainStore> Pool<'_, S> {
             // value, find it stale (`live()` false), drop it unanswered, and then sleep on
             // the new `gen` with no request left: the collector waited for that node forever.
             let mut slot = ch.req.lock();
-            *slot = Some(Req { gen, keys, start });
+            *slot = Some(Req { gen, paths, start });
             ch.gen.store(gen, Ordering::SeqCst);
         }
         #[cfg(test)]
@@ -312,16 +365,24 @@ impl<S: ChainStore> Pool<'_, S> {
             .is_some_and(|ch| ch.gen.load(Ordering::SeqCst) == gen)
     }
 
-    /// The next answer of node `j` to request `gen`, if one is queued.
-    pub(crate) fn recv(&self, j: usize, gen: u32) -> Option<Msg<S::Id>> {
+    /// The next answer of node `j` about inode `item` of request `gen`, if one is queued.
+    /// Answers of older requests, and of the request's earlier inodes, are dropped.
+    pub(crate) fn recv(&self, j: usize, gen: u32, item: u32) -> Option<Msg<S::Id>> {
         let ch = self.sh.chans.get(j)?;
         let mut got = None;
         let mut any = false;
         let low = {
             let mut q = ch.q.lock();
-            while let Some((g, m)) = q.pop_front() {
+            while let Some(&(g, i, m)) = q.front() {
+                if g == gen && i > item {
+                    // The worker answers a batch's inodes in order, each at least once, so
+                    // this cannot be; were it so, the node's answer is unknown, never "none".
+                    got = Some(Msg::Failed);
+                    break;
+                }
+                q.pop_front();
                 any = true;
-                if g == gen {
+                if g == gen && i == item {
                     got = Some(m);
                     break;
                 }
@@ -449,8 +510,9 @@ fn worker<S: ChainStore>(
                 store,
                 faults,
                 gen: r.gen,
+                item: 0,
             }
-            .run(&r.keys, r.start),
+            .run(&r.paths, r.start),
             None => host.sleep_on_word(&ch.gen, seen, None),
         }
     }
@@ -463,6 +525,8 @@ struct Serve<'w, S: ChainStore> {
     store: &'w S,
     faults: Option<&'w NodeFaults>,
     gen: u32,
+    /// The index of the inode being answered in the request.
+    item: u32,
 }
 
 impl<S: ChainStore> Serve<'_, S> {
@@ -506,7 +570,7 @@ impl<S: ChainStore> Serve<'_, S> {
                 return false;
             }
             let seen = self.ch.popped.load(Ordering::SeqCst);
-            if self.ch.q.lock().push_back((self.gen, m)).is_ok() {
+            if self.ch.q.lock().push_back((self.gen, self.item, m)).is_ok() {
                 self.sh.pushed.fetch_add(1, Ordering::SeqCst);
                 self.host.wake_word(&self.sh.pushed);
                 return true;
@@ -515,7 +579,22 @@ impl<S: ChainStore> Serve<'_, S> {
         }
     }
 
-    fn run(&self, keys: &[u64], start: Option<u64>) {
+    /// Answer every inode of the request in turn (one wakeup serves them all: the worker goes
+    /// on to the next while the collector works on the previous, stopping only for a full
+    /// FIFO or a newer request).
+    fn run(mut self, paths: &[u64], start: Option<u64>) {
+        for keys in each_path(paths) {
+            if !self.live() {
+                return;
+            }
+            self.one(keys, start);
+            self.item = self.item.wrapping_add(1);
+            self.host.relax();
+        }
+    }
+
+    /// Answer one inode: `Inode`, then with `start` its children and `End` (or `Failed`).
+    fn one(&self, keys: &[u64], start: Option<u64>) {
         let inode = self.read(|| match self.store.resolve_keys(keys)? {
             Some(id) => Ok(Some((id, Head::of(&self.store.bref(id)?)))),
             None => Ok(None),

@@ -57,7 +57,9 @@
 use alloc::vec::Vec;
 use core::cmp::Ordering;
 
-use super::collect::{inode_focus, inode_focus_scan, Collector, Focus, Follow, Inflight, Item};
+use super::collect::{
+    inode_focus, inode_focus_scan, Collector, Focus, Follow, Inflight, Item, Ticket,
+};
 use super::{Ctx, Deferred, Done, Resume, ScanMode, MAX_DEFER};
 use crate::host::LockMode;
 use crate::media::{self, Blockref, KEY_MAX};
@@ -120,6 +122,8 @@ fn range_cmp(a: &Blockref, key: u64, key_end: u64) -> Ordering {
 /// any was, or when the list is full. The inode is stamped with the focus modify_tid only when
 /// its whole scan succeeded and nothing was deferred. An inode catch-up mode synchronizes to
 /// its highest master has its whole subtree follow that master (the deferred children too).
+/// With a `ticket`, the inode's answers come from a batch request already posted (used only if
+/// the change sequence is still the one the batch was posted under).
 pub(crate) fn sync_slaves<'a, S: ChainStore>(
     ctx: &mut Ctx<'a, S>,
     ip: S::Id,
@@ -127,6 +131,7 @@ pub(crate) fn sync_slaves<'a, S: ChainStore>(
     list: &mut Vec<Deferred<S::Id>>,
     isroot: bool,
     resume: &mut Option<Resume<S::Id>>,
+    ticket: Option<&Ticket>,
 ) -> Result<Done> {
     let me = ctx.me();
     let rec = resume.take();
@@ -144,7 +149,8 @@ pub(crate) fn sync_slaves<'a, S: ChainStore>(
         return Err(Error::InProgress);
     }
     // The workers go on to read the inode's children: the scan below usually starts with them.
-    let (focus, inflight) = inode_focus_scan(ctx, &keys, follow)?;
+    let ticket = ticket.filter(|t| seq.is_some() && t.seq == seq);
+    let (focus, inflight) = inode_focus_scan(ctx, &keys, follow, ticket)?;
     let Some(focus) = focus else {
         // No quorum for this inode: nothing to synchronize to, nothing changes.
         return Ok(Done::NoFocus);

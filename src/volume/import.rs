@@ -12,8 +12,8 @@ use super::scan::Flow;
 use super::txn::{read_err, Txn};
 use super::{BlockDev, Volume};
 use crate::media::{
-    dirhash, Blockref, InodeData, InodeMeta, VolumeHeader, BREF_TYPE_INODE, DATA_BLOCK_BYTES,
-    DIRHASH_LOMASK, EMBEDDED_BYTES, INODE_START, KEY_MAX, OBJTYPE_DIRECTORY,
+    dirhash, Blockref, InodeData, InodeMeta, VolumeHeader, DATA_BLOCK_BYTES, DIRHASH_LOMASK,
+    EMBEDDED_BYTES, INODE_START, KEY_MAX,
 };
 use crate::{Error, Result};
 
@@ -44,25 +44,7 @@ impl<'v, D: BlockDev> Import<'v, D> {
         // First, so that a volume changed since it was opened is refused before its
         // header is trusted.
         let txn = Txn::begin(vol)?;
-        let sroot = vol.super_root().map_err(read_err)?;
-        let set = sroot.blockset()?;
-        let lo = dirhash(label);
-        let mut found = None;
-        vol.scan(&set, lo, lo | DIRHASH_LOMASK, &mut |b| {
-            if b.btype == BREF_TYPE_INODE {
-                let ino = vol.read_inode(b)?;
-                if ino.filename() == label {
-                    found = Some((*b, ino));
-                    return Ok(Flow::Stop);
-                }
-            }
-            Ok(Flow::Continue)
-        })
-        .map_err(read_err)?;
-        let (pfs_bref, root) = found.ok_or(Error::NotFound)?;
-        if root.meta.objtype != OBJTYPE_DIRECTORY {
-            return Err(Error::NotDir);
-        }
+        let (pfs_bref, root) = vol.pfs_entry(label).map_err(read_err)?;
         let next_inum = root.meta.pfs_inum.saturating_add(1).max(INODE_START);
         // The PFS's own modify_tid counter goes on from its root's, when that is ahead.
         let mut txn = txn;

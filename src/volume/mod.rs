@@ -9,7 +9,8 @@
 //! - [`pfs`]: PFSs by label, a PFS's inode index, directory entries, file data, symlinks;
 //! - [`verify`]: every reachable blockref's check code;
 //! - [`freemap`]: the freemap tree, its leaves' bitmaps;
-//! - [`fsck`]: a read-only check of a whole volume that goes on past faults and reports them.
+//! - [`fsck`]: a read-only check of a whole volume that goes on past faults and reports them;
+//! - [`show`]: the text of `ls` and `fsck`, the same for every host.
 //!
 //! Every fault of the media is a [`ReadError`] naming its cause and where it was met; no
 //! input panics, loops forever or makes the reader allocate more than a block (64 KiB) per
@@ -23,6 +24,7 @@ pub mod import;
 pub mod newfs;
 pub mod pfs;
 pub mod scan;
+pub mod show;
 pub mod space;
 pub mod txn;
 pub mod verify;
@@ -216,16 +218,25 @@ pub fn read_copies<D: BlockDev>(dev: &D) -> ReadResult<[HeaderCopy; NUM_VOLHDRS]
             break;
         }
         *slot = match dev.read_at(at, &mut buf) {
-            Ok(()) => match VolumeHeader::decode(&buf) {
-                Ok(h) => HeaderCopy::Read(Ok(
-                    crate::mem::try_box(h).map_err(|_| ReadError::new(Cause::NoMem, at))?
-                )),
-                Err(e) => HeaderCopy::Read(Err(e)),
-            },
+            Ok(()) => HeaderCopy::Read(decode_copy(&buf, at)?),
             Err(e) => HeaderCopy::Unreadable(at, e),
         };
     }
     Ok(copies)
+}
+
+/// The header copy in `buf` (read from `at`), decoded onto the heap. Not inlined, and called
+/// after the device read returned: the decoder's temporaries (several KiB) then never sit on
+/// a kernel stack under the host's I/O path.
+#[inline(never)]
+fn decode_copy(
+    buf: &[u8],
+    at: u64,
+) -> ReadResult<Result<alloc::boxed::Box<VolumeHeader>, MediaError>> {
+    Ok(match VolumeHeader::decode(buf) {
+        Ok(h) => Ok(crate::mem::try_box(h).map_err(|_| ReadError::new(Cause::NoMem, at))?),
+        Err(e) => Err(e),
+    })
 }
 
 /// Shorthand for the reader's results.
@@ -234,7 +245,9 @@ pub type ReadResult<T> = core::result::Result<T, ReadError>;
 /// An open volume: the device, the header copy in use, and the reader's scratch state.
 pub struct Volume<D: BlockDev> {
     dev: D,
-    header: VolumeHeader,
+    /// Boxed: 1.7 KiB that a kernel stack would otherwise carry in every frame holding a
+    /// volume by value.
+    header: alloc::boxed::Box<VolumeHeader>,
     zone: usize,
     inflater: core::cell::RefCell<Inflater>,
 }
@@ -283,7 +296,7 @@ impl<D: BlockDev> Volume<D> {
         let inflater = Inflater::new().map_err(|_| ReadError::new(Cause::NoMem, 0))?;
         Ok(Volume {
             dev,
-            header: *header,
+            header,
             zone,
             inflater: core::cell::RefCell::new(inflater),
         })

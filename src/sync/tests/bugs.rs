@@ -150,7 +150,15 @@ fn bug7_missing_local_chain_and_missing_final_focus() {
     let mut ctx = ctx(&peers, 2, &brk, &mut stats);
     let mut list = Vec::new();
     assert_eq!(
-        sync_slaves(&mut ctx, stale, Follow::Quorum, &mut list, false, &mut None),
+        sync_slaves(
+            &mut ctx,
+            stale,
+            Follow::Quorum,
+            &mut list,
+            false,
+            &mut None,
+            None
+        ),
         Err(Error::NotFound)
     );
 

@@ -47,7 +47,7 @@ fn request_taken_early_is_still_answered() {
     let mut got = None;
     while got.is_none() && t.elapsed().as_secs() < 20 {
         let seen = p.pushed();
-        got = p.recv(1, gen);
+        got = p.recv(1, gen, 0);
         if got.is_none() {
             p.wait(seen, &Brk::new(&|| false)).unwrap();
         }
@@ -160,6 +160,90 @@ fn one_request_per_node_per_synchronized_inode() {
     );
     for (p, d) in &files {
         assert_eq!(&verified_file(&c, 3, p), d);
+    }
+}
+
+/// A first sync of many small files asks the workers for the deferred inodes in batches: far
+/// fewer requests than one per node per inode (one each, before batching), and every file
+/// arrives intact.
+#[test]
+fn deferred_inodes_are_asked_in_batches() {
+    let c = cluster(&[M, M, M, S]);
+    let masters = set(&[0, 1, 2]);
+    mkdir(&c, masters, "/d");
+    let files: Vec<(String, Vec<u8>)> = (0..300)
+        .map(|i| (format!("/d/f{i}"), pattern(20 + i % 50, i as u8)))
+        .collect();
+    for (p, d) in &files {
+        write(&c, masters, p, d);
+    }
+    let before = pool::test_hook::POSTED.with(|n| n.get());
+    c.sync_node(3, &|| false).unwrap();
+    let posted = pool::test_hook::POSTED.with(|n| n.get()) - before;
+    assert!(c.in_sync(3));
+    let inodes = files.len() as u64 + 2;
+    assert!(
+        posted * 8 <= 3 * inodes,
+        "{posted} requests for {inodes} inode syncs on 3 other nodes"
+    );
+    for (p, d) in &files {
+        assert_eq!(&c.read_file(3, p.as_bytes()).unwrap(), d);
+    }
+    assert_same(&c, 0, 3);
+}
+
+/// A batch request is answered inode by inode in order, each answer tagged with its inode's
+/// index: asking for a later inode drops what is left of the earlier ones, and an inode the
+/// node lacks is answered "none" without ending the batch.
+#[test]
+fn batch_answers_come_in_order_per_inode() {
+    let c = cluster(&[M, M]);
+    write(&c, set(&[0, 1]), "/a", &pattern(3 * 65_536, 1));
+    write(&c, set(&[0, 1]), "/b", &pattern(100, 2));
+    let s1 = c.store(1).unwrap();
+    let key_of = |p: &[u8]| s1.key_path(s1.resolve(p).unwrap()).unwrap();
+    let (a, b) = (key_of(b"/a"), key_of(b"/b"));
+    let mut paths = pool::Paths::default();
+    for k in [&a[..], &[u64::MAX - 1][..], &b[..]] {
+        paths.push(k).unwrap();
+    }
+    let stores = [c.store(0).unwrap(), s1];
+    // SAFETY: the stores outlive the pool (dropped at the end of this function, before `c`).
+    let p =
+        unsafe { pool::Pool::start_unbound(crate::userland::host(), &stores, None, 0) }.unwrap();
+    let mut gen = 0;
+    p.request_all([1].into_iter(), pool::Ask::Many(&paths), Some(0), |_, g| {
+        gen = g
+    })
+    .unwrap();
+    let next = |item: u32| {
+        let t = std::time::Instant::now();
+        loop {
+            let seen = p.pushed();
+            if let Some(m) = p.recv(1, gen, item) {
+                return m;
+            }
+            assert!(t.elapsed().as_secs() < 20, "no answer for inode {item}");
+            p.wait(seen, &Brk::new(&|| false)).unwrap();
+        }
+    };
+    // Inode 0 (/a): itself, then its first data block; the rest of its blocks are dropped.
+    assert!(matches!(next(0), pool::Msg::Inode(Some(_))));
+    assert!(matches!(next(0), pool::Msg::Child(..)));
+    // Inode 1: not on that node.
+    assert!(matches!(next(1), pool::Msg::Inode(None)));
+    // Inode 2 (/b): itself, then the end of its children.
+    let m = next(2);
+    let pool::Msg::Inode(Some((_, h))) = m else {
+        panic!("inode 2: {m:?}");
+    };
+    assert_eq!(h.key, *b.last().unwrap());
+    loop {
+        match next(2) {
+            pool::Msg::Child(..) => {}
+            pool::Msg::End => break,
+            m => panic!("inode 2: {m:?}"),
+        }
     }
 }
 

@@ -1,0 +1,301 @@
+//! `sync IMAGE@LABEL ...` end to end: volumes made by `newfs` with one cluster id and filled
+//! apart by `import`; after a sync every slave exports exactly what the master exports, every
+//! volume is fsck-clean, and a second sync writes nothing. Mismatched cluster ids are refused;
+//! `--watch` stops at SIGINT and commits.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+mod common;
+use common::{cli, tmp};
+
+const CLID: &str = "01234567-89ab-cdef-0123-456789abcdef";
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hammer2-synchro"))
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A tree whose contents depend on `seed`; names overlap between seeds, so a slave filled
+/// from another seed holds the same names and inode numbers with other contents.
+fn make_tree(root: &Path, seed: u32, extra: &str) {
+    let mut bytes = common::bytes(seed);
+    fs::create_dir_all(root.join("a/b")).unwrap();
+    fs::write(root.join("small"), bytes(6)).unwrap();
+    fs::write(root.join("a/big"), bytes(3 * 65536 + 777)).unwrap();
+    fs::write(root.join("a/b/mid"), bytes(600)).unwrap();
+    std::os::unix::fs::symlink("../small", root.join("a/link")).unwrap();
+    fs::hard_link(root.join("a/big"), root.join("hard")).unwrap();
+    fs::write(root.join(format!("{}.txt", "n".repeat(100))), bytes(9)).unwrap();
+    for i in 0..40 {
+        fs::write(root.join(format!("a/b/f{i}")), bytes(i * 7)).unwrap();
+    }
+    fs::write(root.join(extra), bytes(1000)).unwrap();
+    fs::set_permissions(root.join("small"), fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// Every object of a tree by path: (kind, mode, mtime, contents or target, hardlink group).
+type Tree = BTreeMap<PathBuf, (char, u32, i64, Vec<u8>, Option<usize>)>;
+
+/// Every object under `root`: path → (kind, mode, mtime, contents or target, hardlink group).
+fn snapshot(root: &Path) -> Tree {
+    let mut out = BTreeMap::new();
+    let mut groups: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    let mut all = Vec::new();
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if fs::symlink_metadata(&p).unwrap().is_dir() {
+                stack.push(p.clone());
+            }
+            all.push(p);
+        }
+    }
+    all.sort();
+    for p in all {
+        let m = fs::symlink_metadata(&p).unwrap();
+        let (kind, body) = if m.is_dir() {
+            ('d', Vec::new())
+        } else if m.file_type().is_symlink() {
+            (
+                'l',
+                fs::read_link(&p)
+                    .unwrap()
+                    .into_os_string()
+                    .into_encoded_bytes(),
+            )
+        } else {
+            ('f', fs::read(&p).unwrap())
+        };
+        let next = groups.len();
+        let group = (kind == 'f' && m.nlink() > 1).then(|| *groups.entry(m.ino()).or_insert(next));
+        let rel = p.strip_prefix(root).unwrap().to_path_buf();
+        // `export` does not set a symlink's own time (it would follow the link).
+        let mtime = if kind == 'l' { 0 } else { m.mtime() };
+        out.insert(rel, (kind, m.mode() & 0o7777, mtime, body, group));
+    }
+    out
+}
+
+/// The first path where two trees differ, and how (None: equal).
+fn first_diff(a: &Tree, b: &Tree) -> Option<String> {
+    for (p, x) in a {
+        match b.get(p) {
+            None => return Some(format!("{} only in the first", p.display())),
+            Some(y) if y != x => {
+                return Some(format!(
+                    "{}: kind/mode/mtime/len/group {:?} vs {:?}",
+                    p.display(),
+                    (x.0, x.1, x.2, x.3.len(), x.4),
+                    (y.0, y.1, y.2, y.3.len(), y.4)
+                ))
+            }
+            _ => {}
+        }
+    }
+    b.keys()
+        .find(|p| !a.contains_key(*p))
+        .map(|p| format!("{} only in the second", p.display()))
+}
+
+fn assert_same(a: &Tree, b: &Tree, what: &str) {
+    if let Some(d) = first_diff(a, b) {
+        panic!("{what}: {d}");
+    }
+}
+
+fn export(spec: &str, dir: &Path) -> Tree {
+    let _ = fs::remove_dir_all(dir);
+    cli(&["export", spec, s(dir)]);
+    snapshot(dir)
+}
+
+fn fsck_clean(img: &Path) {
+    let o = cli(&["fsck", s(img)]);
+    let report = String::from_utf8_lossy(&o.stdout);
+    assert!(report.ends_with(": clean\n"), "{report}");
+}
+
+fn newfs(img: &Path, role: &str, clid: &str) {
+    cli(&[
+        "newfs",
+        s(img),
+        "--size",
+        "1G",
+        "--pfs",
+        &format!("DATA:{role}"),
+        "--clid",
+        clid,
+    ]);
+}
+
+/// The volume header copy at 0 (the only one of a 1 GiB volume): a commit rewrites it.
+fn header(img: &Path) -> Vec<u8> {
+    let mut b = vec![0; 65536];
+    fs::File::open(img).unwrap().read_exact(&mut b).unwrap();
+    b
+}
+
+#[test]
+fn slaves_filled_apart_take_the_masters_tree_and_a_second_sync_writes_nothing() {
+    let d = tmp("three");
+    let (m, s1, s2) = (d.join("m.img"), d.join("s1.img"), d.join("s2.img"));
+    newfs(&m, "master", CLID);
+    newfs(&s1, "slave", CLID);
+    newfs(&s2, "slave", CLID);
+    make_tree(&d.join("ta"), 1, "only-master");
+    make_tree(&d.join("tb"), 2, "only-slave");
+    cli(&["import", s(&d.join("ta")), &format!("{}@DATA", s(&m))]);
+    cli(&["import", s(&d.join("tb")), &format!("{}@DATA", s(&s1))]);
+    // s2 stays as newfs left it: an empty PFS.
+    let specs: Vec<String> = [&m, &s1, &s2]
+        .iter()
+        .map(|p| format!("{}@DATA", s(p)))
+        .collect();
+    let want = export(&specs[0], &d.join("out-m"));
+    assert!(first_diff(&export(&specs[1], &d.join("out-s1")), &want).is_some());
+
+    let mut args = vec!["sync"];
+    args.extend(specs.iter().map(|x| x.as_str()));
+    let o = cli(&args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("converged"), "{err}");
+    assert!(err.contains("2 of 3 volumes written"), "{err}");
+    for (i, img) in [&m, &s1, &s2].iter().enumerate() {
+        fsck_clean(img);
+        assert_same(
+            &export(&specs[i], &d.join(format!("out{i}"))),
+            &want,
+            &specs[i],
+        );
+    }
+
+    let before: Vec<Vec<u8>> = [&m, &s1, &s2].iter().map(|p| header(p)).collect();
+    let o = cli(&args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("0 of 3 volumes written"), "{err}");
+    let after: Vec<Vec<u8>> = [&m, &s1, &s2].iter().map(|p| header(p)).collect();
+    assert_eq!(before, after, "a sync with nothing to do committed");
+    fs::remove_dir_all(&d).unwrap();
+}
+
+/// A master volume filled from a tree of `seed` and an empty slave volume, in `d`: their
+/// `IMAGE@DATA` specs and image paths.
+fn master_and_slave(d: &Path, seed: u32) -> (String, String, PathBuf, PathBuf) {
+    let (m, sl) = (d.join("m.img"), d.join("s.img"));
+    newfs(&m, "master", CLID);
+    newfs(&sl, "slave", CLID);
+    let t = d.join(format!("t{seed}"));
+    make_tree(&t, seed, "x");
+    cli(&["import", s(&t), &format!("{}@DATA", s(&m))]);
+    (format!("{}@DATA", s(&m)), format!("{}@DATA", s(&sl)), m, sl)
+}
+
+#[test]
+fn a_change_on_the_master_reaches_the_slave() {
+    let d = tmp("change");
+    let (ms, ss, _, sl) = master_and_slave(&d, 3);
+    cli(&["sync", &ms, &ss]);
+    // The master moves on (a new import replaces its tree), the slave follows.
+    make_tree(&d.join("t2"), 4, "y");
+    fs::remove_file(d.join("t2/a/b/f3")).unwrap();
+    cli(&["import", s(&d.join("t2")), &ms]);
+    cli(&["sync", &ss, &ms]);
+    fsck_clean(&sl);
+    assert_same(
+        &export(&ss, &d.join("o-s")),
+        &export(&ms, &d.join("o-m")),
+        &ss,
+    );
+    fs::remove_dir_all(&d).unwrap();
+}
+
+/// `sync A@DATA B@DATA`, which must fail with status 1: its stderr.
+fn sync_fails(a: &Path, b: &Path) -> String {
+    let o = bin()
+        .args(["sync", &format!("{}@DATA", s(a)), &format!("{}@DATA", s(b))])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    err
+}
+
+#[test]
+fn nodes_of_other_clusters_are_refused() {
+    let d = tmp("clid");
+    let (m, sl) = (d.join("m.img"), d.join("s.img"));
+    newfs(&m, "master", CLID);
+    newfs(&sl, "slave", "fedcba98-7654-3210-fedc-ba9876543210");
+    let before = header(&sl);
+    let err = sync_fails(&m, &sl);
+    assert!(err.contains("cluster id") && err.contains(CLID), "{err}");
+    assert_eq!(header(&sl), before);
+    // Two masters filled apart under the same TIDs: no quorum can order them.
+    let m2 = d.join("m2.img");
+    newfs(&m2, "master", CLID);
+    make_tree(&d.join("t1"), 6, "p");
+    make_tree(&d.join("t2"), 7, "q");
+    cli(&["import", s(&d.join("t1")), &format!("{}@DATA", s(&m))]);
+    cli(&["import", s(&d.join("t2")), &format!("{}@DATA", s(&m2))]);
+    let err = sync_fails(&m, &m2);
+    assert!(err.contains("different trees under the same TIDs"), "{err}");
+    // The same volume twice, and no IMAGE@LABEL, are usage errors.
+    let spec = format!("{}@DATA", s(&m));
+    let o = bin().args(["sync", &spec, &spec]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let o = bin().args(["sync"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let o = bin().args(["sync", "--help"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("--watch"));
+    fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn watch_runs_until_sigint_then_stops_and_commits() {
+    let d = tmp("watch");
+    let (ms, ss, _, sl) = master_and_slave(&d, 5);
+    let mut child = bin()
+        .args(["sync", "--watch", &ms, &ss])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    // Read until converged and one status line, then interrupt.
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !(seen.contains("converged") && seen.contains("in sync")) {
+        let n = stderr.read(&mut buf).unwrap();
+        assert!(n > 0, "sync --watch ended early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "--watch did not keep running"
+    );
+    // SAFETY: a plain kill(2) of our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    stderr.read_to_string(&mut seen).unwrap();
+    let st = child.wait().unwrap();
+    assert!(st.success(), "{seen}");
+    assert!(
+        seen.contains("interrupted") && seen.contains("1 of 2 volumes written"),
+        "{seen}"
+    );
+    fsck_clean(&sl);
+    assert_same(
+        &export(&ss, &d.join("o-s")),
+        &export(&ms, &d.join("o-m")),
+        &ss,
+    );
+    fs::remove_dir_all(&d).unwrap();
+}

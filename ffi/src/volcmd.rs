@@ -1,0 +1,372 @@
+//! Volume commands on devices the host opens (`h2s_volume`): one line in, the text the CLI
+//! prints for the same command out, so a kernel's output can be compared with the CLI's.
+//!
+//! - `fsck PATH`: check the volume read-only (the CLI's `fsck` report);
+//! - `ls PATH`: its PFSs; `ls PATH@LABEL [DIR]`: a directory of PFS LABEL, or one file;
+//! - `blockcheck PATH`: the conformance checks of the host's block I/O on a scratch device
+//!   (writes to it, then puts the bytes back).
+//!
+//! A failure is one line `error: CMD: WHAT: WHY` and the command's `Err`. Commands are words
+//! dispatched by [`run`], so a writing command (`sync`) can join them later.
+
+use core::fmt::{Display, Write};
+
+use alloc::boxed::Box;
+use hammer2_synchro::volume::fsck::MAP_LIMIT_DEFAULT;
+use hammer2_synchro::volume::show::{self, ShowError};
+
+use hammer2_synchro::mem::try_box;
+use hammer2_synchro::volume::{fsck, Cause, FsckOptions, ReadError, Volume};
+use hammer2_synchro::Error;
+
+use crate::block::{self, HostDev};
+
+/// The usage line an unknown or malformed command gets.
+const USAGE: &str = "fsck PATH | ls PATH | ls PATH@LABEL [DIR] | blockcheck PATH";
+
+/// Run one command line (a trailing newline allowed), writing its text into `out`.
+/// `Err(NoSpace)` when the output refused a write (its text is cut there).
+#[inline(never)]
+pub fn run(line: &[u8], out: &mut dyn Write) -> Result<(), Error> {
+    let Ok(text) = core::str::from_utf8(line) else {
+        let _ = writeln!(out, "error: the command is not UTF-8");
+        return Err(Error::Invalid);
+    };
+    let mut words = text.split_ascii_whitespace();
+    let cmd = words.next().unwrap_or("");
+    let mut args: [&str; 3] = [""; 3];
+    let mut n = 0;
+    for w in words {
+        if n == args.len() {
+            n += 1;
+            break;
+        }
+        args[n] = w;
+        n += 1;
+    }
+    let r = match (cmd, &args[..n.min(args.len())], n) {
+        ("fsck", [path], 1) => fsck_cmd(path, out),
+        ("ls", [path], 1) if !path.contains('@') => ls_pfses(path, out),
+        ("ls", [spec], 1) => ls_path(spec, "/", out),
+        ("ls", [spec, dir], 2) => ls_path(spec, dir, out),
+        ("blockcheck", [path], 1) => {
+            let (passed, failed) = block::conformance(path.as_bytes(), out);
+            let _ = writeln!(out, "# {passed} passed, {failed} failed");
+            if failed == 0 {
+                Ok(())
+            } else {
+                Err(Error::Io)
+            }
+        }
+        _ => {
+            let _ = writeln!(out, "error: usage: {USAGE}");
+            Err(Error::Invalid)
+        }
+    };
+    r
+}
+
+/// Write `error: CMD: WHAT: WHY` and give `e`.
+#[inline(never)]
+fn fail(out: &mut dyn Write, cmd: &str, what: &dyn Display, why: &dyn Display, e: Error) -> Error {
+    let _ = writeln!(out, "error: {cmd}: {what}: {why}");
+    e
+}
+
+fn open(cmd: &str, path: &str, out: &mut dyn Write) -> Result<HostDev, Error> {
+    HostDev::open(path.as_bytes(), false).map_err(|e| {
+        let why = match e.0 {
+            2 => Error::NotFound,
+            21 => Error::IsDir,
+            12 => Error::NoMem,
+            _ => Error::Invalid,
+        };
+        fail(out, cmd, &path, &e, why)
+    })
+}
+
+/// The error of a listing: an interrupted run says so, a full output is `NoSpace`.
+fn show_fail(out: &mut dyn Write, dev: &HostDev, what: &dyn Display, e: ShowError) -> Error {
+    match e {
+        _ if dev.interrupted() => fail(out, "ls", what, &"interrupted", Error::Interrupted),
+        ShowError::Read(e) => fail(out, "ls", what, &e, e.into()),
+        ShowError::Output => Error::NoSpace,
+    }
+}
+
+/// The volume on `dev`, on the heap: a kernel stack is small, and the listings that follow
+/// walk the tree below this frame.
+#[inline(never)]
+fn open_volume(dev: &HostDev) -> Result<Box<Volume<&HostDev>>, ReadError> {
+    let vol = Volume::open(dev)?;
+    try_box(vol).map_err(|_| ReadError::new(Cause::NoMem, 0))
+}
+
+#[inline(never)]
+fn ls_pfses(path: &str, out: &mut dyn Write) -> Result<(), Error> {
+    let dev = open("ls", path, out)?;
+    let vol = match open_volume(&dev) {
+        Ok(v) => v,
+        Err(e) => return Err(show_fail(out, &dev, &path, ShowError::Read(e))),
+    };
+    show::ls_pfses(out, &vol).map_err(|e| show_fail(out, &dev, &path, e))
+}
+
+#[inline(never)]
+fn ls_path(spec: &str, dir: &str, out: &mut dyn Write) -> Result<(), Error> {
+    let Some((path, label)) = spec
+        .rsplit_once('@')
+        .filter(|(p, l)| !p.is_empty() && !l.is_empty())
+    else {
+        return Err(fail(out, "ls", &spec, &"not PATH@LABEL", Error::Invalid));
+    };
+    let dev = open("ls", path, out)?;
+    let vol = match open_volume(&dev) {
+        Ok(v) => v,
+        Err(e) => return Err(show_fail(out, &dev, &path, ShowError::Read(e))),
+    };
+    let pfs = match vol.pfs_box(label.as_bytes()) {
+        Ok(p) => p,
+        Err(e) => {
+            let what = format_args!("{path}: PFS '{label}'");
+            return Err(show_fail(out, &dev, &what, ShowError::Read(e)));
+        }
+    };
+    show::ls_path(out, &vol, &pfs, dir.as_bytes())
+        .map_err(|e| show_fail(out, &dev, &format_args!("{path}: {dir}"), e))
+}
+
+#[inline(never)]
+fn fsck_cmd(path: &str, out: &mut dyn Write) -> Result<(), Error> {
+    let dev = open("fsck", path, out)?;
+    let opts = FsckOptions {
+        map_limit: MAP_LIMIT_DEFAULT,
+        progress: None,
+    };
+    let report = fsck(&dev, opts);
+    if dev.interrupted() {
+        return Err(fail(out, "fsck", &path, &"interrupted", Error::Interrupted));
+    }
+    let r = match report {
+        Ok(r) => r,
+        Err(e) if e.cause == Cause::TooBig => {
+            let why = TooLarge(e.at);
+            return Err(fail(out, "fsck", &path, &why, Error::TooBig));
+        }
+        Err(e) => return Err(fail(out, "fsck", &path, &e, e.into())),
+    };
+    show::write_fsck(out, path, &r).map_err(|_| Error::NoSpace)
+}
+
+/// A filesystem whose map of reachable blocks would pass fsck's limit.
+struct TooLarge(u64);
+
+impl core::fmt::Display for TooLarge {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "a {} byte filesystem needs a map of reachable blocks over fsck's {} MiB limit",
+            self.0,
+            MAP_LIMIT_DEFAULT >> 20
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::h2s_volume;
+    use crate::testhost::{ensure_init, BLOCK_CHUNK, BLOCK_OPEN, STOP_HERE};
+    use hammer2_synchro::media::PFSTYPE_MASTER;
+    use hammer2_synchro::volume::{newfs, BlockDev, NewPfs, NewfsOptions};
+    use std::sync::atomic::Ordering;
+    use std::sync::Mutex;
+
+    /// `BLOCK_CHUNK` and `BLOCK_OPEN` are process-wide: these tests take turns.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!("h2s-ffi-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        p
+    }
+
+    /// A 48 MiB volume with PFSs `a` and `b`, made through the host's block ops.
+    fn volume(name: &str) -> String {
+        ensure_init();
+        let path = scratch(name);
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(48 << 20)
+            .unwrap();
+        let s = path.to_str().unwrap().to_string();
+        let dev = HostDev::open(s.as_bytes(), true).unwrap();
+        let pfs = |label: &'static [u8], n: u8| NewPfs {
+            label,
+            pfs_type: PFSTYPE_MASTER,
+            clid: [7; 16],
+            fsid: [n; 16],
+            nmasters: 1,
+        };
+        let list = [pfs(b"a", 1), pfs(b"b", 2)];
+        let opts = NewfsOptions {
+            size: dev.size(),
+            fsid: [3; 16],
+            sroot_ids: ([4; 16], [5; 16]),
+            pfs: &list,
+            now_us: 1_700_000_000_000_000,
+        };
+        newfs(&dev, &opts).unwrap();
+        s
+    }
+
+    /// `h2s_volume` on `cmd` with `cap` bytes of output: (rc, text).
+    fn vol_cap(cmd: &str, cap: usize) -> (i32, String) {
+        ensure_init();
+        let mut out = vec![0u8; cap];
+        let mut n = 0usize;
+        // SAFETY: valid buffers and out pointer.
+        let rc = unsafe { h2s_volume(cmd.as_ptr(), cmd.len(), out.as_mut_ptr(), cap, &mut n) };
+        (rc, String::from_utf8(out[..n].to_vec()).unwrap())
+    }
+
+    fn vol(cmd: &str) -> (i32, String) {
+        vol_cap(cmd, 1 << 16)
+    }
+
+    #[test]
+    fn fsck_and_ls_of_a_fresh_volume() {
+        let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let img = volume("fresh");
+        let (rc, text) = vol(&format!("fsck {img}\n"));
+        assert_eq!(rc, 0, "{text}");
+        assert!(
+            text.starts_with("volume header copies:\n  0 at 0x0: valid"),
+            "{text}"
+        );
+        assert!(text.contains("in use"), "{text}");
+        assert!(text.ends_with(&format!("{img}: clean\n")), "{text}");
+        let (rc, text) = vol(&format!("ls {img}"));
+        assert_eq!(rc, 0, "{text}");
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("# volume 50331648 bytes"), "{text}");
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[1].starts_with("a pfs_type 6 ") || lines[2].starts_with("a pfs_type 6 "));
+        let (rc, text) = vol(&format!("ls {img}@b /"));
+        assert_eq!((rc, text.as_str()), (0, ""));
+        let (rc, text) = vol(&format!("ls {img}@zz"));
+        assert_eq!(rc, -2, "{text}");
+        assert!(
+            text.starts_with(&format!("error: ls: {img}: PFS 'zz': not found (at ")),
+            "{text}"
+        );
+        std::fs::remove_file(&img).unwrap();
+        assert_eq!(BLOCK_OPEN.load(Ordering::SeqCst), 0, "a device left open");
+    }
+
+    #[test]
+    fn transfers_in_pieces_give_the_same_text() {
+        let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let img = volume("pieces");
+        let whole = vol(&format!("fsck {img}"));
+        BLOCK_CHUNK.store(1000, Ordering::SeqCst);
+        let pieces = vol(&format!("fsck {img}"));
+        BLOCK_CHUNK.store(0, Ordering::SeqCst);
+        assert_eq!(whole, pieces);
+        assert_eq!(whole.0, 0);
+        std::fs::remove_file(&img).unwrap();
+    }
+
+    #[test]
+    fn bad_input_is_an_error_line() {
+        let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = std::env::temp_dir();
+        let dir = dir.to_str().unwrap();
+        let (rc, text) = vol("fsck /nonexistent/x.img");
+        assert_eq!(rc, -2);
+        assert_eq!(
+            text,
+            "error: fsck: /nonexistent/x.img: no such file or directory (errno 2)\n"
+        );
+        let (rc, text) = vol(&format!("ls {dir}@a"));
+        assert_eq!(rc, -21, "{text}");
+        assert!(text.ends_with("is a directory (errno 21)\n"), "{text}");
+        // A file that is no volume, and one cut short: clean errors, no device left open.
+        let zeros = scratch("zeros");
+        std::fs::write(&zeros, vec![0u8; 1 << 20]).unwrap();
+        let (rc, text) = vol(&format!("ls {}", zeros.display()));
+        assert_eq!(rc, -22, "{text}");
+        assert!(
+            text.contains(": bad volume header magic (at 0x0)"),
+            "{text}"
+        );
+        let img = volume("cut");
+        std::fs::File::options()
+            .write(true)
+            .open(&img)
+            .unwrap()
+            .set_len(20 << 20)
+            .unwrap();
+        let (rc, text) = vol(&format!("ls {img}@a"));
+        assert_eq!(rc, -22, "{text}");
+        assert!(text.contains(": invalid field `volu_size`"), "{text}");
+        for bad in [
+            "",
+            "fsck",
+            "fsck a b",
+            "ls a b c d",
+            "sync x",
+            "ls @a",
+            "ls x@",
+        ] {
+            let (rc, text) = vol(bad);
+            assert_eq!(rc, -22, "{bad:?}: {text}");
+            assert!(text.starts_with("error: "), "{bad:?}: {text}");
+        }
+        assert_eq!(vol_cap("\u{ff}", 100).0, -22);
+        let long = "x".repeat(crate::api::H2S_VOLUME_CMD_MAX + 1);
+        assert_eq!(vol(&long), (-7, String::new()));
+        std::fs::remove_file(&zeros).unwrap();
+        std::fs::remove_file(&img).unwrap();
+        assert_eq!(BLOCK_OPEN.load(Ordering::SeqCst), 0, "a device left open");
+    }
+
+    #[test]
+    fn a_killed_caller_and_a_full_buffer_stop_the_command() {
+        let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let img = volume("stop");
+        STOP_HERE.with(|s| s.set(true));
+        let (rc, text) = vol(&format!("fsck {img}"));
+        STOP_HERE.with(|s| s.set(false));
+        assert_eq!(
+            (rc, text),
+            (-4, format!("error: fsck: {img}: interrupted\n"))
+        );
+        let (rc, text) = vol_cap(&format!("fsck {img}"), 30);
+        assert_eq!((rc, text.len()), (-28, 30));
+        std::fs::remove_file(&img).unwrap();
+    }
+
+    #[test]
+    fn blockcheck_passes_on_the_test_host() {
+        let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let img = scratch("blockcheck");
+        std::fs::write(&img, vec![0x5au8; 256 << 10]).unwrap();
+        BLOCK_CHUNK.store(4096, Ordering::SeqCst);
+        let (rc, text) = vol(&format!("blockcheck {}", img.display()));
+        BLOCK_CHUNK.store(0, Ordering::SeqCst);
+        assert_eq!(rc, 0, "{text}");
+        assert!(text.ends_with("# 6 passed, 0 failed\n"), "{text}");
+        assert_eq!(
+            std::fs::read(&img).unwrap(),
+            vec![0x5au8; 256 << 10],
+            "not restored"
+        );
+        // Too small a device is a failed check, not a crash.
+        std::fs::write(&img, [0u8; 1000]).unwrap();
+        let (rc, text) = vol(&format!("blockcheck {}", img.display()));
+        assert_eq!(rc, -5, "{text}");
+        assert!(text.contains("not ok size_reported"), "{text}");
+        std::fs::remove_file(&img).unwrap();
+    }
+}

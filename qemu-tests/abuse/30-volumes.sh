@@ -1,0 +1,86 @@
+# Volumes through debugfs `volume`: fsck and ls of a volume the host's CLI made, as an image file
+# and (where the kernel has virtio) as the virtio disk /dev/vda, print exactly what the CLI
+# printed for it; bad media (bytes flipped all over, a damaged magic, a truncated image) give the
+# CLI's findings or its error, never an oops; bad input (no such file, a directory, a malformed
+# command, an over-long one) is an error line. blockcheck: the block I/O contract on a scratch
+# image file and on the scratch disk /dev/vdb.
+V=/h2s/volume
+vcmd() { # vcmd COMMAND: its text in /tmp/vout
+	exec 3<>"$D/volume"
+	printf '%s' "$1" >&3
+	cat <&3 >/tmp/vout
+	exec 3>&-
+}
+fails=0
+bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
+# What the kernel must print for command N on NAME at PATH: the CLI's stdout, or, when that is
+# empty and the CLI failed, its error as `error: ...`.
+expect() { # expect NAME N PATH
+	if [ -s "$V/$1.$2.out" ] || [ "$(cat "$V/$1.$2.rc")" = 0 ]; then
+		sed "s#IMAGE#$3#g" "$V/$1.$2.out"
+	else
+		sed -e "s#IMAGE#$3#g" -e 's/^hammer2-synchro: /error: /' "$V/$1.$2.err"
+	fi
+}
+check_image() { # check_image NAME PATH
+	n=0
+	while IFS= read -r cmd; do
+		n=$((n + 1))
+		line=$(echo "$cmd" | sed "s#IMAGE#$2#g")
+		vcmd "$line"
+		expect "$1" $n "$2" >/tmp/vexp
+		if cmp -s /tmp/vout /tmp/vexp; then
+			echo "ok: $line ($(wc -l </tmp/vout) lines)"
+		else
+			bad "$line differs from the CLI:"
+			diff /tmp/vexp /tmp/vout | head -20
+		fi
+	done <"$V/cmds"
+}
+for img in good flip magic cut; do
+	check_image $img "$V/$img.img"
+done
+if [ -d /h2s/virtio ] && [ ! -b /dev/vda ]; then
+	for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk; do
+		[ -f /h2s/virtio/$m.ko ] && insmod /h2s/virtio/$m.ko 2>/dev/null
+	done
+	i=0
+	while [ ! -b /dev/vda ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+fi
+if [ -b /dev/vda ]; then
+	check_image good /dev/vda
+	vcmd "blockcheck /dev/vdb"
+	grep -q '^# 6 passed, 0 failed$' /tmp/vout || { bad "blockcheck /dev/vdb:"; cat /tmp/vout; }
+	echo "blockcheck /dev/vdb: $(tail -n1 /tmp/vout)"
+else
+	echo "# no virtio disk in this kernel: image files only"
+fi
+dd if=/dev/urandom of=/tmp/scratch.img bs=1k count=256 2>/dev/null
+cp /tmp/scratch.img /tmp/scratch.orig
+vcmd "blockcheck /tmp/scratch.img"
+grep -q '^# 6 passed, 0 failed$' /tmp/vout || { bad "blockcheck /tmp/scratch.img:"; cat /tmp/vout; }
+echo "blockcheck /tmp/scratch.img: $(tail -n1 /tmp/vout)"
+cmp -s /tmp/scratch.img /tmp/scratch.orig || bad "blockcheck did not put the bytes back"
+rm -f /tmp/scratch.img /tmp/scratch.orig
+# Bad input: one error line each.
+for pair in "fsck /nonexistent.img|error: fsck: /nonexistent.img: no such file or directory (errno 2)" \
+	"ls /|error: ls: /: is a directory (errno 21)" \
+	"ls /dev/null|error: ls: /dev/null: not a regular file or block device (errno 22)" \
+	"ls $V/cmds|error: ls: $V/cmds: wrong length for the structure (at 0x0)" \
+	"format c:|error: usage: fsck PATH | ls PATH | ls PATH@LABEL [DIR] | blockcheck PATH" \
+	"ls @x|error: ls: @x: not PATH@LABEL"; do
+	vcmd "${pair%%|*}"
+	[ "$(cat /tmp/vout)" = "${pair#*|}" ] || bad "'${pair%%|*}' gave: $(cat /tmp/vout)"
+done
+# The volume reader must leave the kernel's own read path (page cache, readahead, the block
+# layer: 2 to 3 KiB) room on a 16 KiB stack under its deepest walk: h2s_block.c logs the least
+# stack left at a block read for each command (about 12.5 KiB on Debian's kernel: the reader
+# keeps inodes and block tables on the heap, never in frames under a device read).
+least=$(dmesg | sed -n 's/.*volume: \([0-9]*\) bytes of stack left.*/\1/p' | sort -n | head -n1)
+echo "least stack left at a block read: ${least:-none} bytes"
+[ -n "$least" ] && [ "$least" -ge 8192 ] || bad "only ${least:-no} bytes of stack left at a block read"
+# Longer than a command may be: the write fails, nothing runs.
+exec 3<>"$D/volume"
+if head -c 9000 /dev/zero | tr '\0' x >&3 2>/dev/null; then bad "a 9000-byte command was taken"; fi
+exec 3>&-
+[ $fails = 0 ]

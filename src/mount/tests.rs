@@ -1,0 +1,397 @@
+//! Load a PFS made by newfs + import, compare it with the reader's view, commit it unchanged
+//! and after changes, reload.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use super::*;
+use crate::host::testhost;
+use crate::media::*;
+use crate::volume::testdev::SparseDev;
+use crate::volume::{fsck, newfs, DirEntries, FsckOptions, Import, NewPfs, NewfsOptions};
+
+const SIZE: u64 = 1 << 30;
+
+fn make() -> SparseDev {
+    let dev = SparseDev::new(SIZE);
+    let pfs = [NewPfs {
+        label: b"DATA",
+        pfs_type: PFSTYPE_MASTER,
+        clid: [7; 16],
+        fsid: [1; 16],
+        nmasters: 1,
+    }];
+    newfs(
+        &dev,
+        &NewfsOptions {
+            size: SIZE,
+            fsid: [9; 16],
+            sroot_ids: ([3; 16], [4; 16]),
+            pfs: &pfs,
+            now_us: 1_700_000_000_000_000,
+        },
+    )
+    .unwrap();
+    dev
+}
+
+fn meta(objtype: u8, inum: u64) -> InodeMeta {
+    let mut m = InodeMeta::new(objtype, inum, 0o644);
+    m.mtime = 1_600_000_000_123_456;
+    m.nlinks = 1;
+    m.check_algo = CHECK_XXHASH64;
+    m
+}
+
+fn bytes(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8 ^ seed).collect()
+}
+
+/// `/small` (DIRECTDATA), `/big` (three blocks, a hole in the middle), `/d/` holding a file
+/// with a 100-byte name and a hardlink to `/small`.
+fn import(dev: &SparseDev) {
+    import_seeded(dev, 0)
+}
+
+/// [`import`] with file contents varied by `seed`.
+fn import_seeded(dev: &SparseDev, seed: u8) {
+    let vol = Volume::open(dev).unwrap();
+    let mut imp = Import::begin(&vol, b"DATA").unwrap();
+    let small = imp.new_inum().unwrap();
+    let mut m = meta(OBJTYPE_REGFILE, small);
+    m.size = 5;
+    m.nlinks = 2;
+    imp.file(m, Some(b"hello"), &[]).unwrap();
+    let big = imp.new_inum().unwrap();
+    let mut table = Vec::new();
+    let data = bytes(3 * DATA_BLOCK_BYTES - 100, 1 ^ seed);
+    for (k, chunk) in data.chunks(DATA_BLOCK_BYTES).enumerate() {
+        let chunk = if k == 1 {
+            &vec![0; DATA_BLOCK_BYTES][..]
+        } else {
+            chunk
+        };
+        imp.data(&mut table, (k * DATA_BLOCK_BYTES) as u64, chunk)
+            .unwrap();
+    }
+    let mut m = meta(OBJTYPE_REGFILE, big);
+    m.size = data.len() as u64;
+    imp.file(m, None, &table).unwrap();
+    let long = imp.new_inum().unwrap();
+    let mut m = meta(OBJTYPE_REGFILE, long);
+    m.size = 700;
+    let mut t = Vec::new();
+    imp.data(&mut t, 0, &bytes(700, 2 ^ seed)).unwrap();
+    imp.file(m, None, &t).unwrap();
+    let d = imp.new_inum().unwrap();
+    let mut dir = DirEntries::new();
+    imp.entry(&mut dir, &[b'n'; 100], long, OBJTYPE_REGFILE)
+        .unwrap();
+    imp.entry(&mut dir, b"again", small, OBJTYPE_REGFILE)
+        .unwrap();
+    imp.dir(meta(OBJTYPE_DIRECTORY, d), &dir).unwrap();
+    let mut root = DirEntries::new();
+    imp.entry(&mut root, b"small", small, OBJTYPE_REGFILE)
+        .unwrap();
+    imp.entry(&mut root, b"big", big, OBJTYPE_REGFILE).unwrap();
+    imp.entry(&mut root, b"d", d, OBJTYPE_DIRECTORY).unwrap();
+    imp.commit(&meta(OBJTYPE_DIRECTORY, 1), &root).unwrap();
+}
+
+fn clean(dev: &SparseDev) {
+    let r = fsck(dev, FsckOptions::default()).unwrap();
+    assert!(r.is_clean(), "{:?}", r.findings);
+}
+
+/// Everything the reader sees of PFS DATA: per entry, in walk order, the path, inode meta
+/// and contents (directories: none).
+fn reader_view(dev: &SparseDev) -> Vec<(Vec<u8>, InodeMeta, Vec<u8>)> {
+    let vol = Volume::open(dev).unwrap();
+    let pfs = vol.pfs(b"DATA").unwrap();
+    let mut out = vec![(Vec::new(), pfs.root.meta, Vec::new())];
+    let mut todo = vec![(Vec::new(), pfs.root)];
+    while let Some((path, dir)) = todo.pop() {
+        let mut entries = Vec::new();
+        pfs.readdir(&vol, &dir, &mut |e| {
+            entries.push(e.clone());
+            Ok(Flow::Continue)
+        })
+        .unwrap();
+        for e in entries {
+            let mut p = path.clone();
+            p.push(b'/');
+            p.extend_from_slice(&e.name);
+            let ino = pfs.inode(&vol, e.inum).unwrap();
+            let mut data = Vec::new();
+            if ino.meta.objtype == OBJTYPE_DIRECTORY {
+                todo.push((p.clone(), ino));
+            } else {
+                pfs.read_file(&vol, &ino, &mut |b| {
+                    data.extend_from_slice(b);
+                    Ok(())
+                })
+                .unwrap();
+            }
+            out.push((p, ino.meta, data));
+        }
+    }
+    out
+}
+
+/// The same walk over a store, through its DIRENTs and index.
+fn store_view(store: &Store) -> Vec<(Vec<u8>, InodeMeta, Vec<u8>)> {
+    let mut out = vec![(Vec::new(), store.meta(store.root()).unwrap(), Vec::new())];
+    let mut todo = vec![(Vec::new(), store.root())];
+    while let Some((path, dir)) = todo.pop() {
+        let mut next = store.lookup(dir, DIRHASH_VISIBLE, KEY_MAX).unwrap();
+        let mut ids = Vec::new();
+        while let Some((id, b)) = next {
+            ids.push((id, b));
+            next = store.next(dir, &b, KEY_MAX).unwrap();
+        }
+        for (id, b) in ids {
+            let head = DirentHead::decode(&b).unwrap();
+            let (_, body) = store.read(id).unwrap();
+            let block = match &body {
+                Body::Data(d) if !d.is_empty() => Some(&d[..]),
+                _ => None,
+            };
+            let mut p = path.clone();
+            p.push(b'/');
+            p.extend_from_slice(head.name(&b, block).unwrap());
+            let ino = store.index_inode(head.inum).unwrap().unwrap();
+            let m = store.meta(ino).unwrap();
+            let data = if m.objtype == OBJTYPE_DIRECTORY {
+                todo.push((p.clone(), ino));
+                Vec::new()
+            } else {
+                store.read_file(ino).unwrap()
+            };
+            out.push((p, m, data));
+        }
+    }
+    out
+}
+
+fn load_dev(dev: &SparseDev) -> (Store, Mounted) {
+    let vol = Volume::open(dev).unwrap();
+    load(testhost::host(), &vol, b"DATA").unwrap()
+}
+
+fn commit_dev(dev: &SparseDev, store: &Store, m: &mut Mounted) -> VolumeHeader {
+    let vol = Volume::open(dev).unwrap();
+    commit(&vol, store, m).unwrap()
+}
+
+#[test]
+fn load_matches_the_reader_and_an_unchanged_commit_keeps_the_tree() {
+    let dev = make();
+    import(&dev);
+    let before = reader_view(&dev);
+    let (store, mut m) = load_dev(&dev);
+    assert_eq!(store_view(&store), before);
+    // Every chain as on media: the TIDs the import stamped.
+    let root_tid = store.bref(store.root()).unwrap().modify_tid;
+    assert_eq!(root_tid, m.pfs_bref.modify_tid);
+    assert!(!m.changed(&store).unwrap());
+
+    let h = commit_dev(&dev, &store, &mut m);
+    clean(&dev);
+    assert_eq!(reader_view(&dev), before);
+    // The data blocks stayed where they were: only inodes, tables and the freemap moved.
+    let vol = Volume::open(&dev).unwrap();
+    assert_eq!(vol.header().mirror_tid, h.mirror_tid);
+    let (again, _) = load_dev(&dev);
+    assert_eq!(
+        compare::digest(&again).unwrap(),
+        compare::digest(&store).unwrap()
+    );
+    let big = again.index_inode(INODE_START + 1).unwrap().unwrap();
+    let (_, first) = again.lookup(big, 0, 0).unwrap().unwrap();
+    let (_, orig) = store.lookup(big, 0, 0).unwrap().unwrap();
+    assert_eq!(first.data_off, orig.data_off, "a kept block moved");
+}
+
+#[test]
+fn changes_round_trip_through_a_commit() {
+    let dev = make();
+    import(&dev);
+    let (store, mut m) = load_dev(&dev);
+    let tid = m.pfs_bref.modify_tid + 5;
+    store.write(b"/new", &bytes(100_000, 3), tid).unwrap();
+    store.rm(b"/big", tid + 1).unwrap();
+    store.mkdir(b"/d/sub", tid + 2).unwrap();
+    store.write(b"/d/sub/x", b"tiny", tid + 3).unwrap();
+    assert!(m.changed(&store).unwrap());
+    commit_dev(&dev, &store, &mut m);
+    clean(&dev);
+    assert!(!m.changed(&store).unwrap());
+    assert_eq!(reader_view(&dev), store_view(&store));
+    let (again, m2) = load_dev(&dev);
+    assert_eq!(
+        compare::digest(&again).unwrap(),
+        compare::digest(&store).unwrap()
+    );
+    assert_eq!(again.bref(again.root()).unwrap().modify_tid, tid + 3);
+    assert_eq!(m2.pfs_bref.modify_tid, tid + 3);
+    let vol = Volume::open(&dev).unwrap();
+    let pfs = vol.pfs(b"DATA").unwrap();
+    assert!(pfs.root.meta.pfs_inum >= INODE_START + 5);
+}
+
+#[test]
+fn chains_that_differ_under_equal_tids_are_marked_for_the_synchronizer() {
+    let (a, b) = (make(), make());
+    import_seeded(&a, 0);
+    import_seeded(&b, 0);
+    let (sa, _) = load_dev(&a);
+    let (sb, _) = load_dev(&b);
+    // Filled alike: same TIDs, same contents, nothing to mark.
+    assert!(conflicts(&sb, &sa).unwrap().is_empty());
+    assert_eq!(mark_foreign(&sb, &sa).unwrap(), 0);
+
+    let c = make();
+    import_seeded(&c, 9);
+    let (sc, _) = load_dev(&c);
+    assert_eq!(
+        sc.bref(sc.root()).unwrap().modify_tid,
+        sa.bref(sa.root()).unwrap().modify_tid
+    );
+    let big = INODE_START + 1;
+    let small = INODE_START;
+    // `/big` and the long-named file differ, under the TIDs `sa` has for them.
+    let marked = mark_foreign(&sc, &sa).unwrap();
+    assert!(marked >= 3, "{marked}");
+    let tid = |s: &Store, inum: u64| {
+        s.bref(s.index_inode(inum).unwrap().unwrap())
+            .unwrap()
+            .modify_tid
+    };
+    assert_eq!(sc.bref(sc.root()).unwrap().modify_tid, 0);
+    assert_eq!(tid(&sc, big), 0);
+    let id = sc.index_inode(big).unwrap().unwrap();
+    let (_, first) = sc.lookup(id, 0, 0).unwrap().unwrap();
+    assert_eq!(first.modify_tid, 0, "the differing data block");
+    // The same small file on both keeps its TID: nothing there to synchronize.
+    assert_eq!(tid(&sc, small), tid(&sa, small));
+    assert!(conflicts(&sc, &sa).unwrap().is_empty());
+}
+
+#[test]
+fn a_commit_cut_at_any_write_leaves_the_old_tree_or_the_new_one() {
+    let dev = make();
+    import(&dev);
+    let old = reader_view(&dev);
+    let (store, m) = load_dev(&dev);
+    store
+        .write(b"/new", &bytes(70_000, 4), m.pfs_bref.modify_tid + 1)
+        .unwrap();
+    store.rm(b"/small", m.pfs_bref.modify_tid + 2).unwrap();
+    let new = store_view(&store);
+    let mut cuts = 0;
+    for k in 0.. {
+        let mut cut = SparseDev::new(SIZE);
+        *cut.chunks.get_mut() = dev.chunks.borrow().clone();
+        cut.fail_write_after = Some(k);
+        let mut mk = Mounted {
+            pfs_bref: m.pfs_bref,
+            label: m.label.clone(),
+            blocks: m.blocks.clone(),
+            digest: m.digest,
+        };
+        let done = {
+            let vol = Volume::open(&cut).unwrap();
+            commit(&vol, &store, &mut mk).is_ok()
+        };
+        cut.fail_write_after = None;
+        clean(&cut);
+        let seen = reader_view(&cut);
+        if done {
+            assert_eq!(seen, new);
+            break;
+        }
+        assert_eq!(seen, old, "cut after {k} writes");
+        cuts += 1;
+    }
+    assert!(cuts > 3);
+}
+
+#[test]
+fn a_damaged_block_fails_the_load_with_eio() {
+    let dev = make();
+    import(&dev);
+    let (store, _) = load_dev(&dev);
+    let big = store.index_inode(INODE_START + 1).unwrap().unwrap();
+    let (_, b) = store.lookup(big, 0, 0).unwrap().unwrap();
+    dev.flip((b.data_off & !0x3F) + 100);
+    let vol = Volume::open(&dev).unwrap();
+    assert_eq!(load(testhost::host(), &vol, b"DATA").err(), Some(Error::Io));
+    assert_eq!(
+        load(testhost::host(), &vol, b"NOPE").err(),
+        Some(Error::NotFound)
+    );
+}
+
+/// Sync node `idx` of `c` until it agrees with the focus (a few passes at most).
+fn sync_until_in_sync(c: &crate::cluster::Cluster, idx: usize) {
+    for _ in 0..8 {
+        if c.in_sync(idx) {
+            return;
+        }
+        c.sync_node(idx, &|| false).unwrap();
+    }
+    assert!(c.in_sync(idx), "node {idx} never caught up");
+}
+
+#[test]
+fn a_cluster_on_volumes_survives_remount_and_crash() {
+    use crate::cluster::{Cluster, FrontendOp};
+    use crate::role::{NodeSet, Role};
+    let (m_dev, s_dev) = (make(), make());
+    import(&m_dev);
+    let (ms, mut mm) = load_dev(&m_dev);
+    let (ss, mut sm) = load_dev(&s_dev);
+    let c = Cluster::from_stores(
+        testhost::host(),
+        &[Role::Master, Role::Slave],
+        vec![ms, ss],
+        Layout::Index,
+    )
+    .unwrap();
+    sync_until_in_sync(&c, 1);
+    let slave = c.store(1).unwrap();
+    commit_dev(&s_dev, slave, &mut sm);
+    let synced = compare::digest(slave).unwrap();
+    clean(&s_dev);
+    // Below the PFS roots (whose pfs_type and fsid are each node's own) the trees agree.
+    assert!(reader_view(&s_dev)[1..] == reader_view(&m_dev)[1..]);
+
+    // Remount: what was committed comes back as it was.
+    reload(&Volume::open(&s_dev).unwrap(), slave, &mut sm).unwrap();
+    assert_eq!(compare::digest(slave).unwrap(), synced);
+    assert!(c.in_sync(1));
+    assert!(!sm.changed(slave).unwrap());
+
+    // A change reaches the slave, which crashes before committing: it is back where it was,
+    // behind, and catches up again.
+    c.apply(
+        NodeSet(1),
+        FrontendOp::Write(b"/later", b"after the commit"),
+    )
+    .unwrap();
+    sync_until_in_sync(&c, 1);
+    assert_eq!(
+        slave.read_file(slave.resolve(b"/later").unwrap()).unwrap(),
+        b"after the commit"
+    );
+    reload(&Volume::open(&s_dev).unwrap(), slave, &mut sm).unwrap();
+    assert_eq!(compare::digest(slave).unwrap(), synced);
+    assert!(!c.in_sync(1));
+    assert!(slave.resolve(b"/later").is_err());
+    sync_until_in_sync(&c, 1);
+    commit_dev(&s_dev, slave, &mut sm);
+    commit_dev(&m_dev, c.store(0).unwrap(), &mut mm);
+    clean(&s_dev);
+    clean(&m_dev);
+    assert!(reader_view(&s_dev)[1..] == reader_view(&m_dev)[1..]);
+}

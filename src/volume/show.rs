@@ -1,0 +1,302 @@
+//! The text of `ls` and `fsck`, written into any [`fmt::Write`], so every host (the CLI, a
+//! kernel's debugfs file) prints a volume the same way and their outputs can be compared.
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use super::fsck::{CopyState, FsckReport, FINDINGS_MAX};
+use super::{BlockDev, Cause, Entry, Flow, Pfs, ReadError, ReadResult, Volume};
+use crate::media::volhdr::copy_offset;
+use crate::media::{InodeData, OBJTYPE_DIRECTORY, OBJTYPE_REGFILE, OBJTYPE_SOFTLINK};
+
+/// Bytes shown as text, each invalid UTF-8 sequence as U+FFFD (what
+/// `String::from_utf8_lossy` gives, without allocating).
+pub struct Lossy<'a>(pub &'a [u8]);
+
+impl fmt::Display for Lossy<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for chunk in self.0.utf8_chunks() {
+            f.write_str(chunk.valid())?;
+            if !chunk.invalid().is_empty() {
+                f.write_str("\u{FFFD}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a listing stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShowError {
+    /// The volume could not be read.
+    Read(ReadError),
+    /// The output refused a write (a full buffer): the listing stops there.
+    Output,
+}
+
+impl From<ReadError> for ShowError {
+    fn from(e: ReadError) -> ShowError {
+        ShowError::Read(e)
+    }
+}
+
+impl From<fmt::Error> for ShowError {
+    fn from(_: fmt::Error) -> ShowError {
+        ShowError::Output
+    }
+}
+
+fn type_char(t: u8) -> char {
+    match t {
+        OBJTYPE_DIRECTORY => 'd',
+        OBJTYPE_REGFILE => 'f',
+        OBJTYPE_SOFTLINK => 'l',
+        _ => '?',
+    }
+}
+
+/// One `ls` line: `TYPE MODE SIZE INUM NLINKS NAME[ -> TARGET]`.
+fn ls_line<D: BlockDev>(
+    w: &mut dyn fmt::Write,
+    vol: &Volume<D>,
+    pfs: &Pfs,
+    ino: &InodeData,
+    name: &[u8],
+) -> Result<(), ShowError> {
+    let m = &ino.meta;
+    // The target is read before anything is written, so a fault leaves no half line.
+    let target = match m.objtype {
+        OBJTYPE_SOFTLINK => Some(link_target(vol, pfs, ino)?),
+        _ => None,
+    };
+    write!(
+        w,
+        "{} 0o{:04o} {:>10} {:#x} {} {}",
+        type_char(m.objtype),
+        m.mode & 0o7777,
+        m.size,
+        m.inum,
+        m.nlinks,
+        Lossy(name)
+    )?;
+    if let Some(t) = target {
+        write!(w, " -> {}", Lossy(&t))?;
+    }
+    w.write_str("\n")?;
+    Ok(())
+}
+
+/// The target of symlink `ino`. Not inlined: the formatting of its line stays off the stack
+/// under the read.
+#[inline(never)]
+fn link_target<D: BlockDev>(vol: &Volume<D>, pfs: &Pfs, ino: &InodeData) -> ReadResult<Vec<u8>> {
+    pfs.readlink(vol, ino)
+}
+
+/// A UUID as stored (the first three fields little-endian, as DragonFly's `uuid_t`), shown in
+/// the text form `newfs --clid` takes: `01234567-89ab-cdef-0123-456789abcdef`.
+pub struct Uuid<'a>(pub &'a [u8; 16]);
+
+impl fmt::Display for Uuid<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        let order = [3, 2, 1, 0, 5, 4, 7, 6, 8, 9, 10, 11, 12, 13, 14, 15];
+        for (n, &i) in order.iter().enumerate() {
+            if matches!(n, 4 | 6 | 8 | 10) {
+                f.write_str("-")?;
+            }
+            write!(f, "{:02x}", b[i])?;
+        }
+        Ok(())
+    }
+}
+
+/// `ls IMAGE`: a line on the volume header in use, then one per PFS (label, type, inode
+/// number allocator, cluster id), in key order.
+#[inline(never)]
+pub fn ls_pfses<D: BlockDev>(w: &mut dyn fmt::Write, vol: &Volume<D>) -> Result<(), ShowError> {
+    let h = vol.header();
+    writeln!(
+        w,
+        "# volume {} bytes, version {}, header copy {} (mirror_tid {:#x})",
+        h.volu_size,
+        h.version,
+        vol.zone(),
+        h.mirror_tid
+    )?;
+    let mut out_err = false;
+    let r = vol.pfs_roots(&mut |p| {
+        let line = writeln!(
+            w,
+            "{} pfs_type {} pfs_inum {:#x} pfs_clid {}",
+            Lossy(p.filename()),
+            p.meta.pfs_type,
+            p.meta.pfs_inum,
+            Uuid(&p.meta.pfs_clid)
+        );
+        out_err = line.is_err();
+        Ok(if out_err { Flow::Stop } else { Flow::Continue })
+    });
+    r?;
+    if out_err {
+        return Err(ShowError::Output);
+    }
+    Ok(())
+}
+
+/// `ls IMAGE@LABEL PATH`: the entries of directory `path` of `pfs` sorted by name, one
+/// [`ls_line`] each, or the one line of a file or symlink.
+#[inline(never)]
+pub fn ls_path<D: BlockDev>(
+    w: &mut dyn fmt::Write,
+    vol: &Volume<D>,
+    pfs: &Pfs,
+    path: &[u8],
+) -> Result<(), ShowError> {
+    let ino = pfs.resolve_box(vol, path)?;
+    if ino.meta.objtype != OBJTYPE_DIRECTORY {
+        let name = path
+            .rsplit(|&b| b == b'/')
+            .find(|c| !c.is_empty())
+            .unwrap_or(path);
+        return ls_line(w, vol, pfs, &ino, name);
+    }
+    let entries = sorted_entries(vol, pfs, &ino)?;
+    for e in &entries {
+        vol.dev().yield_point();
+        ls_entry(w, vol, pfs, e)?;
+    }
+    Ok(())
+}
+
+/// The entries of directory `dir`, sorted by name. Not inlined: the directory walk's
+/// temporaries leave the stack before each entry's inode is read below the listing's frame.
+#[inline(never)]
+fn sorted_entries<D: BlockDev>(
+    vol: &Volume<D>,
+    pfs: &Pfs,
+    dir: &InodeData,
+) -> Result<Vec<Entry>, ShowError> {
+    let mut entries: Vec<Entry> = Vec::new();
+    pfs.readdir(vol, dir, &mut |e| {
+        entries
+            .try_reserve(1)
+            .map_err(|_| ReadError::new(Cause::NoMem, 0))?;
+        entries.push(e.clone());
+        Ok(Flow::Continue)
+    })?;
+    entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    Ok(entries)
+}
+
+/// The [`ls_line`] of directory entry `e`. Not inlined: the line's formatting takes this
+/// frame only while it runs, not the whole listing's (a kernel stack is small).
+#[inline(never)]
+fn ls_entry<D: BlockDev>(
+    w: &mut dyn fmt::Write,
+    vol: &Volume<D>,
+    pfs: &Pfs,
+    e: &Entry,
+) -> Result<(), ShowError> {
+    let child = pfs.inode_box(vol, e.inum)?;
+    ls_line(w, vol, pfs, &child, &e.name)
+}
+
+/// The report of `fsck IMAGE`: each header copy's state, the counts, the findings kept,
+/// and a last line `IMAGE: clean` or `IMAGE: N findings`.
+pub fn write_fsck(w: &mut dyn fmt::Write, image: &str, r: &FsckReport) -> fmt::Result {
+    writeln!(w, "volume header copies:")?;
+    for (zone, c) in r.copies.iter().enumerate() {
+        write!(w, "  {zone} at {:#x}: ", copy_offset(zone))?;
+        match c {
+            CopyState::Absent => writeln!(w, "not inside the device")?,
+            CopyState::Unreadable(e) => writeln!(w, "unreadable ({e:?})")?,
+            CopyState::Bad(e) => writeln!(w, "refused: {e}")?,
+            CopyState::Valid(tid) if r.zone == Some(zone) => {
+                writeln!(w, "valid, mirror_tid {tid:#x}, in use")?
+            }
+            CopyState::Valid(tid) if r.is_stale(zone) => {
+                writeln!(w, "valid, mirror_tid {tid:#x}, older than the copy in use")?
+            }
+            CopyState::Valid(tid) => writeln!(w, "valid, mirror_tid {tid:#x}")?,
+        }
+    }
+    if r.zone.is_some() {
+        writeln!(
+            w,
+            "reachable: {} inodes, {} indirect blocks, {} data blocks, {} directory entries, \
+             {} bytes",
+            r.inodes, r.indirect, r.data, r.dirents, r.reachable_bytes
+        )?;
+        writeln!(
+            w,
+            "freemap: {} nodes, {} leaves; {} KiB allocated but unreachable (a bulkfree \
+             reclaims it)",
+            r.freemap_nodes,
+            r.freemap_leaves,
+            r.unreachable_granules * 16
+        )?;
+    }
+    for f in &r.findings {
+        writeln!(w, "FINDING {f}")?;
+    }
+    if r.findings_total > FINDINGS_MAX as u64 {
+        writeln!(
+            w,
+            "... and {} more findings",
+            r.findings_total - FINDINGS_MAX as u64
+        )?;
+    }
+    if r.is_clean() {
+        writeln!(w, "{image}: clean")
+    } else {
+        writeln!(w, "{image}: {} findings", r.findings_total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::String;
+
+    #[test]
+    fn lossy_matches_std() {
+        for b in [&b"plain"[..], b"a\xffb", b"\xe2\x82", b"x\xe2\x82\xacy\xc0"] {
+            let mut s = String::new();
+            fmt::Write::write_fmt(&mut s, format_args!("{}", Lossy(b))).unwrap();
+            assert_eq!(s, String::from_utf8_lossy(b), "{b:?}");
+        }
+    }
+
+    /// An output that takes `room` bytes and refuses the rest.
+    struct Small {
+        room: usize,
+        text: String,
+    }
+
+    impl fmt::Write for Small {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            if s.len() > self.room {
+                return Err(fmt::Error);
+            }
+            self.room -= s.len();
+            self.text.push_str(s);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_full_output_stops_the_listing() {
+        let (img, _) = super::super::testdev::sample();
+        let vol = super::super::testdev::open(img).unwrap();
+        let mut all = String::new();
+        ls_pfses(&mut all, &vol).unwrap();
+        assert!(all.lines().count() >= 2, "{all}");
+        let mut small = Small {
+            room: all.find('\n').unwrap() + 3,
+            text: String::new(),
+        };
+        assert_eq!(ls_pfses(&mut small, &vol), Err(ShowError::Output));
+        assert!(all.starts_with(&small.text));
+    }
+}
