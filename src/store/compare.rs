@@ -10,9 +10,9 @@ use core::cmp::Ordering;
 use core::fmt::{self, Write};
 
 use super::inode;
-use super::{Body, ChainId, Store};
+use super::{Body, ChainId, Layout, Store};
 use crate::host::Host;
-use crate::media::{self, Blockref};
+use crate::media::{self, Blockref, DirentHead};
 use crate::mem::{try_push, try_to_vec};
 use crate::{Error, Result};
 
@@ -225,20 +225,43 @@ pub fn digest(store: &Store) -> Result<u64> {
     Ok(h)
 }
 
-struct Path<'a>(View<'a>);
+/// Where a chain is, for a difference line: by its file path in the seed's layout; in today's,
+/// an inode of the index (and what lies under it) by a path naming it in `store`, else by its
+/// inode number (its file name there is only that number).
+struct Path<'a> {
+    view: View<'a>,
+    /// What names index inodes (None in the seed's layout).
+    names: Option<&'a dyn Namer>,
+}
+
+/// Write `bytes` printable, escaping the rest.
+fn write_escaped(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
+    for &b in bytes {
+        if b.is_ascii_graphic() || b == b' ' {
+            f.write_char(b as char)?;
+        } else {
+            write!(f, "\\x{b:02x}")?;
+        }
+    }
+    Ok(())
+}
 
 impl fmt::Display for Path<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let r = &self.0;
-        if r.path.is_empty() {
-            f.write_str("/")?;
-        }
-        for &b in r.path {
-            if b.is_ascii_graphic() || b == b' ' {
-                f.write_char(b as char)?;
-            } else {
-                write!(f, "\\x{b:02x}")?;
+        let r = &self.view;
+        let at = match (self.names, r.keys.first()) {
+            (Some(n), Some(&k)) if k < media::DIRHASH_VISIBLE => Some((n, k)),
+            _ => None,
+        };
+        if let Some((names, inum)) = at {
+            match index_path(names, inum) {
+                Ok(Some(p)) => write_escaped(f, &p)?,
+                _ => write!(f, "inode {inum}")?,
             }
+        } else if r.path.is_empty() {
+            f.write_str("/")?;
+        } else {
+            write_escaped(f, r.path)?;
         }
         if r.bref.btype == media::BREF_TYPE_DATA {
             write!(f, " (block at {})", r.bref.key)?;
@@ -248,6 +271,148 @@ impl fmt::Display for Path<'_> {
         }
         Ok(())
     }
+}
+
+/// What a difference line needs to name an index inode by a path, from a live store or a
+/// snapshot of one.
+trait Namer {
+    /// The PFS root's inode number.
+    fn root_inum(&self) -> Result<u64>;
+    /// Index inode `inum`'s nominal parent (`iparent`), None when the index lacks it.
+    fn iparent(&self, inum: u64) -> Result<Option<u64>>;
+    /// The name of the first entry of directory `dir` (None: the PFS root) naming `inum`.
+    fn entry_naming(&self, dir: Option<u64>, inum: u64) -> Result<Option<Vec<u8>>>;
+}
+
+/// The name a DIRENT (`b`, with its data block if any) carries, if it names `inum`.
+fn dirent_naming(b: &Blockref, body: Option<&Body>, inum: u64) -> Result<Option<Vec<u8>>> {
+    let Ok(h) = DirentHead::decode(b) else {
+        return Ok(None);
+    };
+    if h.inum != inum {
+        return Ok(None);
+    }
+    let block = match body {
+        Some(Body::Data(d)) => Some(d.as_slice()),
+        _ => None,
+    };
+    match h.name(b, block) {
+        Ok(n) => try_to_vec(n).map(Some),
+        Err(_) => Ok(None),
+    }
+}
+
+impl Namer for Store {
+    fn root_inum(&self) -> Result<u64> {
+        Ok(self.meta(self.root())?.inum)
+    }
+    fn iparent(&self, inum: u64) -> Result<Option<u64>> {
+        match self.index_inode(inum)? {
+            Some(id) => Ok(Some(self.meta(id)?.iparent)),
+            None => Ok(None),
+        }
+    }
+    fn entry_naming(&self, dir: Option<u64>, inum: u64) -> Result<Option<Vec<u8>>> {
+        let dir = match dir {
+            None => self.root(),
+            Some(d) => match self.index_inode(d)? {
+                Some(id) => id,
+                None => return Ok(None),
+            },
+        };
+        // Entries' keys have bit 63 set: in the PFS root this skips the index half of its table.
+        let mut next = self.lookup(dir, media::DIRHASH_VISIBLE, media::KEY_MAX)?;
+        while let Some((id, b)) = next {
+            self.host().relax();
+            if b.btype == media::BREF_TYPE_DIRENT {
+                let body = if b.size_radix() != 0 {
+                    Some(self.read(id)?.1)
+                } else {
+                    None
+                };
+                if let Some(n) = dirent_naming(&b, body.as_ref(), inum)? {
+                    return Ok(Some(n));
+                }
+            }
+            next = self.next(dir, &b, media::KEY_MAX)?;
+        }
+        Ok(None)
+    }
+}
+
+/// A snapshot's records, in key order (pre-order with children in key order).
+struct Records<'r>(&'r [Record]);
+
+impl Records<'_> {
+    fn at(&self, keys: &[u64]) -> Option<&Record> {
+        let i = self
+            .0
+            .binary_search_by(|r| r.keys.as_slice().cmp(keys))
+            .ok()?;
+        self.0.get(i)
+    }
+}
+
+impl Namer for Records<'_> {
+    fn root_inum(&self) -> Result<u64> {
+        let root = self.at(&[]).ok_or(Error::NotFound)?;
+        Ok(root.body.inode().ok_or(Error::Invalid)?.meta.inum)
+    }
+    fn iparent(&self, inum: u64) -> Result<Option<u64>> {
+        Ok(self
+            .at(&[inum])
+            .and_then(|r| r.body.inode())
+            .map(|ip| ip.meta.iparent))
+    }
+    fn entry_naming(&self, dir: Option<u64>, inum: u64) -> Result<Option<Vec<u8>>> {
+        let prefix: &[u64] = match &dir {
+            None => &[],
+            Some(d) => core::slice::from_ref(d),
+        };
+        for r in self.0 {
+            let under = r.keys.len() == prefix.len() + 1 && r.keys.starts_with(prefix);
+            if under && r.bref.btype == media::BREF_TYPE_DIRENT {
+                if let Some(n) = dirent_naming(&r.bref, Some(&r.body), inum)? {
+                    return Ok(Some(n));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Most directories between an index inode and the PFS root a difference line names.
+const NAME_DEPTH_MAX: usize = 64;
+
+/// A path naming index inode `inum`: the entry naming it in its nominal parent (`iparent`),
+/// that directory's entry in its own, and so on up to the PFS root. None when a step is missing
+/// (a hardlink whose name in `iparent` went, a node mid-convergence) or the parents run deeper
+/// than [`NAME_DEPTH_MAX`].
+fn index_path(n: &dyn Namer, inum: u64) -> Result<Option<Vec<u8>>> {
+    let root_inum = n.root_inum()?;
+    let mut names: Vec<Vec<u8>> = Vec::new();
+    let mut cur = inum;
+    for _ in 0..NAME_DEPTH_MAX {
+        let Some(up) = n.iparent(cur)? else {
+            return Ok(None);
+        };
+        let dir = (up != root_inum).then_some(up);
+        let Some(name) = n.entry_naming(dir, cur)? else {
+            return Ok(None);
+        };
+        try_push(&mut names, name)?;
+        if dir.is_none() {
+            let mut p = Vec::new();
+            for n in names.iter().rev() {
+                p.try_reserve(1 + n.len())?;
+                p.push(b'/');
+                p.extend_from_slice(n);
+            }
+            return Ok(Some(p));
+        }
+        cur = up;
+    }
+    Ok(None)
 }
 
 /// What differs between `a` (expected) and `b`, if anything (`is_root`: PFS root rule).
@@ -350,10 +515,13 @@ pub const MAX_DIFF_LINES: usize = 8;
 /// chain of each, so it needs no memory in proportion to the trees; ends with
 /// [`Error::Interrupted`] when the host says to stop.
 pub fn compare(a: &Store, b: &Store, node_b: usize, out: &mut dyn fmt::Write) -> Result<bool> {
+    let index = b.layout() == Layout::Index;
+    let names = index.then_some((a as &dyn Namer, b as &dyn Namer));
     diff(
         &mut StoreWalk::new(a)?,
         &mut StoreWalk::new(b)?,
         b.host(),
+        names,
         node_b,
         out,
     )
@@ -367,13 +535,26 @@ pub fn compare_snapshot(
     out: &mut dyn fmt::Write,
 ) -> Result<bool> {
     let mut a = SliceWalk { recs: snap, at: 0 };
-    diff(&mut a, &mut StoreWalk::new(b)?, b.host(), node_b, out)
+    let recs = Records(snap);
+    let index = b.layout() == Layout::Index;
+    let names = index.then_some((&recs as &dyn Namer, b as &dyn Namer));
+    diff(
+        &mut a,
+        &mut StoreWalk::new(b)?,
+        b.host(),
+        names,
+        node_b,
+        out,
+    )
 }
 
+/// The comparison of two walks; `names` name `a`'s and `b`'s index inodes in the difference
+/// lines (today's layout; see [`Path`]).
 fn diff(
     a: &mut dyn Walk,
     b: &mut dyn Walk,
     host: &dyn Host,
+    names: Option<(&dyn Namer, &dyn Namer)>,
     node_b: usize,
     out: &mut dyn fmt::Write,
 ) -> Result<bool> {
@@ -399,21 +580,40 @@ fn diff(
         match ord {
             Ordering::Less => {
                 if let Some(x) = a.current() {
-                    say(format_args!("{}: missing", Path(x)));
+                    say(format_args!(
+                        "{}: missing",
+                        Path {
+                            view: x,
+                            names: names.map(|n| n.0)
+                        }
+                    ));
                 }
                 // Skip the whole missing subtree: one line is enough.
                 a.advance(false)?;
             }
             Ordering::Greater => {
                 if let Some(y) = b.current() {
-                    say(format_args!("{}: unexpected", Path(y)));
+                    say(format_args!(
+                        "{}: unexpected",
+                        Path {
+                            view: y,
+                            names: names.map(|n| n.1)
+                        }
+                    ));
                 }
                 b.advance(false)?;
             }
             Ordering::Equal => {
                 if let (Some(x), Some(y)) = (a.current(), b.current()) {
                     if let Some(w) = differs(&x, &y, x.keys.is_empty()) {
-                        say(format_args!("{}: {}", Path(y), w));
+                        say(format_args!(
+                            "{}: {}",
+                            Path {
+                                view: y,
+                                names: names.map(|n| n.1)
+                            },
+                            w
+                        ));
                     }
                 }
                 a.advance(true)?;
@@ -554,9 +754,7 @@ mod tests {
     use crate::host::testhost::host;
     use alloc::string::String;
 
-    /// A store in the seed's layout, whose chains compare names by their paths (today's
-    /// layout names index inodes by their `0x%016x` filenames: see
-    /// `index_inodes_are_named_by_their_filenames`).
+    /// A store in the seed's layout.
     fn store() -> Store {
         let mut root = InodeData::default();
         root.meta.objtype = media::OBJTYPE_DIRECTORY;
@@ -576,11 +774,11 @@ mod tests {
         (same, s)
     }
 
-    /// Today's layout: every inode sits in the PFS root's index, so a difference is reported
-    /// under the inode's own filename (`0x%016x` of its number), and an entry under its
-    /// directory's name and key.
+    /// Today's layout: every inode sits in the PFS root's index under a file name that is only
+    /// its number, so a difference names it by a path (through the entry naming it in its
+    /// nominal parent, up to the root), and by its number when no such path is left.
     #[test]
-    fn index_inodes_are_named_by_their_filenames() {
+    fn index_inodes_are_named_by_a_path() {
         let (a, b) = (
             Store::for_test(Layout::Index),
             Store::for_test(Layout::Index),
@@ -594,13 +792,24 @@ mod tests {
         a.chmod(b"/d/f", 0o644, 3).unwrap();
         let text = cmp(&a, &b).1;
         assert!(
-            text.contains("node 1: /0x0000000000000401: mode 600, expected 644"),
+            text.contains("node 1: /d/f: mode 600, expected 644"),
             "{text}"
         );
+        // A chain `b` lacks is named from `a` (live) or the snapshot of it.
         a.write(b"/d/g", b"g", 4).unwrap();
         let text = cmp(&a, &b).1;
+        assert!(text.contains("node 1: /d/g: missing"), "{text}");
+        assert!(text.contains("node 1: /d (entry at key 0x"), "{text}");
+        // A hardlink whose name in its nominal parent went: by its number.
+        for s in [&a, &b] {
+            s.link(b"/d/f", b"/h", 5).unwrap();
+            s.rm(b"/d/f", 6).unwrap();
+        }
+        b.chmod(b"/h", 0o600, 7).unwrap();
+        a.chmod(b"/h", 0o644, 7).unwrap();
+        let text = cmp(&a, &b).1;
         assert!(
-            text.contains("node 1: /0x0000000000000400 (entry at key 0x"),
+            text.contains("node 1: inode 1025: mode 600, expected 644"),
             "{text}"
         );
     }

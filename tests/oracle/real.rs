@@ -6,13 +6,14 @@ use std::pin::Pin;
 use std::sync::OnceLock;
 
 use hammer2_synchro::cluster::{Cluster, FrontendOp, InodeStat};
+use hammer2_synchro::media::{self, DirentHead};
 use hammer2_synchro::quorum::QuorumResult;
 use hammer2_synchro::role::{NodeSet, Role};
-use hammer2_synchro::store::Layout;
+use hammer2_synchro::store::{Body, Layout};
 use hammer2_synchro::Error;
 
 use super::gen::Case;
-use super::model::{prng_bytes, Inode, Kind, Op, World};
+use super::model::{self, prng_bytes, Inode, Kind, Op, World};
 
 /// The userland host.
 pub fn host() -> &'static dyn hammer2_synchro::host::Host {
@@ -103,6 +104,11 @@ pub fn build_on(
 /// [`build`] in the seed's layout, the one the model's TIDs and hardlink pointers describe.
 pub fn build_seed(case: &Case) -> Result<Pin<Box<Cluster>>, String> {
     build_in(host(), case, Layout::Seed)
+}
+
+/// [`build`] in the case's own layout ([`Case::layout`]), the one its model replay describes.
+pub fn build_model(case: &Case) -> Result<Pin<Box<Cluster>>, String> {
+    build_in(host(), case, case.layout)
 }
 
 /// [`build`] on a given host in `layout`.
@@ -268,4 +274,88 @@ pub fn same(c: &Cluster, a: usize, b: usize) -> Result<bool, String> {
     let mut s = String::new();
     c.compare(a, b, &mut s)
         .map_err(|e| format!("compare({a}, {b}): {e}"))
+}
+
+/// One line per chain of node `idx` (today's layout), as [`model::chain_lines`] words them, read
+/// through the store's lookups.
+pub fn chain_lines(c: &Cluster, idx: usize) -> Result<Vec<String>, String> {
+    let e = |e: Error| format!("node {idx}: reading the store: {e}");
+    let s = c.store(idx).map_err(e)?;
+    let root = s.root();
+    let rm = s.meta(root).map_err(e)?;
+    let mut out = vec![
+        model::root_line(s.bref(root).map_err(e)?.modify_tid, rm.mode & 0o7777),
+        model::pfs_inum_line(rm.pfs_inum),
+    ];
+    // The PFS root's children, then each index inode's (no deeper level exists here).
+    let mut todo = vec![(root, String::new())];
+    while let Some((parent, at)) = todo.pop() {
+        let mut next = s.lookup(parent, 0, media::KEY_MAX).map_err(e)?;
+        while let Some((id, b)) = next {
+            let (_, body) = s.read(id).map_err(e)?;
+            match (b.btype, &body) {
+                (media::BREF_TYPE_INODE, Body::Inode(ip)) if parent == root => {
+                    let m = &ip.meta;
+                    let direct = m
+                        .is_directdata()
+                        .then(|| &ip.u[..(m.size as usize).min(ip.u.len())]);
+                    out.push(model::inode_line(
+                        b.key,
+                        b.modify_tid,
+                        m.objtype,
+                        m.mode & 0o7777,
+                        [m.inum, m.nlinks, m.iparent, m.ctime, m.mtime, m.size],
+                        direct,
+                    ));
+                    todo.push((id, format!("#{}", b.key)));
+                }
+                (media::BREF_TYPE_DIRENT, _) => {
+                    let h = DirentHead::decode(&b).map_err(|x| format!("node {idx}: {x:?}"))?;
+                    let n = usize::from(h.namlen);
+                    let name = match &body {
+                        Body::Data(d) if !h.name_is_embedded() => d.get(..n).unwrap_or(d),
+                        _ => &b.check[..n.min(b.check.len())],
+                    };
+                    out.push(model::dirent_line(
+                        &at,
+                        name,
+                        b.modify_tid,
+                        h.inum,
+                        h.objtype,
+                    ));
+                }
+                (media::BREF_TYPE_DATA, Body::Data(d)) => {
+                    out.push(model::data_line(&at, b.key, b.modify_tid, d));
+                }
+                (t, _) => out.push(format!("{at} key {:#x}: unexpected chain type {t}", b.key)),
+            }
+            next = s.next(parent, &b, media::KEY_MAX).map_err(e)?;
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Every node of `c` against the model world `w` (today's layout), chain by chain: the chains
+/// a node holds and the model does not (`+`), and the reverse (`-`).
+pub fn diff_chains(c: &Cluster, w: &World) -> Result<(), String> {
+    let mut out = String::new();
+    for (i, t) in w.trees.iter().enumerate() {
+        let want = model::chain_lines(t);
+        let got = chain_lines(c, i)?;
+        if want != got {
+            let _ = writeln!(out, "node {i} ({}):", w.roles[i].name());
+            for l in got.iter().filter(|l| !want.contains(l)).take(8) {
+                let _ = writeln!(out, "  + {l}");
+            }
+            for l in want.iter().filter(|l| !got.contains(l)).take(8) {
+                let _ = writeln!(out, "  - {l}");
+            }
+        }
+    }
+    if out.is_empty() {
+        Ok(())
+    } else {
+        Err(out)
+    }
 }

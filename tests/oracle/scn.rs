@@ -3,6 +3,8 @@
 
 use std::fmt::Write;
 
+use hammer2_synchro::store::Layout;
+
 use super::gen::Case;
 use super::model::{prng_bytes, Kind, Op, World};
 
@@ -51,8 +53,12 @@ pub fn render(case: &Case, world: &World, paths: &[Vec<u8>], note: &str) -> Stri
         let _ = writeln!(s, "# {line}");
     }
     let roles: Vec<&str> = case.roles.iter().map(|r| r.name()).collect();
-    // The model's layout.
-    let _ = writeln!(s, "cluster layout=seed {}", roles.join(" "));
+    // The layout the model replayed the case in.
+    let layout = match case.layout {
+        Layout::Seed => "layout=seed ",
+        Layout::Index => "",
+    };
+    let _ = writeln!(s, "cluster {layout}{}", roles.join(" "));
     for (mask, op, committed) in &case.ops {
         let st = set(*mask, n);
         let c = if *committed { "    # committed" } else { "" };
