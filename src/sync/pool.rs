@@ -327,7 +327,13 @@ impl<S: ChainStore> Pool<'_, S> {
                 p.push(keys)?;
                 p.enc
             }
-            Ask::Many(p) => try_to_vec(&p.enc)?,
+            Ask::Many(p) => {
+                #[cfg(test)]
+                if test_hook::FAIL_MANY.with(|f| f.get()) {
+                    return Err(Error::NoMem);
+                }
+                try_to_vec(&p.enc)?
+            }
         };
         // Old answers would only be dropped: make room before the new request is visible (a
         // clear after it could drop the new request's first answers).
@@ -661,6 +667,8 @@ pub(crate) mod test_hook {
     std::thread_local! {
         /// Requests posted by this thread (a sync pass posts from the thread running it).
         pub(crate) static POSTED: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
+        /// Batch requests posted by this thread fail as if out of memory.
+        pub(crate) static FAIL_MANY: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
     }
 
     /// The address of the pool state whose collector never polls `brk` for a stalled wait.

@@ -192,6 +192,29 @@ fn deferred_inodes_are_asked_in_batches() {
     assert_same(&c, 0, 3);
 }
 
+/// A batch only saves wakeups: when it cannot be posted (no memory for its copy) every
+/// inode is still synchronized by its own request and the pass succeeds.
+#[test]
+fn a_failed_batch_does_not_fail_the_pass() {
+    let c = cluster(&[M, M, M, S]);
+    let masters = set(&[0, 1, 2]);
+    mkdir(&c, masters, "/d");
+    let files: Vec<(String, Vec<u8>)> = (0..20)
+        .map(|i| (format!("/d/f{i}"), pattern(20 + i, i as u8)))
+        .collect();
+    for (p, d) in &files {
+        write(&c, masters, p, d);
+    }
+    pool::test_hook::FAIL_MANY.with(|f| f.set(true));
+    let r = c.sync_node(3, &|| false);
+    pool::test_hook::FAIL_MANY.with(|f| f.set(false));
+    r.unwrap();
+    assert!(c.in_sync(3));
+    for (p, d) in &files {
+        assert_eq!(&c.read_file(3, p.as_bytes()).unwrap(), d);
+    }
+}
+
 /// A batch request is answered inode by inode in order, each answer tagged with its inode's
 /// index: asking for a later inode drops what is left of the earlier ones, and an inode the
 /// node lacks is answered "none" without ending the batch.
