@@ -384,6 +384,38 @@ fn first_done_second_waiting(c: &Cluster, n: usize, order: &[String]) -> bool {
     tid(&order[0]).is_ok_and(|t| t != 0) && tid(&order[1]) == Ok(0)
 }
 
+/// A frontend change between the posting of a batch and an inode's own sync keeps that sync
+/// from using the batch's answers (read before the change): it asks anew, synchronizes the
+/// new contents and the pass goes on past it.
+#[test]
+fn a_frontend_change_after_a_batch_is_posted_is_not_missed() {
+    let (c, order) = four_files(2);
+    let second = order[1].as_bytes();
+    let new = pattern(3 * 65_536, 77);
+    let posted_at = Cell::new(None);
+    let _ = c.sync_node(2, &|| {
+        if posted_at.get().is_none() && first_done_second_waiting(&c, 2, &order) {
+            posted_at.set(Some(pool::test_hook::POSTED.with(|n| n.get())));
+            c.apply(set(&[0, 1]), FrontendOp::Write(second, &new))
+                .unwrap();
+        }
+        false
+    });
+    let at = posted_at
+        .get()
+        .expect("the batch's first file was seen stamped");
+    assert!(
+        pool::test_hook::POSTED.with(|n| n.get()) > at,
+        "the second file was asked anew"
+    );
+    assert_eq!(c.read_file(2, second).unwrap(), new);
+    assert_eq!(
+        c.stat(2, second).unwrap().modify_tid,
+        c.stat(0, second).unwrap().modify_tid,
+        "the second file synchronized in the same pass"
+    );
+}
+
 /// A batch's answer for a chain is only used while that chain still has the header answered:
 /// a data block whose TID moved on afterwards with no frontend change (its node's own sync,
 /// here done by hand) is not decided on; the pass is retried.
