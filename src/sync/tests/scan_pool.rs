@@ -448,3 +448,57 @@ fn a_focus_read_ahead_that_moved_on_is_not_taken() {
         "the second file not stamped"
     );
 }
+
+/// Once the collector asks about a batch's next inode, the worker stops reading the children
+/// of the one before (an inode decided Equal at once, say): they would only be dropped, and
+/// on a stalled node each read costs the stall.
+#[test]
+fn worker_stops_reading_an_inode_no_longer_wanted() {
+    let c = cluster(&[M, M]);
+    mkdir(&c, set(&[0, 1]), "/d");
+    for i in 0..300 {
+        write(&c, set(&[0, 1]), &format!("/d/f{i}"), b"x");
+    }
+    write(&c, set(&[0, 1]), "/b", b"y");
+    let s1 = c.store(1).unwrap();
+    let mut paths = pool::Paths::default();
+    for p in [&b"/d"[..], b"/b"] {
+        paths
+            .push(&s1.key_path(s1.resolve(p).unwrap()).unwrap())
+            .unwrap();
+    }
+    let stores = [c.store(0).unwrap(), s1];
+    pool::test_hook::COUNT_STORE.store(
+        s1 as *const Store as usize,
+        core::sync::atomic::Ordering::SeqCst,
+    );
+    // SAFETY: the stores outlive the pool (dropped at the end of this function, before `c`).
+    let p =
+        unsafe { pool::Pool::start_unbound(crate::userland::host(), &stores, None, 0) }.unwrap();
+    let mut gen = 0;
+    p.request_all([1].into_iter(), pool::Ask::Many(&paths), Some(0), |_, g| {
+        gen = g
+    })
+    .unwrap();
+    let next = |item: u32| {
+        let t = std::time::Instant::now();
+        loop {
+            let seen = p.pushed();
+            if let Some(m) = p.recv(1, gen, item) {
+                return m;
+            }
+            assert!(t.elapsed().as_secs() < 20, "no answer for inode {item}");
+            p.wait(seen, &Brk::new(&|| false)).unwrap();
+        }
+    };
+    // /d answered; the collector goes straight on to /b, as after an Equal decision.
+    assert!(matches!(next(0), pool::Msg::Inode(Some(_))));
+    assert!(matches!(next(1), pool::Msg::Inode(Some(_))));
+    assert!(matches!(next(1), pool::Msg::End));
+    let reads = pool::test_hook::READS.load(core::sync::atomic::Ordering::SeqCst);
+    pool::test_hook::COUNT_STORE.store(0, core::sync::atomic::Ordering::SeqCst);
+    drop(p);
+    // At most a full FIFO of /d's children (and whatever was read while the collector got
+    // there), not all 300 of them.
+    assert!(reads < 100, "{reads} reads for /d, /b and /b's end");
+}
