@@ -84,7 +84,7 @@ impl Config {
                 mem_budget: 11 << 30,
                 row_time_limit: Duration::from_secs(240),
                 initial_limit: Duration::from_secs(60),
-                total_budget: Duration::from_secs(600),
+                total_budget: Duration::from_secs(1500),
                 max_files: usize::MAX,
                 kernel_results: None,
                 command,

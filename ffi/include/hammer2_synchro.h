@@ -56,16 +56,6 @@
 #define H2S_VOLUME_CMD_MAX 8192
 
 /*
- Bytes of one DATA block: a data chain's payload.
- */
-#define BLOCK (64 << 10)
-
-/*
- Blocks per file of the data run (the userland bench's count).
- */
-#define BLOCKS 4
-
-/*
  Most clusters that may exist at once through the C API.
  */
 #define H2S_MAX_CLUSTERS 32

@@ -20,10 +20,12 @@ use hammer2_synchro::{Error, Result};
 
 use crate::host::KERNEL_HOST;
 
+// Private: cbindgen would export public constants into the C header, where these generic names
+// could clash with a kernel macro.
 /// Bytes of one DATA block: a data chain's payload.
-pub const BLOCK: usize = 64 << 10;
+const BLOCK: usize = 64 << 10;
 /// Blocks per file of the data run (the userland bench's count).
-pub const BLOCKS: usize = 4;
+const BLOCKS: usize = 4;
 
 /// What the measurement found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,7 +16,7 @@ use hammer2_synchro::volume::fsck::MAP_LIMIT_DEFAULT;
 use hammer2_synchro::volume::show::{self, ShowError};
 
 use hammer2_synchro::mem::try_box;
-use hammer2_synchro::volume::{fsck, Cause, FsckOptions, Pfs, ReadError, Volume};
+use hammer2_synchro::volume::{fsck, Cause, FsckOptions, ReadError, Volume};
 use hammer2_synchro::Error;
 
 use crate::block::{self, HostDev};
@@ -102,14 +102,6 @@ fn open_volume(dev: &HostDev) -> Result<Box<Volume<&HostDev>>, ReadError> {
     try_box(vol).map_err(|_| ReadError::new(Cause::NoMem, 0))
 }
 
-/// PFS `label` of `vol`, on the heap. Not inlined: the lookup's inodes (KiBs) leave the
-/// stack before the listing walks the PFS.
-#[inline(never)]
-fn open_pfs(vol: &Volume<&HostDev>, label: &str) -> Result<Box<Pfs>, ReadError> {
-    let pfs = vol.pfs(label.as_bytes())?;
-    try_box(pfs).map_err(|_| ReadError::new(Cause::NoMem, 0))
-}
-
 #[inline(never)]
 fn ls_pfses(path: &str, out: &mut dyn Write) -> Result<(), Error> {
     let dev = open("ls", path, out)?;
@@ -133,7 +125,7 @@ fn ls_path(spec: &str, dir: &str, out: &mut dyn Write) -> Result<(), Error> {
         Ok(v) => v,
         Err(e) => return Err(show_fail(out, &dev, &path, ShowError::Read(e))),
     };
-    let pfs = match open_pfs(&vol, label) {
+    let pfs = match vol.pfs_box(label.as_bytes()) {
         Ok(p) => p,
         Err(e) => {
             let what = format_args!("{path}: PFS '{label}'");

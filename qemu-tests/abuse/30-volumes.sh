@@ -74,10 +74,11 @@ for pair in "fsck /nonexistent.img|error: fsck: /nonexistent.img: no such file o
 done
 # The volume reader must leave the kernel's own read path (page cache, readahead, the block
 # layer: 2 to 3 KiB) room on a 16 KiB stack under its deepest walk: h2s_block.c logs the least
-# stack left at a block read for each command (about 5 KiB, at `ls IMAGE@DATA`).
+# stack left at a block read for each command (about 12.5 KiB on Debian's kernel: the reader
+# keeps inodes and block tables on the heap, never in frames under a device read).
 least=$(dmesg | sed -n 's/.*volume: \([0-9]*\) bytes of stack left.*/\1/p' | sort -n | head -n1)
 echo "least stack left at a block read: ${least:-none} bytes"
-[ -n "$least" ] && [ "$least" -ge 4096 ] || bad "only ${least:-no} bytes of stack left at a block read"
+[ -n "$least" ] && [ "$least" -ge 8192 ] || bad "only ${least:-no} bytes of stack left at a block read"
 # Longer than a command may be: the write fails, nothing runs.
 exec 3<>"$D/volume"
 if head -c 9000 /dev/zero | tr '\0' x >&3 2>/dev/null; then bad "a 9000-byte command was taken"; fi

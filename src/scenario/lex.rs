@@ -19,13 +19,21 @@ pub type Reason = crate::text::Text<200>;
 
 /// Build a [`Reason`] with `format!`-style arguments.
 macro_rules! reason {
-    ($($arg:tt)*) => {{
-        let mut r = $crate::scenario::lex::Reason::default();
-        let _ = core::fmt::Write::write_fmt(&mut r, format_args!($($arg)*));
-        r
-    }};
+    ($($arg:tt)*) => {
+        $crate::scenario::lex::reason_args(format_args!($($arg)*))
+    };
 }
 pub(crate) use reason;
+
+/// The [`Reason`] of `args`. Not inlined: built in place at every message site, the reasons
+/// and their formatting made the parser's and the interpreter's frames several KiB (a kernel
+/// stack is small).
+#[inline(never)]
+pub fn reason_args(args: fmt::Arguments<'_>) -> Reason {
+    let mut r = Reason::default();
+    let _ = fmt::Write::write_fmt(&mut r, args);
+    r
+}
 
 /// A rejected file: the 1-based line and why. Displays as `line N: <reason>`.
 #[derive(Debug, Clone, PartialEq, Eq)]

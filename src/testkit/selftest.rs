@@ -689,14 +689,15 @@ fn build_tree(c: &Cluster, set: NodeSet) -> Outcome {
     Ok(())
 }
 
-/// Freeze a slave's thread while it copies a tree of about a thousand inodes from the master:
-/// acknowledged within one chain operation, nothing moves while frozen, the pass polled `brk`
-/// at every chain it scanned, and the sync completes after the unfreeze.
-fn freeze_during_real_sync(host: &'static dyn Host, out: &mut dyn fmt::Write) -> Outcome {
+/// The state of [`freeze_during_real_sync`]: a master with the tree, an empty slave, the
+/// slave's counting sync thread (not started). Not inlined: the cluster is built and moved to
+/// the heap in a frame that is gone before the sync runs (a kernel stack is small).
+#[inline(never)]
+fn real_sync_env(host: &'static dyn Host) -> core::result::Result<TryArc<SyncEnv>, Note> {
     let cluster =
         Cluster::new(host, &[Role::Master, Role::Slave]).map_err(|e| note!("cluster: {e}"))?;
     build_tree(&cluster, NodeSet(1))?;
-    let env = TryArc::new(SyncEnv {
+    TryArc::new(SyncEnv {
         threads: Threads::new(1),
         work: CountingSync {
             cluster,
@@ -709,7 +710,25 @@ fn freeze_during_real_sync(host: &'static dyn Host, out: &mut dyn fmt::Write) ->
             nomem: AtomicU32::new(0),
         },
     })
-    .map_err(|e| note!("test state: {e}"))?;
+    .map_err(|e| note!("test state: {e}"))
+}
+
+/// Nodes 0 and 1 of `c` hold the same tree. Not inlined: its note (and the compare's
+/// temporaries) take a frame only while it runs.
+#[inline(never)]
+fn same_trees(c: &Cluster) -> Outcome {
+    let mut diff = Note::new();
+    let same = c
+        .compare(0, 1, &mut diff)
+        .map_err(|e| note!("compare: {e}"))?;
+    check(same, || note!("trees differ after sync: {diff}"))
+}
+
+/// Freeze a slave's thread while it copies a tree of about a thousand inodes from the master:
+/// acknowledged within one chain operation, nothing moves while frozen, the pass polled `brk`
+/// at every chain it scanned, and the sync completes after the unfreeze.
+fn freeze_during_real_sync(host: &'static dyn Host, out: &mut dyn fmt::Write) -> Outcome {
+    let env = real_sync_env(host)?;
     env.threads.set_idle_poll(Duration::from_secs(60));
     let c = &env.work.cluster;
     let ops = &env.work.ops;
@@ -744,11 +763,7 @@ fn freeze_during_real_sync(host: &'static dyn Host, out: &mut dyn fmt::Write) ->
     check(!c.in_sync(1), || note!("in sync although frozen mid-pass"))?;
     expect_ok("unfreeze", env.threads.request(0, Request::Unfreeze))?;
     env.work.wait_for("the slave in sync", || c.in_sync(1))?;
-    let mut diff = Note::new();
-    let same = c
-        .compare(0, 1, &mut diff)
-        .map_err(|e| note!("compare: {e}"))?;
-    check(same, || note!("trees differ after sync: {diff}"))?;
+    same_trees(c)?;
     let scanned = c.stats(1).scanned;
     let polled = ops.load(Ordering::SeqCst);
     let _ = writeln!(out, "# {scanned} chains scanned, brk polled {polled} times");

@@ -2,6 +2,7 @@
 //! size radix in the low 6), read from the device, check code verified on every read;
 //! inodes decoded; data blocks decompressed into their 64 KiB logical size.
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use super::{BlockDev, Cause, ReadError, ReadResult, Volume};
@@ -59,6 +60,12 @@ impl<D: BlockDev> Volume<D> {
 
     /// The inode `bref` points at (an INODE blockref of 1 KiB), verified and decoded.
     pub fn read_inode(&self, bref: &Blockref) -> ReadResult<InodeData> {
+        self.read_inode_box(bref).map(|ino| *ino)
+    }
+
+    /// [`Volume::read_inode`] onto the heap: what the walks use, so that no 1 KiB inode sits
+    /// in a frame under the device reads that follow (a kernel stack is small).
+    pub fn read_inode_box(&self, bref: &Blockref) -> ReadResult<Box<InodeData>> {
         if bref.btype != BREF_TYPE_INODE {
             return Err(ReadError::new(Cause::WrongType(bref.btype), bref.data_off));
         }
@@ -66,7 +73,7 @@ impl<D: BlockDev> Volume<D> {
             return Err(ReadError::new(Cause::OutOfRange, bref.data_off));
         }
         let raw = self.read_block(bref)?;
-        InodeData::decode(&raw).map_err(|_| ReadError::new(Cause::BadInode, bref.data_off))
+        decode_inode(&raw, bref.data_off)
     }
 
     /// Decode the DATA block `bref` points at into `out` (its logical size, 64 KiB): the
@@ -95,6 +102,14 @@ impl<D: BlockDev> Volume<D> {
         }
         Ok(())
     }
+}
+
+/// The inode in `raw` (read from `at`), decoded onto the heap. Not inlined, and called after
+/// the device read returned: the decoder's stack copy never sits under the host's I/O path.
+#[inline(never)]
+fn decode_inode(raw: &[u8], at: u64) -> ReadResult<Box<InodeData>> {
+    let ino = InodeData::decode(raw).map_err(|_| ReadError::new(Cause::BadInode, at))?;
+    crate::mem::try_box(ino).map_err(|_| ReadError::new(Cause::NoMem, at))
 }
 
 /// Verify `bytes` against `bref`'s check code.

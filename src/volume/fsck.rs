@@ -365,7 +365,8 @@ fn check_tree<D: BlockDev>(
     let mut buf = zeroed(DATA_BLOCK_BYTES)?;
     let mut faults = Findings::default();
     let mut visited = 0u64;
-    let set = vol.header.sroot_blockset;
+    // Borrowed: a copy would keep 512 bytes in this frame under the whole walk.
+    let set = &vol.header.sroot_blockset;
     let mut visit = |b: &Blockref, _: Option<&_>| -> ReadResult<Flow> {
         visited += 1;
         if visited % PROGRESS_EVERY == 0 {
@@ -424,7 +425,7 @@ fn check_tree<D: BlockDev>(
         }
         Ok(Flow::Continue)
     };
-    vol.walk_all_tolerant(&set, &mut visit, &mut |e| {
+    vol.walk_all_tolerant(set, &mut visit, &mut |e| {
         if e.cause == Cause::NoMem {
             return Err(e);
         }

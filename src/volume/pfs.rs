@@ -7,10 +7,11 @@
 //! - file data: DIRECTDATA in the inode, or 64 KiB logical DATA blocks keyed by file offset
 //!   (holes read as zeros).
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use super::block::zeroed;
-use super::scan::Flow;
+use super::scan::{blockset_vec, Flow};
 use super::{BlockDev, Cause, ReadError, ReadResult, Volume};
 use crate::media::{
     dirhash, Blockref, DirentHead, InodeData, BREF_TYPE_DATA, BREF_TYPE_DIRENT, BREF_TYPE_INODE,
@@ -91,52 +92,82 @@ fn name_vec(name: &[u8], at: u64) -> ReadResult<heapless::Vec<u8, NAME_MAX>> {
     heapless::Vec::from_slice(name).map_err(|_| ReadError::new(Cause::TooBig, at))
 }
 
-/// The blockset of a non-DIRECTDATA inode.
-fn table(ino: &InodeData, at: u64) -> ReadResult<[Blockref; crate::media::SET_COUNT]> {
+/// The blockset of a non-DIRECTDATA inode, on the heap: the scans that follow read the
+/// device under the caller's frame (a kernel stack is small).
+fn table(ino: &InodeData, at: u64) -> ReadResult<Vec<Blockref>> {
     if ino.meta.is_directdata() {
         return Err(ReadError::new(Cause::NotDir, at));
     }
-    ino.blockset()
-        .map_err(|_| ReadError::new(Cause::BadInode, at))
+    blockset_vec(ino, at)
+}
+
+/// The PFS of root inode `root`, on the heap. Not inlined: the copy it makes on the way is
+/// off the stack before any further read.
+#[inline(never)]
+fn pfs_of(root: Box<InodeData>) -> ReadResult<Box<Pfs>> {
+    boxed(Pfs { root: *root })
+}
+
+/// `value` on the heap, or [`Cause::NoMem`].
+fn boxed<T>(value: T) -> ReadResult<Box<T>> {
+    crate::mem::try_box(value).map_err(|_| ReadError::new(Cause::NoMem, 0))
 }
 
 impl<D: BlockDev> Volume<D> {
     /// The super-root inode (`sroot_blockset[0]` of the header in use).
     pub fn super_root(&self) -> ReadResult<InodeData> {
-        let sroot = *self.header.sroot();
-        self.read_inode(&sroot)
+        self.read_inode(self.header.sroot())
+    }
+
+    /// The super-root's block table. Not inlined: the super-root inode is gone from the
+    /// stack before the scans of its table read the device.
+    #[inline(never)]
+    fn sroot_table(&self) -> ReadResult<Vec<Blockref>> {
+        let sroot = self.read_inode_box(self.header.sroot())?;
+        table(&sroot, self.header.sroot().data_off)
     }
 
     /// Every PFS root under the super-root, in key order.
     pub fn pfs_roots(&self, f: &mut dyn FnMut(&InodeData) -> ReadResult<Flow>) -> ReadResult<()> {
-        let sroot = self.super_root()?;
-        let set = table(&sroot, self.header.sroot().data_off)?;
-        self.scan(&set, 0, KEY_MAX, &mut |b| {
+        let set = self.sroot_table()?;
+        self.scan_vec(set, 0, KEY_MAX, &mut |b| {
             if b.btype != BREF_TYPE_INODE {
                 return Err(ReadError::new(Cause::WrongType(b.btype), b.data_off));
             }
-            f(&self.read_inode(b)?)
+            f(&*self.read_inode_box(b)?)
         })
     }
 
     /// The PFS labelled `label`: scan the super-root's keys `dirhash(label)` up to the end of
     /// its collision range for an INODE whose name is `label` (`hammer2_vfs_mount`).
     pub fn pfs(&self, label: &[u8]) -> ReadResult<Pfs> {
-        self.pfs_entry(label).map(|(_, root)| Pfs { root })
+        self.pfs_root(label).map(|(_, root)| Pfs { root: *root })
     }
 
     /// [`Volume::pfs`] with the PFS root's blockref in the super-root's table (what a writer
     /// replaces).
     pub fn pfs_entry(&self, label: &[u8]) -> ReadResult<(Blockref, InodeData)> {
-        let sroot = self.super_root()?;
-        let set = table(&sroot, self.header.sroot().data_off)?;
+        self.pfs_root(label).map(|(b, root)| (b, *root))
+    }
+
+    /// [`Volume::pfs`] onto the heap: what a caller that goes on reading should hold.
+    pub fn pfs_box(&self, label: &[u8]) -> ReadResult<Box<Pfs>> {
+        let (_, root) = self.pfs_root(label)?;
+        pfs_of(root)
+    }
+
+    /// [`Volume::pfs_entry`] with the root inode on the heap. Not inlined: its scan reads the
+    /// device below a small frame.
+    #[inline(never)]
+    fn pfs_root(&self, label: &[u8]) -> ReadResult<(Blockref, Box<InodeData>)> {
+        let set = self.sroot_table()?;
         let lo = dirhash(label);
         let mut found = None;
-        self.scan(&set, lo, lo | DIRHASH_LOMASK, &mut |b| {
+        self.scan_vec(set, lo, lo | DIRHASH_LOMASK, &mut |b| {
             if b.btype != BREF_TYPE_INODE {
                 return Err(ReadError::new(Cause::WrongType(b.btype), b.data_off));
             }
-            let ino = self.read_inode(b)?;
+            let ino = self.read_inode_box(b)?;
             if ino.filename() == label {
                 found = Some((*b, ino));
                 return Ok(Flow::Stop);
@@ -155,19 +186,25 @@ impl Pfs {
     /// The inode numbered `inum`: the PFS root itself, or the INODE keyed `inum` in the
     /// root's index ([`Cause::InumMismatch`] if the inode there carries another number).
     pub fn inode<D: BlockDev>(&self, vol: &Volume<D>, inum: u64) -> ReadResult<InodeData> {
+        self.inode_box(vol, inum).map(|ino| *ino)
+    }
+
+    /// [`Pfs::inode`] onto the heap: what a caller that goes on reading the volume with the
+    /// inode at hand should use (a kernel stack is small).
+    pub fn inode_box<D: BlockDev>(&self, vol: &Volume<D>, inum: u64) -> ReadResult<Box<InodeData>> {
         if inum == self.root.meta.inum {
-            return Ok(self.root);
+            return boxed(self.root);
         }
         if inum & DIRHASH_VISIBLE != 0 {
             return Err(ReadError::new(Cause::NotFound, inum));
         }
         let set = table(&self.root, inum)?;
         let mut found = None;
-        vol.scan(&set, inum, inum, &mut |b| {
+        vol.scan_vec(set, inum, inum, &mut |b| {
             if b.btype != BREF_TYPE_INODE || b.key != inum {
                 return Err(ReadError::new(Cause::WrongType(b.btype), b.data_off));
             }
-            let ino = vol.read_inode(b)?;
+            let ino = vol.read_inode_box(b)?;
             if ino.meta.inum != inum {
                 return Err(ReadError::new(Cause::InumMismatch, b.data_off));
             }
@@ -211,10 +248,19 @@ impl Pfs {
 
     /// The inode at `path` (components separated by `/`, empty ones ignored) from the root.
     pub fn resolve<D: BlockDev>(&self, vol: &Volume<D>, path: &[u8]) -> ReadResult<InodeData> {
-        let mut ino = self.root;
+        self.resolve_box(vol, path).map(|ino| *ino)
+    }
+
+    /// [`Pfs::resolve`] onto the heap: no inode of the walk sits on the stack under its reads.
+    pub fn resolve_box<D: BlockDev>(
+        &self,
+        vol: &Volume<D>,
+        path: &[u8],
+    ) -> ReadResult<Box<InodeData>> {
+        let mut ino = boxed(self.root)?;
         for comp in path.split(|&c| c == b'/').filter(|c| !c.is_empty()) {
-            let e = self.lookup(vol, &ino, comp)?;
-            ino = self.inode(vol, e.inum)?;
+            let inum = self.lookup(vol, &ino, comp)?.inum;
+            ino = self.inode_box(vol, inum)?;
         }
         Ok(ino)
     }
@@ -231,7 +277,7 @@ impl Pfs {
             return Err(ReadError::new(Cause::NotDir, dir.meta.inum));
         }
         let set = table(dir, dir.meta.inum)?;
-        vol.scan(&set, lo, hi, &mut |b| {
+        vol.scan_vec(set, lo, hi, &mut |b| {
             let e = match b.btype {
                 BREF_TYPE_DIRENT => {
                     let media = |e| ReadError::new(Cause::Media(e), b.data_off);
@@ -249,7 +295,7 @@ impl Pfs {
                     }
                 }
                 BREF_TYPE_INODE => {
-                    let ino = vol.read_inode(b)?;
+                    let ino = vol.read_inode_box(b)?;
                     Entry {
                         name: name_vec(ino.filename(), b.key)?,
                         inum: ino.meta.inum,
@@ -318,7 +364,7 @@ impl Pfs {
         let set = table(ino, ino.meta.inum)?;
         let mut buf = zeroed(DATA_BLOCK_BYTES)?;
         let mut pos = 0u64;
-        vol.scan(&set, 0, size - 1, &mut |b| {
+        vol.scan_vec(set, 0, size - 1, &mut |b| {
             // HAMMER2 gives every file block a 64 KiB logical range (`hammer2_calc_logical`);
             // another width would make the hole accounting below ambiguous, so it is refused.
             if b.btype != BREF_TYPE_DATA || b.keybits != DATA_BLOCK_RADIX {

@@ -10,6 +10,7 @@ use alloc::vec::Vec;
 use super::{BlockDev, Cause, ReadError, ReadResult, Volume};
 use crate::media::{
     Blockref, InodeData, BREF_BYTES, BREF_TYPE_EMPTY, BREF_TYPE_INDIRECT, BREF_TYPE_INODE, KEY_MAX,
+    SET_COUNT,
 };
 
 /// Most tables open at once in a walk: indirect levels, plus nested inodes in a full walk.
@@ -56,6 +57,20 @@ fn to_vec(set: &[Blockref]) -> ReadResult<Vec<Blockref>> {
     crate::mem::try_to_vec(set).map_err(|_| ReadError::new(Cause::NoMem, 0))
 }
 
+/// The block table of `ino` (read from `at`), each entry decoded straight onto the heap
+/// rather than through a 512-byte array in the caller's frame (which would stay there under
+/// the walk's device reads). [`Cause::BadInode`] if an entry does not decode. Meaningless for
+/// a DIRECTDATA inode.
+pub(crate) fn blockset_vec(ino: &InodeData, at: u64) -> ReadResult<Vec<Blockref>> {
+    let mut set = Vec::new();
+    set.try_reserve_exact(SET_COUNT)
+        .map_err(|_| ReadError::new(Cause::NoMem, at))?;
+    for raw in ino.u.chunks_exact(BREF_BYTES) {
+        set.push(Blockref::decode(raw).map_err(|_| ReadError::new(Cause::BadInode, at))?);
+    }
+    Ok(set)
+}
+
 impl<D: BlockDev> Volume<D> {
     /// The entries of the INDIRECT block `bref` points at, each decoded.
     pub fn read_table(&self, bref: &Blockref) -> ReadResult<Vec<Blockref>> {
@@ -80,6 +95,17 @@ impl<D: BlockDev> Volume<D> {
         hi: u64,
         f: &mut dyn FnMut(&Blockref) -> ReadResult<Flow>,
     ) -> ReadResult<()> {
+        self.walk(to_vec(table)?, lo, hi, &mut |b, _| f(b), false, None)
+    }
+
+    /// [`Volume::scan`] of a table the caller already holds as a vector (no copy).
+    pub(crate) fn scan_vec(
+        &self,
+        table: Vec<Blockref>,
+        lo: u64,
+        hi: u64,
+        f: &mut dyn FnMut(&Blockref) -> ReadResult<Flow>,
+    ) -> ReadResult<()> {
         self.walk(table, lo, hi, &mut |b, _| f(b), false, None)
     }
 
@@ -90,7 +116,7 @@ impl<D: BlockDev> Volume<D> {
         table: &[Blockref],
         f: &mut dyn FnMut(&Blockref, Option<&InodeData>) -> ReadResult<Flow>,
     ) -> ReadResult<()> {
-        self.walk(table, 0, KEY_MAX, f, true, None)
+        self.walk(to_vec(table)?, 0, KEY_MAX, f, true, None)
     }
 
     /// [`Volume::walk_all`] that goes on past faults of the media: each goes to `fault`
@@ -103,12 +129,12 @@ impl<D: BlockDev> Volume<D> {
         f: &mut dyn FnMut(&Blockref, Option<&InodeData>) -> ReadResult<Flow>,
         fault: &mut dyn FnMut(ReadError) -> ReadResult<()>,
     ) -> ReadResult<()> {
-        self.walk(table, 0, KEY_MAX, f, true, Some(fault))
+        self.walk(to_vec(table)?, 0, KEY_MAX, f, true, Some(fault))
     }
 
     fn walk(
         &self,
-        table: &[Blockref],
+        table: Vec<Blockref>,
         lo: u64,
         hi: u64,
         f: &mut dyn FnMut(&Blockref, Option<&InodeData>) -> ReadResult<Flow>,
@@ -123,7 +149,7 @@ impl<D: BlockDev> Volume<D> {
         stack
             .try_reserve_exact(DEPTH_MAX)
             .map_err(|_| ReadError::new(Cause::NoMem, 0))?;
-        stack.push(Level::new(to_vec(table)?, 0, KEY_MAX));
+        stack.push(Level::new(table, 0, KEY_MAX));
         while let Some(top) = stack.last_mut() {
             let Some(b) = top.brefs.get(top.next).copied() else {
                 stack.pop();
@@ -161,7 +187,8 @@ impl<D: BlockDev> Volume<D> {
                     }
                 }
                 BREF_TYPE_INODE if all => {
-                    let ino = match self.read_inode(&b) {
+                    // Boxed: this frame lies under every read of the walk.
+                    let ino = match self.read_inode_box(&b) {
                         Ok(ino) => ino,
                         Err(e) => {
                             fault(e)?;
@@ -179,10 +206,11 @@ impl<D: BlockDev> Volume<D> {
                     if ino.meta.is_directdata() {
                         None
                     } else {
-                        match ino.blockset() {
-                            Ok(set) => Some(Level::new(to_vec(&set)?, 0, KEY_MAX)),
-                            Err(_) => {
-                                fault(ReadError::new(Cause::BadInode, b.data_off))?;
+                        match blockset_vec(&ino, b.data_off) {
+                            Ok(set) => Some(Level::new(set, 0, KEY_MAX)),
+                            Err(e) if e.cause == Cause::NoMem => return Err(e),
+                            Err(e) => {
+                                fault(e)?;
                                 None
                             }
                         }

@@ -1,7 +1,6 @@
 //! The text of `ls` and `fsck`, written into any [`fmt::Write`], so every host (the CLI, a
 //! kernel's debugfs file) prints a volume the same way and their outputs can be compared.
 
-use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -145,53 +144,6 @@ pub fn ls_pfses<D: BlockDev>(w: &mut dyn fmt::Write, vol: &Volume<D>) -> Result<
     Ok(())
 }
 
-/// The inode at `path` of `pfs` (components separated by `/`, empty ones ignored), on the
-/// heap: [`Pfs::resolve`] one component at a time, each step in a frame of its own that is
-/// gone before the next, so no inode copy of the walk stays on the stack under the reads of
-/// the next step (a kernel stack is small).
-fn resolve<D: BlockDev>(
-    vol: &Volume<D>,
-    pfs: &Pfs,
-    path: &[u8],
-) -> Result<Box<InodeData>, ShowError> {
-    let no_mem = |_| ShowError::Read(ReadError::new(Cause::NoMem, 0));
-    let mut ino = crate::mem::try_box(pfs.root).map_err(no_mem)?;
-    for comp in path.split(|&c| c == b'/').filter(|c| !c.is_empty()) {
-        let inum = lookup(vol, pfs, &ino, comp)?;
-        inode_into(vol, pfs, inum, &mut ino)?;
-    }
-    Ok(ino)
-}
-
-/// The inode number `name` names in directory `dir`.
-#[inline(never)]
-fn lookup<D: BlockDev>(
-    vol: &Volume<D>,
-    pfs: &Pfs,
-    dir: &InodeData,
-    name: &[u8],
-) -> ReadResult<u64> {
-    Ok(pfs.lookup(vol, dir, name)?.inum)
-}
-
-/// Inode `inum` of `pfs`, stored into `out`.
-#[inline(never)]
-fn inode_into<D: BlockDev>(
-    vol: &Volume<D>,
-    pfs: &Pfs,
-    inum: u64,
-    out: &mut InodeData,
-) -> ReadResult<()> {
-    // Copied from where it was returned: a moved-out copy would take another KiB.
-    match pfs.inode(vol, inum) {
-        Ok(ref ino) => {
-            *out = *ino;
-            Ok(())
-        }
-        Err(e) => Err(e),
-    }
-}
-
 /// `ls IMAGE@LABEL PATH`: the entries of directory `path` of `pfs` sorted by name, one
 /// [`ls_line`] each, or the one line of a file or symlink.
 #[inline(never)]
@@ -201,7 +153,7 @@ pub fn ls_path<D: BlockDev>(
     pfs: &Pfs,
     path: &[u8],
 ) -> Result<(), ShowError> {
-    let ino = resolve(vol, pfs, path)?;
+    let ino = pfs.resolve_box(vol, path)?;
     if ino.meta.objtype != OBJTYPE_DIRECTORY {
         let name = path
             .rsplit(|&b| b == b'/')
@@ -237,9 +189,8 @@ fn sorted_entries<D: BlockDev>(
     Ok(entries)
 }
 
-/// The [`ls_line`] of directory entry `e`. Not inlined: the child inode (1 KiB) and the
-/// reads below it take this frame only while it runs, not the whole listing's (a kernel
-/// stack is small).
+/// The [`ls_line`] of directory entry `e`. Not inlined: the line's formatting takes this
+/// frame only while it runs, not the whole listing's (a kernel stack is small).
 #[inline(never)]
 fn ls_entry<D: BlockDev>(
     w: &mut dyn fmt::Write,
@@ -247,11 +198,8 @@ fn ls_entry<D: BlockDev>(
     pfs: &Pfs,
     e: &Entry,
 ) -> Result<(), ShowError> {
-    // Borrowed where it was returned: a moved-out copy would take another KiB.
-    match pfs.inode(vol, e.inum) {
-        Ok(ref child) => ls_line(w, vol, pfs, child, &e.name),
-        Err(err) => Err(ShowError::Read(err)),
-    }
+    let child = pfs.inode_box(vol, e.inum)?;
+    ls_line(w, vol, pfs, &child, &e.name)
 }
 
 /// The report of `fsck IMAGE`: each header copy's state, the counts, the findings kept,
