@@ -215,6 +215,33 @@ fn a_failed_batch_does_not_fail_the_pass() {
     }
 }
 
+/// Post the batch `paths`, with children, to node 1's worker alone; its generation.
+fn ask_node_1(p: &pool::Pool<'_, Store>, paths: &pool::Paths) -> u32 {
+    let mut gen = 0;
+    p.request_all([1].into_iter(), pool::Ask::Many(paths), Some(0), |_, g| {
+        gen = g
+    })
+    .unwrap();
+    gen
+}
+
+/// Node 1's next answer about inode `item` of request `gen`, waiting for it (bounded).
+fn answer_of_node_1(
+    p: &pool::Pool<'_, Store>,
+    gen: u32,
+    item: u32,
+) -> pool::Msg<crate::store::ChainId> {
+    let t = std::time::Instant::now();
+    loop {
+        let seen = p.pushed();
+        if let Some(m) = p.recv(1, gen, item) {
+            return m;
+        }
+        assert!(t.elapsed().as_secs() < 20, "no answer for inode {item}");
+        p.wait(seen, &Brk::new(&|| false)).unwrap();
+    }
+}
+
 /// A batch request is answered inode by inode in order, each answer tagged with its inode's
 /// index: asking for a later inode drops what is left of the earlier ones, and an inode the
 /// node lacks is answered "none" without ending the batch.
@@ -234,22 +261,8 @@ fn batch_answers_come_in_order_per_inode() {
     // SAFETY: the stores outlive the pool (dropped at the end of this function, before `c`).
     let p =
         unsafe { pool::Pool::start_unbound(crate::userland::host(), &stores, None, 0) }.unwrap();
-    let mut gen = 0;
-    p.request_all([1].into_iter(), pool::Ask::Many(&paths), Some(0), |_, g| {
-        gen = g
-    })
-    .unwrap();
-    let next = |item: u32| {
-        let t = std::time::Instant::now();
-        loop {
-            let seen = p.pushed();
-            if let Some(m) = p.recv(1, gen, item) {
-                return m;
-            }
-            assert!(t.elapsed().as_secs() < 20, "no answer for inode {item}");
-            p.wait(seen, &Brk::new(&|| false)).unwrap();
-        }
-    };
+    let gen = ask_node_1(&p, &paths);
+    let next = |item: u32| answer_of_node_1(&p, gen, item);
     // Inode 0 (/a): itself, then its first data block; the rest of its blocks are dropped.
     assert!(matches!(next(0), pool::Msg::Inode(Some(_))));
     assert!(matches!(next(0), pool::Msg::Child(..)));
@@ -475,22 +488,8 @@ fn worker_stops_reading_an_inode_no_longer_wanted() {
     // SAFETY: the stores outlive the pool (dropped at the end of this function, before `c`).
     let p =
         unsafe { pool::Pool::start_unbound(crate::userland::host(), &stores, None, 0) }.unwrap();
-    let mut gen = 0;
-    p.request_all([1].into_iter(), pool::Ask::Many(&paths), Some(0), |_, g| {
-        gen = g
-    })
-    .unwrap();
-    let next = |item: u32| {
-        let t = std::time::Instant::now();
-        loop {
-            let seen = p.pushed();
-            if let Some(m) = p.recv(1, gen, item) {
-                return m;
-            }
-            assert!(t.elapsed().as_secs() < 20, "no answer for inode {item}");
-            p.wait(seen, &Brk::new(&|| false)).unwrap();
-        }
-    };
+    let gen = ask_node_1(&p, &paths);
+    let next = |item: u32| answer_of_node_1(&p, gen, item);
     // /d answered; the collector goes straight on to /b, as after an Equal decision.
     assert!(matches!(next(0), pool::Msg::Inode(Some(_))));
     assert!(matches!(next(1), pool::Msg::Inode(Some(_))));
