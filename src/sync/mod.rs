@@ -350,19 +350,22 @@ impl<Id: Copy + PartialEq> Batch<Id> {
         self.paths.clear();
         self.ids.clear();
         self.next = 0;
+        // The batch only saves wakeups: no failure building or posting it may fail the pass.
+        // Any error (gone, EIO, no memory) ends the batch before that entry, whose own sync
+        // meets and reports it; reserving `ids` first keeps it as long as `paths`.
+        if self.ids.try_reserve(self.size).is_err() {
+            return Ok(None);
+        }
         let me = ctx.me();
         for e in list.iter().rev().take(self.size) {
             if e.resume.is_some() || e.follow != top.follow {
                 break;
             }
             ctx.peers.host.relax();
-            match me.key_path(e.ip) {
-                Ok(keys) => self.paths.push(&keys)?,
-                // Gone meanwhile: its own sync says so; the batch ends before it.
-                Err(Error::NotFound) => break,
-                Err(e) => return Err(e),
+            let Ok(keys) = me.key_path(e.ip) else { break };
+            if self.paths.push(&keys).is_err() || try_push(&mut self.ids, e.ip).is_err() {
+                break;
             }
-            try_push(&mut self.ids, e.ip)?;
         }
         if self.ids.len() < 2 {
             self.ids.clear();
@@ -385,9 +388,10 @@ impl<Id: Copy + PartialEq> Batch<Id> {
         );
         self.ticket = ticket;
         self.follow = follow;
-        if let Err(e) = r {
+        if r.is_err() {
+            // The top entry's own request asks again and reports what fails.
             self.ids.clear();
-            return Err(e);
+            return Ok(None);
         }
         Ok(Some(self.take()))
     }

@@ -172,6 +172,10 @@ struct Chan<Id> {
     q: spin::Mutex<heapless::Deque<(u32, u32, Msg<Id>), FIFO_DEPTH>>,
     /// Bumped at every pop (a worker waiting on a full FIFO sleeps on it).
     popped: AtomicU32,
+    /// The lowest inode of the latest request the collector may still ask about: it asks in
+    /// order, so once it asked for a later inode the worker stops reading the earlier one's
+    /// children (whose answers would only be dropped, each read costing a stalled node's delay).
+    want: AtomicU32,
 }
 
 struct Shared<Id> {
@@ -226,6 +230,7 @@ where
                 req: spin::Mutex::new(None),
                 q: spin::Mutex::new(heapless::Deque::new()),
                 popped: AtomicU32::new(0),
+                want: AtomicU32::new(0),
             });
         }
         let sh = try_box(Shared {
@@ -327,11 +332,19 @@ impl<S: ChainStore> Pool<'_, S> {
                 p.push(keys)?;
                 p.enc
             }
-            Ask::Many(p) => try_to_vec(&p.enc)?,
+            Ask::Many(p) => {
+                #[cfg(test)]
+                if test_hook::FAIL_MANY.with(|f| f.get()) {
+                    return Err(Error::NoMem);
+                }
+                try_to_vec(&p.enc)?
+            }
         };
         // Old answers would only be dropped: make room before the new request is visible (a
         // clear after it could drop the new request's first answers).
         ch.q.lock().clear();
+        // Before the request is visible: its worker must not see the last request's mark.
+        ch.want.store(0, Ordering::SeqCst);
         {
             // Publish `gen` under the request lock, with the request: a worker that takes the
             // request (under this lock) then sees it current. Storing `gen` after the unlock
@@ -369,6 +382,9 @@ impl<S: ChainStore> Pool<'_, S> {
     /// Answers of older requests, and of the request's earlier inodes, are dropped.
     pub(crate) fn recv(&self, j: usize, gen: u32, item: u32) -> Option<Msg<S::Id>> {
         let ch = self.sh.chans.get(j)?;
+        // The collector posts and receives on one thread, so `gen` cannot be replaced meanwhile.
+        let raised = ch.gen.load(Ordering::SeqCst) == gen
+            && ch.want.fetch_max(item, Ordering::SeqCst) < item;
         let mut got = None;
         let mut any = false;
         let low = {
@@ -396,7 +412,9 @@ impl<S: ChainStore> Pool<'_, S> {
         // bump comes once the collector has consumed down to the mark; a collector that stops
         // consuming posts a new request or parks the pool, which bump `popped` too (and the
         // worker's sleep is bounded by `SLICE` regardless).
-        if any && low {
+        // A worker blocked on the full FIFO while reading an inode no longer wanted must learn
+        // it now, not only once the FIFO drains.
+        if (any && low) || raised {
             ch.popped.fetch_add(1, Ordering::SeqCst);
             self.host.wake_word(&ch.popped);
         }
@@ -530,9 +548,15 @@ struct Serve<'w, S: ChainStore> {
 }
 
 impl<S: ChainStore> Serve<'_, S> {
-    /// Still wanted: not cancelled, no newer request.
-    fn live(&self) -> bool {
+    /// The request is still wanted: not cancelled, no newer request.
+    fn request_live(&self) -> bool {
         self.sh.cancel.load(Ordering::SeqCst) == 0 && self.ch.gen.load(Ordering::SeqCst) == self.gen
+    }
+
+    /// The current inode is still wanted: its request is, and the collector has not asked
+    /// about a later inode yet.
+    fn live(&self) -> bool {
+        self.request_live() && self.ch.want.load(Ordering::SeqCst) <= self.item
     }
 
     /// One read of the node through the fault hooks; None when no longer wanted.
@@ -560,6 +584,8 @@ impl<S: ChainStore> Serve<'_, S> {
         if !self.live() {
             return None;
         }
+        #[cfg(test)]
+        test_hook::count_read(self.store);
         Some(f())
     }
 
@@ -584,9 +610,10 @@ impl<S: ChainStore> Serve<'_, S> {
     /// FIFO or a newer request).
     fn run(mut self, paths: &[u64], start: Option<u64>) {
         for keys in each_path(paths) {
-            if !self.live() {
+            if !self.request_live() {
                 return;
             }
+            // An inode below the mark is skipped unread (`one` stops at its first read).
             self.one(keys, start);
             self.item = self.item.wrapping_add(1);
             self.host.relax();
@@ -661,6 +688,20 @@ pub(crate) mod test_hook {
     std::thread_local! {
         /// Requests posted by this thread (a sync pass posts from the thread running it).
         pub(crate) static POSTED: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
+        /// Batch requests posted by this thread fail as if out of memory.
+        pub(crate) static FAIL_MANY: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+    }
+
+    /// The address of the store whose worker's reads [`READS`] counts (0: none).
+    pub(crate) static COUNT_STORE: AtomicUsize = AtomicUsize::new(0);
+    /// Reads made by the worker of [`COUNT_STORE`].
+    pub(crate) static READS: AtomicUsize = AtomicUsize::new(0);
+
+    /// Count a read of `store`'s worker when it is the one counted.
+    pub(super) fn count_read<S>(store: &S) {
+        if COUNT_STORE.load(Ordering::SeqCst) == store as *const S as usize {
+            READS.fetch_add(1, Ordering::SeqCst);
+        }
     }
 
     /// The address of the pool state whose collector never polls `brk` for a stalled wait.

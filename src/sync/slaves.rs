@@ -76,10 +76,17 @@ pub(crate) struct FocusCopy {
 }
 
 impl FocusCopy {
-    /// Read `f` from its node. A focus chain that vanished since it was chosen means the cluster
-    /// moved on: the pass is retried (`InProgress`), nothing is concluded from it.
+    /// Read `f` from its node. A focus chain that vanished since it was chosen, or no longer
+    /// has the key range and TID the decision was made on, means the cluster moved on: the
+    /// pass is retried (`InProgress`), nothing is concluded from it. The header may come from
+    /// a batch read many syncs ago, and a chain replaced by its node's own sync keeps its id
+    /// without any frontend change being counted, so the id alone does not pin the chain.
     pub(crate) fn read<S: ChainStore>(ctx: &Ctx<'_, S>, f: &Focus<S::Id>) -> Result<FocusCopy> {
-        FocusCopy::read_at(ctx, f.node, f.id)
+        let fc = FocusCopy::read_at(ctx, f.node, f.id)?;
+        if super::pool::Head::of(&fc.bref) != f.head {
+            return Err(Error::InProgress);
+        }
+        Ok(fc)
     }
 
     /// [`FocusCopy::read`] of chain `id` of node `node`.
