@@ -230,8 +230,27 @@ pub fn digest(store: &Store) -> Result<u64> {
 /// inode number (its file name there is only that number).
 struct Path<'a> {
     view: View<'a>,
-    /// What names index inodes (None in the seed's layout).
-    names: Option<&'a dyn Namer>,
+    /// In today's layout, an index inode's path, or its number when no path names it.
+    index: Option<core::result::Result<Vec<u8>, u64>>,
+}
+
+impl<'a> Path<'a> {
+    /// The label of `view`; `names` names index inodes (None in the seed's layout). Running out
+    /// of memory (or being told to stop) while finding the path is an error, not a different
+    /// line: a line must not change without saying why.
+    fn new(view: View<'a>, names: Option<&dyn Namer>) -> Result<Path<'a>> {
+        let index = match (names, view.keys.first()) {
+            (Some(n), Some(&inum)) if inum < media::DIRHASH_VISIBLE => {
+                Some(match index_path(n, inum) {
+                    Ok(Some(p)) => Ok(p),
+                    Err(e @ (Error::NoMem | Error::Interrupted)) => return Err(e),
+                    Ok(None) | Err(_) => Err(inum),
+                })
+            }
+            _ => None,
+        };
+        Ok(Path { view, index })
+    }
 }
 
 /// Write `bytes` printable, escaping the rest.
@@ -249,14 +268,10 @@ fn write_escaped(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
 impl fmt::Display for Path<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let r = &self.view;
-        let at = match (self.names, r.keys.first()) {
-            (Some(n), Some(&k)) if k < media::DIRHASH_VISIBLE => Some((n, k)),
-            _ => None,
-        };
-        if let Some((names, inum)) = at {
-            match index_path(names, inum) {
-                Ok(Some(p)) => write_escaped(f, &p)?,
-                _ => write!(f, "inode {inum}")?,
+        if let Some(at) = &self.index {
+            match at {
+                Ok(p) => write_escaped(f, p)?,
+                Err(inum) => write!(f, "inode {inum}")?,
             }
         } else if r.path.is_empty() {
             f.write_str("/")?;
@@ -558,15 +573,18 @@ fn diff(
     node_b: usize,
     out: &mut dyn fmt::Write,
 ) -> Result<bool> {
-    let mut lines = 0usize;
+    let lines = core::cell::Cell::new(0usize);
     let mut say = |args: fmt::Arguments<'_>| {
-        if lines < MAX_DIFF_LINES {
+        let n = lines.get();
+        if n < MAX_DIFF_LINES {
             let _ = writeln!(out, "node {node_b}: {args}");
-        } else if lines == MAX_DIFF_LINES {
+        } else if n == MAX_DIFF_LINES {
             let _ = writeln!(out, "node {node_b}: ... more differences");
         }
-        lines += 1;
+        lines.set(n + 1);
     };
+    // Paths are looked up only for lines that are printed.
+    let printed = || lines.get() < MAX_DIFF_LINES;
     loop {
         if host.should_stop() {
             return Err(Error::Interrupted);
@@ -582,10 +600,7 @@ fn diff(
                 if let Some(x) = a.current() {
                     say(format_args!(
                         "{}: missing",
-                        Path {
-                            view: x,
-                            names: names.map(|n| n.0)
-                        }
+                        Path::new(x, names.map(|n| n.0).filter(|_| printed()))?
                     ));
                 }
                 // Skip the whole missing subtree: one line is enough.
@@ -595,10 +610,7 @@ fn diff(
                 if let Some(y) = b.current() {
                     say(format_args!(
                         "{}: unexpected",
-                        Path {
-                            view: y,
-                            names: names.map(|n| n.1)
-                        }
+                        Path::new(y, names.map(|n| n.1).filter(|_| printed()))?
                     ));
                 }
                 b.advance(false)?;
@@ -608,10 +620,7 @@ fn diff(
                     if let Some(w) = differs(&x, &y, x.keys.is_empty()) {
                         say(format_args!(
                             "{}: {}",
-                            Path {
-                                view: y,
-                                names: names.map(|n| n.1)
-                            },
+                            Path::new(y, names.map(|n| n.1).filter(|_| printed()))?,
                             w
                         ));
                     }
@@ -621,7 +630,7 @@ fn diff(
             }
         }
     }
-    Ok(lines == 0)
+    Ok(lines.get() == 0)
 }
 
 /// How a file's content compares with what was expected ([`compare_file`]).
