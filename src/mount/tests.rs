@@ -7,13 +7,12 @@ use alloc::vec::Vec;
 use super::*;
 use crate::host::testhost;
 use crate::media::*;
-use crate::volume::testdev::SparseDev;
-use crate::volume::{fsck, newfs, DirEntries, FsckOptions, Import, NewPfs, NewfsOptions};
+use crate::volume::testdev::{newfs_sparse, SparseDev};
+use crate::volume::{fsck, DirEntries, FsckOptions, Import, NewPfs};
 
 const SIZE: u64 = 1 << 30;
 
 fn make() -> SparseDev {
-    let dev = SparseDev::new(SIZE);
     let pfs = [NewPfs {
         label: b"DATA",
         pfs_type: PFSTYPE_MASTER,
@@ -21,18 +20,7 @@ fn make() -> SparseDev {
         fsid: [1; 16],
         nmasters: 1,
     }];
-    newfs(
-        &dev,
-        &NewfsOptions {
-            size: SIZE,
-            fsid: [9; 16],
-            sroot_ids: ([3; 16], [4; 16]),
-            pfs: &pfs,
-            now_us: 1_700_000_000_000_000,
-        },
-    )
-    .unwrap();
-    dev
+    newfs_sparse(SIZE, &pfs)
 }
 
 fn meta(objtype: u8, inum: u64) -> InodeMeta {

@@ -823,3 +823,21 @@ pub(crate) fn each_crash(base: &SparseDev, log: &[Op], f: &mut dyn FnMut(&Sparse
         }
     }
 }
+
+/// A sparse device of `size` bytes holding a fresh volume with `pfs`, made by newfs with fixed
+/// ids and time so every test's volume is the same.
+pub(crate) fn newfs_sparse(size: u64, pfs: &[NewPfs<'_>]) -> SparseDev {
+    let dev = SparseDev::new(size);
+    newfs(
+        &dev,
+        &NewfsOptions {
+            size,
+            fsid: [9; 16],
+            sroot_ids: ([3; 16], [4; 16]),
+            pfs,
+            now_us: 1_700_000_000_000_000,
+        },
+    )
+    .unwrap();
+    dev
+}

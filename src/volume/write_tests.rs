@@ -4,7 +4,7 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::testdev::{each_crash, LogDev, SparseDev};
+use super::testdev::{each_crash, newfs_sparse, LogDev, SparseDev};
 use super::*;
 use crate::media::*;
 
@@ -30,20 +30,7 @@ fn pfs_list() -> [NewPfs<'static>; 2] {
 }
 
 fn make(size: u64) -> SparseDev {
-    let dev = SparseDev::new(size);
-    let pfs = pfs_list();
-    newfs(
-        &dev,
-        &NewfsOptions {
-            size,
-            fsid: [9; 16],
-            sroot_ids: ([3; 16], [4; 16]),
-            pfs: &pfs,
-            now_us: 1_700_000_000_000_000,
-        },
-    )
-    .unwrap();
-    dev
+    newfs_sparse(size, &pfs_list())
 }
 
 fn clean(dev: &SparseDev) -> fsck::FsckReport {
