@@ -128,7 +128,7 @@ impl<D: BlockDev> Txn<'_, D> {
                 b.check[8..16].copy_from_slice(&avail.to_le_bytes());
                 b.mirror_tid = self.tid;
                 b.modify_tid = self.tid;
-                vol.dev().write_at(off, &block)?;
+                vol.write_at(off, &block)?;
                 leaves.try_reserve(1)?;
                 leaves.push(b);
             }
@@ -161,7 +161,7 @@ impl<D: BlockDev> Txn<'_, D> {
             .saturating_sub(used_granules * GRANULE_BYTES);
         let mut hbuf = zeroed(VOLUME_BYTES).map_err(read_err)?;
         h.encode_into(&mut hbuf).map_err(Error::from)?;
-        vol.dev().write_at(copy_offset(self.next_zone), &hbuf)?;
+        vol.write_at(copy_offset(self.next_zone), &hbuf)?;
         vol.dev().flush()?;
         Ok(h)
     }
@@ -194,7 +194,7 @@ impl<D: BlockDev> Txn<'_, D> {
             b.check[8..16].copy_from_slice(&avail.to_le_bytes());
             b.mirror_tid = self.tid;
             b.modify_tid = self.tid;
-            self.vol.dev().write_at(off, block)?;
+            self.vol.write_at(off, block)?;
             nodes.try_reserve(1)?;
             nodes.push(b);
         }

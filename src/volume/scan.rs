@@ -28,6 +28,17 @@ pub enum Flow {
     Stop,
 }
 
+/// What a walk visits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The entries of a key range other than INDIRECT ones.
+    Leaves,
+    /// Every entry, INDIRECT ones included, not descending into inodes.
+    Tables,
+    /// Every entry, descending into the tables of the inodes met.
+    All,
+}
+
 /// One open table of a walk.
 struct Level {
     brefs: Vec<Blockref>,
@@ -95,7 +106,24 @@ impl<D: BlockDev> Volume<D> {
         hi: u64,
         f: &mut dyn FnMut(&Blockref) -> ReadResult<Flow>,
     ) -> ReadResult<()> {
-        self.walk(to_vec(table)?, lo, hi, &mut |b, _| f(b), false, None)
+        self.walk(to_vec(table)?, lo, hi, &mut |b, _| f(b), Mode::Leaves, None)
+    }
+
+    /// Visit, in key order, every blockref below `table`, INDIRECT ones included (each
+    /// before the entries of its block), without descending into the inodes met.
+    pub fn scan_tables(
+        &self,
+        table: &[Blockref],
+        f: &mut dyn FnMut(&Blockref) -> ReadResult<Flow>,
+    ) -> ReadResult<()> {
+        self.walk(
+            to_vec(table)?,
+            0,
+            KEY_MAX,
+            &mut |b, _| f(b),
+            Mode::Tables,
+            None,
+        )
     }
 
     /// [`Volume::scan`] of a table the caller already holds as a vector (no copy).
@@ -106,7 +134,7 @@ impl<D: BlockDev> Volume<D> {
         hi: u64,
         f: &mut dyn FnMut(&Blockref) -> ReadResult<Flow>,
     ) -> ReadResult<()> {
-        self.walk(table, lo, hi, &mut |b, _| f(b), false, None)
+        self.walk(table, lo, hi, &mut |b, _| f(b), Mode::Leaves, None)
     }
 
     /// Visit every blockref below `table`, INDIRECT ones included, descending into the
@@ -116,7 +144,7 @@ impl<D: BlockDev> Volume<D> {
         table: &[Blockref],
         f: &mut dyn FnMut(&Blockref, Option<&InodeData>) -> ReadResult<Flow>,
     ) -> ReadResult<()> {
-        self.walk(to_vec(table)?, 0, KEY_MAX, f, true, None)
+        self.walk(to_vec(table)?, 0, KEY_MAX, f, Mode::All, None)
     }
 
     /// [`Volume::walk_all`] that goes on past faults of the media: each goes to `fault`
@@ -129,7 +157,7 @@ impl<D: BlockDev> Volume<D> {
         f: &mut dyn FnMut(&Blockref, Option<&InodeData>) -> ReadResult<Flow>,
         fault: &mut dyn FnMut(ReadError) -> ReadResult<()>,
     ) -> ReadResult<()> {
-        self.walk(to_vec(table)?, 0, KEY_MAX, f, true, Some(fault))
+        self.walk(to_vec(table)?, 0, KEY_MAX, f, Mode::All, Some(fault))
     }
 
     fn walk(
@@ -138,9 +166,10 @@ impl<D: BlockDev> Volume<D> {
         lo: u64,
         hi: u64,
         f: &mut dyn FnMut(&Blockref, Option<&InodeData>) -> ReadResult<Flow>,
-        all: bool,
+        mode: Mode,
         mut tolerate: Option<&mut dyn FnMut(ReadError) -> ReadResult<()>>,
     ) -> ReadResult<()> {
+        let all = mode == Mode::All;
         let mut fault = |e: ReadError| match tolerate.as_mut() {
             Some(g) => g(e),
             None => Err(e),
@@ -175,7 +204,7 @@ impl<D: BlockDev> Volume<D> {
             }
             let child = match b.btype {
                 BREF_TYPE_INDIRECT => {
-                    if all && f(&b, None)? == Flow::Stop {
+                    if mode != Mode::Leaves && f(&b, None)? == Flow::Stop {
                         return Ok(());
                     }
                     match self.read_table(&b) {

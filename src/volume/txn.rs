@@ -105,6 +105,11 @@ impl<'v, D: BlockDev> Txn<'v, D> {
             return Err(Error::Invalid);
         }
         let copies = read_copies(vol.dev()).map_err(read_err)?;
+        for c in &copies {
+            if !matches!(c, HeaderCopy::Absent) {
+                vol.count_read(crate::media::volhdr::VOLUME_BYTES);
+            }
+        }
         require_current(vol, &copies)?;
         let mut used = GranuleBits::new(fs)?;
         let mut keep = GranuleBits::new(fs)?;
@@ -191,7 +196,7 @@ impl<'v, D: BlockDev> Txn<'v, D> {
         b.set_check(block)?;
         b.mirror_tid = self.tid;
         b.modify_tid = self.modify_tid;
-        self.vol.dev().write_at(off, block)?;
+        self.vol.write_at(off, block)?;
         self.vol.dev().yield_point();
         self.written += size as u64;
         Ok(b)
@@ -246,6 +251,22 @@ impl<'v, D: BlockDev> Txn<'v, D> {
     /// the tightest aligned key range of the entries below it (so ranges nest and never
     /// overlap, and an indirect block never spans both halves of a PFS root's key space).
     pub fn table(&mut self, items: &[Blockref]) -> Result<[Blockref; SET_COUNT]> {
+        self.table_keeping(items, &|_, _| None, None)
+    }
+
+    /// [`Txn::table`] that keeps by reference each indirect block `old(key, keybits)` names
+    /// (the table's indirect block of that key range as last committed) that holds exactly
+    /// the entries of its place in the new tree, as HAMMER2's flush leaves a
+    /// clean indirect block alone: only the indirect blocks above changed entries are
+    /// written. The table's shape follows from its keys alone, so a table whose keys did not
+    /// change finds every unchanged block again. Every indirect block of the new table, kept
+    /// or written, goes to `placed`.
+    pub fn table_keeping(
+        &mut self,
+        items: &[Blockref],
+        old: &dyn Fn(u64, u8) -> Option<Blockref>,
+        mut placed: Option<&mut Vec<Blockref>>,
+    ) -> Result<[Blockref; SET_COUNT]> {
         let mut set = [Blockref::default(); SET_COUNT];
         if items.len() <= SET_COUNT {
             set[..items.len()].copy_from_slice(items);
@@ -271,7 +292,10 @@ impl<'v, D: BlockDev> Txn<'v, D> {
                     }
                     return Ok(set);
                 };
-                let b = self.indirect(&done)?;
+                let b = self.indirect(&done, old)?;
+                if let Some(p) = placed.as_deref_mut() {
+                    crate::mem::try_push(p, b)?;
+                }
                 parent.children.push(b);
                 continue;
             }
@@ -308,8 +332,13 @@ impl<'v, D: BlockDev> Txn<'v, D> {
         }
     }
 
-    /// Write the INDIRECT block of a finished frame.
-    fn indirect(&mut self, f: &Frame) -> Result<Blockref> {
+    /// The INDIRECT block of a finished frame: the block `old` names for its key range if it
+    /// holds these very bytes (same size, method and check code), or a new one written.
+    fn indirect(
+        &mut self,
+        f: &Frame,
+        old: &dyn Fn(u64, u8) -> Option<Blockref>,
+    ) -> Result<Blockref> {
         let mut raw = Vec::new();
         raw.try_reserve_exact(IND_ENTRIES * BREF_BYTES)?;
         raw.resize(IND_ENTRIES * BREF_BYTES, 0);
@@ -318,6 +347,18 @@ impl<'v, D: BlockDev> Txn<'v, D> {
         }
         let mut b = Blockref::new(BREF_TYPE_INDIRECT, f.key, f.keybits);
         b.methods = METHODS;
+        if let Some(o) = old(f.key, f.keybits) {
+            let mut same = b;
+            same.data_off = o.data_off;
+            if o.btype == BREF_TYPE_INDIRECT
+                && o.methods == METHODS
+                && o.data_bytes() == raw.len()
+                && same.set_check(&raw).is_ok()
+                && same.check == o.check
+            {
+                return Ok(o);
+            }
+        }
         self.write_block(b, &raw)
     }
 }
