@@ -71,6 +71,10 @@ pub struct Txn<'v, D: BlockDev> {
     /// own counter runs ahead of the volume's.
     modify_tid: u64,
     buf: Vec<u8>,
+    /// Names of the current tree's table blocks (see [`table_name`]), sorted, when that tree
+    /// stays reachable from a header copy after this commit (its blocks are then all in
+    /// [`Txn::keep`]); empty otherwise.
+    pub(crate) seen: Vec<(u64, u64)>,
     /// Bytes of blocks written so far.
     pub(crate) written: u64,
 }
@@ -118,6 +122,12 @@ impl<'v, D: BlockDev> Txn<'v, D> {
         let mut keep_sets: Vec<[Blockref; SET_COUNT]> = Vec::new();
         used_sets.try_reserve_exact(NUM_VOLHDRS)?;
         keep_sets.try_reserve_exact(NUM_VOLHDRS)?;
+        // The current tree's table blocks. When that tree stays (its header copy is not the
+        // one this commit overwrites) it is marked in both maps, and an older copy's or the
+        // new tree's subtree that is the same block need not be read again: with commits
+        // that keep unchanged subtrees, the trees of the copies share most of their blocks.
+        let current_stays = next != vol.zone();
+        let mut seen: Vec<(u64, u64)> = Vec::new();
         // The copy in use first, so that its tree is walked strictly even when an older
         // copy holds the same one.
         for zone in (0..NUM_VOLHDRS).map(|i| (vol.zone() + i) % NUM_VOLHDRS) {
@@ -137,13 +147,28 @@ impl<'v, D: BlockDev> Txn<'v, D> {
             if to_keep {
                 keep_sets.push(set);
             }
+            let current = zone == vol.zone();
+            let tables = if !current_stays {
+                Tables::Walk
+            } else if current {
+                Tables::Record(&mut seen)
+            } else {
+                Tables::Skip(&seen)
+            };
             mark_tree(
                 vol,
                 &set,
                 to_used.then_some(&mut used),
                 to_keep.then_some(&mut keep),
-                zone == vol.zone(),
+                current,
+                tables,
             )?;
+            if current {
+                seen.sort_unstable();
+            }
+        }
+        if !current_stays {
+            seen = Vec::new();
         }
         let alloc = Allocator::new(used, h.allocator_beg, fs)?;
         Ok(Txn {
@@ -154,6 +179,7 @@ impl<'v, D: BlockDev> Txn<'v, D> {
             tid,
             modify_tid: tid,
             buf: zeroed(DATA_BLOCK_BYTES).map_err(read_err)?,
+            seen,
             written: 0,
         })
     }
@@ -445,6 +471,27 @@ fn split_bits(items: &[Blockref], cap: usize) -> u8 {
     best
 }
 
+/// What a tree walk does with the tables of the current tree ([`Txn::seen`]).
+enum Tables<'s> {
+    /// Neither records nor skips any.
+    Walk,
+    /// Records each table block it reaches.
+    Record(&'s mut Vec<(u64, u64)>),
+    /// Skips the subtree below each table block named here (sorted): it is marked already.
+    Skip(&'s [(u64, u64)]),
+}
+
+/// The name of a table block (INODE or INDIRECT) by place and contents: its `data_off` and a
+/// hash of its whole check area. Two blockrefs with the same name reach the same subtree.
+fn table_name(b: &Blockref) -> (u64, u64) {
+    (b.data_off, crate::media::check::xxh64(&b.check, 0))
+}
+
+/// Whether `b` is a table block named in `seen` (sorted).
+pub(crate) fn seen_table(seen: &[(u64, u64)], b: &Blockref) -> bool {
+    seen.binary_search(&table_name(b)).is_ok()
+}
+
 /// Mark every block the tree below `set` reaches in `a` and `b` (either may be absent).
 /// A `strict` walk fails on any fault; otherwise faults of the media (damage, key order)
 /// are skipped with the subtree they concern, but a device error or running out of memory
@@ -455,10 +502,16 @@ fn mark_tree<D: BlockDev>(
     mut a: Option<&mut GranuleBits>,
     mut b: Option<&mut GranuleBits>,
     strict: bool,
+    tables: Tables<'_>,
 ) -> Result<()> {
     if a.is_none() && b.is_none() {
         return Ok(());
     }
+    let (mut record, skip) = match tables {
+        Tables::Walk => (None, None),
+        Tables::Record(r) => (Some(r), None),
+        Tables::Skip(s) => (None, Some(s)),
+    };
     // A blockref that does not locate reaches no space (the walk reports it when it
     // has to read it).
     let mut mark = |r: &Blockref| {
@@ -473,15 +526,21 @@ fn mark_tree<D: BlockDev>(
     }
     let mut visit = |r: &Blockref, _: Option<&InodeData>| {
         mark(r);
+        if let Some(rec) = record.as_deref_mut() {
+            if matches!(r.btype, BREF_TYPE_INODE | BREF_TYPE_INDIRECT) {
+                crate::mem::try_push(rec, table_name(r))
+                    .map_err(|_| ReadError::new(Cause::NoMem, r.data_off))?;
+            }
+        }
         Ok(Flow::Continue)
     };
-    if strict {
-        vol.walk_all(set, &mut visit)
-    } else {
-        vol.walk_all_tolerant(set, &mut visit, &mut |e| match e.cause {
-            Cause::Device(_) | Cause::NoMem => Err(e),
-            _ => Ok(()),
-        })
-    }
-    .map_err(read_err)
+    let prune = |r: &Blockref| skip.is_some_and(|s| seen_table(s, r));
+    let mut tolerate = |e: ReadError| match e.cause {
+        Cause::Device(_) | Cause::NoMem => Err(e),
+        _ => Ok(()),
+    };
+    let fault: Option<&mut dyn FnMut(ReadError) -> super::ReadResult<()>> =
+        if strict { None } else { Some(&mut tolerate) };
+    vol.walk_all_pruned(set, &prune, &mut visit, fault)
+        .map_err(read_err)
 }
