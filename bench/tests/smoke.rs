@@ -152,3 +152,40 @@ fn bandwidth_alone_prints_its_measurement_and_target() {
     // A debug build's ratio may round to 0.0%: only its form is checked here.
     assert!(number(&value, "%") >= 0.0, "{last}");
 }
+
+#[test]
+fn volume_run_reports_blocks_and_its_targets() {
+    let run = Command::new(env!("CARGO_BIN_EXE_hammer2-synchro-bench"))
+        .args(["--volume", "300", "--volume-mib", "2"])
+        .output()
+        .expect("run the bench");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let resync = stdout
+        .lines()
+        .find(|l| l.starts_with("volume resync: 300 files, k = 10: "))
+        .unwrap_or_else(|| panic!("no resync line:\n{stdout}"));
+    // The commit after 10 changed files writes a few dozen blocks, not the 300 files' inodes.
+    let wrote: u64 = resync
+        .split("commit wrote ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no block count: {resync}"));
+    assert!((10..100).contains(&wrote), "{resync}");
+    let targets: Vec<_> = stdout
+        .lines()
+        .filter(|l| l.starts_with("target "))
+        .map(parse_target)
+        .collect();
+    let names: Vec<&str> = targets.iter().map(|t| t.0.as_str()).collect();
+    assert_eq!(
+        names,
+        ["volume_resync_vs_rsync_n300_k10", "volume_first_sync_vs_cp"]
+    );
+    assert!(number(&targets[1].1, "%") > 0.0, "{stdout}");
+}
