@@ -21,7 +21,6 @@ pub mod image;
 use alloc::vec::Vec;
 
 use crate::host::{Host, LockMode};
-use crate::media::check::CHECK_BYTES;
 use crate::media::{
     Blockref, InodeData, VolumeHeader, BREF_TYPE_DATA, BREF_TYPE_DIRENT, BREF_TYPE_INDIRECT,
     BREF_TYPE_INODE, DIRHASH_VISIBLE, EMBEDDED_BYTES, KEY_MAX,
@@ -29,6 +28,7 @@ use crate::media::{
 use crate::mem::try_push;
 use crate::store::{compare, Body, ChainId, Layout, Store};
 use crate::volume::scan::Flow;
+use crate::volume::txn::block_name;
 use crate::volume::{BlockDev, Cause, IoCount, ReadError, Txn, Volume};
 use crate::{Error, Result};
 
@@ -39,9 +39,10 @@ pub struct Mounted {
     pub pfs_bref: Blockref,
     /// The label (`filename` of the PFS root).
     label: heapless::Vec<u8, 256>,
-    /// `(data_off, check)` of every DATA, long-name and inode block below the PFS root as
-    /// loaded (or last committed), sorted: the blocks a commit may keep by reference.
-    blocks: Vec<(u64, [u8; CHECK_BYTES])>,
+    /// The name ([`block_name`]: place and check code) of every DATA, long-name and inode
+    /// block below the PFS root as loaded (or last committed), sorted: the blocks a commit
+    /// may keep by reference.
+    blocks: Vec<(u64, u64)>,
     /// The indirect blocks of each inode's block table as loaded (or last committed), by
     /// the inode's chain, sorted by chain, key and keybits.
     tables: Vec<(TableOf, Blockref)>,
@@ -102,11 +103,7 @@ impl Mounted {
     }
 
     fn loaded(&self, b: &Blockref) -> bool {
-        b.size_radix() != 0
-            && self
-                .blocks
-                .binary_search_by(|(off, check)| (*off, check).cmp(&(b.data_off, &b.check)))
-                .is_ok()
+        b.size_radix() != 0 && self.blocks.binary_search(&block_name(b)).is_ok()
     }
 }
 
@@ -169,7 +166,7 @@ pub fn load<D: BlockDev>(
             Ok(())
         })?;
     }
-    let mut blocks: Vec<(u64, [u8; CHECK_BYTES])> = Vec::new();
+    let mut blocks: Vec<(u64, u64)> = Vec::new();
     let mut tables: Vec<(TableOf, Blockref)> = Vec::new();
     let mut indirect = Vec::new();
     // Tables still to load: (the store chain, its on-media blockset).
@@ -189,7 +186,7 @@ pub fn load<D: BlockDev>(
             let body = match b.btype {
                 BREF_TYPE_INODE => {
                     let ino = vol.read_inode(&b).map_err(read_err)?;
-                    try_push(&mut blocks, (b.data_off, b.check))?;
+                    try_push(&mut blocks, block_name(&b))?;
                     let table = (!ino.meta.is_directdata()).then(|| ino.blockset());
                     let id =
                         store.insert(&g, b, Body::Inode(crate::mem::try_box(store_inode(ino))?))?;
@@ -201,7 +198,7 @@ pub fn load<D: BlockDev>(
                 BREF_TYPE_DIRENT if b.size_radix() == 0 => Body::Data(Vec::new()),
                 BREF_TYPE_DIRENT | BREF_TYPE_DATA => {
                     let bytes = vol.read_block(&b).map_err(read_err)?;
-                    try_push(&mut blocks, (b.data_off, b.check))?;
+                    try_push(&mut blocks, block_name(&b))?;
                     Body::Data(bytes)
                 }
                 t => return Err(read_err(ReadError::new(Cause::WrongType(t), b.data_off))),
@@ -285,7 +282,7 @@ pub fn commit<D: BlockDev>(
     let start = vol.io();
     let mut txn = Txn::begin(vol)?;
     let host = store.host();
-    let mut kept: Vec<(u64, [u8; CHECK_BYTES])> = Vec::new();
+    let mut kept: Vec<(u64, u64)> = Vec::new();
     let mut tables: Vec<(TableOf, Blockref)> = Vec::new();
     let mut placed = Vec::new();
     // Chains whose block was written here, with the blockref written: the store learns
@@ -325,7 +322,7 @@ pub fn commit<D: BlockDev>(
                     let nb = if cb.size_radix() == 0 {
                         cb
                     } else if m.loaded(&cb) {
-                        try_push(&mut kept, (cb.data_off, cb.check))?;
+                        try_push(&mut kept, block_name(&cb))?;
                         cb
                     } else {
                         let (_, body) = store.read(cid)?;
@@ -333,7 +330,7 @@ pub fn commit<D: BlockDev>(
                             return Err(Error::Invalid);
                         };
                         let nb = place(&mut txn, &cb, &bytes)?;
-                        try_push(&mut kept, (nb.data_off, nb.check))?;
+                        try_push(&mut kept, block_name(&nb))?;
                         try_push(&mut moved, (cid, nb))?;
                         nb
                     };
@@ -363,7 +360,7 @@ pub fn commit<D: BlockDev>(
         match stack.last_mut() {
             Some(parent) => {
                 let nb = keep_or_place(&mut txn, &b, &ino.encode(), |x| m.loaded(x))?;
-                try_push(&mut kept, (nb.data_off, nb.check))?;
+                try_push(&mut kept, block_name(&nb))?;
                 if nb.data_off != b.data_off || nb.mirror_tid != b.mirror_tid {
                     try_push(&mut moved, (done.id, nb))?;
                 }

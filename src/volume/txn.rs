@@ -71,7 +71,7 @@ pub struct Txn<'v, D: BlockDev> {
     /// own counter runs ahead of the volume's.
     modify_tid: u64,
     buf: Vec<u8>,
-    /// Names of the current tree's table blocks (see [`table_name`]), sorted, when that tree
+    /// Names of the current tree's table blocks (see [`block_name`]), sorted, when that tree
     /// stays reachable from a header copy after this commit (its blocks are then all in
     /// [`Txn::keep`]); empty otherwise.
     pub(crate) seen: Vec<(u64, u64)>,
@@ -481,15 +481,16 @@ enum Tables<'s> {
     Skip(&'s [(u64, u64)]),
 }
 
-/// The name of a table block (INODE or INDIRECT) by place and contents: its `data_off` and a
-/// hash of its whole check area. Two blockrefs with the same name reach the same subtree.
-fn table_name(b: &Blockref) -> (u64, u64) {
+/// The name of a block by place and contents: its `data_off` and a hash of its whole check
+/// area. Two blockrefs with the same name point at the same bytes (for a table block, INODE
+/// or INDIRECT, the same subtree).
+pub(crate) fn block_name(b: &Blockref) -> (u64, u64) {
     (b.data_off, crate::media::check::xxh64(&b.check, 0))
 }
 
 /// Whether `b` is a table block named in `seen` (sorted).
 pub(crate) fn seen_table(seen: &[(u64, u64)], b: &Blockref) -> bool {
-    seen.binary_search(&table_name(b)).is_ok()
+    seen.binary_search(&block_name(b)).is_ok()
 }
 
 /// Mark every block the tree below `set` reaches in `a` and `b` (either may be absent).
@@ -528,7 +529,7 @@ fn mark_tree<D: BlockDev>(
         mark(r);
         if let Some(rec) = record.as_deref_mut() {
             if matches!(r.btype, BREF_TYPE_INODE | BREF_TYPE_INDIRECT) {
-                crate::mem::try_push(rec, table_name(r))
+                crate::mem::try_push(rec, block_name(r))
                     .map_err(|_| ReadError::new(Cause::NoMem, r.data_off))?;
             }
         }
