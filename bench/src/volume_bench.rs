@@ -12,6 +12,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -151,6 +152,21 @@ fn load(dev: &FileDev) -> Result<(Store, Mounted), String> {
     mount::load(userland::host(), &vol, LABEL).map_err(err("load"))
 }
 
+/// A cluster of the master PFS of `mdev` (node 0) and the slave PFS of `sdev` (node 1), and
+/// the slave's [`Mounted`].
+fn cluster(mdev: &FileDev, sdev: &FileDev) -> Result<(Pin<Box<Cluster>>, Mounted), String> {
+    let (ms, _) = load(mdev)?;
+    let (ss, sm) = load(sdev)?;
+    let c = Cluster::from_stores(
+        userland::host(),
+        &[Role::Master, Role::Slave],
+        vec![ms, ss],
+        Layout::Index,
+    )
+    .map_err(err("cluster"))?;
+    Ok((c, sm))
+}
+
 /// Sync the slave (node 1) until it agrees with the master.
 fn sync_slave(c: &Cluster) -> Result<(), String> {
     for _ in 0..16 {
@@ -226,15 +242,7 @@ pub fn resync(base: &Path, n: usize, k: usize) -> Result<VolumeResync, String> {
         .map(|p| (p.rsplit('/').next().unwrap_or(p).to_string(), Vec::new()))
         .collect();
     import(&mdev, &top, &files)?;
-    let (ms, _) = load(&mdev)?;
-    let (ss, mut sm) = load(&sdev)?;
-    let c = Cluster::from_stores(
-        userland::host(),
-        &[Role::Master, Role::Slave],
-        vec![ms, ss],
-        Layout::Index,
-    )
-    .map_err(err("cluster"))?;
+    let (c, mut sm) = cluster(&mdev, &sdev)?;
     let t = Instant::now();
     sync_slave(&c)?;
     let first_io = commit_slave(&c, &sdev, &mut sm)?;
@@ -318,15 +326,7 @@ pub fn first_sync_bandwidth(
     import(&mdev, "big", &files)?;
     drop(files);
     let t = Instant::now();
-    let (ms, _) = load(&mdev)?;
-    let (ss, mut sm) = load(&sdev)?;
-    let c = Cluster::from_stores(
-        userland::host(),
-        &[Role::Master, Role::Slave],
-        vec![ms, ss],
-        Layout::Index,
-    )
-    .map_err(err("cluster"))?;
+    let (c, mut sm) = cluster(&mdev, &sdev)?;
     sync_slave(&c)?;
     commit_slave(&c, &sdev, &mut sm)?;
     let sync = t.elapsed();

@@ -284,10 +284,24 @@ fn a_commit_cut_at_any_write_leaves_the_old_tree_or_the_new_one() {
         .write(b"/new", &bytes(70_000, 4), m.pfs_bref.modify_tid + 1)
         .unwrap();
     store.rm(b"/small", m.pfs_bref.modify_tid + 2).unwrap();
-    let new = store_view(&store);
-    let mut cuts = 0;
+    let (seen, _, cuts) = commit_cut_at_every_write(&dev, &store, &m, &old);
+    assert_eq!(seen, store_view(&store));
+    assert!(cuts > 3);
+}
+
+type View = Vec<(Vec<u8>, InodeMeta, Vec<u8>)>;
+
+/// Commit `store` (as `m` describes the volume) onto copies of `dev` whose writes fail after
+/// 0, 1, 2... of them, until one commit completes. Every failed one must leave the volume
+/// fsck-clean showing `old`. The completed commit's view, its [`Mounted`] and the cuts.
+fn commit_cut_at_every_write(
+    dev: &SparseDev,
+    store: &Store,
+    m: &Mounted,
+    old: &View,
+) -> (View, Mounted, u64) {
     for k in 0.. {
-        let mut cut = SparseDev::new(SIZE);
+        let mut cut = SparseDev::new(dev.size());
         *cut.chunks.get_mut() = dev.chunks.borrow().clone();
         cut.fail_write_after = Some(k);
         let mut mk = Mounted {
@@ -300,19 +314,17 @@ fn a_commit_cut_at_any_write_leaves_the_old_tree_or_the_new_one() {
         };
         let done = {
             let vol = Volume::open(&cut).unwrap();
-            commit(&vol, &store, &mut mk).is_ok()
+            commit(&vol, store, &mut mk).is_ok()
         };
         cut.fail_write_after = None;
         clean(&cut);
         let seen = reader_view(&cut);
         if done {
-            assert_eq!(seen, new);
-            break;
+            return (seen, mk, k);
         }
-        assert_eq!(seen, old, "cut after {k} writes");
-        cuts += 1;
+        assert_eq!(&seen, old, "cut after {k} writes");
     }
-    assert!(cuts > 3);
+    unreachable!()
 }
 
 #[test]
@@ -342,15 +354,15 @@ fn sync_until_in_sync(c: &crate::cluster::Cluster, idx: usize) {
     assert!(c.in_sync(idx), "node {idx} never caught up");
 }
 
-#[test]
-fn a_cluster_on_volumes_survives_remount_and_crash() {
-    use crate::cluster::{Cluster, FrontendOp};
-    use crate::role::{NodeSet, Role};
-    let (m_dev, s_dev) = (make(), make());
-    import(&m_dev);
-    let (ms, mut mm) = load_dev(&m_dev);
-    let (ss, mut sm) = load_dev(&s_dev);
-    let c = Cluster::from_stores(
+type PinnedCluster = core::pin::Pin<alloc::boxed::Box<crate::cluster::Cluster>>;
+
+/// A cluster of the master PFS of `m_dev` (node 0) and the slave PFS of `s_dev` (node 1),
+/// the slave synced and committed; the master's and the slave's [`Mounted`].
+fn synced_cluster(m_dev: &SparseDev, s_dev: &SparseDev) -> (PinnedCluster, Mounted, Mounted) {
+    use crate::role::Role;
+    let (ms, mm) = load_dev(m_dev);
+    let (ss, mut sm) = load_dev(s_dev);
+    let c = crate::cluster::Cluster::from_stores(
         testhost::host(),
         &[Role::Master, Role::Slave],
         vec![ms, ss],
@@ -358,8 +370,18 @@ fn a_cluster_on_volumes_survives_remount_and_crash() {
     )
     .unwrap();
     sync_until_in_sync(&c, 1);
+    commit_dev(s_dev, c.store(1).unwrap(), &mut sm);
+    (c, mm, sm)
+}
+
+#[test]
+fn a_cluster_on_volumes_survives_remount_and_crash() {
+    use crate::cluster::FrontendOp;
+    use crate::role::NodeSet;
+    let (m_dev, s_dev) = (make(), make());
+    import(&m_dev);
+    let (c, mut mm, mut sm) = synced_cluster(&m_dev, &s_dev);
     let slave = c.store(1).unwrap();
-    commit_dev(&s_dev, slave, &mut sm);
     let synced = compare::digest(slave).unwrap();
     clean(&s_dev);
     // Below the PFS roots (whose pfs_type and fsid are each node's own) the trees agree.
@@ -456,30 +478,10 @@ fn depth_to_data(dev: &SparseDev) -> u64 {
 }
 
 /// A slave synced from a master of `dirs` × `files` files, committed once; the cluster.
-fn synced_pair(
-    dirs: usize,
-    files: usize,
-) -> (
-    SparseDev,
-    SparseDev,
-    core::pin::Pin<alloc::boxed::Box<crate::cluster::Cluster>>,
-    Mounted,
-) {
-    use crate::cluster::Cluster;
-    use crate::role::Role;
+fn synced_pair(dirs: usize, files: usize) -> (SparseDev, SparseDev, PinnedCluster, Mounted) {
     let (m_dev, s_dev) = (make_sized(SIZE_TWO_COPIES), make_sized(SIZE_TWO_COPIES));
     import_many(&m_dev, dirs, files);
-    let (ms, _) = load_dev(&m_dev);
-    let (ss, mut sm) = load_dev(&s_dev);
-    let c = Cluster::from_stores(
-        testhost::host(),
-        &[Role::Master, Role::Slave],
-        vec![ms, ss],
-        Layout::Index,
-    )
-    .unwrap();
-    sync_until_in_sync(&c, 1);
-    commit_dev(&s_dev, c.store(1).unwrap(), &mut sm);
+    let (c, _, sm) = synced_cluster(&m_dev, &s_dev);
     (m_dev, s_dev, c, sm)
 }
 
@@ -560,35 +562,9 @@ fn an_incremental_commit_cut_at_any_write_leaves_the_old_tree_or_the_new_one() {
     let old = reader_view(&s_dev);
     change_files(&c, dirs, 3, 1);
     let slave = c.store(1).unwrap();
-    let new = store_view(slave);
-    let mut cuts = 0;
-    for k in 0.. {
-        let mut cut = SparseDev::new(SIZE_TWO_COPIES);
-        *cut.chunks.get_mut() = s_dev.chunks.borrow().clone();
-        cut.fail_write_after = Some(k);
-        let mut mk = Mounted {
-            pfs_bref: sm.pfs_bref,
-            label: sm.label.clone(),
-            blocks: sm.blocks.clone(),
-            tables: sm.tables.clone(),
-            digest: sm.digest,
-            io: sm.io,
-        };
-        let done = {
-            let vol = Volume::open(&cut).unwrap();
-            commit(&vol, slave, &mut mk).is_ok()
-        };
-        cut.fail_write_after = None;
-        clean(&cut);
-        let seen = reader_view(&cut);
-        if done {
-            assert_eq!(seen[1..], new[1..]);
-            // A commit that writes every inode would take over 600 cuts to get here.
-            assert!(mk.io().commit.blocks_written < 40, "{:?}", mk.io());
-            break;
-        }
-        assert_eq!(seen, old, "cut after {k} writes");
-        cuts += 1;
-    }
+    let (seen, mk, cuts) = commit_cut_at_every_write(&s_dev, slave, &sm, &old);
+    assert_eq!(seen[1..], store_view(slave)[1..]);
+    // A commit that writes every inode would take over 600 cuts to get here.
+    assert!(mk.io().commit.blocks_written < 40, "{:?}", mk.io());
     assert!(cuts > 5);
 }
