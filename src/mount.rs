@@ -392,7 +392,9 @@ pub fn commit<D: BlockDev>(
     // The super-root's table, this PFS's entry replaced.
     let sroot_bref = *vol.header().sroot();
     let mut sroot = vol.super_root().map_err(read_err)?;
-    let mut brefs = table_of(vol, &sroot.blockset()?, &mut placed)?;
+    // Its indirect blocks are written afresh: the super-root is on every commit's path.
+    let mut sroot_indirect = Vec::new();
+    let mut brefs = table_of(vol, &sroot.blockset()?, &mut sroot_indirect)?;
     let slot = brefs
         .iter_mut()
         .find(|b| b.key == m.pfs_bref.key && b.data_off == m.pfs_bref.data_off)
