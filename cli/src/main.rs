@@ -19,6 +19,7 @@ const MIN_MEM_LIMIT: usize = 1 << 20;
 
 #[macro_use]
 mod volume_cmd;
+mod progress;
 mod volume_sync;
 mod volume_write;
 

@@ -10,12 +10,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
+use crate::progress::Progress;
 use hammer2_synchro::media::{InodeData, OBJTYPE_DIRECTORY, OBJTYPE_REGFILE, OBJTYPE_SOFTLINK};
 use hammer2_synchro::volume::fsck::MAP_LIMIT_DEFAULT;
 use hammer2_synchro::volume::show::{self, ShowError};
 use hammer2_synchro::volume::{
-    check_name, fsck, BlockDev, Cause, Entry, Flow, FsckOptions, FsckReport, Pfs, Piece, ReadError,
-    ReadResult, Volume,
+    check_name, fsck, read_copies, BlockDev, Cause, Entry, Flow, FsckOptions, FsckReport, Pfs,
+    Piece, ReadError, ReadResult, Volume,
 };
 
 /// Standard output through the CLI's `Out`: a failed write ends the process with status 2,
@@ -90,12 +91,39 @@ EXIT STATUS: 0 clean; 1 findings (a volume with no valid header copy included); 
 usage, IMAGE could not be opened, or the volume is too large to check (past 8 TiB).
 ";
 
-/// The `ls` / `export` / `fsck` commands, or `None` for another command.
+const SHOW_HELP: &str = "\
+USAGE:
+    hammer2-synchro show [--blockrefs [--depth N]] [--progress] IMAGE
+
+Show a HAMMER2 volume, read-only: the header in use (size, version, fsid, allocator), every
+volume header copy (its offset, mirror_tid, whether its CRCs hold, which one is in use), and
+each PFS (label, type, cluster id, PFS id, inodes in its index).
+
+OPTIONS:
+    --blockrefs   then the blockref tree from the super-root, as `hammer2 show` walks it:
+                  one line per blockref, indented by level (type, key/keybits, data_off,
+                  mirror_tid, modify_tid), each block read and its check code verified
+                  (`check ok`, or `check FAILED: ...` and nothing below it shown)
+    --depth N     with --blockrefs: open no table more than N levels below the super-root
+                  (0: the super-root only; default: the whole tree)
+    --progress    accepted for symmetry with the other commands (show prints no progress)
+IMAGE is an image file or a block device; nothing is written to it.
+
+EXAMPLE:
+    hammer2-synchro show disk.img
+    hammer2-synchro show --blockrefs --depth 2 disk.img | less
+
+EXIT STATUS: 0 done; 1 the volume could not be read, or a block failed its check code
+(--blockrefs); 2 bad usage or IMAGE could not be opened.
+";
+
+/// The `ls` / `export` / `fsck` / `show` commands, or `None` for another command.
 pub fn dispatch(cmd: &str, args: &[String]) -> Option<ExitCode> {
     let (help, f): (&str, Command) = match cmd {
         "ls" => (LS_HELP, ls),
         "export" => (EXPORT_HELP, export),
         "fsck" => (FSCK_HELP, fsck_cmd),
+        "show" => (SHOW_HELP, show_cmd),
         _ => return None,
     };
     Some(run(cmd, help, f, args))
@@ -107,7 +135,8 @@ pub(crate) fn run(cmd: &str, help: &str, f: Command, args: &[String]) -> ExitCod
         out!("{help}");
         return ExitCode::SUCCESS;
     }
-    match f(args) {
+    let args = crate::progress::take_flag(args);
+    match f(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fail::Usage(msg)) => {
             crate::warn(format_args!("{cmd}: {msg}"));
@@ -238,6 +267,62 @@ fn ls_path(spec: &str, path: &str) -> Result<(), Fail> {
     r.map_err(|e| show_err(&format!("{image}: {path}"), e))
 }
 
+fn show_cmd(args: &[String]) -> Result<(), Fail> {
+    let mut blockrefs = false;
+    let mut depth = None;
+    let mut image = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--blockrefs" => blockrefs = true,
+            "--depth" => {
+                let v = it.next().ok_or(Fail::Usage("--depth needs N".into()))?;
+                let n: usize = v
+                    .parse()
+                    .map_err(|_| Fail::Usage(format!("--depth: '{v}' is not a number")))?;
+                depth = Some(n);
+            }
+            o if o.starts_with('-') && o.len() > 1 => {
+                return Err(Fail::Usage(format!("unknown option '{o}'")))
+            }
+            i if image.is_none() => image = Some(i),
+            i => return Err(Fail::Usage(format!("unexpected argument '{i}'"))),
+        }
+    }
+    let image = image.ok_or(Fail::Usage("expected IMAGE".into()))?;
+    if depth.is_some() && !blockrefs {
+        return Err(Fail::Usage("--depth is for --blockrefs".into()));
+    }
+    let dev = FileDev::open(image)?;
+    let copies = read_copies(&dev).map_err(|e| run_err(image, e))?;
+    let vol = Volume::from_copies(dev, copies.clone()).map_err(|e| run_err(image, e))?;
+    let mut o = crate::Out::new();
+    let r = show::show_volume(&mut o, &vol, &copies);
+    o.finish();
+    r.map_err(|e| show_err(image, e))?;
+    if !blockrefs {
+        return Ok(());
+    }
+    let mut o = crate::Out::new();
+    let _ = std::fmt::Write::write_str(&mut o, "blockrefs:\n");
+    let r = show::show_blockrefs(&mut o, &vol, depth.unwrap_or(usize::MAX));
+    o.finish();
+    let c = r.map_err(|e| show_err(image, e))?;
+    outln!(
+        "{} blockrefs, {} failed their check, {} tables below --depth not shown",
+        c.shown,
+        c.bad,
+        c.cut
+    );
+    if c.bad > 0 {
+        return Err(Fail::Run(format!(
+            "{image}: {} blocks failed their check code",
+            c.bad
+        )));
+    }
+    Ok(())
+}
+
 /// A listing's failure; `Out` never refuses a write (it ends the process instead).
 fn show_err(what: &str, e: ShowError) -> Fail {
     match e {
@@ -277,6 +362,7 @@ fn export(args: &[String]) -> Result<(), Fail> {
     }
     let rd = |e: ReadError| Fail::Run(format!("{image}: {e}"));
     let mut counts = Counts::default();
+    let mut progress = Progress::new("export");
     // The first path written for each inode with several names: later names hardlink it.
     let mut first_name: HashMap<u64, PathBuf> = HashMap::new();
     // Directories with their mtimes, set last (writing into a directory changes its mtime).
@@ -340,9 +426,12 @@ fn export(args: &[String]) -> Result<(), Fail> {
                     );
                 }
             }
-            if (counts.files + counts.dirs) % 1000 == 0 {
-                err!("\rexport: {} files, {} bytes", counts.files, counts.bytes);
-            }
+            progress.tick(|| {
+                format!(
+                    "{} directories, {} files, {} bytes",
+                    counts.dirs, counts.files, counts.bytes
+                )
+            });
         }
     }
     for (path, time, mode) in dirs.iter().rev() {
@@ -360,8 +449,9 @@ fn export(args: &[String]) -> Result<(), Fail> {
             d.set_permissions(perm).map_err(|err| io(path, err))?;
         }
     }
+    drop(progress);
     errln!(
-        "\rexport: {} directories, {} files ({} bytes), {} hardlinks, {} symlinks",
+        "export: {} directories, {} files ({} bytes), {} hardlinks, {} symlinks",
         counts.dirs,
         counts.files,
         counts.bytes,
@@ -376,19 +466,14 @@ fn fsck_cmd(args: &[String]) -> Result<(), Fail> {
         return Err(Fail::Usage("expected IMAGE".into()));
     };
     let dev = FileDev::open(image)?;
-    let mut shown = false;
-    let mut progress = |blocks: u64| {
-        err!("\rfsck: {blocks} blocks checked");
-        shown = true;
-    };
+    let mut shown = Progress::new("fsck");
+    let mut progress = |blocks: u64| shown.tick(|| format!("{blocks} blocks checked"));
     let opts = FsckOptions {
         map_limit: MAP_LIMIT_DEFAULT,
         progress: Some(&mut progress),
     };
     let report = fsck(dev, opts);
-    if shown {
-        errln!("");
-    }
+    drop(shown);
     let r = match report {
         Ok(r) => r,
         Err(e) if e.cause == Cause::TooBig => {

@@ -16,10 +16,11 @@ use hammer2_synchro::media::{
 use hammer2_synchro::mount::{self, Mounted};
 use hammer2_synchro::role::Role;
 use hammer2_synchro::store::{Layout, Store};
-use hammer2_synchro::thread::Request;
+use hammer2_synchro::thread::{Request, ThreadState};
 use hammer2_synchro::volume::show::Uuid;
 use hammer2_synchro::volume::Volume;
 
+use crate::progress::Progress;
 use crate::volume_cmd::{image_label, run, Command, Fail, FileDev};
 
 const SYNC_HELP: &str = "\
@@ -80,33 +81,46 @@ struct Node {
 struct Args {
     watch: bool,
     timeout: Duration,
+    commit_every: Duration,
     specs: Vec<String>,
+}
+
+/// The default `--commit-every` of `--watch`.
+const COMMIT_EVERY: Duration = Duration::from_secs(30);
+
+/// `SECS` of option `opt`: a whole number of seconds above 0.
+fn secs(opt: &str, v: Option<&String>) -> Result<Duration, Fail> {
+    let v = v.ok_or_else(|| Fail::Usage(format!("{opt} needs SECS")))?;
+    v.parse()
+        .ok()
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs)
+        .ok_or_else(|| Fail::Usage(format!("{opt}: '{v}' is not SECS > 0")))
 }
 
 fn parse(args: &[String]) -> Result<Args, Fail> {
     let mut a = Args {
         watch: false,
         timeout: Duration::from_secs(600),
+        commit_every: COMMIT_EVERY,
         specs: Vec::new(),
     };
     let mut it = args.iter();
+    let mut every_given = false;
     while let Some(w) = it.next() {
         match w.as_str() {
             "--watch" => a.watch = true,
-            "--timeout" => {
-                let v = it
-                    .next()
-                    .ok_or(Fail::Usage("--timeout needs SECS".into()))?;
-                let s: u64 = v
-                    .parse()
-                    .ok()
-                    .filter(|s| *s > 0)
-                    .ok_or_else(|| Fail::Usage(format!("--timeout: '{v}' is not SECS > 0")))?;
-                a.timeout = Duration::from_secs(s);
+            "--timeout" => a.timeout = secs(w, it.next())?,
+            "--commit-every" => {
+                a.commit_every = secs(w, it.next())?;
+                every_given = true;
             }
             o if o.starts_with('-') => return Err(Fail::Usage(format!("unknown option '{o}'"))),
             spec => a.specs.push(spec.to_string()),
         }
+    }
+    if every_given && !a.watch {
+        return Err(Fail::Usage("--commit-every is for --watch".into()));
     }
     if a.specs.is_empty() || a.specs.len() > hammer2_synchro::role::MAX_NODES {
         return Err(Fail::Usage("expected 1 to 8 IMAGE@LABEL".into()));
@@ -135,8 +149,12 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
         let vol = Volume::open(FileDev::open_rw(image)?)
             .map_err(|e| Fail::Run(format!("{image}: {e}")))?;
         let t0 = Instant::now();
-        let (store, mounted) = mount::load(host, &vol, label.as_bytes())
-            .map_err(|e| Fail::Run(format!("{spec}: load: {e}")))?;
+        let mut progress = Progress::new("sync");
+        let (store, mounted) = mount::load_with_progress(host, &vol, label.as_bytes(), &mut |n| {
+            progress.tick(|| format!("loading {spec}: {n} chains"))
+        })
+        .map_err(|e| Fail::Run(format!("{spec}: load: {e}")))?;
+        drop(progress);
         let meta = store
             .meta(store.root())
             .map_err(|e| Fail::Run(format!("{spec}: {e}")))?;
@@ -228,13 +246,21 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
     }
     let t0 = Instant::now();
     let mut last = Instant::now();
+    let mut last_commit = Instant::now();
     let mut converged_at = None;
+    // The status once a second: the live status line of --watch, else progress.
+    let mut progress = if a.watch {
+        Progress::always("sync")
+    } else {
+        Progress::new("sync")
+    };
     loop {
         let behind: Vec<usize> = (0..cluster.len())
             .filter(|&i| !cluster.in_sync(i))
             .collect();
         if behind.is_empty() && converged_at.is_none() {
             converged_at = Some(t0.elapsed());
+            progress.end_line();
             errln!("sync: converged in {:.1}s", t0.elapsed().as_secs_f64());
         } else if !behind.is_empty() {
             converged_at = None;
@@ -243,10 +269,12 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
             break;
         }
         if a.watch && INTERRUPTED.load(Ordering::SeqCst) {
+            progress.end_line();
             errln!("sync: interrupted: stopping the sync threads");
             break;
         }
         if !a.watch && t0.elapsed() > a.timeout {
+            drop(progress);
             stop_all(&cluster, &nodes);
             let names: Vec<&str> = behind.iter().map(|&i| nodes[i].spec.as_str()).collect();
             return Err(Fail::Run(format!(
@@ -255,13 +283,60 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
                 names.join(", ")
             )));
         }
+        if a.watch && last_commit.elapsed() >= a.commit_every {
+            progress.end_line();
+            let n = commit_frozen(&cluster, &mut nodes)?;
+            errln!(
+                "sync: periodic commit: {n} of {} volumes written",
+                nodes.len()
+            );
+            last_commit = Instant::now();
+        }
         if last.elapsed() >= Duration::from_secs(1) {
             last = Instant::now();
-            status(&cluster, &nodes, &behind, t0.elapsed());
+            progress.tick(|| status(&cluster, &nodes, &behind, t0.elapsed()));
         }
         std::thread::sleep(POLL);
     }
+    drop(progress);
     stop_all(&cluster, &nodes);
+    let committed = commit_changed(&cluster, &mut nodes)?;
+    errln!("sync: done: {committed} of {} volumes written", nodes.len());
+    Ok(())
+}
+
+/// Commit every changed node with every running thread frozen (a pass must not change a
+/// tree while it is written out), unfrozen after; the volumes written.
+fn commit_frozen(cluster: &Cluster, nodes: &mut [Node]) -> Result<usize, Fail> {
+    let mut frozen = Vec::new();
+    let mut r = Ok(());
+    for (i, n) in nodes.iter().enumerate() {
+        if cluster.thread_state(i) != ThreadState::Running {
+            continue;
+        }
+        match cluster.thread_request(i, Request::Freeze) {
+            Ok(_) => frozen.push(i),
+            Err(e) => {
+                r = Err(Fail::Run(format!("{}: freeze: {e}", n.spec)));
+                break;
+            }
+        }
+    }
+    let r = r.and_then(|()| commit_changed(cluster, nodes));
+    for i in frozen {
+        if let Err(e) = cluster.thread_request(i, Request::Unfreeze) {
+            errln!("sync: {}: unfreeze: {e}", nodes[i].spec);
+        }
+    }
+    if r.is_err() {
+        stop_all(cluster, nodes);
+    }
+    r
+}
+
+/// Commit every node whose tree differs from its volume's, reopening the volume after (a
+/// commit makes the open header stale); the volumes written.
+fn commit_changed(cluster: &Cluster, nodes: &mut [Node]) -> Result<usize, Fail> {
     let mut committed = 0;
     for (i, n) in nodes.iter_mut().enumerate() {
         let store = cluster
@@ -277,22 +352,30 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
         }
         let vol = n.vol.take().ok_or(Fail::Run("volume gone".into()))?;
         let t = Instant::now();
-        let h = mount::commit(&vol, store, &mut n.mounted).map_err(|e| {
+        let mut progress = Progress::new("sync");
+        let spec = &n.spec;
+        let h = mount::commit_with_progress(&vol, store, &mut n.mounted, &mut |k| {
+            progress.tick(|| format!("committing {spec}: {k} chains"))
+        })
+        .map_err(|e| {
             Fail::Run(format!(
                 "{}: commit: {e} (the volume keeps its last commit)",
                 n.spec
             ))
         })?;
+        drop(progress);
         errln!(
             "sync: {}: committed, mirror_tid {:#x} ({:.1}s)",
             n.spec,
             h.mirror_tid,
             t.elapsed().as_secs_f64()
         );
+        let vol = Volume::open(vol.into_dev())
+            .map_err(|e| Fail::Run(format!("{}: reopen after commit: {e}", n.spec)))?;
+        n.vol = Some(vol);
         committed += 1;
     }
-    errln!("sync: done: {committed} of {} volumes written", nodes.len());
-    Ok(())
+    Ok(committed)
 }
 
 /// Stop every node's thread; each request returns once the thread acknowledged it.
@@ -304,20 +387,21 @@ fn stop_all(cluster: &Cluster, nodes: &[Node]) {
     }
 }
 
-/// One status line: per node its role, root TID and whether it agrees with the focus.
-fn status(cluster: &Cluster, nodes: &[Node], behind: &[usize], at: Duration) {
-    let mut line = format!("sync: {:>6.1}s", at.as_secs_f64());
+/// One status line: per node its role, thread state, whether it agrees with the focus, the
+/// TID its root is synchronized to (`mirror_tid`) and last modified at, and its passes.
+fn status(cluster: &Cluster, nodes: &[Node], behind: &[usize], at: Duration) -> String {
+    let mut line = format!("{:>6.1}s", at.as_secs_f64());
     for (i, n) in nodes.iter().enumerate() {
-        let tid = cluster
+        let (synced, modified) = cluster
             .store(i)
             .and_then(|s| s.bref(s.root()))
-            .map(|b| b.modify_tid)
-            .unwrap_or(0);
+            .map_or((0, 0), |b| (b.mirror_tid, b.modify_tid));
         let st = cluster.stats(i);
         line.push_str(&format!(
-            " | {} {} tid {tid:#x} {} passes {}",
+            " | {} {} {} {} synced {synced:#x} tid {modified:#x} passes {}",
             n.spec,
             cluster.role(i).name(),
+            cluster.thread_state(i).name(),
             if behind.contains(&i) {
                 "syncing"
             } else {
@@ -326,5 +410,5 @@ fn status(cluster: &Cluster, nodes: &[Node], behind: &[usize], at: Duration) {
             st.passes
         ));
     }
-    errln!("{line}");
+    line
 }

@@ -14,8 +14,9 @@ use hammer2_synchro::media::{
     OBJTYPE_REGFILE, OBJTYPE_SOFTLINK, PFSTYPE_CACHE, PFSTYPE_MASTER, PFSTYPE_SLAVE,
     PFSTYPE_SOFT_MASTER, PFSTYPE_SOFT_SLAVE,
 };
-use hammer2_synchro::volume::{newfs, DirEntries, Import, NewPfs, NewfsOptions, Volume};
+use hammer2_synchro::volume::{newfs, DirEntries, Flow, Import, NewPfs, NewfsOptions, Volume};
 
+use crate::progress::Progress;
 use crate::volume_cmd::{image_label, run, Command, Fail, FileDev};
 
 const NEWFS_HELP: &str = "\
@@ -262,7 +263,11 @@ fn host_meta(m: &std::fs::Metadata, objtype: u8, inum: u64, nlinks: u64) -> Inod
 }
 
 /// Read the host tree under `dir` into pre-order nodes with inode numbers from `next`.
-fn scan_tree(dir: &str, next: &mut dyn FnMut() -> Result<u64, Fail>) -> Result<Vec<Node>, Fail> {
+fn scan_tree(
+    dir: &str,
+    next: &mut dyn FnMut() -> Result<u64, Fail>,
+    progress: &mut Progress,
+) -> Result<Vec<Node>, Fail> {
     let io = |p: &std::path::Path, e: std::io::Error| Fail::Run(format!("{}: {e}", p.display()));
     let root = PathBuf::from(dir);
     let meta = std::fs::symlink_metadata(&root).map_err(|e| io(&root, e))?;
@@ -279,6 +284,7 @@ fn scan_tree(dir: &str, next: &mut dyn FnMut() -> Result<u64, Fail>) -> Result<V
     let mut seen: HashMap<(u64, u64), u64> = HashMap::new();
     let mut i = 0;
     while i < nodes.len() {
+        progress.tick(|| format!("reading {}: {} objects", dir, nodes.len()));
         if nodes[i].meta.is_dir() {
             let path = nodes[i].path.clone();
             let mut names: Vec<_> = std::fs::read_dir(&path)
@@ -330,20 +336,40 @@ fn scan_tree(dir: &str, next: &mut dyn FnMut() -> Result<u64, Fail>) -> Result<V
 }
 
 fn import_cmd(args: &[String]) -> Result<(), Fail> {
-    let [dir, spec] = args else {
-        return Err(usage("expected DIR IMAGE@LABEL"));
+    let mut replace = false;
+    let mut pos = Vec::new();
+    for a in args {
+        match a.as_str() {
+            "--replace" => replace = true,
+            o if o.starts_with('-') && o.len() > 1 => {
+                return Err(usage(format!("unknown option '{o}'")))
+            }
+            p => pos.push(p),
+        }
+    }
+    let [dir, spec] = pos[..] else {
+        return Err(usage("expected [--replace] DIR IMAGE@LABEL"));
     };
     let (image, label) =
         image_label(spec).ok_or_else(|| usage(format!("'{spec}' is not IMAGE@LABEL")))?;
     let vol =
         Volume::open(FileDev::open_rw(image)?).map_err(|e| Fail::Run(format!("{image}: {e}")))?;
     let verr = |e: hammer2_synchro::Error| Fail::Run(format!("{image}: {e}"));
-    let mut imp = Import::begin(&vol, label.as_bytes()).map_err(|e| match e {
+    let no_pfs = |e: hammer2_synchro::Error| match e {
         hammer2_synchro::Error::NotFound => Fail::Run(format!("{image}: no PFS '{label}'")),
         e => verr(e),
-    })?;
+    };
+    if !replace && has_content(&vol, label).map_err(no_pfs)? {
+        return Err(Fail::Run(format!(
+            "{image}@{label} is not empty: an import replaces the whole PFS, so it is refused \
+             unless --replace is given (to add a tree to what is there, export the PFS, copy \
+             the tree into the export, and import that with --replace)"
+        )));
+    }
+    let mut imp = Import::begin(&vol, label.as_bytes()).map_err(no_pfs)?;
     let mut next = || imp.new_inum().map_err(verr);
-    let nodes = scan_tree(dir, &mut next)?;
+    let mut progress = Progress::new("import");
+    let nodes = scan_tree(dir, &mut next, &mut progress)?;
     // Links of each inode inside the tree (hardlinks outside it do not count).
     let mut links: HashMap<u64, u64> = HashMap::new();
     for n in &nodes {
@@ -412,22 +438,36 @@ fn import_cmd(args: &[String]) -> Result<(), Fail> {
             imp.file(meta, inline.then_some(&small[..]), &table)
                 .map_err(verr)?;
         }
-        if done % 1000 == 0 && total > 1000 {
-            err!("\rimport: {} of {total} objects", total - done);
-        }
+        progress.tick(|| {
+            format!(
+                "{} of {total} objects, {} bytes of blocks written",
+                total - done,
+                imp.written()
+            )
+        });
     }
     let root = &nodes[0];
     let root_meta = host_meta(&root.meta, OBJTYPE_DIRECTORY, 1, 1);
     let written = imp.written();
+    progress.tick(|| format!("{total} of {total} objects, committing"));
     let h = imp.commit(&root_meta, &root_entries).map_err(verr)?;
-    if total > 1000 {
-        err!("\n");
-    }
+    drop(progress);
     outln!(
         "{image}@{label}: {total} objects, {written} bytes of blocks written, mirror_tid {:#x}",
         h.mirror_tid
     );
     Ok(())
+}
+
+/// Whether PFS `label` of `vol` has anything in its root directory.
+fn has_content(vol: &Volume<FileDev>, label: &str) -> hammer2_synchro::Result<bool> {
+    let pfs = vol.pfs(label.as_bytes())?;
+    let mut any = false;
+    pfs.readdir(vol, &pfs.root, &mut |_| {
+        any = true;
+        Ok(Flow::Stop)
+    })?;
+    Ok(any)
 }
 
 /// Read until `buf` is full or the end of `src`; the bytes read.
