@@ -51,42 +51,70 @@ macro_rules! errln {
 }
 
 const LS_HELP: &str = "\
-hammer2-synchro ls IMAGE             list the PFSs of a HAMMER2 volume (label, type, inode
-                                     allocator, cluster id)
-hammer2-synchro ls IMAGE@LABEL [PATH]
-                                     list a directory of PFS LABEL (default /), or show one file:
-                                     TYPE MODE SIZE INUM NLINKS NAME[ -> TARGET]
+USAGE:
+    hammer2-synchro ls IMAGE
+    hammer2-synchro ls IMAGE@LABEL [PATH]
+
+The first form lists the PFSs of a HAMMER2 volume (label, type, inode allocator, cluster
+id) after a line on the header in use. The second lists directory PATH of PFS LABEL
+(default /), or shows one file, a line each: TYPE MODE SIZE INUM NLINKS NAME[ -> TARGET].
 IMAGE is an image file or a block device; nothing is written to it. Every block read is
 checked against its check code; a damaged block is reported with its media offset.
+
+OPTIONS:
+    -h, --help    this text
+
+EXAMPLE:
+    hammer2-synchro ls disk.img
+    hammer2-synchro ls disk.img@DATA /etc
+
 EXIT STATUS: 0 done; 1 the volume could not be read (the fault is printed); 2 bad usage
 or IMAGE could not be opened.
 ";
 
 const EXPORT_HELP: &str = "\
-hammer2-synchro export IMAGE@LABEL DIR
-                                     copy PFS LABEL of a HAMMER2 volume into DIR (created; must
-                                     not exist or be empty): directories, files, symlinks,
-                                     hardlinks (one inode under several names), modes and
-                                     modification times; progress on stderr
+USAGE:
+    hammer2-synchro export [--progress] IMAGE@LABEL DIR
+
+Copy PFS LABEL of a HAMMER2 volume into DIR (created; it must not exist or be empty):
+directories, files, symlinks, hardlinks (one inode under several names), permission bits
+and modification times (of symlinks too). Holes in files stay holes in DIR.
 IMAGE is an image file or a block device; nothing is written to it. Every block read is
 checked against its check code: the first damaged block ends the export with its fault.
 A name that is empty, . or .., holds '/', or repeats in its directory ends the export;
-nothing is written through an existing name. Holes in files stay holes in DIR.
+nothing is written through an existing name. A summary goes to stderr at the end.
+
+OPTIONS:
+    --progress    show progress on stderr even when it is not a terminal (on a terminal
+                  it is shown anyway; never on stdout)
+
+EXAMPLE:
+    hammer2-synchro export disk.img@DATA /srv/restore
+
 EXIT STATUS: 0 done; 1 the volume could not be read or DIR not written (printed); 2 bad
 usage or IMAGE could not be opened.
 ";
 
 const FSCK_HELP: &str = "\
-hammer2-synchro fsck IMAGE           check a HAMMER2 volume, read-only: every volume header copy
-                                     (CRCs, which is in use, which are older); from the copy in
-                                     use every reachable block (all PFSs: inodes, indirect
-                                     blocks, data, directory entries): offset and size in
-                                     range, check code, data that decompress, key order and
-                                     ranges in each table; the freemap (node and leaf CRCs,
-                                     every granule a reachable block uses marked allocated)
-Prints the header copies, counts, and each finding with its media offset (the first
-100; all are counted); progress on stderr. Space marked allocated that nothing reachable
-uses is counted, not a finding: HAMMER2 frees space only in its bulkfree passes.
+USAGE:
+    hammer2-synchro fsck [--progress] IMAGE
+
+Check a HAMMER2 volume, read-only: every volume header copy (CRCs, which is in use, which
+are older); from the copy in use every reachable block (all PFSs: inodes, indirect blocks,
+data, directory entries): offset and size in range, check code, data that decompress, key
+order and ranges in each table; the freemap (node and leaf CRCs, every granule a reachable
+block uses marked allocated).
+Prints the header copies, counts, and each finding with its media offset (the first 100;
+all are counted). Space marked allocated that nothing reachable uses is counted, not a
+finding: HAMMER2 frees space only in its bulkfree passes.
+
+OPTIONS:
+    --progress    show progress on stderr even when it is not a terminal (on a terminal
+                  it is shown anyway; never on stdout)
+
+EXAMPLE:
+    hammer2-synchro fsck disk.img
+
 EXIT STATUS: 0 clean; 1 findings (a volume with no valid header copy included); 2 bad
 usage, IMAGE could not be opened, or the volume is too large to check (past 8 TiB).
 ";
@@ -417,6 +445,7 @@ fn export(args: &[String]) -> Result<(), Fail> {
                     let link = pfs.readlink(&vol, &ino).map_err(rd)?;
                     let link = std::ffi::OsStr::from_bytes(&link);
                     std::os::unix::fs::symlink(link, &target).map_err(|err| io(&target, err))?;
+                    set_link_mtime(&target, mtime(&ino)).map_err(|err| io(&target, err))?;
                     counts.links += 1;
                 }
                 t => {
@@ -520,6 +549,41 @@ fn check_entries(dir: &Path, entries: &[Entry]) -> Result<(), Fail> {
         }
     }
     Ok(())
+}
+
+/// Set the modification time of symlink `path` itself (never of what it names): std has no
+/// call for it, so `utimensat` with `AT_SYMLINK_NOFOLLOW`; the access time is left alone.
+fn set_link_mtime(path: &Path, time: SystemTime) -> std::io::Result<()> {
+    let since = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: libc::time_t::try_from(since.as_secs())
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?,
+            tv_nsec: since.subsec_nanos().into(),
+        },
+    ];
+    // SAFETY: `c` is a NUL-terminated path that outlives the call, and `times` is the array
+    // of two timespecs utimensat reads; neither is kept after it returns.
+    let r = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// What [`write_file`] sets on the file it creates.

@@ -24,18 +24,36 @@ use crate::progress::Progress;
 use crate::volume_cmd::{image_label, run, Command, Fail, FileDev};
 
 const SYNC_HELP: &str = "\
-hammer2-synchro sync [--watch] [--timeout SECS] IMAGE@LABEL IMAGE@LABEL ...
-                                     run the cluster's sync threads over these PFSs (one per
-                                     volume, at most 8) until every node agrees with the
-                                     masters' quorum, then commit every volume that changed
+USAGE:
+    hammer2-synchro sync [--timeout SECS] [--progress] IMAGE@LABEL IMAGE@LABEL ...
+    hammer2-synchro sync --watch [--commit-every SECS] IMAGE@LABEL IMAGE@LABEL ...
+
+Run the cluster's sync threads over these PFSs (one per volume, at most 8) until every node
+agrees with the masters' quorum, then commit every volume that changed.
 Each node's role is its PFS's pfs_type (master, slave, soft-master, soft-slave, cache); the
-PFSs must share one cluster id (newfs --clid). Progress on stderr. A volume is written only
-if its PFS changed, as one copy-on-write commit (nothing committed changes before its new
-volume header is written); data blocks it already holds are kept in place.
---watch: keep the threads running, with a status line every second, until Ctrl-C; then
-every thread is stopped (each acknowledges) and every changed volume committed.
---timeout: give up (status 1, nothing committed) when not converged after SECS (default
-600; not with --watch).
+PFSs must share one cluster id (newfs --clid). A volume is written only if its PFS changed,
+as one copy-on-write commit (nothing committed changes before its new volume header is
+written); data blocks it already holds are kept in place. Each load, the convergence and
+each commit are reported on stderr.
+
+OPTIONS:
+    --timeout SECS       give up (status 1, nothing committed) when not converged after
+                         SECS (default 600; not with --watch)
+    --watch              keep the threads running, with a live status line on stderr every
+                         second (per node: role, thread state, in sync or syncing, the TID
+                         it is synced to, its last modify TID, passes), until Ctrl-C; then
+                         every thread is stopped (each acknowledges) and every changed
+                         volume committed
+    --commit-every SECS  with --watch: also commit every changed volume every SECS seconds
+                         (default 30), the threads frozen meanwhile, so a crash loses at
+                         most that much
+    --progress           show progress on stderr even when it is not a terminal (on a
+                         terminal it is shown anyway; never on stdout)
+
+EXAMPLE:
+    hammer2-synchro sync a.img@DATA b.img@DATA c.img@DATA
+    hammer2-synchro sync --watch --commit-every 10 a.img@DATA b.img@DATA
+
 EXIT STATUS: 0 converged (or stopped by Ctrl-C) and committed; 1 a volume could not be
 read or written, the nodes did not converge, or the PFSs are not one cluster; 2 bad usage
 or an IMAGE could not be opened.
@@ -300,7 +318,7 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
     }
     drop(progress);
     stop_all(&cluster, &nodes);
-    let committed = commit_changed(&cluster, &mut nodes)?;
+    let committed = commit_changed(&cluster, &mut nodes, true)?;
     errln!("sync: done: {committed} of {} volumes written", nodes.len());
     Ok(())
 }
@@ -322,7 +340,7 @@ fn commit_frozen(cluster: &Cluster, nodes: &mut [Node]) -> Result<usize, Fail> {
             }
         }
     }
-    let r = r.and_then(|()| commit_changed(cluster, nodes));
+    let r = r.and_then(|()| commit_changed(cluster, nodes, false));
     for i in frozen {
         if let Err(e) = cluster.thread_request(i, Request::Unfreeze) {
             errln!("sync: {}: unfreeze: {e}", nodes[i].spec);
@@ -335,8 +353,13 @@ fn commit_frozen(cluster: &Cluster, nodes: &mut [Node]) -> Result<usize, Fail> {
 }
 
 /// Commit every node whose tree differs from its volume's, reopening the volume after (a
-/// commit makes the open header stale); the volumes written.
-fn commit_changed(cluster: &Cluster, nodes: &mut [Node]) -> Result<usize, Fail> {
+/// commit makes the open header stale); the volumes written. `say_unchanged`: name each
+/// node left alone (at the end; a periodic commit stays quiet about them).
+fn commit_changed(
+    cluster: &Cluster,
+    nodes: &mut [Node],
+    say_unchanged: bool,
+) -> Result<usize, Fail> {
     let mut committed = 0;
     for (i, n) in nodes.iter_mut().enumerate() {
         let store = cluster
@@ -347,7 +370,9 @@ fn commit_changed(cluster: &Cluster, nodes: &mut [Node]) -> Result<usize, Fail> 
             .changed(store)
             .map_err(|e| Fail::Run(format!("{}: {e}", n.spec)))?;
         if !changed {
-            errln!("sync: {}: unchanged, not written", n.spec);
+            if say_unchanged {
+                errln!("sync: {}: unchanged, not written", n.spec);
+            }
             continue;
         }
         let vol = n.vol.take().ok_or(Fail::Run("volume gone".into()))?;

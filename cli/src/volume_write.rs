@@ -20,32 +20,57 @@ use crate::progress::Progress;
 use crate::volume_cmd::{image_label, run, Command, Fail, FileDev};
 
 const NEWFS_HELP: &str = "\
-hammer2-synchro newfs IMAGE --size SIZE --pfs LABEL:ROLE [--pfs LABEL:ROLE ...]
-                      [--clid UUID] [--nmasters N]
-                                     create a HAMMER2 volume as newfs_hammer2 does (version 2,
-                                     header copies at 0/2/4/6 GiB that fit, boot and aux areas,
-                                     super-root) with one PFS per --pfs (at most 4)
-SIZE: bytes, or with a K, M, G or T suffix; rounded down to 8 MiB; at least 32M. IMAGE is
-created or extended (sparse) to SIZE when it is a regular file; on a block device SIZE may
-be omitted (the device's size). ROLE: master, slave, soft-master, soft-slave or cache.
---clid: the cluster id of the PFSs (give the same one to every node of a cluster; default
-random); --nmasters: the masters of the cluster recorded in each PFS (default 0, unknown).
+USAGE:
+    hammer2-synchro newfs IMAGE --size SIZE --pfs LABEL:ROLE [--pfs LABEL:ROLE ...]
+                          [--clid UUID] [--nmasters N]
+
+Create a HAMMER2 volume as newfs_hammer2 does (version 2, header copies at 0/2/4/6 GiB
+that fit, boot and aux areas, super-root) with one PFS per --pfs (at most 4). IMAGE is
+created or extended (sparse) to SIZE when it is a regular file.
+
+OPTIONS:
+    --size SIZE        bytes, or with a K, M, G or T suffix; rounded down to 8 MiB; at
+                       least 32M; on a block device it may be omitted (the device's size)
+    --pfs LABEL:ROLE   a PFS; ROLE: master, slave, soft-master, soft-slave or cache
+    --clid UUID        the cluster id of the PFSs: give the same one to every node of a
+                       cluster (default: random)
+    --nmasters N       the masters of the cluster recorded in each PFS (default 0, unknown)
 WARNING: below 2G + 4M a volume has a single header, rewritten in place at every commit (as
 HAMMER2 does): a crash that tears that write loses the volume. Larger volumes keep the
 previous header copy.
+
+EXAMPLE:
+    hammer2-synchro newfs a.img --size 4G --pfs DATA:master \
+        --clid 01234567-89ab-cdef-0123-456789abcdef
+
 EXIT STATUS: 0 done; 1 the volume could not be written; 2 bad usage or IMAGE not opened.
 ";
 
 const IMPORT_HELP: &str = "\
-hammer2-synchro import DIR IMAGE@LABEL
-                                     make PFS LABEL a copy of the host directory DIR:
-                                     directories, files, symlinks, hardlinks, modes, owners
-                                     and times, in one copy-on-write commit; progress on stderr
-What LABEL held before is replaced. Nothing is committed until every block is written: on
-any failure (no space, an unreadable file, a device error) the volume keeps its previous
-state. Files other than regular files, directories and symlinks are refused.
-EXIT STATUS: 0 done; 1 DIR not read or the volume not written (printed); 2 bad usage or
-IMAGE not opened.
+USAGE:
+    hammer2-synchro import [--replace] [--progress] DIR IMAGE@LABEL
+
+Make PFS LABEL a copy of the host directory DIR: directories, files, symlinks, hardlinks,
+permission bits, owners and times, in one copy-on-write commit. Nothing is committed until
+every block is written: on any failure (no space, an unreadable file, a device error) the
+volume keeps its previous state. Files other than regular files, directories and symlinks
+are refused.
+An import replaces the whole PFS. A PFS that already holds something (its root directory
+has entries) is refused, and nothing written, unless --replace is given: an import never
+destroys data by surprise. To add a tree to what a PFS holds, export it, copy the tree into
+the export, and import that with --replace.
+
+OPTIONS:
+    --replace     replace what PFS LABEL holds (required when it is not empty)
+    --progress    show progress on stderr even when it is not a terminal (on a terminal
+                  it is shown anyway; never on stdout)
+
+EXAMPLE:
+    hammer2-synchro import /srv/data disk.img@DATA
+    hammer2-synchro import --replace /srv/data disk.img@DATA
+
+EXIT STATUS: 0 done; 1 DIR not read, the PFS not empty without --replace, or the volume
+not written (printed); 2 bad usage or IMAGE not opened.
 ";
 
 /// The `newfs` / `import` commands, or `None` for another command.
