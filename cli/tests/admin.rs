@@ -406,3 +406,52 @@ fn every_command_has_help_with_usage_options_and_an_example() {
         assert!(t.contains("--progress"), "{cmd}");
     }
 }
+
+/// A pseudo-terminal: its controlling side and the terminal a child writes to.
+fn pty() -> (fs::File, fs::File) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain libc calls on descriptors this function owns; `name` is NUL-terminated
+    // by ptsname_r on success (checked), and each descriptor is handed to exactly one File.
+    unsafe {
+        let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+        assert!(m >= 0, "posix_openpt");
+        assert_eq!(libc::grantpt(m), 0);
+        assert_eq!(libc::unlockpt(m), 0);
+        let mut name = [0 as libc::c_char; 256];
+        assert_eq!(libc::ptsname_r(m, name.as_mut_ptr(), name.len()), 0);
+        let s = libc::open(name.as_ptr(), libc::O_RDWR | libc::O_NOCTTY);
+        assert!(s >= 0, "open the terminal");
+        (fs::File::from_raw_fd(m), fs::File::from_raw_fd(s))
+    }
+}
+
+#[test]
+fn on_a_terminal_progress_is_shown_unasked_and_rewritten_in_place() {
+    let d = tmp("tty");
+    make_tree(&d.join("t"), 20, 5);
+    let img = d.join("m.img");
+    newfs(&img, "master", "256M");
+    let (mut master, term) = pty();
+    let o = bin()
+        .args(["import", s(&d.join("t")), &format!("{}@DATA", s(&img))])
+        .stderr(Stdio::from(term))
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    // Only the result on stdout, as without a terminal.
+    assert!(text(&o.stdout).contains("@DATA: 30 objects, "), "{o:?}");
+    let mut shown = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Every copy of the terminal's descriptor is closed: the rest of its output, then EIO.
+    while let Ok(n @ 1..) = master.read(&mut buf) {
+        shown.extend_from_slice(&buf[..n]);
+    }
+    let shown = text(&shown);
+    // Back to the line's start, the text, cleared to its end; the line ended at the end.
+    assert!(
+        shown.contains("\rimport: ") && shown.contains("\x1b[K"),
+        "{shown:?}"
+    );
+    assert!(shown.ends_with('\n'), "{shown:?}");
+    fs::remove_dir_all(&d).unwrap();
+}

@@ -554,4 +554,100 @@ mod tests {
         assert_eq!(ls_pfses(&mut small, &vol), Err(ShowError::Output));
         assert!(all.starts_with(&small.text));
     }
+
+    /// `show_blockrefs` of the sample volume into a string, with its counts.
+    fn tree(img: Vec<u8>, depth: usize) -> (String, TreeCounts) {
+        let vol = super::super::testdev::open(img).unwrap();
+        let mut out = String::new();
+        let c = show_blockrefs(&mut out, &vol, depth).unwrap();
+        (out, c)
+    }
+
+    #[test]
+    fn the_blockref_tree_is_indented_checked_and_bounded() {
+        let (img, layout) = super::super::testdev::sample();
+        let (all, c) = tree(img.clone(), usize::MAX);
+        // SUPROOT; DATA; /file's inode, its indirect block and two data blocks; /link;
+        // /sub and its long-named dirent; the root's dirent table and its three entries.
+        assert_eq!(
+            c,
+            TreeCounts {
+                shown: 13,
+                bad: 0,
+                cut: 0
+            },
+            "{all}"
+        );
+        let lines: Vec<&str> = all.lines().collect();
+        assert!(
+            lines[0].starts_with("inode key 0x0000000000000000/0 "),
+            "{all}"
+        );
+        assert!(lines[0].ends_with("check ok \"SUPROOT\" inum 0x0"), "{all}");
+        assert!(lines[1].starts_with("  inode ") && lines[1].contains("\"DATA\""));
+        assert_eq!(all.matches("\n        data key ").count(), 2, "{all}");
+        assert_eq!(all.matches("dirent key ").count(), 4, "{all}");
+        assert_eq!(all.matches(" -> inode 0x400").count(), 2, "{all}");
+
+        let (top, c) = tree(img.clone(), 1);
+        assert_eq!(
+            c,
+            TreeCounts {
+                shown: 2,
+                bad: 0,
+                cut: 1
+            },
+            "{top}"
+        );
+        assert!(all.starts_with(&top));
+
+        // A flipped byte in /file's first data block: that block fails, the rest is shown.
+        let mut bad = img;
+        bad[layout.file_data0 as usize + 10] ^= 0xFF;
+        let (out, c) = tree(bad, usize::MAX);
+        assert_eq!(
+            c,
+            TreeCounts {
+                shown: 13,
+                bad: 1,
+                cut: 0
+            },
+            "{out}"
+        );
+        let failed: Vec<&str> = out.lines().filter(|l| l.contains("FAILED")).collect();
+        assert_eq!(failed.len(), 1, "{out}");
+        assert!(failed[0]
+            .trim_start()
+            .starts_with("data key 0x0000000000000000/16"));
+    }
+
+    #[test]
+    fn the_volume_shows_its_header_copies_and_pfses() {
+        let (img, _) = super::super::testdev::sample();
+        let vol = super::super::testdev::open(img).unwrap();
+        let copies = super::super::read_copies(vol.dev()).unwrap();
+        let mut out = String::new();
+        show_volume(&mut out, &vol, &copies).unwrap();
+        assert!(
+            out.contains("  0 at 0x0: mirror_tid 0x11, CRC ok, in use\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("  1 at 0x80000000: not inside the device\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("\n  DATA master clid ") && out.ends_with(" inodes 3\n"),
+            "{out}"
+        );
+        let mut small = Small {
+            room: out.len() - 5,
+            text: String::new(),
+        };
+        assert_eq!(
+            show_volume(&mut small, &vol, &copies),
+            Err(ShowError::Output)
+        );
+        assert!(out.starts_with(&small.text));
+    }
 }
