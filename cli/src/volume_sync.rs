@@ -41,7 +41,8 @@ OPTIONS:
                          SECS (default 600; not with --watch)
     --watch              keep the threads running, with a live status line on stderr every
                          second (per node: role, thread state, in sync or syncing, the TID
-                         it is synced to, its last modify TID, passes), until Ctrl-C; then
+                         it is synced to, its last modify TID, passes), until Ctrl-C (or
+                         SIGTERM); then
                          every thread is stopped (each acknowledges) and every changed
                          volume committed
     --commit-every SECS  with --watch: also commit every changed volume every SECS seconds
@@ -68,10 +69,10 @@ pub fn dispatch(cmd: &str, args: &[String]) -> Option<ExitCode> {
     Some(run(cmd, SYNC_HELP, f, args))
 }
 
-/// Set by SIGINT (`--watch` ends at Ctrl-C).
+/// Set by SIGINT or SIGTERM (`--watch` ends at Ctrl-C, or when a service manager stops it).
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_sigint(_: libc::c_int) {
+extern "C" fn on_stop_signal(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
@@ -251,9 +252,11 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
         .map_err(|e| Fail::Run(format!("cluster: {e}")))?;
     cluster.set_thread_idle_poll(POLL);
     if a.watch {
-        // SAFETY: `on_sigint` only stores to an atomic, which is async-signal-safe.
+        // SAFETY: `on_stop_signal` only stores to an atomic, which is async-signal-safe.
         unsafe {
-            libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
+            let handler = on_stop_signal as *const () as libc::sighandler_t;
+            libc::signal(libc::SIGINT, handler);
+            libc::signal(libc::SIGTERM, handler);
         }
     }
     for (i, n) in nodes.iter().enumerate() {

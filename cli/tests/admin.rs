@@ -29,6 +29,13 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Run the CLI with `args`; it must end with exit status `code`.
+fn exits(code: i32, args: &[&str]) -> Output {
+    let o = bin().args(args).output().unwrap();
+    assert_eq!(o.status.code(), Some(code), "{args:?}: {o:?}");
+    o
+}
+
 /// Run the CLI in directory `dir` (so its output names relative paths); it must succeed.
 fn cli_in(dir: &Path, args: &[&str]) -> Output {
     let o = bin().current_dir(dir).args(args).output().unwrap();
@@ -143,20 +150,41 @@ fn progress_is_on_stderr_only_when_asked_and_stdout_does_not_change() {
     fs::remove_dir_all(&d).unwrap();
 }
 
-/// Kill process `pid` (a child running `--watch`) after two minutes unless the returned flag
-/// is set by then: a `--watch` that never prints what a test waits for fails the test rather
-/// than hanging it.
-fn watchdog(pid: u32) -> Arc<AtomicBool> {
-    let done = Arc::new(AtomicBool::new(false));
-    let flag = done.clone();
-    std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(120));
-        if !flag.load(Ordering::SeqCst) {
-            // SAFETY: a plain kill(2) of the test's own child, not yet waited for.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        }
-    });
-    done
+/// Kills a child running `--watch` when dropped (a failed assertion must not leave it
+/// running) or after two minutes (a `--watch` that never prints what the test waits for fails
+/// the test rather than hanging it), unless [`Watchdog::reaped`] said it was waited for.
+struct Watchdog {
+    pid: u32,
+    done: Arc<AtomicBool>,
+}
+
+impl Watchdog {
+    fn new(pid: u32) -> Watchdog {
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = done.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(120));
+            kill_unless_reaped(pid, &flag);
+        });
+        Watchdog { pid, done }
+    }
+
+    fn reaped(&self) {
+        self.done.store(true, Ordering::SeqCst);
+    }
+}
+
+fn kill_unless_reaped(pid: u32, done: &AtomicBool) {
+    if !done.swap(true, Ordering::SeqCst) {
+        // SAFETY: a plain kill(2) of the test's own child, not yet waited for.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        kill_unless_reaped(self.pid, &self.done);
+    }
 }
 
 /// Read `child`'s stderr into `seen` until it holds `want`.
@@ -184,7 +212,7 @@ fn watch_commits_every_few_seconds_while_it_runs() {
         .spawn()
         .unwrap();
     let mut stderr = child.stderr.take().unwrap();
-    let done = watchdog(child.id());
+    let dog = Watchdog::new(child.id());
     let mut seen = String::new();
     // The live status line names each node's role and thread state.
     read_until(&mut stderr, &mut seen, "slave running in sync");
@@ -214,20 +242,17 @@ fn watch_commits_every_few_seconds_while_it_runs() {
             assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap(), "{f}");
         }
     }
+    // SIGTERM (a service manager's stop) ends it as Ctrl-C does.
     // SAFETY: a plain kill(2) of our own child.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
     stderr.read_to_string(&mut seen).unwrap();
     let st = child.wait().unwrap();
-    done.store(true, Ordering::SeqCst);
+    dog.reaped();
     assert!(st.success(), "{seen}");
     // Everything was committed already: nothing is left for the end.
     assert!(seen.contains("0 of 2 volumes written"), "{seen}");
 
-    let o = bin()
-        .args(["sync", "--commit-every", "5", &ms, &ss])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2));
+    let o = exits(2, &["sync", "--commit-every", "5", &ms, &ss]);
     assert!(text(&o.stderr).contains("--commit-every is for --watch"));
     fs::remove_dir_all(&d).unwrap();
 }
@@ -250,11 +275,7 @@ fn import_into_a_pfs_with_content_needs_replace() {
     fs::write(d.join("two/other"), b"other").unwrap();
 
     let before = bytes_of(&img);
-    let o = bin()
-        .args(["import", s(&d.join("two")), &spec])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1));
+    let o = exits(1, &["import", s(&d.join("two")), &spec]);
     let err = text(&o.stderr);
     assert!(
         err.contains("is not empty") && err.contains("--replace"),
@@ -275,11 +296,7 @@ fn import_into_a_pfs_with_content_needs_replace() {
         .collect();
     assert_eq!(names, ["other"]);
     assert_eq!(bytes_of(&d.join("out2/other")), b"other");
-    let o = bin()
-        .args(["import", "--merge", s(&d.join("two")), &spec])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2));
+    exits(2, &["import", "--merge", s(&d.join("two")), &spec]);
     fs::remove_dir_all(&d).unwrap();
 }
 
@@ -355,11 +372,7 @@ fn show_prints_header_copies_pfses_and_the_blockref_tree() {
     f.seek(SeekFrom::Start(off + 100)).unwrap();
     f.write_all(b"damage").unwrap();
     drop(f);
-    let o = bin()
-        .args(["show", "--blockrefs", s(&img)])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1));
+    let o = exits(1, &["show", "--blockrefs", s(&img)]);
     let out = text(&o.stdout);
     assert!(
         out.contains("check FAILED: ") && out.contains(" 1 failed their check"),
@@ -371,11 +384,7 @@ fn show_prints_header_copies_pfses_and_the_blockref_tree() {
         &["show", "--depth", "2", "x"],
         &["show", "--blockrefs", "--depth", "x", "y"],
     ] {
-        assert_eq!(
-            bin().args(bad).output().unwrap().status.code(),
-            Some(2),
-            "{bad:?}"
-        );
+        exits(2, bad);
     }
     fs::remove_dir_all(&d).unwrap();
 }
