@@ -431,7 +431,18 @@ fn export(args: &[String]) -> Result<(), Fail> {
                         mode: m.mode & 0o7777,
                         mtime: mtime(&ino),
                     };
-                    write_file(&target, &meta, &mut read).map_err(|e| match e {
+                    let before = counts.bytes;
+                    let mut tick = |done: u64| {
+                        progress.tick(|| {
+                            format!(
+                                "{} directories, {} files, {} bytes",
+                                counts.dirs,
+                                counts.files,
+                                before + done
+                            )
+                        })
+                    };
+                    write_file(&target, &meta, &mut read, &mut tick).map_err(|e| match e {
                         WriteFail::Io(err) => io(&target, err),
                         WriteFail::Read(e) => rd(e),
                     })?;
@@ -604,15 +615,26 @@ enum WriteFail {
 
 /// Create `target` (which must not exist: an existing name, a symlink above all, is an
 /// error rather than something to write through), fill it from `read`, leaving holes as
-/// holes, and set its mode and mtime through the handle.
-fn write_file(target: &Path, meta: &FileMeta, read: &mut ReadPieces<'_>) -> Result<(), WriteFail> {
+/// holes, and set its mode and mtime through the handle. `tick` gets the bytes of the file
+/// done after each piece (progress through a large file).
+fn write_file(
+    target: &Path,
+    meta: &FileMeta,
+    read: &mut ReadPieces<'_>,
+    tick: &mut dyn FnMut(u64),
+) -> Result<(), WriteFail> {
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(target)
         .map_err(WriteFail::Io)?;
     let mut werr = None;
+    let mut done = 0u64;
     read(&mut |piece| {
+        let len = match piece {
+            Piece::Data(bytes) => bytes.len() as u64,
+            Piece::Hole(len) => len,
+        };
         let r = match piece {
             Piece::Data(bytes) => f.write_all(bytes),
             // A hole is skipped: the file stays sparse, however large the image says it is.
@@ -620,6 +642,8 @@ fn write_file(target: &Path, meta: &FileMeta, read: &mut ReadPieces<'_>) -> Resu
                 .map_err(|_| std::io::Error::from(std::io::ErrorKind::FileTooLarge))
                 .and_then(|len| f.seek(SeekFrom::Current(len)).map(|_| ())),
         };
+        done = done.saturating_add(len);
+        tick(done);
         r.map_err(|err| {
             werr = Some(err);
             ReadError::new(Cause::Device(hammer2_synchro::Error::Io), 0)
@@ -686,7 +710,7 @@ mod tests {
         std::os::unix::fs::symlink("../outside", out.join("x")).unwrap();
         let mut read =
             |sink: &mut dyn FnMut(Piece<'_>) -> ReadResult<()>| sink(Piece::Data(b"overwritten"));
-        match write_file(&out.join("x"), &meta(11), &mut read) {
+        match write_file(&out.join("x"), &meta(11), &mut read, &mut |_| {}) {
             Err(WriteFail::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists),
             _ => panic!("wrote through the symlink"),
         }
@@ -730,7 +754,7 @@ mod tests {
             sink(Piece::Hole(size - (1 << 20) - 7))
         };
         let start = std::time::Instant::now();
-        assert!(write_file(&path, &meta(size), &mut read).is_ok());
+        assert!(write_file(&path, &meta(size), &mut read, &mut |_| {}).is_ok());
         assert!(
             start.elapsed() < Duration::from_secs(5),
             "holes were written out"

@@ -422,9 +422,9 @@ fn import_cmd(args: &[String]) -> Result<(), Fail> {
                 imp.dir(meta, &entries).map_err(verr)?;
             }
         } else if n.first {
-            let data = |imp: &mut Import<'_, FileDev>,
-                        buf: &mut [u8],
-                        src: &mut dyn Read|
+            let mut data = |imp: &mut Import<'_, FileDev>,
+                            buf: &mut [u8],
+                            src: &mut dyn Read|
              -> Result<(Vec<u8>, u64, Vec<_>), Fail> {
                 let mut table = Vec::new();
                 let mut small = Vec::new();
@@ -441,6 +441,14 @@ fn import_cmd(args: &[String]) -> Result<(), Fail> {
                             small.clear();
                         }
                         imp.data(&mut table, off, &buf[..got]).map_err(verr)?;
+                        // A large file shows its progress while it is written.
+                        progress.tick(|| {
+                            format!(
+                                "{} of {total} objects, {} bytes of blocks written",
+                                total - done,
+                                imp.written()
+                            )
+                        });
                     }
                     off += got as u64;
                     if got < buf.len() {
