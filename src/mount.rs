@@ -154,6 +154,20 @@ pub fn load<D: BlockDev>(
     vol: &Volume<D>,
     label: &[u8],
 ) -> Result<(Store, Mounted)> {
+    load_with_progress(host, vol, label, &mut |_| {})
+}
+
+/// Chains loaded (or visited by a commit) between two calls of a progress callback.
+pub const LOAD_PROGRESS_EVERY: u64 = 1024;
+
+/// [`load`], calling `progress` with the number of chains loaded so far every
+/// [`LOAD_PROGRESS_EVERY`] chains (a host shows it while a large PFS loads).
+pub fn load_with_progress<D: BlockDev>(
+    host: &'static dyn Host,
+    vol: &Volume<D>,
+    label: &[u8],
+    progress: &mut dyn FnMut(u64),
+) -> Result<(Store, Mounted)> {
     let start = vol.io();
     let (pfs_bref, root) = vol.pfs_entry(label).map_err(read_err)?;
     let store = Store::with_layout(host, store_inode(root), Layout::Index)?;
@@ -174,6 +188,7 @@ pub fn load<D: BlockDev>(
     if !root.meta.is_directdata() {
         try_push(&mut todo, (store.root(), root.blockset()?))?;
     }
+    let mut loaded = 0u64;
     while let Some((parent, set)) = todo.pop() {
         indirect.clear();
         let items = table_of(vol, &set, &mut indirect)?;
@@ -183,6 +198,10 @@ pub fn load<D: BlockDev>(
         let g = store.lock(parent, LockMode::Exclusive)?;
         for b in items {
             host.relax();
+            loaded += 1;
+            if loaded % LOAD_PROGRESS_EVERY == 0 {
+                progress(loaded);
+            }
             let body = match b.btype {
                 BREF_TYPE_INODE => {
                     let ino = vol.read_inode(&b).map_err(read_err)?;
@@ -275,6 +294,17 @@ pub fn commit<D: BlockDev>(
     store: &Store,
     m: &mut Mounted,
 ) -> Result<VolumeHeader> {
+    commit_with_progress(vol, store, m, &mut |_| {})
+}
+
+/// [`commit`], calling `progress` with the number of chains visited so far every
+/// [`LOAD_PROGRESS_EVERY`] chains (a host shows it while a large PFS is written).
+pub fn commit_with_progress<D: BlockDev>(
+    vol: &Volume<D>,
+    store: &Store,
+    m: &mut Mounted,
+    progress: &mut dyn FnMut(u64),
+) -> Result<VolumeHeader> {
     // DEVIATION: HAMMER2's flush finds what to write by the MODIFIED/UPDATE flags of its
     // chains; this store keeps no such flags, so every chain is looked at (memory only, no
     // device reads) and a block is rewritten when its bytes differ from the block last
@@ -299,8 +329,13 @@ pub fn commit<D: BlockDev>(
     )?;
     let mut root_bref = None;
     let mut root_inum = 0;
+    let mut visited = 0u64;
     while let Some(top) = stack.last_mut() {
         host.relax();
+        visited += 1;
+        if visited % LOAD_PROGRESS_EVERY == 0 {
+            progress(visited);
+        }
         let found = match top.next {
             None => store.lookup(top.id, 0, KEY_MAX)?,
             Some(prev) => store.next(top.id, &prev, KEY_MAX)?,
