@@ -392,11 +392,16 @@ fn commit_changed(
             ))
         })?;
         drop(progress);
+        let io = n.mounted.io().commit;
         errln!(
-            "sync: {}: committed, mirror_tid {:#x} ({:.1}s)",
+            "sync: {}: committed, mirror_tid {:#x} ({:.1}s, {} blocks / {} KiB written, {} blocks / {} KiB read)",
             n.spec,
             h.mirror_tid,
-            t.elapsed().as_secs_f64()
+            t.elapsed().as_secs_f64(),
+            io.blocks_written,
+            io.bytes_written / 1024,
+            io.blocks_read,
+            io.bytes_read / 1024
         );
         let vol = Volume::open(vol.into_dev())
             .map_err(|e| Fail::Run(format!("{}: reopen after commit: {e}", n.spec)))?;
