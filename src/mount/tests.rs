@@ -568,3 +568,20 @@ fn an_incremental_commit_cut_at_any_write_leaves_the_old_tree_or_the_new_one() {
     assert!(mk.io().commit.blocks_written < 40, "{:?}", mk.io());
     assert!(cuts > 5);
 }
+
+#[test]
+fn load_progress_is_reported_with_no_chain_locked() {
+    let dev = make();
+    // Two directories of 700 files: more than LOAD_PROGRESS_EVERY chains in each table.
+    import_many(&dev, 2, 700);
+    let vol = Volume::open(&dev).unwrap();
+    let mut calls = Vec::new();
+    let (store, _) = load_with_progress(testhost::host(), &vol, b"DATA", &mut |n| {
+        calls.push((n, testhost::held_here()));
+    })
+    .unwrap();
+    assert!(!calls.is_empty(), "no progress over {} chains", store.chain_count());
+    for (n, held) in calls {
+        assert_eq!(held, 0, "progress at {n} chains called with {held} locks held");
+    }
+}
