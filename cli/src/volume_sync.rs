@@ -343,7 +343,11 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
     drop(progress);
     stop_all(&cluster, &nodes);
     let c = commit_changed(&cluster, &mut nodes, true);
-    errln!("sync: done: {} of {} volumes written", c.written, nodes.len());
+    errln!(
+        "sync: done: {} of {} volumes written",
+        c.written,
+        nodes.len()
+    );
     if c.failed > 0 {
         return Err(Fail::Run(format!(
             "{} volumes could not be written (see above): each keeps its last commit",
@@ -421,7 +425,12 @@ fn commit_changed(cluster: &Cluster, nodes: &mut [Node], say_unchanged: bool) ->
 }
 
 /// Commit node `i` if its tree changed: whether it was written.
-fn commit_node(cluster: &Cluster, i: usize, n: &mut Node, say_unchanged: bool) -> Result<bool, String> {
+fn commit_node(
+    cluster: &Cluster,
+    i: usize,
+    n: &mut Node,
+    say_unchanged: bool,
+) -> Result<bool, String> {
     let store = cluster.store(i).map_err(|e| format!("{}: {e}", n.spec))?;
     let changed = n
         .mounted
@@ -433,10 +442,12 @@ fn commit_node(cluster: &Cluster, i: usize, n: &mut Node, say_unchanged: bool) -
         }
         return Ok(false);
     }
-    let vol = n
-        .vol
-        .as_ref()
-        .ok_or_else(|| format!("{}: not committed: its volume could not be reopened", n.spec))?;
+    let vol = n.vol.as_ref().ok_or_else(|| {
+        format!(
+            "{}: not committed: its volume could not be reopened",
+            n.spec
+        )
+    })?;
     let t = Instant::now();
     let mut progress = Progress::new("sync");
     let spec = &n.spec;
@@ -459,8 +470,7 @@ fn commit_node(cluster: &Cluster, i: usize, n: &mut Node, say_unchanged: bool) -
     n.committed = h.mirror_tid;
     let vol = n.vol.take().map(Volume::into_dev);
     let vol = vol.map(Volume::open).transpose();
-    n.vol = vol
-        .map_err(|e| format!("{}: reopen after commit: {e}", n.spec))?;
+    n.vol = vol.map_err(|e| format!("{}: reopen after commit: {e}", n.spec))?;
     Ok(true)
 }
 

@@ -217,7 +217,9 @@ fn read_until_after(stderr: &mut impl Read, seen: &mut String, mark: &str, want:
 /// The mirror_tid (`0x...`) of the first commit of `spec` reported in `log`.
 fn committed_tid(log: &str, spec: &str) -> String {
     let mark = format!("sync: {spec}: committed, mirror_tid ");
-    let at = log.find(&mark).unwrap_or_else(|| panic!("no commit of {spec}: {log}"));
+    let at = log
+        .find(&mark)
+        .unwrap_or_else(|| panic!("no commit of {spec}: {log}"));
     let tid = &log[at + mark.len()..];
     tid[..tid.find(' ').unwrap()].to_string()
 }
@@ -330,7 +332,11 @@ fn a_crash_after_a_periodic_commit_mid_sync_leaves_a_volume_a_plain_sync_finishe
     let mut seen = String::new();
     // The first commit that wrote part of the slave's tree (an earlier one may have found
     // nothing synced yet).
-    read_until(&mut stderr, &mut seen, "periodic commit: 1 of 2 volumes written");
+    read_until(
+        &mut stderr,
+        &mut seen,
+        "periodic commit: 1 of 2 volumes written",
+    );
     crash(&mut child);
     dog.reaped();
     assert!(!seen.contains("converged"), "converged first: {seen}");
@@ -618,7 +624,11 @@ fn the_live_status_line_is_cut_to_the_terminal_width() {
         .collect();
     assert!(shown.iter().any(|t| t.contains(" | ")), "{seen:?}");
     for t in shown {
-        assert!(t.chars().count() <= 79, "{} columns: {t:?}", t.chars().count());
+        assert!(
+            t.chars().count() <= 79,
+            "{} columns: {t:?}",
+            t.chars().count()
+        );
     }
     fs::remove_dir_all(&d).unwrap();
 }
@@ -650,7 +660,11 @@ fn a_volume_that_cannot_be_written_does_not_stop_the_other_commits() {
     }
     fsck_clean(&small);
     fsck_clean(&sl);
-    assert_same(&export(&ss, &d.join("os")), &export(&ms, &d.join("om")), &ss);
+    assert_same(
+        &export(&ss, &d.join("os")),
+        &export(&ms, &d.join("om")),
+        &ss,
+    );
 
     // --watch reports it at every periodic commit and goes on; status 1 at the end.
     let mut child = bin()
@@ -691,6 +705,9 @@ fn import_always_shows_that_it_is_committing() {
         &format!("{}@DATA", s(&img)),
     ]);
     let err = text(&o.stderr);
-    assert!(err.contains("import: 2 of 2 objects, committing\n"), "{err}");
+    assert!(
+        err.contains("import: 2 of 2 objects, committing\n"),
+        "{err}"
+    );
     fs::remove_dir_all(&d).unwrap();
 }

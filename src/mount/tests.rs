@@ -580,8 +580,15 @@ fn load_progress_is_reported_with_no_chain_locked() {
         calls.push((n, testhost::held_here()));
     })
     .unwrap();
-    assert!(!calls.is_empty(), "no progress over {} chains", store.chain_count());
+    assert!(
+        !calls.is_empty(),
+        "no progress over {} chains",
+        store.chain_count()
+    );
     for (n, held) in calls {
-        assert_eq!(held, 0, "progress at {n} chains called with {held} locks held");
+        assert_eq!(
+            held, 0,
+            "progress at {n} chains called with {held} locks held"
+        );
     }
 }

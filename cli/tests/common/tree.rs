@@ -94,4 +94,3 @@ pub fn fsck_clean(img: &Path) {
     let report = String::from_utf8_lossy(&o.stdout);
     assert!(report.ends_with(": clean\n"), "{report}");
 }
-
