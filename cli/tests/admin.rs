@@ -190,6 +190,14 @@ impl Drop for Watchdog {
     }
 }
 
+/// Start the CLI with `args`, its stderr piped, under a [`Watchdog`].
+fn spawn_watched(args: &[&str]) -> (std::process::Child, std::process::ChildStderr, Watchdog) {
+    let mut child = bin().args(args).stderr(Stdio::piped()).spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let dog = Watchdog::new(child.id());
+    (child, stderr, dog)
+}
+
 /// Read `child`'s stderr into `seen` until it holds `want`.
 fn read_until(stderr: &mut impl Read, seen: &mut String, want: &str) {
     let mut buf = [0u8; 4096];
@@ -233,13 +241,8 @@ fn watch_commits_every_few_seconds_while_it_runs() {
     make_tree(&d.join("t"), 40, 2);
     cli(&["import", s(&d.join("t")), &format!("{}@DATA", s(&m))]);
     let (ms, ss) = (format!("{}@DATA", s(&m)), format!("{}@DATA", s(&sl)));
-    let mut child = bin()
-        .args(["sync", "--watch", "--commit-every", "1", &ms, &ss])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let dog = Watchdog::new(child.id());
+    let (mut child, mut stderr, dog) =
+        spawn_watched(&["sync", "--watch", "--commit-every", "1", &ms, &ss]);
     let mut seen = String::new();
     // The live status line names each node's role and thread state.
     read_until(&mut stderr, &mut seen, "slave running in sync");
@@ -322,13 +325,8 @@ fn a_crash_after_a_periodic_commit_mid_sync_leaves_a_volume_a_plain_sync_finishe
     }
     let (ms, ss) = (format!("{}@DATA", s(&m)), format!("{}@DATA", s(&sl)));
     cli(&["import", s(&t), &ms]);
-    let mut child = bin()
-        .args(["sync", "--watch", "--commit-every", "0.05", &ms, &ss])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let dog = Watchdog::new(child.id());
+    let (mut child, mut stderr, dog) =
+        spawn_watched(&["sync", "--watch", "--commit-every", "0.05", &ms, &ss]);
     let mut seen = String::new();
     // The first commit that wrote part of the slave's tree (an earlier one may have found
     // nothing synced yet).
@@ -667,13 +665,8 @@ fn a_volume_that_cannot_be_written_does_not_stop_the_other_commits() {
     );
 
     // --watch reports it at every periodic commit and goes on; status 1 at the end.
-    let mut child = bin()
-        .args(["sync", "--watch", "--commit-every", "1", &ms, &smalls, &ss])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let dog = Watchdog::new(child.id());
+    let (mut child, mut stderr, dog) =
+        spawn_watched(&["sync", "--watch", "--commit-every", "1", &ms, &smalls, &ss]);
     let mut seen = String::new();
     let failed = "sync: periodic commit: 0 of 3 volumes written, 1 failed";
     read_until(&mut stderr, &mut seen, failed);
