@@ -385,7 +385,7 @@ impl Cluster {
         match store.resolve(path) {
             Ok(id) => {
                 let m = store.meta(id).map_err(|e| (idx, e))?;
-                Ok(objtype.is_none_or(|t| t == m.objtype).then_some(m.inum))
+                Ok(objtype.map_or(true, |t| t == m.objtype).then_some(m.inum))
             }
             // Not there (the change itself reports a bad path).
             Err(Error::NotFound | Error::NotDir | Error::Invalid) => Ok(None),
