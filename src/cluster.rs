@@ -344,8 +344,8 @@ impl Cluster {
     /// [`Layout::Index`]: the cluster's frontend allocates one number for all nodes, as
     /// HAMMER2's does. That is the number the path already has on a node (the first in node
     /// order) as the kind of file the change makes, so a node that missed the creation gets the
-    /// same inode, as long as every node holding that number names it by this path; else one
-    /// past the highest any node handed out.
+    /// same inode, as long as no node holding that number names it by other names only; else
+    /// one past the highest any node handed out.
     /// None in the seed's layout (its numbers derive from the path) and for other changes.
     ///
     /// DEVIATION (test clusters): HAMMER2's frontend allocates from its PFS's counter and
@@ -393,7 +393,9 @@ impl Cluster {
         }
     }
 
-    /// Whether every node whose index holds inode `inum` names it by `path`.
+    /// Whether no node names inode `inum` by other names only: every node whose index holds it
+    /// names it by `path`, or by nothing (its synchronizer brought the inode ahead of its
+    /// names, which its `nlinks` counts).
     fn named_by_path_wherever_held(
         &self,
         inum: u64,
@@ -402,6 +404,7 @@ impl Cluster {
         for (idx, n) in self.nodes.iter().enumerate() {
             if n.store.index_inode(inum).map_err(|e| (idx, e))?.is_some()
                 && self.path_inum(idx, path, None)? != Some(inum)
+                && n.store.index_is_named(inum).map_err(|e| (idx, e))?
             {
                 return Ok(false);
             }
@@ -819,6 +822,35 @@ mod tests {
         c.apply(NodeSet(0b01), FrontendOp::Rm(b"/a")).unwrap();
         c.apply(all, FrontendOp::Write(b"/a", b"h")).unwrap();
         assert_eq!((inum(0, b"/a"), inum(1, b"/a")), (1026, 1026));
+    }
+
+    /// A node whose synchronizer brought an inode ahead of every name of it (mid-pass): a
+    /// create of a path that names it elsewhere still gets its number, and names it there.
+    #[test]
+    fn a_create_names_an_inode_a_node_holds_unnamed() {
+        let c = Cluster::new(host(), &[Role::Master, Role::Master]).unwrap();
+        c.apply(NodeSet(0b01), FrontendOp::Write(b"/b", b"x"))
+            .unwrap();
+        let s = &c.nodes[1].store;
+        {
+            let root = s.lock_root(LockMode::Exclusive);
+            let mut ip = try_box(media::InodeData::default()).unwrap();
+            ip.meta.objtype = media::OBJTYPE_REGFILE;
+            ip.meta.inum = 1024;
+            ip.meta.nlinks = 1;
+            let mut bref = media::Blockref::new(media::BREF_TYPE_INODE, 1024, 0);
+            bref.set_size_radix(media::INODE_RADIX);
+            s.insert(&root, bref, crate::store::Body::Inode(ip))
+                .unwrap();
+        }
+        c.apply(NodeSet(0b10), FrontendOp::Write(b"/b", b"y"))
+            .unwrap();
+        let b = s.resolve(b"/b").unwrap();
+        assert_eq!(
+            (s.meta(b).unwrap().inum, s.meta(b).unwrap().nlinks),
+            (1024, 1)
+        );
+        assert_eq!(s.read_file(b).unwrap(), b"y");
     }
 
     /// The hardlink case: `/l` names `/b`'s inode, `/b` is removed on two nodes and written

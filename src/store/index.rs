@@ -302,6 +302,12 @@ impl Store {
         Ok(id)
     }
 
+    /// Whether any DIRENT of this PFS names inode `inum` (a walk of the whole namespace, as
+    /// [`Store::count_names`]).
+    pub fn index_is_named(&self, inum: u64) -> Result<bool> {
+        Ok(self.count_names(inum, 1)? > 0)
+    }
+
     /// How many DIRENTs of this PFS name inode `inum`, counted up to `limit`: the PFS root's
     /// entries and those of every directory in the index. A walk of the whole namespace (one
     /// scheduling point per chain), for the rare create that finds its inode already indexed.

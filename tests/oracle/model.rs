@@ -521,6 +521,20 @@ fn index_resolve(tree: &Inode, path: &[u8]) -> Option<Option<u64>> {
     Some(at)
 }
 
+/// Whether an entry of `tree` (the PFS root's or a directory's of the index) names `inum`.
+fn index_is_named(tree: &Inode, inum: u64) -> bool {
+    let names = |d: &Inode| {
+        d.children
+            .values()
+            .any(|c| matches!(c, Child::Dirent { inum: n, .. } if *n == inum))
+    };
+    names(tree)
+        || tree.children.values().any(|c| match c {
+            Child::Inode(i) => i.kind == Kind::Dir && names(i),
+            _ => false,
+        })
+}
+
 /// Inode `inum` of the index of `tree`.
 fn index_inode(tree: &Inode, inum: u64) -> Option<&Inode> {
     match tree.children.get(&Key::Inum(inum)) {
@@ -540,8 +554,8 @@ fn index_inode_mut(tree: &mut Inode, inum: Option<u64>) -> &mut Inode {
 
 /// The inode number the cluster's frontend gives `op` when it may create an inode (mkdir,
 /// write): the number the path has on the first node (in index order) that holds it as the same
-/// kind of file, provided every node whose index holds that number names it by the path; else
-/// one past the highest number any node handed out (`Cluster::apply`).
+/// kind of file, provided no node whose index holds that number names it by other names only;
+/// else one past the highest number any node handed out (`Cluster::apply`).
 pub fn frontend_inum(trees: &[Inode], op: &Op) -> Option<u64> {
     let (path, dir) = match op {
         Op::Mkdir(p) => (p, true),
@@ -549,9 +563,11 @@ pub fn frontend_inum(trees: &[Inode], op: &Op) -> Option<u64> {
         _ => return None,
     };
     let named_wherever_held = |n: u64| {
-        trees
-            .iter()
-            .all(|t| index_inode(t, n).is_none() || index_resolve(t, path) == Some(Some(n)))
+        trees.iter().all(|t| {
+            index_inode(t, n).is_none()
+                || index_resolve(t, path) == Some(Some(n))
+                || !index_is_named(t, n)
+        })
     };
     for t in trees {
         if let Some(Some(n)) = index_resolve(t, path) {
@@ -578,10 +594,10 @@ fn add_entry(tree: &mut Inode, dir: Option<u64>, name: &[u8], inum: u64, objtype
     d.tid = tid;
 }
 
-/// Create inode `inum` named `name` in `dir`. A history's changes all come before any sync, and
-/// the frontend hands a create a number only no node holds under other names
-/// ([`frontend_inum`]), so the index never holds `inum` here (the store's create names such an
-/// inode only when a synchronizer brought it ahead of its name).
+/// Create inode `inum` named `name` in `dir`. A history's changes all come before any sync, so
+/// every inode of a node's index is named there, and the frontend hands a create a number no
+/// node holds under other names ([`frontend_inum`]): the index never holds `inum` here (the
+/// store's create names such an inode only when a synchronizer brought it ahead of its name).
 fn create(tree: &mut Inode, dir: Option<u64>, name: &[u8], is_dir: bool, inum: u64, tid: Tid) {
     assert!(
         index_inode(tree, inum).is_none(),
