@@ -302,8 +302,8 @@ impl Store {
         Ok(id)
     }
 
-    /// Whether any DIRENT of this PFS names inode `inum` (a walk of the whole namespace, as
-    /// [`Store::count_names`]).
+    /// Whether any DIRENT of this PFS names inode `inum`: a walk of the whole namespace (one
+    /// scheduling point per chain), for the rare create whose inode some node already holds.
     pub fn index_is_named(&self, inum: u64) -> Result<bool> {
         Ok(self.count_names(inum, 1)? > 0)
     }
