@@ -56,6 +56,11 @@ fn dirent_chain(key: u64, head: DirentHead, name: &[u8], tid: u64) -> Result<(Bl
     Ok((b, body))
 }
 
+/// Whether `b` is a DIRENT naming inode `inum`.
+fn dirent_names(b: &Blockref, inum: u64) -> bool {
+    b.btype == media::BREF_TYPE_DIRENT && DirentHead::decode(b).is_ok_and(|h| h.inum == inum)
+}
+
 impl Store {
     /// This store's layout.
     pub fn layout(&self) -> Layout {
@@ -311,11 +316,9 @@ impl Store {
     /// How many DIRENTs of this PFS name inode `inum`, counted up to `limit`: the PFS root's
     /// entries and those of every directory in the index. A walk of the whole namespace (one
     /// scheduling point per chain), for the rare create that finds its inode already indexed.
+    /// Without the root's lock (the cluster frontend's question) a synchronizer may free a
+    /// directory mid-walk: its entries count as gone.
     fn count_names(&self, inum: u64, limit: u64) -> Result<u64> {
-        let names = |b: &Blockref| {
-            b.btype == media::BREF_TYPE_DIRENT
-                && DirentHead::decode(b).is_ok_and(|h| h.inum == inum)
-        };
         let mut count = 0;
         let mut next = self.lookup(self.root, 0, media::KEY_MAX)?;
         while let Some((id, b)) = next {
@@ -323,19 +326,31 @@ impl Store {
                 break;
             }
             self.host.relax();
-            if names(&b) {
+            if dirent_names(&b, inum) {
                 count += 1;
-            } else if b.btype == media::BREF_TYPE_INODE
-                && self.meta(id)?.objtype == media::OBJTYPE_DIRECTORY
-            {
-                let mut entry = self.lookup(id, 0, media::KEY_MAX)?;
-                while let Some((_, e)) = entry {
-                    self.host.relax();
-                    count += u64::from(names(&e));
-                    entry = self.next(id, &e, media::KEY_MAX)?;
+            } else if b.btype == media::BREF_TYPE_INODE {
+                match self.dir_entries_naming(id, inum) {
+                    Ok(n) => count += n,
+                    Err(Error::NotFound) => {}
+                    Err(e) => return Err(e),
                 }
             }
             next = self.next(self.root, &b, media::KEY_MAX)?;
+        }
+        Ok(count)
+    }
+
+    /// How many entries of index inode `id` name `inum` (none unless it is a directory).
+    fn dir_entries_naming(&self, id: ChainId, inum: u64) -> Result<u64> {
+        if self.meta(id)?.objtype != media::OBJTYPE_DIRECTORY {
+            return Ok(0);
+        }
+        let mut count = 0;
+        let mut entry = self.lookup(id, 0, media::KEY_MAX)?;
+        while let Some((_, e)) = entry {
+            self.host.relax();
+            count += u64::from(dirent_names(&e, inum));
+            entry = self.next(id, &e, media::KEY_MAX)?;
         }
         Ok(count)
     }
