@@ -99,9 +99,17 @@ impl FocusCopy {
         }
     }
 
-    /// An inode that is synchronized bottom-up: any inode but a hardlink pointer (a leaf).
+    /// An inode that is synchronized bottom-up: one with a block table of its own (see
+    /// [`FocusCopy::has_table`]). Any other chain is a leaf, copied whole with its TID.
+    ///
+    /// DEVIATION: the seed deferred every inode but a hardlink pointer, so that "if we will
+    /// recurse" the TID is stamped only once the recursion completed. An inode with DIRECTDATA
+    /// has nothing to recurse into: its deferred sync scanned no children (ours, if any, are
+    /// destroyed with the copy, see `replace_held`) and then copied the same focus again. Taking
+    /// it as a leaf gives the same chain in one step, without a round trip to every node's
+    /// worker and a second copy per small file (the bulk of a first sync of small files).
     fn defers(&self) -> bool {
-        matches!(self.body.body(), Body::Inode(ip) if ip.meta.objtype != media::OBJTYPE_HARDLINK)
+        self.has_table()
     }
 
     /// The focus chain has a block table of its own: an inode that is neither a hardlink
