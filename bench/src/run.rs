@@ -93,6 +93,17 @@ impl Config {
     }
 }
 
+/// Resyncs per k and mode on a tree of `files` files: the rows of a few milliseconds are
+/// the median of several runs (one run there moves by tens of percent with the machine's other
+/// work), the rows of seconds one run each.
+pub fn resync_runs_for(files: usize) -> usize {
+    match files {
+        0..=10_000 => 7,
+        10_001..=100_000 => 3,
+        _ => 1,
+    }
+}
+
 /// Changed-leaf counts for `files` files: 1, 10, 100 and 1% of N, each at most N, distinct.
 pub fn ks_for(files: usize) -> Vec<usize> {
     let mut ks: Vec<usize> = [1, 10, 100, files / 100]
@@ -310,6 +321,7 @@ fn cluster_row(
         tree,
         &ClusterCfg {
             ks: ks_for(files),
+            resync_runs: resync_runs_for(files),
             freeze_samples: cfg.freeze_samples,
             freeze_budget: cfg.freeze_budget,
             stop_samples: cfg.stop_samples,
