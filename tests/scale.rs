@@ -128,9 +128,9 @@ fn million_inodes_sync_bottom_up_through_many_full_deferral_lists() {
     assert_rescans("first sync", &st, dirs * deferrable(files));
     assert!(st.inserted >= inodes as u64, "{st:?}");
     assert_eq!(
-        c.read_file(SLAVE, file(dirs / 2, files / 2 | 1).as_bytes())
+        c.read_file(SLAVE, file(dirs / 2, (files / 2) | 1).as_bytes())
             .unwrap(),
-        content(dirs / 2, files / 2 | 1, 0)
+        content(dirs / 2, (files / 2) | 1, 0)
     );
 
     // Resyncs in both scan modes, each after its own changes: every 200th file rewritten,
@@ -143,7 +143,7 @@ fn million_inodes_sync_bottom_up_through_many_full_deferral_lists() {
         let gen = round as u32 + 1;
         let mut changed = 0;
         for i in (0..dirs * files).step_by(200) {
-            let (d, f) = (i / files, i % files | 1);
+            let (d, f) = (i / files, (i % files) | 1);
             if d >= 2 * round + 2 && f < files {
                 apply(
                     &c,

@@ -150,8 +150,11 @@ pub fn new_cluster() -> Res<Pin<Box<Cluster>>> {
     Ok(c)
 }
 
+/// A timed sync: (time, chains scanned, peak bytes above before).
+type Timed = (Duration, u64, usize);
+
 /// One timed `sync_node` of the slave: (time, chains scanned, peak bytes above before).
-pub fn timed_sync(c: &Cluster) -> Res<(Duration, u64, usize)> {
+pub fn timed_sync(c: &Cluster) -> Res<Timed> {
     let before = c.stats(SLAVE).scanned;
     let (peak, (dt, r)) = peak_during(|| {
         let t = Instant::now();
@@ -352,7 +355,7 @@ pub fn measure(
     for &k in &cfg.ks {
         let idx = tree.spread(k);
         // Per mode: (time, scanned, peak) of each run.
-        let mut runs: Vec<(ScanMode, Vec<(Duration, u64, usize)>)> = Vec::new();
+        let mut runs: Vec<(ScanMode, Vec<Timed>)> = Vec::new();
         for mode in ScanMode::ALL {
             match mode.select(&c) {
                 Ok(()) => runs.push((mode, Vec::new())),
