@@ -398,7 +398,7 @@ pub fn measure(
             };
             let (time, scanned, _) = got[got.len() / 2];
             println!(
-                "bench: {} N={} k={} {}: median {:.3} ms of {} runs ({:.3} .. {:.3} ms)",
+                "bench: {} N={} k={} {} resync: median {:.3} ms of {} runs ({:.3} .. {:.3} ms)",
                 tree.shape.name(),
                 tree.files.len(),
                 idx.len(),
