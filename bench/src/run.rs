@@ -98,7 +98,7 @@ impl Config {
 /// work), the rows of seconds one run each.
 pub fn resync_runs_for(files: usize) -> usize {
     match files {
-        0..=10_000 => 7,
+        0..=10_000 => 15,
         10_001..=100_000 => 3,
         _ => 1,
     }
