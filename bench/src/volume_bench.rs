@@ -9,8 +9,6 @@
 //!   (both PFSs loaded, synced, the slave committed) against `cp` of as many bytes between two
 //!   files of the same tmpfs.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::{Command, Stdio};
@@ -26,7 +24,7 @@ use hammer2_synchro::role::{NodeSet, Role};
 use hammer2_synchro::store::{Layout, Store};
 use hammer2_synchro::userland;
 use hammer2_synchro::volume::{
-    newfs, BlockDev, DirEntries, Import, IoCount, NewPfs, NewfsOptions, Volume,
+    newfs, DirEntries, FileDev, Import, IoCount, NewPfs, NewfsOptions, Volume,
 };
 
 use crate::shape::{content, Shape, Tree};
@@ -34,56 +32,13 @@ use crate::tmpfs::FsPair;
 
 const LABEL: &[u8] = b"DATA";
 
-/// An image file.
-struct FileDev {
-    file: File,
-    size: u64,
-}
-
-impl FileDev {
-    /// Create (or truncate) `path` as a sparse file of `size` bytes.
-    fn create(path: &Path, size: u64) -> Result<FileDev, String> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        file.set_len(size)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(FileDev { file, size })
-    }
-}
-
-impl BlockDev for FileDev {
-    fn size(&self) -> u64 {
-        self.size
-    }
-    fn read_at(&self, off: u64, buf: &mut [u8]) -> hammer2_synchro::Result<()> {
-        self.file
-            .read_exact_at(buf, off)
-            .map_err(|_| hammer2_synchro::Error::Io)
-    }
-    fn write_at(&self, off: u64, buf: &[u8]) -> hammer2_synchro::Result<()> {
-        self.file
-            .write_all_at(buf, off)
-            .map_err(|_| hammer2_synchro::Error::Io)
-    }
-    fn flush(&self) -> hammer2_synchro::Result<()> {
-        self.file
-            .sync_data()
-            .map_err(|_| hammer2_synchro::Error::Io)
-    }
-}
-
 fn err(what: &str) -> impl Fn(hammer2_synchro::Error) -> String + '_ {
     move |e| format!("{what}: {e:?}")
 }
 
 /// A fresh volume of `size` bytes at `path` with PFS `DATA` of `pfs_type`.
 fn new_volume(path: &Path, size: u64, pfs_type: u8) -> Result<FileDev, String> {
-    let dev = FileDev::create(path, size)?;
+    let dev = FileDev::create(path, size).map_err(|e| format!("{}: {e}", path.display()))?;
     let pfs = [NewPfs {
         label: LABEL,
         pfs_type,

@@ -18,10 +18,10 @@ use hammer2_synchro::role::Role;
 use hammer2_synchro::store::{Layout, Store};
 use hammer2_synchro::thread::{Request, ThreadState};
 use hammer2_synchro::volume::show::Uuid;
-use hammer2_synchro::volume::Volume;
+use hammer2_synchro::volume::{FileDev, Volume};
 
 use crate::progress::Progress;
-use crate::volume_cmd::{image_label, run, Command, Fail, FileDev};
+use crate::volume_cmd::{image_label, open_dev_rw, run, Command, Fail};
 
 const SYNC_HELP: &str = "\
 USAGE:
@@ -165,8 +165,8 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
                 "{image} given twice: one PFS per volume (each node commits its own volume)"
             )));
         }
-        let vol = Volume::open(FileDev::open_rw(image)?)
-            .map_err(|e| Fail::Run(format!("{image}: {e}")))?;
+        let vol =
+            Volume::open(open_dev_rw(image)?).map_err(|e| Fail::Run(format!("{image}: {e}")))?;
         let t0 = Instant::now();
         let mut progress = Progress::new("sync");
         let (store, mounted) = mount::load_with_progress(host, &vol, label.as_bytes(), &mut |n| {
