@@ -248,59 +248,22 @@ fn ls_path(spec: &str, path: &str) -> Result<(), Fail> {
 }
 
 fn show_cmd(args: &[String]) -> Result<(), Fail> {
-    let mut blockrefs = false;
-    let mut depth = None;
-    let mut image = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--blockrefs" => blockrefs = true,
-            "--depth" => {
-                let v = it.next().ok_or(Fail::Usage("--depth needs N".into()))?;
-                let n: usize = v
-                    .parse()
-                    .map_err(|_| Fail::Usage(format!("--depth: '{v}' is not a number")))?;
-                depth = Some(n);
-            }
-            o if o.starts_with('-') && o.len() > 1 => {
-                return Err(Fail::Usage(format!("unknown option '{o}'")))
-            }
-            i if image.is_none() => image = Some(i),
-            i => return Err(Fail::Usage(format!("unexpected argument '{i}'"))),
-        }
-    }
-    let image = image.ok_or(Fail::Usage("expected IMAGE".into()))?;
-    if depth.is_some() && !blockrefs {
-        return Err(Fail::Usage("--depth is for --blockrefs".into()));
-    }
+    let a = show::ShowArgs::parse(args.iter().map(String::as_str))
+        .map_err(|e| Fail::Usage(e.to_string()))?;
+    let image = a.image;
     let dev = open_dev(image)?;
     let copies = read_copies(&dev).map_err(|e| run_err(image, e))?;
     let vol = Volume::from_copies(dev, copies.clone()).map_err(|e| run_err(image, e))?;
     let mut o = crate::Out::new();
-    let r = show::show_volume(&mut o, &vol, &copies);
+    let r = show::show(&mut o, &vol, &copies, a.blockrefs);
     o.finish();
-    r.map_err(|e| show_err(image, e))?;
-    if !blockrefs {
-        return Ok(());
-    }
-    let mut o = crate::Out::new();
-    let _ = std::fmt::Write::write_str(&mut o, "blockrefs:\n");
-    let r = show::show_blockrefs(&mut o, &vol, depth.unwrap_or(usize::MAX));
-    o.finish();
-    let c = r.map_err(|e| show_err(image, e))?;
-    outln!(
-        "{} blockrefs, {} failed their check, {} tables below --depth not shown",
-        c.shown,
-        c.bad,
-        c.cut
-    );
-    if c.bad > 0 {
-        return Err(Fail::Run(format!(
+    match r.map_err(|e| show_err(image, e))? {
+        Some(c) if c.bad > 0 => Err(Fail::Run(format!(
             "{image}: {} blocks failed their check code",
             c.bad
-        )));
+        ))),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// A listing's failure; `Out` never refuses a write (it ends the process instead).

@@ -413,6 +413,98 @@ pub fn show_blockrefs<D: BlockDev>(
     Ok(counts)
 }
 
+/// The arguments of `show`: `[--blockrefs [--depth N]] IMAGE`, the same for every host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShowArgs<'a> {
+    /// The image file or device.
+    pub image: &'a str,
+    /// With `--blockrefs`: the deepest table level shown (`usize::MAX` without `--depth`).
+    pub blockrefs: Option<usize>,
+}
+
+/// Why `show`'s arguments were refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShowUsage<'a> {
+    /// `--depth` without a value.
+    DepthMissing,
+    /// `--depth` with a value that is not a number.
+    DepthNotNumber(&'a str),
+    /// `--depth` without `--blockrefs`.
+    DepthWithoutBlockrefs,
+    /// An option `show` does not know.
+    UnknownOption(&'a str),
+    /// A second image.
+    Unexpected(&'a str),
+    /// No image.
+    NoImage,
+}
+
+impl fmt::Display for ShowUsage<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ShowUsage::DepthMissing => f.write_str("--depth needs N"),
+            ShowUsage::DepthNotNumber(v) => write!(f, "--depth: '{v}' is not a number"),
+            ShowUsage::DepthWithoutBlockrefs => f.write_str("--depth is for --blockrefs"),
+            ShowUsage::UnknownOption(o) => write!(f, "unknown option '{o}'"),
+            ShowUsage::Unexpected(a) => write!(f, "unexpected argument '{a}'"),
+            ShowUsage::NoImage => f.write_str("expected IMAGE"),
+        }
+    }
+}
+
+impl<'a> ShowArgs<'a> {
+    /// Parse `show`'s arguments (the words after the command).
+    pub fn parse(args: impl IntoIterator<Item = &'a str>) -> Result<ShowArgs<'a>, ShowUsage<'a>> {
+        let mut blockrefs = false;
+        let mut depth = None;
+        let mut image = None;
+        let mut it = args.into_iter();
+        while let Some(a) = it.next() {
+            match a {
+                "--blockrefs" => blockrefs = true,
+                "--depth" => {
+                    let v = it.next().ok_or(ShowUsage::DepthMissing)?;
+                    depth = Some(v.parse().map_err(|_| ShowUsage::DepthNotNumber(v))?);
+                }
+                o if o.starts_with('-') && o.len() > 1 => return Err(ShowUsage::UnknownOption(o)),
+                i if image.is_none() => image = Some(i),
+                i => return Err(ShowUsage::Unexpected(i)),
+            }
+        }
+        let image = image.ok_or(ShowUsage::NoImage)?;
+        if depth.is_some() && !blockrefs {
+            return Err(ShowUsage::DepthWithoutBlockrefs);
+        }
+        Ok(ShowArgs {
+            image,
+            blockrefs: blockrefs.then(|| depth.unwrap_or(usize::MAX)),
+        })
+    }
+}
+
+/// `show [--blockrefs [--depth N]] IMAGE` whole: [`show_volume`], then with `blockrefs` (the
+/// depth, [`ShowArgs::blockrefs`]) a `blockrefs:` line, [`show_blockrefs`] and a line of its
+/// counts. What the tree walk counted, if it ran.
+pub fn show<D: BlockDev>(
+    w: &mut dyn fmt::Write,
+    vol: &Volume<D>,
+    copies: &[HeaderCopy; NUM_VOLHDRS],
+    blockrefs: Option<usize>,
+) -> Result<Option<TreeCounts>, ShowError> {
+    show_volume(w, vol, copies)?;
+    let Some(depth) = blockrefs else {
+        return Ok(None);
+    };
+    w.write_str("blockrefs:\n")?;
+    let c = show_blockrefs(w, vol, depth)?;
+    writeln!(
+        w,
+        "{} blockrefs, {} failed their check, {} tables below --depth not shown",
+        c.shown, c.bad, c.cut
+    )?;
+    Ok(Some(c))
+}
+
 /// A block of the tree, read and verified.
 enum Opened {
     /// Data, an empty dirent or a DIRECTDATA inode's: nothing below.
