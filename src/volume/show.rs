@@ -742,4 +742,48 @@ mod tests {
         );
         assert!(out.starts_with(&small.text));
     }
+
+    #[test]
+    fn show_args_parse_as_the_cli_documents_them() {
+        let p = |a: &'static str| ShowArgs::parse(a.split_ascii_whitespace());
+        let ok = |image, blockrefs| Ok(ShowArgs { image, blockrefs });
+        assert_eq!(p("x.img"), ok("x.img", None));
+        assert_eq!(p("--blockrefs x.img"), ok("x.img", Some(usize::MAX)));
+        assert_eq!(p("x.img --blockrefs --depth 2"), ok("x.img", Some(2)));
+        assert_eq!(p(""), Err(ShowUsage::NoImage));
+        assert_eq!(p("--depth 2 x"), Err(ShowUsage::DepthWithoutBlockrefs));
+        assert_eq!(p("--blockrefs x --depth"), Err(ShowUsage::DepthMissing));
+        assert_eq!(
+            p("--blockrefs --depth -1 x"),
+            Err(ShowUsage::DepthNotNumber("-1"))
+        );
+        assert_eq!(p("-v x"), Err(ShowUsage::UnknownOption("-v")));
+        assert_eq!(p("x y"), Err(ShowUsage::Unexpected("y")));
+        assert_eq!(
+            ShowUsage::DepthNotNumber("z").to_string(),
+            "--depth: 'z' is not a number"
+        );
+    }
+
+    #[test]
+    fn show_with_blockrefs_ends_with_their_counts() {
+        let (img, _) = super::super::testdev::sample();
+        let vol = super::super::testdev::open(img).unwrap();
+        let copies = super::super::read_copies(vol.dev()).unwrap();
+        let mut head = String::new();
+        assert_eq!(show(&mut head, &vol, &copies, None), Ok(None));
+        let mut out = String::new();
+        let c = show(&mut out, &vol, &copies, Some(1)).unwrap().unwrap();
+        assert!(c.shown > 0 && c.cut > 0, "{c:?}");
+        let rest = out.strip_prefix(head.as_str()).expect("the volume first");
+        assert!(rest.starts_with("blockrefs:\n"), "{out}");
+        assert!(
+            rest.ends_with(&alloc::format!(
+                "\n{} blockrefs, 0 failed their check, {} tables below --depth not shown\n",
+                c.shown,
+                c.cut
+            )),
+            "{out}"
+        );
+    }
 }
