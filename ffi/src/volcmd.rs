@@ -306,6 +306,15 @@ mod tests {
         vol_cap(cmd, 1 << 16)
     }
 
+    /// Each of `cmds` fails with EINVAL and a text starting with `prefix`.
+    fn refused(cmds: &[&str], prefix: &str) {
+        for bad in cmds {
+            let (rc, text) = vol(bad);
+            assert_eq!(rc, -22, "{bad:?}: {text}");
+            assert!(text.starts_with(prefix), "{bad:?}: {text}");
+        }
+    }
+
     #[test]
     fn fsck_and_ls_of_a_fresh_volume() {
         let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -373,17 +382,16 @@ mod tests {
         // A full buffer cuts the tree; bad arguments are usage errors.
         let (rc, cut) = vol_cap(&format!("show --blockrefs {img}"), 600);
         assert_eq!((rc, cut.len()), (-28, 600));
-        for bad in [
-            "show",
-            "show --depth 1 x",
-            "show --blockrefs --depth x y",
-            "show -q x",
-            "show a b",
-        ] {
-            let (rc, text) = vol(bad);
-            assert_eq!(rc, -22, "{bad:?}: {text}");
-            assert!(text.starts_with("error: show: usage: "), "{bad:?}: {text}");
-        }
+        refused(
+            &[
+                "show",
+                "show --depth 1 x",
+                "show --blockrefs --depth x y",
+                "show -q x",
+                "show a b",
+            ],
+            "error: show: usage: ",
+        );
         let (rc, text) = vol("show /nonexistent/x.img");
         assert_eq!(rc, -2, "{text}");
         std::fs::remove_file(&img).unwrap();
@@ -487,19 +495,18 @@ mod tests {
         let (rc, text) = vol(&format!("ls {img}@a"));
         assert_eq!(rc, -22, "{text}");
         assert!(text.contains(": invalid field `volu_size`"), "{text}");
-        for bad in [
-            "",
-            "fsck",
-            "fsck a b",
-            "ls a b c d",
-            "sync x",
-            "ls @a",
-            "ls x@",
-        ] {
-            let (rc, text) = vol(bad);
-            assert_eq!(rc, -22, "{bad:?}: {text}");
-            assert!(text.starts_with("error: "), "{bad:?}: {text}");
-        }
+        refused(
+            &[
+                "",
+                "fsck",
+                "fsck a b",
+                "ls a b c d",
+                "sync x",
+                "ls @a",
+                "ls x@",
+            ],
+            "error: ",
+        );
         assert_eq!(vol_cap("\u{ff}", 100).0, -22);
         let long = "x".repeat(crate::api::H2S_VOLUME_CMD_MAX + 1);
         assert_eq!(vol(&long), (-7, String::new()));

@@ -713,11 +713,20 @@ mod tests {
             .starts_with("data key 0x0000000000000000/16"));
     }
 
-    #[test]
-    fn the_volume_shows_its_header_copies_and_pfses() {
+    /// The sample volume and the header copies it was opened from.
+    fn sample_with_copies() -> (
+        Volume<super::super::testdev::MemDev>,
+        [HeaderCopy; NUM_VOLHDRS],
+    ) {
         let (img, _) = super::super::testdev::sample();
         let vol = super::super::testdev::open(img).unwrap();
         let copies = super::super::read_copies(vol.dev()).unwrap();
+        (vol, copies)
+    }
+
+    #[test]
+    fn the_volume_shows_its_header_copies_and_pfses() {
+        let (vol, copies) = sample_with_copies();
         let mut out = String::new();
         show_volume(&mut out, &vol, &copies).unwrap();
         assert!(
@@ -767,9 +776,7 @@ mod tests {
 
     #[test]
     fn show_with_blockrefs_ends_with_their_counts() {
-        let (img, _) = super::super::testdev::sample();
-        let vol = super::super::testdev::open(img).unwrap();
-        let copies = super::super::read_copies(vol.dev()).unwrap();
+        let (vol, copies) = sample_with_copies();
         let mut head = String::new();
         assert_eq!(show(&mut head, &vol, &copies, None), Ok(None));
         let mut out = String::new();
