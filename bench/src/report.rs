@@ -675,8 +675,11 @@ fn targets(s: &mut String, r: &Results) {
          copy over the slave's first sync). `pruned_not_slower_*` is the lowest original / \
          pruned ratio of a shape over every N and k, `sync_memory` the highest resync peak \
          over every tree, mode and k, `sync_memory_k10` the same at k = {TARGET_K}. \
-         `kernel_round_trips` comes from the `make bench-kernel` output named above (run in \
-         QEMU, separately from this userland run), when there is one."
+         `volume_resync_vs_rsync` and `volume_first_sync_bandwidth` come from the Volumes \
+         section (image files on tmpfs, the resync at N = 10^5: a tenth of the N the goal \
+         names, which keeps two images and a cluster of both PFSs within a few hundred MiB \
+         and seconds). `kernel_round_trips` comes from the `make bench-kernel` output named \
+         above (run in QEMU, separately from this userland run), when there is one."
     );
 }
 
