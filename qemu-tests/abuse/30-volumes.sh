@@ -42,7 +42,7 @@ check_image() { # check_image NAME PATH
 		fi
 	done <"$V/cmds"
 }
-for img in good flip data magic cut; do
+for img in good flip magic cut; do
 	check_image $img "$V/$img.img"
 done
 if [ -d /h2s/virtio ] && [ ! -b /dev/vda ]; then
