@@ -1,4 +1,5 @@
-//! Fallible allocation helpers: no allocation on a data path may abort on exhaustion.
+//! Fallible allocation helpers: no allocation on a data path may abort on exhaustion; and a
+//! sort of large vectors that reaches scheduling points.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
