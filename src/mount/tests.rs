@@ -569,89 +569,65 @@ fn an_incremental_commit_cut_at_any_write_leaves_the_old_tree_or_the_new_one() {
     assert!(cuts > 5);
 }
 
-/// A DATA block under check NONE whose bytes change in place (its header as it was, as
-/// HAMMER2 overwrites such a block at its data_off) is written: place and an all-zero check
-/// area do not say the bytes on media are still these.
-#[test]
-fn a_changed_data_block_under_check_none_is_written() {
+/// Commit `/big` (or its first DATA block, if `data`) under check NONE, then `change` its
+/// body in place, its header as it is (as the synchronizer installs a master's header whose
+/// block was overwritten in place, or any same-size change), and commit again: the new
+/// bytes must reach the media.
+fn change_under_check_none_is_written(data: bool, change: impl FnOnce(&mut Body)) {
     let dev = make();
     import(&dev);
     let (store, mut m) = load_dev(&dev);
     let big = store.index_inode(INODE_START + 1).unwrap().unwrap();
-    let (first, _) = store.lookup(big, 0, 0).unwrap().unwrap();
-    // The file's first block gets check NONE (as `hammer2 setcheck none` makes new blocks).
-    {
-        let g = store.lock(first, LockMode::Exclusive).unwrap();
+    let id = if data {
+        store.lookup(big, 0, 0).unwrap().unwrap().0
+    } else {
+        big
+    };
+    let modify = |f: &mut dyn FnMut(&mut Blockref, &mut Body)| {
+        let g = store.lock(id, LockMode::Exclusive).unwrap();
         store
-            .modify(&g, |b, _| {
-                b.methods = enc_methods(CHECK_NONE, COMP_NONE);
+            .modify(&g, |b, body| {
+                f(b, body);
                 Ok(())
             })
             .unwrap();
-    }
+    };
+    // As `hammer2 setcheck none` makes new blocks.
+    modify(&mut |b, _| b.methods = enc_methods(CHECK_NONE, COMP_NONE));
     commit_dev(&dev, &store, &mut m);
     clean(&dev);
-    // New bytes in that block, its header as it is (as the synchronizer installs a master's
-    // header whose block was overwritten in place, or any same-size change).
-    {
-        let g = store.lock(first, LockMode::Exclusive).unwrap();
-        store
-            .modify(&g, |_, body| {
-                let Body::Data(d) = body else { panic!() };
-                for x in d.iter_mut() {
-                    *x ^= 0x5a;
-                }
-                Ok(())
-            })
-            .unwrap();
-    }
+    let mut change = Some(change);
+    modify(&mut |_, body| change.take().unwrap()(body));
     assert!(m.changed(&store).unwrap());
     commit_dev(&dev, &store, &mut m);
     clean(&dev);
     assert_eq!(
         reader_view(&dev),
         store_view(&store),
-        "the new bytes were not written"
+        "the change was not written"
     );
+}
+
+/// A DATA block under check NONE whose bytes change in place is written: place and an
+/// all-zero check area do not say the bytes on media are still these.
+#[test]
+fn a_changed_data_block_under_check_none_is_written() {
+    change_under_check_none_is_written(true, |body| {
+        let Body::Data(d) = body else { panic!() };
+        for x in d.iter_mut() {
+            *x ^= 0x5a;
+        }
+    });
 }
 
 /// The same for an inode whose blockref carries check NONE.
 #[test]
 fn a_changed_inode_under_check_none_is_written() {
-    let dev = make();
-    import(&dev);
-    let (store, mut m) = load_dev(&dev);
-    let big = store.index_inode(INODE_START + 1).unwrap().unwrap();
-    {
-        let g = store.lock(big, LockMode::Exclusive).unwrap();
-        store
-            .modify(&g, |b, _| {
-                b.methods = enc_methods(CHECK_NONE, COMP_NONE);
-                Ok(())
-            })
-            .unwrap();
-    }
-    commit_dev(&dev, &store, &mut m);
-    clean(&dev);
-    {
-        let g = store.lock(big, LockMode::Exclusive).unwrap();
-        store
-            .modify(&g, |_, body| {
-                let Body::Inode(ip) = body else { panic!() };
-                ip.meta.mode = 0o600;
-                ip.meta.mtime += 1;
-                Ok(())
-            })
-            .unwrap();
-    }
-    assert!(m.changed(&store).unwrap());
-    commit_dev(&dev, &store, &mut m);
-    clean(&dev);
-    assert_eq!(
-        reader_view(&dev),
-        store_view(&store),
-        "the new inode was not written"
-    );
+    change_under_check_none_is_written(false, |body| {
+        let Body::Inode(ip) = body else { panic!() };
+        ip.meta.mode = 0o600;
+        ip.meta.mtime += 1;
+    });
 }
 
 /// A copy of `dev`'s contents.
@@ -918,7 +894,7 @@ fn an_unchanged_block_table_yields_while_it_is_built() {
     let items: Vec<Blockref> = (0..8192u64)
         .map(|i| {
             let mut b = Blockref::new(BREF_TYPE_DATA, i << 16, 16);
-            b.data_off = (64 << 20) + (i << 16) | 16;
+            b.data_off = ((64 << 20) + (i << 16)) | 16;
             b
         })
         .collect();
