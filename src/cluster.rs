@@ -342,15 +342,18 @@ impl Cluster {
     }
     /// The inode number a change that may create an inode gives it on every node, in
     /// [`Layout::Index`]: the cluster's frontend allocates one number for all nodes, as
-    /// HAMMER2's does. That is the number the path already has on any node as the kind of file
-    /// the change makes (a node that missed the creation gets the same inode), else one past
-    /// the highest any node handed out.
+    /// HAMMER2's does. That is the number the path already has on a node (the first in node
+    /// order) as the kind of file the change makes, so a node that missed the creation gets the
+    /// same inode, as long as no node holding that number names it by other names only; else
+    /// one past the highest any node handed out.
     /// None in the seed's layout (its numbers derive from the path) and for other changes.
     ///
     /// DEVIATION (test clusters): HAMMER2's frontend allocates from its PFS's counter and
     /// creates on the nodes it reaches; a scenario may give "the same" file to a node that
     /// missed its creation by a later change, which must then agree with the others, so the
-    /// number a path has anywhere is reused.
+    /// number a path has elsewhere is reused. Not where a node holds it under other names only
+    /// (the path was removed there while a hardlink kept the inode): that inode is another
+    /// file now, and naming it again would alias the two, so such a create gets a new number.
     fn new_inum(&self, op: FrontendOp<'_>) -> core::result::Result<Option<u64>, (usize, Error)> {
         let (path, objtype) = match op {
             FrontendOp::Mkdir(p) if self.layout == Layout::Index => (p, media::OBJTYPE_DIRECTORY),
@@ -359,22 +362,54 @@ impl Cluster {
         };
         let mut fresh = 0;
         for (idx, n) in self.nodes.iter().enumerate() {
-            match n.store.resolve(path) {
-                Ok(id) => {
-                    let m = n.store.meta(id).map_err(|e| (idx, e))?;
-                    // Only the same kind of file is "the same" file: a directory made where
-                    // another node has a file of that name is a new inode.
-                    if m.objtype == objtype {
-                        return Ok(Some(m.inum));
-                    }
+            // Only the same kind of file is "the same" file: a directory made where another
+            // node has a file of that name is a new inode.
+            if let Some(inum) = self.path_inum(idx, path, Some(objtype))? {
+                if self.named_by_path_wherever_held(inum, path)? {
+                    return Ok(Some(inum));
                 }
-                // Not there (the change itself reports a bad path).
-                Err(Error::NotFound | Error::NotDir | Error::Invalid) => {}
-                Err(e) => return Err((idx, e)),
             }
             fresh = n.store.next_inum().map_err(|e| (idx, e))?.max(fresh);
         }
         Ok(Some(fresh))
+    }
+
+    /// The inode number `path` names on node `idx` (of type `objtype` if given), if any.
+    fn path_inum(
+        &self,
+        idx: usize,
+        path: &[u8],
+        objtype: Option<u8>,
+    ) -> core::result::Result<Option<u64>, (usize, Error)> {
+        let store = &self.nodes[idx].store;
+        match store.resolve(path) {
+            Ok(id) => {
+                let m = store.meta(id).map_err(|e| (idx, e))?;
+                Ok(objtype.map_or(true, |t| t == m.objtype).then_some(m.inum))
+            }
+            // Not there (the change itself reports a bad path).
+            Err(Error::NotFound | Error::NotDir | Error::Invalid) => Ok(None),
+            Err(e) => Err((idx, e)),
+        }
+    }
+
+    /// Whether no node names inode `inum` by other names only: every node whose index holds it
+    /// names it by `path`, or by nothing (its synchronizer brought the inode ahead of its
+    /// names, which its `nlinks` counts).
+    fn named_by_path_wherever_held(
+        &self,
+        inum: u64,
+        path: &[u8],
+    ) -> core::result::Result<bool, (usize, Error)> {
+        for (idx, n) in self.nodes.iter().enumerate() {
+            if n.store.index_inode(inum).map_err(|e| (idx, e))?.is_some()
+                && self.path_inum(idx, path, None)? != Some(inum)
+                && n.store.index_is_named(inum).map_err(|e| (idx, e))?
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
     /// Every node's layout.
     pub fn layout(&self) -> Layout {
@@ -769,11 +804,77 @@ mod tests {
             (inum(0, b"/a"), inum(1, b"/b"), inum(1, b"/a")),
             (1024, 1024, 1025)
         );
-        // A file of that name again is node 0's /a, the inode node 1 still has as /b.
+        // A file of that name again is not node 0's /a: node 1 still holds that inode as /b,
+        // another file there now. Reusing its number would name it /a too with `nlinks` 1.
         c.apply(one, FrontendOp::Rm(b"/a")).unwrap();
         c.apply(one, FrontendOp::Write(b"/a", b"g")).unwrap();
-        assert_eq!(inum(1, b"/a"), 1024);
-        assert_eq!(c.read_file(1, b"/b").unwrap(), b"g");
+        assert_eq!((inum(1, b"/a"), inum(1, b"/b")), (1026, 1024));
+        let nlinks = |p: &[u8]| {
+            let s = &c.nodes[1].store;
+            s.meta(s.resolve(p).unwrap()).unwrap().nlinks
+        };
+        assert_eq!((nlinks(b"/a"), nlinks(b"/b")), (1, 1));
+        assert_eq!(c.read_file(1, b"/b").unwrap(), b"f");
+        // Each name's inode outlives the other's removal.
+        c.apply(one, FrontendOp::Rm(b"/b")).unwrap();
+        assert_eq!(c.read_file(1, b"/a").unwrap(), b"g");
+        // A node that missed the write still gets the same new inode, number and all.
+        c.apply(NodeSet(0b01), FrontendOp::Rm(b"/a")).unwrap();
+        c.apply(all, FrontendOp::Write(b"/a", b"h")).unwrap();
+        assert_eq!((inum(0, b"/a"), inum(1, b"/a")), (1026, 1026));
+    }
+
+    /// A node whose synchronizer brought an inode ahead of every name of it (mid-pass): a
+    /// create of a path that names it elsewhere still gets its number, and names it there.
+    #[test]
+    fn a_create_names_an_inode_a_node_holds_unnamed() {
+        let c = Cluster::new(host(), &[Role::Master, Role::Master]).unwrap();
+        c.apply(NodeSet(0b01), FrontendOp::Write(b"/b", b"x"))
+            .unwrap();
+        let s = &c.nodes[1].store;
+        {
+            let root = s.lock_root(LockMode::Exclusive);
+            let mut ip = try_box(media::InodeData::default()).unwrap();
+            ip.meta.objtype = media::OBJTYPE_REGFILE;
+            ip.meta.inum = 1024;
+            ip.meta.nlinks = 1;
+            let mut bref = media::Blockref::new(media::BREF_TYPE_INODE, 1024, 0);
+            bref.set_size_radix(media::INODE_RADIX);
+            s.insert(&root, bref, crate::store::Body::Inode(ip))
+                .unwrap();
+        }
+        c.apply(NodeSet(0b10), FrontendOp::Write(b"/b", b"y"))
+            .unwrap();
+        let b = s.resolve(b"/b").unwrap();
+        assert_eq!(
+            (s.meta(b).unwrap().inum, s.meta(b).unwrap().nlinks),
+            (1024, 1)
+        );
+        assert_eq!(s.read_file(b).unwrap(), b"y");
+    }
+
+    /// The hardlink case: `/l` names `/b`'s inode, `/b` is removed on two nodes and written
+    /// again there while the third still has the old `/b`. The new `/b` is a new inode; the
+    /// old one stays `/l`'s alone, and removing `/l` leaves `/b` whole.
+    #[test]
+    fn a_file_written_again_beside_its_old_hardlink_is_a_new_inode() {
+        let c = Cluster::new(host(), &[Role::Master, Role::Master, Role::Master]).unwrap();
+        let (all, two) = (NodeSet(0b111), NodeSet(0b011));
+        c.apply(all, FrontendOp::Write(b"/b", b"old")).unwrap();
+        c.apply(all, FrontendOp::Link(b"/b", b"/l")).unwrap();
+        c.apply(two, FrontendOp::Rm(b"/b")).unwrap();
+        c.apply(two, FrontendOp::Write(b"/b", b"new")).unwrap();
+        for i in 0..2 {
+            let s = &c.nodes[i].store;
+            let (b, l) = (s.resolve(b"/b").unwrap(), s.resolve(b"/l").unwrap());
+            assert_ne!(b, l, "node {i}: /b aliases /l");
+            assert_eq!(s.meta(l).unwrap().nlinks, 1, "node {i}");
+            assert_eq!(s.read_file(l).unwrap(), b"old", "node {i}");
+        }
+        c.apply(two, FrontendOp::Rm(b"/l")).unwrap();
+        for i in 0..2 {
+            assert_eq!(c.read_file(i, b"/b").unwrap(), b"new", "node {i}");
+        }
     }
 
     #[test]

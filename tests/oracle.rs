@@ -20,8 +20,6 @@
 //! content) and path by path after every round, and the seed's (path by path, a smaller sample).
 //! Committed histories in today's layout are also checked against an independent replay of
 //! names and inodes (`oracle/index.rs`) that knows nothing of TIDs or the model.
-//! Today's layout leaves out the rare changes the test cluster's frontend gets wrong (it would
-//! name an inode a node holds under another name again: `Case::on_index`, HAMMER2-FACTS §6).
 //!
 //! Catch-up cases (arbitrary histories, one node in catch-up mode, random read stalls of 0 to
 //! 3 ms per node): where the root has no quorum, the catch-up node ends `same` as the highest
@@ -687,6 +685,43 @@ fn committed_on_index(case: &Case) -> Result<(), String> {
 fn named(case: &Case) -> Vec<Vec<u8>> {
     let paths = case.replay().1;
     paths.into_iter().filter(|p| p.as_slice() != b"/").collect()
+}
+
+/// The history generated histories once left out of today's layout: `/l` hardlinks `/b`, `/b`
+/// is removed and written again on a quorum while node 2 still holds the old `/b`. The new
+/// `/b` is a new inode beside `/l`'s, on the cluster as in the model, and node 2 ends with both.
+#[test]
+fn oracle_index_file_written_again_beside_its_old_hardlink() {
+    let write = |p: &[u8], seed| model::Op::Write {
+        path: p.to_vec(),
+        bytes: 100,
+        seed,
+    };
+    let ops = vec![
+        (0b111, write(b"/b", 1), true),
+        (0b111, model::Op::Link(b"/b".to_vec(), b"/l".to_vec()), true),
+        (0b011, model::Op::Rm(b"/b".to_vec()), true),
+        (0b011, write(b"/b", 2), true),
+    ];
+    let case = Case {
+        ops,
+        class: Class::Committed { q: 0b011 },
+        ..Case::arbitrary(vec![Role::Master; 3], Vec::new())
+    }
+    .on_index();
+    against_cluster(&case).unwrap();
+    model_committed_index(&case, quorum).unwrap();
+    committed_on_index(&case).unwrap();
+    let c = real::build(&case).unwrap();
+    real::sync_round(&c, 3).unwrap();
+    let want = oracle::index::Names::committed(&case);
+    let d = real::defaults();
+    for p in [&b"/b"[..], b"/l"] {
+        assert_eq!(
+            untimed(real::observe(&c, 2, p)),
+            want.expect(p, d.dir, d.file)
+        );
+    }
 }
 
 /// How many committed cases [`committed_on_index`] checked, and how many of them had hardlinks.

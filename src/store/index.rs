@@ -56,6 +56,11 @@ fn dirent_chain(key: u64, head: DirentHead, name: &[u8], tid: u64) -> Result<(Bl
     Ok((b, body))
 }
 
+/// Whether `b` is a DIRENT naming inode `inum`.
+fn dirent_names(b: &Blockref, inum: u64) -> bool {
+    b.btype == media::BREF_TYPE_DIRENT && DirentHead::decode(b).is_ok_and(|h| h.inum == inum)
+}
+
 impl Store {
     /// This store's layout.
     pub fn layout(&self) -> Layout {
@@ -302,16 +307,67 @@ impl Store {
         Ok(id)
     }
 
+    /// Whether any DIRENT of this PFS names inode `inum`: a walk of the whole namespace (one
+    /// scheduling point per chain), for the rare create whose inode some node already holds.
+    pub fn index_is_named(&self, inum: u64) -> Result<bool> {
+        Ok(self.count_names(inum, 1)? > 0)
+    }
+
+    /// How many DIRENTs of this PFS name inode `inum`, counted up to `limit`: the PFS root's
+    /// entries and those of every directory in the index. A walk of the whole namespace (one
+    /// scheduling point per chain), for the rare create that finds its inode already indexed.
+    /// Without the root's lock (the cluster frontend's question) a synchronizer may free a
+    /// directory mid-walk: its entries count as gone.
+    fn count_names(&self, inum: u64, limit: u64) -> Result<u64> {
+        let mut count = 0;
+        let mut next = self.lookup(self.root, 0, media::KEY_MAX)?;
+        while let Some((id, b)) = next {
+            if count >= limit {
+                break;
+            }
+            self.host.relax();
+            if dirent_names(&b, inum) {
+                count += 1;
+            } else if b.btype == media::BREF_TYPE_INODE {
+                match self.dir_entries_naming(id, inum) {
+                    Ok(n) => count += n,
+                    Err(Error::NotFound) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            next = self.next(self.root, &b, media::KEY_MAX)?;
+        }
+        Ok(count)
+    }
+
+    /// How many entries of index inode `id` name `inum` (none unless it is a directory).
+    fn dir_entries_naming(&self, id: ChainId, inum: u64) -> Result<u64> {
+        if self.meta(id)?.objtype != media::OBJTYPE_DIRECTORY {
+            return Ok(0);
+        }
+        let mut count = 0;
+        let mut entry = self.lookup(id, 0, media::KEY_MAX)?;
+        while let Some((_, e)) = entry {
+            self.host.relax();
+            count += u64::from(dirent_names(&e, inum));
+            entry = self.next(id, &e, media::KEY_MAX)?;
+        }
+        Ok(count)
+    }
+
     /// Create inode `inum` and its entry `name` in `dir`; the inode goes again if the entry
     /// cannot be made, so a failure leaves nothing behind.
     ///
     /// DEVIATION (test clusters): an inode `inum` of type `objtype` already in the index is
-    /// named, not created again. HAMMER2's create reports EEXIST on such a node and its
-    /// collector decides by the other nodes' answers; a test cluster applies a change to each
-    /// node of a set, and a node's synchronizer inserts an inode into the index before the
-    /// entry naming it (the index comes first in the PFS root's table, the entry when its
-    /// directory is synchronized), so a change racing it finds the inode without its name. The
-    /// inode came from the focus, whose `nlinks` counts this name already.
+    /// named, not created again, when its `nlinks` counts more names than entries of this node
+    /// hold. HAMMER2's create reports EEXIST on such a node and its collector decides by the
+    /// other nodes' answers; a test cluster applies a change to each node of a set, and a
+    /// node's synchronizer inserts an inode into the index before the entries naming it (the
+    /// index comes first in the PFS root's table, an entry when its directory is
+    /// synchronized), so a change racing it finds the inode without this name. The inode came
+    /// from the focus, whose `nlinks` counts the name already. An inode whose every counted
+    /// name is here already is another file: naming it again would leave `nlinks` one short
+    /// (a later `rm` of one name would destroy an inode still named), so that is `Exists`.
     #[allow(clippy::too_many_arguments)]
     fn create(
         &self,
@@ -324,7 +380,14 @@ impl Store {
         tid: u64,
     ) -> Result<ChainId> {
         if let Some(id) = self.index_inode(inum)? {
-            if self.meta(id)?.objtype != objtype {
+            let m = self.meta(id)?;
+            if m.objtype != objtype {
+                return Err(Error::Exists);
+            }
+            // An entry `name` the synchronizer made since the caller's lookup is this name.
+            let named_here =
+                matches!(self.find_dirent(dir, name)?, Some((_, _, h)) if h.inum == inum);
+            if !named_here && self.count_names(inum, m.nlinks)? >= m.nlinks {
                 return Err(Error::Exists);
             }
             self.add_dirent(root, dir, name, (inum, objtype), true, tid)?;
@@ -366,10 +429,27 @@ impl Store {
         let name = last.ok_or(Error::IsDir)?;
         let id = match self.find_dirent(dir, name)? {
             Some((_, _, head)) => {
-                let id = self.index_inode(head.inum)?.ok_or(Error::NotFound)?;
-                match self.meta(id)?.objtype {
-                    media::OBJTYPE_REGFILE => id,
-                    media::OBJTYPE_DIRECTORY => return Err(Error::IsDir),
+                let found = self.index_inode(head.inum)?;
+                let objtype = match found {
+                    Some(id) => self.meta(id)?.objtype,
+                    None => head.objtype,
+                };
+                match (found, objtype) {
+                    (Some(id), media::OBJTYPE_REGFILE) => id,
+                    // DEVIATION (test clusters): an entry naming an inode the index lacks is a
+                    // synchronizer's pass half done (an entry comes with its directory's
+                    // turn, the inode with the index's, in either order). The write makes the
+                    // inode under the entry's number, as `create` names an inode that came
+                    // first; the synchronizer then takes it as a key already present.
+                    (None, media::OBJTYPE_REGFILE) => self.new_index_inode(
+                        &root,
+                        dir,
+                        media::OBJTYPE_REGFILE,
+                        0o644,
+                        head.inum,
+                        tid,
+                    )?,
+                    (_, media::OBJTYPE_DIRECTORY) => return Err(Error::IsDir),
                     _ => return Err(Error::Invalid),
                 }
             }
@@ -693,6 +773,66 @@ mod tests {
         assert_eq!(s.mkdir_as(b"/d", 4, Some(1030)), Err(Error::Exists));
         assert_eq!(s.resolve(b"/d"), Err(Error::NotFound));
         assert_eq!(s.chain_count(), before + 1);
+        // Every name `nlinks` counts is here: another name would go uncounted, so it is refused.
+        s.mkdir(b"/d", 5).unwrap();
+        let before = s.chain_count();
+        assert_eq!(s.write_as(b"/d/g", b"x", 6, Some(1030)), Err(Error::Exists));
+        assert_eq!(s.resolve(b"/d/g"), Err(Error::NotFound));
+        assert_eq!(s.chain_count(), before);
+        assert_eq!(s.read_file(f).unwrap(), b"mine");
+    }
+
+    /// A hardlinked inode the synchronizer brought (`nlinks` 2) while only one of its names is
+    /// here yet: a change naming it again is the other, counted name.
+    #[test]
+    fn a_change_names_a_hardlinked_inode_by_its_missing_name() {
+        let s = store();
+        s.mkdir(b"/d", 1).unwrap();
+        s.write(b"/d/l", b"both", 2).unwrap();
+        let l = s.resolve(b"/d/l").unwrap();
+        let inum = s.meta(l).unwrap().inum;
+        {
+            let root = s.lock_root(LockMode::Exclusive);
+            let g = s.lock_child(&root, l, LockMode::Exclusive).unwrap();
+            s.modify(&g, |_, body| {
+                let Body::Inode(ip) = body else {
+                    return Err(Error::Invalid);
+                };
+                ip.meta.nlinks = 2;
+                Ok(())
+            })
+            .unwrap();
+        }
+        s.write_as(b"/b", b"new", 3, Some(inum)).unwrap();
+        assert_eq!(s.resolve(b"/b").unwrap(), l, "one inode under both names");
+        assert_eq!(s.meta(l).unwrap().nlinks, 2);
+        assert_eq!(s.read_file(l).unwrap(), b"new");
+        assert_eq!(s.write_as(b"/c", b"x", 4, Some(inum)), Err(Error::Exists));
+    }
+
+    /// An entry a synchronizer inserted before the inode it names: a write makes that inode.
+    #[test]
+    fn a_write_through_an_entry_whose_inode_has_not_arrived_makes_it() {
+        let s = store();
+        s.mkdir(b"/d", 1).unwrap();
+        let d = s.resolve(b"/d").unwrap();
+        {
+            let root = s.lock_root(LockMode::Exclusive);
+            s.add_dirent(&root, d, b"f", (1030, media::OBJTYPE_REGFILE), false, 2)
+                .unwrap();
+            s.add_dirent(&root, d, b"e", (1031, media::OBJTYPE_DIRECTORY), false, 2)
+                .unwrap();
+        }
+        s.write(b"/d/f", b"here", 3).unwrap();
+        let f = s.resolve(b"/d/f").unwrap();
+        let m = s.meta(f).unwrap();
+        assert_eq!(
+            (m.inum, m.nlinks, m.objtype),
+            (1030, 1, media::OBJTYPE_REGFILE)
+        );
+        assert_eq!(s.read_file(f).unwrap(), b"here");
+        assert_eq!(s.dirents(d).unwrap().len(), 2, "no second entry f");
+        assert_eq!(s.write(b"/d/e", b"x", 4), Err(Error::IsDir));
     }
 
     /// A create whose unlocked lookup missed an entry that a synchronizer inserted before the

@@ -63,10 +63,17 @@ impl<T> Slab<T> {
     /// Install `chunk` (empty, with the capacity [`Slab::wanted`] asked for) as the chunk the
     /// next push needs. Hands it back when it is not needed (any more), for the caller to free
     /// outside its lock.
+    ///
+    /// The caller allocated `chunk` outside the lock, so the table may have moved on meanwhile:
+    /// another insert may have installed and filled the chunk it was meant for. Only a chunk of
+    /// the full size of the chunk now needed goes in, and only where no chunk is yet: a smaller
+    /// one would fill early and the next install would then drop the live slots it held.
     pub(crate) fn install(&mut self, chunk: Vec<T>) -> Option<Vec<T>> {
-        let (c, o) = locate(self.len);
+        let (c, _) = locate(self.len);
         match self.chunks.get_mut(c) {
-            Some(slot) if slot.capacity() <= o && chunk.is_empty() && chunk.capacity() > o => {
+            Some(slot)
+                if slot.capacity() == 0 && chunk.is_empty() && chunk.capacity() >= FIRST << c =>
+            {
                 Some(core::mem::replace(slot, chunk))
             }
             _ => Some(chunk),
@@ -139,5 +146,41 @@ mod tests {
         assert_eq!(s.get(1000), None);
         *s.get_mut(999).unwrap() = 1;
         assert_eq!(s.iter_mut().map(|v| *v).sum::<u64>(), 999 * 998 / 2 + 1);
+    }
+
+    fn chunk<T>(n: usize) -> Vec<T> {
+        let mut v = Vec::new();
+        v.try_reserve_exact(n).unwrap();
+        v
+    }
+
+    /// Two inserters race to grow the table: A asks what chunk is wanted, B installs that chunk
+    /// and fills it, then A installs its chunk late. A's chunk, sized for the chunk B filled,
+    /// must be refused as the next one (twice as large), or it fills early and the install
+    /// after it drops the slots it held.
+    #[test]
+    fn a_late_chunk_sized_for_a_filled_one_is_refused() {
+        let mut s: Slab<u64> = Slab::new();
+        s.install(chunk(s.wanted().unwrap()));
+        for i in 0..16 {
+            s.push(i).unwrap();
+        }
+        let a_wants = s.wanted().unwrap();
+        s.install(chunk(s.wanted().unwrap()));
+        for i in 16..48 {
+            s.push(i).unwrap();
+        }
+        let back = s.install(chunk::<u64>(a_wants));
+        assert!(
+            back.is_some_and(|v| v.capacity() >= a_wants),
+            "the late chunk comes back"
+        );
+        for i in 48..200u64 {
+            if let Some(n) = s.wanted() {
+                s.install(chunk(n));
+            }
+            s.push(i).unwrap();
+        }
+        assert!((0..200u64).all(|i| s.get(i as usize) == Some(&i)));
     }
 }

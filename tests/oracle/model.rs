@@ -521,6 +521,20 @@ fn index_resolve(tree: &Inode, path: &[u8]) -> Option<Option<u64>> {
     Some(at)
 }
 
+/// Whether an entry of `tree` (the PFS root's or a directory's of the index) names `inum`.
+fn index_is_named(tree: &Inode, inum: u64) -> bool {
+    let names = |d: &Inode| {
+        d.children
+            .values()
+            .any(|c| matches!(c, Child::Dirent { inum: n, .. } if *n == inum))
+    };
+    names(tree)
+        || tree.children.values().any(|c| match c {
+            Child::Inode(i) => i.kind == Kind::Dir && names(i),
+            _ => false,
+        })
+}
+
 /// Inode `inum` of the index of `tree`.
 fn index_inode(tree: &Inode, inum: u64) -> Option<&Inode> {
     match tree.children.get(&Key::Inum(inum)) {
@@ -540,16 +554,26 @@ fn index_inode_mut(tree: &mut Inode, inum: Option<u64>) -> &mut Inode {
 
 /// The inode number the cluster's frontend gives `op` when it may create an inode (mkdir,
 /// write): the number the path has on the first node (in index order) that holds it as the same
-/// kind of file, else one past the highest number any node handed out (`Cluster::apply`).
+/// kind of file, provided no node whose index holds that number names it by other names only;
+/// else one past the highest number any node handed out (`Cluster::apply`).
 pub fn frontend_inum(trees: &[Inode], op: &Op) -> Option<u64> {
     let (path, dir) = match op {
         Op::Mkdir(p) => (p, true),
         Op::Write { path, .. } => (path, false),
         _ => return None,
     };
+    let named_wherever_held = |n: u64| {
+        trees.iter().all(|t| {
+            index_inode(t, n).is_none()
+                || index_resolve(t, path) == Some(Some(n))
+                || !index_is_named(t, n)
+        })
+    };
     for t in trees {
         if let Some(Some(n)) = index_resolve(t, path) {
-            if index_inode(t, n).is_some_and(|i| (i.kind == Kind::Dir) == dir) {
+            if index_inode(t, n).is_some_and(|i| (i.kind == Kind::Dir) == dir)
+                && named_wherever_held(n)
+            {
                 return Some(n);
             }
         }
@@ -558,24 +582,6 @@ pub fn frontend_inum(trees: &[Inode], op: &Op) -> Option<u64> {
         .iter()
         .map(|t| (t.stamps.pfs_inum + 1).max(INODE_START))
         .max()
-}
-
-/// Whether `op`, given to the nodes of `mask`, would create a name on one of them for an inode
-/// its index already holds under another name. The cluster's frontend hands a change the number
-/// its path has on any node (`Cluster::apply`, a DEVIATION for test clusters), and a node whose
-/// index holds that number names it without counting the name (`src/store/index.rs create`):
-/// a file removed here and written again while another node still has it, and still named here
-/// by a hardlink, becomes that hardlink's inode again, with `nlinks` one short. HAMMER2 would
-/// make a new inode; [`super::gen::Case::on_index`] leaves such changes out.
-pub fn names_a_held_inode(trees: &[Inode], mask: u8, op: &Op) -> bool {
-    let Some(inum) = frontend_inum(trees, op) else {
-        return false;
-    };
-    trees
-        .iter()
-        .enumerate()
-        .filter(|(j, _)| mask & (1 << j) != 0)
-        .any(|(_, t)| index_resolve(t, op.path()).is_none() && index_inode(t, inum).is_some())
 }
 
 /// Add the entry `name` -> `inum` to directory `dir` (None: the root), stamping both `tid`.
@@ -588,38 +594,42 @@ fn add_entry(tree: &mut Inode, dir: Option<u64>, name: &[u8], inum: u64, objtype
     d.tid = tid;
 }
 
-/// Name inode `inum` `name` in `dir`, creating it unless the index holds it already (the
-/// store's DEVIATION in `src/store/index.rs create`: such an inode is named, its `nlinks` as is).
+/// Create inode `inum` named `name` in `dir`. A history's changes all come before any sync, so
+/// every inode of a node's index is named there, and the frontend hands a create a number no
+/// node holds under other names ([`frontend_inum`]): the index never holds `inum` here (the
+/// store's create names such an inode only when a synchronizer brought it ahead of its name).
 fn create(tree: &mut Inode, dir: Option<u64>, name: &[u8], is_dir: bool, inum: u64, tid: Tid) {
+    assert!(
+        index_inode(tree, inum).is_none(),
+        "model: a create given inode {inum}, which the index holds"
+    );
     let objtype = if is_dir { OBJ_DIR } else { OBJ_FILE };
-    if index_inode(tree, inum).is_none() {
-        let iparent = match dir {
-            None => INDEX_ROOT_INUM,
-            Some(n) => n,
-        };
-        let kind = if is_dir {
-            Kind::Dir
-        } else {
-            Kind::File {
-                size: 0,
-                direct: None,
-            }
-        };
-        let stamps = Stamps {
-            btime: 0,
-            ..Stamps::new(tid, iparent)
-        };
-        let stamps = Stamps { inum, ..stamps };
-        let ino = Inode {
-            tid,
-            mode: None,
-            stamps,
-            kind,
-            children: BTreeMap::new(),
-        };
-        tree.children.insert(Key::Inum(inum), Child::Inode(ino));
-        tree.stamps.pfs_inum = tree.stamps.pfs_inum.max(inum);
-    }
+    let iparent = match dir {
+        None => INDEX_ROOT_INUM,
+        Some(n) => n,
+    };
+    let kind = if is_dir {
+        Kind::Dir
+    } else {
+        Kind::File {
+            size: 0,
+            direct: None,
+        }
+    };
+    let stamps = Stamps {
+        btime: 0,
+        ..Stamps::new(tid, iparent)
+    };
+    let stamps = Stamps { inum, ..stamps };
+    let ino = Inode {
+        tid,
+        mode: None,
+        stamps,
+        kind,
+        children: BTreeMap::new(),
+    };
+    tree.children.insert(Key::Inum(inum), Child::Inode(ino));
+    tree.stamps.pfs_inum = tree.stamps.pfs_inum.max(inum);
     add_entry(tree, dir, name, inum, objtype, tid);
 }
 
