@@ -1,4 +1,5 @@
-//! Fallible allocation helpers: no allocation on a data path may abort on exhaustion.
+//! Fallible allocation helpers: no allocation on a data path may abort on exhaustion; and a
+//! sort of large vectors that reaches scheduling points.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -105,6 +106,58 @@ impl<T> Drop for TryArc<T> {
     }
 }
 
+/// Elements [`sort_yielding`] sorts or merges between two calls of its `relax`.
+pub const SORT_CHUNK: usize = 4096;
+
+/// Sort `v` by `key` (not stable), calling `relax` after every [`SORT_CHUNK`] elements
+/// sorted or merged: a kernel thread sorting 10^6 entries must reach a scheduling point
+/// long before the sort ends, which `sort_unstable` never offers. Chunks are sorted in
+/// place, then merged pairwise through a scratch vector of `v.len()` elements
+/// ([`Error::NoMem`], `v` unchanged, if it cannot be had).
+pub fn sort_yielding<T: Copy, K: Ord>(
+    v: &mut Vec<T>,
+    key: impl Fn(&T) -> K,
+    relax: &dyn Fn(),
+) -> Result<()> {
+    let n = v.len();
+    if n <= SORT_CHUNK {
+        v.sort_unstable_by_key(&key);
+        return Ok(());
+    }
+    let mut dst: Vec<T> = Vec::new();
+    dst.try_reserve_exact(n)?;
+    for c in v.chunks_mut(SORT_CHUNK) {
+        c.sort_unstable_by_key(&key);
+        relax();
+    }
+    let mut src = core::mem::take(v);
+    let mut width = SORT_CHUNK;
+    while width < n {
+        dst.clear();
+        for pair in src.chunks(2 * width) {
+            let (a, b) = pair.split_at(width.min(pair.len()));
+            let (mut i, mut j) = (0, 0);
+            while i < a.len() || j < b.len() {
+                // Both vectors hold `n` elements' room: these pushes never allocate.
+                if j >= b.len() || (i < a.len() && key(&a[i]) <= key(&b[j])) {
+                    dst.push(a[i]);
+                    i += 1;
+                } else {
+                    dst.push(b[j]);
+                    j += 1;
+                }
+                if dst.len() % SORT_CHUNK == 0 {
+                    relax();
+                }
+            }
+        }
+        core::mem::swap(&mut src, &mut dst);
+        width *= 2;
+    }
+    *v = src;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,5 +187,45 @@ mod tests {
         assert!(core::ptr::eq(b.0, &dropped));
         drop(b);
         assert_eq!(dropped.load(Ordering::SeqCst), 1);
+    }
+    #[test]
+    fn sort_yielding_sorts_and_relaxes_every_chunk() {
+        use core::cell::Cell;
+        for n in [
+            0usize,
+            5,
+            SORT_CHUNK,
+            SORT_CHUNK + 1,
+            3 * SORT_CHUNK + 17,
+            100_000,
+        ] {
+            let mut x = 0x2545_f491_4f6c_dd1du64;
+            let mut v: Vec<(u64, u32)> = (0..n)
+                .map(|i| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x % 1000, i as u32)
+                })
+                .collect();
+            let mut want = v.clone();
+            want.sort_unstable_by_key(|e| e.0);
+            let calls = Cell::new(0usize);
+            sort_yielding(&mut v, |e| e.0, &|| calls.set(calls.get() + 1)).unwrap();
+            let keys = |v: &[(u64, u32)]| v.iter().map(|e| e.0).collect::<Vec<_>>();
+            assert_eq!(keys(&v), keys(&want), "{n}");
+            // Every element is there once.
+            let mut ids: Vec<u32> = v.iter().map(|e| e.1).collect();
+            ids.sort_unstable();
+            assert!(ids.iter().copied().eq(0..n as u32));
+            if n > SORT_CHUNK {
+                // One call per chunk sorted, one per chunk merged in each pass.
+                let passes = n.div_ceil(SORT_CHUNK).next_power_of_two().trailing_zeros();
+                assert!(
+                    calls.get() >= (n / SORT_CHUNK) * (1 + passes as usize),
+                    "{n}"
+                );
+            }
+        }
     }
 }

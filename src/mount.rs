@@ -10,8 +10,9 @@
 //!
 //! A commit writes what changed and the path above it, as HAMMER2's flush does: a block of
 //! the store (DATA, long name, inode) whose `data_off` names a block of the last committed
-//! tree that holds these very bytes (same check code) is kept by reference, and so is an
-//! indirect block whose key range and entries are those of the table's block last committed.
+//! tree that holds these very bytes (same check code, of a method that identifies the
+//! bytes: not NONE or DISABLED) is kept by reference, and so is an indirect block whose key
+//! range and entries are those of the table's block last committed.
 //! A sync that changes k files of a big PFS writes their blocks, their inodes and the
 //! indirect blocks above them (O(k · depth)), then the PFS root, the super-root and a header.
 
@@ -28,7 +29,7 @@ use crate::media::{
 use crate::mem::try_push;
 use crate::store::{compare, Body, ChainId, Layout, Store};
 use crate::volume::scan::Flow;
-use crate::volume::txn::block_name;
+use crate::volume::txn::{block_name, checks_content};
 use crate::volume::{BlockDev, Cause, IoCount, ReadError, Txn, Volume};
 use crate::{Error, Result};
 
@@ -40,8 +41,8 @@ pub struct Mounted {
     /// The label (`filename` of the PFS root).
     label: heapless::Vec<u8, 256>,
     /// The name ([`block_name`]: place and check code) of every DATA, long-name and inode
-    /// block below the PFS root as loaded (or last committed), sorted: the blocks a commit
-    /// may keep by reference.
+    /// block below the PFS root as loaded (or last committed) whose check code identifies its
+    /// bytes ([`checks_content`]), sorted: the blocks a commit may keep by reference.
     blocks: Vec<(u64, u64)>,
     /// The indirect blocks of each inode's block table as loaded (or last committed), by
     /// the inode's chain, sorted by chain, key and keybits.
@@ -102,9 +103,26 @@ impl Mounted {
             .map(|(_, b)| *b)
     }
 
+    /// Whether `b` names, by place and check code, a block of the tree last committed that
+    /// holds exactly the bytes `b`'s check code was computed from.
     fn loaded(&self, b: &Blockref) -> bool {
-        b.size_radix() != 0 && self.blocks.binary_search(&block_name(b)).is_ok()
+        b.size_radix() != 0
+            && checks_content(b)
+            && self.blocks.binary_search(&block_name(b)).is_ok()
     }
+}
+
+/// Add `b`'s name to `names` if a later commit may keep its block by reference: only a check
+/// code that identifies the bytes does ([`checks_content`]). A block under check NONE or
+/// DISABLED is written by every commit.
+///
+/// DEVIATION: HAMMER2 rewrites such a block only when modified (and in place); the store
+/// keeps no modified flags, and place and all-zero check code cannot tell new bytes from old.
+fn remember(names: &mut Vec<(u64, u64)>, b: &Blockref) -> Result<()> {
+    if checks_content(b) {
+        try_push(names, block_name(b))?;
+    }
+    Ok(())
 }
 
 fn read_err(e: ReadError) -> Error {
@@ -205,7 +223,7 @@ pub fn load_with_progress<D: BlockDev>(
             let body = match b.btype {
                 BREF_TYPE_INODE => {
                     let ino = vol.read_inode(&b).map_err(read_err)?;
-                    try_push(&mut blocks, block_name(&b))?;
+                    remember(&mut blocks, &b)?;
                     let table = (!ino.meta.is_directdata()).then(|| ino.blockset());
                     let id =
                         store.insert(&g, b, Body::Inode(crate::mem::try_box(store_inode(ino))?))?;
@@ -217,7 +235,7 @@ pub fn load_with_progress<D: BlockDev>(
                 BREF_TYPE_DIRENT if b.size_radix() == 0 => Body::Data(Vec::new()),
                 BREF_TYPE_DIRENT | BREF_TYPE_DATA => {
                     let bytes = vol.read_block(&b).map_err(read_err)?;
-                    try_push(&mut blocks, block_name(&b))?;
+                    remember(&mut blocks, &b)?;
                     Body::Data(bytes)
                 }
                 t => return Err(read_err(ReadError::new(Cause::WrongType(t), b.data_off))),
@@ -230,8 +248,9 @@ pub fn load_with_progress<D: BlockDev>(
             progress(loaded);
         }
     }
-    blocks.sort_unstable();
-    sort_tables(&mut tables);
+    let relax = || host.relax();
+    crate::mem::sort_yielding(&mut blocks, |n| *n, &relax)?;
+    sort_tables(&mut tables, &relax)?;
     let digest = compare::digest(&store)?;
     let label = heapless::Vec::from_slice(label).map_err(|_| Error::TooBig)?;
     let io = MountIo {
@@ -251,8 +270,9 @@ pub fn load_with_progress<D: BlockDev>(
     ))
 }
 
-fn sort_tables(tables: &mut [(TableOf, Blockref)]) {
-    tables.sort_unstable_by_key(|(t, b)| (*t, b.key, b.keybits));
+/// Sort `tables` by chain, key and keybits, calling `relax` every few thousand entries.
+fn sort_tables(tables: &mut Vec<(TableOf, Blockref)>, relax: &dyn Fn()) -> Result<()> {
+    crate::mem::sort_yielding(tables, |(t, b)| (*t, b.key, b.keybits), relax)
 }
 
 /// One inode being committed: its chain and the on-media blockrefs of its children so far.
@@ -292,8 +312,10 @@ fn keep_or_place<D: BlockDev>(
 /// rest written, then the PFS root, the super-root and a new volume header. Returns the
 /// header written; `m` then describes the committed state.
 ///
-/// Nothing committed changes before the header is written: on any error the volume keeps its
-/// last commit.
+/// Nothing committed changes before the header is written: on any error before it the volume
+/// keeps its last commit. An error after it (out of memory while the store learns where its
+/// blocks went) leaves the new commit on the volume and `m` describing it; the next commit
+/// rewrites what the store did not learn, and succeeds.
 pub fn commit<D: BlockDev>(
     vol: &Volume<D>,
     store: &Store,
@@ -310,10 +332,25 @@ pub fn commit_with_progress<D: BlockDev>(
     m: &mut Mounted,
     progress: &mut dyn FnMut(u64),
 ) -> Result<VolumeHeader> {
+    let (h, news) = commit_tree(vol, store, m, progress)?;
+    learn(store, m, news)?;
+    Ok(h)
+}
+
+/// The transaction of [`commit_with_progress`], up to and with the volume header; once it
+/// returns, `m` describes the tree committed (the store learns it afterwards).
+fn commit_tree<D: BlockDev>(
+    vol: &Volume<D>,
+    store: &Store,
+    m: &mut Mounted,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(VolumeHeader, Learned)> {
     // DEVIATION: HAMMER2's flush finds what to write by the MODIFIED/UPDATE flags of its
     // chains; this store keeps no such flags, so every chain is looked at (memory only, no
     // device reads) and a block is rewritten when its bytes differ from the block last
-    // committed at its place. The blocks written are the same: what changed and its path.
+    // committed at its place, as told by its check code. Where that code identifies the
+    // bytes, the blocks written are HAMMER2's: what changed and its path. A block under
+    // check NONE or DISABLED is written by every commit (see `remember`).
     let start = vol.io();
     let mut txn = Txn::begin(vol)?;
     let host = store.host();
@@ -362,7 +399,7 @@ pub fn commit_with_progress<D: BlockDev>(
                     let nb = if cb.size_radix() == 0 {
                         cb
                     } else if m.loaded(&cb) {
-                        try_push(&mut kept, block_name(&cb))?;
+                        remember(&mut kept, &cb)?;
                         cb
                     } else {
                         let (_, body) = store.read(cid)?;
@@ -370,7 +407,7 @@ pub fn commit_with_progress<D: BlockDev>(
                             return Err(Error::Invalid);
                         };
                         let nb = place(&mut txn, &cb, &bytes)?;
-                        try_push(&mut kept, block_name(&nb))?;
+                        remember(&mut kept, &nb)?;
                         try_push(&mut moved, (cid, nb))?;
                         nb
                     };
@@ -400,7 +437,7 @@ pub fn commit_with_progress<D: BlockDev>(
         match stack.last_mut() {
             Some(parent) => {
                 let nb = keep_or_place(&mut txn, &b, &ino.encode(), |x| m.loaded(x))?;
-                try_push(&mut kept, block_name(&nb))?;
+                remember(&mut kept, &nb)?;
                 if nb.data_off != b.data_off || nb.mirror_tid != b.mirror_tid {
                     try_push(&mut moved, (done.id, nb))?;
                 }
@@ -422,7 +459,9 @@ pub fn commit_with_progress<D: BlockDev>(
                 pb.modify_tid = b.modify_tid;
                 pb.methods = b.methods;
                 let loaded = m.pfs_bref;
-                let same = |x: &Blockref| x.data_off == loaded.data_off && x.check == loaded.check;
+                let same = |x: &Blockref| {
+                    checks_content(x) && x.data_off == loaded.data_off && x.check == loaded.check
+                };
                 root_bref = Some(keep_or_place(&mut txn, &pb, &ino.encode(), same)?);
             }
         }
@@ -443,18 +482,42 @@ pub fn commit_with_progress<D: BlockDev>(
     let sset = txn.table(&brefs)?;
     sroot.set_blockset(&sset);
     let new_sroot = txn.write_block(sroot_bref, &sroot.encode())?;
+    let relax = || host.relax();
+    crate::mem::sort_yielding(&mut kept, |n| *n, &relax)?;
+    kept.dedup();
+    sort_tables(&mut tables, &relax)?;
     let h = txn.commit(new_sroot)?;
-    // The store learns what the media now say: the inode allocator, where blocks went.
+    // Nothing fallible from here on: `m` must describe the tree the header now names.
+    m.blocks = kept;
+    m.tables = tables;
+    m.pfs_bref = pfs_bref;
+    m.io.commit = vol.io().since(&start);
+    Ok((h, Learned { moved, root_inum }))
+}
+
+/// What the store learns from a commit: where the chains whose blocks were written went, and
+/// the PFS root's inode allocator.
+struct Learned {
+    moved: Vec<(ChainId, Blockref)>,
+    root_inum: u64,
+}
+
+/// Tell `store` what the media now say after a commit, then take its digest into `m`.
+///
+/// A failure here (out of memory) leaves some chains with the place and TID of their old
+/// block; `m` already describes the new tree, in which those old blocks are not kept, so the
+/// next commit writes them again, and `m`'s old digest makes the store count as changed.
+fn learn(store: &Store, m: &mut Mounted, news: Learned) -> Result<()> {
     let g = store.lock_root(LockMode::Exclusive);
     store.modify(&g, |_, body| {
         if let Body::Inode(ino) = body {
-            ino.meta.pfs_inum = root_inum;
+            ino.meta.pfs_inum = news.root_inum;
         }
         Ok(())
     })?;
     drop(g);
-    for (id, nb) in moved {
-        host.relax();
+    for (id, nb) in news.moved {
+        store.host().relax();
         let g = store.lock(id, LockMode::Exclusive)?;
         store.modify(&g, |b, _| {
             b.data_off = nb.data_off;
@@ -462,15 +525,8 @@ pub fn commit_with_progress<D: BlockDev>(
             Ok(())
         })?;
     }
-    kept.sort_unstable();
-    kept.dedup();
-    sort_tables(&mut tables);
-    m.blocks = kept;
-    m.tables = tables;
-    m.pfs_bref = pfs_bref;
     m.digest = compare::digest(store)?;
-    m.io.commit = vol.io().since(&start);
-    Ok(h)
+    Ok(())
 }
 
 /// Replace everything `store` holds by what PFS `m.label()` of `vol` holds now (its last
@@ -534,14 +590,18 @@ pub fn reload<D: BlockDev>(vol: &Volume<D>, store: &Store, m: &mut Mounted) -> R
     *m = fm;
     // The kept blocks are the fresh load's, the same tree in `store` now; its tables are
     // named by the chains of `store`.
-    copies.sort_unstable();
-    for (t, _) in m.tables.iter_mut() {
+    let relax = || host.relax();
+    crate::mem::sort_yielding(&mut copies, |c| *c, &relax)?;
+    for (k, (t, _)) in m.tables.iter_mut().enumerate() {
+        if k % crate::mem::SORT_CHUNK == 0 {
+            relax();
+        }
         let i = copies
             .binary_search_by_key(&*t, |(from, _)| *from)
             .map_err(|_| Error::Invalid)?;
         *t = copies[i].1;
     }
-    sort_tables(&mut m.tables);
+    sort_tables(&mut m.tables, &relax)?;
     m.digest = compare::digest(store)?;
     Ok(())
 }

@@ -133,6 +133,17 @@ fn case() -> Case {
         (m, Op::Chmod(b"/a".to_vec(), 0o700)),
         (s, Op::Mkdir(b"/x".to_vec())),
         (s, w("/x/y", 20, 4)),
+        (all, Op::Mkdir(b"/z".to_vec())),
+        (all, w("/z/in", 50, 5)),
+        (all, Op::Mkdir(b"/z/sub".to_vec())),
+        (m, Op::Rm(b"/z/in".to_vec())),
+        (m, Op::Rm(b"/z/sub".to_vec())),
+        (m, Op::Rm(b"/z".to_vec())),
+        (m, w("/z", 30, 6)),
+        (all, w("/q", 30, 7)),
+        (m, Op::Rm(b"/q".to_vec())),
+        (m, Op::Mkdir(b"/q".to_vec())),
+        (m, w("/q/r", 40, 8)),
     ];
     let roles = vec![Role::Master, Role::Master, Role::Master, Role::Slave];
     Case::arbitrary(roles, ops)

@@ -22,7 +22,9 @@ usage: hammer2-synchro-bench [--quick] [--out DIR] [--max-files N]
 Measures, in one run: resync time and chains visited after k changed leaves in trees of
 N = 10^3..10^6 files (wide and deep) on a 3-master + 1-slave cluster; the same divergence
 resynced by `rsync -a --delete` on tmpfs; the empty slave's first sync of 64 KiB blocks
-against memcpy; the sync's peak memory; sync-thread freeze and stop latency.
+against memcpy; the sync's peak memory; sync-thread freeze and stop latency; nodes on
+volumes (image files on tmpfs): a resync at N = 10^5, k = 10 against rsync, and a first
+sync's bandwidth against cp.
 
   --quick    small sizes (N = 100, 1000), a few seconds; used by the smoke test
   --out DIR  write BENCHMARKS.md and docs/bench-resync.svg under DIR
@@ -35,10 +37,11 @@ against memcpy; the sync's peak memory; sync-thread freeze and stop latency.
   --first-sync N
              only the empty slave's first sync of a wide tree of N small files, and rsync's
              first copy of the same tree on tmpfs; prints both, writes no report
-  --volume N only nodes on volumes (image files on tmpfs): the resync of k = 10 changed
-             files of a wide tree of N files, its commit's blocks read and written, against
-             rsync; and the slave's first sync of MIB MiB (default 256) in 1 MiB files against
-             cp of as many bytes; prints both with their target lines, writes no report
+  --volume N only nodes on volumes (image files on tmpfs), the report's Volumes section
+             (the full run takes N = 100000): the resync of k = 10 changed files of a wide
+             tree of N files, its commit's blocks read and written, against rsync; and the
+             slave's first sync of MIB MiB (default 256) in 1 MiB files against cp of as many
+             bytes; prints the section and its target lines, writes no report
   --max-files N  do not attempt trees of more than N files (listed as not measured)
   --kernel-results FILE
              the output of `make bench-kernel` to report kernel_round_trips from
@@ -57,7 +60,7 @@ fn main() -> ExitCode {
     let mut bandwidth_only: Option<usize> = None;
     let mut first_sync_only: Option<usize> = None;
     let mut volume_only: Option<usize> = None;
-    let mut volume_mib = 256usize;
+    let mut volume_mib = run::VOLUME_BYTES >> 20;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -262,10 +265,8 @@ fn first_sync_alone(n: usize) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// `--volume N`: nodes on volumes alone.
+/// `--volume N`: nodes on volumes alone, printed as the report's section.
 fn volume_alone(n: usize, mib: usize) -> ExitCode {
-    use hammer2_synchro_bench::stats::fmt_secs;
-    use hammer2_synchro_bench::target::Target;
     let base = match tmpfs::tmpfs_base() {
         Ok(b) => b,
         Err(e) => {
@@ -274,71 +275,27 @@ fn volume_alone(n: usize, mib: usize) -> ExitCode {
         }
     };
     println!("bench: images on {}", base.describe());
-    let k = 10;
-    let mut targets = Vec::new();
-    match volume_bench::resync(&base.path, n, k) {
-        Ok(r) => {
-            println!(
-                "volume first sync: {} files in {}, commit wrote {} blocks ({} KiB), read {} blocks",
-                r.files,
-                fmt_secs(r.first.as_secs_f64()),
-                r.first_io.blocks_written,
-                r.first_io.bytes_written / 1024,
-                r.first_io.blocks_read
-            );
-            println!(
-                "volume resync: {} files, k = {}: {} (commit wrote {} blocks / {} KiB, read {} blocks / {} KiB); rsync {}",
-                r.files,
-                r.k,
-                fmt_secs(r.resync.as_secs_f64()),
-                r.io.blocks_written,
-                r.io.bytes_written / 1024,
-                r.io.blocks_read,
-                r.io.bytes_read / 1024,
-                r.rsync
-                    .map_or("not measured".into(), |t| fmt_secs(t.as_secs_f64()))
-            );
-            let ratio = r
-                .rsync
-                .map(|t| t.as_secs_f64() / r.resync.as_secs_f64().max(1e-9));
-            targets.push(Target {
-                name: format!("volume_resync_vs_rsync_n{n}_k{k}"),
-                measured: ratio.map_or("no rsync".into(), |x| format!("{x:.1}x")),
-                goal: ">=1000x".into(),
-                met: ratio.is_some_and(|x| x >= 1000.0),
-            });
-        }
-        Err(e) => {
-            eprintln!("bench: volume resync failed: {e}");
-            return ExitCode::from(1);
-        }
-    }
-    match volume_bench::first_sync_bandwidth(&base.path, mib << 20, 1 << 20) {
-        Ok(b) => {
-            let mibs = |t: std::time::Duration| b.bytes as f64 / 1048576.0 / t.as_secs_f64();
-            println!(
-                "volume first sync bandwidth: {} MiB in {} ({:.0} MiB/s); cp {} ({:.0} MiB/s)",
-                b.bytes >> 20,
-                fmt_secs(b.sync.as_secs_f64()),
-                mibs(b.sync),
-                fmt_secs(b.cp.as_secs_f64()),
-                mibs(b.cp)
-            );
-            let pct = 100.0 * b.cp.as_secs_f64() / b.sync.as_secs_f64().max(1e-9);
-            targets.push(Target {
-                name: "volume_first_sync_vs_cp".into(),
-                measured: format!("{pct:.1}%"),
-                goal: ">=50%".into(),
-                met: pct >= 50.0,
-            });
-        }
-        Err(e) => {
-            eprintln!("bench: volume bandwidth failed: {e}");
-            return ExitCode::from(1);
-        }
-    }
-    for t in targets {
+    let cfg = run::Config::new(false, String::new());
+    let v = volume_bench::measure(
+        &base.path,
+        n,
+        results::TARGET_K,
+        mib << 20,
+        cfg.bandwidth_file,
+    );
+    let mut md = String::new();
+    report::volumes(&mut md, Ok(&v));
+    println!("\n{md}");
+    for t in results::volume_targets(Ok(&v)) {
         println!("{}", t.line());
+    }
+    if let Err(e) = &v.resync {
+        eprintln!("bench: volume resync failed: {e}");
+        return ExitCode::from(1);
+    }
+    if let Err(e) = &v.bandwidth {
+        eprintln!("bench: volume bandwidth failed: {e}");
+        return ExitCode::from(1);
     }
     ExitCode::SUCCESS
 }

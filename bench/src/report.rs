@@ -7,6 +7,7 @@ use crate::results::{Results, Row, TARGET_K};
 use crate::shape::Shape;
 use crate::stats::{fmt_bytes, fmt_ns, fmt_secs, percentile};
 use crate::svg::{loglog, Series};
+use crate::volume_bench::Volumes;
 
 /// Where the plot goes, relative to the report.
 pub const PLOT: &str = "docs/bench-resync.svg";
@@ -88,6 +89,7 @@ pub fn markdown(r: &Results) -> String {
     thread_latency(&mut s, r);
     kernel(&mut s, r);
     store_memory(&mut s, r);
+    volumes(&mut s, r.volumes.as_ref());
     ratios(&mut s, r);
     not_measured(&mut s, r);
     targets(&mut s, r);
@@ -515,6 +517,116 @@ fn store_memory(s: &mut String, r: &Results) {
     let _ = writeln!(s, "\n{}\n", kernel_chain_memory(r));
 }
 
+fn io(c: &hammer2_synchro::volume::IoCount) -> String {
+    format!("{} / {}", c.blocks_written, fmt_bytes(c.bytes_written),)
+}
+
+fn io_read(c: &hammer2_synchro::volume::IoCount) -> String {
+    format!("{} / {}", c.blocks_read, fmt_bytes(c.bytes_read))
+}
+
+/// `## Volumes`: nodes on image files on tmpfs, the library's load / sync / commit path as the
+/// CLI's `sync` runs it (also what `--volume N` prints).
+pub fn volumes(s: &mut String, v: Result<&Volumes, &String>) {
+    let _ = writeln!(s, "## Volumes (image files on tmpfs)\n");
+    let v = match v {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = writeln!(s, "Not measured: {e}.\n");
+            return;
+        }
+    };
+    let _ = writeln!(
+        s,
+        "A master PFS and a slave PFS, each on its own volume (a sparse image file on the \
+         tmpfs above, made by the library's `newfs`), loaded into a master + slave cluster \
+         (`mount::load`), the slave synced with `sync_node` until `in_sync`, then committed \
+         (`mount::commit`, copy-on-write, a new volume header). The two measurements took {} \
+         (images, imports and rsync included).\n",
+        secs(v.time)
+    );
+    let _ = writeln!(
+        s,
+        "- Resync: a wide tree of N empty files imported into the master; the slave's first \
+         sync and commit; then k files spread over the tree rewritten on the master \
+         and the slave resynced. Timed: the sync passes, the check that the \
+         store changed (a digest of the whole store) and the commit. Blocks are device \
+         reads and writes (written / read, with their bytes): the commit writes the changed \
+         blocks and the path above them, and reads the trees every valid header copy \
+         reaches to find the space in use. \"load read\" is a fresh load of the slave's \
+         PFS after the resync (the whole tree). rsync: `rsync -a --delete` of the same tree \
+         and the same k changed files as real files on the same tmpfs.\n\
+         - First-sync bandwidth: large files (1 MiB) of incompressible bytes imported into \
+         the master; timed: both PFSs loaded, the slave synced and committed. Against `cp` \
+         of as many bytes from one file to another on the same tmpfs.\n\
+         - Memory: the counting allocator; the cluster of both loaded PFSs after the first \
+         sync (each node's store holds its whole PFS), and the peak above that during the \
+         resync and its commit. The chain cache with a memory budget (the goal: within its \
+         budget at N = 10^6) does not exist yet: every chain of a PFS is in memory while it \
+         is mounted, so there is no budget to measure against.\n"
+    );
+    match &v.resync {
+        Ok(r) => {
+            let _ = writeln!(
+                s,
+                "| N files | k | first sync + commit | its commit wrote | resync | its commit wrote | its commit read | load read | rsync | rsync / resync |"
+            );
+            let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                r.files,
+                r.k,
+                secs(r.first),
+                io(&r.first_io),
+                secs(r.resync),
+                io(&r.io),
+                io_read(&r.io),
+                io_read(&r.load_io),
+                r.rsync.as_ref().map_or_else(|e| e.clone(), |d| secs(*d)),
+                r.ratio().map_or("–".into(), |x| format!("{x:.1}x")),
+            );
+            let _ = writeln!(
+                s,
+                "Memory at N = {}: the cluster of both PFSs {}, peak during the resync and its \
+                 commit {} above that.\n",
+                r.files,
+                fmt_bytes(r.cluster_bytes as u64),
+                fmt_bytes(r.peak as u64)
+            );
+        }
+        Err(e) => {
+            let _ = writeln!(s, "Resync not measured: {e}.\n");
+        }
+    }
+    match &v.bandwidth {
+        Ok(b) => {
+            let mibs = |d: std::time::Duration| {
+                b.bytes as f64 / (1024.0 * 1024.0) / d.as_secs_f64().max(1e-9)
+            };
+            let _ = writeln!(
+                s,
+                "| bytes | files | first sync (load, sync, commit) | bandwidth | cp | bandwidth | sync / cp |"
+            );
+            let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|");
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {:.0} MiB/s | {} | {:.0} MiB/s | {:.1}% |\n",
+                fmt_bytes(b.bytes),
+                b.files,
+                secs(b.sync),
+                mibs(b.sync),
+                secs(b.cp),
+                mibs(b.cp),
+                b.ratio() * 100.0
+            );
+        }
+        Err(e) => {
+            let _ = writeln!(s, "First-sync bandwidth not measured: {e}.\n");
+        }
+    }
+}
+
 /// `## Ratios` at the target row.
 fn ratios(s: &mut String, r: &Results) {
     let _ = writeln!(s, "## Ratios\n");
@@ -563,8 +675,11 @@ fn targets(s: &mut String, r: &Results) {
          copy over the slave's first sync). `pruned_not_slower_*` is the lowest original / \
          pruned ratio of a shape over every N and k, `sync_memory` the highest resync peak \
          over every tree, mode and k, `sync_memory_k10` the same at k = {TARGET_K}. \
-         `kernel_round_trips` comes from the `make bench-kernel` output named above (run in \
-         QEMU, separately from this userland run), when there is one."
+         `volume_resync_vs_rsync` and `volume_first_sync_bandwidth` come from the Volumes \
+         section (image files on tmpfs, the resync at N = 10^5: a tenth of the N the goal \
+         names, which keeps two images and a cluster of both PFSs within a few hundred MiB \
+         and seconds). `kernel_round_trips` comes from the `make bench-kernel` output named \
+         above (run in QEMU, separately from this userland run), when there is one."
     );
 }
 
@@ -620,6 +735,7 @@ mod tests {
             load_end: "1 2 3".into(),
             kernel: Err("no kernel results file given".into()),
             memory: Err("not run".into()),
+            volumes: Err("no tmpfs".into()),
         };
         let md = markdown(&r);
         assert!(md.contains("not measured: Cluster::new: boom"));
@@ -633,6 +749,7 @@ mod tests {
         let svg = plot(&r);
         assert!(svg.contains("pruned: not implemented"));
         assert!(md.contains("Userland not measured: not run."));
+        assert!(md.contains("## Volumes (image files on tmpfs)\n\nNot measured: no tmpfs."));
         assert!(md.contains("The kernel pool's bytes per chain are not measured"));
         r.kernel = Ok(crate::kernel::parse(
             "# store memory (pool bytes in use, 8 files per kind on one node): 2560 B per empty \

@@ -10,6 +10,7 @@ use crate::memory::Memory;
 use crate::shape::Shape;
 use crate::stats::percentile;
 use crate::target::Target;
+use crate::volume_bench::Volumes;
 
 /// Prefix of the reason of a measurement left out on purpose (size or time limits), as
 /// opposed to one that failed.
@@ -91,6 +92,8 @@ pub struct Results {
     pub kernel: Result<KernelResults, String>,
     /// The store's memory per chain in userland (`--memory`'s measurement).
     pub memory: Result<Memory, String>,
+    /// Nodes on volumes (image files on tmpfs), or why they were not measured.
+    pub volumes: Result<Volumes, String>,
 }
 
 /// The k at which the speed targets are defined.
@@ -109,6 +112,38 @@ pub const INITIAL_VS_RSYNC_GOAL: f64 = 2.0;
 pub const SPEEDUP_GOAL: f64 = 1000.0;
 /// Initial sync goal, as a fraction of memcpy bandwidth.
 pub const BANDWIDTH_GOAL: f64 = 0.5;
+
+/// Speed-up goal of a volume resync over rsync.
+pub const VOLUME_RESYNC_GOAL: f64 = 1000.0;
+/// A volume's first-sync goal, as a fraction of cp's bandwidth.
+pub const VOLUME_BANDWIDTH_GOAL: f64 = 0.5;
+
+/// The volume targets: `volume_resync_vs_rsync` and `volume_first_sync_bandwidth`.
+pub fn volume_targets(v: Result<&Volumes, &String>) -> [Target; 2] {
+    let r = v.ok().and_then(|v| v.resync.as_ref().ok());
+    let x = r.and_then(|r| r.ratio());
+    let b = v
+        .ok()
+        .and_then(|v| v.bandwidth.as_ref().ok())
+        .map(|b| b.ratio());
+    [
+        Target {
+            name: "volume_resync_vs_rsync".into(),
+            measured: match (r, x) {
+                (Some(r), Some(x)) => format!("{x:.1}x@N={},k={}", r.files, r.k),
+                _ => "not-measured".into(),
+            },
+            goal: format!(">={VOLUME_RESYNC_GOAL:.0}x"),
+            met: x.is_some_and(|x| x >= VOLUME_RESYNC_GOAL),
+        },
+        Target {
+            name: "volume_first_sync_bandwidth".into(),
+            measured: b.map_or("not-measured".into(), |b| format!("{:.1}%", b * 100.0)),
+            goal: format!(">={:.0}%", VOLUME_BANDWIDTH_GOAL * 100.0),
+            met: b.is_some_and(|b| b >= VOLUME_BANDWIDTH_GOAL),
+        },
+    ]
+}
 
 /// The `initial_sync_bandwidth` target for a measured sync / memcpy ratio.
 pub fn bandwidth_target(ratio: Option<f64>) -> Target {
@@ -284,6 +319,7 @@ impl Results {
             self.bandwidth.as_ref().ok().map(Bandwidth::ratio),
         ));
         t.extend(self.chain_memory());
+        t.extend(volume_targets(self.volumes.as_ref()));
         let kernel = self.kernel.as_ref().ok().and_then(|k| {
             k.targets
                 .iter()
@@ -356,6 +392,7 @@ mod tests {
             load_end: "0 0 0".into(),
             kernel: Err("none".into()),
             memory: Err("not run".into()),
+            volumes: Err("not run".into()),
         }
     }
 
@@ -386,6 +423,8 @@ mod tests {
                 "initial_sync_bandwidth",
                 "chain_memory_userland",
                 "chain_memory_kernel",
+                "volume_resync_vs_rsync",
+                "volume_first_sync_bandwidth",
                 "kernel_round_trips"
             ]
         );
@@ -466,6 +505,57 @@ mod tests {
             find(&r.targets(), "chain_memory_kernel").line(),
             "target chain_memory_kernel: measured 2560B/file,384B/data-chain goal reported met"
         );
+    }
+
+    #[test]
+    fn volume_targets_follow_the_measurements() {
+        use crate::volume_bench::{VolumeBandwidth, VolumeResync};
+        use hammer2_synchro::volume::IoCount;
+        let resync = |resync: Duration, rsync: Result<Duration, String>| VolumeResync {
+            files: 1000,
+            k: TARGET_K,
+            first: ms(1),
+            first_io: IoCount::default(),
+            resync,
+            io: IoCount::default(),
+            load_io: IoCount::default(),
+            cluster_bytes: 1,
+            peak: 1,
+            rsync,
+        };
+        let bandwidth = |sync: u64, cp: u64| VolumeBandwidth {
+            bytes: 1 << 20,
+            files: 1,
+            sync: ms(sync),
+            cp: ms(cp),
+        };
+        let mut v = Volumes {
+            resync: Ok(resync(Duration::from_micros(100), Ok(ms(200)))),
+            bandwidth: Ok(bandwidth(100, 60)),
+            time: ms(1),
+        };
+        let [r, b] = volume_targets(Ok(&v));
+        assert_eq!(
+            r.line(),
+            "target volume_resync_vs_rsync: measured 2000.0x@N=1000,k=10 goal >=1000x met"
+        );
+        assert_eq!(
+            b.line(),
+            "target volume_first_sync_bandwidth: measured 60.0% goal >=50% met"
+        );
+        v.resync = Ok(resync(ms(1), Ok(ms(200))));
+        v.bandwidth = Ok(bandwidth(100, 40));
+        let [r, b] = volume_targets(Ok(&v));
+        assert_eq!(r.measured, "200.0x@N=1000,k=10");
+        assert!(!r.met && !b.met);
+        // Without rsync, or without volumes at all, nothing is met.
+        v.resync = Ok(resync(ms(1), Err("rsync: not found".into())));
+        v.bandwidth = Err("boom".into());
+        let [r, b] = volume_targets(Ok(&v));
+        assert_eq!((r.measured.as_str(), r.met), ("not-measured", false));
+        assert_eq!((b.measured.as_str(), b.met), ("not-measured", false));
+        let none = Err("no tmpfs".to_string());
+        assert!(volume_targets(none.as_ref()).iter().all(|t| !t.met));
     }
 
     #[test]

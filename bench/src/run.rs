@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::bandwidth;
 use crate::cluster_bench::{self, ClusterCfg, ClusterResult, ScanMode};
 use crate::machine::{mem_available, Machine};
-use crate::results::{Results, Row, RsyncResult, SKIPPED};
+use crate::results::{Results, Row, RsyncResult, SKIPPED, TARGET_K};
 use crate::shape::{Shape, Tree};
 use crate::tmpfs::{rsync_version, tmpfs_base, FsPair, TmpfsBase};
 
@@ -32,6 +32,10 @@ pub struct Config {
     pub stop_samples: usize,
     /// Files per kind of the store's memory measurement.
     pub memory_files: usize,
+    /// Files of the volume resync's tree.
+    pub volume_files: usize,
+    /// Bytes of the volume first-sync bandwidth measurement.
+    pub volume_bytes: usize,
     /// Most bytes the cluster of one tree may take.
     pub mem_budget: u64,
     /// Longest a tree's cluster or rsync measurement is allowed to take (estimated).
@@ -63,6 +67,8 @@ impl Config {
                 freeze_budget: Duration::from_secs(2),
                 stop_samples: 3,
                 memory_files: 256,
+                volume_files: 300,
+                volume_bytes: 2 << 20,
                 mem_budget: 1 << 30,
                 row_time_limit: Duration::from_secs(10),
                 initial_limit: Duration::from_secs(5),
@@ -82,6 +88,8 @@ impl Config {
                 freeze_budget: Duration::from_secs(10),
                 stop_samples: 10,
                 memory_files: MEMORY_FILES,
+                volume_files: VOLUME_FILES,
+                volume_bytes: VOLUME_BYTES,
                 // Four copies of 10^6 files in today's layout (an inode and a DIRENT chain per
                 // file, about 2.2 KiB) take about 9 GiB; still capped at 80% of the memory
                 // available when the tree is built.
@@ -139,6 +147,12 @@ struct History {
     /// (chains, seconds) of the last rsync side.
     rsync: Option<(usize, f64)>,
 }
+
+/// Files of the volume resync's tree in the full run (`--volume N` picks its own).
+pub const VOLUME_FILES: usize = 100_000;
+/// Bytes of the volume first-sync bandwidth measurement in the full run (and `--volume`'s
+/// default).
+pub const VOLUME_BYTES: usize = 256 << 20;
 
 /// Files per kind of the store's memory measurement (`--memory`, and the full run's).
 pub const MEMORY_FILES: usize = 4096;
@@ -428,6 +442,16 @@ pub fn run(cfg: &Config) -> Results {
     let bandwidth = bandwidth::measure(cfg.bandwidth_bytes, cfg.bandwidth_file);
     println!("bench: store memory per chain ...");
     let memory = crate::memory::measure(cfg.memory_files);
+    let volumes = match &tmpfs {
+        Ok(base) => Ok(crate::volume_bench::measure(
+            &base.path,
+            cfg.volume_files,
+            TARGET_K,
+            cfg.volume_bytes,
+            cfg.bandwidth_file,
+        )),
+        Err(e) => Err(format!("no tmpfs for the images: {e}")),
+    };
 
     // rsync last: it is the comparison, so it gets what is left of the time budget.
     for row in &mut rows {
@@ -460,6 +484,7 @@ pub fn run(cfg: &Config) -> Results {
             crate::kernel::read,
         ),
         memory,
+        volumes,
     }
 }
 

@@ -9,8 +9,6 @@
 //!   (both PFSs loaded, synced, the slave committed) against `cp` of as many bytes between two
 //!   files of the same tmpfs.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::{Command, Stdio};
@@ -26,56 +24,14 @@ use hammer2_synchro::role::{NodeSet, Role};
 use hammer2_synchro::store::{Layout, Store};
 use hammer2_synchro::userland;
 use hammer2_synchro::volume::{
-    newfs, BlockDev, DirEntries, Import, IoCount, NewPfs, NewfsOptions, Volume,
+    newfs, DirEntries, FileDev, Import, IoCount, NewPfs, NewfsOptions, Volume,
 };
 
+use crate::alloc_count;
 use crate::shape::{content, Shape, Tree};
 use crate::tmpfs::FsPair;
 
 const LABEL: &[u8] = b"DATA";
-
-/// An image file.
-struct FileDev {
-    file: File,
-    size: u64,
-}
-
-impl FileDev {
-    /// Create (or truncate) `path` as a sparse file of `size` bytes.
-    fn create(path: &Path, size: u64) -> Result<FileDev, String> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        file.set_len(size)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(FileDev { file, size })
-    }
-}
-
-impl BlockDev for FileDev {
-    fn size(&self) -> u64 {
-        self.size
-    }
-    fn read_at(&self, off: u64, buf: &mut [u8]) -> hammer2_synchro::Result<()> {
-        self.file
-            .read_exact_at(buf, off)
-            .map_err(|_| hammer2_synchro::Error::Io)
-    }
-    fn write_at(&self, off: u64, buf: &[u8]) -> hammer2_synchro::Result<()> {
-        self.file
-            .write_all_at(buf, off)
-            .map_err(|_| hammer2_synchro::Error::Io)
-    }
-    fn flush(&self) -> hammer2_synchro::Result<()> {
-        self.file
-            .sync_data()
-            .map_err(|_| hammer2_synchro::Error::Io)
-    }
-}
 
 fn err(what: &str) -> impl Fn(hammer2_synchro::Error) -> String + '_ {
     move |e| format!("{what}: {e:?}")
@@ -83,7 +39,7 @@ fn err(what: &str) -> impl Fn(hammer2_synchro::Error) -> String + '_ {
 
 /// A fresh volume of `size` bytes at `path` with PFS `DATA` of `pfs_type`.
 fn new_volume(path: &Path, size: u64, pfs_type: u8) -> Result<FileDev, String> {
-    let dev = FileDev::create(path, size)?;
+    let dev = FileDev::create(path, size).map_err(|e| format!("{}: {e}", path.display()))?;
     let pfs = [NewPfs {
         label: LABEL,
         pfs_type,
@@ -222,8 +178,22 @@ pub struct VolumeResync {
     pub resync: Duration,
     /// What the resync's commit read and wrote.
     pub io: IoCount,
-    /// rsync of the same change, if measured.
-    pub rsync: Option<Duration>,
+    /// What a load of the slave's PFS read after the resync (the whole tree of N files).
+    pub load_io: IoCount,
+    /// Bytes the cluster of both loaded PFSs holds (counting allocator).
+    pub cluster_bytes: usize,
+    /// Peak bytes above that during the resync and its commit.
+    pub peak: usize,
+    /// rsync of the same change, or why it was not measured.
+    pub rsync: Result<Duration, String>,
+}
+
+impl VolumeResync {
+    /// rsync's time over the resync's.
+    pub fn ratio(&self) -> Option<f64> {
+        let r = self.rsync.as_ref().ok()?;
+        Some(r.as_secs_f64() / self.resync.as_secs_f64().max(1e-9))
+    }
 }
 
 /// Resync of `k` changed files in a wide tree of `n` files on image files under `base` (a
@@ -242,11 +212,14 @@ pub fn resync(base: &Path, n: usize, k: usize) -> Result<VolumeResync, String> {
         .map(|p| (p.rsplit('/').next().unwrap_or(p).to_string(), Vec::new()))
         .collect();
     import(&mdev, &top, &files)?;
+    drop(files);
+    let live0 = alloc_count::live();
     let (c, mut sm) = cluster(&mdev, &sdev)?;
     let t = Instant::now();
     sync_slave(&c)?;
     let first_io = commit_slave(&c, &sdev, &mut sm)?;
     let first = t.elapsed();
+    let cluster_bytes = alloc_count::live().saturating_sub(live0);
 
     let idx = tree.spread(k);
     for &i in &idx {
@@ -258,11 +231,15 @@ pub fn resync(base: &Path, n: usize, k: usize) -> Result<VolumeResync, String> {
         .map_err(|(node, e)| format!("write on node {node}: {e:?}"))?;
     }
     let t = Instant::now();
-    sync_slave(&c)?;
-    let io = commit_slave(&c, &sdev, &mut sm)?;
+    let (peak, io) = alloc_count::peak_during(|| {
+        sync_slave(&c)?;
+        commit_slave(&c, &sdev, &mut sm)
+    });
+    let io = io?;
     let resync = t.elapsed();
+    drop(c);
     // The slave's volume holds the change.
-    let (check, _) = load(&sdev)?;
+    let (check, m) = load(&sdev)?;
     let last = idx.last().copied().unwrap_or(0);
     let id = check
         .resolve(format!("/{}", tree.files[last]).as_bytes())
@@ -271,7 +248,6 @@ pub fn resync(base: &Path, n: usize, k: usize) -> Result<VolumeResync, String> {
         return Err("the slave's volume does not hold the change".into());
     }
     drop(check);
-    drop(c);
     drop(dir);
 
     let rsync = (|| -> std::io::Result<Duration> {
@@ -283,7 +259,7 @@ pub fn resync(base: &Path, n: usize, k: usize) -> Result<VolumeResync, String> {
         let _ = std::fs::remove_dir_all(pair.src.parent().unwrap_or(&pair.src));
         Ok(t)
     })()
-    .ok();
+    .map_err(|e| format!("rsync: {e}"));
     Ok(VolumeResync {
         files: n,
         k,
@@ -291,6 +267,9 @@ pub fn resync(base: &Path, n: usize, k: usize) -> Result<VolumeResync, String> {
         first_io,
         resync,
         io,
+        load_io: m.io().load,
+        cluster_bytes,
+        peak,
         rsync,
     })
 }
@@ -300,6 +279,8 @@ pub fn resync(base: &Path, n: usize, k: usize) -> Result<VolumeResync, String> {
 pub struct VolumeBandwidth {
     /// Bytes of file data.
     pub bytes: u64,
+    /// Files holding them.
+    pub files: usize,
     /// The slave's first sync: both PFSs loaded, synced, the slave committed.
     pub sync: Duration,
     /// `cp` of as many bytes between two files of the same filesystem.
@@ -349,7 +330,65 @@ pub fn first_sync_bandwidth(
     }
     Ok(VolumeBandwidth {
         bytes: (count * file_bytes) as u64,
+        files: count,
         sync,
         cp,
     })
+}
+
+impl VolumeBandwidth {
+    /// The sync's bandwidth as a fraction of cp's.
+    pub fn ratio(&self) -> f64 {
+        self.cp.as_secs_f64() / self.sync.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Everything measured on volumes in one run.
+#[derive(Debug, Clone)]
+pub struct Volumes {
+    /// The resync, or why it failed.
+    pub resync: Result<VolumeResync, String>,
+    /// The first-sync bandwidth, or why it failed.
+    pub bandwidth: Result<VolumeBandwidth, String>,
+    /// Wall time of both, images made and rsync included.
+    pub time: Duration,
+}
+
+/// The resync of `k` of `n` files and the first sync of `bytes` in files of `file_bytes`,
+/// on image files under `base` (a tmpfs), printing each result as it comes.
+pub fn measure(base: &Path, n: usize, k: usize, bytes: usize, file_bytes: usize) -> Volumes {
+    let t = Instant::now();
+    println!("bench: volume resync N={n} k={k} ...");
+    let resync = resync(base, n, k);
+    match &resync {
+        Ok(r) => println!(
+            "bench: volume resync N={n} k={k}: {:?} (commit wrote {} blocks / {} KiB, read {} \
+             blocks / {} KiB), rsync {}",
+            r.resync,
+            r.io.blocks_written,
+            r.io.bytes_written / 1024,
+            r.io.blocks_read,
+            r.io.bytes_read / 1024,
+            r.rsync
+                .as_ref()
+                .map_or_else(|e| e.clone(), |d| format!("{d:?}"))
+        ),
+        Err(e) => println!("bench: volume resync FAILED: {e}"),
+    }
+    println!("bench: volume first-sync bandwidth ...");
+    let bandwidth = first_sync_bandwidth(base, bytes, file_bytes);
+    match &bandwidth {
+        Ok(b) => println!(
+            "bench: volume first sync of {} MiB: {:?}, cp {:?}",
+            b.bytes >> 20,
+            b.sync,
+            b.cp
+        ),
+        Err(e) => println!("bench: volume bandwidth FAILED: {e}"),
+    }
+    Volumes {
+        resync,
+        bandwidth,
+        time: t.elapsed(),
+    }
 }

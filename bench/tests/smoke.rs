@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const TARGETS: [&str; 12] = [
+const TARGETS: [&str; 14] = [
     "pruned_vs_original",
     "pruned_vs_rsync",
     "pruned_not_slower_wide",
@@ -16,6 +16,8 @@ const TARGETS: [&str; 12] = [
     "initial_sync_bandwidth",
     "chain_memory_userland",
     "chain_memory_kernel",
+    "volume_resync_vs_rsync",
+    "volume_first_sync_bandwidth",
     "kernel_round_trips",
 ];
 
@@ -128,6 +130,7 @@ fn quick_run_reports_every_target_with_positive_numbers() {
         "## Initial sync bandwidth",
         "## Thread-control latency",
         "## Store memory",
+        "## Volumes (image files on tmpfs)",
     ] {
         assert!(md.contains(section), "{section}");
     }
@@ -160,22 +163,34 @@ fn bandwidth_alone_prints_its_measurement_and_target() {
 fn volume_run_reports_blocks_and_its_targets() {
     let args = ["--volume", "300", "--volume-mib", "2"].map(std::ffi::OsStr::new);
     let (stdout, targets) = run_bench(&args);
-    let resync = stdout
+    // The section's resync row: | N | k | first | its commit wrote | resync | wrote | read | ...
+    let row: Vec<&str> = stdout
         .lines()
-        .find(|l| l.starts_with("volume resync: 300 files, k = 10: "))
-        .unwrap_or_else(|| panic!("no resync line:\n{stdout}"));
-    // The commit after 10 changed files writes a few dozen blocks, not the 300 files' inodes.
-    let wrote: u64 = resync
-        .split("commit wrote ")
-        .nth(1)
-        .and_then(|r| r.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no block count: {resync}"));
-    assert!((10..100).contains(&wrote), "{resync}");
+        .find(|l| l.starts_with("| 300 | 10 | "))
+        .unwrap_or_else(|| panic!("no resync row:\n{stdout}"))
+        .split('|')
+        .map(str::trim)
+        .collect();
+    let blocks = |cell: &str| -> u64 {
+        cell.split(" / ")
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no block count in {cell:?}: {row:?}"))
+    };
+    // The first commit writes every inode; the one after 10 changed files writes a few dozen
+    // blocks, not the 300 files' inodes; it reads the tree to find the space in use, and a
+    // load reads the whole tree.
+    assert!(blocks(row[4]) >= 300, "{row:?}");
+    assert!((10..100).contains(&blocks(row[6])), "{row:?}");
+    assert!(blocks(row[7]) >= 300, "{row:?}");
+    assert!(blocks(row[8]) >= 300, "{row:?}");
+    assert!(stdout.contains("Memory at N = 300: the cluster of both PFSs "));
+    assert!(stdout.contains("The chain cache with a memory budget"));
     let names: Vec<&str> = targets.iter().map(|t| t.0.as_str()).collect();
     assert_eq!(
         names,
-        ["volume_resync_vs_rsync_n300_k10", "volume_first_sync_vs_cp"]
+        ["volume_resync_vs_rsync", "volume_first_sync_bandwidth"]
     );
+    assert!(targets[0].1.ends_with("@N=300,k=10"), "{stdout}");
     assert!(number(&targets[1].1, "%") > 0.0, "{stdout}");
 }

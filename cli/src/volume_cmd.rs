@@ -2,10 +2,9 @@
 //! devices) through the core's volume reader.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
@@ -15,7 +14,7 @@ use hammer2_synchro::media::{InodeData, OBJTYPE_DIRECTORY, OBJTYPE_REGFILE, OBJT
 use hammer2_synchro::volume::fsck::MAP_LIMIT_DEFAULT;
 use hammer2_synchro::volume::show::{self, ShowError};
 use hammer2_synchro::volume::{
-    check_name, fsck, read_copies, BlockDev, Cause, Entry, Flow, FsckOptions, FsckReport, Pfs,
+    check_name, fsck, read_copies, Cause, Entry, FileDev, Flow, FsckOptions, FsckReport, Pfs,
     Piece, ReadError, ReadResult, Volume,
 };
 
@@ -193,61 +192,14 @@ pub(crate) enum Fail {
     Run(String),
 }
 
-/// An image file or block device.
-pub(crate) struct FileDev {
-    file: File,
-    size: u64,
+/// Open the image file or block device `path` read-only.
+pub(crate) fn open_dev(path: &str) -> Result<FileDev, Fail> {
+    FileDev::open(Path::new(path)).map_err(|e| Fail::Open(format!("{path}: {e}")))
 }
 
-impl FileDev {
-    /// Open `path` read-only.
-    pub(crate) fn open(path: &str) -> Result<FileDev, Fail> {
-        FileDev::from_file(path, File::open(path))
-    }
-
-    /// Open `path` for reading and writing.
-    pub(crate) fn open_rw(path: &str) -> Result<FileDev, Fail> {
-        FileDev::from_file(
-            path,
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(path),
-        )
-    }
-
-    fn from_file(path: &str, file: std::io::Result<File>) -> Result<FileDev, Fail> {
-        let mut file = file.map_err(|e| Fail::Open(format!("{path}: {e}")))?;
-        // A block device's metadata says 0 bytes: its size is where a seek to the end lands.
-        let size = file
-            .seek(SeekFrom::End(0))
-            .map_err(|e| Fail::Open(format!("{path}: {e}")))?;
-        Ok(FileDev { file, size })
-    }
-}
-
-impl BlockDev for FileDev {
-    fn size(&self) -> u64 {
-        self.size
-    }
-    fn read_at(&self, off: u64, buf: &mut [u8]) -> hammer2_synchro::Result<()> {
-        self.file
-            .read_exact_at(buf, off)
-            .map_err(|_| hammer2_synchro::Error::Io)
-    }
-    fn write_at(&self, off: u64, buf: &[u8]) -> hammer2_synchro::Result<()> {
-        self.file
-            .write_all_at(buf, off)
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::ENOSPC) => hammer2_synchro::Error::NoSpace,
-                _ => hammer2_synchro::Error::Io,
-            })
-    }
-    fn flush(&self) -> hammer2_synchro::Result<()> {
-        self.file
-            .sync_data()
-            .map_err(|_| hammer2_synchro::Error::Io)
-    }
+/// Open the image file or block device `path` for reading and writing.
+pub(crate) fn open_dev_rw(path: &str) -> Result<FileDev, Fail> {
+    FileDev::open_rw(Path::new(path)).map_err(|e| Fail::Open(format!("{path}: {e}")))
 }
 
 fn run_err(image: &str, e: ReadError) -> Fail {
@@ -263,7 +215,7 @@ pub(crate) fn image_label(arg: &str) -> Option<(&str, &str)> {
 fn open_pfs(arg: &str) -> Result<(Volume<FileDev>, Pfs, String), Fail> {
     let (image, label) =
         image_label(arg).ok_or_else(|| Fail::Usage(format!("'{arg}' is not IMAGE@LABEL")))?;
-    let vol = Volume::open(FileDev::open(image)?).map_err(|e| run_err(image, e))?;
+    let vol = Volume::open(open_dev(image)?).map_err(|e| run_err(image, e))?;
     let pfs = vol
         .pfs(label.as_bytes())
         .map_err(|e| Fail::Run(format!("{image}: PFS '{label}': {e}")))?;
@@ -280,7 +232,7 @@ fn ls(args: &[String]) -> Result<(), Fail> {
 }
 
 fn ls_pfses(image: &str) -> Result<(), Fail> {
-    let vol = Volume::open(FileDev::open(image)?).map_err(|e| run_err(image, e))?;
+    let vol = Volume::open(open_dev(image)?).map_err(|e| run_err(image, e))?;
     let mut o = crate::Out::new();
     let r = show::ls_pfses(&mut o, &vol);
     o.finish();
@@ -296,59 +248,22 @@ fn ls_path(spec: &str, path: &str) -> Result<(), Fail> {
 }
 
 fn show_cmd(args: &[String]) -> Result<(), Fail> {
-    let mut blockrefs = false;
-    let mut depth = None;
-    let mut image = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--blockrefs" => blockrefs = true,
-            "--depth" => {
-                let v = it.next().ok_or(Fail::Usage("--depth needs N".into()))?;
-                let n: usize = v
-                    .parse()
-                    .map_err(|_| Fail::Usage(format!("--depth: '{v}' is not a number")))?;
-                depth = Some(n);
-            }
-            o if o.starts_with('-') && o.len() > 1 => {
-                return Err(Fail::Usage(format!("unknown option '{o}'")))
-            }
-            i if image.is_none() => image = Some(i),
-            i => return Err(Fail::Usage(format!("unexpected argument '{i}'"))),
-        }
-    }
-    let image = image.ok_or(Fail::Usage("expected IMAGE".into()))?;
-    if depth.is_some() && !blockrefs {
-        return Err(Fail::Usage("--depth is for --blockrefs".into()));
-    }
-    let dev = FileDev::open(image)?;
+    let a = show::ShowArgs::parse(args.iter().map(String::as_str))
+        .map_err(|e| Fail::Usage(e.to_string()))?;
+    let image = a.image;
+    let dev = open_dev(image)?;
     let copies = read_copies(&dev).map_err(|e| run_err(image, e))?;
     let vol = Volume::from_copies(dev, copies.clone()).map_err(|e| run_err(image, e))?;
     let mut o = crate::Out::new();
-    let r = show::show_volume(&mut o, &vol, &copies);
+    let r = show::show(&mut o, &vol, &copies, a.blockrefs);
     o.finish();
-    r.map_err(|e| show_err(image, e))?;
-    if !blockrefs {
-        return Ok(());
-    }
-    let mut o = crate::Out::new();
-    let _ = std::fmt::Write::write_str(&mut o, "blockrefs:\n");
-    let r = show::show_blockrefs(&mut o, &vol, depth.unwrap_or(usize::MAX));
-    o.finish();
-    let c = r.map_err(|e| show_err(image, e))?;
-    outln!(
-        "{} blockrefs, {} failed their check, {} tables below --depth not shown",
-        c.shown,
-        c.bad,
-        c.cut
-    );
-    if c.bad > 0 {
-        return Err(Fail::Run(format!(
+    match r.map_err(|e| show_err(image, e))? {
+        Some(c) if c.bad > 0 => Err(Fail::Run(format!(
             "{image}: {} blocks failed their check code",
             c.bad
-        )));
+        ))),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// A listing's failure; `Out` never refuses a write (it ends the process instead).
@@ -505,7 +420,7 @@ fn fsck_cmd(args: &[String]) -> Result<(), Fail> {
     let [image] = args else {
         return Err(Fail::Usage("expected IMAGE".into()));
     };
-    let dev = FileDev::open(image)?;
+    let dev = open_dev(image)?;
     let mut shown = Progress::new("fsck");
     let mut progress = |blocks: u64| shown.tick(|| format!("{blocks} blocks checked"));
     let opts = FsckOptions {
@@ -769,7 +684,7 @@ mod tests {
         );
         assert_eq!(m.mode() & 0o7777, 0o600);
         assert_eq!(m.mtime(), 1_000_000);
-        let mut f = File::open(&path).unwrap();
+        let mut f = std::fs::File::open(&path).unwrap();
         let mut buf = [9u8; 8];
         std::io::Read::read_exact(&mut f, &mut buf[..4]).unwrap();
         assert_eq!(&buf[..4], b"head");

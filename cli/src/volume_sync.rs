@@ -18,10 +18,10 @@ use hammer2_synchro::role::Role;
 use hammer2_synchro::store::{Layout, Store};
 use hammer2_synchro::thread::{Request, ThreadState};
 use hammer2_synchro::volume::show::Uuid;
-use hammer2_synchro::volume::Volume;
+use hammer2_synchro::volume::{FileDev, Volume};
 
 use crate::progress::Progress;
-use crate::volume_cmd::{image_label, run, Command, Fail, FileDev};
+use crate::volume_cmd::{image_label, open_dev_rw, run, Command, Fail};
 
 const SYNC_HELP: &str = "\
 USAGE:
@@ -33,8 +33,16 @@ agrees with the masters' quorum, then commit every volume that changed.
 Each node's role is its PFS's pfs_type (master, slave, soft-master, soft-slave, cache); the
 PFSs must share one cluster id (newfs --clid). A volume is written only if its PFS changed,
 as one copy-on-write commit (nothing committed changes before its new volume header is
-written); data blocks it already holds are kept in place. Each load, the convergence and
-each commit are reported on stderr.
+written). A commit keeps in place every block that did not change: data blocks, inodes and
+indirect blocks alike; it writes the changed files' blocks and inodes, the indirect blocks
+above them, the PFS root, the super-root and a volume header. Each load, the convergence
+and each commit are reported on stderr; a commit's line reads
+
+    sync: IMAGE@LABEL: committed, mirror_tid TID (SECS, W blocks / KiB written, R blocks / KiB read)
+
+W: device writes of that commit (new blocks, freemap, header); R: device reads it made to
+find the space in use (the trees that every valid volume header copy reaches, and the
+freemap), which grow with the volume's metadata, not with the change.
 
 OPTIONS:
     --timeout SECS       give up (status 1, nothing committed) when not converged after
@@ -171,8 +179,8 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
                 "{image} given twice: one PFS per volume (each node commits its own volume)"
             )));
         }
-        let vol = Volume::open(FileDev::open_rw(image)?)
-            .map_err(|e| Fail::Run(format!("{image}: {e}")))?;
+        let vol =
+            Volume::open(open_dev_rw(image)?).map_err(|e| Fail::Run(format!("{image}: {e}")))?;
         let t0 = Instant::now();
         let mut progress = Progress::new("sync");
         let (store, mounted) = mount::load_with_progress(host, &vol, label.as_bytes(), &mut |n| {

@@ -14,10 +14,12 @@ use hammer2_synchro::media::{
     OBJTYPE_REGFILE, OBJTYPE_SOFTLINK, PFSTYPE_CACHE, PFSTYPE_MASTER, PFSTYPE_SLAVE,
     PFSTYPE_SOFT_MASTER, PFSTYPE_SOFT_SLAVE,
 };
-use hammer2_synchro::volume::{newfs, DirEntries, Flow, Import, NewPfs, NewfsOptions, Volume};
+use hammer2_synchro::volume::{
+    newfs, DirEntries, FileDev, Flow, Import, NewPfs, NewfsOptions, Volume,
+};
 
 use crate::progress::Progress;
-use crate::volume_cmd::{image_label, run, Command, Fail, FileDev};
+use crate::volume_cmd::{image_label, open_dev_rw, run, Command, Fail};
 
 const NEWFS_HELP: &str = "\
 USAGE:
@@ -206,7 +208,7 @@ fn newfs_cmd(args: &[String]) -> Result<(), Fail> {
                 .map_err(|e| Fail::Open(format!("{image}: {e}")))?;
         }
     }
-    let dev = FileDev::open_rw(&image)?;
+    let dev = open_dev_rw(&image)?;
     let size = size.unwrap_or_else(|| hammer2_synchro::volume::BlockDev::size(&dev));
     let clid = match clid {
         Some(c) => c,
@@ -377,8 +379,7 @@ fn import_cmd(args: &[String]) -> Result<(), Fail> {
     };
     let (image, label) =
         image_label(spec).ok_or_else(|| usage(format!("'{spec}' is not IMAGE@LABEL")))?;
-    let vol =
-        Volume::open(FileDev::open_rw(image)?).map_err(|e| Fail::Run(format!("{image}: {e}")))?;
+    let vol = Volume::open(open_dev_rw(image)?).map_err(|e| Fail::Run(format!("{image}: {e}")))?;
     let verr = |e: hammer2_synchro::Error| Fail::Run(format!("{image}: {e}"));
     let no_pfs = |e: hammer2_synchro::Error| match e {
         hammer2_synchro::Error::NotFound => Fail::Run(format!("{image}: no PFS '{label}'")),

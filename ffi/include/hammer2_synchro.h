@@ -453,9 +453,10 @@ int32_t h2s_ctl(const uint8_t *cmd, size_t len, uint8_t *out, size_t cap, size_t
 
 /*
  Run one volume command on devices the host opens through its `block_*` members (`len`
- bytes at `cmd`, one line): `fsck PATH`, `ls PATH`, `ls PATH@LABEL [DIR]` print what the
- CLI prints for them; `blockcheck PATH` checks the host's block I/O on a scratch device
- (it writes to it and puts the bytes back). The text goes into `out`, the byte count to
+ bytes at `cmd`, one line): `fsck PATH`, `ls PATH`, `ls PATH@LABEL [DIR]`,
+ `show [--blockrefs [--depth N]] PATH` print what the CLI prints for them; `blockcheck
+ PATH` checks the host's block I/O on a scratch device (it writes to it and puts the bytes
+ back). The text goes into `out`, the byte count to
  `written`; a failure ends the text with a line `error: CMD: WHAT: WHY`.
 
  Returns 0 when the command ran (`fsck` findings are in the text, not an error),

@@ -596,9 +596,10 @@ pub unsafe extern "C" fn h2s_ctl(
 pub const H2S_VOLUME_CMD_MAX: usize = 8192;
 
 /// Run one volume command on devices the host opens through its `block_*` members (`len`
-/// bytes at `cmd`, one line): `fsck PATH`, `ls PATH`, `ls PATH@LABEL [DIR]` print what the
-/// CLI prints for them; `blockcheck PATH` checks the host's block I/O on a scratch device
-/// (it writes to it and puts the bytes back). The text goes into `out`, the byte count to
+/// bytes at `cmd`, one line): `fsck PATH`, `ls PATH`, `ls PATH@LABEL [DIR]`,
+/// `show [--blockrefs [--depth N]] PATH` print what the CLI prints for them; `blockcheck
+/// PATH` checks the host's block I/O on a scratch device (it writes to it and puts the bytes
+/// back). The text goes into `out`, the byte count to
 /// `written`; a failure ends the text with a line `error: CMD: WHAT: WHY`.
 ///
 /// Returns 0 when the command ran (`fsck` findings are in the text, not an error),

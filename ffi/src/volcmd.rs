@@ -3,6 +3,8 @@
 //!
 //! - `fsck PATH`: check the volume read-only (the CLI's `fsck` report);
 //! - `ls PATH`: its PFSs; `ls PATH@LABEL [DIR]`: a directory of PFS LABEL, or one file;
+//! - `show [--blockrefs [--depth N]] PATH`: its header copies and PFSs, then the blockref tree
+//!   (the CLI's `show`);
 //! - `blockcheck PATH`: the conformance checks of the host's block I/O on a scratch device
 //!   (writes to it, then puts the bytes back).
 //!
@@ -13,16 +15,20 @@ use core::fmt::{Display, Write};
 
 use alloc::boxed::Box;
 use hammer2_synchro::volume::fsck::MAP_LIMIT_DEFAULT;
-use hammer2_synchro::volume::show::{self, ShowError};
+use hammer2_synchro::volume::show::{self, ShowArgs, ShowError};
 
+use hammer2_synchro::media::volhdr::NUM_VOLHDRS;
 use hammer2_synchro::mem::try_box;
-use hammer2_synchro::volume::{fsck, Cause, FsckOptions, ReadError, Volume};
+use hammer2_synchro::volume::{
+    fsck, read_copies, Cause, FsckOptions, HeaderCopy, ReadError, Volume,
+};
 use hammer2_synchro::Error;
 
 use crate::block::{self, HostDev};
 
 /// The usage line an unknown or malformed command gets.
-const USAGE: &str = "fsck PATH | ls PATH | ls PATH@LABEL [DIR] | blockcheck PATH";
+const USAGE: &str = "fsck PATH | ls PATH | ls PATH@LABEL [DIR] | \
+                     show [--blockrefs [--depth N]] PATH | blockcheck PATH";
 
 /// Run one command line (a trailing newline allowed), writing its text into `out`.
 /// `Err(NoSpace)` when the output refused a write (its text is cut there).
@@ -34,6 +40,9 @@ pub fn run(line: &[u8], out: &mut dyn Write) -> Result<(), Error> {
     };
     let mut words = text.split_ascii_whitespace();
     let cmd = words.next().unwrap_or("");
+    if cmd == "show" {
+        return show_cmd(words, out);
+    }
     let mut args: [&str; 3] = [""; 3];
     let mut n = 0;
     for w in words {
@@ -87,9 +96,20 @@ fn open(cmd: &str, path: &str, out: &mut dyn Write) -> Result<HostDev, Error> {
 
 /// The error of a listing: an interrupted run says so, a full output is `NoSpace`.
 fn show_fail(out: &mut dyn Write, dev: &HostDev, what: &dyn Display, e: ShowError) -> Error {
+    listing_fail(out, "ls", dev, what, e)
+}
+
+/// [`show_fail`] for command `cmd`.
+fn listing_fail(
+    out: &mut dyn Write,
+    cmd: &str,
+    dev: &HostDev,
+    what: &dyn Display,
+    e: ShowError,
+) -> Error {
     match e {
-        _ if dev.interrupted() => fail(out, "ls", what, &"interrupted", Error::Interrupted),
-        ShowError::Read(e) => fail(out, "ls", what, &e, e.into()),
+        _ if dev.interrupted() => fail(out, cmd, what, &"interrupted", Error::Interrupted),
+        ShowError::Read(e) => fail(out, cmd, what, &e, e.into()),
         ShowError::Output => Error::NoSpace,
     }
 }
@@ -134,6 +154,58 @@ fn ls_path(spec: &str, dir: &str, out: &mut dyn Write) -> Result<(), Error> {
     };
     show::ls_path(out, &vol, &pfs, dir.as_bytes())
         .map_err(|e| show_fail(out, &dev, &format_args!("{path}: {dir}"), e))
+}
+
+/// `show [--blockrefs [--depth N]] PATH`: the CLI's text; a block that failed its check code
+/// makes it end with an error line (the CLI says so on stderr and exits 1).
+#[inline(never)]
+fn show_cmd<'a>(args: impl Iterator<Item = &'a str>, out: &mut dyn Write) -> Result<(), Error> {
+    let a = match ShowArgs::parse(args) {
+        Ok(a) => a,
+        Err(e) => return Err(fail(out, "show", &"usage", &e, Error::Invalid)),
+    };
+    let path = a.image;
+    let dev = open("show", path, out)?;
+    let vol = read_copies(&dev).and_then(|copies| {
+        let vol = open_from_copies(&dev, &copies)?;
+        Ok((vol, copies))
+    });
+    let (vol, copies) = match vol {
+        Ok(v) => v,
+        Err(e) => return Err(listing_fail(out, "show", &dev, &path, ShowError::Read(e))),
+    };
+    match show::show(out, &vol, &copies, a.blockrefs) {
+        Ok(Some(c)) if c.bad > 0 => {
+            let why = format_args!("{} blocks failed their check code", c.bad);
+            Err(fail(out, "show", &path, &why, Error::Io))
+        }
+        Ok(_) => Ok(()),
+        Err(e) => Err(listing_fail(out, "show", &dev, &path, e)),
+    }
+}
+
+/// The volume of header `copies` (read from `dev`), on the heap as [`open_volume`]'s; the
+/// copies stay for `show` to print, so the volume gets its own (the headers copied into new
+/// boxes, fallibly).
+#[inline(never)]
+fn open_from_copies<'d>(
+    dev: &'d HostDev,
+    copies: &[HeaderCopy; NUM_VOLHDRS],
+) -> Result<Box<Volume<&'d HostDev>>, ReadError> {
+    let no_mem = |_| ReadError::new(Cause::NoMem, 0);
+    let mut own = [const { HeaderCopy::Absent }; NUM_VOLHDRS];
+    for (o, c) in own.iter_mut().zip(copies) {
+        *o = match c {
+            HeaderCopy::Read(Ok(h)) => {
+                HeaderCopy::Read(Ok(try_box((**h).clone()).map_err(no_mem)?))
+            }
+            HeaderCopy::Read(Err(e)) => HeaderCopy::Read(Err(*e)),
+            HeaderCopy::Unreadable(at, e) => HeaderCopy::Unreadable(*at, *e),
+            HeaderCopy::Absent => HeaderCopy::Absent,
+        };
+    }
+    let vol = Volume::from_copies(dev, own)?;
+    try_box(vol).map_err(no_mem)
 }
 
 #[inline(never)]
@@ -234,6 +306,15 @@ mod tests {
         vol_cap(cmd, 1 << 16)
     }
 
+    /// Each of `cmds` fails with EINVAL and a text starting with `prefix`.
+    fn refused(cmds: &[&str], prefix: &str) {
+        for bad in cmds {
+            let (rc, text) = vol(bad);
+            assert_eq!(rc, -22, "{bad:?}: {text}");
+            assert!(text.starts_with(prefix), "{bad:?}: {text}");
+        }
+    }
+
     #[test]
     fn fsck_and_ls_of_a_fresh_volume() {
         let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -258,6 +339,110 @@ mod tests {
         assert_eq!(rc, -2, "{text}");
         assert!(
             text.starts_with(&format!("error: ls: {img}: PFS 'zz': not found (at ")),
+            "{text}"
+        );
+        std::fs::remove_file(&img).unwrap();
+        assert_eq!(BLOCK_OPEN.load(Ordering::SeqCst), 0, "a device left open");
+    }
+
+    /// What the CLI prints for `show` (the library's text over the userland file device).
+    fn cli_show(img: &str, blockrefs: Option<usize>) -> String {
+        use hammer2_synchro::volume::FileDev;
+        let dev = FileDev::open(std::path::Path::new(img)).unwrap();
+        let copies = read_copies(&dev).unwrap();
+        let vol = Volume::from_copies(dev, copies.clone()).unwrap();
+        let mut text = String::new();
+        show::show(&mut text, &vol, &copies, blockrefs).unwrap();
+        text
+    }
+
+    #[test]
+    fn show_prints_what_the_cli_prints() {
+        let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let img = volume("show");
+        let (rc, text) = vol(&format!("show {img}"));
+        assert_eq!(rc, 0, "{text}");
+        assert!(text.starts_with("volume: 50331648 bytes"), "{text}");
+        assert_eq!(text, cli_show(&img, None));
+        let (rc, text) = vol(&format!("show --blockrefs {img}"));
+        assert_eq!(rc, 0, "{text}");
+        assert!(text.contains("\nblockrefs:\ninode key "), "{text}");
+        assert_eq!(text, cli_show(&img, Some(usize::MAX)));
+        let (rc, text) = vol(&format!("show --blockrefs --depth 0 {img}"));
+        assert_eq!(rc, 0, "{text}");
+        assert!(
+            text.ends_with(" tables below --depth not shown\n"),
+            "{text}"
+        );
+        assert!(
+            !text.ends_with(" 0 tables below --depth not shown\n"),
+            "{text}"
+        );
+        assert_eq!(text, cli_show(&img, Some(0)));
+        // A full buffer cuts the tree; bad arguments are usage errors.
+        let (rc, cut) = vol_cap(&format!("show --blockrefs {img}"), 600);
+        assert_eq!((rc, cut.len()), (-28, 600));
+        refused(
+            &[
+                "show",
+                "show --depth 1 x",
+                "show --blockrefs --depth x y",
+                "show -q x",
+                "show a b",
+            ],
+            "error: show: usage: ",
+        );
+        let (rc, text) = vol("show /nonexistent/x.img");
+        assert_eq!(rc, -2, "{text}");
+        std::fs::remove_file(&img).unwrap();
+        assert_eq!(BLOCK_OPEN.load(Ordering::SeqCst), 0, "a device left open");
+    }
+
+    /// Import into PFS `a` of `img` one file `f` of a 64 KiB data block; the block's offset.
+    fn import_file(img: &str) -> u64 {
+        use hammer2_synchro::media::OBJTYPE_REGFILE;
+        use hammer2_synchro::media::{InodeMeta, CHECK_XXHASH64, OBJTYPE_DIRECTORY};
+        use hammer2_synchro::volume::{DirEntries, Import};
+        let meta = |objtype, inum, size| {
+            let mut m = InodeMeta::new(objtype, inum, 0o644);
+            m.nlinks = 1;
+            m.size = size;
+            m.check_algo = CHECK_XXHASH64;
+            m
+        };
+        let dev = HostDev::open(img.as_bytes(), true).unwrap();
+        let vol = Volume::open(&dev).unwrap();
+        let mut imp = Import::begin(&vol, b"a").unwrap();
+        let inum = imp.new_inum().unwrap();
+        let mut table = Vec::new();
+        imp.data(&mut table, 0, &[0x77u8; 65536]).unwrap();
+        imp.file(meta(OBJTYPE_REGFILE, inum, 65536), None, &table)
+            .unwrap();
+        let mut root = DirEntries::new();
+        imp.entry(&mut root, b"f", inum, OBJTYPE_REGFILE).unwrap();
+        imp.commit(&meta(OBJTYPE_DIRECTORY, 1, 0), &root).unwrap();
+        table[0].data_off & !0x3f
+    }
+
+    #[test]
+    fn show_of_a_damaged_block_ends_with_an_error_line() {
+        let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let img = volume("show-bad");
+        let off = import_file(&img);
+        let (rc, text) = vol(&format!("show --blockrefs {img}"));
+        assert_eq!(rc, 0, "{text}");
+        assert_eq!(text, cli_show(&img, Some(usize::MAX)));
+        let f = std::fs::File::options().write(true).open(&img).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, &[0x78], off + 100).unwrap();
+        let (rc, text) = vol(&format!("show --blockrefs {img}"));
+        assert_eq!(rc, -5, "{text}");
+        let failed: Vec<&str> = text.lines().filter(|l| l.contains("FAILED")).collect();
+        assert_eq!(failed.len(), 1, "{text}");
+        assert!(failed[0].trim_start().starts_with("data key "), "{text}");
+        assert!(
+            text.ends_with(&format!(
+                "error: show: {img}: 1 blocks failed their check code\n"
+            )),
             "{text}"
         );
         std::fs::remove_file(&img).unwrap();
@@ -310,19 +495,18 @@ mod tests {
         let (rc, text) = vol(&format!("ls {img}@a"));
         assert_eq!(rc, -22, "{text}");
         assert!(text.contains(": invalid field `volu_size`"), "{text}");
-        for bad in [
-            "",
-            "fsck",
-            "fsck a b",
-            "ls a b c d",
-            "sync x",
-            "ls @a",
-            "ls x@",
-        ] {
-            let (rc, text) = vol(bad);
-            assert_eq!(rc, -22, "{bad:?}: {text}");
-            assert!(text.starts_with("error: "), "{bad:?}: {text}");
-        }
+        refused(
+            &[
+                "",
+                "fsck",
+                "fsck a b",
+                "ls a b c d",
+                "sync x",
+                "ls @a",
+                "ls x@",
+            ],
+            "error: ",
+        );
         assert_eq!(vol_cap("\u{ff}", 100).0, -22);
         let long = "x".repeat(crate::api::H2S_VOLUME_CMD_MAX + 1);
         assert_eq!(vol(&long), (-7, String::new()));

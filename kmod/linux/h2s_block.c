@@ -111,8 +111,9 @@ void h2s_block_close(void *dev)
 #define H2S_VOLUME_NOTE 64
 
 /*
- * One command per open file (fsck PATH, ls PATH, ls PATH@LABEL [DIR], blockcheck PATH: see
- * h2s_volume), written in any number of write()s in order, at most H2S_VOLUME_CMD_MAX bytes
+ * One command per open file (fsck PATH, ls PATH, ls PATH@LABEL [DIR], show [--blockrefs
+ * [--depth N]] PATH, blockcheck PATH: see h2s_volume), written in any number of write()s in
+ * order, at most H2S_VOLUME_CMD_MAX bytes
  * (more fails with -EFBIG). The first read() runs it (killable: a fatal signal ends it at its
  * next block) and returns the start of its text, which is the CLI's text for the same command,
  * or ends with an `error: ...` line; later reads continue it and writes fail with -EBUSY.

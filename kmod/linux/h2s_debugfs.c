@@ -13,7 +13,7 @@
  *   bench     (h2s_bench.c) write `run`: protocol round trips against kthread_park/unpark and
  *             kthread_stop, then the pool lock's hold times; `pool`: those alone; read: the
  *             latest report
- *   volume    (h2s_block.c) write one volume command (fsck, ls on an image or block device),
+ *   volume    (h2s_block.c) write one volume command (fsck, ls, show on an image or block device),
  *             read: it runs, gives the CLI's text for it
  */
 #include <linux/kernel.h>

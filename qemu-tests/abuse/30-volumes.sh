@@ -1,6 +1,6 @@
-# Volumes through debugfs `volume`: fsck and ls of a volume the host's CLI made, as an image file
-# and (where the kernel has virtio) as the virtio disk /dev/vda, print exactly what the CLI
-# printed for it; bad media (bytes flipped all over, a damaged magic, a truncated image) give the
+# Volumes through debugfs `volume`: fsck, ls and show (with the blockref tree, whole and cut at a
+# depth) of a volume the host's CLI made, as an image file and (where the kernel has virtio) as
+# the virtio disk /dev/vda, print exactly what the CLI printed for it; bad media (bytes flipped all over, a damaged magic, a truncated image) give the
 # CLI's findings or its error, never an oops; bad input (no such file, a directory, a malformed
 # command, an over-long one) is an error line. blockcheck: the block I/O contract on a scratch
 # image file and on the scratch disk /dev/vdb.
@@ -14,10 +14,15 @@ vcmd() { # vcmd COMMAND: its text in /tmp/vout
 fails=0
 bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
 # What the kernel must print for command N on NAME at PATH: the CLI's stdout, or, when that is
-# empty and the CLI failed, its error as `error: ...`.
-expect() { # expect NAME N PATH
+# empty and the CLI failed, its error as `error: ...`; a failed show (blocks that failed their
+# check, a read error midway) ends its text with that error too (fsck's findings are its text).
+expect() { # expect NAME N PATH COMMAND
 	if [ -s "$V/$1.$2.out" ] || [ "$(cat "$V/$1.$2.rc")" = 0 ]; then
 		sed "s#IMAGE#$3#g" "$V/$1.$2.out"
+		case $4 in
+		show*) [ "$(cat "$V/$1.$2.rc")" = 0 ] ||
+			sed -e "s#IMAGE#$3#g" -e 's/^hammer2-synchro: /error: /' "$V/$1.$2.err" ;;
+		esac
 	else
 		sed -e "s#IMAGE#$3#g" -e 's/^hammer2-synchro: /error: /' "$V/$1.$2.err"
 	fi
@@ -28,7 +33,7 @@ check_image() { # check_image NAME PATH
 		n=$((n + 1))
 		line=$(echo "$cmd" | sed "s#IMAGE#$2#g")
 		vcmd "$line"
-		expect "$1" $n "$2" >/tmp/vexp
+		expect "$1" $n "$2" "$cmd" >/tmp/vexp
 		if cmp -s /tmp/vout /tmp/vexp; then
 			echo "ok: $line ($(wc -l </tmp/vout) lines)"
 		else
@@ -67,7 +72,8 @@ for pair in "fsck /nonexistent.img|error: fsck: /nonexistent.img: no such file o
 	"ls /|error: ls: /: is a directory (errno 21)" \
 	"ls /dev/null|error: ls: /dev/null: not a regular file or block device (errno 22)" \
 	"ls $V/cmds|error: ls: $V/cmds: wrong length for the structure (at 0x0)" \
-	"format c:|error: usage: fsck PATH | ls PATH | ls PATH@LABEL [DIR] | blockcheck PATH" \
+	"format c:|error: usage: fsck PATH | ls PATH | ls PATH@LABEL [DIR] | show [--blockrefs [--depth N]] PATH | blockcheck PATH" \
+	"show --depth 2 /x|error: show: usage: --depth is for --blockrefs" \
 	"ls @x|error: ls: @x: not PATH@LABEL"; do
 	vcmd "${pair%%|*}"
 	[ "$(cat /tmp/vout)" = "${pair#*|}" ] || bad "'${pair%%|*}' gave: $(cat /tmp/vout)"

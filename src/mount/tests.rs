@@ -569,6 +569,390 @@ fn an_incremental_commit_cut_at_any_write_leaves_the_old_tree_or_the_new_one() {
     assert!(cuts > 5);
 }
 
+/// Commit `/big` (or its first DATA block, if `data`) under check NONE, then `change` its
+/// body in place, its header as it is (as the synchronizer installs a master's header whose
+/// block was overwritten in place, or any same-size change), and commit again: the new
+/// bytes must reach the media.
+fn change_under_check_none_is_written(data: bool, change: impl FnOnce(&mut Body)) {
+    let dev = make();
+    import(&dev);
+    let (store, mut m) = load_dev(&dev);
+    let big = store.index_inode(INODE_START + 1).unwrap().unwrap();
+    let id = if data {
+        store.lookup(big, 0, 0).unwrap().unwrap().0
+    } else {
+        big
+    };
+    let modify = |f: &mut dyn FnMut(&mut Blockref, &mut Body)| {
+        let g = store.lock(id, LockMode::Exclusive).unwrap();
+        store
+            .modify(&g, |b, body| {
+                f(b, body);
+                Ok(())
+            })
+            .unwrap();
+    };
+    // As `hammer2 setcheck none` makes new blocks.
+    modify(&mut |b, _| b.methods = enc_methods(CHECK_NONE, COMP_NONE));
+    commit_dev(&dev, &store, &mut m);
+    clean(&dev);
+    let mut change = Some(change);
+    modify(&mut |_, body| change.take().unwrap()(body));
+    assert!(m.changed(&store).unwrap());
+    commit_dev(&dev, &store, &mut m);
+    clean(&dev);
+    assert_eq!(
+        reader_view(&dev),
+        store_view(&store),
+        "the change was not written"
+    );
+}
+
+/// A DATA block under check NONE whose bytes change in place is written: place and an
+/// all-zero check area do not say the bytes on media are still these.
+#[test]
+fn a_changed_data_block_under_check_none_is_written() {
+    change_under_check_none_is_written(true, |body| {
+        let Body::Data(d) = body else { panic!() };
+        for x in d.iter_mut() {
+            *x ^= 0x5a;
+        }
+    });
+}
+
+/// The same for an inode whose blockref carries check NONE.
+#[test]
+fn a_changed_inode_under_check_none_is_written() {
+    change_under_check_none_is_written(false, |body| {
+        let Body::Inode(ip) = body else { panic!() };
+        ip.meta.mode = 0o600;
+        ip.meta.mtime += 1;
+    });
+}
+
+/// A copy of `dev`'s contents.
+fn clone_dev(dev: &SparseDev) -> SparseDev {
+    let c = SparseDev::new(dev.size());
+    *c.chunks.borrow_mut() = dev.chunks.borrow().clone();
+    c
+}
+
+/// Many incremental commits of mixed changes on a volume with two header copies: after each,
+/// the new tree is what the store holds and fsck-clean, and the copy left behind (what a cut
+/// before the header would have given) still reads the previous tree.
+#[test]
+fn incremental_commits_leave_the_older_header_copy_whole() {
+    use crate::volume::BlockDev;
+    use alloc::format;
+    let dev = make_sized(SIZE_TWO_COPIES);
+    import_many(&dev, 4, 60);
+    let (store, mut m) = load_dev(&dev);
+    let mut tid = m.pfs_bref.modify_tid + 10;
+    let mut rng = 0x1234_5678u64;
+    let mut next = move || {
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (rng >> 33) as usize
+    };
+    let mut gone: Vec<Vec<u8>> = Vec::new();
+    for round in 0..14 {
+        for _ in 0..6 {
+            tid += 1;
+            let path = alloc::format!("/d{}/f{}", next() % 4, next() % 60).into_bytes();
+            match next() % 5 {
+                0 | 1 => {
+                    // Same size, other bytes.
+                    let seed = next() as u8;
+                    let _ = store.write(&path, &bytes(600, seed), tid);
+                }
+                2 => {
+                    let len = [10, 600, 5000, 70_000][next() % 4];
+                    let _ = store.write(&path, &bytes(len, next() as u8), tid);
+                }
+                3 => {
+                    if store.rm(&path, tid).is_ok() {
+                        gone.push(path);
+                    }
+                }
+                _ => {
+                    // Recreate a removed file under its old name (same directory key).
+                    if let Some(p) = gone.pop() {
+                        let _ = store.write(&p, &bytes(600, round as u8), tid);
+                    }
+                }
+            }
+        }
+        let prev = reader_view(&dev);
+        commit_dev(&dev, &store, &mut m);
+        clean(&dev);
+        assert!(
+            reader_view(&dev)[1..] == store_view(&store)[1..],
+            "round {round}"
+        );
+        // The newest copy gone: the other must still be the previous commit, whole.
+        let old = clone_dev(&dev);
+        let zone = Volume::open(&dev).unwrap().zone();
+        old.write_at(crate::media::volhdr::copy_offset(zone), &vec![0u8; 65536])
+            .unwrap();
+        assert_ne!(Volume::open(&old).unwrap().zone(), zone);
+        let r = fsck(&old, FsckOptions::default()).unwrap();
+        assert!(
+            r.findings
+                .iter()
+                .all(|f| format!("{:?}", f.problem).starts_with("HeaderBad")),
+            "round {round}: {:?}",
+            r.findings
+        );
+        assert!(
+            reader_view(&old)[1..] == prev[1..],
+            "round {round}: older copy"
+        );
+        if round % 5 == 4 {
+            reload(&Volume::open(&dev).unwrap(), &store, &mut m).unwrap();
+        }
+    }
+}
+
+/// Commits cut after k writes on the device itself, then the same store and [`Mounted`] go
+/// on committing (the cut commit's blocks are free again and get reused).
+#[test]
+fn commits_after_cut_commits_reuse_their_space_safely() {
+    let mut dev = make_sized(SIZE_TWO_COPIES);
+    import_many(&dev, 4, 60);
+    let (store, mut m) = load_dev(&dev);
+    let mut tid = m.pfs_bref.modify_tid + 10;
+    for round in 0..8u8 {
+        for i in 0..5 {
+            tid += 1;
+            let path = alloc::format!("/d{}/f{}", (i + round as usize) % 4, i * 7 + round as usize);
+            store
+                .write(path.as_bytes(), &bytes(600, round ^ i as u8), tid)
+                .unwrap();
+        }
+        for k in [1u64, 3, 6, 9, 12] {
+            dev.fail_write_after = Some(dev.writes.get() + k);
+            let r = {
+                let vol = Volume::open(&dev).unwrap();
+                commit(&vol, &store, &mut m)
+            };
+            dev.fail_write_after = None;
+            if r.is_ok() {
+                break;
+            }
+            clean(&dev);
+        }
+        // Something else changes before the real commit: the cut commit's blocks get reused.
+        tid += 1;
+        store.write(b"/d0/extra", &bytes(5000, round), tid).unwrap();
+        commit_dev(&dev, &store, &mut m);
+        clean(&dev);
+        assert!(
+            reader_view(&dev)[1..] == store_view(&store)[1..],
+            "round {round}"
+        );
+        let (again, _) = load_dev(&dev);
+        assert_eq!(
+            compare::digest(&again).unwrap(),
+            compare::digest(&store).unwrap()
+        );
+    }
+}
+
+/// A slave on a one-copy volume, synced and committed many times over (writes of the same
+/// size, removals, re-creations under the old name, hardlinks, chmods), remounted now and
+/// then; both nodes commit; after each round both volumes are clean and agree.
+#[test]
+fn synced_commits_on_one_copy_volumes_stay_clean_and_agree() {
+    use crate::cluster::FrontendOp;
+    use crate::role::NodeSet;
+    let (m_dev, s_dev) = (make(), make());
+    import_many(&m_dev, 3, 40);
+    let (c, mut mm, mut sm) = synced_cluster(&m_dev, &s_dev);
+    let mut rng = 0x9e37_79b9u64;
+    let mut next = move || {
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (rng >> 33) as usize
+    };
+    let mut gone: Vec<alloc::string::String> = Vec::new();
+    for round in 0..10u8 {
+        for _ in 0..6 {
+            let path = alloc::format!("/d{}/f{}", next() % 3, next() % 40);
+            let op = next() % 6;
+            let data = bytes(600, next() as u8);
+            let _: core::result::Result<(), (usize, Error)> = match op {
+                0 | 1 => c
+                    .apply(NodeSet(1), FrontendOp::Write(path.as_bytes(), &data))
+                    .map(|_| ()),
+                2 => {
+                    let r = c
+                        .apply(NodeSet(1), FrontendOp::Rm(path.as_bytes()))
+                        .map(|_| ());
+                    if r.is_ok() {
+                        gone.push(path.clone());
+                    }
+                    r
+                }
+                3 => match gone.pop() {
+                    Some(p) => c
+                        .apply(NodeSet(1), FrontendOp::Write(p.as_bytes(), &data))
+                        .map(|_| ()),
+                    None => Ok(()),
+                },
+                4 => c
+                    .apply(NodeSet(1), FrontendOp::Chmod(path.as_bytes(), 0o600))
+                    .map(|_| ()),
+                _ => {
+                    let to = alloc::format!("/d{}/l{}", next() % 3, round);
+                    c.apply(NodeSet(1), FrontendOp::Link(path.as_bytes(), to.as_bytes()))
+                        .map(|_| ())
+                }
+            };
+        }
+        sync_until_in_sync(&c, 1);
+        commit_dev(&s_dev, c.store(1).unwrap(), &mut sm);
+        commit_dev(&m_dev, c.store(0).unwrap(), &mut mm);
+        clean(&s_dev);
+        clean(&m_dev);
+        assert!(
+            reader_view(&s_dev)[1..] == reader_view(&m_dev)[1..],
+            "round {round}"
+        );
+        assert!(reader_view(&s_dev)[1..] == store_view(c.store(1).unwrap())[1..]);
+        if round % 3 == 2 {
+            reload(&Volume::open(&s_dev).unwrap(), c.store(1).unwrap(), &mut sm).unwrap();
+            assert!(c.in_sync(1), "round {round}");
+        }
+    }
+}
+
+/// A change of a chain's blockref only (its modify_tid; bytes unchanged) reaches the media,
+/// through the parents of a kept block.
+#[test]
+fn a_tid_only_change_reaches_the_media() {
+    let dev = make_sized(SIZE_TWO_COPIES);
+    import_many(&dev, 4, 60);
+    let (store, mut m) = load_dev(&dev);
+    let f = store.resolve(b"/d2/f17").unwrap();
+    let data = store.lookup(f, 0, KEY_MAX).unwrap().unwrap().0;
+    for (id, tid) in [(f, 0x7777_0000u64), (data, 0x6666_0000)] {
+        let g = store.lock(id, LockMode::Exclusive).unwrap();
+        store.set_modify_tid(&g, tid).unwrap();
+    }
+    commit_dev(&dev, &store, &mut m);
+    clean(&dev);
+    let w = m.io().commit.blocks_written;
+    let (again, _) = load_dev(&dev);
+    let f2 = again.resolve(b"/d2/f17").unwrap();
+    assert_eq!(again.bref(f2).unwrap().modify_tid, 0x7777_0000, "{w}");
+    let d2 = again.lookup(f2, 0, KEY_MAX).unwrap().unwrap().1;
+    assert_eq!(d2.modify_tid, 0x6666_0000);
+    assert_eq!(
+        compare::digest(&again).unwrap(),
+        compare::digest(&store).unwrap()
+    );
+}
+
+/// A device that counts its scheduling points.
+struct Yields<'a> {
+    dev: &'a SparseDev,
+    count: core::cell::Cell<usize>,
+}
+
+impl crate::volume::BlockDev for Yields<'_> {
+    fn size(&self) -> u64 {
+        self.dev.size()
+    }
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> Result<()> {
+        self.dev.read_at(off, buf)
+    }
+    fn write_at(&self, off: u64, buf: &[u8]) -> Result<()> {
+        self.dev.write_at(off, buf)
+    }
+    fn flush(&self) -> Result<()> {
+        self.dev.flush()
+    }
+    fn yield_point(&self) {
+        self.count.set(self.count.get() + 1);
+    }
+}
+
+/// A block table built again unchanged keeps every indirect block and writes nothing, yet
+/// reaches a scheduling point as it goes (a kernel thread must not hold the CPU over a
+/// table of 10^6 entries).
+#[test]
+fn an_unchanged_block_table_yields_while_it_is_built() {
+    let sparse = make();
+    let dev = Yields {
+        dev: &sparse,
+        count: core::cell::Cell::new(0),
+    };
+    let vol = Volume::open(&dev).unwrap();
+    let mut txn = Txn::begin(&vol).unwrap();
+    let items: Vec<Blockref> = (0..8192u64)
+        .map(|i| {
+            let mut b = Blockref::new(BREF_TYPE_DATA, i << 16, 16);
+            b.data_off = ((64 << 20) + (i << 16)) | 16;
+            b
+        })
+        .collect();
+    let mut placed = Vec::new();
+    txn.table_keeping(&items, &|_, _| None, Some(&mut placed))
+        .unwrap();
+    assert!(placed.len() >= 64);
+    let find = |key, keybits| {
+        placed
+            .iter()
+            .find(|b: &&Blockref| b.key == key && b.keybits == keybits)
+            .copied()
+    };
+    let (written, before) = (txn.written, dev.count.get());
+    let mut again = Vec::new();
+    txn.table_keeping(&items, &find, Some(&mut again)).unwrap();
+    assert_eq!(again, placed, "every indirect block kept");
+    assert_eq!(txn.written, written, "nothing written");
+    assert!(
+        dev.count.get() - before >= items.len(),
+        "{} scheduling points",
+        dev.count.get() - before
+    );
+}
+
+/// A commit whose header is written but whose store never learns where its blocks went (out
+/// of memory in the step after the header) leaves `Mounted` describing the new tree: the
+/// next commit succeeds and writes what the store holds.
+#[test]
+fn a_commit_after_one_whose_store_update_failed_succeeds() {
+    let dev = make_sized(SIZE_TWO_COPIES);
+    import_many(&dev, 2, 20);
+    let (store, mut m) = load_dev(&dev);
+    let mut tid = m.pfs_bref.modify_tid + 10;
+    for round in 0..3u8 {
+        tid += 1;
+        store.write(b"/d0/f3", &bytes(600, round), tid).unwrap();
+        store.write(b"/d1/f7", &bytes(70_000, round), tid).unwrap();
+        {
+            let vol = Volume::open(&dev).unwrap();
+            // The commit without its last step, as when that step fails.
+            let (_, news) = super::commit_tree(&vol, &store, &mut m, &mut |_| {}).unwrap();
+            drop(news);
+        }
+        clean(&dev);
+        assert!(m.changed(&store).unwrap(), "round {round}");
+        tid += 1;
+        store.write(b"/d0/f5", &bytes(5000, round), tid).unwrap();
+        commit_dev(&dev, &store, &mut m);
+        clean(&dev);
+        assert!(
+            reader_view(&dev)[1..] == store_view(&store)[1..],
+            "round {round}"
+        );
+        assert!(!m.changed(&store).unwrap());
+    }
+}
+
 #[test]
 fn load_progress_is_reported_with_no_chain_locked() {
     let dev = make();

@@ -10,7 +10,8 @@
 //! - [`verify`]: every reachable blockref's check code;
 //! - [`freemap`]: the freemap tree, its leaves' bitmaps;
 //! - [`fsck`]: a read-only check of a whole volume that goes on past faults and reports them;
-//! - [`show`]: the text of `ls` and `fsck`, the same for every host.
+//! - [`show`]: the text of `ls` and `fsck`, the same for every host;
+//! - `file` (feature `std`): an image file or block device as a [`BlockDev`].
 //!
 //! Every fault of the media is a [`ReadError`] naming its cause and where it was met; no
 //! input panics, loops forever or makes the reader allocate more than a block (64 KiB) per
@@ -18,6 +19,8 @@
 
 pub mod block;
 pub mod commit;
+#[cfg(feature = "std")]
+pub mod file;
 pub mod freemap;
 pub mod fsck;
 pub mod import;
@@ -36,6 +39,8 @@ use crate::media::volhdr::{copy_offset, select_best, VolumeHeader, NUM_VOLHDRS, 
 use crate::media::MediaError;
 use crate::Error;
 
+#[cfg(feature = "std")]
+pub use file::FileDev;
 pub use fsck::{fsck, Finding, FsckOptions, FsckReport, Problem};
 pub use import::{DirEntries, Import};
 pub use newfs::{newfs, NewPfs, NewfsOptions};

@@ -413,6 +413,98 @@ pub fn show_blockrefs<D: BlockDev>(
     Ok(counts)
 }
 
+/// The arguments of `show`: `[--blockrefs [--depth N]] IMAGE`, the same for every host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShowArgs<'a> {
+    /// The image file or device.
+    pub image: &'a str,
+    /// With `--blockrefs`: the deepest table level shown (`usize::MAX` without `--depth`).
+    pub blockrefs: Option<usize>,
+}
+
+/// Why `show`'s arguments were refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShowUsage<'a> {
+    /// `--depth` without a value.
+    DepthMissing,
+    /// `--depth` with a value that is not a number.
+    DepthNotNumber(&'a str),
+    /// `--depth` without `--blockrefs`.
+    DepthWithoutBlockrefs,
+    /// An option `show` does not know.
+    UnknownOption(&'a str),
+    /// A second image.
+    Unexpected(&'a str),
+    /// No image.
+    NoImage,
+}
+
+impl fmt::Display for ShowUsage<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ShowUsage::DepthMissing => f.write_str("--depth needs N"),
+            ShowUsage::DepthNotNumber(v) => write!(f, "--depth: '{v}' is not a number"),
+            ShowUsage::DepthWithoutBlockrefs => f.write_str("--depth is for --blockrefs"),
+            ShowUsage::UnknownOption(o) => write!(f, "unknown option '{o}'"),
+            ShowUsage::Unexpected(a) => write!(f, "unexpected argument '{a}'"),
+            ShowUsage::NoImage => f.write_str("expected IMAGE"),
+        }
+    }
+}
+
+impl<'a> ShowArgs<'a> {
+    /// Parse `show`'s arguments (the words after the command).
+    pub fn parse(args: impl IntoIterator<Item = &'a str>) -> Result<ShowArgs<'a>, ShowUsage<'a>> {
+        let mut blockrefs = false;
+        let mut depth = None;
+        let mut image = None;
+        let mut it = args.into_iter();
+        while let Some(a) = it.next() {
+            match a {
+                "--blockrefs" => blockrefs = true,
+                "--depth" => {
+                    let v = it.next().ok_or(ShowUsage::DepthMissing)?;
+                    depth = Some(v.parse().map_err(|_| ShowUsage::DepthNotNumber(v))?);
+                }
+                o if o.starts_with('-') && o.len() > 1 => return Err(ShowUsage::UnknownOption(o)),
+                i if image.is_none() => image = Some(i),
+                i => return Err(ShowUsage::Unexpected(i)),
+            }
+        }
+        let image = image.ok_or(ShowUsage::NoImage)?;
+        if depth.is_some() && !blockrefs {
+            return Err(ShowUsage::DepthWithoutBlockrefs);
+        }
+        Ok(ShowArgs {
+            image,
+            blockrefs: blockrefs.then(|| depth.unwrap_or(usize::MAX)),
+        })
+    }
+}
+
+/// `show [--blockrefs [--depth N]] IMAGE` whole: [`show_volume`], then with `blockrefs` (the
+/// depth, [`ShowArgs::blockrefs`]) a `blockrefs:` line, [`show_blockrefs`] and a line of its
+/// counts. What the tree walk counted, if it ran.
+pub fn show<D: BlockDev>(
+    w: &mut dyn fmt::Write,
+    vol: &Volume<D>,
+    copies: &[HeaderCopy; NUM_VOLHDRS],
+    blockrefs: Option<usize>,
+) -> Result<Option<TreeCounts>, ShowError> {
+    show_volume(w, vol, copies)?;
+    let Some(depth) = blockrefs else {
+        return Ok(None);
+    };
+    w.write_str("blockrefs:\n")?;
+    let c = show_blockrefs(w, vol, depth)?;
+    writeln!(
+        w,
+        "{} blockrefs, {} failed their check, {} tables below --depth not shown",
+        c.shown, c.bad, c.cut
+    )?;
+    Ok(Some(c))
+}
+
 /// A block of the tree, read and verified.
 enum Opened {
     /// Data, an empty dirent or a DIRECTDATA inode's: nothing below.
@@ -621,11 +713,20 @@ mod tests {
             .starts_with("data key 0x0000000000000000/16"));
     }
 
-    #[test]
-    fn the_volume_shows_its_header_copies_and_pfses() {
+    /// The sample volume and the header copies it was opened from.
+    fn sample_with_copies() -> (
+        Volume<super::super::testdev::MemDev>,
+        [HeaderCopy; NUM_VOLHDRS],
+    ) {
         let (img, _) = super::super::testdev::sample();
         let vol = super::super::testdev::open(img).unwrap();
         let copies = super::super::read_copies(vol.dev()).unwrap();
+        (vol, copies)
+    }
+
+    #[test]
+    fn the_volume_shows_its_header_copies_and_pfses() {
+        let (vol, copies) = sample_with_copies();
         let mut out = String::new();
         show_volume(&mut out, &vol, &copies).unwrap();
         assert!(
@@ -649,5 +750,47 @@ mod tests {
             Err(ShowError::Output)
         );
         assert!(out.starts_with(&small.text));
+    }
+
+    #[test]
+    fn show_args_parse_as_the_cli_documents_them() {
+        let p = |a: &'static str| ShowArgs::parse(a.split_ascii_whitespace());
+        let ok = |image, blockrefs| Ok(ShowArgs { image, blockrefs });
+        assert_eq!(p("x.img"), ok("x.img", None));
+        assert_eq!(p("--blockrefs x.img"), ok("x.img", Some(usize::MAX)));
+        assert_eq!(p("x.img --blockrefs --depth 2"), ok("x.img", Some(2)));
+        assert_eq!(p(""), Err(ShowUsage::NoImage));
+        assert_eq!(p("--depth 2 x"), Err(ShowUsage::DepthWithoutBlockrefs));
+        assert_eq!(p("--blockrefs x --depth"), Err(ShowUsage::DepthMissing));
+        assert_eq!(
+            p("--blockrefs --depth -1 x"),
+            Err(ShowUsage::DepthNotNumber("-1"))
+        );
+        assert_eq!(p("-v x"), Err(ShowUsage::UnknownOption("-v")));
+        assert_eq!(p("x y"), Err(ShowUsage::Unexpected("y")));
+        assert_eq!(
+            ShowUsage::DepthNotNumber("z").to_string(),
+            "--depth: 'z' is not a number"
+        );
+    }
+
+    #[test]
+    fn show_with_blockrefs_ends_with_their_counts() {
+        let (vol, copies) = sample_with_copies();
+        let mut head = String::new();
+        assert_eq!(show(&mut head, &vol, &copies, None), Ok(None));
+        let mut out = String::new();
+        let c = show(&mut out, &vol, &copies, Some(1)).unwrap().unwrap();
+        assert!(c.shown > 0 && c.cut > 0, "{c:?}");
+        let rest = out.strip_prefix(head.as_str()).expect("the volume first");
+        assert!(rest.starts_with("blockrefs:\n"), "{out}");
+        assert!(
+            rest.ends_with(&alloc::format!(
+                "\n{} blockrefs, 0 failed their check, {} tables below --depth not shown\n",
+                c.shown,
+                c.cut
+            )),
+            "{out}"
+        );
     }
 }

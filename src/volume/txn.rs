@@ -15,8 +15,9 @@ use super::{read_copies, BlockDev, Cause, HeaderCopy, ReadError, Volume};
 use crate::media::volhdr::{select_best, VolumeHeader, NUM_VOLHDRS, ZONE_BYTES};
 use crate::media::{
     enc_methods, Blockref, DirentHead, InodeData, MediaError, BREF_BYTES, BREF_TYPE_DATA,
-    BREF_TYPE_DIRENT, BREF_TYPE_INDIRECT, BREF_TYPE_INODE, CHECK_XXHASH64, COMP_NONE,
-    DATA_BLOCK_BYTES, DATA_BLOCK_RADIX, INODE_BYTES, RADIX_MIN, SET_COUNT,
+    BREF_TYPE_DIRENT, BREF_TYPE_INDIRECT, BREF_TYPE_INODE, CHECK_FREEMAP, CHECK_ISCSI32,
+    CHECK_SHA192, CHECK_XXHASH64, COMP_NONE, DATA_BLOCK_BYTES, DATA_BLOCK_RADIX, INODE_BYTES,
+    RADIX_MIN, SET_COUNT,
 };
 use crate::{Error, Result};
 
@@ -164,7 +165,8 @@ impl<'v, D: BlockDev> Txn<'v, D> {
                 tables,
             )?;
             if current {
-                seen.sort_unstable();
+                let dev = vol.dev();
+                crate::mem::sort_yielding(&mut seen, |n| *n, &|| dev.yield_point())?;
             }
         }
         if !current_stays {
@@ -298,15 +300,25 @@ impl<'v, D: BlockDev> Txn<'v, D> {
             set[..items.len()].copy_from_slice(items);
             return Ok(set);
         }
-        if items.windows(2).any(|w| w[0].key_end() >= w[1].key) {
-            return Err(Error::Invalid);
+        let dev = self.vol.dev();
+        let relax = || dev.yield_point();
+        for (k, w) in items.windows(2).enumerate() {
+            if w[0].key_end() >= w[1].key {
+                return Err(Error::Invalid);
+            }
+            if k % crate::mem::SORT_CHUNK == 0 {
+                relax();
+            }
         }
         let mut stack: Vec<Frame> = Vec::new();
         stack.try_reserve_exact(BUILD_DEPTH)?;
         let mut root = Frame::new(0, items.len(), 0, 64, 2)?;
-        root.sub = split_bits(items, 1 << 2);
+        root.sub = split_bits(items, 1 << 2, &relax);
         stack.push(root);
         loop {
+            // A scheduling point per entry placed or frame begun or finished: an unchanged
+            // table of 10^6 entries keeps every block and writes nothing, so no write yields.
+            relax();
             let Some(top) = stack.last_mut() else {
                 return Err(Error::Invalid);
             };
@@ -336,6 +348,9 @@ impl<'v, D: BlockDev> Txn<'v, D> {
             let mut j = i + 1;
             while j < top.end && id(&items[j]) == id(&items[i]) {
                 j += 1;
+                if (j - i) % crate::mem::SORT_CHUNK == 0 {
+                    relax();
+                }
             }
             top.next = j;
             if j - i == 1 {
@@ -353,7 +368,7 @@ impl<'v, D: BlockDev> Txn<'v, D> {
                 items[i].key & !((1u64 << kb) - 1)
             };
             let mut f = Frame::new(i, j, key, kb, IND_SHIFT)?;
-            f.sub = split_bits(&items[i..j], IND_ENTRIES);
+            f.sub = split_bits(&items[i..j], IND_ENTRIES, &relax);
             stack.push(f);
         }
     }
@@ -428,13 +443,17 @@ impl Frame {
 /// (`key >> sub`) into the children of one table: at most `cap` groups, and among those
 /// the coarsest grouping whose groups still fit `cap` entries each, so tables are as full
 /// as they can be (128 consecutive inodes, or 128 data blocks of a file, per indirect
-/// block, as the kernel's).
-fn split_bits(items: &[Blockref], cap: usize) -> u8 {
+/// block, as the kernel's). `relax` is called every [`crate::mem::SORT_CHUNK`] items looked
+/// at.
+fn split_bits(items: &[Blockref], cap: usize, relax: &dyn Fn()) -> u8 {
     let id = |b: &Blockref, sub: u8| if sub >= 64 { 0 } else { b.key >> sub };
     // Groups and the largest group at `sub`, in one pass over the sorted items.
     let stats = |sub: u8| {
         let (mut groups, mut largest, mut run) = (1usize, 1usize, 1usize);
-        for w in items.windows(2) {
+        for (k, w) in items.windows(2).enumerate() {
+            if k % crate::mem::SORT_CHUNK == 0 {
+                relax();
+            }
             if id(&w[0], sub) == id(&w[1], sub) {
                 run += 1;
             } else {
@@ -481,11 +500,23 @@ enum Tables<'s> {
     Skip(&'s [(u64, u64)]),
 }
 
-/// The name of a block by place and contents: its `data_off` and a hash of its whole check
-/// area. Two blockrefs with the same name point at the same bytes (for a table block, INODE
-/// or INDIRECT, the same subtree).
+/// The name of a block by place and check code: its `data_off` and a hash of its whole check
+/// area. Two blockrefs of the same name read the same bytes from the device now (for a
+/// table block, INODE or INDIRECT, the same subtree); they describe the same bytes only
+/// when [`checks_content`] holds.
 pub(crate) fn block_name(b: &Blockref) -> (u64, u64) {
     (b.data_off, crate::media::check::xxh64(&b.check, 0))
+}
+
+/// Whether `b`'s check code identifies its block's bytes (ISCSI32, XXHASH64, SHA192,
+/// FREEMAP), so that a block of the same [`block_name`] holds these very bytes. Under NONE
+/// or DISABLED the check area is all zeros whatever the bytes, and HAMMER2 overwrites such
+/// a DATA block in place: the same place and check may hold other bytes.
+pub(crate) fn checks_content(b: &Blockref) -> bool {
+    matches!(
+        b.check_method(),
+        CHECK_ISCSI32 | CHECK_XXHASH64 | CHECK_SHA192 | CHECK_FREEMAP
+    )
 }
 
 /// Whether `b` is a table block named in `seen` (sorted).

@@ -557,3 +557,19 @@ fn spans_partition_the_key_space() {
     let inner = c.span(0, Some((first.beg, first.end)));
     assert!(inner.end < first.end);
 }
+
+#[test]
+fn inserts_whose_ranges_cover_or_straddle_indirect_blocks() {
+    for seed in [11, 12, 13, 14] {
+        // Dense keys with large aligned ranges mixed in: inserts whose range covers or
+        // straddles indirect blocks.
+        property(seed, DIR, 6000, |r| {
+            let kb = match r % 5 {
+                0 => ((r >> 20) % 12) as u8,
+                _ => 0,
+            };
+            let k = ((r >> 8) % 4000) & !((1u64 << kb) - 1);
+            (k, kb)
+        });
+    }
+}

@@ -335,3 +335,37 @@ fn bug13_pointer_replacing_a_tree_keeps_no_children() {
         }
     }
 }
+
+/// A DIRECTDATA focus over a local table (a directory, a file with data blocks) and a table over a local DIRECTDATA inode, both scan modes: equal trees, no chain left behind.
+#[test]
+fn directdata_replaces_tables_and_tables_replace_directdata() {
+    for mode in [ScanMode::Pruned, ScanMode::Original] {
+        let c = cluster(&[M, M, S]);
+        c.set_scan_mode(mode);
+        mkdir(&c, all(&c), "/d");
+        write(&c, all(&c), "/d/a", b"a");
+        mkdir(&c, all(&c), "/d/sub");
+        write(&c, all(&c), "/d/sub/deep", &pattern(70_000, 1));
+        write(&c, all(&c), "/big", &pattern(200_000, 2));
+        write(&c, all(&c), "/s", b"small");
+        write(&c, all(&c), "/t", b"tiny");
+        assert_same(&c, 0, 2);
+        c.apply(set(&[0, 1]), FrontendOp::Rm(b"/d")).unwrap();
+        write(&c, set(&[0, 1]), "/d", b"now a file");
+        write(&c, set(&[0, 1]), "/big", b"shrunk");
+        c.apply(set(&[0, 1]), FrontendOp::Rm(b"/s")).unwrap();
+        mkdir(&c, set(&[0, 1]), "/s");
+        write(&c, set(&[0, 1]), "/s/x", b"x");
+        write(&c, set(&[0, 1]), "/t", &pattern(100_000, 3));
+        sync_all(&c);
+        assert_same(&c, 0, 2);
+        let (m, s) = (c.store(0).unwrap(), c.store(2).unwrap());
+        assert_eq!(s.chain_count(), m.chain_count(), "{mode:?}");
+        for p in ["/d", "/big"] {
+            let id = s.resolve(p.as_bytes()).unwrap();
+            assert_eq!(s.child_count(id).unwrap(), 0, "{mode:?} {p}");
+        }
+        assert_eq!(c.read_file(2, b"/d").unwrap(), b"now a file");
+        assert_eq!(c.read_file(2, b"/t").unwrap(), pattern(100_000, 3));
+    }
+}

@@ -261,3 +261,54 @@ fn dense_changes_are_merged_in_one_request_per_worker() {
         "{posted} requests for 100 changes in 25 runs"
     );
 }
+
+/// A frontend change on the masters lands mid-walk, between differing runs that are
+/// merged together or apart; a pass that reports success must leave the slave equal.
+#[test]
+fn a_frontend_change_between_merged_runs_never_leaves_a_wrong_pass() {
+    for (spacing, victim, at) in [
+        (40, 20, 1),
+        (40, 20, 3),
+        (70, 100, 2),
+        (70, 35, 4),
+        (40, 300, 2),
+        (40, 300, 6),
+    ] {
+        let c = cluster(&[M, M, S]);
+        c.set_scan_mode(ScanMode::Pruned);
+        let full = all(&c);
+        mkdir(&c, full, "/w");
+        for i in 0..400 {
+            write(&c, full, &format!("/w/f{i}"), b"old");
+        }
+        assert!(c.in_sync(2));
+        for i in (0..400).step_by(spacing) {
+            write(&c, set(&[0, 1]), &format!("/w/f{i}"), b"new");
+        }
+        let calls = Cell::new(0);
+        let r = c.sync_node(2, &|| {
+            calls.set(calls.get() + 1);
+            if calls.get() == at {
+                c.apply(
+                    set(&[0, 1]),
+                    FrontendOp::Write(format!("/w/f{victim}").as_bytes(), b"raced"),
+                )
+                .unwrap();
+            }
+            false
+        });
+        assert!(
+            calls.get() >= at,
+            "{spacing} {victim} {at}: hook not reached"
+        );
+        if r.is_ok() && c.in_sync(2) {
+            assert_same(&c, 0, 2);
+        }
+        sync_all(&c);
+        assert_same(&c, 0, 2);
+        assert_eq!(
+            c.read_file(2, format!("/w/f{victim}").as_bytes()).unwrap(),
+            b"raced"
+        );
+    }
+}
