@@ -383,7 +383,11 @@ pub fn show_blockrefs<D: BlockDev>(
             b.modify_tid
         )?;
         match open_block(vol, &b) {
-            Err(e) if e.cause == Cause::NoMem => return Err(ShowError::Read(e)),
+            // The device failing (or the read interrupted) says nothing of the block, and the
+            // next reads would fail alike: the walk stops, as when memory runs out.
+            Err(e) if matches!(e.cause, Cause::NoMem | Cause::Device(_)) => {
+                return Err(ShowError::Read(e))
+            }
             Err(e) => {
                 counts.bad += 1;
                 writeln!(w, " check FAILED: {e}")?;
@@ -711,6 +715,24 @@ mod tests {
         assert!(failed[0]
             .trim_start()
             .starts_with("data key 0x0000000000000000/16"));
+    }
+
+    #[test]
+    fn a_device_error_stops_the_walk() {
+        let (img, layout) = super::super::testdev::sample();
+        let vol = Volume::open(super::super::testdev::MemDev {
+            bytes: img,
+            fail_at: Some(layout.file_data0),
+            high: None,
+        })
+        .unwrap();
+        let mut out = String::new();
+        let r = show_blockrefs(&mut out, &vol, usize::MAX);
+        assert!(
+            matches!(r, Err(ShowError::Read(e)) if matches!(e.cause, Cause::Device(_))),
+            "{r:?}: {out}"
+        );
+        assert!(!out.contains("FAILED"), "{out}");
     }
 
     /// The sample volume and the header copies it was opened from.
