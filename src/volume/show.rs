@@ -234,13 +234,14 @@ const INUM_KEYS: u64 = (1 << 63) - 1;
 /// `show IMAGE`: the volume header in use, every header copy (offset, `mirror_tid`, whether
 /// its CRCs hold, which is in use), then one line per PFS: label, type, cluster id, PFS id
 /// and the inodes of its index. `copies` are the header copies `vol` was opened from
-/// ([`super::read_copies`]).
+/// ([`super::read_copies`]). A PFS whose index cannot be counted shows `inodes ? (why)`;
+/// the first such error is returned once every PFS is listed.
 #[inline(never)]
 pub fn show_volume<D: BlockDev>(
     w: &mut dyn fmt::Write,
     vol: &Volume<D>,
     copies: &[HeaderCopy; NUM_VOLHDRS],
-) -> Result<(), ShowError> {
+) -> Result<Option<ReadError>, ShowError> {
     let h = vol.header();
     writeln!(
         w,
@@ -268,26 +269,38 @@ pub fn show_volume<D: BlockDev>(
     }
     writeln!(w, "PFSs:")?;
     let mut out_err = false;
+    let mut damaged = None;
     vol.pfs_roots(&mut |root| {
         vol.dev().yield_point();
-        let inodes = count_inodes(vol, root)?;
+        // One damaged index block costs its PFS's count, not the rest of the listing; a
+        // failing device or no memory would fail every next read too.
+        let inodes = count_inodes(vol, root);
+        if let Err(e) = inodes {
+            if matches!(e.cause, Cause::NoMem | Cause::Device(_)) {
+                return Err(e);
+            }
+            damaged.get_or_insert(e);
+        }
         let m = &root.meta;
-        out_err = writeln!(
+        out_err = write!(
             w,
-            "  {} {} clid {} fsid {} inodes {}",
+            "  {} {} clid {} fsid {} inodes ",
             Lossy(root.filename()),
             PfsType(m.pfs_type),
             Uuid(&m.pfs_clid),
             Uuid(&m.pfs_fsid),
-            inodes
         )
+        .and_then(|()| match inodes {
+            Ok(n) => writeln!(w, "{n}"),
+            Err(e) => writeln!(w, "? ({e})"),
+        })
         .is_err();
         Ok(if out_err { Flow::Stop } else { Flow::Continue })
     })?;
     if out_err {
         return Err(ShowError::Output);
     }
-    Ok(())
+    Ok(damaged)
 }
 
 /// The inodes of PFS root `root`'s index (the INODE blockrefs keyed below 2^63).
@@ -488,25 +501,33 @@ impl<'a> ShowArgs<'a> {
 
 /// `show [--blockrefs [--depth N]] IMAGE` whole: [`show_volume`], then with `blockrefs` (the
 /// depth, [`ShowArgs::blockrefs`]) a `blockrefs:` line, [`show_blockrefs`] and a line of its
-/// counts. What the tree walk counted, if it ran.
+/// counts. What the tree walk counted, if it ran; an error once everything is shown when a
+/// PFS's inodes could not be counted.
 pub fn show<D: BlockDev>(
     w: &mut dyn fmt::Write,
     vol: &Volume<D>,
     copies: &[HeaderCopy; NUM_VOLHDRS],
     blockrefs: Option<usize>,
 ) -> Result<Option<TreeCounts>, ShowError> {
-    show_volume(w, vol, copies)?;
-    let Some(depth) = blockrefs else {
-        return Ok(None);
+    let damaged = show_volume(w, vol, copies)?;
+    let tree = match blockrefs {
+        None => None,
+        Some(depth) => {
+            w.write_str("blockrefs:\n")?;
+            let c = show_blockrefs(w, vol, depth)?;
+            writeln!(
+                w,
+                "{} blockrefs, {} failed their check, {} tables below --depth not shown",
+                c.shown, c.bad, c.cut
+            )?;
+            Some(c)
+        }
     };
-    w.write_str("blockrefs:\n")?;
-    let c = show_blockrefs(w, vol, depth)?;
-    writeln!(
-        w,
-        "{} blockrefs, {} failed their check, {} tables below --depth not shown",
-        c.shown, c.bad, c.cut
-    )?;
-    Ok(Some(c))
+    // Everything was shown; the PFS index that could not be counted fails the command.
+    match damaged {
+        Some(e) => Err(ShowError::Read(e)),
+        None => Ok(tree),
+    }
 }
 
 /// A block of the tree, read and verified.
@@ -733,6 +754,65 @@ mod tests {
             "{r:?}: {out}"
         );
         assert!(!out.contains("FAILED"), "{out}");
+    }
+
+    /// A volume whose PFS `DATA` keeps its two inodes under an indirect block (at the offset
+    /// returned), beside the sample's `B`, an empty PFS.
+    fn indexed_volume() -> (Vec<u8>, u64) {
+        use super::super::testdev::{inode, set, Builder};
+        let mut bld = Builder::new(8 << 20);
+        let a = bld.inode(0x400, &inode(OBJTYPE_REGFILE, 0x400, b"a"));
+        let b = bld.inode(0x401, &inode(OBJTYPE_REGFILE, 0x401, b"b"));
+        let ind = bld.table(0x400, 10, 12, &[a, b]);
+        let mut root = inode(OBJTYPE_DIRECTORY, 1, b"DATA");
+        root.meta.op_flags = crate::media::OpFlags::PFSROOT.bits();
+        root.meta.pfs_type = PFSTYPE_MASTER;
+        root.set_blockset(&set(&[ind]));
+        let root_b = bld.inode(crate::media::dirhash(b"DATA"), &root);
+        let mut other = inode(OBJTYPE_DIRECTORY, 1, b"B");
+        other.meta.op_flags = crate::media::OpFlags::PFSROOT.bits();
+        other.meta.pfs_type = PFSTYPE_SLAVE;
+        other.meta.op_flags |= crate::media::OpFlags::DIRECTDATA.bits();
+        let other_b = bld.inode(crate::media::dirhash(b"B"), &other);
+        let mut pair = [root_b, other_b];
+        pair.sort_by_key(|b| b.key);
+        let mut sroot = inode(OBJTYPE_DIRECTORY, 0, b"SUPROOT");
+        sroot.meta.pfs_type = PFSTYPE_SUPROOT;
+        sroot.set_blockset(&set(&pair));
+        let sroot_b = bld.inode(0, &sroot);
+        bld.header(0, sroot_b, 0x11);
+        (bld.img, ind.data_off & !0x3F)
+    }
+
+    #[test]
+    fn a_damaged_index_block_costs_its_count_not_the_listing() {
+        let (mut img, ind) = indexed_volume();
+        let listing = |img: Vec<u8>| {
+            let vol = super::super::testdev::open(img).unwrap();
+            let copies = super::super::read_copies(vol.dev()).unwrap();
+            let mut out = String::new();
+            let r = show(&mut out, &vol, &copies, Some(usize::MAX));
+            (out, r)
+        };
+        let (out, r) = listing(img.clone());
+        assert!(r.is_ok(), "{r:?}: {out}");
+        assert!(
+            out.contains("\n  DATA master ") && out.contains(" inodes 2\n"),
+            "{out}"
+        );
+        img[ind as usize + 3] ^= 0xFF;
+        let (out, r) = listing(img);
+        // The damaged PFS says why it has no count; the other PFS and the tree still show.
+        assert!(out.contains(" inodes ? ("), "{out}");
+        assert!(
+            out.contains("\n  B slave ") && out.contains(" inodes 0\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("blockrefs:\n") && out.contains(" 1 failed their check"),
+            "{out}"
+        );
+        assert!(matches!(r, Err(ShowError::Read(_))), "{r:?}");
     }
 
     /// The sample volume and the header copies it was opened from.
