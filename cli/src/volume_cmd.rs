@@ -253,7 +253,16 @@ fn show_cmd(args: &[String]) -> Result<(), Fail> {
     let image = a.image;
     let dev = open_dev(image)?;
     let copies = read_copies(&dev).map_err(|e| run_err(image, e))?;
-    let vol = Volume::from_copies(dev, copies.clone()).map_err(|e| run_err(image, e))?;
+    let vol = match Volume::from_copies(dev, copies.clone()) {
+        Ok(v) => v,
+        Err(e) => {
+            // No copy to open: the table of copies says why each was refused.
+            let mut o = crate::Out::new();
+            let _ = show::show_copies(&mut o, &copies, None);
+            o.finish();
+            return Err(run_err(image, e));
+        }
+    };
     let mut o = crate::Out::new();
     let r = show::show(&mut o, &vol, &copies, a.blockrefs);
     o.finish();

@@ -704,3 +704,26 @@ fn import_always_shows_that_it_is_committing() {
     );
     fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn show_of_a_volume_without_a_valid_header_still_shows_the_copies() {
+    let d = tmp("nohdr");
+    let img = d.join("v.img");
+    newfs(&img, "master", "256M");
+    // The only header copy's magic cleared: no copy can be used.
+    let mut f = fs::OpenOptions::new().write(true).open(&img).unwrap();
+    f.write_all(&[0; 8]).unwrap();
+    drop(f);
+    let o = exits(1, &["show", s(&img)]);
+    let out = text(&o.stdout);
+    assert!(
+        out.starts_with("header copies:\n  0 at 0x0: refused: "),
+        "{out}"
+    );
+    assert!(
+        out.contains("  1 at 0x80000000: not inside the device\n"),
+        "{out}"
+    );
+    assert!(text(&o.stderr).contains(s(&img)), "{o:?}");
+    fs::remove_dir_all(&d).unwrap();
+}

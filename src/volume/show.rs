@@ -252,21 +252,7 @@ pub fn show_volume<D: BlockDev>(
         h.allocator_size,
         h.allocator_free
     )?;
-    writeln!(w, "header copies:")?;
-    for (zone, c) in copies.iter().enumerate() {
-        write!(w, "  {zone} at {:#x}: ", copy_offset(zone))?;
-        match c {
-            HeaderCopy::Absent => writeln!(w, "not inside the device")?,
-            HeaderCopy::Unreadable(_, e) => writeln!(w, "unreadable ({e:?})")?,
-            HeaderCopy::Read(Err(e)) => writeln!(w, "refused: {e}")?,
-            HeaderCopy::Read(Ok(c)) => writeln!(
-                w,
-                "mirror_tid {:#x}, CRC ok{}",
-                c.mirror_tid,
-                if zone == vol.zone() { ", in use" } else { "" }
-            )?,
-        }
-    }
+    show_copies(w, copies, Some(vol.zone()))?;
     writeln!(w, "PFSs:")?;
     let mut out_err = false;
     let mut damaged = None;
@@ -301,6 +287,32 @@ pub fn show_volume<D: BlockDev>(
         return Err(ShowError::Output);
     }
     Ok(damaged)
+}
+
+/// The `header copies:` table of `show`: each copy's offset and `mirror_tid` with its CRCs
+/// holding, or why it was refused; `in_use` marks the copy a volume was opened from (none
+/// when no copy could be used, which is when an admin needs this table most).
+pub fn show_copies(
+    w: &mut dyn fmt::Write,
+    copies: &[HeaderCopy; NUM_VOLHDRS],
+    in_use: Option<usize>,
+) -> fmt::Result {
+    writeln!(w, "header copies:")?;
+    for (zone, c) in copies.iter().enumerate() {
+        write!(w, "  {zone} at {:#x}: ", copy_offset(zone))?;
+        match c {
+            HeaderCopy::Absent => writeln!(w, "not inside the device")?,
+            HeaderCopy::Unreadable(_, e) => writeln!(w, "unreadable ({e:?})")?,
+            HeaderCopy::Read(Err(e)) => writeln!(w, "refused: {e}")?,
+            HeaderCopy::Read(Ok(c)) => writeln!(
+                w,
+                "mirror_tid {:#x}, CRC ok{}",
+                c.mirror_tid,
+                if in_use == Some(zone) { ", in use" } else { "" }
+            )?,
+        }
+    }
+    Ok(())
 }
 
 /// The inodes of PFS root `root`'s index (the INODE blockrefs keyed below 2^63).
