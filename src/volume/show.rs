@@ -354,6 +354,13 @@ pub struct TreeCounts {
     pub cut: u64,
 }
 
+/// The most blockrefs a tree on a volume of `volu_size` bytes can hold: one per 128-byte
+/// slot of the volume, plus the header's super-root set. A walk showing more meets some
+/// block more than once.
+fn blockref_cap(volu_size: u64) -> u64 {
+    volu_size / crate::media::BREF_BYTES as u64 + crate::media::SET_COUNT as u64
+}
+
 /// One open table of [`show_blockrefs`].
 struct Level {
     brefs: Vec<Blockref>,
@@ -366,7 +373,9 @@ struct Level {
 /// does not is not descended into); an inode also shows its name, a directory entry the
 /// inode it names. Tables more than `depth` levels below the super-root are not opened
 /// (counted in [`TreeCounts::cut`]). An explicit stack of at most [`DEPTH_MAX`] tables, so
-/// the walk's stack use is bounded whatever the volume holds.
+/// the walk's stack use is bounded whatever the volume holds; its output too: past the
+/// blockrefs the volume's size can hold, a line says the output was cut and the walk fails
+/// (`TooBig`).
 #[inline(never)]
 pub fn show_blockrefs<D: BlockDev>(
     w: &mut dyn fmt::Write,
@@ -375,6 +384,7 @@ pub fn show_blockrefs<D: BlockDev>(
 ) -> Result<TreeCounts, ShowError> {
     let no_mem = || ShowError::Read(ReadError::new(Cause::NoMem, 0));
     let mut counts = TreeCounts::default();
+    let cap = blockref_cap(vol.header().volu_size);
     let mut stack: Vec<Level> = Vec::new();
     stack.try_reserve_exact(DEPTH_MAX).map_err(|_| no_mem())?;
     let root = crate::mem::try_to_vec(&vol.header().sroot_blockset).map_err(|_| no_mem())?;
@@ -392,6 +402,17 @@ pub fn show_blockrefs<D: BlockDev>(
             continue;
         }
         vol.dev().yield_point();
+        if counts.shown >= cap {
+            // Blocks shared between tables (a crafted volume) would be shown again under
+            // every table naming them: up to 512^depth lines.
+            writeln!(
+                w,
+                "output cut at {cap} blockrefs: more than a volume of {} bytes holds (blocks \
+                 referenced more than once)",
+                vol.header().volu_size
+            )?;
+            return Err(ShowError::Read(ReadError::new(Cause::TooBig, b.data_off)));
+        }
         let level = stack.len() - 1;
         counts.shown += 1;
         for _ in 0..level {
@@ -766,6 +787,41 @@ mod tests {
             "{r:?}: {out}"
         );
         assert!(!out.contains("FAILED"), "{out}");
+    }
+
+    #[test]
+    fn blocks_shared_between_tables_cut_the_output() {
+        use super::super::testdev::{inode, set, Builder};
+        // 512 entries naming one table of 512 short directory entries: 2^18 lines if every
+        // entry were shown, 8 MiB holds 2^16 blockrefs.
+        let mut bld = Builder::new(8 << 20);
+        let leaves: Vec<Blockref> = (0..512u64)
+            .map(|i| crate::media::dirent::short_dirent(i, 0x400, OBJTYPE_REGFILE, b"x").unwrap())
+            .collect();
+        let shared = bld.table(0, 16, 16, &leaves);
+        let top = bld.table(0, 32, 16, &[shared; 512]);
+        let mut sroot = inode(OBJTYPE_DIRECTORY, 0, b"SUPROOT");
+        sroot.meta.pfs_type = PFSTYPE_SUPROOT;
+        sroot.set_blockset(&set(&[top]));
+        let sroot_b = bld.inode(0, &sroot);
+        bld.header(0, sroot_b, 0x11);
+        let vol = super::super::testdev::open(bld.img).unwrap();
+        let mut out = String::new();
+        let r = show_blockrefs(&mut out, &vol, usize::MAX);
+        assert!(
+            matches!(r, Err(ShowError::Read(e)) if e.cause == Cause::TooBig),
+            "{r:?}"
+        );
+        let cap = blockref_cap(8 << 20);
+        assert_eq!(out.lines().count() as u64, cap + 1);
+        assert!(
+            out.lines()
+                .last()
+                .unwrap()
+                .starts_with(&alloc::format!("output cut at {cap} blockrefs: ")),
+            "{}",
+            out.lines().last().unwrap()
+        );
     }
 
     /// A volume whose PFS `DATA` keeps its two inodes under an indirect block (at the offset
