@@ -178,8 +178,10 @@ pub fn load<D: BlockDev>(
 /// Chains loaded (or visited by a commit) between two calls of a progress callback.
 pub const LOAD_PROGRESS_EVERY: u64 = 1024;
 
-/// [`load`], calling `progress` with the number of chains loaded so far every
-/// [`LOAD_PROGRESS_EVERY`] chains (a host shows it while a large PFS loads).
+/// [`load`], calling `progress` with the number of chains loaded so far once at least
+/// [`LOAD_PROGRESS_EVERY`] more were loaded (a host shows it while a large PFS loads). It is
+/// called between two tables, with no chain of the store locked: a host that blocks in it
+/// (a stopped terminal) holds nothing up.
 pub fn load_with_progress<D: BlockDev>(
     host: &'static dyn Host,
     vol: &Volume<D>,
@@ -207,6 +209,7 @@ pub fn load_with_progress<D: BlockDev>(
         try_push(&mut todo, (store.root(), root.blockset()?))?;
     }
     let mut loaded = 0u64;
+    let mut reported = 0u64;
     while let Some((parent, set)) = todo.pop() {
         indirect.clear();
         let items = table_of(vol, &set, &mut indirect)?;
@@ -217,9 +220,6 @@ pub fn load_with_progress<D: BlockDev>(
         for b in items {
             host.relax();
             loaded += 1;
-            if loaded % LOAD_PROGRESS_EVERY == 0 {
-                progress(loaded);
-            }
             let body = match b.btype {
                 BREF_TYPE_INODE => {
                     let ino = vol.read_inode(&b).map_err(read_err)?;
@@ -241,6 +241,11 @@ pub fn load_with_progress<D: BlockDev>(
                 t => return Err(read_err(ReadError::new(Cause::WrongType(t), b.data_off))),
             };
             store.insert(&g, b, body)?;
+        }
+        drop(g);
+        if loaded - reported >= LOAD_PROGRESS_EVERY {
+            reported = loaded;
+            progress(loaded);
         }
     }
     let relax = || host.relax();
