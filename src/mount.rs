@@ -14,6 +14,7 @@
 
 #[cfg(feature = "std")]
 pub mod image;
+pub mod join;
 
 use alloc::vec::Vec;
 

@@ -322,6 +322,9 @@ unsafe extern "C" fn block_flush(dev: *mut c_void) -> i32 {
 /// Handles of the simulated host's devices not closed yet.
 pub static BLOCK_OPEN: std::sync::atomic::AtomicIsize = std::sync::atomic::AtomicIsize::new(0);
 
+/// Tests that count [`BLOCK_OPEN`] or set [`BLOCK_CHUNK`] (process-wide) take turns on this.
+pub static BLOCK_SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 unsafe extern "C" fn block_close(dev: *mut c_void) {
     // SAFETY: made by `block_open`, closed once.
     drop(unsafe { Box::from_raw(dev as *mut TestDev) });

@@ -6,8 +6,10 @@
 //! - `blockcheck PATH`: the conformance checks of the host's block I/O on a scratch device
 //!   (writes to it, then puts the bytes back).
 //!
-//! A failure is one line `error: CMD: WHAT: WHY` and the command's `Err`. Commands are words
-//! dispatched by [`run`], so a writing command (`sync`) can join them later.
+//! - `sync [OPTIONS] PATH@LABEL ...`: the sync threads over those PFSs until converged, then
+//!   a commit of every volume that changed (`crate::volsync`).
+//!
+//! A failure is one line `error: CMD: WHAT: WHY` and the command's `Err`.
 
 use core::fmt::{Display, Write};
 
@@ -20,9 +22,10 @@ use hammer2_synchro::volume::{fsck, Cause, FsckOptions, ReadError, Volume};
 use hammer2_synchro::Error;
 
 use crate::block::{self, HostDev};
+use crate::volsync;
 
 /// The usage line an unknown or malformed command gets.
-const USAGE: &str = "fsck PATH | ls PATH | ls PATH@LABEL [DIR] | blockcheck PATH";
+const USAGE: &str = "fsck PATH | ls PATH | ls PATH@LABEL [DIR] | blockcheck PATH | sync ...";
 
 /// Run one command line (a trailing newline allowed), writing its text into `out`.
 /// `Err(NoSpace)` when the output refused a write (its text is cut there).
@@ -34,6 +37,21 @@ pub fn run(line: &[u8], out: &mut dyn Write) -> Result<(), Error> {
     };
     let mut words = text.split_ascii_whitespace();
     let cmd = words.next().unwrap_or("");
+    if cmd == "sync" {
+        // At most 8 nodes and their options: more words are refused as usage.
+        let mut all: heapless::Vec<&str, 16> = heapless::Vec::new();
+        for w in words {
+            if all.push(w).is_err() {
+                let _ = writeln!(
+                    out,
+                    "error: sync: usage: too many words: {}",
+                    volsync::USAGE
+                );
+                return Err(Error::Invalid);
+            }
+        }
+        return volsync::run(&all, out);
+    }
     let mut args: [&str; 3] = [""; 3];
     let mut n = 0;
     for w in words {
@@ -73,16 +91,18 @@ fn fail(out: &mut dyn Write, cmd: &str, what: &dyn Display, why: &dyn Display, e
     e
 }
 
+/// The core error for the errno of a device that did not open.
+pub(crate) fn open_errno(errno: i32) -> Error {
+    match errno {
+        2 => Error::NotFound,
+        21 => Error::IsDir,
+        12 => Error::NoMem,
+        _ => Error::Invalid,
+    }
+}
+
 fn open(cmd: &str, path: &str, out: &mut dyn Write) -> Result<HostDev, Error> {
-    HostDev::open(path.as_bytes(), false).map_err(|e| {
-        let why = match e.0 {
-            2 => Error::NotFound,
-            21 => Error::IsDir,
-            12 => Error::NoMem,
-            _ => Error::Invalid,
-        };
-        fail(out, cmd, &path, &e, why)
-    })
+    HostDev::open(path.as_bytes(), false).map_err(|e| fail(out, cmd, &path, &e, open_errno(e.0)))
 }
 
 /// The error of a listing: an interrupted run says so, a full output is `NoSpace`.
@@ -176,14 +196,11 @@ impl core::fmt::Display for TooLarge {
 mod tests {
     use super::*;
     use crate::api::h2s_volume;
+    use crate::testhost::BLOCK_SERIAL as SERIAL;
     use crate::testhost::{ensure_init, BLOCK_CHUNK, BLOCK_OPEN, STOP_HERE};
     use hammer2_synchro::media::PFSTYPE_MASTER;
     use hammer2_synchro::volume::{newfs, BlockDev, NewPfs, NewfsOptions};
     use std::sync::atomic::Ordering;
-    use std::sync::Mutex;
-
-    /// `BLOCK_CHUNK` and `BLOCK_OPEN` are process-wide: these tests take turns.
-    static SERIAL: Mutex<()> = Mutex::new(());
 
     fn scratch(name: &str) -> std::path::PathBuf {
         let p = std::env::temp_dir().join(format!("h2s-ffi-{}-{name}", std::process::id()));
