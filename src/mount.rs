@@ -86,13 +86,13 @@ fn table_of<D: BlockDev>(
     Ok(out)
 }
 
-/// An inode as the store keeps it: a table-holding inode's block table lives in the store's
-/// chains, so its on-media blockset is cleared (as the store's own inodes have none).
-fn store_inode(mut ino: InodeData) -> InodeData {
+/// Make `ino` an inode as the store keeps it: a table-holding inode's block table lives in
+/// the store's chains, so its on-media blockset is cleared (as the store's own inodes have
+/// none).
+fn clear_table(ino: &mut InodeData) {
     if !ino.meta.is_directdata() {
         ino.u = [0; EMBEDDED_BYTES];
     }
-    ino
 }
 
 /// Load PFS `label` of `vol` into a new store in [`Layout::Index`] on `host`.
@@ -104,48 +104,19 @@ pub fn load<D: BlockDev>(
     vol: &Volume<D>,
     label: &[u8],
 ) -> Result<(Store, Mounted)> {
-    let (pfs_bref, root) = vol.pfs_entry(label).map_err(read_err)?;
-    let store = Store::with_layout(host, store_inode(root), Layout::Index)?;
-    {
-        let g = store.lock_root(LockMode::Exclusive);
-        store.modify(&g, |b, _| {
-            b.methods = pfs_bref.methods;
-            b.mirror_tid = pfs_bref.mirror_tid;
-            b.modify_tid = pfs_bref.modify_tid;
-            Ok(())
-        })?;
-    }
+    let (store, pfs_bref, table) = load_root(host, vol, label)?;
     let mut blocks: Vec<(u64, [u8; CHECK_BYTES])> = Vec::new();
     // Tables still to load: (the store chain, its on-media blockset).
     let mut todo: Vec<(ChainId, [Blockref; crate::media::SET_COUNT])> = Vec::new();
-    if !root.meta.is_directdata() {
-        try_push(&mut todo, (store.root(), root.blockset()?))?;
+    if let Some(set) = table {
+        try_push(&mut todo, (store.root(), set))?;
     }
     while let Some((parent, set)) = todo.pop() {
         let items = table_of(vol, &set)?;
         let g = store.lock(parent, LockMode::Exclusive)?;
         for b in items {
             host.relax();
-            let body = match b.btype {
-                BREF_TYPE_INODE => {
-                    let ino = vol.read_inode(&b).map_err(read_err)?;
-                    let table = (!ino.meta.is_directdata()).then(|| ino.blockset());
-                    let id =
-                        store.insert(&g, b, Body::Inode(crate::mem::try_box(store_inode(ino))?))?;
-                    if let Some(set) = table {
-                        try_push(&mut todo, (id, set?))?;
-                    }
-                    continue;
-                }
-                BREF_TYPE_DIRENT if b.size_radix() == 0 => Body::Data(Vec::new()),
-                BREF_TYPE_DIRENT | BREF_TYPE_DATA => {
-                    let bytes = vol.read_block(&b).map_err(read_err)?;
-                    try_push(&mut blocks, (b.data_off, b.check))?;
-                    Body::Data(bytes)
-                }
-                t => return Err(read_err(ReadError::new(Cause::WrongType(t), b.data_off))),
-            };
-            store.insert(&g, b, body)?;
+            load_chain(vol, &store, &g, b, &mut blocks, &mut todo)?;
         }
     }
     blocks.sort_unstable();
@@ -160,6 +131,81 @@ pub fn load<D: BlockDev>(
             digest,
         },
     ))
+}
+
+/// The store of PFS `label` of `vol` holding its root, the root's blockref, and the root's
+/// block table when it has one.
+// Kept out of line with small frames (as `load_chain`): an inode copy in the frame of `load`
+// would sit under every device read of the load, on a kernel's small stack.
+#[inline(never)]
+#[allow(clippy::type_complexity)]
+fn load_root<D: BlockDev>(
+    host: &'static dyn Host,
+    vol: &Volume<D>,
+    label: &[u8],
+) -> Result<(Store, Blockref, Option<[Blockref; crate::media::SET_COUNT]>)> {
+    let (pfs_bref, mut root) = vol.pfs_entry_box(label).map_err(read_err)?;
+    let table = match root.meta.is_directdata() {
+        true => None,
+        false => Some(root.blockset()?),
+    };
+    clear_table(&mut root);
+    let store = root_store(host, root, &pfs_bref)?;
+    Ok((store, pfs_bref, table))
+}
+
+/// A store holding `root` as its PFS root, with the TIDs and methods of `pfs_bref`.
+#[inline(never)]
+fn root_store(
+    host: &'static dyn Host,
+    root: alloc::boxed::Box<InodeData>,
+    pfs_bref: &Blockref,
+) -> Result<Store> {
+    let store = Store::with_layout(host, *root, Layout::Index)?;
+    {
+        let g = store.lock_root(LockMode::Exclusive);
+        store.modify(&g, |b, _| {
+            b.methods = pfs_bref.methods;
+            b.mirror_tid = pfs_bref.mirror_tid;
+            b.modify_tid = pfs_bref.modify_tid;
+            Ok(())
+        })?;
+    }
+    Ok(store)
+}
+
+/// Load the chain `b` of a table into `store` under the parent `g`: its block read, noted in
+/// `blocks` when it may be kept by reference, an inode's own table queued on `todo`.
+#[inline(never)]
+fn load_chain<D: BlockDev>(
+    vol: &Volume<D>,
+    store: &Store,
+    g: &crate::store::ChainGuard<'_>,
+    b: Blockref,
+    blocks: &mut Vec<(u64, [u8; CHECK_BYTES])>,
+    todo: &mut Vec<(ChainId, [Blockref; crate::media::SET_COUNT])>,
+) -> Result<()> {
+    let body = match b.btype {
+        BREF_TYPE_INODE => {
+            let mut ino = vol.read_inode_box(&b).map_err(read_err)?;
+            let table = (!ino.meta.is_directdata()).then(|| ino.blockset());
+            clear_table(&mut ino);
+            let id = store.insert(g, b, Body::Inode(ino))?;
+            if let Some(set) = table {
+                try_push(todo, (id, set?))?;
+            }
+            return Ok(());
+        }
+        BREF_TYPE_DIRENT if b.size_radix() == 0 => Body::Data(Vec::new()),
+        BREF_TYPE_DIRENT | BREF_TYPE_DATA => {
+            let bytes = vol.read_block(&b).map_err(read_err)?;
+            try_push(blocks, (b.data_off, b.check))?;
+            Body::Data(bytes)
+        }
+        t => return Err(read_err(ReadError::new(Cause::WrongType(t), b.data_off))),
+    };
+    store.insert(g, b, body)?;
+    Ok(())
 }
 
 /// One inode being committed: its chain and the on-media blockrefs of its children so far.

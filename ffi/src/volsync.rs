@@ -26,7 +26,7 @@ use hammer2_synchro::mount::{self, Mounted};
 use hammer2_synchro::role::MAX_NODES;
 use hammer2_synchro::store::{Layout, Store};
 use hammer2_synchro::thread::Request;
-use hammer2_synchro::volume::{BlockDev, Volume};
+use hammer2_synchro::volume::{BlockDev, Cause, ReadError, Volume};
 use hammer2_synchro::{Error, Result};
 
 use crate::block::HostDev;
@@ -179,14 +179,37 @@ pub fn run(words: &[&str], out: &mut dyn Write) -> Result<()> {
     for (spec, _, _) in &a.specs {
         let _ = names.push(spec);
     }
+    let (mut nodes, stores, join) = load_all(&a, &names, &fault, out)?;
+    let cluster = Cluster::from_stores(&KERNEL_HOST, join.roles(), stores, Layout::Index)
+        .map_err(|e| fail(out, &"cluster", &e, e))?;
+    cluster.set_thread_idle_poll(POLL);
+    let ran = converge(cluster.as_ref(), &names, a.timeout, out);
+    // Every thread stopped, each request returning once its thread acknowledged it.
+    for (i, name) in names.iter().enumerate() {
+        if let Err(e) = cluster.thread_request(i, Request::Stop) {
+            let _ = writeln!(out, "sync: {name}: stop: {e}");
+        }
+    }
+    ran?;
+    commit_all(&cluster, &mut nodes, out)
+}
+
+/// Open and load every node of `a` and join them into one cluster's nodes.
+#[inline(never)]
+fn load_all<'a>(
+    a: &Args<'a>,
+    names: &[&'a str],
+    fault: &'a Fault,
+    out: &mut dyn Write,
+) -> Result<(Vec<Node<'a>>, Vec<Store>, Join)> {
     let mut nodes: Vec<Node<'_>> = Vec::new();
     let mut stores: Vec<Store> = Vec::new();
     let mut join = Join::new();
     for &(spec, path, label) in &a.specs {
-        let node = load(path, label, spec, &fault, out)?;
+        let node = load(path, label, spec, fault, out)?;
         let role = join
             .add(&node.1)
-            .map_err(|e| fail(out, &"cluster", &e.named(&names), Error::Invalid))?;
+            .map_err(|e| fail(out, &"cluster", &e.named(names), Error::Invalid))?;
         let _ = writeln!(
             out,
             "sync: loaded {spec} as {}: {} chains, root tid {:#x}",
@@ -204,18 +227,13 @@ pub fn run(words: &[&str], out: &mut dyn Write) -> Result<()> {
             names[i], names[j]
         );
     })
-    .map_err(|e| fail(out, &"cluster", &e.named(&names), Error::Invalid))?;
-    let cluster = Cluster::from_stores(&KERNEL_HOST, join.roles(), stores, Layout::Index)
-        .map_err(|e| fail(out, &"cluster", &e, e))?;
-    cluster.set_thread_idle_poll(POLL);
-    let ran = converge(cluster.as_ref(), &names, a.timeout, out);
-    // Every thread stopped, each request returning once its thread acknowledged it.
-    for (i, name) in names.iter().enumerate() {
-        if let Err(e) = cluster.thread_request(i, Request::Stop) {
-            let _ = writeln!(out, "sync: {name}: stop: {e}");
-        }
-    }
-    ran?;
+    .map_err(|e| fail(out, &"cluster", &e.named(names), Error::Invalid))?;
+    Ok((nodes, stores, join))
+}
+
+/// Commit every node whose tree changed, once every thread has stopped.
+#[inline(never)]
+fn commit_all(cluster: &Cluster, nodes: &mut [Node<'_>], out: &mut dyn Write) -> Result<()> {
     let mut written = 0;
     for (i, n) in nodes.iter_mut().enumerate() {
         let store = cluster.store(i)?;
@@ -223,15 +241,11 @@ pub fn run(words: &[&str], out: &mut dyn Write) -> Result<()> {
             let _ = writeln!(out, "sync: {}: unchanged, not written", n.spec);
             continue;
         }
-        let h = mount::commit(&n.vol, store, &mut n.mounted).map_err(|e| {
+        let tid = commit(&n.vol, store, &mut n.mounted).map_err(|e| {
             let why = format_args!("commit: {e} (the volume keeps its last commit)");
             fail(out, &n.spec, &why, e)
         })?;
-        let _ = writeln!(
-            out,
-            "sync: {}: committed, mirror_tid {:#x}",
-            n.spec, h.mirror_tid
-        );
+        let _ = writeln!(out, "sync: {}: committed, mirror_tid {tid:#x}", n.spec);
         written += 1;
     }
     let _ = writeln!(
@@ -253,11 +267,31 @@ fn load<'a>(
 ) -> Result<(Node<'a>, Store)> {
     let dev = HostDev::open(path.as_bytes(), true)
         .map_err(|e| fail(out, &path, &e, crate::volcmd::open_errno(e.0)))?;
-    let vol = Volume::open(Dev { dev, fault }).map_err(|e| fail(out, &path, &e, e.into()))?;
-    let vol = try_box(vol)?;
-    let (store, mounted) = mount::load(&KERNEL_HOST, &vol, label.as_bytes())
-        .map_err(|e| fail(out, &spec, &format_args!("load: {e}"), e))?;
+    let vol = open_volume(Dev { dev, fault }).map_err(|e| fail(out, &path, &e, e.into()))?;
+    let (store, mounted) =
+        load_pfs(&vol, label).map_err(|e| fail(out, &spec, &format_args!("load: {e}"), e))?;
     Ok((Node { spec, vol, mounted }, store))
+}
+
+/// The volume on `dev`, on the heap: kernel stacks are small, and the load and the commit
+/// walk the tree below the frames that hold it.
+#[inline(never)]
+fn open_volume(dev: Dev<'_>) -> core::result::Result<Box<Volume<Dev<'_>>>, ReadError> {
+    let vol = Volume::open(dev)?;
+    try_box(vol).map_err(|_| ReadError::new(Cause::NoMem, 0))
+}
+
+/// [`mount::load`] in a frame of its own.
+#[inline(never)]
+fn load_pfs(vol: &Volume<Dev<'_>>, label: &str) -> Result<(Store, Mounted)> {
+    mount::load(&KERNEL_HOST, vol, label.as_bytes())
+}
+
+/// [`mount::commit`] in a frame of its own: the mirror_tid committed. The header written stays
+/// in this frame, not under the caller's.
+#[inline(never)]
+fn commit(vol: &Volume<Dev<'_>>, store: &Store, m: &mut Mounted) -> Result<u64> {
+    mount::commit(vol, store, m).map(|h| h.mirror_tid)
 }
 
 /// Start every node's thread and wait until every node agrees with the focus: `Ok` then,
