@@ -223,6 +223,28 @@ fn place<D: BlockDev>(txn: &mut Txn<'_, D>, b: &Blockref, payload: &[u8]) -> Res
     Ok(nb)
 }
 
+/// [`place`] for an inode.
+fn place_inode<D: BlockDev>(
+    txn: &mut Txn<'_, D>,
+    b: &Blockref,
+    ino: &InodeData,
+) -> Result<Blockref> {
+    let mut nb = write_inode(txn, *b, ino)?;
+    nb.modify_tid = b.modify_tid;
+    Ok(nb)
+}
+
+/// Write `ino` as `b`'s block in `txn`. Encoded here, so its 1 KiB block sits in this frame
+/// only while it is written, not in the frame of [`commit`] under every write.
+#[inline(never)]
+fn write_inode<D: BlockDev>(
+    txn: &mut Txn<'_, D>,
+    b: Blockref,
+    ino: &InodeData,
+) -> Result<Blockref> {
+    txn.write_block(b, &ino.encode())
+}
+
 /// Commit `store` (loaded from `vol` by [`load`], `m`) as one copy-on-write transaction:
 /// every inode and block table written afresh, DATA and long-name blocks loaded from this
 /// volume and unchanged kept where they are, the rest written; then the PFS root, the
@@ -311,7 +333,7 @@ pub fn commit<D: BlockDev>(
         }
         match stack.last_mut() {
             Some(parent) => {
-                let nb = place(&mut txn, &b, &ino.encode())?;
+                let nb = place_inode(&mut txn, &b, &ino)?;
                 try_push(&mut parent.children, nb)?;
             }
             None => {
@@ -329,7 +351,7 @@ pub fn commit<D: BlockDev>(
                 let mut pb = m.pfs_bref;
                 pb.modify_tid = b.modify_tid;
                 pb.methods = b.methods;
-                root_bref = Some(place(&mut txn, &pb, &ino.encode())?);
+                root_bref = Some(place_inode(&mut txn, &pb, &ino)?);
             }
         }
     }
@@ -337,7 +359,7 @@ pub fn commit<D: BlockDev>(
 
     // The super-root's table, this PFS's entry replaced.
     let sroot_bref = *vol.header().sroot();
-    let mut sroot = vol.super_root().map_err(read_err)?;
+    let mut sroot = vol.read_inode_box(&sroot_bref).map_err(read_err)?;
     let mut brefs = table_of(vol, &sroot.blockset()?)?;
     let slot = brefs
         .iter_mut()
@@ -346,7 +368,7 @@ pub fn commit<D: BlockDev>(
     *slot = pfs_bref;
     let sset = txn.table(&brefs)?;
     sroot.set_blockset(&sset);
-    let new_sroot = txn.write_block(sroot_bref, &sroot.encode())?;
+    let new_sroot = write_inode(&mut txn, sroot_bref, &sroot)?;
     let h = txn.commit(new_sroot)?;
     // The store learns what the media now say: the inode allocator, where blocks went.
     let g = store.lock_root(LockMode::Exclusive);

@@ -26,7 +26,7 @@
 /* ---- the block_* members ------------------------------------------------------------------ */
 
 /*
- * The least stack left at the entry of a block read or write since the last volume command
+ * The least stack left at the entry of a block read, write or flush since the last volume command
  * started: the core's reader and writer call them at the bottom of their deepest walks, and the
  * kernel's I/O path below needs the rest. Logged after each command, so the QEMU suite bounds it. A diagnostic only:
  * concurrent commands may mix their minimums.
@@ -97,6 +97,7 @@ int64_t h2s_block_write(void *dev, uint64_t off, const uint8_t *buf, size_t len)
 
 int32_t h2s_block_flush(void *dev)
 {
+	h2s_block_note_stack();
 	return vfs_fsync(dev, 1);
 }
 
