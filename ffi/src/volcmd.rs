@@ -91,18 +91,8 @@ fn fail(out: &mut dyn Write, cmd: &str, what: &dyn Display, why: &dyn Display, e
     e
 }
 
-/// The core error for the errno of a device that did not open.
-pub(crate) fn open_errno(errno: i32) -> Error {
-    match errno {
-        2 => Error::NotFound,
-        21 => Error::IsDir,
-        12 => Error::NoMem,
-        _ => Error::Invalid,
-    }
-}
-
 fn open(cmd: &str, path: &str, out: &mut dyn Write) -> Result<HostDev, Error> {
-    HostDev::open(path.as_bytes(), false).map_err(|e| fail(out, cmd, &path, &e, open_errno(e.0)))
+    HostDev::open(path.as_bytes(), false).map_err(|e| fail(out, cmd, &path, &e, e.error()))
 }
 
 /// The error of a listing: an interrupted run says so, a full output is `NoSpace`.
@@ -194,12 +184,10 @@ impl core::fmt::Display for TooLarge {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::api::h2s_volume;
     use crate::testhost::BLOCK_SERIAL as SERIAL;
-    use crate::testhost::{ensure_init, BLOCK_CHUNK, BLOCK_OPEN, STOP_HERE};
+    use crate::testhost::{newfs_image, volume_cmd, BLOCK_CHUNK, BLOCK_OPEN, STOP_HERE};
     use hammer2_synchro::media::PFSTYPE_MASTER;
-    use hammer2_synchro::volume::{newfs, BlockDev, NewPfs, NewfsOptions};
+    use hammer2_synchro::volume::NewPfs;
     use std::sync::atomic::Ordering;
 
     fn scratch(name: &str) -> std::path::PathBuf {
@@ -210,14 +198,6 @@ mod tests {
 
     /// A 48 MiB volume with PFSs `a` and `b`, made through the host's block ops.
     fn volume(name: &str) -> String {
-        ensure_init();
-        let path = scratch(name);
-        std::fs::File::create(&path)
-            .unwrap()
-            .set_len(48 << 20)
-            .unwrap();
-        let s = path.to_str().unwrap().to_string();
-        let dev = HostDev::open(s.as_bytes(), true).unwrap();
         let pfs = |label: &'static [u8], n: u8| NewPfs {
             label,
             pfs_type: PFSTYPE_MASTER,
@@ -225,30 +205,11 @@ mod tests {
             fsid: [n; 16],
             nmasters: 1,
         };
-        let list = [pfs(b"a", 1), pfs(b"b", 2)];
-        let opts = NewfsOptions {
-            size: dev.size(),
-            fsid: [3; 16],
-            sroot_ids: ([4; 16], [5; 16]),
-            pfs: &list,
-            now_us: 1_700_000_000_000_000,
-        };
-        newfs(&dev, &opts).unwrap();
-        s
-    }
-
-    /// `h2s_volume` on `cmd` with `cap` bytes of output: (rc, text).
-    fn vol_cap(cmd: &str, cap: usize) -> (i32, String) {
-        ensure_init();
-        let mut out = vec![0u8; cap];
-        let mut n = 0usize;
-        // SAFETY: valid buffers and out pointer.
-        let rc = unsafe { h2s_volume(cmd.as_ptr(), cmd.len(), out.as_mut_ptr(), cap, &mut n) };
-        (rc, String::from_utf8(out[..n].to_vec()).unwrap())
+        newfs_image(&scratch(name), &[pfs(b"a", 1), pfs(b"b", 2)])
     }
 
     fn vol(cmd: &str) -> (i32, String) {
-        vol_cap(cmd, 1 << 16)
+        volume_cmd(cmd, 1 << 16)
     }
 
     #[test]
@@ -340,7 +301,7 @@ mod tests {
             assert_eq!(rc, -22, "{bad:?}: {text}");
             assert!(text.starts_with("error: "), "{bad:?}: {text}");
         }
-        assert_eq!(vol_cap("\u{ff}", 100).0, -22);
+        assert_eq!(volume_cmd("\u{ff}", 100).0, -22);
         let long = "x".repeat(crate::api::H2S_VOLUME_CMD_MAX + 1);
         assert_eq!(vol(&long), (-7, String::new()));
         std::fs::remove_file(&zeros).unwrap();
@@ -359,7 +320,7 @@ mod tests {
             (rc, text),
             (-4, format!("error: fsck: {img}: interrupted\n"))
         );
-        let (rc, text) = vol_cap(&format!("fsck {img}"), 30);
+        let (rc, text) = volume_cmd(&format!("fsck {img}"), 30);
         assert_eq!((rc, text.len()), (-28, 30));
         std::fs::remove_file(&img).unwrap();
     }

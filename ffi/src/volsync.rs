@@ -265,8 +265,7 @@ fn load<'a>(
     fault: &'a Fault,
     out: &mut dyn Write,
 ) -> Result<(Node<'a>, Store)> {
-    let dev = HostDev::open(path.as_bytes(), true)
-        .map_err(|e| fail(out, &path, &e, crate::volcmd::open_errno(e.0)))?;
+    let dev = HostDev::open(path.as_bytes(), true).map_err(|e| fail(out, &path, &e, e.error()))?;
     let vol = open_volume(Dev { dev, fault }).map_err(|e| fail(out, &path, &e, e.into()))?;
     let (store, mounted) =
         load_pfs(&vol, label).map_err(|e| fail(out, &spec, &format_args!("load: {e}"), e))?;
@@ -338,12 +337,11 @@ fn converge(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::h2s_volume;
-    use crate::testhost::{ensure_init, BLOCK_OPEN, BLOCK_SERIAL};
+    use crate::testhost::{newfs_image, volume_cmd, BLOCK_OPEN, BLOCK_SERIAL};
     use hammer2_synchro::cluster::FrontendOp;
     use hammer2_synchro::media::{PFSTYPE_MASTER, PFSTYPE_SLAVE};
     use hammer2_synchro::role::{NodeSet, Role};
-    use hammer2_synchro::volume::{newfs, NewPfs, NewfsOptions};
+    use hammer2_synchro::volume::NewPfs;
     use std::string::String;
     use std::sync::atomic::Ordering;
 
@@ -351,12 +349,7 @@ mod tests {
 
     /// A 48 MiB volume with PFS `DATA` of `pfs_type` in cluster `clid`.
     fn volume(name: &str, pfs_type: u8, clid: [u8; 16]) -> String {
-        ensure_init();
         let p = std::env::temp_dir().join(format!("h2s-ksync-{}-{name}", std::process::id()));
-        let f = std::fs::File::create(&p).unwrap();
-        f.set_len(48 << 20).unwrap();
-        let s = p.to_str().unwrap().to_string();
-        let dev = HostDev::open(s.as_bytes(), true).unwrap();
         let list = [NewPfs {
             label: b"DATA",
             pfs_type,
@@ -364,15 +357,15 @@ mod tests {
             fsid: [name.len() as u8; 16],
             nmasters: 1,
         }];
-        let opts = NewfsOptions {
-            size: dev.size(),
-            fsid: [3; 16],
-            sroot_ids: ([4; 16], [5; 16]),
-            pfs: &list,
-            now_us: 1_700_000_000_000_000,
-        };
-        newfs(&dev, &opts).unwrap();
-        s
+        newfs_image(&p, &list)
+    }
+
+    /// Remove the images; no device may be left open.
+    fn remove(imgs: &[&str]) {
+        for img in imgs {
+            std::fs::remove_file(img).unwrap();
+        }
+        assert_eq!(BLOCK_OPEN.load(Ordering::SeqCst), 0, "a device left open");
     }
 
     /// Files written into PFS `DATA` of `path` and committed.
@@ -394,12 +387,7 @@ mod tests {
     }
 
     fn vol(cmd: &str) -> (i32, String) {
-        let mut out = vec![0u8; 1 << 16];
-        let mut n = 0usize;
-        // SAFETY: valid buffers and out pointer.
-        let rc =
-            unsafe { h2s_volume(cmd.as_ptr(), cmd.len(), out.as_mut_ptr(), out.len(), &mut n) };
-        (rc, String::from_utf8(out[..n].to_vec()).unwrap())
+        volume_cmd(cmd, 1 << 16)
     }
 
     fn assert_clean(img: &str) {
@@ -448,10 +436,7 @@ mod tests {
             text.ends_with("sync: done: 0 of 3 volumes written\n"),
             "{text}"
         );
-        for img in [m, s1, s2] {
-            std::fs::remove_file(img).unwrap();
-        }
-        assert_eq!(BLOCK_OPEN.load(Ordering::SeqCst), 0, "a device left open");
+        remove(&[&m, &s1, &s2]);
     }
 
     #[test]
@@ -531,10 +516,7 @@ mod tests {
             std::fs::read(&s).unwrap() == before,
             "a refused sync wrote the slave"
         );
-        for img in [m, s, other] {
-            std::fs::remove_file(img).unwrap();
-        }
-        assert_eq!(BLOCK_OPEN.load(Ordering::SeqCst), 0, "a device left open");
+        remove(&[&m, &s, &other]);
     }
 
     #[test]

@@ -5,12 +5,6 @@
 # command, an over-long one) is an error line. blockcheck: the block I/O contract on a scratch
 # image file and on the scratch disk /dev/vdb.
 V=/h2s/volume
-vcmd() { # vcmd COMMAND: its text in /tmp/vout
-	exec 3<>"$D/volume"
-	printf '%s' "$1" >&3
-	cat <&3 >/tmp/vout
-	exec 3>&-
-}
 fails=0
 bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
 # What the kernel must print for command N on NAME at PATH: the CLI's stdout, or, when that is
@@ -40,14 +34,7 @@ check_image() { # check_image NAME PATH
 for img in good flip magic cut; do
 	check_image $img "$V/$img.img"
 done
-if [ -d /h2s/virtio ] && [ ! -b /dev/vda ]; then
-	for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk; do
-		[ -f /h2s/virtio/$m.ko ] && insmod /h2s/virtio/$m.ko 2>/dev/null
-	done
-	i=0
-	while [ ! -b /dev/vda ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
-fi
-if [ -b /dev/vda ]; then
+if virtio_disks /dev/vda; then
 	check_image good /dev/vda
 	vcmd "blockcheck /dev/vdb"
 	grep -q '^# 6 passed, 0 failed$' /tmp/vout || { bad "blockcheck /dev/vdb:"; cat /tmp/vout; }

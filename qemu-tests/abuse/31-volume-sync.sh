@@ -8,21 +8,9 @@
 # Crash cut points (disks vdf on): a sync whose N-th block write fails (torn or not) ends in
 # an error; the host then checks those volumes (qemu-tests/volume-sync check).
 VS=/h2s/vsync
-vcmd() { # vcmd COMMAND: its text in /tmp/vout
-	exec 3<>"$D/volume"
-	printf '%s' "$1" >&3
-	cat <&3 >/tmp/vout
-	exec 3>&-
-}
 fails=0
 bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
-if [ -d /h2s/virtio ] && [ ! -b /dev/vda ]; then
-	for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk; do
-		[ -f /h2s/virtio/$m.ko ] && insmod /h2s/virtio/$m.ko 2>/dev/null
-	done
-	i=0
-	while [ ! -b /dev/vdc ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
-fi
+virtio_disks /dev/vdc || true
 set -- $(cat $VS/disks)
 if [ -b /dev/vdc ]; then
 	M=/dev/vdc S1=/dev/vdd S2=/dev/vde
