@@ -54,7 +54,7 @@ for pair in "fsck /nonexistent.img|error: fsck: /nonexistent.img: no such file o
 	"ls /|error: ls: /: is a directory (errno 21)" \
 	"ls /dev/null|error: ls: /dev/null: not a regular file or block device (errno 22)" \
 	"ls $V/cmds|error: ls: $V/cmds: wrong length for the structure (at 0x0)" \
-	"format c:|error: usage: fsck PATH | ls PATH | ls PATH@LABEL [DIR] | blockcheck PATH" \
+	"format c:|error: usage: fsck PATH | ls PATH | ls PATH@LABEL [DIR] | blockcheck PATH | sync ..." \
 	"ls @x|error: ls: @x: not PATH@LABEL"; do
 	vcmd "${pair%%|*}"
 	[ "$(cat /tmp/vout)" = "${pair#*|}" ] || bad "'${pair%%|*}' gave: $(cat /tmp/vout)"

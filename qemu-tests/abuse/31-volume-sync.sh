@@ -23,10 +23,10 @@ fi
 (vcmd "sync --timeout 300 $M@DATA $S1@DATA $S2@DATA"; cp /tmp/vout /tmp/vsync.out) &
 pid=$!
 seen=0
+# Read without pause: the cluster lives from the load to the last commit, some 100 ms here.
 while kill -0 $pid 2>/dev/null; do
-	grep -q '^cluster .*3 nodes' "$D/status" 2>/dev/null && seen=1
 	cat "$D/status" >/tmp/vstatus 2>/dev/null
-	sleep 0.2
+	grep -q '^cluster .*3 nodes' /tmp/vstatus && seen=1
 done
 wait $pid
 sed 's/^/  /' /tmp/vsync.out
