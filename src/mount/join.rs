@@ -201,3 +201,88 @@ impl Join {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use alloc::string::ToString;
+    use alloc::vec::Vec;
+
+    use super::*;
+    use crate::host::testhost;
+    use crate::media::{InodeData, InodeMeta, OBJTYPE_DIRECTORY};
+    use crate::store::Layout;
+
+    /// An empty PFS of `pfs_type` in cluster `clid`.
+    fn pfs(pfs_type: u8, clid: u8) -> Store {
+        let mut meta = InodeMeta::new(OBJTYPE_DIRECTORY, 1, 0o755);
+        meta.pfs_type = pfs_type;
+        meta.pfs_clid = [clid; 16];
+        let root = InodeData::new(meta, b"DATA").unwrap();
+        Store::with_layout(testhost::host(), root, Layout::Index).unwrap()
+    }
+
+    const NAMES: [&str; 9] = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+
+    #[test]
+    fn roles_come_from_pfs_types_and_one_cluster_id() {
+        let mut j = Join::new();
+        assert_eq!(j.add(&pfs(PFSTYPE_MASTER, 1)), Ok(Role::Master));
+        assert_eq!(j.add(&pfs(PFSTYPE_SOFT_SLAVE, 1)), Ok(Role::SoftSlave));
+        let e = j.add(&pfs(0x55, 1)).unwrap_err();
+        assert_eq!(
+            e,
+            JoinError::NotARole {
+                node: 2,
+                pfs_type: 0x55
+            }
+        );
+        assert_eq!(
+            e.named(&NAMES).to_string(),
+            "c: pfs_type 85 is not a cluster role"
+        );
+        let e = j.add(&pfs(PFSTYPE_SLAVE, 2)).unwrap_err();
+        let text = e.named(&NAMES).to_string();
+        assert!(
+            text.starts_with("c: cluster id 02020202-")
+                && text.contains("differs from a's 01010101-"),
+            "{text}"
+        );
+        assert_eq!(j.roles(), &[Role::Master, Role::SoftSlave]);
+        for _ in 2..MAX_NODES {
+            j.add(&pfs(PFSTYPE_CACHE, 1)).unwrap();
+        }
+        assert_eq!(j.add(&pfs(PFSTYPE_CACHE, 1)), Err(JoinError::TooMany));
+    }
+
+    #[test]
+    fn a_cluster_needs_a_master_and_the_same_number_of_stores() {
+        let mut j = Join::new();
+        let stores: Vec<Store> = [PFSTYPE_SLAVE, PFSTYPE_CACHE]
+            .iter()
+            .map(|&t| pfs(t, 1))
+            .collect();
+        for s in &stores {
+            j.add(s).unwrap();
+        }
+        let mut marks = 0;
+        assert_eq!(
+            j.reconcile(&stores, &mut |_, _, _| marks += 1),
+            Err(JoinError::NoMaster)
+        );
+        assert_eq!(
+            j.reconcile(&stores[..1], &mut |_, _, _| marks += 1),
+            Err(JoinError::Store {
+                node: 0,
+                error: Error::Invalid
+            })
+        );
+        assert_eq!(marks, 0);
+        let mut j = Join::new();
+        let stores = [pfs(PFSTYPE_MASTER, 1), pfs(PFSTYPE_SLAVE, 1)];
+        for s in &stores {
+            j.add(s).unwrap();
+        }
+        assert_eq!(j.reconcile(&stores, &mut |_, _, _| marks += 1), Ok(()));
+        assert_eq!(marks, 0, "equal empty PFSs: nothing to mark");
+    }
+}
