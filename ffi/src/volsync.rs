@@ -126,6 +126,10 @@ fn parse<'a>(words: &[&'a str]) -> core::result::Result<Args<'a>, &'static str> 
                     .rsplit_once('@')
                     .filter(|(p, l)| !p.is_empty() && !l.is_empty())
                     .ok_or("not PATH@LABEL")?;
+                // By path: the kernel has no canonical path to compare, so two names of one
+                // device (a symlink, /dev/vdc and its by-id link) are not caught here, as the
+                // CLI catches them; the second load of a volume then sees the first one's
+                // commit as a stale open and refuses it before writing.
                 if a.specs.iter().any(|(_, p, _)| *p == pl.0) {
                     return Err("a device given twice: one PFS per volume");
                 }

@@ -4,7 +4,8 @@
 # initramfs). The threads converge with the cluster in `status` meanwhile, the changed volumes
 # are committed, a second sync writes nothing, the slaves list the master's tree and every
 # volume is fsck-clean through `volume`. Bad input is an error line that writes nothing: another
-# cluster id, an unknown device, a bad label, a damaged volume, no master, a bad option.
+# cluster id, an unknown device, a bad label, a damaged volume, no master, a bad option; a
+# slave too small for the master's tree is a clean ENOSPC that leaves it as it was.
 # Crash cut points (disks vdf on): a sync whose N-th block write fails (torn or not) ends in
 # an error; the host then checks those volumes (qemu-tests/volume-sync check).
 VS=/h2s/vsync
@@ -63,6 +64,14 @@ for pair in \
 done
 cmp -s $VS/other.img /tmp/other.orig || bad "a refused sync wrote other.img"
 rm -f /tmp/other.orig
+# A slave too small for the master's tree: a clean ENOSPC, the slave as it was.
+vcmd "sync $VS/big.img@DATA $VS/small.img@DATA"
+[ "$(tail -n1 /tmp/vout)" = "error: sync: $VS/small.img@DATA: commit: no space left (the volume keeps its last commit)" ] ||
+	{ bad "a sync into a full volume gave:"; cat /tmp/vout; }
+vcmd "fsck $VS/small.img"
+tail -n1 /tmp/vout | grep -qx "$VS/small.img: clean" || { bad "fsck of the full slave:"; tail -n5 /tmp/vout; }
+vcmd "ls $VS/small.img@DATA /"
+[ -s /tmp/vout ] && { bad "the full slave is not empty:"; head -5 /tmp/vout; }
 echo "bad input: an error line each, nothing written"
 # Crash cut points: only on disks (the host checks them after the boot).
 if [ -b /dev/vdc ]; then
