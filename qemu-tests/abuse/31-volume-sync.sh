@@ -12,6 +12,20 @@ VS=/h2s/vsync
 fails=0
 bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
 virtio_disks /dev/vdc || true
+# unpack_image NAME: $VS/NAME back from NAME.runs and NAME.data (qemu-tests/volume-sync pack).
+unpack_image() {
+	local size start n at=0
+	{
+		read -r size
+		dd if=/dev/zero of=$VS/$1 bs=1 count=0 seek="$size" 2>/dev/null
+		while read -r start n; do
+			dd if=$VS/$1.data of=$VS/$1 bs=65536 skip=$at seek="$start" count="$n" conv=notrunc 2>/dev/null
+			at=$((at + n))
+		done
+	} <$VS/$1.runs
+	rm -f $VS/$1.data $VS/$1.runs
+}
+for f in $VS/*.runs; do unpack_image "$(basename "$f" .runs)"; done
 set -- $(cat $VS/disks)
 if [ -b /dev/vdc ]; then
 	M=/dev/vdc S1=/dev/vdd S2=/dev/vde
