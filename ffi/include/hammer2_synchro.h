@@ -455,13 +455,16 @@ int32_t h2s_ctl(const uint8_t *cmd, size_t len, uint8_t *out, size_t cap, size_t
  Run one volume command on devices the host opens through its `block_*` members (`len`
  bytes at `cmd`, one line): `fsck PATH`, `ls PATH`, `ls PATH@LABEL [DIR]` print what the
  CLI prints for them; `blockcheck PATH` checks the host's block I/O on a scratch device
- (it writes to it and puts the bytes back). The text goes into `out`, the byte count to
+ (it writes to it and puts the bytes back); `sync [--timeout SECS] [--fail-after-writes N
+ [--tear]] PATH@LABEL ...` runs the sync threads over those PFSs until they converge and
+ commits every volume that changed (see `crate::volsync`). The text goes into `out`, the byte count to
  `written`; a failure ends the text with a line `error: CMD: WHAT: WHY`.
 
  Returns 0 when the command ran (`fsck` findings are in the text, not an error),
  `-EINVAL` (null pointer, malformed command), `-E2BIG` (`len` over
  [`H2S_VOLUME_CMD_MAX`]: nothing ran), `-ENOSPC` (the text was cut at `cap` and the
- command stopped there), `-EINTR` (the host's `should_stop` ended it), or the failure's
+ command stopped there, `written == cap`; or, with a shorter text, a `sync` found a volume
+ full), `-EINTR` (the host's `should_stop` ended it), or the failure's
  `-errno` (`-ENOENT`, `-EISDIR`, `-EIO` for a damaged or foreign volume, ...).
  Context: process context; sleeps for as long as the device reads take, calling `relax`
  at every block.
@@ -470,7 +473,11 @@ int32_t h2s_ctl(const uint8_t *cmd, size_t len, uint8_t *out, size_t cap, size_t
  `cmd` valid for `len` bytes; `out` valid and exclusive for `cap` bytes; `written` valid for
  a write when not null.
  */
-int32_t h2s_volume(const uint8_t *cmd, size_t len, uint8_t *out, size_t cap, size_t *written);
+int32_t h2s_volume(const uint8_t *cmd,
+                   size_t len,
+                   uint8_t *out,
+                   size_t cap,
+                   size_t *written);
 
 /*
  Open a bench session (`make bench-kernel`): a one-master cluster whose sync thread is started

@@ -184,7 +184,8 @@ static int h2s_volume_run(struct h2s_volume_file *v)
 	if (READ_ONCE(h2s_block_stack_min) != ULONG_MAX)
 		pr_info("hammer2_synchro: volume: %lu bytes of stack left at the deepest block read or write (%.*s)\n",
 			READ_ONCE(h2s_block_stack_min), (int)min_t(size_t, v->len, 60), v->cmd);
-	if (rc == -ENOSPC)
+	/* -ENOSPC with the text short of cap is a full volume (sync), not a cut text. */
+	if (rc == -ENOSPC && written >= cap)
 		written += scnprintf(v->out + written, H2S_VOLUME_NOTE,
 				     "\n# output cut at %zu bytes\n", cap);
 	else if (rc)
