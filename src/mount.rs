@@ -5,12 +5,15 @@
 //! inode of its index, every directory's DIRENTs, every file's DATA blocks, each with its
 //! key, keybits, type, methods, flags, TIDs and `data_off`; DATA blocks and long names as
 //! stored (compressed data stay compressed, with their method). Indirect blocks are
-//! structure only: the store shapes its own tables, and a commit writes fresh ones.
+//! structure only in the store (it shapes its own tables); [`Mounted`] remembers the ones on
+//! media, per table, beside the store.
 //!
-//! A commit rewrites the PFS's inodes and block tables (an inode's block holds its table, and
-//! the store has no place for an on-media table that is unchanged), but keeps every DATA
-//! block and long-name block whose `data_off` and check code are still the ones loaded from
-//! this volume by reference: a sync that changes a few files writes their data only.
+//! A commit writes what changed and the path above it, as HAMMER2's flush does: a block of
+//! the store (DATA, long name, inode) whose `data_off` names a block of the last committed
+//! tree that holds these very bytes (same check code) is kept by reference, and so is an
+//! indirect block whose key range and entries are those of the table's block last committed.
+//! A sync that changes k files of a big PFS writes their blocks, their inodes and the
+//! indirect blocks above them (O(k · depth)), then the PFS root, the super-root and a header.
 
 #[cfg(feature = "std")]
 pub mod image;
@@ -19,15 +22,15 @@ pub mod join;
 use alloc::vec::Vec;
 
 use crate::host::{Host, LockMode};
-use crate::media::check::CHECK_BYTES;
 use crate::media::{
-    Blockref, InodeData, VolumeHeader, BREF_TYPE_DATA, BREF_TYPE_DIRENT, BREF_TYPE_INODE,
-    DIRHASH_VISIBLE, EMBEDDED_BYTES, KEY_MAX,
+    Blockref, InodeData, VolumeHeader, BREF_TYPE_DATA, BREF_TYPE_DIRENT, BREF_TYPE_INDIRECT,
+    BREF_TYPE_INODE, DIRHASH_VISIBLE, EMBEDDED_BYTES, KEY_MAX,
 };
 use crate::mem::try_push;
 use crate::store::{compare, Body, ChainId, Layout, Store};
 use crate::volume::scan::Flow;
-use crate::volume::{BlockDev, Cause, ReadError, Txn, Volume};
+use crate::volume::txn::block_name;
+use crate::volume::{BlockDev, Cause, IoCount, ReadError, Txn, Volume};
 use crate::{Error, Result};
 
 /// What a commit needs to know of the PFS a store was loaded from.
@@ -37,11 +40,32 @@ pub struct Mounted {
     pub pfs_bref: Blockref,
     /// The label (`filename` of the PFS root).
     label: heapless::Vec<u8, 256>,
-    /// `(data_off, check)` of every DATA and long-name block loaded, sorted: the blocks a
-    /// commit may keep by reference.
-    blocks: Vec<(u64, [u8; CHECK_BYTES])>,
+    /// The name ([`block_name`]: place and check code) of every DATA, long-name and inode
+    /// block below the PFS root as loaded (or last committed), sorted: the blocks a commit
+    /// may keep by reference.
+    blocks: Vec<(u64, u64)>,
+    /// The indirect blocks of each inode's block table as loaded (or last committed), by
+    /// the inode's chain, sorted by chain, key and keybits.
+    tables: Vec<(TableOf, Blockref)>,
     /// [`compare::digest`] of the store as loaded (or as last committed).
     digest: u64,
+    io: MountIo,
+}
+
+/// The chain whose block table an indirect block belongs to, as a sortable pair.
+type TableOf = (u32, u32);
+
+fn table_key(id: ChainId) -> TableOf {
+    (id.idx, id.gen)
+}
+
+/// Blocks and bytes the device moved for a PFS: its load, and its last commit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MountIo {
+    /// What [`load`] (or the last [`reload`]) read.
+    pub load: IoCount,
+    /// What the last [`commit`] read and wrote (zero before the first).
+    pub commit: IoCount,
 }
 
 impl Mounted {
@@ -55,12 +79,32 @@ impl Mounted {
         &self.label
     }
 
+    /// Blocks read and written by the load and by the last commit.
+    pub fn io(&self) -> MountIo {
+        self.io
+    }
+
+    /// Whether the table of chain `id` has indirect blocks on media.
+    fn has_table(&self, id: ChainId) -> bool {
+        let k = table_key(id);
+        self.tables
+            .get(self.tables.partition_point(|(t, _)| *t < k))
+            .is_some_and(|(t, _)| *t == k)
+    }
+
+    /// The indirect block of key range `key`/`keybits` last committed in the table of chain
+    /// `id`.
+    fn table_block(&self, id: ChainId, key: u64, keybits: u8) -> Option<Blockref> {
+        let want = (table_key(id), key, keybits);
+        self.tables
+            .binary_search_by(|(t, b)| (*t, b.key, b.keybits).cmp(&want))
+            .ok()
+            .and_then(|i| self.tables.get(i))
+            .map(|(_, b)| *b)
+    }
+
     fn loaded(&self, b: &Blockref) -> bool {
-        b.size_radix() != 0
-            && self
-                .blocks
-                .binary_search_by(|(off, check)| (*off, check).cmp(&(b.data_off, &b.check)))
-                .is_ok()
+        b.size_radix() != 0 && self.blocks.binary_search(&block_name(b)).is_ok()
     }
 }
 
@@ -72,14 +116,21 @@ fn no_mem() -> ReadError {
     ReadError::new(Cause::NoMem, 0)
 }
 
-/// Every blockref of the table `set` (through its indirect blocks), in key order.
+/// Every blockref of the table `set` (through its indirect blocks), in key order; the
+/// INDIRECT blockrefs met go to `indirect`.
 fn table_of<D: BlockDev>(
     vol: &Volume<D>,
     set: &[Blockref; crate::media::SET_COUNT],
+    indirect: &mut Vec<Blockref>,
 ) -> Result<Vec<Blockref>> {
     let mut out = Vec::new();
-    vol.scan(set, 0, KEY_MAX, &mut |b| {
-        try_push(&mut out, *b).map_err(|_| no_mem())?;
+    vol.scan_tables(set, &mut |b| {
+        let to = if b.btype == BREF_TYPE_INDIRECT {
+            &mut *indirect
+        } else {
+            &mut out
+        };
+        try_push(to, *b).map_err(|_| no_mem())?;
         Ok(Flow::Continue)
     })
     .map_err(read_err)?;
@@ -104,31 +155,64 @@ pub fn load<D: BlockDev>(
     vol: &Volume<D>,
     label: &[u8],
 ) -> Result<(Store, Mounted)> {
+    load_with_progress(host, vol, label, &mut |_| {})
+}
+
+/// Chains loaded (or visited by a commit) between two calls of a progress callback.
+pub const LOAD_PROGRESS_EVERY: u64 = 1024;
+
+/// [`load`], calling `progress` with the number of chains loaded so far every
+/// [`LOAD_PROGRESS_EVERY`] chains (a host shows it while a large PFS loads).
+pub fn load_with_progress<D: BlockDev>(
+    host: &'static dyn Host,
+    vol: &Volume<D>,
+    label: &[u8],
+    progress: &mut dyn FnMut(u64),
+) -> Result<(Store, Mounted)> {
+    let start = vol.io();
     let (store, pfs_bref, table) = load_root(host, vol, label)?;
-    let mut blocks: Vec<(u64, [u8; CHECK_BYTES])> = Vec::new();
+    let mut blocks: Vec<(u64, u64)> = Vec::new();
+    let mut tables: Vec<(TableOf, Blockref)> = Vec::new();
+    let mut indirect = Vec::new();
     // Tables still to load: (the store chain, its on-media blockset).
     let mut todo: Vec<(ChainId, [Blockref; crate::media::SET_COUNT])> = Vec::new();
     if let Some(set) = table {
         try_push(&mut todo, (store.root(), set))?;
     }
+    let mut loaded = 0u64;
     while let Some((parent, set)) = todo.pop() {
-        let items = table_of(vol, &set)?;
+        indirect.clear();
+        let items = table_of(vol, &set, &mut indirect)?;
+        for ind in &indirect {
+            try_push(&mut tables, (table_key(parent), *ind))?;
+        }
         let g = store.lock(parent, LockMode::Exclusive)?;
         for b in items {
             host.relax();
+            loaded += 1;
+            if loaded % LOAD_PROGRESS_EVERY == 0 {
+                progress(loaded);
+            }
             load_chain(vol, &store, &g, b, &mut blocks, &mut todo)?;
         }
     }
     blocks.sort_unstable();
+    sort_tables(&mut tables);
     let digest = compare::digest(&store)?;
     let label = heapless::Vec::from_slice(label).map_err(|_| Error::TooBig)?;
+    let io = MountIo {
+        load: vol.io().since(&start),
+        commit: IoCount::default(),
+    };
     Ok((
         store,
         Mounted {
             pfs_bref,
             label,
             blocks,
+            tables,
             digest,
+            io,
         },
     ))
 }
@@ -174,20 +258,21 @@ fn root_store(
     Ok(store)
 }
 
-/// Load the chain `b` of a table into `store` under the parent `g`: its block read, noted in
-/// `blocks` when it may be kept by reference, an inode's own table queued on `todo`.
+/// Load the chain `b` of a table into `store` under the parent `g`: its block read and named
+/// in `blocks`, an inode's own table queued on `todo`.
 #[inline(never)]
 fn load_chain<D: BlockDev>(
     vol: &Volume<D>,
     store: &Store,
     g: &crate::store::ChainGuard<'_>,
     b: Blockref,
-    blocks: &mut Vec<(u64, [u8; CHECK_BYTES])>,
+    blocks: &mut Vec<(u64, u64)>,
     todo: &mut Vec<(ChainId, [Blockref; crate::media::SET_COUNT])>,
 ) -> Result<()> {
     let body = match b.btype {
         BREF_TYPE_INODE => {
             let mut ino = vol.read_inode_box(&b).map_err(read_err)?;
+            try_push(blocks, block_name(&b))?;
             let table = (!ino.meta.is_directdata()).then(|| ino.blockset());
             clear_table(&mut ino);
             let id = store.insert(g, b, Body::Inode(ino))?;
@@ -199,13 +284,17 @@ fn load_chain<D: BlockDev>(
         BREF_TYPE_DIRENT if b.size_radix() == 0 => Body::Data(Vec::new()),
         BREF_TYPE_DIRENT | BREF_TYPE_DATA => {
             let bytes = vol.read_block(&b).map_err(read_err)?;
-            try_push(blocks, (b.data_off, b.check))?;
+            try_push(blocks, block_name(&b))?;
             Body::Data(bytes)
         }
         t => return Err(read_err(ReadError::new(Cause::WrongType(t), b.data_off))),
     };
     store.insert(g, b, body)?;
     Ok(())
+}
+
+fn sort_tables(tables: &mut [(TableOf, Blockref)]) {
+    tables.sort_unstable_by_key(|(t, b)| (*t, b.key, b.keybits));
 }
 
 /// One inode being committed: its chain and the on-media blockrefs of its children so far.
@@ -223,19 +312,36 @@ fn place<D: BlockDev>(txn: &mut Txn<'_, D>, b: &Blockref, payload: &[u8]) -> Res
     Ok(nb)
 }
 
-/// [`place`] for an inode.
-fn place_inode<D: BlockDev>(
+/// `b` (a chain's header, `data_off` where the volume last had its block) with the check
+/// code of `payload`, a whole block, when `on_media` says the block at that place holds
+/// exactly that: the block is then kept by reference. Otherwise `payload` is written anew.
+fn keep_or_place<D: BlockDev>(
+    txn: &mut Txn<'_, D>,
+    b: &Blockref,
+    payload: &[u8],
+    on_media: impl Fn(&Blockref) -> bool,
+) -> Result<Blockref> {
+    let mut same = *b;
+    if b.data_bytes() == payload.len() && same.set_check(payload).is_ok() && on_media(&same) {
+        return Ok(same);
+    }
+    place(txn, b, payload)
+}
+
+/// [`keep_or_place`] for an inode, encoded here: its 1 KiB block sits in this frame only
+/// while it is written, not in the frame of [`commit`] under every device write.
+#[inline(never)]
+fn keep_or_place_inode<D: BlockDev>(
     txn: &mut Txn<'_, D>,
     b: &Blockref,
     ino: &InodeData,
+    on_media: &dyn Fn(&Blockref) -> bool,
 ) -> Result<Blockref> {
-    let mut nb = write_inode(txn, *b, ino)?;
-    nb.modify_tid = b.modify_tid;
-    Ok(nb)
+    keep_or_place(txn, b, &ino.encode(), on_media)
 }
 
-/// Write `ino` as `b`'s block in `txn`. Encoded here, so its 1 KiB block sits in this frame
-/// only while it is written, not in the frame of [`commit`] under every write.
+/// Write `ino` as `b`'s block in `txn` (the transaction's TID), encoded here as in
+/// [`keep_or_place_inode`].
 #[inline(never)]
 fn write_inode<D: BlockDev>(
     txn: &mut Txn<'_, D>,
@@ -246,10 +352,10 @@ fn write_inode<D: BlockDev>(
 }
 
 /// Commit `store` (loaded from `vol` by [`load`], `m`) as one copy-on-write transaction:
-/// every inode and block table written afresh, DATA and long-name blocks loaded from this
-/// volume and unchanged kept where they are, the rest written; then the PFS root, the
-/// super-root and a new volume header. Returns the header written; `m` then describes the
-/// committed state.
+/// blocks of the last committed tree that still hold what the store holds are kept by
+/// reference (DATA, long names, inodes, indirect blocks whose entries did not change), the
+/// rest written, then the PFS root, the super-root and a new volume header. Returns the
+/// header written; `m` then describes the committed state.
 ///
 /// Nothing committed changes before the header is written: on any error the volume keeps its
 /// last commit.
@@ -258,15 +364,30 @@ pub fn commit<D: BlockDev>(
     store: &Store,
     m: &mut Mounted,
 ) -> Result<VolumeHeader> {
-    // DEVIATION: HAMMER2's flush writes only modified chains and the paths above them; this
-    // store keeps no on-media block tables, so every inode and table of the PFS is written
-    // again (data and long-name blocks, the bulk of a PFS, are kept by reference). A store
-    // that keeps on-media tables (see docs/ARCHITECTURE.md) would write dirty paths only.
+    commit_with_progress(vol, store, m, &mut |_| {})
+}
+
+/// [`commit`], calling `progress` with the number of chains visited so far every
+/// [`LOAD_PROGRESS_EVERY`] chains (a host shows it while a large PFS is written).
+pub fn commit_with_progress<D: BlockDev>(
+    vol: &Volume<D>,
+    store: &Store,
+    m: &mut Mounted,
+    progress: &mut dyn FnMut(u64),
+) -> Result<VolumeHeader> {
+    // DEVIATION: HAMMER2's flush finds what to write by the MODIFIED/UPDATE flags of its
+    // chains; this store keeps no such flags, so every chain is looked at (memory only, no
+    // device reads) and a block is rewritten when its bytes differ from the block last
+    // committed at its place. The blocks written are the same: what changed and its path.
+    let start = vol.io();
     let mut txn = Txn::begin(vol)?;
     let host = store.host();
-    let mut kept: Vec<(u64, [u8; CHECK_BYTES])> = Vec::new();
-    // Chains whose block was written here, and where: the store learns it once committed.
-    let mut moved: Vec<(ChainId, u64)> = Vec::new();
+    let mut kept: Vec<(u64, u64)> = Vec::new();
+    let mut tables: Vec<(TableOf, Blockref)> = Vec::new();
+    let mut placed = Vec::new();
+    // Chains whose block was written here, with the blockref written: the store learns
+    // where and when once committed, so that the next commit finds them unchanged.
+    let mut moved: Vec<(ChainId, Blockref)> = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
     try_push(
         &mut stack,
@@ -278,8 +399,13 @@ pub fn commit<D: BlockDev>(
     )?;
     let mut root_bref = None;
     let mut root_inum = 0;
+    let mut visited = 0u64;
     while let Some(top) = stack.last_mut() {
         host.relax();
+        visited += 1;
+        if visited % LOAD_PROGRESS_EVERY == 0 {
+            progress(visited);
+        }
         let found = match top.next {
             None => store.lookup(top.id, 0, KEY_MAX)?,
             Some(prev) => store.next(top.id, &prev, KEY_MAX)?,
@@ -301,7 +427,7 @@ pub fn commit<D: BlockDev>(
                     let nb = if cb.size_radix() == 0 {
                         cb
                     } else if m.loaded(&cb) {
-                        try_push(&mut kept, (cb.data_off, cb.check))?;
+                        try_push(&mut kept, block_name(&cb))?;
                         cb
                     } else {
                         let (_, body) = store.read(cid)?;
@@ -309,8 +435,8 @@ pub fn commit<D: BlockDev>(
                             return Err(Error::Invalid);
                         };
                         let nb = place(&mut txn, &cb, &bytes)?;
-                        try_push(&mut kept, (nb.data_off, nb.check))?;
-                        try_push(&mut moved, (cid, nb.data_off))?;
+                        try_push(&mut kept, block_name(&nb))?;
+                        try_push(&mut moved, (cid, nb))?;
                         nb
                     };
                     try_push(&mut top.children, nb)?;
@@ -326,14 +452,23 @@ pub fn commit<D: BlockDev>(
             return Err(Error::Invalid);
         };
         if !ino.meta.is_directdata() {
-            let set = txn.table(&done.children)?;
+            placed.clear();
+            let old = |key, keybits| m.table_block(done.id, key, keybits);
+            let set = txn.table_keeping(&done.children, &old, Some(&mut placed))?;
+            for ind in &placed {
+                try_push(&mut tables, (table_key(done.id), *ind))?;
+            }
             ino.set_blockset(&set);
         } else if !done.children.is_empty() {
             return Err(Error::Invalid);
         }
         match stack.last_mut() {
             Some(parent) => {
-                let nb = place_inode(&mut txn, &b, &ino)?;
+                let nb = keep_or_place_inode(&mut txn, &b, &ino, &|x| m.loaded(x))?;
+                try_push(&mut kept, block_name(&nb))?;
+                if nb.data_off != b.data_off || nb.mirror_tid != b.mirror_tid {
+                    try_push(&mut moved, (done.id, nb))?;
+                }
                 try_push(&mut parent.children, nb)?;
             }
             None => {
@@ -351,7 +486,9 @@ pub fn commit<D: BlockDev>(
                 let mut pb = m.pfs_bref;
                 pb.modify_tid = b.modify_tid;
                 pb.methods = b.methods;
-                root_bref = Some(place_inode(&mut txn, &pb, &ino)?);
+                let loaded = m.pfs_bref;
+                let same = |x: &Blockref| x.data_off == loaded.data_off && x.check == loaded.check;
+                root_bref = Some(keep_or_place_inode(&mut txn, &pb, &ino, &same)?);
             }
         }
     }
@@ -360,7 +497,9 @@ pub fn commit<D: BlockDev>(
     // The super-root's table, this PFS's entry replaced.
     let sroot_bref = *vol.header().sroot();
     let mut sroot = vol.read_inode_box(&sroot_bref).map_err(read_err)?;
-    let mut brefs = table_of(vol, &sroot.blockset()?)?;
+    // Its indirect blocks are written afresh: the super-root is on every commit's path.
+    let mut sroot_indirect = Vec::new();
+    let mut brefs = table_of(vol, &sroot.blockset()?, &mut sroot_indirect)?;
     let slot = brefs
         .iter_mut()
         .find(|b| b.key == m.pfs_bref.key && b.data_off == m.pfs_bref.data_off)
@@ -379,19 +518,23 @@ pub fn commit<D: BlockDev>(
         Ok(())
     })?;
     drop(g);
-    for (id, off) in moved {
+    for (id, nb) in moved {
         host.relax();
         let g = store.lock(id, LockMode::Exclusive)?;
         store.modify(&g, |b, _| {
-            b.data_off = off;
+            b.data_off = nb.data_off;
+            b.mirror_tid = nb.mirror_tid;
             Ok(())
         })?;
     }
     kept.sort_unstable();
     kept.dedup();
+    sort_tables(&mut tables);
     m.blocks = kept;
+    m.tables = tables;
     m.pfs_bref = pfs_bref;
     m.digest = compare::digest(store)?;
+    m.io.commit = vol.io().since(&start);
     Ok(h)
 }
 
@@ -414,6 +557,12 @@ pub fn reload<D: BlockDev>(vol: &Volume<D>, store: &Store, m: &mut Mounted) -> R
     }
     let (rb, rbody) = fresh.read(fresh.root())?;
     store.replace(&root, rb, rbody)?;
+    // Which chain of `store` each table of `fresh` with indirect blocks became.
+    let mut copies: Vec<(TableOf, TableOf)> = Vec::new();
+    try_push(
+        &mut copies,
+        (table_key(fresh.root()), table_key(store.root())),
+    )?;
     // Pre-order copy: a stack of (chain of `fresh`, its copy's guard in `store`); the next
     // child of each is found from the last one copied.
     let mut stack = Vec::new();
@@ -438,6 +587,9 @@ pub fn reload<D: BlockDev>(vol: &Volume<D>, store: &Store, m: &mut Mounted) -> R
             None => &root,
         };
         let id = store.insert(parent, b, body)?;
+        if fm.has_table(child) {
+            try_push(&mut copies, (table_key(child), table_key(id)))?;
+        }
         if fresh.lookup(child, 0, KEY_MAX)?.is_some() {
             let g = store.lock_child(parent, id, LockMode::Exclusive)?;
             try_push(&mut stack, (child, None, Some(g)))?;
@@ -445,7 +597,16 @@ pub fn reload<D: BlockDev>(vol: &Volume<D>, store: &Store, m: &mut Mounted) -> R
     }
     drop(root);
     *m = fm;
-    // The digest and the kept blocks are the fresh load's: the same tree, in `store` now.
+    // The kept blocks are the fresh load's, the same tree in `store` now; its tables are
+    // named by the chains of `store`.
+    copies.sort_unstable();
+    for (t, _) in m.tables.iter_mut() {
+        let i = copies
+            .binary_search_by_key(&*t, |(from, _)| *from)
+            .map_err(|_| Error::Invalid)?;
+        *t = copies[i].1;
+    }
+    sort_tables(&mut m.tables);
     m.digest = compare::digest(store)?;
     Ok(())
 }

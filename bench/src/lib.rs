@@ -18,3 +18,4 @@ pub mod stats;
 pub mod svg;
 pub mod target;
 pub mod tmpfs;
+pub mod volume_bench;

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use hammer2_synchro_bench::alloc_count::{self, CountingAlloc};
-use hammer2_synchro_bench::{bandwidth, cluster_bench, memory, report, results, run, shape, tmpfs};
+use hammer2_synchro_bench::{
+    bandwidth, cluster_bench, memory, report, results, run, shape, tmpfs, volume_bench,
+};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
@@ -15,6 +17,7 @@ usage: hammer2-synchro-bench [--quick] [--out DIR] [--max-files N]
        hammer2-synchro-bench --bandwidth MIB
        hammer2-synchro-bench --memory
        hammer2-synchro-bench --first-sync N
+       hammer2-synchro-bench --volume N [--volume-mib MIB]
 
 Measures, in one run: resync time and chains visited after k changed leaves in trees of
 N = 10^3..10^6 files (wide and deep) on a 3-master + 1-slave cluster; the same divergence
@@ -32,6 +35,10 @@ against memcpy; the sync's peak memory; sync-thread freeze and stop latency.
   --first-sync N
              only the empty slave's first sync of a wide tree of N small files, and rsync's
              first copy of the same tree on tmpfs; prints both, writes no report
+  --volume N only nodes on volumes (image files on tmpfs): the resync of k = 10 changed
+             files of a wide tree of N files, its commit's blocks read and written, against
+             rsync; and the slave's first sync of MIB MiB (default 256) in 1 MiB files against
+             cp of as many bytes; prints both with their target lines, writes no report
   --max-files N  do not attempt trees of more than N files (listed as not measured)
   --kernel-results FILE
              the output of `make bench-kernel` to report kernel_round_trips from
@@ -49,6 +56,8 @@ fn main() -> ExitCode {
     let mut kernel_results: Option<PathBuf> = None;
     let mut bandwidth_only: Option<usize> = None;
     let mut first_sync_only: Option<usize> = None;
+    let mut volume_only: Option<usize> = None;
+    let mut volume_mib = 256usize;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -82,6 +91,20 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             },
+            "--volume" => match args.next().and_then(|n| n.parse().ok()) {
+                Some(n) if n > 0 => volume_only = Some(n),
+                _ => {
+                    eprintln!("--volume needs a positive number of files\n\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            },
+            "--volume-mib" => match args.next().and_then(|n| n.parse().ok()) {
+                Some(n) if n > 0 => volume_mib = n,
+                _ => {
+                    eprintln!("--volume-mib needs a positive number of MiB\n\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            },
             "--kernel-results" => match args.next() {
                 Some(f) => kernel_results = Some(PathBuf::from(f)),
                 None => {
@@ -108,6 +131,9 @@ fn main() -> ExitCode {
     }
     if let Some(n) = first_sync_only {
         return first_sync_alone(n);
+    }
+    if let Some(n) = volume_only {
+        return volume_alone(n, volume_mib);
     }
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = out.unwrap_or_else(|| {
@@ -232,6 +258,87 @@ fn first_sync_alone(n: usize) -> ExitCode {
             t.as_secs_f64()
         ),
         Err(e) => println!("bench: rsync not measured: {e}"),
+    }
+    ExitCode::SUCCESS
+}
+
+/// `--volume N`: nodes on volumes alone.
+fn volume_alone(n: usize, mib: usize) -> ExitCode {
+    use hammer2_synchro_bench::stats::fmt_secs;
+    use hammer2_synchro_bench::target::Target;
+    let base = match tmpfs::tmpfs_base() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("bench: no tmpfs for the images: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    println!("bench: images on {}", base.describe());
+    let k = 10;
+    let mut targets = Vec::new();
+    match volume_bench::resync(&base.path, n, k) {
+        Ok(r) => {
+            println!(
+                "volume first sync: {} files in {}, commit wrote {} blocks ({} KiB), read {} blocks",
+                r.files,
+                fmt_secs(r.first.as_secs_f64()),
+                r.first_io.blocks_written,
+                r.first_io.bytes_written / 1024,
+                r.first_io.blocks_read
+            );
+            println!(
+                "volume resync: {} files, k = {}: {} (commit wrote {} blocks / {} KiB, read {} blocks / {} KiB); rsync {}",
+                r.files,
+                r.k,
+                fmt_secs(r.resync.as_secs_f64()),
+                r.io.blocks_written,
+                r.io.bytes_written / 1024,
+                r.io.blocks_read,
+                r.io.bytes_read / 1024,
+                r.rsync
+                    .map_or("not measured".into(), |t| fmt_secs(t.as_secs_f64()))
+            );
+            let ratio = r
+                .rsync
+                .map(|t| t.as_secs_f64() / r.resync.as_secs_f64().max(1e-9));
+            targets.push(Target {
+                name: format!("volume_resync_vs_rsync_n{n}_k{k}"),
+                measured: ratio.map_or("no rsync".into(), |x| format!("{x:.1}x")),
+                goal: ">=1000x".into(),
+                met: ratio.is_some_and(|x| x >= 1000.0),
+            });
+        }
+        Err(e) => {
+            eprintln!("bench: volume resync failed: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    match volume_bench::first_sync_bandwidth(&base.path, mib << 20, 1 << 20) {
+        Ok(b) => {
+            let mibs = |t: std::time::Duration| b.bytes as f64 / 1048576.0 / t.as_secs_f64();
+            println!(
+                "volume first sync bandwidth: {} MiB in {} ({:.0} MiB/s); cp {} ({:.0} MiB/s)",
+                b.bytes >> 20,
+                fmt_secs(b.sync.as_secs_f64()),
+                mibs(b.sync),
+                fmt_secs(b.cp.as_secs_f64()),
+                mibs(b.cp)
+            );
+            let pct = 100.0 * b.cp.as_secs_f64() / b.sync.as_secs_f64().max(1e-9);
+            targets.push(Target {
+                name: "volume_first_sync_vs_cp".into(),
+                measured: format!("{pct:.1}%"),
+                goal: ">=50%".into(),
+                met: pct >= 50.0,
+            });
+        }
+        Err(e) => {
+            eprintln!("bench: volume bandwidth failed: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    for t in targets {
+        println!("{}", t.line());
     }
     ExitCode::SUCCESS
 }

@@ -37,24 +37,27 @@ fn number(value: &str, unit: &str) -> f64 {
         .unwrap_or_else(|_| panic!("{value} is not a number"))
 }
 
-#[test]
-fn quick_run_reports_every_target_with_positive_numbers() {
-    let out = std::env::temp_dir().join(format!("h2s-bench-smoke-{}", std::process::id()));
+/// Run the bench with `args`; its standard output (it must succeed) and its target lines.
+fn run_bench(args: &[&std::ffi::OsStr]) -> (String, Vec<(String, String, String, bool)>) {
     let run = Command::new(env!("CARGO_BIN_EXE_hammer2-synchro-bench"))
-        .arg("--quick")
-        .arg("--out")
-        .arg(&out)
+        .args(args)
         .output()
         .expect("run the bench");
-    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "bench failed\n{stdout}\n{stderr}");
-
-    let targets: Vec<_> = stdout
+    let targets = stdout
         .lines()
         .filter(|l| l.starts_with("target "))
         .map(parse_target)
         .collect();
+    (stdout, targets)
+}
+
+#[test]
+fn quick_run_reports_every_target_with_positive_numbers() {
+    let out = std::env::temp_dir().join(format!("h2s-bench-smoke-{}", std::process::id()));
+    let (stdout, targets) = run_bench(&["--quick".as_ref(), "--out".as_ref(), out.as_os_str()]);
     let names: Vec<&str> = targets.iter().map(|t| t.0.as_str()).collect();
     assert_eq!(names, TARGETS, "{stdout}");
     // The run's last lines are the targets.
@@ -151,4 +154,28 @@ fn bandwidth_alone_prints_its_measurement_and_target() {
     );
     // A debug build's ratio may round to 0.0%: only its form is checked here.
     assert!(number(&value, "%") >= 0.0, "{last}");
+}
+
+#[test]
+fn volume_run_reports_blocks_and_its_targets() {
+    let args = ["--volume", "300", "--volume-mib", "2"].map(std::ffi::OsStr::new);
+    let (stdout, targets) = run_bench(&args);
+    let resync = stdout
+        .lines()
+        .find(|l| l.starts_with("volume resync: 300 files, k = 10: "))
+        .unwrap_or_else(|| panic!("no resync line:\n{stdout}"));
+    // The commit after 10 changed files writes a few dozen blocks, not the 300 files' inodes.
+    let wrote: u64 = resync
+        .split("commit wrote ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no block count: {resync}"));
+    assert!((10..100).contains(&wrote), "{resync}");
+    let names: Vec<&str> = targets.iter().map(|t| t.0.as_str()).collect();
+    assert_eq!(
+        names,
+        ["volume_resync_vs_rsync_n300_k10", "volume_first_sync_vs_cp"]
+    );
+    assert!(number(&targets[1].1, "%") > 0.0, "{stdout}");
 }

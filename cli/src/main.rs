@@ -19,6 +19,7 @@ const MIN_MEM_LIMIT: usize = 1 << 20;
 
 #[macro_use]
 mod volume_cmd;
+mod progress;
 mod volume_sync;
 mod volume_write;
 
@@ -32,19 +33,25 @@ USAGE:
                                      only parse each scenario (syntax check), run nothing
     hammer2-synchro help             show this text (also -h, --help)
 
-  Real HAMMER2 volumes (image files or block devices; each command has --help):
+  Real HAMMER2 volumes (image files or block devices; `hammer2-synchro COMMAND --help`
+  tells each command's options and gives an example):
     hammer2-synchro newfs IMAGE --size SIZE --pfs LABEL:ROLE ...
                                      create a volume with one PFS per LABEL (ROLE: master, slave...)
-    hammer2-synchro import DIR IMAGE@LABEL
-                                     make PFS LABEL a copy of host directory DIR (one commit)
+    hammer2-synchro import [--replace] DIR IMAGE@LABEL
+                                     make PFS LABEL a copy of host directory DIR (one commit);
+                                     a PFS that holds something needs --replace
     hammer2-synchro ls IMAGE[@LABEL] [PATH]
                                      list a volume's PFSs, or a directory of PFS LABEL
+    hammer2-synchro show [--blockrefs [--depth N]] IMAGE
+                                     the header copies, the PFSs, and the blockref tree
     hammer2-synchro export IMAGE@LABEL DIR
                                      copy PFS LABEL's tree into the new directory DIR
     hammer2-synchro fsck IMAGE       check headers, check codes, key order and the freemap
-    hammer2-synchro sync [--watch] IMAGE@LABEL IMAGE@LABEL ...
+    hammer2-synchro sync [--watch [--commit-every SECS]] IMAGE@LABEL IMAGE@LABEL ...
                                      run the sync threads over those PFSs until they agree,
                                      commit every volume that changed
+  Long work (import, export, fsck, sync) shows progress on stderr when it is a terminal,
+  or with --progress.
 
 OPTIONS:
     --status MS        print every live cluster's status (nodes, roles, TIDs, status
@@ -330,6 +337,12 @@ fn main() -> ExitCode {
     }
     let each: fn(&str, bool, &mut Out) -> u8 = match cmd.as_str() {
         "help" | "-h" | "--help" => {
+            let mut out = Out::new();
+            let _ = out.write_str(USAGE);
+            out.finish();
+            return ExitCode::SUCCESS;
+        }
+        "run" | "check" if rest.iter().any(|a| a == "--help" || a == "-h") => {
             let mut out = Out::new();
             let _ = out.write_str(USAGE);
             out.finish();

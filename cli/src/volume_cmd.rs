@@ -10,12 +10,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
+use crate::progress::Progress;
 use hammer2_synchro::media::{InodeData, OBJTYPE_DIRECTORY, OBJTYPE_REGFILE, OBJTYPE_SOFTLINK};
 use hammer2_synchro::volume::fsck::MAP_LIMIT_DEFAULT;
 use hammer2_synchro::volume::show::{self, ShowError};
 use hammer2_synchro::volume::{
-    check_name, fsck, BlockDev, Cause, Entry, Flow, FsckOptions, FsckReport, Pfs, Piece, ReadError,
-    ReadResult, Volume,
+    check_name, fsck, read_copies, BlockDev, Cause, Entry, Flow, FsckOptions, FsckReport, Pfs,
+    Piece, ReadError, ReadResult, Volume,
 };
 
 /// Standard output through the CLI's `Out`: a failed write ends the process with status 2,
@@ -50,52 +51,107 @@ macro_rules! errln {
 }
 
 const LS_HELP: &str = "\
-hammer2-synchro ls IMAGE             list the PFSs of a HAMMER2 volume (label, type, inode
-                                     allocator, cluster id)
-hammer2-synchro ls IMAGE@LABEL [PATH]
-                                     list a directory of PFS LABEL (default /), or show one file:
-                                     TYPE MODE SIZE INUM NLINKS NAME[ -> TARGET]
+USAGE:
+    hammer2-synchro ls IMAGE
+    hammer2-synchro ls IMAGE@LABEL [PATH]
+
+The first form lists the PFSs of a HAMMER2 volume (label, type, inode allocator, cluster
+id) after a line on the header in use. The second lists directory PATH of PFS LABEL
+(default /), or shows one file, a line each: TYPE MODE SIZE INUM NLINKS NAME[ -> TARGET].
 IMAGE is an image file or a block device; nothing is written to it. Every block read is
 checked against its check code; a damaged block is reported with its media offset.
+
+OPTIONS:
+    -h, --help    this text
+
+EXAMPLE:
+    hammer2-synchro ls disk.img
+    hammer2-synchro ls disk.img@DATA /etc
+
 EXIT STATUS: 0 done; 1 the volume could not be read (the fault is printed); 2 bad usage
 or IMAGE could not be opened.
 ";
 
 const EXPORT_HELP: &str = "\
-hammer2-synchro export IMAGE@LABEL DIR
-                                     copy PFS LABEL of a HAMMER2 volume into DIR (created; must
-                                     not exist or be empty): directories, files, symlinks,
-                                     hardlinks (one inode under several names), modes and
-                                     modification times; progress on stderr
+USAGE:
+    hammer2-synchro export [--progress] IMAGE@LABEL DIR
+
+Copy PFS LABEL of a HAMMER2 volume into DIR (created; it must not exist or be empty):
+directories, files, symlinks, hardlinks (one inode under several names), permission bits
+and modification times (of symlinks too). Holes in files stay holes in DIR.
 IMAGE is an image file or a block device; nothing is written to it. Every block read is
 checked against its check code: the first damaged block ends the export with its fault.
 A name that is empty, . or .., holds '/', or repeats in its directory ends the export;
-nothing is written through an existing name. Holes in files stay holes in DIR.
+nothing is written through an existing name. A summary goes to stderr at the end.
+
+OPTIONS:
+    --progress    show progress on stderr even when it is not a terminal (on a terminal
+                  it is shown anyway; never on stdout)
+
+EXAMPLE:
+    hammer2-synchro export disk.img@DATA /srv/restore
+
 EXIT STATUS: 0 done; 1 the volume could not be read or DIR not written (printed); 2 bad
 usage or IMAGE could not be opened.
 ";
 
 const FSCK_HELP: &str = "\
-hammer2-synchro fsck IMAGE           check a HAMMER2 volume, read-only: every volume header copy
-                                     (CRCs, which is in use, which are older); from the copy in
-                                     use every reachable block (all PFSs: inodes, indirect
-                                     blocks, data, directory entries): offset and size in
-                                     range, check code, data that decompress, key order and
-                                     ranges in each table; the freemap (node and leaf CRCs,
-                                     every granule a reachable block uses marked allocated)
-Prints the header copies, counts, and each finding with its media offset (the first
-100; all are counted); progress on stderr. Space marked allocated that nothing reachable
-uses is counted, not a finding: HAMMER2 frees space only in its bulkfree passes.
+USAGE:
+    hammer2-synchro fsck [--progress] IMAGE
+
+Check a HAMMER2 volume, read-only: every volume header copy (CRCs, which is in use, which
+are older); from the copy in use every reachable block (all PFSs: inodes, indirect blocks,
+data, directory entries): offset and size in range, check code, data that decompress, key
+order and ranges in each table; the freemap (node and leaf CRCs, every granule a reachable
+block uses marked allocated).
+Prints the header copies, counts, and each finding with its media offset (the first 100;
+all are counted). Space marked allocated that nothing reachable uses is counted, not a
+finding: HAMMER2 frees space only in its bulkfree passes.
+
+OPTIONS:
+    --progress    show progress on stderr even when it is not a terminal (on a terminal
+                  it is shown anyway; never on stdout)
+
+EXAMPLE:
+    hammer2-synchro fsck disk.img
+
 EXIT STATUS: 0 clean; 1 findings (a volume with no valid header copy included); 2 bad
 usage, IMAGE could not be opened, or the volume is too large to check (past 8 TiB).
 ";
 
-/// The `ls` / `export` / `fsck` commands, or `None` for another command.
+const SHOW_HELP: &str = "\
+USAGE:
+    hammer2-synchro show [--blockrefs [--depth N]] [--progress] IMAGE
+
+Show a HAMMER2 volume, read-only: the header in use (size, version, fsid, allocator), every
+volume header copy (its offset, mirror_tid, whether its CRCs hold, which one is in use), and
+each PFS (label, type, cluster id, PFS id, inodes in its index).
+
+OPTIONS:
+    --blockrefs   then the blockref tree from the super-root, as `hammer2 show` walks it:
+                  one line per blockref, indented by level (type, key/keybits, data_off,
+                  mirror_tid, modify_tid), each block read and its check code verified
+                  (`check ok`, or `check FAILED: ...` and nothing below it shown)
+    --depth N     with --blockrefs: open no table more than N levels below the super-root
+                  (0: the super-root only; default: the whole tree)
+    --progress    accepted for symmetry with the other commands (show prints no progress)
+IMAGE is an image file or a block device; nothing is written to it.
+
+EXAMPLE:
+    hammer2-synchro show disk.img
+    hammer2-synchro show --blockrefs --depth 2 disk.img | less
+
+EXIT STATUS: 0 done; 1 the volume could not be read, or a block failed its check code
+(--blockrefs); 2 bad usage or IMAGE could not be opened.
+";
+
+/// The `ls` / `export` / `fsck` / `show` commands, or `None` for another command.
 pub fn dispatch(cmd: &str, args: &[String]) -> Option<ExitCode> {
     let (help, f): (&str, Command) = match cmd {
         "ls" => (LS_HELP, ls),
         "export" => (EXPORT_HELP, export),
         "fsck" => (FSCK_HELP, fsck_cmd),
+        "show" => (SHOW_HELP, show_cmd),
         _ => return None,
     };
     Some(run(cmd, help, f, args))
@@ -107,7 +163,8 @@ pub(crate) fn run(cmd: &str, help: &str, f: Command, args: &[String]) -> ExitCod
         out!("{help}");
         return ExitCode::SUCCESS;
     }
-    match f(args) {
+    let args = crate::progress::take_flag(args);
+    match f(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fail::Usage(msg)) => {
             crate::warn(format_args!("{cmd}: {msg}"));
@@ -238,6 +295,62 @@ fn ls_path(spec: &str, path: &str) -> Result<(), Fail> {
     r.map_err(|e| show_err(&format!("{image}: {path}"), e))
 }
 
+fn show_cmd(args: &[String]) -> Result<(), Fail> {
+    let mut blockrefs = false;
+    let mut depth = None;
+    let mut image = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--blockrefs" => blockrefs = true,
+            "--depth" => {
+                let v = it.next().ok_or(Fail::Usage("--depth needs N".into()))?;
+                let n: usize = v
+                    .parse()
+                    .map_err(|_| Fail::Usage(format!("--depth: '{v}' is not a number")))?;
+                depth = Some(n);
+            }
+            o if o.starts_with('-') && o.len() > 1 => {
+                return Err(Fail::Usage(format!("unknown option '{o}'")))
+            }
+            i if image.is_none() => image = Some(i),
+            i => return Err(Fail::Usage(format!("unexpected argument '{i}'"))),
+        }
+    }
+    let image = image.ok_or(Fail::Usage("expected IMAGE".into()))?;
+    if depth.is_some() && !blockrefs {
+        return Err(Fail::Usage("--depth is for --blockrefs".into()));
+    }
+    let dev = FileDev::open(image)?;
+    let copies = read_copies(&dev).map_err(|e| run_err(image, e))?;
+    let vol = Volume::from_copies(dev, copies.clone()).map_err(|e| run_err(image, e))?;
+    let mut o = crate::Out::new();
+    let r = show::show_volume(&mut o, &vol, &copies);
+    o.finish();
+    r.map_err(|e| show_err(image, e))?;
+    if !blockrefs {
+        return Ok(());
+    }
+    let mut o = crate::Out::new();
+    let _ = std::fmt::Write::write_str(&mut o, "blockrefs:\n");
+    let r = show::show_blockrefs(&mut o, &vol, depth.unwrap_or(usize::MAX));
+    o.finish();
+    let c = r.map_err(|e| show_err(image, e))?;
+    outln!(
+        "{} blockrefs, {} failed their check, {} tables below --depth not shown",
+        c.shown,
+        c.bad,
+        c.cut
+    );
+    if c.bad > 0 {
+        return Err(Fail::Run(format!(
+            "{image}: {} blocks failed their check code",
+            c.bad
+        )));
+    }
+    Ok(())
+}
+
 /// A listing's failure; `Out` never refuses a write (it ends the process instead).
 fn show_err(what: &str, e: ShowError) -> Fail {
     match e {
@@ -277,6 +390,7 @@ fn export(args: &[String]) -> Result<(), Fail> {
     }
     let rd = |e: ReadError| Fail::Run(format!("{image}: {e}"));
     let mut counts = Counts::default();
+    let mut progress = Progress::new("export");
     // The first path written for each inode with several names: later names hardlink it.
     let mut first_name: HashMap<u64, PathBuf> = HashMap::new();
     // Directories with their mtimes, set last (writing into a directory changes its mtime).
@@ -317,7 +431,18 @@ fn export(args: &[String]) -> Result<(), Fail> {
                         mode: m.mode & 0o7777,
                         mtime: mtime(&ino),
                     };
-                    write_file(&target, &meta, &mut read).map_err(|e| match e {
+                    let before = counts.bytes;
+                    let mut tick = |done: u64| {
+                        progress.tick(|| {
+                            format!(
+                                "{} directories, {} files, {} bytes",
+                                counts.dirs,
+                                counts.files,
+                                before + done
+                            )
+                        })
+                    };
+                    write_file(&target, &meta, &mut read, &mut tick).map_err(|e| match e {
                         WriteFail::Io(err) => io(&target, err),
                         WriteFail::Read(e) => rd(e),
                     })?;
@@ -331,6 +456,7 @@ fn export(args: &[String]) -> Result<(), Fail> {
                     let link = pfs.readlink(&vol, &ino).map_err(rd)?;
                     let link = std::ffi::OsStr::from_bytes(&link);
                     std::os::unix::fs::symlink(link, &target).map_err(|err| io(&target, err))?;
+                    set_link_mtime(&target, mtime(&ino)).map_err(|err| io(&target, err))?;
                     counts.links += 1;
                 }
                 t => {
@@ -340,9 +466,12 @@ fn export(args: &[String]) -> Result<(), Fail> {
                     );
                 }
             }
-            if (counts.files + counts.dirs) % 1000 == 0 {
-                err!("\rexport: {} files, {} bytes", counts.files, counts.bytes);
-            }
+            progress.tick(|| {
+                format!(
+                    "{} directories, {} files, {} bytes",
+                    counts.dirs, counts.files, counts.bytes
+                )
+            });
         }
     }
     for (path, time, mode) in dirs.iter().rev() {
@@ -360,8 +489,9 @@ fn export(args: &[String]) -> Result<(), Fail> {
             d.set_permissions(perm).map_err(|err| io(path, err))?;
         }
     }
+    drop(progress);
     errln!(
-        "\rexport: {} directories, {} files ({} bytes), {} hardlinks, {} symlinks",
+        "export: {} directories, {} files ({} bytes), {} hardlinks, {} symlinks",
         counts.dirs,
         counts.files,
         counts.bytes,
@@ -376,19 +506,14 @@ fn fsck_cmd(args: &[String]) -> Result<(), Fail> {
         return Err(Fail::Usage("expected IMAGE".into()));
     };
     let dev = FileDev::open(image)?;
-    let mut shown = false;
-    let mut progress = |blocks: u64| {
-        err!("\rfsck: {blocks} blocks checked");
-        shown = true;
-    };
+    let mut shown = Progress::new("fsck");
+    let mut progress = |blocks: u64| shown.tick(|| format!("{blocks} blocks checked"));
     let opts = FsckOptions {
         map_limit: MAP_LIMIT_DEFAULT,
         progress: Some(&mut progress),
     };
     let report = fsck(dev, opts);
-    if shown {
-        errln!("");
-    }
+    drop(shown);
     let r = match report {
         Ok(r) => r,
         Err(e) if e.cause == Cause::TooBig => {
@@ -437,6 +562,41 @@ fn check_entries(dir: &Path, entries: &[Entry]) -> Result<(), Fail> {
     Ok(())
 }
 
+/// Set the modification time of symlink `path` itself (never of what it names): std has no
+/// call for it, so `utimensat` with `AT_SYMLINK_NOFOLLOW`; the access time is left alone.
+fn set_link_mtime(path: &Path, time: SystemTime) -> std::io::Result<()> {
+    let since = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: libc::time_t::try_from(since.as_secs())
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?,
+            tv_nsec: since.subsec_nanos().into(),
+        },
+    ];
+    // SAFETY: `c` is a NUL-terminated path that outlives the call, and `times` is the array
+    // of two timespecs utimensat reads; neither is kept after it returns.
+    let r = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// What [`write_file`] sets on the file it creates.
 struct FileMeta {
     size: u64,
@@ -455,15 +615,26 @@ enum WriteFail {
 
 /// Create `target` (which must not exist: an existing name, a symlink above all, is an
 /// error rather than something to write through), fill it from `read`, leaving holes as
-/// holes, and set its mode and mtime through the handle.
-fn write_file(target: &Path, meta: &FileMeta, read: &mut ReadPieces<'_>) -> Result<(), WriteFail> {
+/// holes, and set its mode and mtime through the handle. `tick` gets the bytes of the file
+/// done after each piece (progress through a large file).
+fn write_file(
+    target: &Path,
+    meta: &FileMeta,
+    read: &mut ReadPieces<'_>,
+    tick: &mut dyn FnMut(u64),
+) -> Result<(), WriteFail> {
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(target)
         .map_err(WriteFail::Io)?;
     let mut werr = None;
+    let mut done = 0u64;
     read(&mut |piece| {
+        let len = match piece {
+            Piece::Data(bytes) => bytes.len() as u64,
+            Piece::Hole(len) => len,
+        };
         let r = match piece {
             Piece::Data(bytes) => f.write_all(bytes),
             // A hole is skipped: the file stays sparse, however large the image says it is.
@@ -471,6 +642,8 @@ fn write_file(target: &Path, meta: &FileMeta, read: &mut ReadPieces<'_>) -> Resu
                 .map_err(|_| std::io::Error::from(std::io::ErrorKind::FileTooLarge))
                 .and_then(|len| f.seek(SeekFrom::Current(len)).map(|_| ())),
         };
+        done = done.saturating_add(len);
+        tick(done);
         r.map_err(|err| {
             werr = Some(err);
             ReadError::new(Cause::Device(hammer2_synchro::Error::Io), 0)
@@ -537,7 +710,7 @@ mod tests {
         std::os::unix::fs::symlink("../outside", out.join("x")).unwrap();
         let mut read =
             |sink: &mut dyn FnMut(Piece<'_>) -> ReadResult<()>| sink(Piece::Data(b"overwritten"));
-        match write_file(&out.join("x"), &meta(11), &mut read) {
+        match write_file(&out.join("x"), &meta(11), &mut read, &mut |_| {}) {
             Err(WriteFail::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists),
             _ => panic!("wrote through the symlink"),
         }
@@ -581,7 +754,7 @@ mod tests {
             sink(Piece::Hole(size - (1 << 20) - 7))
         };
         let start = std::time::Instant::now();
-        assert!(write_file(&path, &meta(size), &mut read).is_ok());
+        assert!(write_file(&path, &meta(size), &mut read, &mut |_| {}).is_ok());
         assert!(
             start.elapsed() < Duration::from_secs(5),
             "holes were written out"

@@ -13,24 +13,44 @@ use hammer2_synchro::cluster::Cluster;
 use hammer2_synchro::mount::join::{Join, JoinError};
 use hammer2_synchro::mount::{self, Mounted};
 use hammer2_synchro::store::{Layout, Store};
-use hammer2_synchro::thread::Request;
+use hammer2_synchro::thread::{Request, ThreadState};
 use hammer2_synchro::volume::Volume;
 
+use crate::progress::Progress;
 use crate::volume_cmd::{image_label, run, Command, Fail, FileDev};
 
 const SYNC_HELP: &str = "\
-hammer2-synchro sync [--watch] [--timeout SECS] IMAGE@LABEL IMAGE@LABEL ...
-                                     run the cluster's sync threads over these PFSs (one per
-                                     volume, at most 8) until every node agrees with the
-                                     masters' quorum, then commit every volume that changed
+USAGE:
+    hammer2-synchro sync [--timeout SECS] [--progress] IMAGE@LABEL IMAGE@LABEL ...
+    hammer2-synchro sync --watch [--commit-every SECS] IMAGE@LABEL IMAGE@LABEL ...
+
+Run the cluster's sync threads over these PFSs (one per volume, at most 8) until every node
+agrees with the masters' quorum, then commit every volume that changed.
 Each node's role is its PFS's pfs_type (master, slave, soft-master, soft-slave, cache); the
-PFSs must share one cluster id (newfs --clid). Progress on stderr. A volume is written only
-if its PFS changed, as one copy-on-write commit (nothing committed changes before its new
-volume header is written); data blocks it already holds are kept in place.
---watch: keep the threads running, with a status line every second, until Ctrl-C; then
-every thread is stopped (each acknowledges) and every changed volume committed.
---timeout: give up (status 1, nothing committed) when not converged after SECS (default
-600; not with --watch).
+PFSs must share one cluster id (newfs --clid). A volume is written only if its PFS changed,
+as one copy-on-write commit (nothing committed changes before its new volume header is
+written); data blocks it already holds are kept in place. Each load, the convergence and
+each commit are reported on stderr.
+
+OPTIONS:
+    --timeout SECS       give up (status 1, nothing committed) when not converged after
+                         SECS (default 600; not with --watch)
+    --watch              keep the threads running, with a live status line on stderr every
+                         second (per node: role, thread state, in sync or syncing, the TID
+                         it is synced to, its last modify TID, passes), until Ctrl-C (or
+                         SIGTERM); then
+                         every thread is stopped (each acknowledges) and every changed
+                         volume committed
+    --commit-every SECS  with --watch: also commit every changed volume every SECS seconds
+                         (default 30), the threads frozen meanwhile, so a crash loses at
+                         most that much
+    --progress           show progress on stderr even when it is not a terminal (on a
+                         terminal it is shown anyway; never on stdout)
+
+EXAMPLE:
+    hammer2-synchro sync a.img@DATA b.img@DATA c.img@DATA
+    hammer2-synchro sync --watch --commit-every 10 a.img@DATA b.img@DATA
+
 EXIT STATUS: 0 converged (or stopped by Ctrl-C) and committed; 1 a volume could not be
 read or written, the nodes did not converge, or the PFSs are not one cluster; 2 bad usage
 or an IMAGE could not be opened.
@@ -45,10 +65,10 @@ pub fn dispatch(cmd: &str, args: &[String]) -> Option<ExitCode> {
     Some(run(cmd, SYNC_HELP, f, args))
 }
 
-/// Set by SIGINT (`--watch` ends at Ctrl-C).
+/// Set by SIGINT or SIGTERM (`--watch` ends at Ctrl-C, or when a service manager stops it).
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_sigint(_: libc::c_int) {
+extern "C" fn on_stop_signal(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
@@ -65,33 +85,46 @@ struct Node {
 struct Args {
     watch: bool,
     timeout: Duration,
+    commit_every: Duration,
     specs: Vec<String>,
+}
+
+/// The default `--commit-every` of `--watch`.
+const COMMIT_EVERY: Duration = Duration::from_secs(30);
+
+/// `SECS` of option `opt`: a whole number of seconds above 0.
+fn secs(opt: &str, v: Option<&String>) -> Result<Duration, Fail> {
+    let v = v.ok_or_else(|| Fail::Usage(format!("{opt} needs SECS")))?;
+    v.parse()
+        .ok()
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs)
+        .ok_or_else(|| Fail::Usage(format!("{opt}: '{v}' is not SECS > 0")))
 }
 
 fn parse(args: &[String]) -> Result<Args, Fail> {
     let mut a = Args {
         watch: false,
         timeout: Duration::from_secs(600),
+        commit_every: COMMIT_EVERY,
         specs: Vec::new(),
     };
     let mut it = args.iter();
+    let mut every_given = false;
     while let Some(w) = it.next() {
         match w.as_str() {
             "--watch" => a.watch = true,
-            "--timeout" => {
-                let v = it
-                    .next()
-                    .ok_or(Fail::Usage("--timeout needs SECS".into()))?;
-                let s: u64 = v
-                    .parse()
-                    .ok()
-                    .filter(|s| *s > 0)
-                    .ok_or_else(|| Fail::Usage(format!("--timeout: '{v}' is not SECS > 0")))?;
-                a.timeout = Duration::from_secs(s);
+            "--timeout" => a.timeout = secs(w, it.next())?,
+            "--commit-every" => {
+                a.commit_every = secs(w, it.next())?;
+                every_given = true;
             }
             o if o.starts_with('-') => return Err(Fail::Usage(format!("unknown option '{o}'"))),
             spec => a.specs.push(spec.to_string()),
         }
+    }
+    if every_given && !a.watch {
+        return Err(Fail::Usage("--commit-every is for --watch".into()));
     }
     if a.specs.is_empty() || a.specs.len() > hammer2_synchro::role::MAX_NODES {
         return Err(Fail::Usage("expected 1 to 8 IMAGE@LABEL".into()));
@@ -119,8 +152,12 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
         let vol = Volume::open(FileDev::open_rw(image)?)
             .map_err(|e| Fail::Run(format!("{image}: {e}")))?;
         let t0 = Instant::now();
-        let (store, mounted) = mount::load(host, &vol, label.as_bytes())
-            .map_err(|e| Fail::Run(format!("{spec}: load: {e}")))?;
+        let mut progress = Progress::new("sync");
+        let (store, mounted) = mount::load_with_progress(host, &vol, label.as_bytes(), &mut |n| {
+            progress.tick(|| format!("loading {spec}: {n} chains"))
+        })
+        .map_err(|e| Fail::Run(format!("{spec}: load: {e}")))?;
+        drop(progress);
         let role = join.add(&store).map_err(|e| join_fail(&e, &a.specs))?;
         errln!(
             "sync: loaded {spec} as {}: {} chains, root tid {:#x} ({:.1}s)",
@@ -148,9 +185,11 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
         .map_err(|e| Fail::Run(format!("cluster: {e}")))?;
     cluster.set_thread_idle_poll(POLL);
     if a.watch {
-        // SAFETY: `on_sigint` only stores to an atomic, which is async-signal-safe.
+        // SAFETY: `on_stop_signal` only stores to an atomic, which is async-signal-safe.
         unsafe {
-            libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
+            let handler = on_stop_signal as *const () as libc::sighandler_t;
+            libc::signal(libc::SIGINT, handler);
+            libc::signal(libc::SIGTERM, handler);
         }
     }
     for (i, n) in nodes.iter().enumerate() {
@@ -161,13 +200,21 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
     }
     let t0 = Instant::now();
     let mut last = Instant::now();
+    let mut last_commit = Instant::now();
     let mut converged_at = None;
+    // The status once a second: the live status line of --watch, else progress.
+    let mut progress = if a.watch {
+        Progress::always("sync")
+    } else {
+        Progress::new("sync")
+    };
     loop {
         let behind: Vec<usize> = (0..cluster.len())
             .filter(|&i| !cluster.in_sync(i))
             .collect();
         if behind.is_empty() && converged_at.is_none() {
             converged_at = Some(t0.elapsed());
+            progress.end_line();
             errln!("sync: converged in {:.1}s", t0.elapsed().as_secs_f64());
         } else if !behind.is_empty() {
             converged_at = None;
@@ -176,10 +223,12 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
             break;
         }
         if a.watch && INTERRUPTED.load(Ordering::SeqCst) {
+            progress.end_line();
             errln!("sync: interrupted: stopping the sync threads");
             break;
         }
         if !a.watch && t0.elapsed() > a.timeout {
+            drop(progress);
             stop_all(&cluster, &nodes);
             let names: Vec<&str> = behind.iter().map(|&i| nodes[i].spec.as_str()).collect();
             return Err(Fail::Run(format!(
@@ -188,13 +237,65 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
                 names.join(", ")
             )));
         }
+        if a.watch && last_commit.elapsed() >= a.commit_every {
+            progress.end_line();
+            let n = commit_frozen(&cluster, &mut nodes)?;
+            errln!(
+                "sync: periodic commit: {n} of {} volumes written",
+                nodes.len()
+            );
+            last_commit = Instant::now();
+        }
         if last.elapsed() >= Duration::from_secs(1) {
             last = Instant::now();
-            status(&cluster, &nodes, &behind, t0.elapsed());
+            progress.tick(|| status(&cluster, &nodes, &behind, t0.elapsed()));
         }
         std::thread::sleep(POLL);
     }
+    drop(progress);
     stop_all(&cluster, &nodes);
+    let committed = commit_changed(&cluster, &mut nodes, true)?;
+    errln!("sync: done: {committed} of {} volumes written", nodes.len());
+    Ok(())
+}
+
+/// Commit every changed node with every running thread frozen (a pass must not change a
+/// tree while it is written out), unfrozen after; the volumes written.
+fn commit_frozen(cluster: &Cluster, nodes: &mut [Node]) -> Result<usize, Fail> {
+    let mut frozen = Vec::new();
+    let mut r = Ok(());
+    for (i, n) in nodes.iter().enumerate() {
+        if cluster.thread_state(i) != ThreadState::Running {
+            continue;
+        }
+        match cluster.thread_request(i, Request::Freeze) {
+            Ok(_) => frozen.push(i),
+            Err(e) => {
+                r = Err(Fail::Run(format!("{}: freeze: {e}", n.spec)));
+                break;
+            }
+        }
+    }
+    let r = r.and_then(|()| commit_changed(cluster, nodes, false));
+    for i in frozen {
+        if let Err(e) = cluster.thread_request(i, Request::Unfreeze) {
+            errln!("sync: {}: unfreeze: {e}", nodes[i].spec);
+        }
+    }
+    if r.is_err() {
+        stop_all(cluster, nodes);
+    }
+    r
+}
+
+/// Commit every node whose tree differs from its volume's, reopening the volume after (a
+/// commit makes the open header stale); the volumes written. `say_unchanged`: name each
+/// node left alone (at the end; a periodic commit stays quiet about them).
+fn commit_changed(
+    cluster: &Cluster,
+    nodes: &mut [Node],
+    say_unchanged: bool,
+) -> Result<usize, Fail> {
     let mut committed = 0;
     for (i, n) in nodes.iter_mut().enumerate() {
         let store = cluster
@@ -205,27 +306,42 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
             .changed(store)
             .map_err(|e| Fail::Run(format!("{}: {e}", n.spec)))?;
         if !changed {
-            errln!("sync: {}: unchanged, not written", n.spec);
+            if say_unchanged {
+                errln!("sync: {}: unchanged, not written", n.spec);
+            }
             continue;
         }
         let vol = n.vol.take().ok_or(Fail::Run("volume gone".into()))?;
         let t = Instant::now();
-        let h = mount::commit(&vol, store, &mut n.mounted).map_err(|e| {
+        let mut progress = Progress::new("sync");
+        let spec = &n.spec;
+        let h = mount::commit_with_progress(&vol, store, &mut n.mounted, &mut |k| {
+            progress.tick(|| format!("committing {spec}: {k} chains"))
+        })
+        .map_err(|e| {
             Fail::Run(format!(
                 "{}: commit: {e} (the volume keeps its last commit)",
                 n.spec
             ))
         })?;
+        drop(progress);
+        let io = n.mounted.io().commit;
         errln!(
-            "sync: {}: committed, mirror_tid {:#x} ({:.1}s)",
+            "sync: {}: committed, mirror_tid {:#x} ({:.1}s, {} blocks / {} KiB written, {} blocks / {} KiB read)",
             n.spec,
             h.mirror_tid,
-            t.elapsed().as_secs_f64()
+            t.elapsed().as_secs_f64(),
+            io.blocks_written,
+            io.bytes_written / 1024,
+            io.blocks_read,
+            io.bytes_read / 1024
         );
+        let vol = Volume::open(vol.into_dev())
+            .map_err(|e| Fail::Run(format!("{}: reopen after commit: {e}", n.spec)))?;
+        n.vol = Some(vol);
         committed += 1;
     }
-    errln!("sync: done: {committed} of {} volumes written", nodes.len());
-    Ok(())
+    Ok(committed)
 }
 
 /// The CLI's failure for a [`JoinError`], each node named by its `IMAGE@LABEL` (nodes join in
@@ -244,20 +360,21 @@ fn stop_all(cluster: &Cluster, nodes: &[Node]) {
     }
 }
 
-/// One status line: per node its role, root TID and whether it agrees with the focus.
-fn status(cluster: &Cluster, nodes: &[Node], behind: &[usize], at: Duration) {
-    let mut line = format!("sync: {:>6.1}s", at.as_secs_f64());
+/// One status line: per node its role, thread state, whether it agrees with the focus, the
+/// TID its root is synchronized to (`mirror_tid`) and last modified at, and its passes.
+fn status(cluster: &Cluster, nodes: &[Node], behind: &[usize], at: Duration) -> String {
+    let mut line = format!("{:>6.1}s", at.as_secs_f64());
     for (i, n) in nodes.iter().enumerate() {
-        let tid = cluster
+        let (synced, modified) = cluster
             .store(i)
             .and_then(|s| s.bref(s.root()))
-            .map(|b| b.modify_tid)
-            .unwrap_or(0);
+            .map_or((0, 0), |b| (b.mirror_tid, b.modify_tid));
         let st = cluster.stats(i);
         line.push_str(&format!(
-            " | {} {} tid {tid:#x} {} passes {}",
+            " | {} {} {} {} synced {synced:#x} tid {modified:#x} passes {}",
             n.spec,
             cluster.role(i).name(),
+            cluster.thread_state(i).name(),
             if behind.contains(&i) {
                 "syncing"
             } else {
@@ -266,5 +383,5 @@ fn status(cluster: &Cluster, nodes: &[Node], behind: &[usize], at: Duration) {
             st.passes
         ));
     }
-    errln!("{line}");
+    line
 }

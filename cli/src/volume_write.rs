@@ -14,37 +14,63 @@ use hammer2_synchro::media::{
     OBJTYPE_REGFILE, OBJTYPE_SOFTLINK, PFSTYPE_CACHE, PFSTYPE_MASTER, PFSTYPE_SLAVE,
     PFSTYPE_SOFT_MASTER, PFSTYPE_SOFT_SLAVE,
 };
-use hammer2_synchro::volume::{newfs, DirEntries, Import, NewPfs, NewfsOptions, Volume};
+use hammer2_synchro::volume::{newfs, DirEntries, Flow, Import, NewPfs, NewfsOptions, Volume};
 
+use crate::progress::Progress;
 use crate::volume_cmd::{image_label, run, Command, Fail, FileDev};
 
 const NEWFS_HELP: &str = "\
-hammer2-synchro newfs IMAGE --size SIZE --pfs LABEL:ROLE [--pfs LABEL:ROLE ...]
-                      [--clid UUID] [--nmasters N]
-                                     create a HAMMER2 volume as newfs_hammer2 does (version 2,
-                                     header copies at 0/2/4/6 GiB that fit, boot and aux areas,
-                                     super-root) with one PFS per --pfs (at most 4)
-SIZE: bytes, or with a K, M, G or T suffix; rounded down to 8 MiB; at least 32M. IMAGE is
-created or extended (sparse) to SIZE when it is a regular file; on a block device SIZE may
-be omitted (the device's size). ROLE: master, slave, soft-master, soft-slave or cache.
---clid: the cluster id of the PFSs (give the same one to every node of a cluster; default
-random); --nmasters: the masters of the cluster recorded in each PFS (default 0, unknown).
+USAGE:
+    hammer2-synchro newfs IMAGE --size SIZE --pfs LABEL:ROLE [--pfs LABEL:ROLE ...]
+                          [--clid UUID] [--nmasters N]
+
+Create a HAMMER2 volume as newfs_hammer2 does (version 2, header copies at 0/2/4/6 GiB
+that fit, boot and aux areas, super-root) with one PFS per --pfs (at most 4). IMAGE is
+created or extended (sparse) to SIZE when it is a regular file.
+
+OPTIONS:
+    --size SIZE        bytes, or with a K, M, G or T suffix; rounded down to 8 MiB; at
+                       least 32M; on a block device it may be omitted (the device's size)
+    --pfs LABEL:ROLE   a PFS; ROLE: master, slave, soft-master, soft-slave or cache
+    --clid UUID        the cluster id of the PFSs: give the same one to every node of a
+                       cluster (default: random)
+    --nmasters N       the masters of the cluster recorded in each PFS (default 0, unknown)
 WARNING: below 2G + 4M a volume has a single header, rewritten in place at every commit (as
 HAMMER2 does): a crash that tears that write loses the volume. Larger volumes keep the
 previous header copy.
+
+EXAMPLE:
+    hammer2-synchro newfs a.img --size 4G --pfs DATA:master \
+        --clid 01234567-89ab-cdef-0123-456789abcdef
+
 EXIT STATUS: 0 done; 1 the volume could not be written; 2 bad usage or IMAGE not opened.
 ";
 
 const IMPORT_HELP: &str = "\
-hammer2-synchro import DIR IMAGE@LABEL
-                                     make PFS LABEL a copy of the host directory DIR:
-                                     directories, files, symlinks, hardlinks, modes, owners
-                                     and times, in one copy-on-write commit; progress on stderr
-What LABEL held before is replaced. Nothing is committed until every block is written: on
-any failure (no space, an unreadable file, a device error) the volume keeps its previous
-state. Files other than regular files, directories and symlinks are refused.
-EXIT STATUS: 0 done; 1 DIR not read or the volume not written (printed); 2 bad usage or
-IMAGE not opened.
+USAGE:
+    hammer2-synchro import [--replace] [--progress] DIR IMAGE@LABEL
+
+Make PFS LABEL a copy of the host directory DIR: directories, files, symlinks, hardlinks,
+permission bits, owners and times, in one copy-on-write commit. Nothing is committed until
+every block is written: on any failure (no space, an unreadable file, a device error) the
+volume keeps its previous state. Files other than regular files, directories and symlinks
+are refused.
+An import replaces the whole PFS. A PFS that already holds something (its root directory
+has entries) is refused, and nothing written, unless --replace is given: an import never
+destroys data by surprise. To add a tree to what a PFS holds, export it, copy the tree into
+the export, and import that with --replace.
+
+OPTIONS:
+    --replace     replace what PFS LABEL holds (required when it is not empty)
+    --progress    show progress on stderr even when it is not a terminal (on a terminal
+                  it is shown anyway; never on stdout)
+
+EXAMPLE:
+    hammer2-synchro import /srv/data disk.img@DATA
+    hammer2-synchro import --replace /srv/data disk.img@DATA
+
+EXIT STATUS: 0 done; 1 DIR not read, the PFS not empty without --replace, or the volume
+not written (printed); 2 bad usage or IMAGE not opened.
 ";
 
 /// The `newfs` / `import` commands, or `None` for another command.
@@ -262,7 +288,11 @@ fn host_meta(m: &std::fs::Metadata, objtype: u8, inum: u64, nlinks: u64) -> Inod
 }
 
 /// Read the host tree under `dir` into pre-order nodes with inode numbers from `next`.
-fn scan_tree(dir: &str, next: &mut dyn FnMut() -> Result<u64, Fail>) -> Result<Vec<Node>, Fail> {
+fn scan_tree(
+    dir: &str,
+    next: &mut dyn FnMut() -> Result<u64, Fail>,
+    progress: &mut Progress,
+) -> Result<Vec<Node>, Fail> {
     let io = |p: &std::path::Path, e: std::io::Error| Fail::Run(format!("{}: {e}", p.display()));
     let root = PathBuf::from(dir);
     let meta = std::fs::symlink_metadata(&root).map_err(|e| io(&root, e))?;
@@ -279,6 +309,7 @@ fn scan_tree(dir: &str, next: &mut dyn FnMut() -> Result<u64, Fail>) -> Result<V
     let mut seen: HashMap<(u64, u64), u64> = HashMap::new();
     let mut i = 0;
     while i < nodes.len() {
+        progress.tick(|| format!("reading {}: {} objects", dir, nodes.len()));
         if nodes[i].meta.is_dir() {
             let path = nodes[i].path.clone();
             let mut names: Vec<_> = std::fs::read_dir(&path)
@@ -330,20 +361,40 @@ fn scan_tree(dir: &str, next: &mut dyn FnMut() -> Result<u64, Fail>) -> Result<V
 }
 
 fn import_cmd(args: &[String]) -> Result<(), Fail> {
-    let [dir, spec] = args else {
-        return Err(usage("expected DIR IMAGE@LABEL"));
+    let mut replace = false;
+    let mut pos = Vec::new();
+    for a in args {
+        match a.as_str() {
+            "--replace" => replace = true,
+            o if o.starts_with('-') && o.len() > 1 => {
+                return Err(usage(format!("unknown option '{o}'")))
+            }
+            p => pos.push(p),
+        }
+    }
+    let [dir, spec] = pos[..] else {
+        return Err(usage("expected [--replace] DIR IMAGE@LABEL"));
     };
     let (image, label) =
         image_label(spec).ok_or_else(|| usage(format!("'{spec}' is not IMAGE@LABEL")))?;
     let vol =
         Volume::open(FileDev::open_rw(image)?).map_err(|e| Fail::Run(format!("{image}: {e}")))?;
     let verr = |e: hammer2_synchro::Error| Fail::Run(format!("{image}: {e}"));
-    let mut imp = Import::begin(&vol, label.as_bytes()).map_err(|e| match e {
+    let no_pfs = |e: hammer2_synchro::Error| match e {
         hammer2_synchro::Error::NotFound => Fail::Run(format!("{image}: no PFS '{label}'")),
         e => verr(e),
-    })?;
+    };
+    if !replace && has_content(&vol, label).map_err(no_pfs)? {
+        return Err(Fail::Run(format!(
+            "{image}@{label} is not empty: an import replaces the whole PFS, so it is refused \
+             unless --replace is given (to add a tree to what is there, export the PFS, copy \
+             the tree into the export, and import that with --replace)"
+        )));
+    }
+    let mut imp = Import::begin(&vol, label.as_bytes()).map_err(no_pfs)?;
     let mut next = || imp.new_inum().map_err(verr);
-    let nodes = scan_tree(dir, &mut next)?;
+    let mut progress = Progress::new("import");
+    let nodes = scan_tree(dir, &mut next, &mut progress)?;
     // Links of each inode inside the tree (hardlinks outside it do not count).
     let mut links: HashMap<u64, u64> = HashMap::new();
     for n in &nodes {
@@ -371,9 +422,9 @@ fn import_cmd(args: &[String]) -> Result<(), Fail> {
                 imp.dir(meta, &entries).map_err(verr)?;
             }
         } else if n.first {
-            let data = |imp: &mut Import<'_, FileDev>,
-                        buf: &mut [u8],
-                        src: &mut dyn Read|
+            let mut data = |imp: &mut Import<'_, FileDev>,
+                            buf: &mut [u8],
+                            src: &mut dyn Read|
              -> Result<(Vec<u8>, u64, Vec<_>), Fail> {
                 let mut table = Vec::new();
                 let mut small = Vec::new();
@@ -390,6 +441,14 @@ fn import_cmd(args: &[String]) -> Result<(), Fail> {
                             small.clear();
                         }
                         imp.data(&mut table, off, &buf[..got]).map_err(verr)?;
+                        // A large file shows its progress while it is written.
+                        progress.tick(|| {
+                            format!(
+                                "{} of {total} objects, {} bytes of blocks written",
+                                total - done,
+                                imp.written()
+                            )
+                        });
                     }
                     off += got as u64;
                     if got < buf.len() {
@@ -412,22 +471,36 @@ fn import_cmd(args: &[String]) -> Result<(), Fail> {
             imp.file(meta, inline.then_some(&small[..]), &table)
                 .map_err(verr)?;
         }
-        if done % 1000 == 0 && total > 1000 {
-            err!("\rimport: {} of {total} objects", total - done);
-        }
+        progress.tick(|| {
+            format!(
+                "{} of {total} objects, {} bytes of blocks written",
+                total - done,
+                imp.written()
+            )
+        });
     }
     let root = &nodes[0];
     let root_meta = host_meta(&root.meta, OBJTYPE_DIRECTORY, 1, 1);
     let written = imp.written();
+    progress.tick(|| format!("{total} of {total} objects, committing"));
     let h = imp.commit(&root_meta, &root_entries).map_err(verr)?;
-    if total > 1000 {
-        err!("\n");
-    }
+    drop(progress);
     outln!(
         "{image}@{label}: {total} objects, {written} bytes of blocks written, mirror_tid {:#x}",
         h.mirror_tid
     );
     Ok(())
+}
+
+/// Whether PFS `label` of `vol` has anything in its root directory.
+fn has_content(vol: &Volume<FileDev>, label: &str) -> hammer2_synchro::Result<bool> {
+    let pfs = vol.pfs(label.as_bytes())?;
+    let mut any = false;
+    pfs.readdir(vol, &pfs.root, &mut |_| {
+        any = true;
+        Ok(Flow::Stop)
+    })?;
+    Ok(any)
 }
 
 /// Read until `buf` is full or the end of `src`; the bytes read.

@@ -396,7 +396,9 @@ fn fsck_help_usage_and_exit_statuses() {
     let o = cli(&["fsck", "--help"]);
     assert_eq!(o.status.code(), Some(0));
     let help = text(&o.stdout);
-    assert!(help.contains("hammer2-synchro fsck IMAGE") && help.contains("EXIT STATUS"));
+    assert!(
+        help.contains("hammer2-synchro fsck [--progress] IMAGE") && help.contains("EXIT STATUS")
+    );
     for args in [&["fsck"][..], &["fsck", "a", "b"]] {
         let o = cli(args);
         assert_eq!(o.status.code(), Some(2), "{args:?}");

@@ -207,7 +207,7 @@ fn a_change_on_the_master_reaches_the_slave() {
     // The master moves on (a new import replaces its tree), the slave follows.
     make_tree(&d.join("t2"), 4, "y");
     fs::remove_file(d.join("t2/a/b/f3")).unwrap();
-    cli(&["import", s(&d.join("t2")), &ms]);
+    cli(&["import", "--replace", s(&d.join("t2")), &ms]);
     cli(&["sync", &ss, &ms]);
     fsck_clean(&sl);
     assert_same(

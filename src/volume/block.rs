@@ -53,6 +53,7 @@ impl<D: BlockDev> Volume<D> {
         self.dev
             .read_at(off, &mut buf)
             .map_err(|e| ReadError::new(Cause::Device(e), bref.data_off))?;
+        self.count_read(len);
         self.dev.yield_point();
         verify_check(bref, &buf)?;
         Ok(buf)

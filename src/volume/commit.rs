@@ -13,7 +13,7 @@ use super::block::zeroed;
 use super::freemap::FreemapVisit;
 use super::scan::Flow;
 use super::space::{in_reserved, LEAF_SPAN, RESERVED_SEG};
-use super::txn::{read_err, Txn};
+use super::txn::{read_err, seen_table, Txn};
 use super::BlockDev;
 use crate::media::check::crc32c;
 use crate::media::freemap::{
@@ -64,13 +64,22 @@ impl<D: BlockDev> Txn<'_, D> {
                 keep.mark(off, len as u64);
             }
         }
-        vol.walk_all(&set, &mut |b, _| {
-            if b.size_radix() != 0 {
-                let (off, len) = vol.locate(b)?;
-                keep.mark(off, len as u64);
-            }
-            Ok(Flow::Continue)
-        })
+        // Subtrees the current tree holds too are in `keep` already (`Txn::seen`): only what
+        // this commit wrote is read back.
+        let seen = &self.seen;
+        let prune = |b: &Blockref| seen_table(seen, b);
+        vol.walk_all_pruned(
+            &set,
+            &prune,
+            &mut |b, _| {
+                if b.size_radix() != 0 {
+                    let (off, len) = vol.locate(b)?;
+                    keep.mark(off, len as u64);
+                }
+                Ok(Flow::Continue)
+            },
+            None,
+        )
         .map_err(read_err)?;
 
         // The current freemap's blocks, for their rotation. A block that does not read
@@ -128,7 +137,7 @@ impl<D: BlockDev> Txn<'_, D> {
                 b.check[8..16].copy_from_slice(&avail.to_le_bytes());
                 b.mirror_tid = self.tid;
                 b.modify_tid = self.tid;
-                vol.dev().write_at(off, &block)?;
+                vol.write_at(off, &block)?;
                 leaves.try_reserve(1)?;
                 leaves.push(b);
             }
@@ -161,7 +170,7 @@ impl<D: BlockDev> Txn<'_, D> {
             .saturating_sub(used_granules * GRANULE_BYTES);
         let mut hbuf = zeroed(VOLUME_BYTES).map_err(read_err)?;
         h.encode_into(&mut hbuf).map_err(Error::from)?;
-        vol.dev().write_at(copy_offset(self.next_zone), &hbuf)?;
+        vol.write_at(copy_offset(self.next_zone), &hbuf)?;
         vol.dev().flush()?;
         Ok(h)
     }
@@ -194,7 +203,7 @@ impl<D: BlockDev> Txn<'_, D> {
             b.check[8..16].copy_from_slice(&avail.to_le_bytes());
             b.mirror_tid = self.tid;
             b.modify_tid = self.tid;
-            self.vol.dev().write_at(off, block)?;
+            self.vol.write_at(off, block)?;
             nodes.try_reserve(1)?;
             nodes.push(b);
         }

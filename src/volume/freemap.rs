@@ -157,6 +157,7 @@ impl<D: BlockDev> Volume<D> {
         self.dev
             .read_at(off, buf)
             .map_err(|e| ReadError::new(Cause::Device(e), bref.data_off))?;
+        self.count_read(len);
         self.dev.yield_point();
         verify_block(bref, buf).map_err(|e| ReadError::new(Cause::Media(e), bref.data_off))
     }

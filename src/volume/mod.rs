@@ -242,6 +242,32 @@ fn decode_copy(
 /// Shorthand for the reader's results.
 pub type ReadResult<T> = core::result::Result<T, ReadError>;
 
+/// Blocks and bytes a volume has read and written since it was opened (every device read of
+/// a block or header copy, every block and header write).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoCount {
+    /// Device reads.
+    pub blocks_read: u64,
+    /// Bytes of those reads.
+    pub bytes_read: u64,
+    /// Device writes.
+    pub blocks_written: u64,
+    /// Bytes of those writes.
+    pub bytes_written: u64,
+}
+
+impl IoCount {
+    /// What was counted after `earlier` (a reading of the same volume).
+    pub fn since(&self, earlier: &IoCount) -> IoCount {
+        IoCount {
+            blocks_read: self.blocks_read.saturating_sub(earlier.blocks_read),
+            bytes_read: self.bytes_read.saturating_sub(earlier.bytes_read),
+            blocks_written: self.blocks_written.saturating_sub(earlier.blocks_written),
+            bytes_written: self.bytes_written.saturating_sub(earlier.bytes_written),
+        }
+    }
+}
+
 /// An open volume: the device, the header copy in use, and the reader's scratch state.
 pub struct Volume<D: BlockDev> {
     dev: D,
@@ -250,6 +276,7 @@ pub struct Volume<D: BlockDev> {
     header: alloc::boxed::Box<VolumeHeader>,
     zone: usize,
     inflater: core::cell::RefCell<Inflater>,
+    io: core::cell::Cell<IoCount>,
 }
 
 impl<D: BlockDev> fmt::Debug for Volume<D> {
@@ -299,6 +326,7 @@ impl<D: BlockDev> Volume<D> {
             header,
             zone,
             inflater: core::cell::RefCell::new(inflater),
+            io: core::cell::Cell::new(IoCount::default()),
         })
     }
 
@@ -310,6 +338,29 @@ impl<D: BlockDev> Volume<D> {
     /// The zone (0..=3) of the header copy in use.
     pub fn zone(&self) -> usize {
         self.zone
+    }
+
+    /// Blocks and bytes read and written through this volume so far.
+    pub fn io(&self) -> IoCount {
+        self.io.get()
+    }
+
+    /// Count a device read of `bytes`.
+    pub(crate) fn count_read(&self, bytes: usize) {
+        let mut c = self.io.get();
+        c.blocks_read += 1;
+        c.bytes_read += bytes as u64;
+        self.io.set(c);
+    }
+
+    /// Write `buf` at `off` on the device, counted.
+    pub(crate) fn write_at(&self, off: u64, buf: &[u8]) -> crate::Result<()> {
+        self.dev.write_at(off, buf)?;
+        let mut c = self.io.get();
+        c.blocks_written += 1;
+        c.bytes_written += buf.len() as u64;
+        self.io.set(c);
+        Ok(())
     }
 
     /// The device.

@@ -28,6 +28,21 @@ pub enum Flow {
     Stop,
 }
 
+/// Whether a walk leaves out an INDIRECT or INODE blockref and all below it, before
+/// reading its block.
+type Prune<'p> = &'p dyn Fn(&Blockref) -> bool;
+
+/// What a walk visits.
+#[derive(Clone, Copy)]
+enum Mode<'p> {
+    /// The entries of a key range other than INDIRECT ones.
+    Leaves,
+    /// Every entry, INDIRECT ones included, not descending into inodes.
+    Tables,
+    /// Every entry, descending into the tables of the inodes met, but those pruned.
+    All(Option<Prune<'p>>),
+}
+
 /// One open table of a walk.
 struct Level {
     brefs: Vec<Blockref>,
@@ -95,7 +110,24 @@ impl<D: BlockDev> Volume<D> {
         hi: u64,
         f: &mut dyn FnMut(&Blockref) -> ReadResult<Flow>,
     ) -> ReadResult<()> {
-        self.walk(to_vec(table)?, lo, hi, &mut |b, _| f(b), false, None)
+        self.walk(to_vec(table)?, lo, hi, &mut |b, _| f(b), Mode::Leaves, None)
+    }
+
+    /// Visit, in key order, every blockref below `table`, INDIRECT ones included (each
+    /// before the entries of its block), without descending into the inodes met.
+    pub fn scan_tables(
+        &self,
+        table: &[Blockref],
+        f: &mut dyn FnMut(&Blockref) -> ReadResult<Flow>,
+    ) -> ReadResult<()> {
+        self.walk(
+            to_vec(table)?,
+            0,
+            KEY_MAX,
+            &mut |b, _| f(b),
+            Mode::Tables,
+            None,
+        )
     }
 
     /// [`Volume::scan`] of a table the caller already holds as a vector (no copy).
@@ -106,7 +138,7 @@ impl<D: BlockDev> Volume<D> {
         hi: u64,
         f: &mut dyn FnMut(&Blockref) -> ReadResult<Flow>,
     ) -> ReadResult<()> {
-        self.walk(table, lo, hi, &mut |b, _| f(b), false, None)
+        self.walk(table, lo, hi, &mut |b, _| f(b), Mode::Leaves, None)
     }
 
     /// Visit every blockref below `table`, INDIRECT ones included, descending into the
@@ -116,7 +148,20 @@ impl<D: BlockDev> Volume<D> {
         table: &[Blockref],
         f: &mut dyn FnMut(&Blockref, Option<&InodeData>) -> ReadResult<Flow>,
     ) -> ReadResult<()> {
-        self.walk(to_vec(table)?, 0, KEY_MAX, f, true, None)
+        self.walk(to_vec(table)?, 0, KEY_MAX, f, Mode::All(None), None)
+    }
+
+    /// [`Volume::walk_all`] that leaves out, unread and unvisited, every INDIRECT or INODE
+    /// blockref `prune` names and everything below it (a subtree a caller has already
+    /// walked).
+    pub fn walk_all_pruned(
+        &self,
+        table: &[Blockref],
+        prune: &dyn Fn(&Blockref) -> bool,
+        f: &mut dyn FnMut(&Blockref, Option<&InodeData>) -> ReadResult<Flow>,
+        fault: Option<&mut dyn FnMut(ReadError) -> ReadResult<()>>,
+    ) -> ReadResult<()> {
+        self.walk(to_vec(table)?, 0, KEY_MAX, f, Mode::All(Some(prune)), fault)
     }
 
     /// [`Volume::walk_all`] that goes on past faults of the media: each goes to `fault`
@@ -129,7 +174,7 @@ impl<D: BlockDev> Volume<D> {
         f: &mut dyn FnMut(&Blockref, Option<&InodeData>) -> ReadResult<Flow>,
         fault: &mut dyn FnMut(ReadError) -> ReadResult<()>,
     ) -> ReadResult<()> {
-        self.walk(to_vec(table)?, 0, KEY_MAX, f, true, Some(fault))
+        self.walk(to_vec(table)?, 0, KEY_MAX, f, Mode::All(None), Some(fault))
     }
 
     fn walk(
@@ -138,9 +183,13 @@ impl<D: BlockDev> Volume<D> {
         lo: u64,
         hi: u64,
         f: &mut dyn FnMut(&Blockref, Option<&InodeData>) -> ReadResult<Flow>,
-        all: bool,
+        mode: Mode<'_>,
         mut tolerate: Option<&mut dyn FnMut(ReadError) -> ReadResult<()>>,
     ) -> ReadResult<()> {
+        let (all, prune) = match mode {
+            Mode::All(p) => (true, p),
+            _ => (false, None),
+        };
         let mut fault = |e: ReadError| match tolerate.as_mut() {
             Some(g) => g(e),
             None => Err(e),
@@ -165,6 +214,11 @@ impl<D: BlockDev> Volume<D> {
                 continue;
             }
             top.floor = b.key_end().checked_add(1);
+            if matches!(b.btype, BREF_TYPE_INDIRECT | BREF_TYPE_INODE)
+                && prune.is_some_and(|p| p(&b))
+            {
+                continue;
+            }
             if !all && b.key > hi {
                 // The rest of this table lies above the range.
                 top.next = top.brefs.len();
@@ -175,7 +229,7 @@ impl<D: BlockDev> Volume<D> {
             }
             let child = match b.btype {
                 BREF_TYPE_INDIRECT => {
-                    if all && f(&b, None)? == Flow::Stop {
+                    if !matches!(mode, Mode::Leaves) && f(&b, None)? == Flow::Stop {
                         return Ok(());
                     }
                     match self.read_table(&b) {

@@ -1,13 +1,21 @@
-//! The text of `ls` and `fsck`, written into any [`fmt::Write`], so every host (the CLI, a
-//! kernel's debugfs file) prints a volume the same way and their outputs can be compared.
+//! The text of `ls`, `show` and `fsck`, written into any [`fmt::Write`], so every host (the
+//! CLI, a kernel's debugfs file) prints a volume the same way and their outputs can be
+//! compared.
 
 use alloc::vec::Vec;
 use core::fmt;
 
 use super::fsck::{CopyState, FsckReport, FINDINGS_MAX};
-use super::{BlockDev, Cause, Entry, Flow, Pfs, ReadError, ReadResult, Volume};
-use crate::media::volhdr::copy_offset;
-use crate::media::{InodeData, OBJTYPE_DIRECTORY, OBJTYPE_REGFILE, OBJTYPE_SOFTLINK};
+use super::scan::DEPTH_MAX;
+use super::{BlockDev, Cause, Entry, Flow, HeaderCopy, Pfs, ReadError, ReadResult, Volume};
+use crate::media::dirent::DirentHead;
+use crate::media::volhdr::{copy_offset, NUM_VOLHDRS};
+use crate::media::{
+    Blockref, InodeData, BREF_TYPE_DATA, BREF_TYPE_DIRENT, BREF_TYPE_EMPTY, BREF_TYPE_INDIRECT,
+    BREF_TYPE_INODE, OBJTYPE_DIRECTORY, OBJTYPE_REGFILE, OBJTYPE_SOFTLINK, PFSTYPE_CACHE,
+    PFSTYPE_MASTER, PFSTYPE_NONE, PFSTYPE_SLAVE, PFSTYPE_SOFT_MASTER, PFSTYPE_SOFT_SLAVE,
+    PFSTYPE_SUPROOT,
+};
 
 /// Bytes shown as text, each invalid UTF-8 sequence as U+FFFD (what
 /// `String::from_utf8_lossy` gives, without allocating).
@@ -202,6 +210,253 @@ fn ls_entry<D: BlockDev>(
     ls_line(w, vol, pfs, &child, &e.name)
 }
 
+/// The name of a PFS type (`pfs_type`), or `type N` for one this port has no name for.
+struct PfsType(u8);
+
+impl fmt::Display for PfsType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.0 {
+            PFSTYPE_NONE => "none",
+            PFSTYPE_CACHE => "cache",
+            PFSTYPE_SLAVE => "slave",
+            PFSTYPE_SOFT_SLAVE => "soft-slave",
+            PFSTYPE_SOFT_MASTER => "soft-master",
+            PFSTYPE_MASTER => "master",
+            PFSTYPE_SUPROOT => "super-root",
+            t => return write!(f, "type {t}"),
+        })
+    }
+}
+
+/// Inode numbers are the keys below 2^63 of a PFS root's table; directory entries lie above.
+const INUM_KEYS: u64 = (1 << 63) - 1;
+
+/// `show IMAGE`: the volume header in use, every header copy (offset, `mirror_tid`, whether
+/// its CRCs hold, which is in use), then one line per PFS: label, type, cluster id, PFS id
+/// and the inodes of its index. `copies` are the header copies `vol` was opened from
+/// ([`super::read_copies`]).
+#[inline(never)]
+pub fn show_volume<D: BlockDev>(
+    w: &mut dyn fmt::Write,
+    vol: &Volume<D>,
+    copies: &[HeaderCopy; NUM_VOLHDRS],
+) -> Result<(), ShowError> {
+    let h = vol.header();
+    writeln!(
+        w,
+        "volume: {} bytes, version {}, fsid {}, allocator {} bytes ({} free)",
+        h.volu_size,
+        h.version,
+        Uuid(&h.fsid),
+        h.allocator_size,
+        h.allocator_free
+    )?;
+    writeln!(w, "header copies:")?;
+    for (zone, c) in copies.iter().enumerate() {
+        write!(w, "  {zone} at {:#x}: ", copy_offset(zone))?;
+        match c {
+            HeaderCopy::Absent => writeln!(w, "not inside the device")?,
+            HeaderCopy::Unreadable(_, e) => writeln!(w, "unreadable ({e:?})")?,
+            HeaderCopy::Read(Err(e)) => writeln!(w, "refused: {e}")?,
+            HeaderCopy::Read(Ok(c)) => writeln!(
+                w,
+                "mirror_tid {:#x}, CRC ok{}",
+                c.mirror_tid,
+                if zone == vol.zone() { ", in use" } else { "" }
+            )?,
+        }
+    }
+    writeln!(w, "PFSs:")?;
+    let mut out_err = false;
+    vol.pfs_roots(&mut |root| {
+        vol.dev().yield_point();
+        let inodes = count_inodes(vol, root)?;
+        let m = &root.meta;
+        out_err = writeln!(
+            w,
+            "  {} {} clid {} fsid {} inodes {}",
+            Lossy(root.filename()),
+            PfsType(m.pfs_type),
+            Uuid(&m.pfs_clid),
+            Uuid(&m.pfs_fsid),
+            inodes
+        )
+        .is_err();
+        Ok(if out_err { Flow::Stop } else { Flow::Continue })
+    })?;
+    if out_err {
+        return Err(ShowError::Output);
+    }
+    Ok(())
+}
+
+/// The inodes of PFS root `root`'s index (the INODE blockrefs keyed below 2^63).
+fn count_inodes<D: BlockDev>(vol: &Volume<D>, root: &InodeData) -> ReadResult<u64> {
+    if root.meta.is_directdata() {
+        return Ok(0);
+    }
+    let set = super::scan::blockset_vec(root, 0)?;
+    let mut n = 0u64;
+    vol.scan_vec(set, 0, INUM_KEYS, &mut |b| {
+        if b.btype == BREF_TYPE_INODE {
+            n += 1;
+        }
+        Ok(Flow::Continue)
+    })?;
+    Ok(n)
+}
+
+/// The name of a blockref type as `hammer2 show` prints it.
+fn bref_type(t: u8) -> &'static str {
+    match t {
+        BREF_TYPE_EMPTY => "empty",
+        BREF_TYPE_INODE => "inode",
+        BREF_TYPE_INDIRECT => "indblk",
+        BREF_TYPE_DATA => "data",
+        BREF_TYPE_DIRENT => "dirent",
+        _ => "unknown",
+    }
+}
+
+/// What `show --blockrefs` counted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TreeCounts {
+    /// Blockrefs shown.
+    pub shown: u64,
+    /// Of those, blocks whose check code (or decoding) failed.
+    pub bad: u64,
+    /// Tables not shown because they lie deeper than the depth asked for.
+    pub cut: u64,
+}
+
+/// One open table of [`show_blockrefs`].
+struct Level {
+    brefs: Vec<Blockref>,
+    next: usize,
+}
+
+/// `show IMAGE --blockrefs`: the blockref tree from the volume header's super-root, one line
+/// per non-empty blockref, indented two spaces a level: type, key/keybits, `data_off`,
+/// `mirror_tid`, `modify_tid`, and whether its block passed its check code (a block that
+/// does not is not descended into); an inode also shows its name, a directory entry the
+/// inode it names. Tables more than `depth` levels below the super-root are not opened
+/// (counted in [`TreeCounts::cut`]). An explicit stack of at most [`DEPTH_MAX`] tables, so
+/// the walk's stack use is bounded whatever the volume holds.
+#[inline(never)]
+pub fn show_blockrefs<D: BlockDev>(
+    w: &mut dyn fmt::Write,
+    vol: &Volume<D>,
+    depth: usize,
+) -> Result<TreeCounts, ShowError> {
+    let no_mem = || ShowError::Read(ReadError::new(Cause::NoMem, 0));
+    let mut counts = TreeCounts::default();
+    let mut stack: Vec<Level> = Vec::new();
+    stack.try_reserve_exact(DEPTH_MAX).map_err(|_| no_mem())?;
+    let root = crate::mem::try_to_vec(&vol.header().sroot_blockset).map_err(|_| no_mem())?;
+    stack.push(Level {
+        brefs: root,
+        next: 0,
+    });
+    while let Some(top) = stack.last_mut() {
+        let Some(b) = top.brefs.get(top.next).copied() else {
+            stack.pop();
+            continue;
+        };
+        top.next += 1;
+        if b.btype == BREF_TYPE_EMPTY {
+            continue;
+        }
+        vol.dev().yield_point();
+        let level = stack.len() - 1;
+        counts.shown += 1;
+        for _ in 0..level {
+            w.write_str("  ")?;
+        }
+        write!(
+            w,
+            "{} key {:#018x}/{} data_off {:#018x} mirror_tid {:#x} modify_tid {:#x}",
+            bref_type(b.btype),
+            b.key,
+            b.keybits,
+            b.data_off,
+            b.mirror_tid,
+            b.modify_tid
+        )?;
+        match open_block(vol, &b) {
+            Err(e) if e.cause == Cause::NoMem => return Err(ShowError::Read(e)),
+            Err(e) => {
+                counts.bad += 1;
+                writeln!(w, " check FAILED: {e}")?;
+            }
+            Ok(Opened::Leaf) => writeln!(w, " check ok")?,
+            Ok(Opened::Dirent(inum)) => writeln!(w, " check ok -> inode {inum:#x}")?,
+            Ok(Opened::Table(name, brefs)) => {
+                match name {
+                    Some((inum, name)) => {
+                        writeln!(w, " check ok \"{}\" inum {inum:#x}", Lossy(&name))?
+                    }
+                    None => writeln!(w, " check ok")?,
+                }
+                if brefs.iter().all(|c| c.btype == BREF_TYPE_EMPTY) {
+                    continue;
+                }
+                if level + 1 > depth {
+                    counts.cut += 1;
+                } else if stack.len() >= DEPTH_MAX {
+                    return Err(ShowError::Read(ReadError::new(Cause::TooDeep, b.data_off)));
+                } else {
+                    stack.push(Level { brefs, next: 0 });
+                }
+            }
+        }
+    }
+    Ok(counts)
+}
+
+/// A block of the tree, read and verified.
+enum Opened {
+    /// Data, an empty dirent or a DIRECTDATA inode's: nothing below.
+    Leaf,
+    /// A directory entry naming this inode.
+    Dirent(u64),
+    /// An inode (its inum and name) or an indirect block, with its table.
+    Table(Option<(u64, Vec<u8>)>, Vec<Blockref>),
+}
+
+/// Read `b`'s block (its check code verified) and what lies below it. Not inlined: the
+/// decoded inode leaves the stack before the next line is formatted.
+#[inline(never)]
+fn open_block<D: BlockDev>(vol: &Volume<D>, b: &Blockref) -> ReadResult<Opened> {
+    let no_mem = |_| ReadError::new(Cause::NoMem, 0);
+    match b.btype {
+        BREF_TYPE_INODE => {
+            let ino = vol.read_inode_box(b)?;
+            let name = crate::mem::try_to_vec(ino.filename()).map_err(no_mem)?;
+            let inum = ino.meta.inum;
+            if ino.meta.is_directdata() {
+                return Ok(Opened::Table(Some((inum, name)), Vec::new()));
+            }
+            let set = super::scan::blockset_vec(&ino, b.data_off)?;
+            Ok(Opened::Table(Some((inum, name)), set))
+        }
+        BREF_TYPE_INDIRECT => Ok(Opened::Table(None, vol.read_table(b)?)),
+        BREF_TYPE_DIRENT => {
+            if b.size_radix() != 0 {
+                vol.read_block(b)?;
+            }
+            let head =
+                DirentHead::decode(b).map_err(|e| ReadError::new(Cause::Media(e), b.data_off))?;
+            Ok(Opened::Dirent(head.inum))
+        }
+        _ => {
+            if b.size_radix() != 0 {
+                vol.read_block(b)?;
+            }
+            Ok(Opened::Leaf)
+        }
+    }
+}
+
 /// The report of `fsck IMAGE`: each header copy's state, the counts, the findings kept,
 /// and a last line `IMAGE: clean` or `IMAGE: N findings`.
 pub fn write_fsck(w: &mut dyn fmt::Write, image: &str, r: &FsckReport) -> fmt::Result {
@@ -298,5 +553,101 @@ mod tests {
         };
         assert_eq!(ls_pfses(&mut small, &vol), Err(ShowError::Output));
         assert!(all.starts_with(&small.text));
+    }
+
+    /// `show_blockrefs` of the sample volume into a string, with its counts.
+    fn tree(img: Vec<u8>, depth: usize) -> (String, TreeCounts) {
+        let vol = super::super::testdev::open(img).unwrap();
+        let mut out = String::new();
+        let c = show_blockrefs(&mut out, &vol, depth).unwrap();
+        (out, c)
+    }
+
+    #[test]
+    fn the_blockref_tree_is_indented_checked_and_bounded() {
+        let (img, layout) = super::super::testdev::sample();
+        let (all, c) = tree(img.clone(), usize::MAX);
+        // SUPROOT; DATA; /file's inode, its indirect block and two data blocks; /link;
+        // /sub and its long-named dirent; the root's dirent table and its three entries.
+        assert_eq!(
+            c,
+            TreeCounts {
+                shown: 13,
+                bad: 0,
+                cut: 0
+            },
+            "{all}"
+        );
+        let lines: Vec<&str> = all.lines().collect();
+        assert!(
+            lines[0].starts_with("inode key 0x0000000000000000/0 "),
+            "{all}"
+        );
+        assert!(lines[0].ends_with("check ok \"SUPROOT\" inum 0x0"), "{all}");
+        assert!(lines[1].starts_with("  inode ") && lines[1].contains("\"DATA\""));
+        assert_eq!(all.matches("\n        data key ").count(), 2, "{all}");
+        assert_eq!(all.matches("dirent key ").count(), 4, "{all}");
+        assert_eq!(all.matches(" -> inode 0x400").count(), 2, "{all}");
+
+        let (top, c) = tree(img.clone(), 1);
+        assert_eq!(
+            c,
+            TreeCounts {
+                shown: 2,
+                bad: 0,
+                cut: 1
+            },
+            "{top}"
+        );
+        assert!(all.starts_with(&top));
+
+        // A flipped byte in /file's first data block: that block fails, the rest is shown.
+        let mut bad = img;
+        bad[layout.file_data0 as usize + 10] ^= 0xFF;
+        let (out, c) = tree(bad, usize::MAX);
+        assert_eq!(
+            c,
+            TreeCounts {
+                shown: 13,
+                bad: 1,
+                cut: 0
+            },
+            "{out}"
+        );
+        let failed: Vec<&str> = out.lines().filter(|l| l.contains("FAILED")).collect();
+        assert_eq!(failed.len(), 1, "{out}");
+        assert!(failed[0]
+            .trim_start()
+            .starts_with("data key 0x0000000000000000/16"));
+    }
+
+    #[test]
+    fn the_volume_shows_its_header_copies_and_pfses() {
+        let (img, _) = super::super::testdev::sample();
+        let vol = super::super::testdev::open(img).unwrap();
+        let copies = super::super::read_copies(vol.dev()).unwrap();
+        let mut out = String::new();
+        show_volume(&mut out, &vol, &copies).unwrap();
+        assert!(
+            out.contains("  0 at 0x0: mirror_tid 0x11, CRC ok, in use\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("  1 at 0x80000000: not inside the device\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("\n  DATA master clid ") && out.ends_with(" inodes 3\n"),
+            "{out}"
+        );
+        let mut small = Small {
+            room: out.len() - 5,
+            text: String::new(),
+        };
+        assert_eq!(
+            show_volume(&mut small, &vol, &copies),
+            Err(ShowError::Output)
+        );
+        assert!(out.starts_with(&small.text));
     }
 }

@@ -71,6 +71,10 @@ pub struct Txn<'v, D: BlockDev> {
     /// own counter runs ahead of the volume's.
     modify_tid: u64,
     buf: Vec<u8>,
+    /// Names of the current tree's table blocks (see [`block_name`]), sorted, when that tree
+    /// stays reachable from a header copy after this commit (its blocks are then all in
+    /// [`Txn::keep`]); empty otherwise.
+    pub(crate) seen: Vec<(u64, u64)>,
     /// Bytes of blocks written so far.
     pub(crate) written: u64,
 }
@@ -105,6 +109,11 @@ impl<'v, D: BlockDev> Txn<'v, D> {
             return Err(Error::Invalid);
         }
         let copies = read_copies(vol.dev()).map_err(read_err)?;
+        for c in &copies {
+            if !matches!(c, HeaderCopy::Absent) {
+                vol.count_read(crate::media::volhdr::VOLUME_BYTES);
+            }
+        }
         require_current(vol, &copies)?;
         let mut used = GranuleBits::new(fs)?;
         let mut keep = GranuleBits::new(fs)?;
@@ -113,6 +122,12 @@ impl<'v, D: BlockDev> Txn<'v, D> {
         let mut keep_sets: Vec<[Blockref; SET_COUNT]> = Vec::new();
         used_sets.try_reserve_exact(NUM_VOLHDRS)?;
         keep_sets.try_reserve_exact(NUM_VOLHDRS)?;
+        // The current tree's table blocks. When that tree stays (its header copy is not the
+        // one this commit overwrites) it is marked in both maps, and an older copy's or the
+        // new tree's subtree that is the same block need not be read again: with commits
+        // that keep unchanged subtrees, the trees of the copies share most of their blocks.
+        let current_stays = next != vol.zone();
+        let mut seen: Vec<(u64, u64)> = Vec::new();
         // The copy in use first, so that its tree is walked strictly even when an older
         // copy holds the same one.
         for zone in (0..NUM_VOLHDRS).map(|i| (vol.zone() + i) % NUM_VOLHDRS) {
@@ -132,13 +147,28 @@ impl<'v, D: BlockDev> Txn<'v, D> {
             if to_keep {
                 keep_sets.push(set);
             }
+            let current = zone == vol.zone();
+            let tables = if !current_stays {
+                Tables::Walk
+            } else if current {
+                Tables::Record(&mut seen)
+            } else {
+                Tables::Skip(&seen)
+            };
             mark_tree(
                 vol,
                 &set,
                 to_used.then_some(&mut used),
                 to_keep.then_some(&mut keep),
-                zone == vol.zone(),
+                current,
+                tables,
             )?;
+            if current {
+                seen.sort_unstable();
+            }
+        }
+        if !current_stays {
+            seen = Vec::new();
         }
         let alloc = Allocator::new(used, h.allocator_beg, fs)?;
         Ok(Txn {
@@ -149,6 +179,7 @@ impl<'v, D: BlockDev> Txn<'v, D> {
             tid,
             modify_tid: tid,
             buf: zeroed(DATA_BLOCK_BYTES).map_err(read_err)?,
+            seen,
             written: 0,
         })
     }
@@ -191,7 +222,7 @@ impl<'v, D: BlockDev> Txn<'v, D> {
         b.set_check(block)?;
         b.mirror_tid = self.tid;
         b.modify_tid = self.modify_tid;
-        self.vol.dev().write_at(off, block)?;
+        self.vol.write_at(off, block)?;
         self.vol.dev().yield_point();
         self.written += size as u64;
         Ok(b)
@@ -246,6 +277,22 @@ impl<'v, D: BlockDev> Txn<'v, D> {
     /// the tightest aligned key range of the entries below it (so ranges nest and never
     /// overlap, and an indirect block never spans both halves of a PFS root's key space).
     pub fn table(&mut self, items: &[Blockref]) -> Result<[Blockref; SET_COUNT]> {
+        self.table_keeping(items, &|_, _| None, None)
+    }
+
+    /// [`Txn::table`] that keeps by reference each indirect block `old(key, keybits)` names
+    /// (the table's indirect block of that key range as last committed) that holds exactly
+    /// the entries of its place in the new tree, as HAMMER2's flush leaves a
+    /// clean indirect block alone: only the indirect blocks above changed entries are
+    /// written. The table's shape follows from its keys alone, so a table whose keys did not
+    /// change finds every unchanged block again. Every indirect block of the new table, kept
+    /// or written, goes to `placed`.
+    pub fn table_keeping(
+        &mut self,
+        items: &[Blockref],
+        old: &dyn Fn(u64, u8) -> Option<Blockref>,
+        mut placed: Option<&mut Vec<Blockref>>,
+    ) -> Result<[Blockref; SET_COUNT]> {
         let mut set = [Blockref::default(); SET_COUNT];
         if items.len() <= SET_COUNT {
             set[..items.len()].copy_from_slice(items);
@@ -271,7 +318,10 @@ impl<'v, D: BlockDev> Txn<'v, D> {
                     }
                     return Ok(set);
                 };
-                let b = self.indirect(&done)?;
+                let b = self.indirect(&done, old)?;
+                if let Some(p) = placed.as_deref_mut() {
+                    crate::mem::try_push(p, b)?;
+                }
                 parent.children.push(b);
                 continue;
             }
@@ -308,8 +358,13 @@ impl<'v, D: BlockDev> Txn<'v, D> {
         }
     }
 
-    /// Write the INDIRECT block of a finished frame.
-    fn indirect(&mut self, f: &Frame) -> Result<Blockref> {
+    /// The INDIRECT block of a finished frame: the block `old` names for its key range if it
+    /// holds these very bytes (same size, method and check code), or a new one written.
+    fn indirect(
+        &mut self,
+        f: &Frame,
+        old: &dyn Fn(u64, u8) -> Option<Blockref>,
+    ) -> Result<Blockref> {
         let mut raw = Vec::new();
         raw.try_reserve_exact(IND_ENTRIES * BREF_BYTES)?;
         raw.resize(IND_ENTRIES * BREF_BYTES, 0);
@@ -318,6 +373,18 @@ impl<'v, D: BlockDev> Txn<'v, D> {
         }
         let mut b = Blockref::new(BREF_TYPE_INDIRECT, f.key, f.keybits);
         b.methods = METHODS;
+        if let Some(o) = old(f.key, f.keybits) {
+            let mut same = b;
+            same.data_off = o.data_off;
+            if o.btype == BREF_TYPE_INDIRECT
+                && o.methods == METHODS
+                && o.data_bytes() == raw.len()
+                && same.set_check(&raw).is_ok()
+                && same.check == o.check
+            {
+                return Ok(o);
+            }
+        }
         self.write_block(b, &raw)
     }
 }
@@ -404,6 +471,28 @@ fn split_bits(items: &[Blockref], cap: usize) -> u8 {
     best
 }
 
+/// What a tree walk does with the tables of the current tree ([`Txn::seen`]).
+enum Tables<'s> {
+    /// Neither records nor skips any.
+    Walk,
+    /// Records each table block it reaches.
+    Record(&'s mut Vec<(u64, u64)>),
+    /// Skips the subtree below each table block named here (sorted): it is marked already.
+    Skip(&'s [(u64, u64)]),
+}
+
+/// The name of a block by place and contents: its `data_off` and a hash of its whole check
+/// area. Two blockrefs with the same name point at the same bytes (for a table block, INODE
+/// or INDIRECT, the same subtree).
+pub(crate) fn block_name(b: &Blockref) -> (u64, u64) {
+    (b.data_off, crate::media::check::xxh64(&b.check, 0))
+}
+
+/// Whether `b` is a table block named in `seen` (sorted).
+pub(crate) fn seen_table(seen: &[(u64, u64)], b: &Blockref) -> bool {
+    seen.binary_search(&block_name(b)).is_ok()
+}
+
 /// Mark every block the tree below `set` reaches in `a` and `b` (either may be absent).
 /// A `strict` walk fails on any fault; otherwise faults of the media (damage, key order)
 /// are skipped with the subtree they concern, but a device error or running out of memory
@@ -414,10 +503,16 @@ fn mark_tree<D: BlockDev>(
     mut a: Option<&mut GranuleBits>,
     mut b: Option<&mut GranuleBits>,
     strict: bool,
+    tables: Tables<'_>,
 ) -> Result<()> {
     if a.is_none() && b.is_none() {
         return Ok(());
     }
+    let (mut record, skip) = match tables {
+        Tables::Walk => (None, None),
+        Tables::Record(r) => (Some(r), None),
+        Tables::Skip(s) => (None, Some(s)),
+    };
     // A blockref that does not locate reaches no space (the walk reports it when it
     // has to read it).
     let mut mark = |r: &Blockref| {
@@ -432,15 +527,21 @@ fn mark_tree<D: BlockDev>(
     }
     let mut visit = |r: &Blockref, _: Option<&InodeData>| {
         mark(r);
+        if let Some(rec) = record.as_deref_mut() {
+            if matches!(r.btype, BREF_TYPE_INODE | BREF_TYPE_INDIRECT) {
+                crate::mem::try_push(rec, block_name(r))
+                    .map_err(|_| ReadError::new(Cause::NoMem, r.data_off))?;
+            }
+        }
         Ok(Flow::Continue)
     };
-    if strict {
-        vol.walk_all(set, &mut visit)
-    } else {
-        vol.walk_all_tolerant(set, &mut visit, &mut |e| match e.cause {
-            Cause::Device(_) | Cause::NoMem => Err(e),
-            _ => Ok(()),
-        })
-    }
-    .map_err(read_err)
+    let prune = |r: &Blockref| skip.is_some_and(|s| seen_table(s, r));
+    let mut tolerate = |e: ReadError| match e.cause {
+        Cause::Device(_) | Cause::NoMem => Err(e),
+        _ => Ok(()),
+    };
+    let fault: Option<&mut dyn FnMut(ReadError) -> super::ReadResult<()>> =
+        if strict { None } else { Some(&mut tolerate) };
+    vol.walk_all_pruned(set, &prune, &mut visit, fault)
+        .map_err(read_err)
 }

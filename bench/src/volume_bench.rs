@@ -1,0 +1,355 @@
+//! Nodes on volumes: image files on tmpfs, a master PFS and a slave PFS on one volume each,
+//! the library's load / sync / commit path as the CLI's `sync` runs it.
+//!
+//! - resync: a wide tree of N empty files imported into the master, the slave synced and
+//!   committed once; then k files rewritten on the master and the slave resynced: its sync
+//!   passes, the check that it changed and its commit (volume reopened), timed, with the
+//!   blocks the commit read and wrote; against `rsync -a --delete` of the same tree and change.
+//! - first-sync bandwidth: large files imported into the master; the slave's first sync
+//!   (both PFSs loaded, synced, the slave committed) against `cp` of as many bytes between two
+//!   files of the same tmpfs.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hammer2_synchro::cluster::{Cluster, FrontendOp};
+use hammer2_synchro::media::{
+    InodeMeta, CHECK_XXHASH64, DATA_BLOCK_BYTES, OBJTYPE_DIRECTORY, OBJTYPE_REGFILE,
+    PFSTYPE_MASTER, PFSTYPE_SLAVE,
+};
+use hammer2_synchro::mount::{self, Mounted};
+use hammer2_synchro::role::{NodeSet, Role};
+use hammer2_synchro::store::{Layout, Store};
+use hammer2_synchro::userland;
+use hammer2_synchro::volume::{
+    newfs, BlockDev, DirEntries, Import, IoCount, NewPfs, NewfsOptions, Volume,
+};
+
+use crate::shape::{content, Shape, Tree};
+use crate::tmpfs::FsPair;
+
+const LABEL: &[u8] = b"DATA";
+
+/// An image file.
+struct FileDev {
+    file: File,
+    size: u64,
+}
+
+impl FileDev {
+    /// Create (or truncate) `path` as a sparse file of `size` bytes.
+    fn create(path: &Path, size: u64) -> Result<FileDev, String> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        file.set_len(size)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(FileDev { file, size })
+    }
+}
+
+impl BlockDev for FileDev {
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> hammer2_synchro::Result<()> {
+        self.file
+            .read_exact_at(buf, off)
+            .map_err(|_| hammer2_synchro::Error::Io)
+    }
+    fn write_at(&self, off: u64, buf: &[u8]) -> hammer2_synchro::Result<()> {
+        self.file
+            .write_all_at(buf, off)
+            .map_err(|_| hammer2_synchro::Error::Io)
+    }
+    fn flush(&self) -> hammer2_synchro::Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|_| hammer2_synchro::Error::Io)
+    }
+}
+
+fn err(what: &str) -> impl Fn(hammer2_synchro::Error) -> String + '_ {
+    move |e| format!("{what}: {e:?}")
+}
+
+/// A fresh volume of `size` bytes at `path` with PFS `DATA` of `pfs_type`.
+fn new_volume(path: &Path, size: u64, pfs_type: u8) -> Result<FileDev, String> {
+    let dev = FileDev::create(path, size)?;
+    let pfs = [NewPfs {
+        label: LABEL,
+        pfs_type,
+        clid: [0x5A; 16],
+        fsid: [pfs_type; 16],
+        nmasters: 1,
+    }];
+    newfs(
+        &dev,
+        &NewfsOptions {
+            size,
+            fsid: [pfs_type ^ 1; 16],
+            sroot_ids: ([0x5A; 16], [pfs_type ^ 2; 16]),
+            pfs: &pfs,
+            now_us: 1_700_000_000_000_000,
+        },
+    )
+    .map_err(err("newfs"))?;
+    Ok(dev)
+}
+
+fn meta(objtype: u8, inum: u64, size: u64) -> InodeMeta {
+    let mut m = InodeMeta::new(objtype, inum, 0o644);
+    m.mtime = 1_700_000_000_000_000;
+    m.nlinks = 1;
+    m.size = size;
+    m.check_algo = CHECK_XXHASH64;
+    m
+}
+
+/// Import into `dev`'s PFS one directory `top` holding `files`: (name, contents); contents
+/// of up to 512 bytes go in the inode, longer ones in 64 KiB data blocks.
+fn import(dev: &FileDev, top: &str, files: &[(String, Vec<u8>)]) -> Result<(), String> {
+    let vol = Volume::open(dev).map_err(|e| format!("open: {e}"))?;
+    let mut imp = Import::begin(&vol, LABEL).map_err(err("import"))?;
+    let mut dir = DirEntries::new();
+    for (name, data) in files {
+        let inum = imp.new_inum().map_err(err("inum"))?;
+        let m = meta(OBJTYPE_REGFILE, inum, data.len() as u64);
+        if data.len() <= 512 {
+            imp.file(m, Some(data), &[]).map_err(err("file"))?;
+        } else {
+            let mut table = Vec::new();
+            for (i, chunk) in data.chunks(DATA_BLOCK_BYTES).enumerate() {
+                imp.data(&mut table, (i * DATA_BLOCK_BYTES) as u64, chunk)
+                    .map_err(err("data"))?;
+            }
+            imp.file(m, None, &table).map_err(err("file"))?;
+        }
+        imp.entry(&mut dir, name.as_bytes(), inum, OBJTYPE_REGFILE)
+            .map_err(err("entry"))?;
+    }
+    let d = imp.new_inum().map_err(err("inum"))?;
+    imp.dir(meta(OBJTYPE_DIRECTORY, d, 0), &dir)
+        .map_err(err("dir"))?;
+    let mut root = DirEntries::new();
+    imp.entry(&mut root, top.as_bytes(), d, OBJTYPE_DIRECTORY)
+        .map_err(err("entry"))?;
+    imp.commit(&meta(OBJTYPE_DIRECTORY, 1, 0), &root)
+        .map_err(err("commit"))?;
+    Ok(())
+}
+
+fn load(dev: &FileDev) -> Result<(Store, Mounted), String> {
+    let vol = Volume::open(dev).map_err(|e| format!("open: {e}"))?;
+    mount::load(userland::host(), &vol, LABEL).map_err(err("load"))
+}
+
+/// A cluster of the master PFS of `mdev` (node 0) and the slave PFS of `sdev` (node 1), and
+/// the slave's [`Mounted`].
+fn cluster(mdev: &FileDev, sdev: &FileDev) -> Result<(Pin<Box<Cluster>>, Mounted), String> {
+    let (ms, _) = load(mdev)?;
+    let (ss, sm) = load(sdev)?;
+    let c = Cluster::from_stores(
+        userland::host(),
+        &[Role::Master, Role::Slave],
+        vec![ms, ss],
+        Layout::Index,
+    )
+    .map_err(err("cluster"))?;
+    Ok((c, sm))
+}
+
+/// Sync the slave (node 1) until it agrees with the master.
+fn sync_slave(c: &Cluster) -> Result<(), String> {
+    for _ in 0..16 {
+        if c.in_sync(1) {
+            return Ok(());
+        }
+        c.sync_node(1, &|| false).map_err(err("sync"))?;
+    }
+    Err("the slave never caught up".into())
+}
+
+/// Commit the slave if it changed; the blocks the commit read and wrote.
+fn commit_slave(c: &Cluster, dev: &FileDev, m: &mut Mounted) -> Result<IoCount, String> {
+    let store = c.store(1).map_err(err("store"))?;
+    if !m.changed(store).map_err(err("digest"))? {
+        return Ok(IoCount::default());
+    }
+    let vol = Volume::open(dev).map_err(|e| format!("open: {e}"))?;
+    mount::commit(&vol, store, m).map_err(err("commit"))?;
+    Ok(m.io().commit)
+}
+
+/// A directory for this run's images under `base`, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(base: &Path, tag: &str) -> Result<Scratch, String> {
+        let p = base.join(format!("h2s-bench-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        Ok(Scratch(p))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One volume resync.
+#[derive(Debug, Clone)]
+pub struct VolumeResync {
+    /// Files in the tree.
+    pub files: usize,
+    /// Files changed.
+    pub k: usize,
+    /// The slave's first sync and commit.
+    pub first: Duration,
+    /// What that commit read and wrote.
+    pub first_io: IoCount,
+    /// The resync: sync passes, the changed check, the commit.
+    pub resync: Duration,
+    /// What the resync's commit read and wrote.
+    pub io: IoCount,
+    /// rsync of the same change, if measured.
+    pub rsync: Option<Duration>,
+}
+
+/// Resync of `k` changed files in a wide tree of `n` files on image files under `base` (a
+/// tmpfs), and rsync of the same change under `base` too.
+pub fn resync(base: &Path, n: usize, k: usize) -> Result<VolumeResync, String> {
+    let tree = Tree::new(Shape::Wide, n);
+    let top = tree.dirs.first().cloned().unwrap_or_default();
+    let dir = Scratch::new(base, "volume-resync")?;
+    // 1 KiB per inode, twice for the copy-on-write commits, and room for the freemap.
+    let size = (4u64 << 30) + (n as u64) * 8192;
+    let mdev = new_volume(&dir.0.join("master.img"), size, PFSTYPE_MASTER)?;
+    let sdev = new_volume(&dir.0.join("slave.img"), size, PFSTYPE_SLAVE)?;
+    let files: Vec<(String, Vec<u8>)> = tree
+        .files
+        .iter()
+        .map(|p| (p.rsplit('/').next().unwrap_or(p).to_string(), Vec::new()))
+        .collect();
+    import(&mdev, &top, &files)?;
+    let (c, mut sm) = cluster(&mdev, &sdev)?;
+    let t = Instant::now();
+    sync_slave(&c)?;
+    let first_io = commit_slave(&c, &sdev, &mut sm)?;
+    let first = t.elapsed();
+
+    let idx = tree.spread(k);
+    for &i in &idx {
+        let path = format!("/{}", tree.files[i]);
+        c.apply(
+            NodeSet(1),
+            FrontendOp::Write(path.as_bytes(), &content(i, 1)),
+        )
+        .map_err(|(node, e)| format!("write on node {node}: {e:?}"))?;
+    }
+    let t = Instant::now();
+    sync_slave(&c)?;
+    let io = commit_slave(&c, &sdev, &mut sm)?;
+    let resync = t.elapsed();
+    // The slave's volume holds the change.
+    let (check, _) = load(&sdev)?;
+    let last = idx.last().copied().unwrap_or(0);
+    let id = check
+        .resolve(format!("/{}", tree.files[last]).as_bytes())
+        .map_err(err("resolve"))?;
+    if check.read_file(id).map_err(err("read"))? != content(last, 1) {
+        return Err("the slave's volume does not hold the change".into());
+    }
+    drop(check);
+    drop(c);
+    drop(dir);
+
+    let rsync = (|| -> std::io::Result<Duration> {
+        let pair = FsPair::new(base, "volume-rsync")?;
+        pair.build(&tree)?;
+        pair.rsync()?;
+        pair.change(&tree, &idx, 1)?;
+        let t = pair.rsync()?;
+        let _ = std::fs::remove_dir_all(pair.src.parent().unwrap_or(&pair.src));
+        Ok(t)
+    })()
+    .ok();
+    Ok(VolumeResync {
+        files: n,
+        k,
+        first,
+        first_io,
+        resync,
+        io,
+        rsync,
+    })
+}
+
+/// One first-sync bandwidth measurement.
+#[derive(Debug, Clone)]
+pub struct VolumeBandwidth {
+    /// Bytes of file data.
+    pub bytes: u64,
+    /// The slave's first sync: both PFSs loaded, synced, the slave committed.
+    pub sync: Duration,
+    /// `cp` of as many bytes between two files of the same filesystem.
+    pub cp: Duration,
+}
+
+/// First sync of `total` bytes in files of `file_bytes` on image files under `base`.
+pub fn first_sync_bandwidth(
+    base: &Path,
+    total: usize,
+    file_bytes: usize,
+) -> Result<VolumeBandwidth, String> {
+    let dir = Scratch::new(base, "volume-bandwidth")?;
+    let size = (4u64 << 30) + 3 * total as u64;
+    let mdev = new_volume(&dir.0.join("master.img"), size, PFSTYPE_MASTER)?;
+    let sdev = new_volume(&dir.0.join("slave.img"), size, PFSTYPE_SLAVE)?;
+    let count = total.div_ceil(file_bytes).max(1);
+    let files: Vec<(String, Vec<u8>)> = (0..count)
+        .map(|i| {
+            let data = crate::bandwidth::noise(file_bytes, i as u64 + 1);
+            (format!("f{i:05}"), data)
+        })
+        .collect();
+    import(&mdev, "big", &files)?;
+    drop(files);
+    let t = Instant::now();
+    let (c, mut sm) = cluster(&mdev, &sdev)?;
+    sync_slave(&c)?;
+    commit_slave(&c, &sdev, &mut sm)?;
+    let sync = t.elapsed();
+    drop(c);
+
+    let src = dir.0.join("cp-src");
+    let dst = dir.0.join("cp-dst");
+    std::fs::write(&src, crate::bandwidth::noise(count * file_bytes, 7))
+        .map_err(|e| format!("{}: {e}", src.display()))?;
+    let t = Instant::now();
+    let st = Command::new("cp")
+        .arg(&src)
+        .arg(&dst)
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|e| format!("cp: {e}"))?;
+    let cp = t.elapsed();
+    if !st.success() {
+        return Err(format!("cp failed: {st}"));
+    }
+    Ok(VolumeBandwidth {
+        bytes: (count * file_bytes) as u64,
+        sync,
+        cp,
+    })
+}
