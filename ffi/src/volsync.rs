@@ -195,8 +195,42 @@ pub fn run(words: &[&str], out: &mut dyn Write) -> Result<()> {
         }
     }
     ran?;
-    commit_all(&cluster, &mut nodes, out)
+    on_own_thread(&mut || commit_all(&cluster, &mut nodes, out))
 }
+
+/// Run `job` on a kernel thread of its own and wait for it to end. A commit walks and writes
+/// deepest of all (the PFS's tree, then the volume header and its flushes, under which the
+/// kernel's write-back and block layer run): on a fresh stack it has the whole of it, rather
+/// than what the debugfs read and this command's frames leave. The job does not see the
+/// caller's signals (a kill ends the command once the commit is done: a cut commit would
+/// keep the last one anyway).
+#[inline(never)]
+fn on_own_thread(job: &mut (dyn FnMut() -> Result<()> + '_)) -> Result<()> {
+    let mut result = Err(Error::Invalid);
+    let mut call = || result = job();
+    let call: *mut (dyn FnMut() + '_) = &mut call;
+    // SAFETY: only the lifetime is erased: `call` (and all it borrows) outlives the thread,
+    // which is joined below before this frame ends, and nothing else touches them meanwhile:
+    // this thread waits in `join`, whose completion orders the job's writes before our reads.
+    let call: *mut (dyn FnMut() + 'static) = unsafe { core::mem::transmute(call) };
+    let ptr = JobPtr(call);
+    let entry = try_box(move || {
+        let ptr = ptr;
+        // SAFETY: see above: the job is alive and ours alone until the join.
+        unsafe { (*ptr.0)() }
+    })?;
+    let host: &dyn Host = &KERNEL_HOST;
+    let th = host.spawn("h2s-commit", entry)?;
+    host.join(th);
+    result
+}
+
+/// The job of [`on_own_thread`], handed to its thread.
+struct JobPtr(*mut (dyn FnMut() + 'static));
+
+// SAFETY: the job runs on one thread at a time: the caller of `on_own_thread` waits in `join`
+// while the spawned thread runs it.
+unsafe impl Send for JobPtr {}
 
 /// Open and load every node of `a` and join them into one cluster's nodes.
 #[inline(never)]
