@@ -5,7 +5,7 @@
 //! node agrees with the focus (bounded by `--timeout`; the cluster shows in `status`
 //! meanwhile), every thread is stopped with its acknowledgement, and every node whose tree
 //! changed is committed to its volume as one copy-on-write transaction (flushed before and
-//! after its header).
+//! after its header), on a kernel thread of its own: a fresh stack for the deepest walk.
 //!
 //! `--fail-after-writes N [--tear]` is the fault option of the crash tests: the N-th block
 //! write of the command fails (with `--tear`, after its first half reached the device), as a
