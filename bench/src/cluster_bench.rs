@@ -61,6 +61,9 @@ impl ScanMode {
 pub struct ClusterCfg {
     /// Changed-leaf counts to resync.
     pub ks: Vec<usize>,
+    /// Resyncs per k and mode (the modes alternating, each run a fresh divergence of the same
+    /// k leaves); the median time is reported.
+    pub resync_runs: usize,
     /// Freeze latency samples to collect.
     pub freeze_samples: usize,
     /// Give up collecting freeze samples after this long.
@@ -102,11 +105,11 @@ pub struct ResyncResult {
     pub k: usize,
     /// Scan mode.
     pub mode: ScanMode,
-    /// `sync_node` wall time.
+    /// `sync_node` wall time (the median of the runs).
     pub time: Duration,
-    /// Chains scanned (`SyncStats::scanned` delta).
+    /// Chains scanned (`SyncStats::scanned` delta, the median run's).
     pub scanned: u64,
-    /// Peak live bytes during `sync_node`, above the bytes before it.
+    /// Peak live bytes during `sync_node`, above the bytes before it (the highest of the runs).
     pub peak: usize,
 }
 
@@ -147,8 +150,11 @@ pub fn new_cluster() -> Res<Pin<Box<Cluster>>> {
     Ok(c)
 }
 
+/// A timed sync: (time, chains scanned, peak bytes above before).
+type Timed = (Duration, u64, usize);
+
 /// One timed `sync_node` of the slave: (time, chains scanned, peak bytes above before).
-pub fn timed_sync(c: &Cluster) -> Res<(Duration, u64, usize)> {
+pub fn timed_sync(c: &Cluster) -> Res<Timed> {
     let before = c.stats(SLAVE).scanned;
     let (peak, (dt, r)) = peak_during(|| {
         let t = Instant::now();
@@ -348,11 +354,19 @@ pub fn measure(
     let mut gen = 0u32;
     for &k in &cfg.ks {
         let idx = tree.spread(k);
+        // Per mode: (time, scanned, peak) of each run.
+        let mut runs: Vec<(ScanMode, Vec<Timed>)> = Vec::new();
         for mode in ScanMode::ALL {
-            if let Err(why) = mode.select(&c) {
-                on_mode_missing(mode, why);
-                continue;
+            match mode.select(&c) {
+                Ok(()) => runs.push((mode, Vec::new())),
+                Err(why) => on_mode_missing(mode, why),
             }
+        }
+        let modes = runs.len();
+        for run in 0..modes * cfg.resync_runs.max(1) {
+            let (mode, got) = &mut runs[run % modes];
+            mode.select(&c)
+                .map_err(|why| format!("{}: {why}", mode.name()))?;
             gen += 1;
             for &i in &idx {
                 apply(
@@ -361,7 +375,7 @@ pub fn measure(
                     FrontendOp::Write(tree.files[i].as_bytes(), &content(i, gen)),
                 )?;
             }
-            let (time, scanned, peak) = timed_sync(&c)?;
+            let timed = timed_sync(&c)?;
             // Every changed leaf came across (outside the timed sync).
             for &i in &idx {
                 let got = c
@@ -375,12 +389,31 @@ pub fn measure(
                     ));
                 }
             }
+            got.push(timed);
+        }
+        for (mode, mut got) in runs {
+            got.sort_by_key(|r| r.0);
+            let (Some(first), Some(last)) = (got.first(), got.last()) else {
+                continue;
+            };
+            let (time, scanned, _) = got[got.len() / 2];
+            println!(
+                "bench: {} N={} k={} {} resync: median {:.3} ms of {} runs ({:.3} .. {:.3} ms)",
+                tree.shape.name(),
+                tree.files.len(),
+                idx.len(),
+                mode.name(),
+                time.as_secs_f64() * 1e3,
+                got.len(),
+                first.0.as_secs_f64() * 1e3,
+                last.0.as_secs_f64() * 1e3,
+            );
             resyncs.push(ResyncResult {
                 k: idx.len(),
                 mode,
                 time,
                 scanned,
-                peak,
+                peak: got.iter().map(|r| r.2).max().unwrap_or(0),
             });
         }
     }

@@ -22,6 +22,8 @@ pub struct Config {
     pub bandwidth_bytes: usize,
     /// File size of the bandwidth tree.
     pub bandwidth_file: usize,
+    /// Most resyncs per k and mode (see [`resync_runs_for`]).
+    pub max_resync_runs: usize,
     /// Freeze samples per tree.
     pub freeze_samples: usize,
     /// Time allowed to collect them.
@@ -56,6 +58,7 @@ impl Config {
                 files: vec![100, 1000],
                 bandwidth_bytes: 4 << 20,
                 bandwidth_file: 1 << 20,
+                max_resync_runs: 3,
                 freeze_samples: 40,
                 freeze_budget: Duration::from_secs(2),
                 stop_samples: 3,
@@ -74,6 +77,7 @@ impl Config {
                 files: vec![1_000, 10_000, 100_000, 1_000_000],
                 bandwidth_bytes: 256 << 20,
                 bandwidth_file: 1 << 20,
+                max_resync_runs: usize::MAX,
                 freeze_samples: 300,
                 freeze_budget: Duration::from_secs(10),
                 stop_samples: 10,
@@ -90,6 +94,17 @@ impl Config {
                 command,
             }
         }
+    }
+}
+
+/// Resyncs per k and mode on a tree of `files` files: the rows of a few milliseconds are
+/// the median of several runs (one run there moves by tens of percent with the machine's other
+/// work), the rows of seconds one run each.
+pub fn resync_runs_for(files: usize) -> usize {
+    match files {
+        0..=10_000 => 15,
+        10_001..=100_000 => 3,
+        _ => 1,
     }
 }
 
@@ -310,6 +325,7 @@ fn cluster_row(
         tree,
         &ClusterCfg {
             ks: ks_for(files),
+            resync_runs: resync_runs_for(files).min(cfg.max_resync_runs),
             freeze_samples: cfg.freeze_samples,
             freeze_budget: cfg.freeze_budget,
             stop_samples: cfg.stop_samples,

@@ -155,7 +155,41 @@ struct Node {
 #[derive(Debug)]
 enum Slot {
     Leaf(Entry),
-    Ind(Box<Node>),
+    Ind(Ind),
+}
+
+/// An indirect block's blockref in its parent's table. Its key range is kept here as well as in
+/// the block: every lookup compares the range of each blockref it passes, and reading it from
+/// the block would cost a pointer chase (a cache miss in a large table) per comparison. A
+/// block's range never changes once it sits in a table.
+#[derive(Debug)]
+struct Ind {
+    key: u64,
+    end: u64,
+    node: Box<Node>,
+}
+
+impl Ind {
+    fn new(node: Box<Node>) -> Ind {
+        Ind {
+            key: node.key,
+            end: node.end(),
+            node,
+        }
+    }
+}
+
+impl core::ops::Deref for Ind {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        &self.node
+    }
+}
+
+impl core::ops::DerefMut for Ind {
+    fn deref_mut(&mut self) -> &mut Node {
+        &mut self.node
+    }
 }
 
 impl Slot {
@@ -168,7 +202,7 @@ impl Slot {
     fn end(&self) -> u64 {
         match self {
             Slot::Leaf(e) => e.end,
-            Slot::Ind(n) => n.end(),
+            Slot::Ind(n) => n.end,
         }
     }
     fn keybits(&self) -> u8 {
@@ -221,7 +255,7 @@ impl Node {
     /// The indirect block at `i` if it covers `key ..= end`.
     fn covering(&self, i: usize, key: u64, end: u64) -> Option<&Node> {
         match self.slots.get(i) {
-            Some(Slot::Ind(n)) if n.key <= key && n.end() >= end => Some(n),
+            Some(Slot::Ind(n)) if n.key <= key && n.end >= end => Some(n),
             _ => None,
         }
     }
@@ -518,6 +552,36 @@ impl Children {
         (e.key <= end).then_some((e.key, e.id))
     }
 
+    /// Whether a child overlaps `key ..= end` ([`Children::first_overlapping`]), and the table
+    /// depth where a child covering the range belongs ([`Children::target_depth`]), in one
+    /// descent: both follow the blockrefs covering the range, and an insert needs both.
+    fn probe(&self, key: u64, end: u64) -> (bool, usize) {
+        let (mut node, mut depth) = (&self.root, 0);
+        loop {
+            match node.slots.get(node.find(key)) {
+                Some(Slot::Ind(n)) if n.key <= key && n.end >= end => {
+                    node = n;
+                    depth += 1;
+                }
+                // A block after `key`: its leftmost child is the first one after `key` (the
+                // blocks covering the range hold everything of it that lies on this path).
+                Some(Slot::Ind(n)) if n.key > key => {
+                    let mut first = n.slots.first();
+                    while let Some(Slot::Ind(m)) = first {
+                        first = m.slots.first();
+                    }
+                    let overlap = matches!(first, Some(Slot::Leaf(e)) if e.key <= end);
+                    return (overlap, depth);
+                }
+                // A block straddling `end`: its children may lie either side of `end`.
+                Some(Slot::Ind(_)) => return (self.first_overlapping(key, end).is_some(), depth),
+                Some(Slot::Leaf(e)) => return (e.key <= end, depth),
+                // Whatever follows in the tables above lies past the covering block's end.
+                None => return (false, depth),
+            }
+        }
+    }
+
     /// The table depth (0: the blockset) where a child covering `key ..= end` belongs: below
     /// every indirect block covering it.
     fn target_depth(&self, key: u64, end: u64) -> usize {
@@ -569,7 +633,8 @@ impl Children {
             return Err(Error::Invalid);
         }
         let end = key_end(key, keybits);
-        if self.first_overlapping(key, end).is_some() {
+        let (overlap, depth) = self.probe(key, end);
+        if overlap {
             return Err(Error::Exists);
         }
         let e = Entry {
@@ -579,19 +644,17 @@ impl Children {
             keybits,
             tid,
         };
-        let depth = self.target_depth(key, end);
         // Everything this insert needs, allocated before anything changes: room in the target
         // table, or the indirect block its overflow creates (room for the blockrefs moving
         // into it and the new child).
         let t = self.node_mut(key, depth)?;
-        let spare = if t.slots.len() < t.cap() {
+        if t.slots.len() < t.cap() {
             t.slots.try_reserve(1)?;
-            None
-        } else {
-            let (split, moving) = plan_split(t, depth, &e, how)?;
-            Some(Node::empty(split, moving + 1)?)
-        };
-        self.apply_insert(e, depth, spare, how)
+            return self.link(e, depth, None);
+        }
+        let (split, moving) = plan_split(t, depth, &e, how)?;
+        let spare = Node::empty(split, moving + 1)?;
+        self.link(e, depth, Some((split, spare)))
     }
 
     /// Insert `e` into the table at `depth`, which has room reserved, or is full with `spare`
@@ -618,6 +681,13 @@ impl Children {
             _ if full || t.slots.capacity() <= t.slots.len() => return Err(Error::NoMem),
             _ => None,
         };
+        self.link(e, depth, split.zip(spare))
+    }
+
+    /// Insert `e` into the table at `depth` on its path, which has room reserved, or, with
+    /// `split`, gets that indirect block (whose room was reserved for the blockrefs moving into
+    /// it and one more): allocates nothing, and cannot fail once it starts changing.
+    fn link(&mut self, e: Entry, depth: usize, split: Option<(Split, Box<Node>)>) -> Result<()> {
         let leaf = e.leaf();
         let Children { root, len } = self;
         let mut node = root;
@@ -630,11 +700,12 @@ impl Children {
             let i = node.find(e.key);
             node = match node.slots.get_mut(i) {
                 Some(Slot::Ind(n)) => n,
+                // The callers found the table at `depth` on this path (nothing changed since).
                 _ => return Err(Error::Invalid),
             };
         }
         *len += 1;
-        if let (Some(split), Some(mut ind)) = (split, spare) {
+        if let Some((split, mut ind)) = split {
             // hammer2_chain_create_indirect: the blockrefs in the planned range move into the
             // new block, which takes their place.
             (ind.key, ind.keybits, ind.radix) = (split.key, split.keybits, split.radix);
@@ -651,9 +722,9 @@ impl Children {
                 ind.tid = ind.tid.max(e.tid);
                 let at = ind.insert_at(e.key);
                 ind.slots.insert(at, Slot::Leaf(e));
-                node.slots.insert(a, Slot::Ind(ind));
+                node.slots.insert(a, Slot::Ind(Ind::new(ind)));
             } else {
-                node.slots.insert(a, Slot::Ind(ind));
+                node.slots.insert(a, Slot::Ind(Ind::new(ind)));
                 let at = node.insert_at(e.key);
                 node.slots.insert(at, Slot::Leaf(e));
             }
@@ -756,7 +827,7 @@ impl Children {
             }
             if let Slot::Ind(n) = parent.slots.remove(i) {
                 // Room was reserved: the splice moves the blockrefs without allocating.
-                parent.slots.splice(i..i, n.slots);
+                parent.slots.splice(i..i, n.node.slots);
             }
         }
     }
@@ -844,7 +915,7 @@ impl Children {
                 match s {
                     Slot::Leaf(e) if e.key >= beg => out.add(&e.leaf()),
                     Slot::Leaf(_) => {}
-                    Slot::Ind(n) if n.key >= beg && n.end() <= end => out.add(&n.sum),
+                    Slot::Ind(n) if n.key >= beg && n.end <= end => out.add(&n.sum),
                     Slot::Ind(n) => {
                         // Only the blocks holding `beg` or `end` straddle: two at a time.
                         *stack.get_mut(sp).ok_or(Error::Invalid)? = Some(n);
@@ -867,7 +938,7 @@ impl Children {
             let i = node.find(from);
             if let Some(Slot::Ind(n)) = node.slots.get(i) {
                 if n.key <= from {
-                    let end = n.end();
+                    let end = n.end;
                     if n.key < from || open.is_some_and(|(b, e)| n.key <= b && end >= e) {
                         node = n;
                         continue;

@@ -23,6 +23,7 @@ pub mod compare;
 pub mod frontend;
 pub mod index;
 pub mod inode;
+mod slab;
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -188,7 +189,7 @@ struct Slot {
 }
 
 struct Arena {
-    slots: Vec<Slot>,
+    slots: slab::Slab<Slot>,
     free: Vec<u32>,
     live: usize,
 }
@@ -286,12 +287,16 @@ impl Store {
         let body = Body::Inode(try_box(root)?);
         let lock = host.lock_create()?;
         let root_lock = lock.as_raw();
-        let mut slots = Vec::new();
-        if let Err(e) = slots.try_reserve(16) {
-            host.lock_destroy(lock);
-            return Err(e.into());
+        let mut slots = slab::Slab::new();
+        if let Some(n) = slots.wanted() {
+            let mut chunk = Vec::new();
+            if let Err(e) = chunk.try_reserve_exact(n) {
+                host.lock_destroy(lock);
+                return Err(e.into());
+            }
+            slots.install(chunk);
         }
-        slots.push(Slot {
+        let pushed = slots.push(Slot {
             gen: 0,
             chain: Some(Chain {
                 bref: {
@@ -307,6 +312,11 @@ impl Store {
                 lock: lock.as_raw(),
             }),
         });
+        if pushed.is_err() {
+            // The first chunk was installed above: cannot be.
+            host.lock_destroy(lock);
+            return Err(Error::NoMem);
+        }
         Ok(Store {
             host,
             arena: spin::RwLock::new(Arena {
@@ -622,24 +632,18 @@ impl Store {
         r
     }
 
-    /// Double the slot table's capacity, allocating outside the arena lock: the table of a
-    /// big store is megabytes, and a kernel allocator may sleep for that much memory, which
-    /// must not happen while other threads spin on the lock. Under the lock the slots are only
-    /// moved (no allocation); the old table is freed after it.
+    /// Give the slot table its next chunk, allocated outside the arena lock: the chunks of a
+    /// big store are megabytes, and a kernel allocator may sleep for that much memory, which
+    /// must not happen while other threads spin on the lock. Under the lock the chunk is only
+    /// installed; one another insert installed meanwhile is freed after it.
     fn grow_slots(&self) -> Result<()> {
-        let cap = self.arena.read().slots.capacity();
-        let mut bigger: Vec<Slot> = Vec::new();
-        bigger.try_reserve_exact(cap.max(16).saturating_mul(2))?;
-        let old = {
-            let mut a = self.arena.write();
-            if a.slots.capacity() != cap || a.slots.len() > bigger.capacity() {
-                // Grown meanwhile by another insert: nothing to do.
-                return Ok(());
-            }
-            bigger.append(&mut a.slots);
-            core::mem::replace(&mut a.slots, bigger)
+        let Some(n) = self.arena.read().slots.wanted() else {
+            return Ok(());
         };
-        drop(old);
+        let mut chunk: Vec<Slot> = Vec::new();
+        chunk.try_reserve_exact(n)?;
+        let unused = self.arena.write().slots.install(chunk);
+        drop(unused);
         Ok(())
     }
 
@@ -652,7 +656,7 @@ impl Store {
     ) -> Result<ChainId> {
         let mut a = loop {
             let a = self.arena.write();
-            if !a.free.is_empty() || a.slots.len() < a.slots.capacity() {
+            if !a.free.is_empty() || a.slots.wanted().is_none() {
                 break a;
             }
             drop(a);
@@ -668,16 +672,19 @@ impl Store {
         let idx = match a.free.pop() {
             Some(i) => i,
             None => {
-                // Room was made above: this push does not allocate.
+                // Room was made above: this push does not allocate (it fails only when the
+                // table is at its largest).
                 let i = u32::try_from(a.slots.len()).map_err(|_| Error::NoMem)?;
-                a.slots.push(Slot {
-                    gen: 0,
-                    chain: None,
-                });
+                a.slots
+                    .push(Slot {
+                        gen: 0,
+                        chain: None,
+                    })
+                    .map_err(|_| Error::NoMem)?;
                 i
             }
         };
-        let gen = a.slots[idx as usize].gen;
+        let gen = a.slots.get(idx as usize).ok_or(Error::Invalid)?.gen;
         let id = ChainId { idx, gen };
         let pc = a.get_mut(parent)?;
         let how = pc.creating(bref.btype);
@@ -688,7 +695,8 @@ impl Store {
             a.free.push(idx);
             return Err(e);
         }
-        a.slots[idx as usize].chain = Some(Chain {
+        // The slot's generation was read above: it exists.
+        a.slots.get_mut(idx as usize).ok_or(Error::Invalid)?.chain = Some(Chain {
             bref,
             body,
             children: Children::default(),
@@ -813,7 +821,7 @@ impl Store {
                 }
             }
             a.free.try_reserve(1)?;
-            let slot = &mut a.slots[id.idx as usize];
+            let slot = a.slots.get_mut(id.idx as usize).ok_or(Error::Invalid)?;
             slot.chain = None;
             slot.gen = slot.gen.wrapping_add(1);
             a.free.push(id.idx);

@@ -99,9 +99,17 @@ impl FocusCopy {
         }
     }
 
-    /// An inode that is synchronized bottom-up: any inode but a hardlink pointer (a leaf).
+    /// An inode that is synchronized bottom-up: one with a block table of its own (see
+    /// [`FocusCopy::has_table`]). Any other chain is a leaf, copied whole with its TID.
+    ///
+    /// DEVIATION: the seed deferred every inode but a hardlink pointer, so that "if we will
+    /// recurse" the TID is stamped only once the recursion completed. An inode with DIRECTDATA
+    /// has nothing to recurse into: its deferred sync scanned no children (ours, if any, are
+    /// destroyed with the copy, see `replace_held`) and then copied the same focus again. Taking
+    /// it as a leaf gives the same chain in one step, without a round trip to every node's
+    /// worker and a second copy per small file (the bulk of a first sync of small files).
     fn defers(&self) -> bool {
-        matches!(self.body.body(), Body::Inode(ip) if ip.meta.objtype != media::OBJTYPE_HARDLINK)
+        self.has_table()
     }
 
     /// The focus chain has a block table of its own: an inode that is neither a hardlink
@@ -482,6 +490,13 @@ fn take_focus<'a, S: ChainStore>(
 /// re-descends from the blockset at each step (O(depth)) instead of holding on to blocks. A range known to
 /// differ is never compared again; the stack's ranges are nested, aligned, and shrink by at
 /// least one keybit per level, so it never holds more than 66 of them.
+///
+/// Differing runs close to each other are merged together: a merge asks every worker anew (a
+/// wakeup and a round trip each), which costs about as much as streaming [`COALESCE`] chains,
+/// so a run differing within that many children of the last one extends its merge instead of
+/// starting one (merging equal chains between them changes nothing). Where most runs differ,
+/// the walk thus costs what the original scan does plus a summary per span, not a round trip
+/// per run.
 fn pruned_walk<'a, S: ChainStore>(
     ctx: &mut Ctx<'a, S>,
     g: &S::Guard<'a>,
@@ -508,6 +523,10 @@ fn pruned_walk<'a, S: ChainStore>(
     let mut open: Vec<(u64, u64)> = Vec::new();
     open.try_reserve(MAX_OPEN)?;
     let mut cursor = start;
+    // The differing runs not merged yet (first and last key), and the children of the equal
+    // spans seen since its last run.
+    let mut pending: Option<(u64, u64)> = None;
+    let mut gap = 0u64;
     loop {
         while open.last().is_some_and(|&(_, e)| e < cursor) {
             open.pop();
@@ -536,15 +555,30 @@ fn pruned_walk<'a, S: ChainStore>(
             try_push(&mut open, (span.beg, span.end))?;
             continue;
         }
-        if !same && !merge_range(ctx, g, scan, span.beg, span.end)? {
-            return Ok(false);
+        if !same {
+            pending = Some((pending.map_or(span.beg, |(b, _)| b), span.end));
+            gap = 0;
+        } else if pending.is_some() {
+            gap = gap.saturating_add(span.sum.count);
         }
-        match span.end.checked_add(1) {
+        let last = span.end.checked_add(1);
+        if gap > COALESCE || last.is_none() {
+            if let Some((b, e)) = pending.take() {
+                if !merge_range(ctx, g, scan, b, e)? {
+                    return Ok(false);
+                }
+            }
+        }
+        match last {
             Some(k) => cursor = k,
             None => return Ok(true),
         }
     }
 }
+
+/// Equal children a pruned walk merges through rather than start another merge (see
+/// [`pruned_walk`]).
+const COALESCE: u64 = 4 * crate::store::RUN as u64;
 
 /// Ranges known to differ on a pruned walk's stack, at most: one per keybits value.
 const MAX_OPEN: usize = 66;

@@ -65,8 +65,9 @@ fn check(c: &Children, in_dir: bool) -> (usize, usize, usize) {
                 }
                 Slot::Ind(m) => {
                     inds += 1;
+                    assert_eq!((m.key, m.end), (m.node.key, m.node.end()), "cached range");
                     assert!(m.keybits < n.keybits, "keybits shrink going down");
-                    stack.push((m, depth + 1));
+                    stack.push((&**m, depth + 1));
                 }
             }
         }
@@ -94,7 +95,7 @@ fn shape(c: &Children) -> Vec<(usize, u64, u8, u8, usize)> {
         for s in n.slots.iter().rev() {
             if let Slot::Ind(m) = s {
                 out.push((depth, m.key, m.keybits, m.radix, m.slots.len()));
-                stack.push((m, depth + 1));
+                stack.push((&**m, depth + 1));
             }
         }
     }

@@ -110,7 +110,8 @@ fn thirteen_hundred_subdirectories_into_an_empty_slave() {
         assert!(c.in_sync(2));
         assert_same(&c, 0, 2);
         let st = c.stats(2);
-        assert!(st.deferred >= 1302, "{st:?}");
+        // /top and its 1300 directories: the file, a DIRECTDATA inode, is a leaf.
+        assert!(st.deferred >= 1301, "{st:?}");
         assert!(st.inserted >= 1302, "{st:?}");
         // The re-scan after EAGAIN continues where the scan stopped: about one comparison per
         // chain, not one per chain per batch of deferrals. Each directory is two chains (its

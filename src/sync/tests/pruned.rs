@@ -230,11 +230,34 @@ fn pruned_resume_after_a_full_deferral_list_goes_on_past_the_range() {
         }
         c.sync_node(3, &|| false).unwrap();
         assert_same(&c, 0, 3);
-        // /w, each changed directory and its new file.
-        assert_eq!(
-            c.stats(3).deferred,
-            1 + 2 * changed.len() as u64,
-            "{mode:?}"
-        );
+        // /w and each changed directory (its new file, a DIRECTDATA inode, is a leaf).
+        assert_eq!(c.stats(3).deferred, 1 + changed.len() as u64, "{mode:?}");
     }
+}
+
+/// Where every run of the PFS root's index differs (every fourth small file rewritten), the
+/// pruned walk merges the differing runs together: about one request per worker, as the
+/// original scan, not one per run of RUN children (each a wakeup and a round trip).
+#[test]
+fn dense_changes_are_merged_in_one_request_per_worker() {
+    let c = cluster(&[M, M, S]);
+    c.set_scan_mode(ScanMode::Pruned);
+    let full = all(&c);
+    mkdir(&c, full, "/w");
+    for i in 0..400 {
+        write(&c, full, &format!("/w/f{i}"), b"old");
+    }
+    assert!(c.in_sync(2));
+    for i in (0..400).step_by(4) {
+        write(&c, set(&[0, 1]), &format!("/w/f{i}"), b"new");
+    }
+    let before = pool::test_hook::POSTED.with(|n| n.get());
+    c.sync_node(2, &|| false).unwrap();
+    let posted = pool::test_hook::POSTED.with(|n| n.get()) - before;
+    assert_same(&c, 0, 2);
+    // The root's inode with its children from key 0, and at most one more merge, per master.
+    assert!(
+        posted <= 2 * 2,
+        "{posted} requests for 100 changes in 25 runs"
+    );
 }

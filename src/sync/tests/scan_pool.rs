@@ -165,14 +165,15 @@ fn one_request_per_node_per_synchronized_inode() {
 
 /// A first sync of many small files asks the workers for the deferred inodes in batches: far
 /// fewer requests than one per node per inode (one each, before batching), and every file
-/// arrives intact.
+/// arrives intact. The files are just too big for DIRECTDATA: one data block each, so each
+/// file's inode has a block table and is deferred (a DIRECTDATA inode is a leaf).
 #[test]
 fn deferred_inodes_are_asked_in_batches() {
     let c = cluster(&[M, M, M, S]);
     let masters = set(&[0, 1, 2]);
     mkdir(&c, masters, "/d");
     let files: Vec<(String, Vec<u8>)> = (0..300)
-        .map(|i| (format!("/d/f{i}"), pattern(20 + i % 50, i as u8)))
+        .map(|i| (format!("/d/f{i}"), pattern(600 + i % 50, i as u8)))
         .collect();
     for (p, d) in &files {
         write(&c, masters, p, d);
