@@ -5,7 +5,8 @@
 //! node agrees with the focus (bounded by `--timeout`; the cluster shows in `status`
 //! meanwhile), every thread is stopped with its acknowledgement, and every node whose tree
 //! changed is committed to its volume as one copy-on-write transaction (flushed before and
-//! after its header), on a kernel thread of its own: a fresh stack for the deepest walk.
+//! after its header). The loads and the commits run on a kernel thread of their own: a fresh
+//! stack for the deepest walks.
 //!
 //! `--fail-after-writes N [--tear]` is the fault option of the crash tests: the N-th block
 //! write of the command fails (with `--tear`, after its first half reached the device), as a
@@ -183,7 +184,12 @@ pub fn run(words: &[&str], out: &mut dyn Write) -> Result<()> {
     for (spec, _, _) in &a.specs {
         let _ = names.push(spec);
     }
-    let (mut nodes, stores, join) = load_all(&a, &names, &fault, out)?;
+    let mut loaded = None;
+    on_own_thread(&mut || {
+        loaded = Some(load_all(&a, &names, &fault, out)?);
+        Ok(())
+    })?;
+    let (mut nodes, stores, join) = loaded.ok_or(Error::Invalid)?;
     let cluster = Cluster::from_stores(&KERNEL_HOST, join.roles(), stores, Layout::Index)
         .map_err(|e| fail(out, &"cluster", &e, e))?;
     cluster.set_thread_idle_poll(POLL);
@@ -198,11 +204,11 @@ pub fn run(words: &[&str], out: &mut dyn Write) -> Result<()> {
     on_own_thread(&mut || commit_all(&cluster, &mut nodes, out))
 }
 
-/// Run `job` on a kernel thread of its own and wait for it to end. A commit walks and writes
-/// deepest of all (the PFS's tree, then the volume header and its flushes, under which the
-/// kernel's write-back and block layer run): on a fresh stack it has the whole of it, rather
-/// than what the debugfs read and this command's frames leave. The job does not see the
-/// caller's signals (a kill ends the command once the commit is done: a cut commit would
+/// Run `job` on a kernel thread of its own and wait for it to end. A load and a commit walk a
+/// PFS's tree and read or write at the bottom of it (under which the kernel's page cache,
+/// write-back and block layer run): on a fresh stack they have the whole of it, rather than
+/// what the debugfs read and this command's frames leave. The job does not see the caller's
+/// signals: a kill ends the command once the load or the commit is done (a cut commit would
 /// keep the last one anyway).
 #[inline(never)]
 fn on_own_thread(job: &mut (dyn FnMut() -> Result<()> + '_)) -> Result<()> {
@@ -220,7 +226,7 @@ fn on_own_thread(job: &mut (dyn FnMut() -> Result<()> + '_)) -> Result<()> {
         unsafe { (*ptr.0)() }
     })?;
     let host: &dyn Host = &KERNEL_HOST;
-    let th = host.spawn("h2s-commit", entry)?;
+    let th = host.spawn("h2s-volsync", entry)?;
     host.join(th);
     result
 }
