@@ -264,15 +264,22 @@ fn load_all<'a>(
         try_push(&mut nodes, node.0)?;
         try_push(&mut stores, node.1)?;
     }
-    join.reconcile(&stores, &mut |i, j, n| {
+    reconcile(&join, &stores, names, out)?;
+    Ok((nodes, stores, join))
+}
+
+/// [`Join::reconcile`] with its notes and refusal written to `out`; out of line, so its
+/// walks' frames are not under every device read of the loads.
+#[inline(never)]
+fn reconcile(join: &Join, stores: &[Store], names: &[&str], out: &mut dyn Write) -> Result<()> {
+    join.reconcile(stores, &mut |i, j, n| {
         let _ = writeln!(
             out,
             "sync: {}: {n} chains differ from {} under the same TID: taken from the masters",
             names[i], names[j]
         );
     })
-    .map_err(|e| fail(out, &"cluster", &e.named(names), Error::Invalid))?;
-    Ok((nodes, stores, join))
+    .map_err(|e| fail(out, &"cluster", &e.named(names), Error::Invalid))
 }
 
 /// Commit every node whose tree changed, once every thread has stopped.
