@@ -18,6 +18,7 @@
 
 #[cfg(feature = "std")]
 pub mod image;
+pub mod join;
 
 use alloc::vec::Vec;
 
@@ -154,13 +155,13 @@ fn table_of<D: BlockDev>(
     Ok(out)
 }
 
-/// An inode as the store keeps it: a table-holding inode's block table lives in the store's
-/// chains, so its on-media blockset is cleared (as the store's own inodes have none).
-fn store_inode(mut ino: InodeData) -> InodeData {
+/// Make `ino` an inode as the store keeps it: a table-holding inode's block table lives in
+/// the store's chains, so its on-media blockset is cleared (as the store's own inodes have
+/// none).
+fn clear_table(ino: &mut InodeData) {
     if !ino.meta.is_directdata() {
         ino.u = [0; EMBEDDED_BYTES];
     }
-    ino
 }
 
 /// Load PFS `label` of `vol` into a new store in [`Layout::Index`] on `host`.
@@ -187,24 +188,14 @@ pub fn load_with_progress<D: BlockDev>(
     progress: &mut dyn FnMut(u64),
 ) -> Result<(Store, Mounted)> {
     let start = vol.io();
-    let (pfs_bref, root) = vol.pfs_entry(label).map_err(read_err)?;
-    let store = Store::with_layout(host, store_inode(root), Layout::Index)?;
-    {
-        let g = store.lock_root(LockMode::Exclusive);
-        store.modify(&g, |b, _| {
-            b.methods = pfs_bref.methods;
-            b.mirror_tid = pfs_bref.mirror_tid;
-            b.modify_tid = pfs_bref.modify_tid;
-            Ok(())
-        })?;
-    }
+    let (store, pfs_bref, table) = load_root(host, vol, label)?;
     let mut blocks: Vec<(u64, u64)> = Vec::new();
     let mut tables: Vec<(TableOf, Blockref)> = Vec::new();
     let mut indirect = Vec::new();
     // Tables still to load: (the store chain, its on-media blockset).
     let mut todo: Vec<(ChainId, [Blockref; crate::media::SET_COUNT])> = Vec::new();
-    if !root.meta.is_directdata() {
-        try_push(&mut todo, (store.root(), root.blockset()?))?;
+    if let Some(set) = table {
+        try_push(&mut todo, (store.root(), set))?;
     }
     let mut loaded = 0u64;
     while let Some((parent, set)) = todo.pop() {
@@ -220,27 +211,7 @@ pub fn load_with_progress<D: BlockDev>(
             if loaded % LOAD_PROGRESS_EVERY == 0 {
                 progress(loaded);
             }
-            let body = match b.btype {
-                BREF_TYPE_INODE => {
-                    let ino = vol.read_inode(&b).map_err(read_err)?;
-                    remember(&mut blocks, &b)?;
-                    let table = (!ino.meta.is_directdata()).then(|| ino.blockset());
-                    let id =
-                        store.insert(&g, b, Body::Inode(crate::mem::try_box(store_inode(ino))?))?;
-                    if let Some(set) = table {
-                        try_push(&mut todo, (id, set?))?;
-                    }
-                    continue;
-                }
-                BREF_TYPE_DIRENT if b.size_radix() == 0 => Body::Data(Vec::new()),
-                BREF_TYPE_DIRENT | BREF_TYPE_DATA => {
-                    let bytes = vol.read_block(&b).map_err(read_err)?;
-                    remember(&mut blocks, &b)?;
-                    Body::Data(bytes)
-                }
-                t => return Err(read_err(ReadError::new(Cause::WrongType(t), b.data_off))),
-            };
-            store.insert(&g, b, body)?;
+            load_chain(vol, &store, &g, b, &mut blocks, &mut todo)?;
         }
     }
     let relax = || host.relax();
@@ -263,6 +234,82 @@ pub fn load_with_progress<D: BlockDev>(
             io,
         },
     ))
+}
+
+/// The store of PFS `label` of `vol` holding its root, the root's blockref, and the root's
+/// block table when it has one.
+// Kept out of line with small frames (as `load_chain`): an inode copy in the frame of `load`
+// would sit under every device read of the load, on a kernel's small stack.
+#[inline(never)]
+#[allow(clippy::type_complexity)]
+fn load_root<D: BlockDev>(
+    host: &'static dyn Host,
+    vol: &Volume<D>,
+    label: &[u8],
+) -> Result<(Store, Blockref, Option<[Blockref; crate::media::SET_COUNT]>)> {
+    let (pfs_bref, mut root) = vol.pfs_entry_box(label).map_err(read_err)?;
+    let table = match root.meta.is_directdata() {
+        true => None,
+        false => Some(root.blockset()?),
+    };
+    clear_table(&mut root);
+    let store = root_store(host, root, &pfs_bref)?;
+    Ok((store, pfs_bref, table))
+}
+
+/// A store holding `root` as its PFS root, with the TIDs and methods of `pfs_bref`.
+#[inline(never)]
+fn root_store(
+    host: &'static dyn Host,
+    root: alloc::boxed::Box<InodeData>,
+    pfs_bref: &Blockref,
+) -> Result<Store> {
+    let store = Store::with_layout(host, *root, Layout::Index)?;
+    {
+        let g = store.lock_root(LockMode::Exclusive);
+        store.modify(&g, |b, _| {
+            b.methods = pfs_bref.methods;
+            b.mirror_tid = pfs_bref.mirror_tid;
+            b.modify_tid = pfs_bref.modify_tid;
+            Ok(())
+        })?;
+    }
+    Ok(store)
+}
+
+/// Load the chain `b` of a table into `store` under the parent `g`: its block read and named
+/// in `blocks`, an inode's own table queued on `todo`.
+#[inline(never)]
+fn load_chain<D: BlockDev>(
+    vol: &Volume<D>,
+    store: &Store,
+    g: &crate::store::ChainGuard<'_>,
+    b: Blockref,
+    blocks: &mut Vec<(u64, u64)>,
+    todo: &mut Vec<(ChainId, [Blockref; crate::media::SET_COUNT])>,
+) -> Result<()> {
+    let body = match b.btype {
+        BREF_TYPE_INODE => {
+            let mut ino = vol.read_inode_box(&b).map_err(read_err)?;
+            remember(blocks, &b)?;
+            let table = (!ino.meta.is_directdata()).then(|| ino.blockset());
+            clear_table(&mut ino);
+            let id = store.insert(g, b, Body::Inode(ino))?;
+            if let Some(set) = table {
+                try_push(todo, (id, set?))?;
+            }
+            return Ok(());
+        }
+        BREF_TYPE_DIRENT if b.size_radix() == 0 => Body::Data(Vec::new()),
+        BREF_TYPE_DIRENT | BREF_TYPE_DATA => {
+            let bytes = vol.read_block(&b).map_err(read_err)?;
+            remember(blocks, &b)?;
+            Body::Data(bytes)
+        }
+        t => return Err(read_err(ReadError::new(Cause::WrongType(t), b.data_off))),
+    };
+    store.insert(g, b, body)?;
+    Ok(())
 }
 
 /// Sort `tables` by chain, key and keybits, calling `relax` every few thousand entries.
@@ -299,6 +346,29 @@ fn keep_or_place<D: BlockDev>(
         return Ok(same);
     }
     place(txn, b, payload)
+}
+
+/// [`keep_or_place`] for an inode, encoded here: its 1 KiB block sits in this frame only
+/// while it is written, not in the frame of [`commit`] under every device write.
+#[inline(never)]
+fn keep_or_place_inode<D: BlockDev>(
+    txn: &mut Txn<'_, D>,
+    b: &Blockref,
+    ino: &InodeData,
+    on_media: &dyn Fn(&Blockref) -> bool,
+) -> Result<Blockref> {
+    keep_or_place(txn, b, &ino.encode(), on_media)
+}
+
+/// Write `ino` as `b`'s block in `txn` (the transaction's TID), encoded here as in
+/// [`keep_or_place_inode`].
+#[inline(never)]
+fn write_inode<D: BlockDev>(
+    txn: &mut Txn<'_, D>,
+    b: Blockref,
+    ino: &InodeData,
+) -> Result<Blockref> {
+    txn.write_block(b, &ino.encode())
 }
 
 /// Commit `store` (loaded from `vol` by [`load`], `m`) as one copy-on-write transaction:
@@ -431,7 +501,7 @@ fn commit_tree<D: BlockDev>(
         }
         match stack.last_mut() {
             Some(parent) => {
-                let nb = keep_or_place(&mut txn, &b, &ino.encode(), |x| m.loaded(x))?;
+                let nb = keep_or_place_inode(&mut txn, &b, &ino, &|x| m.loaded(x))?;
                 remember(&mut kept, &nb)?;
                 if nb.data_off != b.data_off || nb.mirror_tid != b.mirror_tid {
                     try_push(&mut moved, (done.id, nb))?;
@@ -457,7 +527,7 @@ fn commit_tree<D: BlockDev>(
                 let same = |x: &Blockref| {
                     checks_content(x) && x.data_off == loaded.data_off && x.check == loaded.check
                 };
-                root_bref = Some(keep_or_place(&mut txn, &pb, &ino.encode(), same)?);
+                root_bref = Some(keep_or_place_inode(&mut txn, &pb, &ino, &same)?);
             }
         }
     }
@@ -465,7 +535,7 @@ fn commit_tree<D: BlockDev>(
 
     // The super-root's table, this PFS's entry replaced.
     let sroot_bref = *vol.header().sroot();
-    let mut sroot = vol.super_root().map_err(read_err)?;
+    let mut sroot = vol.read_inode_box(&sroot_bref).map_err(read_err)?;
     // Its indirect blocks are written afresh: the super-root is on every commit's path.
     let mut sroot_indirect = Vec::new();
     let mut brefs = table_of(vol, &sroot.blockset()?, &mut sroot_indirect)?;
@@ -476,7 +546,7 @@ fn commit_tree<D: BlockDev>(
     *slot = pfs_bref;
     let sset = txn.table(&brefs)?;
     sroot.set_blockset(&sset);
-    let new_sroot = txn.write_block(sroot_bref, &sroot.encode())?;
+    let new_sroot = write_inode(&mut txn, sroot_bref, &sroot)?;
     let relax = || host.relax();
     crate::mem::sort_yielding(&mut kept, |n| *n, &relax)?;
     kept.dedup();
