@@ -337,8 +337,7 @@ fn load_pfs(vol: &Volume<Dev<'_>>, label: &str) -> Result<(Store, Mounted)> {
     mount::load(&KERNEL_HOST, vol, label.as_bytes())
 }
 
-/// [`mount::commit`] in a frame of its own: the mirror_tid committed. The header written stays
-/// in this frame, not under the caller's.
+/// [`mount::commit`] in a frame of its own: the mirror_tid committed.
 #[inline(never)]
 fn commit(vol: &Volume<Dev<'_>>, store: &Store, m: &mut Mounted) -> Result<u64> {
     mount::commit(vol, store, m).map(|h| h.mirror_tid)
