@@ -182,8 +182,10 @@ pub fn load<D: BlockDev>(
 /// Chains loaded (or visited by a commit) between two calls of a progress callback.
 pub const LOAD_PROGRESS_EVERY: u64 = 1024;
 
-/// [`load`], calling `progress` with the number of chains loaded so far every
-/// [`LOAD_PROGRESS_EVERY`] chains (a host shows it while a large PFS loads).
+/// [`load`], calling `progress` with the number of chains loaded so far once at least
+/// [`LOAD_PROGRESS_EVERY`] more were loaded (a host shows it while a large PFS loads). It is
+/// called between two tables, with no chain of the store locked: a host that blocks in it
+/// (a stopped terminal) holds nothing up.
 pub fn load_with_progress<D: BlockDev>(
     host: &'static dyn Host,
     vol: &Volume<D>,
@@ -228,6 +230,7 @@ fn load_tables<D: BlockDev>(
     let host = store.host();
     let mut indirect = Vec::new();
     let mut loaded = 0u64;
+    let mut reported = 0u64;
     while let Some((parent, set)) = todo.pop() {
         indirect.clear();
         let items = table_of(vol, &set, &mut indirect)?;
@@ -238,10 +241,12 @@ fn load_tables<D: BlockDev>(
         for b in items {
             host.relax();
             loaded += 1;
-            if loaded % LOAD_PROGRESS_EVERY == 0 {
-                progress(loaded);
-            }
             load_chain(vol, store, &g, b, blocks, todo)?;
+        }
+        drop(g);
+        if loaded - reported >= LOAD_PROGRESS_EVERY {
+            reported = loaded;
+            progress(loaded);
         }
     }
     Ok(())

@@ -71,17 +71,50 @@ impl Progress {
         self.put(&text());
     }
 
+    /// Show the first line of a new phase of the work at once, whenever the last line was
+    /// shown (the phase a command is in must never be hidden by the rate limit).
+    pub(crate) fn phase(&mut self, text: impl FnOnce() -> String) {
+        self.last = None;
+        self.tick(text);
+    }
+
     fn put(&mut self, line: &str) {
         let mut err = std::io::stderr().lock();
         // On a terminal the line is rewritten: back to its start, then cleared to its end.
+        // `\r` only goes back to the start of the last row, so a line wider than the terminal
+        // would leave its first rows behind at every update: it is cut to the width.
         let r = if self.tty {
-            write!(err, "\r{}: {line}\x1b[K", self.what)
+            let full = format!("{}: {line}", self.what);
+            let shown = match terminal_columns() {
+                Some(cols) => cut(&full, cols.saturating_sub(1)),
+                None => &full,
+            };
+            write!(err, "\r{shown}\x1b[K")
         } else {
             writeln!(err, "{}: {line}", self.what)
         };
         let _ = r.and_then(|()| err.flush());
         self.shown = true;
     }
+}
+
+/// The width of the terminal on stderr, when it has one.
+fn terminal_columns() -> Option<usize> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ only writes a `winsize` through the pointer, which points at one.
+    let r = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut ws) };
+    (r == 0 && ws.ws_col > 0).then_some(usize::from(ws.ws_col))
+}
+
+/// The first `n` characters of `s` (the last column is left free: writing it makes some
+/// terminals wrap).
+fn cut(s: &str, n: usize) -> &str {
+    s.char_indices().nth(n).map_or(s, |(at, _)| &s[..at])
 }
 
 impl Drop for Progress {

@@ -124,13 +124,17 @@ USAGE:
 
 Show a HAMMER2 volume, read-only: the header in use (size, version, fsid, allocator), every
 volume header copy (its offset, mirror_tid, whether its CRCs hold, which one is in use), and
-each PFS (label, type, cluster id, PFS id, inodes in its index).
+each PFS (label, type, cluster id, PFS id, inodes in its index, or `inodes ? (why)` when
+its index cannot be read: the listing goes on, the status is 1). With no usable header copy,
+the table of copies says why each was refused.
 
 OPTIONS:
     --blockrefs   then the blockref tree from the super-root, as `hammer2 show` walks it:
                   one line per blockref, indented by level (type, key/keybits, data_off,
                   mirror_tid, modify_tid), each block read and its check code verified
-                  (`check ok`, or `check FAILED: ...` and nothing below it shown)
+                  (`check ok`, or `check FAILED: ...` and nothing below it shown); a
+                  device read error stops it; past the blockrefs the volume's size can
+                  hold (blocks shared between tables) it is cut, with a line saying so
     --depth N     with --blockrefs: open no table more than N levels below the super-root
                   (0: the super-root only; default: the whole tree)
     --progress    accepted for symmetry with the other commands (show prints no progress)
@@ -140,8 +144,9 @@ EXAMPLE:
     hammer2-synchro show disk.img
     hammer2-synchro show --blockrefs --depth 2 disk.img | less
 
-EXIT STATUS: 0 done; 1 the volume could not be read, or a block failed its check code
-(--blockrefs); 2 bad usage or IMAGE could not be opened.
+EXIT STATUS: 0 done; 1 the volume could not be read, a PFS's index could not be counted,
+or a block failed its check code or the output was cut (--blockrefs); 2 bad usage or IMAGE
+could not be opened.
 ";
 
 /// The `ls` / `export` / `fsck` / `show` commands, or `None` for another command.
@@ -253,7 +258,16 @@ fn show_cmd(args: &[String]) -> Result<(), Fail> {
     let image = a.image;
     let dev = open_dev(image)?;
     let copies = read_copies(&dev).map_err(|e| run_err(image, e))?;
-    let vol = Volume::from_copies(dev, copies.clone()).map_err(|e| run_err(image, e))?;
+    let vol = match Volume::from_copies(dev, copies.clone()) {
+        Ok(v) => v,
+        Err(e) => {
+            // No copy to open: the table of copies says why each was refused.
+            let mut o = crate::Out::new();
+            let _ = show::show_copies(&mut o, &copies, None);
+            o.finish();
+            return Err(run_err(image, e));
+        }
+    };
     let mut o = crate::Out::new();
     let r = show::show(&mut o, &vol, &copies, a.blockrefs);
     o.finish();

@@ -44,24 +44,28 @@ OPTIONS:
     --timeout SECS       give up (status 1, nothing committed) when not converged after
                          SECS (default 600; not with --watch)
     --watch              keep the threads running, with a live status line on stderr every
-                         second (per node: role, thread state, in sync or syncing, the TID
-                         it is synced to, its last modify TID, passes), until Ctrl-C (or
-                         SIGTERM); then
-                         every thread is stopped (each acknowledges) and every changed
-                         volume committed
+                         second (per node: role, thread state, in sync or syncing, the
+                         mirror_tid of its volume's last commit, its last modify TID,
+                         passes), until Ctrl-C (or SIGTERM); then every thread is stopped
+                         (each acknowledges) and every changed volume committed
     --commit-every SECS  with --watch: also commit every changed volume every SECS seconds
                          (default 30), the threads frozen meanwhile, so a crash loses at
-                         most that much
+                         most that much. A volume that cannot be written (full, I/O error)
+                         is reported and keeps its last commit; the others are written, the
+                         watch goes on and tries it again at the next commit; the exit
+                         status is then 1
     --progress           show progress on stderr even when it is not a terminal (on a
                          terminal it is shown anyway; never on stdout)
+
+SECS is a number of seconds, maybe with a fraction (0.5).
 
 EXAMPLE:
     hammer2-synchro sync a.img@DATA b.img@DATA c.img@DATA
     hammer2-synchro sync --watch --commit-every 10 a.img@DATA b.img@DATA
 
 EXIT STATUS: 0 converged (or stopped by Ctrl-C) and committed; 1 a volume could not be
-read or written, the nodes did not converge, or the PFSs are not one cluster; 2 bad usage
-or an IMAGE could not be opened.
+read or written (at any commit; every other volume is still committed), the nodes did not
+converge, or the PFSs are not one cluster; 2 bad usage or an IMAGE could not be opened.
 ";
 
 /// The `sync` command, or `None` for another command.
@@ -88,6 +92,8 @@ struct Node {
     spec: String,
     vol: Option<Volume<FileDev>>,
     mounted: Mounted,
+    /// The mirror_tid of the volume's last committed header.
+    committed: u64,
 }
 
 struct Args {
@@ -100,13 +106,13 @@ struct Args {
 /// The default `--commit-every` of `--watch`.
 const COMMIT_EVERY: Duration = Duration::from_secs(30);
 
-/// `SECS` of option `opt`: a whole number of seconds above 0.
+/// `SECS` of option `opt`: a number of seconds above 0, maybe with a fraction (`0.5`).
 fn secs(opt: &str, v: Option<&String>) -> Result<Duration, Fail> {
     let v = v.ok_or_else(|| Fail::Usage(format!("{opt} needs SECS")))?;
-    v.parse()
+    v.parse::<f64>()
         .ok()
-        .filter(|s| *s > 0)
-        .map(Duration::from_secs)
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .filter(|d| !d.is_zero())
         .ok_or_else(|| Fail::Usage(format!("{opt}: '{v}' is not SECS > 0")))
 }
 
@@ -177,6 +183,7 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
         stores.push(store);
         nodes.push(Node {
             spec: spec.clone(),
+            committed: vol.header().mirror_tid,
             vol: Some(vol),
             mounted,
         });
@@ -210,6 +217,8 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
     let mut last = Instant::now();
     let mut last_commit = Instant::now();
     let mut converged_at = None;
+    // Volumes a periodic commit could not write (each tried again at the next commit).
+    let mut failed_commits = 0;
     // The status once a second: the live status line of --watch, else progress.
     let mut progress = if a.watch {
         Progress::always("sync")
@@ -241,17 +250,29 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
             let names: Vec<&str> = behind.iter().map(|&i| nodes[i].spec.as_str()).collect();
             return Err(Fail::Run(format!(
                 "not converged after {}s (behind: {}); nothing committed",
-                a.timeout.as_secs(),
+                a.timeout.as_secs_f64(),
                 names.join(", ")
             )));
         }
         if a.watch && last_commit.elapsed() >= a.commit_every {
             progress.end_line();
-            let n = commit_frozen(&cluster, &mut nodes)?;
-            errln!(
-                "sync: periodic commit: {n} of {} volumes written",
-                nodes.len()
-            );
+            let c = commit_frozen(&cluster, &mut nodes)?;
+            if c.failed > 0 {
+                errln!(
+                    "sync: periodic commit: {} of {} volumes written, {} failed (each keeps \
+                     its last commit; tried again at the next commit)",
+                    c.written,
+                    nodes.len(),
+                    c.failed
+                );
+            } else {
+                errln!(
+                    "sync: periodic commit: {} of {} volumes written",
+                    c.written,
+                    nodes.len()
+                );
+            }
+            failed_commits += c.failed;
             last_commit = Instant::now();
         }
         if last.elapsed() >= Duration::from_secs(1) {
@@ -262,14 +283,39 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
     }
     drop(progress);
     stop_all(&cluster, &nodes);
-    let committed = commit_changed(&cluster, &mut nodes, true)?;
-    errln!("sync: done: {committed} of {} volumes written", nodes.len());
+    let c = commit_changed(&cluster, &mut nodes, true);
+    errln!(
+        "sync: done: {} of {} volumes written",
+        c.written,
+        nodes.len()
+    );
+    if c.failed > 0 {
+        return Err(Fail::Run(format!(
+            "{} volumes could not be written (see above): each keeps its last commit",
+            c.failed
+        )));
+    }
+    if failed_commits > 0 {
+        return Err(Fail::Run(format!(
+            "{failed_commits} periodic volume commits failed (see above); the last commit \
+             wrote every changed volume"
+        )));
+    }
     Ok(())
 }
 
+/// What a commit of every changed node did.
+struct Commits {
+    /// Volumes written.
+    written: usize,
+    /// Volumes that could not be written (each reported; it keeps its last commit).
+    failed: usize,
+}
+
 /// Commit every changed node with every running thread frozen (a pass must not change a
-/// tree while it is written out), unfrozen after; the volumes written.
-fn commit_frozen(cluster: &Cluster, nodes: &mut [Node]) -> Result<usize, Fail> {
+/// tree while it is written out), unfrozen after. Only a thread that cannot be frozen is an
+/// error (then every thread is stopped); a volume that cannot be written is counted.
+fn commit_frozen(cluster: &Cluster, nodes: &mut [Node]) -> Result<Commits, Fail> {
     let mut frozen = Vec::new();
     let mut r = Ok(());
     for (i, n) in nodes.iter().enumerate() {
@@ -284,7 +330,7 @@ fn commit_frozen(cluster: &Cluster, nodes: &mut [Node]) -> Result<usize, Fail> {
             }
         }
     }
-    let r = r.and_then(|()| commit_changed(cluster, nodes, false));
+    let r = r.map(|()| commit_changed(cluster, nodes, false));
     for i in frozen {
         if let Err(e) = cluster.thread_request(i, Request::Unfreeze) {
             errln!("sync: {}: unfreeze: {e}", nodes[i].spec);
@@ -297,59 +343,76 @@ fn commit_frozen(cluster: &Cluster, nodes: &mut [Node]) -> Result<usize, Fail> {
 }
 
 /// Commit every node whose tree differs from its volume's, reopening the volume after (a
-/// commit makes the open header stale); the volumes written. `say_unchanged`: name each
-/// node left alone (at the end; a periodic commit stays quiet about them).
-fn commit_changed(
-    cluster: &Cluster,
-    nodes: &mut [Node],
-    say_unchanged: bool,
-) -> Result<usize, Fail> {
-    let mut committed = 0;
+/// commit makes the open header stale). Every node is tried: one that cannot be written
+/// (its volume full, an I/O error) is reported and the others are still committed.
+/// `say_unchanged`: name each node left alone (at the end; a periodic commit stays quiet
+/// about them).
+fn commit_changed(cluster: &Cluster, nodes: &mut [Node], say_unchanged: bool) -> Commits {
+    let mut c = Commits {
+        written: 0,
+        failed: 0,
+    };
     for (i, n) in nodes.iter_mut().enumerate() {
-        let store = cluster
-            .store(i)
-            .map_err(|e| Fail::Run(format!("{}: {e}", n.spec)))?;
-        let changed = n
-            .mounted
-            .changed(store)
-            .map_err(|e| Fail::Run(format!("{}: {e}", n.spec)))?;
-        if !changed {
-            if say_unchanged {
-                errln!("sync: {}: unchanged, not written", n.spec);
+        match commit_node(cluster, i, n, say_unchanged) {
+            Ok(true) => c.written += 1,
+            Ok(false) => {}
+            Err(e) => {
+                errln!("sync: {e}");
+                c.failed += 1;
             }
-            continue;
         }
-        let vol = n.vol.take().ok_or(Fail::Run("volume gone".into()))?;
-        let t = Instant::now();
-        let mut progress = Progress::new("sync");
-        let spec = &n.spec;
-        let h = mount::commit_with_progress(&vol, store, &mut n.mounted, &mut |k| {
-            progress.tick(|| format!("committing {spec}: {k} chains"))
-        })
-        .map_err(|e| {
-            Fail::Run(format!(
-                "{}: commit: {e} (the volume keeps its last commit)",
-                n.spec
-            ))
-        })?;
-        drop(progress);
-        let io = n.mounted.io().commit;
-        errln!(
-            "sync: {}: committed, mirror_tid {:#x} ({:.1}s, {} blocks / {} KiB written, {} blocks / {} KiB read)",
-            n.spec,
-            h.mirror_tid,
-            t.elapsed().as_secs_f64(),
-            io.blocks_written,
-            io.bytes_written / 1024,
-            io.blocks_read,
-            io.bytes_read / 1024
-        );
-        let vol = Volume::open(vol.into_dev())
-            .map_err(|e| Fail::Run(format!("{}: reopen after commit: {e}", n.spec)))?;
-        n.vol = Some(vol);
-        committed += 1;
     }
-    Ok(committed)
+    c
+}
+
+/// Commit node `i` if its tree changed: whether it was written.
+fn commit_node(
+    cluster: &Cluster,
+    i: usize,
+    n: &mut Node,
+    say_unchanged: bool,
+) -> Result<bool, String> {
+    let store = cluster.store(i).map_err(|e| format!("{}: {e}", n.spec))?;
+    let changed = n
+        .mounted
+        .changed(store)
+        .map_err(|e| format!("{}: {e}", n.spec))?;
+    if !changed {
+        if say_unchanged {
+            errln!("sync: {}: unchanged, not written", n.spec);
+        }
+        return Ok(false);
+    }
+    let vol = n.vol.as_ref().ok_or_else(|| {
+        format!(
+            "{}: not committed: its volume could not be reopened",
+            n.spec
+        )
+    })?;
+    let t = Instant::now();
+    let mut progress = Progress::new("sync");
+    let spec = &n.spec;
+    let h = mount::commit_with_progress(vol, store, &mut n.mounted, &mut |k| {
+        progress.tick(|| format!("committing {spec}: {k} chains"))
+    })
+    .map_err(|e| format!("{spec}: commit: {e} (the volume keeps its last commit)"))?;
+    drop(progress);
+    let io = n.mounted.io().commit;
+    errln!(
+        "sync: {}: committed, mirror_tid {:#x} ({:.1}s, {} blocks / {} KiB written, {} blocks / {} KiB read)",
+        n.spec,
+        h.mirror_tid,
+        t.elapsed().as_secs_f64(),
+        io.blocks_written,
+        io.bytes_written / 1024,
+        io.blocks_read,
+        io.bytes_read / 1024
+    );
+    n.committed = h.mirror_tid;
+    let vol = n.vol.take().map(Volume::into_dev);
+    let vol = vol.map(Volume::open).transpose();
+    n.vol = vol.map_err(|e| format!("{}: reopen after commit: {e}", n.spec))?;
+    Ok(true)
 }
 
 /// The CLI's failure for a [`JoinError`], each node named by its `IMAGE@LABEL` (nodes join in
@@ -369,17 +432,18 @@ fn stop_all(cluster: &Cluster, nodes: &[Node]) {
 }
 
 /// One status line: per node its role, thread state, whether it agrees with the focus, the
-/// TID its root is synchronized to (`mirror_tid`) and last modified at, and its passes.
+/// mirror_tid its volume was last committed at, the TID its root was last modified at, and
+/// its passes.
 fn status(cluster: &Cluster, nodes: &[Node], behind: &[usize], at: Duration) -> String {
     let mut line = format!("{:>6.1}s", at.as_secs_f64());
     for (i, n) in nodes.iter().enumerate() {
-        let (synced, modified) = cluster
+        let modified = cluster
             .store(i)
             .and_then(|s| s.bref(s.root()))
-            .map_or((0, 0), |b| (b.mirror_tid, b.modify_tid));
+            .map_or(0, |b| b.modify_tid);
         let st = cluster.stats(i);
         line.push_str(&format!(
-            " | {} {} {} {} synced {synced:#x} tid {modified:#x} passes {}",
+            " | {} {} {} {} committed {:#x} tid {modified:#x} passes {}",
             n.spec,
             cluster.role(i).name(),
             cluster.thread_state(i).name(),
@@ -388,6 +452,7 @@ fn status(cluster: &Cluster, nodes: &[Node], behind: &[usize], at: Duration) -> 
             } else {
                 "in sync"
             },
+            n.committed,
             st.passes
         ));
     }

@@ -483,7 +483,7 @@ fn import_cmd(args: &[String]) -> Result<(), Fail> {
     let root = &nodes[0];
     let root_meta = host_meta(&root.meta, OBJTYPE_DIRECTORY, 1, 1);
     let written = imp.written();
-    progress.tick(|| format!("{total} of {total} objects, committing"));
+    progress.phase(|| format!("{total} of {total} objects, committing"));
     let h = imp.commit(&root_meta, &root_entries).map_err(verr)?;
     drop(progress);
     outln!(

@@ -13,7 +13,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod common;
+#[path = "common/tree.rs"]
+mod tree;
 use common::{cli, tmp};
+use tree::{assert_same, export, fsck_clean};
 
 const CLID: &str = "01234567-89ab-cdef-0123-456789abcdef";
 
@@ -187,6 +190,14 @@ impl Drop for Watchdog {
     }
 }
 
+/// Start the CLI with `args`, its stderr piped, under a [`Watchdog`].
+fn spawn_watched(args: &[&str]) -> (std::process::Child, std::process::ChildStderr, Watchdog) {
+    let mut child = bin().args(args).stderr(Stdio::piped()).spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let dog = Watchdog::new(child.id());
+    (child, stderr, dog)
+}
+
 /// Read `child`'s stderr into `seen` until it holds `want`.
 fn read_until(stderr: &mut impl Read, seen: &mut String, want: &str) {
     let mut buf = [0u8; 4096];
@@ -195,6 +206,30 @@ fn read_until(stderr: &mut impl Read, seen: &mut String, want: &str) {
         assert!(n > 0, "ended before '{want}': {seen}");
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
+}
+
+/// Read `child`'s stderr into `seen` until it holds `want` after the first `mark`.
+fn read_until_after(stderr: &mut impl Read, seen: &mut String, mark: &str, want: &str) {
+    let mut buf = [0u8; 4096];
+    loop {
+        let at = seen.find(mark).map(|i| i + mark.len());
+        if at.is_some_and(|i| seen[i..].contains(want)) {
+            return;
+        }
+        let n = stderr.read(&mut buf).unwrap();
+        assert!(n > 0, "ended before '{want}' after '{mark}': {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}
+
+/// The mirror_tid (`0x...`) of the first commit of `spec` reported in `log`.
+fn committed_tid(log: &str, spec: &str) -> String {
+    let mark = format!("sync: {spec}: committed, mirror_tid ");
+    let at = log
+        .find(&mark)
+        .unwrap_or_else(|| panic!("no commit of {spec}: {log}"));
+    let tid = &log[at + mark.len()..];
+    tid[..tid.find(' ').unwrap()].to_string()
 }
 
 #[test]
@@ -206,26 +241,34 @@ fn watch_commits_every_few_seconds_while_it_runs() {
     make_tree(&d.join("t"), 40, 2);
     cli(&["import", s(&d.join("t")), &format!("{}@DATA", s(&m))]);
     let (ms, ss) = (format!("{}@DATA", s(&m)), format!("{}@DATA", s(&sl)));
-    let mut child = bin()
-        .args(["sync", "--watch", "--commit-every", "1", &ms, &ss])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let dog = Watchdog::new(child.id());
+    let (mut child, mut stderr, dog) =
+        spawn_watched(&["sync", "--watch", "--commit-every", "1", &ms, &ss]);
     let mut seen = String::new();
     // The live status line names each node's role and thread state.
     read_until(&mut stderr, &mut seen, "slave running in sync");
     read_until(&mut stderr, &mut seen, "converged");
-    // The first periodic commit after convergence: the slave's volume is up to date.
+    // 40 files converge long before the first commit is due, so the first periodic commit
+    // comes after convergence and writes the whole tree to the slave's volume (and leaves the
+    // master's, which did not change).
     let at = seen.find("converged").unwrap();
+    assert!(!seen[..at].contains("periodic commit"), "{seen}");
     let mut after = seen.split_off(at);
     read_until(&mut stderr, &mut after, "periodic commit: ");
-    seen.push_str(&after);
+    read_until_after(&mut stderr, &mut after, "periodic commit: ", "\n");
     assert!(
-        seen.contains("periodic commit: 1 of 2 volumes written"),
-        "{seen}"
+        after.contains("sync: periodic commit: 1 of 2 volumes written\n"),
+        "{after}"
     );
+    let tid = committed_tid(&after, &ss);
+    // The status line then shows the mirror_tid the slave's volume was committed at.
+    let mut later = String::new();
+    read_until(
+        &mut stderr,
+        &mut later,
+        &format!("{ss} slave running in sync committed {tid} "),
+    );
+    seen.push_str(&after);
+    seen.push_str(&later);
     assert!(child.try_wait().unwrap().is_none(), "--watch ended: {seen}");
     // Still running: the slave's volume already holds the master's tree, fsck-clean.
     let o = cli(&["fsck", s(&sl)]);
@@ -250,12 +293,72 @@ fn watch_commits_every_few_seconds_while_it_runs() {
     dog.reaped();
     assert!(st.success(), "{seen}");
     // Everything was committed already: nothing is left for the end.
-    assert!(seen.contains("0 of 2 volumes written"), "{seen}");
+    assert!(
+        seen.contains("sync: done: 0 of 2 volumes written\n"),
+        "{seen}"
+    );
 
     let o = exits(2, &["sync", "--commit-every", "5", &ms, &ss]);
     assert!(text(&o.stderr).contains("--commit-every is for --watch"));
     fs::remove_dir_all(&d).unwrap();
 }
+
+/// SIGKILL our own child `child` (a crash: nothing after it runs).
+fn crash(child: &mut std::process::Child) {
+    // SAFETY: a plain kill(2) of our own child, not yet waited for.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGKILL) }, 0);
+    child.wait().unwrap();
+}
+
+#[test]
+fn a_crash_after_a_periodic_commit_mid_sync_leaves_a_volume_a_plain_sync_finishes() {
+    let d = tmp("midsync");
+    let (m, sl) = (d.join("m.img"), d.join("s.img"));
+    newfs(&m, "master", "1G");
+    newfs(&sl, "slave", "1G");
+    // One large directory: its sync takes several times --commit-every 0.05.
+    let t = d.join("t");
+    fs::create_dir(&t).unwrap();
+    let mut bytes = common::bytes(7);
+    for i in 0..MIDSYNC_FILES {
+        fs::write(t.join(format!("f{i}")), bytes(1 + i % 100)).unwrap();
+    }
+    let (ms, ss) = (format!("{}@DATA", s(&m)), format!("{}@DATA", s(&sl)));
+    cli(&["import", s(&t), &ms]);
+    let (mut child, mut stderr, dog) =
+        spawn_watched(&["sync", "--watch", "--commit-every", "0.05", &ms, &ss]);
+    let mut seen = String::new();
+    // The first commit that wrote part of the slave's tree (an earlier one may have found
+    // nothing synced yet).
+    read_until(
+        &mut stderr,
+        &mut seen,
+        "periodic commit: 1 of 2 volumes written",
+    );
+    crash(&mut child);
+    dog.reaped();
+    assert!(!seen.contains("converged"), "converged first: {seen}");
+    // The volume holds a consistent part of the tree (what was synced up to that commit).
+    fsck_clean(&sl);
+    // A plain sync takes it from there: it loads more than newfs's empty root.
+    let o = cli(&["sync", &ms, &ss]);
+    let err = text(&o.stderr);
+    let mark = format!("sync: loaded {ss} as slave: ");
+    let chains = &err[err.find(&mark).unwrap() + mark.len()..];
+    let chains: usize = chains[..chains.find(' ').unwrap()].parse().unwrap();
+    assert!(chains > 1, "{err}");
+    assert!(err.contains("sync: done: 1 of 2 volumes written"), "{err}");
+    fsck_clean(&sl);
+    assert_same(
+        &export(&ss, &d.join("os")),
+        &export(&ms, &d.join("om")),
+        &ss,
+    );
+    fs::remove_dir_all(&d).unwrap();
+}
+
+/// Files of the directory that takes a few seconds to sync.
+const MIDSYNC_FILES: usize = 4000;
 
 /// The bytes of file `p`.
 fn bytes_of(p: &Path) -> Vec<u8> {
@@ -462,5 +565,165 @@ fn on_a_terminal_progress_is_shown_unasked_and_rewritten_in_place() {
         "{shown:?}"
     );
     assert!(shown.ends_with('\n'), "{shown:?}");
+    fs::remove_dir_all(&d).unwrap();
+}
+
+/// Make `term` a terminal of `cols` columns.
+fn set_width(term: &fs::File, cols: u16) {
+    use std::os::fd::AsRawFd;
+    let ws = libc::winsize {
+        ws_row: 24,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ only reads the `winsize` the pointer points at.
+    assert_eq!(
+        unsafe { libc::ioctl(term.as_raw_fd(), libc::TIOCSWINSZ, &ws) },
+        0
+    );
+}
+
+#[test]
+fn the_live_status_line_is_cut_to_the_terminal_width() {
+    let d = tmp("width");
+    let (m, sl) = (d.join("m.img"), d.join("s.img"));
+    newfs(&m, "master", "256M");
+    newfs(&sl, "slave", "256M");
+    let (ms, ss) = (format!("{}@DATA", s(&m)), format!("{}@DATA", s(&sl)));
+    let (mut master, term) = pty();
+    set_width(&term, 80);
+    let mut child = bin()
+        .args(["sync", "--watch", "--commit-every", "1", &ms, &ss])
+        .stderr(Stdio::from(term))
+        .spawn()
+        .unwrap();
+    let dog = Watchdog::new(child.id());
+    let mut seen = String::new();
+    // A status line shown after a periodic commit (a line of its own before it).
+    read_until(&mut master, &mut seen, "periodic commit: ");
+    read_until_after(&mut master, &mut seen, "periodic commit: ", "\rsync: ");
+    // SAFETY: a plain kill(2) of our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let mut buf = [0u8; 4096];
+    // The child's end of the terminal closes when it exits: the rest, then EIO.
+    while let Ok(n @ 1..) = master.read(&mut buf) {
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let st = child.wait().unwrap();
+    dog.reaped();
+    assert!(st.success(), "{seen:?}");
+    // Every rewritten line (back to the row's start, text, cleared to its end) fits in the
+    // row, the last column left free; the status lines would need about 180.
+    let shown: Vec<&str> = seen
+        .split('\r')
+        .filter_map(|l| l.split_once("\x1b[K").map(|(t, _)| t))
+        .filter(|t| t.starts_with("sync: "))
+        .collect();
+    assert!(shown.iter().any(|t| t.contains(" | ")), "{seen:?}");
+    for t in shown {
+        assert!(
+            t.chars().count() <= 79,
+            "{} columns: {t:?}",
+            t.chars().count()
+        );
+    }
+    fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn a_volume_that_cannot_be_written_does_not_stop_the_other_commits() {
+    let d = tmp("enospc");
+    let (m, small, sl) = (d.join("m.img"), d.join("small.img"), d.join("s.img"));
+    newfs(&m, "master", "256M");
+    // 12 MiB allocatable: the master's 14 MB file does not fit.
+    newfs(&small, "slave", "32M");
+    newfs(&sl, "slave", "256M");
+    fs::create_dir(d.join("t")).unwrap();
+    fs::write(d.join("t/big"), common::bytes(8)(14_000_000)).unwrap();
+    let spec = |p: &Path| format!("{}@DATA", s(p));
+    let (ms, smalls, ss) = (spec(&m), spec(&small), spec(&sl));
+    cli(&["import", s(&d.join("t")), &ms]);
+
+    // The full volume is reported and keeps its last commit; the other slave is written.
+    let o = exits(1, &["sync", &ms, &smalls, &ss]);
+    let err = text(&o.stderr);
+    for want in [
+        format!("sync: {smalls}: commit: no space left"),
+        format!("sync: {ss}: committed, "),
+        "sync: done: 1 of 3 volumes written".to_string(),
+        "1 volumes could not be written".to_string(),
+    ] {
+        assert!(err.contains(&want), "no '{want}' in {err}");
+    }
+    fsck_clean(&small);
+    fsck_clean(&sl);
+    assert_same(
+        &export(&ss, &d.join("os")),
+        &export(&ms, &d.join("om")),
+        &ss,
+    );
+
+    // --watch reports it at every periodic commit and goes on; status 1 at the end.
+    let (mut child, mut stderr, dog) =
+        spawn_watched(&["sync", "--watch", "--commit-every", "1", &ms, &smalls, &ss]);
+    let mut seen = String::new();
+    let failed = "sync: periodic commit: 0 of 3 volumes written, 1 failed";
+    read_until(&mut stderr, &mut seen, failed);
+    read_until_after(&mut stderr, &mut seen, failed, failed);
+    assert!(child.try_wait().unwrap().is_none(), "--watch ended: {seen}");
+    // SAFETY: a plain kill(2) of our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    stderr.read_to_string(&mut seen).unwrap();
+    let st = child.wait().unwrap();
+    dog.reaped();
+    assert_eq!(st.code(), Some(1), "{seen}");
+    assert!(seen.contains("1 volumes could not be written"), "{seen}");
+    fsck_clean(&small);
+    fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn import_always_shows_that_it_is_committing() {
+    let d = tmp("phase");
+    let img = d.join("m.img");
+    newfs(&img, "master", "256M");
+    fs::create_dir(d.join("t")).unwrap();
+    fs::write(d.join("t/one"), b"one").unwrap();
+    // Over in far less than the rate limit's quarter second: only a new phase is shown.
+    let o = cli(&[
+        "import",
+        "--progress",
+        s(&d.join("t")),
+        &format!("{}@DATA", s(&img)),
+    ]);
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("import: 2 of 2 objects, committing\n"),
+        "{err}"
+    );
+    fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn show_of_a_volume_without_a_valid_header_still_shows_the_copies() {
+    let d = tmp("nohdr");
+    let img = d.join("v.img");
+    newfs(&img, "master", "256M");
+    // The only header copy's magic cleared: no copy can be used.
+    let mut f = fs::OpenOptions::new().write(true).open(&img).unwrap();
+    f.write_all(&[0; 8]).unwrap();
+    drop(f);
+    let o = exits(1, &["show", s(&img)]);
+    let out = text(&o.stdout);
+    assert!(
+        out.starts_with("header copies:\n  0 at 0x0: refused: "),
+        "{out}"
+    );
+    assert!(
+        out.contains("  1 at 0x80000000: not inside the device\n"),
+        "{out}"
+    );
+    assert!(text(&o.stderr).contains(s(&img)), "{o:?}");
     fs::remove_dir_all(&d).unwrap();
 }

@@ -12,6 +12,16 @@ use crate::Result;
 
 type Lock = Arc<(Mutex<i64>, Condvar)>;
 
+std::thread_local! {
+    /// Locks the current thread holds (a guard is taken and given back by one thread).
+    static HELD: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
+}
+
+/// Locks of this host the calling thread holds now.
+pub(crate) fn held_here() -> usize {
+    HELD.with(|h| h.get())
+}
+
 pub(crate) struct TestHost {
     locks: Mutex<Vec<Option<Lock>>>,
     threads: Mutex<Vec<Option<std::thread::JoinHandle<()>>>>,
@@ -70,6 +80,7 @@ impl Host for TestHost {
                 *s = -1;
             }
         }
+        HELD.with(|h| h.set(h.get() + 1));
     }
     fn unlock(&self, lock: &RawLock, mode: LockMode) {
         let l = self.get(lock);
@@ -85,6 +96,7 @@ impl Host for TestHost {
             }
         }
         l.1.notify_all();
+        HELD.with(|h| h.set(h.get().saturating_sub(1)));
     }
     fn spawn(&self, _name: &str, entry: ThreadEntry) -> Result<RawThread> {
         let h = std::thread::spawn(entry);

@@ -952,3 +952,27 @@ fn a_commit_after_one_whose_store_update_failed_succeeds() {
         assert!(!m.changed(&store).unwrap());
     }
 }
+
+#[test]
+fn load_progress_is_reported_with_no_chain_locked() {
+    let dev = make();
+    // Two directories of 700 files: more than LOAD_PROGRESS_EVERY chains in each table.
+    import_many(&dev, 2, 700);
+    let vol = Volume::open(&dev).unwrap();
+    let mut calls = Vec::new();
+    let (store, _) = load_with_progress(testhost::host(), &vol, b"DATA", &mut |n| {
+        calls.push((n, testhost::held_here()));
+    })
+    .unwrap();
+    assert!(
+        !calls.is_empty(),
+        "no progress over {} chains",
+        store.chain_count()
+    );
+    for (n, held) in calls {
+        assert_eq!(
+            held, 0,
+            "progress at {n} chains called with {held} locks held"
+        );
+    }
+}

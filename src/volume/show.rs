@@ -234,13 +234,14 @@ const INUM_KEYS: u64 = (1 << 63) - 1;
 /// `show IMAGE`: the volume header in use, every header copy (offset, `mirror_tid`, whether
 /// its CRCs hold, which is in use), then one line per PFS: label, type, cluster id, PFS id
 /// and the inodes of its index. `copies` are the header copies `vol` was opened from
-/// ([`super::read_copies`]).
+/// ([`super::read_copies`]). A PFS whose index cannot be counted shows `inodes ? (why)`;
+/// the first such error is returned once every PFS is listed.
 #[inline(never)]
 pub fn show_volume<D: BlockDev>(
     w: &mut dyn fmt::Write,
     vol: &Volume<D>,
     copies: &[HeaderCopy; NUM_VOLHDRS],
-) -> Result<(), ShowError> {
+) -> Result<Option<ReadError>, ShowError> {
     let h = vol.header();
     writeln!(
         w,
@@ -251,6 +252,51 @@ pub fn show_volume<D: BlockDev>(
         h.allocator_size,
         h.allocator_free
     )?;
+    show_copies(w, copies, Some(vol.zone()))?;
+    writeln!(w, "PFSs:")?;
+    let mut out_err = false;
+    let mut damaged = None;
+    vol.pfs_roots(&mut |root| {
+        vol.dev().yield_point();
+        // One damaged index block costs its PFS's count, not the rest of the listing; a
+        // failing device or no memory would fail every next read too.
+        let inodes = count_inodes(vol, root);
+        if let Err(e) = inodes {
+            if matches!(e.cause, Cause::NoMem | Cause::Device(_)) {
+                return Err(e);
+            }
+            damaged.get_or_insert(e);
+        }
+        let m = &root.meta;
+        out_err = write!(
+            w,
+            "  {} {} clid {} fsid {} inodes ",
+            Lossy(root.filename()),
+            PfsType(m.pfs_type),
+            Uuid(&m.pfs_clid),
+            Uuid(&m.pfs_fsid),
+        )
+        .and_then(|()| match inodes {
+            Ok(n) => writeln!(w, "{n}"),
+            Err(e) => writeln!(w, "? ({e})"),
+        })
+        .is_err();
+        Ok(if out_err { Flow::Stop } else { Flow::Continue })
+    })?;
+    if out_err {
+        return Err(ShowError::Output);
+    }
+    Ok(damaged)
+}
+
+/// The `header copies:` table of `show`: each copy's offset and `mirror_tid` with its CRCs
+/// holding, or why it was refused; `in_use` marks the copy a volume was opened from (none
+/// when no copy could be used, which is when an admin needs this table most).
+pub fn show_copies(
+    w: &mut dyn fmt::Write,
+    copies: &[HeaderCopy; NUM_VOLHDRS],
+    in_use: Option<usize>,
+) -> fmt::Result {
     writeln!(w, "header copies:")?;
     for (zone, c) in copies.iter().enumerate() {
         write!(w, "  {zone} at {:#x}: ", copy_offset(zone))?;
@@ -262,30 +308,9 @@ pub fn show_volume<D: BlockDev>(
                 w,
                 "mirror_tid {:#x}, CRC ok{}",
                 c.mirror_tid,
-                if zone == vol.zone() { ", in use" } else { "" }
+                if in_use == Some(zone) { ", in use" } else { "" }
             )?,
         }
-    }
-    writeln!(w, "PFSs:")?;
-    let mut out_err = false;
-    vol.pfs_roots(&mut |root| {
-        vol.dev().yield_point();
-        let inodes = count_inodes(vol, root)?;
-        let m = &root.meta;
-        out_err = writeln!(
-            w,
-            "  {} {} clid {} fsid {} inodes {}",
-            Lossy(root.filename()),
-            PfsType(m.pfs_type),
-            Uuid(&m.pfs_clid),
-            Uuid(&m.pfs_fsid),
-            inodes
-        )
-        .is_err();
-        Ok(if out_err { Flow::Stop } else { Flow::Continue })
-    })?;
-    if out_err {
-        return Err(ShowError::Output);
     }
     Ok(())
 }
@@ -329,6 +354,13 @@ pub struct TreeCounts {
     pub cut: u64,
 }
 
+/// The most blockrefs a tree on a volume of `volu_size` bytes can hold: one per 128-byte
+/// slot of the volume, plus the header's super-root set. A walk showing more meets some
+/// block more than once.
+fn blockref_cap(volu_size: u64) -> u64 {
+    volu_size / crate::media::BREF_BYTES as u64 + crate::media::SET_COUNT as u64
+}
+
 /// One open table of [`show_blockrefs`].
 struct Level {
     brefs: Vec<Blockref>,
@@ -341,7 +373,9 @@ struct Level {
 /// does not is not descended into); an inode also shows its name, a directory entry the
 /// inode it names. Tables more than `depth` levels below the super-root are not opened
 /// (counted in [`TreeCounts::cut`]). An explicit stack of at most [`DEPTH_MAX`] tables, so
-/// the walk's stack use is bounded whatever the volume holds.
+/// the walk's stack use is bounded whatever the volume holds; its output too: past the
+/// blockrefs the volume's size can hold, a line says the output was cut and the walk fails
+/// (`TooBig`).
 #[inline(never)]
 pub fn show_blockrefs<D: BlockDev>(
     w: &mut dyn fmt::Write,
@@ -350,6 +384,7 @@ pub fn show_blockrefs<D: BlockDev>(
 ) -> Result<TreeCounts, ShowError> {
     let no_mem = || ShowError::Read(ReadError::new(Cause::NoMem, 0));
     let mut counts = TreeCounts::default();
+    let cap = blockref_cap(vol.header().volu_size);
     let mut stack: Vec<Level> = Vec::new();
     stack.try_reserve_exact(DEPTH_MAX).map_err(|_| no_mem())?;
     let root = crate::mem::try_to_vec(&vol.header().sroot_blockset).map_err(|_| no_mem())?;
@@ -367,6 +402,17 @@ pub fn show_blockrefs<D: BlockDev>(
             continue;
         }
         vol.dev().yield_point();
+        if counts.shown >= cap {
+            // Blocks shared between tables (a crafted volume) would be shown again under
+            // every table naming them: up to 512^depth lines.
+            writeln!(
+                w,
+                "output cut at {cap} blockrefs: more than a volume of {} bytes holds (blocks \
+                 referenced more than once)",
+                vol.header().volu_size
+            )?;
+            return Err(ShowError::Read(ReadError::new(Cause::TooBig, b.data_off)));
+        }
         let level = stack.len() - 1;
         counts.shown += 1;
         for _ in 0..level {
@@ -383,7 +429,11 @@ pub fn show_blockrefs<D: BlockDev>(
             b.modify_tid
         )?;
         match open_block(vol, &b) {
-            Err(e) if e.cause == Cause::NoMem => return Err(ShowError::Read(e)),
+            // The device failing (or the read interrupted) says nothing of the block, and the
+            // next reads would fail alike: the walk stops, as when memory runs out.
+            Err(e) if matches!(e.cause, Cause::NoMem | Cause::Device(_)) => {
+                return Err(ShowError::Read(e))
+            }
             Err(e) => {
                 counts.bad += 1;
                 writeln!(w, " check FAILED: {e}")?;
@@ -484,25 +534,33 @@ impl<'a> ShowArgs<'a> {
 
 /// `show [--blockrefs [--depth N]] IMAGE` whole: [`show_volume`], then with `blockrefs` (the
 /// depth, [`ShowArgs::blockrefs`]) a `blockrefs:` line, [`show_blockrefs`] and a line of its
-/// counts. What the tree walk counted, if it ran.
+/// counts. What the tree walk counted, if it ran; an error once everything is shown when a
+/// PFS's inodes could not be counted.
 pub fn show<D: BlockDev>(
     w: &mut dyn fmt::Write,
     vol: &Volume<D>,
     copies: &[HeaderCopy; NUM_VOLHDRS],
     blockrefs: Option<usize>,
 ) -> Result<Option<TreeCounts>, ShowError> {
-    show_volume(w, vol, copies)?;
-    let Some(depth) = blockrefs else {
-        return Ok(None);
+    let damaged = show_volume(w, vol, copies)?;
+    let tree = match blockrefs {
+        None => None,
+        Some(depth) => {
+            w.write_str("blockrefs:\n")?;
+            let c = show_blockrefs(w, vol, depth)?;
+            writeln!(
+                w,
+                "{} blockrefs, {} failed their check, {} tables below --depth not shown",
+                c.shown, c.bad, c.cut
+            )?;
+            Some(c)
+        }
     };
-    w.write_str("blockrefs:\n")?;
-    let c = show_blockrefs(w, vol, depth)?;
-    writeln!(
-        w,
-        "{} blockrefs, {} failed their check, {} tables below --depth not shown",
-        c.shown, c.bad, c.cut
-    )?;
-    Ok(Some(c))
+    // Everything was shown; the PFS index that could not be counted fails the command.
+    match damaged {
+        Some(e) => Err(ShowError::Read(e)),
+        None => Ok(tree),
+    }
 }
 
 /// A block of the tree, read and verified.
@@ -711,6 +769,118 @@ mod tests {
         assert!(failed[0]
             .trim_start()
             .starts_with("data key 0x0000000000000000/16"));
+    }
+
+    #[test]
+    fn a_device_error_stops_the_walk() {
+        let (img, layout) = super::super::testdev::sample();
+        let vol = Volume::open(super::super::testdev::MemDev {
+            bytes: img,
+            fail_at: Some(layout.file_data0),
+            high: None,
+        })
+        .unwrap();
+        let mut out = String::new();
+        let r = show_blockrefs(&mut out, &vol, usize::MAX);
+        assert!(
+            matches!(r, Err(ShowError::Read(e)) if matches!(e.cause, Cause::Device(_))),
+            "{r:?}: {out}"
+        );
+        assert!(!out.contains("FAILED"), "{out}");
+    }
+
+    #[test]
+    fn blocks_shared_between_tables_cut_the_output() {
+        use super::super::testdev::{inode, set, Builder};
+        // 512 entries naming one table of 512 short directory entries: 2^18 lines if every
+        // entry were shown, 8 MiB holds 2^16 blockrefs.
+        let mut bld = Builder::new(8 << 20);
+        let leaves: Vec<Blockref> = (0..512u64)
+            .map(|i| crate::media::dirent::short_dirent(i, 0x400, OBJTYPE_REGFILE, b"x").unwrap())
+            .collect();
+        let shared = bld.table(0, 16, 16, &leaves);
+        let top = bld.table(0, 32, 16, &[shared; 512]);
+        let mut sroot = inode(OBJTYPE_DIRECTORY, 0, b"SUPROOT");
+        sroot.meta.pfs_type = PFSTYPE_SUPROOT;
+        sroot.set_blockset(&set(&[top]));
+        let sroot_b = bld.inode(0, &sroot);
+        bld.header(0, sroot_b, 0x11);
+        let vol = super::super::testdev::open(bld.img).unwrap();
+        let mut out = String::new();
+        let r = show_blockrefs(&mut out, &vol, usize::MAX);
+        assert!(
+            matches!(r, Err(ShowError::Read(e)) if e.cause == Cause::TooBig),
+            "{r:?}"
+        );
+        let cap = blockref_cap(8 << 20);
+        assert_eq!(out.lines().count() as u64, cap + 1);
+        assert!(
+            out.lines()
+                .last()
+                .unwrap()
+                .starts_with(&alloc::format!("output cut at {cap} blockrefs: ")),
+            "{}",
+            out.lines().last().unwrap()
+        );
+    }
+
+    /// A volume whose PFS `DATA` keeps its two inodes under an indirect block (at the offset
+    /// returned), beside the sample's `B`, an empty PFS.
+    fn indexed_volume() -> (Vec<u8>, u64) {
+        use super::super::testdev::{inode, set, Builder};
+        let mut bld = Builder::new(8 << 20);
+        let a = bld.inode(0x400, &inode(OBJTYPE_REGFILE, 0x400, b"a"));
+        let b = bld.inode(0x401, &inode(OBJTYPE_REGFILE, 0x401, b"b"));
+        let ind = bld.table(0x400, 10, 12, &[a, b]);
+        let mut root = inode(OBJTYPE_DIRECTORY, 1, b"DATA");
+        root.meta.op_flags = crate::media::OpFlags::PFSROOT.bits();
+        root.meta.pfs_type = PFSTYPE_MASTER;
+        root.set_blockset(&set(&[ind]));
+        let root_b = bld.inode(crate::media::dirhash(b"DATA"), &root);
+        let mut other = inode(OBJTYPE_DIRECTORY, 1, b"B");
+        other.meta.op_flags = crate::media::OpFlags::PFSROOT.bits();
+        other.meta.pfs_type = PFSTYPE_SLAVE;
+        other.meta.op_flags |= crate::media::OpFlags::DIRECTDATA.bits();
+        let other_b = bld.inode(crate::media::dirhash(b"B"), &other);
+        let mut pair = [root_b, other_b];
+        pair.sort_by_key(|b| b.key);
+        let mut sroot = inode(OBJTYPE_DIRECTORY, 0, b"SUPROOT");
+        sroot.meta.pfs_type = PFSTYPE_SUPROOT;
+        sroot.set_blockset(&set(&pair));
+        let sroot_b = bld.inode(0, &sroot);
+        bld.header(0, sroot_b, 0x11);
+        (bld.img, ind.data_off & !0x3F)
+    }
+
+    #[test]
+    fn a_damaged_index_block_costs_its_count_not_the_listing() {
+        let (mut img, ind) = indexed_volume();
+        let listing = |img: Vec<u8>| {
+            let vol = super::super::testdev::open(img).unwrap();
+            let copies = super::super::read_copies(vol.dev()).unwrap();
+            let mut out = String::new();
+            let r = show(&mut out, &vol, &copies, Some(usize::MAX));
+            (out, r)
+        };
+        let (out, r) = listing(img.clone());
+        assert!(r.is_ok(), "{r:?}: {out}");
+        assert!(
+            out.contains("\n  DATA master ") && out.contains(" inodes 2\n"),
+            "{out}"
+        );
+        img[ind as usize + 3] ^= 0xFF;
+        let (out, r) = listing(img);
+        // The damaged PFS says why it has no count; the other PFS and the tree still show.
+        assert!(out.contains(" inodes ? ("), "{out}");
+        assert!(
+            out.contains("\n  B slave ") && out.contains(" inodes 0\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("blockrefs:\n") && out.contains(" 1 failed their check"),
+            "{out}"
+        );
+        assert!(matches!(r, Err(ShowError::Read(_))), "{r:?}");
     }
 
     /// The sample volume and the header copies it was opened from.

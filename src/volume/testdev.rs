@@ -133,14 +133,14 @@ impl Builder {
     }
 }
 
-fn inode(objtype: u8, inum: u64, name: &[u8]) -> InodeData {
+pub(crate) fn inode(objtype: u8, inum: u64, name: &[u8]) -> InodeData {
     let mut m = InodeMeta::new(objtype, inum, 0o644);
     m.nlinks = 1;
     m.iparent = 1;
     InodeData::new(m, name).unwrap()
 }
 
-fn set(brefs: &[Blockref]) -> [Blockref; SET_COUNT] {
+pub(crate) fn set(brefs: &[Blockref]) -> [Blockref; SET_COUNT] {
     let mut s = [Blockref::default(); SET_COUNT];
     s[..brefs.len()].copy_from_slice(brefs);
     s
