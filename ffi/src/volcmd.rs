@@ -176,13 +176,17 @@ fn show_cmd<'a>(args: impl Iterator<Item = &'a str>, out: &mut dyn Write) -> Res
     };
     let path = a.image;
     let dev = open("show", path, out)?;
-    let vol = read_copies(&dev).and_then(|copies| {
-        let vol = open_from_copies(&dev, &copies)?;
-        Ok((vol, copies))
-    });
-    let (vol, copies) = match vol {
-        Ok(v) => v,
+    let copies = match read_copies(&dev) {
+        Ok(c) => c,
         Err(e) => return Err(listing_fail(out, "show", &dev, &path, ShowError::Read(e))),
+    };
+    let vol = match open_from_copies(&dev, &copies) {
+        Ok(v) => v,
+        Err(e) => {
+            // No copy to open: the table of copies says why each was refused, as in the CLI.
+            let _ = show::show_copies(out, &copies, None);
+            return Err(listing_fail(out, "show", &dev, &path, ShowError::Read(e)));
+        }
     };
     match show::show(out, &vol, &copies, a.blockrefs) {
         Ok(Some(c)) if c.bad > 0 => {
@@ -462,6 +466,17 @@ mod tests {
         assert_eq!(rc, -22, "{text}");
         assert!(
             text.contains(": bad volume header magic (at 0x0)"),
+            "{text}"
+        );
+        // `show` first tells why each header copy was refused, as the CLI does.
+        let (rc, text) = vol(&format!("show {}", zeros.display()));
+        assert_eq!(rc, -22, "{text}");
+        assert!(
+            text.starts_with("header copies:\n  0 at 0x0: refused: bad volume header magic\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(": bad volume header magic (at 0x0)\n"),
             "{text}"
         );
         let img = volume("cut");

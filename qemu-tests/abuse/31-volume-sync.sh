@@ -106,5 +106,5 @@ if [ -b /dev/vdc ]; then
 fi
 least=$(dmesg | sed -n 's/.*volume: \([0-9]*\) bytes of stack left.*(sync .*/\1/p' | sort -n | head -n1)
 echo "least stack left at a block read or write of a sync: ${least:-none} bytes"
-[ -n "$least" ] && [ "$least" -ge 4096 ] || bad "only ${least:-no} bytes of stack left at a block I/O of a sync"
+[ -n "$least" ] && [ "$least" -ge 6144 ] || bad "only ${least:-no} bytes of stack left at a block I/O of a sync"
 [ $fails = 0 ]
