@@ -2,7 +2,9 @@
 #
 #   make run        install what is missing, build, boot Debian's kernel in QEMU, load the module,
 #                   run the demonstration scenario (qemu-tests/demo.scn) showing `status` while
-#                   the sync threads work, unload
+#                   the sync threads work, then sync volumes the CLI made (virtio disks) with the
+#                   module's threads, `status` shown meanwhile, unload, halt; the host then
+#                   checks the volumes (fsck, export against the master's tree)
 #   make test       cargo tests (and tests/scale.rs's 10^6 inodes in release mode, about a
 #                   minute and 3.5 GB) + format/lint checks + the kernel build checks + the QEMU suite
 #   make kmod       build target/kmod/hammer2_synchro.ko (installs headers, Rust target, cbindgen)
@@ -28,7 +30,7 @@ build:
 	$(CARGO) build --release
 
 run:
-	qemu-tests/run --demo qemu-tests/demo.scn
+	qemu-tests/run --demo qemu-tests/demo.scn --demo-volumes
 
 test: cargo-test loom lint kmod qemu-test qemu-test-negative qemu-test-debug
 

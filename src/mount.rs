@@ -18,7 +18,9 @@
 
 #[cfg(feature = "std")]
 pub mod image;
+pub mod join;
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use crate::host::{Host, LockMode};
@@ -38,8 +40,9 @@ use crate::{Error, Result};
 pub struct Mounted {
     /// The PFS root's blockref in the super-root's table, as loaded.
     pub pfs_bref: Blockref,
-    /// The label (`filename` of the PFS root).
-    label: heapless::Vec<u8, 256>,
+    /// The label (`filename` of the PFS root), on the heap: a `Mounted` moves through the
+    /// frames of a load, which a kernel stack holds under the load's device reads.
+    label: Vec<u8>,
     /// The name ([`block_name`]: place and check code) of every DATA, long-name and inode
     /// block below the PFS root as loaded (or last committed) whose check code identifies its
     /// bytes ([`checks_content`]), sorted: the blocks a commit may keep by reference.
@@ -135,6 +138,7 @@ fn no_mem() -> ReadError {
 
 /// Every blockref of the table `set` (through its indirect blocks), in key order; the
 /// INDIRECT blockrefs met go to `indirect`.
+#[inline(never)]
 fn table_of<D: BlockDev>(
     vol: &Volume<D>,
     set: &[Blockref; crate::media::SET_COUNT],
@@ -154,13 +158,13 @@ fn table_of<D: BlockDev>(
     Ok(out)
 }
 
-/// An inode as the store keeps it: a table-holding inode's block table lives in the store's
-/// chains, so its on-media blockset is cleared (as the store's own inodes have none).
-fn store_inode(mut ino: InodeData) -> InodeData {
+/// Make `ino` an inode as the store keeps it: a table-holding inode's block table lives in
+/// the store's chains, so its on-media blockset is cleared (as the store's own inodes have
+/// none).
+fn clear_table(ino: &mut InodeData) {
     if !ino.meta.is_directdata() {
         ino.u = [0; EMBEDDED_BYTES];
     }
-    ino
 }
 
 /// Load PFS `label` of `vol` into a new store in [`Layout::Index`] on `host`.
@@ -189,8 +193,132 @@ pub fn load_with_progress<D: BlockDev>(
     progress: &mut dyn FnMut(u64),
 ) -> Result<(Store, Mounted)> {
     let start = vol.io();
-    let (pfs_bref, root) = vol.pfs_entry(label).map_err(read_err)?;
-    let store = Store::with_layout(host, store_inode(root), Layout::Index)?;
+    let (store, pfs_bref, mut todo) = load_root(host, vol, label)?;
+    let mut blocks: Vec<(u64, u64)> = Vec::new();
+    let mut tables: Vec<(TableOf, Blockref)> = Vec::new();
+    load_tables(vol, &store, &mut todo, &mut blocks, &mut tables, progress)?;
+    let found = Found {
+        pfs_bref,
+        blocks,
+        tables,
+        load: vol.io().since(&start),
+    };
+    let mounted = loaded(&store, label, found)?;
+    Ok((store, mounted))
+}
+
+/// What a load found on the media, for [`loaded`].
+struct Found {
+    pfs_bref: Blockref,
+    blocks: Vec<(u64, u64)>,
+    tables: Vec<(TableOf, Blockref)>,
+    load: IoCount,
+}
+
+/// Load every table queued on `todo` (the store chain, its on-media blockset) into `store`,
+/// and the tables of the inodes met, naming the blocks read in `blocks` and the indirect
+/// blocks in `tables`. Out of line with small frames, as everything under its device reads.
+#[inline(never)]
+fn load_tables<D: BlockDev>(
+    vol: &Volume<D>,
+    store: &Store,
+    todo: &mut Vec<(ChainId, [Blockref; crate::media::SET_COUNT])>,
+    blocks: &mut Vec<(u64, u64)>,
+    tables: &mut Vec<(TableOf, Blockref)>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<()> {
+    let host = store.host();
+    let mut indirect = Vec::new();
+    let mut loaded = 0u64;
+    let mut reported = 0u64;
+    while let Some((parent, set)) = todo.pop() {
+        indirect.clear();
+        let items = table_of(vol, &set, &mut indirect)?;
+        for ind in &indirect {
+            try_push(tables, (table_key(parent), *ind))?;
+        }
+        let g = store.lock(parent, LockMode::Exclusive)?;
+        for b in items {
+            host.relax();
+            loaded += 1;
+            load_chain(vol, store, &g, b, blocks, todo)?;
+        }
+        drop(g);
+        if loaded - reported >= LOAD_PROGRESS_EVERY {
+            reported = loaded;
+            progress(loaded);
+        }
+    }
+    Ok(())
+}
+
+/// The [`Mounted`] of PFS `label` loaded into `store` as `found` says: the names sorted, the
+/// store's digest taken. Out of line: the sorts' and the digest's frames are not under the
+/// load's device reads.
+#[inline(never)]
+fn loaded(store: &Store, label: &[u8], found: Found) -> Result<Mounted> {
+    let Found {
+        pfs_bref,
+        mut blocks,
+        mut tables,
+        load,
+    } = found;
+    let host = store.host();
+    let relax = || host.relax();
+    crate::mem::sort_yielding(&mut blocks, |n| *n, &relax)?;
+    sort_tables(&mut tables, &relax)?;
+    let digest = compare::digest(store)?;
+    let label = crate::mem::try_to_vec(label)?;
+    Ok(Mounted {
+        pfs_bref,
+        label,
+        blocks,
+        tables,
+        digest,
+        io: MountIo {
+            load,
+            commit: IoCount::default(),
+        },
+    })
+}
+
+/// The store of PFS `label` of `vol` holding its root, the root's blockref, and the tables
+/// still to load: the root's, when it has one.
+// Kept out of line with small frames (as `load_chain`): an inode copy in the frame of `load`
+// would sit under every device read of the load, on a kernel's small stack.
+#[inline(never)]
+#[allow(clippy::type_complexity)]
+fn load_root<D: BlockDev>(
+    host: &'static dyn Host,
+    vol: &Volume<D>,
+    label: &[u8],
+) -> Result<(
+    Store,
+    Blockref,
+    Vec<(ChainId, [Blockref; crate::media::SET_COUNT])>,
+)> {
+    let (pfs_bref, mut root) = vol.pfs_entry_box(label).map_err(read_err)?;
+    let mut todo = Vec::new();
+    let table = match root.meta.is_directdata() {
+        true => None,
+        false => Some(root.blockset()?),
+    };
+    clear_table(&mut root);
+    let store = root_store(host, root, &pfs_bref)?;
+    if let Some(set) = table {
+        try_push(&mut todo, (store.root(), set))?;
+    }
+    Ok((store, pfs_bref, todo))
+}
+
+/// A store holding `root` as its PFS root, with the TIDs and methods of `pfs_bref`.
+#[inline(never)]
+fn root_store(
+    host: &'static dyn Host,
+    root: alloc::boxed::Box<InodeData>,
+    pfs_bref: &Blockref,
+) -> Result<Store> {
+    let store = Store::with_layout(host, *root, Layout::Index)?;
     {
         let g = store.lock_root(LockMode::Exclusive);
         store.modify(&g, |b, _| {
@@ -200,74 +328,42 @@ pub fn load_with_progress<D: BlockDev>(
             Ok(())
         })?;
     }
-    let mut blocks: Vec<(u64, u64)> = Vec::new();
-    let mut tables: Vec<(TableOf, Blockref)> = Vec::new();
-    let mut indirect = Vec::new();
-    // Tables still to load: (the store chain, its on-media blockset).
-    let mut todo: Vec<(ChainId, [Blockref; crate::media::SET_COUNT])> = Vec::new();
-    if !root.meta.is_directdata() {
-        try_push(&mut todo, (store.root(), root.blockset()?))?;
-    }
-    let mut loaded = 0u64;
-    let mut reported = 0u64;
-    while let Some((parent, set)) = todo.pop() {
-        indirect.clear();
-        let items = table_of(vol, &set, &mut indirect)?;
-        for ind in &indirect {
-            try_push(&mut tables, (table_key(parent), *ind))?;
+    Ok(store)
+}
+
+/// Load the chain `b` of a table into `store` under the parent `g`: its block read and named
+/// in `blocks`, an inode's own table queued on `todo`.
+#[inline(never)]
+fn load_chain<D: BlockDev>(
+    vol: &Volume<D>,
+    store: &Store,
+    g: &crate::store::ChainGuard<'_>,
+    b: Blockref,
+    blocks: &mut Vec<(u64, u64)>,
+    todo: &mut Vec<(ChainId, [Blockref; crate::media::SET_COUNT])>,
+) -> Result<()> {
+    let body = match b.btype {
+        BREF_TYPE_INODE => {
+            let mut ino = vol.read_inode_box(&b).map_err(read_err)?;
+            remember(blocks, &b)?;
+            let table = (!ino.meta.is_directdata()).then(|| ino.blockset());
+            clear_table(&mut ino);
+            let id = store.insert(g, b, Body::Inode(ino))?;
+            if let Some(set) = table {
+                try_push(todo, (id, set?))?;
+            }
+            return Ok(());
         }
-        let g = store.lock(parent, LockMode::Exclusive)?;
-        for b in items {
-            host.relax();
-            loaded += 1;
-            let body = match b.btype {
-                BREF_TYPE_INODE => {
-                    let ino = vol.read_inode(&b).map_err(read_err)?;
-                    remember(&mut blocks, &b)?;
-                    let table = (!ino.meta.is_directdata()).then(|| ino.blockset());
-                    let id =
-                        store.insert(&g, b, Body::Inode(crate::mem::try_box(store_inode(ino))?))?;
-                    if let Some(set) = table {
-                        try_push(&mut todo, (id, set?))?;
-                    }
-                    continue;
-                }
-                BREF_TYPE_DIRENT if b.size_radix() == 0 => Body::Data(Vec::new()),
-                BREF_TYPE_DIRENT | BREF_TYPE_DATA => {
-                    let bytes = vol.read_block(&b).map_err(read_err)?;
-                    remember(&mut blocks, &b)?;
-                    Body::Data(bytes)
-                }
-                t => return Err(read_err(ReadError::new(Cause::WrongType(t), b.data_off))),
-            };
-            store.insert(&g, b, body)?;
+        BREF_TYPE_DIRENT if b.size_radix() == 0 => Body::Data(Vec::new()),
+        BREF_TYPE_DIRENT | BREF_TYPE_DATA => {
+            let bytes = vol.read_block(&b).map_err(read_err)?;
+            remember(blocks, &b)?;
+            Body::Data(bytes)
         }
-        drop(g);
-        if loaded - reported >= LOAD_PROGRESS_EVERY {
-            reported = loaded;
-            progress(loaded);
-        }
-    }
-    let relax = || host.relax();
-    crate::mem::sort_yielding(&mut blocks, |n| *n, &relax)?;
-    sort_tables(&mut tables, &relax)?;
-    let digest = compare::digest(&store)?;
-    let label = heapless::Vec::from_slice(label).map_err(|_| Error::TooBig)?;
-    let io = MountIo {
-        load: vol.io().since(&start),
-        commit: IoCount::default(),
+        t => return Err(read_err(ReadError::new(Cause::WrongType(t), b.data_off))),
     };
-    Ok((
-        store,
-        Mounted {
-            pfs_bref,
-            label,
-            blocks,
-            tables,
-            digest,
-            io,
-        },
-    ))
+    store.insert(g, b, body)?;
+    Ok(())
 }
 
 /// Sort `tables` by chain, key and keybits, calling `relax` every few thousand entries.
@@ -306,11 +402,42 @@ fn keep_or_place<D: BlockDev>(
     place(txn, b, payload)
 }
 
+/// [`keep_or_place`] for an inode, encoded onto the heap ([`encoded`]): its 1 KiB block is
+/// in no frame under the device write, and this one is out of line of [`commit`]'s.
+#[inline(never)]
+fn keep_or_place_inode<D: BlockDev>(
+    txn: &mut Txn<'_, D>,
+    b: &Blockref,
+    ino: &InodeData,
+    on_media: &dyn Fn(&Blockref) -> bool,
+) -> Result<Blockref> {
+    keep_or_place(txn, b, &encoded(ino)?[..], on_media)
+}
+
+/// Write `ino` as `b`'s block in `txn` (the transaction's TID), encoded as in
+/// [`keep_or_place_inode`].
+#[inline(never)]
+fn write_inode<D: BlockDev>(
+    txn: &mut Txn<'_, D>,
+    b: Blockref,
+    ino: &InodeData,
+) -> Result<Blockref> {
+    txn.write_block(b, &encoded(ino)?[..])
+}
+
+/// `ino`'s on-media block, on the heap. Out of line, so the encoder's copy on the stack is
+/// gone before the block is written.
+#[inline(never)]
+fn encoded(ino: &InodeData) -> Result<Box<[u8; crate::media::INODE_BYTES]>> {
+    crate::mem::try_box(ino.encode())
+}
+
 /// Commit `store` (loaded from `vol` by [`load`], `m`) as one copy-on-write transaction:
 /// blocks of the last committed tree that still hold what the store holds are kept by
 /// reference (DATA, long names, inodes, indirect blocks whose entries did not change), the
 /// rest written, then the PFS root, the super-root and a new volume header. Returns the
-/// header written; `m` then describes the committed state.
+/// header written, boxed (it stays off the stack under the commit's device I/O); `m` then
+/// describes the committed state.
 ///
 /// Nothing committed changes before the header is written: on any error before it the volume
 /// keeps its last commit. An error after it (out of memory while the store learns where its
@@ -320,7 +447,7 @@ pub fn commit<D: BlockDev>(
     vol: &Volume<D>,
     store: &Store,
     m: &mut Mounted,
-) -> Result<VolumeHeader> {
+) -> Result<Box<VolumeHeader>> {
     commit_with_progress(vol, store, m, &mut |_| {})
 }
 
@@ -331,7 +458,7 @@ pub fn commit_with_progress<D: BlockDev>(
     store: &Store,
     m: &mut Mounted,
     progress: &mut dyn FnMut(u64),
-) -> Result<VolumeHeader> {
+) -> Result<Box<VolumeHeader>> {
     let (h, news) = commit_tree(vol, store, m, progress)?;
     learn(store, m, news)?;
     Ok(h)
@@ -344,7 +471,7 @@ fn commit_tree<D: BlockDev>(
     store: &Store,
     m: &mut Mounted,
     progress: &mut dyn FnMut(u64),
-) -> Result<(VolumeHeader, Learned)> {
+) -> Result<(Box<VolumeHeader>, Learned)> {
     // DEVIATION: HAMMER2's flush finds what to write by the MODIFIED/UPDATE flags of its
     // chains; this store keeps no such flags, so every chain is looked at (memory only, no
     // device reads) and a block is rewritten when its bytes differ from the block last
@@ -402,11 +529,7 @@ fn commit_tree<D: BlockDev>(
                         remember(&mut kept, &cb)?;
                         cb
                     } else {
-                        let (_, body) = store.read(cid)?;
-                        let Body::Data(bytes) = body else {
-                            return Err(Error::Invalid);
-                        };
-                        let nb = place(&mut txn, &cb, &bytes)?;
+                        let nb = place_data(&mut txn, store, cid, &cb)?;
                         remember(&mut kept, &nb)?;
                         try_push(&mut moved, (cid, nb))?;
                         nb
@@ -424,19 +547,14 @@ fn commit_tree<D: BlockDev>(
             return Err(Error::Invalid);
         };
         if !ino.meta.is_directdata() {
-            placed.clear();
             let old = |key, keybits| m.table_block(done.id, key, keybits);
-            let set = txn.table_keeping(&done.children, &old, Some(&mut placed))?;
-            for ind in &placed {
-                try_push(&mut tables, (table_key(done.id), *ind))?;
-            }
-            ino.set_blockset(&set);
+            set_table(&mut txn, &mut ino, &done, &old, &mut placed, &mut tables)?;
         } else if !done.children.is_empty() {
             return Err(Error::Invalid);
         }
         match stack.last_mut() {
             Some(parent) => {
-                let nb = keep_or_place(&mut txn, &b, &ino.encode(), |x| m.loaded(x))?;
+                let nb = keep_or_place_inode(&mut txn, &b, &ino, &|x| m.loaded(x))?;
                 remember(&mut kept, &nb)?;
                 if nb.data_off != b.data_off || nb.mirror_tid != b.mirror_tid {
                     try_push(&mut moved, (done.id, nb))?;
@@ -462,30 +580,14 @@ fn commit_tree<D: BlockDev>(
                 let same = |x: &Blockref| {
                     checks_content(x) && x.data_off == loaded.data_off && x.check == loaded.check
                 };
-                root_bref = Some(keep_or_place(&mut txn, &pb, &ino.encode(), same)?);
+                root_bref = Some(keep_or_place_inode(&mut txn, &pb, &ino, &same)?);
             }
         }
     }
     let pfs_bref = root_bref.ok_or(Error::Invalid)?;
 
-    // The super-root's table, this PFS's entry replaced.
-    let sroot_bref = *vol.header().sroot();
-    let mut sroot = vol.super_root().map_err(read_err)?;
-    // Its indirect blocks are written afresh: the super-root is on every commit's path.
-    let mut sroot_indirect = Vec::new();
-    let mut brefs = table_of(vol, &sroot.blockset()?, &mut sroot_indirect)?;
-    let slot = brefs
-        .iter_mut()
-        .find(|b| b.key == m.pfs_bref.key && b.data_off == m.pfs_bref.data_off)
-        .ok_or(Error::NotFound)?;
-    *slot = pfs_bref;
-    let sset = txn.table(&brefs)?;
-    sroot.set_blockset(&sset);
-    let new_sroot = txn.write_block(sroot_bref, &sroot.encode())?;
-    let relax = || host.relax();
-    crate::mem::sort_yielding(&mut kept, |n| *n, &relax)?;
-    kept.dedup();
-    sort_tables(&mut tables, &relax)?;
+    let new_sroot = write_sroot(vol, &mut txn, &m.pfs_bref, &pfs_bref)?;
+    sort_names(host, &mut kept, &mut tables)?;
     let h = txn.commit(new_sroot)?;
     // Nothing fallible from here on: `m` must describe the tree the header now names.
     m.blocks = kept;
@@ -493,6 +595,82 @@ fn commit_tree<D: BlockDev>(
     m.pfs_bref = pfs_bref;
     m.io.commit = vol.io().since(&start);
     Ok((h, Learned { moved, root_inum }))
+}
+
+/// Write `cid`'s DATA or long-name block, `cb` its header, in `txn`; its blockref written.
+/// Out of line, as everything under a commit's device writes.
+#[inline(never)]
+fn place_data<D: BlockDev>(
+    txn: &mut Txn<'_, D>,
+    store: &Store,
+    cid: ChainId,
+    cb: &Blockref,
+) -> Result<Blockref> {
+    let (_, body) = store.read(cid)?;
+    let Body::Data(bytes) = body else {
+        return Err(Error::Invalid);
+    };
+    place(txn, cb, &bytes)
+}
+
+/// Give `ino` (the inode of `done`) the block table of `done`'s children, keeping by
+/// reference the indirect blocks `old` names that did not change; every indirect block of
+/// the table is added to `tables` (`placed` is scratch). Out of line: the table's blockset
+/// and the table writer's frames are not under the rest of the commit.
+#[inline(never)]
+fn set_table<D: BlockDev>(
+    txn: &mut Txn<'_, D>,
+    ino: &mut InodeData,
+    done: &Frame,
+    old: &dyn Fn(u64, u8) -> Option<Blockref>,
+    placed: &mut Vec<Blockref>,
+    tables: &mut Vec<(TableOf, Blockref)>,
+) -> Result<()> {
+    placed.clear();
+    let set = txn.table_keeping(&done.children, old, Some(placed))?;
+    for ind in placed.iter() {
+        try_push(tables, (table_key(done.id), *ind))?;
+    }
+    ino.set_blockset(&set);
+    Ok(())
+}
+
+/// Write the super-root of `vol` in `txn` with its entry of the PFS loaded as `loaded`
+/// replaced by `pfs_bref`; the super-root's new blockref. Its indirect blocks are written
+/// afresh: the super-root is on every commit's path.
+#[inline(never)]
+fn write_sroot<D: BlockDev>(
+    vol: &Volume<D>,
+    txn: &mut Txn<'_, D>,
+    loaded: &Blockref,
+    pfs_bref: &Blockref,
+) -> Result<Blockref> {
+    let sroot_bref = *vol.header().sroot();
+    let mut sroot = vol.read_inode_box(&sroot_bref).map_err(read_err)?;
+    let mut sroot_indirect = Vec::new();
+    let mut brefs = table_of(vol, &sroot.blockset()?, &mut sroot_indirect)?;
+    let slot = brefs
+        .iter_mut()
+        .find(|b| b.key == loaded.key && b.data_off == loaded.data_off)
+        .ok_or(Error::NotFound)?;
+    *slot = *pfs_bref;
+    let sset = txn.table(&brefs)?;
+    sroot.set_blockset(&sset);
+    write_inode(txn, sroot_bref, &sroot)
+}
+
+/// Sort a commit's block names (duplicates dropped) and indirect blocks, as [`Mounted`]
+/// keeps them. Out of line of the commit's frame.
+#[inline(never)]
+fn sort_names(
+    host: &dyn Host,
+    kept: &mut Vec<(u64, u64)>,
+    tables: &mut Vec<(TableOf, Blockref)>,
+) -> Result<()> {
+    let relax = || host.relax();
+    crate::mem::sort_yielding(kept, |n| *n, &relax)?;
+    kept.dedup();
+    sort_tables(tables, &relax)
 }
 
 /// What the store learns from a commit: where the chains whose blocks were written went, and
@@ -507,6 +685,7 @@ struct Learned {
 /// A failure here (out of memory) leaves some chains with the place and TID of their old
 /// block; `m` already describes the new tree, in which those old blocks are not kept, so the
 /// next commit writes them again, and `m`'s old digest makes the store count as changed.
+#[inline(never)]
 fn learn(store: &Store, m: &mut Mounted, news: Learned) -> Result<()> {
     let g = store.lock_root(LockMode::Exclusive);
     store.modify(&g, |_, body| {
@@ -538,7 +717,7 @@ fn learn(store: &Store, m: &mut Mounted, news: Learned) -> Result<()> {
 /// thread of the cluster must be frozen or stopped around the call.
 pub fn reload<D: BlockDev>(vol: &Volume<D>, store: &Store, m: &mut Mounted) -> Result<()> {
     let host = store.host();
-    let label = m.label.clone();
+    let label = crate::mem::try_to_vec(&m.label)?;
     let (fresh, fm) = load(host, vol, &label)?;
     let root = store.lock_root(LockMode::Exclusive);
     while let Some((c, _)) = store.lookup(store.root(), 0, KEY_MAX)? {

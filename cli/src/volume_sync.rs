@@ -10,14 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hammer2_synchro::cluster::Cluster;
-use hammer2_synchro::media::{
-    PFSTYPE_CACHE, PFSTYPE_MASTER, PFSTYPE_SLAVE, PFSTYPE_SOFT_MASTER, PFSTYPE_SOFT_SLAVE,
-};
+use hammer2_synchro::mount::join::{Join, JoinError};
 use hammer2_synchro::mount::{self, Mounted};
-use hammer2_synchro::role::Role;
 use hammer2_synchro::store::{Layout, Store};
 use hammer2_synchro::thread::{Request, ThreadState};
-use hammer2_synchro::volume::show::Uuid;
 use hammer2_synchro::volume::{FileDev, Volume};
 
 use crate::progress::Progress;
@@ -91,17 +87,6 @@ extern "C" fn on_stop_signal(_: libc::c_int) {
 /// How often the threads poll when idle, and the command looks at them.
 const POLL: Duration = Duration::from_millis(50);
 
-fn role_of(t: u8) -> Option<Role> {
-    Some(match t {
-        PFSTYPE_MASTER => Role::Master,
-        PFSTYPE_SLAVE => Role::Slave,
-        PFSTYPE_SOFT_MASTER => Role::SoftMaster,
-        PFSTYPE_SOFT_SLAVE => Role::SoftSlave,
-        PFSTYPE_CACHE => Role::Cache,
-        _ => return None,
-    })
-}
-
 /// One node: its spec, volume and what was loaded from it.
 struct Node {
     spec: String,
@@ -166,9 +151,8 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
     let host = hammer2_synchro::userland::host();
     let mut nodes = Vec::new();
     let mut stores: Vec<Store> = Vec::new();
-    let mut roles = Vec::new();
+    let mut join = Join::new();
     let mut images = HashSet::new();
-    let mut clid: Option<(String, [u8; 16])> = None;
     for spec in &a.specs {
         let (image, label) =
             image_label(spec).ok_or_else(|| Fail::Usage(format!("'{spec}' is not IMAGE@LABEL")))?;
@@ -188,27 +172,7 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
         })
         .map_err(|e| Fail::Run(format!("{spec}: load: {e}")))?;
         drop(progress);
-        let meta = store
-            .meta(store.root())
-            .map_err(|e| Fail::Run(format!("{spec}: {e}")))?;
-        let role = role_of(meta.pfs_type).ok_or_else(|| {
-            Fail::Run(format!(
-                "{spec}: pfs_type {} is not a cluster role",
-                meta.pfs_type
-            ))
-        })?;
-        match &clid {
-            None => clid = Some((spec.clone(), meta.pfs_clid)),
-            Some((first, id)) if *id != meta.pfs_clid => {
-                return Err(Fail::Run(format!(
-                    "{spec}: cluster id {} differs from {first}'s {}: not one cluster \
-                     (make the nodes with one newfs --clid)",
-                    Uuid(&meta.pfs_clid),
-                    Uuid(id)
-                )));
-            }
-            Some(_) => {}
-        }
+        let role = join.add(&store).map_err(|e| join_fail(&e, &a.specs))?;
         errln!(
             "sync: loaded {spec} as {}: {} chains, root tid {:#x} ({:.1}s)",
             role.name(),
@@ -216,7 +180,6 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
             mounted.pfs_bref.modify_tid,
             t0.elapsed().as_secs_f64()
         );
-        roles.push(role);
         stores.push(store);
         nodes.push(Node {
             spec: spec.clone(),
@@ -225,45 +188,15 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
             mounted,
         });
     }
-    if !roles.contains(&Role::Master) {
-        return Err(Fail::Run(
-            "no master among the PFSs: nothing to sync from".into(),
-        ));
-    }
-    let masters: Vec<usize> = (0..stores.len())
-        .filter(|&j| roles[j] == Role::Master)
-        .collect();
-    for (k, &i) in masters.iter().enumerate() {
-        for &j in &masters[k + 1..] {
-            let c = mount::conflicts(&stores[i], &stores[j])
-                .map_err(|e| Fail::Run(format!("{}: {e}", nodes[i].spec)))?;
-            if !c.is_empty() {
-                return Err(Fail::Run(format!(
-                    "masters {} and {} hold different trees under the same TIDs (filled \
-                     apart?): no quorum can tell which is newer; make one of them a slave, \
-                     or fill only one master and sync the others from it",
-                    nodes[i].spec, nodes[j].spec
-                )));
-            }
-        }
-    }
-    for i in 0..stores.len() {
-        if roles[i] == Role::Master {
-            continue;
-        }
-        for j in (0..stores.len()).filter(|&j| roles[j] == Role::Master) {
-            let n = mount::mark_foreign(&stores[i], &stores[j])
-                .map_err(|e| Fail::Run(format!("{}: {e}", nodes[i].spec)))?;
-            if n > 0 {
-                errln!(
-                    "sync: {}: {n} chains differ from {} under the same TID: taken from the masters",
-                    nodes[i].spec,
-                    nodes[j].spec
-                );
-            }
-        }
-    }
-    let cluster = Cluster::from_stores(host, &roles, stores, Layout::Index)
+    join.reconcile(&stores, &mut |i, j, n| {
+        errln!(
+            "sync: {}: {n} chains differ from {} under the same TID: taken from the masters",
+            nodes[i].spec,
+            nodes[j].spec
+        );
+    })
+    .map_err(|e| join_fail(&e, &a.specs))?;
+    let cluster = Cluster::from_stores(host, join.roles(), stores, Layout::Index)
         .map_err(|e| Fail::Run(format!("cluster: {e}")))?;
     cluster.set_thread_idle_poll(POLL);
     if a.watch {
@@ -480,6 +413,13 @@ fn commit_node(
     let vol = vol.map(Volume::open).transpose();
     n.vol = vol.map_err(|e| format!("{}: reopen after commit: {e}", n.spec))?;
     Ok(true)
+}
+
+/// The CLI's failure for a [`JoinError`], each node named by its `IMAGE@LABEL` (nodes join in
+/// the order of `specs`).
+fn join_fail(e: &JoinError, specs: &[String]) -> Fail {
+    let names: Vec<&str> = specs.iter().map(String::as_str).collect();
+    Fail::Run(e.named(&names).to_string())
 }
 
 /// Stop every node's thread; each request returns once the thread acknowledged it.

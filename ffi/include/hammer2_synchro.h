@@ -456,13 +456,16 @@ int32_t h2s_ctl(const uint8_t *cmd, size_t len, uint8_t *out, size_t cap, size_t
  bytes at `cmd`, one line): `fsck PATH`, `ls PATH`, `ls PATH@LABEL [DIR]`,
  `show [--blockrefs [--depth N]] PATH` print what the CLI prints for them; `blockcheck
  PATH` checks the host's block I/O on a scratch device (it writes to it and puts the bytes
- back). The text goes into `out`, the byte count to
+ back); `sync [--timeout SECS] [--fail-after-writes N [--tear]] PATH@LABEL ...` runs the
+ sync threads over those PFSs until they converge and commits every volume that changed
+ (see `crate::volsync`). The text goes into `out`, the byte count to
  `written`; a failure ends the text with a line `error: CMD: WHAT: WHY`.
 
  Returns 0 when the command ran (`fsck` findings are in the text, not an error),
  `-EINVAL` (null pointer, malformed command), `-E2BIG` (`len` over
  [`H2S_VOLUME_CMD_MAX`]: nothing ran), `-ENOSPC` (the text was cut at `cap` and the
- command stopped there), `-EINTR` (the host's `should_stop` ended it), or the failure's
+ command stopped there, `written == cap`; or, with a shorter text, a `sync` found a volume
+ full), `-EINTR` (the host's `should_stop` ended it), or the failure's
  `-errno` (`-ENOENT`, `-EISDIR`, `-EIO` for a damaged or foreign volume, ...).
  Context: process context; sleeps for as long as the device reads take, calling `relax`
  at every block.

@@ -29,6 +29,18 @@ const ERESTART_LAST: i32 = 516;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpenError(pub i32);
 
+impl OpenError {
+    /// The core error a command gives for it.
+    pub fn error(self) -> Error {
+        match self.0 {
+            ENOENT => Error::NotFound,
+            EISDIR => Error::IsDir,
+            ENOMEM => Error::NoMem,
+            _ => Error::Invalid,
+        }
+    }
+}
+
 impl fmt::Display for OpenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let what = match self.0 {

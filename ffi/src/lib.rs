@@ -35,6 +35,7 @@ pub mod hostcheck;
 pub mod ops;
 pub mod pool;
 pub mod volcmd;
+pub mod volsync;
 
 #[cfg(target_os = "none")]
 mod kernel_rt;

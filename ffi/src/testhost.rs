@@ -322,6 +322,42 @@ unsafe extern "C" fn block_flush(dev: *mut c_void) -> i32 {
 /// Handles of the simulated host's devices not closed yet.
 pub static BLOCK_OPEN: std::sync::atomic::AtomicIsize = std::sync::atomic::AtomicIsize::new(0);
 
+/// Tests that count [`BLOCK_OPEN`] or set [`BLOCK_CHUNK`] (process-wide) take turns on this.
+pub static BLOCK_SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A 48 MiB image file `path` made a volume with the PFSs of `pfs` through the host's block
+/// ops; returns its path as a string.
+pub fn newfs_image(path: &std::path::Path, pfs: &[hammer2_synchro::volume::NewPfs<'_>]) -> String {
+    use hammer2_synchro::volume::{newfs, BlockDev, NewfsOptions};
+    ensure_init();
+    std::fs::File::create(path)
+        .unwrap()
+        .set_len(48 << 20)
+        .unwrap();
+    let s = path.to_str().unwrap().to_string();
+    let dev = crate::block::HostDev::open(s.as_bytes(), true).unwrap();
+    let opts = NewfsOptions {
+        size: dev.size(),
+        fsid: [3; 16],
+        sroot_ids: ([4; 16], [5; 16]),
+        pfs,
+        now_us: 1_700_000_000_000_000,
+    };
+    newfs(&dev, &opts).unwrap();
+    s
+}
+
+/// `h2s_volume` on `cmd` with `cap` bytes of output: (rc, text).
+pub fn volume_cmd(cmd: &str, cap: usize) -> (i32, String) {
+    ensure_init();
+    let mut out = std::vec![0u8; cap];
+    let mut n = 0usize;
+    // SAFETY: valid buffers and out pointer.
+    let rc =
+        unsafe { crate::api::h2s_volume(cmd.as_ptr(), cmd.len(), out.as_mut_ptr(), cap, &mut n) };
+    (rc, String::from_utf8(out[..n].to_vec()).unwrap())
+}
+
 unsafe extern "C" fn block_close(dev: *mut c_void) {
     // SAFETY: made by `block_open`, closed once.
     drop(unsafe { Box::from_raw(dev as *mut TestDev) });

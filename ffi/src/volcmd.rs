@@ -8,8 +8,10 @@
 //! - `blockcheck PATH`: the conformance checks of the host's block I/O on a scratch device
 //!   (writes to it, then puts the bytes back).
 //!
-//! A failure is one line `error: CMD: WHAT: WHY` and the command's `Err`. Commands are words
-//! dispatched by [`run`], so a writing command (`sync`) can join them later.
+//! - `sync [OPTIONS] PATH@LABEL ...`: the sync threads over those PFSs until converged, then
+//!   a commit of every volume that changed (`crate::volsync`).
+//!
+//! A failure is one line `error: CMD: WHAT: WHY` and the command's `Err`.
 
 use core::fmt::{Display, Write};
 
@@ -25,10 +27,11 @@ use hammer2_synchro::volume::{
 use hammer2_synchro::Error;
 
 use crate::block::{self, HostDev};
+use crate::volsync;
 
 /// The usage line an unknown or malformed command gets.
 const USAGE: &str = "fsck PATH | ls PATH | ls PATH@LABEL [DIR] | \
-                     show [--blockrefs [--depth N]] PATH | blockcheck PATH";
+                     show [--blockrefs [--depth N]] PATH | blockcheck PATH | sync ...";
 
 /// Run one command line (a trailing newline allowed), writing its text into `out`.
 /// `Err(NoSpace)` when the output refused a write (its text is cut there).
@@ -42,6 +45,21 @@ pub fn run(line: &[u8], out: &mut dyn Write) -> Result<(), Error> {
     let cmd = words.next().unwrap_or("");
     if cmd == "show" {
         return show_cmd(words, out);
+    }
+    if cmd == "sync" {
+        // At most 8 nodes and their options: more words are refused as usage.
+        let mut all: heapless::Vec<&str, 16> = heapless::Vec::new();
+        for w in words {
+            if all.push(w).is_err() {
+                let _ = writeln!(
+                    out,
+                    "error: sync: usage: too many words: {}",
+                    volsync::USAGE
+                );
+                return Err(Error::Invalid);
+            }
+        }
+        return volsync::run(&all, out);
     }
     let mut args: [&str; 3] = [""; 3];
     let mut n = 0;
@@ -83,15 +101,7 @@ fn fail(out: &mut dyn Write, cmd: &str, what: &dyn Display, why: &dyn Display, e
 }
 
 fn open(cmd: &str, path: &str, out: &mut dyn Write) -> Result<HostDev, Error> {
-    HostDev::open(path.as_bytes(), false).map_err(|e| {
-        let why = match e.0 {
-            2 => Error::NotFound,
-            21 => Error::IsDir,
-            12 => Error::NoMem,
-            _ => Error::Invalid,
-        };
-        fail(out, cmd, &path, &e, why)
-    })
+    HostDev::open(path.as_bytes(), false).map_err(|e| fail(out, cmd, &path, &e, e.error()))
 }
 
 /// The error of a listing: an interrupted run says so, a full output is `NoSpace`.
@@ -166,13 +176,17 @@ fn show_cmd<'a>(args: impl Iterator<Item = &'a str>, out: &mut dyn Write) -> Res
     };
     let path = a.image;
     let dev = open("show", path, out)?;
-    let vol = read_copies(&dev).and_then(|copies| {
-        let vol = open_from_copies(&dev, &copies)?;
-        Ok((vol, copies))
-    });
-    let (vol, copies) = match vol {
-        Ok(v) => v,
+    let copies = match read_copies(&dev) {
+        Ok(c) => c,
         Err(e) => return Err(listing_fail(out, "show", &dev, &path, ShowError::Read(e))),
+    };
+    let vol = match open_from_copies(&dev, &copies) {
+        Ok(v) => v,
+        Err(e) => {
+            // No copy to open: the table of copies says why each was refused, as in the CLI.
+            let _ = show::show_copies(out, &copies, None);
+            return Err(listing_fail(out, "show", &dev, &path, ShowError::Read(e)));
+        }
     };
     match show::show(out, &vol, &copies, a.blockrefs) {
         Ok(Some(c)) if c.bad > 0 => {
@@ -247,15 +261,11 @@ impl core::fmt::Display for TooLarge {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::h2s_volume;
-    use crate::testhost::{ensure_init, BLOCK_CHUNK, BLOCK_OPEN, STOP_HERE};
+    use crate::testhost::BLOCK_SERIAL as SERIAL;
+    use crate::testhost::{newfs_image, volume_cmd, BLOCK_CHUNK, BLOCK_OPEN, STOP_HERE};
     use hammer2_synchro::media::PFSTYPE_MASTER;
-    use hammer2_synchro::volume::{newfs, BlockDev, NewPfs, NewfsOptions};
+    use hammer2_synchro::volume::NewPfs;
     use std::sync::atomic::Ordering;
-    use std::sync::Mutex;
-
-    /// `BLOCK_CHUNK` and `BLOCK_OPEN` are process-wide: these tests take turns.
-    static SERIAL: Mutex<()> = Mutex::new(());
 
     fn scratch(name: &str) -> std::path::PathBuf {
         let p = std::env::temp_dir().join(format!("h2s-ffi-{}-{name}", std::process::id()));
@@ -265,14 +275,6 @@ mod tests {
 
     /// A 48 MiB volume with PFSs `a` and `b`, made through the host's block ops.
     fn volume(name: &str) -> String {
-        ensure_init();
-        let path = scratch(name);
-        std::fs::File::create(&path)
-            .unwrap()
-            .set_len(48 << 20)
-            .unwrap();
-        let s = path.to_str().unwrap().to_string();
-        let dev = HostDev::open(s.as_bytes(), true).unwrap();
         let pfs = |label: &'static [u8], n: u8| NewPfs {
             label,
             pfs_type: PFSTYPE_MASTER,
@@ -280,30 +282,11 @@ mod tests {
             fsid: [n; 16],
             nmasters: 1,
         };
-        let list = [pfs(b"a", 1), pfs(b"b", 2)];
-        let opts = NewfsOptions {
-            size: dev.size(),
-            fsid: [3; 16],
-            sroot_ids: ([4; 16], [5; 16]),
-            pfs: &list,
-            now_us: 1_700_000_000_000_000,
-        };
-        newfs(&dev, &opts).unwrap();
-        s
-    }
-
-    /// `h2s_volume` on `cmd` with `cap` bytes of output: (rc, text).
-    fn vol_cap(cmd: &str, cap: usize) -> (i32, String) {
-        ensure_init();
-        let mut out = vec![0u8; cap];
-        let mut n = 0usize;
-        // SAFETY: valid buffers and out pointer.
-        let rc = unsafe { h2s_volume(cmd.as_ptr(), cmd.len(), out.as_mut_ptr(), cap, &mut n) };
-        (rc, String::from_utf8(out[..n].to_vec()).unwrap())
+        newfs_image(&scratch(name), &[pfs(b"a", 1), pfs(b"b", 2)])
     }
 
     fn vol(cmd: &str) -> (i32, String) {
-        vol_cap(cmd, 1 << 16)
+        volume_cmd(cmd, 1 << 16)
     }
 
     /// Each of `cmds` fails with EINVAL and a text starting with `prefix`.
@@ -380,7 +363,7 @@ mod tests {
         );
         assert_eq!(text, cli_show(&img, Some(0)));
         // A full buffer cuts the tree; bad arguments are usage errors.
-        let (rc, cut) = vol_cap(&format!("show --blockrefs {img}"), 600);
+        let (rc, cut) = volume_cmd(&format!("show --blockrefs {img}"), 600);
         assert_eq!((rc, cut.len()), (-28, 600));
         refused(
             &[
@@ -485,6 +468,17 @@ mod tests {
             text.contains(": bad volume header magic (at 0x0)"),
             "{text}"
         );
+        // `show` first tells why each header copy was refused, as the CLI does.
+        let (rc, text) = vol(&format!("show {}", zeros.display()));
+        assert_eq!(rc, -22, "{text}");
+        assert!(
+            text.starts_with("header copies:\n  0 at 0x0: refused: bad volume header magic\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(": bad volume header magic (at 0x0)\n"),
+            "{text}"
+        );
         let img = volume("cut");
         std::fs::File::options()
             .write(true)
@@ -507,7 +501,7 @@ mod tests {
             ],
             "error: ",
         );
-        assert_eq!(vol_cap("\u{ff}", 100).0, -22);
+        assert_eq!(volume_cmd("\u{ff}", 100).0, -22);
         let long = "x".repeat(crate::api::H2S_VOLUME_CMD_MAX + 1);
         assert_eq!(vol(&long), (-7, String::new()));
         std::fs::remove_file(&zeros).unwrap();
@@ -526,7 +520,7 @@ mod tests {
             (rc, text),
             (-4, format!("error: fsck: {img}: interrupted\n"))
         );
-        let (rc, text) = vol_cap(&format!("fsck {img}"), 30);
+        let (rc, text) = volume_cmd(&format!("fsck {img}"), 30);
         assert_eq!((rc, text.len()), (-28, 30));
         std::fs::remove_file(&img).unwrap();
     }

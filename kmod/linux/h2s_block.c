@@ -26,9 +26,9 @@
 /* ---- the block_* members ------------------------------------------------------------------ */
 
 /*
- * The least stack left at the entry of a block read since the last volume command started: the
- * core's reader calls it at the bottom of its deepest walks, and the kernel's read path below
- * needs the rest. Logged after each command, so the QEMU suite bounds it. A diagnostic only:
+ * The least stack left at the entry of a block read, write or flush since the last volume command
+ * started: the core's reader and writer call them at the bottom of their deepest walks, and the
+ * kernel's I/O path below needs the rest. Logged after each command, so the QEMU suite bounds it. A diagnostic only:
  * concurrent commands may mix their minimums.
  */
 static unsigned long h2s_block_stack_min = ULONG_MAX;
@@ -86,6 +86,7 @@ int64_t h2s_block_write(void *dev, uint64_t off, const uint8_t *buf, size_t len)
 	struct file *f = dev;
 	loff_t pos = (loff_t)off;
 
+	h2s_block_note_stack();
 	/* kernel_write() WARNs on a file opened read-only: refuse here instead. */
 	if (!(f->f_mode & FMODE_WRITE))
 		return -EBADF;
@@ -96,6 +97,7 @@ int64_t h2s_block_write(void *dev, uint64_t off, const uint8_t *buf, size_t len)
 
 int32_t h2s_block_flush(void *dev)
 {
+	h2s_block_note_stack();
 	return vfs_fsync(dev, 1);
 }
 
@@ -181,9 +183,10 @@ static int h2s_volume_run(struct h2s_volume_file *v)
 	WRITE_ONCE(h2s_block_stack_min, ULONG_MAX);
 	rc = h2s_volume((const uint8_t *)v->cmd, v->len, (uint8_t *)v->out, cap, &written);
 	if (READ_ONCE(h2s_block_stack_min) != ULONG_MAX)
-		pr_info("hammer2_synchro: volume: %lu bytes of stack left at the deepest block read (%.*s)\n",
+		pr_info("hammer2_synchro: volume: %lu bytes of stack left at the deepest block read or write (%.*s)\n",
 			READ_ONCE(h2s_block_stack_min), (int)min_t(size_t, v->len, 60), v->cmd);
-	if (rc == -ENOSPC)
+	/* -ENOSPC with the text short of cap is a full volume (sync), not a cut text. */
+	if (rc == -ENOSPC && written >= cap)
 		written += scnprintf(v->out + written, H2S_VOLUME_NOTE,
 				     "\n# output cut at %zu bytes\n", cap);
 	else if (rc)

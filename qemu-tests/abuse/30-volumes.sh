@@ -5,12 +5,6 @@
 # command, an over-long one) is an error line. blockcheck: the block I/O contract on a scratch
 # image file and on the scratch disk /dev/vdb.
 V=/h2s/volume
-vcmd() { # vcmd COMMAND: its text in /tmp/vout
-	exec 3<>"$D/volume"
-	printf '%s' "$1" >&3
-	cat <&3 >/tmp/vout
-	exec 3>&-
-}
 fails=0
 bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
 # What the kernel must print for command N on NAME at PATH: the CLI's stdout, or, when that is
@@ -45,14 +39,7 @@ check_image() { # check_image NAME PATH
 for img in good flip magic cut; do
 	check_image $img "$V/$img.img"
 done
-if [ -d /h2s/virtio ] && [ ! -b /dev/vda ]; then
-	for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk; do
-		[ -f /h2s/virtio/$m.ko ] && insmod /h2s/virtio/$m.ko 2>/dev/null
-	done
-	i=0
-	while [ ! -b /dev/vda ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
-fi
-if [ -b /dev/vda ]; then
+if virtio_disks /dev/vda; then
 	check_image good /dev/vda
 	vcmd "blockcheck /dev/vdb"
 	grep -q '^# 6 passed, 0 failed$' /tmp/vout || { bad "blockcheck /dev/vdb:"; cat /tmp/vout; }
@@ -72,7 +59,7 @@ for pair in "fsck /nonexistent.img|error: fsck: /nonexistent.img: no such file o
 	"ls /|error: ls: /: is a directory (errno 21)" \
 	"ls /dev/null|error: ls: /dev/null: not a regular file or block device (errno 22)" \
 	"ls $V/cmds|error: ls: $V/cmds: wrong length for the structure (at 0x0)" \
-	"format c:|error: usage: fsck PATH | ls PATH | ls PATH@LABEL [DIR] | show [--blockrefs [--depth N]] PATH | blockcheck PATH" \
+	"format c:|error: usage: fsck PATH | ls PATH | ls PATH@LABEL [DIR] | show [--blockrefs [--depth N]] PATH | blockcheck PATH | sync ..." \
 	"show --depth 2 /x|error: show: usage: --depth is for --blockrefs" \
 	"ls @x|error: ls: @x: not PATH@LABEL"; do
 	vcmd "${pair%%|*}"

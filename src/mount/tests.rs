@@ -177,7 +177,7 @@ fn load_dev(dev: &SparseDev) -> (Store, Mounted) {
 
 fn commit_dev(dev: &SparseDev, store: &Store, m: &mut Mounted) -> VolumeHeader {
     let vol = Volume::open(dev).unwrap();
-    commit(&vol, store, m).unwrap()
+    *commit(&vol, store, m).unwrap()
 }
 
 #[test]

@@ -287,7 +287,13 @@ impl Store {
         let body = Body::Inode(try_box(root)?);
         let lock = host.lock_create()?;
         let root_lock = lock.as_raw();
-        let mut slots = slab::Slab::new();
+        let mut slots = match slab::Slab::new() {
+            Ok(s) => s,
+            Err(e) => {
+                host.lock_destroy(lock);
+                return Err(e);
+            }
+        };
         if let Some(n) = slots.wanted() {
             let mut chunk = Vec::new();
             if let Err(e) = chunk.try_reserve_exact(n) {

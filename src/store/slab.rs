@@ -7,7 +7,10 @@
 //! new chunk is allocated outside the lock and installed under it, and an index finds its chunk
 //! with one `ilog2`. The first chunk holds [`FIRST`] slots, so an empty store stays small.
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
+
+use crate::Result;
 
 /// Slots of the first chunk; chunk `c` holds `FIRST << c`.
 const FIRST: usize = 16;
@@ -22,17 +25,19 @@ fn locate(i: usize) -> (usize, usize) {
 
 /// A growable table whose elements never move (see the module docs).
 pub(crate) struct Slab<T> {
-    chunks: [Vec<T>; CHUNKS],
+    /// Boxed: the chunk headers take 700 bytes, which every frame holding a store by value
+    /// (a kernel's small stack among them) would carry.
+    chunks: Box<[Vec<T>; CHUNKS]>,
     len: usize,
 }
 
 impl<T> Slab<T> {
-    /// An empty table (no allocation).
-    pub(crate) fn new() -> Slab<T> {
-        Slab {
-            chunks: core::array::from_fn(|_| Vec::new()),
+    /// An empty table (one allocation: the chunk headers).
+    pub(crate) fn new() -> Result<Slab<T>> {
+        Ok(Slab {
+            chunks: crate::mem::try_box(core::array::from_fn(|_| Vec::new()))?,
             len: 0,
-        }
+        })
     }
 
     /// Elements in the table.
@@ -115,7 +120,7 @@ mod tests {
 
     #[test]
     fn grows_by_installed_chunks_and_never_moves_an_element() {
-        let mut s: Slab<u64> = Slab::new();
+        let mut s: Slab<u64> = Slab::new().unwrap();
         assert_eq!(s.push(7), Err(7), "no chunk yet");
         let mut first = None;
         for i in 0..1000u64 {
@@ -160,7 +165,7 @@ mod tests {
     /// after it drops the slots it held.
     #[test]
     fn a_late_chunk_sized_for_a_filled_one_is_refused() {
-        let mut s: Slab<u64> = Slab::new();
+        let mut s: Slab<u64> = Slab::new().unwrap();
         s.install(chunk(s.wanted().unwrap()));
         for i in 0..16 {
             s.push(i).unwrap();

@@ -7,6 +7,7 @@
 //! `1 + 5 * idx + (L - 1)`, and each commit moves it to `idx + 1` (mod 8), so no freemap
 //! block a remaining header copy reaches is overwritten.
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use super::block::zeroed;
@@ -25,6 +26,7 @@ use crate::media::{
     enc_methods, Blockref, VolumeHeader, BREF_BYTES, BREF_TYPE_DATA, BREF_TYPE_FREEMAP_LEAF,
     BREF_TYPE_FREEMAP_NODE, CHECK_FREEMAP, COMP_NONE, SET_COUNT,
 };
+use crate::mem::try_box;
 use crate::{Error, Result};
 
 /// Rotation sets of freemap blocks in each reserved segment.
@@ -47,8 +49,10 @@ fn freemap_idx(off: u64, level: u64) -> u64 {
 impl<D: BlockDev> Txn<'_, D> {
     /// Commit with `sroot` as the new super-root blockref: write the freemap and the volume
     /// header (HAMMER2-MEDIA §12), flushing the device before and after the header. Returns
-    /// the header written. On any error nothing committed has changed.
-    pub fn commit(mut self, sroot: Blockref) -> Result<VolumeHeader> {
+    /// the header written (boxed: it would otherwise sit in the caller's frame under every
+    /// device read and write of the commit, on a kernel's small stack). On any error nothing
+    /// committed has changed.
+    pub fn commit(mut self, sroot: Blockref) -> Result<Box<VolumeHeader>> {
         let vol = self.vol;
         let old = vol.header();
         let mut set = old.sroot_blockset;
@@ -154,22 +158,8 @@ impl<D: BlockDev> Txn<'_, D> {
             // 256 GiB ranges) are not written; the commit is refused before any header.
             return Err(Error::TooBig);
         }
-        let mut freemap_blockset = [[0u8; BREF_BYTES]; SET_COUNT];
-        for (raw, b) in freemap_blockset.iter_mut().zip(&roots) {
-            *raw = b.encode();
-        }
+        let (h, hbuf) = new_header(old, self.tid, &set, &roots, used_granules)?;
         vol.dev().flush()?;
-
-        let mut h = old.clone();
-        h.mirror_tid = self.tid;
-        h.freemap_tid = self.tid;
-        h.sroot_blockset = set;
-        h.freemap_blockset = freemap_blockset;
-        h.allocator_free = h
-            .allocator_size
-            .saturating_sub(used_granules * GRANULE_BYTES);
-        let mut hbuf = zeroed(VOLUME_BYTES).map_err(read_err)?;
-        h.encode_into(&mut hbuf).map_err(Error::from)?;
         vol.write_at(copy_offset(self.next_zone), &hbuf)?;
         vol.dev().flush()?;
         Ok(h)
@@ -209,6 +199,31 @@ impl<D: BlockDev> Txn<'_, D> {
         }
         Ok(nodes)
     }
+}
+
+/// The header `old` becomes at commit `tid` (super-root `set`, freemap `roots`, `used`
+/// granules allocated), on the heap, and its encoding. Out of line: the header's copies and
+/// temporaries are gone from the stack before the device writes it.
+#[inline(never)]
+fn new_header(
+    old: &VolumeHeader,
+    tid: u64,
+    set: &[Blockref; SET_COUNT],
+    roots: &[Blockref],
+    used: u64,
+) -> Result<(Box<VolumeHeader>, Vec<u8>)> {
+    let mut h = try_box(old.clone())?;
+    h.mirror_tid = tid;
+    h.freemap_tid = tid;
+    h.sroot_blockset = *set;
+    h.freemap_blockset = [[0u8; BREF_BYTES]; SET_COUNT];
+    for (raw, b) in h.freemap_blockset.iter_mut().zip(roots) {
+        *raw = b.encode();
+    }
+    h.allocator_free = h.allocator_size.saturating_sub(used * GRANULE_BYTES);
+    let mut hbuf = zeroed(VOLUME_BYTES).map_err(read_err)?;
+    h.encode_into(&mut hbuf).map_err(Error::from)?;
+    Ok((h, hbuf))
 }
 
 /// A freemap blockref for the 32 KiB `block` at `off`: CRC-32C, every radix possibly

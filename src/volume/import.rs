@@ -214,7 +214,7 @@ impl<'v, D: BlockDev> Import<'v, D> {
             .iter()
             .map(|b| b.modify_tid)
             .fold(self.txn.tid().max(own), u64::max);
-        self.txn.commit(new_sroot)
+        self.txn.commit(new_sroot).map(|h| *h)
     }
 }
 

@@ -150,6 +150,12 @@ impl<D: BlockDev> Volume<D> {
         self.pfs_root(label).map(|(b, root)| (b, *root))
     }
 
+    /// [`Volume::pfs_entry`] with the root inode on the heap: what a caller that goes on
+    /// reading should hold.
+    pub fn pfs_entry_box(&self, label: &[u8]) -> ReadResult<(Blockref, Box<InodeData>)> {
+        self.pfs_root(label)
+    }
+
     /// [`Volume::pfs`] onto the heap: what a caller that goes on reading should hold.
     pub fn pfs_box(&self, label: &[u8]) -> ReadResult<Box<Pfs>> {
         let (_, root) = self.pfs_root(label)?;

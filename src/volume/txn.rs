@@ -101,6 +101,7 @@ impl<'v, D: BlockDev> Txn<'v, D> {
     ///
     /// [`Error::Busy`] when the best header copy on the device is no longer the one `vol`
     /// was opened on (a commit since, through `vol` or another writer): reopen the volume.
+    #[inline(never)]
     pub fn begin(vol: &'v Volume<D>) -> Result<Txn<'v, D>> {
         let h = vol.header();
         let fs = h.fs_size();

@@ -1,0 +1,615 @@
+//! `sync PATH@LABEL ...` of the `volume` command file: the CLI's `sync` inside the host. Each
+//! device is opened read-write through the host's block ops, its PFS loaded into a node store,
+//! the stores joined into one cluster by the core's rules (`mount::join`: roles from
+//! `pfs_type`, one cluster id, masters that agree), the cluster's sync threads run until every
+//! node agrees with the focus (bounded by `--timeout`; the cluster shows in `status`
+//! meanwhile), every thread is stopped with its acknowledgement, and every node whose tree
+//! changed is committed to its volume as one copy-on-write transaction (flushed before and
+//! after its header). The loads and the commits run on a kernel thread of their own: a fresh
+//! stack for the deepest walks.
+//!
+//! `--fail-after-writes N [--tear]` is the fault option of the crash tests: the N-th block
+//! write of the command fails (with `--tear`, after its first half reached the device), as a
+//! machine stopping there would leave it.
+
+use core::cell::Cell;
+use core::fmt::{Display, Write};
+use core::pin::Pin;
+use core::time::Duration;
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use hammer2_synchro::cluster::Cluster;
+use hammer2_synchro::host::{sleep_interruptible, Host};
+use hammer2_synchro::mem::{try_box, try_push};
+use hammer2_synchro::mount::join::Join;
+use hammer2_synchro::mount::{self, Mounted};
+use hammer2_synchro::role::MAX_NODES;
+use hammer2_synchro::store::{Layout, Store};
+use hammer2_synchro::thread::Request;
+use hammer2_synchro::volume::{BlockDev, Cause, ReadError, Volume};
+use hammer2_synchro::{Error, Result};
+
+use crate::block::HostDev;
+use crate::host::KERNEL_HOST;
+
+/// The usage of `sync`.
+pub const USAGE: &str =
+    "sync [--timeout SECS] [--fail-after-writes N [--tear]] PATH@LABEL PATH@LABEL ...";
+
+/// How long `sync` waits for convergence unless told otherwise.
+const DEFAULT_TIMEOUT_SECS: u64 = 600;
+
+/// How often the idle threads poll, and the command looks at them.
+const POLL: Duration = Duration::from_millis(50);
+
+/// The write fault of one command: every block write counts down `left`; the one that finds
+/// it at 1 fails (torn when `tear`). `left` 0: no fault.
+#[derive(Default)]
+struct Fault {
+    left: Cell<u64>,
+    tear: bool,
+}
+
+impl Fault {
+    /// Whether this write is the one to fail.
+    fn hit(&self) -> bool {
+        match self.left.get() {
+            0 => false,
+            n => {
+                self.left.set(n - 1);
+                n == 1
+            }
+        }
+    }
+}
+
+/// A device of the command: the host's, with the command's write fault.
+struct Dev<'a> {
+    dev: HostDev,
+    fault: &'a Fault,
+}
+
+impl BlockDev for Dev<'_> {
+    fn size(&self) -> u64 {
+        self.dev.size()
+    }
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> Result<()> {
+        self.dev.read_at(off, buf)
+    }
+    fn write_at(&self, off: u64, buf: &[u8]) -> Result<()> {
+        if self.fault.hit() {
+            if self.fault.tear {
+                self.dev.write_at(off, &buf[..buf.len() / 2])?;
+            }
+            return Err(Error::Io);
+        }
+        self.dev.write_at(off, buf)
+    }
+    fn flush(&self) -> Result<()> {
+        self.dev.flush()
+    }
+    fn yield_point(&self) {
+        self.dev.yield_point()
+    }
+}
+
+/// The command's words, parsed.
+struct Args<'a> {
+    timeout: Duration,
+    fail_after: u64,
+    tear: bool,
+    specs: heapless::Vec<(&'a str, &'a str, &'a str), MAX_NODES>,
+}
+
+fn parse<'a>(words: &[&'a str]) -> core::result::Result<Args<'a>, &'static str> {
+    let mut a = Args {
+        timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
+        fail_after: 0,
+        tear: false,
+        specs: heapless::Vec::new(),
+    };
+    let mut it = words.iter();
+    while let Some(w) = it.next() {
+        let mut number = || -> core::result::Result<u64, &'static str> {
+            it.next()
+                .and_then(|v| v.parse().ok())
+                .filter(|n| *n > 0)
+                .ok_or("an option's value is not a number > 0")
+        };
+        match *w {
+            "--timeout" => a.timeout = Duration::from_secs(number()?),
+            "--fail-after-writes" => a.fail_after = number()?,
+            "--tear" => a.tear = true,
+            o if o.starts_with('-') => return Err("unknown option"),
+            spec => {
+                let pl = spec
+                    .rsplit_once('@')
+                    .filter(|(p, l)| !p.is_empty() && !l.is_empty())
+                    .ok_or("not PATH@LABEL")?;
+                // By path: the kernel has no canonical path to compare, so two names of one
+                // device (a symlink, /dev/vdc and its by-id link) are not caught here, as the
+                // CLI catches them; the second load of a volume then sees the first one's
+                // commit as a stale open and refuses it before writing.
+                if a.specs.iter().any(|(_, p, _)| *p == pl.0) {
+                    return Err("a device given twice: one PFS per volume");
+                }
+                a.specs
+                    .push((spec, pl.0, pl.1))
+                    .map_err(|_| "more than 8 PATH@LABEL")?;
+            }
+        }
+    }
+    if a.specs.is_empty() {
+        return Err("no PATH@LABEL");
+    }
+    if a.tear && a.fail_after == 0 {
+        return Err("--tear needs --fail-after-writes");
+    }
+    Ok(a)
+}
+
+/// One node: its name (`PATH@LABEL`), volume and what was loaded from it.
+struct Node<'a> {
+    spec: &'a str,
+    vol: Box<Volume<Dev<'a>>>,
+    mounted: Mounted,
+}
+
+/// Write `error: sync: WHAT: WHY` and give `e`.
+fn fail(out: &mut dyn Write, what: &dyn Display, why: &dyn Display, e: Error) -> Error {
+    let _ = writeln!(out, "error: sync: {what}: {why}");
+    e
+}
+
+/// Run `sync` with `words` (the words after `sync`), writing its report into `out`.
+#[inline(never)]
+pub fn run(words: &[&str], out: &mut dyn Write) -> Result<()> {
+    let a = match parse(words) {
+        Ok(a) => a,
+        Err(why) => {
+            return Err(fail(
+                out,
+                &"usage",
+                &format_args!("{why}: {USAGE}"),
+                Error::Invalid,
+            ))
+        }
+    };
+    let fault = Fault {
+        left: Cell::new(a.fail_after),
+        tear: a.tear,
+    };
+    let mut names: heapless::Vec<&str, MAX_NODES> = heapless::Vec::new();
+    for (spec, _, _) in &a.specs {
+        let _ = names.push(spec);
+    }
+    let mut loaded = None;
+    on_own_thread(&mut || {
+        loaded = Some(load_all(&a, &names, &fault, out)?);
+        Ok(())
+    })?;
+    let (mut nodes, stores, join) = loaded.ok_or(Error::Invalid)?;
+    let cluster = Cluster::from_stores(&KERNEL_HOST, join.roles(), stores, Layout::Index)
+        .map_err(|e| fail(out, &"cluster", &e, e))?;
+    cluster.set_thread_idle_poll(POLL);
+    let ran = converge(cluster.as_ref(), &names, a.timeout, out);
+    // Every thread stopped, each request returning once its thread acknowledged it.
+    for (i, name) in names.iter().enumerate() {
+        if let Err(e) = cluster.thread_request(i, Request::Stop) {
+            let _ = writeln!(out, "sync: {name}: stop: {e}");
+        }
+    }
+    ran?;
+    on_own_thread(&mut || commit_all(&cluster, &mut nodes, out))
+}
+
+/// Run `job` on a kernel thread of its own and wait for it to end. A load and a commit walk a
+/// PFS's tree and read or write at the bottom of it (under which the kernel's page cache,
+/// write-back and block layer run): on a fresh stack they have the whole of it, rather than
+/// what the debugfs read and this command's frames leave. The job does not see the caller's
+/// signals: a kill ends the command once the load or the commit is done (a cut commit would
+/// keep the last one anyway).
+#[inline(never)]
+fn on_own_thread(job: &mut (dyn FnMut() -> Result<()> + '_)) -> Result<()> {
+    let mut result = Err(Error::Invalid);
+    let mut call = || result = job();
+    let call: *mut (dyn FnMut() + '_) = &mut call;
+    // SAFETY: only the lifetime is erased: `call` (and all it borrows) outlives the thread,
+    // which is joined below before this frame ends, and nothing else touches them meanwhile:
+    // this thread waits in `join`, whose completion orders the job's writes before our reads.
+    let call: *mut (dyn FnMut() + 'static) = unsafe { core::mem::transmute(call) };
+    let ptr = JobPtr(call);
+    let entry = try_box(move || {
+        let ptr = ptr;
+        // SAFETY: see above: the job is alive and ours alone until the join.
+        unsafe { (*ptr.0)() }
+    })?;
+    let host: &dyn Host = &KERNEL_HOST;
+    let th = host.spawn("h2s-volsync", entry)?;
+    host.join(th);
+    result
+}
+
+/// The job of [`on_own_thread`], handed to its thread.
+struct JobPtr(*mut (dyn FnMut() + 'static));
+
+// SAFETY: the job runs on one thread at a time: the caller of `on_own_thread` waits in `join`
+// while the spawned thread runs it.
+unsafe impl Send for JobPtr {}
+
+/// Open and load every node of `a` and join them into one cluster's nodes.
+#[inline(never)]
+fn load_all<'a>(
+    a: &Args<'a>,
+    names: &[&'a str],
+    fault: &'a Fault,
+    out: &mut dyn Write,
+) -> Result<(Vec<Node<'a>>, Vec<Store>, Join)> {
+    let mut nodes: Vec<Node<'_>> = Vec::new();
+    let mut stores: Vec<Store> = Vec::new();
+    let mut join = Join::new();
+    for &(spec, path, label) in &a.specs {
+        let node = load(path, label, spec, fault, out)?;
+        let role = join
+            .add(&node.1)
+            .map_err(|e| fail(out, &"cluster", &e.named(names), Error::Invalid))?;
+        let _ = writeln!(
+            out,
+            "sync: loaded {spec} as {}: {} chains, root tid {:#x}",
+            role.name(),
+            node.1.chain_count(),
+            node.0.mounted.pfs_bref.modify_tid
+        );
+        try_push(&mut nodes, node.0)?;
+        try_push(&mut stores, node.1)?;
+    }
+    reconcile(&join, &stores, names, out)?;
+    Ok((nodes, stores, join))
+}
+
+/// [`Join::reconcile`] with its notes and refusal written to `out`; out of line, so its
+/// walks' frames are not under every device read of the loads.
+#[inline(never)]
+fn reconcile(join: &Join, stores: &[Store], names: &[&str], out: &mut dyn Write) -> Result<()> {
+    join.reconcile(stores, &mut |i, j, n| {
+        let _ = writeln!(
+            out,
+            "sync: {}: {n} chains differ from {} under the same TID: taken from the masters",
+            names[i], names[j]
+        );
+    })
+    .map_err(|e| fail(out, &"cluster", &e.named(names), Error::Invalid))
+}
+
+/// Commit every node whose tree changed, once every thread has stopped.
+#[inline(never)]
+fn commit_all(cluster: &Cluster, nodes: &mut [Node<'_>], out: &mut dyn Write) -> Result<()> {
+    let mut written = 0;
+    for (i, n) in nodes.iter_mut().enumerate() {
+        let store = cluster.store(i)?;
+        if !n.mounted.changed(store)? {
+            let _ = writeln!(out, "sync: {}: unchanged, not written", n.spec);
+            continue;
+        }
+        let tid = commit(&n.vol, store, &mut n.mounted).map_err(|e| {
+            let why = format_args!("commit: {e} (the volume keeps its last commit)");
+            fail(out, &n.spec, &why, e)
+        })?;
+        let _ = writeln!(out, "sync: {}: committed, mirror_tid {tid:#x}", n.spec);
+        written += 1;
+    }
+    let _ = writeln!(
+        out,
+        "sync: done: {written} of {} volumes written",
+        nodes.len()
+    );
+    Ok(())
+}
+
+/// Open `path` read-write and load PFS `label` of it.
+#[inline(never)]
+fn load<'a>(
+    path: &str,
+    label: &str,
+    spec: &'a str,
+    fault: &'a Fault,
+    out: &mut dyn Write,
+) -> Result<(Node<'a>, Store)> {
+    let dev = HostDev::open(path.as_bytes(), true).map_err(|e| fail(out, &path, &e, e.error()))?;
+    let vol = open_volume(Dev { dev, fault }).map_err(|e| fail(out, &path, &e, e.into()))?;
+    let (store, mounted) =
+        load_pfs(&vol, label).map_err(|e| fail(out, &spec, &format_args!("load: {e}"), e))?;
+    Ok((Node { spec, vol, mounted }, store))
+}
+
+/// The volume on `dev`, on the heap: kernel stacks are small, and the load and the commit
+/// walk the tree below the frames that hold it.
+#[inline(never)]
+fn open_volume(dev: Dev<'_>) -> core::result::Result<Box<Volume<Dev<'_>>>, ReadError> {
+    let vol = Volume::open(dev)?;
+    try_box(vol).map_err(|_| ReadError::new(Cause::NoMem, 0))
+}
+
+/// [`mount::load`] in a frame of its own.
+#[inline(never)]
+fn load_pfs(vol: &Volume<Dev<'_>>, label: &str) -> Result<(Store, Mounted)> {
+    mount::load(&KERNEL_HOST, vol, label.as_bytes())
+}
+
+/// [`mount::commit`] in a frame of its own: the mirror_tid committed.
+#[inline(never)]
+fn commit(vol: &Volume<Dev<'_>>, store: &Store, m: &mut Mounted) -> Result<u64> {
+    mount::commit(vol, store, m).map(|h| h.mirror_tid)
+}
+
+/// Start every node's thread and wait until every node agrees with the focus: `Ok` then,
+/// `TimedOut` past `timeout`, `Interrupted` when the host says the caller must stop.
+#[inline(never)]
+fn converge(
+    cluster: Pin<&Cluster>,
+    names: &[&str],
+    timeout: Duration,
+    out: &mut dyn Write,
+) -> Result<()> {
+    for (i, name) in names.iter().enumerate() {
+        cluster
+            .thread_start(i)
+            .map_err(|e| fail(out, name, &format_args!("thread: {e}"), e))?;
+    }
+    let host: &dyn Host = &KERNEL_HOST;
+    let t0 = host.now_ns();
+    loop {
+        let behind = (0..cluster.len()).filter(|&i| !cluster.in_sync(i)).count();
+        let ms = host.now_ns().saturating_sub(t0) / 1_000_000;
+        if behind == 0 {
+            let _ = writeln!(out, "sync: converged in {ms} ms");
+            return Ok(());
+        }
+        if ms > timeout.as_millis() as u64 {
+            let why = format_args!(
+                "not converged after {} s ({behind} nodes behind); nothing committed",
+                timeout.as_secs()
+            );
+            return Err(fail(out, &"cluster", &why, Error::TimedOut));
+        }
+        if sleep_interruptible(host, POLL).is_err() {
+            return Err(fail(
+                out,
+                &"cluster",
+                &"interrupted; nothing committed",
+                Error::Interrupted,
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testhost::{newfs_image, volume_cmd, BLOCK_OPEN, BLOCK_SERIAL};
+    use hammer2_synchro::cluster::FrontendOp;
+    use hammer2_synchro::media::{PFSTYPE_MASTER, PFSTYPE_SLAVE};
+    use hammer2_synchro::role::{NodeSet, Role};
+    use hammer2_synchro::volume::NewPfs;
+    use std::string::String;
+    use std::sync::atomic::Ordering;
+
+    const CLID: [u8; 16] = [7; 16];
+
+    /// A 48 MiB volume with PFS `DATA` of `pfs_type` in cluster `clid`.
+    fn volume(name: &str, pfs_type: u8, clid: [u8; 16]) -> String {
+        let p = std::env::temp_dir().join(format!("h2s-ksync-{}-{name}", std::process::id()));
+        let list = [NewPfs {
+            label: b"DATA",
+            pfs_type,
+            clid,
+            fsid: [name.len() as u8; 16],
+            nmasters: 1,
+        }];
+        newfs_image(&p, &list)
+    }
+
+    /// Remove the images; no device may be left open.
+    fn remove(imgs: &[&str]) {
+        for img in imgs {
+            std::fs::remove_file(img).unwrap();
+        }
+        assert_eq!(BLOCK_OPEN.load(Ordering::SeqCst), 0, "a device left open");
+    }
+
+    /// Files written into PFS `DATA` of `path` and committed.
+    fn fill(path: &str) {
+        let dev = HostDev::open(path.as_bytes(), true).unwrap();
+        let vol = Volume::open(&dev).unwrap();
+        let (store, mut m) = mount::load(&KERNEL_HOST, &vol, b"DATA").unwrap();
+        let c = Cluster::from_stores(&KERNEL_HOST, &[Role::Master], vec![store], Layout::Index)
+            .unwrap();
+        let big: Vec<u8> = (0..70_000u32).map(|i| (i * 7) as u8).collect();
+        for op in [
+            FrontendOp::Mkdir(b"/d"),
+            FrontendOp::Write(b"/d/big", &big),
+            FrontendOp::Write(b"/small", b"hello"),
+        ] {
+            c.apply(NodeSet(1), op).unwrap();
+        }
+        mount::commit(&vol, c.store(0).unwrap(), &mut m).unwrap();
+    }
+
+    fn vol(cmd: &str) -> (i32, String) {
+        volume_cmd(cmd, 1 << 16)
+    }
+
+    fn assert_clean(img: &str) {
+        let (rc, text) = vol(&format!("fsck {img}"));
+        assert!(
+            rc == 0 && text.ends_with(&format!("{img}: clean\n")),
+            "{text}"
+        );
+    }
+
+    /// The listing of `/` and `/d` of PFS DATA of `img` (what a synced slave must show).
+    fn tree(img: &str) -> String {
+        let a = vol(&format!("ls {img}@DATA /")).1;
+        a + &vol(&format!("ls {img}@DATA /d")).1
+    }
+
+    #[test]
+    fn sync_brings_the_slaves_to_the_master_and_a_second_sync_writes_nothing() {
+        let _g = BLOCK_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let (m, s1, s2) = (
+            volume("m", PFSTYPE_MASTER, CLID),
+            volume("s1", PFSTYPE_SLAVE, CLID),
+            volume("s2", PFSTYPE_SLAVE, CLID),
+        );
+        fill(&m);
+        assert!(tree(&m).contains("big"), "{}", tree(&m));
+        assert_ne!(tree(&s1), tree(&m));
+        let (rc, text) = vol(&format!("sync --timeout 60 {m}@DATA {s1}@DATA {s2}@DATA"));
+        assert_eq!(rc, 0, "{text}");
+        assert!(text.contains("sync: converged in "), "{text}");
+        assert!(
+            text.contains(&format!("sync: {m}@DATA: unchanged, not written")),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("sync: done: 2 of 3 volumes written\n"),
+            "{text}"
+        );
+        for img in [&m, &s1, &s2] {
+            assert_clean(img);
+            assert_eq!(tree(img), tree(&m), "{img}");
+        }
+        let (rc, text) = vol(&format!("sync {m}@DATA {s1}@DATA {s2}@DATA"));
+        assert_eq!(rc, 0, "{text}");
+        assert!(
+            text.ends_with("sync: done: 0 of 3 volumes written\n"),
+            "{text}"
+        );
+        remove(&[&m, &s1, &s2]);
+    }
+
+    #[test]
+    fn bad_input_is_an_error_line_and_writes_nothing() {
+        let _g = BLOCK_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let (m, s, other) = (
+            volume("bm", PFSTYPE_MASTER, CLID),
+            volume("bs", PFSTYPE_SLAVE, CLID),
+            volume("bo", PFSTYPE_SLAVE, [9; 16]),
+        );
+        fill(&m);
+        let before = std::fs::read(&s).unwrap();
+        let clid = format!(
+            "error: sync: cluster: {other}@DATA: cluster id 09090909-0909-0909-0909-090909090909 \
+             differs from {m}@DATA's 07070707-0707-0707-0707-070707070707: not one cluster \
+             (make the nodes with one newfs --clid)\n"
+        );
+        let cases = [
+            (format!("sync {m}@DATA {other}@DATA"), -22, clid.as_str()),
+            (
+                format!("sync {s}@DATA"),
+                -22,
+                "error: sync: cluster: no master among the PFSs: nothing to sync from\n",
+            ),
+            (
+                format!("sync {m}@DATA {s}@NOPE"),
+                -2,
+                "@NOPE: load: not found\n",
+            ),
+            (
+                format!("sync {m}@DATA /nonexistent@DATA"),
+                -2,
+                "error: sync: /nonexistent: no such file or directory (errno 2)\n",
+            ),
+            (
+                format!("sync {m}@DATA {m}@DATA"),
+                -22,
+                "error: sync: usage: a device given twice",
+            ),
+            (
+                format!("sync {m}"),
+                -22,
+                "error: sync: usage: not PATH@LABEL",
+            ),
+            ("sync".into(), -22, "error: sync: usage: no PATH@LABEL"),
+            (
+                format!("sync --tear {m}@DATA"),
+                -22,
+                "error: sync: usage: --tear needs",
+            ),
+            (
+                format!("sync --timeout 0 {m}@DATA"),
+                -22,
+                "error: sync: usage: an option",
+            ),
+            (
+                format!("sync --bogus {m}@DATA"),
+                -22,
+                "error: sync: usage: unknown option",
+            ),
+            (
+                format!("sync {}", "a@b ".repeat(17)),
+                -22,
+                "error: sync: usage: too many words",
+            ),
+        ];
+        for (cmd, want_rc, want) in &cases {
+            let (rc, text) = vol(cmd);
+            assert_eq!(rc, *want_rc, "{cmd}: {text}");
+            assert!(
+                text.ends_with(want) || text.starts_with(want),
+                "{cmd}: {text}"
+            );
+            assert!(!text.contains("committed"), "{cmd}: {text}");
+        }
+        assert!(
+            std::fs::read(&s).unwrap() == before,
+            "a refused sync wrote the slave"
+        );
+        remove(&[&m, &s, &other]);
+    }
+
+    #[test]
+    fn a_sync_cut_at_a_write_leaves_the_old_tree_or_the_new_and_a_new_sync_completes() {
+        let _g = BLOCK_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let m = volume("cm", PFSTYPE_MASTER, CLID);
+        fill(&m);
+        let empty = {
+            let s = volume("cs", PFSTYPE_SLAVE, CLID);
+            let t = tree(&s);
+            std::fs::remove_file(s).unwrap();
+            t
+        };
+        let mut cut = 0;
+        for (n, tear) in [(1, false), (2, true), (5, false), (9, true), (1000, false)] {
+            let s = volume("cs", PFSTYPE_SLAVE, CLID);
+            let flag = if tear { " --tear" } else { "" };
+            let (rc, text) = vol(&format!(
+                "sync --fail-after-writes {n}{flag} {m}@DATA {s}@DATA"
+            ));
+            if rc == 0 {
+                assert!(text.contains("1 of 2 volumes written"), "{n}: {text}");
+                assert_eq!(tree(&s), tree(&m), "{n}");
+            } else {
+                cut += 1;
+                assert_eq!(rc, -5, "{n}: {text}");
+                assert!(
+                    text.ends_with("i/o error (the volume keeps its last commit)\n"),
+                    "{n}: {text}"
+                );
+                assert_eq!(tree(&s), empty, "{n}: a cut commit changed the tree");
+            }
+            assert_clean(&s);
+            let (rc, text) = vol(&format!("sync {m}@DATA {s}@DATA"));
+            assert_eq!(rc, 0, "{n}: {text}");
+            assert_eq!(tree(&s), tree(&m), "{n}");
+            assert_clean(&s);
+            std::fs::remove_file(s).unwrap();
+        }
+        assert_eq!(
+            cut, 4,
+            "the cut points past the first write must cut the commit"
+        );
+        std::fs::remove_file(m).unwrap();
+    }
+}

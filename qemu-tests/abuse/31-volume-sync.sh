@@ -1,0 +1,110 @@
+# Sync in the kernel (debugfs `volume sync`) of volumes the host's CLI made
+# (qemu-tests/volume-sync): a master, a slave filled apart and an empty slave, as the virtio
+# disks /dev/vdc, vdd and vde (the debug kernel has no virtio: the same images as files of the
+# initramfs). The threads converge with the cluster in `status` meanwhile, the changed volumes
+# are committed, a second sync writes nothing, the slaves list the master's tree and every
+# volume is fsck-clean through `volume`. Bad input is an error line that writes nothing: another
+# cluster id, an unknown device, a bad label, a damaged volume, no master, a bad option; a
+# slave too small for the master's tree is a clean ENOSPC that leaves it as it was.
+# Crash cut points (disks vdf on): a sync whose N-th block write fails (torn or not) ends in
+# an error; the host then checks those volumes (qemu-tests/volume-sync check).
+VS=/h2s/vsync
+fails=0
+bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
+virtio_disks /dev/vdc || true
+# unpack_image NAME: $VS/NAME back from NAME.runs and NAME.data (qemu-tests/volume-sync pack).
+unpack_image() {
+	local size start n at=0
+	{
+		read -r size
+		dd if=/dev/zero of=$VS/$1 bs=1 count=0 seek="$size" 2>/dev/null
+		while read -r start n; do
+			dd if=$VS/$1.data of=$VS/$1 bs=65536 skip=$at seek="$start" count="$n" conv=notrunc 2>/dev/null
+			at=$((at + n))
+		done
+	} <$VS/$1.runs
+	rm -f $VS/$1.data $VS/$1.runs
+}
+for f in $VS/*.runs; do unpack_image "$(basename "$f" .runs)"; done
+set -- $(cat $VS/disks)
+if [ -b /dev/vdc ]; then
+	M=/dev/vdc S1=/dev/vdd S2=/dev/vde
+	echo "# the volumes are the virtio disks vdc, vdd, vde"
+else
+	M=$VS/$1 S1=$VS/$2 S2=$VS/$3
+	echo "# no virtio disk in this kernel: the volumes are image files (no host checks)"
+fi
+# The sync, with `status` read while it runs: the cluster of 3 nodes shows there.
+(vcmd "sync --timeout 300 $M@DATA $S1@DATA $S2@DATA"; cp /tmp/vout /tmp/vsync.out) &
+pid=$!
+seen=0
+# Read without pause: the cluster lives from the load to the last commit, some 100 ms here.
+while kill -0 $pid 2>/dev/null; do
+	cat "$D/status" >/tmp/vstatus 2>/dev/null
+	grep -q '^cluster .*3 nodes' /tmp/vstatus && seen=1
+done
+wait $pid
+sed 's/^/  /' /tmp/vsync.out
+grep -q 'sync: converged in ' /tmp/vsync.out || bad "the first sync did not converge"
+tail -n1 /tmp/vsync.out | grep -qx 'sync: done: 2 of 3 volumes written' || bad "the first sync did not write the 2 slaves"
+[ $seen = 1 ] || { bad "status never showed the 3-node cluster while the sync ran"; sed 's/^/  /' /tmp/vstatus | head -20; }
+vcmd "sync $M@DATA $S1@DATA $S2@DATA"
+tail -n1 /tmp/vout | grep -qx 'sync: done: 0 of 3 volumes written' || { bad "a second sync changed something:"; cat /tmp/vout; }
+for d in / /sub /sub/deeper; do
+	vcmd "ls $M@DATA $d"
+	cp /tmp/vout /tmp/vls.m
+	for s in $S1 $S2; do
+		vcmd "ls $s@DATA $d"
+		cmp -s /tmp/vout /tmp/vls.m || { bad "ls $s@DATA $d differs from the master's"; diff /tmp/vls.m /tmp/vout | head; }
+	done
+done
+for v in $M $S1 $S2; do
+	vcmd "fsck $v"
+	tail -n1 /tmp/vout | grep -qx "$v: clean" || { bad "fsck $v:"; tail -n5 /tmp/vout; }
+done
+echo "synced: every slave lists the master's tree, all fsck-clean, a second sync wrote nothing"
+# Bad input: an error line, nothing written.
+cp $VS/other.img /tmp/other.orig
+for pair in \
+	"sync $M@DATA $VS/other.img@DATA|error: sync: cluster: $VS/other.img@DATA: cluster id 0ddc1d00-0000-4000-8000-000000000000 differs from $M@DATA's 5eed5eed-0000-4000-8000-00000000c1d5: not one cluster (make the nodes with one newfs --clid)" \
+	"sync $M@DATA /dev/nonexistent@DATA|error: sync: /dev/nonexistent: no such file or directory (errno 2)" \
+	"sync $M@DATA $VS/other.img@NOPE|error: sync: $VS/other.img@NOPE: load: not found" \
+	"sync $VS/bad.img@DATA $VS/other.img@DATA|error: sync: $VS/bad.img@DATA: load: i/o error" \
+	"sync $VS/other.img@DATA|error: sync: cluster: no master among the PFSs: nothing to sync from" \
+	"sync --tear $M@DATA|error: sync: usage: --tear needs --fail-after-writes: sync [--timeout SECS] [--fail-after-writes N [--tear]] PATH@LABEL PATH@LABEL ..." \
+	"sync $M@DATA $M@DATA|error: sync: usage: a device given twice: one PFS per volume: sync [--timeout SECS] [--fail-after-writes N [--tear]] PATH@LABEL PATH@LABEL ..."; do
+	vcmd "${pair%%|*}"
+	[ "$(tail -n1 /tmp/vout)" = "${pair#*|}" ] || { bad "'${pair%%|*}' gave:"; cat /tmp/vout; }
+done
+cmp -s $VS/other.img /tmp/other.orig || bad "a refused sync wrote other.img"
+rm -f /tmp/other.orig
+# A slave too small for the master's tree: a clean ENOSPC, the slave as it was.
+vcmd "sync $VS/big.img@DATA $VS/small.img@DATA"
+[ "$(tail -n1 /tmp/vout)" = "error: sync: $VS/small.img@DATA: commit: no space left (the volume keeps its last commit)" ] ||
+	{ bad "a sync into a full volume gave:"; cat /tmp/vout; }
+vcmd "fsck $VS/small.img"
+tail -n1 /tmp/vout | grep -qx "$VS/small.img: clean" || { bad "fsck of the full slave:"; tail -n5 /tmp/vout; }
+vcmd "ls $VS/small.img@DATA /"
+[ -s /tmp/vout ] && { bad "the full slave is not empty:"; head -5 /tmp/vout; }
+echo "bad input: an error line each, nothing written"
+# Crash cut points: only on disks (the host checks them after the boot).
+if [ -b /dev/vdc ]; then
+	k=5 # the first cut disk is the 6th: vdf
+	while read -r img n how; do
+		k=$((k + 1))
+		dev=/dev/vd$(echo abcdefghijklmnop | cut -c$k)
+		opt="--fail-after-writes $n"
+		[ "$how" = tear ] && opt="$opt --tear"
+		vcmd "sync $opt $M@DATA $dev@DATA"
+		last=$(tail -n1 /tmp/vout)
+		case "$last" in
+		"error: sync: $dev@DATA: commit: i/o error (the volume keeps its last commit)") echo "cut after write $n ($how) on $dev: $last" ;;
+		"sync: done: 1 of 2 volumes written") echo "cut after write $n ($how) on $dev: past the commit's writes, committed" ;;
+		*) bad "sync $opt on $dev gave:"; cat /tmp/vout ;;
+		esac
+	done <$VS/cuts
+fi
+least=$(dmesg | sed -n 's/.*volume: \([0-9]*\) bytes of stack left.*(sync .*/\1/p' | sort -n | head -n1)
+echo "least stack left at a block read or write of a sync: ${least:-none} bytes"
+[ -n "$least" ] && [ "$least" -ge 6144 ] || bad "only ${least:-no} bytes of stack left at a block I/O of a sync"
+[ $fails = 0 ]
