@@ -307,6 +307,16 @@ fn bug12_insert_over_an_existing_key_replaces() {
     assert_eq!((stats.replaced, stats.inserted), (1, 0));
 }
 
+/// On every node: a directory `/d` with a file and a subdirectory holding a file of two data
+/// blocks, and a file `/big` of four data blocks: chains with children for a leaf to replace.
+fn trees_with_children(c: &Cluster) {
+    mkdir(c, all(c), "/d");
+    write(c, all(c), "/d/a", b"a");
+    mkdir(c, all(c), "/d/sub");
+    write(c, all(c), "/d/sub/deep", &pattern(70_000, 1));
+    write(c, all(c), "/big", &pattern(200_000, 2));
+}
+
 /// Bug 13: a hardlink pointer (a leaf: never deferred, so never scanned) that takes the place of
 /// a directory with entries, a directory with a subdirectory, or a file of several data blocks
 /// must not keep their children hidden under it. In both scan modes, the slave ends with exactly
@@ -316,11 +326,7 @@ fn bug13_pointer_replacing_a_tree_keeps_no_children() {
     for mode in [ScanMode::Pruned, ScanMode::Original] {
         let c = cluster(&[M, M, S]);
         c.set_scan_mode(mode);
-        mkdir(&c, all(&c), "/d");
-        write(&c, all(&c), "/d/a", b"a");
-        mkdir(&c, all(&c), "/d/sub");
-        write(&c, all(&c), "/d/sub/deep", &pattern(70_000, 1));
-        write(&c, all(&c), "/big", &pattern(200_000, 2));
+        trees_with_children(&c);
         write(&c, all(&c), "/target", b"t");
         for p in ["/d", "/big"] {
             c.apply(set(&[0, 1]), FrontendOp::Rm(p.as_bytes())).unwrap();
@@ -339,17 +345,14 @@ fn bug13_pointer_replacing_a_tree_keeps_no_children() {
     }
 }
 
-/// A DIRECTDATA focus over a local table (a directory, a file with data blocks) and a table over a local DIRECTDATA inode, both scan modes: equal trees, no chain left behind.
+/// A DIRECTDATA focus over a local table (a directory, a file with data blocks) and a table
+/// over a local DIRECTDATA inode, both scan modes: equal trees, no chain left behind.
 #[test]
 fn directdata_replaces_tables_and_tables_replace_directdata() {
     for mode in [ScanMode::Pruned, ScanMode::Original] {
         let c = cluster(&[M, M, S]);
         c.set_scan_mode(mode);
-        mkdir(&c, all(&c), "/d");
-        write(&c, all(&c), "/d/a", b"a");
-        mkdir(&c, all(&c), "/d/sub");
-        write(&c, all(&c), "/d/sub/deep", &pattern(70_000, 1));
-        write(&c, all(&c), "/big", &pattern(200_000, 2));
+        trees_with_children(&c);
         write(&c, all(&c), "/s", b"small");
         write(&c, all(&c), "/t", b"tiny");
         assert_same(&c, 0, 2);
