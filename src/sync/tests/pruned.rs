@@ -240,14 +240,7 @@ fn pruned_resume_after_a_full_deferral_list_goes_on_past_the_range() {
 /// original scan, not one per run of RUN children (each a wakeup and a round trip).
 #[test]
 fn dense_changes_are_merged_in_one_request_per_worker() {
-    let c = cluster(&[M, M, S]);
-    c.set_scan_mode(ScanMode::Pruned);
-    let full = all(&c);
-    mkdir(&c, full, "/w");
-    for i in 0..400 {
-        write(&c, full, &format!("/w/f{i}"), b"old");
-    }
-    assert!(c.in_sync(2));
+    let c = wide_dir_in_sync();
     for i in (0..400).step_by(4) {
         write(&c, set(&[0, 1]), &format!("/w/f{i}"), b"new");
     }
@@ -262,6 +255,20 @@ fn dense_changes_are_merged_in_one_request_per_worker() {
     );
 }
 
+/// Two masters and a slave in the pruned scan mode, every node holding `/w` with 400 small
+/// files.
+fn wide_dir_in_sync() -> Pin<Box<Cluster>> {
+    let c = cluster(&[M, M, S]);
+    c.set_scan_mode(ScanMode::Pruned);
+    let full = all(&c);
+    mkdir(&c, full, "/w");
+    for i in 0..400 {
+        write(&c, full, &format!("/w/f{i}"), b"old");
+    }
+    assert!(c.in_sync(2));
+    c
+}
+
 /// A frontend change on the masters lands mid-walk, between differing runs that are
 /// merged together or apart; a pass that reports success must leave the slave equal.
 #[test]
@@ -274,14 +281,7 @@ fn a_frontend_change_between_merged_runs_never_leaves_a_wrong_pass() {
         (40, 300, 2),
         (40, 300, 6),
     ] {
-        let c = cluster(&[M, M, S]);
-        c.set_scan_mode(ScanMode::Pruned);
-        let full = all(&c);
-        mkdir(&c, full, "/w");
-        for i in 0..400 {
-            write(&c, full, &format!("/w/f{i}"), b"old");
-        }
-        assert!(c.in_sync(2));
+        let c = wide_dir_in_sync();
         for i in (0..400).step_by(spacing) {
             write(&c, set(&[0, 1]), &format!("/w/f{i}"), b"new");
         }
