@@ -207,7 +207,10 @@ struct H2sHostOps {
    stores an opaque handle through `dev` and the device's size in bytes through `size`,
    and returns 0; otherwise a negative errno (`-ENOENT`, `-EACCES`, `-EROFS`, ...;
    `-EISDIR` for a directory, `-EINVAL` for anything that is neither a regular file nor a
-   block device) and stores nothing. Process context; may sleep.
+   block device) and stores nothing. A writable block device should be claimed
+   exclusively (Linux: `O_EXCL`), so a mounted one is refused (`-EBUSY`). Called in the
+   context of the task that runs the command (its root, working directory and credentials
+   resolve `path`), never on a thread the core spawned. Process context; may sleep.
    */
   int32_t (*block_open)(const uint8_t *path,
                         size_t path_len,

@@ -16,6 +16,7 @@ pub(crate) const PATH_MAX: usize = 4096;
 
 const ENOENT: i32 = 2;
 const EINTR: i32 = 4;
+const EBUSY: i32 = 16;
 const ENOMEM: i32 = 12;
 const EISDIR: i32 = 21;
 const EINVAL: i32 = 22;
@@ -36,6 +37,7 @@ impl OpenError {
             ENOENT => Error::NotFound,
             EISDIR => Error::IsDir,
             ENOMEM => Error::NoMem,
+            EBUSY => Error::Busy,
             _ => Error::Invalid,
         }
     }
@@ -51,7 +53,7 @@ impl fmt::Display for OpenError {
             EINVAL => "not a regular file or block device",
             EROFS => "read-only file system",
             6 => "no such device",
-            16 => "device busy",
+            EBUSY => "device busy (mounted or open exclusively elsewhere)",
             20 => "a path component is not a directory",
             36 => "path too long",
             40 => "too many symbolic links",

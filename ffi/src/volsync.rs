@@ -5,8 +5,11 @@
 //! node agrees with the focus (bounded by `--timeout`; the cluster shows in `status`
 //! meanwhile), every thread is stopped with its acknowledgement, and every node whose tree
 //! changed is committed to its volume as one copy-on-write transaction (flushed before and
-//! after its header). The loads and the commits run on a kernel thread of their own: a fresh
-//! stack for the deepest walks.
+//! after its header). The devices are opened by the caller (its root, working directory and
+//! credentials resolve the paths); the loads and the commits run on a kernel thread of their
+//! own: a fresh stack for the deepest walks. One `sync` runs at a time in the module: a second
+//! one fails at once with `busy`, and a writable block device is opened exclusively, so a
+//! mounted or otherwise claimed device is refused.
 //!
 //! `--fail-after-writes N [--tear]` is the fault option of the crash tests: the N-th block
 //! write of the command fails (with `--tear`, after its first half reached the device), as a
@@ -15,6 +18,7 @@
 use core::cell::Cell;
 use core::fmt::{Display, Write};
 use core::pin::Pin;
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use core::time::Duration;
 
 use alloc::boxed::Box;
@@ -40,8 +44,33 @@ pub const USAGE: &str =
 /// How long `sync` waits for convergence unless told otherwise.
 const DEFAULT_TIMEOUT_SECS: u64 = 600;
 
+/// The longest `--timeout` (a day): far past any convergence, and far from overflowing.
+const MAX_TIMEOUT_SECS: u64 = 86_400;
+
 /// How often the idle threads poll, and the command looks at them.
 const POLL: Duration = Duration::from_millis(50);
+
+/// Whether a `sync` is running in the module: two at once could commit to one device.
+static RUNNING: AtomicBool = AtomicBool::new(false);
+
+/// The module's one running `sync`, released when dropped.
+struct Running;
+
+impl Running {
+    /// Claim the module's `sync`, or `None` when another one holds it: a caller never waits.
+    fn claim() -> Option<Running> {
+        RUNNING
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .ok()
+            .map(|_| Running)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING.store(false, Ordering::Release);
+    }
+}
 
 /// The write fault of one command: every block write counts down `left`; the one that finds
 /// it at 1 fails (torn when `tear`). `left` 0: no fault.
@@ -64,10 +93,22 @@ impl Fault {
     }
 }
 
-/// A device of the command: the host's, with the command's write fault.
+/// A device of the command: the host's, with the command's write fault and its cancel flag
+/// (set by the caller when it must stop: every later I/O is `Interrupted`).
 struct Dev<'a> {
     dev: HostDev,
     fault: &'a Fault,
+    cancel: &'a AtomicBool,
+}
+
+impl Dev<'_> {
+    /// `Interrupted` once the caller cancelled the command.
+    fn check_cancel(&self) -> Result<()> {
+        if self.cancel.load(Ordering::Acquire) {
+            return Err(Error::Interrupted);
+        }
+        Ok(())
+    }
 }
 
 impl BlockDev for Dev<'_> {
@@ -75,9 +116,11 @@ impl BlockDev for Dev<'_> {
         self.dev.size()
     }
     fn read_at(&self, off: u64, buf: &mut [u8]) -> Result<()> {
+        self.check_cancel()?;
         self.dev.read_at(off, buf)
     }
     fn write_at(&self, off: u64, buf: &[u8]) -> Result<()> {
+        self.check_cancel()?;
         if self.fault.hit() {
             if self.fault.tear {
                 self.dev.write_at(off, &buf[..buf.len() / 2])?;
@@ -87,6 +130,7 @@ impl BlockDev for Dev<'_> {
         self.dev.write_at(off, buf)
     }
     fn flush(&self) -> Result<()> {
+        self.check_cancel()?;
         self.dev.flush()
     }
     fn yield_point(&self) {
@@ -118,7 +162,13 @@ fn parse<'a>(words: &[&'a str]) -> core::result::Result<Args<'a>, &'static str> 
                 .ok_or("an option's value is not a number > 0")
         };
         match *w {
-            "--timeout" => a.timeout = Duration::from_secs(number()?),
+            "--timeout" => {
+                let secs = number()?;
+                if secs > MAX_TIMEOUT_SECS {
+                    return Err("--timeout is at most 86400 seconds");
+                }
+                a.timeout = Duration::from_secs(secs);
+            }
             "--fail-after-writes" => a.fail_after = number()?,
             "--tear" => a.tear = true,
             o if o.starts_with('-') => return Err("unknown option"),
@@ -176,17 +226,28 @@ pub fn run(words: &[&str], out: &mut dyn Write) -> Result<()> {
             ))
         }
     };
+    let Some(_running) = Running::claim() else {
+        return Err(fail(
+            out,
+            &"busy",
+            &"another volume sync is running",
+            Error::Busy,
+        ));
+    };
     let fault = Fault {
         left: Cell::new(a.fail_after),
         tear: a.tear,
     };
+    let cancel = AtomicBool::new(false);
     let mut names: heapless::Vec<&str, MAX_NODES> = heapless::Vec::new();
     for (spec, _, _) in &a.specs {
         let _ = names.push(spec);
     }
+    let mut devs = Some(open_all(&a, out)?);
     let mut loaded = None;
-    on_own_thread(&mut || {
-        loaded = Some(load_all(&a, &names, &fault, out)?);
+    on_own_thread(&cancel, &mut || {
+        let devs = devs.take().ok_or(Error::Invalid)?;
+        loaded = Some(load_all(&a, devs, &names, &fault, &cancel, out)?);
         Ok(())
     })?;
     let (mut nodes, stores, join) = loaded.ok_or(Error::Invalid)?;
@@ -201,23 +262,50 @@ pub fn run(words: &[&str], out: &mut dyn Write) -> Result<()> {
         }
     }
     ran?;
-    on_own_thread(&mut || commit_all(&cluster, &mut nodes, out))
+    on_own_thread(&cancel, &mut || commit_all(&cluster, &mut nodes, out))
 }
+
+/// Open every device of `a` read-write, in the caller's context: its root, working directory
+/// and credentials resolve the paths, not those of the job's kernel thread.
+#[inline(never)]
+fn open_all(a: &Args<'_>, out: &mut dyn Write) -> Result<heapless::Vec<HostDev, MAX_NODES>> {
+    let mut devs = heapless::Vec::new();
+    for &(_, path, _) in &a.specs {
+        let dev =
+            HostDev::open(path.as_bytes(), true).map_err(|e| fail(out, &path, &e, e.error()))?;
+        // Cannot fail: `parse` keeps at most MAX_NODES specs.
+        devs.push(dev).map_err(|_| Error::Invalid)?;
+    }
+    Ok(devs)
+}
+
+/// How long the caller of [`on_own_thread`] sleeps between two looks at its own `should_stop`.
+const JOIN_SLICE: Duration = Duration::from_millis(20);
 
 /// Run `job` on a kernel thread of its own and wait for it to end. A load and a commit walk a
 /// PFS's tree and read or write at the bottom of it (under which the kernel's page cache,
 /// write-back and block layer run): on a fresh stack they have the whole of it, rather than
-/// what the debugfs read and this command's frames leave. The job does not see the caller's
-/// signals: a kill ends the command once the load or the commit is done (a cut commit would
-/// keep the last one anyway).
+/// what the debugfs read and this command's frames leave. The job sees no signal of the
+/// caller: the caller waits in bounded word sleeps (not an uninterruptible join, which a long
+/// commit would hold past the hung-task detector's limit), and once it must stop it sets
+/// `cancel`, which the job's devices turn into `Interrupted` at their next I/O (a cut commit
+/// keeps the last one); it then waits for the job to end, which is soon.
 #[inline(never)]
-fn on_own_thread(job: &mut (dyn FnMut() -> Result<()> + '_)) -> Result<()> {
+fn on_own_thread(cancel: &AtomicBool, job: &mut (dyn FnMut() -> Result<()> + '_)) -> Result<()> {
     let mut result = Err(Error::Invalid);
-    let mut call = || result = job();
+    let done = AtomicU32::new(0);
+    let host: &dyn Host = &KERNEL_HOST;
+    let mut call = || {
+        result = job();
+        done.store(1, Ordering::Release);
+        host.wake_word(&done);
+    };
     let call: *mut (dyn FnMut() + '_) = &mut call;
-    // SAFETY: only the lifetime is erased: `call` (and all it borrows) outlives the thread,
-    // which is joined below before this frame ends, and nothing else touches them meanwhile:
-    // this thread waits in `join`, whose completion orders the job's writes before our reads.
+    // SAFETY: only the lifetime is erased: `call` (and all it borrows: `result`, `done`, the
+    // job) outlives the thread, which is joined below before this frame ends, on every path
+    // past the spawn; nothing else touches `result` or the job meanwhile: this thread only
+    // reads `done` (atomic) and stores to `cancel` (atomic) until the join, whose completion
+    // orders the job's writes before our read of `result`.
     let call: *mut (dyn FnMut() + 'static) = unsafe { core::mem::transmute(call) };
     let ptr = JobPtr(call);
     let entry = try_box(move || {
@@ -225,8 +313,13 @@ fn on_own_thread(job: &mut (dyn FnMut() -> Result<()> + '_)) -> Result<()> {
         // SAFETY: see above: the job is alive and ours alone until the join.
         unsafe { (*ptr.0)() }
     })?;
-    let host: &dyn Host = &KERNEL_HOST;
     let th = host.spawn("h2s-volsync", entry)?;
+    while done.load(Ordering::Acquire) == 0 {
+        host.sleep_on_word(&done, 0, Some(JOIN_SLICE));
+        if host.should_stop() {
+            cancel.store(true, Ordering::Release);
+        }
+    }
     host.join(th);
     result
 }
@@ -234,23 +327,26 @@ fn on_own_thread(job: &mut (dyn FnMut() -> Result<()> + '_)) -> Result<()> {
 /// The job of [`on_own_thread`], handed to its thread.
 struct JobPtr(*mut (dyn FnMut() + 'static));
 
-// SAFETY: the job runs on one thread at a time: the caller of `on_own_thread` waits in `join`
-// while the spawned thread runs it.
+// SAFETY: the job runs on one thread only: the caller of `on_own_thread` touches nothing of it
+// (only the atomics `done` and `cancel`) until the join.
 unsafe impl Send for JobPtr {}
 
 /// Open and load every node of `a` and join them into one cluster's nodes.
 #[inline(never)]
 fn load_all<'a>(
     a: &Args<'a>,
+    devs: heapless::Vec<HostDev, MAX_NODES>,
     names: &[&'a str],
     fault: &'a Fault,
+    cancel: &'a AtomicBool,
     out: &mut dyn Write,
 ) -> Result<(Vec<Node<'a>>, Vec<Store>, Join)> {
     let mut nodes: Vec<Node<'_>> = Vec::new();
     let mut stores: Vec<Store> = Vec::new();
     let mut join = Join::new();
-    for &(spec, path, label) in &a.specs {
-        let node = load(path, label, spec, fault, out)?;
+    for (&(spec, path, label), dev) in a.specs.iter().zip(devs) {
+        let dev = Dev { dev, fault, cancel };
+        let node = load(dev, path, label, spec, out)?;
         let role = join
             .add(&node.1)
             .map_err(|e| fail(out, &"cluster", &e.named(names), Error::Invalid))?;
@@ -307,17 +403,16 @@ fn commit_all(cluster: &Cluster, nodes: &mut [Node<'_>], out: &mut dyn Write) ->
     Ok(())
 }
 
-/// Open `path` read-write and load PFS `label` of it.
+/// Open the volume on `dev` (the device `path`) and load PFS `label` of it.
 #[inline(never)]
 fn load<'a>(
+    dev: Dev<'a>,
     path: &str,
     label: &str,
     spec: &'a str,
-    fault: &'a Fault,
     out: &mut dyn Write,
 ) -> Result<(Node<'a>, Store)> {
-    let dev = HostDev::open(path.as_bytes(), true).map_err(|e| fail(out, &path, &e, e.error()))?;
-    let vol = open_volume(Dev { dev, fault }).map_err(|e| fail(out, &path, &e, e.into()))?;
+    let vol = open_volume(dev).map_err(|e| fail(out, &path, &e, e.into()))?;
     let (store, mounted) =
         load_pfs(&vol, label).map_err(|e| fail(out, &spec, &format_args!("load: {e}"), e))?;
     Ok((Node { spec, vol, mounted }, store))
@@ -387,7 +482,7 @@ fn converge(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testhost::{newfs_image, volume_cmd, BLOCK_OPEN, BLOCK_SERIAL};
+    use crate::testhost::{newfs_image, volume_cmd, BLOCK_OPEN, BLOCK_SERIAL, STOPPED, WRITE_HOOK};
     use hammer2_synchro::cluster::FrontendOp;
     use hammer2_synchro::media::{PFSTYPE_MASTER, PFSTYPE_SLAVE};
     use hammer2_synchro::role::{NodeSet, Role};
@@ -543,6 +638,16 @@ mod tests {
                 "error: sync: usage: an option",
             ),
             (
+                format!("sync --timeout 86401 {m}@DATA"),
+                -22,
+                "error: sync: usage: --timeout is at most 86400 seconds",
+            ),
+            (
+                format!("sync --timeout 18446744073709551615 {m}@DATA"),
+                -22,
+                "error: sync: usage: --timeout is at most",
+            ),
+            (
                 format!("sync --bogus {m}@DATA"),
                 -22,
                 "error: sync: usage: unknown option",
@@ -611,5 +716,104 @@ mod tests {
             "the cut points past the first write must cut the commit"
         );
         std::fs::remove_file(m).unwrap();
+    }
+
+    /// The listing of an empty slave `name`'s PFS DATA (what a cut sync must leave in it).
+    fn empty_tree(name: &str) -> String {
+        let s = volume(name, PFSTYPE_SLAVE, CLID);
+        let t = tree(&s);
+        std::fs::remove_file(s).unwrap();
+        t
+    }
+
+    #[test]
+    fn a_second_sync_while_one_runs_is_busy_at_once() {
+        let _g = BLOCK_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let empty = empty_tree("us2");
+        let (m, s1, s2) = (
+            volume("um", PFSTYPE_MASTER, CLID),
+            volume("us1", PFSTYPE_SLAVE, CLID),
+            volume("us2", PFSTYPE_SLAVE, CLID),
+        );
+        fill(&m);
+        // The first sync's first write waits until the second sync has been refused.
+        let (committing, refused) = (
+            std::sync::mpsc::channel::<()>(),
+            std::sync::mpsc::channel::<()>(),
+        );
+        let (tell, wait) = (committing.0, refused.1);
+        let wait = std::sync::Mutex::new(wait);
+        *WRITE_HOOK.lock().unwrap() = Some(Box::new(move || {
+            if tell.send(()).is_ok() {
+                let _ = wait
+                    .lock()
+                    .unwrap()
+                    .recv_timeout(std::time::Duration::from_secs(10));
+            }
+        }));
+        let first = format!("sync {m}@DATA {s1}@DATA");
+        let t = std::thread::spawn(move || vol(&first));
+        committing.1.recv().unwrap();
+        let (rc, text) = vol(&format!("sync {m}@DATA {s1}@DATA {s2}@DATA"));
+        refused.0.send(()).unwrap();
+        let (rc1, text1) = t.join().unwrap();
+        *WRITE_HOOK.lock().unwrap() = None;
+        assert_eq!(
+            (rc, text.as_str()),
+            (-16, "error: sync: busy: another volume sync is running\n")
+        );
+        assert_eq!(rc1, 0, "{text1}");
+        assert!(text1.ends_with("1 of 2 volumes written\n"), "{text1}");
+        for img in [&m, &s1, &s2] {
+            assert_clean(img);
+        }
+        assert_eq!(tree(&s1), tree(&m));
+        assert_eq!(tree(&s2), empty, "the refused sync wrote");
+        // The lock is released: a sync runs again.
+        let (rc, text) = vol(&format!("sync {m}@DATA {s2}@DATA"));
+        assert_eq!(rc, 0, "{text}");
+        remove(&[&m, &s1, &s2]);
+    }
+
+    #[test]
+    fn a_caller_stopped_mid_commit_cuts_it_and_the_old_tree_stays() {
+        let _g = BLOCK_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let m = volume("km", PFSTYPE_MASTER, CLID);
+        fill(&m);
+        let empty = empty_tree("ks");
+        for n in [1u32, 2, 5] {
+            let s = volume("ks", PFSTYPE_SLAVE, CLID);
+            let cmd = format!("sync {m}@DATA {s}@DATA");
+            let t = std::thread::spawn(move || {
+                // The n-th write of the commit (on the job's thread) kills the caller, and
+                // then takes its time: the caller must notice and cancel the rest.
+                let caller = std::thread::current().id();
+                let mut left = n;
+                *WRITE_HOOK.lock().unwrap() = Some(Box::new(move || {
+                    left = left.saturating_sub(1);
+                    if left == 0 && STOPPED.lock().unwrap().replace(caller).is_none() {
+                        std::thread::sleep(std::time::Duration::from_millis(300));
+                    }
+                }));
+                let r = vol(&cmd);
+                *WRITE_HOOK.lock().unwrap() = None;
+                *STOPPED.lock().unwrap() = None;
+                r
+            });
+            let (rc, text) = t.join().unwrap();
+            assert_eq!(rc, -4, "{n}: {text}");
+            assert!(
+                text.ends_with("commit: interrupted (the volume keeps its last commit)\n"),
+                "{n}: {text}"
+            );
+            assert_eq!(tree(&s), empty, "{n}: a cancelled commit changed the tree");
+            assert_clean(&s);
+            let (rc, text) = vol(&format!("sync {m}@DATA {s}@DATA"));
+            assert_eq!(rc, 0, "{n}: {text}");
+            assert_eq!(tree(&s), tree(&m), "{n}");
+            assert_clean(&s);
+            std::fs::remove_file(s).unwrap();
+        }
+        remove(&[&m]);
     }
 }
