@@ -549,6 +549,14 @@ mod tests {
         a + &vol(&format!("ls {img}@DATA /d")).1
     }
 
+    /// The listing of an empty slave `name`'s PFS DATA (what a cut sync must leave in it).
+    fn empty_tree(name: &str) -> String {
+        let s = volume(name, PFSTYPE_SLAVE, CLID);
+        let t = tree(&s);
+        std::fs::remove_file(s).unwrap();
+        t
+    }
+
     #[test]
     fn sync_brings_the_slaves_to_the_master_and_a_second_sync_writes_nothing() {
         let _g = BLOCK_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -679,12 +687,7 @@ mod tests {
         let _g = BLOCK_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let m = volume("cm", PFSTYPE_MASTER, CLID);
         fill(&m);
-        let empty = {
-            let s = volume("cs", PFSTYPE_SLAVE, CLID);
-            let t = tree(&s);
-            std::fs::remove_file(s).unwrap();
-            t
-        };
+        let empty = empty_tree("cs");
         let mut cut = 0;
         for (n, tear) in [(1, false), (2, true), (5, false), (9, true), (1000, false)] {
             let s = volume("cs", PFSTYPE_SLAVE, CLID);
@@ -718,14 +721,6 @@ mod tests {
         std::fs::remove_file(m).unwrap();
     }
 
-    /// The listing of an empty slave `name`'s PFS DATA (what a cut sync must leave in it).
-    fn empty_tree(name: &str) -> String {
-        let s = volume(name, PFSTYPE_SLAVE, CLID);
-        let t = tree(&s);
-        std::fs::remove_file(s).unwrap();
-        t
-    }
-
     #[test]
     fn a_second_sync_while_one_runs_is_busy_at_once() {
         let _g = BLOCK_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -736,19 +731,17 @@ mod tests {
             volume("us2", PFSTYPE_SLAVE, CLID),
         );
         fill(&m);
-        // The first sync's first write waits until the second sync has been refused.
+        // The first sync's first write waits until the second sync has been refused; its
+        // later writes go straight on.
         let (committing, refused) = (
             std::sync::mpsc::channel::<()>(),
             std::sync::mpsc::channel::<()>(),
         );
-        let (tell, wait) = (committing.0, refused.1);
-        let wait = std::sync::Mutex::new(wait);
+        let mut first_write = Some((committing.0, refused.1));
         *WRITE_HOOK.lock().unwrap() = Some(Box::new(move || {
-            if tell.send(()).is_ok() {
-                let _ = wait
-                    .lock()
-                    .unwrap()
-                    .recv_timeout(std::time::Duration::from_secs(10));
+            if let Some((tell, wait)) = first_write.take() {
+                let _ = tell.send(());
+                let _ = wait.recv_timeout(std::time::Duration::from_secs(10));
             }
         }));
         let first = format!("sync {m}@DATA {s1}@DATA");
