@@ -13,7 +13,8 @@
 //!
 //! `--fail-after-writes N [--tear]` is the fault option of the crash tests: the N-th block
 //! write of the command fails (with `--tear`, after its first half reached the device), as a
-//! machine stopping there would leave it.
+//! machine stopping there would leave it. `--hold-ms N` is for tests too: the converged cluster
+//! stays N ms longer (in `status`, the module's one sync held) before the threads stop.
 
 use core::cell::Cell;
 use core::fmt::{Display, Write};
@@ -39,13 +40,16 @@ use crate::host::KERNEL_HOST;
 
 /// The usage of `sync`.
 pub const USAGE: &str =
-    "sync [--timeout SECS] [--fail-after-writes N [--tear]] PATH@LABEL PATH@LABEL ...";
+    "sync [--timeout SECS] [--hold-ms N] [--fail-after-writes N [--tear]] PATH@LABEL PATH@LABEL ...";
 
 /// How long `sync` waits for convergence unless told otherwise.
 const DEFAULT_TIMEOUT_SECS: u64 = 600;
 
 /// The longest `--timeout` (a day): far past any convergence, and far from overflowing.
 const MAX_TIMEOUT_SECS: u64 = 86_400;
+
+/// The longest `--hold-ms`: a test's window, not a way to keep devices claimed.
+const MAX_HOLD_MS: u64 = 60_000;
 
 /// How often the idle threads poll, and the command looks at them.
 const POLL: Duration = Duration::from_millis(50);
@@ -141,6 +145,7 @@ impl BlockDev for Dev<'_> {
 /// The command's words, parsed.
 struct Args<'a> {
     timeout: Duration,
+    hold: Duration,
     fail_after: u64,
     tear: bool,
     specs: heapless::Vec<(&'a str, &'a str, &'a str), MAX_NODES>,
@@ -149,6 +154,7 @@ struct Args<'a> {
 fn parse<'a>(words: &[&'a str]) -> core::result::Result<Args<'a>, &'static str> {
     let mut a = Args {
         timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
+        hold: Duration::ZERO,
         fail_after: 0,
         tear: false,
         specs: heapless::Vec::new(),
@@ -169,6 +175,13 @@ fn parse<'a>(words: &[&'a str]) -> core::result::Result<Args<'a>, &'static str> 
                 }
                 a.timeout = Duration::from_secs(secs);
             }
+            "--hold-ms" => {
+                let ms = number()?;
+                if ms > MAX_HOLD_MS {
+                    return Err("--hold-ms is at most 60000");
+                }
+                a.hold = Duration::from_millis(ms);
+            }
             "--fail-after-writes" => a.fail_after = number()?,
             "--tear" => a.tear = true,
             o if o.starts_with('-') => return Err("unknown option"),
@@ -179,8 +192,9 @@ fn parse<'a>(words: &[&'a str]) -> core::result::Result<Args<'a>, &'static str> 
                     .ok_or("not PATH@LABEL")?;
                 // By path: the kernel has no canonical path to compare, so two names of one
                 // device (a symlink, /dev/vdc and its by-id link) are not caught here, as the
-                // CLI catches them; the second load of a volume then sees the first one's
-                // commit as a stale open and refuses it before writing.
+                // CLI catches them. A block device's second name is refused at its open (the
+                // first one claimed it exclusively); an image file's second load sees the
+                // first one's commit as a stale open and refuses it before writing.
                 if a.specs.iter().any(|(_, p, _)| *p == pl.0) {
                     return Err("a device given twice: one PFS per volume");
                 }
@@ -254,7 +268,7 @@ pub fn run(words: &[&str], out: &mut dyn Write) -> Result<()> {
     let cluster = Cluster::from_stores(&KERNEL_HOST, join.roles(), stores, Layout::Index)
         .map_err(|e| fail(out, &"cluster", &e, e))?;
     cluster.set_thread_idle_poll(POLL);
-    let ran = converge(cluster.as_ref(), &names, a.timeout, out);
+    let ran = converge(cluster.as_ref(), &names, a.timeout, out).and_then(|()| hold(a.hold, out));
     // Every thread stopped, each request returning once its thread acknowledged it.
     for (i, name) in names.iter().enumerate() {
         if let Err(e) = cluster.thread_request(i, Request::Stop) {
@@ -469,14 +483,30 @@ fn converge(
             return Err(fail(out, &"cluster", &why, Error::TimedOut));
         }
         if sleep_interruptible(host, POLL).is_err() {
-            return Err(fail(
-                out,
-                &"cluster",
-                &"interrupted; nothing committed",
-                Error::Interrupted,
-            ));
+            return Err(interrupted(out));
         }
     }
+}
+
+/// Keep the converged cluster running for `d` (`--hold-ms`): `Interrupted` when the host says
+/// the caller must stop meanwhile.
+fn hold(d: Duration, out: &mut dyn Write) -> Result<()> {
+    if d.is_zero() {
+        return Ok(());
+    }
+    sleep_interruptible(&KERNEL_HOST, d).map_err(|_| interrupted(out))?;
+    let _ = writeln!(out, "sync: held {} ms", d.as_millis());
+    Ok(())
+}
+
+/// The error of a `sync` stopped before its commits.
+fn interrupted(out: &mut dyn Write) -> Error {
+    fail(
+        out,
+        &"cluster",
+        &"interrupted; nothing committed",
+        Error::Interrupted,
+    )
 }
 
 #[cfg(test)]
@@ -656,6 +686,11 @@ mod tests {
                 "error: sync: usage: --timeout is at most",
             ),
             (
+                format!("sync --hold-ms 60001 {m}@DATA"),
+                -22,
+                "error: sync: usage: --hold-ms is at most 60000",
+            ),
+            (
                 format!("sync --bogus {m}@DATA"),
                 -22,
                 "error: sync: usage: unknown option",
@@ -808,5 +843,30 @@ mod tests {
             std::fs::remove_file(s).unwrap();
         }
         remove(&[&m]);
+    }
+
+    #[test]
+    fn hold_keeps_the_converged_cluster_before_the_commit() {
+        let _g = BLOCK_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let (m, s) = (
+            volume("hm", PFSTYPE_MASTER, CLID),
+            volume("hs", PFSTYPE_SLAVE, CLID),
+        );
+        fill(&m);
+        let t0 = std::time::Instant::now();
+        let (rc, text) = vol(&format!("sync --hold-ms 300 {m}@DATA {s}@DATA"));
+        assert_eq!(rc, 0, "{text}");
+        assert!(
+            t0.elapsed() >= std::time::Duration::from_millis(300),
+            "{text}"
+        );
+        let held = text.find("sync: held 300 ms\n").expect(&text);
+        assert!(
+            text.find("sync: converged in ").expect(&text) < held,
+            "{text}"
+        );
+        assert!(text[held..].contains("committed, mirror_tid"), "{text}");
+        assert_eq!(tree(&s), tree(&m));
+        remove(&[&m, &s]);
     }
 }

@@ -1,10 +1,13 @@
 # Sync in the kernel (debugfs `volume sync`) of volumes the host's CLI made
 # (qemu-tests/volume-sync): a master, a slave filled apart and an empty slave, as the virtio
 # disks /dev/vdc, vdd and vde (the debug kernel has no virtio: the same images as files of the
-# initramfs). The threads converge with the cluster in `status` meanwhile, the changed volumes
-# are committed, a second sync writes nothing, the slaves list the master's tree and every
-# volume is fsck-clean through `volume`. Bad input is an error line that writes nothing: another
-# cluster id, an unknown device, a bad label, a damaged volume, no master, a bad option; a
+# initramfs). The threads converge with the cluster in `status` meanwhile (held there by
+# `--hold-ms`), a second sync meanwhile is refused at once as busy, the changed volumes are
+# committed; a sync killed while it holds its cluster ends at once and leaves the devices free;
+# a sync then writes nothing, the slaves list the master's tree and every volume is fsck-clean
+# through `volume`. Paths resolve in the writer's directory. Bad input is an error line that
+# writes nothing: another cluster id, an unknown device, a bad label, a damaged volume, no
+# master, a bad option, a --timeout past a day, a second name of a claimed block device; a
 # slave too small for the master's tree is a clean ENOSPC that leaves it as it was.
 # Crash cut points (disks vdf on): a sync whose N-th block write fails (torn or not) ends in
 # an error; the host then checks those volumes (qemu-tests/volume-sync check).
@@ -34,20 +37,52 @@ else
 	M=$VS/$1 S1=$VS/$2 S2=$VS/$3
 	echo "# no virtio disk in this kernel: the volumes are image files (no host checks)"
 fi
-# The sync, with `status` read while it runs: the cluster of 3 nodes shows there.
-(vcmd "sync --timeout 300 $M@DATA $S1@DATA $S2@DATA"; cp /tmp/vout /tmp/vsync.out) &
+# vrun OUT CMD: CMD through `volume` (vcmd's way), its text into OUT, as a process of its own
+# (exec: a kill of its pid kills the reader that runs the command).
+vrun() {
+	sh -c 'exec 3<>"$1/volume"; printf "%s" "$2" >&3; exec cat <&3 >"$3"' vrun "$D" "$2" "$1"
+}
+# seen_cluster PID: wait until `status` shows the cluster of 3 nodes while PID runs (it holds
+# the cluster for seconds after converging: no race with a short sync).
+seen_cluster() {
+	while kill -0 "$1" 2>/dev/null; do
+		cat "$D/status" >/tmp/vstatus 2>/dev/null
+		grep -q '^cluster .*3 nodes' /tmp/vstatus && return 0
+	done
+	return 1
+}
+# The sync, with `status` read while it runs: the cluster of 3 nodes shows there, and a second
+# sync meanwhile is refused at once.
+vrun /tmp/vsync.out "sync --timeout 300 --hold-ms 3000 $M@DATA $S1@DATA $S2@DATA" &
 pid=$!
-seen=0
-# Read without pause: the cluster lives from the load to the last commit, some 100 ms here.
-while kill -0 $pid 2>/dev/null; do
-	cat "$D/status" >/tmp/vstatus 2>/dev/null
-	grep -q '^cluster .*3 nodes' /tmp/vstatus && seen=1
-done
+if seen_cluster $pid; then
+	vcmd "sync $M@DATA $S1@DATA"
+	[ "$(cat /tmp/vout)" = "error: sync: busy: another volume sync is running" ] ||
+		{ bad "a second sync while one ran gave:"; cat /tmp/vout; }
+	kill -0 $pid 2>/dev/null || bad "the first sync ended before the busy check: no proof"
+else
+	bad "status never showed the 3-node cluster while the sync ran"
+	sed 's/^/  /' /tmp/vstatus | head -20
+fi
 wait $pid
 sed 's/^/  /' /tmp/vsync.out
 grep -q 'sync: converged in ' /tmp/vsync.out || bad "the first sync did not converge"
 tail -n1 /tmp/vsync.out | grep -qx 'sync: done: 2 of 3 volumes written' || bad "the first sync did not write the 2 slaves"
-[ $seen = 1 ] || { bad "status never showed the 3-node cluster while the sync ran"; sed 's/^/  /' /tmp/vstatus | head -20; }
+echo "a second sync while one ran: busy at once"
+# A sync killed while it holds its cluster ends within a second, and frees the module's sync
+# and its devices (claimed exclusively): the next sync opens them.
+vrun /tmp/vkill.out "sync --hold-ms 20000 $M@DATA $S1@DATA $S2@DATA" &
+pid=$!
+if seen_cluster $pid; then
+	kill -9 $pid
+	t=0
+	while kill -0 $pid 2>/dev/null && [ $t -lt 50 ]; do usleep 100000; t=$((t + 1)); done
+	kill -0 $pid 2>/dev/null && bad "a killed sync still runs after 5 s"
+	echo "a sync killed while it held its cluster ended within $((t * 100)) ms"
+else
+	bad "status never showed the cluster of the sync to kill"
+fi
+wait $pid 2>/dev/null
 vcmd "sync $M@DATA $S1@DATA $S2@DATA"
 tail -n1 /tmp/vout | grep -qx 'sync: done: 0 of 3 volumes written' || { bad "a second sync changed something:"; cat /tmp/vout; }
 for d in / /sub /sub/deeper; do
@@ -63,7 +98,13 @@ for v in $M $S1 $S2; do
 	tail -n1 /tmp/vout | grep -qx "$v: clean" || { bad "fsck $v:"; tail -n5 /tmp/vout; }
 done
 echo "synced: every slave lists the master's tree, all fsck-clean, a second sync wrote nothing"
+# Paths resolve in the writer's directory (the devices are opened by the writer, not by the
+# sync's own kernel thread, whose directory is /).
+(cd $VS && vcmd "sync other.img@NOPE")
+[ "$(tail -n1 /tmp/vout)" = "error: sync: other.img@NOPE: load: not found" ] ||
+	{ bad "a relative path from $VS gave:"; cat /tmp/vout; }
 # Bad input: an error line, nothing written.
+USAGE="sync [--timeout SECS] [--hold-ms N] [--fail-after-writes N [--tear]] PATH@LABEL PATH@LABEL ..."
 cp $VS/other.img /tmp/other.orig
 for pair in \
 	"sync $M@DATA $VS/other.img@DATA|error: sync: cluster: $VS/other.img@DATA: cluster id 0ddc1d00-0000-4000-8000-000000000000 differs from $M@DATA's 5eed5eed-0000-4000-8000-00000000c1d5: not one cluster (make the nodes with one newfs --clid)" \
@@ -71,12 +112,21 @@ for pair in \
 	"sync $M@DATA $VS/other.img@NOPE|error: sync: $VS/other.img@NOPE: load: not found" \
 	"sync $VS/bad.img@DATA $VS/other.img@DATA|error: sync: $VS/bad.img@DATA: load: i/o error" \
 	"sync $VS/other.img@DATA|error: sync: cluster: no master among the PFSs: nothing to sync from" \
-	"sync --tear $M@DATA|error: sync: usage: --tear needs --fail-after-writes: sync [--timeout SECS] [--fail-after-writes N [--tear]] PATH@LABEL PATH@LABEL ..." \
-	"sync $M@DATA $M@DATA|error: sync: usage: a device given twice: one PFS per volume: sync [--timeout SECS] [--fail-after-writes N [--tear]] PATH@LABEL PATH@LABEL ..."; do
+	"sync --tear $M@DATA|error: sync: usage: --tear needs --fail-after-writes: $USAGE" \
+	"sync --timeout 86401 $M@DATA|error: sync: usage: --timeout is at most 86400 seconds: $USAGE" \
+	"sync $M@DATA $M@DATA|error: sync: usage: a device given twice: one PFS per volume: $USAGE"; do
 	vcmd "${pair%%|*}"
 	[ "$(tail -n1 /tmp/vout)" = "${pair#*|}" ] || { bad "'${pair%%|*}' gave:"; cat /tmp/vout; }
 done
 cmp -s $VS/other.img /tmp/other.orig || bad "a refused sync wrote other.img"
+# A second name of a block device: the first open claimed it, the second is refused.
+if [ -b "$M" ]; then
+	ln -sf "$M" /tmp/alias
+	vcmd "sync $M@DATA /tmp/alias@DATA"
+	[ "$(tail -n1 /tmp/vout)" = "error: sync: /tmp/alias: device busy (mounted or open exclusively elsewhere) (errno 16)" ] ||
+		{ bad "a second name of $M gave:"; cat /tmp/vout; }
+	rm -f /tmp/alias
+fi
 rm -f /tmp/other.orig
 # A slave too small for the master's tree: a clean ENOSPC, the slave as it was.
 vcmd "sync $VS/big.img@DATA $VS/small.img@DATA"
