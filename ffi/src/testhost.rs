@@ -230,6 +230,8 @@ pub static BLOCK_CHUNK: std::sync::atomic::AtomicUsize = std::sync::atomic::Atom
 /// An open device of the simulated host.
 struct TestDev {
     file: std::fs::File,
+    /// The thread that opened it: the core must close it there too.
+    opened_on: std::thread::ThreadId,
 }
 
 fn errno_of(e: &std::io::Error) -> i32 {
@@ -284,7 +286,11 @@ unsafe extern "C" fn block_open(
     // SAFETY: the core passes pointers valid for a write.
     unsafe {
         *size = end;
-        *dev = Box::into_raw(Box::new(TestDev { file })).cast();
+        *dev = Box::into_raw(Box::new(TestDev {
+            file,
+            opened_on: std::thread::current().id(),
+        }))
+        .cast();
     }
     BLOCK_OPEN.fetch_add(1, Ordering::SeqCst);
     0
@@ -347,6 +353,11 @@ unsafe extern "C" fn block_flush(dev: *mut c_void) -> i32 {
 /// Handles of the simulated host's devices not closed yet.
 pub static BLOCK_OPEN: std::sync::atomic::AtomicIsize = std::sync::atomic::AtomicIsize::new(0);
 
+/// Handles closed on another thread than the one that opened them (a kernel host's close on
+/// a thread the core spawned completes late: see PORTING.md, "Block I/O").
+pub static BLOCK_CLOSED_ELSEWHERE: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+
 /// Tests that count [`BLOCK_OPEN`] or set [`BLOCK_CHUNK`] (process-wide) take turns on this.
 pub static BLOCK_SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -385,7 +396,11 @@ pub fn volume_cmd(cmd: &str, cap: usize) -> (i32, String) {
 
 unsafe extern "C" fn block_close(dev: *mut c_void) {
     // SAFETY: made by `block_open`, closed once.
-    drop(unsafe { Box::from_raw(dev as *mut TestDev) });
+    let d = unsafe { Box::from_raw(dev as *mut TestDev) };
+    if d.opened_on != std::thread::current().id() {
+        BLOCK_CLOSED_ELSEWHERE.fetch_add(1, Ordering::SeqCst);
+    }
+    drop(d);
     BLOCK_OPEN.fetch_sub(1, Ordering::SeqCst);
 }
 

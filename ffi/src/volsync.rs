@@ -216,7 +216,7 @@ fn parse<'a>(words: &[&'a str]) -> core::result::Result<Args<'a>, &'static str> 
 /// One node: its name (`PATH@LABEL`), volume and what was loaded from it.
 struct Node<'a> {
     spec: &'a str,
-    vol: Box<Volume<Dev<'a>>>,
+    vol: Box<Volume<&'a Dev<'a>>>,
     mounted: Mounted,
 }
 
@@ -257,11 +257,11 @@ pub fn run(words: &[&str], out: &mut dyn Write) -> Result<()> {
     for (spec, _, _) in &a.specs {
         let _ = names.push(spec);
     }
-    let mut devs = Some(open_all(&a, out)?);
+    // Declared before the nodes that borrow them: closed last, by the caller.
+    let devs = open_all(&a, &fault, &cancel, out)?;
     let mut loaded = None;
     on_own_thread(&cancel, &mut || {
-        let devs = devs.take().ok_or(Error::Invalid)?;
-        loaded = Some(load_all(&a, devs, &names, &fault, &cancel, out)?);
+        loaded = Some(load_all(&a, &devs, &names, out)?);
         Ok(())
     })?;
     let (mut nodes, stores, join) = loaded.ok_or(Error::Invalid)?;
@@ -280,15 +280,24 @@ pub fn run(words: &[&str], out: &mut dyn Write) -> Result<()> {
 }
 
 /// Open every device of `a` read-write, in the caller's context: its root, working directory
-/// and credentials resolve the paths, not those of the job's kernel thread.
+/// and credentials resolve the paths, not those of the job's kernel thread. The caller keeps
+/// them to the end of the command and closes them itself: a kernel thread's close is finished
+/// later, by a work item (Linux's delayed fput), and a block device's exclusive claim would
+/// outlive the command for a moment, refusing the next one's open.
 #[inline(never)]
-fn open_all(a: &Args<'_>, out: &mut dyn Write) -> Result<heapless::Vec<HostDev, MAX_NODES>> {
+fn open_all<'a>(
+    a: &Args<'_>,
+    fault: &'a Fault,
+    cancel: &'a AtomicBool,
+    out: &mut dyn Write,
+) -> Result<heapless::Vec<Dev<'a>, MAX_NODES>> {
     let mut devs = heapless::Vec::new();
     for &(_, path, _) in &a.specs {
         let dev =
             HostDev::open(path.as_bytes(), true).map_err(|e| fail(out, &path, &e, e.error()))?;
         // Cannot fail: `parse` keeps at most MAX_NODES specs.
-        devs.push(dev).map_err(|_| Error::Invalid)?;
+        devs.push(Dev { dev, fault, cancel })
+            .map_err(|_| Error::Invalid)?;
     }
     Ok(devs)
 }
@@ -345,21 +354,18 @@ struct JobPtr(*mut (dyn FnMut() + 'static));
 // (only the atomics `done` and `cancel`) until the join.
 unsafe impl Send for JobPtr {}
 
-/// Open and load every node of `a` and join them into one cluster's nodes.
+/// Load every node of `a` from its device in `devs` and join them into one cluster's nodes.
 #[inline(never)]
 fn load_all<'a>(
     a: &Args<'a>,
-    devs: heapless::Vec<HostDev, MAX_NODES>,
+    devs: &'a [Dev<'a>],
     names: &[&'a str],
-    fault: &'a Fault,
-    cancel: &'a AtomicBool,
     out: &mut dyn Write,
 ) -> Result<(Vec<Node<'a>>, Vec<Store>, Join)> {
     let mut nodes: Vec<Node<'_>> = Vec::new();
     let mut stores: Vec<Store> = Vec::new();
     let mut join = Join::new();
     for (&(spec, path, label), dev) in a.specs.iter().zip(devs) {
-        let dev = Dev { dev, fault, cancel };
         let node = load(dev, path, label, spec, out)?;
         let role = join
             .add(&node.1)
@@ -420,7 +426,7 @@ fn commit_all(cluster: &Cluster, nodes: &mut [Node<'_>], out: &mut dyn Write) ->
 /// Open the volume on `dev` (the device `path`) and load PFS `label` of it.
 #[inline(never)]
 fn load<'a>(
-    dev: Dev<'a>,
+    dev: &'a Dev<'a>,
     path: &str,
     label: &str,
     spec: &'a str,
@@ -435,20 +441,20 @@ fn load<'a>(
 /// The volume on `dev`, on the heap: kernel stacks are small, and the load and the commit
 /// walk the tree below the frames that hold it.
 #[inline(never)]
-fn open_volume(dev: Dev<'_>) -> core::result::Result<Box<Volume<Dev<'_>>>, ReadError> {
+fn open_volume<'a>(dev: &'a Dev<'a>) -> core::result::Result<Box<Volume<&'a Dev<'a>>>, ReadError> {
     let vol = Volume::open(dev)?;
     try_box(vol).map_err(|_| ReadError::new(Cause::NoMem, 0))
 }
 
 /// [`mount::load`] in a frame of its own.
 #[inline(never)]
-fn load_pfs(vol: &Volume<Dev<'_>>, label: &str) -> Result<(Store, Mounted)> {
+fn load_pfs(vol: &Volume<&Dev<'_>>, label: &str) -> Result<(Store, Mounted)> {
     mount::load(&KERNEL_HOST, vol, label.as_bytes())
 }
 
 /// [`mount::commit`] in a frame of its own: the mirror_tid committed.
 #[inline(never)]
-fn commit(vol: &Volume<Dev<'_>>, store: &Store, m: &mut Mounted) -> Result<u64> {
+fn commit(vol: &Volume<&Dev<'_>>, store: &Store, m: &mut Mounted) -> Result<u64> {
     mount::commit(vol, store, m).map(|h| h.mirror_tid)
 }
 
@@ -512,7 +518,10 @@ fn interrupted(out: &mut dyn Write) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testhost::{newfs_image, volume_cmd, BLOCK_OPEN, BLOCK_SERIAL, STOPPED, WRITE_HOOK};
+    use crate::testhost::{
+        newfs_image, volume_cmd, BLOCK_CLOSED_ELSEWHERE, BLOCK_OPEN, BLOCK_SERIAL, STOPPED,
+        WRITE_HOOK,
+    };
     use hammer2_synchro::cluster::FrontendOp;
     use hammer2_synchro::media::{PFSTYPE_MASTER, PFSTYPE_SLAVE};
     use hammer2_synchro::role::{NodeSet, Role};
@@ -541,6 +550,11 @@ mod tests {
             std::fs::remove_file(img).unwrap();
         }
         assert_eq!(BLOCK_OPEN.load(Ordering::SeqCst), 0, "a device left open");
+        assert_eq!(
+            BLOCK_CLOSED_ELSEWHERE.load(Ordering::SeqCst),
+            0,
+            "a device closed on the job's thread"
+        );
     }
 
     /// Files written into PFS `DATA` of `path` and committed.

@@ -11,7 +11,8 @@
  *          i_size_read() of the mapping's host (a block device's own inode, not the /dev node's)
  *   read   kernel_read(), write kernel_write(): page-cache I/O, so no alignment is needed
  *   flush  vfs_fsync(file, 1): the data and, for a block device, the disk's write cache
- *   close  filp_close()
+ *   close  filp_close(); the last fput (and a block device's exclusive claim with it) completes
+ *          at the caller's return to user space, or on a kernel thread in a later work item
  */
 #include <linux/kernel.h>
 #include <linux/slab.h>

@@ -37,10 +37,10 @@ else
 	M=$VS/$1 S1=$VS/$2 S2=$VS/$3
 	echo "# no virtio disk in this kernel: the volumes are image files (no host checks)"
 fi
-# vrun OUT CMD: CMD through `volume` (vcmd's way), its text into OUT, as a process of its own
-# (exec: a kill of its pid kills the reader that runs the command).
-vrun() {
-	sh -c 'exec 3<>"$1/volume"; printf "%s" "$2" >&3; exec cat <&3 >"$3"' vrun "$D" "$2" "$1"
+# vrun_bg OUT CMD: CMD through `volume` (vcmd's way) in the background, its text into OUT; $!
+# is the reader that runs the command (sh execs cat), so a kill of $! is a kill of the command.
+vrun_bg() {
+	sh -c 'exec 3<>"$1/volume"; printf "%s" "$2" >&3; exec cat <&3 >"$3"' vrun "$D" "$2" "$1" &
 }
 # seen_cluster PID: wait until `status` shows the cluster of 3 nodes while PID runs (it holds
 # the cluster for seconds after converging: no race with a short sync).
@@ -53,7 +53,7 @@ seen_cluster() {
 }
 # The sync, with `status` read while it runs: the cluster of 3 nodes shows there, and a second
 # sync meanwhile is refused at once.
-vrun /tmp/vsync.out "sync --timeout 300 --hold-ms 3000 $M@DATA $S1@DATA $S2@DATA" &
+vrun_bg /tmp/vsync.out "sync --timeout 300 --hold-ms 3000 $M@DATA $S1@DATA $S2@DATA"
 pid=$!
 if seen_cluster $pid; then
 	vcmd "sync $M@DATA $S1@DATA"
@@ -71,13 +71,15 @@ tail -n1 /tmp/vsync.out | grep -qx 'sync: done: 2 of 3 volumes written' || bad "
 echo "a second sync while one ran: busy at once"
 # A sync killed while it holds its cluster ends within a second, and frees the module's sync
 # and its devices (claimed exclusively): the next sync opens them.
-vrun /tmp/vkill.out "sync --hold-ms 20000 $M@DATA $S1@DATA $S2@DATA" &
+vrun_bg /tmp/vkill.out "sync --hold-ms 20000 $M@DATA $S1@DATA $S2@DATA"
 pid=$!
 if seen_cluster $pid; then
 	kill -9 $pid
+	# Ended: gone, or a zombie not yet reaped (kill -0 says yes to a zombie).
+	running() { [ -n "$(sed -n 's/^[0-9]* (.*) \([^Z]\) .*/\1/p' /proc/$1/stat 2>/dev/null)" ]; }
 	t=0
-	while kill -0 $pid 2>/dev/null && [ $t -lt 50 ]; do usleep 100000; t=$((t + 1)); done
-	kill -0 $pid 2>/dev/null && bad "a killed sync still runs after 5 s"
+	while running $pid && [ $t -lt 50 ]; do usleep 100000; t=$((t + 1)); done
+	running $pid && bad "a killed sync still runs after 5 s"
 	echo "a sync killed while it held its cluster ended within $((t * 100)) ms"
 else
 	bad "status never showed the cluster of the sync to kill"
