@@ -10,7 +10,10 @@
 # master, a bad option, a --timeout past a day, a second name of a claimed block device; a
 # slave too small for the master's tree is a clean ENOSPC that leaves it as it was.
 # Crash cut points (disks vdf on): a sync whose N-th block write fails (torn or not) ends in
-# an error; the host then checks those volumes (qemu-tests/volume-sync check).
+# an error, and one past its last write commits; `last` counts from the writes of a whole sync
+# into an empty slave of the cut disks' size (count.img). Each prints "cut IMG after write N
+# (HOW): cut|committed"; the host then requires the old tree of a cut volume and the new one
+# of a committed volume (qemu-tests/volume-sync check).
 VS=/h2s/vsync
 fails=0
 bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
@@ -74,13 +77,14 @@ echo "a second sync while one ran: busy at once"
 vrun_bg /tmp/vkill.out "sync --hold-ms 20000 $M@DATA $S1@DATA $S2@DATA"
 pid=$!
 if seen_cluster $pid; then
-	kill -9 $pid
 	# Ended: gone, or a zombie not yet reaped (kill -0 says yes to a zombie).
 	running() { [ -n "$(sed -n 's/^[0-9]* (.*) \([^Z]\) .*/\1/p' /proc/$1/stat 2>/dev/null)" ]; }
+	running $pid || bad "the sync to kill ended before the kill: no proof"
+	kill -9 $pid
 	t=0
 	while running $pid && [ $t -lt 50 ]; do usleep 100000; t=$((t + 1)); done
 	running $pid && bad "a killed sync still runs after 5 s"
-	echo "a sync killed while it held its cluster ended within $((t * 100)) ms"
+	echo "a sync killed while it held its cluster ended within $((t * 100 + 100)) ms"
 else
 	bad "status never showed the cluster of the sync to kill"
 fi
@@ -141,19 +145,35 @@ vcmd "ls $VS/small.img@DATA /"
 echo "bad input: an error line each, nothing written"
 # Crash cut points: only on disks (the host checks them after the boot).
 if [ -b /dev/vdc ]; then
+	# The count is the core's: the same on a file as on a disk.
+	vcmd "sync $M@DATA $VS/count.img@DATA"
+	w=$(sed -n 's/^sync: \([0-9]*\) block writes$/\1/p' /tmp/vout)
+	if [ -z "$w" ] || [ "$(tail -n1 /tmp/vout)" != "sync: done: 1 of 2 volumes written" ]; then
+		bad "the counting sync into count.img gave:"; cat /tmp/vout; w=1
+	fi
+	echo "a whole sync into an empty slave of the cut disks' size: $w block writes"
 	k=5 # the first cut disk is the 6th: vdf
 	while read -r img n how; do
 		k=$((k + 1))
 		dev=/dev/vd$(echo abcdefghijklmnop | cut -c$k)
+		case "$n" in
+		last) n=$w ;;
+		last-*) n=$((w - ${n#last-})) ;;
+		past) n=$((w + 1)) ;;
+		esac
 		opt="--fail-after-writes $n"
 		[ "$how" = tear ] && opt="$opt --tear"
 		vcmd "sync $opt $M@DATA $dev@DATA"
-		last=$(tail -n1 /tmp/vout)
-		case "$last" in
-		"error: sync: $dev@DATA: commit: i/o error (the volume keeps its last commit)") echo "cut after write $n ($how) on $dev: $last" ;;
-		"sync: done: 1 of 2 volumes written") echo "cut after write $n ($how) on $dev: past the commit's writes, committed" ;;
-		*) bad "sync $opt on $dev gave:"; cat /tmp/vout ;;
+		case "$(tail -n1 /tmp/vout)" in
+		"error: sync: $dev@DATA: commit: i/o error (the volume keeps its last commit)") verdict=cut ;;
+		"sync: done: 1 of 2 volumes written") verdict=committed ;;
+		*) verdict=; bad "sync $opt on $dev gave:"; cat /tmp/vout ;;
 		esac
+		# Up to the last write a fault cuts the commit; past it, nothing fails.
+		want=cut
+		[ "$n" -gt "$w" ] && want=committed
+		[ "$verdict" = "$want" ] || bad "sync $opt on $dev: $verdict, not $want"
+		[ -n "$verdict" ] && echo "cut $img after write $n ($how): $verdict"
 	done <$VS/cuts
 fi
 least=$(dmesg | sed -n 's/.*volume: \([0-9]*\) bytes of stack left.*(sync .*/\1/p' | sort -n | head -n1)
