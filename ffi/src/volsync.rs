@@ -605,6 +605,27 @@ mod tests {
         a + &vol(&format!("ls {img}@DATA /d")).1
     }
 
+    /// A sync cut at its `n`-th write ended with `got` (its rc and text): `want` (the rc, and
+    /// the failure the text ends with), and slave `s` still lists `old`.
+    fn assert_cut(s: &str, got: (i32, &str), want: (i32, &str), old: &str, n: u64) {
+        let (rc, text) = got;
+        assert_eq!(rc, want.0, "{n}: {text}");
+        let end = format!("{} (the volume keeps its last commit)\n", want.1);
+        assert!(text.ends_with(&end), "{n}: {text}");
+        assert_eq!(tree(s), old, "{n}: a cut commit changed the tree");
+    }
+
+    /// Slave `s` is fsck-clean, a new sync from master `m` brings it the master's tree,
+    /// fsck-clean; then it is removed.
+    fn assert_resyncs(m: &str, s: String, n: u64) {
+        assert_clean(&s);
+        let (rc, text) = vol(&format!("sync {m}@DATA {s}@DATA"));
+        assert_eq!(rc, 0, "{n}: {text}");
+        assert_eq!(tree(&s), tree(m), "{n}");
+        assert_clean(&s);
+        std::fs::remove_file(s).unwrap();
+    }
+
     /// The listing of an empty slave `name`'s PFS DATA (what a cut sync must leave in it).
     fn empty_tree(name: &str) -> String {
         let s = volume(name, PFSTYPE_SLAVE, CLID);
@@ -785,19 +806,9 @@ mod tests {
                 assert!(text.contains("1 of 2 volumes written"), "{n}: {text}");
                 assert_eq!(tree(&s), tree(&m), "{n}");
             } else {
-                assert_eq!(rc, -5, "{n}: {text}");
-                assert!(
-                    text.ends_with("i/o error (the volume keeps its last commit)\n"),
-                    "{n}: {text}"
-                );
-                assert_eq!(tree(&s), empty, "{n}: a cut commit changed the tree");
+                assert_cut(&s, (rc, &text), (-5, "i/o error"), &empty, n);
             }
-            assert_clean(&s);
-            let (rc, text) = vol(&format!("sync {m}@DATA {s}@DATA"));
-            assert_eq!(rc, 0, "{n}: {text}");
-            assert_eq!(tree(&s), tree(&m), "{n}");
-            assert_clean(&s);
-            std::fs::remove_file(s).unwrap();
+            assert_resyncs(&m, s, n);
         }
         std::fs::remove_file(m).unwrap();
     }
@@ -855,7 +866,7 @@ mod tests {
         let m = volume("km", PFSTYPE_MASTER, CLID);
         fill(&m);
         let empty = empty_tree("ks");
-        for n in [1u32, 2, 5] {
+        for n in [1u64, 2, 5] {
             let s = volume("ks", PFSTYPE_SLAVE, CLID);
             let cmd = format!("sync {m}@DATA {s}@DATA");
             let t = std::thread::spawn(move || {
@@ -875,18 +886,8 @@ mod tests {
                 r
             });
             let (rc, text) = t.join().unwrap();
-            assert_eq!(rc, -4, "{n}: {text}");
-            assert!(
-                text.ends_with("commit: interrupted (the volume keeps its last commit)\n"),
-                "{n}: {text}"
-            );
-            assert_eq!(tree(&s), empty, "{n}: a cancelled commit changed the tree");
-            assert_clean(&s);
-            let (rc, text) = vol(&format!("sync {m}@DATA {s}@DATA"));
-            assert_eq!(rc, 0, "{n}: {text}");
-            assert_eq!(tree(&s), tree(&m), "{n}");
-            assert_clean(&s);
-            std::fs::remove_file(s).unwrap();
+            assert_cut(&s, (rc, &text), (-4, "commit: interrupted"), &empty, n);
+            assert_resyncs(&m, s, n);
         }
         remove(&[&m]);
     }
