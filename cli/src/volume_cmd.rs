@@ -272,9 +272,9 @@ fn show_cmd(args: &[String]) -> Result<(), Fail> {
     let r = show::show(&mut o, &vol, &copies, a.blockrefs);
     o.finish();
     match r.map_err(|e| show_err(image, e))? {
-        Some(c) if c.bad > 0 => Err(Fail::Run(format!(
+        Some(c) if c.bad() > 0 => Err(Fail::Run(format!(
             "{image}: {} blocks failed their check code",
-            c.bad
+            c.bad()
         ))),
         _ => Ok(()),
     }

@@ -189,8 +189,8 @@ fn show_cmd<'a>(args: impl Iterator<Item = &'a str>, out: &mut dyn Write) -> Res
         }
     };
     match show::show(out, &vol, &copies, a.blockrefs) {
-        Ok(Some(c)) if c.bad > 0 => {
-            let why = format_args!("{} blocks failed their check code", c.bad);
+        Ok(Some(c)) if c.bad() > 0 => {
+            let why = format_args!("{} blocks failed their check code", c.bad());
             Err(fail(out, "show", &path, &why, Error::Io))
         }
         Ok(_) => Ok(()),
