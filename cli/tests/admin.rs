@@ -486,10 +486,12 @@ fn show_prints_header_copies_pfses_and_the_blockref_tree() {
         .unwrap();
     let off = line.split("data_off 0x").nth(1).unwrap();
     let off = u64::from_str_radix(&off[..16], 16).unwrap() & !0x3f;
-    let mut f = fs::OpenOptions::new().write(true).open(&img).unwrap();
-    f.seek(SeekFrom::Start(off + 100)).unwrap();
-    f.write_all(b"damage").unwrap();
-    drop(f);
+    let damage = |at: u64| {
+        let mut f = fs::OpenOptions::new().write(true).open(&img).unwrap();
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.write_all(b"damage").unwrap();
+    };
+    damage(off + 100);
     let o = exits(1, &["show", "--blockrefs", s(&img)]);
     let out = text(&o.stdout);
     assert!(
@@ -498,10 +500,7 @@ fn show_prints_header_copies_pfses_and_the_blockref_tree() {
     );
     assert!(text(&o.stderr).contains("1 blocks failed their check code"));
     // And the freemap leaf: it fails too, and the line counting both trees says so.
-    let mut f = fs::OpenOptions::new().write(true).open(&img).unwrap();
-    f.seek(SeekFrom::Start(0x10000 + 300)).unwrap();
-    f.write_all(b"damage").unwrap();
-    drop(f);
+    damage(0x10000 + 300);
     let o = exits(1, &["show", "--blockrefs", s(&img)]);
     let out = text(&o.stdout);
     assert!(
