@@ -135,10 +135,11 @@ OPTIONS:
                   (`check ok`, or `check FAILED: ...` and nothing below it shown); a
                   device read error stops it; past the blockrefs the volume's size can
                   hold (blocks shared between tables) it is cut, with a line saying so.
-                  Then, under `freemap:`, the freemap tree the same way (FREEMAP_NODE and
-                  FREEMAP_LEAF blockrefs, CRC-32C checked, rotation set), each leaf summed
-                  up (KiB allocated, free, staged by bulkfree, illegal; the allocation
-                  classes in use); a last line counts both trees
+                  Then, under `freemap:`, the freemap tree as `hammer2 freemap` walks it,
+                  the same way (FREEMAP_NODE and FREEMAP_LEAF blockrefs, CRC-32C checked,
+                  rotation set), each leaf summed up rather than its raw bitmaps (KiB
+                  allocated, free, staged by bulkfree, illegal; the allocation classes in
+                  use); a last line counts both trees
     --depth N     with --blockrefs: open no table more than N levels below the super-root
                   or the freemap blockset (0: the super-root and the freemap's top
                   blockrefs only; default: the whole trees)

@@ -512,7 +512,7 @@ const FREEMAP_SLOT: u64 = 64 << 10;
 /// slot 1.
 const FREEMAP_SLOTS: core::ops::Range<u64> = 1..41;
 
-/// The rotation set (0..8) of the freemap block at `data_off`, as `hammer2 show` prints it;
+/// The rotation set (0..8) of the freemap block at `data_off`, as `hammer2 freemap` prints it;
 /// `None` outside the freemap slots of a reserved segment.
 fn rotation(data_off: u64) -> Option<u64> {
     let slot = (data_off & !0x3F) % (1 << LEAF_KEYBITS) / FREEMAP_SLOT;
