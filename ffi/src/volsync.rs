@@ -101,7 +101,7 @@ impl Fault {
 }
 
 /// A device of the command: the host's, with the command's write fault and its cancel flag
-/// (set by the caller when it must stop: every later I/O is `Interrupted`).
+/// (set by the caller when it must stop: every later read or write is `Interrupted`).
 struct Dev<'a> {
     dev: HostDev,
     fault: &'a Fault,
@@ -136,8 +136,10 @@ impl BlockDev for Dev<'_> {
         }
         self.dev.write_at(off, buf)
     }
+    /// No cancel check: a commit flushes before and after its header write, and the header's
+    /// `write_at` is its one cut point. A cancel seen by the flush after the header would
+    /// report the commit cut although the volume already holds it.
     fn flush(&self) -> Result<()> {
-        self.check_cancel()?;
         self.dev.flush()
     }
     fn yield_point(&self) {
@@ -317,8 +319,9 @@ const JOIN_SLICE: Duration = Duration::from_millis(20);
 /// what the debugfs read and this command's frames leave. The job sees no signal of the
 /// caller: the caller waits in bounded word sleeps (not an uninterruptible join, which a long
 /// commit would hold past the hung-task detector's limit), and once it must stop it sets
-/// `cancel`, which the job's devices turn into `Interrupted` at their next I/O (a cut commit
-/// keeps the last one); it then waits for the job to end, which is soon.
+/// `cancel`, which the job's devices turn into `Interrupted` at their next read or write (a
+/// commit cut before its header keeps the last one; one whose header is written is committed
+/// and reported so); it then waits for the job to end, which is soon.
 #[inline(never)]
 fn on_own_thread(cancel: &AtomicBool, job: &mut (dyn FnMut() -> Result<()> + '_)) -> Result<()> {
     let mut result = Err(Error::Invalid);
@@ -772,19 +775,7 @@ mod tests {
         let empty = empty_tree("cs");
         // The writes of a whole sync into an empty slave: the last one is the header's (not
         // torn here: a 48 MiB volume has one header copy; the QEMU suite tears it on two).
-        let w = {
-            let s = volume("cs", PFSTYPE_SLAVE, CLID);
-            let (rc, text) = vol(&format!("sync {m}@DATA {s}@DATA"));
-            assert_eq!(rc, 0, "{text}");
-            std::fs::remove_file(s).unwrap();
-            let line = text
-                .lines()
-                .find(|l| l.ends_with(" block writes"))
-                .expect(&text);
-            line["sync: ".len()..line.len() - " block writes".len()]
-                .parse::<u64>()
-                .expect(&text)
-        };
+        let w = writes_of_a_sync(&m, "cs");
         assert!(w > 9, "{w} block writes");
         let cuts = [
             (1, false),
@@ -823,6 +814,7 @@ mod tests {
             volume("us2", PFSTYPE_SLAVE, CLID),
         );
         fill(&m);
+        let _reset = HookGuard;
         // The first sync's first write waits until the second sync has been refused; its
         // later writes go straight on.
         let (committing, refused) = (
@@ -842,7 +834,6 @@ mod tests {
         let (rc, text) = vol(&format!("sync {m}@DATA {s1}@DATA {s2}@DATA"));
         refused.0.send(()).unwrap();
         let (rc1, text1) = t.join().unwrap();
-        *WRITE_HOOK.lock().unwrap() = None;
         assert_eq!(
             (rc, text.as_str()),
             (-16, "error: sync: busy: another volume sync is running\n")
@@ -860,33 +851,78 @@ mod tests {
         remove(&[&m, &s1, &s2]);
     }
 
+    /// The test host's `WRITE_HOOK` and `STOPPED`, reset when dropped: a failed assert must
+    /// not leave them installed for the tests after it.
+    struct HookGuard;
+
+    impl Drop for HookGuard {
+        fn drop(&mut self) {
+            *WRITE_HOOK.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            *STOPPED.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+    }
+
+    /// Run `cmd` on a thread of its own whose `n`-th block write (on the job's thread) kills
+    /// that thread, as a kill of the reader would, and then takes its time: the caller must
+    /// notice and cancel the rest. The write itself completes.
+    fn run_killed_at_write(cmd: String, n: u64) -> (i32, String) {
+        let t = std::thread::spawn(move || {
+            let _reset = HookGuard;
+            let caller = std::thread::current().id();
+            let mut left = n;
+            *WRITE_HOOK.lock().unwrap() = Some(Box::new(move || {
+                left = left.saturating_sub(1);
+                if left == 0 && STOPPED.lock().unwrap().replace(caller).is_none() {
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                }
+            }));
+            vol(&cmd)
+        });
+        t.join().unwrap()
+    }
+
+    /// The block writes of a whole sync from master `m` into an empty slave `name`: the last
+    /// one is the header's.
+    fn writes_of_a_sync(m: &str, name: &str) -> u64 {
+        let s = volume(name, PFSTYPE_SLAVE, CLID);
+        let (rc, text) = vol(&format!("sync {m}@DATA {s}@DATA"));
+        assert_eq!(rc, 0, "{text}");
+        std::fs::remove_file(s).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.ends_with(" block writes"))
+            .expect(&text);
+        line["sync: ".len()..line.len() - " block writes".len()]
+            .parse::<u64>()
+            .expect(&text)
+    }
+
     #[test]
-    fn a_caller_stopped_mid_commit_cuts_it_and_the_old_tree_stays() {
+    fn a_caller_stopped_mid_commit_cuts_it_before_its_header_or_not_at_all() {
         let _g = BLOCK_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let m = volume("km", PFSTYPE_MASTER, CLID);
         fill(&m);
         let empty = empty_tree("ks");
-        for n in [1u64, 2, 5] {
+        let w = writes_of_a_sync(&m, "ks");
+        // Killed at a write before the header's, the commit is cut at the next write; killed
+        // at the header's, it is on the device: the sync reports it committed.
+        for n in [1u64, 2, 5, w - 1, w] {
             let s = volume("ks", PFSTYPE_SLAVE, CLID);
-            let cmd = format!("sync {m}@DATA {s}@DATA");
-            let t = std::thread::spawn(move || {
-                // The n-th write of the commit (on the job's thread) kills the caller, and
-                // then takes its time: the caller must notice and cancel the rest.
-                let caller = std::thread::current().id();
-                let mut left = n;
-                *WRITE_HOOK.lock().unwrap() = Some(Box::new(move || {
-                    left = left.saturating_sub(1);
-                    if left == 0 && STOPPED.lock().unwrap().replace(caller).is_none() {
-                        std::thread::sleep(std::time::Duration::from_millis(300));
-                    }
-                }));
-                let r = vol(&cmd);
-                *WRITE_HOOK.lock().unwrap() = None;
-                *STOPPED.lock().unwrap() = None;
-                r
-            });
-            let (rc, text) = t.join().unwrap();
-            assert_cut(&s, (rc, &text), (-4, "commit: interrupted"), &empty, n);
+            let (rc, text) = run_killed_at_write(format!("sync {m}@DATA {s}@DATA"), n);
+            if rc == 0 {
+                assert!(text.ends_with("1 of 2 volumes written\n"), "{n}: {text}");
+                assert_eq!(
+                    tree(&s),
+                    tree(&m),
+                    "{n}: reported committed, not on the slave"
+                );
+            } else {
+                assert_cut(&s, (rc, &text), (-4, "commit: interrupted"), &empty, n);
+            }
+            assert!(
+                n == w || rc != 0,
+                "{n}: a kill before the header did not cut"
+            );
             assert_resyncs(&m, s, n);
         }
         remove(&[&m]);
