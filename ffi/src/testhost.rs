@@ -103,6 +103,12 @@ unsafe extern "C" fn spawn(
     // SAFETY: the core passes a valid name.
     let name =
         String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(name, len) }).into_owned();
+    if name == "h2s-volsync" {
+        let rc = VOLSYNC_SPAWN_ERRNO.load(Ordering::SeqCst);
+        if rc != 0 {
+            return -rc;
+        }
+    }
     let arg = SendPtr(arg);
     let h = std::thread::Builder::new()
         .name(name)
@@ -116,6 +122,9 @@ unsafe extern "C" fn spawn(
     unsafe { *out = Box::into_raw(Box::new(h)) as *mut c_void };
     0
 }
+
+/// An errno the spawn of a volume sync's job thread (`h2s-volsync`) fails with; 0: none.
+pub static VOLSYNC_SPAWN_ERRNO: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
 unsafe extern "C" fn join(th: *mut c_void) {
     // SAFETY: made by `spawn`, joined once.

@@ -25,7 +25,7 @@ use core::time::Duration;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use hammer2_synchro::cluster::Cluster;
-use hammer2_synchro::host::{sleep_interruptible, Host};
+use hammer2_synchro::host::{sleep_interruptible, Host, LogLevel};
 use hammer2_synchro::mem::{try_box, try_push};
 use hammer2_synchro::mount::join::Join;
 use hammer2_synchro::mount::{self, Mounted};
@@ -266,7 +266,7 @@ pub fn run(words: &[&str], out: &mut dyn Write) -> Result<()> {
     // Declared before the nodes that borrow them: closed last, by the caller.
     let devs = open_all(&a, &fault, &cancel, out)?;
     let mut loaded = None;
-    on_own_thread(&cancel, &mut || {
+    on_own_thread("load", &cancel, out, &mut |out| {
         loaded = Some(load_all(&a, &devs, &names, out)?);
         Ok(())
     })?;
@@ -282,7 +282,7 @@ pub fn run(words: &[&str], out: &mut dyn Write) -> Result<()> {
         }
     }
     ran?;
-    on_own_thread(&cancel, &mut || {
+    on_own_thread("commit", &cancel, out, &mut |out| {
         commit_all(&cluster, &mut nodes, &fault, out)
     })
 }
@@ -323,37 +323,92 @@ const JOIN_SLICE: Duration = Duration::from_millis(20);
 /// commit cut before its header keeps the last one; one whose header is written is committed
 /// and reported so); it then waits for the job to end, which is soon.
 #[inline(never)]
-fn on_own_thread(cancel: &AtomicBool, job: &mut (dyn FnMut() -> Result<()> + '_)) -> Result<()> {
+fn on_own_thread(
+    what: &str,
+    cancel: &AtomicBool,
+    out: &mut dyn Write,
+    job: &mut (dyn FnMut(&mut dyn Write) -> Result<()> + '_),
+) -> Result<()> {
+    let host: &dyn Host = &KERNEL_HOST;
+    // A caller killed already: its spawn would fail anyway (Linux's kthread_create gives
+    // EINTR to a killed caller), or start a job only to cancel it.
+    if host.should_stop() {
+        return Err(thread_failed(out, Error::Interrupted));
+    }
     let mut result = Err(Error::Invalid);
     let done = AtomicU32::new(0);
-    let host: &dyn Host = &KERNEL_HOST;
     let mut call = || {
-        result = job();
-        done.store(1, Ordering::Release);
-        host.wake_word(&done);
+        let _done = Done { word: &done, host };
+        result = job(&mut *out);
     };
     let call: *mut (dyn FnMut() + '_) = &mut call;
     // SAFETY: only the lifetime is erased: `call` (and all it borrows: `result`, `done`, the
-    // job) outlives the thread, which is joined below before this frame ends, on every path
-    // past the spawn; nothing else touches `result` or the job meanwhile: this thread only
-    // reads `done` (atomic) and stores to `cancel` (atomic) until the join, whose completion
-    // orders the job's writes before our read of `result`.
+    // job, `out`) outlives the thread, which is joined below before this frame ends, on every
+    // path past the spawn; nothing else touches `result`, `out` or the job meanwhile: this
+    // thread only reads `done` (atomic) and stores to `cancel` (atomic) until the join, whose
+    // completion orders the job's writes before our read of `result`. When the spawn fails,
+    // the job never ran and `out` is ours again.
     let call: *mut (dyn FnMut() + 'static) = unsafe { core::mem::transmute(call) };
     let ptr = JobPtr(call);
     let entry = try_box(move || {
         let ptr = ptr;
         // SAFETY: see above: the job is alive and ours alone until the join.
         unsafe { (*ptr.0)() }
-    })?;
-    let th = host.spawn("h2s-volsync", entry)?;
+    })
+    .map_err(|e| thread_failed(out, e))?;
+    let th = host
+        .spawn("h2s-volsync", entry)
+        .map_err(|e| thread_failed(out, e))?;
+    let mut cancelled_at = None;
+    let mut warned = false;
     while done.load(Ordering::Acquire) == 0 {
-        host.sleep_on_word(&done, 0, Some(JOIN_SLICE));
-        if host.should_stop() {
-            cancel.store(true, Ordering::Release);
+        let now = host.now_ns();
+        match cancelled_at {
+            None if host.should_stop() => {
+                cancel.store(true, Ordering::Release);
+                cancelled_at = Some(now);
+            }
+            Some(t) if !warned && now.saturating_sub(t) >= STUCK_WARN_NS => {
+                // A job cut at its next block I/O that completes: one that does not is stuck
+                // in the device, and the killed caller with it; say which.
+                warned = true;
+                host.log(
+                    LogLevel::Warn,
+                    format_args!(
+                        "volume sync: the {what} thread still runs {} s after its caller was \
+                         killed (waiting for its block I/O)",
+                        STUCK_WARN_NS / 1_000_000_000
+                    ),
+                );
+            }
+            _ => {}
         }
+        host.sleep_on_word(&done, 0, Some(JOIN_SLICE));
     }
     host.join(th);
     result
+}
+
+/// How long a cancelled job may still run before the host log names it (once).
+const STUCK_WARN_NS: u64 = 10_000_000_000;
+
+/// Write `error: sync: thread: WHY; nothing committed` for a job that never ran, and give `e`.
+fn thread_failed(out: &mut dyn Write, e: Error) -> Error {
+    fail(out, &"thread", &format_args!("{e}; nothing committed"), e)
+}
+
+/// Sets a job's `done` word and wakes its caller when dropped: also when the job unwinds, so
+/// the caller never waits for a job that ended without a result.
+struct Done<'a> {
+    word: &'a AtomicU32,
+    host: &'a dyn Host,
+}
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        self.word.store(1, Ordering::Release);
+        self.host.wake_word(self.word);
+    }
 }
 
 /// The job of [`on_own_thread`], handed to its thread.
@@ -535,7 +590,7 @@ mod tests {
     use super::*;
     use crate::testhost::{
         newfs_image, volume_cmd, BLOCK_CLOSED_ELSEWHERE, BLOCK_OPEN, BLOCK_SERIAL, STOPPED,
-        WRITE_HOOK,
+        STOP_HERE, VOLSYNC_SPAWN_ERRNO, WRITE_HOOK,
     };
     use hammer2_synchro::cluster::FrontendOp;
     use hammer2_synchro::media::{PFSTYPE_MASTER, PFSTYPE_SLAVE};
@@ -926,6 +981,40 @@ mod tests {
             assert_resyncs(&m, s, n);
         }
         remove(&[&m]);
+    }
+
+    #[test]
+    fn a_caller_killed_before_its_job_starts_is_interrupted_and_writes_nothing() {
+        let _g = BLOCK_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let (m, s) = (
+            volume("im", PFSTYPE_MASTER, CLID),
+            volume("is", PFSTYPE_SLAVE, CLID),
+        );
+        fill(&m);
+        let before = std::fs::read(&s).unwrap();
+        let want = "error: sync: thread: interrupted; nothing committed\n";
+        // Killed before the load's spawn: no job starts.
+        let cmd = format!("sync {m}@DATA {s}@DATA");
+        let got = std::thread::spawn(move || {
+            STOP_HERE.with(|h| h.set(true));
+            vol(&cmd)
+        })
+        .join()
+        .unwrap();
+        assert_eq!((got.0, got.1.as_str()), (-4, want));
+        // Killed while the kernel starts the job thread: its spawn fails with EINTR.
+        struct Reset;
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                VOLSYNC_SPAWN_ERRNO.store(0, Ordering::SeqCst);
+            }
+        }
+        let _reset = Reset;
+        VOLSYNC_SPAWN_ERRNO.store(4, Ordering::SeqCst);
+        let (rc, text) = vol(&format!("sync {m}@DATA {s}@DATA"));
+        assert_eq!((rc, text.as_str()), (-4, want));
+        assert!(std::fs::read(&s).unwrap() == before, "a killed sync wrote");
+        remove(&[&m, &s]);
     }
 
     #[test]
