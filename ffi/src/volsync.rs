@@ -37,6 +37,7 @@ use hammer2_synchro::{Error, Result};
 
 use crate::block::HostDev;
 use crate::host::KERNEL_HOST;
+use crate::volclaim::{Claim, Writer};
 
 /// The usage of `sync`.
 pub const USAGE: &str =
@@ -53,28 +54,6 @@ const MAX_HOLD_MS: u64 = 60_000;
 
 /// How often the idle threads poll, and the command looks at them.
 const POLL: Duration = Duration::from_millis(50);
-
-/// Whether a `sync` is running in the module: two at once could commit to one device.
-static RUNNING: AtomicBool = AtomicBool::new(false);
-
-/// The module's one running `sync`, released when dropped.
-struct Running;
-
-impl Running {
-    /// Claim the module's `sync`, or `None` when another one holds it: a caller never waits.
-    fn claim() -> Option<Running> {
-        RUNNING
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .ok()
-            .map(|_| Running)
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        RUNNING.store(false, Ordering::Release);
-    }
-}
 
 /// The write fault of one command: every block write counts down `left`; the one that finds
 /// it at 1 fails (torn when `tear`). `left` 0: no fault. `writes` counts the block writes
@@ -245,14 +224,10 @@ pub fn run(words: &[&str], out: &mut dyn Write) -> Result<()> {
             ))
         }
     };
-    let Some(_running) = Running::claim() else {
-        return Err(fail(
-            out,
-            &"busy",
-            &"another volume sync is running",
-            Error::Busy,
-        ));
-    };
+    let _claim = Claim::take(Writer::Sync).map_err(|holder| {
+        let why = format_args!("another volume {holder} is running");
+        fail(out, &"busy", &why, Error::Busy)
+    })?;
     let fault = Fault {
         left: Cell::new(a.fail_after),
         tear: a.tear,
