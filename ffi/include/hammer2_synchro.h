@@ -459,9 +459,8 @@ int32_t h2s_ctl(const uint8_t *cmd, size_t len, uint8_t *out, size_t cap, size_t
  bytes at `cmd`, one line): `fsck PATH`, `ls PATH`, `ls PATH@LABEL [DIR]`,
  `show [--blockrefs [--depth N]] PATH` print what the CLI prints for them; `blockcheck
  PATH` checks the host's block I/O on a scratch device (it writes to it and puts the bytes
- back); `sync [--timeout SECS] [--hold-ms N] [--fail-after-writes N [--tear]]
- PATH@LABEL ...` runs the sync threads over those PFSs until they converge and commits
- every volume that changed (see `crate::volsync`). `sync` and `blockcheck` write one at a
+ back); `sync [OPTIONS] PATH@LABEL ...` runs the sync threads over those PFSs until they
+ converge and commits every volume that changed (see `crate::volsync` for its options). `sync` and `blockcheck` write one at a
  time: while one runs, another is `-EBUSY` at once. The text goes into `out`, the byte
  count to `written`; a failure ends the text with a line `error: CMD: WHAT: WHY`.
 
@@ -478,7 +477,11 @@ int32_t h2s_ctl(const uint8_t *cmd, size_t len, uint8_t *out, size_t cap, size_t
  `cmd` valid for `len` bytes; `out` valid and exclusive for `cap` bytes; `written` valid for
  a write when not null.
  */
-int32_t h2s_volume(const uint8_t *cmd, size_t len, uint8_t *out, size_t cap, size_t *written);
+int32_t h2s_volume(const uint8_t *cmd,
+                   size_t len,
+                   uint8_t *out,
+                   size_t cap,
+                   size_t *written);
 
 /*
  Open a bench session (`make bench-kernel`): a one-master cluster whose sync thread is started

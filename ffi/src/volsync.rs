@@ -14,7 +14,9 @@
 //! `--fail-after-writes N [--tear]` is the fault option of the crash tests: the N-th block
 //! write of the command fails (with `--tear`, after its first half reached the device), as a
 //! machine stopping there would leave it. `--hold-ms N` is for tests too: the converged cluster
-//! stays N ms longer (in `status`, the module's one sync held) before the threads stop.
+//! stays N ms longer (in `status`, the module's one sync held) before the threads stop, and
+//! `--write-delay-ms N` makes every block write wait N ms first: a slow device, so a test can
+//! kill a sync in the middle of a commit.
 
 use core::cell::Cell;
 use core::fmt::{Display, Write};
@@ -25,7 +27,7 @@ use core::time::Duration;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use hammer2_synchro::cluster::Cluster;
-use hammer2_synchro::host::{sleep_interruptible, Host, LogLevel};
+use hammer2_synchro::host::{sleep, sleep_interruptible, Host, LogLevel};
 use hammer2_synchro::mem::{try_box, try_push};
 use hammer2_synchro::mount::join::Join;
 use hammer2_synchro::mount::{self, Mounted};
@@ -40,8 +42,8 @@ use crate::host::KERNEL_HOST;
 use crate::volclaim::{Claim, Writer};
 
 /// The usage of `sync`.
-pub const USAGE: &str =
-    "sync [--timeout SECS] [--hold-ms N] [--fail-after-writes N [--tear]] PATH@LABEL PATH@LABEL ...";
+pub const USAGE: &str = "sync [--timeout SECS] [--hold-ms N] [--write-delay-ms N] \
+                         [--fail-after-writes N [--tear]] PATH@LABEL PATH@LABEL ...";
 
 /// How long `sync` waits for convergence unless told otherwise.
 const DEFAULT_TIMEOUT_SECS: u64 = 600;
@@ -52,17 +54,22 @@ const MAX_TIMEOUT_SECS: u64 = 86_400;
 /// The longest `--hold-ms`: a test's window, not a way to keep devices claimed.
 const MAX_HOLD_MS: u64 = 60_000;
 
+/// The longest `--write-delay-ms`: a test's slow device, not a stalled one.
+const MAX_WRITE_DELAY_MS: u64 = 1_000;
+
 /// How often the idle threads poll, and the command looks at them.
 const POLL: Duration = Duration::from_millis(50);
 
 /// The write fault of one command: every block write counts down `left`; the one that finds
 /// it at 1 fails (torn when `tear`). `left` 0: no fault. `writes` counts the block writes
-/// tried: a whole sync's count is where the crash tests find its last write.
+/// tried: a whole sync's count is where the crash tests find its last write. `delay`: how
+/// long each block write waits first (`--write-delay-ms`).
 #[derive(Default)]
 struct Fault {
     left: Cell<u64>,
     tear: bool,
     writes: Cell<u64>,
+    delay: Duration,
 }
 
 impl Fault {
@@ -106,6 +113,10 @@ impl BlockDev for Dev<'_> {
         self.dev.read_at(off, buf)
     }
     fn write_at(&self, off: u64, buf: &[u8]) -> Result<()> {
+        if !self.fault.delay.is_zero() {
+            // A slow device's write: a kill meanwhile cuts the commit here, mid-way.
+            sleep(&KERNEL_HOST, self.fault.delay);
+        }
         self.check_cancel()?;
         if self.fault.hit() {
             if self.fault.tear {
@@ -130,6 +141,7 @@ impl BlockDev for Dev<'_> {
 struct Args<'a> {
     timeout: Duration,
     hold: Duration,
+    write_delay: Duration,
     fail_after: u64,
     tear: bool,
     specs: heapless::Vec<(&'a str, &'a str, &'a str), MAX_NODES>,
@@ -139,6 +151,7 @@ fn parse<'a>(words: &[&'a str]) -> core::result::Result<Args<'a>, &'static str> 
     let mut a = Args {
         timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
         hold: Duration::ZERO,
+        write_delay: Duration::ZERO,
         fail_after: 0,
         tear: false,
         specs: heapless::Vec::new(),
@@ -165,6 +178,13 @@ fn parse<'a>(words: &[&'a str]) -> core::result::Result<Args<'a>, &'static str> 
                     return Err("--hold-ms is at most 60000");
                 }
                 a.hold = Duration::from_millis(ms);
+            }
+            "--write-delay-ms" => {
+                let ms = number()?;
+                if ms > MAX_WRITE_DELAY_MS {
+                    return Err("--write-delay-ms is at most 1000");
+                }
+                a.write_delay = Duration::from_millis(ms);
             }
             "--fail-after-writes" => a.fail_after = number()?,
             "--tear" => a.tear = true,
@@ -232,6 +252,7 @@ pub fn run(words: &[&str], out: &mut dyn Write) -> Result<()> {
         left: Cell::new(a.fail_after),
         tear: a.tear,
         writes: Cell::new(0),
+        delay: a.write_delay,
     };
     let cancel = AtomicBool::new(false);
     let mut names: heapless::Vec<&str, MAX_NODES> = heapless::Vec::new();
@@ -989,6 +1010,31 @@ mod tests {
         let (rc, text) = vol(&format!("sync {m}@DATA {s}@DATA"));
         assert_eq!((rc, text.as_str()), (-4, want));
         assert!(std::fs::read(&s).unwrap() == before, "a killed sync wrote");
+        remove(&[&m, &s]);
+    }
+
+    #[test]
+    fn write_delay_slows_every_block_write() {
+        let _g = BLOCK_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let m = volume("dm", PFSTYPE_MASTER, CLID);
+        fill(&m);
+        let w = writes_of_a_sync(&m, "ds");
+        let s = volume("ds", PFSTYPE_SLAVE, CLID);
+        let t0 = std::time::Instant::now();
+        let (rc, text) = vol(&format!("sync --write-delay-ms 20 {m}@DATA {s}@DATA"));
+        assert_eq!(rc, 0, "{text}");
+        assert!(
+            t0.elapsed() >= std::time::Duration::from_millis(20 * w),
+            "{w} writes in {:?}",
+            t0.elapsed()
+        );
+        assert_eq!(tree(&s), tree(&m));
+        let (rc, text) = vol(&format!("sync --write-delay-ms 1001 {m}@DATA"));
+        assert_eq!(rc, -22, "{text}");
+        assert!(
+            text.starts_with("error: sync: usage: --write-delay-ms is at most 1000"),
+            "{text}"
+        );
         remove(&[&m, &s]);
     }
 

@@ -134,9 +134,9 @@ void h2s_block_close(void *dev)
 
 /*
  * One command per open file (fsck PATH, ls PATH, ls PATH@LABEL [DIR], show [--blockrefs
- * [--depth N]] PATH, blockcheck PATH, sync [--timeout SECS] [--hold-ms N] [--fail-after-writes
- * N [--tear]] PATH@LABEL ...: see h2s_volume), written in any number of write()s in order, at
- * most H2S_VOLUME_CMD_MAX bytes (more fails with -EFBIG). The first read() runs it (killable: a
+ * [--depth N]] PATH, blockcheck PATH, sync [--timeout SECS] [--hold-ms N] [--write-delay-ms N]
+ * [--fail-after-writes N [--tear]] PATH@LABEL ...: see h2s_volume), written in any number of
+ * write()s in order, at most H2S_VOLUME_CMD_MAX bytes (more fails with -EFBIG). The first read() runs it (killable: a
  * fatal signal ends it at its next block I/O that completes) and returns the start of its text,
  * which is the CLI's text for the same command,
  * or ends with an `error: ...` line; later reads continue it and writes fail with -EBUSY.
