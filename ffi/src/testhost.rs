@@ -197,6 +197,20 @@ unsafe extern "C" fn relax() {
     RELAXED.fetch_add(1, Ordering::SeqCst);
 }
 
+/// Resets the test knobs a test may set ([`WRITE_HOOK`], [`STOPPED`], [`BLOCK_CHUNK`],
+/// [`VOLSYNC_SPAWN_ERRNO`]) when dropped: a failed assert must not leave them set for the
+/// tests after it.
+pub struct ResetKnobs;
+
+impl Drop for ResetKnobs {
+    fn drop(&mut self) {
+        *WRITE_HOOK.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *STOPPED.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        BLOCK_CHUNK.store(0, Ordering::SeqCst);
+        VOLSYNC_SPAWN_ERRNO.store(0, Ordering::SeqCst);
+    }
+}
+
 /// Bytes the simulated host's `big_alloc` handed out and `big_free` did not take back yet.
 pub static BIG_LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 

@@ -271,7 +271,8 @@ mod tests {
     use super::*;
     use crate::testhost::BLOCK_SERIAL as SERIAL;
     use crate::testhost::{
-        newfs_image, volume_cmd, BLOCK_CHUNK, BLOCK_OPEN, STOPPED, STOP_HERE, WRITE_HOOK,
+        newfs_image, volume_cmd, ResetKnobs, BLOCK_CHUNK, BLOCK_OPEN, STOPPED, STOP_HERE,
+        WRITE_HOOK,
     };
     use hammer2_synchro::media::PFSTYPE_MASTER;
     use hammer2_synchro::volume::NewPfs;
@@ -560,16 +561,7 @@ mod tests {
         let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let img = scratch("blockcheck-kill");
         std::fs::write(&img, vec![0x5au8; 256 << 10]).unwrap();
-        /// Resets the test host's knobs however the test ends.
-        struct Reset;
-        impl Drop for Reset {
-            fn drop(&mut self) {
-                BLOCK_CHUNK.store(0, Ordering::SeqCst);
-                *WRITE_HOOK.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                *STOPPED.lock().unwrap_or_else(|e| e.into_inner()) = None;
-            }
-        }
-        let _reset = Reset;
+        let _reset = ResetKnobs;
         // The pattern's first 4 KiB reach the device (the host's second write: the first is
         // the read-only handle's, refused), then the caller is killed: its next transfer is
         // refused, the check fails, and the saved bytes go back all the same.

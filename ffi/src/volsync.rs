@@ -585,8 +585,8 @@ fn interrupted(out: &mut dyn Write) -> Error {
 mod tests {
     use super::*;
     use crate::testhost::{
-        newfs_image, volume_cmd, BLOCK_CLOSED_ELSEWHERE, BLOCK_OPEN, BLOCK_SERIAL, STOPPED,
-        STOP_HERE, VOLSYNC_SPAWN_ERRNO, WRITE_HOOK,
+        newfs_image, volume_cmd, ResetKnobs, BLOCK_CLOSED_ELSEWHERE, BLOCK_OPEN, BLOCK_SERIAL,
+        STOPPED, STOP_HERE, VOLSYNC_SPAWN_ERRNO, WRITE_HOOK,
     };
     use hammer2_synchro::cluster::FrontendOp;
     use hammer2_synchro::media::{PFSTYPE_MASTER, PFSTYPE_SLAVE};
@@ -865,7 +865,7 @@ mod tests {
             volume("us2", PFSTYPE_SLAVE, CLID),
         );
         fill(&m);
-        let _reset = HookGuard;
+        let _reset = ResetKnobs;
         // The first sync's first write waits until the second sync has been refused; its
         // later writes go straight on.
         let (committing, refused) = (
@@ -902,23 +902,12 @@ mod tests {
         remove(&[&m, &s1, &s2]);
     }
 
-    /// The test host's `WRITE_HOOK` and `STOPPED`, reset when dropped: a failed assert must
-    /// not leave them installed for the tests after it.
-    struct HookGuard;
-
-    impl Drop for HookGuard {
-        fn drop(&mut self) {
-            *WRITE_HOOK.lock().unwrap_or_else(|e| e.into_inner()) = None;
-            *STOPPED.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        }
-    }
-
     /// Run `cmd` on a thread of its own whose `n`-th block write (on the job's thread) kills
     /// that thread, as a kill of the reader would, and then takes its time: the caller must
     /// notice and cancel the rest. The write itself completes.
     fn run_killed_at_write(cmd: String, n: u64) -> (i32, String) {
         let t = std::thread::spawn(move || {
-            let _reset = HookGuard;
+            let _reset = ResetKnobs;
             let caller = std::thread::current().id();
             let mut left = n;
             *WRITE_HOOK.lock().unwrap() = Some(Box::new(move || {
@@ -999,13 +988,7 @@ mod tests {
         .unwrap();
         assert_eq!((got.0, got.1.as_str()), (-4, want));
         // Killed while the kernel starts the job thread: its spawn fails with EINTR.
-        struct Reset;
-        impl Drop for Reset {
-            fn drop(&mut self) {
-                VOLSYNC_SPAWN_ERRNO.store(0, Ordering::SeqCst);
-            }
-        }
-        let _reset = Reset;
+        let _reset = ResetKnobs;
         VOLSYNC_SPAWN_ERRNO.store(4, Ordering::SeqCst);
         let (rc, text) = vol(&format!("sync {m}@DATA {s}@DATA"));
         assert_eq!((rc, text.as_str()), (-4, want));

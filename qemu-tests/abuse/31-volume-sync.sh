@@ -56,6 +56,16 @@ seen_cluster() {
 	done
 	return 1
 }
+# running PID: PID runs (a zombie not yet reaped does not; kill -0 says yes to a zombie).
+running() { [ -n "$(sed -n 's/^[0-9]* (.*) \([^Z]\) .*/\1/p' /proc/$1/stat 2>/dev/null)" ]; }
+# kill_wait PID: kill -9 PID and wait up to 5 s for it to end (true if it did); $t: tenths of
+# a second waited.
+kill_wait() {
+	kill -9 "$1"
+	t=0
+	while running "$1" && [ $t -lt 50 ]; do usleep 100000; t=$((t + 1)); done
+	! running "$1"
+}
 # The sync, with `status` read while it runs: the cluster of 3 nodes shows there, and a second
 # sync meanwhile is refused at once.
 vrun_bg /tmp/vsync.out "sync --timeout 300 --hold-ms 3000 $M@DATA $S1@DATA $S2@DATA"
@@ -79,13 +89,8 @@ echo "a second sync while one ran: busy at once"
 vrun_bg /tmp/vkill.out "sync --hold-ms 20000 $M@DATA $S1@DATA $S2@DATA"
 pid=$!
 if seen_cluster $pid; then
-	# Ended: gone, or a zombie not yet reaped (kill -0 says yes to a zombie).
-	running() { [ -n "$(sed -n 's/^[0-9]* (.*) \([^Z]\) .*/\1/p' /proc/$1/stat 2>/dev/null)" ]; }
 	running $pid || bad "the sync to kill ended before the kill: no proof"
-	kill -9 $pid
-	t=0
-	while running $pid && [ $t -lt 50 ]; do usleep 100000; t=$((t + 1)); done
-	running $pid && bad "a killed sync still runs after 5 s"
+	kill_wait $pid || bad "a killed sync still runs after 5 s"
 	echo "a sync killed while it held its cluster ended within $((t * 100 + 100)) ms"
 else
 	bad "status never showed the cluster of the sync to kill"
@@ -198,12 +203,8 @@ if [ -b /dev/vdc ]; then
 		done
 		# The loads and the convergence take a moment; the commit's writes about $w / 10 s.
 		sleep 1
-		alive() { [ -n "$(sed -n 's/^[0-9]* (.*) \([^Z]\) .*/\1/p' /proc/$1/stat 2>/dev/null)" ]; }
-		alive $pid || bad "the sync to kill mid-commit ended before the kill: no proof"
-		kill -9 $pid
-		t=0
-		while alive $pid && [ $t -lt 50 ]; do usleep 100000; t=$((t + 1)); done
-		alive $pid && bad "a sync killed mid-commit still runs after 5 s"
+		running $pid || bad "the sync to kill mid-commit ended before the kill: no proof"
+		kill_wait $pid || bad "a sync killed mid-commit still runs after 5 s"
 		wait $pid 2>/dev/null
 		vcmd "ls $kdev@DATA /"
 		if cmp -s /tmp/vout /tmp/vk.new; then
