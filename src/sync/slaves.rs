@@ -65,7 +65,7 @@ use crate::host::LockMode;
 use crate::media::{self, Blockref, KEY_MAX};
 use crate::mem::try_push;
 use crate::role::MAX_NODES;
-use crate::store::{inode, Body, ChainStore, HeldChain, Sealed};
+use crate::store::{inode, Body, ChainStore, HeldChain, RangeSum, Sealed};
 use crate::{Error, Result};
 
 /// The focus chain's header and payload, read from its node (a DATA payload with the check code
@@ -520,6 +520,15 @@ fn pruned_walk<'a, S: ChainStore>(
     // followed master without the inode is such a move.
     let mut vanished =
         matches!(scan.follow, Follow::Master(m) if others.get(m).is_some_and(|o| o.is_none()));
+    // Nodes holding the same children (equal summaries of the whole table) have equal
+    // summaries of every key range, the summary being a function of the children in the range
+    // alone: each span is compared with one node of each such group only (usually one: the
+    // masters agree). The groups are checked again once the walk is done (see below).
+    let whole = whole_sums(ctx, &others, n)?;
+    let mut rep = [false; MAX_NODES];
+    for (j, r) in rep.iter_mut().enumerate().take(n) {
+        *r = others[j].is_some() && !(0..j).any(|i| others[i].is_some() && whole[i] == whole[j]);
+    }
     let mut open: Vec<(u64, u64)> = Vec::new();
     open.try_reserve(MAX_OPEN)?;
     let mut cursor = start;
@@ -539,6 +548,9 @@ fn pruned_walk<'a, S: ChainStore>(
         for (j, o) in others.iter_mut().enumerate().take(n) {
             if !same {
                 break;
+            }
+            if !rep[j] {
+                continue;
             }
             if let Some(p) = o {
                 match ctx.peers.stores[j].key_sum(*p, span.beg, span.end) {
@@ -571,9 +583,34 @@ fn pruned_walk<'a, S: ChainStore>(
         }
         match last {
             Some(k) => cursor = k,
-            None => return Ok(true),
+            None => break,
         }
     }
+    // A node whose children changed during the walk may have left its group: what was
+    // skipped on its group's word is left undecided (not stamped; the next pass decides).
+    if !vanished && whole_sums(ctx, &others, n)? != whole {
+        scan.undecided = true;
+    }
+    Ok(true)
+}
+
+/// The summary of every child of the inode on each node of `others` (default where absent).
+fn whole_sums<S: ChainStore>(
+    ctx: &Ctx<'_, S>,
+    others: &[Option<S::Id>; MAX_NODES],
+    n: usize,
+) -> Result<[RangeSum; MAX_NODES]> {
+    let mut out = [RangeSum::default(); MAX_NODES];
+    for (j, (o, s)) in others.iter().zip(out.iter_mut()).enumerate().take(n) {
+        if let Some(p) = o {
+            match ctx.peers.stores[j].key_sum(*p, 0, KEY_MAX) {
+                Ok(x) => *s = x,
+                Err(Error::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Equal children a pruned walk merges through rather than start another merge (see
