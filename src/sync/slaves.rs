@@ -362,7 +362,14 @@ fn merge_range<'a, S: ChainStore>(
     let ip = scan.ip;
     // Any later merge must ask anew: the workers' streams are consumed by this one.
     let inflight = scan.inflight.take();
-    let mut coll = Collector::new(ctx, scan.keys, scan.follow, Some(beg), inflight.as_ref())?;
+    let mut coll = Collector::new(
+        ctx,
+        scan.keys,
+        scan.follow,
+        Some(beg),
+        end,
+        inflight.as_ref(),
+    )?;
     let mut local = clip_local(me, ip, me.lookup(ip, beg, KEY_MAX)?, beg, end)?;
     let first = coll.next_item()?;
     let mut item = clip_item(&mut coll, first, beg, end)?;

@@ -219,9 +219,12 @@ fn a_failed_batch_does_not_fail_the_pass() {
 /// Post the batch `paths`, with children, to node 1's worker alone; its generation.
 fn ask_node_1(p: &pool::Pool<'_, Store>, paths: &pool::Paths) -> u32 {
     let mut gen = 0;
-    p.request_all([1].into_iter(), pool::Ask::Many(paths), Some(0), |_, g| {
-        gen = g
-    })
+    p.request_all(
+        [1].into_iter(),
+        pool::Ask::Many(paths),
+        Some((0, crate::media::KEY_MAX)),
+        |_, g| gen = g,
+    )
     .unwrap();
     gen
 }
