@@ -530,7 +530,10 @@ fn pruned_walk<'a, S: ChainStore>(
     // Nodes holding the same children (equal summaries of the whole table) have equal
     // summaries of every key range, the summary being a function of the children in the range
     // alone: each span is compared with one node of each such group only (usually one: the
-    // masters agree). The groups are checked again once the walk is done (see below).
+    // masters agree). The others are thus compared as they were when the walk began, right
+    // after the inode's focus was read, where a span's own reads see them as they are later;
+    // neither is a snapshot of the cluster, and a frontend change meanwhile is caught before
+    // the stamp (`unchanged`).
     let whole = whole_sums(ctx, &others, n)?;
     let mut rep = [false; MAX_NODES];
     for (j, r) in rep.iter_mut().enumerate().take(n) {
@@ -592,11 +595,6 @@ fn pruned_walk<'a, S: ChainStore>(
             Some(k) => cursor = k,
             None => break,
         }
-    }
-    // A node whose children changed during the walk may have left its group: what was
-    // skipped on its group's word is left undecided (not stamped; the next pass decides).
-    if !vanished && whole_sums(ctx, &others, n)? != whole {
-        scan.undecided = true;
     }
     Ok(true)
 }
