@@ -17,10 +17,13 @@
 //! has (whole indirect blocks inside the range added as they are, the at most two straddling its
 //! ends descended into): the trees may be shaped differently by different insert histories. An
 //! equal span is skipped whole; a differing indirect block is descended into; a differing run is
-//! merged chain by chain exactly as the original does (restricted to its keys). k changed children
-//! of an inode of N, in a tree of depth d, cost O(k · d) spans (each level's differing block and
-//! its siblings' spans) plus O(k · `RUN`) chain comparisons; every span visited counts in
-//! `SyncStats::scanned`, like every chain compared.
+//! merged chain by chain exactly as the original does (restricted to its keys). Once a table's
+//! differing child is dealt with, the rest of the table is compared as one range first, and
+//! skipped whole when equal. Nodes holding the same children (equal summaries of their whole
+//! tables) are compared through one of them. k changed children of an inode of N, in a tree of
+//! depth d, cost O(k · d) spans (each level's differing block and its siblings' spans left of
+//! it) plus O(k · `RUN`) chain comparisons; every span visited counts in `SyncStats::scanned`,
+//! like every chain compared.
 //!
 //! Why skipping an equal span changes nothing the original scan would have changed:
 //! - *Same chains.* The summary is a function of the set of (key, keybits, modify_tid) in the
@@ -65,7 +68,7 @@ use crate::host::LockMode;
 use crate::media::{self, Blockref, KEY_MAX};
 use crate::mem::try_push;
 use crate::role::MAX_NODES;
-use crate::store::{inode, Body, ChainStore, HeldChain, RangeSum, Sealed};
+use crate::store::{inode, Body, ChainStore, HeldChain, RangeSum, Sealed, Span};
 use crate::{Error, Result};
 
 /// The focus chain's header and payload, read from its node (a DATA payload with the check code
@@ -546,13 +549,32 @@ fn pruned_walk<'a, S: ChainStore>(
     // spans seen since its last run.
     let mut pending: Option<(u64, u64)> = None;
     let mut gap = 0u64;
+    // The last run compared differed.
+    let mut run_differed = false;
+    // A table's differing child was just dealt with: the rest of the table is compared whole
+    // first. With few changes it is usually equal (one comparison instead of one per span
+    // left in it); otherwise the walk goes on span by span, one comparison the poorer.
+    let mut rest_due = false;
     loop {
         while open.last().is_some_and(|&(_, e)| e < cursor) {
             open.pop();
+            rest_due = true;
         }
         ctx.poll()?;
-        let span = me.span(scan.ip, cursor, open.last().copied())?;
-        // One indirect block, or one run of children, visited.
+        let top = open.last().copied();
+        let rest = core::mem::take(&mut rest_due) && !vanished;
+        let span = if rest {
+            let end = top.map_or(KEY_MAX, |(_, e)| e);
+            Span {
+                beg: cursor,
+                end,
+                sum: me.key_sum(scan.ip, cursor, end)?,
+                indirect: false,
+            }
+        } else {
+            me.span(scan.ip, cursor, top)?
+        };
+        // One indirect block, one run of children, or the rest of a table, visited.
         ctx.stats.scanned += 1;
         let mut same = !vanished;
         for (j, o) in others.iter_mut().enumerate().take(n) {
@@ -570,6 +592,9 @@ fn pruned_walk<'a, S: ChainStore>(
                 }
             }
         }
+        if rest && !same {
+            continue;
+        }
         if !same && span.indirect {
             if open.len() >= MAX_OPEN {
                 return Err(Error::Invalid);
@@ -580,8 +605,13 @@ fn pruned_walk<'a, S: ChainStore>(
         if !same {
             pending = Some((pending.map_or(span.beg, |(b, _)| b), span.end));
             gap = 0;
+            // Not where run after run differs: the rest would differ too.
+            rest_due = !run_differed;
         } else if pending.is_some() {
             gap = gap.saturating_add(span.sum.count);
+        }
+        if !span.indirect && !rest {
+            run_differed = !same;
         }
         let last = span.end.checked_add(1);
         if gap > COALESCE || last.is_none() {
