@@ -471,11 +471,7 @@ fn a_focus_read_ahead_that_moved_on_is_not_taken() {
 /// on a stalled node each read costs the stall.
 #[test]
 fn worker_stops_reading_an_inode_no_longer_wanted() {
-    let c = cluster(&[M, M]);
-    mkdir(&c, set(&[0, 1]), "/d");
-    for i in 0..300 {
-        write(&c, set(&[0, 1]), &format!("/d/f{i}"), b"x");
-    }
+    let c = two_masters_with_300_files_in_d();
     write(&c, set(&[0, 1]), "/b", b"y");
     let s1 = c.store(1).unwrap();
     let mut paths = pool::Paths::default();
@@ -511,11 +507,7 @@ fn worker_stops_reading_an_inode_no_longer_wanted() {
 /// otherwise have every worker fill its FIFO with children nobody takes).
 #[test]
 fn worker_reads_a_requested_key_range_only() {
-    let c = cluster(&[M, M]);
-    mkdir(&c, set(&[0, 1]), "/d");
-    for i in 0..300 {
-        write(&c, set(&[0, 1]), &format!("/d/f{i}"), b"x");
-    }
+    let c = two_masters_with_300_files_in_d();
     let s1 = c.store(1).unwrap();
     let d = s1.resolve(b"/d").unwrap();
     let mut keys = Vec::new();
@@ -546,4 +538,14 @@ fn worker_reads_a_requested_key_range_only() {
     // Not the next child: the worker ends at the range's last key.
     let after = answer_of_node_1(&p, gen, 0);
     assert!(matches!(after, pool::Msg::End), "{after:?} after the range");
+}
+
+/// Two masters holding a directory `/d` of 300 small files.
+fn two_masters_with_300_files_in_d() -> Pin<Box<Cluster>> {
+    let c = cluster(&[M, M]);
+    mkdir(&c, set(&[0, 1]), "/d");
+    for i in 0..300 {
+        write(&c, set(&[0, 1]), &format!("/d/f{i}"), b"x");
+    }
+    c
 }
