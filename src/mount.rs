@@ -31,6 +31,7 @@ use crate::media::{
 use crate::mem::try_push;
 use crate::store::{compare, Body, ChainId, Layout, Store};
 use crate::volume::scan::Flow;
+use crate::volume::space::{SpaceCache, TreeId};
 use crate::volume::txn::{block_name, checks_content};
 use crate::volume::{BlockDev, Cause, IoCount, ReadError, Txn, Volume};
 use crate::{Error, Result};
@@ -52,6 +53,12 @@ pub struct Mounted {
     tables: Vec<(TableOf, Blockref)>,
     /// [`compare::digest`] of the store as loaded (or as last committed).
     digest: u64,
+    /// The tree `blocks` and `tables` describe: the volume header it was loaded from or
+    /// last committed. A volume whose header is another was written by someone else since.
+    tree: TreeId,
+    /// What the trees of the volume's header copies reach, learned by the last commit (none
+    /// before the first, or after a failed one): the next commit reads none of them again.
+    space: Option<Box<SpaceCache>>,
     io: MountIo,
 }
 
@@ -115,14 +122,15 @@ impl Mounted {
     }
 }
 
-/// Add `b`'s name to `names` if a later commit may keep its block by reference: only a check
-/// code that identifies the bytes does ([`checks_content`]). A block under check NONE or
-/// DISABLED is written by every commit.
+/// Add `b`'s name to `names`, the blocks of the tree: those a later commit may keep by
+/// reference ([`Mounted::loaded`]: only a check code that identifies the bytes does,
+/// [`checks_content`]), and those whose space it frees when its tree drops them. A block
+/// under check NONE or DISABLED is written by every commit.
 ///
 /// DEVIATION: HAMMER2 rewrites such a block only when modified (and in place); the store
 /// keeps no modified flags, and place and all-zero check code cannot tell new bytes from old.
 fn remember(names: &mut Vec<(u64, u64)>, b: &Blockref) -> Result<()> {
-    if checks_content(b) {
+    if b.size_radix() != 0 {
         try_push(names, block_name(b))?;
     }
     Ok(())
@@ -201,6 +209,7 @@ pub fn load_with_progress<D: BlockDev>(
         pfs_bref,
         blocks,
         tables,
+        tree: TreeId::of(vol.header()),
         load: vol.io().since(&start),
     };
     let mounted = loaded(&store, label, found)?;
@@ -212,6 +221,7 @@ struct Found {
     pfs_bref: Blockref,
     blocks: Vec<(u64, u64)>,
     tables: Vec<(TableOf, Blockref)>,
+    tree: TreeId,
     load: IoCount,
 }
 
@@ -261,6 +271,7 @@ fn loaded(store: &Store, label: &[u8], found: Found) -> Result<Mounted> {
         pfs_bref,
         mut blocks,
         mut tables,
+        tree,
         load,
     } = found;
     let host = store.host();
@@ -275,6 +286,8 @@ fn loaded(store: &Store, label: &[u8], found: Found) -> Result<Mounted> {
         blocks,
         tables,
         digest,
+        tree,
+        space: None,
         io: MountIo {
             load,
             commit: IoCount::default(),
@@ -479,7 +492,19 @@ fn commit_tree<D: BlockDev>(
     // bytes, the blocks written are HAMMER2's: what changed and its path. A block under
     // check NONE or DISABLED is written by every commit (see `remember`).
     let start = vol.io();
-    let mut txn = Txn::begin(vol)?;
+    // The space the header copies' trees reach is known from the last commit, unless the
+    // volume was written by someone else since: then every tree is read again, as is the
+    // current one for the first commit.
+    let mut txn = if m.tree == TreeId::of(vol.header()) {
+        let cache = match m.space.take() {
+            Some(c) => c,
+            None => crate::mem::try_box(SpaceCache::default())?,
+        };
+        Txn::begin_cached(vol, cache)?
+    } else {
+        m.space = None;
+        Txn::begin(vol)?
+    };
     let host = store.host();
     let mut kept: Vec<(u64, u64)> = Vec::new();
     let mut tables: Vec<(TableOf, Blockref)> = Vec::new();
@@ -588,11 +613,17 @@ fn commit_tree<D: BlockDev>(
 
     let new_sroot = write_sroot(vol, &mut txn, &m.pfs_bref, &pfs_bref)?;
     sort_names(host, &mut kept, &mut tables)?;
-    let h = txn.commit(new_sroot)?;
+    if block_name(&pfs_bref) != block_name(&m.pfs_bref) {
+        txn.drop_block(m.pfs_bref.data_off)?;
+    }
+    drop_gone(&mut txn, host, m, &kept, &tables)?;
+    let (h, space) = txn.commit_cached(new_sroot)?;
     // Nothing fallible from here on: `m` must describe the tree the header now names.
     m.blocks = kept;
     m.tables = tables;
     m.pfs_bref = pfs_bref;
+    m.tree = TreeId::of(&h);
+    m.space = space;
     m.io.commit = vol.io().since(&start);
     Ok((h, Learned { moved, root_inum }))
 }
@@ -656,7 +687,53 @@ fn write_sroot<D: BlockDev>(
     *slot = *pfs_bref;
     let sset = txn.table(&brefs)?;
     sroot.set_blockset(&sset);
+    // The old super-root and its indirect blocks leave the tree.
+    txn.drop_block(sroot_bref.data_off)?;
+    for ind in &sroot_indirect {
+        txn.drop_block(ind.data_off)?;
+    }
     write_inode(txn, sroot_bref, &sroot)
+}
+
+/// Name to `txn` every block below the PFS root of the tree last committed (`m`) that the
+/// new tree (`kept`, sorted, and `tables`) no longer holds, each once.
+#[inline(never)]
+fn drop_gone<D: BlockDev>(
+    txn: &mut Txn<'_, D>,
+    host: &dyn Host,
+    m: &Mounted,
+    kept: &[(u64, u64)],
+    tables: &[(TableOf, Blockref)],
+) -> Result<()> {
+    let relax = || host.relax();
+    let names = |t: &[(TableOf, Blockref)]| -> Result<Vec<(u64, u64)>> {
+        let mut v = Vec::new();
+        v.try_reserve_exact(t.len())?;
+        v.extend(t.iter().map(|(_, b)| block_name(b)));
+        crate::mem::sort_yielding(&mut v, |n| *n, &relax)?;
+        Ok(v)
+    };
+    let (old_tables, new_tables) = (names(&m.tables)?, names(tables)?);
+    for (old, new) in [(&m.blocks[..], kept), (&old_tables[..], &new_tables[..])] {
+        let mut j = 0;
+        let mut last = None;
+        for (i, n) in old.iter().enumerate() {
+            if i % crate::mem::SORT_CHUNK == 0 {
+                relax();
+            }
+            if last == Some(*n) {
+                continue;
+            }
+            last = Some(*n);
+            while new.get(j).is_some_and(|x| x < n) {
+                j += 1;
+            }
+            if new.get(j) != Some(n) {
+                txn.drop_block(n.0)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Sort a commit's block names (duplicates dropped) and indirect blocks, as [`Mounted`]
