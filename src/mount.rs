@@ -29,7 +29,7 @@ use crate::media::{
     BREF_TYPE_INODE, DIRHASH_VISIBLE, EMBEDDED_BYTES, KEY_MAX,
 };
 use crate::mem::try_push;
-use crate::store::{compare, Body, ChainId, Layout, Store};
+use crate::store::{Body, ChainId, Layout, Store};
 use crate::volume::scan::Flow;
 use crate::volume::space::{SpaceCache, TreeId};
 use crate::volume::txn::{block_name, checks_content};
@@ -51,8 +51,9 @@ pub struct Mounted {
     /// The indirect blocks of each inode's block table as loaded (or last committed), by
     /// the inode's chain, sorted by chain, key and keybits.
     tables: Vec<(TableOf, Blockref)>,
-    /// [`compare::digest`] of the store as loaded (or as last committed).
-    digest: u64,
+    /// [`Store::changes`] of the store as loaded (or as last committed): a store whose count
+    /// moved since may hold something the volume does not.
+    changes: u64,
     /// The tree `blocks` and `tables` describe: the volume header it was loaded from or
     /// last committed. A volume whose header is another was written by someone else since.
     tree: TreeId,
@@ -79,9 +80,10 @@ pub struct MountIo {
 }
 
 impl Mounted {
-    /// Whether `store` differs from what its volume holds (what was loaded or last committed).
+    /// Whether `store` may differ from what its volume holds (what was loaded or last
+    /// committed): whether it changed since, by its change count (no chain is looked at).
     pub fn changed(&self, store: &Store) -> Result<bool> {
-        Ok(compare::digest(store)? != self.digest)
+        Ok(store.changes() != self.changes)
     }
 
     /// The PFS's label.
@@ -263,8 +265,8 @@ fn load_tables<D: BlockDev>(
 }
 
 /// The [`Mounted`] of PFS `label` loaded into `store` as `found` says: the names sorted, the
-/// store's digest taken. Out of line: the sorts' and the digest's frames are not under the
-/// load's device reads.
+/// store's change count taken. Out of line: the sorts' frames are not under the load's
+/// device reads.
 #[inline(never)]
 fn loaded(store: &Store, label: &[u8], found: Found) -> Result<Mounted> {
     let Found {
@@ -278,14 +280,13 @@ fn loaded(store: &Store, label: &[u8], found: Found) -> Result<Mounted> {
     let relax = || host.relax();
     crate::mem::sort_yielding(&mut blocks, |n| *n, &relax)?;
     sort_tables(&mut tables, &relax)?;
-    let digest = compare::digest(store)?;
     let label = crate::mem::try_to_vec(label)?;
     Ok(Mounted {
         pfs_bref,
         label,
         blocks,
         tables,
-        digest,
+        changes: store.changes(),
         tree,
         space: None,
         io: MountIo {
@@ -492,6 +493,7 @@ fn commit_tree<D: BlockDev>(
     // bytes, the blocks written are HAMMER2's: what changed and its path. A block under
     // check NONE or DISABLED is written by every commit (see `remember`).
     let start = vol.io();
+    let changes = store.changes();
     // The space the header copies' trees reach is known from the last commit, unless the
     // volume was written by someone else since: then every tree is read again, as is the
     // current one for the first commit.
@@ -625,7 +627,14 @@ fn commit_tree<D: BlockDev>(
     m.tree = TreeId::of(&h);
     m.space = space;
     m.io.commit = vol.io().since(&start);
-    Ok((h, Learned { moved, root_inum }))
+    Ok((
+        h,
+        Learned {
+            moved,
+            root_inum,
+            changes,
+        },
+    ))
 }
 
 /// Write `cid`'s DATA or long-name block, `cb` its header, in `txn`; its blockref written.
@@ -755,15 +764,21 @@ fn sort_names(
 struct Learned {
     moved: Vec<(ChainId, Blockref)>,
     root_inum: u64,
+    /// The store's change count when the commit began to look at it.
+    changes: u64,
 }
 
-/// Tell `store` what the media now say after a commit, then take its digest into `m`.
+/// Tell `store` what the media now say after a commit, then take its change count into `m`
+/// if nothing but this changed the store since the commit began to look at it; otherwise a
+/// change may have come after the commit passed its place, and the store counts as changed.
 ///
 /// A failure here (out of memory) leaves some chains with the place and TID of their old
 /// block; `m` already describes the new tree, in which those old blocks are not kept, so the
-/// next commit writes them again, and `m`'s old digest makes the store count as changed.
+/// next commit writes them again, and `m`'s old count makes the store count as changed.
 #[inline(never)]
 fn learn(store: &Store, m: &mut Mounted, news: Learned) -> Result<()> {
+    // The changes made here: the root's, and one per chain moved.
+    let ours = 1 + news.moved.len() as u64;
     let g = store.lock_root(LockMode::Exclusive);
     store.modify(&g, |_, body| {
         if let Body::Inode(ino) = body {
@@ -781,7 +796,11 @@ fn learn(store: &Store, m: &mut Mounted, news: Learned) -> Result<()> {
             Ok(())
         })?;
     }
-    m.digest = compare::digest(store)?;
+    let now = store.changes();
+    m.changes = match now == news.changes.wrapping_add(ours) {
+        true => now,
+        false => news.changes,
+    };
     Ok(())
 }
 
@@ -858,7 +877,7 @@ pub fn reload<D: BlockDev>(vol: &Volume<D>, store: &Store, m: &mut Mounted) -> R
         *t = copies[i].1;
     }
     sort_tables(&mut m.tables, &relax)?;
-    m.digest = compare::digest(store)?;
+    m.changes = store.changes();
     Ok(())
 }
 
