@@ -80,7 +80,7 @@ impl<D: BlockDev> Txn<'_, D> {
         // What the new tree reaches, added to what the remaining copies reach.
         let keep = &mut self.keep;
         match &new_reach {
-            Some(reach) => keep.or(reach),
+            Some(reach) => keep.or(reach, &relax),
             None => read_back(vol, &set, &self.seen, keep)?,
         }
 

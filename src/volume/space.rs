@@ -105,9 +105,13 @@ impl GranuleBits {
         }
     }
 
-    /// Mark every granule `other` marks (maps of the same span).
-    pub fn or(&mut self, other: &GranuleBits) {
-        for (w, o) in self.words.iter_mut().zip(&other.words) {
+    /// Mark every granule `other` marks (maps of the same span), calling `relax` every few
+    /// thousand words (a map of a big volume has millions).
+    pub fn or(&mut self, other: &GranuleBits, relax: &dyn Fn()) {
+        for (i, (w, o)) in self.words.iter_mut().zip(&other.words).enumerate() {
+            if i % crate::mem::SORT_CHUNK == 0 {
+                relax();
+            }
             *w |= o;
         }
     }
@@ -152,7 +156,7 @@ impl TreeId {
 
 /// Blocks of one tree per granule, saturating: a granule at [`COUNT_STUCK`] is never
 /// decremented again (it stays used, which is safe).
-#[derive(Clone)]
+#[cfg_attr(test, derive(Clone))]
 pub struct GranuleCounts {
     counts: Vec<u8>,
 }
@@ -223,7 +227,8 @@ pub fn extent(data_off: u64) -> Option<(u64, u64)> {
 ///
 /// A copy is trusted only while the device holds the very copy it was learned from
 /// ([`TreeId`]); anything else is read again ([`super::Txn::begin_cached`]).
-#[derive(Default, Clone)]
+#[derive(Default)]
+#[cfg_attr(test, derive(Clone))]
 pub struct SpaceCache {
     pub(crate) zones: [Option<(TreeId, GranuleBits)>; crate::media::volhdr::NUM_VOLHDRS],
     /// The zone whose tree `counts` counts, and the counts.

@@ -304,11 +304,12 @@ impl<'v, D: BlockDev> Txn<'v, D> {
         }
         let mut used = GranuleBits::new(fs)?;
         let mut keep = GranuleBits::new(fs)?;
+        let relax = || vol.dev().yield_point();
         for (zone, z) in cache.zones.iter().enumerate() {
             if let Some((_, bits)) = z {
-                used.or(bits);
+                used.or(bits, &relax);
                 if zone != next {
-                    keep.or(bits);
+                    keep.or(bits, &relax);
                 }
             }
         }
