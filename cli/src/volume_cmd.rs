@@ -134,9 +134,15 @@ OPTIONS:
                   mirror_tid, modify_tid), each block read and its check code verified
                   (`check ok`, or `check FAILED: ...` and nothing below it shown); a
                   device read error stops it; past the blockrefs the volume's size can
-                  hold (blocks shared between tables) it is cut, with a line saying so
+                  hold (blocks shared between tables) it is cut, with a line saying so.
+                  Then, under `freemap:`, the freemap tree as `hammer2 freemap` walks it,
+                  the same way (FREEMAP_NODE and FREEMAP_LEAF blockrefs, CRC-32C checked,
+                  rotation set), each leaf summed up rather than its raw bitmaps (KiB
+                  allocated, free, staged by bulkfree, illegal; the allocation classes in
+                  use); a last line counts both trees
     --depth N     with --blockrefs: open no table more than N levels below the super-root
-                  (0: the super-root only; default: the whole tree)
+                  or the freemap blockset (0: the super-root and the freemap's top
+                  blockrefs only; default: the whole trees)
     --progress    accepted for symmetry with the other commands (show prints no progress)
 IMAGE is an image file or a block device; nothing is written to it.
 
@@ -272,9 +278,9 @@ fn show_cmd(args: &[String]) -> Result<(), Fail> {
     let r = show::show(&mut o, &vol, &copies, a.blockrefs);
     o.finish();
     match r.map_err(|e| show_err(image, e))? {
-        Some(c) if c.bad > 0 => Err(Fail::Run(format!(
+        Some(c) if c.bad() > 0 => Err(Fail::Run(format!(
             "{image}: {} blocks failed their check code",
-            c.bad
+            c.bad()
         ))),
         _ => Ok(()),
     }

@@ -1,8 +1,8 @@
 //! What a storage admin expects of the volume commands: progress on stderr only when stderr
 //! is a terminal or `--progress` is given (stdout the same either way, a few lines a second
 //! at most); `sync --watch` committing periodically while it runs; `import` refusing a PFS
-//! that holds something unless `--replace`; `show` with its header copies, PFSs and blockref
-//! tree; `--help` of every command with usage, options and an example.
+//! that holds something unless `--replace`; `show` with its header copies, PFSs, blockref
+//! tree and freemap; `--help` of every command with usage, options and an example.
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -455,12 +455,27 @@ fn show_prints_header_copies_pfses_and_the_blockref_tree() {
         tree.contains(" 0 failed their check, 0 tables below --depth"),
         "{tree}"
     );
+    // Then the freemap: the import's blocks all lie in GiB 0, so one leaf, at rotation set 0
+    // (the volume's first commit), allocated space of data class.
+    let (_, freemap) = tree.split_once("\nfreemap:\n").expect("a freemap heading");
+    let leaf = freemap.lines().next().unwrap();
+    assert!(
+        leaf.starts_with("freemap_leaf key 0x0000000000000000/30 data_off 0x000000000001000f ")
+            && leaf.contains(" check ok rotation 0: allocated ")
+            && leaf.ends_with("; classes data/16"),
+        "{tree}"
+    );
+    assert_eq!(freemap.lines().count(), 2, "{tree}");
+    assert!(tree.contains(" blockrefs, 1 freemap blockrefs, "), "{tree}");
     let shallow = text(&cli(&["show", "--blockrefs", "--depth", "1", s(&img)]).stdout);
-    let blocks = |t: &str| t.lines().filter(|l| l.contains(" key 0x")).count();
+    let blocks = |t: &str| {
+        let (tree, _) = t.split_once("\nfreemap:\n").unwrap();
+        tree.lines().filter(|l| l.contains(" key 0x")).count()
+    };
     assert_eq!(blocks(&shallow), 3, "{shallow}");
     assert!(blocks(&tree) > 10);
     assert!(
-        shallow.contains("1 tables below --depth not shown"),
+        shallow.contains("1 tables below --depth not shown") && shallow.contains(leaf),
         "{shallow}"
     );
 
@@ -471,10 +486,12 @@ fn show_prints_header_copies_pfses_and_the_blockref_tree() {
         .unwrap();
     let off = line.split("data_off 0x").nth(1).unwrap();
     let off = u64::from_str_radix(&off[..16], 16).unwrap() & !0x3f;
-    let mut f = fs::OpenOptions::new().write(true).open(&img).unwrap();
-    f.seek(SeekFrom::Start(off + 100)).unwrap();
-    f.write_all(b"damage").unwrap();
-    drop(f);
+    let damage = |at: u64| {
+        let mut f = fs::OpenOptions::new().write(true).open(&img).unwrap();
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.write_all(b"damage").unwrap();
+    };
+    damage(off + 100);
     let o = exits(1, &["show", "--blockrefs", s(&img)]);
     let out = text(&o.stdout);
     assert!(
@@ -482,6 +499,17 @@ fn show_prints_header_copies_pfses_and_the_blockref_tree() {
         "{out}"
     );
     assert!(text(&o.stderr).contains("1 blocks failed their check code"));
+    // And the freemap leaf: it fails too, and the line counting both trees says so.
+    damage(0x10000 + 300);
+    let o = exits(1, &["show", "--blockrefs", s(&img)]);
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("\nfreemap:\nfreemap_leaf key 0x0000000000000000/30 ")
+            && out.contains(" check FAILED: check code mismatch (at 0x1000f)\n")
+            && out.contains(", 1 freemap blockrefs, 2 failed their check"),
+        "{out}"
+    );
+    assert!(text(&o.stderr).contains("2 blocks failed their check code"));
     for bad in [
         &["show"][..],
         &["show", "--depth", "2", "x"],

@@ -207,7 +207,10 @@ struct H2sHostOps {
    stores an opaque handle through `dev` and the device's size in bytes through `size`,
    and returns 0; otherwise a negative errno (`-ENOENT`, `-EACCES`, `-EROFS`, ...;
    `-EISDIR` for a directory, `-EINVAL` for anything that is neither a regular file nor a
-   block device) and stores nothing. Process context; may sleep.
+   block device) and stores nothing. A writable block device should be claimed
+   exclusively (Linux: `O_EXCL`), so a mounted one is refused (`-EBUSY`). Called in the
+   context of the task that runs the command (its root, working directory and credentials
+   resolve `path`), never on a thread the core spawned. Process context; may sleep.
    */
   int32_t (*block_open)(const uint8_t *path,
                         size_t path_len,
@@ -456,9 +459,9 @@ int32_t h2s_ctl(const uint8_t *cmd, size_t len, uint8_t *out, size_t cap, size_t
  bytes at `cmd`, one line): `fsck PATH`, `ls PATH`, `ls PATH@LABEL [DIR]`,
  `show [--blockrefs [--depth N]] PATH` print what the CLI prints for them; `blockcheck
  PATH` checks the host's block I/O on a scratch device (it writes to it and puts the bytes
- back); `sync [--timeout SECS] [--fail-after-writes N [--tear]] PATH@LABEL ...` runs the
- sync threads over those PFSs until they converge and commits every volume that changed
- (see `crate::volsync`). The text goes into `out`, the byte count to
+ back); `sync [--timeout SECS] [--hold-ms N] [--fail-after-writes N [--tear]] PATH@LABEL ...`
+ runs the sync threads over those PFSs until they converge and commits every volume that
+ changed (see `crate::volsync`; one at a time: another is `-EBUSY` at once). The text goes into `out`, the byte count to
  `written`; a failure ends the text with a line `error: CMD: WHAT: WHY`.
 
  Returns 0 when the command ran (`fsck` findings are in the text, not an error),
@@ -474,7 +477,11 @@ int32_t h2s_ctl(const uint8_t *cmd, size_t len, uint8_t *out, size_t cap, size_t
  `cmd` valid for `len` bytes; `out` valid and exclusive for `cap` bytes; `written` valid for
  a write when not null.
  */
-int32_t h2s_volume(const uint8_t *cmd, size_t len, uint8_t *out, size_t cap, size_t *written);
+int32_t h2s_volume(const uint8_t *cmd,
+                   size_t len,
+                   uint8_t *out,
+                   size_t cap,
+                   size_t *written);
 
 /*
  Open a bench session (`make bench-kernel`): a one-master cluster whose sync thread is started

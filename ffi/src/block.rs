@@ -16,6 +16,7 @@ pub(crate) const PATH_MAX: usize = 4096;
 
 const ENOENT: i32 = 2;
 const EINTR: i32 = 4;
+const EBUSY: i32 = 16;
 const ENOMEM: i32 = 12;
 const EISDIR: i32 = 21;
 const EINVAL: i32 = 22;
@@ -36,6 +37,7 @@ impl OpenError {
             ENOENT => Error::NotFound,
             EISDIR => Error::IsDir,
             ENOMEM => Error::NoMem,
+            EBUSY => Error::Busy,
             _ => Error::Invalid,
         }
     }
@@ -51,7 +53,7 @@ impl fmt::Display for OpenError {
             EINVAL => "not a regular file or block device",
             EROFS => "read-only file system",
             6 => "no such device",
-            16 => "device busy",
+            EBUSY => "device busy (mounted or open exclusively elsewhere)",
             20 => "a path component is not a directory",
             36 => "path too long",
             40 => "too many symbolic links",
@@ -300,14 +302,15 @@ fn write_read_back(path: &[u8]) -> core::result::Result<(), &'static str> {
     for (i, b) in pattern.iter_mut().enumerate() {
         *b = (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3];
     }
-    {
-        let d = HostDev::open(path, true).map_err(|_| "open read-write failed")?;
-        d.read_at(SCRATCH_OFF, &mut saved)
-            .map_err(|_| "read failed")?;
-        d.write_at(SCRATCH_OFF, &pattern)
-            .map_err(|_| "write failed")?;
-        d.flush().map_err(|_| "flush failed")?;
-    }
+    // The restore goes through this handle too, not a reopen: a host may finish a close later
+    // (Linux: at the caller's return to user space), and until then a block device's
+    // exclusive claim refuses a new read-write open. A read-only open is no claim.
+    let d = HostDev::open(path, true).map_err(|_| "open read-write failed")?;
+    d.read_at(SCRATCH_OFF, &mut saved)
+        .map_err(|_| "read failed")?;
+    d.write_at(SCRATCH_OFF, &pattern)
+        .map_err(|_| "write failed")?;
+    d.flush().map_err(|_| "flush failed")?;
     let mut back = scratch(0xa5)?;
     let verdict = HostDev::open(path, false)
         .map_err(|_| "reopen failed")
@@ -319,7 +322,6 @@ fn write_read_back(path: &[u8]) -> core::result::Result<(), &'static str> {
             true => Ok(()),
             false => Err("read back other bytes than written"),
         });
-    let d = HostDev::open(path, true).map_err(|_| "reopen to restore failed")?;
     d.write_at(SCRATCH_OFF, &saved)
         .map_err(|_| "restore failed")?;
     d.flush().map_err(|_| "flush of the restore failed")?;

@@ -97,7 +97,10 @@ pub struct H2sHostOps {
     /// stores an opaque handle through `dev` and the device's size in bytes through `size`,
     /// and returns 0; otherwise a negative errno (`-ENOENT`, `-EACCES`, `-EROFS`, ...;
     /// `-EISDIR` for a directory, `-EINVAL` for anything that is neither a regular file nor a
-    /// block device) and stores nothing. Process context; may sleep.
+    /// block device) and stores nothing. A writable block device should be claimed
+    /// exclusively (Linux: `O_EXCL`), so a mounted one is refused (`-EBUSY`). Called in the
+    /// context of the task that runs the command (its root, working directory and credentials
+    /// resolve `path`), never on a thread the core spawned. Process context; may sleep.
     pub block_open: unsafe extern "C" fn(
         path: *const u8,
         path_len: usize,

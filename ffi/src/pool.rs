@@ -271,8 +271,10 @@ impl Pool {
         }
     }
 
-    /// Hand the pool `len` bytes at `base`. Returns false if the pool already has memory or
-    /// `len` is too small to hold any block.
+    /// Hand the pool `len` bytes at `base`, aligned to anything. The blocks start on a page
+    /// after the bitmap (a 256th of `len`), so up to a page more than the bitmap is not
+    /// allocatable. Returns false if the pool already has memory or `len` is too small to hold
+    /// any block.
     ///
     /// # Safety
     /// `base..base+len` must be writable memory used by nothing else until [`Pool::reset`].
@@ -282,9 +284,13 @@ impl Pool {
         let Some(end) = start.checked_add(len) else {
             return false;
         };
-        // Blocks after the bitmap, which needs a bit per minimum block of what follows it.
+        // The bitmap first, aligned for its words whatever the host's memory is aligned to; it
+        // needs a bit per minimum block of what follows it. Then the blocks, from a page.
         let map_bytes = (len >> MIN_ORDER).div_ceil(64) * 8;
-        let Some(first) = start
+        let Some(map) = start.checked_next_multiple_of(core::mem::align_of::<u64>()) else {
+            return false;
+        };
+        let Some(first) = map
             .checked_add(map_bytes)
             .and_then(|a| a.checked_next_multiple_of(BASE_ALIGN))
         else {
@@ -297,15 +303,18 @@ impl Pool {
         if blocks == 0 {
             return false;
         }
-        // SAFETY: the bitmap lies in `[start, start + map_bytes)`, inside the caller's memory.
-        unsafe { ptr::write_bytes(base, 0, map_bytes) };
+        // SAFETY: `map - start < 8` and `map + map_bytes <= first < end`, so the bitmap lies
+        // inside the caller's memory.
+        let bitmap = unsafe { base.add(map - start) };
+        // SAFETY: as above.
+        unsafe { ptr::write_bytes(bitmap, 0, map_bytes) };
         self.with_heap(|h| {
             if h.size != 0 {
                 return false;
             }
             h.base = first;
             h.len = blocks;
-            h.bitmap = base.cast();
+            h.bitmap = bitmap.cast();
             h.heads = [0; ORDERS];
             h.nonempty = 0;
             h.used = 0;
@@ -575,12 +584,32 @@ mod tests {
         pool
     }
 
-    #[test]
-    fn exhaustion_is_null_and_memory_comes_back() {
-        let mut mem = vec![0u8; 64 << 10];
-        let pool = pool_of(&mut mem);
-        // SAFETY: as above; a second init must be refused.
-        assert!(!unsafe { pool.init(mem.as_mut_ptr(), mem.len()) });
+    /// `len` bytes of `buf` starting `offset` bytes past a page boundary.
+    fn at_offset(buf: &mut Vec<u8>, len: usize, offset: usize) -> &mut [u8] {
+        buf.resize(len + 2 * BASE_ALIGN, 0);
+        let skip = (offset + BASE_ALIGN - buf.as_ptr() as usize % BASE_ALIGN) % BASE_ALIGN;
+        &mut buf[skip..skip + len]
+    }
+
+    /// Takes every 512-byte block of a fresh `pool` over `mem` (each aligned and inside the
+    /// blocks, never over the bitmap), gives them back, and checks that they merged back into
+    /// the initial blocks. Returns how many there were.
+    fn exhaust_and_give_back(pool: &Pool, mem: &[u8]) -> usize {
+        let (start, end) = (mem.as_ptr() as usize, mem.as_ptr() as usize + mem.len());
+        let (first, blocks, map, initial) = {
+            // SAFETY: no other thread uses this pool.
+            let h = unsafe { &*pool.heap.get() };
+            (h.base, h.len, h.bitmap as usize, h.heads)
+        };
+        let map_end = map + (mem.len() >> MIN_ORDER).div_ceil(64) * 8;
+        assert!(start <= map && map_end <= first && first + blocks <= end);
+        assert_eq!(map % 8, 0, "the bitmap's words are aligned");
+        assert_eq!(first % BASE_ALIGN, 0);
+        assert!(
+            mem.len() - blocks < map_end - start + BASE_ALIGN + (1 << MIN_ORDER),
+            "{blocks} bytes of blocks from {}",
+            mem.len()
+        );
         let l = Layout::from_size_align(512, 8).unwrap();
         let mut got = vec![];
         loop {
@@ -590,19 +619,34 @@ mod tests {
                 break;
             }
             assert_eq!(p as usize % 512, 0, "blocks are aligned to their size");
+            assert!(p as usize >= first && p as usize + 512 <= first + blocks);
             got.push(p);
         }
-        // 64 KiB less the bitmap and the alignment to a page: every 512 bytes of the rest.
-        // SAFETY: no other thread uses this pool.
-        let blocks = unsafe { &*pool.heap.get() }.len;
-        assert!(blocks >= 60 << 10, "{blocks} bytes of blocks from 64 KiB");
+        // Every 512 bytes of the blocks.
         assert_eq!(got.len(), blocks / 512);
         assert_eq!(pool.usage().0, got.len() * 512);
+        let n = got.len();
         for p in got.drain(..) {
             // SAFETY: each pointer came from `alloc` with `l`.
             unsafe { pool.dealloc(p, l) };
         }
         assert_eq!(pool.usage().0, 0);
+        // SAFETY: no other thread uses this pool.
+        let heads = unsafe { &*pool.heap.get() }.heads;
+        assert_eq!(heads, initial, "freed blocks did not merge back");
+        n
+    }
+
+    #[test]
+    fn exhaustion_is_null_and_memory_comes_back() {
+        // Page-aligned, as the kernel's `vmalloc`ed pool: 64 KiB less the page the bitmap
+        // starts the blocks after.
+        let mut buf = vec![];
+        let mem = at_offset(&mut buf, 64 << 10, 0);
+        let pool = pool_of(mem);
+        // SAFETY: as in `pool_of`; a second init must be refused.
+        assert!(!unsafe { pool.init(mem.as_mut_ptr(), mem.len()) });
+        assert_eq!(exhaust_and_give_back(&pool, mem), (60 << 10) / 512);
         // Everything merged back: the largest block is allocatable again.
         let big = Layout::from_size_align(32 << 10, 8).unwrap();
         // SAFETY: non-zero layout.
@@ -612,8 +656,20 @@ mod tests {
         unsafe { pool.dealloc(p, big) };
         pool.reset();
         assert_eq!(pool.usage(), (0, 0));
+        let l = Layout::from_size_align(512, 8).unwrap();
         // SAFETY: non-zero layout; an empty pool returns null.
         assert!(unsafe { pool.alloc(l) }.is_null());
+    }
+
+    /// The host's memory may start anywhere: at every offset from a page the bitmap is
+    /// aligned for its words, the blocks lie past it, and they lose at most a page.
+    #[test]
+    fn pools_at_every_offset_from_a_page_work() {
+        let mut buf = vec![];
+        for offset in 0..BASE_ALIGN {
+            let mem = at_offset(&mut buf, 64 << 10, offset);
+            exhaust_and_give_back(&pool_of(mem), mem);
+        }
     }
 
     /// Random sizes and frees never hand out overlapping blocks, and freeing everything merges

@@ -168,8 +168,17 @@ std::thread_local! {
     pub static STOP_HERE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// A thread whose `should_stop` says yes (set from another thread, as a kill would be).
+pub static STOPPED: std::sync::Mutex<Option<std::thread::ThreadId>> = std::sync::Mutex::new(None);
+
+/// Called before every block write: a test's way to act at a given point of a command.
+pub static WRITE_HOOK: std::sync::Mutex<Option<Box<dyn FnMut() + Send>>> =
+    std::sync::Mutex::new(None);
+
 unsafe extern "C" fn should_stop() -> i32 {
-    i32::from(STOP.load(Ordering::SeqCst) || STOP_HERE.with(|s| s.get()))
+    let me = std::thread::current().id();
+    let stopped = *STOPPED.lock().unwrap_or_else(|e| e.into_inner()) == Some(me);
+    i32::from(STOP.load(Ordering::SeqCst) || STOP_HERE.with(|s| s.get()) || stopped)
 }
 
 /// Calls of the simulated host's `relax`.
@@ -221,6 +230,8 @@ pub static BLOCK_CHUNK: std::sync::atomic::AtomicUsize = std::sync::atomic::Atom
 /// An open device of the simulated host.
 struct TestDev {
     file: std::fs::File,
+    /// The thread that opened it: the core must close it there too.
+    opened_on: std::thread::ThreadId,
 }
 
 fn errno_of(e: &std::io::Error) -> i32 {
@@ -236,7 +247,9 @@ unsafe extern "C" fn block_open(
 ) -> i32 {
     use std::io::Seek;
     use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::FileTypeExt;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    /// Linux's O_EXCL.
+    const O_EXCL: i32 = 0o200;
     // SAFETY: the core passes `len` bytes followed by a NUL.
     let bytes = unsafe { std::slice::from_raw_parts(path, len + 1) };
     assert_eq!(bytes[len], 0, "path not NUL-terminated");
@@ -251,9 +264,16 @@ unsafe extern "C" fn block_open(
     if !meta.is_file() && !meta.file_type().is_block_device() {
         return -22;
     }
+    // As the kernel host: a writable block device is claimed exclusively (O_EXCL, no O_CREAT).
+    let excl = if writable != 0 && meta.file_type().is_block_device() {
+        O_EXCL
+    } else {
+        0
+    };
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(writable != 0)
+        .custom_flags(excl)
         .open(path);
     let mut file = match file {
         Ok(f) => f,
@@ -266,7 +286,11 @@ unsafe extern "C" fn block_open(
     // SAFETY: the core passes pointers valid for a write.
     unsafe {
         *size = end;
-        *dev = Box::into_raw(Box::new(TestDev { file })).cast();
+        *dev = Box::into_raw(Box::new(TestDev {
+            file,
+            opened_on: std::thread::current().id(),
+        }))
+        .cast();
     }
     BLOCK_OPEN.fetch_add(1, Ordering::SeqCst);
     0
@@ -297,6 +321,13 @@ unsafe extern "C" fn block_read(dev: *mut c_void, off: u64, buf: *mut u8, len: u
 
 unsafe extern "C" fn block_write(dev: *mut c_void, off: u64, buf: *const u8, len: usize) -> i64 {
     use std::os::unix::fs::FileExt;
+    if let Some(hook) = WRITE_HOOK
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_mut()
+    {
+        hook();
+    }
     // SAFETY: a live handle from `block_open`; `buf` valid for `len` bytes.
     let (d, buf) = unsafe {
         (
@@ -321,6 +352,11 @@ unsafe extern "C" fn block_flush(dev: *mut c_void) -> i32 {
 
 /// Handles of the simulated host's devices not closed yet.
 pub static BLOCK_OPEN: std::sync::atomic::AtomicIsize = std::sync::atomic::AtomicIsize::new(0);
+
+/// Handles closed on another thread than the one that opened them (a kernel host's close on
+/// a thread the core spawned completes late: see PORTING.md, "Block I/O").
+pub static BLOCK_CLOSED_ELSEWHERE: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
 
 /// Tests that count [`BLOCK_OPEN`] or set [`BLOCK_CHUNK`] (process-wide) take turns on this.
 pub static BLOCK_SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -360,7 +396,11 @@ pub fn volume_cmd(cmd: &str, cap: usize) -> (i32, String) {
 
 unsafe extern "C" fn block_close(dev: *mut c_void) {
     // SAFETY: made by `block_open`, closed once.
-    drop(unsafe { Box::from_raw(dev as *mut TestDev) });
+    let d = unsafe { Box::from_raw(dev as *mut TestDev) };
+    if d.opened_on != std::thread::current().id() {
+        BLOCK_CLOSED_ELSEWHERE.fetch_add(1, Ordering::SeqCst);
+    }
+    drop(d);
     BLOCK_OPEN.fetch_sub(1, Ordering::SeqCst);
 }
 

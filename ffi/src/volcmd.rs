@@ -189,8 +189,8 @@ fn show_cmd<'a>(args: impl Iterator<Item = &'a str>, out: &mut dyn Write) -> Res
         }
     };
     match show::show(out, &vol, &copies, a.blockrefs) {
-        Ok(Some(c)) if c.bad > 0 => {
-            let why = format_args!("{} blocks failed their check code", c.bad);
+        Ok(Some(c)) if c.bad() > 0 => {
+            let why = format_args!("{} blocks failed their check code", c.bad());
             Err(fail(out, "show", &path, &why, Error::Io))
         }
         Ok(_) => Ok(()),
@@ -353,12 +353,9 @@ mod tests {
         assert_eq!(text, cli_show(&img, Some(usize::MAX)));
         let (rc, text) = vol(&format!("show --blockrefs --depth 0 {img}"));
         assert_eq!(rc, 0, "{text}");
+        assert!(text.contains(" tables below --depth not shown; "), "{text}");
         assert!(
-            text.ends_with(" tables below --depth not shown\n"),
-            "{text}"
-        );
-        assert!(
-            !text.ends_with(" 0 tables below --depth not shown\n"),
+            !text.contains(" 0 tables below --depth not shown"),
             "{text}"
         );
         assert_eq!(text, cli_show(&img, Some(0)));

@@ -5,16 +5,21 @@
 //! node agrees with the focus (bounded by `--timeout`; the cluster shows in `status`
 //! meanwhile), every thread is stopped with its acknowledgement, and every node whose tree
 //! changed is committed to its volume as one copy-on-write transaction (flushed before and
-//! after its header). The loads and the commits run on a kernel thread of their own: a fresh
-//! stack for the deepest walks.
+//! after its header). The devices are opened by the caller (its root, working directory and
+//! credentials resolve the paths); the loads and the commits run on a kernel thread of their
+//! own: a fresh stack for the deepest walks. One `sync` runs at a time in the module: a second
+//! one fails at once with `busy`, and a writable block device is opened exclusively, so a
+//! mounted or otherwise claimed device is refused.
 //!
 //! `--fail-after-writes N [--tear]` is the fault option of the crash tests: the N-th block
 //! write of the command fails (with `--tear`, after its first half reached the device), as a
-//! machine stopping there would leave it.
+//! machine stopping there would leave it. `--hold-ms N` is for tests too: the converged cluster
+//! stays N ms longer (in `status`, the module's one sync held) before the threads stop.
 
 use core::cell::Cell;
 use core::fmt::{Display, Write};
 use core::pin::Pin;
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use core::time::Duration;
 
 use alloc::boxed::Box;
@@ -35,25 +40,56 @@ use crate::host::KERNEL_HOST;
 
 /// The usage of `sync`.
 pub const USAGE: &str =
-    "sync [--timeout SECS] [--fail-after-writes N [--tear]] PATH@LABEL PATH@LABEL ...";
+    "sync [--timeout SECS] [--hold-ms N] [--fail-after-writes N [--tear]] PATH@LABEL PATH@LABEL ...";
 
 /// How long `sync` waits for convergence unless told otherwise.
 const DEFAULT_TIMEOUT_SECS: u64 = 600;
 
+/// The longest `--timeout` (a day): far past any convergence, and far from overflowing.
+const MAX_TIMEOUT_SECS: u64 = 86_400;
+
+/// The longest `--hold-ms`: a test's window, not a way to keep devices claimed.
+const MAX_HOLD_MS: u64 = 60_000;
+
 /// How often the idle threads poll, and the command looks at them.
 const POLL: Duration = Duration::from_millis(50);
 
+/// Whether a `sync` is running in the module: two at once could commit to one device.
+static RUNNING: AtomicBool = AtomicBool::new(false);
+
+/// The module's one running `sync`, released when dropped.
+struct Running;
+
+impl Running {
+    /// Claim the module's `sync`, or `None` when another one holds it: a caller never waits.
+    fn claim() -> Option<Running> {
+        RUNNING
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .ok()
+            .map(|_| Running)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING.store(false, Ordering::Release);
+    }
+}
+
 /// The write fault of one command: every block write counts down `left`; the one that finds
-/// it at 1 fails (torn when `tear`). `left` 0: no fault.
+/// it at 1 fails (torn when `tear`). `left` 0: no fault. `writes` counts the block writes
+/// tried: a whole sync's count is where the crash tests find its last write.
 #[derive(Default)]
 struct Fault {
     left: Cell<u64>,
     tear: bool,
+    writes: Cell<u64>,
 }
 
 impl Fault {
-    /// Whether this write is the one to fail.
+    /// Count a write; whether it is the one to fail.
     fn hit(&self) -> bool {
+        self.writes.set(self.writes.get().saturating_add(1));
         match self.left.get() {
             0 => false,
             n => {
@@ -64,10 +100,22 @@ impl Fault {
     }
 }
 
-/// A device of the command: the host's, with the command's write fault.
+/// A device of the command: the host's, with the command's write fault and its cancel flag
+/// (set by the caller when it must stop: every later I/O is `Interrupted`).
 struct Dev<'a> {
     dev: HostDev,
     fault: &'a Fault,
+    cancel: &'a AtomicBool,
+}
+
+impl Dev<'_> {
+    /// `Interrupted` once the caller cancelled the command.
+    fn check_cancel(&self) -> Result<()> {
+        if self.cancel.load(Ordering::Acquire) {
+            return Err(Error::Interrupted);
+        }
+        Ok(())
+    }
 }
 
 impl BlockDev for Dev<'_> {
@@ -75,9 +123,11 @@ impl BlockDev for Dev<'_> {
         self.dev.size()
     }
     fn read_at(&self, off: u64, buf: &mut [u8]) -> Result<()> {
+        self.check_cancel()?;
         self.dev.read_at(off, buf)
     }
     fn write_at(&self, off: u64, buf: &[u8]) -> Result<()> {
+        self.check_cancel()?;
         if self.fault.hit() {
             if self.fault.tear {
                 self.dev.write_at(off, &buf[..buf.len() / 2])?;
@@ -87,6 +137,7 @@ impl BlockDev for Dev<'_> {
         self.dev.write_at(off, buf)
     }
     fn flush(&self) -> Result<()> {
+        self.check_cancel()?;
         self.dev.flush()
     }
     fn yield_point(&self) {
@@ -97,6 +148,7 @@ impl BlockDev for Dev<'_> {
 /// The command's words, parsed.
 struct Args<'a> {
     timeout: Duration,
+    hold: Duration,
     fail_after: u64,
     tear: bool,
     specs: heapless::Vec<(&'a str, &'a str, &'a str), MAX_NODES>,
@@ -105,6 +157,7 @@ struct Args<'a> {
 fn parse<'a>(words: &[&'a str]) -> core::result::Result<Args<'a>, &'static str> {
     let mut a = Args {
         timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
+        hold: Duration::ZERO,
         fail_after: 0,
         tear: false,
         specs: heapless::Vec::new(),
@@ -118,7 +171,20 @@ fn parse<'a>(words: &[&'a str]) -> core::result::Result<Args<'a>, &'static str> 
                 .ok_or("an option's value is not a number > 0")
         };
         match *w {
-            "--timeout" => a.timeout = Duration::from_secs(number()?),
+            "--timeout" => {
+                let secs = number()?;
+                if secs > MAX_TIMEOUT_SECS {
+                    return Err("--timeout is at most 86400 seconds");
+                }
+                a.timeout = Duration::from_secs(secs);
+            }
+            "--hold-ms" => {
+                let ms = number()?;
+                if ms > MAX_HOLD_MS {
+                    return Err("--hold-ms is at most 60000");
+                }
+                a.hold = Duration::from_millis(ms);
+            }
             "--fail-after-writes" => a.fail_after = number()?,
             "--tear" => a.tear = true,
             o if o.starts_with('-') => return Err("unknown option"),
@@ -129,8 +195,9 @@ fn parse<'a>(words: &[&'a str]) -> core::result::Result<Args<'a>, &'static str> 
                     .ok_or("not PATH@LABEL")?;
                 // By path: the kernel has no canonical path to compare, so two names of one
                 // device (a symlink, /dev/vdc and its by-id link) are not caught here, as the
-                // CLI catches them; the second load of a volume then sees the first one's
-                // commit as a stale open and refuses it before writing.
+                // CLI catches them. A block device's second name is refused at its open (the
+                // first one claimed it exclusively); an image file's second load sees the
+                // first one's commit as a stale open and refuses it before writing.
                 if a.specs.iter().any(|(_, p, _)| *p == pl.0) {
                     return Err("a device given twice: one PFS per volume");
                 }
@@ -152,7 +219,7 @@ fn parse<'a>(words: &[&'a str]) -> core::result::Result<Args<'a>, &'static str> 
 /// One node: its name (`PATH@LABEL`), volume and what was loaded from it.
 struct Node<'a> {
     spec: &'a str,
-    vol: Box<Volume<Dev<'a>>>,
+    vol: Box<Volume<&'a Dev<'a>>>,
     mounted: Mounted,
 }
 
@@ -176,24 +243,36 @@ pub fn run(words: &[&str], out: &mut dyn Write) -> Result<()> {
             ))
         }
     };
+    let Some(_running) = Running::claim() else {
+        return Err(fail(
+            out,
+            &"busy",
+            &"another volume sync is running",
+            Error::Busy,
+        ));
+    };
     let fault = Fault {
         left: Cell::new(a.fail_after),
         tear: a.tear,
+        writes: Cell::new(0),
     };
+    let cancel = AtomicBool::new(false);
     let mut names: heapless::Vec<&str, MAX_NODES> = heapless::Vec::new();
     for (spec, _, _) in &a.specs {
         let _ = names.push(spec);
     }
+    // Declared before the nodes that borrow them: closed last, by the caller.
+    let devs = open_all(&a, &fault, &cancel, out)?;
     let mut loaded = None;
-    on_own_thread(&mut || {
-        loaded = Some(load_all(&a, &names, &fault, out)?);
+    on_own_thread(&cancel, &mut || {
+        loaded = Some(load_all(&a, &devs, &names, out)?);
         Ok(())
     })?;
     let (mut nodes, stores, join) = loaded.ok_or(Error::Invalid)?;
     let cluster = Cluster::from_stores(&KERNEL_HOST, join.roles(), stores, Layout::Index)
         .map_err(|e| fail(out, &"cluster", &e, e))?;
     cluster.set_thread_idle_poll(POLL);
-    let ran = converge(cluster.as_ref(), &names, a.timeout, out);
+    let ran = converge(cluster.as_ref(), &names, a.timeout, out).and_then(|()| hold(a.hold, out));
     // Every thread stopped, each request returning once its thread acknowledged it.
     for (i, name) in names.iter().enumerate() {
         if let Err(e) = cluster.thread_request(i, Request::Stop) {
@@ -201,23 +280,61 @@ pub fn run(words: &[&str], out: &mut dyn Write) -> Result<()> {
         }
     }
     ran?;
-    on_own_thread(&mut || commit_all(&cluster, &mut nodes, out))
+    on_own_thread(&cancel, &mut || {
+        commit_all(&cluster, &mut nodes, &fault, out)
+    })
 }
+
+/// Open every device of `a` read-write, in the caller's context: its root, working directory
+/// and credentials resolve the paths, not those of the job's kernel thread. The caller keeps
+/// them to the end of the command and closes them itself: a kernel thread's close is finished
+/// later, by a work item (Linux's delayed fput), and a block device's exclusive claim would
+/// outlive the command for a moment, refusing the next one's open.
+#[inline(never)]
+fn open_all<'a>(
+    a: &Args<'_>,
+    fault: &'a Fault,
+    cancel: &'a AtomicBool,
+    out: &mut dyn Write,
+) -> Result<heapless::Vec<Dev<'a>, MAX_NODES>> {
+    let mut devs = heapless::Vec::new();
+    for &(_, path, _) in &a.specs {
+        let dev =
+            HostDev::open(path.as_bytes(), true).map_err(|e| fail(out, &path, &e, e.error()))?;
+        // Cannot fail: `parse` keeps at most MAX_NODES specs.
+        devs.push(Dev { dev, fault, cancel })
+            .map_err(|_| Error::Invalid)?;
+    }
+    Ok(devs)
+}
+
+/// How long the caller of [`on_own_thread`] sleeps between two looks at its own `should_stop`.
+const JOIN_SLICE: Duration = Duration::from_millis(20);
 
 /// Run `job` on a kernel thread of its own and wait for it to end. A load and a commit walk a
 /// PFS's tree and read or write at the bottom of it (under which the kernel's page cache,
 /// write-back and block layer run): on a fresh stack they have the whole of it, rather than
-/// what the debugfs read and this command's frames leave. The job does not see the caller's
-/// signals: a kill ends the command once the load or the commit is done (a cut commit would
-/// keep the last one anyway).
+/// what the debugfs read and this command's frames leave. The job sees no signal of the
+/// caller: the caller waits in bounded word sleeps (not an uninterruptible join, which a long
+/// commit would hold past the hung-task detector's limit), and once it must stop it sets
+/// `cancel`, which the job's devices turn into `Interrupted` at their next I/O (a cut commit
+/// keeps the last one); it then waits for the job to end, which is soon.
 #[inline(never)]
-fn on_own_thread(job: &mut (dyn FnMut() -> Result<()> + '_)) -> Result<()> {
+fn on_own_thread(cancel: &AtomicBool, job: &mut (dyn FnMut() -> Result<()> + '_)) -> Result<()> {
     let mut result = Err(Error::Invalid);
-    let mut call = || result = job();
+    let done = AtomicU32::new(0);
+    let host: &dyn Host = &KERNEL_HOST;
+    let mut call = || {
+        result = job();
+        done.store(1, Ordering::Release);
+        host.wake_word(&done);
+    };
     let call: *mut (dyn FnMut() + '_) = &mut call;
-    // SAFETY: only the lifetime is erased: `call` (and all it borrows) outlives the thread,
-    // which is joined below before this frame ends, and nothing else touches them meanwhile:
-    // this thread waits in `join`, whose completion orders the job's writes before our reads.
+    // SAFETY: only the lifetime is erased: `call` (and all it borrows: `result`, `done`, the
+    // job) outlives the thread, which is joined below before this frame ends, on every path
+    // past the spawn; nothing else touches `result` or the job meanwhile: this thread only
+    // reads `done` (atomic) and stores to `cancel` (atomic) until the join, whose completion
+    // orders the job's writes before our read of `result`.
     let call: *mut (dyn FnMut() + 'static) = unsafe { core::mem::transmute(call) };
     let ptr = JobPtr(call);
     let entry = try_box(move || {
@@ -225,8 +342,13 @@ fn on_own_thread(job: &mut (dyn FnMut() -> Result<()> + '_)) -> Result<()> {
         // SAFETY: see above: the job is alive and ours alone until the join.
         unsafe { (*ptr.0)() }
     })?;
-    let host: &dyn Host = &KERNEL_HOST;
     let th = host.spawn("h2s-volsync", entry)?;
+    while done.load(Ordering::Acquire) == 0 {
+        host.sleep_on_word(&done, 0, Some(JOIN_SLICE));
+        if host.should_stop() {
+            cancel.store(true, Ordering::Release);
+        }
+    }
     host.join(th);
     result
 }
@@ -234,23 +356,23 @@ fn on_own_thread(job: &mut (dyn FnMut() -> Result<()> + '_)) -> Result<()> {
 /// The job of [`on_own_thread`], handed to its thread.
 struct JobPtr(*mut (dyn FnMut() + 'static));
 
-// SAFETY: the job runs on one thread at a time: the caller of `on_own_thread` waits in `join`
-// while the spawned thread runs it.
+// SAFETY: the job runs on one thread only: the caller of `on_own_thread` touches nothing of it
+// (only the atomics `done` and `cancel`) until the join.
 unsafe impl Send for JobPtr {}
 
-/// Open and load every node of `a` and join them into one cluster's nodes.
+/// Load every node of `a` from its device in `devs` and join them into one cluster's nodes.
 #[inline(never)]
 fn load_all<'a>(
     a: &Args<'a>,
+    devs: &'a [Dev<'a>],
     names: &[&'a str],
-    fault: &'a Fault,
     out: &mut dyn Write,
 ) -> Result<(Vec<Node<'a>>, Vec<Store>, Join)> {
     let mut nodes: Vec<Node<'_>> = Vec::new();
     let mut stores: Vec<Store> = Vec::new();
     let mut join = Join::new();
-    for &(spec, path, label) in &a.specs {
-        let node = load(path, label, spec, fault, out)?;
+    for (&(spec, path, label), dev) in a.specs.iter().zip(devs) {
+        let node = load(dev, path, label, spec, out)?;
         let role = join
             .add(&node.1)
             .map_err(|e| fail(out, &"cluster", &e.named(names), Error::Invalid))?;
@@ -284,7 +406,12 @@ fn reconcile(join: &Join, stores: &[Store], names: &[&str], out: &mut dyn Write)
 
 /// Commit every node whose tree changed, once every thread has stopped.
 #[inline(never)]
-fn commit_all(cluster: &Cluster, nodes: &mut [Node<'_>], out: &mut dyn Write) -> Result<()> {
+fn commit_all(
+    cluster: &Cluster,
+    nodes: &mut [Node<'_>],
+    fault: &Fault,
+    out: &mut dyn Write,
+) -> Result<()> {
     let mut written = 0;
     for (i, n) in nodes.iter_mut().enumerate() {
         let store = cluster.store(i)?;
@@ -299,6 +426,7 @@ fn commit_all(cluster: &Cluster, nodes: &mut [Node<'_>], out: &mut dyn Write) ->
         let _ = writeln!(out, "sync: {}: committed, mirror_tid {tid:#x}", n.spec);
         written += 1;
     }
+    let _ = writeln!(out, "sync: {} block writes", fault.writes.get());
     let _ = writeln!(
         out,
         "sync: done: {written} of {} volumes written",
@@ -307,17 +435,16 @@ fn commit_all(cluster: &Cluster, nodes: &mut [Node<'_>], out: &mut dyn Write) ->
     Ok(())
 }
 
-/// Open `path` read-write and load PFS `label` of it.
+/// Open the volume on `dev` (the device `path`) and load PFS `label` of it.
 #[inline(never)]
 fn load<'a>(
+    dev: &'a Dev<'a>,
     path: &str,
     label: &str,
     spec: &'a str,
-    fault: &'a Fault,
     out: &mut dyn Write,
 ) -> Result<(Node<'a>, Store)> {
-    let dev = HostDev::open(path.as_bytes(), true).map_err(|e| fail(out, &path, &e, e.error()))?;
-    let vol = open_volume(Dev { dev, fault }).map_err(|e| fail(out, &path, &e, e.into()))?;
+    let vol = open_volume(dev).map_err(|e| fail(out, &path, &e, e.into()))?;
     let (store, mounted) =
         load_pfs(&vol, label).map_err(|e| fail(out, &spec, &format_args!("load: {e}"), e))?;
     Ok((Node { spec, vol, mounted }, store))
@@ -326,20 +453,20 @@ fn load<'a>(
 /// The volume on `dev`, on the heap: kernel stacks are small, and the load and the commit
 /// walk the tree below the frames that hold it.
 #[inline(never)]
-fn open_volume(dev: Dev<'_>) -> core::result::Result<Box<Volume<Dev<'_>>>, ReadError> {
+fn open_volume<'a>(dev: &'a Dev<'a>) -> core::result::Result<Box<Volume<&'a Dev<'a>>>, ReadError> {
     let vol = Volume::open(dev)?;
     try_box(vol).map_err(|_| ReadError::new(Cause::NoMem, 0))
 }
 
 /// [`mount::load`] in a frame of its own.
 #[inline(never)]
-fn load_pfs(vol: &Volume<Dev<'_>>, label: &str) -> Result<(Store, Mounted)> {
+fn load_pfs(vol: &Volume<&Dev<'_>>, label: &str) -> Result<(Store, Mounted)> {
     mount::load(&KERNEL_HOST, vol, label.as_bytes())
 }
 
 /// [`mount::commit`] in a frame of its own: the mirror_tid committed.
 #[inline(never)]
-fn commit(vol: &Volume<Dev<'_>>, store: &Store, m: &mut Mounted) -> Result<u64> {
+fn commit(vol: &Volume<&Dev<'_>>, store: &Store, m: &mut Mounted) -> Result<u64> {
     mount::commit(vol, store, m).map(|h| h.mirror_tid)
 }
 
@@ -374,20 +501,39 @@ fn converge(
             return Err(fail(out, &"cluster", &why, Error::TimedOut));
         }
         if sleep_interruptible(host, POLL).is_err() {
-            return Err(fail(
-                out,
-                &"cluster",
-                &"interrupted; nothing committed",
-                Error::Interrupted,
-            ));
+            return Err(interrupted(out));
         }
     }
+}
+
+/// Keep the converged cluster running for `d` (`--hold-ms`): `Interrupted` when the host says
+/// the caller must stop meanwhile.
+fn hold(d: Duration, out: &mut dyn Write) -> Result<()> {
+    if d.is_zero() {
+        return Ok(());
+    }
+    sleep_interruptible(&KERNEL_HOST, d).map_err(|_| interrupted(out))?;
+    let _ = writeln!(out, "sync: held {} ms", d.as_millis());
+    Ok(())
+}
+
+/// The error of a `sync` stopped before its commits.
+fn interrupted(out: &mut dyn Write) -> Error {
+    fail(
+        out,
+        &"cluster",
+        &"interrupted; nothing committed",
+        Error::Interrupted,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testhost::{newfs_image, volume_cmd, BLOCK_OPEN, BLOCK_SERIAL};
+    use crate::testhost::{
+        newfs_image, volume_cmd, BLOCK_CLOSED_ELSEWHERE, BLOCK_OPEN, BLOCK_SERIAL, STOPPED,
+        WRITE_HOOK,
+    };
     use hammer2_synchro::cluster::FrontendOp;
     use hammer2_synchro::media::{PFSTYPE_MASTER, PFSTYPE_SLAVE};
     use hammer2_synchro::role::{NodeSet, Role};
@@ -416,6 +562,11 @@ mod tests {
             std::fs::remove_file(img).unwrap();
         }
         assert_eq!(BLOCK_OPEN.load(Ordering::SeqCst), 0, "a device left open");
+        assert_eq!(
+            BLOCK_CLOSED_ELSEWHERE.load(Ordering::SeqCst),
+            0,
+            "a device closed on the job's thread"
+        );
     }
 
     /// Files written into PFS `DATA` of `path` and committed.
@@ -452,6 +603,35 @@ mod tests {
     fn tree(img: &str) -> String {
         let a = vol(&format!("ls {img}@DATA /")).1;
         a + &vol(&format!("ls {img}@DATA /d")).1
+    }
+
+    /// A sync cut at its `n`-th write ended with `got` (its rc and text): `want` (the rc, and
+    /// the failure the text ends with), and slave `s` still lists `old`.
+    fn assert_cut(s: &str, got: (i32, &str), want: (i32, &str), old: &str, n: u64) {
+        let (rc, text) = got;
+        assert_eq!(rc, want.0, "{n}: {text}");
+        let end = format!("{} (the volume keeps its last commit)\n", want.1);
+        assert!(text.ends_with(&end), "{n}: {text}");
+        assert_eq!(tree(s), old, "{n}: a cut commit changed the tree");
+    }
+
+    /// Slave `s` is fsck-clean, a new sync from master `m` brings it the master's tree,
+    /// fsck-clean; then it is removed.
+    fn assert_resyncs(m: &str, s: String, n: u64) {
+        assert_clean(&s);
+        let (rc, text) = vol(&format!("sync {m}@DATA {s}@DATA"));
+        assert_eq!(rc, 0, "{n}: {text}");
+        assert_eq!(tree(&s), tree(m), "{n}");
+        assert_clean(&s);
+        std::fs::remove_file(s).unwrap();
+    }
+
+    /// The listing of an empty slave `name`'s PFS DATA (what a cut sync must leave in it).
+    fn empty_tree(name: &str) -> String {
+        let s = volume(name, PFSTYPE_SLAVE, CLID);
+        let t = tree(&s);
+        std::fs::remove_file(s).unwrap();
+        t
     }
 
     #[test]
@@ -543,6 +723,21 @@ mod tests {
                 "error: sync: usage: an option",
             ),
             (
+                format!("sync --timeout 86401 {m}@DATA"),
+                -22,
+                "error: sync: usage: --timeout is at most 86400 seconds",
+            ),
+            (
+                format!("sync --timeout 18446744073709551615 {m}@DATA"),
+                -22,
+                "error: sync: usage: --timeout is at most",
+            ),
+            (
+                format!("sync --hold-ms 60001 {m}@DATA"),
+                -22,
+                "error: sync: usage: --hold-ms is at most 60000",
+            ),
+            (
                 format!("sync --bogus {m}@DATA"),
                 -22,
                 "error: sync: usage: unknown option",
@@ -574,42 +769,151 @@ mod tests {
         let _g = BLOCK_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let m = volume("cm", PFSTYPE_MASTER, CLID);
         fill(&m);
-        let empty = {
+        let empty = empty_tree("cs");
+        // The writes of a whole sync into an empty slave: the last one is the header's (not
+        // torn here: a 48 MiB volume has one header copy; the QEMU suite tears it on two).
+        let w = {
             let s = volume("cs", PFSTYPE_SLAVE, CLID);
-            let t = tree(&s);
+            let (rc, text) = vol(&format!("sync {m}@DATA {s}@DATA"));
+            assert_eq!(rc, 0, "{text}");
             std::fs::remove_file(s).unwrap();
-            t
+            let line = text
+                .lines()
+                .find(|l| l.ends_with(" block writes"))
+                .expect(&text);
+            line["sync: ".len()..line.len() - " block writes".len()]
+                .parse::<u64>()
+                .expect(&text)
         };
-        let mut cut = 0;
-        for (n, tear) in [(1, false), (2, true), (5, false), (9, true), (1000, false)] {
+        assert!(w > 9, "{w} block writes");
+        let cuts = [
+            (1, false),
+            (2, true),
+            (5, false),
+            (w - 1, true),
+            (w, false),
+            (w + 1, false),
+        ];
+        for (n, tear) in cuts {
             let s = volume("cs", PFSTYPE_SLAVE, CLID);
             let flag = if tear { " --tear" } else { "" };
             let (rc, text) = vol(&format!(
                 "sync --fail-after-writes {n}{flag} {m}@DATA {s}@DATA"
             ));
-            if rc == 0 {
+            // Every write up to the header's cuts the commit; past it, nothing fails.
+            if n > w {
+                assert_eq!(rc, 0, "{n}: {text}");
                 assert!(text.contains("1 of 2 volumes written"), "{n}: {text}");
                 assert_eq!(tree(&s), tree(&m), "{n}");
             } else {
-                cut += 1;
-                assert_eq!(rc, -5, "{n}: {text}");
-                assert!(
-                    text.ends_with("i/o error (the volume keeps its last commit)\n"),
-                    "{n}: {text}"
-                );
-                assert_eq!(tree(&s), empty, "{n}: a cut commit changed the tree");
+                assert_cut(&s, (rc, &text), (-5, "i/o error"), &empty, n);
             }
-            assert_clean(&s);
-            let (rc, text) = vol(&format!("sync {m}@DATA {s}@DATA"));
-            assert_eq!(rc, 0, "{n}: {text}");
-            assert_eq!(tree(&s), tree(&m), "{n}");
-            assert_clean(&s);
-            std::fs::remove_file(s).unwrap();
+            assert_resyncs(&m, s, n);
         }
-        assert_eq!(
-            cut, 4,
-            "the cut points past the first write must cut the commit"
-        );
         std::fs::remove_file(m).unwrap();
+    }
+
+    #[test]
+    fn a_second_sync_while_one_runs_is_busy_at_once() {
+        let _g = BLOCK_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let empty = empty_tree("us2");
+        let (m, s1, s2) = (
+            volume("um", PFSTYPE_MASTER, CLID),
+            volume("us1", PFSTYPE_SLAVE, CLID),
+            volume("us2", PFSTYPE_SLAVE, CLID),
+        );
+        fill(&m);
+        // The first sync's first write waits until the second sync has been refused; its
+        // later writes go straight on.
+        let (committing, refused) = (
+            std::sync::mpsc::channel::<()>(),
+            std::sync::mpsc::channel::<()>(),
+        );
+        let mut first_write = Some((committing.0, refused.1));
+        *WRITE_HOOK.lock().unwrap() = Some(Box::new(move || {
+            if let Some((tell, wait)) = first_write.take() {
+                let _ = tell.send(());
+                let _ = wait.recv_timeout(std::time::Duration::from_secs(10));
+            }
+        }));
+        let first = format!("sync {m}@DATA {s1}@DATA");
+        let t = std::thread::spawn(move || vol(&first));
+        committing.1.recv().unwrap();
+        let (rc, text) = vol(&format!("sync {m}@DATA {s1}@DATA {s2}@DATA"));
+        refused.0.send(()).unwrap();
+        let (rc1, text1) = t.join().unwrap();
+        *WRITE_HOOK.lock().unwrap() = None;
+        assert_eq!(
+            (rc, text.as_str()),
+            (-16, "error: sync: busy: another volume sync is running\n")
+        );
+        assert_eq!(rc1, 0, "{text1}");
+        assert!(text1.ends_with("1 of 2 volumes written\n"), "{text1}");
+        for img in [&m, &s1, &s2] {
+            assert_clean(img);
+        }
+        assert_eq!(tree(&s1), tree(&m));
+        assert_eq!(tree(&s2), empty, "the refused sync wrote");
+        // The lock is released: a sync runs again.
+        let (rc, text) = vol(&format!("sync {m}@DATA {s2}@DATA"));
+        assert_eq!(rc, 0, "{text}");
+        remove(&[&m, &s1, &s2]);
+    }
+
+    #[test]
+    fn a_caller_stopped_mid_commit_cuts_it_and_the_old_tree_stays() {
+        let _g = BLOCK_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let m = volume("km", PFSTYPE_MASTER, CLID);
+        fill(&m);
+        let empty = empty_tree("ks");
+        for n in [1u64, 2, 5] {
+            let s = volume("ks", PFSTYPE_SLAVE, CLID);
+            let cmd = format!("sync {m}@DATA {s}@DATA");
+            let t = std::thread::spawn(move || {
+                // The n-th write of the commit (on the job's thread) kills the caller, and
+                // then takes its time: the caller must notice and cancel the rest.
+                let caller = std::thread::current().id();
+                let mut left = n;
+                *WRITE_HOOK.lock().unwrap() = Some(Box::new(move || {
+                    left = left.saturating_sub(1);
+                    if left == 0 && STOPPED.lock().unwrap().replace(caller).is_none() {
+                        std::thread::sleep(std::time::Duration::from_millis(300));
+                    }
+                }));
+                let r = vol(&cmd);
+                *WRITE_HOOK.lock().unwrap() = None;
+                *STOPPED.lock().unwrap() = None;
+                r
+            });
+            let (rc, text) = t.join().unwrap();
+            assert_cut(&s, (rc, &text), (-4, "commit: interrupted"), &empty, n);
+            assert_resyncs(&m, s, n);
+        }
+        remove(&[&m]);
+    }
+
+    #[test]
+    fn hold_keeps_the_converged_cluster_before_the_commit() {
+        let _g = BLOCK_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let (m, s) = (
+            volume("hm", PFSTYPE_MASTER, CLID),
+            volume("hs", PFSTYPE_SLAVE, CLID),
+        );
+        fill(&m);
+        let t0 = std::time::Instant::now();
+        let (rc, text) = vol(&format!("sync --hold-ms 300 {m}@DATA {s}@DATA"));
+        assert_eq!(rc, 0, "{text}");
+        assert!(
+            t0.elapsed() >= std::time::Duration::from_millis(300),
+            "{text}"
+        );
+        let held = text.find("sync: held 300 ms\n").expect(&text);
+        assert!(
+            text.find("sync: converged in ").expect(&text) < held,
+            "{text}"
+        );
+        assert!(text[held..].contains("committed, mirror_tid"), "{text}");
+        assert_eq!(tree(&s), tree(&m));
+        remove(&[&m, &s]);
     }
 }

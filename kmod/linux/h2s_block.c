@@ -4,12 +4,15 @@
  * file or a block device opened by path, and the debugfs file `volume` that runs the core's
  * volume commands (h2s_volume) on them.
  *
- *   open   filp_open(O_RDONLY or O_RDWR, O_LARGEFILE); a regular file or a block device only;
- *          the size is i_size_read() of the mapping's host (a block device's own inode, not
- *          the /dev node's)
+ *   open   filp_open(O_RDONLY or O_RDWR | O_EXCL, O_LARGEFILE), in the calling task's context
+ *          (its root, cwd and credentials resolve the path); a regular file or a block device
+ *          only; O_EXCL (no O_CREAT) claims a block device exclusively, so a mounted or otherwise
+ *          claimed device is refused with EBUSY (a regular file ignores it); the size is
+ *          i_size_read() of the mapping's host (a block device's own inode, not the /dev node's)
  *   read   kernel_read(), write kernel_write(): page-cache I/O, so no alignment is needed
  *   flush  vfs_fsync(file, 1): the data and, for a block device, the disk's write cache
- *   close  filp_close()
+ *   close  filp_close(); the last fput (and a block device's exclusive claim with it) completes
+ *          at the caller's return to user space, or on a kernel thread in a later work item
  */
 #include <linux/kernel.h>
 #include <linux/slab.h>
@@ -45,7 +48,7 @@ static void h2s_block_note_stack(void)
 int32_t h2s_block_open(const uint8_t *path, size_t path_len, int32_t writable, void **dev,
 		       uint64_t *size)
 {
-	int flags = (writable ? O_RDWR : O_RDONLY) | O_LARGEFILE;
+	int flags = (writable ? O_RDWR | O_EXCL : O_RDONLY) | O_LARGEFILE;
 	struct file *f;
 	umode_t mode;
 	loff_t bytes;

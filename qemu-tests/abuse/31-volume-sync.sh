@@ -1,13 +1,19 @@
 # Sync in the kernel (debugfs `volume sync`) of volumes the host's CLI made
 # (qemu-tests/volume-sync): a master, a slave filled apart and an empty slave, as the virtio
 # disks /dev/vdc, vdd and vde (the debug kernel has no virtio: the same images as files of the
-# initramfs). The threads converge with the cluster in `status` meanwhile, the changed volumes
-# are committed, a second sync writes nothing, the slaves list the master's tree and every
-# volume is fsck-clean through `volume`. Bad input is an error line that writes nothing: another
-# cluster id, an unknown device, a bad label, a damaged volume, no master, a bad option; a
+# initramfs). The threads converge with the cluster in `status` meanwhile (held there by
+# `--hold-ms`), a second sync meanwhile is refused at once as busy, the changed volumes are
+# committed; a sync killed while it holds its cluster ends at once and leaves the devices free;
+# a sync then writes nothing, the slaves list the master's tree and every volume is fsck-clean
+# through `volume`. Paths resolve in the writer's directory. Bad input is an error line that
+# writes nothing: another cluster id, an unknown device, a bad label, a damaged volume, no
+# master, a bad option, a --timeout past a day, a second name of a claimed block device; a
 # slave too small for the master's tree is a clean ENOSPC that leaves it as it was.
 # Crash cut points (disks vdf on): a sync whose N-th block write fails (torn or not) ends in
-# an error; the host then checks those volumes (qemu-tests/volume-sync check).
+# an error, and one past its last write commits; `last` counts from the writes of a whole sync
+# into an empty slave of the cut disks' size (count.img). Each prints "cut IMG after write N
+# (HOW): cut|committed"; the host then requires the old tree of a cut volume and the new one
+# of a committed volume (qemu-tests/volume-sync check).
 VS=/h2s/vsync
 fails=0
 bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
@@ -34,20 +40,55 @@ else
 	M=$VS/$1 S1=$VS/$2 S2=$VS/$3
 	echo "# no virtio disk in this kernel: the volumes are image files (no host checks)"
 fi
-# The sync, with `status` read while it runs: the cluster of 3 nodes shows there.
-(vcmd "sync --timeout 300 $M@DATA $S1@DATA $S2@DATA"; cp /tmp/vout /tmp/vsync.out) &
+# vrun_bg OUT CMD: CMD through `volume` (vcmd's way) in the background, its text into OUT; $!
+# is the reader that runs the command (sh execs cat), so a kill of $! is a kill of the command.
+vrun_bg() {
+	sh -c 'exec 3<>"$1/volume"; printf "%s" "$2" >&3; exec cat <&3 >"$3"' vrun "$D" "$2" "$1" &
+}
+# seen_cluster PID: wait until `status` shows the cluster of 3 nodes while PID runs (it holds
+# the cluster for seconds after converging: no race with a short sync).
+seen_cluster() {
+	while kill -0 "$1" 2>/dev/null; do
+		cat "$D/status" >/tmp/vstatus 2>/dev/null
+		grep -q '^cluster .*3 nodes' /tmp/vstatus && return 0
+	done
+	return 1
+}
+# The sync, with `status` read while it runs: the cluster of 3 nodes shows there, and a second
+# sync meanwhile is refused at once.
+vrun_bg /tmp/vsync.out "sync --timeout 300 --hold-ms 3000 $M@DATA $S1@DATA $S2@DATA"
 pid=$!
-seen=0
-# Read without pause: the cluster lives from the load to the last commit, some 100 ms here.
-while kill -0 $pid 2>/dev/null; do
-	cat "$D/status" >/tmp/vstatus 2>/dev/null
-	grep -q '^cluster .*3 nodes' /tmp/vstatus && seen=1
-done
+if seen_cluster $pid; then
+	vcmd "sync $M@DATA $S1@DATA"
+	[ "$(cat /tmp/vout)" = "error: sync: busy: another volume sync is running" ] ||
+		{ bad "a second sync while one ran gave:"; cat /tmp/vout; }
+	kill -0 $pid 2>/dev/null || bad "the first sync ended before the busy check: no proof"
+else
+	bad "status never showed the 3-node cluster while the sync ran"
+	sed 's/^/  /' /tmp/vstatus | head -20
+fi
 wait $pid
 sed 's/^/  /' /tmp/vsync.out
 grep -q 'sync: converged in ' /tmp/vsync.out || bad "the first sync did not converge"
 tail -n1 /tmp/vsync.out | grep -qx 'sync: done: 2 of 3 volumes written' || bad "the first sync did not write the 2 slaves"
-[ $seen = 1 ] || { bad "status never showed the 3-node cluster while the sync ran"; sed 's/^/  /' /tmp/vstatus | head -20; }
+echo "a second sync while one ran: busy at once"
+# A sync killed while it holds its cluster ends within a second, and frees the module's sync
+# and its devices (claimed exclusively): the next sync opens them.
+vrun_bg /tmp/vkill.out "sync --hold-ms 20000 $M@DATA $S1@DATA $S2@DATA"
+pid=$!
+if seen_cluster $pid; then
+	# Ended: gone, or a zombie not yet reaped (kill -0 says yes to a zombie).
+	running() { [ -n "$(sed -n 's/^[0-9]* (.*) \([^Z]\) .*/\1/p' /proc/$1/stat 2>/dev/null)" ]; }
+	running $pid || bad "the sync to kill ended before the kill: no proof"
+	kill -9 $pid
+	t=0
+	while running $pid && [ $t -lt 50 ]; do usleep 100000; t=$((t + 1)); done
+	running $pid && bad "a killed sync still runs after 5 s"
+	echo "a sync killed while it held its cluster ended within $((t * 100 + 100)) ms"
+else
+	bad "status never showed the cluster of the sync to kill"
+fi
+wait $pid 2>/dev/null
 vcmd "sync $M@DATA $S1@DATA $S2@DATA"
 tail -n1 /tmp/vout | grep -qx 'sync: done: 0 of 3 volumes written' || { bad "a second sync changed something:"; cat /tmp/vout; }
 for d in / /sub /sub/deeper; do
@@ -63,7 +104,13 @@ for v in $M $S1 $S2; do
 	tail -n1 /tmp/vout | grep -qx "$v: clean" || { bad "fsck $v:"; tail -n5 /tmp/vout; }
 done
 echo "synced: every slave lists the master's tree, all fsck-clean, a second sync wrote nothing"
+# Paths resolve in the writer's directory (the devices are opened by the writer, not by the
+# sync's own kernel thread, whose directory is /).
+(cd $VS && vcmd "sync other.img@NOPE")
+[ "$(tail -n1 /tmp/vout)" = "error: sync: other.img@NOPE: load: not found" ] ||
+	{ bad "a relative path from $VS gave:"; cat /tmp/vout; }
 # Bad input: an error line, nothing written.
+USAGE="sync [--timeout SECS] [--hold-ms N] [--fail-after-writes N [--tear]] PATH@LABEL PATH@LABEL ..."
 cp $VS/other.img /tmp/other.orig
 for pair in \
 	"sync $M@DATA $VS/other.img@DATA|error: sync: cluster: $VS/other.img@DATA: cluster id 0ddc1d00-0000-4000-8000-000000000000 differs from $M@DATA's 5eed5eed-0000-4000-8000-00000000c1d5: not one cluster (make the nodes with one newfs --clid)" \
@@ -71,12 +118,21 @@ for pair in \
 	"sync $M@DATA $VS/other.img@NOPE|error: sync: $VS/other.img@NOPE: load: not found" \
 	"sync $VS/bad.img@DATA $VS/other.img@DATA|error: sync: $VS/bad.img@DATA: load: i/o error" \
 	"sync $VS/other.img@DATA|error: sync: cluster: no master among the PFSs: nothing to sync from" \
-	"sync --tear $M@DATA|error: sync: usage: --tear needs --fail-after-writes: sync [--timeout SECS] [--fail-after-writes N [--tear]] PATH@LABEL PATH@LABEL ..." \
-	"sync $M@DATA $M@DATA|error: sync: usage: a device given twice: one PFS per volume: sync [--timeout SECS] [--fail-after-writes N [--tear]] PATH@LABEL PATH@LABEL ..."; do
+	"sync --tear $M@DATA|error: sync: usage: --tear needs --fail-after-writes: $USAGE" \
+	"sync --timeout 86401 $M@DATA|error: sync: usage: --timeout is at most 86400 seconds: $USAGE" \
+	"sync $M@DATA $M@DATA|error: sync: usage: a device given twice: one PFS per volume: $USAGE"; do
 	vcmd "${pair%%|*}"
 	[ "$(tail -n1 /tmp/vout)" = "${pair#*|}" ] || { bad "'${pair%%|*}' gave:"; cat /tmp/vout; }
 done
 cmp -s $VS/other.img /tmp/other.orig || bad "a refused sync wrote other.img"
+# A second name of a block device: the first open claimed it, the second is refused.
+if [ -b "$M" ]; then
+	ln -sf "$M" /tmp/alias
+	vcmd "sync $M@DATA /tmp/alias@DATA"
+	[ "$(tail -n1 /tmp/vout)" = "error: sync: /tmp/alias: device busy (mounted or open exclusively elsewhere) (errno 16)" ] ||
+		{ bad "a second name of $M gave:"; cat /tmp/vout; }
+	rm -f /tmp/alias
+fi
 rm -f /tmp/other.orig
 # A slave too small for the master's tree: a clean ENOSPC, the slave as it was.
 vcmd "sync $VS/big.img@DATA $VS/small.img@DATA"
@@ -89,19 +145,35 @@ vcmd "ls $VS/small.img@DATA /"
 echo "bad input: an error line each, nothing written"
 # Crash cut points: only on disks (the host checks them after the boot).
 if [ -b /dev/vdc ]; then
+	# The count is the core's: the same on a file as on a disk.
+	vcmd "sync $M@DATA $VS/count.img@DATA"
+	w=$(sed -n 's/^sync: \([0-9]*\) block writes$/\1/p' /tmp/vout)
+	if [ -z "$w" ] || [ "$(tail -n1 /tmp/vout)" != "sync: done: 1 of 2 volumes written" ]; then
+		bad "the counting sync into count.img gave:"; cat /tmp/vout; w=1
+	fi
+	echo "a whole sync into an empty slave of the cut disks' size: $w block writes"
 	k=5 # the first cut disk is the 6th: vdf
 	while read -r img n how; do
 		k=$((k + 1))
 		dev=/dev/vd$(echo abcdefghijklmnop | cut -c$k)
+		case "$n" in
+		last) n=$w ;;
+		last-*) n=$((w - ${n#last-})) ;;
+		past) n=$((w + 1)) ;;
+		esac
 		opt="--fail-after-writes $n"
 		[ "$how" = tear ] && opt="$opt --tear"
 		vcmd "sync $opt $M@DATA $dev@DATA"
-		last=$(tail -n1 /tmp/vout)
-		case "$last" in
-		"error: sync: $dev@DATA: commit: i/o error (the volume keeps its last commit)") echo "cut after write $n ($how) on $dev: $last" ;;
-		"sync: done: 1 of 2 volumes written") echo "cut after write $n ($how) on $dev: past the commit's writes, committed" ;;
-		*) bad "sync $opt on $dev gave:"; cat /tmp/vout ;;
+		case "$(tail -n1 /tmp/vout)" in
+		"error: sync: $dev@DATA: commit: i/o error (the volume keeps its last commit)") verdict=cut ;;
+		"sync: done: 1 of 2 volumes written") verdict=committed ;;
+		*) verdict=; bad "sync $opt on $dev gave:"; cat /tmp/vout ;;
 		esac
+		# Up to the last write a fault cuts the commit; past it, nothing fails.
+		want=cut
+		[ "$n" -gt "$w" ] && want=committed
+		[ "$verdict" = "$want" ] || bad "sync $opt on $dev: $verdict, not $want"
+		[ -n "$verdict" ] && echo "cut $img after write $n ($how): $verdict"
 	done <$VS/cuts
 fi
 least=$(dmesg | sed -n 's/.*volume: \([0-9]*\) bytes of stack left.*(sync .*/\1/p' | sort -n | head -n1)

@@ -52,6 +52,18 @@ impl<D: BlockDev> Volume<D> {
         &self,
         f: &mut dyn FnMut(FreemapVisit<'_>) -> ReadResult<Flow>,
     ) -> ReadResult<()> {
+        self.walk_freemap_levels(usize::MAX, &mut |_, v| f(v))
+    }
+
+    /// [`Self::walk_freemap`], telling the visitor each blockref's level (0: a slot of the
+    /// header's freemap blockset, 1: a slot of a node's table there, ...) and opening no
+    /// table below `levels`: a FREEMAP_NODE at level `levels` or deeper is visited (its block
+    /// verified) but not descended into.
+    pub fn walk_freemap_levels(
+        &self,
+        levels: usize,
+        f: &mut dyn FnMut(usize, FreemapVisit<'_>) -> ReadResult<Flow>,
+    ) -> ReadResult<()> {
         let mut stack: Vec<Level> = Vec::new();
         stack.try_reserve_exact(DEPTH_MAX).map_err(nomem)?;
         stack.push(Level {
@@ -63,7 +75,8 @@ impl<D: BlockDev> Volume<D> {
             keybits: 64,
         });
         let mut block = zeroed(FREEMAP_BLOCK_BYTES)?;
-        while let Some(top) = stack.last_mut() {
+        while let Some(level) = stack.len().checked_sub(1) {
+            let Some(top) = stack.last_mut() else { break };
             let Some(raw) = top.slots.get(top.next).copied() else {
                 stack.pop();
                 continue;
@@ -73,10 +86,10 @@ impl<D: BlockDev> Volume<D> {
                 Ok(b) => b,
                 Err(e) => {
                     let at = u64::from_le_bytes(raw[0x20..0x28].try_into().unwrap_or([0; 8]));
-                    if f(FreemapVisit::Fault(
-                        ReadError::new(Cause::Media(e), at),
-                        None,
-                    ))? == Flow::Stop
+                    if f(
+                        level,
+                        FreemapVisit::Fault(ReadError::new(Cause::Media(e), at), None),
+                    )? == Flow::Stop
                     {
                         return Ok(());
                     }
@@ -95,7 +108,7 @@ impl<D: BlockDev> Volume<D> {
                 self.read_freemap_block(&b, &mut block).err()
             };
             if let Some(e) = fault {
-                if f(FreemapVisit::Fault(e, Some(&b)))? == Flow::Stop {
+                if f(level, FreemapVisit::Fault(e, Some(&b)))? == Flow::Stop {
                     return Ok(());
                 }
                 continue;
@@ -108,20 +121,23 @@ impl<D: BlockDev> Volume<D> {
                         .map_err(|e| ReadError::new(Cause::Media(e), b.data_off))?;
                     bmaps.push(m);
                 }
-                if f(FreemapVisit::Leaf(&b, &bmaps))? == Flow::Stop {
+                if f(level, FreemapVisit::Leaf(&b, &bmaps))? == Flow::Stop {
                     return Ok(());
                 }
                 continue;
             }
             // A FREEMAP_NODE: `decode_bref` lets no other type through.
-            if f(FreemapVisit::Node(&b))? == Flow::Stop {
+            if f(level, FreemapVisit::Node(&b))? == Flow::Stop {
                 return Ok(());
             }
+            if level >= levels {
+                continue;
+            }
             if stack.len() >= DEPTH_MAX {
-                if f(FreemapVisit::Fault(
-                    ReadError::new(Cause::TooDeep, b.data_off),
-                    Some(&b),
-                ))? == Flow::Stop
+                if f(
+                    level,
+                    FreemapVisit::Fault(ReadError::new(Cause::TooDeep, b.data_off), Some(&b)),
+                )? == Flow::Stop
                 {
                     return Ok(());
                 }

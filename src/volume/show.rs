@@ -5,16 +5,18 @@
 use alloc::vec::Vec;
 use core::fmt;
 
+use super::freemap::FreemapVisit;
 use super::fsck::{CopyState, FsckReport, FINDINGS_MAX};
 use super::scan::DEPTH_MAX;
 use super::{BlockDev, Cause, Entry, Flow, HeaderCopy, Pfs, ReadError, ReadResult, Volume};
 use crate::media::dirent::DirentHead;
+use crate::media::freemap::{BmapData, FREEMAP_BLOCK_BYTES, GRANULES, GRANULE_BYTES, LEAF_KEYBITS};
 use crate::media::volhdr::{copy_offset, NUM_VOLHDRS};
 use crate::media::{
-    Blockref, InodeData, BREF_TYPE_DATA, BREF_TYPE_DIRENT, BREF_TYPE_EMPTY, BREF_TYPE_INDIRECT,
-    BREF_TYPE_INODE, OBJTYPE_DIRECTORY, OBJTYPE_REGFILE, OBJTYPE_SOFTLINK, PFSTYPE_CACHE,
-    PFSTYPE_MASTER, PFSTYPE_NONE, PFSTYPE_SLAVE, PFSTYPE_SOFT_MASTER, PFSTYPE_SOFT_SLAVE,
-    PFSTYPE_SUPROOT,
+    Blockref, InodeData, BREF_TYPE_DATA, BREF_TYPE_DIRENT, BREF_TYPE_EMPTY, BREF_TYPE_FREEMAP_LEAF,
+    BREF_TYPE_FREEMAP_NODE, BREF_TYPE_INDIRECT, BREF_TYPE_INODE, OBJTYPE_DIRECTORY,
+    OBJTYPE_REGFILE, OBJTYPE_SOFTLINK, PFSTYPE_CACHE, PFSTYPE_MASTER, PFSTYPE_NONE, PFSTYPE_SLAVE,
+    PFSTYPE_SOFT_MASTER, PFSTYPE_SOFT_SLAVE, PFSTYPE_SUPROOT,
 };
 
 /// Bytes shown as text, each invalid UTF-8 sequence as U+FFFD (what
@@ -339,6 +341,8 @@ fn bref_type(t: u8) -> &'static str {
         BREF_TYPE_INDIRECT => "indblk",
         BREF_TYPE_DATA => "data",
         BREF_TYPE_DIRENT => "dirent",
+        BREF_TYPE_FREEMAP_NODE => "freemap_node",
+        BREF_TYPE_FREEMAP_LEAF => "freemap_leaf",
         _ => "unknown",
     }
 }
@@ -359,6 +363,38 @@ pub struct TreeCounts {
 /// block more than once.
 fn blockref_cap(volu_size: u64) -> u64 {
     volu_size / crate::media::BREF_BYTES as u64 + crate::media::SET_COUNT as u64
+}
+
+/// Say that a walk's output was cut at `cap` lines of `what`, more than a volume of
+/// `volu_size` bytes can hold, at the block `at`: the error the walk ends with.
+fn cut_output(w: &mut dyn fmt::Write, cap: u64, what: &str, volu_size: u64, at: u64) -> ShowError {
+    let line = writeln!(
+        w,
+        "output cut at {cap} {what}: more than a volume of {volu_size} bytes holds (blocks \
+         referenced more than once)"
+    );
+    match line {
+        Ok(()) => ShowError::Read(ReadError::new(Cause::TooBig, at)),
+        Err(e) => e.into(),
+    }
+}
+
+/// The start of a blockref's line in a tree: indented two spaces a level, its type,
+/// key/keybits, `data_off`, `mirror_tid` and `modify_tid`.
+fn bref_head(w: &mut dyn fmt::Write, level: usize, b: &Blockref) -> fmt::Result {
+    for _ in 0..level {
+        w.write_str("  ")?;
+    }
+    write!(
+        w,
+        "{} key {:#018x}/{} data_off {:#018x} mirror_tid {:#x} modify_tid {:#x}",
+        bref_type(b.btype),
+        b.key,
+        b.keybits,
+        b.data_off,
+        b.mirror_tid,
+        b.modify_tid
+    )
 }
 
 /// One open table of [`show_blockrefs`].
@@ -405,29 +441,17 @@ pub fn show_blockrefs<D: BlockDev>(
         if counts.shown >= cap {
             // Blocks shared between tables (a crafted volume) would be shown again under
             // every table naming them: up to 512^depth lines.
-            writeln!(
+            return Err(cut_output(
                 w,
-                "output cut at {cap} blockrefs: more than a volume of {} bytes holds (blocks \
-                 referenced more than once)",
-                vol.header().volu_size
-            )?;
-            return Err(ShowError::Read(ReadError::new(Cause::TooBig, b.data_off)));
+                cap,
+                "blockrefs",
+                vol.header().volu_size,
+                b.data_off,
+            ));
         }
         let level = stack.len() - 1;
         counts.shown += 1;
-        for _ in 0..level {
-            w.write_str("  ")?;
-        }
-        write!(
-            w,
-            "{} key {:#018x}/{} data_off {:#018x} mirror_tid {:#x} modify_tid {:#x}",
-            bref_type(b.btype),
-            b.key,
-            b.keybits,
-            b.data_off,
-            b.mirror_tid,
-            b.modify_tid
-        )?;
+        bref_head(w, level, &b)?;
         match open_block(vol, &b) {
             // The device failing (or the read interrupted) says nothing of the block, and the
             // next reads would fail alike: the walk stops, as when memory runs out.
@@ -461,6 +485,211 @@ pub fn show_blockrefs<D: BlockDev>(
         }
     }
     Ok(counts)
+}
+
+/// What the freemap part of `show --blockrefs` counted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FreemapCounts {
+    /// Freemap blockrefs shown; of those, the ones that failed their check (CRC-32C, key
+    /// order, a blockref that does not decode); FREEMAP_NODE tables not opened because they
+    /// lie deeper than the depth asked for.
+    pub blocks: TreeCounts,
+    /// 16 KiB granules marked allocated in the leaves shown.
+    pub allocated: u64,
+    /// Granules a first bulkfree pass staged (possibly free) in the leaves shown.
+    pub staged: u64,
+}
+
+/// The most freemap blocks a volume of `volu_size` bytes can hold (32 KiB each), plus the
+/// header's freemap set. A walk showing more meets some block more than once.
+fn freemap_cap(volu_size: u64) -> u64 {
+    volu_size / FREEMAP_BLOCK_BYTES as u64 + crate::media::SET_COUNT as u64
+}
+
+/// A 64 KiB slot of a reserved segment; a freemap block takes one (HAMMER2-MEDIA §10).
+const FREEMAP_SLOT: u64 = 64 << 10;
+/// Slots of a reserved segment holding freemap blocks: eight rotation sets of five, from
+/// slot 1.
+const FREEMAP_SLOTS: core::ops::Range<u64> = 1..41;
+
+/// The rotation set (0..8) of the freemap block at `data_off`, as `hammer2 freemap` prints it;
+/// `None` outside the freemap slots of a reserved segment.
+fn rotation(data_off: u64) -> Option<u64> {
+    let slot = (data_off & !0x3F) % (1 << LEAF_KEYBITS) / FREEMAP_SLOT;
+    FREEMAP_SLOTS.contains(&slot).then(|| (slot - 1) / 5)
+}
+
+/// KiB of `n` granules.
+fn granule_kib(n: u64) -> u64 {
+    n * (GRANULE_BYTES >> 10)
+}
+
+/// Allocation classes a leaf's line names; more are counted.
+const CLASSES_SHOWN: usize = 6;
+
+/// A freemap leaf's bitmaps, summed.
+struct LeafSummary {
+    /// Granules per state, indexed by their two bits: free, illegal, staged, allocated.
+    granules: [u64; 4],
+    /// The distinct non-zero classes of its entries, in entry order (the first
+    /// [`CLASSES_SHOWN`]).
+    classes: [u16; CLASSES_SHOWN],
+    /// How many distinct non-zero classes there are.
+    n_classes: usize,
+}
+
+impl LeafSummary {
+    fn of(bmaps: &[BmapData]) -> LeafSummary {
+        const LOW_BITS: u64 = 0x5555_5555_5555_5555;
+        let mut s = LeafSummary {
+            granules: [0; 4],
+            classes: [0; CLASSES_SHOWN],
+            n_classes: 0,
+        };
+        for (i, m) in bmaps.iter().enumerate() {
+            for q in m.bitmapq {
+                let (hi, lo) = ((q >> 1) & LOW_BITS, q & LOW_BITS);
+                s.granules[1] += u64::from((lo & !hi).count_ones());
+                s.granules[2] += u64::from((hi & !lo).count_ones());
+                s.granules[3] += u64::from((hi & lo).count_ones());
+            }
+            let seen = bmaps[..i].iter().any(|p| p.class == m.class);
+            if m.class != 0 && !seen {
+                if let Some(c) = s.classes.get_mut(s.n_classes) {
+                    *c = m.class;
+                }
+                s.n_classes += 1;
+            }
+        }
+        let total = (bmaps.len() * GRANULES) as u64;
+        s.granules[0] = total - s.granules[1..].iter().sum::<u64>();
+        s
+    }
+}
+
+impl fmt::Display for LeafSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kib = granule_kib;
+        let [free, illegal, staged, allocated] = self.granules;
+        write!(
+            f,
+            "allocated {} KiB, free {} KiB, staged {} KiB, illegal {} KiB; ",
+            kib(allocated),
+            kib(free),
+            kib(staged),
+            kib(illegal)
+        )?;
+        if self.n_classes == 0 {
+            return f.write_str("no classes");
+        }
+        f.write_str("classes")?;
+        for c in self.classes.iter().take(self.n_classes) {
+            write!(f, " {}/{}", bref_type((c >> 8) as u8), c & 0xFF)?;
+        }
+        if self.n_classes > CLASSES_SHOWN {
+            write!(f, " (+{} more)", self.n_classes - CLASSES_SHOWN)?;
+        }
+        Ok(())
+    }
+}
+
+/// `show IMAGE --blockrefs`, its second part: the freemap tree from the volume header's
+/// freemap blockset, indented as [`show_blockrefs`]: one line per FREEMAP_NODE or
+/// FREEMAP_LEAF blockref (type, key/keybits, `data_off`, TIDs), its block's CRC-32C and
+/// place in the tree verified (`check FAILED: ...`: nothing below it is shown, the walk goes
+/// on), its rotation set, and for a leaf a summary of its bitmaps (bytes per granule state,
+/// the allocation classes in use), not the bitmaps. A node more than `depth` levels below
+/// the blockset is not opened (counted in [`TreeCounts::cut`]). A device read error stops
+/// the walk; past the freemap blocks the volume's size can hold, a line says the output was
+/// cut and the walk fails (`TooBig`).
+#[inline(never)]
+pub fn show_freemap<D: BlockDev>(
+    w: &mut dyn fmt::Write,
+    vol: &Volume<D>,
+    depth: usize,
+) -> Result<FreemapCounts, ShowError> {
+    let mut counts = FreemapCounts::default();
+    let volu_size = vol.header().volu_size;
+    let cap = freemap_cap(volu_size);
+    let mut stopped = None;
+    vol.walk_freemap_levels(depth, &mut |level, v| {
+        let line = match v {
+            // As in the blockref tree: a failing device or no memory says nothing of the
+            // block, and the next reads would fail alike.
+            FreemapVisit::Fault(e, _) if matches!(e.cause, Cause::NoMem | Cause::Device(_)) => {
+                return Err(e)
+            }
+            _ if counts.blocks.shown >= cap => {
+                let at = match v {
+                    FreemapVisit::Node(b) | FreemapVisit::Leaf(b, _) => b.data_off,
+                    FreemapVisit::Fault(_, Some(b)) => b.data_off,
+                    FreemapVisit::Fault(e, None) => e.at,
+                };
+                Err(cut_output(w, cap, "freemap blockrefs", volu_size, at))
+            }
+            v => freemap_line(w, level, &v, depth, &mut counts),
+        };
+        Ok(match line {
+            Ok(()) => Flow::Continue,
+            Err(e) => {
+                stopped = Some(e);
+                Flow::Stop
+            }
+        })
+    })?;
+    match stopped {
+        Some(e) => Err(e),
+        None => Ok(counts),
+    }
+}
+
+/// The line of one freemap visit, counted into `counts`.
+fn freemap_line(
+    w: &mut dyn fmt::Write,
+    level: usize,
+    v: &FreemapVisit<'_>,
+    depth: usize,
+    counts: &mut FreemapCounts,
+) -> Result<(), ShowError> {
+    counts.blocks.shown += 1;
+    let b = match v {
+        FreemapVisit::Fault(e, None) => {
+            counts.blocks.bad += 1;
+            for _ in 0..level {
+                w.write_str("  ")?;
+            }
+            writeln!(w, "freemap blockref check FAILED: {e}")?;
+            return Ok(());
+        }
+        FreemapVisit::Fault(e, Some(b)) => {
+            counts.blocks.bad += 1;
+            bref_head(w, level, b)?;
+            writeln!(w, " check FAILED: {e}")?;
+            return Ok(());
+        }
+        FreemapVisit::Node(b) | FreemapVisit::Leaf(b, _) => b,
+    };
+    bref_head(w, level, b)?;
+    w.write_str(" check ok")?;
+    match rotation(b.data_off) {
+        Some(r) => write!(w, " rotation {r}")?,
+        None => w.write_str(" outside the freemap slots")?,
+    }
+    match v {
+        FreemapVisit::Leaf(_, bmaps) => {
+            let sum = LeafSummary::of(bmaps);
+            counts.allocated += sum.granules[3];
+            counts.staged += sum.granules[2];
+            writeln!(w, ": {sum}")?;
+        }
+        _ => {
+            if level >= depth {
+                counts.blocks.cut += 1;
+            }
+            w.write_str("\n")?;
+        }
+    }
+    Ok(())
 }
 
 /// The arguments of `show`: `[--blockrefs [--depth N]] IMAGE`, the same for every host.
@@ -532,26 +761,52 @@ impl<'a> ShowArgs<'a> {
     }
 }
 
+/// What `show --blockrefs` counted: the blockref tree and the freemap.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ShowCounts {
+    /// The blockref tree from the super-root ([`show_blockrefs`]).
+    pub tree: TreeCounts,
+    /// The freemap tree ([`show_freemap`]).
+    pub freemap: FreemapCounts,
+}
+
+impl ShowCounts {
+    /// Blocks of either tree that failed their check.
+    pub fn bad(&self) -> u64 {
+        self.tree.bad + self.freemap.blocks.bad
+    }
+}
+
 /// `show [--blockrefs [--depth N]] IMAGE` whole: [`show_volume`], then with `blockrefs` (the
-/// depth, [`ShowArgs::blockrefs`]) a `blockrefs:` line, [`show_blockrefs`] and a line of its
-/// counts. What the tree walk counted, if it ran; an error once everything is shown when a
-/// PFS's inodes could not be counted.
+/// depth, [`ShowArgs::blockrefs`]) a `blockrefs:` line and [`show_blockrefs`], a `freemap:`
+/// line and [`show_freemap`], and a line of their counts. What the walks counted, if they
+/// ran; an error once everything is shown when a PFS's inodes could not be counted.
 pub fn show<D: BlockDev>(
     w: &mut dyn fmt::Write,
     vol: &Volume<D>,
     copies: &[HeaderCopy; NUM_VOLHDRS],
     blockrefs: Option<usize>,
-) -> Result<Option<TreeCounts>, ShowError> {
+) -> Result<Option<ShowCounts>, ShowError> {
     let damaged = show_volume(w, vol, copies)?;
-    let tree = match blockrefs {
+    let counts = match blockrefs {
         None => None,
         Some(depth) => {
             w.write_str("blockrefs:\n")?;
-            let c = show_blockrefs(w, vol, depth)?;
+            let tree = show_blockrefs(w, vol, depth)?;
+            w.write_str("freemap:\n")?;
+            let freemap = show_freemap(w, vol, depth)?;
+            let c = ShowCounts { tree, freemap };
+            let kib = granule_kib;
             writeln!(
                 w,
-                "{} blockrefs, {} failed their check, {} tables below --depth not shown",
-                c.shown, c.bad, c.cut
+                "{} blockrefs, {} freemap blockrefs, {} failed their check, {} tables below \
+                 --depth not shown; {} KiB allocated, {} KiB staged in the freemap leaves shown",
+                tree.shown,
+                freemap.blocks.shown,
+                c.bad(),
+                tree.cut + freemap.blocks.cut,
+                kib(freemap.allocated),
+                kib(freemap.staged)
             )?;
             Some(c)
         }
@@ -559,7 +814,7 @@ pub fn show<D: BlockDev>(
     // Everything was shown; the PFS index that could not be counted fails the command.
     match damaged {
         Some(e) => Err(ShowError::Read(e)),
-        None => Ok(tree),
+        None => Ok(counts),
     }
 }
 
@@ -951,15 +1206,308 @@ mod tests {
         assert_eq!(show(&mut head, &vol, &copies, None), Ok(None));
         let mut out = String::new();
         let c = show(&mut out, &vol, &copies, Some(1)).unwrap().unwrap();
-        assert!(c.shown > 0 && c.cut > 0, "{c:?}");
+        assert!(c.tree.shown > 0 && c.tree.cut > 0, "{c:?}");
         let rest = out.strip_prefix(head.as_str()).expect("the volume first");
         assert!(rest.starts_with("blockrefs:\n"), "{out}");
+        // The sample has no freemap: its heading, then nothing under it.
         assert!(
             rest.ends_with(&alloc::format!(
-                "\n{} blockrefs, 0 failed their check, {} tables below --depth not shown\n",
-                c.shown,
-                c.cut
+                "\nfreemap:\n{} blockrefs, 0 freemap blockrefs, 0 failed their check, {} tables \
+                 below --depth not shown; 0 KiB allocated, 0 KiB staged in the freemap leaves \
+                 shown\n",
+                c.tree.shown,
+                c.tree.cut
             )),
+            "{out}"
+        );
+    }
+
+    /// `show --blockrefs` of `vol` into a string, with what it returned.
+    fn show_all<D: BlockDev>(
+        vol: &Volume<D>,
+        depth: usize,
+    ) -> (String, Result<Option<ShowCounts>, ShowError>) {
+        let copies = super::super::read_copies(vol.dev()).unwrap();
+        let mut out = String::new();
+        let r = show(&mut out, vol, &copies, Some(depth));
+        (out, r)
+    }
+
+    /// The lines of `out` under its `freemap:` heading, closing line excluded.
+    fn freemap_lines(out: &str) -> Vec<&str> {
+        let (_, rest) = out.split_once("\nfreemap:\n").expect("a freemap heading");
+        let mut lines: Vec<&str> = rest.lines().collect();
+        lines.pop();
+        lines
+    }
+
+    #[test]
+    fn the_freemap_follows_the_tree_each_leaf_summed() {
+        use super::super::testdev::{add_freemap, edit_header, LEAF_AT};
+        let (mut img, _) = super::super::testdev::sample();
+        // The sample's leaf: every entry allocated but entry 1. There, granule 0 staged and
+        // granule 1 allocated, class data/16; entries 2 and 3 of class inode/16.
+        add_freemap(&mut img, &|leaf| {
+            leaf[128 + 0x40] = 0b1110;
+            leaf[128 + 4..128 + 6].copy_from_slice(&0x0310u16.to_le_bytes());
+            leaf[256 + 4..256 + 6].copy_from_slice(&0x0110u16.to_le_bytes());
+            leaf[384 + 4..384 + 6].copy_from_slice(&0x0110u16.to_le_bytes());
+        });
+        // A second slot that is no freemap blockref.
+        edit_header(&mut img, &|h| {
+            let mut b = Blockref::new(BREF_TYPE_INDIRECT, 1 << 30, 30);
+            b.data_off = 0x20000 | 15;
+            h.freemap_blockset[1] = b.encode();
+        });
+        let vol = super::super::testdev::open(img.clone()).unwrap();
+        let (out, r) = show_all(&vol, usize::MAX);
+        let c = r.unwrap().unwrap();
+        let leaf = alloc::format!(
+            "freemap_leaf key 0x0000000000000000/30 data_off {:#018x} mirror_tid 0x0 \
+             modify_tid 0x0 check ok rotation 0: allocated {} KiB, free {} KiB, staged 16 KiB, \
+             illegal 0 KiB; classes data/16 inode/16",
+            LEAF_AT | 15,
+            (255 * 256 + 1) * 16,
+            254 * 16
+        );
+        assert_eq!(
+            freemap_lines(&out),
+            [
+                leaf.as_str(),
+                "freemap blockref check FAILED: invalid field `freemap blockref` (at \
+                 0x2000f)"
+            ],
+            "{out}"
+        );
+        assert_eq!(c.tree.shown, 13);
+        assert_eq!((c.freemap.blocks.shown, c.freemap.blocks.bad), (2, 1));
+        assert_eq!(c.bad(), 1);
+        assert!(
+            out.ends_with(&alloc::format!(
+                "\n13 blockrefs, 2 freemap blockrefs, 1 failed their check, 0 tables below \
+                 --depth not shown; {} KiB allocated, 16 KiB staged in the freemap leaves shown\n",
+                (255 * 256 + 1) * 16
+            )),
+            "{out}"
+        );
+
+        // A flipped byte in the leaf: its CRC fails, nothing of its bitmaps is counted.
+        img[LEAF_AT as usize + 1000] ^= 1;
+        let vol = super::super::testdev::open(img).unwrap();
+        let (out, r) = show_all(&vol, usize::MAX);
+        let c = r.unwrap().unwrap();
+        let lines = freemap_lines(&out);
+        assert!(
+            lines[0].starts_with("freemap_leaf key 0x0000000000000000/30 ")
+                && lines[0].ends_with(" check FAILED: check code mismatch (at 0x1000f)"),
+            "{out}"
+        );
+        assert_eq!((c.freemap.allocated, c.bad()), (0, 2));
+    }
+
+    /// Import `/f`, `len` bytes in 64 KiB blocks, into PFS `DATA` of the volume on `dev`.
+    fn import_f(dev: &super::super::testdev::SparseDev, len: usize) {
+        use super::super::{DirEntries, Import};
+        use crate::media::{InodeMeta, DATA_BLOCK_BYTES};
+        let vol = Volume::open(dev).unwrap();
+        let mut imp = Import::begin(&vol, b"DATA").unwrap();
+        let inum = imp.new_inum().unwrap();
+        let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let mut table = Vec::new();
+        for (k, chunk) in bytes.chunks(DATA_BLOCK_BYTES).enumerate() {
+            imp.data(&mut table, (k * DATA_BLOCK_BYTES) as u64, chunk)
+                .unwrap();
+        }
+        let mut m = InodeMeta::new(OBJTYPE_REGFILE, inum, 0o644);
+        m.size = len as u64;
+        imp.file(m, None, &table).unwrap();
+        let mut root = DirEntries::new();
+        imp.entry(&mut root, b"f", inum, OBJTYPE_REGFILE).unwrap();
+        imp.commit(&InodeMeta::new(OBJTYPE_DIRECTORY, 1, 0o755), &root)
+            .unwrap();
+    }
+
+    /// A fresh sparse volume of `size` bytes with one PFS, `DATA`.
+    fn data_volume(size: u64) -> super::super::testdev::SparseDev {
+        super::super::testdev::newfs_sparse(
+            size,
+            &[super::super::NewPfs {
+                label: b"DATA",
+                pfs_type: PFSTYPE_MASTER,
+                clid: [7; 16],
+                fsid: [1; 16],
+                nmasters: 1,
+            }],
+        )
+    }
+
+    #[test]
+    fn a_volume_made_by_newfs_and_import_shows_its_freemap_leaf() {
+        use crate::media::freemap::Granule;
+        let dev = data_volume(64 << 20);
+        // newfs writes no freemap.
+        let (out, _) = show_all(&Volume::open(&dev).unwrap(), usize::MAX);
+        assert_eq!(freemap_lines(&out), [] as [&str; 0], "{out}");
+        for (round, at) in [(0, 0x1000f), (1, 0x6000f)] {
+            import_f(&dev, 200_000 + round);
+            let vol = Volume::open(&dev).unwrap();
+            // The granules allocated, counted one by one.
+            let mut allocated = 0;
+            vol.walk_freemap(&mut |v| {
+                if let FreemapVisit::Leaf(_, bmaps) = v {
+                    for m in bmaps {
+                        allocated += (0..GRANULES)
+                            .filter(|&g| m.granule(g) == Granule::Allocated)
+                            .count() as u64;
+                    }
+                }
+                Ok(Flow::Continue)
+            })
+            .unwrap();
+            let (out, r) = show_all(&vol, usize::MAX);
+            let c = r.unwrap().unwrap();
+            let lines = freemap_lines(&out);
+            assert_eq!(lines.len(), 1, "{out}");
+            // The leaf moves one rotation set a commit.
+            let head =
+                alloc::format!("freemap_leaf key 0x0000000000000000/30 data_off {at:#018x} ");
+            assert!(lines[0].starts_with(&head), "{out}");
+            let tail = alloc::format!(
+                " check ok rotation {round}: allocated {} KiB, free {} KiB, staged 0 KiB, \
+                 illegal 0 KiB; classes data/16",
+                allocated * 16,
+                (65536 - allocated) * 16
+            );
+            assert!(lines[0].ends_with(&tail), "{out}");
+            assert_eq!(c.freemap.allocated, allocated);
+            assert!(c.tree.shown > 4 && c.bad() == 0, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn leaves_under_a_node_are_indented_cut_at_a_depth_and_checked_one_by_one() {
+        let dev = data_volume(6 << 30);
+        let vol = Volume::open(&dev).unwrap();
+        let mut txn = super::super::Txn::begin(&vol).unwrap();
+        // Space marked in five GiBs: five leaves, one node above them.
+        for k in 0..5u64 {
+            txn.keep.mark((k << 30) + (400 << 20), 1);
+        }
+        txn.commit(*vol.header().sroot()).unwrap();
+        let vol = Volume::open(&dev).unwrap();
+        let (out, r) = show_all(&vol, usize::MAX);
+        let c = r.unwrap().unwrap();
+        let lines = freemap_lines(&out);
+        assert_eq!(lines.len(), 6, "{out}");
+        assert!(
+            lines[0].starts_with("freemap_node key 0x0000000000000000/38 ")
+                && lines[0].ends_with(" check ok rotation 0"),
+            "{out}"
+        );
+        for (k, l) in lines[1..].iter().enumerate() {
+            let head = alloc::format!("  freemap_leaf key {:#018x}/30 ", (k as u64) << 30);
+            assert!(l.starts_with(&head) && l.contains(" check ok "), "{out}");
+        }
+        assert_eq!(
+            c.freemap.blocks,
+            TreeCounts {
+                shown: 6,
+                bad: 0,
+                cut: 0
+            }
+        );
+
+        // Depth 0: the node, not its table; the tree above is cut at the same depth.
+        let (top, r) = show_all(&vol, 0);
+        let c = r.unwrap().unwrap();
+        assert_eq!(freemap_lines(&top), lines[..1], "{top}");
+        assert_eq!((c.freemap.blocks.cut, c.tree.cut), (1, 1), "{top}");
+        assert!(top.contains(" 2 tables below --depth not shown; 0 KiB allocated"));
+
+        // Leaf 2 damaged: it fails, the leaves after it are still shown.
+        let mut leaf2 = 0;
+        vol.walk_freemap(&mut |v| {
+            if let FreemapVisit::Leaf(b, _) = v {
+                if b.key == 2 << 30 {
+                    leaf2 = b.data_off & !0x3F;
+                }
+            }
+            Ok(Flow::Continue)
+        })
+        .unwrap();
+        dev.flip(leaf2 + 4000);
+        let vol = Volume::open(&dev).unwrap();
+        let (bad, r) = show_all(&vol, usize::MAX);
+        let c = r.unwrap().unwrap();
+        let bad_lines = freemap_lines(&bad);
+        assert_eq!(bad_lines.len(), 6, "{bad}");
+        for (i, (l, good)) in bad_lines.iter().zip(&lines).enumerate() {
+            if i == 3 {
+                assert!(
+                    l.starts_with("  freemap_leaf key 0x0000000080000000/30 ")
+                        && l.contains(" check FAILED: check code mismatch"),
+                    "{bad}"
+                );
+            } else {
+                assert_eq!(l, good);
+            }
+        }
+        assert_eq!(
+            c.freemap.blocks,
+            TreeCounts {
+                shown: 6,
+                bad: 1,
+                cut: 0
+            }
+        );
+        assert!(bad.contains(" 1 failed their check"), "{bad}");
+    }
+
+    #[test]
+    fn freemap_blocks_shared_between_nodes_cut_the_output() {
+        use super::super::testdev::{add_freemap, edit_header};
+        use crate::media::freemap::{decode_bref, NODE_KEYBITS};
+        use crate::media::{enc_methods, VolumeHeader, CHECK_FREEMAP, COMP_NONE};
+        let (mut img, _) = super::super::testdev::sample();
+        add_freemap(&mut img, &|_| ());
+        let h = VolumeHeader::decode(&img[..crate::media::volhdr::VOLUME_BYTES]).unwrap();
+        let leaf = decode_bref(&h.freemap_blockset[0]).unwrap();
+        // Two nodes of 256 leaves each, every leaf the same block: 514 blockrefs, where an
+        // 8 MiB volume holds 260 freemap blocks.
+        let mut nodes = [Blockref::default(); 2];
+        for (n, node) in nodes.iter_mut().enumerate() {
+            let base = (n as u64) << NODE_KEYBITS[0];
+            let mut table = Vec::new();
+            for k in 0..256u64 {
+                let mut b = leaf;
+                b.key = base + (k << LEAF_KEYBITS);
+                table.extend_from_slice(&b.encode());
+            }
+            let at = 0x20000 + n * 0x50000;
+            img[at..at + FREEMAP_BLOCK_BYTES].copy_from_slice(&table);
+            *node = Blockref::new(BREF_TYPE_FREEMAP_NODE, base, NODE_KEYBITS[0]);
+            node.methods = enc_methods(CHECK_FREEMAP, COMP_NONE);
+            node.data_off = at as u64 | 15;
+            node.check[..4].copy_from_slice(&crate::media::check::crc32c(&table).to_le_bytes());
+        }
+        edit_header(&mut img, &|h| {
+            h.freemap_blockset[0] = nodes[0].encode();
+            h.freemap_blockset[1] = nodes[1].encode();
+        });
+        let vol = super::super::testdev::open(img).unwrap();
+        let (out, r) = show_all(&vol, usize::MAX);
+        assert!(
+            matches!(r, Err(ShowError::Read(e)) if e.cause == Cause::TooBig),
+            "{r:?}"
+        );
+        let cap = freemap_cap(8 << 20);
+        assert_eq!(cap, 260);
+        let (_, rest) = out.split_once("\nfreemap:\n").unwrap();
+        assert_eq!(rest.lines().count() as u64, cap + 1);
+        assert!(
+            rest.lines().last().unwrap().starts_with(
+                "output cut at 260 freemap blockrefs: more than a volume of 8388608 bytes holds"
+            ),
             "{out}"
         );
     }
