@@ -539,6 +539,13 @@ fn commit_tree<D: BlockDev>(
         if let Some((cid, cb)) = found {
             top.next = Some(cb);
             match cb.btype {
+                // A childless inode whose block last committed holds these very bytes (the
+                // store's check code is that of the inode's encoding, and names a block of
+                // that tree) is kept as it is, neither read nor encoded again.
+                BREF_TYPE_INODE if m.loaded(&cb) && store.child_count(cid)? == 0 => {
+                    remember(&mut kept, &cb)?;
+                    try_push(&mut top.children, cb)?;
+                }
                 BREF_TYPE_INODE => {
                     try_push(
                         &mut stack,
