@@ -488,10 +488,11 @@ fn commit_tree<D: BlockDev>(
 ) -> Result<(Box<VolumeHeader>, Learned)> {
     // DEVIATION: HAMMER2's flush finds what to write by the MODIFIED/UPDATE flags of its
     // chains; this store keeps no such flags, so every chain is looked at (memory only, no
-    // device reads) and a block is rewritten when its bytes differ from the block last
-    // committed at its place, as told by its check code. Where that code identifies the
-    // bytes, the blocks written are HAMMER2's: what changed and its path. A block under
-    // check NONE or DISABLED is written by every commit (see `remember`).
+    // device reads; a childless inode by its header alone) and a block is rewritten when
+    // its bytes differ from the block last committed at its place, as told by its check
+    // code. Where that code identifies the bytes, the blocks written are HAMMER2's: what
+    // changed and its path. A block under check NONE or DISABLED is written by every commit
+    // (see `remember`).
     let start = vol.io();
     let changes = store.changes();
     // The space the header copies' trees reach is known from the last commit, unless the
