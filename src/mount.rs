@@ -495,19 +495,7 @@ fn commit_tree<D: BlockDev>(
     // (see `remember`).
     let start = vol.io();
     let changes = store.changes();
-    // The space the header copies' trees reach is known from the last commit, unless the
-    // volume was written by someone else since: then every tree is read again, as is the
-    // current one for the first commit.
-    let mut txn = if m.tree == TreeId::of(vol.header()) {
-        let cache = match m.space.take() {
-            Some(c) => c,
-            None => crate::mem::try_box(SpaceCache::default())?,
-        };
-        Txn::begin_cached(vol, cache)?
-    } else {
-        m.space = None;
-        Txn::begin(vol)?
-    };
+    let mut txn = begin(vol, m)?;
     let host = store.host();
     let mut kept: Vec<(u64, u64)> = Vec::new();
     let mut tables: Vec<(TableOf, Blockref)> = Vec::new();
@@ -632,8 +620,7 @@ fn commit_tree<D: BlockDev>(
     m.blocks = kept;
     m.tables = tables;
     m.pfs_bref = pfs_bref;
-    m.tree = TreeId::of(&h);
-    m.space = space;
+    follow(m, &h, space);
     m.io.commit = vol.io().since(&start);
     Ok((
         h,
@@ -643,6 +630,32 @@ fn commit_tree<D: BlockDev>(
             changes,
         },
     ))
+}
+
+/// The transaction of a commit of `m`. The space the header copies' trees reach is known
+/// from the last commit, unless the volume was written by someone else since: then every
+/// tree is read again, as is the current one for the first commit. Out of line: the
+/// headers' names compared are not in the commit's frame.
+#[inline(never)]
+fn begin<'v, D: BlockDev>(vol: &'v Volume<D>, m: &mut Mounted) -> Result<Txn<'v, D>> {
+    if m.tree == TreeId::of(vol.header()) {
+        let cache = match m.space.take() {
+            Some(c) => c,
+            None => crate::mem::try_box(SpaceCache::default())?,
+        };
+        Txn::begin_cached(vol, cache)
+    } else {
+        m.space = None;
+        Txn::begin(vol)
+    }
+}
+
+/// Make `m` follow the header `h` a commit wrote, with the space cache of its tree. Out of
+/// line, as [`begin`].
+#[inline(never)]
+fn follow(m: &mut Mounted, h: &VolumeHeader, space: Option<Box<SpaceCache>>) {
+    m.tree = TreeId::of(h);
+    m.space = space;
 }
 
 /// Write `cid`'s DATA or long-name block, `cb` its header, in `txn`; its blockref written.
