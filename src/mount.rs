@@ -611,10 +611,7 @@ fn commit_tree<D: BlockDev>(
 
     let new_sroot = write_sroot(vol, &mut txn, &m.pfs_bref, &pfs_bref)?;
     sort_names(host, &mut kept, &mut tables)?;
-    if block_name(&pfs_bref) != block_name(&m.pfs_bref) {
-        txn.drop_block(m.pfs_bref.data_off)?;
-    }
-    drop_gone(&mut txn, host, m, &kept, &tables)?;
+    drop_gone(&mut txn, host, m, &pfs_bref, &kept, &tables)?;
     let (h, space) = txn.commit_cached(new_sroot)?;
     // Nothing fallible from here on: `m` must describe the tree the header now names.
     m.blocks = kept;
@@ -725,16 +722,20 @@ fn write_sroot<D: BlockDev>(
     write_inode(txn, sroot_bref, &sroot)
 }
 
-/// Name to `txn` every block below the PFS root of the tree last committed (`m`) that the
-/// new tree (`kept`, sorted, and `tables`) no longer holds, each once.
+/// Name to `txn` every block of the PFS of the tree last committed (`m`) that the new tree
+/// (PFS root `pfs_bref`, `kept`, sorted, and `tables`) no longer holds, each once.
 #[inline(never)]
 fn drop_gone<D: BlockDev>(
     txn: &mut Txn<'_, D>,
     host: &dyn Host,
     m: &Mounted,
+    pfs_bref: &Blockref,
     kept: &[(u64, u64)],
     tables: &[(TableOf, Blockref)],
 ) -> Result<()> {
+    if block_name(pfs_bref) != block_name(&m.pfs_bref) {
+        txn.drop_block(m.pfs_bref.data_off)?;
+    }
     let relax = || host.relax();
     let names = |t: &[(TableOf, Blockref)]| -> Result<Vec<(u64, u64)>> {
         let mut v = Vec::new();

@@ -19,14 +19,18 @@ fn make() -> SparseDev {
 
 /// A volume of `size` bytes with PFS `DATA`, a master.
 fn make_sized(size: u64) -> SparseDev {
-    let pfs = [NewPfs {
-        label: b"DATA",
+    newfs_sparse(size, &[master(b"DATA", 7)])
+}
+
+/// PFS `label`, the only master of cluster `[id; 16]`.
+fn master(label: &[u8], id: u8) -> NewPfs<'_> {
+    NewPfs {
+        label,
         pfs_type: PFSTYPE_MASTER,
-        clid: [7; 16],
-        fsid: [1; 16],
+        clid: [id; 16],
+        fsid: [id - 6; 16],
         nmasters: 1,
-    }];
-    newfs_sparse(size, &pfs)
+    }
 }
 
 /// A volume big enough for a second header copy (2 GiB + 4 MiB): a commit leaves the
@@ -1087,23 +1091,7 @@ fn space_learned_across_commits_keeps_every_header_copy_whole() {
 /// next commit read every tree again: what the other writer placed is not overwritten.
 #[test]
 fn a_volume_written_by_another_between_commits_is_read_again() {
-    let pfs = [
-        NewPfs {
-            label: b"DATA",
-            pfs_type: PFSTYPE_MASTER,
-            clid: [7; 16],
-            fsid: [1; 16],
-            nmasters: 1,
-        },
-        NewPfs {
-            label: b"OTHER",
-            pfs_type: PFSTYPE_MASTER,
-            clid: [8; 16],
-            fsid: [2; 16],
-            nmasters: 1,
-        },
-    ];
-    let dev = newfs_sparse(SIZE_FOUR_COPIES, &pfs);
+    let dev = newfs_sparse(SIZE_FOUR_COPIES, &[master(b"DATA", 7), master(b"OTHER", 8)]);
     import_many(&dev, 2, 20);
     let (store, mut m) = load_dev(&dev);
     let mut tid = m.pfs_bref.modify_tid + 10;
