@@ -357,7 +357,7 @@ fn focus_of<S: ChainStore>(
         _ => pool.request_all(
             (0..n).filter(|&j| asked(j)),
             Ask::One(keys),
-            children,
+            children.map(|k| (k, KEY_MAX)),
             |j, g| {
                 gens[j] = g;
                 slots[j] = Slot::Pending;
@@ -469,7 +469,8 @@ pub struct Collector<'a, S: ChainStore> {
 
 impl<'a, S: ChainStore> Collector<'a, S> {
     /// Start a scan of the children of the inode at `keys` on the nodes `follow` asks (see
-    /// [`Follow::asks`]), from key `start` (None: an empty scan); `ctx.brk` is polled at every
+    /// [`Follow::asks`]), from key `start` (None: an empty scan) to key `end` (the workers read
+    /// nothing past it; a caller takes nothing past it either); `ctx.brk` is polled at every
     /// key it looks at (skipped keys included), and while it waits when a break request
     /// interrupts the wait or a node stalls. A scan from key 0 continues the requests
     /// `inflight` names, if they are still current, instead of asking again.
@@ -478,6 +479,7 @@ impl<'a, S: ChainStore> Collector<'a, S> {
         keys: &[u64],
         follow: Follow,
         start: Option<u64>,
+        end: u64,
         inflight: Option<&Inflight>,
     ) -> Result<Collector<'a, S>> {
         let (peers, idx) = (ctx.peers, ctx.idx);
@@ -497,7 +499,7 @@ impl<'a, S: ChainStore> Collector<'a, S> {
         if start.is_some() && !adopted {
             let nodes = (0..c.n).filter(|&j| follow.asks(j, idx));
             let pool = c.pool;
-            pool.request_all(nodes, Ask::One(keys), start, |j, g| {
+            pool.request_all(nodes, Ask::One(keys), start.map(|s| (s, end)), |j, g| {
                 c.gens[j] = g;
                 c.slots[j] = Slot::Pending;
             })?;

@@ -28,7 +28,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use core::time::Duration;
 
 use crate::host::{Host, RawThread};
-use crate::media::{Blockref, KEY_MAX};
+use crate::media::Blockref;
 use crate::mem::{try_box, try_to_vec};
 use crate::role::MAX_NODES;
 use crate::store::ChainStore;
@@ -161,7 +161,8 @@ struct Req {
     gen: u32,
     /// The inodes asked for, encoded as in [`Paths`].
     paths: Vec<u64>,
-    start: Option<u64>,
+    /// The children to read after each inode: first and last key.
+    start: Option<(u64, u64)>,
 }
 
 struct Chan<Id> {
@@ -275,10 +276,11 @@ where
 }
 
 impl<S: ChainStore> Pool<'_, S> {
-    /// Ask node `j`'s worker for the inode at `keys` and, with `start`, its children from that
-    /// key on. Earlier requests to `j` are abandoned. Returns the request's generation.
+    /// Ask node `j`'s worker for the inode at `keys` and, with `start`, its children whose key
+    /// lies in that range (first and last key). Earlier requests to `j` are abandoned. Returns
+    /// the request's generation.
     #[cfg(test)]
-    pub(crate) fn request(&self, j: usize, keys: &[u64], start: Option<u64>) -> Result<u32> {
+    pub(crate) fn request(&self, j: usize, keys: &[u64], start: Option<(u64, u64)>) -> Result<u32> {
         let gen = self.post(j, Ask::One(keys), start)?;
         self.wake(j);
         Ok(gen)
@@ -293,7 +295,7 @@ impl<S: ChainStore> Pool<'_, S> {
         &self,
         nodes: impl Iterator<Item = usize>,
         ask: Ask<'_>,
-        start: Option<u64>,
+        start: Option<(u64, u64)>,
         mut each: impl FnMut(usize, u32),
     ) -> Result<()> {
         let mut posted = 0u32;
@@ -318,7 +320,7 @@ impl<S: ChainStore> Pool<'_, S> {
     }
 
     /// Publish a request to node `j`'s worker without waking it (see [`Pool::wake`]).
-    fn post(&self, j: usize, ask: Ask<'_>, start: Option<u64>) -> Result<u32> {
+    fn post(&self, j: usize, ask: Ask<'_>, start: Option<(u64, u64)>) -> Result<u32> {
         let ch = self.sh.chans.get(j).ok_or(Error::Invalid)?;
         if !matches!(self.threads.get(j), Some(Some(_))) {
             return Err(Error::Invalid);
@@ -608,7 +610,7 @@ impl<S: ChainStore> Serve<'_, S> {
     /// Answer every inode of the request in turn (one wakeup serves them all: the worker goes
     /// on to the next while the collector works on the previous, stopping only for a full
     /// FIFO or a newer request).
-    fn run(mut self, paths: &[u64], start: Option<u64>) {
+    fn run(mut self, paths: &[u64], start: Option<(u64, u64)>) {
         for keys in each_path(paths) {
             if !self.request_live() {
                 return;
@@ -620,8 +622,10 @@ impl<S: ChainStore> Serve<'_, S> {
         }
     }
 
-    /// Answer one inode: `Inode`, then with `start` its children and `End` (or `Failed`).
-    fn one(&self, keys: &[u64], start: Option<u64>) {
+    /// Answer one inode: `Inode`, then with `start` its children in that key range and `End`
+    /// (or `Failed`). A merge of part of the key space asks for that part only, so the workers
+    /// stop at its end instead of filling their FIFOs with children nobody takes.
+    fn one(&self, keys: &[u64], start: Option<(u64, u64)>) {
         let inode = self.read(|| match self.store.resolve_keys(keys)? {
             Some(id) => Ok(Some((id, Head::of(&self.store.bref(id)?)))),
             None => Ok(None),
@@ -639,25 +643,25 @@ impl<S: ChainStore> Serve<'_, S> {
         if !self.push(Msg::Inode(parent)) {
             return;
         }
-        let (Some(mut cursor), Some((pid, _))) = (start, parent) else {
+        let (Some((mut cursor, last)), Some((pid, _))) = (start, parent) else {
             return;
         };
         loop {
-            match self.read(|| self.store.lookup(pid, cursor, KEY_MAX)) {
+            match self.read(|| self.store.lookup(pid, cursor, last)) {
                 None => return,
                 Some(Ok(Some((id, b)))) => {
                     if !self.push(Msg::Child(id, Head::of(&b))) {
                         return;
                     }
                     match b.key_end().checked_add(1) {
-                        Some(k) => cursor = k,
-                        None => {
+                        Some(k) if k <= last => cursor = k,
+                        _ => {
                             self.push(Msg::End);
                             return;
                         }
                     }
                 }
-                // The inode vanished mid-scan: nothing more to offer.
+                // Past the range, or the inode vanished mid-scan: nothing more to offer.
                 Some(Ok(None)) | Some(Err(Error::NotFound)) => {
                     self.push(Msg::End);
                     return;

@@ -17,10 +17,13 @@
 //! has (whole indirect blocks inside the range added as they are, the at most two straddling its
 //! ends descended into): the trees may be shaped differently by different insert histories. An
 //! equal span is skipped whole; a differing indirect block is descended into; a differing run is
-//! merged chain by chain exactly as the original does (restricted to its keys). k changed children
-//! of an inode of N, in a tree of depth d, cost O(k · d) spans (each level's differing block and
-//! its siblings' spans) plus O(k · `RUN`) chain comparisons; every span visited counts in
-//! `SyncStats::scanned`, like every chain compared.
+//! merged chain by chain exactly as the original does (restricted to its keys). Once a table's
+//! differing child is dealt with, the rest of the table is compared as one range first, and
+//! skipped whole when equal. Nodes holding the same children (equal summaries of their whole
+//! tables) are compared through one of them. k changed children of an inode of N, in a tree of
+//! depth d, cost O(k · d) spans (each level's differing block and its siblings' spans left of
+//! it) plus O(k · `RUN`) chain comparisons; every span visited counts in `SyncStats::scanned`,
+//! like every chain compared.
 //!
 //! Why skipping an equal span changes nothing the original scan would have changed:
 //! - *Same chains.* The summary is a function of the set of (key, keybits, modify_tid) in the
@@ -65,7 +68,7 @@ use crate::host::LockMode;
 use crate::media::{self, Blockref, KEY_MAX};
 use crate::mem::try_push;
 use crate::role::MAX_NODES;
-use crate::store::{inode, Body, ChainStore, HeldChain, Sealed};
+use crate::store::{inode, Body, ChainStore, HeldChain, RangeSum, Sealed, Span};
 use crate::{Error, Result};
 
 /// The focus chain's header and payload, read from its node (a DATA payload with the check code
@@ -362,7 +365,14 @@ fn merge_range<'a, S: ChainStore>(
     let ip = scan.ip;
     // Any later merge must ask anew: the workers' streams are consumed by this one.
     let inflight = scan.inflight.take();
-    let mut coll = Collector::new(ctx, scan.keys, scan.follow, Some(beg), inflight.as_ref())?;
+    let mut coll = Collector::new(
+        ctx,
+        scan.keys,
+        scan.follow,
+        Some(beg),
+        end,
+        inflight.as_ref(),
+    )?;
     let mut local = clip_local(me, ip, me.lookup(ip, beg, KEY_MAX)?, beg, end)?;
     let first = coll.next_item()?;
     let mut item = clip_item(&mut coll, first, beg, end)?;
@@ -520,6 +530,18 @@ fn pruned_walk<'a, S: ChainStore>(
     // followed master without the inode is such a move.
     let mut vanished =
         matches!(scan.follow, Follow::Master(m) if others.get(m).is_some_and(|o| o.is_none()));
+    // Nodes holding the same children (equal summaries of the whole table) have equal
+    // summaries of every key range, the summary being a function of the children in the range
+    // alone: each span is compared with one node of each such group only (usually one: the
+    // masters agree). The others are thus compared as they were when the walk began, right
+    // after the inode's focus was read, where a span's own reads see them as they are later;
+    // neither is a snapshot of the cluster, and a frontend change meanwhile is caught before
+    // the stamp (`unchanged`).
+    let whole = whole_sums(ctx, &others, n)?;
+    let mut rep = [false; MAX_NODES];
+    for (j, r) in rep.iter_mut().enumerate().take(n) {
+        *r = others[j].is_some() && !(0..j).any(|i| others[i].is_some() && whole[i] == whole[j]);
+    }
     let mut open: Vec<(u64, u64)> = Vec::new();
     open.try_reserve(MAX_OPEN)?;
     let mut cursor = start;
@@ -527,18 +549,40 @@ fn pruned_walk<'a, S: ChainStore>(
     // spans seen since its last run.
     let mut pending: Option<(u64, u64)> = None;
     let mut gap = 0u64;
+    // The last run compared differed.
+    let mut run_differed = false;
+    // A table's differing child was just dealt with: the rest of the table is compared whole
+    // first. With few changes it is usually equal (one comparison instead of one per span
+    // left in it); otherwise the walk goes on span by span, one comparison the poorer.
+    let mut rest_due = false;
     loop {
         while open.last().is_some_and(|&(_, e)| e < cursor) {
             open.pop();
+            rest_due = true;
         }
         ctx.poll()?;
-        let span = me.span(scan.ip, cursor, open.last().copied())?;
-        // One indirect block, or one run of children, visited.
+        let top = open.last().copied();
+        let rest = core::mem::take(&mut rest_due) && !vanished;
+        let span = if rest {
+            let end = top.map_or(KEY_MAX, |(_, e)| e);
+            Span {
+                beg: cursor,
+                end,
+                sum: me.key_sum(scan.ip, cursor, end)?,
+                indirect: false,
+            }
+        } else {
+            me.span(scan.ip, cursor, top)?
+        };
+        // One indirect block, one run of children, or the rest of a table, visited.
         ctx.stats.scanned += 1;
         let mut same = !vanished;
         for (j, o) in others.iter_mut().enumerate().take(n) {
             if !same {
                 break;
+            }
+            if !rep[j] {
+                continue;
             }
             if let Some(p) = o {
                 match ctx.peers.stores[j].key_sum(*p, span.beg, span.end) {
@@ -547,6 +591,9 @@ fn pruned_walk<'a, S: ChainStore>(
                     Err(e) => return Err(e),
                 }
             }
+        }
+        if rest && !same {
+            continue;
         }
         if !same && span.indirect {
             if open.len() >= MAX_OPEN {
@@ -558,8 +605,13 @@ fn pruned_walk<'a, S: ChainStore>(
         if !same {
             pending = Some((pending.map_or(span.beg, |(b, _)| b), span.end));
             gap = 0;
+            // Not where run after run differs: the rest would differ too.
+            rest_due = !run_differed;
         } else if pending.is_some() {
             gap = gap.saturating_add(span.sum.count);
+        }
+        if !span.indirect && !rest {
+            run_differed = !same;
         }
         let last = span.end.checked_add(1);
         if gap > COALESCE || last.is_none() {
@@ -571,9 +623,29 @@ fn pruned_walk<'a, S: ChainStore>(
         }
         match last {
             Some(k) => cursor = k,
-            None => return Ok(true),
+            None => break,
         }
     }
+    Ok(true)
+}
+
+/// The summary of every child of the inode on each node of `others` (default where absent).
+fn whole_sums<S: ChainStore>(
+    ctx: &Ctx<'_, S>,
+    others: &[Option<S::Id>; MAX_NODES],
+    n: usize,
+) -> Result<[RangeSum; MAX_NODES]> {
+    let mut out = [RangeSum::default(); MAX_NODES];
+    for (j, (o, s)) in others.iter().zip(out.iter_mut()).enumerate().take(n) {
+        if let Some(p) = o {
+            match ctx.peers.stores[j].key_sum(*p, 0, KEY_MAX) {
+                Ok(x) => *s = x,
+                Err(Error::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Equal children a pruned walk merges through rather than start another merge (see

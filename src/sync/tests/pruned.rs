@@ -312,3 +312,26 @@ fn a_frontend_change_between_merged_runs_never_leaves_a_wrong_pass() {
         );
     }
 }
+
+/// Once a table's differing child is merged, the rest of the table is compared whole: a change
+/// near the lowest key costs the path down to it and one comparison per level on the way out,
+/// not every span to the right of the path.
+#[test]
+fn pruned_scan_compares_the_rest_of_a_table_whole() {
+    let c = cluster(&[M, M, M, S]);
+    let full = all(&c);
+    mkdir(&c, full, "/w");
+    for i in 0..3000 {
+        write(&c, full, &format!("/w/f{i:07}"), b"x");
+    }
+    c.set_scan_mode(ScanMode::Pruned);
+    // The first file made: the lowest inode number of the index but /w's.
+    write(&c, set(&[0, 1, 2]), "/w/f0000000", b"changed");
+    let before = c.stats(3).scanned;
+    c.sync_node(3, &|| false).unwrap();
+    let scanned = c.stats(3).scanned - before;
+    assert_eq!(c.read_file(3, b"/w/f0000000").unwrap(), b"changed");
+    assert_same(&c, 0, 3);
+    // 23 spans here; 33 when every span right of the path is compared on its own.
+    assert!(scanned <= 26, "pruned visited {scanned}");
+}

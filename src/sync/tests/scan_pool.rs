@@ -219,9 +219,12 @@ fn a_failed_batch_does_not_fail_the_pass() {
 /// Post the batch `paths`, with children, to node 1's worker alone; its generation.
 fn ask_node_1(p: &pool::Pool<'_, Store>, paths: &pool::Paths) -> u32 {
     let mut gen = 0;
-    p.request_all([1].into_iter(), pool::Ask::Many(paths), Some(0), |_, g| {
-        gen = g
-    })
+    p.request_all(
+        [1].into_iter(),
+        pool::Ask::Many(paths),
+        Some((0, crate::media::KEY_MAX)),
+        |_, g| gen = g,
+    )
     .unwrap();
     gen
 }
@@ -468,11 +471,7 @@ fn a_focus_read_ahead_that_moved_on_is_not_taken() {
 /// on a stalled node each read costs the stall.
 #[test]
 fn worker_stops_reading_an_inode_no_longer_wanted() {
-    let c = cluster(&[M, M]);
-    mkdir(&c, set(&[0, 1]), "/d");
-    for i in 0..300 {
-        write(&c, set(&[0, 1]), &format!("/d/f{i}"), b"x");
-    }
+    let c = two_masters_with_300_files_in_d();
     write(&c, set(&[0, 1]), "/b", b"y");
     let s1 = c.store(1).unwrap();
     let mut paths = pool::Paths::default();
@@ -501,4 +500,52 @@ fn worker_stops_reading_an_inode_no_longer_wanted() {
     // At most a full FIFO of /d's children (and whatever was read while the collector got
     // there), not all 300 of them.
     assert!(reads < 100, "{reads} reads for /d, /b and /b's end");
+}
+
+/// A request for part of an inode's children is answered with those children and `End`: the
+/// worker reads nothing past the range's last key (a short merge of a pruned walk would
+/// otherwise have every worker fill its FIFO with children nobody takes).
+#[test]
+fn worker_reads_a_requested_key_range_only() {
+    let c = two_masters_with_300_files_in_d();
+    let s1 = c.store(1).unwrap();
+    let d = s1.resolve(b"/d").unwrap();
+    let mut keys = Vec::new();
+    let mut at = s1.lookup(d, 0, crate::media::KEY_MAX).unwrap();
+    while let Some((_, b)) = at {
+        keys.push(b.key);
+        at = s1.next(d, &b, crate::media::KEY_MAX).unwrap();
+    }
+    assert_eq!(keys.len(), 300);
+    let (beg, end) = (keys[100], keys[104]);
+    let stores = [c.store(0).unwrap(), s1];
+    // SAFETY: the stores outlive the pool (dropped at the end of this function, before `c`).
+    let p =
+        unsafe { pool::Pool::start_unbound(crate::userland::host(), &stores, None, 0) }.unwrap();
+    let gen = p
+        .request(1, &s1.key_path(d).unwrap(), Some((beg, end)))
+        .unwrap();
+    assert!(matches!(
+        answer_of_node_1(&p, gen, 0),
+        pool::Msg::Inode(Some(_))
+    ));
+    for &k in &keys[100..=104] {
+        match answer_of_node_1(&p, gen, 0) {
+            pool::Msg::Child(_, h) => assert_eq!(h.key, k),
+            m => panic!("child {k:#x} expected, got {m:?}"),
+        }
+    }
+    // Not the next child: the worker ends at the range's last key.
+    let after = answer_of_node_1(&p, gen, 0);
+    assert!(matches!(after, pool::Msg::End), "{after:?} after the range");
+}
+
+/// Two masters holding a directory `/d` of 300 small files.
+fn two_masters_with_300_files_in_d() -> Pin<Box<Cluster>> {
+    let c = cluster(&[M, M]);
+    mkdir(&c, set(&[0, 1]), "/d");
+    for i in 0..300 {
+        write(&c, set(&[0, 1]), &format!("/d/f{i}"), b"x");
+    }
+    c
 }
