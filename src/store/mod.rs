@@ -767,10 +767,10 @@ impl Store {
         let body = body.seal(&mut bref)?;
         let old_body = {
             let mut a = self.arena.write();
-            let c = a.set_bref(g.id, bref)?;
-            let old = core::mem::replace(&mut c.body, body);
+            // Counted first: a failed re-key may have moved the parent's summaries already.
             self.count_change();
-            old
+            let c = a.set_bref(g.id, bref)?;
+            core::mem::replace(&mut c.body, body)
         };
         drop(old_body);
         Ok(())
@@ -781,6 +781,8 @@ impl Store {
         let mut a = self.arena.write();
         let c = a.get_mut(g.id)?;
         let (key, keybits, btype, parent) = (c.bref.key, c.bref.keybits, c.bref.btype, c.parent);
+        // Counted first: a failed update may have moved some of the parent's summaries.
+        self.count_change();
         if let Some(p) = parent {
             // The parent's range summaries follow its children's TIDs.
             let pc = a.get_mut(p)?;
@@ -788,7 +790,6 @@ impl Store {
             pc.children.update(key, keybits, tid, how)?;
         }
         a.get_mut(g.id)?.bref.modify_tid = tid;
-        self.count_change();
         Ok(())
     }
 

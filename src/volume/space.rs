@@ -128,12 +128,15 @@ impl GranuleBits {
     }
 }
 
-/// Which tree a volume header copy names: its fsid, `mirror_tid` and the names (place and
+/// Which tree a volume header copy names: its fsid, filesystem size, `mirror_tid` and the names (place and
 /// check code, [`super::txn::block_name`]) of its super-root blockset, whose check codes
 /// cover the whole tree below.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TreeId {
     fsid: [u8; 16],
+    /// A header rewritten with another size (same TID and super-root) must not keep maps
+    /// of the old size, which would drop blocks written past their end.
+    fs_size: u64,
     mirror_tid: u64,
     sroot: [(u64, u64); crate::media::SET_COUNT],
 }
@@ -143,6 +146,7 @@ impl TreeId {
     pub fn of(h: &crate::media::VolumeHeader) -> TreeId {
         TreeId {
             fsid: h.fsid,
+            fs_size: h.fs_size(),
             mirror_tid: h.mirror_tid,
             sroot: h.sroot_blockset.map(|b| super::txn::block_name(&b)),
         }
@@ -184,6 +188,12 @@ impl GranuleCounts {
                 *c = c.saturating_add(1);
             }
         }
+    }
+
+    /// The sum of every granule's count.
+    #[cfg(test)]
+    pub fn total(&self) -> u64 {
+        self.counts.iter().map(|&c| u64::from(c)).sum()
     }
 
     /// Count one block less in every granule of `off..off + len`, clearing in `bits` each

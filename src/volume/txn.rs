@@ -701,21 +701,24 @@ fn mark_tree<D: BlockDev>(
     };
     // A blockref that does not locate reaches no space (the walk reports it when it
     // has to read it).
-    let mut mark = |r: &Blockref| {
+    let prune = |r: &Blockref| skip.is_some_and(|s| seen_table(s, r));
+    let mut mark = |r: &Blockref, count: bool| {
         if let Ok((off, len)) = vol.locate(r) {
             for m in [a.as_deref_mut(), b.as_deref_mut()].into_iter().flatten() {
                 m.mark(off, len as u64);
             }
-            if let Some(c) = counts.as_deref_mut() {
+            if let Some(c) = counts.as_deref_mut().filter(|_| count) {
                 c.add(off, len as u64);
             }
         }
     };
+    // The walk visits (and so counts) every root it does not prune: a root is counted here
+    // only when pruned, or its granule would count it twice and never come free.
     for r in set {
-        mark(r);
+        mark(r, prune(r));
     }
     let mut visit = |r: &Blockref, _: Option<&InodeData>| {
-        mark(r);
+        mark(r, true);
         if let Some(rec) = record.as_deref_mut() {
             if matches!(r.btype, BREF_TYPE_INODE | BREF_TYPE_INDIRECT) {
                 crate::mem::try_push(rec, block_name(r))
@@ -724,7 +727,6 @@ fn mark_tree<D: BlockDev>(
         }
         Ok(Flow::Continue)
     };
-    let prune = |r: &Blockref| skip.is_some_and(|s| seen_table(s, r));
     let mut tolerate = |e: ReadError| match e.cause {
         Cause::Device(_) | Cause::NoMem => Err(e),
         _ => Ok(()),
@@ -733,4 +735,46 @@ fn mark_tree<D: BlockDev>(
         if strict { None } else { Some(&mut tolerate) };
     vol.walk_all_pruned(set, &prune, &mut visit, fault)
         .map_err(read_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::freemap::GRANULE_BYTES;
+    use crate::volume::newfs::NewPfs;
+    use crate::volume::testdev::newfs_sparse;
+
+    /// A granule comes free only when its count drops to zero: a block counted twice (the
+    /// roots of the blockset, say) would keep its granule used for as long as the mount lives.
+    #[test]
+    fn a_tree_counts_each_block_once() {
+        let pfs = [NewPfs {
+            label: b"DATA",
+            pfs_type: crate::media::PFSTYPE_MASTER,
+            clid: [7; 16],
+            fsid: [1; 16],
+            nmasters: 1,
+        }];
+        let vol = Volume::open(newfs_sparse(64 << 20, &pfs)).unwrap();
+        let set = vol.header().sroot_blockset;
+        let fs = vol.header().fs_size();
+        let mut counts = GranuleCounts::new(fs).unwrap();
+        let mut bits = GranuleBits::new(fs).unwrap();
+        let marks = Marks {
+            a: Some(&mut bits),
+            b: None,
+            counts: Some(&mut counts),
+        };
+        mark_tree(&vol, &set, marks, true, Tables::Walk).unwrap();
+        let mut want = 0u64;
+        vol.walk_all(&set, &mut |r, _| {
+            if let Ok((off, len)) = vol.locate(r) {
+                want += (off + len as u64 - 1) / GRANULE_BYTES - off / GRANULE_BYTES + 1;
+            }
+            Ok(Flow::Continue)
+        })
+        .unwrap();
+        assert!(want >= 2, "the super-root and the PFS root at least");
+        assert_eq!(counts.total(), want);
+    }
 }
