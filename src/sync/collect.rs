@@ -113,6 +113,16 @@ impl Follow {
                 Follow::Master(m) => j == m,
             }
     }
+
+    /// Whether node `j`'s answers can decide a focus when node `idx` syncs: a master it asks
+    /// (for one master, that master, whatever its role: it alone decides).
+    pub(crate) fn votes(self, j: usize, idx: usize, roles: &[Role]) -> bool {
+        self.asks(j, idx)
+            && match self {
+                Follow::Quorum => roles.get(j) == Some(&Role::Master),
+                Follow::Master(_) => true,
+            }
+    }
 }
 
 /// The roles and master count a [`Follow`] decides with: the syncing node's view for a quorum;

@@ -515,13 +515,13 @@ fn pruned_walk<'a, S: ChainStore>(
 ) -> Result<bool> {
     let me = ctx.me();
     let n = ctx.peers.stores.len().min(MAX_NODES);
-    // The inode on every other node the scan follows that holds it. A node without it answers
-    // Absent for every key and cannot change a per-key decision (see the module docs), so it
-    // is not compared. A subtree that follows one master (catch-up) is compared with that
-    // master alone: the others decide nothing there.
+    // The inode on every node whose answers decide a focus (the masters; in catch-up, the
+    // followed master) that holds it. Any other node cannot change a per-key decision: a slave
+    // or cache never votes, and a master without the inode answers Absent for every key, as
+    // it does for the inode (see the module docs). So only these are compared.
     let mut others: [Option<S::Id>; MAX_NODES] = [None; MAX_NODES];
     for (j, o) in others.iter_mut().enumerate().take(n) {
-        if scan.follow.asks(j, ctx.idx) {
+        if scan.follow.votes(j, ctx.idx, ctx.peers.roles) {
             *o = ctx.peers.stores[j].resolve_keys(scan.keys)?;
         }
     }
@@ -530,18 +530,7 @@ fn pruned_walk<'a, S: ChainStore>(
     // followed master without the inode is such a move.
     let mut vanished =
         matches!(scan.follow, Follow::Master(m) if others.get(m).is_some_and(|o| o.is_none()));
-    // Nodes holding the same children (equal summaries of the whole table) have equal
-    // summaries of every key range, the summary being a function of the children in the range
-    // alone: each span is compared with one node of each such group only (usually one: the
-    // masters agree). The others are thus compared as they were when the walk began, right
-    // after the inode's focus was read, where a span's own reads see them as they are later;
-    // neither is a snapshot of the cluster, and a frontend change meanwhile is caught before
-    // the stamp (`unchanged`).
-    let whole = whole_sums(ctx, &others, n)?;
-    let mut rep = [false; MAX_NODES];
-    for (j, r) in rep.iter_mut().enumerate().take(n) {
-        *r = others[j].is_some() && !(0..j).any(|i| others[i].is_some() && whole[i] == whole[j]);
-    }
+    let reps = representatives(ctx, &others, n)?;
     let mut open: Vec<(u64, u64)> = Vec::new();
     open.try_reserve(MAX_OPEN)?;
     let mut cursor = start;
@@ -581,10 +570,12 @@ fn pruned_walk<'a, S: ChainStore>(
             if !same {
                 break;
             }
-            if !rep[j] {
+            if reps & (1 << j) == 0 {
                 continue;
             }
             if let Some(p) = o {
+                #[cfg(test)]
+                test_hook::SPAN_SUMS.with(|c| c[j].set(c[j].get() + 1));
                 match ctx.peers.stores[j].key_sum(*p, span.beg, span.end) {
                     Ok(s) => same = s == span.sum,
                     Err(Error::NotFound) => (*o, vanished, same) = (None, true, false),
@@ -629,23 +620,46 @@ fn pruned_walk<'a, S: ChainStore>(
     Ok(true)
 }
 
-/// The summary of every child of the inode on each node of `others` (default where absent).
-fn whole_sums<S: ChainStore>(
+/// The nodes of `others` each span of a pruned walk is compared with, as a bitmask (bit `j`
+/// for node `j`): the lowest-indexed node of each group whose whole tables have equal
+/// summaries when the walk begins (a node whose inode vanished counts as an empty table, which
+/// answers the same for every key). Not inlined: the summaries stay off the stack frame the
+/// walk's merges run under.
+#[inline(never)]
+fn representatives<S: ChainStore>(
     ctx: &Ctx<'_, S>,
     others: &[Option<S::Id>; MAX_NODES],
     n: usize,
-) -> Result<[RangeSum; MAX_NODES]> {
-    let mut out = [RangeSum::default(); MAX_NODES];
-    for (j, (o, s)) in others.iter().zip(out.iter_mut()).enumerate().take(n) {
-        if let Some(p) = o {
-            match ctx.peers.stores[j].key_sum(*p, 0, KEY_MAX) {
-                Ok(x) => *s = x,
-                Err(Error::NotFound) => {}
-                Err(e) => return Err(e),
-            }
+) -> Result<u8> {
+    const _: () = assert!(MAX_NODES <= 8, "one bit per node in a u8");
+    let mut whole = [RangeSum::default(); MAX_NODES];
+    let mut reps = 0u8;
+    for (j, o) in others.iter().enumerate().take(n) {
+        let Some(p) = o else { continue };
+        match ctx.peers.stores[j].key_sum(*p, 0, KEY_MAX) {
+            Ok(x) => whole[j] = x,
+            Err(Error::NotFound) => {}
+            Err(e) => return Err(e),
+        }
+        if !(0..j).any(|i| reps & (1 << i) != 0 && whole[i] == whole[j]) {
+            reps |= 1 << j;
         }
     }
-    Ok(out)
+    Ok(reps)
+}
+
+/// Counters of the summary reads the pruned walk makes, for tests.
+#[cfg(test)]
+pub(crate) mod test_hook {
+    use core::cell::Cell;
+
+    use crate::role::MAX_NODES;
+
+    std::thread_local! {
+        /// Per node: the span summaries a walk run by this thread compared with that node's.
+        pub(crate) static SPAN_SUMS: [Cell<u64>; MAX_NODES] =
+            const { [const { Cell::new(0) }; MAX_NODES] };
+    }
 }
 
 /// Equal children a pruned walk merges through rather than start another merge (see
