@@ -29,8 +29,9 @@ use crate::media::{
     BREF_TYPE_INODE, DIRHASH_VISIBLE, EMBEDDED_BYTES, KEY_MAX,
 };
 use crate::mem::try_push;
-use crate::store::{compare, Body, ChainId, Layout, Store};
+use crate::store::{Body, ChainId, Layout, Store};
 use crate::volume::scan::Flow;
+use crate::volume::space::{SpaceCache, TreeId};
 use crate::volume::txn::{block_name, checks_content};
 use crate::volume::{BlockDev, Cause, IoCount, ReadError, Txn, Volume};
 use crate::{Error, Result};
@@ -50,8 +51,15 @@ pub struct Mounted {
     /// The indirect blocks of each inode's block table as loaded (or last committed), by
     /// the inode's chain, sorted by chain, key and keybits.
     tables: Vec<(TableOf, Blockref)>,
-    /// [`compare::digest`] of the store as loaded (or as last committed).
-    digest: u64,
+    /// [`Store::changes`] of the store as loaded (or as last committed): a store whose count
+    /// moved since may hold something the volume does not.
+    changes: u64,
+    /// The tree `blocks` and `tables` describe: the volume header it was loaded from or
+    /// last committed. A volume whose header is another was written by someone else since.
+    tree: TreeId,
+    /// What the trees of the volume's header copies reach, learned by the last commit (none
+    /// before the first, or after a failed one): the next commit reads none of them again.
+    space: Option<Box<SpaceCache>>,
     io: MountIo,
 }
 
@@ -72,9 +80,10 @@ pub struct MountIo {
 }
 
 impl Mounted {
-    /// Whether `store` differs from what its volume holds (what was loaded or last committed).
+    /// Whether `store` may differ from what its volume holds (what was loaded or last
+    /// committed): whether it changed since, by its change count (no chain is looked at).
     pub fn changed(&self, store: &Store) -> Result<bool> {
-        Ok(compare::digest(store)? != self.digest)
+        Ok(store.changes() != self.changes)
     }
 
     /// The PFS's label.
@@ -115,14 +124,15 @@ impl Mounted {
     }
 }
 
-/// Add `b`'s name to `names` if a later commit may keep its block by reference: only a check
-/// code that identifies the bytes does ([`checks_content`]). A block under check NONE or
-/// DISABLED is written by every commit.
+/// Add `b`'s name to `names`, the blocks of the tree: those a later commit may keep by
+/// reference ([`Mounted::loaded`]: only a check code that identifies the bytes does,
+/// [`checks_content`]), and those whose space it frees when its tree drops them. A block
+/// under check NONE or DISABLED is written by every commit.
 ///
 /// DEVIATION: HAMMER2 rewrites such a block only when modified (and in place); the store
 /// keeps no modified flags, and place and all-zero check code cannot tell new bytes from old.
 fn remember(names: &mut Vec<(u64, u64)>, b: &Blockref) -> Result<()> {
-    if checks_content(b) {
+    if b.size_radix() != 0 {
         try_push(names, block_name(b))?;
     }
     Ok(())
@@ -201,6 +211,7 @@ pub fn load_with_progress<D: BlockDev>(
         pfs_bref,
         blocks,
         tables,
+        tree: TreeId::of(vol.header()),
         load: vol.io().since(&start),
     };
     let mounted = loaded(&store, label, found)?;
@@ -212,6 +223,7 @@ struct Found {
     pfs_bref: Blockref,
     blocks: Vec<(u64, u64)>,
     tables: Vec<(TableOf, Blockref)>,
+    tree: TreeId,
     load: IoCount,
 }
 
@@ -253,28 +265,30 @@ fn load_tables<D: BlockDev>(
 }
 
 /// The [`Mounted`] of PFS `label` loaded into `store` as `found` says: the names sorted, the
-/// store's digest taken. Out of line: the sorts' and the digest's frames are not under the
-/// load's device reads.
+/// store's change count taken. Out of line: the sorts' frames are not under the load's
+/// device reads.
 #[inline(never)]
 fn loaded(store: &Store, label: &[u8], found: Found) -> Result<Mounted> {
     let Found {
         pfs_bref,
         mut blocks,
         mut tables,
+        tree,
         load,
     } = found;
     let host = store.host();
     let relax = || host.relax();
     crate::mem::sort_yielding(&mut blocks, |n| *n, &relax)?;
     sort_tables(&mut tables, &relax)?;
-    let digest = compare::digest(store)?;
     let label = crate::mem::try_to_vec(label)?;
     Ok(Mounted {
         pfs_bref,
         label,
         blocks,
         tables,
-        digest,
+        changes: store.changes(),
+        tree,
+        space: None,
         io: MountIo {
             load,
             commit: IoCount::default(),
@@ -474,12 +488,14 @@ fn commit_tree<D: BlockDev>(
 ) -> Result<(Box<VolumeHeader>, Learned)> {
     // DEVIATION: HAMMER2's flush finds what to write by the MODIFIED/UPDATE flags of its
     // chains; this store keeps no such flags, so every chain is looked at (memory only, no
-    // device reads) and a block is rewritten when its bytes differ from the block last
-    // committed at its place, as told by its check code. Where that code identifies the
-    // bytes, the blocks written are HAMMER2's: what changed and its path. A block under
-    // check NONE or DISABLED is written by every commit (see `remember`).
+    // device reads; a childless inode by its header alone) and a block is rewritten when
+    // its bytes differ from the block last committed at its place, as told by its check
+    // code. Where that code identifies the bytes, the blocks written are HAMMER2's: what
+    // changed and its path. A block under check NONE or DISABLED is written by every commit
+    // (see `remember`).
     let start = vol.io();
-    let mut txn = Txn::begin(vol)?;
+    let changes = store.changes();
+    let mut txn = begin(vol, m)?;
     let host = store.host();
     let mut kept: Vec<(u64, u64)> = Vec::new();
     let mut tables: Vec<(TableOf, Blockref)> = Vec::new();
@@ -512,6 +528,13 @@ fn commit_tree<D: BlockDev>(
         if let Some((cid, cb)) = found {
             top.next = Some(cb);
             match cb.btype {
+                // A childless inode whose block last committed holds these very bytes (the
+                // store's check code is that of the inode's encoding, and names a block of
+                // that tree) is kept as it is, neither read nor encoded again.
+                BREF_TYPE_INODE if m.loaded(&cb) && store.child_count(cid)? == 0 => {
+                    remember(&mut kept, &cb)?;
+                    try_push(&mut top.children, cb)?;
+                }
                 BREF_TYPE_INODE => {
                     try_push(
                         &mut stack,
@@ -588,13 +611,48 @@ fn commit_tree<D: BlockDev>(
 
     let new_sroot = write_sroot(vol, &mut txn, &m.pfs_bref, &pfs_bref)?;
     sort_names(host, &mut kept, &mut tables)?;
-    let h = txn.commit(new_sroot)?;
+    drop_gone(&mut txn, host, m, &pfs_bref, &kept, &tables)?;
+    let (h, space) = txn.commit_cached(new_sroot)?;
     // Nothing fallible from here on: `m` must describe the tree the header now names.
     m.blocks = kept;
     m.tables = tables;
     m.pfs_bref = pfs_bref;
+    follow(m, &h, space);
     m.io.commit = vol.io().since(&start);
-    Ok((h, Learned { moved, root_inum }))
+    Ok((
+        h,
+        Learned {
+            moved,
+            root_inum,
+            changes,
+        },
+    ))
+}
+
+/// The transaction of a commit of `m`. The space the header copies' trees reach is known
+/// from the last commit, unless the volume was written by someone else since: then every
+/// tree is read again, as is the current one for the first commit. Out of line: the
+/// headers' names compared are not in the commit's frame.
+#[inline(never)]
+fn begin<'v, D: BlockDev>(vol: &'v Volume<D>, m: &mut Mounted) -> Result<Txn<'v, D>> {
+    if m.tree == TreeId::of(vol.header()) {
+        let cache = match m.space.take() {
+            Some(c) => c,
+            None => crate::mem::try_box(SpaceCache::default())?,
+        };
+        Txn::begin_cached(vol, cache)
+    } else {
+        m.space = None;
+        Txn::begin(vol)
+    }
+}
+
+/// Make `m` follow the header `h` a commit wrote, with the space cache of its tree. Out of
+/// line, as [`begin`].
+#[inline(never)]
+fn follow(m: &mut Mounted, h: &VolumeHeader, space: Option<Box<SpaceCache>>) {
+    m.tree = TreeId::of(h);
+    m.space = space;
 }
 
 /// Write `cid`'s DATA or long-name block, `cb` its header, in `txn`; its blockref written.
@@ -656,7 +714,57 @@ fn write_sroot<D: BlockDev>(
     *slot = *pfs_bref;
     let sset = txn.table(&brefs)?;
     sroot.set_blockset(&sset);
+    // The old super-root and its indirect blocks leave the tree.
+    txn.drop_block(sroot_bref.data_off)?;
+    for ind in &sroot_indirect {
+        txn.drop_block(ind.data_off)?;
+    }
     write_inode(txn, sroot_bref, &sroot)
+}
+
+/// Name to `txn` every block of the PFS of the tree last committed (`m`) that the new tree
+/// (PFS root `pfs_bref`, `kept`, sorted, and `tables`) no longer holds, each once.
+#[inline(never)]
+fn drop_gone<D: BlockDev>(
+    txn: &mut Txn<'_, D>,
+    host: &dyn Host,
+    m: &Mounted,
+    pfs_bref: &Blockref,
+    kept: &[(u64, u64)],
+    tables: &[(TableOf, Blockref)],
+) -> Result<()> {
+    if block_name(pfs_bref) != block_name(&m.pfs_bref) {
+        txn.drop_block(m.pfs_bref.data_off)?;
+    }
+    let relax = || host.relax();
+    let names = |t: &[(TableOf, Blockref)]| -> Result<Vec<(u64, u64)>> {
+        let mut v = Vec::new();
+        v.try_reserve_exact(t.len())?;
+        v.extend(t.iter().map(|(_, b)| block_name(b)));
+        crate::mem::sort_yielding(&mut v, |n| *n, &relax)?;
+        Ok(v)
+    };
+    let (old_tables, new_tables) = (names(&m.tables)?, names(tables)?);
+    for (old, new) in [(&m.blocks[..], kept), (&old_tables[..], &new_tables[..])] {
+        let mut j = 0;
+        let mut last = None;
+        for (i, n) in old.iter().enumerate() {
+            if i % crate::mem::SORT_CHUNK == 0 {
+                relax();
+            }
+            if last == Some(*n) {
+                continue;
+            }
+            last = Some(*n);
+            while new.get(j).is_some_and(|x| x < n) {
+                j += 1;
+            }
+            if new.get(j) != Some(n) {
+                txn.drop_block(n.0)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Sort a commit's block names (duplicates dropped) and indirect blocks, as [`Mounted`]
@@ -678,15 +786,21 @@ fn sort_names(
 struct Learned {
     moved: Vec<(ChainId, Blockref)>,
     root_inum: u64,
+    /// The store's change count when the commit began to look at it.
+    changes: u64,
 }
 
-/// Tell `store` what the media now say after a commit, then take its digest into `m`.
+/// Tell `store` what the media now say after a commit, then take its change count into `m`
+/// if nothing but this changed the store since the commit began to look at it; otherwise a
+/// change may have come after the commit passed its place, and the store counts as changed.
 ///
 /// A failure here (out of memory) leaves some chains with the place and TID of their old
 /// block; `m` already describes the new tree, in which those old blocks are not kept, so the
-/// next commit writes them again, and `m`'s old digest makes the store count as changed.
+/// next commit writes them again, and `m`'s old count makes the store count as changed.
 #[inline(never)]
 fn learn(store: &Store, m: &mut Mounted, news: Learned) -> Result<()> {
+    // The changes made here: the root's, and one per chain moved.
+    let ours = 1 + news.moved.len() as u64;
     let g = store.lock_root(LockMode::Exclusive);
     store.modify(&g, |_, body| {
         if let Body::Inode(ino) = body {
@@ -704,7 +818,11 @@ fn learn(store: &Store, m: &mut Mounted, news: Learned) -> Result<()> {
             Ok(())
         })?;
     }
-    m.digest = compare::digest(store)?;
+    let now = store.changes();
+    m.changes = match now == news.changes.wrapping_add(ours) {
+        true => now,
+        false => news.changes,
+    };
     Ok(())
 }
 
@@ -781,7 +899,7 @@ pub fn reload<D: BlockDev>(vol: &Volume<D>, store: &Store, m: &mut Mounted) -> R
         *t = copies[i].1;
     }
     sort_tables(&mut m.tables, &relax)?;
-    m.digest = compare::digest(store)?;
+    m.changes = store.changes();
     Ok(())
 }
 

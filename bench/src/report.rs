@@ -550,10 +550,11 @@ pub fn volumes(s: &mut String, v: Result<&Volumes, &String>) {
         "- Resync: a wide tree of N empty files imported into the master; the slave's first \
          sync and commit; then k files spread over the tree rewritten on the master \
          and the slave resynced. Timed: the sync passes, the check that the \
-         store changed (a digest of the whole store) and the commit. Blocks are device \
-         reads and writes (written / read, with their bytes): the commit writes the changed \
-         blocks and the path above them, and reads the trees every valid header copy \
-         reaches to find the space in use. \"load read\" is a fresh load of the slave's \
+         store changed (its change count against the last commit's) and the commit. Blocks \
+         are device reads and writes (written / read, with their bytes): the commit writes \
+         the changed blocks and the path above them, and reads the header copies, the \
+         super-root and the freemap (the space every header copy's tree reaches is known \
+         from the first commit, which read those trees). \"load read\" is a fresh load of the slave's \
          PFS after the resync (the whole tree). rsync: `rsync -a --delete` of the same tree \
          and the same k changed files as real files on the same tmpfs.\n\
          - First-sync bandwidth: large files (1 MiB) of incompressible bytes imported into \

@@ -137,7 +137,7 @@ fn sync_slave(c: &Cluster) -> Result<(), String> {
 /// Commit the slave if it changed; the blocks the commit read and wrote.
 fn commit_slave(c: &Cluster, dev: &FileDev, m: &mut Mounted) -> Result<IoCount, String> {
     let store = c.store(1).map_err(err("store"))?;
-    if !m.changed(store).map_err(err("digest"))? {
+    if !m.changed(store).map_err(err("changed"))? {
         return Ok(IoCount::default());
     }
     let vol = Volume::open(dev).map_err(|e| format!("open: {e}"))?;

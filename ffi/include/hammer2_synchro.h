@@ -459,10 +459,10 @@ int32_t h2s_ctl(const uint8_t *cmd, size_t len, uint8_t *out, size_t cap, size_t
  bytes at `cmd`, one line): `fsck PATH`, `ls PATH`, `ls PATH@LABEL [DIR]`,
  `show [--blockrefs [--depth N]] PATH` print what the CLI prints for them; `blockcheck
  PATH` checks the host's block I/O on a scratch device (it writes to it and puts the bytes
- back); `sync [--timeout SECS] [--hold-ms N] [--fail-after-writes N [--tear]] PATH@LABEL ...`
- runs the sync threads over those PFSs until they converge and commits every volume that
- changed (see `crate::volsync`; one at a time: another is `-EBUSY` at once). The text goes into `out`, the byte count to
- `written`; a failure ends the text with a line `error: CMD: WHAT: WHY`.
+ back); `sync [OPTIONS] PATH@LABEL ...` runs the sync threads over those PFSs until they
+ converge and commits every volume that changed (see `crate::volsync` for its options). `sync` and `blockcheck` write one at a
+ time: while one runs, another is `-EBUSY` at once. The text goes into `out`, the byte
+ count to `written`; a failure ends the text with a line `error: CMD: WHAT: WHY`.
 
  Returns 0 when the command ran (`fsck` findings are in the text, not an error),
  `-EINVAL` (null pointer, malformed command), `-E2BIG` (`len` over

@@ -164,10 +164,23 @@ impl HostDev {
     /// Repeat `op` on what is left of `len` bytes at `off` until all are done. A transfer of
     /// 0 bytes (or more than asked) is `Io`, an errno its [`io_error`].
     fn all(&self, off: u64, len: usize, op: &mut dyn FnMut(u64, usize) -> i64) -> Result<()> {
+        self.all_of(off, len, true, op)
+    }
+
+    /// [`Self::all`], looking at `should_stop` between two transfers only when `stoppable`.
+    fn all_of(
+        &self,
+        off: u64,
+        len: usize,
+        stoppable: bool,
+        op: &mut dyn FnMut(u64, usize) -> i64,
+    ) -> Result<()> {
         self.in_range(off, len)?;
         let mut done = 0usize;
         while done < len {
-            self.check_stop()?;
+            if stoppable {
+                self.check_stop()?;
+            }
             let n = op(off + done as u64, done);
             if n < 0 {
                 return Err(io_error(i32::try_from(-n).unwrap_or(i32::MAX)));
@@ -178,6 +191,19 @@ impl HostDev {
             }
         }
         Ok(())
+    }
+}
+
+impl HostDev {
+    /// Write all of `buf` at `off` even when the caller must stop: bytes a check overwrote
+    /// are put back however it ends. Bounded by `buf`, which is small.
+    fn write_back(&self, off: u64, buf: &[u8]) -> Result<()> {
+        if !self.writable {
+            return Err(Error::ReadOnly);
+        }
+        self.all_of(off, buf.len(), false, &mut |at, done| {
+            self.raw_write(at, &buf[done..])
+        })
     }
 }
 
@@ -308,22 +334,26 @@ fn write_read_back(path: &[u8]) -> core::result::Result<(), &'static str> {
     let d = HostDev::open(path, true).map_err(|_| "open read-write failed")?;
     d.read_at(SCRATCH_OFF, &mut saved)
         .map_err(|_| "read failed")?;
-    d.write_at(SCRATCH_OFF, &pattern)
-        .map_err(|_| "write failed")?;
-    d.flush().map_err(|_| "flush failed")?;
-    let mut back = scratch(0xa5)?;
-    let verdict = HostDev::open(path, false)
-        .map_err(|_| "reopen failed")
-        .and_then(|d| {
-            d.read_at(SCRATCH_OFF, &mut back)
-                .map_err(|_| "read back failed")
-        })
-        .and_then(|()| match back == pattern {
-            true => Ok(()),
-            false => Err("read back other bytes than written"),
+    // From the pattern's first write on, every path puts the saved bytes back: a write or
+    // flush that fails may have written part of it, and a killed caller's too.
+    let verdict = d
+        .write_at(SCRATCH_OFF, &pattern)
+        .map_err(|_| "write failed")
+        .and_then(|()| d.flush().map_err(|_| "flush failed"))
+        .and_then(|()| {
+            let mut back = scratch(0xa5)?;
+            HostDev::open(path, false)
+                .map_err(|_| "reopen failed")?
+                .read_at(SCRATCH_OFF, &mut back)
+                .map_err(|_| "read back failed")?;
+            match back == pattern {
+                true => Ok(()),
+                false => Err("read back other bytes than written"),
+            }
         });
-    d.write_at(SCRATCH_OFF, &saved)
+    d.write_back(SCRATCH_OFF, &saved)
         .map_err(|_| "restore failed")?;
+    // A flush never looks at `should_stop`.
     d.flush().map_err(|_| "flush of the restore failed")?;
     verdict
 }

@@ -86,7 +86,12 @@ impl Host for KernelHost {
             // SAFETY: the spawn failed, so nothing else owns `arg`; reclaim it.
             drop(unsafe { Box::from_raw(arg as *mut ThreadEntry) });
             BODIES.fetch_sub(1, Ordering::SeqCst);
-            return Err(if rc == -12 { Error::NoMem } else { Error::Busy });
+            return Err(match rc {
+                -12 => Error::NoMem,
+                // Linux's kthread_create when the caller is killed while kthreadd starts it.
+                -4 => Error::Interrupted,
+                _ => Error::Busy,
+            });
         }
         Ok(RawThread::from_raw(th as usize))
     }

@@ -34,6 +34,7 @@ pub mod host;
 pub mod hostcheck;
 pub mod ops;
 pub mod pool;
+pub mod volclaim;
 pub mod volcmd;
 pub mod volsync;
 

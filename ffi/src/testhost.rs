@@ -103,6 +103,12 @@ unsafe extern "C" fn spawn(
     // SAFETY: the core passes a valid name.
     let name =
         String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(name, len) }).into_owned();
+    if name == "h2s-volsync" {
+        let rc = VOLSYNC_SPAWN_ERRNO.load(Ordering::SeqCst);
+        if rc != 0 {
+            return -rc;
+        }
+    }
     let arg = SendPtr(arg);
     let h = std::thread::Builder::new()
         .name(name)
@@ -116,6 +122,9 @@ unsafe extern "C" fn spawn(
     unsafe { *out = Box::into_raw(Box::new(h)) as *mut c_void };
     0
 }
+
+/// An errno the spawn of a volume sync's job thread (`h2s-volsync`) fails with; 0: none.
+pub static VOLSYNC_SPAWN_ERRNO: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
 unsafe extern "C" fn join(th: *mut c_void) {
     // SAFETY: made by `spawn`, joined once.
@@ -186,6 +195,20 @@ pub static RELAXED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUs
 
 unsafe extern "C" fn relax() {
     RELAXED.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Resets the test knobs a test may set ([`WRITE_HOOK`], [`STOPPED`], [`BLOCK_CHUNK`],
+/// [`VOLSYNC_SPAWN_ERRNO`]) when dropped: a failed assert must not leave them set for the
+/// tests after it.
+pub struct ResetKnobs;
+
+impl Drop for ResetKnobs {
+    fn drop(&mut self) {
+        *WRITE_HOOK.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *STOPPED.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        BLOCK_CHUNK.store(0, Ordering::SeqCst);
+        VOLSYNC_SPAWN_ERRNO.store(0, Ordering::SeqCst);
+    }
 }
 
 /// Bytes the simulated host's `big_alloc` handed out and `big_free` did not take back yet.

@@ -27,6 +27,7 @@ use hammer2_synchro::volume::{
 use hammer2_synchro::Error;
 
 use crate::block::{self, HostDev};
+use crate::volclaim::{Claim, Writer};
 use crate::volsync;
 
 /// The usage line an unknown or malformed command gets.
@@ -77,6 +78,13 @@ pub fn run(line: &[u8], out: &mut dyn Write) -> Result<(), Error> {
         ("ls", [spec], 1) => ls_path(spec, "/", out),
         ("ls", [spec, dir], 2) => ls_path(spec, dir, out),
         ("blockcheck", [path], 1) => {
+            let _claim = match Claim::take(Writer::BlockCheck) {
+                Ok(c) => c,
+                Err(holder) => {
+                    let _ = writeln!(out, "error: blockcheck: busy: a volume {holder} is running");
+                    return Err(Error::Busy);
+                }
+            };
             let (passed, failed) = block::conformance(path.as_bytes(), out);
             let _ = writeln!(out, "# {passed} passed, {failed} failed");
             if failed == 0 {
@@ -262,7 +270,10 @@ impl core::fmt::Display for TooLarge {
 mod tests {
     use super::*;
     use crate::testhost::BLOCK_SERIAL as SERIAL;
-    use crate::testhost::{newfs_image, volume_cmd, BLOCK_CHUNK, BLOCK_OPEN, STOP_HERE};
+    use crate::testhost::{
+        newfs_image, volume_cmd, ResetKnobs, BLOCK_CHUNK, BLOCK_OPEN, STOPPED, STOP_HERE,
+        WRITE_HOOK,
+    };
     use hammer2_synchro::media::PFSTYPE_MASTER;
     use hammer2_synchro::volume::NewPfs;
     use std::sync::atomic::Ordering;
@@ -542,6 +553,55 @@ mod tests {
         let (rc, text) = vol(&format!("blockcheck {}", img.display()));
         assert_eq!(rc, -5, "{text}");
         assert!(text.contains("not ok size_reported"), "{text}");
+        std::fs::remove_file(&img).unwrap();
+    }
+
+    #[test]
+    fn blockcheck_killed_mid_write_puts_the_bytes_back() {
+        let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let img = scratch("blockcheck-kill");
+        std::fs::write(&img, vec![0x5au8; 256 << 10]).unwrap();
+        let _reset = ResetKnobs;
+        // The pattern's first 4 KiB reach the device (the host's second write: the first is
+        // the read-only handle's, refused), then the caller is killed: its next transfer is
+        // refused, the check fails, and the saved bytes go back all the same.
+        BLOCK_CHUNK.store(4096, Ordering::SeqCst);
+        let me = std::thread::current().id();
+        let mut writes = 0;
+        *WRITE_HOOK.lock().unwrap() = Some(Box::new(move || {
+            writes += 1;
+            if writes == 2 {
+                *STOPPED.lock().unwrap() = Some(me);
+            }
+        }));
+        let (rc, text) = vol(&format!("blockcheck {}", img.display()));
+        assert_eq!(rc, -5, "{text}");
+        assert!(
+            text.contains("not ok write_flush_reopen_read: write failed"),
+            "{text}"
+        );
+        assert!(
+            std::fs::read(&img).unwrap() == vec![0x5au8; 256 << 10],
+            "not restored: {text}"
+        );
+        std::fs::remove_file(&img).unwrap();
+    }
+
+    #[test]
+    fn blockcheck_is_busy_while_a_volume_writer_runs() {
+        let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let img = scratch("blockcheck-busy");
+        std::fs::write(&img, vec![0x5au8; 256 << 10]).unwrap();
+        let held = Claim::take(Writer::Sync).unwrap();
+        let (rc, text) = vol(&format!("blockcheck {}", img.display()));
+        drop(held);
+        assert_eq!(
+            (rc, text.as_str()),
+            (-16, "error: blockcheck: busy: a volume sync is running\n")
+        );
+        assert!(std::fs::read(&img).unwrap() == vec![0x5au8; 256 << 10]);
+        let (rc, text) = vol(&format!("blockcheck {}", img.display()));
+        assert_eq!(rc, 0, "{text}");
         std::fs::remove_file(&img).unwrap();
     }
 }

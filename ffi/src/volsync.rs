@@ -14,7 +14,9 @@
 //! `--fail-after-writes N [--tear]` is the fault option of the crash tests: the N-th block
 //! write of the command fails (with `--tear`, after its first half reached the device), as a
 //! machine stopping there would leave it. `--hold-ms N` is for tests too: the converged cluster
-//! stays N ms longer (in `status`, the module's one sync held) before the threads stop.
+//! stays N ms longer (in `status`, the module's one sync held) before the threads stop, and
+//! `--write-delay-ms N` makes every block write wait N ms first: a slow device, so a test can
+//! kill a sync in the middle of a commit.
 
 use core::cell::Cell;
 use core::fmt::{Display, Write};
@@ -25,7 +27,7 @@ use core::time::Duration;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use hammer2_synchro::cluster::Cluster;
-use hammer2_synchro::host::{sleep_interruptible, Host};
+use hammer2_synchro::host::{sleep, sleep_interruptible, Host, LogLevel};
 use hammer2_synchro::mem::{try_box, try_push};
 use hammer2_synchro::mount::join::Join;
 use hammer2_synchro::mount::{self, Mounted};
@@ -37,10 +39,11 @@ use hammer2_synchro::{Error, Result};
 
 use crate::block::HostDev;
 use crate::host::KERNEL_HOST;
+use crate::volclaim::{Claim, Writer};
 
 /// The usage of `sync`.
-pub const USAGE: &str =
-    "sync [--timeout SECS] [--hold-ms N] [--fail-after-writes N [--tear]] PATH@LABEL PATH@LABEL ...";
+pub const USAGE: &str = "sync [--timeout SECS] [--hold-ms N] [--write-delay-ms N] \
+                         [--fail-after-writes N [--tear]] PATH@LABEL PATH@LABEL ...";
 
 /// How long `sync` waits for convergence unless told otherwise.
 const DEFAULT_TIMEOUT_SECS: u64 = 600;
@@ -51,39 +54,22 @@ const MAX_TIMEOUT_SECS: u64 = 86_400;
 /// The longest `--hold-ms`: a test's window, not a way to keep devices claimed.
 const MAX_HOLD_MS: u64 = 60_000;
 
+/// The longest `--write-delay-ms`: a test's slow device, not a stalled one.
+const MAX_WRITE_DELAY_MS: u64 = 1_000;
+
 /// How often the idle threads poll, and the command looks at them.
 const POLL: Duration = Duration::from_millis(50);
 
-/// Whether a `sync` is running in the module: two at once could commit to one device.
-static RUNNING: AtomicBool = AtomicBool::new(false);
-
-/// The module's one running `sync`, released when dropped.
-struct Running;
-
-impl Running {
-    /// Claim the module's `sync`, or `None` when another one holds it: a caller never waits.
-    fn claim() -> Option<Running> {
-        RUNNING
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .ok()
-            .map(|_| Running)
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        RUNNING.store(false, Ordering::Release);
-    }
-}
-
 /// The write fault of one command: every block write counts down `left`; the one that finds
 /// it at 1 fails (torn when `tear`). `left` 0: no fault. `writes` counts the block writes
-/// tried: a whole sync's count is where the crash tests find its last write.
+/// tried: a whole sync's count is where the crash tests find its last write. `delay`: how
+/// long each block write waits first (`--write-delay-ms`).
 #[derive(Default)]
 struct Fault {
     left: Cell<u64>,
     tear: bool,
     writes: Cell<u64>,
+    delay: Duration,
 }
 
 impl Fault {
@@ -101,7 +87,7 @@ impl Fault {
 }
 
 /// A device of the command: the host's, with the command's write fault and its cancel flag
-/// (set by the caller when it must stop: every later I/O is `Interrupted`).
+/// (set by the caller when it must stop: every later read or write is `Interrupted`).
 struct Dev<'a> {
     dev: HostDev,
     fault: &'a Fault,
@@ -127,6 +113,10 @@ impl BlockDev for Dev<'_> {
         self.dev.read_at(off, buf)
     }
     fn write_at(&self, off: u64, buf: &[u8]) -> Result<()> {
+        if !self.fault.delay.is_zero() {
+            // A slow device's write: a kill meanwhile cuts the commit here, mid-way.
+            sleep(&KERNEL_HOST, self.fault.delay);
+        }
         self.check_cancel()?;
         if self.fault.hit() {
             if self.fault.tear {
@@ -136,8 +126,10 @@ impl BlockDev for Dev<'_> {
         }
         self.dev.write_at(off, buf)
     }
+    /// No cancel check: a commit flushes before and after its header write, and the header's
+    /// `write_at` is its one cut point. A cancel seen by the flush after the header would
+    /// report the commit cut although the volume already holds it.
     fn flush(&self) -> Result<()> {
-        self.check_cancel()?;
         self.dev.flush()
     }
     fn yield_point(&self) {
@@ -149,6 +141,7 @@ impl BlockDev for Dev<'_> {
 struct Args<'a> {
     timeout: Duration,
     hold: Duration,
+    write_delay: Duration,
     fail_after: u64,
     tear: bool,
     specs: heapless::Vec<(&'a str, &'a str, &'a str), MAX_NODES>,
@@ -158,6 +151,7 @@ fn parse<'a>(words: &[&'a str]) -> core::result::Result<Args<'a>, &'static str> 
     let mut a = Args {
         timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
         hold: Duration::ZERO,
+        write_delay: Duration::ZERO,
         fail_after: 0,
         tear: false,
         specs: heapless::Vec::new(),
@@ -184,6 +178,13 @@ fn parse<'a>(words: &[&'a str]) -> core::result::Result<Args<'a>, &'static str> 
                     return Err("--hold-ms is at most 60000");
                 }
                 a.hold = Duration::from_millis(ms);
+            }
+            "--write-delay-ms" => {
+                let ms = number()?;
+                if ms > MAX_WRITE_DELAY_MS {
+                    return Err("--write-delay-ms is at most 1000");
+                }
+                a.write_delay = Duration::from_millis(ms);
             }
             "--fail-after-writes" => a.fail_after = number()?,
             "--tear" => a.tear = true,
@@ -243,18 +244,15 @@ pub fn run(words: &[&str], out: &mut dyn Write) -> Result<()> {
             ))
         }
     };
-    let Some(_running) = Running::claim() else {
-        return Err(fail(
-            out,
-            &"busy",
-            &"another volume sync is running",
-            Error::Busy,
-        ));
-    };
+    let _claim = Claim::take(Writer::Sync).map_err(|holder| {
+        let why = format_args!("another volume {holder} is running");
+        fail(out, &"busy", &why, Error::Busy)
+    })?;
     let fault = Fault {
         left: Cell::new(a.fail_after),
         tear: a.tear,
         writes: Cell::new(0),
+        delay: a.write_delay,
     };
     let cancel = AtomicBool::new(false);
     let mut names: heapless::Vec<&str, MAX_NODES> = heapless::Vec::new();
@@ -264,7 +262,7 @@ pub fn run(words: &[&str], out: &mut dyn Write) -> Result<()> {
     // Declared before the nodes that borrow them: closed last, by the caller.
     let devs = open_all(&a, &fault, &cancel, out)?;
     let mut loaded = None;
-    on_own_thread(&cancel, &mut || {
+    on_own_thread("load", &cancel, out, &mut |out| {
         loaded = Some(load_all(&a, &devs, &names, out)?);
         Ok(())
     })?;
@@ -280,7 +278,7 @@ pub fn run(words: &[&str], out: &mut dyn Write) -> Result<()> {
         }
     }
     ran?;
-    on_own_thread(&cancel, &mut || {
+    on_own_thread("commit", &cancel, out, &mut |out| {
         commit_all(&cluster, &mut nodes, &fault, out)
     })
 }
@@ -317,40 +315,96 @@ const JOIN_SLICE: Duration = Duration::from_millis(20);
 /// what the debugfs read and this command's frames leave. The job sees no signal of the
 /// caller: the caller waits in bounded word sleeps (not an uninterruptible join, which a long
 /// commit would hold past the hung-task detector's limit), and once it must stop it sets
-/// `cancel`, which the job's devices turn into `Interrupted` at their next I/O (a cut commit
-/// keeps the last one); it then waits for the job to end, which is soon.
+/// `cancel`, which the job's devices turn into `Interrupted` at their next read or write (a
+/// commit cut before its header keeps the last one; one whose header is written is committed
+/// and reported so); it then waits for the job to end, which is soon.
 #[inline(never)]
-fn on_own_thread(cancel: &AtomicBool, job: &mut (dyn FnMut() -> Result<()> + '_)) -> Result<()> {
+fn on_own_thread(
+    what: &str,
+    cancel: &AtomicBool,
+    out: &mut dyn Write,
+    job: &mut (dyn FnMut(&mut dyn Write) -> Result<()> + '_),
+) -> Result<()> {
+    let host: &dyn Host = &KERNEL_HOST;
+    // A caller killed already: its spawn would fail anyway (Linux's kthread_create gives
+    // EINTR to a killed caller), or start a job only to cancel it.
+    if host.should_stop() {
+        return Err(thread_failed(out, Error::Interrupted));
+    }
     let mut result = Err(Error::Invalid);
     let done = AtomicU32::new(0);
-    let host: &dyn Host = &KERNEL_HOST;
     let mut call = || {
-        result = job();
-        done.store(1, Ordering::Release);
-        host.wake_word(&done);
+        let _done = Done { word: &done, host };
+        result = job(&mut *out);
     };
     let call: *mut (dyn FnMut() + '_) = &mut call;
     // SAFETY: only the lifetime is erased: `call` (and all it borrows: `result`, `done`, the
-    // job) outlives the thread, which is joined below before this frame ends, on every path
-    // past the spawn; nothing else touches `result` or the job meanwhile: this thread only
-    // reads `done` (atomic) and stores to `cancel` (atomic) until the join, whose completion
-    // orders the job's writes before our read of `result`.
+    // job, `out`) outlives the thread, which is joined below before this frame ends, on every
+    // path past the spawn; nothing else touches `result`, `out` or the job meanwhile: this
+    // thread only reads `done` (atomic) and stores to `cancel` (atomic) until the join, whose
+    // completion orders the job's writes before our read of `result`. When the spawn fails,
+    // the job never ran and `out` is ours again.
     let call: *mut (dyn FnMut() + 'static) = unsafe { core::mem::transmute(call) };
     let ptr = JobPtr(call);
     let entry = try_box(move || {
         let ptr = ptr;
         // SAFETY: see above: the job is alive and ours alone until the join.
         unsafe { (*ptr.0)() }
-    })?;
-    let th = host.spawn("h2s-volsync", entry)?;
+    })
+    .map_err(|e| thread_failed(out, e))?;
+    let th = host
+        .spawn("h2s-volsync", entry)
+        .map_err(|e| thread_failed(out, e))?;
+    let mut cancelled_at = None;
+    let mut warned = false;
     while done.load(Ordering::Acquire) == 0 {
-        host.sleep_on_word(&done, 0, Some(JOIN_SLICE));
-        if host.should_stop() {
-            cancel.store(true, Ordering::Release);
+        let now = host.now_ns();
+        match cancelled_at {
+            None if host.should_stop() => {
+                cancel.store(true, Ordering::Release);
+                cancelled_at = Some(now);
+            }
+            Some(t) if !warned && now.saturating_sub(t) >= STUCK_WARN_NS => {
+                // A job cut at its next block I/O that completes: one that does not is stuck
+                // in the device, and the killed caller with it; say which.
+                warned = true;
+                host.log(
+                    LogLevel::Warn,
+                    format_args!(
+                        "volume sync: the {what} thread still runs {} s after its caller was \
+                         killed (waiting for its block I/O)",
+                        STUCK_WARN_NS / 1_000_000_000
+                    ),
+                );
+            }
+            _ => {}
         }
+        host.sleep_on_word(&done, 0, Some(JOIN_SLICE));
     }
     host.join(th);
     result
+}
+
+/// How long a cancelled job may still run before the host log names it (once).
+const STUCK_WARN_NS: u64 = 10_000_000_000;
+
+/// Write `error: sync: thread: WHY; nothing committed` for a job that never ran, and give `e`.
+fn thread_failed(out: &mut dyn Write, e: Error) -> Error {
+    fail(out, &"thread", &format_args!("{e}; nothing committed"), e)
+}
+
+/// Sets a job's `done` word and wakes its caller when dropped: also when the job unwinds, so
+/// the caller never waits for a job that ended without a result.
+struct Done<'a> {
+    word: &'a AtomicU32,
+    host: &'a dyn Host,
+}
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        self.word.store(1, Ordering::Release);
+        self.host.wake_word(self.word);
+    }
 }
 
 /// The job of [`on_own_thread`], handed to its thread.
@@ -531,8 +585,8 @@ fn interrupted(out: &mut dyn Write) -> Error {
 mod tests {
     use super::*;
     use crate::testhost::{
-        newfs_image, volume_cmd, BLOCK_CLOSED_ELSEWHERE, BLOCK_OPEN, BLOCK_SERIAL, STOPPED,
-        WRITE_HOOK,
+        newfs_image, volume_cmd, ResetKnobs, BLOCK_CLOSED_ELSEWHERE, BLOCK_OPEN, BLOCK_SERIAL,
+        STOPPED, STOP_HERE, VOLSYNC_SPAWN_ERRNO, WRITE_HOOK,
     };
     use hammer2_synchro::cluster::FrontendOp;
     use hammer2_synchro::media::{PFSTYPE_MASTER, PFSTYPE_SLAVE};
@@ -772,19 +826,7 @@ mod tests {
         let empty = empty_tree("cs");
         // The writes of a whole sync into an empty slave: the last one is the header's (not
         // torn here: a 48 MiB volume has one header copy; the QEMU suite tears it on two).
-        let w = {
-            let s = volume("cs", PFSTYPE_SLAVE, CLID);
-            let (rc, text) = vol(&format!("sync {m}@DATA {s}@DATA"));
-            assert_eq!(rc, 0, "{text}");
-            std::fs::remove_file(s).unwrap();
-            let line = text
-                .lines()
-                .find(|l| l.ends_with(" block writes"))
-                .expect(&text);
-            line["sync: ".len()..line.len() - " block writes".len()]
-                .parse::<u64>()
-                .expect(&text)
-        };
+        let w = writes_of_a_sync(&m, "cs");
         assert!(w > 9, "{w} block writes");
         let cuts = [
             (1, false),
@@ -823,6 +865,7 @@ mod tests {
             volume("us2", PFSTYPE_SLAVE, CLID),
         );
         fill(&m);
+        let _reset = ResetKnobs;
         // The first sync's first write waits until the second sync has been refused; its
         // later writes go straight on.
         let (committing, refused) = (
@@ -842,7 +885,6 @@ mod tests {
         let (rc, text) = vol(&format!("sync {m}@DATA {s1}@DATA {s2}@DATA"));
         refused.0.send(()).unwrap();
         let (rc1, text1) = t.join().unwrap();
-        *WRITE_HOOK.lock().unwrap() = None;
         assert_eq!(
             (rc, text.as_str()),
             (-16, "error: sync: busy: another volume sync is running\n")
@@ -860,36 +902,123 @@ mod tests {
         remove(&[&m, &s1, &s2]);
     }
 
+    /// Run `cmd` on a thread of its own whose `n`-th block write (on the job's thread) kills
+    /// that thread, as a kill of the reader would, and then takes its time: the caller must
+    /// notice and cancel the rest. The write itself completes.
+    fn run_killed_at_write(cmd: String, n: u64) -> (i32, String) {
+        let t = std::thread::spawn(move || {
+            let _reset = ResetKnobs;
+            let caller = std::thread::current().id();
+            let mut left = n;
+            *WRITE_HOOK.lock().unwrap() = Some(Box::new(move || {
+                left = left.saturating_sub(1);
+                if left == 0 && STOPPED.lock().unwrap().replace(caller).is_none() {
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                }
+            }));
+            vol(&cmd)
+        });
+        t.join().unwrap()
+    }
+
+    /// The block writes of a whole sync from master `m` into an empty slave `name`: the last
+    /// one is the header's.
+    fn writes_of_a_sync(m: &str, name: &str) -> u64 {
+        let s = volume(name, PFSTYPE_SLAVE, CLID);
+        let (rc, text) = vol(&format!("sync {m}@DATA {s}@DATA"));
+        assert_eq!(rc, 0, "{text}");
+        std::fs::remove_file(s).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.ends_with(" block writes"))
+            .expect(&text);
+        line["sync: ".len()..line.len() - " block writes".len()]
+            .parse::<u64>()
+            .expect(&text)
+    }
+
     #[test]
-    fn a_caller_stopped_mid_commit_cuts_it_and_the_old_tree_stays() {
+    fn a_caller_stopped_mid_commit_cuts_it_before_its_header_or_not_at_all() {
         let _g = BLOCK_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let m = volume("km", PFSTYPE_MASTER, CLID);
         fill(&m);
         let empty = empty_tree("ks");
-        for n in [1u64, 2, 5] {
+        let w = writes_of_a_sync(&m, "ks");
+        // Killed at a write before the header's, the commit is cut at the next write; killed
+        // at the header's, it is on the device: the sync reports it committed.
+        for n in [1u64, 2, 5, w - 1, w] {
             let s = volume("ks", PFSTYPE_SLAVE, CLID);
-            let cmd = format!("sync {m}@DATA {s}@DATA");
-            let t = std::thread::spawn(move || {
-                // The n-th write of the commit (on the job's thread) kills the caller, and
-                // then takes its time: the caller must notice and cancel the rest.
-                let caller = std::thread::current().id();
-                let mut left = n;
-                *WRITE_HOOK.lock().unwrap() = Some(Box::new(move || {
-                    left = left.saturating_sub(1);
-                    if left == 0 && STOPPED.lock().unwrap().replace(caller).is_none() {
-                        std::thread::sleep(std::time::Duration::from_millis(300));
-                    }
-                }));
-                let r = vol(&cmd);
-                *WRITE_HOOK.lock().unwrap() = None;
-                *STOPPED.lock().unwrap() = None;
-                r
-            });
-            let (rc, text) = t.join().unwrap();
-            assert_cut(&s, (rc, &text), (-4, "commit: interrupted"), &empty, n);
+            let (rc, text) = run_killed_at_write(format!("sync {m}@DATA {s}@DATA"), n);
+            if rc == 0 {
+                assert!(text.ends_with("1 of 2 volumes written\n"), "{n}: {text}");
+                assert_eq!(
+                    tree(&s),
+                    tree(&m),
+                    "{n}: reported committed, not on the slave"
+                );
+            } else {
+                assert_cut(&s, (rc, &text), (-4, "commit: interrupted"), &empty, n);
+            }
+            assert!(
+                n == w || rc != 0,
+                "{n}: a kill before the header did not cut"
+            );
             assert_resyncs(&m, s, n);
         }
         remove(&[&m]);
+    }
+
+    #[test]
+    fn a_caller_killed_before_its_job_starts_is_interrupted_and_writes_nothing() {
+        let _g = BLOCK_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let (m, s) = (
+            volume("im", PFSTYPE_MASTER, CLID),
+            volume("is", PFSTYPE_SLAVE, CLID),
+        );
+        fill(&m);
+        let before = std::fs::read(&s).unwrap();
+        let want = "error: sync: thread: interrupted; nothing committed\n";
+        // Killed before the load's spawn: no job starts.
+        let cmd = format!("sync {m}@DATA {s}@DATA");
+        let got = std::thread::spawn(move || {
+            STOP_HERE.with(|h| h.set(true));
+            vol(&cmd)
+        })
+        .join()
+        .unwrap();
+        assert_eq!((got.0, got.1.as_str()), (-4, want));
+        // Killed while the kernel starts the job thread: its spawn fails with EINTR.
+        let _reset = ResetKnobs;
+        VOLSYNC_SPAWN_ERRNO.store(4, Ordering::SeqCst);
+        let (rc, text) = vol(&format!("sync {m}@DATA {s}@DATA"));
+        assert_eq!((rc, text.as_str()), (-4, want));
+        assert!(std::fs::read(&s).unwrap() == before, "a killed sync wrote");
+        remove(&[&m, &s]);
+    }
+
+    #[test]
+    fn write_delay_slows_every_block_write() {
+        let _g = BLOCK_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let m = volume("dm", PFSTYPE_MASTER, CLID);
+        fill(&m);
+        let w = writes_of_a_sync(&m, "ds");
+        let s = volume("ds", PFSTYPE_SLAVE, CLID);
+        let t0 = std::time::Instant::now();
+        let (rc, text) = vol(&format!("sync --write-delay-ms 20 {m}@DATA {s}@DATA"));
+        assert_eq!(rc, 0, "{text}");
+        assert!(
+            t0.elapsed() >= std::time::Duration::from_millis(20 * w),
+            "{w} writes in {:?}",
+            t0.elapsed()
+        );
+        assert_eq!(tree(&s), tree(&m));
+        let (rc, text) = vol(&format!("sync --write-delay-ms 1001 {m}@DATA"));
+        assert_eq!(rc, -22, "{text}");
+        assert!(
+            text.starts_with("error: sync: usage: --write-delay-ms is at most 1000"),
+            "{text}"
+        );
+        remove(&[&m, &s]);
     }
 
     #[test]

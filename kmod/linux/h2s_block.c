@@ -4,10 +4,12 @@
  * file or a block device opened by path, and the debugfs file `volume` that runs the core's
  * volume commands (h2s_volume) on them.
  *
- *   open   filp_open(O_RDONLY or O_RDWR | O_EXCL, O_LARGEFILE), in the calling task's context
- *          (its root, cwd and credentials resolve the path); a regular file or a block device
- *          only; O_EXCL (no O_CREAT) claims a block device exclusively, so a mounted or otherwise
- *          claimed device is refused with EBUSY (a regular file ignores it); the size is
+ *   open   kern_path() first: a regular file or a block device only, refused before any open
+ *          (a character device's or FIFO's open has side effects); then filp_open(O_RDONLY or
+ *          O_RDWR | O_EXCL, O_LARGEFILE), in the calling task's context (its root, cwd and
+ *          credentials resolve the path), its type checked again; O_EXCL (no O_CREAT) claims a
+ *          block device exclusively, so a mounted or otherwise claimed device is refused with
+ *          EBUSY (a regular file ignores it); the size is
  *          i_size_read() of the mapping's host (a block device's own inode, not the /dev node's)
  *   read   kernel_read(), write kernel_write(): page-cache I/O, so no alignment is needed
  *   flush  vfs_fsync(file, 1): the data and, for a block device, the disk's write cache
@@ -19,6 +21,7 @@
 #include <linux/mm.h>
 #include <linux/fs.h>
 #include <linux/file.h>
+#include <linux/namei.h>
 #include <linux/debugfs.h>
 #include <linux/uaccess.h>
 #include <linux/mutex.h>
@@ -50,15 +53,29 @@ int32_t h2s_block_open(const uint8_t *path, size_t path_len, int32_t writable, v
 {
 	int flags = (writable ? O_RDWR | O_EXCL : O_RDONLY) | O_LARGEFILE;
 	struct file *f;
+	struct path p;
 	umode_t mode;
 	loff_t bytes;
+	int err;
 
 	/* The core passes path_len bytes then a NUL. */
 	if (strnlen((const char *)path, path_len + 1) != path_len)
 		return -EINVAL;
+	/*
+	 * The type first, from a lookup: opening a character device or a FIFO runs its driver's
+	 * open (a tape rewinds, a FIFO waits for a writer) before it could be refused.
+	 */
+	err = kern_path((const char *)path, LOOKUP_FOLLOW, &p);
+	if (err)
+		return err;
+	mode = d_backing_inode(p.dentry)->i_mode;
+	path_put(&p);
+	if (!S_ISREG(mode) && !S_ISBLK(mode))
+		return S_ISDIR(mode) ? -EISDIR : -EINVAL;
 	f = filp_open((const char *)path, flags, 0);
 	if (IS_ERR(f))
 		return PTR_ERR(f);
+	/* Again on what was opened: the path may name another file by now. */
 	mode = file_inode(f)->i_mode;
 	if (!S_ISREG(mode) && !S_ISBLK(mode)) {
 		filp_close(f, NULL);
@@ -117,10 +134,11 @@ void h2s_block_close(void *dev)
 
 /*
  * One command per open file (fsck PATH, ls PATH, ls PATH@LABEL [DIR], show [--blockrefs
- * [--depth N]] PATH, blockcheck PATH: see h2s_volume), written in any number of write()s in
- * order, at most H2S_VOLUME_CMD_MAX bytes
- * (more fails with -EFBIG). The first read() runs it (killable: a fatal signal ends it at its
- * next block) and returns the start of its text, which is the CLI's text for the same command,
+ * [--depth N]] PATH, blockcheck PATH, sync [--timeout SECS] [--hold-ms N] [--write-delay-ms N]
+ * [--fail-after-writes N [--tear]] PATH@LABEL ...: see h2s_volume), written in any number of
+ * write()s in order, at most H2S_VOLUME_CMD_MAX bytes (more fails with -EFBIG). The first read() runs it (killable: a
+ * fatal signal ends it at its next block I/O that completes) and returns the start of its text,
+ * which is the CLI's text for the same command,
  * or ends with an `error: ...` line; later reads continue it and writes fail with -EBUSY.
  * Text past H2S_VOLUME_OUT_MAX is cut, with a last line saying so. A read before any write
  * returns nothing.

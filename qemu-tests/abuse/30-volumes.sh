@@ -2,8 +2,8 @@
 # depth) of a volume the host's CLI made, as an image file and (where the kernel has virtio) as
 # the virtio disk /dev/vda, print exactly what the CLI printed for it; bad media (bytes flipped all over, a damaged magic, a truncated image) give the
 # CLI's findings or its error, never an oops; bad input (no such file, a directory, a malformed
-# command, an over-long one) is an error line. blockcheck: the block I/O contract on a scratch
-# image file and on the scratch disk /dev/vdb.
+# command, an over-long one, a FIFO: refused by its type, never opened) is an error line.
+# blockcheck: the block I/O contract on a scratch image file and on the scratch disk /dev/vdb.
 V=/h2s/volume
 fails=0
 bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
@@ -65,6 +65,21 @@ for pair in "fsck /nonexistent.img|error: fsck: /nonexistent.img: no such file o
 	vcmd "${pair%%|*}"
 	[ "$(cat /tmp/vout)" = "${pair#*|}" ] || bad "'${pair%%|*}' gave: $(cat /tmp/vout)"
 done
+# A FIFO is refused from its type, never opened: a read-only open of a FIFO waits for a writer.
+mkfifo /tmp/h2s.fifo
+vcmd "ls /tmp/h2s.fifo" &
+pid=$!
+t=0
+while kill -0 $pid 2>/dev/null && [ $t -lt 30 ]; do sleep 0.1; t=$((t + 1)); done
+if kill -0 $pid 2>/dev/null; then
+	bad "ls of a FIFO opened it: still waiting for a writer after 3 s"
+	exec 4<>/tmp/h2s.fifo # a writer: the open returns
+	exec 4>&-
+fi
+wait $pid
+[ "$(cat /tmp/vout)" = "error: ls: /tmp/h2s.fifo: not a regular file or block device (errno 22)" ] ||
+	bad "ls of a FIFO gave: $(cat /tmp/vout)"
+rm -f /tmp/h2s.fifo
 # The volume reader must leave the kernel's own read path (page cache, readahead, the block
 # layer: 2 to 3 KiB) room on a 16 KiB stack under its deepest walk: h2s_block.c logs the least
 # stack left at a block read for each command (about 12.5 KiB on Debian's kernel: the reader

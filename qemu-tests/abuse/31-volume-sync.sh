@@ -13,7 +13,9 @@
 # an error, and one past its last write commits; `last` counts from the writes of a whole sync
 # into an empty slave of the cut disks' size (count.img). Each prints "cut IMG after write N
 # (HOW): cut|committed"; the host then requires the old tree of a cut volume and the new one
-# of a committed volume (qemu-tests/volume-sync check).
+# of a committed volume (qemu-tests/volume-sync check). Then a sync killed in the middle of
+# its commit on the first cut disk (`--write-delay-ms`) leaves the old tree or the new one
+# (its verdict checked by the host too), fsck-clean, and the disk's exclusive claim released.
 VS=/h2s/vsync
 fails=0
 bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
@@ -54,6 +56,16 @@ seen_cluster() {
 	done
 	return 1
 }
+# running PID: PID runs (a zombie not yet reaped does not; kill -0 says yes to a zombie).
+running() { [ -n "$(sed -n 's/^[0-9]* (.*) \([^Z]\) .*/\1/p' /proc/$1/stat 2>/dev/null)" ]; }
+# kill_wait PID: kill -9 PID and wait up to 5 s for it to end (true if it did); $t: tenths of
+# a second waited.
+kill_wait() {
+	kill -9 "$1"
+	t=0
+	while running "$1" && [ $t -lt 50 ]; do usleep 100000; t=$((t + 1)); done
+	! running "$1"
+}
 # The sync, with `status` read while it runs: the cluster of 3 nodes shows there, and a second
 # sync meanwhile is refused at once.
 vrun_bg /tmp/vsync.out "sync --timeout 300 --hold-ms 3000 $M@DATA $S1@DATA $S2@DATA"
@@ -77,13 +89,8 @@ echo "a second sync while one ran: busy at once"
 vrun_bg /tmp/vkill.out "sync --hold-ms 20000 $M@DATA $S1@DATA $S2@DATA"
 pid=$!
 if seen_cluster $pid; then
-	# Ended: gone, or a zombie not yet reaped (kill -0 says yes to a zombie).
-	running() { [ -n "$(sed -n 's/^[0-9]* (.*) \([^Z]\) .*/\1/p' /proc/$1/stat 2>/dev/null)" ]; }
 	running $pid || bad "the sync to kill ended before the kill: no proof"
-	kill -9 $pid
-	t=0
-	while running $pid && [ $t -lt 50 ]; do usleep 100000; t=$((t + 1)); done
-	running $pid && bad "a killed sync still runs after 5 s"
+	kill_wait $pid || bad "a killed sync still runs after 5 s"
 	echo "a sync killed while it held its cluster ended within $((t * 100 + 100)) ms"
 else
 	bad "status never showed the cluster of the sync to kill"
@@ -110,7 +117,7 @@ echo "synced: every slave lists the master's tree, all fsck-clean, a second sync
 [ "$(tail -n1 /tmp/vout)" = "error: sync: other.img@NOPE: load: not found" ] ||
 	{ bad "a relative path from $VS gave:"; cat /tmp/vout; }
 # Bad input: an error line, nothing written.
-USAGE="sync [--timeout SECS] [--hold-ms N] [--fail-after-writes N [--tear]] PATH@LABEL PATH@LABEL ..."
+USAGE="sync [--timeout SECS] [--hold-ms N] [--write-delay-ms N] [--fail-after-writes N [--tear]] PATH@LABEL PATH@LABEL ..."
 cp $VS/other.img /tmp/other.orig
 for pair in \
 	"sync $M@DATA $VS/other.img@DATA|error: sync: cluster: $VS/other.img@DATA: cluster id 0ddc1d00-0000-4000-8000-000000000000 differs from $M@DATA's 5eed5eed-0000-4000-8000-00000000c1d5: not one cluster (make the nodes with one newfs --clid)" \
@@ -153,6 +160,7 @@ if [ -b /dev/vdc ]; then
 	fi
 	echo "a whole sync into an empty slave of the cut disks' size: $w block writes"
 	k=5 # the first cut disk is the 6th: vdf
+	kdev=
 	while read -r img n how; do
 		k=$((k + 1))
 		dev=/dev/vd$(echo abcdefghijklmnop | cut -c$k)
@@ -174,7 +182,54 @@ if [ -b /dev/vdc ]; then
 		[ "$n" -gt "$w" ] && want=committed
 		[ "$verdict" = "$want" ] || bad "sync $opt on $dev: $verdict, not $want"
 		[ -n "$verdict" ] && echo "cut $img after write $n ($how): $verdict"
+		[ -z "$kdev" ] && [ "$verdict" = cut ] && kdev=$dev kimg=$img
 	done <$VS/cuts
+	# A sync killed in the middle of a real commit on a block device (a cut disk, still at its
+	# old tree; every block write 100 ms late, so the commit takes seconds): the disk holds
+	# the old tree or the new one, fsck-clean, and its exclusive claim is released with the
+	# killed reader (a new open of it is not busy). A write count of 0 in the verdict line:
+	# a kill has no write number.
+	if [ -n "$kdev" ]; then
+		vcmd "ls $kdev@DATA /"
+		cp /tmp/vout /tmp/vk.old
+		vcmd "ls $M@DATA /"
+		cp /tmp/vout /tmp/vk.new
+		sum0=$(md5sum <$kdev)
+		vrun_bg /tmp/vk.out "sync --write-delay-ms 100 $M@DATA $kdev@DATA"
+		pid=$!
+		while kill -0 $pid 2>/dev/null; do
+			cat "$D/status" >/tmp/vstatus 2>/dev/null
+			grep -q '^cluster .*2 nodes' /tmp/vstatus && break
+		done
+		# The loads and the convergence take a moment; the commit's writes about $w / 10 s.
+		sleep 1
+		running $pid || bad "the sync to kill mid-commit ended before the kill: no proof"
+		kill_wait $pid || bad "a sync killed mid-commit still runs after 5 s"
+		wait $pid 2>/dev/null
+		vcmd "ls $kdev@DATA /"
+		if cmp -s /tmp/vout /tmp/vk.new; then
+			verdict=committed
+		elif ! cmp -s /tmp/vout /tmp/vk.old; then
+			verdict=
+			bad "a sync killed mid-commit left $kdev neither its old tree nor the new:"
+			head -5 /tmp/vout
+		elif [ "$(md5sum <$kdev)" = "$sum0" ]; then
+			verdict=
+			bad "a sync killed mid-commit wrote nothing to $kdev: no proof of a cut commit"
+		else
+			verdict=cut
+		fi
+		vcmd "fsck $kdev"
+		tail -n1 /tmp/vout | grep -qx "$kdev: clean" || { bad "fsck $kdev after the kill:"; tail -n5 /tmp/vout; }
+		vcmd "sync $kdev@NOPE"
+		[ "$(tail -n1 /tmp/vout)" = "error: sync: $kdev@NOPE: load: not found" ] ||
+			{ bad "$kdev after the killed sync:"; cat /tmp/vout; }
+		if [ -n "$verdict" ]; then
+			echo "cut $kimg after write 0 (killed): $verdict"
+			echo "a sync killed mid-commit on $kdev ended within $((t * 100 + 100)) ms: $verdict, fsck-clean, $kdev free again"
+		fi
+		rm -f /tmp/vk.old /tmp/vk.new /tmp/vk.out
+	fi
 fi
 least=$(dmesg | sed -n 's/.*volume: \([0-9]*\) bytes of stack left.*(sync .*/\1/p' | sort -n | head -n1)
 echo "least stack left at a block read or write of a sync: ${least:-none} bytes"

@@ -245,6 +245,8 @@ pub struct Store {
     layout: Layout,
     /// Bumped by every frontend change, while it holds its path locked.
     gen: core::sync::atomic::AtomicU64,
+    /// Bumped by every change of a chain ([`Store::changes`]).
+    changes: core::sync::atomic::AtomicU64,
 }
 
 /// A held chain lock; released on drop.
@@ -334,6 +336,7 @@ impl Store {
             root_lock,
             layout,
             gen: core::sync::atomic::AtomicU64::new(0),
+            changes: core::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -360,6 +363,20 @@ impl Store {
     /// chmod, link) locks its path, before it changes anything under it.
     pub fn frontend_gen(&self) -> u64 {
         self.gen.load(core::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The change count: it moves with every change of a chain (insert, modify, replace,
+    /// a new modify_tid, delete), whoever makes it (frontend or synchronizer). Equal counts
+    /// read at two times mean the store did not change between them, without looking at
+    /// its chains.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(core::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Count one change.
+    fn count_change(&self) {
+        self.changes
+            .fetch_add(1, core::sync::atomic::Ordering::SeqCst);
     }
 
     /// Number of live chains (the PFS root included).
@@ -632,8 +649,9 @@ impl Store {
         let lock = self.host.lock_create()?;
         let raw = lock.as_raw();
         let r = self.insert_locked(parent.id, bref, body, raw);
-        if r.is_err() {
-            self.host.lock_destroy(lock);
+        match r {
+            Ok(_) => self.count_change(),
+            Err(_) => self.host.lock_destroy(lock),
         }
         r
     }
@@ -725,6 +743,8 @@ impl Store {
         let mut a = self.arena.write();
         let c = a.get_mut(g.id)?;
         let mut bref = c.bref;
+        // Counted before `f` runs: a failure after it may leave the payload changed.
+        self.count_change();
         let r = f(&mut bref, &mut c.body)?;
         c.body.seal(&mut bref)?;
         a.set_bref(g.id, bref)?;
@@ -748,7 +768,9 @@ impl Store {
         let old_body = {
             let mut a = self.arena.write();
             let c = a.set_bref(g.id, bref)?;
-            core::mem::replace(&mut c.body, body)
+            let old = core::mem::replace(&mut c.body, body);
+            self.count_change();
+            old
         };
         drop(old_body);
         Ok(())
@@ -766,6 +788,7 @@ impl Store {
             pc.children.update(key, keybits, tid, how)?;
         }
         a.get_mut(g.id)?.bref.modify_tid = tid;
+        self.count_change();
         Ok(())
     }
 
@@ -784,6 +807,7 @@ impl Store {
                 c.bref.key
             };
             a.get_mut(parent.id)?.children.remove(key);
+            self.count_change();
             // Unreachable by key and by parent pointer: a stale id inside it can no longer be
             // locked through the PFS root ([`Store::lock`] answers `NotFound`).
             a.get_mut(child.id)?.parent = None;
@@ -933,6 +957,41 @@ mod tests {
         b.set_size_radix(10);
         b.modify_tid = tid;
         b
+    }
+
+    #[test]
+    fn every_kind_of_change_moves_the_change_count() {
+        let s = Store::new(host(), InodeData::default()).unwrap();
+        let mut last = s.changes();
+        let mut moved = |what: &str| {
+            let now = s.changes();
+            assert!(now > last, "{what} did not count");
+            last = now;
+        };
+        let g = s.lock_root(LockMode::Exclusive);
+        let id = s
+            .insert(&g, data_bref(0, 1), Body::Data(alloc::vec![1; 1024]))
+            .unwrap();
+        moved("insert");
+        let c = s.lock_child(&g, id, LockMode::Exclusive).unwrap();
+        s.modify(&c, |b, _| {
+            b.data_off = 0x10_000a;
+            Ok(())
+        })
+        .unwrap();
+        moved("modify");
+        s.replace(&c, data_bref(0, 2), Body::Data(alloc::vec![2; 1024]))
+            .unwrap();
+        moved("replace");
+        s.set_modify_tid(&c, 3).unwrap();
+        moved("set_modify_tid");
+        s.delete(&g, c).unwrap();
+        moved("delete");
+        drop(g);
+        // Reads and locks are no change.
+        let _ = s.lookup(s.root(), 0, media::KEY_MAX).unwrap();
+        drop(s.lock_root(LockMode::Shared));
+        assert_eq!(s.changes(), last);
     }
 
     #[test]

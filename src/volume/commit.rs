@@ -13,7 +13,7 @@ use alloc::vec::Vec;
 use super::block::zeroed;
 use super::freemap::FreemapVisit;
 use super::scan::Flow;
-use super::space::{in_reserved, LEAF_SPAN, RESERVED_SEG};
+use super::space::{in_reserved, GranuleBits, SpaceCache, TreeId, LEAF_SPAN, RESERVED_SEG};
 use super::txn::{read_err, seen_table, Txn};
 use super::BlockDev;
 use crate::media::check::crc32c;
@@ -52,39 +52,37 @@ impl<D: BlockDev> Txn<'_, D> {
     /// the header written (boxed: it would otherwise sit in the caller's frame under every
     /// device read and write of the commit, on a kernel's small stack). On any error nothing
     /// committed has changed.
-    pub fn commit(mut self, sroot: Blockref) -> Result<Box<VolumeHeader>> {
+    pub fn commit(self, sroot: Blockref) -> Result<Box<VolumeHeader>> {
+        self.commit_cached(sroot).map(|(h, _)| h)
+    }
+
+    /// [`Txn::commit`], returning with the header the space cache of the new tree when the
+    /// transaction began with [`Txn::begin_cached`] and that cache counted the current tree.
+    pub fn commit_cached(
+        mut self,
+        sroot: Blockref,
+    ) -> Result<(Box<VolumeHeader>, Option<Box<SpaceCache>>)> {
         let vol = self.vol;
         let old = vol.header();
         let mut set = old.sroot_blockset;
         set[0] = sroot;
+        // With a space cache, the new tree's space is the current tree's with the blocks
+        // written added and those dropped removed: nothing is read back.
+        let relax = || vol.dev().yield_point();
+        let new_reach = match self.space.as_mut() {
+            Some(space) => space.advance(vol.zone(), &self.wrote, &self.dropped, &relax)?,
+            None => None,
+        };
         // DEVIATION: the freemap is rebuilt from what the new tree and the header copies that
         // stay reach, so space nothing reaches any more is free at once (HAMMER2 leaves it
         // allocated until two bulkfree passes): only this writer has the volume open, and
         // the allocator already keeps away from every valid copy's blocks.
         // What the new tree reaches, added to what the remaining copies reach.
         let keep = &mut self.keep;
-        for b in &set {
-            if let Ok((off, len)) = vol.locate(b) {
-                keep.mark(off, len as u64);
-            }
+        match &new_reach {
+            Some(reach) => keep.or(reach, &relax),
+            None => read_back(vol, &set, &self.seen, keep)?,
         }
-        // Subtrees the current tree holds too are in `keep` already (`Txn::seen`): only what
-        // this commit wrote is read back.
-        let seen = &self.seen;
-        let prune = |b: &Blockref| seen_table(seen, b);
-        vol.walk_all_pruned(
-            &set,
-            &prune,
-            &mut |b, _| {
-                if b.size_radix() != 0 {
-                    let (off, len) = vol.locate(b)?;
-                    keep.mark(off, len as u64);
-                }
-                Ok(Flow::Continue)
-            },
-            None,
-        )
-        .map_err(read_err)?;
 
         // The current freemap's blocks, for their rotation. A block that does not read
         // still has its place; a damaged node hides its children's, and a blockref that
@@ -162,7 +160,18 @@ impl<D: BlockDev> Txn<'_, D> {
         vol.dev().flush()?;
         vol.write_at(copy_offset(self.next_zone), &hbuf)?;
         vol.dev().flush()?;
-        Ok(h)
+        let space = match (self.space.take(), new_reach) {
+            (Some(mut space), Some(reach)) => {
+                // The counts count the new tree now; the slot written holds it.
+                if let Some((z, _)) = space.counts.as_mut() {
+                    *z = self.next_zone;
+                }
+                space.zones[self.next_zone] = Some((TreeId::of(&h), reach));
+                Some(space)
+            }
+            _ => None,
+        };
+        Ok((h, space))
     }
 
     /// Level-2 nodes over `leaves` (each node maps 256 GiB), written; their blockrefs.
@@ -199,6 +208,35 @@ impl<D: BlockDev> Txn<'_, D> {
         }
         Ok(nodes)
     }
+}
+
+/// Mark in `keep` what the tree below `set` reaches, reading back only the subtrees that are
+/// not the current tree's table blocks named in `seen` (those are in `keep` already).
+fn read_back<D: BlockDev>(
+    vol: &super::Volume<D>,
+    set: &[Blockref; SET_COUNT],
+    seen: &[(u64, u64)],
+    keep: &mut GranuleBits,
+) -> Result<()> {
+    for b in set {
+        if let Ok((off, len)) = vol.locate(b) {
+            keep.mark(off, len as u64);
+        }
+    }
+    let prune = |b: &Blockref| seen_table(seen, b);
+    vol.walk_all_pruned(
+        set,
+        &prune,
+        &mut |b, _| {
+            if b.size_radix() != 0 {
+                let (off, len) = vol.locate(b)?;
+                keep.mark(off, len as u64);
+            }
+            Ok(Flow::Continue)
+        },
+        None,
+    )
+    .map_err(read_err)
 }
 
 /// The header `old` becomes at commit `tid` (super-root `set`, freemap `roots`, `used`

@@ -4,7 +4,9 @@
 //! on whole granules aligned to their size, smaller blocks packed inside one granule.
 //!
 //! The map starts with every granule a valid volume header copy reaches marked used, so a
-//! commit never overwrites what any committed header references.
+//! commit never overwrites what any committed header references. A mount keeps what each
+//! copy's tree reaches across its commits ([`SpaceCache`]), so that only the first commit
+//! reads those trees from the device.
 
 use alloc::vec::Vec;
 
@@ -93,6 +95,198 @@ impl GranuleBits {
     /// Bytes the map covers, rounded up to granules.
     pub fn span(&self) -> u64 {
         self.granules * GRANULE_BYTES
+    }
+
+    /// Clear the granule holding byte `off`.
+    fn clear(&mut self, off: u64) {
+        let g = off / GRANULE_BYTES;
+        if let Some(w) = self.words.get_mut((g / 64) as usize) {
+            *w &= !(1 << (g % 64));
+        }
+    }
+
+    /// Mark every granule `other` marks (maps of the same span), calling `relax` every few
+    /// thousand words (a map of a big volume has millions).
+    pub fn or(&mut self, other: &GranuleBits, relax: &dyn Fn()) {
+        for (i, (w, o)) in self.words.iter_mut().zip(&other.words).enumerate() {
+            if i % crate::mem::SORT_CHUNK == 0 {
+                relax();
+            }
+            *w |= o;
+        }
+    }
+
+    /// A copy of the map, allocated fallibly.
+    pub fn try_clone(&self) -> Result<GranuleBits> {
+        let mut words = Vec::new();
+        words.try_reserve_exact(self.words.len())?;
+        words.extend_from_slice(&self.words);
+        Ok(GranuleBits {
+            words,
+            granules: self.granules,
+        })
+    }
+}
+
+/// Which tree a volume header copy names: its fsid, `mirror_tid` and the names (place and
+/// check code, [`super::txn::block_name`]) of its super-root blockset, whose check codes
+/// cover the whole tree below.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeId {
+    fsid: [u8; 16],
+    mirror_tid: u64,
+    sroot: [(u64, u64); crate::media::SET_COUNT],
+}
+
+impl TreeId {
+    /// The tree header `h` names.
+    pub fn of(h: &crate::media::VolumeHeader) -> TreeId {
+        TreeId {
+            fsid: h.fsid,
+            mirror_tid: h.mirror_tid,
+            sroot: h.sroot_blockset.map(|b| super::txn::block_name(&b)),
+        }
+    }
+
+    /// Whether both name the same super-root blockset.
+    pub(crate) fn same_sroot(&self, other: &TreeId) -> bool {
+        self.sroot == other.sroot
+    }
+}
+
+/// Blocks of one tree per granule, saturating: a granule at [`COUNT_STUCK`] is never
+/// decremented again (it stays used, which is safe).
+#[cfg_attr(test, derive(Clone))]
+pub struct GranuleCounts {
+    counts: Vec<u8>,
+}
+
+/// A count that no longer moves.
+const COUNT_STUCK: u8 = u8::MAX;
+
+impl GranuleCounts {
+    /// Counts of `bytes` of filesystem, all zero; [`Error::TooBig`] past [`MAP_LIMIT`].
+    pub fn new(bytes: u64) -> Result<GranuleCounts> {
+        let n = usize::try_from(bytes.div_ceil(GRANULE_BYTES)).map_err(|_| Error::TooBig)?;
+        if n > MAP_LIMIT {
+            return Err(Error::TooBig);
+        }
+        let mut counts = Vec::new();
+        counts.try_reserve_exact(n)?;
+        counts.resize(n, 0);
+        Ok(GranuleCounts { counts })
+    }
+
+    /// Count one block more in every granule of `off..off + len`.
+    pub fn add(&mut self, off: u64, len: u64) {
+        for g in granules(off, len) {
+            if let Some(c) = self.counts.get_mut(g as usize) {
+                *c = c.saturating_add(1);
+            }
+        }
+    }
+
+    /// Count one block less in every granule of `off..off + len`, clearing in `bits` each
+    /// granule left with none.
+    fn remove(&mut self, off: u64, len: u64, bits: &mut GranuleBits) {
+        for g in granules(off, len) {
+            if let Some(c) = self.counts.get_mut(g as usize) {
+                if *c != COUNT_STUCK && *c > 0 {
+                    *c -= 1;
+                }
+                if *c == 0 {
+                    bits.clear(g * GRANULE_BYTES);
+                }
+            }
+        }
+    }
+}
+
+/// The granules `off..off + len` touches.
+fn granules(off: u64, len: u64) -> core::ops::Range<u64> {
+    if len == 0 {
+        return 0..0;
+    }
+    off / GRANULE_BYTES..(off.saturating_add(len) - 1) / GRANULE_BYTES + 1
+}
+
+/// The block `data_off` (place and size radix) names: its byte offset and length; `None`
+/// for a radix that names no block.
+pub fn extent(data_off: u64) -> Option<(u64, u64)> {
+    let radix = (data_off & 0x3F) as u32;
+    if !(RADIX_MIN as u32..=RADIX_MAX as u32).contains(&radix) {
+        return None;
+    }
+    Some((data_off & !0x3F, 1 << radix))
+}
+
+/// What the tree of each volume header copy reaches, kept by a mount across its commits so
+/// that a commit need not read those trees again: the granules each copy's tree reaches
+/// (with the copy it was learned from), and, for the tree of the current copy, its blocks
+/// per granule, so that a commit can tell which granules its new tree no longer uses.
+///
+/// A copy is trusted only while the device holds the very copy it was learned from
+/// ([`TreeId`]); anything else is read again ([`super::Txn::begin_cached`]).
+#[derive(Default)]
+#[cfg_attr(test, derive(Clone))]
+pub struct SpaceCache {
+    pub(crate) zones: [Option<(TreeId, GranuleBits)>; crate::media::volhdr::NUM_VOLHDRS],
+    /// The zone whose tree `counts` counts, and the counts.
+    pub(crate) counts: Option<(usize, GranuleCounts)>,
+}
+
+impl core::fmt::Debug for SpaceCache {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let known: usize = self.zones.iter().filter(|z| z.is_some()).count();
+        f.debug_struct("SpaceCache")
+            .field("zones_known", &known)
+            .field("counted", &self.counts.as_ref().map(|(z, _)| *z))
+            .finish()
+    }
+}
+
+impl SpaceCache {
+    /// Whether the tree of the current copy, `zone`, is counted.
+    pub fn counts_zone(&self, zone: usize) -> bool {
+        self.counts.as_ref().is_some_and(|(z, _)| *z == zone) && self.zones[zone].is_some()
+    }
+
+    /// The granules the tree after a commit reaches: the current tree's (`zone`), with the
+    /// blocks `wrote` added and the blocks `dropped` (every block of the current tree the
+    /// new one no longer holds, each once) removed. The counts then count the new tree.
+    /// `None` when the current tree is not counted.
+    pub(crate) fn advance(
+        &mut self,
+        zone: usize,
+        wrote: &[u64],
+        dropped: &[u64],
+        relax: &dyn Fn(),
+    ) -> Result<Option<GranuleBits>> {
+        let Some((_, counts)) = self.counts.as_mut().filter(|(z, _)| *z == zone) else {
+            return Ok(None);
+        };
+        let Some((_, cur)) = &self.zones[zone] else {
+            return Ok(None);
+        };
+        let mut bits = cur.try_clone()?;
+        for (i, d) in wrote.iter().enumerate() {
+            if i % crate::mem::SORT_CHUNK == 0 {
+                relax();
+            }
+            if let Some((off, len)) = extent(*d) {
+                counts.add(off, len);
+                bits.mark(off, len);
+            }
+        }
+        for (i, d) in dropped.iter().enumerate() {
+            if i % crate::mem::SORT_CHUNK == 0 {
+                relax();
+            }
+            if let Some((off, len)) = extent(*d) {
+                counts.remove(off, len, &mut bits);
+            }
+        }
+        Ok(Some(bits))
     }
 }
 

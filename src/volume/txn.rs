@@ -10,7 +10,7 @@ use alloc::vec::Vec;
 
 use super::block::zeroed;
 use super::scan::Flow;
-use super::space::{Allocator, GranuleBits};
+use super::space::{Allocator, GranuleBits, GranuleCounts, SpaceCache, TreeId};
 use super::{read_copies, BlockDev, Cause, HeaderCopy, ReadError, Volume};
 use crate::media::volhdr::{select_best, VolumeHeader, NUM_VOLHDRS, ZONE_BYTES};
 use crate::media::{
@@ -59,6 +59,25 @@ fn require_current<D: BlockDev>(vol: &Volume<D>, copies: &[HeaderCopy; NUM_VOLHD
     }
 }
 
+/// The checks every transaction begins with: the next TID, and the header copies read, the
+/// best of them the one `vol` holds.
+fn prologue<D: BlockDev>(vol: &Volume<D>) -> Result<(u64, [HeaderCopy; NUM_VOLHDRS])> {
+    let h = vol.header();
+    // Values of the media the arithmetic of a transaction relies on.
+    let tid = h.mirror_tid.checked_add(1).ok_or(Error::Invalid)?;
+    if h.allocator_beg > h.fs_size() {
+        return Err(Error::Invalid);
+    }
+    let copies = read_copies(vol.dev()).map_err(read_err)?;
+    for c in &copies {
+        if !matches!(c, HeaderCopy::Absent) {
+            vol.count_read(crate::media::volhdr::VOLUME_BYTES);
+        }
+    }
+    require_current(vol, &copies)?;
+    Ok((tid, copies))
+}
+
 /// An open transaction: the volume, its allocator and the transaction id it writes.
 pub struct Txn<'v, D: BlockDev> {
     pub(crate) vol: &'v Volume<D>,
@@ -78,6 +97,15 @@ pub struct Txn<'v, D: BlockDev> {
     pub(crate) seen: Vec<(u64, u64)>,
     /// Bytes of blocks written so far.
     pub(crate) written: u64,
+    /// What the header copies' trees reach, when the transaction began from a mount's
+    /// cache ([`Txn::begin_cached`]); the commit then learns the new tree's space from
+    /// [`Txn::wrote`] and [`Txn::dropped`] instead of reading it back.
+    pub(crate) space: Option<alloc::boxed::Box<SpaceCache>>,
+    /// `data_off` of every block written, while [`Txn::space`] is kept.
+    pub(crate) wrote: Vec<u64>,
+    /// `data_off` of every block of the current tree the new tree no longer holds, each once
+    /// ([`Txn::drop_block`]).
+    pub(crate) dropped: Vec<u64>,
 }
 
 /// The header slot after `zone` for a volume of `volu_size` bytes: the next zone, back to 0
@@ -103,20 +131,9 @@ impl<'v, D: BlockDev> Txn<'v, D> {
     /// was opened on (a commit since, through `vol` or another writer): reopen the volume.
     #[inline(never)]
     pub fn begin(vol: &'v Volume<D>) -> Result<Txn<'v, D>> {
+        let (tid, copies) = prologue(vol)?;
         let h = vol.header();
         let fs = h.fs_size();
-        // Values of the media the arithmetic below relies on.
-        let tid = h.mirror_tid.checked_add(1).ok_or(Error::Invalid)?;
-        if h.allocator_beg > fs {
-            return Err(Error::Invalid);
-        }
-        let copies = read_copies(vol.dev()).map_err(read_err)?;
-        for c in &copies {
-            if !matches!(c, HeaderCopy::Absent) {
-                vol.count_read(crate::media::volhdr::VOLUME_BYTES);
-            }
-        }
-        require_current(vol, &copies)?;
         let mut used = GranuleBits::new(fs)?;
         let mut keep = GranuleBits::new(fs)?;
         let next = next_zone(vol.zone(), h.volu_size);
@@ -157,14 +174,12 @@ impl<'v, D: BlockDev> Txn<'v, D> {
             } else {
                 Tables::Skip(&seen)
             };
-            mark_tree(
-                vol,
-                &set,
-                to_used.then_some(&mut used),
-                to_keep.then_some(&mut keep),
-                current,
-                tables,
-            )?;
+            let marks = Marks {
+                a: to_used.then_some(&mut used),
+                b: to_keep.then_some(&mut keep),
+                counts: None,
+            };
+            mark_tree(vol, &set, marks, current, tables)?;
             if current {
                 let dev = vol.dev();
                 crate::mem::sort_yielding(&mut seen, |n| *n, &|| dev.yield_point())?;
@@ -173,18 +188,142 @@ impl<'v, D: BlockDev> Txn<'v, D> {
         if !current_stays {
             seen = Vec::new();
         }
-        let alloc = Allocator::new(used, h.allocator_beg, fs)?;
+        Txn::new(vol, used, keep, tid, seen, None)
+    }
+
+    /// A transaction on `used` (the allocator's map) and `keep`, writing header slot
+    /// after the current one with TID `tid`.
+    fn new(
+        vol: &'v Volume<D>,
+        used: GranuleBits,
+        keep: GranuleBits,
+        tid: u64,
+        seen: Vec<(u64, u64)>,
+        space: Option<alloc::boxed::Box<SpaceCache>>,
+    ) -> Result<Txn<'v, D>> {
+        let h = vol.header();
+        let alloc = Allocator::new(used, h.allocator_beg, h.fs_size())?;
         Ok(Txn {
             vol,
             alloc,
             keep,
-            next_zone: next,
+            next_zone: next_zone(vol.zone(), h.volu_size),
             tid,
             modify_tid: tid,
             buf: zeroed(DATA_BLOCK_BYTES).map_err(read_err)?,
             seen,
             written: 0,
+            space,
+            wrote: Vec::new(),
+            dropped: Vec::new(),
         })
+    }
+
+    /// [`Txn::begin`] with what a mount learned of the volume's space at its last commit
+    /// (`cache`, empty at first): the tree of a header copy still on the device as it was
+    /// learned is not read again, any other copy's tree is read and learned (the current
+    /// one's with its blocks counted per granule). The caller must then name every block
+    /// of the current tree its new tree drops ([`Txn::drop_block`]), and gets the cache of
+    /// the new tree back from [`Txn::commit_cached`]. On any error the cache is gone: the
+    /// next transaction reads every tree again.
+    ///
+    /// Falls back to [`Txn::begin`] (a cache of nothing) when the counts would not fit in
+    /// [`super::space::MAP_LIMIT`].
+    #[inline(never)]
+    pub fn begin_cached(
+        vol: &'v Volume<D>,
+        mut cache: alloc::boxed::Box<SpaceCache>,
+    ) -> Result<Txn<'v, D>> {
+        let (tid, copies) = prologue(vol)?;
+        let h = vol.header();
+        let fs = h.fs_size();
+        let cur = vol.zone();
+        let next = next_zone(cur, h.volu_size);
+        // Forget what no longer matches the device.
+        for (zone, c) in copies.iter().enumerate() {
+            let id = match c {
+                HeaderCopy::Read(Ok(ch)) if ch.fsid == h.fsid => Some(TreeId::of(ch)),
+                _ => None,
+            };
+            if cache.zones[zone].as_ref().map(|(t, _)| t) != id.as_ref() {
+                cache.zones[zone] = None;
+            }
+        }
+        if !cache.counts_zone(cur) {
+            cache.counts = None;
+        }
+        // The current tree first (strictly, counted), then the others.
+        for zone in (0..NUM_VOLHDRS).map(|i| (cur + i) % NUM_VOLHDRS) {
+            let HeaderCopy::Read(Ok(ch)) = &copies[zone] else {
+                continue;
+            };
+            if ch.fsid != h.fsid || (cache.zones[zone].is_some() && zone != cur) {
+                continue;
+            }
+            let current = zone == cur;
+            if current && cache.counts.is_some() {
+                continue;
+            }
+            let id = TreeId::of(ch);
+            // Identical trees (newfs writes the same header everywhere) are walked once.
+            let twin = cache
+                .zones
+                .iter()
+                .flatten()
+                .find(|(t, _)| t.same_sroot(&id));
+            let bits = match (twin, current) {
+                (Some((_, b)), false) => b.try_clone()?,
+                _ => {
+                    let mut bits = GranuleBits::new(fs)?;
+                    let mut counts = match current {
+                        true => match GranuleCounts::new(fs) {
+                            Ok(c) => Some(c),
+                            Err(Error::TooBig) => return Txn::begin(vol),
+                            Err(e) => return Err(e),
+                        },
+                        false => None,
+                    };
+                    mark_tree(
+                        vol,
+                        &ch.sroot_blockset,
+                        Marks {
+                            a: Some(&mut bits),
+                            b: None,
+                            counts: counts.as_mut(),
+                        },
+                        current,
+                        Tables::Walk,
+                    )?;
+                    if let Some(c) = counts {
+                        cache.counts = Some((zone, c));
+                    }
+                    bits
+                }
+            };
+            cache.zones[zone] = Some((id, bits));
+        }
+        let mut used = GranuleBits::new(fs)?;
+        let mut keep = GranuleBits::new(fs)?;
+        let relax = || vol.dev().yield_point();
+        for (zone, z) in cache.zones.iter().enumerate() {
+            if let Some((_, bits)) = z {
+                used.or(bits, &relax);
+                if zone != next {
+                    keep.or(bits, &relax);
+                }
+            }
+        }
+        Txn::new(vol, used, keep, tid, Vec::new(), Some(cache))
+    }
+
+    /// Name a block (its `data_off`) of the current tree that the new tree no longer holds,
+    /// once per block, for a transaction begun with [`Txn::begin_cached`] (otherwise
+    /// nothing is kept). Its granules are freed once no header copy that stays reaches them.
+    pub fn drop_block(&mut self, data_off: u64) -> Result<()> {
+        if self.space.is_some() {
+            crate::mem::try_push(&mut self.dropped, data_off)?;
+        }
+        Ok(())
     }
 
     /// The transaction id this commit writes (`mirror_tid` of every new blockref).
@@ -225,6 +364,9 @@ impl<'v, D: BlockDev> Txn<'v, D> {
         b.set_check(block)?;
         b.mirror_tid = self.tid;
         b.modify_tid = self.modify_tid;
+        if self.space.is_some() {
+            crate::mem::try_push(&mut self.wrote, b.data_off)?;
+        }
         self.vol.write_at(off, block)?;
         self.vol.dev().yield_point();
         self.written += size as u64;
@@ -525,19 +667,31 @@ pub(crate) fn seen_table(seen: &[(u64, u64)], b: &Blockref) -> bool {
     seen.binary_search(&block_name(b)).is_ok()
 }
 
-/// Mark every block the tree below `set` reaches in `a` and `b` (either may be absent).
+/// The maps a tree walk marks: two granule maps and a count of blocks per granule, each
+/// optional.
+struct Marks<'m> {
+    a: Option<&'m mut GranuleBits>,
+    b: Option<&'m mut GranuleBits>,
+    counts: Option<&'m mut GranuleCounts>,
+}
+
+/// Mark every block the tree below `set` reaches in `marks`.
 /// A `strict` walk fails on any fault; otherwise faults of the media (damage, key order)
 /// are skipped with the subtree they concern, but a device error or running out of memory
 /// still fails: the blocks below might be in use and would go unmarked.
 fn mark_tree<D: BlockDev>(
     vol: &Volume<D>,
     set: &[Blockref; SET_COUNT],
-    mut a: Option<&mut GranuleBits>,
-    mut b: Option<&mut GranuleBits>,
+    marks: Marks<'_>,
     strict: bool,
     tables: Tables<'_>,
 ) -> Result<()> {
-    if a.is_none() && b.is_none() {
+    let Marks {
+        mut a,
+        mut b,
+        mut counts,
+    } = marks;
+    if a.is_none() && b.is_none() && counts.is_none() {
         return Ok(());
     }
     let (mut record, skip) = match tables {
@@ -551,6 +705,9 @@ fn mark_tree<D: BlockDev>(
         if let Ok((off, len)) = vol.locate(r) {
             for m in [a.as_deref_mut(), b.as_deref_mut()].into_iter().flatten() {
                 m.mark(off, len as u64);
+            }
+            if let Some(c) = counts.as_deref_mut() {
+                c.add(off, len as u64);
             }
         }
     };
