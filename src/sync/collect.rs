@@ -113,6 +113,16 @@ impl Follow {
                 Follow::Master(m) => j == m,
             }
     }
+
+    /// Whether node `j`'s answers can decide a focus when node `idx` syncs: a master it asks
+    /// (for one master, that master, whatever its role: it alone decides).
+    pub(crate) fn votes(self, j: usize, idx: usize, roles: &[Role]) -> bool {
+        self.asks(j, idx)
+            && match self {
+                Follow::Quorum => roles.get(j) == Some(&Role::Master),
+                Follow::Master(_) => true,
+            }
+    }
 }
 
 /// The roles and master count a [`Follow`] decides with: the syncing node's view for a quorum;
@@ -469,11 +479,14 @@ pub struct Collector<'a, S: ChainStore> {
 
 impl<'a, S: ChainStore> Collector<'a, S> {
     /// Start a scan of the children of the inode at `keys` on the nodes `follow` asks (see
-    /// [`Follow::asks`]), from key `start` (None: an empty scan) to key `end` (the workers read
-    /// nothing past it; a caller takes nothing past it either); `ctx.brk` is polled at every
-    /// key it looks at (skipped keys included), and while it waits when a break request
-    /// interrupts the wait or a node stalls. A scan from key 0 continues the requests
-    /// `inflight` names, if they are still current, instead of asking again.
+    /// [`Follow::asks`]), from key `start` (None: an empty scan) to key `end` (a caller takes
+    /// nothing past it; the workers asked anew read nothing past it either); `ctx.brk` is
+    /// polled at every key it looks at (skipped keys included), and while it waits when a break
+    /// request interrupts the wait or a node stalls. A scan from key 0 continues the requests
+    /// `inflight` names, if they are still current, instead of asking again: those read to
+    /// the table's end, so past a lower `end` each worker goes on until its FIFO is full or
+    /// its next request replaces the read (at most [`super::pool::FIFO_DEPTH`] answers
+    /// wasted, against a request and a round trip saved).
     pub(crate) fn new(
         ctx: &Ctx<'a, S>,
         keys: &[u64],

@@ -10,20 +10,23 @@
 //! `hammer2_chain_create_indirect` does when a table overflows, collapsed again as
 //! `hammer2_chain_indirect_maintenance` does when removals leave it sparse) and carrying the
 //! highest modify_tid beneath and a summary of the children beneath (count and 128-bit multiset
-//! hash of their key, keybits, modify_tid). The walk follows *our* tree from the lowest key: each
-//! step takes a span, either one of our indirect blocks whole or a run of at most `RUN` (16) of our
-//! children up to the next indirect block, and compares its summary with the summary of the same
-//! key range on every other node holding the inode, which that node computes from whatever tree it
-//! has (whole indirect blocks inside the range added as they are, the at most two straddling its
-//! ends descended into): the trees may be shaped differently by different insert histories. An
-//! equal span is skipped whole; a differing indirect block is descended into; a differing run is
-//! merged chain by chain exactly as the original does (restricted to its keys). Once a table's
-//! differing child is dealt with, the rest of the table is compared as one range first, and
-//! skipped whole when equal. Nodes holding the same children (equal summaries of their whole
-//! tables) are compared through one of them. k changed children of an inode of N, in a tree of
-//! depth d, cost O(k · d) spans (each level's differing block and its siblings' spans left of
-//! it) plus O(k · `RUN`) chain comparisons; every span visited counts in `SyncStats::scanned`,
-//! like every chain compared.
+//! hash of their key, keybits, modify_tid). The walk follows *our* tree from the lowest key:
+//! each step takes a span, either one of our indirect blocks whole or a run of at most `RUN`
+//! (16) of our children up to the next indirect block, and compares its summary with the
+//! summary of the same key range on the nodes whose answers decide a focus (the masters; in
+//! catch-up, the followed master) holding the inode, which each computes from whatever tree it
+//! has (whole indirect blocks inside the range added as they are, the at most two straddling
+//! its ends descended into): the trees may be shaped differently by different insert
+//! histories. An equal span is skipped whole; a differing indirect block is descended into; a
+//! differing run is merged chain by chain exactly as the original does (restricted to its
+//! keys). Once a table's differing child is dealt with, the rest of the table is compared as
+//! one range first, and skipped whole when equal. Masters whose whole tables have equal
+//! summaries when the walk begins hold the same children: each span is compared with one
+//! representative of each such group (its lowest index; usually one group, the masters agree),
+//! read at the span. k changed children of an inode of N, in a tree of depth d, cost O(k · d)
+//! spans (each level's differing block and its siblings' spans left of it) plus O(k · `RUN`)
+//! chain comparisons; every span visited counts in `SyncStats::scanned`, like every chain
+//! compared.
 //!
 //! Why skipping an equal span changes nothing the original scan would have changed:
 //! - *Same chains.* The summary is a function of the set of (key, keybits, modify_tid) in the
@@ -33,20 +36,32 @@
 //!   TID, new keybits) changes its own leaf term and so every summary above it: a deletion is
 //!   not hidden by an unchanged maximum TID, as a bare `mirror_tid` would be on nodes whose
 //!   histories diverged.
-//! - *Same per-key decision.* Inside such a range every node holding the inode holds the same
-//!   chain at each key with the same TID, and nodes not holding the inode answer "absent" for
-//!   every key, as they do for the inode. The inode has a focus, so at least a quorum of masters
-//!   hold it at one TID; they all hold the key at TID t and no master holds anything else there,
-//!   so the quorum gives the key a focus at t (`quorum::check` counts only masters, and the
-//!   quorum size depends only on the roles, the same for the inode and its keys). Our chain has
-//!   TID t too, so the original would only have compared it: no replace, no destroy, no
-//!   deferral (a child inode with the focus's TID is not looked into by either mode). Where the
-//!   others disagree inside a range (no quorum, a change in flight, a node behind), their
-//!   summaries differ from ours or from each other and the walk descends to the per-key merge.
-//!   Summaries are read from the nodes directly, not through the scan workers' fault hooks
-//!   (`stall`, `fail`): a node whose reads fail is not counted by the quorum, so the masters
-//!   that decided the inode's focus without it still hold every key of an all-equal range at
-//!   the same TID, and the per-key decision is unchanged.
+//! - *Same per-key decision.* Only masters vote (`quorum::check`), so only they are compared: a
+//!   slave or cache may hold anything and decides nothing. Inside an equal range every compared
+//!   master holds the same chain at each key with the same TID, and a master not holding the
+//!   inode answers "absent" for every key, as it does for the inode. The inode has a focus, so
+//!   at least a quorum of masters hold it at one TID; they all hold the key at TID t and no
+//!   master holds anything else there, so the quorum gives the key a focus at t
+//!   (`quorum::check` counts only masters, and the quorum size depends only on the roles, the
+//!   same for the inode and its keys). Our chain has TID t too, so the original would only have
+//!   compared it: no replace, no destroy, no deferral (a child inode with the focus's TID is not
+//!   looked into by either mode). Where the masters disagree inside a range (no quorum, a change
+//!   in flight, a master behind), their summaries differ from ours or from each other and the
+//!   walk descends to the per-key merge. Summaries are read from the nodes directly, not
+//!   through the scan workers' fault hooks (`stall`, `fail`): a node whose reads fail is not
+//!   counted by the quorum, so the masters that decided the inode's focus without it still hold
+//!   every key of an all-equal range at the same TID, and the per-key decision is unchanged.
+//! - *A group's state at the walk's start is enough.* The members of a group other than its
+//!   representative are compared as they were when the walk began (no read is a snapshot of the
+//!   cluster in either mode: the original's workers read each node at its own pace). Until the
+//!   stamp no frontend change starts anywhere (the change sequence is checked before each change
+//!   of ours and before the stamp, see [`unchanged`]), so a master's children change only by its
+//!   own sync, and a sync only copies a master's chain (a focus is always one). Where a quorum of
+//!   masters hold t at a key, no master's sync takes anything else there (quorums intersect;
+//!   catch-up only acts without one), so a member holding t then holds it still, and one its
+//!   representative left behind has yet to take the focus t the representative took: the
+//!   key's focus stays t. A slave representative would give no such bound: it may hold what
+//!   it was written, and its moves say nothing of the masters grouped with it.
 //! - *Same order of effects.* Spans are taken in key order (a cursor only moves forward, past a
 //!   skipped or merged span), so changes are made in the same key order as the original; our
 //!   merges may split or free our indirect blocks meanwhile, which is why the walk keeps keys,
@@ -491,15 +506,16 @@ fn take_focus<'a, S: ChainStore>(
 
 /// The pruned scan (see the module docs): walk our block table from key `start` by spans
 /// (an indirect block whole, or a run of at most `RUN` children), compare each span's summary
-/// with the same key range's summary on every other node holding the inode, skip equal spans,
-/// descend into a differing indirect block and merge a differing run chain by chain.
-/// `Ok(false)` when the deferral list filled up.
+/// with the same key range's summary on one representative of each group of masters holding
+/// the inode whose whole tables were equal when the walk began ([`representatives`]), skip
+/// equal spans, descend into a differing indirect block and merge a differing run chain by
+/// chain. `Ok(false)` when the deferral list filled up.
 ///
 /// Only a cursor (every key below it is done) and the stack of ranges known to differ that
 /// hold it are kept: our merges may split, collapse or free indirect blocks, so the walk
-/// re-descends from the blockset at each step (O(depth)) instead of holding on to blocks. A range known to
-/// differ is never compared again; the stack's ranges are nested, aligned, and shrink by at
-/// least one keybit per level, so it never holds more than 66 of them.
+/// re-descends from the blockset at each step (O(depth)) instead of holding on to blocks. A
+/// range known to differ is never compared again; the stack's ranges are nested, aligned, and
+/// shrink by at least one keybit per level, so it never holds more than 66 of them.
 ///
 /// Differing runs close to each other are merged together: a merge asks every worker anew (a
 /// wakeup and a round trip each), which costs about as much as streaming [`COALESCE`] chains,
@@ -515,13 +531,13 @@ fn pruned_walk<'a, S: ChainStore>(
 ) -> Result<bool> {
     let me = ctx.me();
     let n = ctx.peers.stores.len().min(MAX_NODES);
-    // The inode on every other node the scan follows that holds it. A node without it answers
-    // Absent for every key and cannot change a per-key decision (see the module docs), so it
-    // is not compared. A subtree that follows one master (catch-up) is compared with that
-    // master alone: the others decide nothing there.
+    // The inode on every node whose answers decide a focus (the masters; in catch-up, the
+    // followed master) that holds it. Any other node cannot change a per-key decision: a slave
+    // or cache never votes, and a master without the inode answers Absent for every key, as
+    // it does for the inode (see the module docs). So only these are compared.
     let mut others: [Option<S::Id>; MAX_NODES] = [None; MAX_NODES];
     for (j, o) in others.iter_mut().enumerate().take(n) {
-        if scan.follow.asks(j, ctx.idx) {
+        if scan.follow.votes(j, ctx.idx, ctx.peers.roles) {
             *o = ctx.peers.stores[j].resolve_keys(scan.keys)?;
         }
     }
@@ -530,18 +546,10 @@ fn pruned_walk<'a, S: ChainStore>(
     // followed master without the inode is such a move.
     let mut vanished =
         matches!(scan.follow, Follow::Master(m) if others.get(m).is_some_and(|o| o.is_none()));
-    // Nodes holding the same children (equal summaries of the whole table) have equal
-    // summaries of every key range, the summary being a function of the children in the range
-    // alone: each span is compared with one node of each such group only (usually one: the
-    // masters agree). The others are thus compared as they were when the walk began, right
-    // after the inode's focus was read, where a span's own reads see them as they are later;
-    // neither is a snapshot of the cluster, and a frontend change meanwhile is caught before
-    // the stamp (`unchanged`).
-    let whole = whole_sums(ctx, &others, n)?;
-    let mut rep = [false; MAX_NODES];
-    for (j, r) in rep.iter_mut().enumerate().take(n) {
-        *r = others[j].is_some() && !(0..j).any(|i| others[i].is_some() && whole[i] == whole[j]);
-    }
+    // Each span is compared with one master per group of equal tables, the others as they
+    // were now, right after the inode's focus was read (see the module docs for why that is
+    // enough); a frontend change meanwhile is caught before the stamp (`unchanged`).
+    let reps = representatives(ctx, &others, n)?;
     let mut open: Vec<(u64, u64)> = Vec::new();
     open.try_reserve(MAX_OPEN)?;
     let mut cursor = start;
@@ -581,10 +589,12 @@ fn pruned_walk<'a, S: ChainStore>(
             if !same {
                 break;
             }
-            if !rep[j] {
+            if reps & (1 << j) == 0 {
                 continue;
             }
             if let Some(p) = o {
+                #[cfg(test)]
+                test_hook::SPAN_SUMS.with(|c| c[j].set(c[j].get() + 1));
                 match ctx.peers.stores[j].key_sum(*p, span.beg, span.end) {
                     Ok(s) => same = s == span.sum,
                     Err(Error::NotFound) => (*o, vanished, same) = (None, true, false),
@@ -629,23 +639,32 @@ fn pruned_walk<'a, S: ChainStore>(
     Ok(true)
 }
 
-/// The summary of every child of the inode on each node of `others` (default where absent).
-fn whole_sums<S: ChainStore>(
+/// The nodes of `others` each span of a pruned walk is compared with, as a bitmask (bit `j`
+/// for node `j`): the lowest-indexed node of each group whose whole tables have equal
+/// summaries when the walk begins (a node whose inode vanished counts as an empty table, which
+/// answers the same for every key). Not inlined: the summaries stay off the stack frame the
+/// walk's merges run under.
+#[inline(never)]
+fn representatives<S: ChainStore>(
     ctx: &Ctx<'_, S>,
     others: &[Option<S::Id>; MAX_NODES],
     n: usize,
-) -> Result<[RangeSum; MAX_NODES]> {
-    let mut out = [RangeSum::default(); MAX_NODES];
-    for (j, (o, s)) in others.iter().zip(out.iter_mut()).enumerate().take(n) {
-        if let Some(p) = o {
-            match ctx.peers.stores[j].key_sum(*p, 0, KEY_MAX) {
-                Ok(x) => *s = x,
-                Err(Error::NotFound) => {}
-                Err(e) => return Err(e),
-            }
+) -> Result<u8> {
+    const _: () = assert!(MAX_NODES <= 8, "one bit per node in a u8");
+    let mut whole = [RangeSum::default(); MAX_NODES];
+    let mut reps = 0u8;
+    for (j, o) in others.iter().enumerate().take(n) {
+        let Some(p) = o else { continue };
+        match ctx.peers.stores[j].key_sum(*p, 0, KEY_MAX) {
+            Ok(x) => whole[j] = x,
+            Err(Error::NotFound) => {}
+            Err(e) => return Err(e),
+        }
+        if !(0..j).any(|i| reps & (1 << i) != 0 && whole[i] == whole[j]) {
+            reps |= 1 << j;
         }
     }
-    Ok(out)
+    Ok(reps)
 }
 
 /// Equal children a pruned walk merges through rather than start another merge (see
@@ -838,5 +857,19 @@ pub(crate) fn destroy<'a, S: ChainStore>(
     match lb.key_end().checked_add(1) {
         Some(k) => me.lookup(parent.id(), k, KEY_MAX),
         None => Ok(None),
+    }
+}
+
+/// Counters of the summary reads the pruned walk makes, for tests.
+#[cfg(test)]
+pub(crate) mod test_hook {
+    use core::cell::Cell;
+
+    use crate::role::MAX_NODES;
+
+    std::thread_local! {
+        /// Per node: the span summaries a walk run by this thread compared with that node's.
+        pub(crate) static SPAN_SUMS: [Cell<u64>; MAX_NODES] =
+            const { [const { Cell::new(0) }; MAX_NODES] };
     }
 }

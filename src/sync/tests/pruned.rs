@@ -335,3 +335,47 @@ fn pruned_scan_compares_the_rest_of_a_table_whole() {
     // 23 spans here; 33 when every span right of the path is compared on its own.
     assert!(scanned <= 26, "pruned visited {scanned}");
 }
+
+/// The span summaries each node's was compared with since the last call (and reset them).
+fn span_sums() -> [u64; 4] {
+    crate::sync::slaves::test_hook::SPAN_SUMS.with(|c| core::array::from_fn(|j| c[j].replace(0)))
+}
+
+/// Spans are compared with one master of each group of equal tables: a group whose
+/// representative is not the first still has its difference found, grouping cuts the
+/// comparisons, and a slave (whose answers decide nothing) never decides a skip.
+#[test]
+fn pruned_walk_compares_one_master_per_group_and_never_a_slave() {
+    let c = cluster(&[M, M, M, S]);
+    c.set_scan_mode(ScanMode::Pruned);
+    mkdir(&c, all(&c), "/w");
+    for i in 0..400 {
+        write(&c, all(&c), &format!("/w/f{i}"), b"old");
+    }
+    // Masters 1 and 2, a quorum, change f7: the masters split into {0} and {1, 2}. Node 0 is
+    // the first representative and equals the slave everywhere but in /w's and the root's TIDs.
+    write(&c, set(&[1, 2]), "/w/f7", b"new");
+    span_sums();
+    c.sync_node(3, &|| false).unwrap();
+    let sums = span_sums();
+    assert_eq!(c.read_file(3, b"/w/f7").unwrap(), b"new", "{sums:?}");
+    assert_same(&c, 1, 3);
+    assert!(sums[0] > 0 && sums[1] > 0, "both groups compared: {sums:?}");
+    assert_eq!(sums[2], 0, "node 2 is in node 1's group: {sums:?}");
+    // A slave-only change, which no master follows, and a quorum's change the masters agree
+    // on that node 0 lacks: node 0 syncs, its others being masters 1 and 2 (one group) and
+    // the slave, whose table now differs from theirs.
+    write(&c, set(&[3]), "/w/g", b"slave only");
+    write(&c, set(&[1, 2]), "/w/f9", b"new");
+    c.sync_node(0, &|| false).unwrap();
+    let sums = span_sums();
+    assert_eq!(c.read_file(0, b"/w/f9").unwrap(), b"new", "{sums:?}");
+    assert!(
+        c.read_file(0, b"/w/g").is_err(),
+        "a slave's change is no focus"
+    );
+    assert_same(&c, 0, 1);
+    assert!(sums[1] > 0, "{sums:?}");
+    assert_eq!(sums[2], 0, "node 2 is in node 1's group: {sums:?}");
+    assert_eq!(sums[3], 0, "a slave decided a skip: {sums:?}");
+}
