@@ -729,8 +729,10 @@ fn copy_from_focus(
     }
     // The focus's copy is ours to keep: its bytes become our payload without another copy.
     let body = match body.body() {
-        // DATA: all bytes, with the check code computed while they were copied.
+        // DATA, or an inode with DIRECTDATA: all bytes, unchanged, with the check code read
+        // with them (its node sealed them).
         Body::Data(_) => body,
+        Body::Inode(ip) if !isroot && ip.meta.is_directdata() => body,
         Body::Inode(_) => {
             let Body::Inode(mut ip) = body.into_body() else {
                 return Err(Error::Invalid);
@@ -751,10 +753,9 @@ fn copy_from_focus(
                     ip.u = lip.u
                 }
                 // ...or start an empty one where ours was not an inode or was DIRECTDATA, or
-                // where the focus has none (bug 13: see `replace_held`).
-                _ if !ip.meta.is_directdata() => ip.u = [0; media::EMBEDDED_BYTES],
-                // DIRECTDATA: all 1024 bytes.
-                _ => {}
+                // where the focus has none (bug 13: see `replace_held`). A DIRECTDATA focus was
+                // taken whole above.
+                _ => ip.u = [0; media::EMBEDDED_BYTES],
             }
             Sealed::new(Body::Inode(ip))
         }
