@@ -11,6 +11,7 @@
 use alloc::vec::Vec;
 
 use crate::media::freemap::{BMAP_SPAN, GRANULE_BYTES};
+use crate::media::Blockref;
 use crate::media::{RADIX_MAX, RADIX_MIN};
 use crate::{Error, Result};
 
@@ -128,8 +129,16 @@ impl GranuleBits {
     }
 }
 
+/// The name of a block by place and check code: its `data_off` and a hash of its whole check
+/// area. Two blockrefs of the same name read the same bytes from the device now (for a
+/// table block, INODE or INDIRECT, the same subtree); they describe the same bytes only
+/// when the transaction's `checks_content` holds.
+pub(crate) fn block_name(b: &Blockref) -> (u64, u64) {
+    (b.data_off, crate::media::check::xxh64(&b.check, 0))
+}
+
 /// Which tree a volume header copy names: its fsid, filesystem size, `mirror_tid` and the names (place and
-/// check code, [`super::txn::block_name`]) of its super-root blockset, whose check codes
+/// check code, [`block_name`]) of its super-root blockset, whose check codes
 /// cover the whole tree below.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TreeId {
@@ -148,7 +157,7 @@ impl TreeId {
             fsid: h.fsid,
             fs_size: h.fs_size(),
             mirror_tid: h.mirror_tid,
-            sroot: h.sroot_blockset.map(|b| super::txn::block_name(&b)),
+            sroot: h.sroot_blockset.map(|b| block_name(&b)),
         }
     }
 

@@ -10,6 +10,7 @@ use alloc::vec::Vec;
 
 use super::block::zeroed;
 use super::scan::Flow;
+pub(crate) use super::space::block_name;
 use super::space::{Allocator, GranuleBits, GranuleCounts, SpaceCache, TreeId};
 use super::{read_copies, BlockDev, Cause, HeaderCopy, ReadError, Volume};
 use crate::media::volhdr::{select_best, VolumeHeader, NUM_VOLHDRS, ZONE_BYTES};
@@ -641,14 +642,6 @@ enum Tables<'s> {
     Record(&'s mut Vec<(u64, u64)>),
     /// Skips the subtree below each table block named here (sorted): it is marked already.
     Skip(&'s [(u64, u64)]),
-}
-
-/// The name of a block by place and check code: its `data_off` and a hash of its whole check
-/// area. Two blockrefs of the same name read the same bytes from the device now (for a
-/// table block, INODE or INDIRECT, the same subtree); they describe the same bytes only
-/// when [`checks_content`] holds.
-pub(crate) fn block_name(b: &Blockref) -> (u64, u64) {
-    (b.data_off, crate::media::check::xxh64(&b.check, 0))
 }
 
 /// Whether `b`'s check code identifies its block's bytes (ISCSI32, XXHASH64, SHA192,
