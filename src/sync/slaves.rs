@@ -697,8 +697,9 @@ fn push_defer<S: ChainStore>(
 /// DIRECTDATA takes meta and name only and keeps our block table (our children), cleared when
 /// ours was not an inode or was DIRECTDATA or the focus is a hardlink pointer; DATA, or an
 /// inode with DIRECTDATA, takes all bytes.
-/// The PFS root takes only the §3.6 fields. The store recomputes the check code of an inode;
-/// DATA keeps the one computed while it was copied from the focus (same bytes, same method).
+/// The PFS root takes only the §3.6 fields. The store recomputes the check code of an inode
+/// whose bytes change here; DATA, and an inode with DIRECTDATA, keep the focus's (same bytes,
+/// same method).
 fn copy_from_focus(
     local: Option<(&Blockref, Option<&media::InodeData>)>,
     fc: FocusCopy,
