@@ -440,8 +440,9 @@ impl Store {
             match (&c.body, &mut body) {
                 (Body::Inode(src), Body::Inode(dst)) => {
                     **dst = **src;
-                    // As for DATA below: an inode is sealed by every install and every change
-                    // of its payload. Not the PFS root's: the store is created with it, unsealed.
+                    // DEVIATION (not a bug fix), as for DATA below: an inode is sealed by
+                    // every install and every change of its payload. Not the PFS root's: the
+                    // store is created with it, unsealed.
                     if c.parent.is_some() {
                         sum = Some((c.bref.check_method(), c.bref.check));
                     }
