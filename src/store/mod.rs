@@ -127,8 +127,9 @@ impl Body {
 
 /// A payload on its way into a chain, with the check code its copy computed on the way, if any.
 ///
-/// [`Store::read_sealed`] copies a DATA payload together with the check code its chain's header
-/// holds for it (every install seals, so that code is the bytes' own), and installing it
+/// [`Store::read_sealed`] copies a payload (DATA, or the inode of any chain but the PFS root)
+/// together with the check code its chain's header holds for it (every install seals, so that
+/// code is the bytes' own), and installing it
 /// ([`Store::insert_sealed`], [`Store::replace_sealed`]) stores that code instead of hashing the
 /// bytes again. The payload cannot be changed once sealed (the fields are private), so the code
 /// always belongs to these bytes; a header of another check method gets its code computed as
@@ -415,8 +416,9 @@ impl Store {
             .map(|(bref, sealed)| (bref, sealed.into_body()))
     }
 
-    /// A copy of a chain's header and payload, a DATA payload with the check code the header
-    /// holds for it: installing the copy elsewhere then costs the copy alone, not a hash too.
+    /// A copy of a chain's header and payload, with the check code the header holds for it
+    /// (but the PFS root's): installing the copy elsewhere unchanged then costs the copy alone,
+    /// not a hash too.
     pub fn read_sealed(&self, id: ChainId) -> Result<(Blockref, Sealed)> {
         // Allocation may fail and may sleep: size the copy first, then fill it under the lock.
         loop {
@@ -436,7 +438,15 @@ impl Store {
             let c = a.get(id)?;
             let mut sum = None;
             match (&c.body, &mut body) {
-                (Body::Inode(src), Body::Inode(dst)) => **dst = **src,
+                (Body::Inode(src), Body::Inode(dst)) => {
+                    **dst = **src;
+                    // DEVIATION (not a bug fix), as for DATA below: an inode is sealed by
+                    // every install and every change of its payload. Not the PFS root's: the
+                    // store is created with it, unsealed.
+                    if c.parent.is_some() {
+                        sum = Some((c.bref.check_method(), c.bref.check));
+                    }
+                }
                 (Body::Data(src), Body::Data(dst)) if dst.capacity() >= src.len() => {
                     // Room is reserved: no allocation under the arena lock.
                     dst.extend_from_slice(src);
@@ -1093,6 +1103,28 @@ mod tests {
         let (rb, rbody) = s.read(c).unwrap();
         assert_eq!(rbody, Body::Data(data.clone()));
         rb.verify_check(&data).unwrap();
+    }
+
+    #[test]
+    fn sealed_inode_copy_carries_its_check_but_the_roots_does_not() {
+        let s = Store::new(host(), InodeData::default()).unwrap();
+        let g = s.lock_root(LockMode::Exclusive);
+        let mut ip = InodeData::default();
+        ip.meta.mode = 0o644;
+        ip.filename[..3].copy_from_slice(b"abc");
+        let mut b = Blockref::new(media::BREF_TYPE_INODE, 7, 0);
+        b.set_size_radix(10);
+        let a = s.insert(&g, b, Body::Inode(Box::new(ip))).unwrap();
+        let ab = s.bref(a).unwrap();
+        ab.verify_check(&ip.encode()).unwrap();
+        let (_, sealed) = s.read_sealed(a).unwrap();
+        assert_eq!(sealed.check, Some((ab.check_method(), ab.check)));
+        b.key = 8;
+        let c = s.insert_sealed(&g, b, sealed).unwrap();
+        assert_eq!(s.bref(c).unwrap().check, ab.check);
+        // The PFS root is created unsealed: its copy is hashed when installed.
+        let (_, root) = s.read_sealed(s.root()).unwrap();
+        assert_eq!(root.check, None);
     }
 
     #[test]

@@ -205,16 +205,17 @@ const LATE_NS: u64 = 1_000_000_000;
 /// Whether a focus on `node` should wait for a lower-indexed master still reading: nodes that
 /// diverged under equal TIDs make the focus node matter, and the lowest-indexed holder is the
 /// deterministic choice. A node stalled by its hook, or silent for [`LATE_NS`], is not waited
-/// for (the stall tolerance).
+/// for (the stall tolerance). The clock (`now`) is read only while waiting already: most
+/// decisions, one per key, wait for nothing.
 fn wait_for_lower<Id, S: ChainStore>(
     peers: &Peers<'_, S>,
     roles: &[Role],
     slots: &[Slot<Id>],
     node: usize,
     idle_since: Option<u64>,
-    now: u64,
+    now: impl FnOnce() -> u64,
 ) -> bool {
-    if idle_since.is_some_and(|t| now.saturating_sub(t) >= LATE_NS) {
+    if idle_since.is_some_and(|t| now().saturating_sub(t) >= LATE_NS) {
         return false;
     }
     (0..node.min(slots.len())).any(|j| {
@@ -416,7 +417,9 @@ fn focus_of<S: ChainStore>(
         };
         match decision {
             QuorumResult::Focus { node, .. }
-                if wait_for_lower(peers, roles, &slots[..n], node, idle_since, pool.now_ns()) =>
+                if wait_for_lower(peers, roles, &slots[..n], node, idle_since, || {
+                    pool.now_ns()
+                }) =>
             {
                 wait_more(pool, seen, ctx.brk, &mut idle_since)?
             }
@@ -687,7 +690,7 @@ impl<'a, S: ChainStore> Collector<'a, S> {
                     &self.slots[..n],
                     node,
                     self.idle_since,
-                    self.pool.now_ns(),
+                    || self.pool.now_ns(),
                 ) =>
             {
                 Ok(Step::Wait)

@@ -16,6 +16,12 @@
 //! - a full FIFO: the worker reads the channel's `popped` word, then tries to push, and sleeps on
 //!   the value read; every pop bumps and wakes `popped`. An empty FIFO: the collector reads the
 //!   pool's `pushed` word before draining and sleeps on it; every push bumps and wakes `pushed`.
+//! - a bump wakes its word only when a sleeper announced itself in the word's sleeper count
+//!   (`pushed_sleepers`, a channel's `popped_sleepers`) before its host word sleep: most pushes
+//!   and pops find nobody asleep, and a wake costs a host call (a hashed wait-queue lock in
+//!   userland) that a stream of millions of answers would pay at every chain. Every bump and
+//!   every count change is sequentially consistent, so either the bumping side sees the count
+//!   (and wakes) or the sleeper's host sleep sees the bumped word (and returns at once).
 //!
 //! Fault hooks ([`Faults`]) apply here, to the reads synchronization makes of a node and to no
 //! other read: a stall delays every read (sleeping in slices that watch for cancellation), a
@@ -173,6 +179,8 @@ struct Chan<Id> {
     q: spin::Mutex<heapless::Deque<(u32, u32, Msg<Id>), FIFO_DEPTH>>,
     /// Bumped at every pop (a worker waiting on a full FIFO sleeps on it).
     popped: AtomicU32,
+    /// Non-zero while the worker is about to sleep or sleeps on `popped` (see the module docs).
+    popped_sleepers: AtomicU32,
     /// The lowest inode of the latest request the collector may still ask about: it asks in
     /// order, so once it asked for a later inode the worker stops reading the earlier one's
     /// children (whose answers would only be dropped, each read costing a stalled node's delay).
@@ -184,6 +192,8 @@ struct Shared<Id> {
     cancel: AtomicU32,
     /// Bumped at every push (the collector sleeps on it).
     pushed: AtomicU32,
+    /// Non-zero while the collector is about to sleep or sleeps on `pushed`.
+    pushed_sleepers: AtomicU32,
     /// One channel per node of the cluster (not per possible node: each holds a FIFO of
     /// blockrefs, about 2.4 KiB). A `Vec` filled one channel at a time: building them as one
     /// value would put them all on the stack before the move to the heap, ~18 KiB for eight
@@ -231,12 +241,14 @@ where
                 req: spin::Mutex::new(None),
                 q: spin::Mutex::new(heapless::Deque::new()),
                 popped: AtomicU32::new(0),
+                popped_sleepers: AtomicU32::new(0),
                 want: AtomicU32::new(0),
             });
         }
         let sh = try_box(Shared {
             cancel: AtomicU32::new(0),
             pushed: AtomicU32::new(0),
+            pushed_sleepers: AtomicU32::new(0),
             chans,
         })?;
         let mut pool = Pool {
@@ -385,7 +397,10 @@ impl<S: ChainStore> Pool<'_, S> {
     pub(crate) fn recv(&self, j: usize, gen: u32, item: u32) -> Option<Msg<S::Id>> {
         let ch = self.sh.chans.get(j)?;
         // The collector posts and receives on one thread, so `gen` cannot be replaced meanwhile.
+        // Only this side raises `want` (a new request resets it, also from this side): a load
+        // spares the worker's line a write at every answer taken.
         let raised = ch.gen.load(Ordering::SeqCst) == gen
+            && ch.want.load(Ordering::SeqCst) < item
             && ch.want.fetch_max(item, Ordering::SeqCst) < item;
         let mut got = None;
         let mut any = false;
@@ -418,7 +433,9 @@ impl<S: ChainStore> Pool<'_, S> {
         // it now, not only once the FIFO drains.
         if (any && low) || raised {
             ch.popped.fetch_add(1, Ordering::SeqCst);
-            self.host.wake_word(&ch.popped);
+            if ch.popped_sleepers.load(Ordering::SeqCst) != 0 {
+                self.host.wake_word(&ch.popped);
+            }
         }
         got
     }
@@ -478,7 +495,11 @@ impl<S: ChainStore> Pool<'_, S> {
             host: self.host,
             intr: None,
         };
-        brk.sleep(&word, seen, Some(SLICE * 2))?;
+        // Announced before the sleep compares `pushed` with `seen` (see the module docs).
+        self.sh.pushed_sleepers.fetch_add(1, Ordering::SeqCst);
+        let r = brk.sleep(&word, seen, Some(SLICE * 2));
+        self.sh.pushed_sleepers.fetch_sub(1, Ordering::SeqCst);
+        r?;
         Ok(self.pushed() != seen)
     }
 }
@@ -600,10 +621,15 @@ impl<S: ChainStore> Serve<'_, S> {
             let seen = self.ch.popped.load(Ordering::SeqCst);
             if self.ch.q.lock().push_back((self.gen, self.item, m)).is_ok() {
                 self.sh.pushed.fetch_add(1, Ordering::SeqCst);
-                self.host.wake_word(&self.sh.pushed);
+                if self.sh.pushed_sleepers.load(Ordering::SeqCst) != 0 {
+                    self.host.wake_word(&self.sh.pushed);
+                }
                 return true;
             }
+            // Announced before the sleep compares `popped` with `seen` (see the module docs).
+            self.ch.popped_sleepers.fetch_add(1, Ordering::SeqCst);
             self.host.sleep_on_word(&self.ch.popped, seen, Some(SLICE));
+            self.ch.popped_sleepers.fetch_sub(1, Ordering::SeqCst);
         }
     }
 

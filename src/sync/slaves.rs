@@ -697,8 +697,9 @@ fn push_defer<S: ChainStore>(
 /// DIRECTDATA takes meta and name only and keeps our block table (our children), cleared when
 /// ours was not an inode or was DIRECTDATA or the focus is a hardlink pointer; DATA, or an
 /// inode with DIRECTDATA, takes all bytes.
-/// The PFS root takes only the §3.6 fields. The store recomputes the check code of an inode;
-/// DATA keeps the one computed while it was copied from the focus (same bytes, same method).
+/// The PFS root takes only the §3.6 fields. The store recomputes the check code of an inode
+/// whose bytes change here; DATA, and an inode with DIRECTDATA, keep the focus's (same bytes,
+/// same method).
 fn copy_from_focus(
     local: Option<(&Blockref, Option<&media::InodeData>)>,
     fc: FocusCopy,
@@ -729,8 +730,10 @@ fn copy_from_focus(
     }
     // The focus's copy is ours to keep: its bytes become our payload without another copy.
     let body = match body.body() {
-        // DATA: all bytes, with the check code computed while they were copied.
+        // DATA, or an inode with DIRECTDATA: all bytes, unchanged, with the check code read
+        // with them (its node sealed them).
         Body::Data(_) => body,
+        Body::Inode(ip) if !isroot && ip.meta.is_directdata() => body,
         Body::Inode(_) => {
             let Body::Inode(mut ip) = body.into_body() else {
                 return Err(Error::Invalid);
@@ -751,10 +754,9 @@ fn copy_from_focus(
                     ip.u = lip.u
                 }
                 // ...or start an empty one where ours was not an inode or was DIRECTDATA, or
-                // where the focus has none (bug 13: see `replace_held`).
-                _ if !ip.meta.is_directdata() => ip.u = [0; media::EMBEDDED_BYTES],
-                // DIRECTDATA: all 1024 bytes.
-                _ => {}
+                // where the focus has none (bug 13: see `replace_held`). A DIRECTDATA focus was
+                // taken whole above.
+                _ => ip.u = [0; media::EMBEDDED_BYTES],
             }
             Sealed::new(Body::Inode(ip))
         }
