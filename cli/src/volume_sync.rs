@@ -37,8 +37,9 @@ and each commit are reported on stderr; a commit's line reads
     sync: IMAGE@LABEL: committed, mirror_tid TID (SECS, W blocks / KiB written, R blocks / KiB read)
 
 W: device writes of that commit (new blocks, freemap, header); R: device reads it made to
-find the space in use (the trees that every valid volume header copy reaches, and the
-freemap), which grow with the volume's metadata, not with the change.
+find the space in use: the first commit after a load reads the trees that every valid
+volume header copy reaches (they grow with the volume's metadata); later commits of the same
+run read only the freemap they rewrite.
 
 OPTIONS:
     --timeout SECS       give up (status 1, nothing committed) when not converged after
@@ -56,6 +57,9 @@ OPTIONS:
                          status is then 1
     --progress           show progress on stderr even when it is not a terminal (on a
                          terminal it is shown anyway; never on stdout)
+    --stall-reads-us N   for tests: delay every read the sync threads make of a node by N
+                         microseconds (at most 1000000), so a sync lasts long enough to be
+                         watched or cut
 
 SECS is a number of seconds, maybe with a fraction (0.5).
 
@@ -100,6 +104,7 @@ struct Args {
     watch: bool,
     timeout: Duration,
     commit_every: Duration,
+    stall: Option<Duration>,
     specs: Vec<String>,
 }
 
@@ -121,6 +126,7 @@ fn parse(args: &[String]) -> Result<Args, Fail> {
         watch: false,
         timeout: Duration::from_secs(600),
         commit_every: COMMIT_EVERY,
+        stall: None,
         specs: Vec::new(),
     };
     let mut it = args.iter();
@@ -132,6 +138,19 @@ fn parse(args: &[String]) -> Result<Args, Fail> {
             "--commit-every" => {
                 a.commit_every = secs(w, it.next())?;
                 every_given = true;
+            }
+            "--stall-reads-us" => {
+                let v = it.next();
+                let us = v
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .filter(|&n| n <= 1_000_000)
+                    .ok_or_else(|| {
+                        Fail::Usage(format!(
+                            "--stall-reads-us: '{}' is not N in 0..=1000000",
+                            v.map_or("", |v| v.as_str())
+                        ))
+                    })?;
+                a.stall = (us > 0).then(|| Duration::from_micros(us));
             }
             o if o.starts_with('-') => return Err(Fail::Usage(format!("unknown option '{o}'"))),
             spec => a.specs.push(spec.to_string()),
@@ -199,6 +218,9 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
     let cluster = Cluster::from_stores(host, join.roles(), stores, Layout::Index)
         .map_err(|e| Fail::Run(format!("cluster: {e}")))?;
     cluster.set_thread_idle_poll(POLL);
+    for i in 0..cluster.len() {
+        cluster.set_stall(i, a.stall);
+    }
     if a.watch {
         // SAFETY: `on_stop_signal` only stores to an atomic, which is async-signal-safe.
         unsafe {

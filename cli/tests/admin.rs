@@ -316,7 +316,8 @@ fn a_crash_after_a_periodic_commit_mid_sync_leaves_a_volume_a_plain_sync_finishe
     let (m, sl) = (d.join("m.img"), d.join("s.img"));
     newfs(&m, "master", "1G");
     newfs(&sl, "slave", "1G");
-    // One large directory: its sync takes several times --commit-every 0.05.
+    // One large directory, every read of it stalled: its sync takes many times
+    // --commit-every 0.05 however fast the machine.
     let t = d.join("t");
     fs::create_dir(&t).unwrap();
     let mut bytes = common::bytes(7);
@@ -325,8 +326,16 @@ fn a_crash_after_a_periodic_commit_mid_sync_leaves_a_volume_a_plain_sync_finishe
     }
     let (ms, ss) = (format!("{}@DATA", s(&m)), format!("{}@DATA", s(&sl)));
     cli(&["import", s(&t), &ms]);
-    let (mut child, mut stderr, dog) =
-        spawn_watched(&["sync", "--watch", "--commit-every", "0.05", &ms, &ss]);
+    let (mut child, mut stderr, dog) = spawn_watched(&[
+        "sync",
+        "--watch",
+        "--commit-every",
+        "0.05",
+        "--stall-reads-us",
+        "300",
+        &ms,
+        &ss,
+    ]);
     let mut seen = String::new();
     // The first commit that wrote part of the slave's tree (an earlier one may have found
     // nothing synced yet).
