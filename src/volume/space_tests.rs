@@ -132,6 +132,16 @@ fn remove(t: &mut Txn<'_, &SparseDev>, entries: &mut Vec<Blockref>, key: u64) ->
     t.drop_block(b.data_off)
 }
 
+/// A volume with file 1, committed from an empty cache; the cache.
+fn with_file() -> (SparseDev, Box<SpaceCache>) {
+    let dev = make();
+    let (cache, _) = both(&dev, empty(), &|t, mut e| {
+        e.push(file(t, 1, 1)?);
+        sorted(e)
+    });
+    (dev, cache)
+}
+
 /// Snapshots share subtrees, so a walk may reach one granule more than 255 times: its
 /// count stays exact, and the granule comes free when the last path to it goes.
 #[test]
@@ -187,11 +197,7 @@ fn a_granule_reached_more_than_255_times_comes_free_exactly() {
 /// places again, and the commits after it learn the space exactly.
 #[test]
 fn a_failed_commit_leaves_its_blocks_free_for_the_next() {
-    let dev = make();
-    let (cache, _) = both(&dev, empty(), &|t, mut e| {
-        e.push(file(t, 1, 1)?);
-        sorted(e)
-    });
+    let (dev, cache) = with_file();
     let step: Step<'_> = &|t, mut e| {
         remove(t, &mut e, 1)?;
         e.push(file(t, 2, 2)?);
@@ -247,11 +253,7 @@ fn a_failed_commit_leaves_its_blocks_free_for_the_next() {
 /// leaves no trace: its granule is free in the commit's freemap and after the next.
 #[test]
 fn a_block_written_then_replaced_in_one_transaction_is_not_kept() {
-    let dev = make();
-    let (cache, _) = both(&dev, empty(), &|t, mut e| {
-        e.push(file(t, 1, 1)?);
-        sorted(e)
-    });
+    let (dev, cache) = with_file();
     let (cache, _) = both(&dev, cache, &|t, mut e| {
         // A first version of the file, replaced before the commit.
         let first = file(t, 2, 2)?;
