@@ -70,16 +70,7 @@ impl<D: BlockDev> Txn<'_, D> {
         // written added and those dropped removed: nothing is read back.
         let relax = || vol.dev().yield_point();
         let new_reach = match self.space.as_mut() {
-            Some(space) => match space.advance(vol.zone(), &self.wrote, &self.dropped, &relax) {
-                Ok(reach) => reach,
-                // Counts past their bound are not exact: the new tree is read back instead,
-                // and the next commit reads every tree.
-                Err(Error::TooBig) => {
-                    self.space = None;
-                    None
-                }
-                Err(e) => return Err(e),
-            },
+            Some(space) => space.advance(vol.zone(), &self.wrote, &self.dropped, &relax)?,
             None => None,
         };
         // DEVIATION: the freemap is rebuilt from what the new tree and the header copies that

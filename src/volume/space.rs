@@ -188,7 +188,11 @@ const WIDE: u8 = u8::MAX;
 /// Granules per page of wide counts.
 const PAGE: usize = 64;
 /// The most pages of wide counts one [`GranuleCounts`] holds: 16 MiB of them.
+#[cfg(not(test))]
 const PAGES_MAX: usize = MAP_LIMIT / 4 / core::mem::size_of::<[u32; PAGE]>();
+/// Tests reach the bound with a small tree.
+#[cfg(test)]
+pub(crate) const PAGES_MAX: usize = 16;
 
 impl GranuleCounts {
     /// Counts of `bytes` of filesystem, all zero; [`Error::TooBig`] past [`MAP_LIMIT`].
@@ -358,8 +362,10 @@ impl SpaceCache {
     /// blocks `wrote` added and the blocks `dropped` removed (each block the current tree
     /// reaches as many times as the new one reaches it less; a block written and left out of
     /// the new tree is dropped too, and both cancel). The counts then count the new tree.
-    /// `None` when the current tree is not counted. After an error ([`GranuleCounts::add`])
-    /// the counts are no longer exact: the cache must be dropped.
+    /// `None` when the current tree is not counted. The blocks written lie in granules no
+    /// tree of the cache reaches (the allocator keeps off them), at most 16 per granule, so
+    /// adding them never needs a wide count; after an error (out of memory) the counts are
+    /// no longer exact and the cache must be dropped, as it is with the failed commit.
     pub(crate) fn advance(
         &mut self,
         zone: usize,

@@ -192,6 +192,65 @@ fn a_granule_reached_more_than_255_times_comes_free_exactly() {
     });
 }
 
+/// Wide counts are bounded ([`super::space::PAGES_MAX`] pages of 64 granules, scaled down
+/// under test): a tree that needs more is not counted, and its commits read every tree, as
+/// a commit without a cache does, writing the same header.
+#[test]
+fn a_tree_past_the_bound_of_wide_counts_is_read_at_every_commit() {
+    let dev = make();
+    let pages = super::space::PAGES_MAX as u64;
+    // An inode naming DATA blocks in more MiB than there are pages, reached 256 times (each
+    // commit below takes one path away).
+    {
+        let vol = Volume::open(&dev).unwrap();
+        let mut t = Txn::begin(&vol).unwrap();
+        let mut data = Vec::new();
+        for i in 0..=pages {
+            let mut d = Blockref::new(BREF_TYPE_DATA, i * DATA_BLOCK_BYTES as u64, 0);
+            d.data_off = (40 + i) * MIB | DATA_BLOCK_RADIX as u64;
+            data.push(d);
+        }
+        let mut ino = inode(OBJTYPE_REGFILE, 1, b"f");
+        let table = t.table(&data).unwrap();
+        ino.set_blockset(&table);
+        let x = t.inode(0, &ino).unwrap();
+        let mut entries = sroot_table(&vol).0;
+        for k in 1..=256 {
+            let mut s = x;
+            s.key = k;
+            entries.push(s);
+        }
+        finish(t, &sorted(entries).unwrap()).unwrap();
+    }
+    let step: Step<'_> = &|t, mut e| {
+        let last = e.iter().rposition(|b| b.key <= 256).unwrap();
+        let b = e.remove(last);
+        t.drop_block(b.data_off)?;
+        let key = 1000 + e.iter().filter(|b| (1000..2000).contains(&b.key)).count() as u64;
+        e.push(file(t, key, 1)?);
+        sorted(e)
+    };
+    for _ in 0..2 {
+        let twin = dev.snapshot();
+        let want = {
+            let vol = Volume::open(&twin).unwrap();
+            let mut t = Txn::begin(&vol).unwrap();
+            let entries = step(&mut t, sroot_table(&vol).0).unwrap();
+            finish(t, &entries).unwrap().0
+        };
+        let vol = Volume::open(&dev).unwrap();
+        let mut t = Txn::begin_cached(&vol, empty()).unwrap();
+        assert!(t.space.is_none(), "the counts did not fit: no cache");
+        let entries = step(&mut t, sroot_table(&vol).0).unwrap();
+        let (h, cache) = finish(t, &entries).unwrap();
+        assert!(cache.is_none());
+        assert!(
+            h == want,
+            "a commit past the bound writes a full walk's header"
+        );
+    }
+}
+
 /// A commit that fails after writing blocks leaves them in no tree: the next commit (which
 /// reads every tree again, the cache gone with the failed transaction) allocates their
 /// places again, and the commits after it learn the space exactly.
