@@ -110,7 +110,7 @@ fn sorted(mut entries: Vec<Blockref>) -> crate::Result<Vec<Blockref>> {
 /// Write a file inode keyed `key` with two DATA blocks of bytes from `seed`; its blockref.
 fn file(t: &mut Txn<'_, &SparseDev>, key: u64, seed: u8) -> crate::Result<Blockref> {
     let bytes: Vec<u8> = (0..DATA_BLOCK_BYTES)
-        .map(|i| (i as u8) ^ seed | 1)
+        .map(|i| ((i as u8) ^ seed) | 1)
         .collect();
     let d0 = t.data(0, &bytes)?.unwrap();
     let d1 = t.data(DATA_BLOCK_BYTES as u64, &bytes[..3000])?.unwrap();
@@ -207,7 +207,7 @@ fn a_tree_past_the_bound_of_wide_counts_is_read_at_every_commit() {
         let mut data = Vec::new();
         for i in 0..=pages {
             let mut d = Blockref::new(BREF_TYPE_DATA, i * DATA_BLOCK_BYTES as u64, 0);
-            d.data_off = (40 + i) * MIB | DATA_BLOCK_RADIX as u64;
+            d.data_off = ((40 + i) * MIB) | DATA_BLOCK_RADIX as u64;
             data.push(d);
         }
         let mut ino = inode(OBJTYPE_REGFILE, 1, b"f");
