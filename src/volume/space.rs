@@ -274,7 +274,11 @@ impl GranuleCounts {
             if self.pages.len() >= PAGES_MAX {
                 return Err(Error::TooBig);
             }
-            self.pages.try_reserve(1)?;
+            if self.pages.len() == self.pages.capacity() {
+                // Doubling, but never past the bound.
+                let more = self.pages.len().max(4).min(PAGES_MAX - self.pages.len());
+                self.pages.try_reserve_exact(more)?;
+            }
             self.pages.push([0; PAGE]);
             // At most PAGES_MAX, far below u32::MAX.
             *p = self.pages.len() as u32;
@@ -581,6 +585,7 @@ mod tests {
             c.set(p * PAGE as u64, u64::from(WIDE)).unwrap();
         }
         assert_eq!(c.get(0), u64::from(WIDE));
+        assert!(c.pages.capacity() <= PAGES_MAX);
         c.add(0, 1).unwrap();
         assert_eq!(c.add(PAGES_MAX as u64 * chunk, 1), Ok(()));
         c.set(PAGES_MAX as u64 * PAGE as u64, u64::from(WIDE) - 1)
