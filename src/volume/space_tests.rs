@@ -76,13 +76,7 @@ fn finish(
 /// every tree: both must write the same header. The new cache, and the places the cached
 /// commit wrote.
 fn both(dev: &SparseDev, cache: Box<SpaceCache>, step: Step<'_>) -> (Box<SpaceCache>, Vec<u64>) {
-    let twin = dev.snapshot();
-    let want = {
-        let vol = Volume::open(&twin).unwrap();
-        let mut t = Txn::begin(&vol).unwrap();
-        let entries = step(&mut t, sroot_table(&vol).0).unwrap();
-        finish(t, &entries).unwrap().0
-    };
+    let want = full_walk(dev, step);
     let vol = Volume::open(dev).unwrap();
     let mut t = Txn::begin_cached(&vol, cache).unwrap();
     let entries = step(&mut t, sroot_table(&vol).0).unwrap();
@@ -95,6 +89,31 @@ fn both(dev: &SparseDev, cache: Box<SpaceCache>, step: Step<'_>) -> (Box<SpaceCa
         want.allocator_free
     );
     (cache.expect("a cached commit keeps its cache"), wrote)
+}
+
+/// The header `step` committed on a copy of `dev` by a commit that reads every tree writes.
+fn full_walk(dev: &SparseDev, step: Step<'_>) -> Box<VolumeHeader> {
+    let twin = dev.snapshot();
+    let vol = Volume::open(&twin).unwrap();
+    let mut t = Txn::begin(&vol).unwrap();
+    let entries = step(&mut t, sroot_table(&vol).0).unwrap();
+    finish(t, &entries).unwrap().0
+}
+
+/// Commit on `dev`, reading every tree, a super-root with `paths` more entries (keys
+/// 1..=paths) naming one inode block, `ino`, as snapshots share a PFS root's subtree.
+fn share(dev: &SparseDev, ino: &dyn Fn(&mut Txn<'_, &SparseDev>) -> InodeData, paths: u64) {
+    let vol = Volume::open(dev).unwrap();
+    let mut t = Txn::begin(&vol).unwrap();
+    let ino = ino(&mut t);
+    let x = t.inode(0, &ino).unwrap();
+    let mut entries = sroot_table(&vol).0;
+    for k in 1..=paths {
+        let mut s = x;
+        s.key = k;
+        entries.push(s);
+    }
+    finish(t, &sorted(entries).unwrap()).unwrap();
 }
 
 fn empty() -> Box<SpaceCache> {
@@ -147,20 +166,9 @@ fn with_file() -> (SparseDev, Box<SpaceCache>) {
 #[test]
 fn a_granule_reached_more_than_255_times_comes_free_exactly() {
     let dev = make();
-    // 300 entries naming one inode block (written without a cache, which would count the
-    // one block written once).
-    {
-        let vol = Volume::open(&dev).unwrap();
-        let mut t = Txn::begin(&vol).unwrap();
-        let x = t.inode(0, &inode(OBJTYPE_DIRECTORY, 1, b"snap")).unwrap();
-        let mut entries = sroot_table(&vol).0;
-        for k in 1..=300 {
-            let mut s = x;
-            s.key = k;
-            entries.push(s);
-        }
-        finish(t, &sorted(entries).unwrap()).unwrap();
-    }
+    // 300 paths to one inode block (written without a cache, which would count the one
+    // block written once).
+    share(&dev, &|_| inode(OBJTYPE_DIRECTORY, 1, b"snap"), 300);
     let shared = |e: &Blockref| (1..=300).contains(&e.key);
     // The first cached commit counts the tree: all but one path go, the granule stays used.
     let (cache, _) = both(&dev, empty(), &|t, mut entries| {
@@ -201,27 +209,19 @@ fn a_tree_past_the_bound_of_wide_counts_is_read_at_every_commit() {
     let pages = super::space::PAGES_MAX as u64;
     // An inode naming DATA blocks in more MiB than there are pages, reached 256 times (each
     // commit below takes one path away).
-    {
-        let vol = Volume::open(&dev).unwrap();
-        let mut t = Txn::begin(&vol).unwrap();
-        let mut data = Vec::new();
-        for i in 0..=pages {
-            let mut d = Blockref::new(BREF_TYPE_DATA, i * DATA_BLOCK_BYTES as u64, 0);
-            d.data_off = ((40 + i) * MIB) | DATA_BLOCK_RADIX as u64;
-            data.push(d);
-        }
+    let data_in_each_mib = |t: &mut Txn<'_, &SparseDev>| {
+        let data: Vec<Blockref> = (0..=pages)
+            .map(|i| {
+                let mut d = Blockref::new(BREF_TYPE_DATA, i * DATA_BLOCK_BYTES as u64, 0);
+                d.data_off = ((40 + i) * MIB) | DATA_BLOCK_RADIX as u64;
+                d
+            })
+            .collect();
         let mut ino = inode(OBJTYPE_REGFILE, 1, b"f");
-        let table = t.table(&data).unwrap();
-        ino.set_blockset(&table);
-        let x = t.inode(0, &ino).unwrap();
-        let mut entries = sroot_table(&vol).0;
-        for k in 1..=256 {
-            let mut s = x;
-            s.key = k;
-            entries.push(s);
-        }
-        finish(t, &sorted(entries).unwrap()).unwrap();
-    }
+        ino.set_blockset(&t.table(&data).unwrap());
+        ino
+    };
+    share(&dev, &data_in_each_mib, 256);
     let step: Step<'_> = &|t, mut e| {
         let last = e.iter().rposition(|b| b.key <= 256).unwrap();
         let b = e.remove(last);
@@ -231,13 +231,7 @@ fn a_tree_past_the_bound_of_wide_counts_is_read_at_every_commit() {
         sorted(e)
     };
     for _ in 0..2 {
-        let twin = dev.snapshot();
-        let want = {
-            let vol = Volume::open(&twin).unwrap();
-            let mut t = Txn::begin(&vol).unwrap();
-            let entries = step(&mut t, sroot_table(&vol).0).unwrap();
-            finish(t, &entries).unwrap().0
-        };
+        let want = full_walk(&dev, step);
         let vol = Volume::open(&dev).unwrap();
         let mut t = Txn::begin_cached(&vol, empty()).unwrap();
         assert!(t.space.is_none(), "the counts did not fit: no cache");
