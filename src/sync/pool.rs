@@ -625,6 +625,8 @@ impl<S: ChainStore> Serve<'_, S> {
 
     /// Queue one answer, waiting while the FIFO is full; false when no longer wanted.
     fn push(&self, m: Msg<S::Id>) -> bool {
+        #[cfg(test)]
+        let mut waited = false;
         loop {
             if !self.live() {
                 return false;
@@ -646,6 +648,10 @@ impl<S: ChainStore> Serve<'_, S> {
                     self.host.wake_word(&self.sh.pushed);
                 }
                 return true;
+            }
+            #[cfg(test)]
+            if !core::mem::replace(&mut waited, true) {
+                test_hook::count_full_wait(self.store);
             }
             // Announced before the sleep compares `popped` with `seen` (see the module docs).
             self.ch.popped_sleepers.fetch_add(1, Ordering::SeqCst);
@@ -752,6 +758,16 @@ pub(crate) mod test_hook {
     pub(super) fn count_read<S>(store: &S) {
         if COUNT_STORE.load(Ordering::SeqCst) == store as *const S as usize {
             READS.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Answers the worker of [`COUNT_STORE`] had to wait to queue (its FIFO was full).
+    pub(crate) static FULL_WAITS: AtomicUsize = AtomicUsize::new(0);
+
+    /// Count a wait of `store`'s worker for room in its FIFO when it is the one counted.
+    pub(super) fn count_full_wait<S>(store: &S) {
+        if COUNT_STORE.load(Ordering::SeqCst) == store as *const S as usize {
+            FULL_WAITS.fetch_add(1, Ordering::SeqCst);
         }
     }
 
