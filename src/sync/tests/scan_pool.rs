@@ -229,6 +229,22 @@ fn ask_node_1(p: &pool::Pool<'_, Store>, paths: &pool::Paths) -> u32 {
     gen
 }
 
+/// Held by every test that counts with the pool's test hooks: they count one store at a time.
+static COUNTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A pool over `stores` (node 0 syncing) whose node-1 worker the test hooks count; hold
+/// [`COUNTING`] meanwhile.
+fn pool_counting_node_1<'a>(stores: &'a [&'a Store; 2]) -> pool::Pool<'a, Store> {
+    pool::test_hook::READS.store(0, core::sync::atomic::Ordering::SeqCst);
+    pool::test_hook::FULL_WAITS.store(0, core::sync::atomic::Ordering::SeqCst);
+    pool::test_hook::COUNT_STORE.store(
+        stores[1] as *const Store as usize,
+        core::sync::atomic::Ordering::SeqCst,
+    );
+    // SAFETY: the pool borrows `stores` for 'a, so the stores outlive it.
+    unsafe { pool::Pool::start_unbound(crate::userland::host(), stores, None, 0) }.unwrap()
+}
+
 /// Node 1's next answer about inode `item` of request `gen`, waiting for it (bounded).
 fn answer_of_node_1(
     p: &pool::Pool<'_, Store>,
@@ -481,13 +497,8 @@ fn worker_stops_reading_an_inode_no_longer_wanted() {
             .unwrap();
     }
     let stores = [c.store(0).unwrap(), s1];
-    pool::test_hook::COUNT_STORE.store(
-        s1 as *const Store as usize,
-        core::sync::atomic::Ordering::SeqCst,
-    );
-    // SAFETY: the stores outlive the pool (dropped at the end of this function, before `c`).
-    let p =
-        unsafe { pool::Pool::start_unbound(crate::userland::host(), &stores, None, 0) }.unwrap();
+    let _counting = COUNTING.lock().unwrap_or_else(|e| e.into_inner());
+    let p = pool_counting_node_1(&stores);
     let gen = ask_node_1(&p, &paths);
     let next = |item: u32| answer_of_node_1(&p, gen, item);
     // /d answered; the collector goes straight on to /b, as after an Equal decision.
@@ -515,14 +526,8 @@ fn a_streaming_worker_waits_once_per_three_quarters_of_a_fifo() {
         .push(&s1.key_path(s1.resolve(b"/d").unwrap()).unwrap())
         .unwrap();
     let stores = [c.store(0).unwrap(), s1];
-    pool::test_hook::FULL_WAITS.store(0, core::sync::atomic::Ordering::SeqCst);
-    pool::test_hook::COUNT_STORE.store(
-        s1 as *const Store as usize,
-        core::sync::atomic::Ordering::SeqCst,
-    );
-    // SAFETY: the stores outlive the pool (dropped at the end of this function, before `c`).
-    let p =
-        unsafe { pool::Pool::start_unbound(crate::userland::host(), &stores, None, 0) }.unwrap();
+    let _counting = COUNTING.lock().unwrap_or_else(|e| e.into_inner());
+    let p = pool_counting_node_1(&stores);
     let gen = ask_node_1(&p, &paths);
     let mut children = 0;
     loop {
