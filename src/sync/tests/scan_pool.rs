@@ -222,7 +222,7 @@ fn ask_node_1(p: &pool::Pool<'_, Store>, paths: &pool::Paths) -> u32 {
     p.request_all(
         [1].into_iter(),
         pool::Ask::Many(paths),
-        Some((0, crate::media::KEY_MAX)),
+        Some(&[(0, crate::media::KEY_MAX)]),
         |_, g| gen = g,
     )
     .unwrap();
@@ -481,6 +481,10 @@ fn worker_stops_reading_an_inode_no_longer_wanted() {
             .unwrap();
     }
     let stores = [c.store(0).unwrap(), s1];
+    let _counting = pool::test_hook::COUNTING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    pool::test_hook::READS.store(0, core::sync::atomic::Ordering::SeqCst);
     pool::test_hook::COUNT_STORE.store(
         s1 as *const Store as usize,
         core::sync::atomic::Ordering::SeqCst,
