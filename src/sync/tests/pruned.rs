@@ -283,6 +283,24 @@ fn equal_chains_of_differing_runs_are_not_merged() {
     );
 }
 
+/// In a run that differs on the masters, the slave's own chains that are extra, missing or
+/// different next to equal ones are still found and dealt with by the merge.
+#[test]
+fn a_slaves_own_differences_in_a_differing_run_are_merged() {
+    let c = wide_dir_in_sync();
+    let slave = set(&[2]);
+    write(&c, slave, "/w/f5", b"slave's own");
+    c.apply(slave, FrontendOp::Rm(b"/w/f6")).unwrap();
+    write(&c, slave, "/w/extra", b"only here");
+    write(&c, set(&[0, 1]), "/w/f7", b"new");
+    c.sync_node(2, &|| false).unwrap();
+    assert_same(&c, 0, 2);
+    assert_eq!(c.read_file(2, b"/w/f5").unwrap(), b"old");
+    assert_eq!(c.read_file(2, b"/w/f6").unwrap(), b"old");
+    assert_eq!(c.read_file(2, b"/w/f7").unwrap(), b"new");
+    assert!(c.read_file(2, b"/w/extra").is_err());
+}
+
 /// Two masters and a slave in the pruned scan mode, every node holding `/w` with 400 small
 /// files.
 fn wide_dir_in_sync() -> Pin<Box<Cluster>> {
