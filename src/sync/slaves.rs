@@ -633,20 +633,6 @@ fn pruned_walk<'a, S: ChainStore>(
                 pending.truncate(mark);
                 add_range(&mut pending, (span.beg, span.end))?;
             }
-            // The first differing run, with at most a run of our children before it: it is
-            // merged at once, from key 0, so the merge takes over the reads of the children
-            // begun with the inode's focus (merging the equal chains before its first
-            // differing key changes nothing). A small table then costs no request of its own;
-            // a larger one the same two requests.
-            if mark == 0 && scan.inflight.is_some() && few_before(me, scan.ip, span.beg)? {
-                if let Some(r) = pending.first_mut() {
-                    r.0 = 0;
-                }
-                if !merge_range(ctx, g, scan, &pending)? {
-                    return Ok(false);
-                }
-                pending.clear();
-            }
             // Not where run after run differs: the rest would differ too.
             rest_due = !run_differed;
         }
@@ -663,14 +649,6 @@ fn pruned_walk<'a, S: ChainStore>(
         }
     }
     Ok(true)
-}
-
-/// Whether at most a run of `ip`'s children (ours) lie below key `key`.
-fn few_before<S: ChainStore>(me: &S, ip: S::Id, key: u64) -> Result<bool> {
-    match key.checked_sub(1) {
-        Some(k) => Ok(me.key_sum(ip, 0, k)?.count <= crate::store::RUN as u64),
-        None => Ok(true),
-    }
 }
 
 /// Append the key range `r` to the ranges of `pending` (in key order, `r` after them all),

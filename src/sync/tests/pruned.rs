@@ -301,31 +301,6 @@ fn a_slaves_own_differences_in_a_differing_run_are_merged() {
     assert!(c.read_file(2, b"/w/extra").is_err());
 }
 
-/// A small table, all one run, that differs is merged with the reads of its children begun
-/// with its inode's focus: no request of its own per directory and worker.
-#[test]
-fn a_small_differing_table_costs_no_request_of_its_own() {
-    let c = cluster(&[M, M, S]);
-    c.set_scan_mode(ScanMode::Pruned);
-    let full = all(&c);
-    for d in 0..20 {
-        mkdir(&c, full, &format!("/d{d}"));
-        for i in 0..5 {
-            write(&c, full, &format!("/d{d}/f{i}"), b"old");
-        }
-    }
-    for d in 0..20 {
-        write(&c, set(&[0, 1]), &format!("/d{d}/new"), b"new");
-    }
-    let before = pool::test_hook::POSTED.with(|n| n.get());
-    c.sync_node(2, &|| false).unwrap();
-    let posted = pool::test_hook::POSTED.with(|n| n.get()) - before;
-    assert_same(&c, 0, 2);
-    // The root's, a few batches of the deferred directories, and the root's final pass, per
-    // master; a merge of its own for each directory would be 40 more.
-    assert!(posted < 20, "{posted} requests for 20 changed directories");
-}
-
 /// Two masters and a slave in the pruned scan mode, every node holding `/w` with 400 small
 /// files.
 fn wide_dir_in_sync() -> Pin<Box<Cluster>> {
