@@ -1,0 +1,592 @@
+//! The walk of a commit: only the places the store's journal names and the paths above them
+//! (HAMMER2's flush descends only into chains flagged MODIFIED or UPDATE).
+//!
+//! Each table visited is the inode's table as last committed, read from the media along the
+//! changed keys only and patched there: an entry replaced, removed or, where its block has
+//! room, inserted; the indirect blocks touched are written anew, the others kept by
+//! reference unread. A change the patch cannot place (a full block, a key outside every
+//! range) rebuilds that one table from its entries on the media and the changes. The blocks
+//! a commit takes out of the tree are named from the entries it replaced or removed (a
+//! removed inode: the subtree below it), so the space to free costs what changed too.
+
+use alloc::vec::Vec;
+
+use super::{encoded, place, place_data, read_err, table_of, LOAD_PROGRESS_EVERY};
+use crate::media::{
+    Blockref, BREF_BYTES, BREF_TYPE_EMPTY, BREF_TYPE_INDIRECT, BREF_TYPE_INODE, DIRHASH_VISIBLE,
+    SET_COUNT,
+};
+use crate::mem::try_push;
+use crate::store::flush::Touch;
+use crate::store::{Body, ChainId, Store};
+use crate::volume::scan::Flow;
+use crate::volume::txn::METHODS;
+use crate::volume::{BlockDev, Txn, Volume};
+use crate::{Error, Result};
+
+/// A place of the store: the parent chain (as a sortable pair) and the child's key.
+type Place = ((u32, u32), u64);
+
+fn pair(id: ChainId) -> (u32, u32) {
+    (id.idx, id.gen)
+}
+
+/// Every place `touches` names in a chain still reachable from the PFS root, and every
+/// place on the path above it, sorted, each once.
+#[inline(never)]
+pub(super) fn dirty_places(store: &Store, touches: &[Touch]) -> Result<Vec<Place>> {
+    let host = store.host();
+    let mut out: Vec<Place> = Vec::new();
+    for t in touches {
+        host.relax();
+        let Some(table) = t.table else { continue };
+        let mark = out.len();
+        try_push(&mut out, (pair(table), t.key))?;
+        let mut cur = table;
+        // A chain deleted since (or being deleted) is left with its whole subtree: the
+        // deletion's own entry names its place.
+        let alive = loop {
+            if cur == store.root() {
+                break true;
+            }
+            let up = match (store.parent(cur), store.bref(cur)) {
+                (Ok(p), Ok(b)) => p.map(|p| (p, b.key)),
+                (Err(Error::NotFound), _) | (_, Err(Error::NotFound)) => None,
+                (Err(e), _) | (_, Err(e)) => return Err(e),
+            };
+            let Some((p, key)) = up else { break false };
+            try_push(&mut out, (pair(p), key))?;
+            cur = p;
+        };
+        if !alive {
+            out.truncate(mark);
+        }
+    }
+    crate::mem::sort_yielding(&mut out, |p| *p, &|| host.relax())?;
+    out.dedup();
+    Ok(out)
+}
+
+/// One block of an old table read so far: the inode's blockset (node 0) or an indirect block.
+struct Node {
+    /// The INDIRECT blockref it was read from; `None` for the blockset.
+    bref: Option<Blockref>,
+    parent: usize,
+    /// Its entries, empty slots left out, sorted by key.
+    entries: Vec<Blockref>,
+    /// Entries the block holds at most.
+    cap: usize,
+    /// Whether it (or a block below it) changed and must be written.
+    dirty: bool,
+}
+
+impl Node {
+    fn range(&self) -> (u64, u64) {
+        self.bref.map_or((0, u64::MAX), |b| (b.key, b.key_end()))
+    }
+}
+
+/// Where a key is in an old table.
+enum Spot {
+    /// Entry `.1` of node `.0` is the child at the key.
+    Found(usize, usize),
+    /// No entry: one would go at position `.1` of node `.0`.
+    Absent(usize, usize),
+    /// An entry of another key covers the key: the table must be rebuilt.
+    Covered,
+}
+
+/// The part of an inode's table as last committed that a commit read: the blocks on the
+/// paths to its changed keys.
+pub(super) struct OldTable {
+    nodes: Vec<Node>,
+}
+
+fn entries_of(raw: Vec<Blockref>) -> Vec<Blockref> {
+    let mut v = raw;
+    v.retain(|b| b.btype != BREF_TYPE_EMPTY);
+    v.sort_unstable_by_key(|b| b.key);
+    v
+}
+
+impl OldTable {
+    fn new(set: Option<&[Blockref; SET_COUNT]>) -> Result<OldTable> {
+        let mut entries = Vec::new();
+        entries.try_reserve_exact(SET_COUNT)?;
+        if let Some(s) = set {
+            entries.extend(s.iter().copied());
+        }
+        let mut nodes = Vec::new();
+        try_push(
+            &mut nodes,
+            Node {
+                bref: None,
+                parent: 0,
+                entries: entries_of(entries),
+                cap: SET_COUNT,
+                dirty: false,
+            },
+        )?;
+        Ok(OldTable { nodes })
+    }
+
+    /// The node of indirect block `b`, entry of node `n`, read when first met.
+    fn child<D: BlockDev>(&mut self, vol: &Volume<D>, n: usize, b: Blockref) -> Result<usize> {
+        let same = |x: &Node| {
+            x.parent == n
+                && x.bref
+                    .is_some_and(|r| r.key == b.key && r.keybits == b.keybits)
+        };
+        if let Some(k) = self.nodes.iter().skip(1).position(same) {
+            return Ok(k + 1);
+        }
+        let raw = vol.read_table(&b).map_err(read_err)?;
+        let cap = raw.len();
+        try_push(
+            &mut self.nodes,
+            Node {
+                bref: Some(b),
+                parent: n,
+                entries: entries_of(raw),
+                cap,
+                dirty: false,
+            },
+        )?;
+        Ok(self.nodes.len() - 1)
+    }
+
+    /// Where `key` is, reading the indirect blocks on its path.
+    fn find<D: BlockDev>(&mut self, vol: &Volume<D>, key: u64) -> Result<Spot> {
+        let mut n = 0;
+        loop {
+            vol.dev().yield_point();
+            let e = &self.nodes[n].entries;
+            let i = e.partition_point(|b| b.key_end() < key);
+            match e.get(i).copied() {
+                Some(b) if b.key <= key && b.btype == BREF_TYPE_INDIRECT => {
+                    n = self.child(vol, n, b)?;
+                }
+                Some(b) if b.key == key => return Ok(Spot::Found(n, i)),
+                Some(b) if b.key < key => return Ok(Spot::Covered),
+                _ => return Ok(Spot::Absent(n, i)),
+            }
+        }
+    }
+
+    /// The entry at `key` as last committed.
+    pub(super) fn old<D: BlockDev>(
+        &mut self,
+        vol: &Volume<D>,
+        key: u64,
+    ) -> Result<Option<Blockref>> {
+        Ok(match self.find(vol, key)? {
+            Spot::Found(n, i) => Some(self.nodes[n].entries[i]),
+            _ => None,
+        })
+    }
+
+    fn touch(&mut self, mut n: usize) {
+        loop {
+            self.nodes[n].dirty = true;
+            if n == 0 {
+                return;
+            }
+            n = self.nodes[n].parent;
+        }
+    }
+
+    /// Put `new` at `key` (`None`: remove it); false when it does not fit in place.
+    fn apply<D: BlockDev>(
+        &mut self,
+        vol: &Volume<D>,
+        key: u64,
+        new: Option<Blockref>,
+    ) -> Result<bool> {
+        match (self.find(vol, key)?, new) {
+            (Spot::Covered, _) => return Ok(false),
+            (Spot::Found(n, i), Some(b)) if b.key_end() == self.nodes[n].entries[i].key_end() => {
+                self.nodes[n].entries[i] = b;
+                self.touch(n);
+            }
+            (Spot::Found(n, i), None) => {
+                self.nodes[n].entries.remove(i);
+                self.touch(n);
+            }
+            (Spot::Found(..), Some(_)) => return Ok(false),
+            (Spot::Absent(..), None) => {}
+            (Spot::Absent(n, i), Some(b)) => {
+                let node = &self.nodes[n];
+                let (lo, hi) = node.range();
+                let fits = b.key >= lo
+                    && b.key_end() <= hi
+                    && node.entries.len() < node.cap
+                    && (i == 0 || node.entries[i - 1].key_end() < b.key)
+                    && node.entries.get(i).is_none_or(|x| x.key > b.key_end());
+                if !fits {
+                    return Ok(false);
+                }
+                self.nodes[n].entries.try_reserve(1)?;
+                self.nodes[n].entries.insert(i, b);
+                self.touch(n);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Write every indirect block that changed (an emptied one leaves its parent), naming
+    /// the old ones in `gone`; the table's new blockset.
+    fn finish<D: BlockDev>(
+        mut self,
+        txn: &mut Txn<'_, D>,
+        gone: &mut Vec<u64>,
+    ) -> Result<[Blockref; SET_COUNT]> {
+        // Children were read after their parents: the reverse order writes them first.
+        for n in (1..self.nodes.len()).rev() {
+            if !self.nodes[n].dirty {
+                continue;
+            }
+            let node = &self.nodes[n];
+            let old = node.bref.ok_or(Error::Invalid)?;
+            try_push(gone, old.data_off)?;
+            let new = match node.entries.is_empty() {
+                true => None,
+                false => Some(write_indirect(txn, &old, &node.entries, node.cap)?),
+            };
+            let p = node.parent;
+            let pe = &mut self.nodes[p].entries;
+            let i = pe
+                .iter()
+                .position(|b| {
+                    b.btype == BREF_TYPE_INDIRECT && b.key == old.key && b.keybits == old.keybits
+                })
+                .ok_or(Error::Invalid)?;
+            match new {
+                Some(b) => pe[i] = b,
+                None => {
+                    pe.remove(i);
+                }
+            }
+        }
+        let mut set = [Blockref::default(); SET_COUNT];
+        let top = &self.nodes[0].entries;
+        if top.len() > SET_COUNT {
+            return Err(Error::Invalid);
+        }
+        set[..top.len()].copy_from_slice(top);
+        Ok(set)
+    }
+}
+
+/// Write the INDIRECT block of `old`'s key range holding `entries`, in a block of `cap`
+/// entries as before.
+#[inline(never)]
+fn write_indirect<D: BlockDev>(
+    txn: &mut Txn<'_, D>,
+    old: &Blockref,
+    entries: &[Blockref],
+    cap: usize,
+) -> Result<Blockref> {
+    let mut raw = Vec::new();
+    raw.try_reserve_exact(cap * BREF_BYTES)?;
+    raw.resize(cap * BREF_BYTES, 0);
+    for (chunk, b) in raw.chunks_exact_mut(BREF_BYTES).zip(entries) {
+        chunk.copy_from_slice(&b.encode());
+    }
+    let mut b = Blockref::new(BREF_TYPE_INDIRECT, old.key, old.keybits);
+    b.methods = METHODS;
+    txn.write_block(b, &raw)
+}
+
+/// The table rebuilt whole: every entry of the old table (`set`) with `changes` (sorted by
+/// key) applied, the old indirect blocks that hold the same entries kept, the others named
+/// in `gone`.
+#[inline(never)]
+fn rebuild<D: BlockDev>(
+    vol: &Volume<D>,
+    txn: &mut Txn<'_, D>,
+    set: Option<&[Blockref; SET_COUNT]>,
+    changes: &[(u64, Option<Blockref>)],
+    gone: &mut Vec<u64>,
+) -> Result<[Blockref; SET_COUNT]> {
+    let mut ind = Vec::new();
+    let old = match set {
+        Some(s) => table_of(vol, s, &mut ind)?,
+        None => Vec::new(),
+    };
+    let mut items = Vec::new();
+    items.try_reserve_exact(old.len() + changes.len())?;
+    let (mut i, mut j) = (0, 0);
+    loop {
+        vol.dev().yield_point();
+        let (o, c) = (old.get(i), changes.get(j));
+        match (o, c) {
+            (None, None) => break,
+            (Some(o), Some((k, _))) if o.key < *k => {
+                items.push(*o);
+                i += 1;
+            }
+            (Some(o), None) => {
+                items.push(*o);
+                i += 1;
+            }
+            (o, Some((k, new))) => {
+                if o.is_some_and(|o| o.key == *k) {
+                    i += 1;
+                }
+                if let Some(b) = new {
+                    items.push(*b);
+                }
+                j += 1;
+            }
+        }
+    }
+    let relax = || vol.dev().yield_point();
+    crate::mem::sort_yielding(&mut ind, |b| (b.key, b.keybits), &relax)?;
+    let keep = |key: u64, keybits: u8| {
+        ind.binary_search_by(|b| (b.key, b.keybits).cmp(&(key, keybits)))
+            .ok()
+            .map(|i| ind[i])
+    };
+    let mut placed = Vec::new();
+    let set = txn.table_keeping(&items, &keep, Some(&mut placed))?;
+    let mut kept: Vec<u64> = Vec::new();
+    kept.try_reserve_exact(placed.len())?;
+    kept.extend(placed.iter().map(|b| b.data_off));
+    crate::mem::sort_yielding(&mut kept, |x| *x, &relax)?;
+    for b in &ind {
+        if kept.binary_search(&b.data_off).is_err() {
+            try_push(gone, b.data_off)?;
+        }
+    }
+    Ok(set)
+}
+
+/// Name in `gone` the block of `old`, an entry taken out of a table, and with `whole` the
+/// blocks of the table below it when it is an inode (a removed or replaced subtree).
+#[inline(never)]
+fn drop_old<D: BlockDev>(
+    vol: &Volume<D>,
+    old: &Blockref,
+    whole: bool,
+    gone: &mut Vec<u64>,
+) -> Result<()> {
+    if old.size_radix() == 0 {
+        return Ok(());
+    }
+    try_push(gone, old.data_off)?;
+    if !whole || old.btype != BREF_TYPE_INODE {
+        return Ok(());
+    }
+    let ino = vol.read_inode_box(old).map_err(read_err)?;
+    if ino.meta.is_directdata() {
+        return Ok(());
+    }
+    let set = ino.blockset()?;
+    let mut err = Ok(());
+    vol.walk_all(&set, &mut |b, _| {
+        if b.size_radix() != 0 {
+            if let Err(e) = try_push(gone, b.data_off) {
+                err = Err(e);
+                return Ok(Flow::Stop);
+            }
+        }
+        Ok(Flow::Continue)
+    })
+    .map_err(read_err)?;
+    err
+}
+
+/// One inode on the commit's path.
+struct Frame {
+    id: ChainId,
+    /// Its dirty places: `places[next..end]`.
+    next: usize,
+    end: usize,
+    /// Its table as last committed, when it is its own (a chain flushed at its place).
+    set: Option<[Blockref; SET_COUNT]>,
+    table: OldTable,
+    /// The new entries at its changed keys (`None`: removed), in key order.
+    changes: Vec<(u64, Option<Blockref>)>,
+    /// The child inode being committed: its key, its entry as last committed, and whether
+    /// that entry is its own block.
+    pending: Option<(u64, Option<Blockref>, bool)>,
+}
+
+impl Frame {
+    /// The frame of inode `id`, whose block as last committed is `old` when it is its own.
+    #[inline(never)]
+    fn new<D: BlockDev>(
+        vol: &Volume<D>,
+        places: &[Place],
+        id: ChainId,
+        old: Option<&Blockref>,
+    ) -> Result<Frame> {
+        let set = match old {
+            Some(b) => {
+                let ino = vol.read_inode_box(b).map_err(read_err)?;
+                (!ino.meta.is_directdata())
+                    .then(|| ino.blockset())
+                    .transpose()?
+            }
+            None => None,
+        };
+        let me = pair(id);
+        let next = places.partition_point(|p| p.0 < me);
+        let end = places.partition_point(|p| p.0 <= me);
+        Ok(Frame {
+            id,
+            next,
+            end,
+            table: OldTable::new(set.as_ref())?,
+            set,
+            changes: Vec::new(),
+            pending: None,
+        })
+    }
+
+    /// The new blockset of this inode's table: the old one patched, or rebuilt.
+    #[inline(never)]
+    fn table<D: BlockDev>(
+        mut self,
+        vol: &Volume<D>,
+        txn: &mut Txn<'_, D>,
+        gone: &mut Vec<u64>,
+    ) -> Result<[Blockref; SET_COUNT]> {
+        let mut fits = true;
+        for (k, new) in &self.changes {
+            if !self.table.apply(vol, *k, *new)? {
+                fits = false;
+                break;
+            }
+        }
+        match fits {
+            true => self.table.finish(txn, gone),
+            false => rebuild(vol, txn, self.set.as_ref(), &self.changes, gone),
+        }
+    }
+}
+
+/// What the walk of a commit made: the PFS root's new blockref and inode allocator, the
+/// chains written, the blocks taken out of the tree, the places visited.
+pub(super) struct Walked {
+    pub pfs_bref: Blockref,
+    pub root_inum: u64,
+    pub moved: Vec<(ChainId, Blockref)>,
+    pub gone: Vec<u64>,
+    pub visited: u64,
+}
+
+/// Write, in `txn`, the chains at `places` and the inodes above them, from the PFS root
+/// whose block as last committed is `pfs_old`.
+#[inline(never)]
+pub(super) fn walk<D: BlockDev>(
+    vol: &Volume<D>,
+    txn: &mut Txn<'_, D>,
+    store: &Store,
+    places: &[Place],
+    pfs_old: &Blockref,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Walked> {
+    let host = store.host();
+    let mut moved: Vec<(ChainId, Blockref)> = Vec::new();
+    let mut gone: Vec<u64> = Vec::new();
+    let mut stack: Vec<Frame> = Vec::new();
+    try_push(
+        &mut stack,
+        Frame::new(vol, places, store.root(), Some(pfs_old))?,
+    )?;
+    let mut visited = 0u64;
+    while let Some(top) = stack.last_mut() {
+        host.relax();
+        visited += 1;
+        if visited % LOAD_PROGRESS_EVERY == 0 {
+            progress(visited);
+        }
+        if top.next < top.end {
+            let key = places[top.next].1;
+            top.next += 1;
+            let old = top.table.old(vol, key)?;
+            let Some(cid) = store.child_at(top.id, key)? else {
+                if let Some(o) = old {
+                    drop_old(vol, &o, true, &mut gone)?;
+                }
+                try_push(&mut top.changes, (key, None))?;
+                continue;
+            };
+            let cb = store.bref(cid)?;
+            if cb.btype == BREF_TYPE_INODE {
+                // Its own block last committed: its table is patched; otherwise (a chain
+                // put at this key since) whatever was there leaves the tree whole.
+                let own = old.filter(|o| o.btype == BREF_TYPE_INODE);
+                let own = match own {
+                    Some(o) if store.is_flushed(cid)? => Some(o),
+                    _ => None,
+                };
+                top.pending = Some((key, old, own.is_some()));
+                let f = Frame::new(vol, places, cid, own.as_ref())?;
+                try_push(&mut stack, f)?;
+                continue;
+            }
+            let nb = match cb.size_radix() {
+                0 => cb,
+                _ => {
+                    let nb = place_data(txn, store, cid, &cb)?;
+                    try_push(&mut moved, (cid, nb))?;
+                    nb
+                }
+            };
+            if let Some(o) = old {
+                drop_old(vol, &o, true, &mut gone)?;
+            }
+            try_push(&mut top.changes, (key, Some(nb)))?;
+            continue;
+        }
+        // Every changed child placed: write this inode with its table.
+        let Some(done) = stack.pop() else { break };
+        let id = done.id;
+        let (b, body) = store.read(id)?;
+        let Body::Inode(mut ino) = body else {
+            return Err(Error::Invalid);
+        };
+        let top_inum = done
+            .changes
+            .iter()
+            .filter(|(k, new)| new.is_some() && k & DIRHASH_VISIBLE == 0)
+            .map(|(k, _)| *k)
+            .max()
+            .unwrap_or(0);
+        if !ino.meta.is_directdata() {
+            let set = done.table(vol, txn, &mut gone)?;
+            ino.set_blockset(&set);
+        } else if done.changes.iter().any(|(_, new)| new.is_some()) {
+            return Err(Error::Invalid);
+        }
+        let Some(parent) = stack.last_mut() else {
+            // The PFS root: keyed in the super-root as loaded, its inode allocator past
+            // every inode number its index was given.
+            ino.meta.pfs_inum = ino.meta.pfs_inum.max(top_inum);
+            let root_inum = ino.meta.pfs_inum;
+            let mut pb = *pfs_old;
+            pb.modify_tid = b.modify_tid;
+            pb.methods = b.methods;
+            let pfs_bref = place(txn, &pb, &encoded(&ino)?[..])?;
+            try_push(&mut gone, pfs_old.data_off)?;
+            progress(visited);
+            return Ok(Walked {
+                pfs_bref,
+                root_inum,
+                moved,
+                gone,
+                visited,
+            });
+        };
+        let nb = place(txn, &b, &encoded(&ino)?[..])?;
+        try_push(&mut moved, (id, nb))?;
+        let (key, old, own) = parent.pending.take().ok_or(Error::Invalid)?;
+        if let Some(o) = old {
+            drop_old(vol, &o, !own, &mut gone)?;
+        }
+        try_push(&mut parent.changes, (key, Some(nb)))?;
+    }
+    Err(Error::Invalid)
+}
