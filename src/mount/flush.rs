@@ -221,7 +221,7 @@ impl OldTable {
                     && b.key_end() <= hi
                     && node.entries.len() < node.cap
                     && (i == 0 || node.entries[i - 1].key_end() < b.key)
-                    && node.entries.get(i).is_none_or(|x| x.key > b.key_end());
+                    && node.entries.get(i).map_or(true, |x| x.key > b.key_end());
                 if !fits {
                     return Ok(false);
                 }
@@ -487,6 +487,13 @@ pub(super) fn walk<D: BlockDev>(
     pfs_old: &Blockref,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Walked> {
+    // DEVIATION: HAMMER2 finds what to flush by the MODIFIED/UPDATE flags of its chains,
+    // indirect blocks included, all in memory. The store keeps no chains for the media's
+    // indirect blocks (it shapes its own tables), so the flags are a journal of changed
+    // places, and the blocks last committed on their paths are read back to be patched.
+    // Where a change does not fit in place HAMMER2 splits the indirect block
+    // (`hammer2_chain_create_indirect`); here that one table is rebuilt from its keys
+    // (`Txn::table_keeping`), keeping the blocks whose entries did not change.
     let host = store.host();
     let mut moved: Vec<(ChainId, Blockref)> = Vec::new();
     let mut gone: Vec<u64> = Vec::new();
