@@ -385,7 +385,7 @@ fn commit_tree<D: BlockDev>(
     let start = vol.io();
     // The journal as it is now: a change after this is in the next commit's (a change the
     // walk sees anyway is written twice, never lost).
-    let (touches, _) = store.journal_snapshot()?;
+    let touches = store.journal_snapshot()?;
     let places = flush::dirty_places(store, &touches)?;
     let mut txn = begin(vol, m)?;
     let w = flush::walk(vol, &mut txn, store, &places, &m.pfs_bref, progress)?;

@@ -102,9 +102,9 @@ impl Store {
         self.arena.read().journal.as_ref().map_or(0, |j| j.len())
     }
 
-    /// A copy of the journal as it is now, and the change count at that moment (both read
-    /// under one lock: every change counted is in the copy).
-    pub fn journal_snapshot(&self) -> Result<(Vec<Touch>, u64)> {
+    /// A copy of the journal as it is now: every change made so far is named in it (a change
+    /// notes its place under the lock it changes the chain under).
+    pub fn journal_snapshot(&self) -> Result<Vec<Touch>> {
         loop {
             let want = self.journal_len();
             let mut v = Vec::new();
@@ -115,7 +115,7 @@ impl Store {
                 continue;
             }
             v.extend_from_slice(j);
-            return Ok((v, self.changes()));
+            return Ok(v);
         }
     }
 
@@ -160,5 +160,59 @@ impl Store {
             c.bref = bref;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::testhost::host;
+    use crate::host::LockMode;
+    use crate::media::{self, Blockref, InodeData};
+
+    fn data_bref(key: u64) -> Blockref {
+        let mut b = Blockref::new(media::BREF_TYPE_DATA, key, 16);
+        b.set_size_radix(10);
+        b
+    }
+
+    /// Every kind of change names its place; learning where a commit put a chain does not;
+    /// a drain keeps what came after the entries drained.
+    #[test]
+    fn every_change_names_its_place_and_a_drain_keeps_later_ones() {
+        let s = Store::new(host(), InodeData::default()).unwrap();
+        let g = s.lock_root(LockMode::Exclusive);
+        let id = s
+            .insert(&g, data_bref(0), Body::Data(alloc::vec![1; 1024]))
+            .unwrap();
+        assert_eq!(s.journal_len(), 0, "untracked until settled");
+        s.settle_all().unwrap();
+        assert!(s.is_flushed(id).unwrap());
+        let at = |key| Touch {
+            table: Some(s.root()),
+            key,
+        };
+        let c = s.lock_child(&g, id, LockMode::Exclusive).unwrap();
+        s.replace(&c, data_bref(0), Body::Data(alloc::vec![2; 1024]))
+            .unwrap();
+        s.modify(&c, |_, _| Ok(())).unwrap();
+        s.set_modify_tid(&c, 9).unwrap();
+        s.set_flushed(id, 0x4000a, 3).unwrap();
+        s.settle_pfs_inum(77).unwrap();
+        let n = s.journal_snapshot().unwrap();
+        assert_eq!(n, [at(0), at(0), at(0)]);
+        s.delete(&g, c).unwrap();
+        let other = s
+            .insert(&g, data_bref(1 << 16), Body::Data(alloc::vec![3; 1024]))
+            .unwrap();
+        assert!(!s.is_flushed(other).unwrap());
+        s.modify(&g, |_, _| Ok(())).unwrap();
+        s.journal_drain(n.len());
+        let rest = s.journal_snapshot().unwrap();
+        let root_own = Touch {
+            table: None,
+            key: 0,
+        };
+        assert_eq!(rest, [at(0), at(1 << 16), root_own]);
     }
 }
