@@ -37,9 +37,15 @@ fn pair(id: ChainId) -> (u32, u32) {
 pub(super) fn dirty_places(store: &Store, touches: &[Touch]) -> Result<Vec<Place>> {
     let host = store.host();
     let mut out: Vec<Place> = Vec::new();
+    // The table whose path was pushed last: changes come in runs in one table.
+    let mut last = None;
     for t in touches {
         host.relax();
         let Some(table) = t.table else { continue };
+        if last == Some(table) {
+            try_push(&mut out, (pair(table), t.key))?;
+            continue;
+        }
         let mark = out.len();
         try_push(&mut out, (pair(table), t.key))?;
         let mut cur = table;
@@ -58,8 +64,12 @@ pub(super) fn dirty_places(store: &Store, touches: &[Touch]) -> Result<Vec<Place
             try_push(&mut out, (pair(p), key))?;
             cur = p;
         };
-        if !alive {
-            out.truncate(mark);
+        match alive {
+            true => last = Some(table),
+            false => {
+                out.truncate(mark);
+                last = None;
+            }
         }
     }
     crate::mem::sort_yielding(&mut out, |p| *p, &|| host.relax())?;
@@ -76,6 +86,8 @@ struct Node {
     entries: Vec<Blockref>,
     /// Entries the block holds at most.
     cap: usize,
+    /// The nodes read below it: (key, keybits, node).
+    kids: Vec<(u64, u8, usize)>,
     /// Whether it (or a block below it) changed and must be written.
     dirty: bool,
 }
@@ -124,6 +136,7 @@ impl OldTable {
                 parent: 0,
                 entries: entries_of(entries),
                 cap: SET_COUNT,
+                kids: Vec::new(),
                 dirty: false,
             },
         )?;
@@ -132,16 +145,18 @@ impl OldTable {
 
     /// The node of indirect block `b`, entry of node `n`, read when first met.
     fn child<D: BlockDev>(&mut self, vol: &Volume<D>, n: usize, b: Blockref) -> Result<usize> {
-        let same = |x: &Node| {
-            x.parent == n
-                && x.bref
-                    .is_some_and(|r| r.key == b.key && r.keybits == b.keybits)
-        };
-        if let Some(k) = self.nodes.iter().skip(1).position(same) {
-            return Ok(k + 1);
+        let kid = self.nodes[n]
+            .kids
+            .iter()
+            .find(|(key, keybits, _)| *key == b.key && *keybits == b.keybits);
+        if let Some((_, _, k)) = kid {
+            return Ok(*k);
         }
         let raw = vol.read_table(&b).map_err(read_err)?;
         let cap = raw.len();
+        let k = self.nodes.len();
+        self.nodes[n].kids.try_reserve(1)?;
+        self.nodes[n].kids.push((b.key, b.keybits, k));
         try_push(
             &mut self.nodes,
             Node {
@@ -149,10 +164,11 @@ impl OldTable {
                 parent: n,
                 entries: entries_of(raw),
                 cap,
+                kids: Vec::new(),
                 dirty: false,
             },
         )?;
-        Ok(self.nodes.len() - 1)
+        Ok(k)
     }
 
     /// Where `key` is, reading the indirect blocks on its path.
@@ -396,6 +412,28 @@ fn drop_old<D: BlockDev>(
     err
 }
 
+/// Name in `gone` every block of the old table `set` but the entries at the keys of
+/// `changes` (named when they were replaced or removed).
+#[inline(never)]
+fn drop_rest<D: BlockDev>(
+    vol: &Volume<D>,
+    set: &[Blockref; SET_COUNT],
+    changes: &[(u64, Option<Blockref>)],
+    gone: &mut Vec<u64>,
+) -> Result<()> {
+    let mut ind = Vec::new();
+    let leaves = table_of(vol, set, &mut ind)?;
+    for b in &ind {
+        try_push(gone, b.data_off)?;
+    }
+    for b in &leaves {
+        if changes.binary_search_by_key(&b.key, |c| c.0).is_err() {
+            drop_old(vol, b, true, gone)?;
+        }
+    }
+    Ok(())
+}
+
 /// One inode on the commit's path.
 struct Frame {
     id: ChainId,
@@ -567,6 +605,9 @@ pub(super) fn walk<D: BlockDev>(
             ino.set_blockset(&set);
         } else if done.changes.iter().any(|(_, new)| new.is_some()) {
             return Err(Error::Invalid);
+        } else if let Some(set) = &done.set {
+            // An inode that keeps its data in itself now: its old table leaves the tree.
+            drop_rest(vol, set, &done.changes, &mut gone)?;
         }
         let Some(parent) = stack.last_mut() else {
             // The PFS root: keyed in the super-root as loaded, its inode allocator past
