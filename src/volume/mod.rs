@@ -380,6 +380,8 @@ impl<D: BlockDev> Volume<D> {
 }
 
 #[cfg(test)]
+mod space_tests;
+#[cfg(test)]
 pub(crate) mod testdev;
 #[cfg(test)]
 mod write_tests;

@@ -167,15 +167,32 @@ impl TreeId {
     }
 }
 
-/// Blocks of one tree per granule, saturating: a granule at [`COUNT_STUCK`] is never
-/// decremented again (it stays used, which is safe).
+/// Blocks of one tree per granule, exact: a walk counts a block once per path that reaches
+/// it, and a granule comes free when its count drops to zero. A byte per granule holds
+/// counts below [`WIDE`]; a granule more blocks reach (up to 16 blocks of 1 KiB fit one, but
+/// the subtrees of snapshots, and deduplicated blocks, are reached once per path) keeps its
+/// count in a page of wide counts, one page per 64 granules that need one. Memory: a byte
+/// per granule; once any count goes wide, 4 bytes per 64 granules for the page index and
+/// 256 bytes per page, at most [`PAGES_MAX`] pages ([`Error::TooBig`] past them).
 #[cfg_attr(test, derive(Clone))]
 pub struct GranuleCounts {
     counts: Vec<u8>,
+    /// Per 64 granules, 1 + the index of their page in `pages`, or 0 when they have none;
+    /// empty while no count is wide.
+    page_of: Vec<u32>,
+    pages: Vec<[u32; PAGE]>,
 }
 
-/// A count that no longer moves.
-const COUNT_STUCK: u8 = u8::MAX;
+/// A byte count of this value says the granule's count is in its page of wide counts.
+const WIDE: u8 = u8::MAX;
+/// Granules per page of wide counts.
+const PAGE: usize = 64;
+/// The most pages of wide counts one [`GranuleCounts`] holds: 16 MiB of them.
+#[cfg(not(test))]
+const PAGES_MAX: usize = MAP_LIMIT / 4 / core::mem::size_of::<[u32; PAGE]>();
+/// Tests reach the bound with a small tree.
+#[cfg(test)]
+pub(crate) const PAGES_MAX: usize = 16;
 
 impl GranuleCounts {
     /// Counts of `bytes` of filesystem, all zero; [`Error::TooBig`] past [`MAP_LIMIT`].
@@ -187,35 +204,110 @@ impl GranuleCounts {
         let mut counts = Vec::new();
         counts.try_reserve_exact(n)?;
         counts.resize(n, 0);
-        Ok(GranuleCounts { counts })
+        Ok(GranuleCounts {
+            counts,
+            page_of: Vec::new(),
+            pages: Vec::new(),
+        })
     }
 
-    /// Count one block more in every granule of `off..off + len`.
-    pub fn add(&mut self, off: u64, len: u64) {
+    /// Count one block more in every granule of `off..off + len`. [`Error::TooBig`] when a
+    /// count would need a page past [`PAGES_MAX`] or pass `u32::MAX`, [`Error::NoMem`]: the
+    /// counts are then no longer exact and must be dropped.
+    pub fn add(&mut self, off: u64, len: u64) -> Result<()> {
         for g in granules(off, len) {
-            if let Some(c) = self.counts.get_mut(g as usize) {
-                *c = c.saturating_add(1);
-            }
+            let Some(&c) = self.counts.get(g as usize) else {
+                continue;
+            };
+            let next = match c {
+                WIDE => self.get(g).checked_add(1).ok_or(Error::TooBig)?,
+                _ => u64::from(c) + 1,
+            };
+            self.set(g, next)?;
         }
+        Ok(())
+    }
+
+    /// The count of granule `g` (zero past the end).
+    fn get(&self, g: u64) -> u64 {
+        match self.counts.get(g as usize) {
+            Some(&WIDE) => self.wide(g).map_or(0, |p| u64::from(p[g as usize % PAGE])),
+            Some(&c) => u64::from(c),
+            None => 0,
+        }
+    }
+
+    /// The page of wide counts of granule `g`, if it has one.
+    fn wide(&self, g: u64) -> Option<&[u32; PAGE]> {
+        let p = *self.page_of.get((g / PAGE as u64) as usize)?;
+        self.pages.get((p as usize).checked_sub(1)?)
+    }
+
+    /// Set the count of granule `g` (in range) to `n`: in its byte below [`WIDE`], otherwise
+    /// in its page, made (zeroed) if it has none.
+    fn set(&mut self, g: u64, n: u64) -> Result<()> {
+        let i = g as usize;
+        let (chunk, at) = (i / PAGE, i % PAGE);
+        let was_wide = self.counts.get(i) == Some(&WIDE);
+        if let Some(narrow) = u8::try_from(n).ok().filter(|&c| c < WIDE) {
+            if was_wide {
+                // Its page is left to the other granules of the chunk.
+                if let Some(p) = self.page_of.get(chunk).copied() {
+                    if let Some(page) = self.pages.get_mut((p as usize).wrapping_sub(1)) {
+                        page[at] = 0;
+                    }
+                }
+            }
+            if let Some(c) = self.counts.get_mut(i) {
+                *c = narrow;
+            }
+            return Ok(());
+        }
+        let n = u32::try_from(n).map_err(|_| Error::TooBig)?;
+        if self.page_of.is_empty() {
+            let chunks = self.counts.len().div_ceil(PAGE);
+            self.page_of.try_reserve_exact(chunks)?;
+            self.page_of.resize(chunks, 0);
+        }
+        let p = self.page_of.get_mut(chunk).ok_or(Error::Invalid)?;
+        if *p == 0 {
+            if self.pages.len() >= PAGES_MAX {
+                return Err(Error::TooBig);
+            }
+            if self.pages.len() == self.pages.capacity() {
+                // Doubling, but never past the bound.
+                let more = self.pages.len().max(4).min(PAGES_MAX - self.pages.len());
+                self.pages.try_reserve_exact(more)?;
+            }
+            self.pages.push([0; PAGE]);
+            // At most PAGES_MAX, far below u32::MAX.
+            *p = self.pages.len() as u32;
+        }
+        let page = self.pages.get_mut(*p as usize - 1).ok_or(Error::Invalid)?;
+        page[at] = n;
+        if let Some(c) = self.counts.get_mut(i) {
+            *c = WIDE;
+        }
+        Ok(())
     }
 
     /// The sum of every granule's count.
     #[cfg(test)]
     pub fn total(&self) -> u64 {
-        self.counts.iter().map(|&c| u64::from(c)).sum()
+        (0..self.counts.len() as u64).map(|g| self.get(g)).sum()
     }
 
     /// Count one block less in every granule of `off..off + len`, clearing in `bits` each
-    /// granule left with none.
+    /// granule left with none. A granule already at zero stays there.
     fn remove(&mut self, off: u64, len: u64, bits: &mut GranuleBits) {
         for g in granules(off, len) {
-            if let Some(c) = self.counts.get_mut(g as usize) {
-                if *c != COUNT_STUCK && *c > 0 {
-                    *c -= 1;
-                }
-                if *c == 0 {
-                    bits.clear(g * GRANULE_BYTES);
-                }
+            if g as usize >= self.counts.len() {
+                continue;
+            }
+            let left = self.get(g).saturating_sub(1);
+            // Lowering a count never allocates: a count that fits no byte has its page.
+            if self.set(g, left).is_ok() && left == 0 {
+                bits.clear(g * GRANULE_BYTES);
             }
         }
     }
@@ -271,9 +363,13 @@ impl SpaceCache {
     }
 
     /// The granules the tree after a commit reaches: the current tree's (`zone`), with the
-    /// blocks `wrote` added and the blocks `dropped` (every block of the current tree the
-    /// new one no longer holds, each once) removed. The counts then count the new tree.
-    /// `None` when the current tree is not counted.
+    /// blocks `wrote` added and the blocks `dropped` removed (each block the current tree
+    /// reaches as many times as the new one reaches it less; a block written and left out of
+    /// the new tree is dropped too, and both cancel). The counts then count the new tree.
+    /// `None` when the current tree is not counted. The blocks written lie in granules no
+    /// tree of the cache reaches (the allocator keeps off them), at most 16 per granule, so
+    /// adding them never needs a wide count; after an error (out of memory) the counts are
+    /// no longer exact and the cache must be dropped, as it is with the failed commit.
     pub(crate) fn advance(
         &mut self,
         zone: usize,
@@ -293,7 +389,7 @@ impl SpaceCache {
                 relax();
             }
             if let Some((off, len)) = extent(*d) {
-                counts.add(off, len);
+                counts.add(off, len)?;
                 bits.mark(off, len);
             }
         }
@@ -453,6 +549,50 @@ mod tests {
         assert_eq!(a.alloc(8192, &|| {}).unwrap(), 0x882_0000);
         assert_eq!(a.alloc(3000, &|| {}), Err(Error::Invalid));
         assert_eq!(a.alloc(128 << 10, &|| {}), Err(Error::Invalid));
+    }
+
+    #[test]
+    fn counts_past_a_byte_stay_exact_and_bounded() {
+        let mut c = GranuleCounts::new(64 << 20).unwrap();
+        let mut bits = GranuleBits::new(64 << 20).unwrap();
+        let g = 0x12_0000;
+        // Sixteen 1 KiB blocks of a granule, each reached by twenty paths, and a 64 KiB
+        // block over it and the next three granules.
+        for i in 0..16 * 20 {
+            c.add(g + (i % 16) * 1024, 1024).unwrap();
+        }
+        c.add(g, 65536).unwrap();
+        bits.mark(g, 65536);
+        assert_eq!((c.get(g / GRANULE_BYTES), c.total()), (321, 324));
+        for _ in 0..320 {
+            c.remove(g + 5 * 1024, 1024, &mut bits);
+        }
+        assert_eq!(c.get(g / GRANULE_BYTES), 1);
+        assert!(bits.get(g));
+        c.remove(g, 65536, &mut bits);
+        assert!(!bits.any(g, 65536));
+        assert_eq!(c.total(), 0);
+        // Back to a byte, the count goes wide again.
+        for _ in 0..300 {
+            c.add(g, 1).unwrap();
+        }
+        assert_eq!(c.total(), 300);
+
+        // Pages of wide counts are bounded: one more is refused, as is a count past u32.
+        let chunk = PAGE as u64 * GRANULE_BYTES;
+        let mut c = GranuleCounts::new((PAGES_MAX as u64 + 1) * chunk).unwrap();
+        for p in 0..PAGES_MAX as u64 {
+            c.set(p * PAGE as u64, u64::from(WIDE)).unwrap();
+        }
+        assert_eq!(c.get(0), u64::from(WIDE));
+        assert!(c.pages.capacity() <= PAGES_MAX);
+        c.add(0, 1).unwrap();
+        assert_eq!(c.add(PAGES_MAX as u64 * chunk, 1), Ok(()));
+        c.set(PAGES_MAX as u64 * PAGE as u64, u64::from(WIDE) - 1)
+            .unwrap();
+        assert_eq!(c.add(PAGES_MAX as u64 * chunk, 1), Err(Error::TooBig));
+        c.set(0, u64::from(u32::MAX)).unwrap();
+        assert_eq!(c.add(0, 1), Err(Error::TooBig));
     }
 
     #[test]

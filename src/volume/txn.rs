@@ -227,8 +227,11 @@ impl<'v, D: BlockDev> Txn<'v, D> {
     /// the new tree back from [`Txn::commit_cached`]. On any error the cache is gone: the
     /// next transaction reads every tree again.
     ///
+    /// Every block the transaction writes must end in the new tree once, or be named to
+    /// [`Txn::drop_block`] (a block written, then replaced before the commit).
+    ///
     /// Falls back to [`Txn::begin`] (a cache of nothing) when the counts would not fit in
-    /// [`super::space::MAP_LIMIT`].
+    /// [`super::space::MAP_LIMIT`], or their wide counts in their own bound.
     #[inline(never)]
     pub fn begin_cached(
         vol: &'v Volume<D>,
@@ -283,17 +286,16 @@ impl<'v, D: BlockDev> Txn<'v, D> {
                         },
                         false => None,
                     };
-                    mark_tree(
-                        vol,
-                        &ch.sroot_blockset,
-                        Marks {
-                            a: Some(&mut bits),
-                            b: None,
-                            counts: counts.as_mut(),
-                        },
-                        current,
-                        Tables::Walk,
-                    )?;
+                    let marks = Marks {
+                        a: Some(&mut bits),
+                        b: None,
+                        counts: counts.as_mut(),
+                    };
+                    match mark_tree(vol, &ch.sroot_blockset, marks, current, Tables::Walk) {
+                        // Counts past their bound: the tree is read at every commit.
+                        Err(Error::TooBig) if counts.is_some() => return Txn::begin(vol),
+                        r => r?,
+                    }
                     if let Some(c) = counts {
                         cache.counts = Some((zone, c));
                     }
@@ -317,8 +319,11 @@ impl<'v, D: BlockDev> Txn<'v, D> {
     }
 
     /// Name a block (its `data_off`) of the current tree that the new tree no longer holds,
-    /// once per block, for a transaction begun with [`Txn::begin_cached`] (otherwise
-    /// nothing is kept). Its granules are freed once no header copy that stays reaches them.
+    /// for a transaction begun with [`Txn::begin_cached`] (otherwise nothing is kept): once
+    /// for each time the current tree reaches it that the new tree does not (once, for a
+    /// block one path reaches; a block a snapshot shares stays counted for the snapshot).
+    /// A block this transaction wrote that the new tree does not hold is named here too,
+    /// once. Its granules are freed once no header copy that stays reaches them.
     pub fn drop_block(&mut self, data_off: u64) -> Result<()> {
         if self.space.is_some() {
             crate::mem::try_push(&mut self.dropped, data_off)?;
@@ -365,9 +370,13 @@ impl<'v, D: BlockDev> Txn<'v, D> {
         b.mirror_tid = self.tid;
         b.modify_tid = self.modify_tid;
         if self.space.is_some() {
-            crate::mem::try_push(&mut self.wrote, b.data_off)?;
+            self.wrote.try_reserve(1)?;
         }
         self.vol.write_at(off, block)?;
+        // Only a block whose blockref the caller gets: a failed write is in no tree.
+        if self.space.is_some() {
+            self.wrote.push(b.data_off);
+        }
         self.vol.dev().yield_point();
         self.written += size as u64;
         Ok(b)
@@ -683,23 +692,30 @@ fn mark_tree<D: BlockDev>(
     // A blockref that does not locate reaches no space (the walk reports it when it
     // has to read it).
     let prune = |r: &Blockref| skip.is_some_and(|s| seen_table(s, r));
-    let mut mark = |r: &Blockref, count: bool| {
+    let mut mark = |r: &Blockref, count: bool| -> Result<()> {
         if let Ok((off, len)) = vol.locate(r) {
             for m in [a.as_deref_mut(), b.as_deref_mut()].into_iter().flatten() {
                 m.mark(off, len as u64);
             }
             if let Some(c) = counts.as_deref_mut().filter(|_| count) {
-                c.add(off, len as u64);
+                c.add(off, len as u64)?;
             }
         }
+        Ok(())
     };
     // The walk visits (and so counts) every root it does not prune: a root is counted here
     // only when pruned, or its granule would count it twice and never come free.
     for r in set {
-        mark(r, prune(r));
+        mark(r, prune(r))?;
     }
     let mut visit = |r: &Blockref, _: Option<&InodeData>| {
-        mark(r, true);
+        mark(r, true).map_err(|e| {
+            let cause = match e {
+                Error::NoMem => Cause::NoMem,
+                _ => Cause::TooBig,
+            };
+            ReadError::new(cause, r.data_off)
+        })?;
         if let Some(rec) = record.as_deref_mut() {
             if matches!(r.btype, BREF_TYPE_INODE | BREF_TYPE_INDIRECT) {
                 crate::mem::try_push(rec, block_name(r))

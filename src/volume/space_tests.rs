@@ -1,0 +1,326 @@
+//! Tests of the space a mount learns across its commits ([`SpaceCache`]): after every step,
+//! the commit begun from the cache writes the very header (block places, freemap) that the
+//! same commit writes when it reads every tree ([`Txn::begin`]).
+//!
+//! The trees here are super-roots with extra entries: inodes (with DATA blocks below) and
+//! blockrefs that share one inode block, as the PFS roots of snapshots share their subtrees.
+//! Volumes of 64 MiB hold one header copy, so each commit replaces the only tree and a
+//! block it drops is free at once.
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+
+use super::space::SpaceCache;
+use super::testdev::{inode, newfs_sparse, set, SparseDev};
+use super::*;
+use crate::media::*;
+use crate::mem::try_box;
+
+const MIB: u64 = 1 << 20;
+
+fn make() -> SparseDev {
+    newfs_sparse(
+        64 * MIB,
+        &[NewPfs {
+            label: b"DATA",
+            pfs_type: PFSTYPE_MASTER,
+            clid: [7; 16],
+            fsid: [1; 16],
+            nmasters: 1,
+        }],
+    )
+}
+
+type Vol<'d> = Volume<&'d SparseDev>;
+
+/// What a step does in a transaction: from the super-root's entries, the new ones (sorted by
+/// key); blocks it writes or drops go through the transaction.
+type Step<'s> = &'s dyn Fn(&mut Txn<'_, &SparseDev>, Vec<Blockref>) -> crate::Result<Vec<Blockref>>;
+
+/// The super-root's entries on `vol` and its INDIRECT blocks.
+fn sroot_table(vol: &Vol<'_>) -> (Vec<Blockref>, Vec<Blockref>) {
+    let table = vol.super_root().unwrap().blockset().unwrap();
+    let (mut entries, mut indirect) = (Vec::new(), Vec::new());
+    vol.scan_tables(&table, &mut |b| {
+        match b.btype {
+            BREF_TYPE_INDIRECT => indirect.push(*b),
+            _ => entries.push(*b),
+        }
+        Ok(Flow::Continue)
+    })
+    .unwrap();
+    (entries, indirect)
+}
+
+/// Commit `t` with a super-root holding `entries`: the old super-root and its indirect
+/// blocks dropped.
+fn finish(
+    mut t: Txn<'_, &SparseDev>,
+    entries: &[Blockref],
+) -> crate::Result<(Box<VolumeHeader>, Option<Box<SpaceCache>>)> {
+    let vol = t.volume();
+    let (_, indirect) = sroot_table(vol);
+    let old = *vol.header().sroot();
+    let mut ino = vol.super_root().unwrap();
+    let table = t.table(entries)?;
+    ino.set_blockset(&table);
+    t.drop_block(old.data_off)?;
+    for b in indirect {
+        t.drop_block(b.data_off)?;
+    }
+    let nb = t.write_block(old, &ino.encode())?;
+    t.commit_cached(nb)
+}
+
+/// `step` committed on `dev` from `cache` and, on a copy of `dev`, by a commit that reads
+/// every tree: both must write the same header. The new cache, and the places the cached
+/// commit wrote.
+fn both(dev: &SparseDev, cache: Box<SpaceCache>, step: Step<'_>) -> (Box<SpaceCache>, Vec<u64>) {
+    let want = full_walk(dev, step);
+    let vol = Volume::open(dev).unwrap();
+    let mut t = Txn::begin_cached(&vol, cache).unwrap();
+    let entries = step(&mut t, sroot_table(&vol).0).unwrap();
+    let wrote = t.wrote.clone();
+    let (h, cache) = finish(t, &entries).unwrap();
+    assert!(
+        h == want,
+        "the cached commit's header (places, freemap) is not a full walk's: free {} vs {}",
+        h.allocator_free,
+        want.allocator_free
+    );
+    (cache.expect("a cached commit keeps its cache"), wrote)
+}
+
+/// The header `step` committed on a copy of `dev` by a commit that reads every tree writes.
+fn full_walk(dev: &SparseDev, step: Step<'_>) -> Box<VolumeHeader> {
+    let twin = dev.snapshot();
+    let vol = Volume::open(&twin).unwrap();
+    let mut t = Txn::begin(&vol).unwrap();
+    let entries = step(&mut t, sroot_table(&vol).0).unwrap();
+    finish(t, &entries).unwrap().0
+}
+
+/// Commit on `dev`, reading every tree, a super-root with `paths` more entries (keys
+/// 1..=paths) naming one inode block, `ino`, as snapshots share a PFS root's subtree.
+fn share(dev: &SparseDev, ino: &dyn Fn(&mut Txn<'_, &SparseDev>) -> InodeData, paths: u64) {
+    let vol = Volume::open(dev).unwrap();
+    let mut t = Txn::begin(&vol).unwrap();
+    let ino = ino(&mut t);
+    let x = t.inode(0, &ino).unwrap();
+    let mut entries = sroot_table(&vol).0;
+    for k in 1..=paths {
+        let mut s = x;
+        s.key = k;
+        entries.push(s);
+    }
+    finish(t, &sorted(entries).unwrap()).unwrap();
+}
+
+fn empty() -> Box<SpaceCache> {
+    try_box(SpaceCache::default()).unwrap()
+}
+
+fn sorted(mut entries: Vec<Blockref>) -> crate::Result<Vec<Blockref>> {
+    entries.sort_by_key(|b| b.key);
+    assert!(entries.windows(2).all(|w| w[0].key < w[1].key));
+    Ok(entries)
+}
+
+/// Write a file inode keyed `key` with two DATA blocks of bytes from `seed`; its blockref.
+fn file(t: &mut Txn<'_, &SparseDev>, key: u64, seed: u8) -> crate::Result<Blockref> {
+    let bytes: Vec<u8> = (0..DATA_BLOCK_BYTES)
+        .map(|i| ((i as u8) ^ seed) | 1)
+        .collect();
+    let d0 = t.data(0, &bytes)?.unwrap();
+    let d1 = t.data(DATA_BLOCK_BYTES as u64, &bytes[..3000])?.unwrap();
+    let mut ino = inode(OBJTYPE_REGFILE, key, b"f");
+    ino.set_blockset(&set(&[d0, d1]));
+    t.inode(key, &ino)
+}
+
+/// Take the file keyed `key` out of `entries`, dropping its inode and DATA blocks.
+fn remove(t: &mut Txn<'_, &SparseDev>, entries: &mut Vec<Blockref>, key: u64) -> crate::Result<()> {
+    let at = entries.iter().position(|b| b.key == key).unwrap();
+    let b = entries.remove(at);
+    let ino = t.volume().read_inode(&b).unwrap();
+    for d in ino.blockset().unwrap() {
+        if d.btype == BREF_TYPE_DATA {
+            t.drop_block(d.data_off)?;
+        }
+    }
+    t.drop_block(b.data_off)
+}
+
+/// A volume with file 1, committed from an empty cache; the cache.
+fn with_file() -> (SparseDev, Box<SpaceCache>) {
+    let dev = make();
+    let (cache, _) = both(&dev, empty(), &|t, mut e| {
+        e.push(file(t, 1, 1)?);
+        sorted(e)
+    });
+    (dev, cache)
+}
+
+/// Snapshots share subtrees, so a walk may reach one granule more than 255 times: its
+/// count stays exact, and the granule comes free when the last path to it goes.
+#[test]
+fn a_granule_reached_more_than_255_times_comes_free_exactly() {
+    let dev = make();
+    // 300 paths to one inode block (written without a cache, which would count the one
+    // block written once).
+    share(&dev, &|_| inode(OBJTYPE_DIRECTORY, 1, b"snap"), 300);
+    let shared = |e: &Blockref| (1..=300).contains(&e.key);
+    // The first cached commit counts the tree: all but one path go, the granule stays used.
+    let (cache, _) = both(&dev, empty(), &|t, mut entries| {
+        for e in entries.iter().filter(|e| shared(e) && e.key > 1) {
+            t.drop_block(e.data_off)?;
+        }
+        entries.retain(|e| !shared(e) || e.key == 1);
+        Ok(entries)
+    });
+    {
+        let (_, counts) = cache.counts.as_ref().unwrap();
+        let vol = Volume::open(&dev).unwrap();
+        let mut want = 0;
+        vol.walk_all(&vol.header().sroot_blockset, &mut |r, _| {
+            want += u64::from(vol.locate(r).is_ok());
+            Ok(Flow::Continue)
+        })
+        .unwrap();
+        // Every block of this tree fits one granule.
+        assert_eq!(counts.total(), want);
+    }
+    // The last path goes: the granule comes free.
+    both(&dev, cache, &|t, mut entries| {
+        for e in entries.iter().filter(|e| shared(e)) {
+            t.drop_block(e.data_off)?;
+        }
+        entries.retain(|e| !shared(e));
+        Ok(entries)
+    });
+}
+
+/// Wide counts are bounded ([`super::space::PAGES_MAX`] pages of 64 granules, scaled down
+/// under test): a tree that needs more is not counted, and its commits read every tree, as
+/// a commit without a cache does, writing the same header.
+#[test]
+fn a_tree_past_the_bound_of_wide_counts_is_read_at_every_commit() {
+    let dev = make();
+    let pages = super::space::PAGES_MAX as u64;
+    // An inode naming DATA blocks in more MiB than there are pages, reached 256 times (each
+    // commit below takes one path away).
+    let data_in_each_mib = |t: &mut Txn<'_, &SparseDev>| {
+        let data: Vec<Blockref> = (0..=pages)
+            .map(|i| {
+                let mut d = Blockref::new(BREF_TYPE_DATA, i * DATA_BLOCK_BYTES as u64, 0);
+                d.data_off = ((40 + i) * MIB) | DATA_BLOCK_RADIX as u64;
+                d
+            })
+            .collect();
+        let mut ino = inode(OBJTYPE_REGFILE, 1, b"f");
+        ino.set_blockset(&t.table(&data).unwrap());
+        ino
+    };
+    share(&dev, &data_in_each_mib, 256);
+    let step: Step<'_> = &|t, mut e| {
+        let last = e.iter().rposition(|b| b.key <= 256).unwrap();
+        let b = e.remove(last);
+        t.drop_block(b.data_off)?;
+        let key = 1000 + e.iter().filter(|b| (1000..2000).contains(&b.key)).count() as u64;
+        e.push(file(t, key, 1)?);
+        sorted(e)
+    };
+    for _ in 0..2 {
+        let want = full_walk(&dev, step);
+        let vol = Volume::open(&dev).unwrap();
+        let mut t = Txn::begin_cached(&vol, empty()).unwrap();
+        assert!(t.space.is_none(), "the counts did not fit: no cache");
+        let entries = step(&mut t, sroot_table(&vol).0).unwrap();
+        let (h, cache) = finish(t, &entries).unwrap();
+        assert!(cache.is_none());
+        assert!(
+            h == want,
+            "a commit past the bound writes a full walk's header"
+        );
+    }
+}
+
+/// A commit that fails after writing blocks leaves them in no tree: the next commit (which
+/// reads every tree again, the cache gone with the failed transaction) allocates their
+/// places again, and the commits after it learn the space exactly.
+#[test]
+fn a_failed_commit_leaves_its_blocks_free_for_the_next() {
+    let (dev, cache) = with_file();
+    let step: Step<'_> = &|t, mut e| {
+        remove(t, &mut e, 1)?;
+        e.push(file(t, 2, 2)?);
+        sorted(e)
+    };
+    let mut k = 0;
+    loop {
+        let mut d = dev.snapshot();
+        d.fail_write_after = Some(k);
+        let failed = {
+            let vol = Volume::open(&d).unwrap();
+            let mut t = Txn::begin_cached(&vol, cache.clone()).unwrap();
+            let wrote = core::cell::RefCell::new(Vec::new());
+            step(&mut t, sroot_table(&vol).0)
+                .and_then(|entries| {
+                    *wrote.borrow_mut() = t.wrote.clone();
+                    finish(t, &entries)
+                })
+                .err()
+                .map(|e| (e, wrote.into_inner()))
+        };
+        let Some((err, failed_wrote)) = failed else {
+            break;
+        };
+        assert_eq!(err, Error::Io, "write {k}");
+        d.fail_write_after = None;
+        assert_eq!(
+            Volume::open(&d).unwrap().header(),
+            Volume::open(&dev).unwrap().header()
+        );
+        let (cache, wrote) = both(&d, empty(), step);
+        // The same commit again: the same places, the failed one's free again.
+        assert_eq!(wrote[..failed_wrote.len()], failed_wrote[..], "write {k}");
+        let (cache, _) = both(&d, cache, &|t, mut e| {
+            remove(t, &mut e, 2)?;
+            e.push(file(t, 3, 3)?);
+            sorted(e)
+        });
+        both(&d, cache, &|t, mut e| {
+            remove(t, &mut e, 3)?;
+            Ok(e)
+        });
+        k += 1;
+        assert!(k < 100);
+    }
+    assert!(
+        k > 5,
+        "the commit writes data, inodes, the super-root, freemap, header"
+    );
+}
+
+/// A block written and then replaced in the same transaction, and named to `drop_block`,
+/// leaves no trace: its granule is free in the commit's freemap and after the next.
+#[test]
+fn a_block_written_then_replaced_in_one_transaction_is_not_kept() {
+    let (dev, cache) = with_file();
+    let (cache, _) = both(&dev, cache, &|t, mut e| {
+        // A first version of the file, replaced before the commit.
+        let first = file(t, 2, 2)?;
+        remove(t, &mut alloc::vec![first], 2)?;
+        e.push(file(t, 2, 3)?);
+        sorted(e)
+    });
+    let (cache, _) = both(&dev, cache, &|t, mut e| {
+        remove(t, &mut e, 2)?;
+        remove(t, &mut e, 1)?;
+        Ok(e)
+    });
+    both(&dev, cache, &|t, mut e| {
+        e.push(file(t, 4, 4)?);
+        sorted(e)
+    });
+}
