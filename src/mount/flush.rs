@@ -9,6 +9,7 @@
 //! a commit takes out of the tree are named from the entries it replaced or removed (a
 //! removed inode: the subtree below it), so the space to free costs what changed too.
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use super::{encoded, place, place_data, read_err, table_of, LOAD_PROGRESS_EVERY};
@@ -144,6 +145,7 @@ impl OldTable {
     }
 
     /// The node of indirect block `b`, entry of node `n`, read when first met.
+    #[inline(never)]
     fn child<D: BlockDev>(&mut self, vol: &Volume<D>, n: usize, b: Blockref) -> Result<usize> {
         let kid = self.nodes[n]
             .kids
@@ -255,7 +257,8 @@ impl OldTable {
         mut self,
         txn: &mut Txn<'_, D>,
         gone: &mut Vec<u64>,
-    ) -> Result<[Blockref; SET_COUNT]> {
+        set: &mut [Blockref],
+    ) -> Result<()> {
         // Children were read after their parents: the reverse order writes them first.
         for n in (1..self.nodes.len()).rev() {
             if !self.nodes[n].dirty {
@@ -283,13 +286,12 @@ impl OldTable {
                 }
             }
         }
-        let mut set = [Blockref::default(); SET_COUNT];
         let top = &self.nodes[0].entries;
-        if top.len() > SET_COUNT {
+        if top.len() > set.len() {
             return Err(Error::Invalid);
         }
         set[..top.len()].copy_from_slice(top);
-        Ok(set)
+        Ok(())
     }
 }
 
@@ -323,7 +325,8 @@ fn rebuild<D: BlockDev>(
     set: Option<&[Blockref; SET_COUNT]>,
     changes: &[(u64, Option<Blockref>)],
     gone: &mut Vec<u64>,
-) -> Result<[Blockref; SET_COUNT]> {
+    out: &mut [Blockref],
+) -> Result<()> {
     let mut ind = Vec::new();
     let old = match set {
         Some(s) => table_of(vol, s, &mut ind)?,
@@ -364,7 +367,7 @@ fn rebuild<D: BlockDev>(
             .map(|i| ind[i])
     };
     let mut placed = Vec::new();
-    let set = txn.table_keeping(&items, &keep, Some(&mut placed))?;
+    out.copy_from_slice(&txn.table_keeping(&items, &keep, Some(&mut placed))?);
     let mut kept: Vec<u64> = Vec::new();
     kept.try_reserve_exact(placed.len())?;
     kept.extend(placed.iter().map(|b| b.data_off));
@@ -374,7 +377,7 @@ fn rebuild<D: BlockDev>(
             try_push(gone, b.data_off)?;
         }
     }
-    Ok(set)
+    Ok(())
 }
 
 /// Name in `gone` the block of `old`, an entry taken out of a table, and with `whole` the
@@ -393,13 +396,11 @@ fn drop_old<D: BlockDev>(
     if !whole || old.btype != BREF_TYPE_INODE {
         return Ok(());
     }
-    let ino = vol.read_inode_box(old).map_err(read_err)?;
-    if ino.meta.is_directdata() {
+    let Some(set) = old_set(vol, old)? else {
         return Ok(());
-    }
-    let set = ino.blockset()?;
+    };
     let mut err = Ok(());
-    vol.walk_all(&set, &mut |b, _| {
+    vol.walk_all(&set[..], &mut |b, _| {
         if b.size_radix() != 0 {
             if let Err(e) = try_push(gone, b.data_off) {
                 err = Err(e);
@@ -434,52 +435,88 @@ fn drop_rest<D: BlockDev>(
     Ok(())
 }
 
-/// One inode on the commit's path.
+/// One inode on the commit's path. Small, and built in place on the heap: frames of the
+/// walk sit under its device reads and writes, on a kernel's small stack.
 struct Frame {
     id: ChainId,
     /// Its dirty places: `places[next..end]`.
     next: usize,
     end: usize,
     /// Its table as last committed, when it is its own (a chain flushed at its place).
-    set: Option<[Blockref; SET_COUNT]>,
+    set: Option<Box<[Blockref; SET_COUNT]>>,
     table: OldTable,
     /// The new entries at its changed keys (`None`: removed), in key order.
     changes: Vec<(u64, Option<Blockref>)>,
     /// The child inode being committed: its key, its entry as last committed, and whether
     /// that entry is its own block.
-    pending: Option<(u64, Option<Blockref>, bool)>,
+    pending: Option<Box<(u64, Option<Blockref>, bool)>>,
+}
+
+/// The blockset of the inode block `b` last committed, on the heap (`None` for an inode
+/// that keeps its data in itself).
+#[inline(never)]
+fn old_set<D: BlockDev>(
+    vol: &Volume<D>,
+    b: &Blockref,
+) -> Result<Option<Box<[Blockref; SET_COUNT]>>> {
+    let ino = vol.read_inode_box(b).map_err(read_err)?;
+    boxed_set(&ino)
+}
+
+/// `ino`'s blockset on the heap. Out of line: the set is in no frame under a device read.
+#[inline(never)]
+fn boxed_set(ino: &crate::media::InodeData) -> Result<Option<Box<[Blockref; SET_COUNT]>>> {
+    match ino.meta.is_directdata() {
+        true => Ok(None),
+        false => Ok(Some(crate::mem::try_box(ino.blockset()?)?)),
+    }
 }
 
 impl Frame {
-    /// The frame of inode `id`, whose block as last committed is `old` when it is its own.
+    /// Push on `stack` the frame of inode `id`, whose block as last committed is `old` when
+    /// it is its own.
     #[inline(never)]
-    fn new<D: BlockDev>(
+    fn push<D: BlockDev>(
+        stack: &mut Vec<Frame>,
         vol: &Volume<D>,
         places: &[Place],
         id: ChainId,
         old: Option<&Blockref>,
-    ) -> Result<Frame> {
+    ) -> Result<()> {
         let set = match old {
-            Some(b) => {
-                let ino = vol.read_inode_box(b).map_err(read_err)?;
-                (!ino.meta.is_directdata())
-                    .then(|| ino.blockset())
-                    .transpose()?
-            }
+            Some(b) => old_set(vol, b)?,
             None => None,
         };
         let me = pair(id);
         let next = places.partition_point(|p| p.0 < me);
         let end = places.partition_point(|p| p.0 <= me);
-        Ok(Frame {
+        stack.try_reserve(1)?;
+        stack.push(Frame {
             id,
             next,
             end,
-            table: OldTable::new(set.as_ref())?,
+            table: OldTable::new(set.as_deref())?,
             set,
             changes: Vec::new(),
             pending: None,
-        })
+        });
+        Ok(())
+    }
+
+    /// [`Frame::table`] on the heap ([`SET_COUNT`] entries).
+    #[inline(never)]
+    fn boxed_table<D: BlockDev>(
+        self,
+        vol: &Volume<D>,
+        txn: &mut Txn<'_, D>,
+        gone: &mut Vec<u64>,
+    ) -> Result<Vec<Blockref>> {
+        // Made on the heap, never in a frame: it is filled under device writes.
+        let mut set = Vec::new();
+        set.try_reserve_exact(SET_COUNT)?;
+        set.resize(SET_COUNT, Blockref::default());
+        self.table(vol, txn, gone, &mut set)?;
+        Ok(set)
     }
 
     /// The new blockset of this inode's table: the old one patched, or rebuilt.
@@ -489,7 +526,8 @@ impl Frame {
         vol: &Volume<D>,
         txn: &mut Txn<'_, D>,
         gone: &mut Vec<u64>,
-    ) -> Result<[Blockref; SET_COUNT]> {
+        out: &mut [Blockref],
+    ) -> Result<()> {
         let mut fits = true;
         for (k, new) in &self.changes {
             if !self.table.apply(vol, *k, *new)? {
@@ -498,8 +536,8 @@ impl Frame {
             }
         }
         match fits {
-            true => self.table.finish(txn, gone),
-            false => rebuild(vol, txn, self.set.as_ref(), &self.changes, gone),
+            true => self.table.finish(txn, gone, out),
+            false => rebuild(vol, txn, self.set.as_deref(), &self.changes, gone, out),
         }
     }
 }
@@ -512,6 +550,15 @@ pub(super) struct Walked {
     pub moved: Vec<(ChainId, Blockref)>,
     pub gone: Vec<u64>,
     pub visited: u64,
+}
+
+/// What the walk carries from step to step, on the heap.
+struct Walk<'a> {
+    store: &'a Store,
+    places: &'a [Place],
+    stack: Vec<Frame>,
+    moved: Vec<(ChainId, Blockref)>,
+    gone: Vec<u64>,
 }
 
 /// Write, in `txn`, the chains at `places` and the inodes above them, from the PFS root
@@ -532,94 +579,27 @@ pub(super) fn walk<D: BlockDev>(
     // Where a change does not fit in place HAMMER2 splits the indirect block
     // (`hammer2_chain_create_indirect`); here that one table is rebuilt from its keys
     // (`Txn::table_keeping`), keeping the blocks whose entries did not change.
-    let host = store.host();
-    let mut moved: Vec<(ChainId, Blockref)> = Vec::new();
-    let mut gone: Vec<u64> = Vec::new();
-    let mut stack: Vec<Frame> = Vec::new();
-    try_push(
-        &mut stack,
-        Frame::new(vol, places, store.root(), Some(pfs_old))?,
-    )?;
+    let mut w = crate::mem::try_box(Walk {
+        store,
+        places,
+        stack: Vec::new(),
+        moved: Vec::new(),
+        gone: Vec::new(),
+    })?;
+    Frame::push(&mut w.stack, vol, places, store.root(), Some(pfs_old))?;
     let mut visited = 0u64;
-    while let Some(top) = stack.last_mut() {
-        host.relax();
+    loop {
+        store.host().relax();
         visited += 1;
         if visited % LOAD_PROGRESS_EVERY == 0 {
             progress(visited);
         }
-        if top.next < top.end {
-            let key = places[top.next].1;
-            top.next += 1;
-            let old = top.table.old(vol, key)?;
-            let Some(cid) = store.child_at(top.id, key)? else {
-                if let Some(o) = old {
-                    drop_old(vol, &o, true, &mut gone)?;
-                }
-                try_push(&mut top.changes, (key, None))?;
-                continue;
-            };
-            let cb = store.bref(cid)?;
-            if cb.btype == BREF_TYPE_INODE {
-                // Its own block last committed: its table is patched; otherwise (a chain
-                // put at this key since) whatever was there leaves the tree whole.
-                let own = old.filter(|o| o.btype == BREF_TYPE_INODE);
-                let own = match own {
-                    Some(o) if store.is_flushed(cid)? => Some(o),
-                    _ => None,
-                };
-                top.pending = Some((key, old, own.is_some()));
-                let f = Frame::new(vol, places, cid, own.as_ref())?;
-                try_push(&mut stack, f)?;
-                continue;
-            }
-            let nb = match cb.size_radix() {
-                0 => cb,
-                _ => {
-                    let nb = place_data(txn, store, cid, &cb)?;
-                    try_push(&mut moved, (cid, nb))?;
-                    nb
-                }
-            };
-            if let Some(o) = old {
-                drop_old(vol, &o, true, &mut gone)?;
-            }
-            try_push(&mut top.changes, (key, Some(nb)))?;
+        if step(vol, txn, &mut w)? {
             continue;
         }
-        // Every changed child placed: write this inode with its table.
-        let Some(done) = stack.pop() else { break };
-        let id = done.id;
-        let (b, body) = store.read(id)?;
-        let Body::Inode(mut ino) = body else {
-            return Err(Error::Invalid);
-        };
-        let top_inum = done
-            .changes
-            .iter()
-            .filter(|(k, new)| new.is_some() && k & DIRHASH_VISIBLE == 0)
-            .map(|(k, _)| *k)
-            .max()
-            .unwrap_or(0);
-        if !ino.meta.is_directdata() {
-            let set = done.table(vol, txn, &mut gone)?;
-            ino.set_blockset(&set);
-        } else if done.changes.iter().any(|(_, new)| new.is_some()) {
-            return Err(Error::Invalid);
-        } else if let Some(set) = &done.set {
-            // An inode that keeps its data in itself now: its old table leaves the tree.
-            drop_rest(vol, set, &done.changes, &mut gone)?;
-        }
-        let Some(parent) = stack.last_mut() else {
-            // The PFS root: keyed in the super-root as loaded, its inode allocator past
-            // every inode number its index was given.
-            ino.meta.pfs_inum = ino.meta.pfs_inum.max(top_inum);
-            let root_inum = ino.meta.pfs_inum;
-            let mut pb = *pfs_old;
-            pb.modify_tid = b.modify_tid;
-            pb.methods = b.methods;
-            let pfs_bref = place(txn, &pb, &encoded(&ino)?[..])?;
-            try_push(&mut gone, pfs_old.data_off)?;
+        if let Some((pfs_bref, root_inum)) = finish(vol, txn, &mut w, pfs_old)? {
             progress(visited);
+            let Walk { moved, gone, .. } = *w;
             return Ok(Walked {
                 pfs_bref,
                 root_inum,
@@ -627,14 +607,130 @@ pub(super) fn walk<D: BlockDev>(
                 gone,
                 visited,
             });
-        };
-        let nb = place(txn, &b, &encoded(&ino)?[..])?;
-        try_push(&mut moved, (id, nb))?;
-        let (key, old, own) = parent.pending.take().ok_or(Error::Invalid)?;
-        if let Some(o) = old {
-            drop_old(vol, &o, !own, &mut gone)?;
         }
-        try_push(&mut parent.changes, (key, Some(nb)))?;
     }
-    Err(Error::Invalid)
+}
+
+/// Commit the next changed place of the inode on top of the walk's stack: false when it has
+/// none left.
+#[inline(never)]
+fn step<D: BlockDev>(vol: &Volume<D>, txn: &mut Txn<'_, D>, w: &mut Walk<'_>) -> Result<bool> {
+    let (store, places) = (w.store, w.places);
+    let top = w.stack.last_mut().ok_or(Error::Invalid)?;
+    if top.next >= top.end {
+        return Ok(false);
+    }
+    let key = places[top.next].1;
+    top.next += 1;
+    let old = top.table.old(vol, key)?;
+    let Some(cid) = store.child_at(top.id, key)? else {
+        if let Some(o) = &old {
+            drop_old(vol, o, true, &mut w.gone)?;
+        }
+        try_push(&mut top.changes, (key, None))?;
+        return Ok(true);
+    };
+    let cb = store.bref(cid)?;
+    if cb.btype == BREF_TYPE_INODE {
+        // Its own block last committed: its table is patched; otherwise (a chain put at
+        // this key since) whatever was there leaves the tree whole.
+        let own = match &old {
+            Some(o) if o.btype == BREF_TYPE_INODE && store.is_flushed(cid)? => Some(*o),
+            _ => None,
+        };
+        top.pending = Some(crate::mem::try_box((key, old, own.is_some()))?);
+        Frame::push(&mut w.stack, vol, places, cid, own.as_ref())?;
+        return Ok(true);
+    }
+    let nb = match cb.size_radix() {
+        0 => cb,
+        _ => {
+            let nb = place_data(txn, store, cid, &cb)?;
+            try_push(&mut w.moved, (cid, nb))?;
+            nb
+        }
+    };
+    if let Some(o) = &old {
+        drop_old(vol, o, true, &mut w.gone)?;
+    }
+    try_push(&mut top.changes, (key, Some(nb)))?;
+    Ok(true)
+}
+
+/// Inode `id` of `store`: its header and its payload on the heap. Out of line: the copy's
+/// frame is not under the commit's device writes.
+#[inline(never)]
+fn read_inode(store: &Store, id: ChainId) -> Result<(Blockref, Box<crate::media::InodeData>)> {
+    match store.read(id)? {
+        (b, Body::Inode(ino)) => Ok((b, ino)),
+        _ => Err(Error::Invalid),
+    }
+}
+
+/// Write the inode on top of the walk's stack, every changed child placed, with its table,
+/// and pop it; for the PFS root, its new blockref and inode allocator.
+#[inline(never)]
+fn finish<D: BlockDev>(
+    vol: &Volume<D>,
+    txn: &mut Txn<'_, D>,
+    w: &mut Walk<'_>,
+    pfs_old: &Blockref,
+) -> Result<Option<(Blockref, u64)>> {
+    let done = w.stack.pop().ok_or(Error::Invalid)?;
+    let id = done.id;
+    let (b, mut ino) = read_inode(w.store, id)?;
+    let top_inum = done
+        .changes
+        .iter()
+        .filter(|(k, new)| new.is_some() && k & DIRHASH_VISIBLE == 0)
+        .map(|(k, _)| *k)
+        .max()
+        .unwrap_or(0);
+    if !ino.meta.is_directdata() {
+        let set = done.boxed_table(vol, txn, &mut w.gone)?;
+        let set: &[Blockref; SET_COUNT] = set[..].try_into().map_err(|_| Error::Invalid)?;
+        ino.set_blockset(set);
+    } else if done.changes.iter().any(|(_, new)| new.is_some()) {
+        return Err(Error::Invalid);
+    } else if let Some(set) = &done.set {
+        // An inode that keeps its data in itself now: its old table leaves the tree.
+        drop_rest(vol, set, &done.changes, &mut w.gone)?;
+    }
+    place_inode(txn, w, (id, &b), &mut ino, top_inum, pfs_old)
+}
+
+/// Write inode `ino` (chain `child`, header `b`) just popped off the walk's stack, and give it to its
+/// parent; for the PFS root, its new blockref and inode allocator. Out of line: the
+/// headers here are in no frame under the table's device writes.
+#[inline(never)]
+fn place_inode<D: BlockDev>(
+    txn: &mut Txn<'_, D>,
+    w: &mut Walk<'_>,
+    (child, b): (ChainId, &Blockref),
+    ino: &mut crate::media::InodeData,
+    top_inum: u64,
+    pfs_old: &Blockref,
+) -> Result<Option<(Blockref, u64)>> {
+    let vol = txn.volume();
+    let Some(parent) = w.stack.last_mut() else {
+        // The PFS root: keyed in the super-root as loaded, its inode allocator past every
+        // inode number its index was given.
+        ino.meta.pfs_inum = ino.meta.pfs_inum.max(top_inum);
+        let root_inum = ino.meta.pfs_inum;
+        let mut pb = *pfs_old;
+        pb.modify_tid = b.modify_tid;
+        pb.methods = b.methods;
+        let pfs_bref = place(txn, &pb, &encoded(ino)?[..])?;
+        try_push(&mut w.gone, pfs_old.data_off)?;
+        return Ok(Some((pfs_bref, root_inum)));
+    };
+    let nb = place(txn, b, &encoded(ino)?[..])?;
+    try_push(&mut w.moved, (child, nb))?;
+    let pending = parent.pending.take().ok_or(Error::Invalid)?;
+    let (key, old, own) = *pending;
+    if let Some(o) = &old {
+        drop_old(vol, o, !own, &mut w.gone)?;
+    }
+    try_push(&mut parent.changes, (key, Some(nb)))?;
+    Ok(None)
 }
