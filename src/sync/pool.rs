@@ -28,6 +28,7 @@
 //! failing node answers [`Msg::Failed`] (EIO), never an empty answer.
 
 use alloc::boxed::Box;
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -71,13 +72,19 @@ impl Head {
     }
 }
 
-/// Answers a worker may have queued ahead of the collector. The seed's XOP FIFO holds 16; 32
-/// lets a worker queue a 1 MiB file's inode, 16 data blocks and end without stopping for the
-/// collector halfway (a sleep and a wakeup per file it serves), and answers are small
-/// ([`Head`], not whole blockrefs), so the FIFO takes less memory than 16 blockrefs did.
-pub const FIFO_DEPTH: usize = 32;
-/// Queued answers at or below which a worker waiting on a full FIFO is woken (half of it).
-const LOW_WATER: usize = FIFO_DEPTH / 2;
+/// Answers a worker may have queued ahead of the collector. The seed's XOP FIFO holds 16.
+/// DEVIATION: 64 here. A first sync streams every chain of every master through these FIFOs,
+/// and a worker behind a full one sleeps until the collector has drained it to [`LOW_WATER`]:
+/// each such wakeup costs the collector a host wake call (a cross-CPU wakeup, its largest cost
+/// after first-touching the slave's new memory). A FIFO of 64 woken at a quarter wakes a
+/// streaming worker once per 48 answers, against once per 16 for a FIFO of 32 woken at half,
+/// and lets it queue a 2 MiB file's inode, data blocks and end in one go. Answers are small
+/// ([`Head`], not whole blockrefs): 64 of them take about 2.5 KiB per channel, reserved on the
+/// heap when the pool starts, never built on a stack.
+pub const FIFO_DEPTH: usize = 64;
+/// Queued answers at or below which a worker waiting on a full FIFO is woken (a quarter of it:
+/// the worker still has that many answers of slack to refill before the collector runs dry).
+const LOW_WATER: usize = FIFO_DEPTH / 4;
 /// Longest single sleep of a stalled read or a blocked wait, so cancellation is seen promptly.
 const SLICE: Duration = Duration::from_millis(5);
 
@@ -176,7 +183,9 @@ struct Chan<Id> {
     gen: AtomicU32,
     req: spin::Mutex<Option<Req>>,
     /// Answers, tagged with their request's generation and the inode's index in it.
-    q: spin::Mutex<heapless::Deque<(u32, u32, Msg<Id>), FIFO_DEPTH>>,
+    /// Never holds more than [`FIFO_DEPTH`] answers: its capacity is reserved when the pool
+    /// starts, so a push never allocates.
+    q: spin::Mutex<VecDeque<(u32, u32, Msg<Id>)>>,
     /// Bumped at every pop (a worker waiting on a full FIFO sleeps on it).
     popped: AtomicU32,
     /// Non-zero while the worker is about to sleep or sleeps on `popped` (see the module docs).
@@ -195,7 +204,7 @@ struct Shared<Id> {
     /// Non-zero while the collector is about to sleep or sleeps on `pushed`.
     pushed_sleepers: AtomicU32,
     /// One channel per node of the cluster (not per possible node: each holds a FIFO of
-    /// blockrefs, about 2.4 KiB). A `Vec` filled one channel at a time: building them as one
+    /// [`FIFO_DEPTH`] answers). A `Vec` filled one channel at a time: building them as one
     /// value would put them all on the stack before the move to the heap, ~18 KiB for eight
     /// nodes: more than a whole kernel stack (it overflowed one).
     chans: Vec<Chan<Id>>,
@@ -236,10 +245,12 @@ where
         let mut chans = Vec::new();
         chans.try_reserve_exact(nodes)?;
         for _ in 0..nodes {
+            let mut q = VecDeque::new();
+            q.try_reserve_exact(FIFO_DEPTH)?;
             chans.push(Chan {
                 gen: AtomicU32::new(0),
                 req: spin::Mutex::new(None),
-                q: spin::Mutex::new(heapless::Deque::new()),
+                q: spin::Mutex::new(q),
                 popped: AtomicU32::new(0),
                 popped_sleepers: AtomicU32::new(0),
                 want: AtomicU32::new(0),
@@ -614,17 +625,33 @@ impl<S: ChainStore> Serve<'_, S> {
 
     /// Queue one answer, waiting while the FIFO is full; false when no longer wanted.
     fn push(&self, m: Msg<S::Id>) -> bool {
+        #[cfg(test)]
+        let mut waited = false;
         loop {
             if !self.live() {
                 return false;
             }
             let seen = self.ch.popped.load(Ordering::SeqCst);
-            if self.ch.q.lock().push_back((self.gen, self.item, m)).is_ok() {
+            let queued = {
+                let mut q = self.ch.q.lock();
+                // Bounded by the FIFO's depth, so `push_back` stays within the reserved
+                // capacity and never allocates.
+                let room = q.len() < FIFO_DEPTH;
+                if room {
+                    q.push_back((self.gen, self.item, m));
+                }
+                room
+            };
+            if queued {
                 self.sh.pushed.fetch_add(1, Ordering::SeqCst);
                 if self.sh.pushed_sleepers.load(Ordering::SeqCst) != 0 {
                     self.host.wake_word(&self.sh.pushed);
                 }
                 return true;
+            }
+            #[cfg(test)]
+            if !core::mem::replace(&mut waited, true) {
+                test_hook::count_full_wait(self.store);
             }
             // Announced before the sleep compares `popped` with `seen` (see the module docs).
             self.ch.popped_sleepers.fetch_add(1, Ordering::SeqCst);
@@ -731,6 +758,16 @@ pub(crate) mod test_hook {
     pub(super) fn count_read<S>(store: &S) {
         if COUNT_STORE.load(Ordering::SeqCst) == store as *const S as usize {
             READS.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Answers the worker of [`COUNT_STORE`] had to wait to queue (its FIFO was full).
+    pub(crate) static FULL_WAITS: AtomicUsize = AtomicUsize::new(0);
+
+    /// Count a wait of `store`'s worker for room in its FIFO when it is the one counted.
+    pub(super) fn count_full_wait<S>(store: &S) {
+        if COUNT_STORE.load(Ordering::SeqCst) == store as *const S as usize {
+            FULL_WAITS.fetch_add(1, Ordering::SeqCst);
         }
     }
 

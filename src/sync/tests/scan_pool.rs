@@ -229,6 +229,22 @@ fn ask_node_1(p: &pool::Pool<'_, Store>, paths: &pool::Paths) -> u32 {
     gen
 }
 
+/// Held by every test that counts with the pool's test hooks: they count one store at a time.
+static COUNTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A pool over `stores` (node 0 syncing) whose node-1 worker the test hooks count; hold
+/// [`COUNTING`] meanwhile.
+fn pool_counting_node_1<'a>(stores: &'a [&'a Store; 2]) -> pool::Pool<'a, Store> {
+    pool::test_hook::READS.store(0, core::sync::atomic::Ordering::SeqCst);
+    pool::test_hook::FULL_WAITS.store(0, core::sync::atomic::Ordering::SeqCst);
+    pool::test_hook::COUNT_STORE.store(
+        stores[1] as *const Store as usize,
+        core::sync::atomic::Ordering::SeqCst,
+    );
+    // SAFETY: the pool borrows `stores` for 'a, so the stores outlive it.
+    unsafe { pool::Pool::start_unbound(crate::userland::host(), stores, None, 0) }.unwrap()
+}
+
 /// Node 1's next answer about inode `item` of request `gen`, waiting for it (bounded).
 fn answer_of_node_1(
     p: &pool::Pool<'_, Store>,
@@ -481,13 +497,8 @@ fn worker_stops_reading_an_inode_no_longer_wanted() {
             .unwrap();
     }
     let stores = [c.store(0).unwrap(), s1];
-    pool::test_hook::COUNT_STORE.store(
-        s1 as *const Store as usize,
-        core::sync::atomic::Ordering::SeqCst,
-    );
-    // SAFETY: the stores outlive the pool (dropped at the end of this function, before `c`).
-    let p =
-        unsafe { pool::Pool::start_unbound(crate::userland::host(), &stores, None, 0) }.unwrap();
+    let _counting = COUNTING.lock().unwrap_or_else(|e| e.into_inner());
+    let p = pool_counting_node_1(&stores);
     let gen = ask_node_1(&p, &paths);
     let next = |item: u32| answer_of_node_1(&p, gen, item);
     // /d answered; the collector goes straight on to /b, as after an Equal decision.
@@ -500,6 +511,50 @@ fn worker_stops_reading_an_inode_no_longer_wanted() {
     // At most a full FIFO of /d's children (and whatever was read while the collector got
     // there), not all 300 of them.
     assert!(reads < 100, "{reads} reads for /d, /b and /b's end");
+}
+
+/// A worker streaming a long table to a collector slower than itself waits for room in its
+/// full FIFO only once per three quarters of a FIFO taken: it is woken at the low-water mark,
+/// not at every pop nor at half (each wait costs the collector a cross-CPU wakeup, a first
+/// sync's largest cost after its page faults).
+#[test]
+fn a_streaming_worker_waits_once_per_three_quarters_of_a_fifo() {
+    let c = two_masters_with_300_files_in_d();
+    let s1 = c.store(1).unwrap();
+    let mut paths = pool::Paths::default();
+    paths
+        .push(&s1.key_path(s1.resolve(b"/d").unwrap()).unwrap())
+        .unwrap();
+    let stores = [c.store(0).unwrap(), s1];
+    let _counting = COUNTING.lock().unwrap_or_else(|e| e.into_inner());
+    let p = pool_counting_node_1(&stores);
+    let gen = ask_node_1(&p, &paths);
+    let mut children = 0;
+    loop {
+        // Slower than the worker, so it refills its FIFO between wakeups, but fast enough to
+        // drain one well within the worker's sleep slice (5 ms), which would end a wait early.
+        let t = std::time::Instant::now();
+        while t.elapsed() < core::time::Duration::from_micros(20) {
+            core::hint::spin_loop();
+        }
+        match answer_of_node_1(&p, gen, 0) {
+            pool::Msg::Inode(_) => {}
+            pool::Msg::Child(..) => children += 1,
+            pool::Msg::End => break,
+            m => panic!("unexpected answer {m:?}"),
+        }
+    }
+    let waits = pool::test_hook::FULL_WAITS.load(core::sync::atomic::Ordering::SeqCst);
+    pool::test_hook::COUNT_STORE.store(0, core::sync::atomic::Ordering::SeqCst);
+    drop(p);
+    assert_eq!(children, 300);
+    // 302 answers: a FIFO of 64 filled, then a wait per 48 taken: 5 waits (a FIFO of 32 woken
+    // at half waits 17 times), with room for a few a descheduled collector ends early.
+    assert!(
+        (1..=9).contains(&waits),
+        "{waits} waits for room in a FIFO of {} for 302 answers",
+        pool::FIFO_DEPTH
+    );
 }
 
 /// A request for part of an inode's children is answered with those children and `End`: the
