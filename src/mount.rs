@@ -493,7 +493,8 @@ struct Learned {
 }
 
 /// Tell `store` what the media now say after a commit: where the chains written went (they
-/// count as flushed), and the PFS root's inode allocator. Neither is a change of the store.
+/// count as flushed), and the PFS root's inode allocator (raised only: an inode created while the
+/// commit ran has a number past it). Neither is a change of the store.
 /// A chain deleted since is skipped (its deletion is journaled).
 fn learn(store: &Store, news: Learned) {
     // Only a chain gone (or a root that is no inode) fails here; nothing is left to learn.

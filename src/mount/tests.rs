@@ -1171,6 +1171,12 @@ fn a_change_made_during_a_commit_is_committed_by_the_next() {
     }
     assert!(m.changed(&store).unwrap(), "/y is not on the volume yet");
     assert_ne!(reader_view(&dev), store_view(&store));
+    // The commit's inode allocator (from before /y) must not hand /y's number out again.
+    let y = store.meta(store.resolve(b"/y").unwrap()).unwrap().inum;
+    assert!(store.meta(store.root()).unwrap().pfs_inum >= y);
+    store.rm(b"/y", tid + 2).unwrap();
+    store.write(b"/z", &bytes(900, 3), tid + 3).unwrap();
+    assert_ne!(store.meta(store.resolve(b"/z").unwrap()).unwrap().inum, y);
     commit_dev(&dev, &store, &mut m);
     assert!(!m.changed(&store).unwrap());
     assert_eq!(reader_view(&dev), store_view(&store));

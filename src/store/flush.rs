@@ -144,8 +144,9 @@ impl Store {
         Ok(())
     }
 
-    /// Give the PFS root inode allocator `pfs_inum` (a commit's), not as a change (neither
-    /// journaled nor counted): the value is the one the media hold.
+    /// Raise the PFS root inode allocator to `pfs_inum` (a commit's), not as a change
+    /// (neither journaled nor counted): the value is the one the media hold. Never lowered:
+    /// an inode created while the commit ran took a number past the commit's.
     pub fn settle_pfs_inum(&self, pfs_inum: u64) -> Result<()> {
         let mut a = self.arena.write();
         let root = self.root;
@@ -153,7 +154,7 @@ impl Store {
         let Body::Inode(ino) = &mut c.body else {
             return Err(Error::Invalid);
         };
-        if ino.meta.pfs_inum != pfs_inum {
+        if ino.meta.pfs_inum < pfs_inum {
             ino.meta.pfs_inum = pfs_inum;
             let mut bref = c.bref;
             c.body.seal(&mut bref)?;
