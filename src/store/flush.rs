@@ -11,6 +11,8 @@
 //! A chain is *flushed* when the last commit (or the load) wrote its block where its
 //! header says: a commit may then patch its table on the media instead of building it.
 //! A chain inserted since is not: its place on the media, if any, holds something else.
+//! Rather than a flag on every chain, the arena keeps a settled generation and a chain the
+//! generation it was inserted in: settling the whole store is one write under the lock.
 
 use alloc::vec::Vec;
 
@@ -79,19 +81,14 @@ impl Store {
     }
 
     /// Mark every chain flushed and start tracking with an empty journal: the store holds
-    /// what the volume holds (after a load or a reload).
+    /// what the volume holds (after a load or a reload). One write, whatever the store's
+    /// size (the arena's lock spins: nothing long under it): the settled generation moves,
+    /// and only a chain inserted in the current one is not flushed.
     pub fn settle_all(&self) -> Result<()> {
         let mut j = Vec::new();
         j.try_reserve_exact(SPARE)?;
         let mut a = self.arena.write();
-        for (k, s) in a.slots.iter_mut().enumerate() {
-            if k % crate::mem::SORT_CHUNK == 0 {
-                self.host.relax();
-            }
-            if let Some(c) = s.chain.as_mut() {
-                c.flushed = true;
-            }
-        }
+        a.settled += 1;
         a.journal = Some(j);
         Ok(())
     }
@@ -129,7 +126,8 @@ impl Store {
 
     /// Whether chain `id`'s block is on the media where its header says (see the module).
     pub fn is_flushed(&self, id: ChainId) -> Result<bool> {
-        Ok(self.arena.read().get(id)?.flushed)
+        let a = self.arena.read();
+        Ok(a.get(id)?.unflushed_in != a.settled)
     }
 
     /// Record that a commit wrote chain `id`'s block at `data_off` in transaction
@@ -140,7 +138,7 @@ impl Store {
         let c = a.get_mut(id)?;
         c.bref.data_off = data_off;
         c.bref.mirror_tid = mirror_tid;
-        c.flushed = true;
+        c.unflushed_in = 0;
         Ok(())
     }
 
@@ -215,5 +213,11 @@ mod tests {
             key: 0,
         };
         assert_eq!(rest, [at(0), at(1 << 16), root_own]);
+        s.settle_all().unwrap();
+        assert!(
+            s.is_flushed(other).unwrap(),
+            "a settle flushes what was inserted before it"
+        );
+        assert_eq!(s.journal_len(), 0);
     }
 }
