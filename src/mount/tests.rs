@@ -1181,3 +1181,25 @@ fn a_change_made_during_a_commit_is_committed_by_the_next() {
     assert!(!m.changed(&store).unwrap());
     assert_eq!(reader_view(&dev), store_view(&store));
 }
+
+#[test]
+fn an_untracked_store_is_not_committed() {
+    let dev = make();
+    import(&dev);
+    let (store, mut m) = load_dev(&dev);
+    store.untrack();
+    let tid = m.pfs_bref.modify_tid + 1;
+    store.write(b"/x", &bytes(900, 1), tid).unwrap();
+    let before = reader_view(&dev);
+    let vol = Volume::open(&dev).unwrap();
+    assert_eq!(commit(&vol, &store, &mut m).err(), Some(Error::Invalid));
+    drop(vol);
+    assert_eq!(reader_view(&dev), before, "nothing written");
+    // A store settled again (a reload) commits as usual.
+    let vol = Volume::open(&dev).unwrap();
+    reload(&vol, &store, &mut m).unwrap();
+    drop(vol);
+    store.write(b"/x", &bytes(900, 1), tid).unwrap();
+    commit_dev(&dev, &store, &mut m);
+    assert_eq!(reader_view(&dev), store_view(&store));
+}

@@ -36,9 +36,15 @@ pub struct Touch {
 impl Arena {
     /// Note a change of the child of `table` at `key`, when the store is tracked.
     pub(super) fn note(&mut self, table: Option<ChainId>, key: u64) -> Result<()> {
+        let t = Touch { table, key };
         if let Some(j) = self.journal.as_mut() {
+            // A run of changes at one place is noted once; but an entry a running commit
+            // took stays apart: that commit may have read the place before this change.
+            if j.len() > self.taken && j.last() == Some(&t) {
+                return Ok(());
+            }
             j.try_reserve(1)?;
-            j.push(Touch { table, key });
+            j.push(t);
         }
         Ok(())
     }
@@ -89,8 +95,28 @@ impl Store {
         j.try_reserve_exact(SPARE)?;
         let mut a = self.arena.write();
         a.settled += 1;
-        a.journal = Some(j);
+        a.taken = 0;
+        let old = a.journal.replace(j);
+        drop(a);
+        // Freed outside the lock.
+        drop(old);
         Ok(())
+    }
+
+    /// Stop tracking: a change made from now on is not journaled, and the store cannot be
+    /// committed until [`Store::settle_all`] says it holds what the volume holds again.
+    pub fn untrack(&self) {
+        let mut a = self.arena.write();
+        a.taken = 0;
+        let old = a.journal.take();
+        drop(a);
+        // Freed outside the lock.
+        drop(old);
+    }
+
+    /// Whether the store journals its changes (see [`Store::settle_all`]).
+    pub fn is_tracked(&self) -> bool {
+        self.arena.read().journal.is_some()
     }
 
     /// Entries in the journal: zero when nothing changed since the last commit (or since
@@ -99,19 +125,21 @@ impl Store {
         self.arena.read().journal.as_ref().map_or(0, |j| j.len())
     }
 
-    /// A copy of the journal as it is now: every change made so far is named in it (a change
-    /// notes its place under the lock it changes the chain under).
+    /// A copy of the journal as it is now, for the one commit running: every change made so
+    /// far is named in it (a change notes its place under the lock it changes the chain
+    /// under), and a change made from now on gets an entry of its own after it.
     pub fn journal_snapshot(&self) -> Result<Vec<Touch>> {
         loop {
             let want = self.journal_len();
             let mut v = Vec::new();
             v.try_reserve_exact(want)?;
-            let a = self.arena.read();
+            let mut a = self.arena.write();
             let j = a.journal.as_deref().unwrap_or(&[]);
             if j.len() > v.capacity() {
                 continue;
             }
             v.extend_from_slice(j);
+            a.taken = v.len();
             return Ok(v);
         }
     }
@@ -119,6 +147,7 @@ impl Store {
     /// Drop the first `n` journal entries: a commit wrote what they name.
     pub fn journal_drain(&self, n: usize) {
         let mut a = self.arena.write();
+        a.taken = 0;
         if let Some(j) = a.journal.as_mut() {
             j.drain(..n.min(j.len()));
         }
@@ -199,7 +228,9 @@ mod tests {
         s.set_flushed(id, 0x4000a, 3).unwrap();
         s.settle_pfs_inum(77).unwrap();
         let n = s.journal_snapshot().unwrap();
-        assert_eq!(n, [at(0), at(0), at(0)]);
+        assert_eq!(n, [at(0)], "a run of changes at one place is noted once");
+        // Taken by a commit: a change now is noted apart.
+        s.modify(&c, |_, _| Ok(())).unwrap();
         s.delete(&g, c).unwrap();
         let other = s
             .insert(&g, data_bref(1 << 16), Body::Data(alloc::vec![3; 1024]))
@@ -213,6 +244,10 @@ mod tests {
             key: 0,
         };
         assert_eq!(rest, [at(0), at(1 << 16), root_own]);
+        s.untrack();
+        s.modify(&g, |_, _| Ok(())).unwrap();
+        assert!(!s.is_tracked());
+        assert_eq!(s.journal_len(), 0);
         s.settle_all().unwrap();
         assert!(
             s.is_flushed(other).unwrap(),

@@ -199,6 +199,8 @@ struct Arena {
     live: usize,
     /// The places changed since the last commit, when tracked ([`flush`]).
     journal: Option<Vec<flush::Touch>>,
+    /// Journal entries a running commit took (its snapshot): never merged with a later one.
+    taken: usize,
     /// The settled generation: a chain inserted since it began is not flushed ([`flush`]).
     /// Starts at 1, past every chain's 0.
     settled: u64,
@@ -343,6 +345,7 @@ impl Store {
                 free: Vec::new(),
                 live: 1,
                 journal: None,
+                taken: 0,
                 settled: 1,
             }),
             root: ChainId { idx: 0, gen: 0 },
