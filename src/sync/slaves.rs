@@ -656,7 +656,7 @@ fn pruned_walk<'a, S: ChainStore>(
 fn add_range(pending: &mut Vec<(u64, u64)>, r: (u64, u64)) -> Result<()> {
     // A merge's ranges must be in key order and disjoint (see `next_in`).
     debug_assert!(
-        r.0 <= r.1 && pending.last().is_none_or(|l| l.1 < r.0),
+        r.0 <= r.1 && !pending.last().is_some_and(|l| l.1 >= r.0),
         "range {r:?} not after {:?}",
         pending.last()
     );
