@@ -35,7 +35,7 @@ use crate::{Error, Result};
 pub use api::{ChainStore, HeldChain};
 use children::Visit;
 use children::{Children, Creating};
-pub use children::{RangeSum, Span, RUN};
+pub use children::{Hint, RangeSum, Span, RUN};
 
 /// How a node lays its PFS out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -480,6 +480,23 @@ impl Store {
         }
     }
 
+    /// [`Store::lookup`] for a walk of one table from child to child: steps from where `hint`
+    /// stood (see [`Hint`]) rather than searching from the top, with the same answer.
+    pub fn lookup_from(
+        &self,
+        parent: ChainId,
+        beg: u64,
+        end: u64,
+        hint: &mut Hint,
+    ) -> Result<Option<(ChainId, Blockref)>> {
+        let a = self.arena.read();
+        let p = a.get(parent)?;
+        match p.children.first_overlapping_hinted(beg, end, hint) {
+            Some((_, id)) => Ok(Some((id, a.get(id)?.bref))),
+            None => Ok(None),
+        }
+    }
+
     /// The child after `prev` (whose header was `prev_bref`) within `..= end`, or None.
     pub fn next(
         &self,
@@ -895,6 +912,15 @@ impl ChainStore for Store {
     }
     fn lookup(&self, parent: ChainId, beg: u64, end: u64) -> Result<Option<(ChainId, Blockref)>> {
         Store::lookup(self, parent, beg, end)
+    }
+    fn lookup_from(
+        &self,
+        parent: ChainId,
+        beg: u64,
+        end: u64,
+        hint: &mut Hint,
+    ) -> Result<Option<(ChainId, Blockref)>> {
+        Store::lookup_from(self, parent, beg, end, hint)
     }
     fn key_path(&self, id: ChainId) -> Result<Vec<u64>> {
         Store::key_path(self, id)

@@ -38,7 +38,7 @@ use crate::host::{Host, RawThread};
 use crate::media::Blockref;
 use crate::mem::{try_box, try_to_vec};
 use crate::role::MAX_NODES;
-use crate::store::ChainStore;
+use crate::store::{ChainStore, Hint};
 use crate::thread::{Brk, HostWord};
 use crate::{Error, Result};
 
@@ -699,8 +699,9 @@ impl<S: ChainStore> Serve<'_, S> {
         let (Some((mut cursor, last)), Some((pid, _))) = (start, parent) else {
             return;
         };
+        let mut hint = Hint::default();
         loop {
-            match self.read(|| self.store.lookup(pid, cursor, last)) {
+            match self.read(|| self.store.lookup_from(pid, cursor, last, &mut hint)) {
                 None => return,
                 Some(Ok(Some((id, b)))) => {
                     if !self.push(Msg::Child(id, Head::of(&b))) {
