@@ -222,8 +222,10 @@ fn setup(s: &mut String, r: &Results) {
          the highest modify_tid and a summary (count + multiset hash of key, keybits, \
          modify_tid) of the children beneath; it compares each indirect block, or run of at \
          most 16 children, with the other nodes' summaries of the same keys, skips equal ones, \
-         descends into differing blocks and merges differing runs chain by chain. `scanned` \
-         counts chains compared plus, for pruned, indirect blocks and runs visited."
+         descends into differing blocks, compares a differing run's chains with theirs one \
+         by one and merges only the differing chains, chain by chain. `scanned` counts chains \
+         compared (for pruned, locally or in a merge) plus, for pruned, indirect blocks and \
+         runs visited."
     );
     for (mode, why) in &r.missing_modes {
         let _ = writeln!(s, "- Scan mode `{}`: {why}.", mode.name());

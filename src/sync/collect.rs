@@ -368,7 +368,7 @@ fn focus_of<S: ChainStore>(
         _ => pool.request_all(
             (0..n).filter(|&j| asked(j)),
             Ask::One(keys),
-            children.map(|k| (k, KEY_MAX)),
+            children.map(|k| [(k, KEY_MAX)]).as_ref().map(|r| &r[..]),
             |j, g| {
                 gens[j] = g;
                 slots[j] = Slot::Pending;
@@ -482,23 +482,24 @@ pub struct Collector<'a, S: ChainStore> {
 
 impl<'a, S: ChainStore> Collector<'a, S> {
     /// Start a scan of the children of the inode at `keys` on the nodes `follow` asks (see
-    /// [`Follow::asks`]), from key `start` (None: an empty scan) to key `end` (a caller takes
-    /// nothing past it; the workers asked anew read nothing past it either); `ctx.brk` is
-    /// polled at every key it looks at (skipped keys included), and while it waits when a break
-    /// request interrupts the wait or a node stalls. A scan from key 0 continues the requests
-    /// `inflight` names, if they are still current, instead of asking again: those read to
-    /// the table's end, so past a lower `end` each worker goes on until its FIFO is full or
-    /// its next request replaces the read (at most [`super::pool::FIFO_DEPTH`] answers
-    /// wasted, against a request and a round trip saved).
+    /// [`Follow::asks`]) in the key ranges `ranges` (first and last key of each, in key order;
+    /// none: an empty scan): a caller takes nothing outside them, and the workers asked anew
+    /// read nothing outside them either; `ctx.brk` is polled at every key it looks at (skipped
+    /// keys included), and while it waits when a break request interrupts the wait or a node
+    /// stalls. A scan from key 0 continues the requests `inflight` names, if they are still
+    /// current, instead of asking again: those read to the table's end, so past the ranges
+    /// each worker goes on until its FIFO is full or its next request replaces the read (at
+    /// most [`super::pool::FIFO_DEPTH`] answers wasted, against a request and a round trip
+    /// saved).
     pub(crate) fn new(
         ctx: &Ctx<'a, S>,
         keys: &[u64],
         follow: Follow,
-        start: Option<u64>,
-        end: u64,
+        ranges: &[(u64, u64)],
         inflight: Option<&Inflight>,
     ) -> Result<Collector<'a, S>> {
         let (peers, idx) = (ctx.peers, ctx.idx);
+        let start = ranges.first().map(|&(b, _)| b);
         let mut c = Collector {
             pool: ctx.pool.ok_or(Error::Invalid)?,
             peers,
@@ -515,7 +516,7 @@ impl<'a, S: ChainStore> Collector<'a, S> {
         if start.is_some() && !adopted {
             let nodes = (0..c.n).filter(|&j| follow.asks(j, idx));
             let pool = c.pool;
-            pool.request_all(nodes, Ask::One(keys), start.map(|s| (s, end)), |j, g| {
+            pool.request_all(nodes, Ask::One(keys), Some(ranges), |j, g| {
                 c.gens[j] = g;
                 c.slots[j] = Slot::Pending;
             })?;

@@ -380,7 +380,7 @@ impl<Id: Copy + PartialEq> Batch<Id> {
         let r = pool.request_all(
             (0..n).filter(|&j| follow.asks(j, idx)),
             pool::Ask::Many(&self.paths),
-            Some((0, crate::media::KEY_MAX)),
+            Some(&[(0, crate::media::KEY_MAX)]),
             |j, g| {
                 ticket.gens[j] = g;
                 ticket.asked |= 1 << j;

@@ -172,10 +172,14 @@ pub(crate) enum Ask<'a> {
 
 struct Req {
     gen: u32,
-    /// The inodes asked for, encoded as in [`Paths`].
-    paths: Vec<u64>,
-    /// The children to read after each inode: first and last key.
-    start: Option<(u64, u64)>,
+    /// The inodes asked for, encoded as in [`Paths`], then the key ranges of the children to
+    /// read after each inode (first and last key of each, in key order) from `split` on: one
+    /// allocation per request.
+    enc: Vec<u64>,
+    /// Where the ranges begin in `enc`.
+    split: usize,
+    /// Whether children are read at all (in no range: none).
+    children: bool,
 }
 
 struct Chan<Id> {
@@ -304,27 +308,31 @@ impl<S: ChainStore> Pool<'_, S> {
     /// the request's generation.
     #[cfg(test)]
     pub(crate) fn request(&self, j: usize, keys: &[u64], start: Option<(u64, u64)>) -> Result<u32> {
-        let gen = self.post(j, Ask::One(keys), start)?;
+        let range = start.map(|r| [r]);
+        let gen = self.post(j, Ask::One(keys), range.as_ref().map(|r| &r[..]))?;
         self.wake(j);
         Ok(gen)
     }
 
     /// [`Pool::request`] to every node in `nodes`, for one inode or a batch ([`Ask`]: a batch's
     /// inodes are answered in order, each as a request of its own would be, its answers tagged
-    /// with its index); `each` gets each node and its request's generation. Every request is posted before any worker is woken: a worker woken at once
-    /// could take the poster's CPU and serve its whole request before the next node is even
-    /// asked, where the workers of all nodes should read at the same time.
+    /// with its index), with each inode's children in the key ranges `children` (first and
+    /// last key of each, in key order: a merge of scattered differing keys asks for them all
+    /// at once); `each` gets each node and its request's generation. Every request is posted
+    /// before any worker is woken: a worker woken at once could take the poster's CPU and serve
+    /// its whole request before the next node is even asked, where the workers of all nodes
+    /// should read at the same time.
     pub(crate) fn request_all(
         &self,
         nodes: impl Iterator<Item = usize>,
         ask: Ask<'_>,
-        start: Option<(u64, u64)>,
+        children: Option<&[(u64, u64)]>,
         mut each: impl FnMut(usize, u32),
     ) -> Result<()> {
         let mut posted = 0u32;
         let mut r = Ok(());
         for j in nodes {
-            match self.post(j, ask, start) {
+            match self.post(j, ask, children) {
                 Ok(gen) => {
                     each(j, gen);
                     posted |= 1 << j;
@@ -343,7 +351,7 @@ impl<S: ChainStore> Pool<'_, S> {
     }
 
     /// Publish a request to node `j`'s worker without waking it (see [`Pool::wake`]).
-    fn post(&self, j: usize, ask: Ask<'_>, start: Option<(u64, u64)>) -> Result<u32> {
+    fn post(&self, j: usize, ask: Ask<'_>, children: Option<&[(u64, u64)]>) -> Result<u32> {
         let ch = self.sh.chans.get(j).ok_or(Error::Invalid)?;
         if !matches!(self.threads.get(j), Some(Some(_))) {
             return Err(Error::Invalid);
@@ -351,9 +359,11 @@ impl<S: ChainStore> Pool<'_, S> {
         #[cfg(test)]
         test_hook::POSTED.with(|n| n.set(n.get() + 1));
         let gen = ch.gen.load(Ordering::SeqCst).wrapping_add(1);
-        let paths = match ask {
+        let ranges = children.unwrap_or(&[]);
+        let mut enc = match ask {
             Ask::One(keys) => {
                 let mut p = Paths::default();
+                p.enc.try_reserve_exact(keys.len() + 1 + 2 * ranges.len())?;
                 p.push(keys)?;
                 p.enc
             }
@@ -365,6 +375,11 @@ impl<S: ChainStore> Pool<'_, S> {
                 try_to_vec(&p.enc)?
             }
         };
+        let split = enc.len();
+        enc.try_reserve_exact(2 * ranges.len())?;
+        for &(b, e) in ranges {
+            enc.extend_from_slice(&[b, e]);
+        }
         // Old answers would only be dropped: make room before the new request is visible (a
         // clear after it could drop the new request's first answers).
         ch.q.lock().clear();
@@ -377,7 +392,12 @@ impl<S: ChainStore> Pool<'_, S> {
             // value, find it stale (`live()` false), drop it unanswered, and then sleep on
             // the new `gen` with no request left: the collector waited for that node forever.
             let mut slot = ch.req.lock();
-            *slot = Some(Req { gen, paths, start });
+            *slot = Some(Req {
+                gen,
+                enc,
+                split,
+                children: children.is_some(),
+            });
             ch.gen.store(gen, Ordering::SeqCst);
         }
         #[cfg(test)]
@@ -555,16 +575,19 @@ fn worker<S: ChainStore>(
         }
         let req = ch.req.lock().take();
         match req {
-            Some(r) => Serve {
-                host,
-                sh,
-                ch,
-                store,
-                faults,
-                gen: r.gen,
-                item: 0,
+            Some(r) => {
+                let (paths, ranges) = r.enc.split_at(r.split.min(r.enc.len()));
+                Serve {
+                    host,
+                    sh,
+                    ch,
+                    store,
+                    faults,
+                    gen: r.gen,
+                    item: 0,
+                }
+                .run(paths, r.children.then_some(ranges))
             }
-            .run(&r.paths, r.start),
             None => host.sleep_on_word(&ch.gen, seen, None),
         }
     }
@@ -663,22 +686,23 @@ impl<S: ChainStore> Serve<'_, S> {
     /// Answer every inode of the request in turn (one wakeup serves them all: the worker goes
     /// on to the next while the collector works on the previous, stopping only for a full
     /// FIFO or a newer request).
-    fn run(mut self, paths: &[u64], start: Option<(u64, u64)>) {
+    fn run(mut self, paths: &[u64], ranges: Option<&[u64]>) {
         for keys in each_path(paths) {
             if !self.request_live() {
                 return;
             }
             // An inode below the mark is skipped unread (`one` stops at its first read).
-            self.one(keys, start);
+            self.one(keys, ranges);
             self.item = self.item.wrapping_add(1);
             self.host.relax();
         }
     }
 
-    /// Answer one inode: `Inode`, then with `start` its children in that key range and `End`
-    /// (or `Failed`). A merge of part of the key space asks for that part only, so the workers
-    /// stop at its end instead of filling their FIFOs with children nobody takes.
-    fn one(&self, keys: &[u64], start: Option<(u64, u64)>) {
+    /// Answer one inode: `Inode`, then with `ranges` (first and last key of each, flattened,
+    /// in key order) its children in those key ranges and `End` (or `Failed`). A merge of part
+    /// of the key space asks for that part only, so the workers read nothing between or past
+    /// its ranges instead of filling their FIFOs with children nobody takes.
+    fn one(&self, keys: &[u64], ranges: Option<&[u64]>) {
         let inode = self.read(|| match self.store.resolve_keys(keys)? {
             Some(id) => Ok(Some((id, Head::of(&self.store.bref(id)?)))),
             None => Ok(None),
@@ -696,36 +720,44 @@ impl<S: ChainStore> Serve<'_, S> {
         if !self.push(Msg::Inode(parent)) {
             return;
         }
-        let (Some((mut cursor, last)), Some((pid, _))) = (start, parent) else {
+        let (Some(ranges), Some((pid, _))) = (ranges, parent) else {
             return;
         };
+        // The first key not answered yet: a child reaching into the next range is sent once.
+        let mut floor = Some(0u64);
         let mut hint = Hint::default();
-        loop {
-            match self.read(|| self.store.lookup_from(pid, cursor, last, &mut hint)) {
-                None => return,
-                Some(Ok(Some((id, b)))) => {
-                    if !self.push(Msg::Child(id, Head::of(&b))) {
-                        return;
-                    }
-                    match b.key_end().checked_add(1) {
-                        Some(k) if k <= last => cursor = k,
-                        _ => {
-                            self.push(Msg::End);
+        for r in ranges.chunks_exact(2) {
+            let Some(from) = floor else { break };
+            let (mut cursor, last) = (r[0].max(from), r[1]);
+            while cursor <= last {
+                match self.read(|| self.store.lookup_from(pid, cursor, last, &mut hint)) {
+                    None => return,
+                    Some(Ok(Some((id, b)))) => {
+                        if !self.push(Msg::Child(id, Head::of(&b))) {
                             return;
                         }
+                        floor = b.key_end().checked_add(1);
+                        match floor {
+                            Some(k) => cursor = k,
+                            None => break,
+                        }
+                    }
+                    // Past the range.
+                    Some(Ok(None)) => break,
+                    // The inode vanished mid-scan: nothing more to offer.
+                    Some(Err(Error::NotFound)) => {
+                        self.push(Msg::End);
+                        return;
+                    }
+                    Some(Err(_)) => {
+                        self.push(Msg::Failed);
+                        return;
                     }
                 }
-                // Past the range, or the inode vanished mid-scan: nothing more to offer.
-                Some(Ok(None)) | Some(Err(Error::NotFound)) => {
-                    self.push(Msg::End);
-                    return;
-                }
-                Some(Err(_)) => {
-                    self.push(Msg::Failed);
-                    return;
-                }
             }
+            self.host.relax();
         }
+        self.push(Msg::End);
     }
 }
 
@@ -754,6 +786,8 @@ pub(crate) mod test_hook {
     pub(crate) static COUNT_STORE: AtomicUsize = AtomicUsize::new(0);
     /// Reads made by the worker of [`COUNT_STORE`].
     pub(crate) static READS: AtomicUsize = AtomicUsize::new(0);
+    /// Held by a test while it counts [`READS`], so tests running beside it count their own.
+    pub(crate) static COUNTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
     /// Count a read of `store`'s worker when it is the one counted.
     pub(super) fn count_read<S>(store: &S) {

@@ -18,15 +18,18 @@
 //! has (whole indirect blocks inside the range added as they are, the at most two straddling
 //! its ends descended into): the trees may be shaped differently by different insert
 //! histories. An equal span is skipped whole; a differing indirect block is descended into; a
-//! differing run is merged chain by chain exactly as the original does (restricted to its
-//! keys). Once a table's differing child is dealt with, the rest of the table is compared as
+//! differing run's chains are compared one by one with the same representatives' (key, keybits,
+//! modify_tid: the summary's terms, so a chain equal everywhere is an equal range of its own)
+//! and only its differing keys are merged, chain by chain exactly as the original does
+//! (restricted to those keys; the differing keys of many runs in one merge, one request per
+//! worker). Once a table's differing child is dealt with, the rest of the table is compared as
 //! one range first, and skipped whole when equal. Masters whose whole tables have equal
 //! summaries when the walk begins hold the same children: each span is compared with one
 //! representative of each such group (its lowest index; usually one group, the masters agree),
 //! read at the span. k changed children of an inode of N, in a tree of depth d, cost O(k · d)
 //! spans (each level's differing block and its siblings' spans left of it) plus O(k · `RUN`)
-//! chain comparisons; every span visited counts in `SyncStats::scanned`, like every chain
-//! compared.
+//! local chain comparisons and O(k) merged chains; every span visited counts in
+//! `SyncStats::scanned`, like every chain compared (locally or in a merge).
 //!
 //! Why skipping an equal span changes nothing the original scan would have changed:
 //! - *Same chains.* The summary is a function of the set of (key, keybits, modify_tid) in the
@@ -78,6 +81,7 @@ use core::cmp::Ordering;
 use super::collect::{
     inode_focus, inode_focus_scan, Collector, Focus, Follow, Inflight, Item, Ticket,
 };
+use super::pool::Head;
 use super::{Ctx, Deferred, Done, Resume, ScanMode, MAX_DEFER};
 use crate::host::LockMode;
 use crate::media::{self, Blockref, KEY_MAX};
@@ -230,7 +234,7 @@ pub(crate) fn sync_slaves<'a, S: ChainStore>(
     match ctx.mode {
         ScanMode::Original => {
             if let Some(k) = start {
-                merge_range(ctx, &g, &mut scan, k, KEY_MAX)?;
+                merge_range(ctx, &g, &mut scan, &[(k, KEY_MAX)])?;
             }
         }
         ScanMode::Pruned => {
@@ -326,71 +330,73 @@ fn unchanged<S: ChainStore>(ctx: &Ctx<'_, S>, seq: Option<u64>) -> Result<()> {
     Ok(())
 }
 
-/// Our next chain from `l` on whose key lies in `beg ..= end` (None past `end`).
+/// The lowest key from `key` on that lies in one of `ranges` (first and last key of each, in
+/// key order), if any.
+fn next_in(ranges: &[(u64, u64)], key: u64) -> Option<u64> {
+    let i = ranges.partition_point(|&(_, e)| e < key);
+    ranges.get(i).map(|&(b, _)| b.max(key))
+}
+
+/// Our next chain from `l` on whose key lies in one of `ranges` (None past the last).
 fn clip_local<S: ChainStore>(
     me: &S,
     ip: S::Id,
     mut l: Option<(S::Id, Blockref)>,
-    beg: u64,
-    end: u64,
+    ranges: &[(u64, u64)],
 ) -> Result<Option<(S::Id, Blockref)>> {
     while let Some((_, b)) = &l {
-        if b.key > end {
-            return Ok(None);
+        match next_in(ranges, b.key) {
+            None => return Ok(None),
+            Some(k) if k == b.key => break,
+            // A chain reaching into the next range from below it is not the range's (as the
+            // summaries, which count a chain at its key, have it); past it, or to that range.
+            Some(k) if b.key_end() >= k => l = me.next(ip, b, KEY_MAX)?,
+            Some(k) => l = me.lookup(ip, k, KEY_MAX)?,
         }
-        if b.key >= beg {
-            break;
-        }
-        l = me.next(ip, b, KEY_MAX)?;
     }
     Ok(l)
 }
 
-/// The collector's next item from `it` on whose key lies in `beg ..= end` (None past `end`).
+/// The collector's next item from `it` on that lies in one of `ranges` (None past the last):
+/// a focus whose key does, or an undecided range overlapping one (our chains there are kept).
 fn clip_item<S: ChainStore>(
     coll: &mut Collector<'_, S>,
     mut it: Option<Item<S::Id>>,
-    beg: u64,
-    end: u64,
+    ranges: &[(u64, u64)],
 ) -> Result<Option<Item<S::Id>>> {
     while let Some(i) = &it {
-        let k = i.range().0;
-        if k > end {
-            return Ok(None);
+        let (k, kend) = i.range();
+        match (next_in(ranges, k), i) {
+            (None, _) => return Ok(None),
+            (Some(n), _) if n == k => break,
+            (Some(n), Item::Undecided { .. }) if n <= kend => break,
+            _ => it = coll.next_item()?,
         }
-        if k >= beg {
-            break;
-        }
-        it = coll.next_item()?;
     }
     Ok(it)
 }
 
-/// The seed's merge scan over the children of `scan.ip` whose key lies in `beg ..= end`: every
-/// chain of ours against the per-key focus of the others. `Ok(false)` when the deferral list
-/// filled up (`scan.resume` then says where to continue).
+/// The seed's merge scan over the children of `scan.ip` whose key lies in one of `ranges`
+/// (first and last key of each, in key order, at least one): every chain of ours there
+/// against the per-key focus of the others, all ranges in one request per node. `Ok(false)`
+/// when the deferral list filled up (`scan.resume` then says where to continue).
 fn merge_range<'a, S: ChainStore>(
     ctx: &mut Ctx<'a, S>,
     g: &S::Guard<'a>,
     scan: &mut Scan<'_, S::Id>,
-    beg: u64,
-    end: u64,
+    ranges: &[(u64, u64)],
 ) -> Result<bool> {
     let me = ctx.me();
     let ip = scan.ip;
+    let (Some(&(beg, _)), Some(&(_, end))) = (ranges.first(), ranges.last()) else {
+        return Ok(true);
+    };
     // Any later merge must ask anew: the workers' streams are consumed by this one.
     let inflight = scan.inflight.take();
-    let mut coll = Collector::new(
-        ctx,
-        scan.keys,
-        scan.follow,
-        Some(beg),
-        end,
-        inflight.as_ref(),
-    )?;
-    let mut local = clip_local(me, ip, me.lookup(ip, beg, KEY_MAX)?, beg, end)?;
+    let mut coll = Collector::new(ctx, scan.keys, scan.follow, ranges, inflight.as_ref())?;
+    let mut local = clip_local(me, ip, me.lookup(ip, beg, KEY_MAX)?, ranges)?;
     let first = coll.next_item()?;
-    let mut item = clip_item(&mut coll, first, beg, end)?;
+    let mut item = clip_item(&mut coll, first, ranges)?;
     loop {
         ctx.poll()?;
         let n = match (&local, &item) {
@@ -415,19 +421,19 @@ fn merge_range<'a, S: ChainStore>(
             (Ordering::Less, Some((l, lb)), _) => {
                 unchanged(ctx, scan.seq)?;
                 let n = destroy(ctx, g, l, &lb)?;
-                local = clip_local(me, ip, n, beg, end)?;
+                local = clip_local(me, ip, n, ranges)?;
             }
             // A change in flight: leave our chain as it is, decide nothing.
             // The range may hold several of our chains (a failed node's gap): each is kept, and
             // the item is passed once our next chain lies after it.
             (Ordering::Equal, Some((_, lb)), Some(Item::Undecided { .. })) => {
                 scan.undecided = true;
-                local = clip_local(me, ip, me.next(ip, &lb, KEY_MAX)?, beg, end)?;
+                local = clip_local(me, ip, me.next(ip, &lb, KEY_MAX)?, ranges)?;
             }
             (Ordering::Greater, _, Some(Item::Undecided { .. })) => {
                 scan.undecided = true;
                 let n = coll.next_item()?;
-                item = clip_item(&mut coll, n, beg, end)?;
+                item = clip_item(&mut coll, n, ranges)?;
             }
             (Ordering::Equal, Some((l, lb)), Some(Item::Focus(f))) => {
                 let after = if lb.modify_tid != f.head.modify_tid {
@@ -435,15 +441,15 @@ fn merge_range<'a, S: ChainStore>(
                 } else {
                     lb
                 };
-                local = clip_local(me, ip, me.next(ip, &after, KEY_MAX)?, beg, end)?;
+                local = clip_local(me, ip, me.next(ip, &after, KEY_MAX)?, ranges)?;
                 let n = coll.next_item()?;
-                item = clip_item(&mut coll, n, beg, end)?;
+                item = clip_item(&mut coll, n, ranges)?;
             }
             (Ordering::Greater, _, Some(Item::Focus(f))) => {
                 let after = take_focus(ctx, g, scan, None, &f)?;
-                local = clip_local(me, ip, me.next(ip, &after, KEY_MAX)?, beg, end)?;
+                local = clip_local(me, ip, me.next(ip, &after, KEY_MAX)?, ranges)?;
                 let n = coll.next_item()?;
-                item = clip_item(&mut coll, n, beg, end)?;
+                item = clip_item(&mut coll, n, ranges)?;
             }
             _ => return Err(Error::Invalid),
         }
@@ -456,8 +462,8 @@ fn merge_range<'a, S: ChainStore>(
             if let Some(it) = &item {
                 key = next(key, it.range().0);
             }
-            // Nothing left in this range: the scan goes on after it (a pruned walk has more
-            // ranges to look at; the whole key space ends at KEY_MAX).
+            // Nothing left in these ranges: the scan goes on after them (a pruned walk has
+            // more ranges to look at; the whole key space ends at KEY_MAX).
             if key.is_none() {
                 key = end.checked_add(1);
             }
@@ -517,12 +523,13 @@ fn take_focus<'a, S: ChainStore>(
 /// range known to differ is never compared again; the stack's ranges are nested, aligned, and
 /// shrink by at least one keybit per level, so it never holds more than 66 of them.
 ///
-/// Differing runs close to each other are merged together: a merge asks every worker anew (a
-/// wakeup and a round trip each), which costs about as much as streaming [`COALESCE`] chains,
-/// so a run differing within that many children of the last one extends its merge instead of
-/// starting one (merging equal chains between them changes nothing). Where most runs differ,
-/// the walk thus costs what the original scan does plus a summary per span, not a round trip
-/// per run.
+/// A differing run is not merged whole: its chains are compared key by key with the
+/// representatives' ([`diff_run`], read from the nodes directly as the summaries are), and only
+/// the keys that differ are merged. A merge asks every worker anew (a wakeup and a round trip
+/// each), so the differing keys of many runs are gathered (up to [`MAX_RANGES`] key ranges)
+/// and merged together, one request per worker naming them all. Where every run differs but
+/// few of its chains do, the walk thus costs a summary per span and a local comparison per
+/// chain, and the per-key merge with its round trips only for the chains that differ.
 fn pruned_walk<'a, S: ChainStore>(
     ctx: &mut Ctx<'a, S>,
     g: &S::Guard<'a>,
@@ -553,10 +560,8 @@ fn pruned_walk<'a, S: ChainStore>(
     let mut open: Vec<(u64, u64)> = Vec::new();
     open.try_reserve(MAX_OPEN)?;
     let mut cursor = start;
-    // The differing runs not merged yet (first and last key), and the children of the equal
-    // spans seen since its last run.
-    let mut pending: Option<(u64, u64)> = None;
-    let mut gap = 0u64;
+    // The differing key ranges not merged yet, in key order.
+    let mut pending: Vec<(u64, u64)> = Vec::new();
     // The last run compared differed.
     let mut run_differed = false;
     // A table's differing child was just dealt with: the rest of the table is compared whole
@@ -613,23 +618,30 @@ fn pruned_walk<'a, S: ChainStore>(
             continue;
         }
         if !same {
-            pending = Some((pending.map_or(span.beg, |(b, _)| b), span.end));
-            gap = 0;
+            // Room for every range one run can add.
+            if pending.len() + RUN_RANGES > MAX_RANGES {
+                if !merge_range(ctx, g, scan, &pending)? {
+                    return Ok(false);
+                }
+                pending.clear();
+            }
+            let mark = pending.len();
+            let whole = vanished || diff_run(ctx, scan.ip, &others, reps, &span, &mut pending)?;
+            if whole {
+                // The cluster is moving: the run is merged whole, as the original would.
+                vanished = true;
+                pending.truncate(mark);
+                add_range(&mut pending, (span.beg, span.end))?;
+            }
             // Not where run after run differs: the rest would differ too.
             rest_due = !run_differed;
-        } else if pending.is_some() {
-            gap = gap.saturating_add(span.sum.count);
         }
         if !span.indirect && !rest {
             run_differed = !same;
         }
         let last = span.end.checked_add(1);
-        if gap > COALESCE || last.is_none() {
-            if let Some((b, e)) = pending.take() {
-                if !merge_range(ctx, g, scan, b, e)? {
-                    return Ok(false);
-                }
-            }
+        if last.is_none() && !pending.is_empty() && !merge_range(ctx, g, scan, &pending)? {
+            return Ok(false);
         }
         match last {
             Some(k) => cursor = k,
@@ -637,6 +649,124 @@ fn pruned_walk<'a, S: ChainStore>(
         }
     }
     Ok(true)
+}
+
+/// Append the key range `r` to the ranges of `pending` (in key order, `r` after them all),
+/// joined with the last one when they touch.
+fn add_range(pending: &mut Vec<(u64, u64)>, r: (u64, u64)) -> Result<()> {
+    if let Some(last) = pending.last_mut() {
+        if last.1.checked_add(1) == Some(r.0) {
+            last.1 = r.1;
+            return Ok(());
+        }
+    }
+    try_push(pending, r)
+}
+
+/// The next chain of `parent` on `store` whose key lies in `from ..= end` (a chain reaching
+/// into it from below is not the range's, as for the summaries), as the head a merge decides
+/// on.
+fn head_in<S: ChainStore>(
+    store: &S,
+    parent: S::Id,
+    from: Option<u64>,
+    end: u64,
+) -> Result<Option<Head>> {
+    let Some(from) = from.filter(|&k| k <= end) else {
+        return Ok(None);
+    };
+    let mut cur = store.lookup(parent, from, end)?;
+    while let Some((_, b)) = cur {
+        if b.key >= from {
+            return Ok(Some(Head::of(&b)));
+        }
+        cur = store.next(parent, &b, end)?;
+    }
+    Ok(None)
+}
+
+/// Add to `pending` the key ranges of the differing run `span` whose chains differ: a key is
+/// equal, and not merged, where our chain and every representative's ([`representatives`];
+/// no other node decides a skip, see the module docs) have the same key, keybits and
+/// modify_tid, which is the walk's equality (that of the summaries) on the range of that
+/// one chain; anything else (a chain missing or extra anywhere, another TID or keybits, and
+/// whatever overlaps it) is a differing range. After [`RUN_RANGES`] differing ranges the rest
+/// of the run is one (merging equal chains changes nothing). Returns true when a
+/// representative's inode vanished (the run is then merged whole, whatever was added). Not inlined: its heads
+/// stay off the stack frame the walk's merges run under.
+#[inline(never)]
+fn diff_run<S: ChainStore>(
+    ctx: &mut Ctx<'_, S>,
+    ip: S::Id,
+    others: &[Option<S::Id>; MAX_NODES],
+    reps: u8,
+    span: &Span,
+    pending: &mut Vec<(u64, u64)>,
+) -> Result<bool> {
+    let (beg, end) = (span.beg, span.end);
+    let n = ctx.peers.stores.len().min(MAX_NODES);
+    let me = ctx.me();
+    // Our chain and each compared representative's, at the lowest key not yet compared.
+    let mut heads: [Option<Head>; MAX_NODES] = [None; MAX_NODES];
+    let mut compared = 1u32 << ctx.idx;
+    let read = |j: usize, from: Option<u64>| -> Result<Option<Head>> {
+        match others[j] {
+            _ if j == ctx.idx => head_in(me, ip, from, end),
+            Some(p) => head_in(ctx.peers.stores[j], p, from, end),
+            None => Ok(None),
+        }
+    };
+    for j in 0..n {
+        if j != ctx.idx && (reps & (1 << j) == 0 || others[j].is_none()) {
+            continue;
+        }
+        compared |= 1 << j;
+        match read(j, Some(beg)) {
+            Ok(h) => heads[j] = h,
+            Err(Error::NotFound) if j != ctx.idx => return Ok(true),
+            Err(e) => return Err(e),
+        }
+    }
+    let nodes = || (0..n).filter(move |j| compared & (1 << j) != 0);
+    let mut added = 0;
+    loop {
+        ctx.peers.host.relax();
+        let Some(key) = nodes().filter_map(|j| heads[j].map(|h| h.key)).min() else {
+            break;
+        };
+        let first = heads[ctx.idx];
+        let equal = first.is_some_and(|h| nodes().all(|j| heads[j] == Some(h)));
+        let mut last = key;
+        let mut moved = true;
+        // Past the chains at `key` and, for a differing key, every chain overlapping what is
+        // merged so far.
+        while moved {
+            moved = false;
+            for j in nodes() {
+                let Some(h) = heads[j] else { continue };
+                if h.key == key || (!equal && h.key <= last) {
+                    last = last.max(h.key_end());
+                    ctx.stats.scanned += u64::from(j == ctx.idx);
+                    heads[j] = match read(j, h.key_end().checked_add(1)) {
+                        Err(Error::NotFound) if j != ctx.idx => return Ok(true),
+                        r => r?,
+                    };
+                    moved = !equal;
+                }
+            }
+        }
+        if equal {
+            continue;
+        }
+        if added == RUN_RANGES - 1 {
+            // The rest of the run whole.
+            add_range(pending, (key, end))?;
+            return Ok(false);
+        }
+        add_range(pending, (key, last.min(end)))?;
+        added += 1;
+    }
+    Ok(false)
 }
 
 /// The nodes of `others` each span of a pruned walk is compared with, as a bitmask (bit `j`
@@ -667,9 +797,12 @@ fn representatives<S: ChainStore>(
     Ok(reps)
 }
 
-/// Equal children a pruned walk merges through rather than start another merge (see
-/// [`pruned_walk`]).
-const COALESCE: u64 = 4 * crate::store::RUN as u64;
+/// Differing key ranges one run adds to a pruned walk's merge at most (see [`diff_run`]).
+const RUN_RANGES: usize = crate::store::RUN;
+
+/// Differing key ranges a pruned walk gathers before it merges them (one request per worker
+/// for them all): at most 4 KiB, held only as far as they are used.
+const MAX_RANGES: usize = 16 * RUN_RANGES;
 
 /// Ranges known to differ on a pruned walk's stack, at most: one per keybits value.
 const MAX_OPEN: usize = 66;

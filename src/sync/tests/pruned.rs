@@ -255,6 +255,52 @@ fn dense_changes_are_merged_in_one_request_per_worker() {
     );
 }
 
+/// Where every run of the PFS root's index differs in a few of its chains (every fourth small
+/// file rewritten), only those chains go through the per-key merge: the equal ones between
+/// them are compared with the master's directly, never read by its worker one by one.
+#[test]
+fn equal_chains_of_differing_runs_are_not_merged() {
+    use core::sync::atomic::Ordering::SeqCst;
+    let c = wide_dir_in_sync();
+    for i in (0..400).step_by(4) {
+        write(&c, set(&[0, 1]), &format!("/w/f{i}"), b"new");
+    }
+    let s0 = c.store(0).unwrap();
+    let _counting = pool::test_hook::COUNTING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    pool::test_hook::READS.store(0, SeqCst);
+    pool::test_hook::COUNT_STORE.store(s0 as *const Store as usize, SeqCst);
+    c.sync_node(2, &|| false).unwrap();
+    let reads = pool::test_hook::READS.load(SeqCst);
+    pool::test_hook::COUNT_STORE.store(0, SeqCst);
+    assert_same(&c, 0, 2);
+    // The 100 changed inodes, the root's and a FIFO of the children its request read ahead;
+    // merging whole runs reads every one of the index's 400 files.
+    assert!(
+        reads < 200,
+        "master 0's worker read {reads} chains for 100 changes"
+    );
+}
+
+/// In a run that differs on the masters, the slave's own chains that are extra, missing or
+/// different next to equal ones are still found and dealt with by the merge.
+#[test]
+fn a_slaves_own_differences_in_a_differing_run_are_merged() {
+    let c = wide_dir_in_sync();
+    let slave = set(&[2]);
+    write(&c, slave, "/w/f5", b"slave's own");
+    c.apply(slave, FrontendOp::Rm(b"/w/f6")).unwrap();
+    write(&c, slave, "/w/extra", b"only here");
+    write(&c, set(&[0, 1]), "/w/f7", b"new");
+    c.sync_node(2, &|| false).unwrap();
+    assert_same(&c, 0, 2);
+    assert_eq!(c.read_file(2, b"/w/f5").unwrap(), b"old");
+    assert_eq!(c.read_file(2, b"/w/f6").unwrap(), b"old");
+    assert_eq!(c.read_file(2, b"/w/f7").unwrap(), b"new");
+    assert!(c.read_file(2, b"/w/extra").is_err());
+}
+
 /// Two masters and a slave in the pruned scan mode, every node holding `/w` with 400 small
 /// files.
 fn wide_dir_in_sync() -> Pin<Box<Cluster>> {

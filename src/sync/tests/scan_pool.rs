@@ -222,18 +222,15 @@ fn ask_node_1(p: &pool::Pool<'_, Store>, paths: &pool::Paths) -> u32 {
     p.request_all(
         [1].into_iter(),
         pool::Ask::Many(paths),
-        Some((0, crate::media::KEY_MAX)),
+        Some(&[(0, crate::media::KEY_MAX)]),
         |_, g| gen = g,
     )
     .unwrap();
     gen
 }
 
-/// Held by every test that counts with the pool's test hooks: they count one store at a time.
-static COUNTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 /// A pool over `stores` (node 0 syncing) whose node-1 worker the test hooks count; hold
-/// [`COUNTING`] meanwhile.
+/// [`pool::test_hook::COUNTING`] meanwhile.
 fn pool_counting_node_1<'a>(stores: &'a [&'a Store; 2]) -> pool::Pool<'a, Store> {
     pool::test_hook::READS.store(0, core::sync::atomic::Ordering::SeqCst);
     pool::test_hook::FULL_WAITS.store(0, core::sync::atomic::Ordering::SeqCst);
@@ -497,7 +494,9 @@ fn worker_stops_reading_an_inode_no_longer_wanted() {
             .unwrap();
     }
     let stores = [c.store(0).unwrap(), s1];
-    let _counting = COUNTING.lock().unwrap_or_else(|e| e.into_inner());
+    let _counting = pool::test_hook::COUNTING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let p = pool_counting_node_1(&stores);
     let gen = ask_node_1(&p, &paths);
     let next = |item: u32| answer_of_node_1(&p, gen, item);
@@ -526,7 +525,9 @@ fn a_streaming_worker_waits_once_per_three_quarters_of_a_fifo() {
         .push(&s1.key_path(s1.resolve(b"/d").unwrap()).unwrap())
         .unwrap();
     let stores = [c.store(0).unwrap(), s1];
-    let _counting = COUNTING.lock().unwrap_or_else(|e| e.into_inner());
+    let _counting = pool::test_hook::COUNTING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let p = pool_counting_node_1(&stores);
     let gen = ask_node_1(&p, &paths);
     let mut children = 0;
