@@ -491,11 +491,12 @@ fn indirect_bref(n: &Node) -> Blockref {
 }
 
 /// Where a walk of one table stood: the slot indices from the blockset down to the last child
-/// it returned, and that child's range. [`Store::lookup_from`](super::Store::lookup_from) steps
-/// from there to the next child instead of searching from the top. It is checked, not
-/// trusted: the path is followed only while it still leads to a child with exactly that range
-/// (any table, any change since), and the next child in tree order is then the next in key
-/// order. Otherwise the lookup searches as it always does and the hint is taken again.
+/// it returned, and that child's range.
+/// [`ChainStore::lookup_from`](super::ChainStore::lookup_from) steps from there to the next
+/// child instead of searching from the top. It is checked, not trusted: the path is followed
+/// only while it still leads to a child with exactly that range (any table, any change since),
+/// and the next child in tree order is then the next in key order. Otherwise the lookup
+/// searches as it always does and the hint is taken again.
 #[derive(Debug, Clone, Copy)]
 pub struct Hint {
     /// Tables on the path (0: no position).

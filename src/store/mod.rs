@@ -480,23 +480,6 @@ impl Store {
         }
     }
 
-    /// [`Store::lookup`] for a walk of one table from child to child: steps from where `hint`
-    /// stood (see [`Hint`]) rather than searching from the top, with the same answer.
-    pub fn lookup_from(
-        &self,
-        parent: ChainId,
-        beg: u64,
-        end: u64,
-        hint: &mut Hint,
-    ) -> Result<Option<(ChainId, Blockref)>> {
-        let a = self.arena.read();
-        let p = a.get(parent)?;
-        match p.children.first_overlapping_hinted(beg, end, hint) {
-            Some((_, id)) => Ok(Some((id, a.get(id)?.bref))),
-            None => Ok(None),
-        }
-    }
-
     /// The child after `prev` (whose header was `prev_bref`) within `..= end`, or None.
     pub fn next(
         &self,
@@ -920,7 +903,12 @@ impl ChainStore for Store {
         end: u64,
         hint: &mut Hint,
     ) -> Result<Option<(ChainId, Blockref)>> {
-        Store::lookup_from(self, parent, beg, end, hint)
+        let a = self.arena.read();
+        let p = a.get(parent)?;
+        match p.children.first_overlapping_hinted(beg, end, hint) {
+            Some((_, id)) => Ok(Some((id, a.get(id)?.bref))),
+            None => Ok(None),
+        }
     }
     fn key_path(&self, id: ChainId) -> Result<Vec<u64>> {
         Store::key_path(self, id)
