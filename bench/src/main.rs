@@ -23,7 +23,7 @@ Measures, in one run: resync time and chains visited after k changed leaves in t
 N = 10^3..10^6 files (wide and deep) on a 3-master + 1-slave cluster; the same divergence
 resynced by `rsync -a --delete` on tmpfs; the empty slave's first sync of 64 KiB blocks
 against memcpy; the sync's peak memory; sync-thread freeze and stop latency; nodes on
-volumes (image files on tmpfs): a resync at N = 10^5, k = 10 against rsync, and a first
+volumes (image files on tmpfs): a resync at N = 10^6, k = 10 against rsync, and a first
 sync's bandwidth against cp.
 
   --quick    small sizes (N = 100, 1000), a few seconds; used by the smoke test
@@ -38,7 +38,7 @@ sync's bandwidth against cp.
              only the empty slave's first sync of a wide tree of N small files, and rsync's
              first copy of the same tree on tmpfs; prints both, writes no report
   --volume N only nodes on volumes (image files on tmpfs), the report's Volumes section
-             (the full run takes N = 100000): the resync of k = 10 changed files of a wide
+             (the full run takes N = 1000000): the resync of k = 10 changed files of a wide
              tree of N files, its commit's blocks read and written, against rsync; and the
              slave's first sync of MIB MiB (default 256) in 1 MiB files against cp of as many
              bytes; prints the section and its target lines, writes no report

@@ -552,11 +552,12 @@ pub fn volumes(s: &mut String, v: Result<&Volumes, &String>) {
         "- Resync: a wide tree of N empty files imported into the master; the slave's first \
          sync and commit; then k files spread over the tree rewritten on the master \
          and the slave resynced. Timed: the sync passes, the check that the \
-         store changed (its change count against the last commit's) and the commit. Blocks \
-         are device reads and writes (written / read, with their bytes): the commit writes \
-         the changed blocks and the path above them, and reads the header copies, the \
-         super-root and the freemap (the space every header copy's tree reaches is known \
-         from the first commit, which read those trees). \"load read\" is a fresh load of the slave's \
+         store changed (its journal of changes since the last commit) and the commit. Blocks \
+         are device reads and writes (written / read, with their bytes): the commit visits \
+         only the changed places and the paths above them, writes the changed blocks and \
+         those paths, and reads the header copies, the super-root, the freemap and the \
+         blocks last committed on those paths, to patch them (the space every header \
+         copy's tree reaches is known from the first commit, which read those trees). \"load read\" is a fresh load of the slave's \
          PFS after the resync (the whole tree). rsync: `rsync -a --delete` of the same tree \
          and the same k changed files as real files on the same tmpfs.\n\
          - First-sync bandwidth: large files (1 MiB) of incompressible bytes imported into \
@@ -679,9 +680,8 @@ fn targets(s: &mut String, r: &Results) {
          pruned ratio of a shape over every N and k, `sync_memory` the highest resync peak \
          over every tree, mode and k, `sync_memory_k10` the same at k = {TARGET_K}. \
          `volume_resync_vs_rsync` and `volume_first_sync_bandwidth` come from the Volumes \
-         section (image files on tmpfs, the resync at N = 10^5: a tenth of the N the goal \
-         names, which keeps two images and a cluster of both PFSs within a few hundred MiB \
-         and seconds). `kernel_round_trips` comes from the `make bench-kernel` output named \
+         section (image files on tmpfs, the resync at N = 10^6, the N the goal names: two \
+         images and a cluster of both PFSs take a few GiB and about a minute). `kernel_round_trips` comes from the `make bench-kernel` output named \
          above (run in QEMU, separately from this userland run), when there is one."
     );
 }

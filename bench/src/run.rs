@@ -149,7 +149,7 @@ struct History {
 }
 
 /// Files of the volume resync's tree in the full run (`--volume N` picks its own).
-pub const VOLUME_FILES: usize = 100_000;
+pub const VOLUME_FILES: usize = 1_000_000;
 /// Bytes of the volume first-sync bandwidth measurement in the full run (and `--volume`'s
 /// default).
 pub const VOLUME_BYTES: usize = 256 << 20;

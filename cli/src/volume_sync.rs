@@ -36,10 +36,10 @@ and each commit are reported on stderr; a commit's line reads
 
     sync: IMAGE@LABEL: committed, mirror_tid TID (SECS, W blocks / KiB written, R blocks / KiB read)
 
-W: device writes of that commit (new blocks, freemap, header); R: device reads it made to
-find the space in use: the first commit after a load reads the trees that every valid
-volume header copy reaches (they grow with the volume's metadata); later commits of the same
-run read only the freemap they rewrite.
+W: device writes of that commit (new blocks, freemap, header); R: device reads it made: the
+blocks last committed on the paths it changes, and, to find the space in use, in the first
+commit after a load the trees that every valid volume header copy reaches (they grow with
+the volume's metadata); later commits of the same run read only the freemap they rewrite.
 
 OPTIONS:
     --timeout SECS       give up (status 1, nothing committed) when not converged after

@@ -20,6 +20,7 @@
 pub mod api;
 pub mod children;
 pub mod compare;
+pub mod flush;
 pub mod frontend;
 pub mod index;
 pub mod inode;
@@ -172,6 +173,9 @@ struct Chain {
     parent: Option<ChainId>,
     depth: u8,
     lock: usize,
+    /// Whether the last commit (or the load) put this chain's block where its header says
+    /// ([`flush`]).
+    flushed: bool,
 }
 
 impl Chain {
@@ -193,6 +197,8 @@ struct Arena {
     slots: slab::Slab<Slot>,
     free: Vec<u32>,
     live: usize,
+    /// The places changed since the last commit, when tracked ([`flush`]).
+    journal: Option<Vec<flush::Touch>>,
 }
 
 impl Arena {
@@ -319,6 +325,7 @@ impl Store {
                 parent: None,
                 depth: 0,
                 lock: lock.as_raw(),
+                flushed: false,
             }),
         });
         if pushed.is_err() {
@@ -332,6 +339,7 @@ impl Store {
                 slots,
                 free: Vec::new(),
                 live: 1,
+                journal: None,
             }),
             root: ChainId { idx: 0, gen: 0 },
             root_lock,
@@ -656,6 +664,7 @@ impl Store {
         body: Sealed,
     ) -> Result<ChainId> {
         let body = body.seal(&mut bref)?;
+        self.journal_room()?;
         let lock = self.host.lock_create()?;
         let raw = lock.as_raw();
         let r = self.insert_locked(parent.id, bref, body, raw);
@@ -703,6 +712,7 @@ impl Store {
             .saturating_add(1)
             .min(crate::host::CHAIN_DEPTH_MAX);
         a.free.try_reserve(1)?;
+        a.note(Some(parent), bref.key)?;
         let idx = match a.free.pop() {
             Some(i) => i,
             None => {
@@ -737,6 +747,7 @@ impl Store {
             parent: Some(parent),
             depth,
             lock,
+            flushed: false,
         });
         a.live += 1;
         Ok(id)
@@ -750,7 +761,9 @@ impl Store {
         g: &ChainGuard<'_>,
         f: impl FnOnce(&mut Blockref, &mut Body) -> Result<R>,
     ) -> Result<R> {
+        self.journal_room()?;
         let mut a = self.arena.write();
+        a.note_chain(g.id)?;
         let c = a.get_mut(g.id)?;
         let mut bref = c.bref;
         // Counted before `f` runs: a failure after it may leave the payload changed.
@@ -775,8 +788,10 @@ impl Store {
         body: Sealed,
     ) -> Result<()> {
         let body = body.seal(&mut bref)?;
+        self.journal_room()?;
         let old_body = {
             let mut a = self.arena.write();
+            a.note_chain(g.id)?;
             // Counted first: a failed re-key may have moved the parent's summaries already.
             self.count_change();
             let c = a.set_bref(g.id, bref)?;
@@ -788,7 +803,9 @@ impl Store {
 
     /// Set a held chain's modify_tid.
     pub fn set_modify_tid(&self, g: &ChainGuard<'_>, tid: u64) -> Result<()> {
+        self.journal_room()?;
         let mut a = self.arena.write();
+        a.note_chain(g.id)?;
         let c = a.get_mut(g.id)?;
         let (key, keybits, btype, parent) = (c.bref.key, c.bref.keybits, c.bref.btype, c.parent);
         // Counted first: a failed update may have moved some of the parent's summaries.
@@ -808,6 +825,7 @@ impl Store {
     /// anyone still holding one is waited for. Uses an explicit stack, not recursion.
     pub fn delete(&self, parent: &ChainGuard<'_>, child: ChainGuard<'_>) -> Result<usize> {
         // Detach first: from here on the subtree is unreachable from the root.
+        self.journal_room()?;
         {
             let mut a = self.arena.write();
             let key = {
@@ -817,6 +835,7 @@ impl Store {
                 }
                 c.bref.key
             };
+            a.note(Some(parent.id), key)?;
             a.get_mut(parent.id)?.children.remove(key);
             self.count_change();
             // Unreachable by key and by parent pointer: a stale id inside it can no longer be

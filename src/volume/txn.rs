@@ -16,9 +16,8 @@ use super::{read_copies, BlockDev, Cause, HeaderCopy, ReadError, Volume};
 use crate::media::volhdr::{select_best, VolumeHeader, NUM_VOLHDRS, ZONE_BYTES};
 use crate::media::{
     enc_methods, Blockref, DirentHead, InodeData, MediaError, BREF_BYTES, BREF_TYPE_DATA,
-    BREF_TYPE_DIRENT, BREF_TYPE_INDIRECT, BREF_TYPE_INODE, CHECK_FREEMAP, CHECK_ISCSI32,
-    CHECK_SHA192, CHECK_XXHASH64, COMP_NONE, DATA_BLOCK_BYTES, DATA_BLOCK_RADIX, INODE_BYTES,
-    RADIX_MIN, SET_COUNT,
+    BREF_TYPE_DIRENT, BREF_TYPE_INDIRECT, BREF_TYPE_INODE, CHECK_XXHASH64, COMP_NONE,
+    DATA_BLOCK_BYTES, DATA_BLOCK_RADIX, INODE_BYTES, RADIX_MIN, SET_COUNT,
 };
 use crate::{Error, Result};
 
@@ -651,17 +650,6 @@ enum Tables<'s> {
     Record(&'s mut Vec<(u64, u64)>),
     /// Skips the subtree below each table block named here (sorted): it is marked already.
     Skip(&'s [(u64, u64)]),
-}
-
-/// Whether `b`'s check code identifies its block's bytes (ISCSI32, XXHASH64, SHA192,
-/// FREEMAP), so that a block of the same [`block_name`] holds these very bytes. Under NONE
-/// or DISABLED the check area is all zeros whatever the bytes, and HAMMER2 overwrites such
-/// a DATA block in place: the same place and check may hold other bytes.
-pub(crate) fn checks_content(b: &Blockref) -> bool {
-    matches!(
-        b.check_method(),
-        CHECK_ISCSI32 | CHECK_XXHASH64 | CHECK_SHA192 | CHECK_FREEMAP
-    )
 }
 
 /// Whether `b` is a table block named in `seen` (sorted).

@@ -1,0 +1,736 @@
+//! The walk of a commit: only the places the store's journal names and the paths above them
+//! (HAMMER2's flush descends only into chains flagged MODIFIED or UPDATE).
+//!
+//! Each table visited is the inode's table as last committed, read from the media along the
+//! changed keys only and patched there: an entry replaced, removed or, where its block has
+//! room, inserted; the indirect blocks touched are written anew, the others kept by
+//! reference unread. A change the patch cannot place (a full block, a key outside every
+//! range) rebuilds that one table from its entries on the media and the changes. The blocks
+//! a commit takes out of the tree are named from the entries it replaced or removed (a
+//! removed inode: the subtree below it), so the space to free costs what changed too.
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+
+use super::{encoded, place, place_data, read_err, table_of, LOAD_PROGRESS_EVERY};
+use crate::media::{
+    Blockref, BREF_BYTES, BREF_TYPE_EMPTY, BREF_TYPE_INDIRECT, BREF_TYPE_INODE, DIRHASH_VISIBLE,
+    SET_COUNT,
+};
+use crate::mem::try_push;
+use crate::store::flush::Touch;
+use crate::store::{Body, ChainId, Store};
+use crate::volume::scan::Flow;
+use crate::volume::txn::METHODS;
+use crate::volume::{BlockDev, Txn, Volume};
+use crate::{Error, Result};
+
+/// A place of the store: the parent chain (as a sortable pair) and the child's key.
+type Place = ((u32, u32), u64);
+
+fn pair(id: ChainId) -> (u32, u32) {
+    (id.idx, id.gen)
+}
+
+/// Every place `touches` names in a chain still reachable from the PFS root, and every
+/// place on the path above it, sorted, each once.
+#[inline(never)]
+pub(super) fn dirty_places(store: &Store, touches: &[Touch]) -> Result<Vec<Place>> {
+    let host = store.host();
+    let mut out: Vec<Place> = Vec::new();
+    // The table whose path was pushed last: changes come in runs in one table.
+    let mut last = None;
+    for t in touches {
+        host.relax();
+        let Some(table) = t.table else { continue };
+        if last == Some(table) {
+            try_push(&mut out, (pair(table), t.key))?;
+            continue;
+        }
+        let mark = out.len();
+        try_push(&mut out, (pair(table), t.key))?;
+        let mut cur = table;
+        // A chain deleted since (or being deleted) is left with its whole subtree: the
+        // deletion's own entry names its place.
+        let alive = loop {
+            if cur == store.root() {
+                break true;
+            }
+            let up = match (store.parent(cur), store.bref(cur)) {
+                (Ok(p), Ok(b)) => p.map(|p| (p, b.key)),
+                (Err(Error::NotFound), _) | (_, Err(Error::NotFound)) => None,
+                (Err(e), _) | (_, Err(e)) => return Err(e),
+            };
+            let Some((p, key)) = up else { break false };
+            try_push(&mut out, (pair(p), key))?;
+            cur = p;
+        };
+        match alive {
+            true => last = Some(table),
+            false => {
+                out.truncate(mark);
+                last = None;
+            }
+        }
+    }
+    crate::mem::sort_yielding(&mut out, |p| *p, &|| host.relax())?;
+    out.dedup();
+    Ok(out)
+}
+
+/// One block of an old table read so far: the inode's blockset (node 0) or an indirect block.
+struct Node {
+    /// The INDIRECT blockref it was read from; `None` for the blockset.
+    bref: Option<Blockref>,
+    parent: usize,
+    /// Its entries, empty slots left out, sorted by key.
+    entries: Vec<Blockref>,
+    /// Entries the block holds at most.
+    cap: usize,
+    /// The nodes read below it: (key, keybits, node).
+    kids: Vec<(u64, u8, usize)>,
+    /// Whether it (or a block below it) changed and must be written.
+    dirty: bool,
+}
+
+impl Node {
+    fn range(&self) -> (u64, u64) {
+        self.bref.map_or((0, u64::MAX), |b| (b.key, b.key_end()))
+    }
+}
+
+/// Where a key is in an old table.
+enum Spot {
+    /// Entry `.1` of node `.0` is the child at the key.
+    Found(usize, usize),
+    /// No entry: one would go at position `.1` of node `.0`.
+    Absent(usize, usize),
+    /// An entry of another key covers the key: the table must be rebuilt.
+    Covered,
+}
+
+/// The part of an inode's table as last committed that a commit read: the blocks on the
+/// paths to its changed keys.
+pub(super) struct OldTable {
+    nodes: Vec<Node>,
+}
+
+fn entries_of(raw: Vec<Blockref>) -> Vec<Blockref> {
+    let mut v = raw;
+    v.retain(|b| b.btype != BREF_TYPE_EMPTY);
+    v.sort_unstable_by_key(|b| b.key);
+    v
+}
+
+impl OldTable {
+    fn new(set: Option<&[Blockref; SET_COUNT]>) -> Result<OldTable> {
+        let mut entries = Vec::new();
+        entries.try_reserve_exact(SET_COUNT)?;
+        if let Some(s) = set {
+            entries.extend(s.iter().copied());
+        }
+        let mut nodes = Vec::new();
+        try_push(
+            &mut nodes,
+            Node {
+                bref: None,
+                parent: 0,
+                entries: entries_of(entries),
+                cap: SET_COUNT,
+                kids: Vec::new(),
+                dirty: false,
+            },
+        )?;
+        Ok(OldTable { nodes })
+    }
+
+    /// The node of indirect block `b`, entry of node `n`, read when first met.
+    #[inline(never)]
+    fn child<D: BlockDev>(&mut self, vol: &Volume<D>, n: usize, b: Blockref) -> Result<usize> {
+        let kid = self.nodes[n]
+            .kids
+            .iter()
+            .find(|(key, keybits, _)| *key == b.key && *keybits == b.keybits);
+        if let Some((_, _, k)) = kid {
+            return Ok(*k);
+        }
+        let raw = vol.read_table(&b).map_err(read_err)?;
+        let cap = raw.len();
+        let k = self.nodes.len();
+        self.nodes[n].kids.try_reserve(1)?;
+        self.nodes[n].kids.push((b.key, b.keybits, k));
+        try_push(
+            &mut self.nodes,
+            Node {
+                bref: Some(b),
+                parent: n,
+                entries: entries_of(raw),
+                cap,
+                kids: Vec::new(),
+                dirty: false,
+            },
+        )?;
+        Ok(k)
+    }
+
+    /// Where `key` is, reading the indirect blocks on its path.
+    fn find<D: BlockDev>(&mut self, vol: &Volume<D>, key: u64) -> Result<Spot> {
+        let mut n = 0;
+        loop {
+            vol.dev().yield_point();
+            let e = &self.nodes[n].entries;
+            let i = e.partition_point(|b| b.key_end() < key);
+            match e.get(i).copied() {
+                Some(b) if b.key <= key && b.btype == BREF_TYPE_INDIRECT => {
+                    n = self.child(vol, n, b)?;
+                }
+                Some(b) if b.key == key => return Ok(Spot::Found(n, i)),
+                Some(b) if b.key < key => return Ok(Spot::Covered),
+                _ => return Ok(Spot::Absent(n, i)),
+            }
+        }
+    }
+
+    /// The entry at `key` as last committed.
+    pub(super) fn old<D: BlockDev>(
+        &mut self,
+        vol: &Volume<D>,
+        key: u64,
+    ) -> Result<Option<Blockref>> {
+        Ok(match self.find(vol, key)? {
+            Spot::Found(n, i) => Some(self.nodes[n].entries[i]),
+            _ => None,
+        })
+    }
+
+    fn touch(&mut self, mut n: usize) {
+        loop {
+            self.nodes[n].dirty = true;
+            if n == 0 {
+                return;
+            }
+            n = self.nodes[n].parent;
+        }
+    }
+
+    /// Put `new` at `key` (`None`: remove it); false when it does not fit in place.
+    fn apply<D: BlockDev>(
+        &mut self,
+        vol: &Volume<D>,
+        key: u64,
+        new: Option<Blockref>,
+    ) -> Result<bool> {
+        match (self.find(vol, key)?, new) {
+            (Spot::Covered, _) => return Ok(false),
+            (Spot::Found(n, i), Some(b)) if b.key_end() == self.nodes[n].entries[i].key_end() => {
+                self.nodes[n].entries[i] = b;
+                self.touch(n);
+            }
+            (Spot::Found(n, i), None) => {
+                self.nodes[n].entries.remove(i);
+                self.touch(n);
+            }
+            (Spot::Found(..), Some(_)) => return Ok(false),
+            (Spot::Absent(..), None) => {}
+            (Spot::Absent(n, i), Some(b)) => {
+                let node = &self.nodes[n];
+                let (lo, hi) = node.range();
+                let fits = b.key >= lo
+                    && b.key_end() <= hi
+                    && node.entries.len() < node.cap
+                    && (i == 0 || node.entries[i - 1].key_end() < b.key)
+                    && node.entries.get(i).map_or(true, |x| x.key > b.key_end());
+                if !fits {
+                    return Ok(false);
+                }
+                self.nodes[n].entries.try_reserve(1)?;
+                self.nodes[n].entries.insert(i, b);
+                self.touch(n);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Write every indirect block that changed (an emptied one leaves its parent), naming
+    /// the old ones in `gone`; the table's new blockset.
+    fn finish<D: BlockDev>(
+        mut self,
+        txn: &mut Txn<'_, D>,
+        gone: &mut Vec<u64>,
+        set: &mut [Blockref],
+    ) -> Result<()> {
+        // Children were read after their parents: the reverse order writes them first.
+        for n in (1..self.nodes.len()).rev() {
+            if !self.nodes[n].dirty {
+                continue;
+            }
+            let node = &self.nodes[n];
+            let old = node.bref.ok_or(Error::Invalid)?;
+            try_push(gone, old.data_off)?;
+            let new = match node.entries.is_empty() {
+                true => None,
+                false => Some(write_indirect(txn, &old, &node.entries, node.cap)?),
+            };
+            let p = node.parent;
+            let pe = &mut self.nodes[p].entries;
+            let i = pe
+                .iter()
+                .position(|b| {
+                    b.btype == BREF_TYPE_INDIRECT && b.key == old.key && b.keybits == old.keybits
+                })
+                .ok_or(Error::Invalid)?;
+            match new {
+                Some(b) => pe[i] = b,
+                None => {
+                    pe.remove(i);
+                }
+            }
+        }
+        let top = &self.nodes[0].entries;
+        if top.len() > set.len() {
+            return Err(Error::Invalid);
+        }
+        set[..top.len()].copy_from_slice(top);
+        Ok(())
+    }
+}
+
+/// Write the INDIRECT block of `old`'s key range holding `entries`, in a block of `cap`
+/// entries as before.
+#[inline(never)]
+fn write_indirect<D: BlockDev>(
+    txn: &mut Txn<'_, D>,
+    old: &Blockref,
+    entries: &[Blockref],
+    cap: usize,
+) -> Result<Blockref> {
+    let mut raw = Vec::new();
+    raw.try_reserve_exact(cap * BREF_BYTES)?;
+    raw.resize(cap * BREF_BYTES, 0);
+    for (chunk, b) in raw.chunks_exact_mut(BREF_BYTES).zip(entries) {
+        chunk.copy_from_slice(&b.encode());
+    }
+    let mut b = Blockref::new(BREF_TYPE_INDIRECT, old.key, old.keybits);
+    b.methods = METHODS;
+    txn.write_block(b, &raw)
+}
+
+/// The table rebuilt whole: every entry of the old table (`set`) with `changes` (sorted by
+/// key) applied, the old indirect blocks that hold the same entries kept, the others named
+/// in `gone`.
+#[inline(never)]
+fn rebuild<D: BlockDev>(
+    vol: &Volume<D>,
+    txn: &mut Txn<'_, D>,
+    set: Option<&[Blockref; SET_COUNT]>,
+    changes: &[(u64, Option<Blockref>)],
+    gone: &mut Vec<u64>,
+    out: &mut [Blockref],
+) -> Result<()> {
+    let mut ind = Vec::new();
+    let old = match set {
+        Some(s) => table_of(vol, s, &mut ind)?,
+        None => Vec::new(),
+    };
+    let mut items = Vec::new();
+    items.try_reserve_exact(old.len() + changes.len())?;
+    let (mut i, mut j) = (0, 0);
+    loop {
+        vol.dev().yield_point();
+        let (o, c) = (old.get(i), changes.get(j));
+        match (o, c) {
+            (None, None) => break,
+            (Some(o), Some((k, _))) if o.key < *k => {
+                items.push(*o);
+                i += 1;
+            }
+            (Some(o), None) => {
+                items.push(*o);
+                i += 1;
+            }
+            (o, Some((k, new))) => {
+                if o.is_some_and(|o| o.key == *k) {
+                    i += 1;
+                }
+                if let Some(b) = new {
+                    items.push(*b);
+                }
+                j += 1;
+            }
+        }
+    }
+    let relax = || vol.dev().yield_point();
+    crate::mem::sort_yielding(&mut ind, |b| (b.key, b.keybits), &relax)?;
+    let keep = |key: u64, keybits: u8| {
+        ind.binary_search_by(|b| (b.key, b.keybits).cmp(&(key, keybits)))
+            .ok()
+            .map(|i| ind[i])
+    };
+    let mut placed = Vec::new();
+    out.copy_from_slice(&txn.table_keeping(&items, &keep, Some(&mut placed))?);
+    let mut kept: Vec<u64> = Vec::new();
+    kept.try_reserve_exact(placed.len())?;
+    kept.extend(placed.iter().map(|b| b.data_off));
+    crate::mem::sort_yielding(&mut kept, |x| *x, &relax)?;
+    for b in &ind {
+        if kept.binary_search(&b.data_off).is_err() {
+            try_push(gone, b.data_off)?;
+        }
+    }
+    Ok(())
+}
+
+/// Name in `gone` the block of `old`, an entry taken out of a table, and with `whole` the
+/// blocks of the table below it when it is an inode (a removed or replaced subtree).
+#[inline(never)]
+fn drop_old<D: BlockDev>(
+    vol: &Volume<D>,
+    old: &Blockref,
+    whole: bool,
+    gone: &mut Vec<u64>,
+) -> Result<()> {
+    if old.size_radix() == 0 {
+        return Ok(());
+    }
+    try_push(gone, old.data_off)?;
+    if !whole || old.btype != BREF_TYPE_INODE {
+        return Ok(());
+    }
+    let Some(set) = old_set(vol, old)? else {
+        return Ok(());
+    };
+    let mut err = Ok(());
+    vol.walk_all(&set[..], &mut |b, _| {
+        if b.size_radix() != 0 {
+            if let Err(e) = try_push(gone, b.data_off) {
+                err = Err(e);
+                return Ok(Flow::Stop);
+            }
+        }
+        Ok(Flow::Continue)
+    })
+    .map_err(read_err)?;
+    err
+}
+
+/// Name in `gone` every block of the old table `set` but the entries at the keys of
+/// `changes` (named when they were replaced or removed).
+#[inline(never)]
+fn drop_rest<D: BlockDev>(
+    vol: &Volume<D>,
+    set: &[Blockref; SET_COUNT],
+    changes: &[(u64, Option<Blockref>)],
+    gone: &mut Vec<u64>,
+) -> Result<()> {
+    let mut ind = Vec::new();
+    let leaves = table_of(vol, set, &mut ind)?;
+    for b in &ind {
+        try_push(gone, b.data_off)?;
+    }
+    for b in &leaves {
+        if changes.binary_search_by_key(&b.key, |c| c.0).is_err() {
+            drop_old(vol, b, true, gone)?;
+        }
+    }
+    Ok(())
+}
+
+/// One inode on the commit's path. Small, and built in place on the heap: frames of the
+/// walk sit under its device reads and writes, on a kernel's small stack.
+struct Frame {
+    id: ChainId,
+    /// Its dirty places: `places[next..end]`.
+    next: usize,
+    end: usize,
+    /// Its table as last committed, when it is its own (a chain flushed at its place).
+    set: Option<Box<[Blockref; SET_COUNT]>>,
+    table: OldTable,
+    /// The new entries at its changed keys (`None`: removed), in key order.
+    changes: Vec<(u64, Option<Blockref>)>,
+    /// The child inode being committed: its key, its entry as last committed, and whether
+    /// that entry is its own block.
+    pending: Option<Box<(u64, Option<Blockref>, bool)>>,
+}
+
+/// The blockset of the inode block `b` last committed, on the heap (`None` for an inode
+/// that keeps its data in itself).
+#[inline(never)]
+fn old_set<D: BlockDev>(
+    vol: &Volume<D>,
+    b: &Blockref,
+) -> Result<Option<Box<[Blockref; SET_COUNT]>>> {
+    let ino = vol.read_inode_box(b).map_err(read_err)?;
+    boxed_set(&ino)
+}
+
+/// `ino`'s blockset on the heap. Out of line: the set is in no frame under a device read.
+#[inline(never)]
+fn boxed_set(ino: &crate::media::InodeData) -> Result<Option<Box<[Blockref; SET_COUNT]>>> {
+    match ino.meta.is_directdata() {
+        true => Ok(None),
+        false => Ok(Some(crate::mem::try_box(ino.blockset()?)?)),
+    }
+}
+
+impl Frame {
+    /// Push on `stack` the frame of inode `id`, whose block as last committed is `old` when
+    /// it is its own.
+    #[inline(never)]
+    fn push<D: BlockDev>(
+        stack: &mut Vec<Frame>,
+        vol: &Volume<D>,
+        places: &[Place],
+        id: ChainId,
+        old: Option<&Blockref>,
+    ) -> Result<()> {
+        let set = match old {
+            Some(b) => old_set(vol, b)?,
+            None => None,
+        };
+        let me = pair(id);
+        let next = places.partition_point(|p| p.0 < me);
+        let end = places.partition_point(|p| p.0 <= me);
+        stack.try_reserve(1)?;
+        stack.push(Frame {
+            id,
+            next,
+            end,
+            table: OldTable::new(set.as_deref())?,
+            set,
+            changes: Vec::new(),
+            pending: None,
+        });
+        Ok(())
+    }
+
+    /// [`Frame::table`] on the heap ([`SET_COUNT`] entries).
+    #[inline(never)]
+    fn boxed_table<D: BlockDev>(
+        self,
+        vol: &Volume<D>,
+        txn: &mut Txn<'_, D>,
+        gone: &mut Vec<u64>,
+    ) -> Result<Vec<Blockref>> {
+        // Made on the heap, never in a frame: it is filled under device writes.
+        let mut set = Vec::new();
+        set.try_reserve_exact(SET_COUNT)?;
+        set.resize(SET_COUNT, Blockref::default());
+        self.table(vol, txn, gone, &mut set)?;
+        Ok(set)
+    }
+
+    /// The new blockset of this inode's table: the old one patched, or rebuilt.
+    #[inline(never)]
+    fn table<D: BlockDev>(
+        mut self,
+        vol: &Volume<D>,
+        txn: &mut Txn<'_, D>,
+        gone: &mut Vec<u64>,
+        out: &mut [Blockref],
+    ) -> Result<()> {
+        let mut fits = true;
+        for (k, new) in &self.changes {
+            if !self.table.apply(vol, *k, *new)? {
+                fits = false;
+                break;
+            }
+        }
+        match fits {
+            true => self.table.finish(txn, gone, out),
+            false => rebuild(vol, txn, self.set.as_deref(), &self.changes, gone, out),
+        }
+    }
+}
+
+/// What the walk of a commit made: the PFS root's new blockref and inode allocator, the
+/// chains written, the blocks taken out of the tree, the places visited.
+pub(super) struct Walked {
+    pub pfs_bref: Blockref,
+    pub root_inum: u64,
+    pub moved: Vec<(ChainId, Blockref)>,
+    pub gone: Vec<u64>,
+    pub visited: u64,
+}
+
+/// What the walk carries from step to step, on the heap.
+struct Walk<'a> {
+    store: &'a Store,
+    places: &'a [Place],
+    stack: Vec<Frame>,
+    moved: Vec<(ChainId, Blockref)>,
+    gone: Vec<u64>,
+}
+
+/// Write, in `txn`, the chains at `places` and the inodes above them, from the PFS root
+/// whose block as last committed is `pfs_old`.
+#[inline(never)]
+pub(super) fn walk<D: BlockDev>(
+    vol: &Volume<D>,
+    txn: &mut Txn<'_, D>,
+    store: &Store,
+    places: &[Place],
+    pfs_old: &Blockref,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Walked> {
+    // DEVIATION: HAMMER2 finds what to flush by the MODIFIED/UPDATE flags of its chains,
+    // indirect blocks included, all in memory. The store keeps no chains for the media's
+    // indirect blocks (it shapes its own tables), so the flags are a journal of changed
+    // places, and the blocks last committed on their paths are read back to be patched.
+    // Where a change does not fit in place HAMMER2 splits the indirect block
+    // (`hammer2_chain_create_indirect`); here that one table is rebuilt from its keys
+    // (`Txn::table_keeping`), keeping the blocks whose entries did not change.
+    let mut w = crate::mem::try_box(Walk {
+        store,
+        places,
+        stack: Vec::new(),
+        moved: Vec::new(),
+        gone: Vec::new(),
+    })?;
+    Frame::push(&mut w.stack, vol, places, store.root(), Some(pfs_old))?;
+    let mut visited = 0u64;
+    loop {
+        store.host().relax();
+        visited += 1;
+        if visited % LOAD_PROGRESS_EVERY == 0 {
+            progress(visited);
+        }
+        if step(vol, txn, &mut w)? {
+            continue;
+        }
+        if let Some((pfs_bref, root_inum)) = finish(vol, txn, &mut w, pfs_old)? {
+            progress(visited);
+            let Walk { moved, gone, .. } = *w;
+            return Ok(Walked {
+                pfs_bref,
+                root_inum,
+                moved,
+                gone,
+                visited,
+            });
+        }
+    }
+}
+
+/// Commit the next changed place of the inode on top of the walk's stack: false when it has
+/// none left.
+#[inline(never)]
+fn step<D: BlockDev>(vol: &Volume<D>, txn: &mut Txn<'_, D>, w: &mut Walk<'_>) -> Result<bool> {
+    let (store, places) = (w.store, w.places);
+    let top = w.stack.last_mut().ok_or(Error::Invalid)?;
+    if top.next >= top.end {
+        return Ok(false);
+    }
+    let key = places[top.next].1;
+    top.next += 1;
+    let old = top.table.old(vol, key)?;
+    let Some(cid) = store.child_at(top.id, key)? else {
+        if let Some(o) = &old {
+            drop_old(vol, o, true, &mut w.gone)?;
+        }
+        try_push(&mut top.changes, (key, None))?;
+        return Ok(true);
+    };
+    let cb = store.bref(cid)?;
+    if cb.btype == BREF_TYPE_INODE {
+        // Its own block last committed: its table is patched; otherwise (a chain put at
+        // this key since) whatever was there leaves the tree whole.
+        let own = match &old {
+            Some(o) if o.btype == BREF_TYPE_INODE && store.is_flushed(cid)? => Some(*o),
+            _ => None,
+        };
+        top.pending = Some(crate::mem::try_box((key, old, own.is_some()))?);
+        Frame::push(&mut w.stack, vol, places, cid, own.as_ref())?;
+        return Ok(true);
+    }
+    let nb = match cb.size_radix() {
+        0 => cb,
+        _ => {
+            let nb = place_data(txn, store, cid, &cb)?;
+            try_push(&mut w.moved, (cid, nb))?;
+            nb
+        }
+    };
+    if let Some(o) = &old {
+        drop_old(vol, o, true, &mut w.gone)?;
+    }
+    try_push(&mut top.changes, (key, Some(nb)))?;
+    Ok(true)
+}
+
+/// Inode `id` of `store`: its header and its payload on the heap. Out of line: the copy's
+/// frame is not under the commit's device writes.
+#[inline(never)]
+fn read_inode(store: &Store, id: ChainId) -> Result<(Blockref, Box<crate::media::InodeData>)> {
+    match store.read(id)? {
+        (b, Body::Inode(ino)) => Ok((b, ino)),
+        _ => Err(Error::Invalid),
+    }
+}
+
+/// Write the inode on top of the walk's stack, every changed child placed, with its table,
+/// and pop it; for the PFS root, its new blockref and inode allocator.
+#[inline(never)]
+fn finish<D: BlockDev>(
+    vol: &Volume<D>,
+    txn: &mut Txn<'_, D>,
+    w: &mut Walk<'_>,
+    pfs_old: &Blockref,
+) -> Result<Option<(Blockref, u64)>> {
+    let done = w.stack.pop().ok_or(Error::Invalid)?;
+    let id = done.id;
+    let (b, mut ino) = read_inode(w.store, id)?;
+    let top_inum = done
+        .changes
+        .iter()
+        .filter(|(k, new)| new.is_some() && k & DIRHASH_VISIBLE == 0)
+        .map(|(k, _)| *k)
+        .max()
+        .unwrap_or(0);
+    if !ino.meta.is_directdata() {
+        let set = done.boxed_table(vol, txn, &mut w.gone)?;
+        let set: &[Blockref; SET_COUNT] = set[..].try_into().map_err(|_| Error::Invalid)?;
+        ino.set_blockset(set);
+    } else if done.changes.iter().any(|(_, new)| new.is_some()) {
+        return Err(Error::Invalid);
+    } else if let Some(set) = &done.set {
+        // An inode that keeps its data in itself now: its old table leaves the tree.
+        drop_rest(vol, set, &done.changes, &mut w.gone)?;
+    }
+    place_inode(txn, w, (id, &b), &mut ino, top_inum, pfs_old)
+}
+
+/// Write inode `ino` (chain `child`, header `b`) just popped off the walk's stack, and give it to its
+/// parent; for the PFS root, its new blockref and inode allocator. Out of line: the
+/// headers here are in no frame under the table's device writes.
+#[inline(never)]
+fn place_inode<D: BlockDev>(
+    txn: &mut Txn<'_, D>,
+    w: &mut Walk<'_>,
+    (child, b): (ChainId, &Blockref),
+    ino: &mut crate::media::InodeData,
+    top_inum: u64,
+    pfs_old: &Blockref,
+) -> Result<Option<(Blockref, u64)>> {
+    let vol = txn.volume();
+    let Some(parent) = w.stack.last_mut() else {
+        // The PFS root: keyed in the super-root as loaded, its inode allocator past every
+        // inode number its index was given.
+        ino.meta.pfs_inum = ino.meta.pfs_inum.max(top_inum);
+        let root_inum = ino.meta.pfs_inum;
+        let mut pb = *pfs_old;
+        pb.modify_tid = b.modify_tid;
+        pb.methods = b.methods;
+        let pfs_bref = place(txn, &pb, &encoded(ino)?[..])?;
+        try_push(&mut w.gone, pfs_old.data_off)?;
+        return Ok(Some((pfs_bref, root_inum)));
+    };
+    let nb = place(txn, b, &encoded(ino)?[..])?;
+    try_push(&mut w.moved, (child, nb))?;
+    let pending = parent.pending.take().ok_or(Error::Invalid)?;
+    let (key, old, own) = *pending;
+    if let Some(o) = &old {
+        drop_old(vol, o, !own, &mut w.gone)?;
+    }
+    try_push(&mut parent.changes, (key, Some(nb)))?;
+    Ok(None)
+}
