@@ -6,7 +6,7 @@
 
 use alloc::vec::Vec;
 
-use super::children::{Span, RUN};
+use super::children::{Hint, Span, RUN};
 use super::{Body, RangeSum, Sealed};
 use crate::host::LockMode;
 use crate::media::{Blockref, KEY_MAX};
@@ -47,6 +47,18 @@ pub trait ChainStore: Sync {
     }
     /// The first child of `parent` whose key range overlaps `beg ..= end`.
     fn lookup(&self, parent: Self::Id, beg: u64, end: u64) -> Result<Option<(Self::Id, Blockref)>>;
+    /// [`ChainStore::lookup`] in a walk of one table, child after child: a store may keep in
+    /// `hint` where the walk stood to step from there. The default searches every time.
+    fn lookup_from(
+        &self,
+        parent: Self::Id,
+        beg: u64,
+        end: u64,
+        hint: &mut Hint,
+    ) -> Result<Option<(Self::Id, Blockref)>> {
+        let _ = hint;
+        self.lookup(parent, beg, end)
+    }
     /// The child after `prev` within `..= end` (a lookup from the end of `prev`'s range + 1).
     fn next(
         &self,

@@ -490,6 +490,38 @@ fn indirect_bref(n: &Node) -> Blockref {
     b
 }
 
+/// Where a walk of one table stood: the slot indices from the blockset down to the last child
+/// it returned, and that child's range.
+/// [`ChainStore::lookup_from`](super::ChainStore::lookup_from) steps from there to the next
+/// child instead of searching from the top. It is checked, not trusted: the path is followed
+/// only while it still leads to a child with exactly that range (any table, any change since),
+/// and the next child in tree order is then the next in key order. Otherwise the lookup
+/// searches as it always does and the hint is taken again.
+#[derive(Debug, Clone, Copy)]
+pub struct Hint {
+    /// Tables on the path (0: no position).
+    depth: u8,
+    path: [u8; MAX_DEPTH + 1],
+    key: u64,
+    end: u64,
+    /// Lookups that could not step from the hint.
+    #[cfg(test)]
+    misses: u32,
+}
+
+impl Default for Hint {
+    fn default() -> Hint {
+        Hint {
+            depth: 0,
+            path: [0; MAX_DEPTH + 1],
+            key: 0,
+            end: 0,
+            #[cfg(test)]
+            misses: 0,
+        }
+    }
+}
+
 /// The sorted children of one chain.
 #[derive(Debug)]
 pub(crate) struct Children {
@@ -544,6 +576,101 @@ impl Children {
                 Slot::Ind(n) => s = n.slots.first()?,
             }
         }
+    }
+
+    /// [`Children::first_overlapping`], stepping from `hint` when `beg` is the end + 1 of the
+    /// child it holds (a walk's next step); `hint` then holds the child returned.
+    pub(crate) fn first_overlapping_hinted(
+        &self,
+        beg: u64,
+        end: u64,
+        hint: &mut Hint,
+    ) -> Option<(u64, ChainId)> {
+        let e = match self.step(beg, hint) {
+            Some(found) => found,
+            None => {
+                #[cfg(test)]
+                {
+                    hint.misses += 1;
+                }
+                let e = self.first_from(beg);
+                if !e.is_some_and(|e| self.record(e, hint)) {
+                    hint.depth = 0;
+                }
+                e
+            }
+        }?;
+        (e.key <= end).then_some((e.key, e.id))
+    }
+
+    /// The child after the one `hint` holds, if `beg` follows it and the hint's path still
+    /// leads to it: `Some(None)` when it was the last child. `None`: search instead.
+    fn step(&self, beg: u64, hint: &mut Hint) -> Option<Option<&Entry>> {
+        let depth = usize::from(hint.depth);
+        if depth == 0 || hint.end.checked_add(1) != Some(beg) {
+            return None;
+        }
+        // Down the path; the deepest table with a blockref after the path's is where the next
+        // child's path turns off.
+        let mut node = &self.root;
+        let mut turn: Option<(usize, &Node)> = None;
+        for d in 0..depth {
+            let i = usize::from(*hint.path.get(d)?);
+            if i + 1 < node.slots.len() {
+                turn = Some((d, node));
+            }
+            match node.slots.get(i)? {
+                Slot::Ind(n) if d + 1 < depth => node = n,
+                Slot::Leaf(e) if d + 1 == depth && e.key == hint.key && e.end == hint.end => {}
+                _ => return None,
+            }
+        }
+        let Some((d, node)) = turn else {
+            return Some(None);
+        };
+        // The leftmost child after the turn (indirect blocks are never empty).
+        let i = usize::from(*hint.path.get(d)?) + 1;
+        *hint.path.get_mut(d)? = u8::try_from(i).ok()?;
+        let mut s = node.slots.get(i)?;
+        let mut d = d + 1;
+        let e = loop {
+            match s {
+                Slot::Leaf(e) => break e,
+                Slot::Ind(n) => {
+                    *hint.path.get_mut(d)? = 0;
+                    d += 1;
+                    s = n.slots.first()?;
+                }
+            }
+        };
+        hint.depth = u8::try_from(d).ok()?;
+        (hint.key, hint.end) = (e.key, e.end);
+        Some(Some(e))
+    }
+
+    /// Take `e`'s path into `hint`; false if it cannot be kept (an index past a `u8`).
+    fn record(&self, e: &Entry, hint: &mut Hint) -> bool {
+        let mut node = &self.root;
+        for d in 0..=MAX_DEPTH {
+            let i = node.find(e.key);
+            let Some(slot) = hint.path.get_mut(d) else {
+                return false;
+            };
+            let Ok(i8) = u8::try_from(i) else {
+                return false;
+            };
+            *slot = i8;
+            match node.slots.get(i) {
+                Some(Slot::Leaf(l)) if l.key == e.key => {
+                    hint.depth = (d + 1) as u8;
+                    (hint.key, hint.end) = (e.key, e.end);
+                    return true;
+                }
+                Some(Slot::Ind(n)) if n.key <= e.key => node = n,
+                _ => return false,
+            }
+        }
+        false
     }
 
     /// The first child whose range overlaps `beg ..= end`, with its key.

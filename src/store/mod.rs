@@ -36,7 +36,7 @@ use crate::{Error, Result};
 pub use api::{ChainStore, HeldChain};
 use children::Visit;
 use children::{Children, Creating};
-pub use children::{RangeSum, Span, RUN};
+pub use children::{Hint, RangeSum, Span, RUN};
 
 /// How a node lays its PFS out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -921,6 +921,20 @@ impl ChainStore for Store {
     }
     fn lookup(&self, parent: ChainId, beg: u64, end: u64) -> Result<Option<(ChainId, Blockref)>> {
         Store::lookup(self, parent, beg, end)
+    }
+    fn lookup_from(
+        &self,
+        parent: ChainId,
+        beg: u64,
+        end: u64,
+        hint: &mut Hint,
+    ) -> Result<Option<(ChainId, Blockref)>> {
+        let a = self.arena.read();
+        let p = a.get(parent)?;
+        match p.children.first_overlapping_hinted(beg, end, hint) {
+            Some((_, id)) => Ok(Some((id, a.get(id)?.bref))),
+            None => Ok(None),
+        }
     }
     fn key_path(&self, id: ChainId) -> Result<Vec<u64>> {
         Store::key_path(self, id)

@@ -486,11 +486,12 @@ impl<'a, S: ChainStore> Collector<'a, S> {
     /// none: an empty scan): a caller takes nothing outside them, and the workers asked anew
     /// read nothing outside them either; `ctx.brk` is polled at every key it looks at (skipped
     /// keys included), and while it waits when a break request interrupts the wait or a node
-    /// stalls. A scan from key 0 continues the requests `inflight` names, if they are still
-    /// current, instead of asking again: those read to the table's end, so past the ranges
-    /// each worker goes on until its FIFO is full or its next request replaces the read (at
-    /// most [`super::pool::FIFO_DEPTH`] answers wasted, against a request and a round trip
-    /// saved).
+    /// stalls. A scan of one range from key 0 continues the requests `inflight` names, if they
+    /// are still current, instead of asking again: those read to the table's end, so past the
+    /// range each worker goes on until its FIFO is full or its next request replaces the read
+    /// (at most [`super::pool::FIFO_DEPTH`] answers wasted, against a request and a round trip
+    /// saved). Several ranges are always asked anew: the reads taken over would stream every
+    /// chain between them.
     pub(crate) fn new(
         ctx: &Ctx<'a, S>,
         keys: &[u64],
@@ -512,7 +513,8 @@ impl<'a, S: ChainStore> Collector<'a, S> {
             pos: start,
             idle_since: None,
         };
-        let adopted = start == Some(0) && inflight.is_some_and(|f| c.adopt(f, follow, idx));
+        let adopted =
+            matches!(ranges, [(0, _)]) && inflight.is_some_and(|f| c.adopt(f, follow, idx));
         if start.is_some() && !adopted {
             let nodes = (0..c.n).filter(|&j| follow.asks(j, idx));
             let pool = c.pool;

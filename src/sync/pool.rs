@@ -38,7 +38,7 @@ use crate::host::{Host, RawThread};
 use crate::media::Blockref;
 use crate::mem::{try_box, try_to_vec};
 use crate::role::MAX_NODES;
-use crate::store::ChainStore;
+use crate::store::{ChainStore, Hint};
 use crate::thread::{Brk, HostWord};
 use crate::{Error, Result};
 
@@ -725,11 +725,12 @@ impl<S: ChainStore> Serve<'_, S> {
         };
         // The first key not answered yet: a child reaching into the next range is sent once.
         let mut floor = Some(0u64);
+        let mut hint = Hint::default();
         for r in ranges.chunks_exact(2) {
             let Some(from) = floor else { break };
             let (mut cursor, last) = (r[0].max(from), r[1]);
             while cursor <= last {
-                match self.read(|| self.store.lookup(pid, cursor, last)) {
+                match self.read(|| self.store.lookup_from(pid, cursor, last, &mut hint)) {
                     None => return,
                     Some(Ok(Some((id, b)))) => {
                         if !self.push(Msg::Child(id, Head::of(&b))) {

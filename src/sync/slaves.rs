@@ -625,12 +625,12 @@ fn pruned_walk<'a, S: ChainStore>(
                 }
                 pending.clear();
             }
-            let mark = pending.len();
+            let mark = (pending.len(), pending.last().copied());
             let whole = vanished || diff_run(ctx, scan.ip, &others, reps, &span, &mut pending)?;
             if whole {
                 // The cluster is moving: the run is merged whole, as the original would.
                 vanished = true;
-                pending.truncate(mark);
+                rewind(&mut pending, mark);
                 add_range(&mut pending, (span.beg, span.end))?;
             }
             // Not where run after run differs: the rest would differ too.
@@ -654,6 +654,12 @@ fn pruned_walk<'a, S: ChainStore>(
 /// Append the key range `r` to the ranges of `pending` (in key order, `r` after them all),
 /// joined with the last one when they touch.
 fn add_range(pending: &mut Vec<(u64, u64)>, r: (u64, u64)) -> Result<()> {
+    // A merge's ranges must be in key order and disjoint (see `next_in`).
+    debug_assert!(
+        r.0 <= r.1 && !pending.last().is_some_and(|l| l.1 >= r.0),
+        "range {r:?} not after {:?}",
+        pending.last()
+    );
     if let Some(last) = pending.last_mut() {
         if last.1.checked_add(1) == Some(r.0) {
             last.1 = r.1;
@@ -661,6 +667,16 @@ fn add_range(pending: &mut Vec<(u64, u64)>, r: (u64, u64)) -> Result<()> {
         }
     }
     try_push(pending, r)
+}
+
+/// Take `pending` back to what it was when it held `mark.0` ranges, the last of them
+/// `mark.1`: [`add_range`] may have extended that one since, and a range added after the
+/// rewind must not overlap it.
+fn rewind(pending: &mut Vec<(u64, u64)>, mark: (usize, Option<(u64, u64)>)) {
+    pending.truncate(mark.0);
+    if let (Some(l), Some(saved)) = (pending.last_mut(), mark.1) {
+        *l = saved;
+    }
 }
 
 /// The next chain of `parent` on `store` whose key lies in `from ..= end` (a chain reaching
@@ -1006,5 +1022,27 @@ pub(crate) mod test_hook {
         /// Per node: the span summaries a walk run by this thread compared with that node's.
         pub(crate) static SPAN_SUMS: [Cell<u64>; MAX_NODES] =
             const { [const { Cell::new(0) }; MAX_NODES] };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run merged whole after [`diff_run`] extended the last pending range (it touched the
+    /// run's first differing keys) replaces those keys: the ranges stay in key order and
+    /// disjoint.
+    #[test]
+    fn a_run_merged_whole_after_its_ranges_were_added_stays_disjoint() {
+        let mut pending = Vec::new();
+        add_range(&mut pending, (0, 9)).unwrap();
+        let mark = (pending.len(), pending.last().copied());
+        // The run 10..=50's differing keys: 10..=20 joins (0, 9), then 30..=40.
+        add_range(&mut pending, (10, 20)).unwrap();
+        add_range(&mut pending, (30, 40)).unwrap();
+        assert_eq!(pending, [(0, 20), (30, 40)]);
+        rewind(&mut pending, mark);
+        add_range(&mut pending, (10, 50)).unwrap();
+        assert_eq!(pending, [(0, 50)]);
     }
 }

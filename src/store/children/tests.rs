@@ -573,3 +573,84 @@ fn inserts_whose_ranges_cover_or_straddle_indirect_blocks() {
         });
     }
 }
+
+/// Where the child at `key` ends (the walk's next `beg` is one past it).
+fn end_of(c: &Children, key: u64) -> u64 {
+    c.locate(key).map(|(_, _, e)| e.end).unwrap()
+}
+
+#[test]
+fn hinted_walks_return_what_a_search_returns_and_step_without_one() {
+    let mut r = crate::scenario::prng::Stream::new(11);
+    let mut c = Children::default();
+    let key = |w: u64| match w % 3 {
+        0 => (w >> 8) % 4000,
+        _ => mix(w % 6000) & !0xf,
+    };
+    let (mut tid, mut n) = (0u64, 0u32);
+    let mut insert = |c: &mut Children, k: u64, tid: &mut u64| {
+        *tid += 1;
+        n += 1;
+        let _ = c.insert(k, 0, *tid, id(n), DIR);
+    };
+    for _ in 0..3000 {
+        let w = r.next_u64();
+        insert(&mut c, key(w), &mut tid);
+    }
+    assert!(check(&c, true).2 >= 2, "too shallow to test a path");
+    // A walk with nothing changing searches once, at its first step.
+    let mut hint = Hint::default();
+    let (mut beg, mut walked) = (0, 0);
+    while let Some((k, _)) = c.first_overlapping_hinted(beg, u64::MAX, &mut hint) {
+        walked += 1;
+        beg = end_of(&c, k) + 1;
+    }
+    assert_eq!((walked, hint.misses), (c.len(), 1));
+    // Walks interleaved with inserts, removes and widening replaces (splits and collapses),
+    // growing then shrinking the table: every step answers as a fresh search does.
+    let (mut beg, mut steps, mut changes, mut restarts) = (0u64, 0u32, 0u32, 0u32);
+    let mut hint = Hint::default();
+    for i in 0..40_000u32 {
+        let w = r.next_u64();
+        let grow = (i / 5000) % 2 == 0;
+        match w % 8 {
+            0 | 1 if grow => insert(&mut c, key(w >> 3), &mut tid),
+            0 | 1 => {
+                let k = c.first_overlapping(key(w >> 3), u64::MAX).map(|(k, _)| k);
+                if let Some(k) = k {
+                    c.remove(k);
+                }
+            }
+            2 => {
+                tid += 1;
+                let k = key(w >> 3);
+                let _ = c.update(k, [0, 4, 0][(w >> 40) as usize % 3], tid, DIR);
+            }
+            _ => {
+                steps += 1;
+                let want = c.first_overlapping(beg, u64::MAX);
+                assert_eq!(c.first_overlapping_hinted(beg, u64::MAX, &mut hint), want);
+                match want {
+                    Some((k, _)) => beg = end_of(&c, k).wrapping_add(1),
+                    None => {
+                        restarts += 1;
+                        beg = 0;
+                    }
+                }
+                continue;
+            }
+        }
+        changes += 1;
+        check(&c, true);
+    }
+    let misses = hint.misses;
+    assert!(
+        restarts > 3 && changes > 5000,
+        "{restarts} walks, {changes} changes"
+    );
+    // Changes on the walk's path send it back to a search; most steps still step.
+    assert!(
+        misses > restarts && misses < steps / 4,
+        "{misses} searches in {steps} steps"
+    );
+}

@@ -260,26 +260,85 @@ fn dense_changes_are_merged_in_one_request_per_worker() {
 /// them are compared with the master's directly, never read by its worker one by one.
 #[test]
 fn equal_chains_of_differing_runs_are_not_merged() {
-    use core::sync::atomic::Ordering::SeqCst;
     let c = wide_dir_in_sync();
     for i in (0..400).step_by(4) {
         write(&c, set(&[0, 1]), &format!("/w/f{i}"), b"new");
     }
-    let s0 = c.store(0).unwrap();
-    let _counting = pool::test_hook::COUNTING
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    pool::test_hook::READS.store(0, SeqCst);
-    pool::test_hook::COUNT_STORE.store(s0 as *const Store as usize, SeqCst);
-    c.sync_node(2, &|| false).unwrap();
-    let reads = pool::test_hook::READS.load(SeqCst);
-    pool::test_hook::COUNT_STORE.store(0, SeqCst);
+    let reads = reads_of_node_0(&c, || c.sync_node(2, &|| false).unwrap());
     assert_same(&c, 0, 2);
-    // The 100 changed inodes, the root's and a FIFO of the children its request read ahead;
-    // merging whole runs reads every one of the index's 400 files.
+    // The 100 changed inodes, the root's and a FIFO of the children its request read ahead
+    // (and some slack for reads racing the next request); merging whole runs reads every one
+    // of the index's 400 files.
     assert!(
-        reads < 200,
+        reads < 100 + 2 + pool::FIFO_DEPTH + pool::FIFO_DEPTH / 2,
         "master 0's worker read {reads} chains for 100 changes"
+    );
+}
+
+/// Counts master 0's worker's reads while it is counted, and stops counting when dropped
+/// (also when the test fails), so the tests beside it count their own.
+struct CountingNode0<'a> {
+    _lock: std::sync::MutexGuard<'a, ()>,
+}
+
+impl Drop for CountingNode0<'_> {
+    fn drop(&mut self) {
+        pool::test_hook::COUNT_STORE.store(0, AO::SeqCst);
+    }
+}
+
+/// The chains master 0's worker reads while `f` runs.
+fn reads_of_node_0(c: &Cluster, f: impl FnOnce()) -> usize {
+    let _counting = CountingNode0 {
+        _lock: pool::test_hook::COUNTING
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()),
+    };
+    pool::test_hook::READS.store(0, AO::SeqCst);
+    let s0 = c.store(0).unwrap();
+    pool::test_hook::COUNT_STORE.store(s0 as *const Store as usize, AO::SeqCst);
+    f();
+    pool::test_hook::READS.load(AO::SeqCst)
+}
+
+/// A merge of several key ranges that starts at key 0 (a file's first data block and a few
+/// far ones changed) asks the workers for those ranges: taking over the reads begun with the
+/// file's focus, which run to the table's end, would stream every block in between.
+#[test]
+fn a_scattered_merge_from_key_0_reads_its_ranges_only() {
+    const BLOCKS: usize = 5 * pool::FIFO_DEPTH;
+    let c = cluster(&[M, M, S]);
+    c.set_scan_mode(ScanMode::Pruned);
+    write(
+        &c,
+        all(&c),
+        "/f",
+        &pattern(BLOCKS * media::DATA_BLOCK_BYTES, 3),
+    );
+    assert!(c.in_sync(2));
+    // The same blocks moved on on both masters, as a frontend change of those blocks only
+    // (which the whole-file `write` cannot make) leaves them.
+    for n in [0, 1] {
+        let s = c.store(n).unwrap();
+        let f = s.resolve(b"/f").unwrap();
+        for blk in [0, BLOCKS / 2, BLOCKS - 1] {
+            let key = (blk as u64) << media::DATA_BLOCK_RADIX;
+            let b = s.child_at(f, key).unwrap().expect("data block");
+            let g = s.lock(b, LockMode::Exclusive).unwrap();
+            s.set_modify_tid(&g, 1000).unwrap();
+        }
+        for id in [f, s.root()] {
+            let g = s.lock(id, LockMode::Exclusive).unwrap();
+            s.set_modify_tid(&g, 1000).unwrap();
+        }
+    }
+    let reads = reads_of_node_0(&c, || c.sync_node(2, &|| false).unwrap());
+    assert_same(&c, 0, 2);
+    // The 3 blocks, the inodes and a FIFO of the blocks the file's focus read ahead (and some
+    // slack for reads racing the merge's request), not every block between the first and last.
+    assert!(
+        reads < 3 + 4 + pool::FIFO_DEPTH + pool::FIFO_DEPTH / 2,
+        "master 0's worker read {reads} chains for 3 changed blocks of {BLOCKS}"
     );
 }
 
@@ -424,4 +483,117 @@ fn pruned_walk_compares_one_master_per_group_and_never_a_slave() {
     assert!(sums[1] > 0, "{sums:?}");
     assert_eq!(sums[2], 0, "node 2 is in node 1's group: {sums:?}");
     assert_eq!(sums[3], 0, "a slave decided a skip: {sums:?}");
+}
+
+/// Chains of different keybits overlapping across nodes in a differing run (ours one chain of
+/// 16 keys where the masters have two single keys in it, or the other way round, ours then
+/// lying on both sides of a span boundary as the filler before them shifts it), merged in
+/// one batch with a later differing key or, after 240 or 241 isolated differing keys, in a
+/// batch of their own or with those: the pass ends as the original scan's does, the slave's
+/// chains included. (Where the
+/// masters' chain is the wide one, the original's merge fails with `Exists` inserting it over
+/// our second chain, and the pruned one must do no better nor worse.)
+#[test]
+fn overlapping_chains_of_different_keybits_merge_as_the_original() {
+    for wide_on_slave in [true, false] {
+        let mut one_batch = [0; RUN];
+        for prefix in [0, 240, 241] {
+            for filler in 0..RUN as u64 {
+                let case = (wide_on_slave, prefix, filler);
+                let mut got = Vec::new();
+                let mut posted = 0;
+                for mode in [ScanMode::Pruned, ScanMode::Original] {
+                    let c = overlap_cluster(mode, prefix, filler, wide_on_slave);
+                    let before = pool::test_hook::POSTED.with(|n| n.get());
+                    let r = c.sync_node(2, &|| false);
+                    if mode == ScanMode::Pruned {
+                        posted = pool::test_hook::POSTED.with(|n| n.get()) - before;
+                    }
+                    if r.is_ok() {
+                        assert_same(&c, 0, 2);
+                    }
+                    got.push((r, data_chains(&c, 2)));
+                }
+                assert_eq!(got[0], got[1], "{case:?}");
+                assert_eq!(got[0].0.is_ok(), wide_on_slave, "{case:?}");
+                if prefix == 0 {
+                    one_batch[filler as usize] = posted;
+                } else if wide_on_slave {
+                    // A merge more: the differing keys did not fit one batch.
+                    let one = one_batch[filler as usize];
+                    assert!(
+                        posted > one,
+                        "{case:?}: {posted} requests, {one} in one batch"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// /f's data chains on node `i`: (key, keybits, modify_tid).
+fn data_chains(c: &Cluster, i: usize) -> Vec<(u64, u8, u64)> {
+    let s = c.store(i).unwrap();
+    let f = s.resolve(b"/f").unwrap();
+    let mut v = Vec::new();
+    let mut cur = s.lookup(f, 0, media::KEY_MAX).unwrap();
+    while let Some((_, b)) = cur {
+        v.push((b.key, b.keybits, b.modify_tid));
+        cur = s.next(f, &b, media::KEY_MAX).unwrap();
+    }
+    v
+}
+
+/// Two masters and a slave whose /f holds hand-built data chains: `prefix` isolated keys
+/// differing (between equal ones), `filler` equal keys, then at K+16 the overlap (the slave's
+/// one chain of keybits 4 against the masters' keys K+16 and K+20, or the other way round
+/// when not `wide_on_slave`), then a run's worth of equal keys and a last differing one.
+fn overlap_cluster(
+    mode: ScanMode,
+    prefix: u64,
+    filler: u64,
+    wide_on_slave: bool,
+) -> Pin<Box<Cluster>> {
+    const BASE: u64 = 1 << 20;
+    let c = cluster(&[M, M, S]);
+    c.set_scan_mode(mode);
+    write(&c, all(&c), "/f", &pattern(media::DATA_BLOCK_BYTES, 1));
+    let k = (BASE + 2 * prefix + 2 * RUN as u64).next_multiple_of(32);
+    for n in 0..3 {
+        let slave = n == 2;
+        let mut chains = Vec::new();
+        for i in 0..2 * prefix {
+            let differs = i % 2 == 0;
+            chains.push((BASE + i, 0, if differs && !slave { 50 } else { 30 }));
+        }
+        for i in 0..filler {
+            chains.push((k - 1 - i, 0, 30));
+        }
+        if slave == wide_on_slave {
+            chains.push((k + 16, 4, 40));
+        } else {
+            chains.push((k + 16, 0, 50));
+            chains.push((k + 20, 0, 50));
+        }
+        for i in 0..RUN as u64 {
+            chains.push((k + 32 + i, 0, 30));
+        }
+        chains.push((k + 64, 0, if slave { 30 } else { 50 }));
+        let s = c.store(n).unwrap();
+        let f = s.resolve(b"/f").unwrap();
+        let g = s.lock(f, LockMode::Exclusive).unwrap();
+        for (key, keybits, tid) in chains {
+            let mut b = media::Blockref::new(media::BREF_TYPE_DATA, key, keybits);
+            b.set_size_radix(10);
+            b.modify_tid = tid;
+            s.insert(&g, b, crate::store::Body::Data(vec![tid as u8; 1024]))
+                .unwrap();
+        }
+        let tid = if n == 2 { 90 } else { 100 };
+        s.set_modify_tid(&g, tid).unwrap();
+        drop(g);
+        let g = s.lock(s.root(), LockMode::Exclusive).unwrap();
+        s.set_modify_tid(&g, tid).unwrap();
+    }
+    c
 }
