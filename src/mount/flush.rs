@@ -744,3 +744,58 @@ fn place_inode<D: BlockDev>(
     try_push(&mut parent.changes, (key, Some(nb)))?;
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::{BREF_TYPE_DATA, PFSTYPE_MASTER};
+    use crate::volume::testdev::newfs_sparse;
+    use crate::volume::txn::indirect_bytes;
+    use crate::volume::NewPfs;
+
+    /// An indirect block whose entry names an indirect block of its own key range (as a
+    /// damaged block naming itself would, read again and again) fails the walk: each level
+    /// must narrow the range. So does an entry covering another's key.
+    #[test]
+    fn a_damaged_old_table_is_a_read_error() {
+        let pfs = NewPfs {
+            label: b"DATA",
+            pfs_type: PFSTYPE_MASTER,
+            clid: [7; 16],
+            fsid: [1; 16],
+            nmasters: 1,
+        };
+        let dev = newfs_sparse(1 << 30, &[pfs]);
+        let vol = Volume::open(&dev).unwrap();
+        let mut txn = Txn::begin(&vol).unwrap();
+        let mut d = Blockref::new(BREF_TYPE_DATA, 0x400, 10);
+        d.methods = METHODS;
+        let d = txn.write_block(d, &[5; 1024]).unwrap();
+        let ind = |txn: &mut Txn<'_, _>, e: Blockref| {
+            let raw = indirect_bytes(&[e], 128).unwrap();
+            let mut b = Blockref::new(BREF_TYPE_INDIRECT, 0, 16);
+            b.methods = METHODS;
+            txn.write_indirect(b, &raw, &[e]).unwrap()
+        };
+        let inner = ind(&mut txn, d);
+        let outer = ind(&mut txn, inner);
+        let mut set = [Blockref::default(); SET_COUNT];
+        set[0] = outer;
+        let mut t = OldTable::new(Some(&set)).unwrap();
+        assert_eq!(t.old(&vol, 0x400).err(), Some(Error::Io));
+        // Narrowing levels are read through.
+        set[0] = inner;
+        let mut t = OldTable::new(Some(&set)).unwrap();
+        assert_eq!(
+            t.old(&vol, 0x400).unwrap().map(|b| b.data_off),
+            Some(d.data_off)
+        );
+        // An entry of another key covering the key: damage too, not "no entry".
+        let mut wide = d;
+        wide.key = 0;
+        wide.keybits = 16;
+        set[0] = wide;
+        let mut t = OldTable::new(Some(&set)).unwrap();
+        assert_eq!(t.old(&vol, 0x400).err(), Some(Error::Io));
+    }
+}
