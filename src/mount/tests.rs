@@ -1222,6 +1222,8 @@ fn churn_check(dev: &SparseDev, store: &Store, m: &mut Mounted, what: &str) {
     );
 }
 
+/// Rounds of random changes over a directory big enough for indirect blocks, which fill and
+/// empty, and a few others: after each commit see [`churn_check`].
 #[test]
 fn random_churn_commits_reload_to_the_same_store() {
     use crate::scenario::prng::Stream;
