@@ -382,6 +382,10 @@ fn commit_tree<D: BlockDev>(
     m: &mut Mounted,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(Box<VolumeHeader>, Learned)> {
+    // An untracked store names none of its changes: committing it would write the root alone.
+    if !store.is_tracked() {
+        return Err(Error::Invalid);
+    }
     let start = vol.io();
     // The journal as it is now: a change after this is in the next commit's (a change the
     // walk sees anyway is written twice, never lost).
@@ -493,7 +497,8 @@ struct Learned {
 }
 
 /// Tell `store` what the media now say after a commit: where the chains written went (they
-/// count as flushed), and the PFS root's inode allocator. Neither is a change of the store.
+/// count as flushed), and the PFS root's inode allocator (raised only: an inode created while the
+/// commit ran has a number past it). Neither is a change of the store.
 /// A chain deleted since is skipped (its deletion is journaled).
 fn learn(store: &Store, news: Learned) {
     // Only a chain gone (or a root that is no inode) fails here; nothing is left to learn.
@@ -517,6 +522,9 @@ pub fn reload<D: BlockDev>(vol: &Volume<D>, store: &Store, m: &mut Mounted) -> R
     let host = store.host();
     let label = crate::mem::try_to_vec(&m.label)?;
     let (fresh, fm) = load(host, vol, &label)?;
+    // The copy is no change to commit: untracked until settled below (a failure from here
+    // on leaves a store no commit takes).
+    store.untrack();
     let root = store.lock_root(LockMode::Exclusive);
     while let Some((c, _)) = store.lookup(store.root(), 0, KEY_MAX)? {
         host.relax();

@@ -14,15 +14,14 @@ use alloc::vec::Vec;
 
 use super::{encoded, place, place_data, read_err, table_of, LOAD_PROGRESS_EVERY};
 use crate::media::{
-    Blockref, BREF_BYTES, BREF_TYPE_EMPTY, BREF_TYPE_INDIRECT, BREF_TYPE_INODE, DIRHASH_VISIBLE,
-    SET_COUNT,
+    Blockref, BREF_TYPE_EMPTY, BREF_TYPE_INDIRECT, BREF_TYPE_INODE, DIRHASH_VISIBLE, SET_COUNT,
 };
 use crate::mem::try_push;
 use crate::store::flush::Touch;
 use crate::store::{Body, ChainId, Store};
 use crate::volume::scan::Flow;
 use crate::volume::txn::METHODS;
-use crate::volume::{BlockDev, Txn, Volume};
+use crate::volume::{BlockDev, Cause, ReadError, Txn, Volume};
 use crate::{Error, Result};
 
 /// A place of the store: the parent chain (as a sortable pair) and the child's key.
@@ -105,8 +104,9 @@ enum Spot {
     Found(usize, usize),
     /// No entry: one would go at position `.1` of node `.0`.
     Absent(usize, usize),
-    /// An entry of another key covers the key: the table must be rebuilt.
-    Covered,
+    /// An entry of another key (block `.0` on the media) covers the key: the table must be
+    /// rebuilt.
+    Covered(u64),
 }
 
 /// The part of an inode's table as last committed that a commit read: the blocks on the
@@ -178,14 +178,20 @@ impl OldTable {
         let mut n = 0;
         loop {
             vol.dev().yield_point();
-            let e = &self.nodes[n].entries;
+            let node = &self.nodes[n];
+            let e = &node.entries;
             let i = e.partition_point(|b| b.key_end() < key);
             match e.get(i).copied() {
                 Some(b) if b.key <= key && b.btype == BREF_TYPE_INDIRECT => {
+                    // Each level narrows the range, so the descent ends: a damaged block
+                    // naming itself (or a wider range) below itself is an error, not a loop.
+                    if b.keybits >= node.bref.map_or(u8::MAX, |p| p.keybits) {
+                        return Err(read_err(ReadError::new(Cause::BadBlockref, b.data_off)));
+                    }
                     n = self.child(vol, n, b)?;
                 }
                 Some(b) if b.key == key => return Ok(Spot::Found(n, i)),
-                Some(b) if b.key < key => return Ok(Spot::Covered),
+                Some(b) if b.key < key => return Ok(Spot::Covered(b.data_off)),
                 _ => return Ok(Spot::Absent(n, i)),
             }
         }
@@ -197,10 +203,13 @@ impl OldTable {
         vol: &Volume<D>,
         key: u64,
     ) -> Result<Option<Blockref>> {
-        Ok(match self.find(vol, key)? {
-            Spot::Found(n, i) => Some(self.nodes[n].entries[i]),
-            _ => None,
-        })
+        match self.find(vol, key)? {
+            Spot::Found(n, i) => Ok(Some(self.nodes[n].entries[i])),
+            Spot::Absent(..) => Ok(None),
+            // Keys of a table as committed are each an entry's own: another entry covering
+            // one is damage.
+            Spot::Covered(at) => Err(read_err(ReadError::new(Cause::BadBlockref, at))),
+        }
     }
 
     fn touch(&mut self, mut n: usize) {
@@ -221,7 +230,7 @@ impl OldTable {
         new: Option<Blockref>,
     ) -> Result<bool> {
         match (self.find(vol, key)?, new) {
-            (Spot::Covered, _) => return Ok(false),
+            (Spot::Covered(_), _) => return Ok(false),
             (Spot::Found(n, i), Some(b)) if b.key_end() == self.nodes[n].entries[i].key_end() => {
                 self.nodes[n].entries[i] = b;
                 self.touch(n);
@@ -304,15 +313,10 @@ fn write_indirect<D: BlockDev>(
     entries: &[Blockref],
     cap: usize,
 ) -> Result<Blockref> {
-    let mut raw = Vec::new();
-    raw.try_reserve_exact(cap * BREF_BYTES)?;
-    raw.resize(cap * BREF_BYTES, 0);
-    for (chunk, b) in raw.chunks_exact_mut(BREF_BYTES).zip(entries) {
-        chunk.copy_from_slice(&b.encode());
-    }
+    let raw = crate::volume::txn::indirect_bytes(entries, cap)?;
     let mut b = Blockref::new(BREF_TYPE_INDIRECT, old.key, old.keybits);
     b.methods = METHODS;
-    txn.write_block(b, &raw)
+    txn.write_indirect(b, &raw, entries)
 }
 
 /// The table rebuilt whole: every entry of the old table (`set`) with `changes` (sorted by
@@ -372,7 +376,10 @@ fn rebuild<D: BlockDev>(
     kept.try_reserve_exact(placed.len())?;
     kept.extend(placed.iter().map(|b| b.data_off));
     crate::mem::sort_yielding(&mut kept, |x| *x, &relax)?;
-    for b in &ind {
+    for (k, b) in ind.iter().enumerate() {
+        if k % crate::mem::SORT_CHUNK == 0 {
+            relax();
+        }
         if kept.binary_search(&b.data_off).is_err() {
             try_push(gone, b.data_off)?;
         }
@@ -427,7 +434,10 @@ fn drop_rest<D: BlockDev>(
     for b in &ind {
         try_push(gone, b.data_off)?;
     }
-    for b in &leaves {
+    for (k, b) in leaves.iter().enumerate() {
+        if k % crate::mem::SORT_CHUNK == 0 {
+            vol.dev().yield_point();
+        }
         if changes.binary_search_by_key(&b.key, |c| c.0).is_err() {
             drop_old(vol, b, true, gone)?;
         }
@@ -733,4 +743,59 @@ fn place_inode<D: BlockDev>(
     }
     try_push(&mut parent.changes, (key, Some(nb)))?;
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::{BREF_TYPE_DATA, PFSTYPE_MASTER};
+    use crate::volume::testdev::newfs_sparse;
+    use crate::volume::txn::indirect_bytes;
+    use crate::volume::NewPfs;
+
+    /// An indirect block whose entry names an indirect block of its own key range (as a
+    /// damaged block naming itself would, read again and again) fails the walk: each level
+    /// must narrow the range. So does an entry covering another's key.
+    #[test]
+    fn a_damaged_old_table_is_a_read_error() {
+        let pfs = NewPfs {
+            label: b"DATA",
+            pfs_type: PFSTYPE_MASTER,
+            clid: [7; 16],
+            fsid: [1; 16],
+            nmasters: 1,
+        };
+        let dev = newfs_sparse(1 << 30, &[pfs]);
+        let vol = Volume::open(&dev).unwrap();
+        let mut txn = Txn::begin(&vol).unwrap();
+        let mut d = Blockref::new(BREF_TYPE_DATA, 0x400, 10);
+        d.methods = METHODS;
+        let d = txn.write_block(d, &[5; 1024]).unwrap();
+        let ind = |txn: &mut Txn<'_, _>, e: Blockref| {
+            let raw = indirect_bytes(&[e], 128).unwrap();
+            let mut b = Blockref::new(BREF_TYPE_INDIRECT, 0, 16);
+            b.methods = METHODS;
+            txn.write_indirect(b, &raw, &[e]).unwrap()
+        };
+        let inner = ind(&mut txn, d);
+        let outer = ind(&mut txn, inner);
+        let mut set = [Blockref::default(); SET_COUNT];
+        set[0] = outer;
+        let mut t = OldTable::new(Some(&set)).unwrap();
+        assert_eq!(t.old(&vol, 0x400).err(), Some(Error::Io));
+        // Narrowing levels are read through.
+        set[0] = inner;
+        let mut t = OldTable::new(Some(&set)).unwrap();
+        assert_eq!(
+            t.old(&vol, 0x400).unwrap().map(|b| b.data_off),
+            Some(d.data_off)
+        );
+        // An entry of another key covering the key: damage too, not "no entry".
+        let mut wide = d;
+        wide.key = 0;
+        wide.keybits = 16;
+        set[0] = wide;
+        let mut t = OldTable::new(Some(&set)).unwrap();
+        assert_eq!(t.old(&vol, 0x400).err(), Some(Error::Io));
+    }
 }

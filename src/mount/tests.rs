@@ -1171,7 +1171,150 @@ fn a_change_made_during_a_commit_is_committed_by_the_next() {
     }
     assert!(m.changed(&store).unwrap(), "/y is not on the volume yet");
     assert_ne!(reader_view(&dev), store_view(&store));
+    // The commit's inode allocator (from before /y) must not hand /y's number out again.
+    let y = store.meta(store.resolve(b"/y").unwrap()).unwrap().inum;
+    assert!(store.meta(store.root()).unwrap().pfs_inum >= y);
+    store.rm(b"/y", tid + 2).unwrap();
+    store.write(b"/z", &bytes(900, 3), tid + 3).unwrap();
+    assert_ne!(store.meta(store.resolve(b"/z").unwrap()).unwrap().inum, y);
     commit_dev(&dev, &store, &mut m);
     assert!(!m.changed(&store).unwrap());
+    assert_eq!(reader_view(&dev), store_view(&store));
+}
+
+/// Every INDIRECT block of the PFS's tree carries a modify_tid at least its entries'.
+fn tids_cover_children(dev: &SparseDev, m: &Mounted) {
+    let vol = Volume::open(dev).unwrap();
+    let set = vol.read_inode_box(&m.pfs_bref).unwrap().blockset().unwrap();
+    let mut seen = 0;
+    vol.walk_all(&set[..], &mut |b, _| {
+        if b.btype == BREF_TYPE_INDIRECT {
+            seen += 1;
+            for e in vol
+                .read_table(b)?
+                .iter()
+                .filter(|e| e.btype != BREF_TYPE_EMPTY)
+            {
+                assert!(b.modify_tid >= e.modify_tid, "{b:?} over {e:?}");
+            }
+        }
+        Ok(crate::volume::scan::Flow::Continue)
+    })
+    .unwrap();
+    assert!(seen > 0, "no indirect block");
+}
+
+/// After a commit of random changes: the volume is clean, nothing is left to commit, a fresh
+/// load holds what the store holds, and the inode allocator is past every inode.
+fn churn_check(dev: &SparseDev, store: &Store, m: &mut Mounted, what: &str) {
+    commit_dev(dev, store, m);
+    clean(dev);
+    assert!(!m.changed(store).unwrap(), "{what}: left to commit");
+    let (again, _) = load_dev(dev);
+    let digest = compare::digest(store).unwrap();
+    assert_eq!(compare::digest(&again).unwrap(), digest, "{what}: reload");
+    tids_cover_children(dev, m);
+    let top = store_view(store).iter().map(|e| e.1.inum).max().unwrap();
+    let pfs_inum = store.meta(store.root()).unwrap().pfs_inum;
+    assert!(
+        pfs_inum >= top,
+        "{what}: pfs_inum {pfs_inum:#x} < inum {top:#x}"
+    );
+}
+
+/// Rounds of random changes over a directory big enough for indirect blocks, which fill and
+/// empty, and a few others: after each commit see [`churn_check`].
+#[test]
+fn random_churn_commits_reload_to_the_same_store() {
+    use crate::scenario::prng::Stream;
+    let dev = make_sized(SIZE_TWO_COPIES);
+    import_many(&dev, 2, 20);
+    let (store, mut m) = load_dev(&dev);
+    let mut tid = m.pfs_bref.modify_tid + 10;
+    store.mkdir(b"/big", tid).unwrap();
+    for i in 0..400 {
+        let p = alloc::format!("/big/f{i}");
+        store
+            .write(p.as_bytes(), &bytes(100, i as u8), tid)
+            .unwrap();
+    }
+    churn_check(&dev, &store, &mut m, "filled");
+    let mut rng = Stream::new(0x5eed);
+    // Inline data, one block, indirect blocks of data.
+    const SIZES: [usize; 4] = [50, 900, 70_000, 600_000];
+    let mut done = 0;
+    for round in 0..10 {
+        // Rounds empty the big directory's blocks, then fill them again.
+        let emptying = round % 4 < 2;
+        // Sweeps empty whole indirect blocks: most of the directory, then all of it.
+        if round == 3 || round == 6 {
+            for k in (0..500).filter(|k| round == 6 || k % 5 != 0) {
+                let f = alloc::format!("/big/f{k}");
+                match store.rm(f.as_bytes(), tid) {
+                    Ok(()) | Err(Error::NotFound) => {}
+                    Err(e) => panic!("sweep: {e:?}"),
+                }
+            }
+        }
+        for _ in 0..150 {
+            tid += 1;
+            let r = rng.next_u64();
+            let k = (r >> 8) % 500;
+            let f = alloc::format!("/big/f{k}");
+            let sub = alloc::format!("/big/s{}", k % 8);
+            let res = match (r % 16, emptying) {
+                (0..=13, true) | (0..=1, false) => store.rm(f.as_bytes(), tid),
+                (0..=6, _) => {
+                    // The large sizes are rarer: a 600 KB write is slow in a debug build.
+                    let size =
+                        SIZES[usize::from((r >> 20) % 8 == 0) * 2 + ((r >> 24) % 2) as usize];
+                    store.write(f.as_bytes(), &bytes(size, r as u8), tid)
+                }
+                (7..=8, _) => {
+                    let d = alloc::format!("/d{}/f{}", k % 2, k % 20);
+                    store.write(d.as_bytes(), &bytes(SIZES[(k % 2) as usize], r as u8), tid)
+                }
+                (9, _) => store.mkdir(sub.as_bytes(), tid),
+                (10, _) => {
+                    let x = alloc::format!("{sub}/x{}", k % 5);
+                    store.write(x.as_bytes(), &bytes(900, r as u8), tid)
+                }
+                (11, _) => store.rm(sub.as_bytes(), tid),
+                (12..=13, _) => store.chmod(f.as_bytes(), 0o600 | (r >> 32) as u32 & 0o77, tid),
+                _ => {
+                    let l = alloc::format!("/d0/l{k}");
+                    store.link(f.as_bytes(), l.as_bytes(), tid)
+                }
+            };
+            match res {
+                Ok(()) => done += 1,
+                Err(Error::NotFound | Error::Exists) => {}
+                Err(e) => panic!("round {round}: {e:?}"),
+            }
+        }
+        churn_check(&dev, &store, &mut m, &alloc::format!("round {round}"));
+    }
+    assert!(done > 600, "only {done} changes made");
+}
+
+#[test]
+fn an_untracked_store_is_not_committed() {
+    let dev = make();
+    import(&dev);
+    let (store, mut m) = load_dev(&dev);
+    store.untrack();
+    let tid = m.pfs_bref.modify_tid + 1;
+    store.write(b"/x", &bytes(900, 1), tid).unwrap();
+    let before = reader_view(&dev);
+    let vol = Volume::open(&dev).unwrap();
+    assert_eq!(commit(&vol, &store, &mut m).err(), Some(Error::Invalid));
+    drop(vol);
+    assert_eq!(reader_view(&dev), before, "nothing written");
+    // A store settled again (a reload) commits as usual.
+    let vol = Volume::open(&dev).unwrap();
+    reload(&vol, &store, &mut m).unwrap();
+    drop(vol);
+    store.write(b"/x", &bytes(900, 1), tid).unwrap();
+    commit_dev(&dev, &store, &mut m);
     assert_eq!(reader_view(&dev), store_view(&store));
 }

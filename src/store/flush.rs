@@ -11,6 +11,8 @@
 //! A chain is *flushed* when the last commit (or the load) wrote its block where its
 //! header says: a commit may then patch its table on the media instead of building it.
 //! A chain inserted since is not: its place on the media, if any, holds something else.
+//! Rather than a flag on every chain, the arena keeps a settled generation and a chain the
+//! generation it was inserted in: settling the whole store is one write under the lock.
 
 use alloc::vec::Vec;
 
@@ -34,9 +36,15 @@ pub struct Touch {
 impl Arena {
     /// Note a change of the child of `table` at `key`, when the store is tracked.
     pub(super) fn note(&mut self, table: Option<ChainId>, key: u64) -> Result<()> {
+        let t = Touch { table, key };
         if let Some(j) = self.journal.as_mut() {
+            // A run of changes at one place is noted once; but an entry a running commit
+            // took stays apart: that commit may have read the place before this change.
+            if j.len() > self.taken && j.last() == Some(&t) {
+                return Ok(());
+            }
             j.try_reserve(1)?;
-            j.push(Touch { table, key });
+            j.push(t);
         }
         Ok(())
     }
@@ -79,21 +87,36 @@ impl Store {
     }
 
     /// Mark every chain flushed and start tracking with an empty journal: the store holds
-    /// what the volume holds (after a load or a reload).
+    /// what the volume holds (after a load or a reload). One write, whatever the store's
+    /// size (the arena's lock spins: nothing long under it): the settled generation moves,
+    /// and only a chain inserted in the current one is not flushed.
     pub fn settle_all(&self) -> Result<()> {
         let mut j = Vec::new();
         j.try_reserve_exact(SPARE)?;
         let mut a = self.arena.write();
-        for (k, s) in a.slots.iter_mut().enumerate() {
-            if k % crate::mem::SORT_CHUNK == 0 {
-                self.host.relax();
-            }
-            if let Some(c) = s.chain.as_mut() {
-                c.flushed = true;
-            }
-        }
-        a.journal = Some(j);
+        a.settled += 1;
+        a.taken = 0;
+        let old = a.journal.replace(j);
+        drop(a);
+        // Freed outside the lock.
+        drop(old);
         Ok(())
+    }
+
+    /// Stop tracking: a change made from now on is not journaled, and the store cannot be
+    /// committed until [`Store::settle_all`] says it holds what the volume holds again.
+    pub fn untrack(&self) {
+        let mut a = self.arena.write();
+        a.taken = 0;
+        let old = a.journal.take();
+        drop(a);
+        // Freed outside the lock.
+        drop(old);
+    }
+
+    /// Whether the store journals its changes (see [`Store::settle_all`]).
+    pub fn is_tracked(&self) -> bool {
+        self.arena.read().journal.is_some()
     }
 
     /// Entries in the journal: zero when nothing changed since the last commit (or since
@@ -102,19 +125,21 @@ impl Store {
         self.arena.read().journal.as_ref().map_or(0, |j| j.len())
     }
 
-    /// A copy of the journal as it is now: every change made so far is named in it (a change
-    /// notes its place under the lock it changes the chain under).
+    /// A copy of the journal as it is now, for the one commit running: every change made so
+    /// far is named in it (a change notes its place under the lock it changes the chain
+    /// under), and a change made from now on gets an entry of its own after it.
     pub fn journal_snapshot(&self) -> Result<Vec<Touch>> {
         loop {
             let want = self.journal_len();
             let mut v = Vec::new();
             v.try_reserve_exact(want)?;
-            let a = self.arena.read();
+            let mut a = self.arena.write();
             let j = a.journal.as_deref().unwrap_or(&[]);
             if j.len() > v.capacity() {
                 continue;
             }
             v.extend_from_slice(j);
+            a.taken = v.len();
             return Ok(v);
         }
     }
@@ -122,6 +147,7 @@ impl Store {
     /// Drop the first `n` journal entries: a commit wrote what they name.
     pub fn journal_drain(&self, n: usize) {
         let mut a = self.arena.write();
+        a.taken = 0;
         if let Some(j) = a.journal.as_mut() {
             j.drain(..n.min(j.len()));
         }
@@ -129,7 +155,8 @@ impl Store {
 
     /// Whether chain `id`'s block is on the media where its header says (see the module).
     pub fn is_flushed(&self, id: ChainId) -> Result<bool> {
-        Ok(self.arena.read().get(id)?.flushed)
+        let a = self.arena.read();
+        Ok(a.get(id)?.unflushed_in != a.settled)
     }
 
     /// Record that a commit wrote chain `id`'s block at `data_off` in transaction
@@ -140,12 +167,13 @@ impl Store {
         let c = a.get_mut(id)?;
         c.bref.data_off = data_off;
         c.bref.mirror_tid = mirror_tid;
-        c.flushed = true;
+        c.unflushed_in = 0;
         Ok(())
     }
 
-    /// Give the PFS root inode allocator `pfs_inum` (a commit's), not as a change (neither
-    /// journaled nor counted): the value is the one the media hold.
+    /// Raise the PFS root inode allocator to `pfs_inum` (a commit's), not as a change
+    /// (neither journaled nor counted): the value is the one the media hold. Never lowered:
+    /// an inode created while the commit ran took a number past the commit's.
     pub fn settle_pfs_inum(&self, pfs_inum: u64) -> Result<()> {
         let mut a = self.arena.write();
         let root = self.root;
@@ -153,7 +181,7 @@ impl Store {
         let Body::Inode(ino) = &mut c.body else {
             return Err(Error::Invalid);
         };
-        if ino.meta.pfs_inum != pfs_inum {
+        if ino.meta.pfs_inum < pfs_inum {
             ino.meta.pfs_inum = pfs_inum;
             let mut bref = c.bref;
             c.body.seal(&mut bref)?;
@@ -200,7 +228,9 @@ mod tests {
         s.set_flushed(id, 0x4000a, 3).unwrap();
         s.settle_pfs_inum(77).unwrap();
         let n = s.journal_snapshot().unwrap();
-        assert_eq!(n, [at(0), at(0), at(0)]);
+        assert_eq!(n, [at(0)], "a run of changes at one place is noted once");
+        // Taken by a commit: a change now is noted apart.
+        s.modify(&c, |_, _| Ok(())).unwrap();
         s.delete(&g, c).unwrap();
         let other = s
             .insert(&g, data_bref(1 << 16), Body::Data(alloc::vec![3; 1024]))
@@ -214,5 +244,15 @@ mod tests {
             key: 0,
         };
         assert_eq!(rest, [at(0), at(1 << 16), root_own]);
+        s.untrack();
+        s.modify(&g, |_, _| Ok(())).unwrap();
+        assert!(!s.is_tracked());
+        assert_eq!(s.journal_len(), 0);
+        s.settle_all().unwrap();
+        assert!(
+            s.is_flushed(other).unwrap(),
+            "a settle flushes what was inserted before it"
+        );
+        assert_eq!(s.journal_len(), 0);
     }
 }

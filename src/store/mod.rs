@@ -173,9 +173,9 @@ struct Chain {
     parent: Option<ChainId>,
     depth: u8,
     lock: usize,
-    /// Whether the last commit (or the load) put this chain's block where its header says
-    /// ([`flush`]).
-    flushed: bool,
+    /// The settled generation this chain was inserted in, 0 once a commit put its block
+    /// where its header says: it is flushed unless this equals the arena's ([`flush`]).
+    unflushed_in: u64,
 }
 
 impl Chain {
@@ -199,6 +199,11 @@ struct Arena {
     live: usize,
     /// The places changed since the last commit, when tracked ([`flush`]).
     journal: Option<Vec<flush::Touch>>,
+    /// Journal entries a running commit took (its snapshot): never merged with a later one.
+    taken: usize,
+    /// The settled generation: a chain inserted since it began is not flushed ([`flush`]).
+    /// Starts at 1, past every chain's 0.
+    settled: u64,
 }
 
 impl Arena {
@@ -325,7 +330,7 @@ impl Store {
                 parent: None,
                 depth: 0,
                 lock: lock.as_raw(),
-                flushed: false,
+                unflushed_in: 1,
             }),
         });
         if pushed.is_err() {
@@ -340,6 +345,8 @@ impl Store {
                 free: Vec::new(),
                 live: 1,
                 journal: None,
+                taken: 0,
+                settled: 1,
             }),
             root: ChainId { idx: 0, gen: 0 },
             root_lock,
@@ -747,7 +754,7 @@ impl Store {
             parent: Some(parent),
             depth,
             lock,
-            flushed: false,
+            unflushed_in: a.settled,
         });
         a.live += 1;
         Ok(id)

@@ -532,12 +532,7 @@ impl<'v, D: BlockDev> Txn<'v, D> {
         f: &Frame,
         old: &dyn Fn(u64, u8) -> Option<Blockref>,
     ) -> Result<Blockref> {
-        let mut raw = Vec::new();
-        raw.try_reserve_exact(IND_ENTRIES * BREF_BYTES)?;
-        raw.resize(IND_ENTRIES * BREF_BYTES, 0);
-        for (chunk, b) in raw.chunks_exact_mut(BREF_BYTES).zip(&f.children) {
-            chunk.copy_from_slice(&b.encode());
-        }
+        let raw = indirect_bytes(&f.children, IND_ENTRIES)?;
         let mut b = Blockref::new(BREF_TYPE_INDIRECT, f.key, f.keybits);
         b.methods = METHODS;
         if let Some(o) = old(f.key, f.keybits) {
@@ -552,8 +547,35 @@ impl<'v, D: BlockDev> Txn<'v, D> {
                 return Ok(o);
             }
         }
-        self.write_block(b, &raw)
+        self.write_indirect(b, &raw, &f.children)
     }
+
+    /// Write `raw`, the bytes of INDIRECT block `b` holding `entries`: its modify_tid is
+    /// at least each entry's (a parent's modify_tid covers its children's).
+    pub fn write_indirect(
+        &mut self,
+        b: Blockref,
+        raw: &[u8],
+        entries: &[Blockref],
+    ) -> Result<Blockref> {
+        let mut nb = self.write_block(b, raw)?;
+        // The check code covers the payload only: the header's TID may still rise.
+        nb.modify_tid = entries
+            .iter()
+            .fold(nb.modify_tid, |t, e| t.max(e.modify_tid));
+        Ok(nb)
+    }
+}
+
+/// The bytes of an INDIRECT block of `cap` entries holding `entries` (the rest empty).
+pub fn indirect_bytes(entries: &[Blockref], cap: usize) -> Result<Vec<u8>> {
+    let mut raw = Vec::new();
+    raw.try_reserve_exact(cap * BREF_BYTES)?;
+    raw.resize(cap * BREF_BYTES, 0);
+    for (chunk, b) in raw.chunks_exact_mut(BREF_BYTES).zip(entries) {
+        chunk.copy_from_slice(&b.encode());
+    }
+    Ok(raw)
 }
 
 /// One table being built: items `beg..end`, the next one to place, the key range.
