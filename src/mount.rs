@@ -347,7 +347,10 @@ fn encoded(ino: &InodeData) -> Result<Box<[u8; crate::media::INODE_BYTES]>> {
 ///
 /// Nothing committed changes before the header is written: on any error before it the volume
 /// keeps its last commit and the journal keeps every change, for the next commit. A change
-/// made while a commit runs stays in the journal for the next one, even when this one saw it.
+/// made while a commit runs stays in the journal for the next one, even when this one saw it;
+/// a commit that finds a chain it meant to write deleted meanwhile fails with `NotFound`
+/// (the CLI freezes its sync threads around a commit and the module stops them first, so only
+/// a racing frontend meets it).
 pub fn commit<D: BlockDev>(
     vol: &Volume<D>,
     store: &Store,

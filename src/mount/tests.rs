@@ -1318,3 +1318,63 @@ fn an_untracked_store_is_not_committed() {
     commit_dev(&dev, &store, &mut m);
     assert_eq!(reader_view(&dev), store_view(&store));
 }
+
+/// A thread writes and removes files without pause while commits run. A commit that finds
+/// a chain it meant to write gone fails (`NotFound`) and leaves the volume at its last
+/// commit; none waits for the writer to stop (a journal copy that keeps missing a growing
+/// journal would spin here), and once the writer stops a commit writes everything: nothing
+/// a change made meanwhile is lost.
+#[test]
+fn commits_racing_changes_lose_none() {
+    use core::sync::atomic::{AtomicBool, Ordering};
+    let dev = make_sized(SIZE_TWO_COPIES);
+    import_many(&dev, 3, 40);
+    let (store, mut m) = load_dev(&dev);
+    let tid0 = m.pfs_bref.modify_tid + 10;
+    let stop = AtomicBool::new(false);
+    let last_tid = std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let mut rng = crate::scenario::prng::Stream::new(0x1234);
+            let mut tid = tid0;
+            while !stop.load(Ordering::SeqCst) {
+                let r = rng.next_u64() as usize;
+                tid += 1;
+                let p = alloc::format!("/d{}/g{}", r % 3, (r >> 4) % 200);
+                let _ = match (r >> 12) % 4 {
+                    0 => store.rm(p.as_bytes(), tid),
+                    1 => store.write(p.as_bytes(), &bytes(70_000, r as u8), tid),
+                    _ => store.write(p.as_bytes(), &bytes(600 + r % 400, r as u8), tid),
+                };
+                std::thread::yield_now();
+            }
+            tid
+        });
+        let mut failed = Vec::new();
+        for round in 0..12 {
+            let vol = Volume::open(&dev).unwrap();
+            match commit(&vol, &store, &mut m) {
+                Ok(_) | Err(Error::NotFound) => {}
+                Err(e) => failed.push((round, e)),
+            }
+            clean(&dev);
+        }
+        stop.store(true, Ordering::SeqCst);
+        let tid = writer.join().unwrap();
+        assert_eq!(
+            failed,
+            Vec::new(),
+            "commits failed otherwise (round, error)"
+        );
+        tid
+    });
+    assert!(last_tid > tid0, "the writer made no change");
+    commit_dev(&dev, &store, &mut m);
+    clean(&dev);
+    assert!(!m.changed(&store).unwrap());
+    assert_eq!(reader_view(&dev), store_view(&store));
+    let (again, _) = load_dev(&dev);
+    assert_eq!(
+        compare::digest(&again).unwrap(),
+        compare::digest(&store).unwrap()
+    );
+}
