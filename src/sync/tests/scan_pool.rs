@@ -229,9 +229,15 @@ fn ask_node_1(p: &pool::Pool<'_, Store>, paths: &pool::Paths) -> u32 {
     gen
 }
 
-/// A pool over `stores` (node 0 syncing) whose node-1 worker the test hooks count; hold
-/// [`pool::test_hook::COUNTING`] meanwhile.
-fn pool_counting_node_1<'a>(stores: &'a [&'a Store; 2]) -> pool::Pool<'a, Store> {
+/// A pool over `stores` (node 0 syncing) whose node-1 worker the test hooks count, with
+/// [`pool::test_hook::COUNTING`] held for as long as the guard returned lives: tests running
+/// beside it count their own.
+fn pool_counting_node_1<'a>(
+    stores: &'a [&'a Store; 2],
+) -> (std::sync::MutexGuard<'static, ()>, pool::Pool<'a, Store>) {
+    let counting = pool::test_hook::COUNTING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     pool::test_hook::READS.store(0, core::sync::atomic::Ordering::SeqCst);
     pool::test_hook::FULL_WAITS.store(0, core::sync::atomic::Ordering::SeqCst);
     pool::test_hook::COUNT_STORE.store(
@@ -239,7 +245,8 @@ fn pool_counting_node_1<'a>(stores: &'a [&'a Store; 2]) -> pool::Pool<'a, Store>
         core::sync::atomic::Ordering::SeqCst,
     );
     // SAFETY: the pool borrows `stores` for 'a, so the stores outlive it.
-    unsafe { pool::Pool::start_unbound(crate::userland::host(), stores, None, 0) }.unwrap()
+    let p = unsafe { pool::Pool::start_unbound(crate::userland::host(), stores, None, 0) }.unwrap();
+    (counting, p)
 }
 
 /// Node 1's next answer about inode `item` of request `gen`, waiting for it (bounded).
@@ -494,10 +501,7 @@ fn worker_stops_reading_an_inode_no_longer_wanted() {
             .unwrap();
     }
     let stores = [c.store(0).unwrap(), s1];
-    let _counting = pool::test_hook::COUNTING
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    let p = pool_counting_node_1(&stores);
+    let (_counting, p) = pool_counting_node_1(&stores);
     let gen = ask_node_1(&p, &paths);
     let next = |item: u32| answer_of_node_1(&p, gen, item);
     // /d answered; the collector goes straight on to /b, as after an Equal decision.
@@ -525,10 +529,7 @@ fn a_streaming_worker_waits_once_per_three_quarters_of_a_fifo() {
         .push(&s1.key_path(s1.resolve(b"/d").unwrap()).unwrap())
         .unwrap();
     let stores = [c.store(0).unwrap(), s1];
-    let _counting = pool::test_hook::COUNTING
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    let p = pool_counting_node_1(&stores);
+    let (_counting, p) = pool_counting_node_1(&stores);
     let gen = ask_node_1(&p, &paths);
     let mut children = 0;
     loop {
