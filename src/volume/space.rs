@@ -21,7 +21,7 @@ pub const RESERVED_SEG: u64 = 4 << 20;
 pub const LEAF_SPAN: u64 = 1 << 30;
 
 /// A bit per granule, `used` or not, over `0..fs_size`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct GranuleBits {
     words: Vec<u64>,
     granules: u64,
@@ -115,6 +115,39 @@ impl GranuleBits {
             }
             *w |= o;
         }
+    }
+
+    /// The starts of the `region`s (a multiple of [`WORD_SPAN`], as are `lo` and `hi`) of
+    /// `lo..hi` where some granule this map marks is not marked in `now`, ascending, calling
+    /// `relax` every few thousand words.
+    pub(crate) fn regions_lost(
+        &self,
+        now: &GranuleBits,
+        (lo, hi): (u64, u64),
+        region: u64,
+        relax: &dyn Fn(),
+    ) -> Result<Vec<u64>> {
+        let mut out = Vec::new();
+        let words = |at: u64| usize::try_from(at / WORD_SPAN).unwrap_or(usize::MAX);
+        let mut i = words(lo);
+        let end = words(hi).min(self.words.len());
+        let mut looked = 0usize;
+        while i < end {
+            looked += 1;
+            if looked % crate::mem::SORT_CHUNK == 0 {
+                relax();
+            }
+            let lost = self.words[i] & !now.words.get(i).copied().unwrap_or(0);
+            if lost == 0 {
+                i += 1;
+                continue;
+            }
+            let start = i as u64 * WORD_SPAN;
+            let base = start - start % region;
+            crate::mem::try_push(&mut out, base)?;
+            i = words(base + region);
+        }
+        Ok(out)
     }
 
     /// A copy of the map, allocated fallibly.
@@ -344,6 +377,10 @@ pub struct SpaceCache {
     pub(crate) zones: [Option<(TreeId, GranuleBits)>; crate::media::volhdr::NUM_VOLHDRS],
     /// The zone whose tree `counts` counts, and the counts.
     pub(crate) counts: Option<(usize, GranuleCounts)>,
+    /// The header whose freemap is exactly what the trees of `zones` reach (this cache's
+    /// last commit wrote it so), with the granules that freemap marks allocated: the next
+    /// commit rewrites only the leaves whose granules change state.
+    pub(crate) freemap: Option<(TreeId, u64)>,
 }
 
 impl core::fmt::Debug for SpaceCache {
@@ -352,6 +389,7 @@ impl core::fmt::Debug for SpaceCache {
         f.debug_struct("SpaceCache")
             .field("zones_known", &known)
             .field("counted", &self.counts.as_ref().map(|(z, _)| *z))
+            .field("freemap_known", &self.freemap.is_some())
             .finish()
     }
 }
@@ -454,6 +492,12 @@ impl Allocator {
             floor: lo,
             small: None,
         })
+    }
+
+    /// Look for free space from `off` on first (tests place blocks in chosen GiBs so).
+    #[cfg(test)]
+    pub(crate) fn start_at(&mut self, off: u64) {
+        self.cursor = off;
     }
 
     /// A block of `bytes` (a power of two, 1..=64 KiB): its byte offset. [`Error::NoSpace`]

@@ -250,6 +250,8 @@ impl<'v, D: BlockDev> Txn<'v, D> {
             };
             if cache.zones[zone].as_ref().map(|(t, _)| t) != id.as_ref() {
                 cache.zones[zone] = None;
+                // What the freemap was built from has changed: it is rebuilt in full.
+                cache.freemap = None;
             }
         }
         if !cache.counts_zone(cur) {
@@ -268,6 +270,7 @@ impl<'v, D: BlockDev> Txn<'v, D> {
                 continue;
             }
             let id = TreeId::of(ch);
+            cache.freemap = None;
             // Identical trees (newfs writes the same header everywhere) are walked once.
             let twin = cache
                 .zones
