@@ -45,8 +45,8 @@ impl<D: BlockDev> Txn<'_, D> {
             Some(space) => space.advance(vol.zone(), &self.wrote, &self.dropped, &relax)?,
             None => None,
         };
-        // DEVIATION: the freemap is rebuilt from what the new tree and the header copies that
-        // stay reach, so space nothing reaches any more is free at once (HAMMER2 leaves it
+        // DEVIATION: the freemap marks what the new tree and the header copies that stay
+        // reach, so space nothing reaches any more is free at once (HAMMER2 leaves it
         // allocated until two bulkfree passes): only this writer has the volume open, and
         // the allocator already keeps away from every valid copy's blocks.
         // What the new tree reaches, added to what the remaining copies reach.
