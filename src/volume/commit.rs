@@ -52,7 +52,7 @@ impl<D: BlockDev> Txn<'_, D> {
         // What the new tree reaches, added to what the remaining copies reach.
         let mut keep = core::mem::take(&mut self.keep);
         match &new_reach {
-            Some(reach) => keep.or(reach, &relax),
+            Some(reach) => keep.or(reach, &relax)?,
             None => read_back(vol, &set, &self.seen, &mut keep)?,
         }
         // The current freemap is what the trees of the header copies reach when this cache's
@@ -105,7 +105,7 @@ fn read_back<D: BlockDev>(
 ) -> Result<()> {
     for b in set {
         if let Ok((off, len)) = vol.locate(b) {
-            keep.mark(off, len as u64);
+            keep.mark(off, len as u64)?;
         }
     }
     let prune = |b: &Blockref| seen_table(seen, b);
@@ -115,7 +115,8 @@ fn read_back<D: BlockDev>(
         &mut |b, _| {
             if b.size_radix() != 0 {
                 let (off, len) = vol.locate(b)?;
-                keep.mark(off, len as u64);
+                keep.mark(off, len as u64)
+                    .map_err(|_| super::ReadError::new(super::Cause::NoMem, b.data_off))?;
             }
             Ok(Flow::Continue)
         },

@@ -90,7 +90,7 @@ pub(crate) fn changed_leaves(
     relax: &dyn Fn(),
 ) -> Result<Vec<u64>> {
     let mut out = match lost {
-        Some(lost) => lost.regions_lost(keep, bounds, LEAF_SPAN, relax)?,
+        Some(lost) => lost.gibs_lost(keep, bounds, relax)?,
         None => Vec::new(),
     };
     for (i, d) in wrote.iter().enumerate() {

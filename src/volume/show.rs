@@ -1391,7 +1391,7 @@ mod tests {
         let mut txn = super::super::Txn::begin(&vol).unwrap();
         // Space marked in five GiBs: five leaves, one node above them.
         for k in 0..5u64 {
-            txn.keep.mark((k << 30) + (400 << 20), 1);
+            txn.keep.mark((k << 30) + (400 << 20), 1).unwrap();
         }
         txn.commit(*vol.header().sroot()).unwrap();
         let vol = Volume::open(&dev).unwrap();
