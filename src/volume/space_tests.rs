@@ -11,7 +11,7 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use super::space::SpaceCache;
-use super::testdev::{inode, newfs_sparse, set, SparseDev};
+use super::testdev::{data_volume, inode, set, SparseDev};
 use super::*;
 use crate::media::freemap::{BmapData, FreemapCheck};
 use crate::media::*;
@@ -20,16 +20,7 @@ use crate::mem::try_box;
 const MIB: u64 = 1 << 20;
 
 fn make() -> SparseDev {
-    newfs_sparse(
-        64 * MIB,
-        &[NewPfs {
-            label: b"DATA",
-            pfs_type: PFSTYPE_MASTER,
-            clid: [7; 16],
-            fsid: [1; 16],
-            nmasters: 1,
-        }],
-    )
+    data_volume(64 * MIB)
 }
 
 type Vol<'d> = Volume<&'d SparseDev>;
@@ -423,27 +414,13 @@ fn cached_commit(
     (h, cache, vol.io().since(&io))
 }
 
-/// A volume of `size` bytes, as [`make`].
-fn make_sized(size: u64) -> SparseDev {
-    newfs_sparse(
-        size,
-        &[NewPfs {
-            label: b"DATA",
-            pfs_type: PFSTYPE_MASTER,
-            clid: [7; 16],
-            fsid: [1; 16],
-            nmasters: 1,
-        }],
-    )
-}
-
 /// Random commits on a volume of four header copies and 272 GiB (two level-2 nodes once
 /// leaves lie past 256 GiB), each writing files in a GiB chosen at random or removing
 /// them: after each, the freemap updated leaf by leaf is the full rebuild's, and `fsck`
 /// passes.
 #[test]
 fn the_freemap_updated_leaf_by_leaf_is_a_full_rebuild_after_random_commits() {
-    let dev = make_sized(272 * GIB);
+    let dev = data_volume(272 * GIB);
     let mut cache = empty();
     let mut x = 0x2545_F491_4F6C_DD1Du64;
     let mut rnd = move || {
@@ -503,7 +480,7 @@ fn the_freemap_updated_leaf_by_leaf_is_a_full_rebuild_after_random_commits() {
 /// cache that does not know the freemap) reads and writes every leaf.
 #[test]
 fn a_small_commit_on_a_big_volume_writes_only_what_changed() {
-    let dev = make_sized(1 << 40);
+    let dev = data_volume(1 << 40);
     // A block in each of 200 GiBs (named, never written: a tree walk reads no data).
     share(
         &dev,
