@@ -484,7 +484,8 @@ fn merge_range<'a, S: ChainStore>(
 /// Make the focus chain `f` ours: replace our chain `ours` at its key, or insert a copy where we
 /// have none (`hammer2_sync_replace` / `_insert`). A child inode gets TID 0 and is deferred for
 /// its own bottom-up sync; anything else takes the focus's TID. Returns the header the merge
-/// continues after: ours as it was for a replace, the new chain's for an insert.
+/// continues after: for a replace ours as it was or as it is, whichever range is wider; the
+/// new chain's for an insert.
 fn take_focus<'a, S: ChainStore>(
     ctx: &mut Ctx<'a, S>,
     g: &S::Guard<'a>,
@@ -499,7 +500,10 @@ fn take_focus<'a, S: ChainStore>(
     let (c, after) = match ours {
         Some((l, lb)) => {
             replace(ctx, g, l, fc, mtid)?;
-            (l, *lb)
+            // The merge goes on past whichever range is wider, ours before or after: a widened
+            // chain covers keys ours did not, and is not to be met again.
+            let nb = ctx.me().bref(l)?;
+            (l, if nb.key_end() > lb.key_end() { nb } else { *lb })
         }
         None => insert(ctx, g, fc, mtid)?,
     };
@@ -922,9 +926,47 @@ pub(crate) fn replace<'a, S: ChainStore>(
     mtid: u64,
 ) -> Result<()> {
     let me = ctx.me();
+    destroy_covered(ctx, parent, l, &fc.bref)?;
     let cg = me.lock_child(parent, l, LockMode::Exclusive)?;
     ctx.stats.destroyed += replace_held(me, &cg, fc, mtid, false)?;
     ctx.stats.replaced += 1;
+    Ok(())
+}
+
+/// Destroy, in key order, every chain of ours under the inode `parent` holds that lies in the
+/// focus's range `fb`, other than `keep` (the chain the focus replaces), each with everything
+/// under it.
+///
+/// DEVIATION: the C's `hammer2_sync_replace` widens our chain in place
+/// (`chain->bref.keybits = focus->bref.keybits` after `hammer2_chain_modify`), which neither
+/// re-sorts the chain in its parent's RB tree nor looks at its neighbours: where the focus's
+/// wider range covers other chains of ours, the parent's tree is left holding overlapping
+/// chains, which its comparator (`hammer2_chain_cmp`) counts as one and calls a software
+/// error, and the flush would write overlapping blockrefs into a block table whose lookups
+/// assume disjoint ranges. This store refuses the overlap (`Exists`), so the slave would never
+/// converge. The covered chains are destroyed first, as `hammer2_sync_destroy` destroys an
+/// extra chain, so our table ends as the focus's.
+fn destroy_covered<'a, S: ChainStore>(
+    ctx: &mut Ctx<'a, S>,
+    parent: &S::Guard<'a>,
+    keep: S::Id,
+    fb: &Blockref,
+) -> Result<()> {
+    let me = ctx.me();
+    let end = fb.key_end();
+    let mut from = fb.key;
+    while let Some((c, cb)) = me.lookup(parent.id(), from, end)? {
+        ctx.poll()?;
+        if c != keep {
+            let cg = me.lock_child(parent, c, LockMode::Exclusive)?;
+            me.delete(parent, cg)?;
+            ctx.stats.destroyed += 1;
+        }
+        match cb.key_end().checked_add(1) {
+            Some(k) if k <= end => from = k,
+            _ => break,
+        }
+    }
     Ok(())
 }
 
