@@ -509,6 +509,14 @@ pub struct Hint {
     misses: u32,
 }
 
+#[cfg(test)]
+impl Hint {
+    /// Lookups through this hint that searched from the top instead of stepping.
+    pub(crate) fn misses(&self) -> u32 {
+        self.misses
+    }
+}
+
 impl Default for Hint {
     fn default() -> Hint {
         Hint {
