@@ -1249,16 +1249,7 @@ mod tests {
             }
             changes += 1;
         }
-        let misses = hint.misses();
-        assert!(
-            restarts > 3 && changes > 5000,
-            "{restarts} walks, {changes} changes"
-        );
-        // Changes on the walk's path send it back to a search; most steps still step.
-        assert!(
-            misses > restarts && misses < steps / 4,
-            "{misses} searches in {steps} steps"
-        );
+        hint.assert_walk(steps, changes, restarts);
     }
 
     #[test]

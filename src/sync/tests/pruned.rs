@@ -690,12 +690,8 @@ fn overlap_cluster(
     wide_on_slave: bool,
 ) -> Pin<Box<Cluster>> {
     const BASE: u64 = 1 << 20;
-    let c = cluster(&[M, M, S]);
-    c.set_scan_mode(mode);
-    write(&c, all(&c), "/f", &pattern(media::DATA_BLOCK_BYTES, 1));
     let k = (BASE + 2 * prefix + 2 * RUN as u64).next_multiple_of(32);
-    for n in 0..3 {
-        let slave = n == 2;
+    let chains = |slave: bool| {
         let mut chains = Vec::new();
         for i in 0..2 * prefix {
             let differs = i % 2 == 0;
@@ -714,21 +710,7 @@ fn overlap_cluster(
             chains.push((k + 32 + i, 0, 30));
         }
         chains.push((k + 64, 0, if slave { 30 } else { 50 }));
-        let s = c.store(n).unwrap();
-        let f = s.resolve(b"/f").unwrap();
-        let g = s.lock(f, LockMode::Exclusive).unwrap();
-        for (key, keybits, tid) in chains {
-            let mut b = media::Blockref::new(media::BREF_TYPE_DATA, key, keybits);
-            b.set_size_radix(10);
-            b.modify_tid = tid;
-            s.insert(&g, b, crate::store::Body::Data(vec![tid as u8; 1024]))
-                .unwrap();
-        }
-        let tid = if n == 2 { 90 } else { 100 };
-        s.set_modify_tid(&g, tid).unwrap();
-        drop(g);
-        let g = s.lock(s.root(), LockMode::Exclusive).unwrap();
-        s.set_modify_tid(&g, tid).unwrap();
-    }
-    c
+        chains
+    };
+    chains_cluster(mode, &chains(false), &chains(true))
 }
