@@ -29,7 +29,7 @@ use crate::media::{
     BREF_TYPE_INODE, DIRHASH_VISIBLE, EMBEDDED_BYTES, KEY_MAX,
 };
 use crate::mem::try_push;
-use crate::store::{Body, ChainId, Layout, Store};
+use crate::store::{Body, ChainId, ChainStore, Hint, Layout, Store};
 use crate::volume::scan::Flow;
 use crate::volume::space::{SpaceCache, TreeId};
 use crate::volume::{BlockDev, Cause, IoCount, ReadError, Txn, Volume};
@@ -536,24 +536,25 @@ pub fn reload<D: BlockDev>(vol: &Volume<D>, store: &Store, m: &mut Mounted) -> R
     }
     let (rb, rbody) = fresh.read(fresh.root())?;
     store.replace(&root, rb, rbody)?;
-    // Pre-order copy: a stack of (chain of `fresh`, its copy's guard in `store`); the next
-    // child of each is found from the last one copied.
+    // Pre-order copy: a stack of (chain of `fresh`, the last child copied, its copy's guard in
+    // `store`, the walk's place in its table); the next child of each is found by stepping on
+    // from the last one copied (`fresh` does not change: every step steps).
     let mut stack = Vec::new();
-    try_push(&mut stack, (fresh.root(), None::<Blockref>, None))?;
-    while let Some((from, prev, _)) = stack.last() {
+    try_push(
+        &mut stack,
+        (fresh.root(), None::<Blockref>, None, Hint::default()),
+    )?;
+    while let Some(top) = stack.last_mut() {
         host.relax();
-        let (from, prev) = (*from, *prev);
-        let next = match prev {
-            None => fresh.lookup(from, 0, KEY_MAX)?,
-            Some(p) => fresh.next(from, &p, KEY_MAX)?,
+        let next = match top.1 {
+            None => fresh.lookup_from(top.0, 0, KEY_MAX, &mut top.3)?,
+            Some(p) => fresh.next_from(top.0, &p, KEY_MAX, &mut top.3)?,
         };
         let Some((child, cb)) = next else {
             stack.pop();
             continue;
         };
-        if let Some(top) = stack.last_mut() {
-            top.1 = Some(cb);
-        }
+        top.1 = Some(cb);
         let (b, body) = fresh.read(child)?;
         let parent = match stack.last().and_then(|t| t.2.as_ref()) {
             Some(g) => g,
@@ -562,7 +563,7 @@ pub fn reload<D: BlockDev>(vol: &Volume<D>, store: &Store, m: &mut Mounted) -> R
         let id = store.insert(parent, b, body)?;
         if fresh.lookup(child, 0, KEY_MAX)?.is_some() {
             let g = store.lock_child(parent, id, LockMode::Exclusive)?;
-            try_push(&mut stack, (child, None, Some(g)))?;
+            try_push(&mut stack, (child, None, Some(g), Hint::default()))?;
         }
     }
     drop(root);
@@ -638,9 +639,11 @@ pub fn conflicts(ours: &Store, other: &Store) -> Result<Vec<ChainId>> {
         if ab.modify_tid == bb.modify_tid && !same_chain(ours, a, master, b)? {
             try_push(&mut marks, a)?;
         }
-        // Children merged by key: one on one side only, or of another shape, marks `a`.
-        let mut x = ours.lookup(a, 0, KEY_MAX)?;
-        let mut y = master.lookup(b, 0, KEY_MAX)?;
+        // Children merged by key: one on one side only, or of another shape, marks `a`. Each
+        // table is walked child after child, each step from the last one's place.
+        let (mut hx, mut hy) = (Hint::default(), Hint::default());
+        let mut x = ours.lookup_from(a, 0, KEY_MAX, &mut hx)?;
+        let mut y = master.lookup_from(b, 0, KEY_MAX, &mut hy)?;
         let mut differs = false;
         loop {
             match (x, y) {
@@ -651,24 +654,24 @@ pub fn conflicts(ours: &Store, other: &Store) -> Result<Vec<ChainId>> {
                     } else {
                         differs = true;
                     }
-                    x = ours.next(a, &xb, KEY_MAX)?;
-                    y = master.next(b, &yb, KEY_MAX)?;
+                    x = ours.next_from(a, &xb, KEY_MAX, &mut hx)?;
+                    y = master.next_from(b, &yb, KEY_MAX, &mut hy)?;
                 }
                 (Some((_, xb)), Some((_, yb))) if xb.key < yb.key => {
                     differs = true;
-                    x = ours.next(a, &xb, KEY_MAX)?;
+                    x = ours.next_from(a, &xb, KEY_MAX, &mut hx)?;
                 }
                 (Some(_), Some((_, yb))) => {
                     differs = true;
-                    y = master.next(b, &yb, KEY_MAX)?;
+                    y = master.next_from(b, &yb, KEY_MAX, &mut hy)?;
                 }
                 (Some((_, xb)), None) => {
                     differs = true;
-                    x = ours.next(a, &xb, KEY_MAX)?;
+                    x = ours.next_from(a, &xb, KEY_MAX, &mut hx)?;
                 }
                 (None, Some((_, yb))) => {
                     differs = true;
-                    y = master.next(b, &yb, KEY_MAX)?;
+                    y = master.next_from(b, &yb, KEY_MAX, &mut hy)?;
                 }
             }
         }

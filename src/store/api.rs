@@ -71,6 +71,21 @@ pub trait ChainStore: Sync {
             _ => Ok(None),
         }
     }
+    /// [`ChainStore::next`] in a walk of one table, child after child: a lookup from the end of
+    /// `prev`'s range + 1 through [`ChainStore::lookup_from`], so a store keeping `hint` steps
+    /// to the next child instead of searching from the top.
+    fn next_from(
+        &self,
+        parent: Self::Id,
+        prev: &Blockref,
+        end: u64,
+        hint: &mut Hint,
+    ) -> Result<Option<(Self::Id, Blockref)>> {
+        match prev.key_end().checked_add(1) {
+            Some(k) if k <= end => self.lookup_from(parent, k, end, hint),
+            _ => Ok(None),
+        }
+    }
     /// The keys from the PFS root down to `id`.
     fn key_path(&self, id: Self::Id) -> Result<Vec<u64>>;
     /// The chain reached from the PFS root by following `keys`.
@@ -111,12 +126,13 @@ pub trait ChainStore: Sync {
     /// indirect blocks answers by adding whole blocks and descending only at the range's ends.
     fn key_sum(&self, parent: Self::Id, beg: u64, end: u64) -> Result<RangeSum> {
         let mut s = RangeSum::default();
-        let mut cur = self.lookup(parent, beg, end)?;
+        let mut hint = Hint::default();
+        let mut cur = self.lookup_from(parent, beg, end, &mut hint)?;
         while let Some((_, b)) = cur {
             if b.key >= beg {
                 s.add(&RangeSum::leaf(b.key, b.keybits, b.modify_tid));
             }
-            cur = self.next(parent, &b, end)?;
+            cur = self.next_from(parent, &b, end, &mut hint)?;
         }
         Ok(s)
     }
@@ -126,7 +142,8 @@ pub trait ChainStore: Sync {
     fn span(&self, parent: Self::Id, from: u64, open: Option<(u64, u64)>) -> Result<Span> {
         let _ = open;
         let mut sum = RangeSum::default();
-        let mut cur = self.lookup(parent, from, KEY_MAX)?;
+        let mut hint = Hint::default();
+        let mut cur = self.lookup_from(parent, from, KEY_MAX, &mut hint)?;
         let mut run = 0;
         while let Some((_, b)) = cur {
             if b.key >= from {
@@ -141,7 +158,7 @@ pub trait ChainStore: Sync {
                 sum.add(&RangeSum::leaf(b.key, b.keybits, b.modify_tid));
                 run += 1;
             }
-            cur = self.next(parent, &b, KEY_MAX)?;
+            cur = self.next_from(parent, &b, KEY_MAX, &mut hint)?;
         }
         Ok(Span {
             beg: from,

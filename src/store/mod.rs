@@ -1167,6 +1167,91 @@ mod tests {
         assert_eq!(root.check, None);
     }
 
+    /// `ChainStore::lookup_from` and `next_from` walk a table exactly as `lookup` and `next`
+    /// do, whatever changes between their steps (inserts, deletes, widening and narrowing
+    /// replaces: indirect blocks split and collapse), and step without searching while
+    /// nothing changes.
+    #[test]
+    fn hinted_walks_answer_as_lookup_and_next_under_changes() {
+        let s = Store::new(host(), InodeData::default()).unwrap();
+        let root = s.root();
+        let mut r = crate::scenario::prng::Stream::new(7);
+        let g = s.lock_root(LockMode::Exclusive);
+        let chain = |key: u64, keybits: u8, tid: u64| {
+            let mut b = Blockref::new(media::BREF_TYPE_DATA, key, keybits);
+            b.set_size_radix(10);
+            b.modify_tid = tid;
+            (b, Body::Data(alloc::vec![tid as u8; 1024]))
+        };
+        let key = |w: u64| (w % 4000) * 16 + if w % 3 == 0 { 0 } else { (w >> 20) % 16 };
+        let mut tid = 0;
+        for _ in 0..2000 {
+            tid += 1;
+            let (b, body) = chain(key(r.next_u64()), 0, tid);
+            let _ = s.insert(&g, b, body);
+        }
+        let depth = |s: &Store| s.block_table(root).unwrap().iter().map(|t| t.depth).max();
+        assert!(depth(&s) >= Some(2), "too shallow to test a path");
+        let step = |prev: Option<Blockref>, hint: &mut Hint| {
+            let want = match prev {
+                None => s.lookup(root, 0, media::KEY_MAX).unwrap(),
+                Some(p) => s.next(root, &p, media::KEY_MAX).unwrap(),
+            };
+            let got = match prev {
+                None => ChainStore::lookup_from(&s, root, 0, media::KEY_MAX, hint),
+                Some(p) => ChainStore::next_from(&s, root, &p, media::KEY_MAX, hint),
+            };
+            assert_eq!(got.unwrap(), want, "after {prev:?}");
+            want.map(|(_, b)| b)
+        };
+        // Nothing changing: one search, at the first step.
+        let (mut hint, mut prev, mut walked) = (Hint::default(), None, 0);
+        while let Some(b) = step(prev, &mut hint) {
+            (prev, walked) = (Some(b), walked + 1);
+        }
+        assert_eq!((walked, hint.misses()), (s.child_count(root).unwrap(), 1));
+        // Steps interleaved with changes, the table growing then shrinking.
+        let (mut hint, mut prev) = (Hint::default(), None);
+        let (mut steps, mut changes, mut restarts) = (0u32, 0u32, 0u32);
+        for i in 0..30_000u32 {
+            let w = r.next_u64();
+            let grow = (i / 5000) % 2 == 0;
+            tid += 1;
+            let at = s.lookup(root, key(w >> 3), media::KEY_MAX).unwrap();
+            match (w % 8, at) {
+                (0 | 1, _) if grow => {
+                    let (b, body) = chain(key(w >> 3), 0, tid);
+                    let _ = s.insert(&g, b, body);
+                }
+                (0 | 1, Some((c, _))) => {
+                    let cg = s.lock_child(&g, c, LockMode::Exclusive).unwrap();
+                    s.delete(&g, cg).unwrap();
+                }
+                (2, Some((c, cb))) => {
+                    // Widened to 16 keys where its key is aligned (refused over a neighbour),
+                    // or narrowed back.
+                    let kb = if cb.keybits == 0 && cb.key % 16 == 0 {
+                        4
+                    } else {
+                        0
+                    };
+                    let (b, body) = chain(cb.key, kb, tid);
+                    let cg = s.lock_child(&g, c, LockMode::Exclusive).unwrap();
+                    let _ = s.replace(&cg, b, body);
+                }
+                (0..=2, None) => continue,
+                _ => {
+                    steps += 1;
+                    prev = step(prev, &mut hint);
+                    restarts += u32::from(prev.is_none());
+                    continue;
+                }
+            }
+            changes += 1;
+        }
+        hint.assert_walk(steps, changes, restarts);
+    }
+
     #[test]
     fn deep_delete_uses_no_recursion_and_frees_locks() {
         let h = host();
