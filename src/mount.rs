@@ -4,7 +4,9 @@
 //! The store holds the PFS's chains as on media (HAMMER2-FACTS §4a): the PFS root, every
 //! inode of its index, every directory's DIRENTs, every file's DATA blocks, each with its
 //! key, keybits, type, methods, flags, TIDs and `data_off`; DATA blocks and long names as
-//! stored (compressed data stay compressed, with their method). Indirect blocks are
+//! stored (compressed data stay compressed, with their method). [`load_cached`] leaves the
+//! DATA blocks on the media, read on demand through [`payload::DevSource`] within a byte
+//! budget ([`crate::store::cache`]). Indirect blocks are
 //! structure only in the store (it shapes its own tables); the ones on the media are read
 //! by a commit where it changes them.
 //!
@@ -30,6 +32,7 @@ use crate::media::{
     BREF_TYPE_INODE, DIRHASH_VISIBLE, EMBEDDED_BYTES, KEY_MAX,
 };
 use crate::mem::try_push;
+use crate::store::cache::PayVer;
 use crate::store::{Body, ChainId, Layout, PayloadSource, Store};
 use crate::volume::scan::Flow;
 use crate::volume::space::{SpaceCache, TreeId};
@@ -505,7 +508,7 @@ fn place_data<D: BlockDev>(
     txn: &mut Txn<'_, D>,
     store: &Store,
     cid: ChainId,
-) -> Result<(Blockref, u64)> {
+) -> Result<(Blockref, PayVer)> {
     let (cb, sealed, ver) = store.read_versioned(cid)?;
     let Body::Data(bytes) = sealed.into_body() else {
         return Err(Error::Invalid);
@@ -545,7 +548,7 @@ fn write_sroot<D: BlockDev>(
 /// What the store learns from a commit: where the chains whose blocks were written went, and
 /// the PFS root's inode allocator.
 struct Learned {
-    moved: Vec<(ChainId, Blockref, u64)>,
+    moved: Vec<(ChainId, Blockref, PayVer)>,
     root_inum: u64,
     /// The journal entries the commit wrote: the first ones.
     touched: usize,

@@ -17,6 +17,7 @@ use crate::media::{
     Blockref, BREF_TYPE_EMPTY, BREF_TYPE_INDIRECT, BREF_TYPE_INODE, DIRHASH_VISIBLE, SET_COUNT,
 };
 use crate::mem::try_push;
+use crate::store::cache::PayVer;
 use crate::store::flush::Touch;
 use crate::store::{Body, ChainId, Store};
 use crate::volume::scan::Flow;
@@ -557,7 +558,7 @@ impl Frame {
 pub(super) struct Walked {
     pub pfs_bref: Blockref,
     pub root_inum: u64,
-    pub moved: Vec<(ChainId, Blockref, u64)>,
+    pub moved: Vec<(ChainId, Blockref, PayVer)>,
     pub gone: Vec<u64>,
     pub visited: u64,
 }
@@ -567,7 +568,7 @@ struct Walk<'a> {
     store: &'a Store,
     places: &'a [Place],
     stack: Vec<Frame>,
-    moved: Vec<(ChainId, Blockref, u64)>,
+    moved: Vec<(ChainId, Blockref, PayVer)>,
     gone: Vec<u64>,
 }
 
@@ -670,7 +671,10 @@ fn step<D: BlockDev>(vol: &Volume<D>, txn: &mut Txn<'_, D>, w: &mut Walk<'_>) ->
 /// Inode `id` of `store`: its header, its payload on the heap and the payload's version.
 /// Out of line: the copy's frame is not under the commit's device writes.
 #[inline(never)]
-fn read_inode(store: &Store, id: ChainId) -> Result<(Blockref, Box<crate::media::InodeData>, u64)> {
+fn read_inode(
+    store: &Store,
+    id: ChainId,
+) -> Result<(Blockref, Box<crate::media::InodeData>, PayVer)> {
     let (b, sealed, ver) = store.read_versioned(id)?;
     match sealed.into_body() {
         Body::Inode(ino) => Ok((b, ino, ver)),
@@ -717,7 +721,7 @@ fn finish<D: BlockDev>(
 fn place_inode<D: BlockDev>(
     txn: &mut Txn<'_, D>,
     w: &mut Walk<'_>,
-    (child, b, ver): (ChainId, &Blockref, u64),
+    (child, b, ver): (ChainId, &Blockref, PayVer),
     ino: &mut crate::media::InodeData,
     top_inum: u64,
     pfs_old: &Blockref,

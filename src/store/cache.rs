@@ -64,6 +64,11 @@ const BLOCK_MIN: usize = 1 << media::RADIX_MIN;
 /// No chain (an empty ring, an unlinked chain).
 const NIL: u32 = u32::MAX;
 
+/// A payload version ([`Store::read_versioned`]). It wraps after 2^32 installs: a commit
+/// would mistake a newer payload for the one it wrote only if the store installed exactly a
+/// multiple of 2^32 payloads while that commit ran.
+pub type PayVer = u32;
+
 /// Where a chain's payload is (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Where {
@@ -77,7 +82,7 @@ pub(super) struct Pay {
     pub(super) at: Where,
     /// Moves with every install of a new payload (insert, replace, modify): a commit
     /// releases the payload it wrote only while the chain still holds that version.
-    pub(super) ver: u64,
+    pub(super) ver: PayVer,
     prev: u32,
     next: u32,
     /// Set by a hit, cleared by the passing hand.
@@ -86,14 +91,14 @@ pub(super) struct Pay {
 
 impl Pay {
     /// A payload in memory, not evictable, at version `ver`.
-    pub(super) fn pinned(ver: u64) -> Pay {
+    pub(super) fn pinned(ver: PayVer) -> Pay {
         Pay::new(Where::Pinned, ver)
     }
     /// A payload left on the media, at version `ver`.
-    pub(super) fn on_media(ver: u64) -> Pay {
+    pub(super) fn on_media(ver: PayVer) -> Pay {
         Pay::new(Where::OnMedia, ver)
     }
-    fn new(at: Where, ver: u64) -> Pay {
+    fn new(at: Where, ver: PayVer) -> Pay {
         Pay {
             at,
             ver,
@@ -319,7 +324,7 @@ impl Store {
     /// Chain `id`'s payload read through the source (it was on the media at version `ver`
     /// with header `bref`), a copy installed in the cache when it fits and the chain did
     /// not change meanwhile. No lock is held during the read.
-    pub(super) fn read_on_media(&self, id: ChainId, bref: Blockref, ver: u64) -> Result<Sealed> {
+    pub(super) fn read_on_media(&self, id: ChainId, bref: Blockref, ver: PayVer) -> Result<Sealed> {
         let s = self.source.as_ref().ok_or(Error::Io)?;
         let bytes = s.src.read(&bref)?;
         s.reads.fetch_add(1, Ordering::Relaxed);
@@ -336,7 +341,7 @@ impl Store {
     /// Cache `bytes` as chain `id`'s payload if it is still on the media at version `ver`
     /// and room can be made; otherwise they are dropped (the cache is best effort: a chain
     /// not installed is read again next time).
-    fn install(&self, id: ChainId, ver: u64, bytes: Vec<u8>) {
+    fn install(&self, id: ChainId, ver: PayVer, bytes: Vec<u8>) {
         let need = bytes.len();
         let mut evicted: Vec<Vec<u8>> = Vec::new();
         if evicted.try_reserve_exact(need / BLOCK_MIN + 1).is_err() {
@@ -397,7 +402,7 @@ impl Store {
     /// Record that a commit wrote chain `id`'s payload at version `ver`: if the chain still
     /// holds that version, its pinned payload is clean now and leaves memory (it is read
     /// back on demand). Returns the bytes to free outside the lock.
-    pub(super) fn release(a: &mut Arena, id: ChainId, ver: u64) -> Option<Vec<u8>> {
+    pub(super) fn release(a: &mut Arena, id: ChainId, ver: PayVer) -> Option<Vec<u8>> {
         a.ring.as_ref()?;
         let c = a.get_mut(id).ok()?;
         if c.pay.at != Where::Pinned || c.pay.ver != ver || !evictable(&c.bref) {

@@ -16,7 +16,7 @@
 
 use alloc::vec::Vec;
 
-use super::{Arena, Body, ChainId, Store};
+use super::{cache::PayVer, Arena, Body, ChainId, Store};
 use crate::{Error, Result};
 
 /// Spare journal entries kept reserved outside the arena lock, so that a change rarely
@@ -165,7 +165,13 @@ impl Store {
     /// nor counted): the payload is the same. In a store with a payload source, a DATA
     /// payload that is still that version is clean now and leaves memory
     /// ([`super::cache`]); one changed since stays pinned for the next commit.
-    pub fn set_flushed(&self, id: ChainId, data_off: u64, mirror_tid: u64, ver: u64) -> Result<()> {
+    pub fn set_flushed(
+        &self,
+        id: ChainId,
+        data_off: u64,
+        mirror_tid: u64,
+        ver: PayVer,
+    ) -> Result<()> {
         let mut a = self.arena.write();
         let c = a.get_mut(id)?;
         c.bref.data_off = data_off;

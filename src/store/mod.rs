@@ -210,7 +210,7 @@ struct Arena {
     /// Starts at 1, past every chain's 0.
     settled: u64,
     /// The last payload version given out ([`cache`]).
-    pay_seq: u64,
+    pay_seq: cache::PayVer,
     /// The payload cache, in a store with a payload source.
     ring: Option<cache::Ring>,
 }
@@ -456,7 +456,7 @@ impl Store {
     /// [`Store::read_sealed`] with the payload version copied ([`cache`]): what a commit
     /// hands back to [`Store::set_flushed`] once the copy is on the media. A payload on the
     /// media is read through the store's source (EIO when that read fails or is damaged).
-    pub fn read_versioned(&self, id: ChainId) -> Result<(Blockref, Sealed, u64)> {
+    pub fn read_versioned(&self, id: ChainId) -> Result<(Blockref, Sealed, cache::PayVer)> {
         // Allocation may fail and may sleep: size the copy first, then fill it under the lock.
         loop {
             let len = {
@@ -794,7 +794,7 @@ impl Store {
         };
         let gen = a.slots.get(idx as usize).ok_or(Error::Invalid)?.gen;
         let id = ChainId { idx, gen };
-        a.pay_seq += 1;
+        a.pay_seq = a.pay_seq.wrapping_add(1);
         let ver = a.pay_seq;
         let pc = a.get_mut(parent)?;
         let how = pc.creating(bref.btype);
@@ -842,7 +842,7 @@ impl Store {
             }
         };
         a.note_chain(g.id)?;
-        a.pay_seq += 1;
+        a.pay_seq = a.pay_seq.wrapping_add(1);
         let ver = a.pay_seq;
         let c = a.get_mut(g.id)?;
         c.pay.ver = ver;
@@ -877,7 +877,7 @@ impl Store {
             self.count_change();
             // The new payload is pinned until a commit writes it.
             a.unring(g.id)?;
-            a.pay_seq += 1;
+            a.pay_seq = a.pay_seq.wrapping_add(1);
             let ver = a.pay_seq;
             let c = a.set_bref(g.id, bref)?;
             c.pay.at = Where::Pinned;
