@@ -687,7 +687,8 @@ fn targets(s: &mut String, r: &Results) {
          copy over the slave's first sync). `pruned_not_slower_*` is the lowest original / \
          pruned ratio of a shape over every N and k, `sync_memory` the highest resync peak \
          over every tree, mode and k, `sync_memory_k10` the same at k = {TARGET_K}. \
-         `volume_resync_vs_rsync` and `volume_first_sync_bandwidth` come from the Volumes \
+         `volume_resync_vs_rsync`, `volume_first_sync_bandwidth` and \
+         `volume_cache_within_budget` come from the Volumes \
          section (image files on tmpfs, the resync at N = 10^6, the N the goal names: two \
          images and a cluster of both PFSs take a few GiB and about a minute). `kernel_round_trips` comes from the `make bench-kernel` output named \
          above (run in QEMU, separately from this userland run), when there is one."

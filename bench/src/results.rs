@@ -442,6 +442,7 @@ mod tests {
                 "chain_memory_kernel",
                 "volume_resync_vs_rsync",
                 "volume_first_sync_bandwidth",
+                "volume_cache_within_budget",
                 "kernel_round_trips"
             ]
         );
