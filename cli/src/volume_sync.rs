@@ -44,7 +44,7 @@ commit after a load the trees that every valid volume header copy reaches (they 
 the volume's metadata); later commits of the same run read only the freemap they rewrite.
 
 OPTIONS:
-    --timeout SECS       give up (status 1, nothing committed) when not converged after
+    --timeout SECS       give up (status 1, nothing more committed) when not converged after
                          SECS (default 600; not with --watch)
     --watch              keep the threads running, with a live status line on stderr every
                          second (per node: role, thread state, in sync or syncing, the
@@ -62,8 +62,11 @@ OPTIONS:
                          but leaves data blocks on the volume; they are read (check code
                          verified) when the sync compares or copies them, and the clean ones
                          are cached in N MiB per volume, the least recently used dropped
-                         first. Data a sync changed stays in memory until it is committed.
-                         A damaged data block fails that file's sync with an I/O error
+                         first. Data a sync changed stays in memory until it is committed:
+                         once a volume holds more than N MiB of it, every changed volume is
+                         committed (threads frozen meanwhile, as --commit-every does), so a
+                         volume larger than memory syncs. A damaged data block fails that
+                         file's sync with an I/O error
     --progress           show progress on stderr even when it is not a terminal (on a
                          terminal it is shown anyway; never on stdout)
     --stall-reads-us N   for tests: delay every read the sync threads make of a node by N
@@ -271,6 +274,9 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
     let mut converged_at = None;
     // Volumes a periodic commit could not write (each tried again at the next commit).
     let mut failed_commits = 0;
+    // Commits made because changed data passed the cache budget, and when one last failed.
+    let mut writebacks = 0;
+    let mut failed_writeback: Option<Instant> = None;
     // The status once a second: the live status line of --watch, else progress.
     let mut progress = if a.watch {
         Progress::always("sync")
@@ -301,10 +307,23 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
             stop_all(&cluster, &nodes);
             let names: Vec<&str> = behind.iter().map(|&i| nodes[i].spec.as_str()).collect();
             return Err(Fail::Run(format!(
-                "not converged after {}s (behind: {}); nothing committed",
+                "not converged after {}s (behind: {}); {}",
                 a.timeout.as_secs_f64(),
-                names.join(", ")
+                names.join(", "),
+                match writebacks {
+                    0 => "nothing committed".to_string(),
+                    n => format!("nothing more committed (after {n} write-back commits)"),
+                }
             )));
+        }
+        let gap = failed_writeback.is_none_or(|t| t.elapsed() >= WRITEBACK_GAP);
+        if gap && over_budget(&cluster, a.cache) {
+            progress.end_line();
+            errln!("sync: changed data past the cache budget: committing every changed volume");
+            let c = commit_frozen(&cluster, &mut nodes)?;
+            failed_commits += c.failed;
+            writebacks += 1;
+            failed_writeback = (c.failed > 0).then(Instant::now);
         }
         if a.watch && last_commit.elapsed() >= a.commit_every {
             progress.end_line();
@@ -468,17 +487,34 @@ fn commit_node(
     Ok(true)
 }
 
+/// The least time after a write-back commit that failed before the next (a volume that
+/// cannot be written is not retried in a loop).
+const WRITEBACK_GAP: Duration = Duration::from_secs(1);
+
+/// Whether some node holds more changed data than `budget` (pinned until its commit).
+fn over_budget(cluster: &Cluster, budget: usize) -> bool {
+    (0..cluster.len()).any(|i| {
+        cluster
+            .store(i)
+            .ok()
+            .and_then(Store::cache_stats)
+            .is_some_and(|st| st.pinned > budget)
+    })
+}
+
 /// One line per node: what its payload cache held at most, of its budget, and read.
 fn report_caches(cluster: &Cluster, nodes: &[Node]) {
     for (i, n) in nodes.iter().enumerate() {
         if let Some(st) = cluster.store(i).ok().and_then(Store::cache_stats) {
             errln!(
-                "sync: {}: data cache: peak {} KiB of {} KiB, {} blocks / {} KiB read on demand",
+                "sync: {}: data cache: peak {} KiB of {} KiB, {} blocks / {} KiB read on demand, \
+                 changed data held at most {} KiB",
                 n.spec,
                 st.peak / 1024,
                 st.budget / 1024,
                 st.reads,
-                st.read_bytes / 1024
+                st.read_bytes / 1024,
+                st.pinned_peak / 1024
             );
         }
     }

@@ -53,6 +53,11 @@ pub struct CacheStats {
     pub hits: u64,
     /// Payloads evicted to make room.
     pub evictions: u64,
+    /// DATA payloads pinned in memory now (changed, not yet written by a commit), outside
+    /// the budget.
+    pub pinned: usize,
+    /// The most DATA payload bytes ever pinned at once.
+    pub pinned_peak: usize,
 }
 
 /// Referenced chains the hand passes over, at most, before it evicts the one it stands on.
@@ -124,6 +129,8 @@ pub(super) struct Ring {
     used: usize,
     peak: usize,
     evictions: u64,
+    pinned: usize,
+    pinned_peak: usize,
 }
 
 impl Ring {
@@ -134,6 +141,8 @@ impl Ring {
             used: 0,
             peak: 0,
             evictions: 0,
+            pinned: 0,
+            pinned_peak: 0,
         }
     }
 }
@@ -219,6 +228,25 @@ impl Arena {
             r.used -= len;
         }
         self.get_mut(id)?.pay.at = Where::Pinned;
+        self.count_pinned(id, true)
+    }
+
+    /// Count chain `id`'s payload into (`add`) or out of the pinned bytes, when it is a
+    /// pinned DATA payload of a store with a cache.
+    pub(super) fn count_pinned(&mut self, id: ChainId, add: bool) -> Result<()> {
+        let c = self.get(id)?;
+        if c.pay.at != Where::Pinned || !evictable(&c.bref) {
+            return Ok(());
+        }
+        let len = payload_len(&c.body);
+        if let Some(r) = self.ring.as_mut() {
+            if add {
+                r.pinned += len;
+                r.pinned_peak = r.pinned_peak.max(r.pinned);
+            } else {
+                r.pinned = r.pinned.saturating_sub(len);
+            }
+        }
         Ok(())
     }
 
@@ -308,6 +336,8 @@ impl Store {
             read_bytes: s.read_bytes.load(Ordering::Relaxed),
             hits: s.hits.load(Ordering::Relaxed),
             evictions: r.evictions,
+            pinned: r.pinned,
+            pinned_peak: r.pinned_peak,
         })
     }
 
@@ -393,7 +423,7 @@ impl Store {
             if c.pay.at == Where::OnMedia && c.pay.ver == ver {
                 c.body = Body::Data(bytes);
                 c.pay.at = Where::Pinned;
-                return Ok(());
+                return a.count_pinned(id, true);
             }
             // Cached by a reader meanwhile: pinned on the next turn.
         }
@@ -404,10 +434,12 @@ impl Store {
     /// back on demand). Returns the bytes to free outside the lock.
     pub(super) fn release(a: &mut Arena, id: ChainId, ver: PayVer) -> Option<Vec<u8>> {
         a.ring.as_ref()?;
-        let c = a.get_mut(id).ok()?;
+        let c = a.get(id).ok()?;
         if c.pay.at != Where::Pinned || c.pay.ver != ver || !evictable(&c.bref) {
             return None;
         }
+        a.count_pinned(id, false).ok()?;
+        let c = a.get_mut(id).ok()?;
         c.pay.at = Where::OnMedia;
         match core::mem::replace(&mut c.body, Body::Data(Vec::new())) {
             Body::Data(d) => Some(d),
@@ -554,7 +586,8 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        assert_eq!(s.cache_stats().unwrap().used, 0, "pinned is not cached");
+        let st = s.cache_stats().unwrap();
+        assert_eq!((st.used, st.pinned), (0, 2048), "pinned is not cached");
         // Pressure: every other chain read twice.
         for _ in 0..2 {
             for &id in &ids[2..] {
@@ -576,6 +609,12 @@ mod tests {
         let (_, _, v) = s.read_versioned(ids[1]).unwrap();
         s.set_flushed(ids[1], (1 << 16) | 10, 9, v).unwrap();
         assert!(s.is_on_media(ids[1]).unwrap());
+        let st = s.cache_stats().unwrap();
+        assert_eq!((st.pinned, st.pinned_peak), (1024, 2048));
+        // Freed pinned: counted out.
+        drop(g1);
+        s.delete(&root, g).unwrap();
+        assert_eq!(s.cache_stats().unwrap().pinned, 0);
     }
 
     #[test]

@@ -820,6 +820,7 @@ impl Store {
             },
         });
         a.live += 1;
+        a.count_pinned(id, true)?;
         Ok(id)
     }
 
@@ -844,15 +845,23 @@ impl Store {
         a.note_chain(g.id)?;
         a.pay_seq = a.pay_seq.wrapping_add(1);
         let ver = a.pay_seq;
+        // Counted out and in again around `f`, which may resize it.
+        a.count_pinned(g.id, false)?;
         let c = a.get_mut(g.id)?;
         c.pay.ver = ver;
         let mut bref = c.bref;
         // Counted before `f` runs: a failure after it may leave the payload changed.
         self.count_change();
-        let r = f(&mut bref, &mut c.body)?;
-        c.body.seal(&mut bref)?;
-        a.set_bref(g.id, bref)?;
-        Ok(r)
+        let r = f(&mut bref, &mut c.body).and_then(|r| {
+            c.body.seal(&mut bref)?;
+            Ok(r)
+        });
+        let r = r.and_then(|r| {
+            a.set_bref(g.id, bref)?;
+            Ok(r)
+        });
+        a.count_pinned(g.id, true)?;
+        r
     }
 
     /// Give the chain the caller holds exclusively a new header and payload (same key). The
@@ -877,12 +886,22 @@ impl Store {
             self.count_change();
             // The new payload is pinned until a commit writes it.
             a.unring(g.id)?;
+            a.count_pinned(g.id, false)?;
             a.pay_seq = a.pay_seq.wrapping_add(1);
             let ver = a.pay_seq;
-            let c = a.set_bref(g.id, bref)?;
+            let c = match a.set_bref(g.id, bref) {
+                Ok(c) => c,
+                Err(e) => {
+                    // Unchanged: counted in again.
+                    a.count_pinned(g.id, true)?;
+                    return Err(e);
+                }
+            };
             c.pay.at = Where::Pinned;
             c.pay.ver = ver;
-            core::mem::replace(&mut c.body, body)
+            let old = core::mem::replace(&mut c.body, body);
+            a.count_pinned(g.id, true)?;
+            old
         };
         drop(old_body);
         Ok(())
@@ -969,6 +988,7 @@ impl Store {
             }
             a.free.try_reserve(1)?;
             a.unring(id)?;
+            a.count_pinned(id, false)?;
             let slot = a.slots.get_mut(id.idx as usize).ok_or(Error::Invalid)?;
             slot.chain = None;
             slot.gen = slot.gen.wrapping_add(1);

@@ -92,7 +92,13 @@ fn a_tiny_cache_syncs_a_volume_many_times_its_size() {
     .unwrap();
     sync_until_in_sync(&c, 1);
     let slave = c.store(1).unwrap();
+    let before = within_budget(slave);
+    assert!(
+        before.pinned >= 8 << 20,
+        "the copies wait for the commit: {before:?}"
+    );
     commit_shared(&s, slave, &mut sm);
+    assert_eq!(within_budget(slave).pinned, 0, "released by the commit");
     let st = within_budget(c.store(0).unwrap());
     assert!(
         st.read_bytes >= 8 << 20,
