@@ -351,15 +351,21 @@ impl Store {
         }
     }
 
+    /// The block `bref` names, read through the source (no lock held), counted.
+    fn fetch(&self, bref: &Blockref) -> Result<Vec<u8>> {
+        let s = self.source.as_ref().ok_or(Error::Io)?;
+        let bytes = s.src.read(bref)?;
+        s.reads.fetch_add(1, Ordering::Relaxed);
+        s.read_bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok(bytes)
+    }
+
     /// Chain `id`'s payload read through the source (it was on the media at version `ver`
     /// with header `bref`), a copy installed in the cache when it fits and the chain did
     /// not change meanwhile. No lock is held during the read.
     pub(super) fn read_on_media(&self, id: ChainId, bref: Blockref, ver: PayVer) -> Result<Sealed> {
-        let s = self.source.as_ref().ok_or(Error::Io)?;
-        let bytes = s.src.read(&bref)?;
-        s.reads.fetch_add(1, Ordering::Relaxed);
-        s.read_bytes
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let bytes = self.fetch(&bref)?;
         let copy = crate::mem::try_to_vec(&bytes)?;
         self.install(id, ver, bytes);
         Ok(Sealed {
@@ -413,11 +419,7 @@ impl Store {
                 }
                 (c.bref, c.pay.ver)
             };
-            let s = self.source.as_ref().ok_or(Error::Io)?;
-            let bytes = s.src.read(&bref)?;
-            s.reads.fetch_add(1, Ordering::Relaxed);
-            s.read_bytes
-                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            let bytes = self.fetch(&bref)?;
             let mut a = self.arena.write();
             let c = a.get_mut(id)?;
             if c.pay.at == Where::OnMedia && c.pay.ver == ver {

@@ -3,8 +3,10 @@
 //! Chains live in an arena and are named by [`ChainId`] (slot index + generation, so a stale id
 //! is detected instead of reaching a reused slot). Each chain has a blockref-like header
 //! ([`Blockref`]), a payload ([`Body`]: an inode's 1024 bytes or up to 64 KiB of file data) and its
-//! children sorted by key. Directories hold child inodes keyed by the name hash; regular files hold
-//! DATA chains keyed by file offset, or up to 512 bytes inside the inode (DIRECTDATA).
+//! children sorted by key. Directories hold child inodes keyed by the name hash; regular files
+//! hold DATA chains keyed by file offset, or up to 512 bytes inside the inode (DIRECTDATA). A
+//! store given a payload source keeps clean DATA payloads on the media and reads them on
+//! demand within a byte budget ([`cache`]).
 //!
 //! Two kinds of locks, with distinct jobs:
 //! - the arena's `spin::RwLock` makes each single read or write memory-safe; it is held only for

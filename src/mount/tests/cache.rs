@@ -61,6 +61,14 @@ fn load_lazy(dev: &Arc<Shared>, budget: usize) -> (Store, Mounted) {
     load_cached(testhost::host(), &vol, b"DATA", src, budget, &mut |_| {}).unwrap()
 }
 
+/// A cluster of master store `ms` (node 0) and slave store `ss` (node 1).
+fn master_and_slave(ms: Store, ss: Store) -> PinnedCluster {
+    use crate::role::Role;
+    let roles = [Role::Master, Role::Slave];
+    crate::cluster::Cluster::from_stores(testhost::host(), &roles, vec![ms, ss], Layout::Index)
+        .unwrap()
+}
+
 fn commit_shared(dev: &Arc<Shared>, store: &Store, m: &mut Mounted) {
     let vol = Volume::open(&**dev).unwrap();
     commit(&vol, store, m).unwrap();
@@ -77,19 +85,12 @@ fn within_budget(store: &Store) -> crate::store::CacheStats {
 /// held more than its budget.
 #[test]
 fn a_tiny_cache_syncs_a_volume_many_times_its_size() {
-    use crate::role::Role;
     let (m, s) = (shared(make()), shared(make()));
     import_big(&m.0.lock(), 16, 8);
     let (ms, _) = load_lazy(&m, BUDGET);
     let (ss, mut sm) = load_lazy(&s, BUDGET);
     assert_eq!(within_budget(&ms).reads, 0, "a load reads no DATA block");
-    let c = crate::cluster::Cluster::from_stores(
-        testhost::host(),
-        &[Role::Master, Role::Slave],
-        vec![ms, ss],
-        Layout::Index,
-    )
-    .unwrap();
+    let c = master_and_slave(ms, ss);
     sync_until_in_sync(&c, 1);
     let slave = c.store(1).unwrap();
     let before = within_budget(slave);
@@ -118,7 +119,6 @@ fn a_tiny_cache_syncs_a_volume_many_times_its_size() {
 /// file and for a sync that needs it; nothing panics, and the other files still read.
 #[test]
 fn a_damaged_block_read_on_demand_is_eio_for_its_chain() {
-    use crate::role::Role;
     let (m, s) = (shared(make()), shared(make()));
     import_big(&m.0.lock(), 2, 2);
     let (ms, _) = load_lazy(&m, BUDGET);
@@ -133,13 +133,7 @@ fn a_damaged_block_read_on_demand_is_eio_for_its_chain() {
         good
     );
     let (ss, _) = load_lazy(&s, BUDGET);
-    let c = crate::cluster::Cluster::from_stores(
-        testhost::host(),
-        &[Role::Master, Role::Slave],
-        vec![ms, ss],
-        Layout::Index,
-    )
-    .unwrap();
+    let c = master_and_slave(ms, ss);
     for _ in 0..3 {
         let _ = c.sync_node(1, &|| false);
     }
