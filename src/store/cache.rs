@@ -341,7 +341,8 @@ impl Store {
         })
     }
 
-    /// Count a hit on cached chain `c` (under the shared lock).
+    /// Count a hit on a chain whose payload state is `pay`, if it is cached (under the
+    /// shared lock).
     pub(super) fn hit(&self, pay: &Pay) {
         if pay.at == Where::Cached {
             pay.referenced.store(true, Ordering::Relaxed);

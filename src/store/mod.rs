@@ -828,7 +828,8 @@ impl Store {
 
     /// Change a chain the caller holds exclusively: `f` gets its header and payload. A changed
     /// key is refused (`Invalid`); a changed keybits re-keys the parent's block table; the check
-    /// code is recomputed.
+    /// code is recomputed. A payload on the media is read first (`Io` if that fails), and
+    /// stays pinned in memory until a commit writes it ([`cache`]).
     pub fn modify<R>(
         &self,
         g: &ChainGuard<'_>,
