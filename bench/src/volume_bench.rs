@@ -19,6 +19,7 @@ use hammer2_synchro::media::{
     InodeMeta, CHECK_XXHASH64, DATA_BLOCK_BYTES, OBJTYPE_DIRECTORY, OBJTYPE_REGFILE,
     PFSTYPE_MASTER, PFSTYPE_SLAVE,
 };
+use hammer2_synchro::mount::payload::DevSource;
 use hammer2_synchro::mount::{self, Mounted};
 use hammer2_synchro::role::{NodeSet, Role};
 use hammer2_synchro::store::{Layout, Store};
@@ -103,9 +104,31 @@ fn import(dev: &FileDev, top: &str, files: &[(String, Vec<u8>)]) -> Result<(), S
     Ok(())
 }
 
+/// The payload cache of each loaded PFS: the CLI's default (`sync --cache-mib 256`).
+pub const CACHE_BUDGET: usize = 256 << 20;
+
+/// The PFS of `dev` loaded as the CLI's `sync` loads it: DATA blocks left on the volume and
+/// read on demand through a cache of [`CACHE_BUDGET`].
 fn load(dev: &FileDev) -> Result<(Store, Mounted), String> {
     let vol = Volume::open(dev).map_err(|e| format!("open: {e}"))?;
-    mount::load(userland::host(), &vol, LABEL).map_err(err("load"))
+    let own = dev.try_clone().map_err(|e| format!("dup: {e}"))?;
+    let src = Box::new(DevSource::new(own, vol.header()));
+    mount::load_cached(
+        userland::host(),
+        &vol,
+        LABEL,
+        src,
+        CACHE_BUDGET,
+        &mut |_| {},
+    )
+    .map_err(err("load"))
+}
+
+/// The largest payload-cache peak of `c`'s stores, and the bytes they read on demand.
+fn cache_use(c: &Cluster) -> (usize, u64) {
+    (0..c.len())
+        .filter_map(|i| c.store(i).ok().and_then(Store::cache_stats))
+        .fold((0, 0), |(p, r), st| (p.max(st.peak), r + st.read_bytes))
 }
 
 /// A cluster of the master PFS of `mdev` (node 0) and the slave PFS of `sdev` (node 1), and
@@ -184,6 +207,12 @@ pub struct VolumeResync {
     pub cluster_bytes: usize,
     /// Peak bytes above that during the resync and its commit.
     pub peak: usize,
+    /// The largest payload-cache peak of the two stores over the whole run.
+    pub cache_peak: usize,
+    /// Each store's payload-cache budget.
+    pub cache_budget: usize,
+    /// Bytes both stores read on demand over the whole run.
+    pub cache_read: u64,
     /// rsync of the same change, or why it was not measured.
     pub rsync: Result<Duration, String>,
 }
@@ -237,6 +266,7 @@ pub fn resync(base: &Path, n: usize, k: usize) -> Result<VolumeResync, String> {
     });
     let io = io?;
     let resync = t.elapsed();
+    let (cache_peak, cache_read) = cache_use(&c);
     drop(c);
     // The slave's volume holds the change.
     let (check, m) = load(&sdev)?;
@@ -270,6 +300,9 @@ pub fn resync(base: &Path, n: usize, k: usize) -> Result<VolumeResync, String> {
         load_io: m.io().load,
         cluster_bytes,
         peak,
+        cache_peak,
+        cache_budget: CACHE_BUDGET,
+        cache_read,
         rsync,
     })
 }

@@ -36,7 +36,8 @@ pub trait ChainStore: Sync {
     fn root(&self) -> Self::Id;
     /// A chain's header (`NotFound` for a chain that is gone).
     fn bref(&self, id: Self::Id) -> Result<Blockref>;
-    /// A copy of a chain's header and payload.
+    /// A copy of a chain's header and payload. A store that reads payloads from its media on
+    /// demand fails here with `Io` when that read fails or finds the block damaged.
     fn read(&self, id: Self::Id) -> Result<(Blockref, Body)>;
     /// [`ChainStore::read`] for a copy to install elsewhere: a store may compute the payload's
     /// check code while copying it, so installing the copy needs no second pass over its bytes.
