@@ -17,6 +17,7 @@ use crate::media::{
     Blockref, BREF_TYPE_EMPTY, BREF_TYPE_INDIRECT, BREF_TYPE_INODE, DIRHASH_VISIBLE, SET_COUNT,
 };
 use crate::mem::try_push;
+use crate::store::cache::PayVer;
 use crate::store::flush::Touch;
 use crate::store::{Body, ChainId, Store};
 use crate::volume::scan::Flow;
@@ -557,7 +558,7 @@ impl Frame {
 pub(super) struct Walked {
     pub pfs_bref: Blockref,
     pub root_inum: u64,
-    pub moved: Vec<(ChainId, Blockref)>,
+    pub moved: Vec<(ChainId, Blockref, PayVer)>,
     pub gone: Vec<u64>,
     pub visited: u64,
 }
@@ -567,7 +568,7 @@ struct Walk<'a> {
     store: &'a Store,
     places: &'a [Place],
     stack: Vec<Frame>,
-    moved: Vec<(ChainId, Blockref)>,
+    moved: Vec<(ChainId, Blockref, PayVer)>,
     gone: Vec<u64>,
 }
 
@@ -655,8 +656,8 @@ fn step<D: BlockDev>(vol: &Volume<D>, txn: &mut Txn<'_, D>, w: &mut Walk<'_>) ->
     let nb = match cb.size_radix() {
         0 => cb,
         _ => {
-            let nb = place_data(txn, store, cid, &cb)?;
-            try_push(&mut w.moved, (cid, nb))?;
+            let (nb, ver) = place_data(txn, store, cid)?;
+            try_push(&mut w.moved, (cid, nb, ver))?;
             nb
         }
     };
@@ -667,13 +668,17 @@ fn step<D: BlockDev>(vol: &Volume<D>, txn: &mut Txn<'_, D>, w: &mut Walk<'_>) ->
     Ok(true)
 }
 
-/// Inode `id` of `store`: its header and its payload on the heap. Out of line: the copy's
-/// frame is not under the commit's device writes.
+/// Inode `id` of `store`: its header, its payload on the heap and the payload's version.
+/// Out of line: the copy's frame is not under the commit's device writes.
 #[inline(never)]
-fn read_inode(store: &Store, id: ChainId) -> Result<(Blockref, Box<crate::media::InodeData>)> {
-    match store.read(id)? {
-        (b, Body::Inode(ino)) => Ok((b, ino)),
-        _ => Err(Error::Invalid),
+fn read_inode(
+    store: &Store,
+    id: ChainId,
+) -> Result<(Blockref, Box<crate::media::InodeData>, PayVer)> {
+    let (b, sealed, ver) = store.read_versioned(id)?;
+    match sealed.into_body() {
+        Body::Inode(ino) => Ok((b, ino, ver)),
+        Body::Data(_) => Err(Error::Invalid),
     }
 }
 
@@ -688,7 +693,7 @@ fn finish<D: BlockDev>(
 ) -> Result<Option<(Blockref, u64)>> {
     let done = w.stack.pop().ok_or(Error::Invalid)?;
     let id = done.id;
-    let (b, mut ino) = read_inode(w.store, id)?;
+    let (b, mut ino, ver) = read_inode(w.store, id)?;
     let top_inum = done
         .changes
         .iter()
@@ -706,7 +711,7 @@ fn finish<D: BlockDev>(
         // An inode that keeps its data in itself now: its old table leaves the tree.
         drop_rest(vol, set, &done.changes, &mut w.gone)?;
     }
-    place_inode(txn, w, (id, &b), &mut ino, top_inum, pfs_old)
+    place_inode(txn, w, (id, &b, ver), &mut ino, top_inum, pfs_old)
 }
 
 /// Write inode `ino` (chain `child`, header `b`) just popped off the walk's stack, and give it to its
@@ -716,7 +721,7 @@ fn finish<D: BlockDev>(
 fn place_inode<D: BlockDev>(
     txn: &mut Txn<'_, D>,
     w: &mut Walk<'_>,
-    (child, b): (ChainId, &Blockref),
+    (child, b, ver): (ChainId, &Blockref, PayVer),
     ino: &mut crate::media::InodeData,
     top_inum: u64,
     pfs_old: &Blockref,
@@ -735,7 +740,7 @@ fn place_inode<D: BlockDev>(
         return Ok(Some((pfs_bref, root_inum)));
     };
     let nb = place(txn, b, &encoded(ino)?[..])?;
-    try_push(&mut w.moved, (child, nb))?;
+    try_push(&mut w.moved, (child, nb, ver))?;
     let pending = parent.pending.take().ok_or(Error::Invalid)?;
     let (key, old, own) = *pending;
     if let Some(o) = &old {
