@@ -61,6 +61,10 @@ pub struct MountIo {
     pub commit: IoCount,
     /// Places (changed children and the inodes above them) the last commit visited.
     pub visited: u64,
+    /// Indirect blocks the last commit made by splitting a full block.
+    pub splits: u64,
+    /// Tables the last commit rebuilt whole: changes no split could place.
+    pub rebuilt: u64,
 }
 
 impl Mounted {
@@ -409,6 +413,7 @@ fn commit_tree<D: BlockDev>(
     follow(m, &h, space);
     m.io.commit = vol.io().since(&start);
     m.io.visited = w.visited;
+    (m.io.splits, m.io.rebuilt) = (w.shaped.splits, w.shaped.rebuilt);
     Ok((
         h,
         Learned {

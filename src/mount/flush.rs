@@ -233,6 +233,11 @@ impl OldTable {
         }
     }
 
+    /// Indirect blocks made by splits.
+    fn splits(&self) -> u64 {
+        self.nodes.iter().filter(|n| n.fresh).count() as u64
+    }
+
     fn touch(&mut self, mut n: usize) {
         loop {
             self.nodes[n].dirty = true;
@@ -343,6 +348,7 @@ impl OldTable {
         let mut below = Vec::new();
         below.try_reserve_exact(kids.len())?;
         below.extend_from_slice(&node.kids[kids.clone()]);
+        self.nodes[n].entries.try_reserve(1)?;
         self.nodes[n].kids.try_reserve(1)?;
         self.nodes.try_reserve(1)?;
         let k = self.nodes.len();
@@ -396,6 +402,7 @@ impl OldTable {
         let relax = || txn.volume().dev().yield_point();
         crate::mem::sort_yielding(&mut order, |&(d, n)| (usize::MAX - d, n), &relax)?;
         for (_, n) in order {
+            txn.volume().dev().yield_point();
             let node = &self.nodes[n];
             let old = node.bref.ok_or(Error::Invalid)?;
             if !node.fresh {
@@ -648,12 +655,13 @@ impl Frame {
         vol: &Volume<D>,
         txn: &mut Txn<'_, D>,
         gone: &mut Vec<u64>,
+        shaped: &mut Shaped,
     ) -> Result<Vec<Blockref>> {
         // Made on the heap, never in a frame: it is filled under device writes.
         let mut set = Vec::new();
         set.try_reserve_exact(SET_COUNT)?;
         set.resize(SET_COUNT, Blockref::default());
-        self.table(vol, txn, gone, &mut set)?;
+        self.table(vol, txn, gone, shaped, &mut set)?;
         Ok(set)
     }
 
@@ -664,24 +672,22 @@ impl Frame {
         vol: &Volume<D>,
         txn: &mut Txn<'_, D>,
         gone: &mut Vec<u64>,
+        shaped: &mut Shaped,
         out: &mut [Blockref],
     ) -> Result<()> {
-        let mut fits = true;
         for (k, new) in &self.changes {
             if !self.table.apply(vol, *k, *new)? {
-                fits = false;
-                break;
+                // The fallback, for what no split places: an entry whose range covers
+                // another key or spans its neighbours' (a block grown over them), a full
+                // table no key range divides. The table is rebuilt from its entries on the
+                // media, keeping the indirect blocks whose entries did not change; what
+                // `apply` did is dropped (nothing was written).
+                shaped.rebuilt += 1;
+                return rebuild(vol, txn, self.set.as_deref(), &self.changes, gone, out);
             }
         }
-        match fits {
-            true => self.table.finish(txn, gone, out),
-            // The fallback, for what no split places: an entry whose range covers another
-            // key or spans its neighbours' (a block grown over them), a full table no key
-            // range divides. The table is rebuilt from its entries on the media, keeping
-            // the indirect blocks whose entries did not change; what `apply` did is dropped
-            // (nothing was written).
-            false => rebuild(vol, txn, self.set.as_deref(), &self.changes, gone, out),
-        }
+        shaped.splits += self.table.splits();
+        self.table.finish(txn, gone, out)
     }
 }
 
@@ -693,6 +699,16 @@ pub(super) struct Walked {
     pub moved: Vec<(ChainId, Blockref)>,
     pub gone: Vec<u64>,
     pub visited: u64,
+    pub shaped: Shaped,
+}
+
+/// How the tables a commit wrote got their shape.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Shaped {
+    /// Indirect blocks made by splitting a full block.
+    pub splits: u64,
+    /// Tables rebuilt whole ([`rebuild`]).
+    pub rebuilt: u64,
 }
 
 /// What the walk carries from step to step, on the heap.
@@ -702,6 +718,7 @@ struct Walk<'a> {
     stack: Vec<Frame>,
     moved: Vec<(ChainId, Blockref)>,
     gone: Vec<u64>,
+    shaped: Shaped,
 }
 
 /// Write, in `txn`, the chains at `places` and the inodes above them, from the PFS root
@@ -727,6 +744,7 @@ pub(super) fn walk<D: BlockDev>(
         stack: Vec::new(),
         moved: Vec::new(),
         gone: Vec::new(),
+        shaped: Shaped::default(),
     })?;
     Frame::push(
         &mut w.stack,
@@ -747,13 +765,19 @@ pub(super) fn walk<D: BlockDev>(
         }
         if let Some((pfs_bref, root_inum)) = finish(vol, txn, &mut w, pfs_old)? {
             progress(visited);
-            let Walk { moved, gone, .. } = *w;
+            let Walk {
+                moved,
+                gone,
+                shaped,
+                ..
+            } = *w;
             return Ok(Walked {
                 pfs_bref,
                 root_inum,
                 moved,
                 gone,
                 visited,
+                shaped,
             });
         }
     }
@@ -835,7 +859,7 @@ fn finish<D: BlockDev>(
         .max()
         .unwrap_or(0);
     if !ino.meta.is_directdata() {
-        let set = done.boxed_table(vol, txn, &mut w.gone)?;
+        let set = done.boxed_table(vol, txn, &mut w.gone, &mut w.shaped)?;
         let set: &[Blockref; SET_COUNT] = set[..].try_into().map_err(|_| Error::Invalid)?;
         ino.set_blockset(set);
     } else if done.changes.iter().any(|(_, new)| new.is_some()) {

@@ -1378,3 +1378,5 @@ fn commits_racing_changes_lose_none() {
         compare::digest(&store).unwrap()
     );
 }
+
+mod split;
