@@ -736,8 +736,10 @@ pub(super) fn walk<D: BlockDev>(
     // indirect blocks included, all in memory. The store keeps no chains for the media's
     // indirect blocks (it shapes its own tables), so the flags are a journal of changed
     // places, and the blocks last committed on their paths are read back to be patched.
-    // An insert into a full block splits it as HAMMER2 does (`OldTable::split`); only what
-    // no split places rebuilds its table (`Frame::table`).
+    // An insert into a full block splits it as HAMMER2 does (`OldTable::split`), but when
+    // the commit writes the table (the changes of a table in key order), not when the chain
+    // is created: the table's shape follows the commit's order of inserts, not the
+    // frontend's. Only what no split places rebuilds its table (`Frame::table`).
     let mut w = crate::mem::try_box(Walk {
         store,
         places,
