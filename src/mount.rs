@@ -65,6 +65,8 @@ pub struct MountIo {
     pub splits: u64,
     /// Tables the last commit rebuilt whole: changes no split could place.
     pub rebuilt: u64,
+    /// Tables the last commit built whole that held nothing before.
+    pub built: u64,
 }
 
 impl Mounted {
@@ -413,7 +415,7 @@ fn commit_tree<D: BlockDev>(
     follow(m, &h, space);
     m.io.commit = vol.io().since(&start);
     m.io.visited = w.visited;
-    (m.io.splits, m.io.rebuilt) = (w.shaped.splits, w.shaped.rebuilt);
+    (m.io.splits, m.io.rebuilt, m.io.built) = (w.shaped.splits, w.shaped.rebuilt, w.shaped.built);
     Ok((
         h,
         Learned {

@@ -233,6 +233,11 @@ impl OldTable {
         }
     }
 
+    /// Whether the table held nothing as last committed.
+    fn is_empty(&self) -> bool {
+        self.nodes.len() == 1 && self.nodes[0].entries.is_empty()
+    }
+
     /// Indirect blocks made by splits.
     fn splits(&self) -> u64 {
         self.nodes.iter().filter(|n| n.fresh).count() as u64
@@ -675,6 +680,17 @@ impl Frame {
         shaped: &mut Shaped,
         out: &mut [Blockref],
     ) -> Result<()> {
+        let inserts = self.changes.iter().filter(|c| c.1.is_some()).count();
+        if self.table.is_empty() && inserts > SET_COUNT {
+            // DEVIATION: HAMMER2 fills a table insert by insert, splitting full blocks as it
+            // goes. A table that held nothing (a new inode's, an empty directory's, a new
+            // PFS's index at its first sync) is built here whole from its entries: there is
+            // nothing on the media to keep or read, and its blocks come out full, so the
+            // tree is shallower and every later commit's paths shorter than a run of splits
+            // would leave them.
+            shaped.built += 1;
+            return rebuild(vol, txn, self.set.as_deref(), &self.changes, gone, out);
+        }
         for (k, new) in &self.changes {
             if !self.table.apply(vol, *k, *new)? {
                 // The fallback, for what no split places: an entry whose range covers
@@ -707,8 +723,10 @@ pub(super) struct Walked {
 pub(super) struct Shaped {
     /// Indirect blocks made by splitting a full block.
     pub splits: u64,
-    /// Tables rebuilt whole ([`rebuild`]).
+    /// Tables rebuilt whole ([`rebuild`]): changes no split placed.
     pub rebuilt: u64,
+    /// Tables built whole that held nothing before.
+    pub built: u64,
 }
 
 /// What the walk carries from step to step, on the heap.

@@ -10,17 +10,18 @@ fn import_flat(dev: &SparseDev, n: usize) {
     let mut imp = Import::begin(&vol, b"DATA").unwrap();
     let mut root = DirEntries::new();
     for f in 0..n {
-        let inum = imp.new_inum().unwrap();
-        let mut m = meta(OBJTYPE_REGFILE, inum);
-        m.size = 600;
-        let mut t = Vec::new();
-        imp.data(&mut t, 0, &bytes(600, f as u8)).unwrap();
-        imp.file(m, None, &t).unwrap();
-        let name = alloc::format!("f{f}");
-        imp.entry(&mut root, name.as_bytes(), inum, OBJTYPE_REGFILE)
-            .unwrap();
+        import_file(&mut imp, &mut root, f, f as u8);
     }
     imp.commit(&meta(OBJTYPE_DIRECTORY, 1), &root).unwrap();
+}
+
+/// A volume of [`import_flat`]`(n)`, loaded; a TID past its PFS's.
+fn loaded_flat(n: usize) -> (SparseDev, Store, Mounted, u64) {
+    let dev = make_sized(SIZE_TWO_COPIES);
+    import_flat(&dev, n);
+    let (store, m) = load_dev(&dev);
+    let tid = m.pfs_bref.modify_tid + 10;
+    (dev, store, m, tid)
 }
 
 /// The table where `key` would be inserted in the table `set`: its range, its live entries
@@ -120,10 +121,7 @@ fn names_filling(dev: &SparseDev, probe: &str) -> (Vec<alloc::string::String>, (
 /// instead reads every one of its indirect blocks.
 #[test]
 fn an_insert_into_a_full_block_splits_it_and_costs_its_path() {
-    let dev = make_sized(SIZE_TWO_COPIES);
-    import_flat(&dev, 10_000);
-    let (store, mut m) = load_dev(&dev);
-    let mut tid = m.pfs_bref.modify_tid + 10;
+    let (dev, store, mut m, mut tid) = loaded_flat(10_000);
     let (names, full) = names_filling(&dev, "new");
     let (last, fill) = names.split_last().unwrap();
     // Filled to the brim, the space of the volume learned.
@@ -195,19 +193,30 @@ fn an_insert_into_a_full_block_splits_it_and_costs_its_path() {
 }
 
 /// Rounds of inserts (and some removals) that land in full blocks again and again: in the
-/// PFS root (2000 inodes and entries imported), in a directory grown from empty (4 KiB blocks
-/// right below its inode, 16 KiB below those) and in a file's table of data blocks. Every
-/// commit splits rather than rebuilds, reads O(changes · depth) blocks, is clean, reloads to
-/// the store, and every block's range keeps HAMMER2's rules.
+/// PFS root (2000 inodes and entries imported), in a directory grown from one entry (4 KiB
+/// blocks right below its inode, 16 KiB below those) and in a file's table of data blocks
+/// (`hammer2_chain_indkey_file`'s range). Every commit splits rather than rebuilds, reads
+/// O(changes · depth) blocks, is clean, reloads to the store, and every block's range keeps
+/// HAMMER2's rules. A table that held nothing is built whole.
 #[test]
 fn inserts_into_full_blocks_split_commit_after_commit() {
     use crate::scenario::prng::Stream;
-    let dev = make_sized(SIZE_TWO_COPIES);
-    import_flat(&dev, 2000);
-    let (store, mut m) = load_dev(&dev);
-    let mut tid = m.pfs_bref.modify_tid + 10;
+    let (dev, store, mut m, mut tid) = loaded_flat(2000);
     store.mkdir(b"/grow", tid).unwrap();
+    // Four 64 KiB blocks: the file's blockset is full.
+    store.write(b"/grow/big", &bytes(4 << 16, 9), tid).unwrap();
+    // A new directory of 40 entries: its table, empty before, is built whole.
+    store.mkdir(b"/fresh", tid).unwrap();
+    for i in 0..40 {
+        let p = alloc::format!("/fresh/e{i}");
+        store.write(p.as_bytes(), &bytes(50, 3), tid).unwrap();
+    }
     churn_check(&dev, &store, &mut m, "mkdir");
+    assert_eq!((m.io().built, m.io().rebuilt), (1, 0), "{:?}", m.io());
+    let big = store
+        .meta(store.resolve(b"/grow/big").unwrap())
+        .unwrap()
+        .inum;
     let mut rng = Stream::new(0x5b1e);
     let (mut splits, mut made) = (0, 0);
     for round in 0..8u64 {
@@ -215,14 +224,14 @@ fn inserts_into_full_blocks_split_commit_after_commit() {
         for i in 0..60 {
             tid += 1;
             let r = rng.next_u64();
-            let res = match r % 8 {
-                0 => store.rm(alloc::format!("/f{}", (r >> 8) % 2000).as_bytes(), tid),
-                1 if i == 0 => {
-                    // 64 KiB blocks past the blockset: the file rule's split.
-                    let size = 300_000 + (round as usize) * 70_000;
+            let res = match (i, r % 8) {
+                (0, _) => {
+                    // 64 KiB blocks past the full blockset: the file rule's split.
+                    let size = (5 + 2 * round as usize) << 16;
                     store.write(b"/grow/big", &bytes(size, round as u8), tid)
                 }
-                1..=3 => store.write(alloc::format!("/n{r:x}").as_bytes(), &bytes(50, 1), tid),
+                (_, 0) => store.rm(alloc::format!("/f{}", (r >> 8) % 2000).as_bytes(), tid),
+                (_, 1..=3) => store.write(alloc::format!("/n{r:x}").as_bytes(), &bytes(50, 1), tid),
                 _ => store.write(
                     alloc::format!("/grow/g{r:x}").as_bytes(),
                     &bytes(50, 2),
@@ -238,14 +247,23 @@ fn inserts_into_full_blocks_split_commit_after_commit() {
         let what = alloc::format!("round {round}");
         churn_check(&dev, &store, &mut m, &what);
         let io = m.io();
-        assert_eq!(io.rebuilt, 0, "{what}: {io:?}");
+        assert_eq!((io.rebuilt, io.built), (0, 0), "{what}: {io:?}");
         splits += io.splits;
         // Each change: its entry's path and its inode's (or data block's), a few levels each.
         assert!(
             io.commit.blocks_read <= 8 + 8 * changes,
             "{what}: {changes} changes, {io:?}"
         );
-        made = indirect_blocks(&dev).len();
+        let blocks = indirect_blocks(&dev);
+        made = blocks.len();
+        // hammer2_chain_indkey_file: the file's blocks went into a 16 KiB block whose range
+        // is 128 blocks from the lowest.
+        if round == 0 {
+            let file: Vec<_> = blocks.iter().filter(|(o, ..)| *o == big).collect();
+            assert_eq!(file.len(), 1, "{file:?}");
+            assert_eq!((file[0].1.key, file[0].1.keybits), (0, 16 + 7));
+            assert_eq!(file[0].1.data_bytes(), 16 << 10);
+        }
     }
     assert!(splits >= 16, "{splits} splits");
     assert!(made > 30, "{made} indirect blocks");
