@@ -213,10 +213,8 @@ fn inserts_into_full_blocks_split_commit_after_commit() {
     }
     churn_check(&dev, &store, &mut m, "mkdir");
     assert_eq!((m.io().built, m.io().rebuilt), (1, 0), "{:?}", m.io());
-    let big = store
-        .meta(store.resolve(b"/grow/big").unwrap())
-        .unwrap()
-        .inum;
+    let inum = |p: &[u8]| store.meta(store.resolve(p).unwrap()).unwrap().inum;
+    let (big, grow) = (inum(b"/grow/big"), inum(b"/grow"));
     let mut rng = Stream::new(0x5b1e);
     let (mut splits, mut made) = (0, 0);
     for round in 0..8u64 {
@@ -256,6 +254,19 @@ fn inserts_into_full_blocks_split_commit_after_commit() {
         );
         let blocks = indirect_blocks(&dev);
         made = blocks.len();
+        // Every block of the directory came from a split: 4 KiB made right below its inode
+        // (and moved down by later splits there as they are), 16 KiB made below those.
+        for (_, b, top) in blocks.iter().filter(|(o, ..)| *o == grow) {
+            let sizes: &[usize] = if *top {
+                &[4 << 10]
+            } else {
+                &[4 << 10, 16 << 10]
+            };
+            assert!(sizes.contains(&b.data_bytes()), "{what}: {b:?}");
+        }
+        let grown = blocks.iter().filter(|(o, ..)| *o == grow);
+        assert!(round < 2 || grown.clone().any(|(_, b, _)| b.data_bytes() == 16 << 10));
+        assert!(grown.clone().any(|(_, _, top)| *top));
         // hammer2_chain_indkey_file: the file's blocks went into a 16 KiB block whose range
         // is 128 blocks from the lowest.
         if round == 0 {
