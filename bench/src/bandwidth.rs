@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use hammer2_synchro::cluster::FrontendOp;
 
 use crate::cluster_bench::{new_cluster, timed_sync, MASTERS, SLAVE};
+use crate::usage::Usage;
 
 /// HAMMER2's data block size.
 pub const BLOCK: usize = 64 * 1024;
@@ -85,14 +86,10 @@ pub fn memcpy_time(src: &[u8]) -> (Duration, Option<u64>) {
     (best, fault_delta(before))
 }
 
-/// Minor page faults this process took so far (`minflt` of Linux's `/proc/self/stat`; every
-/// first touch of an anonymous page is one), None where it cannot be read.
+/// Minor page faults this process took so far (every first touch of an anonymous page is
+/// one), None where they cannot be read.
 pub fn minor_faults() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // After the parenthesized command name: state, ppid, pgrp, session, tty_nr, tpgid,
-    // flags, minflt.
-    let fields = &stat[stat.rfind(')')? + 1..];
-    fields.split_whitespace().nth(7)?.parse().ok()
+    Usage::now().map(|u| u.faults)
 }
 
 fn fault_delta(before: Option<u64>) -> Option<u64> {

@@ -13,6 +13,7 @@ use hammer2_synchro::userland;
 use crate::alloc_count::peak_during;
 use crate::shape::{content, Shape, Tree};
 use crate::stats::ns;
+use crate::usage::Usage;
 
 /// The node roles: three voting masters and the slave whose sync is measured.
 pub const ROLES: [Role; 4] = [Role::Master, Role::Master, Role::Master, Role::Slave];
@@ -83,6 +84,8 @@ pub struct InitialSync {
     pub peak: usize,
     /// Bytes it left allocated (the slave's copy of the tree).
     pub kept: usize,
+    /// Page faults and CPU time the process took during it.
+    pub usage: Option<Usage>,
 }
 
 /// Building the tree and the slave's first sync.
@@ -279,13 +282,14 @@ fn freeze_latency(c: Pin<&Cluster>, shape: Shape, cfg: &ClusterCfg) -> Res<Vec<u
     Ok(out)
 }
 
-/// The empty slave's first sync of `tree`, built on the masters of a fresh cluster: its time
-/// and the chains it scanned.
-pub fn first_sync(tree: &Tree) -> Res<(Duration, u64)> {
+/// The empty slave's first sync of `tree`, built on the masters of a fresh cluster: its time,
+/// the chains it scanned, and the page faults and CPU time it took.
+pub fn first_sync(tree: &Tree) -> Res<(Duration, u64, Option<Usage>)> {
     let c = new_cluster()?;
     build(&c, tree, MASTERS)?;
+    let before = Usage::now();
     let (time, scanned, _) = timed_sync(&c)?;
-    Ok((time, scanned))
+    Ok((time, scanned, Usage::since(before)))
 }
 
 /// Build `tree` on a fresh cluster and measure everything of [`ClusterResult`].
@@ -313,7 +317,9 @@ pub fn measure(
     let initial = match initial {
         Ok(()) => {
             let live0 = crate::alloc_count::live();
+            let before = Usage::now();
             let (time, scanned, peak) = timed_sync(&c)?;
+            let usage = Usage::since(before);
             // A root TID equal to the focus's is not proof the tree came across: compare the
             // whole slave with a master (skipped above 400k chains, 10^5 files, where it would
             // cost more memory than the trees themselves).
@@ -333,6 +339,7 @@ pub fn measure(
                 scanned,
                 peak,
                 kept: crate::alloc_count::live().saturating_sub(live0),
+                usage,
             })
         }
         Err(why) => {

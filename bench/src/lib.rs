@@ -18,4 +18,5 @@ pub mod stats;
 pub mod svg;
 pub mod target;
 pub mod tmpfs;
+pub mod usage;
 pub mod volume_bench;

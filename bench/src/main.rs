@@ -241,10 +241,20 @@ fn bandwidth_alone(mib: usize) -> ExitCode {
 fn first_sync_alone(n: usize) -> ExitCode {
     let tree = shape::Tree::new(shape::Shape::Wide, n);
     match cluster_bench::first_sync(&tree) {
-        Ok((t, scanned)) => println!(
-            "bench: first sync of {n} files: {:.3} s ({scanned} chains scanned)",
-            t.as_secs_f64()
-        ),
+        Ok((t, scanned, usage)) => {
+            println!(
+                "bench: first sync of {n} files: {:.3} s ({scanned} chains scanned)",
+                t.as_secs_f64()
+            );
+            if let Some(u) = usage {
+                println!(
+                    "bench: it took {} page faults, CPU {:.2} s user + {:.2} s sys",
+                    u.faults,
+                    u.user.as_secs_f64(),
+                    u.sys.as_secs_f64()
+                );
+            }
+        }
         Err(e) => {
             eprintln!("bench: first sync failed: {e}");
             return ExitCode::from(1);

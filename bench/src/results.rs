@@ -462,6 +462,7 @@ mod tests {
             scanned: 1,
             peak: 1,
             kept: 1,
+            usage: None,
         });
         r.rows[0].cluster = Ok(c);
         r.rows[0].rsync = Ok(RsyncResult {
