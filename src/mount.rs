@@ -4,7 +4,9 @@
 //! The store holds the PFS's chains as on media (HAMMER2-FACTS §4a): the PFS root, every
 //! inode of its index, every directory's DIRENTs, every file's DATA blocks, each with its
 //! key, keybits, type, methods, flags, TIDs and `data_off`; DATA blocks and long names as
-//! stored (compressed data stay compressed, with their method). Indirect blocks are
+//! stored (compressed data stay compressed, with their method). [`load_cached`] leaves the
+//! DATA blocks on the media, read on demand through [`payload::DevSource`] within a byte
+//! budget ([`crate::store::cache`]). Indirect blocks are
 //! structure only in the store (it shapes its own tables); the ones on the media are read
 //! by a commit where it changes them.
 //!
@@ -19,6 +21,7 @@ mod flush;
 #[cfg(feature = "std")]
 pub mod image;
 pub mod join;
+pub mod payload;
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -29,7 +32,8 @@ use crate::media::{
     BREF_TYPE_INODE, DIRHASH_VISIBLE, EMBEDDED_BYTES, KEY_MAX,
 };
 use crate::mem::try_push;
-use crate::store::{Body, ChainId, Layout, Store};
+use crate::store::cache::PayVer;
+use crate::store::{Body, ChainId, ChainStore, Hint, Layout, PayloadSource, Store};
 use crate::volume::scan::Flow;
 use crate::volume::space::{SpaceCache, TreeId};
 use crate::volume::{BlockDev, Cause, IoCount, ReadError, Txn, Volume};
@@ -151,9 +155,54 @@ pub fn load_with_progress<D: BlockDev>(
     label: &[u8],
     progress: &mut dyn FnMut(u64),
 ) -> Result<(Store, Mounted)> {
+    load_with(host, vol, label, Payloads::Resident, progress)
+}
+
+/// [`load_with_progress`] into a store that keeps DATA payloads on the media and reads
+/// them on demand through `source`, at most `budget` bytes of them cached
+/// ([`crate::store::cache`]; [`payload::DevSource`] reads them from the volume's device).
+/// Only chain headers, inodes and DIRENTs are read by the load: a damaged DATA block is
+/// met, as EIO for its chain, when it is read.
+pub fn load_cached<D: BlockDev>(
+    host: &'static dyn Host,
+    vol: &Volume<D>,
+    label: &[u8],
+    source: Box<dyn PayloadSource>,
+    budget: usize,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(Store, Mounted)> {
+    load_with(host, vol, label, Payloads::Source(source, budget), progress)
+}
+
+/// Where a load puts DATA payloads.
+enum Payloads {
+    /// Read into the store.
+    Resident,
+    /// Left on the media, read through a source within a budget.
+    Source(Box<dyn PayloadSource>, usize),
+    /// Left on the media with no source: a scratch store whose chains are only copied
+    /// into a store that has one ([`reload`]).
+    Headers,
+}
+
+fn load_with<D: BlockDev>(
+    host: &'static dyn Host,
+    vol: &Volume<D>,
+    label: &[u8],
+    payloads: Payloads,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(Store, Mounted)> {
     let start = vol.io();
-    let (store, pfs_bref, mut todo) = load_root(host, vol, label)?;
-    let top_inum = load_tables(vol, &store, &mut todo, progress)?;
+    let (mut store, pfs_bref, mut todo) = load_root(host, vol, label)?;
+    let lazy = match payloads {
+        Payloads::Resident => false,
+        Payloads::Source(source, budget) => {
+            store.set_payload_source(source, budget);
+            true
+        }
+        Payloads::Headers => true,
+    };
+    let top_inum = load_tables(vol, &store, &mut todo, lazy, progress)?;
     let found = Found {
         pfs_bref,
         top_inum,
@@ -174,13 +223,15 @@ struct Found {
 }
 
 /// Load every table queued on `todo` (the store chain, its on-media blockset) into `store`,
-/// and the tables of the inodes met; the highest inode number of the PFS root's table. Out
-/// of line with small frames, as everything under its device reads.
+/// and the tables of the inodes met; the highest inode number of the PFS root's table.
+/// `lazy`: DATA blocks are left on the media. Out of line with small frames, as everything
+/// under its device reads.
 #[inline(never)]
 fn load_tables<D: BlockDev>(
     vol: &Volume<D>,
     store: &Store,
     todo: &mut Vec<(ChainId, [Blockref; crate::media::SET_COUNT])>,
+    lazy: bool,
     progress: &mut dyn FnMut(u64),
 ) -> Result<u64> {
     let host = store.host();
@@ -198,7 +249,11 @@ fn load_tables<D: BlockDev>(
             if parent == store.root() && b.key & DIRHASH_VISIBLE == 0 {
                 top_inum = top_inum.max(b.key);
             }
-            load_chain(vol, store, &g, b, todo)?;
+            if lazy && b.btype == BREF_TYPE_DATA && b.size_radix() != 0 {
+                store.insert_on_media(&g, b)?;
+            } else {
+                load_chain(vol, store, &g, b, todo)?;
+            }
         }
         drop(g);
         if loaded - reported >= LOAD_PROGRESS_EVERY {
@@ -452,20 +507,20 @@ fn follow(m: &mut Mounted, h: &VolumeHeader, space: Option<Box<SpaceCache>>) {
     m.space = space;
 }
 
-/// Write `cid`'s DATA or long-name block, `cb` its header, in `txn`; its blockref written.
-/// Out of line, as everything under a commit's device writes.
+/// Write `cid`'s DATA or long-name block in `txn` (a payload left on the media is read
+/// back first); its blockref written and the payload version written. Out of line, as
+/// everything under a commit's device writes.
 #[inline(never)]
 fn place_data<D: BlockDev>(
     txn: &mut Txn<'_, D>,
     store: &Store,
     cid: ChainId,
-    cb: &Blockref,
-) -> Result<Blockref> {
-    let (_, body) = store.read(cid)?;
-    let Body::Data(bytes) = body else {
+) -> Result<(Blockref, PayVer)> {
+    let (cb, sealed, ver) = store.read_versioned(cid)?;
+    let Body::Data(bytes) = sealed.into_body() else {
         return Err(Error::Invalid);
     };
-    place(txn, cb, &bytes)
+    Ok((place(txn, &cb, &bytes)?, ver))
 }
 
 /// Write the super-root of `vol` in `txn` with its entry of the PFS loaded as `loaded`
@@ -500,7 +555,7 @@ fn write_sroot<D: BlockDev>(
 /// What the store learns from a commit: where the chains whose blocks were written went, and
 /// the PFS root's inode allocator.
 struct Learned {
-    moved: Vec<(ChainId, Blockref)>,
+    moved: Vec<(ChainId, Blockref, PayVer)>,
     root_inum: u64,
     /// The journal entries the commit wrote: the first ones.
     touched: usize,
@@ -513,11 +568,11 @@ struct Learned {
 fn learn(store: &Store, news: Learned) {
     // Only a chain gone (or a root that is no inode) fails here; nothing is left to learn.
     let _ = store.settle_pfs_inum(news.root_inum);
-    for (i, (id, nb)) in news.moved.into_iter().enumerate() {
+    for (i, (id, nb, ver)) in news.moved.into_iter().enumerate() {
         if i % crate::mem::SORT_CHUNK == 0 {
             store.host().relax();
         }
-        let _ = store.set_flushed(id, nb.data_off, nb.mirror_tid);
+        let _ = store.set_flushed(id, nb.data_off, nb.mirror_tid, ver);
     }
 }
 
@@ -531,7 +586,12 @@ fn learn(store: &Store, news: Learned) {
 pub fn reload<D: BlockDev>(vol: &Volume<D>, store: &Store, m: &mut Mounted) -> Result<()> {
     let host = store.host();
     let label = crate::mem::try_to_vec(&m.label)?;
-    let (fresh, fm) = load(host, vol, &label)?;
+    // A store reading payloads on demand gets its DATA chains as on the media, unread.
+    let payloads = match store.has_payload_source() {
+        true => Payloads::Headers,
+        false => Payloads::Resident,
+    };
+    let (fresh, fm) = load_with(host, vol, &label, payloads, &mut |_| {})?;
     // The copy is no change to commit: untracked until settled below (a failure from here
     // on leaves a store no commit takes).
     store.untrack();
@@ -543,33 +603,39 @@ pub fn reload<D: BlockDev>(vol: &Volume<D>, store: &Store, m: &mut Mounted) -> R
     }
     let (rb, rbody) = fresh.read(fresh.root())?;
     store.replace(&root, rb, rbody)?;
-    // Pre-order copy: a stack of (chain of `fresh`, its copy's guard in `store`); the next
-    // child of each is found from the last one copied.
+    // Pre-order copy: a stack of (chain of `fresh`, the last child copied, its copy's guard in
+    // `store`, the walk's place in its table); the next child of each is found by stepping on
+    // from the last one copied (`fresh` does not change: every step steps).
     let mut stack = Vec::new();
-    try_push(&mut stack, (fresh.root(), None::<Blockref>, None))?;
-    while let Some((from, prev, _)) = stack.last() {
+    try_push(
+        &mut stack,
+        (fresh.root(), None::<Blockref>, None, Hint::default()),
+    )?;
+    while let Some(top) = stack.last_mut() {
         host.relax();
-        let (from, prev) = (*from, *prev);
-        let next = match prev {
-            None => fresh.lookup(from, 0, KEY_MAX)?,
-            Some(p) => fresh.next(from, &p, KEY_MAX)?,
+        let next = match top.1 {
+            None => fresh.lookup_from(top.0, 0, KEY_MAX, &mut top.3)?,
+            Some(p) => fresh.next_from(top.0, &p, KEY_MAX, &mut top.3)?,
         };
         let Some((child, cb)) = next else {
             stack.pop();
             continue;
         };
-        if let Some(top) = stack.last_mut() {
-            top.1 = Some(cb);
-        }
-        let (b, body) = fresh.read(child)?;
+        top.1 = Some(cb);
         let parent = match stack.last().and_then(|t| t.2.as_ref()) {
             Some(g) => g,
             None => &root,
         };
-        let id = store.insert(parent, b, body)?;
+        let id = match fresh.is_on_media(child)? {
+            true => store.insert_on_media(parent, cb)?,
+            false => {
+                let (b, body) = fresh.read(child)?;
+                store.insert(parent, b, body)?
+            }
+        };
         if fresh.lookup(child, 0, KEY_MAX)?.is_some() {
             let g = store.lock_child(parent, id, LockMode::Exclusive)?;
-            try_push(&mut stack, (child, None, Some(g)))?;
+            try_push(&mut stack, (child, None, Some(g), Hint::default()))?;
         }
     }
     drop(root);
@@ -645,9 +711,11 @@ pub fn conflicts(ours: &Store, other: &Store) -> Result<Vec<ChainId>> {
         if ab.modify_tid == bb.modify_tid && !same_chain(ours, a, master, b)? {
             try_push(&mut marks, a)?;
         }
-        // Children merged by key: one on one side only, or of another shape, marks `a`.
-        let mut x = ours.lookup(a, 0, KEY_MAX)?;
-        let mut y = master.lookup(b, 0, KEY_MAX)?;
+        // Children merged by key: one on one side only, or of another shape, marks `a`. Each
+        // table is walked child after child, each step from the last one's place.
+        let (mut hx, mut hy) = (Hint::default(), Hint::default());
+        let mut x = ours.lookup_from(a, 0, KEY_MAX, &mut hx)?;
+        let mut y = master.lookup_from(b, 0, KEY_MAX, &mut hy)?;
         let mut differs = false;
         loop {
             match (x, y) {
@@ -658,24 +726,24 @@ pub fn conflicts(ours: &Store, other: &Store) -> Result<Vec<ChainId>> {
                     } else {
                         differs = true;
                     }
-                    x = ours.next(a, &xb, KEY_MAX)?;
-                    y = master.next(b, &yb, KEY_MAX)?;
+                    x = ours.next_from(a, &xb, KEY_MAX, &mut hx)?;
+                    y = master.next_from(b, &yb, KEY_MAX, &mut hy)?;
                 }
                 (Some((_, xb)), Some((_, yb))) if xb.key < yb.key => {
                     differs = true;
-                    x = ours.next(a, &xb, KEY_MAX)?;
+                    x = ours.next_from(a, &xb, KEY_MAX, &mut hx)?;
                 }
                 (Some(_), Some((_, yb))) => {
                     differs = true;
-                    y = master.next(b, &yb, KEY_MAX)?;
+                    y = master.next_from(b, &yb, KEY_MAX, &mut hy)?;
                 }
                 (Some((_, xb)), None) => {
                     differs = true;
-                    x = ours.next(a, &xb, KEY_MAX)?;
+                    x = ours.next_from(a, &xb, KEY_MAX, &mut hx)?;
                 }
                 (None, Some((_, yb))) => {
                     differs = true;
-                    y = master.next(b, &yb, KEY_MAX)?;
+                    y = master.next_from(b, &yb, KEY_MAX, &mut hy)?;
                 }
             }
         }

@@ -119,7 +119,7 @@ pub const VOLUME_RESYNC_GOAL: f64 = 1000.0;
 pub const VOLUME_BANDWIDTH_GOAL: f64 = 0.5;
 
 /// The volume targets: `volume_resync_vs_rsync` and `volume_first_sync_bandwidth`.
-pub fn volume_targets(v: Result<&Volumes, &String>) -> [Target; 2] {
+pub fn volume_targets(v: Result<&Volumes, &String>) -> [Target; 3] {
     let r = v.ok().and_then(|v| v.resync.as_ref().ok());
     let x = r.and_then(|r| r.ratio());
     let b = v
@@ -141,6 +141,23 @@ pub fn volume_targets(v: Result<&Volumes, &String>) -> [Target; 2] {
             measured: b.map_or("not-measured".into(), |b| format!("{:.1}%", b * 100.0)),
             goal: format!(">={:.0}%", VOLUME_BANDWIDTH_GOAL * 100.0),
             met: b.is_some_and(|b| b >= VOLUME_BANDWIDTH_GOAL),
+        },
+        // The chain cache's memory is everything a mounted store holds: met only when the
+        // payload cache stayed within its budget and the cluster of both stores (headers
+        // and inodes stay resident) within their two budgets.
+        Target {
+            name: "volume_cache_within_budget".into(),
+            measured: r.map_or("not-measured".into(), |r| {
+                format!(
+                    "payload-peak={}B,stores={}B,budget=2x{}B@N={}",
+                    r.cache_peak, r.cluster_bytes, r.cache_budget, r.files
+                )
+            }),
+            goal: "stores<=budget".into(),
+            met: r.is_some_and(|r| {
+                r.cache_peak <= r.cache_budget
+                    && r.cluster_bytes <= r.cache_budget.saturating_mul(2)
+            }),
         },
     ]
 }
@@ -425,6 +442,7 @@ mod tests {
                 "chain_memory_kernel",
                 "volume_resync_vs_rsync",
                 "volume_first_sync_bandwidth",
+                "volume_cache_within_budget",
                 "kernel_round_trips"
             ]
         );
@@ -518,10 +536,14 @@ mod tests {
             first: ms(1),
             first_io: IoCount::default(),
             resync,
+            resync_range: (resync, resync),
             io: IoCount::default(),
             load_io: IoCount::default(),
             cluster_bytes: 1,
             peak: 1,
+            cache_peak: 1,
+            cache_budget: 2,
+            cache_read: 0,
             rsync,
         };
         let bandwidth = |sync: u64, cp: u64| VolumeBandwidth {
@@ -535,7 +557,12 @@ mod tests {
             bandwidth: Ok(bandwidth(100, 60)),
             time: ms(1),
         };
-        let [r, b] = volume_targets(Ok(&v));
+        let [r, b, c] = volume_targets(Ok(&v));
+        assert_eq!(
+            c.line(),
+            "target volume_cache_within_budget: measured \
+             payload-peak=1B,stores=1B,budget=2x2B@N=1000 goal stores<=budget met"
+        );
         assert_eq!(
             r.line(),
             "target volume_resync_vs_rsync: measured 2000.0x@N=1000,k=10 goal >=1000x met"
@@ -546,13 +573,18 @@ mod tests {
         );
         v.resync = Ok(resync(ms(1), Ok(ms(200))));
         v.bandwidth = Ok(bandwidth(100, 40));
-        let [r, b] = volume_targets(Ok(&v));
+        let [r, b, c] = volume_targets(Ok(&v));
         assert_eq!(r.measured, "200.0x@N=1000,k=10");
-        assert!(!r.met && !b.met);
+        assert!(!r.met && !b.met && c.met);
+        // Stores beyond their budgets miss it, whatever the payload cache did.
+        if let Ok(x) = v.resync.as_mut() {
+            x.cluster_bytes = 5;
+        }
+        assert!(!volume_targets(Ok(&v))[2].met);
         // Without rsync, or without volumes at all, nothing is met.
         v.resync = Ok(resync(ms(1), Err("rsync: not found".into())));
         v.bandwidth = Err("boom".into());
-        let [r, b] = volume_targets(Ok(&v));
+        let [r, b, _] = volume_targets(Ok(&v));
         assert_eq!((r.measured.as_str(), r.met), ("not-measured", false));
         assert_eq!((b.measured.as_str(), b.met), ("not-measured", false));
         let none = Err("no tmpfs".to_string());

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const TARGETS: [&str; 14] = [
+const TARGETS: [&str; 15] = [
     "pruned_vs_original",
     "pruned_vs_rsync",
     "pruned_not_slower_wide",
@@ -18,6 +18,7 @@ const TARGETS: [&str; 14] = [
     "chain_memory_kernel",
     "volume_resync_vs_rsync",
     "volume_first_sync_bandwidth",
+    "volume_cache_within_budget",
     "kernel_round_trips",
 ];
 
@@ -185,12 +186,17 @@ fn volume_run_reports_blocks_and_its_targets() {
     assert!(blocks(row[7]) < 30, "{row:?}");
     assert!(blocks(row[8]) >= 300, "{row:?}");
     assert!(stdout.contains("Memory at N = 300: the cluster of both PFSs "));
-    assert!(stdout.contains("The chain cache with a memory budget"));
+    assert!(stdout.contains("; payload cache: peak "));
     let names: Vec<&str> = targets.iter().map(|t| t.0.as_str()).collect();
     assert_eq!(
         names,
-        ["volume_resync_vs_rsync", "volume_first_sync_bandwidth"]
+        [
+            "volume_resync_vs_rsync",
+            "volume_first_sync_bandwidth",
+            "volume_cache_within_budget"
+        ]
     );
+    assert!(targets[2].1.ends_with("@N=300"), "{stdout}");
     assert!(targets[0].1.ends_with("@N=300,k=10"), "{stdout}");
     assert!(number(&targets[1].1, "%") > 0.0, "{stdout}");
 }

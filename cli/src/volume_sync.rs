@@ -11,17 +11,19 @@ use std::time::{Duration, Instant};
 
 use hammer2_synchro::cluster::Cluster;
 use hammer2_synchro::mount::join::{Join, JoinError};
+use hammer2_synchro::mount::payload::DevSource;
 use hammer2_synchro::mount::{self, Mounted};
 use hammer2_synchro::store::{Layout, Store};
 use hammer2_synchro::thread::{Request, ThreadState};
 use hammer2_synchro::volume::{FileDev, Volume};
+use std::sync::Arc;
 
 use crate::progress::Progress;
 use crate::volume_cmd::{image_label, open_dev_rw, run, Command, Fail};
 
 const SYNC_HELP: &str = "\
 USAGE:
-    hammer2-synchro sync [--timeout SECS] [--progress] IMAGE@LABEL IMAGE@LABEL ...
+    hammer2-synchro sync [--timeout SECS] [--cache-mib N] [--progress] IMAGE@LABEL IMAGE@LABEL ...
     hammer2-synchro sync --watch [--commit-every SECS] IMAGE@LABEL IMAGE@LABEL ...
 
 Run the cluster's sync threads over these PFSs (one per volume, at most 8) until every node
@@ -42,7 +44,7 @@ commit after a load the trees that every valid volume header copy reaches (they 
 the volume's metadata); later commits of the same run read only the freemap they rewrite.
 
 OPTIONS:
-    --timeout SECS       give up (status 1, nothing committed) when not converged after
+    --timeout SECS       give up (status 1, nothing more committed) when not converged after
                          SECS (default 600; not with --watch)
     --watch              keep the threads running, with a live status line on stderr every
                          second (per node: role, thread state, in sync or syncing, the
@@ -55,6 +57,16 @@ OPTIONS:
                          is reported and keeps its last commit; the others are written, the
                          watch goes on and tries it again at the next commit; the exit
                          status is then 1
+    --cache-mib N        keep at most N MiB of each volume's file data in memory (default
+                         256): a load reads every inode, directory entry and chain header
+                         but leaves data blocks on the volume; they are read (check code
+                         verified) when the sync compares or copies them, and the clean ones
+                         are cached in N MiB per volume, the least recently used dropped
+                         first. Data a sync changed stays in memory until it is committed:
+                         once a volume holds more than N MiB of it, every changed volume is
+                         committed (threads frozen meanwhile, as --commit-every does), so a
+                         volume larger than memory syncs. A damaged data block fails that
+                         file's sync with an I/O error
     --progress           show progress on stderr even when it is not a terminal (on a
                          terminal it is shown anyway; never on stdout)
     --stall-reads-us N   for tests: delay every read the sync threads make of a node by N
@@ -94,7 +106,7 @@ const POLL: Duration = Duration::from_millis(50);
 /// One node: its spec, volume and what was loaded from it.
 struct Node {
     spec: String,
-    vol: Option<Volume<FileDev>>,
+    vol: Option<Volume<Arc<FileDev>>>,
     mounted: Mounted,
     /// The mirror_tid of the volume's last committed header.
     committed: u64,
@@ -105,8 +117,13 @@ struct Args {
     timeout: Duration,
     commit_every: Duration,
     stall: Option<Duration>,
+    /// Bytes of clean file data each volume's store may cache.
+    cache: usize,
     specs: Vec<String>,
 }
+
+/// The default `--cache-mib`.
+const CACHE_MIB: usize = 256;
 
 /// The default `--commit-every` of `--watch`.
 const COMMIT_EVERY: Duration = Duration::from_secs(30);
@@ -127,6 +144,7 @@ fn parse(args: &[String]) -> Result<Args, Fail> {
         timeout: Duration::from_secs(600),
         commit_every: COMMIT_EVERY,
         stall: None,
+        cache: CACHE_MIB << 20,
         specs: Vec::new(),
     };
     let mut it = args.iter();
@@ -138,6 +156,18 @@ fn parse(args: &[String]) -> Result<Args, Fail> {
             "--commit-every" => {
                 a.commit_every = secs(w, it.next())?;
                 every_given = true;
+            }
+            "--cache-mib" => {
+                let v = it.next();
+                a.cache = v
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .and_then(|n| n.checked_mul(1 << 20))
+                    .ok_or_else(|| {
+                        Fail::Usage(format!(
+                            "--cache-mib: '{}' is not a number of MiB",
+                            v.map_or("", |v| v.as_str())
+                        ))
+                    })?;
             }
             "--stall-reads-us" => {
                 let v = it.next();
@@ -182,14 +212,17 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
                 "{image} given twice: one PFS per volume (each node commits its own volume)"
             )));
         }
-        let vol =
-            Volume::open(open_dev_rw(image)?).map_err(|e| Fail::Run(format!("{image}: {e}")))?;
+        let dev = Arc::new(open_dev_rw(image)?);
+        let vol = Volume::open(Arc::clone(&dev)).map_err(|e| Fail::Run(format!("{image}: {e}")))?;
         let t0 = Instant::now();
         let mut progress = Progress::new("sync");
-        let (store, mounted) = mount::load_with_progress(host, &vol, label.as_bytes(), &mut |n| {
-            progress.tick(|| format!("loading {spec}: {n} chains"))
-        })
-        .map_err(|e| Fail::Run(format!("{spec}: load: {e}")))?;
+        // File data is read on demand through a handle of its own (the sync threads read it).
+        let source = Box::new(DevSource::new(dev, vol.header()));
+        let (store, mounted) =
+            mount::load_cached(host, &vol, label.as_bytes(), source, a.cache, &mut |n| {
+                progress.tick(|| format!("loading {spec}: {n} chains"))
+            })
+            .map_err(|e| Fail::Run(format!("{spec}: load: {e}")))?;
         drop(progress);
         let role = join.add(&store).map_err(|e| join_fail(&e, &a.specs))?;
         errln!(
@@ -241,6 +274,9 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
     let mut converged_at = None;
     // Volumes a periodic commit could not write (each tried again at the next commit).
     let mut failed_commits = 0;
+    // Commits made because changed data passed the cache budget, and when one last failed.
+    let mut writebacks = 0;
+    let mut failed_writeback: Option<Instant> = None;
     // The status once a second: the live status line of --watch, else progress.
     let mut progress = if a.watch {
         Progress::always("sync")
@@ -271,10 +307,23 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
             stop_all(&cluster, &nodes);
             let names: Vec<&str> = behind.iter().map(|&i| nodes[i].spec.as_str()).collect();
             return Err(Fail::Run(format!(
-                "not converged after {}s (behind: {}); nothing committed",
+                "not converged after {}s (behind: {}); {}",
                 a.timeout.as_secs_f64(),
-                names.join(", ")
+                names.join(", "),
+                match writebacks {
+                    0 => "nothing committed".to_string(),
+                    n => format!("nothing more committed (after {n} write-back commits)"),
+                }
             )));
+        }
+        let gap = failed_writeback.is_none_or(|t| t.elapsed() >= WRITEBACK_GAP);
+        if gap && over_budget(&cluster, a.cache) {
+            progress.end_line();
+            errln!("sync: changed data past the cache budget: committing every changed volume");
+            let c = commit_frozen(&cluster, &mut nodes)?;
+            failed_commits += c.failed;
+            writebacks += 1;
+            failed_writeback = (c.failed > 0).then(Instant::now);
         }
         if a.watch && last_commit.elapsed() >= a.commit_every {
             progress.end_line();
@@ -306,6 +355,7 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
     drop(progress);
     stop_all(&cluster, &nodes);
     let c = commit_changed(&cluster, &mut nodes, true);
+    report_caches(&cluster, &nodes);
     errln!(
         "sync: done: {} of {} volumes written",
         c.written,
@@ -435,6 +485,39 @@ fn commit_node(
     let vol = vol.map(Volume::open).transpose();
     n.vol = vol.map_err(|e| format!("{}: reopen after commit: {e}", n.spec))?;
     Ok(true)
+}
+
+/// The least time after a write-back commit that failed before the next (a volume that
+/// cannot be written is not retried in a loop).
+const WRITEBACK_GAP: Duration = Duration::from_secs(1);
+
+/// Whether some node holds more changed data than `budget` (pinned until its commit).
+fn over_budget(cluster: &Cluster, budget: usize) -> bool {
+    (0..cluster.len()).any(|i| {
+        cluster
+            .store(i)
+            .ok()
+            .and_then(Store::cache_stats)
+            .is_some_and(|st| st.pinned > budget)
+    })
+}
+
+/// One line per node: what its payload cache held at most, of its budget, and read.
+fn report_caches(cluster: &Cluster, nodes: &[Node]) {
+    for (i, n) in nodes.iter().enumerate() {
+        if let Some(st) = cluster.store(i).ok().and_then(Store::cache_stats) {
+            errln!(
+                "sync: {}: data cache: peak {} KiB of {} KiB, {} blocks / {} KiB read on demand, \
+                 changed data held at most {} KiB",
+                n.spec,
+                st.peak / 1024,
+                st.budget / 1024,
+                st.reads,
+                st.read_bytes / 1024,
+                st.pinned_peak / 1024
+            );
+        }
+    }
 }
 
 /// The CLI's failure for a [`JoinError`], each node named by its `IMAGE@LABEL` (nodes join in

@@ -137,6 +137,73 @@ fn a_change_on_the_master_reaches_the_slave() {
     fs::remove_dir_all(&d).unwrap();
 }
 
+/// The `(peak KiB, budget KiB, KiB read on demand, changed KiB held at most)` of `spec`'s
+/// data cache line.
+fn cache_line(err: &str, spec: &str) -> (u64, u64, u64, u64) {
+    let line = err
+        .lines()
+        .find(|l| l.starts_with(&format!("sync: {spec}: data cache: ")))
+        .unwrap_or_else(|| panic!("no cache line for {spec}: {err}"));
+    let n: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    // ... peak P KiB of B KiB, R blocks / K KiB read on demand, changed data held at most H KiB
+    let k = n.len();
+    (n[k - 5], n[k - 4], n[k - 2], n[k - 1])
+}
+
+/// 6 MiB of file data synced with a data cache of 1 MiB per volume: every block is read on
+/// demand, neither cache holds more than 1 MiB, the slave's changed data is written back
+/// whenever it passes 1 MiB (so it never holds the whole file), and the slave exports the
+/// master's tree.
+#[test]
+fn a_sync_with_a_small_cache_reads_data_on_demand_within_it() {
+    let d = tmp("cache");
+    let (ms, ss, m, sl) = master_and_slave(&d, 8);
+    let t = d.join("big");
+    fs::create_dir_all(&t).unwrap();
+    fs::write(t.join("six"), common::bytes(9)(6 << 20)).unwrap();
+    cli(&["import", "--replace", s(&t), &ms]);
+    // Reads slowed down, so the sync lasts long enough for the write-backs to be seen.
+    let o = cli(&[
+        "sync",
+        "--cache-mib",
+        "1",
+        "--stall-reads-us",
+        "5000",
+        &ms,
+        &ss,
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    let (peak, budget, read, _) = cache_line(&err, &ms);
+    assert_eq!(budget, 1024, "{err}");
+    assert!(peak <= budget && read >= 6 << 10, "{err}");
+    let (peak, _, _, held) = cache_line(&err, &ss);
+    assert!(peak <= budget, "{err}");
+    assert!(
+        err.contains("changed data past the cache budget: committing"),
+        "{err}"
+    );
+    assert!(
+        held < 4 << 10,
+        "the 6 MiB were written back on the way: {err}"
+    );
+    fsck_clean(&sl);
+    fsck_clean(&m);
+    assert_same(
+        &export(&ss, &d.join("o-s")),
+        &export(&ms, &d.join("o-m")),
+        &ss,
+    );
+    let o = bin()
+        .args(["sync", "--cache-mib", "lots", &ms, &ss])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    fs::remove_dir_all(&d).unwrap();
+}
+
 /// `sync A@DATA B@DATA`, which must fail with status 1: its stderr.
 fn sync_fails(a: &Path, b: &Path) -> String {
     let o = bin()

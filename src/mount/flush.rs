@@ -22,6 +22,7 @@ use crate::media::{
     OBJTYPE_DIRECTORY, SET_COUNT,
 };
 use crate::mem::try_push;
+use crate::store::cache::PayVer;
 use crate::store::flush::Touch;
 use crate::store::{Body, ChainId, Store};
 use crate::volume::scan::Flow;
@@ -712,7 +713,7 @@ impl Frame {
 pub(super) struct Walked {
     pub pfs_bref: Blockref,
     pub root_inum: u64,
-    pub moved: Vec<(ChainId, Blockref)>,
+    pub moved: Vec<(ChainId, Blockref, PayVer)>,
     pub gone: Vec<u64>,
     pub visited: u64,
     pub shaped: Shaped,
@@ -734,7 +735,7 @@ struct Walk<'a> {
     store: &'a Store,
     places: &'a [Place],
     stack: Vec<Frame>,
-    moved: Vec<(ChainId, Blockref)>,
+    moved: Vec<(ChainId, Blockref, PayVer)>,
     gone: Vec<u64>,
     shaped: Shaped,
 }
@@ -837,8 +838,8 @@ fn step<D: BlockDev>(vol: &Volume<D>, txn: &mut Txn<'_, D>, w: &mut Walk<'_>) ->
     let nb = match cb.size_radix() {
         0 => cb,
         _ => {
-            let nb = place_data(txn, store, cid, &cb)?;
-            try_push(&mut w.moved, (cid, nb))?;
+            let (nb, ver) = place_data(txn, store, cid)?;
+            try_push(&mut w.moved, (cid, nb, ver))?;
             nb
         }
     };
@@ -849,13 +850,17 @@ fn step<D: BlockDev>(vol: &Volume<D>, txn: &mut Txn<'_, D>, w: &mut Walk<'_>) ->
     Ok(true)
 }
 
-/// Inode `id` of `store`: its header and its payload on the heap. Out of line: the copy's
-/// frame is not under the commit's device writes.
+/// Inode `id` of `store`: its header, its payload on the heap and the payload's version.
+/// Out of line: the copy's frame is not under the commit's device writes.
 #[inline(never)]
-fn read_inode(store: &Store, id: ChainId) -> Result<(Blockref, Box<crate::media::InodeData>)> {
-    match store.read(id)? {
-        (b, Body::Inode(ino)) => Ok((b, ino)),
-        _ => Err(Error::Invalid),
+fn read_inode(
+    store: &Store,
+    id: ChainId,
+) -> Result<(Blockref, Box<crate::media::InodeData>, PayVer)> {
+    let (b, sealed, ver) = store.read_versioned(id)?;
+    match sealed.into_body() {
+        Body::Inode(ino) => Ok((b, ino, ver)),
+        Body::Data(_) => Err(Error::Invalid),
     }
 }
 
@@ -870,7 +875,7 @@ fn finish<D: BlockDev>(
 ) -> Result<Option<(Blockref, u64)>> {
     let done = w.stack.pop().ok_or(Error::Invalid)?;
     let id = done.id;
-    let (b, mut ino) = read_inode(w.store, id)?;
+    let (b, mut ino, ver) = read_inode(w.store, id)?;
     let top_inum = done
         .changes
         .iter()
@@ -888,7 +893,7 @@ fn finish<D: BlockDev>(
         // An inode that keeps its data in itself now: its old table leaves the tree.
         drop_rest(vol, set, &done.changes, &mut w.gone)?;
     }
-    place_inode(txn, w, (id, &b), &mut ino, top_inum, pfs_old)
+    place_inode(txn, w, (id, &b, ver), &mut ino, top_inum, pfs_old)
 }
 
 /// Write inode `ino` (chain `child`, header `b`) just popped off the walk's stack, and give it to its
@@ -898,7 +903,7 @@ fn finish<D: BlockDev>(
 fn place_inode<D: BlockDev>(
     txn: &mut Txn<'_, D>,
     w: &mut Walk<'_>,
-    (child, b): (ChainId, &Blockref),
+    (child, b, ver): (ChainId, &Blockref, PayVer),
     ino: &mut crate::media::InodeData,
     top_inum: u64,
     pfs_old: &Blockref,
@@ -917,7 +922,7 @@ fn place_inode<D: BlockDev>(
         return Ok(Some((pfs_bref, root_inum)));
     };
     let nb = place(txn, b, &encoded(ino)?[..])?;
-    try_push(&mut w.moved, (child, nb))?;
+    try_push(&mut w.moved, (child, nb, ver))?;
     let pending = parent.pending.take().ok_or(Error::Invalid)?;
     let (key, old, own) = *pending;
     if let Some(o) = &old {

@@ -1388,4 +1388,5 @@ fn commits_racing_changes_lose_none() {
     );
 }
 
+mod cache;
 mod split;

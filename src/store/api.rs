@@ -36,7 +36,8 @@ pub trait ChainStore: Sync {
     fn root(&self) -> Self::Id;
     /// A chain's header (`NotFound` for a chain that is gone).
     fn bref(&self, id: Self::Id) -> Result<Blockref>;
-    /// A copy of a chain's header and payload.
+    /// A copy of a chain's header and payload. A store that reads payloads from its media on
+    /// demand fails here with `Io` when that read fails or finds the block damaged.
     fn read(&self, id: Self::Id) -> Result<(Blockref, Body)>;
     /// [`ChainStore::read`] for a copy to install elsewhere: a store may compute the payload's
     /// check code while copying it, so installing the copy needs no second pass over its bytes.
@@ -68,6 +69,21 @@ pub trait ChainStore: Sync {
     ) -> Result<Option<(Self::Id, Blockref)>> {
         match prev.key_end().checked_add(1) {
             Some(k) if k <= end => self.lookup(parent, k, end),
+            _ => Ok(None),
+        }
+    }
+    /// [`ChainStore::next`] in a walk of one table, child after child: a lookup from the end of
+    /// `prev`'s range + 1 through [`ChainStore::lookup_from`], so a store keeping `hint` steps
+    /// to the next child instead of searching from the top.
+    fn next_from(
+        &self,
+        parent: Self::Id,
+        prev: &Blockref,
+        end: u64,
+        hint: &mut Hint,
+    ) -> Result<Option<(Self::Id, Blockref)>> {
+        match prev.key_end().checked_add(1) {
+            Some(k) if k <= end => self.lookup_from(parent, k, end, hint),
             _ => Ok(None),
         }
     }
@@ -111,12 +127,13 @@ pub trait ChainStore: Sync {
     /// indirect blocks answers by adding whole blocks and descending only at the range's ends.
     fn key_sum(&self, parent: Self::Id, beg: u64, end: u64) -> Result<RangeSum> {
         let mut s = RangeSum::default();
-        let mut cur = self.lookup(parent, beg, end)?;
+        let mut hint = Hint::default();
+        let mut cur = self.lookup_from(parent, beg, end, &mut hint)?;
         while let Some((_, b)) = cur {
             if b.key >= beg {
                 s.add(&RangeSum::leaf(b.key, b.keybits, b.modify_tid));
             }
-            cur = self.next(parent, &b, end)?;
+            cur = self.next_from(parent, &b, end, &mut hint)?;
         }
         Ok(s)
     }
@@ -126,7 +143,8 @@ pub trait ChainStore: Sync {
     fn span(&self, parent: Self::Id, from: u64, open: Option<(u64, u64)>) -> Result<Span> {
         let _ = open;
         let mut sum = RangeSum::default();
-        let mut cur = self.lookup(parent, from, KEY_MAX)?;
+        let mut hint = Hint::default();
+        let mut cur = self.lookup_from(parent, from, KEY_MAX, &mut hint)?;
         let mut run = 0;
         while let Some((_, b)) = cur {
             if b.key >= from {
@@ -141,7 +159,7 @@ pub trait ChainStore: Sync {
                 sum.add(&RangeSum::leaf(b.key, b.keybits, b.modify_tid));
                 run += 1;
             }
-            cur = self.next(parent, &b, KEY_MAX)?;
+            cur = self.next_from(parent, &b, KEY_MAX, &mut hint)?;
         }
         Ok(Span {
             beg: from,

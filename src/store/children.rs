@@ -397,6 +397,30 @@ pub struct Hint {
     misses: u32,
 }
 
+#[cfg(test)]
+impl Hint {
+    /// Lookups through this hint that searched from the top instead of stepping.
+    pub(crate) fn misses(&self) -> u32 {
+        self.misses
+    }
+
+    /// Check a randomized walk through this hint of `steps` steps, interleaved with `changes`
+    /// changes of the table and restarted `restarts` times at its end: enough of each
+    /// happened, changes on the walk's path sent it back to a search, and most steps still
+    /// stepped.
+    pub(crate) fn assert_walk(&self, steps: u32, changes: u32, restarts: u32) {
+        let misses = self.misses;
+        assert!(
+            restarts > 3 && changes > 5000,
+            "{restarts} walks, {changes} changes"
+        );
+        assert!(
+            misses > restarts && misses < steps / 4,
+            "{misses} searches in {steps} steps"
+        );
+    }
+}
+
 impl Default for Hint {
     fn default() -> Hint {
         Hint {

@@ -16,7 +16,7 @@
 
 use alloc::vec::Vec;
 
-use super::{Arena, Body, ChainId, Store};
+use super::{cache::PayVer, Arena, Body, ChainId, Store};
 use crate::{Error, Result};
 
 /// Spare journal entries kept reserved outside the arena lock, so that a change rarely
@@ -159,15 +159,28 @@ impl Store {
         Ok(a.get(id)?.unflushed_in != a.settled)
     }
 
-    /// Record that a commit wrote chain `id`'s block at `data_off` in transaction
-    /// `mirror_tid`: its header learns both and the chain counts as flushed. Not a change
-    /// (neither journaled nor counted): the payload is the same.
-    pub fn set_flushed(&self, id: ChainId, data_off: u64, mirror_tid: u64) -> Result<()> {
+    /// Record that a commit wrote chain `id`'s block, payload version `ver` (as
+    /// [`Store::read_versioned`] gave it), at `data_off` in transaction `mirror_tid`: its
+    /// header learns both and the chain counts as flushed. Not a change (neither journaled
+    /// nor counted): the payload is the same. In a store with a payload source, a DATA
+    /// payload that is still that version is clean now and leaves memory
+    /// ([`super::cache`]); one changed since stays pinned for the next commit.
+    pub fn set_flushed(
+        &self,
+        id: ChainId,
+        data_off: u64,
+        mirror_tid: u64,
+        ver: PayVer,
+    ) -> Result<()> {
         let mut a = self.arena.write();
         let c = a.get_mut(id)?;
         c.bref.data_off = data_off;
         c.bref.mirror_tid = mirror_tid;
         c.unflushed_in = 0;
+        let freed = Store::release(&mut a, id, ver);
+        drop(a);
+        // Freed outside the lock.
+        drop(freed);
         Ok(())
     }
 
@@ -225,7 +238,7 @@ mod tests {
             .unwrap();
         s.modify(&c, |_, _| Ok(())).unwrap();
         s.set_modify_tid(&c, 9).unwrap();
-        s.set_flushed(id, 0x4000a, 3).unwrap();
+        s.set_flushed(id, 0x4000a, 3, 0).unwrap();
         s.settle_pfs_inum(77).unwrap();
         let n = s.journal_snapshot().unwrap();
         assert_eq!(n, [at(0)], "a run of changes at one place is noted once");

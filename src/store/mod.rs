@@ -3,8 +3,10 @@
 //! Chains live in an arena and are named by [`ChainId`] (slot index + generation, so a stale id
 //! is detected instead of reaching a reused slot). Each chain has a blockref-like header
 //! ([`Blockref`]), a payload ([`Body`]: an inode's 1024 bytes or up to 64 KiB of file data) and its
-//! children sorted by key. Directories hold child inodes keyed by the name hash; regular files hold
-//! DATA chains keyed by file offset, or up to 512 bytes inside the inode (DIRECTDATA).
+//! children sorted by key. Directories hold child inodes keyed by the name hash; regular files
+//! hold DATA chains keyed by file offset, or up to 512 bytes inside the inode (DIRECTDATA). A
+//! store given a payload source keeps clean DATA payloads on the media and reads them on
+//! demand within a byte budget ([`cache`]).
 //!
 //! Two kinds of locks, with distinct jobs:
 //! - the arena's `spin::RwLock` makes each single read or write memory-safe; it is held only for
@@ -18,6 +20,7 @@
 //! waits on another node's chain locks, so no lock cycle can form across nodes.
 
 pub mod api;
+pub mod cache;
 pub mod children;
 pub mod compare;
 pub mod flush;
@@ -34,6 +37,8 @@ use crate::media::{self, Blockref, InodeData, InodeMeta};
 use crate::mem::{try_box, try_push};
 use crate::{Error, Result};
 pub use api::{ChainStore, HeldChain};
+pub use cache::{CacheStats, PayloadSource};
+use cache::{Pay, Where};
 use children::Visit;
 use children::{Children, Creating};
 pub use children::{Hint, RangeSum, Span, RUN};
@@ -176,6 +181,8 @@ struct Chain {
     /// The settled generation this chain was inserted in, 0 once a commit put its block
     /// where its header says: it is flushed unless this equals the arena's ([`flush`]).
     unflushed_in: u64,
+    /// Where its payload is ([`cache`]).
+    pay: Pay,
 }
 
 impl Chain {
@@ -204,6 +211,10 @@ struct Arena {
     /// The settled generation: a chain inserted since it began is not flushed ([`flush`]).
     /// Starts at 1, past every chain's 0.
     settled: u64,
+    /// The last payload version given out ([`cache`]).
+    pay_seq: cache::PayVer,
+    /// The payload cache, in a store with a payload source.
+    ring: Option<cache::Ring>,
 }
 
 impl Arena {
@@ -259,6 +270,8 @@ pub struct Store {
     gen: core::sync::atomic::AtomicU64,
     /// Bumped by every change of a chain ([`Store::changes`]).
     changes: core::sync::atomic::AtomicU64,
+    /// Where clean payloads are read from, when they are not kept ([`cache`]).
+    source: Option<cache::Source>,
 }
 
 /// A held chain lock; released on drop.
@@ -331,6 +344,7 @@ impl Store {
                 depth: 0,
                 lock: lock.as_raw(),
                 unflushed_in: 1,
+                pay: Pay::pinned(0),
             }),
         });
         if pushed.is_err() {
@@ -347,12 +361,15 @@ impl Store {
                 journal: None,
                 taken: 0,
                 settled: 1,
+                pay_seq: 0,
+                ring: None,
             }),
             root: ChainId { idx: 0, gen: 0 },
             root_lock,
             layout,
             gen: core::sync::atomic::AtomicU64::new(0),
             changes: core::sync::atomic::AtomicU64::new(0),
+            source: None,
         })
     }
 
@@ -435,11 +452,27 @@ impl Store {
     /// (but the PFS root's): installing the copy elsewhere unchanged then costs the copy alone,
     /// not a hash too.
     pub fn read_sealed(&self, id: ChainId) -> Result<(Blockref, Sealed)> {
+        self.read_versioned(id).map(|(b, sealed, _)| (b, sealed))
+    }
+
+    /// [`Store::read_sealed`] with the payload version copied ([`cache`]): what a commit
+    /// hands back to [`Store::set_flushed`] once the copy is on the media. A payload on the
+    /// media is read through the store's source (EIO when that read fails or is damaged).
+    pub fn read_versioned(&self, id: ChainId) -> Result<(Blockref, Sealed, cache::PayVer)> {
         // Allocation may fail and may sleep: size the copy first, then fill it under the lock.
         loop {
-            let len = match &self.arena.read().get(id)?.body {
-                Body::Inode(_) => None,
-                Body::Data(d) => Some(d.len()),
+            let len = {
+                let a = self.arena.read();
+                let c = a.get(id)?;
+                if c.pay.at == Where::OnMedia {
+                    let (bref, ver) = (c.bref, c.pay.ver);
+                    drop(a);
+                    return Ok((bref, self.read_on_media(id, bref, ver)?, ver));
+                }
+                match &c.body {
+                    Body::Inode(_) => None,
+                    Body::Data(d) => Some(d.len()),
+                }
             };
             let mut body = match len {
                 None => Body::Inode(try_box(InodeData::default())?),
@@ -451,6 +484,11 @@ impl Store {
             };
             let a = self.arena.read();
             let c = a.get(id)?;
+            if c.pay.at == Where::OnMedia {
+                // Evicted between the two looks: read it through the source.
+                continue;
+            }
+            self.hit(&c.pay);
             let mut sum = None;
             match (&c.body, &mut body) {
                 (Body::Inode(src), Body::Inode(dst)) => {
@@ -475,7 +513,7 @@ impl Store {
                 // Resized between the two looks: size it again.
                 _ => continue,
             }
-            return Ok((c.bref, Sealed { body, check: sum }));
+            return Ok((c.bref, Sealed { body, check: sum }, c.pay.ver));
         }
     }
 
@@ -674,7 +712,7 @@ impl Store {
         self.journal_room()?;
         let lock = self.host.lock_create()?;
         let raw = lock.as_raw();
-        let r = self.insert_locked(parent.id, bref, body, raw);
+        let r = self.insert_locked(parent.id, bref, body, raw, Where::Pinned);
         match r {
             Ok(_) => self.count_change(),
             Err(_) => self.host.lock_destroy(lock),
@@ -697,12 +735,33 @@ impl Store {
         Ok(())
     }
 
+    /// Create a child of the chain `parent` holds exclusively whose payload is the block
+    /// `bref` names on the media, left there: a DATA chain with a block, as a load finds it
+    /// (`Invalid` for any other). Its bytes are read through the store's payload source
+    /// when asked for ([`cache`]); `bref`'s check code is the block's, kept as it is.
+    pub fn insert_on_media(&self, parent: &ChainGuard<'_>, bref: Blockref) -> Result<ChainId> {
+        if !cache::evictable(&bref) {
+            return Err(Error::Invalid);
+        }
+        self.journal_room()?;
+        let lock = self.host.lock_create()?;
+        let raw = lock.as_raw();
+        let body = Body::Data(Vec::new());
+        let r = self.insert_locked(parent.id, bref, body, raw, Where::OnMedia);
+        match r {
+            Ok(_) => self.count_change(),
+            Err(_) => self.host.lock_destroy(lock),
+        }
+        r
+    }
+
     fn insert_locked(
         &self,
         parent: ChainId,
         bref: Blockref,
         body: Body,
         lock: usize,
+        at: Where,
     ) -> Result<ChainId> {
         let mut a = loop {
             let a = self.arena.write();
@@ -737,6 +796,8 @@ impl Store {
         };
         let gen = a.slots.get(idx as usize).ok_or(Error::Invalid)?.gen;
         let id = ChainId { idx, gen };
+        a.pay_seq = a.pay_seq.wrapping_add(1);
+        let ver = a.pay_seq;
         let pc = a.get_mut(parent)?;
         let how = pc.creating(bref.btype);
         if let Err(e) = pc
@@ -755,30 +816,55 @@ impl Store {
             depth,
             lock,
             unflushed_in: a.settled,
+            pay: match at {
+                Where::OnMedia => Pay::on_media(ver),
+                _ => Pay::pinned(ver),
+            },
         });
         a.live += 1;
+        a.count_pinned(id, true)?;
         Ok(id)
     }
 
     /// Change a chain the caller holds exclusively: `f` gets its header and payload. A changed
     /// key is refused (`Invalid`); a changed keybits re-keys the parent's block table; the check
-    /// code is recomputed.
+    /// code is recomputed. A payload on the media is read first (`Io` if that fails), and
+    /// stays pinned in memory until a commit writes it ([`cache`]).
     pub fn modify<R>(
         &self,
         g: &ChainGuard<'_>,
         f: impl FnOnce(&mut Blockref, &mut Body) -> Result<R>,
     ) -> Result<R> {
         self.journal_room()?;
-        let mut a = self.arena.write();
+        let mut a = loop {
+            // `f` changes the payload in place: it must be in memory, and stay.
+            self.pin_payload(g.id)?;
+            let a = self.arena.write();
+            // A commit may have released it since (it was clean): read it again.
+            if a.get(g.id)?.pay.at == Where::Pinned {
+                break a;
+            }
+        };
         a.note_chain(g.id)?;
+        a.pay_seq = a.pay_seq.wrapping_add(1);
+        let ver = a.pay_seq;
+        // Counted out and in again around `f`, which may resize it.
+        a.count_pinned(g.id, false)?;
         let c = a.get_mut(g.id)?;
+        c.pay.ver = ver;
         let mut bref = c.bref;
         // Counted before `f` runs: a failure after it may leave the payload changed.
         self.count_change();
-        let r = f(&mut bref, &mut c.body)?;
-        c.body.seal(&mut bref)?;
-        a.set_bref(g.id, bref)?;
-        Ok(r)
+        let r = f(&mut bref, &mut c.body).and_then(|r| {
+            c.body.seal(&mut bref)?;
+            Ok(r)
+        });
+        let r = r.and_then(|r| {
+            a.set_bref(g.id, bref)?;
+            Ok(r)
+        });
+        a.count_pinned(g.id, true)?;
+        r
     }
 
     /// Give the chain the caller holds exclusively a new header and payload (same key). The
@@ -801,8 +887,24 @@ impl Store {
             a.note_chain(g.id)?;
             // Counted first: a failed re-key may have moved the parent's summaries already.
             self.count_change();
-            let c = a.set_bref(g.id, bref)?;
-            core::mem::replace(&mut c.body, body)
+            // The new payload is pinned until a commit writes it.
+            a.unring(g.id)?;
+            a.count_pinned(g.id, false)?;
+            a.pay_seq = a.pay_seq.wrapping_add(1);
+            let ver = a.pay_seq;
+            let c = match a.set_bref(g.id, bref) {
+                Ok(c) => c,
+                Err(e) => {
+                    // Unchanged: counted in again.
+                    a.count_pinned(g.id, true)?;
+                    return Err(e);
+                }
+            };
+            c.pay.at = Where::Pinned;
+            c.pay.ver = ver;
+            let old = core::mem::replace(&mut c.body, body);
+            a.count_pinned(g.id, true)?;
+            old
         };
         drop(old_body);
         Ok(())
@@ -888,6 +990,8 @@ impl Store {
                 }
             }
             a.free.try_reserve(1)?;
+            a.unring(id)?;
+            a.count_pinned(id, false)?;
             let slot = a.slots.get_mut(id.idx as usize).ok_or(Error::Invalid)?;
             slot.chain = None;
             slot.gen = slot.gen.wrapping_add(1);
@@ -1165,6 +1269,91 @@ mod tests {
         // The PFS root is created unsealed: its copy is hashed when installed.
         let (_, root) = s.read_sealed(s.root()).unwrap();
         assert_eq!(root.check, None);
+    }
+
+    /// `ChainStore::lookup_from` and `next_from` walk a table exactly as `lookup` and `next`
+    /// do, whatever changes between their steps (inserts, deletes, widening and narrowing
+    /// replaces: indirect blocks split and collapse), and step without searching while
+    /// nothing changes.
+    #[test]
+    fn hinted_walks_answer_as_lookup_and_next_under_changes() {
+        let s = Store::new(host(), InodeData::default()).unwrap();
+        let root = s.root();
+        let mut r = crate::scenario::prng::Stream::new(7);
+        let g = s.lock_root(LockMode::Exclusive);
+        let chain = |key: u64, keybits: u8, tid: u64| {
+            let mut b = Blockref::new(media::BREF_TYPE_DATA, key, keybits);
+            b.set_size_radix(10);
+            b.modify_tid = tid;
+            (b, Body::Data(alloc::vec![tid as u8; 1024]))
+        };
+        let key = |w: u64| (w % 4000) * 16 + if w % 3 == 0 { 0 } else { (w >> 20) % 16 };
+        let mut tid = 0;
+        for _ in 0..2000 {
+            tid += 1;
+            let (b, body) = chain(key(r.next_u64()), 0, tid);
+            let _ = s.insert(&g, b, body);
+        }
+        let depth = |s: &Store| s.block_table(root).unwrap().iter().map(|t| t.depth).max();
+        assert!(depth(&s) >= Some(2), "too shallow to test a path");
+        let step = |prev: Option<Blockref>, hint: &mut Hint| {
+            let want = match prev {
+                None => s.lookup(root, 0, media::KEY_MAX).unwrap(),
+                Some(p) => s.next(root, &p, media::KEY_MAX).unwrap(),
+            };
+            let got = match prev {
+                None => ChainStore::lookup_from(&s, root, 0, media::KEY_MAX, hint),
+                Some(p) => ChainStore::next_from(&s, root, &p, media::KEY_MAX, hint),
+            };
+            assert_eq!(got.unwrap(), want, "after {prev:?}");
+            want.map(|(_, b)| b)
+        };
+        // Nothing changing: one search, at the first step.
+        let (mut hint, mut prev, mut walked) = (Hint::default(), None, 0);
+        while let Some(b) = step(prev, &mut hint) {
+            (prev, walked) = (Some(b), walked + 1);
+        }
+        assert_eq!((walked, hint.misses()), (s.child_count(root).unwrap(), 1));
+        // Steps interleaved with changes, the table growing then shrinking.
+        let (mut hint, mut prev) = (Hint::default(), None);
+        let (mut steps, mut changes, mut restarts) = (0u32, 0u32, 0u32);
+        for i in 0..30_000u32 {
+            let w = r.next_u64();
+            let grow = (i / 5000) % 2 == 0;
+            tid += 1;
+            let at = s.lookup(root, key(w >> 3), media::KEY_MAX).unwrap();
+            match (w % 8, at) {
+                (0 | 1, _) if grow => {
+                    let (b, body) = chain(key(w >> 3), 0, tid);
+                    let _ = s.insert(&g, b, body);
+                }
+                (0 | 1, Some((c, _))) => {
+                    let cg = s.lock_child(&g, c, LockMode::Exclusive).unwrap();
+                    s.delete(&g, cg).unwrap();
+                }
+                (2, Some((c, cb))) => {
+                    // Widened to 16 keys where its key is aligned (refused over a neighbour),
+                    // or narrowed back.
+                    let kb = if cb.keybits == 0 && cb.key % 16 == 0 {
+                        4
+                    } else {
+                        0
+                    };
+                    let (b, body) = chain(cb.key, kb, tid);
+                    let cg = s.lock_child(&g, c, LockMode::Exclusive).unwrap();
+                    let _ = s.replace(&cg, b, body);
+                }
+                (0..=2, None) => continue,
+                _ => {
+                    steps += 1;
+                    prev = step(prev, &mut hint);
+                    restarts += u32::from(prev.is_none());
+                    continue;
+                }
+            }
+            changes += 1;
+        }
+        hint.assert_walk(steps, changes, restarts);
     }
 
     #[test]

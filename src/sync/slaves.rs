@@ -87,7 +87,7 @@ use crate::host::LockMode;
 use crate::media::{self, Blockref, KEY_MAX};
 use crate::mem::try_push;
 use crate::role::MAX_NODES;
-use crate::store::{inode, Body, ChainStore, HeldChain, RangeSum, Sealed, Span};
+use crate::store::{inode, Body, ChainStore, HeldChain, Hint, RangeSum, Sealed, Span};
 use crate::{Error, Result};
 
 /// The focus chain's header and payload, read from its node (a DATA payload with the check code
@@ -337,12 +337,14 @@ fn next_in(ranges: &[(u64, u64)], key: u64) -> Option<u64> {
     ranges.get(i).map(|&(b, _)| b.max(key))
 }
 
-/// Our next chain from `l` on whose key lies in one of `ranges` (None past the last).
+/// Our next chain from `l` on whose key lies in one of `ranges` (None past the last), looked
+/// up through the merge's `hint`.
 fn clip_local<S: ChainStore>(
     me: &S,
     ip: S::Id,
     mut l: Option<(S::Id, Blockref)>,
     ranges: &[(u64, u64)],
+    hint: &mut Hint,
 ) -> Result<Option<(S::Id, Blockref)>> {
     while let Some((_, b)) = &l {
         match next_in(ranges, b.key) {
@@ -350,8 +352,8 @@ fn clip_local<S: ChainStore>(
             Some(k) if k == b.key => break,
             // A chain reaching into the next range from below it is not the range's (as the
             // summaries, which count a chain at its key, have it); past it, or to that range.
-            Some(k) if b.key_end() >= k => l = me.next(ip, b, KEY_MAX)?,
-            Some(k) => l = me.lookup(ip, k, KEY_MAX)?,
+            Some(k) if b.key_end() >= k => l = me.next_from(ip, b, KEY_MAX, hint)?,
+            Some(k) => l = me.lookup_from(ip, k, KEY_MAX, hint)?,
         }
     }
     Ok(l)
@@ -394,7 +396,11 @@ fn merge_range<'a, S: ChainStore>(
     // Any later merge must ask anew: the workers' streams are consumed by this one.
     let inflight = scan.inflight.take();
     let mut coll = Collector::new(ctx, scan.keys, scan.follow, ranges, inflight.as_ref())?;
-    let mut local = clip_local(me, ip, me.lookup(ip, beg, KEY_MAX)?, ranges)?;
+    // Our chains are walked child after child: each step goes on from the last one's place in
+    // our table (a change of ours there sends it back to a search).
+    let mut hint = Hint::default();
+    let first = me.lookup_from(ip, beg, KEY_MAX, &mut hint)?;
+    let mut local = clip_local(me, ip, first, ranges, &mut hint)?;
     let first = coll.next_item()?;
     let mut item = clip_item(&mut coll, first, ranges)?;
     loop {
@@ -421,14 +427,15 @@ fn merge_range<'a, S: ChainStore>(
             (Ordering::Less, Some((l, lb)), _) => {
                 unchanged(ctx, scan.seq)?;
                 let n = destroy(ctx, g, l, &lb)?;
-                local = clip_local(me, ip, n, ranges)?;
+                local = clip_local(me, ip, n, ranges, &mut hint)?;
             }
             // A change in flight: leave our chain as it is, decide nothing.
             // The range may hold several of our chains (a failed node's gap): each is kept, and
             // the item is passed once our next chain lies after it.
             (Ordering::Equal, Some((_, lb)), Some(Item::Undecided { .. })) => {
                 scan.undecided = true;
-                local = clip_local(me, ip, me.next(ip, &lb, KEY_MAX)?, ranges)?;
+                let n = me.next_from(ip, &lb, KEY_MAX, &mut hint)?;
+                local = clip_local(me, ip, n, ranges, &mut hint)?;
             }
             (Ordering::Greater, _, Some(Item::Undecided { .. })) => {
                 scan.undecided = true;
@@ -441,13 +448,15 @@ fn merge_range<'a, S: ChainStore>(
                 } else {
                     lb
                 };
-                local = clip_local(me, ip, me.next(ip, &after, KEY_MAX)?, ranges)?;
+                let n = me.next_from(ip, &after, KEY_MAX, &mut hint)?;
+                local = clip_local(me, ip, n, ranges, &mut hint)?;
                 let n = coll.next_item()?;
                 item = clip_item(&mut coll, n, ranges)?;
             }
             (Ordering::Greater, _, Some(Item::Focus(f))) => {
                 let after = take_focus(ctx, g, scan, None, &f)?;
-                local = clip_local(me, ip, me.next(ip, &after, KEY_MAX)?, ranges)?;
+                let n = me.next_from(ip, &after, KEY_MAX, &mut hint)?;
+                local = clip_local(me, ip, n, ranges, &mut hint)?;
                 let n = coll.next_item()?;
                 item = clip_item(&mut coll, n, ranges)?;
             }
@@ -484,7 +493,8 @@ fn merge_range<'a, S: ChainStore>(
 /// Make the focus chain `f` ours: replace our chain `ours` at its key, or insert a copy where we
 /// have none (`hammer2_sync_replace` / `_insert`). A child inode gets TID 0 and is deferred for
 /// its own bottom-up sync; anything else takes the focus's TID. Returns the header the merge
-/// continues after: ours as it was for a replace, the new chain's for an insert.
+/// continues after: for a replace ours as it was or as it is, whichever range is wider; the
+/// new chain's for an insert.
 fn take_focus<'a, S: ChainStore>(
     ctx: &mut Ctx<'a, S>,
     g: &S::Guard<'a>,
@@ -499,7 +509,10 @@ fn take_focus<'a, S: ChainStore>(
     let (c, after) = match ours {
         Some((l, lb)) => {
             replace(ctx, g, l, fc, mtid)?;
-            (l, *lb)
+            // The merge goes on past whichever range is wider, ours before or after: a widened
+            // chain covers keys ours did not, and is not to be met again.
+            let nb = ctx.me().bref(l)?;
+            (l, if nb.key_end() > lb.key_end() { nb } else { *lb })
         }
         None => insert(ctx, g, fc, mtid)?,
     };
@@ -681,22 +694,23 @@ fn rewind(pending: &mut Vec<(u64, u64)>, mark: (usize, Option<(u64, u64)>)) {
 
 /// The next chain of `parent` on `store` whose key lies in `from ..= end` (a chain reaching
 /// into it from below is not the range's, as for the summaries), as the head a merge decides
-/// on.
+/// on; looked up through `hint`, the walk's place in that table.
 fn head_in<S: ChainStore>(
     store: &S,
     parent: S::Id,
     from: Option<u64>,
     end: u64,
+    hint: &mut Hint,
 ) -> Result<Option<Head>> {
     let Some(from) = from.filter(|&k| k <= end) else {
         return Ok(None);
     };
-    let mut cur = store.lookup(parent, from, end)?;
+    let mut cur = store.lookup_from(parent, from, end, hint)?;
     while let Some((_, b)) = cur {
         if b.key >= from {
             return Ok(Some(Head::of(&b)));
         }
-        cur = store.next(parent, &b, end)?;
+        cur = store.next_from(parent, &b, end, hint)?;
     }
     Ok(None)
 }
@@ -724,11 +738,13 @@ fn diff_run<S: ChainStore>(
     let me = ctx.me();
     // Our chain and each compared representative's, at the lowest key not yet compared.
     let mut heads: [Option<Head>; MAX_NODES] = [None; MAX_NODES];
+    // Each node's table is walked child after child, each step from the last one's place.
+    let mut hints = [Hint::default(); MAX_NODES];
     let mut compared = 1u32 << ctx.idx;
-    let read = |j: usize, from: Option<u64>| -> Result<Option<Head>> {
+    let read = |j: usize, from: Option<u64>, hint: &mut Hint| -> Result<Option<Head>> {
         match others[j] {
-            _ if j == ctx.idx => head_in(me, ip, from, end),
-            Some(p) => head_in(ctx.peers.stores[j], p, from, end),
+            _ if j == ctx.idx => head_in(me, ip, from, end, hint),
+            Some(p) => head_in(ctx.peers.stores[j], p, from, end, hint),
             None => Ok(None),
         }
     };
@@ -737,7 +753,7 @@ fn diff_run<S: ChainStore>(
             continue;
         }
         compared |= 1 << j;
-        match read(j, Some(beg)) {
+        match read(j, Some(beg), &mut hints[j]) {
             Ok(h) => heads[j] = h,
             Err(Error::NotFound) if j != ctx.idx => return Ok(true),
             Err(e) => return Err(e),
@@ -763,7 +779,7 @@ fn diff_run<S: ChainStore>(
                 if h.key == key || (!equal && h.key <= last) {
                     last = last.max(h.key_end());
                     ctx.stats.scanned += u64::from(j == ctx.idx);
-                    heads[j] = match read(j, h.key_end().checked_add(1)) {
+                    heads[j] = match read(j, h.key_end().checked_add(1), &mut hints[j]) {
                         Err(Error::NotFound) if j != ctx.idx => return Ok(true),
                         r => r?,
                     };
@@ -922,9 +938,47 @@ pub(crate) fn replace<'a, S: ChainStore>(
     mtid: u64,
 ) -> Result<()> {
     let me = ctx.me();
+    destroy_covered(ctx, parent, l, &fc.bref)?;
     let cg = me.lock_child(parent, l, LockMode::Exclusive)?;
     ctx.stats.destroyed += replace_held(me, &cg, fc, mtid, false)?;
     ctx.stats.replaced += 1;
+    Ok(())
+}
+
+/// Destroy, in key order, every chain of ours under the inode `parent` holds that lies in the
+/// focus's range `fb`, other than `keep` (the chain the focus replaces), each with everything
+/// under it.
+///
+/// DEVIATION: the C's `hammer2_sync_replace` widens our chain in place
+/// (`chain->bref.keybits = focus->bref.keybits` after `hammer2_chain_modify`), which neither
+/// re-sorts the chain in its parent's RB tree nor looks at its neighbours: where the focus's
+/// wider range covers other chains of ours, the parent's tree is left holding overlapping
+/// chains, which its comparator (`hammer2_chain_cmp`) counts as one and calls a software
+/// error, and the flush would write overlapping blockrefs into a block table whose lookups
+/// assume disjoint ranges. This store refuses the overlap (`Exists`), so the slave would never
+/// converge. The covered chains are destroyed first, as `hammer2_sync_destroy` destroys an
+/// extra chain, so our table ends as the focus's.
+fn destroy_covered<'a, S: ChainStore>(
+    ctx: &mut Ctx<'a, S>,
+    parent: &S::Guard<'a>,
+    keep: S::Id,
+    fb: &Blockref,
+) -> Result<()> {
+    let me = ctx.me();
+    let end = fb.key_end();
+    let mut from = fb.key;
+    while let Some((c, cb)) = me.lookup(parent.id(), from, end)? {
+        ctx.poll()?;
+        if c != keep {
+            let cg = me.lock_child(parent, c, LockMode::Exclusive)?;
+            me.delete(parent, cg)?;
+            ctx.stats.destroyed += 1;
+        }
+        match cb.key_end().checked_add(1) {
+            Some(k) if k <= end => from = k,
+            _ => break,
+        }
+    }
     Ok(())
 }
 

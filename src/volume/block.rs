@@ -32,33 +32,53 @@ impl<D: BlockDev> Volume<D> {
     /// [`Cause::OutOfRange`] for a radix outside 10..=16, an offset off 1 KiB alignment,
     /// inside the first 64 KiB, crossing a 64 KiB boundary, or past the filesystem's end.
     pub fn locate(&self, bref: &Blockref) -> ReadResult<(u64, usize)> {
-        let bad = ReadError::new(Cause::OutOfRange, bref.data_off);
-        let len = radix_bytes(bref.size_radix()).ok_or(bad)?;
-        let off = bref.data_off & !DATA_OFF_RADIX_MASK;
-        let end = off.checked_add(len as u64).ok_or(bad)?;
-        let aligned = off % (1 << RADIX_MIN) == 0;
-        let one_buffer = off / DEVICE_BUFFER == (end - 1) / DEVICE_BUFFER;
-        if !aligned || off < RESERVED_HEAD || !one_buffer || end > self.header.fs_size() {
-            return Err(bad);
-        }
-        Ok((off, len))
+        locate(self.header.fs_size(), bref)
     }
 
     /// The block `bref` points at, as stored (compressed data stay compressed), its check
     /// code verified. [`Cause::Media`] with [`MediaError::CheckMismatch`] when the bytes do
     /// not match, [`MediaError::CheckMethod`] for a method this port cannot compute.
     pub fn read_block(&self, bref: &Blockref) -> ReadResult<Vec<u8>> {
-        let (off, len) = self.locate(bref)?;
-        let mut buf = zeroed(len)?;
-        self.dev
-            .read_at(off, &mut buf)
-            .map_err(|e| ReadError::new(Cause::Device(e), bref.data_off))?;
-        self.count_read(len);
-        self.dev.yield_point();
-        verify_check(bref, &buf)?;
+        let buf = read_stored(&self.dev, self.header.fs_size(), bref)?;
+        self.count_read(buf.len());
         Ok(buf)
     }
+}
 
+/// Byte offset and length of `bref`'s block in a filesystem of `fs_size` bytes (see
+/// [`Volume::locate`]).
+fn locate(fs_size: u64, bref: &Blockref) -> ReadResult<(u64, usize)> {
+    let bad = ReadError::new(Cause::OutOfRange, bref.data_off);
+    let len = radix_bytes(bref.size_radix()).ok_or(bad)?;
+    let off = bref.data_off & !DATA_OFF_RADIX_MASK;
+    let end = off.checked_add(len as u64).ok_or(bad)?;
+    let aligned = off % (1 << RADIX_MIN) == 0;
+    let one_buffer = off / DEVICE_BUFFER == (end - 1) / DEVICE_BUFFER;
+    if !aligned || off < RESERVED_HEAD || !one_buffer || end > fs_size {
+        return Err(bad);
+    }
+    Ok((off, len))
+}
+
+/// [`Volume::read_block`] from `dev` alone, a filesystem of `fs_size` bytes (the volume
+/// header's `fs_size()`): the block as stored, its check code verified, not counted in any
+/// volume's I/O. What a reader that holds the device but not the volume uses (a store
+/// reading payloads on demand from several threads).
+pub fn read_stored<D: BlockDev + ?Sized>(
+    dev: &D,
+    fs_size: u64,
+    bref: &Blockref,
+) -> ReadResult<Vec<u8>> {
+    let (off, len) = locate(fs_size, bref)?;
+    let mut buf = zeroed(len)?;
+    dev.read_at(off, &mut buf)
+        .map_err(|e| ReadError::new(Cause::Device(e), bref.data_off))?;
+    dev.yield_point();
+    verify_check(bref, &buf)?;
+    Ok(buf)
+}
+
+impl<D: BlockDev> Volume<D> {
     /// The inode `bref` points at (an INODE blockref of 1 KiB), verified and decoded.
     pub fn read_inode(&self, bref: &Blockref) -> ReadResult<InodeData> {
         self.read_inode_box(bref).map(|ino| *ino)

@@ -39,6 +39,15 @@ impl FileDev {
         Ok(FileDev { file, size })
     }
 
+    /// A second handle on the same device (a duplicated descriptor): a reader on other
+    /// threads (a store's payload source) while the volume keeps this one.
+    pub fn try_clone(&self) -> io::Result<FileDev> {
+        Ok(FileDev {
+            file: self.file.try_clone()?,
+            size: self.size,
+        })
+    }
+
     fn sized(mut file: File) -> io::Result<FileDev> {
         // A block device's metadata says 0 bytes: its size is where a seek to the end lands.
         let size = file.seek(SeekFrom::End(0))?;

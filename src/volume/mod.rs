@@ -94,6 +94,24 @@ impl<T: BlockDev + ?Sized> BlockDev for &T {
     }
 }
 
+impl<T: BlockDev + ?Sized> BlockDev for alloc::sync::Arc<T> {
+    fn size(&self) -> u64 {
+        (**self).size()
+    }
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> crate::Result<()> {
+        (**self).read_at(off, buf)
+    }
+    fn write_at(&self, off: u64, buf: &[u8]) -> crate::Result<()> {
+        (**self).write_at(off, buf)
+    }
+    fn flush(&self) -> crate::Result<()> {
+        (**self).flush()
+    }
+    fn yield_point(&self) {
+        (**self).yield_point()
+    }
+}
+
 /// Why a read of the volume failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cause {

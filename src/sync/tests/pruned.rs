@@ -489,10 +489,8 @@ fn pruned_walk_compares_one_master_per_group_and_never_a_slave() {
 /// 16 keys where the masters have two single keys in it, or the other way round, ours then
 /// lying on both sides of a span boundary as the filler before them shifts it), merged in
 /// one batch with a later differing key or, after 240 or 241 isolated differing keys, in a
-/// batch of their own or with those: the pass ends as the original scan's does, the slave's
-/// chains included. (Where the
-/// masters' chain is the wide one, the original's merge fails with `Exists` inserting it over
-/// our second chain, and the pruned one must do no better nor worse.)
+/// batch of their own or with those: both scans converge to the masters' chains, the
+/// slave's own chains the masters' wide one covers destroyed.
 #[test]
 fn overlapping_chains_of_different_keybits_merge_as_the_original() {
     for wide_on_slave in [true, false] {
@@ -509,16 +507,15 @@ fn overlapping_chains_of_different_keybits_merge_as_the_original() {
                     if mode == ScanMode::Pruned {
                         posted = pool::test_hook::POSTED.with(|n| n.get()) - before;
                     }
-                    if r.is_ok() {
-                        assert_same(&c, 0, 2);
-                    }
-                    got.push((r, data_chains(&c, 2)));
+                    assert!(r.is_ok(), "{case:?} {mode:?}: {r:?}");
+                    assert_eq!(data_chains(&c, 2), data_chains(&c, 0), "{case:?} {mode:?}");
+                    assert_same(&c, 0, 2);
+                    got.push(data_chains(&c, 2));
                 }
                 assert_eq!(got[0], got[1], "{case:?}");
-                assert_eq!(got[0].0.is_ok(), wide_on_slave, "{case:?}");
                 if prefix == 0 {
                     one_batch[filler as usize] = posted;
-                } else if wide_on_slave {
+                } else {
                     // A merge more: the differing keys did not fit one batch.
                     let one = one_batch[filler as usize];
                     assert!(
@@ -528,6 +525,144 @@ fn overlapping_chains_of_different_keybits_merge_as_the_original() {
                 }
             }
         }
+    }
+}
+
+/// Two masters and a slave whose /f holds, beside its first data block, the hand-built data
+/// chains `masters` (on both masters) and `ours` (on the slave), each (key, keybits,
+/// modify_tid); /f and the PFS root stamped 100 on the masters, 90 on the slave.
+fn chains_cluster(
+    mode: ScanMode,
+    masters: &[(u64, u8, u64)],
+    ours: &[(u64, u8, u64)],
+) -> Pin<Box<Cluster>> {
+    let c = cluster(&[M, M, S]);
+    c.set_scan_mode(mode);
+    write(&c, all(&c), "/f", &pattern(media::DATA_BLOCK_BYTES, 1));
+    for n in 0..3 {
+        let chains = if n == 2 { ours } else { masters };
+        let s = c.store(n).unwrap();
+        let f = s.resolve(b"/f").unwrap();
+        let g = s.lock(f, LockMode::Exclusive).unwrap();
+        for &(key, keybits, tid) in chains {
+            let mut b = media::Blockref::new(media::BREF_TYPE_DATA, key, keybits);
+            b.set_size_radix(10);
+            b.modify_tid = tid;
+            s.insert(&g, b, crate::store::Body::Data(vec![tid as u8; 1024]))
+                .unwrap();
+        }
+        let tid = if n == 2 { 90 } else { 100 };
+        s.set_modify_tid(&g, tid).unwrap();
+        drop(g);
+        let g = s.lock(s.root(), LockMode::Exclusive).unwrap();
+        s.set_modify_tid(&g, tid).unwrap();
+    }
+    c
+}
+
+/// Sync the slave of a [`chains_cluster`] once: it must end with the masters' chains, and
+/// as many chains in all as a master.
+fn assert_converges(c: &Cluster, case: &str) {
+    let r = c.sync_node(2, &|| false);
+    assert!(r.is_ok(), "{case}: {r:?}");
+    assert_eq!(data_chains(c, 2), data_chains(c, 0), "{case}");
+    assert_same(c, 0, 2);
+    let count = |i: usize| c.store(i).unwrap().chain_count();
+    assert_eq!(count(2), count(0), "{case}: chains left over");
+}
+
+/// A master's chain of wider keybits covering several of ours (the first at its key, the
+/// others inside its range) replaces them all, and ours wider than several of the masters'
+/// is narrowed and the others inserted, in both scan modes: where the covered chains are two
+/// single keys, span several runs of the pruned walk, or several of our indirect blocks
+/// (with equal chains on both sides, so the walk skips spans around them).
+#[test]
+fn a_wide_chain_covering_several_of_ours_converges_in_both_modes() {
+    const B: u64 = 1 << 20;
+    let keys = |beg: u64, n: u64, tid: u64| (beg..beg + n).map(move |k| (k, 0u8, tid));
+    // Equal chains before and after the covered range.
+    let around: Vec<_> = keys(B - 64, 64, 30).chain(keys(B + 1024, 64, 30)).collect();
+    let with = |v: Vec<(u64, u8, u64)>| around.iter().copied().chain(v).collect::<Vec<_>>();
+    let cases: [(&str, Vec<_>, Vec<_>); 5] = [
+        (
+            "two keys",
+            with(vec![(B + 16, 1, 50)]),
+            with(keys(B + 16, 2, 30).collect()),
+        ),
+        (
+            "reverse: ours wide",
+            with(keys(B + 16, 2, 50).collect()),
+            with(vec![(B + 16, 1, 40)]),
+        ),
+        (
+            "ours at the wide key and inside",
+            with(vec![(B, 4, 50)]),
+            with(vec![(B, 0, 30), (B + 5, 0, 30), (B + 15, 0, 30)]),
+        ),
+        (
+            "several runs",
+            with(vec![(B, 6, 50)]),
+            with(keys(B, 40, 30).collect()),
+        ),
+        (
+            "several indirect blocks",
+            with(vec![(B, 10, 50)]),
+            with(keys(B, 300, 30).chain(keys(B + 700, 100, 30)).collect()),
+        ),
+    ];
+    for (name, masters, ours) in &cases {
+        for mode in [ScanMode::Pruned, ScanMode::Original] {
+            let c = chains_cluster(mode, masters, ours);
+            assert_converges(&c, &format!("{name}, {mode:?}"));
+        }
+    }
+    // The slave's chains the wide one covers really lie in several indirect blocks.
+    let c = chains_cluster(ScanMode::Pruned, &cases[4].1, &cases[4].2);
+    let s = c.store(2).unwrap();
+    let f = s.resolve(b"/f").unwrap();
+    let blocks = s
+        .block_table(f)
+        .unwrap()
+        .iter()
+        .filter(|t| {
+            let b = &t.bref;
+            b.btype == media::BREF_TYPE_INDIRECT && b.key >= B && b.key_end() < B + 1024
+        })
+        .count();
+    assert!(
+        blocks >= 2,
+        "{blocks} indirect blocks inside the covered range"
+    );
+}
+
+/// A covered chain of ours that is an inode goes with everything under it.
+#[test]
+fn a_covered_inode_of_ours_goes_with_its_subtree() {
+    const B: u64 = 1 << 20;
+    for mode in [ScanMode::Pruned, ScanMode::Original] {
+        let c = chains_cluster(mode, &[(B, 1, 50)], &[(B, 0, 30)]);
+        // Our B + 1: an inode holding a data chain, under /f.
+        let s = c.store(2).unwrap();
+        let f = s.resolve(b"/f").unwrap();
+        let g = s.lock(f, LockMode::Exclusive).unwrap();
+        let meta = media::InodeMeta::new(media::OBJTYPE_REGFILE, 77, 0o644);
+        let ip = media::InodeData::new(meta, b"covered").unwrap();
+        let mut b = media::Blockref::new(media::BREF_TYPE_INODE, B + 1, 0);
+        b.modify_tid = 30;
+        let i = s
+            .insert(&g, b, crate::store::Body::Inode(Box::new(ip)))
+            .unwrap();
+        let ig = s.lock_child(&g, i, LockMode::Exclusive).unwrap();
+        let mut d = media::Blockref::new(media::BREF_TYPE_DATA, 0, 0);
+        d.set_size_radix(10);
+        d.modify_tid = 30;
+        s.insert(&ig, d, crate::store::Body::Data(vec![3; 1024]))
+            .unwrap();
+        drop(ig);
+        drop(g);
+        let before = c.stats(2).destroyed;
+        assert_converges(&c, &format!("{mode:?}"));
+        assert!(c.stats(2).destroyed > before, "{mode:?}");
     }
 }
 
@@ -555,12 +690,8 @@ fn overlap_cluster(
     wide_on_slave: bool,
 ) -> Pin<Box<Cluster>> {
     const BASE: u64 = 1 << 20;
-    let c = cluster(&[M, M, S]);
-    c.set_scan_mode(mode);
-    write(&c, all(&c), "/f", &pattern(media::DATA_BLOCK_BYTES, 1));
     let k = (BASE + 2 * prefix + 2 * RUN as u64).next_multiple_of(32);
-    for n in 0..3 {
-        let slave = n == 2;
+    let chains = |slave: bool| {
         let mut chains = Vec::new();
         for i in 0..2 * prefix {
             let differs = i % 2 == 0;
@@ -579,21 +710,7 @@ fn overlap_cluster(
             chains.push((k + 32 + i, 0, 30));
         }
         chains.push((k + 64, 0, if slave { 30 } else { 50 }));
-        let s = c.store(n).unwrap();
-        let f = s.resolve(b"/f").unwrap();
-        let g = s.lock(f, LockMode::Exclusive).unwrap();
-        for (key, keybits, tid) in chains {
-            let mut b = media::Blockref::new(media::BREF_TYPE_DATA, key, keybits);
-            b.set_size_radix(10);
-            b.modify_tid = tid;
-            s.insert(&g, b, crate::store::Body::Data(vec![tid as u8; 1024]))
-                .unwrap();
-        }
-        let tid = if n == 2 { 90 } else { 100 };
-        s.set_modify_tid(&g, tid).unwrap();
-        drop(g);
-        let g = s.lock(s.root(), LockMode::Exclusive).unwrap();
-        s.set_modify_tid(&g, tid).unwrap();
-    }
-    c
+        chains
+    };
+    chains_cluster(mode, &chains(false), &chains(true))
 }

@@ -1,0 +1,203 @@
+//! Volumes synced by stores that read DATA payloads on demand within a small budget.
+
+use alloc::sync::Arc;
+
+use super::*;
+use crate::mount::payload::DevSource;
+use crate::volume::BlockDev;
+
+/// A [`SparseDev`] several threads may read (the sync threads, through a store's source).
+struct Shared(spin::Mutex<SparseDev>);
+
+impl BlockDev for Shared {
+    fn size(&self) -> u64 {
+        self.0.lock().size()
+    }
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> Result<()> {
+        self.0.lock().read_at(off, buf)
+    }
+    fn write_at(&self, off: u64, buf: &[u8]) -> Result<()> {
+        self.0.lock().write_at(off, buf)
+    }
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+fn shared(dev: SparseDev) -> Arc<Shared> {
+    Arc::new(Shared(spin::Mutex::new(dev)))
+}
+
+const BUDGET: usize = 64 << 10;
+
+/// `files` files `/fN` of `blocks` 64 KiB blocks of noise each (`files · blocks · 64 KiB`
+/// of data).
+fn import_big(dev: &SparseDev, files: usize, blocks: usize) {
+    let vol = Volume::open(dev).unwrap();
+    let mut imp = Import::begin(&vol, b"DATA").unwrap();
+    let mut root = DirEntries::new();
+    for f in 0..files {
+        let inum = imp.new_inum().unwrap();
+        let mut t = Vec::new();
+        for k in 0..blocks {
+            let block = bytes(DATA_BLOCK_BYTES, (f * blocks + k) as u8);
+            imp.data(&mut t, (k * DATA_BLOCK_BYTES) as u64, &block)
+                .unwrap();
+        }
+        let mut m = meta(OBJTYPE_REGFILE, inum);
+        m.size = (blocks * DATA_BLOCK_BYTES) as u64;
+        imp.file(m, None, &t).unwrap();
+        let name = alloc::format!("f{f}");
+        imp.entry(&mut root, name.as_bytes(), inum, OBJTYPE_REGFILE)
+            .unwrap();
+    }
+    imp.commit(&meta(OBJTYPE_DIRECTORY, 1), &root).unwrap();
+}
+
+/// PFS DATA of `dev` loaded into a store reading payloads on demand within `budget`.
+fn load_lazy(dev: &Arc<Shared>, budget: usize) -> (Store, Mounted) {
+    let vol = Volume::open(&**dev).unwrap();
+    let src = Box::new(DevSource::new(Arc::clone(dev), vol.header()));
+    load_cached(testhost::host(), &vol, b"DATA", src, budget, &mut |_| {}).unwrap()
+}
+
+/// A cluster of master store `ms` (node 0) and slave store `ss` (node 1).
+fn master_and_slave(ms: Store, ss: Store) -> PinnedCluster {
+    use crate::role::Role;
+    let roles = [Role::Master, Role::Slave];
+    crate::cluster::Cluster::from_stores(testhost::host(), &roles, vec![ms, ss], Layout::Index)
+        .unwrap()
+}
+
+fn commit_shared(dev: &Arc<Shared>, store: &Store, m: &mut Mounted) {
+    let vol = Volume::open(&**dev).unwrap();
+    commit(&vol, store, m).unwrap();
+}
+
+fn within_budget(store: &Store) -> crate::store::CacheStats {
+    let st = store.cache_stats().unwrap();
+    assert!(st.peak <= st.budget && st.used <= st.peak, "{st:?}");
+    st
+}
+
+/// 8 MiB of data synced to an empty slave by two stores of 64 KiB of cache each: it
+/// converges, the slave is fsck-clean and exports the master's tree, and neither cache ever
+/// held more than its budget.
+#[test]
+fn a_tiny_cache_syncs_a_volume_many_times_its_size() {
+    let (m, s) = (shared(make()), shared(make()));
+    import_big(&m.0.lock(), 16, 8);
+    let (ms, _) = load_lazy(&m, BUDGET);
+    let (ss, mut sm) = load_lazy(&s, BUDGET);
+    assert_eq!(within_budget(&ms).reads, 0, "a load reads no DATA block");
+    let c = master_and_slave(ms, ss);
+    sync_until_in_sync(&c, 1);
+    let slave = c.store(1).unwrap();
+    let before = within_budget(slave);
+    assert!(
+        before.pinned >= 8 << 20,
+        "the copies wait for the commit: {before:?}"
+    );
+    commit_shared(&s, slave, &mut sm);
+    assert_eq!(within_budget(slave).pinned, 0, "released by the commit");
+    let st = within_budget(c.store(0).unwrap());
+    assert!(
+        st.read_bytes >= 8 << 20,
+        "every block read on demand: {st:?}"
+    );
+    assert!(st.evictions > 100, "{st:?}");
+    within_budget(slave);
+    clean(&s.0.lock());
+    let want = reader_view(&m.0.lock());
+    assert!(reader_view(&s.0.lock())[1..] == want[1..]);
+    // The slave's payloads, released by its commit, read back from where it put them.
+    assert!(store_view(slave)[1..] == want[1..]);
+    within_budget(slave);
+}
+
+/// A DATA block damaged after the load is EIO for its chain when read on demand, for the
+/// file and for a sync that needs it; nothing panics, and the other files still read.
+#[test]
+fn a_damaged_block_read_on_demand_is_eio_for_its_chain() {
+    let (m, s) = (shared(make()), shared(make()));
+    import_big(&m.0.lock(), 2, 2);
+    let (ms, _) = load_lazy(&m, BUDGET);
+    let f0 = ms.resolve(b"/f0").unwrap();
+    let (bad, b) = ms.lookup(f0, 0, 0).unwrap().unwrap();
+    m.0.lock().flip((b.data_off & !0x3F) + 100);
+    assert_eq!(ms.read(bad).err(), Some(Error::Io));
+    assert_eq!(ms.read_file(f0).err(), Some(Error::Io));
+    let good = bytes(DATA_BLOCK_BYTES, 2);
+    assert_eq!(
+        ms.read_file(ms.resolve(b"/f1").unwrap()).unwrap()[..DATA_BLOCK_BYTES],
+        good
+    );
+    let (ss, _) = load_lazy(&s, BUDGET);
+    let c = master_and_slave(ms, ss);
+    for _ in 0..3 {
+        let _ = c.sync_node(1, &|| false);
+    }
+    assert!(!c.in_sync(1), "a file that cannot be read is not synced");
+}
+
+/// Changes made under heavy eviction pressure stay in memory until committed: the commit
+/// writes the right bytes (a reload reads them back), and afterwards they read back from
+/// the media.
+#[test]
+fn a_changed_payload_survives_eviction_pressure_until_committed() {
+    let dev = shared(make());
+    import_big(&dev.0.lock(), 8, 4);
+    let (store, mut m) = load_lazy(&dev, BUDGET);
+    let new = |i: usize| bytes(2 * DATA_BLOCK_BYTES + 300, 0x80 ^ i as u8);
+    for i in 0..4 {
+        let path = alloc::format!("/f{i}");
+        store
+            .write(path.as_bytes(), &new(i), 1000 + i as u64)
+            .unwrap();
+    }
+    // Every file read twice over: far more than the budget goes through the cache.
+    for _ in 0..2 {
+        for i in 0..8 {
+            let path = alloc::format!("/f{i}");
+            store
+                .read_file(store.resolve(path.as_bytes()).unwrap())
+                .unwrap();
+        }
+    }
+    let st = within_budget(&store);
+    assert!(st.evictions >= 30, "{st:?}");
+    let f0 = store.resolve(b"/f0").unwrap();
+    let (first, _) = store.lookup(f0, 0, 0).unwrap().unwrap();
+    assert!(!store.is_on_media(first).unwrap(), "pinned until committed");
+    commit_shared(&dev, &store, &mut m);
+    assert!(store.is_on_media(first).unwrap(), "released by the commit");
+    clean(&dev.0.lock());
+    let view = reader_view(&dev.0.lock());
+    for i in 0..8 {
+        let path = alloc::format!("/f{i}");
+        let (_, _, got) = view.iter().find(|(p, _, _)| p == path.as_bytes()).unwrap();
+        if i < 4 {
+            assert_eq!(got, &new(i), "{path}");
+        }
+        assert_eq!(
+            &store
+                .read_file(store.resolve(path.as_bytes()).unwrap())
+                .unwrap(),
+            got
+        );
+    }
+    within_budget(&store);
+    // A remount of the store keeps reading on demand, and holds the same tree.
+    reload(&Volume::open(&*dev).unwrap(), &store, &mut m).unwrap();
+    assert!(store
+        .is_on_media(
+            store
+                .lookup(store.resolve(b"/f0").unwrap(), 0, 0)
+                .unwrap()
+                .unwrap()
+                .0
+        )
+        .unwrap());
+    assert!(store_view(&store) == view);
+    within_budget(&store);
+}

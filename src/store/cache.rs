@@ -1,0 +1,656 @@
+//! Payloads on demand: a store given a [`PayloadSource`] keeps the block of a clean DATA
+//! chain (one whose bytes are where its blockref says on the media) only while it fits in a
+//! byte budget, and reads it again through the source when it is asked for.
+//!
+//! Every chain's header and tree links stay resident; only DATA payloads come and go. A chain
+//! is in one of three states ([`Where`]):
+//! - `Pinned`: its payload is in memory and never evicted: every chain of a store without a
+//!   source, every payload that is not DATA, and a payload changed by an insert, replace or
+//!   modify until a commit has written it (the commit's [`Store::set_flushed`] then releases
+//!   it when the chain still holds the very payload written, by its payload version);
+//! - `Cached`: its clean payload is in memory, counted against the budget, on the CLOCK ring;
+//! - `OnMedia`: its payload is not in memory; a read goes to the source.
+//!
+//! A miss reads the block outside the arena lock (the source may sleep on device I/O) and
+//! installs it only if the chain is still `OnMedia` at the payload version the read was
+//! started for: a chain replaced meanwhile never gets the stale bytes. Before an install the
+//! ring evicts until the new block fits, so the cached bytes never pass the budget; a block
+//! larger than the whole budget is handed to the reader without being cached. Eviction is
+//! CLOCK: a hit sets the chain's reference bit (under the shared lock), and the hand gives a
+//! referenced chain one more turn, at most [`SWEEP`] of them per victim, so the work under the
+//! lock is bounded whatever the ring's length.
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use super::{Arena, Body, ChainId, Sealed, Store};
+use crate::media::{self, Blockref};
+use crate::{Error, Result};
+
+/// Where a store reads the payloads of clean chains it does not keep in memory.
+pub trait PayloadSource: Send + Sync {
+    /// The block `bref` names, as stored (compressed data stay compressed), its check code
+    /// verified: [`Error::Io`] for a failed device read or damaged bytes, [`Error::NoMem`]
+    /// when the buffer cannot be allocated. May sleep (device I/O); never called under a
+    /// store's spin lock.
+    fn read(&self, bref: &Blockref) -> Result<Vec<u8>>;
+}
+
+/// A store's payload cache, as [`Store::cache_stats`] reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// The budget: cached (clean, evictable) payload bytes never exceed it.
+    pub budget: usize,
+    /// Clean payload bytes in memory now.
+    pub used: usize,
+    /// The most clean payload bytes ever in memory at once.
+    pub peak: usize,
+    /// Blocks read through the source.
+    pub reads: u64,
+    /// Bytes read through the source.
+    pub read_bytes: u64,
+    /// Reads answered from memory by a cached payload.
+    pub hits: u64,
+    /// Payloads evicted to make room.
+    pub evictions: u64,
+    /// DATA payloads pinned in memory now (changed, not yet written by a commit), outside
+    /// the budget.
+    pub pinned: usize,
+    /// The most DATA payload bytes ever pinned at once.
+    pub pinned_peak: usize,
+}
+
+/// Referenced chains the hand passes over, at most, before it evicts the one it stands on.
+pub(super) const SWEEP: usize = 64;
+
+/// The smallest block a cached payload has (1 KiB): bounds the evictions one install needs.
+const BLOCK_MIN: usize = 1 << media::RADIX_MIN;
+
+/// No chain (an empty ring, an unlinked chain).
+const NIL: u32 = u32::MAX;
+
+/// A payload version ([`Store::read_versioned`]). It wraps after 2^32 installs: a commit
+/// would mistake a newer payload for the one it wrote only if the store installed exactly a
+/// multiple of 2^32 payloads while that commit ran.
+pub type PayVer = u32;
+
+/// Where a chain's payload is (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Where {
+    Pinned,
+    Cached,
+    OnMedia,
+}
+
+/// A chain's payload state: where it is, its version, and its links on the CLOCK ring.
+pub(super) struct Pay {
+    pub(super) at: Where,
+    /// Moves with every install of a new payload (insert, replace, modify): a commit
+    /// releases the payload it wrote only while the chain still holds that version.
+    pub(super) ver: PayVer,
+    prev: u32,
+    next: u32,
+    /// Set by a hit, cleared by the passing hand.
+    referenced: AtomicBool,
+}
+
+impl Pay {
+    /// A payload in memory, not evictable, at version `ver`.
+    pub(super) fn pinned(ver: PayVer) -> Pay {
+        Pay::new(Where::Pinned, ver)
+    }
+    /// A payload left on the media, at version `ver`.
+    pub(super) fn on_media(ver: PayVer) -> Pay {
+        Pay::new(Where::OnMedia, ver)
+    }
+    fn new(at: Where, ver: PayVer) -> Pay {
+        Pay {
+            at,
+            ver,
+            prev: NIL,
+            next: NIL,
+            referenced: AtomicBool::new(false),
+        }
+    }
+}
+
+/// Whether a chain of header `b` may leave its payload on the media: a DATA chain with a
+/// block. (A DIRENT's long name and an inode stay resident: the store reads them under its
+/// lock.)
+pub(super) fn evictable(b: &Blockref) -> bool {
+    b.btype == media::BREF_TYPE_DATA && b.size_radix() != 0
+}
+
+/// The cache's state under the arena lock: the CLOCK ring (through the chains' [`Pay`]
+/// links) and its byte counts.
+pub(super) struct Ring {
+    hand: u32,
+    budget: usize,
+    used: usize,
+    peak: usize,
+    evictions: u64,
+    pinned: usize,
+    pinned_peak: usize,
+}
+
+impl Ring {
+    pub(super) fn new(budget: usize) -> Ring {
+        Ring {
+            hand: NIL,
+            budget,
+            used: 0,
+            peak: 0,
+            evictions: 0,
+            pinned: 0,
+            pinned_peak: 0,
+        }
+    }
+}
+
+/// The source of a store's payloads and its counters (outside the arena lock).
+pub(super) struct Source {
+    pub(super) src: alloc::boxed::Box<dyn PayloadSource>,
+    reads: AtomicU64,
+    read_bytes: AtomicU64,
+    hits: AtomicU64,
+}
+
+impl Source {
+    pub(super) fn new(src: alloc::boxed::Box<dyn PayloadSource>) -> Source {
+        Source {
+            src,
+            reads: AtomicU64::new(0),
+            read_bytes: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Arena {
+    /// The payload state of the chain in slot `idx` (it is alive: it is on the ring).
+    fn pay_at(&mut self, idx: u32) -> Result<&mut Pay> {
+        match self.slots.get_mut(idx as usize) {
+            Some(super::Slot { chain: Some(c), .. }) => Ok(&mut c.pay),
+            _ => Err(Error::Invalid),
+        }
+    }
+
+    /// Put slot `idx` on the ring, just behind the hand (the last the hand will reach).
+    fn link(&mut self, idx: u32) -> Result<()> {
+        let Some(ring) = self.ring.as_ref() else {
+            return Err(Error::Invalid);
+        };
+        let hand = ring.hand;
+        if hand == NIL {
+            let p = self.pay_at(idx)?;
+            (p.prev, p.next) = (idx, idx);
+            if let Some(r) = self.ring.as_mut() {
+                r.hand = idx;
+            }
+            return Ok(());
+        }
+        let last = self.pay_at(hand)?.prev;
+        let p = self.pay_at(idx)?;
+        (p.prev, p.next) = (last, hand);
+        self.pay_at(last)?.next = idx;
+        self.pay_at(hand)?.prev = idx;
+        Ok(())
+    }
+
+    /// Take slot `idx` off the ring.
+    fn unlink(&mut self, idx: u32) -> Result<()> {
+        let p = self.pay_at(idx)?;
+        let (prev, next) = (p.prev, p.next);
+        (p.prev, p.next) = (NIL, NIL);
+        let ring = self.ring.as_mut().ok_or(Error::Invalid)?;
+        if next == idx {
+            ring.hand = NIL;
+            return Ok(());
+        }
+        if ring.hand == idx {
+            ring.hand = next;
+        }
+        self.pay_at(prev)?.next = next;
+        self.pay_at(next)?.prev = prev;
+        Ok(())
+    }
+
+    /// Take chain `id`'s payload off the ring, if it is cached: it leaves the budget and is
+    /// pinned (its bytes stay). A payload on the media stays there.
+    pub(super) fn unring(&mut self, id: ChainId) -> Result<()> {
+        let c = self.get(id)?;
+        if c.pay.at != Where::Cached {
+            return Ok(());
+        }
+        let len = payload_len(&c.body);
+        self.unlink(id.idx)?;
+        if let Some(r) = self.ring.as_mut() {
+            r.used -= len;
+        }
+        self.get_mut(id)?.pay.at = Where::Pinned;
+        self.count_pinned(id, true)
+    }
+
+    /// Count chain `id`'s payload into (`add`) or out of the pinned bytes, when it is a
+    /// pinned DATA payload of a store with a cache.
+    pub(super) fn count_pinned(&mut self, id: ChainId, add: bool) -> Result<()> {
+        let c = self.get(id)?;
+        if c.pay.at != Where::Pinned || !evictable(&c.bref) {
+            return Ok(());
+        }
+        let len = payload_len(&c.body);
+        if let Some(r) = self.ring.as_mut() {
+            if add {
+                r.pinned += len;
+                r.pinned_peak = r.pinned_peak.max(r.pinned);
+            } else {
+                r.pinned = r.pinned.saturating_sub(len);
+            }
+        }
+        Ok(())
+    }
+
+    /// Evict until `need` more bytes fit in the budget, the evicted payloads moved to `out`
+    /// (to be freed outside the lock) without growing it: false when they cannot fit (more
+    /// than the budget, or `out` full first).
+    fn make_room(&mut self, need: usize, out: &mut Vec<Vec<u8>>) -> Result<bool> {
+        loop {
+            let Some(r) = self.ring.as_ref() else {
+                return Ok(false);
+            };
+            if r.used + need <= r.budget {
+                return Ok(true);
+            }
+            if r.hand == NIL || out.len() == out.capacity() {
+                return Ok(false);
+            }
+            let mut victim = r.hand;
+            for _ in 0..SWEEP {
+                let p = self.pay_at(victim)?;
+                if !p.referenced.swap(false, Ordering::Relaxed) {
+                    break;
+                }
+                victim = p.next;
+            }
+            // The hand moves past the victim (unlinking it from under the hand does).
+            if let Some(r) = self.ring.as_mut() {
+                r.hand = victim;
+            }
+            self.unlink(victim)?;
+            let c = match self.slots.get_mut(victim as usize) {
+                Some(super::Slot { chain: Some(c), .. }) => c,
+                _ => return Err(Error::Invalid),
+            };
+            let body = core::mem::replace(&mut c.body, Body::Data(Vec::new()));
+            c.pay.at = Where::OnMedia;
+            let len = payload_len(&body);
+            if let Body::Data(bytes) = body {
+                out.push(bytes);
+            }
+            if let Some(r) = self.ring.as_mut() {
+                r.used -= len;
+                r.evictions += 1;
+            }
+        }
+    }
+}
+
+/// Bytes of a payload.
+fn payload_len(b: &Body) -> usize {
+    match b {
+        Body::Data(d) => d.len(),
+        Body::Inode(_) => media::INODE_BYTES,
+    }
+}
+
+impl Store {
+    /// Read payloads of clean DATA chains on demand from `src`, keeping at most `budget`
+    /// bytes of them in memory (see [`crate::store::cache`]). For a store that is being
+    /// loaded: chains inserted with [`Store::insert_on_media`] from now on leave their
+    /// payload on the media.
+    pub fn set_payload_source(&mut self, src: alloc::boxed::Box<dyn PayloadSource>, budget: usize) {
+        self.source = Some(Source::new(src));
+        self.arena.get_mut().ring = Some(Ring::new(budget));
+    }
+
+    /// Whether this store reads payloads on demand (it has a [`PayloadSource`]).
+    pub fn has_payload_source(&self) -> bool {
+        self.source.is_some()
+    }
+
+    /// Whether chain `id`'s payload is on the media, not in memory.
+    pub fn is_on_media(&self, id: ChainId) -> Result<bool> {
+        Ok(self.arena.read().get(id)?.pay.at == Where::OnMedia)
+    }
+
+    /// The payload cache's budget, bytes and counters; `None` for a store without a source.
+    pub fn cache_stats(&self) -> Option<CacheStats> {
+        let s = self.source.as_ref()?;
+        let a = self.arena.read();
+        let r = a.ring.as_ref()?;
+        Some(CacheStats {
+            budget: r.budget,
+            used: r.used,
+            peak: r.peak,
+            reads: s.reads.load(Ordering::Relaxed),
+            read_bytes: s.read_bytes.load(Ordering::Relaxed),
+            hits: s.hits.load(Ordering::Relaxed),
+            evictions: r.evictions,
+            pinned: r.pinned,
+            pinned_peak: r.pinned_peak,
+        })
+    }
+
+    /// Count a hit on a chain whose payload state is `pay`, if it is cached (under the
+    /// shared lock).
+    pub(super) fn hit(&self, pay: &Pay) {
+        if pay.at == Where::Cached {
+            pay.referenced.store(true, Ordering::Relaxed);
+            if let Some(s) = self.source.as_ref() {
+                s.hits.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The block `bref` names, read through the source (no lock held), counted.
+    fn fetch(&self, bref: &Blockref) -> Result<Vec<u8>> {
+        let s = self.source.as_ref().ok_or(Error::Io)?;
+        let bytes = s.src.read(bref)?;
+        s.reads.fetch_add(1, Ordering::Relaxed);
+        s.read_bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok(bytes)
+    }
+
+    /// Chain `id`'s payload read through the source (it was on the media at version `ver`
+    /// with header `bref`), a copy installed in the cache when it fits and the chain did
+    /// not change meanwhile. No lock is held during the read.
+    pub(super) fn read_on_media(&self, id: ChainId, bref: Blockref, ver: PayVer) -> Result<Sealed> {
+        let bytes = self.fetch(&bref)?;
+        let copy = crate::mem::try_to_vec(&bytes)?;
+        self.install(id, ver, bytes);
+        Ok(Sealed {
+            body: Body::Data(copy),
+            check: Some((bref.check_method(), bref.check)),
+        })
+    }
+
+    /// Cache `bytes` as chain `id`'s payload if it is still on the media at version `ver`
+    /// and room can be made; otherwise they are dropped (the cache is best effort: a chain
+    /// not installed is read again next time).
+    fn install(&self, id: ChainId, ver: PayVer, bytes: Vec<u8>) {
+        let need = bytes.len();
+        let mut evicted: Vec<Vec<u8>> = Vec::new();
+        if evicted.try_reserve_exact(need / BLOCK_MIN + 1).is_err() {
+            return;
+        }
+        let mut spare = Some(bytes);
+        {
+            let mut a = self.arena.write();
+            let fresh =
+                matches!(a.get(id), Ok(c) if c.pay.at == Where::OnMedia && c.pay.ver == ver);
+            if fresh && a.make_room(need, &mut evicted) == Ok(true) && a.link(id.idx).is_ok() {
+                if let (Ok(c), Some(b)) = (a.get_mut(id), spare.take()) {
+                    c.body = Body::Data(b);
+                    c.pay.at = Where::Cached;
+                }
+                if let Some(r) = a.ring.as_mut() {
+                    r.used += need;
+                    r.peak = r.peak.max(r.used);
+                }
+            }
+        }
+        // Freed outside the lock.
+        drop(evicted);
+        drop(spare);
+    }
+
+    /// Make chain `id`'s payload resident and pinned (the caller holds it exclusively and is
+    /// about to change it in place): read through the source if it is on the media.
+    pub(super) fn pin_payload(&self, id: ChainId) -> Result<()> {
+        loop {
+            if self.arena.read().get(id)?.pay.at == Where::Pinned {
+                return Ok(());
+            }
+            let (bref, ver) = {
+                let mut a = self.arena.write();
+                let c = a.get(id)?;
+                if c.pay.at != Where::OnMedia {
+                    return a.unring(id);
+                }
+                (c.bref, c.pay.ver)
+            };
+            let bytes = self.fetch(&bref)?;
+            let mut a = self.arena.write();
+            let c = a.get_mut(id)?;
+            if c.pay.at == Where::OnMedia && c.pay.ver == ver {
+                c.body = Body::Data(bytes);
+                c.pay.at = Where::Pinned;
+                return a.count_pinned(id, true);
+            }
+            // Cached by a reader meanwhile: pinned on the next turn.
+        }
+    }
+
+    /// Record that a commit wrote chain `id`'s payload at version `ver`: if the chain still
+    /// holds that version, its pinned payload is clean now and leaves memory (it is read
+    /// back on demand). Returns the bytes to free outside the lock.
+    pub(super) fn release(a: &mut Arena, id: ChainId, ver: PayVer) -> Option<Vec<u8>> {
+        a.ring.as_ref()?;
+        let c = a.get(id).ok()?;
+        if c.pay.at != Where::Pinned || c.pay.ver != ver || !evictable(&c.bref) {
+            return None;
+        }
+        a.count_pinned(id, false).ok()?;
+        let c = a.get_mut(id).ok()?;
+        c.pay.at = Where::OnMedia;
+        match core::mem::replace(&mut c.body, Body::Data(Vec::new())) {
+            Body::Data(d) => Some(d),
+            Body::Inode(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::testhost::host;
+    use crate::host::LockMode;
+    use crate::media::InodeData;
+    use alloc::boxed::Box;
+    use alloc::collections::BTreeMap;
+
+    /// Blocks by `data_off`; every read counted, and refused while `fail` is set.
+    #[derive(Default)]
+    struct MapSource {
+        blocks: spin::Mutex<BTreeMap<u64, Vec<u8>>>,
+        fail: AtomicBool,
+        reads: AtomicU64,
+    }
+
+    impl PayloadSource for &'static MapSource {
+        fn read(&self, bref: &Blockref) -> Result<Vec<u8>> {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            if self.fail.load(Ordering::Relaxed) {
+                return Err(Error::Io);
+            }
+            self.blocks
+                .lock()
+                .get(&bref.data_off)
+                .cloned()
+                .ok_or(Error::Io)
+        }
+    }
+
+    fn bytes(len: usize, seed: u8) -> Vec<u8> {
+        (0..len).map(|i| (i % 253) as u8 ^ seed).collect()
+    }
+
+    /// A store with a source of `n` blocks of `len` bytes on its "media", each a DATA chain
+    /// under the root left there, and `budget` bytes of cache.
+    fn store(n: u64, len: usize, budget: usize) -> (Store, &'static MapSource, Vec<ChainId>) {
+        let src: &'static MapSource = Box::leak(Box::default());
+        let mut s = Store::new(host(), InodeData::default()).unwrap();
+        s.set_payload_source(Box::new(src), budget);
+        let radix = len.trailing_zeros() as u8;
+        let mut ids = Vec::new();
+        let g = s.lock_root(LockMode::Exclusive);
+        for i in 0..n {
+            let data = bytes(len, i as u8);
+            let mut b = Blockref::new(media::BREF_TYPE_DATA, i << 16, 16);
+            b.data_off = ((i + 1) << 16) | u64::from(radix);
+            b.set_check(&data).unwrap();
+            src.blocks.lock().insert(b.data_off, data);
+            ids.push(s.insert_on_media(&g, b).unwrap());
+        }
+        drop(g);
+        s.settle_all().unwrap();
+        (s, src, ids)
+    }
+
+    fn data(s: &Store, id: ChainId) -> Vec<u8> {
+        match s.read(id).unwrap().1 {
+            Body::Data(d) => d,
+            Body::Inode(_) => panic!("an inode"),
+        }
+    }
+
+    #[test]
+    fn reads_go_to_the_source_and_the_cache_stays_within_its_budget() {
+        let (s, src, ids) = store(32, 1024, 4096);
+        for (i, &id) in ids.iter().enumerate() {
+            assert_eq!(data(&s, id), bytes(1024, i as u8));
+            let st = s.cache_stats().unwrap();
+            assert!(st.used <= st.budget && st.peak <= st.budget, "{st:?}");
+        }
+        let st = s.cache_stats().unwrap();
+        assert_eq!((st.reads, st.used, st.peak), (32, 4096, 4096));
+        assert_eq!(st.evictions, 28);
+        // The last one read is cached: a hit, no read.
+        assert_eq!(data(&s, ids[31]), bytes(1024, 31));
+        let st = s.cache_stats().unwrap();
+        assert_eq!((st.reads, st.hits), (32, 1));
+        assert_eq!(src.reads.load(Ordering::Relaxed), 32);
+        // An evicted one is read again.
+        assert_eq!(data(&s, ids[0]), bytes(1024, 0));
+        assert_eq!(s.cache_stats().unwrap().reads, 33);
+    }
+
+    #[test]
+    fn clock_keeps_a_referenced_payload_over_one_read_once() {
+        let (s, _, ids) = store(8, 1024, 2048);
+        data(&s, ids[0]);
+        data(&s, ids[1]);
+        // A hit on 0: the hand spares it and evicts 1 for 2.
+        data(&s, ids[0]);
+        data(&s, ids[2]);
+        assert!(!s.is_on_media(ids[0]).unwrap());
+        assert!(s.is_on_media(ids[1]).unwrap());
+        assert!(!s.is_on_media(ids[2]).unwrap());
+    }
+
+    #[test]
+    fn a_block_larger_than_the_budget_is_read_but_not_cached() {
+        let (s, _, ids) = store(2, 4096, 2048);
+        assert_eq!(data(&s, ids[0]), bytes(4096, 0));
+        let st = s.cache_stats().unwrap();
+        assert_eq!((st.reads, st.used, st.peak), (1, 0, 0));
+        assert!(s.is_on_media(ids[0]).unwrap());
+    }
+
+    #[test]
+    fn a_failed_read_is_eio_for_that_chain_and_is_not_remembered() {
+        let (s, src, ids) = store(2, 1024, 4096);
+        src.fail.store(true, Ordering::Relaxed);
+        assert_eq!(s.read(ids[0]).err(), Some(Error::Io));
+        let g = s.lock(ids[1], LockMode::Exclusive).unwrap();
+        assert_eq!(s.modify(&g, |_, _| Ok(())).err(), Some(Error::Io));
+        drop(g);
+        src.fail.store(false, Ordering::Relaxed);
+        assert_eq!(data(&s, ids[0]), bytes(1024, 0));
+        assert_eq!(s.cache_stats().unwrap().used, 1024);
+    }
+
+    #[test]
+    fn a_changed_payload_is_pinned_until_a_commit_of_that_version() {
+        let (s, _, ids) = store(16, 1024, 2048);
+        let root = s.lock_root(LockMode::Exclusive);
+        // Changed: 0 replaced, 1 modified in place (read first), both cached before.
+        data(&s, ids[0]);
+        let g = s.lock_child(&root, ids[0], LockMode::Exclusive).unwrap();
+        let b = s.bref(ids[0]).unwrap();
+        s.replace(&g, b, Body::Data(bytes(1024, 100))).unwrap();
+        let g1 = s.lock_child(&root, ids[1], LockMode::Exclusive).unwrap();
+        s.modify(&g1, |_, body| {
+            let Body::Data(d) = body else {
+                return Err(Error::Invalid);
+            };
+            d[0] ^= 0xff;
+            Ok(())
+        })
+        .unwrap();
+        let st = s.cache_stats().unwrap();
+        assert_eq!((st.used, st.pinned), (0, 2048), "pinned is not cached");
+        // Pressure: every other chain read twice.
+        for _ in 0..2 {
+            for &id in &ids[2..] {
+                data(&s, id);
+            }
+        }
+        assert!(s.cache_stats().unwrap().evictions >= 14);
+        assert_eq!(data(&s, ids[0]), bytes(1024, 100));
+        let mut want1 = bytes(1024, 1);
+        want1[0] ^= 0xff;
+        assert_eq!(data(&s, ids[1]), want1);
+        // A commit wrote version v of 0, then 0 changed again: still pinned, new bytes.
+        let (_, _, v) = s.read_versioned(ids[0]).unwrap();
+        s.replace(&g, b, Body::Data(bytes(1024, 101))).unwrap();
+        s.set_flushed(ids[0], b.data_off, 9, v).unwrap();
+        assert!(!s.is_on_media(ids[0]).unwrap());
+        assert_eq!(data(&s, ids[0]), bytes(1024, 101));
+        // The commit of the version it holds releases it.
+        let (_, _, v) = s.read_versioned(ids[1]).unwrap();
+        s.set_flushed(ids[1], (1 << 16) | 10, 9, v).unwrap();
+        assert!(s.is_on_media(ids[1]).unwrap());
+        let st = s.cache_stats().unwrap();
+        assert_eq!((st.pinned, st.pinned_peak), (1024, 2048));
+        // Freed pinned: counted out.
+        drop(g1);
+        s.delete(&root, g).unwrap();
+        assert_eq!(s.cache_stats().unwrap().pinned, 0);
+    }
+
+    #[test]
+    fn a_read_finishing_after_a_replace_installs_nothing() {
+        let (s, _, ids) = store(1, 1024, 4096);
+        let (_, ver) = {
+            let a = s.arena.read();
+            let c = a.get(ids[0]).unwrap();
+            (c.bref, c.pay.ver)
+        };
+        let root = s.lock_root(LockMode::Exclusive);
+        let g = s.lock_child(&root, ids[0], LockMode::Exclusive).unwrap();
+        let b = s.bref(ids[0]).unwrap();
+        s.replace(&g, b, Body::Data(bytes(1024, 7))).unwrap();
+        // The old bytes arrive now, for the version read: refused.
+        s.install(ids[0], ver, bytes(1024, 0));
+        assert_eq!(data(&s, ids[0]), bytes(1024, 7));
+        assert_eq!(s.cache_stats().unwrap().used, 0);
+    }
+
+    #[test]
+    fn freeing_a_cached_chain_takes_it_off_the_ring() {
+        let (s, _, ids) = store(4, 1024, 2048);
+        data(&s, ids[0]);
+        data(&s, ids[1]);
+        let root = s.lock_root(LockMode::Exclusive);
+        let g = s.lock_child(&root, ids[0], LockMode::Exclusive).unwrap();
+        s.delete(&root, g).unwrap();
+        drop(root);
+        assert_eq!(s.cache_stats().unwrap().used, 1024);
+        data(&s, ids[2]);
+        data(&s, ids[3]);
+        let st = s.cache_stats().unwrap();
+        assert_eq!((st.used, st.evictions), (2048, 1));
+    }
+}
