@@ -528,20 +528,19 @@ fn overlapping_chains_of_different_keybits_merge_as_the_original() {
     }
 }
 
+/// A hand-built data chain of /f: (key, keybits, modify_tid).
+type Chain = (u64, u8, u64);
+
 /// Two masters and a slave whose /f holds, beside its first data block, the hand-built data
 /// chains `masters` (on both masters) and `ours` (on the slave), each (key, keybits,
 /// modify_tid); /f and the PFS root stamped 100 on the masters, 90 on the slave.
-fn chains_cluster(
-    mode: ScanMode,
-    masters: &[(u64, u8, u64)],
-    ours: &[(u64, u8, u64)],
-) -> Pin<Box<Cluster>> {
+fn chains_cluster(mode: ScanMode, masters: &[Chain], ours: &[Chain]) -> Pin<Box<Cluster>> {
     nodes_cluster(mode, &[(M, masters, 100), (M, masters, 100), (S, ours, 90)])
 }
 
 /// A cluster of `nodes`, each (role, /f's hand-built data chains beside its first data block,
 /// the TID /f and the PFS root are stamped with); the chains as for [`chains_cluster`].
-fn nodes_cluster(mode: ScanMode, nodes: &[(Role, &[(u64, u8, u64)], u64)]) -> Pin<Box<Cluster>> {
+fn nodes_cluster(mode: ScanMode, nodes: &[(Role, &[Chain], u64)]) -> Pin<Box<Cluster>> {
     let roles: Vec<Role> = nodes.iter().map(|n| n.0).collect();
     let c = cluster(&roles);
     c.set_scan_mode(mode);
@@ -653,24 +652,24 @@ fn a_wide_chain_covering_several_of_ours_converges_in_both_modes() {
 /// [`chains_cluster`].
 fn stale_master_cluster(
     mode: ScanMode,
-    masters: &[(u64, u8, u64)],
-    stale: &[(u64, u8, u64)],
-    ours: &[(u64, u8, u64)],
+    masters: &[Chain],
+    stale: &[Chain],
+    ours: &[Chain],
 ) -> Pin<Box<Cluster>> {
     nodes_cluster(
         mode,
-        &[(M, masters, 100), (M, masters, 100), (M, stale, 90), (S, ours, 90)],
+        &[
+            (M, masters, 100),
+            (M, masters, 100),
+            (M, stale, 90),
+            (S, ours, 90),
+        ],
     )
 }
 
 /// In both scan modes, a sync of the slave of a [`stale_master_cluster`] leaves it with the
 /// quorum's chains, whatever the stale master's chains cover; then so does the stale master's.
-fn assert_stale_master_case(
-    case: &str,
-    masters: &[(u64, u8, u64)],
-    stale: &[(u64, u8, u64)],
-    ours: &[(u64, u8, u64)],
-) {
+fn assert_stale_master_case(case: &str, masters: &[Chain], stale: &[Chain], ours: &[Chain]) {
     for mode in [ScanMode::Pruned, ScanMode::Original] {
         let c = stale_master_cluster(mode, masters, stale, ours);
         let case = format!("{case}, {mode:?}");
