@@ -567,8 +567,12 @@ impl<'v, D: BlockDev> Txn<'v, D> {
     }
 }
 
-/// The bytes of an INDIRECT block of `cap` entries holding `entries` (the rest empty).
+/// The bytes of an INDIRECT block of `cap` entries holding `entries` (the rest empty);
+/// [`Error::Invalid`] when they do not fit, rather than a block missing some.
 pub fn indirect_bytes(entries: &[Blockref], cap: usize) -> Result<Vec<u8>> {
+    if entries.len() > cap {
+        return Err(Error::Invalid);
+    }
     let mut raw = Vec::new();
     raw.try_reserve_exact(cap * BREF_BYTES)?;
     raw.resize(cap * BREF_BYTES, 0);
@@ -795,5 +799,22 @@ mod tests {
         .unwrap();
         assert!(want >= 2, "the super-root and the PFS root at least");
         assert_eq!(counts.total(), want);
+    }
+
+    /// An indirect block's bytes hold every entry given or none: more entries than slots
+    /// is an error, not a block silently missing the last ones.
+    #[test]
+    fn indirect_bytes_refuses_more_entries_than_slots() {
+        let e: Vec<Blockref> = (0..5u64)
+            .map(|k| Blockref::new(BREF_TYPE_DATA, k << 16, 16))
+            .collect();
+        assert_eq!(indirect_bytes(&e, 4).err(), Some(Error::Invalid));
+        let raw = indirect_bytes(&e[..4], 4).unwrap();
+        assert_eq!(raw.len(), 4 * BREF_BYTES);
+        for (chunk, b) in raw.chunks_exact(BREF_BYTES).zip(&e) {
+            assert_eq!(chunk, &b.encode()[..]);
+        }
+        let raw = indirect_bytes(&e[..2], 4).unwrap();
+        assert!(raw[2 * BREF_BYTES..].iter().all(|&x| x == 0));
     }
 }
