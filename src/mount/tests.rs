@@ -185,6 +185,27 @@ fn commit_dev(dev: &SparseDev, store: &Store, m: &mut Mounted) -> VolumeHeader {
     *commit(&vol, store, m).unwrap()
 }
 
+/// [`commit_dev`], checking first that the space the mount learned is exact (same places,
+/// same freemap, neither leaking nor short): the same commit on a copy of `dev`, with the
+/// space cache dropped so that every tree is read again, writes the same header.
+fn commit_dev_as_full_walk(
+    dev: &SparseDev,
+    store: &Store,
+    m: &mut Mounted,
+    what: &str,
+) -> VolumeHeader {
+    let twin = dev.snapshot();
+    let mut tm = copy_of(m);
+    tm.space = None;
+    let (th, _) = {
+        let vol = Volume::open(&twin).unwrap();
+        super::commit_tree(&vol, store, &mut tm, &mut |_| {}).unwrap()
+    };
+    let h = commit_dev(dev, store, m);
+    assert_eq!(*th, h, "{what}: the learned space is not a full walk's");
+    h
+}
+
 #[test]
 fn load_matches_the_reader_and_an_unchanged_commit_keeps_the_tree() {
     let dev = make();
@@ -1051,17 +1072,7 @@ fn space_learned_across_commits_keeps_every_header_copy_whole() {
             let old = alloc::format!("/n{}", round - 2);
             store.rm(old.as_bytes(), tid).unwrap();
         }
-        // The same commit on a copy of the volume, every tree read again: the space
-        // learned is exact (same places, same freemap), neither leaking nor short.
-        let twin = dev.snapshot();
-        let mut tm = copy_of(&m);
-        tm.space = None;
-        let (th, _) = {
-            let vol = Volume::open(&twin).unwrap();
-            super::commit_tree(&vol, &store, &mut tm, &mut |_| {}).unwrap()
-        };
-        let h = commit_dev(&dev, &store, &mut m);
-        assert_eq!(*th, h, "round {round}");
+        let h = commit_dev_as_full_walk(&dev, &store, &mut m, &alloc::format!("round {round}"));
         if round > 0 {
             // The header copies, the super-root, the freemap, and the blocks last
             // committed on the changed paths: no tree is read again.
@@ -1213,10 +1224,11 @@ fn tids_cover_children(dev: &SparseDev, m: &Mounted) {
     assert!(seen > 0, "no indirect block");
 }
 
-/// After a commit of random changes: the volume is clean, nothing is left to commit, a fresh
+/// After a commit of random changes: the space it learned is a full walk's
+/// ([`commit_dev_as_full_walk`]), the volume is clean, nothing is left to commit, a fresh
 /// load holds what the store holds, and the inode allocator is past every inode.
 fn churn_check(dev: &SparseDev, store: &Store, m: &mut Mounted, what: &str) {
-    commit_dev(dev, store, m);
+    commit_dev_as_full_walk(dev, store, m, what);
     clean(dev);
     assert!(!m.changed(store).unwrap(), "{what}: left to commit");
     let (again, _) = load_dev(dev);
