@@ -558,6 +558,9 @@ impl<'v, D: BlockDev> Txn<'v, D> {
         raw: &[u8],
         entries: &[Blockref],
     ) -> Result<Blockref> {
+        // DEVIATION: HAMMER2 keeps a leaf count and statistics of the subtree in an indirect
+        // blockref; they stay zero here: fsck ignores them and the kernel reads them as
+        // hints only, so a block without them is still a valid one.
         let mut nb = self.write_block(b, raw)?;
         // The check code covers the payload only: the header's TID may still rise.
         nb.modify_tid = entries
