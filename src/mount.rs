@@ -69,7 +69,8 @@ pub struct MountIo {
     pub splits: u64,
     /// Tables the last commit rebuilt whole: changes no split could place.
     pub rebuilt: u64,
-    /// Tables the last commit built whole that held nothing before.
+    /// Tables the last commit built whole that held no indirect block before, and far
+    /// fewer entries than it inserted.
     pub built: u64,
 }
 

@@ -17,9 +17,9 @@ use alloc::vec::Vec;
 use super::{encoded, place, place_data, read_err, table_of, LOAD_PROGRESS_EVERY};
 use crate::media::indkey;
 use crate::media::{
-    ind_count, key_end, Blockref, BREF_TYPE_DATA, BREF_TYPE_DIRENT, BREF_TYPE_EMPTY,
-    BREF_TYPE_INDIRECT, BREF_TYPE_INODE, DIRHASH_VISIBLE, IND_RADIX_MIN, IND_RADIX_NOM,
-    OBJTYPE_DIRECTORY, SET_COUNT,
+    enc_methods, ind_count, key_end, Blockref, BREF_TYPE_DATA, BREF_TYPE_DIRENT, BREF_TYPE_EMPTY,
+    BREF_TYPE_INDIRECT, BREF_TYPE_INODE, CHECK_DISABLED, CHECK_ISCSI32, CHECK_NONE, CHECK_XXHASH64,
+    COMP_NONE, DIRHASH_VISIBLE, IND_RADIX_MIN, IND_RADIX_NOM, OBJTYPE_DIRECTORY, SET_COUNT,
 };
 use crate::mem::try_push;
 use crate::store::cache::PayVer;
@@ -128,6 +128,10 @@ enum Spot {
     Covered(u64),
 }
 
+/// A table with no indirect block is built whole when its commit inserts more than this
+/// many times the entries it held (see [`Frame::table`]).
+const BUILD_WHOLE_RATIO: usize = 4;
+
 /// Tries to place one entry: a split makes room for the next (at most one split per insert,
 /// see [`indkey::plan`]); the bound only guards that.
 const PLACE_TRIES: usize = 4;
@@ -138,6 +142,8 @@ pub(super) struct OldTable {
     nodes: Vec<Node>,
     /// The table is a directory inode's: a split of its blockset makes a 4 KiB block.
     in_dir: bool,
+    /// The `methods` of the inode's blockref: a split of its blockset takes its check.
+    methods: u8,
 }
 
 fn entries_of(raw: Vec<Blockref>) -> Vec<Blockref> {
@@ -148,7 +154,7 @@ fn entries_of(raw: Vec<Blockref>) -> Vec<Blockref> {
 }
 
 impl OldTable {
-    fn new(set: Option<&[Blockref; SET_COUNT]>, in_dir: bool) -> Result<OldTable> {
+    fn new(set: Option<&[Blockref; SET_COUNT]>, in_dir: bool, methods: u8) -> Result<OldTable> {
         let mut entries = Vec::new();
         entries.try_reserve_exact(SET_COUNT)?;
         if let Some(s) = set {
@@ -167,7 +173,11 @@ impl OldTable {
                 dirty: false,
             },
         )?;
-        Ok(OldTable { nodes, in_dir })
+        Ok(OldTable {
+            nodes,
+            in_dir,
+            methods,
+        })
     }
 
     /// The node of indirect block `b`, entry of node `n`, read when first met.
@@ -234,14 +244,14 @@ impl OldTable {
         }
     }
 
-    /// Whether the table held nothing as last committed.
-    fn is_empty(&self) -> bool {
-        self.nodes.len() == 1 && self.nodes[0].entries.is_empty()
-    }
-
-    /// Indirect blocks made by splits.
-    fn splits(&self) -> u64 {
-        self.nodes.iter().filter(|n| n.fresh).count() as u64
+    /// The number of entries the table held as last committed when they all sit in its
+    /// blockset (no indirect block): then they are all in memory already.
+    fn flat_len(&self) -> Option<usize> {
+        let top = &self.nodes[0].entries;
+        match top.iter().any(|b| b.btype == BREF_TYPE_INDIRECT) {
+            true => None,
+            false => Some(top.len()),
+        }
     }
 
     fn touch(&mut self, mut n: usize) {
@@ -329,6 +339,7 @@ impl OldTable {
             false => IND_RADIX_NOM,
         };
         let ncount = ind_count(radix).max(node.cap);
+        let methods = indirect_methods(node.bref.map_or(self.methods, |p| p.methods));
         let table = indkey::Table {
             keybits: node.keybits(),
             cap: node.cap,
@@ -361,7 +372,8 @@ impl OldTable {
         for &(_, _, kid) in &below {
             self.nodes[kid].parent = k;
         }
-        let ib = Blockref::new(BREF_TYPE_INDIRECT, plan.key, plan.keybits);
+        let mut ib = Blockref::new(BREF_TYPE_INDIRECT, plan.key, plan.keybits);
+        ib.methods = methods;
         self.nodes.push(Node {
             bref: Some(ib),
             fresh: true,
@@ -380,13 +392,15 @@ impl OldTable {
     }
 
     /// Write every indirect block that changed or a split made (an emptied one leaves its
-    /// parent), naming the old ones in `gone`; the table's new blockset.
+    /// parent), naming the old ones in `gone`, and put the table's new blockset in `set`;
+    /// the number of blocks splits made that were written (not emptied meanwhile).
     fn finish<D: BlockDev>(
         mut self,
         txn: &mut Txn<'_, D>,
         gone: &mut Vec<u64>,
         set: &mut [Blockref],
-    ) -> Result<()> {
+    ) -> Result<u64> {
+        let mut made = 0;
         // The deepest first: a block's entries are final once the blocks below it are
         // written. (A split moves nodes read earlier below a node made later.)
         let mut order: Vec<(usize, usize)> = Vec::new();
@@ -418,6 +432,7 @@ impl OldTable {
                 true => None,
                 false => Some(write_indirect(txn, &old, &node.entries, node.cap)?),
             };
+            made += u64::from(node.fresh && new.is_some());
             let p = node.parent;
             let pe = &mut self.nodes[p].entries;
             let i = pe.partition_point(|b| b.key < old.key);
@@ -440,12 +455,12 @@ impl OldTable {
             return Err(Error::Invalid);
         }
         set[..top.len()].copy_from_slice(top);
-        Ok(())
+        Ok(made)
     }
 }
 
 /// Write the INDIRECT block of `old`'s key range holding `entries`, in a block of `cap`
-/// entries as before.
+/// entries as before, with `old`'s check method.
 #[inline(never)]
 fn write_indirect<D: BlockDev>(
     txn: &mut Txn<'_, D>,
@@ -455,8 +470,21 @@ fn write_indirect<D: BlockDev>(
 ) -> Result<Blockref> {
     let raw = crate::volume::txn::indirect_bytes(entries, cap)?;
     let mut b = Blockref::new(BREF_TYPE_INDIRECT, old.key, old.keybits);
-    b.methods = METHODS;
+    b.methods = indirect_methods(old.methods);
     txn.write_indirect(b, &raw, entries)
+}
+
+/// The `methods` of an indirect block below a blockref of `parent` methods: its check
+/// method, uncompressed, as `hammer2_chain_create_indirect` sets them.
+fn indirect_methods(parent: u8) -> u8 {
+    match parent >> 4 {
+        c @ (CHECK_NONE | CHECK_DISABLED | CHECK_ISCSI32 | CHECK_XXHASH64) => {
+            enc_methods(c, COMP_NONE)
+        }
+        // DEVIATION: a check this port cannot compute (SHA192, unknown) gives HAMMER2's
+        // default instead: the block must be written.
+        _ => METHODS,
+    }
 }
 
 /// The table rebuilt whole: every entry of the old table (`set`) with `changes` (sorted by
@@ -634,6 +662,7 @@ impl Frame {
         old: Option<&Blockref>,
     ) -> Result<()> {
         let in_dir = store.meta(id)?.objtype == OBJTYPE_DIRECTORY;
+        let methods = store.bref(id)?.methods;
         let set = match old {
             Some(b) => old_set(vol, b)?,
             None => None,
@@ -646,7 +675,7 @@ impl Frame {
             id,
             next,
             end,
-            table: OldTable::new(set.as_deref(), in_dir)?,
+            table: OldTable::new(set.as_deref(), in_dir, methods)?,
             set,
             changes: Vec::new(),
             pending: None,
@@ -682,13 +711,16 @@ impl Frame {
         out: &mut [Blockref],
     ) -> Result<()> {
         let inserts = self.changes.iter().filter(|c| c.1.is_some()).count();
-        if self.table.is_empty() && inserts > SET_COUNT {
+        let flat = self.table.flat_len();
+        if flat.is_some_and(|old| inserts > SET_COUNT.max(BUILD_WHOLE_RATIO * old)) {
             // DEVIATION: HAMMER2 fills a table insert by insert, splitting full blocks as it
-            // goes. A table that held nothing (a new inode's, an empty directory's, a new
-            // PFS's index at its first sync) is built here whole from its entries: there is
-            // nothing on the media to keep or read, and its blocks come out full, so the
-            // tree is shallower and every later commit's paths shorter than a run of splits
-            // would leave them.
+            // goes. A table that held no indirect block and receives many times the entries
+            // it held (a new inode's, a directory of a few files, a new PFS's index at its
+            // first sync) is built here whole from its entries: there is nothing on the media
+            // to keep or read, and its blocks come out full, so the tree is shallower and
+            // every later commit's paths shorter than a run of splits would leave them (a
+            // split never fills the blocks it leaves behind). Fewer inserts keep HAMMER2's
+            // shape: they make a split or two either way.
             shaped.built += 1;
             return rebuild(vol, txn, self.set.as_deref(), &self.changes, gone, out);
         }
@@ -703,8 +735,8 @@ impl Frame {
                 return rebuild(vol, txn, self.set.as_deref(), &self.changes, gone, out);
             }
         }
-        shaped.splits += self.table.splits();
-        self.table.finish(txn, gone, out)
+        shaped.splits += self.table.finish(txn, gone, out)?;
+        Ok(())
     }
 }
 
@@ -726,7 +758,7 @@ pub(super) struct Shaped {
     pub splits: u64,
     /// Tables rebuilt whole ([`rebuild`]): changes no split placed.
     pub rebuilt: u64,
-    /// Tables built whole that held nothing before.
+    /// Tables built whole that held no indirect block and far fewer entries than inserted.
     pub built: u64,
 }
 
@@ -940,11 +972,7 @@ mod tests {
     use crate::volume::txn::indirect_bytes;
     use crate::volume::NewPfs;
 
-    /// An indirect block whose entry names an indirect block of its own key range (as a
-    /// damaged block naming itself would, read again and again) fails the walk: each level
-    /// must narrow the range. So does an entry covering another's key.
-    #[test]
-    fn a_damaged_old_table_is_a_read_error() {
+    fn one_pfs() -> crate::volume::testdev::SparseDev {
         let pfs = NewPfs {
             label: b"DATA",
             pfs_type: PFSTYPE_MASTER,
@@ -952,7 +980,15 @@ mod tests {
             fsid: [1; 16],
             nmasters: 1,
         };
-        let dev = newfs_sparse(1 << 30, &[pfs]);
+        newfs_sparse(1 << 30, &[pfs])
+    }
+
+    /// An indirect block whose entry names an indirect block of its own key range (as a
+    /// damaged block naming itself would, read again and again) fails the walk: each level
+    /// must narrow the range. So does an entry covering another's key.
+    #[test]
+    fn a_damaged_old_table_is_a_read_error() {
+        let dev = one_pfs();
         let vol = Volume::open(&dev).unwrap();
         let mut txn = Txn::begin(&vol).unwrap();
         let mut d = Blockref::new(BREF_TYPE_DATA, 0x400, 10);
@@ -968,11 +1004,11 @@ mod tests {
         let outer = ind(&mut txn, inner);
         let mut set = [Blockref::default(); SET_COUNT];
         set[0] = outer;
-        let mut t = OldTable::new(Some(&set), false).unwrap();
+        let mut t = OldTable::new(Some(&set), false, METHODS).unwrap();
         assert_eq!(t.old(&vol, 0x400).err(), Some(Error::Io));
         // Narrowing levels are read through.
         set[0] = inner;
-        let mut t = OldTable::new(Some(&set), false).unwrap();
+        let mut t = OldTable::new(Some(&set), false, METHODS).unwrap();
         assert_eq!(
             t.old(&vol, 0x400).unwrap().map(|b| b.data_off),
             Some(d.data_off)
@@ -982,7 +1018,78 @@ mod tests {
         wide.key = 0;
         wide.keybits = 16;
         set[0] = wide;
-        let mut t = OldTable::new(Some(&set), false).unwrap();
+        let mut t = OldTable::new(Some(&set), false, METHODS).unwrap();
         assert_eq!(t.old(&vol, 0x400).err(), Some(Error::Io));
+    }
+
+    /// A file's full blockset of four 64 KiB data blocks (their blocks never read here).
+    fn full_file_set() -> [Blockref; SET_COUNT] {
+        core::array::from_fn(|i| {
+            let mut d = Blockref::new(BREF_TYPE_DATA, (i as u64) << 16, 16);
+            d.methods = METHODS;
+            d
+        })
+    }
+
+    fn fifth() -> Blockref {
+        let mut d = Blockref::new(BREF_TYPE_DATA, 4 << 16, 16);
+        d.methods = METHODS;
+        d
+    }
+
+    /// The block a split of a table whose inode's blockref has `methods` makes takes the
+    /// inode's check method, uncompressed, as `hammer2_chain_create_indirect` does (a check
+    /// this port cannot compute: the default), and reads back under it.
+    #[test]
+    fn a_split_block_takes_its_parents_check_method() {
+        use crate::media::{CHECK_SHA192, COMP_ZLIB};
+        let dev = one_pfs();
+        let vol = Volume::open(&dev).unwrap();
+        let mut txn = Txn::begin(&vol).unwrap();
+        let cases = [
+            (enc_methods(CHECK_ISCSI32, COMP_ZLIB), CHECK_ISCSI32),
+            (enc_methods(CHECK_NONE, COMP_NONE), CHECK_NONE),
+            (METHODS, CHECK_XXHASH64),
+            (enc_methods(CHECK_SHA192, COMP_NONE), CHECK_XXHASH64),
+        ];
+        for (parent, check) in cases {
+            let mut t = OldTable::new(Some(&full_file_set()), false, parent).unwrap();
+            assert!(t.apply(&vol, 4 << 16, Some(fifth())).unwrap());
+            let (mut out, mut gone) = ([Blockref::default(); SET_COUNT], Vec::new());
+            assert_eq!(t.finish(&mut txn, &mut gone, &mut out).unwrap(), 1);
+            let ind: Vec<_> = out
+                .iter()
+                .filter(|b| b.btype == BREF_TYPE_INDIRECT)
+                .collect();
+            assert_eq!(ind.len(), 1, "{out:?}");
+            assert_eq!(ind[0].methods, enc_methods(check, COMP_NONE), "{parent:#x}");
+            assert!(vol.read_table(ind[0]).is_ok());
+        }
+    }
+
+    /// A block a split made and the same commit emptied again is never written, and is not
+    /// counted as a split.
+    #[test]
+    fn a_split_block_emptied_again_is_not_counted() {
+        let dev = one_pfs();
+        let vol = Volume::open(&dev).unwrap();
+        let mut txn = Txn::begin(&vol).unwrap();
+        let mut t = OldTable::new(Some(&full_file_set()), false, METHODS).unwrap();
+        assert!(t.apply(&vol, 4 << 16, Some(fifth())).unwrap());
+        let fresh: Vec<u64> = t
+            .nodes
+            .iter()
+            .filter(|n| n.fresh)
+            .flat_map(|n| n.entries.iter().map(|b| b.key))
+            .collect();
+        assert!(!fresh.is_empty());
+        for key in fresh {
+            assert!(t.apply(&vol, key, None).unwrap());
+        }
+        let (mut out, mut gone) = ([Blockref::default(); SET_COUNT], Vec::new());
+        let written = txn.written;
+        assert_eq!(t.finish(&mut txn, &mut gone, &mut out).unwrap(), 0);
+        assert_eq!(txn.written, written);
+        assert!(out.iter().all(|b| b.btype != BREF_TYPE_INDIRECT), "{out:?}");
     }
 }

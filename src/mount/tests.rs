@@ -185,6 +185,43 @@ fn commit_dev(dev: &SparseDev, store: &Store, m: &mut Mounted) -> VolumeHeader {
     *commit(&vol, store, m).unwrap()
 }
 
+/// [`commit_dev`], checking first that the space the mount learned is exact (same places,
+/// same freemap, neither leaking nor short): the same commit on a copy of `dev`, with the
+/// space cache dropped so that every tree is read again, writes the same header.
+fn commit_dev_as_full_walk(
+    dev: &SparseDev,
+    store: &Store,
+    m: &mut Mounted,
+    what: &str,
+) -> VolumeHeader {
+    let twin = dev.snapshot();
+    let mut tm = copy_of(m);
+    tm.space = None;
+    let (th, _) = {
+        let vol = Volume::open(&twin).unwrap();
+        super::commit_tree(&vol, store, &mut tm, &mut |_| {}).unwrap()
+    };
+    let h = commit_dev(dev, store, m);
+    // The same header but for where the freemap's blocks sit (a cached commit moves only the
+    // leaves that changed, the full rebuild every one), and the same leaves.
+    use crate::volume::space_tests::{leaves, without_freemap};
+    assert!(
+        without_freemap(&th) == without_freemap(&h),
+        "{what}: the learned space is not a full walk's"
+    );
+    let entries = |d: &SparseDev| {
+        leaves(&Volume::open(d).unwrap())
+            .into_iter()
+            .map(|(b, m)| (b.key, crate::media::freemap::FreemapCheck::of(&b).avail, m))
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        entries(&twin) == entries(dev),
+        "{what}: the freemap's leaves are not a full walk's"
+    );
+    h
+}
+
 #[test]
 fn load_matches_the_reader_and_an_unchanged_commit_keeps_the_tree() {
     let dev = make();
@@ -1051,27 +1088,7 @@ fn space_learned_across_commits_keeps_every_header_copy_whole() {
             let old = alloc::format!("/n{}", round - 2);
             store.rm(old.as_bytes(), tid).unwrap();
         }
-        // The same commit on a copy of the volume, every tree read again: the space
-        // learned is exact (same places, same freemap), neither leaking nor short.
-        let twin = dev.snapshot();
-        let mut tm = copy_of(&m);
-        tm.space = None;
-        let (th, _) = {
-            let vol = Volume::open(&twin).unwrap();
-            super::commit_tree(&vol, &store, &mut tm, &mut |_| {}).unwrap()
-        };
-        let h = commit_dev(&dev, &store, &mut m);
-        // The same header but for where the freemap's blocks sit (the cached commit moves
-        // only the leaves that changed, the full rebuild every one), and the same leaves.
-        use crate::volume::space_tests::{leaves, without_freemap};
-        assert!(without_freemap(&th) == without_freemap(&h), "round {round}");
-        let entries = |d: &SparseDev| {
-            leaves(&Volume::open(d).unwrap())
-                .into_iter()
-                .map(|(b, m)| (b.key, crate::media::freemap::FreemapCheck::of(&b).avail, m))
-                .collect::<Vec<_>>()
-        };
-        assert!(entries(&twin) == entries(&dev), "round {round}: the leaves");
+        let h = commit_dev_as_full_walk(&dev, &store, &mut m, &alloc::format!("round {round}"));
         if round > 0 {
             // The header copies, the super-root, the freemap, and the blocks last
             // committed on the changed paths: no tree is read again.
@@ -1223,10 +1240,11 @@ fn tids_cover_children(dev: &SparseDev, m: &Mounted) {
     assert!(seen > 0, "no indirect block");
 }
 
-/// After a commit of random changes: the volume is clean, nothing is left to commit, a fresh
+/// After a commit of random changes: the space it learned is a full walk's
+/// ([`commit_dev_as_full_walk`]), the volume is clean, nothing is left to commit, a fresh
 /// load holds what the store holds, and the inode allocator is past every inode.
 fn churn_check(dev: &SparseDev, store: &Store, m: &mut Mounted, what: &str) {
-    commit_dev(dev, store, m);
+    commit_dev_as_full_walk(dev, store, m, what);
     clean(dev);
     assert!(!m.changed(store).unwrap(), "{what}: left to commit");
     let (again, _) = load_dev(dev);

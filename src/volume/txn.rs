@@ -561,6 +561,9 @@ impl<'v, D: BlockDev> Txn<'v, D> {
         raw: &[u8],
         entries: &[Blockref],
     ) -> Result<Blockref> {
+        // DEVIATION: HAMMER2 keeps a leaf count and statistics of the subtree in an indirect
+        // blockref; they stay zero here: fsck ignores them and the kernel reads them as
+        // hints only, so a block without them is still a valid one.
         let mut nb = self.write_block(b, raw)?;
         // The check code covers the payload only: the header's TID may still rise.
         nb.modify_tid = entries
@@ -570,8 +573,12 @@ impl<'v, D: BlockDev> Txn<'v, D> {
     }
 }
 
-/// The bytes of an INDIRECT block of `cap` entries holding `entries` (the rest empty).
+/// The bytes of an INDIRECT block of `cap` entries holding `entries` (the rest empty);
+/// [`Error::Invalid`] when they do not fit, rather than a block missing some.
 pub fn indirect_bytes(entries: &[Blockref], cap: usize) -> Result<Vec<u8>> {
+    if entries.len() > cap {
+        return Err(Error::Invalid);
+    }
     let mut raw = Vec::new();
     raw.try_reserve_exact(cap * BREF_BYTES)?;
     raw.resize(cap * BREF_BYTES, 0);
@@ -798,5 +805,22 @@ mod tests {
         .unwrap();
         assert!(want >= 2, "the super-root and the PFS root at least");
         assert_eq!(counts.total(), want);
+    }
+
+    /// An indirect block's bytes hold every entry given or none: more entries than slots
+    /// is an error, not a block silently missing the last ones.
+    #[test]
+    fn indirect_bytes_refuses_more_entries_than_slots() {
+        let e: Vec<Blockref> = (0..5u64)
+            .map(|k| Blockref::new(BREF_TYPE_DATA, k << 16, 16))
+            .collect();
+        assert_eq!(indirect_bytes(&e, 4).err(), Some(Error::Invalid));
+        let raw = indirect_bytes(&e[..4], 4).unwrap();
+        assert_eq!(raw.len(), 4 * BREF_BYTES);
+        for (chunk, b) in raw.chunks_exact(BREF_BYTES).zip(&e) {
+            assert_eq!(chunk, &b.encode()[..]);
+        }
+        let raw = indirect_bytes(&e[..2], 4).unwrap();
+        assert!(raw[2 * BREF_BYTES..].iter().all(|&x| x == 0));
     }
 }

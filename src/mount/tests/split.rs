@@ -193,11 +193,12 @@ fn an_insert_into_a_full_block_splits_it_and_costs_its_path() {
 }
 
 /// Rounds of inserts (and some removals) that land in full blocks again and again: in the
-/// PFS root (2000 inodes and entries imported), in a directory grown from one entry (4 KiB
+/// PFS root (2000 inodes and entries imported), in a directory grown from a few entries (4 KiB
 /// blocks right below its inode, 16 KiB below those) and in a file's table of data blocks
 /// (`hammer2_chain_indkey_file`'s range). Every commit splits rather than rebuilds, reads
 /// O(changes · depth) blocks, is clean, reloads to the store, and every block's range keeps
-/// HAMMER2's rules. A table that held nothing is built whole.
+/// HAMMER2's rules, and the space each commit learned is a full walk's. A table that held
+/// nothing is built whole.
 #[test]
 fn inserts_into_full_blocks_split_commit_after_commit() {
     use crate::scenario::prng::Stream;
@@ -213,6 +214,15 @@ fn inserts_into_full_blocks_split_commit_after_commit() {
     }
     churn_check(&dev, &store, &mut m, "mkdir");
     assert_eq!((m.io().built, m.io().rebuilt), (1, 0), "{:?}", m.io());
+    // Four more entries in the directory of one: no more than four times what it held, so
+    // its full blockset splits (a table of a few entries receiving many more is built whole).
+    for i in 0..4 {
+        let p = alloc::format!("/grow/s{i}");
+        store.write(p.as_bytes(), &bytes(50, 4), tid).unwrap();
+    }
+    churn_check(&dev, &store, &mut m, "grow");
+    assert_eq!((m.io().built, m.io().rebuilt), (0, 0), "{:?}", m.io());
+    assert!(m.io().splits >= 1, "{:?}", m.io());
     let inum = |p: &[u8]| store.meta(store.resolve(p).unwrap()).unwrap().inum;
     let (big, grow) = (inum(b"/grow/big"), inum(b"/grow"));
     let mut rng = Stream::new(0x5b1e);
@@ -278,4 +288,40 @@ fn inserts_into_full_blocks_split_commit_after_commit() {
     }
     assert!(splits >= 16, "{splits} splits");
     assert!(made > 30, "{made} indirect blocks");
+}
+
+/// Indirect blocks of the table of inode `inum`.
+fn blocks_of(dev: &SparseDev, inum: u64) -> usize {
+    indirect_blocks(dev)
+        .iter()
+        .filter(|(o, ..)| *o == inum)
+        .count()
+}
+
+/// A directory of one entry receiving 3000 in one commit is built whole as an empty one is,
+/// into as few blocks, rather than by a run of splits that leaves each block part full.
+#[test]
+fn a_directory_of_one_entry_receiving_many_is_built_as_an_empty_one() {
+    let (dev, store, mut m, mut tid) = loaded_flat(10);
+    store.mkdir(b"/empty", tid).unwrap();
+    store.mkdir(b"/one", tid).unwrap();
+    store.write(b"/one/first", &bytes(50, 1), tid).unwrap();
+    churn_check(&dev, &store, &mut m, "mkdir");
+    for i in 0..3000 {
+        tid += 1;
+        for d in ["empty", "one"] {
+            let p = alloc::format!("/{d}/f{i}");
+            store.write(p.as_bytes(), &bytes(50, 2), tid).unwrap();
+        }
+    }
+    churn_check(&dev, &store, &mut m, "filled");
+    let inum = |p: &[u8]| store.meta(store.resolve(p).unwrap()).unwrap().inum;
+    let (empty, one) = (
+        blocks_of(&dev, inum(b"/empty")),
+        blocks_of(&dev, inum(b"/one")),
+    );
+    assert!(empty > 20, "{empty}");
+    assert!(one <= empty, "{one} indirect blocks against {empty}");
+    // The two directories (the PFS root's index held indirect blocks: it splits).
+    assert_eq!((m.io().built, m.io().rebuilt), (2, 0), "{:?}", m.io());
 }
