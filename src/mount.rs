@@ -565,7 +565,7 @@ fn learn(store: &Store, news: Learned) {
         if i % crate::mem::SORT_CHUNK == 0 {
             store.host().relax();
         }
-        let _ = store.set_flushed(id, nb.data_off, nb.mirror_tid, ver);
+        let _ = store.set_flushed(id, &nb, ver);
     }
 }
 

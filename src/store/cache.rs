@@ -7,7 +7,8 @@
 //! - `Pinned`: its payload is in memory and never evicted: every chain of a store without a
 //!   source, every payload that is not DATA, and a payload changed by an insert, replace or
 //!   modify until a commit has written it (the commit's [`Store::set_flushed`] then releases
-//!   it when the chain still holds the very payload written, by its payload version);
+//!   it when the chain still holds the very payload written, by its payload version, and
+//!   that payload is the whole block written: one the commit padded stays pinned);
 //! - `Cached`: its clean payload is in memory, counted against the budget, on the CLOCK ring;
 //! - `OnMedia`: its payload is not in memory; a read goes to the source.
 //!
@@ -432,13 +433,24 @@ impl Store {
         }
     }
 
-    /// Record that a commit wrote chain `id`'s payload at version `ver`: if the chain still
-    /// holds that version, its pinned payload is clean now and leaves memory (it is read
-    /// back on demand). Returns the bytes to free outside the lock.
-    pub(super) fn release(a: &mut Arena, id: ChainId, ver: PayVer) -> Option<Vec<u8>> {
+    /// Record that a commit wrote chain `id`'s payload at version `ver` as the block
+    /// `written` names: if the chain still holds that version and the block is its payload
+    /// byte for byte (a whole block, the check code the store holds), its pinned payload is
+    /// clean now and leaves memory (it is read back on demand). A payload the commit padded
+    /// stays pinned: the block on the media is longer, with another check code. Returns the
+    /// bytes to free outside the lock.
+    pub(super) fn release(
+        a: &mut Arena,
+        id: ChainId,
+        written: &Blockref,
+        ver: PayVer,
+    ) -> Option<Vec<u8>> {
         a.ring.as_ref()?;
         let c = a.get(id).ok()?;
-        if c.pay.at != Where::Pinned || c.pay.ver != ver || !evictable(&c.bref) {
+        let same_block = payload_len(&c.body) == written.data_bytes()
+            && c.bref.check_method() == written.check_method()
+            && c.bref.check == written.check;
+        if c.pay.at != Where::Pinned || c.pay.ver != ver || !evictable(&c.bref) || !same_block {
             return None;
         }
         a.count_pinned(id, false).ok()?;
@@ -605,12 +617,16 @@ mod tests {
         // A commit wrote version v of 0, then 0 changed again: still pinned, new bytes.
         let (_, _, v) = s.read_versioned(ids[0]).unwrap();
         s.replace(&g, b, Body::Data(bytes(1024, 101))).unwrap();
-        s.set_flushed(ids[0], b.data_off, 9, v).unwrap();
+        let mut w = s.bref(ids[0]).unwrap();
+        w.mirror_tid = 9;
+        s.set_flushed(ids[0], &w, v).unwrap();
         assert!(!s.is_on_media(ids[0]).unwrap());
         assert_eq!(data(&s, ids[0]), bytes(1024, 101));
         // The commit of the version it holds releases it.
         let (_, _, v) = s.read_versioned(ids[1]).unwrap();
-        s.set_flushed(ids[1], (1 << 16) | 10, 9, v).unwrap();
+        let mut w = s.bref(ids[1]).unwrap();
+        (w.data_off, w.mirror_tid) = ((1 << 16) | 10, 9);
+        s.set_flushed(ids[1], &w, v).unwrap();
         assert!(s.is_on_media(ids[1]).unwrap());
         let st = s.cache_stats().unwrap();
         assert_eq!((st.pinned, st.pinned_peak), (1024, 2048));
