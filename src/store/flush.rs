@@ -38,6 +38,10 @@ impl Arena {
     /// Note a change of the child of `table` at `key`, when the store is tracked.
     pub(super) fn note(&mut self, table: Option<ChainId>, key: u64) -> Result<()> {
         let t = Touch { table, key };
+        #[cfg(test)]
+        if core::mem::take(&mut self.note_fails) {
+            return Err(Error::NoMem);
+        }
         if let Some(j) = self.journal.as_mut() {
             // A run of changes at one place is noted once; but an entry a running commit
             // took stays apart: that commit may have read the place before this change.

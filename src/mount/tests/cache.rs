@@ -127,6 +127,8 @@ fn a_damaged_block_read_on_demand_is_eio_for_its_chain() {
     m.0.lock().flip((b.data_off & !0x3F) + 100);
     assert_eq!(ms.read(bad).err(), Some(Error::Io));
     assert_eq!(ms.read_file(f0).err(), Some(Error::Io));
+    let st = ms.cache_stats().unwrap();
+    assert!(st.read_errors >= 2 && st.last_error == b.data_off, "{st:?}");
     let good = bytes(DATA_BLOCK_BYTES, 2);
     assert_eq!(
         ms.read_file(ms.resolve(b"/f1").unwrap()).unwrap()[..DATA_BLOCK_BYTES],
