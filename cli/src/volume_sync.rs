@@ -227,7 +227,8 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
         let vol = Volume::open(Arc::clone(&dev)).map_err(|e| Fail::Run(format!("{image}: {e}")))?;
         let t0 = Instant::now();
         let mut progress = Progress::new("sync");
-        // File data is read on demand through a handle of its own (the sync threads read it).
+        // File data is read on demand (by the sync threads) through the volume's device,
+        // shared: its reads are positioned (pread), so they never disturb the volume's.
         let source = Box::new(DevSource::new(dev, vol.header()));
         let (mut store, mounted) =
             mount::load_cached(host, &vol, label.as_bytes(), source, a.cache, &mut |n| {

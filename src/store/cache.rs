@@ -290,7 +290,7 @@ impl Arena {
     /// (to be freed outside the lock) without growing it: false when they cannot fit (more
     /// than the budget, at once: nothing is evicted for it; or `out` full first).
     fn make_room(&mut self, need: usize, out: &mut Vec<Vec<u8>>) -> Result<bool> {
-        if self.ring.as_ref().is_none_or(|r| need > r.budget) {
+        if !self.ring.as_ref().is_some_and(|r| need <= r.budget) {
             return Ok(false);
         }
         loop {
