@@ -237,4 +237,16 @@ fn a_payload_padded_by_the_commit_reads_back_unchanged() {
     assert!(store.is_on_media(id1).unwrap());
     assert!(store.read(id1).unwrap().1 == Body::Data(bytes(4096, 0x66)));
     assert_eq!(within_budget(&store).pinned, 3000);
+    clean(&dev.0.lock());
+    // The file's table written again around the padded block: still clean.
+    {
+        let g = store.lock(id1, crate::host::LockMode::Exclusive).unwrap();
+        let b1 = store.bref(id1).unwrap();
+        store
+            .replace(&g, b1, Body::Data(bytes(4096, 0x77)))
+            .unwrap();
+    }
+    commit_shared(&dev, &store, &mut m);
+    clean(&dev.0.lock());
+    assert!(store.read(id).unwrap().1 == Body::Data(bytes(3000, 0x55)));
 }
