@@ -573,15 +573,16 @@ fn learn(store: &Store, news: Learned) {
         if i % crate::mem::SORT_CHUNK == 0 {
             store.host().relax();
         }
-        let _ = store.set_flushed(id, nb.data_off, nb.mirror_tid, ver);
+        let _ = store.set_flushed(id, &nb, ver);
     }
 }
 
 /// Replace everything `store` holds by what PFS `m.label()` of `vol` holds now (its last
 /// commit): a node's remount, or, when the store's changes were never committed, its crash.
 /// The PFS is loaded into a scratch store first, so a damaged volume fails here with `store`
-/// untouched; then, under the PFS root's exclusive lock, the old chains are deleted and the
-/// loaded ones copied in. The store stays at its address (sync threads and scan pools keep
+/// untouched (in a store reading payloads on demand, only damaged metadata: a DATA block
+/// is not read here, and a damaged one is EIO for its chain when it is read); then, under
+/// the PFS root's exclusive lock, the old chains are deleted and the loaded ones copied in. The store stays at its address (sync threads and scan pools keep
 /// their references), but a pass reading it meanwhile would see a tree half replaced: every
 /// thread of the cluster must be frozen or stopped around the call.
 pub fn reload<D: BlockDev>(vol: &Volume<D>, store: &Store, m: &mut Mounted) -> Result<()> {

@@ -143,8 +143,9 @@ pub fn volume_targets(v: Result<&Volumes, &String>) -> [Target; 3] {
             met: b.is_some_and(|b| b >= VOLUME_BANDWIDTH_GOAL),
         },
         // The chain cache's memory is everything a mounted store holds: met only when the
-        // payload cache stayed within its budget and the cluster of both stores (headers
-        // and inodes stay resident) within their two budgets.
+        // cluster of both stores (headers and inodes stay resident) stayed within their two
+        // budgets. The payload cache's peak is shown, not judged: the cache never installs
+        // past its budget, so `payload-peak <= budget` could not fail.
         Target {
             name: "volume_cache_within_budget".into(),
             measured: r.map_or("not-measured".into(), |r| {
@@ -154,10 +155,7 @@ pub fn volume_targets(v: Result<&Volumes, &String>) -> [Target; 3] {
                 )
             }),
             goal: "stores<=budget".into(),
-            met: r.is_some_and(|r| {
-                r.cache_peak <= r.cache_budget
-                    && r.cluster_bytes <= r.cache_budget.saturating_mul(2)
-            }),
+            met: r.is_some_and(|r| r.cluster_bytes <= r.cache_budget.saturating_mul(2)),
         },
     ]
 }

@@ -13,7 +13,7 @@ use hammer2_synchro::cluster::Cluster;
 use hammer2_synchro::mount::join::{Join, JoinError};
 use hammer2_synchro::mount::payload::DevSource;
 use hammer2_synchro::mount::{self, Mounted};
-use hammer2_synchro::store::{Layout, Store};
+use hammer2_synchro::store::{CacheStats, Layout, Store};
 use hammer2_synchro::thread::{Request, ThreadState};
 use hammer2_synchro::volume::{FileDev, Volume};
 use std::sync::Arc;
@@ -42,6 +42,8 @@ W: device writes of that commit (new blocks, freemap, header); R: device reads i
 blocks last committed on the paths it changes, and, to find the space in use, in the first
 commit after a load the trees that every valid volume header copy reaches (they grow with
 the volume's metadata); later commits of the same run read only the freemap they rewrite.
+Data blocks read on demand (by the sync, or by a commit copying one) are not in R: each
+volume's are in its data cache line at the end (blocks / KiB read on demand).
 
 OPTIONS:
     --timeout SECS       give up (status 1, nothing more committed) when not converged after
@@ -57,16 +59,22 @@ OPTIONS:
                          is reported and keeps its last commit; the others are written, the
                          watch goes on and tries it again at the next commit; the exit
                          status is then 1
-    --cache-mib N        keep at most N MiB of each volume's file data in memory (default
-                         256): a load reads every inode, directory entry and chain header
-                         but leaves data blocks on the volume; they are read (check code
-                         verified) when the sync compares or copies them, and the clean ones
-                         are cached in N MiB per volume, the least recently used dropped
-                         first. Data a sync changed stays in memory until it is committed:
-                         once a volume holds more than N MiB of it, every changed volume is
-                         committed (threads frozen meanwhile, as --commit-every does), so a
-                         volume larger than memory syncs. A damaged data block fails that
-                         file's sync with an I/O error
+    --cache-mib N        cache at most N MiB (N >= 1, default 256) of each volume's clean
+                         file data: a load reads every inode, directory entry and chain
+                         header but leaves data blocks on the volume; they are read (check
+                         code verified) when the sync compares or copies them, and cached
+                         within N MiB per volume (CLOCK: a block read again is kept over
+                         one read once). Data a sync changed is not in those N MiB: it
+                         stays in memory until committed, and once a volume holds more
+                         than N MiB of it, every changed volume is committed (threads
+                         frozen meanwhile, as --commit-every does), so a volume larger
+                         than memory syncs; it passes N MiB by what the threads change
+                         before they stop for that commit (a few blocks each). A data
+                         block that cannot be read (a device error, or damaged: its check
+                         code fails) is reported when a read of it fails (volume, offset
+                         and size of the block) and counted in the status line; the files
+                         that need it cannot sync, so the sync does not converge and ends
+                         at --timeout (status 1) naming the failed reads
     --progress           show progress on stderr even when it is not a terminal (on a
                          terminal it is shown anyway; never on stdout)
     --stall-reads-us N   for tests: delay every read the sync threads make of a node by N
@@ -110,6 +118,8 @@ struct Node {
     mounted: Mounted,
     /// The mirror_tid of the volume's last committed header.
     committed: u64,
+    /// The failed data reads last reported: their count and the last block's `data_off`.
+    read_errors_said: (u64, u64),
 }
 
 struct Args {
@@ -161,10 +171,11 @@ fn parse(args: &[String]) -> Result<Args, Fail> {
                 let v = it.next();
                 a.cache = v
                     .and_then(|v| v.parse::<usize>().ok())
+                    .filter(|&n| n > 0)
                     .and_then(|n| n.checked_mul(1 << 20))
                     .ok_or_else(|| {
                         Fail::Usage(format!(
-                            "--cache-mib: '{}' is not a number of MiB",
+                            "--cache-mib: '{}' is not a number of MiB >= 1",
                             v.map_or("", |v| v.as_str())
                         ))
                     })?;
@@ -216,13 +227,17 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
         let vol = Volume::open(Arc::clone(&dev)).map_err(|e| Fail::Run(format!("{image}: {e}")))?;
         let t0 = Instant::now();
         let mut progress = Progress::new("sync");
-        // File data is read on demand through a handle of its own (the sync threads read it).
+        // File data is read on demand (by the sync threads) through the volume's device,
+        // shared: its reads are positioned (pread), so they never disturb the volume's.
         let source = Box::new(DevSource::new(dev, vol.header()));
-        let (store, mounted) =
+        let (mut store, mounted) =
             mount::load_cached(host, &vol, label.as_bytes(), source, a.cache, &mut |n| {
                 progress.tick(|| format!("loading {spec}: {n} chains"))
             })
             .map_err(|e| Fail::Run(format!("{spec}: load: {e}")))?;
+        // Changed data past the budget wakes the loop below at once (it commits then).
+        let main = std::thread::current();
+        store.set_pinned_alarm(Box::new(move || main.unpark()));
         drop(progress);
         let role = join.add(&store).map_err(|e| join_fail(&e, &a.specs))?;
         errln!(
@@ -234,6 +249,7 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
         );
         stores.push(store);
         nodes.push(Node {
+            read_errors_said: (0, 0),
             spec: spec.clone(),
             committed: vol.header().mirror_tid,
             vol: Some(vol),
@@ -274,9 +290,11 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
     let mut converged_at = None;
     // Volumes a periodic commit could not write (each tried again at the next commit).
     let mut failed_commits = 0;
-    // Commits made because changed data passed the cache budget, and when one last failed.
+    // Commits made because changed data passed the cache budget, those that failed, and
+    // when the last one failed or wrote nothing.
     let mut writebacks = 0;
-    let mut failed_writeback: Option<Instant> = None;
+    let mut failed_writebacks = 0;
+    let mut idle_writeback: Option<Instant> = None;
     // The status once a second: the live status line of --watch, else progress.
     let mut progress = if a.watch {
         Progress::always("sync")
@@ -305,25 +323,40 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
         if !a.watch && t0.elapsed() > a.timeout {
             drop(progress);
             stop_all(&cluster, &nodes);
+            report_caches(&cluster, &nodes);
             let names: Vec<&str> = behind.iter().map(|&i| nodes[i].spec.as_str()).collect();
             return Err(Fail::Run(format!(
-                "not converged after {}s (behind: {}); {}",
+                "not converged after {}s (behind: {}){}; {}",
                 a.timeout.as_secs_f64(),
                 names.join(", "),
+                unreadable(&cluster, &nodes),
                 match writebacks {
                     0 => "nothing committed".to_string(),
                     n => format!("nothing more committed (after {n} write-back commits)"),
                 }
             )));
         }
-        let gap = failed_writeback.is_none_or(|t| t.elapsed() >= WRITEBACK_GAP);
+        if say_read_errors(&cluster, &mut nodes) {
+            progress.end_line();
+        }
+        let gap = idle_writeback.is_none_or(|t| t.elapsed() >= WRITEBACK_GAP);
         if gap && over_budget(&cluster, a.cache) {
             progress.end_line();
             errln!("sync: changed data past the cache budget: committing every changed volume");
             let c = commit_frozen(&cluster, &mut nodes)?;
-            failed_commits += c.failed;
+            if c.failed > 0 {
+                errln!(
+                    "sync: write-back: {} of {} volumes written, {} failed (each keeps its \
+                     last commit; tried again later)",
+                    c.written,
+                    nodes.len(),
+                    c.failed
+                );
+            }
+            failed_writebacks += c.failed;
             writebacks += 1;
-            failed_writeback = (c.failed > 0).then(Instant::now);
+            // Not retried at once when it failed or found nothing to write.
+            idle_writeback = (c.failed > 0 || c.written == 0).then(Instant::now);
         }
         if a.watch && last_commit.elapsed() >= a.commit_every {
             progress.end_line();
@@ -350,7 +383,8 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
             last = Instant::now();
             progress.tick(|| status(&cluster, &nodes, &behind, t0.elapsed()));
         }
-        std::thread::sleep(POLL);
+        // Woken early by a store whose changed data passed the budget.
+        std::thread::park_timeout(POLL);
     }
     drop(progress);
     stop_all(&cluster, &nodes);
@@ -367,10 +401,17 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
             c.failed
         )));
     }
-    if failed_commits > 0 {
+    if failed_commits + failed_writebacks > 0 {
+        let mut what = Vec::new();
+        if failed_commits > 0 {
+            what.push(format!("{failed_commits} periodic volume commits"));
+        }
+        if failed_writebacks > 0 {
+            what.push(format!("{failed_writebacks} write-back volume commits"));
+        }
         return Err(Fail::Run(format!(
-            "{failed_commits} periodic volume commits failed (see above); the last commit \
-             wrote every changed volume"
+            "{} failed (see above); the last commit wrote every changed volume",
+            what.join(" and ")
         )));
     }
     Ok(())
@@ -487,8 +528,9 @@ fn commit_node(
     Ok(true)
 }
 
-/// The least time after a write-back commit that failed before the next (a volume that
-/// cannot be written is not retried in a loop).
+/// The least time after a write-back commit that failed, or wrote nothing, before the next
+/// (a volume that cannot be written, or changed data no commit can release, is not
+/// committed again in a loop).
 const WRITEBACK_GAP: Duration = Duration::from_secs(1);
 
 /// Whether some node holds more changed data than `budget` (pinned until its commit).
@@ -506,6 +548,9 @@ fn over_budget(cluster: &Cluster, budget: usize) -> bool {
 fn report_caches(cluster: &Cluster, nodes: &[Node]) {
     for (i, n) in nodes.iter().enumerate() {
         if let Some(st) = cluster.store(i).ok().and_then(Store::cache_stats) {
+            if st.read_errors > 0 {
+                errln!("sync: {}: {}", n.spec, failed_reads(&st));
+            }
             errln!(
                 "sync: {}: data cache: peak {} KiB of {} KiB, {} blocks / {} KiB read on demand, \
                  changed data held at most {} KiB",
@@ -518,6 +563,51 @@ fn report_caches(cluster: &Cluster, nodes: &[Node]) {
             );
         }
     }
+}
+
+/// The failed data reads of a store's cache `st`: how many, and the last one's block.
+fn failed_reads(st: &CacheStats) -> String {
+    let (off, radix) = (st.last_error & !0x3f, st.last_error & 0x3f);
+    format!(
+        "{} data block reads failed (I/O error or damaged block), the last of the block at \
+         offset {off:#x} ({} bytes)",
+        st.read_errors,
+        1u64 << radix
+    )
+}
+
+/// Report each node's failed data reads once the block last failing changes: whether a
+/// line was printed.
+fn say_read_errors(cluster: &Cluster, nodes: &mut [Node]) -> bool {
+    let mut said = false;
+    for (i, n) in nodes.iter_mut().enumerate() {
+        let Some(st) = cluster.store(i).ok().and_then(Store::cache_stats) else {
+            continue;
+        };
+        if st.read_errors > n.read_errors_said.0 && st.last_error != n.read_errors_said.1 {
+            errln!(
+                "sync: {}: {}: the files that need it cannot sync",
+                n.spec,
+                failed_reads(&st)
+            );
+            n.read_errors_said = (st.read_errors, st.last_error);
+            said = true;
+        }
+    }
+    said
+}
+
+/// The nodes whose data reads failed, for the timeout's message ("" when none).
+fn unreadable(cluster: &Cluster, nodes: &[Node]) -> String {
+    let mut s = String::new();
+    for (i, n) in nodes.iter().enumerate() {
+        if let Some(st) = cluster.store(i).ok().and_then(Store::cache_stats) {
+            if st.read_errors > 0 {
+                s.push_str(&format!("; {}: {}", n.spec, failed_reads(&st)));
+            }
+        }
+    }
+    s
 }
 
 /// The CLI's failure for a [`JoinError`], each node named by its `IMAGE@LABEL` (nodes join in
@@ -547,8 +637,13 @@ fn status(cluster: &Cluster, nodes: &[Node], behind: &[usize], at: Duration) -> 
             .and_then(|s| s.bref(s.root()))
             .map_or(0, |b| b.modify_tid);
         let st = cluster.stats(i);
+        let errors = cluster
+            .store(i)
+            .ok()
+            .and_then(Store::cache_stats)
+            .map_or(0, |c| c.read_errors);
         line.push_str(&format!(
-            " | {} {} {} {} committed {:#x} tid {modified:#x} passes {}",
+            " | {} {} {} {} committed {:#x} tid {modified:#x} passes {}{}",
             n.spec,
             cluster.role(i).name(),
             cluster.thread_state(i).name(),
@@ -558,7 +653,12 @@ fn status(cluster: &Cluster, nodes: &[Node], behind: &[usize], at: Duration) -> 
                 "in sync"
             },
             n.committed,
-            st.passes
+            st.passes,
+            if errors > 0 {
+                format!(" read errors {errors}")
+            } else {
+                String::new()
+            }
         ));
     }
     line

@@ -7,8 +7,10 @@ use crate::store::PayloadSource;
 use crate::volume::{block::read_stored, BlockDev};
 use crate::Result;
 
-/// Reads blocks of one volume from a device handle of its own: the store's readers are
-/// the sync threads, several at once, while the volume itself belongs to its mount.
+/// Reads blocks of one volume from a device handle: the store's readers are the sync
+/// threads, several at once, while the volume itself belongs to its mount; the handle may
+/// be shared with the volume (the CLI gives both one `Arc<FileDev>`), as `BlockDev` reads
+/// at an offset and never moves a file position.
 pub struct DevSource<D> {
     dev: D,
     fs_size: u64,

@@ -7,7 +7,8 @@
 //! - `Pinned`: its payload is in memory and never evicted: every chain of a store without a
 //!   source, every payload that is not DATA, and a payload changed by an insert, replace or
 //!   modify until a commit has written it (the commit's [`Store::set_flushed`] then releases
-//!   it when the chain still holds the very payload written, by its payload version);
+//!   it when the chain still holds the very payload written, by its payload version, and
+//!   that payload is the whole block written: one the commit padded stays pinned);
 //! - `Cached`: its clean payload is in memory, counted against the budget, on the CLOCK ring;
 //! - `OnMedia`: its payload is not in memory; a read goes to the source.
 //!
@@ -58,6 +59,12 @@ pub struct CacheStats {
     pub pinned: usize,
     /// The most DATA payload bytes ever pinned at once.
     pub pinned_peak: usize,
+    /// Reads through the source that failed (a device error or a damaged block: EIO for
+    /// the chain that needed it).
+    pub read_errors: u64,
+    /// The `data_off` (offset and size radix) of the block of the last failed read; 0 when
+    /// none failed.
+    pub last_error: u64,
 }
 
 /// Referenced chains the hand passes over, at most, before it evicts the one it stands on.
@@ -69,10 +76,9 @@ const BLOCK_MIN: usize = 1 << media::RADIX_MIN;
 /// No chain (an empty ring, an unlinked chain).
 const NIL: u32 = u32::MAX;
 
-/// A payload version ([`Store::read_versioned`]). It wraps after 2^32 installs: a commit
-/// would mistake a newer payload for the one it wrote only if the store installed exactly a
-/// multiple of 2^32 payloads while that commit ran.
-pub type PayVer = u32;
+/// A payload version ([`Store::read_versioned`]): 64 bits, so that it never wraps (a commit
+/// must not mistake a newer payload for the one it wrote).
+pub type PayVer = u64;
 
 /// Where a chain's payload is (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +137,8 @@ pub(super) struct Ring {
     evictions: u64,
     pinned: usize,
     pinned_peak: usize,
+    /// Called when the pinned bytes pass the budget ([`Store::set_pinned_alarm`]).
+    alarm: Option<alloc::boxed::Box<dyn Fn() + Send + Sync>>,
 }
 
 impl Ring {
@@ -143,6 +151,7 @@ impl Ring {
             evictions: 0,
             pinned: 0,
             pinned_peak: 0,
+            alarm: None,
         }
     }
 }
@@ -153,6 +162,8 @@ pub(super) struct Source {
     reads: AtomicU64,
     read_bytes: AtomicU64,
     hits: AtomicU64,
+    read_errors: AtomicU64,
+    last_error: AtomicU64,
 }
 
 impl Source {
@@ -162,6 +173,8 @@ impl Source {
             reads: AtomicU64::new(0),
             read_bytes: AtomicU64::new(0),
             hits: AtomicU64::new(0),
+            read_errors: AtomicU64::new(0),
+            last_error: AtomicU64::new(0),
         }
     }
 }
@@ -241,8 +254,14 @@ impl Arena {
         let len = payload_len(&c.body);
         if let Some(r) = self.ring.as_mut() {
             if add {
+                let was = r.pinned;
                 r.pinned += len;
                 r.pinned_peak = r.pinned_peak.max(r.pinned);
+                if was <= r.budget && r.pinned > r.budget {
+                    if let Some(alarm) = r.alarm.as_ref() {
+                        alarm();
+                    }
+                }
             } else {
                 r.pinned = r.pinned.saturating_sub(len);
             }
@@ -250,10 +269,30 @@ impl Arena {
         Ok(())
     }
 
+    /// Put chain `id`'s pinned DATA payload back on the media (it is the block its header
+    /// names: clean), in a store with a cache. Returns the bytes to free outside the lock.
+    pub(super) fn unpin(&mut self, id: ChainId) -> Option<Vec<u8>> {
+        self.ring.as_ref()?;
+        let c = self.get(id).ok()?;
+        if c.pay.at != Where::Pinned || !evictable(&c.bref) {
+            return None;
+        }
+        self.count_pinned(id, false).ok()?;
+        let c = self.get_mut(id).ok()?;
+        c.pay.at = Where::OnMedia;
+        match core::mem::replace(&mut c.body, Body::Data(Vec::new())) {
+            Body::Data(d) => Some(d),
+            Body::Inode(_) => None,
+        }
+    }
+
     /// Evict until `need` more bytes fit in the budget, the evicted payloads moved to `out`
     /// (to be freed outside the lock) without growing it: false when they cannot fit (more
-    /// than the budget, or `out` full first).
+    /// than the budget, at once: nothing is evicted for it; or `out` full first).
     fn make_room(&mut self, need: usize, out: &mut Vec<Vec<u8>>) -> Result<bool> {
+        if !self.ring.as_ref().is_some_and(|r| need <= r.budget) {
+            return Ok(false);
+        }
         loop {
             let Some(r) = self.ring.as_ref() else {
                 return Ok(false);
@@ -313,6 +352,16 @@ impl Store {
         self.arena.get_mut().ring = Some(Ring::new(budget));
     }
 
+    /// Call `alarm` whenever the pinned DATA bytes (changed, waiting for a commit) pass the
+    /// cache budget, so that a host can commit without polling. It is called under the
+    /// store's spin lock, once per crossing: it must not sleep nor touch the store (set a
+    /// flag, wake a waiter). No effect on a store without a source.
+    pub fn set_pinned_alarm(&mut self, alarm: alloc::boxed::Box<dyn Fn() + Send + Sync>) {
+        if let Some(r) = self.arena.get_mut().ring.as_mut() {
+            r.alarm = Some(alarm);
+        }
+    }
+
     /// Whether this store reads payloads on demand (it has a [`PayloadSource`]).
     pub fn has_payload_source(&self) -> bool {
         self.source.is_some()
@@ -338,6 +387,8 @@ impl Store {
             evictions: r.evictions,
             pinned: r.pinned,
             pinned_peak: r.pinned_peak,
+            read_errors: s.read_errors.load(Ordering::Relaxed),
+            last_error: s.last_error.load(Ordering::Relaxed),
         })
     }
 
@@ -352,10 +403,16 @@ impl Store {
         }
     }
 
-    /// The block `bref` names, read through the source (no lock held), counted.
+    /// The block `bref` names, read through the source (no lock held), counted; a failed
+    /// read (not a failed allocation) counted apart, with the block it was for.
     fn fetch(&self, bref: &Blockref) -> Result<Vec<u8>> {
         let s = self.source.as_ref().ok_or(Error::Io)?;
-        let bytes = s.src.read(bref)?;
+        let bytes = s.src.read(bref).inspect_err(|e| {
+            if *e != Error::NoMem {
+                s.read_errors.fetch_add(1, Ordering::Relaxed);
+                s.last_error.store(bref.data_off, Ordering::Relaxed);
+            }
+        })?;
         s.reads.fetch_add(1, Ordering::Relaxed);
         s.read_bytes
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
@@ -364,13 +421,26 @@ impl Store {
 
     /// Chain `id`'s payload read through the source (it was on the media at version `ver`
     /// with header `bref`), a copy installed in the cache when it fits and the chain did
-    /// not change meanwhile. No lock is held during the read.
+    /// not change meanwhile (a block that will not be cached is handed over as read, not
+    /// copied). No lock is held during the read.
     pub(super) fn read_on_media(&self, id: ChainId, bref: Blockref, ver: PayVer) -> Result<Sealed> {
         let bytes = self.fetch(&bref)?;
-        let copy = crate::mem::try_to_vec(&bytes)?;
-        self.install(id, ver, bytes);
+        let cacheable = {
+            let a = self.arena.read();
+            let fresh =
+                matches!(a.get(id), Ok(c) if c.pay.at == Where::OnMedia && c.pay.ver == ver);
+            fresh && a.ring.as_ref().is_some_and(|r| bytes.len() <= r.budget)
+        };
+        let body = match cacheable.then(|| crate::mem::try_to_vec(&bytes)) {
+            Some(Ok(copy)) => {
+                self.install(id, ver, bytes);
+                copy
+            }
+            // Not cached (a copy that cannot be allocated is only a cache miss).
+            _ => bytes,
+        };
         Ok(Sealed {
-            body: Body::Data(copy),
+            body: Body::Data(body),
             check: Some((bref.check_method(), bref.check)),
         })
     }
@@ -406,17 +476,19 @@ impl Store {
     }
 
     /// Make chain `id`'s payload resident and pinned (the caller holds it exclusively and is
-    /// about to change it in place): read through the source if it is on the media.
-    pub(super) fn pin_payload(&self, id: ChainId) -> Result<()> {
+    /// about to change it in place): read through the source if it is on the media. Whether
+    /// it was clean (cached or on the media) before: a caller that then fails before the
+    /// change puts it back with [`Arena::unpin`].
+    pub(super) fn pin_payload(&self, id: ChainId) -> Result<bool> {
         loop {
             if self.arena.read().get(id)?.pay.at == Where::Pinned {
-                return Ok(());
+                return Ok(false);
             }
             let (bref, ver) = {
                 let mut a = self.arena.write();
                 let c = a.get(id)?;
                 if c.pay.at != Where::OnMedia {
-                    return a.unring(id);
+                    return a.unring(id).map(|()| true);
                 }
                 (c.bref, c.pay.ver)
             };
@@ -426,28 +498,32 @@ impl Store {
             if c.pay.at == Where::OnMedia && c.pay.ver == ver {
                 c.body = Body::Data(bytes);
                 c.pay.at = Where::Pinned;
-                return a.count_pinned(id, true);
+                return a.count_pinned(id, true).map(|()| true);
             }
             // Cached by a reader meanwhile: pinned on the next turn.
         }
     }
 
-    /// Record that a commit wrote chain `id`'s payload at version `ver`: if the chain still
-    /// holds that version, its pinned payload is clean now and leaves memory (it is read
-    /// back on demand). Returns the bytes to free outside the lock.
-    pub(super) fn release(a: &mut Arena, id: ChainId, ver: PayVer) -> Option<Vec<u8>> {
-        a.ring.as_ref()?;
+    /// Record that a commit wrote chain `id`'s payload at version `ver` as the block
+    /// `written` names: if the chain still holds that version and the block is its payload
+    /// byte for byte (a whole block, the check code the store holds), its pinned payload is
+    /// clean now and leaves memory (it is read back on demand). A payload the commit padded
+    /// stays pinned: the block on the media is longer, with another check code. Returns the
+    /// bytes to free outside the lock.
+    pub(super) fn release(
+        a: &mut Arena,
+        id: ChainId,
+        written: &Blockref,
+        ver: PayVer,
+    ) -> Option<Vec<u8>> {
         let c = a.get(id).ok()?;
-        if c.pay.at != Where::Pinned || c.pay.ver != ver || !evictable(&c.bref) {
+        let same_block = payload_len(&c.body) == written.data_bytes()
+            && c.bref.check_method() == written.check_method()
+            && c.bref.check == written.check;
+        if c.pay.ver != ver || !same_block {
             return None;
         }
-        a.count_pinned(id, false).ok()?;
-        let c = a.get_mut(id).ok()?;
-        c.pay.at = Where::OnMedia;
-        match core::mem::replace(&mut c.body, Body::Data(Vec::new())) {
-            Body::Data(d) => Some(d),
-            Body::Inode(_) => None,
-        }
+        a.unpin(id)
     }
 }
 
@@ -460,17 +536,26 @@ mod tests {
     use alloc::boxed::Box;
     use alloc::collections::BTreeMap;
 
-    /// Blocks by `data_off`; every read counted, and refused while `fail` is set.
+    /// Something done while a read is under way, before it finds its block.
+    type Hook = Box<dyn FnOnce() + Send>;
+
+    /// Blocks by `data_off`; every read counted, and refused while `fail` is set; `hook`
+    /// run by the next read.
     #[derive(Default)]
     struct MapSource {
         blocks: spin::Mutex<BTreeMap<u64, Vec<u8>>>,
         fail: AtomicBool,
         reads: AtomicU64,
+        hook: spin::Mutex<Option<Hook>>,
     }
 
     impl PayloadSource for &'static MapSource {
         fn read(&self, bref: &Blockref) -> Result<Vec<u8>> {
             self.reads.fetch_add(1, Ordering::Relaxed);
+            let hook = self.hook.lock().take();
+            if let Some(f) = hook {
+                f();
+            }
             if self.fail.load(Ordering::Relaxed) {
                 return Err(Error::Io);
             }
@@ -605,12 +690,16 @@ mod tests {
         // A commit wrote version v of 0, then 0 changed again: still pinned, new bytes.
         let (_, _, v) = s.read_versioned(ids[0]).unwrap();
         s.replace(&g, b, Body::Data(bytes(1024, 101))).unwrap();
-        s.set_flushed(ids[0], b.data_off, 9, v).unwrap();
+        let mut w = s.bref(ids[0]).unwrap();
+        w.mirror_tid = 9;
+        s.set_flushed(ids[0], &w, v).unwrap();
         assert!(!s.is_on_media(ids[0]).unwrap());
         assert_eq!(data(&s, ids[0]), bytes(1024, 101));
         // The commit of the version it holds releases it.
         let (_, _, v) = s.read_versioned(ids[1]).unwrap();
-        s.set_flushed(ids[1], (1 << 16) | 10, 9, v).unwrap();
+        let mut w = s.bref(ids[1]).unwrap();
+        (w.data_off, w.mirror_tid) = ((1 << 16) | 10, 9);
+        s.set_flushed(ids[1], &w, v).unwrap();
         assert!(s.is_on_media(ids[1]).unwrap());
         let st = s.cache_stats().unwrap();
         assert_eq!((st.pinned, st.pinned_peak), (1024, 2048));
@@ -652,5 +741,122 @@ mod tests {
         data(&s, ids[3]);
         let st = s.cache_stats().unwrap();
         assert_eq!((st.used, st.evictions), (2048, 1));
+    }
+
+    /// Replace chain `id` (a child of the root) by `new` and commit it to a fresh block
+    /// of `src`, as a commit does: it is released, on the media at a new version.
+    fn replace_and_commit(s: &Store, src: &MapSource, id: ChainId, new: &[u8]) {
+        let root = s.lock_root(LockMode::Exclusive);
+        let g = s.lock_child(&root, id, LockMode::Exclusive).unwrap();
+        let b = s.bref(id).unwrap();
+        s.replace(&g, b, Body::Data(new.to_vec())).unwrap();
+        let (mut w, _, v) = s.read_versioned(id).unwrap();
+        w.data_off = (0x7f << 16) | (b.data_off & 0x3f);
+        src.blocks.lock().insert(w.data_off, new.to_vec());
+        s.set_flushed(id, &w, v).unwrap();
+        assert!(s.is_on_media(id).unwrap(), "released");
+    }
+
+    #[test]
+    fn a_read_of_an_older_version_finishing_after_a_commit_installs_nothing() {
+        let (s, src, ids) = store(1, 1024, 4096);
+        let old = s.arena.read().get(ids[0]).unwrap().pay.ver;
+        replace_and_commit(&s, src, ids[0], &bytes(1024, 7));
+        // On the media again, but at a newer version: the old bytes are refused.
+        s.install(ids[0], old, bytes(1024, 0));
+        assert_eq!(s.cache_stats().unwrap().used, 0);
+        assert_eq!(data(&s, ids[0]), bytes(1024, 7));
+    }
+
+    #[test]
+    fn a_pin_racing_a_replace_and_commit_pins_the_new_payload() {
+        let (s, src, ids) = store(1, 1024, 4096);
+        let s: &'static Store = Box::leak(Box::new(s));
+        let id = ids[0];
+        *src.hook.lock() = Some(Box::new(move || {
+            replace_and_commit(s, src, id, &bytes(1024, 9));
+        }));
+        // The first read brings the old bytes, for a version gone meanwhile: read again.
+        s.pin_payload(id).unwrap();
+        assert!(!s.is_on_media(id).unwrap());
+        assert_eq!(data(s, id), bytes(1024, 9));
+        assert_eq!(src.reads.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_block_larger_than_the_budget_evicts_nothing() {
+        let (s, src, ids) = store(2, 1024, 2048);
+        data(&s, ids[0]);
+        data(&s, ids[1]);
+        let big = bytes(4096, 3);
+        let mut b = Blockref::new(media::BREF_TYPE_DATA, 9 << 16, 16);
+        b.data_off = (0x70 << 16) | 12;
+        b.set_check(&big).unwrap();
+        src.blocks.lock().insert(b.data_off, big.clone());
+        let g = s.lock_root(LockMode::Exclusive);
+        let id = s.insert_on_media(&g, b).unwrap();
+        drop(g);
+        let ver = s.arena.read().get(id).unwrap().pay.ver;
+        s.install(id, ver, big.clone());
+        let st = s.cache_stats().unwrap();
+        assert_eq!((st.used, st.evictions), (2048, 0), "{st:?}");
+        assert_eq!(data(&s, id), big);
+        assert_eq!(s.cache_stats().unwrap().evictions, 0);
+    }
+
+    #[test]
+    fn a_failed_read_is_counted_with_its_block() {
+        let (s, src, ids) = store(2, 1024, 4096);
+        assert_eq!(s.cache_stats().unwrap().read_errors, 0);
+        src.fail.store(true, Ordering::Relaxed);
+        assert_eq!(s.read(ids[1]).err(), Some(Error::Io));
+        let st = s.cache_stats().unwrap();
+        assert_eq!(st.read_errors, 1);
+        assert_eq!(st.last_error, s.bref(ids[1]).unwrap().data_off);
+    }
+
+    #[test]
+    fn the_alarm_rings_when_changed_data_passes_the_budget() {
+        let (mut s, _, ids) = store(4, 1024, 2048);
+        let rung: &'static AtomicU64 = Box::leak(Box::default());
+        s.set_pinned_alarm(Box::new(|| {
+            rung.fetch_add(1, Ordering::Relaxed);
+        }));
+        let root = s.lock_root(LockMode::Exclusive);
+        for (i, &id) in ids.iter().enumerate() {
+            let g = s.lock_child(&root, id, LockMode::Exclusive).unwrap();
+            let b = s.bref(id).unwrap();
+            s.replace(&g, b, Body::Data(bytes(1024, 50 + i as u8)))
+                .unwrap();
+            // 1 and 2 KiB pinned: within; 3 KiB: past it once, 4 KiB: still past.
+            assert_eq!(rung.load(Ordering::Relaxed), u64::from(i >= 2), "{i}");
+        }
+    }
+
+    #[test]
+    fn a_modify_failing_before_the_change_leaves_a_clean_payload_on_the_media() {
+        let (s, src, ids) = store(2, 1024, 4096);
+        data(&s, ids[1]);
+        let root = s.lock_root(LockMode::Exclusive);
+        for &id in &ids {
+            let g = s.lock_child(&root, id, LockMode::Exclusive).unwrap();
+            s.arena.write().note_fails = true;
+            let r = s.modify(&g, |_, body| {
+                let Body::Data(d) = body else {
+                    return Err(Error::Invalid);
+                };
+                d[0] ^= 1;
+                Ok(())
+            });
+            assert_eq!(r.err(), Some(Error::NoMem));
+            assert!(s.is_on_media(id).unwrap(), "not left pinned");
+        }
+        let st = s.cache_stats().unwrap();
+        assert_eq!((st.pinned, st.used), (0, 0), "{st:?}");
+        assert_eq!(s.journal_len(), 0);
+        drop(root);
+        // Read again, unchanged: 1 was cached, 0 read by the modify and once more now.
+        assert_eq!(data(&s, ids[0]), bytes(1024, 0));
+        assert_eq!(src.reads.load(Ordering::Relaxed), 3);
     }
 }

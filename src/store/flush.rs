@@ -17,6 +17,7 @@
 use alloc::vec::Vec;
 
 use super::{cache::PayVer, Arena, Body, ChainId, Store};
+use crate::media::Blockref;
 use crate::{Error, Result};
 
 /// Spare journal entries kept reserved outside the arena lock, so that a change rarely
@@ -37,6 +38,10 @@ impl Arena {
     /// Note a change of the child of `table` at `key`, when the store is tracked.
     pub(super) fn note(&mut self, table: Option<ChainId>, key: u64) -> Result<()> {
         let t = Touch { table, key };
+        #[cfg(test)]
+        if core::mem::take(&mut self.note_fails) {
+            return Err(Error::NoMem);
+        }
         if let Some(j) = self.journal.as_mut() {
             // A run of changes at one place is noted once; but an entry a running commit
             // took stays apart: that commit may have read the place before this change.
@@ -160,24 +165,21 @@ impl Store {
     }
 
     /// Record that a commit wrote chain `id`'s block, payload version `ver` (as
-    /// [`Store::read_versioned`] gave it), at `data_off` in transaction `mirror_tid`: its
-    /// header learns both and the chain counts as flushed. Not a change (neither journaled
-    /// nor counted): the payload is the same. In a store with a payload source, a DATA
-    /// payload that is still that version is clean now and leaves memory
-    /// ([`super::cache`]); one changed since stays pinned for the next commit.
-    pub fn set_flushed(
-        &self,
-        id: ChainId,
-        data_off: u64,
-        mirror_tid: u64,
-        ver: PayVer,
-    ) -> Result<()> {
+    /// [`Store::read_versioned`] gave it), as `written` (the blockref the commit wrote): the
+    /// chain's header learns its `data_off` and `mirror_tid` and the chain counts as flushed.
+    /// Not a change (neither journaled nor counted): the payload is the same. In a store
+    /// with a payload source, a DATA payload that is still that version, and that is the
+    /// very block written (a whole block, the same check code), is clean now and leaves
+    /// memory ([`super::cache`]); one changed since stays pinned for the next commit, and
+    /// one the commit padded to a whole block stays pinned: read back, the padded block
+    /// would not be the payload the store holds.
+    pub fn set_flushed(&self, id: ChainId, written: &Blockref, ver: PayVer) -> Result<()> {
         let mut a = self.arena.write();
         let c = a.get_mut(id)?;
-        c.bref.data_off = data_off;
-        c.bref.mirror_tid = mirror_tid;
+        c.bref.data_off = written.data_off;
+        c.bref.mirror_tid = written.mirror_tid;
         c.unflushed_in = 0;
-        let freed = Store::release(&mut a, id, ver);
+        let freed = Store::release(&mut a, id, written, ver);
         drop(a);
         // Freed outside the lock.
         drop(freed);
@@ -209,7 +211,7 @@ mod tests {
     use super::*;
     use crate::host::testhost::host;
     use crate::host::LockMode;
-    use crate::media::{self, Blockref, InodeData};
+    use crate::media::{self, InodeData};
 
     fn data_bref(key: u64) -> Blockref {
         let mut b = Blockref::new(media::BREF_TYPE_DATA, key, 16);
@@ -238,7 +240,9 @@ mod tests {
             .unwrap();
         s.modify(&c, |_, _| Ok(())).unwrap();
         s.set_modify_tid(&c, 9).unwrap();
-        s.set_flushed(id, 0x4000a, 3, 0).unwrap();
+        let mut w = data_bref(0);
+        (w.data_off, w.mirror_tid) = (0x4000a, 3);
+        s.set_flushed(id, &w, 0).unwrap();
         s.settle_pfs_inum(77).unwrap();
         let n = s.journal_snapshot().unwrap();
         assert_eq!(n, [at(0)], "a run of changes at one place is noted once");

@@ -215,6 +215,9 @@ struct Arena {
     pay_seq: cache::PayVer,
     /// The payload cache, in a store with a payload source.
     ring: Option<cache::Ring>,
+    /// For tests: the next journal note fails as an allocation failure would.
+    #[cfg(test)]
+    note_fails: bool,
 }
 
 impl Arena {
@@ -363,6 +366,8 @@ impl Store {
                 settled: 1,
                 pay_seq: 0,
                 ring: None,
+                #[cfg(test)]
+                note_fails: false,
             }),
             root: ChainId { idx: 0, gen: 0 },
             root_lock,
@@ -836,16 +841,23 @@ impl Store {
         f: impl FnOnce(&mut Blockref, &mut Body) -> Result<R>,
     ) -> Result<R> {
         self.journal_room()?;
-        let mut a = loop {
+        let (mut a, was_clean) = loop {
             // `f` changes the payload in place: it must be in memory, and stay.
-            self.pin_payload(g.id)?;
+            let was_clean = self.pin_payload(g.id)?;
             let a = self.arena.write();
             // A commit may have released it since (it was clean): read it again.
             if a.get(g.id)?.pay.at == Where::Pinned {
-                break a;
+                break (a, was_clean);
             }
         };
-        a.note_chain(g.id)?;
+        if let Err(e) = a.note_chain(g.id) {
+            // Unchanged and not journaled: a payload pinned just now for the change goes
+            // back to the media, or nothing (no commit) would ever release it.
+            let freed = if was_clean { a.unpin(g.id) } else { None };
+            drop(a);
+            drop(freed);
+            return Err(e);
+        }
         a.pay_seq = a.pay_seq.wrapping_add(1);
         let ver = a.pay_seq;
         // Counted out and in again around `f`, which may resize it.

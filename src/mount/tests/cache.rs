@@ -127,6 +127,8 @@ fn a_damaged_block_read_on_demand_is_eio_for_its_chain() {
     m.0.lock().flip((b.data_off & !0x3F) + 100);
     assert_eq!(ms.read(bad).err(), Some(Error::Io));
     assert_eq!(ms.read_file(f0).err(), Some(Error::Io));
+    let st = ms.cache_stats().unwrap();
+    assert!(st.read_errors >= 2 && st.last_error == b.data_off, "{st:?}");
     let good = bytes(DATA_BLOCK_BYTES, 2);
     assert_eq!(
         ms.read_file(ms.resolve(b"/f1").unwrap()).unwrap()[..DATA_BLOCK_BYTES],
@@ -200,4 +202,51 @@ fn a_changed_payload_survives_eviction_pressure_until_committed() {
         .unwrap());
     assert!(store_view(&store) == view);
     within_budget(&store);
+}
+
+/// A payload that is not a whole block (the commit pads it to one) stays in memory after
+/// the commit: it reads back as it was replaced, length and check code included.
+#[test]
+fn a_payload_padded_by_the_commit_reads_back_unchanged() {
+    let dev = shared(make());
+    import_big(&dev.0.lock(), 1, 2);
+    let (store, mut m) = load_lazy(&dev, BUDGET);
+    let f0 = store.resolve(b"/f0").unwrap();
+    let (id, b) = store.lookup(f0, 0, 0).unwrap().unwrap();
+    let short = bytes(3000, 0x55);
+    {
+        let g = store.lock(id, crate::host::LockMode::Exclusive).unwrap();
+        store.replace(&g, b, Body::Data(short.clone())).unwrap();
+    }
+    let (_, before) = store.read(id).unwrap();
+    commit_shared(&dev, &store, &mut m);
+    let (_, after) = store.read(id).unwrap();
+    assert!(after == before && after == Body::Data(short), "unchanged");
+    // A whole block is released as before.
+    let (id1, b1) = store
+        .lookup(f0, DATA_BLOCK_BYTES as u64, DATA_BLOCK_BYTES as u64)
+        .unwrap()
+        .unwrap();
+    {
+        let g = store.lock(id1, crate::host::LockMode::Exclusive).unwrap();
+        store
+            .replace(&g, b1, Body::Data(bytes(4096, 0x66)))
+            .unwrap();
+    }
+    commit_shared(&dev, &store, &mut m);
+    assert!(store.is_on_media(id1).unwrap());
+    assert!(store.read(id1).unwrap().1 == Body::Data(bytes(4096, 0x66)));
+    assert_eq!(within_budget(&store).pinned, 3000);
+    clean(&dev.0.lock());
+    // The file's table written again around the padded block: still clean.
+    {
+        let g = store.lock(id1, crate::host::LockMode::Exclusive).unwrap();
+        let b1 = store.bref(id1).unwrap();
+        store
+            .replace(&g, b1, Body::Data(bytes(4096, 0x77)))
+            .unwrap();
+    }
+    commit_shared(&dev, &store, &mut m);
+    clean(&dev.0.lock());
+    assert!(store.read(id).unwrap().1 == Body::Data(bytes(3000, 0x55)));
 }
