@@ -1,6 +1,9 @@
 //! `sync PATH@LABEL ...` of the `volume` command file: the CLI's `sync` inside the host. Each
-//! device is opened read-write through the host's block ops, its PFS loaded into a node store,
-//! the stores joined into one cluster by the core's rules (`mount::join`: roles from
+//! device is opened read-write through the host's block ops, its PFS loaded into a node store
+//! whose file data stay on the volume, read on demand through a read-only handle of the same
+//! device ([`crate::volread`]) within `--cache-mib` per volume (changed data past it are
+//! committed on the way, the threads frozen meanwhile: `Converge::write_back`), the stores
+//! joined into one cluster by the core's rules (`mount::join`: roles from
 //! `pfs_type`, one cluster id, masters that agree), the cluster's sync threads run until every
 //! node agrees with the focus (bounded by `--timeout`; the cluster shows in `status`
 //! meanwhile), every thread is stopped with its acknowledgement, and every node whose tree
@@ -16,7 +19,8 @@
 //! machine stopping there would leave it. `--hold-ms N` is for tests too: the converged cluster
 //! stays N ms longer (in `status`, the module's one sync held) before the threads stop, and
 //! `--write-delay-ms N` makes every block write wait N ms first: a slow device, so a test can
-//! kill a sync in the middle of a commit.
+//! kill a sync in the middle of a commit; `--read-delay-ms N` does so for every on-demand
+//! read of file data.
 
 use core::cell::Cell;
 use core::fmt::{Display, Write};
@@ -364,7 +368,7 @@ pub fn run(words: &[&str], out: &mut dyn Write) -> Result<()> {
     };
     let ran = conv
         .converge(a.timeout, out)
-        .and_then(|()| hold(a.hold, out));
+        .and_then(|()| hold(a.hold, conv.written(), out));
     if matches!(ran, Err(Error::Interrupted)) {
         // The threads' reads in flight fail at once rather than run on for a killed caller.
         cancel.store(true, Ordering::Release);
@@ -733,9 +737,14 @@ impl Converge<'_, '_> {
                 self.write_back(out)?;
             }
             if sleep_interruptible(host, WATCH).is_err() {
-                return Err(interrupted(out));
+                return Err(interrupted(self.written(), out));
             }
         }
+    }
+
+    /// Whether a write-back committed a volume.
+    fn written(&self) -> bool {
+        self.nodes.iter().any(|n| n.commits > 0)
     }
 
     /// Whether some store holds more changed (pinned, uncommitted) data than the budget.
@@ -786,24 +795,24 @@ impl Converge<'_, '_> {
 }
 
 /// Keep the converged cluster running for `d` (`--hold-ms`): `Interrupted` when the host says
-/// the caller must stop meanwhile.
-fn hold(d: Duration, out: &mut dyn Write) -> Result<()> {
+/// the caller must stop meanwhile (`written`: whether a write-back committed a volume).
+fn hold(d: Duration, written: bool, out: &mut dyn Write) -> Result<()> {
     if d.is_zero() {
         return Ok(());
     }
-    sleep_interruptible(&KERNEL_HOST, d).map_err(|_| interrupted(out))?;
+    sleep_interruptible(&KERNEL_HOST, d).map_err(|_| interrupted(written, out))?;
     let _ = writeln!(out, "sync: held {} ms", d.as_millis());
     Ok(())
 }
 
-/// The error of a `sync` stopped before its commits.
-fn interrupted(out: &mut dyn Write) -> Error {
-    fail(
-        out,
-        &"cluster",
-        &"interrupted; nothing committed",
-        Error::Interrupted,
-    )
+/// The error of a `sync` stopped before its last commit; `written`: whether a write-back
+/// committed a volume before.
+fn interrupted(written: bool, out: &mut dyn Write) -> Error {
+    let why = match written {
+        true => "interrupted; nothing more committed",
+        false => "interrupted; nothing committed",
+    };
+    fail(out, &"cluster", &why, Error::Interrupted)
 }
 
 #[cfg(test)]
