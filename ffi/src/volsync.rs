@@ -859,17 +859,25 @@ mod tests {
 
     /// Files written into PFS `DATA` of `path` and committed.
     fn fill(path: &str) {
+        let big: Vec<u8> = (0..70_000u32).map(|i| (i * 7) as u8).collect();
+        apply_and_commit(
+            path,
+            [
+                FrontendOp::Mkdir(b"/d"),
+                FrontendOp::Write(b"/d/big", &big),
+                FrontendOp::Write(b"/small", b"hello"),
+            ],
+        );
+    }
+
+    /// `ops` applied to PFS `DATA` of `path` and committed.
+    fn apply_and_commit<'a>(path: &str, ops: impl IntoIterator<Item = FrontendOp<'a>>) {
         let dev = HostDev::open(path.as_bytes(), true).unwrap();
         let vol = Volume::open(&dev).unwrap();
         let (store, mut m) = mount::load(&KERNEL_HOST, &vol, b"DATA").unwrap();
         let c = Cluster::from_stores(&KERNEL_HOST, &[Role::Master], vec![store], Layout::Index)
             .unwrap();
-        let big: Vec<u8> = (0..70_000u32).map(|i| (i * 7) as u8).collect();
-        for op in [
-            FrontendOp::Mkdir(b"/d"),
-            FrontendOp::Write(b"/d/big", &big),
-            FrontendOp::Write(b"/small", b"hello"),
-        ] {
+        for op in ops {
             c.apply(NodeSet(1), op).unwrap();
         }
         mount::commit(&vol, c.store(0).unwrap(), &mut m).unwrap();
@@ -892,14 +900,7 @@ mod tests {
 
     /// File `/big` of [`BIG`] bytes written into PFS `DATA` of `path` and committed.
     fn fill_big(path: &str) {
-        let dev = HostDev::open(path.as_bytes(), true).unwrap();
-        let vol = Volume::open(&dev).unwrap();
-        let (store, mut m) = mount::load(&KERNEL_HOST, &vol, b"DATA").unwrap();
-        let c = Cluster::from_stores(&KERNEL_HOST, &[Role::Master], vec![store], Layout::Index)
-            .unwrap();
-        c.apply(NodeSet(1), FrontendOp::Write(b"/big", &big_bytes()))
-            .unwrap();
-        mount::commit(&vol, c.store(0).unwrap(), &mut m).unwrap();
+        apply_and_commit(path, [FrontendOp::Write(b"/big", &big_bytes())]);
     }
 
     /// File `path` of PFS `DATA` of `img`, read back through a fresh load.
