@@ -564,7 +564,8 @@ pub fn volumes(s: &mut String, v: Result<&Volumes, &String>) {
         s,
         "- Resync: a wide tree of N empty files imported into the master; the slave's first \
          sync and commit; then k files spread over the tree rewritten on the master \
-         and the slave resynced. Timed: the sync passes, the check that the \
+         and the slave resynced, {} times (new bytes each time; the median, with the \
+         fastest and slowest). Timed: the sync passes, the check that the \
          store changed (its journal of changes since the last commit) and the commit. Blocks \
          are device reads and writes (written / read, with their bytes): the commit visits \
          only the changed places and the paths above them, writes the changed blocks and \
@@ -584,6 +585,7 @@ pub fn volumes(s: &mut String, v: Result<&Volumes, &String>) {
          The goal, chain-cache memory within its budget at N = 10^6, is judged on the \
          whole cluster (both stores within their two budgets), not the payload cache \
          alone.\n",
+        crate::volume_bench::ROUNDS,
         fmt_bytes(crate::volume_bench::CACHE_BUDGET as u64)
     );
     match &v.resync {
@@ -595,12 +597,14 @@ pub fn volumes(s: &mut String, v: Result<&Volumes, &String>) {
             let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} ({} .. {}) | {} | {} | {} | {} | {} |\n",
                 r.files,
                 r.k,
                 secs(r.first),
                 io(&r.first_io),
                 secs(r.resync),
+                secs(r.resync_range.0),
+                secs(r.resync_range.1),
                 io(&r.io),
                 io_read(&r.io),
                 io_read(&r.load_io),

@@ -536,6 +536,7 @@ mod tests {
             first: ms(1),
             first_io: IoCount::default(),
             resync,
+            resync_range: (resync, resync),
             io: IoCount::default(),
             load_io: IoCount::default(),
             cluster_bytes: 1,
