@@ -65,6 +65,12 @@ pub struct MountIo {
     pub commit: IoCount,
     /// Places (changed children and the inodes above them) the last commit visited.
     pub visited: u64,
+    /// Indirect blocks the last commit made by splitting a full block.
+    pub splits: u64,
+    /// Tables the last commit rebuilt whole: changes no split could place.
+    pub rebuilt: u64,
+    /// Tables the last commit built whole that held nothing before.
+    pub built: u64,
 }
 
 impl Mounted {
@@ -464,6 +470,7 @@ fn commit_tree<D: BlockDev>(
     follow(m, &h, space);
     m.io.commit = vol.io().since(&start);
     m.io.visited = w.visited;
+    (m.io.splits, m.io.rebuilt, m.io.built) = (w.shaped.splits, w.shaped.rebuilt, w.shaped.built);
     Ok((
         h,
         Learned {

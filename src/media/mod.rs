@@ -9,6 +9,7 @@
 //! - [`VolumeHeader`] (64 KiB, [`volhdr`]): fields, CRC sections, the choice of header copy;
 //! - [`DirentHead`] ([`dirent`]): today's directory entries;
 //! - [`freemap`]: the freemap's blockrefs and bitmaps (`hammer2_bmap_data`);
+//! - [`indkey`]: the key range of the indirect block a full table gets;
 //! - [`compress`]: HAMMER2's LZ4 and zlib framing of data blocks, bounded decoding;
 //! - [`MediaError`]: what exactly is wrong with bytes read from media.
 
@@ -20,6 +21,7 @@ pub mod dirent;
 pub mod dirhash;
 pub mod error;
 pub mod freemap;
+pub mod indkey;
 pub mod inode;
 pub mod volhdr;
 

@@ -2,10 +2,12 @@
 //! (HAMMER2's flush descends only into chains flagged MODIFIED or UPDATE).
 //!
 //! Each table visited is the inode's table as last committed, read from the media along the
-//! changed keys only and patched there: an entry replaced, removed or, where its block has
-//! room, inserted; the indirect blocks touched are written anew, the others kept by
-//! reference unread. A change the patch cannot place (a full block, a key outside every
-//! range) rebuilds that one table from its entries on the media and the changes. The blocks
+//! changed keys only and patched there: an entry replaced, removed or inserted; an insert
+//! into a full block gives that block a new indirect block holding a key range of its
+//! entries, as `hammer2_chain_create_indirect` does, so it costs the blocks on one path. The
+//! indirect blocks touched or made are written anew, the others kept by reference unread. A
+//! change no split places (an entry's range spanning its neighbours') rebuilds that one
+//! table from its entries on the media and the changes. The blocks
 //! a commit takes out of the tree are named from the entries it replaced or removed (a
 //! removed inode: the subtree below it), so the space to free costs what changed too.
 
@@ -13,8 +15,11 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use super::{encoded, place, place_data, read_err, table_of, LOAD_PROGRESS_EVERY};
+use crate::media::indkey;
 use crate::media::{
-    Blockref, BREF_TYPE_EMPTY, BREF_TYPE_INDIRECT, BREF_TYPE_INODE, DIRHASH_VISIBLE, SET_COUNT,
+    ind_count, key_end, Blockref, BREF_TYPE_DATA, BREF_TYPE_DIRENT, BREF_TYPE_EMPTY,
+    BREF_TYPE_INDIRECT, BREF_TYPE_INODE, DIRHASH_VISIBLE, IND_RADIX_MIN, IND_RADIX_NOM,
+    OBJTYPE_DIRECTORY, SET_COUNT,
 };
 use crate::mem::try_push;
 use crate::store::cache::PayVer;
@@ -78,16 +83,20 @@ pub(super) fn dirty_places(store: &Store, touches: &[Touch]) -> Result<Vec<Place
     Ok(out)
 }
 
-/// One block of an old table read so far: the inode's blockset (node 0) or an indirect block.
+/// One block of an old table read so far: the inode's blockset (node 0), an indirect block,
+/// or an indirect block a split made in this commit.
 struct Node {
-    /// The INDIRECT blockref it was read from; `None` for the blockset.
+    /// Its INDIRECT blockref: as read from the media, or (`fresh`) the key range of the block
+    /// a split made; `None` for the blockset.
     bref: Option<Blockref>,
+    /// Made by a split in this commit: no block on the media yet.
+    fresh: bool,
     parent: usize,
     /// Its entries, empty slots left out, sorted by key.
     entries: Vec<Blockref>,
     /// Entries the block holds at most.
     cap: usize,
-    /// The nodes read below it: (key, keybits, node).
+    /// The nodes below it, read or made: (key, keybits, node), sorted by key.
     kids: Vec<(u64, u8, usize)>,
     /// Whether it (or a block below it) changed and must be written.
     dirty: bool,
@@ -96,6 +105,15 @@ struct Node {
 impl Node {
     fn range(&self) -> (u64, u64) {
         self.bref.map_or((0, u64::MAX), |b| (b.key, b.key_end()))
+    }
+
+    fn keybits(&self) -> u8 {
+        self.bref.map_or(64, |b| b.keybits)
+    }
+
+    /// Where the node below it of key `key` is, or would go, in [`Node::kids`].
+    fn kid_at(&self, key: u64) -> usize {
+        self.kids.partition_point(|k| k.0 < key)
     }
 }
 
@@ -110,10 +128,16 @@ enum Spot {
     Covered(u64),
 }
 
+/// Tries to place one entry: a split makes room for the next (at most one split per insert,
+/// see [`indkey::plan`]); the bound only guards that.
+const PLACE_TRIES: usize = 4;
+
 /// The part of an inode's table as last committed that a commit read: the blocks on the
-/// paths to its changed keys.
+/// paths to its changed keys, and the blocks its splits made.
 pub(super) struct OldTable {
     nodes: Vec<Node>,
+    /// The table is a directory inode's: a split of its blockset makes a 4 KiB block.
+    in_dir: bool,
 }
 
 fn entries_of(raw: Vec<Blockref>) -> Vec<Blockref> {
@@ -124,7 +148,7 @@ fn entries_of(raw: Vec<Blockref>) -> Vec<Blockref> {
 }
 
 impl OldTable {
-    fn new(set: Option<&[Blockref; SET_COUNT]>) -> Result<OldTable> {
+    fn new(set: Option<&[Blockref; SET_COUNT]>, in_dir: bool) -> Result<OldTable> {
         let mut entries = Vec::new();
         entries.try_reserve_exact(SET_COUNT)?;
         if let Some(s) = set {
@@ -135,6 +159,7 @@ impl OldTable {
             &mut nodes,
             Node {
                 bref: None,
+                fresh: false,
                 parent: 0,
                 entries: entries_of(entries),
                 cap: SET_COUNT,
@@ -142,38 +167,34 @@ impl OldTable {
                 dirty: false,
             },
         )?;
-        Ok(OldTable { nodes })
+        Ok(OldTable { nodes, in_dir })
     }
 
     /// The node of indirect block `b`, entry of node `n`, read when first met.
     #[inline(never)]
     fn child<D: BlockDev>(&mut self, vol: &Volume<D>, n: usize, b: Blockref) -> Result<usize> {
-        let kid = self.nodes[n]
-            .kids
-            .iter()
-            .find(|(key, keybits, _)| *key == b.key && *keybits == b.keybits);
-        if let Some((_, _, k)) = kid {
-            return Ok(*k);
+        let at = self.nodes[n].kid_at(b.key);
+        match self.nodes[n].kids.get(at) {
+            Some(&(key, keybits, k)) if key == b.key && keybits == b.keybits => return Ok(k),
+            _ => {}
         }
         let raw = vol.read_table(&b).map_err(read_err)?;
         let cap = raw.len();
         let k = self.nodes.len();
+        self.nodes.try_reserve(1)?;
         self.nodes[n].kids.try_reserve(1)?;
-        self.nodes[n].kids.push((b.key, b.keybits, k));
-        try_push(
-            &mut self.nodes,
-            Node {
-                bref: Some(b),
-                parent: n,
-                entries: entries_of(raw),
-                cap,
-                kids: Vec::new(),
-                dirty: false,
-            },
-        )?;
+        self.nodes[n].kids.insert(at, (b.key, b.keybits, k));
+        self.nodes.push(Node {
+            bref: Some(b),
+            fresh: false,
+            parent: n,
+            entries: entries_of(raw),
+            cap,
+            kids: Vec::new(),
+            dirty: false,
+        });
         Ok(k)
     }
-
     /// Where `key` is, reading the indirect blocks on its path.
     fn find<D: BlockDev>(&mut self, vol: &Volume<D>, key: u64) -> Result<Spot> {
         let mut n = 0;
@@ -213,6 +234,16 @@ impl OldTable {
         }
     }
 
+    /// Whether the table held nothing as last committed.
+    fn is_empty(&self) -> bool {
+        self.nodes.len() == 1 && self.nodes[0].entries.is_empty()
+    }
+
+    /// Indirect blocks made by splits.
+    fn splits(&self) -> u64 {
+        self.nodes.iter().filter(|n| n.fresh).count() as u64
+    }
+
     fn touch(&mut self, mut n: usize) {
         loop {
             self.nodes[n].dirty = true;
@@ -223,72 +254,180 @@ impl OldTable {
         }
     }
 
-    /// Put `new` at `key` (`None`: remove it); false when it does not fit in place.
+    /// Put `new` at `key` (`None`: remove it), splitting a full block on its way as HAMMER2
+    /// does; false when it cannot be placed so (see [`OldTable::split`]; the caller then
+    /// rebuilds the table, whatever this one holds by then).
     fn apply<D: BlockDev>(
         &mut self,
         vol: &Volume<D>,
         key: u64,
         new: Option<Blockref>,
     ) -> Result<bool> {
-        match (self.find(vol, key)?, new) {
-            (Spot::Covered(_), _) => return Ok(false),
-            (Spot::Found(n, i), Some(b)) if b.key_end() == self.nodes[n].entries[i].key_end() => {
-                self.nodes[n].entries[i] = b;
-                self.touch(n);
-            }
-            (Spot::Found(n, i), None) => {
-                self.nodes[n].entries.remove(i);
-                self.touch(n);
-            }
-            (Spot::Found(..), Some(_)) => return Ok(false),
-            (Spot::Absent(..), None) => {}
-            (Spot::Absent(n, i), Some(b)) => {
-                let node = &self.nodes[n];
-                let (lo, hi) = node.range();
-                let fits = b.key >= lo
-                    && b.key_end() <= hi
-                    && node.entries.len() < node.cap
-                    && (i == 0 || node.entries[i - 1].key_end() < b.key)
-                    && node.entries.get(i).map_or(true, |x| x.key > b.key_end());
-                if !fits {
-                    return Ok(false);
+        for _ in 0..PLACE_TRIES {
+            match (self.find(vol, key)?, new) {
+                (Spot::Covered(_), _) => return Ok(false),
+                (Spot::Found(n, i), Some(b))
+                    if b.key_end() == self.nodes[n].entries[i].key_end() =>
+                {
+                    self.nodes[n].entries[i] = b;
+                    self.touch(n);
+                    return Ok(true);
                 }
-                self.nodes[n].entries.try_reserve(1)?;
-                self.nodes[n].entries.insert(i, b);
-                self.touch(n);
+                (Spot::Found(n, i), _) => {
+                    // Removed, or replaced by one of another range: that one goes in as an
+                    // insert, on the next try.
+                    self.nodes[n].entries.remove(i);
+                    self.touch(n);
+                    if new.is_none() {
+                        return Ok(true);
+                    }
+                }
+                (Spot::Absent(..), None) => return Ok(true),
+                (Spot::Absent(n, i), Some(b)) => {
+                    let node = &self.nodes[n];
+                    let (lo, hi) = node.range();
+                    // A range wider than the gap it lands in (a block grown over its
+                    // neighbours' keys) is placed by no split.
+                    let clear = b.key >= lo
+                        && b.key_end() <= hi
+                        && (i == 0 || node.entries[i - 1].key_end() < b.key)
+                        && node.entries.get(i).map_or(true, |x| x.key > b.key_end());
+                    if !clear {
+                        return Ok(false);
+                    }
+                    if node.entries.len() < node.cap {
+                        self.nodes[n].entries.try_reserve(1)?;
+                        self.nodes[n].entries.insert(i, b);
+                        self.touch(n);
+                        return Ok(true);
+                    }
+                    if !self.split(n, &b)? {
+                        return Ok(false);
+                    }
+                }
             }
         }
+        Ok(false)
+    }
+
+    /// Give the full node `n` a new indirect block for the entry `b` about to be inserted,
+    /// as `hammer2_chain_create_indirect` does: its size (4 KiB right below a directory
+    /// inode, 16 KiB below any other inode or indirect block, never fewer entries than `n`)
+    /// and key range ([`indkey::plan`]: `hammer2_chain_indkey_dir` for inodes and directory
+    /// entries, `hammer2_chain_indkey_file` for data blocks), the entries of `n` in that range
+    /// moved into it (the blocks below them kept as they are), its blockref in their place.
+    /// False when no range makes room.
+    #[inline(never)]
+    fn split(&mut self, n: usize, b: &Blockref) -> Result<bool> {
+        if !matches!(b.btype, BREF_TYPE_DATA | BREF_TYPE_DIRENT | BREF_TYPE_INODE) {
+            // HAMMER2 makes indirect blocks for these types only.
+            return Ok(false);
+        }
+        let node = &self.nodes[n];
+        let radix = match n == 0 && self.in_dir {
+            true => IND_RADIX_MIN,
+            false => IND_RADIX_NOM,
+        };
+        let ncount = ind_count(radix).max(node.cap);
+        let table = indkey::Table {
+            keybits: node.keybits(),
+            cap: node.cap,
+        };
+        let child = indkey::Child {
+            key: b.key,
+            keybits: b.keybits,
+            btype: b.btype,
+        };
+        let Some(plan) = indkey::plan(&node.entries, table, &child, ncount) else {
+            return Ok(false);
+        };
+        let end = key_end(plan.key, plan.keybits);
+        let moving = {
+            let a = node.entries.partition_point(|e| e.key < plan.key);
+            a..node.entries.partition_point(|e| e.key <= end)
+        };
+        let kids = node.kid_at(plan.key)..node.kids.partition_point(|k| k.0 <= end);
+        // Everything allocated before anything changes.
+        let mut entries = Vec::new();
+        entries.try_reserve_exact(ncount)?;
+        entries.extend_from_slice(&node.entries[moving.clone()]);
+        let mut below = Vec::new();
+        below.try_reserve_exact(kids.len())?;
+        below.extend_from_slice(&node.kids[kids.clone()]);
+        self.nodes[n].entries.try_reserve(1)?;
+        self.nodes[n].kids.try_reserve(1)?;
+        self.nodes.try_reserve(1)?;
+        let k = self.nodes.len();
+        for &(_, _, kid) in &below {
+            self.nodes[kid].parent = k;
+        }
+        let ib = Blockref::new(BREF_TYPE_INDIRECT, plan.key, plan.keybits);
+        self.nodes.push(Node {
+            bref: Some(ib),
+            fresh: true,
+            parent: n,
+            entries,
+            cap: ncount,
+            kids: below,
+            dirty: false,
+        });
+        let node = &mut self.nodes[n];
+        node.entries.splice(moving, core::iter::once(ib));
+        node.kids
+            .splice(kids, core::iter::once((plan.key, plan.keybits, k)));
+        self.touch(k);
         Ok(true)
     }
 
-    /// Write every indirect block that changed (an emptied one leaves its parent), naming
-    /// the old ones in `gone`; the table's new blockset.
+    /// Write every indirect block that changed or a split made (an emptied one leaves its
+    /// parent), naming the old ones in `gone`; the table's new blockset.
     fn finish<D: BlockDev>(
         mut self,
         txn: &mut Txn<'_, D>,
         gone: &mut Vec<u64>,
         set: &mut [Blockref],
     ) -> Result<()> {
-        // Children were read after their parents: the reverse order writes them first.
-        for n in (1..self.nodes.len()).rev() {
+        // The deepest first: a block's entries are final once the blocks below it are
+        // written. (A split moves nodes read earlier below a node made later.)
+        let mut order: Vec<(usize, usize)> = Vec::new();
+        for n in 1..self.nodes.len() {
             if !self.nodes[n].dirty {
                 continue;
             }
+            let (mut p, mut depth) = (n, 0usize);
+            while p != 0 {
+                p = self.nodes[p].parent;
+                depth += 1;
+                // Each level narrows the range.
+                if depth > 64 {
+                    return Err(Error::Invalid);
+                }
+            }
+            try_push(&mut order, (depth, n))?;
+        }
+        let relax = || txn.volume().dev().yield_point();
+        crate::mem::sort_yielding(&mut order, |&(d, n)| (usize::MAX - d, n), &relax)?;
+        for (_, n) in order {
+            txn.volume().dev().yield_point();
             let node = &self.nodes[n];
             let old = node.bref.ok_or(Error::Invalid)?;
-            try_push(gone, old.data_off)?;
+            if !node.fresh {
+                try_push(gone, old.data_off)?;
+            }
             let new = match node.entries.is_empty() {
                 true => None,
                 false => Some(write_indirect(txn, &old, &node.entries, node.cap)?),
             };
             let p = node.parent;
             let pe = &mut self.nodes[p].entries;
-            let i = pe
-                .iter()
-                .position(|b| {
-                    b.btype == BREF_TYPE_INDIRECT && b.key == old.key && b.keybits == old.keybits
-                })
-                .ok_or(Error::Invalid)?;
+            let i = pe.partition_point(|b| b.key < old.key);
+            match pe.get(i) {
+                Some(b)
+                    if b.btype == BREF_TYPE_INDIRECT
+                        && b.key == old.key
+                        && b.keybits == old.keybits => {}
+                _ => return Err(Error::Invalid),
+            }
             match new {
                 Some(b) => pe[i] = b,
                 None => {
@@ -490,10 +629,11 @@ impl Frame {
     fn push<D: BlockDev>(
         stack: &mut Vec<Frame>,
         vol: &Volume<D>,
-        places: &[Place],
+        (store, places): (&Store, &[Place]),
         id: ChainId,
         old: Option<&Blockref>,
     ) -> Result<()> {
+        let in_dir = store.meta(id)?.objtype == OBJTYPE_DIRECTORY;
         let set = match old {
             Some(b) => old_set(vol, b)?,
             None => None,
@@ -506,7 +646,7 @@ impl Frame {
             id,
             next,
             end,
-            table: OldTable::new(set.as_deref())?,
+            table: OldTable::new(set.as_deref(), in_dir)?,
             set,
             changes: Vec::new(),
             pending: None,
@@ -521,12 +661,13 @@ impl Frame {
         vol: &Volume<D>,
         txn: &mut Txn<'_, D>,
         gone: &mut Vec<u64>,
+        shaped: &mut Shaped,
     ) -> Result<Vec<Blockref>> {
         // Made on the heap, never in a frame: it is filled under device writes.
         let mut set = Vec::new();
         set.try_reserve_exact(SET_COUNT)?;
         set.resize(SET_COUNT, Blockref::default());
-        self.table(vol, txn, gone, &mut set)?;
+        self.table(vol, txn, gone, shaped, &mut set)?;
         Ok(set)
     }
 
@@ -537,19 +678,33 @@ impl Frame {
         vol: &Volume<D>,
         txn: &mut Txn<'_, D>,
         gone: &mut Vec<u64>,
+        shaped: &mut Shaped,
         out: &mut [Blockref],
     ) -> Result<()> {
-        let mut fits = true;
+        let inserts = self.changes.iter().filter(|c| c.1.is_some()).count();
+        if self.table.is_empty() && inserts > SET_COUNT {
+            // DEVIATION: HAMMER2 fills a table insert by insert, splitting full blocks as it
+            // goes. A table that held nothing (a new inode's, an empty directory's, a new
+            // PFS's index at its first sync) is built here whole from its entries: there is
+            // nothing on the media to keep or read, and its blocks come out full, so the
+            // tree is shallower and every later commit's paths shorter than a run of splits
+            // would leave them.
+            shaped.built += 1;
+            return rebuild(vol, txn, self.set.as_deref(), &self.changes, gone, out);
+        }
         for (k, new) in &self.changes {
             if !self.table.apply(vol, *k, *new)? {
-                fits = false;
-                break;
+                // The fallback, for what no split places: an entry whose range covers
+                // another key or spans its neighbours' (a block grown over them), a full
+                // table no key range divides. The table is rebuilt from its entries on the
+                // media, keeping the indirect blocks whose entries did not change; what
+                // `apply` did is dropped (nothing was written).
+                shaped.rebuilt += 1;
+                return rebuild(vol, txn, self.set.as_deref(), &self.changes, gone, out);
             }
         }
-        match fits {
-            true => self.table.finish(txn, gone, out),
-            false => rebuild(vol, txn, self.set.as_deref(), &self.changes, gone, out),
-        }
+        shaped.splits += self.table.splits();
+        self.table.finish(txn, gone, out)
     }
 }
 
@@ -561,6 +716,18 @@ pub(super) struct Walked {
     pub moved: Vec<(ChainId, Blockref, PayVer)>,
     pub gone: Vec<u64>,
     pub visited: u64,
+    pub shaped: Shaped,
+}
+
+/// How the tables a commit wrote got their shape.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Shaped {
+    /// Indirect blocks made by splitting a full block.
+    pub splits: u64,
+    /// Tables rebuilt whole ([`rebuild`]): changes no split placed.
+    pub rebuilt: u64,
+    /// Tables built whole that held nothing before.
+    pub built: u64,
 }
 
 /// What the walk carries from step to step, on the heap.
@@ -570,6 +737,7 @@ struct Walk<'a> {
     stack: Vec<Frame>,
     moved: Vec<(ChainId, Blockref, PayVer)>,
     gone: Vec<u64>,
+    shaped: Shaped,
 }
 
 /// Write, in `txn`, the chains at `places` and the inodes above them, from the PFS root
@@ -587,17 +755,25 @@ pub(super) fn walk<D: BlockDev>(
     // indirect blocks included, all in memory. The store keeps no chains for the media's
     // indirect blocks (it shapes its own tables), so the flags are a journal of changed
     // places, and the blocks last committed on their paths are read back to be patched.
-    // Where a change does not fit in place HAMMER2 splits the indirect block
-    // (`hammer2_chain_create_indirect`); here that one table is rebuilt from its keys
-    // (`Txn::table_keeping`), keeping the blocks whose entries did not change.
+    // An insert into a full block splits it as HAMMER2 does (`OldTable::split`), but when
+    // the commit writes the table (the changes of a table in key order), not when the chain
+    // is created: the table's shape follows the commit's order of inserts, not the
+    // frontend's. Only what no split places rebuilds its table (`Frame::table`).
     let mut w = crate::mem::try_box(Walk {
         store,
         places,
         stack: Vec::new(),
         moved: Vec::new(),
         gone: Vec::new(),
+        shaped: Shaped::default(),
     })?;
-    Frame::push(&mut w.stack, vol, places, store.root(), Some(pfs_old))?;
+    Frame::push(
+        &mut w.stack,
+        vol,
+        (store, places),
+        store.root(),
+        Some(pfs_old),
+    )?;
     let mut visited = 0u64;
     loop {
         store.host().relax();
@@ -610,13 +786,19 @@ pub(super) fn walk<D: BlockDev>(
         }
         if let Some((pfs_bref, root_inum)) = finish(vol, txn, &mut w, pfs_old)? {
             progress(visited);
-            let Walk { moved, gone, .. } = *w;
+            let Walk {
+                moved,
+                gone,
+                shaped,
+                ..
+            } = *w;
             return Ok(Walked {
                 pfs_bref,
                 root_inum,
                 moved,
                 gone,
                 visited,
+                shaped,
             });
         }
     }
@@ -650,7 +832,7 @@ fn step<D: BlockDev>(vol: &Volume<D>, txn: &mut Txn<'_, D>, w: &mut Walk<'_>) ->
             _ => None,
         };
         top.pending = Some(crate::mem::try_box((key, old, own.is_some()))?);
-        Frame::push(&mut w.stack, vol, places, cid, own.as_ref())?;
+        Frame::push(&mut w.stack, vol, (store, places), cid, own.as_ref())?;
         return Ok(true);
     }
     let nb = match cb.size_radix() {
@@ -702,7 +884,7 @@ fn finish<D: BlockDev>(
         .max()
         .unwrap_or(0);
     if !ino.meta.is_directdata() {
-        let set = done.boxed_table(vol, txn, &mut w.gone)?;
+        let set = done.boxed_table(vol, txn, &mut w.gone, &mut w.shaped)?;
         let set: &[Blockref; SET_COUNT] = set[..].try_into().map_err(|_| Error::Invalid)?;
         ino.set_blockset(set);
     } else if done.changes.iter().any(|(_, new)| new.is_some()) {
@@ -786,11 +968,11 @@ mod tests {
         let outer = ind(&mut txn, inner);
         let mut set = [Blockref::default(); SET_COUNT];
         set[0] = outer;
-        let mut t = OldTable::new(Some(&set)).unwrap();
+        let mut t = OldTable::new(Some(&set), false).unwrap();
         assert_eq!(t.old(&vol, 0x400).err(), Some(Error::Io));
         // Narrowing levels are read through.
         set[0] = inner;
-        let mut t = OldTable::new(Some(&set)).unwrap();
+        let mut t = OldTable::new(Some(&set), false).unwrap();
         assert_eq!(
             t.old(&vol, 0x400).unwrap().map(|b| b.data_off),
             Some(d.data_off)
@@ -800,7 +982,7 @@ mod tests {
         wide.key = 0;
         wide.keybits = 16;
         set[0] = wide;
-        let mut t = OldTable::new(Some(&set)).unwrap();
+        let mut t = OldTable::new(Some(&set), false).unwrap();
         assert_eq!(t.old(&vol, 0x400).err(), Some(Error::Io));
     }
 }

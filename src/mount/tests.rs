@@ -426,6 +426,24 @@ fn a_cluster_on_volumes_survives_remount_and_crash() {
     assert!(reader_view(&s_dev)[1..] == reader_view(&m_dev)[1..]);
 }
 
+/// File `fN` (`n`) in `dir`: 600 bytes varied by `seed` in one 1 KiB data block.
+fn import_file<D: crate::volume::BlockDev>(
+    imp: &mut Import<'_, D>,
+    dir: &mut DirEntries,
+    n: usize,
+    seed: u8,
+) {
+    let inum = imp.new_inum().unwrap();
+    let mut m = meta(OBJTYPE_REGFILE, inum);
+    m.size = 600;
+    let mut t = Vec::new();
+    imp.data(&mut t, 0, &bytes(600, seed)).unwrap();
+    imp.file(m, None, &t).unwrap();
+    let name = alloc::format!("f{n}");
+    imp.entry(dir, name.as_bytes(), inum, OBJTYPE_REGFILE)
+        .unwrap();
+}
+
 /// `dirs` directories `/dN` of `files` files `fM` each, every file one 1 KiB data block
 /// (600 bytes varied by its number).
 fn import_many(dev: &SparseDev, dirs: usize, files: usize) {
@@ -435,16 +453,7 @@ fn import_many(dev: &SparseDev, dirs: usize, files: usize) {
     for d in 0..dirs {
         let mut dir = DirEntries::new();
         for f in 0..files {
-            let inum = imp.new_inum().unwrap();
-            let mut m = meta(OBJTYPE_REGFILE, inum);
-            m.size = 600;
-            let mut t = Vec::new();
-            imp.data(&mut t, 0, &bytes(600, (d * files + f) as u8))
-                .unwrap();
-            imp.file(m, None, &t).unwrap();
-            let name = alloc::format!("f{f}");
-            imp.entry(&mut dir, name.as_bytes(), inum, OBJTYPE_REGFILE)
-                .unwrap();
+            import_file(&mut imp, &mut dir, f, (d * files + f) as u8);
         }
         let inum = imp.new_inum().unwrap();
         imp.dir(meta(OBJTYPE_DIRECTORY, inum), &dir).unwrap();
@@ -1380,3 +1389,4 @@ fn commits_racing_changes_lose_none() {
 }
 
 mod cache;
+mod split;

@@ -26,7 +26,8 @@
 //! stead is collapsed into the parent. HAMMER2 never merges sibling indirect blocks, and
 //! neither does this store. Where this differs from HAMMER2 (maintenance at removal rather than
 //! at flush, and not on insert paths; an expansion bounded by the parent's range; the
-//! directory rule for a sparse file's split) is marked DEVIATION below.
+//! directory rule for a sparse file's split) is marked DEVIATION below and in
+//! [`media::indkey`].
 //!
 //! Every indirect block carries, as HAMMER2's blockref does, the highest `modify_tid` beneath it,
 //! and (see [`RangeSum`]) a summary of the children beneath it: their count and a multiset hash
@@ -43,6 +44,7 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use super::ChainId;
+use crate::media::indkey::{self, Ranged};
 use crate::media::{self, key_end, Blockref, IND_RADIX_MIN, IND_RADIX_NOM};
 use crate::mem::try_box;
 use crate::{Error, Result};
@@ -192,7 +194,7 @@ impl core::ops::DerefMut for Ind {
     }
 }
 
-impl Slot {
+impl Ranged for Slot {
     fn key(&self) -> u64 {
         match self {
             Slot::Leaf(e) => e.key,
@@ -211,6 +213,9 @@ impl Slot {
             Slot::Ind(n) => n.keybits,
         }
     }
+}
+
+impl Slot {
     fn sum(&self) -> RangeSum {
         match self {
             Slot::Leaf(e) => e.leaf(),
@@ -265,14 +270,6 @@ impl Node {
     }
 }
 
-fn low_mask(bits: u8) -> u64 {
-    if bits >= 64 {
-        u64::MAX
-    } else {
-        (1u64 << bits) - 1
-    }
-}
-
 /// What HAMMER2 looks at when a full table gets an indirect block
 /// (`hammer2_chain_create_indirect`): the type of the chain being inserted (its `for_type`,
 /// which picks the key-range rule) and whether the table is a directory inode's (which sizes
@@ -305,136 +302,27 @@ fn split_radix(t: &Node, depth: usize, how: Creating) -> u8 {
     nominal.max(t.radix)
 }
 
-/// `hammer2_chain_indkey_dir`, for directory entries and inodes: starting from the range of the
-/// key being created (`ckey`/`cbits`), the smallest aligned range covering it and every
-/// blockref of the table, counting how many blockrefs lie in each half; cut in half, then
-/// expanded one keybit at a time until it spans at least `ncount` keys (each widening moves
-/// every count to the side `ckey` lies on), and the side with more blockrefs kept (the low one
-/// on a tie). Returns the new block's key and keybits.
-///
-/// DEVIATION: the expansion stops one keybit below the table's own range (`limit`). HAMMER2
-/// lets an expanded block cover more than its parent (its lookups recurse through every
-/// matching key space); this store's lookups rely on ranges nesting strictly. Where the cap
-/// stops a widening, every count has moved to the new key's side already, so the block takes
-/// the new key and the split still makes room.
-fn indkey_dir(slots: &[Slot], ckey: u64, cbits: u8, ncount: usize, limit: u8) -> (u64, u8) {
-    let top = |bits: u8, k: u64| bits > 0 && bits <= 64 && k & (1u64 << (bits - 1)) != 0;
-    let (mut bits, mut lo, mut hi) = (cbits.min(64), 0usize, 0usize);
-    for s in slots {
-        let mut nbits = bits.max(s.keybits());
-        while nbits < 64 && (ckey ^ s.key()) & !low_mask(nbits) != 0 {
-            nbits += 1;
-        }
-        // A wider range: the blockrefs counted so far all lie in the half `ckey` lies in.
-        if nbits != bits {
-            if top(nbits, ckey) {
-                hi += lo;
-                lo = 0;
-            } else {
-                lo += hi;
-                hi = 0;
-            }
-            bits = nbits;
-        }
-        if top(nbits, s.key()) {
-            hi += 1;
-        } else {
-            lo += 1;
-        }
-    }
-    // Half of the covering range, then the expansion.
-    let mut bits = bits.saturating_sub(1).min(63);
-    while bits < limit && bits < 63 && (1u64 << bits) < ncount as u64 {
-        bits += 1;
-        if ckey & (1u64 << bits) != 0 {
-            hi += lo;
-            lo = 0;
-        } else {
-            lo += hi;
-            hi = 0;
-        }
-    }
-    let key = if hi > lo {
-        ckey | 1u64 << bits
-    } else {
-        ckey & !(1u64 << bits)
-    };
-    (key & !low_mask(bits), bits)
-}
-
-/// `hammer2_chain_indkey_file`, for data blocks: the aligned range of `ncount` blocks of the
-/// table's smallest blockref (the lowest-keyed one among equals), at most 63 keybits. Returns
-/// the new block's key and keybits.
-fn indkey_file(slots: &[Slot], ckey: u64, ncount: usize) -> (u64, u8) {
-    let (mut key, mut bits) = (ckey, 64u8);
-    for s in slots {
-        if s.keybits() < bits || (s.keybits() == bits && s.key() < key) {
-            (key, bits) = (s.key(), s.keybits());
-        }
-    }
-    let bits = bits.saturating_add(ncount.trailing_zeros() as u8).min(63);
-    (key & !low_mask(bits), bits)
-}
-
-/// How a split of the full table `t` for the child `e` goes: blockrefs moving into the new
-/// block, and whether `e` goes there too. `None` unless every blockref lies wholly inside or
-/// outside the range, it nests strictly in `t`'s, the block holds what it gets, and the table
-/// has room for `e` afterwards.
-fn split_moves(t: &Node, e: &Entry, key: u64, keybits: u8, ncount: usize) -> Option<(usize, bool)> {
-    let end = key_end(key, keybits);
-    let inside = |k: u64, kend: u64| -> Option<bool> {
-        if k > end || kend < key {
-            Some(false)
-        } else if k >= key && kend <= end {
-            Some(true)
-        } else {
-            // Straddles the range's edge, or covers it.
-            None
-        }
-    };
-    if keybits >= t.keybits {
-        return None;
-    }
-    let mut moving = 0;
-    for s in &t.slots {
-        if inside(s.key(), s.end())? {
-            moving += 1;
-        }
-    }
-    let e_in = inside(e.key, e.end)?;
-    let fits = moving + usize::from(e_in) <= ncount;
-    // The table loses `moving` blockrefs, gains the new block's, and `e`'s unless it moved.
-    let room = t.slots.len() + 1 + usize::from(!e_in) <= t.cap() + moving;
-    (fits && room).then_some((moving, e_in))
-}
-
 /// The indirect block the full table `t` at `depth` gets for the child `e`, and how many of
-/// its blockrefs move into it (`hammer2_chain_create_indirect`).
-///
-/// DEVIATION: when the data-block range would not make room in one step (a sparse file: the
-/// range around the smallest block holds no other), HAMMER2 wraps what it holds and tries
-/// again, one indirect block per pass; here the directory rule is used for that split, which
-/// always makes room, so an insert makes at most one indirect block.
+/// its blockrefs move into it (`hammer2_chain_create_indirect`, by the rules of
+/// [`media::indkey`]).
 fn plan_split(t: &Node, depth: usize, e: &Entry, how: Creating) -> Result<(Split, usize)> {
     let radix = split_radix(t, depth, how);
-    let ncount = media::ind_count(radix);
-    let limit = t.keybits.saturating_sub(1);
-    let data = how.btype == media::BREF_TYPE_DATA;
-    let file = data.then(|| indkey_file(&t.slots, e.key, ncount));
-    let dir = || indkey_dir(&t.slots, e.key, e.keybits, ncount, limit);
-    for (key, keybits) in file.into_iter().chain(core::iter::once_with(dir)) {
-        if let Some((moving, _)) = split_moves(t, e, key, keybits, ncount) {
-            return Ok((
-                Split {
-                    key,
-                    keybits,
-                    radix,
-                },
-                moving,
-            ));
-        }
-    }
-    Err(Error::Invalid)
+    let table = indkey::Table {
+        keybits: t.keybits,
+        cap: t.cap(),
+    };
+    let child = indkey::Child {
+        key: e.key,
+        keybits: e.keybits,
+        btype: how.btype,
+    };
+    let p = indkey::plan(&t.slots, table, &child, media::ind_count(radix)).ok_or(Error::Invalid)?;
+    let split = Split {
+        key: p.key,
+        keybits: p.keybits,
+        radix,
+    };
+    Ok((split, p.moving))
 }
 
 /// Whether the indirect block `n`, a blockref of `parent`, goes into `parent` in its stead

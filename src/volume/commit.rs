@@ -1,50 +1,22 @@
-//! The end of a transaction (HAMMER2-MEDIA §10, §12): the freemap rewritten for what the
-//! new tree and the header copies that stay reach, then, after a flush, the new volume
-//! header in the next slot, then a flush. The header write is the commit point.
-//!
-//! Freemap blocks move as the kernel moves them (`hammer2_freemap_reserve`): a block of
-//! level L for 1 GiB (or 256 GiB) at key K lives in K's reserved segment at 64 KiB block
-//! `1 + 5 * idx + (L - 1)`, and each commit moves it to `idx + 1` (mod 8), so no freemap
-//! block a remaining header copy reaches is overwritten.
+//! The end of a transaction (HAMMER2-MEDIA §10, §12): the freemap written for what the
+//! new tree and the header copies that stay reach ([`super::freemap_write`]), then, after
+//! a flush, the new volume header in the next slot, then a flush. The header write is the
+//! commit point.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use super::block::zeroed;
-use super::freemap::FreemapVisit;
+use super::freemap_write::{allocatable, changed_leaves, Written};
 use super::scan::Flow;
-use super::space::{in_reserved, GranuleBits, SpaceCache, TreeId, LEAF_SPAN, RESERVED_SEG};
+use super::space::{GranuleBits, SpaceCache, TreeId};
 use super::txn::{read_err, seen_table, Txn};
 use super::BlockDev;
-use crate::media::check::crc32c;
-use crate::media::freemap::{
-    BMAP_BYTES, BMAP_COUNT, BMAP_SPAN, FREEMAP_BLOCK_BYTES, FREEMAP_BLOCK_RADIX, GRANULES,
-    GRANULE_BYTES, LEAF_KEYBITS, NODE_KEYBITS,
-};
+use crate::media::freemap::GRANULE_BYTES;
 use crate::media::volhdr::{copy_offset, VOLUME_BYTES};
-use crate::media::{
-    enc_methods, Blockref, VolumeHeader, BREF_BYTES, BREF_TYPE_DATA, BREF_TYPE_FREEMAP_LEAF,
-    BREF_TYPE_FREEMAP_NODE, CHECK_FREEMAP, COMP_NONE, SET_COUNT,
-};
+use crate::media::{Blockref, VolumeHeader, BREF_BYTES, SET_COUNT};
 use crate::mem::try_box;
 use crate::{Error, Result};
-
-/// Rotation sets of freemap blocks in each reserved segment.
-const FREEMAP_SETS: u64 = 8;
-/// Bytes a level-2 freemap node maps (256 GiB).
-const NODE_SPAN: u64 = 1 << NODE_KEYBITS[0];
-/// A 64 KiB slot of a reserved segment.
-const SLOT: u64 = 65536;
-
-/// Where a freemap block of `level` (1: leaf, 2: node) for `key` goes at rotation `idx`.
-fn freemap_place(key: u64, level: u64, idx: u64) -> u64 {
-    key + (1 + 5 * idx + (level - 1)) * SLOT
-}
-
-/// The rotation index of a freemap block of `level` at byte offset `off`.
-fn freemap_idx(off: u64, level: u64) -> u64 {
-    ((off % LEAF_SPAN) / SLOT).saturating_sub(level) / 5 % FREEMAP_SETS
-}
 
 impl<D: BlockDev> Txn<'_, D> {
     /// Commit with `sroot` as the new super-root blockref: write the freemap and the volume
@@ -73,90 +45,37 @@ impl<D: BlockDev> Txn<'_, D> {
             Some(space) => space.advance(vol.zone(), &self.wrote, &self.dropped, &relax)?,
             None => None,
         };
-        // DEVIATION: the freemap is rebuilt from what the new tree and the header copies that
-        // stay reach, so space nothing reaches any more is free at once (HAMMER2 leaves it
+        // DEVIATION: the freemap marks what the new tree and the header copies that stay
+        // reach, so space nothing reaches any more is free at once (HAMMER2 leaves it
         // allocated until two bulkfree passes): only this writer has the volume open, and
         // the allocator already keeps away from every valid copy's blocks.
         // What the new tree reaches, added to what the remaining copies reach.
-        let keep = &mut self.keep;
+        let mut keep = core::mem::take(&mut self.keep);
         match &new_reach {
-            Some(reach) => keep.or(reach, &relax),
-            None => read_back(vol, &set, &self.seen, keep)?,
+            Some(reach) => keep.or(reach, &relax)?,
+            None => read_back(vol, &set, &self.seen, &mut keep)?,
         }
-
-        // The current freemap's blocks, for their rotation. A block that does not read
-        // still has its place; a damaged node hides its children's, and a blockref that
-        // does not decode its own: the rotation cannot be known, so the commit is refused
-        // rather than placing the new block where an older copy's may be.
-        let mut old_blocks: Vec<(u8, u64, u64)> = Vec::new();
-        vol.walk_freemap(&mut |v| {
-            let b = match v {
-                FreemapVisit::Node(b) | FreemapVisit::Leaf(b, _) => b,
-                FreemapVisit::Fault(_, Some(b)) if b.btype == BREF_TYPE_FREEMAP_LEAF => b,
-                FreemapVisit::Fault(e, _) => return Err(e),
-            };
-            old_blocks
-                .try_reserve(1)
-                .map_err(|_| super::ReadError::new(super::Cause::NoMem, 0))?;
-            old_blocks.push((b.btype, b.key, b.data_off & !0x3F));
-            Ok(Flow::Continue)
-        })
-        .map_err(read_err)?;
-        let rotated = |btype: u8, key: u64, level: u64| {
-            let idx = old_blocks
-                .iter()
-                .find(|(t, k, _)| *t == btype && *k == key)
-                .map_or(0, |(_, _, off)| {
-                    (freemap_idx(*off, level) + 1) % FREEMAP_SETS
-                });
-            freemap_place(key, level, idx)
+        // The current freemap is what the trees of the header copies reach when this cache's
+        // last commit wrote it and no copy changed since: only the leaves whose granules
+        // change state are written, those of the blocks written and those of the granules
+        // the overwritten copy's tree alone reached.
+        let basis = self
+            .space
+            .as_ref()
+            .and_then(|s| s.freemap.as_ref())
+            .filter(|(id, _)| *id == TreeId::of(old))
+            .map(|(_, used)| *used);
+        let mut update = None;
+        if let (Some(used), Some(space), Some(_)) = (basis, self.space.as_ref(), &new_reach) {
+            let lost = space.zones[self.next_zone].as_ref().map(|(_, b)| b);
+            let changed = changed_leaves(&self.wrote, &keep, lost, allocatable(old)?, &relax)?;
+            update = self.freemap_update(&keep, &changed, used)?;
+        }
+        let Written { roots, used } = match update {
+            Some(w) => w,
+            None => self.freemap_full(&keep)?,
         };
-
-        let fs = old.fs_size();
-        let lo_all = old
-            .allocator_beg
-            .checked_next_multiple_of(BMAP_SPAN)
-            .ok_or(Error::Invalid)?;
-        let hi = fs - fs % BMAP_SPAN;
-        let mut block = zeroed(FREEMAP_BLOCK_BYTES).map_err(read_err)?;
-        let mut leaves: Vec<Blockref> = Vec::new();
-        let mut used_granules = 0u64;
-        let mut gib = 0u64;
-        while gib < fs {
-            let lo = lo_all.max(gib + RESERVED_SEG);
-            let hi_g = hi.min(gib + LEAF_SPAN);
-            let had_leaf = old_blocks
-                .iter()
-                .any(|(t, k, _)| *t == BREF_TYPE_FREEMAP_LEAF && *k == gib);
-            // A leaf for every GiB that had one or now holds allocations (new leaves are
-            // made on a GiB's first allocation, as `hammer2_freemap_alloc` makes them).
-            if had_leaf || keep.any(lo, hi_g.saturating_sub(lo)) {
-                let (n, avail) =
-                    fill_leaf(&mut block, keep, gib, lo, hi_g, &|| vol.dev().yield_point());
-                used_granules += n;
-                let off = rotated(BREF_TYPE_FREEMAP_LEAF, gib, 1);
-                let mut b = freemap_bref(BREF_TYPE_FREEMAP_LEAF, gib, LEAF_KEYBITS, off, &block);
-                b.check[8..16].copy_from_slice(&avail.to_le_bytes());
-                b.mirror_tid = self.tid;
-                b.modify_tid = self.tid;
-                vol.write_at(off, &block)?;
-                leaves.try_reserve(1)?;
-                leaves.push(b);
-            }
-            vol.dev().yield_point();
-            gib += LEAF_SPAN;
-        }
-        let roots = if leaves.len() <= SET_COUNT {
-            leaves
-        } else {
-            self.freemap_nodes(&leaves, &mut block, &rotated)?
-        };
-        if roots.len() > SET_COUNT {
-            // DEVIATION: freemaps above the second level (volumes using more than four
-            // 256 GiB ranges) are not written; the commit is refused before any header.
-            return Err(Error::TooBig);
-        }
-        let (h, hbuf) = new_header(old, self.tid, &set, &roots, used_granules)?;
+        let (h, hbuf) = new_header(old, self.tid, &set, &roots, used)?;
         vol.dev().flush()?;
         vol.write_at(copy_offset(self.next_zone), &hbuf)?;
         vol.dev().flush()?;
@@ -167,46 +86,12 @@ impl<D: BlockDev> Txn<'_, D> {
                     *z = self.next_zone;
                 }
                 space.zones[self.next_zone] = Some((TreeId::of(&h), reach));
+                space.freemap = Some((TreeId::of(&h), used));
                 Some(space)
             }
             _ => None,
         };
         Ok((h, space))
-    }
-
-    /// Level-2 nodes over `leaves` (each node maps 256 GiB), written; their blockrefs.
-    fn freemap_nodes(
-        &mut self,
-        leaves: &[Blockref],
-        block: &mut [u8],
-        rotated: &dyn Fn(u8, u64, u64) -> u64,
-    ) -> Result<Vec<Blockref>> {
-        let mut nodes = Vec::new();
-        let mut i = 0;
-        while i < leaves.len() {
-            let key = leaves[i].key - leaves[i].key % NODE_SPAN;
-            block.fill(0);
-            let mut avail = 0u64;
-            while i < leaves.len() && leaves[i].key - leaves[i].key % NODE_SPAN == key {
-                let slot = ((leaves[i].key - key) / LEAF_SPAN) as usize;
-                let at = slot * BREF_BYTES;
-                block
-                    .get_mut(at..at + BREF_BYTES)
-                    .ok_or(Error::Invalid)?
-                    .copy_from_slice(&leaves[i].encode());
-                avail += u64::from_le_bytes(leaves[i].check[8..16].try_into().unwrap_or([0; 8]));
-                i += 1;
-            }
-            let off = rotated(BREF_TYPE_FREEMAP_NODE, key, 2);
-            let mut b = freemap_bref(BREF_TYPE_FREEMAP_NODE, key, NODE_KEYBITS[0], off, block);
-            b.check[8..16].copy_from_slice(&avail.to_le_bytes());
-            b.mirror_tid = self.tid;
-            b.modify_tid = self.tid;
-            self.vol.write_at(off, block)?;
-            nodes.try_reserve(1)?;
-            nodes.push(b);
-        }
-        Ok(nodes)
     }
 }
 
@@ -220,7 +105,7 @@ fn read_back<D: BlockDev>(
 ) -> Result<()> {
     for b in set {
         if let Ok((off, len)) = vol.locate(b) {
-            keep.mark(off, len as u64);
+            keep.mark(off, len as u64)?;
         }
     }
     let prune = |b: &Blockref| seen_table(seen, b);
@@ -230,7 +115,8 @@ fn read_back<D: BlockDev>(
         &mut |b, _| {
             if b.size_radix() != 0 {
                 let (off, len) = vol.locate(b)?;
-                keep.mark(off, len as u64);
+                keep.mark(off, len as u64)
+                    .map_err(|_| super::ReadError::new(super::Cause::NoMem, b.data_off))?;
             }
             Ok(Flow::Continue)
         },
@@ -262,76 +148,4 @@ fn new_header(
     let mut hbuf = zeroed(VOLUME_BYTES).map_err(read_err)?;
     h.encode_into(&mut hbuf).map_err(Error::from)?;
     Ok((h, hbuf))
-}
-
-/// A freemap blockref for the 32 KiB `block` at `off`: CRC-32C, every radix possibly
-/// free (`bigmask` all ones, as the kernel sets it), `avail` left for the caller.
-fn freemap_bref(btype: u8, key: u64, keybits: u8, off: u64, block: &[u8]) -> Blockref {
-    let mut b = Blockref::new(btype, key, keybits);
-    b.methods = enc_methods(CHECK_FREEMAP, COMP_NONE);
-    b.data_off = off | u64::from(FREEMAP_BLOCK_RADIX);
-    b.check[..4].copy_from_slice(&crc32c(block).to_le_bytes());
-    b.check[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
-    b
-}
-
-/// Fill the leaf for the GiB at `base` (`hammer2_freemap_init` then the allocations): the
-/// 4 MiB entries below `lo` or from `hi` on all allocated with nothing available, the
-/// others with a granule allocated for each granule `keep` marks. Returns the granules so
-/// allocated and the free bytes of the leaf.
-fn fill_leaf(
-    block: &mut [u8],
-    keep: &super::space::GranuleBits,
-    base: u64,
-    lo: u64,
-    hi: u64,
-    yield_point: &dyn Fn(),
-) -> (u64, u64) {
-    block.fill(0);
-    let mut used = 0u64;
-    let mut free = 0u64;
-    for (n, e) in block
-        .chunks_exact_mut(BMAP_BYTES)
-        .enumerate()
-        .take(BMAP_COUNT)
-    {
-        let at = base + n as u64 * BMAP_SPAN;
-        let mut bitmap = [0u64; 8];
-        let (linear, avail, class);
-        if at < lo || at >= hi || in_reserved(at) {
-            bitmap = [u64::MAX; 8];
-            linear = BMAP_SPAN as i32;
-            avail = 0u32;
-            class = 0u16;
-        } else {
-            let mut count = 0u32;
-            let mut last = 0usize;
-            for g in 0..GRANULES {
-                if keep.get(at + g as u64 * GRANULE_BYTES) {
-                    bitmap[g / 32] |= 3 << ((g % 32) * 2);
-                    count += 1;
-                    last = g + 1;
-                }
-            }
-            used += u64::from(count);
-            // A 16 KiB aligned `linear` sends the next small allocation to a fresh
-            // granule, never into one this writer packed.
-            linear = (last as u64 * GRANULE_BYTES) as i32;
-            avail = (BMAP_SPAN - u64::from(count) * GRANULE_BYTES) as u32;
-            class = if count > 0 {
-                (u16::from(BREF_TYPE_DATA) << 8) | 16
-            } else {
-                0
-            };
-        }
-        free += u64::from(avail);
-        e[0..4].copy_from_slice(&linear.to_le_bytes());
-        e[4..6].copy_from_slice(&class.to_le_bytes());
-        e[0x1C..0x20].copy_from_slice(&avail.to_le_bytes());
-        for (i, w) in bitmap.iter().enumerate() {
-            e[0x40 + 8 * i..0x48 + 8 * i].copy_from_slice(&w.to_le_bytes());
-        }
-        yield_point();
-    }
-    (used, free)
 }

@@ -165,7 +165,7 @@ impl<D: BlockDev> Volume<D> {
     }
 
     /// Read the freemap block `bref` names into `out` (32 KiB) and verify its CRC-32C.
-    fn read_freemap_block(&self, bref: &Blockref, out: &mut [u8]) -> ReadResult<()> {
+    pub(crate) fn read_freemap_block(&self, bref: &Blockref, out: &mut [u8]) -> ReadResult<()> {
         let (off, len) = self.locate(bref)?;
         let buf = out
             .get_mut(..len)

@@ -22,6 +22,7 @@ pub mod commit;
 #[cfg(feature = "std")]
 pub mod file;
 pub mod freemap;
+pub mod freemap_write;
 pub mod fsck;
 pub mod import;
 pub mod newfs;

@@ -1327,19 +1327,7 @@ mod tests {
             .unwrap();
     }
 
-    /// A fresh sparse volume of `size` bytes with one PFS, `DATA`.
-    fn data_volume(size: u64) -> super::super::testdev::SparseDev {
-        super::super::testdev::newfs_sparse(
-            size,
-            &[super::super::NewPfs {
-                label: b"DATA",
-                pfs_type: PFSTYPE_MASTER,
-                clid: [7; 16],
-                fsid: [1; 16],
-                nmasters: 1,
-            }],
-        )
-    }
+    use super::super::testdev::data_volume;
 
     #[test]
     fn a_volume_made_by_newfs_and_import_shows_its_freemap_leaf() {
@@ -1391,7 +1379,7 @@ mod tests {
         let mut txn = super::super::Txn::begin(&vol).unwrap();
         // Space marked in five GiBs: five leaves, one node above them.
         for k in 0..5u64 {
-            txn.keep.mark((k << 30) + (400 << 20), 1);
+            txn.keep.mark((k << 30) + (400 << 20), 1).unwrap();
         }
         txn.commit(*vol.header().sroot()).unwrap();
         let vol = Volume::open(&dev).unwrap();

@@ -20,29 +20,69 @@ pub const RESERVED_SEG: u64 = 4 << 20;
 /// The span of one freemap leaf and of the reservation period.
 pub const LEAF_SPAN: u64 = 1 << 30;
 
-/// A bit per granule, `used` or not, over `0..fs_size`.
-#[derive(Debug, Clone)]
+/// A bit per granule, `used` or not, over `0..fs_size`, kept per GiB: a GiB's words are
+/// allocated when a granule of it is first marked, so a map costs what the marked GiBs
+/// need (8 KiB each), not the volume's size.
+#[derive(Debug, Clone, Default)]
 pub struct GranuleBits {
-    words: Vec<u64>,
+    /// Per GiB, its [`REGION_WORDS`] words once any granule of it was marked.
+    regions: Vec<Option<Vec<u64>>>,
     granules: u64,
 }
 
+/// Granules per region of a [`GranuleBits`] or [`GranuleCounts`]: those of a GiB, what one
+/// freemap leaf maps.
+const REGION_GRANULES: u64 = LEAF_SPAN / GRANULE_BYTES;
+/// Words of a region of a [`GranuleBits`].
+const REGION_WORDS: u64 = REGION_GRANULES / 64;
+
+/// A region of `len` zeros, allocated fallibly.
+fn zero_region<T: Clone + Default>(len: u64) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len as usize)?;
+    v.resize(len as usize, T::default());
+    Ok(v)
+}
+
 impl GranuleBits {
-    /// A map of `bytes` of filesystem, every granule clear. [`Error::TooBig`] when it would
-    /// take more than [`MAP_LIMIT`].
+    /// A map of `bytes` of filesystem, every granule clear. [`Error::TooBig`] when it could
+    /// take more than [`MAP_LIMIT`] with every GiB marked.
     pub fn new(bytes: u64) -> Result<GranuleBits> {
         let granules = bytes.div_ceil(GRANULE_BYTES);
         let n = usize::try_from(granules.div_ceil(64)).map_err(|_| Error::TooBig)?;
         if n.saturating_mul(8) > MAP_LIMIT {
             return Err(Error::TooBig);
         }
-        let mut words = Vec::new();
-        words.try_reserve_exact(n)?;
-        words.resize(n, 0);
-        Ok(GranuleBits { words, granules })
+        let r = granules.div_ceil(REGION_GRANULES) as usize;
+        let mut regions = Vec::new();
+        regions.try_reserve_exact(r)?;
+        regions.resize_with(r, || None);
+        Ok(GranuleBits { regions, granules })
     }
 
-    /// Whether any granule of `off..off + len` is marked (whole words at a time).
+    /// Word `w` (zero where nothing is marked or past the end).
+    fn word(&self, w: u64) -> u64 {
+        match self.regions.get((w / REGION_WORDS) as usize) {
+            Some(Some(r)) => r.get((w % REGION_WORDS) as usize).copied().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    /// Word `w`, its region allocated if it has none; `None` past the end.
+    fn word_mut(&mut self, w: u64) -> Result<Option<&mut u64>> {
+        let Some(slot) = self.regions.get_mut((w / REGION_WORDS) as usize) else {
+            return Ok(None);
+        };
+        if slot.is_none() {
+            *slot = Some(zero_region(REGION_WORDS)?);
+        }
+        Ok(slot
+            .as_mut()
+            .and_then(|r| r.get_mut((w % REGION_WORDS) as usize)))
+    }
+
+    /// Whether any granule of `off..off + len` is marked (whole words, and GiBs where
+    /// nothing is marked, at a time).
     pub fn any(&self, off: u64, len: u64) -> bool {
         if len == 0 {
             return false;
@@ -51,7 +91,12 @@ impl GranuleBits {
         let last = (off.saturating_add(len) - 1) / GRANULE_BYTES;
         let mut g = first;
         while g <= last {
-            let w = self.words.get((g / 64) as usize).copied().unwrap_or(0);
+            let bare = matches!(self.regions.get((g / REGION_GRANULES) as usize), Some(None));
+            if bare {
+                g = (g / REGION_GRANULES + 1) * REGION_GRANULES;
+                continue;
+            }
+            let w = self.word(g / 64);
             if g % 64 == 0 && last - g >= 63 {
                 if w != 0 {
                     return true;
@@ -70,27 +115,28 @@ impl GranuleBits {
     /// Whether the granule holding byte `off` is marked (false past the end).
     pub fn get(&self, off: u64) -> bool {
         let g = off / GRANULE_BYTES;
-        let w = self.words.get((g / 64) as usize).copied().unwrap_or(0);
-        w & (1 << (g % 64)) != 0
+        self.word(g / 64) & (1 << (g % 64)) != 0
     }
 
-    /// Mark every granule `off..off + len` touches (clipped to the map).
-    pub fn mark(&mut self, off: u64, len: u64) {
+    /// Mark every granule `off..off + len` touches (clipped to the map); [`Error::NoMem`]
+    /// when a GiB's words cannot be allocated.
+    pub fn mark(&mut self, off: u64, len: u64) -> Result<()> {
         if len == 0 {
-            return;
+            return Ok(());
         }
         let first = off / GRANULE_BYTES;
         let last = (off.saturating_add(len) - 1) / GRANULE_BYTES;
         for g in first..=last.min(self.granules.saturating_sub(1)) {
-            if let Some(w) = self.words.get_mut((g / 64) as usize) {
+            if let Some(w) = self.word_mut(g / 64)? {
                 *w |= 1 << (g % 64);
             }
         }
+        Ok(())
     }
 
     /// Whether every granule of the 64-granule word holding byte `off` is marked.
     fn word_full(&self, off: u64) -> bool {
-        self.words.get((off / WORD_SPAN) as usize) == Some(&u64::MAX)
+        self.word(off / WORD_SPAN) == u64::MAX
     }
 
     /// Bytes the map covers, rounded up to granules.
@@ -101,29 +147,68 @@ impl GranuleBits {
     /// Clear the granule holding byte `off`.
     fn clear(&mut self, off: u64) {
         let g = off / GRANULE_BYTES;
-        if let Some(w) = self.words.get_mut((g / 64) as usize) {
-            *w &= !(1 << (g % 64));
+        let at = (g / 64 % REGION_WORDS) as usize;
+        if let Some(Some(r)) = self.regions.get_mut((g / REGION_GRANULES) as usize) {
+            if let Some(w) = r.get_mut(at) {
+                *w &= !(1 << (g % 64));
+            }
         }
     }
 
-    /// Mark every granule `other` marks (maps of the same span), calling `relax` every few
-    /// thousand words (a map of a big volume has millions).
-    pub fn or(&mut self, other: &GranuleBits, relax: &dyn Fn()) {
-        for (i, (w, o)) in self.words.iter_mut().zip(&other.words).enumerate() {
-            if i % crate::mem::SORT_CHUNK == 0 {
-                relax();
+    /// Mark every granule `other` marks (maps of the same span), calling `relax` every
+    /// GiB; [`Error::NoMem`] when a GiB's words cannot be allocated.
+    pub fn or(&mut self, other: &GranuleBits, relax: &dyn Fn()) -> Result<()> {
+        for (mine, theirs) in self.regions.iter_mut().zip(&other.regions) {
+            let Some(theirs) = theirs else { continue };
+            relax();
+            if mine.is_none() {
+                *mine = Some(zero_region(REGION_WORDS)?);
             }
-            *w |= o;
+            if let Some(mine) = mine {
+                for (w, o) in mine.iter_mut().zip(theirs) {
+                    *w |= o;
+                }
+            }
         }
+        Ok(())
+    }
+
+    /// The GiBs (their starts, ascending) of `lo..hi` (multiples of [`WORD_SPAN`]) where
+    /// some granule this map marks is not marked in `now`, calling `relax` every GiB.
+    pub(crate) fn gibs_lost(
+        &self,
+        now: &GranuleBits,
+        (lo, hi): (u64, u64),
+        relax: &dyn Fn(),
+    ) -> Result<Vec<u64>> {
+        let mut out = Vec::new();
+        for (i, r) in self.regions.iter().enumerate() {
+            let Some(r) = r else { continue };
+            relax();
+            let base = i as u64 * REGION_WORDS;
+            let lost = r.iter().enumerate().any(|(j, &w)| {
+                let at = (base + j as u64) * WORD_SPAN;
+                at >= lo && at < hi && w & !now.word(base + j as u64) != 0
+            });
+            if lost {
+                crate::mem::try_push(&mut out, i as u64 * LEAF_SPAN)?;
+            }
+        }
+        Ok(out)
     }
 
     /// A copy of the map, allocated fallibly.
     pub fn try_clone(&self) -> Result<GranuleBits> {
-        let mut words = Vec::new();
-        words.try_reserve_exact(self.words.len())?;
-        words.extend_from_slice(&self.words);
+        let mut regions = Vec::new();
+        regions.try_reserve_exact(self.regions.len())?;
+        for r in &self.regions {
+            regions.push(match r {
+                Some(words) => Some(crate::mem::try_to_vec(words)?),
+                None => None,
+            });
+        }
         Ok(GranuleBits {
-            words,
+            regions,
             granules: self.granules,
         })
     }
@@ -172,11 +257,13 @@ impl TreeId {
 /// counts below [`WIDE`]; a granule more blocks reach (up to 16 blocks of 1 KiB fit one, but
 /// the subtrees of snapshots, and deduplicated blocks, are reached once per path) keeps its
 /// count in a page of wide counts, one page per 64 granules that need one. Memory: a byte
-/// per granule; once any count goes wide, 4 bytes per 64 granules for the page index and
+/// per granule of each GiB the tree reaches (allocated when first counted); once any count goes wide, 4 bytes per 64 granules for the page index and
 /// 256 bytes per page, at most [`PAGES_MAX`] pages ([`Error::TooBig`] past them).
 #[cfg_attr(test, derive(Clone))]
 pub struct GranuleCounts {
-    counts: Vec<u8>,
+    /// Per GiB, a byte per granule once any granule of it was counted.
+    counts: Vec<Option<Vec<u8>>>,
+    granules: u64,
     /// Per 64 granules, 1 + the index of their page in `pages`, or 0 when they have none;
     /// empty while no count is wide.
     page_of: Vec<u32>,
@@ -201,11 +288,13 @@ impl GranuleCounts {
         if n > MAP_LIMIT {
             return Err(Error::TooBig);
         }
+        let r = (n as u64).div_ceil(REGION_GRANULES) as usize;
         let mut counts = Vec::new();
-        counts.try_reserve_exact(n)?;
-        counts.resize(n, 0);
+        counts.try_reserve_exact(r)?;
+        counts.resize_with(r, || None);
         Ok(GranuleCounts {
             counts,
+            granules: n as u64,
             page_of: Vec::new(),
             pages: Vec::new(),
         })
@@ -216,9 +305,10 @@ impl GranuleCounts {
     /// counts are then no longer exact and must be dropped.
     pub fn add(&mut self, off: u64, len: u64) -> Result<()> {
         for g in granules(off, len) {
-            let Some(&c) = self.counts.get(g as usize) else {
+            if g >= self.granules {
                 continue;
-            };
+            }
+            let c = self.byte(g);
             let next = match c {
                 WIDE => self.get(g).checked_add(1).ok_or(Error::TooBig)?,
                 _ => u64::from(c) + 1,
@@ -230,11 +320,39 @@ impl GranuleCounts {
 
     /// The count of granule `g` (zero past the end).
     fn get(&self, g: u64) -> u64 {
-        match self.counts.get(g as usize) {
-            Some(&WIDE) => self.wide(g).map_or(0, |p| u64::from(p[g as usize % PAGE])),
-            Some(&c) => u64::from(c),
-            None => 0,
+        match self.byte(g) {
+            WIDE => self.wide(g).map_or(0, |p| u64::from(p[g as usize % PAGE])),
+            c => u64::from(c),
         }
+    }
+
+    /// The byte of granule `g` (zero where nothing was counted or past the end).
+    fn byte(&self, g: u64) -> u8 {
+        match self.counts.get((g / REGION_GRANULES) as usize) {
+            Some(Some(r)) => r.get((g % REGION_GRANULES) as usize).copied().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    /// Set the byte of granule `g` (in range), its region allocated if it has none and `c`
+    /// is not zero.
+    fn set_byte(&mut self, g: u64, c: u8) -> Result<()> {
+        let Some(slot) = self.counts.get_mut((g / REGION_GRANULES) as usize) else {
+            return Ok(());
+        };
+        if slot.is_none() {
+            if c == 0 {
+                return Ok(());
+            }
+            *slot = Some(zero_region(REGION_GRANULES)?);
+        }
+        if let Some(b) = slot
+            .as_mut()
+            .and_then(|r| r.get_mut((g % REGION_GRANULES) as usize))
+        {
+            *b = c;
+        }
+        Ok(())
     }
 
     /// The page of wide counts of granule `g`, if it has one.
@@ -248,7 +366,7 @@ impl GranuleCounts {
     fn set(&mut self, g: u64, n: u64) -> Result<()> {
         let i = g as usize;
         let (chunk, at) = (i / PAGE, i % PAGE);
-        let was_wide = self.counts.get(i) == Some(&WIDE);
+        let was_wide = self.byte(g) == WIDE;
         if let Some(narrow) = u8::try_from(n).ok().filter(|&c| c < WIDE) {
             if was_wide {
                 // Its page is left to the other granules of the chunk.
@@ -258,14 +376,11 @@ impl GranuleCounts {
                     }
                 }
             }
-            if let Some(c) = self.counts.get_mut(i) {
-                *c = narrow;
-            }
-            return Ok(());
+            return self.set_byte(g, narrow);
         }
         let n = u32::try_from(n).map_err(|_| Error::TooBig)?;
         if self.page_of.is_empty() {
-            let chunks = self.counts.len().div_ceil(PAGE);
+            let chunks = (self.granules as usize).div_ceil(PAGE);
             self.page_of.try_reserve_exact(chunks)?;
             self.page_of.resize(chunks, 0);
         }
@@ -285,23 +400,20 @@ impl GranuleCounts {
         }
         let page = self.pages.get_mut(*p as usize - 1).ok_or(Error::Invalid)?;
         page[at] = n;
-        if let Some(c) = self.counts.get_mut(i) {
-            *c = WIDE;
-        }
-        Ok(())
+        self.set_byte(g, WIDE)
     }
 
     /// The sum of every granule's count.
     #[cfg(test)]
     pub fn total(&self) -> u64 {
-        (0..self.counts.len() as u64).map(|g| self.get(g)).sum()
+        (0..self.granules).map(|g| self.get(g)).sum()
     }
 
     /// Count one block less in every granule of `off..off + len`, clearing in `bits` each
     /// granule left with none. A granule already at zero stays there.
     fn remove(&mut self, off: u64, len: u64, bits: &mut GranuleBits) {
         for g in granules(off, len) {
-            if g as usize >= self.counts.len() {
+            if g >= self.granules {
                 continue;
             }
             let left = self.get(g).saturating_sub(1);
@@ -344,6 +456,10 @@ pub struct SpaceCache {
     pub(crate) zones: [Option<(TreeId, GranuleBits)>; crate::media::volhdr::NUM_VOLHDRS],
     /// The zone whose tree `counts` counts, and the counts.
     pub(crate) counts: Option<(usize, GranuleCounts)>,
+    /// The header whose freemap is exactly what the trees of `zones` reach (this cache's
+    /// last commit wrote it so), with the granules that freemap marks allocated: the next
+    /// commit rewrites only the leaves whose granules change state.
+    pub(crate) freemap: Option<(TreeId, u64)>,
 }
 
 impl core::fmt::Debug for SpaceCache {
@@ -352,6 +468,7 @@ impl core::fmt::Debug for SpaceCache {
         f.debug_struct("SpaceCache")
             .field("zones_known", &known)
             .field("counted", &self.counts.as_ref().map(|(z, _)| *z))
+            .field("freemap_known", &self.freemap.is_some())
             .finish()
     }
 }
@@ -390,7 +507,7 @@ impl SpaceCache {
             }
             if let Some((off, len)) = extent(*d) {
                 counts.add(off, len)?;
-                bits.mark(off, len);
+                bits.mark(off, len)?;
             }
         }
         for (i, d) in dropped.iter().enumerate() {
@@ -456,6 +573,12 @@ impl Allocator {
         })
     }
 
+    /// Look for free space from `off` on first (tests place blocks in chosen GiBs so).
+    #[cfg(test)]
+    pub(crate) fn start_at(&mut self, off: u64) {
+        self.cursor = off;
+    }
+
     /// A block of `bytes` (a power of two, 1..=64 KiB): its byte offset. [`Error::NoSpace`]
     /// when no free place is left, [`Error::Invalid`] for another size. A search over a
     /// big, full volume is long: `yield_point` is called every few thousand places looked
@@ -519,7 +642,7 @@ impl Allocator {
             }
             let free = (0..bytes / GRANULE_BYTES).all(|i| !self.used.get(at + i * GRANULE_BYTES));
             if free {
-                self.used.mark(at, bytes);
+                self.used.mark(at, bytes)?;
                 self.cursor = at + bytes;
                 return Ok(at);
             }
@@ -536,7 +659,7 @@ mod tests {
     fn places_blocks_as_hammer2_does() {
         let size = 2u64 << 30;
         let mut used = GranuleBits::new(size).unwrap();
-        used.mark(0x880_0000, 1);
+        used.mark(0x880_0000, 1).unwrap();
         let mut a = Allocator::new(used, 0x840_0c00, size).unwrap();
         // Below allocator_beg rounded up to 4 MiB nothing is handed out; a taken granule is
         // skipped.
@@ -562,7 +685,7 @@ mod tests {
             c.add(g + (i % 16) * 1024, 1024).unwrap();
         }
         c.add(g, 65536).unwrap();
-        bits.mark(g, 65536);
+        bits.mark(g, 65536).unwrap();
         assert_eq!((c.get(g / GRANULE_BYTES), c.total()), (321, 324));
         for _ in 0..320 {
             c.remove(g + 5 * 1024, 1024, &mut bits);
@@ -595,11 +718,54 @@ mod tests {
         assert_eq!(c.add(0, 1), Err(Error::TooBig));
     }
 
+    /// The maps of a big volume cost what the GiBs they mark need, not the volume's size.
+    #[test]
+    fn maps_allocate_only_the_gibs_they_mark() {
+        let gib = LEAF_SPAN;
+        let size = 4u64 << 40;
+        let live = |m: &GranuleBits| m.regions.iter().flatten().count();
+        let mut m = GranuleBits::new(size).unwrap();
+        assert_eq!(live(&m), 0);
+        m.mark(3 * gib + 0x12_3456, 70_000).unwrap();
+        m.mark(4000 * gib, 1).unwrap();
+        assert_eq!(live(&m), 2);
+        assert!(m.any(0, size) && !m.any(4 * gib, 3990 * gib));
+        assert!(m.get(3 * gib + 0x12_0000) && m.get(3 * gib + 0x13_0000));
+        assert!(!m.get(3 * gib + 0x14_0000));
+        let mut both = GranuleBits::new(size).unwrap();
+        both.or(&m.try_clone().unwrap(), &|| {}).unwrap();
+        assert_eq!(live(&both), 2);
+        let empty = GranuleBits::new(size).unwrap();
+        assert_eq!(
+            m.gibs_lost(&empty, (0, size), &|| {}).unwrap(),
+            [3 * gib, 4000 * gib]
+        );
+        assert_eq!(both.gibs_lost(&m, (0, size), &|| {}).unwrap(), []);
+        // Reading a GiB never allocates it.
+        m.clear(100 * gib);
+        assert!(!m.word_full(100 * gib));
+        assert_eq!(live(&m), 2);
+
+        let mut c = GranuleCounts::new(1 << 40).unwrap();
+        let mut bits = GranuleBits::new(1 << 40).unwrap();
+        c.add(5 * gib, 65536).unwrap();
+        c.add(900 * gib + 1024, 1024).unwrap();
+        c.remove(7 * gib, 1024, &mut bits);
+        assert_eq!(c.counts.iter().flatten().count(), 2);
+        assert_eq!(
+            (
+                c.get(5 * gib / GRANULE_BYTES),
+                c.get(7 * gib / GRANULE_BYTES)
+            ),
+            (1, 0)
+        );
+    }
+
     #[test]
     fn any_and_limits() {
         let mut m = GranuleBits::new(1 << 30).unwrap();
         assert!(!m.any(0, 1 << 30));
-        m.mark(0x12_3456, 1);
+        m.mark(0x12_3456, 1).unwrap();
         assert!(m.any(0, 1 << 30));
         assert!(m.any(0x12_0000, 0x4000));
         assert!(!m.any(0x12_4000, 1 << 29));
@@ -628,7 +794,7 @@ mod tests {
         // 64 GiB, every granule taken but the last 64 KiB of the last GiB.
         let size = 64u64 << 30;
         let mut used = GranuleBits::new(size).unwrap();
-        used.mark(0, size - 65536);
+        used.mark(0, size - 65536).unwrap();
         let mut a = Allocator::new(used, 0, size).unwrap();
         let yields = core::cell::Cell::new(0u32);
         let y = || yields.set(yields.get() + 1);

@@ -824,6 +824,20 @@ pub(crate) fn each_crash(base: &SparseDev, log: &[Op], f: &mut dyn FnMut(&Sparse
     }
 }
 
+/// A fresh sparse volume of `size` bytes with one master PFS, `DATA`.
+pub(crate) fn data_volume(size: u64) -> SparseDev {
+    newfs_sparse(
+        size,
+        &[NewPfs {
+            label: b"DATA",
+            pfs_type: crate::media::PFSTYPE_MASTER,
+            clid: [7; 16],
+            fsid: [1; 16],
+            nmasters: 1,
+        }],
+    )
+}
+
 /// A sparse device of `size` bytes holding a fresh volume with `pfs`, made by newfs with fixed
 /// ids and time so every test's volume is the same.
 pub(crate) fn newfs_sparse(size: u64, pfs: &[NewPfs<'_>]) -> SparseDev {

@@ -250,6 +250,8 @@ impl<'v, D: BlockDev> Txn<'v, D> {
             };
             if cache.zones[zone].as_ref().map(|(t, _)| t) != id.as_ref() {
                 cache.zones[zone] = None;
+                // What the freemap was built from has changed: it is rebuilt in full.
+                cache.freemap = None;
             }
         }
         if !cache.counts_zone(cur) {
@@ -268,6 +270,7 @@ impl<'v, D: BlockDev> Txn<'v, D> {
                 continue;
             }
             let id = TreeId::of(ch);
+            cache.freemap = None;
             // Identical trees (newfs writes the same header everywhere) are walked once.
             let twin = cache
                 .zones
@@ -309,9 +312,9 @@ impl<'v, D: BlockDev> Txn<'v, D> {
         let relax = || vol.dev().yield_point();
         for (zone, z) in cache.zones.iter().enumerate() {
             if let Some((_, bits)) = z {
-                used.or(bits, &relax);
+                used.or(bits, &relax)?;
                 if zone != next {
-                    keep.or(bits, &relax);
+                    keep.or(bits, &relax)?;
                 }
             }
         }
@@ -717,7 +720,7 @@ fn mark_tree<D: BlockDev>(
     let mut mark = |r: &Blockref, count: bool| -> Result<()> {
         if let Ok((off, len)) = vol.locate(r) {
             for m in [a.as_deref_mut(), b.as_deref_mut()].into_iter().flatten() {
-                m.mark(off, len as u64);
+                m.mark(off, len as u64)?;
             }
             if let Some(c) = counts.as_deref_mut().filter(|_| count) {
                 c.add(off, len as u64)?;

@@ -355,7 +355,7 @@ fn more_than_four_leaves_hang_under_a_level_two_node() {
     let mut txn = Txn::begin(&vol).unwrap();
     // Space marked in five GiBs (as if blocks lay there): five leaves, one node above.
     for k in 0..5u64 {
-        txn.keep.mark((k << 30) + 400 * MIB, 1);
+        txn.keep.mark((k << 30) + 400 * MIB, 1).unwrap();
     }
     let sroot = *vol.header().sroot();
     let h = txn.commit(sroot).unwrap();
