@@ -571,19 +571,27 @@ impl<'a, S: ChainStore> Collector<'a, S> {
         }
     }
 
-    /// Consume every head at `key`; the scan goes on after the widest of them.
-    fn advance(&mut self, key: u64) -> u64 {
-        let mut key_end = key;
+    /// Consume every head whose key is at most `last` (every key up to it is decided); the
+    /// scan goes on from `last + 1`.
+    ///
+    /// After an undecided or skipped key K, `last` is K, as `hammer2_xop_collect` goes on
+    /// (`collect_key = lokey + 1`): a node's chain wider than the others' at K says nothing
+    /// about the keys inside its range, where a quorum may hold chains of its own.
+    ///
+    /// DEVIATION: after a focus, `last` is the end of the focus's range, not K. The masters of
+    /// its quorum hold nothing else there (a table's ranges are disjoint) and the others are
+    /// fewer than a quorum (quorums intersect), so every key inside it is one the C's collector
+    /// skips (ESRCH, EDEADLK) without returning it; here such a key read while a change was in
+    /// flight, or one a failed node could have decided, would come back undecided and keep the
+    /// inode from being stamped over a range the quorum has decided. The merge, too, goes on
+    /// past the focus's range (see `take_focus`).
+    fn advance(&mut self, last: u64) {
         for s in self.slots.iter_mut() {
-            if let Slot::Head(_, b) = s {
-                if b.key == key {
-                    key_end = key_end.max(b.key_end());
-                    *s = Slot::Pending;
-                }
+            if matches!(s, Slot::Head(_, b) if b.key <= last) {
+                *s = Slot::Pending;
             }
         }
-        self.pos = key_end.checked_add(1);
-        key_end
+        self.pos = last.checked_add(1);
     }
 
     /// The cluster's change sequence now (None: the cluster keeps none).
@@ -702,7 +710,7 @@ impl<'a, S: ChainStore> Collector<'a, S> {
                 let Some(Slot::Head(id, head)) = self.slots.get(node).copied() else {
                     return Err(Error::Invalid);
                 };
-                self.advance(key);
+                self.advance(head.key_end());
                 Ok(Step::Yield(Some(Item::Focus(Focus {
                     node,
                     id,
@@ -714,16 +722,16 @@ impl<'a, S: ChainStore> Collector<'a, S> {
             QuorumResult::None(Error::InProgress) => Ok(Step::Wait),
             // A failed master could have decided it.
             QuorumResult::None(Error::Io) => {
-                let key_end = self.advance(key);
-                Ok(Step::Yield(Some(Item::Undecided { key, key_end })))
+                self.advance(key);
+                Ok(Step::Yield(Some(Item::Undecided { key, key_end: key })))
             }
             // ESRCH / EDEADLK: no quorum for this key. Skip it, unless a change was in flight
             // while we read it.
             QuorumResult::None(Error::NoQuorum) | QuorumResult::None(Error::Deadlock) => {
                 let moved = self.change_seq() != seq;
-                let key_end = self.advance(key);
+                self.advance(key);
                 if seq.is_some_and(|s| s % 2 == 1) || moved {
-                    return Ok(Step::Yield(Some(Item::Undecided { key, key_end })));
+                    return Ok(Step::Yield(Some(Item::Undecided { key, key_end: key })));
                 }
                 Ok(Step::Skip)
             }

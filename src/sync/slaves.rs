@@ -509,8 +509,11 @@ fn take_focus<'a, S: ChainStore>(
     let (c, after) = match ours {
         Some((l, lb)) => {
             replace(ctx, g, l, fc, mtid)?;
-            // The merge goes on past whichever range is wider, ours before or after: a widened
-            // chain covers keys ours did not, and is not to be met again.
+            // The merge goes on past whichever range is wider, ours before or after, as the C
+            // does: `hammer2_chain_next` takes the next key from the replaced chain's new
+            // keybits, so a widened chain is not met again; a narrowed one had nothing of ours
+            // inside its old range. Only destroying the chains the widened one covers is a
+            // DEVIATION (see `destroy_covered`).
             let nb = ctx.me().bref(l)?;
             (l, if nb.key_end() > lb.key_end() { nb } else { *lb })
         }

@@ -58,7 +58,7 @@ impl<D: BlockDev> Txn<'_, D> {
         // The current freemap is what the trees of the header copies reach when this cache's
         // last commit wrote it and no copy changed since: only the leaves whose granules
         // change state are written, those of the blocks written and those of the granules
-        // the overwritten copy's tree alone reached.
+        // the overwritten copy's tree alone reached and the new tree does not.
         let basis = self
             .space
             .as_ref()
@@ -69,7 +69,13 @@ impl<D: BlockDev> Txn<'_, D> {
         if let (Some(used), Some(space), Some(_)) = (basis, self.space.as_ref(), &new_reach) {
             let lost = space.zones[self.next_zone].as_ref().map(|(_, b)| b);
             let changed = changed_leaves(&self.wrote, &keep, lost, allocatable(old)?, &relax)?;
-            update = self.freemap_update(&keep, &changed, used)?;
+            update = match self.freemap_update(&keep, &changed, used) {
+                // A freemap this writer cannot patch (a node slot or a leaf count it does not
+                // read as its own) is rebuilt whole: the rebuild writes each block at the same
+                // rotation place, from the same current header, over what the update wrote.
+                Err(Error::Invalid) => None,
+                r => r?,
+            };
         }
         let Written { roots, used } = match update {
             Some(w) => w,

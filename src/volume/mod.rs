@@ -399,7 +399,7 @@ impl<D: BlockDev> Volume<D> {
 }
 
 #[cfg(test)]
-mod space_tests;
+pub(crate) mod space_tests;
 #[cfg(test)]
 pub(crate) mod testdev;
 #[cfg(test)]

@@ -23,7 +23,8 @@ pub const LEAF_SPAN: u64 = 1 << 30;
 /// A bit per granule, `used` or not, over `0..fs_size`, kept per GiB: a GiB's words are
 /// allocated when a granule of it is first marked, so a map costs what the marked GiBs
 /// need (8 KiB each), not the volume's size.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
+#[cfg_attr(test, derive(Clone))]
 pub struct GranuleBits {
     /// Per GiB, its [`REGION_WORDS`] words once any granule of it was marked.
     regions: Vec<Option<Vec<u64>>>,

@@ -23,7 +23,7 @@ fn make() -> SparseDev {
     data_volume(64 * MIB)
 }
 
-type Vol<'d> = Volume<&'d SparseDev>;
+pub(crate) type Vol<'d> = Volume<&'d SparseDev>;
 
 /// What a step does in a transaction: from the super-root's entries, the new ones (sorted by
 /// key); blocks it writes or drops go through the transaction.
@@ -334,7 +334,7 @@ fn a_block_written_then_replaced_in_one_transaction_is_not_kept() {
 const GIB: u64 = 1 << 30;
 
 /// Every leaf of the freemap `vol` reads: its blockref and entries, by key.
-fn leaves(vol: &Vol<'_>) -> Vec<(Blockref, Vec<crate::media::freemap::BmapData>)> {
+pub(crate) fn leaves(vol: &Vol<'_>) -> Vec<(Blockref, Vec<crate::media::freemap::BmapData>)> {
     let mut out = Vec::new();
     vol.walk_freemap(&mut |v| {
         match v {
@@ -349,7 +349,7 @@ fn leaves(vol: &Vol<'_>) -> Vec<(Blockref, Vec<crate::media::freemap::BmapData>)
 }
 
 /// A header with its freemap blockset (placement) and CRCs left out.
-fn without_freemap(h: &VolumeHeader) -> VolumeHeader {
+pub(crate) fn without_freemap(h: &VolumeHeader) -> VolumeHeader {
     let mut h = h.clone();
     h.freemap_blockset = [[0; BREF_BYTES]; SET_COUNT];
     h

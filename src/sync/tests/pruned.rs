@@ -528,19 +528,24 @@ fn overlapping_chains_of_different_keybits_merge_as_the_original() {
     }
 }
 
+/// A hand-built data chain of /f: (key, keybits, modify_tid).
+type Chain = (u64, u8, u64);
+
 /// Two masters and a slave whose /f holds, beside its first data block, the hand-built data
 /// chains `masters` (on both masters) and `ours` (on the slave), each (key, keybits,
 /// modify_tid); /f and the PFS root stamped 100 on the masters, 90 on the slave.
-fn chains_cluster(
-    mode: ScanMode,
-    masters: &[(u64, u8, u64)],
-    ours: &[(u64, u8, u64)],
-) -> Pin<Box<Cluster>> {
-    let c = cluster(&[M, M, S]);
+fn chains_cluster(mode: ScanMode, masters: &[Chain], ours: &[Chain]) -> Pin<Box<Cluster>> {
+    nodes_cluster(mode, &[(M, masters, 100), (M, masters, 100), (S, ours, 90)])
+}
+
+/// A cluster of `nodes`, each (role, /f's hand-built data chains beside its first data block,
+/// the TID /f and the PFS root are stamped with); the chains as for [`chains_cluster`].
+fn nodes_cluster(mode: ScanMode, nodes: &[(Role, &[Chain], u64)]) -> Pin<Box<Cluster>> {
+    let roles: Vec<Role> = nodes.iter().map(|n| n.0).collect();
+    let c = cluster(&roles);
     c.set_scan_mode(mode);
     write(&c, all(&c), "/f", &pattern(media::DATA_BLOCK_BYTES, 1));
-    for n in 0..3 {
-        let chains = if n == 2 { ours } else { masters };
+    for (n, &(_, chains, tid)) in nodes.iter().enumerate() {
         let s = c.store(n).unwrap();
         let f = s.resolve(b"/f").unwrap();
         let g = s.lock(f, LockMode::Exclusive).unwrap();
@@ -551,7 +556,6 @@ fn chains_cluster(
             s.insert(&g, b, crate::store::Body::Data(vec![tid as u8; 1024]))
                 .unwrap();
         }
-        let tid = if n == 2 { 90 } else { 100 };
         s.set_modify_tid(&g, tid).unwrap();
         drop(g);
         let g = s.lock(s.root(), LockMode::Exclusive).unwrap();
@@ -563,12 +567,18 @@ fn chains_cluster(
 /// Sync the slave of a [`chains_cluster`] once: it must end with the masters' chains, and
 /// as many chains in all as a master.
 fn assert_converges(c: &Cluster, case: &str) {
-    let r = c.sync_node(2, &|| false);
-    assert!(r.is_ok(), "{case}: {r:?}");
-    assert_eq!(data_chains(c, 2), data_chains(c, 0), "{case}");
-    assert_same(c, 0, 2);
+    assert_node_converges(c, 2, case);
+}
+
+/// Sync node `i` once: it must end with node 0's chains (a master of the quorum), and as many
+/// chains in all.
+fn assert_node_converges(c: &Cluster, i: usize, case: &str) {
+    let r = c.sync_node(i, &|| false);
+    assert!(r.is_ok(), "{case}, node {i}: {r:?}");
+    assert_eq!(data_chains(c, i), data_chains(c, 0), "{case}, node {i}");
+    assert_same(c, 0, i);
     let count = |i: usize| c.store(i).unwrap().chain_count();
-    assert_eq!(count(2), count(0), "{case}: chains left over");
+    assert_eq!(count(i), count(0), "{case}, node {i}: chains left over");
 }
 
 /// A master's chain of wider keybits covering several of ours (the first at its key, the
@@ -615,6 +625,8 @@ fn a_wide_chain_covering_several_of_ours_converges_in_both_modes() {
             let c = chains_cluster(mode, masters, ours);
             assert_converges(&c, &format!("{name}, {mode:?}"));
         }
+        // A third master disagreeing as the slave does: the quorum is the other two.
+        assert_stale_master_case(&format!("{name}, stale master"), masters, ours, ours);
     }
     // The slave's chains the wide one covers really lie in several indirect blocks.
     let c = chains_cluster(ScanMode::Pruned, &cases[4].1, &cases[4].2);
@@ -633,6 +645,102 @@ fn a_wide_chain_covering_several_of_ours_converges_in_both_modes() {
         blocks >= 2,
         "{blocks} indirect blocks inside the covered range"
     );
+}
+
+/// Three masters and a slave: `masters` on masters 0 and 1 (the quorum, /f stamped 100), the
+/// disagreeing `stale` on master 2 and `ours` on the slave (both stamped 90); chains as for
+/// [`chains_cluster`].
+fn stale_master_cluster(
+    mode: ScanMode,
+    masters: &[Chain],
+    stale: &[Chain],
+    ours: &[Chain],
+) -> Pin<Box<Cluster>> {
+    nodes_cluster(
+        mode,
+        &[
+            (M, masters, 100),
+            (M, masters, 100),
+            (M, stale, 90),
+            (S, ours, 90),
+        ],
+    )
+}
+
+/// In both scan modes, a sync of the slave of a [`stale_master_cluster`] leaves it with the
+/// quorum's chains, whatever the stale master's chains cover; then so does the stale master's.
+fn assert_stale_master_case(case: &str, masters: &[Chain], stale: &[Chain], ours: &[Chain]) {
+    for mode in [ScanMode::Pruned, ScanMode::Original] {
+        let c = stale_master_cluster(mode, masters, stale, ours);
+        let case = format!("{case}, {mode:?}");
+        assert_node_converges(&c, 3, &case);
+        assert_node_converges(&c, 2, &case);
+    }
+}
+
+/// A stale master's chain wider than the quorum's at the same key does not hide the quorum's
+/// chains inside its range: the merge goes on from the next key, not from the end of the widest
+/// chain any node holds there (the slave kept B and lost B + 5: its chain destroyed as extra,
+/// the quorum's never inserted, the inode stamped all the same).
+#[test]
+fn a_stale_masters_wide_chain_hides_no_quorum_key_inside_it() {
+    const B: u64 = 1 << 20;
+    assert_stale_master_case(
+        "stale wide chain at the focus key",
+        &[(B, 0, 50), (B + 5, 0, 50)],
+        &[(B, 4, 30)],
+        &[(B, 0, 30), (B + 5, 0, 30)],
+    );
+}
+
+/// The covering cases around a stale master (both modes): its wide chain starting where the
+/// quorum has nothing; ours with nothing at the focus key, only chains inside its range; a
+/// wide focus followed by a narrow differing one, the stale master holding a key inside the
+/// wide one; ours wide inside a wider focus; ours wide over two narrower focus chains.
+#[test]
+fn covering_chains_around_a_stale_master_converge_in_both_modes() {
+    const B: u64 = 1 << 20;
+    let cases: [(&str, &[_], &[_], &[_]); 6] = [
+        (
+            "stale wide chain where the quorum has nothing",
+            &[(B + 5, 0, 50)],
+            &[(B, 4, 30)],
+            &[(B, 0, 30), (B + 5, 0, 30)],
+        ),
+        (
+            "ours only inside the focus's range",
+            &[(B, 4, 50)],
+            &[(B + 3, 0, 30), (B + 9, 0, 30)],
+            &[(B + 3, 0, 30), (B + 9, 0, 30)],
+        ),
+        (
+            "wide focus, then a narrow differing one",
+            &[(B, 4, 50), (B + 16, 0, 50)],
+            &[(B + 5, 0, 30), (B + 16, 0, 30)],
+            &[(B, 4, 30), (B + 16, 0, 30)],
+        ),
+        (
+            "ours wide inside a wider focus",
+            &[(B, 6, 50)],
+            &[(B + 16, 4, 30)],
+            &[(B, 4, 30), (B + 16, 4, 30), (B + 32, 2, 30)],
+        ),
+        (
+            "ours wide over two narrower focus chains",
+            &[(B, 0, 50), (B + 8, 0, 50)],
+            &[(B + 8, 2, 30)],
+            &[(B, 4, 30)],
+        ),
+        (
+            "stale wide over the focus key and beyond it",
+            &[(B + 2, 0, 50), (B + 40, 0, 50)],
+            &[(B, 5, 30)],
+            &[(B, 5, 30), (B + 40, 0, 30)],
+        ),
+    ];
+    for (name, masters, stale, ours) in cases {
+        assert_stale_master_case(name, masters, stale, ours);
+    }
 }
 
 /// A covered chain of ours that is an inode goes with everything under it.
