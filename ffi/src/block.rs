@@ -2,9 +2,9 @@
 //! core's [`BlockDev`], and the conformance checks of those members.
 
 use alloc::vec::Vec;
-use core::cell::Cell;
 use core::ffi::c_void;
 use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use hammer2_synchro::volume::BlockDev;
 use hammer2_synchro::{Error, Result};
@@ -17,7 +17,7 @@ pub(crate) const PATH_MAX: usize = 4096;
 const ENOENT: i32 = 2;
 const EINTR: i32 = 4;
 const EBUSY: i32 = 16;
-const ENOMEM: i32 = 12;
+pub(crate) const ENOMEM: i32 = 12;
 const EISDIR: i32 = 21;
 const EINVAL: i32 = 22;
 const ENOSPC: i32 = 28;
@@ -80,8 +80,16 @@ pub struct HostDev {
     handle: *mut c_void,
     size: u64,
     writable: bool,
-    stopped: Cell<bool>,
+    stopped: AtomicBool,
 }
+
+// SAFETY: the handle is the host's open file, which its block ops take from any thread and
+// from several at once (Linux: kernel_read/kernel_write with a position of the call's own, as
+// pread; the simulated host: `FileExt::read_at`); `ops` is a static table and `stopped` an
+// atomic. Its one close is `Drop`'s, when no other reference is left.
+unsafe impl Send for HostDev {}
+// SAFETY: as above: every method takes `&self` and only calls the host's thread-safe ops.
+unsafe impl Sync for HostDev {}
 
 impl HostDev {
     /// Open `path` through the host, read-write when `writable`. A path that is empty, holds
@@ -121,21 +129,21 @@ impl HostDev {
             handle,
             size,
             writable,
-            stopped: Cell::new(false),
+            stopped: AtomicBool::new(false),
         })
     }
 
     /// Whether an I/O was refused because the caller's run must end (`should_stop`).
     pub fn interrupted(&self) -> bool {
-        self.stopped.get()
+        self.stopped.load(Ordering::Relaxed)
     }
 
     /// `Interrupted` once the host says the run must end, so a long walk over a device ends
     /// at its next block.
     fn check_stop(&self) -> Result<()> {
         // SAFETY: plain call into the host; it only looks at the calling task.
-        if self.stopped.get() || unsafe { (self.ops.should_stop)() } != 0 {
-            self.stopped.set(true);
+        if self.stopped.load(Ordering::Relaxed) || unsafe { (self.ops.should_stop)() } != 0 {
+            self.stopped.store(true, Ordering::Relaxed);
             return Err(Error::Interrupted);
         }
         Ok(())

@@ -36,6 +36,7 @@ pub mod ops;
 pub mod pool;
 pub mod volclaim;
 pub mod volcmd;
+pub mod volread;
 pub mod volsync;
 
 #[cfg(target_os = "none")]

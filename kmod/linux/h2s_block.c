@@ -134,7 +134,8 @@ void h2s_block_close(void *dev)
 
 /*
  * One command per open file (fsck PATH, ls PATH, ls PATH@LABEL [DIR], show [--blockrefs
- * [--depth N]] PATH, blockcheck PATH, sync [--timeout SECS] [--hold-ms N] [--write-delay-ms N]
+ * [--depth N]] PATH, blockcheck PATH, sync [--timeout SECS] [--cache-mib N] [--hold-ms N]
+ * [--write-delay-ms N] [--read-delay-ms N]
  * [--fail-after-writes N [--tear]] PATH@LABEL ...: see h2s_volume), written in any number of
  * write()s in order, at most H2S_VOLUME_CMD_MAX bytes (more fails with -EFBIG). The first read() runs it (killable: a
  * fatal signal ends it at its next block I/O that completes) and returns the start of its text,

@@ -8,7 +8,8 @@
 # through `volume`. Paths resolve in the writer's directory. Bad input is an error line that
 # writes nothing: another cluster id, an unknown device, a bad label, a damaged volume, no
 # master, a bad option, a --timeout past a day, a second name of a claimed block device; a
-# slave too small for the master's tree is a clean ENOSPC that leaves it as it was.
+# slave too small for the master's tree is a clean ENOSPC that leaves it as it was. A master of
+# 36 MB syncs through a 4 MiB data cache (`--cache-mib 4`) within it, fsck-clean.
 # Crash cut points (disks vdf on): a sync whose N-th block write fails (torn or not) ends in
 # an error, and one past its last write commits; `last` counts from the writes of a whole sync
 # into an empty slave of the cut disks' size (count.img). Each prints "cut IMG after write N
@@ -117,7 +118,7 @@ echo "synced: every slave lists the master's tree, all fsck-clean, a second sync
 [ "$(tail -n1 /tmp/vout)" = "error: sync: other.img@NOPE: load: not found" ] ||
 	{ bad "a relative path from $VS gave:"; cat /tmp/vout; }
 # Bad input: an error line, nothing written.
-USAGE="sync [--timeout SECS] [--hold-ms N] [--write-delay-ms N] [--fail-after-writes N [--tear]] PATH@LABEL PATH@LABEL ..."
+USAGE="sync [--timeout SECS] [--cache-mib N] [--hold-ms N] [--write-delay-ms N] [--read-delay-ms N] [--fail-after-writes N [--tear]] PATH@LABEL PATH@LABEL ..."
 cp $VS/other.img /tmp/other.orig
 for pair in \
 	"sync $M@DATA $VS/other.img@DATA|error: sync: cluster: $VS/other.img@DATA: cluster id 0ddc1d00-0000-4000-8000-000000000000 differs from $M@DATA's 5eed5eed-0000-4000-8000-00000000c1d5: not one cluster (make the nodes with one newfs --clid)" \
@@ -127,10 +128,17 @@ for pair in \
 	"sync $VS/other.img@DATA|error: sync: cluster: no master among the PFSs: nothing to sync from" \
 	"sync --tear $M@DATA|error: sync: usage: --tear needs --fail-after-writes: $USAGE" \
 	"sync --timeout 86401 $M@DATA|error: sync: usage: --timeout is at most 86400 seconds: $USAGE" \
+	"sync --cache-mib 0 $M@DATA|error: sync: usage: an option's value is not a number > 0: $USAGE" \
 	"sync $M@DATA $M@DATA|error: sync: usage: a device given twice: one PFS per volume: $USAGE"; do
 	vcmd "${pair%%|*}"
 	[ "$(tail -n1 /tmp/vout)" = "${pair#*|}" ] || { bad "'${pair%%|*}' gave:"; cat /tmp/vout; }
 done
+# A cache the module's memory cannot hold (the number is the pool's and mem_max_kib's).
+vcmd "sync --cache-mib 1048576 $M@DATA $VS/other.img@DATA"
+case "$(tail -n1 /tmp/vout)" in
+"error: sync: usage: --cache-mib 1048576: twice that per volume (clean and changed data) passes half of the module's memory ("[0-9]*" MiB: pool_kib and mem_max_kib)") ;;
+*) bad "a cache past the module's memory gave:"; cat /tmp/vout ;;
+esac
 cmp -s $VS/other.img /tmp/other.orig || bad "a refused sync wrote other.img"
 # A second name of a block device: the first open claimed it, the second is refused.
 if [ -b "$M" ]; then
@@ -150,6 +158,31 @@ tail -n1 /tmp/vout | grep -qx "$VS/small.img: clean" || { bad "fsck of the full 
 vcmd "ls $VS/small.img@DATA /"
 [ -s /tmp/vout ] && { bad "the full slave is not empty:"; head -5 /tmp/vout; }
 echo "bad input: an error line each, nothing written"
+# A master many times larger than the cache syncs within it: its 36 MB read on demand through
+# 4 MiB of cache, the slave's changed data committed each time they pass the budget.
+t0=$(now_ms)
+echo "# syncing big.img through a 4 MiB cache"
+vcmd "sync --cache-mib 4 $VS/big.img@DATA $VS/cache.img@DATA"
+echo "# took $(( $(now_ms) - t0 )) ms"
+sed 's/^/  /' /tmp/vout | grep -v 'committed, mirror_tid'
+cache_of() { sed -n "s|^sync: $1@DATA: data cache: budget \([0-9]*\) KiB, peak \([0-9]*\) KiB, \([0-9]*\) blocks / [0-9]* KiB read on demand, \([0-9]*\) evictions, changed data held at most \([0-9]*\) KiB\$|\1 \2 \3 \4 \5|p" /tmp/vout; }
+set -- $(cache_of $VS/big.img) - - - - -
+if [ "$1" != 4096 ] || [ "$2" -gt 4096 ] || [ "$3" -lt 500 ] || [ "$4" = 0 ]; then
+	bad "the master's cache: budget $1 KiB, peak $2 KiB, $3 blocks read, $4 evictions (want 4096, <= 4096, >= 500, > 0)"
+fi
+set -- $(cache_of $VS/cache.img) - - - - -
+[ "$5" != - ] && [ "$5" -le 16384 ] || bad "the slave held $5 KiB of changed data (want <= 16 MiB of the 36 MB)"
+grep -q '^sync: changed data past the cache budget: committing every changed volume$' /tmp/vout ||
+	bad "no write-back commit while the slave took 36 MB through a 4 MiB cache"
+[ "$(tail -n1 /tmp/vout)" = "sync: done: 1 of 2 volumes written" ] || bad "the small-cache sync did not write the slave"
+vcmd "ls $VS/big.img@DATA /"
+cp /tmp/vout /tmp/vls.big
+vcmd "ls $VS/cache.img@DATA /"
+cmp -s /tmp/vout /tmp/vls.big || { bad "the small-cache slave lists another tree:"; diff /tmp/vls.big /tmp/vout | head; }
+vcmd "fsck $VS/cache.img"
+tail -n1 /tmp/vout | grep -qx "$VS/cache.img: clean" || { bad "fsck of the small-cache slave:"; tail -n5 /tmp/vout; }
+rm -f /tmp/vls.big
+echo "a 36 MB master synced through a 4 MiB cache: within the budget, fsck-clean"
 # Crash cut points: only on disks (the host checks them after the boot).
 if [ -b /dev/vdc ]; then
 	# The count is the core's: the same on a file as on a disk.
