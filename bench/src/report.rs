@@ -195,7 +195,7 @@ fn setup(s: &mut String, r: &Results) {
          slave is resynced. Each k gets a fresh divergence for every run: a row's time is the \
          median of 15 runs up to N = 10^4 files (rows of a few milliseconds, which one run \
          measures to within tens of percent on a shared machine), of 3 runs at N = 10^5 and \
-         one run at 10^6 (at most 3 in a `--quick` run), the two modes alternating run by \
+         10^6 (at most 3 in a `--quick` run), the two modes alternating run by \
          run; its peak memory is the highest of its runs. `scanned` is the slave's \
          `SyncStats::scanned` delta (chains visited) in the median run."
     );

@@ -107,12 +107,12 @@ impl Config {
 
 /// Resyncs per k and mode on a tree of `files` files: the rows of a few milliseconds are
 /// the median of several runs (one run there moves by tens of percent with the machine's other
-/// work), the rows of seconds one run each.
+/// work); past 10^4 files three, since an original scan takes up to seconds there while the
+/// pruned one, which the ratio targets divide by, still takes about a millisecond.
 pub fn resync_runs_for(files: usize) -> usize {
     match files {
         0..=10_000 => 15,
-        10_001..=100_000 => 3,
-        _ => 1,
+        _ => 3,
     }
 }
 
