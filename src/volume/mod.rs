@@ -77,41 +77,30 @@ pub trait BlockDev {
     fn yield_point(&self) {}
 }
 
-impl<T: BlockDev + ?Sized> BlockDev for &T {
-    fn size(&self) -> u64 {
-        (**self).size()
-    }
-    fn read_at(&self, off: u64, buf: &mut [u8]) -> crate::Result<()> {
-        (**self).read_at(off, buf)
-    }
-    fn write_at(&self, off: u64, buf: &[u8]) -> crate::Result<()> {
-        (**self).write_at(off, buf)
-    }
-    fn flush(&self) -> crate::Result<()> {
-        (**self).flush()
-    }
-    fn yield_point(&self) {
-        (**self).yield_point()
-    }
+/// A device behind a reference or a shared pointer is that device: every method forwards.
+macro_rules! forward_block_dev {
+    ($($dev:ty),*) => {$(
+        impl<T: BlockDev + ?Sized> BlockDev for $dev {
+            fn size(&self) -> u64 {
+                (**self).size()
+            }
+            fn read_at(&self, off: u64, buf: &mut [u8]) -> crate::Result<()> {
+                (**self).read_at(off, buf)
+            }
+            fn write_at(&self, off: u64, buf: &[u8]) -> crate::Result<()> {
+                (**self).write_at(off, buf)
+            }
+            fn flush(&self) -> crate::Result<()> {
+                (**self).flush()
+            }
+            fn yield_point(&self) {
+                (**self).yield_point()
+            }
+        }
+    )*};
 }
 
-impl<T: BlockDev + ?Sized> BlockDev for alloc::sync::Arc<T> {
-    fn size(&self) -> u64 {
-        (**self).size()
-    }
-    fn read_at(&self, off: u64, buf: &mut [u8]) -> crate::Result<()> {
-        (**self).read_at(off, buf)
-    }
-    fn write_at(&self, off: u64, buf: &[u8]) -> crate::Result<()> {
-        (**self).write_at(off, buf)
-    }
-    fn flush(&self) -> crate::Result<()> {
-        (**self).flush()
-    }
-    fn yield_point(&self) {
-        (**self).yield_point()
-    }
-}
+forward_block_dev!(&T, alloc::sync::Arc<T>);
 
 /// Why a read of the volume failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
