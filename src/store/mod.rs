@@ -507,7 +507,7 @@ impl Store {
                 }
                 (Body::Data(src), Body::Data(dst)) if dst.capacity() >= src.len() => {
                     // Room is reserved: no allocation under the arena lock.
-                    dst.extend_from_slice(src);
+                    crate::mem::extend_streaming(dst, src);
                     // DEVIATION (not a bug fix): HAMMER2 computes the copy's check code again
                     // when it flushes it (`hammer2_chain_setcheck`). Every install here seals
                     // its payload, so the header read under this lock already holds the code
