@@ -1,5 +1,5 @@
-//! The collector's stepping past a focus and its undecided path beside a failed master (both
-//! scan modes).
+//! The collector's stepping past a focus, its undecided path beside a failed master, and the
+//! merge's comparison of a chain holding the focus's TID (both scan modes).
 
 use super::pruned::{assert_node_converges, data_chains, nodes_cluster, Chain};
 use super::*;
@@ -101,5 +101,28 @@ fn a_failed_master_beside_a_stale_wide_chain_leaves_the_slave_undecided() {
         assert_ne!(root_tid(&c, 3), 100, "{mode:?}");
         assert!(!c.in_sync(3), "{mode:?}");
         assert_node_converges(&c, 3, &format!("{mode:?}, master back"));
+    }
+}
+
+/// A chain of the slave holding the focus's TID over another key range (narrower or wider
+/// than the masters') takes the focus's, in both scan modes: the merge compares keybits too.
+/// Comparing TIDs only, the narrower one stayed under a stamped inode, and the wider one was
+/// dropped for the masters' chain inside it, losing the key it shared with the focus.
+#[test]
+fn a_chain_with_the_focus_tid_and_other_keybits_is_replaced() {
+    let cases: [(&str, &[Chain], &[Chain]); 3] = [
+        ("ours narrower", &[(B, 4, 50)], &[(B, 0, 50)]),
+        (
+            "ours narrower, another of ours inside",
+            &[(B, 4, 50)],
+            &[(B, 0, 50), (B + 5, 0, 30)],
+        ),
+        ("ours wider", &[(B, 0, 50), (B + 5, 0, 50)], &[(B, 4, 50)]),
+    ];
+    for (name, masters, ours) in cases {
+        for mode in [ScanMode::Original, ScanMode::Pruned] {
+            let c = nodes_cluster(mode, &[(M, masters, 100), (M, masters, 100), (S, ours, 90)]);
+            assert_node_converges(&c, 2, &format!("{name}, {mode:?}"));
+        }
     }
 }
