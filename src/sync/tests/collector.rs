@@ -1,7 +1,9 @@
 //! The collector's stepping past a focus, its undecided path beside a failed master, and the
 //! merge's comparison of a chain holding the focus's TID (both scan modes).
 
-use super::pruned::{assert_node_converges, data_chains, nodes_cluster, Chain};
+use super::pruned::{
+    assert_node_converges, data_chains, nodes_cluster, stale_master_cluster, Chain,
+};
 use super::*;
 
 const B: u64 = 1 << 20;
@@ -33,25 +35,6 @@ impl Drop for FailChildren {
 /// Serializes the tests that set [`pool::test_hook::FAIL_CHILDREN`] (one hook at a time).
 static ONE_HOOK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Two masters holding /f's data chains `masters` (/f stamped 100), a stale third master
-/// holding `stale` and a slave holding `ours` (both stamped 90).
-fn three_masters(
-    mode: ScanMode,
-    masters: &[Chain],
-    stale: &[Chain],
-    ours: &[Chain],
-) -> Pin<Box<Cluster>> {
-    nodes_cluster(
-        mode,
-        &[
-            (M, masters, 100),
-            (M, masters, 100),
-            (M, stale, 90),
-            (S, ours, 90),
-        ],
-    )
-}
-
 /// A master of the focus's quorum whose reads fail right after it answered the focus (a wide
 /// chain) does not make the keys a stale master holds inside that range undecided: its
 /// answer holds nothing else there (a table's ranges are disjoint), so no quorum can form
@@ -62,7 +45,7 @@ fn three_masters(
 fn a_master_failing_after_a_wide_focus_leaves_the_range_decided() {
     let _one = ONE_HOOK.lock().unwrap_or_else(|e| e.into_inner());
     for mode in [ScanMode::Original, ScanMode::Pruned] {
-        let c = three_masters(mode, &[(B, 4, 50)], &[(B + 5, 0, 30)], &[(B + 5, 0, 30)]);
+        let c = stale_master_cluster(mode, &[(B, 4, 50)], &[(B + 5, 0, 30)], &[(B + 5, 0, 30)]);
         let _fail = FailChildren::of(&c, 1, B + 1);
         assert_node_converges(&c, 3, &format!("{mode:?}"));
     }
@@ -79,7 +62,7 @@ fn a_failed_master_beside_a_stale_wide_chain_leaves_the_slave_undecided() {
     let masters = [(B, 0, 50), (B + 5, 0, 50)];
     let ours = [(B, 0, 30), (B + 5, 0, 30)];
     for mode in [ScanMode::Original, ScanMode::Pruned] {
-        let c = three_masters(mode, &masters, &[(B, 4, 30)], &ours);
+        let c = stale_master_cluster(mode, &masters, &[(B, 4, 30)], &ours);
         let before = data_chains(&c, 3);
         let destroyed = c.stats(3).destroyed;
         {

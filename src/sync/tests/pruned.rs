@@ -650,7 +650,7 @@ fn a_wide_chain_covering_several_of_ours_converges_in_both_modes() {
 /// Three masters and a slave: `masters` on masters 0 and 1 (the quorum, /f stamped 100), the
 /// disagreeing `stale` on master 2 and `ours` on the slave (both stamped 90); chains as for
 /// [`chains_cluster`].
-fn stale_master_cluster(
+pub(super) fn stale_master_cluster(
     mode: ScanMode,
     masters: &[Chain],
     stale: &[Chain],
