@@ -40,7 +40,9 @@ static ONE_HOOK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// answer holds nothing else there (a table's ranges are disjoint), so no quorum can form
 /// there whatever it would answer next. The slave converges in one pass and is stamped.
 /// Stepping on from the focus's key + 1, as the C's collector does, would take the failed
-/// master for a possible holder of the stale key and leave the inode unstamped.
+/// master for a possible holder of the stale key and leave the inode unstamped (in the
+/// original scan: the pruned one merges the differing range alone, so that master reads
+/// nothing past it and never fails; it must converge all the same).
 #[test]
 fn a_master_failing_after_a_wide_focus_leaves_the_range_decided() {
     let _one = ONE_HOOK.lock().unwrap_or_else(|e| e.into_inner());
