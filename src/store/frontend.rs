@@ -11,7 +11,7 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use super::inode;
-use super::{Body, ChainGuard, ChainId, Layout, Store};
+use super::{Body, ChainGuard, ChainId, Layout, Store, TableWalk};
 use crate::host::LockMode;
 use crate::media::{self, dirhash, Blockref, InodeData, InodeMeta, OpFlags, DIRHASH_LOMASK};
 use crate::mem::{try_box, try_push};
@@ -383,10 +383,9 @@ impl Store {
             if cm.objtype != media::OBJTYPE_DIRECTORY {
                 continue;
             }
-            let mut next = self.lookup(cur, 0, media::KEY_MAX)?;
-            while let Some((c, b)) = next {
+            let mut children = TableWalk::new(cur, 0, media::KEY_MAX);
+            while let Some((c, _)) = children.step(self)? {
                 try_push(&mut stack, c)?;
-                next = self.next(cur, &b, media::KEY_MAX)?;
             }
         }
         Err(Error::NotFound)
@@ -411,8 +410,8 @@ impl Store {
             out.resize(size, 0);
             return Ok(out);
         }
-        let mut next = self.lookup(id, 0, media::KEY_MAX)?;
-        while let Some((c, b)) = next {
+        let mut blocks = TableWalk::new(id, 0, media::KEY_MAX);
+        while let Some((c, b)) = blocks.step(self)? {
             let off = usize::try_from(b.key).map_err(|_| Error::TooBig)?;
             if off >= size {
                 break;
@@ -425,7 +424,6 @@ impl Store {
                 out.extend_from_slice(&d[..n]);
             }
             self.host.relax();
-            next = self.next(id, &b, media::KEY_MAX)?;
         }
         out.resize(size, 0);
         Ok(out)

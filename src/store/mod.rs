@@ -36,7 +36,7 @@ use crate::host::{Host, LockMode, RawLock};
 use crate::media::{self, Blockref, InodeData, InodeMeta};
 use crate::mem::{try_box, try_push};
 use crate::{Error, Result};
-pub use api::{ChainStore, HeldChain};
+pub use api::{ChainStore, HeldChain, TableWalk};
 pub use cache::{CacheStats, PayloadSource};
 use cache::{Pay, Where};
 use children::Visit;
@@ -507,7 +507,7 @@ impl Store {
                 }
                 (Body::Data(src), Body::Data(dst)) if dst.capacity() >= src.len() => {
                     // Room is reserved: no allocation under the arena lock.
-                    dst.extend_from_slice(src);
+                    crate::mem::extend_streaming(dst, src);
                     // DEVIATION (not a bug fix): HAMMER2 computes the copy's check code again
                     // when it flushes it (`hammer2_chain_setcheck`). Every install here seals
                     // its payload, so the header read under this lock already holds the code
@@ -1283,8 +1283,8 @@ mod tests {
         assert_eq!(root.check, None);
     }
 
-    /// `ChainStore::lookup_from` and `next_from` walk a table exactly as `lookup` and `next`
-    /// do, whatever changes between their steps (inserts, deletes, widening and narrowing
+    /// `ChainStore::lookup_from` and `next_from`, and a `TableWalk`, walk a table exactly as
+    /// `lookup` and `next` do, whatever changes between their steps (inserts, deletes, widening and narrowing
     /// replaces: indirect blocks split and collapse), and step without searching while
     /// nothing changes.
     #[test]
@@ -1308,7 +1308,8 @@ mod tests {
         }
         let depth = |s: &Store| s.block_table(root).unwrap().iter().map(|t| t.depth).max();
         assert!(depth(&s) >= Some(2), "too shallow to test a path");
-        let step = |prev: Option<Blockref>, hint: &mut Hint| {
+        // A `TableWalk` steps along, restarted with each walk.
+        let step = |prev: Option<Blockref>, hint: &mut Hint, walk: &mut TableWalk<ChainId>| {
             let want = match prev {
                 None => s.lookup(root, 0, media::KEY_MAX).unwrap(),
                 Some(p) => s.next(root, &p, media::KEY_MAX).unwrap(),
@@ -1318,14 +1319,20 @@ mod tests {
                 Some(p) => ChainStore::next_from(&s, root, &p, media::KEY_MAX, hint),
             };
             assert_eq!(got.unwrap(), want, "after {prev:?}");
+            if prev.is_none() {
+                *walk = TableWalk::new(root, 0, media::KEY_MAX);
+            }
+            assert_eq!(walk.step(&s).unwrap(), want, "walk after {prev:?}");
             want.map(|(_, b)| b)
         };
+        let mut walk = TableWalk::new(root, 0, media::KEY_MAX);
         // Nothing changing: one search, at the first step.
         let (mut hint, mut prev, mut walked) = (Hint::default(), None, 0);
-        while let Some(b) = step(prev, &mut hint) {
+        while let Some(b) = step(prev, &mut hint, &mut walk) {
             (prev, walked) = (Some(b), walked + 1);
         }
-        assert_eq!((walked, hint.misses()), (s.child_count(root).unwrap(), 1));
+        let all = s.child_count(root).unwrap();
+        assert_eq!((walked, hint.misses(), walk.searches()), (all, 1, 1));
         // Steps interleaved with changes, the table growing then shrinking.
         let (mut hint, mut prev) = (Hint::default(), None);
         let (mut steps, mut changes, mut restarts) = (0u32, 0u32, 0u32);
@@ -1358,7 +1365,7 @@ mod tests {
                 (0..=2, None) => continue,
                 _ => {
                     steps += 1;
-                    prev = step(prev, &mut hint);
+                    prev = step(prev, &mut hint, &mut walk);
                     restarts += u32::from(prev.is_none());
                     continue;
                 }
