@@ -29,7 +29,7 @@ use alloc::vec::Vec;
 use crate::host::{Host, LockMode};
 use crate::media::{
     Blockref, InodeData, VolumeHeader, BREF_TYPE_DATA, BREF_TYPE_DIRENT, BREF_TYPE_INDIRECT,
-    BREF_TYPE_INODE, DIRHASH_VISIBLE, EMBEDDED_BYTES, KEY_MAX,
+    BREF_TYPE_INODE, DIRHASH_VISIBLE, KEY_MAX, OBJTYPE_DIRECTORY,
 };
 use crate::mem::try_push;
 use crate::store::cache::PayVer;
@@ -120,15 +120,6 @@ fn table_of<D: BlockDev>(
     })
     .map_err(read_err)?;
     Ok(out)
-}
-
-/// Make `ino` an inode as the store keeps it: a table-holding inode's block table lives in
-/// the store's chains, so its on-media blockset is cleared (as the store's own inodes have
-/// none).
-fn clear_table(ino: &mut InodeData) {
-    if !ino.meta.is_directdata() {
-        ino.u = [0; EMBEDDED_BYTES];
-    }
 }
 
 /// Load PFS `label` of `vol` into a new store in [`Layout::Index`] on `host`.
@@ -253,7 +244,7 @@ fn load_tables<D: BlockDev>(
             if lazy && b.btype == BREF_TYPE_DATA && b.size_radix() != 0 {
                 store.insert_on_media(&g, b)?;
             } else {
-                load_chain(vol, store, &g, b, todo)?;
+                load_chain(vol, store, &g, (b, lazy), todo)?;
             }
         }
         drop(g);
@@ -314,7 +305,7 @@ fn load_root<D: BlockDev>(
         true => None,
         false => Some(root.blockset()?),
     };
-    clear_table(&mut root);
+    crate::store::inode::clear_table(&mut root);
     let store = root_store(host, root, &pfs_bref)?;
     if let Some(set) = table {
         try_push(&mut todo, (store.root(), set))?;
@@ -343,21 +334,28 @@ fn root_store(
 }
 
 /// Load the chain `b` of a table into `store` under the parent `g`: its block read, an
-/// inode's own table queued on `todo`.
+/// inode's own table queued on `todo`. `lazy`: an inode is left on the media once its
+/// table is known, with its header as read (its check code the block's), the store keeping
+/// only whether it is a directory.
 #[inline(never)]
 fn load_chain<D: BlockDev>(
     vol: &Volume<D>,
     store: &Store,
     g: &crate::store::ChainGuard<'_>,
-    b: Blockref,
+    (b, lazy): (Blockref, bool),
     todo: &mut Vec<(ChainId, [Blockref; crate::media::SET_COUNT])>,
 ) -> Result<()> {
     let body = match b.btype {
         BREF_TYPE_INODE => {
             let mut ino = vol.read_inode_box(&b).map_err(read_err)?;
             let table = (!ino.meta.is_directdata()).then(|| ino.blockset());
-            clear_table(&mut ino);
-            let id = store.insert(g, b, Body::Inode(ino))?;
+            let id = if lazy {
+                let dir = ino.meta.objtype == OBJTYPE_DIRECTORY;
+                store.insert_inode_on_media(g, b, dir)?
+            } else {
+                crate::store::inode::clear_table(&mut ino);
+                store.insert(g, b, Body::Inode(ino))?
+            };
             if let Some(set) = table {
                 try_push(todo, (id, set?))?;
             }
@@ -629,6 +627,9 @@ pub fn reload<D: BlockDev>(vol: &Volume<D>, store: &Store, m: &mut Mounted) -> R
             None => &root,
         };
         let id = match fresh.is_on_media(child)? {
+            true if cb.btype == BREF_TYPE_INODE => {
+                store.insert_inode_on_media(parent, cb, fresh.is_directory(child)?)?
+            }
             true => store.insert_on_media(parent, cb)?,
             false => {
                 let (b, body) = fresh.read(child)?;

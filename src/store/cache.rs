@@ -25,7 +25,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::{Arena, Body, ChainId, Sealed, Store};
-use crate::media::{self, Blockref};
+use crate::media::{self, Blockref, InodeData};
 use crate::{Error, Result};
 
 /// Where a store reads the payloads of clean chains it does not keep in memory.
@@ -121,10 +121,29 @@ impl Pay {
 }
 
 /// Whether a chain of header `b` may leave its payload on the media: a DATA chain with a
-/// block. (A DIRENT's long name and an inode stay resident: the store reads them under its
-/// lock.)
+/// block, or an inode but the PFS root (which a commit keeps in memory and changes under the
+/// lock). A DIRENT's long name stays resident: the store reads it under its lock.
 pub(super) fn evictable(b: &Blockref) -> bool {
-    b.btype == media::BREF_TYPE_DATA && b.size_radix() != 0
+    match b.btype {
+        media::BREF_TYPE_DATA => b.size_radix() != 0,
+        media::BREF_TYPE_INODE => {
+            b.size_radix() == media::INODE_RADIX && b.flags & media::BrefFlags::PFSROOT.bits() == 0
+        }
+        _ => false,
+    }
+}
+
+/// The payload the block `bytes` of header `bref` holds, as the store keeps it: a DATA
+/// block as stored; an inode decoded, its block table cleared (the store holds the table
+/// in its chains): EIO when it does not decode, as for a block failing its check.
+#[inline(never)]
+pub(super) fn decode(bref: &Blockref, bytes: Vec<u8>) -> Result<Body> {
+    if bref.btype != media::BREF_TYPE_INODE {
+        return Ok(Body::Data(bytes));
+    }
+    let mut ino = crate::mem::try_box(InodeData::decode(&bytes).map_err(|_| Error::Io)?)?;
+    super::inode::clear_table(&mut ino);
+    Ok(Body::Inode(ino))
 }
 
 /// The cache's state under the arena lock: the CLOCK ring (through the chains' [`Pay`]
@@ -269,9 +288,9 @@ impl Arena {
         Ok(())
     }
 
-    /// Put chain `id`'s pinned DATA payload back on the media (it is the block its header
-    /// names: clean), in a store with a cache. Returns the bytes to free outside the lock.
-    pub(super) fn unpin(&mut self, id: ChainId) -> Option<Vec<u8>> {
+    /// Put chain `id`'s pinned payload back on the media (it is the block its header names:
+    /// clean), in a store with a cache. Returns the payload to free outside the lock.
+    pub(super) fn unpin(&mut self, id: ChainId) -> Option<Body> {
         self.ring.as_ref()?;
         let c = self.get(id).ok()?;
         if c.pay.at != Where::Pinned || !evictable(&c.bref) {
@@ -280,16 +299,13 @@ impl Arena {
         self.count_pinned(id, false).ok()?;
         let c = self.get_mut(id).ok()?;
         c.pay.at = Where::OnMedia;
-        match core::mem::replace(&mut c.body, Body::Data(Vec::new())) {
-            Body::Data(d) => Some(d),
-            Body::Inode(_) => None,
-        }
+        Some(c.leave_memory())
     }
 
     /// Evict until `need` more bytes fit in the budget, the evicted payloads moved to `out`
     /// (to be freed outside the lock) without growing it: false when they cannot fit (more
     /// than the budget, at once: nothing is evicted for it; or `out` full first).
-    fn make_room(&mut self, need: usize, out: &mut Vec<Vec<u8>>) -> Result<bool> {
+    fn make_room(&mut self, need: usize, out: &mut Vec<Body>) -> Result<bool> {
         if !self.ring.as_ref().is_some_and(|r| need <= r.budget) {
             return Ok(false);
         }
@@ -320,12 +336,10 @@ impl Arena {
                 Some(super::Slot { chain: Some(c), .. }) => c,
                 _ => return Err(Error::Invalid),
             };
-            let body = core::mem::replace(&mut c.body, Body::Data(Vec::new()));
+            let body = c.leave_memory();
             c.pay.at = Where::OnMedia;
             let len = payload_len(&body);
-            if let Body::Data(bytes) = body {
-                out.push(bytes);
-            }
+            out.push(body);
             if let Some(r) = self.ring.as_mut() {
                 r.used -= len;
                 r.evictions += 1;
@@ -422,46 +436,52 @@ impl Store {
     /// Chain `id`'s payload read through the source (it was on the media at version `ver`
     /// with header `bref`), a copy installed in the cache when it fits and the chain did
     /// not change meanwhile (a block that will not be cached is handed over as read, not
-    /// copied). No lock is held during the read.
+    /// copied). No lock is held during the read. A DATA copy carries the header's check
+    /// code (the block's own); an inode's does not: the header's is that of the block on
+    /// the media, whose table the store's copy has cleared.
     pub(super) fn read_on_media(&self, id: ChainId, bref: Blockref, ver: PayVer) -> Result<Sealed> {
-        let bytes = self.fetch(&bref)?;
+        let body = decode(&bref, self.fetch(&bref)?)?;
         let cacheable = {
             let a = self.arena.read();
             let fresh =
                 matches!(a.get(id), Ok(c) if c.pay.at == Where::OnMedia && c.pay.ver == ver);
-            fresh && a.ring.as_ref().is_some_and(|r| bytes.len() <= r.budget)
+            fresh
+                && a.ring
+                    .as_ref()
+                    .is_some_and(|r| payload_len(&body) <= r.budget)
         };
-        let body = match cacheable.then(|| crate::mem::try_to_vec(&bytes)) {
+        let body = match cacheable.then(|| body.try_clone()) {
             Some(Ok(copy)) => {
-                self.install(id, ver, bytes);
+                self.install(id, ver, body);
                 copy
             }
             // Not cached (a copy that cannot be allocated is only a cache miss).
-            _ => bytes,
+            _ => body,
         };
-        Ok(Sealed {
-            body: Body::Data(body),
-            check: Some((bref.check_method(), bref.check)),
-        })
+        let check = match body {
+            Body::Data(_) => Some((bref.check_method(), bref.check)),
+            Body::Inode(_) => None,
+        };
+        Ok(Sealed { body, check })
     }
 
     /// Cache `bytes` as chain `id`'s payload if it is still on the media at version `ver`
     /// and room can be made; otherwise they are dropped (the cache is best effort: a chain
     /// not installed is read again next time).
-    fn install(&self, id: ChainId, ver: PayVer, bytes: Vec<u8>) {
-        let need = bytes.len();
-        let mut evicted: Vec<Vec<u8>> = Vec::new();
+    fn install(&self, id: ChainId, ver: PayVer, body: Body) {
+        let need = payload_len(&body);
+        let mut evicted: Vec<Body> = Vec::new();
         if evicted.try_reserve_exact(need / BLOCK_MIN + 1).is_err() {
             return;
         }
-        let mut spare = Some(bytes);
+        let mut spare = Some(body);
         {
             let mut a = self.arena.write();
             let fresh =
                 matches!(a.get(id), Ok(c) if c.pay.at == Where::OnMedia && c.pay.ver == ver);
             if fresh && a.make_room(need, &mut evicted) == Ok(true) && a.link(id.idx).is_ok() {
                 if let (Ok(c), Some(b)) = (a.get_mut(id), spare.take()) {
-                    c.body = Body::Data(b);
+                    c.body = b;
                     c.pay.at = Where::Cached;
                 }
                 if let Some(r) = a.ring.as_mut() {
@@ -492,11 +512,11 @@ impl Store {
                 }
                 (c.bref, c.pay.ver)
             };
-            let bytes = self.fetch(&bref)?;
+            let body = decode(&bref, self.fetch(&bref)?)?;
             let mut a = self.arena.write();
             let c = a.get_mut(id)?;
             if c.pay.at == Where::OnMedia && c.pay.ver == ver {
-                c.body = Body::Data(bytes);
+                c.body = body;
                 c.pay.at = Where::Pinned;
                 return a.count_pinned(id, true).map(|()| true);
             }
@@ -508,20 +528,31 @@ impl Store {
     /// `written` names: if the chain still holds that version and the block is its payload
     /// byte for byte (a whole block, the check code the store holds), its pinned payload is
     /// clean now and leaves memory (it is read back on demand). A payload the commit padded
-    /// stays pinned: the block on the media is longer, with another check code. Returns the
-    /// bytes to free outside the lock.
+    /// stays pinned: the block on the media is longer, with another check code. An inode
+    /// at that version is the block written but for the block table the commit filled in
+    /// (which a read back clears): it is clean whatever its state, and its header takes the
+    /// block's check code, by which a read through the source verifies it. Returns the
+    /// payload to free outside the lock.
     pub(super) fn release(
         a: &mut Arena,
         id: ChainId,
         written: &Blockref,
         ver: PayVer,
-    ) -> Option<Vec<u8>> {
-        let c = a.get(id).ok()?;
-        let same_block = payload_len(&c.body) == written.data_bytes()
-            && c.bref.check_method() == written.check_method()
-            && c.bref.check == written.check;
-        if c.pay.ver != ver || !same_block {
+    ) -> Option<Body> {
+        a.ring.as_ref()?;
+        let c = a.get_mut(id).ok()?;
+        if c.pay.ver != ver || !evictable(&c.bref) {
             return None;
+        }
+        if c.bref.btype == media::BREF_TYPE_INODE {
+            c.bref.check = written.check;
+        } else {
+            let same_block = payload_len(&c.body) == written.data_bytes()
+                && c.bref.check_method() == written.check_method()
+                && c.bref.check == written.check;
+            if !same_block {
+                return None;
+            }
         }
         a.unpin(id)
     }
@@ -722,7 +753,7 @@ mod tests {
         let b = s.bref(ids[0]).unwrap();
         s.replace(&g, b, Body::Data(bytes(1024, 7))).unwrap();
         // The old bytes arrive now, for the version read: refused.
-        s.install(ids[0], ver, bytes(1024, 0));
+        s.install(ids[0], ver, Body::Data(bytes(1024, 0)));
         assert_eq!(data(&s, ids[0]), bytes(1024, 7));
         assert_eq!(s.cache_stats().unwrap().used, 0);
     }
@@ -763,7 +794,7 @@ mod tests {
         let old = s.arena.read().get(ids[0]).unwrap().pay.ver;
         replace_and_commit(&s, src, ids[0], &bytes(1024, 7));
         // On the media again, but at a newer version: the old bytes are refused.
-        s.install(ids[0], old, bytes(1024, 0));
+        s.install(ids[0], old, Body::Data(bytes(1024, 0)));
         assert_eq!(s.cache_stats().unwrap().used, 0);
         assert_eq!(data(&s, ids[0]), bytes(1024, 7));
     }
@@ -797,7 +828,7 @@ mod tests {
         let id = s.insert_on_media(&g, b).unwrap();
         drop(g);
         let ver = s.arena.read().get(id).unwrap().pay.ver;
-        s.install(id, ver, big.clone());
+        s.install(id, ver, Body::Data(big.clone()));
         let st = s.cache_stats().unwrap();
         assert_eq!((st.used, st.evictions), (2048, 0), "{st:?}");
         assert_eq!(data(&s, id), big);
