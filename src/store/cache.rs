@@ -864,6 +864,71 @@ mod tests {
         }
     }
 
+    /// An inode left on the media reads back with its block table cleared, its copy
+    /// carrying no check code (the header's is the block's, table included); a directory
+    /// keeps saying so while evicted; once changed it is pinned, and the commit of its
+    /// version releases it with the check code of the block written.
+    #[test]
+    fn an_inode_on_the_media_reads_back_without_its_table() {
+        let (s, src, _) = store(0, 1024, 1024);
+        let mut ip = InodeData::default();
+        ip.meta.objtype = media::OBJTYPE_DIRECTORY;
+        ip.meta.inum = 77;
+        let mut set = [Blockref::default(); media::SET_COUNT];
+        set[0] = Blockref::new(media::BREF_TYPE_DATA, 0, 16);
+        set[0].data_off = (9 << 16) | 10;
+        ip.set_blockset(&set);
+        let on_disk = ip.encode();
+        let mut b = Blockref::new(media::BREF_TYPE_INODE, 77, 0);
+        b.set_size_radix(media::INODE_RADIX);
+        b.data_off = (5 << 16) | u64::from(media::INODE_RADIX);
+        b.set_check(&on_disk).unwrap();
+        src.blocks.lock().insert(b.data_off, on_disk.to_vec());
+        let root = s.lock_root(LockMode::Exclusive);
+        let id = s.insert_inode_on_media(&root, b, true).unwrap();
+        assert!(s.is_directory(id).unwrap() && s.is_on_media(id).unwrap());
+        let mut cleared = ip;
+        cleared.u = [0; media::EMBEDDED_BYTES];
+        let (rb, sealed, ver) = s.read_versioned(id).unwrap();
+        assert_eq!((rb.check, sealed.check), (b.check, None));
+        assert_eq!(sealed.body().inode(), Some(&cleared));
+        assert_eq!(s.meta(id).unwrap().inum, 77);
+        // Cached, then evicted by another inode: still a directory.
+        let mut other = b;
+        (other.key, other.data_off) = (78, (6 << 16) | u64::from(media::INODE_RADIX));
+        src.blocks.lock().insert(other.data_off, on_disk.to_vec());
+        let o = s.insert_inode_on_media(&root, other, false).unwrap();
+        assert!(!s.is_on_media(id).unwrap());
+        s.meta(o).unwrap();
+        assert!(s.is_on_media(id).unwrap() && s.is_directory(id).unwrap());
+        // Changed: pinned, whatever the pressure; the commit of a version gone keeps it.
+        let g = s.lock_child(&root, id, LockMode::Exclusive).unwrap();
+        s.modify(&g, |_, body| {
+            let Body::Inode(ip) = body else {
+                return Err(Error::Invalid);
+            };
+            ip.meta.mode = 0o700;
+            Ok(())
+        })
+        .unwrap();
+        s.meta(o).unwrap();
+        assert!(!s.is_on_media(id).unwrap());
+        assert_eq!(s.cache_stats().unwrap().pinned, media::INODE_BYTES);
+        let mut written = s.bref(id).unwrap();
+        (written.data_off, written.check) = ((7 << 16) | 10, [3; media::check::CHECK_BYTES]);
+        s.set_flushed(id, &written, ver).unwrap();
+        assert!(
+            !s.is_on_media(id).unwrap(),
+            "changed since the version written"
+        );
+        let (_, _, now) = s.read_versioned(id).unwrap();
+        s.set_flushed(id, &written, now).unwrap();
+        assert!(s.is_on_media(id).unwrap());
+        assert_eq!(s.bref(id).unwrap().check, written.check);
+        assert_eq!(s.cache_stats().unwrap().pinned, 0);
+        assert!(s.is_directory(id).unwrap());
+    }
+
     #[test]
     fn a_modify_failing_before_the_change_leaves_a_clean_payload_on_the_media() {
         let (s, src, ids) = store(2, 1024, 4096);

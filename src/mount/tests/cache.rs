@@ -286,12 +286,19 @@ fn many_inodes_sync_through_a_cache_of_a_few() {
     let (ss, mut sm) = load_lazy(&s, FEW);
     let inodes = index_inodes(&ms);
     assert_eq!(inodes.len(), 6 + 6 * 40);
-    assert_eq!(on_media(&ms, &inodes), inodes.len(), "the load keeps no inode");
+    assert_eq!(
+        on_media(&ms, &inodes),
+        inodes.len(),
+        "the load keeps no inode"
+    );
     let c = master_and_slave(ms, ss);
     sync_until_in_sync(&c, 1);
     let (master, slave) = (c.store(0).unwrap(), c.store(1).unwrap());
     let st = within_budget(master);
-    assert!(st.reads as usize >= inodes.len(), "inodes read on demand: {st:?}");
+    assert!(
+        st.reads as usize >= inodes.len(),
+        "inodes read on demand: {st:?}"
+    );
     assert!(st.evictions > 100, "{st:?}");
     let before = within_budget(slave);
     assert!(
@@ -315,7 +322,10 @@ fn many_inodes_sync_through_a_cache_of_a_few() {
     let want = store_view(master);
     assert_eq!(want.len(), 1 + 6 + 6 * 40 + 1);
     assert!(reader_view(&s.0.lock())[1..] == want[1..]);
-    assert!(store_view(slave)[1..] == want[1..], "read back from the new blocks");
+    assert!(
+        store_view(slave)[1..] == want[1..],
+        "read back from the new blocks"
+    );
     within_budget(slave);
     within_budget(master);
     assert_eq!(slave.cache_stats().unwrap().read_errors, 0);
