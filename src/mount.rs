@@ -5,8 +5,8 @@
 //! inode of its index, every directory's DIRENTs, every file's DATA blocks, each with its
 //! key, keybits, type, methods, flags, TIDs and `data_off`; DATA blocks and long names as
 //! stored (compressed data stay compressed, with their method). [`load_cached`] leaves the
-//! DATA blocks on the media, read on demand through [`payload::DevSource`] within a byte
-//! budget ([`crate::store::cache`]). Indirect blocks are
+//! DATA blocks and the inodes on the media, read on demand through [`payload::DevSource`]
+//! within a byte budget ([`crate::store::cache`]). Indirect blocks are
 //! structure only in the store (it shapes its own tables); the ones on the media are read
 //! by a commit where it changes them.
 //!
@@ -150,11 +150,12 @@ pub fn load_with_progress<D: BlockDev>(
     load_with(host, vol, label, Payloads::Resident, progress)
 }
 
-/// [`load_with_progress`] into a store that keeps DATA payloads on the media and reads
-/// them on demand through `source`, at most `budget` bytes of them cached
+/// [`load_with_progress`] into a store that keeps DATA payloads and inodes on the media and
+/// reads them on demand through `source`, at most `budget` bytes of them cached
 /// ([`crate::store::cache`]; [`payload::DevSource`] reads them from the volume's device).
-/// Only chain headers, inodes and DIRENTs are read by the load: a damaged DATA block is
-/// met, as EIO for its chain, when it is read.
+/// Only chain headers, inodes and DIRENTs are read by the load, and the inodes are left on
+/// the media too once their tables are known: a damaged DATA block, or an inode damaged
+/// after the load, is met, as EIO for its chain, when it is read.
 pub fn load_cached<D: BlockDev>(
     host: &'static dyn Host,
     vol: &Volume<D>,

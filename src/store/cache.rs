@@ -1,14 +1,22 @@
 //! Payloads on demand: a store given a [`PayloadSource`] keeps the block of a clean DATA
-//! chain (one whose bytes are where its blockref says on the media) only while it fits in a
-//! byte budget, and reads it again through the source when it is asked for.
+//! chain or inode (one whose bytes are where its blockref says on the media) only while it
+//! fits in a byte budget, and reads it again through the source when it is asked for.
 //!
-//! Every chain's header and tree links stay resident; only DATA payloads come and go. A chain
-//! is in one of three states ([`Where`]):
+//! Every chain's header and tree links stay resident; DATA payloads and inode bodies (but
+//! the PFS root's) come and go. Of an inode whose body is on the media the store keeps only
+//! what it reads under its lock: whether it is a directory (the shape of its table depends
+//! on it); everything else (`meta`, a name lookup) reads the body outside the lock. A clean
+//! inode's header holds the check code of its block on the media, table included, by which
+//! a read verifies it; the body read is decoded and its table cleared (the store holds the
+//! table in its chains), so a copy of it carries no check code. A chain is in one of three
+//! states ([`Where`]):
 //! - `Pinned`: its payload is in memory and never evicted: every chain of a store without a
-//!   source, every payload that is not DATA, and a payload changed by an insert, replace or
-//!   modify until a commit has written it (the commit's [`Store::set_flushed`] then releases
-//!   it when the chain still holds the very payload written, by its payload version, and
-//!   that payload is the whole block written: one the commit padded stays pinned);
+//!   source, every payload that is neither DATA nor an inode, the PFS root, and a payload
+//!   changed by an insert, replace or modify until a commit has written it (the commit's
+//!   [`Store::set_flushed`] then releases it when the chain still holds the very payload
+//!   written, by its payload version, and that payload is the whole block written: one the
+//!   commit padded stays pinned; an inode, always 1 KiB, is released and takes the check
+//!   code of the block written, as a clean inode whose table a commit rewrote does);
 //! - `Cached`: its clean payload is in memory, counted against the budget, on the CLOCK ring;
 //! - `OnMedia`: its payload is not in memory; a read goes to the source.
 //!
@@ -54,10 +62,10 @@ pub struct CacheStats {
     pub hits: u64,
     /// Payloads evicted to make room.
     pub evictions: u64,
-    /// DATA payloads pinned in memory now (changed, not yet written by a commit), outside
-    /// the budget.
+    /// Bytes of DATA payloads and inodes pinned in memory now (changed, not yet written by
+    /// a commit), outside the budget.
     pub pinned: usize,
-    /// The most DATA payload bytes ever pinned at once.
+    /// The most DATA payload and inode bytes ever pinned at once.
     pub pinned_peak: usize,
     /// Reads through the source that failed (a device error or a damaged block: EIO for
     /// the chain that needed it).
@@ -264,7 +272,7 @@ impl Arena {
     }
 
     /// Count chain `id`'s payload into (`add`) or out of the pinned bytes, when it is a
-    /// pinned DATA payload of a store with a cache.
+    /// pinned evictable payload (DATA, an inode) of a store with a cache.
     pub(super) fn count_pinned(&mut self, id: ChainId, add: bool) -> Result<()> {
         let c = self.get(id)?;
         if c.pay.at != Where::Pinned || !evictable(&c.bref) {
@@ -357,17 +365,17 @@ fn payload_len(b: &Body) -> usize {
 }
 
 impl Store {
-    /// Read payloads of clean DATA chains on demand from `src`, keeping at most `budget`
-    /// bytes of them in memory (see [`crate::store::cache`]). For a store that is being
-    /// loaded: chains inserted with [`Store::insert_on_media`] from now on leave their
-    /// payload on the media.
+    /// Read payloads of clean DATA chains and inodes on demand from `src`, keeping at most
+    /// `budget` bytes of them in memory (see [`crate::store::cache`]). For a store that is
+    /// being loaded: chains inserted with [`Store::insert_on_media`] or
+    /// [`Store::insert_inode_on_media`] from now on leave their payload on the media.
     pub fn set_payload_source(&mut self, src: alloc::boxed::Box<dyn PayloadSource>, budget: usize) {
         self.source = Some(Source::new(src));
         self.arena.get_mut().ring = Some(Ring::new(budget));
     }
 
-    /// Call `alarm` whenever the pinned DATA bytes (changed, waiting for a commit) pass the
-    /// cache budget, so that a host can commit without polling. It is called under the
+    /// Call `alarm` whenever the pinned DATA and inode bytes (changed, waiting for a commit)
+    /// pass the cache budget, so that a host can commit without polling. It is called under the
     /// store's spin lock, once per crossing: it must not sleep nor touch the store (set a
     /// flag, wake a waiter). No effect on a store without a source.
     pub fn set_pinned_alarm(&mut self, alarm: alloc::boxed::Box<dyn Fn() + Send + Sync>) {

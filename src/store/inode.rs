@@ -1,4 +1,5 @@
-//! Store-side helpers over the media types: file block sizing and the PFS-root field rule.
+//! Store-side helpers over the media types: file block sizing, the PFS-root field rule and
+//! the inode as the store keeps it (its table cleared).
 
 use crate::media::{bytes_to_radix, InodeData, InodeMeta, EMBEDDED_BYTES, RADIX_MAX};
 

@@ -5,8 +5,8 @@
 //! ([`Blockref`]), a payload ([`Body`]: an inode's 1024 bytes or up to 64 KiB of file data) and its
 //! children sorted by key. Directories hold child inodes keyed by the name hash; regular files
 //! hold DATA chains keyed by file offset, or up to 512 bytes inside the inode (DIRECTDATA). A
-//! store given a payload source keeps clean DATA payloads on the media and reads them on
-//! demand within a byte budget ([`cache`]).
+//! store given a payload source keeps clean DATA payloads and inode bodies on the media and
+//! reads them on demand within a byte budget ([`cache`]).
 //!
 //! Two kinds of locks, with distinct jobs:
 //! - the arena's `spin::RwLock` makes each single read or write memory-safe; it is held only for
