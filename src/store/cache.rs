@@ -33,7 +33,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::{Arena, Body, ChainId, Sealed, Store};
-use crate::media::{self, Blockref, InodeData};
+use crate::media::{self, Blockref, InodeData, InodeMeta};
 use crate::{Error, Result};
 
 /// Where a store reads the payloads of clean chains it does not keep in memory.
@@ -142,15 +142,31 @@ pub(super) fn evictable(b: &Blockref) -> bool {
 }
 
 /// The payload the block `bytes` of header `bref` holds, as the store keeps it: a DATA
-/// block as stored; an inode decoded, its block table cleared (the store holds the table
-/// in its chains): EIO when it does not decode, as for a block failing its check.
+/// block as stored; an inode decoded with its block table cleared, as
+/// [`super::inode::clear_table`] leaves it (the store holds the table in its chains): EIO
+/// when its meta does not decode, as for a block failing its check. The table is not
+/// decoded, only dropped; the inode is filled on the heap, section by section, so that no
+/// whole inode sits in the frame of a sync thread's read (a kernel stack is small).
 #[inline(never)]
 pub(super) fn decode(bref: &Blockref, bytes: Vec<u8>) -> Result<Body> {
     if bref.btype != media::BREF_TYPE_INODE {
         return Ok(Body::Data(bytes));
     }
-    let mut ino = crate::mem::try_box(InodeData::decode(&bytes).map_err(|_| Error::Io)?)?;
-    super::inode::clear_table(&mut ino);
+    if bytes.len() != media::INODE_BYTES {
+        return Err(Error::Io);
+    }
+    let (meta_at, name_at) = (
+        media::INODE_META_BYTES,
+        media::INODE_META_BYTES + media::FILENAME_BYTES,
+    );
+    let section = |from: usize, to: usize| bytes.get(from..to).ok_or(Error::Io);
+    let meta = InodeMeta::decode(section(0, meta_at)?).map_err(|_| Error::Io)?;
+    let mut ino = crate::mem::try_box(InodeData::default())?;
+    ino.meta = meta;
+    ino.filename.copy_from_slice(section(meta_at, name_at)?);
+    if meta.is_directdata() {
+        ino.u.copy_from_slice(section(name_at, media::INODE_BYTES)?);
+    }
     Ok(Body::Inode(ino))
 }
 
