@@ -11,7 +11,7 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use super::inode;
-use super::{Body, ChainGuard, ChainId, Layout, Store, TableWalk};
+use super::{Body, ChainGuard, ChainId, Layout, Store, TableWalk, Where};
 use crate::host::LockMode;
 use crate::media::{self, dirhash, Blockref, InodeData, InodeMeta, OpFlags, DIRHASH_LOMASK};
 use crate::mem::{try_box, try_push};
@@ -62,21 +62,43 @@ impl Store {
     pub fn find_name(&self, dir: ChainId, name: &[u8]) -> Result<Option<ChainId>> {
         let h = dirhash(name);
         let end = h | DIRHASH_LOMASK;
-        let a = self.arena.read();
-        let d = a.get(dir)?;
         let mut k = h;
-        while let Some((key, id)) = d.children.first_overlapping(k, end) {
-            if let Body::Inode(ip) = &a.get(id)?.body {
-                if ip.filename() == name {
-                    return Ok(Some(id));
+        loop {
+            // Resident inodes are compared under the lock; one on the media is read
+            // outside it (the read may sleep on the device).
+            let on_media = {
+                let a = self.arena.read();
+                let d = a.get(dir)?;
+                loop {
+                    let Some((key, id)) = d.children.first_overlapping(k, end) else {
+                        return Ok(None);
+                    };
+                    let c = a.get(id)?;
+                    match &c.body {
+                        Body::Inode(ip) if ip.filename() == name => return Ok(Some(id)),
+                        Body::Data(_) if c.pay.at == Where::OnMedia => break (key, id),
+                        _ => {}
+                    }
+                    match key.checked_add(1) {
+                        Some(n) => k = n,
+                        None => return Ok(None),
+                    }
                 }
+            };
+            let (key, id) = on_media;
+            if self
+                .read(id)?
+                .1
+                .inode()
+                .is_some_and(|ip| ip.filename() == name)
+            {
+                return Ok(Some(id));
             }
             match key.checked_add(1) {
                 Some(n) => k = n,
-                None => break,
+                None => return Ok(None),
             }
         }
-        Ok(None)
     }
 
     /// A free key for `name` in `dir`: its hash, or the next free one within the collision bits.

@@ -5,8 +5,8 @@
 //! ([`Blockref`]), a payload ([`Body`]: an inode's 1024 bytes or up to 64 KiB of file data) and its
 //! children sorted by key. Directories hold child inodes keyed by the name hash; regular files
 //! hold DATA chains keyed by file offset, or up to 512 bytes inside the inode (DIRECTDATA). A
-//! store given a payload source keeps clean DATA payloads on the media and reads them on
-//! demand within a byte budget ([`cache`]).
+//! store given a payload source keeps clean DATA payloads and inode bodies on the media and
+//! reads them on demand within a byte budget ([`cache`]).
 //!
 //! Two kinds of locks, with distinct jobs:
 //! - the arena's `spin::RwLock` makes each single read or write memory-safe; it is held only for
@@ -183,15 +183,37 @@ struct Chain {
     unflushed_in: u64,
     /// Where its payload is ([`cache`]).
     pay: Pay,
+    /// What the store reads of an inode under its lock, kept while its payload is on the
+    /// media: whether it is a directory (its table's shape depends on it). Meaningless
+    /// while the payload is in memory, which is read instead.
+    dir: bool,
 }
 
 impl Chain {
     /// What HAMMER2 looks at when this chain's block table gets an indirect block for a child
     /// of type `btype` (see [`Creating`]).
     fn creating(&self, btype: u8) -> Creating {
-        let in_dir =
-            matches!(&self.body, Body::Inode(ip) if ip.meta.objtype == media::OBJTYPE_DIRECTORY);
-        Creating { btype, in_dir }
+        Creating {
+            btype,
+            in_dir: self.is_dir(),
+        }
+    }
+
+    /// Whether this chain is a directory inode, from its payload or, when that is on the
+    /// media, from its resident summary.
+    fn is_dir(&self) -> bool {
+        match &self.body {
+            Body::Inode(ip) => ip.meta.objtype == media::OBJTYPE_DIRECTORY,
+            Body::Data(_) if self.pay.at == Where::OnMedia => self.dir,
+            Body::Data(_) => false,
+        }
+    }
+
+    /// Take the payload out of memory (the caller puts it on the media), keeping the
+    /// summary of an inode; the payload, to free outside the arena lock.
+    fn leave_memory(&mut self) -> Body {
+        self.dir = self.is_dir();
+        core::mem::replace(&mut self.body, Body::Data(Vec::new()))
     }
 }
 
@@ -348,6 +370,7 @@ impl Store {
                 lock: lock.as_raw(),
                 unflushed_in: 1,
                 pay: Pay::pinned(0),
+                dir: false,
             }),
         });
         if pushed.is_err() {
@@ -439,12 +462,35 @@ impl Store {
         Ok(self.arena.read().get(id)?.children.len())
     }
 
-    /// An inode's meta-data (`Invalid` for a DATA chain).
+    /// An inode's meta-data (`Invalid` for a DATA chain). An inode on the media is read
+    /// through the store's source (EIO when that read fails or is damaged).
     pub fn meta(&self, id: ChainId) -> Result<InodeMeta> {
-        match &self.arena.read().get(id)?.body {
+        let (bref, ver) = {
+            let a = self.arena.read();
+            let c = a.get(id)?;
+            match &c.body {
+                Body::Inode(ip) => {
+                    self.hit(&c.pay);
+                    return Ok(ip.meta);
+                }
+                Body::Data(_) if c.pay.at == Where::OnMedia => {}
+                Body::Data(_) => return Err(Error::Invalid),
+            }
+            if c.bref.btype != media::BREF_TYPE_INODE {
+                return Err(Error::Invalid);
+            }
+            (c.bref, c.pay.ver)
+        };
+        match self.read_on_media(id, bref, ver)?.into_body() {
             Body::Inode(ip) => Ok(ip.meta),
             Body::Data(_) => Err(Error::Invalid),
         }
+    }
+
+    /// Whether chain `id` is a directory inode. Never reads the media: an inode whose
+    /// payload is there answers from its resident summary.
+    pub fn is_directory(&self, id: ChainId) -> Result<bool> {
+        Ok(self.arena.read().get(id)?.is_dir())
     }
 
     /// A copy of a chain's header and payload.
@@ -500,8 +546,10 @@ impl Store {
                     **dst = **src;
                     // DEVIATION (not a bug fix), as for DATA below: an inode is sealed by
                     // every install and every change of its payload. Not the PFS root's: the
-                    // store is created with it, unsealed.
-                    if c.parent.is_some() {
+                    // store is created with it, unsealed. Not in a store with a source: a
+                    // clean inode's header holds the code of its block on the media, whose
+                    // table the payload has cleared.
+                    if c.parent.is_some() && self.source.is_none() {
                         sum = Some((c.bref.check_method(), c.bref.check));
                     }
                 }
@@ -717,7 +765,7 @@ impl Store {
         self.journal_room()?;
         let lock = self.host.lock_create()?;
         let raw = lock.as_raw();
-        let r = self.insert_locked(parent.id, bref, body, raw, Where::Pinned);
+        let r = self.insert_locked(parent.id, bref, body, raw, (Where::Pinned, false));
         match r {
             Ok(_) => self.count_change(),
             Err(_) => self.host.lock_destroy(lock),
@@ -745,6 +793,30 @@ impl Store {
     /// (`Invalid` for any other). Its bytes are read through the store's payload source
     /// when asked for ([`cache`]); `bref`'s check code is the block's, kept as it is.
     pub fn insert_on_media(&self, parent: &ChainGuard<'_>, bref: Blockref) -> Result<ChainId> {
+        if bref.btype != media::BREF_TYPE_DATA {
+            return Err(Error::Invalid);
+        }
+        self.insert_left(parent, bref, false)
+    }
+
+    /// [`Store::insert_on_media`] of an inode (not a PFS root), as a load finds it: `dir`
+    /// says whether it is a directory, all the store needs of it until it is read. Read
+    /// back, its block table is cleared ([`inode::clear_table`]): its children are chains.
+    pub fn insert_inode_on_media(
+        &self,
+        parent: &ChainGuard<'_>,
+        bref: Blockref,
+        dir: bool,
+    ) -> Result<ChainId> {
+        if bref.btype != media::BREF_TYPE_INODE {
+            return Err(Error::Invalid);
+        }
+        self.insert_left(parent, bref, dir)
+    }
+
+    /// Insert a chain of header `bref` (and directory summary `dir`) whose payload stays on
+    /// the media.
+    fn insert_left(&self, parent: &ChainGuard<'_>, bref: Blockref, dir: bool) -> Result<ChainId> {
         if !cache::evictable(&bref) {
             return Err(Error::Invalid);
         }
@@ -752,7 +824,7 @@ impl Store {
         let lock = self.host.lock_create()?;
         let raw = lock.as_raw();
         let body = Body::Data(Vec::new());
-        let r = self.insert_locked(parent.id, bref, body, raw, Where::OnMedia);
+        let r = self.insert_locked(parent.id, bref, body, raw, (Where::OnMedia, dir));
         match r {
             Ok(_) => self.count_change(),
             Err(_) => self.host.lock_destroy(lock),
@@ -766,7 +838,7 @@ impl Store {
         bref: Blockref,
         body: Body,
         lock: usize,
-        at: Where,
+        (at, dir): (Where, bool),
     ) -> Result<ChainId> {
         let mut a = loop {
             let a = self.arena.write();
@@ -825,6 +897,7 @@ impl Store {
                 Where::OnMedia => Pay::on_media(ver),
                 _ => Pay::pinned(ver),
             },
+            dir,
         });
         a.live += 1;
         a.count_pinned(id, true)?;
