@@ -909,8 +909,10 @@ mod tests {
         b.set_check(&on_disk).unwrap();
         src.blocks.lock().insert(b.data_off, on_disk.to_vec());
         let root = s.lock_root(LockMode::Exclusive);
-        let id = s.insert_inode_on_media(&root, b, true).unwrap();
+        let summary = super::super::inode::InodeSummary::of(&ip);
+        let id = s.insert_inode_on_media(&root, b, summary).unwrap();
         assert!(s.is_directory(id).unwrap() && s.is_on_media(id).unwrap());
+        assert_eq!(s.inode_summary(id).unwrap(), Some(summary));
         let mut cleared = ip;
         cleared.u = [0; media::EMBEDDED_BYTES];
         let (rb, sealed, ver) = s.read_versioned(id).unwrap();
@@ -921,10 +923,17 @@ mod tests {
         let mut other = b;
         (other.key, other.data_off) = (78, (6 << 16) | u64::from(media::INODE_RADIX));
         src.blocks.lock().insert(other.data_off, on_disk.to_vec());
-        let o = s.insert_inode_on_media(&root, other, false).unwrap();
+        let o = s
+            .insert_inode_on_media(&root, other, Default::default())
+            .unwrap();
         assert!(!s.is_on_media(id).unwrap());
         s.meta(o).unwrap();
         assert!(s.is_on_media(id).unwrap() && s.is_directory(id).unwrap());
+        assert_eq!(
+            s.inode_summary(id).unwrap(),
+            Some(summary),
+            "kept by the eviction"
+        );
         // Changed: pinned, whatever the pressure; the commit of a version gone keeps it.
         let g = s.lock_child(&root, id, LockMode::Exclusive).unwrap();
         s.modify(&g, |_, body| {
@@ -951,6 +960,8 @@ mod tests {
         assert_eq!(s.bref(id).unwrap().check, written.check);
         assert_eq!(s.cache_stats().unwrap().pinned, 0);
         assert!(s.is_directory(id).unwrap());
+        let summary = s.inode_summary(id).unwrap().unwrap();
+        assert!(summary.dir && summary.digest != super::super::inode::InodeSummary::of(&ip).digest);
     }
 
     #[test]

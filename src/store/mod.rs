@@ -183,10 +183,10 @@ struct Chain {
     unflushed_in: u64,
     /// Where its payload is ([`cache`]).
     pay: Pay,
-    /// What the store reads of an inode under its lock, kept while its payload is on the
-    /// media: whether it is a directory (its table's shape depends on it). Meaningless
-    /// while the payload is in memory, which is read instead.
-    dir: bool,
+    /// What the store keeps of an inode while its payload is on the media: whether it is a
+    /// directory (read under its lock: its table's shape depends on it) and a digest of its
+    /// body. Meaningless while the payload is in memory, which is read instead.
+    summary: inode::InodeSummary,
 }
 
 impl Chain {
@@ -204,7 +204,7 @@ impl Chain {
     fn is_dir(&self) -> bool {
         match &self.body {
             Body::Inode(ip) => ip.meta.objtype == media::OBJTYPE_DIRECTORY,
-            Body::Data(_) if self.pay.at == Where::OnMedia => self.dir,
+            Body::Data(_) if self.pay.at == Where::OnMedia => self.summary.dir,
             Body::Data(_) => false,
         }
     }
@@ -212,7 +212,9 @@ impl Chain {
     /// Take the payload out of memory (the caller puts it on the media), keeping the
     /// summary of an inode; the payload, to free outside the arena lock.
     fn leave_memory(&mut self) -> Body {
-        self.dir = self.is_dir();
+        if let Body::Inode(ip) = &self.body {
+            self.summary = inode::InodeSummary::of(ip);
+        }
         core::mem::replace(&mut self.body, Body::Data(Vec::new()))
     }
 }
@@ -370,7 +372,7 @@ impl Store {
                 lock: lock.as_raw(),
                 unflushed_in: 1,
                 pay: Pay::pinned(0),
-                dir: false,
+                summary: inode::InodeSummary::default(),
             }),
         });
         if pushed.is_err() {
@@ -491,6 +493,22 @@ impl Store {
     /// payload is there answers from its resident summary.
     pub fn is_directory(&self, id: ChainId) -> Result<bool> {
         Ok(self.arena.read().get(id)?.is_dir())
+    }
+
+    /// The summary of inode `id` ([`inode::InodeSummary`]), `None` for a DATA chain. Never
+    /// reads the media: an inode whose payload is there answers from its resident summary.
+    pub fn inode_summary(&self, id: ChainId) -> Result<Option<inode::InodeSummary>> {
+        let a = self.arena.read();
+        let c = a.get(id)?;
+        Ok(match &c.body {
+            Body::Inode(ip) => Some(inode::InodeSummary::of(ip)),
+            Body::Data(_)
+                if c.pay.at == Where::OnMedia && c.bref.btype == media::BREF_TYPE_INODE =>
+            {
+                Some(c.summary)
+            }
+            Body::Data(_) => None,
+        })
     }
 
     /// A copy of a chain's header and payload.
@@ -765,7 +783,13 @@ impl Store {
         self.journal_room()?;
         let lock = self.host.lock_create()?;
         let raw = lock.as_raw();
-        let r = self.insert_locked(parent.id, bref, body, raw, (Where::Pinned, false));
+        let r = self.insert_locked(
+            parent.id,
+            bref,
+            body,
+            raw,
+            (Where::Pinned, inode::InodeSummary::default()),
+        );
         match r {
             Ok(_) => self.count_change(),
             Err(_) => self.host.lock_destroy(lock),
@@ -796,27 +820,33 @@ impl Store {
         if bref.btype != media::BREF_TYPE_DATA {
             return Err(Error::Invalid);
         }
-        self.insert_left(parent, bref, false)
+        self.insert_left(parent, bref, inode::InodeSummary::default())
     }
 
-    /// [`Store::insert_on_media`] of an inode (not a PFS root), as a load finds it: `dir`
-    /// says whether it is a directory, all the store needs of it until it is read. Read
-    /// back, its block table is cleared ([`inode::clear_table`]): its children are chains.
+    /// [`Store::insert_on_media`] of an inode (not a PFS root), as a load finds it:
+    /// `summary` is all the store keeps of it until it is read ([`inode::InodeSummary::of`]
+    /// its body). Read back, its block table is cleared ([`inode::clear_table`]): its
+    /// children are chains.
     pub fn insert_inode_on_media(
         &self,
         parent: &ChainGuard<'_>,
         bref: Blockref,
-        dir: bool,
+        summary: inode::InodeSummary,
     ) -> Result<ChainId> {
         if bref.btype != media::BREF_TYPE_INODE {
             return Err(Error::Invalid);
         }
-        self.insert_left(parent, bref, dir)
+        self.insert_left(parent, bref, summary)
     }
 
-    /// Insert a chain of header `bref` (and directory summary `dir`) whose payload stays on
+    /// Insert a chain of header `bref` (and inode summary `summary`) whose payload stays on
     /// the media.
-    fn insert_left(&self, parent: &ChainGuard<'_>, bref: Blockref, dir: bool) -> Result<ChainId> {
+    fn insert_left(
+        &self,
+        parent: &ChainGuard<'_>,
+        bref: Blockref,
+        summary: inode::InodeSummary,
+    ) -> Result<ChainId> {
         if !cache::evictable(&bref) {
             return Err(Error::Invalid);
         }
@@ -824,7 +854,7 @@ impl Store {
         let lock = self.host.lock_create()?;
         let raw = lock.as_raw();
         let body = Body::Data(Vec::new());
-        let r = self.insert_locked(parent.id, bref, body, raw, (Where::OnMedia, dir));
+        let r = self.insert_locked(parent.id, bref, body, raw, (Where::OnMedia, summary));
         match r {
             Ok(_) => self.count_change(),
             Err(_) => self.host.lock_destroy(lock),
@@ -838,7 +868,7 @@ impl Store {
         bref: Blockref,
         body: Body,
         lock: usize,
-        (at, dir): (Where, bool),
+        (at, summary): (Where, inode::InodeSummary),
     ) -> Result<ChainId> {
         let mut a = loop {
             let a = self.arena.write();
@@ -897,7 +927,7 @@ impl Store {
                 Where::OnMedia => Pay::on_media(ver),
                 _ => Pay::pinned(ver),
             },
-            dir,
+            summary,
         });
         a.live += 1;
         a.count_pinned(id, true)?;

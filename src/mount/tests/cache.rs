@@ -331,6 +331,44 @@ fn many_inodes_sync_through_a_cache_of_a_few() {
     assert_eq!(slave.cache_stats().unwrap().read_errors, 0);
 }
 
+/// Joining a slave in sync with its master compares every chain of equal TID without
+/// reading a payload: two clean inodes by their resident digests, two DATA blocks by their
+/// check codes. Volumes filled apart under the same TIDs are still told apart, by the same
+/// resident state, as a load reading every payload tells them.
+#[test]
+fn a_join_of_lazy_stores_compares_clean_chains_without_reading_them() {
+    const FEW: usize = 8 << 10;
+    let (m, s) = (shared(make()), shared(make()));
+    import_many(&m.0.lock(), 6, 40);
+    let (ms, _) = load_lazy(&m, FEW);
+    let (ss, mut sm) = load_lazy(&s, FEW);
+    let c = master_and_slave(ms, ss);
+    sync_until_in_sync(&c, 1);
+    commit_shared(&s, c.store(1).unwrap(), &mut sm);
+    drop(c);
+    let (ms, _) = load_lazy(&m, FEW);
+    let (ss, _) = load_lazy(&s, FEW);
+    assert!(conflicts(&ss, &ms).unwrap().is_empty());
+    assert_eq!(mark_foreign(&ss, &ms).unwrap(), 0);
+    for st in [&ms, &ss].map(|x| within_budget(x)) {
+        assert_eq!((st.reads, st.read_bytes), (0, 0), "{st:?}");
+    }
+
+    let (a, b) = (shared(make()), shared(make()));
+    import_seeded(&a.0.lock(), 0);
+    import_seeded(&b.0.lock(), 9);
+    let eager = {
+        let (sa, _) = load_dev(&a.0.lock());
+        let (sb, _) = load_dev(&b.0.lock());
+        conflicts(&sb, &sa).unwrap().len()
+    };
+    assert!(eager >= 2, "{eager}");
+    let (sa, _) = load_lazy(&a, FEW);
+    let (sb, _) = load_lazy(&b, FEW);
+    assert_eq!(conflicts(&sb, &sa).unwrap().len(), eager);
+    assert_eq!(within_budget(&sb).reads, 0);
+}
+
 /// Inodes changed (a chmod, a write) under eviction pressure stay in memory until a
 /// commit, which writes them as changed; afterwards they leave memory and read back as
 /// written, in this store and in a fresh load.
