@@ -4,8 +4,10 @@
 //!
 //! Every chain's header and tree links stay resident; DATA payloads and inode bodies (but
 //! the PFS root's) come and go. Of an inode whose body is on the media the store keeps only
-//! what it reads under its lock: whether it is a directory (the shape of its table depends
-//! on it); everything else (`meta`, a name lookup) reads the body outside the lock. A clean
+//! its [`super::inode::InodeSummary`]: whether it is a directory (read under its lock: the
+//! shape of its table depends on it) and a digest of its body (by which a cluster join
+//! compares clean inodes of two volumes); everything else (`meta`, a name lookup) reads the
+//! body outside the lock. A clean
 //! inode's header holds the check code of its block on the media, table included, by which
 //! a read verifies it; the body read is decoded and its table cleared (the store holds the
 //! table in its chains), so a copy of it carries no check code. A chain is in one of three

@@ -183,10 +183,13 @@ struct Chain {
     unflushed_in: u64,
     /// Where its payload is ([`cache`]).
     pay: Pay,
-    /// What the store keeps of an inode while its payload is on the media: whether it is a
-    /// directory (read under its lock: its table's shape depends on it) and a digest of its
-    /// body. Meaningless while the payload is in memory, which is read instead.
-    summary: inode::InodeSummary,
+    /// What the store keeps of an inode while its payload is on the media
+    /// ([`inode::InodeSummary`]): whether it is a directory (read under its lock: its
+    /// table's shape depends on it) and the digest of its body, apart so that the flag packs
+    /// with the other small fields. Meaningless while the payload is in memory, which is
+    /// read instead.
+    dir: bool,
+    digest: u64,
 }
 
 impl Chain {
@@ -204,7 +207,7 @@ impl Chain {
     fn is_dir(&self) -> bool {
         match &self.body {
             Body::Inode(ip) => ip.meta.objtype == media::OBJTYPE_DIRECTORY,
-            Body::Data(_) if self.pay.at == Where::OnMedia => self.summary.dir,
+            Body::Data(_) if self.pay.at == Where::OnMedia => self.dir,
             Body::Data(_) => false,
         }
     }
@@ -213,7 +216,8 @@ impl Chain {
     /// summary of an inode; the payload, to free outside the arena lock.
     fn leave_memory(&mut self) -> Body {
         if let Body::Inode(ip) = &self.body {
-            self.summary = inode::InodeSummary::of(ip);
+            let summary = inode::InodeSummary::of(ip);
+            (self.dir, self.digest) = (summary.dir, summary.digest);
         }
         core::mem::replace(&mut self.body, Body::Data(Vec::new()))
     }
@@ -372,7 +376,8 @@ impl Store {
                 lock: lock.as_raw(),
                 unflushed_in: 1,
                 pay: Pay::pinned(0),
-                summary: inode::InodeSummary::default(),
+                dir: false,
+                digest: 0,
             }),
         });
         if pushed.is_err() {
@@ -505,7 +510,10 @@ impl Store {
             Body::Data(_)
                 if c.pay.at == Where::OnMedia && c.bref.btype == media::BREF_TYPE_INODE =>
             {
-                Some(c.summary)
+                Some(inode::InodeSummary {
+                    dir: c.dir,
+                    digest: c.digest,
+                })
             }
             Body::Data(_) => None,
         })
@@ -927,7 +935,8 @@ impl Store {
                 Where::OnMedia => Pay::on_media(ver),
                 _ => Pay::pinned(ver),
             },
-            summary,
+            dir: summary.dir,
+            digest: summary.digest,
         });
         a.live += 1;
         a.count_pinned(id, true)?;
