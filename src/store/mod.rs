@@ -1147,6 +1147,9 @@ impl ChainStore for Store {
     fn read(&self, id: ChainId) -> Result<(Blockref, Body)> {
         Store::read(self, id)
     }
+    fn payload_on_media(&self, id: ChainId) -> Result<bool> {
+        Store::is_on_media(self, id)
+    }
     fn lookup(&self, parent: ChainId, beg: u64, end: u64) -> Result<Option<(ChainId, Blockref)>> {
         Store::lookup(self, parent, beg, end)
     }

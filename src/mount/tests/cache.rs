@@ -369,6 +369,35 @@ fn a_join_of_lazy_stores_compares_clean_chains_without_reading_them() {
     assert_eq!(within_budget(&sb).reads, 0);
 }
 
+/// A slave replacing its clean inodes by the master's changed ones (a chmod of 40 files)
+/// reads none of them: read back from the media their tables are cleared, so the copies
+/// start empty tables either way.
+#[test]
+fn a_replaced_clean_inode_is_not_read() {
+    const FEW: usize = 8 << 10;
+    let (m, s) = (shared(make()), shared(make()));
+    import_many(&m.0.lock(), 2, 40);
+    let (ms, _) = load_lazy(&m, FEW);
+    let (ss, mut sm) = load_lazy(&s, FEW);
+    let c = master_and_slave(ms, ss);
+    sync_until_in_sync(&c, 1);
+    commit_shared(&s, c.store(1).unwrap(), &mut sm);
+    drop(c);
+    let (ms, _) = load_lazy(&m, FEW);
+    let (ss, _) = load_lazy(&s, FEW);
+    for f in 0..40 {
+        let path = alloc::format!("/d1/f{f}");
+        ms.chmod(path.as_bytes(), 0o600, 9000 + f).unwrap();
+    }
+    let c = master_and_slave(ms, ss);
+    sync_until_in_sync(&c, 1);
+    let slave = c.store(1).unwrap();
+    assert_eq!(within_budget(slave).reads, 0);
+    let mode = |p: &[u8]| slave.meta(slave.resolve(p).unwrap()).unwrap().mode;
+    assert_eq!(mode(b"/d1/f7") & 0o7777, 0o600);
+    assert!(store_view(slave)[1..] == store_view(c.store(0).unwrap())[1..]);
+}
+
 /// Inodes changed (a chmod, a write) under eviction pressure stay in memory until a
 /// commit, which writes them as changed; afterwards they leave memory and read back as
 /// written, in this store and in a fresh load.
