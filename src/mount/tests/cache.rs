@@ -398,6 +398,20 @@ fn a_replaced_clean_inode_is_not_read() {
     assert!(store_view(slave)[1..] == store_view(c.store(0).unwrap())[1..]);
 }
 
+/// A path resolves through the directories' resident bits, reading no inode on the way;
+/// a file in the middle of a path is still not a directory.
+#[test]
+fn a_path_resolves_without_reading_its_directories() {
+    let dev = shared(make());
+    import_many(&dev.0.lock(), 3, 4);
+    let (store, _) = load_lazy(&dev, 0);
+    let f = store.resolve(b"/d2/f3").unwrap();
+    assert_eq!(store.cache_stats().unwrap().reads, 0);
+    assert!(store.is_on_media(f).unwrap());
+    assert_eq!(store.resolve(b"/d2/f3/x").err(), Some(Error::NotDir));
+    assert_eq!(store.cache_stats().unwrap().reads, 0);
+}
+
 /// Inodes changed (a chmod, a write) under eviction pressure stay in memory until a
 /// commit, which writes them as changed; afterwards they leave memory and read back as
 /// written, in this store and in a fresh load.
