@@ -147,8 +147,9 @@ pub(super) fn evictable(b: &Blockref) -> bool {
 /// block as stored; an inode decoded with its block table cleared, as
 /// [`super::inode::clear_table`] leaves it (the store holds the table in its chains): EIO
 /// when its meta does not decode, as for a block failing its check. The table is not
-/// decoded, only dropped; the inode is filled on the heap, section by section, so that no
-/// whole inode sits in the frame of a sync thread's read (a kernel stack is small).
+/// decoded, only dropped; the inode is built zeroed on the heap and filled section by
+/// section, so that no whole inode sits in the frame of a sync thread's read (a kernel
+/// stack is small).
 #[inline(never)]
 pub(super) fn decode(bref: &Blockref, bytes: Vec<u8>) -> Result<Body> {
     if bref.btype != media::BREF_TYPE_INODE {
@@ -163,7 +164,7 @@ pub(super) fn decode(bref: &Blockref, bytes: Vec<u8>) -> Result<Body> {
     );
     let section = |from: usize, to: usize| bytes.get(from..to).ok_or(Error::Io);
     let meta = InodeMeta::decode(section(0, meta_at)?).map_err(|_| Error::Io)?;
-    let mut ino = crate::mem::try_box(InodeData::default())?;
+    let mut ino = InodeData::try_zeroed_box()?;
     ino.meta = meta;
     ino.filename.copy_from_slice(section(meta_at, name_at)?);
     if meta.is_directdata() {

@@ -552,7 +552,7 @@ impl Store {
                 }
             };
             let mut body = match len {
-                None => Body::Inode(try_box(InodeData::default())?),
+                None => Body::Inode(InodeData::try_zeroed_box()?),
                 Some(n) => {
                     let mut v = Vec::new();
                     v.try_reserve_exact(n)?;
