@@ -519,6 +519,14 @@ impl Store {
         })
     }
 
+    /// Chain `id`'s header and payload version when its payload is on the media (the block
+    /// the header names holds it), `None` when it is in memory: one look under the lock.
+    pub fn on_media_at(&self, id: ChainId) -> Result<Option<(Blockref, cache::PayVer)>> {
+        let a = self.arena.read();
+        let c = a.get(id)?;
+        Ok((c.pay.at == Where::OnMedia).then_some((c.bref, c.pay.ver)))
+    }
+
     /// A copy of a chain's header and payload.
     pub fn read(&self, id: ChainId) -> Result<(Blockref, Body)> {
         self.read_sealed(id)

@@ -412,6 +412,32 @@ fn a_path_resolves_without_reading_its_directories() {
     assert_eq!(store.cache_stats().unwrap().reads, 0);
 }
 
+/// A commit rewriting clean directories above a change (their tables change) reads each
+/// one block once, from the volume for its old table, and writes that copy: not again
+/// through the store's source. The volume reads back as changed.
+#[test]
+fn a_commit_reads_a_clean_inode_on_its_path_once() {
+    let dev = shared(make());
+    import_many(&dev.0.lock(), 3, 4);
+    let (store, mut m) = load_lazy(&dev, 0);
+    store.write(b"/d1/new", &bytes(700, 9), 3000).unwrap();
+    store.write(b"/d2/new", &bytes(800, 7), 3001).unwrap();
+    let dirs = [b"/d1", b"/d2"].map(|p| store.resolve(p).unwrap());
+    assert_eq!(on_media(&store, &dirs), 2, "clean, their tables changed");
+    let before = store.cache_stats().unwrap().reads;
+    commit_shared(&dev, &store, &mut m);
+    assert_eq!(store.cache_stats().unwrap().reads, before);
+    assert_eq!(on_media(&store, &dirs), 2);
+    clean(&dev.0.lock());
+    let view = reader_view(&dev.0.lock());
+    assert!(store_view(&store) == view, "read back as written");
+    let at = |p: &[u8]| view.iter().find(|(q, _, _)| q == p).unwrap().2.clone();
+    assert_eq!(
+        (at(b"/d1/new"), at(b"/d2/new")),
+        (bytes(700, 9), bytes(800, 7))
+    );
+}
+
 /// Inodes changed (a chmod, a write) under eviction pressure stay in memory until a
 /// commit, which writes them as changed; afterwards they leave memory and read back as
 /// written, in this store and in a fresh load.
