@@ -352,7 +352,10 @@ fn load_chain<D: BlockDev>(
             let table = (!ino.meta.is_directdata()).then(|| ino.blockset());
             let id = if lazy {
                 let summary = crate::store::inode::InodeSummary::of(&ino);
-                store.insert_inode_on_media(g, b, summary)?
+                let id = store.insert_inode_on_media(g, b, summary)?;
+                crate::store::inode::clear_table(&mut ino);
+                store.offer(id, Body::Inode(ino));
+                id
             } else {
                 crate::store::inode::clear_table(&mut ino);
                 store.insert(g, b, Body::Inode(ino))?
@@ -675,7 +678,9 @@ fn same_chain(ours: &Store, a: ChainId, theirs: &Store, b: ChainId) -> Result<bo
         (Body::Inode(x), Body::Inode(y)) if root => {
             crate::store::inode::pfsroot_fields_eq(&x.meta, &y.meta)
         }
-        (Body::Inode(x), Body::Inode(y)) => x.encode() == y.encode(),
+        // Field by field: the same as their bytes (integers, no padding), without two
+        // encoded copies in the frame.
+        (Body::Inode(x), Body::Inode(y)) => x == y,
         (Body::Data(x), Body::Data(y)) => x == y,
         _ => false,
     })
@@ -692,6 +697,7 @@ fn same_chain(ours: &Store, a: ChainId, theirs: &Store, b: ChainId) -> Result<bo
 /// reading them, so a join does not read every block of both volumes at each start. Two
 /// different payloads under one code pass here as equal, left unmarked: what HAMMER2 does for
 /// every chain of equal modify_tid.
+#[inline(never)]
 fn same_unread(
     ours: &Store,
     (a, ab): (ChainId, &Blockref),

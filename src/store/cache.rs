@@ -492,6 +492,25 @@ impl Store {
         Ok(Sealed { body, check })
     }
 
+    /// Keep `body`, chain `id`'s payload as its caller read it from the media (a load reads
+    /// every inode for its table; an inode's table cleared as [`decode`] leaves it), in the
+    /// cache if it fits there without evicting anything: the first sync would read it again.
+    /// Dropped otherwise, or when the chain is not on the media.
+    pub fn offer(&self, id: ChainId, body: Body) {
+        let ver = {
+            let a = self.arena.read();
+            let fits = a
+                .ring
+                .as_ref()
+                .is_some_and(|r| r.used + payload_len(&body) <= r.budget);
+            match a.get(id) {
+                Ok(c) if fits && c.pay.at == Where::OnMedia => c.pay.ver,
+                _ => return,
+            }
+        };
+        self.install(id, ver, body);
+    }
+
     /// Cache `bytes` as chain `id`'s payload if it is still on the media at version `ver`
     /// and room can be made; otherwise they are dropped (the cache is best effort: a chain
     /// not installed is read again next time).
