@@ -464,6 +464,22 @@ impl Store {
     /// hands back to [`Store::set_flushed`] once the copy is on the media. A payload on the
     /// media is read through the store's source (EIO when that read fails or is damaged).
     pub fn read_versioned(&self, id: ChainId) -> Result<(Blockref, Sealed, cache::PayVer)> {
+        self.read_copy(id, true)
+    }
+
+    /// [`Store::read_sealed`] for a copy that leaves this store (a sync installing it on
+    /// another node): a payload on the media is read for the copy alone and does not enter
+    /// the payload cache. Such a block is read once per copy; caching it would cost a second
+    /// buffer of fresh memory and a copy per block (a first sync streams every block of the
+    /// master through here), and push out the blocks this store's own readers use.
+    pub fn read_passing(&self, id: ChainId) -> Result<(Blockref, Sealed)> {
+        self.read_copy(id, false)
+            .map(|(bref, sealed, _)| (bref, sealed))
+    }
+
+    /// [`Store::read_versioned`]; a payload read from the media is offered to the payload
+    /// cache when `cache` is set.
+    fn read_copy(&self, id: ChainId, cache: bool) -> Result<(Blockref, Sealed, cache::PayVer)> {
         // Allocation may fail and may sleep: size the copy first, then fill it under the lock.
         loop {
             let len = {
@@ -472,7 +488,7 @@ impl Store {
                 if c.pay.at == Where::OnMedia {
                     let (bref, ver) = (c.bref, c.pay.ver);
                     drop(a);
-                    return Ok((bref, self.read_on_media(id, bref, ver)?, ver));
+                    return Ok((bref, self.read_on_media(id, bref, ver, cache)?, ver));
                 }
                 match &c.body {
                     Body::Inode(_) => None,
@@ -1070,7 +1086,7 @@ impl ChainStore for Store {
         Store::lock_child(self, parent, child, mode)
     }
     fn read_sealed(&self, id: ChainId) -> Result<(Blockref, Sealed)> {
-        Store::read_sealed(self, id)
+        Store::read_passing(self, id)
     }
     fn insert(&self, parent: &ChainGuard<'_>, bref: Blockref, body: Body) -> Result<ChainId> {
         Store::insert(self, parent, bref, body)
