@@ -550,17 +550,19 @@ pub fn rounds(rounds: &[crate::volume_bench::Round]) -> String {
         .map(|(i, r)| {
             let c = &r.commit;
             format!(
-                "{}: {} (sync {}, changed {}, commit {}: device read {}, write {}, flush {}; \
-                 {} faults)",
+                "{}: {} (sync {} scanning {} chains, changed {}, commit {}: device read {}, \
+                 write {}, flush {}; {} faults; rsync {})",
                 i + 1,
                 secs(r.total),
                 secs(r.sync),
+                r.scanned,
                 secs(c.changed),
                 secs(c.commit),
                 secs(c.dev.read),
                 secs(c.dev.write),
                 secs(c.dev.flush),
                 r.usage.map_or("?".into(), |u| u.faults.to_string()),
+                r.rsync.map_or("–".into(), secs),
             )
         })
         .collect();
@@ -600,7 +602,11 @@ pub fn volumes(s: &mut String, v: Result<&Volumes, &String>) {
          blocks last committed on those paths, to patch them (the space every header \
          copy's tree reaches is known from the first commit, which read those trees). \"load read\" is a fresh load of the slave's \
          PFS after the resync (the whole tree). rsync: `rsync -a --delete` of the same tree \
-         and the same k changed files as real files on the same tmpfs.\n\
+         and the same k changed files as real files on the same tmpfs, the median of as \
+         many rounds, each run right before the resync's round of the same change, so that \
+         both sides meet the same machine state (a round of either is milliseconds that one \
+         scheduling delay can multiply). Each round's detail below says where its time \
+         went.\n\
          - First-sync bandwidth: large files (1 MiB) of incompressible bytes imported into \
          the master; timed: both PFSs loaded, the slave synced and committed. Against `cp` \
          of as many bytes from one file to another on the same tmpfs.\n\

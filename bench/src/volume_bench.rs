@@ -247,10 +247,14 @@ pub struct Round {
     pub total: Duration,
     /// The sync passes.
     pub sync: Duration,
+    /// Chains the sync passes scanned (the same work every round).
+    pub scanned: u64,
     /// The change check and the commit.
     pub commit: CommitTimes,
     /// What the process took from the kernel meanwhile (minor faults: fresh memory).
     pub usage: Option<Usage>,
+    /// rsync of the same change, run right before (None when rsync is not measured).
+    pub rsync: Option<Duration>,
 }
 
 /// A directory for this run's images under `base`, removed on drop.
@@ -302,7 +306,8 @@ pub struct VolumeResync {
     pub cache_budget: usize,
     /// Bytes both stores read on demand over the whole run.
     pub cache_read: u64,
-    /// rsync of the same change, or why it was not measured.
+    /// rsync of the same change, the median of its rounds (run alternately with the
+    /// resync's), or why it was not measured.
     pub rsync: Result<Duration, String>,
 }
 
@@ -343,10 +348,31 @@ pub fn resync(base: &Path, n: usize, k: usize) -> Result<VolumeResync, String> {
     let cluster_bytes = alloc_count::live().saturating_sub(live0);
 
     let idx = tree.spread(k);
+    // rsync's side: the same tree as real files on the same tmpfs, its first copy made.
+    let pair = (|| -> std::io::Result<FsPair> {
+        let pair = FsPair::new(base, "volume-rsync")?;
+        pair.build(&tree)?;
+        pair.rsync()?;
+        Ok(pair)
+    })()
+    .map_err(|e| format!("rsync: {e}"));
     // Each round rewrites the same k files with new bytes: one resync is a few milliseconds,
-    // which one scheduling delay on a shared machine can multiply.
+    // which one scheduling delay on a shared machine can multiply. rsync of the same change
+    // runs right before each resync, so both sides meet the same machine state, round by
+    // round, and both are the median of their rounds.
     let mut rounds = Vec::new();
+    let mut rsyncs = Vec::new();
     for round in 1..=ROUNDS {
+        let rsync = pair.as_ref().ok().map(|p| {
+            p.change(&tree, &idx, round)
+                .and_then(|()| p.rsync())
+                .map_err(|e| format!("rsync: {e}"))
+        });
+        let rsync = match rsync {
+            Some(r) => Some(r?),
+            None => None,
+        };
+        rsyncs.extend(rsync);
         for &i in &idx {
             let path = format!("/{}", tree.files[i]);
             c.apply(
@@ -355,6 +381,7 @@ pub fn resync(base: &Path, n: usize, k: usize) -> Result<VolumeResync, String> {
             )
             .map_err(|(node, e)| format!("write on node {node}: {e:?}"))?;
         }
+        let scanned = c.stats(1).scanned;
         let before = Usage::now();
         let t = Instant::now();
         let (peak, io) = alloc_count::peak_during(|| {
@@ -368,8 +395,10 @@ pub fn resync(base: &Path, n: usize, k: usize) -> Result<VolumeResync, String> {
         let round = Round {
             total,
             sync,
+            scanned: c.stats(1).scanned - scanned,
             commit,
             usage,
+            rsync,
         };
         rounds.push((round, io, peak));
     }
@@ -391,17 +420,16 @@ pub fn resync(base: &Path, n: usize, k: usize) -> Result<VolumeResync, String> {
     }
     drop(check);
     drop(dir);
-
-    let rsync = (|| -> std::io::Result<Duration> {
-        let pair = FsPair::new(base, "volume-rsync")?;
-        pair.build(&tree)?;
-        pair.rsync()?;
-        pair.change(&tree, &idx, 1)?;
-        let t = pair.rsync()?;
-        let _ = std::fs::remove_dir_all(pair.src.parent().unwrap_or(&pair.src));
-        Ok(t)
-    })()
-    .map_err(|e| format!("rsync: {e}"));
+    let rsync = pair.and_then(|p| {
+        if !p.dst_holds(&tree, last, ROUNDS) {
+            return Err("rsync did not copy a changed file".into());
+        }
+        rsyncs.sort();
+        rsyncs
+            .get(rsyncs.len() / 2)
+            .copied()
+            .ok_or_else(|| "rsync: no round".to_string())
+    });
     Ok(VolumeResync {
         files: n,
         k,
