@@ -5,8 +5,8 @@
 //! inode of its index, every directory's DIRENTs, every file's DATA blocks, each with its
 //! key, keybits, type, methods, flags, TIDs and `data_off`; DATA blocks and long names as
 //! stored (compressed data stay compressed, with their method). [`load_cached`] leaves the
-//! DATA blocks on the media, read on demand through [`payload::DevSource`] within a byte
-//! budget ([`crate::store::cache`]). Indirect blocks are
+//! DATA blocks and the inodes on the media, read on demand through [`payload::DevSource`]
+//! within a byte budget ([`crate::store::cache`]). Indirect blocks are
 //! structure only in the store (it shapes its own tables); the ones on the media are read
 //! by a commit where it changes them.
 //!
@@ -29,7 +29,7 @@ use alloc::vec::Vec;
 use crate::host::{Host, LockMode};
 use crate::media::{
     Blockref, InodeData, VolumeHeader, BREF_TYPE_DATA, BREF_TYPE_DIRENT, BREF_TYPE_INDIRECT,
-    BREF_TYPE_INODE, DIRHASH_VISIBLE, EMBEDDED_BYTES, KEY_MAX,
+    BREF_TYPE_INODE, DIRHASH_VISIBLE, KEY_MAX, OBJTYPE_DIRECTORY,
 };
 use crate::mem::try_push;
 use crate::store::cache::PayVer;
@@ -122,15 +122,6 @@ fn table_of<D: BlockDev>(
     Ok(out)
 }
 
-/// Make `ino` an inode as the store keeps it: a table-holding inode's block table lives in
-/// the store's chains, so its on-media blockset is cleared (as the store's own inodes have
-/// none).
-fn clear_table(ino: &mut InodeData) {
-    if !ino.meta.is_directdata() {
-        ino.u = [0; EMBEDDED_BYTES];
-    }
-}
-
 /// Load PFS `label` of `vol` into a new store in [`Layout::Index`] on `host`.
 ///
 /// Every block is verified as it is read; a damaged one fails the load with its error (EIO),
@@ -159,11 +150,12 @@ pub fn load_with_progress<D: BlockDev>(
     load_with(host, vol, label, Payloads::Resident, progress)
 }
 
-/// [`load_with_progress`] into a store that keeps DATA payloads on the media and reads
-/// them on demand through `source`, at most `budget` bytes of them cached
+/// [`load_with_progress`] into a store that keeps DATA payloads and inodes on the media and
+/// reads them on demand through `source`, at most `budget` bytes of them cached
 /// ([`crate::store::cache`]; [`payload::DevSource`] reads them from the volume's device).
-/// Only chain headers, inodes and DIRENTs are read by the load: a damaged DATA block is
-/// met, as EIO for its chain, when it is read.
+/// Only chain headers, inodes and DIRENTs are read by the load, and the inodes are left on
+/// the media too once their tables are known: a damaged DATA block, or an inode damaged
+/// after the load, is met, as EIO for its chain, when it is read.
 pub fn load_cached<D: BlockDev>(
     host: &'static dyn Host,
     vol: &Volume<D>,
@@ -253,7 +245,7 @@ fn load_tables<D: BlockDev>(
             if lazy && b.btype == BREF_TYPE_DATA && b.size_radix() != 0 {
                 store.insert_on_media(&g, b)?;
             } else {
-                load_chain(vol, store, &g, b, todo)?;
+                load_chain(vol, store, &g, (b, lazy), todo)?;
             }
         }
         drop(g);
@@ -314,7 +306,7 @@ fn load_root<D: BlockDev>(
         true => None,
         false => Some(root.blockset()?),
     };
-    clear_table(&mut root);
+    crate::store::inode::clear_table(&mut root);
     let store = root_store(host, root, &pfs_bref)?;
     if let Some(set) = table {
         try_push(&mut todo, (store.root(), set))?;
@@ -343,21 +335,28 @@ fn root_store(
 }
 
 /// Load the chain `b` of a table into `store` under the parent `g`: its block read, an
-/// inode's own table queued on `todo`.
+/// inode's own table queued on `todo`. `lazy`: an inode is left on the media once its
+/// table is known, with its header as read (its check code the block's), the store keeping
+/// only whether it is a directory.
 #[inline(never)]
 fn load_chain<D: BlockDev>(
     vol: &Volume<D>,
     store: &Store,
     g: &crate::store::ChainGuard<'_>,
-    b: Blockref,
+    (b, lazy): (Blockref, bool),
     todo: &mut Vec<(ChainId, [Blockref; crate::media::SET_COUNT])>,
 ) -> Result<()> {
     let body = match b.btype {
         BREF_TYPE_INODE => {
             let mut ino = vol.read_inode_box(&b).map_err(read_err)?;
             let table = (!ino.meta.is_directdata()).then(|| ino.blockset());
-            clear_table(&mut ino);
-            let id = store.insert(g, b, Body::Inode(ino))?;
+            let id = if lazy {
+                let dir = ino.meta.objtype == OBJTYPE_DIRECTORY;
+                store.insert_inode_on_media(g, b, dir)?
+            } else {
+                crate::store::inode::clear_table(&mut ino);
+                store.insert(g, b, Body::Inode(ino))?
+            };
             if let Some(set) = table {
                 try_push(todo, (id, set?))?;
             }
@@ -629,6 +628,9 @@ pub fn reload<D: BlockDev>(vol: &Volume<D>, store: &Store, m: &mut Mounted) -> R
             None => &root,
         };
         let id = match fresh.is_on_media(child)? {
+            true if cb.btype == BREF_TYPE_INODE => {
+                store.insert_inode_on_media(parent, cb, fresh.is_directory(child)?)?
+            }
             true => store.insert_on_media(parent, cb)?,
             false => {
                 let (b, body) = fresh.read(child)?;

@@ -612,9 +612,9 @@ pub fn volumes(s: &mut String, v: Result<&Volumes, &String>) {
          of as many bytes from one file to another on the same tmpfs.\n\
          - Memory: the counting allocator; the cluster of both loaded PFSs after the first \
          sync, and the peak above that during the resync and its commit. Each PFS is loaded \
-         as the CLI's `sync` loads it (`mount::load_cached`): DATA blocks stay on the \
-         volume and are read on demand through a payload cache of {} per store (the CLI's \
-         default `--cache-mib`); every chain header, inode and DIRENT stays in memory. \
+         as the CLI's `sync` loads it (`mount::load_cached`): DATA blocks and inodes stay \
+         on the volume and are read on demand through a payload cache of {} per store (the \
+         CLI's default `--cache-mib`); every chain header and DIRENT stays in memory. \
          The goal, chain-cache memory within its budget at N = 10^6, is judged on the \
          whole cluster (both stores within their two budgets), not the payload cache \
          alone.\n",

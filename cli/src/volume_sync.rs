@@ -60,11 +60,12 @@ OPTIONS:
                          watch goes on and tries it again at the next commit; the exit
                          status is then 1
     --cache-mib N        cache at most N MiB (N >= 1, default 256) of each volume's clean
-                         file data: a load reads every inode, directory entry and chain
-                         header but leaves data blocks on the volume; they are read (check
-                         code verified) when the sync compares or copies them, and cached
+                         file data and inodes: a load reads every inode, directory entry
+                         and chain header but keeps only the entries and headers, leaving
+                         data blocks and inodes on the volume; they are read (check code
+                         verified) when the sync compares or copies them, and cached
                          within N MiB per volume (CLOCK: a block read again is kept over
-                         one read once). Data a sync changed is not in those N MiB: it
+                         one read once). What a sync changed is not in those N MiB: it
                          stays in memory until committed, and once a volume holds more
                          than N MiB of it, every changed volume is committed (threads
                          frozen meanwhile, as --commit-every does), so a volume larger

@@ -19,7 +19,7 @@ use crate::media::indkey;
 use crate::media::{
     enc_methods, ind_count, key_end, Blockref, BREF_TYPE_DATA, BREF_TYPE_DIRENT, BREF_TYPE_EMPTY,
     BREF_TYPE_INDIRECT, BREF_TYPE_INODE, CHECK_DISABLED, CHECK_ISCSI32, CHECK_NONE, CHECK_XXHASH64,
-    COMP_NONE, DIRHASH_VISIBLE, IND_RADIX_MIN, IND_RADIX_NOM, OBJTYPE_DIRECTORY, SET_COUNT,
+    COMP_NONE, DIRHASH_VISIBLE, IND_RADIX_MIN, IND_RADIX_NOM, SET_COUNT,
 };
 use crate::mem::try_push;
 use crate::store::cache::PayVer;
@@ -661,7 +661,7 @@ impl Frame {
         id: ChainId,
         old: Option<&Blockref>,
     ) -> Result<()> {
-        let in_dir = store.meta(id)?.objtype == OBJTYPE_DIRECTORY;
+        let in_dir = store.is_directory(id)?;
         let methods = store.bref(id)?.methods;
         let set = match old {
             Some(b) => old_set(vol, b)?,

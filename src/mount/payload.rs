@@ -1,5 +1,5 @@
-//! A store's payload source on a volume's device: DATA blocks read on demand by blockref,
-//! check code verified, as the load would have read them ([`super::load_cached`]).
+//! A store's payload source on a volume's device: DATA and inode blocks read on demand by
+//! blockref, check code verified, as the load would have read them ([`super::load_cached`]).
 
 use crate::media::Blockref;
 use crate::media::VolumeHeader;

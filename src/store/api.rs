@@ -12,6 +12,51 @@ use crate::host::LockMode;
 use crate::media::{Blockref, KEY_MAX};
 use crate::Result;
 
+/// A walk of one table: `parent`'s children overlapping a key range, in key order, each step a
+/// [`ChainStore::lookup_from`] from the end of the last child returned + 1, so a store keeping
+/// the hint steps to the next child instead of searching from the top. Each step answers what
+/// [`ChainStore::next`] would: a child changed or gone since the last step sends the store
+/// back to a search, never to another answer.
+#[derive(Debug, Clone, Copy)]
+pub struct TableWalk<Id> {
+    parent: Id,
+    /// The key the next step looks from (None: the walk is over).
+    from: Option<u64>,
+    end: u64,
+    hint: Hint,
+}
+
+impl<Id: Copy> TableWalk<Id> {
+    /// A walk of `parent`'s children overlapping `beg ..= end`.
+    pub fn new(parent: Id, beg: u64, end: u64) -> Self {
+        TableWalk {
+            parent,
+            from: Some(beg),
+            end,
+            hint: Hint::default(),
+        }
+    }
+
+    /// The next child (the first at the first step), None once the range is exhausted.
+    pub fn step<S>(&mut self, s: &S) -> Result<Option<(Id, Blockref)>>
+    where
+        S: ChainStore<Id = Id> + ?Sized,
+    {
+        let Some(beg) = self.from.filter(|&k| k <= self.end) else {
+            return Ok(None);
+        };
+        let found = s.lookup_from(self.parent, beg, self.end, &mut self.hint)?;
+        self.from = found.and_then(|(_, b)| b.key_end().checked_add(1));
+        Ok(found)
+    }
+
+    /// Lookups of this walk that searched from the top instead of stepping.
+    #[cfg(test)]
+    pub(crate) fn searches(&self) -> u32 {
+        self.hint.misses()
+    }
+}
+
 /// A held chain lock (released when dropped).
 pub trait HeldChain<Id> {
     /// The locked chain.

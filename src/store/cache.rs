@@ -1,14 +1,22 @@
 //! Payloads on demand: a store given a [`PayloadSource`] keeps the block of a clean DATA
-//! chain (one whose bytes are where its blockref says on the media) only while it fits in a
-//! byte budget, and reads it again through the source when it is asked for.
+//! chain or inode (one whose bytes are where its blockref says on the media) only while it
+//! fits in a byte budget, and reads it again through the source when it is asked for.
 //!
-//! Every chain's header and tree links stay resident; only DATA payloads come and go. A chain
-//! is in one of three states ([`Where`]):
+//! Every chain's header and tree links stay resident; DATA payloads and inode bodies (but
+//! the PFS root's) come and go. Of an inode whose body is on the media the store keeps only
+//! what it reads under its lock: whether it is a directory (the shape of its table depends
+//! on it); everything else (`meta`, a name lookup) reads the body outside the lock. A clean
+//! inode's header holds the check code of its block on the media, table included, by which
+//! a read verifies it; the body read is decoded and its table cleared (the store holds the
+//! table in its chains), so a copy of it carries no check code. A chain is in one of three
+//! states ([`Where`]):
 //! - `Pinned`: its payload is in memory and never evicted: every chain of a store without a
-//!   source, every payload that is not DATA, and a payload changed by an insert, replace or
-//!   modify until a commit has written it (the commit's [`Store::set_flushed`] then releases
-//!   it when the chain still holds the very payload written, by its payload version, and
-//!   that payload is the whole block written: one the commit padded stays pinned);
+//!   source, every payload that is neither DATA nor an inode, the PFS root, and a payload
+//!   changed by an insert, replace or modify until a commit has written it (the commit's
+//!   [`Store::set_flushed`] then releases it when the chain still holds the very payload
+//!   written, by its payload version, and that payload is the whole block written: one the
+//!   commit padded stays pinned; an inode, always 1 KiB, is released and takes the check
+//!   code of the block written, as a clean inode whose table a commit rewrote does);
 //! - `Cached`: its clean payload is in memory, counted against the budget, on the CLOCK ring;
 //! - `OnMedia`: its payload is not in memory; a read goes to the source.
 //!
@@ -25,7 +33,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::{Arena, Body, ChainId, Sealed, Store};
-use crate::media::{self, Blockref};
+use crate::media::{self, Blockref, InodeData, InodeMeta};
 use crate::{Error, Result};
 
 /// Where a store reads the payloads of clean chains it does not keep in memory.
@@ -54,10 +62,10 @@ pub struct CacheStats {
     pub hits: u64,
     /// Payloads evicted to make room.
     pub evictions: u64,
-    /// DATA payloads pinned in memory now (changed, not yet written by a commit), outside
-    /// the budget.
+    /// Bytes of DATA payloads and inodes pinned in memory now (changed, not yet written by
+    /// a commit), outside the budget.
     pub pinned: usize,
-    /// The most DATA payload bytes ever pinned at once.
+    /// The most DATA payload and inode bytes ever pinned at once.
     pub pinned_peak: usize,
     /// Reads through the source that failed (a device error or a damaged block: EIO for
     /// the chain that needed it).
@@ -121,10 +129,45 @@ impl Pay {
 }
 
 /// Whether a chain of header `b` may leave its payload on the media: a DATA chain with a
-/// block. (A DIRENT's long name and an inode stay resident: the store reads them under its
-/// lock.)
+/// block, or an inode but the PFS root (which a commit keeps in memory and changes under the
+/// lock). A DIRENT's long name stays resident: the store reads it under its lock.
 pub(super) fn evictable(b: &Blockref) -> bool {
-    b.btype == media::BREF_TYPE_DATA && b.size_radix() != 0
+    match b.btype {
+        media::BREF_TYPE_DATA => b.size_radix() != 0,
+        media::BREF_TYPE_INODE => {
+            b.size_radix() == media::INODE_RADIX && b.flags & media::BrefFlags::PFSROOT.bits() == 0
+        }
+        _ => false,
+    }
+}
+
+/// The payload the block `bytes` of header `bref` holds, as the store keeps it: a DATA
+/// block as stored; an inode decoded with its block table cleared, as
+/// [`super::inode::clear_table`] leaves it (the store holds the table in its chains): EIO
+/// when its meta does not decode, as for a block failing its check. The table is not
+/// decoded, only dropped; the inode is filled on the heap, section by section, so that no
+/// whole inode sits in the frame of a sync thread's read (a kernel stack is small).
+#[inline(never)]
+pub(super) fn decode(bref: &Blockref, bytes: Vec<u8>) -> Result<Body> {
+    if bref.btype != media::BREF_TYPE_INODE {
+        return Ok(Body::Data(bytes));
+    }
+    if bytes.len() != media::INODE_BYTES {
+        return Err(Error::Io);
+    }
+    let (meta_at, name_at) = (
+        media::INODE_META_BYTES,
+        media::INODE_META_BYTES + media::FILENAME_BYTES,
+    );
+    let section = |from: usize, to: usize| bytes.get(from..to).ok_or(Error::Io);
+    let meta = InodeMeta::decode(section(0, meta_at)?).map_err(|_| Error::Io)?;
+    let mut ino = crate::mem::try_box(InodeData::default())?;
+    ino.meta = meta;
+    ino.filename.copy_from_slice(section(meta_at, name_at)?);
+    if meta.is_directdata() {
+        ino.u.copy_from_slice(section(name_at, media::INODE_BYTES)?);
+    }
+    Ok(Body::Inode(ino))
 }
 
 /// The cache's state under the arena lock: the CLOCK ring (through the chains' [`Pay`]
@@ -245,7 +288,7 @@ impl Arena {
     }
 
     /// Count chain `id`'s payload into (`add`) or out of the pinned bytes, when it is a
-    /// pinned DATA payload of a store with a cache.
+    /// pinned evictable payload (DATA, an inode) of a store with a cache.
     pub(super) fn count_pinned(&mut self, id: ChainId, add: bool) -> Result<()> {
         let c = self.get(id)?;
         if c.pay.at != Where::Pinned || !evictable(&c.bref) {
@@ -269,9 +312,9 @@ impl Arena {
         Ok(())
     }
 
-    /// Put chain `id`'s pinned DATA payload back on the media (it is the block its header
-    /// names: clean), in a store with a cache. Returns the bytes to free outside the lock.
-    pub(super) fn unpin(&mut self, id: ChainId) -> Option<Vec<u8>> {
+    /// Put chain `id`'s pinned payload back on the media (it is the block its header names:
+    /// clean), in a store with a cache. Returns the payload to free outside the lock.
+    pub(super) fn unpin(&mut self, id: ChainId) -> Option<Body> {
         self.ring.as_ref()?;
         let c = self.get(id).ok()?;
         if c.pay.at != Where::Pinned || !evictable(&c.bref) {
@@ -280,16 +323,13 @@ impl Arena {
         self.count_pinned(id, false).ok()?;
         let c = self.get_mut(id).ok()?;
         c.pay.at = Where::OnMedia;
-        match core::mem::replace(&mut c.body, Body::Data(Vec::new())) {
-            Body::Data(d) => Some(d),
-            Body::Inode(_) => None,
-        }
+        Some(c.leave_memory())
     }
 
     /// Evict until `need` more bytes fit in the budget, the evicted payloads moved to `out`
     /// (to be freed outside the lock) without growing it: false when they cannot fit (more
     /// than the budget, at once: nothing is evicted for it; or `out` full first).
-    fn make_room(&mut self, need: usize, out: &mut Vec<Vec<u8>>) -> Result<bool> {
+    fn make_room(&mut self, need: usize, out: &mut Vec<Body>) -> Result<bool> {
         if !self.ring.as_ref().is_some_and(|r| need <= r.budget) {
             return Ok(false);
         }
@@ -320,12 +360,10 @@ impl Arena {
                 Some(super::Slot { chain: Some(c), .. }) => c,
                 _ => return Err(Error::Invalid),
             };
-            let body = core::mem::replace(&mut c.body, Body::Data(Vec::new()));
+            let body = c.leave_memory();
             c.pay.at = Where::OnMedia;
             let len = payload_len(&body);
-            if let Body::Data(bytes) = body {
-                out.push(bytes);
-            }
+            out.push(body);
             if let Some(r) = self.ring.as_mut() {
                 r.used -= len;
                 r.evictions += 1;
@@ -343,17 +381,17 @@ fn payload_len(b: &Body) -> usize {
 }
 
 impl Store {
-    /// Read payloads of clean DATA chains on demand from `src`, keeping at most `budget`
-    /// bytes of them in memory (see [`crate::store::cache`]). For a store that is being
-    /// loaded: chains inserted with [`Store::insert_on_media`] from now on leave their
-    /// payload on the media.
+    /// Read payloads of clean DATA chains and inodes on demand from `src`, keeping at most
+    /// `budget` bytes of them in memory (see [`crate::store::cache`]). For a store that is
+    /// being loaded: chains inserted with [`Store::insert_on_media`] or
+    /// [`Store::insert_inode_on_media`] from now on leave their payload on the media.
     pub fn set_payload_source(&mut self, src: alloc::boxed::Box<dyn PayloadSource>, budget: usize) {
         self.source = Some(Source::new(src));
         self.arena.get_mut().ring = Some(Ring::new(budget));
     }
 
-    /// Call `alarm` whenever the pinned DATA bytes (changed, waiting for a commit) pass the
-    /// cache budget, so that a host can commit without polling. It is called under the
+    /// Call `alarm` whenever the pinned DATA and inode bytes (changed, waiting for a commit)
+    /// pass the cache budget, so that a host can commit without polling. It is called under the
     /// store's spin lock, once per crossing: it must not sleep nor touch the store (set a
     /// flag, wake a waiter). No effect on a store without a source.
     pub fn set_pinned_alarm(&mut self, alarm: alloc::boxed::Box<dyn Fn() + Send + Sync>) {
@@ -422,7 +460,9 @@ impl Store {
     /// Chain `id`'s payload read through the source (it was on the media at version `ver`
     /// with header `bref`), a copy installed in the cache when `cache` is set, it fits and
     /// the chain did not change meanwhile (a block that will not be cached is handed over as
-    /// read, not copied). No lock is held during the read.
+    /// read, not copied). No lock is held during the read. A DATA copy carries the header's
+    /// check code (the block's own); an inode's does not: the header's is that of the block
+    /// on the media, whose table the store's copy has cleared.
     pub(super) fn read_on_media(
         &self,
         id: ChainId,
@@ -430,44 +470,48 @@ impl Store {
         ver: PayVer,
         cache: bool,
     ) -> Result<Sealed> {
-        let bytes = self.fetch(&bref)?;
+        let body = decode(&bref, self.fetch(&bref)?)?;
         let cacheable = cache && {
             let a = self.arena.read();
             let fresh =
                 matches!(a.get(id), Ok(c) if c.pay.at == Where::OnMedia && c.pay.ver == ver);
-            fresh && a.ring.as_ref().is_some_and(|r| bytes.len() <= r.budget)
+            fresh
+                && a.ring
+                    .as_ref()
+                    .is_some_and(|r| payload_len(&body) <= r.budget)
         };
-        let body = match cacheable.then(|| crate::mem::try_to_vec(&bytes)) {
+        let body = match cacheable.then(|| body.try_clone()) {
             Some(Ok(copy)) => {
-                self.install(id, ver, bytes);
+                self.install(id, ver, body);
                 copy
             }
             // Not cached (a copy that cannot be allocated is only a cache miss).
-            _ => bytes,
+            _ => body,
         };
-        Ok(Sealed {
-            body: Body::Data(body),
-            check: Some((bref.check_method(), bref.check)),
-        })
+        let check = match body {
+            Body::Data(_) => Some((bref.check_method(), bref.check)),
+            Body::Inode(_) => None,
+        };
+        Ok(Sealed { body, check })
     }
 
     /// Cache `bytes` as chain `id`'s payload if it is still on the media at version `ver`
     /// and room can be made; otherwise they are dropped (the cache is best effort: a chain
     /// not installed is read again next time).
-    fn install(&self, id: ChainId, ver: PayVer, bytes: Vec<u8>) {
-        let need = bytes.len();
-        let mut evicted: Vec<Vec<u8>> = Vec::new();
+    fn install(&self, id: ChainId, ver: PayVer, body: Body) {
+        let need = payload_len(&body);
+        let mut evicted: Vec<Body> = Vec::new();
         if evicted.try_reserve_exact(need / BLOCK_MIN + 1).is_err() {
             return;
         }
-        let mut spare = Some(bytes);
+        let mut spare = Some(body);
         {
             let mut a = self.arena.write();
             let fresh =
                 matches!(a.get(id), Ok(c) if c.pay.at == Where::OnMedia && c.pay.ver == ver);
             if fresh && a.make_room(need, &mut evicted) == Ok(true) && a.link(id.idx).is_ok() {
                 if let (Ok(c), Some(b)) = (a.get_mut(id), spare.take()) {
-                    c.body = Body::Data(b);
+                    c.body = b;
                     c.pay.at = Where::Cached;
                 }
                 if let Some(r) = a.ring.as_mut() {
@@ -498,11 +542,11 @@ impl Store {
                 }
                 (c.bref, c.pay.ver)
             };
-            let bytes = self.fetch(&bref)?;
+            let body = decode(&bref, self.fetch(&bref)?)?;
             let mut a = self.arena.write();
             let c = a.get_mut(id)?;
             if c.pay.at == Where::OnMedia && c.pay.ver == ver {
-                c.body = Body::Data(bytes);
+                c.body = body;
                 c.pay.at = Where::Pinned;
                 return a.count_pinned(id, true).map(|()| true);
             }
@@ -514,20 +558,31 @@ impl Store {
     /// `written` names: if the chain still holds that version and the block is its payload
     /// byte for byte (a whole block, the check code the store holds), its pinned payload is
     /// clean now and leaves memory (it is read back on demand). A payload the commit padded
-    /// stays pinned: the block on the media is longer, with another check code. Returns the
-    /// bytes to free outside the lock.
+    /// stays pinned: the block on the media is longer, with another check code. An inode
+    /// at that version is the block written but for the block table the commit filled in
+    /// (which a read back clears): it is clean whatever its state, and its header takes the
+    /// block's check code, by which a read through the source verifies it. Returns the
+    /// payload to free outside the lock.
     pub(super) fn release(
         a: &mut Arena,
         id: ChainId,
         written: &Blockref,
         ver: PayVer,
-    ) -> Option<Vec<u8>> {
-        let c = a.get(id).ok()?;
-        let same_block = payload_len(&c.body) == written.data_bytes()
-            && c.bref.check_method() == written.check_method()
-            && c.bref.check == written.check;
-        if c.pay.ver != ver || !same_block {
+    ) -> Option<Body> {
+        a.ring.as_ref()?;
+        let c = a.get_mut(id).ok()?;
+        if c.pay.ver != ver || !evictable(&c.bref) {
             return None;
+        }
+        if c.bref.btype == media::BREF_TYPE_INODE {
+            c.bref.check = written.check;
+        } else {
+            let same_block = payload_len(&c.body) == written.data_bytes()
+                && c.bref.check_method() == written.check_method()
+                && c.bref.check == written.check;
+            if !same_block {
+                return None;
+            }
         }
         a.unpin(id)
     }
@@ -749,7 +804,7 @@ mod tests {
         let b = s.bref(ids[0]).unwrap();
         s.replace(&g, b, Body::Data(bytes(1024, 7))).unwrap();
         // The old bytes arrive now, for the version read: refused.
-        s.install(ids[0], ver, bytes(1024, 0));
+        s.install(ids[0], ver, Body::Data(bytes(1024, 0)));
         assert_eq!(data(&s, ids[0]), bytes(1024, 7));
         assert_eq!(s.cache_stats().unwrap().used, 0);
     }
@@ -790,7 +845,7 @@ mod tests {
         let old = s.arena.read().get(ids[0]).unwrap().pay.ver;
         replace_and_commit(&s, src, ids[0], &bytes(1024, 7));
         // On the media again, but at a newer version: the old bytes are refused.
-        s.install(ids[0], old, bytes(1024, 0));
+        s.install(ids[0], old, Body::Data(bytes(1024, 0)));
         assert_eq!(s.cache_stats().unwrap().used, 0);
         assert_eq!(data(&s, ids[0]), bytes(1024, 7));
     }
@@ -824,7 +879,7 @@ mod tests {
         let id = s.insert_on_media(&g, b).unwrap();
         drop(g);
         let ver = s.arena.read().get(id).unwrap().pay.ver;
-        s.install(id, ver, big.clone());
+        s.install(id, ver, Body::Data(big.clone()));
         let st = s.cache_stats().unwrap();
         assert_eq!((st.used, st.evictions), (2048, 0), "{st:?}");
         assert_eq!(data(&s, id), big);
@@ -858,6 +913,71 @@ mod tests {
             // 1 and 2 KiB pinned: within; 3 KiB: past it once, 4 KiB: still past.
             assert_eq!(rung.load(Ordering::Relaxed), u64::from(i >= 2), "{i}");
         }
+    }
+
+    /// An inode left on the media reads back with its block table cleared, its copy
+    /// carrying no check code (the header's is the block's, table included); a directory
+    /// keeps saying so while evicted; once changed it is pinned, and the commit of its
+    /// version releases it with the check code of the block written.
+    #[test]
+    fn an_inode_on_the_media_reads_back_without_its_table() {
+        let (s, src, _) = store(0, 1024, 1024);
+        let mut ip = InodeData::default();
+        ip.meta.objtype = media::OBJTYPE_DIRECTORY;
+        ip.meta.inum = 77;
+        let mut set = [Blockref::default(); media::SET_COUNT];
+        set[0] = Blockref::new(media::BREF_TYPE_DATA, 0, 16);
+        set[0].data_off = (9 << 16) | 10;
+        ip.set_blockset(&set);
+        let on_disk = ip.encode();
+        let mut b = Blockref::new(media::BREF_TYPE_INODE, 77, 0);
+        b.set_size_radix(media::INODE_RADIX);
+        b.data_off = (5 << 16) | u64::from(media::INODE_RADIX);
+        b.set_check(&on_disk).unwrap();
+        src.blocks.lock().insert(b.data_off, on_disk.to_vec());
+        let root = s.lock_root(LockMode::Exclusive);
+        let id = s.insert_inode_on_media(&root, b, true).unwrap();
+        assert!(s.is_directory(id).unwrap() && s.is_on_media(id).unwrap());
+        let mut cleared = ip;
+        cleared.u = [0; media::EMBEDDED_BYTES];
+        let (rb, sealed, ver) = s.read_versioned(id).unwrap();
+        assert_eq!((rb.check, sealed.check), (b.check, None));
+        assert_eq!(sealed.body().inode(), Some(&cleared));
+        assert_eq!(s.meta(id).unwrap().inum, 77);
+        // Cached, then evicted by another inode: still a directory.
+        let mut other = b;
+        (other.key, other.data_off) = (78, (6 << 16) | u64::from(media::INODE_RADIX));
+        src.blocks.lock().insert(other.data_off, on_disk.to_vec());
+        let o = s.insert_inode_on_media(&root, other, false).unwrap();
+        assert!(!s.is_on_media(id).unwrap());
+        s.meta(o).unwrap();
+        assert!(s.is_on_media(id).unwrap() && s.is_directory(id).unwrap());
+        // Changed: pinned, whatever the pressure; the commit of a version gone keeps it.
+        let g = s.lock_child(&root, id, LockMode::Exclusive).unwrap();
+        s.modify(&g, |_, body| {
+            let Body::Inode(ip) = body else {
+                return Err(Error::Invalid);
+            };
+            ip.meta.mode = 0o700;
+            Ok(())
+        })
+        .unwrap();
+        s.meta(o).unwrap();
+        assert!(!s.is_on_media(id).unwrap());
+        assert_eq!(s.cache_stats().unwrap().pinned, media::INODE_BYTES);
+        let mut written = s.bref(id).unwrap();
+        (written.data_off, written.check) = ((7 << 16) | 10, [3; media::check::CHECK_BYTES]);
+        s.set_flushed(id, &written, ver).unwrap();
+        assert!(
+            !s.is_on_media(id).unwrap(),
+            "changed since the version written"
+        );
+        let (_, _, now) = s.read_versioned(id).unwrap();
+        s.set_flushed(id, &written, now).unwrap();
+        assert!(s.is_on_media(id).unwrap());
+        assert_eq!(s.bref(id).unwrap().check, written.check);
+        assert_eq!(s.cache_stats().unwrap().pinned, 0);
+        assert!(s.is_directory(id).unwrap());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use core::cmp::Ordering;
 use core::fmt::{self, Write};
 
 use super::inode;
-use super::{Body, ChainId, Layout, Store};
+use super::{Body, ChainId, Layout, Store, TableWalk};
 use crate::host::Host;
 use crate::media::{self, Blockref, DirentHead};
 use crate::mem::{try_push, try_to_vec};
@@ -50,8 +50,10 @@ trait Walk {
 /// (a cursor per level) and the current chain's payload.
 struct StoreWalk<'s> {
     store: &'s Store,
-    /// `(chain, header, path length before its name)` from the root down to the current chain.
-    stack: Vec<(ChainId, Blockref, usize)>,
+    /// `(header, path length before its name, the walk of its children)` from the root down
+    /// to the current chain: each table is walked child after child, stepping from the last
+    /// child's place.
+    stack: Vec<(Blockref, usize, TableWalk<ChainId>)>,
     /// The keys of `stack` below the root.
     keys: Vec<u64>,
     path: Vec<u8>,
@@ -84,7 +86,8 @@ impl<'s> StoreWalk<'s> {
             self.path.push(b'/');
             self.path.extend_from_slice(name);
         }
-        try_push(&mut self.stack, (id, bref, plen))?;
+        let children = TableWalk::new(id, 0, media::KEY_MAX);
+        try_push(&mut self.stack, (bref, plen, children))?;
         self.body = Some(body);
         Ok(())
     }
@@ -92,7 +95,7 @@ impl<'s> StoreWalk<'s> {
 
 impl Walk for StoreWalk<'_> {
     fn current(&self) -> Option<View<'_>> {
-        let (_, bref, _) = self.stack.last()?;
+        let (bref, _, _) = self.stack.last()?;
         Some(View {
             keys: &self.keys,
             path: &self.path,
@@ -105,20 +108,20 @@ impl Walk for StoreWalk<'_> {
         let store = self.store;
         store.host().relax();
         if descend {
-            if let Some(&(id, _, _)) = self.stack.last() {
-                if let Some((c, _)) = store.lookup(id, 0, media::KEY_MAX)? {
+            if let Some((_, _, children)) = self.stack.last_mut() {
+                if let Some((c, _)) = children.step(store)? {
                     return self.enter(c);
                 }
             }
         }
         self.body = None;
-        while let Some((_, bref, plen)) = self.stack.pop() {
+        while let Some((_, plen, _)) = self.stack.pop() {
             self.path.truncate(plen);
-            let Some(&(parent, _, _)) = self.stack.last() else {
+            let Some((_, _, siblings)) = self.stack.last_mut() else {
                 break;
             };
             self.keys.pop();
-            if let Some((c, _)) = store.next(parent, &bref, media::KEY_MAX)? {
+            if let Some((c, _)) = siblings.step(store)? {
                 return self.enter(c);
             }
         }
@@ -214,10 +217,9 @@ pub fn digest(store: &Store) -> Result<u64> {
             Body::Data(d) => media::check::xxh64(d, h),
         };
         let first = stack.len();
-        let mut next = store.lookup(id, 0, media::KEY_MAX)?;
-        while let Some((c, cb)) = next {
+        let mut children = TableWalk::new(id, 0, media::KEY_MAX);
+        while let Some((c, _)) = children.step(store)? {
             try_push(&mut stack, (c, depth.saturating_add(1)))?;
-            next = store.next(id, &cb, media::KEY_MAX)?;
         }
         // Popped lowest key first.
         stack[first..].reverse();
@@ -336,8 +338,8 @@ impl Namer for Store {
             },
         };
         // Entries' keys have bit 63 set: in the PFS root this skips the index half of its table.
-        let mut next = self.lookup(dir, media::DIRHASH_VISIBLE, media::KEY_MAX)?;
-        while let Some((id, b)) = next {
+        let mut entries = TableWalk::new(dir, media::DIRHASH_VISIBLE, media::KEY_MAX);
+        while let Some((id, b)) = entries.step(self)? {
             self.host().relax();
             if b.btype == media::BREF_TYPE_DIRENT {
                 let body = if b.size_radix() != 0 {
@@ -349,7 +351,6 @@ impl Namer for Store {
                     return Ok(Some(n));
                 }
             }
-            next = self.next(dir, &b, media::KEY_MAX)?;
         }
         Ok(None)
     }
@@ -678,8 +679,8 @@ pub fn compare_file(
         cmp.next(Some(&ip.u))?
     } else {
         let mut found = None;
-        let mut next = store.lookup(id, 0, media::KEY_MAX)?;
-        while let Some((c, b)) = next {
+        let mut blocks = TableWalk::new(id, 0, media::KEY_MAX);
+        while let Some((c, b)) = blocks.step(store)? {
             if b.key >= common || found.is_some() {
                 break;
             }
@@ -694,7 +695,6 @@ pub fn compare_file(
                 }
             }
             store.host().relax();
-            next = store.next(id, &b, media::KEY_MAX)?;
         }
         found
     };
@@ -934,5 +934,143 @@ mod tests {
         h.stop_after(10);
         assert_eq!(flatten(&a).map(|_| ()), Err(Error::Interrupted));
         h.stop_after(usize::MAX);
+    }
+
+    /// The walk `StoreWalk` made before it stepped through hints: a search from the top of each
+    /// table for every child (`lookup`, then `next` from the last child). Pre-order, `descend`
+    /// as in [`Walk::advance`].
+    struct SearchWalk<'s> {
+        store: &'s Store,
+        stack: Vec<(ChainId, Blockref)>,
+    }
+
+    impl SearchWalk<'_> {
+        fn current(&self) -> Option<ChainId> {
+            self.stack.last().map(|&(id, _)| id)
+        }
+
+        fn advance(&mut self, descend: bool) -> Result<()> {
+            let s = self.store;
+            if descend {
+                let &(id, _) = self.stack.last().unwrap();
+                if let Some(c) = s.lookup(id, 0, media::KEY_MAX)? {
+                    self.stack.push(c);
+                    return Ok(());
+                }
+            }
+            while let Some((_, b)) = self.stack.pop() {
+                let Some(&(parent, _)) = self.stack.last() else {
+                    break;
+                };
+                if let Some(c) = s.next(parent, &b, media::KEY_MAX)? {
+                    self.stack.push(c);
+                    break;
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// The tree walk behind `flatten` and `compare` steps through every table child after
+    /// child (one search per table, at its first child, while nothing changes) and visits
+    /// exactly the chains a walk searching each step from the top visits, with files created
+    /// and removed between its steps (the PFS root's index splitting and collapsing indirect
+    /// blocks under it) and subtrees skipped at random.
+    #[test]
+    fn store_walk_steps_through_hints_and_visits_what_searches_visit() {
+        let s = Store::for_test(Layout::Index);
+        let dirs: [&[u8]; 3] = [b"/a", b"/b", b"/a/c"];
+        let mut tid = 1;
+        for d in dirs {
+            s.mkdir(d, tid).unwrap();
+            tid += 1;
+        }
+        let file = |w: u64| {
+            alloc::format!(
+                "{}/f{}",
+                core::str::from_utf8(dirs[(w % 3) as usize]).unwrap(),
+                (w >> 8) % 400
+            )
+        };
+        let mut r = crate::scenario::prng::Stream::new(11);
+        for _ in 0..600 {
+            let w = r.next_u64();
+            let _ = s.write(file(w).as_bytes(), &[w as u8; 8], tid);
+            tid += 1;
+        }
+        let deep = s
+            .block_table(s.root())
+            .unwrap()
+            .iter()
+            .map(|t| t.depth)
+            .max();
+        assert!(deep >= Some(2), "the index is too shallow to test a path");
+
+        // Nothing changing: every table is searched once, at its first step.
+        let mut w = StoreWalk::new(&s).unwrap();
+        let mut want = SearchWalk {
+            store: &s,
+            stack: alloc::vec![(s.root(), s.bref(s.root()).unwrap())],
+        };
+        let (mut visited, mut stepped) = (0usize, 0u32);
+        while let Some(v) = w.current() {
+            let at = w.stack.last().map(|(b, _, _)| *b);
+            assert_eq!(Some(*v.bref), at);
+            assert_eq!(want.current(), s.resolve_keys(v.keys).unwrap());
+            for (_, _, t) in &w.stack {
+                assert!(t.searches() <= 1, "a step searched in an unchanged table");
+            }
+            stepped = stepped.max(w.stack.first().map_or(0, |(_, _, t)| t.searches()));
+            visited += 1;
+            w.advance(true).unwrap();
+            want.advance(true).unwrap();
+        }
+        assert_eq!(
+            (visited, want.current(), stepped),
+            (s.chain_count(), None, 1)
+        );
+
+        // Changes between steps, subtrees skipped now and then: the same chains, in order.
+        let (mut restarts, mut failed) = (0, 0);
+        let (mut w, mut want) = (StoreWalk::new(&s).unwrap(), None::<SearchWalk<'_>>);
+        for _ in 0..20_000 {
+            let x = r.next_u64();
+            match x % 4 {
+                0 => {
+                    let _ = s.write(file(x >> 2).as_bytes(), &[x as u8; 8], tid);
+                }
+                1 => {
+                    let _ = s.rm(file(x >> 2).as_bytes(), tid);
+                }
+                _ => {
+                    let descend = x % 16 != 2;
+                    let want = want.get_or_insert_with(|| SearchWalk {
+                        store: &s,
+                        stack: alloc::vec![(s.root(), s.bref(s.root()).unwrap())],
+                    });
+                    // A chain removed under the walk fails both the same way.
+                    let got = w.advance(descend);
+                    assert_eq!(got, want.advance(descend));
+                    if got.is_err() {
+                        failed += 1;
+                        w.stack.clear();
+                    } else {
+                        let got = w.current().map(|v| *v.bref);
+                        assert_eq!(got, want.stack.last().map(|(_, b)| *b));
+                        assert_eq!(
+                            w.stack.len(),
+                            want.stack.len(),
+                            "the walks stand at the same depth"
+                        );
+                    }
+                }
+            }
+            tid += 1;
+            if w.current().is_none() {
+                restarts += 1;
+                (w, want) = (StoreWalk::new(&s).unwrap(), None);
+            }
+        }
+        assert!(restarts > 3, "{restarts} walks, {failed} failed");
     }
 }

@@ -11,7 +11,7 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use super::inode;
-use super::{Body, ChainGuard, ChainId, Layout, Store};
+use super::{Body, ChainGuard, ChainId, Layout, Store, TableWalk, Where};
 use crate::host::LockMode;
 use crate::media::{self, dirhash, Blockref, InodeData, InodeMeta, OpFlags, DIRHASH_LOMASK};
 use crate::mem::{try_box, try_push};
@@ -62,21 +62,43 @@ impl Store {
     pub fn find_name(&self, dir: ChainId, name: &[u8]) -> Result<Option<ChainId>> {
         let h = dirhash(name);
         let end = h | DIRHASH_LOMASK;
-        let a = self.arena.read();
-        let d = a.get(dir)?;
         let mut k = h;
-        while let Some((key, id)) = d.children.first_overlapping(k, end) {
-            if let Body::Inode(ip) = &a.get(id)?.body {
-                if ip.filename() == name {
-                    return Ok(Some(id));
+        loop {
+            // Resident inodes are compared under the lock; one on the media is read
+            // outside it (the read may sleep on the device).
+            let on_media = {
+                let a = self.arena.read();
+                let d = a.get(dir)?;
+                loop {
+                    let Some((key, id)) = d.children.first_overlapping(k, end) else {
+                        return Ok(None);
+                    };
+                    let c = a.get(id)?;
+                    match &c.body {
+                        Body::Inode(ip) if ip.filename() == name => return Ok(Some(id)),
+                        Body::Data(_) if c.pay.at == Where::OnMedia => break (key, id),
+                        _ => {}
+                    }
+                    match key.checked_add(1) {
+                        Some(n) => k = n,
+                        None => return Ok(None),
+                    }
                 }
+            };
+            let (key, id) = on_media;
+            if self
+                .read(id)?
+                .1
+                .inode()
+                .is_some_and(|ip| ip.filename() == name)
+            {
+                return Ok(Some(id));
             }
             match key.checked_add(1) {
                 Some(n) => k = n,
-                None => break,
+                None => return Ok(None),
             }
         }
-        Ok(None)
     }
 
     /// A free key for `name` in `dir`: its hash, or the next free one within the collision bits.
@@ -383,10 +405,9 @@ impl Store {
             if cm.objtype != media::OBJTYPE_DIRECTORY {
                 continue;
             }
-            let mut next = self.lookup(cur, 0, media::KEY_MAX)?;
-            while let Some((c, b)) = next {
+            let mut children = TableWalk::new(cur, 0, media::KEY_MAX);
+            while let Some((c, _)) = children.step(self)? {
                 try_push(&mut stack, c)?;
-                next = self.next(cur, &b, media::KEY_MAX)?;
             }
         }
         Err(Error::NotFound)
@@ -411,8 +432,8 @@ impl Store {
             out.resize(size, 0);
             return Ok(out);
         }
-        let mut next = self.lookup(id, 0, media::KEY_MAX)?;
-        while let Some((c, b)) = next {
+        let mut blocks = TableWalk::new(id, 0, media::KEY_MAX);
+        while let Some((c, b)) = blocks.step(self)? {
             let off = usize::try_from(b.key).map_err(|_| Error::TooBig)?;
             if off >= size {
                 break;
@@ -425,7 +446,6 @@ impl Store {
                 out.extend_from_slice(&d[..n]);
             }
             self.host.relax();
-            next = self.next(id, &b, media::KEY_MAX)?;
         }
         out.resize(size, 0);
         Ok(out)

@@ -13,7 +13,7 @@
 use alloc::vec::Vec;
 
 use super::frontend::components;
-use super::{Body, ChainGuard, ChainId, Layout, Store};
+use super::{Body, ChainGuard, ChainId, Layout, Store, TableWalk};
 use crate::host::LockMode;
 use crate::media::{self, dirhash, Blockref, DirentHead, InodeData, InodeMeta, DIRHASH_LOMASK};
 use crate::mem::{try_box, try_push};
@@ -88,14 +88,13 @@ impl Store {
     ) -> Result<Option<(ChainId, Blockref, DirentHead)>> {
         let h = dirhash(name);
         let end = h | DIRHASH_LOMASK;
-        let mut next = self.lookup(dir, h, end)?;
-        while let Some((id, b)) = next {
+        let mut entries = TableWalk::new(dir, h, end);
+        while let Some((id, b)) = entries.step(self)? {
             if let Ok(head) = DirentHead::decode(&b) {
                 if usize::from(head.namlen) == name.len() && self.dirent_name_is(id, &b, name)? {
                     return Ok(Some((id, b, head)));
                 }
             }
-            next = self.next(dir, &b, end)?;
         }
         Ok(None)
     }
@@ -116,13 +115,12 @@ impl Store {
     /// The heads of every DIRENT in directory `dir`.
     pub fn dirents(&self, dir: ChainId) -> Result<Vec<DirentHead>> {
         let mut out = Vec::new();
-        let mut next = self.lookup(dir, 0, media::KEY_MAX)?;
-        while let Some((_, b)) = next {
+        let mut entries = TableWalk::new(dir, 0, media::KEY_MAX);
+        while let Some((_, b)) = entries.step(self)? {
             self.host.relax();
             if let Ok(head) = DirentHead::decode(&b) {
                 try_push(&mut out, head)?;
             }
-            next = self.next(dir, &b, media::KEY_MAX)?;
         }
         Ok(out)
     }
@@ -207,12 +205,11 @@ impl Store {
         let h = dirhash(name);
         let end = h | DIRHASH_LOMASK;
         let mut k = h;
-        let mut next = self.lookup(dir, h, end)?;
+        let mut entries = TableWalk::new(dir, h, end);
         loop {
-            match next {
+            match entries.step(self)? {
                 Some((_, b)) if b.key == k => {
                     k = k.checked_add(1).ok_or(Error::TooBig)?;
-                    next = self.next(dir, &b, end)?;
                 }
                 Some(_) => break,
                 None => {
@@ -320,8 +317,8 @@ impl Store {
     /// directory mid-walk: its entries count as gone.
     fn count_names(&self, inum: u64, limit: u64) -> Result<u64> {
         let mut count = 0;
-        let mut next = self.lookup(self.root, 0, media::KEY_MAX)?;
-        while let Some((id, b)) = next {
+        let mut index = TableWalk::new(self.root, 0, media::KEY_MAX);
+        while let Some((id, b)) = index.step(self)? {
             if count >= limit {
                 break;
             }
@@ -335,7 +332,6 @@ impl Store {
                     Err(e) => return Err(e),
                 }
             }
-            next = self.next(self.root, &b, media::KEY_MAX)?;
         }
         Ok(count)
     }
@@ -346,11 +342,10 @@ impl Store {
             return Ok(0);
         }
         let mut count = 0;
-        let mut entry = self.lookup(id, 0, media::KEY_MAX)?;
-        while let Some((_, e)) = entry {
+        let mut entries = TableWalk::new(id, 0, media::KEY_MAX);
+        while let Some((_, e)) = entries.step(self)? {
             self.host.relax();
             count += u64::from(dirent_names(&e, inum));
-            entry = self.next(id, &e, media::KEY_MAX)?;
         }
         Ok(count)
     }

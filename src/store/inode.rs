@@ -1,6 +1,17 @@
-//! Store-side helpers over the media types: file block sizing and the PFS-root field rule.
+//! Store-side helpers over the media types: file block sizing, the PFS-root field rule and
+//! the inode as the store keeps it (its table cleared).
 
-use crate::media::{bytes_to_radix, InodeMeta, RADIX_MAX};
+use crate::media::{bytes_to_radix, InodeData, InodeMeta, EMBEDDED_BYTES, RADIX_MAX};
+
+/// Make `ino` an inode as the store keeps it: a table-holding inode's block table lives in
+/// the store's chains (a commit writes the table it builds from them), so its on-media
+/// blockset is cleared, as the store's own inodes have none. An inode keeping its data in
+/// itself (DIRECTDATA) is kept whole.
+pub fn clear_table(ino: &mut InodeData) {
+    if !ino.meta.is_directdata() {
+        ino.u = [0; EMBEDDED_BYTES];
+    }
+}
 
 /// The physical radix of a file block holding `len` bytes: the smallest power of two of at
 /// least 1 KiB, as HAMMER2 sizes a file's tail block (64 KiB for a full block).

@@ -5,8 +5,8 @@
 //! ([`Blockref`]), a payload ([`Body`]: an inode's 1024 bytes or up to 64 KiB of file data) and its
 //! children sorted by key. Directories hold child inodes keyed by the name hash; regular files
 //! hold DATA chains keyed by file offset, or up to 512 bytes inside the inode (DIRECTDATA). A
-//! store given a payload source keeps clean DATA payloads on the media and reads them on
-//! demand within a byte budget ([`cache`]).
+//! store given a payload source keeps clean DATA payloads and inode bodies on the media and
+//! reads them on demand within a byte budget ([`cache`]).
 //!
 //! Two kinds of locks, with distinct jobs:
 //! - the arena's `spin::RwLock` makes each single read or write memory-safe; it is held only for
@@ -36,7 +36,7 @@ use crate::host::{Host, LockMode, RawLock};
 use crate::media::{self, Blockref, InodeData, InodeMeta};
 use crate::mem::{try_box, try_push};
 use crate::{Error, Result};
-pub use api::{ChainStore, HeldChain};
+pub use api::{ChainStore, HeldChain, TableWalk};
 pub use cache::{CacheStats, PayloadSource};
 use cache::{Pay, Where};
 use children::Visit;
@@ -183,15 +183,37 @@ struct Chain {
     unflushed_in: u64,
     /// Where its payload is ([`cache`]).
     pay: Pay,
+    /// What the store reads of an inode under its lock, kept while its payload is on the
+    /// media: whether it is a directory (its table's shape depends on it). Meaningless
+    /// while the payload is in memory, which is read instead.
+    dir: bool,
 }
 
 impl Chain {
     /// What HAMMER2 looks at when this chain's block table gets an indirect block for a child
     /// of type `btype` (see [`Creating`]).
     fn creating(&self, btype: u8) -> Creating {
-        let in_dir =
-            matches!(&self.body, Body::Inode(ip) if ip.meta.objtype == media::OBJTYPE_DIRECTORY);
-        Creating { btype, in_dir }
+        Creating {
+            btype,
+            in_dir: self.is_dir(),
+        }
+    }
+
+    /// Whether this chain is a directory inode, from its payload or, when that is on the
+    /// media, from its resident summary.
+    fn is_dir(&self) -> bool {
+        match &self.body {
+            Body::Inode(ip) => ip.meta.objtype == media::OBJTYPE_DIRECTORY,
+            Body::Data(_) if self.pay.at == Where::OnMedia => self.dir,
+            Body::Data(_) => false,
+        }
+    }
+
+    /// Take the payload out of memory (the caller puts it on the media), keeping the
+    /// summary of an inode; the payload, to free outside the arena lock.
+    fn leave_memory(&mut self) -> Body {
+        self.dir = self.is_dir();
+        core::mem::replace(&mut self.body, Body::Data(Vec::new()))
     }
 }
 
@@ -348,6 +370,7 @@ impl Store {
                 lock: lock.as_raw(),
                 unflushed_in: 1,
                 pay: Pay::pinned(0),
+                dir: false,
             }),
         });
         if pushed.is_err() {
@@ -439,12 +462,35 @@ impl Store {
         Ok(self.arena.read().get(id)?.children.len())
     }
 
-    /// An inode's meta-data (`Invalid` for a DATA chain).
+    /// An inode's meta-data (`Invalid` for a DATA chain). An inode on the media is read
+    /// through the store's source (EIO when that read fails or is damaged).
     pub fn meta(&self, id: ChainId) -> Result<InodeMeta> {
-        match &self.arena.read().get(id)?.body {
+        let (bref, ver) = {
+            let a = self.arena.read();
+            let c = a.get(id)?;
+            match &c.body {
+                Body::Inode(ip) => {
+                    self.hit(&c.pay);
+                    return Ok(ip.meta);
+                }
+                Body::Data(_) if c.pay.at == Where::OnMedia => {}
+                Body::Data(_) => return Err(Error::Invalid),
+            }
+            if c.bref.btype != media::BREF_TYPE_INODE {
+                return Err(Error::Invalid);
+            }
+            (c.bref, c.pay.ver)
+        };
+        match self.read_on_media(id, bref, ver, true)?.into_body() {
             Body::Inode(ip) => Ok(ip.meta),
             Body::Data(_) => Err(Error::Invalid),
         }
+    }
+
+    /// Whether chain `id` is a directory inode. Never reads the media: an inode whose
+    /// payload is there answers from its resident summary.
+    pub fn is_directory(&self, id: ChainId) -> Result<bool> {
+        Ok(self.arena.read().get(id)?.is_dir())
     }
 
     /// A copy of a chain's header and payload.
@@ -468,18 +514,24 @@ impl Store {
     }
 
     /// [`Store::read_sealed`] for a copy that leaves this store (a sync installing it on
-    /// another node): a payload on the media is read for the copy alone and does not enter
-    /// the payload cache. Such a block is read once per copy; caching it would cost a second
-    /// buffer of fresh memory and a copy per block (a first sync streams every block of the
-    /// master through here), and push out the blocks this store's own readers use.
+    /// another node): a DATA block on the media is read for the copy alone and does not
+    /// enter the payload cache. A sync copies such a block once; caching it would cost a
+    /// second buffer of fresh memory and a copy per block (a first sync streams every block
+    /// of the master through here), and push out what this store's own readers use. An
+    /// inode is still offered to the cache: the sync reads a deferred inode again once its
+    /// children are done.
     pub fn read_passing(&self, id: ChainId) -> Result<(Blockref, Sealed)> {
         self.read_copy(id, false)
             .map(|(bref, sealed, _)| (bref, sealed))
     }
 
-    /// [`Store::read_versioned`]; a payload read from the media is offered to the payload
-    /// cache when `cache` is set.
-    fn read_copy(&self, id: ChainId, cache: bool) -> Result<(Blockref, Sealed, cache::PayVer)> {
+    /// [`Store::read_versioned`]; a DATA block read from the media is offered to the
+    /// payload cache only when `cache_data` is set (any other payload always is).
+    fn read_copy(
+        &self,
+        id: ChainId,
+        cache_data: bool,
+    ) -> Result<(Blockref, Sealed, cache::PayVer)> {
         // Allocation may fail and may sleep: size the copy first, then fill it under the lock.
         loop {
             let len = {
@@ -488,6 +540,7 @@ impl Store {
                 if c.pay.at == Where::OnMedia {
                     let (bref, ver) = (c.bref, c.pay.ver);
                     drop(a);
+                    let cache = cache_data || bref.btype != media::BREF_TYPE_DATA;
                     return Ok((bref, self.read_on_media(id, bref, ver, cache)?, ver));
                 }
                 match &c.body {
@@ -516,14 +569,16 @@ impl Store {
                     **dst = **src;
                     // DEVIATION (not a bug fix), as for DATA below: an inode is sealed by
                     // every install and every change of its payload. Not the PFS root's: the
-                    // store is created with it, unsealed.
-                    if c.parent.is_some() {
+                    // store is created with it, unsealed. Not in a store with a source: a
+                    // clean inode's header holds the code of its block on the media, whose
+                    // table the payload has cleared.
+                    if c.parent.is_some() && self.source.is_none() {
                         sum = Some((c.bref.check_method(), c.bref.check));
                     }
                 }
                 (Body::Data(src), Body::Data(dst)) if dst.capacity() >= src.len() => {
                     // Room is reserved: no allocation under the arena lock.
-                    dst.extend_from_slice(src);
+                    crate::mem::extend_streaming(dst, src);
                     // DEVIATION (not a bug fix): HAMMER2 computes the copy's check code again
                     // when it flushes it (`hammer2_chain_setcheck`). Every install here seals
                     // its payload, so the header read under this lock already holds the code
@@ -733,7 +788,7 @@ impl Store {
         self.journal_room()?;
         let lock = self.host.lock_create()?;
         let raw = lock.as_raw();
-        let r = self.insert_locked(parent.id, bref, body, raw, Where::Pinned);
+        let r = self.insert_locked(parent.id, bref, body, raw, (Where::Pinned, false));
         match r {
             Ok(_) => self.count_change(),
             Err(_) => self.host.lock_destroy(lock),
@@ -761,6 +816,30 @@ impl Store {
     /// (`Invalid` for any other). Its bytes are read through the store's payload source
     /// when asked for ([`cache`]); `bref`'s check code is the block's, kept as it is.
     pub fn insert_on_media(&self, parent: &ChainGuard<'_>, bref: Blockref) -> Result<ChainId> {
+        if bref.btype != media::BREF_TYPE_DATA {
+            return Err(Error::Invalid);
+        }
+        self.insert_left(parent, bref, false)
+    }
+
+    /// [`Store::insert_on_media`] of an inode (not a PFS root), as a load finds it: `dir`
+    /// says whether it is a directory, all the store needs of it until it is read. Read
+    /// back, its block table is cleared ([`inode::clear_table`]): its children are chains.
+    pub fn insert_inode_on_media(
+        &self,
+        parent: &ChainGuard<'_>,
+        bref: Blockref,
+        dir: bool,
+    ) -> Result<ChainId> {
+        if bref.btype != media::BREF_TYPE_INODE {
+            return Err(Error::Invalid);
+        }
+        self.insert_left(parent, bref, dir)
+    }
+
+    /// Insert a chain of header `bref` (and directory summary `dir`) whose payload stays on
+    /// the media.
+    fn insert_left(&self, parent: &ChainGuard<'_>, bref: Blockref, dir: bool) -> Result<ChainId> {
         if !cache::evictable(&bref) {
             return Err(Error::Invalid);
         }
@@ -768,7 +847,7 @@ impl Store {
         let lock = self.host.lock_create()?;
         let raw = lock.as_raw();
         let body = Body::Data(Vec::new());
-        let r = self.insert_locked(parent.id, bref, body, raw, Where::OnMedia);
+        let r = self.insert_locked(parent.id, bref, body, raw, (Where::OnMedia, dir));
         match r {
             Ok(_) => self.count_change(),
             Err(_) => self.host.lock_destroy(lock),
@@ -782,7 +861,7 @@ impl Store {
         bref: Blockref,
         body: Body,
         lock: usize,
-        at: Where,
+        (at, dir): (Where, bool),
     ) -> Result<ChainId> {
         let mut a = loop {
             let a = self.arena.write();
@@ -841,6 +920,7 @@ impl Store {
                 Where::OnMedia => Pay::on_media(ver),
                 _ => Pay::pinned(ver),
             },
+            dir,
         });
         a.live += 1;
         a.count_pinned(id, true)?;
@@ -1299,8 +1379,8 @@ mod tests {
         assert_eq!(root.check, None);
     }
 
-    /// `ChainStore::lookup_from` and `next_from` walk a table exactly as `lookup` and `next`
-    /// do, whatever changes between their steps (inserts, deletes, widening and narrowing
+    /// `ChainStore::lookup_from` and `next_from`, and a `TableWalk`, walk a table exactly as
+    /// `lookup` and `next` do, whatever changes between their steps (inserts, deletes, widening and narrowing
     /// replaces: indirect blocks split and collapse), and step without searching while
     /// nothing changes.
     #[test]
@@ -1324,7 +1404,8 @@ mod tests {
         }
         let depth = |s: &Store| s.block_table(root).unwrap().iter().map(|t| t.depth).max();
         assert!(depth(&s) >= Some(2), "too shallow to test a path");
-        let step = |prev: Option<Blockref>, hint: &mut Hint| {
+        // A `TableWalk` steps along, restarted with each walk.
+        let step = |prev: Option<Blockref>, hint: &mut Hint, walk: &mut TableWalk<ChainId>| {
             let want = match prev {
                 None => s.lookup(root, 0, media::KEY_MAX).unwrap(),
                 Some(p) => s.next(root, &p, media::KEY_MAX).unwrap(),
@@ -1334,14 +1415,20 @@ mod tests {
                 Some(p) => ChainStore::next_from(&s, root, &p, media::KEY_MAX, hint),
             };
             assert_eq!(got.unwrap(), want, "after {prev:?}");
+            if prev.is_none() {
+                *walk = TableWalk::new(root, 0, media::KEY_MAX);
+            }
+            assert_eq!(walk.step(&s).unwrap(), want, "walk after {prev:?}");
             want.map(|(_, b)| b)
         };
+        let mut walk = TableWalk::new(root, 0, media::KEY_MAX);
         // Nothing changing: one search, at the first step.
         let (mut hint, mut prev, mut walked) = (Hint::default(), None, 0);
-        while let Some(b) = step(prev, &mut hint) {
+        while let Some(b) = step(prev, &mut hint, &mut walk) {
             (prev, walked) = (Some(b), walked + 1);
         }
-        assert_eq!((walked, hint.misses()), (s.child_count(root).unwrap(), 1));
+        let all = s.child_count(root).unwrap();
+        assert_eq!((walked, hint.misses(), walk.searches()), (all, 1, 1));
         // Steps interleaved with changes, the table growing then shrinking.
         let (mut hint, mut prev) = (Hint::default(), None);
         let (mut steps, mut changes, mut restarts) = (0u32, 0u32, 0u32);
@@ -1374,7 +1461,7 @@ mod tests {
                 (0..=2, None) => continue,
                 _ => {
                     steps += 1;
-                    prev = step(prev, &mut hint);
+                    prev = step(prev, &mut hint, &mut walk);
                     restarts += u32::from(prev.is_none());
                     continue;
                 }
