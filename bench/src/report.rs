@@ -540,6 +540,35 @@ fn io_read(c: &hammer2_synchro::volume::IoCount) -> String {
     format!("{} / {}", c.blocks_read, fmt_bytes(c.bytes_read))
 }
 
+/// The resync's rounds in the order run, each with where its time went: a slow round says
+/// whether the sync passes, the change check or the commit's device calls were slow, and
+/// whether it touched fresh memory (minor page faults).
+pub fn rounds(rounds: &[crate::volume_bench::Round]) -> String {
+    let each: Vec<String> = rounds
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let c = &r.commit;
+            format!(
+                "{}: {} (sync {} scanning {} chains, changed {}, commit {}: device read {}, \
+                 write {}, flush {}; {} faults; rsync {})",
+                i + 1,
+                secs(r.total),
+                secs(r.sync),
+                r.scanned,
+                secs(c.changed),
+                secs(c.commit),
+                secs(c.dev.read),
+                secs(c.dev.write),
+                secs(c.dev.flush),
+                r.usage.map_or("?".into(), |u| u.faults.to_string()),
+                r.rsync.map_or("–".into(), secs),
+            )
+        })
+        .collect();
+    format!("Resync rounds in the order run: {}.", each.join("; "))
+}
+
 /// `## Volumes`: nodes on image files on tmpfs, the library's load / sync / commit path as the
 /// CLI's `sync` runs it (also what `--volume N` prints).
 pub fn volumes(s: &mut String, v: Result<&Volumes, &String>) {
@@ -573,7 +602,11 @@ pub fn volumes(s: &mut String, v: Result<&Volumes, &String>) {
          blocks last committed on those paths, to patch them (the space every header \
          copy's tree reaches is known from the first commit, which read those trees). \"load read\" is a fresh load of the slave's \
          PFS after the resync (the whole tree). rsync: `rsync -a --delete` of the same tree \
-         and the same k changed files as real files on the same tmpfs.\n\
+         and the same k changed files as real files on the same tmpfs, the median of as \
+         many rounds, each run right before the resync's round of the same change, so that \
+         both sides meet the same machine state (a round of either is milliseconds that one \
+         scheduling delay can multiply). Each round's detail below says where its time \
+         went.\n\
          - First-sync bandwidth: large files (1 MiB) of incompressible bytes imported into \
          the master; timed: both PFSs loaded, the slave synced and committed. Against `cp` \
          of as many bytes from one file to another on the same tmpfs.\n\
@@ -611,6 +644,7 @@ pub fn volumes(s: &mut String, v: Result<&Volumes, &String>) {
                 r.rsync.as_ref().map_or_else(|e| e.clone(), |d| secs(*d)),
                 r.ratio().map_or("–".into(), |x| format!("{x:.1}x")),
             );
+            let _ = writeln!(s, "{}\n", rounds(&r.rounds));
             let _ = writeln!(
                 s,
                 "Memory at N = {}: the cluster of both PFSs {}, peak during the resync and its \

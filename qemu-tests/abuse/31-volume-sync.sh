@@ -167,8 +167,9 @@ echo "# took $(( $(now_ms) - t0 )) ms"
 sed 's/^/  /' /tmp/vout | grep -v 'committed, mirror_tid'
 cache_of() { sed -n "s|^sync: $1@DATA: data cache: budget \([0-9]*\) KiB, peak \([0-9]*\) KiB, \([0-9]*\) blocks / [0-9]* KiB read on demand, \([0-9]*\) evictions, changed data held at most \([0-9]*\) KiB\$|\1 \2 \3 \4 \5|p" /tmp/vout; }
 set -- $(cache_of $VS/big.img) - - - - -
-if [ "$1" != 4096 ] || [ "$2" -gt 4096 ] || [ "$3" -lt 500 ] || [ "$4" = 0 ]; then
-	bad "the master's cache: budget $1 KiB, peak $2 KiB, $3 blocks read, $4 evictions (want 4096, <= 4096, >= 500, > 0)"
+# The sync's copies pass the master's cache by (read once each): read on demand, never past it.
+if [ "$1" != 4096 ] || [ "$2" -gt 4096 ] || [ "$3" -lt 500 ]; then
+	bad "the master's cache: budget $1 KiB, peak $2 KiB, $3 blocks read, $4 evictions (want 4096, <= 4096, >= 500)"
 fi
 set -- $(cache_of $VS/cache.img) - - - - -
 [ "$5" != - ] && [ "$5" -le 16384 ] || bad "the slave held $5 KiB of changed data (want <= 16 MiB of the 36 MB)"

@@ -458,14 +458,20 @@ impl Store {
     }
 
     /// Chain `id`'s payload read through the source (it was on the media at version `ver`
-    /// with header `bref`), a copy installed in the cache when it fits and the chain did
-    /// not change meanwhile (a block that will not be cached is handed over as read, not
-    /// copied). No lock is held during the read. A DATA copy carries the header's check
-    /// code (the block's own); an inode's does not: the header's is that of the block on
-    /// the media, whose table the store's copy has cleared.
-    pub(super) fn read_on_media(&self, id: ChainId, bref: Blockref, ver: PayVer) -> Result<Sealed> {
+    /// with header `bref`), a copy installed in the cache when `cache` is set, it fits and
+    /// the chain did not change meanwhile (a block that will not be cached is handed over as
+    /// read, not copied). No lock is held during the read. A DATA copy carries the header's
+    /// check code (the block's own); an inode's does not: the header's is that of the block
+    /// on the media, whose table the store's copy has cleared.
+    pub(super) fn read_on_media(
+        &self,
+        id: ChainId,
+        bref: Blockref,
+        ver: PayVer,
+        cache: bool,
+    ) -> Result<Sealed> {
         let body = decode(&bref, self.fetch(&bref)?)?;
-        let cacheable = {
+        let cacheable = cache && {
             let a = self.arena.read();
             let fresh =
                 matches!(a.get(id), Ok(c) if c.pay.at == Where::OnMedia && c.pay.ver == ver);
@@ -674,6 +680,27 @@ mod tests {
         // An evicted one is read again.
         assert_eq!(data(&s, ids[0]), bytes(1024, 0));
         assert_eq!(s.cache_stats().unwrap().reads, 33);
+    }
+
+    #[test]
+    fn a_copy_for_another_store_is_read_from_the_media_and_not_cached() {
+        use crate::store::api::ChainStore;
+        let (s, src, ids) = store(2, 1024, 4096);
+        // What a sync copies to another node: read, verified by the source, handed over.
+        let (_, sealed) = ChainStore::read_sealed(&s, ids[0]).unwrap();
+        assert!(matches!(sealed.body(), Body::Data(d) if *d == bytes(1024, 0)));
+        let st = s.cache_stats().unwrap();
+        assert_eq!((st.reads, st.used, st.peak), (1, 0, 0));
+        assert!(s.is_on_media(ids[0]).unwrap());
+        // Read again, it goes to the media again.
+        ChainStore::read_sealed(&s, ids[0]).unwrap();
+        assert_eq!(src.reads.load(Ordering::Relaxed), 2);
+        // A cached payload is copied from memory, as before.
+        assert_eq!(data(&s, ids[1]), bytes(1024, 1));
+        let (_, sealed) = ChainStore::read_sealed(&s, ids[1]).unwrap();
+        assert!(matches!(sealed.body(), Body::Data(d) if *d == bytes(1024, 1)));
+        let st = s.cache_stats().unwrap();
+        assert_eq!((st.reads, st.hits, st.used), (3, 1, 1024));
     }
 
     #[test]

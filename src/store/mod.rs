@@ -481,7 +481,7 @@ impl Store {
             }
             (c.bref, c.pay.ver)
         };
-        match self.read_on_media(id, bref, ver)?.into_body() {
+        match self.read_on_media(id, bref, ver, true)?.into_body() {
             Body::Inode(ip) => Ok(ip.meta),
             Body::Data(_) => Err(Error::Invalid),
         }
@@ -510,6 +510,28 @@ impl Store {
     /// hands back to [`Store::set_flushed`] once the copy is on the media. A payload on the
     /// media is read through the store's source (EIO when that read fails or is damaged).
     pub fn read_versioned(&self, id: ChainId) -> Result<(Blockref, Sealed, cache::PayVer)> {
+        self.read_copy(id, true)
+    }
+
+    /// [`Store::read_sealed`] for a copy that leaves this store (a sync installing it on
+    /// another node): a DATA block on the media is read for the copy alone and does not
+    /// enter the payload cache. A sync copies such a block once; caching it would cost a
+    /// second buffer of fresh memory and a copy per block (a first sync streams every block
+    /// of the master through here), and push out what this store's own readers use. An
+    /// inode is still offered to the cache: the sync reads a deferred inode again once its
+    /// children are done.
+    pub fn read_passing(&self, id: ChainId) -> Result<(Blockref, Sealed)> {
+        self.read_copy(id, false)
+            .map(|(bref, sealed, _)| (bref, sealed))
+    }
+
+    /// [`Store::read_versioned`]; a DATA block read from the media is offered to the
+    /// payload cache only when `cache_data` is set (any other payload always is).
+    fn read_copy(
+        &self,
+        id: ChainId,
+        cache_data: bool,
+    ) -> Result<(Blockref, Sealed, cache::PayVer)> {
         // Allocation may fail and may sleep: size the copy first, then fill it under the lock.
         loop {
             let len = {
@@ -518,7 +540,8 @@ impl Store {
                 if c.pay.at == Where::OnMedia {
                     let (bref, ver) = (c.bref, c.pay.ver);
                     drop(a);
-                    return Ok((bref, self.read_on_media(id, bref, ver)?, ver));
+                    let cache = cache_data || bref.btype != media::BREF_TYPE_DATA;
+                    return Ok((bref, self.read_on_media(id, bref, ver, cache)?, ver));
                 }
                 match &c.body {
                     Body::Inode(_) => None,
@@ -1143,7 +1166,7 @@ impl ChainStore for Store {
         Store::lock_child(self, parent, child, mode)
     }
     fn read_sealed(&self, id: ChainId) -> Result<(Blockref, Sealed)> {
-        Store::read_sealed(self, id)
+        Store::read_passing(self, id)
     }
     fn insert(&self, parent: &ChainGuard<'_>, bref: Blockref, body: Body) -> Result<ChainId> {
         Store::insert(self, parent, bref, body)

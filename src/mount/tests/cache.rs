@@ -82,7 +82,7 @@ fn within_budget(store: &Store) -> crate::store::CacheStats {
 
 /// 8 MiB of data synced to an empty slave by two stores of 64 KiB of cache each: it
 /// converges, the slave is fsck-clean and exports the master's tree, and neither cache ever
-/// held more than its budget.
+/// held more than its budget (the slave's, reading its tree back after the commit, evicts).
 #[test]
 fn a_tiny_cache_syncs_a_volume_many_times_its_size() {
     let (m, s) = (shared(make()), shared(make()));
@@ -105,14 +105,16 @@ fn a_tiny_cache_syncs_a_volume_many_times_its_size() {
         st.read_bytes >= 8 << 20,
         "every block read on demand: {st:?}"
     );
-    assert!(st.evictions > 100, "{st:?}");
+    // The sync's copies of DATA blocks pass the master's cache by: 8 MiB through 64 KiB
+    // evict nothing (only the inodes are cached).
+    assert_eq!(st.evictions, 0, "{st:?}");
     within_budget(slave);
     clean(&s.0.lock());
     let want = reader_view(&m.0.lock());
     assert!(reader_view(&s.0.lock())[1..] == want[1..]);
     // The slave's payloads, released by its commit, read back from where it put them.
     assert!(store_view(slave)[1..] == want[1..]);
-    within_budget(slave);
+    assert!(within_budget(slave).evictions > 100);
 }
 
 /// A DATA block damaged after the load is EIO for its chain when read on demand, for the
