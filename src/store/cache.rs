@@ -96,6 +96,9 @@ pub(super) struct Pay {
     pub(super) ver: PayVer,
     prev: u32,
     next: u32,
+    /// The payload's length when the block on the media is longer (a commit padded it to a
+    /// whole block); 0: the payload is the whole block.
+    pub(super) trim: u32,
     /// Set by a hit, cleared by the passing hand.
     referenced: AtomicBool,
 }
@@ -115,6 +118,7 @@ impl Pay {
             ver,
             prev: NIL,
             next: NIL,
+            trim: 0,
             referenced: AtomicBool::new(false),
         }
     }
@@ -137,6 +141,9 @@ pub(super) struct Ring {
     evictions: u64,
     pinned: usize,
     pinned_peak: usize,
+    /// The pinned bytes past which the node's sync passes hold ([`Store::set_pinned_limit`]);
+    /// 0: none.
+    limit: usize,
     /// Called when the pinned bytes pass the budget ([`Store::set_pinned_alarm`]).
     alarm: Option<alloc::boxed::Box<dyn Fn() + Send + Sync>>,
 }
@@ -151,6 +158,7 @@ impl Ring {
             evictions: 0,
             pinned: 0,
             pinned_peak: 0,
+            limit: 0,
             alarm: None,
         }
     }
@@ -362,6 +370,31 @@ impl Store {
         }
     }
 
+    /// Hold this node's sync passes while its pinned DATA bytes are past `limit` (0: never):
+    /// a pass that finds them so at one of its chain operations ends there (as at a break
+    /// request: `Error::InProgress`, its finished chains kept), and a new pass ends at once
+    /// until a commit releases them. With the pinned alarm ringing at the budget, a host
+    /// that commits when it rings keeps the sync's pinned bytes within `limit` plus one
+    /// chain's payload (64 KiB at most), whatever the threads' speed. No effect on a store
+    /// without a source.
+    pub fn set_pinned_limit(&mut self, limit: usize) {
+        if let Some(r) = self.arena.get_mut().ring.as_mut() {
+            r.limit = limit;
+        }
+    }
+
+    /// Whether the pinned DATA bytes are past the limit of [`Store::set_pinned_limit`].
+    pub fn past_pinned_limit(&self) -> bool {
+        // Asked at every chain operation of a pass: a store without a source takes no lock.
+        if self.source.is_none() {
+            return false;
+        }
+        let a = self.arena.read();
+        a.ring
+            .as_ref()
+            .is_some_and(|r| r.limit != 0 && r.pinned > r.limit)
+    }
+
     /// Whether this store reads payloads on demand (it has a [`PayloadSource`]).
     pub fn has_payload_source(&self) -> bool {
         self.source.is_some()
@@ -407,15 +440,41 @@ impl Store {
     /// read (not a failed allocation) counted apart, with the block it was for.
     fn fetch(&self, bref: &Blockref) -> Result<Vec<u8>> {
         let s = self.source.as_ref().ok_or(Error::Io)?;
-        let bytes = s.src.read(bref).inspect_err(|e| {
+        let failed = |e: &Error| {
             if *e != Error::NoMem {
                 s.read_errors.fetch_add(1, Ordering::Relaxed);
                 s.last_error.store(bref.data_off, Ordering::Relaxed);
             }
-        })?;
+        };
+        let bytes = s.src.read(bref).inspect_err(failed)?;
         s.reads.fetch_add(1, Ordering::Relaxed);
         s.read_bytes
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok(bytes)
+    }
+
+    /// The payload of a chain of header `bref` on the media: the whole block, or, for one a
+    /// commit padded (`trim` bytes of it: [`Store::release`]), those bytes, verified against
+    /// the chain's own check code (the block's covers the padding), the padding zeros.
+    fn fetch_payload(&self, bref: &Blockref, trim: u32) -> Result<Vec<u8>> {
+        if trim == 0 {
+            return self.fetch(bref);
+        }
+        let mut block = *bref;
+        block.methods = media::enc_methods(media::CHECK_NONE, bref.comp_method());
+        let mut bytes = self.fetch(&block)?;
+        let n = trim as usize;
+        let padded = bytes
+            .get(n..)
+            .is_some_and(|pad| pad.iter().all(|&x| x == 0));
+        if !padded || bytes.get(..n).is_none_or(|p| bref.verify_check(p).is_err()) {
+            if let Some(s) = self.source.as_ref() {
+                s.read_errors.fetch_add(1, Ordering::Relaxed);
+                s.last_error.store(bref.data_off, Ordering::Relaxed);
+            }
+            return Err(Error::Io);
+        }
+        bytes.truncate(n);
         Ok(bytes)
     }
 
@@ -423,8 +482,14 @@ impl Store {
     /// with header `bref`), a copy installed in the cache when it fits and the chain did
     /// not change meanwhile (a block that will not be cached is handed over as read, not
     /// copied). No lock is held during the read.
-    pub(super) fn read_on_media(&self, id: ChainId, bref: Blockref, ver: PayVer) -> Result<Sealed> {
-        let bytes = self.fetch(&bref)?;
+    pub(super) fn read_on_media(
+        &self,
+        id: ChainId,
+        bref: Blockref,
+        ver: PayVer,
+        trim: u32,
+    ) -> Result<Sealed> {
+        let bytes = self.fetch_payload(&bref, trim)?;
         let cacheable = {
             let a = self.arena.read();
             let fresh =
@@ -484,15 +549,15 @@ impl Store {
             if self.arena.read().get(id)?.pay.at == Where::Pinned {
                 return Ok(false);
             }
-            let (bref, ver) = {
+            let (bref, ver, trim) = {
                 let mut a = self.arena.write();
                 let c = a.get(id)?;
                 if c.pay.at != Where::OnMedia {
                     return a.unring(id).map(|()| true);
                 }
-                (c.bref, c.pay.ver)
+                (c.bref, c.pay.ver, c.pay.trim)
             };
-            let bytes = self.fetch(&bref)?;
+            let bytes = self.fetch_payload(&bref, trim)?;
             let mut a = self.arena.write();
             let c = a.get_mut(id)?;
             if c.pay.at == Where::OnMedia && c.pay.ver == ver {
@@ -505,24 +570,29 @@ impl Store {
     }
 
     /// Record that a commit wrote chain `id`'s payload at version `ver` as the block
-    /// `written` names: if the chain still holds that version and the block is its payload
-    /// byte for byte (a whole block, the check code the store holds), its pinned payload is
-    /// clean now and leaves memory (it is read back on demand). A payload the commit padded
-    /// stays pinned: the block on the media is longer, with another check code. Returns the
-    /// bytes to free outside the lock.
+    /// `written` names: if the chain still holds that version, its pinned payload is clean
+    /// now and leaves memory (it is read back on demand). Either the block is the payload
+    /// byte for byte (a whole block, the check code the store holds), or the commit padded
+    /// the payload with zeros to a whole block: the chain then remembers the payload's
+    /// length, and a read takes those bytes of the block, verified against the chain's own
+    /// check code (the header keeps the payload's, which the sync copies and compares), the
+    /// rest zeros. An empty payload stays pinned. Returns the bytes to free outside the lock.
     pub(super) fn release(
         a: &mut Arena,
         id: ChainId,
         written: &Blockref,
         ver: PayVer,
     ) -> Option<Vec<u8>> {
-        let c = a.get(id).ok()?;
-        let same_block = payload_len(&c.body) == written.data_bytes()
-            && c.bref.check_method() == written.check_method()
-            && c.bref.check == written.check;
-        if c.pay.ver != ver || !same_block {
-            return None;
-        }
+        let c = a.get_mut(id).ok()?;
+        let (len, block) = (payload_len(&c.body), written.data_bytes());
+        let same_method = c.bref.check_method() == written.check_method();
+        let trim = match len {
+            _ if c.pay.ver != ver || !same_method => return None,
+            n if n == block && c.bref.check == written.check => 0,
+            n if 0 < n && n < block => u32::try_from(n).ok()?,
+            _ => return None,
+        };
+        c.pay.trim = trim;
         a.unpin(id)
     }
 }

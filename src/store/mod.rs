@@ -470,9 +470,9 @@ impl Store {
                 let a = self.arena.read();
                 let c = a.get(id)?;
                 if c.pay.at == Where::OnMedia {
-                    let (bref, ver) = (c.bref, c.pay.ver);
+                    let (bref, ver, trim) = (c.bref, c.pay.ver, c.pay.trim);
                     drop(a);
-                    return Ok((bref, self.read_on_media(id, bref, ver)?, ver));
+                    return Ok((bref, self.read_on_media(id, bref, ver, trim)?, ver));
                 }
                 match &c.body {
                     Body::Inode(_) => None,
@@ -1094,6 +1094,9 @@ impl ChainStore for Store {
     }
     fn frontend_gen(&self) -> u64 {
         Store::frontend_gen(self)
+    }
+    fn past_pinned_limit(&self) -> bool {
+        Store::past_pinned_limit(self)
     }
     fn key_sum(&self, parent: ChainId, beg: u64, end: u64) -> Result<RangeSum> {
         Store::key_sum(self, parent, beg, end)
