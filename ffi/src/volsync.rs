@@ -849,7 +849,7 @@ mod tests {
     use super::*;
     use crate::testhost::{
         newfs_image, volume_cmd, ResetKnobs, BLOCK_CLOSED_ELSEWHERE, BLOCK_OPEN, BLOCK_SERIAL,
-        STOPPED, STOP_HERE, VOLSYNC_SPAWN_ERRNO, WRITE_HOOK,
+        SLOW_SLEEP_MS, STOPPED, STOP_HERE, VOLSYNC_SPAWN_ERRNO, WRITE_HOOK,
     };
     use hammer2_synchro::cluster::FrontendOp;
     use hammer2_synchro::media::{PFSTYPE_MASTER, PFSTYPE_SLAVE};
@@ -1406,7 +1406,7 @@ mod tests {
         assert!(reads >= (BIG >> 16) as u64, "{text}");
         assert!(evictions > 0, "{text}");
         let [_, _, _, _, held] = cache_line(&text, &s);
-        assert!(held <= 4 * 1024, "changed data held {held} KiB: {text}");
+        assert!(held <= HELD_MAX_KIB, "changed data held {held} KiB: {text}");
         assert_clean(&s);
         let root = |img: &str| vol(&format!("ls {img}@DATA /")).1;
         assert_eq!(root(&s), root(&m));
@@ -1415,6 +1415,74 @@ mod tests {
             "the slave's data differ"
         );
         remove(&[&m, &s]);
+    }
+
+    /// The most changed data a store of 1 MiB of budget holds: twice the budget and one
+    /// block ([`arm`]), in KiB.
+    const HELD_MAX_KIB: u64 = 2 * 1024 + 64;
+
+    /// The bound holds whatever the waiter's delay: with the command's thread slow to wake
+    /// (300 ms per look, an alarm or not), the slave's thread copying 8 MiB at full speed
+    /// holds past 2 MiB of changed data until the write-back.
+    #[test]
+    fn changed_data_stay_bounded_when_the_waiter_is_slow() {
+        let _g = BLOCK_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let (m, s) = (
+            volume("wm", PFSTYPE_MASTER, CLID),
+            volume("ws", PFSTYPE_SLAVE, CLID),
+        );
+        fill_big(&m);
+        let cmd = format!("sync --cache-mib 1 {m}@DATA {s}@DATA");
+        let (rc, text) = std::thread::spawn(move || {
+            SLOW_SLEEP_MS.with(|d| d.set(300));
+            vol(&cmd)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(rc, 0, "{text}");
+        assert!(
+            text.ends_with("sync: done: 1 of 2 volumes written\n"),
+            "{text}"
+        );
+        let [_, _, _, _, held] = cache_line(&text, &s);
+        assert!(held <= HELD_MAX_KIB, "changed data held {held} KiB: {text}");
+        assert!(held > 1024, "the budget was passed: {text}");
+        assert_clean(&s);
+        assert!(
+            file_of(&s, b"/big") == big_bytes(),
+            "the slave's data differ"
+        );
+        remove(&[&m, &s]);
+    }
+
+    /// A store armed by [`arm`] bumps and wakes the alarm word once its changed data pass the
+    /// budget, and holds its sync passes past twice the budget.
+    #[test]
+    fn an_armed_store_rings_at_the_budget_and_holds_past_twice_it() {
+        use hammer2_synchro::media::{self, Blockref, InodeData};
+        use hammer2_synchro::store::{Body, PayloadSource};
+        struct NoMedia;
+        impl PayloadSource for NoMedia {
+            fn read(&self, _: &Blockref) -> Result<Vec<u8>> {
+                Err(Error::Io)
+            }
+        }
+        crate::testhost::ensure_init();
+        let mut store = Store::new(&KERNEL_HOST, InodeData::default()).unwrap();
+        store.set_payload_source(Box::new(NoMedia), 2048);
+        let alarm = TryArc::new(AtomicU32::new(0)).unwrap();
+        arm(&mut store, &alarm, 2048).unwrap();
+        let root = store.lock_root(hammer2_synchro::host::LockMode::Exclusive);
+        let mut rung = Vec::new();
+        for i in 0..5u64 {
+            let mut b = Blockref::new(media::BREF_TYPE_DATA, i << 16, 16);
+            b.set_size_radix(10);
+            store.insert(&root, b, Body::Data(vec![1; 1024])).unwrap();
+            rung.push((alarm.load(Ordering::SeqCst), store.past_pinned_limit()));
+        }
+        // 1 and 2 KiB: within; 3 KiB: past the budget (rung once); 5 KiB: past the limit.
+        let want = [(0, false), (0, false), (1, false), (1, false), (1, true)];
+        assert_eq!(rung, want);
     }
 
     #[test]
