@@ -7,8 +7,9 @@
 //! - `Pinned`: its payload is in memory and never evicted: every chain of a store without a
 //!   source, every payload that is not DATA, and a payload changed by an insert, replace or
 //!   modify until a commit has written it (the commit's [`Store::set_flushed`] then releases
-//!   it when the chain still holds the very payload written, by its payload version, and
-//!   that payload is the whole block written: one the commit padded stays pinned);
+//!   it when the chain still holds the very payload written, by its payload version; one
+//!   the commit padded with zeros to a whole block reads back as that prefix of the block,
+//!   verified against the chain's own check code, the padding zeros);
 //! - `Cached`: its clean payload is in memory, counted against the budget, on the CLOCK ring;
 //! - `OnMedia`: its payload is not in memory; a read goes to the source.
 //!
@@ -20,6 +21,11 @@
 //! CLOCK: a hit sets the chain's reference bit (under the shared lock), and the hand gives a
 //! referenced chain one more turn, at most [`SWEEP`] of them per victim, so the work under the
 //! lock is bounded whatever the ring's length.
+//!
+//! Changed (pinned) DATA bytes are outside the budget. A host learns when they pass it
+//! ([`Store::set_pinned_alarm`], to commit) and may bound them: past a pinned limit
+//! ([`Store::set_pinned_limit`]) the node's sync passes end at their next chain operation
+//! until a commit releases the bytes.
 
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
