@@ -473,7 +473,8 @@ impl Store {
         let padded = bytes
             .get(n..)
             .is_some_and(|pad| pad.iter().all(|&x| x == 0));
-        if !padded || bytes.get(..n).is_none_or(|p| bref.verify_check(p).is_err()) {
+        let verified = bytes.get(..n).is_some_and(|p| bref.verify_check(p).is_ok());
+        if !padded || !verified {
             if let Some(s) = self.source.as_ref() {
                 s.read_errors.fetch_add(1, Ordering::Relaxed);
                 s.last_error.store(bref.data_off, Ordering::Relaxed);
