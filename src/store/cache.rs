@@ -191,6 +191,12 @@ impl Source {
             last_error: AtomicU64::new(0),
         }
     }
+
+    /// Count a failed read of the block `bref` names.
+    fn failed(&self, bref: &Blockref) {
+        self.read_errors.fetch_add(1, Ordering::Relaxed);
+        self.last_error.store(bref.data_off, Ordering::Relaxed);
+    }
 }
 
 impl Arena {
@@ -446,13 +452,11 @@ impl Store {
     /// read (not a failed allocation) counted apart, with the block it was for.
     fn fetch(&self, bref: &Blockref) -> Result<Vec<u8>> {
         let s = self.source.as_ref().ok_or(Error::Io)?;
-        let failed = |e: &Error| {
+        let bytes = s.src.read(bref).inspect_err(|e| {
             if *e != Error::NoMem {
-                s.read_errors.fetch_add(1, Ordering::Relaxed);
-                s.last_error.store(bref.data_off, Ordering::Relaxed);
+                s.failed(bref);
             }
-        };
-        let bytes = s.src.read(bref).inspect_err(failed)?;
+        })?;
         s.reads.fetch_add(1, Ordering::Relaxed);
         s.read_bytes
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
@@ -476,8 +480,7 @@ impl Store {
         let verified = bytes.get(..n).is_some_and(|p| bref.verify_check(p).is_ok());
         if !padded || !verified {
             if let Some(s) = self.source.as_ref() {
-                s.read_errors.fetch_add(1, Ordering::Relaxed);
-                s.last_error.store(bref.data_off, Ordering::Relaxed);
+                s.failed(bref);
             }
             return Err(Error::Io);
         }
