@@ -166,6 +166,9 @@ fn voters<Id>(roles: &[Role], slots: &[Slot<Id>], key: Option<u64>) -> [Voter; M
     for (j, (v, s)) in v.iter_mut().zip(slots).enumerate() {
         v.role = roles.get(j).copied().unwrap_or(Role::Cache);
         v.answer = match s {
+            // Not asked: our own node, whose chains are what the merge checks against the
+            // focus and never a vote for it, in a key's decision and a gap's alike (and,
+            // when one master is followed, every other node).
             Slot::Off => NodeAnswer::Excluded,
             Slot::Pending => NodeAnswer::Pending,
             Slot::Head(_, b) if key == Some(b.key) => NodeAnswer::Holds(b.modify_tid),
@@ -578,13 +581,18 @@ impl<'a, S: ChainStore> Collector<'a, S> {
     /// (`collect_key = lokey + 1`): a node's chain wider than the others' at K says nothing
     /// about the keys inside its range, where a quorum may hold chains of its own.
     ///
-    /// DEVIATION: after a focus, `last` is the end of the focus's range, not K. The masters of
-    /// its quorum hold nothing else there (a table's ranges are disjoint) and the others are
-    /// fewer than a quorum (quorums intersect), so every key inside it is one the C's collector
-    /// skips (ESRCH, EDEADLK) without returning it; here such a key read while a change was in
-    /// flight, or one a failed node could have decided, would come back undecided and keep the
-    /// inode from being stamped over a range the quorum has decided. The merge, too, goes on
-    /// past the focus's range (see `take_focus`).
+    /// DEVIATION: after a focus, `last` is the end of the focus's range, not K. No key inside
+    /// it can have a quorum: the masters of the focus's quorum hold nothing else there (a
+    /// table's ranges are disjoint), and the other masters, pending and failed ones included,
+    /// are fewer than a quorum. So the C's collector skips each such key (ESRCH, EDEADLK), and
+    /// stepping to K + 1 here gives the same outcome except in one case: a master of the
+    /// focus's quorum whose read fails after it answered the focus is `Failed`, counted as a
+    /// possible holder of every key after its last answer, so a key another node holds inside
+    /// the range would come back undecided (`Io`) and the inode would stay unstamped, though
+    /// that master's answer at K shows it holds nothing there. (A key read inside the range
+    /// while a change was in flight is undecided at K + 1 and passed over here, with the same
+    /// outcome: `unchanged` refuses every later change of ours and the stamp.) The merge, too,
+    /// goes on past the focus's range (see `take_focus`).
     fn advance(&mut self, last: u64) {
         for s in self.slots.iter_mut() {
             if matches!(s, Slot::Head(_, b) if b.key <= last) {

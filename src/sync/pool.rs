@@ -730,6 +730,11 @@ impl<S: ChainStore> Serve<'_, S> {
             let Some(from) = floor else { break };
             let (mut cursor, last) = (r[0].max(from), r[1]);
             while cursor <= last {
+                #[cfg(test)]
+                if test_hook::children_fail(self.store, keys, cursor) {
+                    self.push(Msg::Failed);
+                    return;
+                }
                 match self.read(|| self.store.lookup_from(pid, cursor, last, &mut hint)) {
                     None => return,
                     Some(Ok(Some((id, b)))) => {
@@ -764,6 +769,7 @@ impl<S: ChainStore> Serve<'_, S> {
 /// A test-only pause in an idle worker between its two reads, to hold the window open.
 #[cfg(test)]
 pub(crate) mod test_hook {
+    use alloc::vec::Vec;
     use core::sync::atomic::{AtomicUsize, Ordering};
 
     use super::Shared;
@@ -774,6 +780,20 @@ pub(crate) mod test_hook {
 
     /// The address of the pool state whose requests [`after_publish`] holds (0: none).
     pub(crate) static HOLD_PUBLISH: AtomicUsize = AtomicUsize::new(0);
+
+    /// Reads failing part way through an inode's children: the store (by address), the
+    /// inode's key path, and the key from which on a read starting there fails.
+    pub(crate) static FAIL_CHILDREN: std::sync::Mutex<Option<(usize, Vec<u64>, u64)>> =
+        std::sync::Mutex::new(None);
+
+    /// Whether `store`'s worker fails reading the children of the inode at `keys` from
+    /// `cursor` on ([`FAIL_CHILDREN`]).
+    pub(super) fn children_fail<S>(store: &S, keys: &[u64], cursor: u64) -> bool {
+        let hook = FAIL_CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
+        hook.as_ref().is_some_and(|(s, k, from)| {
+            *s == store as *const S as usize && k[..] == *keys && cursor >= *from
+        })
+    }
 
     std::thread_local! {
         /// Requests posted by this thread (a sync pass posts from the thread running it).

@@ -46,9 +46,9 @@
 //!   at least a quorum of masters hold it at one TID; they all hold the key at TID t and no
 //!   master holds anything else there, so the quorum gives the key a focus at t
 //!   (`quorum::check` counts only masters, and the quorum size depends only on the roles, the
-//!   same for the inode and its keys). Our chain has TID t too, so the original would only have
-//!   compared it: no replace, no destroy, no deferral (a child inode with the focus's TID is not
-//!   looked into by either mode). Where the masters disagree inside a range (no quorum, a change
+//!   same for the inode and its keys). Our chain has TID t and the same keybits too, so the
+//!   original would only have compared it: no replace, no destroy, no deferral (a child inode
+//!   with the focus's TID is not looked into by either mode). Where the masters disagree inside a range (no quorum, a change
 //!   in flight, a master behind), their summaries differ from ours or from each other and the
 //!   walk descends to the per-key merge. Summaries are read from the nodes directly, not
 //!   through the scan workers' fault hooks (`stall`, `fail`): a node whose reads fail is not
@@ -443,7 +443,7 @@ fn merge_range<'a, S: ChainStore>(
                 item = clip_item(&mut coll, n, ranges)?;
             }
             (Ordering::Equal, Some((l, lb)), Some(Item::Focus(f))) => {
-                let after = if lb.modify_tid != f.head.modify_tid {
+                let after = if differs(&lb, &f.head) {
                     take_focus(ctx, g, scan, Some((l, &lb)), &f)?
                 } else {
                     lb
@@ -488,6 +488,25 @@ fn merge_range<'a, S: ChainStore>(
         }
     }
     Ok(true)
+}
+
+/// Whether our chain `lb`, at the focus `f`'s key, must take the focus's content: its
+/// modify_tid differs (`hammer2_sync_slaves` compares nothing else), or its keybits do.
+///
+/// DEVIATION: the C takes an equal modify_tid for an equal chain, so a chain of ours holding
+/// the focus's TID over another key range is never replaced: a narrower one (a DATA block of
+/// another logical size) stays under a stamped inode for good, and a wider one meets the
+/// quorum's next chain inside it as an insert over an existing chain (bug 12), which destroys
+/// ours and loses the key it shared with the focus. One TID with two widths cannot come from
+/// one history, but volumes filled apart give one (`mount::mark_foreign` gives the parent of
+/// such a chain TID 0, not the chain, whose TID still matches). The quorum counts
+/// TIDs only, as `hammer2_cluster_check` does (its check of keybits among the agreeing
+/// chains only flags them); the focus is the lowest-indexed master holding the quorum's TID,
+/// so every node takes that one's width. The type is not compared: the summaries by which
+/// the pruned walk skips equal spans carry key, keybits and TID only, and the type of a
+/// table's chains follows from its parent's kind, which the parent's own replace settles.
+fn differs(lb: &Blockref, f: &Head) -> bool {
+    lb.modify_tid != f.modify_tid || lb.keybits != f.keybits
 }
 
 /// Make the focus chain `f` ours: replace our chain `ours` at its key, or insert a copy where we

@@ -123,6 +123,7 @@ fn focus_tid(c: &Cluster) -> u64 {
 }
 
 mod bugs;
+mod collector;
 mod convergence;
 mod layout_index;
 mod pruned;

@@ -529,7 +529,7 @@ fn overlapping_chains_of_different_keybits_merge_as_the_original() {
 }
 
 /// A hand-built data chain of /f: (key, keybits, modify_tid).
-type Chain = (u64, u8, u64);
+pub(super) type Chain = (u64, u8, u64);
 
 /// Two masters and a slave whose /f holds, beside its first data block, the hand-built data
 /// chains `masters` (on both masters) and `ours` (on the slave), each (key, keybits,
@@ -540,7 +540,7 @@ fn chains_cluster(mode: ScanMode, masters: &[Chain], ours: &[Chain]) -> Pin<Box<
 
 /// A cluster of `nodes`, each (role, /f's hand-built data chains beside its first data block,
 /// the TID /f and the PFS root are stamped with); the chains as for [`chains_cluster`].
-fn nodes_cluster(mode: ScanMode, nodes: &[(Role, &[Chain], u64)]) -> Pin<Box<Cluster>> {
+pub(super) fn nodes_cluster(mode: ScanMode, nodes: &[(Role, &[Chain], u64)]) -> Pin<Box<Cluster>> {
     let roles: Vec<Role> = nodes.iter().map(|n| n.0).collect();
     let c = cluster(&roles);
     c.set_scan_mode(mode);
@@ -572,7 +572,7 @@ fn assert_converges(c: &Cluster, case: &str) {
 
 /// Sync node `i` once: it must end with node 0's chains (a master of the quorum), and as many
 /// chains in all.
-fn assert_node_converges(c: &Cluster, i: usize, case: &str) {
+pub(super) fn assert_node_converges(c: &Cluster, i: usize, case: &str) {
     let r = c.sync_node(i, &|| false);
     assert!(r.is_ok(), "{case}, node {i}: {r:?}");
     assert_eq!(data_chains(c, i), data_chains(c, 0), "{case}, node {i}");
@@ -650,7 +650,7 @@ fn a_wide_chain_covering_several_of_ours_converges_in_both_modes() {
 /// Three masters and a slave: `masters` on masters 0 and 1 (the quorum, /f stamped 100), the
 /// disagreeing `stale` on master 2 and `ours` on the slave (both stamped 90); chains as for
 /// [`chains_cluster`].
-fn stale_master_cluster(
+pub(super) fn stale_master_cluster(
     mode: ScanMode,
     masters: &[Chain],
     stale: &[Chain],
@@ -775,7 +775,7 @@ fn a_covered_inode_of_ours_goes_with_its_subtree() {
 }
 
 /// /f's data chains on node `i`: (key, keybits, modify_tid).
-fn data_chains(c: &Cluster, i: usize) -> Vec<(u64, u8, u64)> {
+pub(super) fn data_chains(c: &Cluster, i: usize) -> Vec<(u64, u8, u64)> {
     let s = c.store(i).unwrap();
     let f = s.resolve(b"/f").unwrap();
     let mut v = Vec::new();
