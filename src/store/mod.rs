@@ -481,7 +481,7 @@ impl Store {
             }
             (c.bref, c.pay.ver)
         };
-        match self.read_on_media(id, bref, ver, true)?.into_body() {
+        match self.read_on_media(id, bref, ver, 0, true)?.into_body() {
             Body::Inode(ip) => Ok(ip.meta),
             Body::Data(_) => Err(Error::Invalid),
         }
@@ -538,10 +538,10 @@ impl Store {
                 let a = self.arena.read();
                 let c = a.get(id)?;
                 if c.pay.at == Where::OnMedia {
-                    let (bref, ver) = (c.bref, c.pay.ver);
+                    let (bref, ver, trim) = (c.bref, c.pay.ver, c.pay.trim);
                     drop(a);
                     let cache = cache_data || bref.btype != media::BREF_TYPE_DATA;
-                    return Ok((bref, self.read_on_media(id, bref, ver, cache)?, ver));
+                    return Ok((bref, self.read_on_media(id, bref, ver, trim, cache)?, ver));
                 }
                 match &c.body {
                     Body::Inode(_) => None,
@@ -1190,6 +1190,9 @@ impl ChainStore for Store {
     }
     fn frontend_gen(&self) -> u64 {
         Store::frontend_gen(self)
+    }
+    fn past_pinned_limit(&self) -> bool {
+        Store::past_pinned_limit(self)
     }
     fn key_sum(&self, parent: ChainId, beg: u64, end: u64) -> Result<RangeSum> {
         Store::key_sum(self, parent, beg, end)
