@@ -56,6 +56,25 @@ pub fn try_push<T>(v: &mut Vec<T>, value: T) -> Result<()> {
     Ok(())
 }
 
+/// `len` zero bytes in a new vector, or [`Error::NoMem`]. Zeroed by the allocator, which
+/// skips memory it knows is zero already (pages fresh from the system): a read buffer is
+/// then written once, by the read, not twice.
+pub fn try_zeroed(len: usize) -> Result<Vec<u8>> {
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    let layout = Layout::array::<u8>(len).map_err(|_| Error::NoMem)?;
+    // SAFETY: the layout has a non-zero size, as `alloc_zeroed` requires.
+    let ptr = unsafe { alloc::alloc::alloc_zeroed(layout) };
+    if ptr.is_null() {
+        return Err(Error::NoMem);
+    }
+    // SAFETY: `ptr` is a fresh allocation of the global allocator with the layout of `len`
+    // bytes (alignment 1), every one of them initialised to zero by `alloc_zeroed`: a
+    // vector of length and capacity `len` over it owns exactly that allocation.
+    Ok(unsafe { Vec::from_raw_parts(ptr, len, len) })
+}
+
 /// Bytes below which [`extend_streaming`] copies through the cache: a streaming copy pays off
 /// only over whole blocks, whose destination lines a cached copy would first read in.
 const STREAM_MIN: usize = 4096;
@@ -335,6 +354,14 @@ mod tests {
         try_push(&mut v, 1).unwrap();
         assert_eq!(try_to_vec(&v).unwrap(), [1]);
         assert_eq!(*try_box(()).unwrap(), ());
+        for len in [0, 1, 65536] {
+            let z = try_zeroed(len).unwrap();
+            assert_eq!((z.len(), z.capacity()), (len, len));
+            assert!(z.iter().all(|&b| b == 0));
+        }
+        // Memory freed dirty and allocated again still reads as zeros.
+        drop(alloc::vec![0xA5u8; 65536]);
+        assert!(try_zeroed(65536).unwrap().iter().all(|&b| b == 0));
     }
 
     /// A streaming copy holds exactly the source's bytes, whatever its length and alignment

@@ -573,7 +573,11 @@ pub fn volumes(s: &mut String, v: Result<&Volumes, &String>) {
          blocks last committed on those paths, to patch them (the space every header \
          copy's tree reaches is known from the first commit, which read those trees). \"load read\" is a fresh load of the slave's \
          PFS after the resync (the whole tree). rsync: `rsync -a --delete` of the same tree \
-         and the same k changed files as real files on the same tmpfs.\n\
+         and the same k changed files as real files on the same tmpfs, the median of as \
+         many rounds, each run right before the resync's round of the same change, so that \
+         both sides meet the same machine state (a round of either is milliseconds that one \
+         scheduling delay can multiply). Each round's detail below says where its time \
+         went.\n\
          - First-sync bandwidth: large files (1 MiB) of incompressible bytes imported into \
          the master; timed: both PFSs loaded, the slave synced and committed. Against `cp` \
          of as many bytes from one file to another on the same tmpfs.\n\
@@ -611,6 +615,7 @@ pub fn volumes(s: &mut String, v: Result<&Volumes, &String>) {
                 r.rsync.as_ref().map_or_else(|e| e.clone(), |d| secs(*d)),
                 r.ratio().map_or("–".into(), |x| format!("{x:.1}x")),
             );
+            let _ = writeln!(s, "{}\n", crate::volume_bench::rounds(&r.rounds));
             let _ = writeln!(
                 s,
                 "Memory at N = {}: the cluster of both PFSs {}, peak during the resync and its \

@@ -535,6 +535,7 @@ mod tests {
             first_io: IoCount::default(),
             resync,
             resync_range: (resync, resync),
+            rounds: Vec::new(),
             io: IoCount::default(),
             load_io: IoCount::default(),
             cluster_bytes: 1,
@@ -548,6 +549,8 @@ mod tests {
             bytes: 1 << 20,
             files: 1,
             sync: ms(sync),
+            phases: [ms(0), ms(0), ms(sync)],
+            usage: None,
             cp: ms(cp),
         };
         let mut v = Volumes {

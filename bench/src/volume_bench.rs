@@ -25,12 +25,13 @@ use hammer2_synchro::role::{NodeSet, Role};
 use hammer2_synchro::store::{Layout, Store};
 use hammer2_synchro::userland;
 use hammer2_synchro::volume::{
-    newfs, DirEntries, FileDev, Import, IoCount, NewPfs, NewfsOptions, Volume,
+    newfs, BlockDev, DirEntries, FileDev, Import, IoCount, NewPfs, NewfsOptions, Volume,
 };
 
 use crate::alloc_count;
 use crate::shape::{content, Shape, Tree};
 use crate::tmpfs::FsPair;
+use crate::usage::Usage;
 
 const LABEL: &[u8] = b"DATA";
 
@@ -157,15 +158,103 @@ fn sync_slave(c: &Cluster) -> Result<(), String> {
     Err("the slave never caught up".into())
 }
 
-/// Commit the slave if it changed; the blocks the commit read and wrote.
-fn commit_slave(c: &Cluster, dev: &FileDev, m: &mut Mounted) -> Result<IoCount, String> {
-    let store = c.store(1).map_err(err("store"))?;
-    if !m.changed(store).map_err(err("changed"))? {
-        return Ok(IoCount::default());
+/// Time spent in a device's calls.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DevTimes {
+    /// In reads.
+    pub read: Duration,
+    /// In writes.
+    pub write: Duration,
+    /// In flushes (`fdatasync`).
+    pub flush: Duration,
+}
+
+/// A device whose calls are timed: where a slow commit spent its time.
+struct Timed<'a> {
+    dev: &'a FileDev,
+    times: std::cell::Cell<DevTimes>,
+}
+
+impl Timed<'_> {
+    fn time<T>(&self, f: impl FnOnce() -> T, slot: fn(&mut DevTimes) -> &mut Duration) -> T {
+        let t = Instant::now();
+        let r = f();
+        let mut times = self.times.get();
+        *slot(&mut times) += t.elapsed();
+        self.times.set(times);
+        r
     }
-    let vol = Volume::open(dev).map_err(|e| format!("open: {e}"))?;
+}
+
+impl BlockDev for Timed<'_> {
+    fn size(&self) -> u64 {
+        self.dev.size()
+    }
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> hammer2_synchro::Result<()> {
+        self.time(|| self.dev.read_at(off, buf), |t| &mut t.read)
+    }
+    fn write_at(&self, off: u64, buf: &[u8]) -> hammer2_synchro::Result<()> {
+        self.time(|| self.dev.write_at(off, buf), |t| &mut t.write)
+    }
+    fn flush(&self) -> hammer2_synchro::Result<()> {
+        self.time(|| self.dev.flush(), |t| &mut t.flush)
+    }
+}
+
+/// Where one commit of the slave spent its time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CommitTimes {
+    /// The check that the store changed since the last commit.
+    pub changed: Duration,
+    /// The commit, the volume opened included (nothing when nothing changed).
+    pub commit: Duration,
+    /// Its device calls.
+    pub dev: DevTimes,
+}
+
+/// Commit the slave if it changed; the blocks the commit read and wrote, and its times.
+fn commit_slave(
+    c: &Cluster,
+    dev: &FileDev,
+    m: &mut Mounted,
+) -> Result<(IoCount, CommitTimes), String> {
+    let store = c.store(1).map_err(err("store"))?;
+    let t = Instant::now();
+    let changed = m.changed(store).map_err(err("changed"))?;
+    let mut times = CommitTimes {
+        changed: t.elapsed(),
+        ..CommitTimes::default()
+    };
+    if !changed {
+        return Ok((IoCount::default(), times));
+    }
+    let timed = Timed {
+        dev,
+        times: Default::default(),
+    };
+    let t = Instant::now();
+    let vol = Volume::open(&timed).map_err(|e| format!("open: {e}"))?;
     mount::commit(&vol, store, m).map_err(err("commit"))?;
-    Ok(m.io().commit)
+    times.commit = t.elapsed();
+    times.dev = timed.times.get();
+    Ok((m.io().commit, times))
+}
+
+/// One resync round, in the order run: where its time went.
+#[derive(Debug, Clone, Copy)]
+pub struct Round {
+    /// The whole round: sync passes, change check, commit.
+    pub total: Duration,
+    /// The sync passes.
+    pub sync: Duration,
+    /// Chains the sync passes scanned (the same work every round).
+    pub scanned: u64,
+    /// The change check and the commit.
+    pub commit: CommitTimes,
+    /// What the process took from the kernel meanwhile (minor faults: fresh memory).
+    pub usage: Option<Usage>,
+    /// rsync of the same change, run right before (None when rsync is not measured).
+    pub rsync: Option<Duration>,
 }
 
 /// A directory for this run's images under `base`, removed on drop.
@@ -201,6 +290,8 @@ pub struct VolumeResync {
     pub resync: Duration,
     /// The fastest and the slowest of those rounds.
     pub resync_range: (Duration, Duration),
+    /// Every round, in the order run.
+    pub rounds: Vec<Round>,
     /// What the median round's commit read and wrote.
     pub io: IoCount,
     /// What a load of the slave's PFS read after the resync (the whole tree of N files).
@@ -215,7 +306,8 @@ pub struct VolumeResync {
     pub cache_budget: usize,
     /// Bytes both stores read on demand over the whole run.
     pub cache_read: u64,
-    /// rsync of the same change, or why it was not measured.
+    /// rsync of the same change, the median of its rounds (run alternately with the
+    /// resync's), or why it was not measured.
     pub rsync: Result<Duration, String>,
 }
 
@@ -251,15 +343,36 @@ pub fn resync(base: &Path, n: usize, k: usize) -> Result<VolumeResync, String> {
     let (c, mut sm) = cluster(&mdev, &sdev)?;
     let t = Instant::now();
     sync_slave(&c)?;
-    let first_io = commit_slave(&c, &sdev, &mut sm)?;
+    let (first_io, _) = commit_slave(&c, &sdev, &mut sm)?;
     let first = t.elapsed();
     let cluster_bytes = alloc_count::live().saturating_sub(live0);
 
     let idx = tree.spread(k);
+    // rsync's side: the same tree as real files on the same tmpfs, its first copy made.
+    let pair = (|| -> std::io::Result<FsPair> {
+        let pair = FsPair::new(base, "volume-rsync")?;
+        pair.build(&tree)?;
+        pair.rsync()?;
+        Ok(pair)
+    })()
+    .map_err(|e| format!("rsync: {e}"));
     // Each round rewrites the same k files with new bytes: one resync is a few milliseconds,
-    // which one scheduling delay on a shared machine can multiply.
+    // which one scheduling delay on a shared machine can multiply. rsync of the same change
+    // runs right before each resync, so both sides meet the same machine state, round by
+    // round, and both are the median of their rounds.
     let mut rounds = Vec::new();
+    let mut rsyncs = Vec::new();
     for round in 1..=ROUNDS {
+        let rsync = pair.as_ref().ok().map(|p| {
+            p.change(&tree, &idx, round)
+                .and_then(|()| p.rsync())
+                .map_err(|e| format!("rsync: {e}"))
+        });
+        let rsync = match rsync {
+            Some(r) => Some(r?),
+            None => None,
+        };
+        rsyncs.extend(rsync);
         for &i in &idx {
             let path = format!("/{}", tree.files[i]);
             c.apply(
@@ -268,16 +381,31 @@ pub fn resync(base: &Path, n: usize, k: usize) -> Result<VolumeResync, String> {
             )
             .map_err(|(node, e)| format!("write on node {node}: {e:?}"))?;
         }
+        let scanned = c.stats(1).scanned;
+        let before = Usage::now();
         let t = Instant::now();
         let (peak, io) = alloc_count::peak_during(|| {
             sync_slave(&c)?;
-            commit_slave(&c, &sdev, &mut sm)
+            let synced = t.elapsed();
+            commit_slave(&c, &sdev, &mut sm).map(|(io, times)| (io, synced, times))
         });
-        rounds.push((t.elapsed(), io?, peak));
+        let total = t.elapsed();
+        let usage = Usage::since(before);
+        let (io, sync, commit) = io?;
+        let round = Round {
+            total,
+            sync,
+            scanned: c.stats(1).scanned - scanned,
+            commit,
+            usage,
+            rsync,
+        };
+        rounds.push((round, io, peak));
     }
-    rounds.sort_by_key(|r| r.0);
-    let (resync, io, _) = rounds[rounds.len() / 2];
-    let resync_range = (rounds[0].0, rounds[rounds.len() - 1].0);
+    let in_order: Vec<Round> = rounds.iter().map(|r| r.0).collect();
+    rounds.sort_by_key(|r| r.0.total);
+    let (resync, io) = (rounds[rounds.len() / 2].0.total, rounds[rounds.len() / 2].1);
+    let resync_range = (rounds[0].0.total, rounds[rounds.len() - 1].0.total);
     let peak = rounds.iter().map(|r| r.2).max().unwrap_or(0);
     let (cache_peak, cache_read) = cache_use(&c);
     drop(c);
@@ -292,17 +420,16 @@ pub fn resync(base: &Path, n: usize, k: usize) -> Result<VolumeResync, String> {
     }
     drop(check);
     drop(dir);
-
-    let rsync = (|| -> std::io::Result<Duration> {
-        let pair = FsPair::new(base, "volume-rsync")?;
-        pair.build(&tree)?;
-        pair.rsync()?;
-        pair.change(&tree, &idx, 1)?;
-        let t = pair.rsync()?;
-        let _ = std::fs::remove_dir_all(pair.src.parent().unwrap_or(&pair.src));
-        Ok(t)
-    })()
-    .map_err(|e| format!("rsync: {e}"));
+    let rsync = pair.and_then(|p| {
+        if !p.dst_holds(&tree, last, ROUNDS) {
+            return Err("rsync did not copy a changed file".into());
+        }
+        rsyncs.sort();
+        rsyncs
+            .get(rsyncs.len() / 2)
+            .copied()
+            .ok_or_else(|| "rsync: no round".to_string())
+    });
     Ok(VolumeResync {
         files: n,
         k,
@@ -310,6 +437,7 @@ pub fn resync(base: &Path, n: usize, k: usize) -> Result<VolumeResync, String> {
         first_io,
         resync,
         resync_range,
+        rounds: in_order,
         io,
         load_io: m.io().load,
         cluster_bytes,
@@ -330,6 +458,10 @@ pub struct VolumeBandwidth {
     pub files: usize,
     /// The slave's first sync: both PFSs loaded, synced, the slave committed.
     pub sync: Duration,
+    /// Its phases: the loads, the sync passes, the commit.
+    pub phases: [Duration; 3],
+    /// What the process took from the kernel meanwhile.
+    pub usage: Option<Usage>,
     /// `cp` of as many bytes between two files of the same filesystem.
     pub cp: Duration,
 }
@@ -353,11 +485,15 @@ pub fn first_sync_bandwidth(
         .collect();
     import(&mdev, "big", &files)?;
     drop(files);
+    let before = Usage::now();
     let t = Instant::now();
     let (c, mut sm) = cluster(&mdev, &sdev)?;
+    let loaded = t.elapsed();
     sync_slave(&c)?;
+    let synced = t.elapsed();
     commit_slave(&c, &sdev, &mut sm)?;
     let sync = t.elapsed();
+    let usage = Usage::since(before);
     drop(c);
 
     let src = dir.0.join("cp-src");
@@ -379,6 +515,8 @@ pub fn first_sync_bandwidth(
         bytes: (count * file_bytes) as u64,
         files: count,
         sync,
+        phases: [loaded, synced - loaded, sync - synced],
+        usage,
         cp,
     })
 }
@@ -422,13 +560,21 @@ pub fn measure(base: &Path, n: usize, k: usize, bytes: usize, file_bytes: usize)
         ),
         Err(e) => println!("bench: volume resync FAILED: {e}"),
     }
+    if let Ok(r) = &resync {
+        println!("bench: {}", rounds(&r.rounds));
+    }
     println!("bench: volume first-sync bandwidth ...");
     let bandwidth = first_sync_bandwidth(base, bytes, file_bytes);
     match &bandwidth {
         Ok(b) => println!(
-            "bench: volume first sync of {} MiB: {:?}, cp {:?}",
+            "bench: volume first sync of {} MiB: {:?} (load {:?}, sync {:?}, commit {:?}; {:?}), \
+             cp {:?}",
             b.bytes >> 20,
             b.sync,
+            b.phases[0],
+            b.phases[1],
+            b.phases[2],
+            b.usage,
             b.cp
         ),
         Err(e) => println!("bench: volume bandwidth FAILED: {e}"),
@@ -438,4 +584,34 @@ pub fn measure(base: &Path, n: usize, k: usize, bytes: usize, file_bytes: usize)
         bandwidth,
         time: t.elapsed(),
     }
+}
+
+/// The resync's rounds in the order run, each with where its time went: a slow round says
+/// whether the sync passes, the change check or the commit's device calls were slow, and
+/// whether it touched fresh memory (minor page faults).
+pub fn rounds(rounds: &[Round]) -> String {
+    let secs = |d: Duration| crate::stats::fmt_secs(d.as_secs_f64());
+    let each: Vec<String> = rounds
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let c = &r.commit;
+            format!(
+                "{}: {} (sync {} scanning {} chains, changed {}, commit {}: device read {}, \
+                 write {}, flush {}; {} faults; rsync {})",
+                i + 1,
+                secs(r.total),
+                secs(r.sync),
+                r.scanned,
+                secs(c.changed),
+                secs(c.commit),
+                secs(c.dev.read),
+                secs(c.dev.write),
+                secs(c.dev.flush),
+                r.usage.map_or("?".into(), |u| u.faults.to_string()),
+                r.rsync.map_or("–".into(), secs),
+            )
+        })
+        .collect();
+    format!("Resync rounds in the order run: {}.", each.join("; "))
 }

@@ -69,8 +69,9 @@ OPTIONS:
                          stays in memory until committed, and once a volume holds more
                          than N MiB of it, every changed volume is committed (threads
                          frozen meanwhile, as --commit-every does), so a volume larger
-                         than memory syncs; it passes N MiB by what the threads change
-                         before they stop for that commit (a few blocks each). A data
+                         than memory syncs. A volume's sync holds once it has more than
+                         2N MiB of it, until that commit: changed data stay within 2N MiB
+                         and one data block (64 KiB) per volume. A data
                          block that cannot be read (a device error, or damaged: its check
                          code fails) is reported when a read of it fails (volume, offset
                          and size of the block) and counted in the status line; the files
@@ -236,9 +237,11 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
                 progress.tick(|| format!("loading {spec}: {n} chains"))
             })
             .map_err(|e| Fail::Run(format!("{spec}: load: {e}")))?;
-        // Changed data past the budget wakes the loop below at once (it commits then).
+        // Changed data past the budget wakes the loop below at once (it commits then); past
+        // twice the budget the node's sync passes hold until that commit.
         let main = std::thread::current();
         store.set_pinned_alarm(Box::new(move || main.unpark()));
+        store.set_pinned_limit(a.cache.saturating_mul(2));
         drop(progress);
         let role = join.add(&store).map_err(|e| join_fail(&e, &a.specs))?;
         errln!(

@@ -13,7 +13,18 @@ use crate::ops::{H2sHostOps, H2sLogLevel, H2S_TIMEOUT_NONE};
 static WORDS: Mutex<()> = Mutex::new(());
 static WORD_CV: Condvar = Condvar::new();
 
+std::thread_local! {
+    /// A slow thread: each of its timed word sleeps lasts this long whatever wakes it (a
+    /// waiter the scheduler keeps off its CPU), 0: none.
+    pub static SLOW_SLEEP_MS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 unsafe extern "C" fn sleep_word(word: *const u32, expected: u32, timeout_ns: u64) {
+    let slow = SLOW_SLEEP_MS.with(|s| s.get());
+    if slow > 0 && timeout_ns != H2S_TIMEOUT_NONE {
+        std::thread::sleep(Duration::from_millis(slow));
+        return;
+    }
     let g = WORDS.lock().unwrap();
     // SAFETY: the core passes a live `AtomicU32`'s address.
     let w = unsafe { &*(word as *const std::sync::atomic::AtomicU32) };

@@ -75,8 +75,9 @@ const MAX_CACHE_MIB: u64 = 1 << 20;
 /// How often the idle threads poll.
 const POLL: Duration = Duration::from_millis(50);
 
-/// How often the command looks at the threads and at the changed data the stores hold: the
-/// changed data grow past a store's budget by at most what its thread copies in this time.
+/// How often the command looks at the threads for convergence. Changed data past a store's
+/// budget wake it at once (the stores' pinned alarm), and its sync passes hold past twice
+/// the budget ([`Store::set_pinned_limit`]) until the commit that wake-up makes.
 const WATCH: Duration = Duration::from_millis(10);
 
 /// The write fault of one command: every block write counts down `left`; the one that finds
@@ -263,9 +264,11 @@ const MIN_CACHE: usize = 64 << 10;
 /// The bytes of file data each of the `nodes` volumes' stores may cache, and hold changed
 /// before a write-back commit: `mib` MiB if given, else [`DEFAULT_CACHE_MIB`]. `memory` is
 /// what the module may allocate (0: not known, no bound). A store holds at most its budget
-/// of clean data and about as much changed data, so every store's two budgets together
-/// take at most a quarter of `memory` by default (the rest is the chains' own); a given
-/// `mib` whose two budgets pass half of it is refused (`None`).
+/// of clean data and, changed, usually about as much (a commit follows at once when it
+/// passes the budget) and never more than twice as much and a block ([`arm`]). Every
+/// store's two budgets together take at most a quarter of `memory` by default (so three
+/// budgets at most 3/8: the rest is the chains' own); a given `mib` whose two budgets pass
+/// half of it is refused (`None`).
 fn budget(mib: Option<usize>, nodes: usize, memory: usize) -> Option<usize> {
     let held = |bytes: usize| bytes.saturating_mul(2).saturating_mul(nodes.max(1));
     match mib {
@@ -350,9 +353,12 @@ pub fn run(words: &[&str], out: &mut dyn Write) -> Result<()> {
     }
     // Declared before the nodes that borrow them: closed last, by the caller.
     let devs = open_all(&a, &fault, &cancel, out)?;
+    // Moved and woken by every store whose changed data pass the budget ('static: the
+    // stores' alarms own a handle).
+    let alarm = TryArc::new(AtomicU32::new(0)).map_err(|e| fail(out, &"memory", &e, e))?;
     let mut loaded = None;
     on_own_thread("load", &cancel, out, &mut |out| {
-        loaded = Some(load_all(&a, &devs, &names, budget, out)?);
+        loaded = Some(load_all(&a, &devs, &names, budget, &alarm, out)?);
         Ok(())
     })?;
     let (mut nodes, stores, join) = loaded.ok_or(Error::Invalid)?;
@@ -365,6 +371,7 @@ pub fn run(words: &[&str], out: &mut dyn Write) -> Result<()> {
         names: &names,
         cancel: &cancel,
         budget,
+        alarm: &alarm,
     };
     let ran = conv
         .converge(a.timeout, out)
@@ -530,13 +537,15 @@ fn load_all<'a>(
     devs: &'a [Dev<'a>],
     names: &[&'a str],
     budget: usize,
+    alarm: &TryArc<AtomicU32>,
     out: &mut dyn Write,
 ) -> Result<(Vec<Node<'a>>, Vec<Store>, Join)> {
     let mut nodes: Vec<Node<'_>> = Vec::new();
     let mut stores: Vec<Store> = Vec::new();
     let mut join = Join::new();
     for (&(spec, path, label), dev) in a.specs.iter().zip(devs) {
-        let node = load(dev, path, label, spec, budget, out)?;
+        let mut node = load(dev, path, label, spec, budget, out)?;
+        arm(&mut node.1, alarm, budget).map_err(|e| fail(out, &spec, &"memory", e))?;
         let role = join
             .add(&node.1)
             .map_err(|e| fail(out, &"cluster", &e.named(names), Error::Invalid))?;
@@ -637,6 +646,21 @@ fn commit_changed(
     Ok(())
 }
 
+/// Make `store` bump and wake `alarm` when its changed data pass `budget`, and hold its
+/// sync passes past twice that until a commit: the command's waiter commits at once, and a
+/// thread adds at most one chain's payload past the limit (whatever the waiter's delay).
+/// The alarm runs in whichever thread changed the store, under its spin lock: it only
+/// stores and wakes (`wake_word` neither sleeps nor allocates).
+fn arm(store: &mut Store, alarm: &TryArc<AtomicU32>, budget: usize) -> Result<()> {
+    let word = alarm.clone();
+    store.set_pinned_alarm(try_box(move || {
+        word.fetch_add(1, Ordering::Release);
+        KERNEL_HOST.wake_word(&word);
+    })?);
+    store.set_pinned_limit(budget.saturating_mul(2));
+    Ok(())
+}
+
 /// Open the volume on `dev` (the device `path`) and load PFS `label` of it.
 #[inline(never)]
 fn load<'a>(
@@ -702,6 +726,8 @@ struct Converge<'c, 'a> {
     cancel: &'c AtomicBool,
     /// Each store's data cache budget: a store holding more changed data is written back.
     budget: usize,
+    /// Moved by a store whose changed data passed the budget ([`arm`]).
+    alarm: &'c AtomicU32,
 }
 
 impl Converge<'_, '_> {
@@ -720,6 +746,8 @@ impl Converge<'_, '_> {
         let host: &dyn Host = &KERNEL_HOST;
         let t0 = host.now_ns();
         loop {
+            // Read before the stores are looked at: an alarm after it ends the sleep below.
+            let seen = self.alarm.load(Ordering::Acquire);
             let behind = (0..cluster.len()).filter(|&i| !cluster.in_sync(i)).count();
             let ms = host.now_ns().saturating_sub(t0) / 1_000_000;
             if behind == 0 {
@@ -736,9 +764,10 @@ impl Converge<'_, '_> {
             if self.over_budget() {
                 self.write_back(out)?;
             }
-            if sleep_interruptible(host, WATCH).is_err() {
+            if host.should_stop() {
                 return Err(interrupted(self.written(), out));
             }
+            host.sleep_on_word(self.alarm, seen, Some(WATCH));
         }
     }
 
@@ -820,7 +849,7 @@ mod tests {
     use super::*;
     use crate::testhost::{
         newfs_image, volume_cmd, ResetKnobs, BLOCK_CLOSED_ELSEWHERE, BLOCK_OPEN, BLOCK_SERIAL,
-        STOPPED, STOP_HERE, VOLSYNC_SPAWN_ERRNO, WRITE_HOOK,
+        SLOW_SLEEP_MS, STOPPED, STOP_HERE, VOLSYNC_SPAWN_ERRNO, WRITE_HOOK,
     };
     use hammer2_synchro::cluster::FrontendOp;
     use hammer2_synchro::media::{PFSTYPE_MASTER, PFSTYPE_SLAVE};
@@ -1375,9 +1404,10 @@ mod tests {
         assert!(peak <= budget, "{text}");
         // Every one of the master's 128 blocks read, once at least.
         assert!(reads >= (BIG >> 16) as u64, "{text}");
-        assert!(evictions > 0, "{text}");
+        // The sync's copies of DATA blocks pass the master's cache by: nothing is evicted.
+        assert_eq!(evictions, 0, "{text}");
         let [_, _, _, _, held] = cache_line(&text, &s);
-        assert!(held <= 4 * 1024, "changed data held {held} KiB: {text}");
+        assert!(held <= HELD_MAX_KIB, "changed data held {held} KiB: {text}");
         assert_clean(&s);
         let root = |img: &str| vol(&format!("ls {img}@DATA /")).1;
         assert_eq!(root(&s), root(&m));
@@ -1386,6 +1416,74 @@ mod tests {
             "the slave's data differ"
         );
         remove(&[&m, &s]);
+    }
+
+    /// The most changed data a store of 1 MiB of budget holds: twice the budget and one
+    /// block ([`arm`]), in KiB.
+    const HELD_MAX_KIB: u64 = 2 * 1024 + 64;
+
+    /// The bound holds whatever the waiter's delay: with the command's thread slow to wake
+    /// (300 ms per look, an alarm or not), the slave's thread copying 8 MiB at full speed
+    /// holds past 2 MiB of changed data until the write-back.
+    #[test]
+    fn changed_data_stay_bounded_when_the_waiter_is_slow() {
+        let _g = BLOCK_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let (m, s) = (
+            volume("wm", PFSTYPE_MASTER, CLID),
+            volume("ws", PFSTYPE_SLAVE, CLID),
+        );
+        fill_big(&m);
+        let cmd = format!("sync --cache-mib 1 {m}@DATA {s}@DATA");
+        let (rc, text) = std::thread::spawn(move || {
+            SLOW_SLEEP_MS.with(|d| d.set(300));
+            vol(&cmd)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(rc, 0, "{text}");
+        assert!(
+            text.ends_with("sync: done: 1 of 2 volumes written\n"),
+            "{text}"
+        );
+        let [_, _, _, _, held] = cache_line(&text, &s);
+        assert!(held <= HELD_MAX_KIB, "changed data held {held} KiB: {text}");
+        assert!(held > 1024, "the budget was passed: {text}");
+        assert_clean(&s);
+        assert!(
+            file_of(&s, b"/big") == big_bytes(),
+            "the slave's data differ"
+        );
+        remove(&[&m, &s]);
+    }
+
+    /// A store armed by [`arm`] bumps and wakes the alarm word once its changed data pass the
+    /// budget, and holds its sync passes past twice the budget.
+    #[test]
+    fn an_armed_store_rings_at_the_budget_and_holds_past_twice_it() {
+        use hammer2_synchro::media::{self, Blockref, InodeData};
+        use hammer2_synchro::store::{Body, PayloadSource};
+        struct NoMedia;
+        impl PayloadSource for NoMedia {
+            fn read(&self, _: &Blockref) -> Result<Vec<u8>> {
+                Err(Error::Io)
+            }
+        }
+        crate::testhost::ensure_init();
+        let mut store = Store::new(&KERNEL_HOST, InodeData::default()).unwrap();
+        store.set_payload_source(Box::new(NoMedia), 2048);
+        let alarm = TryArc::new(AtomicU32::new(0)).unwrap();
+        arm(&mut store, &alarm, 2048).unwrap();
+        let root = store.lock_root(hammer2_synchro::host::LockMode::Exclusive);
+        let mut rung = Vec::new();
+        for i in 0..5u64 {
+            let mut b = Blockref::new(media::BREF_TYPE_DATA, i << 16, 16);
+            b.set_size_radix(10);
+            store.insert(&root, b, Body::Data(vec![1; 1024])).unwrap();
+            rung.push((alarm.load(Ordering::SeqCst), store.past_pinned_limit()));
+        }
+        // 1 and 2 KiB: within; 3 KiB: past the budget (rung once); 5 KiB: past the limit.
+        let want = [(0, false), (0, false), (1, false), (1, false), (1, true)];
+        assert_eq!(rung, want);
     }
 
     #[test]

@@ -9,9 +9,13 @@ use crate::{Error, Result};
 /// Bytes of a blockref's check area.
 pub const CHECK_BYTES: usize = 64;
 
-/// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78) lookup table, built at compile time.
-const CRC32C_TABLE: [u32; 256] = {
-    let mut table = [0u32; 256];
+/// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78) lookup tables for slicing by 8,
+/// built at compile time: `CRC32C_TABLES[0]` is the byte-at-a-time table, and entry `i` of
+/// table `k` is the CRC of byte `i` followed by `k` zero bytes. Eight bytes then cost eight
+/// independent lookups instead of eight dependent ones (a 64 KiB volume header or freemap
+/// leaf is checked on every read and write).
+const CRC32C_TABLES: [[u32; 256]; 8] = {
+    let mut t = [[0u32; 256]; 8];
     let mut i = 0;
     while i < 256 {
         let mut crc = i as u32;
@@ -24,18 +28,48 @@ const CRC32C_TABLE: [u32; 256] = {
             };
             bit += 1;
         }
-        table[i] = crc;
+        t[0][i] = crc;
         i += 1;
     }
-    table
+    let mut k = 1;
+    while k < 8 {
+        let mut i = 0;
+        while i < 256 {
+            let prev = t[k - 1][i];
+            t[k][i] = (prev >> 8) ^ t[0][(prev & 0xFF) as usize];
+            i += 1;
+        }
+        k += 1;
+    }
+    t
 };
+
+/// Table `k`'s entry for the low byte of `x`.
+#[inline(always)]
+fn crc_at(k: usize, x: u32) -> u32 {
+    CRC32C_TABLES[k & 7][x as u8 as usize]
+}
 
 /// CRC-32C of `data` as iSCSI (and HAMMER2's `hammer2_icrc32`) define it: initial value and
 /// final xor all ones.
 pub fn crc32c(data: &[u8]) -> u32 {
     let mut crc = !0u32;
-    for &b in data {
-        crc = CRC32C_TABLE[((crc ^ u32::from(b)) & 0xFF) as usize] ^ (crc >> 8);
+    let words = data.chunks_exact(8);
+    let rest = words.remainder();
+    for w in words {
+        let lo = u32::from_le_bytes([w[0], w[1], w[2], w[3]]) ^ crc;
+        let hi = u32::from_le_bytes([w[4], w[5], w[6], w[7]]);
+        crc = crc_at(7, lo)
+            ^ crc_at(6, lo >> 8)
+            ^ crc_at(5, lo >> 16)
+            ^ crc_at(4, lo >> 24)
+            ^ crc_at(3, hi)
+            ^ crc_at(2, hi >> 8)
+            ^ crc_at(1, hi >> 16)
+            ^ crc_at(0, hi >> 24);
+    }
+    for &b in rest {
+        crc = crc_at(0, crc ^ u32::from(b)) ^ (crc >> 8);
     }
     !crc
 }
@@ -198,6 +232,31 @@ mod tests {
         // RFC 3720 B.4: 32 bytes of zeros.
         assert_eq!(crc32c(&[0u8; 32]), 0x8A91_36AA);
         assert_eq!(crc32c(&[0xFFu8; 32]), 0x62A8_AB43);
+    }
+
+    #[test]
+    fn crc32c_by_eight_is_the_bitwise_crc() {
+        fn bitwise(data: &[u8]) -> u32 {
+            let mut crc = !0u32;
+            for &b in data {
+                crc ^= u32::from(b);
+                for _ in 0..8 {
+                    crc = if crc & 1 != 0 {
+                        (crc >> 1) ^ 0x82F6_3B78
+                    } else {
+                        crc >> 1
+                    };
+                }
+            }
+            !crc
+        }
+        let data: alloc::vec::Vec<u8> = (0..300u32).map(|i| (i * 37 + 11) as u8).collect();
+        // Every length and start offset around the 8-byte words and their tails.
+        for start in 0..9 {
+            for end in start..data.len() {
+                assert_eq!(crc32c(&data[start..end]), bitwise(&data[start..end]));
+            }
+        }
     }
 
     #[test]

@@ -172,6 +172,11 @@ pub trait ChainStore: Sync {
     fn delete<'a>(&'a self, parent: &Self::Guard<'a>, child: Self::Guard<'a>) -> Result<usize>;
     /// Moves whenever a frontend change locks a path of this node, before it changes anything.
     fn frontend_gen(&self) -> u64;
+    /// Whether this node holds more changed data than its host lets a sync pass add to
+    /// before a commit: a pass ends at its next chain operation then. The default: never.
+    fn past_pinned_limit(&self) -> bool {
+        false
+    }
     /// The summary of `parent`'s children whose key lies in `beg ..= end`: count and multiset
     /// hash of (key, keybits, modify_tid), independent of how the store lays its block table
     /// out. The default visits every child in the range; a store with summaries on its

@@ -16,9 +16,11 @@
 //!   source, every payload that is neither DATA nor an inode, the PFS root, and a payload
 //!   changed by an insert, replace or modify until a commit has written it (the commit's
 //!   [`Store::set_flushed`] then releases it when the chain still holds the very payload
-//!   written, by its payload version, and that payload is the whole block written: one the
-//!   commit padded stays pinned; an inode, always 1 KiB, is released and takes the check
-//!   code of the block written, as a clean inode whose table a commit rewrote does);
+//!   written, by its payload version: a DATA payload written as the whole block, or one the
+//!   commit padded with zeros to a whole block, which reads back as that prefix of the block,
+//!   verified against the chain's own check code, the padding zeros; an inode, always 1 KiB,
+//!   is released and takes the check code of the block written, as a clean inode whose table
+//!   a commit rewrote does);
 //! - `Cached`: its clean payload is in memory, counted against the budget, on the CLOCK ring;
 //! - `OnMedia`: its payload is not in memory; a read goes to the source.
 //!
@@ -30,6 +32,11 @@
 //! CLOCK: a hit sets the chain's reference bit (under the shared lock), and the hand gives a
 //! referenced chain one more turn, at most [`SWEEP`] of them per victim, so the work under the
 //! lock is bounded whatever the ring's length.
+//!
+//! Changed (pinned) DATA bytes are outside the budget. A host learns when they pass it
+//! ([`Store::set_pinned_alarm`], to commit) and may bound them: past a pinned limit
+//! ([`Store::set_pinned_limit`]) the node's sync passes end at their next chain operation
+//! until a commit releases the bytes.
 
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -106,6 +113,9 @@ pub(super) struct Pay {
     pub(super) ver: PayVer,
     prev: u32,
     next: u32,
+    /// The payload's length when the block on the media is longer (a commit padded it to a
+    /// whole block); 0: the payload is the whole block.
+    pub(super) trim: u32,
     /// Set by a hit, cleared by the passing hand.
     referenced: AtomicBool,
 }
@@ -125,6 +135,7 @@ impl Pay {
             ver,
             prev: NIL,
             next: NIL,
+            trim: 0,
             referenced: AtomicBool::new(false),
         }
     }
@@ -183,6 +194,9 @@ pub(super) struct Ring {
     evictions: u64,
     pinned: usize,
     pinned_peak: usize,
+    /// The pinned bytes past which the node's sync passes hold ([`Store::set_pinned_limit`]);
+    /// 0: none.
+    limit: usize,
     /// Called when the pinned bytes pass the budget ([`Store::set_pinned_alarm`]).
     alarm: Option<alloc::boxed::Box<dyn Fn() + Send + Sync>>,
 }
@@ -197,6 +211,7 @@ impl Ring {
             evictions: 0,
             pinned: 0,
             pinned_peak: 0,
+            limit: 0,
             alarm: None,
         }
     }
@@ -222,6 +237,12 @@ impl Source {
             read_errors: AtomicU64::new(0),
             last_error: AtomicU64::new(0),
         }
+    }
+
+    /// Count a failed read of the block `bref` names.
+    fn failed(&self, bref: &Blockref) {
+        self.read_errors.fetch_add(1, Ordering::Relaxed);
+        self.last_error.store(bref.data_off, Ordering::Relaxed);
     }
 }
 
@@ -403,6 +424,31 @@ impl Store {
         }
     }
 
+    /// Hold this node's sync passes while its pinned DATA bytes are past `limit` (0: never):
+    /// a pass that finds them so at one of its chain operations ends there (as at a break
+    /// request: `Error::InProgress`, its finished chains kept), and a new pass ends at once
+    /// until a commit releases them. With the pinned alarm ringing at the budget, a host
+    /// that commits when it rings keeps the sync's pinned bytes within `limit` plus one
+    /// chain's payload (64 KiB at most), whatever the threads' speed. No effect on a store
+    /// without a source.
+    pub fn set_pinned_limit(&mut self, limit: usize) {
+        if let Some(r) = self.arena.get_mut().ring.as_mut() {
+            r.limit = limit;
+        }
+    }
+
+    /// Whether the pinned DATA bytes are past the limit of [`Store::set_pinned_limit`].
+    pub fn past_pinned_limit(&self) -> bool {
+        // Asked at every chain operation of a pass: a store without a source takes no lock.
+        if self.source.is_none() {
+            return false;
+        }
+        let a = self.arena.read();
+        a.ring
+            .as_ref()
+            .is_some_and(|r| r.limit != 0 && r.pinned > r.limit)
+    }
+
     /// Whether this store reads payloads on demand (it has a [`PayloadSource`]).
     pub fn has_payload_source(&self) -> bool {
         self.source.is_some()
@@ -450,8 +496,7 @@ impl Store {
         let s = self.source.as_ref().ok_or(Error::Io)?;
         let bytes = s.src.read(bref).inspect_err(|e| {
             if *e != Error::NoMem {
-                s.read_errors.fetch_add(1, Ordering::Relaxed);
-                s.last_error.store(bref.data_off, Ordering::Relaxed);
+                s.failed(bref);
             }
         })?;
         s.reads.fetch_add(1, Ordering::Relaxed);
@@ -460,15 +505,48 @@ impl Store {
         Ok(bytes)
     }
 
+    /// The payload of a chain of header `bref` on the media: the whole block, or, for one a
+    /// commit padded (`trim` bytes of it: [`Store::release`]), those bytes, verified against
+    /// the chain's own check code (the block's covers the padding), the padding zeros.
+    fn fetch_payload(&self, bref: &Blockref, trim: u32) -> Result<Vec<u8>> {
+        if trim == 0 {
+            return self.fetch(bref);
+        }
+        let mut block = *bref;
+        block.methods = media::enc_methods(media::CHECK_NONE, bref.comp_method());
+        let mut bytes = self.fetch(&block)?;
+        let n = trim as usize;
+        let padded = bytes
+            .get(n..)
+            .is_some_and(|pad| pad.iter().all(|&x| x == 0));
+        let verified = bytes.get(..n).is_some_and(|p| bref.verify_check(p).is_ok());
+        if !padded || !verified {
+            if let Some(s) = self.source.as_ref() {
+                s.failed(bref);
+            }
+            return Err(Error::Io);
+        }
+        bytes.truncate(n);
+        Ok(bytes)
+    }
+
     /// Chain `id`'s payload read through the source (it was on the media at version `ver`
-    /// with header `bref`), a copy installed in the cache when it fits and the chain did
-    /// not change meanwhile (a block that will not be cached is handed over as read, not
-    /// copied). No lock is held during the read. A DATA copy carries the header's check
-    /// code (the block's own); an inode's does not: the header's is that of the block on
-    /// the media, whose table the store's copy has cleared.
-    pub(super) fn read_on_media(&self, id: ChainId, bref: Blockref, ver: PayVer) -> Result<Sealed> {
-        let body = decode(&bref, self.fetch(&bref)?)?;
-        let cacheable = {
+    /// with header `bref`; `trim` as [`Store::fetch_payload`] takes it), a copy installed in
+    /// the cache when `cache` is set, it fits and the chain did not change meanwhile (a block
+    /// that will not be cached is handed over as read, not copied). No lock is held during
+    /// the read. A DATA copy carries the header's check code (the block's own); an inode's
+    /// does not: the header's is that of the block on the media, whose table the store's copy
+    /// has cleared.
+    pub(super) fn read_on_media(
+        &self,
+        id: ChainId,
+        bref: Blockref,
+        ver: PayVer,
+        trim: u32,
+        cache: bool,
+    ) -> Result<Sealed> {
+        let body = decode(&bref, self.fetch_payload(&bref, trim)?)?;
+        let cacheable = cache && {
             let a = self.arena.read();
             let fresh =
                 matches!(a.get(id), Ok(c) if c.pay.at == Where::OnMedia && c.pay.ver == ver);
@@ -550,15 +628,15 @@ impl Store {
             if self.arena.read().get(id)?.pay.at == Where::Pinned {
                 return Ok(false);
             }
-            let (bref, ver) = {
+            let (bref, ver, trim) = {
                 let mut a = self.arena.write();
                 let c = a.get(id)?;
                 if c.pay.at != Where::OnMedia {
                     return a.unring(id).map(|()| true);
                 }
-                (c.bref, c.pay.ver)
+                (c.bref, c.pay.ver, c.pay.trim)
             };
-            let body = decode(&bref, self.fetch(&bref)?)?;
+            let body = decode(&bref, self.fetch_payload(&bref, trim)?)?;
             let mut a = self.arena.write();
             let c = a.get_mut(id)?;
             if c.pay.at == Where::OnMedia && c.pay.ver == ver {
@@ -571,14 +649,16 @@ impl Store {
     }
 
     /// Record that a commit wrote chain `id`'s payload at version `ver` as the block
-    /// `written` names: if the chain still holds that version and the block is its payload
-    /// byte for byte (a whole block, the check code the store holds), its pinned payload is
-    /// clean now and leaves memory (it is read back on demand). A payload the commit padded
-    /// stays pinned: the block on the media is longer, with another check code. An inode
-    /// at that version is the block written but for the block table the commit filled in
-    /// (which a read back clears): it is clean whatever its state, and its header takes the
-    /// block's check code, by which a read through the source verifies it. Returns the
-    /// payload to free outside the lock.
+    /// `written` names: if the chain still holds that version, its pinned payload is clean
+    /// now and leaves memory (it is read back on demand). A DATA payload is either the block
+    /// byte for byte (a whole block, the check code the store holds), or one the commit padded
+    /// with zeros to a whole block: the chain then remembers the payload's length, and a read
+    /// takes those bytes of the block, verified against the chain's own check code (the header
+    /// keeps the payload's, which the sync copies and compares), the rest zeros; an empty one
+    /// stays pinned. An inode at that version is the block written but for the block table
+    /// the commit filled in (which a read back clears): it is clean whatever its state, and
+    /// its header takes the block's check code, by which a read through the source verifies
+    /// it. Returns the payload to free outside the lock.
     pub(super) fn release(
         a: &mut Arena,
         id: ChainId,
@@ -592,13 +672,16 @@ impl Store {
         }
         if c.bref.btype == media::BREF_TYPE_INODE {
             c.bref.check = written.check;
+            c.pay.trim = 0;
         } else {
-            let same_block = payload_len(&c.body) == written.data_bytes()
-                && c.bref.check_method() == written.check_method()
-                && c.bref.check == written.check;
-            if !same_block {
-                return None;
-            }
+            let (len, block) = (payload_len(&c.body), written.data_bytes());
+            let trim = match len {
+                _ if c.bref.check_method() != written.check_method() => return None,
+                n if n == block && c.bref.check == written.check => 0,
+                n if 0 < n && n < block => u32::try_from(n).ok()?,
+                _ => return None,
+            };
+            c.pay.trim = trim;
         }
         a.unpin(id)
     }
@@ -696,6 +779,27 @@ mod tests {
         // An evicted one is read again.
         assert_eq!(data(&s, ids[0]), bytes(1024, 0));
         assert_eq!(s.cache_stats().unwrap().reads, 33);
+    }
+
+    #[test]
+    fn a_copy_for_another_store_is_read_from_the_media_and_not_cached() {
+        use crate::store::api::ChainStore;
+        let (s, src, ids) = store(2, 1024, 4096);
+        // What a sync copies to another node: read, verified by the source, handed over.
+        let (_, sealed) = ChainStore::read_sealed(&s, ids[0]).unwrap();
+        assert!(matches!(sealed.body(), Body::Data(d) if *d == bytes(1024, 0)));
+        let st = s.cache_stats().unwrap();
+        assert_eq!((st.reads, st.used, st.peak), (1, 0, 0));
+        assert!(s.is_on_media(ids[0]).unwrap());
+        // Read again, it goes to the media again.
+        ChainStore::read_sealed(&s, ids[0]).unwrap();
+        assert_eq!(src.reads.load(Ordering::Relaxed), 2);
+        // A cached payload is copied from memory, as before.
+        assert_eq!(data(&s, ids[1]), bytes(1024, 1));
+        let (_, sealed) = ChainStore::read_sealed(&s, ids[1]).unwrap();
+        assert!(matches!(sealed.body(), Body::Data(d) if *d == bytes(1024, 1)));
+        let st = s.cache_stats().unwrap();
+        assert_eq!((st.reads, st.hits, st.used), (3, 1, 1024));
     }
 
     #[test]

@@ -488,7 +488,7 @@ impl Store {
             }
             (c.bref, c.pay.ver)
         };
-        match self.read_on_media(id, bref, ver)?.into_body() {
+        match self.read_on_media(id, bref, ver, 0, true)?.into_body() {
             Body::Inode(ip) => Ok(ip.meta),
             Body::Data(_) => Err(Error::Invalid),
         }
@@ -544,15 +544,38 @@ impl Store {
     /// hands back to [`Store::set_flushed`] once the copy is on the media. A payload on the
     /// media is read through the store's source (EIO when that read fails or is damaged).
     pub fn read_versioned(&self, id: ChainId) -> Result<(Blockref, Sealed, cache::PayVer)> {
+        self.read_copy(id, true)
+    }
+
+    /// [`Store::read_sealed`] for a copy that leaves this store (a sync installing it on
+    /// another node): a DATA block on the media is read for the copy alone and does not
+    /// enter the payload cache. A sync copies such a block once; caching it would cost a
+    /// second buffer of fresh memory and a copy per block (a first sync streams every block
+    /// of the master through here), and push out what this store's own readers use. An
+    /// inode is still offered to the cache: the sync reads a deferred inode again once its
+    /// children are done.
+    pub fn read_passing(&self, id: ChainId) -> Result<(Blockref, Sealed)> {
+        self.read_copy(id, false)
+            .map(|(bref, sealed, _)| (bref, sealed))
+    }
+
+    /// [`Store::read_versioned`]; a DATA block read from the media is offered to the
+    /// payload cache only when `cache_data` is set (any other payload always is).
+    fn read_copy(
+        &self,
+        id: ChainId,
+        cache_data: bool,
+    ) -> Result<(Blockref, Sealed, cache::PayVer)> {
         // Allocation may fail and may sleep: size the copy first, then fill it under the lock.
         loop {
             let len = {
                 let a = self.arena.read();
                 let c = a.get(id)?;
                 if c.pay.at == Where::OnMedia {
-                    let (bref, ver) = (c.bref, c.pay.ver);
+                    let (bref, ver, trim) = (c.bref, c.pay.ver, c.pay.trim);
                     drop(a);
-                    return Ok((bref, self.read_on_media(id, bref, ver)?, ver));
+                    let cache = cache_data || bref.btype != media::BREF_TYPE_DATA;
+                    return Ok((bref, self.read_on_media(id, bref, ver, trim, cache)?, ver));
                 }
                 match &c.body {
                     Body::Inode(_) => None,
@@ -1193,7 +1216,7 @@ impl ChainStore for Store {
         Store::lock_child(self, parent, child, mode)
     }
     fn read_sealed(&self, id: ChainId) -> Result<(Blockref, Sealed)> {
-        Store::read_sealed(self, id)
+        Store::read_passing(self, id)
     }
     fn insert(&self, parent: &ChainGuard<'_>, bref: Blockref, body: Body) -> Result<ChainId> {
         Store::insert(self, parent, bref, body)
@@ -1217,6 +1240,9 @@ impl ChainStore for Store {
     }
     fn frontend_gen(&self) -> u64 {
         Store::frontend_gen(self)
+    }
+    fn past_pinned_limit(&self) -> bool {
+        Store::past_pinned_limit(self)
     }
     fn key_sum(&self, parent: ChainId, beg: u64, end: u64) -> Result<RangeSum> {
         Store::key_sum(self, parent, beg, end)

@@ -112,7 +112,11 @@ impl<'a, S: ChainStore> Ctx<'a, S> {
         // Every chain operation is also a scheduling point: a pass over a large tree must not
         // hold its CPU for the whole pass.
         self.peers.host.relax();
-        if self.brk.poll() {
+        // DEVIATION (not in the original, whose changed buffers the kernel's buffer cache
+        // bounds): a node holding more changed data than its host allows ends the pass here,
+        // between two chain operations, as a break does; its thread idles until a freeze and
+        // the commit it brackets release the data (see `Store::set_pinned_limit`).
+        if self.brk.poll() || self.me().past_pinned_limit() {
             Err(Error::InProgress)
         } else {
             Ok(())

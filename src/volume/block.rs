@@ -20,11 +20,7 @@ const DEVICE_BUFFER: u64 = 65536;
 
 /// A zero-filled vector of `len` bytes, or [`Cause::NoMem`].
 pub(crate) fn zeroed(len: usize) -> ReadResult<Vec<u8>> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(len)
-        .map_err(|_| ReadError::new(Cause::NoMem, 0))?;
-    v.resize(len, 0);
-    Ok(v)
+    crate::mem::try_zeroed(len).map_err(|_| ReadError::new(Cause::NoMem, 0))
 }
 
 impl<D: BlockDev> Volume<D> {

@@ -362,12 +362,20 @@ impl<'v, D: BlockDev> Txn<'v, D> {
         let radix = size.trailing_zeros() as u8;
         let dev = self.vol.dev();
         let off = self.alloc.alloc(size as u64, &|| dev.yield_point())?;
-        let block = self.buf.get_mut(..size).ok_or(Error::TooBig)?;
-        block.fill(0);
-        block
-            .get_mut(..payload.len())
-            .ok_or(Error::TooBig)?
-            .copy_from_slice(payload);
+        // A payload that fills its block (every whole DATA block) is written from where it
+        // is; a shorter one is padded with zeros in the transaction's buffer.
+        let block = if payload.len() == size {
+            payload
+        } else {
+            let (head, tail) = self
+                .buf
+                .get_mut(..size)
+                .ok_or(Error::TooBig)?
+                .split_at_mut(payload.len());
+            head.copy_from_slice(payload);
+            tail.fill(0);
+            self.buf.get(..size).ok_or(Error::TooBig)?
+        };
         b.data_off = off | u64::from(radix);
         b.set_check(block)?;
         b.mirror_tid = self.tid;
