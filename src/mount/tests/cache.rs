@@ -489,7 +489,7 @@ fn a_join_of_lazy_stores_compares_clean_chains_without_reading_them() {
     let (ss, _) = load_lazy(&s, FEW);
     assert!(conflicts(&ss, &ms).unwrap().is_empty());
     assert_eq!(mark_foreign(&ss, &ms).unwrap(), 0);
-    for st in [&ms, &ss].map(|x| within_budget(x)) {
+    for st in [&ms, &ss].map(within_budget) {
         assert_eq!((st.reads, st.read_bytes), (0, 0), "{st:?}");
     }
 
