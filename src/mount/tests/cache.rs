@@ -470,6 +470,20 @@ fn many_inodes_sync_through_a_cache_of_a_few() {
     assert_eq!(slave.cache_stats().unwrap().read_errors, 0);
 }
 
+/// A master volume of [`import_many`]`(dirs, files)` and a slave volume synced from it and
+/// committed, both loaded again into stores reading on demand within `budget`.
+fn in_sync_pair(dirs: usize, files: usize, budget: usize) -> (Store, Store) {
+    let (m, s) = (shared(make()), shared(make()));
+    import_many(&m.0.lock(), dirs, files);
+    let (ms, _) = load_lazy(&m, budget);
+    let (ss, mut sm) = load_lazy(&s, budget);
+    let c = master_and_slave(ms, ss);
+    sync_until_in_sync(&c, 1);
+    commit_shared(&s, c.store(1).unwrap(), &mut sm);
+    drop(c);
+    (load_lazy(&m, budget).0, load_lazy(&s, budget).0)
+}
+
 /// Joining a slave in sync with its master compares every chain of equal TID without
 /// reading a payload: two clean inodes by their resident digests, two DATA blocks by their
 /// check codes. Volumes filled apart under the same TIDs are still told apart, by the same
@@ -477,16 +491,7 @@ fn many_inodes_sync_through_a_cache_of_a_few() {
 #[test]
 fn a_join_of_lazy_stores_compares_clean_chains_without_reading_them() {
     const FEW: usize = 8 << 10;
-    let (m, s) = (shared(make()), shared(make()));
-    import_many(&m.0.lock(), 6, 40);
-    let (ms, _) = load_lazy(&m, FEW);
-    let (ss, mut sm) = load_lazy(&s, FEW);
-    let c = master_and_slave(ms, ss);
-    sync_until_in_sync(&c, 1);
-    commit_shared(&s, c.store(1).unwrap(), &mut sm);
-    drop(c);
-    let (ms, _) = load_lazy(&m, FEW);
-    let (ss, _) = load_lazy(&s, FEW);
+    let (ms, ss) = in_sync_pair(6, 40, FEW);
     assert!(conflicts(&ss, &ms).unwrap().is_empty());
     assert_eq!(mark_foreign(&ss, &ms).unwrap(), 0);
     for st in [&ms, &ss].map(within_budget) {
@@ -513,17 +518,7 @@ fn a_join_of_lazy_stores_compares_clean_chains_without_reading_them() {
 /// start empty tables either way.
 #[test]
 fn a_replaced_clean_inode_is_not_read() {
-    const FEW: usize = 8 << 10;
-    let (m, s) = (shared(make()), shared(make()));
-    import_many(&m.0.lock(), 2, 40);
-    let (ms, _) = load_lazy(&m, FEW);
-    let (ss, mut sm) = load_lazy(&s, FEW);
-    let c = master_and_slave(ms, ss);
-    sync_until_in_sync(&c, 1);
-    commit_shared(&s, c.store(1).unwrap(), &mut sm);
-    drop(c);
-    let (ms, _) = load_lazy(&m, FEW);
-    let (ss, _) = load_lazy(&s, FEW);
+    let (ms, ss) = in_sync_pair(2, 40, 8 << 10);
     for f in 0..40 {
         let path = alloc::format!("/d1/f{f}");
         ms.chmod(path.as_bytes(), 0o600, 9000 + f).unwrap();
