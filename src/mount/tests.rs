@@ -1417,4 +1417,5 @@ fn commits_racing_changes_lose_none() {
 }
 
 mod cache;
+mod foreign;
 mod split;
