@@ -1417,5 +1417,6 @@ fn commits_racing_changes_lose_none() {
 }
 
 mod cache;
+mod carried;
 mod foreign;
 mod split;
