@@ -24,14 +24,7 @@ fn a_synced_copy_is_committed_with_the_masters_code() {
     import(&m_dev);
     let (ms, _) = load_dev(&m_dev);
     let (ss, mut sm) = load_dev(&s_dev);
-    let c = crate::cluster::Cluster::from_stores(
-        testhost::host(),
-        &[crate::role::Role::Master, crate::role::Role::Slave],
-        vec![ms, ss],
-        Layout::Index,
-    )
-    .unwrap();
-    sync_until_in_sync(&c, 1);
+    let c = synced_stores(ms, ss);
     let slave = c.store(1).unwrap();
     // The first block is a whole 64 KiB block: its copy carries the master's code.
     let (id, _) = data_chain(slave, 0);
@@ -80,32 +73,29 @@ fn a_carried_code_is_kept_only_for_the_very_bytes_of_a_whole_block() {
     clean(&dev);
 
     // Changed after the copy (a modify, as the frontend's writes): a fresh code.
-    let (dev, store, mut m, id) = with_wrong_carried_code(DATA_BLOCK_BYTES);
-    let g = store.lock(id, LockMode::Exclusive).unwrap();
-    store
-        .modify(&g, |_, body| {
+    changed_then_committed(|store, g| {
+        store.modify(g, |_, body| {
             if let Body::Data(d) = body {
                 d[7] ^= 1;
             }
             Ok(())
         })
-        .unwrap();
-    drop(g);
-    assert!(store
-        .read_versioned(id)
-        .unwrap()
-        .1
-        .carried_check()
-        .is_none());
-    commit_dev(&dev, &store, &mut m);
-    clean(&dev);
-
+    });
     // Installed by a frontend write (sealed here): nothing carried.
+    changed_then_committed(|store, g| {
+        let b = store.bref(g.id()).unwrap();
+        store.replace(g, b, Body::Data(bytes(DATA_BLOCK_BYTES, 0x33)))
+    });
+}
+
+/// A copy carrying a wrong code, then changed by `change`: nothing is carried any more, and
+/// its commit writes a fresh code (fsck clean).
+fn changed_then_committed(
+    change: impl FnOnce(&Store, &crate::store::ChainGuard<'_>) -> crate::Result<()>,
+) {
     let (dev, store, mut m, id) = with_wrong_carried_code(DATA_BLOCK_BYTES);
     let g = store.lock(id, LockMode::Exclusive).unwrap();
-    let b = store.bref(id).unwrap();
-    let body = Body::Data(bytes(DATA_BLOCK_BYTES, 0x33));
-    store.replace(&g, b, body).unwrap();
+    change(&store, &g).unwrap();
     drop(g);
     assert!(store
         .read_versioned(id)

@@ -23,7 +23,6 @@ fn import_one(dev: &SparseDev, len: usize, seed: u8, keybits: u8) {
 
 #[test]
 fn a_data_chain_of_the_masters_tid_but_another_width_is_replaced() {
-    use crate::role::Role;
     let (m_dev, s_dev) = (make(), make());
     import_one(&m_dev, 3000, 1, DATA_BLOCK_RADIX);
     import_one(&s_dev, 600, 2, 10);
@@ -49,14 +48,7 @@ fn a_data_chain_of_the_masters_tid_but_another_width_is_replaced() {
     assert_eq!(ss.bref(ino).unwrap().modify_tid, 0);
     assert_eq!(data(&ss).modify_tid, md.modify_tid);
 
-    let c = crate::cluster::Cluster::from_stores(
-        testhost::host(),
-        &[Role::Master, Role::Slave],
-        vec![ms, ss],
-        Layout::Index,
-    )
-    .unwrap();
-    sync_until_in_sync(&c, 1);
+    let c = synced_stores(ms, ss);
     let slave = c.store(1).unwrap();
     assert_eq!(data(slave).keybits, DATA_BLOCK_RADIX);
     commit_dev(&s_dev, slave, &mut sm);
