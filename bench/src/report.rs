@@ -540,35 +540,6 @@ fn io_read(c: &hammer2_synchro::volume::IoCount) -> String {
     format!("{} / {}", c.blocks_read, fmt_bytes(c.bytes_read))
 }
 
-/// The resync's rounds in the order run, each with where its time went: a slow round says
-/// whether the sync passes, the change check or the commit's device calls were slow, and
-/// whether it touched fresh memory (minor page faults).
-pub fn rounds(rounds: &[crate::volume_bench::Round]) -> String {
-    let each: Vec<String> = rounds
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let c = &r.commit;
-            format!(
-                "{}: {} (sync {} scanning {} chains, changed {}, commit {}: device read {}, \
-                 write {}, flush {}; {} faults; rsync {})",
-                i + 1,
-                secs(r.total),
-                secs(r.sync),
-                r.scanned,
-                secs(c.changed),
-                secs(c.commit),
-                secs(c.dev.read),
-                secs(c.dev.write),
-                secs(c.dev.flush),
-                r.usage.map_or("?".into(), |u| u.faults.to_string()),
-                r.rsync.map_or("–".into(), secs),
-            )
-        })
-        .collect();
-    format!("Resync rounds in the order run: {}.", each.join("; "))
-}
-
 /// `## Volumes`: nodes on image files on tmpfs, the library's load / sync / commit path as the
 /// CLI's `sync` runs it (also what `--volume N` prints).
 pub fn volumes(s: &mut String, v: Result<&Volumes, &String>) {
@@ -644,7 +615,7 @@ pub fn volumes(s: &mut String, v: Result<&Volumes, &String>) {
                 r.rsync.as_ref().map_or_else(|e| e.clone(), |d| secs(*d)),
                 r.ratio().map_or("–".into(), |x| format!("{x:.1}x")),
             );
-            let _ = writeln!(s, "{}\n", rounds(&r.rounds));
+            let _ = writeln!(s, "{}\n", crate::volume_bench::rounds(&r.rounds));
             let _ = writeln!(
                 s,
                 "Memory at N = {}: the cluster of both PFSs {}, peak during the resync and its \

@@ -561,7 +561,7 @@ pub fn measure(base: &Path, n: usize, k: usize, bytes: usize, file_bytes: usize)
         Err(e) => println!("bench: volume resync FAILED: {e}"),
     }
     if let Ok(r) = &resync {
-        println!("bench: {}", crate::report::rounds(&r.rounds));
+        println!("bench: {}", rounds(&r.rounds));
     }
     println!("bench: volume first-sync bandwidth ...");
     let bandwidth = first_sync_bandwidth(base, bytes, file_bytes);
@@ -584,4 +584,34 @@ pub fn measure(base: &Path, n: usize, k: usize, bytes: usize, file_bytes: usize)
         bandwidth,
         time: t.elapsed(),
     }
+}
+
+/// The resync's rounds in the order run, each with where its time went: a slow round says
+/// whether the sync passes, the change check or the commit's device calls were slow, and
+/// whether it touched fresh memory (minor page faults).
+pub fn rounds(rounds: &[Round]) -> String {
+    let secs = |d: Duration| crate::stats::fmt_secs(d.as_secs_f64());
+    let each: Vec<String> = rounds
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let c = &r.commit;
+            format!(
+                "{}: {} (sync {} scanning {} chains, changed {}, commit {}: device read {}, \
+                 write {}, flush {}; {} faults; rsync {})",
+                i + 1,
+                secs(r.total),
+                secs(r.sync),
+                r.scanned,
+                secs(c.changed),
+                secs(c.commit),
+                secs(c.dev.read),
+                secs(c.dev.write),
+                secs(c.dev.flush),
+                r.usage.map_or("?".into(), |u| u.faults.to_string()),
+                r.rsync.map_or("–".into(), secs),
+            )
+        })
+        .collect();
+    format!("Resync rounds in the order run: {}.", each.join("; "))
 }
