@@ -567,7 +567,11 @@ impl Store {
             Body::Data(_) => Some((bref.check_method(), bref.check)),
             Body::Inode(_) => None,
         };
-        Ok(Sealed { body, check })
+        Ok(Sealed {
+            body,
+            check,
+            carried: false,
+        })
     }
 
     /// Keep `body`, chain `id`'s payload as its caller read it from the media (a load reads
