@@ -308,6 +308,24 @@ impl Arena {
         self.count_pinned(id, true)
     }
 
+    /// Take chain `id`'s payload out of both the budget and the pinned bytes, for a caller
+    /// that replaces or frees it under this lock: a cached one leaves the ring pinned but not
+    /// counted (counting it in and out again would ring the alarm and raise the peak for
+    /// bytes about to go), a pinned one is counted out. Undone by `count_pinned(id, true)`.
+    pub(super) fn uncount(&mut self, id: ChainId) -> Result<()> {
+        let c = self.get(id)?;
+        if c.pay.at != Where::Cached {
+            return self.count_pinned(id, false);
+        }
+        let len = payload_len(&c.body);
+        self.unlink(id.idx)?;
+        if let Some(r) = self.ring.as_mut() {
+            r.used -= len;
+        }
+        self.get_mut(id)?.pay.at = Where::Pinned;
+        Ok(())
+    }
+
     /// Count chain `id`'s payload into (`add`) or out of the pinned bytes, when it is a
     /// pinned evictable payload (DATA, an inode) of a store with a cache.
     pub(super) fn count_pinned(&mut self, id: ChainId, add: bool) -> Result<()> {
@@ -989,6 +1007,45 @@ mod tests {
                 .unwrap();
             // 1 and 2 KiB pinned: within; 3 KiB: past it once, 4 KiB: still past.
             assert_eq!(rung.load(Ordering::Relaxed), u64::from(i >= 2), "{i}");
+        }
+    }
+
+    /// A cached payload that a change replaces, or that is freed, goes without being counted
+    /// as pinned on its way out: no alarm nor peak for bytes that never stay.
+    #[test]
+    fn a_replaced_or_freed_cached_payload_is_never_counted_pinned() {
+        for free in [false, true] {
+            let (mut s, _, ids) = store(1, 1024, 4096);
+            let rung: &'static AtomicU64 = Box::leak(Box::default());
+            s.set_pinned_alarm(Box::new(|| {
+                rung.fetch_add(1, Ordering::Relaxed);
+            }));
+            assert_eq!(data(&s, ids[0]), bytes(1024, 0));
+            assert_eq!(s.cache_stats().unwrap().used, 1024, "cached");
+            let root = s.lock_root(LockMode::Exclusive);
+            let mut b = Blockref::new(media::BREF_TYPE_DATA, 1 << 16, 16);
+            b.data_off = (5 << 16) | 12;
+            s.insert(&root, b, Body::Data(bytes(3500, 7))).unwrap();
+            let g = s.lock_child(&root, ids[0], LockMode::Exclusive).unwrap();
+            let want = if free {
+                s.delete(&root, g).unwrap();
+                3500
+            } else {
+                let b = s.bref(ids[0]).unwrap();
+                s.replace(&g, b, Body::Data(vec![2; 1])).unwrap();
+                3501
+            };
+            let st = s.cache_stats().unwrap();
+            assert_eq!(
+                (st.used, st.pinned, st.pinned_peak),
+                (0, want, want),
+                "{st:?}"
+            );
+            assert_eq!(
+                rung.load(Ordering::Relaxed),
+                0,
+                "within the budget ({free})"
+            );
         }
     }
 

@@ -996,8 +996,7 @@ impl Store {
             // Counted first: a failed re-key may have moved the parent's summaries already.
             self.count_change();
             // The new payload is pinned until a commit writes it.
-            a.unring(g.id)?;
-            a.count_pinned(g.id, false)?;
+            a.uncount(g.id)?;
             a.pay_seq = a.pay_seq.wrapping_add(1);
             let ver = a.pay_seq;
             let c = match a.set_bref(g.id, bref) {
@@ -1098,8 +1097,7 @@ impl Store {
                 }
             }
             a.free.try_reserve(1)?;
-            a.unring(id)?;
-            a.count_pinned(id, false)?;
+            a.uncount(id)?;
             let slot = a.slots.get_mut(id.idx as usize).ok_or(Error::Invalid)?;
             slot.chain = None;
             slot.gen = slot.gen.wrapping_add(1);
