@@ -20,6 +20,7 @@
 //! waits on another node's chain locks, so no lock cycle can form across nodes.
 
 pub mod api;
+mod arena_lock;
 pub mod cache;
 pub mod children;
 pub mod compare;
@@ -287,7 +288,7 @@ impl Arena {
 /// One node's store.
 pub struct Store {
     host: &'static dyn Host,
-    arena: spin::RwLock<Arena>,
+    arena: arena_lock::ArenaLock,
     root: ChainId,
     root_lock: usize,
     layout: Layout,
@@ -380,7 +381,7 @@ impl Store {
         }
         Ok(Store {
             host,
-            arena: spin::RwLock::new(Arena {
+            arena: arena_lock::ArenaLock::new(Arena {
                 slots,
                 free: Vec::new(),
                 live: 1,
@@ -1202,12 +1203,14 @@ impl ChainStore for Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
-        let a = self.arena.get_mut();
-        for s in a.slots.iter_mut() {
-            if let Some(c) = s.chain.take() {
-                self.host.lock_destroy(RawLock::from_raw(c.lock));
+        let host = self.host;
+        self.arena.with_mut(|a| {
+            for s in a.slots.iter_mut() {
+                if let Some(c) = s.chain.take() {
+                    host.lock_destroy(RawLock::from_raw(c.lock));
+                }
             }
-        }
+        });
     }
 }
 
