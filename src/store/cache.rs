@@ -31,8 +31,8 @@
 //! referenced chain one more turn, at most [`SWEEP`] of them per victim, so the work under the
 //! lock is bounded whatever the ring's length.
 //!
-//! Changed (pinned) DATA payloads and inodes are outside the budget. A host learns when they pass it
-//! ([`Store::set_pinned_alarm`], to commit) and may bound them: past a pinned limit
+//! Changed (pinned) DATA payloads and inodes are outside the budget. A host learns when they
+//! pass it ([`Store::set_pinned_alarm`], to commit) and may bound them: past a pinned limit
 //! ([`Store::set_pinned_limit`]) the node's sync passes end at their next chain operation
 //! until a commit releases the bytes.
 
