@@ -302,17 +302,10 @@ impl Arena {
     /// Take chain `id`'s payload off the ring, if it is cached: it leaves the budget and is
     /// pinned (its bytes stay). A payload on the media stays there.
     pub(super) fn unring(&mut self, id: ChainId) -> Result<()> {
-        let c = self.get(id)?;
-        if c.pay.at != Where::Cached {
-            return Ok(());
+        if self.off_ring(id)? {
+            self.count_pinned(id, true)?;
         }
-        let len = payload_len(&c.body);
-        self.unlink(id.idx)?;
-        if let Some(r) = self.ring.as_mut() {
-            r.used -= len;
-        }
-        self.get_mut(id)?.pay.at = Where::Pinned;
-        self.count_pinned(id, true)
+        Ok(())
     }
 
     /// Take chain `id`'s payload out of both the budget and the pinned bytes, for a caller
@@ -320,9 +313,18 @@ impl Arena {
     /// counted (counting it in and out again would ring the alarm and raise the peak for
     /// bytes about to go), a pinned one is counted out. Undone by `count_pinned(id, true)`.
     pub(super) fn uncount(&mut self, id: ChainId) -> Result<()> {
+        if self.off_ring(id)? {
+            return Ok(());
+        }
+        self.count_pinned(id, false)
+    }
+
+    /// Take chain `id`'s payload off the ring and the budget, pinned but not counted, if it
+    /// is cached (whether it was).
+    fn off_ring(&mut self, id: ChainId) -> Result<bool> {
         let c = self.get(id)?;
         if c.pay.at != Where::Cached {
-            return self.count_pinned(id, false);
+            return Ok(false);
         }
         let len = payload_len(&c.body);
         self.unlink(id.idx)?;
@@ -330,7 +332,7 @@ impl Arena {
             r.used -= len;
         }
         self.get_mut(id)?.pay.at = Where::Pinned;
-        Ok(())
+        Ok(true)
     }
 
     /// Count chain `id`'s payload into (`add`) or out of the pinned bytes, when it is a
