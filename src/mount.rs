@@ -376,7 +376,17 @@ fn load_chain<D: BlockDev>(
 /// Write `payload` as `b`'s block in `txn`, keeping the TID the store gave `b` (the writer
 /// stamps the transaction's; the synchronizer's modify_tid must be what HAMMER2 sees).
 fn place<D: BlockDev>(txn: &mut Txn<'_, D>, b: &Blockref, payload: &[u8]) -> Result<Blockref> {
-    let mut nb = txn.write_block(*b, payload)?;
+    place_known(txn, b, payload, None)
+}
+
+/// [`place`] with `payload`'s check code by `b`'s method, if known ([`Txn::write_block_known`]).
+fn place_known<D: BlockDev>(
+    txn: &mut Txn<'_, D>,
+    b: &Blockref,
+    payload: &[u8],
+    known: Option<&[u8; crate::media::check::CHECK_BYTES]>,
+) -> Result<Blockref> {
+    let mut nb = txn.write_block_known(*b, payload, known)?;
     nb.modify_tid = b.modify_tid;
     Ok(nb)
 }
@@ -517,10 +527,19 @@ fn place_data<D: BlockDev>(
     cid: ChainId,
 ) -> Result<(Blockref, PayVer)> {
     let (cb, sealed, ver) = store.read_versioned(cid)?;
+    // DEVIATION (not a bug fix): HAMMER2 computes a block's check code when it flushes it
+    // (`hammer2_chain_setcheck`). A payload that came in as a sealed copy of a focus block
+    // and is unchanged since (read under one lock with its code and version) is written as
+    // those very bytes: the code carried with them, which their read verified, is theirs,
+    // so it is kept, not hashed again (the block is padded, or of another method: hashed).
+    let known = sealed
+        .carried_check()
+        .filter(|(method, _)| *method == cb.check_method());
     let Body::Data(bytes) = sealed.into_body() else {
         return Err(Error::Invalid);
     };
-    Ok((place(txn, &cb, &bytes)?, ver))
+    let code = known.as_ref().map(|(_, code)| code);
+    Ok((place_known(txn, &cb, &bytes, code)?, ver))
 }
 
 /// Write the super-root of `vol` in `txn` with its entry of the PFS loaded as `loaded`

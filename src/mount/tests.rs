@@ -405,9 +405,17 @@ type PinnedCluster = core::pin::Pin<alloc::boxed::Box<crate::cluster::Cluster>>;
 /// A cluster of the master PFS of `m_dev` (node 0) and the slave PFS of `s_dev` (node 1),
 /// the slave synced and committed; the master's and the slave's [`Mounted`].
 fn synced_cluster(m_dev: &SparseDev, s_dev: &SparseDev) -> (PinnedCluster, Mounted, Mounted) {
-    use crate::role::Role;
     let (ms, mm) = load_dev(m_dev);
     let (ss, mut sm) = load_dev(s_dev);
+    let c = synced_stores(ms, ss);
+    commit_dev(s_dev, c.store(1).unwrap(), &mut sm);
+    (c, mm, sm)
+}
+
+/// A cluster of the master store `ms` (node 0) and the slave store `ss` (node 1), the slave
+/// synced, not committed.
+fn synced_stores(ms: Store, ss: Store) -> PinnedCluster {
+    use crate::role::Role;
     let c = crate::cluster::Cluster::from_stores(
         testhost::host(),
         &[Role::Master, Role::Slave],
@@ -416,8 +424,7 @@ fn synced_cluster(m_dev: &SparseDev, s_dev: &SparseDev) -> (PinnedCluster, Mount
     )
     .unwrap();
     sync_until_in_sync(&c, 1);
-    commit_dev(s_dev, c.store(1).unwrap(), &mut sm);
-    (c, mm, sm)
+    c
 }
 
 #[test]
@@ -1417,4 +1424,6 @@ fn commits_racing_changes_lose_none() {
 }
 
 mod cache;
+mod carried;
+mod foreign;
 mod split;

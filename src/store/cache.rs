@@ -590,7 +590,11 @@ impl Store {
             Body::Data(_) => Some((bref.check_method(), bref.check)),
             Body::Inode(_) => None,
         };
-        Ok(Sealed { body, check })
+        Ok(Sealed {
+            body,
+            check,
+            carried: false,
+        })
     }
 
     /// Cache `bytes` as chain `id`'s payload if it is still on the media at version `ver`

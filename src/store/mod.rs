@@ -146,12 +146,37 @@ pub struct Sealed {
     body: Body,
     /// (check method, check area) of `body`.
     check: Option<(u8, [u8; media::check::CHECK_BYTES])>,
+    /// Whether `check` came into its chain with these bytes, as a sealed copy installed
+    /// unchanged (see [`Sealed::carried_check`]).
+    carried: bool,
 }
 
 impl Sealed {
     /// A payload whose check code is computed when it is installed.
     pub fn new(body: Body) -> Sealed {
-        Sealed { body, check: None }
+        Sealed {
+            body,
+            check: None,
+            carried: false,
+        }
+    }
+    /// The check code (method, area) of a DATA payload that came into its chain with its
+    /// bytes: a sealed copy (a sync's copy of a focus block as it is, whose code its read
+    /// verified or its node computed) installed unchanged, and not changed since. `None` for
+    /// a payload this store sealed itself (a frontend write, a modify) and for one read
+    /// from the media. A commit writing such a payload as a whole block keeps this code.
+    pub fn carried_check(&self) -> Option<(u8, [u8; media::check::CHECK_BYTES])> {
+        self.check.filter(|_| self.carried)
+    }
+    /// A sealed payload claiming `check` as its code, carried with it: tests install a
+    /// wrong one to see where it is trusted.
+    #[cfg(test)]
+    pub(crate) fn carrying(body: Body, check: (u8, [u8; media::check::CHECK_BYTES])) -> Sealed {
+        Sealed {
+            body,
+            check: Some(check),
+            carried: true,
+        }
     }
     /// The payload.
     pub fn body(&self) -> &Body {
@@ -162,13 +187,20 @@ impl Sealed {
         self.body
     }
     /// Store the payload's check code in `b` by `b`'s check method (reusing the precomputed
-    /// one when it was computed with that method) and hand back the payload.
-    fn seal(self, b: &mut Blockref) -> Result<Body> {
-        match self.check {
-            Some((method, check)) if method == b.check_method() => b.check = check,
-            _ => self.body.seal(b)?,
-        }
-        Ok(self.body)
+    /// one when it was computed with that method) and hand back the payload, and whether
+    /// the code was reused (carried in with the bytes).
+    fn seal(self, b: &mut Blockref) -> Result<(Body, bool)> {
+        let carried = match self.check {
+            Some((method, check)) if method == b.check_method() => {
+                b.check = check;
+                true
+            }
+            _ => {
+                self.body.seal(b)?;
+                false
+            }
+        };
+        Ok((self.body, carried))
     }
 }
 
@@ -188,6 +220,9 @@ struct Chain {
     /// media: whether it is a directory (its table's shape depends on it). Meaningless
     /// while the payload is in memory, which is read instead.
     dir: bool,
+    /// Whether the header's check code came in with the payload now in memory, a sealed
+    /// copy installed unchanged ([`Sealed::carried_check`]); cleared by a change of it.
+    carried: bool,
 }
 
 impl Chain {
@@ -214,6 +249,8 @@ impl Chain {
     /// summary of an inode; the payload, to free outside the arena lock.
     fn leave_memory(&mut self) -> Body {
         self.dir = self.is_dir();
+        // What is read back is the media's block, verified by its read, not a carried copy.
+        self.carried = false;
         core::mem::replace(&mut self.body, Body::Data(Vec::new()))
     }
 }
@@ -372,6 +409,7 @@ impl Store {
                 unflushed_in: 1,
                 pay: Pay::pinned(0),
                 dir: false,
+                carried: false,
             }),
         });
         if pushed.is_err() {
@@ -565,6 +603,7 @@ impl Store {
             }
             self.hit(&c.pay);
             let mut sum = None;
+            let mut carried = false;
             match (&c.body, &mut body) {
                 (Body::Inode(src), Body::Inode(dst)) => {
                     **dst = **src;
@@ -586,11 +625,17 @@ impl Store {
                     // of exactly these bytes by its method: the copy carries it and the bytes
                     // are read once, by the copy alone.
                     sum = Some((c.bref.check_method(), c.bref.check));
+                    carried = c.carried;
                 }
                 // Resized between the two looks: size it again.
                 _ => continue,
             }
-            return Ok((c.bref, Sealed { body, check: sum }, c.pay.ver));
+            let sealed = Sealed {
+                body,
+                check: sum,
+                carried,
+            };
+            return Ok((c.bref, sealed, c.pay.ver));
         }
     }
 
@@ -785,11 +830,17 @@ impl Store {
         mut bref: Blockref,
         body: Sealed,
     ) -> Result<ChainId> {
-        let body = body.seal(&mut bref)?;
+        let (body, carried) = body.seal(&mut bref)?;
         self.journal_room()?;
         let lock = self.host.lock_create()?;
         let raw = lock.as_raw();
-        let r = self.insert_locked(parent.id, bref, body, raw, (Where::Pinned, false));
+        let r = self.insert_locked(
+            parent.id,
+            bref,
+            (body, carried),
+            raw,
+            (Where::Pinned, false),
+        );
         match r {
             Ok(_) => self.count_change(),
             Err(_) => self.host.lock_destroy(lock),
@@ -848,7 +899,7 @@ impl Store {
         let lock = self.host.lock_create()?;
         let raw = lock.as_raw();
         let body = Body::Data(Vec::new());
-        let r = self.insert_locked(parent.id, bref, body, raw, (Where::OnMedia, dir));
+        let r = self.insert_locked(parent.id, bref, (body, false), raw, (Where::OnMedia, dir));
         match r {
             Ok(_) => self.count_change(),
             Err(_) => self.host.lock_destroy(lock),
@@ -856,11 +907,13 @@ impl Store {
         r
     }
 
+    /// Link a new chain `bref` with its payload (and whether its check code was carried in
+    /// with it) under `parent`.
     fn insert_locked(
         &self,
         parent: ChainId,
         bref: Blockref,
-        body: Body,
+        (body, carried): (Body, bool),
         lock: usize,
         (at, dir): (Where, bool),
     ) -> Result<ChainId> {
@@ -922,6 +975,7 @@ impl Store {
                 _ => Pay::pinned(ver),
             },
             dir,
+            carried,
         });
         a.live += 1;
         a.count_pinned(id, true)?;
@@ -964,6 +1018,7 @@ impl Store {
         let mut bref = c.bref;
         // Counted before `f` runs: a failure after it may leave the payload changed.
         self.count_change();
+        c.carried = false;
         let r = f(&mut bref, &mut c.body).and_then(|r| {
             c.body.seal(&mut bref)?;
             Ok(r)
@@ -989,7 +1044,7 @@ impl Store {
         mut bref: Blockref,
         body: Sealed,
     ) -> Result<()> {
-        let body = body.seal(&mut bref)?;
+        let (body, carried) = body.seal(&mut bref)?;
         self.journal_room()?;
         let old_body = {
             let mut a = self.arena.write();
@@ -1010,6 +1065,7 @@ impl Store {
             };
             c.pay.at = Where::Pinned;
             c.pay.ver = ver;
+            c.carried = carried;
             let old = core::mem::replace(&mut c.body, body);
             a.count_pinned(g.id, true)?;
             old

@@ -13,6 +13,7 @@ use super::scan::Flow;
 pub(crate) use super::space::block_name;
 use super::space::{Allocator, GranuleBits, GranuleCounts, SpaceCache, TreeId};
 use super::{read_copies, BlockDev, Cause, HeaderCopy, ReadError, Volume};
+use crate::media::check::CHECK_BYTES;
 use crate::media::volhdr::{select_best, VolumeHeader, NUM_VOLHDRS, ZONE_BYTES};
 use crate::media::{
     enc_methods, Blockref, DirentHead, InodeData, MediaError, BREF_BYTES, BREF_TYPE_DATA,
@@ -354,7 +355,19 @@ impl<'v, D: BlockDev> Txn<'v, D> {
     /// Write `payload` (at most 64 KiB) as the block of `b`: a new place of the smallest
     /// size of 1 KiB or more that holds it, the rest zeroed, its check code, this
     /// transaction's TIDs.
-    pub fn write_block(&mut self, mut b: Blockref, payload: &[u8]) -> Result<Blockref> {
+    pub fn write_block(&mut self, b: Blockref, payload: &[u8]) -> Result<Blockref> {
+        self.write_block_known(b, payload, None)
+    }
+
+    /// [`Txn::write_block`] where `known`, if given, is the check code of `payload` by `b`'s
+    /// check method: kept instead of hashing the block again when the block is `payload`
+    /// itself (a whole block, not padded); a padded block gets its code computed.
+    pub fn write_block_known(
+        &mut self,
+        mut b: Blockref,
+        payload: &[u8],
+        known: Option<&[u8; CHECK_BYTES]>,
+    ) -> Result<Blockref> {
         if payload.len() > DATA_BLOCK_BYTES {
             return Err(Error::TooBig);
         }
@@ -377,7 +390,10 @@ impl<'v, D: BlockDev> Txn<'v, D> {
             self.buf.get(..size).ok_or(Error::TooBig)?
         };
         b.data_off = off | u64::from(radix);
-        b.set_check(block)?;
+        match known {
+            Some(code) if payload.len() == size => b.check = *code,
+            _ => b.set_check(block)?,
+        }
         b.mirror_tid = self.tid;
         b.modify_tid = self.modify_tid;
         if self.space.is_some() {
