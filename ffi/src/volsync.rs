@@ -265,12 +265,12 @@ const MIN_CACHE: usize = 64 << 10;
 /// before a write-back commit: `mib` MiB if given, else [`DEFAULT_CACHE_MIB`]. `memory` is
 /// what the module may allocate (0: not known, no bound). A store holds at most its budget
 /// of clean data and, changed, usually about as much (a commit follows at once when it
-/// passes the budget) and never more than twice as much and a block ([`arm`]). Every
-/// store's two budgets together take at most a quarter of `memory` by default (so three
-/// budgets at most 3/8: the rest is the chains' own); a given `mib` whose two budgets pass
-/// half of it is refused (`None`).
+/// passes the budget) and never more than twice as much and a block ([`arm`]): three
+/// budgets. Every store's three budgets together take at most 3/8 of `memory` by default
+/// (the rest is the chains' own); a given `mib` whose three budgets pass half of it is
+/// refused (`None`).
 fn budget(mib: Option<usize>, nodes: usize, memory: usize) -> Option<usize> {
-    let held = |bytes: usize| bytes.saturating_mul(2).saturating_mul(nodes.max(1));
+    let held = |bytes: usize| bytes.saturating_mul(3).saturating_mul(nodes.max(1));
     match mib {
         Some(mib) => {
             let bytes = mib.checked_mul(1 << 20)?;
@@ -278,7 +278,7 @@ fn budget(mib: Option<usize>, nodes: usize, memory: usize) -> Option<usize> {
         }
         None if memory == 0 => Some(DEFAULT_CACHE_MIB << 20),
         None => {
-            let share = memory / 4 / held(1);
+            let share = memory / 8 * 3 / held(1);
             Some(share.clamp(MIN_CACHE, DEFAULT_CACHE_MIB << 20))
         }
     }
@@ -332,8 +332,8 @@ pub fn run(words: &[&str], out: &mut dyn Write) -> Result<()> {
     })?;
     let Some(budget) = budget(a.cache_mib, a.specs.len(), module_memory()) else {
         let why = format_args!(
-            "--cache-mib {}: twice that per volume (clean and changed data) passes half of \
-             the module's memory ({} MiB: pool_kib and mem_max_kib)",
+            "--cache-mib {}: three times that per volume (clean data, and changed data up \
+             to twice that) passes half of the module's memory ({} MiB: pool_kib and mem_max_kib)",
             a.cache_mib.unwrap_or(0),
             module_memory() >> 20
         );
@@ -1534,13 +1534,17 @@ mod tests {
         // Not known (a host build's tests): the default, and any value given.
         assert_eq!(budget(None, 3, 0), Some(DEFAULT_CACHE_MIB * MIB));
         assert_eq!(budget(Some(4096), 3, 0), Some(4096 * MIB));
-        // The default takes a quarter of the memory for every store's two budgets.
+        // The default takes 3/8 of the memory for every store's three budgets (clean,
+        // and changed up to twice that).
         assert_eq!(budget(None, 2, 32 * MIB), Some(2 * MIB));
+        assert_eq!(budget(None, 2, 48 * MIB), Some(3 * MIB));
         assert_eq!(budget(None, 2, 8 << 30), Some(DEFAULT_CACHE_MIB * MIB));
         assert_eq!(budget(None, 8, MIB), Some(MIN_CACHE));
-        // A value whose two budgets per store pass half of it is refused.
-        assert_eq!(budget(Some(4), 2, 32 * MIB), Some(4 * MIB));
-        assert_eq!(budget(Some(5), 2, 32 * MIB), None);
+        // A value whose three budgets per store pass half of it is refused.
+        assert_eq!(budget(Some(2), 2, 24 * MIB), Some(2 * MIB));
+        assert_eq!(budget(Some(3), 2, 32 * MIB), None);
+        assert_eq!(budget(Some(4), 2, 48 * MIB), Some(4 * MIB));
+        assert_eq!(budget(Some(5), 2, 48 * MIB), None);
         assert_eq!(budget(Some(usize::MAX), 1, 0), None);
     }
 }

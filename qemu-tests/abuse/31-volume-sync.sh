@@ -136,7 +136,7 @@ done
 # A cache the module's memory cannot hold (the number is the pool's and mem_max_kib's).
 vcmd "sync --cache-mib 1048576 $M@DATA $VS/other.img@DATA"
 case "$(tail -n1 /tmp/vout)" in
-"error: sync: usage: --cache-mib 1048576: twice that per volume (clean and changed data) passes half of the module's memory ("[0-9]*" MiB: pool_kib and mem_max_kib)") ;;
+"error: sync: usage: --cache-mib 1048576: three times that per volume (clean data, and changed data up to twice that) passes half of the module's memory ("[0-9]*" MiB: pool_kib and mem_max_kib)") ;;
 *) bad "a cache past the module's memory gave:"; cat /tmp/vout ;;
 esac
 cmp -s $VS/other.img /tmp/other.orig || bad "a refused sync wrote other.img"

@@ -33,8 +33,8 @@
 //! referenced chain one more turn, at most [`SWEEP`] of them per victim, so the work under the
 //! lock is bounded whatever the ring's length.
 //!
-//! Changed (pinned) DATA bytes are outside the budget. A host learns when they pass it
-//! ([`Store::set_pinned_alarm`], to commit) and may bound them: past a pinned limit
+//! Changed (pinned) DATA payloads and inodes are outside the budget. A host learns when they
+//! pass it ([`Store::set_pinned_alarm`], to commit) and may bound them: past a pinned limit
 //! ([`Store::set_pinned_limit`]) the node's sync passes end at their next chain operation
 //! until a commit releases the bytes.
 
@@ -247,6 +247,13 @@ impl Source {
 }
 
 impl Arena {
+    /// Whether the pinned bytes are past the limit of [`Store::set_pinned_limit`].
+    pub(super) fn past_pinned_limit(&self) -> bool {
+        self.ring
+            .as_ref()
+            .is_some_and(|r| r.limit != 0 && r.pinned > r.limit)
+    }
+
     /// The payload state of the chain in slot `idx` (it is alive: it is on the ring).
     fn pay_at(&mut self, idx: u32) -> Result<&mut Pay> {
         match self.slots.get_mut(idx as usize) {
@@ -298,9 +305,29 @@ impl Arena {
     /// Take chain `id`'s payload off the ring, if it is cached: it leaves the budget and is
     /// pinned (its bytes stay). A payload on the media stays there.
     pub(super) fn unring(&mut self, id: ChainId) -> Result<()> {
+        if self.off_ring(id)? {
+            self.count_pinned(id, true)?;
+        }
+        Ok(())
+    }
+
+    /// Take chain `id`'s payload out of both the budget and the pinned bytes, for a caller
+    /// that replaces or frees it under this lock: a cached one leaves the ring pinned but not
+    /// counted (counting it in and out again would ring the alarm and raise the peak for
+    /// bytes about to go), a pinned one is counted out. Undone by `count_pinned(id, true)`.
+    pub(super) fn uncount(&mut self, id: ChainId) -> Result<()> {
+        if self.off_ring(id)? {
+            return Ok(());
+        }
+        self.count_pinned(id, false)
+    }
+
+    /// Take chain `id`'s payload off the ring and the budget, pinned but not counted, if it
+    /// is cached (whether it was).
+    fn off_ring(&mut self, id: ChainId) -> Result<bool> {
         let c = self.get(id)?;
         if c.pay.at != Where::Cached {
-            return Ok(());
+            return Ok(false);
         }
         let len = payload_len(&c.body);
         self.unlink(id.idx)?;
@@ -308,7 +335,7 @@ impl Arena {
             r.used -= len;
         }
         self.get_mut(id)?.pay.at = Where::Pinned;
-        self.count_pinned(id, true)
+        Ok(true)
     }
 
     /// Count chain `id`'s payload into (`add`) or out of the pinned bytes, when it is a
@@ -411,7 +438,7 @@ impl Store {
     /// [`Store::insert_inode_on_media`] from now on leave their payload on the media.
     pub fn set_payload_source(&mut self, src: alloc::boxed::Box<dyn PayloadSource>, budget: usize) {
         self.source = Some(Source::new(src));
-        self.arena.get_mut().ring = Some(Ring::new(budget));
+        self.arena.with_mut(|a| a.ring = Some(Ring::new(budget)));
     }
 
     /// Call `alarm` whenever the pinned DATA and inode bytes (changed, waiting for a commit)
@@ -419,34 +446,33 @@ impl Store {
     /// store's spin lock, once per crossing: it must not sleep nor touch the store (set a
     /// flag, wake a waiter). No effect on a store without a source.
     pub fn set_pinned_alarm(&mut self, alarm: alloc::boxed::Box<dyn Fn() + Send + Sync>) {
-        if let Some(r) = self.arena.get_mut().ring.as_mut() {
-            r.alarm = Some(alarm);
-        }
+        self.arena.with_mut(|a| {
+            if let Some(r) = a.ring.as_mut() {
+                r.alarm = Some(alarm);
+            }
+        });
     }
 
-    /// Hold this node's sync passes while its pinned DATA bytes are past `limit` (0: never):
-    /// a pass that finds them so at one of its chain operations ends there (as at a break
-    /// request: `Error::InProgress`, its finished chains kept), and a new pass ends at once
-    /// until a commit releases them. With the pinned alarm ringing at the budget, a host
-    /// that commits when it rings keeps the sync's pinned bytes within `limit` plus one
-    /// chain's payload (64 KiB at most), whatever the threads' speed. No effect on a store
-    /// without a source.
+    /// Hold this node's sync passes while its pinned bytes (changed DATA payloads and
+    /// inodes) are past `limit` (0: never): a pass that finds them so at one of its chain
+    /// operations ends there (as at a break request: `Error::InProgress`, its finished chains
+    /// kept), and a new pass ends at once until a commit releases them. With the pinned alarm
+    /// ringing at the budget, a host that commits when it rings keeps the sync's pinned bytes
+    /// within `limit` plus one chain's payload (64 KiB at most), whatever the threads' speed.
+    /// No effect on a store without a source.
     pub fn set_pinned_limit(&mut self, limit: usize) {
-        if let Some(r) = self.arena.get_mut().ring.as_mut() {
-            r.limit = limit;
-        }
+        self.arena.with_mut(|a| {
+            if let Some(r) = a.ring.as_mut() {
+                r.limit = limit;
+            }
+        });
     }
 
-    /// Whether the pinned DATA bytes are past the limit of [`Store::set_pinned_limit`].
+    /// Whether the pinned bytes (changed DATA payloads and inodes) are past the limit of
+    /// [`Store::set_pinned_limit`]. Asked at every chain operation of a pass: it reads a flag
+    /// kept beside the arena lock, not the lock.
     pub fn past_pinned_limit(&self) -> bool {
-        // Asked at every chain operation of a pass: a store without a source takes no lock.
-        if self.source.is_none() {
-            return false;
-        }
-        let a = self.arena.read();
-        a.ring
-            .as_ref()
-            .is_some_and(|r| r.limit != 0 && r.pinned > r.limit)
+        self.arena.past_pinned_limit()
     }
 
     /// Whether this store reads payloads on demand (it has a [`PayloadSource`]).
@@ -1015,6 +1041,68 @@ mod tests {
                 .unwrap();
             // 1 and 2 KiB pinned: within; 3 KiB: past it once, 4 KiB: still past.
             assert_eq!(rung.load(Ordering::Relaxed), u64::from(i >= 2), "{i}");
+        }
+    }
+
+    /// The pinned limit is passed when the changed bytes pass it, and no longer once some
+    /// go; a limit set afterwards counts at once.
+    #[test]
+    fn the_pinned_limit_follows_the_changed_bytes() {
+        let (mut s, _, ids) = store(4, 1024, 4096);
+        s.set_pinned_limit(2048);
+        let root = s.lock_root(LockMode::Exclusive);
+        for (i, &id) in ids.iter().take(3).enumerate() {
+            let g = s.lock_child(&root, id, LockMode::Exclusive).unwrap();
+            let b = s.bref(id).unwrap();
+            s.replace(&g, b, Body::Data(bytes(1024, 9))).unwrap();
+            assert_eq!(s.past_pinned_limit(), i == 2, "{i}");
+        }
+        let g = s.lock_child(&root, ids[0], LockMode::Exclusive).unwrap();
+        s.delete(&root, g).unwrap();
+        assert!(!s.past_pinned_limit(), "2048 bytes are not past 2048");
+        drop(root);
+        s.set_pinned_limit(1024);
+        assert!(s.past_pinned_limit());
+        s.set_pinned_limit(0);
+        assert!(!s.past_pinned_limit(), "0: no limit");
+    }
+
+    /// A cached payload that a change replaces, or that is freed, goes without being counted
+    /// as pinned on its way out: no alarm nor peak for bytes that never stay.
+    #[test]
+    fn a_replaced_or_freed_cached_payload_is_never_counted_pinned() {
+        for free in [false, true] {
+            let (mut s, _, ids) = store(1, 1024, 4096);
+            let rung: &'static AtomicU64 = Box::leak(Box::default());
+            s.set_pinned_alarm(Box::new(|| {
+                rung.fetch_add(1, Ordering::Relaxed);
+            }));
+            assert_eq!(data(&s, ids[0]), bytes(1024, 0));
+            assert_eq!(s.cache_stats().unwrap().used, 1024, "cached");
+            let root = s.lock_root(LockMode::Exclusive);
+            let mut b = Blockref::new(media::BREF_TYPE_DATA, 1 << 16, 16);
+            b.data_off = (5 << 16) | 12;
+            s.insert(&root, b, Body::Data(bytes(3500, 7))).unwrap();
+            let g = s.lock_child(&root, ids[0], LockMode::Exclusive).unwrap();
+            let want = if free {
+                s.delete(&root, g).unwrap();
+                3500
+            } else {
+                let b = s.bref(ids[0]).unwrap();
+                s.replace(&g, b, Body::Data(vec![2; 1])).unwrap();
+                3501
+            };
+            let st = s.cache_stats().unwrap();
+            assert_eq!(
+                (st.used, st.pinned, st.pinned_peak),
+                (0, want, want),
+                "{st:?}"
+            );
+            assert_eq!(
+                rung.load(Ordering::Relaxed),
+                0,
+                "within the budget ({free})"
+            );
         }
     }
 

@@ -20,6 +20,7 @@
 //! waits on another node's chain locks, so no lock cycle can form across nodes.
 
 pub mod api;
+mod arena_lock;
 pub mod cache;
 pub mod children;
 pub mod compare;
@@ -330,7 +331,7 @@ impl Arena {
 /// One node's store.
 pub struct Store {
     host: &'static dyn Host,
-    arena: spin::RwLock<Arena>,
+    arena: arena_lock::ArenaLock,
     root: ChainId,
     root_lock: usize,
     layout: Layout,
@@ -425,7 +426,7 @@ impl Store {
         }
         Ok(Store {
             host,
-            arena: spin::RwLock::new(Arena {
+            arena: arena_lock::ArenaLock::new(Arena {
                 slots,
                 free: Vec::new(),
                 live: 1,
@@ -1098,8 +1099,7 @@ impl Store {
             // Counted first: a failed re-key may have moved the parent's summaries already.
             self.count_change();
             // The new payload is pinned until a commit writes it.
-            a.unring(g.id)?;
-            a.count_pinned(g.id, false)?;
+            a.uncount(g.id)?;
             a.pay_seq = a.pay_seq.wrapping_add(1);
             let ver = a.pay_seq;
             let c = match a.set_bref(g.id, bref) {
@@ -1201,8 +1201,7 @@ impl Store {
                 }
             }
             a.free.try_reserve(1)?;
-            a.unring(id)?;
-            a.count_pinned(id, false)?;
+            a.uncount(id)?;
             let slot = a.slots.get_mut(id.idx as usize).ok_or(Error::Invalid)?;
             slot.chain = None;
             slot.gen = slot.gen.wrapping_add(1);
@@ -1310,12 +1309,14 @@ impl ChainStore for Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
-        let a = self.arena.get_mut();
-        for s in a.slots.iter_mut() {
-            if let Some(c) = s.chain.take() {
-                self.host.lock_destroy(RawLock::from_raw(c.lock));
+        let host = self.host;
+        self.arena.with_mut(|a| {
+            for s in a.slots.iter_mut() {
+                if let Some(c) = s.chain.take() {
+                    host.lock_destroy(RawLock::from_raw(c.lock));
+                }
             }
-        }
+        });
     }
 }
 

@@ -217,6 +217,11 @@ fn pass<S: ChainStore>(
         mode,
         pool: Some(pool),
     };
+    // A node held past its pinned limit (see `Ctx::poll`) ends the pass before the root's
+    // scan asks every node for its children: its thread polls again at every idle tick.
+    if ctx.me().past_pinned_limit() {
+        return Err(Error::InProgress);
+    }
     let root = ctx.me().root();
     let mut list: Vec<Deferred<S::Id>> = Vec::new();
     let mut root_resume = None;
