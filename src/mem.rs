@@ -28,6 +28,27 @@ pub fn try_box<T>(value: T) -> Result<Box<T>> {
     }
 }
 
+/// A `T` of all-zero bytes built on the heap, never in the caller's frame (a kernel stack is
+/// small), or [`Error::NoMem`].
+///
+/// # Safety
+/// All-zero bytes must be a valid `T` (integers and arrays of them, for instance).
+pub unsafe fn try_box_zeroed<T>() -> Result<Box<T>> {
+    let layout = Layout::new::<T>();
+    if layout.size() == 0 {
+        // SAFETY: a zero-sized `T` has no bytes; the caller vouches that zero is valid.
+        return Ok(Box::new(unsafe { core::mem::zeroed() }));
+    }
+    // SAFETY: the layout has a non-zero size, as `alloc_zeroed` requires.
+    let ptr = unsafe { alloc::alloc::alloc_zeroed(layout) } as *mut T;
+    if ptr.is_null() {
+        return Err(Error::NoMem);
+    }
+    // SAFETY: a fresh, non-null allocation with `T`'s layout from the global allocator, as
+    // `Box::from_raw` requires, initialised to zero bytes, which the caller vouches is a `T`.
+    Ok(unsafe { Box::from_raw(ptr) })
+}
+
 /// `Vec::push` that returns [`Error::NoMem`] instead of aborting.
 pub fn try_push<T>(v: &mut Vec<T>, value: T) -> Result<()> {
     v.try_reserve(1)?;

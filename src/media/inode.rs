@@ -388,6 +388,14 @@ impl Default for InodeData {
 }
 
 impl InodeData {
+    /// An inode of zero bytes on the heap (no 1 KiB value passes through the caller's frame),
+    /// or [`Error::NoMem`]: to fill in place.
+    pub fn try_zeroed_box() -> Result<alloc::boxed::Box<InodeData>> {
+        // SAFETY: every field of `InodeData` and `InodeMeta` is an integer or an array of
+        // integers, `repr(C)` without padding (the layout asserts above): zero bytes are one.
+        unsafe { crate::mem::try_box_zeroed() }
+    }
+
     /// A new inode with `meta` and `name` (sets `name_len`); [`Error::Invalid`] if the name is
     /// longer than [`NAME_MAX`].
     pub fn new(meta: InodeMeta, name: &[u8]) -> Result<InodeData> {
@@ -499,6 +507,13 @@ impl InodeData {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_zeroed_box_is_an_inode_of_zero_bytes() {
+        let ino = InodeData::try_zeroed_box().unwrap();
+        assert!(ino.encode().iter().all(|&b| b == 0));
+        assert_eq!(ino.filename(), b"");
+    }
 
     fn meta() -> InodeMeta {
         let mut m = InodeMeta::new(OBJTYPE_REGFILE, 42, 0o100644);

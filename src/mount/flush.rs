@@ -628,6 +628,10 @@ struct Frame {
     /// The child inode being committed: its key, its entry as last committed, and whether
     /// that entry is its own block.
     pending: Option<Box<(u64, Option<Blockref>, bool)>>,
+    /// Its payload as the store keeps it (table cleared) and the payload version, when the
+    /// block last committed was read for [`Frame::set`] while the store kept the payload
+    /// there: what [`finish`] writes unless the payload changed since.
+    kept: Option<(Box<crate::media::InodeData>, PayVer)>,
 }
 
 /// The blockset of the inode block `b` last committed, on the heap (`None` for an inode
@@ -639,6 +643,36 @@ fn old_set<D: BlockDev>(
 ) -> Result<Option<Box<[Blockref; SET_COUNT]>>> {
     let ino = vol.read_inode_box(b).map_err(read_err)?;
     boxed_set(&ino)
+}
+
+/// Its table as last committed and, when the store's payload of inode `id` is that very
+/// block (`b`), the payload as the store keeps it with its version: one read of the block
+/// for both, not one for the table and one through the store's source ([`Frame::kept`]).
+type OldInode = (
+    Option<Box<[Blockref; SET_COUNT]>>,
+    Option<(Box<crate::media::InodeData>, PayVer)>,
+);
+
+/// [`OldInode`] of the inode block `b` last committed (a `None` table for an inode that keeps
+/// its data in itself).
+#[inline(never)]
+fn old_inode<D: BlockDev>(
+    vol: &Volume<D>,
+    store: &Store,
+    id: ChainId,
+    b: &Blockref,
+) -> Result<OldInode> {
+    let at = store.on_media_at(id)?;
+    let mut ino = vol.read_inode_box(b).map_err(read_err)?;
+    let set = boxed_set(&ino)?;
+    let kept = match at {
+        Some((sb, ver)) if sb.data_off == b.data_off => {
+            crate::store::inode::clear_table(&mut ino);
+            Some((ino, ver))
+        }
+        _ => None,
+    };
+    Ok((set, kept))
 }
 
 /// `ino`'s blockset on the heap. Out of line: the set is in no frame under a device read.
@@ -663,9 +697,9 @@ impl Frame {
     ) -> Result<()> {
         let in_dir = store.is_directory(id)?;
         let methods = store.bref(id)?.methods;
-        let set = match old {
-            Some(b) => old_set(vol, b)?,
-            None => None,
+        let (set, kept) = match old {
+            Some(b) => old_inode(vol, store, id, b)?,
+            None => (None, None),
         };
         let me = pair(id);
         let next = places.partition_point(|p| p.0 < me);
@@ -679,6 +713,7 @@ impl Frame {
             set,
             changes: Vec::new(),
             pending: None,
+            kept,
         });
         Ok(())
     }
@@ -905,9 +940,16 @@ fn finish<D: BlockDev>(
     w: &mut Walk<'_>,
     pfs_old: &Blockref,
 ) -> Result<Option<(Blockref, u64)>> {
-    let done = w.stack.pop().ok_or(Error::Invalid)?;
+    let mut done = w.stack.pop().ok_or(Error::Invalid)?;
     let id = done.id;
-    let (b, mut ino, ver) = read_inode(w.store, id)?;
+    let (b, mut ino, ver) = match done.kept.take() {
+        // Still on the media at the version read: the payload is the block read for its table.
+        Some((ino, kv)) => match w.store.on_media_at(id)? {
+            Some((b, ver)) if ver == kv => (b, ino, ver),
+            _ => read_inode(w.store, id)?,
+        },
+        None => read_inode(w.store, id)?,
+    };
     let top_inum = done
         .changes
         .iter()

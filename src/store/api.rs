@@ -91,6 +91,12 @@ pub trait ChainStore: Sync {
         let (bref, body) = self.read(id)?;
         Ok((bref, Sealed::new(body)))
     }
+    /// Whether chain `id`'s payload is on the media, not in memory: a [`ChainStore::read`]
+    /// of it would read the media, and an inode would come back with its block table cleared
+    /// (unless DIRECTDATA). The default keeps every payload in memory.
+    fn payload_on_media(&self, _id: Self::Id) -> Result<bool> {
+        Ok(false)
+    }
     /// The first child of `parent` whose key range overlaps `beg ..= end`.
     fn lookup(&self, parent: Self::Id, beg: u64, end: u64) -> Result<Option<(Self::Id, Blockref)>>;
     /// [`ChainStore::lookup`] in a walk of one table, child after child: a store may keep in

@@ -4,8 +4,10 @@
 //!
 //! Every chain's header and tree links stay resident; DATA payloads and inode bodies (but
 //! the PFS root's) come and go. Of an inode whose body is on the media the store keeps only
-//! what it reads under its lock: whether it is a directory (the shape of its table depends
-//! on it); everything else (`meta`, a name lookup) reads the body outside the lock. A clean
+//! its [`super::inode::InodeSummary`]: whether it is a directory (read under its lock: the
+//! shape of its table depends on it) and a digest of its body (by which a cluster join
+//! compares clean inodes of two volumes); everything else (`meta`, a name lookup) reads the
+//! body outside the lock. A clean
 //! inode's header holds the check code of its block on the media, table included, by which
 //! a read verifies it; the body read is decoded and its table cleared (the store holds the
 //! table in its chains), so a copy of it carries no check code. A chain is in one of three
@@ -156,8 +158,9 @@ pub(super) fn evictable(b: &Blockref) -> bool {
 /// block as stored; an inode decoded with its block table cleared, as
 /// [`super::inode::clear_table`] leaves it (the store holds the table in its chains): EIO
 /// when its meta does not decode, as for a block failing its check. The table is not
-/// decoded, only dropped; the inode is filled on the heap, section by section, so that no
-/// whole inode sits in the frame of a sync thread's read (a kernel stack is small).
+/// decoded, only dropped; the inode is built zeroed on the heap and filled section by
+/// section, so that no whole inode sits in the frame of a sync thread's read (a kernel
+/// stack is small).
 #[inline(never)]
 pub(super) fn decode(bref: &Blockref, bytes: Vec<u8>) -> Result<Body> {
     if bref.btype != media::BREF_TYPE_INODE {
@@ -172,7 +175,7 @@ pub(super) fn decode(bref: &Blockref, bytes: Vec<u8>) -> Result<Body> {
     );
     let section = |from: usize, to: usize| bytes.get(from..to).ok_or(Error::Io);
     let meta = InodeMeta::decode(section(0, meta_at)?).map_err(|_| Error::Io)?;
-    let mut ino = crate::mem::try_box(InodeData::default())?;
+    let mut ino = InodeData::try_zeroed_box()?;
     ino.meta = meta;
     ino.filename.copy_from_slice(section(meta_at, name_at)?);
     if meta.is_directdata() {
@@ -595,6 +598,25 @@ impl Store {
             check,
             carried: false,
         })
+    }
+
+    /// Keep `body`, chain `id`'s payload as its caller read it from the media (a load reads
+    /// every inode for its table; an inode's table cleared as [`decode`] leaves it), in the
+    /// cache if it fits there without evicting anything: the first sync would read it again.
+    /// Dropped otherwise, or when the chain is not on the media.
+    pub fn offer(&self, id: ChainId, body: Body) {
+        let ver = {
+            let a = self.arena.read();
+            let fits = a
+                .ring
+                .as_ref()
+                .is_some_and(|r| r.used + payload_len(&body) <= r.budget);
+            match a.get(id) {
+                Ok(c) if fits && c.pay.at == Where::OnMedia => c.pay.ver,
+                _ => return,
+            }
+        };
+        self.install(id, ver, body);
     }
 
     /// Cache `bytes` as chain `id`'s payload if it is still on the media at version `ver`
@@ -1105,8 +1127,10 @@ mod tests {
         b.set_check(&on_disk).unwrap();
         src.blocks.lock().insert(b.data_off, on_disk.to_vec());
         let root = s.lock_root(LockMode::Exclusive);
-        let id = s.insert_inode_on_media(&root, b, true).unwrap();
+        let summary = super::super::inode::InodeSummary::of(&ip);
+        let id = s.insert_inode_on_media(&root, b, summary).unwrap();
         assert!(s.is_directory(id).unwrap() && s.is_on_media(id).unwrap());
+        assert_eq!(s.inode_summary(id).unwrap(), Some(summary));
         let mut cleared = ip;
         cleared.u = [0; media::EMBEDDED_BYTES];
         let (rb, sealed, ver) = s.read_versioned(id).unwrap();
@@ -1117,10 +1141,17 @@ mod tests {
         let mut other = b;
         (other.key, other.data_off) = (78, (6 << 16) | u64::from(media::INODE_RADIX));
         src.blocks.lock().insert(other.data_off, on_disk.to_vec());
-        let o = s.insert_inode_on_media(&root, other, false).unwrap();
+        let o = s
+            .insert_inode_on_media(&root, other, Default::default())
+            .unwrap();
         assert!(!s.is_on_media(id).unwrap());
         s.meta(o).unwrap();
         assert!(s.is_on_media(id).unwrap() && s.is_directory(id).unwrap());
+        assert_eq!(
+            s.inode_summary(id).unwrap(),
+            Some(summary),
+            "kept by the eviction"
+        );
         // Changed: pinned, whatever the pressure; the commit of a version gone keeps it.
         let g = s.lock_child(&root, id, LockMode::Exclusive).unwrap();
         s.modify(&g, |_, body| {
@@ -1147,6 +1178,8 @@ mod tests {
         assert_eq!(s.bref(id).unwrap().check, written.check);
         assert_eq!(s.cache_stats().unwrap().pinned, 0);
         assert!(s.is_directory(id).unwrap());
+        let summary = s.inode_summary(id).unwrap().unwrap();
+        assert!(summary.dir && summary.digest != super::super::inode::InodeSummary::of(&ip).digest);
     }
 
     #[test]

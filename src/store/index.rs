@@ -136,7 +136,7 @@ impl Store {
 
     /// The inode named `name` in directory `dir`.
     fn index_step(&self, dir: ChainId, name: &[u8]) -> Result<ChainId> {
-        if self.meta(dir)?.objtype != media::OBJTYPE_DIRECTORY {
+        if !self.is_directory(dir)? {
             return Err(Error::NotDir);
         }
         let (_, _, head) = self.find_dirent(dir, name)?.ok_or(Error::NotFound)?;
@@ -164,7 +164,7 @@ impl Store {
                 for c in dirs {
                     dir = self.index_step(dir, c)?;
                 }
-                if self.meta(dir)?.objtype != media::OBJTYPE_DIRECTORY {
+                if !self.is_directory(dir)? {
                     return Err(Error::NotDir);
                 }
                 Some(*last)
@@ -338,7 +338,7 @@ impl Store {
 
     /// How many entries of index inode `id` name `inum` (none unless it is a directory).
     fn dir_entries_naming(&self, id: ChainId, inum: u64) -> Result<u64> {
-        if self.meta(id)?.objtype != media::OBJTYPE_DIRECTORY {
+        if !self.is_directory(id)? {
             return Ok(0);
         }
         let mut count = 0;

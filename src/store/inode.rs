@@ -1,7 +1,38 @@
 //! Store-side helpers over the media types: file block sizing, the PFS-root field rule and
 //! the inode as the store keeps it (its table cleared).
 
-use crate::media::{bytes_to_radix, InodeData, InodeMeta, EMBEDDED_BYTES, RADIX_MAX};
+use crate::media::{
+    bytes_to_radix, check, InodeData, InodeMeta, EMBEDDED_BYTES, OBJTYPE_DIRECTORY, RADIX_MAX,
+};
+
+/// What a store keeps of an inode whose body is on the media: whether it is a directory
+/// (the shape of its table depends on it, read under the store's lock) and a digest of the
+/// body as the store keeps it (table cleared), by which two clean inodes of different
+/// volumes are compared without reading either: their check codes cover their block tables
+/// too, which differ wherever the volumes put the same blocks apart.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InodeSummary {
+    /// Whether the inode is a directory.
+    pub dir: bool,
+    /// XXH64 of its meta, name and embedded data (the latter only when it has them).
+    pub digest: u64,
+}
+
+impl InodeSummary {
+    /// The summary of `ino`, its table cleared or not (a table is not digested).
+    pub fn of(ino: &InodeData) -> InodeSummary {
+        let meta = ino.meta.encode();
+        let mut digest = check::xxh64(&meta, 0);
+        digest = check::xxh64(&ino.filename, digest);
+        if ino.meta.is_directdata() {
+            digest = check::xxh64(&ino.u, digest);
+        }
+        InodeSummary {
+            dir: ino.meta.objtype == OBJTYPE_DIRECTORY,
+            digest,
+        }
+    }
+}
 
 /// Make `ino` an inode as the store keeps it: a table-holding inode's block table lives in
 /// the store's chains (a commit writes the table it builds from them), so its on-media

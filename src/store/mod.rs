@@ -216,10 +216,13 @@ struct Chain {
     unflushed_in: u64,
     /// Where its payload is ([`cache`]).
     pay: Pay,
-    /// What the store reads of an inode under its lock, kept while its payload is on the
-    /// media: whether it is a directory (its table's shape depends on it). Meaningless
-    /// while the payload is in memory, which is read instead.
+    /// What the store keeps of an inode while its payload is on the media
+    /// ([`inode::InodeSummary`]): whether it is a directory (read under its lock: its
+    /// table's shape depends on it) and the digest of its body, apart so that the flag packs
+    /// with the other small fields. Meaningless while the payload is in memory, which is
+    /// read instead.
     dir: bool,
+    digest: u64,
     /// Whether the header's check code came in with the payload now in memory, a sealed
     /// copy installed unchanged ([`Sealed::carried_check`]); cleared by a change of it.
     carried: bool,
@@ -248,7 +251,10 @@ impl Chain {
     /// Take the payload out of memory (the caller puts it on the media), keeping the
     /// summary of an inode; the payload, to free outside the arena lock.
     fn leave_memory(&mut self) -> Body {
-        self.dir = self.is_dir();
+        if let Body::Inode(ip) = &self.body {
+            let summary = inode::InodeSummary::of(ip);
+            (self.dir, self.digest) = (summary.dir, summary.digest);
+        }
         // What is read back is the media's block, verified by its read, not a carried copy.
         self.carried = false;
         core::mem::replace(&mut self.body, Body::Data(Vec::new()))
@@ -409,6 +415,7 @@ impl Store {
                 unflushed_in: 1,
                 pay: Pay::pinned(0),
                 dir: false,
+                digest: 0,
                 carried: false,
             }),
         });
@@ -532,6 +539,33 @@ impl Store {
         Ok(self.arena.read().get(id)?.is_dir())
     }
 
+    /// The summary of inode `id` ([`inode::InodeSummary`]), `None` for a DATA chain. Never
+    /// reads the media: an inode whose payload is there answers from its resident summary.
+    pub fn inode_summary(&self, id: ChainId) -> Result<Option<inode::InodeSummary>> {
+        let a = self.arena.read();
+        let c = a.get(id)?;
+        Ok(match &c.body {
+            Body::Inode(ip) => Some(inode::InodeSummary::of(ip)),
+            Body::Data(_)
+                if c.pay.at == Where::OnMedia && c.bref.btype == media::BREF_TYPE_INODE =>
+            {
+                Some(inode::InodeSummary {
+                    dir: c.dir,
+                    digest: c.digest,
+                })
+            }
+            Body::Data(_) => None,
+        })
+    }
+
+    /// Chain `id`'s header and payload version when its payload is on the media (the block
+    /// the header names holds it), `None` when it is in memory: one look under the lock.
+    pub fn on_media_at(&self, id: ChainId) -> Result<Option<(Blockref, cache::PayVer)>> {
+        let a = self.arena.read();
+        let c = a.get(id)?;
+        Ok((c.pay.at == Where::OnMedia).then_some((c.bref, c.pay.ver)))
+    }
+
     /// A copy of a chain's header and payload.
     pub fn read(&self, id: ChainId) -> Result<(Blockref, Body)> {
         self.read_sealed(id)
@@ -588,7 +622,7 @@ impl Store {
                 }
             };
             let mut body = match len {
-                None => Body::Inode(try_box(InodeData::default())?),
+                None => Body::Inode(InodeData::try_zeroed_box()?),
                 Some(n) => {
                     let mut v = Vec::new();
                     v.try_reserve_exact(n)?;
@@ -839,7 +873,7 @@ impl Store {
             bref,
             (body, carried),
             raw,
-            (Where::Pinned, false),
+            (Where::Pinned, inode::InodeSummary::default()),
         );
         match r {
             Ok(_) => self.count_change(),
@@ -871,27 +905,33 @@ impl Store {
         if bref.btype != media::BREF_TYPE_DATA {
             return Err(Error::Invalid);
         }
-        self.insert_left(parent, bref, false)
+        self.insert_left(parent, bref, inode::InodeSummary::default())
     }
 
-    /// [`Store::insert_on_media`] of an inode (not a PFS root), as a load finds it: `dir`
-    /// says whether it is a directory, all the store needs of it until it is read. Read
-    /// back, its block table is cleared ([`inode::clear_table`]): its children are chains.
+    /// [`Store::insert_on_media`] of an inode (not a PFS root), as a load finds it:
+    /// `summary` is all the store keeps of it until it is read ([`inode::InodeSummary::of`]
+    /// its body). Read back, its block table is cleared ([`inode::clear_table`]): its
+    /// children are chains.
     pub fn insert_inode_on_media(
         &self,
         parent: &ChainGuard<'_>,
         bref: Blockref,
-        dir: bool,
+        summary: inode::InodeSummary,
     ) -> Result<ChainId> {
         if bref.btype != media::BREF_TYPE_INODE {
             return Err(Error::Invalid);
         }
-        self.insert_left(parent, bref, dir)
+        self.insert_left(parent, bref, summary)
     }
 
-    /// Insert a chain of header `bref` (and directory summary `dir`) whose payload stays on
+    /// Insert a chain of header `bref` (and inode summary `summary`) whose payload stays on
     /// the media.
-    fn insert_left(&self, parent: &ChainGuard<'_>, bref: Blockref, dir: bool) -> Result<ChainId> {
+    fn insert_left(
+        &self,
+        parent: &ChainGuard<'_>,
+        bref: Blockref,
+        summary: inode::InodeSummary,
+    ) -> Result<ChainId> {
         if !cache::evictable(&bref) {
             return Err(Error::Invalid);
         }
@@ -899,7 +939,13 @@ impl Store {
         let lock = self.host.lock_create()?;
         let raw = lock.as_raw();
         let body = Body::Data(Vec::new());
-        let r = self.insert_locked(parent.id, bref, (body, false), raw, (Where::OnMedia, dir));
+        let r = self.insert_locked(
+            parent.id,
+            bref,
+            (body, false),
+            raw,
+            (Where::OnMedia, summary),
+        );
         match r {
             Ok(_) => self.count_change(),
             Err(_) => self.host.lock_destroy(lock),
@@ -915,7 +961,7 @@ impl Store {
         bref: Blockref,
         (body, carried): (Body, bool),
         lock: usize,
-        (at, dir): (Where, bool),
+        (at, summary): (Where, inode::InodeSummary),
     ) -> Result<ChainId> {
         let mut a = loop {
             let a = self.arena.write();
@@ -974,7 +1020,8 @@ impl Store {
                 Where::OnMedia => Pay::on_media(ver),
                 _ => Pay::pinned(ver),
             },
-            dir,
+            dir: summary.dir,
+            digest: summary.digest,
             carried,
         });
         a.live += 1;
@@ -1185,6 +1232,9 @@ impl ChainStore for Store {
     }
     fn read(&self, id: ChainId) -> Result<(Blockref, Body)> {
         Store::read(self, id)
+    }
+    fn payload_on_media(&self, id: ChainId) -> Result<bool> {
+        Store::is_on_media(self, id)
     }
     fn lookup(&self, parent: ChainId, beg: u64, end: u64) -> Result<Option<(ChainId, Blockref)>> {
         Store::lookup(self, parent, beg, end)

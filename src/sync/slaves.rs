@@ -1027,8 +1027,11 @@ fn replace_held<'a, S: ChainStore>(
         }
     }
     // Built outside the arena lock (it allocates); nobody else changes the chain: we hold it.
-    // Only an inode's payload is needed (a DATA chain's is overwritten whole).
+    // Only an inode's payload is needed (a DATA chain's is overwritten whole), and only for
+    // what it keeps of ours: not read from the media, where its table comes back cleared, so
+    // the copy starts an empty table either way (the PFS root is always in memory).
     let lip = match lb.btype {
+        media::BREF_TYPE_INODE if !isroot && me.payload_on_media(g.id())? => None,
         media::BREF_TYPE_INODE => match me.read(g.id())?.1 {
             Body::Inode(ip) => Some(ip),
             Body::Data(_) => None,
