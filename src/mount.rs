@@ -354,7 +354,7 @@ fn load_chain<D: BlockDev>(
                 let summary = crate::store::inode::InodeSummary::of(&ino);
                 let id = store.insert_inode_on_media(g, b, summary)?;
                 crate::store::inode::clear_table(&mut ino);
-                store.offer(id, Body::Inode(ino));
+                store.offer(id, &b, Body::Inode(ino));
                 id
             } else {
                 crate::store::inode::clear_table(&mut ino);

@@ -603,8 +603,9 @@ impl Store {
     /// Keep `body`, chain `id`'s payload as its caller read it from the media (a load reads
     /// every inode for its table; an inode's table cleared as [`decode`] leaves it), in the
     /// cache if it fits there without evicting anything: the first sync would read it again.
-    /// Dropped otherwise, or when the chain is not on the media.
-    pub fn offer(&self, id: ChainId, body: Body) {
+    /// Dropped otherwise, or when the chain is not on the media at the block `read` names,
+    /// the one the caller read (a chain changed and written elsewhere since keeps its block).
+    pub fn offer(&self, id: ChainId, read: &Blockref, body: Body) {
         let ver = {
             let a = self.arena.read();
             let fits = a
@@ -612,7 +613,14 @@ impl Store {
                 .as_ref()
                 .is_some_and(|r| r.used + payload_len(&body) <= r.budget);
             match a.get(id) {
-                Ok(c) if fits && c.pay.at == Where::OnMedia => c.pay.ver,
+                Ok(c)
+                    if fits
+                        && c.pay.at == Where::OnMedia
+                        && c.bref.data_off == read.data_off
+                        && c.bref.check == read.check =>
+                {
+                    c.pay.ver
+                }
                 _ => return,
             }
         };
@@ -1207,5 +1215,61 @@ mod tests {
         // Read again, unchanged: 1 was cached, 0 read by the modify and once more now.
         assert_eq!(data(&s, ids[0]), bytes(1024, 0));
         assert_eq!(src.reads.load(Ordering::Relaxed), 3);
+    }
+
+    /// An inode the load offers is kept only if the chain is still on the media at the block
+    /// it was read from: one written elsewhere since keeps its own.
+    #[test]
+    fn an_offered_inode_is_kept_only_for_the_block_it_was_read_from() {
+        let (s, src, _) = store(0, 1024, 4096);
+        let ip = InodeData::default();
+        let mut b = Blockref::new(media::BREF_TYPE_INODE, 5, 0);
+        b.set_size_radix(media::INODE_RADIX);
+        b.data_off = (5 << 16) | u64::from(media::INODE_RADIX);
+        b.set_check(&ip.encode()).unwrap();
+        src.blocks.lock().insert(b.data_off, ip.encode().to_vec());
+        let root = s.lock_root(LockMode::Exclusive);
+        let summary = super::super::inode::InodeSummary::of(&ip);
+        let id = s.insert_inode_on_media(&root, b, summary).unwrap();
+        drop(root);
+        let mut moved = b;
+        moved.data_off = (6 << 16) | u64::from(media::INODE_RADIX);
+        s.arena.write().get_mut(id).unwrap().bref.data_off = moved.data_off;
+        s.offer(id, &b, Body::Inode(crate::mem::try_box(ip).unwrap()));
+        assert_eq!(s.cache_stats().unwrap().used, 0, "an older block's body");
+        s.offer(id, &moved, Body::Inode(crate::mem::try_box(ip).unwrap()));
+        assert_eq!(s.cache_stats().unwrap().used, media::INODE_BYTES);
+    }
+
+    /// A modify whose change fails after it changed the payload leaves a header whose check
+    /// code describes the bytes held: a copy carries the header's code to another node.
+    #[test]
+    fn a_modify_failing_after_its_change_reseals_the_header() {
+        let (s, _src, ids) = store(1, 1024, 4096);
+        let root = s.lock_root(LockMode::Exclusive);
+        let g = s.lock_child(&root, ids[0], LockMode::Exclusive).unwrap();
+        let r: Result<()> = s.modify(&g, |_, body| {
+            let Body::Data(d) = body else {
+                return Err(Error::Invalid);
+            };
+            d[0] ^= 1;
+            Err(Error::Invalid)
+        });
+        assert_eq!(r.err(), Some(Error::Invalid));
+        drop(g);
+        drop(root);
+        let (b, body) = s.read(ids[0]).unwrap();
+        let Body::Data(d) = body else {
+            panic!("an inode")
+        };
+        assert_eq!(
+            d[0],
+            bytes(1024, 0)[0] ^ 1,
+            "the change stays, as documented"
+        );
+        assert!(
+            b.verify_check(&d).is_ok(),
+            "the header's code is the held bytes'"
+        );
     }
 }

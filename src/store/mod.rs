@@ -1074,6 +1074,16 @@ impl Store {
             a.set_bref(g.id, bref)?;
             Ok(r)
         });
+        if r.is_err() {
+            // `f` may have changed the payload before the failure: the header's check code
+            // must still describe the bytes held, or a copy would carry a wrong code to
+            // another node's media (a synced copy keeps the code it came with).
+            let c = a.get_mut(g.id)?;
+            let mut held = c.bref;
+            if c.body.seal(&mut held).is_ok() {
+                c.bref.check = held.check;
+            }
+        }
         a.count_pinned(g.id, true)?;
         r
     }
