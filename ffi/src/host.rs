@@ -143,13 +143,19 @@ fn excl(mode: LockMode) -> i32 {
 /// # Safety
 /// `arg` must be the pointer `spawn` passed to the host, used exactly once.
 pub(crate) unsafe fn run_thread(arg: *mut c_void) {
+    // Moved out of its box in this statement, which frees the box at once: a box kept to the
+    // end of the function would be freed after the count below drops, when `h2s_fini` may
+    // already be measuring (a leak reported at unload) or resetting the pool.
     // SAFETY: per this function's contract `arg` is a leaked `Box<ThreadEntry>` nobody else owns.
-    let entry = unsafe { Box::from_raw(arg as *mut ThreadEntry) };
-    (*entry)();
+    let entry: ThreadEntry = *unsafe { Box::from_raw(arg as *mut ThreadEntry) };
+    // Consumes the body's own box: freed when the call returns.
+    entry();
     // The table is read before the count drops: once it reads 0, `h2s_fini` may uninstall the
     // table (`table()` would then spin for ever), while the `h2s_ops` it points to is static
     // and outlives the host's wait for this thread's exit.
     let ops = table();
+    #[cfg(test)]
+    crate::testhost::body_ended(arg as usize);
     // Last: the body and everything it owned are gone.
     if BODIES.fetch_sub(1, Ordering::SeqCst) == 1 {
         // SAFETY: `ops` is the installed table (static, see above); `BODIES` is a live static.
@@ -177,5 +183,23 @@ pub(crate) fn wait_for_thread_bodies() -> u32 {
             return first;
         }
         KERNEL_HOST.sleep_on_word(&BODIES, n, Some(Duration::from_secs(1)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testhost::{ensure_init, WATCHED_FREED_AT_END, WATCHED_THREAD};
+
+    #[test]
+    fn a_thread_body_frees_its_box_before_it_counts_as_ended() {
+        ensure_init();
+        // Unload measures the pool once the count reads 0: a box freed after that is
+        // reported as leaked, or freed into a pool already reset.
+        let h = KERNEL_HOST
+            .spawn(WATCHED_THREAD, Box::new(|| {}))
+            .expect("spawn");
+        KERNEL_HOST.join(h);
+        assert_eq!(*WATCHED_FREED_AT_END.lock().unwrap(), Some(true));
     }
 }

@@ -2,7 +2,7 @@
 //! as a kernel calls it (through `h2s_init` and the function-pointer table).
 
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, Once};
 use std::time::{Duration, Instant};
 
@@ -120,6 +120,9 @@ unsafe extern "C" fn spawn(
             return -rc;
         }
     }
+    if name == WATCHED_THREAD {
+        WATCH.store(arg as usize, Ordering::SeqCst);
+    }
     let arg = SendPtr(arg);
     let h = std::thread::Builder::new()
         .name(name)
@@ -132,6 +135,45 @@ unsafe extern "C" fn spawn(
     // SAFETY: the core passes a valid out pointer.
     unsafe { *out = Box::into_raw(Box::new(h)) as *mut c_void };
     0
+}
+
+/// A thread spawned under this name has its body's box watched: [`body_ended`] records whether
+/// that box was already freed when the body counted itself ended.
+pub const WATCHED_THREAD: &str = "h2s-watched";
+/// The watched box's address (0: none).
+static WATCH: AtomicUsize = AtomicUsize::new(0);
+static WATCH_FREED: AtomicBool = AtomicBool::new(false);
+/// Set when the watched thread's body counted itself ended: whether its box was freed by then.
+pub static WATCHED_FREED_AT_END: Mutex<Option<bool>> = Mutex::new(None);
+
+/// `System`, noting when the block at [`WATCH`] is freed. It must not allocate.
+struct WatchAlloc;
+
+// SAFETY: every call forwards to `System` with the caller's arguments; the extra work is two
+// atomics.
+unsafe impl std::alloc::GlobalAlloc for WatchAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: forwarded as is.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        if ptr as usize == WATCH.load(Ordering::SeqCst) {
+            WATCH_FREED.store(true, Ordering::SeqCst);
+        }
+        // SAFETY: forwarded as is.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: WatchAlloc = WatchAlloc;
+
+/// Called by a thread body's wrapper just before the body counts itself ended.
+pub fn body_ended(arg: usize) {
+    if arg != 0 && WATCH.load(Ordering::SeqCst) == arg {
+        WATCH.store(0, Ordering::SeqCst);
+        *WATCHED_FREED_AT_END.lock().unwrap() = Some(WATCH_FREED.swap(false, Ordering::SeqCst));
+    }
 }
 
 /// An errno the spawn of a volume sync's job thread (`h2s-volsync`) fails with; 0: none.

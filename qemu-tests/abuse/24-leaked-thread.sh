@@ -25,6 +25,7 @@ echo "the hang run returned after $ms ms leaving: $left"
 
 # rmmod waits for the writer (about 10 s more); one still waiting after 60 s never ends.
 t1=$(now_ms)
+echo 'abuse 24: rmmod' >/dev/kmsg
 rmmod hammer2_synchro 2>/tmp/rmmod.err &
 rp=$!
 while kill -0 $rp 2>/dev/null; do
@@ -36,7 +37,8 @@ wait $rp || { echo "rmmod with a thread left running failed: $(cat /tmp/rmmod.er
 ms=$(($(now_ms) - t1))
 [ ! -d "$D" ] || { echo "debugfs directory left behind after rmmod"; exit 1; }
 [ -z "$(h2s_threads)" ] || { echo "threads left after rmmod: $(h2s_threads)"; exit 1; }
-dmesg | tail -n 40 >/tmp/unload.log
+# Only this unload's lines: an earlier unload's report is not this one's.
+dmesg | sed -n '/abuse 24: rmmod/,$p' >/tmp/unload.log
 grep -qE 'waiting for [0-9]+ thread\(s\) no cluster owns before unloading' /tmp/unload.log ||
 	{ echo "rmmod did not wait for the thread left running:"; cat /tmp/unload.log; exit 1; }
 grep -q 'stopped 1 remaining cluster(s)' /tmp/unload.log ||
