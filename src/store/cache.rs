@@ -341,26 +341,40 @@ impl Arena {
     /// Count chain `id`'s payload into (`add`) or out of the pinned bytes, when it is a
     /// pinned evictable payload (DATA, an inode) of a store with a cache.
     pub(super) fn count_pinned(&mut self, id: ChainId, add: bool) -> Result<()> {
-        let c = self.get(id)?;
-        if c.pay.at != Where::Pinned || !evictable(&c.bref) {
-            return Ok(());
-        }
-        let len = payload_len(&c.body);
-        if let Some(r) = self.ring.as_mut() {
-            if add {
-                let was = r.pinned;
-                r.pinned += len;
-                r.pinned_peak = r.pinned_peak.max(r.pinned);
-                if was <= r.budget && r.pinned > r.budget {
-                    if let Some(alarm) = r.alarm.as_ref() {
-                        alarm();
-                    }
-                }
-            } else {
-                r.pinned = r.pinned.saturating_sub(len);
-            }
+        let len = self.pinned_len(id)?;
+        if add {
+            self.repin(0, len);
+        } else {
+            self.repin(len, 0);
         }
         Ok(())
+    }
+
+    /// The bytes chain `id` counts in the pinned bytes: its payload's when it is a pinned
+    /// evictable payload (DATA, an inode), else 0.
+    pub(super) fn pinned_len(&self, id: ChainId) -> Result<usize> {
+        let c = self.get(id)?;
+        if c.pay.at != Where::Pinned || !evictable(&c.bref) {
+            return Ok(0);
+        }
+        Ok(payload_len(&c.body))
+    }
+
+    /// A counted payload went from `was` to `now` pinned bytes, as one step: the alarm rings
+    /// only when the step itself passes the budget (a change in place counted out and in
+    /// again would ring it anew while the store stays past it).
+    pub(super) fn repin(&mut self, was: usize, now: usize) {
+        let Some(r) = self.ring.as_mut() else {
+            return;
+        };
+        let before = r.pinned;
+        r.pinned = r.pinned.saturating_sub(was).saturating_add(now);
+        r.pinned_peak = r.pinned_peak.max(r.pinned);
+        if before <= r.budget && r.pinned > r.budget {
+            if let Some(alarm) = r.alarm.as_ref() {
+                alarm();
+            }
+        }
     }
 
     /// Put chain `id`'s pinned payload back on the media (it is the block its header names:
@@ -1050,6 +1064,58 @@ mod tests {
             // 1 and 2 KiB pinned: within; 3 KiB: past it once, 4 KiB: still past.
             assert_eq!(rung.load(Ordering::Relaxed), u64::from(i >= 2), "{i}");
         }
+    }
+
+    /// A change in place to a payload already counted pinned is one step: past the budget,
+    /// it rings no new alarm (counted out and in again, it did); growing past it rings once.
+    #[test]
+    fn a_change_in_place_past_the_budget_rings_no_new_alarm() {
+        let (mut s, _, ids) = store(3, 1024, 2048);
+        let rung: &'static AtomicU64 = Box::leak(Box::default());
+        s.set_pinned_alarm(Box::new(|| {
+            rung.fetch_add(1, Ordering::Relaxed);
+        }));
+        let root = s.lock_root(LockMode::Exclusive);
+        for &id in &ids {
+            let g = s.lock_child(&root, id, LockMode::Exclusive).unwrap();
+            let b = s.bref(id).unwrap();
+            s.replace(&g, b, Body::Data(bytes(1024, 3))).unwrap();
+        }
+        assert_eq!(rung.load(Ordering::Relaxed), 1, "3 KiB of 2 KiB");
+        let g = s.lock_child(&root, ids[0], LockMode::Exclusive).unwrap();
+        for len in [1024, 512, 1500] {
+            s.modify(&g, |_, body| {
+                if let Body::Data(d) = body {
+                    d.resize(len, 4);
+                }
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(rung.load(Ordering::Relaxed), 1, "modified to {len} bytes");
+        }
+        assert_eq!(s.cache_stats().unwrap().pinned, 1500 + 2048);
+        drop(g);
+        // Back within the budget, then past it again by a change in place: it rings.
+        for &id in &ids[1..] {
+            let g = s.lock_child(&root, id, LockMode::Exclusive).unwrap();
+            s.modify(&g, |_, body| {
+                if let Body::Data(d) = body {
+                    d.truncate(100);
+                }
+                Ok(())
+            })
+            .unwrap();
+        }
+        assert_eq!(s.cache_stats().unwrap().pinned, 1700);
+        let g = s.lock_child(&root, ids[1], LockMode::Exclusive).unwrap();
+        s.modify(&g, |_, body| {
+            if let Body::Data(d) = body {
+                d.resize(1000, 5);
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(rung.load(Ordering::Relaxed), 2, "2600 bytes of 2048");
     }
 
     /// The pinned limit is passed when the changed bytes pass it, and no longer once some

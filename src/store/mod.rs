@@ -1058,8 +1058,8 @@ impl Store {
         }
         a.pay_seq = a.pay_seq.wrapping_add(1);
         let ver = a.pay_seq;
-        // Counted out and in again around `f`, which may resize it.
-        a.count_pinned(g.id, false)?;
+        // Counted again after `f`, which may resize it, as one step.
+        let counted = a.pinned_len(g.id)?;
         let c = a.get_mut(g.id)?;
         c.pay.ver = ver;
         let mut bref = c.bref;
@@ -1084,7 +1084,8 @@ impl Store {
                 c.bref.check = held.check;
             }
         }
-        a.count_pinned(g.id, true)?;
+        let now = a.pinned_len(g.id)?;
+        a.repin(counted, now);
         r
     }
 
