@@ -590,7 +590,8 @@ impl Store {
     /// first, grown if short) instead of a fresh buffer: a commit writes each block from one
     /// buffer it hands back here, which stays in the CPU's cache for the device write that
     /// reads it next, and takes no fresh memory per block. A payload read from the media
-    /// comes in its own buffer (`spare` is dropped).
+    /// comes in its own buffer (`spare` is dropped). The copy's buffer may be larger than
+    /// its payload: it is meant to be written and passed on, not installed.
     pub fn read_versioned_into(
         &self,
         id: ChainId,
@@ -1464,6 +1465,43 @@ mod tests {
             let want = d.min(usize::from(crate::host::CHAIN_DEPTH_MAX));
             assert_eq!(usize::from(depth), want, "chain {d} below the root");
         }
+    }
+
+    #[test]
+    fn a_copy_into_a_spare_buffer_is_exactly_the_payload() {
+        let h = host();
+        let s = Store::new(h, InodeData::default()).unwrap();
+        let g = s.lock_root(LockMode::Exclusive);
+        let long: Vec<u8> = (0..65536u32).map(|i| (i % 253) as u8).collect();
+        let short = vec![7u8; 1000];
+        let a = s
+            .insert(&g, data_bref(0, 1), Body::Data(long.clone()))
+            .unwrap();
+        let b = s
+            .insert(&g, data_bref(0x10000, 2), Body::Data(short.clone()))
+            .unwrap();
+        // A spare longer than the payload, full of other bytes: none of them show.
+        let (bb, sealed, ver) = s.read_versioned_into(b, vec![0xa5; 65536]).unwrap();
+        assert_eq!(
+            (bb, ver),
+            (s.bref(b).unwrap(), s.read_versioned(b).unwrap().2)
+        );
+        assert_eq!(sealed.body(), &Body::Data(short.clone()));
+        // The same buffer passed on: the long payload, then the short one again.
+        let Body::Data(spare) = sealed.into_body() else {
+            panic!("a DATA payload")
+        };
+        let (_, sealed, _) = s.read_versioned_into(a, spare).unwrap();
+        assert_eq!(sealed.body(), &Body::Data(long.clone()));
+        let Body::Data(spare) = sealed.into_body() else {
+            panic!("a DATA payload")
+        };
+        let (_, sealed, _) = s.read_versioned_into(b, spare).unwrap();
+        assert_eq!(sealed.body(), &Body::Data(short));
+        // The check code travels with the copy as with a fresh one.
+        let (_, fresh, _) = s.read_versioned(b).unwrap();
+        assert_eq!(sealed.carried_check(), fresh.carried_check());
+        s.bref(b).unwrap().verify_check(&[7u8; 1000]).unwrap();
     }
 
     #[test]

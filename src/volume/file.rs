@@ -1,9 +1,9 @@
 //! An image file or block device as a [`BlockDev`] (userland, feature `std`): what the CLI
 //! and the bench put volumes on.
 
+use std::ffi::{c_int, c_void};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
-use std::ffi::{c_int, c_void};
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
