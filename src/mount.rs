@@ -530,6 +530,14 @@ fn place_data<D: BlockDev>(
     cid: ChainId,
     scratch: &mut Vec<u8>,
 ) -> Result<(Blockref, PayVer)> {
+    // A changed payload in memory is written from where it is, lent for the write: no copy.
+    // The walk holds no chain lock and waits for nobody while the loan is out.
+    if let Some((cb, loan, carried, ver)) = store.lend_data(cid)? {
+        // The carried code is kept as below.
+        let known = carried.filter(|(method, _)| *method == cb.check_method());
+        let code = known.as_ref().map(|(_, code)| code);
+        return Ok((place_known(txn, &cb, loan.bytes(), code)?, ver));
+    }
     let (cb, sealed, ver) = store.read_versioned_into(cid, core::mem::take(scratch))?;
     // DEVIATION (not a bug fix): HAMMER2 computes a block's check code when it flushes it
     // (`hammer2_chain_setcheck`). A payload that came in as a sealed copy of a focus block
