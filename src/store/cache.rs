@@ -765,17 +765,6 @@ impl Store {
         }
     }
 
-    /// Record that a commit wrote chain `id`'s payload at version `ver` as the block
-    /// `written` names: if the chain still holds that version, its pinned payload is clean
-    /// now and leaves memory (it is read back on demand). A DATA payload is either the block
-    /// byte for byte (a whole block, the check code the store holds), or one the commit padded
-    /// with zeros to a whole block: the chain then remembers the payload's length, and a read
-    /// takes those bytes of the block, verified against the chain's own check code (the header
-    /// keeps the payload's, which the sync copies and compares), the rest zeros; an empty one
-    /// stays pinned. An inode at that version is the block written but for the block table
-    /// the commit filled in (which a read back clears): it is clean whatever its state, and
-    /// its header takes the block's check code, by which a read through the source verifies
-    /// it. Returns the payload to free outside the lock.
     /// Lend chain `id`'s DATA payload without copying it, when it is pinned (changed, in
     /// memory until a commit writes it) and no other loan is out: its header, the loan, the
     /// check code that came in with the bytes ([`Sealed::carried_check`]) and the payload
@@ -821,6 +810,17 @@ impl Store {
         )))
     }
 
+    /// Record that a commit wrote chain `id`'s payload at version `ver` as the block
+    /// `written` names: if the chain still holds that version, its pinned payload is clean
+    /// now and leaves memory (it is read back on demand). A DATA payload is either the block
+    /// byte for byte (a whole block, the check code the store holds), or one the commit padded
+    /// with zeros to a whole block: the chain then remembers the payload's length, and a read
+    /// takes those bytes of the block, verified against the chain's own check code (the header
+    /// keeps the payload's, which the sync copies and compares), the rest zeros; an empty one
+    /// stays pinned. An inode at that version is the block written but for the block table
+    /// the commit filled in (which a read back clears): it is clean whatever its state, and
+    /// its header takes the block's check code, by which a read through the source verifies
+    /// it. Returns the payload to free outside the lock.
     pub(super) fn release(
         a: &mut Arena,
         id: ChainId,
