@@ -528,8 +528,17 @@ fn place_data<D: BlockDev>(
     txn: &mut Txn<'_, D>,
     store: &Store,
     cid: ChainId,
+    scratch: &mut Vec<u8>,
 ) -> Result<(Blockref, PayVer)> {
-    let (cb, sealed, ver) = store.read_versioned(cid)?;
+    // A changed payload in memory is written from where it is, lent for the write: no copy.
+    // The walk holds no chain lock and waits for nobody while the loan is out.
+    if let Some((cb, loan, carried, ver)) = store.lend_data(cid)? {
+        // The carried code is kept as below.
+        let known = carried.filter(|(method, _)| *method == cb.check_method());
+        let code = known.as_ref().map(|(_, code)| code);
+        return Ok((place_known(txn, &cb, loan.bytes(), code)?, ver));
+    }
+    let (cb, sealed, ver) = store.read_versioned_into(cid, core::mem::take(scratch))?;
     // DEVIATION (not a bug fix): HAMMER2 computes a block's check code when it flushes it
     // (`hammer2_chain_setcheck`). A payload that came in as a sealed copy of a focus block
     // and is unchanged since (read under one lock with its code and version) is written as
@@ -542,7 +551,10 @@ fn place_data<D: BlockDev>(
         return Err(Error::Invalid);
     };
     let code = known.as_ref().map(|(_, code)| code);
-    Ok((place_known(txn, &cb, &bytes, code)?, ver))
+    let nb = place_known(txn, &cb, &bytes, code)?;
+    // The next block is copied into this buffer: no fresh memory, and it is in the cache.
+    *scratch = bytes;
+    Ok((nb, ver))
 }
 
 /// Write the super-root of `vol` in `txn` with its entry of the PFS loaded as `loaded`

@@ -805,6 +805,8 @@ struct Walk<'a> {
     moved: Vec<(ChainId, Blockref, PayVer)>,
     gone: Vec<u64>,
     shaped: Shaped,
+    /// The buffer each DATA block is copied into to be written (see `place_data`).
+    scratch: Vec<u8>,
 }
 
 /// Write, in `txn`, the chains at `places` and the inodes above them, from the PFS root
@@ -833,6 +835,7 @@ pub(super) fn walk<D: BlockDev>(
         moved: Vec::new(),
         gone: Vec::new(),
         shaped: Shaped::default(),
+        scratch: Vec::new(),
     })?;
     Frame::push(
         &mut w.stack,
@@ -905,7 +908,7 @@ fn step<D: BlockDev>(vol: &Volume<D>, txn: &mut Txn<'_, D>, w: &mut Walk<'_>) ->
     let nb = match cb.size_radix() {
         0 => cb,
         _ => {
-            let (nb, ver) = place_data(txn, store, cid)?;
+            let (nb, ver) = place_data(txn, store, cid, &mut w.scratch)?;
             try_push(&mut w.moved, (cid, nb, ver))?;
             nb
         }

@@ -141,6 +141,46 @@ impl Pay {
     }
 }
 
+/// A DATA payload lent out of its store ([`Store::lend_data`]): while the loan lasts, the
+/// buffer at `addr` is neither changed nor freed. A modify of its chain waits for the loan's
+/// end; a replace, a release or a free of its chain parks the buffer here instead of freeing
+/// it, and the loan's end frees it.
+pub(super) struct Loan {
+    /// The address of the lent bytes (a DATA payload's first byte).
+    addr: usize,
+    /// The lent buffer once its chain let go of it.
+    parked: Option<Body>,
+}
+
+/// The bytes of a DATA payload borrowed from a store without copying them
+/// ([`Store::lend_data`]): they stay as they were lent, and in memory, until this is
+/// dropped, whatever happens to the chain meanwhile. One at a time per store.
+pub struct DataLoan<'a> {
+    store: &'a Store,
+    ptr: *const u8,
+    len: usize,
+}
+
+impl DataLoan<'_> {
+    /// The lent bytes.
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: `ptr .. ptr + len` is the buffer of a DATA payload the store held when the
+        // loan began. Until this loan is dropped the store neither changes it (a modify of
+        // its chain waits) nor frees it (a replace, a release or a free of its chain parks it
+        // with the loan: `Arena::surrender`); moving the vector that owns it moves no byte.
+        // The bytes were written before the arena lock that began the loan was taken.
+        unsafe { core::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl Drop for DataLoan<'_> {
+    fn drop(&mut self) {
+        let parked = self.store.arena.write().loan.take();
+        // Freed outside the lock.
+        drop(parked);
+    }
+}
+
 /// Whether a chain of header `b` may leave its payload on the media: a DATA chain with a
 /// block, or an inode but the PFS root (which a commit keeps in memory and changes under the
 /// lock). A DIRENT's long name stays resident: the store reads it under its lock.
@@ -388,7 +428,32 @@ impl Arena {
         self.count_pinned(id, false).ok()?;
         let c = self.get_mut(id).ok()?;
         c.pay.at = Where::OnMedia;
-        Some(c.leave_memory())
+        let body = c.leave_memory();
+        Some(self.surrender(body))
+    }
+
+    /// Whether `body` is the buffer lent out ([`Store::lend_data`]), still held by a chain:
+    /// it must neither change nor be freed until the loan ends.
+    pub(super) fn is_lent(&self, body: &Body) -> bool {
+        match (&self.loan, body) {
+            (Some(l), Body::Data(d)) => {
+                l.parked.is_none() && !d.is_empty() && d.as_ptr() as usize == l.addr
+            }
+            _ => false,
+        }
+    }
+
+    /// `body`, leaving its chain (replaced, released, freed): the buffer lent out is kept
+    /// with its loan, to be freed when the loan ends, and an empty payload handed back in
+    /// its place; any other payload is handed back to be freed.
+    pub(super) fn surrender(&mut self, body: Body) -> Body {
+        if self.is_lent(&body) {
+            if let Some(l) = self.loan.as_mut() {
+                l.parked = Some(body);
+                return Body::Data(Vec::new());
+            }
+        }
+        body
     }
 
     /// Evict until `need` more bytes fit in the budget, the evicted payloads moved to `out`
@@ -698,6 +763,51 @@ impl Store {
             }
             // Cached by a reader meanwhile: pinned on the next turn.
         }
+    }
+
+    /// Lend chain `id`'s DATA payload without copying it, when it is pinned (changed, in
+    /// memory until a commit writes it) and no other loan is out: its header, the loan, the
+    /// check code that came in with the bytes ([`Sealed::carried_check`]) and the payload
+    /// version, as [`Store::read_versioned`] gives them. `None` otherwise: the caller copies.
+    /// A commit writes the block from the loan; a modify of the chain meanwhile waits for
+    /// the loan's end, so it must not be held across anything that waits for such a modify.
+    #[allow(clippy::type_complexity)]
+    pub fn lend_data(
+        &self,
+        id: ChainId,
+    ) -> Result<
+        Option<(
+            Blockref,
+            DataLoan<'_>,
+            Option<(u8, [u8; media::check::CHECK_BYTES])>,
+            PayVer,
+        )>,
+    > {
+        let mut a = self.arena.write();
+        if a.loan.is_some() {
+            return Ok(None);
+        }
+        let c = a.get(id)?;
+        let (bref, ver, carried) = (c.bref, c.pay.ver, c.carried);
+        let (ptr, len) = match &c.body {
+            Body::Data(d) if c.pay.at == Where::Pinned && !d.is_empty() => (d.as_ptr(), d.len()),
+            _ => return Ok(None),
+        };
+        a.loan = Some(Loan {
+            addr: ptr as usize,
+            parked: None,
+        });
+        let check = carried.then_some((bref.check_method(), bref.check));
+        Ok(Some((
+            bref,
+            DataLoan {
+                store: self,
+                ptr,
+                len,
+            },
+            check,
+            ver,
+        )))
     }
 
     /// Record that a commit wrote chain `id`'s payload at version `ver` as the block

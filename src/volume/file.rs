@@ -1,13 +1,21 @@
 //! An image file or block device as a [`BlockDev`] (userland, feature `std`): what the CLI
 //! and the bench put volumes on.
 
+use std::ffi::{c_int, c_void};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
 use super::BlockDev;
 use crate::{Error, Result};
+
+extern "C" {
+    /// POSIX `pread` (64-bit offsets; glibc and musl name it `pread64` on Linux).
+    #[cfg_attr(target_os = "linux", link_name = "pread64")]
+    fn pread(fd: c_int, buf: *mut c_void, count: usize, offset: i64) -> isize;
+}
 
 /// An open image file or block device, its size fixed when it was opened.
 pub struct FileDev {
@@ -62,6 +70,41 @@ impl BlockDev for FileDev {
     fn read_at(&self, off: u64, buf: &mut [u8]) -> Result<()> {
         self.file.read_exact_at(buf, off).map_err(|_| Error::Io)
     }
+    fn read_new(&self, off: u64, len: usize) -> Result<Vec<u8>> {
+        // `read_exact_at` wants initialized bytes: clearing a fresh buffer first would cost a
+        // pass over it as long as the kernel's copy. `pread` fills memory never written.
+        let mut buf: Vec<u8> = Vec::new();
+        buf.try_reserve_exact(len).map_err(|_| Error::NoMem)?;
+        let mut done = 0;
+        while done < len {
+            let at = off
+                .checked_add(done as u64)
+                .and_then(|at| i64::try_from(at).ok())
+                .ok_or(Error::Io)?;
+            // SAFETY: the buffer has room for `len` bytes (reserved above), so `done .. len` is
+            // writable memory the vector owns; `pread` writes at most `len - done` bytes there
+            // and reads nothing from it.
+            let n = unsafe {
+                pread(
+                    self.file.as_raw_fd(),
+                    buf.as_mut_ptr().add(done).cast(),
+                    len - done,
+                    at,
+                )
+            };
+            match usize::try_from(n) {
+                // The end of the file before the bytes asked for, as `read_exact_at` fails.
+                Ok(0) => return Err(Error::Io),
+                Ok(n) => done += n.min(len - done),
+                Err(_) if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(Error::Io),
+            }
+        }
+        // SAFETY: `pread` wrote every byte of `0 .. len` (the loop ends only with `done` at
+        // `len`), within the capacity reserved.
+        unsafe { buf.set_len(len) };
+        Ok(buf)
+    }
     fn write_at(&self, off: u64, buf: &[u8]) -> Result<()> {
         self.file
             .write_all_at(buf, off)
@@ -96,6 +139,27 @@ mod tests {
         assert_eq!(dev.read_at((1 << 20) - 3, &mut buf), Err(Error::Io));
         // A read-only device refuses writes.
         assert_eq!(dev.write_at(0, b"x"), Err(Error::Io));
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn file_dev_reads_new_buffers_exactly() {
+        let path = std::env::temp_dir().join(format!("h2s-filedev-new-{}", std::process::id()));
+        let dev = FileDev::create(&path, 1 << 20).unwrap();
+        let block: Vec<u8> = (0..65536u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        dev.write_at(65536, &block).unwrap();
+        for len in [1usize, 1024, 4096 + 3, 65536] {
+            // Freed memory full of other bytes, which the allocator may hand out again.
+            drop(std::hint::black_box(vec![0xa5u8; len]));
+            let got = dev.read_new(65536, len).unwrap();
+            assert_eq!(got.len(), len);
+            assert_eq!(got, block[..len]);
+        }
+        // The unwritten part of a sparse file reads as zeros.
+        assert_eq!(dev.read_new(0, 4096).unwrap(), vec![0u8; 4096]);
+        // Past the end is an I/O error, as for `read_at`.
+        assert_eq!(dev.read_new((1 << 20) - 3, 7), Err(Error::Io));
+        assert_eq!(dev.read_new(u64::MAX - 1, 7), Err(Error::Io));
         let _ = std::fs::remove_file(&path);
     }
 }
