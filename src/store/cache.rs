@@ -1176,6 +1176,35 @@ mod tests {
         }
     }
 
+    /// A payload released by its commit while it is lent out (the commit's own write of it)
+    /// keeps its bytes until the loan ends; the chain reads back from the media meanwhile.
+    #[test]
+    fn a_payload_released_while_lent_keeps_its_bytes_for_the_loan() {
+        let (s, src, ids) = store(1, 1024, 4096);
+        let root = s.lock_root(LockMode::Exclusive);
+        let g = s.lock_child(&root, ids[0], LockMode::Exclusive).unwrap();
+        let b = s.bref(ids[0]).unwrap();
+        s.replace(&g, b, Body::Data(bytes(1024, 77))).unwrap();
+        drop(g);
+        let (cb, loan, _, ver) = s.lend_data(ids[0]).unwrap().unwrap();
+        // The commit wrote it: the block is on the media, and the chain is released.
+        let mut w = cb;
+        (w.data_off, w.mirror_tid) = ((9 << 16) | 10, 5);
+        src.blocks.lock().insert(w.data_off, bytes(1024, 77));
+        s.set_flushed(ids[0], &w, ver).unwrap();
+        assert!(s.is_on_media(ids[0]).unwrap());
+        // Parked with the loan, not freed with the release (an allocator need not hand freed
+        // memory out again at once, so the bytes below alone might not tell).
+        let parked = |s: &Store| s.arena.read().loan.as_ref().map(|l| l.parked.is_some());
+        assert_eq!(parked(&s), Some(true));
+        let fill = vec![0x5au8; 1024];
+        assert_eq!(loan.bytes(), &bytes(1024, 77)[..]);
+        assert_eq!(data(&s, ids[0]), bytes(1024, 77));
+        drop((loan, fill));
+        assert_eq!(parked(&s), None, "the loan ended");
+        assert_eq!(s.cache_stats().unwrap().pinned, 0);
+    }
+
     /// A change in place to a payload already counted pinned is one step: past the budget,
     /// it rings no new alarm (counted out and in again, it did); growing past it rings once.
     #[test]

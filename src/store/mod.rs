@@ -1067,21 +1067,27 @@ impl Store {
         f: impl FnOnce(&mut Blockref, &mut Body) -> Result<R>,
     ) -> Result<R> {
         self.journal_room()?;
-        let (mut a, was_clean) = loop {
+        // Whether this call pinned a clean payload, on any round: nobody else changes it
+        // meanwhile (the caller holds the chain), so it is still clean if this call fails.
+        let mut was_clean = false;
+        let mut a = loop {
             // `f` changes the payload in place: it must be in memory, and stay.
-            let was_clean = self.pin_payload(g.id)?;
+            was_clean |= self.pin_payload(g.id)?;
             let a = self.arena.write();
             // A commit may have released it since (it was clean): read it again.
             let c = a.get(g.id)?;
             if c.pay.at == Where::Pinned {
                 if a.is_lent(&c.body) {
-                    // A commit is writing these very bytes: they change once it is done.
+                    // A commit is writing these very bytes: they change once it is done
+                    // (one block's device write). Slept, not spun: a userland host's
+                    // `relax` does not yield.
                     drop(a);
-                    self.host.relax();
-                    core::hint::spin_loop();
+                    let never = core::sync::atomic::AtomicU32::new(0);
+                    self.host
+                        .sleep_on_word(&never, 0, Some(core::time::Duration::from_micros(50)));
                     continue;
                 }
-                break (a, was_clean);
+                break a;
             }
         };
         if let Err(e) = a.note_chain(g.id) {

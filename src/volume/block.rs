@@ -66,10 +66,11 @@ pub fn read_stored<D: BlockDev + ?Sized>(
     bref: &Blockref,
 ) -> ReadResult<Vec<u8>> {
     let (off, len) = locate(fs_size, bref)?;
-    let buf = dev.read_new(off, len).map_err(|e| match e {
-        crate::Error::NoMem => ReadError::new(Cause::NoMem, 0),
-        e => ReadError::new(Cause::Device(e), bref.data_off),
-    })?;
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(len)
+        .map_err(|_| ReadError::new(Cause::NoMem, 0))?;
+    dev.read_new(off, len, &mut buf)
+        .map_err(|e| ReadError::new(Cause::Device(e), bref.data_off))?;
     dev.yield_point();
     verify_check(bref, &buf)?;
     Ok(buf)

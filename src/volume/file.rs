@@ -12,8 +12,9 @@ use super::BlockDev;
 use crate::{Error, Result};
 
 extern "C" {
-    /// POSIX `pread` (64-bit offsets; glibc and musl name it `pread64` on Linux).
-    #[cfg_attr(target_os = "linux", link_name = "pread64")]
+    /// POSIX `pread` with 64-bit offsets: glibc names it `pread64` (musl's `pread` takes a
+    /// 64-bit `off_t` already).
+    #[cfg_attr(all(target_os = "linux", target_env = "gnu"), link_name = "pread64")]
     fn pread(fd: c_int, buf: *mut c_void, count: usize, offset: i64) -> isize;
 }
 
@@ -70,18 +71,19 @@ impl BlockDev for FileDev {
     fn read_at(&self, off: u64, buf: &mut [u8]) -> Result<()> {
         self.file.read_exact_at(buf, off).map_err(|_| Error::Io)
     }
-    fn read_new(&self, off: u64, len: usize) -> Result<Vec<u8>> {
-        // `read_exact_at` wants initialized bytes: clearing a fresh buffer first would cost a
-        // pass over it as long as the kernel's copy. `pread` fills memory never written.
-        let mut buf: Vec<u8> = Vec::new();
-        buf.try_reserve_exact(len).map_err(|_| Error::NoMem)?;
+    fn read_new(&self, off: u64, len: usize, buf: &mut Vec<u8>) -> Result<()> {
+        // `read_exact_at` wants initialized bytes: clearing the room first would cost a pass
+        // over it as long as the kernel's copy. `pread` fills memory never written.
+        if !buf.is_empty() || buf.capacity() < len {
+            return Err(Error::Invalid);
+        }
         let mut done = 0;
         while done < len {
             let at = off
                 .checked_add(done as u64)
                 .and_then(|at| i64::try_from(at).ok())
                 .ok_or(Error::Io)?;
-            // SAFETY: the buffer has room for `len` bytes (reserved above), so `done .. len` is
+            // SAFETY: the buffer has room for `len` bytes (checked above), so `done .. len` is
             // writable memory the vector owns; `pread` writes at most `len - done` bytes there
             // and reads nothing from it.
             let n = unsafe {
@@ -101,9 +103,9 @@ impl BlockDev for FileDev {
             }
         }
         // SAFETY: `pread` wrote every byte of `0 .. len` (the loop ends only with `done` at
-        // `len`), within the capacity reserved.
+        // `len`), within the capacity checked.
         unsafe { buf.set_len(len) };
-        Ok(buf)
+        Ok(())
     }
     fn write_at(&self, off: u64, buf: &[u8]) -> Result<()> {
         self.file
@@ -142,6 +144,11 @@ mod tests {
         let _ = std::fs::remove_file(&path);
     }
 
+    fn read_new(dev: &FileDev, off: u64, len: usize) -> Result<Vec<u8>> {
+        let mut buf = Vec::with_capacity(len);
+        dev.read_new(off, len, &mut buf).map(|()| buf)
+    }
+
     #[test]
     fn file_dev_reads_new_buffers_exactly() {
         let path = std::env::temp_dir().join(format!("h2s-filedev-new-{}", std::process::id()));
@@ -151,15 +158,21 @@ mod tests {
         for len in [1usize, 1024, 4096 + 3, 65536] {
             // Freed memory full of other bytes, which the allocator may hand out again.
             drop(std::hint::black_box(vec![0xa5u8; len]));
-            let got = dev.read_new(65536, len).unwrap();
+            let got = read_new(&dev, 65536, len).unwrap();
             assert_eq!(got.len(), len);
             assert_eq!(got, block[..len]);
         }
         // The unwritten part of a sparse file reads as zeros.
-        assert_eq!(dev.read_new(0, 4096).unwrap(), vec![0u8; 4096]);
+        assert_eq!(read_new(&dev, 0, 4096).unwrap(), vec![0u8; 4096]);
         // Past the end is an I/O error, as for `read_at`.
-        assert_eq!(dev.read_new((1 << 20) - 3, 7), Err(Error::Io));
-        assert_eq!(dev.read_new(u64::MAX - 1, 7), Err(Error::Io));
+        assert_eq!(read_new(&dev, (1 << 20) - 3, 7), Err(Error::Io));
+        assert_eq!(read_new(&dev, u64::MAX - 1, 7), Err(Error::Io));
+        // Room short, or a buffer not empty: refused, nothing allocated.
+        let mut short = Vec::with_capacity(10);
+        assert_eq!(dev.read_new(0, 11, &mut short), Err(Error::Invalid));
+        let mut full = vec![1u8; 1];
+        full.reserve(64);
+        assert_eq!(dev.read_new(0, 8, &mut full), Err(Error::Invalid));
         let _ = std::fs::remove_file(&path);
     }
 }

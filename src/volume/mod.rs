@@ -62,15 +62,18 @@ pub trait BlockDev {
     fn size(&self) -> u64;
     /// Fill `buf` with the bytes at byte offset `off` (all of them, or an error).
     fn read_at(&self, off: u64, buf: &mut [u8]) -> crate::Result<()>;
-    /// A new buffer of the `len` bytes at byte offset `off` (all of them, or an error;
-    /// [`crate::Error::NoMem`] when the buffer cannot be allocated). The default clears a
-    /// buffer and fills it with [`BlockDev::read_at`]; a device that can read into memory
-    /// never written (a file's `pread`) saves the clearing: a volume's DATA blocks are read
-    /// through here, and clearing a block costs about as much as the device's copy of it.
-    fn read_new(&self, off: u64, len: usize) -> crate::Result<alloc::vec::Vec<u8>> {
-        let mut buf = crate::mem::try_zeroed(len)?;
-        self.read_at(off, &mut buf)?;
-        Ok(buf)
+    /// Fill `buf`, empty with room for `len` bytes reserved by the caller, with the `len`
+    /// bytes at byte offset `off` (all of them, or an error; [`crate::Error::Invalid`] when
+    /// the room is short: nothing is allocated here). The default clears the room and fills
+    /// it with [`BlockDev::read_at`]; a device that can read into memory never written (a
+    /// file's `pread`) saves the clearing: a volume's DATA blocks are read through here, and
+    /// clearing a block costs about as much as the device's copy of it.
+    fn read_new(&self, off: u64, len: usize, buf: &mut alloc::vec::Vec<u8>) -> crate::Result<()> {
+        if !buf.is_empty() || buf.capacity() < len {
+            return Err(crate::Error::Invalid);
+        }
+        buf.resize(len, 0);
+        self.read_at(off, buf)
     }
     /// Write all of `buf` at byte offset `off`, or fail. Durable only after a successful
     /// [`BlockDev::flush`]; until then a crash may keep any subset of the writes.
@@ -97,8 +100,13 @@ macro_rules! forward_block_dev {
             fn read_at(&self, off: u64, buf: &mut [u8]) -> crate::Result<()> {
                 (**self).read_at(off, buf)
             }
-            fn read_new(&self, off: u64, len: usize) -> crate::Result<alloc::vec::Vec<u8>> {
-                (**self).read_new(off, len)
+            fn read_new(
+                &self,
+                off: u64,
+                len: usize,
+                buf: &mut alloc::vec::Vec<u8>,
+            ) -> crate::Result<()> {
+                (**self).read_new(off, len, buf)
             }
             fn write_at(&self, off: u64, buf: &[u8]) -> crate::Result<()> {
                 (**self).write_at(off, buf)
