@@ -533,28 +533,34 @@ fn place_data<D: BlockDev>(
     // A changed payload in memory is written from where it is, lent for the write: no copy.
     // The walk holds no chain lock and waits for nobody while the loan is out.
     if let Some((cb, loan, carried, ver)) = store.lend_data(cid)? {
-        // The carried code is kept as below.
-        let known = carried.filter(|(method, _)| *method == cb.check_method());
-        let code = known.as_ref().map(|(_, code)| code);
-        return Ok((place_known(txn, &cb, loan.bytes(), code)?, ver));
+        return Ok((place_carried(txn, &cb, loan.bytes(), carried)?, ver));
     }
     let (cb, sealed, ver) = store.read_versioned_into(cid, core::mem::take(scratch))?;
-    // DEVIATION (not a bug fix): HAMMER2 computes a block's check code when it flushes it
-    // (`hammer2_chain_setcheck`). A payload that came in as a sealed copy of a focus block
-    // and is unchanged since (read under one lock with its code and version) is written as
-    // those very bytes: the code carried with them, which their read verified, is theirs,
-    // so it is kept, not hashed again (the block is padded, or of another method: hashed).
-    let known = sealed
-        .carried_check()
-        .filter(|(method, _)| *method == cb.check_method());
+    let carried = sealed.carried_check();
     let Body::Data(bytes) = sealed.into_body() else {
         return Err(Error::Invalid);
     };
-    let code = known.as_ref().map(|(_, code)| code);
-    let nb = place_known(txn, &cb, &bytes, code)?;
+    let nb = place_carried(txn, &cb, &bytes, carried)?;
     // The next block is copied into this buffer: no fresh memory, and it is in the cache.
     *scratch = bytes;
     Ok((nb, ver))
+}
+
+/// [`place_known`] with the check code `payload` came in with, when `b`'s method is its.
+///
+/// DEVIATION (not a bug fix): HAMMER2 computes a block's check code when it flushes it
+/// (`hammer2_chain_setcheck`). A payload that came in as a sealed copy of a focus block and
+/// is unchanged since (read under one lock with its code and version) is written as those
+/// very bytes: the code carried with them, which their read verified, is theirs, so it is
+/// kept, not hashed again (the block is padded, or of another method: hashed).
+fn place_carried<D: BlockDev>(
+    txn: &mut Txn<'_, D>,
+    b: &Blockref,
+    payload: &[u8],
+    carried: Option<(u8, [u8; crate::media::check::CHECK_BYTES])>,
+) -> Result<Blockref> {
+    let known = carried.filter(|(method, _)| *method == b.check_method());
+    place_known(txn, b, payload, known.as_ref().map(|(_, code)| code))
 }
 
 /// Write the super-root of `vol` in `txn` with its entry of the PFS loaded as `loaded`
