@@ -70,7 +70,8 @@ impl Store {
                 let a = self.arena.read();
                 let d = a.get(dir)?;
                 loop {
-                    let Some((key, id)) = d.children.first_overlapping(k, end) else {
+                    let Some((key, id)) = super::unseen(d.children.first_overlapping(k, end))?
+                    else {
                         return Ok(None);
                     };
                     let c = a.get(id)?;
@@ -108,7 +109,7 @@ impl Store {
         let d = a.get(dir)?;
         let mut k = h;
         loop {
-            match d.children.first_overlapping(k, k) {
+            match super::unseen(d.children.first_overlapping(k, k))? {
                 None => return Ok(k),
                 Some(_) if k < h | DIRHASH_LOMASK => k += 1,
                 Some(_) => return Err(Error::TooBig),

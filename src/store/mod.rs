@@ -43,6 +43,23 @@ use cache::{Pay, Where};
 use children::Visit;
 use children::{Children, Creating};
 pub use children::{Hint, RangeSum, Span, RUN};
+use children::{Seen, TabErr};
+
+/// WIP(evict): a walk met a stub, whose children are not read back yet (the resolve step is
+/// the next piece of work); until then no store makes stubs outside tests.
+fn unseen<T>(r: Seen<T>) -> Result<T> {
+    r.map_err(|_| Error::Io)
+}
+
+impl From<TabErr> for Error {
+    fn from(e: TabErr) -> Error {
+        match e {
+            TabErr::Err(e) => e,
+            // WIP(evict): see `unseen`.
+            TabErr::Miss(_) => Error::Io,
+        }
+    }
+}
 
 /// How a node lays its PFS out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -711,7 +728,7 @@ impl Store {
     ) -> Result<Option<(ChainId, Blockref)>> {
         let a = self.arena.read();
         let p = a.get(parent)?;
-        match p.children.first_overlapping(beg, end) {
+        match unseen(p.children.first_overlapping(beg, end))? {
             Some((_, id)) => Ok(Some((id, a.get(id)?.bref))),
             None => Ok(None),
         }
@@ -733,13 +750,13 @@ impl Store {
     /// The summary of `parent`'s children whose key lies in `beg ..= end` (see [`children`]):
     /// equal summaries on two nodes mean the same children there.
     pub fn key_sum(&self, parent: ChainId, beg: u64, end: u64) -> Result<RangeSum> {
-        self.arena.read().get(parent)?.children.key_sum(beg, end)
+        Ok(self.arena.read().get(parent)?.children.key_sum(beg, end)?)
     }
 
     /// The next step of a pruned walk over `parent`'s block table (see
     /// [`children::Children::span`]).
     pub fn span(&self, parent: ChainId, from: u64, open: Option<(u64, u64)>) -> Result<Span> {
-        Ok(self.arena.read().get(parent)?.children.span(from, open))
+        unseen(self.arena.read().get(parent)?.children.span(from, open))
     }
 
     /// `parent`'s block table as HAMMER2 would lay it out, depth first in key order: the
@@ -802,7 +819,7 @@ impl Store {
         let a = self.arena.read();
         let mut cur = self.root;
         for &k in keys {
-            match a.get(cur)?.children.first_overlapping(k, k) {
+            match unseen(a.get(cur)?.children.first_overlapping(k, k))? {
                 Some((key, id)) if key == k => cur = id,
                 _ => return Ok(None),
             }
@@ -1033,7 +1050,7 @@ impl Store {
             .insert(bref.key, bref.keybits, bref.modify_tid, id, how)
         {
             a.free.push(idx);
-            return Err(e);
+            return Err(e.into());
         }
         // The slot's generation was read above: it exists.
         a.slots.get_mut(idx as usize).ok_or(Error::Invalid)?.chain = Some(Chain {
@@ -1223,7 +1240,7 @@ impl Store {
         let mut freed = 0;
         while let Some(top) = stack.last() {
             self.host.relax();
-            let first = self.arena.read().get(top.id)?.children.first();
+            let first = self.arena.read().get(top.id)?.children.first_resident();
             match first {
                 Some(c) => {
                     let g = self.lock_child(top, c, LockMode::Exclusive)?;
@@ -1250,7 +1267,8 @@ impl Store {
                 let key = c.bref.key;
                 if let Ok(pc) = a.get_mut(p) {
                     // Only its own entry: the parent may have been re-keyed meanwhile.
-                    if pc.children.first_overlapping(key, key).map(|(_, i)| i) == Some(id) {
+                    if matches!(pc.children.first_overlapping(key, key), Ok(Some((_, i))) if i == id)
+                    {
                         pc.children.remove(key);
                     }
                 }
@@ -1309,7 +1327,7 @@ impl ChainStore for Store {
     ) -> Result<Option<(ChainId, Blockref)>> {
         let a = self.arena.read();
         let p = a.get(parent)?;
-        match p.children.first_overlapping_hinted(beg, end, hint) {
+        match unseen(p.children.first_overlapping_hinted(beg, end, hint))? {
             Some((_, id)) => Ok(Some((id, a.get(id)?.bref))),
             None => Ok(None),
         }
