@@ -215,6 +215,9 @@ struct Found {
     load: IoCount,
 }
 
+/// A table still to load: its chain, its blockset on the media, and the inode block holding it.
+type Table = (ChainId, [Blockref; crate::media::SET_COUNT], Blockref);
+
 /// Load every table queued on `todo` (the store chain, its on-media blockset) into `store`,
 /// and the tables of the inodes met; the highest inode number of the PFS root's table.
 /// `lazy`: DATA blocks are left on the media. Out of line with small frames, as everything
@@ -223,7 +226,7 @@ struct Found {
 fn load_tables<D: BlockDev>(
     vol: &Volume<D>,
     store: &Store,
-    todo: &mut Vec<(ChainId, [Blockref; crate::media::SET_COUNT])>,
+    todo: &mut Vec<Table>,
     lazy: bool,
     progress: &mut dyn FnMut(u64),
 ) -> Result<u64> {
@@ -232,9 +235,10 @@ fn load_tables<D: BlockDev>(
     let mut loaded = 0u64;
     let mut reported = 0u64;
     let mut top_inum = 0;
-    while let Some((parent, set)) = todo.pop() {
+    while let Some((parent, set, home)) = todo.pop() {
         indirect.clear();
         let items = table_of(vol, &set, &mut indirect)?;
+        let big = items.len() > crate::media::SET_COUNT;
         let g = store.lock(parent, LockMode::Exclusive)?;
         for b in items {
             host.relax();
@@ -249,6 +253,10 @@ fn load_tables<D: BlockDev>(
             }
         }
         drop(g);
+        if big {
+            // Where its clean ranges are read back from, should they leave memory.
+            store.set_home(parent, &home)?;
+        }
         if loaded - reported >= LOAD_PROGRESS_EVERY {
             reported = loaded;
             progress(loaded);
@@ -298,7 +306,7 @@ fn load_root<D: BlockDev>(
 ) -> Result<(
     Store,
     Blockref,
-    Vec<(ChainId, [Blockref; crate::media::SET_COUNT])>,
+    Vec<Table>,
 )> {
     let (pfs_bref, mut root) = vol.pfs_entry_box(label).map_err(read_err)?;
     let mut todo = Vec::new();
@@ -309,7 +317,7 @@ fn load_root<D: BlockDev>(
     crate::store::inode::clear_table(&mut root);
     let store = root_store(host, root, &pfs_bref)?;
     if let Some(set) = table {
-        try_push(&mut todo, (store.root(), set))?;
+        try_push(&mut todo, (store.root(), set, pfs_bref))?;
     }
     Ok((store, pfs_bref, todo))
 }
@@ -344,7 +352,7 @@ fn load_chain<D: BlockDev>(
     store: &Store,
     g: &crate::store::ChainGuard<'_>,
     (b, lazy): (Blockref, bool),
-    todo: &mut Vec<(ChainId, [Blockref; crate::media::SET_COUNT])>,
+    todo: &mut Vec<Table>,
 ) -> Result<()> {
     let body = match b.btype {
         BREF_TYPE_INODE => {
@@ -361,7 +369,7 @@ fn load_chain<D: BlockDev>(
                 store.insert(g, b, Body::Inode(ino))?
             };
             if let Some(set) = table {
-                try_push(todo, (id, set?))?;
+                try_push(todo, (id, set?, b))?;
             }
             return Ok(());
         }
@@ -447,6 +455,8 @@ pub fn commit_with_progress<D: BlockDev>(
     // The header names the tree with every change the journal had when the commit began.
     store.journal_drain(news.touched);
     learn(store, news);
+    // The PFS root's table is read back from its new block.
+    store.set_home(store.root(), &m.pfs_bref)?;
     Ok(h)
 }
 
@@ -678,12 +688,18 @@ pub fn reload<D: BlockDev>(vol: &Volume<D>, store: &Store, m: &mut Mounted) -> R
                 store.insert(parent, b, body)?
             }
         };
+        if let Some(h) = fresh.home(child)? {
+            store.set_home(id, &h)?;
+        }
         if fresh.lookup(child, 0, KEY_MAX)?.is_some() {
             let g = store.lock_child(parent, id, LockMode::Exclusive)?;
             try_push(&mut stack, (child, None, Some(g), Hint::default()))?;
         }
     }
     drop(root);
+    if let Some(h) = fresh.home(fresh.root())? {
+        store.set_home(store.root(), &h)?;
+    }
     *m = fm;
     // `store` holds the tree the volume holds: every chain flushed, nothing journaled.
     store.settle_all()?;

@@ -597,7 +597,7 @@ impl Store {
 
     /// The block `bref` names, read through the source (no lock held), counted; a failed
     /// read (not a failed allocation) counted apart, with the block it was for.
-    fn fetch(&self, bref: &Blockref) -> Result<Vec<u8>> {
+    pub(super) fn fetch(&self, bref: &Blockref) -> Result<Vec<u8>> {
         let s = self.source.as_ref().ok_or(Error::Io)?;
         let bytes = s.src.read(bref).inspect_err(|e| {
             if *e != Error::NoMem {

@@ -24,6 +24,7 @@ mod arena_lock;
 pub mod cache;
 pub mod children;
 pub mod compare;
+pub mod evict;
 pub mod flush;
 pub mod frontend;
 pub mod index;
@@ -43,19 +44,15 @@ use cache::{Pay, Where};
 use children::Visit;
 use children::{Children, Creating};
 pub use children::{Hint, RangeSum, Span, RUN};
-use children::{Seen, TabErr};
-
-/// WIP(evict): a walk met a stub, whose children are not read back yet (the resolve step is
-/// the next piece of work); until then no store makes stubs outside tests.
-fn unseen<T>(r: Seen<T>) -> Result<T> {
-    r.map_err(|_| Error::Io)
-}
+use children::TabErr;
 
 impl From<TabErr> for Error {
+    /// A stub met where the caller read back none first: a store reads back what a change
+    /// reaches before it makes it ([`evict`]), so only a modify growing a chain's range over a
+    /// stub gets here, and fails as a read of the media that could not be made would.
     fn from(e: TabErr) -> Error {
         match e {
             TabErr::Err(e) => e,
-            // WIP(evict): see `unseen`.
             TabErr::Miss(_) => Error::Io,
         }
     }
@@ -243,6 +240,10 @@ struct Chain {
     /// Whether the header's check code came in with the payload now in memory, a sealed
     /// copy installed unchanged ([`Sealed::carried_check`]); cleared by a change of it.
     carried: bool,
+    /// The inode block this chain's table was last committed in, kept for a table with
+    /// indirect blocks (whose clean ranges can leave memory and are read back from there,
+    /// see [`evict`]).
+    home: Option<Box<Blockref>>,
 }
 
 impl Chain {
@@ -436,6 +437,7 @@ impl Store {
                 dir: false,
                 digest: 0,
                 carried: false,
+                home: None,
             }),
         });
         if pushed.is_err() {
@@ -726,12 +728,13 @@ impl Store {
         beg: u64,
         end: u64,
     ) -> Result<Option<(ChainId, Blockref)>> {
-        let a = self.arena.read();
-        let p = a.get(parent)?;
-        match unseen(p.children.first_overlapping(beg, end))? {
-            Some((_, id)) => Ok(Some((id, a.get(id)?.bref))),
-            None => Ok(None),
-        }
+        self.walk_table(parent, |a, p| {
+            Ok(match p.children.first_overlapping(beg, end) {
+                Ok(Some((_, id))) => Ok(Some((id, a.get(id)?.bref))),
+                Ok(None) => Ok(None),
+                Err(m) => Err(m),
+            })
+        })
     }
 
     /// The child after `prev` (whose header was `prev_bref`) within `..= end`, or None.
@@ -750,13 +753,17 @@ impl Store {
     /// The summary of `parent`'s children whose key lies in `beg ..= end` (see [`children`]):
     /// equal summaries on two nodes mean the same children there.
     pub fn key_sum(&self, parent: ChainId, beg: u64, end: u64) -> Result<RangeSum> {
-        Ok(self.arena.read().get(parent)?.children.key_sum(beg, end)?)
+        self.walk_table(parent, |_, p| match p.children.key_sum(beg, end) {
+            Ok(sum) => Ok(Ok(sum)),
+            Err(TabErr::Miss(m)) => Ok(Err(m)),
+            Err(TabErr::Err(e)) => Err(e),
+        })
     }
 
     /// The next step of a pruned walk over `parent`'s block table (see
     /// [`children::Children::span`]).
     pub fn span(&self, parent: ChainId, from: u64, open: Option<(u64, u64)>) -> Result<Span> {
-        unseen(self.arena.read().get(parent)?.children.span(from, open))
+        self.walk_table(parent, |_, p| Ok(p.children.span(from, open)))
     }
 
     /// `parent`'s block table as HAMMER2 would lay it out, depth first in key order: the
@@ -816,10 +823,10 @@ impl Store {
 
     /// The chain reached from the PFS root by following `keys`.
     pub fn resolve_keys(&self, keys: &[u64]) -> Result<Option<ChainId>> {
-        let a = self.arena.read();
         let mut cur = self.root;
         for &k in keys {
-            match unseen(a.get(cur)?.children.first_overlapping(k, k))? {
+            let found = self.walk_table(cur, |_, p| Ok(p.children.first_overlapping(k, k)))?;
+            match found {
                 Some((key, id)) if key == k => cur = id,
                 _ => return Ok(None),
             }
@@ -910,6 +917,7 @@ impl Store {
         body: Sealed,
     ) -> Result<ChainId> {
         let (body, carried) = body.seal(&mut bref)?;
+        self.see_range(parent.id, bref.key, bref.key_end())?;
         self.journal_room()?;
         let lock = self.host.lock_create()?;
         let raw = lock.as_raw();
@@ -980,6 +988,7 @@ impl Store {
         if !cache::evictable(&bref) {
             return Err(Error::Invalid);
         }
+        self.see_range(parent.id, bref.key, bref.key_end())?;
         self.journal_room()?;
         let lock = self.host.lock_create()?;
         let raw = lock.as_raw();
@@ -1068,6 +1077,7 @@ impl Store {
             dir: summary.dir,
             digest: summary.digest,
             carried,
+            home: None,
         });
         a.live += 1;
         a.count_pinned(id, true)?;
@@ -1162,6 +1172,7 @@ impl Store {
         body: Sealed,
     ) -> Result<()> {
         let (body, carried) = body.seal(&mut bref)?;
+        self.see_growth(g.id, &bref)?;
         self.journal_room()?;
         let old_body = {
             let mut a = self.arena.write();
@@ -1325,12 +1336,13 @@ impl ChainStore for Store {
         end: u64,
         hint: &mut Hint,
     ) -> Result<Option<(ChainId, Blockref)>> {
-        let a = self.arena.read();
-        let p = a.get(parent)?;
-        match unseen(p.children.first_overlapping_hinted(beg, end, hint))? {
-            Some((_, id)) => Ok(Some((id, a.get(id)?.bref))),
-            None => Ok(None),
-        }
+        self.walk_table(parent, |a, p| {
+            Ok(match p.children.first_overlapping_hinted(beg, end, hint) {
+                Ok(Some((_, id))) => Ok(Some((id, a.get(id)?.bref))),
+                Ok(None) => Ok(None),
+                Err(m) => Err(m),
+            })
+        })
     }
     fn key_path(&self, id: ChainId) -> Result<Vec<u64>> {
         Store::key_path(self, id)

@@ -1,0 +1,538 @@
+//! Clean ranges of block tables out of memory, and back (a bounded chain cache).
+//!
+//! A store reading payloads on demand ([`super::cache`]) still keeps every chain's header.
+//! Here the headers go too: [`Store::evict`] replaces an indirect block that holds only
+//! children, all of them as the media hold them, by a stub keeping its range, summary and
+//! highest modify_tid (see `children::Stub`), and frees the chains beneath. A walk that
+//! must see into a stub ([`children::Miss`]) has the store read the range back from the
+//! table's inode block as last committed (the chain's `home`) through the payload source,
+//! and install the chains as they were, under the arena lock, only if the stub is still
+//! there ([`Store::fill_stub`]).
+//!
+//! Chains a stub stood for come back with new ids: eviction runs only where nothing holds
+//! an id of this store's chains below its PFS root (every sync thread of the cluster frozen
+//! or stopped, no frontend call running), as [`crate::mount::reload`] does.
+
+use alloc::vec::Vec;
+
+use super::cache::{Pay, Where};
+use super::children::{Children, Miss, Seen};
+use super::inode::InodeSummary;
+use super::{Body, Chain, ChainId, Slot, Store};
+use crate::host::RawLock;
+use crate::media::{self, Blockref, InodeData, BREF_BYTES, SET_COUNT};
+use crate::mem::try_push;
+use crate::{Error, Result};
+
+/// One chain read back for a stub: its header, payload state and children (an inode's
+/// table, at most a blockset's worth: only such inodes are evicted).
+struct Back {
+    bref: Blockref,
+    body: Body,
+    at: Where,
+    summary: InodeSummary,
+    kids: Vec<Back>,
+}
+
+impl Store {
+    /// Run the walk `f` of `parent`'s table under the arena's read lock, reading back each
+    /// stub it must see into, until it answers.
+    pub(super) fn walk_table<T>(
+        &self,
+        parent: ChainId,
+        mut f: impl FnMut(&super::Arena, &Chain) -> Result<Seen<T>>,
+    ) -> Result<T> {
+        loop {
+            let miss = {
+                let a = self.arena.read();
+                match f(&a, a.get(parent)?)? {
+                    Ok(t) => return Ok(t),
+                    Err(m) => m,
+                }
+            };
+            self.fill_stub(parent, miss)?;
+        }
+    }
+
+    /// Read back every stub of `parent`'s table meeting `beg ..= end`: before a change
+    /// there (an insert, a range growing). No stub appears meanwhile: stubs are made only
+    /// where nothing else runs ([`Store::evict`]).
+    pub(super) fn see_range(&self, parent: ChainId, beg: u64, end: u64) -> Result<()> {
+        loop {
+            let miss = {
+                let a = self.arena.read();
+                match a.get(parent)?.children.stub_over(beg, end)? {
+                    None => return Ok(()),
+                    Some(m) => m,
+                }
+            };
+            self.fill_stub(parent, miss)?;
+        }
+    }
+
+    /// Read back the stubs a chain's range would grow over, were its header `bref`.
+    pub(super) fn see_growth(&self, id: ChainId, bref: &Blockref) -> Result<()> {
+        let (parent, old_end) = {
+            let a = self.arena.read();
+            let c = a.get(id)?;
+            (c.parent, c.bref.key_end())
+        };
+        match (parent, old_end.checked_add(1)) {
+            (Some(p), Some(beg)) if bref.key_end() > old_end => {
+                self.see_range(p, beg, bref.key_end())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Record `bref` as the inode block chain `id`'s table was last committed in (a load or
+    /// a commit says where that is), so that ranges of it can leave memory. A failed
+    /// allocation records nothing: that table then stays in memory.
+    pub fn set_home(&self, id: ChainId, bref: &Blockref) -> Result<()> {
+        let fresh = match self.arena.read().get(id)?.home.is_some() {
+            true => None,
+            false => crate::mem::try_box(*bref).ok(),
+        };
+        let mut a = self.arena.write();
+        let c = a.get_mut(id)?;
+        match (&mut c.home, fresh) {
+            (Some(h), _) => **h = *bref,
+            (home, fresh) => *home = fresh,
+        }
+        Ok(())
+    }
+
+    /// The inode block chain `id`'s table was last committed in, if recorded
+    /// ([`Store::set_home`]).
+    pub fn home(&self, id: ChainId) -> Result<Option<Blockref>> {
+        Ok(self.arena.read().get(id)?.home.as_deref().copied())
+    }
+
+    /// Take clean leaf blocks of tables out of memory until at most `keep` chains are live
+    /// (or none is left to take); the chains freed. Only a store with a payload source and
+    /// nothing changed since its last commit can (`Busy` otherwise: its changes are not on
+    /// the media to read back). The caller guarantees that no thread holds an id of a chain
+    /// of this store (see the module).
+    pub fn evict(&self, keep: usize) -> Result<usize> {
+        if self.source.is_none() || !self.is_tracked() || self.journal_len() != 0 {
+            return Err(Error::Busy);
+        }
+        let mut freed = 0;
+        for (parent, range) in self.evictable_blocks()? {
+            if self.arena.read().live <= keep {
+                break;
+            }
+            self.host.relax();
+            freed += self.stub_out(parent, range)?;
+        }
+        Ok(freed)
+    }
+
+    /// Every (table, leaf block) of a chain with a home, in slot order.
+    fn evictable_blocks(&self) -> Result<Vec<(ChainId, Miss)>> {
+        let mut out = Vec::new();
+        let mut i = 0usize;
+        loop {
+            self.host.relax();
+            let a = self.arena.read();
+            let Some(slot) = a.slots.get(i) else {
+                return Ok(out);
+            };
+            if let Some(c) = slot.chain.as_ref().filter(|c| c.home.is_some()) {
+                let id = ChainId {
+                    idx: i as u32,
+                    gen: slot.gen,
+                };
+                let mut err = Ok(());
+                c.children.leaf_blocks(|m, _| {
+                    if err.is_ok() {
+                        err = try_push(&mut out, (id, m));
+                    }
+                })?;
+                err?;
+            }
+            i += 1;
+        }
+    }
+
+    /// Whether chain `c` is as the media hold it and comes back as it is: a payload on the
+    /// media or cached (one the commit padded, pinned, would not), not lent; an inode's
+    /// table at most a blockset of such chains.
+    fn leaves_intact(a: &super::Arena, c: &Chain) -> bool {
+        let own = match c.bref.btype {
+            media::BREF_TYPE_DATA | media::BREF_TYPE_INODE => {
+                c.pay.at != Where::Pinned && !a.is_lent(&c.body)
+            }
+            media::BREF_TYPE_DIRENT => true,
+            _ => false,
+        };
+        if !own {
+            return false;
+        }
+        if c.children.len() == 0 {
+            return true;
+        }
+        if c.bref.btype != media::BREF_TYPE_INODE || c.children.len() > SET_COUNT {
+            return false;
+        }
+        let mut ok = true;
+        let _ = c.children.visit(|depth, v| match v {
+            super::children::Visit::Child(id) if depth == 0 => {
+                ok &= a.get(id).is_ok_and(|k| {
+                    k.children.len() == 0
+                        && k.bref.btype != media::BREF_TYPE_INODE
+                        && Store::leaves_intact(a, k)
+                })
+            }
+            _ => ok = false,
+        });
+        ok
+    }
+
+    /// Stub out leaf block `range` of `parent`'s table if every chain beneath is intact;
+    /// the chains freed.
+    fn stub_out(&self, parent: ChainId, range: Miss) -> Result<usize> {
+        let mut ids = Vec::new();
+        let mut locks = Vec::new();
+        let mut bodies = Vec::new();
+        {
+            let mut a = self.arena.write();
+            let mut leaves = Vec::new();
+            {
+                let p = a.get(parent)?;
+                let Ok(Some((_, first))) = p.children.first_overlapping(range.key, range.end)
+                else {
+                    return Ok(0);
+                };
+                let _ = first;
+                // The block's children, by walking the range (it holds only children).
+                let mut k = range.key;
+                while let Ok(Some((key, id))) = p.children.first_overlapping(k, range.end) {
+                    try_push(&mut leaves, id)?;
+                    let c = a.get(id)?;
+                    if !Store::leaves_intact(&a, c) {
+                        return Ok(0);
+                    }
+                    match c.bref.key_end().checked_add(1) {
+                        Some(n) => k = n,
+                        None => break,
+                    }
+                    let _ = key;
+                }
+            }
+            // Room for every id freed, grandchildren included, before anything changes.
+            let mut n = leaves.len();
+            for &id in &leaves {
+                n += a.get(id)?.children.len();
+            }
+            a.free.try_reserve(n)?;
+            ids.try_reserve(n)?;
+            locks.try_reserve(n)?;
+            bodies.try_reserve(n)?;
+            a.get_mut(parent)?
+                .children
+                .stub_out(range, &mut Vec::new())
+                .or_else(|e| match e {
+                    Error::NotFound => Ok(()),
+                    e => Err(e),
+                })?;
+            for id in leaves {
+                let mut kid = Vec::new();
+                a.get(id)?.children.visit(|_, v| {
+                    if let super::children::Visit::Child(k) = v {
+                        kid.push(k);
+                    }
+                })?;
+                for k in kid.into_iter().chain(core::iter::once(id)) {
+                    ids.push(k);
+                }
+            }
+            for &id in &ids {
+                a.uncount(id)?;
+                let slot = a.slots.get_mut(id.idx as usize).ok_or(Error::Invalid)?;
+                let Some(c) = slot.chain.take() else {
+                    continue;
+                };
+                slot.gen = slot.gen.wrapping_add(1);
+                locks.push(c.lock);
+                bodies.push(c.body);
+                a.free.push(id.idx);
+                a.live -= 1;
+            }
+        }
+        for raw in locks {
+            self.host.lock_destroy(RawLock::from_raw(raw));
+        }
+        drop(bodies);
+        Ok(ids.len())
+    }
+
+    /// Read back stub `miss` of `parent`'s table from the table's home and put its chains in
+    /// its place; nothing changes if the stub is gone meanwhile (someone else read it back).
+    /// `Io` if the media do not hold what the stub stood for.
+    pub(super) fn fill_stub(&self, parent: ChainId, miss: Miss) -> Result<()> {
+        let (home, depth) = {
+            let a = self.arena.read();
+            let p = a.get(parent)?;
+            if p.children.stub_over(miss.key, miss.end)? != Some(miss) {
+                return Ok(());
+            }
+            (*p.home.as_deref().ok_or(Error::Io)?, p.depth)
+        };
+        let entries = self.read_range(&home, miss.key, miss.end)?;
+        let mut back = Vec::new();
+        back.try_reserve(entries.len())?;
+        for b in entries {
+            self.host.relax();
+            back.push(self.read_back(b)?);
+        }
+        self.install_back(parent, depth, miss, back)
+    }
+
+    /// The blockrefs of the table whose inode block is `home` with keys in `beg ..= end`,
+    /// in key order (indirect blocks descended, only those overlapping the range read).
+    fn read_range(&self, home: &Blockref, beg: u64, end: u64) -> Result<Vec<Blockref>> {
+        let bytes = self.fetch(home)?;
+        let ino = InodeData::decode(&bytes).map_err(|_| Error::Io)?;
+        if ino.meta.is_directdata() {
+            return Err(Error::Io);
+        }
+        let set = ino.blockset().map_err(|_| Error::Io)?;
+        // Blockrefs still to look at, last first (so they come off in key order).
+        let mut todo: Vec<Blockref> = Vec::new();
+        todo.try_reserve(SET_COUNT)?;
+        for b in set.iter().rev() {
+            todo.push(*b);
+        }
+        let mut out = Vec::new();
+        while let Some(b) = todo.pop() {
+            self.host.relax();
+            if b.btype == media::BREF_TYPE_EMPTY || b.key_end() < beg || b.key > end {
+                continue;
+            }
+            if b.btype != media::BREF_TYPE_INDIRECT {
+                if b.key < beg || b.key_end() > end {
+                    // A child straddling the stub's range: not what a stub stood for.
+                    return Err(Error::Io);
+                }
+                try_push(&mut out, b)?;
+                continue;
+            }
+            let block = self.fetch(&b)?;
+            let n = block.len() / BREF_BYTES;
+            todo.try_reserve(n)?;
+            for i in (0..n).rev() {
+                let raw = block.get(i * BREF_BYTES..(i + 1) * BREF_BYTES).ok_or(Error::Io)?;
+                todo.push(Blockref::decode(raw).map_err(|_| Error::Io)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The chain of blockref `b` as a load makes it: a DATA block left on the media, a
+    /// DIRENT with its name, an inode left on the media with its summary, and its table.
+    fn read_back(&self, b: Blockref) -> Result<Back> {
+        let mut back = Back {
+            bref: b,
+            body: Body::Data(Vec::new()),
+            at: Where::OnMedia,
+            summary: InodeSummary::default(),
+            kids: Vec::new(),
+        };
+        match b.btype {
+            media::BREF_TYPE_DATA if b.size_radix() != 0 => {}
+            media::BREF_TYPE_DIRENT => {
+                back.at = Where::Pinned;
+                if b.size_radix() != 0 {
+                    back.body = Body::Data(self.fetch(&b)?);
+                }
+            }
+            media::BREF_TYPE_INODE => {
+                let bytes = self.fetch(&b)?;
+                let ino = InodeData::decode(&bytes).map_err(|_| Error::Io)?;
+                back.summary = InodeSummary::of(&ino);
+                if !ino.meta.is_directdata() {
+                    for k in self.read_range(&b, 0, u64::MAX)? {
+                        if k.btype == media::BREF_TYPE_INODE {
+                            return Err(Error::Io);
+                        }
+                        try_push(&mut back.kids, self.read_back(k)?)?;
+                    }
+                }
+            }
+            _ => return Err(Error::Io),
+        }
+        Ok(back)
+    }
+
+    /// Put the chains read back for stub `miss` of `parent` (at lock depth `depth`) in its
+    /// place: every allocation made first, then one change under the arena lock.
+    fn install_back(&self, parent: ChainId, depth: u8, miss: Miss, back: Vec<Back>) -> Result<()> {
+        let total: usize = back.iter().map(|b| 1 + b.kids.len()).sum();
+        let mut locks = Vec::new();
+        locks.try_reserve(total)?;
+        for _ in 0..total {
+            match self.host.lock_create() {
+                Ok(l) => locks.push(l.as_raw()),
+                Err(e) => {
+                    for raw in locks {
+                        self.host.lock_destroy(RawLock::from_raw(raw));
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let r = self.install_locked(parent, depth, miss, back, &mut locks);
+        // Locks not given to a chain (all of them on a failure).
+        for raw in locks {
+            self.host.lock_destroy(RawLock::from_raw(raw));
+        }
+        r
+    }
+
+    fn install_locked(
+        &self,
+        parent: ChainId,
+        depth: u8,
+        miss: Miss,
+        back: Vec<Back>,
+        locks: &mut Vec<usize>,
+    ) -> Result<()> {
+        let total = locks.len();
+        let mut a = self.free_slots(total)?;
+        let mut ids = Vec::new();
+        ids.try_reserve(total)?;
+        for _ in 0..total {
+            let idx = a.free.pop().ok_or(Error::Invalid)?;
+            let gen = a.slots.get(idx as usize).ok_or(Error::Invalid)?.gen;
+            ids.push(ChainId { idx, gen });
+        }
+        let built = Store::build(&mut a, (parent, depth, miss), back, &ids);
+        let made = match built {
+            Ok(made) => made,
+            Err(e) => {
+                // Room for these was there before they were taken.
+                a.free.extend(ids.iter().map(|id| id.idx));
+                return Err(e);
+            }
+        };
+        // Nothing fails from here on.
+        for (id, b, children, up, d) in made {
+            let lock = locks.pop().unwrap_or(0);
+            a.pay_seq = a.pay_seq.wrapping_add(1);
+            let ver = a.pay_seq;
+            let pay = match b.at {
+                Where::OnMedia => Pay::on_media(ver),
+                _ => Pay::pinned(ver),
+            };
+            if let Some(slot) = a.slots.get_mut(id.idx as usize) {
+                slot.chain = Some(Chain {
+                    bref: b.bref,
+                    body: b.body,
+                    children,
+                    parent: Some(up),
+                    depth: d.min(crate::host::CHAIN_DEPTH_MAX),
+                    lock,
+                    unflushed_in: 0,
+                    pay,
+                    dir: b.summary.dir,
+                    digest: b.summary.digest,
+                    carried: false,
+                    home: None,
+                });
+                a.live += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// The arena, write-locked, with at least `n` free slots.
+    fn free_slots(&self, n: usize) -> Result<super::arena_lock::ArenaWrite<'_>> {
+        loop {
+            let mut a = self.arena.write();
+            if a.free.len() >= n {
+                return Ok(a);
+            }
+            if a.slots.wanted().is_none() {
+                // Room in the slab: a new empty slot joins the free list.
+                a.free.try_reserve(1)?;
+                let i = u32::try_from(a.slots.len()).map_err(|_| Error::NoMem)?;
+                a.slots
+                    .push(Slot {
+                        gen: 0,
+                        chain: None,
+                    })
+                    .map_err(|_| Error::NoMem)?;
+                a.free.push(i);
+                continue;
+            }
+            drop(a);
+            self.grow_slots()?;
+        }
+    }
+
+    /// The chains to install for `back` under `parent` (at lock depth `depth`) in stub
+    /// `miss`, on the slots `ids`, with the stub filled: (id, chain read back, its table, its
+    /// parent, its lock depth). Nothing changed on an error.
+    #[allow(clippy::type_complexity)]
+    fn build(
+        a: &mut super::Arena,
+        (parent, depth, miss): (ChainId, u8, Miss),
+        back: Vec<Back>,
+        ids: &[ChainId],
+    ) -> Result<Vec<(ChainId, Back, Children, ChainId, u8)>> {
+        let mut made = Vec::new();
+        made.try_reserve(ids.len())?;
+        let mut entries = Vec::new();
+        entries.try_reserve(back.len())?;
+        let mut ids = ids.iter().copied();
+        for mut b in back {
+            let id = ids.next().ok_or(Error::Invalid)?;
+            let kids = core::mem::take(&mut b.kids);
+            let mut table = Children::default();
+            for k in kids {
+                let kid = ids.next().ok_or(Error::Invalid)?;
+                let how = super::children::Creating {
+                    btype: k.bref.btype,
+                    in_dir: b.summary.dir,
+                };
+                table
+                    .insert(k.bref.key, k.bref.keybits, k.bref.modify_tid, kid, how)
+                    .map_err(Error::from)?;
+                made.push((kid, k, Children::default(), id, depth.saturating_add(2)));
+            }
+            entries.push((b.bref.key, b.bref.keybits, b.bref.modify_tid, id));
+            made.push((id, b, table, parent, depth.saturating_add(1)));
+        }
+        // The media must hold exactly what the stub stood for.
+        a.get_mut(parent)?
+            .children
+            .fill(miss, &entries)
+            .map_err(|e| match e {
+                Error::Invalid => Error::Io,
+                e => e,
+            })?;
+        Ok(made)
+    }
+}
+
+#[cfg(test)]
+impl Store {
+    pub(crate) fn debug_tables(&self) {
+        let a = self.arena.read();
+        for (i, slot) in (0..a.slots.len()).filter_map(|i| a.slots.get(i).map(|s| (i, s))) {
+            if let Some(c) = &slot.chain {
+                if c.children.len() > 4 {
+                    let mut n = 0;
+                    c.children.leaf_blocks(|_, _| n += 1).unwrap();
+                    std::eprintln!(
+                        "slot {i} type {} kids {} home {} leafblocks {n}",
+                        c.bref.btype,
+                        c.children.len(),
+                        c.home.is_some()
+                    );
+                }
+            }
+        }
+    }
+}
