@@ -303,11 +303,7 @@ fn load_root<D: BlockDev>(
     host: &'static dyn Host,
     vol: &Volume<D>,
     label: &[u8],
-) -> Result<(
-    Store,
-    Blockref,
-    Vec<Table>,
-)> {
+) -> Result<(Store, Blockref, Vec<Table>)> {
     let (pfs_bref, mut root) = vol.pfs_entry_box(label).map_err(read_err)?;
     let mut todo = Vec::new();
     let table = match root.meta.is_directdata() {

@@ -1424,7 +1424,7 @@ fn commits_racing_changes_lose_none() {
 }
 
 mod cache;
-mod evict;
 mod carried;
+mod evict;
 mod foreign;
 mod split;

@@ -161,8 +161,8 @@ enum Slot {
     Stub(Stub),
 }
 
-/// An indirect block whose children are not in memory: one that held only children, all
-/// clean, dropped with them ([`Children::stub_out`]) and read back from the media when a walk
+/// An indirect block whose children are not in memory: one that held only children and
+/// stubs, the children all clean, dropped with them ([`Children::stub_out`]) and read back from the media when a walk
 /// needs them ([`Children::fill`]). It keeps what the tables above and the pruned scan look at
 /// (the summary and highest modify_tid beneath), so a walk that only compares it never reads
 /// it. Its range is kept inline as an [`Ind`]'s is; the rest is boxed so a slot stays small.
@@ -173,12 +173,17 @@ struct Stub {
     info: Box<StubInfo>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 struct StubInfo {
     keybits: u8,
     radix: u8,
     tid: u64,
     sum: RangeSum,
+    /// The stubs the block held besides its children: they come back as stubs.
+    inner: Vec<Stub>,
+    /// The tables of its children that held only stubs (by the child's key): they come back
+    /// with their children, as they were.
+    kept: Vec<(u64, Children)>,
 }
 
 /// The key range of a stub a walk must see into: the caller reads its children back
@@ -304,6 +309,20 @@ impl Slot {
 }
 
 impl Node {
+    /// The number of its children, if it holds only children and stubs and at least one
+    /// child: what [`Children::stub_out`] takes.
+    fn outable(&self) -> Option<usize> {
+        let mut leaves = 0;
+        for s in &self.slots {
+            match s {
+                Slot::Leaf(_) => leaves += 1,
+                Slot::Stub(_) => {}
+                Slot::Ind(_) => return None,
+            }
+        }
+        (leaves > 0).then_some(leaves)
+    }
+
     /// An indirect block for `split`, with room for `capacity` blockrefs reserved (its block
     /// holds [`Node::cap`]; the vector grows like any table's, as a kernel's bounded pool
     /// holds thousands of small directories).
@@ -1205,8 +1224,9 @@ impl Children {
         Ok(())
     }
 
-    /// The ranges of the indirect blocks that hold only children (no blocks, no stubs), in
-    /// key order: what [`Children::stub_out`] can take out of memory.
+    /// The ranges of the indirect blocks that hold only children and stubs, at least one
+    /// child, in key order, with their children's count: what [`Children::stub_out`] can take
+    /// out of memory (a block holding blocks can once those are stubs).
     pub(crate) fn leaf_blocks(&self, mut f: impl FnMut(Miss, usize)) -> Result<()> {
         let mut stack: Vec<(&Node, usize)> = Vec::new();
         stack.try_reserve(MAX_DEPTH + 1)?;
@@ -1217,37 +1237,51 @@ impl Children {
             };
             crate::mem::try_push(&mut stack, (node, i + 1))?;
             if let Slot::Ind(n) = s {
-                if n.slots.iter().all(|c| matches!(c, Slot::Leaf(_))) {
-                    let range = Miss {
-                        key: n.key,
-                        end: n.end,
-                    };
-                    f(range, n.slots.len());
-                } else {
-                    crate::mem::try_push(&mut stack, (&**n, 0))?;
+                match n.outable() {
+                    Some(leaves) => f(
+                        Miss {
+                            key: n.key,
+                            end: n.end,
+                        },
+                        leaves,
+                    ),
+                    None => crate::mem::try_push(&mut stack, (&**n, 0))?,
                 }
             }
         }
         Ok(())
     }
 
-    /// Take the indirect block of exactly `range`, which holds only children, out of memory:
-    /// it becomes a stub keeping its summary and highest modify_tid, and its children's ids
-    /// are pushed on `out` (the caller frees those chains). `NotFound` if there is no such
-    /// block; nothing changes on an error.
-    pub(crate) fn stub_out(&mut self, range: Miss, out: &mut Vec<ChainId>) -> Result<()> {
+    /// Take the indirect block of exactly `range`, which holds only children and stubs, out
+    /// of memory: it becomes a stub keeping its summary, highest modify_tid and the stubs it
+    /// held, and its children's ids are pushed on `out` (the caller frees those chains).
+    /// `NotFound` if there is no such block; nothing changes on an error.
+    ///
+    /// `kept`: the tables of children that held only stubs, by the child's key, to keep with
+    /// the stub; taken only once nothing can fail (left as they are on an error).
+    pub(crate) fn stub_out(
+        &mut self,
+        range: Miss,
+        out: &mut Vec<ChainId>,
+        kept: &mut Vec<(u64, Children)>,
+    ) -> Result<()> {
         let (key, depth) = (range.key, self.block_depth(range)?);
         let parent = self.node_mut(key, depth)?;
         let i = parent.find(key);
         let Some(Slot::Ind(n)) = parent.slots.get(i) else {
             return Err(Error::NotFound);
         };
-        out.try_reserve(n.slots.len())?;
+        let leaves = n.outable().ok_or(Error::NotFound)?;
+        out.try_reserve(leaves)?;
+        let mut inner = Vec::new();
+        inner.try_reserve_exact(n.slots.len() - leaves)?;
         let info = try_box(StubInfo {
             keybits: n.keybits,
             radix: n.radix,
             tid: n.tid,
             sum: n.sum,
+            inner,
+            kept: Vec::new(),
         })?;
         let stub = Slot::Stub(Stub {
             key: n.key,
@@ -1258,25 +1292,50 @@ impl Children {
         else {
             return Err(Error::Invalid);
         };
-        let count = n.slots.len();
-        out.extend(n.node.slots.iter().filter_map(|s| match s {
-            Slot::Leaf(e) => Some(e.id),
-            _ => None,
-        }));
-        self.len -= count;
+        let Some(Slot::Stub(t)) = parent.slots.get_mut(i) else {
+            return Err(Error::Invalid);
+        };
+        t.info.kept = core::mem::take(kept);
+        for s in n.node.slots {
+            match s {
+                Slot::Leaf(e) => out.push(e.id),
+                Slot::Stub(inner) => t.info.inner.push(inner),
+                Slot::Ind(_) => {}
+            }
+        }
+        self.len -= leaves;
         Ok(())
     }
 
-    /// The depth of the table holding the indirect block of exactly `range` that holds only
-    /// children. `NotFound` if there is none.
+    /// The children of the indirect block of exactly `range` that [`Children::stub_out`]
+    /// can take, pushed on `out`. `NotFound` if there is no such block.
+    pub(crate) fn block_leaves(&self, range: Miss, out: &mut Vec<ChainId>) -> Result<()> {
+        let depth = self.block_depth(range)?;
+        let Some(Slot::Ind(n)) = self
+            .node_at(range.key, depth)?
+            .slots
+            .get(self.node_at(range.key, depth)?.find(range.key))
+        else {
+            return Err(Error::NotFound);
+        };
+        out.try_reserve(n.slots.len())?;
+        out.extend(n.slots.iter().filter_map(|s| match s {
+            Slot::Leaf(e) => Some(e.id),
+            _ => None,
+        }));
+        Ok(())
+    }
+
+    /// The depth of the table holding the indirect block of exactly `range` that
+    /// [`Children::stub_out`] can take. `NotFound` if there is none.
     fn block_depth(&self, range: Miss) -> Result<usize> {
         let mut node = &self.root;
         for depth in 0..=MAX_DEPTH {
             match node.slots.get(node.find(range.key)) {
                 Some(Slot::Ind(n)) if n.key == range.key && n.end == range.end => {
-                    return match n.slots.iter().all(|c| matches!(c, Slot::Leaf(_))) {
-                        true => Ok(depth),
-                        false => Err(Error::NotFound),
+                    return match n.outable() {
+                        Some(_) => Ok(depth),
+                        None => Err(Error::NotFound),
                     };
                 }
                 Some(Slot::Ind(n)) if n.key <= range.key && n.end >= range.end => node = n,
@@ -1286,18 +1345,31 @@ impl Children {
         Err(Error::NotFound)
     }
 
-    /// Put the children read back for the stub of exactly `range` in its place, as the
-    /// indirect block it stood for. `children` are (key, keybits, modify_tid, id) in key
-    /// order, and must be exactly the children the stub summarized (same summary, same
-    /// highest modify_tid): anything else is `Invalid` (the media do not hold what was taken
-    /// out), with nothing changed. `NotFound` if there is no such stub.
-    pub(crate) fn fill(&mut self, range: Miss, children: &[(u64, u8, u64, ChainId)]) -> Result<()> {
+    /// The ranges of the stubs the stub of exactly `range` holds (its children read back
+    /// are those outside them), and the keys of its children whose tables it keeps.
+    /// `NotFound` if there is no such stub.
+    pub(crate) fn stub_inner(
+        &self,
+        range: Miss,
+        out: &mut Vec<Miss>,
+        kept: &mut Vec<u64>,
+    ) -> Result<()> {
+        let t = self.stub_at(range)?.0;
+        out.try_reserve(t.info.inner.len())?;
+        out.extend(t.info.inner.iter().map(Stub::miss));
+        kept.try_reserve(t.info.kept.len())?;
+        kept.extend(t.info.kept.iter().map(|(k, _)| *k));
+        Ok(())
+    }
+
+    /// The stub of exactly `range`, and the depth of the table holding it.
+    fn stub_at(&self, range: Miss) -> Result<(&Stub, usize)> {
         let mut depth = 0;
         let mut node = &self.root;
-        let info = loop {
+        loop {
             match node.slots.get(node.find(range.key)) {
                 Some(Slot::Stub(t)) if t.key == range.key && t.end == range.end => {
-                    break *t.info;
+                    return Ok((t, depth));
                 }
                 Some(Slot::Ind(n)) if n.key <= range.key && n.end >= range.end => {
                     node = n;
@@ -1305,47 +1377,106 @@ impl Children {
                 }
                 _ => return Err(Error::NotFound),
             }
-        };
+        }
+    }
+
+    /// Put the children read back for the stub of exactly `range` in its place, as the
+    /// indirect block it stood for, with the stubs it held. `children` are (key, keybits,
+    /// modify_tid, id) in key order, outside those stubs, and must be exactly the children
+    /// the stub summarized (the same summary and highest modify_tid, with its stubs'):
+    /// anything else is `Invalid` (the media do not hold what was taken out), with nothing
+    /// changed. `NotFound` if there is no such stub. The tables it kept are handed back, by
+    /// key, for their chains.
+    pub(crate) fn fill(
+        &mut self,
+        range: Miss,
+        children: &[(u64, u8, u64, ChainId)],
+    ) -> Result<Vec<(u64, Children)>> {
+        let (t, depth) = self.stub_at(range)?;
+        let info = &t.info;
         let split = Split {
             key: range.key,
             keybits: info.keybits,
             radix: info.radix,
         };
-        let mut block = Node::empty(split, children.len())?;
-        if children.len() > block.cap() {
+        let mut block = Node::empty(split, children.len() + info.inner.len())?;
+        if children.len() + info.inner.len() > block.cap() {
             return Err(Error::Invalid);
         }
+        // Merged in key order with the inner stubs, checked as they go.
+        let mut inner = info.inner.iter().peekable();
         let mut next = range.key;
-        for (i, &(key, keybits, tid, id)) in children.iter().enumerate() {
-            let end = key_end(key, keybits);
-            if !aligned(key, keybits) || key < next || end > range.end {
+        let mut order = Vec::new();
+        order.try_reserve_exact(children.len() + info.inner.len())?;
+        for &(key, keybits, tid, id) in children {
+            while let Some(s) = inner.next_if(|s| s.key < key) {
+                order.push(Err(s.miss()));
+            }
+            order.push(Ok((key, keybits, tid, id)));
+        }
+        order.extend(inner.map(|s| Err(s.miss())));
+        for (i, o) in order.iter().enumerate() {
+            let (key, end, whole) = match *o {
+                Ok((key, keybits, _, _)) => (key, key_end(key, keybits), aligned(key, keybits)),
+                Err(m) => (m.key, m.end, true),
+            };
+            if !whole || key < next || end > range.end {
                 return Err(Error::Invalid);
             }
-            let e = Entry {
-                key,
-                end,
-                id,
-                keybits,
-                tid,
-            };
-            block.sum.add(&e.leaf());
-            block.tid = block.tid.max(tid);
-            block.slots.push(Slot::Leaf(e));
             next = match end.checked_add(1) {
                 Some(n) => n,
-                None if i + 1 == children.len() => end,
+                None if i + 1 == order.len() => end,
                 None => return Err(Error::Invalid),
             };
+            match *o {
+                Ok((key, keybits, tid, _)) => {
+                    block.sum.add(&RangeSum::leaf(key, keybits, tid));
+                    block.tid = block.tid.max(tid);
+                }
+                Err(m) => {
+                    let s = info
+                        .inner
+                        .iter()
+                        .find(|s| s.key == m.key)
+                        .ok_or(Error::Invalid)?;
+                    block.sum.add(&s.info.sum);
+                    block.tid = block.tid.max(s.info.tid);
+                }
+            }
         }
         if block.sum != info.sum || block.tid != info.tid {
             return Err(Error::Invalid);
         }
+        // Nothing fails from here on: the stubs move into the block.
         let parent = self.node_mut(range.key, depth)?;
         let i = parent.find(range.key);
         let slot = parent.slots.get_mut(i).ok_or(Error::Invalid)?;
-        *slot = Slot::Ind(Ind::new(block));
+        let Slot::Stub(t) = core::mem::replace(slot, Slot::Ind(Ind::new(block))) else {
+            return Err(Error::Invalid);
+        };
+        let Some(Slot::Ind(n)) = parent.slots.get_mut(i) else {
+            return Err(Error::Invalid);
+        };
+        let info = *t.info;
+        let mut inner = info.inner.into_iter();
+        for o in order {
+            match o {
+                Ok((key, keybits, tid, id)) => n.slots.push(Slot::Leaf(Entry {
+                    key,
+                    end: key_end(key, keybits),
+                    id,
+                    keybits,
+                    tid,
+                })),
+                Err(_) => {
+                    if let Some(s) = inner.next() {
+                        n.slots.push(Slot::Stub(s));
+                    }
+                }
+            }
+        }
         self.len += children.len();
-        Ok(())
+        Ok(info.kept)
     }
 
     /// The first child in memory, if any: stubs are passed over (what is dropped with its
@@ -1361,7 +1492,17 @@ impl Children {
         }
     }
 
-    /// Number of children.
+    /// Whether the table holds nothing: no child, no stub.
+    pub(crate) fn is_bare(&self) -> bool {
+        self.root.slots.is_empty()
+    }
+
+    /// Whether the table holds stubs and no child in memory.
+    pub(crate) fn only_stubs(&self) -> bool {
+        self.len == 0 && !self.is_bare()
+    }
+
+    /// Number of children in memory (stubs hold more).
     pub(crate) fn len(&self) -> usize {
         self.len
     }

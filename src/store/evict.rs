@@ -13,6 +13,7 @@
 //! an id of this store's chains below its PFS root (every sync thread of the cluster frozen
 //! or stopped, no frontend call running), as [`crate::mount::reload`] does.
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use super::cache::{Pay, Where};
@@ -32,6 +33,8 @@ struct Back {
     at: Where,
     summary: InodeSummary,
     kids: Vec<Back>,
+    /// Its table is the one its stub kept, whose home is its blockref.
+    home: Option<Box<Blockref>>,
 }
 
 impl Store {
@@ -118,14 +121,21 @@ impl Store {
             return Err(Error::Busy);
         }
         let mut freed = 0;
-        for (parent, range) in self.evictable_blocks()? {
-            if self.arena.read().live <= keep {
-                break;
+        // Bottom up: a block holding blocks can go once they are stubs.
+        loop {
+            let mut round = 0;
+            for (parent, range) in self.evictable_blocks()? {
+                if self.arena.read().live <= keep {
+                    return Ok(freed + round);
+                }
+                self.host.relax();
+                round += self.stub_out(parent, range)?;
             }
-            self.host.relax();
-            freed += self.stub_out(parent, range)?;
+            freed += round;
+            if round == 0 {
+                return Ok(freed);
+            }
         }
-        Ok(freed)
     }
 
     /// Every (table, leaf block) of a chain with a home, in slot order.
@@ -169,17 +179,24 @@ impl Store {
         if !own {
             return false;
         }
-        if c.children.len() == 0 {
+        if c.children.is_bare() {
             return true;
         }
-        if c.bref.btype != media::BREF_TYPE_INODE || c.children.len() > SET_COUNT {
+        if c.bref.btype != media::BREF_TYPE_INODE {
+            return false;
+        }
+        // A table of stubs only goes with the stub, as it is.
+        if c.children.only_stubs() {
+            return c.home.is_some();
+        }
+        if c.children.len() > SET_COUNT {
             return false;
         }
         let mut ok = true;
         let _ = c.children.visit(|depth, v| match v {
             super::children::Visit::Child(id) if depth == 0 => {
                 ok &= a.get(id).is_ok_and(|k| {
-                    k.children.len() == 0
+                    k.children.is_bare()
                         && k.bref.btype != media::BREF_TYPE_INODE
                         && Store::leaves_intact(a, k)
                 })
@@ -198,26 +215,13 @@ impl Store {
         {
             let mut a = self.arena.write();
             let mut leaves = Vec::new();
-            {
-                let p = a.get(parent)?;
-                let Ok(Some((_, first))) = p.children.first_overlapping(range.key, range.end)
-                else {
+            match a.get(parent)?.children.block_leaves(range, &mut leaves) {
+                Err(Error::NotFound) => return Ok(0),
+                r => r?,
+            }
+            for &id in &leaves {
+                if !Store::leaves_intact(&a, a.get(id)?) {
                     return Ok(0);
-                };
-                let _ = first;
-                // The block's children, by walking the range (it holds only children).
-                let mut k = range.key;
-                while let Ok(Some((key, id))) = p.children.first_overlapping(k, range.end) {
-                    try_push(&mut leaves, id)?;
-                    let c = a.get(id)?;
-                    if !Store::leaves_intact(&a, c) {
-                        return Ok(0);
-                    }
-                    match c.bref.key_end().checked_add(1) {
-                        Some(n) => k = n,
-                        None => break,
-                    }
-                    let _ = key;
                 }
             }
             // Room for every id freed, grandchildren included, before anything changes.
@@ -229,13 +233,40 @@ impl Store {
             ids.try_reserve(n)?;
             locks.try_reserve(n)?;
             bodies.try_reserve(n)?;
-            a.get_mut(parent)?
-                .children
-                .stub_out(range, &mut Vec::new())
-                .or_else(|e| match e {
-                    Error::NotFound => Ok(()),
-                    e => Err(e),
-                })?;
+            let mut gone = Vec::new();
+            gone.try_reserve(leaves.len())?;
+            let mut kept = Vec::new();
+            let n_kept = leaves
+                .iter()
+                .filter(|&&id| a.get(id).is_ok_and(|c| c.children.only_stubs()))
+                .count();
+            kept.try_reserve_exact(n_kept)?;
+            for &id in &leaves {
+                let c = a.get_mut(id)?;
+                if c.children.only_stubs() {
+                    kept.push((id, c.bref.key, core::mem::take(&mut c.children)));
+                }
+            }
+            let mut tables: Vec<(u64, Children)> = Vec::new();
+            let taken = tables.try_reserve_exact(kept.len()).map_err(Error::from);
+            let r = taken.and_then(|()| {
+                tables.extend(kept.iter_mut().map(|(_, k, t)| (*k, core::mem::take(t))));
+                a.get_mut(parent)?
+                    .children
+                    .stub_out(range, &mut gone, &mut tables)
+            });
+            if let Err(e) = r {
+                // Nothing moved: the tables go back to their chains.
+                for ((_, _, t), (_, back)) in kept.iter_mut().zip(tables.drain(..)) {
+                    *t = back;
+                }
+                for (id, _, t) in kept {
+                    if let Ok(c) = a.get_mut(id) {
+                        c.children = t;
+                    }
+                }
+                return Err(e);
+            }
             for id in leaves {
                 let mut kid = Vec::new();
                 a.get(id)?.children.visit(|_, v| {
@@ -271,12 +302,15 @@ impl Store {
     /// its place; nothing changes if the stub is gone meanwhile (someone else read it back).
     /// `Io` if the media do not hold what the stub stood for.
     pub(super) fn fill_stub(&self, parent: ChainId, miss: Miss) -> Result<()> {
+        let mut inner = Vec::new();
+        let mut kept = Vec::new();
         let (home, depth) = {
             let a = self.arena.read();
             let p = a.get(parent)?;
             if p.children.stub_over(miss.key, miss.end)? != Some(miss) {
                 return Ok(());
             }
+            p.children.stub_inner(miss, &mut inner, &mut kept)?;
             (*p.home.as_deref().ok_or(Error::Io)?, p.depth)
         };
         let entries = self.read_range(&home, miss.key, miss.end)?;
@@ -284,7 +318,11 @@ impl Store {
         back.try_reserve(entries.len())?;
         for b in entries {
             self.host.relax();
-            back.push(self.read_back(b)?);
+            // What the stubs it held stand for stays on the media.
+            if inner.iter().any(|m| m.key <= b.key && b.key <= m.end) {
+                continue;
+            }
+            back.push(self.read_back(b, kept.contains(&b.key))?);
         }
         self.install_back(parent, depth, miss, back)
     }
@@ -322,7 +360,9 @@ impl Store {
             let n = block.len() / BREF_BYTES;
             todo.try_reserve(n)?;
             for i in (0..n).rev() {
-                let raw = block.get(i * BREF_BYTES..(i + 1) * BREF_BYTES).ok_or(Error::Io)?;
+                let raw = block
+                    .get(i * BREF_BYTES..(i + 1) * BREF_BYTES)
+                    .ok_or(Error::Io)?;
                 todo.push(Blockref::decode(raw).map_err(|_| Error::Io)?);
             }
         }
@@ -330,14 +370,16 @@ impl Store {
     }
 
     /// The chain of blockref `b` as a load makes it: a DATA block left on the media, a
-    /// DIRENT with its name, an inode left on the media with its summary, and its table.
-    fn read_back(&self, b: Blockref) -> Result<Back> {
+    /// DIRENT with its name, an inode left on the media with its summary, and its table
+    /// unless the stub kept it (`kept`).
+    fn read_back(&self, b: Blockref, kept: bool) -> Result<Back> {
         let mut back = Back {
             bref: b,
             body: Body::Data(Vec::new()),
             at: Where::OnMedia,
             summary: InodeSummary::default(),
             kids: Vec::new(),
+            home: None,
         };
         match b.btype {
             media::BREF_TYPE_DATA if b.size_radix() != 0 => {}
@@ -351,12 +393,19 @@ impl Store {
                 let bytes = self.fetch(&b)?;
                 let ino = InodeData::decode(&bytes).map_err(|_| Error::Io)?;
                 back.summary = InodeSummary::of(&ino);
-                if !ino.meta.is_directdata() {
-                    for k in self.read_range(&b, 0, u64::MAX)? {
+                if kept {
+                    back.home = Some(crate::mem::try_box(b)?);
+                } else if !ino.meta.is_directdata() {
+                    let table = self.read_range(&b, 0, u64::MAX)?;
+                    // Only an inode with at most a blockset of children leaves memory.
+                    if table.len() > SET_COUNT {
+                        return Err(Error::Io);
+                    }
+                    for k in table {
                         if k.btype == media::BREF_TYPE_INODE {
                             return Err(Error::Io);
                         }
-                        try_push(&mut back.kids, self.read_back(k)?)?;
+                        try_push(&mut back.kids, self.read_back(k, false)?)?;
                     }
                 }
             }
@@ -417,8 +466,9 @@ impl Store {
             }
         };
         // Nothing fails from here on.
-        for (id, b, children, up, d) in made {
+        for (id, mut b, children, up, d) in made {
             let lock = locks.pop().unwrap_or(0);
+            let home = b.home.take();
             a.pay_seq = a.pay_seq.wrapping_add(1);
             let ver = a.pay_seq;
             let pay = match b.at {
@@ -438,7 +488,7 @@ impl Store {
                     dir: b.summary.dir,
                     digest: b.summary.digest,
                     carried: false,
-                    home: None,
+                    home,
                 });
                 a.live += 1;
             }
@@ -505,34 +555,23 @@ impl Store {
             made.push((id, b, table, parent, depth.saturating_add(1)));
         }
         // The media must hold exactly what the stub stood for.
-        a.get_mut(parent)?
+        let kept = a
+            .get_mut(parent)?
             .children
             .fill(miss, &entries)
             .map_err(|e| match e {
                 Error::Invalid => Error::Io,
                 e => e,
             })?;
-        Ok(made)
-    }
-}
-
-#[cfg(test)]
-impl Store {
-    pub(crate) fn debug_tables(&self) {
-        let a = self.arena.read();
-        for (i, slot) in (0..a.slots.len()).filter_map(|i| a.slots.get(i).map(|s| (i, s))) {
-            if let Some(c) = &slot.chain {
-                if c.children.len() > 4 {
-                    let mut n = 0;
-                    c.children.leaf_blocks(|_, _| n += 1).unwrap();
-                    std::eprintln!(
-                        "slot {i} type {} kids {} home {} leafblocks {n}",
-                        c.bref.btype,
-                        c.children.len(),
-                        c.home.is_some()
-                    );
-                }
+        // Nothing fails from here on: the kept tables go back to their chains.
+        for (key, table) in kept {
+            let found = made
+                .iter_mut()
+                .find(|m| m.3 == parent && m.1.bref.key == key);
+            if let Some(m) = found {
+                m.2 = table;
             }
         }
+        Ok(made)
     }
 }

@@ -72,7 +72,10 @@ impl Store {
                 let d = a.get(dir)?;
                 loop {
                     // Read back above: nothing in the range is a stub.
-                    let Some((key, id)) = d.children.first_overlapping(k, end).map_err(|_| Error::Io)?
+                    let Some((key, id)) = d
+                        .children
+                        .first_overlapping(k, end)
+                        .map_err(|_| Error::Io)?
                     else {
                         return Ok(None);
                     };

@@ -41,10 +41,10 @@ use crate::{Error, Result};
 pub use api::{ChainStore, HeldChain, TableWalk};
 pub use cache::{CacheStats, DataLoan, PayloadSource};
 use cache::{Pay, Where};
+use children::TabErr;
 use children::Visit;
 use children::{Children, Creating};
 pub use children::{Hint, RangeSum, Span, RUN};
-use children::TabErr;
 
 impl From<TabErr> for Error {
     /// A stub met where the caller read back none first: a store reads back what a change
