@@ -237,8 +237,12 @@ pub(super) struct Ring {
     /// The pinned bytes past which the node's sync passes hold ([`Store::set_pinned_limit`]);
     /// 0: none.
     limit: usize,
-    /// Called when the pinned bytes pass the budget ([`Store::set_pinned_alarm`]).
+    /// Called when the pinned bytes pass the budget ([`Store::set_pinned_alarm`]), and when
+    /// the chains in memory pass theirs.
     alarm: Option<alloc::boxed::Box<dyn Fn() + Send + Sync>>,
+    /// The bytes of chains in memory past which the alarm rings; past twice that every
+    /// node's sync passes hold ([`Store::set_chain_budget`]). 0: none.
+    pub(super) chain_budget: usize,
 }
 
 impl Ring {
@@ -253,6 +257,7 @@ impl Ring {
             pinned_peak: 0,
             limit: 0,
             alarm: None,
+            chain_budget: 0,
         }
     }
 }
@@ -287,6 +292,32 @@ impl Source {
 }
 
 impl Arena {
+    /// Whether the chains in memory are past twice the budget of
+    /// [`Store::set_chain_budget`].
+    pub(super) fn past_chain_limit(&self) -> bool {
+        self.ring.as_ref().is_some_and(|r| {
+            r.chain_budget != 0 && super::evict::chain_bytes(self.live) > r.chain_budget * 2
+        })
+    }
+
+    /// `live` chains were in memory before this change: ring the alarm if the chain budget
+    /// is passed now.
+    pub(super) fn chains_grew(&self, before: usize) {
+        let Some(r) = self.ring.as_ref() else {
+            return;
+        };
+        let budget = r.chain_budget;
+        let (was, now) = (
+            super::evict::chain_bytes(before),
+            super::evict::chain_bytes(self.live),
+        );
+        if budget != 0 && was <= budget && now > budget {
+            if let Some(alarm) = r.alarm.as_ref() {
+                alarm();
+            }
+        }
+    }
+
     /// Whether the pinned bytes are past the limit of [`Store::set_pinned_limit`].
     pub(super) fn past_pinned_limit(&self) -> bool {
         self.ring
@@ -552,6 +583,25 @@ impl Store {
     /// kept beside the arena lock, not the lock.
     pub fn past_pinned_limit(&self) -> bool {
         self.arena.past_pinned_limit()
+    }
+
+    /// Keep the chains in memory near `bytes` (as [`Store::chain_bytes`] counts them; 0:
+    /// no bound): the pinned alarm also rings when they pass it, so the host commits and
+    /// calls [`Store::evict_to`], and past twice that every node's sync passes hold (they
+    /// read this store's chains back too) until it did. No effect on a store without a
+    /// source.
+    pub fn set_chain_budget(&mut self, bytes: usize) {
+        self.arena.with_mut(|a| {
+            if let Some(r) = a.ring.as_mut() {
+                r.chain_budget = bytes;
+            }
+        });
+    }
+
+    /// Whether the chains in memory are past twice the budget of
+    /// [`Store::set_chain_budget`]: every node's passes hold. A flag beside the arena lock.
+    pub fn past_chain_limit(&self) -> bool {
+        self.arena.past_chain_limit()
     }
 
     /// Whether this store reads payloads on demand (it has a [`PayloadSource`]).

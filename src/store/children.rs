@@ -153,6 +153,9 @@ struct Node {
     slots: Vec<Slot>,
 }
 
+/// What one blockref of a table takes in memory.
+pub(crate) const SLOT_BYTES: usize = core::mem::size_of::<Slot>();
+
 /// One blockref of a table: a child, an indirect block, or a stub.
 #[derive(Debug)]
 enum Slot {

@@ -25,6 +25,19 @@ use crate::media::{self, Blockref, InodeData, BREF_BYTES, SET_COUNT};
 use crate::mem::try_push;
 use crate::{Error, Result};
 
+/// What one chain in memory costs, as [`Store::chain_bytes`] counts it: its arena slot, its
+/// blockref in its parent's table, and its host lock (an estimate: a host's lock is its own).
+pub const CHAIN_BYTES: usize =
+    core::mem::size_of::<Slot>() + super::children::SLOT_BYTES + LOCK_BYTES;
+
+/// What a host's chain lock is counted as.
+const LOCK_BYTES: usize = 64;
+
+/// The bytes `live` chains are counted as.
+pub(super) fn chain_bytes(live: usize) -> usize {
+    live.saturating_mul(CHAIN_BYTES)
+}
+
 /// One chain read back for a stub: its header, payload state and children (an inode's
 /// table, at most a blockset's worth: only such inodes are evicted).
 struct Back {
@@ -38,6 +51,17 @@ struct Back {
 }
 
 impl Store {
+    /// The memory the chains in memory take, counted as [`CHAIN_BYTES`] each (their
+    /// payloads are the payload cache's, [`Store::cache_stats`]).
+    pub fn chain_bytes(&self) -> usize {
+        chain_bytes(self.arena.read().live)
+    }
+
+    /// [`Store::evict`] down to `bytes` of chains (as [`Store::chain_bytes`] counts them).
+    pub fn evict_to(&self, bytes: usize) -> Result<usize> {
+        self.evict(bytes / CHAIN_BYTES)
+    }
+
     /// Run the walk `f` of `parent`'s table under the arena's read lock, reading back each
     /// stub it must see into, until it answers.
     pub(super) fn walk_table<T>(
@@ -466,6 +490,7 @@ impl Store {
             }
         };
         // Nothing fails from here on.
+        let before = a.live;
         for (id, mut b, children, up, d) in made {
             let lock = locks.pop().unwrap_or(0);
             let home = b.home.take();
@@ -493,6 +518,7 @@ impl Store {
                 a.live += 1;
             }
         }
+        a.chains_grew(before);
         Ok(())
     }
 

@@ -1080,6 +1080,7 @@ impl Store {
             home: None,
         });
         a.live += 1;
+        a.chains_grew(a.live - 1);
         a.count_pinned(id, true)?;
         Ok(id)
     }
@@ -1389,6 +1390,9 @@ impl ChainStore for Store {
     }
     fn past_pinned_limit(&self) -> bool {
         Store::past_pinned_limit(self)
+    }
+    fn past_chain_limit(&self) -> bool {
+        Store::past_chain_limit(self)
     }
     fn key_sum(&self, parent: ChainId, beg: u64, end: u64) -> Result<RangeSum> {
         Store::key_sum(self, parent, beg, end)
