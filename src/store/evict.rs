@@ -141,7 +141,24 @@ impl Store {
     /// the media to read back). The caller guarantees that no thread holds an id of a chain
     /// of this store (see the module).
     pub fn evict(&self, keep: usize) -> Result<usize> {
-        if self.source.is_none() || !self.is_tracked() || self.journal_len() != 0 {
+        if !self.is_tracked() || self.journal_len() != 0 {
+            return Err(Error::Busy);
+        }
+        self.evict_within(keep, &[])
+    }
+
+    /// [`Store::evict`] in a store being loaded (every chain as the media hold it, nothing
+    /// tracked): in the tables of `horizons` (a table, the key its load is at), only ranges
+    /// before that key (the load is still adding to the rest).
+    pub(crate) fn evict_loading(&self, keep: usize, horizons: &[(ChainId, u64)]) -> Result<usize> {
+        if self.is_tracked() {
+            return Err(Error::Busy);
+        }
+        self.evict_within(keep, horizons)
+    }
+
+    fn evict_within(&self, keep: usize, horizons: &[(ChainId, u64)]) -> Result<usize> {
+        if self.source.is_none() {
             return Err(Error::Busy);
         }
         let mut freed = 0;
@@ -151,6 +168,12 @@ impl Store {
             for (parent, range) in self.evictable_blocks()? {
                 if self.arena.read().live <= keep {
                     return Ok(freed + round);
+                }
+                let ahead = horizons
+                    .iter()
+                    .any(|&(t, key)| t == parent && range.end >= key);
+                if ahead {
+                    continue;
                 }
                 self.host.relax();
                 round += self.stub_out(parent, range)?;

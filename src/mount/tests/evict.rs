@@ -74,3 +74,39 @@ fn a_store_with_changes_keeps_its_chains() {
     store.write(b"/d1/new", &bytes(70, 1), 5000).unwrap();
     assert_eq!(store.evict(0), Err(Error::Busy));
 }
+
+fn load_bounded_dev(dev: &Arc<Shared>, chains: usize) -> (Store, Mounted) {
+    let vol = Volume::open(&**dev).unwrap();
+    let src = Box::new(DevSource::new(Arc::clone(dev), vol.header()));
+    load_bounded(
+        testhost::host(),
+        &vol,
+        b"DATA",
+        src,
+        (64 << 10, chains),
+        &mut |_| {},
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_bounded_load_keeps_its_chains_near_the_budget_and_reads_the_rest_back() {
+    let dev = shared(make());
+    import_many(&dev.0.lock(), 3, 2000);
+    let (full, _) = load_lazy(&dev);
+    let live = full.chain_count();
+    let want = store_view(&full);
+    drop(full);
+    let budget = 500 * crate::store::evict::CHAIN_BYTES;
+    let (store, _) = load_bounded_dev(&dev, budget);
+    assert!(
+        store.chain_bytes() <= budget,
+        "{} chains of {live} left, budget {budget} B",
+        store.chain_count()
+    );
+    assert!(store_view(&store) == want);
+    assert_eq!(store.chain_count(), live);
+    // A commit's eviction brings it back within its budget.
+    store.evict_to(budget).unwrap();
+    assert!(store.chain_bytes() <= budget);
+}
