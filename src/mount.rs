@@ -217,7 +217,7 @@ fn load_with<D: BlockDev>(
         Payloads::Source(source, budget, chains) => {
             store.set_payload_source(source, budget);
             store.set_chain_budget(chains);
-            (true, chains)
+            (true, store.chain_budget())
         }
         Payloads::Headers => (true, 0),
     };

@@ -590,12 +590,25 @@ impl Store {
     /// calls [`Store::evict_to`], and past twice that every node's sync passes hold (they
     /// read this store's chains back too) until it did. No effect on a store without a
     /// source.
+    ///
+    /// A budget below [`super::evict::MIN_CHAIN_BUDGET`] is raised to it: a pass must be able
+    /// to read back the stubs on its path and copy something before it holds, or it would
+    /// hold again at every start.
     pub fn set_chain_budget(&mut self, bytes: usize) {
+        let bytes = match bytes {
+            0 => 0,
+            b => b.max(super::evict::MIN_CHAIN_BUDGET),
+        };
         self.arena.with_mut(|a| {
             if let Some(r) = a.ring.as_mut() {
                 r.chain_budget = bytes;
             }
         });
+    }
+
+    /// The chain budget in force ([`Store::set_chain_budget`]; 0: none).
+    pub fn chain_budget(&self) -> usize {
+        self.arena.read().ring.as_ref().map_or(0, |r| r.chain_budget)
     }
 
     /// Whether the chains in memory are past twice the budget of

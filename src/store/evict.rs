@@ -30,6 +30,12 @@ use crate::{Error, Result};
 pub const CHAIN_BYTES: usize =
     core::mem::size_of::<Slot>() + super::children::SLOT_BYTES + LOCK_BYTES;
 
+/// The least chain budget ([`Store::set_chain_budget`]): room for 4096 chains. Reading back
+/// one stub brings at most an indirect block's 128 children and their tables (640 chains),
+/// and a pass reads back at most a few on its way to the next difference: after an eviction
+/// to half the budget, a pass has 1.5 budgets before it holds, well past that.
+pub const MIN_CHAIN_BUDGET: usize = 4096 * CHAIN_BYTES;
+
 /// What a host's chain lock is counted as.
 const LOCK_BYTES: usize = 64;
 
@@ -622,5 +628,23 @@ impl Store {
             }
         }
         Ok(made)
+    }
+}
+
+#[cfg(test)]
+impl Store {
+    pub(crate) fn debug_tables(&self) {
+        let a = self.arena.read();
+        for i in 0..a.slots.len() {
+            if let Some(c) = a.slots.get(i).and_then(|s| s.chain.as_ref()) {
+                if c.children.len() > 4 {
+                    let mut n = alloc::vec::Vec::new();
+                    c.children.leaf_blocks(|m, k| n.push((m.key, m.end, k))).unwrap();
+                    let mut shape = alloc::vec::Vec::new();
+                    c.children.visit(|d, v| if let super::children::Visit::Indirect(b) = v { shape.push((d, b.key, b.keybits, b.leaf_count)) }).unwrap();
+                    std::eprintln!("slot {i} kids {} home {} leafblocks {:?} shape {:?}", c.children.len(), c.home.is_some(), n.len(), &shape[..shape.len().min(12)]);
+                }
+            }
+        }
     }
 }

@@ -97,8 +97,11 @@ fn a_bounded_load_keeps_its_chains_near_the_budget_and_reads_the_rest_back() {
     let live = full.chain_count();
     let want = store_view(&full);
     drop(full);
-    let budget = 500 * crate::store::evict::CHAIN_BYTES;
-    let (store, _) = load_bounded_dev(&dev, budget);
+    // The least budget: 4096 chains, a quarter of the tree.
+    let budget = crate::store::evict::MIN_CHAIN_BUDGET;
+    assert!(live > 4 * 4096, "{live}");
+    let (store, _) = load_bounded_dev(&dev, budget / 2);
+    assert_eq!(store.chain_budget(), budget, "raised to the least");
     assert!(
         store.chain_bytes() <= budget,
         "{} chains of {live} left, budget {budget} B",
@@ -109,4 +112,78 @@ fn a_bounded_load_keeps_its_chains_near_the_budget_and_reads_the_rest_back() {
     // A commit's eviction brings it back within its budget.
     store.evict_to(budget).unwrap();
     assert!(store.chain_bytes() <= budget);
+}
+
+/// A cluster of master store `ms` (node 0) and slave store `ss` (node 1).
+fn master_and_slave(ms: Store, ss: Store) -> PinnedCluster {
+    use crate::role::Role;
+    let roles = [Role::Master, Role::Slave];
+    crate::cluster::Cluster::from_stores(testhost::host(), &roles, vec![ms, ss], Layout::Index)
+        .unwrap()
+}
+
+/// Sync node 1 as a host bounding its chains does: each time a pass ends (converged, or held
+/// because a store's chains passed their limit), commit each node that changed (`vols`: each
+/// node's device and mount) and evict both stores to half `budget`. The passes made, and the
+/// most chains held at once.
+fn sync_bounded(
+    c: &crate::cluster::Cluster,
+    vols: &mut [(&Arc<Shared>, &mut Mounted); 2],
+    budget: usize,
+) -> (usize, usize) {
+    let (mut passes, mut most) = (0, 0);
+    while !c.in_sync(1) {
+        passes += 1;
+        assert!(passes < 400, "no progress");
+        let r = c.sync_node(1, &|| false);
+        match r {
+            Ok(()) | Err(Error::InProgress) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+        let (ms, ss) = (c.store(0).unwrap(), c.store(1).unwrap());
+        most = most.max(ms.chain_count() + ss.chain_count());
+        for (i, (dev, m)) in vols.iter_mut().enumerate() {
+            let store = c.store(i).unwrap();
+            if m.changed(store).unwrap() {
+                let vol = Volume::open(&***dev).unwrap();
+                commit(&vol, store, m).unwrap();
+            }
+            store.evict_to(budget / 2).unwrap();
+        }
+    }
+    (passes, most)
+}
+
+#[test]
+fn bounded_stores_sync_a_tree_many_times_their_budget() {
+    let (m, s) = (shared(make()), shared(make()));
+    import_many(&m.0.lock(), 4, 3000);
+    let budget = crate::store::evict::MIN_CHAIN_BUDGET;
+    let chains = budget / crate::store::evict::CHAIN_BYTES;
+    let (ms, mut mm) = load_bounded_dev(&m, budget);
+    let (ss, mut sm) = load_bounded_dev(&s, budget);
+    let c = master_and_slave(ms, ss);
+    let (passes, most) = sync_bounded(&c, &mut [(&m, &mut mm), (&s, &mut sm)], budget);
+    let (master, slave) = (c.store(0).unwrap(), c.store(1).unwrap());
+    assert!(passes > 3, "the passes held at the limit: {passes}");
+    // Each store at most twice its budget, plus what one chain operation adds.
+    assert!(most < 2 * (2 * chains + 1000), "{most} chains at once");
+    clean(&s.0.lock());
+    let want = reader_view(&m.0.lock());
+    assert!(reader_view(&s.0.lock())[1..] == want[1..]);
+    // A change on the master resyncs reading back only what it needs.
+    master.write(b"/d1/new", &bytes(300, 3), 7000).unwrap();
+    let before = (master.cache_stats().unwrap().reads, slave.cache_stats().unwrap().reads);
+    let (_, most) = sync_bounded(&c, &mut [(&m, &mut mm), (&s, &mut sm)], budget);
+    let after = (master.cache_stats().unwrap().reads, slave.cache_stats().unwrap().reads);
+    assert!(most < 2 * (2 * chains + 1000), "{most} chains at once");
+    // The stubs on the path to the change, not the tree: a small part of what the first
+    // sync read.
+    assert!(
+        (after.0 - before.0) * 50 < before.0 && (after.1 - before.1) * 5 < before.0,
+        "blocks read back: {before:?} -> {after:?}"
+    );
+    clean(&s.0.lock());
+    clean(&m.0.lock());
+    assert!(reader_view(&s.0.lock())[1..] == reader_view(&m.0.lock())[1..]);
 }
