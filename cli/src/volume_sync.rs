@@ -257,7 +257,7 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
         drop(progress);
         let role = join.add(&store).map_err(|e| join_fail(&e, &a.specs))?;
         errln!(
-            "sync: loaded {spec} as {}: {} chains, root tid {:#x} ({:.1}s)",
+            "sync: loaded {spec} as {}: {} chains in memory, root tid {:#x} ({:.1}s)",
             role.name(),
             store.chain_count(),
             mounted.pfs_bref.modify_tid,

@@ -608,7 +608,11 @@ impl Store {
 
     /// The chain budget in force ([`Store::set_chain_budget`]; 0: none).
     pub fn chain_budget(&self) -> usize {
-        self.arena.read().ring.as_ref().map_or(0, |r| r.chain_budget)
+        self.arena
+            .read()
+            .ring
+            .as_ref()
+            .map_or(0, |r| r.chain_budget)
     }
 
     /// Whether the chains in memory are past twice the budget of

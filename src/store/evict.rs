@@ -277,7 +277,8 @@ impl Store {
                     return Ok(0);
                 }
             }
-            // Room for every id freed, grandchildren included, before anything changes.
+            // Every id freed, grandchildren included, and room for what they leave, before
+            // anything changes. A stub-only table goes with the stub, no chain in it.
             let mut n = leaves.len();
             for &id in &leaves {
                 n += a.get(id)?.children.len();
@@ -286,6 +287,19 @@ impl Store {
             ids.try_reserve(n)?;
             locks.try_reserve(n)?;
             bodies.try_reserve(n)?;
+            for &id in &leaves {
+                let mut err = Ok(());
+                a.get(id)?.children.visit(|_, v| {
+                    if let super::children::Visit::Child(k) = v {
+                        // Reserved above: the children of every leaf are counted.
+                        if err.is_ok() {
+                            err = try_push(&mut ids, k);
+                        }
+                    }
+                })?;
+                err?;
+                try_push(&mut ids, id)?;
+            }
             let mut gone = Vec::new();
             gone.try_reserve(leaves.len())?;
             let mut kept = Vec::new();
@@ -320,19 +334,10 @@ impl Store {
                 }
                 return Err(e);
             }
-            for id in leaves {
-                let mut kid = Vec::new();
-                a.get(id)?.children.visit(|_, v| {
-                    if let super::children::Visit::Child(k) = v {
-                        kid.push(k);
-                    }
-                })?;
-                for k in kid.into_iter().chain(core::iter::once(id)) {
-                    ids.push(k);
-                }
-            }
+            // Nothing fails from here on: the chains are unreachable already.
             for &id in &ids {
-                a.uncount(id)?;
+                // Only a chain gone fails here; its slot is left as it is.
+                let _ = a.uncount(id);
                 let slot = a.slots.get_mut(id.idx as usize).ok_or(Error::Invalid)?;
                 let Some(c) = slot.chain.take() else {
                     continue;
@@ -628,23 +633,5 @@ impl Store {
             }
         }
         Ok(made)
-    }
-}
-
-#[cfg(test)]
-impl Store {
-    pub(crate) fn debug_tables(&self) {
-        let a = self.arena.read();
-        for i in 0..a.slots.len() {
-            if let Some(c) = a.slots.get(i).and_then(|s| s.chain.as_ref()) {
-                if c.children.len() > 4 {
-                    let mut n = alloc::vec::Vec::new();
-                    c.children.leaf_blocks(|m, k| n.push((m.key, m.end, k))).unwrap();
-                    let mut shape = alloc::vec::Vec::new();
-                    c.children.visit(|d, v| if let super::children::Visit::Indirect(b) = v { shape.push((d, b.key, b.keybits, b.leaf_count)) }).unwrap();
-                    std::eprintln!("slot {i} kids {} home {} leafblocks {:?} shape {:?}", c.children.len(), c.home.is_some(), n.len(), &shape[..shape.len().min(12)]);
-                }
-            }
-        }
     }
 }

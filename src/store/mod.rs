@@ -508,7 +508,7 @@ impl Store {
             .fetch_add(1, core::sync::atomic::Ordering::SeqCst);
     }
 
-    /// Number of live chains (the PFS root included).
+    /// Number of chains in memory (the PFS root included; see [`evict`]).
     pub fn chain_count(&self) -> usize {
         self.arena.read().live
     }
@@ -525,7 +525,8 @@ impl Store {
         Ok(self.arena.read().get(id)?.parent)
     }
 
-    /// Number of children of a chain.
+    /// Number of children of a chain in memory (a table's ranges that left memory hold
+    /// more, see [`evict`]).
     pub fn child_count(&self, id: ChainId) -> Result<usize> {
         Ok(self.arena.read().get(id)?.children.len())
     }

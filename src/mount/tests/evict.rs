@@ -173,9 +173,15 @@ fn bounded_stores_sync_a_tree_many_times_their_budget() {
     assert!(reader_view(&s.0.lock())[1..] == want[1..]);
     // A change on the master resyncs reading back only what it needs.
     master.write(b"/d1/new", &bytes(300, 3), 7000).unwrap();
-    let before = (master.cache_stats().unwrap().reads, slave.cache_stats().unwrap().reads);
+    let before = (
+        master.cache_stats().unwrap().reads,
+        slave.cache_stats().unwrap().reads,
+    );
     let (_, most) = sync_bounded(&c, &mut [(&m, &mut mm), (&s, &mut sm)], budget);
-    let after = (master.cache_stats().unwrap().reads, slave.cache_stats().unwrap().reads);
+    let after = (
+        master.cache_stats().unwrap().reads,
+        slave.cache_stats().unwrap().reads,
+    );
     assert!(most < 2 * (2 * chains + 1000), "{most} chains at once");
     // The stubs on the path to the change, not the tree: a small part of what the first
     // sync read.
