@@ -284,7 +284,7 @@ fn load_tables<D: BlockDev>(
 ) -> Result<u64> {
     while let Some((parent, set, home)) = todo.pop() {
         let g = store.lock(parent, LockMode::Exclusive)?;
-        load_table(vol, store, (&g, set, home), todo, ld, None)?;
+        load_table(vol, store, (&g, &set, &home), todo, ld, None)?;
     }
     // Every table complete: all of it may leave memory.
     bound(store, ld, &[None, None])?;
@@ -296,13 +296,14 @@ fn load_tables<D: BlockDev>(
 /// table is loaded right after the inode (depth first: everything before the scan's place
 /// is then complete, and may leave memory, see [`Store::evict`]), unless `t` is itself such
 /// a table (`outer`: the table above, with the key it is at), whose inodes are queued.
+#[inline(never)]
 fn load_table<D: BlockDev>(
     vol: &Volume<D>,
     store: &Store,
     (g, set, home): (
         &crate::store::ChainGuard<'_>,
-        [Blockref; crate::media::SET_COUNT],
-        Blockref,
+        &[Blockref; crate::media::SET_COUNT],
+        &Blockref,
     ),
     todo: &mut Vec<Table>,
     ld: &mut Loading<'_>,
@@ -312,7 +313,7 @@ fn load_table<D: BlockDev>(
     let parent = g.id();
     let mut count = 0usize;
     let mut fail = None;
-    let scanned = vol.scan_tables(&set, &mut |b| {
+    let scanned = vol.scan_tables(set, &mut |b| {
         host.relax();
         // The indirect blocks are the store's own to shape.
         if b.btype == BREF_TYPE_INDIRECT {
@@ -323,7 +324,7 @@ fn load_table<D: BlockDev>(
             count += 1;
             if count == crate::media::SET_COUNT + 1 {
                 // Where its clean ranges are read back from, once they may leave memory.
-                store.set_home(parent, &home)?;
+                store.set_home(parent, home)?;
             }
             if parent == store.root() && b.key & DIRHASH_VISIBLE == 0 {
                 ld.top_inum = ld.top_inum.max(b.key);
@@ -337,10 +338,11 @@ fn load_table<D: BlockDev>(
             if todo.len() > mark {
                 match outer {
                     None => {
-                        let (id, set, home) = todo.pop().ok_or(Error::Invalid)?;
-                        let cg = store.lock_child(g, id, LockMode::Exclusive)?;
-                        let t = (&cg, set, home);
-                        load_table(vol, store, t, todo, ld, Some((parent, b.key)))?;
+                        // On the heap: this frame is under the nested table's device reads.
+                        let t = crate::mem::try_box(todo.pop().ok_or(Error::Invalid)?)?;
+                        let cg = store.lock_child(g, t.0, LockMode::Exclusive)?;
+                        let inner = (&cg, &t.1, &t.2);
+                        load_table(vol, store, inner, todo, ld, Some((parent, b.key)))?;
                     }
                     Some(_) => ld.nested = true,
                 }
