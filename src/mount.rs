@@ -139,8 +139,8 @@ pub const LOAD_PROGRESS_EVERY: u64 = 1024;
 
 /// [`load`], calling `progress` with the number of chains loaded so far once at least
 /// [`LOAD_PROGRESS_EVERY`] more were loaded (a host shows it while a large PFS loads). It is
-/// called while the store is the load's alone: a host that blocks in it (a stopped
-/// terminal) holds no one else up.
+/// called with no chain of the store locked: a host that blocks in it (a stopped terminal)
+/// holds nothing up.
 pub fn load_with_progress<D: BlockDev>(
     host: &'static dyn Host,
     vol: &Volume<D>,
@@ -283,34 +283,29 @@ fn load_tables<D: BlockDev>(
     ld: &mut Loading<'_>,
 ) -> Result<u64> {
     while let Some((parent, set, home)) = todo.pop() {
-        let g = store.lock(parent, LockMode::Exclusive)?;
-        load_table(vol, store, (&g, &set, &home), todo, ld, None)?;
+        load_table(vol, store, (parent, &set, &home), todo, ld, None)?;
     }
     // Every table complete: all of it may leave memory.
     bound(store, ld, &[None, None])?;
     Ok(ld.top_inum)
 }
 
-/// Load the table `t` (of the chain its guard holds) into `store`, streaming its blockrefs in
-/// key order. An inode's own
-/// table is loaded right after the inode (depth first: everything before the scan's place
-/// is then complete, and may leave memory, see [`Store::evict`]), unless `t` is itself such
-/// a table (`outer`: the table above, with the key it is at), whose inodes are queued.
+/// Load the table `t` (of chain `t.0`) into `store`, streaming its blockrefs in key order,
+/// the chain held exclusively but while the progress callback runs. An inode's own table is
+/// loaded right after the inode (depth first: everything before the scan's place is then
+/// complete, and may leave memory, see [`Store::evict`]), unless `t` is itself such a table
+/// (`outer`: the table above, with the key it is at), whose inodes are queued.
 #[inline(never)]
 fn load_table<D: BlockDev>(
     vol: &Volume<D>,
     store: &Store,
-    (g, set, home): (
-        &crate::store::ChainGuard<'_>,
-        &[Blockref; crate::media::SET_COUNT],
-        &Blockref,
-    ),
+    (parent, set, home): (ChainId, &[Blockref; crate::media::SET_COUNT], &Blockref),
     todo: &mut Vec<Table>,
     ld: &mut Loading<'_>,
     outer: Option<(ChainId, u64)>,
 ) -> Result<()> {
     let host = store.host();
-    let parent = g.id();
+    let mut held = Some(store.lock(parent, LockMode::Exclusive)?);
     let mut count = 0usize;
     let mut fail = None;
     let scanned = vol.scan_tables(set, &mut |b| {
@@ -329,6 +324,10 @@ fn load_table<D: BlockDev>(
             if parent == store.root() && b.key & DIRHASH_VISIBLE == 0 {
                 ld.top_inum = ld.top_inum.max(b.key);
             }
+            if held.is_none() {
+                held = Some(store.lock(parent, LockMode::Exclusive)?);
+            }
+            let g = held.as_ref().ok_or(Error::Invalid)?;
             let mark = todo.len();
             if ld.lazy && b.btype == BREF_TYPE_DATA && b.size_radix() != 0 {
                 store.insert_on_media(g, *b)?;
@@ -340,8 +339,9 @@ fn load_table<D: BlockDev>(
                     None => {
                         // On the heap: this frame is under the nested table's device reads.
                         let t = crate::mem::try_box(todo.pop().ok_or(Error::Invalid)?)?;
-                        let cg = store.lock_child(g, t.0, LockMode::Exclusive)?;
-                        let inner = (&cg, &t.1, &t.2);
+                        // Its chain is locked from the root down: this one goes first.
+                        held = None;
+                        let inner = (t.0, &t.1, &t.2);
                         load_table(vol, store, inner, todo, ld, Some((parent, b.key)))?;
                     }
                     Some(_) => ld.nested = true,
@@ -352,6 +352,9 @@ fn load_table<D: BlockDev>(
             }
             if ld.loaded - ld.reported >= LOAD_PROGRESS_EVERY {
                 ld.reported = ld.loaded;
+                // No chain locked while a host shows it (it may block in a stopped
+                // terminal); the tables above this one are not held either.
+                held = None;
                 (ld.progress)(ld.loaded);
             }
             Ok(())
