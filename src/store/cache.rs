@@ -84,6 +84,25 @@ pub struct CacheStats {
     pub last_error: u64,
 }
 
+/// What one chain in memory costs, as [`Store::chain_bytes`] counts it: its arena slot, its
+/// blockref in its parent's table, and its host lock (an estimate: a host's lock is its own).
+pub const CHAIN_BYTES: usize =
+    core::mem::size_of::<super::Slot>() + super::children::SLOT_BYTES + LOCK_BYTES;
+
+/// The least chain budget ([`Store::set_chain_budget`]): room for 4096 chains. Reading back
+/// one stub brings at most an indirect block's 128 children and their tables (640 chains),
+/// and a pass reads back at most a few on its way to the next difference: after an eviction
+/// to half the budget, a pass has 1.5 budgets before it holds, well past that.
+pub const MIN_CHAIN_BUDGET: usize = 4096 * CHAIN_BYTES;
+
+/// What a host's chain lock is counted as.
+const LOCK_BYTES: usize = 64;
+
+/// The bytes `live` chains are counted as.
+pub(super) fn chain_bytes(live: usize) -> usize {
+    live.saturating_mul(CHAIN_BYTES)
+}
+
 /// Referenced chains the hand passes over, at most, before it evicts the one it stands on.
 pub(super) const SWEEP: usize = 64;
 
@@ -295,9 +314,9 @@ impl Arena {
     /// Whether the chains in memory are past twice the budget of
     /// [`Store::set_chain_budget`].
     pub(super) fn past_chain_limit(&self) -> bool {
-        self.ring.as_ref().is_some_and(|r| {
-            r.chain_budget != 0 && super::evict::chain_bytes(self.live) > r.chain_budget * 2
-        })
+        self.ring
+            .as_ref()
+            .is_some_and(|r| r.chain_budget != 0 && chain_bytes(self.live) > r.chain_budget * 2)
     }
 
     /// `live` chains were in memory before this change: ring the alarm if the chain budget
@@ -307,10 +326,7 @@ impl Arena {
             return;
         };
         let budget = r.chain_budget;
-        let (was, now) = (
-            super::evict::chain_bytes(before),
-            super::evict::chain_bytes(self.live),
-        );
+        let (was, now) = (chain_bytes(before), chain_bytes(self.live));
         if budget != 0 && was <= budget && now > budget {
             if let Some(alarm) = r.alarm.as_ref() {
                 alarm();
@@ -591,13 +607,13 @@ impl Store {
     /// read this store's chains back too) until it did. No effect on a store without a
     /// source.
     ///
-    /// A budget below [`super::evict::MIN_CHAIN_BUDGET`] is raised to it: a pass must be able
+    /// A budget below [`MIN_CHAIN_BUDGET`] is raised to it: a pass must be able
     /// to read back the stubs on its path and copy something before it holds, or it would
     /// hold again at every start.
     pub fn set_chain_budget(&mut self, bytes: usize) {
         let bytes = match bytes {
             0 => 0,
-            b => b.max(super::evict::MIN_CHAIN_BUDGET),
+            b => b.max(MIN_CHAIN_BUDGET),
         };
         self.arena.with_mut(|a| {
             if let Some(r) = a.ring.as_mut() {

@@ -25,24 +25,8 @@ use crate::media::{self, Blockref, InodeData, BREF_BYTES, SET_COUNT};
 use crate::mem::try_push;
 use crate::{Error, Result};
 
-/// What one chain in memory costs, as [`Store::chain_bytes`] counts it: its arena slot, its
-/// blockref in its parent's table, and its host lock (an estimate: a host's lock is its own).
-pub const CHAIN_BYTES: usize =
-    core::mem::size_of::<Slot>() + super::children::SLOT_BYTES + LOCK_BYTES;
-
-/// The least chain budget ([`Store::set_chain_budget`]): room for 4096 chains. Reading back
-/// one stub brings at most an indirect block's 128 children and their tables (640 chains),
-/// and a pass reads back at most a few on its way to the next difference: after an eviction
-/// to half the budget, a pass has 1.5 budgets before it holds, well past that.
-pub const MIN_CHAIN_BUDGET: usize = 4096 * CHAIN_BYTES;
-
-/// What a host's chain lock is counted as.
-const LOCK_BYTES: usize = 64;
-
-/// The bytes `live` chains are counted as.
-pub(super) fn chain_bytes(live: usize) -> usize {
-    live.saturating_mul(CHAIN_BYTES)
-}
+use super::cache::chain_bytes;
+pub use super::cache::{CHAIN_BYTES, MIN_CHAIN_BUDGET};
 
 /// One chain read back for a stub: its header, payload state and children (an inode's
 /// table, at most a blockset's worth: only such inodes are evicted).
