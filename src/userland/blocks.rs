@@ -5,20 +5,24 @@
 //! A volume's first sync reads every DATA block of the master into a new buffer and keeps it
 //! until the commit has written it: hundreds of MiB of memory new to the process. From the
 //! system allocator each 4 KiB page of it is a fault that clears the page (a quarter of the
-//! first sync's time); a huge page is one fault per 2 MiB. Freed slots are reused first; a
-//! region none of whose slots is in use is given back to the system (`MADV_DONTNEED`, the
-//! address range kept for later slots) once more than [`RETAIN`] empty regions hold memory,
-//! so what this keeps beyond the blocks in use stays bounded.
+//! first sync's time); a huge page is one fault per 2 MiB. Freed slots are reused first, so
+//! a second sync of a process reuses the first one's memory as the system allocator's heap
+//! would; a region none of whose slots is in use is given back to the system
+//! (`MADV_DONTNEED`, the address range kept for later slots) once the empty regions that hold
+//! memory reach the retention ([`set_retain`], by default [`RETAIN`]), so what this keeps
+//! beyond the blocks in use stays bounded.
 //!
 //! The regions lie in one range of address space reserved at the first block allocation
 //! (`MAP_NORESERVE`: no memory until touched). When it cannot be reserved, or is full, or a
 //! system without transparent huge pages ignores the advice, blocks come from `System` (or
-//! from 4 KiB pages of the range) as before: only the speed differs.
+//! from 4 KiB pages of the range) as before: only the speed differs. The environment
+//! variable `H2S_SYSTEM_BLOCKS`, set when the process starts, keeps every block in `System`
+//! (to measure the difference).
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
 use core::ffi::{c_int, c_long, c_void};
-use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::alloc::System;
 
 /// Bytes of a slot: the largest volume block.
@@ -33,9 +37,20 @@ const SLOTS: usize = REGION / SLOT;
 const _: () = assert!(SLOTS == u32::BITS as usize);
 /// Regions in the reserved range (64 GiB of address space, no memory).
 const REGIONS: usize = 32 << 10;
-/// Empty regions kept with their memory for the next blocks; past this, an emptied region's
-/// memory goes back to the system.
-pub const RETAIN: usize = 8;
+/// Bytes of empty regions kept with their memory for the next blocks unless [`set_retain`]
+/// says otherwise (the CLI's default data cache): past them, an emptied region's memory goes
+/// back to the system. Given back, a first sync's memory would be cleared again by the next
+/// one's faults (a second sync of the same bytes in one process took about 15% longer).
+pub const RETAIN: usize = 256 << 20;
+
+/// Empty regions kept with their memory ([`set_retain`]).
+static RETAIN_REGIONS: AtomicUsize = AtomicUsize::new(RETAIN / REGION);
+
+/// Keep at most `bytes` of empty regions with their memory (rounded down to whole 2 MiB
+/// regions); emptied regions past them go back to the system as they empty.
+pub fn set_retain(bytes: usize) {
+    RETAIN_REGIONS.store(bytes / REGION, Ordering::Relaxed);
+}
 
 extern "C" {
     fn mmap(
@@ -143,9 +158,11 @@ impl Heap {
             2 => return false,
             _ => {}
         }
+        // Read outside the lock: the environment has a lock of its own.
+        let off = std::env::var_os("H2S_SYSTEM_BLOCKS").is_some();
         self.with(|s| {
             if s.base.is_null() && self.ready.load(Ordering::Relaxed) == 0 {
-                let ok = match reserve() {
+                let ok = match (!off).then(reserve).flatten() {
                     Some(base) => {
                         s.base = base;
                         true
@@ -250,7 +267,7 @@ impl State {
         if self.free[r] != u32::MAX {
             return None;
         }
-        if self.warm_empty < RETAIN {
+        if self.warm_empty < RETAIN_REGIONS.load(Ordering::Relaxed) {
             self.warm_empty += 1;
             return None;
         }
@@ -393,7 +410,7 @@ mod tests {
     /// One test: the heap is process-wide and the counts it checks would move under a
     /// concurrent test. Blocks get slots, other sizes do not; a slot reused by `alloc_zeroed`
     /// never shows its last owner's bytes; `realloc` across the class keeps the bytes; the
-    /// empty regions that keep their memory never pass `RETAIN`, and a region past them
+    /// empty regions that keep their memory never pass the retention, and a region past them
     /// reads as new memory when reused.
     #[test]
     fn slots_are_reused_cleared_on_request_and_empty_regions_are_given_back() {
@@ -447,7 +464,9 @@ mod tests {
             Blocks.dealloc(t, block(SLOT - 1));
 
             // Fill many regions, dirty every slot, free them all.
-            let n = (RETAIN + 4) * SLOTS;
+            const KEEP: usize = 8;
+            set_retain(KEEP * REGION);
+            let n = (KEEP + 4) * SLOTS;
             let mut all = Vec::with_capacity(n);
             for _ in 0..n {
                 let p = Blocks.alloc(block(SLOT));
@@ -463,10 +482,7 @@ mod tests {
                 Blocks.dealloc(p, block(SLOT));
             }
             let (_, warm_empty) = regions();
-            assert!(
-                warm_empty <= RETAIN,
-                "{warm_empty} empty regions keep memory"
-            );
+            assert!(warm_empty <= KEEP, "{warm_empty} empty regions keep memory");
             // At least 4 regions were given back: their slots read as zeros when reused
             // (a kept region would show the 0x5a written above).
             let mut zeros = 0;
@@ -484,6 +500,7 @@ mod tests {
             for p in again {
                 Blocks.dealloc(p, block(SLOT));
             }
+            set_retain(RETAIN);
         }
     }
 
