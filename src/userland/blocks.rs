@@ -4,13 +4,14 @@
 //!
 //! A volume's first sync reads every DATA block of the master into a new buffer and keeps it
 //! until the commit has written it: hundreds of MiB of memory new to the process. From the
-//! system allocator each 4 KiB page of it is a fault that clears the page (a quarter of the
-//! first sync's time); a huge page is one fault per 2 MiB. Freed slots are reused first, so
+//! system allocator each 4 KiB page of it is a fault that clears the page (about a fifth of
+//! a fresh process's first sync); a huge page is one fault per 2 MiB. Freed slots are reused first, so
 //! a second sync of a process reuses the first one's memory as the system allocator's heap
 //! would; a region none of whose slots is in use is given back to the system
 //! (`MADV_DONTNEED`, the address range kept for later slots) once the empty regions that hold
 //! memory reach the retention ([`set_retain`], by default [`RETAIN`]), so what this keeps
-//! beyond the blocks in use stays bounded.
+//! beyond the blocks in use stays bounded. A region is carved only when no slot is free, so
+//! the memory held never passes the most blocks ever in use at once, in whole regions.
 //!
 //! The regions lie in one range of address space reserved at the first block allocation
 //! (`MAP_NORESERVE`: no memory until touched). When it cannot be reserved, or is full, or a
