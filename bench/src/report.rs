@@ -759,14 +759,15 @@ huge pages instead of 4 KiB pages of the system allocator. In fresh processes (2
 interleaved, the system allocator's with `H2S_SYSTEM_BLOCKS=1`; a busy shared machine, cp \
 112-121 ms): 822 page faults instead of 66 300, the sync phase 210 -> 147 ms, the commit 102 / \
 114 ms (within the noise: a batch of 12 gave 117 / 111), the whole 325 -> 280 ms, sync / cp \
-33.8% -> 40.5% (medians). A second first sync in the same process (the full bench's case, after \
-sections that freed memory) gains nothing: the system allocator reuses its heap there as the \
-regions reuse theirs. Giving empty regions back past 16 MiB made that second sync clear its \
-memory again (about 10% slower), so up to 256 MiB are kept (the CLI's `sync`: `--cache-mib`). \
-Slots 256 bytes off page alignment (in case the commit's copy out of aligned buffers was \
-slower) changed nothing. Short of 58%: the commit's `pwrite` costs about cp's whole copy, so \
-the sync's reads (about 150 ms here) would have to overlap it or be shared with the second \
-core.
+33.8% -> 40.5% (medians). A second and third first sync in the same process (the full bench's \
+case, after sections that freed memory; 12 of each, in a later and slower batch where the first \
+syncs gave 378 -> 339 ms): the system allocator reused about half its heap (33 650 faults), the \
+regions all of theirs (559); 314 -> 269 ms, 42.5% -> 46.9%, an earlier batch of 10 showed no \
+difference. Giving empty regions back past 16 MiB made that second sync clear its memory again \
+(about 10% slower), so up to 256 MiB are kept (the CLI's `sync`: `--cache-mib`). Slots 256 \
+bytes off page alignment (in case the commit's copy out of aligned buffers was slower) changed \
+nothing. Short of 58%: the commit's `pwrite` costs about cp's whole copy, so the sync's reads \
+(about 150 ms here) would have to overlap it or be shared with the second core.
 ";
 
 #[cfg(test)]
