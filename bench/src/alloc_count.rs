@@ -4,16 +4,16 @@
 //! The counters are process-wide; the bench measures while no other thread allocates.
 
 use std::alloc::{GlobalAlloc, Layout};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use hammer2_synchro::userland::blocks::Blocks;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
 static SEEN: AtomicBool = AtomicBool::new(false);
 
-/// The CLI's allocator (the system's, block buffers on huge pages) with byte counters. Install it in a binary with
-/// `#[global_allocator] static A: CountingAlloc = CountingAlloc;`.
+/// The CLI's allocator (the system's, block buffers on huge pages) with byte counters.
+/// Install it in a binary with `#[global_allocator] static A: CountingAlloc = CountingAlloc;`.
 pub struct CountingAlloc;
 
 fn grow(by: usize) {
@@ -25,8 +25,9 @@ fn shrink(by: usize) {
     LIVE.fetch_sub(by, Ordering::Relaxed);
 }
 
-// SAFETY: every method forwards to `Blocks` (the system allocator, block buffers on huge pages, as the CLI's) with the caller's arguments unchanged, so `Blocks`'s
-// guarantees hold; the counters are only bookkeeping on the side.
+// SAFETY: every method forwards to `Blocks` (the system allocator, block buffers on huge
+// pages, as the CLI's) with the caller's arguments unchanged, so `Blocks`'s guarantees hold;
+// the counters are only bookkeeping on the side.
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded under the caller's `GlobalAlloc::alloc` contract.

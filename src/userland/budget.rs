@@ -127,9 +127,10 @@ fn counted(size: usize, alloc: impl FnOnce() -> *mut u8) -> *mut u8 {
     p
 }
 
-// SAFETY: every call forwards to `Blocks` (the system allocator, block buffers on huge pages) with the caller's arguments, or returns null, which
-// `GlobalAlloc` allows for a failed allocation; the count is plain atomics and a const
-// thread-local, none of which allocates.
+// SAFETY: every call forwards to `Blocks` (the system allocator, block buffers on huge
+// pages) with the caller's arguments, or returns null, which `GlobalAlloc` allows for a
+// failed allocation; the count is plain atomics and a const thread-local, none of which
+// allocates.
 unsafe impl GlobalAlloc for Budget {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: the caller's layout, as `GlobalAlloc::alloc` requires.
