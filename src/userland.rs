@@ -18,6 +18,7 @@ use crate::host::{Host, LockMode, LogLevel, RawLock, RawThread, ThreadEntry};
 use crate::mem::try_box;
 use crate::{Error, Result};
 
+pub mod blocks;
 pub mod budget;
 
 /// The userland [`Host`]. Stateless: use the shared instance from [`host`].

@@ -3,15 +3,17 @@
 //!
 //! The counters are process-wide; the bench measures while no other thread allocates.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use hammer2_synchro::userland::blocks::Blocks;
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
 static SEEN: AtomicBool = AtomicBool::new(false);
 
-/// The system allocator with byte counters. Install it in a binary with
-/// `#[global_allocator] static A: CountingAlloc = CountingAlloc;`.
+/// The CLI's allocator (the system's, block buffers on huge pages) with byte counters.
+/// Install it in a binary with `#[global_allocator] static A: CountingAlloc = CountingAlloc;`.
 pub struct CountingAlloc;
 
 fn grow(by: usize) {
@@ -23,12 +25,13 @@ fn shrink(by: usize) {
     LIVE.fetch_sub(by, Ordering::Relaxed);
 }
 
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so `System`'s
-// guarantees hold; the counters are only bookkeeping on the side.
+// SAFETY: every method forwards to `Blocks` (the system allocator, block buffers on huge
+// pages, as the CLI's) with the caller's arguments unchanged, so `Blocks`'s guarantees hold;
+// the counters are only bookkeeping on the side.
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded under the caller's `GlobalAlloc::alloc` contract.
-        let p = unsafe { System.alloc(layout) };
+        let p = unsafe { Blocks.alloc(layout) };
         if !p.is_null() {
             SEEN.store(true, Ordering::Relaxed);
             grow(layout.size());
@@ -37,7 +40,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded under the caller's `GlobalAlloc::alloc_zeroed` contract.
-        let p = unsafe { System.alloc_zeroed(layout) };
+        let p = unsafe { Blocks.alloc_zeroed(layout) };
         if !p.is_null() {
             SEEN.store(true, Ordering::Relaxed);
             grow(layout.size());
@@ -46,12 +49,12 @@ unsafe impl GlobalAlloc for CountingAlloc {
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: forwarded under the caller's `GlobalAlloc::dealloc` contract.
-        unsafe { System.dealloc(ptr, layout) };
+        unsafe { Blocks.dealloc(ptr, layout) };
         shrink(layout.size());
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: forwarded under the caller's `GlobalAlloc::realloc` contract.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        let p = unsafe { Blocks.realloc(ptr, layout, new_size) };
         if !p.is_null() {
             if new_size >= layout.size() {
                 grow(new_size - layout.size());

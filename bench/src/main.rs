@@ -53,6 +53,10 @@ Exit status: 0 when every measurement ran (targets may be missed), 1 when one fa
 2 on bad usage.";
 
 fn main() -> ExitCode {
+    // Read once, before any block is allocated (the allocator itself reads nothing).
+    hammer2_synchro::userland::blocks::use_system(
+        std::env::var_os("H2S_SYSTEM_BLOCKS").is_some_and(|v| v == "1"),
+    );
     let mut quick = false;
     let mut out: Option<PathBuf> = None;
     let mut max_files: Option<usize> = None;

@@ -406,8 +406,10 @@ fn bandwidth(s: &mut String, r: &Results) {
                  blocks are memory the process gets from its allocator: the first sync's pages \
                  are new to the process, and each first touch of a page is a fault that zeroes \
                  it; the later syncs reuse memory the allocator kept from the clusters dropped \
-                 before, as the memcpy reuses its buffer. No memory policy (huge pages, \
-                 prefaulting) is applied to either side."
+                 before, as the memcpy reuses its buffer. The slave's 64 KiB blocks come from \
+                 the CLI's allocator (slots of 2 MiB regions advised for huge pages, \
+                 `userland::blocks`: a fault per 2 MiB); the memcpy's buffer from the \
+                 system's. Neither is prefaulted."
             );
             if let Some(f) = b.faults {
                 let _ = writeln!(
@@ -759,6 +761,21 @@ the 256 MiB), the xxh64 of the master's check code verified on that read (about 
 sync's payloads stay pinned until its commit, and in a process that ran before (the full bench) \
 the allocator reuses memory already (a few thousand faults); a fresh process faults every page \
 of them (67 000 faults, 280-380 ms).
+- Data blocks on huge pages (`userland::blocks`, under the CLI's and the bench's allocators): \
+each 64 KiB block the first sync reads takes a slot of a 2 MiB region advised for transparent \
+huge pages instead of 4 KiB pages of the system allocator. In fresh processes (20 runs each, \
+interleaved, the system allocator's with `H2S_SYSTEM_BLOCKS=1`; a busy shared machine, cp \
+112-121 ms): 822 page faults instead of 66 300, the sync phase 210 -> 147 ms, the commit 102 / \
+114 ms (within the noise: a batch of 12 gave 117 / 111), the whole 325 -> 280 ms, sync / cp \
+33.8% -> 40.5% (medians). A second and third first sync in the same process (the full bench's \
+case, after sections that freed memory; 12 of each, in a later and slower batch where the first \
+syncs gave 378 -> 339 ms): the system allocator reused about half its heap (33 650 faults), the \
+regions all of theirs (559); 314 -> 269 ms, 42.5% -> 46.9%, an earlier batch of 10 showed no \
+difference. Giving empty regions back past 16 MiB made that second sync clear its memory again \
+(about 10% slower), so up to 256 MiB are kept (the CLI's `sync`: `--cache-mib`). Slots 256 \
+bytes off page alignment (in case the commit's copy out of aligned buffers was slower) changed \
+nothing. Short of 58%: the commit's `pwrite` costs about cp's whole copy, so the sync's reads \
+(about 150 ms here) would have to overlap it or be shared with the second core.
 ";
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::io::{self, Read as _, Write as _};
 use std::process::ExitCode;
 
 use hammer2_synchro::scenario::{self, lex::MAX_INPUT, Outcome};
-use hammer2_synchro::userland::budget;
+use hammer2_synchro::userland::{blocks, budget};
 
 // Every allocation is counted against the run's memory budget (see `budget`).
 #[global_allocator]
@@ -322,6 +322,8 @@ fn options<'a>(cmd: &str, mut args: &'a [String]) -> Result<(Options, &'a [Strin
 }
 
 fn main() -> ExitCode {
+    // Read once, before any block is allocated (the allocator itself reads nothing).
+    blocks::use_system(std::env::var_os("H2S_SYSTEM_BLOCKS").is_some_and(|v| v == "1"));
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((cmd, rest)) = args.split_first() else {
         return usage_error(format_args!("missing command"));
@@ -363,6 +365,8 @@ fn main() -> ExitCode {
         return usage_error(format_args!("{cmd}: unknown option '{opt}'"));
     }
     budget::set_limit(opts.mem_limit);
+    // Freed data blocks' memory kept for reuse is outside the count: a quarter of the limit.
+    blocks::set_retain((opts.mem_limit / 4).min(blocks::RETAIN));
     let several = files.len() > 1;
     let printer = opts
         .status_every

@@ -222,6 +222,9 @@ fn parse(args: &[String]) -> Result<Args, Fail> {
 fn sync_cmd(args: &[String]) -> Result<(), Fail> {
     let a = parse(args)?;
     let host = hammer2_synchro::userland::host();
+    // Memory of freed data blocks kept for the next ones: no more than a volume's cache (in
+    // whole 2 MiB regions, at least one).
+    hammer2_synchro::userland::blocks::set_retain(a.cache);
     let mut nodes = Vec::new();
     let mut stores: Vec<Store> = Vec::new();
     let mut join = Join::new();

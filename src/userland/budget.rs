@@ -16,7 +16,8 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::Cell;
 use core::sync::atomic::{AtomicUsize, Ordering};
-use std::alloc::System;
+
+use super::blocks::Blocks;
 
 /// Bytes allocated and not yet freed, by every thread.
 static IN_USE: AtomicUsize = AtomicUsize::new(0);
@@ -29,7 +30,8 @@ thread_local! {
     static OVERDRAFT: Cell<u32> = const { Cell::new(0) };
 }
 
-/// The budgeted global allocator: the system allocator, plus the count and the limit.
+/// The budgeted global allocator: the system allocator (block buffers on huge pages:
+/// [`super::blocks`]), plus the count and the limit.
 #[derive(Debug)]
 pub struct Budget;
 
@@ -125,23 +127,24 @@ fn counted(size: usize, alloc: impl FnOnce() -> *mut u8) -> *mut u8 {
     p
 }
 
-// SAFETY: every call forwards to `System` with the caller's arguments, or returns null, which
-// `GlobalAlloc` allows for a failed allocation; the count is plain atomics and a const
-// thread-local, none of which allocates.
+// SAFETY: every call forwards to `Blocks` (the system allocator, block buffers on huge
+// pages) with the caller's arguments, or returns null, which `GlobalAlloc` allows for a
+// failed allocation; the count is plain atomics and a const thread-local, none of which
+// allocates.
 unsafe impl GlobalAlloc for Budget {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: the caller's layout, as `GlobalAlloc::alloc` requires.
-        counted(layout.size(), || unsafe { System.alloc(layout) })
+        counted(layout.size(), || unsafe { Blocks.alloc(layout) })
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: the caller's layout, as `GlobalAlloc::alloc_zeroed` requires.
-        counted(layout.size(), || unsafe { System.alloc_zeroed(layout) })
+        counted(layout.size(), || unsafe { Blocks.alloc_zeroed(layout) })
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: the caller's block, allocated by this allocator (hence `System`) with `layout`.
-        unsafe { System.dealloc(ptr, layout) };
+        // SAFETY: the caller's block, allocated by this allocator (hence `Blocks`) with `layout`.
+        unsafe { Blocks.dealloc(ptr, layout) };
         give_back(layout.size());
     }
 
@@ -151,7 +154,7 @@ unsafe impl GlobalAlloc for Budget {
             return core::ptr::null_mut();
         }
         // SAFETY: the caller's block and sizes, as `GlobalAlloc::realloc` requires.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        let p = unsafe { Blocks.realloc(ptr, layout, new_size) };
         match (p.is_null(), new_size > old) {
             // Failed: the old block stays, with its old size.
             (true, true) => give_back(new_size - old),
