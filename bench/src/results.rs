@@ -591,7 +591,7 @@ mod tests {
         assert!(!r.met && !b.met && c.met);
         // Stores beyond their budgets miss it, whatever the payload cache did.
         if let Ok(x) = v.resync.as_mut() {
-            x.cluster_bytes = 5;
+            x.cluster_bytes = 7;
         }
         assert!(!volume_targets(Ok(&v))[2].met);
         // Without rsync, or without volumes at all, nothing is met.

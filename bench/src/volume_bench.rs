@@ -133,7 +133,7 @@ fn load(dev: &FileDev) -> Result<(Store, Mounted), String> {
 /// commit the slave if it changed, and let every store's clean chains leave memory, down
 /// to half the budget.
 fn bound_chains(c: &Cluster, sdev: &FileDev, sm: &mut Mounted) -> Result<(), String> {
-    let over = (0..c.len()).any(|i| c.store(i).is_ok_and(|s| s.chain_bytes() > s.chain_budget()));
+    let over = (0..c.len()).any(|i| c.store(i).is_ok_and(Store::chains_over));
     if !over {
         return Ok(());
     }

@@ -359,14 +359,19 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
             progress.end_line();
         }
         let gap = idle_writeback.is_none_or(|t| t.elapsed() >= WRITEBACK_GAP);
-        if gap && chains_over(&cluster) && !over_budget(&cluster, a.cache) {
-            // Nothing changed need be written: the clean chains leave memory, threads frozen.
-            let specs: Vec<String> = nodes.iter().map(|n| n.spec.clone()).collect();
-            frozen(&cluster, &specs, &mut || evict_all(&cluster, &nodes))?;
-        }
-        if gap && over_budget(&cluster, a.cache) {
+        let data_over = gap && over_budget(&cluster, a.cache);
+        // Chains leave memory only once what changed is committed: every changed volume is.
+        if data_over || (gap && chains_over(&cluster)) {
             progress.end_line();
-            errln!("sync: changed data past the cache budget: committing every changed volume");
+            match data_over {
+                true => errln!(
+                    "sync: changed data past the cache budget: committing every changed volume"
+                ),
+                false => errln!(
+                    "sync: chains past the cache budget: committing every changed volume, \
+                     clean chains leave memory"
+                ),
+            }
             let c = commit_frozen(&cluster, &mut nodes)?;
             if c.failed > 0 {
                 errln!(
@@ -587,7 +592,7 @@ fn chains_over(cluster: &Cluster) -> bool {
     (0..cluster.len()).any(|i| {
         cluster
             .store(i)
-            .is_ok_and(|s| s.chain_bytes() > s.chain_budget())
+            .is_ok_and(Store::chains_over)
     })
 }
 
@@ -599,7 +604,7 @@ fn evict_all(cluster: &Cluster, nodes: &[Node]) {
         let Ok(store) = cluster.store(i) else {
             continue;
         };
-        if store.chain_bytes() <= store.chain_budget() {
+        if !store.chains_over() {
             continue;
         }
         match store.evict_to(store.chain_budget() / 2) {

@@ -262,6 +262,10 @@ pub(super) struct Ring {
     /// The bytes of chains in memory past which the alarm rings; past twice that every
     /// node's sync passes hold ([`Store::set_chain_budget`]). 0: none.
     pub(super) chain_budget: usize,
+    /// The bytes of chains the last eviction left in memory (chains it could not take):
+    /// both bounds are counted above that too, so what no eviction can take never holds
+    /// the passes for good.
+    pub(super) chain_floor: usize,
 }
 
 impl Ring {
@@ -277,6 +281,7 @@ impl Ring {
             limit: 0,
             alarm: None,
             chain_budget: 0,
+            chain_floor: 0,
         }
     }
 }
@@ -314,20 +319,28 @@ impl Arena {
     /// Whether the chains in memory are past twice the budget of
     /// [`Store::set_chain_budget`].
     pub(super) fn past_chain_limit(&self) -> bool {
-        self.ring
-            .as_ref()
-            .is_some_and(|r| r.chain_budget != 0 && chain_bytes(self.live) > r.chain_budget * 2)
+        self.ring.as_ref().is_some_and(|r| {
+            let b = r.chain_budget;
+            b != 0 && chain_bytes(self.live) > (b * 2).max(r.chain_floor.saturating_add(b))
+        })
     }
 
-    /// `live` chains were in memory before this change: ring the alarm if the chain budget
-    /// is passed now.
+    /// The bytes of chains in memory past which the alarm rings and a host evicts: the
+    /// budget, or half a budget above what the last eviction could not take.
+    pub(super) fn chain_alarm_at(&self) -> Option<usize> {
+        let r = self.ring.as_ref()?;
+        let b = r.chain_budget;
+        (b != 0).then(|| b.max(r.chain_floor.saturating_add(b / 2)))
+    }
+
+    /// `live` chains were in memory before this change: ring the alarm if the chains pass
+    /// [`Arena::chain_alarm_at`] now.
     pub(super) fn chains_grew(&self, before: usize) {
-        let Some(r) = self.ring.as_ref() else {
+        let (Some(r), Some(at)) = (self.ring.as_ref(), self.chain_alarm_at()) else {
             return;
         };
-        let budget = r.chain_budget;
         let (was, now) = (chain_bytes(before), chain_bytes(self.live));
-        if budget != 0 && was <= budget && now > budget {
+        if was <= at && now > at {
             if let Some(alarm) = r.alarm.as_ref() {
                 alarm();
             }
@@ -632,9 +645,19 @@ impl Store {
     }
 
     /// Whether the chains in memory are past twice the budget of
-    /// [`Store::set_chain_budget`]: every node's passes hold. A flag beside the arena lock.
+    /// [`Store::set_chain_budget`] (or a budget past what the last eviction could not take):
+    /// every node's passes hold. A flag beside the arena lock.
     pub fn past_chain_limit(&self) -> bool {
         self.arena.past_chain_limit()
+    }
+
+    /// Whether the chains in memory are past the budget of [`Store::set_chain_budget`] (or
+    /// half a budget past what the last eviction could not take): the host commits and
+    /// evicts ([`Store::evict_to`] half the budget) with every thread frozen.
+    pub fn chains_over(&self) -> bool {
+        let a = self.arena.read();
+        a.chain_alarm_at()
+            .is_some_and(|at| chain_bytes(a.live) > at)
     }
 
     /// Whether this store reads payloads on demand (it has a [`PayloadSource`]).

@@ -151,6 +151,17 @@ impl Store {
         if self.source.is_none() {
             return Err(Error::Busy);
         }
+        let freed = self.evict_rounds(keep, horizons);
+        // What could not go raises the bounds above it (see `Ring::chain_floor`).
+        let mut a = self.arena.write();
+        let left = chain_bytes(a.live);
+        if let Some(r) = a.ring.as_mut() {
+            r.chain_floor = left;
+        }
+        freed
+    }
+
+    fn evict_rounds(&self, keep: usize, horizons: &[(ChainId, u64)]) -> Result<usize> {
         let mut freed = 0;
         // Bottom up: a block holding blocks can go once they are stubs.
         loop {
@@ -504,7 +515,12 @@ impl Store {
             Err(e) => {
                 // Room for these was there before they were taken.
                 a.free.extend(ids.iter().map(|id| id.idx));
-                return Err(e);
+                // The stub (or its table) is gone: another walk read it back meanwhile, and
+                // the caller's walk, tried again, sees its chains.
+                return match e {
+                    Error::NotFound => Ok(()),
+                    e => Err(e),
+                };
             }
         };
         // Nothing fails from here on.
