@@ -589,11 +589,7 @@ fn over_budget(cluster: &Cluster, budget: usize) -> bool {
 
 /// Whether some node holds more chains in memory than its chain budget.
 fn chains_over(cluster: &Cluster) -> bool {
-    (0..cluster.len()).any(|i| {
-        cluster
-            .store(i)
-            .is_ok_and(Store::chains_over)
-    })
+    (0..cluster.len()).any(|i| cluster.store(i).is_ok_and(Store::chains_over))
 }
 
 /// Let the clean chains of every node past its chain budget leave memory, down to half of

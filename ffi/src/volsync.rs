@@ -790,11 +790,7 @@ impl Converge<'_, '_> {
 
     /// Whether some store holds more chains in memory than its chain budget.
     fn chains_over(&self) -> bool {
-        (0..self.cluster.len()).any(|i| {
-            self.cluster
-                .store(i)
-                .is_ok_and(Store::chains_over)
-        })
+        (0..self.cluster.len()).any(|i| self.cluster.store(i).is_ok_and(Store::chains_over))
     }
 
     /// Commit every changed node with every thread frozen (a pass must not change a tree
@@ -1461,9 +1457,7 @@ mod tests {
             volume("cm", PFSTYPE_MASTER, CLID),
             volume("cs", PFSTYPE_SLAVE, CLID),
         );
-        let names: Vec<Vec<u8>> = (0..3000)
-            .map(|i| format!("/d/f{i}").into_bytes())
-            .collect();
+        let names: Vec<Vec<u8>> = (0..3000).map(|i| format!("/d/f{i}").into_bytes()).collect();
         let ops = core::iter::once(FrontendOp::Mkdir(b"/d"))
             .chain(names.iter().map(|n| FrontendOp::Write(n, b"x")));
         apply_and_commit(&m, ops);

@@ -1349,19 +1349,25 @@ impl Children {
     }
 
     /// The ranges of the stubs the stub of exactly `range` holds (its children read back
-    /// are those outside them), and the keys of its children whose tables it keeps.
+    /// are those outside them), and the keys of its children whose tables it keeps, each
+    /// with the ranges of its blockset no stub of it covers (where that table's children
+    /// that left with it lay).
     /// `NotFound` if there is no such stub.
     pub(crate) fn stub_inner(
         &self,
         range: Miss,
         out: &mut Vec<Miss>,
-        kept: &mut Vec<u64>,
+        kept: &mut Vec<(u64, Vec<(u64, u64)>)>,
     ) -> Result<()> {
         let t = self.stub_at(range)?.0;
         out.try_reserve(t.info.inner.len())?;
         out.extend(t.info.inner.iter().map(Stub::miss));
         kept.try_reserve(t.info.kept.len())?;
-        kept.extend(t.info.kept.iter().map(|(k, _)| *k));
+        for (k, table) in &t.info.kept {
+            let mut gaps = Vec::new();
+            table.gaps(&mut gaps)?;
+            kept.push((*k, gaps));
+        }
         Ok(())
     }
 
@@ -1390,11 +1396,27 @@ impl Children {
     /// anything else is `Invalid` (the media do not hold what was taken out), with nothing
     /// changed. `NotFound` if there is no such stub. The tables it kept are handed back, by
     /// key, for their chains.
+    ///
+    /// `kids`: for a kept table (by its child's key), the children of its blockset read back
+    /// (they left with it), put back in it.
     pub(crate) fn fill(
         &mut self,
         range: Miss,
         children: &[(u64, u8, u64, ChainId)],
+        kids: &[(u64, &[(u64, u8, u64, ChainId)])],
     ) -> Result<Vec<(u64, Children)>> {
+        {
+            let Slot::Stub(t) = self.stub_slot_mut(range)? else {
+                return Err(Error::NotFound);
+            };
+            // Room in every kept table first (their blocksets lost exactly these).
+            for &(key, put) in kids {
+                let Some((_, table)) = t.info.kept.iter_mut().find(|(k, _)| *k == key) else {
+                    return Err(Error::Invalid);
+                };
+                table.reserve_root(put.len())?;
+            }
+        }
         let (t, depth) = self.stub_at(range)?;
         let info = &t.info;
         let split = Split {
@@ -1479,7 +1501,23 @@ impl Children {
             }
         }
         self.len += children.len();
-        Ok(info.kept)
+        let mut kept = info.kept;
+        for &(key, put) in kids {
+            if let Some((_, table)) = kept.iter_mut().find(|(k, _)| *k == key) {
+                for &e in put {
+                    table.put_root_leaf(e);
+                }
+            }
+        }
+        Ok(kept)
+    }
+
+    /// The slot of the stub of exactly `range`.
+    fn stub_slot_mut(&mut self, range: Miss) -> Result<&mut Slot> {
+        let depth = self.stub_at(range)?.1;
+        let node = self.node_mut(range.key, depth)?;
+        let i = node.find(range.key);
+        node.slots.get_mut(i).ok_or(Error::NotFound)
     }
 
     /// The first child in memory, if any: stubs are passed over (what is dropped with its
@@ -1500,9 +1538,98 @@ impl Children {
         self.root.slots.is_empty()
     }
 
-    /// Whether the table holds stubs and no child in memory.
-    pub(crate) fn only_stubs(&self) -> bool {
-        self.len == 0 && !self.is_bare()
+    /// Whether the table holds a stub.
+    pub(crate) fn has_stubs(&self) -> bool {
+        self.root.slots.iter().any(|s| matches!(s, Slot::Stub(_)))
+            || self.len < self.root.sum.count as usize
+    }
+
+    /// The children of the blockset, if they are all its children in memory (its indirect
+    /// blocks hold only stubs): what goes with a table that leaves memory with its inode.
+    pub(crate) fn root_leaves(&self) -> Option<impl Iterator<Item = ChainId> + '_> {
+        let at_root = self
+            .root
+            .slots
+            .iter()
+            .filter(|s| matches!(s, Slot::Leaf(_)))
+            .count();
+        (at_root == self.len).then(|| {
+            self.root.slots.iter().filter_map(|s| match s {
+                Slot::Leaf(e) => Some(e.id),
+                _ => None,
+            })
+        })
+    }
+
+    /// Take the blockset's children out (a table of stubs and children leaving memory with
+    /// its inode keeps the stubs; the children are read back), onto `out`, which has room
+    /// for a blockset's worth ([`media::SET_COUNT`]): no allocation.
+    pub(crate) fn drop_root_leaves(&mut self, out: &mut Vec<(u64, u8, u64, ChainId)>) {
+        let root = &mut self.root;
+        let before = root.slots.len();
+        let mut gone = RangeSum::default();
+        root.slots.retain(|s| match s {
+            Slot::Leaf(e) if out.len() < out.capacity() => {
+                gone.add(&e.leaf());
+                out.push((e.key, e.keybits, e.tid, e.id));
+                false
+            }
+            _ => true,
+        });
+        root.sum.sub(&gone);
+        self.len -= before - root.slots.len();
+    }
+
+    /// Put back the children [`Children::drop_root_leaves`] took out of this table onto
+    /// `from`: their room in the blockset is still reserved, nothing is allocated.
+    pub(crate) fn put_back_root_leaves(&mut self, from: &mut Vec<(u64, u8, u64, ChainId)>) {
+        for e in from.drain(..) {
+            self.put_root_leaf(e);
+        }
+    }
+
+    /// The key ranges of the blockset that no stub or indirect block covers: where the
+    /// children [`Children::drop_root_leaves`] took out lay.
+    pub(crate) fn gaps(&self, out: &mut Vec<(u64, u64)>) -> Result<()> {
+        let mut next = Some(0u64);
+        for s in &self.root.slots {
+            if let (Some(n), Slot::Stub(_) | Slot::Ind(_)) = (next, s) {
+                if s.key() > n {
+                    crate::mem::try_push(out, (n, s.key() - 1))?;
+                }
+                next = s.end().checked_add(1);
+            }
+        }
+        if let Some(n) = next {
+            crate::mem::try_push(out, (n, u64::MAX))?;
+        }
+        Ok(())
+    }
+
+    /// Room for `n` more children in the blockset, reserved.
+    fn reserve_root(&mut self, n: usize) -> Result<()> {
+        if self.root.slots.len() + n > self.root.cap() {
+            return Err(Error::Invalid);
+        }
+        self.root.slots.try_reserve(n)?;
+        Ok(())
+    }
+
+    /// Put back in the blockset a child [`Children::drop_root_leaves`] took out, room
+    /// reserved ([`Children::reserve_root`]): no allocation.
+    fn put_root_leaf(&mut self, (key, keybits, tid, id): (u64, u8, u64, ChainId)) {
+        let e = Entry {
+            key,
+            end: key_end(key, keybits),
+            id,
+            keybits,
+            tid,
+        };
+        self.root.sum.add(&e.leaf());
+        self.root.tid = self.root.tid.max(tid);
+        let at = self.root.insert_at(key);
+        self.root.slots.insert(at, Slot::Leaf(e));
+        self.len += 1;
     }
 
     /// Number of children in memory (stubs hold more).

@@ -233,23 +233,20 @@ impl Store {
         if c.bref.btype != media::BREF_TYPE_INODE {
             return false;
         }
-        // A table of stubs only goes with the stub, as it is.
-        if c.children.only_stubs() {
-            return c.home.is_some();
-        }
-        if c.children.len() > SET_COUNT {
+        // Its blockset's children must be as the media hold them (they are read back with
+        // it); its stubs go with the stub, as they are. An indirect block in memory keeps it.
+        let Some(mut kids) = c.children.root_leaves() else {
+            return false;
+        };
+        if c.children.has_stubs() && c.home.is_none() {
             return false;
         }
-        let mut ok = true;
-        let _ = c.children.visit(|depth, v| match v {
-            super::children::Visit::Child(id) if depth == 0 => {
-                ok &= a.get(id).is_ok_and(|k| {
-                    k.children.is_bare()
-                        && k.bref.btype != media::BREF_TYPE_INODE
-                        && Store::leaves_intact(a, k)
-                })
-            }
-            _ => ok = false,
+        let ok = kids.all(|id| {
+            a.get(id).is_ok_and(|k| {
+                k.children.is_bare()
+                    && k.bref.btype != media::BREF_TYPE_INODE
+                    && Store::leaves_intact(a, k)
+            })
         });
         ok
     }
@@ -300,12 +297,24 @@ impl Store {
             let mut kept = Vec::new();
             let n_kept = leaves
                 .iter()
-                .filter(|&&id| a.get(id).is_ok_and(|c| c.children.only_stubs()))
+                .filter(|&&id| a.get(id).is_ok_and(|c| c.children.has_stubs()))
                 .count();
             kept.try_reserve_exact(n_kept)?;
+            // The blockset children of each kept table, out of it (freed with the rest, read
+            // back with it), kept here to put back should the stub not be made.
+            let mut dropped: Vec<Vec<(u64, u8, u64, ChainId)>> = Vec::new();
+            dropped.try_reserve_exact(n_kept)?;
+            for _ in 0..n_kept {
+                let mut d = Vec::new();
+                d.try_reserve_exact(SET_COUNT)?;
+                dropped.push(d);
+            }
+            let mut room = dropped.iter_mut();
             for &id in &leaves {
                 let c = a.get_mut(id)?;
-                if c.children.only_stubs() {
+                if c.children.has_stubs() {
+                    let d = room.next().ok_or(Error::Invalid)?;
+                    c.children.drop_root_leaves(d);
                     kept.push((id, c.bref.key, core::mem::take(&mut c.children)));
                 }
             }
@@ -318,11 +327,12 @@ impl Store {
                     .stub_out(range, &mut gone, &mut tables)
             });
             if let Err(e) = r {
-                // Nothing moved: the tables go back to their chains.
+                // Nothing moved: the tables go back to their chains, whole.
                 for ((_, _, t), (_, back)) in kept.iter_mut().zip(tables.drain(..)) {
                     *t = back;
                 }
-                for (id, _, t) in kept {
+                for ((id, _, mut t), d) in kept.into_iter().zip(dropped.iter_mut()) {
+                    t.put_back_root_leaves(d);
                     if let Ok(c) = a.get_mut(id) {
                         c.children = t;
                     }
@@ -375,7 +385,8 @@ impl Store {
             if inner.iter().any(|m| m.key <= b.key && b.key <= m.end) {
                 continue;
             }
-            back.push(self.read_back(b, kept.contains(&b.key))?);
+            let gaps = kept.iter().find(|(k, _)| *k == b.key).map(|(_, g)| &g[..]);
+            back.push(self.read_back(b, gaps)?);
         }
         self.install_back(parent, depth, miss, back)
     }
@@ -423,9 +434,10 @@ impl Store {
     }
 
     /// The chain of blockref `b` as a load makes it: a DATA block left on the media, a
-    /// DIRENT with its name, an inode left on the media with its summary, and its table
-    /// unless the stub kept it (`kept`).
-    fn read_back(&self, b: Blockref, kept: bool) -> Result<Back> {
+    /// DIRENT with its name, an inode left on the media with its summary, and its table, or,
+    /// when the stub kept that table (`kept`: the key ranges of its blockset no stub of it
+    /// covers), the children that left it.
+    fn read_back(&self, b: Blockref, kept: Option<&[(u64, u64)]>) -> Result<Back> {
         let mut back = Back {
             bref: b,
             body: Body::Data(Vec::new()),
@@ -446,8 +458,16 @@ impl Store {
                 let bytes = self.fetch(&b)?;
                 let ino = InodeData::decode(&bytes).map_err(|_| Error::Io)?;
                 back.summary = InodeSummary::of(&ino);
-                if kept {
+                if let Some(gaps) = kept {
                     back.home = Some(crate::mem::try_box(b)?);
+                    for &(beg, end) in gaps {
+                        for k in self.read_range(&b, beg, end)? {
+                            if k.btype == media::BREF_TYPE_INODE || back.kids.len() == SET_COUNT {
+                                return Err(Error::Io);
+                            }
+                            try_push(&mut back.kids, self.read_back(k, None)?)?;
+                        }
+                    }
                 } else if !ino.meta.is_directdata() {
                     let table = self.read_range(&b, 0, u64::MAX)?;
                     // Only an inode with at most a blockset of children leaves memory.
@@ -458,7 +478,7 @@ impl Store {
                         if k.btype == media::BREF_TYPE_INODE {
                             return Err(Error::Io);
                         }
-                        try_push(&mut back.kids, self.read_back(k, false)?)?;
+                        try_push(&mut back.kids, self.read_back(k, None)?)?;
                     }
                 }
             }
@@ -595,30 +615,45 @@ impl Store {
         made.try_reserve(ids.len())?;
         let mut entries = Vec::new();
         entries.try_reserve(back.len())?;
+        // The children of kept tables, by their inode's key: they go back in with the stub.
+        let mut puts: Vec<(u64, Vec<(u64, u8, u64, ChainId)>)> = Vec::new();
         let mut ids = ids.iter().copied();
         for mut b in back {
             let id = ids.next().ok_or(Error::Invalid)?;
             let kids = core::mem::take(&mut b.kids);
             let mut table = Children::default();
+            let mut put = Vec::new();
             for k in kids {
                 let kid = ids.next().ok_or(Error::Invalid)?;
-                let how = super::children::Creating {
-                    btype: k.bref.btype,
-                    in_dir: b.summary.dir,
-                };
-                table
-                    .insert(k.bref.key, k.bref.keybits, k.bref.modify_tid, kid, how)
-                    .map_err(Error::from)?;
+                let (key, keybits, tid) = (k.bref.key, k.bref.keybits, k.bref.modify_tid);
+                match b.home.is_some() {
+                    true => try_push(&mut put, (key, keybits, tid, kid))?,
+                    false => {
+                        let how = super::children::Creating {
+                            btype: k.bref.btype,
+                            in_dir: b.summary.dir,
+                        };
+                        table
+                            .insert(key, keybits, tid, kid, how)
+                            .map_err(Error::from)?;
+                    }
+                }
                 made.push((kid, k, Children::default(), id, depth.saturating_add(2)));
+            }
+            if b.home.is_some() {
+                try_push(&mut puts, (b.bref.key, put))?;
             }
             entries.push((b.bref.key, b.bref.keybits, b.bref.modify_tid, id));
             made.push((id, b, table, parent, depth.saturating_add(1)));
         }
+        let mut kids: Vec<(u64, &[(u64, u8, u64, ChainId)])> = Vec::new();
+        kids.try_reserve_exact(puts.len())?;
+        kids.extend(puts.iter().map(|(k, p)| (*k, &p[..])));
         // The media must hold exactly what the stub stood for.
         let kept = a
             .get_mut(parent)?
             .children
-            .fill(miss, &entries)
+            .fill(miss, &entries, &kids)
             .map_err(|e| match e {
                 Error::Invalid => Error::Io,
                 e => e,

@@ -193,3 +193,25 @@ fn bounded_stores_sync_a_tree_many_times_their_budget() {
     clean(&m.0.lock());
     assert!(reader_view(&s.0.lock())[1..] == reader_view(&m.0.lock())[1..]);
 }
+
+/// Directories of a few entries (a blockset of children beside a stub) leave memory with
+/// their tables and come back whole: a tree of many small directories is bounded too.
+#[test]
+fn small_directories_leave_memory_and_come_back_whole() {
+    let dev = shared(make());
+    import_many(&dev.0.lock(), 800, 6);
+    let (full, _) = load_lazy(&dev);
+    let (live, want) = (full.chain_count(), store_view(&full));
+    drop(full);
+    let budget = crate::store::evict::MIN_CHAIN_BUDGET;
+    let (store, _) = load_bounded_dev(&dev, budget);
+    store.evict_to(budget / 2).unwrap();
+    assert!(live > 2 * 4096, "{live}");
+    assert!(
+        store.chain_bytes() <= budget / 2 && !store.past_chain_limit() && !store.chains_over(),
+        "{} chains of {live} left",
+        store.chain_count()
+    );
+    assert!(store_view(&store) == want);
+    assert_eq!(store.chain_count(), live);
+}

@@ -688,7 +688,7 @@ fn walk_filling(c: &mut Children, all: &BTreeMap<u64, u32>) -> (Vec<(u64, ChainI
                     .range(m.key..=m.end)
                     .map(|(&k, &i)| (k, 0, u64::from(i % 7), id(i)))
                     .collect();
-                c.fill(m, &back).unwrap();
+                c.fill(m, &back, &[]).unwrap();
                 filled += 1;
             }
         }
@@ -822,20 +822,20 @@ fn a_stub_is_filled_only_with_the_children_it_summarized() {
     let mut unsorted = good.clone();
     unsorted.swap(0, 1);
     for bad in [&missing, &newer, &outside, &unsorted] {
-        assert_eq!(c.fill(m, bad).err(), Some(Error::Invalid));
+        assert_eq!(c.fill(m, bad, &[]).err(), Some(Error::Invalid));
         assert_eq!(c.first_overlapping(m.key, m.end), Err(m), "still a stub");
     }
     let other = Miss {
         key: m.key,
         end: m.end - 1,
     };
-    assert_eq!(c.fill(other, &good).err(), Some(Error::NotFound));
+    assert_eq!(c.fill(other, &good, &[]).err(), Some(Error::NotFound));
     assert_eq!(
         c.stub_out(m, &mut freed, &mut Vec::new()),
         Err(Error::NotFound),
         "already out"
     );
-    c.fill(m, &good).unwrap();
+    c.fill(m, &good, &[]).unwrap();
     check(&c, true);
     assert_eq!(c.len(), all.len());
 }
