@@ -208,6 +208,9 @@ impl Stub {
     }
 }
 
+/// A child as a table is filled with it: (key, keybits, modify_tid, id).
+pub(crate) type Filled = (u64, u8, u64, ChainId);
+
 /// What a walk answers, or the stub it must see into first.
 pub(crate) type Seen<T> = core::result::Result<T, Miss>;
 
@@ -1402,8 +1405,8 @@ impl Children {
     pub(crate) fn fill(
         &mut self,
         range: Miss,
-        children: &[(u64, u8, u64, ChainId)],
-        kids: &[(u64, &[(u64, u8, u64, ChainId)])],
+        children: &[Filled],
+        kids: &[(u64, &[Filled])],
     ) -> Result<Vec<(u64, Children)>> {
         {
             let Slot::Stub(t) = self.stub_slot_mut(range)? else {
@@ -1564,7 +1567,7 @@ impl Children {
     /// Take the blockset's children out (a table of stubs and children leaving memory with
     /// its inode keeps the stubs; the children are read back), onto `out`, which has room
     /// for a blockset's worth ([`media::SET_COUNT`]): no allocation.
-    pub(crate) fn drop_root_leaves(&mut self, out: &mut Vec<(u64, u8, u64, ChainId)>) {
+    pub(crate) fn drop_root_leaves(&mut self, out: &mut Vec<Filled>) {
         let root = &mut self.root;
         let before = root.slots.len();
         let mut gone = RangeSum::default();
@@ -1582,7 +1585,7 @@ impl Children {
 
     /// Put back the children [`Children::drop_root_leaves`] took out of this table onto
     /// `from`: their room in the blockset is still reserved, nothing is allocated.
-    pub(crate) fn put_back_root_leaves(&mut self, from: &mut Vec<(u64, u8, u64, ChainId)>) {
+    pub(crate) fn put_back_root_leaves(&mut self, from: &mut Vec<Filled>) {
         for e in from.drain(..) {
             self.put_root_leaf(e);
         }
@@ -1617,7 +1620,7 @@ impl Children {
 
     /// Put back in the blockset a child [`Children::drop_root_leaves`] took out, room
     /// reserved ([`Children::reserve_root`]): no allocation.
-    fn put_root_leaf(&mut self, (key, keybits, tid, id): (u64, u8, u64, ChainId)) {
+    fn put_root_leaf(&mut self, (key, keybits, tid, id): Filled) {
         let e = Entry {
             key,
             end: key_end(key, keybits),

@@ -17,7 +17,7 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use super::cache::{Pay, Where};
-use super::children::{Children, Miss, Seen};
+use super::children::{Children, Filled, Miss, Seen};
 use super::inode::InodeSummary;
 use super::{Body, Chain, ChainId, Slot, Store};
 use crate::host::RawLock;
@@ -302,7 +302,7 @@ impl Store {
             kept.try_reserve_exact(n_kept)?;
             // The blockset children of each kept table, out of it (freed with the rest, read
             // back with it), kept here to put back should the stub not be made.
-            let mut dropped: Vec<Vec<(u64, u8, u64, ChainId)>> = Vec::new();
+            let mut dropped: Vec<Vec<Filled>> = Vec::new();
             dropped.try_reserve_exact(n_kept)?;
             for _ in 0..n_kept {
                 let mut d = Vec::new();
@@ -616,7 +616,7 @@ impl Store {
         let mut entries = Vec::new();
         entries.try_reserve(back.len())?;
         // The children of kept tables, by their inode's key: they go back in with the stub.
-        let mut puts: Vec<(u64, Vec<(u64, u8, u64, ChainId)>)> = Vec::new();
+        let mut puts: Vec<(u64, Vec<Filled>)> = Vec::new();
         let mut ids = ids.iter().copied();
         for mut b in back {
             let id = ids.next().ok_or(Error::Invalid)?;
@@ -646,7 +646,7 @@ impl Store {
             entries.push((b.bref.key, b.bref.keybits, b.bref.modify_tid, id));
             made.push((id, b, table, parent, depth.saturating_add(1)));
         }
-        let mut kids: Vec<(u64, &[(u64, u8, u64, ChainId)])> = Vec::new();
+        let mut kids: Vec<(u64, &[Filled])> = Vec::new();
         kids.try_reserve_exact(puts.len())?;
         kids.extend(puts.iter().map(|(k, p)| (*k, &p[..])));
         // The media must hold exactly what the stub stood for.
