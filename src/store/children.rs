@@ -184,10 +184,15 @@ struct StubInfo {
     sum: RangeSum,
     /// The stubs the block held besides its children: they come back as stubs.
     inner: Vec<Stub>,
-    /// The tables of its children that held only stubs (by the child's key): they come back
-    /// with their children, as they were.
-    kept: Vec<(u64, Children)>,
+    /// The tables of its inodes that held stubs (by the inode's key), without their
+    /// blockset's children, and the summary of those children: the tables come back as they
+    /// were, those children read back from the media and checked against that summary.
+    kept: Vec<Kept>,
 }
+
+/// A table that left memory with its inode in a stub (see [`StubInfo::kept`]): the inode's
+/// key, the table, and the summary of its blockset's children taken out of it.
+pub(crate) type Kept = (u64, Children, RangeSum);
 
 /// The key range of a stub a walk must see into: the caller reads its children back
 /// ([`Children::fill`]) and asks again.
@@ -1269,7 +1274,7 @@ impl Children {
         &mut self,
         range: Miss,
         out: &mut Vec<ChainId>,
-        kept: &mut Vec<(u64, Children)>,
+        kept: &mut Vec<Kept>,
     ) -> Result<()> {
         let (key, depth) = (range.key, self.block_depth(range)?);
         let parent = self.node_mut(key, depth)?;
@@ -1366,7 +1371,7 @@ impl Children {
         out.try_reserve(t.info.inner.len())?;
         out.extend(t.info.inner.iter().map(Stub::miss));
         kept.try_reserve(t.info.kept.len())?;
-        for (k, table) in &t.info.kept {
+        for (k, table, _) in &t.info.kept {
             let mut gaps = Vec::new();
             table.gaps(&mut gaps)?;
             kept.push((*k, gaps));
@@ -1407,14 +1412,28 @@ impl Children {
         range: Miss,
         children: &[Filled],
         kids: &[(u64, &[Filled])],
-    ) -> Result<Vec<(u64, Children)>> {
+    ) -> Result<Vec<Kept>> {
         {
             let Slot::Stub(t) = self.stub_slot_mut(range)? else {
                 return Err(Error::NotFound);
             };
-            // Room in every kept table first (their blocksets lost exactly these).
+            // Every kept table gets back exactly the children it lost (else the media do not
+            // hold what left), room for them reserved first.
+            for (key, _, lost) in &t.info.kept {
+                let put = kids
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map_or(&[][..], |(_, p)| p);
+                let mut sum = RangeSum::default();
+                for &(k, kb, tid, _) in put {
+                    sum.add(&RangeSum::leaf(k, kb, tid));
+                }
+                if sum != *lost {
+                    return Err(Error::Invalid);
+                }
+            }
             for &(key, put) in kids {
-                let Some((_, table)) = t.info.kept.iter_mut().find(|(k, _)| *k == key) else {
+                let Some((_, table, _)) = t.info.kept.iter_mut().find(|(k, ..)| *k == key) else {
                     return Err(Error::Invalid);
                 };
                 table.reserve_root(put.len())?;
@@ -1506,7 +1525,7 @@ impl Children {
         self.len += children.len();
         let mut kept = info.kept;
         for &(key, put) in kids {
-            if let Some((_, table)) = kept.iter_mut().find(|(k, _)| *k == key) {
+            if let Some((_, table, _)) = kept.iter_mut().find(|(k, ..)| *k == key) {
                 for &e in put {
                     table.put_root_leaf(e);
                 }
@@ -1567,7 +1586,7 @@ impl Children {
     /// Take the blockset's children out (a table of stubs and children leaving memory with
     /// its inode keeps the stubs; the children are read back), onto `out`, which has room
     /// for a blockset's worth ([`media::SET_COUNT`]): no allocation.
-    pub(crate) fn drop_root_leaves(&mut self, out: &mut Vec<Filled>) {
+    pub(crate) fn drop_root_leaves(&mut self, out: &mut Vec<Filled>) -> RangeSum {
         let root = &mut self.root;
         let before = root.slots.len();
         let mut gone = RangeSum::default();
@@ -1581,6 +1600,7 @@ impl Children {
         });
         root.sum.sub(&gone);
         self.len -= before - root.slots.len();
+        gone
     }
 
     /// Put back the children [`Children::drop_root_leaves`] took out of this table onto

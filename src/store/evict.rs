@@ -17,7 +17,7 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use super::cache::{Pay, Where};
-use super::children::{Children, Filled, Miss, Seen};
+use super::children::{Children, Filled, Kept, Miss, Seen};
 use super::inode::InodeSummary;
 use super::{Body, Chain, ChainId, Slot, Store};
 use crate::host::RawLock;
@@ -151,14 +151,15 @@ impl Store {
         if self.source.is_none() {
             return Err(Error::Busy);
         }
-        let freed = self.evict_rounds(keep, horizons);
-        // What could not go raises the bounds above it (see `Ring::chain_floor`).
+        let freed = self.evict_rounds(keep, horizons)?;
+        // What could not go raises the bounds above it (see `Ring::chain_floor`); a failed
+        // eviction leaves them as they were.
         let mut a = self.arena.write();
         let left = chain_bytes(a.live);
         if let Some(r) = a.ring.as_mut() {
             r.chain_floor = left;
         }
-        freed
+        Ok(freed)
     }
 
     fn evict_rounds(&self, keep: usize, horizons: &[(ChainId, u64)]) -> Result<usize> {
@@ -269,8 +270,8 @@ impl Store {
                     return Ok(0);
                 }
             }
-            // Every id freed, grandchildren included, and room for what they leave, before
-            // anything changes. A stub-only table goes with the stub, no chain in it.
+            // Every id freed, grandchildren included (the blockset children of a table kept
+            // with the stub too), and room for what they leave, before anything changes.
             let mut n = leaves.len();
             for &id in &leaves {
                 n += a.get(id)?.children.len();
@@ -314,24 +315,27 @@ impl Store {
                 let c = a.get_mut(id)?;
                 if c.children.has_stubs() {
                     let d = room.next().ok_or(Error::Invalid)?;
-                    c.children.drop_root_leaves(d);
-                    kept.push((id, c.bref.key, core::mem::take(&mut c.children)));
+                    let lost = c.children.drop_root_leaves(d);
+                    kept.push((id, c.bref.key, core::mem::take(&mut c.children), lost));
                 }
             }
-            let mut tables: Vec<(u64, Children)> = Vec::new();
+            let mut tables: Vec<Kept> = Vec::new();
             let taken = tables.try_reserve_exact(kept.len()).map_err(Error::from);
             let r = taken.and_then(|()| {
-                tables.extend(kept.iter_mut().map(|(_, k, t)| (*k, core::mem::take(t))));
+                tables.extend(
+                    kept.iter_mut()
+                        .map(|(_, k, t, lost)| (*k, core::mem::take(t), *lost)),
+                );
                 a.get_mut(parent)?
                     .children
                     .stub_out(range, &mut gone, &mut tables)
             });
             if let Err(e) = r {
                 // Nothing moved: the tables go back to their chains, whole.
-                for ((_, _, t), (_, back)) in kept.iter_mut().zip(tables.drain(..)) {
+                for ((_, _, t, _), (_, back, _)) in kept.iter_mut().zip(tables.drain(..)) {
                     *t = back;
                 }
-                for ((id, _, mut t), d) in kept.into_iter().zip(dropped.iter_mut()) {
+                for ((id, _, mut t, _), d) in kept.into_iter().zip(dropped.iter_mut()) {
                     t.put_back_root_leaves(d);
                     if let Ok(c) = a.get_mut(id) {
                         c.children = t;
@@ -537,8 +541,13 @@ impl Store {
                 a.free.extend(ids.iter().map(|id| id.idx));
                 // The stub (or its table) is gone: another walk read it back meanwhile, and
                 // the caller's walk, tried again, sees its chains.
+                let gone = match a.get(parent) {
+                    Ok(p) => p.children.stub_over(miss.key, miss.end)? != Some(miss),
+                    Err(_) => true,
+                };
                 return match e {
-                    Error::NotFound => Ok(()),
+                    Error::NotFound if gone => Ok(()),
+                    Error::NotFound => Err(Error::Io),
                     e => Err(e),
                 };
             }
@@ -659,7 +668,7 @@ impl Store {
                 e => e,
             })?;
         // Nothing fails from here on: the kept tables go back to their chains.
-        for (key, table) in kept {
+        for (key, table, _) in kept {
             let found = made
                 .iter_mut()
                 .find(|m| m.3 == parent && m.1.bref.key == key);
