@@ -139,8 +139,8 @@ pub const LOAD_PROGRESS_EVERY: u64 = 1024;
 
 /// [`load`], calling `progress` with the number of chains loaded so far once at least
 /// [`LOAD_PROGRESS_EVERY`] more were loaded (a host shows it while a large PFS loads). It is
-/// called between two tables, with no chain of the store locked: a host that blocks in it
-/// (a stopped terminal) holds nothing up.
+/// called with no chain of the store locked: a host that blocks in it (a stopped terminal)
+/// holds nothing up.
 pub fn load_with_progress<D: BlockDev>(
     host: &'static dyn Host,
     vol: &Volume<D>,
@@ -164,15 +164,40 @@ pub fn load_cached<D: BlockDev>(
     budget: usize,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(Store, Mounted)> {
-    load_with(host, vol, label, Payloads::Source(source, budget), progress)
+    load_with(
+        host,
+        vol,
+        label,
+        Payloads::Source(source, budget, 0),
+        progress,
+    )
+}
+
+/// [`load_cached`] that also keeps the chains in memory near `chain_budget` bytes (as
+/// [`Store::chain_bytes`] counts them), while it loads and after
+/// ([`Store::set_chain_budget`]): completed clean ranges of the tables leave memory and are
+/// read back from the volume when a walk needs them ([`crate::store::evict`]). The host
+/// evicts ([`Store::evict_to`]) where it commits, every sync thread frozen, whenever the
+/// pinned alarm rings.
+pub fn load_bounded<D: BlockDev>(
+    host: &'static dyn Host,
+    vol: &Volume<D>,
+    label: &[u8],
+    source: Box<dyn PayloadSource>,
+    (budget, chain_budget): (usize, usize),
+    progress: &mut dyn FnMut(u64),
+) -> Result<(Store, Mounted)> {
+    let payloads = Payloads::Source(source, budget, chain_budget);
+    load_with(host, vol, label, payloads, progress)
 }
 
 /// Where a load puts DATA payloads.
 enum Payloads {
     /// Read into the store.
     Resident,
-    /// Left on the media, read through a source within a budget.
-    Source(Box<dyn PayloadSource>, usize),
+    /// Left on the media, read through a source within a budget; the chains in memory
+    /// kept near the second (0: all kept).
+    Source(Box<dyn PayloadSource>, usize, usize),
     /// Left on the media with no source: a scratch store whose chains are only copied
     /// into a store that has one ([`reload`]).
     Headers,
@@ -187,15 +212,25 @@ fn load_with<D: BlockDev>(
 ) -> Result<(Store, Mounted)> {
     let start = vol.io();
     let (mut store, pfs_bref, mut todo) = load_root(host, vol, label)?;
-    let lazy = match payloads {
-        Payloads::Resident => false,
-        Payloads::Source(source, budget) => {
+    let (lazy, chain_budget) = match payloads {
+        Payloads::Resident => (false, 0),
+        Payloads::Source(source, budget, chains) => {
             store.set_payload_source(source, budget);
-            true
+            store.set_chain_budget(chains);
+            (true, store.chain_budget())
         }
-        Payloads::Headers => true,
+        Payloads::Headers => (true, 0),
     };
-    let top_inum = load_tables(vol, &store, &mut todo, lazy, progress)?;
+    let mut ld = Loading {
+        lazy,
+        chain_budget,
+        nested: false,
+        loaded: 0,
+        reported: 0,
+        top_inum: 0,
+        progress,
+    };
+    let top_inum = load_tables(vol, &store, &mut todo, &mut ld)?;
     let found = Found {
         pfs_bref,
         top_inum,
@@ -215,6 +250,27 @@ struct Found {
     load: IoCount,
 }
 
+/// A table still to load: its chain, its blockset on the media, and the inode block holding it.
+type Table = (ChainId, [Blockref; crate::media::SET_COUNT], Blockref);
+
+/// Chains a load inserts between two looks at the chains' memory.
+const LOAD_EVICT_EVERY: u64 = 1024;
+
+/// A load's progress and its bound on the chains in memory.
+struct Loading<'p> {
+    lazy: bool,
+    /// Keep the chains in memory near this many bytes, evicting completed ranges (0: keep
+    /// every chain).
+    chain_budget: usize,
+    /// An inode was met outside the PFS root's table: its table waits on the queue, so no
+    /// chain may leave memory until the load ends.
+    nested: bool,
+    loaded: u64,
+    reported: u64,
+    top_inum: u64,
+    progress: &'p mut dyn FnMut(u64),
+}
+
 /// Load every table queued on `todo` (the store chain, its on-media blockset) into `store`,
 /// and the tables of the inodes met; the highest inode number of the PFS root's table.
 /// `lazy`: DATA blocks are left on the media. Out of line with small frames, as everything
@@ -223,38 +279,115 @@ struct Found {
 fn load_tables<D: BlockDev>(
     vol: &Volume<D>,
     store: &Store,
-    todo: &mut Vec<(ChainId, [Blockref; crate::media::SET_COUNT])>,
-    lazy: bool,
-    progress: &mut dyn FnMut(u64),
+    todo: &mut Vec<Table>,
+    ld: &mut Loading<'_>,
 ) -> Result<u64> {
-    let host = store.host();
-    let mut indirect = Vec::new();
-    let mut loaded = 0u64;
-    let mut reported = 0u64;
-    let mut top_inum = 0;
-    while let Some((parent, set)) = todo.pop() {
-        indirect.clear();
-        let items = table_of(vol, &set, &mut indirect)?;
-        let g = store.lock(parent, LockMode::Exclusive)?;
-        for b in items {
-            host.relax();
-            loaded += 1;
-            if parent == store.root() && b.key & DIRHASH_VISIBLE == 0 {
-                top_inum = top_inum.max(b.key);
-            }
-            if lazy && b.btype == BREF_TYPE_DATA && b.size_radix() != 0 {
-                store.insert_on_media(&g, b)?;
-            } else {
-                load_chain(vol, store, &g, (b, lazy), todo)?;
-            }
-        }
-        drop(g);
-        if loaded - reported >= LOAD_PROGRESS_EVERY {
-            reported = loaded;
-            progress(loaded);
-        }
+    while let Some((parent, set, home)) = todo.pop() {
+        load_table(vol, store, (parent, &set, &home), todo, ld, None)?;
     }
-    Ok(top_inum)
+    // Every table complete: all of it may leave memory.
+    bound(store, ld, &[None, None])?;
+    Ok(ld.top_inum)
+}
+
+/// Load the table `t` (of chain `t.0`) into `store`, streaming its blockrefs in key order,
+/// the chain held exclusively but while the progress callback runs. An inode's own table is
+/// loaded right after the inode (depth first: everything before the scan's place is then
+/// complete, and may leave memory, see [`Store::evict`]), unless `t` is itself such a table
+/// (`outer`: the table above, with the key it is at), whose inodes are queued.
+#[inline(never)]
+fn load_table<D: BlockDev>(
+    vol: &Volume<D>,
+    store: &Store,
+    (parent, set, home): (ChainId, &[Blockref; crate::media::SET_COUNT], &Blockref),
+    todo: &mut Vec<Table>,
+    ld: &mut Loading<'_>,
+    outer: Option<(ChainId, u64)>,
+) -> Result<()> {
+    let host = store.host();
+    let mut held = Some(store.lock(parent, LockMode::Exclusive)?);
+    let mut count = 0usize;
+    let mut fail = None;
+    let scanned = vol.scan_tables(set, &mut |b| {
+        host.relax();
+        // The indirect blocks are the store's own to shape.
+        if b.btype == BREF_TYPE_INDIRECT {
+            return Ok(Flow::Continue);
+        }
+        let step = (|| -> Result<()> {
+            ld.loaded += 1;
+            count += 1;
+            if count == crate::media::SET_COUNT + 1 {
+                // Where its clean ranges are read back from, once they may leave memory.
+                store.set_home(parent, home)?;
+            }
+            if parent == store.root() && b.key & DIRHASH_VISIBLE == 0 {
+                ld.top_inum = ld.top_inum.max(b.key);
+            }
+            if held.is_none() {
+                held = Some(store.lock(parent, LockMode::Exclusive)?);
+            }
+            let g = held.as_ref().ok_or(Error::Invalid)?;
+            let mark = todo.len();
+            if ld.lazy && b.btype == BREF_TYPE_DATA && b.size_radix() != 0 {
+                store.insert_on_media(g, *b)?;
+            } else {
+                load_chain(vol, store, g, (*b, ld.lazy), todo)?;
+            }
+            if todo.len() > mark {
+                match outer {
+                    None => {
+                        // On the heap: this frame is under the nested table's device reads.
+                        let t = crate::mem::try_box(todo.pop().ok_or(Error::Invalid)?)?;
+                        // Its chain is locked from the root down: this one goes first.
+                        held = None;
+                        let inner = (t.0, &t.1, &t.2);
+                        load_table(vol, store, inner, todo, ld, Some((parent, b.key)))?;
+                    }
+                    Some(_) => ld.nested = true,
+                }
+            }
+            if ld.loaded % LOAD_EVICT_EVERY == 0 {
+                bound(store, ld, &[Some((parent, b.key)), outer])?;
+            }
+            if ld.loaded - ld.reported >= LOAD_PROGRESS_EVERY {
+                ld.reported = ld.loaded;
+                // No chain locked while a host shows it (it may block in a stopped
+                // terminal); the tables above this one are not held either.
+                held = None;
+                (ld.progress)(ld.loaded);
+            }
+            Ok(())
+        })();
+        match step {
+            Ok(()) => Ok(Flow::Continue),
+            Err(e) => {
+                fail = Some(e);
+                Ok(Flow::Stop)
+            }
+        }
+    });
+    if let Some(e) = fail {
+        return Err(e);
+    }
+    scanned.map_err(read_err)
+}
+
+/// Evict completed ranges while the load's chains are past its budget: in the tables being
+/// loaded (`at`: each with the key its scan is at), only what lies before that key.
+fn bound(store: &Store, ld: &Loading<'_>, at: &[Option<(ChainId, u64)>; 2]) -> Result<()> {
+    if ld.chain_budget == 0 || ld.nested || store.chain_bytes() <= ld.chain_budget {
+        return Ok(());
+    }
+    let mut horizons = [(store.root(), 0u64); 2];
+    let mut n = 0;
+    for (id, key) in at.iter().flatten() {
+        horizons[n] = (*id, *key);
+        n += 1;
+    }
+    let keep = ld.chain_budget / 2 / crate::store::evict::CHAIN_BYTES;
+    store.evict_loading(keep, &horizons[..n])?;
+    Ok(())
 }
 
 /// The [`Mounted`] of PFS `label` loaded into `store` as `found` says: the PFS root's inode
@@ -295,11 +428,7 @@ fn load_root<D: BlockDev>(
     host: &'static dyn Host,
     vol: &Volume<D>,
     label: &[u8],
-) -> Result<(
-    Store,
-    Blockref,
-    Vec<(ChainId, [Blockref; crate::media::SET_COUNT])>,
-)> {
+) -> Result<(Store, Blockref, Vec<Table>)> {
     let (pfs_bref, mut root) = vol.pfs_entry_box(label).map_err(read_err)?;
     let mut todo = Vec::new();
     let table = match root.meta.is_directdata() {
@@ -309,7 +438,7 @@ fn load_root<D: BlockDev>(
     crate::store::inode::clear_table(&mut root);
     let store = root_store(host, root, &pfs_bref)?;
     if let Some(set) = table {
-        try_push(&mut todo, (store.root(), set))?;
+        try_push(&mut todo, (store.root(), set, pfs_bref))?;
     }
     Ok((store, pfs_bref, todo))
 }
@@ -344,7 +473,7 @@ fn load_chain<D: BlockDev>(
     store: &Store,
     g: &crate::store::ChainGuard<'_>,
     (b, lazy): (Blockref, bool),
-    todo: &mut Vec<(ChainId, [Blockref; crate::media::SET_COUNT])>,
+    todo: &mut Vec<Table>,
 ) -> Result<()> {
     let body = match b.btype {
         BREF_TYPE_INODE => {
@@ -361,7 +490,7 @@ fn load_chain<D: BlockDev>(
                 store.insert(g, b, Body::Inode(ino))?
             };
             if let Some(set) = table {
-                try_push(todo, (id, set?))?;
+                try_push(todo, (id, set?, b))?;
             }
             return Ok(());
         }
@@ -447,6 +576,8 @@ pub fn commit_with_progress<D: BlockDev>(
     // The header names the tree with every change the journal had when the commit began.
     store.journal_drain(news.touched);
     learn(store, news);
+    // The PFS root's table is read back from its new block.
+    store.set_home(store.root(), &m.pfs_bref)?;
     Ok(h)
 }
 
@@ -678,12 +809,18 @@ pub fn reload<D: BlockDev>(vol: &Volume<D>, store: &Store, m: &mut Mounted) -> R
                 store.insert(parent, b, body)?
             }
         };
+        if let Some(h) = fresh.home(child)? {
+            store.set_home(id, &h)?;
+        }
         if fresh.lookup(child, 0, KEY_MAX)?.is_some() {
             let g = store.lock_child(parent, id, LockMode::Exclusive)?;
             try_push(&mut stack, (child, None, Some(g), Hint::default()))?;
         }
     }
     drop(root);
+    if let Some(h) = fresh.home(fresh.root())? {
+        store.set_home(store.root(), &h)?;
+    }
     *m = fm;
     // `store` holds the tree the volume holds: every chain flushed, nothing journaled.
     store.settle_all()?;

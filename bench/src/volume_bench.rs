@@ -108,21 +108,41 @@ fn import(dev: &FileDev, top: &str, files: &[(String, Vec<u8>)]) -> Result<(), S
 /// The payload cache of each loaded PFS: the CLI's default (`sync --cache-mib 256`).
 pub const CACHE_BUDGET: usize = 256 << 20;
 
+/// The chains each loaded PFS keeps in memory near: the CLI's, a quarter of its cache.
+pub const CHAIN_BUDGET: usize = CACHE_BUDGET / 4;
+
 /// The PFS of `dev` loaded as the CLI's `sync` loads it: DATA blocks left on the volume and
-/// read on demand through a cache of [`CACHE_BUDGET`].
+/// read on demand through a cache of [`CACHE_BUDGET`], the chains in memory kept near
+/// [`CHAIN_BUDGET`].
 fn load(dev: &FileDev) -> Result<(Store, Mounted), String> {
     let vol = Volume::open(dev).map_err(|e| format!("open: {e}"))?;
     let own = dev.try_clone().map_err(|e| format!("dup: {e}"))?;
     let src = Box::new(DevSource::new(own, vol.header()));
-    mount::load_cached(
+    mount::load_bounded(
         userland::host(),
         &vol,
         LABEL,
         src,
-        CACHE_BUDGET,
+        (CACHE_BUDGET, CHAIN_BUDGET),
         &mut |_| {},
     )
     .map_err(err("load"))
+}
+
+/// What the CLI's loop does when a store's chains pass their budget (its threads frozen):
+/// commit the slave if it changed, and let every store's clean chains leave memory, down
+/// to half the budget.
+fn bound_chains(c: &Cluster, sdev: &FileDev, sm: &mut Mounted) -> Result<(), String> {
+    let over = (0..c.len()).any(|i| c.store(i).is_ok_and(Store::chains_over));
+    if !over {
+        return Ok(());
+    }
+    commit_slave(c, sdev, sm)?;
+    for i in 0..c.len() {
+        let s = c.store(i).map_err(err("store"))?;
+        s.evict_to(s.chain_budget() / 2).map_err(err("evict"))?;
+    }
+    Ok(())
 }
 
 /// The largest payload-cache peak of `c`'s stores, and the bytes they read on demand.
@@ -147,13 +167,24 @@ fn cluster(mdev: &FileDev, sdev: &FileDev) -> Result<(Pin<Box<Cluster>>, Mounted
     Ok((c, sm))
 }
 
-/// Sync the slave (node 1) until it agrees with the master.
-fn sync_slave(c: &Cluster) -> Result<(), String> {
+/// Sync the slave (node 1) until it agrees with the master, as the CLI does: a pass held
+/// because a store's chains passed their limit ends, and they leave memory before the next
+/// ([`bound_chains`]).
+fn sync_slave(c: &Cluster, sdev: &FileDev, sm: &mut Mounted) -> Result<(), String> {
+    let mut held = 0;
     for _ in 0..16 {
         if c.in_sync(1) {
             return Ok(());
         }
-        c.sync_node(1, &|| false).map_err(err("sync"))?;
+        loop {
+            match c.sync_node(1, &|| false) {
+                Ok(()) => break,
+                // Each held pass got further; a bound on them all the same.
+                Err(hammer2_synchro::Error::InProgress) if held < 100_000 => held += 1,
+                Err(e) => return Err(format!("sync: {e}")),
+            }
+            bound_chains(c, sdev, sm)?;
+        }
     }
     Err("the slave never caught up".into())
 }
@@ -296,14 +327,18 @@ pub struct VolumeResync {
     pub io: IoCount,
     /// What a load of the slave's PFS read after the resync (the whole tree of N files).
     pub load_io: IoCount,
-    /// Bytes the cluster of both loaded PFSs holds (counting allocator).
+    /// Bytes the cluster of both loaded PFSs holds after the first sync (counting allocator).
     pub cluster_bytes: usize,
+    /// The most bytes held during the loads, the first sync and its commit.
+    pub first_peak: usize,
     /// Peak bytes above that during the resync and its commit.
     pub peak: usize,
     /// The largest payload-cache peak of the two stores over the whole run.
     pub cache_peak: usize,
     /// Each store's payload-cache budget.
     pub cache_budget: usize,
+    /// Each store's chain budget.
+    pub chain_budget: usize,
     /// Bytes both stores read on demand over the whole run.
     pub cache_read: u64,
     /// rsync of the same change, the median of its rounds (run alternately with the
@@ -340,11 +375,20 @@ pub fn resync(base: &Path, n: usize, k: usize) -> Result<VolumeResync, String> {
     import(&mdev, &top, &files)?;
     drop(files);
     let live0 = alloc_count::live();
-    let (c, mut sm) = cluster(&mdev, &sdev)?;
-    let t = Instant::now();
-    sync_slave(&c)?;
-    let (first_io, _) = commit_slave(&c, &sdev, &mut sm)?;
-    let first = t.elapsed();
+    let ((c, mut sm), first_io, first, first_peak) = {
+        let (first_peak, r) = alloc_count::peak_during(|| -> Result<_, String> {
+            let t = Instant::now();
+            let (c, mut sm) = cluster(&mdev, &sdev)?;
+            sync_slave(&c, &sdev, &mut sm)?;
+            let (first_io, _) = commit_slave(&c, &sdev, &mut sm)?;
+            let first = t.elapsed();
+            // The commit lets what passed the budget leave memory, as the CLI's does.
+            bound_chains(&c, &sdev, &mut sm)?;
+            Ok(((c, sm), first_io, first))
+        });
+        let (cs, io, first) = r?;
+        (cs, io, first, first_peak)
+    };
     let cluster_bytes = alloc_count::live().saturating_sub(live0);
 
     let idx = tree.spread(k);
@@ -385,7 +429,7 @@ pub fn resync(base: &Path, n: usize, k: usize) -> Result<VolumeResync, String> {
         let before = Usage::now();
         let t = Instant::now();
         let (peak, io) = alloc_count::peak_during(|| {
-            sync_slave(&c)?;
+            sync_slave(&c, &sdev, &mut sm)?;
             let synced = t.elapsed();
             commit_slave(&c, &sdev, &mut sm).map(|(io, times)| (io, synced, times))
         });
@@ -441,9 +485,11 @@ pub fn resync(base: &Path, n: usize, k: usize) -> Result<VolumeResync, String> {
         io,
         load_io: m.io().load,
         cluster_bytes,
+        first_peak,
         peak,
         cache_peak,
         cache_budget: CACHE_BUDGET,
+        chain_budget: CHAIN_BUDGET,
         cache_read,
         rsync,
     })
@@ -489,7 +535,7 @@ pub fn first_sync_bandwidth(
     let t = Instant::now();
     let (c, mut sm) = cluster(&mdev, &sdev)?;
     let loaded = t.elapsed();
-    sync_slave(&c)?;
+    sync_slave(&c, &sdev, &mut sm)?;
     let synced = t.elapsed();
     commit_slave(&c, &sdev, &mut sm)?;
     let sync = t.elapsed();

@@ -65,7 +65,12 @@ OPTIONS:
                          data blocks and inodes on the volume; they are read (check code
                          verified) when the sync compares or copies them, and cached
                          within N MiB per volume (CLOCK: a block read again is kept over
-                         one read once). What a sync changed is not in those N MiB: it
+                         one read once). The entries and headers themselves are kept near
+                         N/4 MiB per volume (at least 1.6 MiB): clean ranges of a volume's
+                         tables leave memory, while it loads and at each commit, and are
+                         read back from the volume when the sync needs them; a volume's
+                         sync holds once any volume's pass twice that, until the commit
+                         that lets them go. What a sync changed is not in those N MiB: it
                          stays in memory until committed, and once a volume holds more
                          than N MiB of it, every changed volume is committed (threads
                          frozen meanwhile, as --commit-every does), so a volume larger
@@ -136,6 +141,12 @@ struct Args {
 
 /// The default `--cache-mib`.
 const CACHE_MIB: usize = 256;
+
+/// The bytes of chains in memory each volume's store keeps near, for `--cache-mib` of
+/// `cache` bytes (a store raises it to its least, [`Store::set_chain_budget`]).
+fn chain_budget(cache: usize) -> usize {
+    cache / 4
+}
 
 /// The default `--commit-every` of `--watch`.
 const COMMIT_EVERY: Duration = Duration::from_secs(30);
@@ -235,8 +246,9 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
         // File data is read on demand (by the sync threads) through the volume's device,
         // shared: its reads are positioned (pread), so they never disturb the volume's.
         let source = Box::new(DevSource::new(dev, vol.header()));
+        let budgets = (a.cache, chain_budget(a.cache));
         let (mut store, mounted) =
-            mount::load_cached(host, &vol, label.as_bytes(), source, a.cache, &mut |n| {
+            mount::load_bounded(host, &vol, label.as_bytes(), source, budgets, &mut |n| {
                 progress.tick(|| format!("loading {spec}: {n} chains"))
             })
             .map_err(|e| Fail::Run(format!("{spec}: load: {e}")))?;
@@ -248,7 +260,7 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
         drop(progress);
         let role = join.add(&store).map_err(|e| join_fail(&e, &a.specs))?;
         errln!(
-            "sync: loaded {spec} as {}: {} chains, root tid {:#x} ({:.1}s)",
+            "sync: loaded {spec} as {}: {} chains in memory, root tid {:#x} ({:.1}s)",
             role.name(),
             store.chain_count(),
             mounted.pfs_bref.modify_tid,
@@ -347,9 +359,19 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
             progress.end_line();
         }
         let gap = idle_writeback.is_none_or(|t| t.elapsed() >= WRITEBACK_GAP);
-        if gap && over_budget(&cluster, a.cache) {
+        let data_over = gap && over_budget(&cluster, a.cache);
+        // Chains leave memory only once what changed is committed: every changed volume is.
+        if data_over || (gap && chains_over(&cluster)) {
             progress.end_line();
-            errln!("sync: changed data past the cache budget: committing every changed volume");
+            match data_over {
+                true => errln!(
+                    "sync: changed data past the cache budget: committing every changed volume"
+                ),
+                false => errln!(
+                    "sync: chains past the cache budget: committing every changed volume, \
+                     clean chains leave memory"
+                ),
+            }
             let c = commit_frozen(&cluster, &mut nodes)?;
             if c.failed > 0 {
                 errln!(
@@ -436,28 +458,42 @@ struct Commits {
 /// tree while it is written out), unfrozen after. Only a thread that cannot be frozen is an
 /// error (then every thread is stopped); a volume that cannot be written is counted.
 fn commit_frozen(cluster: &Cluster, nodes: &mut [Node]) -> Result<Commits, Fail> {
-    let mut frozen = Vec::new();
+    let specs: Vec<String> = nodes.iter().map(|n| n.spec.clone()).collect();
+    let mut commits = None;
+    frozen(cluster, &specs, &mut || {
+        commits = Some(commit_changed(cluster, nodes, false));
+        evict_all(cluster, nodes);
+    })?;
+    commits.ok_or_else(|| Fail::Run("sync: the commit did not run".into()))
+}
+
+/// Run `f` with every running thread frozen, unfrozen after. Only a thread that cannot be
+/// frozen is an error (then every thread is stopped, and `f` does not run).
+fn frozen(cluster: &Cluster, specs: &[String], f: &mut dyn FnMut()) -> Result<(), Fail> {
+    let mut held = Vec::new();
     let mut r = Ok(());
-    for (i, n) in nodes.iter().enumerate() {
+    for (i, spec) in specs.iter().enumerate() {
         if cluster.thread_state(i) != ThreadState::Running {
             continue;
         }
         match cluster.thread_request(i, Request::Freeze) {
-            Ok(_) => frozen.push(i),
+            Ok(_) => held.push(i),
             Err(e) => {
-                r = Err(Fail::Run(format!("{}: freeze: {e}", n.spec)));
+                r = Err(Fail::Run(format!("{spec}: freeze: {e}")));
                 break;
             }
         }
     }
-    let r = r.map(|()| commit_changed(cluster, nodes, false));
-    for i in frozen {
+    if r.is_ok() {
+        f();
+    }
+    for i in held {
         if let Err(e) = cluster.thread_request(i, Request::Unfreeze) {
-            errln!("sync: {}: unfreeze: {e}", nodes[i].spec);
+            errln!("sync: {}: unfreeze: {e}", specs[i]);
         }
     }
     if r.is_err() {
-        stop_all(cluster, nodes);
+        stop_specs(cluster, specs);
     }
     r
 }
@@ -551,6 +587,29 @@ fn over_budget(cluster: &Cluster, budget: usize) -> bool {
     })
 }
 
+/// Whether some node holds more chains in memory than its chain budget.
+fn chains_over(cluster: &Cluster) -> bool {
+    (0..cluster.len()).any(|i| cluster.store(i).is_ok_and(Store::chains_over))
+}
+
+/// Let the clean chains of every node past its chain budget leave memory, down to half of
+/// it, with every thread frozen or stopped (a chain read back gets a new id). A node with
+/// changes no commit could write keeps its chains (`Busy`).
+fn evict_all(cluster: &Cluster, nodes: &[Node]) {
+    for (i, n) in nodes.iter().enumerate() {
+        let Ok(store) = cluster.store(i) else {
+            continue;
+        };
+        if !store.chains_over() {
+            continue;
+        }
+        match store.evict_to(store.chain_budget() / 2) {
+            Ok(_) | Err(hammer2_synchro::Error::Busy) => {}
+            Err(e) => errln!("sync: {}: chains could not leave memory: {e}", n.spec),
+        }
+    }
+}
+
 /// One line per node: what its payload cache held at most, of its budget, and read.
 fn report_caches(cluster: &Cluster, nodes: &[Node]) {
     for (i, n) in nodes.iter().enumerate() {
@@ -626,9 +685,15 @@ fn join_fail(e: &JoinError, specs: &[String]) -> Fail {
 
 /// Stop every node's thread; each request returns once the thread acknowledged it.
 fn stop_all(cluster: &Cluster, nodes: &[Node]) {
-    for (i, n) in nodes.iter().enumerate() {
+    let specs: Vec<String> = nodes.iter().map(|n| n.spec.clone()).collect();
+    stop_specs(cluster, &specs);
+}
+
+/// [`stop_all`] of the nodes named `specs`.
+fn stop_specs(cluster: &Cluster, specs: &[String]) {
+    for (i, spec) in specs.iter().enumerate() {
         if let Err(e) = cluster.thread_request(i, Request::Stop) {
-            errln!("sync: {}: stop: {e}", n.spec);
+            errln!("sync: {spec}: stop: {e}");
         }
     }
 }

@@ -692,8 +692,9 @@ fn open_volume<'a>(dev: &'a Dev<'a>) -> core::result::Result<Box<Volume<&'a Dev<
     try_box(vol).map_err(|_| ReadError::new(Cause::NoMem, 0))
 }
 
-/// [`mount::load_cached`] in a frame of its own: file data stay on the volume, read on
-/// demand through `dev`'s read-only handle, at most `budget` bytes of them cached.
+/// [`mount::load_bounded`] in a frame of its own: file data stay on the volume, read on
+/// demand through `dev`'s read-only handle, at most `budget` bytes of them cached, and the
+/// chains in memory kept near a quarter of that ([`Store::set_chain_budget`]).
 #[inline(never)]
 fn load_pfs(
     vol: &Volume<&Dev<'_>>,
@@ -702,12 +703,12 @@ fn load_pfs(
     budget: usize,
 ) -> Result<(Store, Mounted)> {
     let source = try_box(DevSource::new(dev.reader.clone(), vol.header()))?;
-    mount::load_cached(
+    mount::load_bounded(
         &KERNEL_HOST,
         vol,
         label.as_bytes(),
         source,
-        budget,
+        (budget, budget / 4),
         &mut |_| {},
     )
 }
@@ -761,7 +762,7 @@ impl Converge<'_, '_> {
                 );
                 return Err(fail(out, &"cluster", &why, Error::TimedOut));
             }
-            if self.over_budget() {
+            if self.over_budget() || self.chains_over() {
                 self.write_back(out)?;
             }
             if host.should_stop() {
@@ -787,18 +788,25 @@ impl Converge<'_, '_> {
         })
     }
 
+    /// Whether some store holds more chains in memory than its chain budget.
+    fn chains_over(&self) -> bool {
+        (0..self.cluster.len()).any(|i| self.cluster.store(i).is_ok_and(Store::chains_over))
+    }
+
     /// Commit every changed node with every thread frozen (a pass must not change a tree
-    /// while it is written out), on a thread of its own as the last commit, then let the
-    /// threads go on: a commit releases the changed data it wrote, so a volume larger than
+    /// while it is written out), on a thread of its own as the last commit, and let the
+    /// clean chains of a store past its chain budget leave memory (no thread may hold a
+    /// chain's id meanwhile: one read back gets a new one); then let the threads go on: a commit releases the changed data it wrote, so a volume larger than
     /// the module's memory syncs. A failed commit ends the sync (the threads are stopped
     /// by the caller); the volumes committed before keep what they were given.
     #[inline(never)]
     fn write_back(&mut self, out: &mut dyn Write) -> Result<()> {
         let cluster = self.cluster;
-        let _ = writeln!(
-            out,
-            "sync: changed data past the cache budget: committing every changed volume"
-        );
+        let what = match self.over_budget() {
+            true => "sync: changed data past the cache budget: committing every changed volume",
+            false => "sync: chains past the cache budget: letting clean ones leave memory",
+        };
+        let _ = writeln!(out, "{what}");
         let mut frozen = 0;
         let mut r = Ok(());
         for (i, name) in self.names.iter().enumerate() {
@@ -811,7 +819,9 @@ impl Converge<'_, '_> {
         if r.is_ok() {
             let nodes = &mut *self.nodes;
             r = on_own_thread("commit", self.cancel, out, &mut |out| {
-                commit_changed(&cluster, nodes, false, out)
+                commit_changed(&cluster, nodes, false, out)?;
+                evict_all(&cluster, out);
+                Ok(())
             });
         }
         for (i, name) in self.names.iter().enumerate().take(frozen) {
@@ -820,6 +830,25 @@ impl Converge<'_, '_> {
             }
         }
         r
+    }
+}
+
+/// Let the clean chains of every store past its chain budget leave memory, down to half of
+/// it (every thread frozen). A store with changes its commit could not write keeps them.
+fn evict_all(cluster: &Cluster, out: &mut dyn Write) {
+    for i in 0..cluster.len() {
+        let Ok(store) = cluster.store(i) else {
+            continue;
+        };
+        if !store.chains_over() {
+            continue;
+        }
+        match store.evict_to(store.chain_budget() / 2) {
+            Ok(_) | Err(Error::Busy) => {}
+            Err(e) => {
+                let _ = writeln!(out, "sync: node {i}: chains could not leave memory: {e}");
+            }
+        }
     }
 }
 
@@ -1415,6 +1444,36 @@ mod tests {
             file_of(&s, b"/big") == big_bytes(),
             "the slave's data differ"
         );
+        remove(&[&m, &s]);
+    }
+
+    /// A tree of more chains than the least chain budget (4096) syncs through it: the
+    /// command lets clean chains leave memory between passes, threads frozen, and the slave
+    /// lists the master's tree, fsck-clean.
+    #[test]
+    fn a_tree_past_the_chain_budget_syncs_through_it() {
+        let _g = BLOCK_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let (m, s) = (
+            volume("cm", PFSTYPE_MASTER, CLID),
+            volume("cs", PFSTYPE_SLAVE, CLID),
+        );
+        let names: Vec<Vec<u8>> = (0..3000).map(|i| format!("/d/f{i}").into_bytes()).collect();
+        let ops = core::iter::once(FrontendOp::Mkdir(b"/d"))
+            .chain(names.iter().map(|n| FrontendOp::Write(n, b"x")));
+        apply_and_commit(&m, ops);
+        let (rc, text) = vol(&format!("sync --cache-mib 1 {m}@DATA {s}@DATA"));
+        assert_eq!(rc, 0, "{text}");
+        assert!(
+            text.contains("chains past the cache budget")
+                || text.contains("changed data past the cache budget"),
+            "no eviction on the way: {text}"
+        );
+        assert!(
+            text.ends_with("sync: done: 1 of 2 volumes written\n"),
+            "{text}"
+        );
+        assert_clean(&s);
+        assert_eq!(tree(&s), tree(&m));
         remove(&[&m, &s]);
     }
 

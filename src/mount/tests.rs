@@ -1425,5 +1425,6 @@ fn commits_racing_changes_lose_none() {
 
 mod cache;
 mod carried;
+mod evict;
 mod foreign;
 mod split;

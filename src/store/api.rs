@@ -177,6 +177,11 @@ pub trait ChainStore: Sync {
     fn past_pinned_limit(&self) -> bool {
         false
     }
+    /// Whether this node's chains in memory are past their limit (see
+    /// [`super::Store::set_chain_budget`]): every node's passes hold until its host evicts.
+    fn past_chain_limit(&self) -> bool {
+        false
+    }
     /// The summary of `parent`'s children whose key lies in `beg ..= end`: count and multiset
     /// hash of (key, keybits, modify_tid), independent of how the store lays its block table
     /// out. The default visits every child in the range; a store with summaries on its

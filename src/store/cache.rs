@@ -84,6 +84,25 @@ pub struct CacheStats {
     pub last_error: u64,
 }
 
+/// What one chain in memory costs, as [`Store::chain_bytes`] counts it: its arena slot, its
+/// blockref in its parent's table, and its host lock (an estimate: a host's lock is its own).
+pub const CHAIN_BYTES: usize =
+    core::mem::size_of::<super::Slot>() + super::children::SLOT_BYTES + LOCK_BYTES;
+
+/// The least chain budget ([`Store::set_chain_budget`]): room for 4096 chains. Reading back
+/// one stub brings at most an indirect block's 128 children and their tables (640 chains),
+/// and a pass reads back at most a few on its way to the next difference: after an eviction
+/// to half the budget, a pass has 1.5 budgets before it holds, well past that.
+pub const MIN_CHAIN_BUDGET: usize = 4096 * CHAIN_BYTES;
+
+/// What a host's chain lock is counted as.
+const LOCK_BYTES: usize = 64;
+
+/// The bytes `live` chains are counted as.
+pub(super) fn chain_bytes(live: usize) -> usize {
+    live.saturating_mul(CHAIN_BYTES)
+}
+
 /// Referenced chains the hand passes over, at most, before it evicts the one it stands on.
 pub(super) const SWEEP: usize = 64;
 
@@ -237,8 +256,16 @@ pub(super) struct Ring {
     /// The pinned bytes past which the node's sync passes hold ([`Store::set_pinned_limit`]);
     /// 0: none.
     limit: usize,
-    /// Called when the pinned bytes pass the budget ([`Store::set_pinned_alarm`]).
+    /// Called when the pinned bytes pass the budget ([`Store::set_pinned_alarm`]), and when
+    /// the chains in memory pass theirs.
     alarm: Option<alloc::boxed::Box<dyn Fn() + Send + Sync>>,
+    /// The bytes of chains in memory past which the alarm rings; past twice that every
+    /// node's sync passes hold ([`Store::set_chain_budget`]). 0: none.
+    pub(super) chain_budget: usize,
+    /// The bytes of chains the last eviction left in memory (chains it could not take):
+    /// both bounds are counted above that too, so what no eviction can take never holds
+    /// the passes for good.
+    pub(super) chain_floor: usize,
 }
 
 impl Ring {
@@ -253,6 +280,8 @@ impl Ring {
             pinned_peak: 0,
             limit: 0,
             alarm: None,
+            chain_budget: 0,
+            chain_floor: 0,
         }
     }
 }
@@ -287,6 +316,37 @@ impl Source {
 }
 
 impl Arena {
+    /// Whether the chains in memory are past twice the budget of
+    /// [`Store::set_chain_budget`].
+    pub(super) fn past_chain_limit(&self) -> bool {
+        self.ring.as_ref().is_some_and(|r| {
+            let b = r.chain_budget;
+            b != 0 && chain_bytes(self.live) > (b * 2).max(r.chain_floor.saturating_add(b))
+        })
+    }
+
+    /// The bytes of chains in memory past which the alarm rings and a host evicts: the
+    /// budget, or half a budget above what the last eviction could not take.
+    pub(super) fn chain_alarm_at(&self) -> Option<usize> {
+        let r = self.ring.as_ref()?;
+        let b = r.chain_budget;
+        (b != 0).then(|| b.max(r.chain_floor.saturating_add(b / 2)))
+    }
+
+    /// `live` chains were in memory before this change: ring the alarm if the chains pass
+    /// [`Arena::chain_alarm_at`] now.
+    pub(super) fn chains_grew(&self, before: usize) {
+        let (Some(r), Some(at)) = (self.ring.as_ref(), self.chain_alarm_at()) else {
+            return;
+        };
+        let (was, now) = (chain_bytes(before), chain_bytes(self.live));
+        if was <= at && now > at {
+            if let Some(alarm) = r.alarm.as_ref() {
+                alarm();
+            }
+        }
+    }
+
     /// Whether the pinned bytes are past the limit of [`Store::set_pinned_limit`].
     pub(super) fn past_pinned_limit(&self) -> bool {
         self.ring
@@ -554,6 +614,52 @@ impl Store {
         self.arena.past_pinned_limit()
     }
 
+    /// Keep the chains in memory near `bytes` (as [`Store::chain_bytes`] counts them; 0:
+    /// no bound): the pinned alarm also rings when they pass it, so the host commits and
+    /// calls [`Store::evict_to`], and past twice that every node's sync passes hold (they
+    /// read this store's chains back too) until it did. No effect on a store without a
+    /// source.
+    ///
+    /// A budget below [`MIN_CHAIN_BUDGET`] is raised to it: a pass must be able
+    /// to read back the stubs on its path and copy something before it holds, or it would
+    /// hold again at every start.
+    pub fn set_chain_budget(&mut self, bytes: usize) {
+        let bytes = match bytes {
+            0 => 0,
+            b => b.max(MIN_CHAIN_BUDGET),
+        };
+        self.arena.with_mut(|a| {
+            if let Some(r) = a.ring.as_mut() {
+                r.chain_budget = bytes;
+            }
+        });
+    }
+
+    /// The chain budget in force ([`Store::set_chain_budget`]; 0: none).
+    pub fn chain_budget(&self) -> usize {
+        self.arena
+            .read()
+            .ring
+            .as_ref()
+            .map_or(0, |r| r.chain_budget)
+    }
+
+    /// Whether the chains in memory are past twice the budget of
+    /// [`Store::set_chain_budget`] (or a budget past what the last eviction could not take):
+    /// every node's passes hold. A flag beside the arena lock.
+    pub fn past_chain_limit(&self) -> bool {
+        self.arena.past_chain_limit()
+    }
+
+    /// Whether the chains in memory are past the budget of [`Store::set_chain_budget`] (or
+    /// half a budget past what the last eviction could not take): the host commits and
+    /// evicts ([`Store::evict_to`] half the budget) with every thread frozen.
+    pub fn chains_over(&self) -> bool {
+        let a = self.arena.read();
+        a.chain_alarm_at()
+            .is_some_and(|at| chain_bytes(a.live) > at)
+    }
+
     /// Whether this store reads payloads on demand (it has a [`PayloadSource`]).
     pub fn has_payload_source(&self) -> bool {
         self.source.is_some()
@@ -597,7 +703,7 @@ impl Store {
 
     /// The block `bref` names, read through the source (no lock held), counted; a failed
     /// read (not a failed allocation) counted apart, with the block it was for.
-    fn fetch(&self, bref: &Blockref) -> Result<Vec<u8>> {
+    pub(super) fn fetch(&self, bref: &Blockref) -> Result<Vec<u8>> {
         let s = self.source.as_ref().ok_or(Error::Io)?;
         let bytes = s.src.read(bref).inspect_err(|e| {
             if *e != Error::NoMem {

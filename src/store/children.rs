@@ -153,11 +153,95 @@ struct Node {
     slots: Vec<Slot>,
 }
 
-/// One blockref of a table: a child, or an indirect block.
+/// What one blockref of a table takes in memory.
+pub(crate) const SLOT_BYTES: usize = core::mem::size_of::<Slot>();
+
+/// One blockref of a table: a child, an indirect block, or a stub.
 #[derive(Debug)]
 enum Slot {
     Leaf(Entry),
     Ind(Ind),
+    Stub(Stub),
+}
+
+/// An indirect block whose children are not in memory: one that held only children and
+/// stubs, the children all clean, dropped with them ([`Children::stub_out`]) and read back from the media when a walk
+/// needs them ([`Children::fill`]). It keeps what the tables above and the pruned scan look at
+/// (the summary and highest modify_tid beneath), so a walk that only compares it never reads
+/// it. Its range is kept inline as an [`Ind`]'s is; the rest is boxed so a slot stays small.
+#[derive(Debug)]
+struct Stub {
+    key: u64,
+    end: u64,
+    info: Box<StubInfo>,
+}
+
+#[derive(Debug)]
+struct StubInfo {
+    keybits: u8,
+    radix: u8,
+    tid: u64,
+    sum: RangeSum,
+    /// The stubs the block held besides its children: they come back as stubs.
+    inner: Vec<Stub>,
+    /// The tables of its inodes that held stubs (by the inode's key), without their
+    /// blockset's children, and the summary of those children: the tables come back as they
+    /// were, those children read back from the media and checked against that summary.
+    kept: Vec<Kept>,
+}
+
+/// A table that left memory with its inode in a stub (see [`StubInfo::kept`]): the inode's
+/// key, the table, and the summary of its blockset's children taken out of it.
+pub(crate) type Kept = (u64, Children, RangeSum);
+
+/// The key range of a stub a walk must see into: the caller reads its children back
+/// ([`Children::fill`]) and asks again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Miss {
+    /// First key of the stub.
+    pub(crate) key: u64,
+    /// Last key of the stub.
+    pub(crate) end: u64,
+}
+
+impl Stub {
+    fn miss(&self) -> Miss {
+        Miss {
+            key: self.key,
+            end: self.end,
+        }
+    }
+}
+
+/// A child as a table is filled with it: (key, keybits, modify_tid, id).
+pub(crate) type Filled = (u64, u8, u64, ChainId);
+
+/// What a walk answers, or the stub it must see into first.
+pub(crate) type Seen<T> = core::result::Result<T, Miss>;
+
+/// Why a table operation did not happen: an error, or a stub it must see into first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TabErr {
+    /// Read this stub back and try again.
+    Miss(Miss),
+    /// Failed; nothing changed.
+    Err(Error),
+}
+
+impl From<Error> for TabErr {
+    fn from(e: Error) -> TabErr {
+        TabErr::Err(e)
+    }
+}
+
+/// The first child from a key on, as a walk of a table with stubs finds it.
+enum First<'a> {
+    /// That child.
+    Child(&'a Entry),
+    /// It lies in this stub.
+    InStub(Miss),
+    /// There is none.
+    Nothing,
 }
 
 /// An indirect block's blockref in its parent's table. Its key range is kept here as well as in
@@ -199,18 +283,21 @@ impl Ranged for Slot {
         match self {
             Slot::Leaf(e) => e.key,
             Slot::Ind(n) => n.key,
+            Slot::Stub(t) => t.key,
         }
     }
     fn end(&self) -> u64 {
         match self {
             Slot::Leaf(e) => e.end,
             Slot::Ind(n) => n.end,
+            Slot::Stub(t) => t.end,
         }
     }
     fn keybits(&self) -> u8 {
         match self {
             Slot::Leaf(e) => e.keybits,
             Slot::Ind(n) => n.keybits,
+            Slot::Stub(t) => t.info.keybits,
         }
     }
 }
@@ -220,17 +307,33 @@ impl Slot {
         match self {
             Slot::Leaf(e) => e.leaf(),
             Slot::Ind(n) => n.sum,
+            Slot::Stub(t) => t.info.sum,
         }
     }
     fn tid(&self) -> u64 {
         match self {
             Slot::Leaf(e) => e.tid,
             Slot::Ind(n) => n.tid,
+            Slot::Stub(t) => t.info.tid,
         }
     }
 }
 
 impl Node {
+    /// The number of its children, if it holds only children and stubs and at least one
+    /// child: what [`Children::stub_out`] takes.
+    fn outable(&self) -> Option<usize> {
+        let mut leaves = 0;
+        for s in &self.slots {
+            match s {
+                Slot::Leaf(_) => leaves += 1,
+                Slot::Stub(_) => {}
+                Slot::Ind(_) => return None,
+            }
+        }
+        (leaves > 0).then_some(leaves)
+    }
+
     /// An indirect block for `split`, with room for `capacity` blockrefs reserved (its block
     /// holds [`Node::cap`]; the vector grows like any table's, as a kernel's bounded pool
     /// holds thousands of small directories).
@@ -378,6 +481,20 @@ fn indirect_bref(n: &Node) -> Blockref {
     b
 }
 
+/// The blockref a stub stands for, as [`indirect_bref`] gives an indirect block's.
+fn stub_bref(t: &Stub) -> Blockref {
+    let i = &t.info;
+    let mut b = Blockref::new(media::BREF_TYPE_INDIRECT, t.key, i.keybits);
+    b.set_size_radix(i.radix);
+    b.modify_tid = i.tid;
+    b.mirror_tid = i.tid;
+    b.leaf_count = u16::try_from(i.sum.count).unwrap_or(u16::MAX);
+    b.methods = 0;
+    b.check.fill(0);
+    b.check[..24].copy_from_slice(&i.sum.encode());
+    b
+}
+
 /// Where a walk of one table stood: the slot indices from the blockset down to the last child
 /// it returned, and that child's range.
 /// [`ChainStore::lookup_from`](super::ChainStore::lookup_from) steps from there to the next
@@ -459,8 +576,8 @@ impl Default for Children {
 }
 
 impl Children {
-    /// The first child whose range ends at or after `beg`.
-    fn first_from(&self, beg: u64) -> Option<&Entry> {
+    /// The first child whose range ends at or after `beg`, or the stub it lies in.
+    fn first_from(&self, beg: u64) -> First<'_> {
         let mut node = &self.root;
         // The nearest blockref after the path, should the path hold nothing at or after `beg`.
         let mut after: Option<&Slot> = None;
@@ -468,7 +585,9 @@ impl Children {
             let i = node.find(beg);
             match node.slots.get(i) {
                 None => break after,
-                Some(Slot::Leaf(e)) => return Some(e),
+                Some(Slot::Leaf(e)) => return First::Child(e),
+                // Stubs are never empty: something at or after `beg` lies in it.
+                Some(Slot::Stub(t)) => return First::InStub(t.miss()),
                 Some(s @ Slot::Ind(n)) => {
                     if n.key > beg {
                         break Some(s);
@@ -481,12 +600,28 @@ impl Children {
             }
         };
         // The leftmost child under `first` (indirect blocks are never empty).
-        let mut s = first?;
+        let Some(mut s) = first else {
+            return First::Nothing;
+        };
         loop {
             match s {
-                Slot::Leaf(e) => return Some(e),
-                Slot::Ind(n) => s = n.slots.first()?,
+                Slot::Leaf(e) => return First::Child(e),
+                Slot::Stub(t) => return First::InStub(t.miss()),
+                Slot::Ind(n) => match n.slots.first() {
+                    Some(f) => s = f,
+                    None => return First::Nothing,
+                },
             }
+        }
+    }
+
+    /// The first child at or after `beg` if it starts at or before `end`; a stub met first
+    /// that may hold one is the miss.
+    fn first_within(&self, beg: u64, end: u64) -> Seen<Option<&Entry>> {
+        match self.first_from(beg) {
+            First::Child(e) if e.key <= end => Ok(Some(e)),
+            First::InStub(m) if m.key <= end => Err(m),
+            _ => Ok(None),
         }
     }
 
@@ -497,7 +632,7 @@ impl Children {
         beg: u64,
         end: u64,
         hint: &mut Hint,
-    ) -> Option<(u64, ChainId)> {
+    ) -> Seen<Option<(u64, ChainId)>> {
         let e = match self.step(beg, hint) {
             Some(found) => found,
             None => {
@@ -505,14 +640,14 @@ impl Children {
                 {
                     hint.misses += 1;
                 }
-                let e = self.first_from(beg);
-                if !e.is_some_and(|e| self.record(e, hint)) {
+                let e = self.first_within(beg, end);
+                if !matches!(e, Ok(Some(e)) if self.record(e, hint)) {
                     hint.depth = 0;
                 }
-                e
+                e?
             }
-        }?;
-        (e.key <= end).then_some((e.key, e.id))
+        };
+        Ok(e.filter(|e| e.key <= end).map(|e| (e.key, e.id)))
     }
 
     /// The child after the one `hint` holds, if `beg` follows it and the hint's path still
@@ -553,6 +688,8 @@ impl Children {
                     d += 1;
                     s = n.slots.first()?;
                 }
+                // The search reports the stub.
+                Slot::Stub(_) => return None,
             }
         };
         hint.depth = u8::try_from(d).ok()?;
@@ -586,15 +723,36 @@ impl Children {
     }
 
     /// The first child whose range overlaps `beg ..= end`, with its key.
-    pub(crate) fn first_overlapping(&self, beg: u64, end: u64) -> Option<(u64, ChainId)> {
-        let e = self.first_from(beg)?;
-        (e.key <= end).then_some((e.key, e.id))
+    pub(crate) fn first_overlapping(&self, beg: u64, end: u64) -> Seen<Option<(u64, ChainId)>> {
+        Ok(self.first_within(beg, end)?.map(|e| (e.key, e.id)))
+    }
+
+    /// The first stub whose range meets `beg ..= end`, if any: what must be read back before a
+    /// child is inserted there or a child's range grows over it.
+    pub(crate) fn stub_over(&self, beg: u64, end: u64) -> Result<Option<Miss>> {
+        let mut stack: Vec<&Node> = Vec::new();
+        stack.try_reserve(MAX_DEPTH + 1)?;
+        stack.push(&self.root);
+        while let Some(node) = stack.pop() {
+            for s in node.slots.get(node.find(beg)..).unwrap_or(&[]) {
+                if s.key() > end {
+                    break;
+                }
+                match s {
+                    Slot::Stub(t) => return Ok(Some(t.miss())),
+                    Slot::Leaf(_) => {}
+                    Slot::Ind(n) => crate::mem::try_push(&mut stack, &**n)?,
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// Whether a child overlaps `key ..= end` ([`Children::first_overlapping`]), and the table
     /// depth where a child covering the range belongs ([`Children::target_depth`]), in one
     /// descent: both follow the blockrefs covering the range, and an insert needs both.
-    fn probe(&self, key: u64, end: u64) -> (bool, usize) {
+    /// A stub that may hold a child overlapping the range is the miss.
+    fn probe(&self, key: u64, end: u64) -> Seen<(bool, usize)> {
         let (mut node, mut depth) = (&self.root, 0);
         loop {
             match node.slots.get(node.find(key)) {
@@ -609,14 +767,18 @@ impl Children {
                     while let Some(Slot::Ind(m)) = first {
                         first = m.slots.first();
                     }
-                    let overlap = matches!(first, Some(Slot::Leaf(e)) if e.key <= end);
-                    return (overlap, depth);
+                    return match first {
+                        Some(Slot::Leaf(e)) => Ok((e.key <= end, depth)),
+                        Some(Slot::Stub(t)) if t.key <= end => Err(t.miss()),
+                        _ => Ok((false, depth)),
+                    };
                 }
                 // A block straddling `end`: its children may lie either side of `end`.
-                Some(Slot::Ind(_)) => return (self.first_overlapping(key, end).is_some(), depth),
-                Some(Slot::Leaf(e)) => return (e.key <= end, depth),
+                Some(Slot::Ind(_)) => return Ok((self.first_within(key, end)?.is_some(), depth)),
+                Some(Slot::Leaf(e)) => return Ok((e.key <= end, depth)),
+                Some(Slot::Stub(t)) if t.key <= end => return Err(t.miss()),
                 // Whatever follows in the tables above lies past the covering block's end.
-                None => return (false, depth),
+                Some(Slot::Stub(_)) | None => return Ok((false, depth)),
             }
         }
     }
@@ -667,14 +829,14 @@ impl Children {
         tid: u64,
         id: ChainId,
         how: Creating,
-    ) -> Result<()> {
+    ) -> core::result::Result<(), TabErr> {
         if !aligned(key, keybits) {
-            return Err(Error::Invalid);
+            return Err(Error::Invalid.into());
         }
         let end = key_end(key, keybits);
-        let (overlap, depth) = self.probe(key, end);
+        let (overlap, depth) = self.probe(key, end).map_err(TabErr::Miss)?;
         if overlap {
-            return Err(Error::Exists);
+            return Err(Error::Exists.into());
         }
         let e = Entry {
             key,
@@ -688,12 +850,12 @@ impl Children {
         // into it and the new child).
         let t = self.node_mut(key, depth)?;
         if t.slots.len() < t.cap() {
-            t.slots.try_reserve(1)?;
-            return self.link(e, depth, None);
+            t.slots.try_reserve(1).map_err(Error::from)?;
+            return Ok(self.link(e, depth, None)?);
         }
         let (split, moving) = plan_split(t, depth, &e, how)?;
         let spare = Node::empty(split, moving + 1)?;
-        self.link(e, depth, Some((split, spare)))
+        Ok(self.link(e, depth, Some((split, spare)))?)
     }
 
     /// Insert `e` into the table at `depth`, which has room reserved, or is full with `spare`
@@ -873,14 +1035,26 @@ impl Children {
 
     /// Change the entry at `key` to `keybits` and modify_tid `tid` (after a replace or a TID
     /// stamp). `Exists` (nothing changed) if the new range would overlap the next child.
-    pub(crate) fn update(&mut self, key: u64, keybits: u8, tid: u64, how: Creating) -> Result<()> {
+    /// A stub the wider range would reach is the miss.
+    pub(crate) fn update(
+        &mut self,
+        key: u64,
+        keybits: u8,
+        tid: u64,
+        how: Creating,
+    ) -> core::result::Result<(), TabErr> {
         if !aligned(key, keybits) {
-            return Err(Error::Invalid);
+            return Err(Error::Invalid.into());
         }
         let (depth, holder, old) = self.locate(key).ok_or(Error::NotFound)?;
         let end = key_end(key, keybits);
-        if end > old.end && self.first_overlapping(old.end + 1, end).is_some() {
-            return Err(Error::Exists);
+        if end > old.end
+            && self
+                .first_overlapping(old.end + 1, end)
+                .map_err(TabErr::Miss)?
+                .is_some()
+        {
+            return Err(Error::Exists.into());
         }
         let new = Entry {
             end,
@@ -903,10 +1077,10 @@ impl Children {
                         return Ok(());
                     }
                     Some(Slot::Ind(n)) => node = n,
-                    _ => return Err(Error::Invalid),
+                    _ => return Err(Error::Invalid.into()),
                 }
             }
-            return Err(Error::Invalid);
+            return Err(Error::Invalid.into());
         }
         // A wider range than its indirect block: it moves up to the table covering it, which
         // is on its present path. Room on every table of the path and a spare block as large
@@ -914,7 +1088,7 @@ impl Children {
         let mut node = &mut self.root;
         let mut most = 0;
         for _ in 0..=depth {
-            node.slots.try_reserve(1)?;
+            node.slots.try_reserve(1).map_err(Error::from)?;
             most = most.max(node.cap());
             let i = node.find(key);
             match node.slots.get_mut(i) {
@@ -936,8 +1110,9 @@ impl Children {
     }
 
     /// The summary of the children whose key lies in `beg ..= end`: whole indirect blocks
-    /// inside the range as they are, only the (at most two) blocks straddling an end descended.
-    pub(crate) fn key_sum(&self, beg: u64, end: u64) -> Result<RangeSum> {
+    /// and stubs inside the range as they are, only the (at most two) blocks straddling an
+    /// end descended; a stub straddling one is the miss.
+    pub(crate) fn key_sum(&self, beg: u64, end: u64) -> core::result::Result<RangeSum, TabErr> {
         let mut out = RangeSum::default();
         let mut stack: [Option<&Node>; 4] = [None; 4];
         stack[0] = Some(&self.root);
@@ -960,6 +1135,8 @@ impl Children {
                         *stack.get_mut(sp).ok_or(Error::Invalid)? = Some(n);
                         sp += 1;
                     }
+                    Slot::Stub(t) if t.key >= beg && t.end <= end => out.add(&t.info.sum),
+                    Slot::Stub(t) => return Err(TabErr::Miss(t.miss())),
                 }
             }
         }
@@ -971,31 +1148,47 @@ impl Children {
     /// known to differ); one covering `from` otherwise is descended into. Anywhere else the
     /// span is a run from `from` of at most [`RUN`] children, up to the next indirect block or
     /// the end of the table.
-    pub(crate) fn span(&self, from: u64, open: Option<(u64, u64)>) -> Span {
+    ///
+    /// A stub is a span as the indirect block it stands for is; one that would be descended
+    /// into is the miss.
+    pub(crate) fn span(&self, from: u64, open: Option<(u64, u64)>) -> Seen<Span> {
         let mut node = &self.root;
         loop {
             let i = node.find(from);
-            if let Some(Slot::Ind(n)) = node.slots.get(i) {
-                if n.key <= from {
+            match node.slots.get(i) {
+                Some(Slot::Ind(n)) if n.key <= from => {
                     let end = n.end;
                     if n.key < from || open.is_some_and(|(b, e)| n.key <= b && end >= e) {
                         node = n;
                         continue;
                     }
-                    return Span {
+                    return Ok(Span {
                         beg: n.key,
                         end,
                         sum: n.sum,
                         indirect: true,
-                    };
+                    });
                 }
+                Some(Slot::Stub(t)) if t.key <= from => {
+                    let end = t.end;
+                    if t.key < from || open.is_some_and(|(b, e)| t.key <= b && end >= e) {
+                        return Err(t.miss());
+                    }
+                    return Ok(Span {
+                        beg: t.key,
+                        end,
+                        sum: t.info.sum,
+                        indirect: true,
+                    });
+                }
+                _ => {}
             }
             let (mut sum, mut end, mut run) = (RangeSum::default(), node.end(), 0);
             for s in node.slots.get(i..).unwrap_or(&[]) {
                 match s {
                     // Keys after `from` (the first one was not descended into).
-                    Slot::Ind(n) => {
-                        end = n.key.saturating_sub(1);
+                    Slot::Ind(_) | Slot::Stub(_) => {
+                        end = s.key().saturating_sub(1);
                         break;
                     }
                     Slot::Leaf(e) if e.key >= from => {
@@ -1009,12 +1202,12 @@ impl Children {
                     Slot::Leaf(_) => {}
                 }
             }
-            return Span {
+            return Ok(Span {
                 beg: from,
                 end,
                 sum,
                 indirect: false,
-            };
+            });
         }
     }
 
@@ -1036,17 +1229,433 @@ impl Children {
                     f(depth, Visit::Indirect(indirect_bref(n)));
                     crate::mem::try_push(&mut stack, (n, 0))?;
                 }
+                Slot::Stub(t) => f(depth, Visit::Indirect(stub_bref(t))),
             }
         }
         Ok(())
     }
 
-    /// The first child, if any.
-    pub(crate) fn first(&self) -> Option<ChainId> {
-        self.first_from(0).map(|e| e.id)
+    /// The ranges of the indirect blocks that hold only children and stubs, at least one
+    /// child, in key order, with their children's count: what [`Children::stub_out`] can take
+    /// out of memory (a block holding blocks can once those are stubs).
+    pub(crate) fn leaf_blocks(&self, mut f: impl FnMut(Miss, usize)) -> Result<()> {
+        let mut stack: Vec<(&Node, usize)> = Vec::new();
+        stack.try_reserve(MAX_DEPTH + 1)?;
+        stack.push((&self.root, 0));
+        while let Some((node, i)) = stack.pop() {
+            let Some(s) = node.slots.get(i) else {
+                continue;
+            };
+            crate::mem::try_push(&mut stack, (node, i + 1))?;
+            if let Slot::Ind(n) = s {
+                match n.outable() {
+                    Some(leaves) => f(
+                        Miss {
+                            key: n.key,
+                            end: n.end,
+                        },
+                        leaves,
+                    ),
+                    None => crate::mem::try_push(&mut stack, (&**n, 0))?,
+                }
+            }
+        }
+        Ok(())
     }
 
-    /// Number of children.
+    /// Take the indirect block of exactly `range`, which holds only children and stubs, out
+    /// of memory: it becomes a stub keeping its summary, highest modify_tid and the stubs it
+    /// held, and its children's ids are pushed on `out` (the caller frees those chains).
+    /// `NotFound` if there is no such block; nothing changes on an error.
+    ///
+    /// `kept`: the tables of children that held only stubs, by the child's key, to keep with
+    /// the stub; taken only once nothing can fail (left as they are on an error).
+    pub(crate) fn stub_out(
+        &mut self,
+        range: Miss,
+        out: &mut Vec<ChainId>,
+        kept: &mut Vec<Kept>,
+    ) -> Result<()> {
+        let (key, depth) = (range.key, self.block_depth(range)?);
+        let parent = self.node_mut(key, depth)?;
+        let i = parent.find(key);
+        let Some(Slot::Ind(n)) = parent.slots.get(i) else {
+            return Err(Error::NotFound);
+        };
+        let leaves = n.outable().ok_or(Error::NotFound)?;
+        out.try_reserve(leaves)?;
+        let mut inner = Vec::new();
+        inner.try_reserve_exact(n.slots.len() - leaves)?;
+        let info = try_box(StubInfo {
+            keybits: n.keybits,
+            radix: n.radix,
+            tid: n.tid,
+            sum: n.sum,
+            inner,
+            kept: Vec::new(),
+        })?;
+        let stub = Slot::Stub(Stub {
+            key: n.key,
+            end: n.end,
+            info,
+        });
+        let Some(Slot::Ind(n)) = parent.slots.get_mut(i).map(|s| core::mem::replace(s, stub))
+        else {
+            return Err(Error::Invalid);
+        };
+        let Some(Slot::Stub(t)) = parent.slots.get_mut(i) else {
+            return Err(Error::Invalid);
+        };
+        t.info.kept = core::mem::take(kept);
+        for s in n.node.slots {
+            match s {
+                Slot::Leaf(e) => out.push(e.id),
+                Slot::Stub(inner) => t.info.inner.push(inner),
+                Slot::Ind(_) => {}
+            }
+        }
+        self.len -= leaves;
+        Ok(())
+    }
+
+    /// The children of the indirect block of exactly `range` that [`Children::stub_out`]
+    /// can take, pushed on `out`. `NotFound` if there is no such block.
+    pub(crate) fn block_leaves(&self, range: Miss, out: &mut Vec<ChainId>) -> Result<()> {
+        let depth = self.block_depth(range)?;
+        let Some(Slot::Ind(n)) = self
+            .node_at(range.key, depth)?
+            .slots
+            .get(self.node_at(range.key, depth)?.find(range.key))
+        else {
+            return Err(Error::NotFound);
+        };
+        out.try_reserve(n.slots.len())?;
+        out.extend(n.slots.iter().filter_map(|s| match s {
+            Slot::Leaf(e) => Some(e.id),
+            _ => None,
+        }));
+        Ok(())
+    }
+
+    /// The depth of the table holding the indirect block of exactly `range` that
+    /// [`Children::stub_out`] can take. `NotFound` if there is none.
+    fn block_depth(&self, range: Miss) -> Result<usize> {
+        let mut node = &self.root;
+        for depth in 0..=MAX_DEPTH {
+            match node.slots.get(node.find(range.key)) {
+                Some(Slot::Ind(n)) if n.key == range.key && n.end == range.end => {
+                    return match n.outable() {
+                        Some(_) => Ok(depth),
+                        None => Err(Error::NotFound),
+                    };
+                }
+                Some(Slot::Ind(n)) if n.key <= range.key && n.end >= range.end => node = n,
+                _ => return Err(Error::NotFound),
+            }
+        }
+        Err(Error::NotFound)
+    }
+
+    /// The ranges of the stubs the stub of exactly `range` holds (its children read back
+    /// are those outside them), and the keys of its children whose tables it keeps, each
+    /// with the ranges of its blockset no stub of it covers (where that table's children
+    /// that left with it lay).
+    /// `NotFound` if there is no such stub.
+    pub(crate) fn stub_inner(
+        &self,
+        range: Miss,
+        out: &mut Vec<Miss>,
+        kept: &mut Vec<(u64, Vec<(u64, u64)>)>,
+    ) -> Result<()> {
+        let t = self.stub_at(range)?.0;
+        out.try_reserve(t.info.inner.len())?;
+        out.extend(t.info.inner.iter().map(Stub::miss));
+        kept.try_reserve(t.info.kept.len())?;
+        for (k, table, _) in &t.info.kept {
+            let mut gaps = Vec::new();
+            table.gaps(&mut gaps)?;
+            kept.push((*k, gaps));
+        }
+        Ok(())
+    }
+
+    /// The stub of exactly `range`, and the depth of the table holding it.
+    fn stub_at(&self, range: Miss) -> Result<(&Stub, usize)> {
+        let mut depth = 0;
+        let mut node = &self.root;
+        loop {
+            match node.slots.get(node.find(range.key)) {
+                Some(Slot::Stub(t)) if t.key == range.key && t.end == range.end => {
+                    return Ok((t, depth));
+                }
+                Some(Slot::Ind(n)) if n.key <= range.key && n.end >= range.end => {
+                    node = n;
+                    depth += 1;
+                }
+                _ => return Err(Error::NotFound),
+            }
+        }
+    }
+
+    /// Put the children read back for the stub of exactly `range` in its place, as the
+    /// indirect block it stood for, with the stubs it held. `children` are (key, keybits,
+    /// modify_tid, id) in key order, outside those stubs, and must be exactly the children
+    /// the stub summarized (the same summary and highest modify_tid, with its stubs'):
+    /// anything else is `Invalid` (the media do not hold what was taken out), with nothing
+    /// changed. `NotFound` if there is no such stub. The tables it kept are handed back, by
+    /// key, for their chains.
+    ///
+    /// `kids`: for a kept table (by its child's key), the children of its blockset read back
+    /// (they left with it), put back in it.
+    pub(crate) fn fill(
+        &mut self,
+        range: Miss,
+        children: &[Filled],
+        kids: &[(u64, &[Filled])],
+    ) -> Result<Vec<Kept>> {
+        {
+            let Slot::Stub(t) = self.stub_slot_mut(range)? else {
+                return Err(Error::NotFound);
+            };
+            // Every kept table gets back exactly the children it lost (else the media do not
+            // hold what left), room for them reserved first.
+            for (key, _, lost) in &t.info.kept {
+                let put = kids
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map_or(&[][..], |(_, p)| p);
+                let mut sum = RangeSum::default();
+                for &(k, kb, tid, _) in put {
+                    sum.add(&RangeSum::leaf(k, kb, tid));
+                }
+                if sum != *lost {
+                    return Err(Error::Invalid);
+                }
+            }
+            for &(key, put) in kids {
+                let Some((_, table, _)) = t.info.kept.iter_mut().find(|(k, ..)| *k == key) else {
+                    return Err(Error::Invalid);
+                };
+                table.reserve_root(put.len())?;
+            }
+        }
+        let (t, depth) = self.stub_at(range)?;
+        let info = &t.info;
+        let split = Split {
+            key: range.key,
+            keybits: info.keybits,
+            radix: info.radix,
+        };
+        let mut block = Node::empty(split, children.len() + info.inner.len())?;
+        if children.len() + info.inner.len() > block.cap() {
+            return Err(Error::Invalid);
+        }
+        // Merged in key order with the inner stubs, checked as they go.
+        let mut inner = info.inner.iter().peekable();
+        let mut next = range.key;
+        let mut order = Vec::new();
+        order.try_reserve_exact(children.len() + info.inner.len())?;
+        for &(key, keybits, tid, id) in children {
+            while let Some(s) = inner.next_if(|s| s.key < key) {
+                order.push(Err(s.miss()));
+            }
+            order.push(Ok((key, keybits, tid, id)));
+        }
+        order.extend(inner.map(|s| Err(s.miss())));
+        for (i, o) in order.iter().enumerate() {
+            let (key, end, whole) = match *o {
+                Ok((key, keybits, _, _)) => (key, key_end(key, keybits), aligned(key, keybits)),
+                Err(m) => (m.key, m.end, true),
+            };
+            if !whole || key < next || end > range.end {
+                return Err(Error::Invalid);
+            }
+            next = match end.checked_add(1) {
+                Some(n) => n,
+                None if i + 1 == order.len() => end,
+                None => return Err(Error::Invalid),
+            };
+            match *o {
+                Ok((key, keybits, tid, _)) => {
+                    block.sum.add(&RangeSum::leaf(key, keybits, tid));
+                    block.tid = block.tid.max(tid);
+                }
+                Err(m) => {
+                    let s = info
+                        .inner
+                        .iter()
+                        .find(|s| s.key == m.key)
+                        .ok_or(Error::Invalid)?;
+                    block.sum.add(&s.info.sum);
+                    block.tid = block.tid.max(s.info.tid);
+                }
+            }
+        }
+        if block.sum != info.sum || block.tid != info.tid {
+            return Err(Error::Invalid);
+        }
+        // Nothing fails from here on: the stubs move into the block.
+        let parent = self.node_mut(range.key, depth)?;
+        let i = parent.find(range.key);
+        let slot = parent.slots.get_mut(i).ok_or(Error::Invalid)?;
+        let Slot::Stub(t) = core::mem::replace(slot, Slot::Ind(Ind::new(block))) else {
+            return Err(Error::Invalid);
+        };
+        let Some(Slot::Ind(n)) = parent.slots.get_mut(i) else {
+            return Err(Error::Invalid);
+        };
+        let info = *t.info;
+        let mut inner = info.inner.into_iter();
+        for o in order {
+            match o {
+                Ok((key, keybits, tid, id)) => n.slots.push(Slot::Leaf(Entry {
+                    key,
+                    end: key_end(key, keybits),
+                    id,
+                    keybits,
+                    tid,
+                })),
+                Err(_) => {
+                    if let Some(s) = inner.next() {
+                        n.slots.push(Slot::Stub(s));
+                    }
+                }
+            }
+        }
+        self.len += children.len();
+        let mut kept = info.kept;
+        for &(key, put) in kids {
+            if let Some((_, table, _)) = kept.iter_mut().find(|(k, ..)| *k == key) {
+                for &e in put {
+                    table.put_root_leaf(e);
+                }
+            }
+        }
+        Ok(kept)
+    }
+
+    /// The slot of the stub of exactly `range`.
+    fn stub_slot_mut(&mut self, range: Miss) -> Result<&mut Slot> {
+        let depth = self.stub_at(range)?.1;
+        let node = self.node_mut(range.key, depth)?;
+        let i = node.find(range.key);
+        node.slots.get_mut(i).ok_or(Error::NotFound)
+    }
+
+    /// The first child in memory, if any: stubs are passed over (what is dropped with its
+    /// parent needs no freeing of chains beneath them).
+    pub(crate) fn first_resident(&self) -> Option<ChainId> {
+        let mut from = 0;
+        loop {
+            match self.first_from(from) {
+                First::Child(e) => return Some(e.id),
+                First::Nothing => return None,
+                First::InStub(m) => from = m.end.checked_add(1)?,
+            }
+        }
+    }
+
+    /// Whether the table holds nothing: no child, no stub.
+    pub(crate) fn is_bare(&self) -> bool {
+        self.root.slots.is_empty()
+    }
+
+    /// Whether the table holds a stub.
+    pub(crate) fn has_stubs(&self) -> bool {
+        self.root.slots.iter().any(|s| matches!(s, Slot::Stub(_)))
+            || self.len < self.root.sum.count as usize
+    }
+
+    /// The children of the blockset, if they are all its children in memory (its indirect
+    /// blocks hold only stubs): what goes with a table that leaves memory with its inode.
+    pub(crate) fn root_leaves(&self) -> Option<impl Iterator<Item = ChainId> + '_> {
+        let at_root = self
+            .root
+            .slots
+            .iter()
+            .filter(|s| matches!(s, Slot::Leaf(_)))
+            .count();
+        (at_root == self.len).then(|| {
+            self.root.slots.iter().filter_map(|s| match s {
+                Slot::Leaf(e) => Some(e.id),
+                _ => None,
+            })
+        })
+    }
+
+    /// Take the blockset's children out (a table of stubs and children leaving memory with
+    /// its inode keeps the stubs; the children are read back), onto `out`, which has room
+    /// for a blockset's worth ([`media::SET_COUNT`]): no allocation.
+    pub(crate) fn drop_root_leaves(&mut self, out: &mut Vec<Filled>) -> RangeSum {
+        let root = &mut self.root;
+        let before = root.slots.len();
+        let mut gone = RangeSum::default();
+        root.slots.retain(|s| match s {
+            Slot::Leaf(e) if out.len() < out.capacity() => {
+                gone.add(&e.leaf());
+                out.push((e.key, e.keybits, e.tid, e.id));
+                false
+            }
+            _ => true,
+        });
+        root.sum.sub(&gone);
+        self.len -= before - root.slots.len();
+        gone
+    }
+
+    /// Put back the children [`Children::drop_root_leaves`] took out of this table onto
+    /// `from`: their room in the blockset is still reserved, nothing is allocated.
+    pub(crate) fn put_back_root_leaves(&mut self, from: &mut Vec<Filled>) {
+        for e in from.drain(..) {
+            self.put_root_leaf(e);
+        }
+    }
+
+    /// The key ranges of the blockset that no stub or indirect block covers: where the
+    /// children [`Children::drop_root_leaves`] took out lay.
+    pub(crate) fn gaps(&self, out: &mut Vec<(u64, u64)>) -> Result<()> {
+        let mut next = Some(0u64);
+        for s in &self.root.slots {
+            if let (Some(n), Slot::Stub(_) | Slot::Ind(_)) = (next, s) {
+                if s.key() > n {
+                    crate::mem::try_push(out, (n, s.key() - 1))?;
+                }
+                next = s.end().checked_add(1);
+            }
+        }
+        if let Some(n) = next {
+            crate::mem::try_push(out, (n, u64::MAX))?;
+        }
+        Ok(())
+    }
+
+    /// Room for `n` more children in the blockset, reserved.
+    fn reserve_root(&mut self, n: usize) -> Result<()> {
+        if self.root.slots.len() + n > self.root.cap() {
+            return Err(Error::Invalid);
+        }
+        self.root.slots.try_reserve(n)?;
+        Ok(())
+    }
+
+    /// Put back in the blockset a child [`Children::drop_root_leaves`] took out, room
+    /// reserved ([`Children::reserve_root`]): no allocation.
+    fn put_root_leaf(&mut self, (key, keybits, tid, id): Filled) {
+        let e = Entry {
+            key,
+            end: key_end(key, keybits),
+            id,
+            keybits,
+            tid,
+        };
+        self.root.sum.add(&e.leaf());
+        self.root.tid = self.root.tid.max(tid);
+        let at = self.root.insert_at(key);
+        self.root.slots.insert(at, Slot::Leaf(e));
+        self.len += 1;
+    }
+
+    /// Number of children in memory (stubs hold more).
     pub(crate) fn len(&self) -> usize {
         self.len
     }

@@ -179,6 +179,15 @@ impl Store {
         c.bref.data_off = written.data_off;
         c.bref.mirror_tid = written.mirror_tid;
         c.unflushed_in = 0;
+        // A table with indirect blocks is read back from here once ranges of it leave
+        // memory ([`super::evict`]); without room for that, it stays in memory.
+        match c.home.as_deref_mut() {
+            Some(h) => *h = *written,
+            None if c.children.len() > crate::media::SET_COUNT => {
+                c.home = crate::mem::try_box(*written).ok();
+            }
+            None => {}
+        }
         let freed = Store::release(&mut a, id, written, ver);
         drop(a);
         // Freed outside the lock.

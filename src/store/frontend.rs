@@ -66,11 +66,17 @@ impl Store {
         loop {
             // Resident inodes are compared under the lock; one on the media is read
             // outside it (the read may sleep on the device).
+            self.see_range(dir, k, end)?;
             let on_media = {
                 let a = self.arena.read();
                 let d = a.get(dir)?;
                 loop {
-                    let Some((key, id)) = d.children.first_overlapping(k, end) else {
+                    // Read back above: nothing in the range is a stub.
+                    let Some((key, id)) = d
+                        .children
+                        .first_overlapping(k, end)
+                        .map_err(|_| Error::Io)?
+                    else {
                         return Ok(None);
                     };
                     let c = a.get(id)?;
@@ -104,11 +110,13 @@ impl Store {
     /// A free key for `name` in `dir`: its hash, or the next free one within the collision bits.
     fn free_name_key(&self, dir: ChainId, name: &[u8]) -> Result<u64> {
         let h = dirhash(name);
+        self.see_range(dir, h, h | DIRHASH_LOMASK)?;
         let a = self.arena.read();
         let d = a.get(dir)?;
         let mut k = h;
         loop {
-            match d.children.first_overlapping(k, k) {
+            // Read back above: nothing in the range is a stub.
+            match d.children.first_overlapping(k, k).map_err(|_| Error::Io)? {
                 None => return Ok(k),
                 Some(_) if k < h | DIRHASH_LOMASK => k += 1,
                 Some(_) => return Err(Error::TooBig),

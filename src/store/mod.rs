@@ -24,6 +24,7 @@ mod arena_lock;
 pub mod cache;
 pub mod children;
 pub mod compare;
+pub mod evict;
 pub mod flush;
 pub mod frontend;
 pub mod index;
@@ -40,9 +41,22 @@ use crate::{Error, Result};
 pub use api::{ChainStore, HeldChain, TableWalk};
 pub use cache::{CacheStats, DataLoan, PayloadSource};
 use cache::{Pay, Where};
+use children::TabErr;
 use children::Visit;
 use children::{Children, Creating};
 pub use children::{Hint, RangeSum, Span, RUN};
+
+impl From<TabErr> for Error {
+    /// A stub met where the caller read back none first: a store reads back what a change
+    /// reaches before it makes it ([`evict`]), so only a modify growing a chain's range over a
+    /// stub gets here, and fails as a read of the media that could not be made would.
+    fn from(e: TabErr) -> Error {
+        match e {
+            TabErr::Err(e) => e,
+            TabErr::Miss(_) => Error::Io,
+        }
+    }
+}
 
 /// How a node lays its PFS out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -226,6 +240,10 @@ struct Chain {
     /// Whether the header's check code came in with the payload now in memory, a sealed
     /// copy installed unchanged ([`Sealed::carried_check`]); cleared by a change of it.
     carried: bool,
+    /// The inode block this chain's table was last committed in, kept for a table with
+    /// indirect blocks (whose clean ranges can leave memory and are read back from there,
+    /// see [`evict`]).
+    home: Option<Box<Blockref>>,
 }
 
 impl Chain {
@@ -419,6 +437,7 @@ impl Store {
                 dir: false,
                 digest: 0,
                 carried: false,
+                home: None,
             }),
         });
         if pushed.is_err() {
@@ -489,7 +508,7 @@ impl Store {
             .fetch_add(1, core::sync::atomic::Ordering::SeqCst);
     }
 
-    /// Number of live chains (the PFS root included).
+    /// Number of chains in memory (the PFS root included; see [`evict`]).
     pub fn chain_count(&self) -> usize {
         self.arena.read().live
     }
@@ -506,7 +525,8 @@ impl Store {
         Ok(self.arena.read().get(id)?.parent)
     }
 
-    /// Number of children of a chain.
+    /// Number of children of a chain in memory (a table's ranges that left memory hold
+    /// more, see [`evict`]).
     pub fn child_count(&self, id: ChainId) -> Result<usize> {
         Ok(self.arena.read().get(id)?.children.len())
     }
@@ -709,12 +729,13 @@ impl Store {
         beg: u64,
         end: u64,
     ) -> Result<Option<(ChainId, Blockref)>> {
-        let a = self.arena.read();
-        let p = a.get(parent)?;
-        match p.children.first_overlapping(beg, end) {
-            Some((_, id)) => Ok(Some((id, a.get(id)?.bref))),
-            None => Ok(None),
-        }
+        self.walk_table(parent, |a, p| {
+            Ok(match p.children.first_overlapping(beg, end) {
+                Ok(Some((_, id))) => Ok(Some((id, a.get(id)?.bref))),
+                Ok(None) => Ok(None),
+                Err(m) => Err(m),
+            })
+        })
     }
 
     /// The child after `prev` (whose header was `prev_bref`) within `..= end`, or None.
@@ -733,13 +754,17 @@ impl Store {
     /// The summary of `parent`'s children whose key lies in `beg ..= end` (see [`children`]):
     /// equal summaries on two nodes mean the same children there.
     pub fn key_sum(&self, parent: ChainId, beg: u64, end: u64) -> Result<RangeSum> {
-        self.arena.read().get(parent)?.children.key_sum(beg, end)
+        self.walk_table(parent, |_, p| match p.children.key_sum(beg, end) {
+            Ok(sum) => Ok(Ok(sum)),
+            Err(TabErr::Miss(m)) => Ok(Err(m)),
+            Err(TabErr::Err(e)) => Err(e),
+        })
     }
 
     /// The next step of a pruned walk over `parent`'s block table (see
     /// [`children::Children::span`]).
     pub fn span(&self, parent: ChainId, from: u64, open: Option<(u64, u64)>) -> Result<Span> {
-        Ok(self.arena.read().get(parent)?.children.span(from, open))
+        self.walk_table(parent, |_, p| Ok(p.children.span(from, open)))
     }
 
     /// `parent`'s block table as HAMMER2 would lay it out, depth first in key order: the
@@ -799,10 +824,10 @@ impl Store {
 
     /// The chain reached from the PFS root by following `keys`.
     pub fn resolve_keys(&self, keys: &[u64]) -> Result<Option<ChainId>> {
-        let a = self.arena.read();
         let mut cur = self.root;
         for &k in keys {
-            match a.get(cur)?.children.first_overlapping(k, k) {
+            let found = self.walk_table(cur, |_, p| Ok(p.children.first_overlapping(k, k)))?;
+            match found {
                 Some((key, id)) if key == k => cur = id,
                 _ => return Ok(None),
             }
@@ -893,6 +918,7 @@ impl Store {
         body: Sealed,
     ) -> Result<ChainId> {
         let (body, carried) = body.seal(&mut bref)?;
+        self.see_range(parent.id, bref.key, bref.key_end())?;
         self.journal_room()?;
         let lock = self.host.lock_create()?;
         let raw = lock.as_raw();
@@ -963,6 +989,7 @@ impl Store {
         if !cache::evictable(&bref) {
             return Err(Error::Invalid);
         }
+        self.see_range(parent.id, bref.key, bref.key_end())?;
         self.journal_room()?;
         let lock = self.host.lock_create()?;
         let raw = lock.as_raw();
@@ -1033,7 +1060,7 @@ impl Store {
             .insert(bref.key, bref.keybits, bref.modify_tid, id, how)
         {
             a.free.push(idx);
-            return Err(e);
+            return Err(e.into());
         }
         // The slot's generation was read above: it exists.
         a.slots.get_mut(idx as usize).ok_or(Error::Invalid)?.chain = Some(Chain {
@@ -1051,8 +1078,10 @@ impl Store {
             dir: summary.dir,
             digest: summary.digest,
             carried,
+            home: None,
         });
         a.live += 1;
+        a.chains_grew(a.live - 1);
         a.count_pinned(id, true)?;
         Ok(id)
     }
@@ -1145,6 +1174,7 @@ impl Store {
         body: Sealed,
     ) -> Result<()> {
         let (body, carried) = body.seal(&mut bref)?;
+        self.see_growth(g.id, &bref)?;
         self.journal_room()?;
         let old_body = {
             let mut a = self.arena.write();
@@ -1223,7 +1253,7 @@ impl Store {
         let mut freed = 0;
         while let Some(top) = stack.last() {
             self.host.relax();
-            let first = self.arena.read().get(top.id)?.children.first();
+            let first = self.arena.read().get(top.id)?.children.first_resident();
             match first {
                 Some(c) => {
                     let g = self.lock_child(top, c, LockMode::Exclusive)?;
@@ -1250,7 +1280,8 @@ impl Store {
                 let key = c.bref.key;
                 if let Ok(pc) = a.get_mut(p) {
                     // Only its own entry: the parent may have been re-keyed meanwhile.
-                    if pc.children.first_overlapping(key, key).map(|(_, i)| i) == Some(id) {
+                    if matches!(pc.children.first_overlapping(key, key), Ok(Some((_, i))) if i == id)
+                    {
                         pc.children.remove(key);
                     }
                 }
@@ -1307,12 +1338,13 @@ impl ChainStore for Store {
         end: u64,
         hint: &mut Hint,
     ) -> Result<Option<(ChainId, Blockref)>> {
-        let a = self.arena.read();
-        let p = a.get(parent)?;
-        match p.children.first_overlapping_hinted(beg, end, hint) {
-            Some((_, id)) => Ok(Some((id, a.get(id)?.bref))),
-            None => Ok(None),
-        }
+        self.walk_table(parent, |a, p| {
+            Ok(match p.children.first_overlapping_hinted(beg, end, hint) {
+                Ok(Some((_, id))) => Ok(Some((id, a.get(id)?.bref))),
+                Ok(None) => Ok(None),
+                Err(m) => Err(m),
+            })
+        })
     }
     fn key_path(&self, id: ChainId) -> Result<Vec<u64>> {
         Store::key_path(self, id)
@@ -1359,6 +1391,9 @@ impl ChainStore for Store {
     }
     fn past_pinned_limit(&self) -> bool {
         Store::past_pinned_limit(self)
+    }
+    fn past_chain_limit(&self) -> bool {
+        Store::past_chain_limit(self)
     }
     fn key_sum(&self, parent: ChainId, beg: u64, end: u64) -> Result<RangeSum> {
         Store::key_sum(self, parent, beg, end)

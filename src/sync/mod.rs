@@ -116,7 +116,14 @@ impl<'a, S: ChainStore> Ctx<'a, S> {
         // bounds): a node holding more changed data than its host allows ends the pass here,
         // between two chain operations, as a break does; its thread idles until a freeze and
         // the commit it brackets release the data (see `Store::set_pinned_limit`).
-        if self.brk.poll() || self.me().past_pinned_limit() {
+        // DEVIATION (not in the original, whose chains HAMMER2's own chain cache drops and
+        // reads back): so does any node whose chains in memory are past their limit, even
+        // another's (this pass reads that node's chains back): its host evicts them while
+        // every thread is frozen (see `Store::set_chain_budget`).
+        if self.brk.poll()
+            || self.me().past_pinned_limit()
+            || self.peers.stores.iter().any(|s| s.past_chain_limit())
+        {
             Err(Error::InProgress)
         } else {
             Ok(())
@@ -219,7 +226,7 @@ fn pass<S: ChainStore>(
     };
     // A node held past its pinned limit (see `Ctx::poll`) ends the pass before the root's
     // scan asks every node for its children: its thread polls again at every idle tick.
-    if ctx.me().past_pinned_limit() {
+    if ctx.me().past_pinned_limit() || ctx.peers.stores.iter().any(|s| s.past_chain_limit()) {
         return Err(Error::InProgress);
     }
     let root = ctx.me().root();

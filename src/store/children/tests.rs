@@ -69,6 +69,12 @@ fn check(c: &Children, in_dir: bool) -> (usize, usize, usize) {
                     assert!(m.keybits < n.keybits, "keybits shrink going down");
                     stack.push((&**m, depth + 1));
                 }
+                Slot::Stub(t) => {
+                    assert!(aligned(t.key, t.info.keybits));
+                    assert_eq!(t.end, key_end(t.key, t.info.keybits), "cached range");
+                    assert!(t.info.keybits < n.keybits, "keybits shrink going down");
+                    assert!(t.info.sum.count > 0, "a stub is never empty");
+                }
             }
         }
         assert_eq!(sum, n.sum, "summary equals its recomputation");
@@ -125,26 +131,32 @@ fn overlap_lookup_and_order() {
     c.insert(0x20000, 16, 1, id(2), FILE).unwrap();
     c.insert(0, 16, 1, id(0), FILE).unwrap();
     c.insert(0x10000, 16, 1, id(1), FILE).unwrap();
-    assert_eq!(c.insert(0x10005, 0, 1, id(9), FILE), Err(Error::Exists));
-    assert_eq!(c.insert(0x10005, 4, 1, id(9), FILE), Err(Error::Invalid));
-    assert_eq!(c.first_overlapping(0, u64::MAX), Some((0, id(0))));
     assert_eq!(
-        c.first_overlapping(0x1ffff, u64::MAX),
+        c.insert(0x10005, 0, 1, id(9), FILE),
+        Err(Error::Exists.into())
+    );
+    assert_eq!(
+        c.insert(0x10005, 4, 1, id(9), FILE),
+        Err(Error::Invalid.into())
+    );
+    assert_eq!(c.first_overlapping(0, u64::MAX).unwrap(), Some((0, id(0))));
+    assert_eq!(
+        c.first_overlapping(0x1ffff, u64::MAX).unwrap(),
         Some((0x10000, id(1)))
     );
     assert_eq!(
-        c.first_overlapping(0x20000, 0x20000),
+        c.first_overlapping(0x20000, 0x20000).unwrap(),
         Some((0x20000, id(2)))
     );
-    assert_eq!(c.first_overlapping(0x30000, u64::MAX), None);
+    assert_eq!(c.first_overlapping(0x30000, u64::MAX).unwrap(), None);
     assert_eq!(c.remove(0x10000), Some(id(1)));
-    assert_eq!(c.first_overlapping(0x10000, 0x1ffff), None);
+    assert_eq!(c.first_overlapping(0x10000, 0x1ffff).unwrap(), None);
     assert_eq!(c.len(), 2);
-    assert_eq!(c.first(), Some(id(0)));
-    assert_eq!(c.update(0, 20, 1, FILE), Err(Error::Exists));
+    assert_eq!(c.first_resident(), Some(id(0)));
+    assert_eq!(c.update(0, 20, 1, FILE), Err(Error::Exists.into()));
     c.update(0, 8, 1, FILE).unwrap();
-    assert_eq!(c.first_overlapping(0x100, 0x100), None);
-    assert_eq!(c.first_overlapping(0xff, 0x100), Some((0, id(0))));
+    assert_eq!(c.first_overlapping(0x100, 0x100).unwrap(), None);
+    assert_eq!(c.first_overlapping(0xff, 0x100).unwrap(), Some((0, id(0))));
     check(&c, false);
 }
 
@@ -301,7 +313,7 @@ fn removals_collapse_sparse_blocks_into_their_parents() {
     // Four left in a block the blockset's four slots can take: it is collapsed.
     c.remove(4).unwrap();
     assert_eq!(check(&c, true), (4, 0, 0));
-    assert_eq!(c.first_overlapping(0, u64::MAX), Some((0, id(0))));
+    assert_eq!(c.first_overlapping(0, u64::MAX).unwrap(), Some((0, id(0))));
     // A deep table emptied down to a few: no sparse block is left on any removed key's path.
     // A block no removal went through stays (HAMMER2 maintains only the blocks it flushes):
     // one more removal beside the last few collapses everything into the blockset.
@@ -355,15 +367,15 @@ fn a_child_outgrowing_its_indirect_block_moves_up() {
         "key 0 sits in a small indirect block"
     );
     // Widening key 0 over 12 keybits needs keys 20..40 gone; then it leaves its block.
-    assert_eq!(c2.update(0, 12, 5, DIR), Err(Error::Exists));
+    assert_eq!(c2.update(0, 12, 5, DIR), Err(Error::Exists.into()));
     for k in 20..40u64 {
         c2.remove(k).unwrap();
     }
     c2.update(0, 12, 5, DIR).unwrap();
     assert_eq!(check(&c2, true), (2, 0, 0));
-    assert_eq!(c2.first_overlapping(4095, 4095), Some((0, id(0))));
+    assert_eq!(c2.first_overlapping(4095, 4095).unwrap(), Some((0, id(0))));
     assert_eq!(c2.key_sum(0, 10).unwrap(), RangeSum::leaf(0, 12, 5));
-    assert_eq!(c2.update(0, 41, 5, DIR), Err(Error::Exists));
+    assert_eq!(c2.update(0, 41, 5, DIR), Err(Error::Exists.into()));
 }
 
 /// A random history of inserts, removals and replaces (new TID, sometimes new keybits) on one
@@ -413,7 +425,11 @@ fn property(seed: u64, how: Creating, steps: u32, key: impl Fn(u64) -> (u64, u8)
                         }
                     }
                 };
-                assert_eq!(c.update(k, nkb, tid, how), want, "{k:x}/{nkb}");
+                assert_eq!(
+                    c.update(k, nkb, tid, how),
+                    want.map_err(TabErr::from),
+                    "{k:x}/{nkb}"
+                );
                 if want.is_ok() {
                     model.insert(k, (nkb, tid));
                 }
@@ -451,7 +467,7 @@ fn property(seed: u64, how: Creating, steps: u32, key: impl Fn(u64) -> (u64, u8)
     // A walk by "first overlapping from the last end + 1" sees exactly the model.
     let mut k = 0;
     let mut seen = Vec::new();
-    while let Some((key, _)) = c.first_overlapping(k, u64::MAX) {
+    while let Some((key, _)) = c.first_overlapping(k, u64::MAX).unwrap() {
         seen.push(key);
         match key_end(key, model[&key].0).checked_add(1) {
             Some(n) => k = n,
@@ -539,7 +555,7 @@ fn spans_partition_the_key_space() {
     // With nothing known to differ, the walk sees indirect blocks whole.
     let (mut from, mut total, mut steps) = (0u64, RangeSum::default(), 0);
     loop {
-        let s = c.span(from, None);
+        let s = c.span(from, None).unwrap();
         assert_eq!(s.beg, from);
         assert_eq!(s.sum, model_sum(&model, s.beg, s.end));
         total.add(&s.sum);
@@ -552,9 +568,9 @@ fn spans_partition_the_key_space() {
     assert_eq!(total, c.root.sum);
     assert!(steps <= 4 * (RUN + 1), "{steps}");
     // Known to differ, the root's first block is descended into.
-    let first = c.span(0, None);
+    let first = c.span(0, None).unwrap();
     assert!(first.indirect);
-    let inner = c.span(0, Some((first.beg, first.end)));
+    let inner = c.span(0, Some((first.beg, first.end))).unwrap();
     assert!(inner.end < first.end);
 }
 
@@ -601,7 +617,10 @@ fn hinted_walks_return_what_a_search_returns_and_step_without_one() {
     // A walk with nothing changing searches once, at its first step.
     let mut hint = Hint::default();
     let (mut beg, mut walked) = (0, 0);
-    while let Some((k, _)) = c.first_overlapping_hinted(beg, u64::MAX, &mut hint) {
+    while let Some((k, _)) = c
+        .first_overlapping_hinted(beg, u64::MAX, &mut hint)
+        .unwrap()
+    {
         walked += 1;
         beg = end_of(&c, k) + 1;
     }
@@ -616,7 +635,10 @@ fn hinted_walks_return_what_a_search_returns_and_step_without_one() {
         match w % 8 {
             0 | 1 if grow => insert(&mut c, key(w >> 3), &mut tid),
             0 | 1 => {
-                let k = c.first_overlapping(key(w >> 3), u64::MAX).map(|(k, _)| k);
+                let k = c
+                    .first_overlapping(key(w >> 3), u64::MAX)
+                    .unwrap()
+                    .map(|(k, _)| k);
                 if let Some(k) = k {
                     c.remove(k);
                 }
@@ -628,8 +650,12 @@ fn hinted_walks_return_what_a_search_returns_and_step_without_one() {
             }
             _ => {
                 steps += 1;
-                let want = c.first_overlapping(beg, u64::MAX);
-                assert_eq!(c.first_overlapping_hinted(beg, u64::MAX, &mut hint), want);
+                let want = c.first_overlapping(beg, u64::MAX).unwrap();
+                assert_eq!(
+                    c.first_overlapping_hinted(beg, u64::MAX, &mut hint)
+                        .unwrap(),
+                    want
+                );
                 match want {
                     Some((k, _)) => beg = end_of(&c, k).wrapping_add(1),
                     None => {
@@ -644,4 +670,172 @@ fn hinted_walks_return_what_a_search_returns_and_step_without_one() {
         check(&c, true);
     }
     hint.assert_walk(steps, changes, restarts);
+}
+
+/// Every child of the table, walking through stubs by reading them back with `fill` from
+/// `all` (the children as built): (key, id) in key order, and the stubs met.
+fn walk_filling(c: &mut Children, all: &BTreeMap<u64, u32>) -> (Vec<(u64, ChainId)>, usize) {
+    let (mut out, mut filled, mut k) = (Vec::new(), 0, 0u64);
+    loop {
+        match c.first_overlapping(k, u64::MAX) {
+            Ok(Some((key, id))) => {
+                out.push((key, id));
+                k = key + 1;
+            }
+            Ok(None) => return (out, filled),
+            Err(m) => {
+                let back: Vec<_> = all
+                    .range(m.key..=m.end)
+                    .map(|(&k, &i)| (k, 0, u64::from(i % 7), id(i)))
+                    .collect();
+                c.fill(m, &back, &[]).unwrap();
+                filled += 1;
+            }
+        }
+    }
+}
+
+#[test]
+fn a_block_taken_out_of_memory_answers_sums_and_spans_and_misses_for_children() {
+    let mut c = Children::default();
+    let mut all = BTreeMap::new();
+    let mut r = rng(11);
+    for i in 0..3000u32 {
+        let k = r() & !0xff;
+        if c.insert(k, 0, u64::from(i % 7), id(i), DIR).is_ok() {
+            all.insert(k, i);
+        }
+    }
+    let (before, _) = walk_filling(&mut c, &all);
+    let total = c.key_sum(0, u64::MAX).unwrap();
+    let mut blocks = Vec::new();
+    c.leaf_blocks(|m, n| blocks.push((m, n))).unwrap();
+    assert!(blocks.len() > 10, "{} leaf blocks", blocks.len());
+    let spans: Vec<_> = blocks
+        .iter()
+        .map(|(m, _)| c.span(m.key, None).unwrap())
+        .collect();
+    let sums: Vec<_> = blocks
+        .iter()
+        .map(|(m, _)| c.key_sum(m.key, m.end).unwrap())
+        .collect();
+    // Every other block out: stubs sit between resident blocks.
+    let mut freed = Vec::new();
+    for (m, n) in blocks.iter().step_by(2) {
+        let at = freed.len();
+        c.stub_out(*m, &mut freed, &mut Vec::new()).unwrap();
+        assert_eq!(freed.len() - at, *n);
+        assert!(freed[at..]
+            .iter()
+            .all(|f| all.range(m.key..=m.end).any(|(_, &i)| id(i) == *f)));
+    }
+    let (resident, _, _) = check(&c, true);
+    assert_eq!(resident + freed.len(), all.len());
+    assert_eq!(
+        c.key_sum(0, u64::MAX).unwrap(),
+        total,
+        "stubs keep their sums"
+    );
+    for (i, (((m, _), span), sum)) in blocks.iter().zip(&spans).zip(&sums).enumerate().step_by(2) {
+        assert_eq!(
+            c.span(m.key, None).unwrap(),
+            *span,
+            "a stub spans as its block did"
+        );
+        assert_eq!(c.key_sum(m.key, m.end).unwrap(), *sum);
+        // Anything that must see a child inside it is a miss for exactly that stub.
+        assert_eq!(c.first_overlapping(m.key, m.end), Err(*m));
+        assert_eq!(c.span(m.key + 1, None), Err(*m));
+        assert_eq!(c.span(m.key, Some((m.key, m.end))), Err(*m));
+        assert_eq!(c.key_sum(m.key + 1, m.end), Err(TabErr::Miss(*m)));
+        assert_eq!(
+            c.insert(m.key + 1, 0, 1, id(99_999), DIR),
+            Err(TabErr::Miss(*m))
+        );
+        assert_eq!(c.stub_over(m.key, m.key).unwrap(), Some(*m));
+        // What lies wholly before it (from the resident block before it) is answered
+        // without it.
+        if let Some((b, _)) = i.checked_sub(1).map(|j| blocks[j]) {
+            let found = c.first_overlapping(b.key, m.key - 1).unwrap();
+            assert_eq!(
+                found.map(|(k, _)| k),
+                all.range(b.key..).next().map(|(&k, _)| k)
+            );
+            let between = c.first_overlapping(b.end + 1, m.key - 1).unwrap();
+            let want = all
+                .range(b.end + 1..m.key)
+                .next()
+                .map(|(&k, &i)| (k, id(i)));
+            assert_eq!(between, want);
+        }
+    }
+    assert_eq!(
+        c.first_resident(),
+        before.iter().map(|&(_, i)| i).find(|i| !freed.contains(i))
+    );
+    // A hinted walk stops at a stub just as a search does.
+    let mut hint = Hint::default();
+    let mut k = 0;
+    let first_stub = blocks[0].0;
+    loop {
+        match c.first_overlapping_hinted(k, u64::MAX, &mut hint) {
+            Ok(Some((key, _))) => k = key + 1,
+            Ok(None) => panic!("walked past a stub"),
+            Err(m) => {
+                assert_eq!(m, first_stub);
+                break;
+            }
+        }
+    }
+    // Read back, the table holds what it held.
+    let (after, filled) = walk_filling(&mut c, &all);
+    assert_eq!(filled, blocks.len().div_ceil(2));
+    assert_eq!(after, before);
+    check(&c, true);
+    assert_eq!(c.len(), all.len());
+}
+
+#[test]
+fn a_stub_is_filled_only_with_the_children_it_summarized() {
+    let mut c = Children::default();
+    let mut all = BTreeMap::new();
+    for i in 0..200u32 {
+        let k = u64::from(i) << 8;
+        c.insert(k, 0, u64::from(i % 7), id(i), DIR).unwrap();
+        all.insert(k, i);
+    }
+    let mut blocks = Vec::new();
+    c.leaf_blocks(|m, _| blocks.push(m)).unwrap();
+    let m = blocks[0];
+    let mut freed = Vec::new();
+    c.stub_out(m, &mut freed, &mut Vec::new()).unwrap();
+    let good: Vec<_> = all
+        .range(m.key..=m.end)
+        .map(|(&k, &i)| (k, 0u8, u64::from(i % 7), id(i)))
+        .collect();
+    let mut missing = good.clone();
+    missing.pop();
+    let mut newer = good.clone();
+    newer[0].2 += 1;
+    let mut outside = good.clone();
+    outside.last_mut().unwrap().0 = m.end + 1;
+    let mut unsorted = good.clone();
+    unsorted.swap(0, 1);
+    for bad in [&missing, &newer, &outside, &unsorted] {
+        assert_eq!(c.fill(m, bad, &[]).err(), Some(Error::Invalid));
+        assert_eq!(c.first_overlapping(m.key, m.end), Err(m), "still a stub");
+    }
+    let other = Miss {
+        key: m.key,
+        end: m.end - 1,
+    };
+    assert_eq!(c.fill(other, &good, &[]).err(), Some(Error::NotFound));
+    assert_eq!(
+        c.stub_out(m, &mut freed, &mut Vec::new()),
+        Err(Error::NotFound),
+        "already out"
+    );
+    c.fill(m, &good, &[]).unwrap();
+    check(&c, true);
+    assert_eq!(c.len(), all.len());
 }
