@@ -467,31 +467,29 @@ pub enum Visit {
 /// highest modify_tid beneath, the number of children beneath (`leaf_count`, saturating) and
 /// the summary of the children beneath.
 fn indirect_bref(n: &Node) -> Blockref {
-    let mut b = Blockref::new(media::BREF_TYPE_INDIRECT, n.key, n.keybits);
-    b.set_size_radix(n.radix);
-    b.modify_tid = n.tid;
-    b.mirror_tid = n.tid;
-    b.leaf_count = u16::try_from(n.sum.count).unwrap_or(u16::MAX);
-    // DEVIATION: HAMMER2 stores the check code of the indirect block's bytes here. This store
-    // keeps indirect blocks in memory only, so the check area carries the range summary the
-    // pruned scan compares instead (check method NONE).
-    b.methods = 0;
-    b.check.fill(0);
-    b.check[..24].copy_from_slice(&n.sum.encode());
-    b
+    summary_bref(n.key, n.keybits, n.radix, n.tid, &n.sum)
 }
 
 /// The blockref a stub stands for, as [`indirect_bref`] gives an indirect block's.
 fn stub_bref(t: &Stub) -> Blockref {
     let i = &t.info;
-    let mut b = Blockref::new(media::BREF_TYPE_INDIRECT, t.key, i.keybits);
-    b.set_size_radix(i.radix);
-    b.modify_tid = i.tid;
-    b.mirror_tid = i.tid;
-    b.leaf_count = u16::try_from(i.sum.count).unwrap_or(u16::MAX);
+    summary_bref(t.key, i.keybits, i.radix, i.tid, &i.sum)
+}
+
+/// The INDIRECT blockref of a block of range `key`/`keybits`, size `radix`, highest
+/// modify_tid `tid` and summary `sum` (see [`indirect_bref`]).
+fn summary_bref(key: u64, keybits: u8, radix: u8, tid: u64, sum: &RangeSum) -> Blockref {
+    let mut b = Blockref::new(media::BREF_TYPE_INDIRECT, key, keybits);
+    b.set_size_radix(radix);
+    b.modify_tid = tid;
+    b.mirror_tid = tid;
+    b.leaf_count = u16::try_from(sum.count).unwrap_or(u16::MAX);
+    // DEVIATION: HAMMER2 stores the check code of the indirect block's bytes here. This store
+    // keeps indirect blocks in memory only, so the check area carries the range summary the
+    // pruned scan compares instead (check method NONE).
     b.methods = 0;
     b.check.fill(0);
-    b.check[..24].copy_from_slice(&i.sum.encode());
+    b.check[..24].copy_from_slice(&sum.encode());
     b
 }
 
@@ -1214,6 +1212,40 @@ impl Children {
     /// Every blockref of the table, depth first in key order, with its depth (0: the
     /// blockset).
     pub(crate) fn visit(&self, mut f: impl FnMut(usize, Visit)) -> Result<()> {
+        self.walk(|depth, s| {
+            match s {
+                Slot::Leaf(e) => f(depth, Visit::Child(e.id)),
+                Slot::Ind(n) => f(depth, Visit::Indirect(indirect_bref(n))),
+                Slot::Stub(t) => f(depth, Visit::Indirect(stub_bref(t))),
+            }
+            true
+        })
+    }
+
+    /// The ranges of the indirect blocks that hold only children and stubs, at least one
+    /// child, in key order, with their children's count: what [`Children::stub_out`] can take
+    /// out of memory (a block holding blocks can once those are stubs).
+    pub(crate) fn leaf_blocks(&self, mut f: impl FnMut(Miss, usize)) -> Result<()> {
+        self.walk(|_, s| match s {
+            Slot::Ind(n) => match n.outable() {
+                Some(leaves) => {
+                    let range = Miss {
+                        key: n.key,
+                        end: n.end,
+                    };
+                    f(range, leaves);
+                    false
+                }
+                None => true,
+            },
+            _ => false,
+        })
+    }
+
+    /// Every slot of the table, depth first in key order, with its depth (0: the blockset);
+    /// `f` says whether to descend into an indirect block. No recursion: a stack as deep as
+    /// the table.
+    fn walk(&self, mut f: impl FnMut(usize, &Slot) -> bool) -> Result<()> {
         let mut stack: Vec<(&Node, usize)> = Vec::new();
         stack.try_reserve(MAX_DEPTH + 1)?;
         stack.push((&self.root, 0));
@@ -1223,41 +1255,8 @@ impl Children {
             };
             let depth = stack.len();
             crate::mem::try_push(&mut stack, (node, i + 1))?;
-            match s {
-                Slot::Leaf(e) => f(depth, Visit::Child(e.id)),
-                Slot::Ind(n) => {
-                    f(depth, Visit::Indirect(indirect_bref(n)));
-                    crate::mem::try_push(&mut stack, (n, 0))?;
-                }
-                Slot::Stub(t) => f(depth, Visit::Indirect(stub_bref(t))),
-            }
-        }
-        Ok(())
-    }
-
-    /// The ranges of the indirect blocks that hold only children and stubs, at least one
-    /// child, in key order, with their children's count: what [`Children::stub_out`] can take
-    /// out of memory (a block holding blocks can once those are stubs).
-    pub(crate) fn leaf_blocks(&self, mut f: impl FnMut(Miss, usize)) -> Result<()> {
-        let mut stack: Vec<(&Node, usize)> = Vec::new();
-        stack.try_reserve(MAX_DEPTH + 1)?;
-        stack.push((&self.root, 0));
-        while let Some((node, i)) = stack.pop() {
-            let Some(s) = node.slots.get(i) else {
-                continue;
-            };
-            crate::mem::try_push(&mut stack, (node, i + 1))?;
-            if let Slot::Ind(n) = s {
-                match n.outable() {
-                    Some(leaves) => f(
-                        Miss {
-                            key: n.key,
-                            end: n.end,
-                        },
-                        leaves,
-                    ),
-                    None => crate::mem::try_push(&mut stack, (&**n, 0))?,
-                }
+            if let (true, Slot::Ind(n)) = (f(depth, s), s) {
+                crate::mem::try_push(&mut stack, (&**n, 0))?;
             }
         }
         Ok(())

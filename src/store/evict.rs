@@ -19,7 +19,7 @@ use alloc::vec::Vec;
 use super::cache::{Pay, Where};
 use super::children::{Children, Filled, Kept, Miss, Seen};
 use super::inode::InodeSummary;
-use super::{Body, Chain, ChainId, Slot, Store};
+use super::{Body, Chain, ChainId, Store};
 use crate::host::RawLock;
 use crate::media::{self, Blockref, InodeData, BREF_BYTES, SET_COUNT};
 use crate::mem::try_push;
@@ -595,13 +595,7 @@ impl Store {
             if a.slots.wanted().is_none() {
                 // Room in the slab: a new empty slot joins the free list.
                 a.free.try_reserve(1)?;
-                let i = u32::try_from(a.slots.len()).map_err(|_| Error::NoMem)?;
-                a.slots
-                    .push(Slot {
-                        gen: 0,
-                        chain: None,
-                    })
-                    .map_err(|_| Error::NoMem)?;
+                let i = a.push_empty_slot()?;
                 a.free.push(i);
                 continue;
             }

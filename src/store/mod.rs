@@ -328,6 +328,18 @@ impl Arena {
         Ok(c)
     }
 
+    /// Add an empty slot at the end of the slot table, which has room for it; its index.
+    fn push_empty_slot(&mut self) -> Result<u32> {
+        let i = u32::try_from(self.slots.len()).map_err(|_| Error::NoMem)?;
+        self.slots
+            .push(Slot {
+                gen: 0,
+                chain: None,
+            })
+            .map_err(|_| Error::NoMem)?;
+        Ok(i)
+    }
+
     fn get(&self, id: ChainId) -> Result<&Chain> {
         match self.slots.get(id.idx as usize) {
             Some(Slot {
@@ -1036,18 +1048,9 @@ impl Store {
         a.note(Some(parent), bref.key)?;
         let idx = match a.free.pop() {
             Some(i) => i,
-            None => {
-                // Room was made above: this push does not allocate (it fails only when the
-                // table is at its largest).
-                let i = u32::try_from(a.slots.len()).map_err(|_| Error::NoMem)?;
-                a.slots
-                    .push(Slot {
-                        gen: 0,
-                        chain: None,
-                    })
-                    .map_err(|_| Error::NoMem)?;
-                i
-            }
+            // Room was made above: this push does not allocate (it fails only when the
+            // table is at its largest).
+            None => a.push_empty_slot()?,
         };
         let gen = a.slots.get(idx as usize).ok_or(Error::Invalid)?.gen;
         let id = ChainId { idx, gen };

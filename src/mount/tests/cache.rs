@@ -7,7 +7,7 @@ use crate::mount::payload::DevSource;
 use crate::volume::BlockDev;
 
 /// A [`SparseDev`] several threads may read (the sync threads, through a store's source).
-struct Shared(spin::Mutex<SparseDev>);
+pub(super) struct Shared(pub(super) spin::Mutex<SparseDev>);
 
 impl BlockDev for Shared {
     fn size(&self) -> u64 {
@@ -24,7 +24,7 @@ impl BlockDev for Shared {
     }
 }
 
-fn shared(dev: SparseDev) -> Arc<Shared> {
+pub(super) fn shared(dev: SparseDev) -> Arc<Shared> {
     Arc::new(Shared(spin::Mutex::new(dev)))
 }
 
@@ -55,14 +55,14 @@ fn import_big(dev: &SparseDev, files: usize, blocks: usize) {
 }
 
 /// PFS DATA of `dev` loaded into a store reading payloads on demand within `budget`.
-fn load_lazy(dev: &Arc<Shared>, budget: usize) -> (Store, Mounted) {
+pub(super) fn load_lazy(dev: &Arc<Shared>, budget: usize) -> (Store, Mounted) {
     let vol = Volume::open(&**dev).unwrap();
     let src = Box::new(DevSource::new(Arc::clone(dev), vol.header()));
     load_cached(testhost::host(), &vol, b"DATA", src, budget, &mut |_| {}).unwrap()
 }
 
 /// A cluster of master store `ms` (node 0) and slave store `ss` (node 1).
-fn master_and_slave(ms: Store, ss: Store) -> PinnedCluster {
+pub(super) fn master_and_slave(ms: Store, ss: Store) -> PinnedCluster {
     use crate::role::Role;
     let roles = [Role::Master, Role::Slave];
     crate::cluster::Cluster::from_stores(testhost::host(), &roles, vec![ms, ss], Layout::Index)

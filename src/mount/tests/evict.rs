@@ -4,34 +4,11 @@ use alloc::sync::Arc;
 
 use super::*;
 use crate::mount::payload::DevSource;
-use crate::volume::BlockDev;
 
-/// A [`SparseDev`] several threads may read.
-struct Shared(spin::Mutex<SparseDev>);
-
-impl BlockDev for Shared {
-    fn size(&self) -> u64 {
-        self.0.lock().size()
-    }
-    fn read_at(&self, off: u64, buf: &mut [u8]) -> Result<()> {
-        self.0.lock().read_at(off, buf)
-    }
-    fn write_at(&self, off: u64, buf: &[u8]) -> Result<()> {
-        self.0.lock().write_at(off, buf)
-    }
-    fn flush(&self) -> Result<()> {
-        Ok(())
-    }
-}
-
-fn shared(dev: SparseDev) -> Arc<Shared> {
-    Arc::new(Shared(spin::Mutex::new(dev)))
-}
+use super::cache::{master_and_slave, shared, Shared};
 
 fn load_lazy(dev: &Arc<Shared>) -> (Store, Mounted) {
-    let vol = Volume::open(&**dev).unwrap();
-    let src = Box::new(DevSource::new(Arc::clone(dev), vol.header()));
-    load_cached(testhost::host(), &vol, b"DATA", src, 64 << 10, &mut |_| {}).unwrap()
+    super::cache::load_lazy(dev, 64 << 10)
 }
 
 #[test]
@@ -112,14 +89,6 @@ fn a_bounded_load_keeps_its_chains_near_the_budget_and_reads_the_rest_back() {
     // A commit's eviction brings it back within its budget.
     store.evict_to(budget).unwrap();
     assert!(store.chain_bytes() <= budget);
-}
-
-/// A cluster of master store `ms` (node 0) and slave store `ss` (node 1).
-fn master_and_slave(ms: Store, ss: Store) -> PinnedCluster {
-    use crate::role::Role;
-    let roles = [Role::Master, Role::Slave];
-    crate::cluster::Cluster::from_stores(testhost::host(), &roles, vec![ms, ss], Layout::Index)
-        .unwrap()
 }
 
 /// Sync node 1 as a host bounding its chains does: each time a pass ends (converged, or held
