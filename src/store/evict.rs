@@ -21,7 +21,7 @@ use super::children::{Children, Filled, Kept, Miss, Seen};
 use super::inode::InodeSummary;
 use super::{Body, Chain, ChainId, Store};
 use crate::host::RawLock;
-use crate::media::{self, Blockref, InodeData, BREF_BYTES, SET_COUNT};
+use crate::media::{self, Blockref, BREF_BYTES, SET_COUNT};
 use crate::mem::try_push;
 use crate::{Error, Result};
 
@@ -397,19 +397,19 @@ impl Store {
 
     /// The blockrefs of the table whose inode block is `home` with keys in `beg ..= end`,
     /// in key order (indirect blocks descended, only those overlapping the range read).
+    /// Out of line, with no inode in its frame: it runs under a walk on a kernel stack.
+    #[inline(never)]
     fn read_range(&self, home: &Blockref, beg: u64, end: u64) -> Result<Vec<Blockref>> {
         let bytes = self.fetch(home)?;
-        let ino = InodeData::decode(&bytes).map_err(|_| Error::Io)?;
-        if ino.meta.is_directdata() {
+        let meta = bytes.get(..media::INODE_META_BYTES).ok_or(Error::Io)?;
+        let meta = media::InodeMeta::decode(meta).map_err(|_| Error::Io)?;
+        if meta.is_directdata() || bytes.len() != media::INODE_BYTES {
             return Err(Error::Io);
         }
-        let set = ino.blockset().map_err(|_| Error::Io)?;
-        // Blockrefs still to look at, last first (so they come off in key order).
+        // The blockset, at the end of the inode, last first (so they come off in key order).
+        let set_at = media::INODE_META_BYTES + media::FILENAME_BYTES;
         let mut todo: Vec<Blockref> = Vec::new();
-        todo.try_reserve(SET_COUNT)?;
-        for b in set.iter().rev() {
-            todo.push(*b);
-        }
+        Store::push_brefs(&mut todo, bytes.get(set_at..).ok_or(Error::Io)?, SET_COUNT)?;
         let mut out = Vec::new();
         while let Some(b) = todo.pop() {
             self.host.relax();
@@ -425,22 +425,28 @@ impl Store {
                 continue;
             }
             let block = self.fetch(&b)?;
-            let n = block.len() / BREF_BYTES;
-            todo.try_reserve(n)?;
-            for i in (0..n).rev() {
-                let raw = block
-                    .get(i * BREF_BYTES..(i + 1) * BREF_BYTES)
-                    .ok_or(Error::Io)?;
-                todo.push(Blockref::decode(raw).map_err(|_| Error::Io)?);
-            }
+            Store::push_brefs(&mut todo, &block, block.len() / BREF_BYTES)?;
         }
         Ok(out)
+    }
+
+    /// Push the first `n` blockrefs of `raw` on `todo`, last first.
+    fn push_brefs(todo: &mut Vec<Blockref>, raw: &[u8], n: usize) -> Result<()> {
+        todo.try_reserve(n)?;
+        for i in (0..n).rev() {
+            let one = raw
+                .get(i * BREF_BYTES..(i + 1) * BREF_BYTES)
+                .ok_or(Error::Io)?;
+            todo.push(Blockref::decode(one).map_err(|_| Error::Io)?);
+        }
+        Ok(())
     }
 
     /// The chain of blockref `b` as a load makes it: a DATA block left on the media, a
     /// DIRENT with its name, an inode left on the media with its summary, and its table, or,
     /// when the stub kept that table (`kept`: the key ranges of its blockset no stub of it
     /// covers), the children that left it.
+    #[inline(never)]
     fn read_back(&self, b: Blockref, kept: Option<&[(u64, u64)]>) -> Result<Back> {
         let mut back = Back {
             bref: b,
@@ -459,9 +465,13 @@ impl Store {
                 }
             }
             media::BREF_TYPE_INODE => {
-                let bytes = self.fetch(&b)?;
-                let ino = InodeData::decode(&bytes).map_err(|_| Error::Io)?;
+                // On the heap, table cleared: no inode in this frame (a kernel stack).
+                let Body::Inode(ino) = super::cache::decode(&b, self.fetch(&b)?)? else {
+                    return Err(Error::Io);
+                };
                 back.summary = InodeSummary::of(&ino);
+                let directdata = ino.meta.is_directdata();
+                drop(ino);
                 if let Some(gaps) = kept {
                     back.home = Some(crate::mem::try_box(b)?);
                     for &(beg, end) in gaps {
@@ -472,7 +482,7 @@ impl Store {
                             try_push(&mut back.kids, self.read_back(k, None)?)?;
                         }
                     }
-                } else if !ino.meta.is_directdata() {
+                } else if !directdata {
                     let table = self.read_range(&b, 0, u64::MAX)?;
                     // Only an inode with at most a blockset of children leaves memory.
                     if table.len() > SET_COUNT {
