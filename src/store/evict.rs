@@ -78,7 +78,12 @@ impl Store {
         loop {
             let miss = {
                 let a = self.arena.read();
-                match a.get(parent)?.children.stub_over(beg, end)? {
+                let table = &a.get(parent)?.children;
+                // Most tables hold no stub: no search (and no allocation) for them.
+                if !table.has_stubs() {
+                    return Ok(());
+                }
+                match table.stub_over(beg, end)? {
                     None => return Ok(()),
                     Some(m) => m,
                 }
