@@ -17,11 +17,14 @@
 //! blocks, their inodes and the indirect blocks above them (O(k · depth)), then the PFS
 //! root, the super-root and a header.
 
+mod ahead;
 mod flush;
 #[cfg(feature = "std")]
 pub mod image;
 pub mod join;
 pub mod payload;
+
+pub use ahead::{write_ahead, WriteAhead, MAX_AHEAD};
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -572,7 +575,31 @@ pub fn commit_with_progress<D: BlockDev>(
     m: &mut Mounted,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Box<VolumeHeader>> {
-    let (h, news) = commit_tree(vol, store, m, progress)?;
+    commit_in(vol, store, m, None, progress)
+}
+
+/// [`commit_with_progress`] in the transaction `ahead` opened, taking the DATA blocks it
+/// wrote ahead where their chains did not change since ([`ahead`]). On an error the volume
+/// keeps its last commit, as with [`commit`].
+pub fn commit_ahead<D: BlockDev>(
+    vol: &Volume<D>,
+    store: &Store,
+    m: &mut Mounted,
+    ahead: WriteAhead<'_, D>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Box<VolumeHeader>> {
+    commit_in(vol, store, m, Some(ahead), progress)
+}
+
+/// [`commit_with_progress`], in the transaction `ahead` opened if any.
+fn commit_in<D: BlockDev>(
+    vol: &Volume<D>,
+    store: &Store,
+    m: &mut Mounted,
+    ahead: Option<WriteAhead<'_, D>>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Box<VolumeHeader>> {
+    let (h, news) = commit_tree(vol, store, m, ahead, progress)?;
     // The header names the tree with every change the journal had when the commit began.
     store.journal_drain(news.touched);
     learn(store, news);
@@ -588,6 +615,7 @@ fn commit_tree<D: BlockDev>(
     vol: &Volume<D>,
     store: &Store,
     m: &mut Mounted,
+    ahead: Option<WriteAhead<'_, D>>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(Box<VolumeHeader>, Learned)> {
     // An untracked store names none of its changes: committing it would write the root alone.
@@ -599,12 +627,27 @@ fn commit_tree<D: BlockDev>(
     // walk sees anyway is written twice, never lost).
     let touches = store.journal_snapshot()?;
     let places = flush::dirty_places(store, &touches)?;
-    let mut txn = begin(vol, m)?;
-    let w = flush::walk(vol, &mut txn, store, &places, &m.pfs_bref, progress)?;
+    let (mut txn, mut placed) = match ahead {
+        Some(a) => (a.txn, a.placed),
+        None => (begin(vol, m)?, Vec::new()),
+    };
+    let relax = || store.host().relax();
+    crate::mem::sort_yielding(&mut placed, |p| (p.id.idx, p.id.gen, p.ver), &relax)?;
+    let w = flush::walk(
+        vol,
+        &mut txn,
+        (store, &places),
+        &mut placed,
+        &m.pfs_bref,
+        progress,
+    )?;
     let new_sroot = write_sroot(vol, &mut txn, &m.pfs_bref, &w.pfs_bref)?;
-    for (i, off) in w.gone.iter().enumerate() {
+    // A block written ahead for a chain changed or deleted since is in no tree: its space
+    // goes back, as a block the new tree no longer holds.
+    let unused = placed.iter().filter(|p| !p.used).map(|p| &p.now.data_off);
+    for (i, off) in w.gone.iter().chain(unused).enumerate() {
         if i % crate::mem::SORT_CHUNK == 0 {
-            store.host().relax();
+            relax();
         }
         txn.drop_block(*off)?;
     }

@@ -583,8 +583,12 @@ pub fn volumes(s: &mut String, v: Result<&Volumes, &String>) {
          scheduling delay can multiply). Each round's detail below says where its time \
          went.\n\
          - First-sync bandwidth: large files (1 MiB) of incompressible bytes imported into \
-         the master; timed: both PFSs loaded, the slave synced and committed. Against `cp` \
-         of as many bytes from one file to another on the same tmpfs.\n\
+         the master; timed: both PFSs loaded, the slave synced and committed. As the CLI's \
+         `sync` does, the slave's new DATA blocks are written ahead of its commit while the \
+         sync passes run (`mount::write_ahead`: the passes on one thread, the writes on \
+         another), so \"sync\" includes those writes and the commit writes the tables, the \
+         freemap and the header. Against `cp` of as many bytes from one file to another on \
+         the same tmpfs.\n\
          - Memory: the counting allocator; the cluster of both loaded PFSs after the first \
          sync and its commit, the most held during the loads and that first sync, and the \
          peak above the cluster during the resync and its commit. Each PFS is loaded as the \

@@ -14,6 +14,7 @@
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
+use super::ahead::{take_placed, Placed};
 use super::{encoded, place, place_data, read_err, table_of, LOAD_PROGRESS_EVERY};
 use crate::media::indkey;
 use crate::media::{
@@ -807,16 +808,19 @@ struct Walk<'a> {
     shaped: Shaped,
     /// The buffer each DATA block is copied into to be written (see `place_data`).
     scratch: Vec<u8>,
+    /// DATA blocks written ahead of the commit, sorted by chain ([`super::ahead`]).
+    ahead: &'a mut [Placed],
 }
 
 /// Write, in `txn`, the chains at `places` and the inodes above them, from the PFS root
-/// whose block as last committed is `pfs_old`.
+/// whose block as last committed is `pfs_old`; a DATA chain with a block written `ahead`
+/// for its header and payload version takes that block.
 #[inline(never)]
 pub(super) fn walk<D: BlockDev>(
     vol: &Volume<D>,
     txn: &mut Txn<'_, D>,
-    store: &Store,
-    places: &[Place],
+    (store, places): (&Store, &[Place]),
+    ahead: &mut [Placed],
     pfs_old: &Blockref,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Walked> {
@@ -836,6 +840,7 @@ pub(super) fn walk<D: BlockDev>(
         gone: Vec::new(),
         shaped: Shaped::default(),
         scratch: Vec::new(),
+        ahead,
     })?;
     Frame::push(
         &mut w.stack,
@@ -908,7 +913,10 @@ fn step<D: BlockDev>(vol: &Volume<D>, txn: &mut Txn<'_, D>, w: &mut Walk<'_>) ->
     let nb = match cb.size_radix() {
         0 => cb,
         _ => {
-            let (nb, ver) = place_data(txn, store, cid, &mut w.scratch)?;
+            let (nb, ver) = match take_placed(w.ahead, store, cid)? {
+                Some(written) => written,
+                None => place_data(txn, store, cid, &mut w.scratch)?,
+            };
             try_push(&mut w.moved, (cid, nb, ver))?;
             nb
         }

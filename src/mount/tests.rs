@@ -199,7 +199,7 @@ fn commit_dev_as_full_walk(
     tm.space = None;
     let (th, _) = {
         let vol = Volume::open(&twin).unwrap();
-        super::commit_tree(&vol, store, &mut tm, &mut |_| {}).unwrap()
+        super::commit_tree(&vol, store, &mut tm, None, &mut |_| {}).unwrap()
     };
     let h = commit_dev(dev, store, m);
     // The same header but for where the freemap's blocks sit (a cached commit moves only the
@@ -1423,6 +1423,7 @@ fn commits_racing_changes_lose_none() {
     );
 }
 
+mod ahead;
 mod cache;
 mod carried;
 mod evict;

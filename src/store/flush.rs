@@ -149,6 +149,21 @@ impl Store {
         }
     }
 
+    /// A copy of at most `max` journal entries from entry `from` on: what a writer ahead of
+    /// the commit ([`crate::mount::WriteAhead`]) has not looked at yet. Entries are dropped
+    /// only by a commit, so between two commits an entry keeps its position.
+    pub fn journal_from(&self, from: usize, max: usize) -> Result<Vec<Touch>> {
+        let mut v = Vec::new();
+        v.try_reserve_exact(max)?;
+        let a = self.arena.read();
+        let j = a.journal.as_deref().unwrap_or(&[]);
+        let end = j.len().min(from.saturating_add(max));
+        if let Some(part) = j.get(from..end) {
+            v.extend_from_slice(part);
+        }
+        Ok(v)
+    }
+
     /// Drop the first `n` journal entries: a commit wrote what they name.
     pub fn journal_drain(&self, n: usize) {
         let mut a = self.arena.write();

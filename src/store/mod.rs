@@ -601,6 +601,14 @@ impl Store {
         Ok((c.pay.at == Where::OnMedia).then_some((c.bref, c.pay.ver)))
     }
 
+    /// Chain `id`'s header and payload version, read together: what a block written for it
+    /// ahead of a commit is checked against (every change of a payload takes a new version).
+    pub fn versioned_bref(&self, id: ChainId) -> Result<(Blockref, cache::PayVer)> {
+        let a = self.arena.read();
+        let c = a.get(id)?;
+        Ok((c.bref, c.pay.ver))
+    }
+
     /// A copy of a chain's header and payload.
     pub fn read(&self, id: ChainId) -> Result<(Blockref, Body)> {
         self.read_sealed(id)

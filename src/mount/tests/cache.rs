@@ -32,7 +32,7 @@ const BUDGET: usize = 64 << 10;
 
 /// `files` files `/fN` of `blocks` 64 KiB blocks of noise each (`files · blocks · 64 KiB`
 /// of data).
-fn import_big(dev: &SparseDev, files: usize, blocks: usize) {
+pub(super) fn import_big(dev: &SparseDev, files: usize, blocks: usize) {
     let vol = Volume::open(dev).unwrap();
     let mut imp = Import::begin(&vol, b"DATA").unwrap();
     let mut root = DirEntries::new();
