@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use hammer2_synchro::cluster::Cluster;
 use hammer2_synchro::mount::join::{Join, JoinError};
 use hammer2_synchro::mount::payload::DevSource;
-use hammer2_synchro::mount::{self, Mounted};
+use hammer2_synchro::mount::{self, Mounted, WriteAhead};
 use hammer2_synchro::store::{CacheStats, Layout, Store};
 use hammer2_synchro::thread::{Request, ThreadState};
 use hammer2_synchro::volume::{FileDev, Volume};
@@ -118,11 +118,11 @@ extern "C" fn on_stop_signal(_: libc::c_int) {
 /// How often the threads poll when idle, and the command looks at them.
 const POLL: Duration = Duration::from_millis(50);
 
-/// One node: its spec, volume and what was loaded from it.
+/// One node: its spec and what the loop reports of it. Its volume and mount are kept apart
+/// (`volumes`, `mounts` in `sync_cmd`): a node's write-ahead borrows its volume while the
+/// loop reports on the nodes.
 struct Node {
     spec: String,
-    vol: Option<Volume<Arc<FileDev>>>,
-    mounted: Mounted,
     /// The mirror_tid of the volume's last committed header.
     committed: u64,
     /// The failed data reads last reported: their count and the last block's `data_off`.
@@ -226,6 +226,8 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
     // whole 2 MiB regions, at least one).
     hammer2_synchro::userland::blocks::set_retain(a.cache);
     let mut nodes = Vec::new();
+    let mut volumes: Vec<Vol> = Vec::new();
+    let mut mounts: Vec<Mounted> = Vec::new();
     let mut stores: Vec<Store> = Vec::new();
     let mut join = Join::new();
     let mut images = HashSet::new();
@@ -271,9 +273,9 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
             read_errors_said: (0, 0),
             spec: spec.clone(),
             committed: vol.header().mirror_tid,
-            vol: Some(vol),
-            mounted,
         });
+        volumes.push(Some(vol));
+        mounts.push(mounted);
     }
     join.reconcile(&stores, &mut |i, j, n| {
         errln!(
@@ -320,104 +322,129 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
     } else {
         Progress::new("sync")
     };
-    loop {
-        let behind: Vec<usize> = (0..cluster.len())
-            .filter(|&i| !cluster.in_sync(i))
-            .collect();
-        if behind.is_empty() && converged_at.is_none() {
-            converged_at = Some(t0.elapsed());
-            progress.end_line();
-            errln!("sync: converged in {:.1}s", t0.elapsed().as_secs_f64());
-        } else if !behind.is_empty() {
-            converged_at = None;
-        }
-        if !a.watch && converged_at.is_some() {
-            break;
-        }
-        if a.watch && INTERRUPTED.load(Ordering::SeqCst) {
-            progress.end_line();
-            errln!("sync: interrupted: stopping the sync threads");
-            break;
-        }
-        if !a.watch && t0.elapsed() > a.timeout {
-            drop(progress);
-            stop_all(&cluster, &nodes);
-            report_caches(&cluster, &nodes);
-            let names: Vec<&str> = behind.iter().map(|&i| nodes[i].spec.as_str()).collect();
-            return Err(Fail::Run(format!(
-                "not converged after {}s (behind: {}){}; {}",
-                a.timeout.as_secs_f64(),
-                names.join(", "),
-                unreadable(&cluster, &nodes),
-                match writebacks {
-                    0 => "nothing committed".to_string(),
-                    n => format!("nothing more committed (after {n} write-back commits)"),
+    // Each turn of this loop runs the threads until something is to be committed, with
+    // each changed node's new DATA blocks written ahead of its commit meanwhile (see
+    // `write_ahead`), then commits in the transactions those writes opened.
+    let c = loop {
+        let mut aheads: Aheads<'_> = nodes.iter().map(|_| None).collect();
+        let mut ahead_off = vec![false; nodes.len()];
+        let why = loop {
+            let behind: Vec<usize> = (0..cluster.len())
+                .filter(|&i| !cluster.in_sync(i))
+                .collect();
+            if behind.is_empty() && converged_at.is_none() {
+                converged_at = Some(t0.elapsed());
+                progress.end_line();
+                errln!("sync: converged in {:.1}s", t0.elapsed().as_secs_f64());
+            } else if !behind.is_empty() {
+                converged_at = None;
+            }
+            if !a.watch && converged_at.is_some() {
+                break Why::Done;
+            }
+            if a.watch && INTERRUPTED.load(Ordering::SeqCst) {
+                progress.end_line();
+                errln!("sync: interrupted: stopping the sync threads");
+                break Why::Done;
+            }
+            if !a.watch && t0.elapsed() > a.timeout {
+                drop(progress);
+                stop_all(&cluster, &nodes);
+                report_caches(&cluster, &nodes);
+                let names: Vec<&str> = behind.iter().map(|&i| nodes[i].spec.as_str()).collect();
+                return Err(Fail::Run(format!(
+                    "not converged after {}s (behind: {}){}; {}",
+                    a.timeout.as_secs_f64(),
+                    names.join(", "),
+                    unreadable(&cluster, &nodes),
+                    match writebacks {
+                        0 => "nothing committed".to_string(),
+                        n => format!("nothing more committed (after {n} write-back commits)"),
+                    }
+                )));
+            }
+            if say_read_errors(&cluster, &mut nodes) {
+                progress.end_line();
+            }
+            let gap = idle_writeback.is_none_or(|t| t.elapsed() >= WRITEBACK_GAP);
+            let data_over = gap && over_budget(&cluster, a.cache);
+            // Chains leave memory only once what changed is committed: every changed volume
+            // is.
+            if data_over || (gap && chains_over(&cluster)) {
+                break Why::Writeback { data_over };
+            }
+            if a.watch && last_commit.elapsed() >= a.commit_every {
+                break Why::Periodic;
+            }
+            if last.elapsed() >= Duration::from_secs(1) {
+                last = Instant::now();
+                progress.tick(|| status(&cluster, &nodes, &behind, t0.elapsed()));
+            }
+            let vols = (&volumes[..], &mut mounts[..]);
+            if !write_ahead(&cluster, &nodes, vols, &mut aheads, &mut ahead_off) {
+                // Woken early by a store whose changed data passed the budget.
+                std::thread::park_timeout(POLL);
+            }
+        };
+        progress.end_line();
+        let vols = (&volumes[..], &mut mounts[..]);
+        let c = match why {
+            Why::Done => {
+                drop(progress);
+                stop_all(&cluster, &nodes);
+                break commit_changed(&cluster, &mut nodes, vols, aheads, true);
+            }
+            Why::Writeback { data_over } => {
+                match data_over {
+                    true => errln!(
+                        "sync: changed data past the cache budget: committing every changed \
+                         volume"
+                    ),
+                    false => errln!(
+                        "sync: chains past the cache budget: committing every changed volume, \
+                         clean chains leave memory"
+                    ),
                 }
-            )));
-        }
-        if say_read_errors(&cluster, &mut nodes) {
-            progress.end_line();
-        }
-        let gap = idle_writeback.is_none_or(|t| t.elapsed() >= WRITEBACK_GAP);
-        let data_over = gap && over_budget(&cluster, a.cache);
-        // Chains leave memory only once what changed is committed: every changed volume is.
-        if data_over || (gap && chains_over(&cluster)) {
-            progress.end_line();
-            match data_over {
-                true => errln!(
-                    "sync: changed data past the cache budget: committing every changed volume"
-                ),
-                false => errln!(
-                    "sync: chains past the cache budget: committing every changed volume, \
-                     clean chains leave memory"
-                ),
+                let c = commit_frozen(&cluster, &mut nodes, vols, aheads)?;
+                if c.failed > 0 {
+                    errln!(
+                        "sync: write-back: {} of {} volumes written, {} failed (each keeps its \
+                         last commit; tried again later)",
+                        c.written,
+                        nodes.len(),
+                        c.failed
+                    );
+                }
+                failed_writebacks += c.failed;
+                writebacks += 1;
+                // Not retried at once when it failed or found nothing to write.
+                idle_writeback = (c.failed > 0 || c.written == 0).then(Instant::now);
+                c
             }
-            let c = commit_frozen(&cluster, &mut nodes)?;
-            if c.failed > 0 {
-                errln!(
-                    "sync: write-back: {} of {} volumes written, {} failed (each keeps its \
-                     last commit; tried again later)",
-                    c.written,
-                    nodes.len(),
-                    c.failed
-                );
+            Why::Periodic => {
+                let c = commit_frozen(&cluster, &mut nodes, vols, aheads)?;
+                if c.failed > 0 {
+                    errln!(
+                        "sync: periodic commit: {} of {} volumes written, {} failed (each keeps \
+                         its last commit; tried again at the next commit)",
+                        c.written,
+                        nodes.len(),
+                        c.failed
+                    );
+                } else {
+                    errln!(
+                        "sync: periodic commit: {} of {} volumes written",
+                        c.written,
+                        nodes.len()
+                    );
+                }
+                failed_commits += c.failed;
+                last_commit = Instant::now();
+                c
             }
-            failed_writebacks += c.failed;
-            writebacks += 1;
-            // Not retried at once when it failed or found nothing to write.
-            idle_writeback = (c.failed > 0 || c.written == 0).then(Instant::now);
-        }
-        if a.watch && last_commit.elapsed() >= a.commit_every {
-            progress.end_line();
-            let c = commit_frozen(&cluster, &mut nodes)?;
-            if c.failed > 0 {
-                errln!(
-                    "sync: periodic commit: {} of {} volumes written, {} failed (each keeps \
-                     its last commit; tried again at the next commit)",
-                    c.written,
-                    nodes.len(),
-                    c.failed
-                );
-            } else {
-                errln!(
-                    "sync: periodic commit: {} of {} volumes written",
-                    c.written,
-                    nodes.len()
-                );
-            }
-            failed_commits += c.failed;
-            last_commit = Instant::now();
-        }
-        if last.elapsed() >= Duration::from_secs(1) {
-            last = Instant::now();
-            progress.tick(|| status(&cluster, &nodes, &behind, t0.elapsed()));
-        }
-        // Woken early by a store whose changed data passed the budget.
-        std::thread::park_timeout(POLL);
-    }
-    drop(progress);
-    stop_all(&cluster, &nodes);
-    let c = commit_changed(&cluster, &mut nodes, true);
+        };
+        reopen(&mut volumes, &nodes, &c.committed);
+    };
     report_caches(&cluster, &nodes);
     errln!(
         "sync: done: {} of {} volumes written",
@@ -446,22 +473,131 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
     Ok(())
 }
 
+/// Why the loop of `sync_cmd` stops running the threads for a while.
+enum Why {
+    /// Converged (or interrupted): stop every thread and commit.
+    Done,
+    /// A node's changed data (`data_over`) or chains passed the budget: commit, and let
+    /// clean chains leave memory.
+    Writeback { data_over: bool },
+    /// `--watch`'s periodic commit.
+    Periodic,
+}
+
+/// Each node's write-ahead, once its store changed (see [`write_ahead`]).
+type Aheads<'v> = Vec<Option<WriteAhead<'v, Arc<FileDev>>>>;
+
+/// A node's volume: none after a reopen failed.
+type Vol = Option<Volume<Arc<FileDev>>>;
+
+/// Each node's volume and mount, by node.
+type Vols<'a> = (&'a [Vol], &'a mut [Mounted]);
+
+/// Journal entries of a node looked at per turn of the loop: a few ms of writes at most,
+/// so the loop still reports and commits on time.
+const AHEAD_STEP: usize = 256;
+
+/// Write the new DATA blocks of every changed node ahead of its commit
+/// ([`mount::write_ahead`]): a first sync's commit is then its tables and header, and the
+/// volume's writes run while the threads read and verify. A node's write-ahead opens once
+/// its store changed; one whose writes fail is given up until the next commit (that
+/// commit writes the blocks). Whether any node had something new to look at.
+fn write_ahead<'v>(
+    cluster: &Cluster,
+    nodes: &[Node],
+    (volumes, mounts): (&'v [Vol], &mut [Mounted]),
+    aheads: &mut Aheads<'v>,
+    off: &mut [bool],
+) -> bool {
+    let mut busy = false;
+    for (i, n) in nodes.iter().enumerate() {
+        let (Ok(store), Some(Some(vol)), Some(m)) =
+            (cluster.store(i), volumes.get(i), mounts.get_mut(i))
+        else {
+            continue;
+        };
+        if off[i] || (aheads[i].is_none() && !m.changed(store).unwrap_or(false)) {
+            continue;
+        }
+        if aheads[i].is_none() {
+            match mount::write_ahead(vol, m) {
+                Ok(wa) => aheads[i] = Some(wa),
+                Err(e) => {
+                    errln!("sync: {}: cannot write ahead of the commit: {e}", n.spec);
+                    off[i] = true;
+                    continue;
+                }
+            }
+        }
+        let Some(wa) = aheads[i].as_mut() else {
+            continue;
+        };
+        match wa.place(store, AHEAD_STEP) {
+            Ok(looked) => busy |= looked > 0,
+            Err(e) => {
+                errln!(
+                    "sync: {}: writing data ahead of the commit failed: {e} (the commit \
+                     writes them)",
+                    n.spec
+                );
+                if let Some(wa) = aheads[i].take() {
+                    wa.abandon(m);
+                }
+                off[i] = true;
+            }
+        }
+    }
+    busy
+}
+
+/// Reopen the volume of each node in `committed` (a commit makes the open header stale);
+/// one that does not reopen is reported, and its next commit fails.
+fn reopen(volumes: &mut [Vol], nodes: &[Node], committed: &[usize]) {
+    for &i in committed {
+        let (Some(slot), Some(n)) = (volumes.get_mut(i), nodes.get(i)) else {
+            continue;
+        };
+        if let Some(vol) = slot.take() {
+            match Volume::open(vol.into_dev()) {
+                Ok(v) => *slot = Some(v),
+                Err(e) => errln!("sync: {}: reopen after commit: {e}", n.spec),
+            }
+        }
+    }
+}
+
 /// What a commit of every changed node did.
 struct Commits {
     /// Volumes written.
     written: usize,
     /// Volumes that could not be written (each reported; it keeps its last commit).
     failed: usize,
+    /// The nodes committed (their volumes to reopen).
+    committed: Vec<usize>,
 }
 
 /// Commit every changed node with every running thread frozen (a pass must not change a
 /// tree while it is written out), unfrozen after. Only a thread that cannot be frozen is an
 /// error (then every thread is stopped); a volume that cannot be written is counted.
-fn commit_frozen(cluster: &Cluster, nodes: &mut [Node]) -> Result<Commits, Fail> {
+fn commit_frozen(
+    cluster: &Cluster,
+    nodes: &mut [Node],
+    (volumes, mounts): Vols<'_>,
+    aheads: Aheads<'_>,
+) -> Result<Commits, Fail> {
     let specs: Vec<String> = nodes.iter().map(|n| n.spec.clone()).collect();
     let mut commits = None;
+    let mut aheads = Some(aheads);
     frozen(cluster, &specs, &mut || {
-        commits = Some(commit_changed(cluster, nodes, false));
+        if let Some(aheads) = aheads.take() {
+            commits = Some(commit_changed(
+                cluster,
+                nodes,
+                (volumes, &mut *mounts),
+                aheads,
+                false,
+            ));
+        }
         evict_all(cluster, nodes);
     })?;
     commits.ok_or_else(|| Fail::Run("sync: the commit did not run".into()))
@@ -498,19 +634,29 @@ fn frozen(cluster: &Cluster, specs: &[String], f: &mut dyn FnMut()) -> Result<()
     r
 }
 
-/// Commit every node whose tree differs from its volume's, reopening the volume after (a
-/// commit makes the open header stale). Every node is tried: one that cannot be written
-/// (its volume full, an I/O error) is reported and the others are still committed.
-/// `say_unchanged`: name each node left alone (at the end; a periodic commit stays quiet
-/// about them).
-fn commit_changed(cluster: &Cluster, nodes: &mut [Node], say_unchanged: bool) -> Commits {
+/// Commit every node whose tree differs from its volume's, each in the transaction of its
+/// write-ahead if it has one. Every node is tried: one that cannot be written (its volume
+/// full, an I/O error) is reported and the others are still committed. `say_unchanged`:
+/// name each node left alone (at the end; a periodic commit stays quiet about them).
+fn commit_changed(
+    cluster: &Cluster,
+    nodes: &mut [Node],
+    (volumes, mounts): Vols<'_>,
+    aheads: Aheads<'_>,
+    say_unchanged: bool,
+) -> Commits {
     let mut c = Commits {
         written: 0,
         failed: 0,
+        committed: Vec::new(),
     };
-    for (i, n) in nodes.iter_mut().enumerate() {
-        match commit_node(cluster, i, n, say_unchanged) {
-            Ok(true) => c.written += 1,
+    let each = nodes.iter_mut().zip(volumes).zip(mounts.iter_mut());
+    for (i, (((n, vol), m), ahead)) in each.zip(aheads).enumerate() {
+        match commit_node(cluster, i, n, (vol.as_ref(), m), ahead, say_unchanged) {
+            Ok(true) => {
+                c.written += 1;
+                c.committed.push(i);
+            }
             Ok(false) => {}
             Err(e) => {
                 errln!("sync: {e}");
@@ -521,25 +667,28 @@ fn commit_changed(cluster: &Cluster, nodes: &mut [Node], say_unchanged: bool) ->
     c
 }
 
-/// Commit node `i` if its tree changed: whether it was written.
+/// Commit node `i` if its tree changed, in `ahead`'s transaction if given: whether it was
+/// written.
 fn commit_node(
     cluster: &Cluster,
     i: usize,
     n: &mut Node,
+    (vol, m): (Option<&Volume<Arc<FileDev>>>, &mut Mounted),
+    ahead: Option<WriteAhead<'_, Arc<FileDev>>>,
     say_unchanged: bool,
 ) -> Result<bool, String> {
     let store = cluster.store(i).map_err(|e| format!("{}: {e}", n.spec))?;
-    let changed = n
-        .mounted
-        .changed(store)
-        .map_err(|e| format!("{}: {e}", n.spec))?;
+    let changed = m.changed(store).map_err(|e| format!("{}: {e}", n.spec))?;
     if !changed {
+        if let Some(wa) = ahead {
+            wa.abandon(m);
+        }
         if say_unchanged {
             errln!("sync: {}: unchanged, not written", n.spec);
         }
         return Ok(false);
     }
-    let vol = n.vol.as_ref().ok_or_else(|| {
+    let vol = vol.ok_or_else(|| {
         format!(
             "{}: not committed: its volume could not be reopened",
             n.spec
@@ -548,26 +697,30 @@ fn commit_node(
     let t = Instant::now();
     let mut progress = Progress::new("sync");
     let spec = &n.spec;
-    let h = mount::commit_with_progress(vol, store, &mut n.mounted, &mut |k| {
-        progress.tick(|| format!("committing {spec}: {k} chains"))
-    })
+    let mut tick = |k| progress.tick(|| format!("committing {spec}: {k} chains"));
+    let (ahead_blocks, ahead_bytes) = ahead.as_ref().map_or((0, 0), WriteAhead::written);
+    let h = match ahead {
+        Some(wa) => mount::commit_ahead(vol, store, m, wa, &mut tick),
+        None => mount::commit_with_progress(vol, store, m, &mut tick),
+    }
     .map_err(|e| format!("{spec}: commit: {e} (the volume keeps its last commit)"))?;
     drop(progress);
-    let io = n.mounted.io().commit;
+    let io = m.io().commit;
     errln!(
-        "sync: {}: committed, mirror_tid {:#x} ({:.1}s, {} blocks / {} KiB written, {} blocks / {} KiB read)",
+        "sync: {}: committed, mirror_tid {:#x} ({:.1}s, {} blocks / {} KiB written, {} blocks / {} KiB read{})",
         n.spec,
         h.mirror_tid,
         t.elapsed().as_secs_f64(),
         io.blocks_written,
         io.bytes_written / 1024,
         io.blocks_read,
-        io.bytes_read / 1024
+        io.bytes_read / 1024,
+        match ahead_blocks {
+            0 => String::new(),
+            k => format!("; before it, {k} data blocks / {} KiB written ahead", ahead_bytes / 1024),
+        }
     );
     n.committed = h.mirror_tid;
-    let vol = n.vol.take().map(Volume::into_dev);
-    let vol = vol.map(Volume::open).transpose();
-    n.vol = vol.map_err(|e| format!("{}: reopen after commit: {e}", n.spec))?;
     Ok(true)
 }
 

@@ -156,7 +156,8 @@ fn cache_line(err: &str, spec: &str) -> (u64, u64, u64, u64) {
 /// 6 MiB of file data synced with a data cache of 1 MiB per volume: every block is read on
 /// demand, neither cache holds more than 1 MiB, the slave's changed data is written back
 /// whenever it passes 1 MiB and never passes 2 MiB and a block (its sync holds there until
-/// the write-back), and the slave exports the master's tree.
+/// the write-back), its data blocks are written ahead of each commit, and the slave exports
+/// the master's tree.
 #[test]
 fn a_sync_with_a_small_cache_reads_data_on_demand_within_it() {
     let d = tmp("cache");
@@ -188,6 +189,11 @@ fn a_sync_with_a_small_cache_reads_data_on_demand_within_it() {
     assert!(
         held <= (2 << 10) + 64,
         "the 6 MiB were written back on the way: {err}"
+    );
+    // The slave's data went to its volume while the passes ran, ahead of each commit.
+    assert!(
+        err.contains("data blocks / ") && err.contains("written ahead"),
+        "{err}"
     );
     fsck_clean(&sl);
     fsck_clean(&m);
