@@ -48,6 +48,9 @@ impl Store {
     }
 
     /// [`Store::evict`] down to `bytes` of chains (as [`Store::chain_bytes`] counts them).
+    ///
+    /// **Precondition, as for [`Store::evict`]: no thread holds an id of a chain of this
+    /// store** (every sync thread frozen or stopped, no write-ahead placing, no commit).
     pub fn evict_to(&self, bytes: usize) -> Result<usize> {
         self.evict(bytes / CHAIN_BYTES)
     }
@@ -133,8 +136,12 @@ impl Store {
     /// Take clean leaf blocks of tables out of memory until at most `keep` chains are live
     /// (or none is left to take); the chains freed. Only a store with a payload source and
     /// nothing changed since its last commit can (`Busy` otherwise: its changes are not on
-    /// the media to read back). The caller guarantees that no thread holds an id of a chain
-    /// of this store (see the module).
+    /// the media to read back).
+    ///
+    /// **Precondition: no thread holds an id of a chain of this store** (every sync thread
+    /// frozen or stopped, no write-ahead placing, no commit): a chain freed here comes back
+    /// under a new id when read back, and an id held across the eviction names no chain any
+    /// more (`NotFound` where the holder expects its chain; see the module).
     pub fn evict(&self, keep: usize) -> Result<usize> {
         if !self.is_tracked() || self.journal_len() != 0 {
             return Err(Error::Busy);
