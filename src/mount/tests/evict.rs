@@ -43,6 +43,29 @@ fn evicted_ranges_read_back_as_they_were() {
     assert_eq!(store.cache_stats().unwrap().read_errors, 0);
 }
 
+/// Walks on several threads that meet the same stubs at once all see the whole tree, and
+/// each range is installed once (a second reader of a stub being filled retries).
+#[test]
+fn threads_reading_back_one_range_at_once_see_the_same_tree() {
+    let dev = shared(make());
+    import_many(&dev.0.lock(), 2, 300);
+    let (store, _) = load_lazy(&dev);
+    let want = store_view(&store);
+    let live = store.chain_count();
+    for _ in 0..4 {
+        store.evict(0).unwrap();
+        assert!(store.chain_count() < 10);
+        std::thread::scope(|s| {
+            let walks: Vec<_> = (0..3).map(|_| s.spawn(|| store_view(&store))).collect();
+            for w in walks {
+                assert!(w.join().unwrap() == want);
+            }
+        });
+        assert_eq!(store.chain_count(), live, "each range read back once");
+    }
+    assert_eq!(store.cache_stats().unwrap().read_errors, 0);
+}
+
 #[test]
 fn a_store_with_changes_keeps_its_chains() {
     let dev = shared(make());
