@@ -24,7 +24,7 @@ pub mod image;
 pub mod join;
 pub mod payload;
 
-pub use ahead::{write_ahead, WriteAhead, MAX_AHEAD};
+pub use ahead::{commit_ahead, write_ahead, WriteAhead, MAX_AHEAD};
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -75,6 +75,8 @@ pub struct MountIo {
     /// Tables the last commit built whole that held no indirect block before, and far
     /// fewer entries than it inserted.
     pub built: u64,
+    /// DATA blocks written ahead of the last commit that it took ([`commit_ahead`]).
+    pub ahead: u64,
 }
 
 impl Mounted {
@@ -578,25 +580,13 @@ pub fn commit_with_progress<D: BlockDev>(
     commit_in(vol, store, m, None, progress)
 }
 
-/// [`commit_with_progress`] in the transaction `ahead` opened, taking the DATA blocks it
-/// wrote ahead where their chains did not change since ([`ahead`]). On an error the volume
-/// keeps its last commit, as with [`commit`].
-pub fn commit_ahead<D: BlockDev>(
-    vol: &Volume<D>,
+/// [`commit_with_progress`], in a transaction a write-ahead opened, with the DATA blocks it
+/// wrote (see [`ahead`]).
+fn commit_in<'v, D: BlockDev>(
+    vol: &'v Volume<D>,
     store: &Store,
     m: &mut Mounted,
-    ahead: WriteAhead<'_, D>,
-    progress: &mut dyn FnMut(u64),
-) -> Result<Box<VolumeHeader>> {
-    commit_in(vol, store, m, Some(ahead), progress)
-}
-
-/// [`commit_with_progress`], in the transaction `ahead` opened if any.
-fn commit_in<D: BlockDev>(
-    vol: &Volume<D>,
-    store: &Store,
-    m: &mut Mounted,
-    ahead: Option<WriteAhead<'_, D>>,
+    ahead: Option<(Txn<'v, D>, Vec<ahead::Placed>)>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Box<VolumeHeader>> {
     let (h, news) = commit_tree(vol, store, m, ahead, progress)?;
@@ -611,11 +601,11 @@ fn commit_in<D: BlockDev>(
 /// The transaction of [`commit_with_progress`], up to and with the volume header; once it
 /// returns, `m` describes the tree committed (the journal entries it wrote are dropped and
 /// the store learns where its chains went afterwards: neither can fail).
-fn commit_tree<D: BlockDev>(
-    vol: &Volume<D>,
+fn commit_tree<'v, D: BlockDev>(
+    vol: &'v Volume<D>,
     store: &Store,
     m: &mut Mounted,
-    ahead: Option<WriteAhead<'_, D>>,
+    ahead: Option<(Txn<'v, D>, Vec<ahead::Placed>)>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(Box<VolumeHeader>, Learned)> {
     // An untracked store names none of its changes: committing it would write the root alone.
@@ -628,7 +618,7 @@ fn commit_tree<D: BlockDev>(
     let touches = store.journal_snapshot()?;
     let places = flush::dirty_places(store, &touches)?;
     let (mut txn, mut placed) = match ahead {
-        Some(a) => (a.txn, a.placed),
+        Some(a) => a,
         None => (begin(vol, m)?, Vec::new()),
     };
     let relax = || store.host().relax();
@@ -657,6 +647,7 @@ fn commit_tree<D: BlockDev>(
     follow(m, &h, space);
     m.io.commit = vol.io().since(&start);
     m.io.visited = w.visited;
+    m.io.ahead = placed.iter().filter(|p| p.used).count() as u64;
     (m.io.splits, m.io.rebuilt, m.io.built) = (w.shaped.splits, w.shaped.rebuilt, w.shaped.built);
     Ok((
         h,

@@ -210,9 +210,10 @@ fn sync_ahead(
 ) -> Result<(Duration, IoCount), String> {
     let store = c.store(1).map_err(err("store"))?;
     let t = Instant::now();
-    let (to_writer, passes) = std::sync::mpsc::channel::<Pass>();
-    let (to_sync, goes) = std::sync::mpsc::channel::<()>();
     std::thread::scope(|s| {
+        // Made in the scope: a return from it drops the writer's ends, which ends the thread.
+        let (to_writer, passes) = std::sync::mpsc::channel::<Pass>();
+        let (to_sync, goes) = std::sync::mpsc::channel::<()>();
         s.spawn(move || {
             let mut held = 0;
             for _ in 0..16 {
@@ -240,12 +241,21 @@ fn sync_ahead(
         });
         loop {
             let vol = Volume::open(sdev).map_err(|e| format!("open: {e}"))?;
-            let mut ahead = mount::write_ahead(&vol, sm).map_err(err("write ahead"))?;
+            let mut ahead = Some(mount::write_ahead(&vol, store, &mut *sm));
             let pass = loop {
                 match passes.try_recv() {
                     Ok(p) => break p,
                     Err(std::sync::mpsc::TryRecvError::Empty) => {
-                        if ahead.place(store, 256).map_err(err("write ahead"))? == 0 {
+                        let looked = match ahead.as_mut().map(|a| a.place(256)) {
+                            Some(Ok(n)) => n,
+                            // Given up: the commit writes the blocks, as the CLI's does.
+                            Some(Err(_)) => {
+                                ahead.take().map(mount::WriteAhead::abandon);
+                                0
+                            }
+                            None => 0,
+                        };
+                        if looked == 0 {
                             std::thread::sleep(Duration::from_micros(50));
                         }
                     }
@@ -255,8 +265,27 @@ fn sync_ahead(
                 }
             };
             let synced = t.elapsed();
-            if sm.changed(store).map_err(err("changed"))? {
-                mount::commit_ahead(&vol, store, sm, ahead, &mut |_| {}).map_err(err("commit"))?;
+            let changed = store.journal_len() != 0;
+            match ahead {
+                Some(wa) if changed => {
+                    let (m, r) = mount::commit_ahead(wa, &mut |_| {});
+                    match r {
+                        // A full volume: the blocks written ahead are free again.
+                        Err(hammer2_synchro::Error::NoSpace) => {
+                            mount::commit(&vol, store, m).map_err(err("commit"))?;
+                        }
+                        r => {
+                            r.map_err(err("commit"))?;
+                        }
+                    }
+                }
+                Some(wa) => {
+                    wa.abandon();
+                }
+                None if changed => {
+                    mount::commit(&vol, store, sm).map_err(err("commit"))?;
+                }
+                None => {}
             }
             match pass {
                 Pass::Done => return Ok((synced, sm.io().commit)),

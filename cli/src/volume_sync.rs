@@ -326,8 +326,7 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
     // each changed node's new DATA blocks written ahead of its commit meanwhile (see
     // `write_ahead`), then commits in the transactions those writes opened.
     let c = loop {
-        let mut aheads: Aheads<'_> = nodes.iter().map(|_| None).collect();
-        let mut ahead_off = vec![false; nodes.len()];
+        let mut slots: Vec<Slot<'_>> = mounts.iter_mut().map(Slot::Idle).collect();
         let why = loop {
             let behind: Vec<usize> = (0..cluster.len())
                 .filter(|&i| !cluster.in_sync(i))
@@ -380,19 +379,17 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
                 last = Instant::now();
                 progress.tick(|| status(&cluster, &nodes, &behind, t0.elapsed()));
             }
-            let vols = (&volumes[..], &mut mounts[..]);
-            if !write_ahead(&cluster, &nodes, vols, &mut aheads, &mut ahead_off) {
+            if !write_ahead(&cluster, &nodes, &volumes, &mut slots) {
                 // Woken early by a store whose changed data passed the budget.
                 std::thread::park_timeout(POLL);
             }
         };
         progress.end_line();
-        let vols = (&volumes[..], &mut mounts[..]);
         let c = match why {
             Why::Done => {
                 drop(progress);
                 stop_all(&cluster, &nodes);
-                break commit_changed(&cluster, &mut nodes, vols, aheads, true);
+                break commit_changed(&cluster, &mut nodes, &volumes, slots, true);
             }
             Why::Writeback { data_over } => {
                 match data_over {
@@ -405,7 +402,7 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
                          clean chains leave memory"
                     ),
                 }
-                let c = commit_frozen(&cluster, &mut nodes, vols, aheads)?;
+                let c = commit_frozen(&cluster, &mut nodes, &volumes, slots)?;
                 if c.failed > 0 {
                     errln!(
                         "sync: write-back: {} of {} volumes written, {} failed (each keeps its \
@@ -422,7 +419,7 @@ fn sync_cmd(args: &[String]) -> Result<(), Fail> {
                 c
             }
             Why::Periodic => {
-                let c = commit_frozen(&cluster, &mut nodes, vols, aheads)?;
+                let c = commit_frozen(&cluster, &mut nodes, &volumes, slots)?;
                 if c.failed > 0 {
                     errln!(
                         "sync: periodic commit: {} of {} volumes written, {} failed (each keeps \
@@ -484,14 +481,20 @@ enum Why {
     Periodic,
 }
 
-/// Each node's write-ahead, once its store changed (see [`write_ahead`]).
-type Aheads<'v> = Vec<Option<WriteAhead<'v, Arc<FileDev>>>>;
+/// A node's mount during one turn of the loop.
+enum Slot<'a> {
+    /// Its store has not changed this turn.
+    Idle(&'a mut Mounted),
+    /// Taken by the write-ahead of its next commit (boxed: a transaction is large).
+    Ahead(Box<WriteAhead<'a, Arc<FileDev>>>),
+    /// Its write-ahead failed this turn: the commit writes the blocks.
+    Off(&'a mut Mounted),
+    /// While a slot changes.
+    Gone,
+}
 
 /// A node's volume: none after a reopen failed.
 type Vol = Option<Volume<Arc<FileDev>>>;
-
-/// Each node's volume and mount, by node.
-type Vols<'a> = (&'a [Vol], &'a mut [Mounted]);
 
 /// Journal entries of a node looked at per turn of the loop: a few ms of writes at most,
 /// so the loop still reports and commits on time.
@@ -499,40 +502,32 @@ const AHEAD_STEP: usize = 256;
 
 /// Write the new DATA blocks of every changed node ahead of its commit
 /// ([`mount::write_ahead`]): a first sync's commit is then its tables and header, and the
-/// volume's writes run while the threads read and verify. A node's write-ahead opens once
-/// its store changed; one whose writes fail is given up until the next commit (that
-/// commit writes the blocks). Whether any node had something new to look at.
-fn write_ahead<'v>(
-    cluster: &Cluster,
+/// volume's writes run while the threads read and verify. A node's write-ahead takes its
+/// mount once its store changed; one whose writes fail is given up until the next commit
+/// (which writes the blocks). Whether any node had something new to look at.
+fn write_ahead<'a>(
+    cluster: &'a Cluster,
     nodes: &[Node],
-    (volumes, mounts): (&'v [Vol], &mut [Mounted]),
-    aheads: &mut Aheads<'v>,
-    off: &mut [bool],
+    volumes: &'a [Vol],
+    slots: &mut [Slot<'a>],
 ) -> bool {
     let mut busy = false;
-    for (i, n) in nodes.iter().enumerate() {
-        let (Ok(store), Some(Some(vol)), Some(m)) =
-            (cluster.store(i), volumes.get(i), mounts.get_mut(i))
-        else {
+    for (i, (n, slot)) in nodes.iter().zip(slots.iter_mut()).enumerate() {
+        let (Ok(store), Some(Some(vol))) = (cluster.store(i), volumes.get(i)) else {
             continue;
         };
-        if off[i] || (aheads[i].is_none() && !m.changed(store).unwrap_or(false)) {
-            continue;
-        }
-        if aheads[i].is_none() {
-            match mount::write_ahead(vol, m) {
-                Ok(wa) => aheads[i] = Some(wa),
-                Err(e) => {
-                    errln!("sync: {}: cannot write ahead of the commit: {e}", n.spec);
-                    off[i] = true;
-                    continue;
-                }
+        if let Slot::Idle(m) = slot {
+            if !m.changed(store).unwrap_or(false) {
+                continue;
+            }
+            if let Slot::Idle(m) = std::mem::replace(slot, Slot::Gone) {
+                *slot = Slot::Ahead(Box::new(mount::write_ahead(vol, store, m)));
             }
         }
-        let Some(wa) = aheads[i].as_mut() else {
+        let Slot::Ahead(wa) = slot else {
             continue;
         };
-        match wa.place(store, AHEAD_STEP) {
+        match wa.place(AHEAD_STEP) {
             Ok(looked) => busy |= looked > 0,
             Err(e) => {
                 errln!(
@@ -540,10 +535,9 @@ fn write_ahead<'v>(
                      writes them)",
                     n.spec
                 );
-                if let Some(wa) = aheads[i].take() {
-                    wa.abandon(m);
+                if let Slot::Ahead(wa) = std::mem::replace(slot, Slot::Gone) {
+                    *slot = Slot::Off(wa.abandon());
                 }
-                off[i] = true;
             }
         }
     }
@@ -582,21 +576,15 @@ struct Commits {
 fn commit_frozen(
     cluster: &Cluster,
     nodes: &mut [Node],
-    (volumes, mounts): Vols<'_>,
-    aheads: Aheads<'_>,
+    volumes: &[Vol],
+    slots: Vec<Slot<'_>>,
 ) -> Result<Commits, Fail> {
     let specs: Vec<String> = nodes.iter().map(|n| n.spec.clone()).collect();
     let mut commits = None;
-    let mut aheads = Some(aheads);
+    let mut slots = Some(slots);
     frozen(cluster, &specs, &mut || {
-        if let Some(aheads) = aheads.take() {
-            commits = Some(commit_changed(
-                cluster,
-                nodes,
-                (volumes, &mut *mounts),
-                aheads,
-                false,
-            ));
+        if let Some(slots) = slots.take() {
+            commits = Some(commit_changed(cluster, nodes, volumes, slots, false));
         }
         evict_all(cluster, nodes);
     })?;
@@ -641,8 +629,8 @@ fn frozen(cluster: &Cluster, specs: &[String], f: &mut dyn FnMut()) -> Result<()
 fn commit_changed(
     cluster: &Cluster,
     nodes: &mut [Node],
-    (volumes, mounts): Vols<'_>,
-    aheads: Aheads<'_>,
+    volumes: &[Vol],
+    slots: Vec<Slot<'_>>,
     say_unchanged: bool,
 ) -> Commits {
     let mut c = Commits {
@@ -650,9 +638,9 @@ fn commit_changed(
         failed: 0,
         committed: Vec::new(),
     };
-    let each = nodes.iter_mut().zip(volumes).zip(mounts.iter_mut());
-    for (i, (((n, vol), m), ahead)) in each.zip(aheads).enumerate() {
-        match commit_node(cluster, i, n, (vol.as_ref(), m), ahead, say_unchanged) {
+    let each = nodes.iter_mut().zip(volumes).zip(slots);
+    for (i, ((n, vol), slot)) in each.enumerate() {
+        match commit_node(cluster, i, n, vol.as_ref(), slot, say_unchanged) {
             Ok(true) => {
                 c.written += 1;
                 c.committed.push(i);
@@ -667,57 +655,81 @@ fn commit_changed(
     c
 }
 
-/// Commit node `i` if its tree changed, in `ahead`'s transaction if given: whether it was
-/// written.
+/// Commit node `i` if its tree changed, in its write-ahead's transaction if `slot` holds
+/// one: whether it was written.
 fn commit_node(
     cluster: &Cluster,
     i: usize,
     n: &mut Node,
-    (vol, m): (Option<&Volume<Arc<FileDev>>>, &mut Mounted),
-    ahead: Option<WriteAhead<'_, Arc<FileDev>>>,
+    vol: Option<&Volume<Arc<FileDev>>>,
+    slot: Slot<'_>,
     say_unchanged: bool,
 ) -> Result<bool, String> {
-    let store = cluster.store(i).map_err(|e| format!("{}: {e}", n.spec))?;
-    let changed = m.changed(store).map_err(|e| format!("{}: {e}", n.spec))?;
-    if !changed {
+    let spec = &n.spec;
+    let store = cluster.store(i).map_err(|e| format!("{spec}: {e}"))?;
+    let (m, ahead) = match slot {
+        Slot::Idle(m) | Slot::Off(m) => (Some(m), None),
+        Slot::Ahead(wa) => (None, Some(wa)),
+        Slot::Gone => return Err(format!("{spec}: not committed: its mount was lost")),
+    };
+    let changed = match (&m, &ahead) {
+        (Some(m), _) => m.changed(store),
+        (_, Some(wa)) => wa.mounted().changed(store),
+        _ => Ok(false),
+    };
+    if !changed.map_err(|e| format!("{spec}: {e}"))? {
         if let Some(wa) = ahead {
-            wa.abandon(m);
+            wa.abandon();
         }
         if say_unchanged {
-            errln!("sync: {}: unchanged, not written", n.spec);
+            errln!("sync: {spec}: unchanged, not written");
         }
         return Ok(false);
     }
-    let vol = vol.ok_or_else(|| {
-        format!(
-            "{}: not committed: its volume could not be reopened",
-            n.spec
-        )
-    })?;
+    let vol =
+        vol.ok_or_else(|| format!("{spec}: not committed: its volume could not be reopened"))?;
     let t = Instant::now();
     let mut progress = Progress::new("sync");
-    let spec = &n.spec;
     let mut tick = |k| progress.tick(|| format!("committing {spec}: {k} chains"));
-    let (ahead_blocks, ahead_bytes) = ahead.as_ref().map_or((0, 0), WriteAhead::written);
-    let h = match ahead {
-        Some(wa) => mount::commit_ahead(vol, store, m, wa, &mut tick),
-        None => mount::commit_with_progress(vol, store, m, &mut tick),
-    }
-    .map_err(|e| format!("{spec}: commit: {e} (the volume keeps its last commit)"))?;
+    let (m, ahead, r) = match (m, ahead) {
+        (_, Some(wa)) => {
+            let written = wa.written();
+            let (m, r) = mount::commit_ahead(*wa, &mut tick);
+            let r = match r {
+                // The blocks written ahead held space a commit as usual may not need: they
+                // are free again.
+                Err(hammer2_synchro::Error::NoSpace) => {
+                    mount::commit_with_progress(vol, store, m, &mut tick)
+                }
+                r => r,
+            };
+            (m, Some(written), r)
+        }
+        (Some(m), None) => {
+            let r = mount::commit_with_progress(vol, store, m, &mut tick);
+            (m, None, r)
+        }
+        (None, None) => return Err(format!("{spec}: not committed: its mount was lost")),
+    };
+    let h = r.map_err(|e| format!("{spec}: commit: {e} (the volume keeps its last commit)"))?;
     drop(progress);
-    let io = m.io().commit;
+    let io = m.io();
     errln!(
         "sync: {}: committed, mirror_tid {:#x} ({:.1}s, {} blocks / {} KiB written, {} blocks / {} KiB read{})",
-        n.spec,
+        spec,
         h.mirror_tid,
         t.elapsed().as_secs_f64(),
-        io.blocks_written,
-        io.bytes_written / 1024,
-        io.blocks_read,
-        io.bytes_read / 1024,
-        match ahead_blocks {
-            0 => String::new(),
-            k => format!("; before it, {k} data blocks / {} KiB written ahead", ahead_bytes / 1024),
+        io.commit.blocks_written,
+        io.commit.bytes_written / 1024,
+        io.commit.blocks_read,
+        io.commit.bytes_read / 1024,
+        match ahead {
+            Some((k, bytes)) if k > 0 => format!(
+                "; before it, {k} data blocks / {} KiB written ahead, {} of them taken",
+                bytes / 1024,
+                io.ahead
+            ),
+            _ => String::new(),
         }
     );
     n.committed = h.mirror_tid;

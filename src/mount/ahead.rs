@@ -3,40 +3,43 @@
 //! A commit writes every changed DATA block, then the tables above them and a volume header.
 //! In a first sync almost all of its time is those DATA blocks, and none of it can start
 //! before the sync passes are done. Copy-on-write lets them go earlier: a block written to
-//! space the last commit does not reach changes nothing any header names, so it may be
-//! written at any time before the header that names it. [`WriteAhead`] opens the commit's
-//! transaction when the sync starts; [`WriteAhead::place`], called on a thread of the host's
-//! while the sync threads run, writes the DATA blocks the store's journal names as changed,
-//! each allocated in that transaction, and remembers each block with the chain's header and
-//! payload version. [`commit_ahead`] then commits in the same transaction: a DATA chain
-//! still at the header and version its block was written for takes that block unwritten;
-//! one changed since is written again, and the block written ahead is given back to the
-//! transaction's free space, as is the block of a chain deleted meanwhile.
+//! space no header copy reaches changes nothing any header names, so it may be written at
+//! any time before the header that names it. [`write_ahead`] takes a PFS's mount for the
+//! next commit; [`WriteAhead::place`], called on a thread of the host's while the sync
+//! threads run, opens that commit's transaction and writes the DATA blocks the store's
+//! journal names as changed, each allocated in it, remembering each block with the chain's
+//! header and payload version. [`commit_ahead`] then commits in the same transaction: a
+//! DATA chain still at the header and version its block was written for takes that block
+//! unwritten; one changed since is written again, and the block written ahead is given back
+//! to the transaction's free space, as is the block of a chain deleted meanwhile.
 //!
 //! DEVIATION: HAMMER2 writes a chain's block when its flush reaches the chain. The blocks
 //! are the same (a DATA payload is written as it is held, with the check code carried with
 //! it or computed as the flush would), only written earlier; a crash before the header
 //! leaves them in free space, where a crash in HAMMER2's flush leaves its blocks too.
 //!
-//! The transaction is the volume's one writer until it commits or is dropped: no other
-//! commit may run on the volume meanwhile (two PFSs of one volume synced together commit
-//! without it). Dropping a [`WriteAhead`] without committing loses nothing: the blocks it
-//! wrote are in free space, and the next commit learns the volume's space anew.
+//! The transaction must be the volume's one writer until it commits or is given up: a
+//! [`WriteAhead`] holds its mount (no other commit of that PFS can run meanwhile), and the
+//! host must not commit another PFS of the same volume in between (the CLI syncs one PFS
+//! per volume). Given up ([`WriteAhead::abandon`], or dropped), nothing is lost: the blocks
+//! written are in free space.
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 
-use super::{begin, place_carried, Mounted};
-use crate::media::{Blockref, BREF_TYPE_DATA};
+use super::{begin, commit_in, place_carried, Mounted};
+use crate::media::{Blockref, VolumeHeader, BREF_TYPE_DATA};
 use crate::store::cache::PayVer;
 use crate::store::{ChainId, Store};
 use crate::volume::{BlockDev, Txn, Volume};
 use crate::Result;
 
-/// Blocks written ahead of one commit at most: past them the commit writes the rest (a
-/// host commits when its changed data pass its cache budget, far below this).
-pub const MAX_AHEAD: usize = 1 << 20;
+/// Blocks written ahead of one commit at most (a few MiB of [`Placed`]): past them the
+/// commit writes the rest. A host commits when its changed data pass its cache budget
+/// (4096 blocks of 64 KiB at the CLI's default), far below this.
+pub const MAX_AHEAD: usize = 1 << 15;
 
-/// A DATA block written ahead: the chain, its header and payload version it was written
+/// A DATA block written ahead: the chain, the header and payload version it was written
 /// for, and the blockref written.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Placed {
@@ -48,40 +51,49 @@ pub(super) struct Placed {
     pub(super) used: bool,
 }
 
-/// A commit's transaction opened ahead of it, writing DATA blocks while the store changes
-/// (see the module).
-pub struct WriteAhead<'v, D: BlockDev> {
-    pub(super) txn: Txn<'v, D>,
-    pub(super) placed: Vec<Placed>,
+/// The next commit of one PFS, its DATA blocks written while the store changes (see the
+/// module).
+pub struct WriteAhead<'a, D: BlockDev> {
+    vol: &'a Volume<D>,
+    store: &'a Store,
+    m: &'a mut Mounted,
+    /// Opened by the first block written.
+    txn: Option<Txn<'a, D>>,
+    placed: Vec<Placed>,
     /// Journal entries looked at so far.
     seen: usize,
     bytes: u64,
 }
 
-/// Open the transaction of the next commit of `m` on `vol`, to write DATA blocks ahead of
-/// it ([`WriteAhead::place`]) and commit with [`commit_ahead`]. The space cache of `m` moves
-/// into the transaction: dropped without committing, the next commit reads the volume's
-/// space again.
-pub fn write_ahead<'v, D: BlockDev>(
-    vol: &'v Volume<D>,
-    m: &mut Mounted,
-) -> Result<WriteAhead<'v, D>> {
-    Ok(WriteAhead {
-        txn: begin(vol, m)?,
+/// Take `m`, the mount of `store`'s PFS on `vol`, for a commit whose DATA blocks are written
+/// ahead of it ([`WriteAhead::place`]); commit with [`commit_ahead`].
+pub fn write_ahead<'a, D: BlockDev>(
+    vol: &'a Volume<D>,
+    store: &'a Store,
+    m: &'a mut Mounted,
+) -> WriteAhead<'a, D> {
+    WriteAhead {
+        vol,
+        store,
+        m,
+        txn: None,
         placed: Vec::new(),
         seen: 0,
         bytes: 0,
-    })
+    }
 }
 
-impl<D: BlockDev> WriteAhead<'_, D> {
-    /// Look at up to `max` journal entries of `store` not looked at yet and write the DATA
-    /// block of each changed chain they name whose payload is in memory. Returns how many
+impl<'a, D: BlockDev> WriteAhead<'a, D> {
+    /// Look at up to `max` journal entries of the store not looked at yet and write the DATA
+    /// block of each changed chain they name whose payload is in memory (the first opens
+    /// the commit's transaction, which takes the mount's space cache). Returns how many
     /// entries were looked at (0: none new). A chain that cannot be looked at now (gone,
-    /// being read back, or lent to another writer) is left to the commit. Safe while sync
-    /// threads change the store; never while a commit or an eviction of it runs. A device
-    /// error, or a full volume, is returned: the host then drops this and commits as usual.
-    pub fn place(&mut self, store: &Store, max: usize) -> Result<usize> {
+    /// being read back, lent) is left to the commit. Safe while sync threads change the
+    /// store; never while an eviction of it runs. A device error or a full volume is
+    /// returned: the host then gives this up ([`WriteAhead::abandon`]) and commits as
+    /// usual.
+    pub fn place(&mut self, max: usize) -> Result<usize> {
+        let store = self.store;
         let touches = store.journal_from(self.seen, max)?;
         for (i, t) in touches.iter().enumerate() {
             if i % 64 == 63 {
@@ -102,7 +114,11 @@ impl<D: BlockDev> WriteAhead<'_, D> {
                 continue;
             }
             self.placed.try_reserve(1)?;
-            let now = place_carried(&mut self.txn, &was, loan.bytes(), carried)?;
+            let txn = match &mut self.txn {
+                Some(txn) => txn,
+                None => self.txn.insert(begin(self.vol, self.m)?),
+            };
+            let now = place_carried(txn, &was, loan.bytes(), carried)?;
             drop(loan);
             self.bytes += 1u64 << now.size_radix();
             self.placed.push(Placed {
@@ -121,15 +137,43 @@ impl<D: BlockDev> WriteAhead<'_, D> {
         (self.placed.len(), self.bytes)
     }
 
-    /// Give up without committing (the store did not change, or a write failed): the blocks
-    /// written stay in free space, and `m` (the mount this was opened on, not committed
-    /// since) takes back the space its transaction knew, so the next commit does not read
-    /// the volume's trees again.
-    pub fn abandon(self, m: &mut Mounted) {
-        if m.space.is_none() {
-            m.space = self.txn.space;
-        }
+    /// The mount taken.
+    pub fn mounted(&self) -> &Mounted {
+        self.m
     }
+
+    /// Give up without committing (the store did not change, or a write failed): the blocks
+    /// written stay in free space, and the mount, given back, takes back the space its
+    /// transaction knew (the next commit does not read the volume's trees again).
+    pub fn abandon(self) -> &'a mut Mounted {
+        if let Some(txn) = self.txn {
+            if self.m.space.is_none() {
+                self.m.space = txn.space;
+            }
+        }
+        self.m
+    }
+}
+
+/// Commit the store `ahead` was taken for, in its transaction, taking the DATA blocks it
+/// wrote where their chains did not change since (a [`super::commit_with_progress`]
+/// otherwise: `progress` as there). Gives the mount back, with the commit's result: on an
+/// error the volume keeps its last commit, as with [`super::commit`], and a plain commit may
+/// follow (after a full volume, it has the space the blocks written ahead held).
+pub fn commit_ahead<'a, D: BlockDev>(
+    ahead: WriteAhead<'a, D>,
+    progress: &mut dyn FnMut(u64),
+) -> (&'a mut Mounted, Result<Box<VolumeHeader>>) {
+    let WriteAhead {
+        vol,
+        store,
+        m,
+        txn,
+        placed,
+        ..
+    } = ahead;
+    let r = commit_in(vol, store, &mut *m, txn.map(|t| (t, placed)), progress);
+    (m, r)
 }
 
 /// The block written ahead for chain `id` of `store`, if one was written for the header and

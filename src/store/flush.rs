@@ -154,14 +154,20 @@ impl Store {
     /// only by a commit, so between two commits an entry keeps its position.
     pub fn journal_from(&self, from: usize, max: usize) -> Result<Vec<Touch>> {
         let mut v = Vec::new();
-        v.try_reserve_exact(max)?;
-        let a = self.arena.read();
-        let j = a.journal.as_deref().unwrap_or(&[]);
-        let end = j.len().min(from.saturating_add(max));
-        if let Some(part) = j.get(from..end) {
+        loop {
+            // Room for what is there now, allocated outside the lock; more may come meanwhile.
+            let want = self.journal_len().saturating_sub(from).min(max);
+            v.try_reserve_exact(want)?;
+            let a = self.arena.read();
+            let j = a.journal.as_deref().unwrap_or(&[]);
+            let end = j.len().min(from.saturating_add(max));
+            let part = j.get(from..end).unwrap_or(&[]);
+            if part.len() > v.capacity() {
+                continue;
+            }
             v.extend_from_slice(part);
+            return Ok(v);
         }
-        Ok(v)
     }
 
     /// Drop the first `n` journal entries: a commit wrote what they name.
