@@ -24,7 +24,7 @@ pub mod image;
 pub mod join;
 pub mod payload;
 
-pub use ahead::{commit_ahead, write_ahead, WriteAhead, MAX_AHEAD};
+pub use ahead::{commit_ahead, write_ahead, WriteAhead, MAX_AHEAD, PLACE_BYTES};
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -618,7 +618,11 @@ fn commit_tree<'v, D: BlockDev>(
     let touches = store.journal_snapshot()?;
     let places = flush::dirty_places(store, &touches)?;
     let (mut txn, mut placed) = match ahead {
-        Some(a) => a,
+        // Begun a while ago: another writer may have committed since.
+        Some((txn, placed)) => {
+            txn.still_current()?;
+            (txn, placed)
+        }
         None => (begin(vol, m)?, Vec::new()),
     };
     let relax = || store.host().relax();

@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
@@ -208,9 +209,22 @@ pub(crate) fn open_dev(path: &str) -> Result<FileDev, Fail> {
     FileDev::open(Path::new(path)).map_err(|e| Fail::Open(format!("{path}: {e}")))
 }
 
-/// Open the image file or block device `path` for reading and writing.
+/// Open the image file or block device `path` for reading and writing, locked against
+/// another writer of this CLI (`flock`, exclusive, for as long as it is open): two writers
+/// would each commit into space the other's commit took. A filesystem without locks is
+/// written unlocked.
 pub(crate) fn open_dev_rw(path: &str) -> Result<FileDev, Fail> {
-    FileDev::open_rw(Path::new(path)).map_err(|e| Fail::Open(format!("{path}: {e}")))
+    let dev = FileDev::open_rw(Path::new(path)).map_err(|e| Fail::Open(format!("{path}: {e}")))?;
+    // SAFETY: flock(2) on a descriptor the device holds open; it touches no memory.
+    if unsafe { libc::flock(dev.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(Fail::Open(format!(
+                "{path}: in use by another writer (a sync or an import holds it)"
+            )));
+        }
+    }
+    Ok(dev)
 }
 
 fn run_err(image: &str, e: ReadError) -> Fail {

@@ -496,8 +496,8 @@ enum Slot<'a> {
 /// A node's volume: none after a reopen failed.
 type Vol = Option<Volume<Arc<FileDev>>>;
 
-/// Journal entries of a node looked at per turn of the loop: a few ms of writes at most,
-/// so the loop still reports and commits on time.
+/// Journal entries of a node looked at per turn of the loop (and at most
+/// [`mount::PLACE_BYTES`] written), so the loop still reports and commits on time.
 const AHEAD_STEP: usize = 256;
 
 /// Write the new DATA blocks of every changed node ahead of its commit
@@ -699,6 +699,10 @@ fn commit_node(
                 // The blocks written ahead held space a commit as usual may not need: they
                 // are free again.
                 Err(hammer2_synchro::Error::NoSpace) => {
+                    errln!(
+                        "sync: {spec}: no space with the data written ahead: committing \
+                         without them"
+                    );
                     mount::commit_with_progress(vol, store, m, &mut tick)
                 }
                 r => r,

@@ -322,6 +322,21 @@ fn watch_runs_until_sigint_then_stops_and_commits() {
         child.try_wait().unwrap().is_none(),
         "--watch did not keep running"
     );
+    // Another writer of the slave's volume meanwhile is refused (it would commit into
+    // space the sync's next commit takes); a reader is not.
+    let t = d.join("other");
+    fs::create_dir_all(&t).unwrap();
+    let o = bin()
+        .args(["import", "--replace", s(&t), &ss])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("in use by another writer"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    export(&ss, &d.join("o-during"));
     // SAFETY: a plain kill(2) of our own child.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
     stderr.read_to_string(&mut seen).unwrap();
@@ -337,5 +352,43 @@ fn watch_runs_until_sigint_then_stops_and_commits() {
         &export(&ms, &d.join("o-m")),
         &ss,
     );
+    fs::remove_dir_all(&d).unwrap();
+}
+
+/// A slave too small for the master's data: writing ahead runs out of space, the commit
+/// then falls back to a plain one, which fails too; the sync says so and exits 1, and the
+/// slave keeps its last commit, fsck-clean.
+#[test]
+fn a_slave_too_small_keeps_its_last_commit() {
+    let d = tmp("full");
+    let (m, sl) = (d.join("m.img"), d.join("s.img"));
+    newfs(&m, "master", CLID);
+    cli(&[
+        "newfs",
+        s(&sl),
+        "--size",
+        "64M",
+        "--pfs",
+        "DATA:slave",
+        "--clid",
+        CLID,
+    ]);
+    let t = d.join("t");
+    fs::create_dir_all(&t).unwrap();
+    for i in 0..3 {
+        fs::write(t.join(format!("f{i}")), common::bytes(i + 1)(30 << 20)).unwrap();
+    }
+    let (ms, ss) = (format!("{}@DATA", s(&m)), format!("{}@DATA", s(&sl)));
+    cli(&["import", s(&t), &ms]);
+    let before = header(&sl);
+    let o = bin()
+        .args(["sync", "--timeout", "60", &ms, &ss])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("no space"), "{err}");
+    assert_eq!(before, header(&sl), "{err}");
+    fsck_clean(&sl);
     fs::remove_dir_all(&d).unwrap();
 }

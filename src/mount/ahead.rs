@@ -21,8 +21,10 @@
 //! The transaction must be the volume's one writer until it commits or is given up: a
 //! [`WriteAhead`] holds its mount (no other commit of that PFS can run meanwhile), and the
 //! host must not commit another PFS of the same volume in between (the CLI syncs one PFS
-//! per volume). Given up ([`WriteAhead::abandon`], or dropped), nothing is lost: the blocks
-//! written are in free space.
+//! per volume and locks each image). Another writer's commit meanwhile is found before each
+//! batch of writes and before the commit ([`Txn::still_current`]: `Busy`, nothing more
+//! written), as a commit finds one at its begin. Given up ([`WriteAhead::abandon`], or
+//! dropped), nothing is lost: the blocks written are in free space.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -38,6 +40,10 @@ use crate::Result;
 /// commit writes the rest. A host commits when its changed data pass its cache budget
 /// (4096 blocks of 64 KiB at the CLI's default), far below this.
 pub const MAX_AHEAD: usize = 1 << 15;
+
+/// Bytes one [`WriteAhead::place`] writes at most: a host loop calling it between its own
+/// checks stays responsive on a slow device.
+pub const PLACE_BYTES: u64 = 4 << 20;
 
 /// A DATA block written ahead: the chain, the header and payload version it was written
 /// for, and the blockref written.
@@ -85,20 +91,26 @@ pub fn write_ahead<'a, D: BlockDev>(
 
 impl<'a, D: BlockDev> WriteAhead<'a, D> {
     /// Look at up to `max` journal entries of the store not looked at yet and write the DATA
-    /// block of each changed chain they name whose payload is in memory (the first opens
-    /// the commit's transaction, which takes the mount's space cache). Returns how many
-    /// entries were looked at (0: none new). A chain that cannot be looked at now (gone,
-    /// being read back, lent) is left to the commit. Safe while sync threads change the
-    /// store; never while an eviction of it runs. A device error or a full volume is
-    /// returned: the host then gives this up ([`WriteAhead::abandon`]) and commits as
+    /// block of each changed chain they name whose payload is in memory, at most
+    /// [`PLACE_BYTES`] (the first opens the commit's transaction, which takes the mount's
+    /// space cache). Returns how many entries were looked at (0: none new). A chain that
+    /// cannot be looked at now (gone, being read back, lent) is left to the commit. Safe
+    /// while sync threads change the store; never while an eviction of it runs. A device
+    /// error, a full volume or another writer's commit since the transaction began (`Busy`)
+    /// is returned: the host then gives this up ([`WriteAhead::abandon`]) and commits as
     /// usual.
     pub fn place(&mut self, max: usize) -> Result<usize> {
         let store = self.store;
         let touches = store.journal_from(self.seen, max)?;
+        let (mut looked, mut wrote, mut checked) = (0, 0u64, false);
         for (i, t) in touches.iter().enumerate() {
             if i % 64 == 63 {
                 store.host().relax();
             }
+            if wrote >= PLACE_BYTES {
+                break;
+            }
+            looked += 1;
             self.seen += 1;
             if self.placed.len() >= MAX_AHEAD {
                 continue;
@@ -115,11 +127,19 @@ impl<'a, D: BlockDev> WriteAhead<'a, D> {
             }
             self.placed.try_reserve(1)?;
             let txn = match &mut self.txn {
+                // Checked once a batch: another writer may have committed since.
+                Some(txn) if !checked => {
+                    txn.still_current()?;
+                    txn
+                }
                 Some(txn) => txn,
+                // Its begin checks.
                 None => self.txn.insert(begin(self.vol, self.m)?),
             };
+            checked = true;
             let now = place_carried(txn, &was, loan.bytes(), carried)?;
             drop(loan);
+            wrote += 1u64 << now.size_radix();
             self.bytes += 1u64 << now.size_radix();
             self.placed.push(Placed {
                 id,
@@ -129,7 +149,7 @@ impl<'a, D: BlockDev> WriteAhead<'a, D> {
                 used: false,
             });
         }
-        Ok(touches.len())
+        Ok(looked)
     }
 
     /// Blocks written ahead so far, and their bytes.

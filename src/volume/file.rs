@@ -64,6 +64,14 @@ impl FileDev {
     }
 }
 
+impl AsRawFd for FileDev {
+    /// The open descriptor, for what a host does beside the block I/O (an advisory lock);
+    /// the device keeps it open.
+    fn as_raw_fd(&self) -> std::os::unix::io::RawFd {
+        self.file.as_raw_fd()
+    }
+}
+
 impl BlockDev for FileDev {
     fn size(&self) -> u64 {
         self.size

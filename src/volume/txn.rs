@@ -335,6 +335,20 @@ impl<'v, D: BlockDev> Txn<'v, D> {
         Ok(())
     }
 
+    /// [`Error::Busy`] unless the best header copy on the device is still the one the
+    /// transaction's volume was opened on (as at its begin): a transaction held open while
+    /// another writer could commit (a write-ahead) checks before it writes more, so that it
+    /// never writes into space another commit took.
+    pub fn still_current(&self) -> Result<()> {
+        let copies = read_copies(self.vol.dev()).map_err(read_err)?;
+        for c in &copies {
+            if !matches!(c, HeaderCopy::Absent) {
+                self.vol.count_read(crate::media::volhdr::VOLUME_BYTES);
+            }
+        }
+        require_current(self.vol, &copies)
+    }
+
     /// The transaction id this commit writes (`mirror_tid` of every new blockref).
     pub fn tid(&self) -> u64 {
         self.tid

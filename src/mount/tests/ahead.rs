@@ -258,3 +258,98 @@ fn a_failed_commit_ahead_leaves_the_last_commit_and_the_next_writes_all() {
     }
     assert!(failed >= 4, "{failed}");
 }
+
+/// Another writer commits the volume while a write-ahead's transaction is open: the next
+/// writes ahead and the commit in it fail `Busy` (nothing more written), the other
+/// writer's commit stays whole, and a plain commit on the stale volume is refused too.
+#[test]
+fn another_writers_commit_during_a_write_ahead_is_refused() {
+    let (_m, s, c, mut sm) = pair(4, 2);
+    sync_until_in_sync(&c, 1);
+    let slave = c.store(1).unwrap();
+    let vol = Volume::open(&*s).unwrap();
+    let mut wa = write_ahead(&vol, slave, &mut sm);
+    place_all(&mut wa, 64);
+    assert_eq!(wa.written().0, 8);
+    {
+        let (other, mut om) = load_lazy(&s, BUDGET);
+        other
+            .write(b"/ext", &bytes(3 * DATA_BLOCK_BYTES, 0x5a), 50_000)
+            .unwrap();
+        commit(&Volume::open(&*s).unwrap(), &other, &mut om).unwrap();
+    }
+    let theirs = reader_view(&s.0.lock());
+    assert!(theirs.iter().any(|(p, _, _)| p == b"/ext"));
+    slave
+        .write(b"/f3", &bytes(2 * DATA_BLOCK_BYTES, 7), 60_000)
+        .unwrap();
+    let writes = s.0.lock().writes.get();
+    assert_eq!(wa.place(64), Err(Error::Busy));
+    assert_eq!(s.0.lock().writes.get(), writes, "nothing written");
+    let (sm, r) = commit_ahead(wa, &mut |_| {});
+    assert_eq!(r.map(|h| h.mirror_tid), Err(Error::Busy));
+    assert_eq!(s.0.lock().writes.get(), writes, "nothing written");
+    assert_eq!(
+        commit(&vol, slave, sm).map(|h| h.mirror_tid),
+        Err(Error::Busy)
+    );
+    exact(&s.0.lock());
+    assert!(reader_view(&s.0.lock()) == theirs);
+}
+
+/// A volume with room for the tree but not for every version written ahead: the writes
+/// ahead and then the commit in their transaction fail with no space, and a plain commit
+/// after them (the CLI's fallback) writes everything, the blocks written ahead free again.
+#[test]
+fn no_space_with_the_blocks_written_ahead_falls_back_to_a_plain_commit() {
+    let s = shared(make_sized(48 << 20));
+    let (store, mut sm) = load_lazy(&s, 64 << 20);
+    let vol = Volume::open(&*s).unwrap();
+    let mut wa = write_ahead(&vol, &store, &mut sm);
+    let len = 64 * DATA_BLOCK_BYTES;
+    let mut k = 0u8;
+    let err = loop {
+        store
+            .write(b"/big", &bytes(len, k), 1000 + u64::from(k))
+            .unwrap();
+        let failed = loop {
+            match wa.place(64) {
+                Ok(0) => break None,
+                Ok(_) => {}
+                Err(e) => break Some(e),
+            }
+        };
+        if let Some(e) = failed {
+            break e;
+        }
+        k += 1;
+        assert!(k < 100);
+    };
+    assert_eq!(err, Error::NoSpace);
+    let (m, r) = commit_ahead(wa, &mut |_| {});
+    assert_eq!(r.map(|h| h.mirror_tid), Err(Error::NoSpace));
+    commit(&Volume::open(&*s).unwrap(), &store, m).unwrap();
+    exact(&s.0.lock());
+    let view = reader_view(&s.0.lock());
+    let (_, _, got) = view.iter().find(|(p, _, _)| p == b"/big").unwrap();
+    assert!(got == &bytes(len, k));
+}
+
+/// One call writes at most [`crate::mount::PLACE_BYTES`], and looks at no entry past them.
+#[test]
+fn one_place_writes_a_bounded_batch() {
+    let (_m, s, c, mut sm) = pair(2, 64);
+    sync_until_in_sync(&c, 1);
+    let slave = c.store(1).unwrap();
+    let vol = Volume::open(&*s).unwrap();
+    let mut wa = write_ahead(&vol, slave, &mut sm);
+    let per_call = (crate::mount::PLACE_BYTES / DATA_BLOCK_BYTES as u64) as usize;
+    assert!(wa.place(1 << 20).unwrap() > 0);
+    assert_eq!(wa.written().0, per_call);
+    place_all(&mut wa, 1 << 20);
+    assert_eq!(wa.written().0, 128);
+    let (sm, r) = commit_ahead(wa, &mut |_| {});
+    r.unwrap();
+    assert_eq!(sm.io().ahead, 128);
+    exact(&s.0.lock());
+}
