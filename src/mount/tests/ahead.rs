@@ -25,9 +25,27 @@ fn pair(files: usize, blocks: usize) -> (Arc<Shared>, Arc<Shared>, PinnedCluster
     (m, s, master_and_slave(ms, ss), sm)
 }
 
+/// [`pair`] with the slave synced, not committed.
+fn synced(files: usize, blocks: usize) -> (Arc<Shared>, Arc<Shared>, PinnedCluster, Mounted) {
+    let (m, s, c, sm) = pair(files, blocks);
+    sync_until_in_sync(&c, 1);
+    (m, s, c, sm)
+}
+
 /// Place every journal entry there is.
 fn place_all(wa: &mut crate::mount::WriteAhead<'_, &Shared>, step: usize) {
     while wa.place(step).unwrap() > 0 {}
+}
+
+/// Place `step` entries at a time until none is left (`None`) or a place fails.
+fn place_until_error(wa: &mut crate::mount::WriteAhead<'_, &Shared>, step: usize) -> Option<Error> {
+    loop {
+        match wa.place(step) {
+            Ok(0) => return None,
+            Ok(_) => {}
+            Err(e) => return Some(e),
+        }
+    }
 }
 
 /// A first sync whose DATA blocks are written ahead while the sync passes run on another
@@ -86,8 +104,7 @@ fn a_first_sync_written_ahead_commits_the_masters_tree() {
 #[test]
 fn blocks_of_chains_changed_since_go_back_to_free_space() {
     for cached in [true, false] {
-        let (_m, s, c, mut sm) = pair(4, 2);
-        sync_until_in_sync(&c, 1);
+        let (_m, s, c, mut sm) = synced(4, 2);
         let slave = c.store(1).unwrap();
         let vol = Volume::open(&*s).unwrap();
         if !cached {
@@ -117,8 +134,7 @@ fn blocks_of_chains_changed_since_go_back_to_free_space() {
 /// the last, and the others come free.
 #[test]
 fn a_chain_rewritten_many_times_commits_its_last_version() {
-    let (_m, s, c, mut sm) = pair(2, 1);
-    sync_until_in_sync(&c, 1);
+    let (_m, s, c, mut sm) = synced(2, 1);
     let slave = c.store(1).unwrap();
     let vol = Volume::open(&*s).unwrap();
     let mut wa = write_ahead(&vol, slave, &mut sm);
@@ -147,8 +163,7 @@ fn changes_racing_the_writes_ahead_commit_their_last_version() {
         _ => DATA_BLOCK_BYTES + 100,
     };
     for round in 0..10u64 {
-        let (_m, s, c, mut sm) = pair(2, 2);
-        sync_until_in_sync(&c, 1);
+        let (_m, s, c, mut sm) = synced(2, 2);
         let slave = c.store(1).unwrap();
         let vol = Volume::open(&*s).unwrap();
         let mut wa = write_ahead(&vol, slave, &mut sm);
@@ -188,8 +203,7 @@ fn changes_racing_the_writes_ahead_commit_their_last_version() {
 /// lost to the blocks written.
 #[test]
 fn a_write_ahead_given_up_leaves_the_last_commit() {
-    let (m, s, c, mut sm) = pair(4, 2);
-    sync_until_in_sync(&c, 1);
+    let (m, s, c, mut sm) = synced(4, 2);
     let slave = c.store(1).unwrap();
     let vol = Volume::open(&*s).unwrap();
     let before = reader_view(&s.0.lock());
@@ -204,13 +218,7 @@ fn a_write_ahead_given_up_leaves_the_last_commit() {
     let mut wa = write_ahead(&vol, slave, &mut sm);
     let w = s.0.lock().writes.get();
     s.0.lock().fail_write_after = Some(w + 3);
-    let failed = loop {
-        match wa.place(1) {
-            Ok(0) => break None,
-            Ok(_) => {}
-            Err(e) => break Some(e),
-        }
-    };
+    let failed = place_until_error(&mut wa, 1);
     s.0.lock().fail_write_after = None;
     assert_eq!(failed, Some(Error::Io));
     let sm = wa.abandon();
@@ -264,8 +272,7 @@ fn a_failed_commit_ahead_leaves_the_last_commit_and_the_next_writes_all() {
 /// writer's commit stays whole, and a plain commit on the stale volume is refused too.
 #[test]
 fn another_writers_commit_during_a_write_ahead_is_refused() {
-    let (_m, s, c, mut sm) = pair(4, 2);
-    sync_until_in_sync(&c, 1);
+    let (_m, s, c, mut sm) = synced(4, 2);
     let slave = c.store(1).unwrap();
     let vol = Volume::open(&*s).unwrap();
     let mut wa = write_ahead(&vol, slave, &mut sm);
@@ -312,14 +319,7 @@ fn no_space_with_the_blocks_written_ahead_falls_back_to_a_plain_commit() {
         store
             .write(b"/big", &bytes(len, k), 1000 + u64::from(k))
             .unwrap();
-        let failed = loop {
-            match wa.place(64) {
-                Ok(0) => break None,
-                Ok(_) => {}
-                Err(e) => break Some(e),
-            }
-        };
-        if let Some(e) = failed {
+        if let Some(e) = place_until_error(&mut wa, 64) {
             break e;
         }
         k += 1;
@@ -338,8 +338,7 @@ fn no_space_with_the_blocks_written_ahead_falls_back_to_a_plain_commit() {
 /// One call writes at most [`crate::mount::PLACE_BYTES`], and looks at no entry past them.
 #[test]
 fn one_place_writes_a_bounded_batch() {
-    let (_m, s, c, mut sm) = pair(2, 64);
-    sync_until_in_sync(&c, 1);
+    let (_m, s, c, mut sm) = synced(2, 64);
     let slave = c.store(1).unwrap();
     let vol = Volume::open(&*s).unwrap();
     let mut wa = write_ahead(&vol, slave, &mut sm);
